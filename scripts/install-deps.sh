@@ -1,0 +1,45 @@
+#!/bin/sh
+# Installs, on Debian 12, what building and testing Petrel needs, when missing.
+# Service packages (postfix, redis, dnsmasq...) must not start their own daemons:
+# tests start private instances on loopback high ports, so a policy-rc.d forbids
+# service starts for the duration of the install and the units are masked after.
+set -eu
+
+BUILD_PKGS="build-essential autoconf automake libtool libltdl-dev pkg-config \
+libevent-dev libssl-dev libpcre2-dev libc-ares-dev"
+TEST_PKGS="python3 swaks postfix strace openssl procps util-linux"
+
+want=""
+for p in $BUILD_PKGS ${PETREL_WITH_TESTS:+$TEST_PKGS}; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || want="$want $p"
+done
+[ -z "$want" ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps: missing packages:$want (run as root to install them)" >&2
+    exit 1
+fi
+
+echo "install-deps: installing$want"
+export DEBIAN_FRONTEND=noninteractive
+echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+policy=/usr/sbin/policy-rc.d
+had_policy=0
+[ -e "$policy" ] && had_policy=1
+if [ $had_policy -eq 0 ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy"
+    chmod 755 "$policy"
+fi
+apt_update_done=0
+if ! apt-get install -y -q --no-install-recommends $want; then
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends $want
+fi
+[ $had_policy -eq 0 ] && rm -f "$policy"
+for unit in postfix redis-server dnsmasq; do
+    if systemctl list-unit-files "$unit.service" >/dev/null 2>&1; then
+        systemctl stop "$unit" >/dev/null 2>&1 || true
+        systemctl mask "$unit" >/dev/null 2>&1 || true
+    fi
+done
+exit 0

@@ -1,0 +1,219 @@
+#!/usr/bin/env python3
+"""Helpers shared by the Petrel benchmarks (bench/ingest.sh, bench/idle.sh).
+
+Subcommands:
+  pids    --cgroup DIR | --root PID          print the server's PIDs, one a line
+  cpu     --cgroup DIR | --root PID          print CPU microseconds used so far
+  mem     --cgroup DIR | --root PID | --pids "P1 P2"
+                                             print "rss_kb pss_kb nprocs" (sum now)
+  sample  --cgroup DIR | --root PID --out FILE [--interval S]
+                                             sample the memory sum until SIGTERM/SIGINT,
+                                             then write "peak_rss_kb peak_pss_kb max_nprocs"
+  summarize FILE                             median table + ratios from ingest.sh's TSV
+
+CPU: with --cgroup, cpu.stat usage_usec (cgroup v2) or cpuacct.usage (cgroup v1):
+counts every process that ever lived in the cgroup. With --root (fallback), the
+sum over the live process tree of the run time in /proc/PID/schedstat plus the
+cutime+cstime of each (children that exited and were reaped by a live parent;
+those two are tick-sampled, so short-lived children are undercounted).
+Memory: Rss and Pss from /proc/PID/smaps_rollup (falls back to smaps).
+"""
+import os
+import signal
+import statistics
+import sys
+import time
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _read(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _stat_fields(pid):
+    s = _read(f"/proc/{pid}/stat")
+    if s is None:
+        return None
+    # comm may contain spaces/parens: split after the last ')'
+    rest = s[s.rfind(")") + 2:].split()
+    return rest  # rest[0] = state (field 3), rest[1] = ppid (field 4)
+
+
+def tree_pids(root):
+    children = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        f = _stat_fields(d)
+        if f is None:
+            continue
+        children.setdefault(int(f[1]), []).append(int(d))
+    out, todo = [], [int(root)]
+    while todo:
+        p = todo.pop()
+        if not os.path.exists(f"/proc/{p}"):
+            continue
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def cgroup_pids(cg):
+    s = _read(os.path.join(cg, "cgroup.procs")) or ""
+    return [int(x) for x in s.split()]
+
+
+def get_pids(args):
+    if args.get("cgroup"):
+        return cgroup_pids(args["cgroup"])
+    if args.get("root"):
+        return tree_pids(args["root"])
+    return [int(x) for x in args.get("pids", "").split()]
+
+
+def cpu_usec(args):
+    if args.get("cgroup"):
+        cg = args["cgroup"]
+        for line in (_read(os.path.join(cg, "cpu.stat")) or "").splitlines():
+            k, _, v = line.partition(" ")
+            if k == "usage_usec":          # cgroup v2
+                return int(v)
+        v = _read(os.path.join(cg, "cpuacct.usage"))
+        if v is not None:                  # cgroup v1 cpuacct, nanoseconds
+            return int(v) // 1000
+        raise SystemExit("benchlib: no usage_usec in cpu.stat nor cpuacct.usage in " + cg)
+    total = 0
+    for p in tree_pids(args["root"]):
+        f = _stat_fields(p)
+        if f is None:
+            continue
+        # live process: exact run time from schedstat (ns); utime/stime are
+        # tick-sampled and undercount short bursts badly (seen: -40%).
+        ss = _read(f"/proc/{p}/schedstat")
+        if ss:
+            total += int(ss.split()[0]) // 1000
+        else:
+            total += (int(f[11]) + int(f[12])) * 1000000 // CLK_TCK
+        # children that exited and were reaped: only tick-based cutime/cstime exist
+        total += (int(f[13]) + int(f[14])) * 1000000 // CLK_TCK
+    return total
+
+
+def mem_kb(pids):
+    rss = pss = n = 0
+    for p in pids:
+        s = _read(f"/proc/{p}/smaps_rollup")
+        if s is None:
+            s = _read(f"/proc/{p}/smaps")
+        if s is None:
+            continue
+        r = q = 0
+        for line in s.splitlines():
+            if line.startswith("Rss:"):
+                r += int(line.split()[1])
+            elif line.startswith("Pss:"):
+                q += int(line.split()[1])
+        if r == 0 and q == 0:
+            continue  # zombie / kernel thread
+        rss += r
+        pss += q
+        n += 1
+    return rss, pss, n
+
+
+def sample(args):
+    interval = float(args.get("interval", "0.5"))
+    out = args["out"]
+    peak = [0, 0, 0]
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
+    signal.signal(signal.SIGINT, lambda *a: stop.append(1))
+    while not stop:
+        r, p, n = mem_kb(get_pids(args))
+        peak = [max(peak[0], r), max(peak[1], p), max(peak[2], n)]
+        with open(out + ".tmp", "w") as f:
+            f.write(f"{peak[0]} {peak[1]} {peak[2]}\n")
+        os.replace(out + ".tmp", out)
+        time.sleep(interval)
+
+
+def summarize(path):
+    # columns: server size_kib conc rep wall_s msgs_per_s cpu_s cpu_s_per_1000 peak_pss_mb peak_rss_mb max_procs queued expected status
+    rows = []
+    with open(path) as f:
+        hdr = f.readline().rstrip("\n").split("\t")
+        for line in f:
+            rows.append(dict(zip(hdr, line.rstrip("\n").split("\t"))))
+    cells = {}
+    for r in rows:
+        cells.setdefault((int(r["size_kib"]), int(r["conc"])), {}).setdefault(r["server"], []).append(r)
+
+    def med(rs, key):
+        vals = [float(r[key]) for r in rs if r["status"] == "ok" and r[key] not in ("", "-")]
+        return statistics.median(vals) if vals else None
+
+    def fmt(v, d=1):
+        return "-" if v is None else f"{v:.{d}f}"
+
+    def ratio(a, b):
+        return "-" if a is None or b is None or b == 0 else f"{a / b:.2f}"
+
+    lines = []
+    lines.append("| size | conc | Postfix msg/s | Petrel msg/s | ratio | Postfix CPU s/1000 | Petrel CPU s/1000 | ratio | Postfix peak PSS MB | Petrel peak PSS MB | runs ok (pf/pt) |")
+    lines.append("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: |")
+    for (size, conc) in sorted(cells):
+        c = cells[(size, conc)]
+        pf, pt = c.get("postfix", []), c.get("petrel", [])
+        a, b = med(pf, "msgs_per_s"), med(pt, "msgs_per_s")
+        ca, cb = med(pf, "cpu_s_per_1000"), med(pt, "cpu_s_per_1000")
+        ma, mb = med(pf, "peak_pss_mb"), med(pt, "peak_pss_mb")
+        okpf = sum(1 for r in pf if r["status"] == "ok")
+        okpt = sum(1 for r in pt if r["status"] == "ok")
+        lines.append(f"| {size} KiB | {conc} | {fmt(a)} | {fmt(b)} | {ratio(b, a)} | {fmt(ca, 2)} | {fmt(cb, 2)} | {ratio(cb, ca)} | {fmt(ma)} | {fmt(mb)} | {okpf}/{len(pf)} {okpt}/{len(pt)} |")
+    print("\n".join(lines))
+    print()
+    print("Medians over the runs marked ok; ratio = Petrel / Postfix (msg/s: higher is better for Petrel; CPU: lower is better).")
+
+
+def parse(argv):
+    a = {}
+    i = 0
+    while i < len(argv):
+        k = argv[i]
+        if k.startswith("--") and i + 1 < len(argv):
+            a[k[2:]] = argv[i + 1]
+            i += 2
+        else:
+            a.setdefault("_", []).append(k)
+            i += 1
+    return a
+
+
+def main():
+    if len(sys.argv) < 2:
+        print(__doc__)
+        return 2
+    cmd, args = sys.argv[1], parse(sys.argv[2:])
+    if cmd == "pids":
+        print("\n".join(str(p) for p in get_pids(args)))
+    elif cmd == "cpu":
+        print(cpu_usec(args))
+    elif cmd == "mem":
+        print("%d %d %d" % mem_kb(get_pids(args)))
+    elif cmd == "sample":
+        sample(args)
+    elif cmd == "summarize":
+        summarize(args["_"][0])
+    else:
+        print(__doc__)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

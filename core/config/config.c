@@ -1,0 +1,1209 @@
+/*
+ * main.cf: reading, $name expansion, typed validation and the accessors.
+ *
+ * Reading follows Postfix's readlline(): blank and comment lines (# as the
+ * first non-space character) are ignored, a line starting with white space
+ * continues the logical line. Values are stored raw; once the whole file is
+ * read each value is expanded with memoization, so `$name` always sees the
+ * final definition of name (later lines override earlier ones, as in
+ * Postfix) and each value is expanded once. A value being expanded is
+ * marked, so a reference back to it is a loop, reported with the chain.
+ * Validation runs after expansion, so a reference to a value of the wrong
+ * type is only reported once, at the value itself.
+ *
+ * <config.h> (not "config.h"): in this directory the quoted form would find
+ * config/config.h instead of the autoconf header.
+ */
+#include <config.h>
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "config/config_impl.h"
+#include "lib/xalloc.h"
+
+/* ---- logging ---- */
+
+static void cfg_vlog(struct cfg *cfg, enum log_level level, const char *file, int line,
+                     const char *name, const char *fmt, va_list ap) PETREL_PRINTF(6, 0);
+static void cfg_vlog(struct cfg *cfg, enum log_level level, const char *file, int line,
+                     const char *name, const char *fmt, va_list ap)
+{
+    struct buf b = BUF_INIT;
+    if (file && line > 0)
+        buf_printf(&b, "%s:%d: ", file, line);
+    else if (file)
+        buf_printf(&b, "%s: ", file);
+    if (name)
+        buf_printf(&b, "%s: ", name);
+    buf_vprintf(&b, fmt, ap);
+    if (level == LOG_LEVEL_ERROR)
+        msg_error("%s", b.data);
+    else
+        msg_warn("%s", b.data);
+    buf_free(&b);
+}
+
+void cfg_error(struct cfg *cfg, const char *file, int line, const char *name, const char *fmt, ...)
+{
+    struct cfg *gen = cfg->generation ? (struct cfg *)cfg->generation : cfg;
+    gen->errors++;
+    if (gen->quiet)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    cfg_vlog(cfg, LOG_LEVEL_ERROR, file, line, name, fmt, ap);
+    va_end(ap);
+}
+
+void cfg_warn(struct cfg *cfg, const char *file, int line, const char *name, const char *fmt, ...)
+{
+    const struct cfg *gen = cfg->generation ? cfg->generation : cfg;
+    if (gen->quiet)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    cfg_vlog(cfg, LOG_LEVEL_WARN, file, line, name, fmt, ap);
+    va_end(ap);
+}
+
+/* Where a value's problems are reported: its line, or main.cf for a default. */
+static const char *value_file(const struct cfg *cfg, const struct cfg_value *v)
+{
+    return v->file ? v->file : cfg->main_path;
+}
+
+/* ---- the logical-line reader ---- */
+
+struct cfg_reader {
+    FILE *fp;
+    struct buf pending;      /* a physical line read ahead */
+    int have_pending;
+    int pending_line;
+    int lineno;
+};
+
+struct cfg_reader *cfg_reader_open(const char *path)
+{
+    FILE *fp = fopen(path, "r");
+    return fp ? cfg_reader_from_stream(fp) : NULL;
+}
+
+struct cfg_reader *cfg_reader_from_stream(FILE *fp)
+{
+    struct cfg_reader *r = xcalloc(1, sizeof(*r));
+    r->fp = fp;
+    return r;
+}
+
+void cfg_reader_close(struct cfg_reader *r)
+{
+    if (!r)
+        return;
+    fclose(r->fp);
+    buf_free(&r->pending);
+    free(r);
+}
+
+/* One physical line without its newline; 0 at EOF, -1 when longer than CFG_MAX_LINE. */
+static int read_physical(struct cfg_reader *r, struct buf *out)
+{
+    int c, too_long = 0;
+    buf_reset(out);
+    buf_append(out, "", 0);  /* data is a string even when empty */
+    c = getc(r->fp);
+    if (c == EOF)
+        return 0;
+    r->lineno++;
+    for (; c != EOF && c != '\n'; c = getc(r->fp)) {
+        if (out->len < CFG_MAX_LINE)
+            buf_putc(out, (char)c);
+        else
+            too_long = 1;
+    }
+    return too_long ? -1 : 1;
+}
+
+static int is_noise(const char *line)
+{
+    while (*line == ' ' || *line == '\t' || *line == '\r' || *line == '\f' || *line == '\v')
+        line++;
+    return *line == '\0' || *line == '#';
+}
+
+int cfg_reader_next(struct cfg_reader *r, struct buf *out, int *first_line)
+{
+    struct buf phys = BUF_INIT;
+    int status, too_long = 0;
+    buf_reset(out);
+    buf_append(out, "", 0);  /* data is a string even when empty */
+    /* Find the first line that is neither blank nor a comment. */
+    for (;;) {
+        if (r->have_pending) {
+            r->have_pending = 0;
+            buf_reset(&phys);
+            buf_append(&phys, r->pending.data, r->pending.len);
+            *first_line = r->pending_line;
+            status = 1;
+        } else {
+            status = read_physical(r, &phys);
+            *first_line = r->lineno;
+        }
+        if (status == 0) {
+            buf_free(&phys);
+            return 0;
+        }
+        if (status < 0)
+            too_long = 1;
+        if (!is_noise(phys.data))
+            break;
+    }
+    buf_append(out, phys.data, phys.len);
+    /* Append continuation lines; a non-blank line in column 1 starts the next logical line. */
+    for (;;) {
+        status = read_physical(r, &phys);
+        if (status == 0)
+            break;
+        if (status < 0)
+            too_long = 1;
+        if (is_noise(phys.data))
+            continue;
+        if (phys.data[0] != ' ' && phys.data[0] != '\t') {
+            buf_reset(&r->pending);
+            buf_append(&r->pending, phys.data, phys.len);
+            r->have_pending = 1;
+            r->pending_line = r->lineno;
+            break;
+        }
+        if (out->len + phys.len > CFG_MAX_LINE)
+            too_long = 1;
+        else
+            buf_append(out, phys.data, phys.len);
+    }
+    buf_free(&phys);
+    return too_long ? -1 : 1;
+}
+
+/* ---- small helpers ---- */
+
+int cfg_name_char(int c)
+{
+    return isalnum((unsigned char)c) || c == '_';
+}
+
+static char *trim(char *s)
+{
+    while (isspace((unsigned char)*s))
+        s++;
+    size_t n = strlen(s);
+    while (n > 0 && isspace((unsigned char)s[n - 1]))
+        s[--n] = '\0';
+    return s;
+}
+
+int cfg_edit_distance(const char *a, const char *b, int limit)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 200 || lb > 200)
+        return limit + 1;
+    if ((la > lb ? la - lb : lb - la) > (size_t)limit)
+        return limit + 1;
+    int prev[201], cur[201];
+    for (size_t j = 0; j <= lb; j++)
+        prev[j] = (int)j;
+    for (size_t i = 1; i <= la; i++) {
+        cur[0] = (int)i;
+        int row_min = cur[0];
+        for (size_t j = 1; j <= lb; j++) {
+            int cost = a[i - 1] != b[j - 1];
+            int best = prev[j - 1] + cost;
+            if (prev[j] + 1 < best)
+                best = prev[j] + 1;
+            if (cur[j - 1] + 1 < best)
+                best = cur[j - 1] + 1;
+            cur[j] = best;
+            if (best < row_min)
+                row_min = best;
+        }
+        if (row_min > limit)
+            return limit + 1;
+        memcpy(prev, cur, (lb + 1) * sizeof(int));
+    }
+    return prev[lb] > limit ? limit + 1 : prev[lb];
+}
+
+struct cfg_value *cfg_value_find(const struct cfg *cfg, const char *name)
+{
+    size_t lo = 0, hi = cfg->nvalues;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(name, cfg->values[mid].name);
+        if (c == 0)
+            return &cfg->values[mid];
+        if (c < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return NULL;
+}
+
+/* ---- typed parsers ---- */
+
+int cfg_parse_bool(const char *text, int *out)
+{
+    if (strcasecmp(text, "yes") == 0 || strcasecmp(text, "true") == 0) {
+        *out = 1;
+        return 0;
+    }
+    if (strcasecmp(text, "no") == 0 || strcasecmp(text, "false") == 0) {
+        *out = 0;
+        return 0;
+    }
+    return -1;
+}
+
+static int parse_digits(const char **p, long long *out)
+{
+    const char *s = *p;
+    long long n = 0;
+    if (!isdigit((unsigned char)*s))
+        return -1;
+    for (; isdigit((unsigned char)*s); s++) {
+        if (n > (LLONG_MAX - (*s - '0')) / 10)
+            return -1;
+        n = n * 10 + (*s - '0');
+    }
+    *p = s;
+    *out = n;
+    return 0;
+}
+
+int cfg_parse_time(const char *text, char default_unit, long long *seconds)
+{
+    const char *p = text;
+    long long n, mult;
+    if (parse_digits(&p, &n) < 0)
+        return -1;
+    char unit = *p ? *p++ : default_unit;
+    if (*p)
+        return -1;
+    switch (unit) {
+    case 's': mult = 1; break;
+    case 'm': mult = 60; break;
+    case 'h': mult = 3600; break;
+    case 'd': mult = 86400; break;
+    case 'w': mult = 7 * 86400; break;
+    default: return -1;
+    }
+    if (n > LLONG_MAX / mult)
+        return -1;
+    *seconds = n * mult;
+    return 0;
+}
+
+int cfg_parse_size(const char *text, long long *out)
+{
+    const char *p = text;
+    if (parse_digits(&p, out) < 0 || *p)
+        return -1;
+    return 0;
+}
+
+static int parse_int(const char *text, long long *out)
+{
+    const char *p = text;
+    int negative = 0;
+    if (*p == '-' || *p == '+')
+        negative = *p++ == '-';
+    if (parse_digits(&p, out) < 0 || *p)
+        return -1;
+    if (negative)
+        *out = -*out;
+    return 0;
+}
+
+/* The unit a bare number has: the unit letter of the parameter's default ("5d" -> d). */
+static char time_default_unit(const struct cfg_param *p)
+{
+    const char *d = p->def ? p->def : "";
+    size_t n = strlen(d);
+    if (n >= 2 && isdigit((unsigned char)d[n - 2]) && strchr("smhdw", d[n - 1]))
+        return d[n - 1];
+    return 's';
+}
+
+/* ---- lists ---- */
+
+/*
+ * Postfix lists: items separated by commas and/or white space; { } groups
+ * an item that contains separators and is stripped when it encloses the
+ * whole item ("{ a b }" -> "a b"), but kept inside one ("inline:{a=b, c=d}").
+ */
+static int split_list(const char *text, char ***items_out, size_t *n_out)
+{
+    char **items = NULL;
+    size_t n = 0, cap = 0;
+    const char *p = text;
+    int status = 0;
+    for (;;) {
+        while (*p && (isspace((unsigned char)*p) || *p == ','))
+            p++;
+        if (!*p)
+            break;
+        const char *start = p;
+        int depth = 0;
+        while (*p && (depth > 0 || !(isspace((unsigned char)*p) || *p == ','))) {
+            if (*p == '{')
+                depth++;
+            else if (*p == '}' && depth > 0)
+                depth--;
+            p++;
+        }
+        if (depth > 0)
+            status = -1;            /* unbalanced: the item runs to the end */
+        size_t len = (size_t)(p - start);
+        char *item;
+        if (len >= 2 && start[0] == '{' && start[len - 1] == '}') {
+            /* strip only if the opening brace closes at the very end */
+            int d = 0;
+            size_t i;
+            for (i = 0; i < len; i++) {
+                if (start[i] == '{')
+                    d++;
+                else if (start[i] == '}' && --d == 0)
+                    break;
+            }
+            if (i == len - 1) {
+                char *inner = xstrndup(start + 1, len - 2);
+                item = xstrdup(trim(inner));
+                free(inner);
+            } else {
+                item = xstrndup(start, len);
+            }
+        } else {
+            item = xstrndup(start, len);
+        }
+        if (n + 2 > cap) {
+            cap = cap ? cap * 2 : 8;
+            items = xrealloc(items, cap * sizeof(*items));
+        }
+        items[n++] = item;
+    }
+    if (!items)
+        items = xcalloc(1, sizeof(*items));
+    items[n] = NULL;
+    *items_out = items;
+    *n_out = n;
+    return status;
+}
+
+char **cfg_split_list(const char *text)
+{
+    char **items;
+    size_t n;
+    split_list(text, &items, &n);
+    return items;
+}
+
+void cfg_list_free(char **items)
+{
+    if (!items)
+        return;
+    for (char **p = items; *p; p++)
+        free(*p);
+    free(items);
+}
+
+/* Match lists where Postfix reads "/file/name" items as more items. */
+static int list_reads_files(const char *name)
+{
+    static const char *const names[] = {
+        "mynetworks", "mydestination", "relay_domains", "virtual_alias_domains",
+        "virtual_mailbox_domains", "smtpd_forbid_bare_newline_exclusions",
+        "smtpd_client_event_limit_exceptions", "debug_peer_list", NULL,
+    };
+    for (const char *const *n = names; *n; n++)
+        if (strcmp(*n, name) == 0)
+            return 1;
+    return 0;
+}
+
+/* Appends the items of a list file (one level: items in it are not files again). */
+static int read_list_file(struct cfg *cfg, struct cfg_value *v, const char *path,
+                          char ***items, size_t *n, size_t *cap)
+{
+    FILE *fp = fopen(path, "r");
+    if (!fp) {
+        cfg_error(cfg, value_file(cfg, v), v->line, v->name, "cannot open \"%s\": %s", path,
+                  strerror(errno));
+        return -1;
+    }
+    struct buf line = BUF_INIT;
+    size_t total = 0;
+    int c, status = 0;
+    do {
+        c = getc(fp);
+        if (c != EOF && c != '\n') {
+            buf_putc(&line, (char)c);
+            if (++total > CFG_MAX_LIST_FILE) {
+                cfg_error(cfg, value_file(cfg, v), v->line, v->name, "file \"%s\" is too large", path);
+                status = -1;
+                break;
+            }
+            continue;
+        }
+        if (line.len && !is_noise(line.data)) {
+            char *hash = strchr(line.data, '#');
+            if (hash)
+                *hash = '\0';          /* Postfix strips trailing comments in these files */
+            char **more;
+            size_t nmore;
+            split_list(line.data, &more, &nmore);
+            for (size_t i = 0; i < nmore; i++) {
+                if (*n + 2 > *cap) {
+                    *cap = *cap * 2 + 8;
+                    *items = xrealloc(*items, *cap * sizeof(**items));
+                }
+                (*items)[(*n)++] = more[i];
+            }
+            free(more);
+        }
+        buf_reset(&line);
+    } while (c != EOF);
+    buf_free(&line);
+    fclose(fp);
+    return status;
+}
+
+/* Copies a heap list into the pool, freeing the heap copy. */
+static const char *const *pool_list(struct cfg *cfg, char **items, size_t n)
+{
+    const char **list = petrel_pool_alloc(cfg->pool, (n + 1) * sizeof(*list));
+    for (size_t i = 0; i < n; i++) {
+        list[i] = petrel_pool_strdup(cfg->pool, items[i]);
+        free(items[i]);
+    }
+    list[n] = NULL;
+    free(items);
+    return list;
+}
+
+/* ---- expansion ---- */
+
+struct expand_chain {
+    const struct expand_chain *up;
+    const char *name;
+};
+
+struct expander {
+    struct cfg *cfg;
+    const char *file;               /* where the text being expanded was written */
+    int line;
+    const char *name;               /* the parameter whose text it is */
+    const struct expand_chain *chain;
+    int depth;
+    int quiet;
+};
+
+static int value_expand(struct cfg *cfg, struct cfg_value *v, const struct expand_chain *chain,
+                        int depth, int quiet);
+static int expand_text(struct expander *x, const char *text, size_t len, struct buf *out);
+
+/* "a -> b -> a": only the cycle, not the path that led into it. */
+static void loop_text(struct buf *b, const struct expand_chain *c, const char *name)
+{
+    const char *names[CFG_MAX_NESTING + 2] = { 0 };
+    size_t n = 0, start = 0;
+    for (; c && n < CFG_MAX_NESTING + 1; c = c->up)
+        names[n++] = c->name;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(names[i], name) == 0)
+            start = i;                   /* the chain is innermost first */
+    for (size_t i = start + 1; i-- > 0;)
+        buf_printf(b, "%s -> ", names[i]);
+    buf_puts(b, name);
+}
+
+/* $name: appends name's expanded value; 0, or -1 after an error. */
+static int expand_reference(struct expander *x, const char *name, int conditional, struct buf *out,
+                            int *empty)
+{
+    struct cfg_value *v = cfg_value_find(x->cfg, name);
+    *empty = 1;
+    if (!v) {
+        if (!conditional && !x->quiet)
+            cfg_warn(x->cfg, x->file, x->line, x->name,
+                     "undefined parameter $%s expands to an empty string", name);
+        return 0;
+    }
+    v->referenced = 1;
+    if (v->state == VAL_EXPANDING) {
+        if (!x->quiet) {
+            struct buf b = BUF_INIT;
+            loop_text(&b, x->chain, name);
+            cfg_error(x->cfg, x->file, x->line, x->name, "parameter expansion loop: %s", b.data);
+            buf_free(&b);
+        }
+        return -1;
+    }
+    if (v->state == VAL_PENDING) {
+        if (x->depth >= CFG_MAX_NESTING) {
+            if (!x->quiet)
+                cfg_error(x->cfg, x->file, x->line, x->name,
+                          "unreasonable parameter nesting at $%s", name);
+            return -1;
+        }
+        if (value_expand(x->cfg, v, x->chain, x->depth + 1, x->quiet) < 0)
+            return -1;
+    } else if (v->failed && !v->value) {
+        return -1;
+    }
+    if (v->value) {
+        buf_puts(out, v->value);
+        *empty = v->value[0] == '\0';
+    }
+    return 0;
+}
+
+/* Index just past the bracket matching open at text[0], or 0 if unbalanced. */
+static size_t match_bracket(const char *text, size_t len, char open, char close)
+{
+    int depth = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (text[i] == open)
+            depth++;
+        else if (text[i] == close && --depth == 0)
+            return i + 1;
+    }
+    return 0;
+}
+
+static size_t skip_space(const char *t, size_t i, size_t len)
+{
+    while (i < len && isspace((unsigned char)t[i]))
+        i++;
+    return i;
+}
+
+/*
+ * ${name?value}, ${name:value}, ${name?{a}:{b}} and the brace forms
+ * ${name?{a}} / ${name:{a}}. The chosen text is itself expanded.
+ */
+static int expand_conditional(struct expander *x, const char *name, char op, const char *text,
+                              size_t len, struct buf *out)
+{
+    struct buf scratch = BUF_INIT;
+    int empty, status;
+    status = expand_reference(x, name, 1, &scratch, &empty);
+    buf_free(&scratch);
+    if (status < 0)
+        return -1;
+    const char *when_set = NULL, *when_empty = NULL;
+    size_t set_len = 0, empty_len = 0;
+    size_t i = skip_space(text, 0, len);
+    if (i < len && text[i] == '{') {
+        size_t end = match_bracket(text + i, len - i, '{', '}');
+        if (!end)
+            goto syntax;
+        const char *first = text + i + 1;
+        size_t first_len = end - 2;
+        i = skip_space(text, i + end, len);
+        if (i == len) {
+            if (op == '?') {
+                when_set = first;
+                set_len = first_len;
+            } else {
+                when_empty = first;
+                empty_len = first_len;
+            }
+        } else if (op == '?' && text[i] == ':') {
+            i = skip_space(text, i + 1, len);
+            if (i >= len || text[i] != '{')
+                goto syntax;
+            end = match_bracket(text + i, len - i, '{', '}');
+            if (!end || skip_space(text, i + end, len) != len)
+                goto syntax;
+            when_set = first;
+            set_len = first_len;
+            when_empty = text + i + 1;
+            empty_len = end - 2;
+        } else {
+            goto syntax;
+        }
+    } else if (op == '?') {
+        when_set = text;
+        set_len = len;
+    } else {
+        when_empty = text;
+        empty_len = len;
+    }
+    if (!empty && when_set)
+        return expand_text(x, when_set, set_len, out);
+    if (empty && when_empty)
+        return expand_text(x, when_empty, empty_len, out);
+    return 0;
+syntax:
+    if (!x->quiet)
+        cfg_error(x->cfg, x->file, x->line, x->name,
+                  "bad conditional expansion \"${%s%c%.*s}\"", name, op, (int)len, text);
+    return -1;
+}
+
+static int expand_text(struct expander *x, const char *text, size_t len, struct buf *out)
+{
+    int status = 0;
+    for (size_t i = 0; i < len;) {
+        if (out->len > CFG_MAX_VALUE) {
+            if (!x->quiet)
+                cfg_error(x->cfg, x->file, x->line, x->name, "value is too long after expansion");
+            return -1;
+        }
+        if (text[i] != '$' || i + 1 >= len) {
+            buf_putc(out, text[i++]);
+            continue;
+        }
+        char next = text[i + 1];
+        if (next == '$') {
+            buf_putc(out, '$');
+            i += 2;
+        } else if (cfg_name_char(next)) {
+            size_t start = ++i;
+            while (i < len && cfg_name_char(text[i]))
+                i++;
+            char *name = xstrndup(text + start, i - start);
+            int empty;
+            if (expand_reference(x, name, 0, out, &empty) < 0)
+                status = -1;
+            free(name);
+        } else if (next == '{' || next == '(') {
+            char close = next == '{' ? '}' : ')';
+            size_t end = match_bracket(text + i + 1, len - i - 1, next, close);
+            if (!end) {
+                if (!x->quiet)
+                    cfg_error(x->cfg, x->file, x->line, x->name, "missing '%c' in \"%.*s\"", close,
+                              (int)(len - i), text + i);
+                return -1;
+            }
+            const char *inner = text + i + 2;
+            size_t inner_len = end - 2;
+            size_t n = 0;
+            while (n < inner_len && cfg_name_char(inner[n]))
+                n++;
+            char *name = xstrndup(inner, n);
+            int empty;
+            if (n == 0 || (n < inner_len && inner[n] != '?' && inner[n] != ':')) {
+                if (!x->quiet)
+                    cfg_error(x->cfg, x->file, x->line, x->name, "bad parameter name in \"$%c%.*s%c\"",
+                              next, (int)inner_len, inner, close);
+                status = -1;
+            } else if (n == inner_len) {
+                if (expand_reference(x, name, 0, out, &empty) < 0)
+                    status = -1;
+            } else if (expand_conditional(x, name, inner[n], inner + n + 1, inner_len - n - 1, out) < 0) {
+                status = -1;
+            }
+            free(name);
+            i += 1 + end;
+        } else {
+            buf_putc(out, text[i++]);   /* a lone $ stays literal */
+        }
+    }
+    return status;
+}
+
+static int value_expand(struct cfg *cfg, struct cfg_value *v, const struct expand_chain *chain,
+                        int depth, int quiet)
+{
+    if (v->state == VAL_DONE)
+        return v->failed && !v->value ? -1 : 0;
+    if (!v->file && v->compute && !v->override)
+        v->raw = v->compute(cfg);
+    if (!v->raw)
+        v->raw = "";
+    v->state = VAL_EXPANDING;
+    struct expand_chain link = { chain, v->name };
+    /* A service cfg reports only what its own -o values cause; the rest was reported already. */
+    int own_quiet = cfg->generation && !v->override;
+    struct expander x = {
+        .cfg = cfg, .file = value_file(cfg, v), .line = v->line, .name = v->name,
+        .chain = &link, .depth = depth, .quiet = quiet && own_quiet,
+    };
+    struct buf out = BUF_INIT;
+    buf_append(&out, "", 0);
+    int status = expand_text(&x, v->raw, strlen(v->raw), &out);
+    v->value = petrel_pool_strndup(cfg->pool, out.data, out.len);
+    buf_free(&out);
+    v->state = VAL_DONE;
+    if (status < 0)
+        v->failed = 1;
+    return status;
+}
+
+int cfg_value_expand(struct cfg *cfg, struct cfg_value *v, int quiet)
+{
+    return value_expand(cfg, v, NULL, 0, quiet);
+}
+
+char *cfg_expand_text(struct cfg *cfg, const char *text, const char *file, int line, const char *name)
+{
+    struct expander x = { .cfg = cfg, .file = file, .line = line, .name = name, .quiet = 1 };
+    struct buf out = BUF_INIT;
+    buf_append(&out, "", 0);
+    int status = expand_text(&x, text, strlen(text), &out);
+    char *result = status < 0 ? NULL : xstrdup(out.data);
+    buf_free(&out);
+    return result;
+}
+
+/* ---- validation ---- */
+
+static void check_range(struct cfg *cfg, struct cfg_value *v, long long n)
+{
+    const struct cfg_param *p = v->param;
+    if (p->min == 0 && p->max == 0)
+        return;
+    if (n < p->min) {
+        cfg_error(cfg, value_file(cfg, v), v->line, v->name, "value \"%s\" is below the minimum %lld",
+                  v->value, p->min);
+        v->failed = 1;
+    } else if (p->max != 0 && n > p->max) {
+        cfg_error(cfg, value_file(cfg, v), v->line, v->name, "value \"%s\" is above the maximum %lld",
+                  v->value, p->max);
+        v->failed = 1;
+    }
+}
+
+static void bad_value(struct cfg *cfg, struct cfg_value *v, const char *what)
+{
+    cfg_error(cfg, value_file(cfg, v), v->line, v->name, "bad %s value \"%s\"", what, v->value);
+    v->failed = 1;
+}
+
+static int table_name_ok(const char *item)
+{
+    const char *colon = strchr(item, ':');
+    if (!colon || colon == item || colon[1] == '\0')
+        return 0;
+    for (const char *p = item; p < colon; p++)
+        if (!isalnum((unsigned char)*p) && *p != '_' && *p != '-')
+            return 0;
+    return 1;
+}
+
+/* Checks the expanded value against the declared type and fills the typed fields. */
+static void value_validate(struct cfg *cfg, struct cfg_value *v)
+{
+    const struct cfg_param *p = v->param;
+    if (!p || v->failed)
+        return;
+    const char *s = v->value;
+    switch (p->type) {
+    case CFG_STR:
+        if (p->choices) {
+            const char *const *c;
+            for (c = p->choices; *c; c++)
+                if (strcasecmp(*c, s) == 0)
+                    break;
+            if (!*c) {
+                struct buf b = BUF_INIT;
+                for (c = p->choices; *c; c++)
+                    if (**c)
+                        buf_printf(&b, "%s%s", b.len ? ", " : "", *c);
+                cfg_error(cfg, value_file(cfg, v), v->line, v->name,
+                          "bad value \"%s\" (expected one of: %s)", s, b.data);
+                buf_free(&b);
+                v->failed = 1;
+            }
+        }
+        break;
+    case CFG_INT:
+        if (parse_int(s, &v->number) < 0)
+            bad_value(cfg, v, "integer");
+        else
+            check_range(cfg, v, v->number);
+        break;
+    case CFG_BOOL:
+        if (cfg_parse_bool(s, &v->boolean) < 0)
+            bad_value(cfg, v, "boolean");
+        break;
+    case CFG_TIME:
+        if (cfg_parse_time(s, time_default_unit(p), &v->number) < 0)
+            bad_value(cfg, v, "time");
+        else
+            check_range(cfg, v, v->number);
+        break;
+    case CFG_SIZE:
+        if (cfg_parse_size(s, &v->number) < 0)
+            bad_value(cfg, v, "size");
+        else
+            check_range(cfg, v, v->number);
+        break;
+    case CFG_LIST:
+    case CFG_TABLE: {
+        char **items;
+        size_t n;
+        if (split_list(s, &items, &n) < 0) {
+            cfg_error(cfg, value_file(cfg, v), v->line, v->name, "missing '}' in \"%s\"", s);
+            v->failed = 1;
+        }
+        if (p->type == CFG_LIST && list_reads_files(p->name)) {
+            char **all = NULL;
+            size_t nall = 0, cap = 0;
+            for (size_t i = 0; i < n; i++) {
+                if (items[i][0] == '/') {
+                    read_list_file(cfg, v, items[i], &all, &nall, &cap);
+                    free(items[i]);
+                    if (!all)
+                        all = xcalloc(cap = 8, sizeof(*all));
+                    continue;
+                }
+                if (nall + 2 > cap) {
+                    cap = cap * 2 + 8;
+                    all = xrealloc(all, cap * sizeof(*all));
+                }
+                all[nall++] = items[i];
+            }
+            free(items);
+            items = all ? all : xcalloc(1, sizeof(*all));
+            n = nall;
+        }
+        if (p->type == CFG_TABLE)
+            for (size_t i = 0; i < n; i++)
+                if (!table_name_ok(items[i])) {
+                    cfg_error(cfg, value_file(cfg, v), v->line, v->name,
+                              "bad lookup table \"%s\" (expected type:name)", items[i]);
+                    v->failed = 1;
+                }
+        v->list = pool_list(cfg, items, n);
+        break;
+    }
+    }
+}
+
+/* ---- loading ---- */
+
+struct main_line {
+    char *name, *value;
+    int line;
+};
+
+/* Reads main.cf into (name, value, line) triples; -1 if the file cannot be read. */
+static int read_main(struct cfg *cfg, struct main_line **out, size_t *nout)
+{
+    struct cfg_reader *r = cfg_reader_open(cfg->main_path);
+    if (!r) {
+        cfg_error(cfg, cfg->main_path, 0, NULL, "cannot open: %s", strerror(errno));
+        return -1;
+    }
+    struct buf line = BUF_INIT;
+    struct main_line *lines = NULL;
+    size_t n = 0, cap = 0;
+    int first, status;
+    while ((status = cfg_reader_next(r, &line, &first)) != 0) {
+        if (status < 0) {
+            cfg_error(cfg, cfg->main_path, first, NULL, "line is longer than %d bytes", CFG_MAX_LINE);
+            continue;
+        }
+        if (line.data[0] == ' ' || line.data[0] == '\t') {
+            cfg_warn(cfg, cfg->main_path, first, NULL,
+                     "ignoring text that starts with white space before any parameter");
+            continue;
+        }
+        char *eq = strchr(line.data, '=');
+        if (!eq) {
+            cfg_error(cfg, cfg->main_path, first, NULL, "missing '=' after parameter name: \"%.60s\"",
+                      trim(line.data));
+            continue;
+        }
+        *eq = '\0';
+        char *name = trim(line.data);
+        char *value = trim(eq + 1);
+        const char *bad = name;
+        while (*bad && cfg_name_char(*bad))
+            bad++;
+        if (!*name || *bad) {
+            cfg_error(cfg, cfg->main_path, first, NULL, "bad parameter name \"%s\"", name);
+            continue;
+        }
+        if (n == cap) {
+            cap = cap ? cap * 2 : 64;
+            lines = xrealloc(lines, cap * sizeof(*lines));
+        }
+        lines[n].name = xstrdup(name);
+        lines[n].value = xstrdup(value);
+        lines[n].line = first;
+        n++;
+    }
+    buf_free(&line);
+    cfg_reader_close(r);
+    *out = lines;
+    *nout = n;
+    return 0;
+}
+
+static int value_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct cfg_value *)a)->name, ((const struct cfg_value *)b)->name);
+}
+
+static void suggest_name(const struct cfg_schema *schema, const char *name, struct buf *out)
+{
+    int best = 3;
+    const char *best_name = NULL;
+    for (size_t i = 0; i < cfg_schema_count(schema); i++) {
+        const char *known = cfg_schema_param(schema, i)->name;
+        int d = cfg_edit_distance(name, known, 2);
+        if (d < best) {
+            best = d;
+            best_name = known;
+        }
+    }
+    if (best_name)
+        buf_printf(out, "; did you mean \"%s\"?", best_name);
+}
+
+struct cfg *cfg_load_generation(const struct cfg_schema *schema, const char *confdir, int quiet)
+{
+    petrel_pool *pool = petrel_pool_create(16384);
+    struct cfg *cfg = petrel_pool_zalloc(pool, sizeof(*cfg));
+    cfg->pool = pool;
+    cfg->schema = schema;
+    cfg->quiet = quiet;
+    cfg->confdir = petrel_pool_strdup(pool, confdir);
+    cfg->main_path = petrel_pool_printf(pool, "%s/main.cf", confdir);
+    cfg->master_path = petrel_pool_printf(pool, "%s/master.cf", confdir);
+
+    struct main_line *lines = NULL;
+    size_t nlines = 0;
+    read_main(cfg, &lines, &nlines);
+
+    /* Known parameters first, then the names only main.cf defines. */
+    size_t nknown = cfg_schema_count(schema), cap = nknown + nlines;
+    struct cfg_value *values = petrel_pool_zalloc(pool, (cap ? cap : 1) * sizeof(*values));
+    size_t n = 0;
+    for (size_t i = 0; i < nknown; i++) {
+        const struct cfg_param *p = cfg_schema_param(schema, i);
+        values[n].name = p->name;
+        values[n].param = p;
+        values[n].raw = p->def ? p->def : "";
+        values[n].compute = cfg_computed_default(p->name);
+        n++;
+    }
+    cfg->values = values;
+    cfg->nvalues = n;
+    for (size_t i = 0; i < nlines; i++) {
+        if (cfg_value_find(cfg, lines[i].name))
+            continue;
+        int seen = 0;
+        for (size_t j = nknown; j < n; j++)
+            if (strcmp(values[j].name, lines[i].name) == 0)
+                seen = 1;
+        if (!seen)
+            values[n++].name = petrel_pool_strdup(pool, lines[i].name);
+    }
+    qsort(values, n, sizeof(*values), value_cmp);
+    cfg->nvalues = n;
+    for (size_t i = 0; i < nlines; i++) {
+        struct cfg_value *v = cfg_value_find(cfg, lines[i].name);
+        if (v->file)
+            cfg_warn(cfg, cfg->main_path, lines[i].line, v->name,
+                     "overriding earlier entry at line %d", v->line);
+        v->raw = petrel_pool_strdup(pool, lines[i].value);
+        v->file = cfg->main_path;
+        v->line = lines[i].line;
+        free(lines[i].name);
+        free(lines[i].value);
+    }
+    free(lines);
+
+    for (size_t i = 0; i < cfg->nvalues; i++)
+        if (cfg->values[i].param)
+            cfg_value_expand(cfg, &cfg->values[i], 0);
+    for (size_t i = 0; i < cfg->nvalues; i++)
+        value_validate(cfg, &cfg->values[i]);
+
+    cfg_master_load(cfg);
+
+    /* Unknown names: expanded quietly (only cfg_get sees them), warned about when unused. */
+    for (size_t i = 0; i < cfg->nvalues; i++) {
+        struct cfg_value *v = &cfg->values[i];
+        if (v->param)
+            continue;
+        cfg_value_expand(cfg, v, 1);
+        if (!v->referenced) {
+            struct buf hint = BUF_INIT;
+            buf_append(&hint, "", 0);
+            suggest_name(schema, v->name, &hint);
+            cfg_warn(cfg, v->file, v->line, v->name, "unknown parameter%s", hint.data);
+            buf_free(&hint);
+        }
+    }
+    return cfg;
+}
+
+struct cfg *cfg_load(const struct cfg_schema *schema, const char *confdir, int *nerrors)
+{
+    struct cfg *cfg = cfg_load_generation(schema, confdir, 0);
+    if (nerrors)
+        *nerrors = cfg->errors;
+    if (cfg->errors) {
+        cfg_free(cfg);
+        return NULL;
+    }
+    return cfg;
+}
+
+char *cfg_peek(const struct cfg_schema *schema, const char *confdir, const char *name)
+{
+    struct cfg *cfg = cfg_load_generation(schema, confdir, 1);
+    struct cfg_value *v = cfg_value_find(cfg, name);
+    char *result = NULL;
+    FILE *fp = fopen(cfg->main_path, "r");
+    if (fp) {
+        fclose(fp);
+        result = xstrdup(v && v->value ? v->value : "");
+    }
+    cfg_free(cfg);
+    return result;
+}
+
+void cfg_free(struct cfg *cfg)
+{
+    if (cfg && !cfg->generation)
+        petrel_pool_destroy(cfg->pool);
+}
+
+/* ---- accessors ---- */
+
+const char *cfg_confdir(const struct cfg *cfg)
+{
+    return cfg->confdir;
+}
+
+const char *cfg_get(const struct cfg *cfg, const char *name)
+{
+    const struct cfg_value *v = cfg_value_find(cfg, name);
+    return v ? (v->value ? v->value : "") : NULL;
+}
+
+const char *cfg_get_raw(const struct cfg *cfg, const char *name)
+{
+    const struct cfg_value *v = cfg_value_find(cfg, name);
+    return v ? (v->raw ? v->raw : "") : NULL;
+}
+
+long long cfg_int(const struct cfg *cfg, const char *name)
+{
+    const struct cfg_value *v = cfg_value_find(cfg, name);
+    return v ? v->number : 0;
+}
+
+int cfg_bool(const struct cfg *cfg, const char *name)
+{
+    const struct cfg_value *v = cfg_value_find(cfg, name);
+    return v ? v->boolean : 0;
+}
+
+const char *const *cfg_list(const struct cfg *cfg, const char *name)
+{
+    static const char *const empty[] = { NULL };
+    const struct cfg_value *v = cfg_value_find(cfg, name);
+    return v && v->list ? v->list : empty;
+}
+
+int cfg_is_default(const struct cfg *cfg, const char *name)
+{
+    const struct cfg_value *v = cfg_value_find(cfg, name);
+    return !v || !v->file;
+}
+
+void cfg_origin(const struct cfg *cfg, const char *name, const char **file, int *line)
+{
+    const struct cfg_value *v = cfg_value_find(cfg, name);
+    *file = v ? v->file : NULL;
+    *line = v ? v->line : 0;
+}
+
+size_t cfg_service_count(const struct cfg *cfg)
+{
+    return cfg->nservices;
+}
+
+const struct master_service *cfg_service(const struct cfg *cfg, size_t i)
+{
+    return i < cfg->nservices ? &cfg->services[i] : NULL;
+}
+
+/* ---- per-service copies ---- */
+
+struct cfg *cfg_service_copy(struct cfg *gen, const char *service_name, const char *command,
+                             const char *const *names, const char *const *values,
+                             const char *file, int line)
+{
+    size_t extra = 0;
+    for (size_t i = 0; names[i]; i++)
+        extra++;
+    struct cfg *cfg = petrel_pool_zalloc(gen->pool, sizeof(*cfg));
+    *cfg = *gen;
+    cfg->generation = gen;
+    cfg->service_name = service_name;
+    cfg->values = petrel_pool_alloc(gen->pool, (gen->nvalues + extra + 1) * sizeof(*cfg->values));
+    memcpy(cfg->values, gen->values, gen->nvalues * sizeof(*cfg->values));
+    cfg->nvalues = gen->nvalues;
+    for (size_t i = 0; i < cfg->nvalues; i++) {
+        struct cfg_value *v = &cfg->values[i];
+        v->state = VAL_PENDING;
+        v->value = NULL;
+        v->list = NULL;
+        v->number = 0;
+        v->boolean = 0;
+        v->failed = 0;
+        /* The host name is the generation's; defaults derived from other values are recomputed. */
+        if (v->compute && !v->file && strcmp(v->name, "myhostname") == 0)
+            v->compute = NULL;
+    }
+    for (size_t i = 0; names[i]; i++) {
+        if (!cfg_value_find(cfg, names[i])) {
+            struct cfg_value *v = &cfg->values[cfg->nvalues++];
+            memset(v, 0, sizeof(*v));
+            v->name = petrel_pool_strdup(gen->pool, names[i]);
+            v->param = cfg_schema_find(gen->schema, names[i]);
+            qsort(cfg->values, cfg->nvalues, sizeof(*cfg->values), value_cmp);
+        }
+        struct cfg_value *v = cfg_value_find(cfg, names[i]);
+        v->raw = petrel_pool_strdup(gen->pool, values[i]);
+        v->file = file;
+        v->line = line;
+        v->override = 1;
+    }
+    struct cfg_value *sn = cfg_value_find(cfg, "service_name");
+    if (sn && !sn->override)
+        sn->raw = service_name;
+    struct cfg_value *pn = cfg_value_find(cfg, "process_name");
+    if (pn && !pn->override)
+        pn->raw = command;
+    for (size_t i = 0; i < cfg->nvalues; i++)
+        cfg_value_expand(cfg, &cfg->values[i], 1);
+    for (size_t i = 0; i < cfg->nvalues; i++) {
+        struct cfg_value *v = &cfg->values[i];
+        if (!v->override) {
+            /* Inherited: report only if an override changed it (the generation reported the rest). */
+            const struct cfg_value *g = cfg_value_find(gen, v->name);
+            if (g && g->value && v->value && strcmp(g->value, v->value) == 0) {
+                v->failed = g->failed;
+                v->number = g->number;
+                v->boolean = g->boolean;
+                v->list = g->list;
+                continue;
+            }
+        }
+        value_validate(cfg, v);
+    }
+    return cfg;
+}

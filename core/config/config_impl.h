@@ -1,0 +1,98 @@
+/*
+ * Internals shared by the files of core/config (not for other subsystems):
+ * the in-memory shape of a configuration generation, the expander and the
+ * small text helpers. A struct cfg is an array of values sorted by name,
+ * so lookups are a binary search and a per-service copy is one memcpy.
+ */
+#ifndef PETREL_CONFIG_IMPL_H
+#define PETREL_CONFIG_IMPL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#include <petrel/pool.h>
+#include "config/config.h"
+#include "lib/buf.h"
+#include "lib/log.h"
+
+#define CFG_MAX_LINE (1 << 20)          /* longest logical line of main.cf/master.cf */
+#define CFG_MAX_VALUE (1 << 20)         /* longest value after expansion */
+#define CFG_MAX_NESTING 100             /* Postfix's limit on $name nesting */
+#define CFG_MAX_LIST_FILE (4 << 20)     /* largest /file/name read into a list */
+
+enum cfg_state { VAL_PENDING, VAL_EXPANDING, VAL_DONE };
+
+/* Computes a default from the host or from other values (myhostname, mynetworks, ...). */
+struct cfg;
+typedef const char *cfg_compute_fn(struct cfg *cfg);
+
+struct cfg_value {
+    const char *name;
+    const struct cfg_param *param;     /* NULL for a name only main.cf or -o defines */
+    const char *raw;                   /* as written, or the default */
+    const char *file;                  /* NULL: the value is the default */
+    int line;
+    cfg_compute_fn *compute;           /* default computed at load time, or NULL */
+    const char *value;                 /* expanded */
+    long long number;
+    int boolean;
+    const char *const *list;
+    enum cfg_state state;
+    int referenced;                    /* some value says $name: not an unused parameter */
+    int failed;                        /* expansion or validation error already logged */
+    int override;                      /* set by a master.cf -o option (service cfg only) */
+};
+
+struct cfg {
+    petrel_pool *pool;
+    const struct cfg *generation;      /* NULL for a generation; else the one owning this service cfg */
+    const struct cfg_schema *schema;
+    const char *confdir;
+    const char *main_path;
+    const char *master_path;
+    struct cfg_value *values;          /* sorted by name */
+    size_t nvalues;
+    struct master_service *services;
+    size_t nservices;
+    int errors;
+    int quiet;                         /* cfg_peek: log nothing */
+    const char *service_name;          /* for a service cfg: $service_name */
+};
+
+/* Logging with the generation's quiet flag honoured; counts errors. */
+void cfg_error(struct cfg *cfg, const char *file, int line, const char *name, const char *fmt, ...)
+    PETREL_PRINTF(5, 6);
+void cfg_warn(struct cfg *cfg, const char *file, int line, const char *name, const char *fmt, ...)
+    PETREL_PRINTF(5, 6);
+
+struct cfg_value *cfg_value_find(const struct cfg *cfg, const char *name);
+/* Expands one value (memoized, not validated); 0 or -1 after an error. */
+int cfg_value_expand(struct cfg *cfg, struct cfg_value *v, int quiet);
+/* Expands text in the context of cfg (for -o values and cfg_peek); NULL on error. */
+char *cfg_expand_text(struct cfg *cfg, const char *text, const char *file, int line,
+                      const char *name);
+int cfg_name_char(int c);
+/* Edit distance capped at limit+1 (for "did you mean"). */
+int cfg_edit_distance(const char *a, const char *b, int limit);
+/* Reads one logical line (Postfix readlline rules); returns 0 at EOF, -1 on an over-long line. */
+struct cfg_reader;
+struct cfg_reader *cfg_reader_open(const char *path);
+struct cfg_reader *cfg_reader_from_stream(FILE *fp);   /* takes ownership of fp */
+int cfg_reader_next(struct cfg_reader *r, struct buf *out, int *first_line);
+void cfg_reader_close(struct cfg_reader *r);
+
+const struct cfg_param *cfg_core_params(size_t *n);
+cfg_compute_fn *cfg_computed_default(const char *name);
+
+/* Loads a generation even when it has errors (cfg->errors counts them); quiet logs nothing. */
+struct cfg *cfg_load_generation(const struct cfg_schema *schema, const char *confdir, int quiet);
+
+/* master.cf: parses path (or the built-in default when it does not exist) into cfg->services. */
+int cfg_master_load(struct cfg *cfg);
+/* The per-service copy of a generation with overrides applied; see master.c. */
+struct cfg *cfg_service_copy(struct cfg *gen, const char *service_name, const char *command,
+                             const char *const *names, const char *const *values,
+                             const char *file, int line);
+
+#endif

@@ -1,0 +1,503 @@
+/*
+ * The core parameter table (Postfix's names and defaults at
+ * compatibility_level = 3.6, with the safer 3.9 defaults Petrel adopts) and
+ * the schema that modules extend.
+ *
+ * Like Postfix's mail_params.h, a default is raw text that may say $name;
+ * a time default carries its unit ("5d"), which is also the unit assumed
+ * when the admin writes a bare number. Defaults that depend on the host
+ * (myhostname, mydomain, mynetworks, config_directory) are computed at load
+ * time by the functions at the end of this file.
+ *
+ * <config.h> (not "config.h"): in this directory the quoted form would find
+ * config/config.h instead of the autoconf header.
+ */
+#include <config.h>
+
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "config/config_impl.h"
+#include "lib/xalloc.h"
+
+#ifndef PETREL_QUEUEDIR
+#define PETREL_QUEUEDIR "/var/spool/petrel"
+#endif
+#ifndef PETREL_MODULEDIR
+#define PETREL_MODULEDIR "/usr/local/lib/petrel/modules"
+#endif
+#ifndef PETREL_SBINDIR
+#define PETREL_SBINDIR "/usr/local/sbin"
+#endif
+#ifndef PACKAGE_VERSION
+#define PACKAGE_VERSION "0"
+#endif
+
+static const char *const tls_levels_in[] = { "", "none", "may", "encrypt", NULL };
+static const char *const tls_levels_out[] = { "", "none", "may", "encrypt", "dane", "dane-only",
+                                              "fingerprint", "verify", "secure", NULL };
+static const char *const cipher_grades[] = { "export", "low", "medium", "high", "null", NULL };
+static const char *const bare_newline_modes[] = { "normalize", "yes", "reject", "no", NULL };
+static const char *const milter_actions[] = { "accept", "reject", "tempfail", "quarantine", NULL };
+static const char *const mynetworks_styles[] = { "host", "subnet", "class", NULL };
+static const char *const sasl_types[] = { "cyrus", "dovecot", "table", NULL };
+
+#define MAXT 0  /* no upper bound */
+#define S(n, d, h) { n, CFG_STR, d, h, 0, 0, NULL }
+#define E(n, d, c, h) { n, CFG_STR, d, h, 0, 0, c }
+#define I(n, d, lo, hi, h) { n, CFG_INT, d, h, lo, hi, NULL }
+#define B(n, d, h) { n, CFG_BOOL, d, h, 0, 0, NULL }
+#define T(n, d, lo, h) { n, CFG_TIME, d, h, lo, MAXT, NULL }
+#define Z(n, d, lo, h) { n, CFG_SIZE, d, h, lo, MAXT, NULL }
+#define L(n, d, h) { n, CFG_LIST, d, h, 0, 0, NULL }
+#define M(n, d, h) { n, CFG_TABLE, d, h, 0, 0, NULL }
+
+/* Kept in alphabetical order only for readers; the schema sorts anyway. */
+static const struct cfg_param core_params[] = {
+    S("2bounce_notice_recipient", "postmaster", "who gets undeliverable bounces"),
+    S("alias_database", "hash:/etc/aliases", "alias tables that newaliases builds"),
+    M("alias_maps", "hash:/etc/aliases", "alias tables for local delivery"),
+    B("allow_percent_hack", "yes", "rewrite user%domain into user@domain"),
+    S("always_bcc", "", "address that gets a copy of every message"),
+    T("anvil_rate_time_unit", "60s", 1, "time unit of the client rate limits"),
+    B("append_dot_mydomain", "no", "append .$mydomain to incomplete domains"),
+    B("biff", "no", "notify local users with comsat"),
+    S("bounce_notice_recipient", "postmaster", "who gets notices of bounces"),
+    T("bounce_queue_lifetime", "5d", 0, "how long a bounce may stay queued"),
+    M("canonical_maps", "", "address mapping for envelope and headers"),
+    B("cleanup_replace_stray_cr_lf", "yes", "replace stray CR and LF in stored content"),
+    S("command_directory", PETREL_SBINDIR, "where the administrative commands are"),
+    S("compatibility_level", "3.6", "Postfix compatibility level of the defaults"),
+    S("config_directory", "", "directory of main.cf and master.cf"),
+    S("daemon_directory", PETREL_SBINDIR, "where the daemon program is"),
+    S("data_directory", "/var/lib/petrel", "directory for caches and other writable data"),
+    L("debug_peer_list", "", "clients whose sessions are logged verbosely"),
+    I("debug_peer_level", "2", 1, 0, "extra verbosity for debug_peer_list clients"),
+    I("default_destination_concurrency_limit", "20", 0, 0, "parallel deliveries per destination"),
+    I("default_destination_recipient_limit", "50", 0, 0, "recipients per delivery"),
+    S("default_privs", "nobody", "rights for delivery to external files and commands"),
+    I("default_process_limit", "100", 1, 0, "maxproc of a master.cf service that says -"),
+    S("default_transport", "smtp", "transport for domains that are not local or virtual"),
+    L("defer_transports", "", "transports whose delivery is deferred"),
+    T("delay_warning_time", "0h", 0, "when a delay notice is sent (0 = never)"),
+    S("delay_notice_recipient", "postmaster", "who gets delay notices"),
+    B("disable_vrfy_command", "no", "refuse the VRFY command"),
+    S("dns_resolver", "", "host:port of the DNS server every lookup uses (default: the system's)"),
+    S("double_bounce_sender", "double-bounce", "sender of double bounces"),
+    S("empty_address_recipient", "MAILER-DAEMON", "who gets mail to the null address"),
+    S("error_notice_recipient", "postmaster", "who gets error notices"),
+    I("header_size_limit", "102400", 1, 0, "largest message header"),
+    S("home_mailbox", "", "mailbox path relative to the user's home"),
+    S("html_directory", "no", "where HTML documentation is"),
+    L("inet_interfaces", "all", "network addresses to listen on"),
+    L("inet_protocols", "all", "IP versions to use"),
+    I("line_length_limit", "2048", 1, 0, "longest SMTP line before it is split"),
+    S("local_transport", "local:$myhostname", "transport for local domains"),
+    S("luser_relay", "", "destination for unknown local users"),
+    S("mail_name", "Petrel", "the name in the SMTP greeting"),
+    S("mail_owner", "petrel", "unprivileged account the daemons run as"),
+    S("mail_spool_directory", "/var/mail", "where local mailboxes are"),
+    S("mail_version", PACKAGE_VERSION, "Petrel's version"),
+    S("mailbox_command", "", "command that delivers to local mailboxes"),
+    Z("mailbox_size_limit", "51200000", 0, "largest mailbox file (0 = no limit)"),
+    S("mailbox_transport", "", "transport for local mailbox delivery"),
+    S("maillog_file", "", "file to log to instead of syslog or stderr"),
+    S("mailq_path", PETREL_SBINDIR "/petrelctl", "the mailq command"),
+    S("manpage_directory", "/usr/share/man", "where the manual pages are"),
+    L("masquerade_domains", "", "domains whose subdomains are hidden"),
+    L("masquerade_exceptions", "", "users not masqueraded"),
+    T("maximal_backoff_time", "4000s", 1, "longest retry interval of a deferred message"),
+    T("maximal_queue_lifetime", "5d", 0, "how long a message may stay queued"),
+    Z("message_size_limit", "10240000", 0, "largest message accepted"),
+    S("meta_directory", "", "where installation metadata is"),
+    S("metrics_listen", "", "host:port serving /metrics and /healthz"),
+    E("milter_default_action", "tempfail", milter_actions, "what to do when a milter fails"),
+    T("milter_command_timeout", "30s", 1, "milter reply timeout for commands"),
+    T("milter_connect_timeout", "30s", 1, "milter connect timeout"),
+    T("milter_content_timeout", "300s", 1, "milter reply timeout for content"),
+    S("milter_connect_macros", "j {daemon_name} {daemon_addr} v _", "macros sent at connect"),
+    S("milter_data_macros", "i", "macros sent at DATA"),
+    S("milter_end_of_data_macros", "i", "macros sent at end of data"),
+    S("milter_end_of_header_macros", "i", "macros sent at end of headers"),
+    S("milter_helo_macros", "{tls_version} {cipher} {cipher_bits} {cert_subject} {cert_issuer}",
+      "macros sent at HELO"),
+    S("milter_macro_daemon_name", "$myhostname", "value of {daemon_name}"),
+    S("milter_macro_v", "$mail_name $mail_version", "value of the v macro"),
+    S("milter_mail_macros", "i {auth_type} {auth_authen} {auth_author} {mail_addr} {mail_host} {mail_mailer}",
+      "macros sent at MAIL FROM"),
+    I("milter_protocol", "6", 2, 6, "milter protocol version"),
+    S("milter_rcpt_macros", "i {rcpt_addr} {rcpt_host} {rcpt_mailer}", "macros sent at RCPT TO"),
+    S("milter_unknown_command_macros", "", "macros sent with an unknown command"),
+    S("module_directory", PETREL_MODULEDIR, "where NAME.so modules are found"),
+    L("modules", "", "modules to load"),
+    L("mydestination", "$myhostname, localhost.$mydomain, localhost", "domains delivered locally"),
+    S("mydomain", "", "the internet domain of this host"),
+    S("myhostname", "", "the fully qualified name of this host"),
+    L("mynetworks", "", "trusted client networks"),
+    E("mynetworks_style", "host", mynetworks_styles, "how mynetworks is computed"),
+    S("multi_instance_name", "", "name of this instance (Postfix multi-instance)"),
+    S("myorigin", "$myhostname", "domain of locally posted mail"),
+    S("newaliases_path", PETREL_SBINDIR "/petrelctl", "the newaliases command"),
+    L("non_smtpd_milters", "", "milters for mail not received by SMTP"),
+    L("notify_classes", "resource, software", "problems reported to the postmaster"),
+    S("process_name", "", "the command name of the current process (set per service)"),
+    T("queue_run_delay", "300s", 1, "interval between deferred queue scans"),
+    S("queue_directory", PETREL_QUEUEDIR, "the queue"),
+    Z("queue_minfree", "0", 0, "free space the queue file system must keep"),
+    S("readme_directory", "no", "where README files are"),
+    M("recipient_bcc_maps", "", "per-recipient copies"),
+    M("recipient_canonical_maps", "", "recipient address mapping"),
+    S("recipient_delimiter", "", "separators of address extensions"),
+    L("relay_domains", "", "domains this host relays to"),
+    S("relay_transport", "relay", "transport for relay_domains"),
+    S("relayhost", "", "next hop for non-local mail"),
+    S("sample_directory", "/etc/petrel", "where sample files are"),
+    M("sender_bcc_maps", "", "per-sender copies"),
+    M("sender_canonical_maps", "", "sender address mapping"),
+    M("sender_dependent_relayhost_maps", "", "relayhost per sender"),
+    S("sendmail_path", PETREL_SBINDIR "/petrel-sendmail", "the sendmail command"),
+    S("service_name", "", "the master.cf name of the current service (set per service)"),
+    S("setgid_group", "petrel", "group of the submission commands"),
+    S("shlib_directory", "no", "where shared libraries are"),
+    T("minimal_backoff_time", "300s", 1, "shortest retry interval of a deferred message"),
+    L("smtp_bind_address", "", "source address of outgoing connections"),
+    T("smtp_connect_timeout", "30s", 0, "connect timeout of the SMTP client"),
+    T("smtp_data_done_timeout", "600s", 1, "end-of-data reply timeout"),
+    T("smtp_data_init_timeout", "120s", 1, "DATA reply timeout"),
+    T("smtp_data_xfer_timeout", "180s", 1, "content transfer timeout"),
+    S("smtp_helo_name", "$myhostname", "hostname sent in EHLO/HELO"),
+    T("smtp_helo_timeout", "300s", 1, "greeting and EHLO reply timeout"),
+    T("smtp_mail_timeout", "300s", 1, "MAIL FROM reply timeout"),
+    T("smtp_quit_timeout", "300s", 1, "QUIT reply timeout"),
+    T("smtp_rcpt_timeout", "300s", 1, "RCPT TO reply timeout"),
+    B("smtp_sasl_auth_enable", "no", "SMTP AUTH in the SMTP client"),
+    M("smtp_sasl_password_maps", "", "client credentials per destination"),
+    S("smtp_sasl_security_options", "noanonymous", "allowed client SASL mechanisms"),
+    S("smtp_tls_CAfile", "", "CA certificates for server verification"),
+    S("smtp_tls_CApath", "", "directory of CA certificates"),
+    I("smtp_tls_loglevel", "0", 0, 4, "TLS logging of the SMTP client"),
+    E("smtp_tls_security_level", "", tls_levels_out, "TLS policy of the SMTP client"),
+    S("smtp_tls_session_cache_database", "", "TLS session cache of the SMTP client"),
+    B("smtp_use_tls", "no", "legacy: opportunistic TLS in the SMTP client"),
+    S("smtpd_banner", "$myhostname ESMTP $mail_name", "text of the 220 greeting"),
+    I("smtpd_client_auth_rate_limit", "0", 0, 0, "AUTH commands per client per time unit"),
+    I("smtpd_client_connection_count_limit", "50", 0, 0, "simultaneous connections per client"),
+    I("smtpd_client_connection_rate_limit", "0", 0, 0, "connections per client per time unit"),
+    L("smtpd_client_event_limit_exceptions", "${smtpd_client_connection_limit_exceptions:$mynetworks}",
+      "clients exempt from the rate and count limits"),
+    I("smtpd_client_message_rate_limit", "0", 0, 0, "messages per client per time unit"),
+    I("smtpd_client_new_tls_session_rate_limit", "0", 0, 0, "new TLS sessions per client per time unit"),
+    I("smtpd_client_recipient_rate_limit", "0", 0, 0, "recipients per client per time unit"),
+    L("smtpd_client_restrictions", "", "restrictions at connect"),
+    L("smtpd_data_restrictions", "", "restrictions at DATA"),
+    B("smtpd_delay_reject", "yes", "wait until RCPT TO before rejecting"),
+    L("smtpd_discard_ehlo_keywords", "", "EHLO keywords not announced"),
+    M("smtpd_discard_ehlo_keyword_address_maps", "", "EHLO keywords not announced, per client"),
+    L("smtpd_end_of_data_restrictions", "", "restrictions at end of data"),
+    T("smtpd_error_sleep_time", "1s", 0, "delay before an error reply"),
+    L("smtpd_etrn_restrictions", "", "restrictions at ETRN"),
+    E("smtpd_forbid_bare_newline", "normalize", bare_newline_modes,
+      "how a bare LF in commands and DATA is handled"),
+    L("smtpd_forbid_bare_newline_exclusions", "$mynetworks", "clients exempt from smtpd_forbid_bare_newline"),
+    I("smtpd_forbid_bare_newline_reject_code", "550", 400, 599, "reply code for a bare LF"),
+    B("smtpd_forbid_unauth_pipelining", "yes", "disconnect clients that pipeline without permission"),
+    I("smtpd_hard_error_limit", "20", 1, 0, "errors before the session is closed"),
+    B("smtpd_helo_required", "no", "require HELO/EHLO before MAIL FROM"),
+    L("smtpd_helo_restrictions", "", "restrictions at HELO/EHLO"),
+    I("smtpd_junk_command_limit", "100", 1, 0, "NOOP/VRFY/ETRN/RSET commands allowed per session"),
+    L("smtpd_milters", "", "milters for mail received by SMTP"),
+    I("smtpd_recipient_limit", "1000", 1, 0, "recipients per message"),
+    L("smtpd_recipient_restrictions", "", "restrictions at RCPT TO"),
+    L("smtpd_relay_restrictions", "permit_mynetworks, permit_sasl_authenticated, defer_unauth_destination",
+      "relay control at RCPT TO"),
+    B("smtpd_sasl_auth_enable", "no", "offer SMTP AUTH"),
+    B("smtpd_sasl_authenticated_header", "no", "name the SASL login in Received:"),
+    S("smtpd_sasl_local_domain", "", "realm of SASL logins"),
+    S("smtpd_sasl_path", "smtpd", "SASL configuration name or socket"),
+    S("smtpd_sasl_security_options", "noanonymous", "allowed SASL mechanisms"),
+    S("smtpd_sasl_tls_security_options", "$smtpd_sasl_security_options", "allowed SASL mechanisms under TLS"),
+    E("smtpd_sasl_type", "cyrus", sasl_types, "SASL back-end"),
+    M("smtpd_sender_login_maps", "", "which login owns which sender address"),
+    L("smtpd_sender_restrictions", "", "restrictions at MAIL FROM"),
+    I("smtpd_soft_error_limit", "10", 1, 0, "errors before replies are delayed"),
+    T("smtpd_timeout", "300s", 1, "command and data read timeout"),
+    S("smtpd_tls_CAfile", "", "CA certificates for client certificates"),
+    S("smtpd_tls_CApath", "", "directory of CA certificates"),
+    B("smtpd_tls_auth_only", "no", "offer AUTH only under TLS"),
+    S("smtpd_tls_cert_file", "", "server certificate (PEM)"),
+    L("smtpd_tls_chain_files", "", "key and certificate chain files"),
+    E("smtpd_tls_ciphers", "medium", cipher_grades, "cipher grade for opportunistic TLS"),
+    S("smtpd_tls_key_file", "$smtpd_tls_cert_file", "server private key (PEM)"),
+    I("smtpd_tls_loglevel", "0", 0, 4, "TLS logging of the server"),
+    E("smtpd_tls_mandatory_ciphers", "medium", cipher_grades, "cipher grade for mandatory TLS"),
+    L("smtpd_tls_mandatory_protocols", ">=TLSv1.2", "protocols for mandatory TLS"),
+    L("smtpd_tls_protocols", ">=TLSv1.2", "protocols for opportunistic TLS"),
+    B("smtpd_tls_received_header", "no", "TLS details in Received:"),
+    E("smtpd_tls_security_level", "", tls_levels_in, "TLS policy of the server"),
+    S("smtpd_tls_session_cache_database", "", "TLS session cache of the server"),
+    T("smtpd_tls_session_cache_timeout", "3600s", 0, "TLS session lifetime"),
+    B("smtpd_tls_wrappermode", "no", "TLS from the first byte (port 465)"),
+    B("smtpd_use_tls", "no", "legacy: opportunistic TLS in the server"),
+    I("smtpd_workers", "0", 0, 0, "smtpd worker processes (0 = one per CPU)"),
+    B("smtputf8_enable", "yes", "support SMTPUTF8"),
+    B("soft_bounce", "no", "turn bounces into deferrals"),
+    S("syslog_facility", "mail", "syslog facility"),
+    S("syslog_name", "petrel", "name prefix of log lines"),
+    M("transport_maps", "", "transport per destination"),
+    I("unknown_local_recipient_reject_code", "550", 400, 599, "reply for unknown local users"),
+    L("virtual_alias_domains", "$virtual_alias_maps", "alias-only virtual domains"),
+    M("virtual_alias_maps", "$virtual_maps", "virtual address aliases"),
+    M("virtual_gid_maps", "", "group id per virtual mailbox"),
+    S("virtual_mailbox_base", "", "prefix of virtual mailbox paths"),
+    L("virtual_mailbox_domains", "$virtual_mailbox_maps", "domains with virtual mailboxes"),
+    Z("virtual_mailbox_limit", "51200000", 0, "largest virtual mailbox file"),
+    M("virtual_mailbox_maps", "", "virtual mailbox paths"),
+    M("virtual_maps", "", "legacy name of virtual_alias_maps"),
+    I("virtual_minimum_uid", "100", 1, 0, "smallest uid from virtual_uid_maps"),
+    S("virtual_transport", "virtual", "transport for virtual mailbox domains"),
+    M("virtual_uid_maps", "", "user id per virtual mailbox"),
+};
+
+const struct cfg_param *cfg_core_params(size_t *n)
+{
+    *n = sizeof(core_params) / sizeof(core_params[0]);
+    return core_params;
+}
+
+/* ---- schema ---- */
+
+struct schema_entry {
+    const struct cfg_param *param;
+    const char *owner;
+};
+
+struct cfg_schema {
+    struct schema_entry *entries;   /* sorted by name */
+    size_t n, cap;
+};
+
+static int entry_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct schema_entry *)a)->param->name,
+                  ((const struct schema_entry *)b)->param->name);
+}
+
+static const struct schema_entry *schema_lookup(const struct cfg_schema *s, const char *name)
+{
+    size_t lo = 0, hi = s->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(name, s->entries[mid].param->name);
+        if (c == 0)
+            return &s->entries[mid];
+        if (c < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return NULL;
+}
+
+struct cfg_schema *cfg_schema_new(void)
+{
+    struct cfg_schema *s = xcalloc(1, sizeof(*s));
+    size_t n;
+    const struct cfg_param *core = cfg_core_params(&n);
+    if (cfg_schema_add(s, core, n, "core") < 0)
+        msg_panic("duplicate name in the core parameter table");
+    return s;
+}
+
+int cfg_schema_add(struct cfg_schema *s, const struct cfg_param *params, size_t n, const char *owner)
+{
+    /* Check everything first so a failed add leaves the schema unchanged. */
+    for (size_t i = 0; i < n; i++) {
+        if (schema_lookup(s, params[i].name)) {
+            msg_error("parameter %s of %s is already declared by %s", params[i].name, owner,
+                      schema_lookup(s, params[i].name)->owner);
+            return -1;
+        }
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(params[i].name, params[j].name) == 0) {
+                msg_error("parameter %s is declared twice by %s", params[i].name, owner);
+                return -1;
+            }
+    }
+    if (s->n + n > s->cap) {
+        s->cap = (s->n + n) * 2;
+        s->entries = xrealloc(s->entries, s->cap * sizeof(*s->entries));
+    }
+    for (size_t i = 0; i < n; i++) {
+        s->entries[s->n].param = &params[i];
+        s->entries[s->n].owner = owner;
+        s->n++;
+    }
+    qsort(s->entries, s->n, sizeof(*s->entries), entry_cmp);
+    return 0;
+}
+
+const struct cfg_param *cfg_schema_find(const struct cfg_schema *s, const char *name)
+{
+    const struct schema_entry *e = schema_lookup(s, name);
+    return e ? e->param : NULL;
+}
+
+const char *cfg_schema_owner(const struct cfg_schema *s, const char *name)
+{
+    const struct schema_entry *e = schema_lookup(s, name);
+    return e ? e->owner : NULL;
+}
+
+size_t cfg_schema_count(const struct cfg_schema *s)
+{
+    return s->n;
+}
+
+const struct cfg_param *cfg_schema_param(const struct cfg_schema *s, size_t i)
+{
+    return i < s->n ? s->entries[i].param : NULL;
+}
+
+void cfg_schema_free(struct cfg_schema *s)
+{
+    if (!s)
+        return;
+    free(s->entries);
+    free(s);
+}
+
+/* ---- defaults computed at load time ---- */
+
+static const char *compute_config_directory(struct cfg *cfg)
+{
+    return cfg->confdir;
+}
+
+/* Postfix: gethostname(), made fully qualified through the resolver when it is not. */
+static const char *compute_myhostname(struct cfg *cfg)
+{
+    char host[256];
+    if (gethostname(host, sizeof(host) - 1) < 0)
+        return "localhost";
+    host[sizeof(host) - 1] = '\0';
+    if (!strchr(host, '.')) {
+        struct addrinfo hints = { .ai_flags = AI_CANONNAME, .ai_socktype = SOCK_STREAM };
+        struct addrinfo *res = NULL;
+        if (getaddrinfo(host, NULL, &hints, &res) == 0 && res && res->ai_canonname
+            && strchr(res->ai_canonname, '.')) {
+            char *fqdn = petrel_pool_strdup(cfg->pool, res->ai_canonname);
+            freeaddrinfo(res);
+            return fqdn;
+        }
+        if (res)
+            freeaddrinfo(res);
+    }
+    return petrel_pool_strdup(cfg->pool, host);
+}
+
+static const char *compute_mydomain(struct cfg *cfg)
+{
+    struct cfg_value *host = cfg_value_find(cfg, "myhostname");
+    if (!host || cfg_value_expand(cfg, host, 0) < 0)
+        return "localdomain";
+    const char *dot = strchr(host->value, '.');
+    return dot && dot[1] ? petrel_pool_strdup(cfg->pool, dot + 1) : "localdomain";
+}
+
+static void append_network(struct buf *b, int family, const void *addr, const void *mask,
+                           const char *style)
+{
+    char text[INET6_ADDRSTRLEN];
+    int bits = 0;
+    if (family == AF_INET) {
+        unsigned char net[4];
+        memcpy(net, addr, 4);
+        if (net[0] == 127)
+            return;                   /* loopback is always listed as 127.0.0.0/8 */
+        if (strcmp(style, "host") == 0 || !mask) {
+            bits = 32;
+        } else if (strcmp(style, "class") == 0) {
+            bits = net[0] < 128 ? 8 : net[0] < 192 ? 16 : 24;
+        } else {
+            const unsigned char *m = mask;
+            for (int i = 0; i < 4; i++)
+                for (int j = 7; j >= 0; j--)
+                    bits += (m[i] >> j) & 1;
+        }
+        for (int i = 0; i < 4; i++) {
+            int keep = bits - i * 8;
+            net[i] &= keep >= 8 ? 0xff : keep <= 0 ? 0 : (unsigned char)(0xff << (8 - keep));
+        }
+        inet_ntop(AF_INET, net, text, sizeof(text));
+        buf_printf(b, " %s/%d", text, bits);
+    } else {
+        unsigned char net[16];
+        memcpy(net, addr, 16);
+        if (IN6_IS_ADDR_LOOPBACK((struct in6_addr *)net) || IN6_IS_ADDR_LINKLOCAL((struct in6_addr *)net))
+            return;                   /* link-local needs a %scope that lists cannot carry */
+        if (strcmp(style, "host") == 0 || !mask) {
+            bits = 128;
+        } else {
+            const unsigned char *m = mask;
+            for (int i = 0; i < 16; i++)
+                for (int j = 7; j >= 0; j--)
+                    bits += (m[i] >> j) & 1;
+            for (int i = 0; i < 16; i++) {
+                int keep = bits - i * 8;
+                net[i] &= keep >= 8 ? 0xff : keep <= 0 ? 0 : (unsigned char)(0xff << (8 - keep));
+            }
+        }
+        inet_ntop(AF_INET6, net, text, sizeof(text));
+        buf_printf(b, " [%s]/%d", text, bits);
+    }
+}
+
+/* mynetworks from mynetworks_style: loopback plus this host's own addresses or networks. */
+static const char *compute_mynetworks(struct cfg *cfg)
+{
+    struct cfg_value *style_value = cfg_value_find(cfg, "mynetworks_style");
+    const char *style = "host";
+    if (style_value && cfg_value_expand(cfg, style_value, 0) == 0)
+        style = style_value->value;
+    struct buf b = BUF_INIT;
+    buf_puts(&b, "127.0.0.0/8 [::1]/128");
+    struct ifaddrs *ifs = NULL;
+    if (getifaddrs(&ifs) == 0) {
+        for (struct ifaddrs *i = ifs; i; i = i->ifa_next) {
+            if (!i->ifa_addr)
+                continue;
+            if (i->ifa_addr->sa_family == AF_INET)
+                append_network(&b, AF_INET, &((struct sockaddr_in *)i->ifa_addr)->sin_addr,
+                               i->ifa_netmask ? (void *)&((struct sockaddr_in *)i->ifa_netmask)->sin_addr : NULL,
+                               style);
+            else if (i->ifa_addr->sa_family == AF_INET6)
+                append_network(&b, AF_INET6, &((struct sockaddr_in6 *)i->ifa_addr)->sin6_addr,
+                               i->ifa_netmask ? (void *)&((struct sockaddr_in6 *)i->ifa_netmask)->sin6_addr : NULL,
+                               style);
+        }
+        freeifaddrs(ifs);
+    }
+    const char *result = petrel_pool_strdup(cfg->pool, b.data);
+    buf_free(&b);
+    return result;
+}
+
+cfg_compute_fn *cfg_computed_default(const char *name)
+{
+    if (strcmp(name, "myhostname") == 0)
+        return compute_myhostname;
+    if (strcmp(name, "mydomain") == 0)
+        return compute_mydomain;
+    if (strcmp(name, "mynetworks") == 0)
+        return compute_mynetworks;
+    if (strcmp(name, "config_directory") == 0)
+        return compute_config_directory;
+    return NULL;
+}

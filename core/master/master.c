@@ -1,0 +1,876 @@
+/*
+ * The master process: reads the configuration, binds every master.cf
+ * listener, creates the queue tree, and forks the role processes from the
+ * same binary (one smtpd worker per core for now; qmgr and delivery roles
+ * arrive with their issues). It restarts a role that dies, with a growing
+ * delay when it dies right after start, and serves the control socket that
+ * petrelctl talks to.
+ *
+ * Reload (SIGHUP or `petrelctl reload`) never disturbs a working system:
+ * the new configuration is loaded and checked completely, listeners are
+ * bound (reusing the sockets of addresses that stay), and only then new
+ * workers start and the old ones are told to drain: they stop accepting
+ * and exit when their established sessions end. A broken configuration is
+ * refused and logged, and the old one keeps serving.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#include "config/config.h"
+#include "lib/buf.h"
+#include "lib/ipc.h"
+#include "lib/log.h"
+#include "lib/xalloc.h"
+#include "master/master.h"
+#include "queue/queue.h"
+#include "smtpd/anvil.h"
+#include "smtpd/smtpd.h"
+
+#define MAX_LISTENERS 64
+#define MAX_WORKERS ANVIL_MAX_WORKERS
+#define LISTEN_BACKLOG 4096
+#define STOP_TIMEOUT_SECONDS 40
+
+struct bound_listener {
+    char key[128];                       /* "inet:127.0.0.1:2525" — identity across reloads */
+    int fd;
+    const struct master_service *service;
+};
+
+struct generation {
+    struct cfg *cfg;
+    unsigned number;
+    struct bound_listener listeners[MAX_LISTENERS];
+    int nlisteners;
+    struct smtpd_listen_fd fds[MAX_LISTENERS];
+    int nworkers;
+};
+
+struct worker_proc {
+    pid_t pid;                           /* 0 = free slot */
+    unsigned generation;
+    time_t started;
+    unsigned backoff;                    /* seconds before the next restart */
+    int draining;
+    struct event *restart_timer;
+};
+
+struct master {
+    const struct master_options *opts;
+    struct cfg_schema *schema;
+    struct generation *gen;
+    struct event_base *base;
+    struct anvil *anvil;
+    struct worker_proc workers[MAX_WORKERS];
+    uid_t run_uid;
+    gid_t run_gid;
+    int privileged;
+    int stopping;
+    char queue_dir[4096];
+    char pid_path[4200];
+    char control_path[4200];
+    int pid_fd;
+    struct evconnlistener *control;
+    struct event *stop_timer;
+    char binary[4096];
+};
+
+/* ------------------------------------------------------------------ */
+/* listeners                                                           */
+
+static const char *service_port(const char *name)
+{
+    static const struct { const char *name, *port; } known[] = {
+        { "smtp", "25" }, { "submission", "587" }, { "smtps", "465" }, { "submissions", "465" },
+        { "lmtp", "24" },
+    };
+    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+        if (strcmp(known[i].name, name) == 0)
+            return known[i].port;
+    return name;
+}
+
+/* Splits "host:port", "[v6]:port", "port" or "service" into host and port. */
+static int split_endpoint(const char *name, char *host, size_t hsize, char *port, size_t psize)
+{
+    const char *colon = strrchr(name, ':');
+    host[0] = '\0';
+    if (name[0] == '[') {
+        const char *close = strchr(name, ']');
+        if (close == NULL || close[1] != ':')
+            return -1;
+        snprintf(host, hsize, "%.*s", (int)(close - name - 1), name + 1);
+        snprintf(port, psize, "%s", service_port(close + 2));
+        return 0;
+    }
+    if (colon && strchr(name, ':') == colon) {
+        snprintf(host, hsize, "%.*s", (int)(colon - name), name);
+        snprintf(port, psize, "%s", service_port(colon + 1));
+        return 0;
+    }
+    snprintf(port, psize, "%s", service_port(name));
+    return 0;
+}
+
+static int bind_one(const char *host, const char *port, int family, char **error)
+{
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = family;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    int rc = getaddrinfo(*host ? host : NULL, port, &hints, &res);
+    if (rc != 0) {
+        char msg[512];
+        snprintf(msg, sizeof(msg), "cannot resolve listen address %s port %s: %s", *host ? host : "*", port,
+                 gai_strerror(rc));
+        *error = xstrdup(msg);
+        return -1;
+    }
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        *error = xstrdup(strerror(errno));
+        freeaddrinfo(res);
+        return -1;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (res->ai_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, LISTEN_BACKLOG) != 0) {
+        char msg[512];
+        snprintf(msg, sizeof(msg), "bind %s port %s: %s", *host ? host : "*", port, strerror(errno));
+        *error = xstrdup(msg);
+        close(fd);
+        freeaddrinfo(res);
+        return -1;
+    }
+    freeaddrinfo(res);
+    return fd;
+}
+
+static struct bound_listener *find_listener(struct generation *g, const char *key)
+{
+    for (int i = 0; g && i < g->nlisteners; i++)
+        if (strcmp(g->listeners[i].key, key) == 0)
+            return &g->listeners[i];
+    return NULL;
+}
+
+/* Binds every smtpd inet listener of gen; reuses old's sockets for the same
+ * address. On failure closes what it bound itself and returns -1. */
+static int bind_listeners(struct generation *gen, struct generation *old)
+{
+    const struct cfg *cfg = gen->cfg;
+    const char *const *interfaces = cfg_list(cfg, "inet_interfaces");
+    const char *protocols = cfg_get(cfg, "inet_protocols");
+    int want4 = strstr(protocols, "all") || strstr(protocols, "ipv4");
+    int want6 = strstr(protocols, "all") || strstr(protocols, "ipv6");
+    for (size_t i = 0; i < cfg_service_count(cfg); i++) {
+        const struct master_service *svc = cfg_service(cfg, i);
+        if (svc->role != ROLE_SMTPD)
+            continue;
+        if (svc->type != SVC_INET) {
+            msg_info("%s, line %d: service %s: only inet smtpd listeners are supported; ignored",
+                     svc->file, svc->line, svc->name);
+            continue;
+        }
+        char host[256], port[64];
+        if (split_endpoint(svc->name, host, sizeof(host), port, sizeof(port)) != 0) {
+            msg_error("%s, line %d: service %s: bad listen address", svc->file, svc->line, svc->name);
+            goto failed;
+        }
+        /* A bare port listens on inet_interfaces ("all" = every address). */
+        const char *single[2] = { host, NULL };
+        const char *const *hosts = *host ? single : interfaces;
+        for (; *hosts; hosts++) {
+            const char *h = *hosts;
+            int families[2], nf = 0;
+            if (strcasecmp(h, "all") == 0) {
+                if (want6)
+                    families[nf++] = AF_INET6;
+                if (want4)
+                    families[nf++] = AF_INET;
+                h = "";
+            } else if (strcasecmp(h, "loopback-only") == 0 || strcasecmp(h, "localhost") == 0) {
+                h = "127.0.0.1";
+                families[nf++] = AF_INET;
+            } else {
+                families[nf++] = AF_UNSPEC;
+            }
+            for (int f = 0; f < nf; f++) {
+                if (gen->nlisteners == MAX_LISTENERS) {
+                    msg_error("too many listeners (at most %d)", MAX_LISTENERS);
+                    goto failed;
+                }
+                struct bound_listener *l = &gen->listeners[gen->nlisteners];
+                snprintf(l->key, sizeof(l->key), "inet:%d:%s:%s", families[f], h, port);
+                l->service = svc;
+                struct bound_listener *prev = find_listener(old, l->key);
+                if (prev) {
+                    l->fd = dup(prev->fd);
+                } else {
+                    char *error = NULL;
+                    l->fd = bind_one(h, port, families[f], &error);
+                    if (l->fd < 0) {
+                        msg_error("%s, line %d: service %s: %s", svc->file, svc->line, svc->name, error);
+                        free(error);
+                        goto failed;
+                    }
+                }
+                gen->fds[gen->nlisteners].fd = l->fd;
+                gen->fds[gen->nlisteners].service = svc;
+                gen->nlisteners++;
+            }
+        }
+    }
+    return 0;
+
+failed:
+    for (int i = 0; i < gen->nlisteners; i++)
+        close(gen->listeners[i].fd);
+    gen->nlisteners = 0;
+    return -1;
+}
+
+static void generation_free(struct generation *g)
+{
+    if (g == NULL)
+        return;
+    for (int i = 0; i < g->nlisteners; i++)
+        close(g->listeners[i].fd);
+    cfg_free(g->cfg);
+    free(g);
+}
+
+/* Loads and fully checks a configuration: parse, then every smtpd listener's
+ * settings (restrictions, tables, TLS). Returns NULL after logging. */
+static struct cfg *load_checked(struct cfg_schema *schema, const char *confdir)
+{
+    int nerrors = 0;
+    struct cfg *cfg = cfg_load(schema, confdir, &nerrors);
+    if (cfg == NULL) {
+        msg_error("%s/main.cf and master.cf: %d error%s", confdir, nerrors, nerrors == 1 ? "" : "s");
+        return NULL;
+    }
+    int bad = 0;
+    for (size_t i = 0; i < cfg_service_count(cfg); i++) {
+        const struct master_service *svc = cfg_service(cfg, i);
+        if (svc->role != ROLE_SMTPD)
+            continue;
+        char *error = NULL;
+        if (smtpd_validate_service(svc, &error) != 0) {
+            msg_error("%s, line %d: service %s: %s", svc->file, svc->line, svc->name, error);
+            free(error);
+            bad++;
+        }
+    }
+    if (bad) {
+        cfg_free(cfg);
+        return NULL;
+    }
+    return cfg;
+}
+
+/* ------------------------------------------------------------------ */
+/* workers                                                             */
+
+static int worker_count(const struct cfg *cfg)
+{
+    long long n = cfg_int(cfg, "smtpd_workers");
+    if (n <= 0)
+        n = sysconf(_SC_NPROCESSORS_ONLN);
+    if (n <= 0)
+        n = 1;
+    if (n > MAX_WORKERS / 2)
+        n = MAX_WORKERS / 2;   /* leave room for a draining generation */
+    return (int)n;
+}
+
+static void drop_privileges(struct master *m)
+{
+    if (!m->privileged)
+        return;
+    if (setgroups(0, NULL) != 0 || setgid(m->run_gid) != 0 || setuid(m->run_uid) != 0)
+        msg_fatal("cannot drop privileges to uid %ld: %s", (long)m->run_uid, strerror(errno));
+    if (setuid(0) == 0)
+        msg_fatal("privileges could be regained after dropping them");
+}
+
+static void close_master_fds(struct master *m)
+{
+    if (m->control)
+        evconnlistener_free(m->control);   /* in the child: closes its copy */
+    m->control = NULL;
+    if (m->pid_fd >= 0)
+        close(m->pid_fd);
+}
+
+static pid_t spawn_worker(struct master *m, int slot)
+{
+    struct generation *g = m->gen;
+    pid_t pid = fork();
+    if (pid < 0) {
+        msg_warn("fork: %s", strerror(errno));
+        return -1;
+    }
+    if (pid == 0) {
+        /* The child must not run the master's loop: start clean. */
+        /* The epoll set is shared with the parent until reinit: without it,
+         * removing events here would remove them from the master too. Then
+         * freeing the loop restores the signal dispositions it took over;
+         * the worker builds its own loop. */
+        event_reinit(m->base);
+        close_master_fds(m);
+        event_base_free(m->base);
+        m->base = NULL;
+        signal(SIGTERM, SIG_DFL);
+        signal(SIGHUP, SIG_DFL);
+        signal(SIGCHLD, SIG_DFL);
+        drop_privileges(m);
+        struct smtpd_worker_args args = {
+            .cfg = g->cfg,
+            .listeners = g->fds,
+            .nlisteners = g->nlisteners,
+            .anvil = m->anvil,
+            .worker_index = (unsigned)slot,
+            .generation = g->number,
+        };
+        _exit(smtpd_worker_main(&args));
+    }
+    struct worker_proc *w = &m->workers[slot];
+    w->pid = pid;
+    w->generation = g->number;
+    w->started = time(NULL);
+    w->draining = 0;
+    return pid;
+}
+
+static int free_slot(struct master *m)
+{
+    for (int i = 0; i < MAX_WORKERS; i++)
+        if (m->workers[i].pid == 0 && (m->workers[i].restart_timer == NULL ||
+                                        !evtimer_pending(m->workers[i].restart_timer, NULL)))
+            return i;
+    return -1;
+}
+
+static void start_workers(struct master *m)
+{
+    for (int i = 0; i < m->gen->nworkers; i++) {
+        int slot = free_slot(m);
+        if (slot < 0) {
+            msg_warn("no free worker slot: too many draining workers");
+            return;
+        }
+        m->workers[slot].backoff = 0;
+        spawn_worker(m, slot);
+    }
+}
+
+static int live_workers(const struct master *m)
+{
+    int n = 0;
+    for (int i = 0; i < MAX_WORKERS; i++)
+        if (m->workers[i].pid)
+            n++;
+    return n;
+}
+
+static void restart_worker(evutil_socket_t fd, short what, void *arg);
+
+static void on_child_exit(struct master *m, pid_t pid, int status)
+{
+    for (int i = 0; i < MAX_WORKERS; i++) {
+        struct worker_proc *w = &m->workers[i];
+        if (w->pid != pid)
+            continue;
+        w->pid = 0;
+        anvil_reset_worker(m->anvil, (unsigned)i);
+        int clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+        if (m->stopping || w->draining || w->generation != m->gen->number) {
+            if (!clean)
+                msg_warn("process %s pid %ld exit status %d", m->binary, (long)pid,
+                         WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+            break;
+        }
+        if (WIFSIGNALED(status))
+            msg_warn("process %s pid %ld killed by signal %d", m->binary, (long)pid, WTERMSIG(status));
+        else
+            msg_warn("process %s pid %ld exit status %d", m->binary, (long)pid, WEXITSTATUS(status));
+        /* A role that dies right after start would spin: back off. */
+        time_t lived = time(NULL) - w->started;
+        if (lived < 10) {
+            w->backoff = w->backoff ? w->backoff * 2 : 1;
+            if (w->backoff > 60)
+                w->backoff = 60;
+            msg_warn("%s: bad command startup -- throttling for %u seconds", m->binary, w->backoff);
+        } else {
+            w->backoff = 0;
+        }
+        if (w->restart_timer == NULL)
+            w->restart_timer = evtimer_new(m->base, restart_worker, m);
+        struct timeval tv = { w->backoff, 0 };
+        evtimer_add(w->restart_timer, &tv);
+        break;
+    }
+    if (m->stopping && live_workers(m) == 0)
+        event_base_loopexit(m->base, NULL);
+}
+
+static void restart_worker(evutil_socket_t fd, short what, void *arg)
+{
+    struct master *m = arg;
+    if (m->stopping)
+        return;
+    /* Find the slots whose timer fired (not pending, no process). */
+    for (int i = 0; i < MAX_WORKERS; i++) {
+        struct worker_proc *w = &m->workers[i];
+        if (w->pid == 0 && w->restart_timer && !evtimer_pending(w->restart_timer, NULL) &&
+            w->generation == m->gen->number && !w->draining) {
+            spawn_worker(m, i);
+        }
+    }
+}
+
+static void on_sigchld(evutil_socket_t sig, short what, void *arg)
+{
+    struct master *m = arg;
+    int status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
+        on_child_exit(m, pid, status);
+}
+
+/* ------------------------------------------------------------------ */
+/* stop and reload                                                     */
+
+static void stop_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct master *m = arg;
+    msg_warn("workers did not stop within %d seconds: killing them", STOP_TIMEOUT_SECONDS);
+    for (int i = 0; i < MAX_WORKERS; i++)
+        if (m->workers[i].pid)
+            kill(m->workers[i].pid, SIGKILL);
+}
+
+static void begin_stop(struct master *m)
+{
+    if (m->stopping)
+        return;
+    m->stopping = 1;
+    msg_info("terminating on signal 15");
+    for (int i = 0; i < MAX_WORKERS; i++)
+        if (m->workers[i].pid)
+            kill(m->workers[i].pid, SIGTERM);
+    if (live_workers(m) == 0) {
+        event_base_loopexit(m->base, NULL);
+        return;
+    }
+    struct timeval tv = { STOP_TIMEOUT_SECONDS, 0 };
+    m->stop_timer = evtimer_new(m->base, stop_timeout, m);
+    evtimer_add(m->stop_timer, &tv);
+}
+
+static void apply_logging(const struct cfg *cfg)
+{
+    const char *name = cfg_get(cfg, "syslog_name");
+    log_init(name && *name ? name : "petrel", "master");
+    const char *file = cfg_get(cfg, "maillog_file");
+    if (file && *file) {
+        if (log_use_file(file) != 0)
+            msg_warn("cannot open maillog_file %s: %s; logging to stderr", file, strerror(errno));
+    } else {
+        log_use_stderr();
+    }
+}
+
+/* Returns 0 when the new configuration is serving, -1 when refused. */
+static int reload(struct master *m, struct buf *why)
+{
+    msg_info("reload -- version %s, configuration %s", PACKAGE_VERSION, m->opts->confdir);
+    struct cfg *cfg = load_checked(m->schema, m->opts->confdir);
+    if (cfg == NULL) {
+        msg_error("reload refused: the configuration has errors; the running configuration stays");
+        buf_puts(why, "reload refused: the configuration has errors (see the log); the running configuration stays");
+        return -1;
+    }
+    if (strcmp(cfg_get(cfg, "queue_directory"), m->queue_dir) != 0) {
+        msg_error("reload refused: queue_directory cannot change while running (restart instead)");
+        buf_puts(why, "reload refused: queue_directory cannot change while running");
+        cfg_free(cfg);
+        return -1;
+    }
+    struct generation *gen = xcalloc(1, sizeof(*gen));
+    gen->cfg = cfg;
+    gen->number = m->gen->number + 1;
+    gen->nworkers = worker_count(cfg);
+    if (bind_listeners(gen, m->gen) != 0) {
+        msg_error("reload refused: cannot bind the new listeners; the running configuration stays");
+        buf_puts(why, "reload refused: cannot bind the new listeners (see the log)");
+        generation_free(gen);
+        return -1;
+    }
+    /* Old workers stop accepting and finish their sessions. */
+    for (int i = 0; i < MAX_WORKERS; i++) {
+        struct worker_proc *w = &m->workers[i];
+        if (w->pid && w->generation == m->gen->number) {
+            w->draining = 1;
+            kill(w->pid, SIGUSR1);
+        }
+        if (w->pid == 0 && w->restart_timer)
+            evtimer_del(w->restart_timer);
+    }
+    struct generation *old = m->gen;
+    m->gen = gen;
+    apply_logging(cfg);
+    log_set_role("master");
+    start_workers(m);
+    generation_free(old);   /* closes the master's copies of dropped listeners */
+    buf_puts(why, "reloaded");
+    return 0;
+}
+
+static void on_sigterm(evutil_socket_t sig, short what, void *arg)
+{
+    begin_stop(arg);
+}
+
+static void on_sighup(evutil_socket_t sig, short what, void *arg)
+{
+    struct buf why = BUF_INIT;
+    reload(arg, &why);
+    buf_free(&why);
+    log_reopen();
+}
+
+/* ------------------------------------------------------------------ */
+/* control socket                                                      */
+
+static void control_reply(struct bufferevent *bev, int status, const char *text)
+{
+    struct buf b = BUF_INIT;
+    char code[16];
+    snprintf(code, sizeof(code), "%d", status);
+    ipc_begin(&b, IPC_CTL_REPLY);
+    ipc_add_str(&b, code);
+    ipc_add_str(&b, text);
+    ipc_finish(&b);
+    bufferevent_write(bev, b.data, b.len);
+    buf_free(&b);
+}
+
+static void control_written(struct bufferevent *bev, void *arg)
+{
+    bufferevent_free(bev);
+}
+
+static void control_event(struct bufferevent *bev, short what, void *arg)
+{
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
+        bufferevent_free(bev);
+}
+
+static void control_read(struct bufferevent *bev, void *arg)
+{
+    struct master *m = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    size_t len = evbuffer_get_length(in);
+    const char *data = (const char *)evbuffer_pullup(in, -1);
+    struct ipc_msg msg;
+    long n = ipc_parse(data, len, &msg);
+    if (n == 0)
+        return;
+    bufferevent_setcb(bev, NULL, control_written, control_event, m);
+    if (n < 0 || msg.type != IPC_CTL_REQUEST || msg.count < 1) {
+        control_reply(bev, 2, "malformed control request");
+        return;
+    }
+    char command[32];
+    snprintf(command, sizeof(command), "%.*s", (int)(msg.fields[0].len < 31 ? msg.fields[0].len : 31),
+             msg.fields[0].data);
+    struct buf text = BUF_INIT;
+    int status = 0;
+    if (strcmp(command, "status") == 0) {
+        int working = 0, draining = 0;
+        for (int i = 0; i < MAX_WORKERS; i++) {
+            if (m->workers[i].pid == 0)
+                continue;
+            if (m->workers[i].draining)
+                draining++;
+            else
+                working++;
+        }
+        buf_printf(&text, "petrel is running: master pid %ld, configuration generation %u, "
+                   "%d smtpd worker%s", (long)getpid(), m->gen->number, working, working == 1 ? "" : "s");
+        if (draining)
+            buf_printf(&text, " (+%d draining after reload)", draining);
+        for (int i = 0; i < m->gen->nlisteners; i++)
+            buf_printf(&text, "\nlistening: %s (service %s)", m->gen->listeners[i].key + 5,
+                       m->gen->listeners[i].service->name);
+    } else if (strcmp(command, "stop") == 0) {
+        buf_puts(&text, "stopping");
+        begin_stop(m);
+    } else if (strcmp(command, "reload") == 0) {
+        status = reload(m, &text) == 0 ? 0 : 1;
+    } else {
+        status = 2;
+        buf_printf(&text, "unknown control command \"%s\"", command);
+    }
+    control_reply(bev, status, text.data ? text.data : "");
+    buf_free(&text);
+}
+
+static void control_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len, void *arg)
+{
+    struct master *m = arg;
+    struct bufferevent *bev = bufferevent_socket_new(m->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    struct timeval tv = { 10, 0 };
+    bufferevent_set_timeouts(bev, &tv, &tv);
+    bufferevent_setcb(bev, control_read, NULL, control_event, m);
+    bufferevent_enable(bev, EV_READ | EV_WRITE);
+}
+
+static int open_control(struct master *m)
+{
+    struct sockaddr_un sun;
+    memset(&sun, 0, sizeof(sun));
+    sun.sun_family = AF_UNIX;
+    if (strlen(m->control_path) >= sizeof(sun.sun_path)) {
+        msg_error("control socket path too long: %s", m->control_path);
+        return -1;
+    }
+    strcpy(sun.sun_path, m->control_path);
+    unlink(m->control_path);
+    mode_t old = umask(077);
+    m->control = evconnlistener_new_bind(m->base, control_accept, m, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
+                                         16, (struct sockaddr *)&sun, sizeof(sun));
+    umask(old);
+    if (m->control == NULL) {
+        msg_error("cannot create control socket %s: %s", m->control_path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* start-up                                                            */
+
+static int prepare_queue(struct master *m, const struct cfg *cfg)
+{
+    snprintf(m->queue_dir, sizeof(m->queue_dir), "%s", cfg_get(cfg, "queue_directory"));
+    if (mkdir(m->queue_dir, 0755) != 0 && errno != EEXIST) {
+        msg_error("queue_directory %s: cannot create: %s", m->queue_dir, strerror(errno));
+        return -1;
+    }
+    char *error = NULL;
+    struct queue *q = queue_open(m->queue_dir, 1, &error);
+    if (q == NULL) {
+        msg_error("queue_directory %s: %s", m->queue_dir, error);
+        free(error);
+        return -1;
+    }
+    char private_dir[4200];
+    snprintf(private_dir, sizeof(private_dir), "%s/private", m->queue_dir);
+    if (mkdir(private_dir, 0700) != 0 && errno != EEXIST) {
+        msg_error("%s: cannot create: %s", private_dir, strerror(errno));
+        queue_close(q);
+        return -1;
+    }
+    if (m->privileged) {
+        /* The network-facing roles own the queue; nobody else reads it. */
+        const char *subdirs[] = { "", "/private", "/incoming", "/active", "/deferred", "/hold", "/corrupt" };
+        for (size_t i = 0; i < sizeof(subdirs) / sizeof(subdirs[0]); i++) {
+            char path[4200];
+            snprintf(path, sizeof(path), "%s%s", m->queue_dir, subdirs[i]);
+            if (chown(path, i == 0 ? 0 : m->run_uid, i == 0 ? 0 : m->run_gid) != 0)
+                msg_warn("chown %s: %s", path, strerror(errno));
+        }
+    }
+    struct queue_recover_stats stats;
+    memset(&stats, 0, sizeof(stats));
+    queue_recover(q, NULL, NULL, &stats);
+    queue_close(q);
+    return 0;
+}
+
+static int lock_pid_file(struct master *m)
+{
+    snprintf(m->pid_path, sizeof(m->pid_path), "%s/master.pid", m->queue_dir);
+    m->pid_fd = open(m->pid_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (m->pid_fd < 0) {
+        msg_error("cannot open %s: %s", m->pid_path, strerror(errno));
+        return -1;
+    }
+    if (flock(m->pid_fd, LOCK_EX | LOCK_NB) != 0) {
+        msg_error("the Petrel mail system is already running (lock held on %s)", m->pid_path);
+        return -1;
+    }
+    return 0;
+}
+
+static void write_pid(struct master *m)
+{
+    char text[32];
+    int n = snprintf(text, sizeof(text), "%10ld\n", (long)getpid());
+    if (ftruncate(m->pid_fd, 0) != 0 || pwrite(m->pid_fd, text, (size_t)n, 0) != n)
+        msg_warn("cannot write %s: %s", m->pid_path, strerror(errno));
+}
+
+static int resolve_owner(struct master *m, const struct cfg *cfg)
+{
+    m->privileged = geteuid() == 0;
+    if (!m->privileged) {
+        m->run_uid = getuid();
+        m->run_gid = getgid();
+        return 0;
+    }
+    const char *owner = cfg_get(cfg, "mail_owner");
+    struct passwd *pw = getpwnam(owner);
+    if (pw == NULL) {
+        msg_error("mail_owner: user \"%s\" does not exist (create it: useradd --system --user-group %s)",
+                  owner, owner);
+        return -1;
+    }
+    if (pw->pw_uid == 0) {
+        msg_error("mail_owner: user \"%s\" has privileged user ID 0; refusing to run mail as root", owner);
+        return -1;
+    }
+    m->run_uid = pw->pw_uid;
+    m->run_gid = pw->pw_gid;
+    return 0;
+}
+
+static int daemonize(void)
+{
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid > 0)
+        _exit(0);
+    setsid();
+    int fd = open("/dev/null", O_RDWR);
+    if (fd >= 0) {
+        dup2(fd, 0);
+        dup2(fd, 1);
+        /* stderr stays when it is the log sink only if maillog_file is unset. */
+        if (fd > 2)
+            close(fd);
+    }
+    return 0;
+}
+
+int master_check_config(const struct master_options *opts)
+{
+    log_init("petrel", "petreld");
+    struct cfg_schema *schema = cfg_schema_new();
+    struct cfg *cfg = load_checked(schema, opts->confdir);
+    int status = cfg ? 0 : 1;
+    cfg_free(cfg);
+    cfg_schema_free(schema);
+    return status;
+}
+
+int master_run(const struct master_options *opts)
+{
+    struct master m;
+    memset(&m, 0, sizeof(m));
+    m.opts = opts;
+    m.pid_fd = -1;
+    log_init("petrel", "master");
+    ssize_t blen = readlink("/proc/self/exe", m.binary, sizeof(m.binary) - 1);
+    if (blen <= 0)
+        snprintf(m.binary, sizeof(m.binary), "petreld");
+    signal(SIGPIPE, SIG_IGN);
+
+    m.schema = cfg_schema_new();
+    struct cfg *cfg = load_checked(m.schema, opts->confdir);
+    if (cfg == NULL) {
+        msg_error("fatal: not starting: fix the configuration errors above");
+        return 1;
+    }
+    apply_logging(cfg);
+    if (resolve_owner(&m, cfg) != 0 || prepare_queue(&m, cfg) != 0 || lock_pid_file(&m) != 0) {
+        cfg_free(cfg);
+        return 1;
+    }
+    m.gen = xcalloc(1, sizeof(*m.gen));
+    m.gen->cfg = cfg;
+    m.gen->number = 1;
+    m.gen->nworkers = worker_count(cfg);
+    if (bind_listeners(m.gen, NULL) != 0) {
+        msg_error("fatal: not starting: cannot bind the listeners");
+        return 1;
+    }
+    if (opts->daemonize && daemonize() != 0) {
+        msg_error("cannot daemonize: %s", strerror(errno));
+        return 1;
+    }
+    write_pid(&m);
+    m.base = event_base_new();
+    snprintf(m.control_path, sizeof(m.control_path), "%s/private/control", m.queue_dir);
+    if (open_control(&m) != 0)
+        return 1;
+    m.anvil = anvil_create(16384);
+
+    struct event *ev_chld = evsignal_new(m.base, SIGCHLD, on_sigchld, &m);
+    struct event *ev_term = evsignal_new(m.base, SIGTERM, on_sigterm, &m);
+    struct event *ev_int = evsignal_new(m.base, SIGINT, on_sigterm, &m);
+    struct event *ev_hup = evsignal_new(m.base, SIGHUP, on_sighup, &m);
+    event_add(ev_chld, NULL);
+    event_add(ev_term, NULL);
+    event_add(ev_int, NULL);
+    event_add(ev_hup, NULL);
+
+    msg_info("daemon started -- version %s, configuration %s", PACKAGE_VERSION, opts->confdir);
+    start_workers(&m);
+    event_base_dispatch(m.base);
+
+    /* Reap anything left (loopexit after the last worker, or a forced stop). */
+    int status;
+    while (waitpid(-1, &status, 0) > 0)
+        ;
+    unlink(m.control_path);
+    unlink(m.pid_path);
+    msg_info("stopped");
+    for (int i = 0; i < MAX_WORKERS; i++)
+        if (m.workers[i].restart_timer)
+            event_free(m.workers[i].restart_timer);
+    if (m.stop_timer)
+        event_free(m.stop_timer);
+    event_free(ev_chld);
+    event_free(ev_term);
+    event_free(ev_int);
+    event_free(ev_hup);
+    evconnlistener_free(m.control);
+    generation_free(m.gen);
+    anvil_destroy(m.anvil);
+    event_base_free(m.base);
+    cfg_schema_free(m.schema);
+    close(m.pid_fd);
+    return 0;
+}

@@ -1,0 +1,220 @@
+/*
+ * Per-listener settings: main.cf plus one master.cf line's -o overrides,
+ * turned once into plain fields, compiled restriction lists and a TLS
+ * context, so that sessions never look at configuration text.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/statvfs.h>
+
+#include "config/config.h"
+#include "lib/log.h"
+#include "lib/xalloc.h"
+#include "smtpd/restrict.h"
+#include "smtpd/smtpd_int.h"
+#include "tables/cidr.h"
+
+__attribute__((format(printf, 2, 3)))
+static int fail(char **error, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    if (vasprintf(error, fmt, ap) < 0)
+        *error = NULL;
+    va_end(ap);
+    return -1;
+}
+
+static struct cidr_list *networks(const struct cfg *cfg, const char *param, char **error)
+{
+    char *err = NULL;
+    struct cidr_list *list = cidr_list_new();
+    for (const char *const *item = cfg_list(cfg, param); *item; item++) {
+        if (cidr_list_add(list, *item, &err) != 0) {
+            fail(error, "%s: %s", param, err);
+            free(err);
+            cidr_list_free(list);
+            return NULL;
+        }
+    }
+    return list;
+}
+
+static int compile_list(struct smtpd_settings *set, struct smtpd_worker *w, const char *param,
+                        struct restrict_list **out, char **error)
+{
+    char *err = NULL;
+    *out = restrict_compile(set->pool, param, cfg_list(set->cfg, param), w->tables, &err);
+    if (*out == NULL) {
+        fail(error, "%s: %s", param, err);
+        free(err);
+        return -1;
+    }
+    if (restrict_list_has(*out, "reject_unauth_pipelining"))
+        set->uses_unauth_pipelining = 1;
+    return 0;
+}
+
+static void free_settings_pool(void *arg)
+{
+    struct smtpd_settings *set = arg;
+    if (set->tls_ctx)
+        SSL_CTX_free(set->tls_ctx);
+    cidr_list_free(set->mynetworks);
+    cidr_list_free(set->bare_lf_exclusions);
+    cidr_list_free(set->conn_limit_exceptions);
+}
+
+struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struct master_service *svc,
+                                             char **error)
+{
+    petrel_pool *pool = petrel_pool_create(8192);
+    struct smtpd_settings *set = petrel_pool_zalloc(pool, sizeof(*set));
+    const struct cfg *cfg = svc->cfg;
+    set->pool = pool;
+    set->cfg = cfg;
+    petrel_pool_cleanup_add(pool, free_settings_pool, set);
+    set->service_name = petrel_pool_strdup(pool, svc->name);
+    set->myhostname = cfg_get(cfg, "myhostname");
+    set->mail_name = cfg_get(cfg, "mail_name");
+    set->banner = cfg_get(cfg, "smtpd_banner");
+    set->line_length_limit = (size_t)cfg_int(cfg, "line_length_limit");
+    if (set->line_length_limit < 512)
+        set->line_length_limit = 512;   /* RFC 5321 4.5.3.1.4: a command line may be 512 octets */
+    set->message_size_limit = (unsigned long long)cfg_int(cfg, "message_size_limit");
+    set->recipient_limit = (unsigned)cfg_int(cfg, "smtpd_recipient_limit");
+    set->timeout.tv_sec = (time_t)cfg_int(cfg, "smtpd_timeout");
+    set->soft_error_limit = (int)cfg_int(cfg, "smtpd_soft_error_limit");
+    set->hard_error_limit = (int)cfg_int(cfg, "smtpd_hard_error_limit");
+    set->error_sleep_time = cfg_int(cfg, "smtpd_error_sleep_time");
+    set->junk_command_limit = (int)cfg_int(cfg, "smtpd_junk_command_limit");
+    set->helo_required = cfg_bool(cfg, "smtpd_helo_required");
+    set->disable_vrfy = cfg_bool(cfg, "disable_vrfy_command");
+    set->delay_reject = cfg_bool(cfg, "smtpd_delay_reject");
+    set->smtputf8 = cfg_bool(cfg, "smtputf8_enable");
+    set->forbid_unauth_pipelining = cfg_bool(cfg, "smtpd_forbid_unauth_pipelining");
+    const char *bare = cfg_get(cfg, "smtpd_forbid_bare_newline");
+    if (strcasecmp(bare, "reject") == 0)
+        set->bare_lf_policy = DATA_BARE_LF_REJECT;
+    else if (strcasecmp(bare, "no") == 0)
+        set->bare_lf_policy = DATA_BARE_LF_ALLOW;
+    else
+        set->bare_lf_policy = DATA_BARE_LF_NORMALIZE;   /* normalize, yes */
+    set->bare_lf_reject_code = (int)cfg_int(cfg, "smtpd_forbid_bare_newline_reject_code");
+    set->conn_count_limit = (unsigned)cfg_int(cfg, "smtpd_client_connection_count_limit");
+    set->conn_rate_limit = (unsigned)cfg_int(cfg, "smtpd_client_connection_rate_limit");
+    set->rate_time_unit = (unsigned)cfg_int(cfg, "anvil_rate_time_unit");
+    set->maxproc = svc->maxproc;
+    set->mydestination = cfg_list(cfg, "mydestination");
+    set->relay_domains = cfg_list(cfg, "relay_domains");
+    set->virtual_alias_domains = cfg_list(cfg, "virtual_alias_domains");
+    set->virtual_mailbox_domains = cfg_list(cfg, "virtual_mailbox_domains");
+    set->recipient_delimiter = cfg_get(cfg, "recipient_delimiter");
+    set->discard_ehlo_keywords = cfg_list(cfg, "smtpd_discard_ehlo_keywords");
+
+    if ((set->mynetworks = networks(cfg, "mynetworks", error)) == NULL ||
+        (set->bare_lf_exclusions = networks(cfg, "smtpd_forbid_bare_newline_exclusions", error)) == NULL ||
+        (set->conn_limit_exceptions = networks(cfg, "smtpd_client_event_limit_exceptions", error)) == NULL)
+        goto failed;
+
+    const char *level = cfg_get(cfg, "smtpd_tls_security_level");
+    if (level == NULL || *level == '\0' || strcasecmp(level, "none") == 0)
+        set->tls_level = TLS_LEVEL_NONE;
+    else if (strcasecmp(level, "may") == 0)
+        set->tls_level = TLS_LEVEL_MAY;
+    else if (strcasecmp(level, "encrypt") == 0)
+        set->tls_level = TLS_LEVEL_ENCRYPT;
+    else {
+        fail(error, "smtpd_tls_security_level: unknown level \"%s\" (use none, may or encrypt)", level);
+        goto failed;
+    }
+    set->tls_wrappermode = cfg_bool(cfg, "smtpd_tls_wrappermode");
+    set->tls_auth_only = cfg_bool(cfg, "smtpd_tls_auth_only");
+    if (set->tls_level != TLS_LEVEL_NONE || set->tls_wrappermode) {
+        set->tls_ctx = smtpd_tls_ctx_create(cfg, error);
+        if (set->tls_ctx == NULL)
+            goto failed;
+    }
+
+    if (compile_list(set, w, "smtpd_client_restrictions", &set->client_restrictions, error) ||
+        compile_list(set, w, "smtpd_helo_restrictions", &set->helo_restrictions, error) ||
+        compile_list(set, w, "smtpd_sender_restrictions", &set->sender_restrictions, error) ||
+        compile_list(set, w, "smtpd_recipient_restrictions", &set->recipient_restrictions, error) ||
+        compile_list(set, w, "smtpd_relay_restrictions", &set->relay_restrictions, error) ||
+        compile_list(set, w, "smtpd_data_restrictions", &set->data_restrictions, error) ||
+        compile_list(set, w, "smtpd_end_of_data_restrictions", &set->eod_restrictions, error))
+        goto failed;
+    /* Postfix refuses to run with neither list guarding relaying. */
+    if (restrict_list_empty(set->relay_restrictions) &&
+        !restrict_list_has(set->recipient_restrictions, "reject_unauth_destination") &&
+        !restrict_list_has(set->recipient_restrictions, "defer_unauth_destination") &&
+        !restrict_list_has(set->recipient_restrictions, "reject")) {
+        fail(error, "smtpd_recipient_restrictions: the relay restrictions are empty and the "
+             "recipient restrictions lack reject_unauth_destination, defer_unauth_destination or reject: "
+             "this would be an open relay");
+        goto failed;
+    }
+    return set;
+
+failed:
+    petrel_pool_destroy(pool);
+    return NULL;
+}
+
+void smtpd_settings_free(struct smtpd_settings *set)
+{
+    if (set)
+        petrel_pool_destroy(set->pool);
+}
+
+static int in_list(const char *const *list, const char *domain)
+{
+    for (; list && *list; list++) {
+        if (strcasecmp(*list, domain) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* Final destinations and domains we relay for: what reject_unauth_destination permits. */
+int smtpd_domain_is_local(const struct smtpd_settings *set, const char *domain)
+{
+    if (in_list(set->mydestination, domain) || in_list(set->virtual_alias_domains, domain) ||
+        in_list(set->virtual_mailbox_domains, domain))
+        return 1;
+    /* relay_domains matches subdomains too (parent_domain_matches_subdomains). */
+    for (const char *const *p = set->relay_domains; p && *p; p++) {
+        const char *d = **p == '.' ? *p + 1 : *p;
+        size_t dl = strlen(d), nl = strlen(domain);
+        if (strcasecmp(domain, d) == 0)
+            return 1;
+        if (nl > dl && domain[nl - dl - 1] == '.' && strcasecmp(domain + nl - dl, d) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+int smtpd_queue_space_ok(struct smtpd_worker *w, unsigned long long message_size_limit)
+{
+    time_t now = time(NULL);
+    if (now == w->space_checked)
+        return w->space_ok;
+    w->space_checked = now;
+    struct statvfs st;
+    if (fstatvfs(queue_dir_fd(w->queue, QDIR_INCOMING), &st) != 0) {
+        w->space_ok = 1;   /* cannot tell: let the write itself fail if it must */
+        return 1;
+    }
+    unsigned long long avail = (unsigned long long)st.f_bavail * st.f_frsize;
+    unsigned long long need = (unsigned long long)w->queue_minfree;
+    if (need < message_size_limit + message_size_limit / 2)
+        need = message_size_limit + message_size_limit / 2;
+    w->space_ok = avail >= need;
+    return w->space_ok;
+}

@@ -1,0 +1,36 @@
+/*
+ * The smtpd role: one event-driven worker process per core serves every
+ * SMTP listener of master.cf. The master binds the sockets and forks the
+ * workers; each worker accepts on all listeners and runs thousands of
+ * sessions on one libevent loop. Blocking work (fsync) goes to a small
+ * thread pool whose completions return to the loop.
+ */
+#ifndef PETREL_SMTPD_SMTPD_H
+#define PETREL_SMTPD_SMTPD_H
+
+struct cfg;
+struct master_service;
+struct anvil;
+
+struct smtpd_listen_fd {
+    int fd;
+    const struct master_service *service;   /* its per-listener configuration */
+};
+
+struct smtpd_worker_args {
+    const struct cfg *cfg;                  /* the generation this worker serves */
+    const struct smtpd_listen_fd *listeners;
+    int nlisteners;
+    struct anvil *anvil;                    /* shared connection accounting */
+    unsigned worker_index;                  /* column in the anvil table */
+    unsigned generation;                    /* config generation, for logs */
+};
+
+/* Builds a listener's settings (restrictions, tables, TLS) to check a
+ * configuration without serving it; 0, or -1 with *error (malloc'd). */
+int smtpd_validate_service(const struct master_service *service, char **error);
+
+/* Runs a worker until it is told to stop; returns the process exit status. */
+int smtpd_worker_main(const struct smtpd_worker_args *args);
+
+#endif

@@ -1,0 +1,210 @@
+/*
+ * smtpd internals shared by the session engine, the restriction engine and
+ * the TLS glue. Two structs carry the state with different lifetimes, as
+ * OpenSMTPD separates them: struct smtpd_session lives as long as the
+ * connection, struct smtpd_tx as long as one mail transaction (MAIL to the
+ * end of DATA, or RSET); each owns a pool, so RSET frees exactly the
+ * transaction and nothing stale survives it.
+ */
+#ifndef PETREL_SMTPD_SMTPD_INT_H
+#define PETREL_SMTPD_SMTPD_INT_H
+
+#include <stddef.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include <openssl/ssl.h>
+
+#include <petrel/pool.h>
+#include "lib/buf.h"
+#include "queue/queue.h"
+#include "smtpd/smtp_data.h"
+#include "smtpd/smtp_parse.h"
+
+struct event_base;
+struct event;
+struct bufferevent;
+struct evconnlistener;
+struct workq;
+struct workq_job;
+struct tbl_registry;
+struct cidr_list;
+struct restrict_list;
+struct restrict_run;
+struct anvil;
+struct cfg;
+struct master_service;
+
+enum tls_level { TLS_LEVEL_NONE, TLS_LEVEL_MAY, TLS_LEVEL_ENCRYPT };
+
+/* One listener's settings: main.cf plus that master.cf line's -o overrides,
+ * resolved once per worker so the hot path never parses configuration. */
+struct smtpd_settings {
+    petrel_pool *pool;
+    const struct cfg *cfg;
+    const char *service_name;
+    const char *myhostname;
+    const char *banner;               /* expanded smtpd_banner */
+    const char *mail_name;
+    size_t line_length_limit;
+    unsigned long long message_size_limit;
+    unsigned recipient_limit;
+    struct timeval timeout;
+    int soft_error_limit, hard_error_limit;
+    long long error_sleep_time;
+    int junk_command_limit;
+    int helo_required;
+    int disable_vrfy;
+    int delay_reject;
+    int smtputf8;
+    int forbid_unauth_pipelining;
+    int bare_lf_policy;               /* enum data_bare_lf_policy */
+    int bare_lf_reject_code;
+    struct cidr_list *bare_lf_exclusions;
+    struct cidr_list *mynetworks;
+    struct cidr_list *conn_limit_exceptions;
+    unsigned conn_count_limit, conn_rate_limit, rate_time_unit;
+    int maxproc;                      /* concurrent sessions of this service, 0 = unlimited */
+    const char *const *mydestination;
+    const char *const *relay_domains;
+    const char *const *virtual_alias_domains;
+    const char *const *virtual_mailbox_domains;
+    const char *recipient_delimiter;
+    const char *const *discard_ehlo_keywords;
+    /* TLS */
+    SSL_CTX *tls_ctx;
+    enum tls_level tls_level;
+    int tls_wrappermode;
+    int tls_auth_only;
+    /* restriction lists, compiled */
+    struct restrict_list *client_restrictions, *helo_restrictions, *sender_restrictions,
+        *recipient_restrictions, *relay_restrictions, *data_restrictions, *eod_restrictions;
+    int uses_unauth_pipelining;       /* reject_unauth_pipelining appears somewhere */
+};
+
+struct smtpd_worker;
+
+struct smtpd_listener {
+    struct smtpd_worker *worker;
+    struct evconnlistener *ev;
+    struct smtpd_settings *settings;
+    int fd;
+};
+
+struct smtpd_worker {
+    struct event_base *base;
+    struct workq *workq;
+    struct queue *queue;
+    struct queue_id_gen idgen;
+    struct anvil *anvil;
+    unsigned index;
+    const struct cfg *cfg;
+    petrel_pool *pool;                /* worker lifetime */
+    struct tbl_registry *tables;
+    struct smtpd_listener *listeners;
+    int nlisteners;
+    struct smtpd_session *sessions;   /* doubly linked, for shutdown */
+    unsigned nsessions;
+    int draining;                     /* stop accepting, finish sessions */
+    int stopping;                     /* SIGTERM: 421 idle sessions too */
+    struct event *sig_term, *sig_drain, *sig_hup, *drain_timer;
+    long long queue_minfree;
+    time_t space_checked;
+    int space_ok;
+};
+
+struct smtpd_rcpt {
+    const char *address;
+    const char *orcpt;
+    unsigned notify;
+};
+
+struct smtpd_tx {
+    petrel_pool *pool;
+    struct smtp_mail_args mail;
+    struct smtpd_rcpt *rcpts;
+    size_t nrcpts, rcpt_cap;
+    struct queue_writer *writer;
+    char queue_id[QUEUE_ID_MAX];
+    int write_errno;                  /* first error writing content: answer 451 */
+    int content_bad;                  /* reject after DATA (bare LF policy etc.) */
+    unsigned long long bdat_total;
+    int bdat_pending_cr;              /* BDAT normalisation: CR at a chunk end */
+    int bdat_failed;                  /* a chunk was refused: discard the rest */
+    int discard, hold;                /* verdicts collected during the transaction */
+    struct workq_job *commit_job;
+};
+
+enum smtpd_state {
+    SMTPD_CMD,       /* reading commands */
+    SMTPD_DATA,      /* reading DATA content */
+    SMTPD_BDAT,      /* reading a BDAT chunk */
+    SMTPD_WAIT,      /* an asynchronous step (check, commit) is in progress */
+    SMTPD_CLOSING,   /* flushing the last reply, then close */
+};
+
+enum smtpd_counter { CNT_EHLO, CNT_HELO, CNT_STARTTLS, CNT_AUTH, CNT_MAIL, CNT_RCPT, CNT_DATA,
+                     CNT_BDAT, CNT_RSET, CNT_NOOP, CNT_QUIT, CNT_VRFY, CNT_HELP, CNT_UNKNOWN,
+                     CNT_MAX };
+
+struct smtpd_session {
+    struct smtpd_session *next, *prev;
+    petrel_pool *pool;
+    struct smtpd_worker *worker;
+    struct smtpd_listener *listener;
+    const struct smtpd_settings *set;
+    struct bufferevent *bev;          /* the socket, or the TLS filter on top of it */
+    int fd;
+    enum smtpd_state state;
+    char addr[64];
+    char port[8];
+    const char *name;                 /* reverse name, "unknown" when not looked up */
+    const char *namaddr;              /* "name[addr]" for logs */
+    const char *helo;
+    int esmtp;
+    int in_mynetworks;
+    int bare_lf_excluded;
+    int counted_in_anvil;
+    int counted_in_service;
+    int tls_active;
+    const char *tls_info;             /* "TLSv1.3 with cipher X (256/256 bits)" */
+    const char *protocol;             /* "SMTP", "ESMTP", "ESMTPS", "ESMTPA", ... */
+    const char *sasl_username, *sasl_method;
+    int errors;
+    int junk;
+    unsigned counters[CNT_MAX];
+    unsigned counter_errors[CNT_MAX];
+    const char *last_command;          /* for "lost connection after X" */
+    int in_input_loop;
+    int long_line;                    /* discarding the rest of an overlong line */
+    int quit_after_reply;
+    struct smtp_data_reader data;
+    unsigned long long bdat_remaining;
+    unsigned long long bdat_chunk_size;
+    int bdat_last;
+    struct smtpd_tx *tx;
+    struct event *delay_timer;        /* error sleep */
+    struct restrict_run *check;       /* the restriction evaluation in progress */
+};
+
+/* session.c */
+void smtpd_accept(struct smtpd_listener *l, int fd, const struct sockaddr *sa, int salen);
+void smtpd_reply(struct smtpd_session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void smtpd_session_shutdown(struct smtpd_session *s, const char *reply);
+void smtpd_continue(struct smtpd_session *s);
+int smtpd_queue_space_ok(struct smtpd_worker *w, unsigned long long message_size_limit);
+
+/* settings.c */
+struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struct master_service *svc,
+                                             char **error);
+void smtpd_settings_free(struct smtpd_settings *set);
+int smtpd_domain_is_local(const struct smtpd_settings *set, const char *domain);
+
+/* tls.c */
+SSL_CTX *smtpd_tls_ctx_create(const struct cfg *cfg, char **error);
+int smtpd_tls_start(struct smtpd_session *s, int wrapper);
+const char *smtpd_tls_describe(petrel_pool *pool, SSL *ssl);
+void smtpd_tls_established(struct smtpd_session *s);
+
+#endif

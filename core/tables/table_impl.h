@@ -1,0 +1,59 @@
+/*
+ * Private helpers shared by the built-in table types (not for modules: they
+ * see only the public plugin API). The file reader implements Postfix's
+ * logical lines (readllines): '#' comment lines and blank lines are skipped
+ * anywhere, and a line that starts with white space continues the previous
+ * one. Every read is bounded, so a corrupt or hostile file costs at most
+ * TBL_LINE_MAX bytes of memory per line.
+ */
+#ifndef PETREL_TABLES_TABLE_IMPL_H
+#define PETREL_TABLES_TABLE_IMPL_H
+
+#include <stdio.h>
+
+#include <petrel/pool.h>
+#include "lib/buf.h"
+#include "tables/table.h"
+
+#define TBL_LINE_MAX (64 * 1024)
+
+/* A malloc'd formatted string, for the char **error convention. */
+char *tbl_strprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Copies s into pool, ASCII letters lowercased. */
+char *tbl_lowercase(petrel_pool *pool, const char *s);
+/* Lowercases s in place (ASCII). */
+void tbl_lowercase_inplace(char *s);
+/* Strips leading and trailing white space in place; returns the new start. */
+char *tbl_trim(char *s);
+/* Length of the balanced {...} group that starts at s, 0 when s does not
+ * start with '{' or the group is not closed. */
+size_t tbl_balanced_braces(const char *s);
+
+struct tbl_file {
+    FILE *fp;
+    struct buf line;      /* the current logical line, NUL-terminated */
+    int lineno;           /* where the current logical line starts */
+    struct buf pending;   /* a physical line read ahead and not yet used */
+    int pending_lineno;
+    int have_pending;
+    int physical_lineno;
+};
+
+/* 0, or -1 with *error = "open PATH: reason". */
+int tbl_file_open(struct tbl_file *f, const char *path, char **error);
+/* 1: next logical line in f->line.data (trailing white space removed);
+ * 0: end of file; -1: read error or over-long line, with *error set
+ * ("line N: ..."). */
+int tbl_file_next(struct tbl_file *f, char **error);
+void tbl_file_close(struct tbl_file *f);
+
+/* Built-in types, registered by tbl_registry_new(). */
+extern const struct tbl_type tbl_type_texthash;
+extern const struct tbl_type tbl_type_inline;
+extern const struct tbl_type tbl_type_static;
+extern const struct tbl_type tbl_type_fail;
+extern const struct tbl_type tbl_type_regexp;
+extern const struct tbl_type tbl_type_pcre;
+extern const struct tbl_type tbl_type_cidr;
+
+#endif

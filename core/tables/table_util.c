@@ -1,0 +1,188 @@
+/*
+ * Helpers for the built-in table types: error strings, ASCII case folding
+ * and the bounded logical-line reader (see table_impl.h for the format).
+ * Case folding is ASCII only, like Postfix without SMTPUTF8: non-ASCII keys
+ * are compared byte for byte.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/xalloc.h"
+#include "tables/table_impl.h"
+
+char *tbl_strprintf(const char *fmt, ...)
+{
+    va_list ap;
+    struct buf b = BUF_INIT;
+    va_start(ap, fmt);
+    buf_vprintf(&b, fmt, ap);
+    va_end(ap);
+    if (b.data == NULL)
+        return xstrdup("");
+    return b.data;   /* ownership passes to the caller */
+}
+
+static inline int is_space(int c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+
+static inline char ascii_lower(char c)
+{
+    return (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
+}
+
+void tbl_lowercase_inplace(char *s)
+{
+    for (; *s; s++)
+        *s = ascii_lower(*s);
+}
+
+char *tbl_lowercase(petrel_pool *pool, const char *s)
+{
+    char *copy = petrel_pool_strdup(pool, s);
+    tbl_lowercase_inplace(copy);
+    return copy;
+}
+
+size_t tbl_balanced_braces(const char *s)
+{
+    int depth = 0;
+    const char *p = s;
+    if (*p != '{')
+        return 0;
+    for (; *p; p++) {
+        if (*p == '{')
+            depth++;
+        else if (*p == '}' && --depth == 0)
+            return (size_t)(p - s) + 1;
+    }
+    return 0;
+}
+
+char *tbl_trim(char *s)
+{
+    while (is_space((unsigned char)*s))
+        s++;
+    size_t len = strlen(s);
+    while (len > 0 && is_space((unsigned char)s[len - 1]))
+        s[--len] = '\0';
+    return s;
+}
+
+int tbl_file_open(struct tbl_file *f, const char *path, char **error)
+{
+    memset(f, 0, sizeof(*f));
+    f->fp = fopen(path, "re");
+    if (f->fp == NULL) {
+        *error = tbl_strprintf("open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+void tbl_file_close(struct tbl_file *f)
+{
+    if (f->fp)
+        fclose(f->fp);
+    f->fp = NULL;
+    buf_free(&f->line);
+    buf_free(&f->pending);
+}
+
+/* Reads one physical line without its newline: 1, 0 at EOF, -1 on error. */
+static int read_physical(struct tbl_file *f, struct buf *out, char **error)
+{
+    int c;
+    buf_reset(out);
+    buf_append(out, "", 0);   /* allocated and NUL-terminated even if empty */
+    if ((c = getc(f->fp)) == EOF)
+        goto eof;
+    f->physical_lineno++;
+    for (; c != EOF && c != '\n'; c = getc(f->fp)) {
+        if (out->len >= TBL_LINE_MAX) {
+            *error = tbl_strprintf("line %d: line longer than %d bytes", f->physical_lineno,
+                                   TBL_LINE_MAX);
+            return -1;
+        }
+        buf_putc(out, (char)c);
+    }
+    if (out->len > 0 && out->data[out->len - 1] == '\r')
+        out->data[--out->len] = '\0';
+    if (c == EOF && ferror(f->fp))
+        goto eof;
+    return 1;
+eof:
+    if (ferror(f->fp)) {
+        *error = tbl_strprintf("line %d: read error: %s", f->physical_lineno, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static int blank_or_comment(const char *s)
+{
+    while (is_space((unsigned char)*s))
+        s++;
+    return *s == '\0' || *s == '#';
+}
+
+/* Next physical line that is not blank or a comment (using the look-ahead). */
+static int next_content_line(struct tbl_file *f, char **error)
+{
+    if (f->have_pending) {
+        f->have_pending = 0;
+        return 1;
+    }
+    for (;;) {
+        int r = read_physical(f, &f->pending, error);
+        if (r <= 0)
+            return r;
+        f->pending_lineno = f->physical_lineno;
+        if (!blank_or_comment(f->pending.data))
+            return 1;
+    }
+}
+
+int tbl_file_next(struct tbl_file *f, char **error)
+{
+    int r = next_content_line(f, error);
+    if (r <= 0)
+        return r;
+    buf_reset(&f->line);
+    f->lineno = f->pending_lineno;
+    const char *start = f->pending.data;
+    if (is_space((unsigned char)*start)) {
+        /* Nothing to continue: Postfix warns and takes it as its own line. */
+        while (is_space((unsigned char)*start))
+            start++;
+    }
+    buf_puts(&f->line, start);
+    for (;;) {
+        r = next_content_line(f, error);
+        if (r < 0)
+            return -1;
+        if (r == 0)
+            break;
+        if (!is_space((unsigned char)f->pending.data[0])) {
+            f->have_pending = 1;
+            break;
+        }
+        if (f->line.len + f->pending.len > TBL_LINE_MAX) {
+            *error = tbl_strprintf("line %d: logical line longer than %d bytes", f->lineno,
+                                   TBL_LINE_MAX);
+            return -1;
+        }
+        buf_append(&f->line, f->pending.data, f->pending.len);
+    }
+    size_t len = f->line.len;
+    while (len > 0 && is_space((unsigned char)f->line.data[len - 1]))
+        f->line.data[--len] = '\0';
+    f->line.len = len;
+    return 1;
+}

@@ -1,0 +1,127 @@
+/*
+ * petrelctl: the admin command (Postfix's postconf, postfix
+ * status/stop/reload/check, and later postqueue/postsuper/postmap).
+ * Commands that act on a running system talk to the master over its
+ * control socket ($queue_directory/private/control) with the framed
+ * format of lib/ipc.h; the others work on files directly.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "config/config.h"
+#include "lib/buf.h"
+#include "lib/ipc.h"
+#include "lib/log.h"
+#include "master/master.h"
+
+static void usage(void)
+{
+    fprintf(stderr,
+            "usage: petrelctl [-c config_directory] COMMAND [ARGS]\n"
+            "commands:\n"
+            "  config [-n] [-d] [-h] [-x] [name ...]   show parameters (like postconf)\n"
+            "  config name=value ...                   edit main.cf in place\n"
+            "  config -X name ...                      remove parameters from main.cf\n"
+            "  check                                   check the configuration (like postfix check)\n"
+            "  status | stop | reload                  talk to the running petreld\n");
+    exit(2);
+}
+
+static const char *queue_directory(const char *confdir)
+{
+    struct cfg_schema *schema = cfg_schema_new();
+    char *dir = cfg_peek(schema, confdir, "queue_directory");
+    cfg_schema_free(schema);
+    if (dir == NULL) {
+        fprintf(stderr, "petrelctl: cannot read %s/main.cf: %s\n", confdir, strerror(errno));
+        exit(1);
+    }
+    return dir;
+}
+
+static int control(const char *confdir, const char *command)
+{
+    const char *qdir = queue_directory(confdir);
+    struct sockaddr_un sun;
+    memset(&sun, 0, sizeof(sun));
+    sun.sun_family = AF_UNIX;
+    if ((size_t)snprintf(sun.sun_path, sizeof(sun.sun_path), "%s/private/control", qdir) >= sizeof(sun.sun_path)) {
+        fprintf(stderr, "petrelctl: queue_directory path too long: %s\n", qdir);
+        return 1;
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof(sun)) != 0) {
+        if (strcmp(command, "status") == 0) {
+            fprintf(stderr, "petrelctl: the Petrel mail system is not running (no answer on %s)\n", sun.sun_path);
+            return 1;
+        }
+        fprintf(stderr, "petrelctl: cannot %s: the Petrel mail system is not running (%s: %s)\n", command,
+                sun.sun_path, strerror(errno));
+        return 1;
+    }
+    struct buf b = BUF_INIT;
+    ipc_begin(&b, IPC_CTL_REQUEST);
+    ipc_add_str(&b, command);
+    ipc_finish(&b);
+    if (ipc_write_all(fd, b.data, b.len) != 0) {
+        fprintf(stderr, "petrelctl: write to %s: %s\n", sun.sun_path, strerror(errno));
+        return 1;
+    }
+    struct ipc_msg reply;
+    if (ipc_read_frame(fd, &b, &reply) != 0 || reply.type != IPC_CTL_REPLY || reply.count < 2) {
+        fprintf(stderr, "petrelctl: no valid reply from the master on %s\n", sun.sun_path);
+        return 1;
+    }
+    char code[16];
+    snprintf(code, sizeof(code), "%.*s", (int)(reply.fields[0].len < 15 ? reply.fields[0].len : 15),
+             reply.fields[0].data);
+    int status = atoi(code);
+    fprintf(status == 0 ? stdout : stderr, "%.*s\n", (int)reply.fields[1].len, reply.fields[1].data);
+    buf_free(&b);
+    close(fd);
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    const char *confdir = getenv("MAIL_CONFIG");
+    if (confdir == NULL || *confdir == '\0')
+        confdir = PETREL_SYSCONFDIR;
+    int i = 1;
+    while (i < argc && argv[i][0] == '-') {
+        if (strcmp(argv[i], "-c") == 0 && i + 1 < argc) {
+            confdir = argv[i + 1];
+            i += 2;
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage();
+        } else {
+            usage();
+        }
+    }
+    if (i >= argc)
+        usage();
+    const char *command = argv[i];
+    log_init("petrel", "petrelctl");
+    if (strcmp(command, "config") == 0) {
+        struct cfg_schema *schema = cfg_schema_new();
+        int status = postconf_main(schema, confdir, argc - i, argv + i);
+        cfg_schema_free(schema);
+        return status;
+    }
+    if (strcmp(command, "check") == 0) {
+        struct master_options opts = { .confdir = confdir };
+        return master_check_config(&opts);
+    }
+    if (strcmp(command, "status") == 0 || strcmp(command, "stop") == 0 || strcmp(command, "reload") == 0)
+        return control(confdir, command);
+    fprintf(stderr, "petrelctl: unknown command \"%s\"\n", command);
+    usage();
+    return 2;
+}

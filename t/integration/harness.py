@@ -1,0 +1,352 @@
+"""Integration-test harness: starts petreld on free loopback ports and talks SMTP to it.
+
+Every test script prints TAP (read by automake's TAP driver). A test:
+
+    from harness import Tap, Petrel, Smtp
+    t = Tap()
+    with Petrel(t, main_cf={"smtpd_timeout": "5s"}) as p:
+        c = p.connect()
+        t.is_(c.code, 220, "greeting")
+    t.done()
+
+Rules kept here so no test forgets them: every daemon runs under a timeout and
+is stopped by PID; ports are picked free on 127.0.0.1; when the suite runs as
+root, petreld runs as the unprivileged user `petrel` (single-user mode), as
+users run it in development.
+"""
+import os
+import pwd
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+
+TOP_BUILDDIR = os.environ.get("top_builddir") or os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+TOP_SRCDIR = os.environ.get("top_srcdir") or os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+PETRELD = os.path.join(TOP_BUILDDIR, "core", "master", "petreld")
+PETRELCTL = os.path.join(TOP_BUILDDIR, "core", "tools", "petrelctl")
+TEST_USER = os.environ.get("PETREL_TEST_USER", "petrel")
+SCRIPT_TIMEOUT = int(os.environ.get("PETREL_TEST_TIMEOUT", "300"))
+
+
+class Tap:
+    """A minimal TAP producer with a watchdog that fails the script if it hangs."""
+
+    def __init__(self, timeout=SCRIPT_TIMEOUT):
+        self.count = 0
+        self.failed = 0
+        signal.signal(signal.SIGALRM, self._timeout)
+        signal.alarm(timeout)
+
+    def _timeout(self, signum, frame):
+        self.ok(False, "test script timed out")
+        self.done()
+
+    def ok(self, cond, desc, diag=None):
+        self.count += 1
+        print("%s %d - %s" % ("ok" if cond else "not ok", self.count, desc))
+        if not cond:
+            self.failed += 1
+            if diag:
+                for line in str(diag).splitlines():
+                    print("#   " + line)
+        sys.stdout.flush()
+        return cond
+
+    def is_(self, got, want, desc):
+        return self.ok(got == want, desc, "got:  %r\nwant: %r" % (got, want))
+
+    def like(self, got, pattern, desc):
+        import re
+        return self.ok(got is not None and re.search(pattern, got) is not None, desc,
+                       "got:  %r\nwant match: %r" % (got, pattern))
+
+    def diag(self, text):
+        for line in str(text).splitlines():
+            print("# " + line)
+
+    def done(self):
+        print("1..%d" % self.count)
+        sys.stdout.flush()
+        os._exit(1 if self.failed else 0)
+
+
+def free_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def run_as_user():
+    """The command prefix that drops root to the test user (single-user mode)."""
+    if os.geteuid() != 0:
+        return [], None
+    pw = pwd.getpwnam(TEST_USER)
+    return ["setpriv", "--reuid=%d" % pw.pw_uid, "--regid=%d" % pw.pw_gid, "--clear-groups"], pw
+
+
+class Smtp:
+    """A raw SMTP client that shows exactly what the server answers."""
+
+    def __init__(self, port, host="127.0.0.1", timeout=10, read_greeting=True):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.buf = b""
+        self.code = None
+        self.lines = []
+        if read_greeting:
+            self.read_reply()
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        self.sock.sendall(data)
+
+    def _read_line(self):
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("connection closed by server")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line.rstrip(b"\r").decode("utf-8", "replace")
+
+    def read_reply(self):
+        """Reads one (possibly multi-line) reply; returns 'CODE text' of its last line."""
+        lines = []
+        while True:
+            line = self._read_line()
+            lines.append(line)
+            if len(line) < 4 or line[3] != "-":
+                break
+        self.lines = lines
+        self.code = int(lines[-1][:3]) if lines[-1][:3].isdigit() else None
+        return lines[-1]
+
+    def cmd(self, line):
+        self.send(line + "\r\n")
+        return self.read_reply()
+
+    def ehlo(self, name="client.example.org"):
+        return self.cmd("EHLO " + name)
+
+    def send_message(self, sender, rcpts, body, ehlo=True):
+        """A whole transaction; returns the final reply line (250 ... queued as ID)."""
+        if ehlo:
+            self.ehlo()
+        r = self.cmd("MAIL FROM:<%s>" % sender)
+        if self.code != 250:
+            return r
+        for rcpt in rcpts:
+            r = self.cmd("RCPT TO:<%s>" % rcpt)
+        r = self.cmd("DATA")
+        if self.code != 354:
+            return r
+        if isinstance(body, str):
+            body = body.encode()
+        self.send(body + b"\r\n.\r\n")
+        return self.read_reply()
+
+    def closed(self, wait=3.0):
+        """True when the server closed the connection (EOF) within wait seconds."""
+        self.sock.settimeout(wait)
+        try:
+            while True:
+                data = self.sock.recv(65536)
+                if not data:
+                    return True
+                self.buf += data
+        except (socket.timeout, TimeoutError):
+            return False
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+
+    def starttls(self, cafile=None):
+        ctx = ssl.create_default_context(cafile=cafile) if cafile else ssl._create_unverified_context()
+        if not cafile:
+            ctx.check_hostname = False
+        self.sock = ctx.wrap_socket(self.sock, server_hostname="localhost")
+        self.buf = b""
+        return self.sock
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+DEFAULT_MAIN_CF = {
+    "myhostname": "mx.petrel.test",
+    "mydomain": "petrel.test",
+    "mydestination": "petrel.test, $myhostname, localhost",
+    "mynetworks": "127.0.0.0/8",
+    "inet_interfaces": "127.0.0.1",
+    "smtpd_workers": "2",
+    "smtpd_error_sleep_time": "0s",
+    "smtpd_timeout": "30s",
+}
+
+
+class Petrel:
+    """One petreld instance in its own temporary directory."""
+
+    def __init__(self, tap, main_cf=None, master_cf=None, extra_services="", start=True, workers=None):
+        self.tap = tap
+        self.dir = tempfile.mkdtemp(prefix="petrel-test-")
+        os.chmod(self.dir, 0o755)
+        self.conf = os.path.join(self.dir, "conf")
+        self.queue = os.path.join(self.dir, "queue")
+        self.log_path = os.path.join(self.dir, "petreld.log")
+        os.mkdir(self.conf)
+        self.port = free_port()
+        settings = dict(DEFAULT_MAIN_CF)
+        settings["queue_directory"] = self.queue
+        if workers:
+            settings["smtpd_workers"] = str(workers)
+        settings.update(main_cf or {})
+        self.write_main_cf(settings)
+        self.master_cf = master_cf if master_cf is not None else "127.0.0.1:%d inet n - n - - smtpd\n" % self.port
+        self.master_cf += extra_services
+        with open(os.path.join(self.conf, "master.cf"), "w") as f:
+            f.write(self.master_cf)
+        self.prefix, self.pw = run_as_user()
+        self._chown()
+        self.proc = None
+        if start:
+            self.start()
+
+    def _chown(self):
+        if self.pw:
+            for root, dirs, files in os.walk(self.dir):
+                for name in dirs + files:
+                    os.chown(os.path.join(root, name), self.pw.pw_uid, self.pw.pw_gid)
+            os.chown(self.dir, self.pw.pw_uid, self.pw.pw_gid)
+
+    def write_main_cf(self, settings, raw_extra=""):
+        with open(os.path.join(self.conf, "main.cf"), "w") as f:
+            for k, v in settings.items():
+                f.write("%s = %s\n" % (k, v))
+            f.write(raw_extra)
+        self.settings = settings
+
+    def write_file(self, name, text, mode=0o644):
+        path = os.path.join(self.dir, name)
+        with open(path, "w") as f:
+            f.write(text)
+        os.chmod(path, mode)
+        if self.pw:
+            os.chown(path, self.pw.pw_uid, self.pw.pw_gid)
+        return path
+
+    def command(self, *args, user=True):
+        return (self.prefix if user else []) + list(args)
+
+    def start(self, wait=True):
+        self.logf = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.command(PETRELD, "-c", self.conf), stdout=self.logf,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        if wait:
+            self.wait_listening()
+        return self.proc
+
+    def wait_listening(self, port=None, timeout=10.0):
+        port = port or self.port
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("petreld exited with %s:\n%s" % (self.proc.returncode, self.log()))
+            try:
+                s = socket.create_connection(("127.0.0.1", port), timeout=1)
+                s.close()
+                # That probe session is logged; wait for the greeting path to settle.
+                return True
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("petreld did not listen on %d:\n%s" % (port, self.log()))
+
+    def connect(self, **kw):
+        return Smtp(self.port, **kw)
+
+    def log(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_log(self, pattern, timeout=10.0):
+        import re
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            m = re.search(pattern, self.log())
+            if m:
+                return m
+            time.sleep(0.05)
+        return None
+
+    def petrelctl(self, *args, user=True, timeout=30):
+        return subprocess.run(self.command(PETRELCTL, "-c", self.conf, *args, user=user),
+                              capture_output=True, text=True, timeout=timeout)
+
+    def worker_pids(self):
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
+        pids = [int(x) for x in out.split()]
+        # With setpriv in front, the master is setpriv's exec'd image: same PID.
+        return pids
+
+    def queue_files(self, *dirs):
+        dirs = dirs or ("incoming", "active", "deferred", "hold")
+        found = []
+        for d in dirs:
+            path = os.path.join(self.queue, d)
+            if os.path.isdir(path):
+                for root, _, files in os.walk(path):
+                    found.extend(os.path.join(root, f) for f in files)
+        return found
+
+    def stop(self, sig=signal.SIGTERM, timeout=45):
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        for pid in self._leftover_children():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.logf.close()
+        return self.proc.returncode
+
+    def _leftover_children(self):
+        out = subprocess.run(["pgrep", "-f", "petreld -c " + self.conf], capture_output=True, text=True).stdout
+        return [int(x) for x in out.split()]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        if os.environ.get("PETREL_KEEP_TEST_DIRS"):
+            return False
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return False
+
+
+def make_cert(directory, name="localhost"):
+    """A self-signed certificate and key (PEM) for TLS tests."""
+    cert = os.path.join(directory, "cert.pem")
+    key = os.path.join(directory, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=" + name, "-keyout", key, "-out", cert],
+                   check=True, capture_output=True)
+    return cert, key

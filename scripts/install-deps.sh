@@ -30,7 +30,6 @@ if [ $had_policy -eq 0 ]; then
     printf '#!/bin/sh\nexit 101\n' > "$policy"
     chmod 755 "$policy"
 fi
-apt_update_done=0
 if ! apt-get install -y -q --no-install-recommends $want; then
     apt-get update -q
     apt-get install -y -q --no-install-recommends $want

@@ -178,13 +178,18 @@ char *petrel_pool_strdup(petrel_pool *pool, const char *s)
 
 char *petrel_pool_vprintf(petrel_pool *pool, const char *fmt, va_list ap)
 {
+    /* Most strings fit a small buffer: format once, copy once. */
+    char small[256];
     va_list again;
     va_copy(again, ap);
-    int len = vsnprintf(NULL, 0, fmt, ap);
+    int len = vsnprintf(small, sizeof(small), fmt, ap);
     if (len < 0)
         msg_fatal("pool: bad format \"%s\"", fmt);
     char *out = petrel_pool_alloc(pool, (size_t)len + 1);
-    vsnprintf(out, (size_t)len + 1, fmt, again);
+    if ((size_t)len < sizeof(small))
+        memcpy(out, small, (size_t)len + 1);
+    else
+        vsnprintf(out, (size_t)len + 1, fmt, again);
     va_end(again);
     return out;
 }

@@ -280,8 +280,13 @@ static struct cfg *load_checked(struct cfg_schema *schema, const char *confdir)
     int bad = 0;
     for (size_t i = 0; i < cfg_service_count(cfg); i++) {
         const struct master_service *svc = cfg_service(cfg, i);
-        if (svc->role != ROLE_SMTPD)
+        if (svc->role != ROLE_SMTPD) {
+            msg_info("%s, line %d: service %s (command %s): %s", svc->file, svc->line, svc->name,
+                     svc->command, svc->role == ROLE_IGNORED
+                         ? "not needed by Petrel; ignored"
+                         : "this role is not implemented yet; ignored");
             continue;
+        }
         char *error = NULL;
         if (smtpd_validate_service(svc, &error) != 0) {
             msg_error("%s, line %d: service %s: %s", svc->file, svc->line, svc->name, error);
@@ -351,12 +356,20 @@ static pid_t spawn_worker(struct master *m, int slot)
         signal(SIGTERM, SIG_DFL);
         signal(SIGHUP, SIG_DFL);
         signal(SIGCHLD, SIG_DFL);
+        /* Open the queue while still privileged: the worker then works
+         * through directory descriptors and needs no search permission on
+         * the path above queue_directory. */
+        char *error = NULL;
+        struct queue *queue = queue_open(m->queue_dir, 0, &error);
+        if (queue == NULL)
+            msg_fatal("queue_directory %s: %s", m->queue_dir, error);
         drop_privileges(m);
         struct smtpd_worker_args args = {
             .cfg = g->cfg,
             .listeners = g->fds,
             .nlisteners = g->nlisteners,
             .anvil = m->anvil,
+            .queue = queue,
             .worker_index = (unsigned)slot,
             .generation = g->number,
         };

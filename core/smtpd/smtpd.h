@@ -11,6 +11,7 @@
 struct cfg;
 struct master_service;
 struct anvil;
+struct queue;
 
 struct smtpd_listen_fd {
     int fd;
@@ -22,6 +23,7 @@ struct smtpd_worker_args {
     const struct smtpd_listen_fd *listeners;
     int nlisteners;
     struct anvil *anvil;                    /* shared connection accounting */
+    struct queue *queue;                    /* opened before privileges were dropped */
     unsigned worker_index;                  /* column in the anvil table */
     unsigned generation;                    /* config generation, for logs */
 };

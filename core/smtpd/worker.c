@@ -112,9 +112,7 @@ int smtpd_worker_main(const struct smtpd_worker_args *args)
     w.space_ok = 1;
     w.tables = tbl_registry_new();
     char *error = NULL;
-    w.queue = queue_open(cfg_get(args->cfg, "queue_directory"), 0, &error);
-    if (w.queue == NULL)
-        msg_fatal("%s", error);
+    w.queue = args->queue;
     queue_id_gen_init(&w.idgen, (unsigned)getpid());
     /* fsync waits on the disk, not the CPU: a few threads keep several in flight. */
     w.workq = workq_create(w.base, 4);

@@ -27,9 +27,29 @@ import time
 
 TOP_BUILDDIR = os.environ.get("top_builddir") or os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 TOP_SRCDIR = os.environ.get("top_srcdir") or os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-PETRELD = os.path.join(TOP_BUILDDIR, "core", "master", "petreld")
-PETRELCTL = os.path.join(TOP_BUILDDIR, "core", "tools", "petrelctl")
 TEST_USER = os.environ.get("PETREL_TEST_USER", "petrel")
+CLEANUP_DIRS = []
+
+
+def _runnable_copy(path):
+    """When tests run as root, petreld runs as TEST_USER, who may not be able
+    to reach a build tree under a private home directory: run copies of the
+    binaries from a world-readable temporary directory instead."""
+    if os.geteuid() != 0:
+        return path
+    bindir = os.path.join(tempfile.gettempdir(), "petrel-test-bin-%d" % os.getpid())
+    os.makedirs(bindir, mode=0o755, exist_ok=True)
+    os.chmod(bindir, 0o755)
+    target = os.path.join(bindir, os.path.basename(path))
+    shutil.copy2(path, target)
+    os.chmod(target, 0o755)
+    if bindir not in CLEANUP_DIRS:
+        CLEANUP_DIRS.append(bindir)
+    return target
+
+
+PETRELD = _runnable_copy(os.path.join(TOP_BUILDDIR, "core", "master", "petreld"))
+PETRELCTL = _runnable_copy(os.path.join(TOP_BUILDDIR, "core", "tools", "petrelctl"))
 SCRIPT_TIMEOUT = int(os.environ.get("PETREL_TEST_TIMEOUT", "300"))
 
 
@@ -72,6 +92,9 @@ class Tap:
     def done(self):
         print("1..%d" % self.count)
         sys.stdout.flush()
+        for d in CLEANUP_DIRS:
+            shutil.rmtree(d, ignore_errors=True)
+        # _exit: a watchdog may call this from a signal handler mid-test.
         os._exit(1 if self.failed else 0)
 
 

@@ -118,6 +118,16 @@ void log_set_verbose(int level)
     log_ctx.verbose = level;
 }
 
+int log_crash_fd(void)
+{
+    return log_ctx.sink == SINK_FILE && log_ctx.file_fd >= 0 ? log_ctx.file_fd : STDERR_FILENO;
+}
+
+void log_crash_prefix(char *out, size_t size)
+{
+    snprintf(out, size, "%s/%s[%ld]: ", log_ctx.name, log_ctx.role, (long)getpid());
+}
+
 int log_verbose(void)
 {
     return log_ctx.verbose;

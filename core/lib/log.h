@@ -11,6 +11,7 @@
 #define PETREL_LIB_LOG_H
 
 #include <stdarg.h>
+#include <stddef.h>
 
 #define PETREL_PRINTF(f, a) __attribute__((format(printf, f, a)))
 
@@ -25,6 +26,11 @@ void log_use_stderr(void);
 /* Reopens maillog_file (after rotation); no-op for other sinks. */
 void log_reopen(void);
 void log_set_verbose(int level);
+/* For a fatal-signal handler: the descriptor lines go to (stderr for syslog)
+ * and the "name/role[pid]: " prefix, formatted ahead of time because a
+ * signal handler may not format. */
+int log_crash_fd(void);
+void log_crash_prefix(char *out, size_t size);
 int log_verbose(void);
 
 void msg_info(const char *fmt, ...) PETREL_PRINTF(1, 2);

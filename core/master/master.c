@@ -46,6 +46,7 @@
 #include "lib/log.h"
 #include "lib/xalloc.h"
 #include "master/master.h"
+#include "module/module.h"
 #include "queue/queue.h"
 #include "smtpd/anvil.h"
 #include "smtpd/smtpd.h"
@@ -62,7 +63,8 @@ struct bound_listener {
 };
 
 struct generation {
-    struct cfg *cfg;
+    struct loaded_config conf;
+    struct cfg *cfg;                     /* conf.cfg */
     unsigned number;
     struct bound_listener listeners[MAX_LISTENERS];
     int nlisteners;
@@ -81,7 +83,6 @@ struct worker_proc {
 
 struct master {
     const struct master_options *opts;
-    struct cfg_schema *schema;
     struct generation *gen;
     struct event_base *base;
     struct anvil *anvil;
@@ -263,23 +264,37 @@ static void generation_free(struct generation *g)
         return;
     for (int i = 0; i < g->nlisteners; i++)
         close(g->listeners[i].fd);
-    cfg_free(g->cfg);
+    master_unload_config(&g->conf);
     free(g);
 }
 
-/* Loads and fully checks a configuration: parse, then every smtpd listener's
- * settings (restrictions, tables, TLS). Returns NULL after logging. */
-static struct cfg *load_checked(struct cfg_schema *schema, const char *confdir)
+/* Loads and fully checks a configuration: the modules it names (their
+ * parameters must be declared first), main.cf and master.cf, then every
+ * smtpd listener's settings (restrictions, tables, TLS). Returns -1 after
+ * logging every problem. */
+int master_load_config(const char *confdir, struct loaded_config *out, int check_services)
 {
-    int nerrors = 0;
-    struct cfg *cfg = cfg_load(schema, confdir, &nerrors);
-    if (cfg == NULL) {
-        msg_error("%s/main.cf and master.cf: %d error%s", confdir, nerrors, nerrors == 1 ? "" : "s");
-        return NULL;
+    memset(out, 0, sizeof(*out));
+    out->schema = cfg_schema_new();
+    out->modules = module_set_load(out->schema, confdir);
+    if (out->modules == NULL) {
+        msg_error("%s/main.cf: modules: cannot load the modules listed (see above)", confdir);
+        master_unload_config(out);
+        return -1;
     }
+    int nerrors = 0;
+    out->cfg = cfg_load(out->schema, confdir, &nerrors);
+    if (out->cfg == NULL) {
+        msg_error("%s/main.cf and master.cf: %d error%s", confdir, nerrors, nerrors == 1 ? "" : "s");
+        master_unload_config(out);
+        return -1;
+    }
+    module_set_bind(out->modules, out->cfg);
+    if (!check_services)
+        return 0;
     int bad = 0;
-    for (size_t i = 0; i < cfg_service_count(cfg); i++) {
-        const struct master_service *svc = cfg_service(cfg, i);
+    for (size_t i = 0; i < cfg_service_count(out->cfg); i++) {
+        const struct master_service *svc = cfg_service(out->cfg, i);
         if (svc->role != ROLE_SMTPD) {
             msg_info("%s, line %d: service %s (command %s): %s", svc->file, svc->line, svc->name,
                      svc->command, svc->role == ROLE_IGNORED
@@ -288,17 +303,25 @@ static struct cfg *load_checked(struct cfg_schema *schema, const char *confdir)
             continue;
         }
         char *error = NULL;
-        if (smtpd_validate_service(svc, &error) != 0) {
+        if (smtpd_validate_service(svc, out->modules, &error) != 0) {
             msg_error("%s, line %d: service %s: %s", svc->file, svc->line, svc->name, error);
             free(error);
             bad++;
         }
     }
     if (bad) {
-        cfg_free(cfg);
-        return NULL;
+        master_unload_config(out);
+        return -1;
     }
-    return cfg;
+    return 0;
+}
+
+void master_unload_config(struct loaded_config *lc)
+{
+    cfg_free(lc->cfg);
+    cfg_schema_free(lc->schema);
+    module_set_free(lc->modules);
+    memset(lc, 0, sizeof(*lc));
 }
 
 /* ------------------------------------------------------------------ */
@@ -370,6 +393,7 @@ static pid_t spawn_worker(struct master *m, int slot)
             .nlisteners = g->nlisteners,
             .anvil = m->anvil,
             .queue = queue,
+            .modules = g->conf.modules,
             .worker_index = (unsigned)slot,
             .generation = g->number,
         };
@@ -526,19 +550,21 @@ static void apply_logging(const struct cfg *cfg)
 static int reload(struct master *m, struct buf *why)
 {
     msg_info("reload -- version %s, configuration %s", PACKAGE_VERSION, m->opts->confdir);
-    struct cfg *cfg = load_checked(m->schema, m->opts->confdir);
-    if (cfg == NULL) {
+    struct loaded_config conf;
+    if (master_load_config(m->opts->confdir, &conf, 1) != 0) {
         msg_error("reload refused: the configuration has errors; the running configuration stays");
         buf_puts(why, "reload refused: the configuration has errors (see the log); the running configuration stays");
         return -1;
     }
+    struct cfg *cfg = conf.cfg;
     if (strcmp(cfg_get(cfg, "queue_directory"), m->queue_dir) != 0) {
         msg_error("reload refused: queue_directory cannot change while running (restart instead)");
         buf_puts(why, "reload refused: queue_directory cannot change while running");
-        cfg_free(cfg);
+        master_unload_config(&conf);
         return -1;
     }
     struct generation *gen = xcalloc(1, sizeof(*gen));
+    gen->conf = conf;
     gen->cfg = cfg;
     gen->number = m->gen->number + 1;
     gen->nworkers = worker_count(cfg);
@@ -693,13 +719,18 @@ static int open_control(struct master *m)
 /* ------------------------------------------------------------------ */
 /* start-up                                                            */
 
-static int prepare_queue(struct master *m, const struct cfg *cfg)
+static int make_queue_dir(struct master *m, const struct cfg *cfg)
 {
     snprintf(m->queue_dir, sizeof(m->queue_dir), "%s", cfg_get(cfg, "queue_directory"));
     if (mkdir(m->queue_dir, 0755) != 0 && errno != EEXIST) {
         msg_error("queue_directory %s: cannot create: %s", m->queue_dir, strerror(errno));
         return -1;
     }
+    return 0;
+}
+
+static int prepare_queue(struct master *m, const struct cfg *cfg)
+{
     char *error = NULL;
     struct queue *q = queue_open(m->queue_dir, 1, &error);
     if (q == NULL) {
@@ -800,12 +831,11 @@ static int daemonize(void)
 int master_check_config(const struct master_options *opts)
 {
     log_init("petrel", "petreld");
-    struct cfg_schema *schema = cfg_schema_new();
-    struct cfg *cfg = load_checked(schema, opts->confdir);
-    int status = cfg ? 0 : 1;
-    cfg_free(cfg);
-    cfg_schema_free(schema);
-    return status;
+    struct loaded_config conf;
+    if (master_load_config(opts->confdir, &conf, 1) != 0)
+        return 1;
+    master_unload_config(&conf);
+    return 0;
 }
 
 int master_run(const struct master_options *opts)
@@ -820,18 +850,22 @@ int master_run(const struct master_options *opts)
         snprintf(m.binary, sizeof(m.binary), "petreld");
     signal(SIGPIPE, SIG_IGN);
 
-    m.schema = cfg_schema_new();
-    struct cfg *cfg = load_checked(m.schema, opts->confdir);
-    if (cfg == NULL) {
+    struct loaded_config conf;
+    if (master_load_config(opts->confdir, &conf, 1) != 0) {
         msg_error("fatal: not starting: fix the configuration errors above");
         return 1;
     }
+    struct cfg *cfg = conf.cfg;
     apply_logging(cfg);
-    if (resolve_owner(&m, cfg) != 0 || prepare_queue(&m, cfg) != 0 || lock_pid_file(&m) != 0) {
-        cfg_free(cfg);
+    /* Lock before the recovery scan: a second master must never scan (and
+     * purge "incomplete" files from) the queue of one that is running. */
+    if (resolve_owner(&m, cfg) != 0 || make_queue_dir(&m, cfg) != 0 || lock_pid_file(&m) != 0 ||
+        prepare_queue(&m, cfg) != 0) {
+        master_unload_config(&conf);
         return 1;
     }
     m.gen = xcalloc(1, sizeof(*m.gen));
+    m.gen->conf = conf;
     m.gen->cfg = cfg;
     m.gen->number = 1;
     m.gen->nworkers = worker_count(cfg);
@@ -883,7 +917,6 @@ int master_run(const struct master_options *opts)
     generation_free(m.gen);
     anvil_destroy(m.anvil);
     event_base_free(m.base);
-    cfg_schema_free(m.schema);
     close(m.pid_fd);
     return 0;
 }

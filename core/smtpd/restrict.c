@@ -13,6 +13,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <string.h>
 #include <strings.h>
 
@@ -26,6 +27,7 @@
 #include "tables/cidr.h"
 #include "tables/access.h"
 #include "tables/table.h"
+#include "module/module.h"
 
 enum step_kind {
     STEP_PERMIT, STEP_REJECT, STEP_DEFER, STEP_PERMIT_MYNETWORKS, STEP_PERMIT_SASL,
@@ -33,12 +35,17 @@ enum step_kind {
     STEP_REJECT_UNAUTH_PIPELINING, STEP_REJECT_NON_FQDN_SENDER, STEP_REJECT_NON_FQDN_RCPT,
     STEP_REJECT_NON_FQDN_HELO, STEP_REJECT_INVALID_HELO,
     STEP_CHECK_CLIENT, STEP_CHECK_HELO, STEP_CHECK_SENDER, STEP_CHECK_RCPT,
+    STEP_MODULE,
 };
 
 struct restrict_step {
     enum step_kind kind;
     const char *name;
     struct tbl *table;
+    /* STEP_MODULE */
+    struct petrel_module *module;
+    const petrel_restriction *provided;
+    void *state;
 };
 
 struct restrict_list {
@@ -51,6 +58,7 @@ struct restrict_run {
     int nstages, stage_index, step_index;
     const char *rcpt;
     restrict_done_fn *done;
+    struct restrict_result collected;   /* HOLD/DISCARD seen so far */
 };
 
 static const struct { const char *name; enum step_kind kind; int takes_table; } builtin_steps[] = {
@@ -117,7 +125,7 @@ static void close_tables(void *arg)
 
 struct restrict_list *restrict_compile(petrel_pool *pool, const char *param,
                                        const char *const *items, struct tbl_registry *tables,
-                                       char **error)
+                                       const struct module_set *modules, char **error)
 {
     int n = 0;
     while (items[n])
@@ -132,6 +140,33 @@ struct restrict_list *restrict_compile(petrel_pool *pool, const char *param,
             if (strcasecmp(builtin_steps[k].name, item) == 0)
                 break;
         if (k == sizeof(builtin_steps) / sizeof(builtin_steps[0])) {
+            struct petrel_module *owner = NULL;
+            const petrel_restriction *provided = module_set_find_restriction(modules, item, &owner);
+            if (provided) {
+                struct restrict_step *step = &list->steps[list->nsteps++];
+                step->kind = STEP_MODULE;
+                step->name = provided->name;
+                step->module = owner;
+                step->provided = provided;
+                int nargs = provided->nargs > 0 ? provided->nargs : 0;
+                for (int a = 1; a <= nargs; a++) {
+                    if (items[i + a] == NULL) {
+                        *error = errorf("restriction %s (module %s) needs %d argument%s", item, owner->name, nargs,
+                                        nargs == 1 ? "" : "s");
+                        return NULL;
+                    }
+                }
+                if (provided->compile) {
+                    const char *cerr = NULL;
+                    if (provided->compile(owner, items + i + 1, &step->state, pool, &cerr) != 0) {
+                        *error = errorf("restriction %s (module %s): %s", item, owner->name,
+                                        cerr ? cerr : "bad arguments");
+                        return NULL;
+                    }
+                }
+                i += nargs;
+                continue;
+            }
             for (size_t u = 0; u < sizeof(unavailable_steps) / sizeof(unavailable_steps[0]); u++)
                 if (strcasecmp(unavailable_steps[u].name, item) == 0) {
                     *error = errorf("restriction %s %s", item, unavailable_steps[u].why);
@@ -347,6 +382,15 @@ static enum restrict_verdict run_table(struct smtpd_session *s, struct restrict_
     return access_action(s, run, stage, step, value, r);
 }
 
+static enum restrict_verdict run_module_step(struct smtpd_session *s, struct restrict_run *run,
+                                             const struct restrict_step *step, struct restrict_result *r);
+
+static petrel_verdict call_restriction(petrel_session *ps, void *arg)
+{
+    const struct restrict_step *step = arg;
+    return step->provided->check(ps, step->state);
+}
+
 static enum restrict_verdict run_step(struct smtpd_session *s, struct restrict_run *run,
                                       enum restrict_stage stage, const struct restrict_step *step,
                                       struct restrict_result *r)
@@ -375,9 +419,11 @@ static enum restrict_verdict run_step(struct smtpd_session *s, struct restrict_r
     case STEP_PERMIT_AUTH_DEST:
         return run->rcpt && is_auth_destination(s, run->rcpt) ? decide(r, RV_PERMIT, 0, NULL, NULL) : RV_DUNNO;
     case STEP_REJECT_UNAUTH_PIPELINING:
-        /* Checked when it matters, at DATA: the client sent more before our 354. */
-        if (stage == RS_DATA && s->bev && evbuffer_get_length(bufferevent_get_input(s->bev)) > 0 && !s->esmtp)
-            return decide(r, RV_REJECT, 503, "5.5.0", "Error: improper use of SMTP command pipelining");
+        /* Checked when it matters, at DATA: the client sent more before our
+         * 354. PIPELINING (RFC 2920) never allows that, so ESMTP clients are
+         * caught too, as Postfix does; the wording is Postfix's. */
+        if (stage == RS_DATA && s->bev && evbuffer_get_length(bufferevent_get_input(s->bev)) > 0)
+            return reject_with(s, run, stage, step->kind, 503, "5.5.0", "Improper use of SMTP command pipelining", r);
         return RV_DUNNO;
     case STEP_REJECT_NON_FQDN_SENDER:
         if (sender == NULL || *sender == '\0')
@@ -407,8 +453,34 @@ static enum restrict_verdict run_step(struct smtpd_session *s, struct restrict_r
     case STEP_CHECK_SENDER:
     case STEP_CHECK_RCPT:
         return run_table(s, run, stage, step, r);
+    case STEP_MODULE:
+        return run_module_step(s, run, step, r);
     }
     return RV_DUNNO;
+}
+
+/* Applies one step's verdict to the run. Returns 1 when the evaluation is
+ * decided (a refusal, in *r), 0 to go on. */
+static int apply_step(struct restrict_run *run, enum restrict_verdict v, const struct restrict_result *step_result,
+                      struct restrict_result *r)
+{
+    if (v == RV_HOLD || v == RV_DISCARD) {
+        /* Non-terminating actions: remembered for the message. */
+        if (run->collected.verdict != RV_DISCARD)
+            run->collected.verdict = v;
+        return 0;
+    }
+    if (v == RV_PERMIT) {
+        /* this list is done; the next stage still runs */
+        run->stage_index++;
+        run->step_index = 0;
+        return 0;
+    }
+    if (v == RV_REJECT || v == RV_DEFER) {
+        *r = *step_result;
+        return 1;
+    }
+    return 0;
 }
 
 /* Walks the remaining stages and steps; returns 1 when finished. */
@@ -417,28 +489,63 @@ static int run_steps(struct smtpd_session *s, struct restrict_run *run, struct r
     while (run->stage_index < run->nstages) {
         enum restrict_stage stage = run->stages[run->stage_index];
         struct restrict_list *list = stage_list(s->set, stage);
-        while (list && run->step_index < list->nsteps) {
-            struct restrict_result step_result = { RV_DUNNO, 0, NULL, NULL };
-            enum restrict_verdict v = run_step(s, run, stage, &list->steps[run->step_index], &step_result);
-            run->step_index++;
-            if (v == RV_PENDING)
-                return 0;
-            if (v == RV_HOLD || v == RV_DISCARD) {
-                /* Non-terminating actions: remembered for the message. */
-                r->verdict = v;
-                continue;
-            }
-            if (v == RV_PERMIT)
-                break;   /* this list is done; the next stage still runs */
-            if (v == RV_REJECT || v == RV_DEFER) {
-                *r = step_result;
-                return 1;
-            }
+        if (list == NULL || run->step_index >= list->nsteps) {
+            run->stage_index++;
+            run->step_index = 0;
+            continue;
         }
-        run->stage_index++;
-        run->step_index = 0;
+        struct restrict_result step_result = { RV_DUNNO, 0, NULL, NULL };
+        enum restrict_verdict v = run_step(s, run, stage, &list->steps[run->step_index], &step_result);
+        run->step_index++;
+        if (v == RV_PENDING)
+            return 0;
+        if (apply_step(run, v, &step_result, r))
+            return 1;
     }
+    *r = run->collected;
     return 1;
+}
+
+static void run_finished(struct smtpd_session *s, struct restrict_run *run, const struct restrict_result *result)
+{
+    s->check = NULL;
+    run->done(s, result);
+}
+
+/* A module restriction that suspended has answered (or timed out). */
+static void module_step_completed(struct smtpd_session *s, struct petrel_pending *p, const struct restrict_result *sr)
+{
+    struct restrict_run *run = s->check;
+    if (run == NULL)
+        return;
+    struct restrict_result result = { RV_DUNNO, 0, NULL, NULL };
+    if (apply_step(run, sr->verdict, sr, &result) || run_steps(s, run, &result))
+        run_finished(s, run, &result);
+}
+
+static enum restrict_verdict run_module_step(struct smtpd_session *s, struct restrict_run *run,
+                                             const struct restrict_step *step, struct restrict_result *r)
+{
+    struct petrel_module *m = step->module;
+    if (!module_circuit_allows(m, time(NULL))) {
+        smtpd_plugin_default_result(m, r);
+        return r->verdict;
+    }
+    s->api.rcpt = run->rcpt;
+    struct petrel_pending *pending;
+    petrel_verdict v = smtpd_plugin_call(s, m, step->name, call_restriction, (void *)step, &pending);
+    if (pending) {
+        smtpd_plugin_wait(s, pending, module_step_completed);
+        return RV_PENDING;
+    }
+    if ((int)v == PETREL_TEMPFAIL + 100) {
+        smtpd_plugin_default_result(m, r);
+    } else if (smtpd_plugin_result(s, m, v, s->api.reply_code, s->api.reply_enhanced, s->api.reply_text, r) != 0) {
+        module_circuit_failure(m, time(NULL), "invalid reply");
+    } else {
+        module_circuit_success(m);
+    }
+    return r->verdict;
 }
 
 void restrict_check(struct smtpd_session *s, const enum restrict_stage *stages, int nstages,
@@ -450,11 +557,10 @@ void restrict_check(struct smtpd_session *s, const enum restrict_stage *stages, 
     run->nstages = nstages;
     run->rcpt = rcpt;
     run->done = done;
+    run->collected.verdict = RV_DUNNO;
     s->check = run;
     struct restrict_result result = { RV_DUNNO, 0, NULL, NULL };
-    if (run_steps(s, run, &result)) {
-        s->check = NULL;
-        done(s, &result);
-    }
-    /* A pending step keeps s->check; its completion resumes run_steps (module API, not yet). */
+    if (run_steps(s, run, &result))
+        run_finished(s, run, &result);
+    /* Otherwise a module step is pending: module_step_completed resumes. */
 }

@@ -8,6 +8,9 @@
  * and the step's owner later calls restrict_resume(). The built-in steps
  * all decide at once; module steps (DNS, Redis, policy servers) will
  * suspend.
+ *
+ * Restrictions provided by modules (petrel_restriction) mix freely with the
+ * built-in ones; their arguments are the words that follow them.
  */
 #ifndef PETREL_SMTPD_RESTRICT_H
 #define PETREL_SMTPD_RESTRICT_H
@@ -35,9 +38,10 @@ struct restrict_list;
 /* Compiles the items of parameter param (a Postfix restriction list). On an
  * unknown restriction, a missing argument or a table that cannot be opened,
  * returns NULL with *error (malloc'd) naming the problem. */
+struct module_set;
 struct restrict_list *restrict_compile(petrel_pool *pool, const char *param,
                                        const char *const *items, struct tbl_registry *tables,
-                                       char **error);
+                                       const struct module_set *modules, char **error);
 int restrict_list_empty(const struct restrict_list *list);
 int restrict_list_has(const struct restrict_list *list, const char *name);
 

@@ -24,6 +24,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
@@ -180,6 +181,31 @@ static void service_key(char *out, size_t size, const struct smtpd_settings *set
     snprintf(out, size, "service:%s", set->service_name);
 }
 
+/* Best effort, non-blocking: sends what a closing TLS session still has
+ * below its filter. The socket bufferevent keeps the start of its output
+ * frozen (evbuffer_write and evbuffer_copyout refuse it), so peek at it.
+ * A client too slow to take a final short reply loses it, as on close. */
+static void flush_ciphertext(struct bufferevent *under)
+{
+    struct evbuffer *out = bufferevent_get_output(under);
+    evutil_socket_t fd = bufferevent_getfd(under);
+    struct evbuffer_iovec vec[8];
+    int n = evbuffer_peek(out, -1, NULL, vec, 8);
+    if (fd < 0 || n <= 0)
+        return;
+    struct iovec iov[8];
+    int count = n < 8 ? n : 8;
+    for (int i = 0; i < count; i++) {
+        iov[i].iov_base = vec[i].iov_base;
+        iov[i].iov_len = vec[i].iov_len;
+    }
+    struct msghdr msg;
+    memset(&msg, 0, sizeof(msg));
+    msg.msg_iov = iov;
+    msg.msg_iovlen = (size_t)count;
+    (void)sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
 static void session_free(struct smtpd_session *s)
 {
     struct smtpd_worker *w = s->worker;
@@ -200,10 +226,18 @@ static void session_free(struct smtpd_session *s)
     }
     if (s->delay_timer)
         event_free(s->delay_timer);
-    if (s->bev)
+    if (s->bev) {
+        /* After STARTTLS our output goes through the TLS filter into the
+         * socket bufferevent below it, which only writes when the loop runs:
+         * the last reply (221, 421, 554) is still there as ciphertext when
+         * the filter reports its own buffer empty. Freeing would drop it. */
+        struct bufferevent *under = bufferevent_get_underlying(s->bev);
+        if (under)
+            flush_ciphertext(under);
         bufferevent_free(s->bev);   /* closes the socket (and frees the TLS state) */
-    else if (s->fd >= 0)
+    } else if (s->fd >= 0) {
         close(s->fd);
+    }
     session_unlink(w, s);
     petrel_pool_destroy(s->pool);
     if (w->draining && w->nsessions == 0)
@@ -215,8 +249,16 @@ static void session_close_after_flush(struct smtpd_session *s)
 {
     s->state = SMTPD_CLOSING;
     bufferevent_disable(s->bev, EV_READ);
-    if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
+    /* Inside the input loop the session must outlive this call: the loop
+     * (and handle_command below it) still use it, and frees it at its end.
+     * This matters with TLS, whose filter passes our reply on at once and
+     * leaves the output empty here. */
+    if (s->in_input_loop)
+        return;
+    if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0) {
+        log_disconnect(s);
         session_free(s);
+    }
     /* otherwise session_write_cb frees it when the buffer drains */
 }
 
@@ -1132,7 +1174,9 @@ static void cmd_starttls(struct smtpd_session *s, const struct smtp_command *cmd
         evbuffer_drain(in, junk);
     }
     if (smtpd_tls_start(s, 0) != 0) {
-        lost_connection(s, "lost connection");
+        /* We are inside the input loop: it ends the session, not us. */
+        msg_warn("cannot start TLS for %s", s->namaddr);
+        session_close_after_flush(s);
         return;
     }
     bufferevent_setcb(s->bev, session_read_cb, session_write_cb, session_event_cb, s);
@@ -1178,7 +1222,10 @@ static void handle_command(struct smtpd_session *s, char *line, size_t len)
 {
     struct smtp_command cmd;
     const struct smtpd_settings *set = s->set;
-    if (smtp_parse_command(line, len, &cmd) != 0) {
+    /* An empty (or all-blank) line has no command word at all: Postfix
+     * answers it as a syntax error (500), not as an unknown command (502). */
+    size_t blanks = strspn(line, " \t");
+    if (smtp_parse_command(line, len, &cmd) != 0 || blanks == len) {
         s->counters[CNT_UNKNOWN]++;
         s->last_command = "UNKNOWN";
         smtpd_reply(s, "500 5.5.2 Error: bad syntax");

@@ -50,7 +50,7 @@ static int compile_list(struct smtpd_settings *set, struct smtpd_worker *w, cons
                         struct restrict_list **out, char **error)
 {
     char *err = NULL;
-    *out = restrict_compile(set->pool, param, cfg_list(set->cfg, param), w->tables, &err);
+    *out = restrict_compile(set->pool, param, cfg_list(set->cfg, param), w->tables, w->modules, &err);
     if (*out == NULL) {
         fail(error, "%s: %s", param, err);
         free(err);

@@ -12,6 +12,7 @@ struct cfg;
 struct master_service;
 struct anvil;
 struct queue;
+struct module_set;
 
 struct smtpd_listen_fd {
     int fd;
@@ -24,13 +25,14 @@ struct smtpd_worker_args {
     int nlisteners;
     struct anvil *anvil;                    /* shared connection accounting */
     struct queue *queue;                    /* opened before privileges were dropped */
+    struct module_set *modules;             /* loaded by the master; initialised here */
     unsigned worker_index;                  /* column in the anvil table */
     unsigned generation;                    /* config generation, for logs */
 };
 
 /* Builds a listener's settings (restrictions, tables, TLS) to check a
  * configuration without serving it; 0, or -1 with *error (malloc'd). */
-int smtpd_validate_service(const struct master_service *service, char **error);
+int smtpd_validate_service(const struct master_service *service, struct module_set *modules, char **error);
 
 /* Runs a worker until it is told to stop; returns the process exit status. */
 int smtpd_worker_main(const struct smtpd_worker_args *args);

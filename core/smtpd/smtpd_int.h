@@ -16,10 +16,12 @@
 
 #include <openssl/ssl.h>
 
+#include <petrel/plugin.h>
 #include <petrel/pool.h>
 #include "lib/buf.h"
 #include "queue/queue.h"
 #include "smtpd/smtp_data.h"
+#include "smtpd/restrict.h"
 #include "smtpd/smtp_parse.h"
 
 struct event_base;
@@ -35,6 +37,54 @@ struct restrict_run;
 struct anvil;
 struct cfg;
 struct master_service;
+struct module_set;
+struct petrel_module;
+struct hook_run;
+struct restrict_result;
+
+/* The SMTP phases whose module hooks the session runs. */
+enum smtpd_phase { PHASE_CONNECT, PHASE_HELO, PHASE_STARTTLS, PHASE_AUTH, PHASE_MAIL, PHASE_RCPT, PHASE_DATA,
+                   PHASE_EOH, PHASE_EOM };
+
+/* What a plugin holds as petrel_session: the session seen by the module
+ * being called (plugin_api.c). */
+struct petrel_session {
+    struct smtpd_session *smtpd;
+    struct petrel_module *module;
+    const char *rcpt;                 /* the recipient being checked */
+    int reply_code;
+    const char *reply_enhanced, *reply_text;
+    struct petrel_pending *suspended; /* petrel_suspend() during this call */
+    int resumed_early;                /* petrel_resume() before the hook returned */
+    petrel_verdict early_verdict;
+    int early_code;
+    const char *early_enhanced, *early_text;
+};
+
+enum smtpd_edit_kind { EDIT_HEADER_INSERT, EDIT_HEADER_CHANGE, EDIT_RCPT_ADD, EDIT_RCPT_DELETE };
+
+struct smtpd_edit {
+    struct smtpd_edit *next;
+    enum smtpd_edit_kind kind;
+    size_t index;                     /* insert position, or nth occurrence for a change */
+    const char *name, *value;
+};
+
+/* Message changes requested by modules, applied when the message is committed. */
+struct smtpd_edits {
+    struct smtpd_edit *first, *last;
+    unsigned count;
+    const char *sender;               /* new envelope sender, or NULL */
+    const char *body;                 /* replacement body, CRLF line ends */
+    size_t body_len;
+    int body_replaced;
+    const char *quarantine_reason;
+};
+
+struct smtpd_header {
+    const char *name;
+    const char *value;                /* as received, without the colon and one leading space */
+};
 
 enum tls_level { TLS_LEVEL_NONE, TLS_LEVEL_MAY, TLS_LEVEL_ENCRYPT };
 
@@ -109,6 +159,7 @@ struct smtpd_worker {
     int draining;                     /* stop accepting, finish sessions */
     int stopping;                     /* SIGTERM: 421 idle sessions too */
     struct event *sig_term, *sig_drain, *sig_hup, *drain_timer;
+    struct module_set *modules;       /* this generation's modules, initialised in this worker */
     long long queue_minfree;
     time_t space_checked;
     int space_ok;
@@ -134,6 +185,17 @@ struct smtpd_tx {
     int bdat_failed;                  /* a chunk was refused: discard the rest */
     int discard, hold;                /* verdicts collected during the transaction */
     struct workq_job *commit_job;
+    /* for modules */
+    void **module_slots;
+    struct smtpd_edits edits;
+    struct smtpd_header *headers;     /* parsed as content streams, when a module wants them */
+    size_t nheaders, header_cap;
+    struct buf header_line;           /* the header being assembled (bounded by header_size_limit) */
+    int content_state;                /* 0 headers, 1 body, 2 headers abandoned (too big) */
+    unsigned long long header_bytes;
+    unsigned long long content_start; /* content offset after our Received header */
+    unsigned long long body_start;    /* content offset of the body (after the empty line) */
+    struct restrict_result content_verdict;   /* a refusal from a header or body hook */
 };
 
 enum smtpd_state {
@@ -186,6 +248,11 @@ struct smtpd_session {
     struct smtpd_tx *tx;
     struct event *delay_timer;        /* error sleep */
     struct restrict_run *check;       /* the restriction evaluation in progress */
+    /* modules */
+    struct petrel_session api;
+    struct petrel_pending *pending;   /* suspended module calls (orphaned when the session ends) */
+    struct hook_run *hook_run;
+    void **module_slots;
 };
 
 /* session.c */
@@ -206,5 +273,24 @@ SSL_CTX *smtpd_tls_ctx_create(const struct cfg *cfg, char **error);
 int smtpd_tls_start(struct smtpd_session *s, int wrapper);
 const char *smtpd_tls_describe(petrel_pool *pool, SSL *ssl);
 void smtpd_tls_established(struct smtpd_session *s);
+
+/* plugin_api.c */
+typedef void smtpd_phase_done_fn(struct smtpd_session *s, const struct restrict_result *r);
+int smtpd_phase_has_hooks(struct smtpd_session *s, enum smtpd_phase phase);
+void smtpd_run_phase(struct smtpd_session *s, enum smtpd_phase phase, const char *arg, smtpd_phase_done_fn *done);
+void smtpd_plugin_header(struct smtpd_session *s, const char *name, const char *value);
+void smtpd_plugin_body(struct smtpd_session *s, const char *chunk, size_t len);
+void smtpd_plugin_queued(struct smtpd_session *s, const char *queue_id);
+void smtpd_plugin_session_gone(struct smtpd_session *s);
+void smtpd_plugin_install_crash_handler(int log_fd);
+int smtpd_plugin_result(struct smtpd_session *s, struct petrel_module *m, petrel_verdict v, int code,
+                        const char *enhanced, const char *text, struct restrict_result *out);
+void smtpd_plugin_default_result(struct petrel_module *m, struct restrict_result *out);
+petrel_verdict smtpd_plugin_call(struct smtpd_session *s, struct petrel_module *m, const char *hook,
+                                 petrel_verdict (*call)(petrel_session *, void *), void *arg,
+                                 struct petrel_pending **pending);
+void smtpd_plugin_wait(struct smtpd_session *s, struct petrel_pending *p,
+                       void (*complete)(struct smtpd_session *, struct petrel_pending *,
+                                        const struct restrict_result *));
 
 #endif

@@ -24,6 +24,7 @@
 #include "smtpd/smtpd.h"
 #include "smtpd/smtpd_int.h"
 #include "tables/table.h"
+#include "module/module.h"
 
 #define SHUTDOWN_GRACE_SECONDS 30
 
@@ -116,6 +117,12 @@ int smtpd_worker_main(const struct smtpd_worker_args *args)
     queue_id_gen_init(&w.idgen, (unsigned)getpid());
     /* fsync waits on the disk, not the CPU: a few threads keep several in flight. */
     w.workq = workq_create(w.base, 4);
+    w.modules = args->modules;
+    if (w.modules && w.modules->n) {
+        smtpd_plugin_install_crash_handler(-1);
+        if (module_set_init(w.modules, w.base, w.workq) != 0)
+            msg_fatal("cannot start: a module failed to initialise");
+    }
 
     w.nlisteners = args->nlisteners;
     w.listeners = xcalloc((size_t)args->nlisteners, sizeof(*w.listeners));
@@ -129,7 +136,7 @@ int smtpd_worker_main(const struct smtpd_worker_args *args)
                       args->listeners[i].service->line, args->listeners[i].service->name, error);
         evutil_make_socket_nonblocking(l->fd);
         l->ev = evconnlistener_new(w.base, on_accept, l, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
-                                   -1, l->fd);
+                                   0 /* already listening: keep the master's backlog */, l->fd);
         if (l->ev == NULL)
             msg_fatal("cannot listen on service %s", args->listeners[i].service->name);
         evconnlistener_set_error_cb(l->ev, on_accept_error);
@@ -146,15 +153,17 @@ int smtpd_worker_main(const struct smtpd_worker_args *args)
     /* Commits still running must finish before we go: a message whose
      * fsync completes here is kept even if its client never hears 250. */
     workq_destroy(w.workq);
+    module_set_fini(w.modules);
     if (w.nsessions)
         msg_info("exiting with %u sessions still open", w.nsessions);
     return 0;
 }
 
-int smtpd_validate_service(const struct master_service *service, char **error)
+int smtpd_validate_service(const struct master_service *service, struct module_set *modules, char **error)
 {
     struct smtpd_worker w;
     memset(&w, 0, sizeof(w));
+    w.modules = modules;
     w.tables = tbl_registry_new();
     struct smtpd_settings *set = smtpd_settings_create(&w, service, error);
     smtpd_settings_free(set);

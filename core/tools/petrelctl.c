@@ -20,6 +20,7 @@
 #include "lib/ipc.h"
 #include "lib/log.h"
 #include "master/master.h"
+#include "module/module.h"
 
 static void usage(void)
 {
@@ -30,6 +31,7 @@ static void usage(void)
             "  config name=value ...                   edit main.cf in place\n"
             "  config -X name ...                      remove parameters from main.cf\n"
             "  check                                   check the configuration (like postfix check)\n"
+            "  modules                                 list the modules main.cf loads and what they provide\n"
             "  status | stop | reload                  talk to the running petreld\n");
     exit(2);
 }
@@ -110,10 +112,27 @@ int main(int argc, char **argv)
     const char *command = argv[i];
     log_init("petrel", "petrelctl");
     if (strcmp(command, "config") == 0) {
+        /* Module parameters are part of the configuration: declare them first
+         * so that -d lists them and they are not "unknown". */
         struct cfg_schema *schema = cfg_schema_new();
+        struct module_set *modules = module_set_load(schema, confdir);
+        if (modules == NULL)
+            fprintf(stderr, "petrelctl: warning: some modules could not be loaded; their parameters are not shown\n");
         int status = postconf_main(schema, confdir, argc - i, argv + i);
         cfg_schema_free(schema);
+        module_set_free(modules);
         return status;
+    }
+    if (strcmp(command, "modules") == 0) {
+        struct loaded_config conf;
+        if (master_load_config(confdir, &conf, 0) != 0)
+            return 1;
+        struct buf out = BUF_INIT;
+        module_set_describe(conf.modules, &out);
+        fputs(out.data ? out.data : "", stdout);
+        buf_free(&out);
+        master_unload_config(&conf);
+        return 0;
     }
     if (strcmp(command, "check") == 0) {
         struct master_options opts = { .confdir = confdir };

@@ -1,0 +1,420 @@
+/*
+ * Module loading, parameter declaration and circuit breakers (see
+ * module.h). libltdl opens each object with local symbol scope, so two
+ * modules' private symbols never clash; the only symbol looked up is the
+ * descriptor.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <ltdl.h>
+
+#include "config/config.h"
+#include "lib/buf.h"
+#include "lib/log.h"
+#include "lib/xalloc.h"
+#include "module/module.h"
+
+#define DEFAULT_TIMEOUT_MS 10000
+
+static const char *const default_action_choices[] = { "continue", "tempfail", NULL };
+
+static int valid_name(const char *name)
+{
+    if (*name == '\0' || strlen(name) > 64)
+        return 0;
+    for (const char *p = name; *p; p++)
+        if (!(islower((unsigned char)*p) || isdigit((unsigned char)*p) || *p == '_'))
+            return 0;
+    return 1;
+}
+
+/* A module file (and its directory) must not be writable by anyone but its
+ * owner, and the owner must be root or whoever runs petreld: otherwise
+ * another user could make the MTA run their code. */
+static int safe_file(const char *path, const char *what)
+{
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        msg_error("%s %s: %s", what, path, strerror(errno));
+        return 0;
+    }
+    if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+        msg_error("%s %s is writable by group or others (mode %04o): refusing to load it; "
+                  "fix with chmod go-w %s", what, path, (unsigned)(st.st_mode & 07777), path);
+        return 0;
+    }
+    if (st.st_uid != 0 && st.st_uid != geteuid()) {
+        msg_error("%s %s is owned by uid %ld, neither root nor the user running petreld: refusing to load it",
+                  what, path, (long)st.st_uid);
+        return 0;
+    }
+    return 1;
+}
+
+static enum cfg_type param_type(petrel_param_type t)
+{
+    switch (t) {
+    case PETREL_PARAM_INT: return CFG_INT;
+    case PETREL_PARAM_BOOL: return CFG_BOOL;
+    case PETREL_PARAM_TIME: return CFG_TIME;
+    case PETREL_PARAM_SIZE: return CFG_SIZE;
+    case PETREL_PARAM_LIST: return CFG_LIST;
+    default: return CFG_STR;
+    }
+}
+
+/* The module's own parameters plus the four every module gets from the core. */
+static int declare_params(struct cfg_schema *schema, struct petrel_module *m)
+{
+    const petrel_module_desc *d = m->desc;
+    size_t own = 0;
+    while (d->params && d->params[own].name)
+        own++;
+    m->nparams = own + 4;
+    m->params = xcalloc(m->nparams, sizeof(*m->params));
+    size_t prefix = strlen(m->name);
+    for (size_t i = 0; i < own; i++) {
+        const petrel_param *p = &d->params[i];
+        if (strncmp(p->name, m->name, prefix) != 0 || p->name[prefix] != '_') {
+            msg_error("module %s (%s): parameter \"%s\" must start with \"%s_\"", m->name, m->path, p->name,
+                      m->name);
+            return -1;
+        }
+        m->params[i].name = p->name;
+        m->params[i].type = param_type(p->type);
+        m->params[i].def = p->default_value ? p->default_value : "";
+        m->params[i].help = p->help ? p->help : "";
+    }
+    char *names[4];
+    names[0] = xmalloc(prefix + 32);
+    sprintf(names[0], "%s_default_action", m->name);
+    names[1] = xmalloc(prefix + 32);
+    sprintf(names[1], "%s_hook_timeout", m->name);
+    names[2] = xmalloc(prefix + 32);
+    sprintf(names[2], "%s_circuit_failures", m->name);
+    names[3] = xmalloc(prefix + 32);
+    sprintf(names[3], "%s_circuit_cooldown", m->name);
+    struct cfg_param *core = &m->params[own];
+    core[0] = (struct cfg_param){ names[0], CFG_STR,
+                                  d->default_action == PETREL_ON_FAILURE_TEMPFAIL ? "tempfail" : "continue",
+                                  "what applies when the module times out, fails or its circuit is open",
+                                  0, 0, default_action_choices };
+    char *timeout = xmalloc(32);
+    snprintf(timeout, 32, "%us", (d->hook_timeout_ms ? d->hook_timeout_ms : DEFAULT_TIMEOUT_MS + 999) / 1000);
+    core[1] = (struct cfg_param){ names[1], CFG_TIME, timeout,
+                                  "how long a suspended hook or restriction of the module may take", 1, 3600, NULL };
+    core[2] = (struct cfg_param){ names[2], CFG_INT, "5",
+                                  "consecutive failures or timeouts that open the module's circuit (0: never)",
+                                  0, 1000000, NULL };
+    core[3] = (struct cfg_param){ names[3], CFG_TIME, "30s",
+                                  "how long an open circuit skips the module before trying it again", 1, 86400, NULL };
+    if (cfg_schema_add(schema, m->params, m->nparams, m->name) != 0) {
+        msg_error("module %s (%s): a parameter it declares is already declared by the core or another module",
+                  m->name, m->path);
+        return -1;
+    }
+    return 0;
+}
+
+static void free_module(struct petrel_module *m)
+{
+    if (m == NULL)
+        return;
+    if (m->params) {
+        size_t own = m->nparams - 4;
+        for (size_t i = own; i < m->nparams; i++)
+            free((char *)m->params[i].name);
+        free((char *)m->params[own + 1].def);
+        free(m->params);
+    }
+    if (m->handle)
+        lt_dlclose((lt_dlhandle)m->handle);
+    free(m->name);
+    free(m->path);
+    free(m);
+}
+
+static struct petrel_module *load_one(const char *dir, const char *name)
+{
+    if (!valid_name(name)) {
+        msg_error("modules: \"%s\" is not a valid module name (lower-case letters, digits, _)", name);
+        return NULL;
+    }
+    size_t plen = strlen(dir) + strlen(name) + 8;
+    char *path = xmalloc(plen);
+    snprintf(path, plen, "%s/%s.so", dir, name);
+    if (access(path, F_OK) != 0) {
+        msg_error("modules: unknown module \"%s\": no %s (module_directory = %s)", name, path, dir);
+        free(path);
+        return NULL;
+    }
+    if (!safe_file(dir, "module_directory") || !safe_file(path, "module file")) {
+        free(path);
+        return NULL;
+    }
+    lt_dladvise advise;
+    lt_dladvise_init(&advise);
+    lt_dladvise_local(&advise);
+    lt_dlhandle h = lt_dlopenadvise(path, advise);
+    lt_dladvise_destroy(&advise);
+    if (h == NULL) {
+        msg_error("module %s: cannot load %s: %s", name, path, lt_dlerror());
+        free(path);
+        return NULL;
+    }
+    const petrel_module_desc *d = lt_dlsym(h, PETREL_MODULE_SYMBOL);
+    const char *problem = NULL;
+    char detail[256] = "";
+    if (d == NULL) {
+        problem = "does not export " PETREL_MODULE_SYMBOL " (is it a Petrel module?)";
+    } else if (d->abi_major != PETREL_ABI_MAJOR) {
+        snprintf(detail, sizeof(detail), "was built for plugin ABI %u.%u, this petreld provides %d.%d: rebuild it "
+                 "against this version's petrel-plugin", d->abi_major, d->abi_minor, PETREL_ABI_MAJOR,
+                 PETREL_ABI_MINOR);
+    } else if (d->abi_minor > PETREL_ABI_MINOR) {
+        snprintf(detail, sizeof(detail), "needs plugin ABI %u.%u, newer than this petreld's %d.%d: upgrade Petrel",
+                 d->abi_major, d->abi_minor, PETREL_ABI_MAJOR, PETREL_ABI_MINOR);
+    } else if (d->build_signature == NULL || strcmp(d->build_signature, PETREL_BUILD_SIGNATURE) != 0) {
+        snprintf(detail, sizeof(detail), "has build signature \"%s\", expected \"%s\"",
+                 d->build_signature ? d->build_signature : "(none)", PETREL_BUILD_SIGNATURE);
+    } else if (d->name == NULL || strcmp(d->name, name) != 0) {
+        snprintf(detail, sizeof(detail), "calls itself \"%s\"; a module's name must match its file name",
+                 d->name ? d->name : "(none)");
+    }
+    if (problem || detail[0]) {
+        msg_error("module %s (%s) %s", name, path, problem ? problem : detail);
+        lt_dlclose(h);
+        free(path);
+        return NULL;
+    }
+    struct petrel_module *m = xcalloc(1, sizeof(*m));
+    m->desc = d;
+    m->name = xstrdup(name);
+    m->path = path;
+    m->handle = h;
+    return m;
+}
+
+struct module_set *module_set_load(struct cfg_schema *schema, const char *confdir)
+{
+    struct module_set *set = xcalloc(1, sizeof(*set));
+    char *names = cfg_peek(schema, confdir, "modules");
+    char *dir = cfg_peek(schema, confdir, "module_directory");
+    if (names == NULL || *names == '\0') {
+        free(names);
+        free(dir);
+        return set;
+    }
+    if (lt_dlinit() != 0) {
+        msg_error("libltdl: %s", lt_dlerror());
+        free(names);
+        free(dir);
+        free(set);
+        return NULL;
+    }
+    char **items = cfg_split_list(names);
+    int n = 0, bad = 0;
+    while (items[n])
+        n++;
+    set->mods = xcalloc((size_t)n, sizeof(*set->mods));
+    for (int i = 0; i < n; i++) {
+        int dup = 0;
+        for (int j = 0; j < set->n; j++)
+            if (strcmp(set->mods[j]->name, items[i]) == 0)
+                dup = 1;
+        if (dup) {
+            msg_error("modules: module \"%s\" is listed twice", items[i]);
+            bad++;
+            continue;
+        }
+        struct petrel_module *m = load_one(dir ? dir : PETREL_MODULEDIR, items[i]);
+        if (m == NULL) {
+            bad++;
+            continue;
+        }
+        m->set = set;
+        set->mods[set->n++] = m;
+        if (declare_params(schema, m) != 0)
+            bad++;
+    }
+    cfg_list_free(items);
+    free(names);
+    free(dir);
+    if (bad) {
+        module_set_free(set);
+        return NULL;
+    }
+    return set;
+}
+
+void module_set_bind(struct module_set *set, const struct cfg *cfg)
+{
+    char name[128];
+    for (int i = 0; set && i < set->n; i++) {
+        struct petrel_module *m = set->mods[i];
+        m->cfg = cfg;
+        snprintf(name, sizeof(name), "%s_default_action", m->name);
+        const char *action = cfg_get(cfg, name);
+        m->default_action = action && strcasecmp(action, "tempfail") == 0 ? PETREL_ON_FAILURE_TEMPFAIL
+                                                                          : PETREL_ON_FAILURE_CONTINUE;
+        snprintf(name, sizeof(name), "%s_hook_timeout", m->name);
+        m->timeout_ms = (unsigned)(cfg_int(cfg, name) * 1000);
+        if (m->desc->hook_timeout_ms && cfg_is_default(cfg, name))
+            m->timeout_ms = m->desc->hook_timeout_ms;
+        snprintf(name, sizeof(name), "%s_circuit_failures", m->name);
+        m->circuit_failures = (unsigned)cfg_int(cfg, name);
+        snprintf(name, sizeof(name), "%s_circuit_cooldown", m->name);
+        m->circuit_cooldown = (unsigned)cfg_int(cfg, name);
+    }
+}
+
+int module_set_init(struct module_set *set, struct event_base *base, struct workq *workq)
+{
+    if (set == NULL)
+        return 0;
+    set->base = base;
+    set->workq = workq;
+    for (int i = 0; i < set->n; i++) {
+        struct petrel_module *m = set->mods[i];
+        if (m->desc->init) {
+            const char *error = NULL;
+            if (m->desc->init(m, &error) != 0) {
+                msg_error("module %s: initialisation failed: %s", m->name, error ? error : "(no reason given)");
+                return -1;
+            }
+        }
+        m->initialised = 1;
+    }
+    return 0;
+}
+
+void module_set_fini(struct module_set *set)
+{
+    for (int i = set ? set->n - 1 : -1; i >= 0; i--) {
+        struct petrel_module *m = set->mods[i];
+        if (m->initialised && m->desc->fini)
+            m->desc->fini(m);
+        m->initialised = 0;
+    }
+}
+
+void module_set_free(struct module_set *set)
+{
+    if (set == NULL)
+        return;
+    for (int i = 0; i < set->n; i++)
+        free_module(set->mods[i]);
+    free(set->mods);
+    free(set);
+}
+
+const petrel_restriction *module_set_find_restriction(const struct module_set *set, const char *name,
+                                                      struct petrel_module **owner)
+{
+    for (int i = 0; set && i < set->n; i++) {
+        const petrel_restriction *r = set->mods[i]->desc->restrictions;
+        for (; r && r->name; r++) {
+            if (strcasecmp(r->name, name) == 0) {
+                *owner = set->mods[i];
+                return r;
+            }
+        }
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* circuit breaker                                                     */
+
+int module_circuit_allows(struct petrel_module *m, time_t now)
+{
+    if (m->circuit == CIRCUIT_OPEN) {
+        if (now < m->open_until) {
+            m->skipped++;
+            return 0;
+        }
+        m->circuit = CIRCUIT_HALF_OPEN;
+        msg_info("module %s: circuit half-open: trying the module again", m->name);
+    }
+    return 1;
+}
+
+void module_circuit_success(struct petrel_module *m)
+{
+    if (m->circuit == CIRCUIT_HALF_OPEN)
+        msg_info("module %s: circuit closed: the module answers again", m->name);
+    m->circuit = CIRCUIT_CLOSED;
+    m->consecutive_failures = 0;
+}
+
+void module_circuit_failure(struct petrel_module *m, time_t now, const char *what)
+{
+    m->failures++;
+    m->consecutive_failures++;
+    if (m->circuit == CIRCUIT_HALF_OPEN ||
+        (m->circuit_failures && m->consecutive_failures >= m->circuit_failures && m->circuit == CIRCUIT_CLOSED)) {
+        m->circuit = CIRCUIT_OPEN;
+        m->open_until = now + m->circuit_cooldown;
+        m->circuit_opened++;
+        msg_warn("module %s: circuit open after %u consecutive failure%s (last: %s): its hooks are skipped "
+                 "with the default action (%s) for %u seconds",
+                 m->name, m->consecutive_failures, m->consecutive_failures == 1 ? "" : "s", what,
+                 m->default_action == PETREL_ON_FAILURE_TEMPFAIL ? "tempfail" : "continue", m->circuit_cooldown);
+    }
+}
+
+void module_set_describe(const struct module_set *set, struct buf *out)
+{
+    if (set == NULL || set->n == 0) {
+        buf_puts(out, "no modules loaded\n");
+        return;
+    }
+    for (int i = 0; i < set->n; i++) {
+        const struct petrel_module *m = set->mods[i];
+        const petrel_module_desc *d = m->desc;
+        buf_printf(out, "%s %s (ABI %u.%u) %s\n", m->name, d->version ? d->version : "?", d->abi_major,
+                   d->abi_minor, m->path);
+        if (d->description)
+            buf_printf(out, "  %s\n", d->description);
+        const char *hook_names[] = { "connect", "helo", "starttls", "auth", "mail", "rcpt", "data", "header",
+                                     "end_of_headers", "body", "end_of_message", "queued" };
+        const void *hooks[] = { (const void *)d->hooks.connect, (const void *)d->hooks.helo,
+                                (const void *)d->hooks.starttls, (const void *)d->hooks.auth,
+                                (const void *)d->hooks.mail, (const void *)d->hooks.rcpt,
+                                (const void *)d->hooks.data, (const void *)d->hooks.header,
+                                (const void *)d->hooks.end_of_headers, (const void *)d->hooks.body,
+                                (const void *)d->hooks.end_of_message, (const void *)d->hooks.queued };
+        int any = 0;
+        for (size_t h = 0; h < sizeof(hooks) / sizeof(hooks[0]); h++) {
+            if (hooks[h]) {
+                buf_printf(out, "%s%s", any ? " " : "  hooks: ", hook_names[h]);
+                any = 1;
+            }
+        }
+        if (any)
+            buf_puts(out, "\n");
+        any = 0;
+        for (const petrel_restriction *r = d->restrictions; r && r->name; r++) {
+            buf_printf(out, "%s%s", any ? " " : "  restrictions: ", r->name);
+            any = 1;
+        }
+        if (any)
+            buf_puts(out, "\n");
+        any = 0;
+        for (const petrel_param *p = d->params; p && p->name; p++) {
+            buf_printf(out, "%s%s", any ? " " : "  parameters: ", p->name);
+            any = 1;
+        }
+        if (any)
+            buf_puts(out, "\n");
+    }
+}

@@ -1,0 +1,92 @@
+/*
+ * The module loader and registry: `modules = a b c` loads NAME.so from
+ * module_directory with libltdl, checks its one exported descriptor (ABI
+ * major/minor, build signature, name), refuses a duplicate, an unknown name
+ * or a file writable by group or others, and declares the module's
+ * parameters in the configuration schema, so that `petreld -n` validates
+ * them and `petrelctl config -d` lists them.
+ *
+ * A module set belongs to one configuration generation. The master loads it
+ * before it reads main.cf (the module parameters must be known first);
+ * every role process that uses modules inherits the mapped objects through
+ * fork and calls init with that generation's configuration.
+ *
+ * Each module also carries its circuit breaker (per process): after
+ * NAME_circuit_failures consecutive failures or timeouts its hooks are
+ * skipped with its default action for NAME_circuit_cooldown, then one call
+ * is let through (half-open) to see whether it recovered.
+ */
+#ifndef PETREL_MODULE_MODULE_H
+#define PETREL_MODULE_MODULE_H
+
+#include <stddef.h>
+#include <time.h>
+
+#include <petrel/plugin.h>
+
+struct cfg;
+struct cfg_schema;
+struct cfg_param;
+struct event_base;
+struct workq;
+struct tbl_registry;
+
+enum circuit_state { CIRCUIT_CLOSED, CIRCUIT_OPEN, CIRCUIT_HALF_OPEN };
+
+struct petrel_module {
+    const petrel_module_desc *desc;
+    char *name;
+    char *path;
+    void *handle;                   /* lt_dlhandle */
+    struct module_set *set;
+    const struct cfg *cfg;          /* the generation's main.cf values */
+    void *data;                     /* petrel_module_set_data */
+    int initialised;
+    struct cfg_param *params;       /* the schema's copy of the declared parameters */
+    size_t nparams;
+    /* from NAME_* core-declared parameters */
+    unsigned timeout_ms;
+    petrel_default_action default_action;
+    unsigned circuit_failures;
+    unsigned circuit_cooldown;      /* seconds */
+    /* circuit breaker and counters (this process) */
+    enum circuit_state circuit;
+    unsigned consecutive_failures;
+    time_t open_until;
+    unsigned long long calls, failures, timeouts, skipped, circuit_opened;
+};
+
+struct module_set {
+    struct petrel_module **mods;
+    int n;
+    struct event_base *base;        /* the role's loop, once running */
+    struct workq *workq;
+};
+
+/* Loads the modules named by `modules` in confdir/main.cf into a new set and
+ * declares their parameters in schema. Every problem is logged (msg_error)
+ * naming the module and the file; returns NULL if any. An empty list gives
+ * an empty set. */
+struct module_set *module_set_load(struct cfg_schema *schema, const char *confdir);
+/* Gives every module the loaded configuration (after cfg_load). */
+void module_set_bind(struct module_set *set, const struct cfg *cfg);
+/* In a role process: records the loop and thread pool, calls every init.
+ * Returns -1 (logged) if an init fails. */
+int module_set_init(struct module_set *set, struct event_base *base, struct workq *workq);
+void module_set_fini(struct module_set *set);
+void module_set_free(struct module_set *set);
+
+/* The module providing restriction name, or NULL. */
+const petrel_restriction *module_set_find_restriction(const struct module_set *set, const char *name,
+                                                      struct petrel_module **owner);
+
+/* Circuit breaker: may the module be called now? (0: skip with its default action) */
+int module_circuit_allows(struct petrel_module *m, time_t now);
+void module_circuit_success(struct petrel_module *m);
+void module_circuit_failure(struct petrel_module *m, time_t now, const char *what);
+
+/* Writes what `petrelctl modules` shows. */
+struct buf;
+void module_set_describe(const struct module_set *set, struct buf *out);
+
+#endif

@@ -42,6 +42,7 @@
 
 #include "config/config.h"
 #include "lib/buf.h"
+#include "lib/dns.h"
 #include "lib/ipc.h"
 #include "lib/log.h"
 #include "lib/xalloc.h"
@@ -290,6 +291,23 @@ int master_load_config(const char *confdir, struct loaded_config *out, int check
         return -1;
     }
     module_set_bind(out->modules, out->cfg);
+    {
+        /* dns_resolver must parse here, not in a worker that would die on it. */
+        struct event_base *probe = event_base_new();
+        char *error = NULL;
+        struct dns_resolver *r = dns_resolver_create(probe, cfg_get(out->cfg, "dns_resolver"), &error);
+        dns_resolver_free(r);
+        event_base_free(probe);
+        if (r == NULL) {
+            const char *file;
+            int line;
+            cfg_origin(out->cfg, "dns_resolver", &file, &line);
+            msg_error("%s:%d: dns_resolver: %s", file ? file : "main.cf", line, error);
+            free(error);
+            master_unload_config(out);
+            return -1;
+        }
+    }
     if (!check_services)
         return 0;
     int bad = 0;

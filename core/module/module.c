@@ -22,6 +22,7 @@
 #include "lib/log.h"
 #include "lib/xalloc.h"
 #include "module/module.h"
+#include "tables/table.h"
 
 #define DEFAULT_TIMEOUT_MS 10000
 
@@ -109,7 +110,9 @@ static int declare_params(struct cfg_schema *schema, struct petrel_module *m)
                                   "what applies when the module times out, fails or its circuit is open",
                                   0, 0, default_action_choices };
     char *timeout = xmalloc(32);
-    snprintf(timeout, 32, "%us", (d->hook_timeout_ms ? d->hook_timeout_ms : DEFAULT_TIMEOUT_MS + 999) / 1000);
+    /* Shown in whole seconds, rounded up; an unset parameter keeps the
+     * descriptor's exact milliseconds (module_set_bind). */
+    snprintf(timeout, 32, "%us", ((d->hook_timeout_ms ? d->hook_timeout_ms : DEFAULT_TIMEOUT_MS) + 999) / 1000);
     core[1] = (struct cfg_param){ names[1], CFG_TIME, timeout,
                                   "how long a suspended hook or restriction of the module may take", 1, 3600, NULL };
     core[2] = (struct cfg_param){ names[2], CFG_INT, "5",
@@ -136,6 +139,9 @@ static void free_module(struct petrel_module *m)
         free((char *)m->params[own + 1].def);
         free(m->params);
     }
+    for (size_t i = 0; i < m->ntable_regs; i++)
+        free(m->table_regs[i]);
+    free(m->table_regs);
     if (m->handle)
         lt_dlclose((lt_dlhandle)m->handle);
     free(m->name);
@@ -366,9 +372,10 @@ void module_circuit_failure(struct petrel_module *m, time_t now, const char *wha
         m->open_until = now + m->circuit_cooldown;
         m->circuit_opened++;
         msg_warn("module %s: circuit open after %u consecutive failure%s (last: %s): its hooks are skipped "
-                 "with the default action (%s) for %u seconds",
+                 "with the default action (%s) for %u seconds (opened %llu time%s, %llu failures, %llu timeouts)",
                  m->name, m->consecutive_failures, m->consecutive_failures == 1 ? "" : "s", what,
-                 m->default_action == PETREL_ON_FAILURE_TEMPFAIL ? "tempfail" : "continue", m->circuit_cooldown);
+                 m->default_action == PETREL_ON_FAILURE_TEMPFAIL ? "tempfail" : "continue", m->circuit_cooldown,
+                 m->circuit_opened, m->circuit_opened == 1 ? "" : "s", m->failures, m->timeouts);
     }
 }
 
@@ -417,4 +424,76 @@ void module_set_describe(const struct module_set *set, struct buf *out)
         if (any)
             buf_puts(out, "\n");
     }
+}
+
+/* ------------------------------------------------------------------ */
+/* lookup-table types from modules                                     */
+
+struct module_table {
+    const petrel_table_type *type;
+    struct petrel_module *module;
+    void *handle;
+};
+
+static void *module_table_open(const struct tbl_type *type, const char *name, int flags, petrel_pool *pool,
+                               char **error)
+{
+    struct module_table *owner = type->owner;
+    const char *why = NULL;
+    void *handle = owner->type->open(owner->module, name, pool, &why);
+    if (handle == NULL) {
+        *error = xstrdup(why ? why : "cannot open table");
+        return NULL;
+    }
+    struct module_table *t = petrel_pool_zalloc(pool, sizeof(*t));
+    *t = *owner;
+    t->handle = handle;
+    return t;
+}
+
+static int module_table_lookup(void *handle, const char *key, const char **value, petrel_pool *scratch)
+{
+    struct module_table *t = handle;
+    int rc = t->type->lookup(t->handle, key, value, scratch);
+    return rc > 0 ? TBL_FOUND : rc == 0 ? TBL_NOTFOUND : TBL_ERROR;
+}
+
+static void module_table_close(void *handle)
+{
+    struct module_table *t = handle;
+    if (t->type->close)
+        t->type->close(t->handle);
+}
+
+int module_set_register_tables(struct module_set *set, struct tbl_registry *reg)
+{
+    int bad = 0;
+    for (int i = 0; set && i < set->n; i++) {
+        struct petrel_module *m = set->mods[i];
+        for (const petrel_table_type *tt = m->desc->table_types; tt && tt->name; tt++) {
+            /* Registry entries live as long as the module set. */
+            struct tbl_type *type = xcalloc(1, sizeof(*type));
+            struct module_table *owner = xcalloc(1, sizeof(*owner));
+            owner->type = tt;
+            owner->module = m;
+            type->name = tt->name;
+            type->lookup = module_table_lookup;
+            type->close = module_table_close;
+            type->flags = tt->pattern ? TBL_TYPE_PATTERN : 0;
+            type->owner = owner;
+            type->open_owned = module_table_open;
+            if (tt->open == NULL || tt->lookup == NULL) {
+                msg_error("module %s: table type %s lacks open or lookup", m->name, tt->name);
+                bad++;
+            } else if (tbl_registry_add(reg, type) != 0) {
+                msg_error("module %s: table type %s: already provided by the core or another module", m->name,
+                          tt->name);
+                bad++;
+            }
+            m->table_regs = xrealloc(m->table_regs, (m->ntable_regs + 2) * sizeof(void *));
+            m->table_regs[m->ntable_regs++] = type;
+            m->table_regs[m->ntable_regs++] = owner;
+        }
+    }
+    return bad ? -1 : 0;
 }

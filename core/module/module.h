@@ -54,6 +54,8 @@ struct petrel_module {
     unsigned consecutive_failures;
     time_t open_until;
     unsigned long long calls, failures, timeouts, skipped, circuit_opened;
+    void **table_regs;              /* registry entries made for its table types */
+    size_t ntable_regs;
 };
 
 struct module_set {
@@ -61,6 +63,7 @@ struct module_set {
     int n;
     struct event_base *base;        /* the role's loop, once running */
     struct workq *workq;
+    struct dns_resolver *dns;       /* the role's resolver (dns_resolver) */
 };
 
 /* Loads the modules named by `modules` in confdir/main.cf into a new set and
@@ -79,6 +82,9 @@ void module_set_free(struct module_set *set);
 /* The module providing restriction name, or NULL. */
 const petrel_restriction *module_set_find_restriction(const struct module_set *set, const char *name,
                                                       struct petrel_module **owner);
+
+/* Adds every module's lookup-table types to a registry; -1 (logged) on a clash. */
+int module_set_register_tables(struct module_set *set, struct tbl_registry *reg);
 
 /* Circuit breaker: may the module be called now? (0: skip with its default action) */
 int module_circuit_allows(struct petrel_module *m, time_t now);

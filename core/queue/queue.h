@@ -121,6 +121,10 @@ struct queue_writer *queue_writer_create(struct queue *q, struct queue_id_gen *g
  * so the caller may keep feeding DATA and report once at the end. */
 int queue_writer_write(struct queue_writer *w, const void *data, size_t len);
 size_t queue_writer_content_size(const struct queue_writer *w);
+/* Reads back up to len content bytes written so far, from content offset
+ * offset (flushing the writer's buffer first). Returns the bytes read, or -1
+ * with errno. Used to rebuild a message that modules edited. */
+ssize_t queue_writer_read_content(struct queue_writer *w, unsigned long long offset, void *buf, size_t len);
 /* Writes the end record, fdatasyncs the file, then waits for a directory
  * fsync of incoming/ that started after the file was created (group commit:
  * concurrent committers share one). BLOCKING: call it off the event loop.

@@ -295,7 +295,7 @@ struct queue_writer *queue_writer_create(struct queue *q, struct queue_id_gen *g
     int fd = -1;
     for (int attempt = 0; attempt < QF_ID_ATTEMPTS && fd < 0; attempt++) {
         queue_id_next(gen, id);
-        fd = openat(fdir, id, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+        fd = openat(fdir, id, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);   /* read back when modules edit */
         if (fd < 0 && errno != EEXIST)
             return NULL;
     }
@@ -386,6 +386,21 @@ int queue_writer_write(struct queue_writer *w, const void *data, size_t len)
 size_t queue_writer_content_size(const struct queue_writer *w)
 {
     return (size_t)w->content_size;
+}
+
+ssize_t queue_writer_read_content(struct queue_writer *w, unsigned long long offset, void *buf, size_t len)
+{
+    if (w->error) {
+        errno = w->error;
+        return -1;
+    }
+    if (w->len && flush_with(w, NULL, 0) < 0)
+        return -1;
+    if (offset >= w->content_size)
+        return 0;
+    if (len > w->content_size - offset)
+        len = (size_t)(w->content_size - offset);
+    return pread_full(w->fd, buf, len, (off_t)(w->content_offset + offset));
 }
 
 const char *queue_writer_id(const struct queue_writer *w)

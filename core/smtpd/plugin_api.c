@@ -34,6 +34,7 @@
 
 #include <petrel/plugin.h>
 #include "config/config.h"
+#include "lib/dns.h"
 #include "lib/log.h"
 #include "lib/workq.h"
 #include "lib/xalloc.h"
@@ -100,17 +101,20 @@ void smtpd_plugin_install_crash_handler(int log_fd)
     sigaction(SIGABRT, &sa, NULL);
 }
 
-static void enter(struct petrel_module *m, const char *hook)
+void smtpd_plugin_enter(struct petrel_module *m, const char *hook)
 {
     crash_context.module = m->name;
     crash_context.hook = hook;
 }
 
-static void leave(void)
+void smtpd_plugin_leave(void)
 {
     crash_context.module = NULL;
     crash_context.hook = NULL;
 }
+
+#define enter smtpd_plugin_enter
+#define leave smtpd_plugin_leave
 
 /* ------------------------------------------------------------------ */
 /* replies                                                             */
@@ -343,6 +347,20 @@ petrel_verdict smtpd_plugin_call(struct smtpd_session *s, struct petrel_module *
     petrel_verdict v = call(&s->api, arg);
     leave();
     *pending = NULL;
+    if (v != PETREL_PENDING && s->api.suspended) {
+        /* Suspended, then answered directly after all: the handle is dead. */
+        struct petrel_pending *p = s->api.suspended;
+        pending_unlink(p);
+        if (p->timer)
+            event_free(p->timer);
+        if (s->api.resumed_early) {
+            free(p);
+        } else {
+            p->s = NULL;      /* a later petrel_resume() frees it */
+            p->done = 1;
+        }
+        s->api.suspended = NULL;
+    }
     if (v == PETREL_PENDING) {
         struct petrel_pending *p = s->api.suspended;
         if (p == NULL) {
@@ -669,7 +687,8 @@ int petrel_header_at(petrel_session *ps, size_t i, const char **name, const char
     if (s->tx == NULL || i >= s->tx->nheaders)
         return -1;
     *name = s->tx->headers[i].name;
-    *value = s->tx->headers[i].value;
+    const char *v = s->tx->headers[i].value;
+    *value = v[0] == ' ' ? v + 1 : v;   /* as the header hook sees it */
     return 0;
 }
 
@@ -973,6 +992,37 @@ void petrel_watch_cancel(petrel_watch *w)
         return;
     event_free(w->ev);
     free(w);
+}
+
+struct dns_call {
+    petrel_dns_fn *fn;
+    void *arg;
+    struct petrel_module *m;
+};
+
+static void dns_done(const struct dns_answer *a, void *arg)
+{
+    struct dns_call *c = arg;
+    petrel_dns_answer pa = { (petrel_dns_status)a->status, a->count, a->values, a->preferences };
+    enter(c->m, "dns callback");
+    c->fn(&pa, c->arg);
+    leave();
+    free(c);
+}
+
+int petrel_dns_lookup(petrel_module *m, petrel_dns_type type, const char *name, petrel_dns_fn *fn, void *arg)
+{
+    if (m->set == NULL || m->set->dns == NULL || fn == NULL || name == NULL)
+        return -1;
+    static const enum dns_type types[] = { DNS_A, DNS_AAAA, DNS_MX, DNS_TXT, DNS_PTR };
+    if ((unsigned)type >= sizeof(types) / sizeof(types[0]))
+        return -1;
+    struct dns_call *c = xcalloc(1, sizeof(*c));
+    c->fn = fn;
+    c->arg = arg;
+    c->m = m;
+    dns_lookup(m->set->dns, types[type], name, dns_done, c);
+    return 0;
 }
 
 struct blocking_call {

@@ -129,6 +129,24 @@ static void count_error(struct smtpd_session *s, enum smtpd_counter c)
     s->errors++;
 }
 
+/* Runs the modules' hooks of a phase, then next(); without hooks, next() at once. */
+static void hooks_then(struct smtpd_session *s, enum smtpd_phase phase, const char *arg,
+                       smtpd_phase_done_fn *next)
+{
+    if (smtpd_phase_has_hooks(s, phase)) {
+        smtpd_run_phase(s, phase, arg, next);
+        return;
+    }
+    struct restrict_result dunno = { RV_DUNNO, 0, NULL, NULL };
+    s->state = SMTPD_WAIT;
+    next(s, &dunno);
+}
+
+static int refused(const struct restrict_result *r)
+{
+    return r->verdict == RV_REJECT || r->verdict == RV_DEFER;
+}
+
 /* ------------------------------------------------------------------ */
 /* transactions                                                        */
 
@@ -216,6 +234,7 @@ static void session_free(struct smtpd_session *s)
         workq_cancel(s->tx->commit_job);
         s->tx = NULL;
     }
+    smtpd_plugin_session_gone(s);
     tx_free(s);
     if (s->counted_in_anvil)
         anvil_disconnect(w->anvil, w->index, s->addr);
@@ -287,11 +306,26 @@ static void session_write_cb(struct bufferevent *bev, void *arg)
     }
 }
 
+static void starttls_hooked(struct smtpd_session *s, const struct restrict_result *r)
+{
+    s->state = SMTPD_CMD;
+    if (refused(r)) {
+        log_reject(s, "reject", "STARTTLS", r->code, r->enhanced, r->text, NULL);
+        smtpd_reply(s, "%d %s %s", r->verdict == RV_REJECT ? 554 : 421, r->enhanced, r->text);
+        s->last_command = "STARTTLS";
+        session_close_after_flush(s);
+        return;
+    }
+    smtpd_continue(s);
+}
+
 static void session_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct smtpd_session *s = arg;
     if (what & BEV_EVENT_CONNECTED) {
         smtpd_tls_established(s);
+        if (smtpd_phase_has_hooks(s, PHASE_STARTTLS) && s->state == SMTPD_CMD)
+            hooks_then(s, PHASE_STARTTLS, NULL, starttls_hooked);
         return;
     }
     if (what & BEV_EVENT_TIMEOUT) {
@@ -356,6 +390,7 @@ static int addr_to_text(const struct sockaddr *sa, char *addr, size_t asize, cha
 
 static void send_greeting(struct smtpd_session *s);
 static void greeting_checked(struct smtpd_session *s, const struct restrict_result *r);
+static void connect_hooked(struct smtpd_session *s, const struct restrict_result *r);
 
 void smtpd_accept(struct smtpd_listener *l, int fd, const struct sockaddr *sa, int salen)
 {
@@ -451,7 +486,7 @@ void smtpd_accept(struct smtpd_listener *l, int fd, const struct sockaddr *sa, i
         restrict_check(s, stages, 1, NULL, greeting_checked);
         return;
     }
-    send_greeting(s);
+    hooks_then(s, PHASE_CONNECT, NULL, connect_hooked);
 }
 
 static void greeting_checked(struct smtpd_session *s, const struct restrict_result *r)
@@ -466,7 +501,21 @@ static void greeting_checked(struct smtpd_session *s, const struct restrict_resu
         session_close_after_flush(s);
         return;
     }
+    hooks_then(s, PHASE_CONNECT, NULL, connect_hooked);
+}
+
+static void connect_hooked(struct smtpd_session *s, const struct restrict_result *r)
+{
+    s->state = SMTPD_CMD;
+    if (refused(r)) {
+        log_reject(s, "reject", "CONNECT", r->code, r->enhanced, r->text, NULL);
+        smtpd_reply(s, "%d %s %s", r->verdict == RV_REJECT ? 554 : 421, r->enhanced, r->text);
+        s->last_command = "CONNECT";
+        session_close_after_flush(s);
+        return;
+    }
     send_greeting(s);
+    smtpd_continue(s);
 }
 
 static void send_greeting(struct smtpd_session *s)
@@ -559,16 +608,26 @@ static void cmd_helo(struct smtpd_session *s, const struct smtp_command *cmd, in
         restrict_check(s, stages, 1, NULL, helo_checked);
         return;
     }
-    if (esmtp)
-        ehlo_reply(s);
-    else
-        smtpd_reply(s, "250 %s", s->set->myhostname);
+    struct restrict_result dunno = { RV_DUNNO, 0, NULL, NULL };
+    helo_checked(s, &dunno);
 }
+
+static void helo_hooked(struct smtpd_session *s, const struct restrict_result *r);
 
 static void helo_checked(struct smtpd_session *s, const struct restrict_result *r)
 {
     s->state = SMTPD_CMD;
-    if (r->verdict == RV_REJECT || r->verdict == RV_DEFER) {
+    if (!refused(r)) {
+        hooks_then(s, PHASE_HELO, s->helo, helo_hooked);
+        return;
+    }
+    helo_hooked(s, r);
+}
+
+static void helo_hooked(struct smtpd_session *s, const struct restrict_result *r)
+{
+    s->state = SMTPD_CMD;
+    if (refused(r)) {
         log_reject(s, "reject", s->esmtp ? "EHLO" : "HELO", r->code, r->enhanced, r->text, NULL);
         smtpd_reply(s, "%d %s %s", r->code, r->enhanced, r->text);
         count_error(s, s->esmtp ? CNT_EHLO : CNT_HELO);
@@ -642,10 +701,27 @@ static void cmd_mail(struct smtpd_session *s, const struct smtp_command *cmd)
         restrict_check(s, stages, 1, NULL, mail_checked);
         return;
     }
-    smtpd_reply(s, "250 2.1.0 Ok");
+    struct restrict_result dunno = { RV_DUNNO, 0, NULL, NULL };
+    mail_checked(s, &dunno);
 }
 
+static void mail_hooked(struct smtpd_session *s, const struct restrict_result *r);
+
 static void mail_checked(struct smtpd_session *s, const struct restrict_result *r)
+{
+    s->state = SMTPD_CMD;
+    if (!refused(r)) {
+        if (r->verdict == RV_DISCARD)
+            s->tx->discard = 1;
+        else if (r->verdict == RV_HOLD)
+            s->tx->hold = 1;
+        hooks_then(s, PHASE_MAIL, s->tx->mail.address, mail_hooked);
+        return;
+    }
+    mail_hooked(s, r);
+}
+
+static void mail_hooked(struct smtpd_session *s, const struct restrict_result *r)
 {
     s->state = SMTPD_CMD;
     if (r->verdict == RV_REJECT || r->verdict == RV_DEFER) {
@@ -719,10 +795,29 @@ static void cmd_rcpt(struct smtpd_session *s, const struct smtp_command *cmd)
     restrict_check(s, stages, n, r->address, rcpt_checked);
 }
 
+static void rcpt_hooked(struct smtpd_session *s, const struct restrict_result *res);
+
 static void rcpt_checked(struct smtpd_session *s, const struct restrict_result *res)
 {
     struct smtpd_tx *tx = s->tx;
     s->state = SMTPD_CMD;
+    if (!refused(res)) {
+        if (res->verdict == RV_DISCARD)
+            tx->discard = 1;
+        else if (res->verdict == RV_HOLD)
+            tx->hold = 1;
+        s->api.rcpt = tx->rcpts[tx->nrcpts].address;
+        hooks_then(s, PHASE_RCPT, tx->rcpts[tx->nrcpts].address, rcpt_hooked);
+        return;
+    }
+    rcpt_hooked(s, res);
+}
+
+static void rcpt_hooked(struct smtpd_session *s, const struct restrict_result *res)
+{
+    struct smtpd_tx *tx = s->tx;
+    s->state = SMTPD_CMD;
+    s->api.rcpt = NULL;
     struct smtpd_rcpt *r = &tx->rcpts[tx->nrcpts];
     if (res->verdict == RV_REJECT || res->verdict == RV_DEFER) {
         log_reject(s, "reject", "RCPT", res->code, res->enhanced, res->text, r->address);
@@ -764,7 +859,8 @@ static void write_received(struct smtpd_session *s)
     buf_free(&b);
 }
 
-static int open_queue_file(struct smtpd_session *s)
+/* A queue file for the transaction's envelope as it stands; its ID goes to tx->queue_id. */
+static struct queue_writer *create_writer(struct smtpd_session *s)
 {
     struct smtpd_tx *tx = s->tx;
     struct queue_rcpt *qr = petrel_pool_alloc(tx->pool, tx->nrcpts * sizeof(*qr));
@@ -796,13 +892,21 @@ static int open_queue_file(struct smtpd_session *s)
     env.arrival_usec = tv.tv_usec;
     env.rcpt_count = tx->nrcpts;
     env.rcpts = qr;
-    tx->writer = queue_writer_create(s->worker->queue, &s->worker->idgen, &env, tx->queue_id);
-    if (tx->writer == NULL) {
+    struct queue_writer *w = queue_writer_create(s->worker->queue, &s->worker->idgen, &env, tx->queue_id);
+    if (w == NULL)
         msg_warn("cannot create queue file: %s", strerror(errno));
+    return w;
+}
+
+static int open_queue_file(struct smtpd_session *s)
+{
+    struct smtpd_tx *tx = s->tx;
+    tx->writer = create_writer(s);
+    if (tx->writer == NULL)
         return -1;
-    }
     msg_info("%s: client=%s", tx->queue_id, s->namaddr);
     write_received(s);
+    tx->content_start = queue_writer_content_size(tx->writer);
     return 0;
 }
 
@@ -850,7 +954,19 @@ static void cmd_data(struct smtpd_session *s, const struct smtp_command *cmd)
     data_checked(s, &ok);
 }
 
+static void data_hooked(struct smtpd_session *s, const struct restrict_result *r);
+
 static void data_checked(struct smtpd_session *s, const struct restrict_result *r)
+{
+    s->state = SMTPD_CMD;
+    if (!refused(r)) {
+        hooks_then(s, PHASE_DATA, NULL, data_hooked);
+        return;
+    }
+    data_hooked(s, r);
+}
+
+static void data_hooked(struct smtpd_session *s, const struct restrict_result *r)
 {
     s->state = SMTPD_CMD;
     if (r->verdict == RV_REJECT || r->verdict == RV_DEFER) {
@@ -883,6 +999,7 @@ struct commit_job {
     struct smtpd_worker *worker;
     unsigned long long size;
     int result, err;
+    int hold_failed;
 };
 
 static void commit_work(void *arg)
@@ -890,6 +1007,12 @@ static void commit_work(void *arg)
     struct commit_job *job = arg;
     job->result = queue_writer_commit(job->tx->writer);
     job->err = errno;
+    if (job->result == 0 && job->tx->hold) {
+        /* Quarantine: the message waits in hold/ until an admin releases it.
+         * A failed move leaves it in incoming/, where it is still safe. */
+        if (queue_move_durable(job->worker->queue, job->tx->queue_id, QDIR_INCOMING, QDIR_HOLD) != 0)
+            job->hold_failed = errno;
+    }
 }
 
 static void commit_done(void *arg, int cancelled)
@@ -914,9 +1037,12 @@ static void commit_done(void *arg, int cancelled)
     struct smtpd_session *s = job->session;
     s->state = SMTPD_CMD;
     if (job->result == 0) {
-        msg_info("%s: from=<%s>, size=%llu, nrcpt=%zu (queue active)", tx->queue_id, tx->mail.address,
-                 job->size, tx->nrcpts);
+        if (job->hold_failed)
+            msg_warn("%s: cannot move to the hold queue: %s", tx->queue_id, strerror(job->hold_failed));
+        msg_info("%s: from=<%s>, size=%llu, nrcpt=%zu (queue %s)", tx->queue_id, tx->mail.address,
+                 job->size, tx->nrcpts, tx->hold && !job->hold_failed ? "hold" : "active");
         smtpd_reply(s, "250 2.0.0 Ok: queued as %s", tx->queue_id);
+        smtpd_plugin_queued(s, tx->queue_id);
     } else {
         smtpd_reply(s, "451 4.3.0 Error: queue file write error");
         count_error(s, s->counters[CNT_BDAT] ? CNT_BDAT : CNT_DATA);
@@ -926,10 +1052,15 @@ static void commit_done(void *arg, int cancelled)
     smtpd_continue(s);
 }
 
+static void eom_hooked(struct smtpd_session *s, const struct restrict_result *r);
+static void eod_checked(struct smtpd_session *s, const struct restrict_result *r);
+
 static void finish_message(struct smtpd_session *s, enum smtpd_counter c)
 {
     struct smtpd_tx *tx = s->tx;
     const char *verb = c == CNT_BDAT ? "BDAT" : "DATA";
+    tx->eom_counter = c;
+    smtpd_content_end(s);
     if (tx->content_bad) {
         /* smtpd_forbid_bare_newline = reject */
         smtpd_reply(s, "%d 5.5.2 Error: bare <LF> received", s->set->bare_lf_reject_code);
@@ -954,6 +1085,81 @@ static void finish_message(struct smtpd_session *s, enum smtpd_counter c)
         count_error(s, c);
         return;
     }
+    /* A header or body hook refused while the content streamed in. */
+    if (refused(&tx->content_verdict)) {
+        eom_hooked(s, &tx->content_verdict);
+        return;
+    }
+    if (tx->content_verdict.verdict == RV_HOLD)
+        tx->hold = 1;
+    else if (tx->content_verdict.verdict == RV_DISCARD)
+        tx->discard = 1;
+    if (!restrict_list_empty(s->set->eod_restrictions)) {
+        static const enum restrict_stage stages[] = { RS_EOD };
+        s->state = SMTPD_WAIT;
+        restrict_check(s, stages, 1, NULL, eod_checked);
+        return;
+    }
+    hooks_then(s, PHASE_EOM, NULL, eom_hooked);
+}
+
+/* smtpd_end_of_data_restrictions decided; the modules' end-of-message hooks come next. */
+static void eod_checked(struct smtpd_session *s, const struct restrict_result *r)
+{
+    if (refused(r)) {
+        eom_hooked(s, r);
+        return;
+    }
+    if (r->verdict == RV_HOLD)
+        s->tx->hold = 1;
+    else if (r->verdict == RV_DISCARD)
+        s->tx->discard = 1;
+    hooks_then(s, PHASE_EOM, NULL, eom_hooked);
+}
+
+static void eom_hooked(struct smtpd_session *s, const struct restrict_result *r)
+{
+    struct smtpd_tx *tx = s->tx;
+    enum smtpd_counter c = tx->eom_counter;
+    const char *verb = c == CNT_BDAT ? "BDAT" : "DATA";
+    s->state = SMTPD_CMD;
+    if (refused(r)) {
+        log_reject(s, r->verdict == RV_REJECT ? "reject" : "reject", "END-OF-MESSAGE", r->code, r->enhanced,
+                   r->text, NULL);
+        smtpd_reply(s, "%d %s %s", r->code, r->enhanced, r->text);
+        tx_free(s);
+        count_error(s, c);
+        smtpd_continue(s);
+        return;
+    }
+    if (r->verdict == RV_HOLD)
+        tx->hold = 1;
+    else if (r->verdict == RV_DISCARD)
+        tx->discard = 1;
+    if (!tx->discard && smtpd_content_edited(s) && smtpd_content_rewrite(s, create_writer, write_received) != 0) {
+        msg_warn("%s: cannot apply the modules' changes: %s", tx->queue_id, strerror(errno));
+        smtpd_reply(s, "451 4.3.0 Error: queue file write error");
+        tx_free(s);
+        count_error(s, c);
+        smtpd_continue(s);
+        return;
+    }
+    if (tx->discard) {
+        /* Postfix's DISCARD: the client is told the message was taken. */
+        msg_info("%s: discard: END-OF-MESSAGE from %s: %s; from=<%s> proto=%s helo=<%s>", tx->queue_id,
+                 s->namaddr, "discarded by restriction or module", tx->mail.address, s->esmtp ? "ESMTP" : "SMTP",
+                 s->helo ? s->helo : "");
+        smtpd_reply(s, "250 2.0.0 Ok: queued as %s", tx->queue_id);
+        tx_free(s);
+        smtpd_continue(s);
+        return;
+    }
+    if (tx->hold)
+        msg_info("%s: hold: END-OF-MESSAGE from %s: %s; from=<%s> proto=%s helo=<%s>", tx->queue_id, s->namaddr,
+                 tx->edits.quarantine_reason ? tx->edits.quarantine_reason : "held by restriction or module",
+                 tx->mail.address, s->esmtp ? "ESMTP" : "SMTP", s->helo ? s->helo : "");
+    (void)verb;
+    unsigned long long size = queue_writer_content_size(tx->writer);
     struct commit_job *job = xcalloc(1, sizeof(*job));
     job->session = s;
     job->tx = tx;
@@ -971,6 +1177,7 @@ static int emit_content(void *ctx, const char *data, size_t n)
         return 0;
     if (queue_writer_write(tx->writer, data, n) != 0)
         tx->write_errno = errno ? errno : EIO;
+    smtpd_content_feed(s, data, n);
     return 0;
 }
 

@@ -83,7 +83,7 @@ struct smtpd_edits {
 
 struct smtpd_header {
     const char *name;
-    const char *value;                /* as received, without the colon and one leading space */
+    const char *value;                /* as received after the colon (leading space included) */
 };
 
 enum tls_level { TLS_LEVEL_NONE, TLS_LEVEL_MAY, TLS_LEVEL_ENCRYPT };
@@ -160,6 +160,7 @@ struct smtpd_worker {
     int stopping;                     /* SIGTERM: 421 idle sessions too */
     struct event *sig_term, *sig_drain, *sig_hup, *drain_timer;
     struct module_set *modules;       /* this generation's modules, initialised in this worker */
+    struct dns_resolver *dns;
     long long queue_minfree;
     time_t space_checked;
     int space_ok;
@@ -191,6 +192,10 @@ struct smtpd_tx {
     struct smtpd_header *headers;     /* parsed as content streams, when a module wants them */
     size_t nheaders, header_cap;
     struct buf header_line;           /* the header being assembled (bounded by header_size_limit) */
+    struct buf line_buf;              /* the physical line being assembled */
+    unsigned long long content_pos;   /* content bytes seen after our Received header */
+    int has_separator;                /* the header section ended with an empty line */
+    int eom_counter;                  /* enum smtpd_counter of the command that ended the message */
     int content_state;                /* 0 headers, 1 body, 2 headers abandoned (too big) */
     unsigned long long header_bytes;
     unsigned long long content_start; /* content offset after our Received header */
@@ -274,6 +279,13 @@ int smtpd_tls_start(struct smtpd_session *s, int wrapper);
 const char *smtpd_tls_describe(petrel_pool *pool, SSL *ssl);
 void smtpd_tls_established(struct smtpd_session *s);
 
+/* content.c */
+void smtpd_content_feed(struct smtpd_session *s, const char *data, size_t n);
+void smtpd_content_end(struct smtpd_session *s);
+int smtpd_content_edited(const struct smtpd_session *s);
+int smtpd_content_rewrite(struct smtpd_session *s, struct queue_writer *(*reopen)(struct smtpd_session *),
+                          void (*received)(struct smtpd_session *));
+
 /* plugin_api.c */
 typedef void smtpd_phase_done_fn(struct smtpd_session *s, const struct restrict_result *r);
 int smtpd_phase_has_hooks(struct smtpd_session *s, enum smtpd_phase phase);
@@ -282,6 +294,9 @@ void smtpd_plugin_header(struct smtpd_session *s, const char *name, const char *
 void smtpd_plugin_body(struct smtpd_session *s, const char *chunk, size_t len);
 void smtpd_plugin_queued(struct smtpd_session *s, const char *queue_id);
 void smtpd_plugin_session_gone(struct smtpd_session *s);
+/* Marks the module and hook this worker is inside, for the crash log line. */
+void smtpd_plugin_enter(struct petrel_module *m, const char *hook);
+void smtpd_plugin_leave(void);
 void smtpd_plugin_install_crash_handler(int log_fd);
 int smtpd_plugin_result(struct smtpd_session *s, struct petrel_module *m, petrel_verdict v, int code,
                         const char *enhanced, const char *text, struct restrict_result *out);

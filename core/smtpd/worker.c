@@ -18,6 +18,7 @@
 #include <event2/listener.h>
 
 #include "config/config.h"
+#include "lib/dns.h"
 #include "lib/log.h"
 #include "lib/workq.h"
 #include "lib/xalloc.h"
@@ -118,10 +119,17 @@ int smtpd_worker_main(const struct smtpd_worker_args *args)
     /* fsync waits on the disk, not the CPU: a few threads keep several in flight. */
     w.workq = workq_create(w.base, 4);
     w.modules = args->modules;
+    w.dns = dns_resolver_create(w.base, cfg_get(args->cfg, "dns_resolver"), &error);
+    if (w.dns == NULL)
+        msg_fatal("%s", error);
+    if (w.modules)
+        w.modules->dns = w.dns;
     if (w.modules && w.modules->n) {
         smtpd_plugin_install_crash_handler(-1);
         if (module_set_init(w.modules, w.base, w.workq) != 0)
             msg_fatal("cannot start: a module failed to initialise");
+        if (module_set_register_tables(w.modules, w.tables) != 0)
+            msg_fatal("cannot start: a module's table type clashes with another");
     }
 
     w.nlisteners = args->nlisteners;
@@ -165,6 +173,11 @@ int smtpd_validate_service(const struct master_service *service, struct module_s
     memset(&w, 0, sizeof(w));
     w.modules = modules;
     w.tables = tbl_registry_new();
+    if (module_set_register_tables(modules, w.tables) != 0) {
+        tbl_registry_free(w.tables);
+        *error = xstrdup("modules: a table type is provided twice");
+        return -1;
+    }
     struct smtpd_settings *set = smtpd_settings_create(&w, service, error);
     smtpd_settings_free(set);
     tbl_registry_free(w.tables);

@@ -78,8 +78,8 @@ struct tbl_registry *tbl_registry_new(void)
 
 int tbl_registry_add(struct tbl_registry *reg, const struct tbl_type *type)
 {
-    if (type == NULL || type->name == NULL || type->open == NULL || type->lookup == NULL
-        || type->close == NULL)
+    if (type == NULL || type->name == NULL || (type->open == NULL && type->open_owned == NULL)
+        || type->lookup == NULL || type->close == NULL)
         return -1;
     if (tbl_registry_find(reg, type->name) != NULL)
         return -1;
@@ -156,7 +156,8 @@ struct tbl *tbl_open(const struct tbl_registry *reg, const char *spec, int flags
     t->flags = flags;
     t->handle_pool = petrel_pool_create(0);
     char *why = NULL;
-    t->handle = type->open(t->name, flags, t->handle_pool, &why);
+    t->handle = type->open_owned ? type->open_owned(type, t->name, flags, t->handle_pool, &why)
+                                 : type->open(t->name, flags, t->handle_pool, &why);
     if (t->handle == NULL) {
         *error = spec_error(spec, why ? why : "open failed");
         free(why);
@@ -199,7 +200,8 @@ int tbl_reload(struct tbl *t, char **error)
         return -1;
     }
     petrel_pool *fresh_pool = petrel_pool_create(0);
-    void *fresh = t->type->open(t->name, t->flags, fresh_pool, &why);
+    void *fresh = t->type->open_owned ? t->type->open_owned(t->type, t->name, t->flags, fresh_pool, &why)
+                                      : t->type->open(t->name, t->flags, fresh_pool, &why);
     if (fresh == NULL) {
         *error = spec_error(t->spec, why ? why : "reload failed");
         free(why);

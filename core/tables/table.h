@@ -54,6 +54,11 @@ struct tbl_type {
      * with its own reload must keep the old contents when it fails. */
     int (*reload)(void *handle, char **error);
     unsigned flags;     /* TBL_TYPE_* */
+    /* Types registered at run time (by modules) carry their owner; when set,
+     * open_owned is called instead of open, with this type. */
+    void *owner;
+    void *(*open_owned)(const struct tbl_type *type, const char *name, int flags, petrel_pool *pool,
+                        char **error);
 };
 
 struct tbl_registry;

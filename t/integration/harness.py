@@ -373,3 +373,43 @@ def make_cert(directory, name="localhost"):
                     "-subj", "/CN=" + name, "-keyout", key, "-out", cert],
                    check=True, capture_output=True)
     return cert, key
+
+
+class Dnsmasq:
+    """A private dnsmasq on a free loopback port serving test records only
+    (no upstream, no /etc/hosts). records: dnsmasq options such as
+    "--address=/listed.test/127.0.0.2" or "--mx-host=mx.test,mail.mx.test,10"."""
+
+    def __init__(self, records):
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="petrel-dns-")
+        self.log_path = os.path.join(self.dir, "dnsmasq.log")
+        cmd = ["dnsmasq", "--keep-in-foreground", "--no-daemon", "--port=%d" % self.port,
+               "--listen-address=127.0.0.1", "--bind-interfaces", "--no-resolv", "--no-hosts",
+               "--no-poll", "--pid-file=", "--user=root", "--log-queries",
+               "--log-facility=" + self.log_path] + list(records)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("dnsmasq exited with %s" % self.proc.returncode)
+            if os.path.exists(self.log_path) and "started" in open(self.log_path).read():
+                break
+            time.sleep(0.05)
+        self.server = "127.0.0.1:%d" % self.port
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False

@@ -21,6 +21,7 @@ load them into petreld and check what they do on the wire and in the queue.
 """
 import glob
 import os
+import re
 import shutil
 import socket
 import stat
@@ -57,6 +58,10 @@ env = dict(os.environ)
 env["PKG_CONFIG_PATH"] = os.path.dirname(pcs[0])
 env["PKG_CONFIG_SYSROOT_DIR"] = stage
 env.pop("PKG_CONFIG_LIBDIR", None)
+# Under `make check` the parent make's flags would leak in (and its -w prints
+# the build tree's path): a plugin author runs a plain make.
+for var in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "GNUMAKEFLAGS"):
+    env.pop(var, None)
 r = run(["pkg-config", "--cflags", "--libs", "petrel-plugin"], env=env)
 t.is_(r.returncode, 0, "pkg-config finds petrel-plugin")
 incdirs = [w[2:] for w in r.stdout.split() if w.startswith("-I")]
@@ -262,9 +267,9 @@ with Petrel(t, main_cf=main_cf) as p:
     c.close()
 
     log = p.log()
-    t.like(log, r"attachment_blocker: reject: attachment \"Invoice 2024\.EXE\"",
-           "petrel_log names the module and the attachment")
-    t.like(log, r"subject_tagger: changed the Subject", "the tagger logs what it did")
+    t.ok(re.search(r"attachment_blocker: reject: attachment \"Invoice 2024\.EXE\"", log),
+         "petrel_log names the module and the attachment", log[-3000:])
+    t.ok(re.search(r"subject_tagger: changed the Subject", log), "the tagger logs what it did", log[-3000:])
     t.ok("panic" not in log, "no worker crashed", log[-3000:])
 
 finish()

@@ -33,6 +33,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <petrel/plugin.h>
 
@@ -275,11 +277,132 @@ static void on_queued(petrel_session *s, const char *queue_id)
     trace(s, "queued", queue_id);
 }
 
+/* lookup-table type testmod: keys containing "good" are OK, "bad" REJECT */
+static void *table_open(petrel_module *m, const char *name, petrel_pool *pool, const char **error)
+{
+    if (strcmp(name, "fail") == 0) {
+        *error = "testmod tables named fail cannot be opened";
+        return NULL;
+    }
+    return petrel_pool_strdup(pool, name);
+}
+
+static int table_lookup(void *handle, const char *key, const char **value, petrel_pool *scratch)
+{
+    if (strstr(key, "good")) {
+        *value = "OK";
+        return 1;
+    }
+    if (strstr(key, "bad")) {
+        *value = petrel_pool_printf(scratch, "REJECT testmod table %s refuses %s", (const char *)handle, key);
+        return 1;
+    }
+    return 0;
+}
+
+static const petrel_table_type table_types[] = {
+    { .name = "testmod", .open = table_open, .lookup = table_lookup },
+    { .name = NULL },
+};
+
+/* DNS: "dnsa" rejects a sender domain whose A record is 127.0.0.2; the
+ * other dns words log what they find and continue. */
+struct dns_wait {
+    petrel_pending *pending;
+    petrel_module *module;
+    int type;
+};
+
+static void dns_answered(const petrel_dns_answer *a, void *arg)
+{
+    struct dns_wait *w = arg;
+    static const char *names[] = { "A", "AAAA", "MX", "TXT", "PTR" };
+    char line[1024];
+    size_t n = (size_t)snprintf(line, sizeof(line), "dns %s status %d:", names[w->type], (int)a->status);
+    int listed = 0;
+    for (size_t i = 0; i < a->count && n < sizeof(line) - 64; i++) {
+        if (a->preferences)
+            n += (size_t)snprintf(line + n, sizeof(line) - n, " %d %s", a->preferences[i], a->values[i]);
+        else
+            n += (size_t)snprintf(line + n, sizeof(line) - n, " %s", a->values[i]);
+        if (w->type == PETREL_DNS_A && strcmp(a->values[i], "127.0.0.2") == 0)
+            listed = 1;
+    }
+    petrel_module_log(w->module, PETREL_LOG_INFO, "%s", line);
+    if (listed)
+        petrel_resume(w->pending, PETREL_REJECT, 554, "5.7.1", "testmod: sender domain is listed");
+    else
+        petrel_resume(w->pending, PETREL_CONTINUE, 0, NULL, NULL);
+    free(w);
+}
+
+static petrel_verdict dns_check(petrel_session *s, petrel_dns_type type, const char *name)
+{
+    struct dns_wait *w = malloc(sizeof(*w));
+    if (w == NULL)
+        return PETREL_TEMPFAIL;
+    w->module = petrel_session_module(s);
+    w->type = (int)type;
+    w->pending = petrel_suspend(s);
+    if (petrel_dns_lookup(w->module, type, name, dns_answered, w) != 0) {
+        petrel_resume(w->pending, PETREL_TEMPFAIL, 451, "4.3.0", "no resolver");
+        free(w);
+    }
+    return PETREL_PENDING;
+}
+
+/* petrel_run_blocking: sleep on a thread, then answer OK. */
+struct blocking {
+    petrel_pending *pending;
+};
+
+static void blocking_work(void *arg)
+{
+    (void)arg;
+    struct timespec ts = { 0, 200 * 1000 * 1000 };
+    nanosleep(&ts, NULL);
+}
+
+static void blocking_done(void *arg)
+{
+    struct blocking *b = arg;
+    petrel_resume(b->pending, PETREL_ACCEPT, 0, NULL, NULL);
+    free(b);
+}
+
+/* petrel_watch_fd: a pipe that becomes readable answers OK. */
+struct piped {
+    petrel_pending *pending;
+    petrel_watch *watch;
+    int fds[2];
+};
+
+static void pipe_readable(int fd, int events, void *arg)
+{
+    struct piped *p = arg;
+    char c;
+    if (read(fd, &c, 1) != 1)
+        return;
+    petrel_watch_cancel(p->watch);
+    close(p->fds[0]);
+    close(p->fds[1]);
+    petrel_resume(p->pending, PETREL_ACCEPT, 0, NULL, NULL);
+    free(p);
+}
+
+static void pipe_write_later(void *arg)
+{
+    struct piped *p = arg;
+    if (write(p->fds[1], "x", 1) != 1)
+        return;   /* the hook timeout will answer */
+}
+
 /* check_testmod WORD */
 static int compile_check(petrel_module *m, const char *const *args, void **state, petrel_pool *pool,
                          const char **error)
 {
-    static const char *const words[] = { "ok", "dunno", "reject", "tempfail", "slowok", "hang", NULL };
+    static const char *const words[] = { "ok", "dunno", "reject", "tempfail", "slowok", "hang", "dnsa", "dnsmx",
+                                         "dnstxt", "dnsptr", "blocking", "pipe", NULL };
     for (int i = 0; words[i]; i++) {
         if (strcmp(args[0], words[i]) == 0) {
             *state = (void *)words[i];
@@ -308,6 +431,35 @@ static petrel_verdict check(petrel_session *s, void *state)
         return suspend_for(s, 300, PETREL_ACCEPT);
     if (strcmp(word, "hang") == 0) {
         petrel_suspend(s);
+        return PETREL_PENDING;
+    }
+    const char *sender = petrel_sender(s);
+    const char *domain = sender && strchr(sender, '@') ? strchr(sender, '@') + 1 : "";
+    if (strcmp(word, "dnsa") == 0)
+        return dns_check(s, PETREL_DNS_A, domain);
+    if (strcmp(word, "dnsmx") == 0)
+        return dns_check(s, PETREL_DNS_MX, domain);
+    if (strcmp(word, "dnstxt") == 0)
+        return dns_check(s, PETREL_DNS_TXT, domain);
+    if (strcmp(word, "dnsptr") == 0)
+        return dns_check(s, PETREL_DNS_PTR, petrel_client_addr(s));
+    if (strcmp(word, "blocking") == 0) {
+        struct blocking *b = malloc(sizeof(*b));
+        if (b == NULL)
+            return PETREL_TEMPFAIL;
+        b->pending = petrel_suspend(s);
+        petrel_run_blocking(petrel_session_module(s), blocking_work, blocking_done, b);
+        return PETREL_PENDING;
+    }
+    if (strcmp(word, "pipe") == 0) {
+        struct piped *p = malloc(sizeof(*p));
+        if (p == NULL || pipe(p->fds) != 0) {
+            free(p);
+            return PETREL_TEMPFAIL;
+        }
+        p->pending = petrel_suspend(s);
+        p->watch = petrel_watch_fd(petrel_session_module(s), p->fds[0], PETREL_WATCH_READ, pipe_readable, p);
+        petrel_timer_start(petrel_session_module(s), 100, pipe_write_later, p);
         return PETREL_PENDING;
     }
     return PETREL_CONTINUE;
@@ -344,5 +496,6 @@ const petrel_module_desc petrel_module_descriptor = {
         .queued = on_queued,
     },
     .restrictions = restrictions,
+    .table_types = table_types,
     .default_action = PETREL_ON_FAILURE_CONTINUE,
 };

@@ -81,7 +81,8 @@ typedef struct petrel_param {
     const char *help;
 } petrel_param;
 
-/* Values from the configuration generation the module was loaded with. */
+/* Values from the configuration generation the module was loaded with
+ * (main.cf: master.cf -o overrides of module parameters do not apply). */
 const char *petrel_param_string(petrel_module *m, const char *name);
 long long petrel_param_int(petrel_module *m, const char *name);   /* INT; TIME in seconds; SIZE in bytes */
 int petrel_param_bool(petrel_module *m, const char *name);
@@ -100,6 +101,7 @@ typedef struct petrel_hooks {
     /* Each header as received (name without the colon, value unfolded as
      * received, without the leading space). May not suspend. */
     petrel_verdict (*header)(petrel_session *s, const char *name, const char *value);
+    /* The header section is complete. May not suspend (content is streaming in). */
     petrel_verdict (*end_of_headers)(petrel_session *s);
     /* Body bytes as received, CRLF line ends, in chunks of any size. May not suspend. */
     petrel_verdict (*body)(petrel_session *s, const char *chunk, size_t len);
@@ -118,12 +120,31 @@ typedef struct petrel_restriction {
     const char *name;          /* e.g. "check_rate_limit" */
     int nargs;                 /* words that follow it in the list (e.g. 1 for "100/1h") */
     /* Called once per list that names it; may reject the arguments with
-     * *error (allocated with the pool given). state is kept for check(). */
+     * *error (allocated with the pool given). state is kept for check().
+     * Also runs when the configuration is only checked (petreld -n, before
+     * a reload), where init has not run: parse arguments, touch nothing else. */
     int (*compile)(petrel_module *m, const char *const *args, void **state, petrel_pool *pool,
                    const char **error);
     /* Decides: CONTINUE (DUNNO), ACCEPT (OK), REJECT, TEMPFAIL, DISCARD, HOLD or PENDING. */
     petrel_verdict (*check)(petrel_session *s, void *state);
 } petrel_restriction;
+
+/* ------------------------------------------------------------------ */
+/* lookup-table types (TYPE:NAME) that modules add                     */
+
+typedef struct petrel_table_type {
+    const char *name;          /* the TYPE, e.g. "lmdb" */
+    /* Opens NAME; memory that lives as long as the table comes from pool.
+     * Returns the table's handle, or NULL with *error (pool text). Runs in
+     * every process that uses the table, possibly before init. */
+    void *(*open)(petrel_module *m, const char *name, petrel_pool *pool, const char **error);
+    /* 1 found (*value set; valid until the next lookup), 0 not found, -1 error.
+     * scratch is reset before every lookup. Must not block for long: it runs
+     * on the event loop (use a local file or an in-memory copy). */
+    int (*lookup)(void *handle, const char *key, const char **value, petrel_pool *scratch);
+    void (*close)(void *handle);   /* may be NULL */
+    int pattern;               /* 1: matches patterns; queried once with the whole string */
+} petrel_table_type;
 
 /* ------------------------------------------------------------------ */
 /* the descriptor                                                      */
@@ -151,6 +172,7 @@ typedef struct petrel_module_desc {
     void (*fini)(petrel_module *m);
     petrel_hooks hooks;
     const petrel_restriction *restrictions;   /* terminated by an entry with name NULL */
+    const petrel_table_type *table_types;     /* terminated by an entry with name NULL */
     /* What applies when a hook times out or the module's circuit is open:
      * the module's choice; admins override with NAME_default_action. */
     petrel_default_action default_action;
@@ -208,6 +230,11 @@ int petrel_header_at(petrel_session *s, size_t i, const char **name, const char 
 /* ------------------------------------------------------------------ */
 /* message edits: recorded, applied by the core before commit          */
 
+/* Header values: the text after the colon. A value that does not start
+ * with white space gets the customary single space in front; folded values
+ * use CRLF followed by white space. Values the header hook and
+ * petrel_header_at() hand out have that one leading space removed. */
+
 int petrel_header_add(petrel_session *s, const char *name, const char *value);     /* at the end */
 int petrel_header_insert(petrel_session *s, size_t index, const char *name, const char *value);
 /* Changes the nth (1-based) occurrence of name; value NULL deletes it. */
@@ -231,6 +258,7 @@ void petrel_module_log(petrel_module *m, petrel_log_level level, const char *fmt
 
 typedef void petrel_timer_fn(void *arg);
 petrel_timer *petrel_timer_start(petrel_module *m, unsigned ms, petrel_timer_fn *fn, void *arg);
+/* Only before it fired: a timer is released when its function runs. */
 void petrel_timer_cancel(petrel_timer *t);
 
 #define PETREL_WATCH_READ 1
@@ -238,6 +266,23 @@ void petrel_timer_cancel(petrel_timer *t);
 typedef void petrel_watch_fn(int fd, int events, void *arg);
 petrel_watch *petrel_watch_fd(petrel_module *m, int fd, int events, petrel_watch_fn *fn, void *arg);
 void petrel_watch_cancel(petrel_watch *w);
+
+/* Asynchronous DNS through dns_resolver (else the system's resolvers). The
+ * callback runs on the loop; values live until it returns. For PTR, name is
+ * an IPv4 or IPv6 address. Returns 0, or -1 when no resolver is available
+ * (fn is then not called). */
+typedef enum petrel_dns_type { PETREL_DNS_A, PETREL_DNS_AAAA, PETREL_DNS_MX, PETREL_DNS_TXT,
+                               PETREL_DNS_PTR } petrel_dns_type;
+typedef enum petrel_dns_status { PETREL_DNS_OK, PETREL_DNS_NXDOMAIN, PETREL_DNS_NODATA,
+                                 PETREL_DNS_TEMPFAIL, PETREL_DNS_BADNAME } petrel_dns_status;
+typedef struct petrel_dns_answer {
+    petrel_dns_status status;
+    size_t count;
+    const char *const *values;  /* addresses as text, host names, or TXT strings */
+    const int *preferences;     /* MX only: parallel to values, ascending */
+} petrel_dns_answer;
+typedef void petrel_dns_fn(const petrel_dns_answer *answer, void *arg);
+int petrel_dns_lookup(petrel_module *m, petrel_dns_type type, const char *name, petrel_dns_fn *fn, void *arg);
 
 /* Runs work(arg) on a worker thread, then done(arg) back on the loop. */
 int petrel_run_blocking(petrel_module *m, void (*work)(void *arg), void (*done)(void *arg), void *arg);

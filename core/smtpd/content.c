@@ -1,0 +1,326 @@
+/*
+ * Message content as modules see it, and the edits they ask for.
+ *
+ * While DATA/BDAT content streams to the queue file, and only when modules
+ * are loaded, the header section is parsed on the fly (bounded by
+ * header_size_limit: past it the rest counts as body, as Postfix does) so
+ * that header hooks see each header and body hooks see body chunks. The
+ * body itself is never held in memory.
+ *
+ * Edits (header add/insert/change/delete, sender and recipient changes, a
+ * new body) are applied at the end of the message by writing a new queue
+ * file: our Received header, the edited header section, then the body
+ * copied back from the first file (or the replacement). The first file is
+ * then removed; only the new one is committed, so a crash in between leaves
+ * at most an incomplete file that the recovery scan deletes.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "lib/log.h"
+#include "module/module.h"
+#include "smtpd/smtpd_int.h"
+
+#define HEADER_SIZE_LIMIT (100 * 1024)
+
+static int modules_want_content(struct smtpd_session *s)
+{
+    return s->worker->modules && s->worker->modules->n > 0;
+}
+
+static void push_header(struct smtpd_session *s)
+{
+    struct smtpd_tx *tx = s->tx;
+    struct buf *line = &tx->header_line;
+    if (line->len == 0)
+        return;
+    char *colon = memchr(line->data, ':', line->len);
+    if (colon == NULL) {
+        buf_reset(line);
+        return;
+    }
+    if (tx->nheaders == tx->header_cap) {
+        size_t cap = tx->header_cap ? tx->header_cap * 2 : 16;
+        struct smtpd_header *grown = petrel_pool_alloc(tx->pool, cap * sizeof(*grown));
+        if (tx->nheaders)
+            memcpy(grown, tx->headers, tx->nheaders * sizeof(*grown));
+        tx->headers = grown;
+        tx->header_cap = cap;
+    }
+    struct smtpd_header *h = &tx->headers[tx->nheaders++];
+    h->name = petrel_pool_strndup(tx->pool, line->data, (size_t)(colon - line->data));
+    h->value = petrel_pool_strndup(tx->pool, colon + 1, line->len - (size_t)(colon + 1 - line->data));
+    buf_reset(line);
+    const char *value = h->value[0] == ' ' ? h->value + 1 : h->value;
+    smtpd_plugin_header(s, h->name, value);
+}
+
+static int is_header_start(const char *p, size_t n)
+{
+    /* field-name: printable ASCII except ':' and space, then ':' */
+    size_t i = 0;
+    while (i < n && p[i] != ':') {
+        unsigned char c = (unsigned char)p[i];
+        if (c <= 32 || c >= 127)
+            return 0;
+        i++;
+    }
+    return i > 0 && i < n;
+}
+
+static void end_of_headers(struct smtpd_session *s, unsigned long long body_start, int separator)
+{
+    struct smtpd_tx *tx = s->tx;
+    push_header(s);
+    tx->content_state = 1;
+    tx->body_start = body_start;
+    tx->has_separator = separator;
+    struct module_set *set = s->worker->modules;
+    for (int i = 0; i < set->n; i++) {
+        struct petrel_module *m = set->mods[i];
+        if (m->desc->hooks.end_of_headers == NULL)
+            continue;
+        if (!module_circuit_allows(m, time(NULL)))
+            continue;
+        s->api.smtpd = s;
+        s->api.module = m;
+        s->api.reply_code = 0;
+        s->api.reply_enhanced = s->api.reply_text = NULL;
+        smtpd_plugin_enter(m, "end_of_headers");
+        petrel_verdict v = m->desc->hooks.end_of_headers(&s->api);
+        smtpd_plugin_leave();
+        if (v == PETREL_PENDING) {
+            msg_warn("module %s: the end_of_headers hook may not suspend: ignored", m->name);
+            continue;
+        }
+        struct restrict_result r;
+        smtpd_plugin_result(s, m, v, s->api.reply_code, s->api.reply_enhanced, s->api.reply_text, &r);
+        if (r.verdict == RV_REJECT || r.verdict == RV_DEFER || r.verdict == RV_DISCARD || r.verdict == RV_HOLD)
+            tx->content_verdict = r;
+    }
+}
+
+/* Called with every piece of content (CRLF line ends) after our Received header. */
+void smtpd_content_feed(struct smtpd_session *s, const char *data, size_t n)
+{
+    if (!modules_want_content(s))
+        return;
+    struct smtpd_tx *tx = s->tx;
+    size_t i = 0;
+    while (i < n && tx->content_state == 0) {
+        /* Assemble one physical line in line_buf. */
+        const char *lf = memchr(data + i, '\n', n - i);
+        size_t take = lf ? (size_t)(lf - (data + i)) + 1 : n - i;
+        buf_append(&tx->line_buf, data + i, take);
+        tx->content_pos += take;
+        i += take;
+        if (tx->line_buf.len > HEADER_SIZE_LIMIT || tx->header_bytes + tx->line_buf.len > HEADER_SIZE_LIMIT) {
+            /* Too big for a header section: what remains is body. */
+            unsigned long long start = tx->content_start + tx->content_pos - tx->line_buf.len;
+            end_of_headers(s, start, 0);
+            smtpd_plugin_body(s, tx->line_buf.data, tx->line_buf.len);
+            buf_reset(&tx->line_buf);
+            break;
+        }
+        if (!lf)
+            break;
+        const char *line = tx->line_buf.data;
+        size_t len = tx->line_buf.len;   /* includes CRLF */
+        size_t text = len >= 2 && line[len - 2] == '\r' ? len - 2 : len - 1;
+        unsigned long long line_start = tx->content_start + tx->content_pos - len;
+        if (text == 0) {
+            end_of_headers(s, tx->content_start + tx->content_pos, 1);
+        } else if ((line[0] == ' ' || line[0] == '\t') && tx->header_line.len) {
+            buf_append(&tx->header_line, "\r\n", 2);
+            buf_append(&tx->header_line, line, text);
+            tx->header_bytes += len;
+        } else if (is_header_start(line, text)) {
+            push_header(s);
+            buf_append(&tx->header_line, line, text);
+            tx->header_bytes += len;
+        } else {
+            /* Not a header: the body starts here, without a separator line. */
+            end_of_headers(s, line_start, 0);
+            smtpd_plugin_body(s, line, len);
+        }
+        buf_reset(&tx->line_buf);
+    }
+    if (i < n) {
+        tx->content_pos += n - i;
+        smtpd_plugin_body(s, data + i, n - i);
+    }
+}
+
+/* At the end of the content: a message with no body and no empty line. */
+void smtpd_content_end(struct smtpd_session *s)
+{
+    if (!modules_want_content(s))
+        return;
+    struct smtpd_tx *tx = s->tx;
+    if (tx->content_state == 0) {
+        if (tx->line_buf.len) {
+            /* a last header line without CRLF */
+            if (is_header_start(tx->line_buf.data, tx->line_buf.len)) {
+                push_header(s);
+                buf_append(&tx->header_line, tx->line_buf.data, tx->line_buf.len);
+                buf_reset(&tx->line_buf);
+            }
+        }
+        end_of_headers(s, tx->content_start + tx->content_pos - tx->line_buf.len, 0);
+        if (tx->line_buf.len)
+            smtpd_plugin_body(s, tx->line_buf.data, tx->line_buf.len);
+    }
+    buf_free(&tx->line_buf);
+    buf_free(&tx->header_line);
+}
+
+/* ------------------------------------------------------------------ */
+/* applying edits                                                      */
+
+int smtpd_content_edited(const struct smtpd_session *s)
+{
+    const struct smtpd_tx *tx = s->tx;
+    return tx->edits.count || tx->edits.sender || tx->edits.body_replaced;
+}
+
+static const char *render_value(petrel_pool *pool, const char *value)
+{
+    /* Keep the value as given when it starts with white space, else add the customary space. */
+    if (value[0] == ' ' || value[0] == '\t')
+        return value;
+    return petrel_pool_printf(pool, " %s", value);
+}
+
+static int copy_range(struct queue_writer *from, struct queue_writer *to, unsigned long long off,
+                      unsigned long long end)
+{
+    char chunk[65536];
+    while (off < end) {
+        size_t want = end - off > sizeof(chunk) ? sizeof(chunk) : (size_t)(end - off);
+        ssize_t got = queue_writer_read_content(from, off, chunk, want);
+        if (got <= 0) {
+            if (got == 0)
+                errno = EIO;
+            return -1;
+        }
+        if (queue_writer_write(to, chunk, (size_t)got) != 0)
+            return -1;
+        off += (unsigned long long)got;
+    }
+    return 0;
+}
+
+int smtpd_content_rewrite(struct smtpd_session *s, struct queue_writer *(*reopen)(struct smtpd_session *),
+                          void (*received)(struct smtpd_session *))
+{
+    struct smtpd_tx *tx = s->tx;
+    petrel_pool *pool = tx->pool;
+
+    /* The edited header list. */
+    size_t cap = tx->nheaders + tx->edits.count + 1;
+    struct smtpd_header *hs = petrel_pool_alloc(pool, cap * sizeof(*hs));
+    size_t nh = tx->nheaders;
+    if (nh)
+        memcpy(hs, tx->headers, nh * sizeof(*hs));
+    for (struct smtpd_edit *e = tx->edits.first; e; e = e->next) {
+        if (e->kind == EDIT_HEADER_INSERT) {
+            size_t at = e->index > nh ? nh : e->index;
+            memmove(&hs[at + 1], &hs[at], (nh - at) * sizeof(*hs));
+            hs[at].name = e->name;
+            hs[at].value = render_value(pool, e->value);
+            nh++;
+        } else if (e->kind == EDIT_HEADER_CHANGE) {
+            size_t seen = 0;
+            for (size_t i = 0; i < nh; i++) {
+                if (strcasecmp(hs[i].name, e->name) != 0 || ++seen != e->index)
+                    continue;
+                if (e->value == NULL) {
+                    memmove(&hs[i], &hs[i + 1], (nh - i - 1) * sizeof(*hs));
+                    nh--;
+                } else {
+                    hs[i].value = render_value(pool, e->value);
+                }
+                break;
+            }
+        }
+    }
+    /* The edited recipient list. */
+    size_t rcap = tx->nrcpts + tx->edits.count + 1;
+    struct smtpd_rcpt *rs = petrel_pool_zalloc(pool, rcap * sizeof(*rs));
+    size_t nr = tx->nrcpts;
+    memcpy(rs, tx->rcpts, nr * sizeof(*rs));
+    for (struct smtpd_edit *e = tx->edits.first; e; e = e->next) {
+        if (e->kind == EDIT_RCPT_ADD) {
+            rs[nr].address = e->value;
+            nr++;
+        } else if (e->kind == EDIT_RCPT_DELETE) {
+            for (size_t i = 0; i < nr; i++) {
+                if (strcasecmp(rs[i].address, e->value) == 0) {
+                    memmove(&rs[i], &rs[i + 1], (nr - i - 1) * sizeof(*rs));
+                    nr--;
+                    break;
+                }
+            }
+        }
+    }
+    if (nr == 0) {
+        msg_warn("%s: modules deleted every recipient: discarding the message", tx->queue_id);
+        tx->discard = 1;
+        return 0;
+    }
+
+    struct queue_writer *old = tx->writer;
+    char old_id[QUEUE_ID_MAX];
+    snprintf(old_id, sizeof(old_id), "%s", tx->queue_id);
+    unsigned long long old_size = queue_writer_content_size(old);
+    tx->rcpts = rs;
+    tx->nrcpts = nr;
+    tx->rcpt_cap = rcap;
+    if (tx->edits.sender)
+        tx->mail.address = (char *)tx->edits.sender;
+    tx->writer = NULL;
+    struct queue_writer *fresh = reopen(s);
+    if (fresh == NULL) {
+        tx->writer = old;
+        return -1;
+    }
+    tx->writer = fresh;
+    received(s);
+    struct buf b = BUF_INIT;
+    for (size_t i = 0; i < nh; i++) {
+        buf_puts(&b, hs[i].name);
+        buf_putc(&b, ':');
+        buf_puts(&b, hs[i].value);
+        buf_puts(&b, "\r\n");
+    }
+    int rc = queue_writer_write(fresh, b.data ? b.data : "", b.len);
+    buf_free(&b);
+    if (rc == 0) {
+        if (tx->edits.body_replaced) {
+            rc = queue_writer_write(fresh, "\r\n", 2);
+            if (rc == 0)
+                rc = queue_writer_write(fresh, tx->edits.body, tx->edits.body_len);
+        } else {
+            if (tx->has_separator)
+                rc = queue_writer_write(fresh, "\r\n", 2);
+            if (rc == 0)
+                rc = copy_range(old, fresh, tx->body_start, old_size);
+        }
+    }
+    int saved = errno;
+    queue_writer_abort(old);
+    if (rc != 0) {
+        errno = saved;
+        return -1;
+    }
+    msg_info("%s: edited by modules into %s (%u change%s)", old_id, tx->queue_id,
+             tx->edits.count + (tx->edits.sender ? 1 : 0) + (tx->edits.body_replaced ? 1 : 0),
+             tx->edits.count + (tx->edits.sender ? 1 : 0) + (tx->edits.body_replaced ? 1 : 0) == 1 ? "" : "s");
+    return 0;
+}

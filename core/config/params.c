@@ -149,6 +149,7 @@ static const struct cfg_param core_params[] = {
     L("notify_classes", "resource, software", "problems reported to the postmaster"),
     S("process_name", "", "the command name of the current process (set per service)"),
     T("queue_run_delay", "300s", 1, "interval between deferred queue scans"),
+    I("qmgr_message_active_limit", "20000", 1, 0, "most messages the queue manager holds in memory"),
     S("queue_directory", PETREL_QUEUEDIR, "the queue"),
     Z("queue_minfree", "0", 0, "free space the queue file system must keep"),
     S("readme_directory", "no", "where README files are"),

@@ -51,6 +51,7 @@
 #include "queue/queue.h"
 #include "smtpd/anvil.h"
 #include "smtpd/smtpd.h"
+#include "qmgr/qmgr.h"
 
 #define MAX_LISTENERS 64
 #define MAX_WORKERS ANVIL_MAX_WORKERS
@@ -79,6 +80,7 @@ struct worker_proc {
     time_t started;
     unsigned backoff;                    /* seconds before the next restart */
     int draining;
+    int is_qmgr;                         /* the queue manager, else an smtpd worker */
     struct event *restart_timer;
 };
 
@@ -314,10 +316,12 @@ int master_load_config(const char *confdir, struct loaded_config *out, int check
     for (size_t i = 0; i < cfg_service_count(out->cfg); i++) {
         const struct master_service *svc = cfg_service(out->cfg, i);
         if (svc->role != ROLE_SMTPD) {
-            msg_info("%s, line %d: service %s (command %s): %s", svc->file, svc->line, svc->name,
-                     svc->command, svc->role == ROLE_IGNORED
-                         ? "not needed by Petrel; ignored"
-                         : "this role is not implemented yet; ignored");
+            /* qmgr is a role of its own; smtp, lmtp, local, virtual, pipe,
+             * error and discard are transports the queue manager runs. */
+            if (svc->role == ROLE_IGNORED || svc->role == ROLE_PICKUP || svc->role == ROLE_CLEANUP)
+                msg_info("%s, line %d: service %s (command %s): %s", svc->file, svc->line, svc->name,
+                         svc->command, svc->role == ROLE_IGNORED ? "not needed by Petrel; ignored"
+                                                                 : "this role is not implemented yet; ignored");
             continue;
         }
         char *error = NULL;
@@ -376,7 +380,15 @@ static void close_master_fds(struct master *m)
         close(m->pid_fd);
 }
 
-static pid_t spawn_worker(struct master *m, int slot)
+static int has_qmgr(const struct cfg *cfg)
+{
+    for (size_t i = 0; i < cfg_service_count(cfg); i++)
+        if (cfg_service(cfg, i)->role == ROLE_QMGR)
+            return 1;
+    return 0;
+}
+
+static pid_t spawn_worker(struct master *m, int slot, int is_qmgr)
 {
     struct generation *g = m->gen;
     pid_t pid = fork();
@@ -405,6 +417,10 @@ static pid_t spawn_worker(struct master *m, int slot)
         if (queue == NULL)
             msg_fatal("queue_directory %s: %s", m->queue_dir, error);
         drop_privileges(m);
+        if (is_qmgr) {
+            struct qmgr_args qa = { .cfg = g->cfg, .queue = queue };
+            _exit(qmgr_main(&qa));
+        }
         struct smtpd_worker_args args = {
             .cfg = g->cfg,
             .listeners = g->fds,
@@ -422,6 +438,7 @@ static pid_t spawn_worker(struct master *m, int slot)
     w->generation = g->number;
     w->started = time(NULL);
     w->draining = 0;
+    w->is_qmgr = is_qmgr;
     return pid;
 }
 
@@ -434,6 +451,32 @@ static int free_slot(struct master *m)
     return -1;
 }
 
+static struct worker_proc *running_qmgr(struct master *m)
+{
+    for (int i = 0; i < MAX_WORKERS; i++)
+        if (m->workers[i].pid && m->workers[i].is_qmgr)
+            return &m->workers[i];
+    return NULL;
+}
+
+/* One queue manager at a time: a reload's new one starts when the old one has exited. */
+static void start_qmgr(struct master *m)
+{
+    if (m->stopping || !has_qmgr(m->gen->cfg) || running_qmgr(m))
+        return;
+    for (int i = 0; i < MAX_WORKERS; i++)
+        if (m->workers[i].pid == 0 && m->workers[i].is_qmgr && m->workers[i].restart_timer &&
+            evtimer_pending(m->workers[i].restart_timer, NULL))
+            return;   /* a crashed queue manager is waiting for its restart */
+    int slot = free_slot(m);
+    if (slot < 0) {
+        msg_warn("no free slot for the queue manager");
+        return;
+    }
+    m->workers[slot].backoff = 0;
+    spawn_worker(m, slot, 1);
+}
+
 static void start_workers(struct master *m)
 {
     for (int i = 0; i < m->gen->nworkers; i++) {
@@ -443,8 +486,9 @@ static void start_workers(struct master *m)
             return;
         }
         m->workers[slot].backoff = 0;
-        spawn_worker(m, slot);
+        spawn_worker(m, slot, 0);
     }
+    start_qmgr(m);
 }
 
 static int live_workers(const struct master *m)
@@ -471,6 +515,10 @@ static void on_child_exit(struct master *m, pid_t pid, int status)
             if (!clean)
                 msg_warn("process %s pid %ld exit status %d", m->binary, (long)pid,
                          WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+            if (w->is_qmgr) {
+                w->is_qmgr = 0;
+                start_qmgr(m);   /* the reload's queue manager takes over */
+            }
             break;
         }
         if (WIFSIGNALED(status))
@@ -507,7 +555,7 @@ static void restart_worker(evutil_socket_t fd, short what, void *arg)
         struct worker_proc *w = &m->workers[i];
         if (w->pid == 0 && w->restart_timer && !evtimer_pending(w->restart_timer, NULL) &&
             w->generation == m->gen->number && !w->draining) {
-            spawn_worker(m, i);
+            spawn_worker(m, i, w->is_qmgr);
         }
     }
 }
@@ -597,7 +645,9 @@ static int reload(struct master *m, struct buf *why)
         struct worker_proc *w = &m->workers[i];
         if (w->pid && w->generation == m->gen->number) {
             w->draining = 1;
-            kill(w->pid, SIGUSR1);
+            /* smtpd workers drain their sessions; the queue manager stops
+             * (two must never work on the queue at once). */
+            kill(w->pid, w->is_qmgr ? SIGTERM : SIGUSR1);
         }
         if (w->pid == 0 && w->restart_timer)
             evtimer_del(w->restart_timer);
@@ -682,13 +732,26 @@ static void control_read(struct bufferevent *bev, void *arg)
             else
                 working++;
         }
+        struct worker_proc *qm = running_qmgr(m);
+        if (qm)
+            working--;
         buf_printf(&text, "petrel is running: master pid %ld, configuration generation %u, "
                    "%d smtpd worker%s", (long)getpid(), m->gen->number, working, working == 1 ? "" : "s");
+        if (qm)
+            buf_printf(&text, ", queue manager pid %ld", (long)qm->pid);
         if (draining)
             buf_printf(&text, " (+%d draining after reload)", draining);
         for (int i = 0; i < m->gen->nlisteners; i++)
             buf_printf(&text, "\nlistening: %s (service %s)", m->gen->listeners[i].key + 5,
                        m->gen->listeners[i].service->name);
+    } else if (strcmp(command, "flush") == 0) {
+        struct worker_proc *q = running_qmgr(m);
+        if (q && kill(q->pid, SIGUSR2) == 0) {
+            buf_puts(&text, "flush requested");
+        } else {
+            status = 1;
+            buf_puts(&text, "no queue manager is running (is qmgr in master.cf?)");
+        }
     } else if (strcmp(command, "stop") == 0) {
         buf_puts(&text, "stopping");
         begin_stop(m);

@@ -21,6 +21,7 @@
 #include "lib/log.h"
 #include "master/master.h"
 #include "module/module.h"
+#include "tools/queue_cmd.h"
 
 static void usage(void)
 {
@@ -32,7 +33,13 @@ static void usage(void)
             "  config -X name ...                      remove parameters from main.cf\n"
             "  check                                   check the configuration (like postfix check)\n"
             "  modules                                 list the modules main.cf loads and what they provide\n"
-            "  status | stop | reload                  talk to the running petreld\n");
+            "  status | stop | reload                  talk to the running petreld\n"
+            "  queue [list] [--json] [SELECTOR...]     list the queue (like mailq / postqueue -j)\n"
+            "  queue show ID...                        show messages (like postcat -q)\n"
+            "  queue delete|hold|release|requeue ID... | ALL | SELECTOR...   (like postsuper)\n"
+            "  queue flush [ID... | SELECTOR...]       retry deferred mail now (like postqueue -f)\n"
+            "    selectors: --sender ADDR, --recipient-domain DOMAIN, --older-than TIME,\n"
+            "               --queue NAME, --reason TEXT\n");
     exit(2);
 }
 
@@ -138,6 +145,8 @@ int main(int argc, char **argv)
         struct master_options opts = { .confdir = confdir };
         return master_check_config(&opts);
     }
+    if (strcmp(command, "queue") == 0)
+        return queue_main(confdir, argc - i - 1, argv + i + 1);
     if (strcmp(command, "status") == 0 || strcmp(command, "stop") == 0 || strcmp(command, "reload") == 0)
         return control(confdir, command);
     fprintf(stderr, "petrelctl: unknown command \"%s\"\n", command);

@@ -272,6 +272,9 @@ class Petrel:
 
     def start(self, wait=True):
         self.logf = open(self.log_path, "ab")
+        if self.pw:
+            # petreld may reopen the same file as maillog_file
+            os.chown(self.log_path, self.pw.pw_uid, self.pw.pw_gid)
         self.proc = subprocess.Popen(self.command(PETRELD, "-c", self.conf), stdout=self.logf,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         if wait:

@@ -1,0 +1,1020 @@
+/*
+ * The queue manager role: from safe on disk to delivered, deferred or
+ * bounced.
+ *
+ * Intake. A message becomes the queue manager's when its file in incoming/
+ * is complete and durable: smtpd closes it only after the commit, and
+ * inotify reports that close (IN_CLOSE_WRITE; IN_MOVED_TO for requeued
+ * files). A periodic scan picks up what inotify missed, but only files
+ * that have not been written for a while, so a file still being written or
+ * committed is never taken. The message is renamed into active/ and parsed
+ * once; at most qmgr_message_active_limit messages are in memory, the rest
+ * waits on disk (bounded memory whatever the queue size).
+ *
+ * Routing (route.c) turns each pending recipient into one or more routes.
+ * SMTP/LMTP recipients of one message with the same next hop form one job
+ * (up to default_destination_recipient_limit); mailbox and pipe deliveries
+ * are one job each and run on worker threads (they block on the disk).
+ * Every destination (transport + next hop) has its own job queue and
+ * concurrency limit (default_destination_concurrency_limit), so one slow
+ * destination occupies only its own slots: the others keep flowing.
+ *
+ * Results are marked in the queue file in place (one pwrite per
+ * recipient). When a message has no job left: bounced recipients get a DSN
+ * (never to <>; a failed bounce goes to postmaster), deferred ones move the
+ * file to deferred/ with its next attempt time as the file's mtime
+ * (between minimal_backoff_time and maximal_backoff_time, growing with the
+ * message's age) and their reasons in defer/ID, and a message with nothing
+ * left is removed. Messages older than maximal_queue_lifetime
+ * (bounce_queue_lifetime for bounces) are returned to the sender.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "config/config.h"
+#include "deliver/deliver.h"
+#include "deliver/local.h"
+#include "deliver/smtp_client.h"
+#include "lib/buf.h"
+#include "lib/dns.h"
+#include "lib/log.h"
+#include "lib/workq.h"
+#include "lib/xalloc.h"
+#include "qmgr/bounce.h"
+#include "qmgr/qmgr.h"
+#include "qmgr/route.h"
+#include "queue/queue.h"
+#include "tables/table.h"
+
+#define STALE_INCOMING_SECONDS 10
+#define GLOBAL_DELIVERY_LIMIT 100
+#define DEST_BUCKETS 1024
+
+struct qmgr;
+struct qmsg;
+struct dest;
+
+struct rcpt_outcome {
+    int state;                 /* 0 none yet, else DLV_SENT+1 / DLV_DEFERRED+1 / DLV_BOUNCED+1 (worst wins) */
+    char dsn[16];
+    char text[512];
+    char relay[320];
+};
+
+struct qjob {
+    struct qjob *next;         /* in its destination's queue */
+    struct qmsg *m;
+    struct dest *d;
+    enum route_kind kind;
+    const char *transport;
+    const char *path;
+    long uid, gid;
+    const char *user, *extension;
+    struct dlv_job dj;
+    size_t *rcpt_index;
+    const char **rcpt_addr;
+    size_t cap;
+    struct dlv_result *results;
+    struct timeval started;
+};
+
+struct qmsg {
+    struct qmsg *next, *prev;
+    struct qmgr *q;
+    char id[QUEUE_ID_MAX];
+    int fd;
+    petrel_pool *pool;
+    struct queue_message msg;
+    struct rcpt_outcome *outcome;
+    unsigned jobs_left;
+    struct timeval t_active;
+    double arrival;
+};
+
+struct dest {
+    struct dest *next_bucket;
+    struct dest *next_ready;   /* in the ready ring */
+    char *key;                 /* "transport\nnexthop" */
+    struct qjob *head, *tail;
+    unsigned active, limit;
+    int in_ready;
+};
+
+struct qmgr {
+    struct event_base *base;
+    const struct cfg *cfg;
+    struct queue *queue;
+    struct queue_id_gen idgen;
+    struct workq *workq;
+    struct tbl_registry *tables;
+    struct router *router;
+    struct dns_resolver *dns;
+    struct smtp_client *smtp, *lmtp;
+    int inotify_fd;
+    struct event *inotify_ev, *scan_timer, *deferred_timer, *sig_term, *sig_flush, *sig_hup, *stop_timer;
+    struct qmsg *messages;
+    unsigned nactive, active_limit;
+    struct dest *buckets[DEST_BUCKETS];
+    struct dest *ready_head, *ready_tail;
+    unsigned deliveries, delivery_limit;
+    unsigned dest_limit, dest_rcpt_limit;
+    long long min_backoff, max_backoff, run_delay, max_lifetime, bounce_lifetime;
+    const char *myhostname, *postmaster, *double_bounce_sender;
+    int stopping;
+    int intake_blocked;        /* the active limit was reached: rescan when room appears */
+    char defer_dir[4096];
+};
+
+static void dispatch(struct qmgr *q);
+static void take_message(struct qmgr *q, const char *id, enum queue_dir from);
+
+/* ------------------------------------------------------------------ */
+/* logging                                                             */
+
+static double now_secs(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (double)tv.tv_sec + tv.tv_usec / 1e6;
+}
+
+static void fmt_secs(char *out, size_t size, double v)
+{
+    if (v < 0)
+        v = 0;
+    if (v < 0.01)
+        snprintf(out, size, "%s", v < 0.005 ? "0" : "0.01");
+    else if (v < 10)
+        snprintf(out, size, "%.2g", v);
+    else
+        snprintf(out, size, "%.0f", v);
+}
+
+static const char *status_word(enum dlv_status s)
+{
+    return s == DLV_SENT ? "sent" : s == DLV_DEFERRED ? "deferred" : "bounced";
+}
+
+/* Postfix's delivery line, as its delivery agent would log it. */
+static void log_delivery(struct qjob *j, size_t i, const struct dlv_result *r)
+{
+    struct qmsg *m = j->m;
+    double now = now_secs();
+    double t_start = (double)j->started.tv_sec + j->started.tv_usec / 1e6;
+    double t_active = (double)m->t_active.tv_sec + m->t_active.tv_usec / 1e6;
+    char total[16], a[16], b[16], c[16], d[16];
+    fmt_secs(total, sizeof(total), now - m->arrival);
+    fmt_secs(a, sizeof(a), t_active - m->arrival);
+    fmt_secs(b, sizeof(b), t_start - t_active);
+    fmt_secs(c, sizeof(c), r->conn_secs);
+    fmt_secs(d, sizeof(d), r->xfer_secs > 0 ? r->xfer_secs : now - t_start - r->conn_secs);
+    const struct queue_rcpt *orig = &m->msg.env.rcpts[j->rcpt_index[i]];
+    char orig_to[600] = "";
+    if (strcasecmp(orig->address, j->rcpt_addr[i]) != 0)
+        snprintf(orig_to, sizeof(orig_to), ", orig_to=<%s>", orig->address);
+    log_set_role(j->transport);
+    msg_info("%s: to=<%s>%s, relay=%s, delay=%s, delays=%s/%s/%s/%s, dsn=%s, status=%s (%s)", m->id,
+             j->rcpt_addr[i], orig_to, r->relay, total, a, b, c, d, r->dsn, status_word(r->status), r->text);
+    log_set_role("qmgr");
+}
+
+/* ------------------------------------------------------------------ */
+/* destinations                                                        */
+
+static unsigned hash_key(const char *s)
+{
+    unsigned h = 2166136261u;
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 16777619u;
+    }
+    return h;
+}
+
+static struct dest *dest_get(struct qmgr *q, const char *transport, const char *nexthop)
+{
+    char *key = xmalloc(strlen(transport) + strlen(nexthop ? nexthop : "") + 2);
+    sprintf(key, "%s\n%s", transport, nexthop ? nexthop : "");
+    unsigned b = hash_key(key) % DEST_BUCKETS;
+    for (struct dest *d = q->buckets[b]; d; d = d->next_bucket) {
+        if (strcmp(d->key, key) == 0) {
+            free(key);
+            return d;
+        }
+    }
+    struct dest *d = xcalloc(1, sizeof(*d));
+    d->key = key;
+    d->limit = q->dest_limit;
+    d->next_bucket = q->buckets[b];
+    q->buckets[b] = d;
+    return d;
+}
+
+static void make_ready(struct qmgr *q, struct dest *d)
+{
+    if (d->in_ready || d->head == NULL || d->active >= d->limit)
+        return;
+    d->in_ready = 1;
+    d->next_ready = NULL;
+    if (q->ready_tail)
+        q->ready_tail->next_ready = d;
+    else
+        q->ready_head = d;
+    q->ready_tail = d;
+}
+
+static void enqueue_job(struct qmgr *q, struct qjob *j)
+{
+    struct dest *d = j->d;
+    j->next = NULL;
+    if (d->tail)
+        d->tail->next = j;
+    else
+        d->head = j;
+    d->tail = j;
+    make_ready(q, d);
+}
+
+/* ------------------------------------------------------------------ */
+/* finishing a message                                                 */
+
+static void message_free(struct qmsg *m)
+{
+    struct qmgr *q = m->q;
+    if (m->prev)
+        m->prev->next = m->next;
+    else
+        q->messages = m->next;
+    if (m->next)
+        m->next->prev = m->prev;
+    q->nactive--;
+    if (m->fd >= 0)
+        close(m->fd);
+    petrel_pool_destroy(m->pool);
+    free(m);
+}
+
+struct bounce_job {
+    struct qmgr *q;
+    char orig_id[QUEUE_ID_MAX];
+    char new_id[QUEUE_ID_MAX];
+    struct queue_writer *w;
+    int ok;
+    int err;
+};
+
+static int emit_to_writer(void *ctx, const char *data, size_t n)
+{
+    return queue_writer_write(ctx, data, n);
+}
+
+static void bounce_commit_work(void *arg)
+{
+    struct bounce_job *b = arg;
+    b->ok = queue_writer_commit(b->w) == 0;
+    b->err = errno;
+}
+
+static void bounce_commit_done(void *arg, int cancelled)
+{
+    struct bounce_job *b = arg;
+    if (b->ok) {
+        queue_writer_free(b->w);
+    } else {
+        msg_warn("%s: cannot queue the delivery status notification: %s", b->orig_id, strerror(b->err));
+        queue_writer_abort(b->w);
+    }
+    free(b);
+}
+
+/* Queues a DSN about m to `to`, from `from` ("" = <>). Returns 0 when
+ * composed (committed asynchronously), -1 on failure (logged). */
+static int send_dsn(struct qmgr *q, struct qmsg *m, const char *kind, const struct bounce_rcpt *rcpts, size_t n,
+                    const char *from, const char *to, char *new_id)
+{
+    struct queue_rcpt rcpt = { .address = to };
+    struct queue_envelope env;
+    memset(&env, 0, sizeof(env));
+    env.sender = from;
+    env.client_name = "localhost";
+    env.client_addr = "127.0.0.1";
+    env.helo = q->myhostname;
+    env.protocol = "local";
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    env.arrival_sec = tv.tv_sec;
+    env.arrival_usec = tv.tv_usec;
+    env.rcpt_count = 1;
+    env.rcpts = &rcpt;
+    struct queue_writer *w = queue_writer_create(q->queue, &q->idgen, &env, new_id);
+    if (w == NULL) {
+        msg_warn("%s: cannot create the notification's queue file: %s", m->id, strerror(errno));
+        return -1;
+    }
+    struct bounce_info info;
+    memset(&info, 0, sizeof(info));
+    info.myhostname = q->myhostname;
+    info.mail_name = cfg_get(q->cfg, "mail_name");
+    info.postmaster = "postmaster";
+    info.queue_id = m->id;
+    info.msg = &m->msg;
+    info.fd = m->fd;
+    info.kind = kind;
+    info.rcpts = rcpts;
+    info.nrcpt = n;
+    info.headers_only = m->msg.env.ret == QUEUE_RET_HDRS || *m->msg.env.sender == '\0';
+    info.now = (long long)time(NULL);
+    info.boundary_seed = new_id;
+    info.size_limit = 50000;
+    if (bounce_compose(&info, emit_to_writer, w) != 0) {
+        msg_warn("%s: cannot compose the delivery status notification: %s", m->id, strerror(errno));
+        queue_writer_abort(w);
+        return -1;
+    }
+    struct bounce_job *b = xcalloc(1, sizeof(*b));
+    b->q = q;
+    b->w = w;
+    snprintf(b->orig_id, sizeof(b->orig_id), "%s", m->id);
+    snprintf(b->new_id, sizeof(b->new_id), "%s", new_id);
+    workq_submit(q->workq, bounce_commit_work, bounce_commit_done, b);
+    return 0;
+}
+
+static long long backoff_for(struct qmgr *q, struct qmsg *m)
+{
+    long long age = (long long)(now_secs() - m->arrival);
+    if (age > q->max_backoff)
+        age = q->max_backoff;
+    if (age < q->min_backoff)
+        age = q->min_backoff;
+    return age;
+}
+
+static void write_defer_log(struct qmgr *q, struct qmsg *m)
+{
+    char path[4200], tmp[4300];
+    snprintf(path, sizeof(path), "%s/%s", q->defer_dir, m->id);
+    snprintf(tmp, sizeof(tmp), "%s/.%s.tmp", q->defer_dir, m->id);
+    FILE *f = fopen(tmp, "w");
+    if (f == NULL) {
+        msg_warn("%s: cannot write %s: %s", m->id, tmp, strerror(errno));
+        return;
+    }
+    for (size_t i = 0; i < m->msg.env.rcpt_count; i++) {
+        struct rcpt_outcome *o = &m->outcome[i];
+        if (o->state == DLV_DEFERRED + 1)
+            fprintf(f, "%s\t%s\t%s\n", m->msg.env.rcpts[i].address, o->dsn, o->text);
+    }
+    if (fclose(f) != 0 || rename(tmp, path) != 0)
+        msg_warn("%s: cannot write %s: %s", m->id, path, strerror(errno));
+}
+
+static void remove_defer_log(struct qmgr *q, const char *id)
+{
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/%s", q->defer_dir, id);
+    unlink(path);
+}
+
+static unsigned dsn_code(const char *dsn)
+{
+    unsigned a = 0, b = 0, c = 0;
+    if (sscanf(dsn, "%u.%u.%u", &a, &b, &c) != 3)
+        return 0;
+    return QUEUE_DSN_CODE(a, b, c);
+}
+
+static void finish_message(struct qmsg *m)
+{
+    struct qmgr *q = m->q;
+    size_t n = m->msg.env.rcpt_count;
+    const char *sender = m->msg.env.sender;
+    int expired = 0;
+    double lifetime = *sender ? (double)q->max_lifetime : (double)q->bounce_lifetime;
+    size_t deferred = 0;
+    for (size_t i = 0; i < n; i++)
+        if (m->outcome[i].state == DLV_DEFERRED + 1)
+            deferred++;
+    if (deferred && now_secs() - m->arrival >= lifetime) {
+        expired = 1;
+        for (size_t i = 0; i < n; i++) {
+            struct rcpt_outcome *o = &m->outcome[i];
+            if (o->state != DLV_DEFERRED + 1)
+                continue;
+            o->state = DLV_BOUNCED + 1;
+            char text[sizeof(o->text)];
+            int used = snprintf(text, sizeof(text), "message expired after %.0f days: ", lifetime / 86400);
+            if (used > 0 && (size_t)used < sizeof(text))
+                snprintf(text + used, sizeof(text) - (size_t)used, "%.*s", (int)(sizeof(text) - (size_t)used - 1), o->text);
+            memcpy(o->text, text, sizeof(text));
+            o->dsn[0] = '5';
+        }
+        msg_info("%s: from=<%s>, status=expired, returned to sender", m->id, sender);
+        deferred = 0;
+    }
+    /* Mark final recipients in place. */
+    struct bounce_rcpt *failed = petrel_pool_zalloc(m->pool, (n ? n : 1) * sizeof(*failed));
+    struct bounce_rcpt *succeeded = petrel_pool_zalloc(m->pool, (n ? n : 1) * sizeof(*succeeded));
+    size_t nfailed = 0, nsucceeded = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct rcpt_outcome *o = &m->outcome[i];
+        const struct queue_rcpt *r = &m->msg.env.rcpts[i];
+        if (o->state == DLV_SENT + 1 || o->state == DLV_BOUNCED + 1) {
+            int status = o->state == DLV_SENT + 1 ? QUEUE_RCPT_DELIVERED : QUEUE_RCPT_BOUNCED;
+            if (queue_mark_rcpt_dsn(m->fd, &m->msg, i, status, dsn_code(o->dsn)) != 0)
+                msg_warn("%s: cannot mark recipient %s: %s", m->id, r->address, strerror(errno));
+        } else if (o->state == DLV_DEFERRED + 1) {
+            queue_mark_rcpt_dsn(m->fd, &m->msg, i, QUEUE_RCPT_DEFERRED, dsn_code(o->dsn));
+        }
+        if (o->state == 0)
+            continue;
+        struct bounce_rcpt br = {
+            .address = r->address, .orcpt = r->orcpt, .status = o->dsn,
+            .remote_mta = *o->relay && strcmp(o->relay, "none") && strchr(o->relay, '[')
+                              ? petrel_pool_printf(m->pool, "dns; %.*s", (int)strcspn(o->relay, "["), o->relay) : NULL,
+            .diagnostic = petrel_pool_printf(m->pool, "%s; %s", strchr(o->relay, '[') ? "smtp" : "x-unix", o->text),
+            .last_attempt = (long long)time(NULL),
+        };
+        unsigned notify = r->notify;
+        if (o->state == DLV_BOUNCED + 1 && (notify == 0 || (notify & QUEUE_NOTIFY_FAILURE))) {
+            br.action = "failed";
+            failed[nfailed++] = br;
+        } else if (o->state == DLV_SENT + 1 && (notify & QUEUE_NOTIFY_SUCCESS)) {
+            br.action = "delivered";
+            succeeded[nsucceeded++] = br;
+        }
+    }
+    char new_id[QUEUE_ID_MAX];
+    if (nfailed) {
+        if (*sender) {
+            if (send_dsn(q, m, "failure", failed, nfailed, "", sender, new_id) == 0)
+                msg_info("%s: sender non-delivery notification: %s", m->id, new_id);
+        } else if (strcasecmp(m->msg.env.helo ? m->msg.env.helo : "", q->myhostname) == 0 &&
+                   m->msg.env.protocol && strcmp(m->msg.env.protocol, "local") == 0 &&
+                   strcmp(m->msg.env.rcpts[0].address, q->postmaster) == 0) {
+            /* A notification to the postmaster that failed: nobody is left to tell. */
+            msg_warn("%s: undeliverable postmaster notification discarded", m->id);
+        } else {
+            /* Never a bounce to <>: the postmaster hears of it instead. */
+            if (send_dsn(q, m, "failure", failed, nfailed, "", q->postmaster, new_id) == 0)
+                msg_info("%s: postmaster non-delivery notification: %s", m->id, new_id);
+        }
+    }
+    if (nsucceeded && *sender) {
+        if (send_dsn(q, m, "success", succeeded, nsucceeded, "", sender, new_id) == 0)
+            msg_info("%s: sender delivery status notification: %s", m->id, new_id);
+    }
+    if (deferred) {
+        write_defer_log(q, m);
+        long long delay = backoff_for(q, m);
+        struct timespec times[2];
+        clock_gettime(CLOCK_REALTIME, &times[0]);
+        times[1] = times[0];
+        times[1].tv_sec += delay;
+        /* The next attempt time is the file's mtime (Postfix's convention). */
+        if (futimens(m->fd, times) != 0)
+            msg_warn("%s: cannot set the retry time: %s", m->id, strerror(errno));
+        if (queue_move(q->queue, m->id, QDIR_ACTIVE, QDIR_DEFERRED) != 0)
+            msg_warn("%s: cannot move to the deferred queue: %s", m->id, strerror(errno));
+    } else {
+        if (queue_remove(q->queue, m->id, QDIR_ACTIVE) != 0 && errno != ENOENT)
+            msg_warn("%s: cannot remove: %s", m->id, strerror(errno));
+        else
+            msg_info("%s: removed", m->id);
+        remove_defer_log(q, m->id);
+    }
+    (void)expired;
+    message_free(m);
+    if (q->intake_blocked && q->nactive < q->active_limit) {
+        q->intake_blocked = 0;
+        struct timeval soon = { 0, 0 };
+        evtimer_add(q->scan_timer, &soon);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* job completion                                                      */
+
+static void record(struct qmsg *m, size_t rcpt, const struct dlv_result *r)
+{
+    struct rcpt_outcome *o = &m->outcome[rcpt];
+    int rank = (int)r->status + 1;
+    /* Worst outcome wins: deferred over bounced over sent, so a recipient
+     * that expanded to several destinations is retried when any failed
+     * temporarily. */
+    int worse = o->state == 0 || (rank == DLV_DEFERRED + 1) ||
+                (rank == DLV_BOUNCED + 1 && o->state == DLV_SENT + 1);
+    if (!worse)
+        return;
+    o->state = rank;
+    snprintf(o->dsn, sizeof(o->dsn), "%s", r->dsn);
+    snprintf(o->text, sizeof(o->text), "%s", r->text);
+    snprintf(o->relay, sizeof(o->relay), "%s", r->relay);
+}
+
+static void job_done(struct qjob *j, const struct dlv_result *results)
+{
+    struct qmgr *q = j->m->q;
+    struct qmsg *m = j->m;
+    for (size_t i = 0; i < j->dj.nrcpt; i++) {
+        log_delivery(j, i, &results[i]);
+        record(m, j->rcpt_index[i], &results[i]);
+    }
+    struct dest *d = j->d;
+    d->active--;
+    q->deliveries--;
+    make_ready(q, d);
+    if (--m->jobs_left == 0)
+        finish_message(m);
+    dispatch(q);
+}
+
+static void smtp_job_done(void *arg, const struct dlv_result *results)
+{
+    job_done(arg, results);
+}
+
+/* mkdir -p of everything above path's last component (a Maildir path ends with '/'). */
+static void make_parents(const char *path)
+{
+    char buf[4096];
+    size_t len = strlen(path);
+    if (len == 0 || len >= sizeof(buf))
+        return;
+    memcpy(buf, path, len + 1);
+    while (len > 1 && buf[len - 1] == '/')
+        buf[--len] = '\0';
+    char *last = strrchr(buf, '/');
+    if (last == NULL || last == buf)
+        return;
+    *last = '\0';
+    for (char *p = buf + 1; *p; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            mkdir(buf, 0700);
+            *p = '/';
+        }
+    }
+    mkdir(buf, 0700);
+}
+
+static void local_job_work(void *arg)
+{
+    struct qjob *j = arg;
+    for (size_t i = 0; i < j->dj.nrcpt; i++) {
+        struct dlv_result *r = &j->results[i];
+        switch (j->kind) {
+        case ROUTE_MAILDIR:
+            /* virtual(8) creates the mailbox's parent directories (the
+             * domain directory under virtual_mailbox_base). */
+            make_parents(j->path);
+            maildir_deliver(j->path, &j->dj, i, r);
+            break;
+        case ROUTE_MBOX:
+            mbox_deliver(j->path, &j->dj, i, r);
+            break;
+        case ROUTE_PIPE: {
+            struct pipe_options opt;
+            memset(&opt, 0, sizeof(opt));
+            const char *argv_sh[] = { "/bin/sh", "-c", j->path, NULL };
+            opt.argv = j->path ? argv_sh : NULL;
+            opt.recipient_delimiter = cfg_get(j->m->q->cfg, "recipient_delimiter");
+            opt.timeout = 1000;
+            if (opt.argv == NULL) {
+                dlv_result_set(r, DLV_DEFERRED, "4.3.5", j->transport, "pipe transport without a command");
+                break;
+            }
+            pipe_deliver(&opt, &j->dj, i, r);
+            break;
+        }
+        default:
+            dlv_result_set(r, DLV_DEFERRED, "4.3.5", "none", "unsupported local route");
+            break;
+        }
+        if (j->kind != ROUTE_PIPE)
+            snprintf(r->relay, sizeof(r->relay), "%s", j->transport);
+    }
+}
+
+static void local_job_done(void *arg, int cancelled)
+{
+    job_done(arg, ((struct qjob *)arg)->results);
+}
+
+static void immediate_done(evutil_socket_t fd, short what, void *arg)
+{
+    job_done(arg, ((struct qjob *)arg)->results);
+}
+
+static void start_job(struct qmgr *q, struct qjob *j)
+{
+    gettimeofday(&j->started, NULL);
+    j->dj.rcpt_index = j->rcpt_index;
+    j->dj.rcpt_addr = j->rcpt_addr;
+    j->results = petrel_pool_zalloc(j->m->pool, j->dj.nrcpt * sizeof(*j->results));
+    switch (j->kind) {
+    case ROUTE_SMTP:
+        smtp_client_deliver(q->smtp, &j->dj, smtp_job_done, j);
+        return;
+    case ROUTE_LMTP:
+        smtp_client_deliver(q->lmtp, &j->dj, smtp_job_done, j);
+        return;
+    case ROUTE_MAILDIR:
+    case ROUTE_MBOX:
+    case ROUTE_PIPE:
+        workq_submit(q->workq, local_job_work, local_job_done, j);
+        return;
+    case ROUTE_DISCARD:
+    case ROUTE_ERROR:
+    case ROUTE_RETRY:
+        for (size_t i = 0; i < j->dj.nrcpt; i++) {
+            if (j->kind == ROUTE_DISCARD)
+                dlv_result_set(&j->results[i], DLV_SENT, "2.0.0", "none", "discarded");
+            else
+                dlv_result_set(&j->results[i], j->kind == ROUTE_ERROR ? DLV_BOUNCED : DLV_DEFERRED, j->path,
+                               "none", "%s", j->dj.nexthop ? j->dj.nexthop : "mail transport unavailable");
+        }
+        /* Answer on the next loop turn: results never arrive before the call returns. */
+        event_base_once(q->base, -1, EV_TIMEOUT, immediate_done, j, &(struct timeval){ 0, 0 });
+        return;
+    }
+}
+
+static void dispatch(struct qmgr *q)
+{
+    while (q->ready_head && q->deliveries < q->delivery_limit) {
+        struct dest *d = q->ready_head;
+        q->ready_head = d->next_ready;
+        if (q->ready_head == NULL)
+            q->ready_tail = NULL;
+        d->in_ready = 0;
+        if (d->head == NULL || d->active >= d->limit)
+            continue;
+        struct qjob *j = d->head;
+        d->head = j->next;
+        if (d->head == NULL)
+            d->tail = NULL;
+        d->active++;
+        q->deliveries++;
+        /* Round robin: a destination with more work goes to the back. */
+        make_ready(q, d);
+        start_job(q, j);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* taking a message                                                    */
+
+static struct qjob *new_job(struct qmsg *m, const struct route *rt, size_t cap)
+{
+    struct qjob *j = petrel_pool_zalloc(m->pool, sizeof(*j));
+    j->m = m;
+    j->kind = rt->kind;
+    j->transport = rt->transport;
+    j->path = rt->kind == ROUTE_ERROR || rt->kind == ROUTE_RETRY ? rt->dsn : rt->path;
+    j->uid = rt->uid;
+    j->gid = rt->gid;
+    j->cap = cap;
+    j->rcpt_index = petrel_pool_alloc(m->pool, cap * sizeof(size_t));
+    j->rcpt_addr = petrel_pool_alloc(m->pool, cap * sizeof(char *));
+    j->dj.queue_id = m->id;
+    j->dj.fd = m->fd;
+    j->dj.msg = &m->msg;
+    j->dj.sender = m->msg.env.sender;
+    j->dj.nexthop = rt->nexthop;
+    m->jobs_left++;
+    return j;
+}
+
+static int groupable(enum route_kind k)
+{
+    return k == ROUTE_SMTP || k == ROUTE_LMTP || k == ROUTE_ERROR || k == ROUTE_RETRY || k == ROUTE_DISCARD;
+}
+
+static void schedule_message(struct qmgr *q, struct qmsg *m)
+{
+    size_t n = m->msg.env.rcpt_count;
+    struct qjob **open_jobs = petrel_pool_zalloc(m->pool, (n * 4 + 4) * sizeof(*open_jobs));
+    size_t nopen = 0;
+    size_t nrcpt_pending = 0;
+    for (size_t i = 0; i < n; i++) {
+        int status = m->msg.rcpt_state[i].status;
+        if (status == QUEUE_RCPT_DELIVERED || status == QUEUE_RCPT_BOUNCED)
+            continue;
+        nrcpt_pending++;
+        struct route_list routes;
+        router_route(q->router, m->msg.env.sender, m->msg.env.rcpts[i].address, m->pool, &routes);
+        for (size_t k = 0; k < routes.count; k++) {
+            struct route *rt = &routes.items[k];
+            struct qjob *j = NULL;
+            if (groupable(rt->kind)) {
+                for (size_t o = 0; o < nopen; o++) {
+                    struct qjob *c = open_jobs[o];
+                    if (c->kind == rt->kind && strcmp(c->transport, rt->transport) == 0 &&
+                        strcmp(c->dj.nexthop ? c->dj.nexthop : "", rt->nexthop ? rt->nexthop : "") == 0 &&
+                        (c->kind != ROUTE_ERROR || strcmp(c->path, rt->dsn) == 0) && c->dj.nrcpt < c->cap) {
+                        j = c;
+                        break;
+                    }
+                }
+            }
+            if (j == NULL) {
+                j = new_job(m, rt, groupable(rt->kind) ? q->dest_rcpt_limit : 1);
+                if (groupable(rt->kind) && nopen < n * 4 + 4)
+                    open_jobs[nopen++] = j;
+                j->d = dest_get(q, rt->transport, rt->kind == ROUTE_SMTP || rt->kind == ROUTE_LMTP ? rt->nexthop
+                                                                                                   : rt->path);
+                enqueue_job(q, j);
+            }
+            j->rcpt_index[j->dj.nrcpt] = i;
+            j->rcpt_addr[j->dj.nrcpt] = rt->address;
+            j->dj.nrcpt++;
+        }
+    }
+    msg_info("%s: from=<%s>, size=%llu, nrcpt=%zu (queue active)", m->id, m->msg.env.sender,
+             m->msg.content_length, nrcpt_pending);
+    if (m->jobs_left == 0)
+        finish_message(m);
+    else
+        dispatch(q);
+}
+
+static void take_message(struct qmgr *q, const char *id, enum queue_dir from)
+{
+    if (q->stopping)
+        return;
+    for (struct qmsg *x = q->messages; x; x = x->next)
+        if (strcmp(x->id, id) == 0)
+            return;   /* already ours (an event and a scan both saw it) */
+    if (q->nactive >= q->active_limit) {
+        q->intake_blocked = 1;
+        return;
+    }
+    int fd = openat(queue_dir_fd(q->queue, from), id, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return;   /* deleted meanwhile (petrelctl, an abort): nothing to do */
+    struct qmsg *m = xcalloc(1, sizeof(*m));
+    m->q = q;
+    m->fd = fd;
+    m->pool = petrel_pool_create(4096);
+    snprintf(m->id, sizeof(m->id), "%s", id);
+    char *error = NULL;
+    if (queue_message_read_fd(fd, m->id, m->pool, &m->msg, &error) != 0) {
+        int err = errno;
+        close(fd);
+        petrel_pool_destroy(m->pool);
+        free(m);
+        if (err == ENODATA && from == QDIR_INCOMING)
+            return;   /* still being written: the close will tell us */
+        msg_warn("%s: moving damaged queue file to corrupt: %s", id, error ? error : strerror(err));
+        queue_move(q->queue, id, from, QDIR_CORRUPT);
+        return;
+    }
+    if (from != QDIR_ACTIVE && queue_move(q->queue, id, from, QDIR_ACTIVE) != 0) {
+        msg_warn("%s: cannot move to the active queue: %s", id, strerror(errno));
+        close(fd);
+        petrel_pool_destroy(m->pool);
+        free(m);
+        return;
+    }
+    m->arrival = (double)m->msg.env.arrival_sec + m->msg.env.arrival_usec / 1e6;
+    gettimeofday(&m->t_active, NULL);
+    m->outcome = petrel_pool_zalloc(m->pool, (m->msg.env.rcpt_count ? m->msg.env.rcpt_count : 1) *
+                                                 sizeof(*m->outcome));
+    m->next = q->messages;
+    if (q->messages)
+        q->messages->prev = m;
+    q->messages = m;
+    q->nactive++;
+    schedule_message(q, m);
+}
+
+/* ------------------------------------------------------------------ */
+/* intake: inotify, scans, signals                                     */
+
+static void on_inotify(evutil_socket_t fd, short what, void *arg)
+{
+    struct qmgr *q = arg;
+    char buf[16384] __attribute__((aligned(__alignof__(struct inotify_event))));
+    for (;;) {
+        ssize_t n = read(fd, buf, sizeof(buf));
+        if (n <= 0)
+            break;
+        for (char *p = buf; p < buf + n;) {
+            struct inotify_event *ev = (struct inotify_event *)p;
+            if (ev->mask & IN_Q_OVERFLOW) {
+                /* Events were lost: let a scan find the files. */
+                struct timeval soon = { 0, 0 };
+                evtimer_add(q->scan_timer, &soon);
+            } else if (ev->len && queue_id_valid(ev->name)) {
+                take_message(q, ev->name, QDIR_INCOMING);
+            }
+            p += sizeof(*ev) + ev->len;
+        }
+    }
+}
+
+struct scan_ctx {
+    struct qmgr *q;
+    enum queue_dir dir;
+    time_t now;
+};
+
+static void scan_one(void *arg, const char *id)
+{
+    struct scan_ctx *c = arg;
+    struct stat st;
+    if (fstatat(queue_dir_fd(c->q->queue, c->dir), id, &st, AT_SYMLINK_NOFOLLOW) != 0)
+        return;
+    if (c->dir == QDIR_INCOMING && c->now - st.st_mtime < STALE_INCOMING_SECONDS)
+        return;   /* maybe still being written or committed: inotify reports it */
+    if (c->dir == QDIR_DEFERRED && st.st_mtime > c->now)
+        return;   /* not due yet */
+    take_message(c->q, id, c->dir);
+}
+
+static void scan_dir(struct qmgr *q, enum queue_dir dir)
+{
+    struct scan_ctx c = { q, dir, time(NULL) };
+    queue_scan(q->queue, dir, scan_one, &c);
+}
+
+static void on_scan(evutil_socket_t fd, short what, void *arg)
+{
+    struct qmgr *q = arg;
+    scan_dir(q, QDIR_INCOMING);
+    struct timeval again = { STALE_INCOMING_SECONDS, 0 };
+    evtimer_add(q->scan_timer, &again);
+}
+
+static void on_deferred_scan(evutil_socket_t fd, short what, void *arg)
+{
+    struct qmgr *q = arg;
+    scan_dir(q, QDIR_DEFERRED);
+    struct timeval again = { (time_t)q->run_delay, 0 };
+    evtimer_add(q->deferred_timer, &again);
+}
+
+static void on_flush(evutil_socket_t sig, short what, void *arg)
+{
+    struct qmgr *q = arg;
+    msg_info("flush requested: scanning the deferred queue");
+    scan_dir(q, QDIR_INCOMING);
+    scan_dir(q, QDIR_DEFERRED);
+}
+
+static void stop_now(evutil_socket_t fd, short what, void *arg)
+{
+    struct qmgr *q = arg;
+    event_base_loopbreak(q->base);
+}
+
+static void on_sigterm(evutil_socket_t sig, short what, void *arg)
+{
+    struct qmgr *q = arg;
+    q->stopping = 1;
+    if (q->deliveries == 0) {
+        event_base_loopexit(q->base, NULL);
+        return;
+    }
+    /* Deliveries in flight get a moment to finish; messages left in active/
+     * are taken again at the next start (at worst delivered twice). */
+    struct timeval grace = { 5, 0 };
+    q->stop_timer = evtimer_new(q->base, stop_now, q);
+    evtimer_add(q->stop_timer, &grace);
+}
+
+static void on_sighup(evutil_socket_t sig, short what, void *arg)
+{
+    /* The master replaces the queue manager on reload. */
+}
+
+static enum smtp_tls_level tls_level(const char *s)
+{
+    if (s == NULL || *s == '\0' || strcasecmp(s, "none") == 0)
+        return SMTP_TLS_NONE;
+    if (strcasecmp(s, "may") == 0)
+        return SMTP_TLS_MAY;
+    if (strcasecmp(s, "encrypt") == 0)
+        return SMTP_TLS_ENCRYPT;
+    if (strcasecmp(s, "verify") == 0)
+        return SMTP_TLS_VERIFY;
+    return SMTP_TLS_SECURE;
+}
+
+int qmgr_main(const struct qmgr_args *args)
+{
+    struct qmgr q;
+    memset(&q, 0, sizeof(q));
+    log_set_role("qmgr");
+    signal(SIGPIPE, SIG_IGN);
+    const struct cfg *cfg = args->cfg;
+    q.cfg = cfg;
+    q.queue = args->queue;
+    q.base = event_base_new();
+    q.workq = workq_create(q.base, 4);
+    queue_id_gen_init(&q.idgen, (unsigned)getpid());
+    q.tables = tbl_registry_new();
+    q.myhostname = cfg_get(cfg, "myhostname");
+    q.postmaster = cfg_get(cfg, "2bounce_notice_recipient");
+    if (q.postmaster == NULL || *q.postmaster == '\0')
+        q.postmaster = "postmaster";
+    q.postmaster = strchr(q.postmaster, '@') ? xstrdup(q.postmaster)
+                                             : (char *)petrel_pool_printf(petrel_pool_create(256), "%s@%s",
+                                                                          q.postmaster, cfg_get(cfg, "myorigin"));
+    q.active_limit = (unsigned)cfg_int(cfg, "qmgr_message_active_limit");
+    if (q.active_limit == 0)
+        q.active_limit = 20000;
+    q.delivery_limit = GLOBAL_DELIVERY_LIMIT;
+    q.dest_limit = (unsigned)cfg_int(cfg, "default_destination_concurrency_limit");
+    q.dest_rcpt_limit = (unsigned)cfg_int(cfg, "default_destination_recipient_limit");
+    if (q.dest_rcpt_limit == 0)
+        q.dest_rcpt_limit = 50;
+    q.min_backoff = cfg_int(cfg, "minimal_backoff_time");
+    q.max_backoff = cfg_int(cfg, "maximal_backoff_time");
+    q.run_delay = cfg_int(cfg, "queue_run_delay");
+    if (q.run_delay <= 0)
+        q.run_delay = 300;
+    q.max_lifetime = cfg_int(cfg, "maximal_queue_lifetime");
+    q.bounce_lifetime = cfg_int(cfg, "bounce_queue_lifetime");
+    snprintf(q.defer_dir, sizeof(q.defer_dir), "%s/defer", cfg_get(cfg, "queue_directory"));
+    mkdir(q.defer_dir, 0700);
+
+    char *error = NULL;
+    q.router = router_create(cfg, q.tables, &error);
+    if (q.router == NULL)
+        msg_fatal("%s", error);
+    q.dns = dns_resolver_create(q.base, cfg_get(cfg, "dns_resolver"), &error);
+    if (q.dns == NULL)
+        msg_fatal("dns_resolver: %s", error);
+    struct smtp_client_settings smtp_set;
+    memset(&smtp_set, 0, sizeof(smtp_set));
+    smtp_set.helo_name = cfg_get(cfg, "myhostname");
+    smtp_set.myhostname = q.myhostname;
+    smtp_set.dns = q.dns;
+    smtp_set.tls_level = tls_level(cfg_get(cfg, "smtp_tls_security_level"));
+    smtp_set.tls_cafile = cfg_get(cfg, "smtp_tls_CAfile");
+    smtp_set.connect_timeout = 30;
+    smtp_set.helo_timeout = smtp_set.mail_timeout = smtp_set.rcpt_timeout = 300;
+    smtp_set.data_timeout = 120;
+    smtp_set.data_done_timeout = 600;
+    smtp_set.quit_timeout = 300;
+    smtp_set.connection_cache_time = 2;
+    smtp_set.default_port = 25;
+    q.smtp = smtp_client_create(q.base, &smtp_set, &error);
+    if (q.smtp == NULL)
+        msg_fatal("smtp client: %s", error);
+    smtp_set.lmtp = 1;
+    smtp_set.default_port = 24;
+    q.lmtp = smtp_client_create(q.base, &smtp_set, &error);
+    if (q.lmtp == NULL)
+        msg_fatal("lmtp client: %s", error);
+
+    q.inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (q.inotify_fd < 0)
+        msg_fatal("inotify_init1: %s", strerror(errno));
+    char incoming[4200];
+    snprintf(incoming, sizeof(incoming), "/proc/self/fd/%d", queue_dir_fd(q.queue, QDIR_INCOMING));
+    if (inotify_add_watch(q.inotify_fd, incoming, IN_CLOSE_WRITE | IN_MOVED_TO) < 0)
+        msg_fatal("inotify_add_watch %s: %s", incoming, strerror(errno));
+    q.inotify_ev = event_new(q.base, q.inotify_fd, EV_READ | EV_PERSIST, on_inotify, &q);
+    event_add(q.inotify_ev, NULL);
+    q.scan_timer = evtimer_new(q.base, on_scan, &q);
+    q.deferred_timer = evtimer_new(q.base, on_deferred_scan, &q);
+    q.sig_term = evsignal_new(q.base, SIGTERM, on_sigterm, &q);
+    q.sig_flush = evsignal_new(q.base, SIGUSR2, on_flush, &q);
+    q.sig_hup = evsignal_new(q.base, SIGHUP, on_sighup, &q);
+    event_add(q.sig_term, NULL);
+    event_add(q.sig_flush, NULL);
+    event_add(q.sig_hup, NULL);
+
+    /* Messages left in active/ (by the recovery scan or a previous queue
+     * manager) are ours at once; incoming/ and deferred/ follow. */
+    scan_dir(&q, QDIR_ACTIVE);
+    scan_dir(&q, QDIR_INCOMING);
+    struct timeval first = { 1, 0 };
+    evtimer_add(q.scan_timer, &first);
+    struct timeval now0 = { 0, 0 };
+    evtimer_add(q.deferred_timer, &now0);
+
+    event_base_dispatch(q.base);
+
+    smtp_client_free(q.smtp);
+    smtp_client_free(q.lmtp);
+    workq_destroy(q.workq);
+    return 0;
+}

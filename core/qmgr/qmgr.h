@@ -1,0 +1,16 @@
+/* The queue manager role (see qmgr.c). */
+#ifndef PETREL_QMGR_QMGR_H
+#define PETREL_QMGR_QMGR_H
+
+struct cfg;
+struct queue;
+
+struct qmgr_args {
+    const struct cfg *cfg;
+    struct queue *queue;      /* opened before privileges were dropped */
+};
+
+/* Runs the queue manager until SIGTERM; returns the exit status. */
+int qmgr_main(const struct qmgr_args *args);
+
+#endif

@@ -1,0 +1,574 @@
+/*
+ * Routing (see route.h). Lookups follow Postfix's key order for address
+ * maps (user+ext@domain, user@domain, @domain) and for aliases (local part,
+ * then without the extension). Rewriting is breadth-first over a work list
+ * with a visited set: an address that maps back to itself is delivered as
+ * is (Postfix's rule), a longer cycle or more than 1000 expansions is a
+ * 5.4.6 loop.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "config/config.h"
+#include "lib/log.h"
+#include "lib/xalloc.h"
+#include "qmgr/route.h"
+#include "tables/table.h"
+
+#define EXPANSION_LIMIT 1000
+#define RECURSION_LIMIT 100
+
+struct maplist {
+    struct tbl **tables;
+    size_t n;
+};
+
+struct router {
+    const struct cfg *cfg;
+    const char *myorigin, *mailbox_base, *home_mailbox, *spool, *delimiter, *relayhost;
+    const char *local_transport, *virtual_transport, *relay_transport, *default_transport;
+    const char *const *mydestination, *const *relay_domains, *const *valias_domains, *const *vmailbox_domains;
+    struct maplist valias, vmailbox, vuid, vgid, aliases, transport, sender_relay, canonical, rcpt_canonical;
+};
+
+static int open_maps(const struct cfg *cfg, struct tbl_registry *reg, const char *param, struct maplist *out,
+                     int optional_default, char **error)
+{
+    const char *const *specs = cfg_list(cfg, param);
+    size_t n = 0;
+    while (specs[n])
+        n++;
+    out->tables = xcalloc(n ? n : 1, sizeof(*out->tables));
+    out->n = 0;
+    for (size_t i = 0; i < n; i++) {
+        char *why = NULL;
+        struct tbl *t = tbl_open(reg, specs[i], TBL_FLAG_FOLD_CASE, &why);
+        if (t == NULL) {
+            if (optional_default && cfg_is_default(cfg, param)) {
+                /* Postfix's default alias_maps (hash:/etc/aliases) needs a
+                 * table type Petrel may not have: run without it, say so once. */
+                msg_info("%s: %s; local aliases are not used (set alias_maps to change this)", param, why);
+                free(why);
+                continue;
+            }
+            size_t len = strlen(param) + (why ? strlen(why) : 0) + 8;
+            *error = xmalloc(len);
+            snprintf(*error, len, "%s: %s", param, why ? why : "cannot open table");
+            free(why);
+            return -1;
+        }
+        out->tables[out->n++] = t;
+    }
+    return 0;
+}
+
+static void close_maps(struct maplist *m)
+{
+    for (size_t i = 0; i < m->n; i++)
+        tbl_close(m->tables[i]);
+    free(m->tables);
+}
+
+struct router *router_create(const struct cfg *cfg, struct tbl_registry *reg, char **error)
+{
+    struct router *r = xcalloc(1, sizeof(*r));
+    r->cfg = cfg;
+    r->myorigin = cfg_get(cfg, "myorigin");
+    r->mailbox_base = cfg_get(cfg, "virtual_mailbox_base");
+    r->home_mailbox = cfg_get(cfg, "home_mailbox");
+    r->spool = cfg_get(cfg, "mail_spool_directory");
+    r->delimiter = cfg_get(cfg, "recipient_delimiter");
+    r->relayhost = cfg_get(cfg, "relayhost");
+    r->local_transport = cfg_get(cfg, "local_transport");
+    r->virtual_transport = cfg_get(cfg, "virtual_transport");
+    r->relay_transport = cfg_get(cfg, "relay_transport");
+    r->default_transport = cfg_get(cfg, "default_transport");
+    r->mydestination = cfg_list(cfg, "mydestination");
+    r->relay_domains = cfg_list(cfg, "relay_domains");
+    r->valias_domains = cfg_list(cfg, "virtual_alias_domains");
+    r->vmailbox_domains = cfg_list(cfg, "virtual_mailbox_domains");
+    if (open_maps(cfg, reg, "virtual_alias_maps", &r->valias, 0, error) ||
+        open_maps(cfg, reg, "virtual_mailbox_maps", &r->vmailbox, 0, error) ||
+        open_maps(cfg, reg, "virtual_uid_maps", &r->vuid, 0, error) ||
+        open_maps(cfg, reg, "virtual_gid_maps", &r->vgid, 0, error) ||
+        open_maps(cfg, reg, "alias_maps", &r->aliases, 1, error) ||
+        open_maps(cfg, reg, "transport_maps", &r->transport, 0, error) ||
+        open_maps(cfg, reg, "sender_dependent_relayhost_maps", &r->sender_relay, 0, error) ||
+        open_maps(cfg, reg, "canonical_maps", &r->canonical, 0, error) ||
+        open_maps(cfg, reg, "recipient_canonical_maps", &r->rcpt_canonical, 0, error)) {
+        router_free(r);
+        return NULL;
+    }
+    return r;
+}
+
+void router_free(struct router *r)
+{
+    if (r == NULL)
+        return;
+    close_maps(&r->valias);
+    close_maps(&r->vmailbox);
+    close_maps(&r->vuid);
+    close_maps(&r->vgid);
+    close_maps(&r->aliases);
+    close_maps(&r->transport);
+    close_maps(&r->sender_relay);
+    close_maps(&r->canonical);
+    close_maps(&r->rcpt_canonical);
+    free(r);
+}
+
+/* ------------------------------------------------------------------ */
+/* lookups                                                             */
+
+/* 1 found (*value copied into pool), 0 not, -1 error */
+static int maps_get(struct maplist *m, const char *key, petrel_pool *pool, const char **value)
+{
+    for (size_t i = 0; i < m->n; i++) {
+        const char *v;
+        int rc = tbl_lookup(m->tables[i], key, &v);
+        if (rc == TBL_ERROR)
+            return -1;
+        if (rc == TBL_FOUND) {
+            *value = petrel_pool_strdup(pool, v);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+struct addr_parts {
+    const char *local;      /* without extension */
+    const char *extension;  /* or NULL */
+    const char *domain;     /* "" when none */
+    const char *full_local; /* with extension */
+};
+
+static void split_address(const char *address, const char *delimiter, petrel_pool *pool, struct addr_parts *p)
+{
+    const char *at = strrchr(address, '@');
+    p->full_local = at ? petrel_pool_strndup(pool, address, (size_t)(at - address)) : petrel_pool_strdup(pool, address);
+    p->domain = at ? petrel_pool_strdup(pool, at + 1) : "";
+    p->local = p->full_local;
+    p->extension = NULL;
+    if (delimiter && *delimiter && strcasecmp(p->full_local, "postmaster") != 0) {
+        size_t cut = strcspn(p->full_local, delimiter);
+        if (p->full_local[cut] && cut > 0) {
+            p->local = petrel_pool_strndup(pool, p->full_local, cut);
+            p->extension = petrel_pool_strdup(pool, p->full_local + cut + 1);
+        }
+    }
+}
+
+/* Postfix's address map order: user+ext@domain, user@domain, @domain. */
+static int address_lookup(struct maplist *m, const struct addr_parts *a, petrel_pool *pool, const char **value)
+{
+    if (m->n == 0)
+        return 0;
+    char *key = petrel_pool_printf(pool, "%s@%s", a->full_local, a->domain);
+    int rc = maps_get(m, key, pool, value);
+    if (rc != 0)
+        return rc;
+    if (a->extension) {
+        key = petrel_pool_printf(pool, "%s@%s", a->local, a->domain);
+        if ((rc = maps_get(m, key, pool, value)) != 0)
+            return rc;
+    }
+    if (*a->domain) {
+        key = petrel_pool_printf(pool, "@%s", a->domain);
+        return maps_get(m, key, pool, value);
+    }
+    return 0;
+}
+
+static int in_domains(const char *const *list, const char *domain)
+{
+    for (; list && *list; list++)
+        if (strcasecmp(*list, domain) == 0)
+            return 1;
+    return 0;
+}
+
+static int relay_domain(const struct router *r, const char *domain)
+{
+    for (const char *const *p = r->relay_domains; p && *p; p++) {
+        const char *d = **p == '.' ? *p + 1 : *p;
+        size_t dl = strlen(d), nl = strlen(domain);
+        if (strcasecmp(domain, d) == 0 ||
+            (nl > dl && domain[nl - dl - 1] == '.' && strcasecmp(domain + nl - dl, d) == 0))
+            return 1;
+    }
+    return 0;
+}
+
+static struct route *add_route(struct route_list *out, petrel_pool *pool, size_t *cap)
+{
+    if (out->count == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 4;
+        struct route *grown = petrel_pool_zalloc(pool, ncap * sizeof(*grown));
+        if (out->count)
+            memcpy(grown, out->items, out->count * sizeof(*grown));
+        out->items = grown;
+        *cap = ncap;
+    }
+    struct route *rt = &out->items[out->count++];
+    memset(rt, 0, sizeof(*rt));
+    rt->uid = rt->gid = -1;
+    return rt;
+}
+
+static void route_error(struct route *rt, const char *address, const char *dsn, const char *text)
+{
+    rt->kind = dsn[0] == '4' ? ROUTE_RETRY : ROUTE_ERROR;
+    rt->transport = dsn[0] == '4' ? "retry" : "error";
+    rt->address = address;
+    rt->dsn = dsn;
+    rt->nexthop = text;
+}
+
+/* "transport:nexthop" -> route; nexthop may be empty (the class's default). */
+static void apply_transport(const struct router *r, struct route *rt, const char *spec, const char *default_nexthop,
+                            petrel_pool *pool)
+{
+    const char *colon = strchr(spec, ':');
+    char *name = colon ? petrel_pool_strndup(pool, spec, (size_t)(colon - spec)) : petrel_pool_strdup(pool, spec);
+    const char *nexthop = colon && colon[1] ? colon + 1 : default_nexthop;
+    rt->transport = name;
+    rt->nexthop = nexthop;
+    if (strcmp(name, "smtp") == 0 || strcmp(name, "relay") == 0) {
+        rt->kind = ROUTE_SMTP;
+    } else if (strcmp(name, "lmtp") == 0) {
+        rt->kind = ROUTE_LMTP;
+    } else if (strcmp(name, "discard") == 0) {
+        rt->kind = ROUTE_DISCARD;
+    } else if (strcmp(name, "error") == 0) {
+        rt->kind = ROUTE_ERROR;
+        rt->dsn = "5.0.0";
+        rt->nexthop = colon && colon[1] ? colon + 1 : "mail transport unavailable";
+    } else if (strcmp(name, "retry") == 0) {
+        rt->kind = ROUTE_RETRY;
+        rt->dsn = "4.0.0";
+        rt->nexthop = colon && colon[1] ? colon + 1 : "mail transport unavailable";
+    } else {
+        /* A master.cf service of that name: its command decides. */
+        for (size_t i = 0; i < cfg_service_count(r->cfg); i++) {
+            const struct master_service *svc = cfg_service(r->cfg, i);
+            if (strcmp(svc->name, name) != 0)
+                continue;
+            switch (svc->role) {
+            case ROLE_SMTP: rt->kind = ROUTE_SMTP; return;
+            case ROLE_LMTP: rt->kind = ROUTE_LMTP; return;
+            case ROLE_PIPE: rt->kind = ROUTE_PIPE; rt->path = NULL; return;
+            case ROLE_DISCARD: rt->kind = ROUTE_DISCARD; return;
+            case ROLE_ERROR:
+                rt->kind = ROUTE_ERROR;
+                rt->dsn = "5.0.0";
+                rt->nexthop = colon && colon[1] ? colon + 1 : "mail transport unavailable";
+                return;
+            default:
+                break;
+            }
+        }
+        rt->kind = ROUTE_RETRY;
+        rt->dsn = "4.3.0";
+        rt->nexthop = petrel_pool_printf(pool, "mail transport unavailable: no transport \"%s\"", name);
+    }
+}
+
+/* transport_maps: the full address, then the domain and its parents, then "*". */
+static int transport_lookup(struct router *r, const struct addr_parts *a, petrel_pool *pool, const char **value)
+{
+    if (r->transport.n == 0)
+        return 0;
+    char *key = petrel_pool_printf(pool, "%s@%s", a->full_local, a->domain);
+    int rc = maps_get(&r->transport, key, pool, value);
+    if (rc != 0)
+        return rc;
+    const char *d = a->domain;
+    if (*d && (rc = maps_get(&r->transport, d, pool, value)) != 0)
+        return rc;
+    for (const char *dot = strchr(d, '.'); dot; dot = strchr(dot + 1, '.'))
+        if ((rc = maps_get(&r->transport, dot, pool, value)) != 0)
+            return rc;
+    return maps_get(&r->transport, "*", pool, value);
+}
+
+static int local_delivery(struct router *r, const char *address, const struct addr_parts *a, petrel_pool *pool,
+                          struct route *rt)
+{
+    rt->transport = "local";
+    rt->address = address;
+    rt->user = a->local;
+    rt->extension = a->extension;
+    char *lower = petrel_pool_strdup(pool, a->local);
+    for (char *p = lower; *p; p++)
+        *p = (char)tolower((unsigned char)*p);
+    struct passwd pw, *found = NULL;
+    char buf[4096];
+    if (getpwnam_r(lower, &pw, buf, sizeof(buf), &found) != 0 || found == NULL) {
+        route_error(rt, address, "5.1.1", petrel_pool_printf(pool, "<%s>: unknown user: \"%s\"", address, lower));
+        rt->transport = "local";
+        return 0;
+    }
+    rt->uid = (long)pw.pw_uid;
+    rt->gid = (long)pw.pw_gid;
+    if (r->home_mailbox && *r->home_mailbox) {
+        const char *hm = r->home_mailbox;
+        rt->path = petrel_pool_printf(pool, "%s/%s", pw.pw_dir, hm);
+        rt->kind = hm[strlen(hm) - 1] == '/' ? ROUTE_MAILDIR : ROUTE_MBOX;
+    } else {
+        rt->path = petrel_pool_printf(pool, "%s/%s", r->spool && *r->spool ? r->spool : "/var/mail", lower);
+        rt->kind = ROUTE_MBOX;
+    }
+    return 0;
+}
+
+static int virtual_delivery(struct router *r, const char *address, const struct addr_parts *a, petrel_pool *pool,
+                            struct route *rt)
+{
+    const char *mailbox = NULL;
+    rt->transport = "virtual";
+    rt->address = address;
+    rt->user = a->local;
+    rt->extension = a->extension;
+    int rc = address_lookup(&r->vmailbox, a, pool, &mailbox);
+    if (rc < 0) {
+        route_error(rt, address, "4.3.0", "virtual_mailbox_maps lookup failure");
+        return -1;
+    }
+    if (rc == 0) {
+        route_error(rt, address, "5.1.1",
+                    petrel_pool_printf(pool, "<%s>: User unknown in virtual mailbox table", address));
+        rt->transport = "virtual";
+        return 0;
+    }
+    if (mailbox[0] == '/' || strstr(mailbox, "../")) {
+        /* Postfix: virtual mailbox paths are relative to virtual_mailbox_base */
+        route_error(rt, address, "4.3.0", petrel_pool_printf(pool, "bad virtual mailbox path \"%s\"", mailbox));
+        return -1;
+    }
+    rt->path = petrel_pool_printf(pool, "%s/%s", r->mailbox_base, mailbox);
+    rt->kind = mailbox[strlen(mailbox) - 1] == '/' ? ROUTE_MAILDIR : ROUTE_MBOX;
+    const char *id = NULL;
+    if (address_lookup(&r->vuid, a, pool, &id) == 1)
+        rt->uid = strtol(id, NULL, 10);
+    if (address_lookup(&r->vgid, a, pool, &id) == 1)
+        rt->gid = strtol(id, NULL, 10);
+    return 0;
+}
+
+/* Splits an alias/virtual alias value into addresses (commas and white space). */
+static char **split_targets(const char *value)
+{
+    return cfg_split_list(value);
+}
+
+static const char *qualify(const struct router *r, const char *addr, petrel_pool *pool)
+{
+    if (strchr(addr, '@') || addr[0] == '|' || addr[0] == '/' || strncmp(addr, ":include:", 9) == 0)
+        return petrel_pool_strdup(pool, addr);
+    return petrel_pool_printf(pool, "%s@%s", addr, r->myorigin);
+}
+
+int router_route(struct router *r, const char *sender, const char *recipient, petrel_pool *pool,
+                 struct route_list *out)
+{
+    size_t cap = 0;
+    out->items = NULL;
+    out->count = 0;
+    /* work list of (address, depth, local-aliases-applied) */
+    struct item { const char *address; int depth; int aliased; } *work = NULL;
+    size_t nwork = 0, wcap = 0, expansions = 0;
+    const char **seen = NULL;
+    size_t nseen = 0, scap = 0;
+    int status = 0;
+
+    const char *start = recipient;
+    if (r->rcpt_canonical.n || r->canonical.n) {
+        struct addr_parts a;
+        split_address(recipient, r->delimiter, pool, &a);
+        const char *v = NULL;
+        if (address_lookup(&r->rcpt_canonical, &a, pool, &v) == 1 || address_lookup(&r->canonical, &a, pool, &v) == 1)
+            start = qualify(r, v, pool);
+    }
+#define PUSH(addr, d, al)                                                                  \
+    do {                                                                                   \
+        if (nwork == wcap) {                                                               \
+            wcap = wcap ? wcap * 2 : 8;                                                    \
+            struct item *g = petrel_pool_alloc(pool, wcap * sizeof(*g));                   \
+            if (nwork)                                                                     \
+                memcpy(g, work, nwork * sizeof(*g));                                       \
+            work = g;                                                                      \
+        }                                                                                  \
+        work[nwork].address = (addr);                                                      \
+        work[nwork].depth = (d);                                                           \
+        work[nwork].aliased = (al);                                                        \
+        nwork++;                                                                           \
+    } while (0)
+    PUSH(start, 0, 0);
+    for (size_t w = 0; w < nwork; w++) {
+        const char *address = work[w].address;
+        int depth = work[w].depth;
+        if (++expansions > EXPANSION_LIMIT || depth > RECURSION_LIMIT) {
+            struct route *rt = add_route(out, pool, &cap);
+            route_error(rt, recipient, "5.4.6", "mail forwarding loop or too many alias expansions");
+            break;
+        }
+        int again = 0;
+        for (size_t i = 0; i < nseen; i++)
+            if (strcasecmp(seen[i], address) == 0)
+                again = 1;
+        struct addr_parts a;
+        split_address(address, r->delimiter, pool, &a);
+        const char *value = NULL;
+        int rc = again ? 0 : address_lookup(&r->valias, &a, pool, &value);
+        if (rc < 0) {
+            route_error(add_route(out, pool, &cap), address, "4.3.0", "virtual_alias_maps lookup failure");
+            status = -1;
+            continue;
+        }
+        if (nseen == scap) {
+            scap = scap ? scap * 2 : 8;
+            const char **g = petrel_pool_alloc(pool, scap * sizeof(*g));
+            if (nseen)
+                memcpy(g, seen, nseen * sizeof(*g));
+            seen = g;
+        }
+        seen[nseen++] = address;
+        if (rc == 1) {
+            char **targets = split_targets(value);
+            int self = 0;
+            for (char **t = targets; *t; t++) {
+                const char *q = qualify(r, *t, pool);
+                if (strcasecmp(q, address) == 0)
+                    self = 1;   /* an alias to itself: deliver it as it is */
+                else
+                    PUSH(q, depth + 1, 0);
+            }
+            cfg_list_free(targets);
+            if (!self)
+                continue;
+        }
+        if (address[0] == '|' || address[0] == '/') {
+            /* alias targets: a command or a file (local delivery only) */
+            struct route *rt = add_route(out, pool, &cap);
+            rt->transport = "local";
+            rt->address = recipient;
+            rt->path = address[0] == '|' ? address + 1 : address;
+            rt->kind = address[0] == '|' ? ROUTE_PIPE : ROUTE_MBOX;
+            continue;
+        }
+        const char *domain = a.domain;
+        if (*domain && in_domains(r->valias_domains, domain)) {
+            route_error(add_route(out, pool, &cap), address, "5.1.1",
+                        petrel_pool_printf(pool, "<%s>: User unknown in virtual alias table", address));
+            continue;
+        }
+        const char *tv = NULL;
+        int trc = transport_lookup(r, &a, pool, &tv);
+        if (trc < 0) {
+            route_error(add_route(out, pool, &cap), address, "4.3.0", "transport_maps lookup failure");
+            status = -1;
+            continue;
+        }
+        int local = *domain == '\0' || in_domains(r->mydestination, domain);
+        if (local && !work[w].aliased && r->aliases.n) {
+            /* alias_maps: the local part, then without the extension */
+            char *key = petrel_pool_strdup(pool, a.full_local);
+            for (char *p = key; *p; p++)
+                *p = (char)tolower((unsigned char)*p);
+            const char *av = NULL;
+            int arc = maps_get(&r->aliases, key, pool, &av);
+            if (arc == 0 && a.extension)
+                arc = maps_get(&r->aliases, a.local, pool, &av);
+            if (arc < 0) {
+                route_error(add_route(out, pool, &cap), address, "4.3.0", "alias_maps lookup failure");
+                status = -1;
+                continue;
+            }
+            if (arc == 1) {
+                char **targets = split_targets(av);
+                for (char **t = targets; *t; t++) {
+                    if (strncmp(*t, ":include:", 9) == 0) {
+                        /* addresses from a file, one level */
+                        FILE *f = fopen(*t + 9, "r");
+                        char line[1024];
+                        if (f == NULL) {
+                            route_error(add_route(out, pool, &cap), address, "4.3.0",
+                                        petrel_pool_printf(pool, "cannot open include file %s", *t + 9));
+                            status = -1;
+                            continue;
+                        }
+                        while (fgets(line, sizeof(line), f)) {
+                            line[strcspn(line, "\r\n#")] = '\0';
+                            char **more = split_targets(line);
+                            for (char **m = more; *m; m++)
+                                PUSH(qualify(r, *m, pool), depth + 1, 1);
+                            cfg_list_free(more);
+                        }
+                        fclose(f);
+                    } else if ((*t)[0] == '|' || (*t)[0] == '/') {
+                        PUSH(petrel_pool_strdup(pool, *t), depth + 1, 1);
+                    } else {
+                        const char *q = qualify(r, *t, pool);
+                        /* "user: user" (or user@ourdomain) delivers to the user
+                         * itself: no second alias lookup for it. */
+                        const char *qat = strrchr(q, '@');
+                        size_t ql = qat ? (size_t)(qat - q) : strlen(q);
+                        int self = ql == strlen(a.full_local) && strncasecmp(q, a.full_local, ql) == 0;
+                        PUSH(q, depth + 1, self);
+                    }
+                }
+                cfg_list_free(targets);
+                continue;
+            }
+        }
+        struct route *rt = add_route(out, pool, &cap);
+        rt->address = address;
+        rt->user = a.local;
+        rt->extension = a.extension;
+        if (trc == 1) {
+            apply_transport(r, rt, tv, domain, pool);
+            if (strcmp(rt->transport, "virtual") == 0)
+                virtual_delivery(r, address, &a, pool, rt);
+            else if (strcmp(rt->transport, "local") == 0)
+                local_delivery(r, address, &a, pool, rt);
+            continue;
+        }
+        if (*domain && in_domains(r->vmailbox_domains, domain)) {
+            apply_transport(r, rt, r->virtual_transport, domain, pool);
+            if (strcmp(rt->transport, "virtual") == 0 && virtual_delivery(r, address, &a, pool, rt) < 0)
+                status = -1;
+            continue;
+        }
+        if (local) {
+            apply_transport(r, rt, r->local_transport, domain, pool);
+            if (strcmp(rt->transport, "local") == 0)
+                local_delivery(r, address, &a, pool, rt);
+            continue;
+        }
+        if (relay_domain(r, domain)) {
+            apply_transport(r, rt, r->relay_transport, domain, pool);
+            continue;
+        }
+        const char *relayhost = r->relayhost;
+        if (r->sender_relay.n && sender && *sender) {
+            struct addr_parts s;
+            split_address(sender, r->delimiter, pool, &s);
+            const char *v = NULL;
+            if (address_lookup(&r->sender_relay, &s, pool, &v) == 1)
+                relayhost = v;
+        }
+        apply_transport(r, rt, r->default_transport, relayhost && *relayhost ? relayhost : domain, pool);
+    }
+#undef PUSH
+    return status;
+}

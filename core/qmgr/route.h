@@ -1,0 +1,65 @@
+/*
+ * Routing: Postfix's address classes. For one envelope recipient the
+ * router applies canonical and virtual alias rewriting (recursive, with loop
+ * and expansion limits), then decides the address class and so the
+ * transport and next hop:
+ *
+ *   virtual alias domain (no alias matched)  -> error: User unknown in virtual alias table
+ *   virtual mailbox domain                   -> virtual_transport, mailbox from virtual_mailbox_maps
+ *   mydestination (or no domain)             -> local_transport: alias_maps, then the system user
+ *   relay_domains                            -> relay_transport, next hop = the domain
+ *   anything else                            -> default_transport, relayhost or the domain
+ *
+ * transport_maps overrides the class's transport/next hop, and
+ * sender_dependent_relayhost_maps the default relayhost. One recipient may
+ * expand to several destinations (aliases); each is a struct route.
+ */
+#ifndef PETREL_QMGR_ROUTE_H
+#define PETREL_QMGR_ROUTE_H
+
+#include <stddef.h>
+
+#include <petrel/pool.h>
+
+struct cfg;
+struct tbl_registry;
+struct router;
+
+enum route_kind {
+    ROUTE_SMTP,        /* smtp/relay client: nexthop is a domain, [host]:port, ... */
+    ROUTE_LMTP,        /* lmtp client: nexthop unix:/path or inet:host:port */
+    ROUTE_MAILDIR,     /* path = the Maildir (ends with /) */
+    ROUTE_MBOX,        /* path = the mbox file */
+    ROUTE_PIPE,        /* argv from master.cf (transport) or an alias's |command (path) */
+    ROUTE_DISCARD,     /* report success, deliver nothing */
+    ROUTE_ERROR,       /* bounce with text (dsn 5.x.x) */
+    ROUTE_RETRY,       /* defer with text (dsn 4.x.x) */
+};
+
+struct route {
+    enum route_kind kind;
+    const char *transport;     /* the transport name for logs: "smtp", "virtual", "local", ... */
+    const char *nexthop;       /* smtp/lmtp next hop; for error/retry the text */
+    const char *address;       /* the final recipient address */
+    const char *path;          /* maildir/mbox path, or a |command */
+    const char *dsn;           /* for ROUTE_ERROR / ROUTE_RETRY */
+    const char *user;          /* local part without extension, for pipe macros */
+    const char *extension;     /* recipient extension or NULL */
+    long uid, gid;             /* mailbox owner (-1: the current user) */
+};
+
+struct route_list {
+    struct route *items;
+    size_t count;
+};
+
+/* Builds a router from the configuration; tables are opened through reg.
+ * Returns NULL with *error (malloc'd) naming the parameter. */
+struct router *router_create(const struct cfg *cfg, struct tbl_registry *reg, char **error);
+void router_free(struct router *r);
+/* Routes one recipient for a message from sender. Results come from pool.
+ * Returns 0; -1 with a ROUTE_RETRY entry when a table lookup failed. */
+int router_route(struct router *r, const char *sender, const char *recipient, petrel_pool *pool,
+                 struct route_list *out);
+
+#endif

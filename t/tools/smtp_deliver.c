@@ -1,0 +1,292 @@
+/*
+ * smtp-deliver: drives the SMTP/LMTP client (core/deliver/smtp_client.c)
+ * from the command line, on its own event loop, for the integration tests.
+ *
+ *   smtp-deliver [--lmtp] [--tls none|may|encrypt|verify|secure] [--cafile F]
+ *                [--dns host:port] [--myhostname N] [--helo N] [--timeout SECS]
+ *                [--cache-time SECS] [--repeat N] [--linger] [--port P]
+ *                QUEUE_FILE NEXTHOP
+ *
+ * delivers every recipient of QUEUE_FILE to NEXTHOP and prints one line per
+ * recipient, "RCPT status dsn relay text" (status: sent, deferred, bounced).
+ * --repeat N delivers the same job N times, each one started from the
+ * previous one's done() (so the second finds the first's connection in the
+ * cache), then prints "STATS connections=N reused=N". --linger keeps the
+ * loop running past the cache time so cached connections say QUIT.
+ *
+ *   smtp-deliver --make-queue-file QUEUE_DIR [--8bitmime] [--smtputf8]
+ *                [--envid X] [--ret full|hdrs] [--notify LIST] [--orcpt]
+ *                SENDER MESSAGE_FILE RCPT...
+ *
+ * writes a queue file (the message file's bytes are the content, taken as
+ * they are: give it CRLF line ends) and prints its path. Exit status 0 unless
+ * the tool itself failed.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <petrel/pool.h>
+
+#include "deliver/smtp_client.h"
+#include "lib/dns.h"
+#include "lib/log.h"
+#include "queue/queue.h"
+
+struct run {
+    struct event_base *base;
+    struct smtp_client *client;
+    struct dlv_job job;
+    int repeat;
+    int linger;
+    unsigned cache_time;
+    int polls;
+};
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: smtp-deliver [--lmtp] [--tls LEVEL] [--cafile F] [--dns host:port] [--myhostname N]\n"
+                    "                    [--helo N] [--timeout S] [--cache-time S] [--repeat N] [--linger]\n"
+                    "                    [--port P] QUEUE_FILE NEXTHOP\n"
+                    "       smtp-deliver --make-queue-file QUEUE_DIR [--8bitmime] [--smtputf8] [--envid X]\n"
+                    "                    [--ret full|hdrs] [--notify LIST] [--orcpt] SENDER MESSAGE_FILE RCPT...\n");
+    exit(2);
+}
+
+static const char *status_word(enum dlv_status s)
+{
+    return s == DLV_SENT ? "sent" : s == DLV_DEFERRED ? "deferred" : "bounced";
+}
+
+/* Stops the loop once every connection is closed (QUIT answered), or
+ * after about two seconds of waiting for that. */
+static void on_stop(evutil_socket_t fd, short what, void *arg)
+{
+    struct run *r = arg;
+    struct smtp_client_stats st;
+    (void)fd;
+    (void)what;
+    smtp_client_get_stats(r->client, &st);
+    if (st.open == 0 || ++r->polls > 40) {
+        event_base_loopexit(r->base, NULL);
+        return;
+    }
+    struct timeval tv = { 0, 50000 };
+    event_base_once(r->base, -1, EV_TIMEOUT, on_stop, r, &tv);
+}
+
+static void on_done(void *arg, const struct dlv_result *res)
+{
+    struct run *r = arg;
+    for (size_t i = 0; i < r->job.nrcpt; i++)
+        printf("%s %s %s %s %s\n", r->job.rcpt_addr[i], status_word(res[i].status), res[i].dsn, res[i].relay,
+               res[i].text);
+    fflush(stdout);
+    if (--r->repeat > 0) {
+        smtp_client_deliver(r->client, &r->job, on_done, r);
+        return;
+    }
+    struct smtp_client_stats st;
+    smtp_client_get_stats(r->client, &st);
+    printf("STATS connections=%llu reused=%llu cached=%u\n", st.connections, st.reused, st.cached);
+    fflush(stdout);
+    /* the DNS resolver keeps a timer: the loop never runs dry, so stop it */
+    struct timeval tv = { r->linger ? (time_t)r->cache_time + 2 : 0, 0 };
+    event_base_once(r->base, -1, EV_TIMEOUT, on_stop, r, &tv);
+}
+
+static int make_queue_file(int argc, char **argv)
+{
+    const char *qdir = NULL, *envid = NULL;
+    unsigned flags = 0, notify = 0;
+    int ret = QUEUE_RET_UNSET, orcpt = 0, i = 0;
+    if (argc < 1)
+        usage();
+    qdir = argv[i++];
+    for (; i < argc && strncmp(argv[i], "--", 2) == 0; i++) {
+        if (strcmp(argv[i], "--8bitmime") == 0)
+            flags |= QUEUE_F_8BITMIME;
+        else if (strcmp(argv[i], "--smtputf8") == 0)
+            flags |= QUEUE_F_SMTPUTF8;
+        else if (strcmp(argv[i], "--orcpt") == 0)
+            orcpt = 1;
+        else if (strcmp(argv[i], "--envid") == 0 && i + 1 < argc)
+            envid = argv[++i];
+        else if (strcmp(argv[i], "--ret") == 0 && i + 1 < argc)
+            ret = strcasecmp(argv[++i], "full") == 0 ? QUEUE_RET_FULL : QUEUE_RET_HDRS;
+        else if (strcmp(argv[i], "--notify") == 0 && i + 1 < argc) {
+            const char *n = argv[++i];
+            notify |= strstr(n, "SUCCESS") ? QUEUE_NOTIFY_SUCCESS : 0;
+            notify |= strstr(n, "FAILURE") ? QUEUE_NOTIFY_FAILURE : 0;
+            notify |= strstr(n, "DELAY") ? QUEUE_NOTIFY_DELAY : 0;
+            notify |= strstr(n, "NEVER") ? QUEUE_NOTIFY_NEVER : 0;
+        } else
+            usage();
+    }
+    if (argc - i < 3)
+        usage();
+    const char *sender = argv[i++], *msgfile = argv[i++];
+    size_t nrcpt = (size_t)(argc - i);
+    petrel_pool *pool = petrel_pool_create(0);
+    struct queue_rcpt *rcpts = petrel_pool_zalloc(pool, nrcpt * sizeof(*rcpts));
+    for (size_t k = 0; k < nrcpt; k++) {
+        rcpts[k].address = argv[i + (int)k];
+        rcpts[k].notify = notify;
+        rcpts[k].orcpt = orcpt ? petrel_pool_printf(pool, "rfc822;%s", argv[i + (int)k]) : NULL;
+    }
+    struct queue_envelope env;
+    memset(&env, 0, sizeof(env));
+    env.sender = sender;
+    env.envid = envid;
+    env.ret = ret;
+    env.flags = flags;
+    env.protocol = "ESMTP";
+    env.arrival_sec = time(NULL);
+    env.rcpt_count = nrcpt;
+    env.rcpts = rcpts;
+    char *error = NULL;
+    struct queue *q = queue_open(qdir, 1, &error);
+    if (q == NULL) {
+        fprintf(stderr, "smtp-deliver: %s\n", error);
+        return 1;
+    }
+    struct queue_id_gen gen;
+    queue_id_gen_init(&gen, (unsigned)getpid());
+    char id[QUEUE_ID_MAX];
+    struct queue_writer *w = queue_writer_create(q, &gen, &env, id);
+    if (w == NULL) {
+        fprintf(stderr, "smtp-deliver: queue_writer_create: %s\n", strerror(errno));
+        return 1;
+    }
+    FILE *f = fopen(msgfile, "rb");
+    if (f == NULL) {
+        fprintf(stderr, "smtp-deliver: %s: %s\n", msgfile, strerror(errno));
+        queue_writer_abort(w);
+        return 1;
+    }
+    char buf[65536];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
+        queue_writer_write(w, buf, n);
+    fclose(f);
+    if (queue_writer_commit(w) < 0) {
+        fprintf(stderr, "smtp-deliver: commit: %s\n", strerror(errno));
+        queue_writer_abort(w);
+        return 1;
+    }
+    queue_writer_free(w);
+    queue_close(q);
+    printf("%s/incoming/%s\n", qdir, id);
+    petrel_pool_destroy(pool);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    struct smtp_client_settings set;
+    memset(&set, 0, sizeof(set));
+    set.myhostname = "petrel-client.test";
+    const char *dns = NULL;
+    int timeout = 0, repeat = 1, linger = 0;
+    log_init("petrel", "smtp");
+    if (argc >= 2 && strcmp(argv[1], "--make-queue-file") == 0)
+        return make_queue_file(argc - 2, argv + 2);
+    int i = 1;
+    for (; i < argc && strncmp(argv[i], "--", 2) == 0; i++) {
+        const char *o = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(o, "--lmtp") == 0) {
+            set.lmtp = 1;
+            continue;
+        }
+        if (strcmp(o, "--linger") == 0) {
+            linger = 1;
+            continue;
+        }
+        if (v == NULL)
+            usage();
+        i++;
+        if (strcmp(o, "--tls") == 0) {
+            if (smtp_tls_level_parse(v, &set.tls_level) < 0)
+                usage();
+        } else if (strcmp(o, "--cafile") == 0)
+            set.tls_cafile = v;
+        else if (strcmp(o, "--dns") == 0)
+            dns = v;
+        else if (strcmp(o, "--myhostname") == 0)
+            set.myhostname = v;
+        else if (strcmp(o, "--helo") == 0)
+            set.helo_name = v;
+        else if (strcmp(o, "--timeout") == 0)
+            timeout = atoi(v);
+        else if (strcmp(o, "--cache-time") == 0)
+            set.connection_cache_time = (unsigned)atoi(v);
+        else if (strcmp(o, "--repeat") == 0)
+            repeat = atoi(v);
+        else if (strcmp(o, "--port") == 0)
+            set.default_port = (unsigned)atoi(v);
+        else
+            usage();
+    }
+    if (argc - i != 2)
+        usage();
+    const char *qfile = argv[i], *nexthop = argv[i + 1];
+    if (timeout > 0)
+        set.connect_timeout = set.helo_timeout = set.mail_timeout = set.rcpt_timeout = set.data_timeout =
+            set.data_done_timeout = set.quit_timeout = (unsigned)timeout;
+
+    int fd = open(qfile, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        fprintf(stderr, "smtp-deliver: %s: %s\n", qfile, strerror(errno));
+        return 1;
+    }
+    petrel_pool *pool = petrel_pool_create(0);
+    struct queue_message msg;
+    char *error = NULL;
+    const char *base_name = strrchr(qfile, '/') ? strrchr(qfile, '/') + 1 : qfile;
+    if (queue_message_read_fd(fd, base_name, pool, &msg, &error) < 0) {
+        fprintf(stderr, "smtp-deliver: %s: %s\n", qfile, error ? error : strerror(errno));
+        return 1;
+    }
+    struct event_base *base = event_base_new();
+    struct dns_resolver *resolver = dns_resolver_create(base, dns, &error);
+    if (resolver == NULL) {
+        fprintf(stderr, "smtp-deliver: dns: %s\n", error);
+        return 1;
+    }
+    set.dns = resolver;
+    struct smtp_client *client = smtp_client_create(base, &set, &error);
+    if (client == NULL) {
+        fprintf(stderr, "smtp-deliver: %s\n", error);
+        return 1;
+    }
+    size_t n = msg.env.rcpt_count;
+    size_t *index = petrel_pool_zalloc(pool, n * sizeof(*index));
+    const char **addr = petrel_pool_zalloc(pool, n * sizeof(*addr));
+    for (size_t k = 0; k < n; k++) {
+        index[k] = k;
+        addr[k] = msg.env.rcpts[k].address;
+    }
+    struct run r = {
+        .base = base, .client = client, .repeat = repeat > 0 ? repeat : 1, .linger = linger,
+        .cache_time = set.connection_cache_time,
+        .job = { .queue_id = msg.id, .fd = fd, .msg = &msg, .sender = msg.env.sender, .nrcpt = n,
+                 .rcpt_index = index, .rcpt_addr = addr, .nexthop = nexthop },
+    };
+    smtp_client_deliver(client, &r.job, on_done, &r);
+    event_base_dispatch(base);
+    smtp_client_free(client);
+    dns_resolver_free(resolver);
+    event_base_free(base);
+    petrel_pool_destroy(pool);
+    close(fd);
+    return 0;
+}

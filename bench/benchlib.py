@@ -10,6 +10,13 @@ Subcommands:
                                              sample the memory sum until SIGTERM/SIGINT,
                                              then write "peak_rss_kb peak_pss_kb max_nprocs"
   summarize FILE                             median table + ratios from ingest.sh's TSV
+  sinkcount FILE                             messages smtp-sink -c has received so far
+  sinkwait  --file FILE --count N [--timeout S] [--poll S]
+                                             wait until smtp-sink -c (stdout in FILE) has
+                                             received N messages; print the epoch time
+                                             (seconds) it saw the count reached, or
+                                             "timeout COUNT"; exit 0 / 1
+  summarize-relay FILE                       median table + ratios from relay.sh's TSV
 
 CPU: with --cgroup, cpu.stat usage_usec (cgroup v2) or cpuacct.usage (cgroup v1):
 counts every process that ever lived in the cgroup. With --root (fallback), the
@@ -180,6 +187,84 @@ def summarize(path):
     print("Medians over the runs marked ok; ratio = Petrel / Postfix (msg/s: higher is better for Petrel; CPU: lower is better).")
 
 
+def sink_count(path):
+    """Last "mesg=N" counter written by smtp-sink -c (lines end in \\r)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 512))
+            tail = f.read()
+    except OSError:
+        return 0
+    i = tail.rfind(b"mesg=")
+    if i < 0:
+        return 0
+    j = i + 5
+    while j < len(tail) and tail[j:j + 1].isdigit():
+        j += 1
+    if j == len(tail):            # counter being written: use the previous one
+        k = tail.rfind(b"mesg=", 0, i)
+        if k < 0:
+            return 0
+        i, j = k, k + 5
+        while j < len(tail) and tail[j:j + 1].isdigit():
+            j += 1
+    return int(tail[i + 5:j] or 0)
+
+
+def sink_wait(args):
+    want = int(args["count"])
+    timeout = float(args.get("timeout", "600"))
+    poll = float(args.get("poll", "0.05"))
+    end = time.time() + timeout
+    n = 0
+    while time.time() < end:
+        n = sink_count(args["file"])
+        if n >= want:
+            print(f"{time.time():.3f}")
+            return 0
+        time.sleep(poll)
+    print(f"timeout {n}")
+    return 1
+
+
+def summarize_relay(path):
+    rows = []
+    with open(path) as f:
+        hdr = f.readline().rstrip("\n").split("\t")
+        for line in f:
+            rows.append(dict(zip(hdr, line.rstrip("\n").split("\t"))))
+    cells = {}
+    for r in rows:
+        cells.setdefault((int(r["size_kib"]), int(r["conc"])), {}).setdefault(r["server"], []).append(r)
+
+    def med(rs, key):
+        vals = [float(r[key]) for r in rs if r["status"] == "ok" and r[key] not in ("", "-")]
+        return statistics.median(vals) if vals else None
+
+    def fmt(v, d=1):
+        return "-" if v is None else f"{v:.{d}f}"
+
+    def ratio(a, b):
+        return "-" if a is None or b is None or b == 0 else f"{a / b:.2f}"
+
+    print("| size | conc | Postfix msg/s | Petrel msg/s | ratio | Postfix CPU s/1000 | Petrel CPU s/1000 | ratio | Postfix peak PSS MB | Petrel peak PSS MB | runs ok (pf/pt) |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: |")
+    for (size, conc) in sorted(cells):
+        c = cells[(size, conc)]
+        pf, pt = c.get("postfix", []), c.get("petrel", [])
+        a, b = med(pf, "msgs_per_s"), med(pt, "msgs_per_s")
+        ca, cb = med(pf, "cpu_s_per_1000"), med(pt, "cpu_s_per_1000")
+        ma, mb = med(pf, "peak_pss_mb"), med(pt, "peak_pss_mb")
+        okpf = sum(1 for r in pf if r["status"] == "ok")
+        okpt = sum(1 for r in pt if r["status"] == "ok")
+        print(f"| {size} KiB | {conc} | {fmt(a)} | {fmt(b)} | {ratio(b, a)} | {fmt(ca, 2)} | {fmt(cb, 2)} | {ratio(cb, ca)} | {fmt(ma)} | {fmt(mb)} | {okpf}/{len(pf)} {okpt}/{len(pt)} |")
+    print()
+    print("msg/s = N / (time from the client's first connection until the sink has received the N-th message);")
+    print("medians over the runs marked ok; ratio = Petrel / Postfix (msg/s: higher is better for Petrel; CPU: lower is better).")
+
+
 def parse(argv):
     a = {}
     i = 0
@@ -209,6 +294,12 @@ def main():
         sample(args)
     elif cmd == "summarize":
         summarize(args["_"][0])
+    elif cmd == "sinkcount":
+        print(sink_count(args["_"][0]))
+    elif cmd == "sinkwait":
+        return sink_wait(args)
+    elif cmd == "summarize-relay":
+        summarize_relay(args["_"][0])
     else:
         print(__doc__)
         return 2

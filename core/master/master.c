@@ -185,6 +185,52 @@ static struct bound_listener *find_listener(struct generation *g, const char *ke
     return NULL;
 }
 
+static int bind_pickup(struct generation *gen, struct generation *old, const struct master_service *svc)
+{
+    const char *qdir = cfg_get(gen->cfg, "queue_directory");
+    char dir[4200], path[4300];
+    snprintf(dir, sizeof(dir), "%s/public", qdir);
+    snprintf(path, sizeof(path), "%s/pickup", dir);
+    struct bound_listener *l = &gen->listeners[gen->nlisteners];
+    snprintf(l->key, sizeof(l->key), "unix:%.120s", path);
+    l->service = svc;
+    struct bound_listener *prev = find_listener(old, l->key);
+    if (prev) {
+        l->fd = dup(prev->fd);
+    } else {
+        if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+            msg_error("%s, line %d: service %s: cannot create %s: %s", svc->file, svc->line, svc->name, dir,
+                      strerror(errno));
+            return -1;
+        }
+        chmod(dir, 0755);
+        struct sockaddr_un sun;
+        memset(&sun, 0, sizeof(sun));
+        sun.sun_family = AF_UNIX;
+        if (strlen(path) >= sizeof(sun.sun_path)) {
+            msg_error("%s, line %d: service %s: socket path too long: %s", svc->file, svc->line, svc->name, path);
+            return -1;
+        }
+        strcpy(sun.sun_path, path);
+        unlink(path);
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0 || bind(fd, (struct sockaddr *)&sun, sizeof(sun)) != 0 || listen(fd, LISTEN_BACKLOG) != 0) {
+            msg_error("%s, line %d: service %s: bind %s: %s", svc->file, svc->line, svc->name, path,
+                      strerror(errno));
+            if (fd >= 0)
+                close(fd);
+            return -1;
+        }
+        /* Anyone on this host may submit mail, as with Postfix's sendmail. */
+        chmod(path, 0666);
+        l->fd = fd;
+    }
+    gen->fds[gen->nlisteners].fd = l->fd;
+    gen->fds[gen->nlisteners].service = svc;
+    gen->nlisteners++;
+    return 0;
+}
+
 /* Binds every smtpd inet listener of gen; reuses old's sockets for the same
  * address. On failure closes what it bound itself and returns -1. */
 static int bind_listeners(struct generation *gen, struct generation *old)
@@ -196,6 +242,14 @@ static int bind_listeners(struct generation *gen, struct generation *old)
     int want6 = strstr(protocols, "all") || strstr(protocols, "ipv6");
     for (size_t i = 0; i < cfg_service_count(cfg); i++) {
         const struct master_service *svc = cfg_service(cfg, i);
+        if (svc->role == ROLE_PICKUP) {
+            /* Local submission (petrel-sendmail): an SMTP listener on a UNIX
+             * socket in public/, served by the smtpd workers like any other
+             * listener; the submitting user is known from SO_PEERCRED. */
+            if (gen->nlisteners == MAX_LISTENERS || bind_pickup(gen, old, svc) != 0)
+                goto failed;
+            continue;
+        }
         if (svc->role != ROLE_SMTPD)
             continue;
         if (svc->type != SVC_INET) {

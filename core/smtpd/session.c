@@ -409,14 +409,31 @@ void smtpd_accept(struct smtpd_listener *l, int fd, const struct sockaddr *sa, i
     /* Reverse lookups are not done yet (no asynchronous resolver in smtpd):
      * every client is "unknown", as Postfix logs a name that fails to verify. */
     s->name = "unknown";
+    if (sa->sa_family == AF_UNIX) {
+        /* Local submission through public/pickup (petrel-sendmail): a user
+         * of this host, known by uid; trusted as mynetworks is. */
+        struct ucred cred;
+        socklen_t len = sizeof(cred);
+        snprintf(s->addr, sizeof(s->addr), "127.0.0.1");
+        snprintf(s->port, sizeof(s->port), "0");
+        s->name = "localhost";
+        s->local_submission = 1;
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0)
+            s->local_uid = (long)cred.uid;
+        else
+            s->local_uid = -1;
+    }
     s->namaddr = petrel_pool_printf(pool, "%s[%s]", s->name, s->addr);
-    s->in_mynetworks = cidr_list_match(set->mynetworks, s->addr);
+    s->in_mynetworks = s->local_submission || cidr_list_match(set->mynetworks, s->addr);
     s->bare_lf_excluded = cidr_list_match(set->bare_lf_exclusions, s->addr);
     session_link(w, s);
 
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    msg_info("connect from %s", s->namaddr);
+    if (s->local_submission)
+        msg_info("connect from %s (local submission, uid=%ld)", s->namaddr, s->local_uid);
+    else
+        msg_info("connect from %s", s->namaddr);
 
     if (set->tls_wrappermode) {
         if (set->tls_ctx == NULL) {

@@ -231,6 +231,8 @@ struct smtpd_session {
     const char *helo;
     int esmtp;
     int in_mynetworks;
+    int local_submission;             /* came through public/pickup (petrel-sendmail) */
+    long local_uid;
     int bare_lf_excluded;
     int counted_in_anvil;
     int counted_in_service;

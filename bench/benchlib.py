@@ -17,6 +17,11 @@ Subcommands:
                                              (seconds) it saw the count reached, or
                                              "timeout COUNT"; exit 0 / 1
   summarize-relay FILE                       median table + ratios from relay.sh's TSV
+  qsample   --pid QMGR_PID --root PID --qdir DIR --out FILE [--interval S] [--sink FILE]
+                                             time series until SIGTERM: seconds since start,
+                                             queue manager VmRSS/VmHWM, server tree PSS,
+                                             files in incoming/ active/ deferred/,
+                                             sink count; one TSV line per interval
 
 CPU: with --cgroup, cpu.stat usage_usec (cgroup v2) or cpuacct.usage (cgroup v1):
 counts every process that ever lived in the cgroup. With --root (fallback), the
@@ -265,6 +270,46 @@ def summarize_relay(path):
     print("medians over the runs marked ok; ratio = Petrel / Postfix (msg/s: higher is better for Petrel; CPU: lower is better).")
 
 
+def _status_kb(pid, key):
+    for line in (_read(f"/proc/{pid}/status") or "").splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def _count_files(d):
+    n = 0
+    try:
+        with os.scandir(d) as it:
+            for e in it:
+                if not e.name.startswith("."):
+                    n += 1
+    except OSError:
+        return -1
+    return n
+
+
+def qsample(args):
+    interval = float(args.get("interval", "1"))
+    pid, qdir, out = args["pid"], args["qdir"], args["out"]
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
+    signal.signal(signal.SIGINT, lambda *a: stop.append(1))
+    t0 = time.time()
+    with open(out, "a", buffering=1) as f:
+        f.write("t_s\tqmgr_rss_kb\tqmgr_hwm_kb\ttree_pss_kb\tincoming\tactive\tdeferred\tsink\n")
+        while not stop:
+            t = time.time() - t0
+            rss, hwm = _status_kb(pid, "VmRSS"), _status_kb(pid, "VmHWM")
+            pss = mem_kb(tree_pids(args["root"]))[1] if args.get("root") else 0
+            counts = [_count_files(os.path.join(qdir, d)) for d in ("incoming", "active", "deferred")]
+            sink = sink_count(args["sink"]) if args.get("sink") else 0
+            f.write(f"{t:.1f}\t{rss}\t{hwm}\t{pss}\t{counts[0]}\t{counts[1]}\t{counts[2]}\t{sink}\n")
+            end = time.time() + max(0.0, interval - (time.time() - t0 - t))
+            while not stop and time.time() < end:
+                time.sleep(0.1)
+
+
 def parse(argv):
     a = {}
     i = 0
@@ -298,6 +343,8 @@ def main():
         print(sink_count(args["_"][0]))
     elif cmd == "sinkwait":
         return sink_wait(args)
+    elif cmd == "qsample":
+        qsample(args)
     elif cmd == "summarize-relay":
         summarize_relay(args["_"][0])
     else:

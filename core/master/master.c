@@ -472,7 +472,7 @@ static pid_t spawn_worker(struct master *m, int slot, int is_qmgr)
             msg_fatal("queue_directory %s: %s", m->queue_dir, error);
         drop_privileges(m);
         if (is_qmgr) {
-            struct qmgr_args qa = { .cfg = g->cfg, .queue = queue };
+            struct qmgr_args qa = { .cfg = g->cfg, .queue = queue, .modules = g->conf.modules };
             _exit(qmgr_main(&qa));
         }
         struct smtpd_worker_args args = {

@@ -393,13 +393,14 @@ void module_set_describe(const struct module_set *set, struct buf *out)
         if (d->description)
             buf_printf(out, "  %s\n", d->description);
         const char *hook_names[] = { "connect", "helo", "starttls", "auth", "mail", "rcpt", "data", "header",
-                                     "end_of_headers", "body", "end_of_message", "queued" };
+                                     "end_of_headers", "body", "end_of_message", "queued", "delivery" };
         const void *hooks[] = { (const void *)d->hooks.connect, (const void *)d->hooks.helo,
                                 (const void *)d->hooks.starttls, (const void *)d->hooks.auth,
                                 (const void *)d->hooks.mail, (const void *)d->hooks.rcpt,
                                 (const void *)d->hooks.data, (const void *)d->hooks.header,
                                 (const void *)d->hooks.end_of_headers, (const void *)d->hooks.body,
-                                (const void *)d->hooks.end_of_message, (const void *)d->hooks.queued };
+                                (const void *)d->hooks.end_of_message, (const void *)d->hooks.queued,
+                                (const void *)d->hooks.delivery };
         int any = 0;
         for (size_t h = 0; h < sizeof(hooks) / sizeof(hooks[0]); h++) {
             if (hooks[h]) {

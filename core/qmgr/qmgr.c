@@ -57,6 +57,7 @@
 #include "qmgr/bounce.h"
 #include "qmgr/qmgr.h"
 #include "qmgr/route.h"
+#include "module/module.h"
 #include "queue/queue.h"
 #include "tables/table.h"
 
@@ -134,6 +135,7 @@ struct qmgr {
     unsigned dest_limit, dest_rcpt_limit;
     long long min_backoff, max_backoff, run_delay, max_lifetime, bounce_lifetime;
     const char *myhostname, *postmaster, *double_bounce_sender;
+    struct module_set *modules;
     int stopping;
     int intake_blocked;        /* the active limit was reached: rescan when room appears */
     char defer_dir[4096];
@@ -190,6 +192,20 @@ static void log_delivery(struct qjob *j, size_t i, const struct dlv_result *r)
     msg_info("%s: to=<%s>%s, relay=%s, delay=%s, delays=%s/%s/%s/%s, dsn=%s, status=%s (%s)", m->id,
              j->rcpt_addr[i], orig_to, r->relay, total, a, b, c, d, r->dsn, status_word(r->status), r->text);
     log_set_role("qmgr");
+    struct module_set *set = m->q->modules;
+    for (int k = 0; set && k < set->n; k++) {
+        struct petrel_module *mod = set->mods[k];
+        if (mod->desc->hooks.delivery == NULL || !module_circuit_allows(mod, time(NULL)))
+            continue;
+        petrel_delivery_result pr = {
+            .queue_id = m->id, .sender = m->msg.env.sender, .recipient = j->rcpt_addr[i],
+            .original_recipient = orig->address,
+            .status = r->status == DLV_SENT ? PETREL_DELIVERY_SENT
+                    : r->status == DLV_DEFERRED ? PETREL_DELIVERY_DEFERRED : PETREL_DELIVERY_BOUNCED,
+            .dsn = r->dsn, .relay = r->relay, .text = r->text, .delay = now - m->arrival,
+        };
+        mod->desc->hooks.delivery(mod, &pr);
+    }
 }
 
 /* ------------------------------------------------------------------ */
@@ -927,6 +943,7 @@ int qmgr_main(const struct qmgr_args *args)
     q.queue = args->queue;
     q.base = event_base_new();
     q.workq = workq_create(q.base, 4);
+    q.modules = args->modules;
     queue_id_gen_init(&q.idgen, (unsigned)getpid());
     q.tables = tbl_registry_new();
     q.myhostname = cfg_get(cfg, "myhostname");
@@ -961,6 +978,19 @@ int qmgr_main(const struct qmgr_args *args)
     q.dns = dns_resolver_create(q.base, cfg_get(cfg, "dns_resolver"), &error);
     if (q.dns == NULL)
         msg_fatal("dns_resolver: %s", error);
+    /* Modules with a delivery hook are initialised here too: init runs in
+     * every role process that uses the module. */
+    int wants_delivery = 0;
+    for (int k = 0; q.modules && k < q.modules->n; k++)
+        if (q.modules->mods[k]->desc->hooks.delivery)
+            wants_delivery = 1;
+    if (wants_delivery) {
+        q.modules->dns = q.dns;
+        if (module_set_init(q.modules, q.base, q.workq) != 0)
+            msg_fatal("cannot start: a module failed to initialise");
+    } else {
+        q.modules = NULL;
+    }
     struct smtp_client_settings smtp_set;
     memset(&smtp_set, 0, sizeof(smtp_set));
     smtp_set.helo_name = cfg_get(cfg, "myhostname");
@@ -1013,6 +1043,7 @@ int qmgr_main(const struct qmgr_args *args)
 
     event_base_dispatch(q.base);
 
+    module_set_fini(q.modules);
     smtp_client_free(q.smtp);
     smtp_client_free(q.lmtp);
     workq_destroy(q.workq);

@@ -5,9 +5,12 @@
 struct cfg;
 struct queue;
 
+struct module_set;
+
 struct qmgr_args {
     const struct cfg *cfg;
     struct queue *queue;      /* opened before privileges were dropped */
+    struct module_set *modules;   /* for the delivery-result hooks */
 };
 
 /* Runs the queue manager until SIGTERM; returns the exit status. */

@@ -293,4 +293,25 @@ with Petrel(t, workers=1, main_cf=conf(testmod_log_hooks="no")) as p:
     t.ok(ok, "the master restarts the worker and service resumes")
     t.ok(any(f.endswith("/" + qid) for f in p.queue_files()), "a message accepted before the crash is still queued")
 
+# --- delivery-result hooks run in the queue manager -------------------------
+with Petrel(t, main_cf=conf(testmod_log_hooks="no"), extra_services="qmgr unix n - n 300 1 qmgr\n",
+            start=False) as p:
+    boxes = os.path.join(p.dir, "mail")
+    os.mkdir(boxes)
+    if p.pw:
+        os.chown(boxes, p.pw.pw_uid, p.pw.pw_gid)
+    cfg = dict(p.settings)
+    cfg.update({"virtual_mailbox_domains": "vmail.test", "virtual_mailbox_base": boxes,
+                "virtual_mailbox_maps": "inline:{ {u@vmail.test = u/} }"})
+    p.write_main_cf(cfg)
+    p.start()
+    c = p.connect()
+    qid = mail(c, "a@example.org", rcpt="u@vmail.test").split()[-1]
+    t.ok(p.wait_log(r"petrel/qmgr\[\d+\]: module testmod: delivery %s to=<u@vmail\.test> status=sent dsn=2\.0\.0 relay=virtual" % qid)
+         is not None, "the delivery hook sees each recipient's result, in the queue manager")
+    qid = mail(c, "a@example.org", rcpt="nobody@vmail.test").split()[-1]
+    t.ok(p.wait_log(r"module testmod: delivery %s to=<nobody@vmail\.test> status=bounced dsn=5\.1\.1" % qid) is not None,
+         "bounces too")
+    c.close()
+
 t.done()

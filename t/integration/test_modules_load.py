@@ -21,7 +21,7 @@ with Petrel(t, start=False, main_cf={"modules": "testmod", "module_directory": m
     r = p.petrelctl("modules")
     t.is_(r.returncode, 0, "petrelctl modules runs")
     t.like(r.stdout, r"testmod 1\.0 \(ABI 1\.0\) .*testmod\.so", "petrelctl modules names the module, version, ABI and file")
-    t.like(r.stdout, r"hooks: connect helo mail rcpt data header end_of_headers body end_of_message queued",
+    t.like(r.stdout, r"hooks: connect helo mail rcpt data header end_of_headers body end_of_message queued delivery",
            "it lists the hooks the module implements")
     t.like(r.stdout, r"restrictions: check_testmod", "and the restrictions it provides")
     r = p.petrelctl("config", "-d", "testmod_delay", "testmod_default_action", "testmod_hook_timeout")

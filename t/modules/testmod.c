@@ -277,6 +277,13 @@ static void on_queued(petrel_session *s, const char *queue_id)
     trace(s, "queued", queue_id);
 }
 
+static void on_delivery(petrel_module *m, const petrel_delivery_result *r)
+{
+    static const char *words[] = { "sent", "deferred", "bounced" };
+    petrel_module_log(m, PETREL_LOG_INFO, "delivery %s to=<%s> status=%s dsn=%s relay=%s", r->queue_id,
+                      r->recipient, words[r->status], r->dsn, r->relay);
+}
+
 /* lookup-table type testmod: keys containing "good" are OK, "bad" REJECT */
 static void *table_open(petrel_module *m, const char *name, petrel_pool *pool, const char **error)
 {
@@ -494,6 +501,7 @@ const petrel_module_desc petrel_module_descriptor = {
         .body = on_body,
         .end_of_message = on_eom,
         .queued = on_queued,
+        .delivery = on_delivery,
     },
     .restrictions = restrictions,
     .table_types = table_types,

@@ -90,6 +90,21 @@ int petrel_param_bool(petrel_module *m, const char *name);
 /* ------------------------------------------------------------------ */
 /* hooks                                                               */
 
+/* One recipient's delivery outcome, reported by the queue manager. */
+typedef enum petrel_delivery_status { PETREL_DELIVERY_SENT, PETREL_DELIVERY_DEFERRED,
+                                      PETREL_DELIVERY_BOUNCED } petrel_delivery_status;
+typedef struct petrel_delivery_result {
+    const char *queue_id;
+    const char *sender;          /* "" for <> */
+    const char *recipient;       /* the address delivered to (after rewriting) */
+    const char *original_recipient;
+    petrel_delivery_status status;
+    const char *dsn;             /* "2.0.0" */
+    const char *relay;           /* "mx.example.com[192.0.2.1]:25", "virtual", ... */
+    const char *text;            /* the reply or reason, as logged */
+    double delay;                /* seconds since the message arrived */
+} petrel_delivery_result;
+
 typedef struct petrel_hooks {
     petrel_verdict (*connect)(petrel_session *s);
     petrel_verdict (*helo)(petrel_session *s, const char *helo);
@@ -110,7 +125,10 @@ typedef struct petrel_hooks {
     petrel_verdict (*end_of_message)(petrel_session *s);
     /* The message is safe on disk (informational). */
     void (*queued)(petrel_session *s, const char *queue_id);
-    void *spare[8];            /* room for growth within an ABI major */
+    /* A recipient was delivered, deferred or bounced (informational; runs in
+     * the queue manager process, where there is no SMTP session). */
+    void (*delivery)(petrel_module *m, const petrel_delivery_result *r);
+    void *spare[7];            /* room for growth within an ABI major */
 } petrel_hooks;
 
 /* ------------------------------------------------------------------ */

@@ -1,13 +1,14 @@
 #!/bin/sh
 # Installs, on Debian 12, what building and testing Petrel needs, when missing.
-# Service packages (postfix, redis, dnsmasq...) must not start their own daemons:
+# Service packages (postfix, redis, dnsmasq, dovecot...) must not start their own daemons:
 # tests start private instances on loopback high ports, so a policy-rc.d forbids
 # service starts for the duration of the install and the units are masked after.
 set -eu
 
 BUILD_PKGS="build-essential autoconf automake libtool libltdl-dev pkg-config \
 libevent-dev libssl-dev libpcre2-dev libc-ares-dev"
-TEST_PKGS="python3 swaks postfix strace openssl procps util-linux dnsmasq-base pflogsumm"
+TEST_PKGS="python3 swaks postfix strace openssl procps util-linux dnsmasq-base pflogsumm \
+dovecot-core dovecot-lmtpd"
 
 want=""
 for p in $BUILD_PKGS ${PETREL_WITH_TESTS:+$TEST_PKGS}; do
@@ -35,7 +36,7 @@ if ! apt-get install -y -q --no-install-recommends $want; then
     apt-get install -y -q --no-install-recommends $want
 fi
 [ $had_policy -eq 0 ] && rm -f "$policy"
-for unit in postfix redis-server dnsmasq; do
+for unit in postfix redis-server dnsmasq dovecot; do
     if systemctl list-unit-files "$unit.service" >/dev/null 2>&1; then
         systemctl stop "$unit" >/dev/null 2>&1 || true
         systemctl mask "$unit" >/dev/null 2>&1 || true

@@ -104,6 +104,7 @@ struct qmsg {
     unsigned jobs_left;
     struct timeval t_active;
     double arrival;
+    const char *sender;        /* after sender_canonical_maps / masquerading */
 };
 
 struct dest {
@@ -133,7 +134,7 @@ struct qmgr {
     struct dest *ready_head, *ready_tail;
     unsigned deliveries, delivery_limit;
     unsigned dest_limit, dest_rcpt_limit;
-    long long min_backoff, max_backoff, run_delay, max_lifetime, bounce_lifetime;
+    long long min_backoff, max_backoff, run_delay, max_lifetime, bounce_lifetime, delay_warning;
     const char *myhostname, *postmaster, *double_bounce_sender;
     struct module_set *modules;
     int stopping;
@@ -404,6 +405,42 @@ static void remove_defer_log(struct qmgr *q, const char *id)
     char path[4200];
     snprintf(path, sizeof(path), "%s/%s", q->defer_dir, id);
     unlink(path);
+    snprintf(path, sizeof(path), "%s/%s.warned", q->defer_dir, id);
+    unlink(path);
+}
+
+/* delay_warning_time: one "delayed mail" notice per message, remembered by a
+ * marker file beside its defer log. */
+static void maybe_warn_delay(struct qmgr *q, struct qmsg *m)
+{
+    const char *sender = m->msg.env.sender;
+    if (q->delay_warning <= 0 || *sender == '\0' || now_secs() - m->arrival < (double)q->delay_warning)
+        return;
+    char marker[4200];
+    snprintf(marker, sizeof(marker), "%s/%s.warned", q->defer_dir, m->id);
+    if (access(marker, F_OK) == 0)
+        return;
+    size_t n = m->msg.env.rcpt_count;
+    struct bounce_rcpt *delayed = petrel_pool_zalloc(m->pool, (n ? n : 1) * sizeof(*delayed));
+    size_t nd = 0;
+    for (size_t i = 0; i < n; i++) {
+        const struct queue_rcpt *r = &m->msg.env.rcpts[i];
+        struct rcpt_outcome *o = &m->outcome[i];
+        if (o->state != DLV_DEFERRED + 1 || (r->notify && !(r->notify & QUEUE_NOTIFY_DELAY)))
+            continue;
+        delayed[nd++] = (struct bounce_rcpt){
+            .address = r->address, .orcpt = r->orcpt, .action = "delayed", .status = o->dsn,
+            .diagnostic = petrel_pool_printf(m->pool, "x-unix; %s", o->text),
+            .last_attempt = (long long)time(NULL),
+        };
+    }
+    char new_id[QUEUE_ID_MAX];
+    if (nd && send_dsn(q, m, "delay", delayed, nd, "", sender, new_id) == 0) {
+        msg_info("%s: sender delay notification: %s", m->id, new_id);
+        int fd = open(marker, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+        if (fd >= 0)
+            close(fd);
+    }
 }
 
 static unsigned dsn_code(const char *dsn)
@@ -496,6 +533,7 @@ static void finish_message(struct qmsg *m)
     }
     if (deferred) {
         write_defer_log(q, m);
+        maybe_warn_delay(q, m);
         long long delay = backoff_for(q, m);
         struct timespec times[2];
         clock_gettime(CLOCK_REALTIME, &times[0]);
@@ -710,7 +748,7 @@ static struct qjob *new_job(struct qmsg *m, const struct route *rt, size_t cap)
     j->dj.queue_id = m->id;
     j->dj.fd = m->fd;
     j->dj.msg = &m->msg;
-    j->dj.sender = m->msg.env.sender;
+    j->dj.sender = m->sender;
     j->dj.nexthop = rt->nexthop;
     m->jobs_left++;
     return j;
@@ -723,6 +761,7 @@ static int groupable(enum route_kind k)
 
 static void schedule_message(struct qmgr *q, struct qmsg *m)
 {
+    m->sender = router_sender(q->router, m->msg.env.sender, m->pool);
     size_t n = m->msg.env.rcpt_count;
     struct qjob **open_jobs = petrel_pool_zalloc(m->pool, (n * 4 + 4) * sizeof(*open_jobs));
     size_t nopen = 0;
@@ -968,6 +1007,7 @@ int qmgr_main(const struct qmgr_args *args)
         q.run_delay = 300;
     q.max_lifetime = cfg_int(cfg, "maximal_queue_lifetime");
     q.bounce_lifetime = cfg_int(cfg, "bounce_queue_lifetime");
+    q.delay_warning = cfg_int(cfg, "delay_warning_time");
     snprintf(q.defer_dir, sizeof(q.defer_dir), "%s/defer", cfg_get(cfg, "queue_directory"));
     mkdir(q.defer_dir, 0700);
 

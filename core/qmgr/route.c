@@ -36,7 +36,9 @@ struct router {
     const char *myorigin, *mailbox_base, *home_mailbox, *spool, *delimiter, *relayhost;
     const char *local_transport, *virtual_transport, *relay_transport, *default_transport;
     const char *const *mydestination, *const *relay_domains, *const *valias_domains, *const *vmailbox_domains;
-    struct maplist valias, vmailbox, vuid, vgid, aliases, transport, sender_relay, canonical, rcpt_canonical;
+    struct maplist valias, vmailbox, vuid, vgid, aliases, transport, sender_relay, canonical, rcpt_canonical,
+        sender_canonical;
+    const char *const *masquerade_domains, *const *masquerade_exceptions;
 };
 
 static int open_maps(const struct cfg *cfg, struct tbl_registry *reg, const char *param, struct maplist *out,
@@ -95,6 +97,8 @@ struct router *router_create(const struct cfg *cfg, struct tbl_registry *reg, ch
     r->relay_domains = cfg_list(cfg, "relay_domains");
     r->valias_domains = cfg_list(cfg, "virtual_alias_domains");
     r->vmailbox_domains = cfg_list(cfg, "virtual_mailbox_domains");
+    r->masquerade_domains = cfg_list(cfg, "masquerade_domains");
+    r->masquerade_exceptions = cfg_list(cfg, "masquerade_exceptions");
     if (open_maps(cfg, reg, "virtual_alias_maps", &r->valias, 0, error) ||
         open_maps(cfg, reg, "virtual_mailbox_maps", &r->vmailbox, 0, error) ||
         open_maps(cfg, reg, "virtual_uid_maps", &r->vuid, 0, error) ||
@@ -103,7 +107,8 @@ struct router *router_create(const struct cfg *cfg, struct tbl_registry *reg, ch
         open_maps(cfg, reg, "transport_maps", &r->transport, 0, error) ||
         open_maps(cfg, reg, "sender_dependent_relayhost_maps", &r->sender_relay, 0, error) ||
         open_maps(cfg, reg, "canonical_maps", &r->canonical, 0, error) ||
-        open_maps(cfg, reg, "recipient_canonical_maps", &r->rcpt_canonical, 0, error)) {
+        open_maps(cfg, reg, "recipient_canonical_maps", &r->rcpt_canonical, 0, error) ||
+        open_maps(cfg, reg, "sender_canonical_maps", &r->sender_canonical, 0, error)) {
         router_free(r);
         return NULL;
     }
@@ -123,6 +128,7 @@ void router_free(struct router *r)
     close_maps(&r->sender_relay);
     close_maps(&r->canonical);
     close_maps(&r->rcpt_canonical);
+    close_maps(&r->sender_canonical);
     free(r);
 }
 
@@ -369,6 +375,41 @@ static int virtual_delivery(struct router *r, const char *address, const struct 
 static char **split_targets(const char *value)
 {
     return cfg_split_list(value);
+}
+
+static const char *qualify(const struct router *r, const char *addr, petrel_pool *pool);
+
+const char *router_sender(struct router *r, const char *sender, petrel_pool *pool)
+{
+    if (sender == NULL || *sender == '\0')
+        return sender;
+    const char *out = sender;
+    struct addr_parts a;
+    split_address(sender, r->delimiter, pool, &a);
+    const char *v = NULL;
+    if (address_lookup(&r->sender_canonical, &a, pool, &v) == 1 || address_lookup(&r->canonical, &a, pool, &v) == 1)
+        out = qualify(r, v, pool);
+    /* masquerade_domains: host.example.com -> example.com, first match wins */
+    const char *at = strrchr(out, '@');
+    if (at == NULL)
+        return out;
+    size_t ll = (size_t)(at - out);
+    for (const char *const *x = r->masquerade_exceptions; x && *x; x++)
+        if (strlen(*x) == ll && strncasecmp(out, *x, ll) == 0)
+            return out;
+    const char *domain = at + 1;
+    for (const char *const *d = r->masquerade_domains; d && *d; d++) {
+        const char *md = **d == '!' ? *d + 1 : *d;
+        size_t dl = strlen(md), nl = strlen(domain);
+        if (nl > dl && domain[nl - dl - 1] == '.' && strcasecmp(domain + nl - dl, md) == 0) {
+            if (**d == '!')
+                return out;   /* "!sub.example.com": never masquerade this one */
+            return petrel_pool_printf(pool, "%.*s@%s", (int)ll, out, md);
+        }
+        if (strcasecmp(domain, md) == 0)
+            return out;
+    }
+    return out;
 }
 
 static const char *qualify(const struct router *r, const char *addr, petrel_pool *pool)

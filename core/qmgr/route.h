@@ -57,6 +57,10 @@ struct route_list {
  * Returns NULL with *error (malloc'd) naming the parameter. */
 struct router *router_create(const struct cfg *cfg, struct tbl_registry *reg, char **error);
 void router_free(struct router *r);
+/* The envelope sender as delivered: sender_canonical_maps, then
+ * canonical_maps, then masquerade_domains (envelope only: headers are not
+ * rewritten yet). "" stays "". */
+const char *router_sender(struct router *r, const char *sender, petrel_pool *pool);
 /* Routes one recipient for a message from sender. Results come from pool.
  * Returns 0; -1 with a ROUTE_RETRY entry when a table lookup failed. */
 int router_route(struct router *r, const char *sender, const char *recipient, petrel_pool *pool,

@@ -43,6 +43,8 @@
 #include "smtpd/restrict.h"
 #include "smtpd/smtpd_int.h"
 #include "tables/cidr.h"
+#include "tables/access.h"
+#include "tables/table.h"
 
 #define SESSION_POOL_SIZE 2048
 #define TX_POOL_SIZE 2048
@@ -886,6 +888,28 @@ static struct queue_writer *create_writer(struct smtpd_session *s)
         qr[i].orcpt = tx->rcpts[i].orcpt;
         qr[i].notify = tx->rcpts[i].notify;
     }
+    /* always_bcc and sender_bcc_maps: extra recipients of the queued copy,
+     * as Postfix's cleanup adds them (not announced in the headers). */
+    const char *bcc[2];
+    size_t nbcc = 0;
+    const struct smtpd_settings *set = s->set;
+    if (set->always_bcc && *set->always_bcc)
+        bcc[nbcc++] = set->always_bcc;
+    for (size_t i = 0; i < set->nsender_bcc_maps && *tx->mail.address; i++) {
+        const char *v = NULL;
+        if (tbl_access_lookup_address(set->sender_bcc_maps[i], tx->mail.address, set->recipient_delimiter, &v) ==
+            TBL_FOUND) {
+            bcc[nbcc++] = petrel_pool_strdup(tx->pool, v);
+            break;
+        }
+    }
+    if (nbcc) {
+        struct queue_rcpt *grown = petrel_pool_zalloc(tx->pool, (tx->nrcpts + nbcc) * sizeof(*grown));
+        memcpy(grown, qr, tx->nrcpts * sizeof(*qr));
+        for (size_t i = 0; i < nbcc; i++)
+            grown[tx->nrcpts + i].address = bcc[i];
+        qr = grown;
+    }
     struct queue_envelope env;
     memset(&env, 0, sizeof(env));
     env.sender = tx->mail.address;
@@ -907,7 +931,7 @@ static struct queue_writer *create_writer(struct smtpd_session *s)
     gettimeofday(&tv, NULL);
     env.arrival_sec = tv.tv_sec;
     env.arrival_usec = tv.tv_usec;
-    env.rcpt_count = tx->nrcpts;
+    env.rcpt_count = tx->nrcpts + nbcc;
     env.rcpts = qr;
     struct queue_writer *w = queue_writer_create(s->worker->queue, &s->worker->idgen, &env, tx->queue_id);
     if (w == NULL)

@@ -19,6 +19,8 @@
 #include "smtpd/restrict.h"
 #include "smtpd/smtpd_int.h"
 #include "tables/cidr.h"
+#include "tables/table.h"
+#include "tables/access.h"
 
 __attribute__((format(printf, 2, 3)))
 static int fail(char **error, const char *fmt, ...)
@@ -69,6 +71,8 @@ static void free_settings_pool(void *arg)
     cidr_list_free(set->mynetworks);
     cidr_list_free(set->bare_lf_exclusions);
     cidr_list_free(set->conn_limit_exceptions);
+    for (size_t i = 0; i < set->nsender_bcc_maps; i++)
+        tbl_close(set->sender_bcc_maps[i]);
 }
 
 struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struct master_service *svc,
@@ -116,6 +120,24 @@ struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struc
     set->virtual_alias_domains = cfg_list(cfg, "virtual_alias_domains");
     set->virtual_mailbox_domains = cfg_list(cfg, "virtual_mailbox_domains");
     set->recipient_delimiter = cfg_get(cfg, "recipient_delimiter");
+    set->always_bcc = cfg_get(cfg, "always_bcc");
+    {
+        const char *const *specs = cfg_list(cfg, "sender_bcc_maps");
+        size_t n = 0;
+        while (specs[n])
+            n++;
+        set->sender_bcc_maps = petrel_pool_zalloc(pool, (n ? n : 1) * sizeof(struct tbl *));
+        for (size_t i = 0; i < n; i++) {
+            char *why = NULL;
+            struct tbl *t = tbl_open(w->tables, specs[i], TBL_FLAG_FOLD_CASE, &why);
+            if (t == NULL) {
+                fail(error, "sender_bcc_maps: %s", why ? why : specs[i]);
+                free(why);
+                goto failed;
+            }
+            set->sender_bcc_maps[set->nsender_bcc_maps++] = t;
+        }
+    }
     set->discard_ehlo_keywords = cfg_list(cfg, "smtpd_discard_ehlo_keywords");
 
     if ((set->mynetworks = networks(cfg, "mynetworks", error)) == NULL ||

@@ -31,6 +31,7 @@ struct evconnlistener;
 struct workq;
 struct workq_job;
 struct tbl_registry;
+struct tbl;
 struct cidr_list;
 struct restrict_list;
 struct restrict_run;
@@ -121,6 +122,9 @@ struct smtpd_settings {
     const char *const *virtual_alias_domains;
     const char *const *virtual_mailbox_domains;
     const char *recipient_delimiter;
+    const char *always_bcc;
+    struct tbl **sender_bcc_maps;
+    size_t nsender_bcc_maps;
     const char *const *discard_ehlo_keywords;
     /* TLS */
     SSL_CTX *tls_ctx;

@@ -1,0 +1,132 @@
+"""More routing and scheduling: always_bcc, sender_bcc_maps, sender_canonical_maps,
+masquerade_domains, delay warnings, and fairness (a dead-slow destination does not
+hold up the others)."""
+import os
+import socket
+import threading
+import time
+
+from harness import Petrel, Tap, free_port
+
+t = Tap(timeout=300)
+QMGR = "qmgr unix n - n 300 1 qmgr\n"
+
+
+def maildir(path):
+    new = os.path.join(path, "new")
+    if not os.path.isdir(new):
+        return []
+    return [open(os.path.join(new, f), "rb").read() for f in sorted(os.listdir(new))]
+
+
+def wait_for(fn, timeout=15):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = fn()
+        if v:
+            return v
+        time.sleep(0.1)
+    return fn()
+
+
+class Blackhole:
+    """Accepts connections and never says anything: a destination that hangs."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(512)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        self.stop = False
+        threading.Thread(target=self.run, daemon=True).start()
+
+    def run(self):
+        self.sock.settimeout(0.2)
+        while not self.stop:
+            try:
+                c, _ = self.sock.accept()
+                self.conns.append(c)
+            except OSError:
+                pass
+
+
+def setup(p, extra):
+    boxes = os.path.join(p.dir, "mail")
+    os.mkdir(boxes)
+    if p.pw:
+        os.chown(boxes, p.pw.pw_uid, p.pw.pw_gid)
+    conf = dict(p.settings)
+    conf.update({"virtual_mailbox_domains": "vmail.test", "virtual_mailbox_base": boxes,
+                 "virtual_mailbox_maps": "inline:{ {a@vmail.test = a/}, {bcc@vmail.test = bcc/}, {sbcc@vmail.test = sbcc/}, {v@vmail.test = v/} }"})
+    conf.update(extra)
+    p.write_main_cf(conf)
+    p.start()
+    return boxes
+
+
+with Petrel(t, extra_services=QMGR, start=False) as p:
+    boxes = setup(p, {"always_bcc": "bcc@vmail.test",
+                      "sender_bcc_maps": "inline:{ {watched@example.org = sbcc@vmail.test} }",
+                      "sender_canonical_maps": "inline:{ {old@example.org = new@example.org} }",
+                      "masquerade_domains": "example.net",
+                      "masquerade_exceptions": "root"})
+    c = p.connect()
+    c.send_message("someone@example.org", ["a@vmail.test"], "Subject: one\r\n\r\nx\r\n")
+    t.ok(wait_for(lambda: maildir(os.path.join(boxes, "a"))), "the recipient gets the message")
+    t.ok(wait_for(lambda: maildir(os.path.join(boxes, "bcc"))), "always_bcc gets a copy")
+    c.send_message("watched@example.org", ["a@vmail.test"], "Subject: two\r\n\r\nx\r\n", ehlo=False)
+    t.ok(wait_for(lambda: maildir(os.path.join(boxes, "sbcc"))), "sender_bcc_maps adds its recipient for that sender")
+    c.send_message("old@example.org", ["a@vmail.test"], "Subject: three\r\n\r\nx\r\n", ehlo=False)
+    c.send_message("user@host.example.net", ["a@vmail.test"], "Subject: four\r\n\r\nx\r\n", ehlo=False)
+    c.send_message("root@host.example.net", ["a@vmail.test"], "Subject: five\r\n\r\nx\r\n", ehlo=False)
+    msgs = wait_for(lambda: len(maildir(os.path.join(boxes, "a"))) >= 5 and maildir(os.path.join(boxes, "a")))
+    joined = b"\n".join(msgs or [])
+    t.ok(b"Return-Path: <new@example.org>" in joined, "sender_canonical_maps rewrites the envelope sender")
+    t.ok(b"Return-Path: <user@example.net>" in joined, "masquerade_domains strips the host from the sender")
+    t.ok(b"Return-Path: <root@host.example.net>" in joined, "masquerade_exceptions keeps root as it is")
+    c.close()
+
+dead = free_port()
+with Petrel(t, extra_services=QMGR, start=False) as p:
+    boxes = setup(p, {"transport_maps": "inline:{ {dead.test = smtp:[127.0.0.1]:%d} }" % dead,
+                      "relay_domains": "dead.test", "delay_warning_time": "1s",
+                      "minimal_backoff_time": "1s", "maximal_backoff_time": "1s", "queue_run_delay": "1s"})
+    c = p.connect()
+    reply = c.send_message("v@vmail.test", ["x@dead.test"], "Subject: slow\r\n\r\nx\r\n")
+    qid = reply.split()[-1]
+    t.ok(p.wait_log(r"%s: sender delay notification: \w+" % qid, timeout=20) is not None,
+         "past delay_warning_time the sender is told the mail is delayed")
+    notes = wait_for(lambda: maildir(os.path.join(boxes, "v")))
+    t.ok(notes and b"Delayed Mail" in notes[0] and b"Action: delayed" in notes[0],
+         "with a delay report (Action: delayed)")
+    time.sleep(2.5)
+    t.is_(len(maildir(os.path.join(boxes, "v"))), 1, "only once")
+    c.close()
+
+hole = Blackhole()
+sink_port = free_port()
+import subprocess
+sink = subprocess.Popen(["smtp-sink", "-u", "nobody", "-c", "127.0.0.1:%d" % sink_port, "100"],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+time.sleep(0.3)
+with Petrel(t, extra_services=QMGR, start=False) as p:
+    boxes = setup(p, {"transport_maps": "inline:{ {slow.test = smtp:[127.0.0.1]:%d}, {fast.test = smtp:[127.0.0.1]:%d} }"
+                                        % (hole.port, sink_port),
+                      "relay_domains": "slow.test fast.test"})
+    c = p.connect()
+    c.ehlo()
+    for i in range(30):
+        c.send_message("s@example.org", ["r%d@slow.test" % i], "Subject: stuck %d\r\n\r\nx\r\n" % i, ehlo=False)
+    start = time.time()
+    qids = []
+    for i in range(3):
+        qids.append(c.send_message("s@example.org", ["r%d@fast.test" % i], "Subject: fast\r\n\r\nx\r\n", ehlo=False).split()[-1])
+    done = wait_for(lambda: all(p.wait_log(r"%s: to=<r\d@fast\.test>.*status=sent" % q, timeout=0.05) for q in qids), timeout=20)
+    t.ok(done, "mail to a healthy destination flows while a dead-slow one holds its own slots")
+    t.ok(time.time() - start < 15, "promptly (%.1f s)" % (time.time() - start))
+    t.ok(len(hole.conns) <= 20, "the slow destination gets at most its concurrency limit (%d connections)" % len(hole.conns))
+    c.close()
+hole.stop = True
+sink.terminate()
+t.done()

@@ -71,6 +71,10 @@ measure() {
 		sel=${cg:+--cgroup $cg}; sel=${sel:---root $(pf_master_pid)}
 	else
 		rm -rf "$BENCH_TMP/pt-etc"; pt_setup "$PETRELD" "$PT_PORT" "$maxproc"
+		# one client IP holds all the sessions: no per-client connection limit for loopback
+		# (Postfix's default smtpd_client_event_limit_exceptions = $mynetworks does the same)
+		printf '%s\n' "smtpd_client_connection_count_limit = 0" \
+			"smtpd_client_event_limit_exceptions = 127.0.0.0/8" >>"$PT_ETC/main.cf"
 		pt_start "$cg" || { pt_stop; return; }
 		port=$PT_PORT
 		sel=${cg:+--cgroup $cg}; sel=${sel:---root $PT_PID}

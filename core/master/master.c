@@ -15,6 +15,7 @@
  */
 #include "config.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -653,7 +654,9 @@ static void begin_stop(struct master *m)
     evtimer_add(m->stop_timer, &tv);
 }
 
-static void apply_logging(const struct cfg *cfg)
+/* maillog_file wins; else syslog when running in the background (-d) or
+ * when main.cf sets syslog_facility; else standard error. */
+static void apply_logging(const struct cfg *cfg, int daemonized)
 {
     const char *name = cfg_get(cfg, "syslog_name");
     log_init(name && *name ? name : "petrel", "master");
@@ -661,6 +664,11 @@ static void apply_logging(const struct cfg *cfg)
     if (file && *file) {
         if (log_use_file(file) != 0)
             msg_warn("cannot open maillog_file %s: %s; logging to stderr", file, strerror(errno));
+    } else if (daemonized || !cfg_is_default(cfg, "syslog_facility")) {
+        if (log_use_syslog(cfg_get(cfg, "syslog_facility")) != 0) {
+            log_use_stderr();
+            msg_warn("syslog_facility: unknown facility \"%s\"; logging to stderr", cfg_get(cfg, "syslog_facility"));
+        }
     } else {
         log_use_stderr();
     }
@@ -708,7 +716,7 @@ static int reload(struct master *m, struct buf *why)
     }
     struct generation *old = m->gen;
     m->gen = gen;
-    apply_logging(cfg);
+    apply_logging(cfg, m->opts->daemonize);
     log_set_role("master");
     start_workers(m);
     generation_free(old);   /* closes the master's copies of dropped listeners */
@@ -798,6 +806,22 @@ static void control_read(struct bufferevent *bev, void *arg)
         for (int i = 0; i < m->gen->nlisteners; i++)
             buf_printf(&text, "\nlistening: %s (service %s)", m->gen->listeners[i].key + 5,
                        m->gen->listeners[i].service->name);
+        /* Queue sizes: a directory count each (fast even for large queues). */
+        static const char *const dirs[] = { "incoming", "active", "deferred", "hold", "corrupt" };
+        buf_puts(&text, "\nqueue:");
+        for (size_t d = 0; d < sizeof(dirs) / sizeof(dirs[0]); d++) {
+            char path[4200];
+            snprintf(path, sizeof(path), "%s/%s", m->queue_dir, dirs[d]);
+            long count = 0;
+            DIR *dir = opendir(path);
+            struct dirent *de;
+            while (dir && (de = readdir(dir)) != NULL)
+                if (de->d_name[0] != '.')
+                    count++;
+            if (dir)
+                closedir(dir);
+            buf_printf(&text, " %s %ld", dirs[d], count);
+        }
     } else if (strcmp(command, "flush") == 0) {
         struct worker_proc *q = running_qmgr(m);
         if (q && kill(q->pid, SIGUSR2) == 0) {
@@ -991,7 +1015,7 @@ int master_run(const struct master_options *opts)
         return 1;
     }
     struct cfg *cfg = conf.cfg;
-    apply_logging(cfg);
+    apply_logging(cfg, opts->daemonize);
     /* Lock before the recovery scan: a second master must never scan (and
      * purge "incomplete" files from) the queue of one that is running. */
     if (resolve_owner(&m, cfg) != 0 || make_queue_dir(&m, cfg) != 0 || lock_pid_file(&m) != 0 ||

@@ -63,6 +63,14 @@ void smtpd_reply(struct smtpd_session *s, const char *fmt, ...)
     struct evbuffer *out = bufferevent_get_output(s->bev);
     va_list ap;
     va_start(ap, fmt);
+    if (s->debug) {
+        char line[1024];
+        va_list copy;
+        va_copy(copy, ap);
+        vsnprintf(line, sizeof(line), fmt, copy);
+        va_end(copy);
+        msg_info("> %s: %s", s->namaddr, line);
+    }
     evbuffer_add_vprintf(out, fmt, ap);
     va_end(ap);
     evbuffer_add(out, "\r\n", 2);
@@ -427,6 +435,7 @@ void smtpd_accept(struct smtpd_listener *l, int fd, const struct sockaddr *sa, i
     }
     s->namaddr = petrel_pool_printf(pool, "%s[%s]", s->name, s->addr);
     s->in_mynetworks = s->local_submission || cidr_list_match(set->mynetworks, s->addr);
+    s->debug = cidr_list_match(set->debug_peers, s->addr);
     s->bare_lf_excluded = cidr_list_match(set->bare_lf_exclusions, s->addr);
     session_link(w, s);
 
@@ -1470,6 +1479,8 @@ static void handle_command(struct smtpd_session *s, char *line, size_t len)
 {
     struct smtp_command cmd;
     const struct smtpd_settings *set = s->set;
+    if (s->debug)
+        msg_info("< %s: %.*s", s->namaddr, (int)(len > 500 ? 500 : len), line);
     /* An empty (or all-blank) line has no command word at all: Postfix
      * answers it as a syntax error (500), not as an unknown command (502). */
     size_t blanks = strspn(line, " \t");

@@ -71,6 +71,7 @@ static void free_settings_pool(void *arg)
     cidr_list_free(set->mynetworks);
     cidr_list_free(set->bare_lf_exclusions);
     cidr_list_free(set->conn_limit_exceptions);
+    cidr_list_free(set->debug_peers);
     for (size_t i = 0; i < set->nsender_bcc_maps; i++)
         tbl_close(set->sender_bcc_maps[i]);
 }
@@ -142,7 +143,8 @@ struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struc
 
     if ((set->mynetworks = networks(cfg, "mynetworks", error)) == NULL ||
         (set->bare_lf_exclusions = networks(cfg, "smtpd_forbid_bare_newline_exclusions", error)) == NULL ||
-        (set->conn_limit_exceptions = networks(cfg, "smtpd_client_event_limit_exceptions", error)) == NULL)
+        (set->conn_limit_exceptions = networks(cfg, "smtpd_client_event_limit_exceptions", error)) == NULL ||
+        (set->debug_peers = networks(cfg, "debug_peer_list", error)) == NULL)
         goto failed;
 
     const char *level = cfg_get(cfg, "smtpd_tls_security_level");

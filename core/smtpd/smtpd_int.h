@@ -115,6 +115,7 @@ struct smtpd_settings {
     struct cidr_list *bare_lf_exclusions;
     struct cidr_list *mynetworks;
     struct cidr_list *conn_limit_exceptions;
+    struct cidr_list *debug_peers;    /* debug_peer_list: log these sessions' conversation */
     unsigned conn_count_limit, conn_rate_limit, rate_time_unit;
     int maxproc;                      /* concurrent sessions of this service, 0 = unlimited */
     const char *const *mydestination;
@@ -236,6 +237,7 @@ struct smtpd_session {
     int esmtp;
     int in_mynetworks;
     int local_submission;             /* came through public/pickup (petrel-sendmail) */
+    int debug;                        /* a debug_peer_list client: log commands and replies */
     long local_uid;
     int bare_lf_excluded;
     int counted_in_anvil;

@@ -66,6 +66,7 @@ with Petrel(t) as p:
     r = p.petrelctl("status")
     t.is_(r.returncode, 0, "petrelctl status answers while running")
     t.like(r.stdout, r"petrel is running: master pid %d" % p.proc.pid, "status names the master pid")
+    t.like(r.stdout, r"queue: incoming \d+ active \d+ deferred \d+ hold \d+ corrupt \d+", "status shows the queue sizes")
 
     workers = p.worker_pids()
     t.is_(len(workers), 2, "two smtpd workers (smtpd_workers = 2)")
@@ -155,5 +156,21 @@ with Petrel(t) as p:
 with Petrel(t) as p:
     second = subprocess.run(p.command(PETRELD, "-c", p.conf), capture_output=True, text=True, timeout=20)
     t.ok(second.returncode != 0 and "already running" in second.stderr, "a second master on the same queue is refused")
+
+# --- debug_peer_list: the conversation of chosen clients is logged ---
+with Petrel(t, main_cf={"debug_peer_list": "127.0.0.1"}) as p:
+    c = p.connect()
+    c.ehlo()
+    c.cmd("MAIL FROM:<a@example.org>")
+    c.close()
+    t.ok(p.wait_log(r"< unknown\[127\.0\.0\.1\]: MAIL FROM:<a@example\.org>") is not None,
+         "debug_peer_list logs what the client sent")
+    t.ok(p.wait_log(r"> unknown\[127\.0\.0\.1\]: 250 2\.1\.0 Ok") is not None, "and what we answered")
+with Petrel(t) as p:
+    c = p.connect()
+    c.ehlo()
+    c.close()
+    time.sleep(0.3)
+    t.ok("< unknown" not in p.log(), "other clients' conversations are not logged")
 
 t.done()

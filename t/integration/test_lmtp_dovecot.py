@@ -1,0 +1,304 @@
+"""LMTP delivery to a real Dovecot: petreld routes lmtp.test with
+transport_maps = lmtp:unix:SOCKET (and lmtpinet.test with lmtp:inet:127.0.0.1:PORT) to a
+PRIVATE Dovecot (own config, base_dir, state_dir and log in a temp dir; never the system
+instance), which stores into per-user Maildirs. Covers: one transaction, two recipients,
+both saved by Dovecot; per-recipient LMTP replies (an unknown user bounces with Dovecot's
+550 while the others are delivered, and the bounce itself comes back over LMTP); Dovecot
+down -> deferred, Dovecot back + petrelctl queue flush -> delivered.
+
+Dovecot runs as root in the foreground (dovecot -F) and is stopped by PID; mail is stored
+as the test user (petrel). When Dovecot is missing or cannot start, the script fails
+loudly with the reason (install it with PETREL_WITH_TESTS=1 scripts/install-deps.sh)."""
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+from harness import TEST_USER, Petrel, Tap, free_port
+
+t = Tap(timeout=300)
+QMGR = "qmgr unix n - n 300 1 qmgr\n"
+DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
+LMTP_BIN = "/usr/lib/dovecot/lmtp"
+
+
+def wait_for(cond, timeout=15.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.1)
+    return cond()
+
+
+def maildir_new(home, user):
+    new = os.path.join(home, user, "Maildir", "new")
+    if not os.path.isdir(new):
+        return []
+    out = []
+    for name in sorted(os.listdir(new)):
+        with open(os.path.join(new, name), "rb") as f:
+            out.append(f.read())
+    return out
+
+
+def bail(reason, diag=None):
+    """Dovecot could not be used: fail loudly, never skip."""
+    t.ok(False, "private Dovecot for the LMTP tests: " + reason, diag)
+    t.done()
+
+
+class Dovecot:
+    """A private Dovecot serving LMTP only, on a unix socket and a loopback port."""
+
+    USERS = ("a", "b", "s")   # nobody_here is deliberately absent
+
+    def __init__(self, mail_user):
+        self.dir = tempfile.mkdtemp(prefix="petrel-dovecot-")
+        os.chmod(self.dir, 0o755)
+        self.base = os.path.join(self.dir, "run")
+        self.state = os.path.join(self.dir, "state")
+        self.home = os.path.join(self.dir, "home")
+        self.log_path = os.path.join(self.dir, "dovecot.log")
+        self.out_path = os.path.join(self.dir, "dovecot.out")
+        self.conf = os.path.join(self.dir, "dovecot.conf")
+        self.socket = os.path.join(self.base, "lmtp")
+        self.port = free_port()
+        os.mkdir(self.state, 0o750)
+        os.mkdir(self.home, 0o755)
+        os.chown(self.home, mail_user.pw_uid, mail_user.pw_gid)
+        users = os.path.join(self.dir, "users")
+        with open(users, "w") as f:
+            for u in self.USERS:
+                f.write("%s:{PLAIN}secret::::::\n" % u)
+        with open(self.conf, "w") as f:
+            f.write("""# Private Dovecot for Petrel's LMTP integration test.
+base_dir = {base}
+state_dir = {state}
+log_path = {log}
+protocols = lmtp
+listen = 127.0.0.1
+ssl = no
+hostname = dovecot.lmtp.test
+default_login_user = dovenull
+default_internal_user = dovecot
+auth_username_format = %Ln
+mail_location = maildir:~/Maildir
+passdb {{
+  driver = passwd-file
+  args = {users}
+}}
+userdb {{
+  driver = passwd-file
+  args = {users}
+  default_fields = uid={uid} gid={gid} home={home}/%n
+}}
+service lmtp {{
+  unix_listener lmtp {{
+    mode = 0666
+  }}
+  inet_listener lmtp {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+}}
+""".format(base=self.base, state=self.state, log=self.log_path, users=users,
+           uid=mail_user.pw_uid, gid=mail_user.pw_gid, home=self.home, port=self.port))
+        self.proc = None
+
+    def start(self, timeout=15.0):
+        self.out = open(self.out_path, "ab")
+        self.proc = subprocess.Popen([DOVECOT, "-c", self.conf, "-F"], stdout=self.out,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.time() + timeout
+        last = None
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("dovecot exited with %s:\n%s" % (self.proc.returncode, self.logs()))
+            try:
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.settimeout(2)
+                s.connect(self.socket)
+                greeting = s.recv(512).decode("utf-8", "replace")
+                s.close()
+                if greeting.startswith("220 "):
+                    return greeting.strip()
+                last = greeting
+            except OSError as e:
+                last = e
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("dovecot LMTP socket not ready (%s):\n%s" % (last, self.logs()))
+
+    def stop(self, timeout=15.0):
+        """Stops the master by PID (SIGTERM; SIGKILL to it and its children if it hangs)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        children = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True,
+                                  text=True).stdout.split()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        for pid in children:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.out.close()
+
+    def logs(self):
+        text = ""
+        for path in (self.out_path, self.log_path):
+            try:
+                with open(path, "rb") as f:
+                    text += f.read().decode("utf-8", "replace")
+            except FileNotFoundError:
+                pass
+        return text
+
+    def cleanup(self):
+        self.stop()
+        if not os.environ.get("PETREL_KEEP_TEST_DIRS"):
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# ---- Preconditions: loud failures, not skips ----
+if os.geteuid() != 0:
+    bail("must run as root (Dovecot's LMTP switches to the mail user's uid)")
+if not os.access(DOVECOT, os.X_OK) or not os.access(LMTP_BIN, os.X_OK):
+    bail("dovecot or %s not installed (dovecot-core, dovecot-lmtpd: "
+         "PETREL_WITH_TESTS=1 scripts/install-deps.sh)" % LMTP_BIN)
+try:
+    mail_user = pwd.getpwnam(TEST_USER)
+    pwd.getpwnam("dovecot")
+    pwd.getpwnam("dovenull")
+except KeyError as e:
+    bail("missing system user: %s" % e)
+
+dc = Dovecot(mail_user)
+try:
+    greeting = dc.start()
+except Exception as e:   # noqa: BLE001 - any failure is reported, then the script fails
+    dc.cleanup()
+    bail("dovecot did not start", str(e))
+t.like(greeting, r"^220 dovecot\.lmtp\.test ", "the private Dovecot answers LMTP on its unix socket")
+
+try:
+    conf = {
+        "relay_domains": "lmtp.test lmtpinet.test",
+        "transport_maps": "inline:{ {lmtp.test = lmtp:unix:%s}, {lmtpinet.test = lmtp:inet:127.0.0.1:%d} }"
+                          % (dc.socket, dc.port),
+        "minimal_backoff_time": "1s",
+        "maximal_backoff_time": "2s",
+        "queue_run_delay": "1s",
+    }
+    with Petrel(t, main_cf=conf, extra_services=QMGR, start=False) as p:
+        settings = dict(p.settings)
+        settings["maillog_file"] = p.log_path
+        p.write_main_cf(settings)
+        p.start()
+        sock_re = re.escape(dc.socket)
+
+        # 1. One transaction, two recipients: Dovecot saves into both Maildirs.
+        c = p.connect()
+        body = "Subject: over lmtp\r\nMessage-ID: <lmtp-1@petrel.test>\r\n\r\nhello from petrel via dovecot\r\n"
+        reply = c.send_message("s@lmtp.test", ["a@lmtp.test", "b@lmtp.test"], body)
+        t.like(reply, r"^250 ", "petreld accepts the message for a@ and b@lmtp.test")
+        qid = reply.split()[-1]
+        for u in ("a", "b"):
+            msgs = wait_for(lambda: maildir_new(dc.home, u))
+            t.is_(len(msgs), 1, "Dovecot stored the message in %s's Maildir/new" % u)
+            m = msgs[0] if msgs else b""
+            t.ok(b"hello from petrel via dovecot" in m, "%s's copy contains the body" % u, m[:400])
+            t.ok(b"Return-Path: <s@lmtp.test>" in m, "with the envelope sender as Return-Path", m[:400])
+            t.ok(re.search(br"Delivered-To: <?%s@lmtp\.test>?" % u.encode(), m) is not None,
+                 "and Dovecot's Delivered-To for %s" % u, m[:400])
+            owner = os.stat(os.path.join(dc.home, u, "Maildir")).st_uid
+            t.is_(owner, mail_user.pw_uid, "%s's Maildir belongs to the userdb uid" % u)
+        for u in ("a", "b"):
+            t.ok(p.wait_log(r"petrel/\w+\[\d+\]: %s: to=<%s@lmtp\.test>, relay=[^,\s]*\[%s\], .*dsn=2\.0\.0, "
+                            r"status=sent \(250 2\.0\.0 <%s@lmtp\.test> \S+ Saved\)" % (qid, u, sock_re, u)) is not None,
+                 "the log shows %s@ sent to the LMTP socket with Dovecot's 250 reply" % u, p.log()[-3000:])
+        t.ok(p.wait_log(r"%s: removed" % qid) is not None, "the queue file is removed after delivery")
+        t.like(dc.logs(), r"lmtp\(a\)<\d+><[^>]+>: Info: msgid=<lmtp-1@petrel\.test>: saved mail to INBOX",
+               "Dovecot's own log records the save for a")
+
+        # 2. Per-recipient LMTP replies: the unknown user bounces, the others are delivered.
+        body = "Subject: mixed\r\nMessage-ID: <lmtp-2@petrel.test>\r\n\r\nsecond message\r\n"
+        reply = c.send_message("s@lmtp.test", ["a@lmtp.test", "nobody_here@lmtp.test", "b@lmtp.test"],
+                               body, ehlo=False)
+        t.like(reply, r"^250 ", "petreld accepts a message with an unknown LMTP user among the recipients")
+        qid = reply.split()[-1]
+        t.ok(p.wait_log(r"%s: to=<nobody_here@lmtp\.test>, relay=[^,\s]*\[%s\], .*dsn=5\.1\.1, status=bounced "
+                        r"\(host [^)]*said: 550 5\.1\.1 <nobody_here@lmtp\.test> User doesn't exist: "
+                        r"nobody_here@lmtp\.test" % (qid, sock_re)) is not None
+             or p.wait_log(r"%s: to=<nobody_here@lmtp\.test>, .*dsn=5\.1\.1, status=bounced \(.*550 5\.1\.1 "
+                           r"<nobody_here@lmtp\.test> User doesn't exist" % qid, timeout=0.1) is not None,
+             "nobody_here bounces with Dovecot's 550 5.1.1 reply", p.log()[-3000:])
+        for u in ("a", "b"):
+            t.ok(p.wait_log(r"%s: to=<%s@lmtp\.test>, .*status=sent \(250 2\.0\.0 <%s@lmtp\.test> \S+ Saved\)"
+                            % (qid, u, u)) is not None,
+                 "in the same transaction %s@ is delivered" % u, p.log()[-3000:])
+            msgs = wait_for(lambda: len(maildir_new(dc.home, u)) >= 2 and maildir_new(dc.home, u))
+            t.ok(msgs and any(b"second message" in m for m in msgs), "%s's Maildir has the second message" % u)
+        t.ok(not os.path.exists(os.path.join(dc.home, "nobody_here")), "nothing is stored for the unknown user")
+        t.ok(p.wait_log(r"%s: sender non-delivery notification: \w+" % qid) is not None,
+             "a non-delivery notification is queued for the sender")
+        dsns = wait_for(lambda: maildir_new(dc.home, "s"))
+        t.is_(len(dsns), 1, "the bounce reaches the sender's Maildir, itself over LMTP")
+        d = dsns[0].decode("utf-8", "replace") if dsns else ""
+        t.like(d, r"Final-Recipient: rfc822; ?nobody_here@lmtp\.test", "the bounce names the failed recipient")
+        t.like(d, r"User doesn't exist", "and carries Dovecot's reply text")
+        t.ok("Final-Recipient: rfc822; a@lmtp.test" not in d and "Final-Recipient: rfc822;a@lmtp.test" not in d,
+             "and does not list the delivered recipients")
+
+        # 3. lmtp:inet: next hop on Dovecot's loopback listener.
+        reply = c.send_message("s@lmtp.test", ["a@lmtpinet.test"], "Subject: inet\r\n\r\nvia tcp\r\n", ehlo=False)
+        qid = reply.split()[-1]
+        t.ok(p.wait_log(r"%s: to=<a@lmtpinet\.test>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:%d, .*status=sent "
+                        r"\(250 2\.0\.0 <a@lmtpinet\.test> \S+ Saved\)" % (qid, dc.port)) is not None,
+             "lmtp:inet:127.0.0.1:PORT delivers through Dovecot's inet listener", p.log()[-3000:])
+        t.ok(wait_for(lambda: any(b"via tcp" in m for m in maildir_new(dc.home, "a"))), "into a's Maildir")
+
+        # 4. Dovecot down: deferred; back up + queue flush: delivered.
+        dc.stop()
+        t.ok(dc.proc.poll() is not None, "the private Dovecot is stopped by PID")
+        reply = c.send_message("s@lmtp.test", ["b@lmtp.test"], "Subject: later\r\n\r\nwhen dovecot is back\r\n",
+                               ehlo=False)
+        qid = reply.split()[-1]
+        t.ok(p.wait_log(r"%s: to=<b@lmtp\.test>, relay=none, .*status=deferred \(connect to [^)]*%s: "
+                        r"(No such file or directory|Connection refused)\)" % (qid, sock_re)) is not None
+             or p.wait_log(r"%s: to=<b@lmtp\.test>, .*status=deferred \(connect to [^)]*%s: "
+                           r"(No such file or directory|Connection refused)\)" % (qid, sock_re), timeout=0.1) is not None,
+             "with Dovecot down the message is deferred (connect to the socket fails)", p.log()[-3000:])
+        t.ok(wait_for(lambda: any(f.endswith("/" + qid) for f in p.queue_files("deferred"))),
+             "and waits in deferred/")
+        try:
+            dc.start()
+            restarted = True
+        except Exception as e:   # noqa: BLE001
+            restarted = False
+            t.diag(str(e))
+        t.ok(restarted, "Dovecot restarts on the same base_dir")
+        r = p.petrelctl("queue", "flush")
+        t.is_(r.returncode, 0, "petrelctl queue flush")
+        t.ok(p.wait_log(r"%s: to=<b@lmtp\.test>, relay=[^,\s]*\[%s\], .*status=sent \(250 2\.0\.0 "
+                        % (qid, sock_re), timeout=20) is not None,
+             "after Dovecot is back, the flushed message is delivered", p.log()[-3000:])
+        t.ok(wait_for(lambda: any(b"when dovecot is back" in m for m in maildir_new(dc.home, "b"))),
+             "into b's Maildir")
+        t.ok(p.wait_log(r"%s: removed" % qid) is not None, "and removed from the queue")
+        c.close()
+finally:
+    dc.cleanup()
+t.ok(dc.proc.poll() is not None, "Dovecot is stopped at the end")
+t.done()

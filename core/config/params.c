@@ -47,7 +47,6 @@ static const char *const cipher_grades[] = { "export", "low", "medium", "high", 
 static const char *const bare_newline_modes[] = { "normalize", "yes", "reject", "no", NULL };
 static const char *const milter_actions[] = { "accept", "reject", "tempfail", "quarantine", NULL };
 static const char *const mynetworks_styles[] = { "host", "subnet", "class", NULL };
-static const char *const sasl_types[] = { "cyrus", "dovecot", "table", NULL };
 
 #define MAXT 0  /* no upper bound */
 #define S(n, d, h) { n, CFG_STR, d, h, 0, 0, NULL }
@@ -224,7 +223,7 @@ static const struct cfg_param core_params[] = {
     S("smtpd_sasl_path", "smtpd", "SASL configuration name or socket"),
     S("smtpd_sasl_security_options", "noanonymous", "allowed SASL mechanisms"),
     S("smtpd_sasl_tls_security_options", "$smtpd_sasl_security_options", "allowed SASL mechanisms under TLS"),
-    E("smtpd_sasl_type", "cyrus", sasl_types, "SASL back-end"),
+    S("smtpd_sasl_type", "cyrus", "SASL back-end: the name a loaded module provides (cyrus, dovecot, table, ...)"),
     M("smtpd_sender_login_maps", "", "which login owns which sender address"),
     L("smtpd_sender_restrictions", "", "restrictions at MAIL FROM"),
     I("smtpd_soft_error_limit", "10", 1, 0, "errors before replies are delayed"),

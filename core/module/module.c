@@ -338,6 +338,20 @@ const petrel_restriction *module_set_find_restriction(const struct module_set *s
     return NULL;
 }
 
+const petrel_sasl_backend *module_set_find_sasl(const struct module_set *set, const char *name,
+                                                struct petrel_module **owner)
+{
+    for (int i = 0; set && i < set->n; i++) {
+        for (const petrel_sasl_backend *b = set->mods[i]->desc->sasl_backends; b && b->name; b++) {
+            if (strcasecmp(b->name, name) == 0) {
+                *owner = set->mods[i];
+                return b;
+            }
+        }
+    }
+    return NULL;
+}
+
 /* ------------------------------------------------------------------ */
 /* circuit breaker                                                     */
 
@@ -413,6 +427,20 @@ void module_set_describe(const struct module_set *set, struct buf *out)
         any = 0;
         for (const petrel_restriction *r = d->restrictions; r && r->name; r++) {
             buf_printf(out, "%s%s", any ? " " : "  restrictions: ", r->name);
+            any = 1;
+        }
+        if (any)
+            buf_puts(out, "\n");
+        any = 0;
+        for (const petrel_table_type *tt = d->table_types; tt && tt->name; tt++) {
+            buf_printf(out, "%s%s:", any ? " " : "  table types: ", tt->name);
+            any = 1;
+        }
+        if (any)
+            buf_puts(out, "\n");
+        any = 0;
+        for (const petrel_sasl_backend *sb = d->sasl_backends; sb && sb->name; sb++) {
+            buf_printf(out, "%s%s", any ? " " : "  SASL back-ends: ", sb->name);
             any = 1;
         }
         if (any)

@@ -585,6 +585,8 @@ static void ehlo_reply(struct smtpd_session *s)
     if (!set->disable_vrfy)
         evbuffer_add_printf(out, "250-VRFY\r\n");
     evbuffer_add_printf(out, "250-ETRN\r\n");
+    if (set->sasl && (!set->tls_auth_only || s->tls_active))
+        evbuffer_add_printf(out, "250-AUTH PLAIN LOGIN\r\n");
     if (set->tls_ctx && !s->tls_active && set->tls_level != TLS_LEVEL_NONE)
         evbuffer_add_printf(out, "250-STARTTLS\r\n");
     evbuffer_add_printf(out, "250-ENHANCEDSTATUSCODES\r\n");
@@ -954,7 +956,11 @@ static int open_queue_file(struct smtpd_session *s)
     tx->writer = create_writer(s);
     if (tx->writer == NULL)
         return -1;
-    msg_info("%s: client=%s", tx->queue_id, s->namaddr);
+    if (s->sasl_username)
+        msg_info("%s: client=%s, sasl_method=%s, sasl_username=%s", tx->queue_id, s->namaddr, s->sasl_method,
+                 s->sasl_username);
+    else
+        msg_info("%s: client=%s", tx->queue_id, s->namaddr);
     write_received(s);
     tx->content_start = queue_writer_content_size(tx->writer);
     return 0;
@@ -1446,6 +1452,223 @@ static void cmd_starttls(struct smtpd_session *s, const struct smtp_command *cmd
 }
 
 /* ------------------------------------------------------------------ */
+/* SMTP AUTH (RFC 4954): PLAIN and LOGIN, verified by a module's SASL back-end */
+
+static int b64_value(int c)
+{
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+') return 62;
+    if (c == '/') return 63;
+    return -1;
+}
+
+/* Strict base64: returns the decoded length, or -1. out has room for strlen(in). */
+static long b64_decode(const char *in, char *out)
+{
+    size_t len = strlen(in), o = 0;
+    if (len % 4)
+        return -1;
+    for (size_t i = 0; i < len; i += 4) {
+        int v[4];
+        for (int k = 0; k < 4; k++) {
+            v[k] = in[i + k] == '=' ? -2 : b64_value((unsigned char)in[i + k]);
+            if (v[k] == -1 || (v[k] == -2 && (i + 4 != len || k < 2)))
+                return -1;
+        }
+        if (v[2] == -2 && v[3] != -2)
+            return -1;
+        out[o++] = (char)(v[0] << 2 | v[1] >> 4);
+        if (v[2] >= 0)
+            out[o++] = (char)((v[1] & 15) << 4 | v[2] >> 2);
+        if (v[3] >= 0)
+            out[o++] = (char)((v[2] & 3) << 6 | v[3]);
+    }
+    return (long)o;
+}
+
+struct sasl_call {
+    const char *mech, *user, *password;
+};
+
+static petrel_verdict call_sasl(petrel_session *ps, void *arg)
+{
+    struct sasl_call *c = arg;
+    struct smtpd_session *s = ps->smtpd;
+    return s->set->sasl->check(ps, s->set->sasl_path, c->mech, c->user, c->password);
+}
+
+static void auth_hooked(struct smtpd_session *s, const struct restrict_result *r)
+{
+    s->state = SMTPD_CMD;
+    if (refused(r)) {
+        smtpd_reply(s, "%d %s %s", r->code, r->enhanced, r->text);
+        s->sasl_username = s->sasl_method = NULL;
+        count_error(s, CNT_AUTH);
+    } else {
+        smtpd_reply(s, "235 2.7.0 Authentication successful");
+    }
+    smtpd_continue(s);
+}
+
+static void sasl_answered(struct smtpd_session *s, struct petrel_pending *p, const struct restrict_result *r)
+{
+    const char *mech = s->auth_mech;
+    s->state = SMTPD_CMD;
+    s->auth_mech = NULL;
+    if (r->verdict == RV_PERMIT) {
+        s->sasl_username = s->auth_user;
+        s->sasl_method = mech;
+        s->protocol = s->tls_active ? "ESMTPSA" : "ESMTPA";
+        s->auth_user = NULL;
+        hooks_then(s, PHASE_AUTH, mech, auth_hooked);
+        return;
+    }
+    s->auth_user = NULL;
+    if (r->verdict == RV_DEFER) {
+        msg_warn("%s: SASL %s authentication failed: temporary failure of the back-end", s->namaddr, mech);
+        smtpd_reply(s, "454 4.7.0 Temporary authentication failure");
+    } else {
+        /* Postfix's line, which fail2ban and friends read. */
+        msg_warn("%s: SASL %s authentication failed: authentication failure", s->namaddr, mech);
+        smtpd_reply(s, "535 5.7.8 Error: authentication failed: authentication failure");
+    }
+    count_error(s, CNT_AUTH);
+    smtpd_continue(s);
+}
+
+static void sasl_verify(struct smtpd_session *s, const char *user, const char *password)
+{
+    struct sasl_call call = { s->auth_mech, user, password };
+    s->auth_user = petrel_pool_strdup(s->pool, user);
+    s->state = SMTPD_WAIT;
+    struct petrel_pending *pending;
+    petrel_verdict v = smtpd_plugin_call(s, s->set->sasl_module, "sasl check", call_sasl, &call, &pending);
+    if (pending) {
+        smtpd_plugin_wait(s, pending, sasl_answered);
+        return;
+    }
+    struct restrict_result r = { v == PETREL_ACCEPT ? RV_PERMIT : v == PETREL_TEMPFAIL ? RV_DEFER : RV_REJECT,
+                                 0, NULL, NULL };
+    if ((int)v == PETREL_TEMPFAIL + 100)
+        r.verdict = RV_DEFER;
+    sasl_answered(s, NULL, &r);
+}
+
+static void auth_plain(struct smtpd_session *s, const char *b64)
+{
+    char *raw = petrel_pool_alloc(s->pool, strlen(b64) + 1);
+    long n = b64_decode(b64, raw);
+    if (n < 0) {
+        s->state = SMTPD_CMD;
+        s->auth_mech = NULL;
+        smtpd_reply(s, "501 5.5.2 Cannot decode response");
+        count_error(s, CNT_AUTH);
+        return;
+    }
+    /* authzid NUL authcid NUL password */
+    const char *authz = raw, *end = raw + n;
+    const char *user = memchr(authz, '\0', (size_t)n);
+    const char *pass = user ? memchr(user + 1, '\0', (size_t)(end - user - 1)) : NULL;
+    if (user == NULL || pass == NULL || memchr(pass + 1, '\0', (size_t)(end - pass - 1))) {
+        s->state = SMTPD_CMD;
+        s->auth_mech = NULL;
+        smtpd_reply(s, "501 5.5.2 Invalid authentication data");
+        count_error(s, CNT_AUTH);
+        return;
+    }
+    char *password = petrel_pool_strndup(s->pool, pass + 1, (size_t)(end - pass - 1));
+    sasl_verify(s, user + 1, password);
+}
+
+static void auth_response(struct smtpd_session *s, const char *line)
+{
+    if (strcmp(line, "*") == 0) {
+        s->state = SMTPD_CMD;
+        s->auth_mech = NULL;
+        s->auth_user = NULL;
+        smtpd_reply(s, "501 5.7.0 Authentication aborted");
+        count_error(s, CNT_AUTH);
+        return;
+    }
+    if (strcmp(s->auth_mech, "PLAIN") == 0) {
+        auth_plain(s, line);
+        return;
+    }
+    char *raw = petrel_pool_alloc(s->pool, strlen(line) + 1);
+    long n = b64_decode(line, raw);
+    if (n < 0 || memchr(raw, '\0', (size_t)n)) {
+        s->state = SMTPD_CMD;
+        s->auth_mech = NULL;
+        s->auth_user = NULL;
+        smtpd_reply(s, "501 5.5.2 Cannot decode response");
+        count_error(s, CNT_AUTH);
+        return;
+    }
+    raw[n] = '\0';
+    if (s->auth_user == NULL) {
+        s->auth_user = raw;
+        smtpd_reply(s, "334 UGFzc3dvcmQ6");   /* "Password:" */
+        return;
+    }
+    sasl_verify(s, s->auth_user, raw);
+}
+
+static void cmd_auth(struct smtpd_session *s, const struct smtp_command *cmd)
+{
+    const struct smtpd_settings *set = s->set;
+    s->last_command = "AUTH";
+    if (set->sasl == NULL) {
+        smtpd_reply(s, "503 5.5.1 Error: authentication not enabled");
+        count_error(s, CNT_AUTH);
+        return;
+    }
+    if (set->tls_auth_only && !s->tls_active) {
+        smtpd_reply(s, "538 5.7.11 Encryption required for requested authentication mechanism");
+        count_error(s, CNT_AUTH);
+        return;
+    }
+    if (s->sasl_username) {
+        smtpd_reply(s, "503 5.5.1 Error: already authenticated");
+        count_error(s, CNT_AUTH);
+        return;
+    }
+    if (s->tx) {
+        smtpd_reply(s, "503 5.5.1 Error: MAIL transaction in progress");
+        count_error(s, CNT_AUTH);
+        return;
+    }
+    size_t ml = strcspn(cmd->args, " ");
+    const char *initial = cmd->args[ml] ? cmd->args + ml + 1 : NULL;
+    if (ml == 5 && strncasecmp(cmd->args, "PLAIN", 5) == 0) {
+        s->auth_mech = "PLAIN";
+        s->auth_user = NULL;
+        if (initial && strcmp(initial, "=") != 0) {
+            auth_plain(s, initial);
+        } else {
+            s->state = SMTPD_AUTH;
+            smtpd_reply(s, "334 ");
+        }
+    } else if (ml == 5 && strncasecmp(cmd->args, "LOGIN", 5) == 0) {
+        s->auth_mech = "LOGIN";
+        s->auth_user = NULL;
+        s->state = SMTPD_AUTH;
+        if (initial) {
+            auth_response(s, initial);
+        } else {
+            smtpd_reply(s, "334 VXNlcm5hbWU6");   /* "Username:" */
+        }
+    } else if (ml == 0) {
+        smtpd_reply(s, "501 5.5.4 Syntax: AUTH mechanism");
+        count_error(s, CNT_AUTH);
+    } else {
+        smtpd_reply(s, "504 5.5.4 Unrecognized authentication type");
+        count_error(s, CNT_AUTH);
+    }
+}
+
+/* ------------------------------------------------------------------ */
 /* the command loop                                                    */
 
 static int is_pipelining_violation(struct smtpd_session *s, enum smtp_verb verb)
@@ -1584,10 +1807,7 @@ static void handle_command(struct smtpd_session *s, char *line, size_t len)
         break;
     case SMTP_VERB_AUTH:
         s->counters[CNT_AUTH]++;
-        s->last_command = "AUTH";
-        /* No SASL module is loaded: AUTH is not offered in EHLO either. */
-        smtpd_reply(s, "503 5.5.1 Error: authentication not enabled");
-        count_error(s, CNT_AUTH);
+        cmd_auth(s, &cmd);
         break;
     case SMTP_VERB_EXPN:
     case SMTP_VERB_ETRN:
@@ -1639,6 +1859,27 @@ static void session_process_input(struct smtpd_session *s)
         if (s->errors >= set->hard_error_limit) {
             too_many_errors(s);
             break;
+        }
+        if (s->state == SMTPD_AUTH) {
+            struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, NULL, EVBUFFER_EOL_LF);
+            if (eol.pos < 0) {
+                if (evbuffer_get_length(in) > 12288) {
+                    evbuffer_drain(in, evbuffer_get_length(in));
+                    s->state = SMTPD_CMD;
+                    smtpd_reply(s, "500 5.5.6 Authentication exchange line is too long");
+                    s->errors++;
+                    continue;
+                }
+                break;
+            }
+            size_t alen = (size_t)eol.pos;
+            char *aline = petrel_pool_alloc(s->pool, alen + 1);
+            evbuffer_remove(in, aline, alen + 1);
+            if (alen && aline[alen - 1] == '\r')
+                alen--;
+            aline[alen] = '\0';
+            auth_response(s, aline);
+            continue;
         }
         if (s->delay_timer && evtimer_pending(s->delay_timer, NULL))
             break;

@@ -19,6 +19,7 @@
 #include "smtpd/restrict.h"
 #include "smtpd/smtpd_int.h"
 #include "tables/cidr.h"
+#include "module/module.h"
 #include "tables/table.h"
 #include "tables/access.h"
 
@@ -160,6 +161,16 @@ struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struc
     }
     set->tls_wrappermode = cfg_bool(cfg, "smtpd_tls_wrappermode");
     set->tls_auth_only = cfg_bool(cfg, "smtpd_tls_auth_only");
+    if (cfg_bool(cfg, "smtpd_sasl_auth_enable")) {
+        const char *type = cfg_get(cfg, "smtpd_sasl_type");
+        set->sasl = module_set_find_sasl(w->modules, type, &set->sasl_module);
+        if (set->sasl == NULL) {
+            fail(error, "smtpd_sasl_type: no loaded module provides the SASL back-end \"%s\" "
+                 "(load the module that does in `modules`)", type);
+            goto failed;
+        }
+        set->sasl_path = cfg_get(cfg, "smtpd_sasl_path");
+    }
     if (set->tls_level != TLS_LEVEL_NONE || set->tls_wrappermode) {
         set->tls_ctx = smtpd_tls_ctx_create(cfg, error);
         if (set->tls_ctx == NULL)

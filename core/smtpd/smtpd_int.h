@@ -132,6 +132,10 @@ struct smtpd_settings {
     enum tls_level tls_level;
     int tls_wrappermode;
     int tls_auth_only;
+    /* SMTP AUTH (smtpd_sasl_auth_enable, smtpd_sasl_type, smtpd_sasl_path) */
+    const petrel_sasl_backend *sasl;
+    struct petrel_module *sasl_module;
+    const char *sasl_path;
     /* restriction lists, compiled */
     struct restrict_list *client_restrictions, *helo_restrictions, *sender_restrictions,
         *recipient_restrictions, *relay_restrictions, *data_restrictions, *eod_restrictions;
@@ -213,6 +217,7 @@ enum smtpd_state {
     SMTPD_DATA,      /* reading DATA content */
     SMTPD_BDAT,      /* reading a BDAT chunk */
     SMTPD_WAIT,      /* an asynchronous step (check, commit) is in progress */
+    SMTPD_AUTH,      /* reading an AUTH response line (base64) */
     SMTPD_CLOSING,   /* flushing the last reply, then close */
 };
 
@@ -238,6 +243,8 @@ struct smtpd_session {
     int in_mynetworks;
     int local_submission;             /* came through public/pickup (petrel-sendmail) */
     int debug;                        /* a debug_peer_list client: log commands and replies */
+    const char *auth_mech;            /* AUTH in progress: "PLAIN" or "LOGIN" */
+    const char *auth_user;            /* LOGIN: the user name, once given */
     long local_uid;
     int bare_lf_excluded;
     int counted_in_anvil;

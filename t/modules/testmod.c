@@ -477,6 +477,28 @@ static const petrel_restriction restrictions[] = {
     { .name = NULL },
 };
 
+/* SASL back-end "testmod": alice/secret and slow/secret (answers after
+ * 0.5 s) are valid; "down" is a back-end failure; anything else is wrong. */
+static petrel_verdict sasl_check(petrel_session *s, const char *path, const char *mech, const char *user,
+                                 const char *password)
+{
+    petrel_log(s, PETREL_LOG_INFO, "sasl check %s %s path=%s", mech, user, path);
+    if (strcmp(user, "down") == 0)
+        return PETREL_TEMPFAIL;
+    if (strcmp(password, "secret") != 0)
+        return PETREL_REJECT;
+    if (strcmp(user, "alice") == 0)
+        return PETREL_ACCEPT;
+    if (strcmp(user, "slow") == 0)
+        return suspend_for(s, 500, PETREL_ACCEPT);
+    return PETREL_REJECT;
+}
+
+static const petrel_sasl_backend sasl_backends[] = {
+    { .name = "testmod", .check = sasl_check },
+    { .name = NULL },
+};
+
 static int init(petrel_module *m, const char **error)
 {
     petrel_module_log(m, PETREL_LOG_INFO, "initialised (delay %lld s)", petrel_param_int(m, "testmod_delay"));
@@ -505,5 +527,6 @@ const petrel_module_desc petrel_module_descriptor = {
     },
     .restrictions = restrictions,
     .table_types = table_types,
+    .sasl_backends = sasl_backends,
     .default_action = PETREL_ON_FAILURE_CONTINUE,
 };

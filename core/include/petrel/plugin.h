@@ -165,6 +165,21 @@ typedef struct petrel_table_type {
 } petrel_table_type;
 
 /* ------------------------------------------------------------------ */
+/* SASL back-ends for SMTP AUTH                                         */
+
+/* smtpd speaks AUTH PLAIN and LOGIN itself (with smtpd_sasl_auth_enable =
+ * yes) and asks the back-end named by smtpd_sasl_type to verify the
+ * credentials. check() answers ACCEPT (valid), REJECT (invalid) or TEMPFAIL
+ * (the back-end is down), possibly later through petrel_suspend() /
+ * petrel_resume(). path is smtpd_sasl_path (a socket, a table, a service
+ * name: the back-end decides). user and password are NUL-free strings. */
+typedef struct petrel_sasl_backend {
+    const char *name;          /* the smtpd_sasl_type value, e.g. "dovecot" */
+    petrel_verdict (*check)(petrel_session *s, const char *path, const char *mechanism, const char *user,
+                            const char *password);
+} petrel_sasl_backend;
+
+/* ------------------------------------------------------------------ */
 /* the descriptor                                                      */
 
 #define PETREL_BUILD_SIGNATURE "petrel-abi:" PETREL_STRINGIFY(PETREL_ABI_MAJOR) ":lp" \
@@ -191,6 +206,7 @@ typedef struct petrel_module_desc {
     petrel_hooks hooks;
     const petrel_restriction *restrictions;   /* terminated by an entry with name NULL */
     const petrel_table_type *table_types;     /* terminated by an entry with name NULL */
+    const petrel_sasl_backend *sasl_backends; /* terminated by an entry with name NULL */
     /* What applies when a hook times out or the module's circuit is open:
      * the module's choice; admins override with NAME_default_action. */
     petrel_default_action default_action;

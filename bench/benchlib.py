@@ -21,7 +21,8 @@ Subcommands:
                                              time series until SIGTERM: seconds since start,
                                              queue manager VmRSS/VmHWM, server tree PSS,
                                              files in incoming/ active/ deferred/,
-                                             sink count; one TSV line per interval
+                                             sink count, queue manager CPU s (utime+stime);
+                                             one TSV line per interval
 
 CPU: with --cgroup, cpu.stat usage_usec (cgroup v2) or cpuacct.usage (cgroup v1):
 counts every process that ever lived in the cgroup. With --root (fallback), the
@@ -297,14 +298,16 @@ def qsample(args):
     signal.signal(signal.SIGINT, lambda *a: stop.append(1))
     t0 = time.time()
     with open(out, "a", buffering=1) as f:
-        f.write("t_s\tqmgr_rss_kb\tqmgr_hwm_kb\ttree_pss_kb\tincoming\tactive\tdeferred\tsink\n")
+        f.write("t_s\tqmgr_rss_kb\tqmgr_hwm_kb\ttree_pss_kb\tincoming\tactive\tdeferred\tsink\tqmgr_cpu_s\n")
         while not stop:
             t = time.time() - t0
             rss, hwm = _status_kb(pid, "VmRSS"), _status_kb(pid, "VmHWM")
             pss = mem_kb(tree_pids(args["root"]))[1] if args.get("root") else 0
             counts = [_count_files(os.path.join(qdir, d)) for d in ("incoming", "active", "deferred")]
             sink = sink_count(args["sink"]) if args.get("sink") else 0
-            f.write(f"{t:.1f}\t{rss}\t{hwm}\t{pss}\t{counts[0]}\t{counts[1]}\t{counts[2]}\t{sink}\n")
+            st = _stat_fields(pid)
+            cpu = (int(st[11]) + int(st[12])) / CLK_TCK if st else 0.0
+            f.write(f"{t:.1f}\t{rss}\t{hwm}\t{pss}\t{counts[0]}\t{counts[1]}\t{counts[2]}\t{sink}\t{cpu:.2f}\n")
             end = time.time() + max(0.0, interval - (time.time() - t0 - t))
             while not stop and time.time() < end:
                 time.sleep(0.1)

@@ -178,7 +178,7 @@ SENT_LOGGED=$(grep -c 'status=sent' "$PT_LOG")
 say "   drain: $RECEIVED/$MESSAGES received in ${DRAIN_S}s ($DRAIN_STATUS), $DRAIN_RATE msg/s; left in queue: $LEFT"
 # progress of the drain, every 30 s from the flush on
 FLUSH_OFF=$(echo "$T_FLUSH - $T_START" | bc -l)
-PROGRESS=$(awk -F'\t' -v f="$FLUSH_OFF" 'NR>1 && $1>=f { k=int(($1-f)/30); if (!(k in seen)) { seen[k]=1; printf "%s+%ds: sink %s, active %s, deferred %s; ", "", $1-f, $8, $6, $7 } }' "$SERIES")
+PROGRESS=$(awk -F'\t' -v f="$FLUSH_OFF" 'NR>1 && $1>=f { k=int(($1-f)/30); if (!(k in seen)) { seen[k]=1; printf "+%ds: sink %s, active %s, deferred %s, qmgr CPU %ss; ", $1-f, $8, $6, $7, $9 } }' "$SERIES")
 CAP=ok; [ "$(echo "$QMGR_PEAK > $RSS_LIMIT_MB" | bc -l)" = 1 ] && CAP="OVER ${RSS_LIMIT_MB} MiB"
 WARN=$(grep -ciE 'warning|fatal|panic|error' "$PT_LOG")
 
@@ -197,9 +197,9 @@ echo "| queue files written by make-queue (deferred/, due) | $MADE in ${MAKE_S} 
 echo "| qmgr_message_active_limit | ${ACTIVE_LIMIT:-default (20000)} |"
 echo "| queue manager peak RSS (VmHWM), whole run | $QMGR_PEAK MB ($CAP) |"
 echo "| queue manager max sampled RSS / petreld tree peak PSS | $QMGR_MAXRSS MB / $TREE_PEAK MB |"
-echo "| after ${OBSERVE} s toward the dead hop: incoming / active / deferred | $(echo "$OBS_LINE" | awk -F'\t' '{print $5 " / " $6 " / " $7}'); $DEFERRED_LOGGED status=deferred lines logged |"
+echo "| after ${OBSERVE} s toward the dead hop: incoming / active / deferred | $(echo "$OBS_LINE" | awk -F'\t' '{print $5 " / " $6 " / " $7 "; queue manager CPU " $9 " s"}'); $DEFERRED_LOGGED status=deferred lines logged |"
 echo "| \`petrelctl queue list \| tail -1\` | ${LIST_S} wall, max RSS ${LIST_RSS} MB, rc $LIST_RC: \`$LIST_TAIL\` |"
 echo "| drain after \`petrelctl queue flush\` (sink on the dead port) | $RECEIVED/$MESSAGES in ${DRAIN_S} s = **$DRAIN_RATE msg/s** ($DRAIN_STATUS); left in queue $LEFT; $SENT_LOGGED status=sent lines |"
-echo "| queue manager still running at the end | $QMGR_ALIVE; warning/error lines in the log: $WARN |"
+echo "| queue manager still running at the end | $QMGR_ALIVE; CPU $(tail -1 "$SERIES" | cut -f9) s in all; warning/error lines in the log: $WARN |"
 echo
 echo "Drain progress: $PROGRESS"

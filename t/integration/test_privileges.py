@@ -31,7 +31,11 @@ def uid_of(pid):
     return None
 
 
-with RootPetrel(t, extra_services="qmgr unix n - n 300 1 qmgr\n") as p:
+dead = __import__("harness").free_port()
+# Mail goes to a dead next hop: it stays queued, so its file can be inspected.
+with RootPetrel(t, extra_services="qmgr unix n - n 300 1 qmgr\n",
+                main_cf={"relay_domains": "dead.test",
+                         "transport_maps": "inline:{ {dead.test = smtp:[127.0.0.1]:%d} }" % dead}) as p:
     t.is_(uid_of(p.proc.pid), 0, "the master runs as root")
     time.sleep(0.5)
     children = p.worker_pids()
@@ -41,9 +45,10 @@ with RootPetrel(t, extra_services="qmgr unix n - n 300 1 qmgr\n") as p:
     st = os.stat(os.path.join(p.queue, "incoming"))
     t.ok(st.st_uid == owner.pw_uid and (st.st_mode & 0o777) == 0o700, "queue directories belong to mail_owner, mode 0700")
     c = p.connect()
-    reply = c.send_message("a@example.org", ["u@petrel.test"], "Subject: as root\r\n\r\nx\r\n")
+    reply = c.send_message("a@example.org", ["u@dead.test"], "Subject: as root\r\n\r\nx\r\n")
     t.like(reply, r"^250 2\.0\.0 Ok: queued as ", "mail is accepted by the unprivileged workers")
     qid = reply.split()[-1]
+    time.sleep(0.5)
     files = [f for f in p.queue_files() if f.endswith(qid)]
     t.ok(files and os.stat(files[0]).st_uid == owner.pw_uid, "queue files are owned by mail_owner")
     c.close()

@@ -1095,8 +1095,8 @@ static void commit_done(void *arg, int cancelled)
     if (job->result == 0) {
         if (job->hold_failed)
             msg_warn("%s: cannot move to the hold queue: %s", tx->queue_id, strerror(job->hold_failed));
-        msg_info("%s: from=<%s>, size=%llu, nrcpt=%zu (queue %s)", tx->queue_id, tx->mail.address,
-                 job->size, tx->nrcpts, tx->hold && !job->hold_failed ? "hold" : "active");
+        msg_info("%s: from=<%s>, size=%llu, nrcpt=%zu (queued%s)", tx->queue_id, tx->mail.address,
+                 job->size, tx->nrcpts, tx->hold && !job->hold_failed ? ", on hold" : "");
         smtpd_reply(s, "250 2.0.0 Ok: queued as %s", tx->queue_id);
         smtpd_plugin_queued(s, tx->queue_id);
     } else {

@@ -199,7 +199,7 @@ with Petrel(t) as p:
            "Received line 3: for <rcpt>; RFC 5322 date")
     t.is_(lines[3], "Subject: rcvd", "the message follows the Received header")
     t.ok(p.wait_log(r"smtpd\[\d+\]: %s: client=unknown\[127\.0\.0\.1\]" % qid) is not None, "log: ID: client=")
-    t.ok(p.wait_log(r"%s: from=<a@example\.org>, size=\d+, nrcpt=1 \(queue active\)" % qid) is not None,
+    t.ok(p.wait_log(r"%s: from=<a@example\.org>, size=\d+, nrcpt=1 \(queued\)" % qid) is not None,
          "log: ID: from=<...>, size=, nrcpt=")
     c.close()
 

@@ -219,7 +219,7 @@ static int write_atomically(const char *path, struct text_line *lines, size_t n,
 static int edit(const char *confdir, int remove, char **args, int nargs)
 {
     char *path = xmalloc(strlen(confdir) + 16);
-    sprintf(path, "%s/main.cf", confdir);
+    snprintf(path, strlen(confdir) + 16, "%s/main.cf", confdir);
     char **names = xcalloc((size_t)nargs + 1, sizeof(char *));
     char **newlines = xcalloc((size_t)nargs + 1, sizeof(char *));
     int *done = xcalloc((size_t)nargs + 1, sizeof(int));

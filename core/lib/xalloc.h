@@ -8,10 +8,11 @@
 
 #include <stddef.h>
 
-void *xmalloc(size_t size);
-void *xcalloc(size_t n, size_t size);
-void *xrealloc(void *p, size_t size);
-char *xstrdup(const char *s);
-char *xstrndup(const char *s, size_t n);
+#define XALLOC_ATTRS __attribute__((returns_nonnull, warn_unused_result))
+void *xmalloc(size_t size) XALLOC_ATTRS __attribute__((malloc));
+void *xcalloc(size_t n, size_t size) XALLOC_ATTRS __attribute__((malloc));
+void *xrealloc(void *p, size_t size) XALLOC_ATTRS;
+char *xstrdup(const char *s) XALLOC_ATTRS __attribute__((malloc));
+char *xstrndup(const char *s, size_t n) XALLOC_ATTRS __attribute__((malloc));
 
 #endif

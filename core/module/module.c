@@ -97,13 +97,13 @@ static int declare_params(struct cfg_schema *schema, struct petrel_module *m)
     }
     char *names[4];
     names[0] = xmalloc(prefix + 32);
-    sprintf(names[0], "%s_default_action", m->name);
+    snprintf(names[0], prefix + 32, "%s_default_action", m->name);
     names[1] = xmalloc(prefix + 32);
-    sprintf(names[1], "%s_hook_timeout", m->name);
+    snprintf(names[1], prefix + 32, "%s_hook_timeout", m->name);
     names[2] = xmalloc(prefix + 32);
-    sprintf(names[2], "%s_circuit_failures", m->name);
+    snprintf(names[2], prefix + 32, "%s_circuit_failures", m->name);
     names[3] = xmalloc(prefix + 32);
-    sprintf(names[3], "%s_circuit_cooldown", m->name);
+    snprintf(names[3], prefix + 32, "%s_circuit_cooldown", m->name);
     struct cfg_param *core = &m->params[own];
     core[0] = (struct cfg_param){ names[0], CFG_STR,
                                   d->default_action == PETREL_ON_FAILURE_TEMPFAIL ? "tempfail" : "continue",

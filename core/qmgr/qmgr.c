@@ -225,7 +225,7 @@ static unsigned hash_key(const char *s)
 static struct dest *dest_get(struct qmgr *q, const char *transport, const char *nexthop)
 {
     char *key = xmalloc(strlen(transport) + strlen(nexthop ? nexthop : "") + 2);
-    sprintf(key, "%s\n%s", transport, nexthop ? nexthop : "");
+    snprintf(key, strlen(transport) + strlen(nexthop ? nexthop : "") + 2, "%s\n%s", transport, nexthop ? nexthop : "");
     unsigned b = hash_key(key) % DEST_BUCKETS;
     for (struct dest *d = q->buckets[b]; d; d = d->next_bucket) {
         if (strcmp(d->key, key) == 0) {

@@ -116,6 +116,15 @@ static int command(struct conn *c, const char *fmt, ...)
     return read_reply(c);
 }
 
+/* "user@domain" in a new allocation */
+static char *join_at(const char *user, const char *domain)
+{
+    size_t n = strlen(user) + strlen(domain) + 2;
+    char *out = xmalloc(n);
+    snprintf(out, n, "%s@%s", user, domain);
+    return out;
+}
+
 static int refusal_status(int code)
 {
     return code >= 500 ? EX_UNAVAILABLE : EX_TEMPFAIL;
@@ -287,14 +296,12 @@ int main(int argc, char **argv)
     char *myorigin = cfg_peek(schema, confdir, "myorigin");
     char *myhostname = cfg_peek(schema, confdir, "myhostname");
     cfg_schema_free(schema);
-    char *default_sender = xmalloc(strlen(login) + strlen(myorigin ? myorigin : "localhost") + 2);
-    sprintf(default_sender, "%s@%s", login, myorigin ? myorigin : "localhost");
+    const char *origin = myorigin ? myorigin : "localhost";
+    char *default_sender = join_at(login, origin);
     if (sender == NULL)
         sender = default_sender;
     else if (*sender && strchr(sender, '@') == NULL) {
-        char *q = xmalloc(strlen(sender) + strlen(myorigin ? myorigin : "localhost") + 2);
-        sprintf(q, "%s@%s", sender, myorigin ? myorigin : "localhost");
-        sender = q;
+        sender = join_at(sender, origin);
     }
     if (strcmp(sender, "<>") == 0)
         sender = "";
@@ -308,9 +315,7 @@ int main(int argc, char **argv)
         } else if (strchr(argv[i], '@')) {
             rcpts[nrcpt++] = xstrdup(argv[i]);
         } else {
-            char *q = xmalloc(strlen(argv[i]) + strlen(myorigin ? myorigin : "localhost") + 2);
-            sprintf(q, "%s@%s", argv[i], myorigin ? myorigin : "localhost");
-            rcpts[nrcpt++] = q;
+            rcpts[nrcpt++] = join_at(argv[i], origin);
         }
     }
     struct buf headers = BUF_INIT, current = BUF_INIT;

@@ -26,7 +26,7 @@ OBSERVE=90
 DRAIN_TIMEOUT=900
 RUN_DELAY=""          # queue_run_delay; empty = petreld's default
 ACTIVE_LIMIT=""       # qmgr_message_active_limit; empty = default (20000)
-PORTS="42545 42546"
+PORTS="42545 29546"   # the dead port is outside ip_local_port_range (see the check below)
 RSS_LIMIT_MB=128
 
 usage() { sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
@@ -61,6 +61,14 @@ done
 set -- $PORTS; PT_PORT=$1; DEAD_PORT=${2:-$((PT_PORT + 1))}
 port_free "$PT_PORT" || die "port $PT_PORT is in use (use --ports)"
 port_free "$DEAD_PORT" || die "port $DEAD_PORT is in use: it must be closed (use --ports)"
+# A connect() to a closed loopback port inside the ephemeral range can be given that
+# very port as its source port and then connects to itself (TCP simultaneous open):
+# the queue manager then waits for its own banner, and the TIME-WAIT left behind
+# stops smtp-sink from binding the port later. Seen here with 42546.
+read -r EPH_LO EPH_HI </proc/sys/net/ipv4/ip_local_port_range
+if [ "$DEAD_PORT" -ge "$EPH_LO" ] && [ "$DEAD_PORT" -le "$EPH_HI" ]; then
+	die "dead port $DEAD_PORT is inside ip_local_port_range ($EPH_LO-$EPH_HI): pick one outside it (--ports)"
+fi
 
 SINK_PID="" SAMPLER=""
 bq_cleanup() {
@@ -140,7 +148,7 @@ SAMPLER=$!
 sleep "$OBSERVE"
 kill -0 "$QMGR" 2>/dev/null || say "warning: queue manager $QMGR is gone (see $PT_LOG)"
 OBS_LINE=$(tail -1 "$SERIES")
-say "   after ${OBSERVE}s: $(echo "$OBS_LINE" | awk -F'\t' '{printf "qmgr RSS %.1f MB (peak %.1f MB), incoming %s active %s deferred %s", $2/1024, $3/1024, $5, $6, $7}')"
+say "   after ${OBSERVE}s: $(echo "$OBS_LINE" | awk -F'\t' '{printf "qmgr RSS %.1f MiB (peak %.1f MiB), incoming %s active %s deferred %s", $2/1024, $3/1024, $5, $6, $7}')"
 DEFERRED_LOGGED=$(grep -c 'status=deferred' "$PT_LOG")
 
 # --- 3. petrelctl queue list | tail -1, timed, max RSS
@@ -150,7 +158,7 @@ LIST_RC=$?
 LIST_TAIL=$(tail -1 "$BENCH_TMP/list.out")
 LIST_S=$(awk -F': ' '/Elapsed \(wall clock\)/{print $2}' "$BENCH_TMP/list.time")
 LIST_RSS=$(awk -F': ' '/Maximum resident set size/{printf "%.1f", $2/1024}' "$BENCH_TMP/list.time")
-say "   rc $LIST_RC, ${LIST_S} wall, max RSS ${LIST_RSS} MB: $LIST_TAIL"
+say "   rc $LIST_RC, ${LIST_S} wall, max RSS ${LIST_RSS} MiB: $LIST_TAIL"
 
 # --- 4. the next hop comes back: sink on DEAD, flush, time until all N are received
 smtp-sink -c -u nobody "127.0.0.1:$DEAD_PORT" 1024 >"$SINK_OUT" 2>&1 &
@@ -195,10 +203,10 @@ echo "| measure | value |"
 echo "| --- | --- |"
 echo "| queue files written by make-queue (deferred/, due) | $MADE in ${MAKE_S} s, $QBYTES MB on disk |"
 echo "| qmgr_message_active_limit | ${ACTIVE_LIMIT:-default (20000)} |"
-echo "| queue manager peak RSS (VmHWM), whole run | $QMGR_PEAK MB ($CAP) |"
-echo "| queue manager max sampled RSS / petreld tree peak PSS | $QMGR_MAXRSS MB / $TREE_PEAK MB |"
+echo "| queue manager peak RSS (VmHWM), whole run | $QMGR_PEAK MiB ($CAP) |"
+echo "| queue manager max sampled RSS / petreld tree peak PSS | $QMGR_MAXRSS MiB / $TREE_PEAK MiB |"
 echo "| after ${OBSERVE} s toward the dead hop: incoming / active / deferred | $(echo "$OBS_LINE" | awk -F'\t' '{print $5 " / " $6 " / " $7 "; queue manager CPU " $9 " s"}'); $DEFERRED_LOGGED status=deferred lines logged |"
-echo "| \`petrelctl queue list \| tail -1\` | ${LIST_S} wall, max RSS ${LIST_RSS} MB, rc $LIST_RC: \`$LIST_TAIL\` |"
+echo "| \`petrelctl queue list \| tail -1\` | ${LIST_S} wall, max RSS ${LIST_RSS} MiB, rc $LIST_RC: \`$LIST_TAIL\` |"
 echo "| drain after \`petrelctl queue flush\` (sink on the dead port) | $RECEIVED/$MESSAGES in ${DRAIN_S} s = **$DRAIN_RATE msg/s** ($DRAIN_STATUS); left in queue $LEFT; $SENT_LOGGED status=sent lines |"
 echo "| queue manager still running at the end | $QMGR_ALIVE; CPU $(tail -1 "$SERIES" | cut -f9) s in all; warning/error lines in the log: $WARN |"
 echo

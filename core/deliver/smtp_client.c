@@ -51,6 +51,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -1368,6 +1369,12 @@ static void conn_open(struct sc_job *a, const struct sc_addr *addr, int no_tls)
     }
     int fd = socket(addr->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int err = 0;
+    if (fd >= 0 && addr->family != AF_UNIX) {
+        /* Commands and the body's last segment must not wait for the peer's
+         * delayed ACK (Nagle): that cost ~40 ms per message. */
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    }
     if (fd < 0)
         err = errno;
     else if (connect(fd, (struct sockaddr *)&ss, sl) < 0 && errno != EINPROGRESS)

@@ -22,6 +22,8 @@
 enum ipc_type {
     IPC_CTL_REQUEST = 1,   /* petrelctl -> master: field 0 = command, then arguments */
     IPC_CTL_REPLY = 2,     /* master -> petrelctl: field 0 = exit status ("0"), field 1 = text */
+    IPC_MAILBOX_REQUEST = 3,   /* qmgr -> mailbox helper: one delivery (qmgr/mailbox_helper.c) */
+    IPC_MAILBOX_RESULT = 4,    /* mailbox helper -> qmgr: its result */
 };
 
 struct ipc_field {

@@ -53,6 +53,7 @@
 #include "smtpd/anvil.h"
 #include "smtpd/smtpd.h"
 #include "qmgr/qmgr.h"
+#include "qmgr/mailbox_helper.h"
 
 #define MAX_LISTENERS 64
 #define MAX_WORKERS ANVIL_MAX_WORKERS
@@ -471,9 +472,27 @@ static pid_t spawn_worker(struct master *m, int slot, int is_qmgr)
         struct queue *queue = queue_open(m->queue_dir, 0, &error);
         if (queue == NULL)
             msg_fatal("queue_directory %s: %s", m->queue_dir, error);
+        int helper_fd = -1;
+        if (is_qmgr && m->privileged) {
+            /* Mailboxes are written as their owners: a helper keeps root for
+             * that alone (qmgr/mailbox_helper.c); the queue manager does not. */
+            int sv[2];
+            if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
+                msg_fatal("socketpair: %s", strerror(errno));
+            pid_t helper = fork();
+            if (helper < 0)
+                msg_fatal("fork: %s", strerror(errno));
+            if (helper == 0) {
+                close(sv[0]);
+                _exit(mailbox_helper_main(sv[1], g->cfg, queue));
+            }
+            close(sv[1]);
+            helper_fd = sv[0];
+        }
         drop_privileges(m);
         if (is_qmgr) {
-            struct qmgr_args qa = { .cfg = g->cfg, .queue = queue, .modules = g->conf.modules };
+            struct qmgr_args qa = { .cfg = g->cfg, .queue = queue, .modules = g->conf.modules,
+                                    .mailbox_helper_fd = helper_fd };
             _exit(qmgr_main(&qa));
         }
         struct smtpd_worker_args args = {

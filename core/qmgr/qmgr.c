@@ -51,12 +51,14 @@
 #include "deliver/smtp_client.h"
 #include "lib/buf.h"
 #include "lib/dns.h"
+#include "lib/fsutil.h"
 #include "lib/log.h"
 #include "lib/workq.h"
 #include "lib/xalloc.h"
 #include "qmgr/bounce.h"
 #include "qmgr/qmgr.h"
 #include "qmgr/route.h"
+#include "qmgr/mailbox_helper.h"
 #include "module/module.h"
 #include "queue/queue.h"
 #include "tables/table.h"
@@ -78,6 +80,9 @@ struct rcpt_outcome {
 
 struct qjob {
     struct qjob *next;         /* in its destination's queue */
+    struct qjob *next_helper;  /* waiting for the mailbox helper */
+    unsigned long long helper_id;
+    size_t helper_left;        /* recipients the helper has not answered yet */
     struct qmsg *m;
     struct dest *d;
     enum route_kind kind;
@@ -137,6 +142,10 @@ struct qmgr {
     long long min_backoff, max_backoff, run_delay, max_lifetime, bounce_lifetime, delay_warning;
     const char *myhostname, *postmaster, *double_bounce_sender;
     struct module_set *modules;
+    int helper_fd;             /* privileged mailbox helper, or -1 */
+    struct event *helper_ev;
+    unsigned long long helper_seq;
+    struct qjob *helper_waiting;   /* jobs the helper has not fully answered */
     int stopping;
     int intake_blocked;        /* the active limit was reached: rescan when room appears */
     char defer_dir[4096];
@@ -602,30 +611,6 @@ static void smtp_job_done(void *arg, const struct dlv_result *results)
     job_done(arg, results);
 }
 
-/* mkdir -p of everything above path's last component (a Maildir path ends with '/'). */
-static void make_parents(const char *path)
-{
-    char buf[4096];
-    size_t len = strlen(path);
-    if (len == 0 || len >= sizeof(buf))
-        return;
-    memcpy(buf, path, len + 1);
-    while (len > 1 && buf[len - 1] == '/')
-        buf[--len] = '\0';
-    char *last = strrchr(buf, '/');
-    if (last == NULL || last == buf)
-        return;
-    *last = '\0';
-    for (char *p = buf + 1; *p; p++) {
-        if (*p == '/') {
-            *p = '\0';
-            mkdir(buf, 0700);
-            *p = '/';
-        }
-    }
-    mkdir(buf, 0700);
-}
-
 static void local_job_work(void *arg)
 {
     struct qjob *j = arg;
@@ -635,7 +620,7 @@ static void local_job_work(void *arg)
         case ROUTE_MAILDIR:
             /* virtual(8) creates the mailbox's parent directories (the
              * domain directory under virtual_mailbox_base). */
-            make_parents(j->path);
+            fs_make_parents(j->path, 0700);
             maildir_deliver(j->path, &j->dj, i, r);
             break;
         case ROUTE_MBOX:
@@ -674,6 +659,83 @@ static void immediate_done(evutil_socket_t fd, short what, void *arg)
     job_done(arg, ((struct qjob *)arg)->results);
 }
 
+/* ------------------------------------------------------------------ */
+/* the privileged mailbox helper                                       */
+
+static void on_helper(evutil_socket_t fd, short what, void *arg)
+{
+    struct qmgr *q = arg;
+    for (;;) {
+        char id[64];
+        struct dlv_result r;
+        int rc = mailbox_helper_read(fd, id, sizeof(id), &r);
+        if (rc == -2) {
+            msg_warn("the mailbox helper exited: mailbox deliveries are deferred until the queue manager restarts");
+            event_del(q->helper_ev);
+            close(q->helper_fd);
+            q->helper_fd = -1;
+            return;
+        }
+        if (rc != 0)
+            return;
+        /* id = "JOBSEQ.RECIPIENT" */
+        unsigned long long seq = strtoull(id, NULL, 10);
+        const char *dot = strchr(id, '.');
+        size_t i = dot ? (size_t)strtoul(dot + 1, NULL, 10) : 0;
+        struct qjob **pp = &q->helper_waiting;
+        for (; *pp; pp = &(*pp)->next_helper) {
+            struct qjob *j = *pp;
+            if (j->helper_id != seq)
+                continue;
+            if (i < j->dj.nrcpt)
+                j->results[i] = r;
+            if (--j->helper_left == 0) {
+                *pp = j->next_helper;
+                job_done(j, j->results);
+            }
+            break;
+        }
+    }
+}
+
+static int start_helper_job(struct qmgr *q, struct qjob *j)
+{
+    if (q->helper_fd < 0 || j->uid < 0)
+        return 0;
+    if (j->uid == 0) {
+        /* Postfix never writes a mailbox as root: mail for root goes through an alias. */
+        for (size_t i = 0; i < j->dj.nrcpt; i++)
+            dlv_result_set(&j->results[i], DLV_BOUNCED, "5.7.1", "local",
+                           "mail for root needs an alias (no delivery as root)");
+        event_base_once(q->base, -1, EV_TIMEOUT, immediate_done, j, &(struct timeval){ 0, 0 });
+        return 1;
+    }
+    j->helper_id = ++q->helper_seq;
+    j->helper_left = j->dj.nrcpt;
+    j->next_helper = q->helper_waiting;
+    q->helper_waiting = j;
+    const char *kind = j->kind == ROUTE_MAILDIR ? "maildir" : j->kind == ROUTE_MBOX ? "mbox" : "pipe";
+    for (size_t i = 0; i < j->dj.nrcpt; i++) {
+        char id[64];
+        snprintf(id, sizeof(id), "%llu.%zu", j->helper_id, i);
+        if (mailbox_helper_request(q->helper_fd, id, kind, j->path, j->uid, j->gid,
+                                   j->m->id, j->dj.sender, j->rcpt_addr[i], j->rcpt_index[i], j->dj.nexthop,
+                                   cfg_get(q->cfg, "recipient_delimiter")) != 0) {
+            dlv_result_set(&j->results[i], DLV_DEFERRED, "4.3.0", "local", "mailbox helper unavailable: %s",
+                           strerror(errno));
+            if (--j->helper_left == 0) {
+                struct qjob **pp = &q->helper_waiting;
+                while (*pp && *pp != j)
+                    pp = &(*pp)->next_helper;
+                if (*pp)
+                    *pp = j->next_helper;
+                event_base_once(q->base, -1, EV_TIMEOUT, immediate_done, j, &(struct timeval){ 0, 0 });
+            }
+        }
+    }
+    return 1;
+}
+
 static void start_job(struct qmgr *q, struct qjob *j)
 {
     gettimeofday(&j->started, NULL);
@@ -690,6 +752,9 @@ static void start_job(struct qmgr *q, struct qjob *j)
     case ROUTE_MAILDIR:
     case ROUTE_MBOX:
     case ROUTE_PIPE:
+        /* Started as root: owned mailboxes are written by the helper as their owner. */
+        if (start_helper_job(q, j))
+            return;
         workq_submit(q->workq, local_job_work, local_job_done, j);
         return;
     case ROUTE_DISCARD:
@@ -983,6 +1048,11 @@ int qmgr_main(const struct qmgr_args *args)
     q.base = event_base_new();
     q.workq = workq_create(q.base, 4);
     q.modules = args->modules;
+    q.helper_fd = args->mailbox_helper_fd;
+    if (q.helper_fd >= 0) {
+        q.helper_ev = event_new(q.base, q.helper_fd, EV_READ | EV_PERSIST, on_helper, &q);
+        event_add(q.helper_ev, NULL);
+    }
     queue_id_gen_init(&q.idgen, (unsigned)getpid());
     q.tables = tbl_registry_new();
     q.myhostname = cfg_get(cfg, "myhostname");

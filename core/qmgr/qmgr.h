@@ -11,6 +11,7 @@ struct qmgr_args {
     const struct cfg *cfg;
     struct queue *queue;      /* opened before privileges were dropped */
     struct module_set *modules;   /* for the delivery-result hooks */
+    int mailbox_helper_fd;        /* privileged mailbox helper, or -1 (not started as root) */
 };
 
 /* Runs the queue manager until SIGTERM; returns the exit status. */

@@ -53,6 +53,47 @@ with RootPetrel(t, extra_services="qmgr unix n - n 300 1 qmgr\n",
     t.ok(files and os.stat(files[0]).st_uid == owner.pw_uid, "queue files are owned by mail_owner")
     c.close()
 
+# Mailboxes are written as their owners (the privileged mailbox helper).
+BOXUSER = "petrelbox"
+if subprocess.run(["getent", "passwd", BOXUSER], capture_output=True).returncode != 0:
+    subprocess.run(["useradd", "--system", "--user-group", "--home-dir", "/nonexistent",
+                    "--shell", "/usr/sbin/nologin", BOXUSER], check=True)
+box = pwd.getpwnam(BOXUSER)
+with RootPetrel(t, extra_services="qmgr unix n - n 300 1 qmgr\n", start=False) as p:
+    home = os.path.join(p.dir, "home-" + BOXUSER)
+    os.mkdir(home)
+    os.chown(home, box.pw_uid, box.pw_gid)
+    vbase = os.path.join(p.dir, "vmail")
+    os.mkdir(vbase)
+    os.chown(vbase, box.pw_uid, box.pw_gid)
+    subprocess.run(["usermod", "--home", home, BOXUSER], check=True)
+    conf = dict(p.settings)
+    conf.update({"home_mailbox": "Maildir/", "mydestination": "petrel.test, $myhostname, localhost",
+                 "virtual_mailbox_domains": "vbox.test", "virtual_mailbox_base": vbase,
+                 "virtual_mailbox_maps": "inline:{ {v@vbox.test = vbox.test/v/} }",
+                 "virtual_uid_maps": "static:%d" % box.pw_uid, "virtual_gid_maps": "static:%d" % box.pw_gid,
+                 "alias_maps": "inline:{ {root = %s} }" % BOXUSER})
+    p.write_main_cf(conf)
+    p.start()
+    c = p.connect()
+    c.send_message("a@example.org", [BOXUSER + "@petrel.test"], "Subject: local\r\n\r\nx\r\n")
+    c.send_message("a@example.org", ["v@vbox.test"], "Subject: virtual\r\n\r\nx\r\n", ehlo=False)
+    c.send_message("a@example.org", ["root@petrel.test"], "Subject: to root\r\n\r\nx\r\n", ehlo=False)
+    c.close()
+
+    def files_in(d):
+        return [os.path.join(d, f) for f in os.listdir(d)] if os.path.isdir(d) else []
+    deadline = time.time() + 15
+    while time.time() < deadline and (len(files_in(os.path.join(home, "Maildir", "new"))) < 2 or
+                                      not files_in(os.path.join(vbase, "vbox.test", "v", "new"))):
+        time.sleep(0.1)
+    local = files_in(os.path.join(home, "Maildir", "new"))
+    virt = files_in(os.path.join(vbase, "vbox.test", "v", "new"))
+    t.is_(len(local), 2, "a local user's mail (and root's, through an alias) lands in ~/Maildir")
+    t.ok(local and all(os.stat(f).st_uid == box.pw_uid for f in local), "written as the local user, not mail_owner")
+    t.ok(virt and os.stat(virt[0]).st_uid == box.pw_uid, "a virtual mailbox is written as virtual_uid_maps says")
+    t.ok(p.wait_log(r"status=sent \(delivered to maildir\)") is not None, "logged as sent")
+
 with RootPetrel(t, start=False, main_cf={"mail_owner": "root"}) as p:
     r = subprocess.run([PETRELD, "-c", p.conf], capture_output=True, text=True, timeout=20)
     t.ok(r.returncode != 0, "mail_owner = root is refused")

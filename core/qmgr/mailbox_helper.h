@@ -1,0 +1,21 @@
+/* The privileged mailbox helper (see mailbox_helper.c). */
+#ifndef PETREL_QMGR_MAILBOX_HELPER_H
+#define PETREL_QMGR_MAILBOX_HELPER_H
+
+#include <stddef.h>
+
+struct cfg;
+struct queue;
+struct dlv_result;
+
+/* Runs the helper on its end of a SOCK_SEQPACKET socketpair, as root, until
+ * the queue manager closes the other end. */
+int mailbox_helper_main(int fd, const struct cfg *cfg, struct queue *queue);
+/* Queue manager side: one request (kind "maildir", "mbox" or "pipe"), and
+ * reading one result (0; -1 nothing or malformed; -2 the helper is gone). */
+int mailbox_helper_request(int fd, const char *id, const char *kind, const char *path, long uid, long gid,
+                           const char *queue_id, const char *sender, const char *rcpt, size_t rcpt_index,
+                           const char *nexthop, const char *delimiter);
+int mailbox_helper_read(int fd, char *id, size_t idsize, struct dlv_result *r);
+
+#endif

@@ -119,6 +119,10 @@ struct dest {
     struct qjob *head, *tail;
     unsigned active, limit;
     int in_ready;
+    long long rate_delay;      /* TRANSPORT_destination_rate_delay: one at a time, this far apart */
+    struct event *rate_timer;
+    int resting;               /* waiting out rate_delay */
+    struct qmgr *q;
 };
 
 struct qmgr {
@@ -131,6 +135,10 @@ struct qmgr {
     struct router *router;
     struct dns_resolver *dns;
     struct smtp_client *smtp, *lmtp;
+    struct smtp_client *smtp_by_level[SMTP_TLS_SECURE + 1];   /* smtp_tls_policy_maps */
+    struct smtp_client_settings smtp_set;
+    struct tbl **tls_policy;
+    size_t ntls_policy;
     int inotify_fd;
     struct event *inotify_ev, *scan_timer, *deferred_timer, *sig_term, *sig_flush, *sig_hup, *stop_timer;
     struct qmsg *messages;
@@ -244,7 +252,20 @@ static struct dest *dest_get(struct qmgr *q, const char *transport, const char *
     }
     struct dest *d = xcalloc(1, sizeof(*d));
     d->key = key;
+    d->q = q;
     d->limit = q->dest_limit;
+    /* Postfix's per-transport overrides: TRANSPORT_destination_concurrency_limit
+     * and TRANSPORT_destination_rate_delay (declared for the usual transports). */
+    char name[160];
+    snprintf(name, sizeof(name), "%s_destination_concurrency_limit", transport);
+    if (cfg_get(q->cfg, name))
+        d->limit = (unsigned)cfg_int(q->cfg, name);
+    snprintf(name, sizeof(name), "%s_destination_rate_delay", transport);
+    d->rate_delay = cfg_get(q->cfg, name) ? cfg_int(q->cfg, name) : cfg_int(q->cfg, "default_destination_rate_delay");
+    if (d->rate_delay > 0)
+        d->limit = 1;
+    if (d->limit == 0)
+        d->limit = 1;
     d->next_bucket = q->buckets[b];
     q->buckets[b] = d;
     return d;
@@ -252,7 +273,7 @@ static struct dest *dest_get(struct qmgr *q, const char *transport, const char *
 
 static void make_ready(struct qmgr *q, struct dest *d)
 {
-    if (d->in_ready || d->head == NULL || d->active >= d->limit)
+    if (d->in_ready || d->resting || d->head == NULL || d->active >= d->limit)
         return;
     d->in_ready = 1;
     d->next_ready = NULL;
@@ -589,6 +610,63 @@ static void record(struct qmsg *m, size_t rcpt, const struct dlv_result *r)
     snprintf(o->relay, sizeof(o->relay), "%s", r->relay);
 }
 
+static void rate_rested(evutil_socket_t fd, short what, void *arg)
+{
+    struct dest *d = arg;
+    d->resting = 0;
+    make_ready(d->q, d);
+    dispatch(d->q);
+}
+
+/* smtp_tls_policy_maps: the next hop as written, then without brackets and
+ * port, then its parent domains (".example.com"). */
+static struct smtp_client *smtp_client_for(struct qmgr *q, const char *nexthop)
+{
+    if (q->ntls_policy == 0 || nexthop == NULL)
+        return q->smtp;
+    char host[300];
+    const char *h = nexthop;
+    if (*h == '[') {
+        size_t n = strcspn(h + 1, "]");
+        snprintf(host, sizeof(host), "%.*s", (int)n, h + 1);
+    } else {
+        snprintf(host, sizeof(host), "%.*s", (int)strcspn(h, ":"), h);
+    }
+    const char *keys[64];
+    size_t nk = 0;
+    keys[nk++] = nexthop;
+    keys[nk++] = host;
+    for (const char *dot = strchr(host, '.'); dot && nk < 64; dot = strchr(dot + 1, '.'))
+        keys[nk++] = dot;
+    for (size_t k = 0; k < nk; k++) {
+        for (size_t i = 0; i < q->ntls_policy; i++) {
+            const char *v;
+            if (tbl_lookup(q->tls_policy[i], keys[k], &v) != TBL_FOUND)
+                continue;
+            char word[32];
+            snprintf(word, sizeof(word), "%.*s", (int)strcspn(v, " \t"), v);
+            enum smtp_tls_level level;
+            if (smtp_tls_level_parse(word, &level) != 0) {
+                msg_warn("smtp_tls_policy_maps: %s: unknown security level \"%s\"; using the default", keys[k], word);
+                return q->smtp;
+            }
+            if (q->smtp_by_level[level] == NULL) {
+                struct smtp_client_settings set = q->smtp_set;
+                set.tls_level = level;
+                char *error = NULL;
+                q->smtp_by_level[level] = smtp_client_create(q->base, &set, &error);
+                if (q->smtp_by_level[level] == NULL) {
+                    msg_warn("smtp_tls_policy_maps: %s: %s", keys[k], error);
+                    free(error);
+                    return q->smtp;
+                }
+            }
+            return q->smtp_by_level[level];
+        }
+    }
+    return q->smtp;
+}
+
 static void job_done(struct qjob *j, const struct dlv_result *results)
 {
     struct qmgr *q = j->m->q;
@@ -600,6 +678,13 @@ static void job_done(struct qjob *j, const struct dlv_result *results)
     struct dest *d = j->d;
     d->active--;
     q->deliveries--;
+    if (d->rate_delay > 0) {
+        d->resting = 1;
+        if (d->rate_timer == NULL)
+            d->rate_timer = evtimer_new(q->base, rate_rested, d);
+        struct timeval tv = { (time_t)d->rate_delay, 0 };
+        evtimer_add(d->rate_timer, &tv);
+    }
     make_ready(q, d);
     if (--m->jobs_left == 0)
         finish_message(m);
@@ -744,7 +829,7 @@ static void start_job(struct qmgr *q, struct qjob *j)
     j->results = petrel_pool_zalloc(j->m->pool, j->dj.nrcpt * sizeof(*j->results));
     switch (j->kind) {
     case ROUTE_SMTP:
-        smtp_client_deliver(q->smtp, &j->dj, smtp_job_done, j);
+        smtp_client_deliver(smtp_client_for(q, j->dj.nexthop), &j->dj, smtp_job_done, j);
         return;
     case ROUTE_LMTP:
         smtp_client_deliver(q->lmtp, &j->dj, smtp_job_done, j);
@@ -824,6 +909,15 @@ static int groupable(enum route_kind k)
     return k == ROUTE_SMTP || k == ROUTE_LMTP || k == ROUTE_ERROR || k == ROUTE_RETRY || k == ROUTE_DISCARD;
 }
 
+/* TRANSPORT_destination_recipient_limit, else the default. */
+static size_t rcpt_limit_for(struct qmgr *q, const char *transport)
+{
+    char name[160];
+    snprintf(name, sizeof(name), "%s_destination_recipient_limit", transport);
+    long long n = cfg_get(q->cfg, name) ? cfg_int(q->cfg, name) : (long long)q->dest_rcpt_limit;
+    return n > 0 ? (size_t)n : 1;
+}
+
 static void schedule_message(struct qmgr *q, struct qmsg *m)
 {
     m->sender = router_sender(q->router, m->msg.env.sender, m->pool);
@@ -853,7 +947,7 @@ static void schedule_message(struct qmgr *q, struct qmsg *m)
                 }
             }
             if (j == NULL) {
-                j = new_job(m, rt, groupable(rt->kind) ? q->dest_rcpt_limit : 1);
+                j = new_job(m, rt, groupable(rt->kind) ? rcpt_limit_for(q, rt->transport) : 1);
                 if (groupable(rt->kind) && nopen < n * 4 + 4)
                     open_jobs[nopen++] = j;
                 j->d = dest_get(q, rt->transport, rt->kind == ROUTE_SMTP || rt->kind == ROUTE_LMTP ? rt->nexthop
@@ -1115,6 +1209,21 @@ int qmgr_main(const struct qmgr_args *args)
     smtp_set.quit_timeout = 300;
     smtp_set.connection_cache_time = 2;
     smtp_set.default_port = 25;
+    q.smtp_set = smtp_set;
+    {
+        const char *const *specs = cfg_list(cfg, "smtp_tls_policy_maps");
+        size_t n = 0;
+        while (specs[n])
+            n++;
+        q.tls_policy = xcalloc(n ? n : 1, sizeof(struct tbl *));
+        for (size_t i = 0; i < n; i++) {
+            char *why = NULL;
+            struct tbl *t = tbl_open(q.tables, specs[i], TBL_FLAG_FOLD_CASE, &why);
+            if (t == NULL)
+                msg_fatal("smtp_tls_policy_maps: %s", why ? why : specs[i]);
+            q.tls_policy[q.ntls_policy++] = t;
+        }
+    }
     q.smtp = smtp_client_create(q.base, &smtp_set, &error);
     if (q.smtp == NULL)
         msg_fatal("smtp client: %s", error);
@@ -1156,6 +1265,8 @@ int qmgr_main(const struct qmgr_args *args)
     module_set_fini(q.modules);
     smtp_client_free(q.smtp);
     smtp_client_free(q.lmtp);
+    for (int l = 0; l <= SMTP_TLS_SECURE; l++)
+        smtp_client_free(q.smtp_by_level[l]);
     workq_destroy(q.workq);
     return 0;
 }

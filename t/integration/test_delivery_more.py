@@ -128,5 +128,40 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
     t.ok(len(hole.conns) <= 20, "the slow destination gets at most its concurrency limit (%d connections)" % len(hole.conns))
     c.close()
 hole.stop = True
+
+# smtp_tls_policy_maps, per-transport concurrency and rate delay
+hole2 = Blackhole()
+with Petrel(t, extra_services=QMGR, start=False) as p:
+    boxes = setup(p, {"transport_maps": "inline:{ {tls.test = smtp:[127.0.0.1]:%d}, {plain.test = smtp:[127.0.0.1]:%d}, {slow.test = smtp:[127.0.0.1]:%d} }"
+                                        % (sink_port, sink_port, hole2.port),
+                      "relay_domains": "tls.test plain.test slow.test",
+                      "smtp_tls_policy_maps": "inline:{ {[127.0.0.1]:%d = encrypt} }" % sink_port,
+                      "smtp_destination_concurrency_limit": "2",
+                      "minimal_backoff_time": "300s"})
+    c = p.connect()
+    c.ehlo()
+    q1 = c.send_message("s@example.org", ["r@tls.test"], "Subject: must encrypt\r\n\r\nx\r\n", ehlo=False).split()[-1]
+    t.ok(p.wait_log(r"%s: to=<r@tls\.test>.*dsn=4\.7\.4, status=deferred" % q1) is not None,
+         "smtp_tls_policy_maps = encrypt: a next hop without STARTTLS defers (4.7.4)")
+    for i in range(6):
+        c.send_message("s@example.org", ["x%d@slow.test" % i], "Subject: hang\r\n\r\nx\r\n", ehlo=False)
+    time.sleep(2)
+    t.ok(len(hole2.conns) <= 2, "smtp_destination_concurrency_limit = 2 holds (%d connections)" % len(hole2.conns))
+    c.close()
+hole2.stop = True
+
+with Petrel(t, extra_services=QMGR, start=False) as p:
+    boxes = setup(p, {"transport_maps": "inline:{ {paced.test = smtp:[127.0.0.1]:%d} }" % sink_port,
+                      "relay_domains": "paced.test", "smtp_destination_rate_delay": "1s"})
+    c = p.connect()
+    c.ehlo()
+    start = time.time()
+    qids = [c.send_message("s@example.org", ["p%d@paced.test" % i], "Subject: paced\r\n\r\nx\r\n", ehlo=False).split()[-1]
+            for i in range(3)]
+    done = wait_for(lambda: all(p.wait_log(r"%s: to=<p\d@paced\.test>.*status=sent" % q, timeout=0.05) for q in qids), timeout=20)
+    t.ok(done, "rate-delayed deliveries all complete")
+    t.ok(time.time() - start >= 1.8, "smtp_destination_rate_delay = 1s spaces them (%.1f s for 3)" % (time.time() - start))
+    c.close()
+
 sink.terminate()
 t.done()

@@ -81,29 +81,7 @@ static void end_of_headers(struct smtpd_session *s, unsigned long long body_star
     tx->content_state = 1;
     tx->body_start = body_start;
     tx->has_separator = separator;
-    struct module_set *set = s->worker->modules;
-    for (int i = 0; i < set->n; i++) {
-        struct petrel_module *m = set->mods[i];
-        if (m->desc->hooks.end_of_headers == NULL)
-            continue;
-        if (!module_circuit_allows(m, time(NULL)))
-            continue;
-        s->api.smtpd = s;
-        s->api.module = m;
-        s->api.reply_code = 0;
-        s->api.reply_enhanced = s->api.reply_text = NULL;
-        smtpd_plugin_enter(m, "end_of_headers");
-        petrel_verdict v = m->desc->hooks.end_of_headers(&s->api);
-        smtpd_plugin_leave();
-        if (v == PETREL_PENDING) {
-            msg_warn("module %s: the end_of_headers hook may not suspend: ignored", m->name);
-            continue;
-        }
-        struct restrict_result r;
-        smtpd_plugin_result(s, m, v, s->api.reply_code, s->api.reply_enhanced, s->api.reply_text, &r);
-        if (r.verdict == RV_REJECT || r.verdict == RV_DEFER || r.verdict == RV_DISCARD || r.verdict == RV_HOLD)
-            tx->content_verdict = r;
-    }
+    smtpd_plugin_content(s, CONTENT_EOH, NULL, NULL, 0);
 }
 
 /* Called with every piece of content (CRLF line ends) after our Received header. */

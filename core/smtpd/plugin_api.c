@@ -543,25 +543,33 @@ void smtpd_run_phase(struct smtpd_session *s, enum smtpd_phase phase, const char
     run_hooks(s, run);
 }
 
-/* Content hooks (header, body) may not suspend: they are called as content
- * streams in. A refusal is remembered and answered at the end of data. */
-void smtpd_plugin_header(struct smtpd_session *s, const char *name, const char *value)
+/* Content hooks (header, end of headers, body) may not suspend: they are
+ * called as content streams in. A refusal (or HOLD/DISCARD) is remembered
+ * and answered at the end of data; after a refusal no more are called. */
+void smtpd_plugin_content(struct smtpd_session *s, enum smtpd_content_hook which, const char *name,
+                          const char *data, size_t len)
 {
+    static const char *const hook_names[] = { "header", "end_of_headers", "body" };
     struct module_set *set = s->worker->modules;
     for (int i = 0; set && i < set->n; i++) {
         struct petrel_module *m = set->mods[i];
-        if (m->desc->hooks.header == NULL || s->tx->content_verdict.verdict == RV_REJECT ||
-            s->tx->content_verdict.verdict == RV_DEFER || !module_circuit_allows(m, time(NULL)))
+        const petrel_hooks *h = &m->desc->hooks;
+        int present = which == CONTENT_HEADER ? h->header != NULL
+                    : which == CONTENT_EOH ? h->end_of_headers != NULL : h->body != NULL;
+        int refused_already = s->tx->content_verdict.verdict == RV_REJECT ||
+                              s->tx->content_verdict.verdict == RV_DEFER;
+        if (!present || refused_already || !module_circuit_allows(m, time(NULL)))
             continue;
         s->api.smtpd = s;
         s->api.module = m;
         s->api.reply_code = 0;
         s->api.reply_enhanced = s->api.reply_text = NULL;
-        enter(m, "header");
-        petrel_verdict v = m->desc->hooks.header(&s->api, name, value);
+        enter(m, hook_names[which]);
+        petrel_verdict v = which == CONTENT_HEADER ? h->header(&s->api, name, data)
+                         : which == CONTENT_EOH ? h->end_of_headers(&s->api) : h->body(&s->api, data, len);
         leave();
         if (v == PETREL_PENDING) {
-            msg_warn("module %s: the header hook may not suspend: ignored", m->name);
+            msg_warn("module %s: the %s hook may not suspend: ignored", m->name, hook_names[which]);
             continue;
         }
         struct restrict_result r;
@@ -571,30 +579,14 @@ void smtpd_plugin_header(struct smtpd_session *s, const char *name, const char *
     }
 }
 
+void smtpd_plugin_header(struct smtpd_session *s, const char *name, const char *value)
+{
+    smtpd_plugin_content(s, CONTENT_HEADER, name, value, 0);
+}
+
 void smtpd_plugin_body(struct smtpd_session *s, const char *chunk, size_t len)
 {
-    struct module_set *set = s->worker->modules;
-    for (int i = 0; set && i < set->n; i++) {
-        struct petrel_module *m = set->mods[i];
-        if (m->desc->hooks.body == NULL || s->tx->content_verdict.verdict == RV_REJECT ||
-            s->tx->content_verdict.verdict == RV_DEFER || !module_circuit_allows(m, time(NULL)))
-            continue;
-        s->api.smtpd = s;
-        s->api.module = m;
-        s->api.reply_code = 0;
-        s->api.reply_enhanced = s->api.reply_text = NULL;
-        enter(m, "body");
-        petrel_verdict v = m->desc->hooks.body(&s->api, chunk, len);
-        leave();
-        if (v == PETREL_PENDING) {
-            msg_warn("module %s: the body hook may not suspend: ignored", m->name);
-            continue;
-        }
-        struct restrict_result r;
-        smtpd_plugin_result(s, m, v, s->api.reply_code, s->api.reply_enhanced, s->api.reply_text, &r);
-        if (r.verdict == RV_REJECT || r.verdict == RV_DEFER || r.verdict == RV_DISCARD || r.verdict == RV_HOLD)
-            s->tx->content_verdict = r;
-    }
+    smtpd_plugin_content(s, CONTENT_BODY, NULL, chunk, len);
 }
 
 void smtpd_plugin_queued(struct smtpd_session *s, const char *queue_id)

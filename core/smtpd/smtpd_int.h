@@ -305,6 +305,9 @@ int smtpd_content_rewrite(struct smtpd_session *s, struct queue_writer *(*reopen
 typedef void smtpd_phase_done_fn(struct smtpd_session *s, const struct restrict_result *r);
 int smtpd_phase_has_hooks(struct smtpd_session *s, enum smtpd_phase phase);
 void smtpd_run_phase(struct smtpd_session *s, enum smtpd_phase phase, const char *arg, smtpd_phase_done_fn *done);
+enum smtpd_content_hook { CONTENT_HEADER, CONTENT_EOH, CONTENT_BODY };
+void smtpd_plugin_content(struct smtpd_session *s, enum smtpd_content_hook which, const char *name,
+                          const char *data, size_t len);
 void smtpd_plugin_header(struct smtpd_session *s, const char *name, const char *value);
 void smtpd_plugin_body(struct smtpd_session *s, const char *chunk, size_t len);
 void smtpd_plugin_queued(struct smtpd_session *s, const char *queue_id);

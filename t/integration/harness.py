@@ -416,3 +416,26 @@ class Dnsmasq:
     def __exit__(self, *exc):
         self.stop()
         return False
+
+
+def maildir_messages(path):
+    """The messages in a Maildir's new/, oldest name first (bytes each)."""
+    new = os.path.join(path, "new")
+    if not os.path.isdir(new):
+        return []
+    out = []
+    for name in sorted(os.listdir(new)):
+        with open(os.path.join(new, name), "rb") as f:
+            out.append(f.read())
+    return out
+
+
+def wait_for(cond, timeout=15.0):
+    """Polls cond() until it returns something true or timeout passes; returns its last value."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.1)
+    return cond()

@@ -8,31 +8,10 @@ import signal
 import subprocess
 import time
 
-from harness import Petrel, Tap, free_port
+from harness import Petrel, Tap, free_port, maildir_messages, wait_for
 
 t = Tap(timeout=400)
 QMGR = "qmgr unix n - n 300 1 qmgr\n"
-
-
-def maildir_messages(path):
-    new = os.path.join(path, "new")
-    if not os.path.isdir(new):
-        return []
-    out = []
-    for name in sorted(os.listdir(new)):
-        with open(os.path.join(new, name), "rb") as f:
-            out.append(f.read())
-    return out
-
-
-def wait_for(cond, timeout=15.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.1)
-    return cond()
 
 
 class Sink:
@@ -57,10 +36,6 @@ class Sink:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-
-
-def make(p_dir_hint=None, **extra):
-    return extra
 
 
 sink = Sink()

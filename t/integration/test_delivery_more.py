@@ -6,27 +6,10 @@ import socket
 import threading
 import time
 
-from harness import Petrel, Tap, free_port
+from harness import Petrel, Tap, free_port, maildir_messages as maildir, wait_for
 
 t = Tap(timeout=300)
 QMGR = "qmgr unix n - n 300 1 qmgr\n"
-
-
-def maildir(path):
-    new = os.path.join(path, "new")
-    if not os.path.isdir(new):
-        return []
-    return [open(os.path.join(new, f), "rb").read() for f in sorted(os.listdir(new))]
-
-
-def wait_for(fn, timeout=15):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(0.1)
-    return fn()
 
 
 class Blackhole:

@@ -4,28 +4,11 @@ import os
 import subprocess
 import time
 
-from harness import Petrel, Tap, _runnable_copy, TOP_BUILDDIR
+from harness import Petrel, Tap, _runnable_copy, TOP_BUILDDIR, maildir_messages as maildir, wait_for
 
 t = Tap()
 SENDMAIL = _runnable_copy(os.path.join(TOP_BUILDDIR, "core", "tools", "petrel-sendmail"))
 SERVICES = "pickup unix n - n 60 1 pickup\nqmgr unix n - n 300 1 qmgr\n"
-
-
-def maildir(path):
-    new = os.path.join(path, "new")
-    if not os.path.isdir(new):
-        return []
-    return [open(os.path.join(new, f), "rb").read() for f in sorted(os.listdir(new))]
-
-
-def wait_for(fn, timeout=15):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(0.1)
-    return fn()
 
 
 with Petrel(t, extra_services=SERVICES, start=False) as p:

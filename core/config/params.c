@@ -261,6 +261,8 @@ static const struct cfg_param core_params[] = {
     S("syslog_name", "petrel", "name prefix of log lines"),
     M("transport_maps", "", "transport per destination"),
     M("smtp_tls_policy_maps", "", "TLS security level per next hop (none, may, encrypt, verify, secure)"),
+    L("canonical_classes", "envelope_sender, envelope_recipient, header_sender, header_recipient", "what canonical_maps rewrites"),
+    L("masquerade_classes", "envelope_sender, header_sender, header_recipient", "what masquerade_domains rewrites"),
     I("unknown_local_recipient_reject_code", "550", 400, 599, "reply for unknown local users"),
     L("virtual_alias_domains", "$virtual_alias_maps", "alias-only virtual domains"),
     M("virtual_alias_maps", "$virtual_maps", "virtual address aliases"),

@@ -53,6 +53,8 @@
 #include "smtpd/anvil.h"
 #include "smtpd/smtpd.h"
 #include "qmgr/qmgr.h"
+#include "qmgr/route.h"
+#include "tables/table.h"
 #include "qmgr/mailbox_helper.h"
 
 #define MAX_LISTENERS 64
@@ -361,6 +363,22 @@ int master_load_config(const char *confdir, struct loaded_config *out, int check
             int line;
             cfg_origin(out->cfg, "dns_resolver", &file, &line);
             msg_error("%s:%d: dns_resolver: %s", file ? file : "main.cf", line, error);
+            free(error);
+            master_unload_config(out);
+            return -1;
+        }
+    }
+    {
+        /* The routing and rewriting maps open here or not at all: a worker
+         * or queue manager must not be the first to find a bad map. */
+        struct tbl_registry *reg = tbl_registry_new();
+        module_set_register_tables(out->modules, reg);
+        char *error = NULL;
+        struct router *r = router_create(out->cfg, reg, 1, &error);
+        router_free(r);
+        tbl_registry_free(reg);
+        if (r == NULL) {
+            msg_error("%s/main.cf: %s", confdir, error);
             free(error);
             master_unload_config(out);
             return -1;

@@ -1176,7 +1176,7 @@ int qmgr_main(const struct qmgr_args *args)
     mkdir(q.defer_dir, 0700);
 
     char *error = NULL;
-    q.router = router_create(cfg, q.tables, &error);
+    q.router = router_create(cfg, q.tables, 0, &error);
     if (q.router == NULL)
         msg_fatal("%s", error);
     q.dns = dns_resolver_create(q.base, cfg_get(cfg, "dns_resolver"), &error);

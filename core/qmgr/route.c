@@ -42,7 +42,7 @@ struct router {
 };
 
 static int open_maps(const struct cfg *cfg, struct tbl_registry *reg, const char *param, struct maplist *out,
-                     int optional_default, char **error)
+                     int optional_default, int quiet, char **error)
 {
     const char *const *specs = cfg_list(cfg, param);
     size_t n = 0;
@@ -57,7 +57,8 @@ static int open_maps(const struct cfg *cfg, struct tbl_registry *reg, const char
             if (optional_default && cfg_is_default(cfg, param)) {
                 /* Postfix's default alias_maps (hash:/etc/aliases) needs a
                  * table type Petrel may not have: run without it, say so once. */
-                msg_info("%s: %s; local aliases are not used (set alias_maps to change this)", param, why);
+                if (!quiet)
+                    msg_info("%s: %s; local aliases are not used (set alias_maps to change this)", param, why);
                 free(why);
                 continue;
             }
@@ -79,7 +80,7 @@ static void close_maps(struct maplist *m)
     free(m->tables);
 }
 
-struct router *router_create(const struct cfg *cfg, struct tbl_registry *reg, char **error)
+struct router *router_create(const struct cfg *cfg, struct tbl_registry *reg, int quiet, char **error)
 {
     struct router *r = xcalloc(1, sizeof(*r));
     r->cfg = cfg;
@@ -99,16 +100,16 @@ struct router *router_create(const struct cfg *cfg, struct tbl_registry *reg, ch
     r->vmailbox_domains = cfg_list(cfg, "virtual_mailbox_domains");
     r->masquerade_domains = cfg_list(cfg, "masquerade_domains");
     r->masquerade_exceptions = cfg_list(cfg, "masquerade_exceptions");
-    if (open_maps(cfg, reg, "virtual_alias_maps", &r->valias, 0, error) ||
-        open_maps(cfg, reg, "virtual_mailbox_maps", &r->vmailbox, 0, error) ||
-        open_maps(cfg, reg, "virtual_uid_maps", &r->vuid, 0, error) ||
-        open_maps(cfg, reg, "virtual_gid_maps", &r->vgid, 0, error) ||
-        open_maps(cfg, reg, "alias_maps", &r->aliases, 1, error) ||
-        open_maps(cfg, reg, "transport_maps", &r->transport, 0, error) ||
-        open_maps(cfg, reg, "sender_dependent_relayhost_maps", &r->sender_relay, 0, error) ||
-        open_maps(cfg, reg, "canonical_maps", &r->canonical, 0, error) ||
-        open_maps(cfg, reg, "recipient_canonical_maps", &r->rcpt_canonical, 0, error) ||
-        open_maps(cfg, reg, "sender_canonical_maps", &r->sender_canonical, 0, error)) {
+    if (open_maps(cfg, reg, "virtual_alias_maps", &r->valias, 0, quiet, error) ||
+        open_maps(cfg, reg, "virtual_mailbox_maps", &r->vmailbox, 0, quiet, error) ||
+        open_maps(cfg, reg, "virtual_uid_maps", &r->vuid, 0, quiet, error) ||
+        open_maps(cfg, reg, "virtual_gid_maps", &r->vgid, 0, quiet, error) ||
+        open_maps(cfg, reg, "alias_maps", &r->aliases, 1, quiet, error) ||
+        open_maps(cfg, reg, "transport_maps", &r->transport, 0, quiet, error) ||
+        open_maps(cfg, reg, "sender_dependent_relayhost_maps", &r->sender_relay, 0, quiet, error) ||
+        open_maps(cfg, reg, "canonical_maps", &r->canonical, 0, quiet, error) ||
+        open_maps(cfg, reg, "recipient_canonical_maps", &r->rcpt_canonical, 0, quiet, error) ||
+        open_maps(cfg, reg, "sender_canonical_maps", &r->sender_canonical, 0, quiet, error)) {
         router_free(r);
         return NULL;
     }
@@ -379,16 +380,57 @@ static char **split_targets(const char *value)
 
 static const char *qualify(const struct router *r, const char *addr, petrel_pool *pool);
 
+static int has_class(const char *const *list, const char *cls)
+{
+    for (; list && *list; list++)
+        if (strcasecmp(*list, cls) == 0)
+            return 1;
+    return 0;
+}
+
+static const char *masquerade(const struct router *r, const char *out, petrel_pool *pool);
+
+/* canonical rewriting for one class; kind 's' sender, 'r' recipient */
+static const char *canonical(struct router *r, const char *address, int recipient, const char *cls,
+                             petrel_pool *pool)
+{
+    struct addr_parts a;
+    split_address(address, r->delimiter, pool, &a);
+    const char *v = NULL;
+    struct maplist *own = recipient ? &r->rcpt_canonical : &r->sender_canonical;
+    if (address_lookup(own, &a, pool, &v) == 1)
+        return qualify(r, v, pool);
+    if (has_class(cfg_list(r->cfg, "canonical_classes"), cls) && address_lookup(&r->canonical, &a, pool, &v) == 1)
+        return qualify(r, v, pool);
+    return address;
+}
+
+int router_rewrites_headers(const struct router *r)
+{
+    return r->sender_canonical.n || r->rcpt_canonical.n || r->canonical.n || r->masquerade_domains[0];
+}
+
+const char *router_header_address(struct router *r, const char *address, int recipient, petrel_pool *pool)
+{
+    const char *cls = recipient ? "header_recipient" : "header_sender";
+    const char *out = canonical(r, address, recipient, cls, pool);
+    if (has_class(cfg_list(r->cfg, "masquerade_classes"), cls))
+        out = masquerade(r, out, pool);
+    return out;
+}
+
 const char *router_sender(struct router *r, const char *sender, petrel_pool *pool)
 {
     if (sender == NULL || *sender == '\0')
         return sender;
-    const char *out = sender;
-    struct addr_parts a;
-    split_address(sender, r->delimiter, pool, &a);
-    const char *v = NULL;
-    if (address_lookup(&r->sender_canonical, &a, pool, &v) == 1 || address_lookup(&r->canonical, &a, pool, &v) == 1)
-        out = qualify(r, v, pool);
+    const char *out = canonical(r, sender, 0, "envelope_sender", pool);
+    if (!has_class(cfg_list(r->cfg, "masquerade_classes"), "envelope_sender"))
+        return out;
+    return masquerade(r, out, pool);
+}
+
+static const char *masquerade(const struct router *r, const char *out, petrel_pool *pool)
+{
     /* masquerade_domains: host.example.com -> example.com, first match wins */
     const char *at = strrchr(out, '@');
     if (at == NULL)

@@ -55,12 +55,19 @@ struct route_list {
 
 /* Builds a router from the configuration; tables are opened through reg.
  * Returns NULL with *error (malloc'd) naming the parameter. */
-struct router *router_create(const struct cfg *cfg, struct tbl_registry *reg, char **error);
+/* quiet: do not log the notice about an unusable default alias_maps (only the
+ * queue manager, which uses aliases, says it). */
+struct router *router_create(const struct cfg *cfg, struct tbl_registry *reg, int quiet, char **error);
 void router_free(struct router *r);
 /* The envelope sender as delivered: sender_canonical_maps, then
  * canonical_maps, then masquerade_domains (envelope only: headers are not
  * rewritten yet). "" stays "". */
 const char *router_sender(struct router *r, const char *sender, petrel_pool *pool);
+/* Header rewriting (Postfix's header_sender / header_recipient classes):
+ * canonical maps and masquerading for an address found in a header. */
+const char *router_header_address(struct router *r, const char *address, int recipient, petrel_pool *pool);
+/* 1 when some header rewriting is configured at all. */
+int router_rewrites_headers(const struct router *r);
 /* Routes one recipient for a message from sender. Results come from pool.
  * Returns 0; -1 with a ROUTE_RETRY entry when a table lookup failed. */
 int router_route(struct router *r, const char *sender, const char *recipient, petrel_pool *pool,

@@ -25,13 +25,17 @@
 
 #include "lib/log.h"
 #include "module/module.h"
+#include "qmgr/route.h"
 #include "smtpd/smtpd_int.h"
 
 #define HEADER_SIZE_LIMIT (100 * 1024)
 
+/* Headers are parsed when modules want them or when canonical maps or
+ * masquerading rewrite addresses in headers. */
 static int modules_want_content(struct smtpd_session *s)
 {
-    return s->worker->modules && s->worker->modules->n > 0;
+    return (s->worker->modules && s->worker->modules->n > 0) ||
+           (s->worker->router && router_rewrites_headers(s->worker->router));
 }
 
 static void push_header(struct smtpd_session *s)
@@ -156,6 +160,120 @@ void smtpd_content_end(struct smtpd_session *s)
     }
     buf_free(&tx->line_buf);
     buf_free(&tx->header_line);
+}
+
+/* ------------------------------------------------------------------ */
+/* address rewriting in headers (Postfix's header_sender/header_recipient) */
+
+static int header_class(const char *name)
+{
+    static const char *const senders[] = { "From", "Sender", "Reply-To", "Errors-To", "Return-Receipt-To",
+                                           "Resent-From", "Resent-Sender", "Resent-Reply-To", NULL };
+    static const char *const recipients[] = { "To", "Cc", "Bcc", "Apparently-To", "Resent-To", "Resent-Cc",
+                                              "Resent-Bcc", NULL };
+    for (int i = 0; senders[i]; i++)
+        if (strcasecmp(name, senders[i]) == 0)
+            return 1;
+    for (int i = 0; recipients[i]; i++)
+        if (strcasecmp(name, recipients[i]) == 0)
+            return 2;
+    return 0;
+}
+
+/* Rewrites one address token in place in out; returns 1 when it changed. */
+static int rewrite_token(struct smtpd_session *s, struct buf *out, const char *start, const char *end, int recipient)
+{
+    char *addr = petrel_pool_strndup(s->tx->pool, start, (size_t)(end - start));
+    const char *fresh = addr;
+    if (strchr(addr, '@') && !strpbrk(addr, " \t\"()<>,;"))
+        fresh = router_header_address(s->worker->router, addr, recipient, s->tx->pool);
+    buf_puts(out, fresh);
+    return strcmp(fresh, addr) != 0;
+}
+
+/* Rewrites every address of one header value (comma-separated items, each
+ * "Name <addr>" or a bare addr); returns NULL when nothing changed. Quoted
+ * strings and comments are copied as they are. */
+static const char *rewrite_value(struct smtpd_session *s, const char *value, int recipient)
+{
+    struct buf out = BUF_INIT;
+    int changed = 0;
+    const char *p = value;
+    while (*p) {
+        /* one item: up to a comma outside quotes and angle brackets */
+        const char *item = p;
+        int quoted = 0, angle = 0;
+        const char *lt = NULL, *gt = NULL;
+        for (; *p; p++) {
+            if (*p == '\\' && quoted && p[1]) {
+                p++;
+                continue;
+            }
+            if (*p == '"')
+                quoted = !quoted;
+            else if (!quoted && *p == '<' && !angle) {
+                angle = 1;
+                lt = p;
+            } else if (!quoted && *p == '>' && angle) {
+                angle = 0;
+                gt = p;
+            } else if (!quoted && !angle && *p == ',')
+                break;
+        }
+        const char *item_end = p;
+        if (lt && gt && gt > lt) {
+            buf_append(&out, item, (size_t)(lt + 1 - item));
+            changed |= rewrite_token(s, &out, lt + 1, gt, recipient);
+            buf_append(&out, gt, (size_t)(item_end - gt));
+        } else {
+            const char *a = item, *b = item_end;
+            while (a < b && strchr(" \t\r\n", *a))
+                a++;
+            while (b > a && strchr(" \t\r\n", b[-1]))
+                b--;
+            buf_append(&out, item, (size_t)(a - item));
+            if (a < b)
+                changed |= rewrite_token(s, &out, a, b, recipient);
+            buf_append(&out, b, (size_t)(item_end - b));
+        }
+        if (*p == ',') {
+            buf_putc(&out, ',');
+            p++;
+        }
+    }
+    const char *result = changed ? petrel_pool_strdup(s->tx->pool, out.data ? out.data : "") : NULL;
+    buf_free(&out);
+    return result;
+}
+
+void smtpd_content_rewrite_headers(struct smtpd_session *s)
+{
+    struct smtpd_tx *tx = s->tx;
+    if (s->worker->router == NULL || !router_rewrites_headers(s->worker->router))
+        return;
+    for (size_t i = 0; i < tx->nheaders; i++) {
+        int cls = header_class(tx->headers[i].name);
+        if (cls == 0)
+            continue;
+        const char *fresh = rewrite_value(s, tx->headers[i].value, cls == 2);
+        if (fresh == NULL)
+            continue;
+        size_t nth = 0;
+        for (size_t k = 0; k <= i; k++)
+            if (strcasecmp(tx->headers[k].name, tx->headers[i].name) == 0)
+                nth++;
+        struct smtpd_edit *e = petrel_pool_zalloc(tx->pool, sizeof(*e));
+        e->kind = EDIT_HEADER_CHANGE;
+        e->index = nth;
+        e->name = tx->headers[i].name;
+        e->value = fresh;
+        if (tx->edits.last)
+            tx->edits.last->next = e;
+        else
+            tx->edits.first = e;
+        tx->edits.last = e;
+        tx->edits.count++;
+    }
 }
 
 /* ------------------------------------------------------------------ */

@@ -1192,6 +1192,7 @@ static void eom_hooked(struct smtpd_session *s, const struct restrict_result *r)
         tx->hold = 1;
     else if (r->verdict == RV_DISCARD)
         tx->discard = 1;
+    smtpd_content_rewrite_headers(s);
     if (!tx->discard && smtpd_content_edited(s) && smtpd_content_rewrite(s, create_writer, write_received) != 0) {
         msg_warn("%s: cannot apply the modules' changes: %s", tx->queue_id, strerror(errno));
         smtpd_reply(s, "451 4.3.0 Error: queue file write error");

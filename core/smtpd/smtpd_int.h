@@ -32,6 +32,7 @@ struct workq;
 struct workq_job;
 struct tbl_registry;
 struct tbl;
+struct router;
 struct cidr_list;
 struct restrict_list;
 struct restrict_run;
@@ -170,6 +171,7 @@ struct smtpd_worker {
     struct event *sig_term, *sig_drain, *sig_hup, *drain_timer;
     struct module_set *modules;       /* this generation's modules, initialised in this worker */
     struct dns_resolver *dns;
+    struct router *router;            /* canonical maps and masquerading for header rewriting */
     long long queue_minfree;
     time_t space_checked;
     int space_ok;
@@ -298,6 +300,7 @@ void smtpd_tls_established(struct smtpd_session *s);
 void smtpd_content_feed(struct smtpd_session *s, const char *data, size_t n);
 void smtpd_content_end(struct smtpd_session *s);
 int smtpd_content_edited(const struct smtpd_session *s);
+void smtpd_content_rewrite_headers(struct smtpd_session *s);
 int smtpd_content_rewrite(struct smtpd_session *s, struct queue_writer *(*reopen)(struct smtpd_session *),
                           void (*received)(struct smtpd_session *));
 

@@ -26,6 +26,7 @@
 #include "smtpd/smtpd_int.h"
 #include "tables/table.h"
 #include "module/module.h"
+#include "qmgr/route.h"
 
 #define SHUTDOWN_GRACE_SECONDS 30
 
@@ -131,6 +132,10 @@ int smtpd_worker_main(const struct smtpd_worker_args *args)
         if (module_set_register_tables(w.modules, w.tables) != 0)
             msg_fatal("cannot start: a module's table type clashes with another");
     }
+    /* Header rewriting needs the same maps as the queue manager's routing. */
+    w.router = router_create(args->cfg, w.tables, 1, &error);
+    if (w.router == NULL)
+        msg_fatal("%s", error);
 
     w.nlisteners = args->nlisteners;
     w.listeners = xcalloc((size_t)args->nlisteners, sizeof(*w.listeners));

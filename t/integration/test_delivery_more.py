@@ -70,6 +70,23 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
     t.ok(b"Return-Path: <root@host.example.net>" in joined, "masquerade_exceptions keeps root as it is")
     c.close()
 
+# Header rewriting (Postfix's header_sender / header_recipient classes)
+with Petrel(t, extra_services=QMGR, start=False) as p:
+    boxes = setup(p, {"sender_canonical_maps": "inline:{ {old@example.org = new@example.org} }",
+                      "recipient_canonical_maps": "inline:{ {alias-a@vmail.test = a@vmail.test} }",
+                      "masquerade_domains": "example.net"})
+    c = p.connect()
+    c.send_message("old@example.org", ["a@vmail.test"],
+                   "From: Old Name <old@example.org>\r\nReply-To: user@host.example.net\r\n"
+                   "To: alias-a@vmail.test, Other <other@elsewhere.test>\r\nSubject: rewrite\r\n\r\nbody\r\n")
+    msgs = wait_for(lambda: maildir(os.path.join(boxes, "a")))
+    m = msgs[0] if msgs else b""
+    t.ok(b"From: Old Name <new@example.org>\n" in m, "sender_canonical_maps rewrites From: (display name kept)")
+    t.ok(b"Reply-To: user@example.net\n" in m, "masquerade_domains rewrites a sender header")
+    t.ok(b"To: a@vmail.test, Other <other@elsewhere.test>\n" in m, "recipient_canonical_maps rewrites To:, others untouched")
+    t.ok(b"Subject: rewrite\n" in m and b"body\n" in m, "the rest of the message is intact")
+    c.close()
+
 dead = free_port()
 with Petrel(t, extra_services=QMGR, start=False) as p:
     boxes = setup(p, {"transport_maps": "inline:{ {dead.test = smtp:[127.0.0.1]:%d} }" % dead,

@@ -90,6 +90,8 @@ struct qjob {
     const char *path;
     long uid, gid;
     const char *user, *extension;
+    const char *const *pipe_argv;
+    const char *pipe_flags;
     struct dlv_job dj;
     size_t *rcpt_index;
     const char **rcpt_addr;
@@ -715,7 +717,15 @@ static void local_job_work(void *arg)
             struct pipe_options opt;
             memset(&opt, 0, sizeof(opt));
             const char *argv_sh[] = { "/bin/sh", "-c", j->path, NULL };
-            opt.argv = j->path ? argv_sh : NULL;
+            /* A master.cf pipe transport runs its argv= without a shell; an
+             * alias's |command runs through /bin/sh, as local(8) does. */
+            opt.argv = j->pipe_argv ? j->pipe_argv : j->path ? argv_sh : NULL;
+            opt.service = j->pipe_argv ? j->transport : NULL;
+            for (const char *f = j->pipe_flags; f && *f; f++) {
+                opt.flags |= *f == 'F' ? PIPE_FLAG_FROM : *f == 'R' ? PIPE_FLAG_RETURN_PATH
+                           : *f == 'D' ? PIPE_FLAG_DELIVERED_TO : *f == 'O' ? PIPE_FLAG_ORIG_TO
+                           : *f == '>' ? PIPE_FLAG_QUOTE_FROM : 0u;
+            }
             opt.recipient_delimiter = cfg_get(j->m->q->cfg, "recipient_delimiter");
             opt.timeout = 1000;
             if (opt.argv == NULL) {
@@ -892,6 +902,8 @@ static struct qjob *new_job(struct qmsg *m, const struct route *rt, size_t cap)
     j->path = rt->kind == ROUTE_ERROR || rt->kind == ROUTE_RETRY ? rt->dsn : rt->path;
     j->uid = rt->uid;
     j->gid = rt->gid;
+    j->pipe_argv = rt->pipe_argv;
+    j->pipe_flags = rt->pipe_flags;
     j->cap = cap;
     j->rcpt_index = petrel_pool_alloc(m->pool, cap * sizeof(size_t));
     j->rcpt_addr = petrel_pool_alloc(m->pool, cap * sizeof(char *));

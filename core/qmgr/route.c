@@ -273,7 +273,28 @@ static void apply_transport(const struct router *r, struct route *rt, const char
             switch (svc->role) {
             case ROLE_SMTP: rt->kind = ROUTE_SMTP; return;
             case ROLE_LMTP: rt->kind = ROUTE_LMTP; return;
-            case ROLE_PIPE: rt->kind = ROUTE_PIPE; rt->path = NULL; return;
+            case ROLE_PIPE:
+                rt->kind = ROUTE_PIPE;
+                rt->path = NULL;
+                /* pipe(8) attributes: flags=..., user=..., argv=command args... (argv= takes the rest) */
+                for (const char *const *a = svc->argv + 1; a && *a; a++) {
+                    if (strncmp(*a, "flags=", 6) == 0)
+                        rt->pipe_flags = *a + 6;
+                    else if (strncmp(*a, "user=", 5) == 0)
+                        rt->pipe_user = *a + 5;
+                    else if (strncmp(*a, "argv=", 5) == 0) {
+                        size_t n = 0;
+                        while (a[n])
+                            n++;
+                        const char **argv = petrel_pool_zalloc(pool, (n + 1) * sizeof(char *));
+                        argv[0] = *a + 5;
+                        for (size_t k = 1; k < n; k++)
+                            argv[k] = a[k];
+                        rt->pipe_argv = argv;
+                        break;
+                    }
+                }
+                return;
             case ROLE_DISCARD: rt->kind = ROUTE_DISCARD; return;
             case ROLE_ERROR:
                 rt->kind = ROUTE_ERROR;

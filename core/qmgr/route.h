@@ -46,6 +46,10 @@ struct route {
     const char *user;          /* local part without extension, for pipe macros */
     const char *extension;     /* recipient extension or NULL */
     long uid, gid;             /* mailbox owner (-1: the current user) */
+    /* a master.cf pipe transport: its argv= words, flags= and user= */
+    const char *const *pipe_argv;
+    const char *pipe_flags;
+    const char *pipe_user;
 };
 
 struct route_list {

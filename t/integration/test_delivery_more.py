@@ -163,5 +163,33 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
     t.ok(time.time() - start >= 1.8, "smtp_destination_rate_delay = 1s spaces them (%.1f s for 3)" % (time.time() - start))
     c.close()
 
+# A master.cf pipe transport: argv with macros, flags, no shell
+with Petrel(t, start=False, extra_services="") as p:
+    outdir = os.path.join(p.dir, "piped")
+    os.mkdir(outdir)
+    if p.pw:
+        os.chown(outdir, p.pw.pw_uid, p.pw.pw_gid)
+    script = p.write_file("deliver.sh", "#!/bin/sh\ncat > %s/\"$1\"\necho \"$2 $3\" > %s/\"$1.args\"\n" % (outdir, outdir), 0o755)
+    master = p.master_cf + QMGR + "mypipe unix - n n - - pipe flags=R user=petrel argv=%s ${recipient} ${sender} ${extension}\n" % script
+    with open(os.path.join(p.conf, "master.cf"), "w") as f:
+        f.write(master)
+    conf = dict(p.settings)
+    conf.update({"transport_maps": "inline:{ {piped.test = mypipe:} }", "relay_domains": "piped.test",
+                 "recipient_delimiter": "+"})
+    p.write_main_cf(conf)
+    p.start()
+    c = p.connect()
+    reply = c.send_message("s@example.org", ["u+tag@piped.test"], "Subject: piped\r\n\r\nthrough a pipe\r\n")
+    qid = reply.split()[-1]
+    out = wait_for(lambda: os.path.exists(os.path.join(outdir, "u+tag@piped.test.args")) and
+                   open(os.path.join(outdir, "u+tag@piped.test"), "rb").read())
+    t.ok(out and b"through a pipe\n" in out, "a master.cf pipe transport gets the message on stdin")
+    t.ok(out and out.startswith(b"Return-Path: <s@example.org>"), "flags=R adds Return-Path")
+    args = open(os.path.join(outdir, "u+tag@piped.test.args")).read() if out else ""
+    t.is_(args.strip(), "s@example.org tag", "argv= macros ${sender} and ${extension} are expanded, no shell")
+    t.ok(p.wait_log(r"%s: to=<u\+tag@piped\.test>, relay=mypipe, .*status=sent" % qid) is not None,
+         "logged with relay=mypipe")
+    c.close()
+
 sink.terminate()
 t.done()

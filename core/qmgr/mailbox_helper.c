@@ -41,7 +41,7 @@
 #include "queue/queue.h"
 
 enum { F_ID, F_KIND, F_PATH, F_UID, F_GID, F_QUEUE_ID, F_SENDER, F_RCPT, F_RCPT_INDEX, F_NEXTHOP, F_DELIM,
-       F_COUNT };
+       F_FLAGS, F_COUNT };
 
 static char *field(const struct ipc_msg *m, int i)
 {
@@ -99,7 +99,7 @@ static void deliver_as_owner(int fd, const struct cfg *cfg, struct queue *queue,
         reply(fd, id, &r);
         return;
     }
-    if (strcmp(kind, "pipe") != 0 && !path_allowed(path, roots, 3)) {
+    if (strcmp(kind, "pipe") != 0 && strcmp(kind, "argv") != 0 && !path_allowed(path, roots, 3)) {
         dlv_result_set(&r, DLV_DEFERRED, "4.3.0", "local",
                        "mailbox helper: %s is outside virtual_mailbox_base, mail_spool_directory and the owner's home",
                        path);
@@ -135,11 +135,32 @@ static void deliver_as_owner(int fd, const struct cfg *cfg, struct queue *queue,
     } else if (strcmp(kind, "mbox") == 0) {
         mbox_deliver(path, &job, 0, &r);
     } else {
+        /* "pipe": an alias's |command through /bin/sh; "argv": a master.cf
+         * pipe transport, its argv= words separated by NUL bytes. */
         const char *argv_sh[] = { "/bin/sh", "-c", path, NULL };
+        const char *words[256];
         struct pipe_options opt;
         memset(&opt, 0, sizeof(opt));
         opt.argv = argv_sh;
+        if (strcmp(kind, "argv") == 0) {
+            size_t n = 0;
+            const char *w = m->fields[F_PATH].data, *end = w + m->fields[F_PATH].len;
+            while (w < end && n < 255) {
+                size_t l = strnlen(w, (size_t)(end - w));
+                words[n++] = xstrndup(w, l);
+                w += l + 1;
+            }
+            words[n] = NULL;
+            opt.argv = words;
+            opt.service = nexthop;   /* the transport name, for relay= */
+        }
+        char *flags = field(m, F_FLAGS);
+        for (const char *f = flags; *f; f++)
+            opt.flags |= *f == 'F' ? PIPE_FLAG_FROM : *f == 'R' ? PIPE_FLAG_RETURN_PATH
+                       : *f == 'D' ? PIPE_FLAG_DELIVERED_TO : *f == 'O' ? PIPE_FLAG_ORIG_TO
+                       : *f == '>' ? PIPE_FLAG_QUOTE_FROM : 0u;
         opt.recipient_delimiter = delim;
+        job.nexthop = "";
         pipe_deliver(&opt, &job, 0, &r);
     }
     reply(fd, id, &r);
@@ -182,9 +203,9 @@ int mailbox_helper_main(int fd, const struct cfg *cfg, struct queue *queue)
     }
 }
 
-int mailbox_helper_request(int fd, const char *id, const char *kind, const char *path, long uid, long gid,
-                           const char *queue_id, const char *sender, const char *rcpt, size_t rcpt_index,
-                           const char *nexthop, const char *delimiter)
+int mailbox_helper_request(int fd, const char *id, const char *kind, const char *path, size_t path_len, long uid,
+                           long gid, const char *queue_id, const char *sender, const char *rcpt, size_t rcpt_index,
+                           const char *nexthop, const char *delimiter, const char *flags)
 {
     struct buf b = BUF_INIT;
     char n1[32], n2[32], n3[32];
@@ -194,7 +215,7 @@ int mailbox_helper_request(int fd, const char *id, const char *kind, const char 
     ipc_begin(&b, IPC_MAILBOX_REQUEST);
     ipc_add_str(&b, id);
     ipc_add_str(&b, kind);
-    ipc_add_str(&b, path ? path : "");
+    ipc_add(&b, path ? path : "", path ? path_len : 0);
     ipc_add_str(&b, n1);
     ipc_add_str(&b, n2);
     ipc_add_str(&b, queue_id);
@@ -203,6 +224,7 @@ int mailbox_helper_request(int fd, const char *id, const char *kind, const char 
     ipc_add_str(&b, n3);
     ipc_add_str(&b, nexthop ? nexthop : "");
     ipc_add_str(&b, delimiter ? delimiter : "");
+    ipc_add_str(&b, flags ? flags : "");
     ipc_finish(&b);
     ssize_t sent = send(fd, b.data, b.len, MSG_EOR);
     buf_free(&b);

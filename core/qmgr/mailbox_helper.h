@@ -13,9 +13,10 @@ struct dlv_result;
 int mailbox_helper_main(int fd, const struct cfg *cfg, struct queue *queue);
 /* Queue manager side: one request (kind "maildir", "mbox" or "pipe"), and
  * reading one result (0; -1 nothing or malformed; -2 the helper is gone). */
-int mailbox_helper_request(int fd, const char *id, const char *kind, const char *path, long uid, long gid,
-                           const char *queue_id, const char *sender, const char *rcpt, size_t rcpt_index,
-                           const char *nexthop, const char *delimiter);
+/* kind "argv": path holds path_len bytes, the argv words each followed by NUL. */
+int mailbox_helper_request(int fd, const char *id, const char *kind, const char *path, size_t path_len, long uid,
+                           long gid, const char *queue_id, const char *sender, const char *rcpt, size_t rcpt_index,
+                           const char *nexthop, const char *delimiter, const char *flags);
 int mailbox_helper_read(int fd, char *id, size_t idsize, struct dlv_result *r);
 
 #endif

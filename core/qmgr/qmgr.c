@@ -809,13 +809,21 @@ static int start_helper_job(struct qmgr *q, struct qjob *j)
     j->helper_left = j->dj.nrcpt;
     j->next_helper = q->helper_waiting;
     q->helper_waiting = j;
-    const char *kind = j->kind == ROUTE_MAILDIR ? "maildir" : j->kind == ROUTE_MBOX ? "mbox" : "pipe";
+    const char *kind = j->kind == ROUTE_MAILDIR ? "maildir" : j->kind == ROUTE_MBOX ? "mbox"
+                     : j->pipe_argv ? "argv" : "pipe";
+    /* argv= words travel NUL-separated in the path field */
+    struct buf words = BUF_INIT;
+    for (const char *const *w = j->pipe_argv; w && *w; w++)
+        buf_append(&words, *w, strlen(*w) + 1);
+    const char *path = j->pipe_argv ? words.data : j->path;
+    size_t path_len = j->pipe_argv ? words.len : j->path ? strlen(j->path) : 0;
     for (size_t i = 0; i < j->dj.nrcpt; i++) {
         char id[64];
         snprintf(id, sizeof(id), "%llu.%zu", j->helper_id, i);
-        if (mailbox_helper_request(q->helper_fd, id, kind, j->path, j->uid, j->gid,
-                                   j->m->id, j->dj.sender, j->rcpt_addr[i], j->rcpt_index[i], j->dj.nexthop,
-                                   cfg_get(q->cfg, "recipient_delimiter")) != 0) {
+        if (mailbox_helper_request(q->helper_fd, id, kind, path, path_len, j->uid, j->gid,
+                                   j->m->id, j->dj.sender, j->rcpt_addr[i], j->rcpt_index[i],
+                                   j->pipe_argv ? j->transport : j->dj.nexthop,
+                                   cfg_get(q->cfg, "recipient_delimiter"), j->pipe_flags) != 0) {
             dlv_result_set(&j->results[i], DLV_DEFERRED, "4.3.0", "local", "mailbox helper unavailable: %s",
                            strerror(errno));
             if (--j->helper_left == 0) {
@@ -828,6 +836,7 @@ static int start_helper_job(struct qmgr *q, struct qjob *j)
             }
         }
     }
+    buf_free(&words);
     return 1;
 }
 

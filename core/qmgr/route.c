@@ -294,6 +294,20 @@ static void apply_transport(const struct router *r, struct route *rt, const char
                         break;
                     }
                 }
+                if (rt->pipe_user) {
+                    /* user=name[:group]: the command runs as that user (when petreld runs as root) */
+                    char *u = petrel_pool_strndup(pool, rt->pipe_user, strcspn(rt->pipe_user, ":"));
+                    struct passwd pw, *found = NULL;
+                    char buf[4096];
+                    if (getpwnam_r(u, &pw, buf, sizeof(buf), &found) == 0 && found) {
+                        rt->uid = (long)pw.pw_uid;
+                        rt->gid = (long)pw.pw_gid;
+                    } else {
+                        rt->kind = ROUTE_RETRY;
+                        rt->dsn = "4.3.5";
+                        rt->nexthop = petrel_pool_printf(pool, "pipe transport %s: unknown user= %s", name, u);
+                    }
+                }
                 return;
             case ROLE_DISCARD: rt->kind = ROUTE_DISCARD; return;
             case ROLE_ERROR:

@@ -60,6 +60,12 @@ if subprocess.run(["getent", "passwd", BOXUSER], capture_output=True).returncode
                     "--shell", "/usr/sbin/nologin", BOXUSER], check=True)
 box = pwd.getpwnam(BOXUSER)
 with RootPetrel(t, extra_services="qmgr unix n - n 300 1 qmgr\n", start=False) as p:
+    piped = os.path.join(p.dir, "piped")
+    os.mkdir(piped)
+    os.chown(piped, box.pw_uid, box.pw_gid)
+    script = p.write_file("pipe.sh", "#!/bin/sh\ncat > %s/out\n" % piped, 0o755)
+    with open(os.path.join(p.conf, "master.cf"), "a") as f:
+        f.write("boxpipe unix - n n - - pipe flags=R user=%s argv=%s\n" % (BOXUSER, script))
     home = os.path.join(p.dir, "home-" + BOXUSER)
     os.mkdir(home)
     os.chown(home, box.pw_uid, box.pw_gid)
@@ -72,13 +78,15 @@ with RootPetrel(t, extra_services="qmgr unix n - n 300 1 qmgr\n", start=False) a
                  "virtual_mailbox_domains": "vbox.test", "virtual_mailbox_base": vbase,
                  "virtual_mailbox_maps": "inline:{ {v@vbox.test = vbox.test/v/} }",
                  "virtual_uid_maps": "static:%d" % box.pw_uid, "virtual_gid_maps": "static:%d" % box.pw_gid,
-                 "alias_maps": "inline:{ {root = %s} }" % BOXUSER})
+                 "alias_maps": "inline:{ {root = %s} }" % BOXUSER,
+                 "transport_maps": "inline:{ {piped.test = boxpipe:} }", "relay_domains": "piped.test"})
     p.write_main_cf(conf)
     p.start()
     c = p.connect()
     c.send_message("a@example.org", [BOXUSER + "@petrel.test"], "Subject: local\r\n\r\nx\r\n")
     c.send_message("a@example.org", ["v@vbox.test"], "Subject: virtual\r\n\r\nx\r\n", ehlo=False)
     c.send_message("a@example.org", ["root@petrel.test"], "Subject: to root\r\n\r\nx\r\n", ehlo=False)
+    c.send_message("a@example.org", ["x@piped.test"], "Subject: piped\r\n\r\nx\r\n", ehlo=False)
     c.close()
 
     def files_in(d):
@@ -93,6 +101,11 @@ with RootPetrel(t, extra_services="qmgr unix n - n 300 1 qmgr\n", start=False) a
     t.ok(local and all(os.stat(f).st_uid == box.pw_uid for f in local), "written as the local user, not mail_owner")
     t.ok(virt and os.stat(virt[0]).st_uid == box.pw_uid, "a virtual mailbox is written as virtual_uid_maps says")
     t.ok(p.wait_log(r"status=sent \(delivered to maildir\)") is not None, "logged as sent")
+    out = os.path.join(piped, "out")
+    deadline = time.time() + 10
+    while time.time() < deadline and not os.path.exists(out):
+        time.sleep(0.1)
+    t.ok(os.path.exists(out) and os.stat(out).st_uid == box.pw_uid, "a pipe transport's command runs as its user=")
 
 with RootPetrel(t, start=False, main_cf={"mail_owner": "root"}) as p:
     r = subprocess.run([PETRELD, "-c", p.conf], capture_output=True, text=True, timeout=20)

@@ -934,16 +934,19 @@ static int prepare_queue(struct master *m, const struct cfg *cfg)
         free(error);
         return -1;
     }
-    char private_dir[4200];
-    snprintf(private_dir, sizeof(private_dir), "%s/private", m->queue_dir);
-    if (mkdir(private_dir, 0700) != 0 && errno != EEXIST) {
-        msg_error("%s: cannot create: %s", private_dir, strerror(errno));
-        queue_close(q);
-        return -1;
+    static const char *const own_dirs[] = { "private", "defer" };
+    for (size_t i = 0; i < sizeof(own_dirs) / sizeof(own_dirs[0]); i++) {
+        char dir[4200];
+        snprintf(dir, sizeof(dir), "%s/%s", m->queue_dir, own_dirs[i]);
+        if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+            msg_error("%s: cannot create: %s", dir, strerror(errno));
+            queue_close(q);
+            return -1;
+        }
     }
     if (m->privileged) {
         /* The network-facing roles own the queue; nobody else reads it. */
-        const char *subdirs[] = { "", "/private", "/incoming", "/active", "/deferred", "/hold", "/corrupt" };
+        const char *subdirs[] = { "", "/private", "/defer", "/incoming", "/active", "/deferred", "/hold", "/corrupt" };
         for (size_t i = 0; i < sizeof(subdirs) / sizeof(subdirs[0]); i++) {
             char path[4200];
             snprintf(path, sizeof(path), "%s%s", m->queue_dir, subdirs[i]);

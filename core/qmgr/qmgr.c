@@ -38,6 +38,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/inotify.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
@@ -100,8 +101,11 @@ struct qjob {
     struct timeval started;
 };
 
+#define MSG_BUCKETS 16384
+
 struct qmsg {
     struct qmsg *next, *prev;
+    struct qmsg *next_hash;    /* in the queue manager's ID index */
     struct qmgr *q;
     char id[QUEUE_ID_MAX];
     int fd;
@@ -144,6 +148,8 @@ struct qmgr {
     int inotify_fd;
     struct event *inotify_ev, *scan_timer, *deferred_timer, *sig_term, *sig_flush, *sig_hup, *stop_timer;
     struct qmsg *messages;
+    struct qmsg *by_id[MSG_BUCKETS];   /* "is it ours already?" in O(1), for scans of big queues */
+    struct event *refill_timer;        /* room appeared: take more from incoming/ and deferred/ */
     unsigned nactive, active_limit;
     struct dest *buckets[DEST_BUCKETS];
     struct dest *ready_head, *ready_tail;
@@ -301,9 +307,24 @@ static void enqueue_job(struct qmgr *q, struct qjob *j)
 /* ------------------------------------------------------------------ */
 /* finishing a message                                                 */
 
+static unsigned id_bucket(const char *id)
+{
+    unsigned h = 2166136261u;
+    for (; *id; id++) {
+        h ^= (unsigned char)*id;
+        h *= 16777619u;
+    }
+    return h % MSG_BUCKETS;
+}
+
 static void message_free(struct qmsg *m)
 {
     struct qmgr *q = m->q;
+    struct qmsg **pp = &q->by_id[id_bucket(m->id)];
+    while (*pp && *pp != m)
+        pp = &(*pp)->next_hash;
+    if (*pp)
+        *pp = m->next_hash;
     if (m->prev)
         m->prev->next = m->next;
     else
@@ -585,10 +606,11 @@ static void finish_message(struct qmsg *m)
     }
     (void)expired;
     message_free(m);
-    if (q->intake_blocked && q->nactive < q->active_limit) {
-        q->intake_blocked = 0;
-        struct timeval soon = { 0, 0 };
-        evtimer_add(q->scan_timer, &soon);
+    if (q->intake_blocked && !evtimer_pending(q->refill_timer, NULL)) {
+        /* Refill in batches (whatever finished within half a second), not
+         * one directory scan per finished message. */
+        struct timeval soon = { 0, 500000 };
+        evtimer_add(q->refill_timer, &soon);
     }
 }
 
@@ -992,16 +1014,23 @@ static void take_message(struct qmgr *q, const char *id, enum queue_dir from)
 {
     if (q->stopping)
         return;
-    for (struct qmsg *x = q->messages; x; x = x->next)
-        if (strcmp(x->id, id) == 0)
-            return;   /* already ours (an event and a scan both saw it) */
     if (q->nactive >= q->active_limit) {
         q->intake_blocked = 1;
         return;
     }
+    unsigned bucket = id_bucket(id);
+    for (struct qmsg *x = q->by_id[bucket]; x; x = x->next_hash)
+        if (strcmp(x->id, id) == 0)
+            return;   /* already ours (an event and a scan both saw it) */
     int fd = openat(queue_dir_fd(q->queue, from), id, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0)
-        return;   /* deleted meanwhile (petrelctl, an abort): nothing to do */
+    if (fd < 0) {
+        if (errno == EMFILE || errno == ENFILE) {
+            /* Out of descriptors: stop taking messages until some finish. */
+            msg_warn("%s: cannot open: %s; taking more messages when some are done", id, strerror(errno));
+            q->intake_blocked = 1;
+        }
+        return;   /* ENOENT: deleted meanwhile (petrelctl, an abort): nothing to do */
+    }
     struct qmsg *m = xcalloc(1, sizeof(*m));
     m->q = q;
     m->fd = fd;
@@ -1034,6 +1063,8 @@ static void take_message(struct qmgr *q, const char *id, enum queue_dir from)
     if (q->messages)
         q->messages->prev = m;
     q->messages = m;
+    m->next_hash = q->by_id[bucket];
+    q->by_id[bucket] = m;
     q->nactive++;
     schedule_message(q, m);
 }
@@ -1073,6 +1104,10 @@ static void scan_one(void *arg, const char *id)
 {
     struct scan_ctx *c = arg;
     struct stat st;
+    if (c->q->nactive >= c->q->active_limit) {
+        c->q->intake_blocked = 1;
+        return;   /* full: the rest waits for the refill */
+    }
     if (fstatat(queue_dir_fd(c->q->queue, c->dir), id, &st, AT_SYMLINK_NOFOLLOW) != 0)
         return;
     if (c->dir == QDIR_INCOMING && c->now - st.st_mtime < STALE_INCOMING_SECONDS)
@@ -1092,6 +1127,9 @@ static void on_scan(evutil_socket_t fd, short what, void *arg)
 {
     struct qmgr *q = arg;
     scan_dir(q, QDIR_INCOMING);
+    /* A scan of a big queue takes a while: re-arm from the real time, not
+     * from the loop's cached clock (that would fire again at once). */
+    event_base_update_cache_time(q->base);
     struct timeval again = { STALE_INCOMING_SECONDS, 0 };
     evtimer_add(q->scan_timer, &again);
 }
@@ -1100,8 +1138,18 @@ static void on_deferred_scan(evutil_socket_t fd, short what, void *arg)
 {
     struct qmgr *q = arg;
     scan_dir(q, QDIR_DEFERRED);
+    event_base_update_cache_time(q->base);
     struct timeval again = { (time_t)q->run_delay, 0 };
     evtimer_add(q->deferred_timer, &again);
+}
+
+static void on_refill(evutil_socket_t fd, short what, void *arg)
+{
+    struct qmgr *q = arg;
+    q->intake_blocked = 0;
+    scan_dir(q, QDIR_INCOMING);
+    scan_dir(q, QDIR_DEFERRED);
+    event_base_update_cache_time(q->base);
 }
 
 static void on_flush(evutil_socket_t sig, short what, void *arg)
@@ -1180,6 +1228,21 @@ int qmgr_main(const struct qmgr_args *args)
     q.active_limit = (unsigned)cfg_int(cfg, "qmgr_message_active_limit");
     if (q.active_limit == 0)
         q.active_limit = 20000;
+    /* Every message in memory holds its queue file open: raise the soft
+     * descriptor limit to the hard one, and keep the active limit below it. */
+    struct rlimit nofile;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0) {
+        if (nofile.rlim_cur < nofile.rlim_max) {
+            nofile.rlim_cur = nofile.rlim_max;
+            setrlimit(RLIMIT_NOFILE, &nofile);
+        }
+        if (nofile.rlim_cur != RLIM_INFINITY && nofile.rlim_cur < (rlim_t)q.active_limit + 512) {
+            unsigned room = nofile.rlim_cur > 1024 ? (unsigned)(nofile.rlim_cur - 512) : (unsigned)(nofile.rlim_cur / 2);
+            msg_warn("open file limit %lu: keeping at most %u messages in memory (qmgr_message_active_limit %u)",
+                     (unsigned long)nofile.rlim_cur, room, q.active_limit);
+            q.active_limit = room;
+        }
+    }
     q.delivery_limit = GLOBAL_DELIVERY_LIMIT;
     q.dest_limit = (unsigned)cfg_int(cfg, "default_destination_concurrency_limit");
     q.dest_rcpt_limit = (unsigned)cfg_int(cfg, "default_destination_recipient_limit");
@@ -1264,6 +1327,7 @@ int qmgr_main(const struct qmgr_args *args)
     q.inotify_ev = event_new(q.base, q.inotify_fd, EV_READ | EV_PERSIST, on_inotify, &q);
     event_add(q.inotify_ev, NULL);
     q.scan_timer = evtimer_new(q.base, on_scan, &q);
+    q.refill_timer = evtimer_new(q.base, on_refill, &q);
     q.deferred_timer = evtimer_new(q.base, on_deferred_scan, &q);
     q.sig_term = evsignal_new(q.base, SIGTERM, on_sigterm, &q);
     q.sig_flush = evsignal_new(q.base, SIGUSR2, on_flush, &q);

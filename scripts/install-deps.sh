@@ -7,7 +7,7 @@ set -eu
 
 BUILD_PKGS="build-essential autoconf automake libtool libltdl-dev pkg-config \
 libevent-dev libssl-dev libpcre2-dev libc-ares-dev"
-TEST_PKGS="python3 swaks postfix strace openssl procps util-linux dnsmasq-base pflogsumm \
+TEST_PKGS="python3 swaks postfix strace openssl procps util-linux time dnsmasq-base pflogsumm \
 dovecot-core dovecot-lmtpd"
 
 want=""

@@ -53,6 +53,7 @@
 #include "lib/buf.h"
 #include "lib/dns.h"
 #include "lib/fsutil.h"
+#include "lib/hash.h"
 #include "lib/log.h"
 #include "lib/workq.h"
 #include "lib/xalloc.h"
@@ -237,21 +238,11 @@ static void log_delivery(struct qjob *j, size_t i, const struct dlv_result *r)
 /* ------------------------------------------------------------------ */
 /* destinations                                                        */
 
-static unsigned hash_key(const char *s)
-{
-    unsigned h = 2166136261u;
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 16777619u;
-    }
-    return h;
-}
-
 static struct dest *dest_get(struct qmgr *q, const char *transport, const char *nexthop)
 {
     char *key = xmalloc(strlen(transport) + strlen(nexthop ? nexthop : "") + 2);
     snprintf(key, strlen(transport) + strlen(nexthop ? nexthop : "") + 2, "%s\n%s", transport, nexthop ? nexthop : "");
-    unsigned b = hash_key(key) % DEST_BUCKETS;
+    unsigned b = hash_string(key) % DEST_BUCKETS;
     for (struct dest *d = q->buckets[b]; d; d = d->next_bucket) {
         if (strcmp(d->key, key) == 0) {
             free(key);
@@ -309,12 +300,7 @@ static void enqueue_job(struct qmgr *q, struct qjob *j)
 
 static unsigned id_bucket(const char *id)
 {
-    unsigned h = 2166136261u;
-    for (; *id; id++) {
-        h ^= (unsigned char)*id;
-        h *= 16777619u;
-    }
-    return h % MSG_BUCKETS;
+    return hash_string(id) % MSG_BUCKETS;
 }
 
 static void message_free(struct qmsg *m)
@@ -509,14 +495,12 @@ static void finish_message(struct qmsg *m)
     struct qmgr *q = m->q;
     size_t n = m->msg.env.rcpt_count;
     const char *sender = m->msg.env.sender;
-    int expired = 0;
     double lifetime = *sender ? (double)q->max_lifetime : (double)q->bounce_lifetime;
     size_t deferred = 0;
     for (size_t i = 0; i < n; i++)
         if (m->outcome[i].state == DLV_DEFERRED + 1)
             deferred++;
     if (deferred && now_secs() - m->arrival >= lifetime) {
-        expired = 1;
         for (size_t i = 0; i < n; i++) {
             struct rcpt_outcome *o = &m->outcome[i];
             if (o->state != DLV_DEFERRED + 1)
@@ -604,7 +588,6 @@ static void finish_message(struct qmsg *m)
             msg_info("%s: removed", m->id);
         remove_defer_log(q, m->id);
     }
-    (void)expired;
     message_free(m);
     if (q->intake_blocked && !evtimer_pending(q->refill_timer, NULL)) {
         /* Refill in batches (whatever finished within half a second), not

@@ -13,6 +13,7 @@
 #include <sys/mman.h>
 
 #include "lib/log.h"
+#include "lib/hash.h"
 #include "smtpd/anvil.h"
 
 #define ANVIL_KEY_MAX 48
@@ -31,16 +32,6 @@ struct anvil {
     size_t map_size;
     struct anvil_slot slots[];
 };
-
-static uint32_t hash_key(const char *s)
-{
-    uint32_t h = 2166136261u;   /* FNV-1a */
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 16777619u;
-    }
-    return h;
-}
 
 struct anvil *anvil_create(unsigned slots)
 {
@@ -81,7 +72,7 @@ static unsigned total(const struct anvil_slot *s)
 
 static struct anvil_slot *find(struct anvil *a, const char *key, int create, time_t now, unsigned window)
 {
-    uint32_t h = hash_key(key);
+    uint32_t h = hash_string(key);
     struct anvil_slot *idle = NULL;
     for (unsigned i = 0; i < ANVIL_PROBES && i < a->nslots; i++) {
         struct anvil_slot *s = &a->slots[(h + i) % a->nslots];

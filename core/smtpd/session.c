@@ -769,10 +769,6 @@ static void mail_hooked(struct smtpd_session *s, const struct restrict_result *r
     smtpd_continue(s);
 }
 
-struct rcpt_pending {
-    struct smtp_rcpt_args args;
-};
-
 static void rcpt_checked(struct smtpd_session *s, const struct restrict_result *r);
 
 static void cmd_rcpt(struct smtpd_session *s, const struct smtp_command *cmd)
@@ -1177,7 +1173,6 @@ static void eom_hooked(struct smtpd_session *s, const struct restrict_result *r)
 {
     struct smtpd_tx *tx = s->tx;
     enum smtpd_counter c = tx->eom_counter;
-    const char *verb = c == CNT_BDAT ? "BDAT" : "DATA";
     s->state = SMTPD_CMD;
     if (refused(r)) {
         log_reject(s, r->verdict == RV_REJECT ? "reject" : "reject", "END-OF-MESSAGE", r->code, r->enhanced,
@@ -1215,7 +1210,6 @@ static void eom_hooked(struct smtpd_session *s, const struct restrict_result *r)
         msg_info("%s: hold: END-OF-MESSAGE from %s: %s; from=<%s> proto=%s helo=<%s>", tx->queue_id, s->namaddr,
                  tx->edits.quarantine_reason ? tx->edits.quarantine_reason : "held by restriction or module",
                  tx->mail.address, s->esmtp ? "ESMTP" : "SMTP", s->helo ? s->helo : "");
-    (void)verb;
     unsigned long long size = queue_writer_content_size(tx->writer);
     struct commit_job *job = xcalloc(1, sizeof(*job));
     job->session = s;

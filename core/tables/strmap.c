@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "lib/hash.h"
 #include "tables/strmap.h"
 
 struct strmap_entry {
@@ -24,16 +25,6 @@ struct strmap {
     size_t nbuckets;   /* a power of two */
     size_t count;
 };
-
-static uint32_t hash_string(const char *s)
-{
-    uint32_t h = 2166136261u;
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 16777619u;
-    }
-    return h;
-}
 
 struct strmap *strmap_new(petrel_pool *pool)
 {

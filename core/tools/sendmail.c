@@ -323,8 +323,7 @@ int main(int argc, char **argv)
     char *line = NULL;
     size_t cap = 0;
     ssize_t got;
-    int in_headers = 1, ended_by_dot = 0;
-    struct buf body = BUF_INIT;
+    int in_headers = 1;
     FILE *spool = tmpfile();   /* the body may be large: keep it out of memory */
     if (spool == NULL)
         die(EX_TEMPFAIL, "cannot create a temporary file: %s", strerror(errno));
@@ -333,10 +332,8 @@ int main(int argc, char **argv)
         while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
             len--;
         line[len] = '\0';
-        if (dot_ends && strcmp(line, ".") == 0) {
-            ended_by_dot = 1;
+        if (dot_ends && strcmp(line, ".") == 0)
             break;
-        }
         if (in_headers) {
             if (len == 0) {
                 in_headers = 0;
@@ -382,7 +379,6 @@ int main(int argc, char **argv)
         fwrite(line, 1, len, spool);
         fputs("\r\n", spool);
     }
-    (void)ended_by_dot;
     if (extract && current.len)
         header_addresses(current.data, rcpts, &nrcpt);
     if (nrcpt == 0)
@@ -440,7 +436,6 @@ int main(int argc, char **argv)
     command(&c, "QUIT");
     buf_free(&headers);
     buf_free(&current);
-    buf_free(&body);
     free(line);
     return 0;
 }

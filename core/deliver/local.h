@@ -61,6 +61,15 @@ struct pipe_options {
     unsigned flags;                    /* PIPE_FLAG_* */
     const char *service;               /* for "delivered via NAME service" and relay=; NULL = "pipe" */
     const char *const *env;            /* extra "NAME=value" strings, NULL-terminated, or NULL */
+    /* An alias's |command (local(8)): run as /bin/sh -c COMMAND instead of
+     * argv, with NO macro expansion in the command text. What the message
+     * says about itself reaches the command only in the environment (SENDER,
+     * RECIPIENT, LOCAL, USER, LOGNAME, DOMAIN, EXTENSION, ORIGINAL_RECIPIENT,
+     * CLIENT_*, SASL_*), each value censored by expansion_filter: a byte not
+     * in it becomes '_', as Postfix's command_expansion_filter does. */
+    const char *shell_command;
+    const char *expansion_filter;      /* NULL = Postfix's default set */
+    const char *home;                  /* HOME for the command, or NULL */
 };
 
 int pipe_deliver(const struct pipe_options *opt, const struct dlv_job *job, size_t i, struct dlv_result *out);

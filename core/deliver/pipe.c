@@ -3,7 +3,12 @@
  * standard input, the outcome from its exit status.
  *
  * Design:
- *  - No shell. Each argv template argument is expanded on its own, so a
+ *  - An alias's |command (opt->shell_command) runs through /bin/sh -c with
+ *    its text untouched: no macro is ever pasted into a shell command line.
+ *    The envelope reaches it in local(8)'s environment variables, censored
+ *    through command_expansion_filter. Only the admin's alias table can name
+ *    such a command (see qmgr/route.c).
+ *  - Otherwise no shell. Each argv template argument is expanded on its own, so a
  *    recipient like "a b;rm -rf" stays one argument. Macros are pipe(8)'s
  *    (${sender} ${recipient} ${user} ${extension} ${mailbox} ${domain}
  *    ${nexthop} ${queue_id} ${original_recipient} ${size} ${client_*}
@@ -162,6 +167,64 @@ static int expand_arg(const struct macro_ctx *m, const char *tmpl, struct buf *o
     return 0;
 }
 
+/* Postfix's command_expansion_filter default. */
+#define DEFAULT_EXPANSION_FILTER "1234567890!@%-_=+:,./abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+/* Adds NAME=value to env (malloc'd), every byte of value outside filter
+ * replaced by '_'. An empty value is left out, as local(8) does. */
+static void env_add(char **env, size_t *n, const char *name, const char *value, size_t len, const char *filter)
+{
+    if (value == NULL || len == 0)
+        return;
+    struct buf b = BUF_INIT;
+    buf_printf(&b, "%s=", name);
+    for (size_t k = 0; k < len; k++)
+        buf_putc(&b, value[k] != '\0' && strchr(filter, value[k]) ? value[k] : '_');
+    env[(*n)++] = b.data;
+}
+
+/* local(8)'s environment for an alias command: what the message says
+ * about itself, censored. env has room for 16 entries. */
+static size_t shell_environment(const struct pipe_options *opt, const struct dlv_job *job, size_t i, char **env)
+{
+    const char *filter = opt->expansion_filter ? opt->expansion_filter : DEFAULT_EXPANSION_FILTER;
+    const struct queue_envelope *qe = &job->msg->env;
+    const char *rcpt = job->rcpt_addr[i];
+    const char *at = strrchr(rcpt, '@');
+    size_t local_len = at ? (size_t)(at - rcpt) : strlen(rcpt), user_len = local_len;
+    for (size_t k = 0; opt->recipient_delimiter && *opt->recipient_delimiter && k < local_len; k++)
+        if (strchr(opt->recipient_delimiter, rcpt[k])) {
+            user_len = k;
+            break;
+        }
+    size_t n = 0;
+#define ADD(name, v) env_add(env, &n, name, v, (v) ? strlen(v) : 0, filter)
+    env_add(env, &n, "USER", rcpt, user_len, filter);
+    env_add(env, &n, "LOGNAME", rcpt, user_len, filter);
+    ADD("SENDER", job->sender);
+    ADD("RECIPIENT", rcpt);
+    env_add(env, &n, "LOCAL", rcpt, local_len, filter);
+    if (at)
+        ADD("DOMAIN", at + 1);
+    if (user_len < local_len)
+        env_add(env, &n, "EXTENSION", rcpt + user_len + 1, local_len - user_len - 1, filter);
+    size_t ri = job->rcpt_index ? job->rcpt_index[i] : i;
+    const char *orcpt = ri < qe->rcpt_count ? qe->rcpts[ri].orcpt : NULL;
+    if (orcpt && strncasecmp(orcpt, "rfc822;", 7) == 0)
+        orcpt += 7;
+    ADD("ORIGINAL_RECIPIENT", orcpt);
+    ADD("CLIENT_HOSTNAME", qe->client_name);
+    ADD("CLIENT_ADDRESS", qe->client_addr);
+    ADD("CLIENT_HELO", qe->helo);
+    ADD("CLIENT_PROTOCOL", qe->protocol);
+    ADD("SASL_METHOD", qe->sasl_method);
+    ADD("SASL_USERNAME", qe->sasl_username);
+    if (opt->home)
+        env_add(env, &n, "HOME", opt->home, strlen(opt->home), "/" DEFAULT_EXPANSION_FILTER);
+#undef ADD
+    return n;
+}
+
 /* Postfix's sys_exits table: code, DSN, text. */
 static const struct { int code; const char *dsn; const char *text; } sys_exits[] = {
     { 64, "5.3.0", "command line usage error" },
@@ -238,25 +301,32 @@ __attribute__((noreturn)) static void child_fail(int errfd, int stage)
 
 int pipe_deliver(const struct pipe_options *opt, const struct dlv_job *job, size_t i, struct dlv_result *out)
 {
-    const char *service = opt && opt->service ? opt->service : "pipe";
+    const char *service = opt && opt->service ? opt->service : opt && opt->shell_command ? "local" : "pipe";
     if (local_check_job(job, i, out, service) < 0)
         return -1;
-    if (opt == NULL || opt->argv == NULL || opt->argv[0] == NULL) {
+    if (opt == NULL || ((opt->argv == NULL || opt->argv[0] == NULL) &&
+                        (opt->shell_command == NULL || opt->shell_command[0] == '\0'))) {
         dlv_result_set(out, DLV_DEFERRED, "4.3.5", service, "pipe delivery without a command");
         return -1;
     }
 
     /* ---- argv, envp, path: everything the child needs, before fork ---- */
     struct macro_ctx m = { job, i, opt->recipient_delimiter };
+    const char *shell_argv[] = { "/bin/sh", "-c", opt->shell_command, NULL };
+    const char *const *templates = opt->shell_command ? shell_argv : opt->argv;
     size_t argc = 0;
-    while (opt->argv[argc] && argc < PIPE_MAX_ARGS)
+    while (templates[argc] && argc < PIPE_MAX_ARGS)
         argc++;
     char **argv = xcalloc(argc + 1, sizeof(char *));
     char bad[128];
     struct buf b = BUF_INIT;
     int ok = 1;
     for (size_t k = 0; k < argc; k++) {
-        if (expand_arg(&m, opt->argv[k], &b, bad, sizeof(bad)) < 0) {
+        if (opt->shell_command) {
+            argv[k] = xstrdup(templates[k]);   /* never expanded: see the top of this file */
+            continue;
+        }
+        if (expand_arg(&m, templates[k], &b, bad, sizeof(bad)) < 0) {
             dlv_result_set(out, DLV_DEFERRED, "4.3.5", service, "unknown command-line macro: $%s", bad);
             ok = 0;
             break;
@@ -277,11 +347,13 @@ int pipe_deliver(const struct pipe_options *opt, const struct dlv_job *job, size
     size_t nextra = 0;
     while (opt->env && opt->env[nextra] && nextra < 64)
         nextra++;
-    char **envp = xcalloc(nextra + 3, sizeof(char *));
-    envp[0] = (char *)"PATH=/usr/bin:/bin";
-    envp[1] = (char *)"SHELL=/bin/sh";
+    char **envp = xcalloc(nextra + 3 + 16, sizeof(char *));
+    envp[0] = xstrdup("PATH=/usr/bin:/bin");
+    envp[1] = xstrdup("SHELL=/bin/sh");
     for (size_t k = 0; k < nextra; k++)
-        envp[2 + k] = (char *)opt->env[k];
+        envp[2 + k] = xstrdup(opt->env[k]);
+    if (opt->shell_command)
+        shell_environment(opt, job, i, envp + 2 + nextra);
 
     int inp[2] = { -1, -1 }, outp[2] = { -1, -1 }, errp[2] = { -1, -1 };
     pid_t pid = -1;
@@ -509,7 +581,10 @@ int pipe_deliver(const struct pipe_options *opt, const struct dlv_job *job, size
             dlv_result_set(out, DLV_DEFERRED, "4.3.0", service, "Command died with signal %d: \"%s\"%s%s",
                            WTERMSIG(status), argv[0], sep, output);
         } else if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
-            dlv_result_set(out, DLV_SENT, "2.0.0", service, "delivered via %s service", service);
+            if (opt->shell_command)
+                dlv_result_set(out, DLV_SENT, "2.0.0", service, "delivered to command: %s", opt->shell_command);
+            else
+                dlv_result_set(out, DLV_SENT, "2.0.0", service, "delivered via %s service", service);
         } else {
             int code = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
             const char *dsn = "5.3.0", *text = NULL;
@@ -550,6 +625,8 @@ int pipe_deliver(const struct pipe_options *opt, const struct dlv_job *job, size
     for (size_t k = 0; k < argc; k++)
         free(argv[k]);
     free(argv);
+    for (char **e = envp; *e; e++)
+        free(*e);
     free(envp);
     free(path);
     return 0;

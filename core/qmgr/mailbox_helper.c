@@ -99,7 +99,18 @@ static void deliver_as_owner(int fd, const struct cfg *cfg, struct queue *queue,
         reply(fd, id, &r);
         return;
     }
-    if (strcmp(kind, "pipe") != 0 && strcmp(kind, "argv") != 0 && !path_allowed(path, roots, 3)) {
+    int alias_target = strcmp(kind, "pipe") == 0 || strcmp(kind, "file") == 0;
+    if (alias_target) {
+        /* An alias's |command or /file runs as default_privs and nobody
+         * else, whatever the request says. */
+        struct passwd *dp = getpwnam(cfg_get(cfg, "default_privs"));
+        if (dp == NULL || dp->pw_uid != uid || dp->pw_uid == 0) {
+            dlv_result_set(&r, DLV_DEFERRED, "4.3.0", "local",
+                           "mailbox helper: alias command or file not as default_privs (uid %ld)", (long)uid);
+            reply(fd, id, &r);
+            return;
+        }
+    } else if (strcmp(kind, "argv") != 0 && !path_allowed(path, roots, 3)) {
         dlv_result_set(&r, DLV_DEFERRED, "4.3.0", "local",
                        "mailbox helper: %s is outside virtual_mailbox_base, mail_spool_directory and the owner's home",
                        path);
@@ -132,17 +143,21 @@ static void deliver_as_owner(int fd, const struct cfg *cfg, struct queue *queue,
     if (strcmp(kind, "maildir") == 0) {
         fs_make_parents(path, 0700);   /* as the owner, like virtual(8) */
         maildir_deliver(path, &job, 0, &r);
-    } else if (strcmp(kind, "mbox") == 0) {
+    } else if (strcmp(kind, "mbox") == 0 || (strcmp(kind, "file") == 0 && path[strlen(path) - 1] != '/')) {
         mbox_deliver(path, &job, 0, &r);
+    } else if (strcmp(kind, "file") == 0) {
+        maildir_deliver(path, &job, 0, &r);
     } else {
-        /* "pipe": an alias's |command through /bin/sh; "argv": a master.cf
-         * pipe transport, its argv= words separated by NUL bytes. */
-        const char *argv_sh[] = { "/bin/sh", "-c", path, NULL };
+        /* "pipe": an alias's |command through /bin/sh, nothing from the
+         * message pasted into it (pipe.c); "argv": a master.cf pipe
+         * transport, its argv= words separated by NUL bytes. */
         const char *words[256];
         struct pipe_options opt;
         memset(&opt, 0, sizeof(opt));
-        opt.argv = argv_sh;
+        opt.shell_command = path;
+        opt.expansion_filter = cfg_get(cfg, "command_expansion_filter");
         if (strcmp(kind, "argv") == 0) {
+            opt.shell_command = NULL;
             size_t n = 0;
             const char *w = m->fields[F_PATH].data, *end = w + m->fields[F_PATH].len;
             while (w < end && n < 255) {

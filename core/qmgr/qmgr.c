@@ -91,6 +91,7 @@ struct qjob {
     const char *transport;
     const char *path;
     long uid, gid;
+    int from_alias;            /* an alias's |command or /file */
     const char *user, *extension;
     const char *const *pipe_argv;
     const char *pipe_flags;
@@ -721,10 +722,12 @@ static void local_job_work(void *arg)
         case ROUTE_PIPE: {
             struct pipe_options opt;
             memset(&opt, 0, sizeof(opt));
-            const char *argv_sh[] = { "/bin/sh", "-c", j->path, NULL };
             /* A master.cf pipe transport runs its argv= without a shell; an
-             * alias's |command runs through /bin/sh, as local(8) does. */
-            opt.argv = j->pipe_argv ? j->pipe_argv : j->path ? argv_sh : NULL;
+             * alias's |command runs through /bin/sh, as local(8) does, with
+             * nothing from the message pasted into it. */
+            opt.argv = j->pipe_argv;
+            opt.shell_command = j->pipe_argv ? NULL : j->path;
+            opt.expansion_filter = cfg_get(j->m->q->cfg, "command_expansion_filter");
             opt.service = j->pipe_argv ? j->transport : NULL;
             for (const char *f = j->pipe_flags; f && *f; f++) {
                 opt.flags |= *f == 'F' ? PIPE_FLAG_FROM : *f == 'R' ? PIPE_FLAG_RETURN_PATH
@@ -733,7 +736,7 @@ static void local_job_work(void *arg)
             }
             opt.recipient_delimiter = cfg_get(j->m->q->cfg, "recipient_delimiter");
             opt.timeout = 1000;
-            if (opt.argv == NULL) {
+            if (opt.argv == NULL && opt.shell_command == NULL) {
                 dlv_result_set(r, DLV_DEFERRED, "4.3.5", j->transport, "pipe transport without a command");
                 break;
             }
@@ -814,7 +817,10 @@ static int start_helper_job(struct qmgr *q, struct qjob *j)
     j->helper_left = j->dj.nrcpt;
     j->next_helper = q->helper_waiting;
     q->helper_waiting = j;
-    const char *kind = j->kind == ROUTE_MAILDIR ? "maildir" : j->kind == ROUTE_MBOX ? "mbox"
+    /* "pipe" and "file": an alias's |command or /file (run as default_privs);
+     * "argv": a master.cf pipe transport; "maildir"/"mbox": a mailbox. */
+    const char *kind = j->from_alias ? (j->kind == ROUTE_PIPE ? "pipe" : "file")
+                     : j->kind == ROUTE_MAILDIR ? "maildir" : j->kind == ROUTE_MBOX ? "mbox"
                      : j->pipe_argv ? "argv" : "pipe";
     /* argv= words travel NUL-separated in the path field */
     struct buf words = BUF_INIT;
@@ -916,6 +922,7 @@ static struct qjob *new_job(struct qmsg *m, const struct route *rt, size_t cap)
     j->path = rt->kind == ROUTE_ERROR || rt->kind == ROUTE_RETRY ? rt->dsn : rt->path;
     j->uid = rt->uid;
     j->gid = rt->gid;
+    j->from_alias = rt->from_alias;
     j->pipe_argv = rt->pipe_argv;
     j->pipe_flags = rt->pipe_flags;
     j->cap = cap;

@@ -5,6 +5,14 @@
  * with a visited set: an address that maps back to itself is delivered as
  * is (Postfix's rule), a longer cycle or more than 1000 expansions is a
  * 5.4.6 loop.
+ *
+ * Commands ("|cmd") and files ("/path") are delivery targets only when an
+ * admin's table names them: a value of alias_maps (or an address listed in
+ * an alias's :include: file), allowed by allow_mail_to_commands /
+ * allow_mail_to_files as in Postfix's local(8). Every work item carries
+ * where it came from; an envelope recipient, a canonical or virtual alias
+ * result is always an address, never a command or a file, whatever its
+ * local part looks like. Such deliveries run as default_privs.
  */
 #include "config.h"
 
@@ -18,6 +26,7 @@
 #include <unistd.h>
 
 #include "config/config.h"
+#include "lib/buf.h"
 #include "lib/log.h"
 #include "lib/xalloc.h"
 #include "qmgr/route.h"
@@ -25,6 +34,15 @@
 
 #define EXPANSION_LIMIT 1000
 #define RECURSION_LIMIT 100
+
+/* Where an address came from (Postfix's EXPAND_TYPE_* bits, so that
+ * allow_mail_to_commands / allow_mail_to_files read as masks of them). */
+enum expansion_origin {
+    FROM_ENVELOPE = 0,   /* the recipient, or a canonical / virtual alias result */
+    FROM_ALIAS = 1,      /* a value of alias_maps */
+    FROM_FORWARD = 2,    /* a .forward file (not supported: never set) */
+    FROM_INCLUDE = 4,    /* a line of an alias's :include: file */
+};
 
 struct maplist {
     struct tbl **tables;
@@ -39,7 +57,30 @@ struct router {
     struct maplist valias, vmailbox, vuid, vgid, aliases, transport, sender_relay, canonical, rcpt_canonical,
         sender_canonical;
     const char *const *masquerade_domains, *const *masquerade_exceptions;
+    unsigned command_origins, file_origins;   /* allow_mail_to_commands / _files as origin masks */
+    const char *default_privs;                /* the user commands and files from aliases run as */
 };
+
+/* allow_mail_to_commands / allow_mail_to_files: a list of alias, forward, include. */
+static int origin_mask(const struct cfg *cfg, const char *param, unsigned *mask, char **error)
+{
+    *mask = 0;
+    for (const char *const *v = cfg_list(cfg, param); *v; v++) {
+        if (strcasecmp(*v, "alias") == 0)
+            *mask |= FROM_ALIAS;
+        else if (strcasecmp(*v, "forward") == 0)
+            *mask |= FROM_FORWARD;
+        else if (strcasecmp(*v, "include") == 0)
+            *mask |= FROM_INCLUDE;
+        else {
+            size_t len = strlen(param) + strlen(*v) + 64;
+            *error = xmalloc(len);
+            snprintf(*error, len, "%s: unknown value \"%s\" (alias, forward, include)", param, *v);
+            return -1;
+        }
+    }
+    return 0;
+}
 
 static int open_maps(const struct cfg *cfg, struct tbl_registry *reg, const char *param, struct maplist *out,
                      int optional_default, int quiet, char **error)
@@ -100,6 +141,12 @@ struct router *router_create(const struct cfg *cfg, struct tbl_registry *reg, in
     r->vmailbox_domains = cfg_list(cfg, "virtual_mailbox_domains");
     r->masquerade_domains = cfg_list(cfg, "masquerade_domains");
     r->masquerade_exceptions = cfg_list(cfg, "masquerade_exceptions");
+    r->default_privs = cfg_get(cfg, "default_privs");
+    if (origin_mask(cfg, "allow_mail_to_commands", &r->command_origins, error) ||
+        origin_mask(cfg, "allow_mail_to_files", &r->file_origins, error)) {
+        free(r);
+        return NULL;
+    }
     if (open_maps(cfg, reg, "virtual_alias_maps", &r->valias, 0, quiet, error) ||
         open_maps(cfg, reg, "virtual_mailbox_maps", &r->vmailbox, 0, quiet, error) ||
         open_maps(cfg, reg, "virtual_uid_maps", &r->vuid, 0, quiet, error) ||
@@ -407,13 +454,58 @@ static int virtual_delivery(struct router *r, const char *address, const struct 
     return 0;
 }
 
-/* Splits an alias/virtual alias value into addresses (commas and white space). */
-static char **split_targets(const char *value)
+/* Splits an alias or virtual alias value into addresses: separated by commas
+ * or white space outside double quotes (aliases(5): a command or file name
+ * with spaces is written in double quotes). With alias_value, a quoted
+ * "|command", "/file" or ":include:file" loses its quotes (and backslash
+ * escapes), as Postfix internalises it; quoted local parts of addresses
+ * keep theirs. Returns a NULL-terminated malloc'd array (cfg_list_free). */
+static char **split_targets(const char *value, int alias_value)
 {
-    return cfg_split_list(value);
+    size_t n = 0, cap = 4;
+    char **items = xcalloc(cap + 1, sizeof(char *));
+    const char *p = value;
+    for (;;) {
+        while (*p && (isspace((unsigned char)*p) || *p == ','))
+            p++;
+        if (!*p)
+            break;
+        struct buf item = BUF_INIT;
+        int quoted = 0;
+        for (; *p; p++) {
+            if (*p == '"') {
+                quoted = !quoted;
+            } else if (*p == '\\' && quoted && p[1]) {
+                buf_putc(&item, *p++);
+            } else if (!quoted && (isspace((unsigned char)*p) || *p == ',')) {
+                break;
+            }
+            buf_putc(&item, *p);
+        }
+        buf_puts(&item, "");
+        char *text = item.data;
+        size_t len = item.len;
+        if (alias_value && len >= 2 && text[0] == '"' && text[len - 1] == '"' &&
+            (text[1] == '|' || text[1] == '/' || strncasecmp(text + 1, ":include:", 9) == 0)) {
+            char *out = text;
+            for (size_t i = 1; i + 1 < len; i++) {
+                if (text[i] == '\\' && i + 2 < len)
+                    i++;
+                *out++ = text[i];
+            }
+            *out = '\0';
+        }
+        if (n == cap) {
+            cap *= 2;
+            items = xrealloc(items, (cap + 1) * sizeof(char *));
+        }
+        items[n++] = text;
+        items[n] = NULL;
+    }
+    return items;
 }
 
-static const char *qualify(const struct router *r, const char *addr, petrel_pool *pool);
+static const char *qualify(const struct router *r, const char *addr, int alias_value, petrel_pool *pool);
 
 static int has_class(const char *const *list, const char *cls)
 {
@@ -434,9 +526,9 @@ static const char *canonical(struct router *r, const char *address, int recipien
     const char *v = NULL;
     struct maplist *own = recipient ? &r->rcpt_canonical : &r->sender_canonical;
     if (address_lookup(own, &a, pool, &v) == 1)
-        return qualify(r, v, pool);
+        return qualify(r, v, 0, pool);
     if (has_class(cfg_list(r->cfg, "canonical_classes"), cls) && address_lookup(&r->canonical, &a, pool, &v) == 1)
-        return qualify(r, v, pool);
+        return qualify(r, v, 0, pool);
     return address;
 }
 
@@ -489,11 +581,45 @@ static const char *masquerade(const struct router *r, const char *out, petrel_po
     return out;
 }
 
-static const char *qualify(const struct router *r, const char *addr, petrel_pool *pool)
+/* Appends @myorigin to an address without a domain. Only a value of
+ * alias_maps (alias_value) may be a |command, a /file or an :include:,
+ * which stay as they are; anywhere else those are plain local parts. */
+static const char *qualify(const struct router *r, const char *addr, int alias_value, petrel_pool *pool)
 {
-    if (strchr(addr, '@') || addr[0] == '|' || addr[0] == '/' || strncmp(addr, ":include:", 9) == 0)
+    if (strchr(addr, '@') ||
+        (alias_value && (addr[0] == '|' || addr[0] == '/' || strncasecmp(addr, ":include:", 9) == 0)))
         return petrel_pool_strdup(pool, addr);
     return petrel_pool_printf(pool, "%s@%s", addr, r->myorigin);
+}
+
+/* A |command or a /file from an alias (Postfix's local(8) deliver_token):
+ * refused unless allow_mail_to_commands / allow_mail_to_files names where it
+ * came from; run as default_privs. A path ending in / is a Maildir. */
+static void command_or_file(const struct router *r, const char *recipient, const char *target,
+                            enum expansion_origin origin, petrel_pool *pool, struct route *rt)
+{
+    int command = target[0] == '|';
+    if (((command ? r->command_origins : r->file_origins) & (unsigned)origin) == 0) {
+        route_error(rt, recipient, "5.7.1", command ? "mail to command is restricted" : "mail to file is restricted");
+        rt->transport = "local";
+        return;
+    }
+    rt->transport = "local";
+    rt->address = recipient;
+    rt->path = command ? target + 1 : target;
+    rt->kind = command ? ROUTE_PIPE : target[strlen(target) - 1] == '/' ? ROUTE_MAILDIR : ROUTE_MBOX;
+    rt->from_alias = 1;
+    struct passwd pw, *found = NULL;
+    char buf[4096];
+    if (getpwnam_r(r->default_privs, &pw, buf, sizeof(buf), &found) != 0 || found == NULL || pw.pw_uid == 0) {
+        route_error(rt, recipient, "4.3.5",
+                    petrel_pool_printf(pool, "default_privs: %s user \"%s\" (mail system configuration error)",
+                                       found ? "privileged" : "unknown", r->default_privs));
+        rt->transport = "local";
+        return;
+    }
+    rt->uid = (long)pw.pw_uid;
+    rt->gid = (long)pw.pw_gid;
 }
 
 int router_route(struct router *r, const char *sender, const char *recipient, petrel_pool *pool,
@@ -502,8 +628,8 @@ int router_route(struct router *r, const char *sender, const char *recipient, pe
     size_t cap = 0;
     out->items = NULL;
     out->count = 0;
-    /* work list of (address, depth, local-aliases-applied) */
-    struct item { const char *address; int depth; int aliased; } *work = NULL;
+    /* work list of (address, depth, local-aliases-applied, where it came from) */
+    struct item { const char *address; int depth; int aliased; enum expansion_origin origin; } *work = NULL;
     size_t nwork = 0, wcap = 0, expansions = 0;
     const char **seen = NULL;
     size_t nseen = 0, scap = 0;
@@ -515,9 +641,9 @@ int router_route(struct router *r, const char *sender, const char *recipient, pe
         split_address(recipient, r->delimiter, pool, &a);
         const char *v = NULL;
         if (address_lookup(&r->rcpt_canonical, &a, pool, &v) == 1 || address_lookup(&r->canonical, &a, pool, &v) == 1)
-            start = qualify(r, v, pool);
+            start = qualify(r, v, 0, pool);
     }
-#define PUSH(addr, d, al)                                                                  \
+#define PUSH(addr, d, al, from)                                                            \
     do {                                                                                   \
         if (nwork == wcap) {                                                               \
             wcap = wcap ? wcap * 2 : 8;                                                    \
@@ -529,9 +655,10 @@ int router_route(struct router *r, const char *sender, const char *recipient, pe
         work[nwork].address = (addr);                                                      \
         work[nwork].depth = (d);                                                           \
         work[nwork].aliased = (al);                                                        \
+        work[nwork].origin = (from);                                                       \
         nwork++;                                                                           \
     } while (0)
-    PUSH(start, 0, 0);
+    PUSH(start, 0, 0, FROM_ENVELOPE);
     for (size_t w = 0; w < nwork; w++) {
         const char *address = work[w].address;
         int depth = work[w].depth;
@@ -562,26 +689,22 @@ int router_route(struct router *r, const char *sender, const char *recipient, pe
         }
         seen[nseen++] = address;
         if (rc == 1) {
-            char **targets = split_targets(value);
+            char **targets = split_targets(value, 0);
             int self = 0;
             for (char **t = targets; *t; t++) {
-                const char *q = qualify(r, *t, pool);
+                const char *q = qualify(r, *t, 0, pool);
                 if (strcasecmp(q, address) == 0)
                     self = 1;   /* an alias to itself: deliver it as it is */
                 else
-                    PUSH(q, depth + 1, 0);
+                    PUSH(q, depth + 1, 0, FROM_ENVELOPE);
             }
             cfg_list_free(targets);
             if (!self)
                 continue;
         }
-        if (address[0] == '|' || address[0] == '/') {
-            /* alias targets: a command or a file (local delivery only) */
-            struct route *rt = add_route(out, pool, &cap);
-            rt->transport = "local";
-            rt->address = recipient;
-            rt->path = address[0] == '|' ? address + 1 : address;
-            rt->kind = address[0] == '|' ? ROUTE_PIPE : ROUTE_MBOX;
+        if (work[w].origin != FROM_ENVELOPE && (address[0] == '|' || address[0] == '/')) {
+            /* A command or a file named by the admin's alias table. */
+            command_or_file(r, recipient, address, work[w].origin, pool, add_route(out, pool, &cap));
             continue;
         }
         const char *domain = a.domain;
@@ -613,9 +736,9 @@ int router_route(struct router *r, const char *sender, const char *recipient, pe
                 continue;
             }
             if (arc == 1) {
-                char **targets = split_targets(av);
+                char **targets = split_targets(av, 1);
                 for (char **t = targets; *t; t++) {
-                    if (strncmp(*t, ":include:", 9) == 0) {
+                    if (strncasecmp(*t, ":include:", 9) == 0) {
                         /* addresses from a file, one level */
                         FILE *f = fopen(*t + 9, "r");
                         char line[1024];
@@ -627,22 +750,22 @@ int router_route(struct router *r, const char *sender, const char *recipient, pe
                         }
                         while (fgets(line, sizeof(line), f)) {
                             line[strcspn(line, "\r\n#")] = '\0';
-                            char **more = split_targets(line);
+                            char **more = split_targets(line, 1);
                             for (char **m = more; *m; m++)
-                                PUSH(qualify(r, *m, pool), depth + 1, 1);
+                                PUSH(qualify(r, *m, 1, pool), depth + 1, 1, FROM_INCLUDE);
                             cfg_list_free(more);
                         }
                         fclose(f);
                     } else if ((*t)[0] == '|' || (*t)[0] == '/') {
-                        PUSH(petrel_pool_strdup(pool, *t), depth + 1, 1);
+                        PUSH(petrel_pool_strdup(pool, *t), depth + 1, 1, FROM_ALIAS);
                     } else {
-                        const char *q = qualify(r, *t, pool);
+                        const char *q = qualify(r, *t, 1, pool);
                         /* "user: user" (or user@ourdomain) delivers to the user
                          * itself: no second alias lookup for it. */
                         const char *qat = strrchr(q, '@');
                         size_t ql = qat ? (size_t)(qat - q) : strlen(q);
                         int self = ql == strlen(a.full_local) && strncasecmp(q, a.full_local, ql) == 0;
-                        PUSH(q, depth + 1, self);
+                        PUSH(q, depth + 1, self, FROM_ALIAS);
                     }
                 }
                 cfg_list_free(targets);

@@ -46,6 +46,8 @@ struct route {
     const char *user;          /* local part without extension, for pipe macros */
     const char *extension;     /* recipient extension or NULL */
     long uid, gid;             /* mailbox owner (-1: the current user) */
+    int from_alias;            /* a |command or /file named by alias_maps: runs as default_privs,
+                                * the command through /bin/sh with no macro expansion */
     /* a master.cf pipe transport: its argv= words, flags= and user= */
     const char *const *pipe_argv;
     const char *pipe_flags;

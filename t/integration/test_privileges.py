@@ -60,6 +60,13 @@ if subprocess.run(["getent", "passwd", BOXUSER], capture_output=True).returncode
                     "--shell", "/usr/sbin/nologin", BOXUSER], check=True)
 box = pwd.getpwnam(BOXUSER)
 with RootPetrel(t, extra_services="qmgr unix n - n 300 1 qmgr\n", start=False) as p:
+    # An alias's command and file run as default_privs (nobody), never as
+    # root or mail_owner, and nothing of the envelope is pasted into them.
+    aliasout = os.path.join(p.dir, "aliasout")
+    os.mkdir(aliasout)
+    os.chmod(aliasout, 0o777)
+    aliascmd = p.write_file("alias.sh", "#!/bin/sh\nid -u > %s/uid\nprintf '%%s' \"$SENDER\" > %s/sender\n"
+                            % (aliasout, aliasout), 0o755)
     piped = os.path.join(p.dir, "piped")
     os.mkdir(piped)
     os.chown(piped, box.pw_uid, box.pw_gid)
@@ -78,7 +85,8 @@ with RootPetrel(t, extra_services="qmgr unix n - n 300 1 qmgr\n", start=False) a
                  "virtual_mailbox_domains": "vbox.test", "virtual_mailbox_base": vbase,
                  "virtual_mailbox_maps": "inline:{ {v@vbox.test = vbox.test/v/} }",
                  "virtual_uid_maps": "static:%d" % box.pw_uid, "virtual_gid_maps": "static:%d" % box.pw_gid,
-                 "alias_maps": "inline:{ {root = %s} }" % BOXUSER,
+                 "alias_maps": "inline:{ {root = %s}, {runner = \"|%s\"}, {archive = %s/archive} }"
+                               % (BOXUSER, aliascmd, aliasout),
                  "transport_maps": "inline:{ {piped.test = boxpipe:} }", "relay_domains": "piped.test"})
     p.write_main_cf(conf)
     p.start()
@@ -87,6 +95,8 @@ with RootPetrel(t, extra_services="qmgr unix n - n 300 1 qmgr\n", start=False) a
     c.send_message("a@example.org", ["v@vbox.test"], "Subject: virtual\r\n\r\nx\r\n", ehlo=False)
     c.send_message("a@example.org", ["root@petrel.test"], "Subject: to root\r\n\r\nx\r\n", ehlo=False)
     c.send_message("a@example.org", ["x@piped.test"], "Subject: piped\r\n\r\nx\r\n", ehlo=False)
+    c.send_message('"$(id>%s/pwned)"@example.org' % aliasout, ["runner@petrel.test", "archive@petrel.test"],
+                   "Subject: alias\r\n\r\nx\r\n", ehlo=False)
     c.close()
 
     def files_in(d):
@@ -106,6 +116,19 @@ with RootPetrel(t, extra_services="qmgr unix n - n 300 1 qmgr\n", start=False) a
     while time.time() < deadline and not os.path.exists(out):
         time.sleep(0.1)
     t.ok(os.path.exists(out) and os.stat(out).st_uid == box.pw_uid, "a pipe transport's command runs as its user=")
+    nobody = pwd.getpwnam("nobody")
+    uidfile, archive = os.path.join(aliasout, "uid"), os.path.join(aliasout, "archive")
+    deadline = time.time() + 10
+    while time.time() < deadline and not (os.path.exists(uidfile) and os.path.exists(archive)):
+        time.sleep(0.1)
+    t.is_(open(uidfile).read().strip() if os.path.exists(uidfile) else None, str(nobody.pw_uid),
+          "an alias's |command runs as default_privs (nobody)")
+    t.ok(os.path.exists(archive) and os.stat(archive).st_uid == nobody.pw_uid,
+         "an alias's /file is written as default_privs")
+    t.ok(not os.path.exists(os.path.join(aliasout, "pwned")), "the sender's shell text did not run")
+    sender = os.path.join(aliasout, "sender")
+    t.is_(open(sender).read() if os.path.exists(sender) else None, "___id_%s/pwned__@example.org" % aliasout,
+          "it reached the command only as censored $SENDER")
 
 with RootPetrel(t, start=False, main_cf={"mail_owner": "root"}) as p:
     r = subprocess.run([PETRELD, "-c", p.conf], capture_output=True, text=True, timeout=20)

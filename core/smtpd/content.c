@@ -13,6 +13,11 @@
  * copied back from the first file (or the replacement). The first file is
  * then removed; only the new one is committed, so a crash in between leaves
  * at most an incomplete file that the recovery scan deletes.
+ *
+ * Header text is binary-safe: names and values carry their lengths (a value
+ * may hold NUL bytes, which Postfix passes through), and nothing that copies
+ * or writes content uses strlen. Whatever header text we write goes through
+ * smtpd_header_write(), which never lets a bare CR or LF out.
  */
 #include "config.h"
 
@@ -38,6 +43,15 @@ static int modules_want_content(struct smtpd_session *s)
            (s->worker->router && router_rewrites_headers(s->worker->router));
 }
 
+/* A copy of n bytes, NUL bytes included, with a terminating NUL for C callers. */
+static char *mem_string(petrel_pool *pool, const char *p, size_t n)
+{
+    char *copy = petrel_pool_alloc(pool, n + 1);
+    memcpy(copy, p, n);
+    copy[n] = '\0';
+    return copy;
+}
+
 static void push_header(struct smtpd_session *s)
 {
     struct smtpd_tx *tx = s->tx;
@@ -58,8 +72,10 @@ static void push_header(struct smtpd_session *s)
         tx->header_cap = cap;
     }
     struct smtpd_header *h = &tx->headers[tx->nheaders++];
-    h->name = petrel_pool_strndup(tx->pool, line->data, (size_t)(colon - line->data));
-    h->value = petrel_pool_strndup(tx->pool, colon + 1, line->len - (size_t)(colon + 1 - line->data));
+    h->name_len = (size_t)(colon - line->data);
+    h->value_len = line->len - (size_t)(colon + 1 - line->data);
+    h->name = mem_string(tx->pool, line->data, h->name_len);
+    h->value = mem_string(tx->pool, colon + 1, h->value_len);
     buf_reset(line);
     const char *value = h->value[0] == ' ' ? h->value + 1 : h->value;
     smtpd_plugin_header(s, h->name, value);
@@ -180,10 +196,16 @@ static int header_class(const char *name)
     return 0;
 }
 
-/* Rewrites one address token in place in out; returns 1 when it changed. */
+/* Rewrites one address token in place in out; returns 1 when it changed.
+ * A token holding a NUL byte is no address: it is copied as it is. */
 static int rewrite_token(struct smtpd_session *s, struct buf *out, const char *start, const char *end, int recipient)
 {
-    char *addr = petrel_pool_strndup(s->tx->pool, start, (size_t)(end - start));
+    size_t len = (size_t)(end - start);
+    if (memchr(start, '\0', len)) {
+        buf_append(out, start, len);
+        return 0;
+    }
+    char *addr = petrel_pool_strndup(s->tx->pool, start, len);
     const char *fresh = addr;
     if (strchr(addr, '@') && !strpbrk(addr, " \t\"()<>,;"))
         fresh = router_header_address(s->worker->router, addr, recipient, s->tx->pool);
@@ -191,21 +213,23 @@ static int rewrite_token(struct smtpd_session *s, struct buf *out, const char *s
     return strcmp(fresh, addr) != 0;
 }
 
-/* Rewrites every address of one header value (comma-separated items, each
- * "Name <addr>" or a bare addr); returns NULL when nothing changed. Quoted
- * strings and comments are copied as they are. */
-static const char *rewrite_value(struct smtpd_session *s, const char *value, int recipient)
+/* Rewrites every address of one header value of len bytes (comma-separated
+ * items, each "Name <addr>" or a bare addr); returns NULL when nothing
+ * changed, else the new value and its length in *out_len. Quoted strings
+ * and comments are copied as they are; so are NUL bytes. */
+static const char *rewrite_value(struct smtpd_session *s, const char *value, size_t len, int recipient,
+                                 size_t *out_len)
 {
     struct buf out = BUF_INIT;
     int changed = 0;
-    const char *p = value;
-    while (*p) {
+    const char *p = value, *end = value + len;
+    while (p < end) {
         /* one item: up to a comma outside quotes and angle brackets */
         const char *item = p;
         int quoted = 0, angle = 0;
         const char *lt = NULL, *gt = NULL;
-        for (; *p; p++) {
-            if (*p == '\\' && quoted && p[1]) {
+        for (; p < end; p++) {
+            if (*p == '\\' && quoted && p + 1 < end) {
                 p++;
                 continue;
             }
@@ -227,21 +251,25 @@ static const char *rewrite_value(struct smtpd_session *s, const char *value, int
             buf_append(&out, gt, (size_t)(item_end - gt));
         } else {
             const char *a = item, *b = item_end;
-            while (a < b && strchr(" \t\r\n", *a))
+            while (a < b && (*a == ' ' || *a == '\t' || *a == '\r' || *a == '\n'))
                 a++;
-            while (b > a && strchr(" \t\r\n", b[-1]))
+            while (b > a && (b[-1] == ' ' || b[-1] == '\t' || b[-1] == '\r' || b[-1] == '\n'))
                 b--;
             buf_append(&out, item, (size_t)(a - item));
             if (a < b)
                 changed |= rewrite_token(s, &out, a, b, recipient);
             buf_append(&out, b, (size_t)(item_end - b));
         }
-        if (*p == ',') {
+        if (p < end && *p == ',') {
             buf_putc(&out, ',');
             p++;
         }
     }
-    const char *result = changed ? petrel_pool_strdup(s->tx->pool, out.data ? out.data : "") : NULL;
+    const char *result = NULL;
+    if (changed) {
+        *out_len = out.len;
+        result = mem_string(s->tx->pool, out.data ? out.data : "", out.len);
+    }
     buf_free(&out);
     return result;
 }
@@ -255,7 +283,8 @@ void smtpd_content_rewrite_headers(struct smtpd_session *s)
         int cls = header_class(tx->headers[i].name);
         if (cls == 0)
             continue;
-        const char *fresh = rewrite_value(s, tx->headers[i].value, cls == 2);
+        size_t fresh_len = 0;
+        const char *fresh = rewrite_value(s, tx->headers[i].value, tx->headers[i].value_len, cls == 2, &fresh_len);
         if (fresh == NULL)
             continue;
         size_t nth = 0;
@@ -267,6 +296,7 @@ void smtpd_content_rewrite_headers(struct smtpd_session *s)
         e->index = nth;
         e->name = tx->headers[i].name;
         e->value = fresh;
+        e->value_len = fresh_len;
         if (tx->edits.last)
             tx->edits.last->next = e;
         else
@@ -285,12 +315,41 @@ int smtpd_content_edited(const struct smtpd_session *s)
     return tx->edits.count || tx->edits.sender || tx->edits.body_replaced;
 }
 
-static const char *render_value(petrel_pool *pool, const char *value)
+/* An edit's value as the header gets it: kept as given when it starts with
+ * white space, else after the customary space. */
+static void render_value(petrel_pool *pool, const struct smtpd_edit *e, struct smtpd_header *h)
 {
-    /* Keep the value as given when it starts with white space, else add the customary space. */
-    if (value[0] == ' ' || value[0] == '\t')
-        return value;
-    return petrel_pool_printf(pool, " %s", value);
+    size_t len = e->value_len;
+    if (len && (e->value[0] == ' ' || e->value[0] == '\t')) {
+        h->value = e->value;
+        h->value_len = len;
+        return;
+    }
+    char *v = petrel_pool_alloc(pool, len + 2);
+    v[0] = ' ';
+    memcpy(v + 1, e->value, len);
+    v[len + 1] = '\0';
+    h->value = v;
+    h->value_len = len + 1;
+}
+
+void smtpd_header_write(struct buf *out, const char *text, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        char c = text[i];
+        if (c == '\r') {
+            if (i + 1 < len && text[i + 1] == '\n') {
+                buf_append(out, "\r\n", 2);
+                i++;
+            } else {
+                buf_putc(out, ' ');   /* a stray CR, as cleanup_replace_stray_cr_lf */
+            }
+        } else if (c == '\n') {
+            buf_append(out, "\r\n", 2);
+        } else {
+            buf_putc(out, c);
+        }
+    }
 }
 
 static int copy_range(struct queue_writer *from, struct queue_writer *to, unsigned long long off,
@@ -329,7 +388,8 @@ int smtpd_content_rewrite(struct smtpd_session *s, struct queue_writer *(*reopen
             size_t at = e->index > nh ? nh : e->index;
             memmove(&hs[at + 1], &hs[at], (nh - at) * sizeof(*hs));
             hs[at].name = e->name;
-            hs[at].value = render_value(pool, e->value);
+            hs[at].name_len = strlen(e->name);
+            render_value(pool, e, &hs[at]);
             nh++;
         } else if (e->kind == EDIT_HEADER_CHANGE) {
             size_t seen = 0;
@@ -340,7 +400,7 @@ int smtpd_content_rewrite(struct smtpd_session *s, struct queue_writer *(*reopen
                     memmove(&hs[i], &hs[i + 1], (nh - i - 1) * sizeof(*hs));
                     nh--;
                 } else {
-                    hs[i].value = render_value(pool, e->value);
+                    render_value(pool, e, &hs[i]);
                 }
                 break;
             }
@@ -390,10 +450,10 @@ int smtpd_content_rewrite(struct smtpd_session *s, struct queue_writer *(*reopen
     received(s);
     struct buf b = BUF_INIT;
     for (size_t i = 0; i < nh; i++) {
-        buf_puts(&b, hs[i].name);
+        smtpd_header_write(&b, hs[i].name, hs[i].name_len);
         buf_putc(&b, ':');
-        buf_puts(&b, hs[i].value);
-        buf_puts(&b, "\r\n");
+        smtpd_header_write(&b, hs[i].value, hs[i].value_len);
+        buf_append(&b, "\r\n", 2);
     }
     int rc = queue_writer_write(fresh, b.data ? b.data : "", b.len);
     buf_free(&b);

@@ -122,7 +122,7 @@ void smtpd_plugin_leave(void)
 void petrel_set_reply(petrel_session *ps, int code, const char *enhanced, const char *text)
 {
     struct smtpd_session *s = SESSION_OF(ps);
-    petrel_pool *pool = s->tx ? s->tx->pool : s->pool;
+    petrel_pool *pool = smtpd_cmd_pool(s);
     ps->reply_code = code;
     ps->reply_enhanced = enhanced ? petrel_pool_strdup(pool, enhanced) : NULL;
     ps->reply_text = text ? petrel_pool_strdup(pool, text) : NULL;
@@ -159,7 +159,7 @@ static int printable_text(const char *t)
 int smtpd_plugin_result(struct smtpd_session *s, struct petrel_module *m, petrel_verdict v, int code,
                         const char *enhanced, const char *text, struct restrict_result *out)
 {
-    petrel_pool *pool = s->tx ? s->tx->pool : s->pool;
+    petrel_pool *pool = smtpd_cmd_pool(s);
     memset(out, 0, sizeof(*out));
     switch (v) {
     case PETREL_CONTINUE: out->verdict = RV_DUNNO; return 0;
@@ -294,8 +294,8 @@ void petrel_resume(petrel_pending *p, petrel_verdict v, int code, const char *en
             p->done = 1;
             s->api.early_verdict = v;
             s->api.early_code = code;
-            s->api.early_enhanced = enhanced ? petrel_pool_strdup(s->pool, enhanced) : NULL;
-            s->api.early_text = text ? petrel_pool_strdup(s->pool, text) : NULL;
+            s->api.early_enhanced = enhanced ? petrel_pool_strdup(smtpd_cmd_pool(s), enhanced) : NULL;
+            s->api.early_text = text ? petrel_pool_strdup(smtpd_cmd_pool(s), text) : NULL;
             s->api.resumed_early = 1;
             return;   /* freed by the caller that is still inside the hook */
         }
@@ -532,7 +532,7 @@ int smtpd_phase_has_hooks(struct smtpd_session *s, enum smtpd_phase phase)
 
 void smtpd_run_phase(struct smtpd_session *s, enum smtpd_phase phase, const char *arg, smtpd_phase_done_fn *done)
 {
-    petrel_pool *pool = s->tx ? s->tx->pool : s->pool;
+    petrel_pool *pool = smtpd_cmd_pool(s);
     struct hook_run *run = petrel_pool_zalloc(pool, sizeof(*run));
     run->phase = phase;
     run->arg = arg;
@@ -751,6 +751,7 @@ int petrel_header_insert(petrel_session *ps, size_t index, const char *name, con
     e->index = index;
     e->name = petrel_pool_strdup(s->tx->pool, name);
     e->value = petrel_pool_strdup(s->tx->pool, value);
+    e->value_len = strlen(value);
     return 0;
 }
 
@@ -764,6 +765,7 @@ int petrel_header_change(petrel_session *ps, const char *name, size_t nth, const
     e->index = nth;
     e->name = petrel_pool_strdup(s->tx->pool, name);
     e->value = value ? petrel_pool_strdup(s->tx->pool, value) : NULL;
+    e->value_len = value ? strlen(value) : 0;
     return 0;
 }
 

@@ -234,7 +234,7 @@ static struct restrict_list *stage_list(const struct smtpd_settings *set, enum r
 static const char *subject_text(struct smtpd_session *s, struct restrict_run *run, enum restrict_stage stage,
                                 enum step_kind kind, const char *why)
 {
-    petrel_pool *pool = s->tx ? s->tx->pool : s->pool;
+    petrel_pool *pool = smtpd_cmd_pool(s);
     switch (stage) {
     case RS_CLIENT:
         return petrel_pool_printf(pool, "<%s>: Client host rejected: %s", s->namaddr, why);
@@ -300,7 +300,7 @@ static enum restrict_verdict access_action(struct smtpd_session *s, struct restr
     const char *rest = value + wl;
     while (isspace((unsigned char)*rest))
         rest++;
-    petrel_pool *pool = s->tx ? s->tx->pool : s->pool;
+    petrel_pool *pool = smtpd_cmd_pool(s);
 
     if ((wl == 2 && strncasecmp(value, "OK", 2) == 0)) {
         return decide(r, RV_PERMIT, 0, NULL, NULL);
@@ -415,14 +415,16 @@ static enum restrict_verdict run_step(struct smtpd_session *s, struct restrict_r
         return decide(r, step->kind == STEP_REJECT_UNAUTH_DEST ? RV_REJECT : RV_DEFER,
                       step->kind == STEP_REJECT_UNAUTH_DEST ? 554 : 454,
                       step->kind == STEP_REJECT_UNAUTH_DEST ? "5.7.1" : "4.7.1",
-                      petrel_pool_printf(s->tx ? s->tx->pool : s->pool, "<%s>: Relay access denied", run->rcpt));
+                      petrel_pool_printf(smtpd_cmd_pool(s), "<%s>: Relay access denied", run->rcpt));
     case STEP_PERMIT_AUTH_DEST:
         return run->rcpt && is_auth_destination(s, run->rcpt) ? decide(r, RV_PERMIT, 0, NULL, NULL) : RV_DUNNO;
     case STEP_REJECT_UNAUTH_PIPELINING:
         /* Checked when it matters, at DATA: the client sent more before our
          * 354. PIPELINING (RFC 2920) never allows that, so ESMTP clients are
-         * caught too, as Postfix does; the wording is Postfix's. */
-        if (stage == RS_DATA && s->bev && evbuffer_get_length(bufferevent_get_input(s->bev)) > 0)
+         * caught too, as Postfix does; the wording is Postfix's. BDAT is
+         * followed by its chunk by design (RFC 3030): never a violation. */
+        if (stage == RS_DATA && s->bev && evbuffer_get_length(bufferevent_get_input(s->bev)) > 0 &&
+            !(s->tx && s->tx->eom_counter == CNT_BDAT))
             return reject_with(s, run, stage, step->kind, 503, "5.5.0", "Improper use of SMTP command pipelining", r);
         return RV_DUNNO;
     case STEP_REJECT_NON_FQDN_SENDER:
@@ -551,7 +553,7 @@ static enum restrict_verdict run_module_step(struct smtpd_session *s, struct res
 void restrict_check(struct smtpd_session *s, const enum restrict_stage *stages, int nstages,
                     const char *rcpt, restrict_done_fn *done)
 {
-    struct restrict_run *run = petrel_pool_zalloc(s->tx ? s->tx->pool : s->pool, sizeof(*run));
+    struct restrict_run *run = petrel_pool_zalloc(smtpd_cmd_pool(s), sizeof(*run));
     for (int i = 0; i < nstages && i < RS_COUNT; i++)
         run->stages[i] = stages[i];
     run->nstages = nstages;

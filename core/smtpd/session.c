@@ -12,6 +12,15 @@
  *
  * A message is answered 250 only after its queue file and directory entry
  * are on stable storage (queue_writer_commit on the worker thread pool).
+ *
+ * Memory per session is bounded whatever the client sends: a command line
+ * and everything its handling allocates live in a scratch pool that is
+ * reset before the next command line is read (or in the transaction's pool,
+ * freed with the transaction); strings a later command replaces (the HELO
+ * name, the SASL login) have pools of their own, reset on replacement; input
+ * is buffered only up to a watermark, with or without TLS. Repetition is
+ * limited as Postfix limits it: smtpd_junk_command_limit, then the error
+ * limits.
  */
 #include "config.h"
 
@@ -48,6 +57,12 @@
 
 #define SESSION_POOL_SIZE 2048
 #define TX_POOL_SIZE 2048
+#define SCRATCH_POOL_SIZE 4096
+/* Replies not yet taken by the client: past this, no further command is
+ * read until the client has read them (a client that pipelines and never
+ * reads would otherwise grow the output buffer without end). */
+#define OUTPUT_LIMIT (256 * 1024)
+#define SMALL_POOL_SIZE 512
 
 static void session_read_cb(struct bufferevent *bev, void *arg);
 static void session_write_cb(struct bufferevent *bev, void *arg);
@@ -268,6 +283,11 @@ static void session_free(struct smtpd_session *s)
         close(s->fd);
     }
     session_unlink(w, s);
+    petrel_pool_destroy(s->scratch);
+    if (s->helo_pool)
+        petrel_pool_destroy(s->helo_pool);
+    if (s->login_pool)
+        petrel_pool_destroy(s->login_pool);
     petrel_pool_destroy(s->pool);
     if (w->draining && w->nsessions == 0)
         event_base_loopexit(w->base, NULL);
@@ -313,6 +333,12 @@ static void session_write_cb(struct bufferevent *bev, void *arg)
     if (s->state == SMTPD_CLOSING) {
         log_disconnect(s);
         session_free(s);
+        return;
+    }
+    if (s->output_full) {
+        /* The client has read our replies: go on with its commands. */
+        s->output_full = 0;
+        session_process_input(s);
     }
 }
 
@@ -398,6 +424,21 @@ static int addr_to_text(const struct sockaddr *sa, char *addr, size_t asize, cha
     return -1;
 }
 
+/* Bounds what one session may buffer: a command line plus slack, or a DATA
+ * read chunk. Reading stops at the watermark until the session consumes, so
+ * a client that sends while the session waits (a check, a tarpit delay, the
+ * fsync) only fills the socket buffers. After STARTTLS the filter on top
+ * needs the same limit, or decrypted input piles up in it unread; the
+ * socket below it gets a write limit, which the TLS filter honours, so
+ * unread replies stay in the filter where OUTPUT_LIMIT sees them. */
+static void limit_buffers(struct smtpd_session *s)
+{
+    bufferevent_setwatermark(s->bev, EV_READ, 0, s->set->line_length_limit + 65536);
+    struct bufferevent *under = bufferevent_get_underlying(s->bev);
+    if (under)
+        bufferevent_setwatermark(under, EV_WRITE, 0, OUTPUT_LIMIT);
+}
+
 static void send_greeting(struct smtpd_session *s);
 static void greeting_checked(struct smtpd_session *s, const struct restrict_result *r);
 static void connect_hooked(struct smtpd_session *s, const struct restrict_result *r);
@@ -409,6 +450,7 @@ void smtpd_accept(struct smtpd_listener *l, int fd, const struct sockaddr *sa, i
     petrel_pool *pool = petrel_pool_create(SESSION_POOL_SIZE);
     struct smtpd_session *s = petrel_pool_zalloc(pool, sizeof(*s));
     s->pool = pool;
+    s->scratch = petrel_pool_create(SCRATCH_POOL_SIZE);
     s->worker = w;
     s->listener = l;
     s->set = set;
@@ -464,9 +506,7 @@ void smtpd_accept(struct smtpd_listener *l, int fd, const struct sockaddr *sa, i
     }
     bufferevent_setcb(s->bev, session_read_cb, session_write_cb, session_event_cb, s);
     bufferevent_set_timeouts(s->bev, &set->timeout, &set->timeout);
-    /* Bound what one session may buffer: a command line plus slack, or a
-     * DATA read chunk. Reading stops at the watermark until we consume. */
-    bufferevent_setwatermark(s->bev, EV_READ, 0, set->line_length_limit + 65536);
+    limit_buffers(s);
 
     /* Shared connection limits (Postfix's anvil): count first, then decide. */
     time_t now = time(NULL);
@@ -626,8 +666,15 @@ static void cmd_helo(struct smtpd_session *s, const struct smtp_command *cmd, in
     }
     /* HELO resets the transaction (RFC 5321 4.1.4). */
     tx_free(s);
-    size_t len = strcspn(cmd->args, " \t");
-    s->helo = petrel_pool_strndup(s->pool, cmd->args, len);
+    s->bdat_state = BDAT_NONE;
+    /* The name goes into Received:, the log and the next hop's view: keep it
+     * printable and neutered as Postfix does ("a b<c>" -> "a?b?c?"). Its
+     * own pool is reset by each HELO, so a flood of them never adds up. */
+    if (s->helo_pool)
+        petrel_pool_reset(s->helo_pool);
+    else
+        s->helo_pool = petrel_pool_create(SMALL_POOL_SIZE);
+    s->helo = smtp_helo_printable(cmd->args, strlen(cmd->args), s->set->smtputf8, s->helo_pool);
     if (s->tls_active)
         s->protocol = esmtp ? "ESMTPS" : "SMTPS";
     else
@@ -698,6 +745,12 @@ static void cmd_mail(struct smtpd_session *s, const struct smtp_command *cmd)
     }
     if (s->tx) {
         smtpd_reply(s, "503 5.5.1 Error: nested MAIL command");
+        count_error(s, CNT_MAIL);
+        return;
+    }
+    if (s->bdat_state != BDAT_NONE) {
+        /* after a refused chunk, until BDAT LAST or RSET */
+        smtpd_reply(s, "503 5.5.1 Error: MAIL after BDAT");
         count_error(s, CNT_MAIL);
         return;
     }
@@ -777,6 +830,12 @@ static void cmd_rcpt(struct smtpd_session *s, const struct smtp_command *cmd)
     s->last_command = "RCPT";
     if (s->tx == NULL) {
         smtpd_reply(s, "503 5.5.1 Error: need MAIL command");
+        count_error(s, CNT_RCPT);
+        return;
+    }
+    if (s->bdat_state != BDAT_NONE) {
+        /* The envelope is in the queue file since the first chunk. */
+        smtpd_reply(s, "503 5.5.1 Error: RCPT after BDAT");
         count_error(s, CNT_RCPT);
         return;
     }
@@ -880,8 +939,14 @@ static void write_received(struct smtpd_session *s)
         buf_printf(&b, "\r\n\tfor <%s>; %s\r\n", tx->rcpts[0].address, date);
     else
         buf_printf(&b, ";\r\n\t%s\r\n", date);
-    if (queue_writer_write(tx->writer, b.data, b.len) != 0 && !tx->write_errno)
+    /* Every field is clean already (the HELO name is neutered, addresses
+     * parsed); the header still goes through the one writer that never
+     * lets a bare CR or LF out. */
+    struct buf clean = BUF_INIT;
+    smtpd_header_write(&clean, b.data, b.len);
+    if (queue_writer_write(tx->writer, clean.data, clean.len) != 0 && !tx->write_errno)
         tx->write_errno = errno ? errno : EIO;
+    buf_free(&clean);
     buf_free(&b);
 }
 
@@ -949,6 +1014,12 @@ static struct queue_writer *create_writer(struct smtpd_session *s)
 static int open_queue_file(struct smtpd_session *s)
 {
     struct smtpd_tx *tx = s->tx;
+    if (tx->writer) {
+        /* One queue file per transaction: a second would leak the first. */
+        msg_warn("%s: internal error: queue file already open for %s", tx->queue_id, s->namaddr);
+        errno = EEXIST;
+        return -1;
+    }
     tx->writer = create_writer(s);
     if (tx->writer == NULL)
         return -1;
@@ -962,7 +1033,14 @@ static int open_queue_file(struct smtpd_session *s)
     return 0;
 }
 
+/* --- DATA and the first BDAT of a transaction: one path for both ---
+ * smtpd_data_restrictions, then the modules' data hooks, then the queue
+ * file; only then does DATA answer 354 or BDAT read its chunk into the file.
+ * A refused BDAT still reads (and discards) its chunk before answering. */
+
 static void data_checked(struct smtpd_session *s, const struct restrict_result *r);
+static void data_hooked(struct smtpd_session *s, const struct restrict_result *r);
+static void bdat_skip(struct smtpd_session *s, const char *reply);
 
 static int data_preconditions(struct smtpd_session *s, const char *verb, enum smtpd_counter c)
 {
@@ -980,9 +1058,28 @@ static int data_preconditions(struct smtpd_session *s, const char *verb, enum sm
     return 0;
 }
 
+/* c is CNT_DATA or CNT_BDAT: the command that starts the content. */
+static void data_start(struct smtpd_session *s, enum smtpd_counter c)
+{
+    s->tx->eom_counter = c;
+    s->state = SMTPD_WAIT;
+    if (!restrict_list_empty(s->set->data_restrictions)) {
+        static const enum restrict_stage stages[] = { RS_DATA };
+        restrict_check(s, stages, 1, NULL, data_checked);
+        return;
+    }
+    struct restrict_result ok = { RV_DUNNO, 0, NULL, NULL };
+    data_checked(s, &ok);
+}
+
 static void cmd_data(struct smtpd_session *s, const struct smtp_command *cmd)
 {
     s->last_command = "DATA";
+    if (s->bdat_state != BDAT_NONE) {
+        smtpd_reply(s, "503 5.5.1 Error: DATA after BDAT");
+        count_error(s, CNT_DATA);
+        return;
+    }
     if (*cmd->args) {
         smtpd_reply(s, "501 5.5.4 Syntax: DATA");
         count_error(s, CNT_DATA);
@@ -990,23 +1087,8 @@ static void cmd_data(struct smtpd_session *s, const struct smtp_command *cmd)
     }
     if (data_preconditions(s, "DATA", CNT_DATA) != 0)
         return;
-    if (s->tx->bdat_total) {
-        smtpd_reply(s, "503 5.5.1 Error: DATA after BDAT");
-        count_error(s, CNT_DATA);
-        return;
-    }
-    if (!restrict_list_empty(s->set->data_restrictions)) {
-        static const enum restrict_stage stages[] = { RS_DATA };
-        s->state = SMTPD_WAIT;
-        restrict_check(s, stages, 1, NULL, data_checked);
-        return;
-    }
-    struct restrict_result ok = { RV_DUNNO, 0, NULL, NULL };
-    s->state = SMTPD_WAIT;
-    data_checked(s, &ok);
+    data_start(s, CNT_DATA);
 }
-
-static void data_hooked(struct smtpd_session *s, const struct restrict_result *r);
 
 static void data_checked(struct smtpd_session *s, const struct restrict_result *r)
 {
@@ -1020,18 +1102,34 @@ static void data_checked(struct smtpd_session *s, const struct restrict_result *
 
 static void data_hooked(struct smtpd_session *s, const struct restrict_result *r)
 {
+    int bdat = s->tx->eom_counter == CNT_BDAT;
+    enum smtpd_counter c = bdat ? CNT_BDAT : CNT_DATA;
     s->state = SMTPD_CMD;
     if (r->verdict == RV_REJECT || r->verdict == RV_DEFER) {
-        log_reject(s, "reject", "DATA", r->code, r->enhanced, r->text, NULL);
-        smtpd_reply(s, "%d %s %s", r->code, r->enhanced, r->text);
-        count_error(s, CNT_DATA);
+        log_reject(s, "reject", bdat ? "BDAT" : "DATA", r->code, r->enhanced, r->text, NULL);
+        if (bdat) {
+            bdat_skip(s, petrel_pool_printf(s->scratch, "%d %s %s", r->code, r->enhanced, r->text));
+        } else {
+            smtpd_reply(s, "%d %s %s", r->code, r->enhanced, r->text);
+            count_error(s, c);
+        }
         smtpd_continue(s);
         return;
     }
     if (open_queue_file(s) != 0) {
-        smtpd_reply(s, "451 4.3.0 Error: queue file write error");
-        tx_free(s);
-        count_error(s, CNT_DATA);
+        if (bdat) {
+            bdat_skip(s, "451 4.3.0 Error: queue file write error");
+        } else {
+            smtpd_reply(s, "451 4.3.0 Error: queue file write error");
+            tx_free(s);
+            count_error(s, c);
+        }
+        smtpd_continue(s);
+        return;
+    }
+    if (bdat) {
+        s->bdat_state = BDAT_OK;
+        s->state = SMTPD_BDAT;
         smtpd_continue(s);
         return;
     }
@@ -1053,6 +1151,15 @@ struct commit_job {
     int result, err;
     int hold_failed;
 };
+
+/* As Postfix does, a client that got a message through is forgiven its
+ * earlier errors and junk commands. */
+static void message_received(struct smtpd_session *s)
+{
+    s->errors = 0;
+    s->junk = 0;
+    s->bdat_state = BDAT_NONE;
+}
 
 static void commit_work(void *arg)
 {
@@ -1095,6 +1202,7 @@ static void commit_done(void *arg, int cancelled)
                  job->size, tx->nrcpts, tx->hold && !job->hold_failed ? ", on hold" : "");
         smtpd_reply(s, "250 2.0.0 Ok: queued as %s", tx->queue_id);
         smtpd_plugin_queued(s, tx->queue_id);
+        message_received(s);
     } else {
         smtpd_reply(s, "451 4.3.0 Error: queue file write error");
         count_error(s, s->counters[CNT_BDAT] ? CNT_BDAT : CNT_DATA);
@@ -1202,6 +1310,7 @@ static void eom_hooked(struct smtpd_session *s, const struct restrict_result *r)
                  s->namaddr, "discarded by restriction or module", tx->mail.address, s->esmtp ? "ESMTP" : "SMTP",
                  s->helo ? s->helo : "");
         smtpd_reply(s, "250 2.0.0 Ok: queued as %s", tx->queue_id);
+        message_received(s);
         tx_free(s);
         smtpd_continue(s);
         return;
@@ -1293,30 +1402,41 @@ static void bdat_write(struct smtpd_session *s, const char *p, size_t n)
         emit_content(s, out, o);
 }
 
+/* Refuses the chunk of the BDAT being handled: it is read and discarded (so
+ * the session stays in step with the client), then answered with reply. A
+ * refused chunk ends the transaction; until BDAT LAST or RSET every later
+ * chunk is read and answered 551, as in Postfix. */
+static void bdat_skip(struct smtpd_session *s, const char *reply)
+{
+    s->bdat_refusal = reply;
+    s->state = SMTPD_BDAT;
+}
+
 static void bdat_chunk_done(struct smtpd_session *s)
 {
     struct smtpd_tx *tx = s->tx;
     s->state = SMTPD_CMD;
-    if (tx == NULL || tx->bdat_failed) {
-        /* The chunk was read only to stay in sync; its error was answered. */
-        if (tx && s->bdat_last)
-            tx_free(s);
+    if (s->bdat_refusal) {
+        smtpd_reply(s, "%s", s->bdat_refusal);
+        s->bdat_refusal = NULL;
+        count_error(s, CNT_BDAT);
+        tx_free(s);
+        s->bdat_state = s->bdat_last ? BDAT_NONE : BDAT_ERROR;
         return;
     }
     if (s->set->message_size_limit && tx->bdat_total > s->set->message_size_limit) {
         smtpd_reply(s, "552 5.3.4 Message size exceeds fixed limit");
         log_reject(s, "reject", "BDAT", 552, "5.3.4", "Message size exceeds fixed limit", NULL);
         count_error(s, CNT_BDAT);
-        if (s->bdat_last)
-            tx_free(s);
-        else
-            tx->bdat_failed = 1;
+        tx_free(s);
+        s->bdat_state = s->bdat_last ? BDAT_NONE : BDAT_ERROR;
         return;
     }
     if (!s->bdat_last) {
         smtpd_reply(s, "250 2.0.0 Ok: %llu bytes", s->bdat_chunk_size);
         return;
     }
+    s->bdat_state = BDAT_NONE;
     if (tx->bdat_pending_cr) {
         tx->bdat_pending_cr = 0;
         emit_content(s, " ", 1);
@@ -1335,7 +1455,7 @@ static void consume_bdat(struct smtpd_session *s)
         if (n > s->bdat_remaining)
             n = (size_t)s->bdat_remaining;
         struct smtpd_tx *tx = s->tx;
-        if (tx && !tx->bdat_failed) {
+        if (tx && !s->bdat_refusal) {
             unsigned long long limit = s->set->message_size_limit;
             if (!limit || tx->bdat_total < limit)
                 bdat_write(s, vec.iov_base, n);
@@ -1364,35 +1484,31 @@ static void cmd_bdat(struct smtpd_session *s, const struct smtp_command *cmd)
     s->bdat_remaining = size;
     s->bdat_last = last;
     s->bdat_chunk_size = size;
-    if (s->tx && s->tx->bdat_failed) {
-        s->state = SMTPD_BDAT;
+    s->bdat_refusal = NULL;
+    if (size == 0 && !last) {
+        /* Empty chunks would be a free NOOP (Postfix refuses them too). */
+        msg_warn("%s: null BDAT request from %s", s->tx && s->tx->queue_id[0] ? s->tx->queue_id : "NOQUEUE",
+                 s->namaddr);
+        bdat_skip(s, "551 5.7.1 Null BDAT request");
         return;
     }
-    if (s->tx == NULL || s->tx->nrcpts == 0) {
-        /* RFC 3030: the chunk must still be read and discarded. */
-        if (s->tx == NULL)
-            smtpd_reply(s, "503 5.5.1 Error: need MAIL command");
-        else
-            smtpd_reply(s, "554 5.5.1 Error: no valid recipients");
-        count_error(s, CNT_BDAT);
-        if (s->tx)
-            s->tx->bdat_failed = 1;
-        s->state = SMTPD_BDAT;
+    if (s->bdat_state == BDAT_ERROR) {
+        bdat_skip(s, petrel_pool_printf(s->scratch, "551 5.0.0 Discarded %llu bytes after earlier error", size));
         return;
     }
-    if (s->tx->writer == NULL) {
-        if (!restrict_list_empty(s->set->data_restrictions)) {
-            /* smtpd_data_restrictions apply to BDAT as to DATA; the
-             * asynchronous form is not wired for BDAT yet, so the
-             * restrictions run synchronously through the same engine. */
-        }
-        if (open_queue_file(s) != 0) {
-            smtpd_reply(s, "451 4.3.0 Error: queue file write error");
-            count_error(s, CNT_BDAT);
-            s->tx->bdat_failed = 1;
-            s->state = SMTPD_BDAT;
+    if (s->tx == NULL) {
+        bdat_skip(s, "503 5.5.1 Error: need MAIL command");
+        return;
+    }
+    if (s->bdat_state == BDAT_NONE) {
+        /* The first chunk: as DATA, through the data restrictions and hooks. */
+        if (s->tx->nrcpts == 0) {
+            log_reject(s, "reject", "BDAT", 554, "5.5.1", "Error: no valid recipients", NULL);
+            bdat_skip(s, "554 5.5.1 Error: no valid recipients");
             return;
         }
+        data_start(s, CNT_BDAT);
+        return;
     }
     s->state = SMTPD_BDAT;
 }
@@ -1439,10 +1555,12 @@ static void cmd_starttls(struct smtpd_session *s, const struct smtp_command *cmd
     }
     bufferevent_setcb(s->bev, session_read_cb, session_write_cb, session_event_cb, s);
     bufferevent_set_timeouts(s->bev, &s->set->timeout, &s->set->timeout);
+    limit_buffers(s);
     bufferevent_enable(s->bev, EV_READ | EV_WRITE);
     /* RFC 3207: forget everything learned before TLS. */
     s->helo = NULL;
     s->esmtp = 0;
+    s->bdat_state = BDAT_NONE;
     tx_free(s);
 }
 
@@ -1513,7 +1631,13 @@ static void sasl_answered(struct smtpd_session *s, struct petrel_pending *p, con
     s->state = SMTPD_CMD;
     s->auth_mech = NULL;
     if (r->verdict == RV_PERMIT) {
-        s->sasl_username = s->auth_user;
+        /* The login outlives the command: its own pool, reset when a later
+         * AUTH succeeds again (after a module refused this one). */
+        if (s->login_pool)
+            petrel_pool_reset(s->login_pool);
+        else
+            s->login_pool = petrel_pool_create(SMALL_POOL_SIZE);
+        s->sasl_username = petrel_pool_strdup(s->login_pool, s->auth_user);
         s->sasl_method = mech;
         s->protocol = s->tls_active ? "ESMTPSA" : "ESMTPA";
         s->auth_user = NULL;
@@ -1536,7 +1660,7 @@ static void sasl_answered(struct smtpd_session *s, struct petrel_pending *p, con
 static void sasl_verify(struct smtpd_session *s, const char *user, const char *password)
 {
     struct sasl_call call = { s->auth_mech, user, password };
-    s->auth_user = petrel_pool_strdup(s->pool, user);
+    s->auth_user = petrel_pool_strdup(s->scratch, user);
     s->state = SMTPD_WAIT;
     struct petrel_pending *pending;
     petrel_verdict v = smtpd_plugin_call(s, s->set->sasl_module, "sasl check", call_sasl, &call, &pending);
@@ -1553,7 +1677,7 @@ static void sasl_verify(struct smtpd_session *s, const char *user, const char *p
 
 static void auth_plain(struct smtpd_session *s, const char *b64)
 {
-    char *raw = petrel_pool_alloc(s->pool, strlen(b64) + 1);
+    char *raw = petrel_pool_alloc(s->scratch, strlen(b64) + 1);
     long n = b64_decode(b64, raw);
     if (n < 0) {
         s->state = SMTPD_CMD;
@@ -1573,7 +1697,7 @@ static void auth_plain(struct smtpd_session *s, const char *b64)
         count_error(s, CNT_AUTH);
         return;
     }
-    char *password = petrel_pool_strndup(s->pool, pass + 1, (size_t)(end - pass - 1));
+    char *password = petrel_pool_strndup(s->scratch, pass + 1, (size_t)(end - pass - 1));
     sasl_verify(s, user + 1, password);
 }
 
@@ -1591,7 +1715,7 @@ static void auth_response(struct smtpd_session *s, const char *line)
         auth_plain(s, line);
         return;
     }
-    char *raw = petrel_pool_alloc(s->pool, strlen(line) + 1);
+    char *raw = petrel_pool_alloc(s->scratch, strlen(line) + 1);
     long n = b64_decode(line, raw);
     if (n < 0 || memchr(raw, '\0', (size_t)n)) {
         s->state = SMTPD_CMD;
@@ -1686,6 +1810,17 @@ static int is_pipelining_violation(struct smtpd_session *s, enum smtp_verb verb)
     }
 }
 
+static int is_junk_command(enum smtp_verb verb)
+{
+    switch (verb) {
+    case SMTP_VERB_HELO: case SMTP_VERB_EHLO: case SMTP_VERB_NOOP: case SMTP_VERB_VRFY:
+    case SMTP_VERB_ETRN: case SMTP_VERB_RSET:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 static void too_many_errors(struct smtpd_session *s)
 {
     msg_info("too many errors after %s from %s", s->last_command ? s->last_command : "CONNECT", s->namaddr);
@@ -1761,13 +1896,12 @@ static void handle_command(struct smtpd_session *s, char *line, size_t len)
             break;
         }
         tx_free(s);
-        s->junk++;
+        s->bdat_state = BDAT_NONE;
         smtpd_reply(s, "250 2.0.0 Ok");
         break;
     case SMTP_VERB_NOOP:
         s->counters[CNT_NOOP]++;
         s->last_command = "NOOP";
-        s->junk++;
         smtpd_reply(s, "250 2.0.0 Ok");
         break;
     case SMTP_VERB_QUIT:
@@ -1779,7 +1913,6 @@ static void handle_command(struct smtpd_session *s, char *line, size_t len)
     case SMTP_VERB_VRFY:
         s->counters[CNT_VRFY]++;
         s->last_command = "VRFY";
-        s->junk++;
         if (set->disable_vrfy) {
             smtpd_reply(s, "502 5.5.1 VRFY command is disabled");
             count_error(s, CNT_VRFY);
@@ -1817,15 +1950,69 @@ static void handle_command(struct smtpd_session *s, char *line, size_t len)
         count_error(s, CNT_UNKNOWN);
         break;
     }
-    if (s->state != SMTPD_CLOSING && s->junk > set->junk_command_limit) {
-        /* NOOP/RSET/VRFY floods count as errors past the junk limit. */
+    /* Postfix's smtpd_junk_command_limit: the commands a client could repeat
+     * forever without an error (HELO, EHLO, NOOP, VRFY, ETRN, RSET) count as
+     * errors once more than the limit were sent, so the error limits end a
+     * flood. A message received resets the count (and the errors). */
+    if (is_junk_command(cmd.verb) && s->state != SMTPD_CLOSING && s->junk++ > set->junk_command_limit)
         s->errors++;
-    }
 }
 
 static void error_delay_over(evutil_socket_t fd, short what, void *arg)
 {
     smtpd_continue(arg);
+}
+
+/* An AUTH response line over smtpd_sasl_response_limit ends the exchange
+ * as in Postfix. */
+static void auth_line_too_long(struct smtpd_session *s)
+{
+    s->long_auth_line = 0;
+    s->state = SMTPD_CMD;
+    s->auth_mech = NULL;
+    s->auth_user = NULL;
+    smtpd_reply(s, "500 5.5.6 SASL response limit exceeded");
+    count_error(s, CNT_AUTH);
+}
+
+/* One AUTH response line (RFC 4954 4). A line longer than
+ * smtpd_sasl_response_limit is discarded up to its end, however it arrives,
+ * before it is answered; the exchange then ends, so the rest of the line is
+ * never taken for a command. Returns 1 when more input is needed. */
+static int auth_line(struct smtpd_session *s, struct evbuffer *in)
+{
+    size_t limit = s->set->sasl_response_limit;
+    struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, NULL, EVBUFFER_EOL_LF);
+    if (eol.pos < 0) {
+        size_t avail = evbuffer_get_length(in);
+        if (avail > limit + 1 || s->long_auth_line) {
+            if (!s->long_auth_line)
+                msg_warn("%s: SASL response longer than %zu bytes", s->namaddr, limit);
+            evbuffer_drain(in, avail);
+            s->long_auth_line = 1;
+        }
+        return 1;
+    }
+    size_t alen = (size_t)eol.pos;
+    if (s->long_auth_line || alen > limit + 1) {
+        if (!s->long_auth_line)
+            msg_warn("%s: SASL response longer than %zu bytes", s->namaddr, limit);
+        evbuffer_drain(in, alen + 1);
+        auth_line_too_long(s);
+        return 0;
+    }
+    char *aline = petrel_pool_alloc(s->scratch, alen + 1);
+    evbuffer_remove(in, aline, alen + 1);
+    if (alen && aline[alen - 1] == '\r')
+        alen--;
+    aline[alen] = '\0';
+    if (alen > limit) {
+        msg_warn("%s: SASL response longer than %zu bytes", s->namaddr, limit);
+        auth_line_too_long(s);
+        return 0;
+    }
+    auth_response(s, aline);
+    return 0;
 }
 
 /* Reads complete command lines and dispatches them until input runs out or
@@ -1855,25 +2042,13 @@ static void session_process_input(struct smtpd_session *s)
             too_many_errors(s);
             break;
         }
+        if (evbuffer_get_length(bufferevent_get_output(s->bev)) > OUTPUT_LIMIT) {
+            s->output_full = 1;   /* session_write_cb resumes */
+            break;
+        }
         if (s->state == SMTPD_AUTH) {
-            struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, NULL, EVBUFFER_EOL_LF);
-            if (eol.pos < 0) {
-                if (evbuffer_get_length(in) > 12288) {
-                    evbuffer_drain(in, evbuffer_get_length(in));
-                    s->state = SMTPD_CMD;
-                    smtpd_reply(s, "500 5.5.6 Authentication exchange line is too long");
-                    s->errors++;
-                    continue;
-                }
+            if (auth_line(s, in) != 0)
                 break;
-            }
-            size_t alen = (size_t)eol.pos;
-            char *aline = petrel_pool_alloc(s->pool, alen + 1);
-            evbuffer_remove(in, aline, alen + 1);
-            if (alen && aline[alen - 1] == '\r')
-                alen--;
-            aline[alen] = '\0';
-            auth_response(s, aline);
             continue;
         }
         if (s->delay_timer && evtimer_pending(s->delay_timer, NULL))
@@ -1881,6 +2056,8 @@ static void session_process_input(struct smtpd_session *s)
         size_t avail = evbuffer_get_length(in);
         if (avail == 0)
             break;
+        /* The previous command is answered: nothing of it is needed any more. */
+        petrel_pool_reset(s->scratch);
         struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, NULL, EVBUFFER_EOL_LF);
         if (eol.pos < 0) {
             if (avail > set->line_length_limit) {
@@ -1900,7 +2077,7 @@ static void session_process_input(struct smtpd_session *s)
             s->errors++;
             continue;
         }
-        char *line = petrel_pool_alloc(s->tx ? s->tx->pool : s->pool, linelen + 1);
+        char *line = petrel_pool_alloc(s->scratch, linelen + 1);
         evbuffer_remove(in, line, linelen + 1);
         int bare_lf = linelen == 0 || line[linelen - 1] != '\r';
         if (!bare_lf)

@@ -100,6 +100,7 @@ struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struc
     set->hard_error_limit = (int)cfg_int(cfg, "smtpd_hard_error_limit");
     set->error_sleep_time = cfg_int(cfg, "smtpd_error_sleep_time");
     set->junk_command_limit = (int)cfg_int(cfg, "smtpd_junk_command_limit");
+    set->sasl_response_limit = (size_t)cfg_int(cfg, "smtpd_sasl_response_limit");
     set->helo_required = cfg_bool(cfg, "smtpd_helo_required");
     set->disable_vrfy = cfg_bool(cfg, "disable_vrfy_command");
     set->delay_reject = cfg_bool(cfg, "smtpd_delay_reject");

@@ -114,6 +114,55 @@ static int valid_utf8(const unsigned char *s, size_t len)
     return 1;
 }
 
+/* ---- the HELO name as we keep it ------------------------------------ */
+
+/* Length of the valid UTF-8 character at s (1-4), or 0. */
+static size_t utf8_char_len(const unsigned char *s, size_t avail)
+{
+    size_t n = s[0] < 0x80 ? 1 : (s[0] & 0xE0) == 0xC0 ? 2 : (s[0] & 0xF0) == 0xE0 ? 3
+                                 : (s[0] & 0xF8) == 0xF0 ? 4 : 0;
+    if (n == 0 || n > avail)
+        return 0;
+    return valid_utf8(s, n) ? n : 0;
+}
+
+char *smtp_helo_printable(const char *arg, size_t len, int utf8, petrel_pool *pool)
+{
+    static const char neutered[] = " <>()\\\";@";
+    const unsigned char *in = (const unsigned char *)arg;
+    while (len && (in[0] == ' ' || in[0] == '\t'))
+        in++, len--;
+    while (len && (in[len - 1] == ' ' || in[len - 1] == '\t'))
+        len--;
+    char *out = petrel_pool_alloc(pool, len + 1);
+    size_t o = 0;
+    for (size_t i = 0; i < len;) {
+        unsigned char c = in[i];
+        if (c == ' ' || c == '\t') {
+            while (i < len && (in[i] == ' ' || in[i] == '\t'))
+                i++;
+            out[o++] = '?';
+            continue;
+        }
+        if (c >= 0x80) {
+            size_t n = utf8 ? utf8_char_len(in + i, len - i) : 0;
+            if (n > 1) {
+                memcpy(out + o, in + i, n);
+                o += n;
+                i += n;
+                continue;
+            }
+            out[o++] = '?';
+            i++;
+            continue;
+        }
+        out[o++] = c < 0x20 || c == 0x7f || strchr(neutered, c) ? '?' : (char)c;
+        i++;
+    }
+    out[o] = '\0';
+    return out;
+}
+
 /* ---- commands ------------------------------------------------------ */
 
 static const struct {

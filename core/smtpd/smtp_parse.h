@@ -148,6 +148,15 @@ int smtp_valid_hostname(const char *name);
 int smtp_valid_address_literal(const char *s);
 /* A valid hostname with at least one dot (reject_non_fqdn_*); 1 when so. */
 int smtp_is_fqdn(const char *name);
+/* The HELO/EHLO argument as Petrel keeps it (for Received:, the log, the
+ * queue file and restrictions), Postfix's printable() + neuter(): white
+ * space runs between words become one '?'; control bytes, DEL and (without
+ * utf8, or when not valid UTF-8) bytes >= 0x80 become '?'; so do the
+ * characters that would confuse a Received: header or a log parser:
+ * space < > ( ) \ " ; @. The result is never longer than the argument and
+ * holds no CR, LF or NUL. Leading and trailing white space is dropped. */
+char *smtp_helo_printable(const char *arg, size_t len, int utf8, petrel_pool *pool);
+
 /* Sets *domain to the text after the last '@' outside a quoted local part
  * and returns 1; returns 0 with *domain = NULL when there is none. */
 int smtp_address_domain(const char *address, const char **domain);

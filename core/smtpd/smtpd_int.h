@@ -70,6 +70,7 @@ struct smtpd_edit {
     enum smtpd_edit_kind kind;
     size_t index;                     /* insert position, or nth occurrence for a change */
     const char *name, *value;
+    size_t value_len;                 /* header edits: value may hold NUL (a rewritten header) */
 };
 
 /* Message changes requested by modules, applied when the message is committed. */
@@ -83,9 +84,12 @@ struct smtpd_edits {
     const char *quarantine_reason;
 };
 
+/* Header text keeps its length: a value may hold NUL bytes (Postfix passes
+ * them through), so nothing that copies or writes content may use strlen. */
 struct smtpd_header {
     const char *name;
     const char *value;                /* as received after the colon (leading space included) */
+    size_t name_len, value_len;       /* both strings are also NUL-terminated for C callers */
 };
 
 enum tls_level { TLS_LEVEL_NONE, TLS_LEVEL_MAY, TLS_LEVEL_ENCRYPT };
@@ -106,6 +110,7 @@ struct smtpd_settings {
     int soft_error_limit, hard_error_limit;
     long long error_sleep_time;
     int junk_command_limit;
+    size_t sasl_response_limit;       /* smtpd_sasl_response_limit: longest AUTH response line */
     int helo_required;
     int disable_vrfy;
     int delay_reject;
@@ -194,7 +199,6 @@ struct smtpd_tx {
     int content_bad;                  /* reject after DATA (bare LF policy etc.) */
     unsigned long long bdat_total;
     int bdat_pending_cr;              /* BDAT normalisation: CR at a chunk end */
-    int bdat_failed;                  /* a chunk was refused: discard the rest */
     int discard, hold;                /* verdicts collected during the transaction */
     struct workq_job *commit_job;
     /* for modules */
@@ -223,13 +227,20 @@ enum smtpd_state {
     SMTPD_CLOSING,   /* flushing the last reply, then close */
 };
 
+/* BDAT in the current transaction, as Postfix tracks it: after a refused
+ * chunk every later chunk is read and answered 551 until BDAT LAST or RSET. */
+enum smtpd_bdat_state { BDAT_NONE, BDAT_OK, BDAT_ERROR };
+
 enum smtpd_counter { CNT_EHLO, CNT_HELO, CNT_STARTTLS, CNT_AUTH, CNT_MAIL, CNT_RCPT, CNT_DATA,
                      CNT_BDAT, CNT_RSET, CNT_NOOP, CNT_QUIT, CNT_VRFY, CNT_HELP, CNT_UNKNOWN,
                      CNT_MAX };
 
 struct smtpd_session {
     struct smtpd_session *next, *prev;
-    petrel_pool *pool;
+    petrel_pool *pool;                /* the connection's lifetime: only what is allocated once */
+    petrel_pool *scratch;             /* one command: reset before the next command line is read */
+    petrel_pool *helo_pool;           /* the HELO name: reset by each HELO/EHLO */
+    petrel_pool *login_pool;          /* the SASL login name: reset by each successful AUTH */
     struct smtpd_worker *worker;
     struct smtpd_listener *listener;
     const struct smtpd_settings *set;
@@ -240,7 +251,7 @@ struct smtpd_session {
     char port[8];
     const char *name;                 /* reverse name, "unknown" when not looked up */
     const char *namaddr;              /* "name[addr]" for logs */
-    const char *helo;
+    const char *helo;                 /* printable, neutered as Postfix does (helo_pool) */
     int esmtp;
     int in_mynetworks;
     int local_submission;             /* came through public/pickup (petrel-sendmail) */
@@ -262,11 +273,15 @@ struct smtpd_session {
     const char *last_command;          /* for "lost connection after X" */
     int in_input_loop;
     int long_line;                    /* discarding the rest of an overlong line */
+    int long_auth_line;               /* the same for an AUTH response line */
+    int output_full;                  /* unread replies: commands wait until the client reads */
     int quit_after_reply;
     struct smtp_data_reader data;
     unsigned long long bdat_remaining;
     unsigned long long bdat_chunk_size;
     int bdat_last;
+    enum smtpd_bdat_state bdat_state;
+    const char *bdat_refusal;         /* the reply for the chunk being skipped (scratch) */
     struct smtpd_tx *tx;
     struct event *delay_timer;        /* error sleep */
     struct restrict_run *check;       /* the restriction evaluation in progress */
@@ -276,6 +291,14 @@ struct smtpd_session {
     struct hook_run *hook_run;
     void **module_slots;
 };
+
+/* Where per-command allocations go: the transaction when there is one
+ * (freed with it), else the command scratch pool, so that commands repeated
+ * outside a transaction never grow the session. */
+static inline petrel_pool *smtpd_cmd_pool(const struct smtpd_session *s)
+{
+    return s->tx ? s->tx->pool : s->scratch;
+}
 
 /* session.c */
 void smtpd_accept(struct smtpd_listener *l, int fd, const struct sockaddr *sa, int salen);
@@ -300,6 +323,9 @@ void smtpd_tls_established(struct smtpd_session *s);
 void smtpd_content_feed(struct smtpd_session *s, const char *data, size_t n);
 void smtpd_content_end(struct smtpd_session *s);
 int smtpd_content_edited(const struct smtpd_session *s);
+/* Appends header text, turning a stray CR into a space and a bare LF into
+ * CRLF: no header we write ever carries a bare CR or LF. */
+void smtpd_header_write(struct buf *out, const char *text, size_t len);
 void smtpd_content_rewrite_headers(struct smtpd_session *s);
 int smtpd_content_rewrite(struct smtpd_session *s, struct queue_writer *(*reopen)(struct smtpd_session *),
                           void (*received)(struct smtpd_session *));

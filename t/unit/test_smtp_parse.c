@@ -390,6 +390,32 @@ static void test_bdat(void)
     }
 }
 
+/* The HELO name as Received: and the log get it (Postfix's printable + neuter). */
+static void test_helo_printable(petrel_pool *pool)
+{
+    static const struct {
+        const char *in;
+        int utf8;
+        const char *out;
+    } h[] = {
+        { "mx.example.org", 0, "mx.example.org" },
+        { "  mx.example.org \t", 0, "mx.example.org" },
+        { "a\rb\nc\x1b\x07" "d\x7f", 0, "a?b?c??d?" },
+        { "a b\t\t c", 0, "a?b?c" },
+        { "<x>(y)\"z\\;@", 0, "?x??y??z???" },
+        { "[192.0.2.1]", 0, "[192.0.2.1]" },
+        { "b\xc3\xbc" "cher", 1, "b\xc3\xbc" "cher" },
+        { "b\xc3\xbc" "cher", 0, "b??cher" },
+        { "bad\xff\xc3x\xe2\x82", 1, "bad??x??" },
+        { "\xed\xa0\x80", 1, "???" },              /* a UTF-16 surrogate is not UTF-8 */
+        { "\xc0\xaf", 1, "??" },                     /* overlong */
+    };
+    for (size_t i = 0; i < sizeof h / sizeof h[0]; i++)
+        is_str(smtp_helo_printable(h[i].in, strlen(h[i].in), h[i].utf8, pool), h[i].out, "HELO printable %zu", i);
+    const char nul[] = "a\0b";
+    is_str(smtp_helo_printable(nul, 3, 0, pool), "a?b", "a NUL byte becomes ?");
+}
+
 int main(void)
 {
     petrel_pool *pool = petrel_pool_create(0);
@@ -400,6 +426,7 @@ int main(void)
     test_xtext(pool);
     test_hostnames();
     test_bdat();
+    test_helo_printable(pool);
     petrel_pool_destroy(pool);
     return done_testing();
 }

@@ -210,7 +210,7 @@ struct smtpd_tx {
     struct buf line_buf;              /* the physical line being assembled */
     unsigned long long content_pos;   /* content bytes seen after our Received header */
     int has_separator;                /* the header section ended with an empty line */
-    int eom_counter;                  /* enum smtpd_counter of the command that ended the message */
+    int eom_counter;                  /* CNT_DATA or CNT_BDAT: the command that started the content */
     int content_state;                /* 0 headers, 1 body, 2 headers abandoned (too big) */
     unsigned long long header_bytes;
     unsigned long long content_start; /* content offset after our Received header */
@@ -267,7 +267,7 @@ struct smtpd_session {
     const char *protocol;             /* "SMTP", "ESMTP", "ESMTPS", "ESMTPA", ... */
     const char *sasl_username, *sasl_method;
     int errors;
-    int junk;
+    int junk;                         /* junk commands since the last message (smtpd_junk_command_limit) */
     unsigned counters[CNT_MAX];
     unsigned counter_errors[CNT_MAX];
     const char *last_command;          /* for "lost connection after X" */

@@ -4,7 +4,8 @@
  * options. Besides crashes and sanitizer reports it checks invariants:
  * every failure carries a complete 4xx/5xx reply, a parsed address obeys
  * the RFC 5321 length limits, re-parsing the canonical address gives the
- * same address (the canonical form is a fixed point), and xtext round-trips.
+ * same address (the canonical form is a fixed point), xtext round-trips, and
+ * the HELO name as kept (smtp_helo_printable) is clean.
  *
  * make check builds it with t/fuzz/replay_main.c and replays
  * t/fuzz/corpus/smtp_command. libFuzzer build (from /work/main, with a
@@ -123,6 +124,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (smtp_address_domain(args, &domain))
             check(domain > args && domain[-1] == '@');
     }
+    /* The HELO name as Received: and the log get it: never longer, never a
+     * control byte, blank or specials (whatever the raw bytes, NUL included). */
+    char *helo = smtp_helo_printable(line, size, flags & 1, pool);
+    check(strlen(helo) <= size);
+    for (const char *h = helo; *h; h++)
+        check((unsigned char)*h > 32 && *h != 127 && strchr("<>()\\\";@", *h) == NULL);
     petrel_pool_destroy(pool);
     return 0;
 }

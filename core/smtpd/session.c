@@ -18,8 +18,9 @@
  * reset before the next command line is read (or in the transaction's pool,
  * freed with the transaction); strings a later command replaces (the HELO
  * name, the SASL login) have pools of their own, reset on replacement; input
- * is buffered only up to a watermark, with or without TLS. Repetition is
- * limited as Postfix limits it: smtpd_junk_command_limit, then the error
+ * is buffered only up to a watermark, with or without TLS, and no command is
+ * read while OUTPUT_LIMIT bytes of replies wait for the client. Repetition
+ * is limited as Postfix limits it: smtpd_junk_command_limit, then the error
  * limits.
  */
 #include "config.h"

@@ -29,6 +29,9 @@
 #include "lib/buf.h"
 #include "lib/log.h"
 #include "lib/xalloc.h"
+#include "mail/addr_class.h"
+#include "mail/addr_find.h"
+#include "mail/maps.h"
 #include "qmgr/route.h"
 #include "tables/table.h"
 
@@ -44,17 +47,12 @@ enum expansion_origin {
     FROM_INCLUDE = 4,    /* a line of an alias's :include: file */
 };
 
-struct maplist {
-    struct tbl **tables;
-    size_t n;
-};
-
 struct router {
     const struct cfg *cfg;
     const char *myorigin, *mailbox_base, *home_mailbox, *spool, *delimiter, *relayhost;
     const char *local_transport, *virtual_transport, *relay_transport, *default_transport;
-    const char *const *mydestination, *const *relay_domains, *const *valias_domains, *const *vmailbox_domains;
-    struct maplist valias, vmailbox, vuid, vgid, aliases, transport, sender_relay, canonical, rcpt_canonical,
+    struct mail_domains domains;
+    struct mail_maps valias, vmailbox, vuid, vgid, aliases, transport, sender_relay, canonical, rcpt_canonical,
         sender_canonical;
     const char *const *masquerade_domains, *const *masquerade_exceptions;
     unsigned command_origins, file_origins;   /* allow_mail_to_commands / _files as origin masks */
@@ -82,45 +80,6 @@ static int origin_mask(const struct cfg *cfg, const char *param, unsigned *mask,
     return 0;
 }
 
-static int open_maps(const struct cfg *cfg, struct tbl_registry *reg, const char *param, struct maplist *out,
-                     int optional_default, int quiet, char **error)
-{
-    const char *const *specs = cfg_list(cfg, param);
-    size_t n = 0;
-    while (specs[n])
-        n++;
-    out->tables = xcalloc(n ? n : 1, sizeof(*out->tables));
-    out->n = 0;
-    for (size_t i = 0; i < n; i++) {
-        char *why = NULL;
-        struct tbl *t = tbl_open(reg, specs[i], TBL_FLAG_FOLD_CASE, &why);
-        if (t == NULL) {
-            if (optional_default && cfg_is_default(cfg, param)) {
-                /* Postfix's default alias_maps (hash:/etc/aliases) needs a
-                 * table type Petrel may not have: run without it, say so once. */
-                if (!quiet)
-                    msg_info("%s: %s; local aliases are not used (set alias_maps to change this)", param, why);
-                free(why);
-                continue;
-            }
-            size_t len = strlen(param) + (why ? strlen(why) : 0) + 8;
-            *error = xmalloc(len);
-            snprintf(*error, len, "%s: %s", param, why ? why : "cannot open table");
-            free(why);
-            return -1;
-        }
-        out->tables[out->n++] = t;
-    }
-    return 0;
-}
-
-static void close_maps(struct maplist *m)
-{
-    for (size_t i = 0; i < m->n; i++)
-        tbl_close(m->tables[i]);
-    free(m->tables);
-}
-
 struct router *router_create(const struct cfg *cfg, struct tbl_registry *reg, int quiet, char **error)
 {
     struct router *r = xcalloc(1, sizeof(*r));
@@ -135,10 +94,7 @@ struct router *router_create(const struct cfg *cfg, struct tbl_registry *reg, in
     r->virtual_transport = cfg_get(cfg, "virtual_transport");
     r->relay_transport = cfg_get(cfg, "relay_transport");
     r->default_transport = cfg_get(cfg, "default_transport");
-    r->mydestination = cfg_list(cfg, "mydestination");
-    r->relay_domains = cfg_list(cfg, "relay_domains");
-    r->valias_domains = cfg_list(cfg, "virtual_alias_domains");
-    r->vmailbox_domains = cfg_list(cfg, "virtual_mailbox_domains");
+    mail_domains_init(&r->domains, cfg);
     r->masquerade_domains = cfg_list(cfg, "masquerade_domains");
     r->masquerade_exceptions = cfg_list(cfg, "masquerade_exceptions");
     r->default_privs = cfg_get(cfg, "default_privs");
@@ -147,16 +103,17 @@ struct router *router_create(const struct cfg *cfg, struct tbl_registry *reg, in
         free(r);
         return NULL;
     }
-    if (open_maps(cfg, reg, "virtual_alias_maps", &r->valias, 0, quiet, error) ||
-        open_maps(cfg, reg, "virtual_mailbox_maps", &r->vmailbox, 0, quiet, error) ||
-        open_maps(cfg, reg, "virtual_uid_maps", &r->vuid, 0, quiet, error) ||
-        open_maps(cfg, reg, "virtual_gid_maps", &r->vgid, 0, quiet, error) ||
-        open_maps(cfg, reg, "alias_maps", &r->aliases, 1, quiet, error) ||
-        open_maps(cfg, reg, "transport_maps", &r->transport, 0, quiet, error) ||
-        open_maps(cfg, reg, "sender_dependent_relayhost_maps", &r->sender_relay, 0, quiet, error) ||
-        open_maps(cfg, reg, "canonical_maps", &r->canonical, 0, quiet, error) ||
-        open_maps(cfg, reg, "recipient_canonical_maps", &r->rcpt_canonical, 0, quiet, error) ||
-        open_maps(cfg, reg, "sender_canonical_maps", &r->sender_canonical, 0, quiet, error)) {
+    int q = quiet ? MAIL_MAPS_QUIET : 0;
+    if (mail_maps_open(&r->valias, cfg, reg, "virtual_alias_maps", q, error) ||
+        mail_maps_open(&r->vmailbox, cfg, reg, "virtual_mailbox_maps", q, error) ||
+        mail_maps_open(&r->vuid, cfg, reg, "virtual_uid_maps", q, error) ||
+        mail_maps_open(&r->vgid, cfg, reg, "virtual_gid_maps", q, error) ||
+        mail_maps_open(&r->aliases, cfg, reg, "alias_maps", q | MAIL_MAPS_DEFAULT_ALIASES_OPTIONAL, error) ||
+        mail_maps_open(&r->transport, cfg, reg, "transport_maps", q, error) ||
+        mail_maps_open(&r->sender_relay, cfg, reg, "sender_dependent_relayhost_maps", q, error) ||
+        mail_maps_open(&r->canonical, cfg, reg, "canonical_maps", q, error) ||
+        mail_maps_open(&r->rcpt_canonical, cfg, reg, "recipient_canonical_maps", q, error) ||
+        mail_maps_open(&r->sender_canonical, cfg, reg, "sender_canonical_maps", q, error)) {
         router_free(r);
         return NULL;
     }
@@ -167,100 +124,26 @@ void router_free(struct router *r)
 {
     if (r == NULL)
         return;
-    close_maps(&r->valias);
-    close_maps(&r->vmailbox);
-    close_maps(&r->vuid);
-    close_maps(&r->vgid);
-    close_maps(&r->aliases);
-    close_maps(&r->transport);
-    close_maps(&r->sender_relay);
-    close_maps(&r->canonical);
-    close_maps(&r->rcpt_canonical);
-    close_maps(&r->sender_canonical);
+    mail_maps_close(&r->valias);
+    mail_maps_close(&r->vmailbox);
+    mail_maps_close(&r->vuid);
+    mail_maps_close(&r->vgid);
+    mail_maps_close(&r->aliases);
+    mail_maps_close(&r->transport);
+    mail_maps_close(&r->sender_relay);
+    mail_maps_close(&r->canonical);
+    mail_maps_close(&r->rcpt_canonical);
+    mail_maps_close(&r->sender_canonical);
     free(r);
 }
 
 /* ------------------------------------------------------------------ */
 /* lookups                                                             */
 
-/* 1 found (*value copied into pool), 0 not, -1 error */
-static int maps_get(struct maplist *m, const char *key, petrel_pool *pool, const char **value)
-{
-    for (size_t i = 0; i < m->n; i++) {
-        const char *v;
-        int rc = tbl_lookup(m->tables[i], key, &v);
-        if (rc == TBL_ERROR)
-            return -1;
-        if (rc == TBL_FOUND) {
-            *value = petrel_pool_strdup(pool, v);
-            return 1;
-        }
-    }
-    return 0;
-}
-
-struct addr_parts {
-    const char *local;      /* without extension */
-    const char *extension;  /* or NULL */
-    const char *domain;     /* "" when none */
-    const char *full_local; /* with extension */
-};
-
-static void split_address(const char *address, const char *delimiter, petrel_pool *pool, struct addr_parts *p)
-{
-    const char *at = strrchr(address, '@');
-    p->full_local = at ? petrel_pool_strndup(pool, address, (size_t)(at - address)) : petrel_pool_strdup(pool, address);
-    p->domain = at ? petrel_pool_strdup(pool, at + 1) : "";
-    p->local = p->full_local;
-    p->extension = NULL;
-    if (delimiter && *delimiter && strcasecmp(p->full_local, "postmaster") != 0) {
-        size_t cut = strcspn(p->full_local, delimiter);
-        if (p->full_local[cut] && cut > 0) {
-            p->local = petrel_pool_strndup(pool, p->full_local, cut);
-            p->extension = petrel_pool_strdup(pool, p->full_local + cut + 1);
-        }
-    }
-}
-
 /* Postfix's address map order: user+ext@domain, user@domain, @domain. */
-static int address_lookup(struct maplist *m, const struct addr_parts *a, petrel_pool *pool, const char **value)
+static int address_lookup(struct mail_maps *m, const struct mail_addr *a, petrel_pool *pool, const char **value)
 {
-    if (m->n == 0)
-        return 0;
-    char *key = petrel_pool_printf(pool, "%s@%s", a->full_local, a->domain);
-    int rc = maps_get(m, key, pool, value);
-    if (rc != 0)
-        return rc;
-    if (a->extension) {
-        key = petrel_pool_printf(pool, "%s@%s", a->local, a->domain);
-        if ((rc = maps_get(m, key, pool, value)) != 0)
-            return rc;
-    }
-    if (*a->domain) {
-        key = petrel_pool_printf(pool, "@%s", a->domain);
-        return maps_get(m, key, pool, value);
-    }
-    return 0;
-}
-
-static int in_domains(const char *const *list, const char *domain)
-{
-    for (; list && *list; list++)
-        if (strcasecmp(*list, domain) == 0)
-            return 1;
-    return 0;
-}
-
-static int relay_domain(const struct router *r, const char *domain)
-{
-    for (const char *const *p = r->relay_domains; p && *p; p++) {
-        const char *d = **p == '.' ? *p + 1 : *p;
-        size_t dl = strlen(d), nl = strlen(domain);
-        if (strcasecmp(domain, d) == 0 ||
-            (nl > dl && domain[nl - dl - 1] == '.' && strcasecmp(domain + nl - dl, d) == 0))
-            return 1;
-    }
-    return 0;
+    return mail_addr_find(m, a, MAIL_FIND_ADDRESS, pool, value);
 }
 
 static struct route *add_route(struct route_list *out, petrel_pool *pool, size_t *cap)
@@ -373,24 +256,24 @@ static void apply_transport(const struct router *r, struct route *rt, const char
 }
 
 /* transport_maps: the full address, then the domain and its parents, then "*". */
-static int transport_lookup(struct router *r, const struct addr_parts *a, petrel_pool *pool, const char **value)
+static int transport_lookup(struct router *r, const struct mail_addr *a, petrel_pool *pool, const char **value)
 {
     if (r->transport.n == 0)
         return 0;
     char *key = petrel_pool_printf(pool, "%s@%s", a->full_local, a->domain);
-    int rc = maps_get(&r->transport, key, pool, value);
+    int rc = mail_maps_get(&r->transport, key, pool, value);
     if (rc != 0)
         return rc;
     const char *d = a->domain;
-    if (*d && (rc = maps_get(&r->transport, d, pool, value)) != 0)
+    if (*d && (rc = mail_maps_get(&r->transport, d, pool, value)) != 0)
         return rc;
     for (const char *dot = strchr(d, '.'); dot; dot = strchr(dot + 1, '.'))
-        if ((rc = maps_get(&r->transport, dot, pool, value)) != 0)
+        if ((rc = mail_maps_get(&r->transport, dot, pool, value)) != 0)
             return rc;
-    return maps_get(&r->transport, "*", pool, value);
+    return mail_maps_get(&r->transport, "*", pool, value);
 }
 
-static int local_delivery(struct router *r, const char *address, const struct addr_parts *a, petrel_pool *pool,
+static int local_delivery(struct router *r, const char *address, const struct mail_addr *a, petrel_pool *pool,
                           struct route *rt)
 {
     rt->transport = "local";
@@ -420,7 +303,7 @@ static int local_delivery(struct router *r, const char *address, const struct ad
     return 0;
 }
 
-static int virtual_delivery(struct router *r, const char *address, const struct addr_parts *a, petrel_pool *pool,
+static int virtual_delivery(struct router *r, const char *address, const struct mail_addr *a, petrel_pool *pool,
                             struct route *rt)
 {
     const char *mailbox = NULL;
@@ -521,10 +404,10 @@ static const char *masquerade(const struct router *r, const char *out, petrel_po
 static const char *canonical(struct router *r, const char *address, int recipient, const char *cls,
                              petrel_pool *pool)
 {
-    struct addr_parts a;
-    split_address(address, r->delimiter, pool, &a);
+    struct mail_addr a;
+    mail_addr_split(address, r->delimiter, pool, &a);
     const char *v = NULL;
-    struct maplist *own = recipient ? &r->rcpt_canonical : &r->sender_canonical;
+    struct mail_maps *own = recipient ? &r->rcpt_canonical : &r->sender_canonical;
     if (address_lookup(own, &a, pool, &v) == 1)
         return qualify(r, v, 0, pool);
     if (has_class(cfg_list(r->cfg, "canonical_classes"), cls) && address_lookup(&r->canonical, &a, pool, &v) == 1)
@@ -637,8 +520,8 @@ int router_route(struct router *r, const char *sender, const char *recipient, pe
 
     const char *start = recipient;
     if (r->rcpt_canonical.n || r->canonical.n) {
-        struct addr_parts a;
-        split_address(recipient, r->delimiter, pool, &a);
+        struct mail_addr a;
+        mail_addr_split(recipient, r->delimiter, pool, &a);
         const char *v = NULL;
         if (address_lookup(&r->rcpt_canonical, &a, pool, &v) == 1 || address_lookup(&r->canonical, &a, pool, &v) == 1)
             start = qualify(r, v, 0, pool);
@@ -671,8 +554,8 @@ int router_route(struct router *r, const char *sender, const char *recipient, pe
         for (size_t i = 0; i < nseen; i++)
             if (strcasecmp(seen[i], address) == 0)
                 again = 1;
-        struct addr_parts a;
-        split_address(address, r->delimiter, pool, &a);
+        struct mail_addr a;
+        mail_addr_split(address, r->delimiter, pool, &a);
         const char *value = NULL;
         int rc = again ? 0 : address_lookup(&r->valias, &a, pool, &value);
         if (rc < 0) {
@@ -708,7 +591,7 @@ int router_route(struct router *r, const char *sender, const char *recipient, pe
             continue;
         }
         const char *domain = a.domain;
-        if (*domain && in_domains(r->valias_domains, domain)) {
+        if (*domain && mail_domain_listed(r->domains.virtual_alias_domains, domain)) {
             route_error(add_route(out, pool, &cap), address, "5.1.1",
                         petrel_pool_printf(pool, "<%s>: User unknown in virtual alias table", address));
             continue;
@@ -720,16 +603,16 @@ int router_route(struct router *r, const char *sender, const char *recipient, pe
             status = -1;
             continue;
         }
-        int local = *domain == '\0' || in_domains(r->mydestination, domain);
+        int local = mail_domain_is_local(&r->domains, domain);
         if (local && !work[w].aliased && r->aliases.n) {
             /* alias_maps: the local part, then without the extension */
             char *key = petrel_pool_strdup(pool, a.full_local);
             for (char *p = key; *p; p++)
                 *p = (char)tolower((unsigned char)*p);
             const char *av = NULL;
-            int arc = maps_get(&r->aliases, key, pool, &av);
+            int arc = mail_maps_get(&r->aliases, key, pool, &av);
             if (arc == 0 && a.extension)
-                arc = maps_get(&r->aliases, a.local, pool, &av);
+                arc = mail_maps_get(&r->aliases, a.local, pool, &av);
             if (arc < 0) {
                 route_error(add_route(out, pool, &cap), address, "4.3.0", "alias_maps lookup failure");
                 status = -1;
@@ -784,7 +667,7 @@ int router_route(struct router *r, const char *sender, const char *recipient, pe
                 local_delivery(r, address, &a, pool, rt);
             continue;
         }
-        if (*domain && in_domains(r->vmailbox_domains, domain)) {
+        if (*domain && mail_domain_listed(r->domains.virtual_mailbox_domains, domain)) {
             apply_transport(r, rt, r->virtual_transport, domain, pool);
             if (strcmp(rt->transport, "virtual") == 0 && virtual_delivery(r, address, &a, pool, rt) < 0)
                 status = -1;
@@ -796,14 +679,14 @@ int router_route(struct router *r, const char *sender, const char *recipient, pe
                 local_delivery(r, address, &a, pool, rt);
             continue;
         }
-        if (relay_domain(r, domain)) {
+        if (mail_domain_listed_or_parent(r->domains.relay_domains, domain)) {
             apply_transport(r, rt, r->relay_transport, domain, pool);
             continue;
         }
         const char *relayhost = r->relayhost;
         if (r->sender_relay.n && sender && *sender) {
-            struct addr_parts s;
-            split_address(sender, r->delimiter, pool, &s);
+            struct mail_addr s;
+            mail_addr_split(sender, r->delimiter, pool, &s);
             const char *v = NULL;
             if (address_lookup(&r->sender_relay, &s, pool, &v) == 1)
                 relayhost = v;

@@ -16,6 +16,7 @@
 #include "config/config.h"
 #include "lib/log.h"
 #include "lib/xalloc.h"
+#include "mail/addr_class.h"
 #include "smtpd/restrict.h"
 #include "smtpd/smtpd_int.h"
 #include "tables/cidr.h"
@@ -118,10 +119,7 @@ struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struc
     set->conn_rate_limit = (unsigned)cfg_int(cfg, "smtpd_client_connection_rate_limit");
     set->rate_time_unit = (unsigned)cfg_int(cfg, "anvil_rate_time_unit");
     set->maxproc = svc->maxproc;
-    set->mydestination = cfg_list(cfg, "mydestination");
-    set->relay_domains = cfg_list(cfg, "relay_domains");
-    set->virtual_alias_domains = cfg_list(cfg, "virtual_alias_domains");
-    set->virtual_mailbox_domains = cfg_list(cfg, "virtual_mailbox_domains");
+    mail_domains_init(&set->domains, cfg);
     set->recipient_delimiter = cfg_get(cfg, "recipient_delimiter");
     set->always_bcc = cfg_get(cfg, "always_bcc");
     {
@@ -209,31 +207,10 @@ void smtpd_settings_free(struct smtpd_settings *set)
         petrel_pool_destroy(set->pool);
 }
 
-static int in_list(const char *const *list, const char *domain)
-{
-    for (; list && *list; list++) {
-        if (strcasecmp(*list, domain) == 0)
-            return 1;
-    }
-    return 0;
-}
-
 /* Final destinations and domains we relay for: what reject_unauth_destination permits. */
 int smtpd_domain_is_local(const struct smtpd_settings *set, const char *domain)
 {
-    if (in_list(set->mydestination, domain) || in_list(set->virtual_alias_domains, domain) ||
-        in_list(set->virtual_mailbox_domains, domain))
-        return 1;
-    /* relay_domains matches subdomains too (parent_domain_matches_subdomains). */
-    for (const char *const *p = set->relay_domains; p && *p; p++) {
-        const char *d = **p == '.' ? *p + 1 : *p;
-        size_t dl = strlen(d), nl = strlen(domain);
-        if (strcasecmp(domain, d) == 0)
-            return 1;
-        if (nl > dl && domain[nl - dl - 1] == '.' && strcasecmp(domain + nl - dl, d) == 0)
-            return 1;
-    }
-    return 0;
+    return mail_domain_class(&set->domains, domain) != MAIL_CLASS_DEFAULT;
 }
 
 int smtpd_queue_space_ok(struct smtpd_worker *w, unsigned long long message_size_limit)

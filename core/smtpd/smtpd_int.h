@@ -19,6 +19,7 @@
 #include <petrel/plugin.h>
 #include <petrel/pool.h>
 #include "lib/buf.h"
+#include "mail/addr_class.h"
 #include "queue/queue.h"
 #include "smtpd/smtp_data.h"
 #include "smtpd/restrict.h"
@@ -124,10 +125,7 @@ struct smtpd_settings {
     struct cidr_list *debug_peers;    /* debug_peer_list: log these sessions' conversation */
     unsigned conn_count_limit, conn_rate_limit, rate_time_unit;
     int maxproc;                      /* concurrent sessions of this service, 0 = unlimited */
-    const char *const *mydestination;
-    const char *const *relay_domains;
-    const char *const *virtual_alias_domains;
-    const char *const *virtual_mailbox_domains;
+    struct mail_domains domains;      /* the address classes' domain lists */
     const char *recipient_delimiter;
     const char *always_bcc;
     struct tbl **sender_bcc_maps;

@@ -1,0 +1,56 @@
+/*
+ * Address classes (see addr_class.h).
+ */
+#include "config.h"
+
+#include <string.h>
+#include <strings.h>
+
+#include "config/config.h"
+#include "mail/addr_class.h"
+
+void mail_domains_init(struct mail_domains *d, const struct cfg *cfg)
+{
+    d->mydestination = cfg_list(cfg, "mydestination");
+    d->virtual_alias_domains = cfg_list(cfg, "virtual_alias_domains");
+    d->virtual_mailbox_domains = cfg_list(cfg, "virtual_mailbox_domains");
+    d->relay_domains = cfg_list(cfg, "relay_domains");
+}
+
+int mail_domain_listed(const char *const *list, const char *domain)
+{
+    for (; list && *list; list++)
+        if (strcasecmp(*list, domain) == 0)
+            return 1;
+    return 0;
+}
+
+int mail_domain_listed_or_parent(const char *const *list, const char *domain)
+{
+    for (; list && *list; list++) {
+        const char *d = **list == '.' ? *list + 1 : *list;
+        size_t dl = strlen(d), nl = strlen(domain);
+        if (strcasecmp(domain, d) == 0 ||
+            (nl > dl && domain[nl - dl - 1] == '.' && strcasecmp(domain + nl - dl, d) == 0))
+            return 1;
+    }
+    return 0;
+}
+
+int mail_domain_is_local(const struct mail_domains *d, const char *domain)
+{
+    return *domain == '\0' || mail_domain_listed(d->mydestination, domain);
+}
+
+enum mail_class mail_domain_class(const struct mail_domains *d, const char *domain)
+{
+    if (mail_domain_is_local(d, domain))
+        return MAIL_CLASS_LOCAL;
+    if (mail_domain_listed(d->virtual_alias_domains, domain))
+        return MAIL_CLASS_VIRTUAL_ALIAS;
+    if (mail_domain_listed(d->virtual_mailbox_domains, domain))
+        return MAIL_CLASS_VIRTUAL_MAILBOX;
+    if (mail_domain_listed_or_parent(d->relay_domains, domain))
+        return MAIL_CLASS_RELAY;
+    return MAIL_CLASS_DEFAULT;
+}

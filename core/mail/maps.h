@@ -1,0 +1,42 @@
+/*
+ * A list of lookup tables named by one parameter, searched in order
+ * (Postfix's MAPS): alias_maps, virtual_alias_maps, local_recipient_maps...
+ *
+ * A lookup answers found, not found, or error. An error is never "not
+ * found": whoever asks must defer (Postfix's DICT_ERR_RETRY), because a
+ * database that is down says nothing about whether a user exists.
+ */
+#ifndef PETREL_MAIL_MAPS_H
+#define PETREL_MAIL_MAPS_H
+
+#include <stddef.h>
+
+#include <petrel/pool.h>
+
+struct cfg;
+struct tbl;
+struct tbl_registry;
+
+struct mail_maps {
+    const char *param;      /* the parameter the tables came from, for messages */
+    struct tbl **tables;
+    size_t n;
+};
+
+/* Postfix's default alias_maps (hash:/etc/aliases) names a table type that
+ * Petrel may not have. With this flag, an item of alias_maps that cannot be
+ * opened while alias_maps has its default value is left out (with a notice
+ * unless quiet) instead of failing: local aliases are then not used at all. */
+#define MAIL_MAPS_DEFAULT_ALIASES_OPTIONAL 1
+#define MAIL_MAPS_QUIET 2
+
+/* Opens the tables listed in parameter param (case-folded keys). Returns 0,
+ * or -1 with *error (malloc'd) reading "param: why". */
+int mail_maps_open(struct mail_maps *m, const struct cfg *cfg, struct tbl_registry *reg, const char *param,
+                   int flags, char **error);
+void mail_maps_close(struct mail_maps *m);
+
+/* 1 found (*value copied into pool), 0 not found, -1 a table failed. */
+int mail_maps_get(struct mail_maps *m, const char *key, petrel_pool *pool, const char **value);
+
+#endif

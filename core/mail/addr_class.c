@@ -3,10 +3,12 @@
  */
 #include "config.h"
 
+#include <stddef.h>
 #include <string.h>
 #include <strings.h>
 
 #include "config/config.h"
+#include "lib/log.h"
 #include "mail/addr_class.h"
 
 void mail_domains_init(struct mail_domains *d, const struct cfg *cfg)
@@ -35,6 +37,32 @@ int mail_domain_listed_or_parent(const char *const *list, const char *domain)
             return 1;
     }
     return 0;
+}
+
+void mail_domains_warn_overlaps(const struct mail_domains *d)
+{
+    static const struct { const char *name; size_t offset; } lists[] = {
+        { "mydestination", offsetof(struct mail_domains, mydestination) },
+        { "virtual_alias_domains", offsetof(struct mail_domains, virtual_alias_domains) },
+        { "virtual_mailbox_domains", offsetof(struct mail_domains, virtual_mailbox_domains) },
+        { "relay_domains", offsetof(struct mail_domains, relay_domains) },
+    };
+    const size_t n = sizeof(lists) / sizeof(lists[0]);
+    for (size_t i = 0; i < n; i++) {
+        const char *const *first = *(const char *const *const *)((const char *)d + lists[i].offset);
+        for (const char *const *name = first; name && *name; name++) {
+            if (strchr(*name, ':') || **name == '!' || **name == '/')
+                continue;   /* tables and patterns: nothing to compare */
+            for (size_t j = i + 1; j < n; j++) {
+                if (i == 0 && j == n - 1)
+                    continue;   /* relay_domains = $mydestination is an old default, as in Postfix */
+                const char *const *later = *(const char *const *const *)((const char *)d + lists[j].offset);
+                if (mail_domain_listed(later, *name))
+                    msg_warn("do not list domain %s in BOTH %s and %s (it is treated as %s)", *name,
+                             lists[i].name, lists[j].name, lists[i].name);
+            }
+        }
+    }
 }
 
 int mail_domain_is_local(const struct mail_domains *d, const char *domain)

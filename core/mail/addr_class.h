@@ -43,6 +43,10 @@ int mail_domain_listed(const char *const *list, const char *domain);
  * Postfix's parent_domain_matches_subdomains). */
 int mail_domain_listed_or_parent(const char *const *list, const char *domain);
 
+/* Logs Postfix's warning for each name listed in two of the lists: it
+ * works (the first class wins) but is almost always a mistake. */
+void mail_domains_warn_overlaps(const struct mail_domains *d);
+
 int mail_domain_is_local(const struct mail_domains *d, const char *domain);
 enum mail_class mail_domain_class(const struct mail_domains *d, const char *domain);
 

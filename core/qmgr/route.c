@@ -95,6 +95,8 @@ struct router *router_create(const struct cfg *cfg, struct tbl_registry *reg, in
     r->relay_transport = cfg_get(cfg, "relay_transport");
     r->default_transport = cfg_get(cfg, "default_transport");
     mail_domains_init(&r->domains, cfg);
+    if (!quiet)
+        mail_domains_warn_overlaps(&r->domains);
     r->masquerade_domains = cfg_list(cfg, "masquerade_domains");
     r->masquerade_exceptions = cfg_list(cfg, "masquerade_exceptions");
     r->default_privs = cfg_get(cfg, "default_privs");
@@ -591,7 +593,8 @@ int router_route(struct router *r, const char *sender, const char *recipient, pe
             continue;
         }
         const char *domain = a.domain;
-        if (*domain && mail_domain_listed(r->domains.virtual_alias_domains, domain)) {
+        enum mail_class cls = mail_domain_class(&r->domains, domain);
+        if (cls == MAIL_CLASS_VIRTUAL_ALIAS) {
             route_error(add_route(out, pool, &cap), address, "5.1.1",
                         petrel_pool_printf(pool, "<%s>: User unknown in virtual alias table", address));
             continue;
@@ -603,7 +606,7 @@ int router_route(struct router *r, const char *sender, const char *recipient, pe
             status = -1;
             continue;
         }
-        int local = mail_domain_is_local(&r->domains, domain);
+        int local = cls == MAIL_CLASS_LOCAL;
         if (local && !work[w].aliased && r->aliases.n) {
             /* alias_maps: the local part, then without the extension */
             char *key = petrel_pool_strdup(pool, a.full_local);
@@ -667,7 +670,7 @@ int router_route(struct router *r, const char *sender, const char *recipient, pe
                 local_delivery(r, address, &a, pool, rt);
             continue;
         }
-        if (*domain && mail_domain_listed(r->domains.virtual_mailbox_domains, domain)) {
+        if (cls == MAIL_CLASS_VIRTUAL_MAILBOX) {
             apply_transport(r, rt, r->virtual_transport, domain, pool);
             if (strcmp(rt->transport, "virtual") == 0 && virtual_delivery(r, address, &a, pool, rt) < 0)
                 status = -1;
@@ -679,7 +682,7 @@ int router_route(struct router *r, const char *sender, const char *recipient, pe
                 local_delivery(r, address, &a, pool, rt);
             continue;
         }
-        if (mail_domain_listed_or_parent(r->domains.relay_domains, domain)) {
+        if (cls == MAIL_CLASS_RELAY) {
             apply_transport(r, rt, r->relay_transport, domain, pool);
             continue;
         }

@@ -1,12 +1,12 @@
 /*
  * Routing: Postfix's address classes. For one envelope recipient the
  * router applies canonical and virtual alias rewriting (recursive, with loop
- * and expansion limits), then decides the address class and so the
- * transport and next hop:
+ * and expansion limits), then decides the address class (mail/addr_class.h,
+ * shared with smtpd's recipient checks) and so the transport and next hop:
  *
+ *   mydestination (or no domain)             -> local_transport: alias_maps, then the system user
  *   virtual alias domain (no alias matched)  -> error: User unknown in virtual alias table
  *   virtual mailbox domain                   -> virtual_transport, mailbox from virtual_mailbox_maps
- *   mydestination (or no domain)             -> local_transport: alias_maps, then the system user
  *   relay_domains                            -> relay_transport, next hop = the domain
  *   anything else                            -> default_transport, relayhost or the domain
  *

@@ -36,7 +36,7 @@ struct tbl {
 
 static const struct tbl_type *const builtin_types[] = {
     &tbl_type_texthash, &tbl_type_inline, &tbl_type_static, &tbl_type_fail,
-    &tbl_type_regexp,   &tbl_type_pcre,   &tbl_type_cidr,
+    &tbl_type_regexp,   &tbl_type_pcre,   &tbl_type_cidr,    &tbl_type_unix,
 };
 
 static const struct {
@@ -61,10 +61,9 @@ static const struct {
     { "pipemap", "composite tables (pipemap:) are not implemented yet" },
     { "randmap", "randmap: tables are not implemented yet" },
     { "environ", "environ: tables are not implemented yet" },
-    { "nis", "NIS tables are not supported" },
+    { "nis", "NIS tables are not supported (unix:passwd.byname reads whatever NSS is configured)" },
     { "nisplus", "NIS+ tables are not supported" },
     { "netinfo", "NetInfo tables are not supported" },
-    { "unix", "unix: tables are not supported" },
 };
 
 struct tbl_registry *tbl_registry_new(void)

@@ -65,7 +65,7 @@ struct tbl_registry;
 struct tbl;
 
 /* A registry with the built-in types: texthash, inline, static, fail,
- * regexp, pcre, cidr. */
+ * regexp, pcre, cidr, unix. */
 struct tbl_registry *tbl_registry_new(void);
 /* -1 (and nothing changes) when a type of that name is already known. */
 int tbl_registry_add(struct tbl_registry *reg, const struct tbl_type *type);

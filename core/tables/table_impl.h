@@ -55,5 +55,6 @@ extern const struct tbl_type tbl_type_fail;
 extern const struct tbl_type tbl_type_regexp;
 extern const struct tbl_type tbl_type_pcre;
 extern const struct tbl_type tbl_type_cidr;
+extern const struct tbl_type tbl_type_unix;
 
 #endif

@@ -266,6 +266,24 @@ static void test_inline_static_fail(struct tbl_registry *reg)
     tbl_close(t);
 }
 
+static void test_unix(struct tbl_registry *reg)
+{
+    struct tbl *t = open_ok(reg, "proxy:unix:passwd.byname", TBL_FLAG_FOLD_CASE);
+    const char *root = get(t, "root");
+    ok(strncmp(root, "root:", 5) == 0 && strstr(root, ":0:0:") != NULL,
+       "unix:passwd.byname finds root as name:passwd:uid:gid:gecos:dir:shell");
+    is_str(get(t, "ROOT"), root, "unix:passwd.byname: keys fold to lower case");
+    is_str(get(t, "no-such-user-petrel-test"), "<notfound>", "unix:passwd.byname: an unknown user is not found");
+    is_str(get(t, "root@localhost"), "<notfound>", "unix:passwd.byname: an address is not a user name");
+    tbl_close(t);
+    t = open_ok(reg, "unix:group.byname", 0);
+    ok(strncmp(get(t, "root"), "root:", 5) == 0, "unix:group.byname finds the root group");
+    is_str(get(t, "no-such-group-petrel-test"), "<notfound>", "unix:group.byname: unknown group");
+    tbl_close(t);
+    ok(contains(open_error(reg, "unix:shadow.byname"), "unknown table: unix:shadow.byname"),
+       "unix: only has passwd.byname and group.byname");
+}
+
 static void test_regexp(struct tbl_registry *reg)
 {
     struct tbl *t = open_file(reg, "regexp", "re1",
@@ -757,6 +775,7 @@ int main(void)
     test_registry(reg);
     test_texthash(reg);
     test_inline_static_fail(reg);
+    test_unix(reg);
     test_regexp(reg);
     test_pcre(reg);
     test_cidr_parse();

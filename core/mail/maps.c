@@ -73,8 +73,10 @@ int mail_maps_get(struct mail_maps *m, const char *key, petrel_pool *pool, const
     for (size_t i = 0; i < m->n; i++) {
         const char *v;
         int rc = tbl_lookup(m->tables[i], key, &v);
-        if (rc == TBL_ERROR)
+        if (rc == TBL_ERROR) {
+            msg_warn("%s: %s: lookup error for \"%s\"", m->param, tbl_spec(m->tables[i]), key);
             return -1;
+        }
         if (rc == TBL_FOUND) {
             *value = petrel_pool_strdup(pool, v);
             return 1;

@@ -10,6 +10,7 @@
 #include "config.h"
 
 #include <ctype.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,7 @@
 
 #include "lib/log.h"
 #include "lib/xalloc.h"
+#include "smtpd/rcpt_maps.h"
 #include "smtpd/restrict.h"
 #include "smtpd/smtpd_int.h"
 #include "tables/cidr.h"
@@ -35,6 +37,7 @@ enum step_kind {
     STEP_REJECT_UNAUTH_PIPELINING, STEP_REJECT_NON_FQDN_SENDER, STEP_REJECT_NON_FQDN_RCPT,
     STEP_REJECT_NON_FQDN_HELO, STEP_REJECT_INVALID_HELO,
     STEP_CHECK_CLIENT, STEP_CHECK_HELO, STEP_CHECK_SENDER, STEP_CHECK_RCPT,
+    STEP_REJECT_UNLISTED_RCPT, STEP_REJECT_UNLISTED_SENDER,
     STEP_MODULE,
 };
 
@@ -59,6 +62,10 @@ struct restrict_run {
     const char *rcpt;
     restrict_done_fn *done;
     struct restrict_result collected;   /* HOLD/DISCARD seen so far */
+    /* reject_unlisted_recipient/_sender ran in this evaluation: the implicit
+     * check at the end of the list is not repeated (Postfix's
+     * recipient_rcptmap_checked) */
+    int rcpt_maps_checked, sender_maps_checked;
 };
 
 static const struct { const char *name; enum step_kind kind; int takes_table; } builtin_steps[] = {
@@ -81,6 +88,9 @@ static const struct { const char *name; enum step_kind kind; int takes_table; } 
     { "check_helo_access", STEP_CHECK_HELO, 1 },
     { "check_sender_access", STEP_CHECK_SENDER, 1 },
     { "check_recipient_access", STEP_CHECK_RCPT, 1 },
+    { "reject_unlisted_recipient", STEP_REJECT_UNLISTED_RCPT, 0 },
+    { "check_recipient_maps", STEP_REJECT_UNLISTED_RCPT, 0 },   /* its name before Postfix 2.1 */
+    { "reject_unlisted_sender", STEP_REJECT_UNLISTED_SENDER, 0 },
 };
 
 /* Names Postfix admins use that Petrel does not provide in the core: say
@@ -382,6 +392,72 @@ static enum restrict_verdict run_table(struct smtpd_session *s, struct restrict_
     return access_action(s, run, stage, step, value, r);
 }
 
+/* Postfix's reject_unlisted_recipient and reject_unlisted_sender (explicit
+ * in a list, or implicit at the end of the recipient or sender checks):
+ * an unknown address in one of our domains is refused with the class's
+ * code; a table that fails defers. */
+static enum restrict_verdict check_unlisted(struct smtpd_session *s, struct restrict_run *run, int sender,
+                                            struct restrict_result *r)
+{
+    const char *address = sender ? (s->tx ? s->tx->mail.address : NULL) : run->rcpt;
+    if (address == NULL || *address == '\0')
+        return RV_DUNNO;   /* no transaction yet, or the null sender */
+    int *checked = sender ? &run->sender_maps_checked : &run->rcpt_maps_checked;
+    if (*checked)
+        return RV_DUNNO;
+    *checked = 1;
+    petrel_pool *pool = s->tx ? s->tx->pool : s->pool;
+    struct rcpt_maps_answer answer;
+    switch (smtpd_rcpt_maps_check(s->set->rcpt_maps, &s->set->domains, address, sender, pool, &answer)) {
+    case RCPT_MAPS_KNOWN:
+        return RV_DUNNO;
+    case RCPT_MAPS_RETRY:
+        return decide(r, RV_DEFER, 451, "4.3.0", petrel_pool_printf(pool, "<%s>: Temporary lookup failure", address));
+    case RCPT_MAPS_UNKNOWN:
+        break;
+    }
+    return reject_with(s, run, sender ? RS_SENDER : RS_RECIPIENT,
+                       sender ? STEP_REJECT_UNLISTED_SENDER : STEP_REJECT_UNLISTED_RCPT, answer.code,
+                       answer.enhanced, answer.why, r);
+}
+
+/* What runs when a stage's list is done (exhausted or PERMIT): the implicit
+ * smtpd_reject_unlisted_sender / smtpd_reject_unlisted_recipient check,
+ * unless the list already ran it, a DISCARD was decided or the mail is a
+ * local submission. Returns 1 with *r when that refuses. */
+static int stage_finished(struct smtpd_session *s, struct restrict_run *run, enum restrict_stage stage,
+                          struct restrict_result *r)
+{
+    int discard = run->collected.verdict == RV_DISCARD || (s->tx && s->tx->discard);
+    int sender;
+    if (stage == RS_SENDER && s->set->reject_unlisted_sender)
+        sender = 1;
+    else if (stage == RS_RECIPIENT && s->set->reject_unlisted_recipient)
+        sender = 0;
+    else
+        return 0;
+    /* Mail from petrel-sendmail is never refused for an unknown address, as
+     * Postfix's sendmail/pickup path never meets smtpd's check: it is
+     * accepted and bounced to the local user who sent it. */
+    if (discard || s->local_submission)
+        return 0;
+    struct restrict_result result = { RV_DUNNO, 0, NULL, NULL };
+    enum restrict_verdict v = check_unlisted(s, run, sender, &result);
+    if (v != RV_REJECT && v != RV_DEFER)
+        return 0;
+    *r = result;
+    return 1;
+}
+
+int restrict_stage_needed(const struct smtpd_settings *set, enum restrict_stage stage)
+{
+    if (stage == RS_SENDER && set->reject_unlisted_sender)
+        return 1;
+    if (stage == RS_RECIPIENT && set->reject_unlisted_recipient)
+        return 1;
+    return !restrict_list_empty(stage_list(set, stage));
+}
+
 static enum restrict_verdict run_module_step(struct smtpd_session *s, struct restrict_run *run,
                                              const struct restrict_step *step, struct restrict_result *r);
 
@@ -455,6 +531,10 @@ static enum restrict_verdict run_step(struct smtpd_session *s, struct restrict_r
     case STEP_CHECK_SENDER:
     case STEP_CHECK_RCPT:
         return run_table(s, run, stage, step, r);
+    case STEP_REJECT_UNLISTED_RCPT:
+        return check_unlisted(s, run, 0, r);
+    case STEP_REJECT_UNLISTED_SENDER:
+        return check_unlisted(s, run, 1, r);
     case STEP_MODULE:
         return run_module_step(s, run, step, r);
     }
@@ -473,9 +553,8 @@ static int apply_step(struct restrict_run *run, enum restrict_verdict v, const s
         return 0;
     }
     if (v == RV_PERMIT) {
-        /* this list is done; the next stage still runs */
-        run->stage_index++;
-        run->step_index = 0;
+        /* this list is done (its end-of-list checks still run); the next stage too */
+        run->step_index = INT_MAX;
         return 0;
     }
     if (v == RV_REJECT || v == RV_DEFER) {
@@ -492,6 +571,8 @@ static int run_steps(struct smtpd_session *s, struct restrict_run *run, struct r
         enum restrict_stage stage = run->stages[run->stage_index];
         struct restrict_list *list = stage_list(s->set, stage);
         if (list == NULL || run->step_index >= list->nsteps) {
+            if (stage_finished(s, run, stage, r))
+                return 1;
             run->stage_index++;
             run->step_index = 0;
             continue;

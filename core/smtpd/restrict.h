@@ -43,6 +43,11 @@ struct restrict_list *restrict_compile(petrel_pool *pool, const char *param,
                                        const char *const *items, struct tbl_registry *tables,
                                        const struct module_set *modules, char **error);
 int restrict_list_empty(const struct restrict_list *list);
+/* 1 when evaluating stage can refuse anything: its list is not empty, or
+ * it ends with an implicit check (smtpd_reject_unlisted_sender at
+ * RS_SENDER, smtpd_reject_unlisted_recipient at RS_RECIPIENT). */
+struct smtpd_settings;
+int restrict_stage_needed(const struct smtpd_settings *set, enum restrict_stage stage);
 int restrict_list_has(const struct restrict_list *list, const char *name);
 
 /* Evaluates the lists of one SMTP phase for session s (with smtpd_delay_reject

@@ -779,7 +779,7 @@ static void cmd_mail(struct smtpd_session *s, const struct smtp_command *cmd)
         count_error(s, CNT_MAIL);
         return;
     }
-    if (!set->delay_reject && !restrict_list_empty(set->sender_restrictions)) {
+    if (!set->delay_reject && restrict_stage_needed(set, RS_SENDER)) {
         static const enum restrict_stage stages[] = { RS_SENDER };
         s->state = SMTPD_WAIT;
         restrict_check(s, stages, 1, NULL, mail_checked);

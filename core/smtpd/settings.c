@@ -17,6 +17,7 @@
 #include "lib/log.h"
 #include "lib/xalloc.h"
 #include "mail/addr_class.h"
+#include "smtpd/rcpt_maps.h"
 #include "smtpd/restrict.h"
 #include "smtpd/smtpd_int.h"
 #include "tables/cidr.h"
@@ -76,6 +77,7 @@ static void free_settings_pool(void *arg)
     cidr_list_free(set->debug_peers);
     for (size_t i = 0; i < set->nsender_bcc_maps; i++)
         tbl_close(set->sender_bcc_maps[i]);
+    smtpd_rcpt_maps_free(set->rcpt_maps);
 }
 
 struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struct master_service *svc,
@@ -121,6 +123,14 @@ struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struc
     set->maxproc = svc->maxproc;
     mail_domains_init(&set->domains, cfg);
     set->recipient_delimiter = cfg_get(cfg, "recipient_delimiter");
+    set->reject_unlisted_recipient = cfg_bool(cfg, "smtpd_reject_unlisted_recipient");
+    set->reject_unlisted_sender = cfg_bool(cfg, "smtpd_reject_unlisted_sender");
+    {
+        const char *param = NULL;
+        set->rcpt_maps = smtpd_rcpt_maps_open(cfg, w->tables, &param, error);
+        if (set->rcpt_maps == NULL)
+            goto failed;
+    }
     set->always_bcc = cfg_get(cfg, "always_bcc");
     {
         const char *const *specs = cfg_list(cfg, "sender_bcc_maps");

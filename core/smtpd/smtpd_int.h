@@ -44,6 +44,7 @@ struct module_set;
 struct petrel_module;
 struct hook_run;
 struct restrict_result;
+struct smtpd_rcpt_maps;
 
 /* The SMTP phases whose module hooks the session runs. */
 enum smtpd_phase { PHASE_CONNECT, PHASE_HELO, PHASE_STARTTLS, PHASE_AUTH, PHASE_MAIL, PHASE_RCPT, PHASE_DATA,
@@ -127,6 +128,10 @@ struct smtpd_settings {
     int maxproc;                      /* concurrent sessions of this service, 0 = unlimited */
     struct mail_domains domains;      /* the address classes' domain lists */
     const char *recipient_delimiter;
+    /* recipient validation: smtpd_reject_unlisted_recipient/_sender and the
+     * tables that say who exists (rcpt_maps.h) */
+    int reject_unlisted_recipient, reject_unlisted_sender;
+    struct smtpd_rcpt_maps *rcpt_maps;
     const char *always_bcc;
     struct tbl **sender_bcc_maps;
     size_t nsender_bcc_maps;

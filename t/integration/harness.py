@@ -216,10 +216,23 @@ DEFAULT_MAIN_CF = {
 }
 
 
+# The fictional local mailboxes the suite's messages go to. Petrel refuses
+# unknown local recipients at RCPT as Postfix does (smtpd_reject_unlisted_recipient
+# with local_recipient_maps = the system's users and $alias_maps), so every
+# instance gets them in a table next to the system's users; a test may add
+# names (local_users=) or set local_recipient_maps itself.
+TEST_LOCAL_USERS = [
+    "user", "user2", "user3", "u", "b", "rcpt", "address", "other", "victim", "first-rcpt",
+    "second-rcpt", "added-rcpt", "rg", "rgen", "datareject", "reject-u", "blocked", "later", "deferred",
+    "inline", "jürgen",
+]
+
+
 class Petrel:
     """One petreld instance in its own temporary directory."""
 
-    def __init__(self, tap, main_cf=None, master_cf=None, extra_services="", start=True, workers=None):
+    def __init__(self, tap, main_cf=None, master_cf=None, extra_services="", start=True, workers=None,
+                 local_users=()):
         self.tap = tap
         self.dir = tempfile.mkdtemp(prefix="petrel-test-")
         os.chmod(self.dir, 0o755)
@@ -230,6 +243,10 @@ class Petrel:
         self.port = free_port()
         settings = dict(DEFAULT_MAIN_CF)
         settings["queue_directory"] = self.queue
+        users_table = os.path.join(self.conf, "local_users")
+        with open(users_table, "w") as f:
+            f.writelines("%s OK\n" % name for name in TEST_LOCAL_USERS + list(local_users))
+        settings["local_recipient_maps"] = "proxy:unix:passwd.byname $alias_maps texthash:" + users_table
         if workers:
             settings["smtpd_workers"] = str(workers)
         settings.update(main_cf or {})

@@ -301,8 +301,11 @@ with Petrel(t, main_cf=conf(testmod_log_hooks="no"), extra_services="qmgr unix n
     if p.pw:
         os.chown(boxes, p.pw.pw_uid, p.pw.pw_gid)
     cfg = dict(p.settings)
+    # smtpd_reject_unlisted_recipient = no: the bounce below needs an unknown
+    # user past smtpd (test_recipient_validation.py tests the check).
     cfg.update({"virtual_mailbox_domains": "vmail.test", "virtual_mailbox_base": boxes,
-                "virtual_mailbox_maps": "inline:{ {u@vmail.test = u/} }"})
+                "virtual_mailbox_maps": "inline:{ {u@vmail.test = u/} }",
+                "smtpd_reject_unlisted_recipient": "no"})
     p.write_main_cf(cfg)
     p.start()
     c = p.connect()

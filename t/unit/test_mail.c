@@ -1,0 +1,179 @@
+/*
+ * Unit tests for core/mail: the address split (recipient_delimiter), the
+ * address-map key order and its strategies, a failing table stopping the
+ * search, the address classes with Postfix's precedence, and table lists
+ * leaving out an unusable default alias_maps only where asked to.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <petrel/pool.h>
+#include "config/config.h"
+#include "mail/addr_class.h"
+#include "mail/addr_find.h"
+#include "mail/maps.h"
+#include "tables/table.h"
+#include "../tap.h"
+
+static char topdir[] = "/tmp/petrel-test-mail-XXXXXX";
+static int case_number;
+static struct cfg_schema *schema;
+static struct tbl_registry *reg;
+static petrel_pool *pool;
+
+/* A configuration from main.cf text (the built-in master.cf). */
+static struct cfg *load(const char *main_cf)
+{
+    char dir[600], path[700];
+    snprintf(dir, sizeof(dir), "%s/c%d", topdir, ++case_number);
+    mkdir(dir, 0700);
+    snprintf(path, sizeof(path), "%s/main.cf", dir);
+    FILE *fp = fopen(path, "w");
+    if (fp == NULL || fputs(main_cf, fp) < 0 || fclose(fp) != 0) {
+        perror(path);
+        exit(2);
+    }
+    int nerrors = 0;
+    struct cfg *cfg = cfg_load(schema, dir, &nerrors);
+    if (cfg == NULL) {
+        printf("Bail out! cannot load %s (%d errors)\n", path, nerrors);
+        exit(1);
+    }
+    return cfg;
+}
+
+static void test_split(void)
+{
+    struct mail_addr a;
+    mail_addr_split("User+Tag@Example.COM", "+", pool, &a);
+    is_str(a.local, "User", "split: local part without the extension");
+    is_str(a.extension, "Tag", "split: the extension");
+    is_str(a.full_local, "User+Tag", "split: the full local part");
+    is_str(a.domain, "Example.COM", "split: the domain as written");
+    mail_addr_split("a-b+c@d", "+-", pool, &a);
+    ok(strcmp(a.local, "a") == 0 && strcmp(a.extension, "b+c") == 0,
+       "split: several delimiters, the first one found cuts");
+    mail_addr_split("Postmaster@d", "t", pool, &a);
+    ok(a.extension == NULL && strcmp(a.local, "Postmaster") == 0, "split: postmaster is never split");
+    mail_addr_split("+x@d", "+", pool, &a);
+    ok(a.extension == NULL && strcmp(a.local, "+x") == 0, "split: a leading delimiter is not an extension");
+    mail_addr_split("user+x@d", "", pool, &a);
+    ok(a.extension == NULL, "split: no recipient_delimiter, no extension");
+    mail_addr_split("user", "+", pool, &a);
+    is_str(a.domain, "", "split: no domain is the empty domain");
+    mail_addr_split("\"a@b\"@d", "+", pool, &a);
+    ok(strcmp(a.full_local, "\"a@b\"") == 0 && strcmp(a.domain, "d") == 0, "split: at the last '@'");
+}
+
+static const char *find(struct mail_maps *m, const char *address, unsigned strategy)
+{
+    struct mail_addr a;
+    const char *value = NULL;
+    mail_addr_split(address, "+", pool, &a);
+    int rc = mail_addr_find(m, &a, strategy, pool, &value);
+    return rc < 0 ? "<error>" : rc == 0 ? "<notfound>" : value;
+}
+
+static void test_find(void)
+{
+    struct cfg *cfg = load("virtual_alias_maps = inline:{ {a+b@d.test = full}, {a@d.test = noext}, "
+                           "{a+b = lp}, {c = lpnoext}, {@d.test = catchall} }\n"
+                           "canonical_maps = inline:{ {x@d.test = before} } fail:down inline:{ {@d.test = after} }\n");
+    struct mail_maps m;
+    char *error = NULL;
+    ok(mail_maps_open(&m, cfg, reg, "virtual_alias_maps", 0, &error) == 0, "open virtual_alias_maps");
+    is_str(find(&m, "a+b@d.test", MAIL_FIND_ADDRESS), "full", "find: user+ext@domain first");
+    is_str(find(&m, "a+z@d.test", MAIL_FIND_ADDRESS), "noext", "find: then user@domain");
+    is_str(find(&m, "q@d.test", MAIL_FIND_ADDRESS), "catchall", "find: then @domain");
+    is_str(find(&m, "a+b@d.test", MAIL_FIND_LOCALPART), "lp", "find: localpart user+ext");
+    is_str(find(&m, "c+z@e.test", MAIL_FIND_LOCALPART), "lpnoext", "find: localpart user without the extension");
+    is_str(find(&m, "c+z@e.test", MAIL_FIND_ADDRESS), "<notfound>", "find: the router's forms never try the localpart");
+    is_str(find(&m, "A+B@D.TEST", MAIL_FIND_ADDRESS), "full", "find: keys fold to lower case");
+    is_str(find(&m, "q@other.test", MAIL_FIND_ADDRESS | MAIL_FIND_LOCALPART), "<notfound>", "find: nothing matches");
+    mail_maps_close(&m);
+
+    ok(mail_maps_open(&m, cfg, reg, "canonical_maps", 0, &error) == 0, "open three tables, one failing");
+    is_str(find(&m, "x@d.test", MAIL_FIND_ADDRESS), "before", "find: a table before the failing one answers");
+    is_str(find(&m, "y@d.test", MAIL_FIND_ADDRESS), "<error>",
+           "find: a failing table stops the search (a later @domain must not answer)");
+    mail_maps_close(&m);
+    cfg_free(cfg);
+}
+
+static void test_classes(void)
+{
+    struct cfg *cfg = load("mydestination = a.test, both.test\n"
+                           "virtual_alias_domains = va.test both.test\n"
+                           "virtual_mailbox_domains = vm.test va.test\n"
+                           "relay_domains = relay.test\n");
+    struct mail_domains d;
+    mail_domains_init(&d, cfg);
+    is_int(mail_domain_class(&d, "a.test"), MAIL_CLASS_LOCAL, "class: mydestination is local");
+    is_int(mail_domain_class(&d, "A.TEST"), MAIL_CLASS_LOCAL, "class: domains match without case");
+    is_int(mail_domain_class(&d, ""), MAIL_CLASS_LOCAL, "class: no domain is local");
+    is_int(mail_domain_class(&d, "both.test"), MAIL_CLASS_LOCAL, "class: local wins over virtual alias (Postfix)");
+    is_int(mail_domain_class(&d, "va.test"), MAIL_CLASS_VIRTUAL_ALIAS,
+           "class: virtual alias wins over virtual mailbox (Postfix)");
+    is_int(mail_domain_class(&d, "vm.test"), MAIL_CLASS_VIRTUAL_MAILBOX, "class: virtual mailbox");
+    is_int(mail_domain_class(&d, "relay.test"), MAIL_CLASS_RELAY, "class: relay");
+    is_int(mail_domain_class(&d, "sub.relay.test"), MAIL_CLASS_RELAY, "class: relay_domains matches subdomains");
+    is_int(mail_domain_class(&d, "sub.a.test"), MAIL_CLASS_DEFAULT, "class: mydestination does not");
+    is_int(mail_domain_class(&d, "notrelay.test"), MAIL_CLASS_DEFAULT, "class: a suffix is not a subdomain");
+    is_int(mail_domain_class(&d, "x.test"), MAIL_CLASS_DEFAULT, "class: anything else is default");
+    cfg_free(cfg);
+}
+
+static void test_default_aliases(void)
+{
+    /* alias_maps at its default, hash:/etc/aliases: no hash: type here. */
+    struct cfg *cfg = load("myhostname = mx.test\n");
+    struct mail_maps m;
+    char *error = NULL;
+    ok(mail_maps_open(&m, cfg, reg, "local_recipient_maps", MAIL_MAPS_DEFAULT_ALIASES_OPTIONAL | MAIL_MAPS_QUIET,
+                      &error) == 0,
+       "local_recipient_maps opens with the unusable default alias_maps left out");
+    is_int(m.n, 1, "only unix:passwd.byname is left");
+    ok(strncmp(find(&m, "root@mx.test", MAIL_FIND_ADDRESS | MAIL_FIND_LOCALPART), "root:", 5) == 0,
+       "and it knows root (by its local part: mx.test is local)");
+    mail_maps_close(&m);
+    ok(mail_maps_open(&m, cfg, reg, "local_recipient_maps", 0, &error) == -1, "without the flag it is an error");
+    ok(error && strncmp(error, "local_recipient_maps: hash:/etc/aliases", 39) == 0, "naming the parameter and table");
+    free(error);
+    cfg_free(cfg);
+
+    cfg = load("alias_maps = hash:/etc/aliases\n");
+    error = NULL;
+    ok(mail_maps_open(&m, cfg, reg, "local_recipient_maps", MAIL_MAPS_DEFAULT_ALIASES_OPTIONAL | MAIL_MAPS_QUIET,
+                      &error) == -1,
+       "an alias_maps the admin set is never left out");
+    free(error);
+    cfg_free(cfg);
+}
+
+int main(void)
+{
+    if (mkdtemp(topdir) == NULL) {
+        perror("mkdtemp");
+        return 2;
+    }
+    schema = cfg_schema_new();
+    reg = tbl_registry_new();
+    pool = petrel_pool_create(0);
+    test_split();
+    test_find();
+    test_classes();
+    test_default_aliases();
+    petrel_pool_destroy(pool);
+    tbl_registry_free(reg);
+    cfg_schema_free(schema);
+    char cmd[600];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", topdir);
+    if (system(cmd) != 0)
+        printf("# could not remove %s\n", topdir);
+    return done_testing();
+}

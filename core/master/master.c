@@ -387,6 +387,9 @@ int master_load_config(const char *confdir, struct loaded_config *out, int check
     if (!check_services)
         return 0;
     int bad = 0;
+    /* A main.cf mistake is the same for every smtpd service: say it once. */
+    char **reported = NULL;
+    size_t nreported = 0;
     for (size_t i = 0; i < cfg_service_count(out->cfg); i++) {
         const struct master_service *svc = cfg_service(out->cfg, i);
         if (svc->role != ROLE_SMTPD) {
@@ -400,11 +403,22 @@ int master_load_config(const char *confdir, struct loaded_config *out, int check
         }
         char *error = NULL;
         if (smtpd_validate_service(svc, out->modules, &error) != 0) {
-            msg_error("%s, line %d: service %s: %s", svc->file, svc->line, svc->name, error);
-            free(error);
+            int seen = 0;
+            for (size_t k = 0; k < nreported; k++)
+                seen |= strcmp(reported[k], error) == 0;
+            if (!seen) {
+                msg_error("%s", error);
+                reported = xrealloc(reported, (nreported + 1) * sizeof(*reported));
+                reported[nreported++] = error;
+            } else {
+                free(error);
+            }
             bad++;
         }
     }
+    for (size_t k = 0; k < nreported; k++)
+        free(reported[k]);
+    free(reported);
     if (bad) {
         master_unload_config(out);
         return -1;

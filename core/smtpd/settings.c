@@ -36,6 +36,35 @@ static int fail(char **error, const char *fmt, ...)
     return -1;
 }
 
+/* The errors above read "parameter: problem". Say where to fix it: the
+ * main.cf line when the value comes from main.cf, the master.cf line and
+ * service only for a -o override there (or a default value, or a problem
+ * that is not one parameter's), so an admin is never sent to master.cf for
+ * a main.cf mistake. */
+static void locate_error(const struct master_service *svc, char **error)
+{
+    if (*error == NULL)
+        return;
+    char *located = NULL;
+    size_t name_len = strcspn(*error, ": ");
+    if (name_len > 0 && strncmp(*error + name_len, ": ", 2) == 0) {
+        char *param = xstrndup(*error, name_len);
+        const char *file = NULL;
+        int line = 0;
+        if (cfg_get(svc->cfg, param) != NULL)
+            cfg_origin(svc->cfg, param, &file, &line);
+        if (file && (svc->file == NULL || strcmp(file, svc->file) != 0) && line > 0 &&
+            asprintf(&located, "%s:%d: %s", file, line, *error) < 0)
+            located = NULL;
+        free(param);
+    }
+    if (located == NULL &&
+        asprintf(&located, "%s, line %d: service %s: %s", svc->file, svc->line, svc->name, *error) < 0)
+        return;   /* out of memory: the bare message still says what is wrong */
+    free(*error);
+    *error = located;
+}
+
 static struct cidr_list *networks(const struct cfg *cfg, const char *param, char **error)
 {
     char *err = NULL;
@@ -207,6 +236,7 @@ struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struc
     return set;
 
 failed:
+    locate_error(svc, error);
     petrel_pool_destroy(pool);
     return NULL;
 }

@@ -31,7 +31,9 @@ struct smtpd_worker_args {
 };
 
 /* Builds a listener's settings (restrictions, tables, TLS) to check a
- * configuration without serving it; 0, or -1 with *error (malloc'd). */
+ * configuration without serving it; 0, or -1 with *error (malloc'd) that
+ * names where to fix it (the main.cf line of a main.cf value, the master.cf
+ * line of a -o override or of the service). */
 int smtpd_validate_service(const struct master_service *service, struct module_set *modules, char **error);
 
 /* Runs a worker until it is told to stop; returns the process exit status. */

@@ -311,6 +311,8 @@ void smtpd_continue(struct smtpd_session *s);
 int smtpd_queue_space_ok(struct smtpd_worker *w, unsigned long long message_size_limit);
 
 /* settings.c */
+/* NULL with *error (malloc'd) saying where to fix it: "main.cf:LINE: param:
+ * problem", or "master.cf, line N: service S: ..." for a -o override. */
 struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struct master_service *svc,
                                              char **error);
 void smtpd_settings_free(struct smtpd_settings *set);

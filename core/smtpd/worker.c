@@ -145,8 +145,7 @@ int smtpd_worker_main(const struct smtpd_worker_args *args)
         l->fd = args->listeners[i].fd;
         l->settings = smtpd_settings_create(&w, args->listeners[i].service, &error);
         if (l->settings == NULL)
-            msg_fatal("%s, line %d: service %s: %s", args->listeners[i].service->file,
-                      args->listeners[i].service->line, args->listeners[i].service->name, error);
+            msg_fatal("%s", error);   /* located: main.cf or master.cf line */
         evutil_make_socket_nonblocking(l->fd);
         l->ev = evconnlistener_new(w.base, on_accept, l, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
                                    0 /* already listening: keep the master's backlog */, l->fd);
@@ -180,7 +179,9 @@ int smtpd_validate_service(const struct master_service *service, struct module_s
     w.tables = tbl_registry_new();
     if (module_set_register_tables(modules, w.tables) != 0) {
         tbl_registry_free(w.tables);
-        *error = xstrdup("modules: a table type is provided twice");
+        if (asprintf(error, "%s, line %d: service %s: modules: a table type is provided twice", service->file,
+                     service->line, service->name) < 0)
+            *error = xstrdup("modules: a table type is provided twice");
         return -1;
     }
     struct smtpd_settings *set = smtpd_settings_create(&w, service, error);

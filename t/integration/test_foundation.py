@@ -1,5 +1,6 @@
 """Foundation: start, stop, crash-restart, reload, refused reload, config errors, petrelctl."""
 import os
+import re
 import signal
 import subprocess
 import time
@@ -37,6 +38,32 @@ with Petrel(t, start=False, main_cf={"smtpd_recipient_restrictions": "reject_bog
     t.ok(r.returncode != 0, "an unknown restriction fails the check")
     t.like(r.stderr, r"smtpd_recipient_restrictions: unknown restriction \"reject_bogus_thing\"",
            "the unknown restriction is named with its parameter")
+
+# A main.cf mistake is reported against main.cf and its line, once, however
+# many smtpd services master.cf has; a -o override against its master.cf line.
+with Petrel(t, start=False, main_cf={"smtpd_recipient_restrictions": "reject_bogus_thing",
+                                      "smtpd_relay_restrictions": "permit_mynetworks, reject_unauth_destination"},
+            extra_services="127.0.0.1:%d inet n - n - - smtpd\n" % free_port()) as p:
+    main_cf = os.path.join(p.conf, "main.cf")
+    with open(main_cf) as f:
+        line = 1 + [n for n, text in enumerate(f) if text.startswith("smtpd_recipient_restrictions")][0]
+    r = subprocess.run(p.command(PETRELD, "-c", p.conf, "-n"), capture_output=True, text=True)
+    t.ok(r.returncode != 0, "a bad restriction in main.cf fails the check")
+    t.like(r.stderr, r"error: %s:%d: smtpd_recipient_restrictions: unknown restriction \"reject_bogus_thing\"\n"
+           % (re.escape(main_cf), line), "the error names main.cf and its line (issue 8, finding 21)")
+    errors = [x for x in r.stderr.splitlines() if "error: " in x]
+    t.ok(not any("master.cf" in x for x in errors), "and no master.cf line", r.stderr)
+    t.is_(r.stderr.count("reject_bogus_thing"), 1, "reported once for two smtpd services")
+
+with Petrel(t, start=False, main_cf={"smtpd_relay_restrictions": "permit_mynetworks, reject_unauth_destination"},
+            extra_services="127.0.0.1:%d inet n - n - - smtpd -o smtpd_recipient_restrictions=reject_other_thing\n"
+            % free_port()) as p:
+    r = subprocess.run(p.command(PETRELD, "-c", p.conf, "-n"), capture_output=True, text=True)
+    t.like(r.stderr, r"error: %s, line 2: service 127\.0\.0\.1:\d+: smtpd_recipient_restrictions: unknown restriction "
+           r"\"reject_other_thing\"" % re.escape(os.path.join(p.conf, "master.cf")),
+           "a bad -o override is reported against its master.cf line")
+    errors = [x for x in r.stderr.splitlines() if "error: " in x]
+    t.ok(errors and not any("main.cf" in x for x in errors), "and not against main.cf", r.stderr)
 
 with Petrel(t, start=False, main_cf={"smtpd_client_restrictions": "reject_rbl_client zen.example"}) as p:
     r = subprocess.run(p.command(PETRELD, "-c", p.conf, "-n"), capture_output=True, text=True)

@@ -65,8 +65,8 @@ with RootPetrel(t, extra_services="qmgr unix n - n 300 1 qmgr\n", start=False) a
     aliasout = os.path.join(p.dir, "aliasout")
     os.mkdir(aliasout)
     os.chmod(aliasout, 0o777)
-    aliascmd = p.write_file("alias.sh", "#!/bin/sh\nid -u > %s/uid\nprintf '%%s' \"$SENDER\" > %s/sender\n"
-                            % (aliasout, aliasout), 0o755)
+    aliascmd = p.write_file("alias.sh", "#!/bin/sh\nprintf '%%s' \"$SENDER\" > %s/sender\nid -u > %s/uid.new && mv %s/uid.new %s/uid\n"
+                            % ((aliasout,) * 4), 0o755)
     piped = os.path.join(p.dir, "piped")
     os.mkdir(piped)
     os.chown(piped, box.pw_uid, box.pw_gid)

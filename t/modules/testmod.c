@@ -24,6 +24,8 @@
  *   header X-Testmod-Del-Rcpt: addr -> petrel_recipient_delete
  *   header X-Testmod-Body: text     -> petrel_body_replace("text\r\n")
  *   header X-Testmod-Quarantine: r  -> petrel_quarantine
+ *   header X-Testmod-Crash: yes     -> NULL dereference at end of message (the
+ *                                      queue file exists, its content not yet written)
  *   restriction "check_testmod WORD": ok dunno reject tempfail slowok hang
  *
  * With testmod_log_hooks = yes every hook logs "testmod: hook NAME ...".
@@ -43,6 +45,7 @@ struct tx_state {
     int nedits;
     int header_reject;
     int body_reject;
+    int crash;
     char tail[32];                /* body bytes carried across chunks */
 };
 
@@ -184,6 +187,8 @@ static petrel_verdict on_header(petrel_session *s, const char *name, const char 
     struct tx_state *t = tx(s);
     if (strcasecmp(name, "X-Testmod-Reject") == 0 && strncasecmp(value, "yes", 3) == 0)
         t->header_reject = 1;
+    if (strcasecmp(name, "X-Testmod-Crash") == 0 && strncasecmp(value, "yes", 3) == 0)
+        t->crash = 1;
     if (strncasecmp(name, "X-Testmod-", 10) == 0 && t->nedits < 32) {
         t->edits[t->nedits][0] = petrel_pool_strdup(petrel_tx_pool(s), name);
         /* values end at the line end: tests keep them on one line */
@@ -236,6 +241,10 @@ static petrel_verdict on_eom(petrel_session *s)
 {
     trace(s, "end_of_message", NULL);
     struct tx_state *t = tx(s);
+    if (t->crash) {
+        volatile int *nowhere = NULL;
+        *nowhere = 1;   /* a plugin with a bug, as in the wild */
+    }
     if (t->header_reject || t->body_reject) {
         petrel_set_reply(s, 550, "5.7.1", t->header_reject ? "testmod rejects this header"
                                                            : "testmod rejects this body");

@@ -1,0 +1,174 @@
+"""Fault injection for the integration tests (issue 8): petreld under the faultfs
+LD_PRELOAD shim (t/tools/faultfs.c) with rules switched at run time, small tmpfs
+mounts for real ENOSPC, and the CPU share of a process (a busy loop shows as ~100%).
+
+    faults = Faults(p)            # a rules file in the test directory
+    faults.start()                # p.start() with the shim preloaded
+    faults.set("op=fsync path=/incoming/ errno=EIO")
+    ... faults.fired("fsync") ...
+    faults.clear()
+"""
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+
+import harness
+from harness import TOP_BUILDDIR, run_as_user
+
+FAULTFS = os.path.join(TOP_BUILDDIR, "t", "tools", ".libs", "faultfs.so")
+QMGR = "qmgr unix n - n 300 1 qmgr\n"
+
+
+def _sanitizer_runtime():
+    """When the build uses ASan, its runtime must come first in LD_PRELOAD."""
+    try:
+        with open(os.path.join(TOP_BUILDDIR, "Makefile")) as f:
+            m = re.search(r"^SAN_CFLAGS = (.*)$", f.read(), re.M)
+    except OSError:
+        return None
+    if not m or "address" not in m.group(1):
+        return None
+    cc = "cc"
+    out = subprocess.run([cc, "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip()
+    return out if out and os.path.isabs(out) else None
+
+
+class Faults:
+    """The shim's rules file and fault log for one Petrel instance."""
+
+    def __init__(self, p):
+        self.p = p
+        self.rules = os.path.join(p.dir, "faults.rules")
+        self.log = os.path.join(p.dir, "faults.log")
+        self.clear()
+        with open(self.log, "w"):
+            pass
+        os.chmod(self.log, 0o666)
+
+    def env(self):
+        shim = harness._runnable_copy(FAULTFS)
+        pre = _sanitizer_runtime()
+        return {"LD_PRELOAD": (pre + " " if pre else "") + shim,
+                "PETREL_FAULTS_FILE": self.rules, "PETREL_FAULTS_LOG": self.log}
+
+    def start(self):
+        """Starts petreld (harness.Petrel.start) with the shim preloaded."""
+        saved = dict(os.environ)
+        os.environ.update(self.env())
+        try:
+            self.p.start()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+    def set(self, *rules):
+        tmp = self.rules + ".tmp"
+        with open(tmp, "w") as f:
+            f.write("\n".join(rules) + "\n")
+        os.chmod(tmp, 0o644)
+        os.rename(tmp, self.rules)
+
+    def clear(self):
+        self.set()
+
+    def fired(self, op=None, path=None):
+        """The faults injected so far: [(pid, op, path, errno name or 'short')]."""
+        out = []
+        with open(self.log) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) == 4 and (op is None or parts[1] == op) and (path is None or path in parts[2]):
+                    out.append((int(parts[0]), parts[1], parts[2], parts[3]))
+        return out
+
+    def reset_log(self):
+        with open(self.log, "w"):
+            pass
+
+
+def cpu_share(pid, seconds=1.0):
+    """The share of one CPU that pid used over `seconds` (utime + stime from
+    /proc/PID/stat): about 0 for an idle process, about 1.0 for a busy loop."""
+    def ticks():
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    hz = os.sysconf("SC_CLK_TCK")
+    a, t0 = ticks(), time.time()
+    time.sleep(seconds)
+    b, t1 = ticks(), time.time()
+    return (b - a) / hz / (t1 - t0)
+
+
+def qmgr_pid(p):
+    out = p.petrelctl("status").stdout
+    m = re.search(r"queue manager pid (\d+)", out)
+    return int(m.group(1)) if m else None
+
+
+def alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def queue_names(p, d):
+    path = os.path.join(p.queue, d)
+    return sorted(os.listdir(path)) if os.path.isdir(path) else []
+
+
+def maildir_files(path):
+    """Every file in a Maildir's tmp/ and new/ (to check that nothing half-written is left)."""
+    out = {}
+    for sub in ("tmp", "new"):
+        d = os.path.join(path, sub)
+        out[sub] = sorted(os.listdir(d)) if os.path.isdir(d) else []
+    return out
+
+
+def need_root(t, what):
+    """Mounting needs root (CI runs the suite as root); elsewhere the test says why it skips."""
+    if os.geteuid() == 0:
+        return True
+    t.ok(True, "# SKIP %s needs root to mount a small tmpfs (the suite runs as root in CI)" % what)
+    return False
+
+
+@contextlib.contextmanager
+def small_tmpfs(size="1m", where=None):
+    """A tmpfs of `size` mounted at `where` (default: a new temporary directory),
+    owned by the test user, unmounted afterwards."""
+    mnt = where or tempfile.mkdtemp(prefix="petrel-smallfs-")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%s,mode=0755" % size, "tmpfs", mnt], check=True)
+    try:
+        _, pw = run_as_user()
+        if pw:
+            os.chown(mnt, pw.pw_uid, pw.pw_gid)
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", mnt])
+        if where is None:
+            shutil.rmtree(mnt, ignore_errors=True)
+
+
+def fill(mnt, leave=0):
+    """Fills the file system at mnt (a root-owned file), leaving about `leave` bytes."""
+    path = os.path.join(mnt, ".filler")
+    st = os.statvfs(mnt)
+    free = st.f_bavail * st.f_frsize - leave
+    with open(path, "wb") as f:
+        chunk = b"\0" * 65536
+        while free > 0:
+            try:
+                f.write(chunk[:min(free, len(chunk))])
+                f.flush()
+            except OSError:
+                break
+            free -= len(chunk)
+    return path

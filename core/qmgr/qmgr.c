@@ -7,7 +7,13 @@
  * inotify reports that close (IN_CLOSE_WRITE; IN_MOVED_TO for requeued
  * files). A periodic scan picks up what inotify missed, but only files
  * that have not been written for a while, so a file still being written or
- * committed is never taken. The message is renamed into active/ and parsed
+ * committed is never taken. A file in incoming/ is never taken while its
+ * writer holds the writer lock (queue_file_writer_active), however old it
+ * looks; an incomplete file whose writer is gone (a crashed smtpd worker)
+ * is removed, as the recovery scan removes it at start. Files there are
+ * opened read-only: closing a writable descriptor would raise the very
+ * IN_CLOSE_WRITE event we listen for, and a file left alone would then come
+ * back forever. The message is renamed into active/ and parsed
  * once; at most qmgr_message_active_limit messages are in memory, the rest
  * waits on disk (bounded memory whatever the queue size).
  *
@@ -1012,7 +1018,11 @@ static void take_message(struct qmgr *q, const char *id, enum queue_dir from)
     for (struct qmsg *x = q->by_id[bucket]; x; x = x->next_hash)
         if (strcmp(x->id, id) == 0)
             return;   /* already ours (an event and a scan both saw it) */
-    int fd = openat(queue_dir_fd(q->queue, from), id, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+    /* In incoming/ the file is opened read-only: closing a descriptor
+     * opened for writing there raises the very IN_CLOSE_WRITE event this
+     * is called for, and a file we leave alone would come back forever. */
+    int incoming = from == QDIR_INCOMING;
+    int fd = openat(queue_dir_fd(q->queue, from), id, (incoming ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0) {
         if (errno == EMFILE || errno == ENFILE) {
             /* Out of descriptors: stop taking messages until some finish. */
@@ -1020,6 +1030,16 @@ static void take_message(struct qmgr *q, const char *id, enum queue_dir from)
             q->intake_blocked = 1;
         }
         return;   /* ENOENT: deleted meanwhile (petrelctl, an abort): nothing to do */
+    }
+    int writer = 0;
+    if (incoming) {
+        /* A file whose writer is still at work is not committed yet, even
+         * if it looks complete: its writer's close reports it again. */
+        writer = queue_file_writer_active(fd);
+        if (writer == 1) {
+            close(fd);
+            return;
+        }
     }
     struct qmsg *m = xcalloc(1, sizeof(*m));
     m->q = q;
@@ -1029,13 +1049,23 @@ static void take_message(struct qmgr *q, const char *id, enum queue_dir from)
     char *error = NULL;
     if (queue_message_read_fd(fd, m->id, m->pool, &m->msg, &error) != 0) {
         int err = errno;
+        if (err == ENODATA && incoming) {
+            /* Never finished. With its writer gone (a crashed smtpd worker,
+             * say) it was never acknowledged either: remove it, as the
+             * recovery scan does at start. If we cannot tell, leave it. */
+            if (writer == 0) {
+                if (unlinkat(queue_dir_fd(q->queue, QDIR_INCOMING), id, 0) == 0)
+                    msg_info("%s: removed incomplete queue file (its writer is gone)", id);
+                else if (errno != ENOENT)
+                    msg_warn("%s: cannot remove incomplete queue file: %s", id, strerror(errno));
+            }
+        } else {
+            msg_warn("%s: moving damaged queue file to corrupt: %s", id, error ? error : strerror(err));
+            queue_move(q->queue, id, from, QDIR_CORRUPT);
+        }
         close(fd);
         petrel_pool_destroy(m->pool);
         free(m);
-        if (err == ENODATA && from == QDIR_INCOMING)
-            return;   /* still being written: the close will tell us */
-        msg_warn("%s: moving damaged queue file to corrupt: %s", id, error ? error : strerror(err));
-        queue_move(q->queue, id, from, QDIR_CORRUPT);
         return;
     }
     if (from != QDIR_ACTIVE && queue_move(q->queue, id, from, QDIR_ACTIVE) != 0) {
@@ -1044,6 +1074,20 @@ static void take_message(struct qmgr *q, const char *id, enum queue_dir from)
         petrel_pool_destroy(m->pool);
         free(m);
         return;
+    }
+    if (incoming) {
+        /* Out of incoming/ now: reopen for writing (recipient marks). */
+        int rw = openat(queue_dir_fd(q->queue, QDIR_ACTIVE), id, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+        if (rw < 0) {
+            msg_warn("%s: cannot open in the active queue: %s; retrying later", id, strerror(errno));
+            queue_move(q->queue, id, QDIR_ACTIVE, QDIR_DEFERRED);
+            close(fd);
+            petrel_pool_destroy(m->pool);
+            free(m);
+            return;
+        }
+        close(fd);
+        m->fd = rw;
     }
     m->arrival = (double)m->msg.env.arrival_sec + m->msg.env.arrival_usec / 1e6;
     gettimeofday(&m->t_active, NULL);
@@ -1066,7 +1110,9 @@ static void on_inotify(evutil_socket_t fd, short what, void *arg)
 {
     struct qmgr *q = arg;
     char buf[16384] __attribute__((aligned(__alignof__(struct inotify_event))));
-    for (;;) {
+    /* A bounded batch per call: the descriptor stays readable and the loop
+     * comes back, after it has looked at signals and timers. */
+    for (int batch = 0; batch < 8 && !q->stopping; batch++) {
         ssize_t n = read(fd, buf, sizeof(buf));
         if (n <= 0)
             break;

@@ -132,6 +132,14 @@ ssize_t queue_writer_read_content(struct queue_writer *w, unsigned long long off
  * is never retried. */
 int queue_writer_commit(struct queue_writer *w);
 void queue_writer_abort(struct queue_writer *w);   /* unlinks the file, frees the writer */
+/* Whether a writer is still at work on the queue file open at fd (any
+ * mode, read-only is enough): every writer holds an exclusive flock(2) on
+ * its file from queue_writer_create until it closes it, and the kernel
+ * drops it when the writer dies. Returns 1 when a writer holds it; 0 when
+ * none does (fd then holds the lock itself until it is closed, so no
+ * writer can appear: names are created O_EXCL); -1 with errno when the
+ * file system cannot tell (no flock). */
+int queue_file_writer_active(int fd);
 void queue_writer_free(struct queue_writer *w);    /* after a successful commit */
 const char *queue_writer_id(const struct queue_writer *w);
 

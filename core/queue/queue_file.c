@@ -52,6 +52,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -301,6 +302,10 @@ struct queue_writer *queue_writer_create(struct queue *q, struct queue_id_gen *g
     }
     if (fd < 0)
         return NULL;   /* EEXIST every time: another process shares our tag and clock */
+    /* The writer's mark (queue_file_writer_active): held until the file is
+     * closed, dropped by the kernel if the writer dies. A file system
+     * without flock only loses the "writer gone" shortcut. */
+    (void)flock(fd, LOCK_EX | LOCK_NB);
 
     struct queue_writer *w = xcalloc(1, sizeof(*w));
     w->q = q;
@@ -430,6 +435,13 @@ int queue_writer_commit(struct queue_writer *w)
         return -1;
     }
     return 0;
+}
+
+int queue_file_writer_active(int fd)
+{
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+        return 0;
+    return errno == EWOULDBLOCK ? 1 : -1;
 }
 
 static void writer_destroy(struct queue_writer *w)

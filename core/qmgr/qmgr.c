@@ -65,6 +65,7 @@
 #include "lib/xalloc.h"
 #include "qmgr/bounce.h"
 #include "qmgr/qmgr.h"
+#include "qmgr/qmgr_int.h"
 #include "qmgr/route.h"
 #include "qmgr/mailbox_helper.h"
 #include "module/module.h"
@@ -73,107 +74,6 @@
 
 #define STALE_INCOMING_SECONDS 10
 #define GLOBAL_DELIVERY_LIMIT 100
-#define DEST_BUCKETS 1024
-
-struct qmgr;
-struct qmsg;
-struct dest;
-
-struct rcpt_outcome {
-    int state;                 /* 0 none yet, else DLV_SENT+1 / DLV_DEFERRED+1 / DLV_BOUNCED+1 (worst wins) */
-    char dsn[16];
-    char text[512];
-    char relay[320];
-};
-
-struct qjob {
-    struct qjob *next;         /* in its destination's queue */
-    struct qjob *next_helper;  /* waiting for the mailbox helper */
-    unsigned long long helper_id;
-    size_t helper_left;        /* recipients the helper has not answered yet */
-    struct qmsg *m;
-    struct dest *d;
-    enum route_kind kind;
-    const char *transport;
-    const char *path;
-    long uid, gid;
-    int from_alias;            /* an alias's |command or /file */
-    const char *user, *extension;
-    const char *const *pipe_argv;
-    const char *pipe_flags;
-    struct dlv_job dj;
-    size_t *rcpt_index;
-    const char **rcpt_addr;
-    size_t cap;
-    struct dlv_result *results;
-    struct timeval started;
-};
-
-#define MSG_BUCKETS 16384
-
-struct qmsg {
-    struct qmsg *next, *prev;
-    struct qmsg *next_hash;    /* in the queue manager's ID index */
-    struct qmgr *q;
-    char id[QUEUE_ID_MAX];
-    int fd;
-    petrel_pool *pool;
-    struct queue_message msg;
-    struct rcpt_outcome *outcome;
-    unsigned jobs_left;
-    struct timeval t_active;
-    double arrival;
-    const char *sender;        /* after sender_canonical_maps / masquerading */
-};
-
-struct dest {
-    struct dest *next_bucket;
-    struct dest *next_ready;   /* in the ready ring */
-    char *key;                 /* "transport\nnexthop" */
-    struct qjob *head, *tail;
-    unsigned active, limit;
-    int in_ready;
-    long long rate_delay;      /* TRANSPORT_destination_rate_delay: one at a time, this far apart */
-    struct event *rate_timer;
-    int resting;               /* waiting out rate_delay */
-    struct qmgr *q;
-};
-
-struct qmgr {
-    struct event_base *base;
-    const struct cfg *cfg;
-    struct queue *queue;
-    struct queue_id_gen idgen;
-    struct workq *workq;
-    struct tbl_registry *tables;
-    struct router *router;
-    struct dns_resolver *dns;
-    struct smtp_client *smtp, *lmtp;
-    struct smtp_client *smtp_by_level[SMTP_TLS_SECURE + 1];   /* smtp_tls_policy_maps */
-    struct smtp_client_settings smtp_set;
-    struct tbl **tls_policy;
-    size_t ntls_policy;
-    int inotify_fd;
-    struct event *inotify_ev, *scan_timer, *deferred_timer, *sig_term, *sig_flush, *sig_hup, *stop_timer;
-    struct qmsg *messages;
-    struct qmsg *by_id[MSG_BUCKETS];   /* "is it ours already?" in O(1), for scans of big queues */
-    struct event *refill_timer;        /* room appeared: take more from incoming/ and deferred/ */
-    unsigned nactive, active_limit;
-    struct dest *buckets[DEST_BUCKETS];
-    struct dest *ready_head, *ready_tail;
-    unsigned deliveries, delivery_limit;
-    unsigned dest_limit, dest_rcpt_limit;
-    long long min_backoff, max_backoff, run_delay, max_lifetime, bounce_lifetime, delay_warning;
-    const char *myhostname, *postmaster, *double_bounce_sender;
-    struct module_set *modules;
-    int helper_fd;             /* privileged mailbox helper, or -1 */
-    struct event *helper_ev;
-    unsigned long long helper_seq;
-    struct qjob *helper_waiting;   /* jobs the helper has not fully answered */
-    int stopping;
-    int intake_blocked;        /* the active limit was reached: rescan when room appears */
-    char defer_dir[4096];
-};
 
 static void dispatch(struct qmgr *q);
 static void take_message(struct qmgr *q, const char *id, enum queue_dir from);
@@ -181,7 +81,12 @@ static void take_message(struct qmgr *q, const char *id, enum queue_dir from);
 /* ------------------------------------------------------------------ */
 /* logging                                                             */
 
-static double now_secs(void)
+unsigned qmgr_id_bucket(const char *id)
+{
+    return hash_string(id) % MSG_BUCKETS;
+}
+
+double qmgr_now(void)
 {
     struct timeval tv;
     gettimeofday(&tv, NULL);
@@ -209,7 +114,7 @@ static const char *status_word(enum dlv_status s)
 static void log_delivery(struct qjob *j, size_t i, const struct dlv_result *r)
 {
     struct qmsg *m = j->m;
-    double now = now_secs();
+    double now = qmgr_now();
     double t_start = (double)j->started.tv_sec + j->started.tv_usec / 1e6;
     double t_active = (double)m->t_active.tv_sec + m->t_active.tv_usec / 1e6;
     char total[16], a[16], b[16], c[16], d[16];
@@ -300,308 +205,6 @@ static void enqueue_job(struct qmgr *q, struct qjob *j)
         d->head = j;
     d->tail = j;
     make_ready(q, d);
-}
-
-/* ------------------------------------------------------------------ */
-/* finishing a message                                                 */
-
-static unsigned id_bucket(const char *id)
-{
-    return hash_string(id) % MSG_BUCKETS;
-}
-
-static void message_free(struct qmsg *m)
-{
-    struct qmgr *q = m->q;
-    struct qmsg **pp = &q->by_id[id_bucket(m->id)];
-    while (*pp && *pp != m)
-        pp = &(*pp)->next_hash;
-    if (*pp)
-        *pp = m->next_hash;
-    if (m->prev)
-        m->prev->next = m->next;
-    else
-        q->messages = m->next;
-    if (m->next)
-        m->next->prev = m->prev;
-    q->nactive--;
-    if (m->fd >= 0)
-        close(m->fd);
-    petrel_pool_destroy(m->pool);
-    free(m);
-}
-
-struct bounce_job {
-    struct qmgr *q;
-    char orig_id[QUEUE_ID_MAX];
-    char new_id[QUEUE_ID_MAX];
-    struct queue_writer *w;
-    int ok;
-    int err;
-};
-
-static int emit_to_writer(void *ctx, const char *data, size_t n)
-{
-    return queue_writer_write(ctx, data, n);
-}
-
-static void bounce_commit_work(void *arg)
-{
-    struct bounce_job *b = arg;
-    b->ok = queue_writer_commit(b->w) == 0;
-    b->err = errno;
-}
-
-static void bounce_commit_done(void *arg, int cancelled)
-{
-    struct bounce_job *b = arg;
-    if (b->ok) {
-        queue_writer_free(b->w);
-    } else {
-        msg_warn("%s: cannot queue the delivery status notification: %s", b->orig_id, strerror(b->err));
-        queue_writer_abort(b->w);
-    }
-    free(b);
-}
-
-/* Queues a DSN about m to `to`, from `from` ("" = <>). Returns 0 when
- * composed (committed asynchronously), -1 on failure (logged). */
-static int send_dsn(struct qmgr *q, struct qmsg *m, const char *kind, const struct bounce_rcpt *rcpts, size_t n,
-                    const char *from, const char *to, char *new_id)
-{
-    struct queue_rcpt rcpt = { .address = to };
-    struct queue_envelope env;
-    memset(&env, 0, sizeof(env));
-    env.sender = from;
-    env.client_name = "localhost";
-    env.client_addr = "127.0.0.1";
-    env.helo = q->myhostname;
-    env.protocol = "local";
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    env.arrival_sec = tv.tv_sec;
-    env.arrival_usec = tv.tv_usec;
-    env.rcpt_count = 1;
-    env.rcpts = &rcpt;
-    struct queue_writer *w = queue_writer_create(q->queue, &q->idgen, &env, new_id);
-    if (w == NULL) {
-        msg_warn("%s: cannot create the notification's queue file: %s", m->id, strerror(errno));
-        return -1;
-    }
-    struct bounce_info info;
-    memset(&info, 0, sizeof(info));
-    info.myhostname = q->myhostname;
-    info.mail_name = cfg_get(q->cfg, "mail_name");
-    info.postmaster = "postmaster";
-    info.queue_id = m->id;
-    info.msg = &m->msg;
-    info.fd = m->fd;
-    info.kind = kind;
-    info.rcpts = rcpts;
-    info.nrcpt = n;
-    info.headers_only = m->msg.env.ret == QUEUE_RET_HDRS || *m->msg.env.sender == '\0';
-    info.now = (long long)time(NULL);
-    info.boundary_seed = new_id;
-    info.size_limit = 50000;
-    if (bounce_compose(&info, emit_to_writer, w) != 0) {
-        msg_warn("%s: cannot compose the delivery status notification: %s", m->id, strerror(errno));
-        queue_writer_abort(w);
-        return -1;
-    }
-    struct bounce_job *b = xcalloc(1, sizeof(*b));
-    b->q = q;
-    b->w = w;
-    snprintf(b->orig_id, sizeof(b->orig_id), "%s", m->id);
-    snprintf(b->new_id, sizeof(b->new_id), "%s", new_id);
-    workq_submit(q->workq, bounce_commit_work, bounce_commit_done, b);
-    return 0;
-}
-
-static long long backoff_for(struct qmgr *q, struct qmsg *m)
-{
-    long long age = (long long)(now_secs() - m->arrival);
-    if (age > q->max_backoff)
-        age = q->max_backoff;
-    if (age < q->min_backoff)
-        age = q->min_backoff;
-    return age;
-}
-
-static void write_defer_log(struct qmgr *q, struct qmsg *m)
-{
-    char path[4200], tmp[4300];
-    snprintf(path, sizeof(path), "%s/%s", q->defer_dir, m->id);
-    snprintf(tmp, sizeof(tmp), "%s/.%s.tmp", q->defer_dir, m->id);
-    FILE *f = fopen(tmp, "w");
-    if (f == NULL) {
-        msg_warn("%s: cannot write %s: %s", m->id, tmp, strerror(errno));
-        return;
-    }
-    for (size_t i = 0; i < m->msg.env.rcpt_count; i++) {
-        struct rcpt_outcome *o = &m->outcome[i];
-        if (o->state == DLV_DEFERRED + 1)
-            fprintf(f, "%s\t%s\t%s\n", m->msg.env.rcpts[i].address, o->dsn, o->text);
-    }
-    if (fclose(f) != 0 || rename(tmp, path) != 0)
-        msg_warn("%s: cannot write %s: %s", m->id, path, strerror(errno));
-}
-
-static void remove_defer_log(struct qmgr *q, const char *id)
-{
-    char path[4200];
-    snprintf(path, sizeof(path), "%s/%s", q->defer_dir, id);
-    unlink(path);
-    snprintf(path, sizeof(path), "%s/%s.warned", q->defer_dir, id);
-    unlink(path);
-}
-
-/* delay_warning_time: one "delayed mail" notice per message, remembered by a
- * marker file beside its defer log. */
-static void maybe_warn_delay(struct qmgr *q, struct qmsg *m)
-{
-    const char *sender = m->msg.env.sender;
-    if (q->delay_warning <= 0 || *sender == '\0' || now_secs() - m->arrival < (double)q->delay_warning)
-        return;
-    char marker[4200];
-    snprintf(marker, sizeof(marker), "%s/%s.warned", q->defer_dir, m->id);
-    if (access(marker, F_OK) == 0)
-        return;
-    size_t n = m->msg.env.rcpt_count;
-    struct bounce_rcpt *delayed = petrel_pool_zalloc(m->pool, (n ? n : 1) * sizeof(*delayed));
-    size_t nd = 0;
-    for (size_t i = 0; i < n; i++) {
-        const struct queue_rcpt *r = &m->msg.env.rcpts[i];
-        struct rcpt_outcome *o = &m->outcome[i];
-        if (o->state != DLV_DEFERRED + 1 || (r->notify && !(r->notify & QUEUE_NOTIFY_DELAY)))
-            continue;
-        delayed[nd++] = (struct bounce_rcpt){
-            .address = r->address, .orcpt = r->orcpt, .action = "delayed", .status = o->dsn,
-            .diagnostic = petrel_pool_printf(m->pool, "x-unix; %s", o->text),
-            .last_attempt = (long long)time(NULL),
-        };
-    }
-    char new_id[QUEUE_ID_MAX];
-    if (nd && send_dsn(q, m, "delay", delayed, nd, "", sender, new_id) == 0) {
-        msg_info("%s: sender delay notification: %s", m->id, new_id);
-        int fd = open(marker, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
-        if (fd >= 0)
-            close(fd);
-    }
-}
-
-static unsigned dsn_code(const char *dsn)
-{
-    unsigned a = 0, b = 0, c = 0;
-    if (sscanf(dsn, "%u.%u.%u", &a, &b, &c) != 3)
-        return 0;
-    return QUEUE_DSN_CODE(a, b, c);
-}
-
-static void finish_message(struct qmsg *m)
-{
-    struct qmgr *q = m->q;
-    size_t n = m->msg.env.rcpt_count;
-    const char *sender = m->msg.env.sender;
-    double lifetime = *sender ? (double)q->max_lifetime : (double)q->bounce_lifetime;
-    size_t deferred = 0;
-    for (size_t i = 0; i < n; i++)
-        if (m->outcome[i].state == DLV_DEFERRED + 1)
-            deferred++;
-    if (deferred && now_secs() - m->arrival >= lifetime) {
-        for (size_t i = 0; i < n; i++) {
-            struct rcpt_outcome *o = &m->outcome[i];
-            if (o->state != DLV_DEFERRED + 1)
-                continue;
-            o->state = DLV_BOUNCED + 1;
-            char text[sizeof(o->text)];
-            int used = snprintf(text, sizeof(text), "message expired after %.0f days: ", lifetime / 86400);
-            if (used > 0 && (size_t)used < sizeof(text))
-                snprintf(text + used, sizeof(text) - (size_t)used, "%.*s", (int)(sizeof(text) - (size_t)used - 1), o->text);
-            memcpy(o->text, text, sizeof(text));
-            o->dsn[0] = '5';
-        }
-        msg_info("%s: from=<%s>, status=expired, returned to sender", m->id, sender);
-        deferred = 0;
-    }
-    /* Mark final recipients in place. */
-    struct bounce_rcpt *failed = petrel_pool_zalloc(m->pool, (n ? n : 1) * sizeof(*failed));
-    struct bounce_rcpt *succeeded = petrel_pool_zalloc(m->pool, (n ? n : 1) * sizeof(*succeeded));
-    size_t nfailed = 0, nsucceeded = 0;
-    for (size_t i = 0; i < n; i++) {
-        struct rcpt_outcome *o = &m->outcome[i];
-        const struct queue_rcpt *r = &m->msg.env.rcpts[i];
-        if (o->state == DLV_SENT + 1 || o->state == DLV_BOUNCED + 1) {
-            int status = o->state == DLV_SENT + 1 ? QUEUE_RCPT_DELIVERED : QUEUE_RCPT_BOUNCED;
-            if (queue_mark_rcpt_dsn(m->fd, &m->msg, i, status, dsn_code(o->dsn)) != 0)
-                msg_warn("%s: cannot mark recipient %s: %s", m->id, r->address, strerror(errno));
-        } else if (o->state == DLV_DEFERRED + 1) {
-            queue_mark_rcpt_dsn(m->fd, &m->msg, i, QUEUE_RCPT_DEFERRED, dsn_code(o->dsn));
-        }
-        if (o->state == 0)
-            continue;
-        struct bounce_rcpt br = {
-            .address = r->address, .orcpt = r->orcpt, .status = o->dsn,
-            .remote_mta = *o->relay && strcmp(o->relay, "none") && strchr(o->relay, '[')
-                              ? petrel_pool_printf(m->pool, "dns; %.*s", (int)strcspn(o->relay, "["), o->relay) : NULL,
-            .diagnostic = petrel_pool_printf(m->pool, "%s; %s", strchr(o->relay, '[') ? "smtp" : "x-unix", o->text),
-            .last_attempt = (long long)time(NULL),
-        };
-        unsigned notify = r->notify;
-        if (o->state == DLV_BOUNCED + 1 && (notify == 0 || (notify & QUEUE_NOTIFY_FAILURE))) {
-            br.action = "failed";
-            failed[nfailed++] = br;
-        } else if (o->state == DLV_SENT + 1 && (notify & QUEUE_NOTIFY_SUCCESS)) {
-            br.action = "delivered";
-            succeeded[nsucceeded++] = br;
-        }
-    }
-    char new_id[QUEUE_ID_MAX];
-    if (nfailed) {
-        if (*sender) {
-            if (send_dsn(q, m, "failure", failed, nfailed, "", sender, new_id) == 0)
-                msg_info("%s: sender non-delivery notification: %s", m->id, new_id);
-        } else if (strcasecmp(m->msg.env.helo ? m->msg.env.helo : "", q->myhostname) == 0 &&
-                   m->msg.env.protocol && strcmp(m->msg.env.protocol, "local") == 0 &&
-                   strcmp(m->msg.env.rcpts[0].address, q->postmaster) == 0) {
-            /* A notification to the postmaster that failed: nobody is left to tell. */
-            msg_warn("%s: undeliverable postmaster notification discarded", m->id);
-        } else {
-            /* Never a bounce to <>: the postmaster hears of it instead. */
-            if (send_dsn(q, m, "failure", failed, nfailed, "", q->postmaster, new_id) == 0)
-                msg_info("%s: postmaster non-delivery notification: %s", m->id, new_id);
-        }
-    }
-    if (nsucceeded && *sender) {
-        if (send_dsn(q, m, "success", succeeded, nsucceeded, "", sender, new_id) == 0)
-            msg_info("%s: sender delivery status notification: %s", m->id, new_id);
-    }
-    if (deferred) {
-        write_defer_log(q, m);
-        maybe_warn_delay(q, m);
-        long long delay = backoff_for(q, m);
-        struct timespec times[2];
-        clock_gettime(CLOCK_REALTIME, &times[0]);
-        times[1] = times[0];
-        times[1].tv_sec += delay;
-        /* The next attempt time is the file's mtime (Postfix's convention). */
-        if (futimens(m->fd, times) != 0)
-            msg_warn("%s: cannot set the retry time: %s", m->id, strerror(errno));
-        if (queue_move(q->queue, m->id, QDIR_ACTIVE, QDIR_DEFERRED) != 0)
-            msg_warn("%s: cannot move to the deferred queue: %s", m->id, strerror(errno));
-    } else {
-        if (queue_remove(q->queue, m->id, QDIR_ACTIVE) != 0 && errno != ENOENT)
-            msg_warn("%s: cannot remove: %s", m->id, strerror(errno));
-        else
-            msg_info("%s: removed", m->id);
-        remove_defer_log(q, m->id);
-    }
-    message_free(m);
-    if (q->intake_blocked && !evtimer_pending(q->refill_timer, NULL)) {
-        /* Refill in batches (whatever finished within half a second), not
-         * one directory scan per finished message. */
-        struct timeval soon = { 0, 500000 };
-        evtimer_add(q->refill_timer, &soon);
-    }
 }
 
 /* ------------------------------------------------------------------ */
@@ -701,8 +304,9 @@ static void job_done(struct qjob *j, const struct dlv_result *results)
     }
     make_ready(q, d);
     if (--m->jobs_left == 0)
-        finish_message(m);
+        qmgr_finish_message(m);
     dispatch(q);
+    qmgr_stop_if_idle(q);
 }
 
 static void smtp_job_done(void *arg, const struct dlv_result *results)
@@ -896,6 +500,8 @@ static void start_job(struct qmgr *q, struct qjob *j)
 
 static void dispatch(struct qmgr *q)
 {
+    if (q->stopping)
+        return;   /* stopping: no new deliveries; what waits stays queued */
     while (q->ready_head && q->deliveries < q->delivery_limit) {
         struct dest *d = q->ready_head;
         q->ready_head = d->next_ready;
@@ -1001,7 +607,7 @@ static void schedule_message(struct qmgr *q, struct qmsg *m)
     msg_info("%s: from=<%s>, size=%llu, nrcpt=%zu (queue active)", m->id, m->msg.env.sender,
              m->msg.content_length, nrcpt_pending);
     if (m->jobs_left == 0)
-        finish_message(m);
+        qmgr_finish_message(m);
     else
         dispatch(q);
 }
@@ -1014,7 +620,7 @@ static void take_message(struct qmgr *q, const char *id, enum queue_dir from)
         q->intake_blocked = 1;
         return;
     }
-    unsigned bucket = id_bucket(id);
+    unsigned bucket = qmgr_id_bucket(id);
     for (struct qmsg *x = q->by_id[bucket]; x; x = x->next_hash)
         if (strcmp(x->id, id) == 0)
             return;   /* already ours (an event and a scan both saw it) */
@@ -1205,13 +811,17 @@ static void stop_now(evutil_socket_t fd, short what, void *arg)
 static void on_sigterm(evutil_socket_t sig, short what, void *arg)
 {
     struct qmgr *q = arg;
+    if (q->stopping)
+        return;
     q->stopping = 1;
-    if (q->deliveries == 0) {
+    if (q->deliveries == 0 && q->notices_in_flight == 0) {
         event_base_loopexit(q->base, NULL);
         return;
     }
-    /* Deliveries in flight get a moment to finish; messages left in active/
-     * are taken again at the next start (at worst delivered twice). */
+    /* Deliveries and notification commits in flight get a moment to
+     * finish (the loop ends as soon as the last one does); messages left
+     * in active/ are taken again at the next start (at worst delivered
+     * twice). */
     struct timeval grace = { 5, 0 };
     q->stop_timer = evtimer_new(q->base, stop_now, q);
     evtimer_add(q->stop_timer, &grace);
@@ -1382,6 +992,7 @@ int qmgr_main(const struct qmgr_args *args)
     evtimer_add(q.deferred_timer, &now0);
 
     event_base_dispatch(q.base);
+    q.exiting = 1;
 
     module_set_fini(q.modules);
     smtp_client_free(q.smtp);

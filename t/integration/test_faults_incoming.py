@@ -43,6 +43,7 @@ with Petrel(t, extra_services=QMGR, workers=1, start=False) as p:
         os.chown(boxes, p.pw.pw_uid, p.pw.pw_gid)
     conf = dict(p.settings)
     conf.update({
+        "smtpd_timeout": "300s",   # one session spans every scenario, however slow the machine
         "modules": "testmod", "module_directory": mods,
         "virtual_mailbox_domains": "vmail.test", "virtual_mailbox_base": boxes,
         "virtual_mailbox_maps": "inline:{ {u@vmail.test = u/} }",

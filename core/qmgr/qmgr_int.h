@@ -1,0 +1,138 @@
+/*
+ * Private to core/qmgr: the queue manager's in-memory state, shared by
+ * qmgr.c (intake, scheduling, delivery jobs) and finish.c (what happens
+ * when a message has no job left: marks, notices, deferral, removal).
+ */
+#ifndef PETREL_QMGR_QMGR_INT_H
+#define PETREL_QMGR_QMGR_INT_H
+
+#include <sys/time.h>
+
+#include <event2/event.h>
+
+#include "deliver/deliver.h"
+#include "deliver/smtp_client.h"
+#include "lib/workq.h"
+#include "qmgr/route.h"
+#include "queue/queue.h"
+
+#define DEST_BUCKETS 1024
+
+
+struct qmgr;
+struct qmsg;
+struct dest;
+struct notice;
+
+struct rcpt_outcome {
+    int state;                 /* 0 none yet, else DLV_SENT+1 / DLV_DEFERRED+1 / DLV_BOUNCED+1 (worst wins) */
+    char dsn[16];
+    char text[512];
+    char relay[320];
+};
+
+struct qjob {
+    struct qjob *next;         /* in its destination's queue */
+    struct qjob *next_helper;  /* waiting for the mailbox helper */
+    unsigned long long helper_id;
+    size_t helper_left;        /* recipients the helper has not answered yet */
+    struct qmsg *m;
+    struct dest *d;
+    enum route_kind kind;
+    const char *transport;
+    const char *path;
+    long uid, gid;
+    int from_alias;            /* an alias's |command or /file */
+    const char *user, *extension;
+    const char *const *pipe_argv;
+    const char *pipe_flags;
+    struct dlv_job dj;
+    size_t *rcpt_index;
+    const char **rcpt_addr;
+    size_t cap;
+    struct dlv_result *results;
+    struct timeval started;
+};
+
+#define MSG_BUCKETS 16384
+
+struct qmsg {
+    struct qmsg *next, *prev;
+    struct qmsg *next_hash;    /* in the queue manager's ID index */
+    struct qmgr *q;
+    char id[QUEUE_ID_MAX];
+    int fd;
+    petrel_pool *pool;
+    struct queue_message msg;
+    struct rcpt_outcome *outcome;
+    unsigned jobs_left;
+    struct timeval t_active;
+    double arrival;
+    const char *sender;        /* after sender_canonical_maps / masquerading */
+    struct notice *notices;    /* being committed (finish.c) */
+    unsigned notices_left;     /* commits not yet answered */
+};
+
+struct dest {
+    struct dest *next_bucket;
+    struct dest *next_ready;   /* in the ready ring */
+    char *key;                 /* "transport\nnexthop" */
+    struct qjob *head, *tail;
+    unsigned active, limit;
+    int in_ready;
+    long long rate_delay;      /* TRANSPORT_destination_rate_delay: one at a time, this far apart */
+    struct event *rate_timer;
+    int resting;               /* waiting out rate_delay */
+    struct qmgr *q;
+};
+
+struct qmgr {
+    struct event_base *base;
+    const struct cfg *cfg;
+    struct queue *queue;
+    struct queue_id_gen idgen;
+    struct workq *workq;
+    struct tbl_registry *tables;
+    struct router *router;
+    struct dns_resolver *dns;
+    struct smtp_client *smtp, *lmtp;
+    struct smtp_client *smtp_by_level[SMTP_TLS_SECURE + 1];   /* smtp_tls_policy_maps */
+    struct smtp_client_settings smtp_set;
+    struct tbl **tls_policy;
+    size_t ntls_policy;
+    int inotify_fd;
+    struct event *inotify_ev, *scan_timer, *deferred_timer, *sig_term, *sig_flush, *sig_hup, *stop_timer;
+    struct qmsg *messages;
+    struct qmsg *by_id[MSG_BUCKETS];   /* "is it ours already?" in O(1), for scans of big queues */
+    struct event *refill_timer;        /* room appeared: take more from incoming/ and deferred/ */
+    unsigned nactive, active_limit;
+    struct dest *buckets[DEST_BUCKETS];
+    struct dest *ready_head, *ready_tail;
+    unsigned deliveries, delivery_limit;
+    unsigned dest_limit, dest_rcpt_limit;
+    long long min_backoff, max_backoff, run_delay, max_lifetime, bounce_lifetime, delay_warning;
+    const char *myhostname, *postmaster, *double_bounce_sender;
+    struct module_set *modules;
+    int helper_fd;             /* privileged mailbox helper, or -1 */
+    struct event *helper_ev;
+    unsigned long long helper_seq;
+    struct qjob *helper_waiting;   /* jobs the helper has not fully answered */
+    int stopping;
+    int exiting;               /* the loop has ended: late completions only clean up */
+    unsigned notices_in_flight;   /* notification commits on the thread pool */
+    int intake_blocked;        /* the active limit was reached: rescan when room appears */
+    char defer_dir[4096];
+};
+
+/* qmgr.c */
+double qmgr_now(void);
+unsigned qmgr_id_bucket(const char *id);
+
+/* finish.c */
+/* The message has no job left: mark, notify, defer or remove, then free it
+ * (possibly later: notices are committed on the thread pool first). */
+void qmgr_finish_message(struct qmsg *m);
+/* Nothing in flight any more while stopping: leave the loop. */
+void qmgr_stop_if_idle(struct qmgr *q);
+
+#endif

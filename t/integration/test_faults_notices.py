@@ -1,0 +1,149 @@
+"""Notifications that cannot be queued (issue 8, finding 6): a bounce, a postmaster
+notification or a delay warning whose queue file cannot be created (incoming/ refuses
+it) or committed (its fsync fails) never takes the original message with it: the
+original stays queued with a clear log line, and the notification is queued at a
+later attempt. Before, the original was removed whatever happened to the bounce, and
+before the bounce's commit had finished. Faults come from the faultfs LD_PRELOAD shim
+(t/tools/faultfs.c)."""
+
+import os
+
+from harness import Petrel, Tap, free_port, maildir_messages, wait_for
+from faultlib import QMGR, Faults, cpu_share, qmgr_pid, queue_names
+from modlib import module_dir
+
+t = Tap(timeout=400)
+mods = module_dir("testmod")
+dead_port = free_port()
+
+
+def mail(c, sender, rcpt, body):
+    c.cmd("MAIL FROM:<%s>" % sender)
+    c.cmd("RCPT TO:<%s>" % rcpt)
+    r = c.cmd("DATA")
+    if c.code != 354:
+        return r
+    c.send(body + b".\r\n")
+    return c.read_reply()
+
+
+def idle(p, what):
+    pid = qmgr_pid(p)
+    share = cpu_share(pid, 1.0) if pid else 1.0
+    t.ok(share < 0.3, "%s: the queue manager is idle (CPU %.0f%% over 1 s)" % (what, 100 * share))
+
+
+def held_bounce(p, c, sender="v@vmail.test", rcpt="hold-x@vmail.test"):
+    """A message on hold (testmod holds it) whose one recipient is unknown: released,
+    it bounces to the sender (to the postmaster when the sender is <>)."""
+    reply = mail(c, sender, rcpt, b"Subject: held\r\n\r\nbounce me later\r\n")
+    qid = reply.split()[-1]
+    t.ok(wait_for(lambda: qid in queue_names(p, "hold"), timeout=5), "a message for an unknown user waits on hold")
+    return qid
+
+
+with Petrel(t, extra_services=QMGR, workers=1, start=False) as p:
+    boxes = os.path.join(p.dir, "mail")
+    os.mkdir(boxes)
+    if p.pw:
+        os.chown(boxes, p.pw.pw_uid, p.pw.pw_gid)
+    conf = dict(p.settings)
+    conf.update({
+        "smtpd_timeout": "300s",   # one session spans every scenario, however slow the machine
+        "modules": "testmod", "module_directory": mods,
+        "virtual_mailbox_domains": "vmail.test", "virtual_mailbox_base": boxes,
+        "virtual_mailbox_maps": "inline:{ {v@vmail.test = v/}, {pm@vmail.test = pm/} }",
+        "2bounce_notice_recipient": "pm@vmail.test",
+        "relay_domains": "dead.test",
+        "transport_maps": "inline:{ {dead.test = smtp:[127.0.0.1]:%d} }" % dead_port,
+        "minimal_backoff_time": "1s", "maximal_backoff_time": "2s", "queue_run_delay": "1s",
+        "delay_warning_time": "1s",
+    })
+    p.write_main_cf(conf)
+    faults = Faults(p)
+    faults.start()
+    inbox = {name: os.path.join(boxes, name) for name in ("v", "pm")}
+
+    c = p.connect()
+    c.ehlo()
+    idle(p, "at rest")
+
+    # --- finding 6: incoming/ refuses the bounce --------------------------------
+    qid = held_bounce(p, c)
+    faults.set("op=create path=/incoming/ errno=EACCES")
+    p.petrelctl("queue", "release", qid)
+    t.ok(p.wait_log(r"%s: to=<hold-x@vmail\.test>, relay=none, .*dsn=5\.1\.1, status=bounced" % qid) is not None,
+         "released, the message bounces (unknown user)")
+    line = p.wait_log(r"warning: %s: cannot queue the sender non-delivery notification: cannot create its queue file: "
+                      r"Permission denied; the message stays queued and its 1 recipient is tried again later" % qid)
+    t.ok(line is not None, "the notification cannot be created: a warning says so and what happens next")
+    t.ok(wait_for(lambda: qid in queue_names(p, "deferred"), timeout=5), "the original stays queued (deferred/)")
+    t.ok("%s: removed" % qid not in p.log(), "and is not removed")
+    listing = p.petrelctl("queue", "list").stdout
+    t.like(listing, r"cannot queue the non-delivery notification \(cannot create its queue file: Permission denied\)",
+           "petrelctl queue list shows why it waits")
+    idle(p, "with incoming/ refusing files")
+    faults.clear()
+    p.petrelctl("queue", "flush")
+    m = p.wait_log(r"%s: sender non-delivery notification: (\w+)" % qid, timeout=15)
+    t.ok(m is not None, "once incoming/ takes files again, the next attempt queues the bounce")
+    t.ok(p.wait_log(r"%s: removed" % qid) is not None, "and only then is the original removed")
+    bounce = wait_for(lambda: [x for x in maildir_messages(inbox["v"]) if b"hold-x@vmail.test" in x])
+    t.ok(bounce and b"Status: 5.1.1" in bounce[0], "the sender gets the bounce, with the real reason (5.1.1)")
+
+    # --- finding 6: the bounce's fsync fails (EIO) --------------------------------
+    qid = held_bounce(p, c)
+    faults.set("op=fsync path=/incoming/ errno=EIO")
+    faults.reset_log()
+    p.petrelctl("queue", "release", qid)
+    line = p.wait_log(r"warning: %s: cannot queue the sender non-delivery notification: cannot commit it to disk: "
+                      r"Input/output error; the message stays queued" % qid)
+    t.ok(line is not None, "EIO on the bounce's fsync: the warning names the failed commit")
+    t.ok(faults.fired("fsync", "/incoming/"), "(the fault hit the bounce's file)")
+    t.ok(wait_for(lambda: qid in queue_names(p, "deferred"), timeout=5), "the original stays queued")
+    t.is_(queue_names(p, "incoming"), [], "the uncommitted bounce is not left behind")
+    faults.clear()
+    p.petrelctl("queue", "flush")
+    t.ok(p.wait_log(r"%s: sender non-delivery notification: \w+" % qid, timeout=15) is not None,
+         "the next attempt queues the bounce")
+    t.ok(p.wait_log(r"%s: removed" % qid) is not None, "then the original goes")
+    t.ok(wait_for(lambda: len([x for x in maildir_messages(inbox["v"]) if b"hold-x@vmail.test" in x]) == 2),
+         "the sender has both bounces")
+
+    # --- a postmaster notification (mail from <>) that cannot be queued -----------
+    qid = held_bounce(p, c, sender="", rcpt="hold-y@vmail.test")
+    faults.set("op=create path=/incoming/ errno=ENOSPC")
+    p.petrelctl("queue", "release", qid)
+    t.ok(p.wait_log(r"warning: %s: cannot queue the postmaster non-delivery notification: cannot create its queue file: "
+                    r"No space left on device" % qid) is not None, "a double bounce that cannot be queued is logged")
+    t.ok(wait_for(lambda: qid in queue_names(p, "deferred"), timeout=5), "and its original is kept")
+    faults.clear()
+    p.petrelctl("queue", "flush")
+    t.ok(p.wait_log(r"%s: postmaster non-delivery notification: \w+" % qid, timeout=15) is not None,
+         "later the postmaster notification is queued")
+    t.ok(wait_for(lambda: [x for x in maildir_messages(inbox["pm"]) if b"hold-y@vmail.test" in x]),
+         "and reaches the postmaster (2bounce_notice_recipient)")
+
+    # --- a delay warning whose commit fails is tried again -----------------------
+    reply = mail(c, "v@vmail.test", "d@dead.test", b"Subject: slow destination\r\n\r\nx\r\n")
+    qid = reply.split()[-1]
+    marker = os.path.join(p.queue, "defer", qid + ".warned")
+    faults.set("op=fsync path=/incoming/ errno=EIO")
+    line = p.wait_log(r"warning: %s: cannot queue the sender delay notification: cannot commit it to disk: "
+                      r"Input/output error; it is tried again at the next deferral" % qid, timeout=20)
+    t.ok(line is not None, "a delay warning that cannot be committed is logged")
+    t.ok(not os.path.exists(marker), "and not remembered as sent")
+    faults.clear()
+    t.ok(p.wait_log(r"%s: sender delay notification: \w+" % qid, timeout=20) is not None,
+         "a later deferral queues the warning")
+    t.ok(wait_for(lambda: os.path.exists(marker), timeout=5), "and only then remembers it")
+    t.ok(wait_for(lambda: [x for x in maildir_messages(inbox["v"]) if b"Delayed Mail" in x]),
+         "the sender gets the warning")
+    p.petrelctl("queue", "delete", qid)
+
+    c.close()
+
+    p.stop()
+    t.ok("did not stop within" not in p.log(), "petreld stops cleanly")
+
+t.done()

@@ -27,7 +27,8 @@
  * A crash anywhere between those steps repeats a delivery attempt or a
  * notification at worst; it never loses either. Expired messages
  * (maximal_queue_lifetime, bounce_queue_lifetime for mail from <>) are
- * returned to the sender.
+ * returned as Postfix returns them: Action: failed with the last temporary
+ * status (4.x.x) and reason of each recipient (RFC 3464 section 2.3.3).
  */
 #include "config.h"
 
@@ -394,18 +395,11 @@ void qmgr_finish_message(struct qmsg *m)
         if (m->outcome[i].state == DLV_DEFERRED + 1)
             deferred++;
     if (deferred && qmgr_now() - m->arrival >= lifetime) {
-        for (size_t i = 0; i < n; i++) {
-            struct rcpt_outcome *o = &m->outcome[i];
-            if (o->state != DLV_DEFERRED + 1)
-                continue;
-            o->state = DLV_BOUNCED + 1;
-            char text[sizeof(o->text)];
-            int used = snprintf(text, sizeof(text), "message expired after %.0f days: ", lifetime / 86400);
-            if (used > 0 && (size_t)used < sizeof(text))
-                snprintf(text + used, sizeof(text) - (size_t)used, "%.*s", (int)(sizeof(text) - (size_t)used - 1), o->text);
-            memcpy(o->text, text, sizeof(text));
-            o->dsn[0] = '5';
-        }
+        /* Returned as Postfix returns expired mail: Action: failed with the
+         * recipient's last (temporary) status and reason. */
+        for (size_t i = 0; i < n; i++)
+            if (m->outcome[i].state == DLV_DEFERRED + 1)
+                m->outcome[i].state = DLV_BOUNCED + 1;
         msg_info("%s: from=<%s>, status=expired, returned to sender", m->id, sender);
         deferred = 0;
     }

@@ -30,10 +30,12 @@
 /* Writes Return-Path: <sender>, Delivered-To: <rcpt>, then the content into
  * MAILDIR/tmp/UNIQUE, fsyncs it, links it to MAILDIR/new/UNIQUE,S=<size>
  * and fsyncs new/. Creates MAILDIR and its tmp/new/cur (0700) when missing,
- * but not MAILDIR's parent. */
+ * but not MAILDIR's parent, and makes what it created durable (fsync of
+ * MAILDIR's parent, then of MAILDIR) before anything goes inside. */
 int maildir_deliver(const char *maildir_path, const struct dlv_job *job, size_t i, struct dlv_result *out);
 
-/* Appends to the mbox file at MBOX_PATH (created 0600 when missing) under a
+/* Appends to the mbox file at MBOX_PATH (created 0600 when missing, and then
+ * its directory fsynced along with the data) under a
  * dotlock and an fcntl lock: From_ line, Return-Path, Delivered-To, the
  * content with mboxrd ">From " quoting, a blank line. A failed append is
  * truncated away. */

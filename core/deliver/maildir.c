@@ -8,6 +8,8 @@
  *    Maildir specification says; rename(2) only where the file system has
  *    no hard links. new/ is fsynced too: the queue manager removes the
  *    queue file once we say "sent", so the name must be durable by then.
+ *    For the same reason a Maildir we create is made durable first: its
+ *    parent is fsynced after the mkdir, the Maildir after tmp/new/cur.
  *  - NAME is "SECONDS.M<usec>P<pid>R<64 random bits>.HOST". The spec's
  *    Q<counter> would need a process-wide counter (global mutable state,
  *    and per-process only anyway); 64 random bits from getrandom(2) are as
@@ -38,6 +40,7 @@
 #endif
 
 #include "deliver/local.h"
+#include "lib/fsutil.h"
 
 #define RELAY "local"
 
@@ -283,12 +286,14 @@ static void maildir_name(char *out, size_t size, const char *host)
              (long)getpid(), random64(), host);
 }
 
-/* Makes sub (relative to dfd) unless it exists. */
-static int ensure_dir(int dfd, const char *sub)
+/* Makes sub (relative to dfd) unless it exists; counts what it created. */
+static int ensure_dir(int dfd, const char *sub, int *created)
 {
-    if (mkdirat(dfd, sub, 0700) == 0 || errno == EEXIST)
+    if (mkdirat(dfd, sub, 0700) == 0) {
+        (*created)++;
         return 0;
-    return -1;
+    }
+    return errno == EEXIST ? 0 : -1;
 }
 
 int maildir_deliver(const char *maildir_path, const struct dlv_job *job, size_t i, struct dlv_result *out)
@@ -297,22 +302,45 @@ int maildir_deliver(const char *maildir_path, const struct dlv_job *job, size_t 
         return -1;
 
     char what[1024], host[300], name[400], tmpname[420], newname[460];
+    /* The path as messages show it: "/x/u/" + "/tmp/..." would read "/x/u//tmp/...". */
+    char shown[401];
+    snprintf(shown, sizeof(shown), "%s", maildir_path);
+    for (size_t n = strlen(shown); n > 1 && shown[n - 1] == '/'; n--)
+        shown[n - 1] = '\0';
     int dfd = open(maildir_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0 && errno == ENOENT) {
-        if (mkdir(maildir_path, 0700) < 0 && errno != EEXIST) {
+        int made = mkdir(maildir_path, 0700) == 0;
+        if (!made && errno != EEXIST) {
             int err = errno;
-            snprintf(what, sizeof(what), "maildir delivery failed: create maildir %.400s", maildir_path);
+            snprintf(what, sizeof(what), "maildir delivery failed: create maildir %.400s", shown);
             local_result_dsn(out, local_errno_dsn(err, "4.2.0"), RELAY, what, err);
+            return 0;
+        }
+        /* A new mailbox must survive a crash once we report "sent": its
+         * name goes to disk in the parent before anything goes inside. */
+        if (made && fs_sync_parent(maildir_path) < 0) {
+            int err = errno;
+            snprintf(what, sizeof(what), "maildir delivery failed: fsync the directory above %.400s", shown);
+            local_result_dsn(out, local_errno_dsn(err, "4.3.0"), RELAY, what, err);
             return 0;
         }
         dfd = open(maildir_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     }
-    if (dfd < 0 || ensure_dir(dfd, "tmp") < 0 || ensure_dir(dfd, "new") < 0 || ensure_dir(dfd, "cur") < 0) {
+    int created = 0;
+    if (dfd < 0 || ensure_dir(dfd, "tmp", &created) < 0 || ensure_dir(dfd, "new", &created) < 0
+        || ensure_dir(dfd, "cur", &created) < 0) {
         int err = errno;
-        snprintf(what, sizeof(what), "maildir delivery failed: create maildir %.400s", maildir_path);
+        snprintf(what, sizeof(what), "maildir delivery failed: create maildir %.400s", shown);
         local_result_dsn(out, local_errno_dsn(err, "4.2.0"), RELAY, what, err);
         if (dfd >= 0)
             close(dfd);
+        return 0;
+    }
+    if (created && fsync(dfd) < 0) {   /* tmp/, new/ and cur/ themselves */
+        int err = errno;
+        close(dfd);
+        snprintf(what, sizeof(what), "maildir delivery failed: fsync %.400s", shown);
+        local_result_dsn(out, local_errno_dsn(err, "4.3.0"), RELAY, what, err);
         return 0;
     }
 
@@ -327,7 +355,7 @@ int maildir_deliver(const char *maildir_path, const struct dlv_job *job, size_t 
     }
     if (fd < 0) {
         int err = errno;
-        snprintf(what, sizeof(what), "maildir delivery failed: create maildir file %.400s/%.420s", maildir_path, tmpname);
+        snprintf(what, sizeof(what), "maildir delivery failed: create maildir file %.400s/%.420s", shown, tmpname);
         local_result_dsn(out, local_errno_dsn(err, "4.2.0"), RELAY, what, err);
         close(dfd);
         return 0;
@@ -372,7 +400,7 @@ int maildir_deliver(const char *maildir_path, const struct dlv_job *job, size_t 
         if (read_err)
             local_result_dsn(out, "4.3.0", RELAY, "maildir delivery failed: error reading message", read_err);
         else {
-            snprintf(what, sizeof(what), "maildir delivery failed: write maildir file %.400s/%.420s", maildir_path, tmpname);
+            snprintf(what, sizeof(what), "maildir delivery failed: write maildir file %.400s/%.420s", shown, tmpname);
             local_result_dsn(out, local_errno_dsn(err, "4.3.0"), RELAY, what, err);
         }
         return 0;
@@ -402,7 +430,7 @@ int maildir_deliver(const char *maildir_path, const struct dlv_job *job, size_t 
         err = errno;
         unlinkat(dfd, tmpname, 0);
         close(dfd);
-        snprintf(what, sizeof(what), "maildir delivery failed: link to %.400s/%.460s", maildir_path, newname);
+        snprintf(what, sizeof(what), "maildir delivery failed: link to %.400s/%.460s", shown, newname);
         local_result_dsn(out, local_errno_dsn(err, "4.2.0"), RELAY, what, err);
         return 0;
     }
@@ -415,7 +443,7 @@ int maildir_deliver(const char *maildir_path, const struct dlv_job *job, size_t 
             close(nfd);
         unlinkat(dfd, newname, 0);
         close(dfd);
-        snprintf(what, sizeof(what), "maildir delivery failed: fsync %.400s/new", maildir_path);
+        snprintf(what, sizeof(what), "maildir delivery failed: fsync %.400s/new", shown);
         local_result_dsn(out, local_errno_dsn(err, "4.3.0"), RELAY, what, err);
         return 0;
     }

@@ -19,6 +19,8 @@
  *    is skipped rather than fatal: the fcntl lock still serialises writers.
  *  - A failed append is truncated back to the size the file had under the
  *    lock, so a failure never leaves half a message for a MUA to parse.
+ *  - The data is fsynced before "sent"; a mailbox file we created also
+ *    has its directory fsynced, or a crash could take the new name away.
  *  - Status codes as Postfix: lock trouble and unusable directories defer
  *    (4.2.0); a mailbox that is a symlink, not a regular file or hard
  *    linked bounces (5.2.0: a security property, not a passing state);
@@ -36,6 +38,7 @@
 #include <unistd.h>
 
 #include "deliver/local.h"
+#include "lib/fsutil.h"
 
 #define RELAY "local"
 #define MBOX_LOCK_WAIT 10          /* seconds for both locks together */
@@ -127,13 +130,16 @@ static void from_date(char *out, size_t size, time_t t)
 /* Opens the mailbox for appending, creating it when missing. Refuses
  * symlinks (O_NOFOLLOW), non-regular files and hard-linked files. On
  * failure returns -1 and sets *dsn and *why. */
-static int mbox_open(const char *path, const char **dsn, const char **why, int *err)
+static int mbox_open(const char *path, const char **dsn, const char **why, int *err, int *created)
 {
     int fd = -1;
+    *created = 0;
     for (int tries = 0; tries < 2 && fd < 0; tries++) {
         fd = open(path, O_WRONLY | O_APPEND | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC | O_NONBLOCK);
-        if (fd < 0 && errno == ENOENT)
+        if (fd < 0 && errno == ENOENT) {
             fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC, 0600);
+            *created = fd >= 0;
+        }
         if (fd < 0 && errno != EEXIST)
             break;   /* EEXIST: created by someone else meanwhile; open it */
     }
@@ -198,8 +204,8 @@ int mbox_deliver(const char *mbox_path, const struct dlv_job *job, size_t i, str
     }
 
     const char *dsn = NULL, *why = NULL;
-    int err = 0;
-    int fd = mbox_open(mbox_path, &dsn, &why, &err);
+    int err = 0, created = 0;
+    int fd = mbox_open(mbox_path, &dsn, &why, &err, &created);
     if (fd < 0) {
         snprintf(what, sizeof(what), "cannot update mailbox %.400s: %s", mbox_path, why);
         local_result_dsn(out, dsn, RELAY, what, err);
@@ -249,6 +255,10 @@ int mbox_deliver(const char *mbox_path, const struct dlv_job *job, size_t i, str
     }
     if (!err && !read_err && fsync(fd) < 0)
         err = errno;
+    /* A mailbox we created: its name must survive a crash too. */
+    int dir_err = !err && !read_err && created && fs_sync_parent(mbox_path) < 0 ? errno : 0;
+    if (dir_err)
+        err = dir_err;
     if (err || read_err) {
         /* Take the partial message back; the lock is still ours. If even
          * that fails, the mailbox has a torn message: say so loudly. */
@@ -256,7 +266,8 @@ int mbox_deliver(const char *mbox_path, const struct dlv_job *job, size_t i, str
         if (read_err) {
             local_result_dsn(out, "4.3.0", RELAY, "mailbox delivery failed: error reading message", read_err);
         } else {
-            snprintf(what, sizeof(what), "cannot update mailbox %.400s: error writing message%s", mbox_path,
+            snprintf(what, sizeof(what), "cannot update mailbox %.400s: %s%s", mbox_path,
+                     dir_err ? "cannot fsync its directory" : "error writing message",
                      terr ? " (and truncating it back failed)" : "");
             local_result_dsn(out, local_errno_dsn(err, "4.3.0"), RELAY, what, err);
         }

@@ -141,8 +141,11 @@ static void deliver_as_owner(int fd, const struct cfg *cfg, struct queue *queue,
         .rcpt_addr = addrs, .nexthop = nexthop,
     };
     if (strcmp(kind, "maildir") == 0) {
-        fs_make_parents(path, 0700);   /* as the owner, like virtual(8) */
-        maildir_deliver(path, &job, 0, &r);
+        /* as the owner, like virtual(8) */
+        if (fs_make_parents(path, 0700) != 0)
+            local_result_dsn(&r, "4.3.0", "local", "maildir delivery failed: fsync a new parent directory", errno);
+        else
+            maildir_deliver(path, &job, 0, &r);
     } else if (strcmp(kind, "mbox") == 0 || (strcmp(kind, "file") == 0 && path[strlen(path) - 1] != '/')) {
         mbox_deliver(path, &job, 0, &r);
     } else if (strcmp(kind, "file") == 0) {

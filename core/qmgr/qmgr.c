@@ -323,8 +323,11 @@ static void local_job_work(void *arg)
         case ROUTE_MAILDIR:
             /* virtual(8) creates the mailbox's parent directories (the
              * domain directory under virtual_mailbox_base). */
-            fs_make_parents(j->path, 0700);
-            maildir_deliver(j->path, &j->dj, i, r);
+            if (fs_make_parents(j->path, 0700) != 0)
+                local_result_dsn(r, "4.3.0", "local", "maildir delivery failed: fsync a new parent directory",
+                                 errno);
+            else
+                maildir_deliver(j->path, &j->dj, i, r);
             break;
         case ROUTE_MBOX:
             mbox_deliver(j->path, &j->dj, i, r);

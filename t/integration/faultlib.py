@@ -145,6 +145,7 @@ def small_tmpfs(size="1m", where=None):
     """A tmpfs of `size` mounted at `where` (default: a new temporary directory),
     owned by the test user, unmounted afterwards."""
     mnt = where or tempfile.mkdtemp(prefix="petrel-smallfs-")
+    os.makedirs(mnt, exist_ok=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%s,mode=0755" % size, "tmpfs", mnt], check=True)
     try:
         _, pw = run_as_user()

@@ -4,12 +4,12 @@ it) or committed (its fsync fails) never takes the original message with it: the
 original stays queued with a clear log line, and the notification is queued at a
 later attempt. Before, the original was removed whatever happened to the bounce, and
 before the bounce's commit had finished. Faults come from the faultfs LD_PRELOAD shim
-(t/tools/faultfs.c)."""
+(t/tools/faultfs.c), and (as root) from a queue on a small tmpfs that fills up."""
 
 import os
 
 from harness import Petrel, Tap, free_port, maildir_messages, wait_for
-from faultlib import QMGR, Faults, cpu_share, qmgr_pid, queue_names
+from faultlib import QMGR, Faults, cpu_share, fill, need_root, qmgr_pid, queue_names, small_tmpfs
 from modlib import module_dir
 
 t = Tap(timeout=400)
@@ -145,5 +145,42 @@ with Petrel(t, extra_services=QMGR, workers=1, start=False) as p:
 
     p.stop()
     t.ok("did not stop within" not in p.log(), "petreld stops cleanly")
+
+# --- a real full disk: the queue on a small tmpfs --------------------------------
+if need_root(t, "the full-queue bounce test"):
+    with Petrel(t, extra_services=QMGR, workers=1, start=False) as p, small_tmpfs("2m", where=p.dir + "/queue"):
+        boxes = os.path.join(p.dir, "mail")
+        os.mkdir(boxes)
+        if p.pw:
+            os.chown(boxes, p.pw.pw_uid, p.pw.pw_gid)
+        conf = dict(p.settings)
+        conf.update({"smtpd_timeout": "300s", "modules": "testmod", "module_directory": mods,
+                     "virtual_mailbox_domains": "vmail.test", "virtual_mailbox_base": boxes,
+                     "virtual_mailbox_maps": "inline:{ {v@vmail.test = v/} }",
+                     "minimal_backoff_time": "1s", "maximal_backoff_time": "2s", "queue_run_delay": "1s",
+                     # smtpd checks for 1.5 x message_size_limit of free space at MAIL
+                     "queue_minfree": "1", "message_size_limit": "100000"})
+        p.write_main_cf(conf)
+        p.start()
+        c = p.connect()
+        c.ehlo()
+        qid = held_bounce(p, c)
+        filler = fill(p.queue)
+        p.petrelctl("queue", "release", qid)
+        line = p.wait_log(r"warning: %s: cannot queue the sender non-delivery notification: cannot (write|commit) it[^:]*: "
+                          r"No space left on device; the message stays queued" % qid, timeout=15)
+        t.ok(line is not None, "full queue file system: the bounce cannot be written, and the log says so")
+        t.ok(wait_for(lambda: qid in queue_names(p, "deferred"), timeout=5), "the original stays queued")
+        t.is_(queue_names(p, "incoming"), [], "no partial bounce is left")
+        idle(p, "with a full queue file system")
+        os.unlink(filler)
+        p.petrelctl("queue", "flush")
+        t.ok(p.wait_log(r"%s: sender non-delivery notification: \w+" % qid, timeout=15) is not None,
+             "space again: the bounce is queued")
+        t.ok(p.wait_log(r"%s: removed" % qid) is not None, "then the original is removed")
+        t.ok(wait_for(lambda: [x for x in maildir_messages(os.path.join(boxes, "v")) if b"hold-x@vmail.test" in x]),
+             "and the sender gets the bounce")
+        c.close()
+        p.stop()
 
 t.done()

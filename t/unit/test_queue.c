@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -267,6 +268,41 @@ static void test_round_trip(struct queue *q)
     ok(exists_in(q, QDIR_INCOMING, id2), "file exists while being written");
     queue_writer_abort(w);
     ok(!exists_in(q, QDIR_INCOMING, id2), "abort removes the file");
+
+    /* The writer lock: held while the writer works, gone when it closes the
+     * file or dies. */
+    w = queue_writer_create(q, &g, &bare, id2);
+    int probe = openat(queue_dir_fd(q, QDIR_INCOMING), id2, O_RDONLY | O_CLOEXEC);
+    is_int(queue_file_writer_active(probe), 1, "a file being written has an active writer");
+    ok(queue_writer_commit(w) == 0, "commit");
+    is_int(queue_file_writer_active(probe), 1, "committed but still open: still its writer's");
+    queue_writer_free(w);
+    is_int(queue_file_writer_active(probe), 0, "closed by its writer: no writer");
+    close(probe);
+    int pipefd[2];
+    ok(pipe(pipefd) == 0, "pipe");
+    pid_t child = fork();
+    if (child == 0) {
+        char cid[QUEUE_ID_MAX];
+        struct queue_id_gen cg;
+        queue_id_gen_init(&cg, 4242);
+        struct queue_writer *cw = queue_writer_create(q, &cg, &bare, cid);
+        if (cw == NULL || write(pipefd[1], cid, strlen(cid)) < 0)
+            _exit(2);
+        _exit(0);   /* dies holding the writer open, as a crashed worker */
+    }
+    close(pipefd[1]);
+    int status = 0;
+    waitpid(child, &status, 0);
+    char cid[QUEUE_ID_MAX] = "";
+    ssize_t got = read(pipefd[0], cid, sizeof(cid) - 1);
+    close(pipefd[0]);
+    cid[got > 0 ? got : 0] = '\0';
+    probe = openat(queue_dir_fd(q, QDIR_INCOMING), cid, O_RDONLY | O_CLOEXEC);
+    ok(probe >= 0 && queue_file_writer_active(probe) == 0, "a writer that died left no lock behind (%s)", cid);
+    if (probe >= 0)
+        close(probe);
+    unlinkat(queue_dir_fd(q, QDIR_INCOMING), cid, 0);
 
     /* A NUL inside a string record (a foreign or damaged file) is rejected. */
     size_t size;

@@ -68,9 +68,10 @@ with Petrel(t, extra_services=QMGR, workers=1, start=False) as p:
     c.ehlo()
     idle(p, "at rest")
 
-    # --- finding 6: incoming/ refuses the bounce --------------------------------
+    # --- finding 6, as reported: hold, make incoming/ unwritable, release -------
     qid = held_bounce(p, c)
-    faults.set("op=create path=/incoming/ errno=EACCES")
+    incoming = os.path.join(p.queue, "incoming")
+    os.chmod(incoming, 0o500)
     p.petrelctl("queue", "release", qid)
     t.ok(p.wait_log(r"%s: to=<hold-x@vmail\.test>, relay=none, .*dsn=5\.1\.1, status=bounced" % qid) is not None,
          "released, the message bounces (unknown user)")
@@ -83,7 +84,7 @@ with Petrel(t, extra_services=QMGR, workers=1, start=False) as p:
     t.like(listing, r"cannot queue the non-delivery notification \(cannot create its queue file: Permission denied\)",
            "petrelctl queue list shows why it waits")
     idle(p, "with incoming/ refusing files")
-    faults.clear()
+    os.chmod(incoming, 0o700)
     p.petrelctl("queue", "flush")
     m = p.wait_log(r"%s: sender non-delivery notification: (\w+)" % qid, timeout=15)
     t.ok(m is not None, "once incoming/ takes files again, the next attempt queues the bounce")

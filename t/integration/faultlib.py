@@ -105,8 +105,12 @@ def cpu_share(pid, seconds=1.0):
 
 
 def qmgr_pid(p):
-    out = p.petrelctl("status").stdout
-    m = re.search(r"queue manager pid (\d+)", out)
+    """The running queue manager's PID, from its log lines (it logs at start), else
+    from `petrelctl status`."""
+    for pid in reversed(re.findall(r"petrel/qmgr\[(\d+)\]", p.log())):
+        if alive(int(pid)):
+            return int(pid)
+    m = re.search(r"queue manager pid (\d+)", p.petrelctl("status").stdout)
     return int(m.group(1)) if m else None
 
 

@@ -134,8 +134,10 @@ int queue_writer_commit(struct queue_writer *w);
 void queue_writer_abort(struct queue_writer *w);   /* unlinks the file, frees the writer */
 /* Whether a writer is still at work on the queue file open at fd (any
  * mode, read-only is enough): every writer holds an exclusive flock(2) on
- * its file from queue_writer_create until it closes it, and the kernel
- * drops it when the writer dies. Returns 1 when a writer holds it; 0 when
+ * its file from queue_writer_create until it closes it (it unlocks just
+ * before the close), and the kernel drops it when the writer dies (just
+ * after the close event: an IN_CLOSE_WRITE of a dead writer may still find
+ * it held once). Returns 1 when a writer holds it; 0 when
  * none does (fd then holds the lock itself until it is closed, so no
  * writer can appear: names are created O_EXCL); -1 with errno when the
  * file system cannot tell (no flock). */

@@ -446,8 +446,14 @@ int queue_file_writer_active(int fd)
 
 static void writer_destroy(struct queue_writer *w)
 {
-    if (w->fd >= 0)
+    /* Unlock before closing: the close raises the queue manager's
+     * IN_CLOSE_WRITE, and the kernel would drop the lock only after
+     * queueing that event, so the queue manager could find the file still
+     * locked and leave it until a periodic scan. */
+    if (w->fd >= 0) {
+        (void)flock(w->fd, LOCK_UN);
         close(w->fd);
+    }
     free(w->buf);
     free(w);
 }

@@ -25,14 +25,15 @@
  * concurrency limit (default_destination_concurrency_limit), so one slow
  * destination occupies only its own slots: the others keep flowing.
  *
- * Results are marked in the queue file in place (one pwrite per
- * recipient). When a message has no job left: bounced recipients get a DSN
- * (never to <>; a failed bounce goes to postmaster), deferred ones move the
- * file to deferred/ with its next attempt time as the file's mtime
- * (between minimal_backoff_time and maximal_backoff_time, growing with the
- * message's age) and their reasons in defer/ID, and a message with nothing
- * left is removed. Messages older than maximal_queue_lifetime
- * (bounce_queue_lifetime for bounces) are returned to the sender.
+ * Results are collected per recipient in memory. When a message has no
+ * job left, finish.c marks them in the queue file in place, queues the
+ * notifications it owes (bounce, never to <>; postmaster notification;
+ * success report; delay warning) durably before the original may go,
+ * then defers the message (next attempt time as the file's mtime, reasons
+ * in defer/ID) or removes it; expired messages are returned there too.
+ *
+ * Stop (SIGTERM): no new delivery starts; the loop ends when the last
+ * delivery and notification commit in flight is done, or after 5 s.
  */
 #include "config.h"
 

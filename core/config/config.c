@@ -1207,3 +1207,54 @@ struct cfg *cfg_service_copy(struct cfg *gen, const char *service_name, const ch
     }
     return cfg;
 }
+
+/* ---- the stress variant ---- */
+
+const struct cfg *cfg_stress_copy(struct cfg *base)
+{
+    struct cfg_value *flag = cfg_value_find(base, "stress");
+    if (flag == NULL || !flag->referenced || (flag->value && strcmp(flag->value, "yes") == 0))
+        return base;   /* nothing depends on $stress, or main.cf forces it already */
+    struct cfg *gen = base->generation ? (struct cfg *)base->generation : base;
+    struct cfg *cfg = petrel_pool_zalloc(gen->pool, sizeof(*cfg));
+    *cfg = *base;
+    cfg->generation = gen;
+    cfg->values = petrel_pool_alloc(gen->pool, base->nvalues * sizeof(*cfg->values));
+    memcpy(cfg->values, base->values, base->nvalues * sizeof(*cfg->values));
+    for (size_t i = 0; i < cfg->nvalues; i++) {
+        struct cfg_value *v = &cfg->values[i];
+        v->state = VAL_PENDING;
+        v->value = NULL;
+        v->list = NULL;
+        v->number = 0;
+        v->boolean = 0;
+        v->failed = 0;
+        /* Quiet expansion: base reported its own problems already. */
+        v->override = 0;
+        if (v->compute && !v->file && strcmp(v->name, "myhostname") == 0)
+            v->compute = NULL;
+    }
+    struct cfg_value *stress = cfg_value_find(cfg, "stress");
+    stress->raw = "yes";
+    stress->compute = NULL;
+    for (size_t i = 0; i < cfg->nvalues; i++)
+        cfg_value_expand(cfg, &cfg->values[i], 1);
+    for (size_t i = 0; i < cfg->nvalues; i++) {
+        struct cfg_value *v = &cfg->values[i];
+        const struct cfg_value *b = &base->values[i];   /* same order: same names */
+        if (b->value && v->value && strcmp(b->value, v->value) == 0) {
+            v->failed = b->failed;
+            v->number = b->number;
+            v->boolean = b->boolean;
+            v->list = b->list;
+            continue;
+        }
+        if (v->failed && v->param) {
+            cfg_error(cfg, value_file(cfg, v), v->line, v->name,
+                      "cannot be expanded with stress=yes (the value a service under stress uses)");
+            continue;
+        }
+        value_validate(cfg, v);
+    }
+    return cfg;
+}

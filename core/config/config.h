@@ -57,6 +57,10 @@ struct master_service {
     enum petrel_role role;       /* ROLE_IGNORED = accepted and ignored with a notice */
     const struct cfg *cfg;       /* main.cf with this service's -o overrides applied, re-expanded,
                                     validated; the main cfg itself when there are no overrides */
+    const struct cfg *stress_cfg;/* the same with stress=yes, for an inet smtpd service with maxproc
+                                    > 1 (what Postfix's master passes as -o stress=yes while the
+                                    service is at its limit); == cfg when no value depends on
+                                    $stress; NULL for other services */
     const char *file;
     int line;
 };

@@ -94,5 +94,9 @@ int cfg_master_load(struct cfg *cfg);
 struct cfg *cfg_service_copy(struct cfg *gen, const char *service_name, const char *command,
                              const char *const *names, const char *const *values,
                              const char *file, int line);
+/* base (a generation or a service copy) evaluated again with stress=yes;
+ * base itself when no value refers to $stress. Only values that differ from
+ * base are validated, so nothing is reported twice. */
+const struct cfg *cfg_stress_copy(struct cfg *base);
 
 #endif

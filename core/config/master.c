@@ -400,6 +400,8 @@ int cfg_master_load(struct cfg *gen)
             copy->nservices = gen->nservices;
             svc->cfg = copy;
         }
+        if (svc->role == ROLE_SMTPD && svc->type == SVC_INET && svc->maxproc > 1)
+            svc->stress_cfg = cfg_stress_copy((struct cfg *)svc->cfg);
         pending_free(&pending[i]);
     }
     free(pending);

@@ -514,6 +514,61 @@ static void test_master(const struct cfg_schema *schema)
     }
 }
 
+/* Postfix's stress parameter: public smtpd services get a second
+ * configuration evaluated with stress=yes (what their sessions use while the
+ * service is at its limit); main.cf and -o values may say ${stress?...}. */
+static void test_stress(const struct cfg_schema *schema)
+{
+    int nerrors;
+    const char *log;
+    struct cfg *cfg = load(schema,
+                           "smtpd_soft_error_limit = ${stress?{3}:{9}}\n",
+                           "smtp inet n - n - - smtpd\n"
+                           "sub inet n - n - 20 smtpd -o smtpd_timeout=${stress?{4}:{40}}s -o smtpd_recipient_limit=7\n"
+                           "one inet n - n - 1 smtpd\n"
+                           "qmgr unix n - n 300 1 qmgr\n",
+                           &nerrors, &log);
+    ok(cfg != NULL, "a configuration with ${stress?...} loads");
+    if (!cfg)
+        return;
+    is_str(cfg_get(cfg, "stress"), "", "stress is empty normally");
+    is_int(cfg_int(cfg, "smtpd_timeout"), 300, "default smtpd_timeout without stress: 300");
+    is_int(cfg_int(cfg, "smtpd_hard_error_limit"), 20, "default smtpd_hard_error_limit without stress: 20");
+    is_int(cfg_int(cfg, "smtpd_junk_command_limit"), 100, "default smtpd_junk_command_limit without stress: 100");
+    const struct master_service *smtp = cfg_service(cfg, 0);
+    ok(smtp->stress_cfg != NULL && smtp->stress_cfg != smtp->cfg, "smtp has a stress configuration");
+    if (smtp->stress_cfg) {
+        is_str(cfg_get(smtp->stress_cfg, "stress"), "yes", "stress = yes in it");
+        is_int(cfg_int(smtp->stress_cfg, "smtpd_timeout"), 10, "Postfix's default under stress: smtpd_timeout 10s");
+        is_int(cfg_int(smtp->stress_cfg, "smtpd_hard_error_limit"), 1, "smtpd_hard_error_limit 1");
+        is_int(cfg_int(smtp->stress_cfg, "smtpd_junk_command_limit"), 1, "smtpd_junk_command_limit 1");
+        is_int(cfg_int(smtp->stress_cfg, "smtpd_soft_error_limit"), 3, "main.cf's own ${stress?{3}:{9}}");
+        is_str(cfg_get(smtp->stress_cfg, "myhostname"), cfg_get(cfg, "myhostname"), "other values unchanged");
+    }
+    is_int(cfg_int(smtp->cfg, "smtpd_soft_error_limit"), 9, "and 9 without stress");
+    const struct master_service *sub = cfg_service(cfg, 1);
+    ok(sub->stress_cfg && sub->stress_cfg != sub->cfg, "a service with -o gets its own stress configuration");
+    if (sub->stress_cfg) {
+        is_int(cfg_int(sub->stress_cfg, "smtpd_timeout"), 4, "-o smtpd_timeout=${stress?{4}:{40}}s under stress");
+        is_int(cfg_int(sub->stress_cfg, "smtpd_recipient_limit"), 7, "its other -o values stay");
+    }
+    is_int(cfg_int(sub->cfg, "smtpd_timeout"), 40, "and 40 s without stress");
+    ok(cfg_service(cfg, 2)->stress_cfg == NULL, "maxproc 1: never under stress (Postfix)");
+    ok(cfg_service(cfg, 3)->stress_cfg == NULL, "not an smtpd service: no stress configuration");
+    cfg_free(cfg);
+
+    cfg = load(schema, "smtpd_timeout = 60s\nsmtpd_hard_error_limit = 5\nsmtpd_junk_command_limit = 5\n",
+               "smtp inet n - n - - smtpd\n", &nerrors, &log);
+    ok(cfg && cfg_service(cfg, 0)->stress_cfg == cfg_service(cfg, 0)->cfg,
+       "nothing refers to $stress: the stress configuration is the normal one");
+    cfg_free(cfg);
+
+    cfg = load(schema, "smtpd_timeout = ${stress?{soon}:{300}}s\n", "smtp inet n - n - - smtpd\n", &nerrors, &log);
+    ok(cfg == NULL, "a value that is bad only under stress fails the load");
+    ok(contains(log, expect("%s/main.cf:1: smtpd_timeout: bad time value \"soons\"", confdir)),
+       "and names main.cf, its line and the value stress gives");
+}
+
 static void copy_fixture(const char *fixture, const char *dir, const char *name)
 {
     char path[1024];
@@ -654,8 +709,8 @@ static void test_postconf(const struct cfg_schema *schema)
            "smtpd_banner = $myhostname ESMTP $mail_name\nmaximal_queue_lifetime = 5d\n", "-d defaults");
     char *show_all[] = { "config", NULL };
     const char *all = run_postconf(schema, 1, show_all);
-    ok(strstr(all, "\nsmtpd_timeout = 300s\n") && strstr(all, "\nnewparam = 1\n"),
-       "no args: every parameter");
+    ok(strstr(all, "\nsmtpd_timeout = ${stress?{10}:{300}}s\n") && strstr(all, "\nnewparam = 1\n"),
+       "no args: every parameter (raw, as postconf prints them)");
 
     char *remove_args[] = { "config", "-X", "relayhost", "newparam", NULL };
     is_int(postconf_main(schema, confdir, 4, remove_args), 0, "-X succeeds");
@@ -689,6 +744,7 @@ int main(void)
     test_types(schema);
     test_unknown(schema);
     test_master(schema);
+    test_stress(schema);
     test_debian(schema);
     test_schema();
     test_postconf(schema);

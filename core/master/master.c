@@ -60,7 +60,7 @@
 #define MAX_LISTENERS 64
 #define MAX_WORKERS ANVIL_MAX_WORKERS
 #define LISTEN_BACKLOG 4096
-#define STOP_TIMEOUT_SECONDS 40
+#define STOP_TIMEOUT_SECONDS 10   /* workers answer 421 at once; this bounds a stuck one */
 
 struct bound_listener {
     char key[128];                       /* "inet:127.0.0.1:2525" — identity across reloads */

@@ -1,7 +1,12 @@
 /*
  * Shared connection accounting (see anvil.h). Open addressing with a bounded
  * probe window: a lookup scans the whole window for the key before reusing
- * an idle slot, so a key is never stored twice even without tombstones.
+ * an idle slot, so a key is never stored twice even without tombstones. A
+ * slot is idle only when nothing refers to it any more: no connection, no
+ * waiter, no stress period and no rate window still running.
+ *
+ * Wake-ups are written after the lock is released: an eventfd write never
+ * blocks (EFD_NONBLOCK), and a worker that is gone simply never reads it.
  */
 #include "config.h"
 
@@ -10,13 +15,14 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "lib/log.h"
 #include "lib/hash.h"
 #include "smtpd/anvil.h"
 
-#define ANVIL_KEY_MAX 48
 #define ANVIL_PROBES 32
 
 struct anvil_slot {
@@ -24,12 +30,17 @@ struct anvil_slot {
     uint16_t count[ANVIL_MAX_WORKERS];
     time_t window_start;
     uint32_t window_count;
+    uint32_t stress_epoch;            /* service slots: bumped when a stress period begins */
+    uint64_t waiters;                 /* service slots: workers paused until a session ends */
+    time_t stress_until;              /* service slots: end of the stress period */
+    time_t busy_warned;               /* service slots: last process-limit warning */
 };
 
 struct anvil {
     pthread_mutex_t lock;
     unsigned nslots;
     size_t map_size;
+    int wake_fd[ANVIL_MAX_WORKERS];   /* the same descriptors in every process (made before the fork) */
     struct anvil_slot slots[];
 };
 
@@ -47,19 +58,32 @@ struct anvil *anvil_create(unsigned slots)
     pthread_mutexattr_destroy(&attr);
     a->nslots = slots;
     a->map_size = size;
+    for (int i = 0; i < ANVIL_MAX_WORKERS; i++) {
+        a->wake_fd[i] = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (a->wake_fd[i] < 0)
+            msg_fatal("anvil: eventfd: %s", strerror(errno));
+    }
     return a;
 }
 
 void anvil_destroy(struct anvil *a)
 {
-    if (a)
-        munmap(a, a->map_size);
+    if (a == NULL)
+        return;
+    for (int i = 0; i < ANVIL_MAX_WORKERS; i++)
+        close(a->wake_fd[i]);
+    munmap(a, a->map_size);
 }
 
 static void lock(struct anvil *a)
 {
     if (pthread_mutex_lock(&a->lock) == EOWNERDEAD)
         pthread_mutex_consistent(&a->lock);   /* the owner died mid-update: counts are still sane */
+}
+
+static void unlock(struct anvil *a)
+{
+    pthread_mutex_unlock(&a->lock);
 }
 
 static unsigned total(const struct anvil_slot *s)
@@ -70,35 +94,58 @@ static unsigned total(const struct anvil_slot *s)
     return sum;
 }
 
+static int idle(const struct anvil_slot *s, time_t now, unsigned window)
+{
+    if (s->key[0] == '\0')
+        return 1;
+    return total(s) == 0 && s->waiters == 0 && s->stress_until <= now &&
+           (window == 0 || now - s->window_start >= (time_t)window);
+}
+
 static struct anvil_slot *find(struct anvil *a, const char *key, int create, time_t now, unsigned window)
 {
     uint32_t h = hash_string(key);
-    struct anvil_slot *idle = NULL;
+    struct anvil_slot *reuse = NULL;
     for (unsigned i = 0; i < ANVIL_PROBES && i < a->nslots; i++) {
         struct anvil_slot *s = &a->slots[(h + i) % a->nslots];
         if (strcmp(s->key, key) == 0)
             return s;
-        if (idle == NULL && (s->key[0] == '\0' ||
-                             (total(s) == 0 && (window == 0 || now - s->window_start >= (time_t)window))))
-            idle = s;
+        if (reuse == NULL && idle(s, now, window))
+            reuse = s;
     }
-    if (!create || idle == NULL)
+    if (!create || reuse == NULL)
         return NULL;
-    memset(idle, 0, sizeof(*idle));
-    snprintf(idle->key, sizeof(idle->key), "%s", key);
-    idle->window_start = now;
-    return idle;
+    memset(reuse, 0, sizeof(*reuse));
+    memcpy(reuse->key, key, strlen(key) + 1);
+    reuse->window_start = now;
+    return reuse;
 }
 
-int anvil_connect(struct anvil *a, unsigned w, const char *addr, time_t now,
+static int key_fits(const char *key)
+{
+    if (strlen(key) < ANVIL_KEY_MAX)
+        return 1;
+    errno = ENAMETOOLONG;
+    return 0;
+}
+
+static void wake(struct anvil *a, uint64_t workers)
+{
+    uint64_t one = 1;
+    for (unsigned i = 0; i < ANVIL_MAX_WORKERS; i++)
+        if (workers & ((uint64_t)1 << i))
+            (void)!write(a->wake_fd[i], &one, sizeof(one));
+}
+
+int anvil_connect(struct anvil *a, unsigned w, const char *key, time_t now,
                   unsigned rate_window, unsigned *concurrent, unsigned *rate)
 {
-    if (w >= ANVIL_MAX_WORKERS)
+    if (w >= ANVIL_MAX_WORKERS || !key_fits(key))
         return -1;
     lock(a);
-    struct anvil_slot *s = find(a, addr, 1, now, rate_window);
+    struct anvil_slot *s = find(a, key, 1, now, rate_window);
     if (s == NULL) {
-        pthread_mutex_unlock(&a->lock);
+        unlock(a);
         return -1;
     }
     if (s->count[w] < UINT16_MAX)
@@ -110,27 +157,141 @@ int anvil_connect(struct anvil *a, unsigned w, const char *addr, time_t now,
     s->window_count++;
     *concurrent = total(s);
     *rate = s->window_count;
-    pthread_mutex_unlock(&a->lock);
+    unlock(a);
     return 0;
 }
 
-void anvil_disconnect(struct anvil *a, unsigned w, const char *addr)
+void anvil_disconnect(struct anvil *a, unsigned w, const char *key)
 {
-    if (w >= ANVIL_MAX_WORKERS)
+    if (w >= ANVIL_MAX_WORKERS || !key_fits(key))
         return;
     lock(a);
-    struct anvil_slot *s = find(a, addr, 0, 0, 0);
+    struct anvil_slot *s = find(a, key, 0, 0, 0);
     if (s && s->count[w] > 0)
         s->count[w]--;
-    pthread_mutex_unlock(&a->lock);
+    unlock(a);
+}
+
+/* The service is at its limit: Postfix's master then runs new processes with
+ * stress=yes until the service has stayed below its limit for 1000 s. */
+static void at_limit(struct anvil_slot *s, int stress_eligible, time_t now, struct anvil_take *out)
+{
+    if (stress_eligible) {
+        if (s->stress_until <= now) {
+            s->stress_epoch++;
+            out->stress_began = 1;
+        }
+        s->stress_until = now + ANVIL_STRESS_SECONDS;
+    }
+    if (s->busy_warned == 0 || now - s->busy_warned >= ANVIL_STRESS_SECONDS) {
+        s->busy_warned = now;
+        out->warn_busy = 1;
+    }
+    out->stressed = s->stress_until > now;
+    out->stress_epoch = s->stress_epoch;
+}
+
+enum anvil_take_status anvil_service_take(struct anvil *a, unsigned w, const char *key, unsigned limit,
+                                          int stress_eligible, time_t now, struct anvil_take *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (w >= ANVIL_MAX_WORKERS || !key_fits(key))
+        return ANVIL_UNCOUNTED;
+    lock(a);
+    struct anvil_slot *s = find(a, key, 1, now, 0);
+    if (s == NULL) {
+        unlock(a);
+        return ANVIL_UNCOUNTED;
+    }
+    enum anvil_take_status status;
+    unsigned sessions = total(s);
+    if (sessions < limit) {
+        if (s->count[w] < UINT16_MAX)
+            s->count[w]++;
+        sessions++;
+        status = ANVIL_TAKEN;
+    } else {
+        s->waiters |= (uint64_t)1 << w;
+        status = ANVIL_FULL;
+    }
+    out->sessions = sessions;
+    out->stressed = s->stress_until > now;
+    out->stress_epoch = s->stress_epoch;
+    /* Full: a client waits (the last slot taken counts only once its
+     * accept succeeded: anvil_service_limit_reached). */
+    if (status == ANVIL_FULL)
+        at_limit(s, stress_eligible, now, out);
+    unlock(a);
+    return status;
+}
+
+void anvil_service_limit_reached(struct anvil *a, const char *key, int stress_eligible, time_t now,
+                                 struct anvil_take *out)
+{
+    if (!key_fits(key))
+        return;
+    lock(a);
+    struct anvil_slot *s = find(a, key, 0, 0, 0);
+    if (s)
+        at_limit(s, stress_eligible, now, out);
+    unlock(a);
+}
+
+void anvil_service_release(struct anvil *a, unsigned w, const char *key)
+{
+    if (w >= ANVIL_MAX_WORKERS || !key_fits(key))
+        return;
+    uint64_t waiters = 0;
+    lock(a);
+    struct anvil_slot *s = find(a, key, 0, 0, 0);
+    if (s && s->count[w] > 0) {
+        s->count[w]--;
+        waiters = s->waiters;
+        s->waiters = 0;
+    }
+    unlock(a);
+    wake(a, waiters);
+}
+
+int anvil_service_stressed(struct anvil *a, const char *key, time_t now, unsigned *epoch)
+{
+    *epoch = 0;
+    if (!key_fits(key))
+        return 0;
+    lock(a);
+    struct anvil_slot *s = find(a, key, 0, 0, 0);
+    int stressed = s && s->stress_until > now;
+    if (s)
+        *epoch = s->stress_epoch;
+    unlock(a);
+    return stressed;
+}
+
+int anvil_wake_fd(const struct anvil *a, unsigned w)
+{
+    return w < ANVIL_MAX_WORKERS ? a->wake_fd[w] : -1;
+}
+
+void anvil_wake_all(struct anvil *a)
+{
+    wake(a, ~(uint64_t)0);
 }
 
 void anvil_reset_worker(struct anvil *a, unsigned w)
 {
     if (w >= ANVIL_MAX_WORKERS)
         return;
+    uint64_t waiters = 0;
     lock(a);
-    for (unsigned i = 0; i < a->nslots; i++)
-        a->slots[i].count[w] = 0;
-    pthread_mutex_unlock(&a->lock);
+    for (unsigned i = 0; i < a->nslots; i++) {
+        struct anvil_slot *s = &a->slots[i];
+        s->waiters &= ~((uint64_t)1 << w);
+        if (s->count[w]) {
+            s->count[w] = 0;
+            waiters |= s->waiters;
+            s->waiters = 0;
+        }
+    }
+    unlock(a);
+    wake(a, waiters);
 }

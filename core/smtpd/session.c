@@ -220,11 +220,6 @@ static void session_unlink(struct smtpd_worker *w, struct smtpd_session *s)
     w->nsessions--;
 }
 
-static void service_key(char *out, size_t size, const struct smtpd_settings *set)
-{
-    snprintf(out, size, "service:%s", set->service_name);
-}
-
 /* Best effort, non-blocking: sends what a closing TLS session still has
  * below its filter. The socket bufferevent keeps the start of its output
  * frozen (evbuffer_write and evbuffer_copyout refuse it), so peek at it.
@@ -262,13 +257,10 @@ static void session_free(struct smtpd_session *s)
     }
     smtpd_plugin_session_gone(s);
     tx_free(s);
-    if (s->counted_in_anvil)
-        anvil_disconnect(w->anvil, w->index, s->addr);
-    if (s->counted_in_service) {
-        char key[64];
-        service_key(key, sizeof(key), s->set);
-        anvil_disconnect(w->anvil, w->index, key);
-    }
+    if (s->client_key)
+        anvil_disconnect(w->anvil, w->index, s->client_key);
+    if (s->counted_in_service)
+        anvil_service_release(w->anvil, w->index, s->listener->service_key);   /* wakes waiting listeners */
     if (s->delay_timer)
         event_free(s->delay_timer);
     if (s->bev) {
@@ -444,10 +436,10 @@ static void send_greeting(struct smtpd_session *s);
 static void greeting_checked(struct smtpd_session *s, const struct restrict_result *r);
 static void connect_hooked(struct smtpd_session *s, const struct restrict_result *r);
 
-void smtpd_accept(struct smtpd_listener *l, int fd, const struct sockaddr *sa, int salen)
+void smtpd_accept(struct smtpd_listener *l, const struct smtpd_settings *set, int fd, const struct sockaddr *sa,
+                  int salen, int counted_in_service)
 {
     struct smtpd_worker *w = l->worker;
-    const struct smtpd_settings *set = l->settings;
     petrel_pool *pool = petrel_pool_create(SESSION_POOL_SIZE);
     struct smtpd_session *s = petrel_pool_zalloc(pool, sizeof(*s));
     s->pool = pool;
@@ -456,6 +448,7 @@ void smtpd_accept(struct smtpd_listener *l, int fd, const struct sockaddr *sa, i
     s->listener = l;
     s->set = set;
     s->fd = fd;
+    s->counted_in_service = counted_in_service;
     s->state = SMTPD_CMD;
     s->protocol = "SMTP";
     addr_to_text(sa, s->addr, sizeof(s->addr), s->port, sizeof(s->port));
@@ -509,26 +502,15 @@ void smtpd_accept(struct smtpd_listener *l, int fd, const struct sockaddr *sa, i
     bufferevent_set_timeouts(s->bev, &set->timeout, &set->timeout);
     limit_buffers(s);
 
-    /* Shared connection limits (Postfix's anvil): count first, then decide. */
+    /* Per-client limits (Postfix's anvil), per service as in Postfix: count
+     * first, then decide. The service's own limit (maxproc) was applied
+     * before the accept: a client never gets here while the service is full. */
     time_t now = time(NULL);
     unsigned concurrent = 0, rate = 0;
-    if (set->maxproc > 0) {
-        char key[64];
-        service_key(key, sizeof(key), set);
-        if (anvil_connect(w->anvil, w->index, key, now, 0, &concurrent, &rate) == 0) {
-            s->counted_in_service = 1;
-            if (concurrent > (unsigned)set->maxproc) {
-                msg_warn("service %s: %u sessions reached its process limit %d: refusing %s",
-                         set->service_name, concurrent, set->maxproc, s->namaddr);
-                smtpd_session_shutdown(s, petrel_pool_printf(s->pool,
-                    "421 4.3.2 %s Service busy, try again later", set->myhostname));
-                return;
-            }
-        }
-    }
     if (!cidr_list_match(set->conn_limit_exceptions, s->addr)) {
-        if (anvil_connect(w->anvil, w->index, s->addr, now, set->rate_time_unit, &concurrent, &rate) == 0) {
-            s->counted_in_anvil = 1;
+        const char *key = petrel_pool_printf(s->pool, "client:%s:%s", set->service_name, s->addr);
+        if (anvil_connect(w->anvil, w->index, key, now, set->rate_time_unit, &concurrent, &rate) == 0) {
+            s->client_key = key;
             if (set->conn_count_limit && concurrent > set->conn_count_limit) {
                 msg_warn("Connection concurrency limit exceeded: %u from %s for service %s",
                          concurrent, s->namaddr, set->service_name);
@@ -2108,6 +2090,25 @@ static void session_process_input(struct smtpd_session *s)
         log_disconnect(s);
         session_free(s);
     }
+}
+
+void smtpd_session_stop(struct smtpd_session *s)
+{
+    if (s->state == SMTPD_CLOSING || (s->tx && s->tx->commit_job))
+        return;
+    /* Whatever it waits for (a module, a restriction) answers nobody now. */
+    smtpd_plugin_session_gone(s);
+    s->check = NULL;
+    if (s->delay_timer)
+        evtimer_del(s->delay_timer);
+    if (s->tx && s->tx->writer)
+        msg_info("%s: %s in progress from %s abandoned at shutdown; nothing was accepted", s->tx->queue_id,
+                 s->state == SMTPD_BDAT || s->tx->bdat_total ? "BDAT" : "DATA", s->namaddr);
+    tx_free(s);   /* removes an incomplete queue file */
+    if (s->state == SMTPD_WAIT || s->state == SMTPD_DATA || s->state == SMTPD_BDAT || s->state == SMTPD_AUTH)
+        s->state = SMTPD_CMD;
+    smtpd_session_shutdown(s, petrel_pool_printf(s->pool, "421 4.3.2 %s Service shutting down",
+                                                 s->set->myhostname));
 }
 
 /* Resumes input processing after an asynchronous step or a delay. */

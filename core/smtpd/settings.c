@@ -18,6 +18,7 @@
 #include "lib/xalloc.h"
 #include "mail/addr_class.h"
 #include "smtpd/rcpt_maps.h"
+#include "smtpd/anvil.h"
 #include "smtpd/restrict.h"
 #include "smtpd/smtpd_int.h"
 #include "tables/cidr.h"
@@ -110,11 +111,16 @@ static void free_settings_pool(void *arg)
 }
 
 struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struct master_service *svc,
-                                             char **error)
+                                             const struct cfg *cfg, char **error)
 {
+    if (strlen(svc->name) > ANVIL_SERVICE_NAME_MAX) {
+        fail(error, "the service name is longer than %d characters (connection accounting keys include it)",
+             ANVIL_SERVICE_NAME_MAX);
+        locate_error(svc, error);
+        return NULL;
+    }
     petrel_pool *pool = petrel_pool_create(8192);
     struct smtpd_settings *set = petrel_pool_zalloc(pool, sizeof(*set));
-    const struct cfg *cfg = svc->cfg;
     set->pool = pool;
     set->cfg = cfg;
     petrel_pool_cleanup_add(pool, free_settings_pool, set);

@@ -153,11 +153,21 @@ struct smtpd_settings {
 
 struct smtpd_worker;
 
+/* One listening socket of a master.cf service (worker.c). A service with a
+ * maxproc limit takes a session slot in the shared table before each
+ * accept; when the service is full the listener is paused and connections
+ * wait in the kernel's backlog until a session of the service ends. */
 struct smtpd_listener {
     struct smtpd_worker *worker;
-    struct evconnlistener *ev;
+    struct event *ev;                 /* readable: a connection waits in the backlog */
+    struct event *retry_timer;        /* out of descriptors: try again shortly */
     struct smtpd_settings *settings;
+    struct smtpd_settings *stress_settings;   /* with stress=yes; == settings when nothing differs */
+    const char *service_key;          /* "service:NAME": its session count in the shared table */
     int fd;
+    int stress_eligible;              /* Postfix: an inet service with maxproc > 1, not loopback-only */
+    unsigned stress_epoch;            /* the stress period this worker's sessions were switched for */
+    int paused;                       /* the service is full: not accepting */
 };
 
 struct smtpd_worker {
@@ -177,6 +187,7 @@ struct smtpd_worker {
     int draining;                     /* stop accepting, finish sessions */
     int stopping;                     /* SIGTERM: 421 idle sessions too */
     struct event *sig_term, *sig_drain, *sig_hup, *drain_timer;
+    struct event *wake;               /* the shared table's eventfd: a service slot freed, or stress began */
     struct module_set *modules;       /* this generation's modules, initialised in this worker */
     struct dns_resolver *dns;
     struct router *router;            /* canonical maps and masquerading for header rewriting */
@@ -263,8 +274,8 @@ struct smtpd_session {
     const char *auth_user;            /* LOGIN: the user name, once given */
     long local_uid;
     int bare_lf_excluded;
-    int counted_in_anvil;
-    int counted_in_service;
+    const char *client_key;           /* "client:SERVICE:ADDR" in the shared table, when counted */
+    int counted_in_service;           /* holds a session slot of its service (maxproc) */
     int tls_active;
     const char *tls_info;             /* "TLSv1.3 with cipher X (256/256 bits)" */
     const char *protocol;             /* "SMTP", "ESMTP", "ESMTPS", "ESMTPA", ... */
@@ -304,17 +315,27 @@ static inline petrel_pool *smtpd_cmd_pool(const struct smtpd_session *s)
 }
 
 /* session.c */
-void smtpd_accept(struct smtpd_listener *l, int fd, const struct sockaddr *sa, int salen);
+/* A connection accepted on l, served with set (l's settings, or its stress
+ * settings); counted_in_service: it holds one of the service's session slots,
+ * given back when the session ends. */
+void smtpd_accept(struct smtpd_listener *l, const struct smtpd_settings *set, int fd, const struct sockaddr *sa,
+                  int salen, int counted_in_service);
+/* SIGTERM: ends the session now with 421 (a DATA in progress is abandoned and
+ * its incomplete file removed), unless its message is being committed: that
+ * one is answered first, then gets 421 (smtpd_continue). */
+void smtpd_session_stop(struct smtpd_session *s);
 void smtpd_reply(struct smtpd_session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void smtpd_session_shutdown(struct smtpd_session *s, const char *reply);
 void smtpd_continue(struct smtpd_session *s);
 int smtpd_queue_space_ok(struct smtpd_worker *w, unsigned long long message_size_limit);
 
 /* settings.c */
-/* NULL with *error (malloc'd) saying where to fix it: "main.cf:LINE: param:
- * problem", or "master.cf, line N: service S: ..." for a -o override. */
+/* Settings for one of svc's configurations: svc->cfg, or svc->stress_cfg
+ * (what its sessions use while the service is under stress). NULL with
+ * *error (malloc'd) saying where to fix it: "main.cf:LINE: param: problem",
+ * or "master.cf, line N: service S: ..." for a -o override. */
 struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struct master_service *svc,
-                                             char **error);
+                                             const struct cfg *cfg, char **error);
 void smtpd_settings_free(struct smtpd_settings *set);
 int smtpd_domain_is_local(const struct smtpd_settings *set, const char *domain);
 

@@ -1,56 +1,235 @@
 /*
  * An smtpd worker process: one libevent loop serving every SMTP listener
- * the master handed over, plus a small thread pool for fsync. Signals:
- * SIGTERM stops (idle sessions get 421, transactions in flight finish,
- * then exit, with a hard deadline); SIGUSR1 drains (stop accepting, let
- * established sessions end on their own: used when a reload replaces this
- * worker). SIGHUP is ignored: the master reloads by replacing workers.
+ * the master handed over, plus a small thread pool for fsync.
+ *
+ * Accepting: every worker watches every listening socket. A service with a
+ * maxproc limit takes a session slot in the shared table (anvil.c) before
+ * each accept(); when the service is full the worker stops watching that
+ * socket, so new clients wait in the kernel's listen backlog, as they do
+ * when Postfix's master stops accepting at a service's process limit. The
+ * worker that ends a session of the service wakes the waiting workers
+ * through the table's eventfds and they accept again. Only a client over
+ * its own per-client limit is turned away (421, session.c).
+ *
+ * Stress: taking the last slot of a public service (inet, maxproc > 1, not
+ * loopback-only: Postfix's rule) starts a stress period. New sessions then
+ * use the listener's stress settings (main.cf and -o evaluated with
+ * stress=yes, so ${stress?{10}:{300}} picks 10), and every worker switches
+ * its sessions of that service that are waiting for their client to the
+ * stress settings too, re-arming their timeouts: idle clients cannot hold
+ * the slots for smtpd_timeout's normal 300 s.
+ *
+ * Signals: SIGTERM stops: listeners close and every session is answered
+ * 421 at once (a DATA in progress is abandoned and its file removed), except
+ * a message whose commit is under way: it finishes, is answered, then gets
+ * 421; a short deadline covers clients that do not read. SIGUSR1 drains
+ * (stop accepting, let established sessions end on their own: used when a
+ * reload replaces this worker). SIGHUP is ignored: the master reloads by
+ * replacing workers.
  */
 #include "config.h"
 
 #include <errno.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include <event2/bufferevent.h>
 #include <event2/event.h>
-#include <event2/listener.h>
 
 #include "config/config.h"
 #include "lib/dns.h"
 #include "lib/log.h"
 #include "lib/workq.h"
 #include "lib/xalloc.h"
+#include "smtpd/anvil.h"
 #include "smtpd/smtpd.h"
 #include "smtpd/smtpd_int.h"
 #include "tables/table.h"
 #include "module/module.h"
 #include "qmgr/route.h"
 
-#define SHUTDOWN_GRACE_SECONDS 30
+/* After SIGTERM every session is told at once; this only bounds clients
+ * that do not take their 421 and commits stuck on a slow disk. */
+#define SHUTDOWN_GRACE_SECONDS 5
+#define ACCEPT_BATCH 16                  /* accepts per wake-up, so one listener cannot starve the loop */
+#define ACCEPT_RETRY_MSEC 100            /* pause after EMFILE/ENFILE */
 
-static void on_accept(struct evconnlistener *ev, evutil_socket_t fd, struct sockaddr *sa, int salen,
-                      void *arg)
+static void listener_pause(struct smtpd_listener *l)
 {
-    struct smtpd_listener *l = arg;
-    smtpd_accept(l, fd, sa, salen);
+    if (l->ev && !l->paused) {
+        event_del(l->ev);
+        l->paused = 1;
+    }
 }
 
-static void on_accept_error(struct evconnlistener *ev, void *arg)
+static void listener_resume(struct smtpd_listener *l)
 {
-    int err = EVUTIL_SOCKET_ERROR();
-    /* EMFILE and friends: pause briefly rather than spin. */
-    msg_warn("accept: %s", evutil_socket_error_to_string(err));
+    if (l->ev && l->paused && !l->worker->draining) {
+        l->paused = 0;
+        event_add(l->ev, NULL);
+    }
+}
+
+/* Sessions of a service that wait for their client switch to its stress
+ * settings; their timeout starts again with the (shorter) stress value. */
+static void apply_stress(struct smtpd_worker *w, const char *service_key, unsigned epoch)
+{
+    const struct smtpd_listener *changed = NULL;
+    for (int i = 0; i < w->nlisteners; i++) {
+        struct smtpd_listener *l = &w->listeners[i];
+        if (strcmp(l->service_key, service_key) == 0 && l->stress_epoch != epoch) {
+            l->stress_epoch = epoch;
+            changed = l;
+        }
+    }
+    if (changed == NULL)
+        return;
+    unsigned switched = 0;
+    for (struct smtpd_session *s = w->sessions; s; s = s->next) {
+        struct smtpd_listener *l = s->listener;
+        if (strcmp(l->service_key, service_key) != 0 || s->set == l->stress_settings)
+            continue;
+        if (s->state != SMTPD_CMD && s->state != SMTPD_AUTH && s->state != SMTPD_DATA && s->state != SMTPD_BDAT)
+            continue;   /* busy on our side (a check, a commit) or closing */
+        s->set = l->stress_settings;
+        bufferevent_set_timeouts(s->bev, &s->set->timeout, &s->set->timeout);
+        switched++;
+    }
+    if (switched)
+        msg_info("service %s: under stress: %u session%s switched to the stress settings (smtpd_timeout %lds)",
+                 changed->settings->service_name, switched, switched == 1 ? "" : "s",
+                 (long)changed->stress_settings->timeout.tv_sec);
+}
+
+static void warn_busy(const struct smtpd_listener *l, unsigned sessions)
+{
+    const struct smtpd_settings *set = l->settings;
+    msg_warn("service \"%s\" has reached its process limit \"%d\" (%u sessions): new clients wait until a "
+             "session ends", set->service_name, set->maxproc, sessions);
+    msg_warn("to avoid this condition, increase the process count in master.cf or reduce the service time "
+             "per client%s", l->stress_eligible ? " (stress-adapting settings such as ${stress?{10}:{300}} now "
+                                                  "apply to this service)" : "");
+}
+
+static void accept_retry(evutil_socket_t fd, short what, void *arg)
+{
+    listener_resume(arg);
+}
+
+/* The service reached its limit (a connection waits, or we took the last
+ * slot): log it, start the stress period everywhere. */
+static void limit_reached(struct smtpd_listener *l, const struct anvil_take *take)
+{
+    struct smtpd_worker *w = l->worker;
+    if (take->warn_busy)
+        warn_busy(l, take->sessions);
+    if (take->stress_began) {
+        msg_info("service %s: under stress (at its process limit %d): stress=yes settings apply until it "
+                 "stays below the limit for %d s", l->settings->service_name, l->settings->maxproc,
+                 ANVIL_STRESS_SECONDS);
+        anvil_wake_all(w->anvil);   /* every worker shortens its idle sessions (us too, below) */
+    }
+    if (take->stressed)
+        apply_stress(w, l->service_key, take->stress_epoch);
+}
+
+static void on_listener_readable(evutil_socket_t fd, short what, void *arg)
+{
+    struct smtpd_listener *l = arg;
+    struct smtpd_worker *w = l->worker;
+    for (int n = 0; n < ACCEPT_BATCH && !w->draining; n++) {
+        int maxproc = l->settings->maxproc;
+        int counted = 0;
+        struct anvil_take take;
+        memset(&take, 0, sizeof(take));
+        if (maxproc > 0) {
+            /* The slot is taken before accept(): two workers can never both
+             * take the last one. */
+            enum anvil_take_status st = anvil_service_take(w->anvil, w->index, l->service_key, (unsigned)maxproc,
+                                                           l->stress_eligible, time(NULL), &take);
+            if (st == ANVIL_FULL) {
+                /* Clients wait in the backlog; a session's end wakes us. */
+                limit_reached(l, &take);
+                listener_pause(l);
+                return;
+            }
+            if (st == ANVIL_UNCOUNTED)
+                msg_warn("connection accounting table full: not limiting service %s", l->settings->service_name);
+            counted = st == ANVIL_TAKEN;
+        }
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        int cfd = accept4(l->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (cfd < 0) {
+            int err = errno;
+            if (counted)
+                anvil_service_release(w->anvil, w->index, l->service_key);
+            if (err == EAGAIN || err == EWOULDBLOCK)
+                return;   /* another worker took it */
+            if (err == EINTR || err == ECONNABORTED || err == EPROTO)
+                continue;
+            msg_warn("accept: service %s: %s", l->settings->service_name, strerror(err));
+            if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+                /* Out of descriptors: pause rather than spin on a readable socket. */
+                listener_pause(l);
+                struct timeval tv = { 0, ACCEPT_RETRY_MSEC * 1000 };
+                evtimer_add(l->retry_timer, &tv);
+            }
+            return;
+        }
+        if (counted && take.sessions >= (unsigned)maxproc) {
+            anvil_service_limit_reached(w->anvil, l->service_key, l->stress_eligible, time(NULL), &take);
+            limit_reached(l, &take);
+        }
+        const struct smtpd_settings *set = take.stressed ? l->stress_settings : l->settings;
+        smtpd_accept(l, set, cfd, (struct sockaddr *)&ss, (int)len, counted);
+    }
+}
+
+/* The shared table woke us: a session slot freed somewhere, or a stress
+ * period began. */
+static void on_wake(evutil_socket_t fd, short what, void *arg)
+{
+    struct smtpd_worker *w = arg;
+    uint64_t count;
+    (void)!read(fd, &count, sizeof(count));
+    if (w->draining)
+        return;
+    time_t now = time(NULL);
+    for (int i = 0; i < w->nlisteners; i++) {
+        struct smtpd_listener *l = &w->listeners[i];
+        unsigned epoch;
+        if (l->stress_eligible && anvil_service_stressed(w->anvil, l->service_key, now, &epoch))
+            apply_stress(w, l->service_key, epoch);
+        /* A paused listener tries again: its service has room now, or the
+         * next accept finds it full and waits once more. */
+        listener_resume(l);
+    }
 }
 
 static void stop_listening(struct smtpd_worker *w)
 {
     for (int i = 0; i < w->nlisteners; i++) {
-        if (w->listeners[i].ev) {
-            evconnlistener_free(w->listeners[i].ev);   /* closes our copy of the socket */
-            w->listeners[i].ev = NULL;
+        struct smtpd_listener *l = &w->listeners[i];
+        if (l->ev) {
+            event_free(l->ev);
+            l->ev = NULL;
+            close(l->fd);   /* our copy: the master and the other workers keep theirs */
+            l->fd = -1;
         }
+        if (l->retry_timer) {
+            event_free(l->retry_timer);
+            l->retry_timer = NULL;
+        }
+    }
+    if (w->wake) {
+        event_free(w->wake);
+        w->wake = NULL;
     }
 }
 
@@ -67,13 +246,10 @@ static void begin_drain(struct smtpd_worker *w, int stopping)
     w->draining = 1;
     if (stopping && !w->stopping) {
         w->stopping = 1;
-        /* Idle sessions are told now; busy ones when their step completes. */
         struct smtpd_session *s = w->sessions, *next;
         for (; s; s = next) {
             next = s->next;
-            if (s->state == SMTPD_CMD && s->tx == NULL)
-                smtpd_session_shutdown(s, petrel_pool_printf(s->pool, "421 4.3.2 %s Service shutting down",
-                                                             s->set->myhostname));
+            smtpd_session_stop(s);
         }
         struct timeval tv = { SHUTDOWN_GRACE_SECONDS, 0 };
         w->drain_timer = evtimer_new(w->base, deadline, w);
@@ -96,6 +272,36 @@ static void on_sigdrain(evutil_socket_t sig, short what, void *arg)
 static void on_sighup(evutil_socket_t sig, short what, void *arg)
 {
     /* Reload is the master's business: it replaces this worker. */
+}
+
+/* Postfix's MASTER_FLAG_LOCAL_ONLY: every socket of the service is a UNIX
+ * socket or a loopback address. Such services (content filters' return
+ * paths, local submission) never go into stress mode. */
+static int socket_is_local(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0)
+        return 0;
+    if (ss.ss_family == AF_UNIX)
+        return 1;
+    if (ss.ss_family == AF_INET)
+        return (ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
+    if (ss.ss_family == AF_INET6) {
+        const struct in6_addr *a = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+        if (IN6_IS_ADDR_V4MAPPED(a))
+            return a->s6_addr[12] == 127;
+        return IN6_IS_ADDR_LOOPBACK(a);
+    }
+    return 0;
+}
+
+static int service_is_local(const struct smtpd_worker_args *args, const struct master_service *svc)
+{
+    for (int i = 0; i < args->nlisteners; i++)
+        if (args->listeners[i].service == svc && !socket_is_local(args->listeners[i].fd))
+            return 0;
+    return 1;
 }
 
 int smtpd_worker_main(const struct smtpd_worker_args *args)
@@ -141,18 +347,31 @@ int smtpd_worker_main(const struct smtpd_worker_args *args)
     w.listeners = xcalloc((size_t)args->nlisteners, sizeof(*w.listeners));
     for (int i = 0; i < args->nlisteners; i++) {
         struct smtpd_listener *l = &w.listeners[i];
+        const struct master_service *svc = args->listeners[i].service;
         l->worker = &w;
         l->fd = args->listeners[i].fd;
-        l->settings = smtpd_settings_create(&w, args->listeners[i].service, &error);
+        l->settings = smtpd_settings_create(&w, svc, svc->cfg, &error);
         if (l->settings == NULL)
             msg_fatal("%s", error);   /* located: main.cf or master.cf line */
+        l->stress_settings = l->settings;
+        if (svc->stress_cfg && svc->stress_cfg != svc->cfg) {
+            l->stress_settings = smtpd_settings_create(&w, svc, svc->stress_cfg, &error);
+            if (l->stress_settings == NULL)
+                msg_fatal("%s (with stress=yes)", error);
+        }
+        l->service_key = petrel_pool_printf(w.pool, "service:%s", svc->name);
+        l->stress_eligible = svc->type == SVC_INET && svc->maxproc > 1 && !service_is_local(args, svc);
         evutil_make_socket_nonblocking(l->fd);
-        l->ev = evconnlistener_new(w.base, on_accept, l, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
-                                   0 /* already listening: keep the master's backlog */, l->fd);
-        if (l->ev == NULL)
-            msg_fatal("cannot listen on service %s", args->listeners[i].service->name);
-        evconnlistener_set_error_cb(l->ev, on_accept_error);
+        /* Level-triggered: a connection left in the backlog (another worker
+         * was faster, or we paused) is seen again. */
+        l->ev = event_new(w.base, l->fd, EV_READ | EV_PERSIST, on_listener_readable, l);
+        l->retry_timer = evtimer_new(w.base, accept_retry, l);
+        if (l->ev == NULL || l->retry_timer == NULL || event_add(l->ev, NULL) != 0)
+            msg_fatal("cannot listen on service %s", svc->name);
     }
+    w.wake = event_new(w.base, anvil_wake_fd(w.anvil, w.index), EV_READ | EV_PERSIST, on_wake, &w);
+    if (w.wake == NULL || event_add(w.wake, NULL) != 0)
+        msg_fatal("cannot watch the connection table's wake-ups");
     w.sig_term = evsignal_new(w.base, SIGTERM, on_sigterm, &w);
     w.sig_drain = evsignal_new(w.base, SIGUSR1, on_sigdrain, &w);
     w.sig_hup = evsignal_new(w.base, SIGHUP, on_sighup, &w);
@@ -184,8 +403,21 @@ int smtpd_validate_service(const struct master_service *service, struct module_s
             *error = xstrdup("modules: a table type is provided twice");
         return -1;
     }
-    struct smtpd_settings *set = smtpd_settings_create(&w, service, error);
+    struct smtpd_settings *set = smtpd_settings_create(&w, service, service->cfg, error);
+    int ok = set != NULL;
     smtpd_settings_free(set);
+    if (ok && service->stress_cfg && service->stress_cfg != service->cfg) {
+        /* What its sessions use under stress must work too. */
+        char *why = NULL;
+        set = smtpd_settings_create(&w, service, service->stress_cfg, &why);
+        if (set == NULL) {
+            if (asprintf(error, "%s (with stress=yes)", why ? why : "invalid settings") < 0)
+                *error = NULL;
+            free(why);
+            ok = 0;
+        }
+        smtpd_settings_free(set);
+    }
     tbl_registry_free(w.tables);
-    return set ? 0 : -1;
+    return ok ? 0 : -1;
 }

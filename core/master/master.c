@@ -329,6 +329,29 @@ static void generation_free(struct generation *g)
     free(g);
 }
 
+/* What master.cf asks for that will not happen, said at -n, at start and at
+ * reload. Without a queue manager mail is received, queued and never
+ * delivered: that is almost always a master.cf copied from somewhere
+ * incomplete, so it is said loudly. */
+static void warn_about_services(const struct cfg *cfg)
+{
+    int qmgr = 0;
+    for (size_t i = 0; i < cfg_service_count(cfg); i++) {
+        const struct master_service *svc = cfg_service(cfg, i);
+        if (svc->role == ROLE_QMGR)
+            qmgr = 1;
+        if (svc->chroot)
+            msg_warn("%s, line %d: service %s: chroot is not supported; the service runs without it",
+                     svc->file, svc->line, svc->name);
+    }
+    if (qmgr)
+        return;
+    const char *confdir = cfg_confdir(cfg);
+    msg_warn("%s/master.cf: no qmgr service: mail will be received and queued but NEVER delivered", confdir);
+    msg_warn("%s/master.cf: add Postfix's queue manager line: "
+             "qmgr      unix  n       -       n       300     1       qmgr", confdir);
+}
+
 /* Loads and fully checks a configuration: the modules it names (their
  * parameters must be declared first), main.cf and master.cf, then every
  * smtpd listener's settings (restrictions, tables, TLS). Returns -1 after
@@ -384,6 +407,7 @@ int master_load_config(const char *confdir, struct loaded_config *out, int check
             return -1;
         }
     }
+    warn_about_services(out->cfg);
     if (!check_services)
         return 0;
     int bad = 0;
@@ -395,7 +419,7 @@ int master_load_config(const char *confdir, struct loaded_config *out, int check
         if (svc->role != ROLE_SMTPD) {
             /* qmgr is a role of its own; smtp, lmtp, local, virtual, pipe,
              * error and discard are transports the queue manager runs. */
-            if (svc->role == ROLE_IGNORED || svc->role == ROLE_PICKUP || svc->role == ROLE_CLEANUP)
+            if (svc->role == ROLE_IGNORED || svc->role == ROLE_CLEANUP)
                 msg_info("%s, line %d: service %s (command %s): %s", svc->file, svc->line, svc->name,
                          svc->command, svc->role == ROLE_IGNORED ? "not needed by Petrel; ignored"
                                                                  : "this role is not implemented yet; ignored");

@@ -4,43 +4,54 @@
 # configuration listening on 127.0.0.1:2525 that delivers mail for
 # example.com into Maildirs under ./run/mail (stop it with Ctrl-C).
 # Run from the top of the source tree, as root on Debian 12.
+#
+# It builds in its own directory, _build-quickstart (configured for
+# ./_install), so it never reuses the build tree that scripts/test.sh or a
+# developer configured for another prefix. Its configuration is the
+# installed sample main.cf and master.cf with a few settings changed by
+# petrelctl, so the quick start runs what `make install` ships.
 set -eu
 cd "$(dirname "$0")/.."
 top=$(pwd)
+if [ -f config.status ]; then
+    echo "quickstart: the source tree itself is configured (./configure was run here):" >&2
+    echo "quickstart: run 'make distclean' first; the quick start builds in _build-quickstart" >&2
+    exit 1
+fi
 ./scripts/install-deps.sh
 if ! getent passwd petrel >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
     useradd --system --user-group --home-dir /nonexistent --shell /usr/sbin/nologin petrel
 fi
 [ -x configure ] || ./autogen.sh
-mkdir -p _build
-cd _build
-[ -f Makefile ] || ../configure --prefix="$top/_install" --sysconfdir="$top/_install/etc" \
-    --localstatedir="$top/_install/var"
+inst="$top/_install"
+mkdir -p _build-quickstart
+cd _build-quickstart
+# Configure when never configured, or configured for another prefix.
+if [ ! -f Makefile ] || ! grep -qxF "S[\"prefix\"]=\"$inst\"" config.status; then
+    ../configure -q --prefix="$inst" --sysconfdir="$inst/etc" --localstatedir="$inst/var"
+fi
 make -j"$(nproc)"
 make install
 cd "$top"
 run="$top/run"
-mkdir -p "$run/conf" "$run/mail"
-if [ ! -f "$run/conf/main.cf" ]; then
-    cat > "$run/conf/main.cf" <<CONF
-# Quick-start configuration: accepts mail from this host on 127.0.0.1:2525
-# and delivers everything for example.com into the Maildir
-# ./run/mail/example.com/<user>/ (one per recipient, created on first mail).
-myhostname = petrel.localdomain
-mydestination = localhost
-mynetworks = 127.0.0.0/8
-inet_interfaces = 127.0.0.1
-queue_directory = $run/queue
-virtual_mailbox_domains = example.com
-virtual_mailbox_base = $run/mail
-virtual_mailbox_maps = pcre:$run/conf/virtual_mailbox
-CONF
+conf="$run/conf"
+mkdir -p "$conf" "$run/mail"
+if [ ! -f "$conf/main.cf" ]; then
+    # The installed samples, with what this quick start needs changed.
+    cp "$inst/etc/petrel/main.cf" "$inst/etc/petrel/master.cf" "$conf/"
     # Every user@example.com gets the Maildir example.com/user/.
-    printf '/^([^@+]+)(\\+[^@]*)?@example\\.com$/ example.com/$1/\n' > "$run/conf/virtual_mailbox"
-    cat > "$run/conf/master.cf" <<CONF
-127.0.0.1:2525 inet n - n - - smtpd
-qmgr unix n - n 300 1 qmgr
-CONF
+    printf '/^([^@+]+)(\\+[^@]*)?@example\\.com$/ example.com/$1/\n' > "$conf/virtual_mailbox"
+    "$inst/sbin/petrelctl" -c "$conf" config \
+        "myhostname=petrel.localdomain" \
+        "mydestination=localhost" \
+        "mynetworks=127.0.0.0/8" \
+        "inet_interfaces=127.0.0.1" \
+        "queue_directory=$run/queue" \
+        "virtual_mailbox_domains=example.com" \
+        "virtual_mailbox_base=$run/mail" \
+        "virtual_mailbox_maps=pcre:$conf/virtual_mailbox"
+    # The SMTP service on 127.0.0.1:2525 instead of port 25.
+    sed -i 's/^smtp\([[:space:]][[:space:]]*inet[[:space:]]\)/127.0.0.1:2525\1/' "$conf/master.cf"
 fi
 if [ "$(id -u)" -eq 0 ]; then
     # Started as root, petreld runs its processes as the user petrel: it must
@@ -55,7 +66,7 @@ if [ "$(id -u)" -eq 0 ]; then
         dir=$(dirname "$dir")
     done
 fi
-echo "petreld: configuration in $run/conf, queue in $run/queue, mail in $run/mail"
+echo "petreld: configuration in $conf, queue in $run/queue, mail in $run/mail"
 echo "petreld: try: swaks --server 127.0.0.1:2525 --to user@example.com"
 echo "petreld: then: ls $run/mail/example.com/user/new/"
-exec "$top/_install/sbin/petreld" -c "$run/conf"
+exec "$inst/sbin/petreld" -c "$conf"

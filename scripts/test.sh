@@ -3,8 +3,16 @@
 # (`make check`: unit tests, fuzz-corpus replays and integration tests that
 # start petreld on loopback ports). Run from the top of the source tree, as
 # root on Debian 12; tests drop petreld to the unprivileged user `petrel`.
+# It builds in _build (configured without a prefix: nothing is installed);
+# scripts/quickstart.sh builds in its own directory, so the two can run in
+# either order.
 set -eu
 cd "$(dirname "$0")/.."
+if [ -f config.status ]; then
+    echo "test.sh: the source tree itself is configured (./configure was run here):" >&2
+    echo "test.sh: run 'make distclean' first; the tests build in _build" >&2
+    exit 1
+fi
 PETREL_WITH_TESTS=1 ./scripts/install-deps.sh
 if ! getent passwd petrel >/dev/null 2>&1; then
     if [ "$(id -u)" -eq 0 ]; then

@@ -1258,3 +1258,21 @@ const struct cfg *cfg_stress_copy(struct cfg *base)
     }
     return cfg;
 }
+
+int cfg_same_except(const struct cfg *a, const struct cfg *b, const char *const *names)
+{
+    for (size_t i = 0; i < a->nvalues; i++) {
+        const struct cfg_value *va = &a->values[i];
+        const struct cfg_value *vb = cfg_value_find(b, va->name);
+        const char *sa = va->value ? va->value : "", *sb = vb && vb->value ? vb->value : "";
+        if (strcmp(sa, sb) == 0)
+            continue;
+        size_t k;
+        for (k = 0; names[k]; k++)
+            if (strcmp(names[k], va->name) == 0)
+                break;
+        if (names[k] == NULL)
+            return 0;
+    }
+    return a->nvalues == b->nvalues;
+}

@@ -83,6 +83,9 @@ const char *const *cfg_list(const struct cfg *, const char *name); /* NULL-termi
 int cfg_is_default(const struct cfg *, const char *name);
 /* Where the value was set: main.cf or master.cf (for -o); NULL file for a default. */
 void cfg_origin(const struct cfg *, const char *name, const char **file, int *line);
+/* 1 when a and b (two configurations of one generation) give every parameter
+ * the same expanded value, except the parameters in names (NULL-terminated). */
+int cfg_same_except(const struct cfg *a, const struct cfg *b, const char *const *names);
 size_t cfg_service_count(const struct cfg *);
 const struct master_service *cfg_service(const struct cfg *, size_t i);
 

@@ -99,6 +99,8 @@ static int compile_list(struct smtpd_settings *set, struct smtpd_worker *w, cons
 static void free_settings_pool(void *arg)
 {
     struct smtpd_settings *set = arg;
+    if (set->borrowed)
+        return;   /* the tables, lists and TLS context belong to the settings it shares them with */
     if (set->tls_ctx)
         SSL_CTX_free(set->tls_ctx);
     cidr_list_free(set->mynetworks);
@@ -110,20 +112,21 @@ static void free_settings_pool(void *arg)
     smtpd_rcpt_maps_free(set->rcpt_maps);
 }
 
-struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struct master_service *svc,
-                                             const struct cfg *cfg, char **error)
+/* What a service's stress configuration usually changes: values read into
+ * plain fields. When nothing else differs, the stress settings share the
+ * tables, restriction lists and TLS context of the normal ones instead of
+ * opening everything a second time. */
+static const char *const scalar_params[] = {
+    "stress", "smtpd_timeout", "smtpd_hard_error_limit", "smtpd_soft_error_limit", "smtpd_junk_command_limit",
+    "smtpd_error_sleep_time", "smtpd_banner", "smtpd_recipient_limit", "message_size_limit", "line_length_limit",
+    "smtpd_client_connection_count_limit", "smtpd_client_connection_rate_limit", "smtpd_helo_required",
+    "disable_vrfy_command", "smtpd_delay_reject", "smtpd_sasl_response_limit", NULL
+};
+
+/* The fields read straight from the configuration (no table, list or TLS). */
+static void read_plain_values(struct smtpd_settings *set, const struct master_service *svc, const struct cfg *cfg)
 {
-    if (strlen(svc->name) > ANVIL_SERVICE_NAME_MAX) {
-        fail(error, "the service name is longer than %d characters (connection accounting keys include it)",
-             ANVIL_SERVICE_NAME_MAX);
-        locate_error(svc, error);
-        return NULL;
-    }
-    petrel_pool *pool = petrel_pool_create(8192);
-    struct smtpd_settings *set = petrel_pool_zalloc(pool, sizeof(*set));
-    set->pool = pool;
-    set->cfg = cfg;
-    petrel_pool_cleanup_add(pool, free_settings_pool, set);
+    petrel_pool *pool = set->pool;
     set->service_name = petrel_pool_strdup(pool, svc->name);
     set->myhostname = cfg_get(cfg, "myhostname");
     set->mail_name = cfg_get(cfg, "mail_name");
@@ -160,13 +163,42 @@ struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struc
     set->recipient_delimiter = cfg_get(cfg, "recipient_delimiter");
     set->reject_unlisted_recipient = cfg_bool(cfg, "smtpd_reject_unlisted_recipient");
     set->reject_unlisted_sender = cfg_bool(cfg, "smtpd_reject_unlisted_sender");
+    set->always_bcc = cfg_get(cfg, "always_bcc");
+    set->discard_ehlo_keywords = cfg_list(cfg, "smtpd_discard_ehlo_keywords");
+}
+
+struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struct master_service *svc,
+                                             const struct cfg *cfg, const struct smtpd_settings *like,
+                                             char **error)
+{
+    if (strlen(svc->name) > ANVIL_SERVICE_NAME_MAX) {
+        fail(error, "the service name is longer than %d characters (connection accounting keys include it)",
+             ANVIL_SERVICE_NAME_MAX);
+        locate_error(svc, error);
+        return NULL;
+    }
+    petrel_pool *pool = petrel_pool_create(8192);
+    struct smtpd_settings *set = petrel_pool_zalloc(pool, sizeof(*set));
+    if (like && cfg_same_except(like->cfg, cfg, scalar_params)) {
+        /* Everything like has, with this configuration's plain values. */
+        *set = *like;
+        set->pool = pool;
+        set->cfg = cfg;
+        set->borrowed = 1;
+        petrel_pool_cleanup_add(pool, free_settings_pool, set);
+        read_plain_values(set, svc, cfg);
+        return set;
+    }
+    set->pool = pool;
+    set->cfg = cfg;
+    petrel_pool_cleanup_add(pool, free_settings_pool, set);
+    read_plain_values(set, svc, cfg);
     {
         const char *param = NULL;
         set->rcpt_maps = smtpd_rcpt_maps_open(cfg, w->tables, &param, error);
         if (set->rcpt_maps == NULL)
             goto failed;
     }
-    set->always_bcc = cfg_get(cfg, "always_bcc");
     {
         const char *const *specs = cfg_list(cfg, "sender_bcc_maps");
         size_t n = 0;
@@ -184,7 +216,6 @@ struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struc
             set->sender_bcc_maps[set->nsender_bcc_maps++] = t;
         }
     }
-    set->discard_ehlo_keywords = cfg_list(cfg, "smtpd_discard_ehlo_keywords");
 
     if ((set->mynetworks = networks(cfg, "mynetworks", error)) == NULL ||
         (set->bare_lf_exclusions = networks(cfg, "smtpd_forbid_bare_newline_exclusions", error)) == NULL ||

@@ -149,6 +149,7 @@ struct smtpd_settings {
     struct restrict_list *client_restrictions, *helo_restrictions, *sender_restrictions,
         *recipient_restrictions, *relay_restrictions, *data_restrictions, *eod_restrictions;
     int uses_unauth_pipelining;       /* reject_unauth_pipelining appears somewhere */
+    int borrowed;                     /* tables, lists and TLS belong to the settings it was made like */
 };
 
 struct smtpd_worker;
@@ -331,11 +332,14 @@ int smtpd_queue_space_ok(struct smtpd_worker *w, unsigned long long message_size
 
 /* settings.c */
 /* Settings for one of svc's configurations: svc->cfg, or svc->stress_cfg
- * (what its sessions use while the service is under stress). NULL with
- * *error (malloc'd) saying where to fix it: "main.cf:LINE: param: problem",
- * or "master.cf, line N: service S: ..." for a -o override. */
+ * (what its sessions use while the service is under stress). With like (the
+ * same service's other settings, which must outlive these), tables,
+ * restriction lists and TLS are shared when only plain values differ. NULL
+ * with *error (malloc'd) saying where to fix it: "main.cf:LINE: param:
+ * problem", or "master.cf, line N: service S: ..." for a -o override. */
 struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struct master_service *svc,
-                                             const struct cfg *cfg, char **error);
+                                             const struct cfg *cfg, const struct smtpd_settings *like,
+                                             char **error);
 void smtpd_settings_free(struct smtpd_settings *set);
 int smtpd_domain_is_local(const struct smtpd_settings *set, const char *domain);
 

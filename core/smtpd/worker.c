@@ -350,12 +350,12 @@ int smtpd_worker_main(const struct smtpd_worker_args *args)
         const struct master_service *svc = args->listeners[i].service;
         l->worker = &w;
         l->fd = args->listeners[i].fd;
-        l->settings = smtpd_settings_create(&w, svc, svc->cfg, &error);
+        l->settings = smtpd_settings_create(&w, svc, svc->cfg, NULL, &error);
         if (l->settings == NULL)
             msg_fatal("%s", error);   /* located: main.cf or master.cf line */
         l->stress_settings = l->settings;
         if (svc->stress_cfg && svc->stress_cfg != svc->cfg) {
-            l->stress_settings = smtpd_settings_create(&w, svc, svc->stress_cfg, &error);
+            l->stress_settings = smtpd_settings_create(&w, svc, svc->stress_cfg, l->settings, &error);
             if (l->stress_settings == NULL)
                 msg_fatal("%s (with stress=yes)", error);
         }
@@ -403,21 +403,21 @@ int smtpd_validate_service(const struct master_service *service, struct module_s
             *error = xstrdup("modules: a table type is provided twice");
         return -1;
     }
-    struct smtpd_settings *set = smtpd_settings_create(&w, service, service->cfg, error);
+    struct smtpd_settings *set = smtpd_settings_create(&w, service, service->cfg, NULL, error);
     int ok = set != NULL;
-    smtpd_settings_free(set);
     if (ok && service->stress_cfg && service->stress_cfg != service->cfg) {
         /* What its sessions use under stress must work too. */
         char *why = NULL;
-        set = smtpd_settings_create(&w, service, service->stress_cfg, &why);
-        if (set == NULL) {
+        struct smtpd_settings *stressed = smtpd_settings_create(&w, service, service->stress_cfg, set, &why);
+        if (stressed == NULL) {
             if (asprintf(error, "%s (with stress=yes)", why ? why : "invalid settings") < 0)
                 *error = NULL;
             free(why);
             ok = 0;
         }
-        smtpd_settings_free(set);
+        smtpd_settings_free(stressed);
     }
+    smtpd_settings_free(set);
     tbl_registry_free(w.tables);
     return ok ? 0 : -1;
 }

@@ -131,7 +131,10 @@ with Petrel(t, start=False) as p:
 # --- 2. stress: a public service at its limit ------------------------------
 # 0.0.0.0 makes the service public (Postfix never stresses loopback-only
 # services); the test only ever connects to 127.0.0.1.
-settings = {"smtpd_banner": "$myhostname ESMTP ${stress?{busy}:{ready}}"}
+settings = {"smtpd_banner": "$myhostname ESMTP ${stress?{busy}:{ready}}",
+            # a restriction list that differs under stress is compiled from the stress settings
+            "smtpd_sender_restrictions":
+                "${stress?{check_sender_access inline:{ {stressed@example.org = REJECT busy sender} }}:{}}"}
 with Petrel(t, main_cf=settings, start=False) as p:
     del p.settings["smtpd_timeout"]   # the harness' 30 s: use Postfix's ${stress?{10}:{300}}s
     p.write_main_cf(p.settings)
@@ -184,6 +187,9 @@ with Petrel(t, main_cf=settings, start=False) as p:
     d = connect_from(p.port)
     t.is_(d.lines[-1], "220 mx.petrel.test ESMTP busy", "the stress period lasts (Postfix: 1000 s after the last full)")
     send_one(d, "under stress")
+    d.cmd("MAIL FROM:<stressed@example.org>")
+    t.like(d.cmd("RCPT TO:<user@petrel.test>"), r"^554 5\.7\.1 .*busy sender",
+           "main.cf's ${stress?...} restriction list applies under stress")
     d.close()
 
 # --- 3. one client cannot take every slot ---------------------------------

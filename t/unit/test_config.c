@@ -546,6 +546,13 @@ static void test_stress(const struct cfg_schema *schema)
         is_str(cfg_get(smtp->stress_cfg, "myhostname"), cfg_get(cfg, "myhostname"), "other values unchanged");
     }
     is_int(cfg_int(smtp->cfg, "smtpd_soft_error_limit"), 9, "and 9 without stress");
+    if (smtp->stress_cfg) {
+        static const char *const differing[] = { "stress", "smtpd_timeout", "smtpd_hard_error_limit",
+                                                 "smtpd_junk_command_limit", "smtpd_soft_error_limit", NULL };
+        static const char *const fewer[] = { "stress", "smtpd_timeout", NULL };
+        ok(cfg_same_except(smtp->cfg, smtp->stress_cfg, differing), "cfg_same_except: only those values differ");
+        ok(!cfg_same_except(smtp->cfg, smtp->stress_cfg, fewer), "cfg_same_except: others differ too");
+    }
     const struct master_service *sub = cfg_service(cfg, 1);
     ok(sub->stress_cfg && sub->stress_cfg != sub->cfg, "a service with -o gets its own stress configuration");
     if (sub->stress_cfg) {

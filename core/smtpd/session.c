@@ -2103,7 +2103,7 @@ void smtpd_session_stop(struct smtpd_session *s)
         evtimer_del(s->delay_timer);
     if (s->tx && s->tx->writer)
         msg_info("%s: %s in progress from %s abandoned at shutdown; nothing was accepted", s->tx->queue_id,
-                 s->state == SMTPD_BDAT || s->tx->bdat_total ? "BDAT" : "DATA", s->namaddr);
+                 s->tx->eom_counter == CNT_BDAT ? "BDAT" : "DATA", s->namaddr);
     tx_free(s);   /* removes an incomplete queue file */
     if (s->state == SMTPD_WAIT || s->state == SMTPD_DATA || s->state == SMTPD_BDAT || s->state == SMTPD_AUTH)
         s->state = SMTPD_CMD;

@@ -49,6 +49,7 @@
 #include "lib/xalloc.h"
 #include "master/master.h"
 #include "module/module.h"
+#include "queue/maildrop.h"
 #include "queue/queue.h"
 #include "smtpd/anvil.h"
 #include "smtpd/smtpd.h"
@@ -85,6 +86,7 @@ struct worker_proc {
     unsigned backoff;                    /* seconds before the next restart */
     int draining;
     int is_qmgr;                         /* the queue manager, else an smtpd worker */
+    int is_pickup;                       /* the pickup role (maildrop/), else an smtpd worker */
     struct event *restart_timer;
 };
 
@@ -96,6 +98,7 @@ struct master {
     struct worker_proc workers[MAX_WORKERS];
     uid_t run_uid;
     gid_t run_gid;
+    gid_t setgid_gid;                    /* setgid_group: petrel-postdrop's and maildrop/'s group */
     int privileged;
     int stopping;
     char queue_dir[4096];
@@ -189,52 +192,6 @@ static struct bound_listener *find_listener(struct generation *g, const char *ke
     return NULL;
 }
 
-static int bind_pickup(struct generation *gen, struct generation *old, const struct master_service *svc)
-{
-    const char *qdir = cfg_get(gen->cfg, "queue_directory");
-    char dir[4200], path[4300];
-    snprintf(dir, sizeof(dir), "%s/public", qdir);
-    snprintf(path, sizeof(path), "%s/pickup", dir);
-    struct bound_listener *l = &gen->listeners[gen->nlisteners];
-    snprintf(l->key, sizeof(l->key), "unix:%.120s", path);
-    l->service = svc;
-    struct bound_listener *prev = find_listener(old, l->key);
-    if (prev) {
-        l->fd = dup(prev->fd);
-    } else {
-        if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
-            msg_error("%s, line %d: service %s: cannot create %s: %s", svc->file, svc->line, svc->name, dir,
-                      strerror(errno));
-            return -1;
-        }
-        chmod(dir, 0755);
-        struct sockaddr_un sun;
-        memset(&sun, 0, sizeof(sun));
-        sun.sun_family = AF_UNIX;
-        if (strlen(path) >= sizeof(sun.sun_path)) {
-            msg_error("%s, line %d: service %s: socket path too long: %s", svc->file, svc->line, svc->name, path);
-            return -1;
-        }
-        strcpy(sun.sun_path, path);
-        unlink(path);
-        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0 || bind(fd, (struct sockaddr *)&sun, sizeof(sun)) != 0 || listen(fd, LISTEN_BACKLOG) != 0) {
-            msg_error("%s, line %d: service %s: bind %s: %s", svc->file, svc->line, svc->name, path,
-                      strerror(errno));
-            if (fd >= 0)
-                close(fd);
-            return -1;
-        }
-        /* Anyone on this host may submit mail, as with Postfix's sendmail. */
-        chmod(path, 0666);
-        l->fd = fd;
-    }
-    gen->fds[gen->nlisteners].fd = l->fd;
-    gen->fds[gen->nlisteners].service = svc;
-    gen->nlisteners++;
-    return 0;
-}
-
 /* Binds every smtpd inet listener of gen; reuses old's sockets for the same
  * address. On failure closes what it bound itself and returns -1. */
 static int bind_listeners(struct generation *gen, struct generation *old)
@@ -246,14 +203,6 @@ static int bind_listeners(struct generation *gen, struct generation *old)
     int want6 = strstr(protocols, "all") || strstr(protocols, "ipv6");
     for (size_t i = 0; i < cfg_service_count(cfg); i++) {
         const struct master_service *svc = cfg_service(cfg, i);
-        if (svc->role == ROLE_PICKUP) {
-            /* Local submission (petrel-sendmail): an SMTP listener on a UNIX
-             * socket in public/, served by the smtpd workers like any other
-             * listener; the submitting user is known from SO_PEERCRED. */
-            if (gen->nlisteners == MAX_LISTENERS || bind_pickup(gen, old, svc) != 0)
-                goto failed;
-            continue;
-        }
         if (svc->role != ROLE_SMTPD)
             continue;
         if (svc->type != SVC_INET) {
@@ -333,9 +282,20 @@ static void generation_free(struct generation *g)
  * reload. Without a queue manager mail is received, queued and never
  * delivered: that is almost always a master.cf copied from somewhere
  * incomplete, so it is said loudly. */
+static const struct master_service *pickup_service(const struct cfg *cfg)
+{
+    for (size_t i = 0; i < cfg_service_count(cfg); i++)
+        if (cfg_service(cfg, i)->role == ROLE_PICKUP)
+            return cfg_service(cfg, i);
+    return NULL;
+}
+
 static void warn_about_services(const struct cfg *cfg)
 {
     int qmgr = 0;
+    if (pickup_service(cfg) == NULL)
+        msg_warn("%s/master.cf: no pickup service: mail submitted with petrel-sendmail will wait in "
+                 "queue_directory/maildrop/ (add: pickup unix n - n 60 1 pickup)", cfg_confdir(cfg));
     for (size_t i = 0; i < cfg_service_count(cfg); i++) {
         const struct master_service *svc = cfg_service(cfg, i);
         if (svc->role == ROLE_QMGR)
@@ -416,9 +376,10 @@ int master_load_config(const char *confdir, struct loaded_config *out, int check
     size_t nreported = 0;
     for (size_t i = 0; i < cfg_service_count(out->cfg); i++) {
         const struct master_service *svc = cfg_service(out->cfg, i);
-        if (svc->role != ROLE_SMTPD) {
+        if (svc->role != ROLE_SMTPD && svc->role != ROLE_PICKUP) {
             /* qmgr is a role of its own; smtp, lmtp, local, virtual, pipe,
-             * error and discard are transports the queue manager runs. */
+             * error and discard are transports the queue manager runs.
+             * pickup runs smtpd sessions, so its settings are checked below. */
             if (svc->role == ROLE_IGNORED || svc->role == ROLE_CLEANUP)
                 msg_info("%s, line %d: service %s (command %s): %s", svc->file, svc->line, svc->name,
                          svc->command, svc->role == ROLE_IGNORED ? "not needed by Petrel; ignored"
@@ -500,8 +461,16 @@ static int has_qmgr(const struct cfg *cfg)
     return 0;
 }
 
-static pid_t spawn_worker(struct master *m, int slot, int is_qmgr)
+enum role_kind { KIND_SMTPD, KIND_QMGR, KIND_PICKUP };
+
+static enum role_kind kind_of(const struct worker_proc *w)
 {
+    return w->is_qmgr ? KIND_QMGR : w->is_pickup ? KIND_PICKUP : KIND_SMTPD;
+}
+
+static pid_t spawn_worker(struct master *m, int slot, enum role_kind kind)
+{
+    int is_qmgr = kind == KIND_QMGR;
     struct generation *g = m->gen;
     pid_t pid = fork();
     if (pid < 0) {
@@ -545,7 +514,20 @@ static pid_t spawn_worker(struct master *m, int slot, int is_qmgr)
             close(sv[1]);
             helper_fd = sv[0];
         }
+        int maildrop_fd = -1;
+        if (kind == KIND_PICKUP) {
+            char path[4300];
+            snprintf(path, sizeof(path), "%s/%s", m->queue_dir, MAILDROP_DIR);
+            maildrop_fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if (maildrop_fd < 0)
+                msg_fatal("%s: %s", path, strerror(errno));
+        }
         drop_privileges(m);
+        if (kind == KIND_PICKUP) {
+            struct smtpd_pickup_args pa = { .cfg = g->cfg, .service = pickup_service(g->cfg), .queue = queue,
+                                            .maildrop_fd = maildrop_fd, .modules = g->conf.modules };
+            _exit(smtpd_pickup_main(&pa));
+        }
         if (is_qmgr) {
             struct qmgr_args qa = { .cfg = g->cfg, .queue = queue, .modules = g->conf.modules,
                                     .mailbox_helper_fd = helper_fd };
@@ -569,6 +551,7 @@ static pid_t spawn_worker(struct master *m, int slot, int is_qmgr)
     w->started = time(NULL);
     w->draining = 0;
     w->is_qmgr = is_qmgr;
+    w->is_pickup = kind == KIND_PICKUP;
     return pid;
 }
 
@@ -604,7 +587,7 @@ static void start_qmgr(struct master *m)
         return;
     }
     m->workers[slot].backoff = 0;
-    spawn_worker(m, slot, 1);
+    spawn_worker(m, slot, KIND_QMGR);
 }
 
 static void start_workers(struct master *m)
@@ -616,9 +599,20 @@ static void start_workers(struct master *m)
             return;
         }
         m->workers[slot].backoff = 0;
-        spawn_worker(m, slot, 0);
+        spawn_worker(m, slot, KIND_SMTPD);
     }
     start_qmgr(m);
+    if (pickup_service(m->gen->cfg)) {
+        /* A reload's new pickup may overlap the old one finishing its file:
+         * each file is claimed with flock(2), so none is submitted twice. */
+        int slot = free_slot(m);
+        if (slot < 0) {
+            msg_warn("no free slot for the pickup role");
+            return;
+        }
+        m->workers[slot].backoff = 0;
+        spawn_worker(m, slot, KIND_PICKUP);
+    }
 }
 
 static int live_workers(const struct master *m)
@@ -645,6 +639,7 @@ static void on_child_exit(struct master *m, pid_t pid, int status)
             if (!clean)
                 msg_warn("process %s pid %ld exit status %d", m->binary, (long)pid,
                          WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+            w->is_pickup = 0;
             if (w->is_qmgr) {
                 w->is_qmgr = 0;
                 start_qmgr(m);   /* the reload's queue manager takes over */
@@ -685,7 +680,7 @@ static void restart_worker(evutil_socket_t fd, short what, void *arg)
         struct worker_proc *w = &m->workers[i];
         if (w->pid == 0 && w->restart_timer && !evtimer_pending(w->restart_timer, NULL) &&
             w->generation == m->gen->number && !w->draining) {
-            spawn_worker(m, i, w->is_qmgr);
+            spawn_worker(m, i, kind_of(w));
         }
     }
 }
@@ -870,19 +865,27 @@ static void control_read(struct bufferevent *bev, void *arg)
                 working++;
         }
         struct worker_proc *qm = running_qmgr(m);
+        struct worker_proc *pickup = NULL;
         if (qm)
             working--;
+        for (int i = 0; i < MAX_WORKERS; i++)
+            if (m->workers[i].pid && m->workers[i].is_pickup && !m->workers[i].draining) {
+                pickup = &m->workers[i];
+                working--;
+            }
         buf_printf(&text, "petrel is running: master pid %ld, configuration generation %u, "
                    "%d smtpd worker%s", (long)getpid(), m->gen->number, working, working == 1 ? "" : "s");
         if (qm)
             buf_printf(&text, ", queue manager pid %ld", (long)qm->pid);
+        if (pickup)
+            buf_printf(&text, ", pickup pid %ld", (long)pickup->pid);
         if (draining)
             buf_printf(&text, " (+%d draining after reload)", draining);
         for (int i = 0; i < m->gen->nlisteners; i++)
             buf_printf(&text, "\nlistening: %s (service %s)", m->gen->listeners[i].key + 5,
                        m->gen->listeners[i].service->name);
         /* Queue sizes: a directory count each (fast even for large queues). */
-        static const char *const dirs[] = { "incoming", "active", "deferred", "hold", "corrupt" };
+        static const char *const dirs[] = { "incoming", "active", "deferred", "hold", "corrupt", "maildrop" };
         buf_puts(&text, "\nqueue:");
         for (size_t d = 0; d < sizeof(dirs) / sizeof(dirs[0]); d++) {
             char path[4200];
@@ -963,6 +966,43 @@ static int make_queue_dir(struct master *m, const struct cfg *cfg)
     return 0;
 }
 
+/* maildrop/: where petrel-postdrop leaves local submissions (doc/architecture.md).
+ * As root: mail_owner:setgid_group 1730, so the set-group-ID helper can
+ * create files, nobody else can enter, and the sticky bit keeps users from
+ * removing or renaming each other's files. Single-user: 1700, the one user.
+ * The modes are set again at every start, as Postfix's post-install does. */
+static int make_maildrop(struct master *m)
+{
+    char dir[4200];
+    snprintf(dir, sizeof(dir), "%s/%s", m->queue_dir, MAILDROP_DIR);
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        msg_error("%s: cannot create: %s", dir, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    if (lstat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        msg_error("%s: not a directory", dir);
+        return -1;
+    }
+    if (m->privileged && chown(dir, m->run_uid, m->setgid_gid) != 0) {
+        msg_error("chown %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    if (chmod(dir, m->privileged ? 01730 : 01700) != 0) {
+        msg_error("chmod %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    /* Before the maildrop, petrel-sendmail spoke SMTP to public/pickup;
+     * nothing listens there any more. */
+    char old[4300];
+    snprintf(old, sizeof(old), "%s/public/pickup", m->queue_dir);
+    if (lstat(old, &st) == 0 && S_ISSOCK(st.st_mode) && unlink(old) == 0) {
+        snprintf(old, sizeof(old), "%s/public", m->queue_dir);
+        rmdir(old);   /* only if empty */
+    }
+    return 0;
+}
+
 static int prepare_queue(struct master *m, const struct cfg *cfg)
 {
     char *error = NULL;
@@ -981,6 +1021,10 @@ static int prepare_queue(struct master *m, const struct cfg *cfg)
             queue_close(q);
             return -1;
         }
+    }
+    if (make_maildrop(m) != 0) {
+        queue_close(q);
+        return -1;
     }
     if (m->privileged) {
         /* The network-facing roles own the queue; nobody else reads it. */
@@ -1043,6 +1087,21 @@ static int resolve_owner(struct master *m, const struct cfg *cfg)
     }
     m->run_uid = pw->pw_uid;
     m->run_gid = pw->pw_gid;
+    const char *group = cfg_get(cfg, "setgid_group");
+    struct group *gr = getgrnam(group);
+    if (gr == NULL) {
+        msg_error("setgid_group: group \"%s\" does not exist (create it: groupadd --system %s; "
+                  "`make install` as root does)", group, group);
+        return -1;
+    }
+    if (gr->gr_gid == 0 || gr->gr_gid == pw->pw_gid) {
+        /* Postfix's rule: the group that any user can act as through
+         * petrel-postdrop must not be able to reach the queue itself. */
+        msg_error("setgid_group: group \"%s\" (gid %ld) must differ from mail_owner's group and from root's",
+                  group, (long)gr->gr_gid);
+        return -1;
+    }
+    m->setgid_gid = gr->gr_gid;
     return 0;
 }
 

@@ -302,6 +302,8 @@ static int finish_record(struct maildrop_parser *p, const struct maildrop_handle
     }
     case 'M':
         SET_EXPECT(p, EXPECT_CONTENT);
+        if (h && h->start && h->start(ctx) != 0)
+            return stopped(p);
         return 0;
     case 'C':
         SET_EXPECT(p, EXPECT_CONTENT);

@@ -61,6 +61,7 @@ struct maildrop_handler {
     int (*time)(void *ctx, long long sec, long usec);
     int (*sender)(void *ctx, const char *address);
     int (*recipient)(void *ctx, const char *address);
+    int (*start)(void *ctx);                              /* the 'M' record */
     int (*content)(void *ctx, const void *data, size_t len);
     int (*end)(void *ctx, unsigned long long content_length);
 };

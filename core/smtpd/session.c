@@ -100,6 +100,8 @@ static const char *counter_names[CNT_MAX] = {
 /* Postfix 3.x disconnect summary: "ehlo=1 mail=1 rcpt=0/1 data=1 quit=1 commands=4/5". */
 static void log_disconnect(struct smtpd_session *s)
 {
+    if (s->local_submission)
+        return;   /* no connect line either: see session_start */
     char line[512];
     size_t len = 0;
     unsigned total = 0, total_ok = 0;
@@ -436,8 +438,10 @@ static void send_greeting(struct smtpd_session *s);
 static void greeting_checked(struct smtpd_session *s, const struct restrict_result *r);
 static void connect_hooked(struct smtpd_session *s, const struct restrict_result *r);
 
-void smtpd_accept(struct smtpd_listener *l, const struct smtpd_settings *set, int fd, const struct sockaddr *sa,
-                  int salen, int counted_in_service)
+/* A new session on fd: a network client (sa), or a local submission from
+ * the pickup role (local, with the maildrop file owner's uid). */
+static void session_start(struct smtpd_listener *l, const struct smtpd_settings *set, int fd,
+                          const struct sockaddr *sa, int counted_in_service, int local, long uid)
 {
     struct smtpd_worker *w = l->worker;
     petrel_pool *pool = petrel_pool_create(SESSION_POOL_SIZE);
@@ -451,23 +455,19 @@ void smtpd_accept(struct smtpd_listener *l, const struct smtpd_settings *set, in
     s->counted_in_service = counted_in_service;
     s->state = SMTPD_CMD;
     s->protocol = "SMTP";
-    addr_to_text(sa, s->addr, sizeof(s->addr), s->port, sizeof(s->port));
     /* Reverse lookups are not done yet (no asynchronous resolver in smtpd):
      * every client is "unknown", as Postfix logs a name that fails to verify. */
     s->name = "unknown";
-    if (sa->sa_family == AF_UNIX) {
-        /* Local submission through public/pickup (petrel-sendmail): a user
-         * of this host, known by uid; trusted as mynetworks is. */
-        struct ucred cred;
-        socklen_t len = sizeof(cred);
+    if (local) {
+        /* A maildrop file (petrel-sendmail): a user of this host, known by
+         * the uid that owns the file; trusted as mynetworks is. */
         snprintf(s->addr, sizeof(s->addr), "127.0.0.1");
         snprintf(s->port, sizeof(s->port), "0");
         s->name = "localhost";
         s->local_submission = 1;
-        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0)
-            s->local_uid = (long)cred.uid;
-        else
-            s->local_uid = -1;
+        s->local_uid = uid;
+    } else {
+        addr_to_text(sa, s->addr, sizeof(s->addr), s->port, sizeof(s->port));
     }
     s->namaddr = petrel_pool_printf(pool, "%s[%s]", s->name, s->addr);
     s->in_mynetworks = s->local_submission || cidr_list_match(set->mynetworks, s->addr);
@@ -476,11 +476,12 @@ void smtpd_accept(struct smtpd_listener *l, const struct smtpd_settings *set, in
     session_link(w, s);
 
     int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (s->local_submission)
-        msg_info("connect from %s (local submission, uid=%ld)", s->namaddr, s->local_uid);
-    else
+    if (!s->local_submission) {
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        /* Like Postfix's pickup, a local submission logs no connect line:
+         * its "ID: uid=N from=<...>" line says who sent it. */
         msg_info("connect from %s", s->namaddr);
+    }
 
     if (set->tls_wrappermode) {
         if (set->tls_ctx == NULL) {
@@ -504,10 +505,11 @@ void smtpd_accept(struct smtpd_listener *l, const struct smtpd_settings *set, in
 
     /* Per-client limits (Postfix's anvil), per service as in Postfix: count
      * first, then decide. The service's own limit (maxproc) was applied
-     * before the accept: a client never gets here while the service is full. */
+     * before the accept: a client never gets here while the service is full.
+     * The pickup role submits one file at a time and has no anvil. */
     time_t now = time(NULL);
     unsigned concurrent = 0, rate = 0;
-    if (!cidr_list_match(set->conn_limit_exceptions, s->addr)) {
+    if (!s->local_submission && !cidr_list_match(set->conn_limit_exceptions, s->addr)) {
         const char *key = petrel_pool_printf(s->pool, "client:%s:%s", set->service_name, s->addr);
         if (anvil_connect(w->anvil, w->index, key, now, set->rate_time_unit, &concurrent, &rate) == 0) {
             s->client_key = key;
@@ -538,6 +540,17 @@ void smtpd_accept(struct smtpd_listener *l, const struct smtpd_settings *set, in
         return;
     }
     hooks_then(s, PHASE_CONNECT, NULL, connect_hooked);
+}
+
+void smtpd_accept(struct smtpd_listener *l, const struct smtpd_settings *set, int fd, const struct sockaddr *sa,
+                  int salen, int counted_in_service)
+{
+    session_start(l, set, fd, sa, counted_in_service, 0, -1);
+}
+
+void smtpd_accept_local(struct smtpd_listener *l, int fd, long uid)
+{
+    session_start(l, l->settings, fd, NULL, 0, 1, uid);
 }
 
 static void greeting_checked(struct smtpd_session *s, const struct restrict_result *r)
@@ -912,16 +925,22 @@ static void write_received(struct smtpd_session *s)
     localtime_r(&now, &tm);
     strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z (%Z)", &tm);
     struct buf b = BUF_INIT;
-    buf_printf(&b, "Received: from %s (%s [%s])\r\n", s->helo ? s->helo : s->addr, s->name, s->addr);
-    if (s->tls_info)
-        buf_printf(&b, "\t(using %s)\r\n", s->tls_info);
-    buf_printf(&b, "\tby %s (%s) with %s id %s", s->set->myhostname, s->set->mail_name,
-               tx->mail.smtputf8 ? (s->tls_active ? "UTF8SMTPS" : "UTF8SMTP") : s->protocol,
-               tx->queue_id);
-    if (tx->nrcpts == 1)
-        buf_printf(&b, "\r\n\tfor <%s>; %s\r\n", tx->rcpts[0].address, date);
-    else
-        buf_printf(&b, ";\r\n\t%s\r\n", date);
+    if (s->local_submission) {
+        /* Postfix's pickup form: the submitting user by uid, not by name. */
+        buf_printf(&b, "Received: by %s (%s, from userid %ld)\r\n\tid %s; %s\r\n", s->set->myhostname,
+                   s->set->mail_name, s->local_uid, tx->queue_id, date);
+    } else {
+        buf_printf(&b, "Received: from %s (%s [%s])\r\n", s->helo ? s->helo : s->addr, s->name, s->addr);
+        if (s->tls_info)
+            buf_printf(&b, "\t(using %s)\r\n", s->tls_info);
+        buf_printf(&b, "\tby %s (%s) with %s id %s", s->set->myhostname, s->set->mail_name,
+                   tx->mail.smtputf8 ? (s->tls_active ? "UTF8SMTPS" : "UTF8SMTP") : s->protocol,
+                   tx->queue_id);
+        if (tx->nrcpts == 1)
+            buf_printf(&b, "\r\n\tfor <%s>; %s\r\n", tx->rcpts[0].address, date);
+        else
+            buf_printf(&b, ";\r\n\t%s\r\n", date);
+    }
     /* Every field is clean already (the HELO name is neutered, addresses
      * parsed); the header still goes through the one writer that never
      * lets a bare CR or LF out. */
@@ -1006,7 +1025,9 @@ static int open_queue_file(struct smtpd_session *s)
     tx->writer = create_writer(s);
     if (tx->writer == NULL)
         return -1;
-    if (s->sasl_username)
+    if (s->local_submission)
+        msg_info("%s: uid=%ld from=<%s>", tx->queue_id, s->local_uid, tx->mail.address);
+    else if (s->sasl_username)
         msg_info("%s: client=%s, sasl_method=%s, sasl_username=%s", tx->queue_id, s->namaddr, s->sasl_method,
                  s->sasl_username);
     else

@@ -6,6 +6,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,7 @@
 #include "smtpd/smtpd_int.h"
 #include "tables/cidr.h"
 #include "module/module.h"
+#include "queue/maildrop.h"
 #include "tables/table.h"
 #include "tables/access.h"
 
@@ -245,6 +247,22 @@ struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struc
             goto failed;
         }
         set->sasl_path = cfg_get(cfg, "smtpd_sasl_path");
+    }
+    if (svc->role == ROLE_PICKUP) {
+        /* The pickup role's in-process sessions (local submission): the
+         * limits and the TLS and AUTH requirements meant for network
+         * clients do not apply, as in Postfix, where sendmail mail never
+         * meets smtpd. Restrictions and module hooks do. */
+        set->tls_level = TLS_LEVEL_NONE;
+        set->tls_wrappermode = 0;
+        set->tls_auth_only = 0;
+        set->sasl = NULL;
+        set->recipient_limit = MAILDROP_RCPT_MAX;
+        set->soft_error_limit = INT_MAX;
+        set->hard_error_limit = INT_MAX;
+        set->error_sleep_time = 0;
+        set->junk_command_limit = INT_MAX;
+        set->maxproc = 0;
     }
     if (set->tls_level != TLS_LEVEL_NONE || set->tls_wrappermode) {
         set->tls_ctx = smtpd_tls_ctx_create(cfg, error);

@@ -2,7 +2,8 @@
  * The smtpd role: one event-driven worker process per core serves every
  * SMTP listener of master.cf. The master binds the sockets and forks the
  * workers; each worker accepts on all listeners and runs thousands of
- * sessions on one libevent loop. Blocking work (fsync) goes to a small
+ * sessions on one libevent loop. The pickup role runs the same sessions for
+ * local submissions (maildrop files). Blocking work (fsync) goes to a small
  * thread pool whose completions return to the loop.
  */
 #ifndef PETREL_SMTPD_SMTPD_H
@@ -38,5 +39,16 @@ int smtpd_validate_service(const struct master_service *service, struct module_s
 
 /* Runs a worker until it is told to stop; returns the process exit status. */
 int smtpd_worker_main(const struct smtpd_worker_args *args);
+
+/* The pickup role (pickup.c): submits the files of queue_directory/maildrop/
+ * to in-process smtpd sessions. */
+struct smtpd_pickup_args {
+    const struct cfg *cfg;
+    const struct master_service *service;   /* master.cf's pickup line: -o overrides, wakeup */
+    struct queue *queue;
+    int maildrop_fd;                        /* opened before privileges were dropped */
+    struct module_set *modules;
+};
+int smtpd_pickup_main(const struct smtpd_pickup_args *args);
 
 #endif

@@ -269,11 +269,11 @@ struct smtpd_session {
     const char *helo;                 /* printable, neutered as Postfix does (helo_pool) */
     int esmtp;
     int in_mynetworks;
-    int local_submission;             /* came through public/pickup (petrel-sendmail) */
+    int local_submission;             /* from the pickup role (a maildrop file) */
     int debug;                        /* a debug_peer_list client: log commands and replies */
     const char *auth_mech;            /* AUTH in progress: "PLAIN" or "LOGIN" */
     const char *auth_user;            /* LOGIN: the user name, once given */
-    long local_uid;
+    long local_uid;                   /* owner of that maildrop file */
     int bare_lf_excluded;
     const char *client_key;           /* "client:SERVICE:ADDR" in the shared table, when counted */
     int counted_in_service;           /* holds a session slot of its service (maxproc) */
@@ -315,6 +315,11 @@ static inline petrel_pool *smtpd_cmd_pool(const struct smtpd_session *s)
     return s->tx ? s->tx->pool : s->scratch;
 }
 
+/* worker.c: what every process that runs sessions sets up (smtpd workers, pickup) */
+void smtpd_worker_init(struct smtpd_worker *w, const struct cfg *cfg, struct queue *queue,
+                       struct module_set *modules, struct anvil *anvil, unsigned index);
+void smtpd_worker_fini(struct smtpd_worker *w);
+
 /* session.c */
 /* A connection accepted on l, served with set (l's settings, or its stress
  * settings); counted_in_service: it holds one of the service's session slots,
@@ -325,6 +330,9 @@ void smtpd_accept(struct smtpd_listener *l, const struct smtpd_settings *set, in
  * its incomplete file removed), unless its message is being committed: that
  * one is answered first, then gets 421 (smtpd_continue). */
 void smtpd_session_stop(struct smtpd_session *s);
+/* A local submission from the pickup role: fd is its end of a socket pair,
+ * uid the owner of the maildrop file (the trust SO_PEERCRED gave before). */
+void smtpd_accept_local(struct smtpd_listener *l, int fd, long uid);
 void smtpd_reply(struct smtpd_session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void smtpd_session_shutdown(struct smtpd_session *s, const char *reply);
 void smtpd_continue(struct smtpd_session *s);

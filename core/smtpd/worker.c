@@ -304,44 +304,59 @@ static int service_is_local(const struct smtpd_worker_args *args, const struct m
     return 1;
 }
 
-int smtpd_worker_main(const struct smtpd_worker_args *args)
+void smtpd_worker_init(struct smtpd_worker *w, const struct cfg *cfg, struct queue *queue,
+                       struct module_set *modules, struct anvil *anvil, unsigned index)
 {
-    struct smtpd_worker w;
-    memset(&w, 0, sizeof(w));
-    log_set_role("smtpd");
+    memset(w, 0, sizeof(*w));
     signal(SIGPIPE, SIG_IGN);
-    w.base = event_base_new();
-    if (w.base == NULL)
+    w->base = event_base_new();
+    if (w->base == NULL)
         msg_fatal("event_base_new failed");
-    w.pool = petrel_pool_create(8192);
-    w.cfg = args->cfg;
-    w.anvil = args->anvil;
-    w.index = args->worker_index;
-    w.queue_minfree = cfg_int(args->cfg, "queue_minfree");
-    w.space_ok = 1;
-    w.tables = tbl_registry_new();
+    w->pool = petrel_pool_create(8192);
+    w->cfg = cfg;
+    w->anvil = anvil;
+    w->index = index;
+    w->queue_minfree = cfg_int(cfg, "queue_minfree");
+    w->space_ok = 1;
+    w->tables = tbl_registry_new();
     char *error = NULL;
-    w.queue = args->queue;
-    queue_id_gen_init(&w.idgen, (unsigned)getpid());
+    w->queue = queue;
+    queue_id_gen_init(&w->idgen, (unsigned)getpid());
     /* fsync waits on the disk, not the CPU: a few threads keep several in flight. */
-    w.workq = workq_create(w.base, 4);
-    w.modules = args->modules;
-    w.dns = dns_resolver_create(w.base, cfg_get(args->cfg, "dns_resolver"), &error);
-    if (w.dns == NULL)
+    w->workq = workq_create(w->base, 4);
+    w->modules = modules;
+    w->dns = dns_resolver_create(w->base, cfg_get(cfg, "dns_resolver"), &error);
+    if (w->dns == NULL)
         msg_fatal("%s", error);
-    if (w.modules)
-        w.modules->dns = w.dns;
-    if (w.modules && w.modules->n) {
+    if (w->modules)
+        w->modules->dns = w->dns;
+    if (w->modules && w->modules->n) {
         smtpd_plugin_install_crash_handler(-1);
-        if (module_set_init(w.modules, w.base, w.workq) != 0)
+        if (module_set_init(w->modules, w->base, w->workq) != 0)
             msg_fatal("cannot start: a module failed to initialise");
-        if (module_set_register_tables(w.modules, w.tables) != 0)
+        if (module_set_register_tables(w->modules, w->tables) != 0)
             msg_fatal("cannot start: a module's table type clashes with another");
     }
     /* Header rewriting needs the same maps as the queue manager's routing. */
-    w.router = router_create(args->cfg, w.tables, 1, &error);
-    if (w.router == NULL)
+    w->router = router_create(cfg, w->tables, 1, &error);
+    if (w->router == NULL)
         msg_fatal("%s", error);
+}
+
+void smtpd_worker_fini(struct smtpd_worker *w)
+{
+    /* Commits still running must finish before we go: a message whose
+     * fsync completes here is kept even if its client never hears 250. */
+    workq_destroy(w->workq);
+    module_set_fini(w->modules);
+}
+
+int smtpd_worker_main(const struct smtpd_worker_args *args)
+{
+    struct smtpd_worker w;
+    log_set_role("smtpd");
+    smtpd_worker_init(&w, args->cfg, args->queue, args->modules, args->anvil, args->worker_index);
+    char *error = NULL;
 
     w.nlisteners = args->nlisteners;
     w.listeners = xcalloc((size_t)args->nlisteners, sizeof(*w.listeners));
@@ -381,10 +396,7 @@ int smtpd_worker_main(const struct smtpd_worker_args *args)
 
     event_base_dispatch(w.base);
 
-    /* Commits still running must finish before we go: a message whose
-     * fsync completes here is kept even if its client never hears 250. */
-    workq_destroy(w.workq);
-    module_set_fini(w.modules);
+    smtpd_worker_fini(&w);
     if (w.nsessions)
         msg_info("exiting with %u sessions still open", w.nsessions);
     return 0;

@@ -1,57 +1,47 @@
 /*
  * petrel-sendmail: the sendmail(1) interface programs expect.
  *
- * It submits through the pickup service: an SMTP conversation over the UNIX
- * socket $queue_directory/public/pickup, served by the smtpd workers. No
- * setgid helper and no privileged file writes: the daemon learns the user
- * from the socket (SO_PEERCRED), and the message goes through the same
- * checks and module hooks as mail from the network. The configuration is
- * found like Postfix's sendmail: -C DIR, else $MAIL_CONFIG, else the default.
+ * Like Postfix's sendmail it never talks to the daemon: it hands the
+ * message to petrel-postdrop (set-group-ID when installed by root), which
+ * stores it durably in queue_directory/maildrop/; the pickup role of
+ * petreld collects it from there, now or whenever petreld starts. So a
+ * well-formed submission succeeds (exit 0) whether petreld is busy, down or
+ * being restarted; exit 0 means the message is on stable storage.
  *
  *   petrel-sendmail [-t] [-i|-oi] [-f sender] [-F fullname] [-C dir] [recipient ...]
- *   petrel-sendmail -bs        SMTP on standard input/output
+ *   petrel-sendmail -bs        SMTP on standard input/output (sendmail_bs.c)
  *   petrel-sendmail -bp        list the queue (mailq)
  *   petrel-sendmail -q         flush the queue
  *
- * Exit status follows sysexits(3): 0, EX_USAGE, EX_NOUSER/EX_UNAVAILABLE on
- * a permanent refusal, EX_TEMPFAIL on a temporary one or when petreld does
- * not answer.
+ * Recipients (arguments, and To:/Cc:/Bcc: with -t) are parsed as RFC 5322
+ * address lists (core/mail/addrlist.c), qualified with myorigin and put in
+ * the canonical SMTP form; anything that cannot be an envelope address, and
+ * any argument with a CR or LF in it, is refused with exit status 64 and a
+ * message naming it. The configuration is found like Postfix's: -C DIR,
+ * else $MAIL_CONFIG, else the default. Exit status follows sysexits(3).
  */
 #include "config.h"
 
-#include <ctype.h>
 #include <errno.h>
-#include <poll.h>
 #include <pwd.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <sysexits.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "config/config.h"
-#include "lib/buf.h"
+#include "lib/hash.h"
 #include "lib/log.h"
 #include "lib/xalloc.h"
+#include "mail/addrlist.h"
 #include "tools/queue_cmd.h"
+#include "tools/sendmail.h"
 
-#define MAX_RECIPIENTS 10000
-#define HEADER_LIMIT (1024 * 1024)
+int sendmail_bs(const struct sm_conf *conf);
 
-struct conn {
-    int fd;
-    char buf[8192];
-    size_t len;
-    int code;
-    char line[1024];
-};
-
-static __attribute__((noreturn)) void die(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void die(int status, const char *fmt, ...)
+static __attribute__((noreturn, format(printf, 2, 3))) void die(int status, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -62,174 +52,253 @@ static void die(int status, const char *fmt, ...)
     exit(status);
 }
 
-static int read_reply(struct conn *c)
+/* Finding 14 of issue 8: nothing with a line break reaches the envelope. */
+static void refuse_line_breaks(const char *what, const char *value)
 {
-    for (;;) {
-        char *nl = memchr(c->buf, '\n', c->len);
-        if (nl) {
-            size_t n = (size_t)(nl - c->buf) + 1;
-            size_t keep = n < sizeof(c->line) ? n : sizeof(c->line) - 1;
-            memcpy(c->line, c->buf, keep);
-            c->line[keep] = '\0';
-            c->line[strcspn(c->line, "\r\n")] = '\0';
-            memmove(c->buf, c->buf + n, c->len - n);
-            c->len -= n;
-            if (strlen(c->line) >= 4 && c->line[3] == '-')
-                continue;   /* more lines follow */
-            c->code = atoi(c->line);
-            return c->code;
-        }
-        if (c->len == sizeof(c->buf))
-            c->len = 0;   /* an absurd line: drop it */
-        ssize_t n = read(c->fd, c->buf + c->len, sizeof(c->buf) - c->len);
-        if (n <= 0)
-            die(EX_TEMPFAIL, "lost connection with the mail system");
-        c->len += (size_t)n;
+    if (value && strpbrk(value, "\r\n"))
+        die(EX_USAGE, "%s contains a line break (CR or LF): refused", what);
+}
+
+/* ---- recipients: a list without duplicates, bounded ---- */
+
+struct rcpt_list {
+    const char **v;
+    size_t n;
+    uint32_t *slots;   /* open addressing over v's indexes + 1; 0 = empty */
+    size_t nslots;
+};
+
+static void rcpt_add(struct rcpt_list *l, const char *address)
+{
+    if (l->nslots == 0) {
+        l->nslots = 4 * MAILDROP_RCPT_MAX;
+        l->slots = xcalloc(l->nslots, sizeof(*l->slots));
+        l->v = xcalloc(MAILDROP_RCPT_MAX, sizeof(*l->v));
+    }
+    size_t i = hash_string(address) % l->nslots;
+    for (; l->slots[i]; i = (i + 1) % l->nslots)
+        if (strcmp(l->v[l->slots[i] - 1], address) == 0)
+            return;   /* the same recipient twice gets one copy, as Postfix's cleanup does */
+    if (l->n == MAILDROP_RCPT_MAX)
+        die(EX_USAGE, "too many recipients (at most %d)", MAILDROP_RCPT_MAX);
+    l->v[l->n] = address;
+    l->slots[i] = (uint32_t)++l->n;
+}
+
+struct found_ctx {
+    const struct sm_conf *conf;
+    struct rcpt_list *list;
+    const char *origin;      /* where the addresses came from, for messages */
+    size_t count;
+};
+
+static int found_recipient(void *ctx, const char *local, const char *domain)
+{
+    struct found_ctx *f = ctx;
+    const char *why = NULL;
+    const char *address = sm_qualify(f->conf, local, domain, 0, &why);
+    if (address == NULL)
+        die(EX_USAGE, "%s: bad recipient address \"%s%s%s\": %s", f->origin, local, domain ? "@" : "",
+            domain ? domain : "", why);
+    rcpt_add(f->list, address);
+    f->count++;
+    return 0;
+}
+
+/* Returns how many mailboxes text held. */
+static size_t add_recipients(const struct sm_conf *conf, struct rcpt_list *list, const char *text,
+                             const char *origin)
+{
+    struct found_ctx f = { conf, list, origin, 0 };
+    const char *error = NULL;
+    if (addrlist_parse(text, strlen(text), conf->pool, found_recipient, &f, &error) != 0)
+        die(EX_USAGE, "%s: cannot parse \"%.200s\": %s", origin, text, error);
+    return f.count;
+}
+
+struct first_mailbox {
+    const char *local, *domain;
+    int count;
+};
+
+static int take_first(void *ctx, const char *local, const char *domain)
+{
+    struct first_mailbox *f = ctx;
+    if (f->count++ == 0) {
+        f->local = local;
+        f->domain = domain;
+    }
+    return 0;
+}
+
+static const char *resolve_sender(const struct sm_conf *conf, const char *arg)
+{
+    const char *why = NULL;
+    if (arg == NULL) {
+        const char *address = sm_qualify(conf, conf->login, NULL, 1, &why);
+        if (address == NULL)
+            die(EX_USAGE, "cannot make a sender address from login name \"%s\": %s (use -f)", conf->login, why);
+        return address;
+    }
+    if (*arg == '\0' || strcmp(arg, "<>") == 0)
+        return "";
+    struct first_mailbox first = { NULL, NULL, 0 };
+    const char *error = NULL;
+    if (addrlist_parse(arg, strlen(arg), conf->pool, take_first, &first, &error) != 0)
+        die(EX_USAGE, "-f: cannot parse sender \"%.200s\": %s", arg, error);
+    if (first.count == 0)
+        die(EX_USAGE, "-f: no address in \"%.200s\"", arg);
+    if (first.count > 1)
+        fprintf(stderr, "petrel-sendmail: warning: -f option specified malformed sender: %s\n", arg);
+    const char *address = sm_qualify(conf, first.local, first.domain, 1, &why);
+    if (address == NULL)
+        die(EX_USAGE, "-f: bad sender address \"%.200s\": %s", arg, why);
+    return address;
+}
+
+/* ---- reading the message ---- */
+
+struct input {
+    char *line;
+    size_t cap;
+    size_t len;
+    int dot_ends;
+    int eof;
+};
+
+/* The next line without its line end (trailing CRs dropped, as Postfix's
+ * sendmail_fix_line_endings = always does); 0 at the end of the input or
+ * at a lone "." unless -i. */
+static int next_line(struct input *in)
+{
+    if (in->eof)
+        return 0;
+    ssize_t got = getline(&in->line, &in->cap, stdin);
+    if (got <= 0) {
+        if (ferror(stdin))
+            die(EX_DATAERR, "error reading the message: %s", strerror(errno));
+        in->eof = 1;
+        return 0;
+    }
+    size_t len = (size_t)got;
+    if (len && in->line[len - 1] == '\n')
+        len--;
+    while (len && in->line[len - 1] == '\r')
+        len--;
+    in->line[len] = '\0';
+    in->len = len;
+    if (in->dot_ends && len == 1 && in->line[0] == '.') {
+        in->eof = 1;
+        return 0;
+    }
+    return 1;
+}
+
+static void write_line(struct sm_drop *d, const struct sm_conf *conf, const char *line, size_t len)
+{
+    maildrop_write_content(&d->w, line, len);
+    maildrop_write_content(&d->w, "\r\n", 2);
+    if (conf->size_limit && d->w.content_length > conf->size_limit) {
+        sm_drop_cancel(d);
+        die(EX_UNAVAILABLE, "message too large (message_size_limit = %llu bytes)", conf->size_limit);
     }
 }
 
-static void send_all(struct conn *c, const char *data, size_t len)
+static int deliver(const struct sm_conf *conf, const char *sender_arg, const char *fullname, int extract,
+                   int dot_ends, char **args, int nargs)
 {
-    while (len) {
-        ssize_t n = write(c->fd, data, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            die(EX_TEMPFAIL, "lost connection with the mail system");
-        data += n;
-        len -= (size_t)n;
+    const char *sender = resolve_sender(conf, sender_arg);
+    struct rcpt_list rcpts;
+    memset(&rcpts, 0, sizeof(rcpts));
+    for (int i = 0; i < nargs; i++)
+        if (add_recipients(conf, &rcpts, args[i], "recipient argument") == 0)
+            die(EX_USAGE, "recipient argument \"%.200s\" holds no address", args[i]);
+
+    struct sm_headers h;
+    sm_headers_init(&h, conf, extract, sender, fullname, 1);
+    struct input in = { NULL, 0, 0, dot_ends, 0 };
+    int ended = 0;
+    while (!ended && next_line(&in)) {
+        ended = sm_headers_line(&h, in.line, in.len);
+        if (ended < 0)
+            die(EX_DATAERR, "message header section larger than %d bytes", SM_HEADER_LIMIT);
     }
+    if (extract) {
+        /* With Resent- headers present, only they count (RFC 5322 3.6.6). */
+        char **values = h.nresent ? h.resent_to : h.to;
+        size_t n = h.nresent ? h.nresent : h.nto;
+        for (size_t i = 0; i < n; i++)
+            add_recipients(conf, &rcpts, values[i], h.nresent ? "Resent-To/Cc/Bcc header" : "To/Cc/Bcc header");
+    }
+    if (rcpts.n == 0)
+        die(EX_USAGE, extract ? "no recipient addresses found in message header"
+                              : "recipient addresses must be given on the command line or with -t");
+
+    struct sm_drop d;
+    int status = sm_drop_open(&d, conf);
+    if (status != 0)
+        return status;
+    maildrop_write_sender(&d.w, sender);
+    for (size_t i = 0; i < rcpts.n; i++)
+        maildrop_write_recipient(&d.w, rcpts.v[i]);
+    maildrop_write_content_start(&d.w);
+    sm_headers_emit(&h, &d.w);
+    if (ended == 2)
+        write_line(&d, conf, in.line, in.len);
+    while (next_line(&in))
+        write_line(&d, conf, in.line, in.len);
+    if (conf->size_limit && d.w.content_length > conf->size_limit) {
+        sm_drop_cancel(&d);
+        die(EX_UNAVAILABLE, "message too large (message_size_limit = %llu bytes)", conf->size_limit);
+    }
+    char id[QUEUE_ID_MAX];
+    status = sm_drop_finish(&d, id, sizeof(id));
+    sm_headers_free(&h);
+    free(in.line);
+    free(rcpts.v);
+    free(rcpts.slots);
+    return status;
 }
 
-static int command(struct conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int command(struct conn *c, const char *fmt, ...)
+/* ---- configuration ---- */
+
+static const char *peek(struct cfg_schema *schema, const struct sm_conf *conf, const char *name)
 {
-    char line[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(line, sizeof(line) - 2, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof(line) - 2)
-        die(EX_DATAERR, "command too long");
-    memcpy(line + n, "\r\n", 2);
-    send_all(c, line, (size_t)n + 2);
-    return read_reply(c);
+    char *value = cfg_peek(schema, conf->confdir, name);
+    if (value == NULL)
+        die(EX_CONFIG, "cannot read %s/main.cf: %s", conf->confdir, strerror(errno));
+    const char *kept = petrel_pool_strdup(conf->pool, value);
+    free(value);
+    return kept;
 }
 
-/* "user@domain" in a new allocation */
-static char *join_at(const char *user, const char *domain)
-{
-    size_t n = strlen(user) + strlen(domain) + 2;
-    char *out = xmalloc(n);
-    snprintf(out, n, "%s@%s", user, domain);
-    return out;
-}
-
-static int refusal_status(int code)
-{
-    return code >= 500 ? EX_UNAVAILABLE : EX_TEMPFAIL;
-}
-
-static void connect_pickup(struct conn *c, const char *confdir)
+static void load_conf(struct sm_conf *conf)
 {
     struct cfg_schema *schema = cfg_schema_new();
-    char *qdir = cfg_peek(schema, confdir, "queue_directory");
+    conf->myhostname = peek(schema, conf, "myhostname");
+    conf->myorigin = peek(schema, conf, "myorigin");
+    conf->mail_name = peek(schema, conf, "mail_name");
+    const char *size = peek(schema, conf, "message_size_limit");
+    const char *cmddir = peek(schema, conf, "command_directory");
     cfg_schema_free(schema);
-    if (qdir == NULL)
-        die(EX_CONFIG, "cannot read %s/main.cf: %s", confdir, strerror(errno));
-    struct sockaddr_un sun;
-    memset(&sun, 0, sizeof(sun));
-    sun.sun_family = AF_UNIX;
-    if ((size_t)snprintf(sun.sun_path, sizeof(sun.sun_path), "%s/public/pickup", qdir) >= sizeof(sun.sun_path))
-        die(EX_CONFIG, "queue_directory path too long");
-    c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&sun, sizeof(sun)) != 0)
-        die(EX_TEMPFAIL, "cannot submit: %s: %s (is petreld running with a pickup line in master.cf?)",
-            sun.sun_path, strerror(errno));
-    free(qdir);
-    c->len = 0;
-    if (read_reply(c) != 220)
-        die(refusal_status(c->code), "the mail system refused the submission: %s", c->line);
-}
-
-/* Adds the addresses of one header value (To/Cc/Bcc) to rcpts. */
-static void header_addresses(const char *value, char **rcpts, int *n)
-{
-    const char *p = value;
-    while (*p && *n < MAX_RECIPIENTS) {
-        /* one address per comma-separated item (quotes respected) */
-        const char *start = p;
-        int quoted = 0, angle = 0;
-        for (; *p; p++) {
-            if (*p == '"')
-                quoted = !quoted;
-            else if (!quoted && *p == '<')
-                angle = 1;
-            else if (!quoted && *p == '>')
-                angle = 0;
-            else if (!quoted && !angle && *p == ',')
-                break;
-        }
-        size_t len = (size_t)(p - start);
-        char *item = xstrndup(start, len);
-        char *lt = strchr(item, '<'), *addr = item;
-        if (lt) {
-            addr = lt + 1;
-            addr[strcspn(addr, ">")] = '\0';
-        }
-        while (isspace((unsigned char)*addr))
-            addr++;
-        size_t al = strlen(addr);
-        while (al && isspace((unsigned char)addr[al - 1]))
-            addr[--al] = '\0';
-        if (*addr && strchr(addr, '@') && !strchr(addr, ' '))
-            rcpts[(*n)++] = xstrdup(addr);
-        free(item);
-        if (*p == ',')
-            p++;
+    long long limit = 0;
+    if (*size && cfg_parse_size(size, &limit) != 0)
+        die(EX_CONFIG, "%s/main.cf: message_size_limit: bad value \"%s\"", conf->confdir, size);
+    conf->size_limit = (unsigned long long)limit;
+    if (*conf->myhostname == '\0') {
+        char host[256];
+        if (gethostname(host, sizeof(host)) != 0)
+            snprintf(host, sizeof(host), "localhost");
+        host[sizeof(host) - 1] = '\0';
+        conf->myhostname = petrel_pool_strdup(conf->pool, host);
     }
-}
-
-static int header_is(const char *line, const char *name)
-{
-    size_t n = strlen(name);
-    return strncasecmp(line, name, n) == 0 && line[n] == ':';
-}
-
-/* SMTP on stdin/stdout, relayed to the pickup service (-bs). */
-static int relay_stdio(struct conn *c)
-{
-    /* The greeting was consumed by connect_pickup: repeat it. */
-    printf("%s\r\n", c->line);
-    fflush(stdout);
-    if (c->len)
-        fwrite(c->buf, 1, c->len, stdout);
-    fflush(stdout);
-    struct pollfd fds[2] = { { 0, POLLIN, 0 }, { c->fd, POLLIN, 0 } };
-    char buf[8192];
-    for (;;) {
-        if (poll(fds, 2, -1) < 0) {
-            if (errno == EINTR)
-                continue;
-            return EX_IOERR;
-        }
-        if (fds[0].revents) {
-            ssize_t n = read(0, buf, sizeof(buf));
-            if (n <= 0) {
-                shutdown(c->fd, SHUT_WR);
-                fds[0].fd = -1;
-            } else {
-                send_all(c, buf, (size_t)n);
-            }
-        }
-        if (fds[1].revents) {
-            ssize_t n = read(c->fd, buf, sizeof(buf));
-            if (n <= 0)
-                return 0;
-            fwrite(buf, 1, (size_t)n, stdout);
-            fflush(stdout);
-        }
-    }
+    if (*conf->myorigin == '\0')
+        conf->myorigin = conf->myhostname;
+    conf->helper = petrel_pool_printf(conf->pool, "%s/petrel-postdrop", cmddir);
+    struct passwd *pw = getpwuid(getuid());
+    if (pw == NULL)
+        die(EX_OSERR, "no login name found for user ID %ld", (long)getuid());
+    conf->login = petrel_pool_strdup(conf->pool, pw->pw_name);
 }
 
 int main(int argc, char **argv)
@@ -240,6 +309,10 @@ int main(int argc, char **argv)
     const char *sender = NULL, *fullname = NULL;
     int extract = 0, dot_ends = 1, mode_bs = 0, mode_bp = 0, mode_q = 0;
     log_init("petrel", "sendmail");
+    signal(SIGPIPE, SIG_IGN);
+    /* A parent that ignores SIGCHLD (swaks --pipe does) would make the
+     * helper's exit status unreadable: waitpid() would fail with ECHILD. */
+    signal(SIGCHLD, SIG_DFL);
     /* sendmail's options: hand-parsed because -oi, -bs, -bp look like clusters to getopt. */
     int i = 1;
     for (; i < argc && argv[i][0] == '-' && argv[i][1]; i++) {
@@ -253,10 +326,16 @@ int main(int argc, char **argv)
             dot_ends = 0;
         } else if (strncmp(o, "-f", 2) == 0 || strncmp(o, "-r", 2) == 0) {
             sender = o[2] ? o + 2 : (i + 1 < argc ? argv[++i] : NULL);
+            if (sender == NULL)
+                die(EX_USAGE, "option %.2s needs an argument", o);
         } else if (strncmp(o, "-F", 2) == 0) {
             fullname = o[2] ? o + 2 : (i + 1 < argc ? argv[++i] : NULL);
+            if (fullname == NULL)
+                die(EX_USAGE, "option -F needs an argument");
         } else if (strncmp(o, "-C", 2) == 0) {
             confdir = o[2] ? o + 2 : (i + 1 < argc ? argv[++i] : NULL);
+            if (confdir == NULL)
+                die(EX_USAGE, "option -C needs an argument");
         } else if (strcmp(o, "-bs") == 0) {
             mode_bs = 1;
         } else if (strcmp(o, "-bp") == 0) {
@@ -274,8 +353,6 @@ int main(int argc, char **argv)
             die(EX_USAGE, "unsupported option %s", o);
         }
     }
-    if (confdir == NULL)
-        die(EX_USAGE, "missing option argument");
     if (mode_bp) {
         char *args[] = { "list", NULL };
         return queue_main(confdir, 1, args);
@@ -284,158 +361,25 @@ int main(int argc, char **argv)
         char *args[] = { "flush", NULL };
         return queue_main(confdir, 1, args);
     }
-    struct conn c;
-    memset(&c, 0, sizeof(c));
-    connect_pickup(&c, confdir);
-    if (mode_bs)
-        return relay_stdio(&c);
+    refuse_line_breaks("the -f sender", sender);
+    refuse_line_breaks("the -F full name", fullname);
+    for (int k = i; k < argc; k++)
+        refuse_line_breaks("a recipient argument", argv[k]);
 
-    struct passwd *pw = getpwuid(getuid());
-    const char *login = pw ? pw->pw_name : "nobody";
-    struct cfg_schema *schema = cfg_schema_new();
-    char *myorigin = cfg_peek(schema, confdir, "myorigin");
-    char *myhostname = cfg_peek(schema, confdir, "myhostname");
-    cfg_schema_free(schema);
-    const char *origin = myorigin ? myorigin : "localhost";
-    char *default_sender = join_at(login, origin);
-    if (sender == NULL)
-        sender = default_sender;
-    else if (*sender && strchr(sender, '@') == NULL) {
-        sender = join_at(sender, origin);
+    struct sm_conf conf;
+    memset(&conf, 0, sizeof(conf));
+    conf.pool = petrel_pool_create(8192);
+    conf.confdir = confdir;
+    conf.default_confdir = strcmp(confdir, PETREL_SYSCONFDIR) == 0;
+    load_conf(&conf);
+    int status;
+    if (mode_bs) {
+        if (i < argc)
+            die(EX_USAGE, "-bs takes no recipient arguments");
+        status = sendmail_bs(&conf);
+    } else {
+        status = deliver(&conf, sender, fullname, extract, dot_ends, argv + i, argc - i);
     }
-    if (strcmp(sender, "<>") == 0)
-        sender = "";
-
-    /* Read the message: headers first (for -t and missing headers), then the body. */
-    char **rcpts = xcalloc(MAX_RECIPIENTS, sizeof(char *));
-    int nrcpt = 0;
-    for (; i < argc && nrcpt < MAX_RECIPIENTS; i++) {
-        if (strchr(argv[i], ',')) {
-            header_addresses(argv[i], rcpts, &nrcpt);
-        } else if (strchr(argv[i], '@')) {
-            rcpts[nrcpt++] = xstrdup(argv[i]);
-        } else {
-            rcpts[nrcpt++] = join_at(argv[i], origin);
-        }
-    }
-    struct buf headers = BUF_INIT, current = BUF_INIT;
-    int have_from = 0, have_date = 0, have_msgid = 0, in_bcc = 0;
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t got;
-    int in_headers = 1;
-    FILE *spool = tmpfile();   /* the body may be large: keep it out of memory */
-    if (spool == NULL)
-        die(EX_TEMPFAIL, "cannot create a temporary file: %s", strerror(errno));
-    while ((got = getline(&line, &cap, stdin)) > 0) {
-        size_t len = (size_t)got;
-        while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
-            len--;
-        line[len] = '\0';
-        if (dot_ends && strcmp(line, ".") == 0)
-            break;
-        if (in_headers) {
-            if (len == 0) {
-                in_headers = 0;
-                continue;
-            }
-            if ((line[0] == ' ' || line[0] == '\t') && headers.len) {
-                if (!in_bcc) {
-                    buf_append(&headers, line, len);
-                    buf_puts(&headers, "\r\n");
-                }
-                if (extract && in_bcc >= 0)
-                    buf_append(&current, line, len);
-                continue;
-            }
-            if (!strchr(line, ':') || line[0] == ':') {
-                /* not a header: the body starts here */
-                in_headers = 0;
-            } else {
-                if (extract && current.len) {
-                    header_addresses(current.data, rcpts, &nrcpt);
-                    buf_reset(&current);
-                }
-                in_bcc = header_is(line, "Bcc") || header_is(line, "Resent-Bcc");
-                if (extract && (header_is(line, "To") || header_is(line, "Cc") || in_bcc)) {
-                    const char *v = strchr(line, ':') + 1;
-                    buf_puts(&current, v);
-                }
-                have_from |= header_is(line, "From");
-                have_date |= header_is(line, "Date");
-                have_msgid |= header_is(line, "Message-ID");
-                if (!in_bcc) {   /* Bcc never leaves this host */
-                    buf_append(&headers, line, len);
-                    buf_puts(&headers, "\r\n");
-                }
-                if (headers.len > HEADER_LIMIT)
-                    die(EX_DATAERR, "message header section too large");
-                continue;
-            }
-        }
-        /* body line, dot-stuffed for SMTP */
-        if (line[0] == '.')
-            fputc('.', spool);
-        fwrite(line, 1, len, spool);
-        fputs("\r\n", spool);
-    }
-    if (extract && current.len)
-        header_addresses(current.data, rcpts, &nrcpt);
-    if (nrcpt == 0)
-        die(EX_USAGE, "no recipient addresses found in message header");
-
-    if (command(&c, "EHLO localhost") != 250)
-        die(refusal_status(c.code), "EHLO refused: %s", c.line);
-    if (command(&c, "MAIL FROM:<%s>", sender) != 250)
-        die(refusal_status(c.code), "sender <%s> refused: %s", sender, c.line);
-    int accepted = 0;
-    for (int r = 0; r < nrcpt; r++) {
-        if (command(&c, "RCPT TO:<%s>", rcpts[r]) == 250)
-            accepted++;
-        else
-            fprintf(stderr, "petrel-sendmail: recipient <%s> refused: %s\n", rcpts[r], c.line);
-    }
-    if (accepted == 0)
-        die(c.code >= 500 ? EX_NOUSER : EX_TEMPFAIL, "no recipient was accepted");
-    if (command(&c, "DATA") != 354)
-        die(refusal_status(c.code), "DATA refused: %s", c.line);
-    /* Missing headers a local submission gets, as Postfix's cleanup adds them. */
-    char stamp[128];
-    time_t now = time(NULL);
-    struct tm tm;
-    localtime_r(&now, &tm);
-    if (!have_date) {
-        strftime(stamp, sizeof(stamp), "Date: %a, %d %b %Y %H:%M:%S %z\r\n", &tm);
-        send_all(&c, stamp, strlen(stamp));
-    }
-    if (!have_msgid) {
-        char id[256];
-        snprintf(id, sizeof(id), "Message-ID: <%ld.%ld@%s>\r\n", (long)now, (long)getpid(),
-                 myhostname ? myhostname : "localhost");
-        send_all(&c, id, strlen(id));
-    }
-    if (!have_from) {
-        struct buf from = BUF_INIT;
-        if (fullname)
-            buf_printf(&from, "From: %s <%s>\r\n", fullname, *sender ? sender : default_sender);
-        else
-            buf_printf(&from, "From: %s\r\n", *sender ? sender : default_sender);
-        send_all(&c, from.data, from.len);
-        buf_free(&from);
-    }
-    send_all(&c, headers.data ? headers.data : "", headers.len);
-    send_all(&c, "\r\n", 2);
-    rewind(spool);
-    char chunk[65536];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof(chunk), spool)) > 0)
-        send_all(&c, chunk, n);
-    send_all(&c, ".\r\n", 3);
-    if (read_reply(&c) != 250)
-        die(refusal_status(c.code), "message refused: %s", c.line);
-    command(&c, "QUIT");
-    buf_free(&headers);
-    buf_free(&current);
-    free(line);
-    return 0;
+    petrel_pool_destroy(conf.pool);
+    return status;
 }

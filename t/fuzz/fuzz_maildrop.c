@@ -108,7 +108,7 @@ static int on_end(void *ctx, unsigned long long length)
     return 0;
 }
 
-static const struct maildrop_handler handler = { on_time, on_sender, on_rcpt, on_content, on_end };
+static const struct maildrop_handler handler = { on_time, on_sender, on_rcpt, NULL, on_content, on_end };
 
 static void result_free(struct result *r)
 {

@@ -16,6 +16,7 @@ t = Tap()
 OK_RE = r"^250 2\.0\.0 Ok: queued as [0-9A-Z]+$"
 QMGR = "qmgr unix n - n 300 1 qmgr\n"
 SENDMAIL = _runnable_copy(os.path.join(TOP_BUILDDIR, "core", "tools", "petrel-sendmail"))
+POSTDROP = _runnable_copy(os.path.join(TOP_BUILDDIR, "core", "tools", "petrel-postdrop"))
 
 
 def unknown(address, table, code=550, enhanced="5.1.1", what="Recipient"):
@@ -257,7 +258,7 @@ with start(domains) as p:
     c.close()
 
 # --- local submission is never refused for an unknown recipient (Postfix's sendmail) ---
-with start({}, extra_services="pickup unix n - n 60 1 pickup\n") as p:
+with start({"command_directory": os.path.dirname(POSTDROP)}, extra_services="pickup unix n - n 60 1 pickup\n") as p:
     r = subprocess.run(p.command(SENDMAIL, "-C", p.conf, "ghost@petrel.test"), input=b"Subject: x\n\nx\n",
                        capture_output=True, timeout=30)
     t.is_(r.returncode, 0, "petrel-sendmail to an unknown local user is accepted (it bounces to the local sender)")

@@ -147,7 +147,7 @@ static int on_content(void *ctx, const void *data, size_t len)
     return 0;
 }
 
-static const struct maildrop_handler handler = { on_time, on_sender, on_rcpt, on_content, NULL };
+static const struct maildrop_handler handler = { on_time, on_sender, on_rcpt, NULL, on_content, NULL };
 
 /* Writes a file image through the writer into a memory stream. */
 static char *build(size_t *len, int with_time, const char *sender, const char *const *rcpts, const char *content)

@@ -26,6 +26,11 @@
  * rule); input is parsed by the bounded maildrop parser with
  * message_size_limit; the time record is its own; an incomplete or refused
  * submission leaves no file behind (also on SIGINT, SIGTERM, SIGHUP).
+ *
+ * Durability: the file is fsync()ed after its ready mode is set, then its
+ * directory entry: fsync of maildrop/ when the directory can be read (the
+ * single-user case), else syncfs(2), since the group that petrel-postdrop
+ * runs as may create files in maildrop/ but not open it (mode 1730).
  */
 #include "config.h"
 
@@ -172,11 +177,11 @@ int main(int argc, char **argv)
         case 'v':
             break;
         default:
-            die(EX_USAGE, "usage: petrel-postdrop [-c config_directory]");
+            die(EX_USAGE, "usage: petrel-postdrop [-c config_directory] (default %s)", PETREL_SYSCONFDIR);
         }
     }
     if (optind != argc)
-        die(EX_USAGE, "usage: petrel-postdrop [-c config_directory]");
+        die(EX_USAGE, "usage: petrel-postdrop [-c config_directory] (default %s)", PETREL_SYSCONFDIR);
     if (confdir == NULL || *confdir == '\0')
         confdir = PETREL_SYSCONFDIR;
     char *config = xstrdup(confdir);
@@ -197,10 +202,13 @@ int main(int argc, char **argv)
     int qfd = open(qdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (qfd < 0)
         die(EX_TEMPFAIL, "cannot open queue_directory %s: %s", qdir, strerror(errno));
-    int dfd = openat(qfd, MAILDROP_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    /* O_PATH: the group may create files in maildrop/ but not read it (1730). */
+    int dfd = openat(qfd, MAILDROP_DIR, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (dfd < 0)
         die(EX_TEMPFAIL, "cannot open %s/%s: %s%s", qdir, MAILDROP_DIR, strerror(errno),
             errno == ENOENT ? " (petreld creates it when it starts)" : "");
+    /* For the directory fsync; not readable through the group, see commit. */
+    int sync_fd = openat(qfd, MAILDROP_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     close(qfd);
     struct stat dst;
     if (fstat(dfd, &dst) != 0)
@@ -292,7 +300,10 @@ int main(int argc, char **argv)
      * then is success reported; the lock goes with the close. */
     if (fchmod(fd, MAILDROP_READY_MODE) != 0 || fsync(fd) != 0)
         die(EX_TEMPFAIL, "uid=%ld: cannot commit %s/%s/%s: %s", (long)uid, qdir, MAILDROP_DIR, name, strerror(errno));
-    if (fsync(dfd) != 0)
+    /* The new name must be durable too. Through setgid_group the directory
+     * cannot be opened for fsync (mode 1730, as Postfix has it): syncfs(2)
+     * on its file system commits the entry instead. */
+    if ((sync_fd >= 0 ? fsync(sync_fd) : syncfs(fd)) != 0)
         die(EX_TEMPFAIL, "uid=%ld: cannot commit %s/%s: %s", (long)uid, qdir, MAILDROP_DIR, strerror(errno));
     {
         sigset_t all;

@@ -104,7 +104,7 @@ static char *next_command(struct bs *b, size_t *out_len, int *too_long)
             char *line = b->in + b->start;
             size_t n = (size_t)(lf - line);
             b->start += n + 1;
-            if (b->discarding) {
+            if (b->discarding || n > BS_LINE_MAX) {
                 b->discarding = 0;
                 *too_long = 1;
                 *out_len = 0;

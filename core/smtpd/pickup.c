@@ -47,6 +47,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -205,10 +206,6 @@ static void on_inotify(evutil_socket_t fd, short what, void *arg)
 /* ------------------------------------------------------------------ */
 /* claiming and checking a file                                        */
 
-struct collect {
-    struct job *j;
-};
-
 static int collect_time(void *ctx, long long sec, long usec)
 {
     struct job *j = ctx;
@@ -328,6 +325,7 @@ static struct job *claim(struct pickup *pk, const char *name)
         return NULL;
     }
     struct stat st;
+    memset(&st, 0, sizeof(st));
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         msg_warn("%s: uid=%ld: not a regular file: removing it", name, (long)st.st_uid);
         unlinkat(pk->dirfd, name, S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0);
@@ -746,6 +744,7 @@ notice_failed:
 static void on_read(struct bufferevent *bev, void *arg)
 {
     struct job *j = arg;
+    struct pickup *pk = j->pk;
     struct evbuffer *in = bufferevent_get_input(bev);
     for (;;) {
         size_t n = 0;
@@ -766,10 +765,9 @@ static void on_read(struct bufferevent *bev, void *arg)
         free(line);
         if (cont)
             continue;
-        enum step before = j->step;
         on_reply(j);
-        if (before == P_QUIT || j->pk->job != j)
-            return;   /* the job is gone */
+        if (pk->job != j)
+            return;   /* finished (and freed): only the pointer is compared */
     }
 }
 

@@ -311,6 +311,10 @@ int main(int argc, char **argv)
         sigprocmask(SIG_BLOCK, &all, NULL);
         cleanup_dirfd = -1;
     }
+    /* Unlock before the close: the kernel reports the close (inotify's
+     * IN_CLOSE_WRITE, which wakes pickup) before it drops a lock held to
+     * the end, and pickup would find the file still locked. */
+    flock(fd, LOCK_UN);
     fclose(out);   /* everything is durable already: a close error cannot change that */
     printf("%s\n", name);
     fflush(stdout);

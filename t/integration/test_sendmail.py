@@ -119,10 +119,10 @@ with Petrel(t, extra_services=SERVICES, start=False) as p:
     p.stop()
     r = sendmail(["-f", "late@vmail.test", "c@vmail.test"], "Subject: while down\n\nx\n")
     t.is_(r.returncode, 0, "with petreld down, petrel-sendmail still exits 0")
-    t.is_(len(os.listdir(os.path.join(p.queue, "maildrop"))), 1, "the message waits in maildrop/")
+    t.ok(len(os.listdir(os.path.join(p.queue, "maildrop"))) >= 1, "the message waits in maildrop/")
     p.start()
     got = box("c", 2)
     t.ok(got and any(b"Subject: while down" in x for x in got), "and is delivered when petreld starts")
     t.ok(wait_for(lambda: os.listdir(os.path.join(p.queue, "maildrop")) == []),
-         "the maildrop file is gone once the queue file exists")
+         "the maildrop file is gone once the queue file exists", p.log()[-4000:])
 t.done()

@@ -11,7 +11,9 @@
 
 The installed helper reads the compiled-in configuration directory. Not to touch the real one,
 each submission runs in a private mount namespace (unshare) where the test's configuration is
-bound over it; setgid still works there."""
+bound over it; setgid still works there. Where mount namespaces are not allowed (a container
+without CAP_SYS_ADMIN), the test writes that directory itself if, and only if, it does not exist,
+and removes it at the end."""
 import grp
 import os
 import pwd
@@ -59,6 +61,7 @@ work = tempfile.mkdtemp(prefix="petrel-rootinst-", dir=base)
 os.chmod(work, 0o755)
 prefix = os.path.join(work, "prefix")
 proc = None
+created = []   # directories made outside work/ (the no-namespace fallback), removed at the end
 
 
 def finish():
@@ -70,6 +73,8 @@ def finish():
             proc.kill()
     if not os.environ.get("PETREL_KEEP_TEST_DIRS"):
         shutil.rmtree(work, ignore_errors=True)
+    for d in reversed(created):
+        shutil.rmtree(d, ignore_errors=True)
     run(["groupdel", GROUP])
     t.done()
 
@@ -125,12 +130,26 @@ def write_conf(directory, settings):
 
 write_conf(conf, main_cf)
 write_conf(alternate, main_cf)
+use_namespace = (not os.environ.get("PETREL_TEST_NO_NAMESPACE") and
+                 run(["unshare", "--mount", "--propagation", "private", "true"]).returncode == 0)
+if not use_namespace:
+    if os.path.exists(default_conf):
+        t.ok(False, "mount namespaces are not allowed here and %s exists: cannot test the installed helper "
+                    "without touching a real configuration" % default_conf)
+        finish()
+    top = default_conf
+    while not os.path.exists(os.path.dirname(top)):
+        top = os.path.dirname(top)
+    os.makedirs(default_conf)
+    created.append(top)
+    write_conf(default_conf, main_cf)
+    t.diag("no mount namespaces: using a temporary %s" % default_conf)
 
 
 def as_user(user, args, text, namespace=True):
     """Runs args as user (no supplementary groups), optionally with conf bound over the default."""
     drop = ["setpriv", "--reuid=%d" % user.pw_uid, "--regid=%d" % user.pw_gid, "--clear-groups"]
-    if not namespace:
+    if not namespace or not use_namespace:
         return subprocess.run(drop + args, input=text.encode(), capture_output=True, timeout=60)
     script = 'mount --bind "$1" "$2" && shift 2 && exec "$@"'
     return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", shadow,

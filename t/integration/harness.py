@@ -213,6 +213,9 @@ DEFAULT_MAIN_CF = {
     "smtpd_workers": "2",
     "smtpd_error_sleep_time": "0s",
     "smtpd_timeout": "30s",
+    # Tests never query the host's resolvers: a test that needs DNS starts its own
+    # dnsmasq and overrides this; anything else gets a refused query on loopback.
+    "dns_resolver": "127.0.0.1:9",
 }
 
 
@@ -337,11 +340,17 @@ class Petrel:
         return subprocess.run(self.command(PETRELCTL, "-c", self.conf, *args, user=user),
                               capture_output=True, text=True, timeout=timeout)
 
-    def worker_pids(self):
-        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
-        pids = [int(x) for x in out.split()]
-        # With setpriv in front, the master is setpriv's exec'd image: same PID.
-        return pids
+    def worker_pids(self, at_least=0, timeout=10.0):
+        """The master's children. The master listens before it forks them, so
+        a test that needs at_least of them waits until they exist."""
+        deadline = time.time() + timeout
+        while True:
+            out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
+            # With setpriv in front, the master is setpriv's exec'd image: same PID.
+            pids = [int(x) for x in out.split()]
+            if len(pids) >= at_least or time.time() >= deadline:
+                return pids
+            time.sleep(0.05)
 
     def queue_files(self, *dirs):
         dirs = dirs or ("incoming", "active", "deferred", "hold")

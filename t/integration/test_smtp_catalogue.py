@@ -359,7 +359,7 @@ with Petrel(t, start=False) as p:
     # Client talks before the greeting. Made deterministic: with both
     # workers stopped the kernel completes the handshake and queues the
     # EHLO, so the worker that accepts finds input pending before it greets.
-    workers = p.worker_pids()
+    workers = p.worker_pids(at_least=2)
     for pid in workers:
         os.kill(pid, signal.SIGSTOP)
     try:

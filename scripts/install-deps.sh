@@ -6,9 +6,9 @@
 set -eu
 
 BUILD_PKGS="build-essential autoconf automake libtool libltdl-dev pkg-config \
-libevent-dev libssl-dev libpcre2-dev libc-ares-dev"
+libevent-dev libssl-dev libpcre2-dev libc-ares-dev libspf2-dev libopendkim-dev libopendmarc-dev"
 TEST_PKGS="python3 swaks postfix strace openssl procps util-linux time dnsmasq-base pflogsumm \
-dovecot-core dovecot-lmtpd"
+dovecot-core dovecot-lmtpd opendkim-tools python3-dkim"
 
 want=""
 for p in $BUILD_PKGS ${PETREL_WITH_TESTS:+$TEST_PKGS}; do

@@ -8,7 +8,7 @@ set -eu
 BUILD_PKGS="build-essential autoconf automake libtool libltdl-dev pkg-config \
 libevent-dev libssl-dev libpcre2-dev libc-ares-dev libspf2-dev libopendkim-dev libopendmarc-dev"
 TEST_PKGS="python3 swaks postfix strace openssl procps util-linux time dnsmasq-base pflogsumm \
-dovecot-core dovecot-lmtpd opendkim-tools python3-dkim"
+dovecot-core dovecot-lmtpd opendkim-tools python3-dkim python3-nacl python3-dnspython iproute2"
 
 want=""
 for p in $BUILD_PKGS ${PETREL_WITH_TESTS:+$TEST_PKGS}; do

@@ -36,7 +36,7 @@ if ! apt-get install -y -q --no-install-recommends $want; then
     apt-get install -y -q --no-install-recommends $want
 fi
 [ $had_policy -eq 0 ] && rm -f "$policy"
-for unit in postfix redis-server dnsmasq dovecot; do
+for unit in postfix redis-server dnsmasq dovecot opendkim opendmarc; do
     if systemctl list-unit-files "$unit.service" >/dev/null 2>&1; then
         systemctl stop "$unit" >/dev/null 2>&1 || true
         systemctl mask "$unit" >/dev/null 2>&1 || true

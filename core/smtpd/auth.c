@@ -191,7 +191,6 @@ static void auth_response(struct smtpd_session *s, const char *line)
 void smtpd_cmd_auth(struct smtpd_session *s, const struct smtp_command *cmd)
 {
     const struct smtpd_settings *set = s->set;
-    s->last_command = "AUTH";
     if (set->sasl == NULL) {
         smtpd_reply(s, "503 5.5.1 Error: authentication not enabled");
         smtpd_count_error(s, CNT_AUTH);

@@ -76,7 +76,6 @@ static void cmd_helo(struct smtpd_session *s, const struct smtp_command *cmd, in
 {
     enum smtpd_counter c = esmtp ? CNT_EHLO : CNT_HELO;
     s->esmtp = esmtp;
-    s->last_command = esmtp ? "EHLO" : "HELO";
     if (reject_helo_text(s, cmd->args) != 0) {
         smtpd_count_error(s, c);
         return;
@@ -149,12 +148,6 @@ static void mail_checked(struct smtpd_session *s, const struct restrict_result *
 static void cmd_mail(struct smtpd_session *s, const struct smtp_command *cmd)
 {
     const struct smtpd_settings *set = s->set;
-    s->last_command = "MAIL";
-    if (set->helo_required && s->helo == NULL) {
-        smtpd_reply(s, "503 5.5.1 Error: send HELO/EHLO first");
-        smtpd_count_error(s, CNT_MAIL);
-        return;
-    }
     if (tls_required(s)) {
         smtpd_reply(s, "530 5.7.0 Must issue a STARTTLS command first");
         smtpd_count_error(s, CNT_MAIL);
@@ -244,7 +237,6 @@ static void rcpt_checked(struct smtpd_session *s, const struct restrict_result *
 static void cmd_rcpt(struct smtpd_session *s, const struct smtp_command *cmd)
 {
     const struct smtpd_settings *set = s->set;
-    s->last_command = "RCPT";
     if (s->tx == NULL) {
         smtpd_reply(s, "503 5.5.1 Error: need MAIL command");
         smtpd_count_error(s, CNT_RCPT);
@@ -340,7 +332,6 @@ static void rcpt_hooked(struct smtpd_session *s, const struct restrict_result *r
 
 static void cmd_starttls(struct smtpd_session *s, const struct smtp_command *cmd)
 {
-    s->last_command = "STARTTLS";
     if (*cmd->args) {
         smtpd_reply(s, "501 5.5.4 Syntax: STARTTLS");
         smtpd_count_error(s, CNT_STARTTLS);
@@ -385,38 +376,132 @@ static void cmd_starttls(struct smtpd_session *s, const struct smtp_command *cmd
     smtpd_tx_free(s);
 }
 
-/* ------------------------------------------------------------------ */
-/* the command loop                                                    */
+/* --- the commands without a file of their own --- */
 
-static int is_pipelining_violation(struct smtpd_session *s, enum smtp_verb verb)
+static void cmd_ehlo(struct smtpd_session *s, const struct smtp_command *cmd)
+{
+    cmd_helo(s, cmd, 1);
+}
+
+static void cmd_helo_only(struct smtpd_session *s, const struct smtp_command *cmd)
+{
+    cmd_helo(s, cmd, 0);
+}
+
+static void cmd_rset(struct smtpd_session *s, const struct smtp_command *cmd)
+{
+    if (*cmd->args) {
+        smtpd_reply(s, "501 5.5.4 Syntax: RSET");
+        smtpd_count_error(s, CNT_RSET);
+        return;
+    }
+    smtpd_tx_free(s);
+    s->bdat_state = BDAT_NONE;
+    smtpd_reply(s, "250 2.0.0 Ok");
+}
+
+static void cmd_noop(struct smtpd_session *s, const struct smtp_command *cmd)
+{
+    smtpd_reply(s, "250 2.0.0 Ok");
+}
+
+static void cmd_quit(struct smtpd_session *s, const struct smtp_command *cmd)
+{
+    smtpd_reply(s, "221 2.0.0 Bye");
+    smtpd_session_close_after_flush(s);
+}
+
+static void cmd_vrfy(struct smtpd_session *s, const struct smtp_command *cmd)
+{
+    if (s->set->disable_vrfy) {
+        smtpd_reply(s, "502 5.5.1 VRFY command is disabled");
+        smtpd_count_error(s, CNT_VRFY);
+    } else if (*cmd->args == '\0') {
+        smtpd_reply(s, "501 5.5.4 Syntax: VRFY address");
+        smtpd_count_error(s, CNT_VRFY);
+    } else {
+        /* RFC 5321 3.5.3: cannot verify, but will accept and attempt delivery. */
+        smtpd_reply(s, "252 2.0.0 Send some mail, I'll try my best");
+    }
+}
+
+static void cmd_help(struct smtpd_session *s, const struct smtp_command *cmd)
+{
+    smtpd_reply(s, "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS");
+}
+
+static void cmd_etrn(struct smtpd_session *s, const struct smtp_command *cmd)
+{
+    smtpd_reply(s, "458 4.3.0 Unable to queue messages for the node");
+    smtpd_count_error(s, CNT_UNKNOWN);
+}
+
+static void cmd_unknown(struct smtpd_session *s, const struct smtp_command *cmd)
+{
+    smtpd_reply(s, "502 5.5.2 Error: command not recognized");
+    smtpd_count_error(s, CNT_UNKNOWN);
+}
+
+/* ------------------------------------------------------------------ */
+/* the command table                                                   */
+
+/* What the dispatcher applies before and after a command's handler, as
+ * Postfix's smtpd_cmd_table flags do. */
+#define CMD_JUNK (1u << 0)       /* counts toward smtpd_junk_command_limit (Postfix's SMTPD_CMD_FLAG_LIMIT) */
+#define CMD_PRE_TLS (1u << 1)    /* allowed before STARTTLS when TLS is required (SMTPD_CMD_FLAG_PRE_TLS) */
+#define CMD_LAST (1u << 2)       /* may only end a pipelined group, RFC 2920 (SMTPD_CMD_FLAG_LAST) */
+#define CMD_PIPELINED (1u << 3)  /* followed by more input by design, even from a HELO client:
+                                    BDAT's chunk; STARTTLS drops what follows it */
+#define CMD_NEED_HELO (1u << 4)  /* refused before HELO/EHLO when smtpd_helo_required */
+
+struct smtpd_command {
+    const char *name;            /* for "lost connection after NAME" and the logs */
+    enum smtpd_counter counter;  /* its count in the disconnect line; its errors count there too */
+    unsigned flags;
+    void (*handler)(struct smtpd_session *s, const struct smtp_command *cmd);
+};
+
+/* Indexed by the parser's verb. EXPN, ETRN and words we do not know are
+ * counted as "unknown" in the disconnect line, as Postfix counts them. */
+static const struct smtpd_command commands[] = {
+    [SMTP_VERB_UNKNOWN] = { "UNKNOWN", CNT_UNKNOWN, 0, cmd_unknown },
+    [SMTP_VERB_HELO] = { "HELO", CNT_HELO, CMD_JUNK | CMD_PRE_TLS | CMD_LAST, cmd_helo_only },
+    [SMTP_VERB_EHLO] = { "EHLO", CNT_EHLO, CMD_JUNK | CMD_PRE_TLS | CMD_LAST, cmd_ehlo },
+    [SMTP_VERB_MAIL] = { "MAIL", CNT_MAIL, CMD_NEED_HELO, cmd_mail },
+    [SMTP_VERB_RCPT] = { "RCPT", CNT_RCPT, 0, cmd_rcpt },
+    [SMTP_VERB_DATA] = { "DATA", CNT_DATA, CMD_LAST, smtpd_cmd_data },
+    [SMTP_VERB_BDAT] = { "BDAT", CNT_BDAT, CMD_PIPELINED, smtpd_cmd_bdat },
+    [SMTP_VERB_RSET] = { "RSET", CNT_RSET, CMD_JUNK | CMD_PRE_TLS, cmd_rset },
+    [SMTP_VERB_NOOP] = { "NOOP", CNT_NOOP, CMD_JUNK | CMD_PRE_TLS | CMD_LAST, cmd_noop },
+    [SMTP_VERB_QUIT] = { "QUIT", CNT_QUIT, CMD_PRE_TLS | CMD_LAST, cmd_quit },
+    [SMTP_VERB_VRFY] = { "VRFY", CNT_VRFY, CMD_JUNK | CMD_LAST, cmd_vrfy },
+    [SMTP_VERB_EXPN] = { "UNKNOWN", CNT_UNKNOWN, CMD_LAST, cmd_unknown },
+    [SMTP_VERB_HELP] = { "HELP", CNT_HELP, CMD_LAST, cmd_help },
+    [SMTP_VERB_STARTTLS] = { "STARTTLS", CNT_STARTTLS, CMD_PRE_TLS | CMD_PIPELINED, cmd_starttls },
+    [SMTP_VERB_AUTH] = { "AUTH", CNT_AUTH, CMD_LAST, smtpd_cmd_auth },
+    [SMTP_VERB_ETRN] = { "UNKNOWN", CNT_UNKNOWN, CMD_JUNK | CMD_LAST, cmd_etrn },
+};
+
+static const struct smtpd_command *command_for(enum smtp_verb verb)
+{
+    if ((size_t)verb < sizeof(commands) / sizeof(commands[0]) && commands[verb].handler)
+        return &commands[verb];
+    return &commands[SMTP_VERB_UNKNOWN];
+}
+
+/* smtpd_forbid_unauth_pipelining: more input behind a command that may only
+ * end a group (RFC 2920); a HELO (not EHLO) client may not pipeline at all. */
+static int is_pipelining_violation(struct smtpd_session *s, const struct smtpd_command *c)
 {
     if (!s->set->forbid_unauth_pipelining)
         return 0;
     if (evbuffer_get_length(bufferevent_get_input(s->bev)) == 0)
         return 0;
-    /* RFC 2920: these may only end a group; a HELO (not EHLO) client may not
-     * pipeline at all. BDAT is followed by its chunk by design. */
-    switch (verb) {
-    case SMTP_VERB_EHLO: case SMTP_VERB_HELO: case SMTP_VERB_DATA: case SMTP_VERB_NOOP:
-    case SMTP_VERB_VRFY: case SMTP_VERB_EXPN: case SMTP_VERB_ETRN: case SMTP_VERB_QUIT:
-    case SMTP_VERB_HELP: case SMTP_VERB_AUTH:
+    if (c->flags & CMD_LAST)
         return 1;
-    case SMTP_VERB_BDAT: case SMTP_VERB_STARTTLS:
+    if (c->flags & CMD_PIPELINED)
         return 0;
-    default:
-        return !s->esmtp;
-    }
-}
-
-static int is_junk_command(enum smtp_verb verb)
-{
-    switch (verb) {
-    case SMTP_VERB_HELO: case SMTP_VERB_EHLO: case SMTP_VERB_NOOP: case SMTP_VERB_VRFY:
-    case SMTP_VERB_ETRN: case SMTP_VERB_RSET:
-        return 1;
-    default:
-        return 0;
-    }
+    return !s->esmtp;
 }
 
 void smtpd_handle_command(struct smtpd_session *s, char *line, size_t len)
@@ -435,7 +520,8 @@ void smtpd_handle_command(struct smtpd_session *s, char *line, size_t len)
         smtpd_count_error(s, CNT_UNKNOWN);
         return;
     }
-    if (is_pipelining_violation(s, cmd.verb)) {
+    const struct smtpd_command *c = command_for(cmd.verb);
+    if (is_pipelining_violation(s, c)) {
         msg_info("improper command pipelining after %s from %s: %.100s", smtp_verb_name(cmd.verb),
                  s->namaddr, line);
         smtpd_reply(s, "554 5.5.0 Error: SMTP protocol synchronization");
@@ -445,106 +531,24 @@ void smtpd_handle_command(struct smtpd_session *s, char *line, size_t len)
     }
     /* 8-bit bytes in commands are legal only with SMTPUTF8, inside addresses
      * (checked by the address parser); elsewhere Postfix is lenient. */
-    if (tls_required(s) && cmd.verb != SMTP_VERB_EHLO && cmd.verb != SMTP_VERB_HELO &&
-        cmd.verb != SMTP_VERB_STARTTLS && cmd.verb != SMTP_VERB_QUIT && cmd.verb != SMTP_VERB_NOOP &&
-        cmd.verb != SMTP_VERB_RSET) {
+    if (tls_required(s) && !(c->flags & CMD_PRE_TLS)) {
         s->last_command = smtp_verb_name(cmd.verb);
         smtpd_reply(s, "530 5.7.0 Must issue a STARTTLS command first");
         s->errors++;
         return;
     }
-    switch (cmd.verb) {
-    case SMTP_VERB_EHLO:
-        s->counters[CNT_EHLO]++;
-        cmd_helo(s, &cmd, 1);
-        break;
-    case SMTP_VERB_HELO:
-        s->counters[CNT_HELO]++;
-        cmd_helo(s, &cmd, 0);
-        break;
-    case SMTP_VERB_MAIL:
-        s->counters[CNT_MAIL]++;
-        cmd_mail(s, &cmd);
-        break;
-    case SMTP_VERB_RCPT:
-        s->counters[CNT_RCPT]++;
-        cmd_rcpt(s, &cmd);
-        break;
-    case SMTP_VERB_DATA:
-        s->counters[CNT_DATA]++;
-        smtpd_cmd_data(s, &cmd);
-        break;
-    case SMTP_VERB_BDAT:
-        s->counters[CNT_BDAT]++;
-        smtpd_cmd_bdat(s, &cmd);
-        break;
-    case SMTP_VERB_RSET:
-        s->counters[CNT_RSET]++;
-        s->last_command = "RSET";
-        if (*cmd.args) {
-            smtpd_reply(s, "501 5.5.4 Syntax: RSET");
-            smtpd_count_error(s, CNT_RSET);
-            break;
-        }
-        smtpd_tx_free(s);
-        s->bdat_state = BDAT_NONE;
-        smtpd_reply(s, "250 2.0.0 Ok");
-        break;
-    case SMTP_VERB_NOOP:
-        s->counters[CNT_NOOP]++;
-        s->last_command = "NOOP";
-        smtpd_reply(s, "250 2.0.0 Ok");
-        break;
-    case SMTP_VERB_QUIT:
-        s->counters[CNT_QUIT]++;
-        s->last_command = "QUIT";
-        smtpd_reply(s, "221 2.0.0 Bye");
-        smtpd_session_close_after_flush(s);
-        break;
-    case SMTP_VERB_VRFY:
-        s->counters[CNT_VRFY]++;
-        s->last_command = "VRFY";
-        if (set->disable_vrfy) {
-            smtpd_reply(s, "502 5.5.1 VRFY command is disabled");
-            smtpd_count_error(s, CNT_VRFY);
-        } else if (*cmd.args == '\0') {
-            smtpd_reply(s, "501 5.5.4 Syntax: VRFY address");
-            smtpd_count_error(s, CNT_VRFY);
-        } else {
-            /* RFC 5321 3.5.3: cannot verify, but will accept and attempt delivery. */
-            smtpd_reply(s, "252 2.0.0 Send some mail, I'll try my best");
-        }
-        break;
-    case SMTP_VERB_HELP:
-        s->counters[CNT_HELP]++;
-        s->last_command = "HELP";
-        smtpd_reply(s, "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS");
-        break;
-    case SMTP_VERB_STARTTLS:
-        s->counters[CNT_STARTTLS]++;
-        cmd_starttls(s, &cmd);
-        break;
-    case SMTP_VERB_AUTH:
-        s->counters[CNT_AUTH]++;
-        smtpd_cmd_auth(s, &cmd);
-        break;
-    case SMTP_VERB_EXPN:
-    case SMTP_VERB_ETRN:
-    case SMTP_VERB_UNKNOWN:
-    default:
-        s->counters[CNT_UNKNOWN]++;
-        s->last_command = "UNKNOWN";
-        if (cmd.verb == SMTP_VERB_ETRN)
-            smtpd_reply(s, "458 4.3.0 Unable to queue messages for the node");
-        else
-            smtpd_reply(s, "502 5.5.2 Error: command not recognized");
-        smtpd_count_error(s, CNT_UNKNOWN);
-        break;
+    s->counters[c->counter]++;
+    s->last_command = c->name;
+    if ((c->flags & CMD_NEED_HELO) && set->helo_required && s->helo == NULL) {
+        smtpd_reply(s, "503 5.5.1 Error: send HELO/EHLO first");
+        smtpd_count_error(s, c->counter);
+    } else {
+        c->handler(s, &cmd);
     }
     /* Postfix's smtpd_junk_command_limit: the commands a client could repeat
      * forever without an error (HELO, EHLO, NOOP, VRFY, ETRN, RSET) count as
      * errors once more than the limit were sent, so the error limits end a
      * flood. A message received resets the count (and the errors). */
-    if (is_junk_command(cmd.verb) && s->state != SMTPD_CLOSING && s->junk++ > set->junk_command_limit)
+    if ((c->flags & CMD_JUNK) && s->state != SMTPD_CLOSING && s->junk++ > set->junk_command_limit)
         s->errors++;
 }

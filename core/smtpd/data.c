@@ -67,7 +67,6 @@ static void data_start(struct smtpd_session *s, enum smtpd_counter c)
 
 void smtpd_cmd_data(struct smtpd_session *s, const struct smtp_command *cmd)
 {
-    s->last_command = "DATA";
     if (s->bdat_state != BDAT_NONE) {
         smtpd_reply(s, "503 5.5.1 Error: DATA after BDAT");
         smtpd_count_error(s, CNT_DATA);
@@ -464,7 +463,6 @@ void smtpd_consume_bdat(struct smtpd_session *s)
 
 void smtpd_cmd_bdat(struct smtpd_session *s, const struct smtp_command *cmd)
 {
-    s->last_command = "BDAT";
     unsigned long long size;
     int last;
     struct smtp_reply_err err;

@@ -1,6 +1,8 @@
 /*
  * Private to core/qmgr: the queue manager's in-memory state, shared by
- * qmgr.c (intake, scheduling, delivery jobs) and finish.c (what happens
+ * qmgr.c (start and stop), intake.c (finding messages), message.c (a
+ * message and its jobs), schedule.c (destinations, what runs next),
+ * delivery.c (running jobs, collecting results) and finish.c (what happens
  * when a message has no job left: marks, notices, deferral, removal).
  */
 #ifndef PETREL_QMGR_QMGR_INT_H
@@ -127,6 +129,35 @@ struct qmgr {
 /* qmgr.c */
 double qmgr_now(void);
 unsigned qmgr_id_bucket(const char *id);
+
+/* intake.c: event callbacks qmgr_main installs, and one directory's scan */
+void qmgr_on_inotify(evutil_socket_t fd, short what, void *arg);
+void qmgr_on_scan(evutil_socket_t fd, short what, void *arg);
+void qmgr_on_deferred_scan(evutil_socket_t fd, short what, void *arg);
+void qmgr_on_refill(evutil_socket_t fd, short what, void *arg);
+void qmgr_on_flush(evutil_socket_t sig, short what, void *arg);
+void qmgr_scan_dir(struct qmgr *q, enum queue_dir dir);
+
+/* message.c: takes the message id from its directory into memory and
+ * schedules its pending recipients (nothing when it is ours already, its
+ * writer is still at work or the active limit is reached). */
+void qmgr_take_message(struct qmgr *q, const char *id, enum queue_dir from);
+
+/* schedule.c */
+/* The destination of transport and next hop, created on first use. */
+struct dest *qmgr_dest_get(struct qmgr *q, const char *transport, const char *nexthop);
+/* Puts d in the ready ring when it has a job and a free slot. */
+void qmgr_make_ready(struct qmgr *q, struct dest *d);
+void qmgr_enqueue_job(struct qmgr *q, struct qjob *j);
+/* TRANSPORT_destination_rate_delay is over: the destination may go again. */
+void qmgr_rate_rested(evutil_socket_t fd, short what, void *arg);
+/* Starts jobs of ready destinations up to the global delivery limit. */
+void qmgr_dispatch(struct qmgr *q);
+
+/* delivery.c */
+void qmgr_start_job(struct qmgr *q, struct qjob *j);
+/* The mailbox helper's socket is readable: its answers. */
+void qmgr_on_helper(evutil_socket_t fd, short what, void *arg);
 
 /* finish.c */
 /* The message has no job left: mark, notify, defer or remove, then free it

@@ -45,6 +45,7 @@ struct petrel_module;
 struct hook_run;
 struct restrict_result;
 struct smtpd_rcpt_maps;
+struct evbuffer;
 
 /* The SMTP phases whose module hooks the session runs. */
 enum smtpd_phase { PHASE_CONNECT, PHASE_HELO, PHASE_STARTTLS, PHASE_AUTH, PHASE_MAIL, PHASE_RCPT, PHASE_DATA,
@@ -337,6 +338,51 @@ void smtpd_reply(struct smtpd_session *s, const char *fmt, ...) __attribute__((f
 void smtpd_session_shutdown(struct smtpd_session *s, const char *reply);
 void smtpd_continue(struct smtpd_session *s);
 int smtpd_queue_space_ok(struct smtpd_worker *w, unsigned long long message_size_limit);
+/* The session engine's services to the command files (commands.c, auth.c,
+ * data.c, envelope.c). */
+void smtpd_session_attach(struct smtpd_session *s);
+void smtpd_session_close_after_flush(struct smtpd_session *s);
+/* Postfix's reject line: "ID: reject: VERB from name[addr]: CODE X.Y.Z text; from=<> to=<> proto= helo=<>" */
+void smtpd_log_reject(struct smtpd_session *s, const char *what, const char *verb, int code, const char *enhanced,
+                      const char *text, const char *rcpt);
+/* A command of kind c failed: counted in the disconnect line and the error limits. */
+void smtpd_count_error(struct smtpd_session *s, enum smtpd_counter c);
+struct smtpd_tx *smtpd_tx_new(struct smtpd_session *s);
+void smtpd_tx_free(struct smtpd_session *s);
+/* Size of the pools of strings a later command replaces (HELO name, SASL login). */
+#define SMTPD_SMALL_POOL_SIZE 512
+
+/* A verdict that ends the command: reject or defer. */
+static inline int smtpd_refused(const struct restrict_result *r)
+{
+    return r->verdict == RV_REJECT || r->verdict == RV_DEFER;
+}
+
+/* commands.c: one command line (without its line end), dispatched through the command table. */
+void smtpd_handle_command(struct smtpd_session *s, char *line, size_t len);
+
+/* auth.c */
+void smtpd_cmd_auth(struct smtpd_session *s, const struct smtp_command *cmd);
+/* One AUTH response line from the input; 1 when more input is needed. */
+int smtpd_auth_line(struct smtpd_session *s, struct evbuffer *in);
+
+/* data.c */
+void smtpd_cmd_data(struct smtpd_session *s, const struct smtp_command *cmd);
+void smtpd_cmd_bdat(struct smtpd_session *s, const struct smtp_command *cmd);
+/* Feeds buffered input to the DATA reader; 1 when the message ended. */
+int smtpd_consume_data(struct smtpd_session *s);
+/* Reads the current BDAT chunk; answers it when it is complete. */
+void smtpd_consume_bdat(struct smtpd_session *s);
+/* The content is complete (c: CNT_DATA or CNT_BDAT): checks, hooks, commit. */
+void smtpd_finish_message(struct smtpd_session *s, enum smtpd_counter c);
+
+/* envelope.c */
+/* Opens the transaction's queue file and writes the Received: header; -1 with errno. */
+int smtpd_open_queue_file(struct smtpd_session *s);
+/* A queue file for the transaction's envelope as it stands; its ID goes to tx->queue_id. */
+struct queue_writer *smtpd_create_writer(struct smtpd_session *s);
+/* Received: header (RFC 5321 4.4), Postfix's layout. */
+void smtpd_write_received(struct smtpd_session *s);
 
 /* settings.c */
 /* Settings for one of svc's configurations: svc->cfg, or svc->stress_cfg
@@ -392,5 +438,9 @@ petrel_verdict smtpd_plugin_call(struct smtpd_session *s, struct petrel_module *
 void smtpd_plugin_wait(struct smtpd_session *s, struct petrel_pending *p,
                        void (*complete)(struct smtpd_session *, struct petrel_pending *,
                                         const struct restrict_result *));
+
+/* session.c: runs the modules' hooks of phase, then next(); without hooks,
+ * next() at once. */
+void smtpd_hooks_then(struct smtpd_session *s, enum smtpd_phase phase, const char *arg, smtpd_phase_done_fn *next);
 
 #endif

@@ -1,0 +1,212 @@
+/*
+ * A message in the queue manager (Postfix's qmgr_message.c): taken from its
+ * queue directory into active/ and read once (a file whose writer still
+ * holds it is left alone, an incomplete one whose writer is gone removed,
+ * a damaged one moved to corrupt/), then each pending recipient routed and
+ * put into a job: SMTP/LMTP recipients of one message with the same next
+ * hop share a job up to TRANSPORT_destination_recipient_limit; mailbox and
+ * pipe deliveries are one job each.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "config/config.h"
+#include "lib/log.h"
+#include "lib/xalloc.h"
+#include "qmgr/qmgr_int.h"
+#include "qmgr/route.h"
+#include "queue/queue.h"
+
+/* ------------------------------------------------------------------ */
+/* taking a message                                                    */
+
+static struct qjob *new_job(struct qmsg *m, const struct route *rt, size_t cap)
+{
+    struct qjob *j = petrel_pool_zalloc(m->pool, sizeof(*j));
+    j->m = m;
+    j->kind = rt->kind;
+    j->transport = rt->transport;
+    j->path = rt->kind == ROUTE_ERROR || rt->kind == ROUTE_RETRY ? rt->dsn : rt->path;
+    j->uid = rt->uid;
+    j->gid = rt->gid;
+    j->from_alias = rt->from_alias;
+    j->pipe_argv = rt->pipe_argv;
+    j->pipe_flags = rt->pipe_flags;
+    j->cap = cap;
+    j->rcpt_index = petrel_pool_alloc(m->pool, cap * sizeof(size_t));
+    j->rcpt_addr = petrel_pool_alloc(m->pool, cap * sizeof(char *));
+    j->dj.queue_id = m->id;
+    j->dj.fd = m->fd;
+    j->dj.msg = &m->msg;
+    j->dj.sender = m->sender;
+    j->dj.nexthop = rt->nexthop;
+    m->jobs_left++;
+    return j;
+}
+
+static int groupable(enum route_kind k)
+{
+    return k == ROUTE_SMTP || k == ROUTE_LMTP || k == ROUTE_ERROR || k == ROUTE_RETRY || k == ROUTE_DISCARD;
+}
+
+/* TRANSPORT_destination_recipient_limit, else the default. */
+static size_t rcpt_limit_for(struct qmgr *q, const char *transport)
+{
+    char name[160];
+    snprintf(name, sizeof(name), "%s_destination_recipient_limit", transport);
+    long long n = cfg_get(q->cfg, name) ? cfg_int(q->cfg, name) : (long long)q->dest_rcpt_limit;
+    return n > 0 ? (size_t)n : 1;
+}
+
+static void schedule_message(struct qmgr *q, struct qmsg *m)
+{
+    m->sender = router_sender(q->router, m->msg.env.sender, m->pool);
+    size_t n = m->msg.env.rcpt_count;
+    struct qjob **open_jobs = petrel_pool_zalloc(m->pool, (n * 4 + 4) * sizeof(*open_jobs));
+    size_t nopen = 0;
+    size_t nrcpt_pending = 0;
+    for (size_t i = 0; i < n; i++) {
+        int status = m->msg.rcpt_state[i].status;
+        if (status == QUEUE_RCPT_DELIVERED || status == QUEUE_RCPT_BOUNCED)
+            continue;
+        nrcpt_pending++;
+        struct route_list routes;
+        router_route(q->router, m->msg.env.sender, m->msg.env.rcpts[i].address, m->pool, &routes);
+        for (size_t k = 0; k < routes.count; k++) {
+            struct route *rt = &routes.items[k];
+            struct qjob *j = NULL;
+            if (groupable(rt->kind)) {
+                for (size_t o = 0; o < nopen; o++) {
+                    struct qjob *c = open_jobs[o];
+                    if (c->kind == rt->kind && strcmp(c->transport, rt->transport) == 0 &&
+                        strcmp(c->dj.nexthop ? c->dj.nexthop : "", rt->nexthop ? rt->nexthop : "") == 0 &&
+                        (c->kind != ROUTE_ERROR || strcmp(c->path, rt->dsn) == 0) && c->dj.nrcpt < c->cap) {
+                        j = c;
+                        break;
+                    }
+                }
+            }
+            if (j == NULL) {
+                j = new_job(m, rt, groupable(rt->kind) ? rcpt_limit_for(q, rt->transport) : 1);
+                if (groupable(rt->kind) && nopen < n * 4 + 4)
+                    open_jobs[nopen++] = j;
+                j->d = qmgr_dest_get(q, rt->transport, rt->kind == ROUTE_SMTP || rt->kind == ROUTE_LMTP ? rt->nexthop
+                                                                                                   : rt->path);
+                qmgr_enqueue_job(q, j);
+            }
+            j->rcpt_index[j->dj.nrcpt] = i;
+            j->rcpt_addr[j->dj.nrcpt] = rt->address;
+            j->dj.nrcpt++;
+        }
+    }
+    msg_info("%s: from=<%s>, size=%llu, nrcpt=%zu (queue active)", m->id, m->msg.env.sender,
+             m->msg.content_length, nrcpt_pending);
+    if (m->jobs_left == 0)
+        qmgr_finish_message(m);
+    else
+        qmgr_dispatch(q);
+}
+
+void qmgr_take_message(struct qmgr *q, const char *id, enum queue_dir from)
+{
+    if (q->stopping)
+        return;
+    if (q->nactive >= q->active_limit) {
+        q->intake_blocked = 1;
+        return;
+    }
+    unsigned bucket = qmgr_id_bucket(id);
+    for (struct qmsg *x = q->by_id[bucket]; x; x = x->next_hash)
+        if (strcmp(x->id, id) == 0)
+            return;   /* already ours (an event and a scan both saw it) */
+    /* In incoming/ the file is opened read-only: closing a descriptor
+     * opened for writing there raises the very IN_CLOSE_WRITE event this
+     * is called for, and a file we leave alone would come back forever. */
+    int incoming = from == QDIR_INCOMING;
+    int fd = openat(queue_dir_fd(q->queue, from), id, (incoming ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) {
+        if (errno == EMFILE || errno == ENFILE) {
+            /* Out of descriptors: stop taking messages until some finish. */
+            msg_warn("%s: cannot open: %s; taking more messages when some are done", id, strerror(errno));
+            q->intake_blocked = 1;
+        }
+        return;   /* ENOENT: deleted meanwhile (petrelctl, an abort): nothing to do */
+    }
+    int writer = 0;
+    if (incoming) {
+        /* A file whose writer is still at work is not committed yet, even
+         * if it looks complete: its writer's close reports it again. */
+        writer = queue_file_writer_active(fd);
+        if (writer == 1) {
+            close(fd);
+            return;
+        }
+    }
+    struct qmsg *m = xcalloc(1, sizeof(*m));
+    m->q = q;
+    m->fd = fd;
+    m->pool = petrel_pool_create(4096);
+    snprintf(m->id, sizeof(m->id), "%s", id);
+    char *error = NULL;
+    if (queue_message_read_fd(fd, m->id, m->pool, &m->msg, &error) != 0) {
+        int err = errno;
+        if (err == ENODATA && incoming) {
+            /* Never finished. With its writer gone (a crashed smtpd worker,
+             * say) it was never acknowledged either: remove it, as the
+             * recovery scan does at start. If we cannot tell, leave it. */
+            if (writer == 0) {
+                if (unlinkat(queue_dir_fd(q->queue, QDIR_INCOMING), id, 0) == 0)
+                    msg_info("%s: removed incomplete queue file (its writer is gone)", id);
+                else if (errno != ENOENT)
+                    msg_warn("%s: cannot remove incomplete queue file: %s", id, strerror(errno));
+            }
+        } else {
+            msg_warn("%s: moving damaged queue file to corrupt: %s", id, error ? error : strerror(err));
+            queue_move(q->queue, id, from, QDIR_CORRUPT);
+        }
+        close(fd);
+        petrel_pool_destroy(m->pool);
+        free(m);
+        return;
+    }
+    if (from != QDIR_ACTIVE && queue_move(q->queue, id, from, QDIR_ACTIVE) != 0) {
+        msg_warn("%s: cannot move to the active queue: %s", id, strerror(errno));
+        close(fd);
+        petrel_pool_destroy(m->pool);
+        free(m);
+        return;
+    }
+    if (incoming) {
+        /* Out of incoming/ now: reopen for writing (recipient marks). */
+        int rw = openat(queue_dir_fd(q->queue, QDIR_ACTIVE), id, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+        if (rw < 0) {
+            msg_warn("%s: cannot open in the active queue: %s; retrying later", id, strerror(errno));
+            queue_move(q->queue, id, QDIR_ACTIVE, QDIR_DEFERRED);
+            close(fd);
+            petrel_pool_destroy(m->pool);
+            free(m);
+            return;
+        }
+        close(fd);
+        m->fd = rw;
+    }
+    m->arrival = (double)m->msg.env.arrival_sec + m->msg.env.arrival_usec / 1e6;
+    gettimeofday(&m->t_active, NULL);
+    m->outcome = petrel_pool_zalloc(m->pool, (m->msg.env.rcpt_count ? m->msg.env.rcpt_count : 1) *
+                                                 sizeof(*m->outcome));
+    m->next = q->messages;
+    if (q->messages)
+        q->messages->prev = m;
+    q->messages = m;
+    m->next_hash = q->by_id[bucket];
+    q->by_id[bucket] = m;
+    q->nactive++;
+    schedule_message(q, m);
+}

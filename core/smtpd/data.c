@@ -1,0 +1,506 @@
+/*
+ * DATA and BDAT (RFC 3030), the end of the message and its commit.
+ *
+ * Both commands take one path into the content: smtpd_data_restrictions,
+ * the modules' data hooks, then the queue file (envelope.c). DATA content
+ * goes through the dot-reader (smtp_data.c); BDAT chunks are read raw and
+ * their line ends normalised the same way. At the end of the message come
+ * smtpd_end_of_data_restrictions and the end-of-message hooks, then the
+ * commit: queue_writer_commit (fsync of the file and of incoming/) runs on
+ * the worker's thread pool and only its completion, back on the loop,
+ * answers 250.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+
+#include "lib/log.h"
+#include "lib/workq.h"
+#include "lib/xalloc.h"
+#include "smtpd/restrict.h"
+#include "smtpd/smtpd_int.h"
+
+/* --- DATA and the first BDAT of a transaction: one path for both ---
+ * smtpd_data_restrictions, then the modules' data hooks, then the queue
+ * file; only then does DATA answer 354 or BDAT read its chunk into the file.
+ * A refused BDAT still reads (and discards) its chunk before answering. */
+
+static void data_checked(struct smtpd_session *s, const struct restrict_result *r);
+static void data_hooked(struct smtpd_session *s, const struct restrict_result *r);
+static void bdat_skip(struct smtpd_session *s, const char *reply);
+
+static int data_preconditions(struct smtpd_session *s, const char *verb, enum smtpd_counter c)
+{
+    if (s->tx == NULL) {
+        smtpd_reply(s, "503 5.5.1 Error: need MAIL command");
+        smtpd_count_error(s, c);
+        return -1;
+    }
+    if (s->tx->nrcpts == 0) {
+        smtpd_reply(s, "554 5.5.1 Error: no valid recipients");
+        smtpd_log_reject(s, "reject", verb, 554, "5.5.1", "Error: no valid recipients", NULL);
+        smtpd_count_error(s, c);
+        return -1;
+    }
+    return 0;
+}
+
+/* c is CNT_DATA or CNT_BDAT: the command that starts the content. */
+static void data_start(struct smtpd_session *s, enum smtpd_counter c)
+{
+    s->tx->eom_counter = c;
+    s->state = SMTPD_WAIT;
+    if (!restrict_list_empty(s->set->data_restrictions)) {
+        static const enum restrict_stage stages[] = { RS_DATA };
+        restrict_check(s, stages, 1, NULL, data_checked);
+        return;
+    }
+    struct restrict_result ok = { RV_DUNNO, 0, NULL, NULL };
+    data_checked(s, &ok);
+}
+
+void smtpd_cmd_data(struct smtpd_session *s, const struct smtp_command *cmd)
+{
+    if (s->bdat_state != BDAT_NONE) {
+        smtpd_reply(s, "503 5.5.1 Error: DATA after BDAT");
+        smtpd_count_error(s, CNT_DATA);
+        return;
+    }
+    if (*cmd->args) {
+        smtpd_reply(s, "501 5.5.4 Syntax: DATA");
+        smtpd_count_error(s, CNT_DATA);
+        return;
+    }
+    if (data_preconditions(s, "DATA", CNT_DATA) != 0)
+        return;
+    data_start(s, CNT_DATA);
+}
+
+static void data_checked(struct smtpd_session *s, const struct restrict_result *r)
+{
+    s->state = SMTPD_CMD;
+    if (!smtpd_refused(r)) {
+        smtpd_hooks_then(s, PHASE_DATA, NULL, data_hooked);
+        return;
+    }
+    data_hooked(s, r);
+}
+
+static void data_hooked(struct smtpd_session *s, const struct restrict_result *r)
+{
+    int bdat = s->tx->eom_counter == CNT_BDAT;
+    enum smtpd_counter c = bdat ? CNT_BDAT : CNT_DATA;
+    s->state = SMTPD_CMD;
+    if (r->verdict == RV_REJECT || r->verdict == RV_DEFER) {
+        smtpd_log_reject(s, "reject", bdat ? "BDAT" : "DATA", r->code, r->enhanced, r->text, NULL);
+        if (bdat) {
+            bdat_skip(s, petrel_pool_printf(s->scratch, "%d %s %s", r->code, r->enhanced, r->text));
+        } else {
+            smtpd_reply(s, "%d %s %s", r->code, r->enhanced, r->text);
+            smtpd_count_error(s, c);
+        }
+        smtpd_continue(s);
+        return;
+    }
+    if (smtpd_open_queue_file(s) != 0) {
+        if (bdat) {
+            bdat_skip(s, "451 4.3.0 Error: queue file write error");
+        } else {
+            smtpd_reply(s, "451 4.3.0 Error: queue file write error");
+            smtpd_tx_free(s);
+            smtpd_count_error(s, c);
+        }
+        smtpd_continue(s);
+        return;
+    }
+    if (bdat) {
+        s->bdat_state = BDAT_OK;
+        s->state = SMTPD_BDAT;
+        smtpd_continue(s);
+        return;
+    }
+    enum data_bare_lf_policy policy = s->bare_lf_excluded ? DATA_BARE_LF_ALLOW
+                                                          : (enum data_bare_lf_policy)s->set->bare_lf_policy;
+    smtp_data_init(&s->data, policy, s->set->message_size_limit);
+    smtpd_reply(s, "354 End data with <CR><LF>.<CR><LF>");
+    s->state = SMTPD_DATA;
+    smtpd_continue(s);
+}
+
+/* --- end of message: commit on the thread pool, answer on the loop --- */
+
+struct commit_job {
+    struct smtpd_session *session;
+    struct smtpd_tx *tx;
+    struct smtpd_worker *worker;
+    unsigned long long size;
+    int result, err;
+    int hold_failed;
+};
+
+/* As Postfix does, a client that got a message through is forgiven its
+ * earlier errors and junk commands. */
+static void message_received(struct smtpd_session *s)
+{
+    s->errors = 0;
+    s->junk = 0;
+    s->bdat_state = BDAT_NONE;
+}
+
+static void commit_work(void *arg)
+{
+    struct commit_job *job = arg;
+    job->result = queue_writer_commit(job->tx->writer);
+    job->err = errno;
+    if (job->result == 0 && job->tx->hold) {
+        /* Quarantine: the message waits in hold/ until an admin releases it.
+         * A failed move leaves it in incoming/, where it is still safe. */
+        if (queue_move_durable(job->worker->queue, job->tx->queue_id, QDIR_INCOMING, QDIR_HOLD) != 0)
+            job->hold_failed = errno;
+    }
+}
+
+static void commit_done(void *arg, int cancelled)
+{
+    struct commit_job *job = arg;
+    struct smtpd_tx *tx = job->tx;
+    if (job->result != 0) {
+        msg_warn("%s: queue file commit failed: %s", tx->queue_id, strerror(job->err));
+        queue_writer_abort(tx->writer);
+    } else {
+        queue_writer_free(tx->writer);
+    }
+    tx->writer = NULL;
+    tx->commit_job = NULL;
+    if (cancelled) {
+        if (job->result == 0)
+            msg_info("%s: client went away before the reply; message kept", tx->queue_id);
+        petrel_pool_destroy(tx->pool);
+        free(job);
+        return;
+    }
+    struct smtpd_session *s = job->session;
+    s->state = SMTPD_CMD;
+    if (job->result == 0) {
+        if (job->hold_failed)
+            msg_warn("%s: cannot move to the hold queue: %s", tx->queue_id, strerror(job->hold_failed));
+        msg_info("%s: from=<%s>, size=%llu, nrcpt=%zu (queued%s)", tx->queue_id, tx->mail.address,
+                 job->size, tx->nrcpts, tx->hold && !job->hold_failed ? ", on hold" : "");
+        smtpd_reply(s, "250 2.0.0 Ok: queued as %s", tx->queue_id);
+        smtpd_plugin_queued(s, tx->queue_id);
+        message_received(s);
+    } else {
+        smtpd_reply(s, "451 4.3.0 Error: queue file write error");
+        smtpd_count_error(s, s->counters[CNT_BDAT] ? CNT_BDAT : CNT_DATA);
+    }
+    free(job);
+    smtpd_tx_free(s);
+    smtpd_continue(s);
+}
+
+static void eom_hooked(struct smtpd_session *s, const struct restrict_result *r);
+static void eod_checked(struct smtpd_session *s, const struct restrict_result *r);
+
+void smtpd_finish_message(struct smtpd_session *s, enum smtpd_counter c)
+{
+    struct smtpd_tx *tx = s->tx;
+    const char *verb = c == CNT_BDAT ? "BDAT" : "DATA";
+    tx->eom_counter = c;
+    smtpd_content_end(s);
+    if (tx->content_bad) {
+        /* smtpd_forbid_bare_newline = reject */
+        smtpd_reply(s, "%d 5.5.2 Error: bare <LF> received", s->set->bare_lf_reject_code);
+        smtpd_log_reject(s, "reject", verb, s->set->bare_lf_reject_code, "5.5.2", "Error: bare <LF> received", NULL);
+        smtpd_tx_free(s);
+        smtpd_count_error(s, c);
+        return;
+    }
+    unsigned long long size = queue_writer_content_size(tx->writer);
+    int oversize = c == CNT_DATA ? s->data.oversize : 0;
+    if (oversize || (s->set->message_size_limit && size > s->set->message_size_limit)) {
+        smtpd_reply(s, "552 5.3.4 Message size exceeds fixed limit");
+        smtpd_log_reject(s, "reject", verb, 552, "5.3.4", "Message size exceeds fixed limit", NULL);
+        smtpd_tx_free(s);
+        smtpd_count_error(s, c);
+        return;
+    }
+    if (tx->write_errno) {
+        msg_warn("%s: queue file write error: %s", tx->queue_id, strerror(tx->write_errno));
+        smtpd_reply(s, "451 4.3.0 Error: queue file write error");
+        smtpd_tx_free(s);
+        smtpd_count_error(s, c);
+        return;
+    }
+    /* A header or body hook refused while the content streamed in. */
+    if (smtpd_refused(&tx->content_verdict)) {
+        eom_hooked(s, &tx->content_verdict);
+        return;
+    }
+    if (tx->content_verdict.verdict == RV_HOLD)
+        tx->hold = 1;
+    else if (tx->content_verdict.verdict == RV_DISCARD)
+        tx->discard = 1;
+    if (!restrict_list_empty(s->set->eod_restrictions)) {
+        static const enum restrict_stage stages[] = { RS_EOD };
+        s->state = SMTPD_WAIT;
+        restrict_check(s, stages, 1, NULL, eod_checked);
+        return;
+    }
+    smtpd_hooks_then(s, PHASE_EOM, NULL, eom_hooked);
+}
+
+/* smtpd_end_of_data_restrictions decided; the modules' end-of-message hooks come next. */
+static void eod_checked(struct smtpd_session *s, const struct restrict_result *r)
+{
+    if (smtpd_refused(r)) {
+        eom_hooked(s, r);
+        return;
+    }
+    if (r->verdict == RV_HOLD)
+        s->tx->hold = 1;
+    else if (r->verdict == RV_DISCARD)
+        s->tx->discard = 1;
+    smtpd_hooks_then(s, PHASE_EOM, NULL, eom_hooked);
+}
+
+static void eom_hooked(struct smtpd_session *s, const struct restrict_result *r)
+{
+    struct smtpd_tx *tx = s->tx;
+    enum smtpd_counter c = tx->eom_counter;
+    s->state = SMTPD_CMD;
+    if (smtpd_refused(r)) {
+        smtpd_log_reject(s, r->verdict == RV_REJECT ? "reject" : "reject", "END-OF-MESSAGE", r->code, r->enhanced,
+                         r->text, NULL);
+        smtpd_reply(s, "%d %s %s", r->code, r->enhanced, r->text);
+        smtpd_tx_free(s);
+        smtpd_count_error(s, c);
+        smtpd_continue(s);
+        return;
+    }
+    if (r->verdict == RV_HOLD)
+        tx->hold = 1;
+    else if (r->verdict == RV_DISCARD)
+        tx->discard = 1;
+    smtpd_content_rewrite_headers(s);
+    if (!tx->discard && smtpd_content_edited(s) &&
+        smtpd_content_rewrite(s, smtpd_create_writer, smtpd_write_received) != 0) {
+        msg_warn("%s: cannot apply the modules' changes: %s", tx->queue_id, strerror(errno));
+        smtpd_reply(s, "451 4.3.0 Error: queue file write error");
+        smtpd_tx_free(s);
+        smtpd_count_error(s, c);
+        smtpd_continue(s);
+        return;
+    }
+    if (tx->discard) {
+        /* Postfix's DISCARD: the client is told the message was taken. */
+        msg_info("%s: discard: END-OF-MESSAGE from %s: %s; from=<%s> proto=%s helo=<%s>", tx->queue_id,
+                 s->namaddr, "discarded by restriction or module", tx->mail.address, s->esmtp ? "ESMTP" : "SMTP",
+                 s->helo ? s->helo : "");
+        smtpd_reply(s, "250 2.0.0 Ok: queued as %s", tx->queue_id);
+        message_received(s);
+        smtpd_tx_free(s);
+        smtpd_continue(s);
+        return;
+    }
+    if (tx->hold)
+        msg_info("%s: hold: END-OF-MESSAGE from %s: %s; from=<%s> proto=%s helo=<%s>", tx->queue_id, s->namaddr,
+                 tx->edits.quarantine_reason ? tx->edits.quarantine_reason : "held by restriction or module",
+                 tx->mail.address, s->esmtp ? "ESMTP" : "SMTP", s->helo ? s->helo : "");
+    unsigned long long size = queue_writer_content_size(tx->writer);
+    struct commit_job *job = xcalloc(1, sizeof(*job));
+    job->session = s;
+    job->tx = tx;
+    job->worker = s->worker;
+    job->size = size;
+    s->state = SMTPD_WAIT;
+    tx->commit_job = workq_submit(s->worker->workq, commit_work, commit_done, job);
+}
+
+static int emit_content(void *ctx, const char *data, size_t n)
+{
+    struct smtpd_session *s = ctx;
+    struct smtpd_tx *tx = s->tx;
+    if (tx->write_errno)
+        return 0;
+    if (queue_writer_write(tx->writer, data, n) != 0)
+        tx->write_errno = errno ? errno : EIO;
+    smtpd_content_feed(s, data, n);
+    return 0;
+}
+
+/* Feeds buffered input to the DATA reader; returns 1 when the message ended. */
+int smtpd_consume_data(struct smtpd_session *s)
+{
+    struct evbuffer *in = bufferevent_get_input(s->bev);
+    while (evbuffer_get_length(in) > 0) {
+        struct evbuffer_iovec vec;
+        if (evbuffer_peek(in, -1, NULL, &vec, 1) < 1)
+            break;
+        int done = 0;
+        size_t used = smtp_data_feed(&s->data, vec.iov_base, vec.iov_len, emit_content, s, &done);
+        evbuffer_drain(in, used);
+        if (done) {
+            if (smtp_data_bare_lf_violation(&s->data))
+                s->tx->content_bad = 1;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* --- BDAT (RFC 3030): raw chunks; line ends are normalised as DATA's are --- */
+
+static void bdat_write(struct smtpd_session *s, const char *p, size_t n)
+{
+    struct smtpd_tx *tx = s->tx;
+    /* Bare CR or LF would let a later hop see a different message: a bare
+     * LF becomes CRLF, a CR not followed by LF becomes a space
+     * (cleanup_replace_stray_cr_lf). A CR at a chunk end waits for the
+     * next chunk's first byte. */
+    char out[8192];
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = p[i];
+        if (o + 3 > sizeof(out)) {
+            emit_content(s, out, o);
+            o = 0;
+        }
+        if (tx->bdat_pending_cr) {
+            tx->bdat_pending_cr = 0;
+            if (c == '\n') {
+                out[o++] = '\r';
+                out[o++] = '\n';
+                continue;
+            }
+            out[o++] = ' ';
+        }
+        if (c == '\r') {
+            tx->bdat_pending_cr = 1;
+        } else if (c == '\n') {
+            if (s->set->bare_lf_policy == DATA_BARE_LF_REJECT && !s->bare_lf_excluded)
+                tx->content_bad = 1;
+            out[o++] = '\r';
+            out[o++] = '\n';
+        } else {
+            out[o++] = c;
+        }
+    }
+    if (o)
+        emit_content(s, out, o);
+}
+
+/* Refuses the chunk of the BDAT being handled: it is read and discarded (so
+ * the session stays in step with the client), then answered with reply. A
+ * refused chunk ends the transaction; until BDAT LAST or RSET every later
+ * chunk is read and answered 551, as in Postfix. */
+static void bdat_skip(struct smtpd_session *s, const char *reply)
+{
+    s->bdat_refusal = reply;
+    s->state = SMTPD_BDAT;
+}
+
+static void bdat_chunk_done(struct smtpd_session *s)
+{
+    struct smtpd_tx *tx = s->tx;
+    s->state = SMTPD_CMD;
+    if (s->bdat_refusal) {
+        smtpd_reply(s, "%s", s->bdat_refusal);
+        s->bdat_refusal = NULL;
+        smtpd_count_error(s, CNT_BDAT);
+        smtpd_tx_free(s);
+        s->bdat_state = s->bdat_last ? BDAT_NONE : BDAT_ERROR;
+        return;
+    }
+    if (s->set->message_size_limit && tx->bdat_total > s->set->message_size_limit) {
+        smtpd_reply(s, "552 5.3.4 Message size exceeds fixed limit");
+        smtpd_log_reject(s, "reject", "BDAT", 552, "5.3.4", "Message size exceeds fixed limit", NULL);
+        smtpd_count_error(s, CNT_BDAT);
+        smtpd_tx_free(s);
+        s->bdat_state = s->bdat_last ? BDAT_NONE : BDAT_ERROR;
+        return;
+    }
+    if (!s->bdat_last) {
+        smtpd_reply(s, "250 2.0.0 Ok: %llu bytes", s->bdat_chunk_size);
+        return;
+    }
+    s->bdat_state = BDAT_NONE;
+    if (tx->bdat_pending_cr) {
+        tx->bdat_pending_cr = 0;
+        emit_content(s, " ", 1);
+    }
+    smtpd_finish_message(s, CNT_BDAT);
+}
+
+void smtpd_consume_bdat(struct smtpd_session *s)
+{
+    struct evbuffer *in = bufferevent_get_input(s->bev);
+    while (s->bdat_remaining > 0 && evbuffer_get_length(in) > 0) {
+        struct evbuffer_iovec vec;
+        if (evbuffer_peek(in, -1, NULL, &vec, 1) < 1)
+            break;
+        size_t n = vec.iov_len;
+        if (n > s->bdat_remaining)
+            n = (size_t)s->bdat_remaining;
+        struct smtpd_tx *tx = s->tx;
+        if (tx && !s->bdat_refusal) {
+            unsigned long long limit = s->set->message_size_limit;
+            if (!limit || tx->bdat_total < limit)
+                bdat_write(s, vec.iov_base, n);
+            tx->bdat_total += n;
+        }
+        evbuffer_drain(in, n);
+        s->bdat_remaining -= n;
+    }
+    if (s->bdat_remaining == 0)
+        bdat_chunk_done(s);
+}
+
+void smtpd_cmd_bdat(struct smtpd_session *s, const struct smtp_command *cmd)
+{
+    unsigned long long size;
+    int last;
+    struct smtp_reply_err err;
+    if (smtp_parse_bdat(cmd->args, &size, &last, &err) != 0) {
+        /* Without a valid size we cannot find the next command: give up. */
+        smtpd_reply(s, "%d %s %s", err.code, err.enhanced, err.text);
+        smtpd_count_error(s, CNT_BDAT);
+        smtpd_session_shutdown(s, "421 4.5.0 Error: unrecoverable BDAT syntax error");
+        return;
+    }
+    s->bdat_remaining = size;
+    s->bdat_last = last;
+    s->bdat_chunk_size = size;
+    s->bdat_refusal = NULL;
+    if (size == 0 && !last) {
+        /* Empty chunks would be a free NOOP (Postfix refuses them too). */
+        msg_warn("%s: null BDAT request from %s", s->tx && s->tx->queue_id[0] ? s->tx->queue_id : "NOQUEUE",
+                 s->namaddr);
+        bdat_skip(s, "551 5.7.1 Null BDAT request");
+        return;
+    }
+    if (s->bdat_state == BDAT_ERROR) {
+        bdat_skip(s, petrel_pool_printf(s->scratch, "551 5.0.0 Discarded %llu bytes after earlier error", size));
+        return;
+    }
+    if (s->tx == NULL) {
+        bdat_skip(s, "503 5.5.1 Error: need MAIL command");
+        return;
+    }
+    if (s->bdat_state == BDAT_NONE) {
+        /* The first chunk: as DATA, through the data restrictions and hooks. */
+        if (s->tx->nrcpts == 0) {
+            smtpd_log_reject(s, "reject", "BDAT", 554, "5.5.1", "Error: no valid recipients", NULL);
+            bdat_skip(s, "554 5.5.1 Error: no valid recipients");
+            return;
+        }
+        data_start(s, CNT_BDAT);
+        return;
+    }
+    s->state = SMTPD_BDAT;
+}

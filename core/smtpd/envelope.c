@@ -1,0 +1,142 @@
+/*
+ * The envelope writer: the queue file of a transaction (sender, recipients
+ * with their DSN parameters, always_bcc and sender_bcc_maps, the client's
+ * identity), its first log line ("ID: client=...") and our Received:
+ * header, written before any content. Used when DATA or the first BDAT
+ * opens the file, and again when modules' edits make data.c write a new one.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include "lib/buf.h"
+#include "lib/log.h"
+#include "smtpd/smtpd_int.h"
+#include "tables/access.h"
+#include "tables/table.h"
+
+/* Received: header (RFC 5321 4.4), Postfix's layout. */
+void smtpd_write_received(struct smtpd_session *s)
+{
+    struct smtpd_tx *tx = s->tx;
+    char date[64];
+    time_t now = time(NULL);
+    struct tm tm;
+    localtime_r(&now, &tm);
+    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z (%Z)", &tm);
+    struct buf b = BUF_INIT;
+    if (s->local_submission) {
+        /* Postfix's pickup form: the submitting user by uid, not by name. */
+        buf_printf(&b, "Received: by %s (%s, from userid %ld)\r\n\tid %s; %s\r\n", s->set->myhostname,
+                   s->set->mail_name, s->local_uid, tx->queue_id, date);
+    } else {
+        buf_printf(&b, "Received: from %s (%s [%s])\r\n", s->helo ? s->helo : s->addr, s->name, s->addr);
+        if (s->tls_info)
+            buf_printf(&b, "\t(using %s)\r\n", s->tls_info);
+        buf_printf(&b, "\tby %s (%s) with %s id %s", s->set->myhostname, s->set->mail_name,
+                   tx->mail.smtputf8 ? (s->tls_active ? "UTF8SMTPS" : "UTF8SMTP") : s->protocol,
+                   tx->queue_id);
+        if (tx->nrcpts == 1)
+            buf_printf(&b, "\r\n\tfor <%s>; %s\r\n", tx->rcpts[0].address, date);
+        else
+            buf_printf(&b, ";\r\n\t%s\r\n", date);
+    }
+    /* Every field is clean already (the HELO name is neutered, addresses
+     * parsed); the header still goes through the one writer that never
+     * lets a bare CR or LF out. */
+    struct buf clean = BUF_INIT;
+    smtpd_header_write(&clean, b.data, b.len);
+    if (queue_writer_write(tx->writer, clean.data, clean.len) != 0 && !tx->write_errno)
+        tx->write_errno = errno ? errno : EIO;
+    buf_free(&clean);
+    buf_free(&b);
+}
+
+/* A queue file for the transaction's envelope as it stands; its ID goes to tx->queue_id. */
+struct queue_writer *smtpd_create_writer(struct smtpd_session *s)
+{
+    struct smtpd_tx *tx = s->tx;
+    struct queue_rcpt *qr = petrel_pool_alloc(tx->pool, tx->nrcpts * sizeof(*qr));
+    for (size_t i = 0; i < tx->nrcpts; i++) {
+        qr[i].address = tx->rcpts[i].address;
+        qr[i].orcpt = tx->rcpts[i].orcpt;
+        qr[i].notify = tx->rcpts[i].notify;
+    }
+    /* always_bcc and sender_bcc_maps: extra recipients of the queued copy,
+     * as Postfix's cleanup adds them (not announced in the headers). */
+    const char *bcc[2];
+    size_t nbcc = 0;
+    const struct smtpd_settings *set = s->set;
+    if (set->always_bcc && *set->always_bcc)
+        bcc[nbcc++] = set->always_bcc;
+    for (size_t i = 0; i < set->nsender_bcc_maps && *tx->mail.address; i++) {
+        const char *v = NULL;
+        if (tbl_access_lookup_address(set->sender_bcc_maps[i], tx->mail.address, set->recipient_delimiter, &v) ==
+            TBL_FOUND) {
+            bcc[nbcc++] = petrel_pool_strdup(tx->pool, v);
+            break;
+        }
+    }
+    if (nbcc) {
+        struct queue_rcpt *grown = petrel_pool_zalloc(tx->pool, (tx->nrcpts + nbcc) * sizeof(*grown));
+        memcpy(grown, qr, tx->nrcpts * sizeof(*qr));
+        for (size_t i = 0; i < nbcc; i++)
+            grown[tx->nrcpts + i].address = bcc[i];
+        qr = grown;
+    }
+    struct queue_envelope env;
+    memset(&env, 0, sizeof(env));
+    env.sender = tx->mail.address;
+    env.envid = tx->mail.envid;
+    env.ret = tx->mail.ret;
+    if (tx->mail.body == SMTP_BODY_8BITMIME)
+        env.flags |= QUEUE_F_8BITMIME;
+    if (tx->mail.smtputf8)
+        env.flags |= QUEUE_F_SMTPUTF8;
+    env.client_name = s->name;
+    env.client_addr = s->addr;
+    env.client_port = s->port;
+    env.helo = s->helo;
+    env.protocol = s->protocol;
+    env.tls_info = s->tls_info;
+    env.sasl_method = s->sasl_method;
+    env.sasl_username = s->sasl_username;
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    env.arrival_sec = tv.tv_sec;
+    env.arrival_usec = tv.tv_usec;
+    env.rcpt_count = tx->nrcpts + nbcc;
+    env.rcpts = qr;
+    struct queue_writer *w = queue_writer_create(s->worker->queue, &s->worker->idgen, &env, tx->queue_id);
+    if (w == NULL)
+        msg_warn("cannot create queue file: %s", strerror(errno));
+    return w;
+}
+
+int smtpd_open_queue_file(struct smtpd_session *s)
+{
+    struct smtpd_tx *tx = s->tx;
+    if (tx->writer) {
+        /* One queue file per transaction: a second would leak the first. */
+        msg_warn("%s: internal error: queue file already open for %s", tx->queue_id, s->namaddr);
+        errno = EEXIST;
+        return -1;
+    }
+    tx->writer = smtpd_create_writer(s);
+    if (tx->writer == NULL)
+        return -1;
+    if (s->local_submission)
+        msg_info("%s: uid=%ld from=<%s>", tx->queue_id, s->local_uid, tx->mail.address);
+    else if (s->sasl_username)
+        msg_info("%s: client=%s, sasl_method=%s, sasl_username=%s", tx->queue_id, s->namaddr, s->sasl_method,
+                 s->sasl_username);
+    else
+        msg_info("%s: client=%s", tx->queue_id, s->namaddr);
+    smtpd_write_received(s);
+    tx->content_start = queue_writer_content_size(tx->writer);
+    return 0;
+}

@@ -94,17 +94,22 @@ static const struct { const char *name; enum step_kind kind; int takes_table; } 
 };
 
 /* Names Postfix admins use that Petrel does not provide in the core: say
- * precisely why they cannot be used rather than "unknown". */
+ * precisely why they cannot be used rather than "unknown". A name that a
+ * bundled module provides says which module to load. */
+#define FROM_MODULE(name) "is provided by module " name ", which is not loaded: add " name " to modules"
 static const struct { const char *name; const char *why; } unavailable_steps[] = {
-    { "reject_rbl_client", "is provided by the dnsbl module, which is not available yet" },
-    { "permit_dnswl_client", "is provided by the dnsbl module, which is not available yet" },
-    { "reject_rhsbl_sender", "is provided by the dnsbl module, which is not available yet" },
-    { "reject_rhsbl_client", "is provided by the dnsbl module, which is not available yet" },
-    { "reject_rhsbl_helo", "is provided by the dnsbl module, which is not available yet" },
-    { "reject_rhsbl_recipient", "is provided by the dnsbl module, which is not available yet" },
-    { "check_greylist", "is provided by the greylist module, which is not available yet" },
-    { "check_rate_limit", "is provided by the ratelimit module, which is not available yet" },
-    { "check_spf", "is provided by the spf module, which is not available yet" },
+    { "reject_rbl_client", FROM_MODULE("dnsbl") },
+    { "permit_dnswl_client", FROM_MODULE("dnsbl") },
+    { "reject_rhsbl_sender", FROM_MODULE("dnsbl") },
+    { "reject_rhsbl_client", FROM_MODULE("dnsbl") },
+    { "reject_rhsbl_reverse_client", FROM_MODULE("dnsbl") },
+    { "reject_rhsbl_helo", FROM_MODULE("dnsbl") },
+    { "reject_rhsbl_recipient", FROM_MODULE("dnsbl") },
+    { "permit_rhswl_client", FROM_MODULE("dnsbl") },
+    { "check_dnsbl_score", FROM_MODULE("dnsbl") },
+    { "check_greylist", FROM_MODULE("greylist") },
+    { "check_rate_limit", FROM_MODULE("ratelimit") },
+    { "check_spf", FROM_MODULE("spf") },
     { "reject_unknown_sender_domain", "needs DNS lookups in smtpd, not implemented yet" },
     { "reject_unknown_recipient_domain", "needs DNS lookups in smtpd, not implemented yet" },
     { "reject_unknown_client_hostname", "needs DNS lookups in smtpd, not implemented yet" },

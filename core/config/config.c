@@ -726,6 +726,11 @@ static int value_expand(struct cfg *cfg, struct cfg_value *v, const struct expan
         v->raw = v->compute(cfg);
     if (!v->raw)
         v->raw = "";
+    if (v->param && cfg_param_is_raw(v->name)) {
+        v->value = v->raw;
+        v->state = VAL_DONE;
+        return 0;
+    }
     v->state = VAL_EXPANDING;
     struct expand_chain link = { chain, v->name };
     /* A service cfg reports only what its own -o values cause; the rest was reported already. */

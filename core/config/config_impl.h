@@ -84,6 +84,7 @@ void cfg_reader_close(struct cfg_reader *r);
 
 const struct cfg_param *cfg_core_params(size_t *n);
 cfg_compute_fn *cfg_computed_default(const char *name);
+int cfg_param_is_raw(const char *name);   /* kept as written, never $-expanded */
 
 /* Loads a generation even when it has errors (cfg->errors counts them); quiet logs nothing. */
 struct cfg *cfg_load_generation(const struct cfg_schema *schema, const char *confdir, int quiet);

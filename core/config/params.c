@@ -85,6 +85,11 @@ static const struct cfg_param core_params[] = {
     S("data_directory", "/var/lib/petrel", "directory for caches and other writable data"),
     L("debug_peer_list", "", "clients whose sessions are logged verbosely"),
     I("debug_peer_level", "2", 1, 0, "extra verbosity for debug_peer_list clients"),
+    /* Postfix's RBL reply settings, used by the dnsbl module. default_rbl_reply
+     * is raw: its $rbl_* names are expanded per reply, not at load time. */
+    S("default_rbl_reply",
+      "$rbl_code Service unavailable; $rbl_class [$rbl_what] blocked using $rbl_domain${rbl_reason?; $rbl_reason}",
+      "reply template of the dnsbl module's rejections (expanded per reply)"),
     I("default_destination_concurrency_limit", "20", 0, 0, "parallel deliveries per destination"),
     I("default_destination_recipient_limit", "50", 0, 0, "recipients per delivery"),
     T("default_destination_rate_delay", "0s", 0, "pause between deliveries to one destination (then one at a time)"),
@@ -122,6 +127,7 @@ static const struct cfg_param core_params[] = {
     S("mail_spool_directory", "/var/mail", "where local mailboxes are"),
     S("mail_version", PACKAGE_VERSION, "Petrel's version"),
     S("mailbox_command", "", "command that delivers to local mailboxes"),
+    I("maps_rbl_reject_code", "554", 400, 599, "$rbl_code of default_rbl_reply (dnsbl module)"),
     Z("mailbox_size_limit", "51200000", 0, "largest mailbox file (0 = no limit)"),
     S("mailbox_transport", "", "transport for local mailbox delivery"),
     S("maillog_file", "", "file to log to instead of syslog or stderr"),
@@ -173,6 +179,7 @@ static const struct cfg_param core_params[] = {
     M("recipient_bcc_maps", "", "per-recipient copies"),
     M("recipient_canonical_maps", "", "recipient address mapping"),
     S("recipient_delimiter", "", "separators of address extensions"),
+    M("rbl_reply_maps", "", "per-list reply templates of the dnsbl module"),
     L("relay_domains", "", "domains this host relays to"),
     S("relay_transport", "relay", "transport for relay_domains"),
     M("relay_recipient_maps", "", "valid recipients in relay_domains (empty: all)"),
@@ -518,6 +525,13 @@ static const char *compute_mynetworks(struct cfg *cfg)
     const char *result = petrel_pool_strdup(cfg->pool, b.data);
     buf_free(&b);
     return result;
+}
+
+/* Postfix's raw parameters: their value is kept as written, because it
+ * holds $names that are expanded later with other values (per reply). */
+int cfg_param_is_raw(const char *name)
+{
+    return strcmp(name, "default_rbl_reply") == 0;
 }
 
 cfg_compute_fn *cfg_computed_default(const char *name)

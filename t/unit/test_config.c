@@ -225,7 +225,8 @@ static void test_expansion(const struct cfg_schema *schema)
                            "smtpd_banner = $myhostname ${e1}\n"
                            "mydomain = ${myhostname}\n"
                            "relayhost = $later\n"
-                           "later = defined after use\n",
+                           "later = defined after use\n"
+                           "default_rbl_reply = $rbl_code Go away, [$rbl_what] ${rbl_reason?($rbl_reason)}\n",
                            NULL, &nerrors, &log);
     ok(cfg != NULL, "expansion forms load");
     if (!cfg)
@@ -244,6 +245,8 @@ static void test_expansion(const struct cfg_schema *schema)
     is_str(cfg_get(cfg, "mydomain"), "mx.example.com", "braced reference");
     is_str(cfg_get(cfg, "relayhost"), "defined after use", "expansion sees later definitions");
     is_str(cfg_get_raw(cfg, "smtpd_banner"), "$myhostname ${e1}", "raw value kept");
+    is_str(cfg_get(cfg, "default_rbl_reply"), "$rbl_code Go away, [$rbl_what] ${rbl_reason?($rbl_reason)}",
+           "a raw parameter (default_rbl_reply) is never expanded at load time");
     ok(!strstr(log, "later: unknown parameter"), "referenced names are not unused");
     ok(!strstr(log, "undefined"), "no undefined warnings");
     cfg_free(cfg);

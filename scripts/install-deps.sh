@@ -6,9 +6,9 @@
 set -eu
 
 BUILD_PKGS="build-essential autoconf automake libtool libltdl-dev pkg-config \
-libevent-dev libssl-dev libpcre2-dev libc-ares-dev libspf2-dev libopendkim-dev libopendmarc-dev"
+libevent-dev libssl-dev libpcre2-dev libc-ares-dev libspf2-dev libopendkim-dev libopendmarc-dev libhiredis-dev"
 TEST_PKGS="python3 swaks postfix strace openssl procps util-linux time dnsmasq-base pflogsumm \
-dovecot-core dovecot-lmtpd opendkim-tools python3-dkim python3-nacl python3-dnspython iproute2"
+dovecot-core dovecot-lmtpd opendkim-tools python3-dkim python3-nacl python3-dnspython iproute2 redis-server redis-sentinel"
 
 want=""
 for p in $BUILD_PKGS ${PETREL_WITH_TESTS:+$TEST_PKGS}; do
@@ -36,7 +36,7 @@ if ! apt-get install -y -q --no-install-recommends $want; then
     apt-get install -y -q --no-install-recommends $want
 fi
 [ $had_policy -eq 0 ] && rm -f "$policy"
-for unit in postfix redis-server dnsmasq dovecot opendkim opendmarc; do
+for unit in postfix redis-server redis-sentinel dnsmasq dovecot opendkim opendmarc; do
     if systemctl list-unit-files "$unit.service" >/dev/null 2>&1; then
         systemctl stop "$unit" >/dev/null 2>&1 || true
         systemctl mask "$unit" >/dev/null 2>&1 || true

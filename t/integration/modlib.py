@@ -17,3 +17,59 @@ def module_dir(*names, mode=0o644):
         shutil.copyfile(src, dst)
         os.chmod(dst, mode)
     return d
+
+
+def bundled_module_dir(*names, mode=0o644):
+    """A fresh directory (0755) holding copies of the named bundled modules
+    (modules/NAME/NAME.so of the build), as make install lays them out."""
+    d = tempfile.mkdtemp(prefix="petrel-modules-")
+    os.chmod(d, 0o755)
+    CLEANUP_DIRS.append(d)
+    for name in names:
+        src = os.path.join(TOP_BUILDDIR, "modules", name, ".libs", name + ".so")
+        dst = os.path.join(d, name + ".so")
+        shutil.copyfile(src, dst)
+        os.chmod(dst, mode)
+    return d
+
+
+class UdpBlackhole:
+    """A UDP socket on a free loopback port that reads nothing and answers
+    nothing: a DNS server that never replies (dnsmasq cannot delay)."""
+
+    def __init__(self):
+        import socket
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+
+    def close(self):
+        self.sock.close()
+
+
+def smtp_from(port, src="127.0.0.1", host="127.0.0.1", timeout=30):
+    """An Smtp client whose connection comes from the loopback address src
+    (any 127.0.0.0/8 address works on Linux), greeting read."""
+    import socket
+    from harness import Smtp
+    c = Smtp.__new__(Smtp)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    c.sock = socket.socket(family, socket.SOCK_STREAM)
+    c.sock.settimeout(timeout)
+    if family == socket.AF_INET:
+        c.sock.bind((src, 0))
+    c.sock.connect((host, port))
+    c.buf = b""
+    c.code = None
+    c.lines = []
+    c.read_reply()
+    return c
+
+
+def rcpt_reply(c, sender="someone@sender.example", rcpt="user@petrel.test", helo="client.example.org"):
+    """EHLO, MAIL and RCPT on an open connection; the last reply line."""
+    c.ehlo(helo)
+    r = c.cmd("MAIL FROM:<%s>" % sender)
+    if c.code != 250:
+        return r
+    return c.cmd("RCPT TO:<%s>" % rcpt)

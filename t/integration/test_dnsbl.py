@@ -1,0 +1,226 @@
+"""modules/dnsbl against a private dnsmasq serving test DNS lists: Postfix's
+reject_rbl_client family with its replies, filters, IPv6 nibble queries, a list
+that never answers, the per-session cache, and postscreen-style weighted scores."""
+import re
+import socket
+import subprocess
+import time
+
+from harness import PETRELD, Dnsmasq, Petrel, Tap
+from modlib import UdpBlackhole, bundled_module_dir, rcpt_reply, smtp_from
+
+t = Tap()
+mods = bundled_module_dir("dnsbl")
+
+# Clients come from 127.0.0.2 (listed everywhere), 127.0.0.3 (listed with
+# 127.0.0.10 only), 127.0.0.4 (clean); mynetworks is elsewhere so that
+# permit_mynetworks does not hide them.
+def rev(ip):
+    return ".".join(reversed(ip.split(".")))
+
+
+NIBBLES_V6_LOOPBACK = ".".join("1" + "0" * 31)   # ::1 -> 1.0.0.0...0 (32 nibbles)
+blackhole = UdpBlackhole()
+records = [
+    "--local=/bl.test/", "--local=/f.test/", "--local=/wl.test/", "--local=/rhs.test/", "--local=/w1.test/",
+    "--local=/w2.test/", "--local=/w3.test/", "--local=/bl6.test/", "--local=/example/",
+    "--host-record=%s.bl.test,127.0.0.2" % rev("127.0.0.2"),
+    "--txt-record=%s.bl.test,Listed; see http://bl.test/q?127.0.0.2" % rev("127.0.0.2"),
+    "--host-record=%s.bl.test,127.0.0.10" % rev("127.0.0.3"),
+    "--host-record=%s.f.test,127.0.0.10" % rev("127.0.0.2"),
+    "--host-record=%s.wl.test,127.0.10.2" % rev("127.0.0.2"),
+    "--host-record=spam.example.rhs.test,127.0.0.2",
+    "--host-record=bad-helo.example.rhs.test,127.0.0.2",
+    "--host-record=petrel.test.rhs.test,127.0.0.2",
+    "--host-record=ptr-listed.example.rhs.test,127.0.0.2",
+    "--ptr-record=%s.in-addr.arpa,ptr-listed.example" % rev("127.0.0.3"),
+    "--host-record=%s.w1.test,127.0.0.2" % rev("127.0.0.2"),
+    "--host-record=%s.w2.test,127.0.0.4" % rev("127.0.0.2"),
+    "--host-record=%s.w2.test,127.0.0.9" % rev("127.0.0.3"),
+    "--host-record=%s.w3.test,127.0.2.1" % rev("127.0.0.3"),
+    "--host-record=%s.bl6.test,127.0.0.2" % NIBBLES_V6_LOOPBACK,
+    "--server=/dead.test/127.0.0.1#%d" % blackhole.port,
+]
+MYNETS = "192.0.2.0/24"
+
+
+def conf(dns, **extra):
+    c = {"modules": "dnsbl", "module_directory": mods, "dns_resolver": dns.server, "mynetworks": MYNETS,
+         "dnsbl_timeout": "2s"}
+    c.update(extra)
+    return c
+
+
+def from_(p, src, **kw):
+    c = smtp_from(p.port, src=src)
+    r = rcpt_reply(c, **kw)
+    c.close()
+    return r
+
+
+def queries(dns, name):
+    with open(dns.log_path) as f:
+        return len(re.findall(r"query\[A\] %s from" % re.escape(name), f.read()))
+
+
+with Dnsmasq(records) as dns:
+    # --- reject_rbl_client: Postfix's default reply, the TXT reason, filters ---
+    with Petrel(t, main_cf=conf(dns, smtpd_recipient_restrictions=
+                                "permit_mynetworks, reject_rbl_client bl.test, reject_unauth_destination")) as p:
+        t.is_(from_(p, "127.0.0.2"),
+              "554 5.7.1 Service unavailable; Client host [127.0.0.2] blocked using bl.test; "
+              "Listed; see http://bl.test/q?127.0.0.2",
+              "a listed client gets Postfix's default reply with the list's TXT reason")
+        t.ok(p.wait_log(r"NOQUEUE: reject: RCPT from \S+\[127\.0\.0\.2\]: 554 5\.7\.1 Service unavailable; "
+                        r"Client host \[127\.0\.0\.2\] blocked using bl\.test") is not None,
+             "and the rejection is logged as Postfix logs it")
+        t.is_(from_(p, "127.0.0.3"), "554 5.7.1 Service unavailable; Client host [127.0.0.3] blocked using bl.test",
+              "listed without TXT: no reason part")
+        t.is_(from_(p, "127.0.0.4"), "250 2.1.5 Ok", "a client that is not listed passes")
+        c = smtp_from(p.port, src="127.0.0.2")
+        c.cmd("EHLO x.example")
+        t.is_(c.code, 250, "the server keeps serving")
+        c.close()
+
+    with Petrel(t, main_cf=conf(dns, smtpd_recipient_restrictions=
+                                "reject_rbl_client f.test=127.0.0.[2..9], "
+                                "reject_rbl_client bl.test=127.0.0.[2..9;11;20]")) as p:
+        t.is_(from_(p, "127.0.0.2"), "554 5.7.1 Service unavailable; Client host [127.0.0.2] blocked using bl.test; "
+              "Listed; see http://bl.test/q?127.0.0.2",
+              "a filter that does not match the answer (127.0.0.10 vs [2..9]) does not list; one that does lists")
+        t.is_(from_(p, "127.0.0.3"), "250 2.1.5 Ok", "127.0.0.10 matches neither filter")
+    with Petrel(t, main_cf=conf(dns, smtpd_recipient_restrictions="reject_rbl_client f.test=127.0.0.10")) as p:
+        t.like(from_(p, "127.0.0.2"), r"^554 5\.7\.1 .*blocked using f\.test$", "an exact filter d.d.d.d lists")
+
+    # --- default_rbl_reply and maps_rbl_reject_code, as in Postfix ---
+    with Petrel(t, main_cf=conf(dns, smtpd_recipient_restrictions="reject_rbl_client bl.test",
+                                maps_rbl_reject_code="521",
+                                default_rbl_reply="$rbl_code 5.7.9 Go away [$rbl_what] ($rbl_class, $rbl_domain)"
+                                                  "${rbl_reason?: $rbl_reason} to <$recipient>")) as p:
+        t.is_(from_(p, "127.0.0.3"), "521 5.7.9 Go away [127.0.0.3] (Client host, bl.test) to <user@petrel.test>",
+              "default_rbl_reply's names expand per reply, with maps_rbl_reject_code and the enhanced code given")
+    with Petrel(t, main_cf=conf(dns, smtpd_recipient_restrictions="reject_rbl_client bl.test",
+                                default_rbl_reply="$rbl_code Service unavailable; try later",
+                                maps_rbl_reject_code="450")) as p:
+        t.is_(from_(p, "127.0.0.3"), "450 4.7.1 Service unavailable; try later",
+              "a 4xx template defers, with class 4 enhanced code")
+    with Petrel(t, start=False, main_cf=conf(dns, smtpd_recipient_restrictions="reject_rbl_client bl.test",
+                                             default_rbl_reply="$rbl_code blocked by $rbl_nonsense")) as p:
+        r = subprocess.run(p.command(PETRELD, "-c", p.conf, "-n"), capture_output=True, text=True)
+        t.ok(r.returncode != 0 and "default_rbl_reply: unknown name \"$rbl_nonsense\"" in r.stderr,
+             "petreld -n refuses a template with an unknown name", r.stderr)
+    with Petrel(t, start=False, main_cf=conf(dns, smtpd_recipient_restrictions="reject_rbl_client bl.test",
+                                             rbl_reply_maps="texthash:/nonexistent")) as p:
+        r = subprocess.run(p.command(PETRELD, "-c", p.conf, "-n"), capture_output=True, text=True)
+        t.ok(r.returncode != 0 and "rbl_reply_maps = texthash:/nonexistent cannot be applied" in r.stderr,
+             "rbl_reply_maps is refused by name rather than ignored", r.stderr)
+    for bad, why in [("bl.test=127.0.0.[2..]", "bad range"), ("bl.test=127.0.0", "four fields"),
+                     ("bl.test=127.0.0.256", "a number from 0 to 255"), ("bad_zone..test", "bad DNS list domain")]:
+        with Petrel(t, start=False, main_cf=conf(dns, smtpd_recipient_restrictions="reject_rbl_client " + bad)) as p:
+            r = subprocess.run(p.command(PETRELD, "-c", p.conf, "-n"), capture_output=True, text=True)
+            t.ok(r.returncode != 0 and "restriction reject_rbl_client (module dnsbl)" in r.stderr and why in r.stderr,
+                 "petreld -n refuses reject_rbl_client %s (%s)" % (bad, why), r.stderr)
+
+    # --- permit_dnswl_client, the rhsbl family ---
+    with Petrel(t, main_cf=conf(dns, smtpd_recipient_restrictions=
+                                "permit_dnswl_client wl.test=127.0.[0..255].[1..3], reject_rbl_client bl.test")) as p:
+        t.is_(from_(p, "127.0.0.2"), "250 2.1.5 Ok", "permit_dnswl_client permits a listed client before the block list")
+        t.is_(from_(p, "127.0.0.3")[:3], "554", "a client the allowlist does not list is still blocked")
+    with Petrel(t, main_cf=conf(dns, smtpd_recipient_restrictions=
+                                "reject_rhsbl_sender rhs.test, reject_rhsbl_helo rhs.test, "
+                                "reject_rhsbl_reverse_client rhs.test")) as p:
+        t.is_(from_(p, "127.0.0.4", sender="x@spam.example"),
+              "554 5.7.1 Service unavailable; Sender address [x@spam.example] blocked using rhs.test",
+              "reject_rhsbl_sender looks up the sender's domain")
+        t.is_(from_(p, "127.0.0.4", sender="x@ok.example"), "250 2.1.5 Ok", "a sender domain that is not listed")
+        t.is_(from_(p, "127.0.0.4", sender=""), "250 2.1.5 Ok", "the null sender is not looked up")
+        t.is_(from_(p, "127.0.0.4", helo="bad-helo.example"),
+              "554 5.7.1 Service unavailable; Helo command [bad-helo.example] blocked using rhs.test",
+              "reject_rhsbl_helo looks up the HELO name")
+        t.is_(from_(p, "127.0.0.3"),
+              "554 5.7.1 Service unavailable; Unverified Client host [ptr-listed.example] blocked using rhs.test",
+              "reject_rhsbl_reverse_client looks up the client's PTR name")
+    with Petrel(t, main_cf=conf(dns, smtpd_recipient_restrictions="reject_rhsbl_recipient rhs.test")) as p:
+        t.is_(from_(p, "127.0.0.4"),
+              "554 5.7.1 Service unavailable; Recipient address [user@petrel.test] blocked using rhs.test",
+              "reject_rhsbl_recipient looks up the recipient's domain")
+
+    # --- a list that never answers counts as not listed and is logged ---
+    with Petrel(t, main_cf=conf(dns, smtpd_recipient_restrictions=
+                                "reject_rbl_client dead.test, reject_rbl_client bl.test")) as p:
+        t.is_(from_(p, "127.0.0.4"), "250 2.1.5 Ok", "a list that does not answer counts as not listed")
+        t.ok(p.wait_log(r"warning: .*4\.0\.0\.127\.dead\.test: A lookup timed out after 2000 ms: counted as not listed")
+             is not None, "and the time-out is logged with the query")
+        t.like(from_(p, "127.0.0.2"), r"^554 .*blocked using bl\.test", "the lists after it still decide")
+
+    # --- lookups start at connect, and each is asked once per session ---
+    with Petrel(t, main_cf=conf(dns, smtpd_recipient_restrictions=
+                                "reject_rbl_client bl.test=127.0.0.[99], reject_rbl_client bl.test, "
+                                "reject_rbl_client f.test")) as p:
+        before = queries(dns, "4.0.0.127.f.test")
+        before_bl = queries(dns, "4.0.0.127.bl.test")
+        c = smtp_from(p.port, src="127.0.0.4")
+        started = False
+        deadline = time.time() + 10
+        while time.time() < deadline and not started:
+            started = queries(dns, "4.0.0.127.f.test") > before
+            time.sleep(0.05)
+        t.ok(started, "every client list is queried at connect, before the client says anything")
+        r = rcpt_reply(c)
+        c.close()
+        t.is_(r, "250 2.1.5 Ok", "a clean client passes three restrictions")
+        t.is_(queries(dns, "4.0.0.127.bl.test") - before_bl, 1,
+              "two restrictions on one list ask it once in the session")
+
+    # --- IPv6 clients are looked up in nibble form ---
+    s6 = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    s6.bind(("::1", 0))
+    port6 = s6.getsockname()[1]
+    s6.close()
+    with Petrel(t, start=False, main_cf=conf(dns, smtpd_recipient_restrictions="reject_rbl_client bl6.test",
+                                             inet_interfaces="::1"),
+                master_cf="[::1]:%d inet n - n - - smtpd\n" % port6) as p:
+        p.start(wait=False)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("::1", port6), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        if not t.ok(p.proc.poll() is None, "petreld listens on [::1]", p.log()):
+            p.stop()        # t.done() exits at once: stop petreld first
+            t.done()
+        c = smtp_from(port6, host="::1")
+        t.is_(rcpt_reply(c), "554 5.7.1 Service unavailable; Client host [::1] blocked using bl6.test",
+              "an IPv6 client is looked up with its 32 nibbles reversed (RFC 5782)")
+        c.close()
+
+    # --- weighted scores (postscreen's dnsbl_sites) ---
+    sites = "w1.test*2, w2.test=127.0.0.[3..5]*3, w2.test=127.0.0.9, w3.test=127.0.[0..255].[1..3]*-4"
+    with Petrel(t, main_cf=conf(dns, dnsbl_sites=sites, dnsbl_threshold="4", dnsbl_whitelist_threshold="-2",
+                                smtpd_recipient_restrictions="check_dnsbl_score, reject_rbl_client bl.test")) as p:
+        t.is_(from_(p, "127.0.0.2"), "550 5.7.1 Service unavailable; client [127.0.0.2] blocked using w2.test",
+              "2 + 3 = 5 crosses the threshold 4; the reply names the heaviest list, as postscreen's")
+        t.ok(p.wait_log(r"DNSBL rank 5 for \[127\.0\.0\.2\]") is not None, "the rank is logged as postscreen logs it")
+        t.is_(from_(p, "127.0.0.3"), "250 2.1.5 Ok",
+              "1 - 4 = -3 is at or below the allowlist threshold: permitted (bl.test is not asked)")
+        t.is_(from_(p, "127.0.0.4"), "250 2.1.5 Ok", "0: neither")
+    with Petrel(t, main_cf=conf(dns, dnsbl_sites=sites, dnsbl_threshold="6",
+                                smtpd_recipient_restrictions="check_dnsbl_score")) as p:
+        t.is_(from_(p, "127.0.0.2"), "250 2.1.5 Ok", "5 does not reach the threshold 6")
+    with Petrel(t, start=False, main_cf=conf(dns, smtpd_recipient_restrictions="check_dnsbl_score")) as p:
+        r = subprocess.run(p.command(PETRELD, "-c", p.conf, "-n"), capture_output=True, text=True)
+        t.ok(r.returncode != 0 and "dnsbl_sites is empty" in r.stderr, "check_dnsbl_score without dnsbl_sites is refused",
+             r.stderr)
+    with Petrel(t, start=False, main_cf=conf(dns, dnsbl_sites="w1.test*x", smtpd_recipient_restrictions="check_dnsbl_score")) as p:
+        r = subprocess.run(p.command(PETRELD, "-c", p.conf, "-n"), capture_output=True, text=True)
+        t.ok(r.returncode != 0 and "bad weight \"x\"" in r.stderr, "a bad weight is refused", r.stderr)
+
+# --- without the module: the error names it ---
+with Petrel(t, start=False, main_cf={"smtpd_recipient_restrictions": "check_dnsbl_score"}) as p:
+    r = subprocess.run(p.command(PETRELD, "-c", p.conf, "-n"), capture_output=True, text=True)
+    t.like(r.stderr, r"restriction check_dnsbl_score is provided by module dnsbl, which is not loaded",
+           "naming a dnsbl restriction without the module names the module")
+blackhole.close()
+t.done()

@@ -73,3 +73,24 @@ def rcpt_reply(c, sender="someone@sender.example", rcpt="user@petrel.test", helo
     if c.code != 250:
         return r
     return c.cmd("RCPT TO:<%s>" % rcpt)
+
+
+def smtpd_worker_pids(p):
+    """The master's children that hold p's listening socket: its smtpd workers
+    (the queue manager and other roles do not)."""
+    port_hex = "%04X" % p.port
+    inodes = set()
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if fields[1].endswith(":" + port_hex) and fields[3] == "0A":
+                inodes.add("socket:[%s]" % fields[9])
+    pids = []
+    for pid in p.worker_pids(at_least=2):
+        try:
+            fds = os.listdir("/proc/%d/fd" % pid)
+            if any(os.readlink("/proc/%d/fd/%s" % (pid, fd)) in inodes for fd in fds):
+                pids.append(pid)
+        except OSError:
+            pass
+    return pids

@@ -1,0 +1,573 @@
+/*
+ * modules/ratelimit: check_rate_limit N/WINDOW, or with Postfix's { }
+ * grouping check_rate_limit { N/WINDOW KEY... [messages|recipients] }:
+ * at most N messages (or recipients) per sliding WINDOW per key, where the
+ * key is the client's address (default), the sender, the SASL user, the
+ * recipient's domain, or a combination of them. Over the limit is
+ * 450 4.7.1; nothing is counted for a refused attempt.
+ *
+ * Where counters live:
+ * - with ratelimit_redis (or its Sentinel settings), in Redis, shared by
+ *   every node: one Lua script checks and adds atomically on the server's
+ *   clock (modules/common/redis_client.c carries it asynchronously);
+ *   Redis down applies ratelimit_default_action and is logged;
+ * - otherwise in memory shared by the node's workers: a file-backed
+ *   region under data_directory (ratelimit_shm.c says why a file).
+ * Both count in the same sliding window of 60 buckets.
+ *
+ * A message is counted once per transaction (at the first recipient the
+ * restriction sees, or at DATA); recipients one by one at RCPT, or all at
+ * once at DATA. Excluded: mynetworks, the null sender, and the clients of
+ * ratelimit_exclude_clients; a key that does not apply (sasl_user for a
+ * client that did not authenticate) skips the limit.
+ */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <petrel/plugin.h>
+
+#include "ratelimit_shm.h"
+#include "redis_client.h"
+
+static const petrel_param ratelimit_params[] = {
+    { "ratelimit_redis", PETREL_PARAM_STRING, "",
+      "Redis server (host:port or unix:/path) shared by a cluster; empty: counters in memory on this node" },
+    { "ratelimit_redis_user", PETREL_PARAM_STRING, "", "ACL user name (Redis 6 and later), with the password" },
+    { "ratelimit_redis_password", PETREL_PARAM_STRING, "", "password (AUTH)" },
+    { "ratelimit_redis_database", PETREL_PARAM_INT, "0", "database number (SELECT)" },
+    { "ratelimit_redis_sentinels", PETREL_PARAM_LIST, "", "Sentinels (host:port, ...) that name the master" },
+    { "ratelimit_redis_master_name", PETREL_PARAM_STRING, "mymaster", "the master's name in Sentinel" },
+    { "ratelimit_redis_timeout", PETREL_PARAM_TIME, "2s", "deadline of each Redis command and connection attempt" },
+    { "ratelimit_redis_prefix", PETREL_PARAM_STRING, "petrel:ratelimit:", "prefix of the module's Redis keys" },
+    { "ratelimit_state_file", PETREL_PARAM_STRING, "$data_directory/ratelimit.state",
+      "the file the in-memory counters are mapped from (shared by this node's workers)" },
+    { "ratelimit_memory_slots", PETREL_PARAM_INT, "16384", "keys the in-memory counters hold" },
+    { "ratelimit_exclude_mynetworks", PETREL_PARAM_BOOL, "yes", "clients in mynetworks are not limited" },
+    { "ratelimit_exclude_null_sender", PETREL_PARAM_BOOL, "yes", "mail from <> is not limited" },
+    { "ratelimit_exclude_clients", PETREL_PARAM_LIST, "", "client addresses or networks that are not limited" },
+    { NULL, 0, NULL, NULL },
+};
+
+/* KEYS[1]: the counter. ARGV: limit, add, window (ms), buckets.
+ * Returns {1 counted | 0 refused, events in the window}. */
+static const char ratelimit_script[] =
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "local limit, add, window, buckets = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])\n"
+    "local granule = math.max(1, math.floor(window / buckets))\n"
+    "local cur = math.floor(now / granule)\n"
+    "local h = redis.call('HGETALL', KEYS[1])\n"
+    "local sum = 0\n"
+    "for i = 1, #h, 2 do\n"
+    "  if tonumber(h[i]) < cur - buckets then redis.call('HDEL', KEYS[1], h[i])\n"
+    "  else sum = sum + tonumber(h[i + 1]) end\n"
+    "end\n"
+    "if sum + add > limit then return {0, sum} end\n"
+    "redis.call('HINCRBY', KEYS[1], cur, add)\n"
+    "redis.call('PEXPIRE', KEYS[1], window + granule)\n"
+    "return {1, sum + add}\n";
+
+enum key_part { KEY_CLIENT = 1, KEY_SENDER = 2, KEY_SASL_USER = 4, KEY_RECIPIENT_DOMAIN = 8 };
+
+struct rule {
+    unsigned long long limit;
+    unsigned long long window_ms;
+    char window_text[32];
+    unsigned keys;                    /* enum key_part bits, in the order client sender sasl_user domain */
+    int recipients;                   /* count recipients, not messages */
+};
+
+struct cidr {
+    int family;
+    unsigned char addr[16];
+    int bits;
+};
+
+struct ratelimit_conf {
+    petrel_pool *pool;
+    struct redis_client *redis;       /* or NULL: in memory */
+    struct ratelimit_shm *shm;
+    const char *prefix;
+    int exclude_mynetworks, exclude_null_sender, tempfail_when_down;
+    struct cidr *excluded;
+    size_t nexcluded;
+};
+
+/* ------------------------------------------------------------------ */
+/* configuration                                                       */
+
+static int parse_cidr(const char *text, struct cidr *out)
+{
+    char buf[64];
+    const char *slash = strchr(text, '/');
+    size_t n = slash ? (size_t)(slash - text) : strlen(text);
+    if (n == 0 || n >= sizeof(buf))
+        return -1;
+    memcpy(buf, text, n);
+    buf[n] = '\0';
+    memset(out, 0, sizeof(*out));
+    if (inet_pton(AF_INET, buf, out->addr) == 1) {
+        out->family = AF_INET;
+        out->bits = 32;
+    } else if (inet_pton(AF_INET6, buf, out->addr) == 1) {
+        out->family = AF_INET6;
+        out->bits = 128;
+    } else {
+        return -1;
+    }
+    if (slash) {
+        char *end;
+        long b = strtol(slash + 1, &end, 10);
+        if (slash[1] == '\0' || *end != '\0' || b < 0 || b > out->bits)
+            return -1;
+        out->bits = (int)b;
+    }
+    return 0;
+}
+
+static int cidr_match(const struct cidr *c, const char *addr)
+{
+    unsigned char a[16];
+    if (inet_pton(c->family, addr, a) != 1)
+        return 0;
+    int bits = c->bits;
+    for (int i = 0; bits > 0; i++, bits -= 8) {
+        unsigned char mask = bits >= 8 ? 0xff : (unsigned char)(0xff << (8 - bits));
+        if ((a[i] & mask) != (c->addr[i] & mask))
+            return 0;
+    }
+    return 1;
+}
+
+/* "100/1h", "3/5s", "10/m": N and a window with a unit (s m h d w). */
+static const char *parse_rate(const char *text, struct rule *r, petrel_pool *pool)
+{
+    const char *slash = strchr(text, '/');
+    char *end;
+    if (slash == NULL || !isdigit((unsigned char)text[0]))
+        return petrel_pool_printf(pool, "\"%s\": N/WINDOW expected, e.g. 100/1h", text);
+    unsigned long long n = strtoull(text, &end, 10);
+    if (end != slash || n == 0 || n > 1000000000ULL)
+        return petrel_pool_printf(pool, "\"%s\": the limit must be a number from 1 to 1000000000", text);
+    const char *w = slash + 1;
+    unsigned long long count = 1;
+    if (isdigit((unsigned char)*w)) {
+        count = strtoull(w, &end, 10);
+        w = end;
+    }
+    unsigned long long unit;
+    switch (*w) {
+    case 's': unit = 1; break;
+    case 'm': unit = 60; break;
+    case 'h': unit = 3600; break;
+    case 'd': unit = 86400; break;
+    case 'w': unit = 604800; break;
+    case '\0': unit = 1; break;   /* a bare number: seconds */
+    default: unit = 0; break;
+    }
+    if (unit == 0 || (*w && w[1] != '\0') || count == 0 || count > 366ULL * 86400 / unit)
+        return petrel_pool_printf(pool, "\"%s\": the window is a number with a unit s, m, h, d or w (at most a year)",
+                                  text);
+    r->limit = n;
+    r->window_ms = count * unit * 1000;
+    snprintf(r->window_text, sizeof(r->window_text), "%s", slash + 1);
+    return NULL;
+}
+
+static const char *parse_rule(const char *arg, struct rule *r, petrel_pool *pool)
+{
+    memset(r, 0, sizeof(*r));
+    char *copy = petrel_pool_strdup(pool, arg);
+    char *save = NULL;
+    char *word = strtok_r(copy, " \t,", &save);
+    if (word == NULL)
+        return "N/WINDOW expected, e.g. 100/1h";
+    const char *err = parse_rate(word, r, pool);
+    if (err)
+        return err;
+    int counting_given = 0;
+    while ((word = strtok_r(NULL, " \t,", &save)) != NULL) {
+        if (strcasecmp(word, "client") == 0)
+            r->keys |= KEY_CLIENT;
+        else if (strcasecmp(word, "sender") == 0)
+            r->keys |= KEY_SENDER;
+        else if (strcasecmp(word, "sasl_user") == 0)
+            r->keys |= KEY_SASL_USER;
+        else if (strcasecmp(word, "recipient_domain") == 0)
+            r->keys |= KEY_RECIPIENT_DOMAIN;
+        else if (strcasecmp(word, "messages") == 0 || strcasecmp(word, "recipients") == 0) {
+            if (counting_given++)
+                return "say messages or recipients once";
+            r->recipients = strcasecmp(word, "recipients") == 0;
+        } else
+            return petrel_pool_printf(pool, "unknown word \"%s\": keys are client, sender, sasl_user, "
+                                      "recipient_domain; counting is messages or recipients", word);
+    }
+    if (r->keys == 0)
+        r->keys = KEY_CLIENT;
+    return NULL;
+}
+
+static struct redis_config redis_settings(petrel_module *m)
+{
+    long long timeout = petrel_param_int(m, "ratelimit_redis_timeout");
+    struct redis_config cfg = {
+        .server = petrel_param_string(m, "ratelimit_redis"),
+        .user = petrel_param_string(m, "ratelimit_redis_user"),
+        .password = petrel_param_string(m, "ratelimit_redis_password"),
+        .database = (int)petrel_param_int(m, "ratelimit_redis_database"),
+        .sentinels = petrel_param_string(m, "ratelimit_redis_sentinels"),
+        .master_name = petrel_param_string(m, "ratelimit_redis_master_name"),
+        .timeout_ms = (unsigned)((timeout > 0 && timeout < 3600 ? timeout : 2) * 1000),
+    };
+    return cfg;
+}
+
+static int uses_redis(const struct redis_config *cfg)
+{
+    return (cfg->server && *cfg->server) || (cfg->sentinels && *cfg->sentinels);
+}
+
+static const char *check_settings(petrel_module *m, petrel_pool *pool, struct cidr **excluded, size_t *nexcluded)
+{
+    struct redis_config rcfg = redis_settings(m);
+    if (uses_redis(&rcfg)) {
+        const char *err = redis_config_check(&rcfg, pool);
+        if (err)
+            return petrel_pool_printf(pool, "%s: %s",
+                                      rcfg.sentinels && *rcfg.sentinels ? "ratelimit_redis_sentinels" : "ratelimit_redis",
+                                      err);
+    } else {
+        const char *path = petrel_param_string(m, "ratelimit_state_file");
+        if (path == NULL || path[0] != '/')
+            return "ratelimit_state_file: an absolute path is expected";
+        char *dir = petrel_pool_strdup(pool, path);
+        char *slash = strrchr(dir, '/');
+        *slash = '\0';
+        struct stat st;
+        if (stat(*dir ? dir : "/", &st) != 0 || !S_ISDIR(st.st_mode))
+            return petrel_pool_printf(pool, "ratelimit_state_file: the directory %s does not exist "
+                                      "(create it, owned by mail_owner, or set data_directory)", *dir ? dir : "/");
+        if (petrel_param_int(m, "ratelimit_memory_slots") < 8)
+            return "ratelimit_memory_slots: at least 8";
+    }
+    const char *text = petrel_param_string(m, "ratelimit_exclude_clients");
+    size_t cap = 8, n = 0;
+    struct cidr *list = petrel_pool_zalloc(pool, cap * sizeof(*list));
+    const char *p = text ? text : "";
+    for (;;) {
+        while (*p == ',' || isspace((unsigned char)*p))
+            p++;
+        if (*p == '\0')
+            break;
+        size_t len = strcspn(p, ", \t\r\n");
+        char *item = petrel_pool_strndup(pool, p, len);
+        p += len;
+        if (n == cap) {
+            struct cidr *bigger = petrel_pool_zalloc(pool, cap * 2 * sizeof(*bigger));
+            memcpy(bigger, list, cap * sizeof(*list));
+            list = bigger;
+            cap *= 2;
+        }
+        if (parse_cidr(item, &list[n]) != 0)
+            return petrel_pool_printf(pool, "ratelimit_exclude_clients: \"%s\" is not an address or network", item);
+        n++;
+    }
+    if (excluded) {
+        *excluded = list;
+        *nexcluded = n;
+    }
+    return NULL;
+}
+
+static int ratelimit_compile(petrel_module *m, const char *const *args, void **state, petrel_pool *pool,
+                             const char **error)
+{
+    const char *err = check_settings(m, pool, NULL, NULL);
+    struct rule *r = petrel_pool_zalloc(pool, sizeof(*r));
+    if (err == NULL)
+        err = parse_rule(args[0], r, pool);
+    if (err) {
+        *error = err;
+        return -1;
+    }
+    *state = r;
+    return 0;
+}
+
+static int ratelimit_init(petrel_module *m, const char **error)
+{
+    petrel_pool *pool = petrel_pool_create(4096);
+    struct ratelimit_conf *conf = petrel_pool_zalloc(pool, sizeof(*conf));
+    conf->pool = pool;
+    const char *err = check_settings(m, pool, &conf->excluded, &conf->nexcluded);
+    if (err) {
+        *error = err;
+        return -1;
+    }
+    conf->prefix = petrel_pool_strdup(pool, petrel_param_string(m, "ratelimit_redis_prefix"));
+    conf->exclude_mynetworks = petrel_param_bool(m, "ratelimit_exclude_mynetworks");
+    conf->exclude_null_sender = petrel_param_bool(m, "ratelimit_exclude_null_sender");
+    const char *action = petrel_param_string(m, "ratelimit_default_action");
+    conf->tempfail_when_down = action && strcasecmp(action, "tempfail") == 0;
+    struct redis_config rcfg = redis_settings(m);
+    if (uses_redis(&rcfg)) {
+        conf->redis = redis_client_create(m, &rcfg, "ratelimit");
+        if (conf->redis == NULL) {
+            *error = "out of memory";
+            return -1;
+        }
+    } else {
+        char errbuf[300];
+        conf->shm = ratelimit_shm_open(petrel_param_string(m, "ratelimit_state_file"),
+                                       (size_t)petrel_param_int(m, "ratelimit_memory_slots"), errbuf, sizeof(errbuf));
+        if (conf->shm == NULL) {
+            *error = petrel_pool_printf(pool, "ratelimit_state_file: %s", errbuf);
+            return -1;
+        }
+    }
+    petrel_module_set_data(m, conf);
+    return 0;
+}
+
+static void ratelimit_fini(petrel_module *m)
+{
+    struct ratelimit_conf *conf = petrel_module_data(m);
+    if (conf == NULL)
+        return;
+    redis_client_free(conf->redis);
+    ratelimit_shm_close(conf->shm);
+    petrel_pool_destroy(conf->pool);
+    petrel_module_set_data(m, NULL);
+}
+
+/* ------------------------------------------------------------------ */
+/* the check                                                           */
+
+/* Counter keys already counted as a message in this transaction. */
+struct tx_counted {
+    const char **keys;
+    size_t n, cap;
+};
+
+static int counted_in_tx(petrel_session *s, const char *key, int remember)
+{
+    void **slot = petrel_tx_slot(s);
+    if (slot == NULL)
+        return 0;
+    struct tx_counted *c = *slot;
+    if (c == NULL) {
+        c = petrel_pool_zalloc(petrel_tx_pool(s), sizeof(*c));
+        *slot = c;
+    }
+    for (size_t i = 0; i < c->n; i++)
+        if (strcmp(c->keys[i], key) == 0)
+            return 1;
+    if (remember) {
+        if (c->n == c->cap) {
+            size_t cap = c->cap ? c->cap * 2 : 4;
+            const char **bigger = petrel_pool_zalloc(petrel_tx_pool(s), cap * sizeof(*bigger));
+            if (c->n)
+                memcpy(bigger, c->keys, c->n * sizeof(*bigger));
+            c->keys = bigger;
+            c->cap = cap;
+        }
+        c->keys[c->n++] = petrel_pool_strdup(petrel_tx_pool(s), key);
+    }
+    return 0;
+}
+
+static char *lower(petrel_pool *pool, const char *s)
+{
+    char *d = petrel_pool_strdup(pool, s);
+    for (char *p = d; *p; p++)
+        *p = (char)tolower((unsigned char)*p);
+    return d;
+}
+
+static const char *reply_text(petrel_pool *pool, const struct rule *r, const char *what, const char *recipient)
+{
+    const char *text = petrel_pool_printf(pool, "Rate limit exceeded: at most %llu %s per %s for %s, try again later",
+                                          r->limit, r->recipients ? "recipients" : "messages", r->window_text, what);
+    if (recipient)
+        text = petrel_pool_printf(pool, "<%s>: Recipient address rejected: %s", recipient, text);
+    return strlen(text) > 400 ? petrel_pool_strndup(pool, text, 400) : text;
+}
+
+struct request {
+    petrel_pending *pending;
+    petrel_module *m;
+    struct rule rule;
+    char *what, *recipient;
+};
+
+static void free_request(struct request *q)
+{
+    free(q->what);
+    free(q->recipient);
+    free(q);
+}
+
+static void redis_answered(const redisReply *reply, const char *error, void *arg)
+{
+    struct request *q = arg;
+    struct ratelimit_conf *conf = petrel_module_data(q->m);
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+        reply->element[0]->type != REDIS_REPLY_INTEGER) {
+        int tempfail = conf && conf->tempfail_when_down;
+        petrel_module_log(q->m, PETREL_LOG_WARNING, "Redis %s (%s): %s not counted; %s",
+                          error ? "failed" : "answered oddly", error ? error : "unexpected reply", q->what,
+                          tempfail ? "deferred (ratelimit_default_action = tempfail)"
+                                   : "not limited (ratelimit_default_action = continue)");
+        if (tempfail)
+            petrel_resume(q->pending, PETREL_TEMPFAIL, 451, "4.3.0", "Temporary rate limit failure, try again later");
+        else
+            petrel_resume(q->pending, PETREL_CONTINUE, 0, NULL, NULL);
+    } else if (reply->element[0]->integer == 1) {
+        petrel_resume(q->pending, PETREL_CONTINUE, 0, NULL, NULL);
+    } else {
+        petrel_pool *pool = petrel_pool_create(512);
+        petrel_module_log(q->m, PETREL_LOG_INFO, "%s: over the limit of %llu %s per %s", q->what, q->rule.limit,
+                          q->rule.recipients ? "recipients" : "messages", q->rule.window_text);
+        petrel_resume(q->pending, PETREL_TEMPFAIL, 450, "4.7.1", reply_text(pool, &q->rule, q->what, q->recipient));
+        petrel_pool_destroy(pool);
+    }
+    free_request(q);
+}
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static petrel_verdict ratelimit_check(petrel_session *s, void *state)
+{
+    const struct rule *r = state;
+    petrel_module *m = petrel_session_module(s);
+    struct ratelimit_conf *conf = petrel_module_data(m);
+    if (conf == NULL)
+        return PETREL_CONTINUE;
+    const char *client = petrel_client_addr(s);
+    const char *sender = petrel_sender(s);
+    const char *recipient = petrel_recipient(s);
+    if (conf->exclude_mynetworks && petrel_in_mynetworks(s))
+        return PETREL_CONTINUE;
+    if (conf->exclude_null_sender && sender && *sender == '\0')
+        return PETREL_CONTINUE;
+    for (size_t i = 0; client && i < conf->nexcluded; i++)
+        if (cidr_match(&conf->excluded[i], client))
+            return PETREL_CONTINUE;
+
+    petrel_pool *pool = petrel_tx_pool(s) ? petrel_tx_pool(s) : petrel_session_pool(s);
+    /* The key's values, in a fixed order; a part that does not apply
+     * (no sender yet, no SASL login, no recipient) skips the limit. */
+    char *values = petrel_pool_strdup(pool, "");
+    char *what = petrel_pool_strdup(pool, "");
+    if (r->keys & KEY_CLIENT) {
+        values = petrel_pool_printf(pool, "%s|c=%s", values, client ? client : "");
+        what = petrel_pool_printf(pool, "%s%sclient %s", what, *what ? ", " : "", client ? client : "");
+    }
+    if (r->keys & KEY_SENDER) {
+        if (sender == NULL || *sender == '\0')
+            return PETREL_CONTINUE;
+        values = petrel_pool_printf(pool, "%s|s=%s", values, lower(pool, sender));
+        what = petrel_pool_printf(pool, "%s%ssender %s", what, *what ? ", " : "", sender);
+    }
+    if (r->keys & KEY_SASL_USER) {
+        const char *user = petrel_sasl_username(s);
+        if (user == NULL)
+            return PETREL_CONTINUE;
+        values = petrel_pool_printf(pool, "%s|u=%s", values, user);
+        what = petrel_pool_printf(pool, "%s%sSASL user %s", what, *what ? ", " : "", user);
+    }
+    if (r->keys & KEY_RECIPIENT_DOMAIN) {
+        const char *at = recipient ? strrchr(recipient, '@') : NULL;
+        if (at == NULL)
+            return PETREL_CONTINUE;
+        values = petrel_pool_printf(pool, "%s|d=%s", values, lower(pool, at + 1));
+        what = petrel_pool_printf(pool, "%s%srecipient domain %s", what, *what ? ", " : "", at + 1);
+    }
+    char *key = petrel_pool_printf(pool, "%s%llu:%s%s", conf->prefix, r->window_ms,
+                                   r->recipients ? "r" : "m", values);
+
+    /* How many to add: a message once per transaction; recipients one at
+     * a time at RCPT, or all of them at DATA. */
+    unsigned long long add = 1;
+    if (!r->recipients) {
+        if (counted_in_tx(s, key, 0))
+            return PETREL_CONTINUE;
+    } else if (recipient == NULL) {
+        add = petrel_recipient_count(s);
+        if (add == 0)
+            return PETREL_CONTINUE;
+    }
+
+    if (conf->shm) {
+        uint64_t count;
+        int evicted;
+        int ok = ratelimit_shm_hit(conf->shm, key, r->window_ms, r->limit, add, now_ms(), &count, &evicted);
+        if (evicted)
+            petrel_log(s, PETREL_LOG_WARNING, "ratelimit_memory_slots is full: the least recently used key was "
+                       "forgotten to make room (raise ratelimit_memory_slots)");
+        if (ok) {
+            if (!r->recipients)
+                counted_in_tx(s, key, 1);
+            return PETREL_CONTINUE;
+        }
+        petrel_log(s, PETREL_LOG_INFO, "%s: over the limit of %llu %s per %s", what, r->limit,
+                   r->recipients ? "recipients" : "messages", r->window_text);
+        petrel_set_reply(s, 450, "4.7.1", reply_text(pool, r, what, recipient));
+        return PETREL_TEMPFAIL;
+    }
+
+    /* Redis. The message counts for this transaction once asked, even if
+     * Redis then fails: asking again per recipient would not help. */
+    if (!r->recipients)
+        counted_in_tx(s, key, 1);
+    struct request *q = calloc(1, sizeof(*q));
+    if (q == NULL)
+        return PETREL_CONTINUE;
+    q->m = m;
+    q->rule = *r;
+    q->what = strdup(what);
+    q->recipient = recipient ? strdup(recipient) : NULL;
+    q->pending = q->what ? petrel_suspend(s) : NULL;
+    if (q->pending == NULL) {
+        free_request(q);
+        return PETREL_CONTINUE;
+    }
+    char limit[32], addtext[32], window[32], buckets[16];
+    snprintf(limit, sizeof(limit), "%llu", r->limit);
+    snprintf(addtext, sizeof(addtext), "%llu", add);
+    snprintf(window, sizeof(window), "%llu", r->window_ms);
+    snprintf(buckets, sizeof(buckets), "%d", RATELIMIT_BUCKETS);
+    const char *argv[] = { "EVAL", ratelimit_script, "1", key, limit, addtext, window, buckets };
+    redis_command(conf->redis, redis_answered, q, 8, argv, NULL);
+    return PETREL_PENDING;
+}
+
+static const petrel_restriction ratelimit_restrictions[] = {
+    { "check_rate_limit", 1, ratelimit_compile, ratelimit_check },
+    { NULL, 0, NULL, NULL },
+};
+
+const petrel_module_desc petrel_module_descriptor = {
+    PETREL_MODULE_INIT,
+    .name = "ratelimit",
+    .version = "1.0",
+    .description = "check_rate_limit: messages or recipients per sliding window, in Redis or shared memory",
+    .params = ratelimit_params,
+    .init = ratelimit_init,
+    .fini = ratelimit_fini,
+    .restrictions = ratelimit_restrictions,
+    .hook_timeout_ms = 15000,
+};

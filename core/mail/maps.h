@@ -23,11 +23,16 @@ struct mail_maps {
     size_t n;
 };
 
-/* Postfix's default alias_maps (hash:/etc/aliases) names a table type that
- * Petrel may not have. With this flag, an item of alias_maps that cannot be
- * opened while alias_maps has its default value is left out (with a notice
- * unless quiet) instead of failing: local aliases are then not used at all. */
+/* Postfix's default alias_maps is hash:/etc/aliases. On a system without
+ * an /etc/aliases at all (neither the source nor the compiled
+ * /etc/aliases.lmdb), that default is left out with a warning (unless
+ * quiet): there are no aliases to apply, so mail goes to the users
+ * themselves, as an empty aliases file would have it. Any other table that
+ * cannot be opened - a missing compiled file while the source exists, or a
+ * table the admin set - is an error that stops the start (doc/tables.md).
+ * Postfix would start and defer local mail instead. */
 #define MAIL_MAPS_DEFAULT_ALIASES_OPTIONAL 1
+/* No warnings: another process of the same start already gave them. */
 #define MAIL_MAPS_QUIET 2
 
 /* Opens the tables listed in parameter param (case-folded keys). Returns 0,

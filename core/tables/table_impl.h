@@ -31,6 +31,7 @@ size_t tbl_balanced_braces(const char *s);
 
 struct tbl_file {
     FILE *fp;
+    const char *path;     /* as given to tbl_file_open, for warnings */
     struct buf line;      /* the current logical line, NUL-terminated */
     int lineno;           /* where the current logical line starts */
     struct buf pending;   /* a physical line read ahead and not yet used */
@@ -56,5 +57,6 @@ extern const struct tbl_type tbl_type_regexp;
 extern const struct tbl_type tbl_type_pcre;
 extern const struct tbl_type tbl_type_cidr;
 extern const struct tbl_type tbl_type_unix;
+extern const struct tbl_type tbl_type_hash;
 
 #endif

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/log.h"
 #include "lib/xalloc.h"
 #include "tables/table_impl.h"
 
@@ -78,6 +79,7 @@ char *tbl_trim(char *s)
 int tbl_file_open(struct tbl_file *f, const char *path, char **error)
 {
     memset(f, 0, sizeof(*f));
+    f->path = path;
     f->fp = fopen(path, "re");
     if (f->fp == NULL) {
         *error = tbl_strprintf("open %s: %s", path, strerror(errno));
@@ -151,18 +153,16 @@ static int next_content_line(struct tbl_file *f, char **error)
 
 int tbl_file_next(struct tbl_file *f, char **error)
 {
+again:;
     int r = next_content_line(f, error);
     if (r <= 0)
         return r;
     buf_reset(&f->line);
     f->lineno = f->pending_lineno;
-    const char *start = f->pending.data;
-    if (is_space((unsigned char)*start)) {
-        /* Nothing to continue: Postfix warns and takes it as its own line. */
-        while (is_space((unsigned char)*start))
-            start++;
-    }
-    buf_puts(&f->line, start);
+    /* Text that continues nothing: Postfix (readllines) warns and skips the
+     * whole logical line rather than guess what it belongs to. */
+    int orphan = is_space((unsigned char)f->pending.data[0]);
+    buf_puts(&f->line, f->pending.data);
     for (;;) {
         r = next_content_line(f, error);
         if (r < 0)
@@ -184,5 +184,13 @@ int tbl_file_next(struct tbl_file *f, char **error)
     while (len > 0 && is_space((unsigned char)f->line.data[len - 1]))
         f->line.data[--len] = '\0';
     f->line.len = len;
+    if (orphan) {
+        const char *text = f->line.data;
+        while (is_space((unsigned char)*text))
+            text++;
+        msg_warn("%s, line %d: logical line must not start with white space: \"%.30s%s\" -- ignoring it",
+                 f->path ? f->path : "table", f->lineno, text, strlen(text) > 30 ? "..." : "");
+        goto again;
+    }
     return 1;
 }

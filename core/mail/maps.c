@@ -124,10 +124,12 @@ void mail_maps_close(struct mail_maps *m)
     m->n = 0;
 }
 
-int mail_maps_get(struct mail_maps *m, const char *key, petrel_pool *pool, const char **value)
+static int maps_get(struct mail_maps *m, const char *key, int partial, petrel_pool *pool, const char **value)
 {
     for (size_t i = 0; i < m->n; i++) {
         const char *v;
+        if (partial && tbl_is_pattern(m->tables[i]))
+            continue;
         int rc = tbl_lookup(m->tables[i], key, &v);
         if (rc == TBL_ERROR) {
             msg_warn("%s: %s: lookup error for \"%s\"", m->param, tbl_spec(m->tables[i]), key);
@@ -139,4 +141,14 @@ int mail_maps_get(struct mail_maps *m, const char *key, petrel_pool *pool, const
         }
     }
     return 0;
+}
+
+int mail_maps_get(struct mail_maps *m, const char *key, petrel_pool *pool, const char **value)
+{
+    return maps_get(m, key, 0, pool, value);
+}
+
+int mail_maps_get_partial(struct mail_maps *m, const char *key, petrel_pool *pool, const char **value)
+{
+    return maps_get(m, key, 1, pool, value);
 }

@@ -43,5 +43,9 @@ void mail_maps_close(struct mail_maps *m);
 
 /* 1 found (*value copied into pool), 0 not found, -1 a table failed. */
 int mail_maps_get(struct mail_maps *m, const char *key, petrel_pool *pool, const char **value);
+/* The same for a partial key (user@domain without its extension, user,
+ * @domain): pattern tables (regexp:, pcre:, an SQL query with %u or %d)
+ * are skipped, as Postfix asks only fixed-string tables for those. */
+int mail_maps_get_partial(struct mail_maps *m, const char *key, petrel_pool *pool, const char **value);
 
 #endif

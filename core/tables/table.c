@@ -393,7 +393,8 @@ const struct tbl_type *tbl_get_type(const struct tbl *t)
 
 int tbl_is_pattern(const struct tbl *t)
 {
-    return (t->type->flags & TBL_TYPE_PATTERN) != 0;
+    return (t->type->flags & TBL_TYPE_PATTERN) != 0 ||
+           (t->type->handle_pattern != NULL && t->type->handle_pattern(t->handle));
 }
 
 const char *tbl_data_file(const struct tbl *t)

@@ -88,6 +88,9 @@ struct tbl_type {
      * early when fn returns non-zero. Returns 0 or -1 (*error set). */
     int (*iterate)(void *handle, int (*fn)(void *arg, const void *key, size_t klen, const void *value, size_t vlen),
                    void *arg, char **error);
+    /* May be NULL: 1 when this open table is a pattern table although its
+     * type is not (an SQL query using %u or %d). */
+    int (*handle_pattern)(void *handle);
 };
 
 struct tbl_registry;

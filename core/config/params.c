@@ -62,7 +62,7 @@ static const char *const database_types[] = { "hash", "lmdb", "cdb", NULL };
 /* Kept in alphabetical order only for readers; the schema sorts anyway. */
 static const struct cfg_param core_params[] = {
     S("2bounce_notice_recipient", "postmaster", "who gets undeliverable bounces"),
-    S("alias_database", "hash:/etc/aliases", "alias tables that newaliases builds"),
+    L("alias_database", "hash:/etc/aliases", "alias tables that newaliases builds"),
     M("alias_maps", "hash:/etc/aliases", "alias tables for local delivery"),
     L("allow_mail_to_commands", "alias, forward", "where |command deliveries may come from (alias, forward, include)"),
     L("allow_mail_to_files", "alias, forward", "where /file deliveries may come from (alias, forward, include)"),

@@ -38,10 +38,14 @@ struct tbl_file {
     int pending_lineno;
     int have_pending;
     int physical_lineno;
+    int borrowed;         /* fp belongs to the caller */
 };
 
 /* 0, or -1 with *error = "open PATH: reason". */
 int tbl_file_open(struct tbl_file *f, const char *path, char **error);
+/* Reads an open stream (standard input); label names it in warnings.
+ * tbl_file_close does not close it. Returns 0. */
+int tbl_file_open_stream(struct tbl_file *f, FILE *fp, const char *label);
 /* 1: next logical line in f->line.data (trailing white space removed);
  * 0: end of file; -1: read error or over-long line, with *error set
  * ("line N: ..."). */

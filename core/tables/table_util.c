@@ -88,9 +88,18 @@ int tbl_file_open(struct tbl_file *f, const char *path, char **error)
     return 0;
 }
 
+int tbl_file_open_stream(struct tbl_file *f, FILE *fp, const char *label)
+{
+    memset(f, 0, sizeof(*f));
+    f->path = label;
+    f->fp = fp;
+    f->borrowed = 1;
+    return 0;
+}
+
 void tbl_file_close(struct tbl_file *f)
 {
-    if (f->fp)
+    if (f->fp && !f->borrowed)
         fclose(f->fp);
     f->fp = NULL;
     buf_free(&f->line);

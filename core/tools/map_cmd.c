@@ -296,12 +296,14 @@ static char *printable(const char *s)
     return copy;
 }
 
-/* Reads the source (a file, or stdin for -i) into the table. */
+/* Reads the source (the file path, or stdin for -i when path is NULL)
+ * into the table. */
 static int read_source(const struct env *e, struct build_state *st, const char *path, const char *label)
 {
     struct tbl_file f;
     char *error = NULL;
-    if (tbl_file_open(&f, path, &error) != 0) {
+    int opened = path ? tbl_file_open(&f, path, &error) : tbl_file_open_stream(&f, stdin, label);
+    if (opened != 0) {
         fprintf(stderr, "petrelctl: %s\n", error);
         free(error);
         return -1;
@@ -421,7 +423,7 @@ static int rewrite(const struct env *e, const char *spec, const struct opts *o, 
     if (st.nul < 0)
         st.nul = 1;   /* Postfix's default on Linux */
     if (!st.failed && !ndeletes)
-        read_source(e, &st, o->incremental ? "/dev/stdin" : name, o->incremental ? "stdin" : name);
+        read_source(e, &st, o->incremental ? NULL : name, o->incremental ? "stdin" : name);
     if (!st.failed && o->aliases && !ndeletes) {
         /* sendmail's "the database is complete" mark, as postalias writes it */
         struct opts mark = *o;
@@ -464,7 +466,7 @@ static void print_entry(const struct opts *o, const char *key, const char *value
         value = decoded.data;
     }
     if (with_key)
-        printf(o->aliases ? "%s: %s\n" : "%s\t%s\n", key, value);
+        printf(o->aliases ? "%s:\t%s\n" : "%s\t%s\n", key, value);
     else
         printf("%s\n", value);
     buf_free(&decoded);

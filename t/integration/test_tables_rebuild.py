@@ -55,6 +55,13 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
     results = {"listed": 0, "unlisted": 0, "bad": [], "accepted": 0, "flap": {}}
 
     def client(n):
+        try:
+            session_loop(n)
+        except Exception as e:   # a dropped connection (a worker that died) is a failure too
+            with lock:
+                results["bad"].append(("client %d" % n, repr(e)))
+
+    def session_loop(n):
         i = 0
         while not stop.is_set():
             c = p.connect()
@@ -130,6 +137,7 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
     log = p.log()
     t.ok("lookup error" not in log and "lookup failure" not in log and "cannot be opened" not in log,
          "no lookup error and no unreadable table in the log")
+    t.ok("killed by signal" not in log and "panic" not in log, "no worker died")
     t.ok("was rebuilt: now using the new file" in log, "the reopen is logged")
 
     # The last generation's own key, without a reload.

@@ -79,7 +79,13 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
     r = p.petrelctl("newaliases")
     t.ok(r.returncode == 0, "petrelctl newaliases rebuilds it", r.stderr)
     rc, text = petreld_check(p)
-    t.ok(rc == 0, "petreld -n accepts the built alias database", text)
+    t.ok(rc == 0 and "writable by group or others" not in text, "petreld -n accepts the built alias database", text)
+    os.chmod(aliases + ".lmdb", 0o664)
+    rc, text = petreld_check(p)
+    t.ok(rc == 0 and "alias_maps: hash:%s: %s.lmdb is writable by group or others (mode 0664): whoever can write it "
+         "decides which commands and files mail is delivered to" % (aliases, aliases) in text,
+         "an alias table others may write is warned about", text)
+    os.chmod(aliases + ".lmdb", 0o644)
     p.start()
 
     c = p.connect()
@@ -123,6 +129,19 @@ if os.geteuid() != 0:
     t.ok(False, "the default alias_maps tests need root for a private mount namespace (CI and scripts/test.sh run "
          "as root)")
     t.done()
+
+# An alias table that root does not own: Postfix would run its commands as
+# the owner; Petrel says that it uses default_privs.
+with Petrel(t, start=False) as p:
+    aliases = p.write_file("aliases", "runner: \"|/bin/true\"\n")
+    conf = dict(p.settings)
+    conf.update({"alias_maps": "hash:" + aliases, "alias_database": "hash:" + aliases})
+    p.write_main_cf(conf)
+    t.is_(p.petrelctl("newaliases").returncode, 0, "the test user builds an alias table")
+    r = subprocess.run([PETRELD, "-n", "-c", p.conf], capture_output=True, text=True, timeout=30)
+    t.ok(r.returncode == 0 and ("%s.lmdb is owned by %s" % (aliases, p.pw.pw_name)) in r.stderr and
+         "Petrel runs them as default_privs (nobody)" in r.stderr,
+         "started as root, petreld warns that an alias table owned by another user runs as default_privs", r.stderr)
 
 with Petrel(t, start=False) as p:
     settings = dict(p.settings)

@@ -67,6 +67,16 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
         t.is_(c.cmd("RCPT TO:<nobody@%s.test>" % kind),
               "550 5.1.1 <nobody@%s.test>: Recipient address rejected: User unknown in virtual alias table" % kind,
               "%s: an unlisted address is refused at RCPT" % kind)
+    # Hostile keys reach the SQL table only as data; a NUL byte never reaches it.
+    t.is_(c.cmd("RCPT TO:<\"x' OR '1'='1\"@sqlite.test>"),
+          "550 5.1.1 <\"x' OR '1'='1\"@sqlite.test>: Recipient address rejected: User unknown in virtual alias "
+          "table", "sqlite: a key with SQL in it matches nothing")
+    t.is_(c.cmd("RCPT TO:<\"%s%%\"@sqlite.test>"),
+          "550 5.1.1 <%s%%@sqlite.test>: Recipient address rejected: User unknown in virtual alias table",
+          "sqlite: a key with % in it matches nothing")
+    c.send(b"RCPT TO:<sales@sqlite.test\x00' OR '1'='1>\r\n")
+    t.is_(c.read_reply(), "500 5.5.2 Error: bad syntax", "a NUL byte in RCPT never becomes part of a key")
+    t.is_(c.cmd("RCPT TO:<sales@sqlite.test>"), "250 2.1.5 Ok", "and the session goes on")
     c.cmd("RSET")
     c.close()
     for kind in ("hash", "lmdb", "cdb", "sqlite"):

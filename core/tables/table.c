@@ -346,7 +346,7 @@ int tbl_lookup(struct tbl *t, const char *key, const char **value)
     if (t->compiled)
         check_replaced(t);
     if ((t->flags & TBL_FLAG_FOLD_CASE) && !(t->type->flags & TBL_TYPE_PATTERN))
-        key = tbl_lowercase(t->scratch, key);
+        key = tbl_fold(t->scratch, key);
     int status = t->type->lookup(t->handle, key, value, t->scratch);
     if (status != TBL_FOUND)
         *value = NULL;

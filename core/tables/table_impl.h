@@ -19,10 +19,15 @@
 
 /* A malloc'd formatted string, for the char **error convention. */
 char *tbl_strprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-/* Copies s into pool, ASCII letters lowercased. */
-char *tbl_lowercase(petrel_pool *pool, const char *s);
-/* Lowercases s in place (ASCII). */
-void tbl_lowercase_inplace(char *s);
+/* Case folding of fixed-string keys, as Postfix with smtputf8_enable =
+ * yes: ASCII letters lowercased and, when s is valid UTF-8 that is not all
+ * ASCII, Unicode full case folding (ICU's U_FOLD_CASE_DEFAULT, as Postfix's
+ * casefold: "JÜRGEN" and "jürgen" are one key, "Straße" is "strasse").
+ * Text that is not UTF-8 gets its ASCII letters lowercased only. The result
+ * may be longer than s. tbl_fold copies into pool; tbl_fold_malloc returns
+ * memory the caller frees. */
+char *tbl_fold(petrel_pool *pool, const char *s);
+char *tbl_fold_malloc(const char *s);
 /* Strips leading and trailing white space in place; returns the new start. */
 char *tbl_trim(char *s);
 /* Length of the balanced {...} group that starts at s, 0 when s does not

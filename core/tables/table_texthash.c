@@ -42,7 +42,7 @@ static void *texthash_open(const char *name, int flags, petrel_pool *pool, char 
             msg_warn("texthash:%s, line %d: record is in \"key: value\" format;"
                      " is this an alias file?", name, file.lineno);
         if (flags & TBL_FLAG_FOLD_CASE)
-            tbl_lowercase_inplace(key);
+            key = tbl_fold(pool, key);
         if (strmap_put(th->map, key, value, 0) != 0)
             msg_warn("texthash:%s, line %d: duplicate entry: \"%s\" (the first one is used)",
                      name, file.lineno, key);

@@ -1,20 +1,28 @@
 /*
- * Helpers for the built-in table types: error strings, ASCII case folding
- * and the bounded logical-line reader (see table_impl.h for the format).
- * Case folding is ASCII only, like Postfix without SMTPUTF8: non-ASCII keys
- * are compared byte for byte.
+ * Helpers for the built-in table types: error strings, case folding and
+ * the bounded logical-line reader (see table_impl.h for the format).
+ * Case folding is Postfix's (util/casefold.c): ASCII keys take a fast path;
+ * UTF-8 keys with other characters go through ICU's full case folding, as
+ * in Postfix with smtputf8_enable = yes (the default at compatibility level
+ * 1 and later, and Petrel's). The ICU case map is created once per process
+ * and only read afterwards, which ICU allows from any thread.
  */
 #include "config.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "lib/log.h"
+#include <unicode/ucasemap.h>
+
 #include "lib/xalloc.h"
 #include "tables/table_impl.h"
+#include "tables/table_source.h"
 
 char *tbl_strprintf(const char *fmt, ...)
 {
@@ -38,16 +46,64 @@ static inline char ascii_lower(char c)
     return (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
 }
 
-void tbl_lowercase_inplace(char *s)
+static pthread_once_t casemap_once = PTHREAD_ONCE_INIT;
+static UCaseMap *casemap;   /* written once, then only read */
+
+static void casemap_init(void)
 {
-    for (; *s; s++)
-        *s = ascii_lower(*s);
+    UErrorCode err = U_ZERO_ERROR;
+    casemap = ucasemap_open("", U_FOLD_CASE_DEFAULT, &err);
+    if (U_FAILURE(err))
+        casemap = NULL;   /* then ASCII folding only */
 }
 
-char *tbl_lowercase(petrel_pool *pool, const char *s)
+/* Unicode folding of valid UTF-8 s (len bytes); NULL when ICU fails. */
+static char *unicode_fold(const char *s, size_t len)
 {
-    char *copy = petrel_pool_strdup(pool, s);
-    tbl_lowercase_inplace(copy);
+    pthread_once(&casemap_once, casemap_init);
+    if (casemap == NULL || len > INT32_MAX / 3)
+        return NULL;
+    int32_t cap = (int32_t)len + 16;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        char *out = xmalloc((size_t)cap + 1);
+        UErrorCode err = U_ZERO_ERROR;
+        int32_t n = ucasemap_utf8FoldCase(casemap, out, cap, s, (int32_t)len, &err);
+        if (err == U_BUFFER_OVERFLOW_ERROR) {
+            free(out);
+            cap = n;
+            continue;
+        }
+        if (U_FAILURE(err) || n > cap) {
+            free(out);
+            return NULL;
+        }
+        out[n] = '\0';
+        return out;
+    }
+    return NULL;
+}
+
+char *tbl_fold_malloc(const char *s)
+{
+    int ascii = 1;
+    for (const char *p = s; *p && ascii; p++)
+        ascii = (unsigned char)*p < 0x80;
+    if (!ascii && tbl_valid_utf8(s)) {
+        char *folded = unicode_fold(s, strlen(s));
+        if (folded)
+            return folded;
+    }
+    char *copy = xstrdup(s);
+    for (char *p = copy; *p; p++)
+        *p = ascii_lower(*p);
+    return copy;
+}
+
+char *tbl_fold(petrel_pool *pool, const char *s)
+{
+    char *folded = tbl_fold_malloc(s);
+    char *copy = petrel_pool_strdup(pool, folded);
+    free(folded);
     return copy;
 }
 

@@ -18,7 +18,7 @@
  *   with flock() on the directory, so two concurrent -i runs do not lose
  *   each other's entries.
  * - Keys and values are stored as postmap stores them on Linux: keys
- *   lowercased (ASCII letters; -f keeps case) and both NUL-terminated (-n:
+ *   case-folded (tbl_fold; -f keeps case) and both NUL-terminated (-n:
  *   without NUL), so Postfix's own postmap reads these files and the
  *   other way round. `postalias` adds the "@" → "@" entry sendmail uses to
  *   see that the database is complete.
@@ -234,9 +234,7 @@ struct build_state {
 /* Stores one entry as postmap would. */
 static int store(struct build_state *st, const char *key, const char *value)
 {
-    char *k = xstrdup(key);
-    if (st->o->fold)
-        tbl_lowercase_inplace(k);
+    char *k = st->o->fold ? tbl_fold_malloc(key) : xstrdup(key);
     char *error = NULL;
     int rc = tbl_build_put(st->b, k, strlen(k) + (size_t)st->nul, value, strlen(value) + (size_t)st->nul,
                            st->o->dup == DUP_REPLACE, &error);
@@ -631,9 +629,11 @@ int map_main(const char *confdir, int aliases, int argc, char **argv)
             keys = xmalloc(sizeof(*keys));
             keys[nkeys++] = xstrdup(key);
         }
-        for (size_t i = 0; i < nkeys; i++)
-            if (o.fold)
-                tbl_lowercase_inplace(keys[i]);
+        for (size_t i = 0; i < nkeys && o.fold; i++) {
+            char *folded = tbl_fold_malloc(keys[i]);
+            free(keys[i]);
+            keys[i] = folded;
+        }
         int rc = nkeys ? rewrite(&e, spec, &o, keys, nkeys) : 1;
         status = rc < 0 ? 2 : rc;
         for (size_t i = 0; i < nkeys; i++)

@@ -20,6 +20,7 @@
 #include "lib/buf.h"
 #include "lib/xalloc.h"
 #include "tables/table.h"
+#include "tables/table_impl.h"
 #include "tables/table_source.h"
 #include "../tap.h"
 
@@ -345,6 +346,15 @@ static void test_alias_lines(void)
        !tbl_valid_utf8("\xed\xa0\x80"), "UTF-8 check (overlong forms and surrogates are invalid)");
 }
 
+static void test_fold(void)
+{
+    is_str(tbl_fold(test_pool, "User@Example.COM"), "user@example.com", "ASCII keys are lowercased");
+    is_str(tbl_fold(test_pool, "J\xc3\x9cRGEN@B\xc3\x84R.example"), "j\xc3\xbcrgen@b\xc3\xa4r.example",
+           "UTF-8 letters are folded too (smtputf8_enable)");
+    is_str(tbl_fold(test_pool, "Stra\xc3\x9f" "e"), "strasse", "full case folding, as Postfix's ICU casefold");
+    is_str(tbl_fold(test_pool, "AB\xff\xfe" "CD"), "ab\xff\xfe" "cd", "bytes that are not UTF-8: ASCII folding only");
+}
+
 int main(void)
 {
     if (mkdtemp(tmpdir) == NULL) {
@@ -361,6 +371,7 @@ int main(void)
     test_build_permissions(reg);
     test_postmap_lines();
     test_alias_lines();
+    test_fold();
 
     tbl_registry_free(reg);
     petrel_pool_destroy(test_pool);

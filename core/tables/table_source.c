@@ -156,6 +156,13 @@ static size_t scan(const char *s, struct tok **out)
                 }
                 buf_putc(&t->text, is_space((unsigned char)*s) ? ' ' : *s);
             }
+            if (t->text.len == 0) {
+                /* a lone backslash at the end of the line: no token (postalias
+                 * keeps an empty one, which only adds a trailing space) */
+                buf_free(&t->text);
+                n--;
+                continue;
+            }
             /* An escaped special character makes the atom a quoted string. */
             for (const char *p = t->text.data; *p; p++)
                 if (*p == ' ' || (unsigned char)*p < 0x20 || *p == 0x7f || is_operator_char(*p)) {

@@ -6,9 +6,11 @@
 set -eu
 
 BUILD_PKGS="build-essential autoconf automake libtool libltdl-dev pkg-config \
-libevent-dev libssl-dev libpcre2-dev libc-ares-dev libspf2-dev libopendkim-dev libopendmarc-dev libhiredis-dev"
+libevent-dev libssl-dev libpcre2-dev libc-ares-dev libspf2-dev libopendkim-dev libopendmarc-dev libhiredis-dev \
+liblmdb-dev libcdb-dev libsqlite3-dev libicu-dev"
 TEST_PKGS="python3 swaks postfix strace openssl procps util-linux time dnsmasq-base pflogsumm \
-dovecot-core dovecot-lmtpd opendkim-tools python3-dkim python3-nacl python3-dnspython iproute2 redis-server redis-sentinel"
+dovecot-core dovecot-lmtpd opendkim-tools python3-dkim python3-nacl python3-dnspython iproute2 redis-server redis-sentinel \
+postfix-lmdb postfix-cdb postfix-sqlite sqlite3 tinycdb lmdb-utils"
 
 want=""
 for p in $BUILD_PKGS ${PETREL_WITH_TESTS:+$TEST_PKGS}; do

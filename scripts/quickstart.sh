@@ -49,7 +49,12 @@ if [ ! -f "$conf/main.cf" ]; then
         "queue_directory=$run/queue" \
         "virtual_mailbox_domains=example.com" \
         "virtual_mailbox_base=$run/mail" \
-        "virtual_mailbox_maps=pcre:$conf/virtual_mailbox"
+        "virtual_mailbox_maps=pcre:$conf/virtual_mailbox" \
+        "alias_maps=hash:$conf/aliases" \
+        "alias_database=hash:$conf/aliases"
+    # Local postmaster mail goes to postmaster@example.com's Maildir.
+    printf '# aliases(5)\npostmaster: postmaster@example.com\n' > "$conf/aliases"
+    "$inst/sbin/petrelctl" -c "$conf" newaliases
     # The SMTP service on 127.0.0.1:2525 instead of port 25.
     sed -i 's/^smtp\([[:space:]][[:space:]]*inet[[:space:]]\)/127.0.0.1:2525\1/' "$conf/master.cf"
 fi

@@ -47,6 +47,7 @@ static const char *const cipher_grades[] = { "export", "low", "medium", "high", 
 static const char *const bare_newline_modes[] = { "normalize", "yes", "reject", "no", NULL };
 static const char *const milter_actions[] = { "accept", "reject", "tempfail", "quarantine", NULL };
 static const char *const mynetworks_styles[] = { "host", "subnet", "class", NULL };
+static const char *const database_types[] = { "hash", "lmdb", "cdb", NULL };
 
 #define MAXT 0  /* no upper bound */
 #define S(n, d, h) { n, CFG_STR, d, h, 0, 0, NULL }
@@ -61,7 +62,7 @@ static const char *const mynetworks_styles[] = { "host", "subnet", "class", NULL
 /* Kept in alphabetical order only for readers; the schema sorts anyway. */
 static const struct cfg_param core_params[] = {
     S("2bounce_notice_recipient", "postmaster", "who gets undeliverable bounces"),
-    S("alias_database", "hash:/etc/aliases", "alias tables that newaliases builds"),
+    L("alias_database", "hash:/etc/aliases", "alias tables that newaliases builds"),
     M("alias_maps", "hash:/etc/aliases", "alias tables for local delivery"),
     L("allow_mail_to_commands", "alias, forward", "where |command deliveries may come from (alias, forward, include)"),
     L("allow_mail_to_files", "alias, forward", "where /file deliveries may come from (alias, forward, include)"),
@@ -101,6 +102,8 @@ static const struct cfg_param core_params[] = {
     I("smtp_destination_recipient_limit", "$default_destination_recipient_limit", 0, 0, "recipients per smtp delivery"),
     I("lmtp_destination_recipient_limit", "$default_destination_recipient_limit", 0, 0, "recipients per lmtp delivery"),
     T("smtp_destination_rate_delay", "$default_destination_rate_delay", 0, "pause between smtp deliveries to one destination"),
+    E("default_database_type", "hash", database_types,
+      "table type petrelctl map build, alias build and newaliases use when none is given"),
     S("default_privs", "nobody", "rights for delivery to external files and commands"),
     I("default_process_limit", "100", 1, 0, "maxproc of a master.cf service that says -"),
     S("default_transport", "smtp", "transport for domains that are not local or virtual"),

@@ -36,20 +36,22 @@ int mail_addr_find(struct mail_maps *m, const struct mail_addr *a, unsigned stra
         if ((rc = mail_maps_get(m, key, pool, value)) != 0)
             return rc;
     }
+    /* Only the full address goes to pattern tables (Postfix's
+     * mail_addr_find asks the others with DICT_FLAG_FIXED). */
     if ((strategy & MAIL_FIND_NOEXT) && a->extension) {
         char *key = petrel_pool_printf(pool, "%s@%s", a->local, a->domain);
-        if ((rc = mail_maps_get(m, key, pool, value)) != 0)
+        if ((rc = mail_maps_get_partial(m, key, pool, value)) != 0)
             return rc;
     }
     if (strategy & MAIL_FIND_LOCALPART) {
-        if ((rc = mail_maps_get(m, a->full_local, pool, value)) != 0)
+        if ((rc = mail_maps_get_partial(m, a->full_local, pool, value)) != 0)
             return rc;
-        if (a->extension && (rc = mail_maps_get(m, a->local, pool, value)) != 0)
+        if (a->extension && (rc = mail_maps_get_partial(m, a->local, pool, value)) != 0)
             return rc;
     }
     if ((strategy & MAIL_FIND_AT_DOMAIN) && *a->domain) {
         char *key = petrel_pool_printf(pool, "@%s", a->domain);
-        return mail_maps_get(m, key, pool, value);
+        return mail_maps_get_partial(m, key, pool, value);
     }
     return 0;
 }

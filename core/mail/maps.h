@@ -23,11 +23,16 @@ struct mail_maps {
     size_t n;
 };
 
-/* Postfix's default alias_maps (hash:/etc/aliases) names a table type that
- * Petrel may not have. With this flag, an item of alias_maps that cannot be
- * opened while alias_maps has its default value is left out (with a notice
- * unless quiet) instead of failing: local aliases are then not used at all. */
+/* Postfix's default alias_maps is hash:/etc/aliases. On a system without
+ * an /etc/aliases at all (neither the source nor the compiled
+ * /etc/aliases.lmdb), that default is left out with a warning (unless
+ * quiet): there are no aliases to apply, so mail goes to the users
+ * themselves, as an empty aliases file would have it. Any other table that
+ * cannot be opened - a missing compiled file while the source exists, or a
+ * table the admin set - is an error that stops the start (doc/tables.md).
+ * Postfix would start and defer local mail instead. */
 #define MAIL_MAPS_DEFAULT_ALIASES_OPTIONAL 1
+/* No warnings: another process of the same start already gave them. */
 #define MAIL_MAPS_QUIET 2
 
 /* Opens the tables listed in parameter param (case-folded keys). Returns 0,
@@ -38,5 +43,9 @@ void mail_maps_close(struct mail_maps *m);
 
 /* 1 found (*value copied into pool), 0 not found, -1 a table failed. */
 int mail_maps_get(struct mail_maps *m, const char *key, petrel_pool *pool, const char **value);
+/* The same for a partial key (user@domain without its extension, user,
+ * @domain): pattern tables (regexp:, pcre:, an SQL query with %u or %d)
+ * are skipped, as Postfix asks only fixed-string tables for those. */
+int mail_maps_get_partial(struct mail_maps *m, const char *key, petrel_pool *pool, const char **value);
 
 #endif

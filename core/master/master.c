@@ -353,15 +353,27 @@ int master_load_config(const char *confdir, struct loaded_config *out, int check
     }
     {
         /* The routing and rewriting maps open here or not at all: a worker
-         * or queue manager must not be the first to find a bad map. */
+         * or queue manager must not be the first to find a bad map. This is
+         * also where their warnings are given, once per start, reload or
+         * petreld -n (the roles open them quietly). */
         struct tbl_registry *reg = tbl_registry_new();
         module_set_register_tables(out->modules, reg);
         char *error = NULL;
-        struct router *r = router_create(out->cfg, reg, 1, &error);
+        struct router *r = router_create(out->cfg, reg, 0, &error);
         router_free(r);
         tbl_registry_free(reg);
         if (r == NULL) {
-            msg_error("%s/main.cf: %s", confdir, error);
+            /* "param: why": point at the main.cf line that sets param. */
+            const char *file = NULL;
+            int line = 0;
+            char *param = xstrndup(error, strcspn(error, ":"));
+            if (cfg_get(out->cfg, param) != NULL)
+                cfg_origin(out->cfg, param, &file, &line);
+            free(param);
+            if (file && line > 0)
+                msg_error("%s:%d: %s", file, line, error);
+            else
+                msg_error("%s/main.cf: %s", confdir, error);
             free(error);
             master_unload_config(out);
             return -1;

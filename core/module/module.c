@@ -494,6 +494,74 @@ static void module_table_close(void *handle)
         t->type->close(t->handle);
 }
 
+static int module_table_pattern(void *handle)
+{
+    struct module_table *t = handle;
+    return t->type->handle_pattern(t->handle);
+}
+
+/* Builders (petrelctl map build): the core's char **error convention
+ * holds malloc'd text, the API's const char ** holds the module's. */
+struct module_builder {
+    const petrel_table_type *type;
+    void *builder;
+};
+
+static char *copy_error(const char *why, const char *fallback)
+{
+    return xstrdup(why ? why : fallback);
+}
+
+static void *module_build_open(const struct tbl_type *type, const char *path, petrel_pool *pool, char **error)
+{
+    struct module_table *owner = type->owner;
+    const char *why = NULL;
+    void *builder = owner->type->build_open(owner->module, path, pool, &why);
+    if (builder == NULL) {
+        *error = copy_error(why, "cannot create the table");
+        return NULL;
+    }
+    struct module_builder *b = petrel_pool_zalloc(pool, sizeof(*b));
+    b->type = owner->type;
+    b->builder = builder;
+    return b;
+}
+
+static int module_build_put(void *builder, const void *key, size_t klen, const void *value, size_t vlen, int replace,
+                            char **error)
+{
+    struct module_builder *b = builder;
+    const char *why = NULL;
+    int rc = b->type->build_put(b->builder, key, klen, value, vlen, replace, &why);
+    if (rc < 0)
+        *error = copy_error(why, "write error");
+    return rc < 0 ? -1 : rc > 0 ? 1 : 0;
+}
+
+static int module_build_close(void *builder, int commit, char **error)
+{
+    struct module_builder *b = builder;
+    const char *why = NULL;
+    if (b->type->build_close(b->builder, commit, &why) != 0) {
+        *error = copy_error(why, "cannot finish the table");
+        return -1;
+    }
+    return 0;
+}
+
+static int module_table_iterate(void *handle,
+                                int (*fn)(void *arg, const void *key, size_t klen, const void *value, size_t vlen),
+                                void *arg, char **error)
+{
+    struct module_table *t = handle;
+    const char *why = NULL;
+    if (t->type->iterate(t->handle, fn, arg, &why) != 0) {
+        *error = copy_error(why, "read error");
+        return -1;
+    }
+    return 0;
+}
+
 int module_set_register_tables(struct module_set *set, struct tbl_registry *reg)
 {
     int bad = 0;
@@ -511,8 +579,25 @@ int module_set_register_tables(struct module_set *set, struct tbl_registry *reg)
             type->flags = tt->pattern ? TBL_TYPE_PATTERN : 0;
             type->owner = owner;
             type->open_owned = module_table_open;
+            if (tt->handle_pattern)
+                type->handle_pattern = module_table_pattern;
+            int file_based = tt->suffix != NULL;
+            if (file_based) {
+                type->suffix = tt->suffix;
+                type->build_open = module_build_open;
+                type->build_put = module_build_put;
+                type->build_close = module_build_close;
+                type->iterate = module_table_iterate;
+            } else if (tt->iterate) {
+                type->iterate = module_table_iterate;
+            }
             if (tt->open == NULL || tt->lookup == NULL) {
                 msg_error("module %s: table type %s lacks open or lookup", m->name, tt->name);
+                bad++;
+            } else if (file_based && (*tt->suffix == '\0' || tt->build_open == NULL || tt->build_put == NULL ||
+                                      tt->build_close == NULL || tt->iterate == NULL)) {
+                msg_error("module %s: table type %s has a file suffix but not build_open, build_put, build_close "
+                          "and iterate", m->name, tt->name);
                 bad++;
             } else if (tbl_registry_add(reg, type) != 0) {
                 msg_error("module %s: table type %s: already provided by the core or another module", m->name,

@@ -154,6 +154,9 @@ int qmgr_main(const struct qmgr_args *args)
     }
     queue_id_gen_init(&q.idgen, (unsigned)getpid());
     q.tables = tbl_registry_new();
+    /* Module table types (lmdb:, cdb:, sqlite:, ...) route mail too. */
+    if (module_set_register_tables(args->modules, q.tables) != 0)
+        msg_fatal("cannot start: a module's table type clashes with another (see above)");
     q.myhostname = cfg_get(cfg, "myhostname");
     q.postmaster = cfg_get(cfg, "2bounce_notice_recipient");
     if (q.postmaster == NULL || *q.postmaster == '\0')
@@ -196,7 +199,8 @@ int qmgr_main(const struct qmgr_args *args)
     mkdir(q.defer_dir, 0700);
 
     char *error = NULL;
-    q.router = router_create(cfg, q.tables, 0, &error);
+    /* quiet: the master already warned about these tables when it checked them */
+    q.router = router_create(cfg, q.tables, 1, &error);
     if (q.router == NULL)
         msg_fatal("%s", error);
     q.dns = dns_resolver_create(q.base, cfg_get(cfg, "dns_resolver"), &error);

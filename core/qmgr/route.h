@@ -61,8 +61,10 @@ struct route_list {
 
 /* Builds a router from the configuration; tables are opened through reg.
  * Returns NULL with *error (malloc'd) naming the parameter. */
-/* quiet: do not log the notice about an unusable default alias_maps (only the
- * queue manager, which uses aliases, says it). */
+/* quiet: give none of the warnings about the configuration (overlapping
+ * domain lists, the default alias_maps left out, alias tables owned by
+ * someone else): the master gives them once when it checks the
+ * configuration, and the roles open the same tables again quietly. */
 struct router *router_create(const struct cfg *cfg, struct tbl_registry *reg, int quiet, char **error);
 void router_free(struct router *r);
 /* The envelope sender as delivered: sender_canonical_maps, then

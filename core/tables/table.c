@@ -7,21 +7,40 @@
  * that says what to load or build instead of a bare "unsupported type". A
  * module that registers one of these names takes precedence: the hint is
  * only consulted when the registry has no such type.
+ *
+ * File-based types (a suffix in struct tbl_type) get three things here,
+ * so that every such type, built in or from a module, behaves the same:
+ * a missing compiled file is an error that names the command that builds
+ * it; a source file newer than its compiled file is warned about (Postfix:
+ * "database X is older than source file Y"); and a compiled file replaced
+ * by a rebuild is reopened by the next lookup after at most a second.
  */
 #include "config.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "lib/log.h"
 #include "lib/xalloc.h"
 #include "tables/table.h"
 #include "tables/table_impl.h"
 
+/* Warnings a process gives once per file, not once per table that names it
+ * (alias_maps and local_recipient_maps open the same file, in every role). */
+struct tbl_said {
+    char **items;
+    size_t n;
+};
+
 struct tbl_registry {
     const struct tbl_type **types;
     size_t count;
     size_t cap;
+    struct tbl_said *said;
 };
 
 struct tbl {
@@ -32,23 +51,29 @@ struct tbl {
     void *handle;
     petrel_pool *handle_pool;
     petrel_pool *scratch;
+    /* file-based types: the compiled file and the inode now open */
+    char *compiled;
+    dev_t dev;
+    ino_t ino;
+    time_t next_check;    /* when a lookup looks at the path again */
+    int complained;       /* a replaced file could not be opened, or the path vanished: said once */
+    struct tbl_said *said;
 };
 
 static const struct tbl_type *const builtin_types[] = {
     &tbl_type_texthash, &tbl_type_inline, &tbl_type_static, &tbl_type_fail,
-    &tbl_type_regexp,   &tbl_type_pcre,   &tbl_type_cidr,    &tbl_type_unix,
+    &tbl_type_regexp,   &tbl_type_pcre,   &tbl_type_cidr,    &tbl_type_unix, &tbl_type_hash,
 };
 
 static const struct {
     const char *type;
     const char *hint;
 } type_hints[] = {
-    { "hash", "the hash: type needs the lmdb module or `petrelctl map build` (not built yet)" },
-    { "btree", "Berkeley DB tables are not supported: use texthash:, or lmdb: from the lmdb module" },
-    { "dbm", "DBM tables are not supported: use texthash:, or lmdb: from the lmdb module" },
-    { "sdbm", "SDBM tables are not supported: use texthash:, or lmdb: from the lmdb module" },
+    { "btree", "Berkeley DB tables are not supported: use hash: (an LMDB file built by `petrelctl map build`)" },
+    { "dbm", "DBM tables are not supported: use hash: (an LMDB file built by `petrelctl map build`)" },
+    { "sdbm", "SDBM tables are not supported: use hash: (an LMDB file built by `petrelctl map build`)" },
     { "lmdb", "it is provided by the lmdb module: add lmdb to `modules` in main.cf" },
-    { "cdb", "it is provided by the cdb module and built with `petrelctl map build` (not built yet)" },
+    { "cdb", "it is provided by the cdb module: add cdb to `modules` in main.cf" },
     { "sqlite", "it is provided by the sqlite module: add sqlite to `modules` in main.cf" },
     { "pgsql", "it is provided by the pgsql module: add pgsql to `modules` in main.cf" },
     { "redis", "it is provided by the redis module: add redis to `modules` in main.cf" },
@@ -69,6 +94,7 @@ static const struct {
 struct tbl_registry *tbl_registry_new(void)
 {
     struct tbl_registry *reg = xcalloc(1, sizeof(*reg));
+    reg->said = xcalloc(1, sizeof(*reg->said));
     for (size_t i = 0; i < sizeof(builtin_types) / sizeof(builtin_types[0]); i++)
         if (tbl_registry_add(reg, builtin_types[i]) != 0)
             msg_panic("tbl_registry_new: duplicate built-in type %s", builtin_types[i]->name);
@@ -102,8 +128,25 @@ void tbl_registry_free(struct tbl_registry *reg)
 {
     if (reg == NULL)
         return;
+    for (size_t i = 0; i < reg->said->n; i++)
+        free(reg->said->items[i]);
+    free(reg->said->items);
+    free(reg->said);
     free(reg->types);
     free(reg);
+}
+
+/* 1 the first time this process is told about text (per registry). */
+static int first_time(struct tbl_said *said, const char *text)
+{
+    if (said == NULL)
+        return 1;
+    for (size_t i = 0; i < said->n; i++)
+        if (strcmp(said->items[i], text) == 0)
+            return 0;
+    said->items = xrealloc(said->items, (said->n + 1) * sizeof(*said->items));
+    said->items[said->n++] = xstrdup(text);
+    return 1;
 }
 
 static const char *type_hint(const char *type)
@@ -122,10 +165,12 @@ static char *spec_error(const char *spec, const char *text)
     return tbl_strprintf("%s: %s", spec, text);
 }
 
-struct tbl *tbl_open(const struct tbl_registry *reg, const char *spec, int flags, char **error)
+/* Splits "[proxy:]TYPE:NAME": the type (NULL with *error when unknown)
+ * and where NAME starts. */
+static const struct tbl_type *parse_spec(const struct tbl_registry *reg, const char *spec, const char **name,
+                                         char **error)
 {
     const char *rest = spec;
-    *error = NULL;
     /* proxymap exists to reach tables from a chroot; Petrel reads them
      * in-process, so "proxy:TYPE:NAME" simply means TYPE:NAME. */
     if (strncmp(rest, "proxy:", 6) == 0)
@@ -143,31 +188,150 @@ struct tbl *tbl_open(const struct tbl_registry *reg, const char *spec, int flags
             *error = tbl_strprintf("%s: table type %s is not available: %s", spec, type_name, hint);
         else
             *error = tbl_strprintf("%s: unsupported dictionary type: %s", spec, type_name);
-        free(type_name);
-        return NULL;
     }
     free(type_name);
+    *name = colon + 1;
+    return type;
+}
+
+char *tbl_compiled_path(const struct tbl_registry *reg, const char *spec, const struct tbl_type **type_out)
+{
+    const char *name;
+    char *error = NULL;
+    const struct tbl_type *type = parse_spec(reg, spec, &name, &error);
+    free(error);
+    if (type_out)
+        *type_out = type;
+    if (type == NULL || type->suffix == NULL)
+        return NULL;
+    return tbl_strprintf("%s%s", name, type->suffix);
+}
+
+/* Why a file-based table could not be opened, with the command that
+ * builds its compiled file when that file is missing. */
+static char *open_error(const struct tbl *t, const char *why)
+{
+    if (t->compiled == NULL || access(t->compiled, F_OK) == 0 || errno != ENOENT)
+        return spec_error(t->spec, why);
+    char *hint;
+    if (t->flags & TBL_FLAG_ALIASES)
+        hint = tbl_strprintf("build it with `petrelctl newaliases` (alias_database) or `petrelctl alias build %s`",
+                             t->spec);
+    else
+        hint = tbl_strprintf("build it with `petrelctl map build %s`", t->spec);
+    char *text;
+    if (access(t->name, F_OK) != 0)
+        text = tbl_strprintf("%s; the source file %s does not exist either (create it, then %s)", why, t->name,
+                             hint);
+    else
+        text = tbl_strprintf("%s; %s", why, hint);
+    /* Postfix's postmap wrote NAME.db (Berkeley DB): say why it is not read. */
+    struct stat st;
+    char *db = tbl_strprintf("%s.db", t->name);
+    if (strcmp(t->type->name, "hash") == 0 && stat(db, &st) == 0) {
+        char *more = tbl_strprintf("%s (%s is a Berkeley DB file from Postfix: Petrel's hash: tables are LMDB "
+                                   "files named NAME.lmdb)", text, db);
+        free(text);
+        text = more;
+    }
+    free(db);
+    free(hint);
+    char *out = spec_error(t->spec, text);
+    free(text);
+    return out;
+}
+
+/* Postfix's warning, except when the source changed only seconds ago (an
+ * admin who is editing it right now). */
+static void check_source_age(struct tbl *t)
+{
+    struct stat src, db;
+    if (stat(t->name, &src) != 0 || stat(t->compiled, &db) != 0)
+        return;
+    if (src.st_mtime > db.st_mtime && src.st_mtime < time(NULL) - 100) {
+        char *text = tbl_strprintf("database %s is older than source file %s", t->compiled, t->name);
+        if (first_time(t->said, text))
+            msg_warn("%s", text);
+        free(text);
+    }
+}
+
+struct tbl *tbl_open(const struct tbl_registry *reg, const char *spec, int flags, char **error)
+{
+    const char *name;
+    *error = NULL;
+    const struct tbl_type *type = parse_spec(reg, spec, &name, error);
+    if (type == NULL)
+        return NULL;
 
     struct tbl *t = xcalloc(1, sizeof(*t));
     t->type = type;
     t->spec = xstrdup(spec);
-    t->name = xstrdup(colon + 1);
+    t->name = xstrdup(name);
     t->flags = flags;
+    t->said = reg->said;
+    struct stat st;
+    if (type->suffix) {
+        /* stat before open: a rebuild in between makes the next check
+         * reopen once more, never miss the new file. */
+        t->compiled = tbl_strprintf("%s%s", t->name, type->suffix);
+        if (stat(t->compiled, &st) == 0) {
+            t->dev = st.st_dev;
+            t->ino = st.st_ino;
+        }
+        t->next_check = time(NULL) + 1;
+    }
     t->handle_pool = petrel_pool_create(0);
     char *why = NULL;
     t->handle = type->open_owned ? type->open_owned(type, t->name, flags, t->handle_pool, &why)
                                  : type->open(t->name, flags, t->handle_pool, &why);
     if (t->handle == NULL) {
-        *error = spec_error(spec, why ? why : "open failed");
+        *error = open_error(t, why ? why : "open failed");
         free(why);
         petrel_pool_destroy(t->handle_pool);
+        free(t->compiled);
         free(t->name);
         free(t->spec);
         free(t);
         return NULL;
     }
     t->scratch = petrel_pool_create(0);
+    if (t->compiled)
+        check_source_age(t);
     return t;
+}
+
+/* At most once a second: has `petrelctl map build` (or anyone) replaced the
+ * compiled file? Then reopen it; the old contents stay until the new file
+ * opened, so a lookup never fails because of a rebuild. */
+static void check_replaced(struct tbl *t)
+{
+    time_t now = time(NULL);
+    if (now < t->next_check)
+        return;
+    t->next_check = now + 1;
+    struct stat st;
+    if (stat(t->compiled, &st) != 0) {
+        if (!t->complained)
+            msg_warn("%s: %s: %s; still using the copy that is open", t->spec, t->compiled, strerror(errno));
+        t->complained = 1;
+        return;
+    }
+    if (st.st_dev == t->dev && st.st_ino == t->ino)
+        return;
+    char *error = NULL;
+    if (tbl_reload(t, &error) != 0) {
+        if (!t->complained)
+            msg_warn("%s was replaced but cannot be opened (%s); still using the old copy", t->compiled, error);
+        t->complained = 1;
+        free(error);
+        return;
+    }
+    t->dev = st.st_dev;
+    t->ino = st.st_ino;
+    t->complained = 0;
+    msg_info("%s: %s was rebuilt: now using the new file", t->spec, t->compiled);
+    check_source_age(t);
 }
 
 int tbl_lookup(struct tbl *t, const char *key, const char **value)
@@ -179,8 +343,10 @@ int tbl_lookup(struct tbl *t, const char *key, const char **value)
         msg_warn("%s: lookup key longer than %d bytes: refusing the lookup", t->spec, TBL_KEY_MAX);
         return TBL_ERROR;
     }
+    if (t->compiled)
+        check_replaced(t);
     if ((t->flags & TBL_FLAG_FOLD_CASE) && !(t->type->flags & TBL_TYPE_PATTERN))
-        key = tbl_lowercase(t->scratch, key);
+        key = tbl_fold(t->scratch, key);
     int status = t->type->lookup(t->handle, key, value, t->scratch);
     if (status != TBL_FOUND)
         *value = NULL;
@@ -227,7 +393,32 @@ const struct tbl_type *tbl_get_type(const struct tbl *t)
 
 int tbl_is_pattern(const struct tbl *t)
 {
-    return (t->type->flags & TBL_TYPE_PATTERN) != 0;
+    return (t->type->flags & TBL_TYPE_PATTERN) != 0 ||
+           (t->type->handle_pattern != NULL && t->type->handle_pattern(t->handle));
+}
+
+const char *tbl_data_file(const struct tbl *t)
+{
+    if (t->compiled)
+        return t->compiled;
+    return t->name[0] == '/' ? t->name : NULL;
+}
+
+int tbl_iterate(struct tbl *t, int (*fn)(void *arg, const void *key, size_t klen, const void *value, size_t vlen),
+                void *arg, char **error)
+{
+    *error = NULL;
+    if (t->type->iterate == NULL) {
+        *error = tbl_strprintf("%s: the %s type cannot list its entries", t->spec, t->type->name);
+        return -1;
+    }
+    char *why = NULL;
+    if (t->type->iterate(t->handle, fn, arg, &why) != 0) {
+        *error = spec_error(t->spec, why ? why : "read error");
+        free(why);
+        return -1;
+    }
+    return 0;
 }
 
 void tbl_close(struct tbl *t)
@@ -237,6 +428,7 @@ void tbl_close(struct tbl *t)
     t->type->close(t->handle);
     petrel_pool_destroy(t->handle_pool);
     petrel_pool_destroy(t->scratch);
+    free(t->compiled);
     free(t->name);
     free(t->spec);
     free(t);

@@ -15,11 +15,19 @@
  *   only until the next lookup, reload or close.
  * - Pattern types (regexp, pcre, cidr) set TBL_TYPE_PATTERN: access(5)-style
  *   callers query them once with the whole string, never with partial keys.
+ * - File-based types (hash:, and lmdb: or cdb: from modules) read a compiled
+ *   file, NAME + suffix, that `petrelctl map build` writes beside a
+ *   temporary and renames into place. A table notices on its own when that
+ *   file was replaced: at most once a second a lookup compares the path's
+ *   inode with the open one, and reopens (keeping the old copy if the new one
+ *   cannot be opened). A rename swaps whole files, so a lookup sees the old
+ *   table or the new one, never a half-built file (doc/tables.md).
  */
 #ifndef PETREL_TABLES_TABLE_H
 #define PETREL_TABLES_TABLE_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 #include <petrel/pool.h>
 
@@ -28,6 +36,9 @@ enum { TBL_FOUND = 1, TBL_NOTFOUND = 0, TBL_ERROR = -1 };
 /* Lowercase keys before lookup (Postfix's default for most maps). Applies to
  * fixed-string types only: pattern types decide case with their own flags. */
 #define TBL_FLAG_FOLD_CASE 1
+/* The table is an alias database (alias_maps): messages about a missing
+ * compiled file name `petrelctl newaliases` instead of `map build`. */
+#define TBL_FLAG_ALIASES 2
 
 /* struct tbl_type.flags: the type matches patterns, not fixed keys. */
 #define TBL_TYPE_PATTERN 1
@@ -59,13 +70,34 @@ struct tbl_type {
     void *owner;
     void *(*open_owned)(const struct tbl_type *type, const char *name, int flags, petrel_pool *pool,
                         char **error);
+
+    /* File-based types: the compiled file is NAME + suffix (".lmdb"), and
+     * the type can write one. NULL for every other type. */
+    const char *suffix;
+    /* Starts an empty table in the file at path (a temporary that the
+     * table layer created and later fsyncs and renames). */
+    void *(*build_open)(const struct tbl_type *type, const char *path, petrel_pool *pool, char **error);
+    /* Stores key and value as the bytes given (the caller decides case
+     * folding and NUL termination). Returns 0 added, 1 the key existed (its
+     * old value is kept, or replaced when replace is set), -1 error. */
+    int (*build_put)(void *builder, const void *key, size_t klen, const void *value, size_t vlen, int replace,
+                     char **error);
+    /* commit 1: finish the file; 0: abandon it. Returns 0 or -1. */
+    int (*build_close)(void *builder, int commit, char **error);
+    /* Every entry of an open table, in database order, as stored; stops
+     * early when fn returns non-zero. Returns 0 or -1 (*error set). */
+    int (*iterate)(void *handle, int (*fn)(void *arg, const void *key, size_t klen, const void *value, size_t vlen),
+                   void *arg, char **error);
+    /* May be NULL: 1 when this open table is a pattern table although its
+     * type is not (an SQL query using %u or %d). */
+    int (*handle_pattern)(void *handle);
 };
 
 struct tbl_registry;
 struct tbl;
 
 /* A registry with the built-in types: texthash, inline, static, fail,
- * regexp, pcre, cidr, unix. */
+ * regexp, pcre, cidr, unix, hash. */
 struct tbl_registry *tbl_registry_new(void);
 /* -1 (and nothing changes) when a type of that name is already known. */
 int tbl_registry_add(struct tbl_registry *reg, const struct tbl_type *type);
@@ -88,6 +120,46 @@ const char *tbl_spec(const struct tbl *t);
 const struct tbl_type *tbl_get_type(const struct tbl *t);
 /* True for regexp/pcre/cidr-like tables (see TBL_TYPE_PATTERN). */
 int tbl_is_pattern(const struct tbl *t);
+/* The file whose owner and permissions speak for the table: the compiled
+ * file of a file-based type, else NAME when it is an absolute path; NULL
+ * for tables without a file (inline:, static:, unix:, ...). */
+const char *tbl_data_file(const struct tbl *t);
+/* Every entry (see struct tbl_type.iterate); -1 with *error (malloc'd)
+ * when the type cannot list its entries. */
+int tbl_iterate(struct tbl *t, int (*fn)(void *arg, const void *key, size_t klen, const void *value, size_t vlen),
+                void *arg, char **error);
 void tbl_close(struct tbl *t);
+
+/* "NAME.lmdb" for hash:NAME: the compiled file of a file-based TYPE:NAME
+ * spec (malloc'd), or NULL when the type has none. *type_out, when not
+ * NULL, gets the type (NULL when unknown). */
+char *tbl_compiled_path(const struct tbl_registry *reg, const char *spec, const struct tbl_type **type_out);
+
+/* ------------------------------------------------------------------ */
+/* Writing a compiled file (petrelctl map build): the entries go to a
+ * temporary file beside the compiled one; commit fsyncs it, gives it the
+ * source file's permissions (and, as root, its owner, as postmap does) and
+ * renames it over the compiled file, then fsyncs the directory. A running
+ * petreld keeps reading the old file until it notices the new one. */
+
+struct tbl_build;
+struct tbl_build_options {
+    const char *source;      /* the file whose mode (and owner, as root) the result takes; NULL: none */
+    int default_mode;        /* postmap -p: 0644 whatever the source's mode */
+};
+/* Starts writing TYPE:NAME (NAME + suffix). NULL with *error (malloc'd)
+ * when the type is unknown or cannot be written. */
+struct tbl_build *tbl_build_begin(const struct tbl_registry *reg, const char *spec,
+                                  const struct tbl_build_options *opts, char **error);
+/* As struct tbl_type.build_put. */
+int tbl_build_put(struct tbl_build *b, const void *key, size_t klen, const void *value, size_t vlen, int replace,
+                  char **error);
+/* Finishes and installs the file; on failure nothing is installed and the
+ * temporary is removed. Frees b either way. */
+int tbl_build_commit(struct tbl_build *b, char **error);
+/* Removes the temporary. Frees b. */
+void tbl_build_abort(struct tbl_build *b);
+/* The path being written (for messages). */
+const char *tbl_build_path(const struct tbl_build *b);
 
 #endif

@@ -97,7 +97,7 @@ static void *inline_open(const char *name, int flags, petrel_pool *pool, char **
         if ((why = split_nameval(element, &key, &value)) != NULL)
             break;
         if (flags & TBL_FLAG_FOLD_CASE)
-            tbl_lowercase_inplace(key);
+            key = tbl_fold(pool, key);
         strmap_put(map, key, value, 1);
     }
     free(inner);

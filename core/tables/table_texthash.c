@@ -3,10 +3,11 @@
  * lines read into memory, the same input postmap(1) compiles into a hash:
  * table, so a texthash: file can later be built into hash: or lmdb: as is.
  *
- * Format (dict_thash): logical lines as in table_impl.h; the key ends at the
- * first white space; the value is the rest with surrounding white space
- * removed. A line with no value is ignored with a warning, and a repeated
- * key keeps its first value with a warning, as postmap does.
+ * Format (dict_thash, postmap): logical lines as in table_impl.h; the key
+ * ends at the first white space outside double quotes and keeps its quotes;
+ * the value is the rest with surrounding white space removed
+ * (tbl_source_split). A line with no value is ignored with a warning, and a
+ * repeated key keeps its first value with a warning, as postmap does.
  */
 #include "config.h"
 
@@ -15,6 +16,7 @@
 
 #include "lib/log.h"
 #include "tables/strmap.h"
+#include "tables/table_source.h"
 #include "tables/table_impl.h"
 
 struct texthash {
@@ -30,21 +32,17 @@ static void *texthash_open(const char *name, int flags, petrel_pool *pool, char 
     th->map = strmap_new(pool);
     int r;
     while ((r = tbl_file_next(&file, error)) > 0) {
-        char *key = file.line.data;
-        char *value = key + strcspn(key, " \t\r\n\f\v");
-        if (*value)
-            *value++ = '\0';
-        value = tbl_trim(value);
-        if (*key == '\0' || *value == '\0') {
-            msg_warn("texthash:%s, line %d: expected format: key whitespace value"
-                     " -- ignoring this line", name, file.lineno);
+        char *key, *value;
+        const char *why;
+        if (tbl_source_split(file.line.data, &key, &value, &why) != 0) {
+            msg_warn("texthash:%s, line %d: %s -- ignoring this line", name, file.lineno, why);
             continue;
         }
         if (key[strlen(key) - 1] == ':')
             msg_warn("texthash:%s, line %d: record is in \"key: value\" format;"
                      " is this an alias file?", name, file.lineno);
         if (flags & TBL_FLAG_FOLD_CASE)
-            tbl_lowercase_inplace(key);
+            key = tbl_fold(pool, key);
         if (strmap_put(th->map, key, value, 0) != 0)
             msg_warn("texthash:%s, line %d: duplicate entry: \"%s\" (the first one is used)",
                      name, file.lineno, key);

@@ -1,6 +1,6 @@
 /*
  * petrelctl: the admin command (Postfix's postconf, postfix
- * status/stop/reload/check, and later postqueue/postsuper/postmap).
+ * status/stop/reload/check, postqueue/postsuper, postmap/postalias).
  * Commands that act on a running system talk to the master over its
  * control socket ($queue_directory/private/control) with the framed
  * format of lib/ipc.h; the others work on files directly.
@@ -21,6 +21,7 @@
 #include "lib/log.h"
 #include "master/master.h"
 #include "module/module.h"
+#include "tools/map_cmd.h"
 #include "tools/queue_cmd.h"
 
 static void usage(void)
@@ -39,7 +40,13 @@ static void usage(void)
             "  queue delete|hold|release|requeue ID... | ALL | SELECTOR...   (like postsuper)\n"
             "  queue flush [ID... | SELECTOR...]       retry deferred mail now (like postqueue -f)\n"
             "    selectors: --sender ADDR, --recipient-domain DOMAIN, --older-than TIME,\n"
-            "               --queue NAME, --reason TEXT\n");
+            "               --queue NAME, --reason TEXT\n"
+            "  map build [-fnNprwF] [-i] [TYPE:]FILE... compile a lookup table (like postmap)\n"
+            "  map query [-fF] TYPE:NAME KEY|-         look a key up (like postmap -q)\n"
+            "  map dump [-F] TYPE:NAME                 list a table (like postmap -s)\n"
+            "  map delete [-f] TYPE:NAME KEY|-         remove a key (like postmap -d)\n"
+            "  alias build|query|dump|delete ...       the same for aliases(5) files (like postalias)\n"
+            "  newaliases                              build the alias_database tables (like newaliases)\n");
     exit(2);
 }
 
@@ -147,6 +154,10 @@ int main(int argc, char **argv)
     }
     if (strcmp(command, "queue") == 0)
         return queue_main(confdir, argc - i - 1, argv + i + 1);
+    if (strcmp(command, "map") == 0 || strcmp(command, "alias") == 0)
+        return map_main(confdir, strcmp(command, "alias") == 0, argc - i - 1, argv + i + 1);
+    if (strcmp(command, "newaliases") == 0)
+        return newaliases_main(confdir, argc - i, argv + i);
     if (strcmp(command, "status") == 0 || strcmp(command, "stop") == 0 || strcmp(command, "reload") == 0)
         return control(confdir, command);
     fprintf(stderr, "petrelctl: unknown command \"%s\"\n", command);

@@ -12,6 +12,9 @@
  *   petrel-sendmail -bs        SMTP on standard input/output (sendmail_bs.c)
  *   petrel-sendmail -bp        list the queue (mailq)
  *   petrel-sendmail -q         flush the queue
+ *   petrel-sendmail -bi, -I    build the alias databases: runs `petrelctl newaliases`
+ *                              from command_directory, as Postfix runs postalias
+ *                              (also when invoked as newaliases)
  *
  * Recipients (arguments, and To:/Cc:/Bcc: with -t) are parsed as RFC 5322
  * address lists (core/mail/addrlist.c), qualified with myorigin and put in
@@ -301,6 +304,22 @@ static void load_conf(struct sm_conf *conf)
     conf->login = petrel_pool_strdup(conf->pool, pw->pw_name);
 }
 
+/* -bi: Postfix's sendmail runs $command_directory/postalias; Petrel's
+ * newaliases lives in petrelctl. Does not return. */
+static void run_newaliases(const char *confdir)
+{
+    struct cfg_schema *schema = cfg_schema_new();
+    char *dir = cfg_peek(schema, confdir, "command_directory");
+    cfg_schema_free(schema);
+    const char *where = dir && *dir ? dir : PETREL_SBINDIR;
+    size_t len = strlen(where) + sizeof("/petrelctl");
+    char *path = xmalloc(len);
+    snprintf(path, len, "%s/petrelctl", where);
+    char *args[] = { "petrelctl", "-c", (char *)confdir, "newaliases", NULL };
+    execv(path, args);
+    die(EX_OSERR, "cannot run %s: %s", path, strerror(errno));
+}
+
 int main(int argc, char **argv)
 {
     const char *confdir = getenv("MAIL_CONFIG");
@@ -308,6 +327,8 @@ int main(int argc, char **argv)
         confdir = PETREL_SYSCONFDIR;
     const char *sender = NULL, *fullname = NULL;
     int extract = 0, dot_ends = 1, mode_bs = 0, mode_bp = 0, mode_q = 0;
+    const char *self = strrchr(argv[0], '/') ? strrchr(argv[0], '/') + 1 : argv[0];
+    int mode_bi = strcmp(self, "newaliases") == 0;
     log_init("petrel", "sendmail");
     signal(SIGPIPE, SIG_IGN);
     /* A parent that ignores SIGCHLD (swaks --pipe does) would make the
@@ -340,6 +361,8 @@ int main(int argc, char **argv)
             mode_bs = 1;
         } else if (strcmp(o, "-bp") == 0) {
             mode_bp = 1;
+        } else if (strcmp(o, "-bi") == 0 || strcmp(o, "-I") == 0) {
+            mode_bi = 1;
         } else if (strcmp(o, "-q") == 0) {
             mode_q = 1;
         } else if (strcmp(o, "-bm") == 0 || strncmp(o, "-o", 2) == 0 || strcmp(o, "-v") == 0 ||
@@ -353,6 +376,8 @@ int main(int argc, char **argv)
             die(EX_USAGE, "unsupported option %s", o);
         }
     }
+    if (mode_bi)
+        run_newaliases(confdir);
     if (mode_bp) {
         char *args[] = { "list", NULL };
         return queue_main(confdir, 1, args);

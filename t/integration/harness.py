@@ -216,6 +216,11 @@ DEFAULT_MAIN_CF = {
     # Tests never query the host's resolvers: a test that needs DNS starts its own
     # dnsmasq and overrides this; anything else gets a refused query on loopback.
     "dns_resolver": "127.0.0.1:9",
+    # Postfix's default alias_maps is hash:/etc/aliases: a test instance must
+    # not depend on the host's aliases file (tests that need aliases set
+    # their own table).
+    "alias_maps": "",
+    "alias_database": "",
 }
 
 

@@ -104,6 +104,13 @@ main_text = setting(main_text, "command_directory", sbindir)
 main_text = setting(main_text, "daemon_directory", sbindir)
 main_text = setting(main_text, "module_directory", moddir)
 main_text = setting(main_text, "mail_spool_directory", spool)
+# The default alias_maps and alias_database, hash:/etc/aliases, moved here.
+aliases = os.path.join(root, "aliases")
+with open(aliases, "w") as f:
+    f.write("# aliases(5)\npostmaster: %s\n" % user)
+owned(aliases)
+main_text = setting(main_text, "alias_maps", "hash:" + aliases)
+main_text = setting(main_text, "alias_database", "hash:" + aliases)
 master_text, n = re.subn(r"(?m)^smtp(\s+inet\s)", r"127.0.0.1:%d\1" % port, master_text)
 t.is_(n, 1, "the smtp service's listen address is the only master.cf change")
 with open(os.path.join(conf, "main.cf"), "w") as f:
@@ -113,6 +120,12 @@ with open(os.path.join(conf, "master.cf"), "w") as f:
 for name in ("main.cf", "master.cf"):
     owned(os.path.join(conf, name))
 
+petrelctl = os.path.join(sbindir, "petrelctl")
+r = run(prefix + [petreld, "-c", conf, "-n"])
+t.ok(r.returncode != 0 and "build it with `petrelctl newaliases`" in r.stderr,
+     "before newaliases, petreld -n says the alias database must be built", r.stderr)
+r = run(prefix + [petrelctl, "-c", conf, "newaliases"])
+t.ok(r.returncode == 0 and os.path.exists(aliases + ".lmdb"), "the installed petrelctl newaliases builds it", r.stderr)
 r = run(prefix + [petreld, "-c", conf, "-n"])
 t.ok(r.returncode == 0, "petreld -n accepts the installed sample configuration", r.stderr)
 t.ok("warning" not in r.stderr and "error" not in r.stderr, "without a warning", r.stderr)

@@ -116,6 +116,8 @@ main_cf = {
     "virtual_mailbox_base": mail, "virtual_mailbox_maps": "inline:{ {x@vmail.test = x/} }",
     "virtual_uid_maps": "static:%d" % owner.pw_uid, "virtual_gid_maps": "static:%d" % owner.pw_gid,
     "alternate_config_directories": alternate,
+    # not the host's /etc/aliases (the default alias_maps), which may exist unbuilt
+    "alias_maps": "", "alias_database": "",
 }
 
 

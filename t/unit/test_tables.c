@@ -166,9 +166,13 @@ static void test_registry(struct tbl_registry *reg)
 
     is_str(open_error(reg, "foo:bar"), "foo:bar: unsupported dictionary type: foo",
            "unknown type message");
-    const char *e = open_error(reg, "hash:/etc/aliases");
-    ok(contains(e, "hash:/etc/aliases: table type hash is not available")
-       && contains(e, "petrelctl map build"), "hash: says how to get it");
+    const char *missing = petrel_pool_printf(test_pool, "hash:%s/never-built", tmpdir);
+    const char *e = open_error(reg, missing);
+    ok(contains(e, petrel_pool_printf(test_pool, "%s: open database %s/never-built.lmdb: No such file or directory",
+                                      missing, tmpdir))
+       && contains(e, petrel_pool_printf(test_pool, "build it with `petrelctl map build %s`", missing)),
+       "a missing hash: file says which command builds it");
+    ok(contains(open_error(reg, "btree:/x"), "use hash:"), "btree: points to hash:");
     ok(contains(open_error(reg, "lmdb:/x"), "lmdb module"), "lmdb: names its module");
     ok(contains(open_error(reg, "sqlite:/x.cf"), "sqlite module"), "sqlite: names its module");
     ok(contains(open_error(reg, "pgsql:/x.cf"), "pgsql module"), "pgsql: names its module");

@@ -162,6 +162,37 @@ typedef struct petrel_table_type {
     int (*lookup)(void *handle, const char *key, const char **value, petrel_pool *scratch);
     void (*close)(void *handle);   /* may be NULL */
     int pattern;               /* 1: matches patterns; queried once with the whole string */
+
+    /* Optional: 1 when this open table, unlike the type as a whole, must be
+     * queried once with the whole string (an SQL query that uses %u or %d,
+     * which Postfix treats as a pattern table). May be NULL. */
+    int (*handle_pattern)(void *handle);
+
+    /* Optional, for file-based types that `petrelctl map build` writes. The
+     * compiled file is NAME followed by suffix (".cdb"); when the suffix is
+     * set, build_open, build_put, build_close and iterate must be too.
+     * petrelctl creates an empty temporary file next to the compiled one,
+     * has the type fill it, then fsyncs it and renames it into place, so a
+     * builder writes only path. petreld notices the renamed file by itself
+     * and reopens the table (open, lookup, close) within a second. */
+    const char *suffix;
+    /* Starts a new table in the (existing, empty) file at path. Returns the
+     * builder, or NULL with *error (pool text). */
+    void *(*build_open)(petrel_module *m, const char *path, petrel_pool *pool, const char **error);
+    /* Stores key and value exactly as given (petrelctl has already folded
+     * the case and added Postfix's NUL byte unless told not to). Returns 0
+     * added, 1 the key was there already (its value kept, or replaced when
+     * replace is set), -1 error with *error. */
+    int (*build_put)(void *builder, const void *key, size_t klen, const void *value, size_t vlen, int replace,
+                     const char **error);
+    /* commit 1: complete the file; 0: abandon it (petrelctl removes it).
+     * Releases the builder either way. Returns 0, or -1 with *error. */
+    int (*build_close)(void *builder, int commit, const char **error);
+    /* Calls fn for every entry of an open table, as stored (postmap -s, and
+     * petrelctl's -i and -d, which copy the entries into a new file); stops
+     * when fn returns non-zero. Returns 0, or -1 with *error. */
+    int (*iterate)(void *handle, int (*fn)(void *arg, const void *key, size_t klen, const void *value, size_t vlen),
+                   void *arg, const char **error);
 } petrel_table_type;
 
 /* ------------------------------------------------------------------ */

@@ -450,6 +450,27 @@ milter_status milter_conn_open(milter_conn *c)
     return MILTER_PENDING;
 }
 
+milter_status milter_conn_adopt(milter_conn *c, int fd)
+{
+    mc_result_clear(c);
+    if (c->pending || c->state != S_CLOSED || fd < 0) {
+        mc_say(c, MILTER_LOG_ERROR, "adopt in state %s (ignored)", mc_state_name(c->state));
+        return MILTER_DONE;
+    }
+    c->fd = fd;
+    c->pending = 1;
+    mc_start_wait(c, c->s->connect_ms);
+    send_optneg(c);
+    if (c->report) {
+        c->report = 0;
+        c->pending = 0;
+        mc_sync_io(c);
+        return MILTER_DONE;
+    }
+    mc_sync_io(c);
+    return MILTER_PENDING;
+}
+
 static void connect_ready(milter_conn *c)
 {
     if (milter_endpoint_connected(c->fd) < 0) {

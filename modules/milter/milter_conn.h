@@ -130,6 +130,9 @@ void milter_conn_free(milter_conn *c);
 
 /* Connects and negotiates options. */
 milter_status milter_conn_open(milter_conn *c);
+/* Negotiates on a socket the owner connected (non-blocking, connected):
+ * the connection owns and closes it from now on. */
+milter_status milter_conn_adopt(milter_conn *c, int fd);
 /* family: AF_INET, AF_INET6, AF_UNIX or AF_UNSPEC. hostname NULL or
  * "unknown" with an address: sent as "[addr]", as Postfix does. */
 milter_status milter_conn_connect(milter_conn *c, const char *hostname, int family, const char *addr,

@@ -76,6 +76,7 @@ struct milter_conn {
     int draining;        /* PENDING until the output drains */
     int then_eom;        /* after this BODY's reply, send EOM */
     int last_sent;
+    int unanswered;      /* an event went out with no reply due (NR_*) */
 
     /* session and transaction */
     int in_tx;

@@ -111,6 +111,17 @@ static int event_gate(milter_conn *c, int cmd, uint32_t no_flag, int stage, int 
         c->skip_cmd = 0;
     }
     c->reuse_ok = 0;
+    /* After events with no reply due, a milter that answers them anyway
+     * would have its answer taken for this event's: what is waiting on the
+     * socket now is a protocol error (one recv, only after such events). */
+    if (c->unanswered && c->fd >= 0 && !(no_flag & c->steps)) {
+        c->unanswered = 0;
+        mc_read_input(c);
+        if (c->state == S_ERROR) {
+            mc_sticky_use(c, &c->con);
+            return 0;
+        }
+    }
     /* Macros go out even when the milter does not want the event itself
      * (as Postfix): a later callback may ask for them. */
     if (stage >= 0 && put_macros(c, stage, cmd) < 0) {
@@ -135,6 +146,7 @@ static milter_status event_sent(milter_conn *c, int cmd, uint32_t nr_flag, unsig
     if (mc_flush_out(c) < 0)
         return MILTER_DONE;
     if (nr_flag & c->steps) {
+        c->unanswered = 1;
         if (milter_buf_used(&c->out) > OUT_HIGH_WATER) {
             c->draining = 1;
             c->pending = 1;
@@ -145,6 +157,7 @@ static milter_status event_sent(milter_conn *c, int cmd, uint32_t nr_flag, unsig
         return MILTER_DONE;
     }
     c->awaiting = cmd;
+    c->unanswered = 0;
     c->pending = 1;
     mc_sync_io(c);
     return MILTER_PENDING;

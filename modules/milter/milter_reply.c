@@ -308,7 +308,8 @@ static void frame(milter_conn *c, const milter_frame *f)
         milter_smtp_reply r;
         if (milter_parse_replycode(f->data, f->len, &c->scratch, &r, why, sizeof why) < 0) {
             char shown[120];
-            size_t n = f->len < sizeof shown - 1 ? f->len : sizeof shown - 1;
+            size_t len = f->len > 0 && f->data[f->len - 1] == 0 ? f->len - 1 : f->len;
+            size_t n = len < sizeof shown - 1 ? len : sizeof shown - 1;
             for (size_t i = 0; i < n; i++)
                 shown[i] = f->data[i] >= 32 && f->data[i] < 127 ? (char)f->data[i] : '?';
             shown[n] = 0;

@@ -485,3 +485,110 @@ def milter_packet(cmd, payload=b""):
     if isinstance(cmd, str):
         cmd = cmd.encode()
     return struct.pack(">I", len(payload) + 1) + cmd + payload
+
+
+# ---------------------------------------------------------------------------
+# a scripted milter, for what libmilter never sends
+
+NR_FLAG = {"C": 0x1000, "H": 0x2000, "M": 0x4000, "R": 0x8000, "T": 0x10000, "U": 0x20000, "L": 0x80,
+           "N": 0x40000, "B": 0x80000}
+
+
+class ScriptedMilter:
+    """A milter in a thread of the test, answering from a script: malformed,
+    hostile, slow or dying replies that no libmilter filter would send.
+
+    optneg: the raw OPTNEG reply payload (default: version 6, all actions,
+    steps). replies: for an MTA command letter ("C", "H", "M", "R", "T", "L",
+    "N", "B", "E", "U"), what to do when it arrives: bytes to send (use
+    milter_packet), a list of those (one per occurrence, then CONTINUE),
+    "close" (close the connection), "hang" (never answer). Commands with no
+    reply due (MACRO, ABORT, QUIT, QUIT_NC, or an NR_* step) get none unless
+    the script says so. self.received lists (command, payload) pairs."""
+
+    def __init__(self, optneg=None, replies=None, version=6, actions=0x1ff, steps=0):
+        self.optneg = optneg if optneg is not None else struct.pack(">III", version, actions, steps)
+        self.replies = dict(replies or {})
+        self.steps = steps
+        self.received = []
+        self.connections = 0
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(8)
+        self.port = self.listener.getsockname()[1]
+        self.endpoint = "inet:127.0.0.1:%d" % self.port
+        self.stopping = False
+        import threading
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _read(self, conn, n):
+        data = b""
+        while len(data) < n:
+            chunk = conn.recv(n - len(data))
+            if not chunk:
+                return None
+            data += chunk
+        return data
+
+    def _serve(self):
+        while not self.stopping:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            try:
+                self._session(conn)
+            except OSError:
+                pass
+            finally:
+                conn.close()
+
+    def _session(self, conn):
+        counts = {}
+        while True:
+            head = self._read(conn, 5)
+            if head is None:
+                return
+            length, cmd = struct.unpack(">I", head[:4])[0], chr(head[4])
+            payload = self._read(conn, length - 1) if length > 1 else b""
+            if payload is None:
+                return
+            self.received.append((cmd, payload))
+            if cmd == "O":
+                conn.sendall(self.replies.get("O") or milter_packet("O", self.optneg))
+                continue
+            if cmd in ("D", "A", "Q", "K"):
+                if cmd == "Q":
+                    return
+                continue
+            action = self.replies.get(cmd)
+            if isinstance(action, list):
+                n = counts.get(cmd, 0)
+                counts[cmd] = n + 1
+                action = action[n] if n < len(action) else None
+            if action is None:
+                if self.steps & NR_FLAG.get(cmd, 0):
+                    continue
+                action = milter_packet("c")
+            if action == "close":
+                return
+            if action == "hang":
+                time.sleep(3600)
+            conn.sendall(action)
+
+    def events(self):
+        return [cmd for cmd, _ in self.received if cmd not in ("D", "O")]
+
+    def stop(self):
+        self.stopping = True
+        self.listener.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False

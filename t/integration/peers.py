@@ -41,7 +41,7 @@ import subprocess
 import tempfile
 import time
 
-from harness import TOP_BUILDDIR, TEST_USER, free_port
+from harness import CLEANUP_DIRS, TOP_BUILDDIR, TEST_USER, free_port
 
 SCAN_DRIVE = os.path.join(TOP_BUILDDIR, "t", "tools", "scan-drive")
 TEST_FILTER = os.path.join(TOP_BUILDDIR, "modules", "milter", "t", "milter-testfilter")
@@ -54,6 +54,15 @@ OWN_ATTACHMENT = b"petrel test attachment payload\n"        # matched by our .hd
 
 class PeerError(RuntimeError):
     pass
+
+
+def _die_with_parent():
+    """In the child before exec: SIGTERM when the test script ends, however
+    it ends (Tap.done() leaves with os._exit, which runs no atexit handler;
+    a watchdog or a crash the same), so no peer outlives its test."""
+    import ctypes
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 def _user():
@@ -83,6 +92,8 @@ class Peer:
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="petrel-%s-" % self.name)
         os.chmod(self.dir, 0o755)
+        if not os.environ.get("PETREL_KEEP_TEST_DIRS"):
+            CLEANUP_DIRS.append(self.dir)
         self.out_path = os.path.join(self.dir, "%s.out" % self.name)
         self.proc = None
         self.start_seconds = None
@@ -100,7 +111,7 @@ class Peer:
         began = time.monotonic()
         self.out = open(self.out_path, "ab")
         self.proc = subprocess.Popen(self.command(), stdout=self.out, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, cwd=self.dir)
+                                     stdin=subprocess.DEVNULL, cwd=self.dir, preexec_fn=_die_with_parent)
         deadline = began + self.start_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -147,9 +158,18 @@ class Peer:
 _shared = {}
 
 
+def stop_all():
+    """Stops the shared peers now (call before Tap.done(), which exits at once)."""
+    for peer in list(_shared.values()):
+        peer.stop()
+    _shared.clear()
+
+
 def shared(cls, *args, **kw):
     """One instance of a slow peer per test script (same class and arguments),
-    started on first use and stopped when the script exits."""
+    started on first use and stopped when the script exits (by atexit on a
+    normal exit, by its parent-death signal when Tap.done() or a watchdog
+    ends the script)."""
     key = (cls, args, tuple(sorted(kw.items())))
     if key not in _shared:
         peer = cls(*args, **kw)
@@ -266,8 +286,13 @@ class Spamd(Peer):
                "-C", "/usr/share/spamassassin", "--siteconfigpath=" + self.path("site"),
                "-L", "-x", "--helper-home-dir=" + self.path("home"), "--pidfile=" + self.path("spamd.pid"),
                "--syslog=" + self.path("spamd.log"), "--min-children=1", "--max-children=2"]
-        if _user():
-            cmd += ["-u", TEST_USER, "-g", TEST_USER]
+        user = _user()
+        if user:
+            # Run it as the test user from the start: a root spamd changes its
+            # credentials, which clears the parent-death signal; setpriv sets
+            # it again after its own change.
+            cmd = ["setpriv", "--reuid=%d" % user[0], "--regid=%d" % user[1], "--clear-groups",
+                   "--pdeathsig", "TERM"] + cmd
         return cmd
 
     def ready(self):

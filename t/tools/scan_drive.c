@@ -7,6 +7,13 @@
  * the code the modules will use.
  *
  *   scan-drive milter [options] ENDPOINT MESSAGE-FILE
+ *   scan-drive spamd [--command CHECK|SYMBOLS|REPORT|PROCESS|HEADERS|PING]
+ *       [--user U] [--max-size N] [--timeout MS] [--body-out FILE] ADDRESS MESSAGE-FILE
+ *   scan-drive clamd [--command INSTREAM|PING|VERSION] [--max-size N] [--chunk N]
+ *       [--unknown-size] [--timeout MS] ADDRESS MESSAGE-FILE
+ *
+ * spamd and clamd get the file's bytes as they are (read in pieces, as
+ * the modules will read the stored message) and print one "result:" line.
  *
  * The message file is read as a whole (it is a test), headers are split
  * as an MTA does (name, then the text after the colon with CRLF between
@@ -36,6 +43,8 @@
 #include <unistd.h>
 
 #include "milter_conn.h"
+#include "spamd_client.h"
+#include "clamd_client.h"
 
 static void die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 static void die(const char *fmt, ...)
@@ -721,6 +730,187 @@ static int drive_milter(int argc, char **argv)
     return 0;
 }
 
+/* ------------------------------------------------------------------ */
+/* spamd and clamd: the message file is the stream                     */
+
+typedef struct sdrive {
+    loop loop;
+    spamd_client *spamd;
+    clamd_client *clamd;
+    FILE *in;
+    FILE *body_out;
+    size_t body_pieces;
+} sdrive;
+
+static void s_watch(void *arg, int fd, int events) { loop_watch(&((sdrive *)arg)->loop, fd, events); }
+static void s_timer(void *arg, unsigned ms) { loop_timer(&((sdrive *)arg)->loop, ms); }
+static void s_done(void *arg) { ((sdrive *)arg)->loop.done = 1; }
+
+static long s_read(void *arg, void *buf, size_t cap)
+{
+    sdrive *d = arg;
+    size_t n = fread(buf, 1, cap, d->in);
+    return ferror(d->in) ? -1 : (long)n;
+}
+
+static void s_log_spamd(void *arg, spamd_log_level level, const char *text)
+{
+    (void)arg;
+    printf("log: %s %s\n", level == SPAMD_LOG_ERROR ? "error" : level == SPAMD_LOG_WARNING ? "warning" : "info", text);
+}
+
+static void s_log_clamd(void *arg, clamd_log_level level, const char *text)
+{
+    (void)arg;
+    printf("log: %s %s\n", level == CLAMD_LOG_ERROR ? "error" : level == CLAMD_LOG_WARNING ? "warning" : "info", text);
+}
+
+static int s_body(void *arg, const void *data, size_t len)
+{
+    sdrive *d = arg;
+    d->body_pieces++;
+    if (d->body_out != NULL && fwrite(data, 1, len, d->body_out) != len)
+        return -1;
+    return 0;
+}
+
+static void sp_io(void *arg, int events) { spamd_client_io(((sdrive *)arg)->spamd, events); }
+static void sp_timeout(void *arg) { spamd_client_timeout(((sdrive *)arg)->spamd); }
+static void cl_io(void *arg, int events) { clamd_client_io(((sdrive *)arg)->clamd, events); }
+static void cl_timeout(void *arg) { clamd_client_timeout(((sdrive *)arg)->clamd); }
+
+static size_t file_size(FILE *fp)
+{
+    fseek(fp, 0, SEEK_END);
+    long n = ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    return n < 0 ? 0 : (size_t)n;
+}
+
+static int drive_spamd(int argc, char **argv)
+{
+    spamd_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    int cmd = SPAMD_CHECK;
+    const char *body_out = NULL;
+    int i;
+    for (i = 0; i + 1 < argc && strncmp(argv[i], "--", 2) == 0; i += 2) {
+        const char *opt = argv[i], *val = argv[i + 1];
+        if (strcmp(opt, "--command") == 0 && (cmd = spamd_command_parse(val)) >= 0)
+            continue;
+        else if (strcmp(opt, "--user") == 0)
+            cfg.user = val;
+        else if (strcmp(opt, "--max-size") == 0)
+            cfg.max_size = (size_t)strtoul(val, NULL, 10);
+        else if (strcmp(opt, "--timeout") == 0)
+            cfg.timeout_ms = (unsigned)strtoul(val, NULL, 10);
+        else if (strcmp(opt, "--body-out") == 0)
+            body_out = val;
+        else
+            die("usage: scan-drive spamd [--command C] [--user U] [--max-size N] [--timeout MS] [--body-out F] "
+                "ADDRESS FILE");
+    }
+    if (argc - i != 2)
+        die("usage: scan-drive spamd [options] ADDRESS FILE");
+    cfg.address = argv[i];
+    char err[512];
+    spamd_settings *s = spamd_settings_create(&cfg, err, sizeof err);
+    if (s == NULL)
+        die("%s", err);
+    static sdrive d;
+    memset(&d, 0, sizeof d);
+    d.loop.fd = -1;
+    d.loop.deadline = -1;
+    if ((d.in = fopen(argv[i + 1], "rb")) == NULL)
+        die("%s: %s", argv[i + 1], strerror(errno));
+    if (body_out != NULL && (d.body_out = fopen(body_out, "wb")) == NULL)
+        die("%s: %s", body_out, strerror(errno));
+    spamd_ops ops = { s_watch, s_timer, s_done, s_read, s_body, s_log_spamd };
+    d.spamd = spamd_client_create(s, &ops, &d);
+    size_t size = file_size(d.in);
+    if (spamd_client_start(d.spamd, (spamd_command)cmd, size) == SPAMD_PENDING)
+        loop_run(&d.loop, sp_io, sp_timeout, &d);
+    const spamd_result *r = spamd_client_result(d.spamd);
+    if (r->outcome == SPAMD_SKIPPED)
+        printf("result: skipped size=%zu\n", size);
+    else if (r->outcome == SPAMD_FAILED)
+        printf("result: failed code=%d %s\n", r->code, r->error ? r->error : "");
+    else {
+        printf("result: ok code=%d %s", r->code, r->code_text);
+        if (r->has_spam)
+            printf(" spam=%s score=%.1f threshold=%.1f", r->is_spam ? "yes" : "no", r->score, r->threshold);
+        printf(" body=%zu\n", r->body_bytes);
+        if (r->symbols)
+            printf("symbols: %s\n", r->symbols);
+    }
+    printf("body pieces: %zu\n", d.body_pieces);
+    if (d.body_out != NULL && fclose(d.body_out) != 0)
+        die("%s: %s", body_out, strerror(errno));
+    fclose(d.in);
+    spamd_client_free(d.spamd);
+    spamd_settings_free(s);
+    return 0;
+}
+
+static int drive_clamd(int argc, char **argv)
+{
+    clamd_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    clamd_command cmd = CLAMD_INSTREAM;
+    int unknown_size = 0;
+    int i;
+    for (i = 0; i < argc && strncmp(argv[i], "--", 2) == 0; i++) {
+        const char *opt = argv[i], *val = i + 1 < argc ? argv[i + 1] : "";
+        if (strcmp(opt, "--unknown-size") == 0) {
+            unknown_size = 1;
+            continue;
+        }
+        i++;
+        if (strcmp(opt, "--command") == 0)
+            cmd = strcmp(val, "PING") == 0 ? CLAMD_PING : strcmp(val, "VERSION") == 0 ? CLAMD_VERSION : CLAMD_INSTREAM;
+        else if (strcmp(opt, "--max-size") == 0)
+            cfg.max_size = (size_t)strtoul(val, NULL, 10);
+        else if (strcmp(opt, "--chunk") == 0)
+            cfg.chunk_size = (size_t)strtoul(val, NULL, 10);
+        else if (strcmp(opt, "--timeout") == 0)
+            cfg.timeout_ms = (unsigned)strtoul(val, NULL, 10);
+        else
+            die("usage: scan-drive clamd [--command C] [--max-size N] [--chunk N] [--unknown-size] [--timeout MS] "
+                "ADDRESS FILE");
+    }
+    if (argc - i != 2)
+        die("usage: scan-drive clamd [options] ADDRESS FILE");
+    cfg.address = argv[i];
+    char err[512];
+    clamd_settings *s = clamd_settings_create(&cfg, err, sizeof err);
+    if (s == NULL)
+        die("%s", err);
+    static sdrive d;
+    memset(&d, 0, sizeof d);
+    d.loop.fd = -1;
+    d.loop.deadline = -1;
+    if ((d.in = fopen(argv[i + 1], "rb")) == NULL)
+        die("%s: %s", argv[i + 1], strerror(errno));
+    clamd_ops ops = { s_watch, s_timer, s_done, s_read, s_log_clamd };
+    d.clamd = clamd_client_create(s, &ops, &d);
+    size_t size = file_size(d.in);
+    if (clamd_client_start(d.clamd, cmd, unknown_size ? 0 : size) == CLAMD_PENDING)
+        loop_run(&d.loop, cl_io, cl_timeout, &d);
+    const clamd_result *r = clamd_client_result(d.clamd);
+    static const char *const verdicts[] = { "clean", "found", "size_limit", "error", "pong", "version" };
+    if (r->outcome == CLAMD_OUTCOME_SKIPPED)
+        printf("result: skipped sent=%zu\n", r->sent);
+    else if (r->outcome == CLAMD_OUTCOME_FAILED)
+        printf("result: failed %s\n", r->error ? r->error : "");
+    else
+        printf("result: %s%s%s reply=\"%s\" sent=%zu\n", verdicts[r->reply.verdict], r->reply.virus[0] ? " " : "",
+               r->reply.virus, r->reply.text, r->sent);
+    fclose(d.in);
+    clamd_client_free(d.clamd);
+    clamd_settings_free(s);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -728,5 +918,9 @@ int main(int argc, char **argv)
         die("usage: scan-drive milter|spamd|clamd ...");
     if (strcmp(argv[1], "milter") == 0)
         return drive_milter(argc - 2, argv + 2);
+    if (strcmp(argv[1], "spamd") == 0)
+        return drive_spamd(argc - 2, argv + 2);
+    if (strcmp(argv[1], "clamd") == 0)
+        return drive_clamd(argc - 2, argv + 2);
     die("unknown protocol %s", argv[1]);
 }

@@ -212,7 +212,8 @@ try:
     p = subprocess.run(["/usr/bin/time", "-f", "maxrss_kb=%M", SCAN_DRIVE, "clamd", clamd.endpoint, twenty],
                        capture_output=True, text=True, timeout=300)
     rss = int(re.search(r"maxrss_kb=(\d+)", p.stderr).group(1))
-    t.ok(p.stdout.startswith("result: clean ") and rss < 8 * 1024,
+    # 20 MiB held anywhere would show; 16 MiB leaves room for a sanitizer build.
+    t.ok(p.stdout.startswith("result: clean ") and rss < 16 * 1024,
          "20 MiB streamed to clamd: clean, driver max RSS %d KiB" % rss, p.stdout + p.stderr)
     t.diag("20 MiB INSTREAM: scan-drive max RSS %d KiB" % rss)
 except PeerError as e:

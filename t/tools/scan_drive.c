@@ -247,6 +247,16 @@ static void parse_message(message *m, const char *path)
     free(text);
 }
 
+static void free_message(message *m)
+{
+    for (size_t i = 0; i < m->nheaders; i++) {
+        free(m->headers[i].name);
+        free(m->headers[i].value);
+    }
+    free(m->headers);
+    free(m->body);
+}
+
 /* ------------------------------------------------------------------ */
 /* milter                                                              */
 
@@ -490,6 +500,7 @@ static int drive_milter(int argc, char **argv)
     int messages = 1, sessions = 1;
     size_t chunk = 0;
     static mdrive d;
+    char *client_copy = NULL;
     memset(&d, 0, sizeof d);
     d.loop.fd = -1;
     d.loop.deadline = -1;
@@ -513,7 +524,8 @@ static int drive_milter(int argc, char **argv)
                        &cfg.content_timeout_ms) != 3)
                 milter_usage();
         } else if (strcmp(opt, "--client") == 0) {
-            char *c = xstrdup(val), *f[4];
+            free(client_copy);
+            char *c = client_copy = xstrdup(val), *f[4];
             f[0] = strtok(c, ",");
             for (int k = 1; k < 4; k++)
                 f[k] = strtok(NULL, ",");
@@ -727,6 +739,13 @@ static int drive_milter(int argc, char **argv)
     }
     milter_conn_free(d.conn);
     milter_settings_free(s);
+    free_message(&msg);
+    free(d.new_body);
+    for (size_t k = 0; k < d.nmacros; k++) {
+        free(d.macros[k].name);
+        free(d.macros[k].value);
+    }
+    free(client_copy);
     return 0;
 }
 

@@ -6,7 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "tap.h"
+#include "../tap.h"
 #include "spamd_proto.h"
 
 static char body[4096];

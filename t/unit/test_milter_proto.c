@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tap.h"
+#include "../tap.h"
 #include "milter_proto.h"
 
 #ifdef HAVE_LIBMILTER

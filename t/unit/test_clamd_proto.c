@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "tap.h"
+#include "../tap.h"
 #include "clamd_proto.h"
 
 static int parse(clamd_command cmd, const char *text, clamd_reply *r, char *err, size_t errlen)

@@ -538,7 +538,6 @@ class ScriptedMilter:
         self.received = []
         self.connections = 0
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.bind(("127.0.0.1", 0))
         self.listener.listen(8)
         self.port = self.listener.getsockname()[1]
@@ -601,15 +600,24 @@ class ScriptedMilter:
             if action == "close":
                 return
             if action == "hang":
-                time.sleep(3600)
+                while not self.stopping:
+                    time.sleep(0.1)
+                return
             conn.sendall(action)
 
     def events(self):
         return [cmd for cmd, _ in self.received if cmd not in ("D", "O")]
 
     def stop(self):
+        # shutdown() wakes the thread blocked in accept(); a bare close() would
+        # leave the socket listening until then.
         self.stopping = True
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.listener.close()
+        self.thread.join(timeout=5)
 
     def __enter__(self):
         return self

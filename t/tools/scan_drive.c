@@ -100,15 +100,22 @@ static void loop_timer(loop *l, unsigned ms)
     l->deadline = ms ? now_ms() + ms : -1;
 }
 
-/* Runs until done is set; io(arg, events) and timeout(arg) are the state
- * machine's entry points. */
-static void loop_run(loop *l, void (*io)(void *, int), void (*timeout)(void *), void *arg)
+/* Runs until done is set, or, with idle_ms >= 0, for that long as an idle
+ * event loop does between two SMTP commands; io(arg, events) and
+ * timeout(arg) are the state machine's entry points. */
+static void loop_turns(loop *l, long long idle_ms, void (*io)(void *, int), void (*timeout)(void *), void *arg)
 {
-    while (!l->done) {
+    long long until = idle_ms >= 0 ? now_ms() + idle_ms : -1;
+    while (until >= 0 ? now_ms() < until : !l->done) {
         int wait = -1;
         if (l->deadline >= 0) {
             long long left = l->deadline - now_ms();
             wait = left < 0 ? 0 : (int)left;
+        }
+        if (until >= 0) {
+            long long left = until - now_ms();
+            if (wait < 0 || left < wait)
+                wait = left < 0 ? 0 : (int)left;
         }
         if (l->fd < 0 && wait < 0)
             die("the state machine waits for nothing (no watch, no timer)");
@@ -134,6 +141,11 @@ static void loop_run(loop *l, void (*io)(void *, int), void (*timeout)(void *), 
             timeout(arg);
         }
     }
+}
+
+static void loop_run(loop *l, void (*io)(void *, int), void (*timeout)(void *), void *arg)
+{
+    loop_turns(l, -1, io, timeout, arg);
 }
 
 /* ------------------------------------------------------------------ */
@@ -275,6 +287,7 @@ typedef struct mdrive {
     char *new_body;
     size_t new_body_len, new_body_cap;
     int fail_edits_after;   /* --fail-edit N: the Nth edit is refused */
+    int pause_ms;           /* --pause-ms: an idle loop between events, as between SMTP commands */
     int edits;
 } mdrive;
 
@@ -436,7 +449,10 @@ static milter_verdict m_finish(mdrive *d, milter_status st, const char *what)
         printf(" quarantine=%s", r->quarantine);
     printf("\n");
     fflush(stdout);
-    return r->verdict;
+    milter_verdict v = r->verdict;
+    if (d->pause_ms > 0)
+        loop_turns(&d->loop, d->pause_ms, m_io, m_timeout, d);
+    return v;
 }
 
 static char **split_args(const char *spec)
@@ -473,7 +489,8 @@ static void milter_usage(void)
         "  [--client NAME,ADDR,PORT,FAMILY(4|6|unix|unknown)] [--helo NAME] [--from \"<a> ARGS\"]\n"
         "  [--rcpt \"<b> ARGS\"]... [--rejected-rcpt \"<c>\"]... [--macro NAME=VALUE]... [--macros STAGE=LIST]...\n"
         "  [--unknown CMD] [--abort-after mail|rcpt|data] [--messages N] [--sessions N] [--chunk N]\n"
-        "  [--offer-rcpt-rej] [--max-reply N] [--max-body N] [--fail-edit N] [--write-message FILE]\n"
+        "  [--offer-rcpt-rej] [--max-reply N] [--max-body N] [--fail-edit N] [--pause-ms N]\n"
+        "  [--write-message FILE]\n"
         "  ENDPOINT MESSAGE-FILE");
 }
 
@@ -582,6 +599,8 @@ static int drive_milter(int argc, char **argv)
             cfg.max_body = (size_t)strtoul(val, NULL, 10);
         else if (strcmp(opt, "--fail-edit") == 0)
             d.fail_edits_after = atoi(val);
+        else if (strcmp(opt, "--pause-ms") == 0)
+            d.pause_ms = atoi(val);
         else if (strcmp(opt, "--write-message") == 0)
             write_to = val;
         else

@@ -10,7 +10,8 @@ libevent-dev libssl-dev libpcre2-dev libc-ares-dev libspf2-dev libopendkim-dev l
 liblmdb-dev libcdb-dev libsqlite3-dev libicu-dev"
 TEST_PKGS="python3 swaks postfix strace openssl procps util-linux time dnsmasq-base pflogsumm \
 dovecot-core dovecot-lmtpd opendkim-tools python3-dkim python3-nacl python3-dnspython iproute2 redis-server redis-sentinel \
-postfix-lmdb postfix-cdb postfix-sqlite sqlite3 tinycdb lmdb-utils"
+postfix-lmdb postfix-cdb postfix-sqlite sqlite3 tinycdb lmdb-utils \
+libmilter-dev spamassassin spamd spamc spamass-milter clamav-daemon clamav-milter opendkim"
 
 want=""
 for p in $BUILD_PKGS ${PETREL_WITH_TESTS:+$TEST_PKGS}; do
@@ -38,8 +39,14 @@ if ! apt-get install -y -q --no-install-recommends $want; then
     apt-get install -y -q --no-install-recommends $want
 fi
 [ $had_policy -eq 0 ] && rm -f "$policy"
-for unit in postfix redis-server redis-sentinel dnsmasq dovecot opendkim opendmarc; do
-    if systemctl list-unit-files "$unit.service" >/dev/null 2>&1; then
+# The content scanners' units too: tests run private spamd, clamd, milters and
+# OpenDKIM on loopback; clamd's socket activation, freshclam and sa-update
+# (the maintenance timer) would reach for the network.
+for unit in postfix.service redis-server.service redis-sentinel.service dnsmasq.service dovecot.service \
+    spamd.service spamassassin.service spamassassin-maintenance.timer spamass-milter.service \
+    clamav-daemon.service clamav-daemon.socket clamav-freshclam.service clamav-freshclam-once.timer \
+    clamav-clamonacc.service clamav-milter.service opendkim.service opendmarc.service; do
+    if systemctl list-unit-files "$unit" >/dev/null 2>&1; then
         systemctl stop "$unit" >/dev/null 2>&1 || true
         systemctl mask "$unit" >/dev/null 2>&1 || true
     fi

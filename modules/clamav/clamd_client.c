@@ -1,0 +1,556 @@
+/*
+ * One clamd request, non-blocking (see clamd_client.h).
+ *
+ * Steps: connect -> write the command, then the message as chunks (header
+ * and data pulled from ops->read into one buffer as the socket drains it),
+ * then the zero-length chunk -> read one NUL-terminated reply line. While
+ * writing we also watch for input: clamd answers early when the stream
+ * passes its StreamMaxLength, and closes; a write that fails with EPIPE or
+ * ECONNRESET turns into reading that answer.
+ */
+#include "clamd_client.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#define ADDRS_MAX 8
+
+struct clamd_settings {
+    char address[512];
+    size_t count;
+    struct sockaddr_storage addr[ADDRS_MAX];
+    socklen_t addrlen[ADDRS_MAX];
+    unsigned connect_ms, timeout_ms;
+    size_t max_size, chunk;
+};
+
+enum state { S_IDLE, S_CONNECTING, S_SENDING, S_READING, S_DONE };
+
+struct clamd_client {
+    const clamd_settings *s;
+    clamd_ops ops;
+    void *arg;
+    int fd;
+    enum state state;
+    size_t addr_index;
+    int watching, timer_armed;
+    unsigned wait_ms;
+    uint64_t progress_ms;
+    int pending, report;
+    clamd_command cmd;
+    size_t size;
+    int source_done;      /* the terminating zero chunk is queued */
+    unsigned char *buf;   /* command, then chunk header + data */
+    size_t buf_len, buf_off;
+    char reply[CLAMD_REPLY_MAX + 1];
+    size_t reply_len;
+    clamd_result result;
+    char error[256];
+};
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+__attribute__((format(printf, 3, 4)))
+static void say(clamd_client *c, clamd_log_level level, const char *fmt, ...)
+{
+    if (c->ops.log == NULL)
+        return;
+    char text[600];
+    int n = snprintf(text, sizeof text, "clamd %s: ", c->s->address);
+    if (n < 0 || (size_t)n >= sizeof text)
+        n = 0;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text + n, sizeof text - (size_t)n, fmt, ap);
+    va_end(ap);
+    c->ops.log(c->arg, level, text);
+}
+
+/* ------------------------------------------------------------------ */
+/* addresses: host:port, [v6]:port, /path, unix:path, tcp:host:port     */
+
+static int parse_address(clamd_settings *s, const char *spec, char *err, size_t errlen)
+{
+    const char *path = NULL;
+    if (strncmp(spec, "unix:", 5) == 0)
+        path = spec + 5;
+    else if (spec[0] == '/')
+        path = spec;
+    if (path != NULL) {
+        struct sockaddr_un sun;
+        size_t n = strlen(path);
+        if (n == 0 || n >= sizeof sun.sun_path) {
+            snprintf(err, errlen, "\"%s\": socket path empty or longer than %zu bytes", spec, sizeof sun.sun_path - 1);
+            return -1;
+        }
+        memset(&sun, 0, sizeof sun);
+        sun.sun_family = AF_UNIX;
+        memcpy(sun.sun_path, path, n + 1);
+        memcpy(&s->addr[0], &sun, sizeof sun);
+        s->addrlen[0] = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+        s->count = 1;
+        return 0;
+    }
+    if (strncmp(spec, "tcp:", 4) == 0)
+        spec += 4;
+    char host[256], port[32] = "3310";
+    const char *colon;
+    size_t hn;
+    if (spec[0] == '[') {
+        const char *close = strchr(spec, ']');
+        if (close == NULL || (close[1] != 0 && close[1] != ':')) {
+            snprintf(err, errlen, "\"%s\": expected [address]:port", spec);
+            return -1;
+        }
+        hn = (size_t)(close - spec - 1);
+        if (hn >= sizeof host) {
+            snprintf(err, errlen, "\"%s\": host name too long", spec);
+            return -1;
+        }
+        memcpy(host, spec + 1, hn);
+        colon = close[1] == ':' ? close + 1 : NULL;
+    } else {
+        colon = strrchr(spec, ':');
+        if (colon != NULL && strchr(spec, ':') != colon) {
+            snprintf(err, errlen, "\"%s\": an IPv6 address goes in brackets", spec);
+            return -1;
+        }
+        hn = colon ? (size_t)(colon - spec) : strlen(spec);
+        if (hn >= sizeof host) {
+            snprintf(err, errlen, "\"%s\": host name too long", spec);
+            return -1;
+        }
+        memcpy(host, spec, hn);
+    }
+    host[hn] = 0;
+    if (colon != NULL && (colon[1] == 0 || strlen(colon + 1) >= sizeof port)) {
+        snprintf(err, errlen, "\"%s\": bad port", spec);
+        return -1;
+    }
+    if (colon != NULL)
+        snprintf(port, sizeof port, "%s", colon + 1);
+    if (hn == 0) {
+        snprintf(err, errlen, "\"%s\": no host", spec);
+        return -1;
+    }
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_socktype = SOCK_STREAM;
+    int rc = getaddrinfo(host, port, &hints, &res);
+    if (rc != 0) {
+        snprintf(err, errlen, "\"%s\": %s", spec, gai_strerror(rc));
+        return -1;
+    }
+    for (struct addrinfo *ai = res; ai != NULL && s->count < ADDRS_MAX; ai = ai->ai_next) {
+        if (ai->ai_addrlen > sizeof s->addr[0])
+            continue;
+        memcpy(&s->addr[s->count], ai->ai_addr, ai->ai_addrlen);
+        s->addrlen[s->count++] = (socklen_t)ai->ai_addrlen;
+    }
+    freeaddrinfo(res);
+    if (s->count == 0) {
+        snprintf(err, errlen, "\"%s\": no usable address", spec);
+        return -1;
+    }
+    return 0;
+}
+
+clamd_settings *clamd_settings_create(const clamd_config *cfg, char *err, size_t errlen)
+{
+    clamd_settings *s = calloc(1, sizeof *s);
+    if (s == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    if (cfg->address == NULL || strlen(cfg->address) >= sizeof s->address) {
+        snprintf(err, errlen, "clamd address missing or too long");
+        free(s);
+        return NULL;
+    }
+    snprintf(s->address, sizeof s->address, "%s", cfg->address);
+    if (parse_address(s, cfg->address, err, errlen) < 0) {
+        free(s);
+        return NULL;
+    }
+    s->connect_ms = cfg->connect_timeout_ms ? cfg->connect_timeout_ms : 10000;
+    s->timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : 120000;
+    s->max_size = cfg->max_size ? cfg->max_size : 25u * 1024 * 1024;
+    s->chunk = cfg->chunk_size ? cfg->chunk_size : 64u * 1024;
+    if (s->chunk > 16u * 1024 * 1024)
+        s->chunk = 16u * 1024 * 1024;
+    return s;
+}
+
+void clamd_settings_free(clamd_settings *s)
+{
+    free(s);
+}
+
+/* ------------------------------------------------------------------ */
+/* the client                                                          */
+
+clamd_client *clamd_client_create(const clamd_settings *s, const clamd_ops *ops, void *arg)
+{
+    clamd_client *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return NULL;
+    c->s = s;
+    c->ops = *ops;
+    c->arg = arg;
+    c->fd = -1;
+    return c;
+}
+
+static void sync_io(clamd_client *c)
+{
+    int want = 0;
+    if (c->fd >= 0) {
+        if (c->state == S_CONNECTING)
+            want = CLAMD_IO_WRITE;
+        else if (c->state == S_SENDING)
+            want = CLAMD_IO_WRITE | CLAMD_IO_READ;   /* an early answer */
+        else if (c->state == S_READING)
+            want = CLAMD_IO_READ;
+    }
+    if (want != c->watching) {
+        if (c->ops.watch)
+            c->ops.watch(c->arg, c->fd, want);
+        c->watching = want;
+    }
+    int busy = c->fd >= 0 && c->state != S_DONE && c->state != S_IDLE;
+    if (busy && !c->timer_armed) {
+        c->timer_armed = 1;
+        if (c->ops.timer)
+            c->ops.timer(c->arg, c->wait_ms);
+    } else if (!busy && c->timer_armed) {
+        c->timer_armed = 0;
+        if (c->ops.timer)
+            c->ops.timer(c->arg, 0);
+    }
+}
+
+static void close_socket(clamd_client *c)
+{
+    if (c->fd < 0)
+        return;
+    if (c->watching && c->ops.watch)
+        c->ops.watch(c->arg, c->fd, 0);
+    c->watching = 0;
+    if (c->timer_armed && c->ops.timer)
+        c->ops.timer(c->arg, 0);
+    c->timer_armed = 0;
+    close(c->fd);
+    c->fd = -1;
+}
+
+void clamd_client_free(clamd_client *c)
+{
+    if (c == NULL)
+        return;
+    close_socket(c);
+    free(c->buf);
+    free(c);
+}
+
+static void finish(clamd_client *c)
+{
+    close_socket(c);
+    c->state = S_DONE;
+    free(c->buf);
+    c->buf = NULL;
+    if (c->pending)
+        c->report = 1;
+}
+
+__attribute__((format(printf, 2, 3)))
+static void failed(clamd_client *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->error, sizeof c->error, fmt, ap);
+    va_end(ap);
+    c->result.outcome = CLAMD_OUTCOME_FAILED;
+    c->result.error = c->error;
+    say(c, CLAMD_LOG_WARNING, "%s", c->error);
+    finish(c);
+}
+
+static void answered(clamd_client *c)
+{
+    char why[200];
+    if (clamd_parse_reply(c->cmd, c->reply, c->reply_len, &c->result.reply, why, sizeof why) < 0) {
+        failed(c, "%s", why);
+        return;
+    }
+    c->result.outcome = CLAMD_OUTCOME_ANSWERED;
+    finish(c);
+}
+
+static void read_reply(clamd_client *c)
+{
+    char buf[512];
+    for (int round = 0; round < 8 && c->fd >= 0; round++) {
+        ssize_t n = recv(c->fd, buf, sizeof buf, 0);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return;
+            if (c->reply_len > 0) {   /* a reply, then a reset: take the reply */
+                answered(c);
+                return;
+            }
+            failed(c, "error reading the reply: %s", strerror(errno));
+            return;
+        }
+        c->progress_ms = now_ms();
+        if (n == 0) {
+            if (c->reply_len > 0)
+                answered(c);     /* an unterminated last line */
+            else
+                failed(c, "connection closed without a reply");
+            return;
+        }
+        for (ssize_t i = 0; i < n; i++) {
+            if (buf[i] == 0) {     /* z-commands: the reply ends with a NUL */
+                if (i + 1 < n) {
+                    failed(c, "%zd bytes after the reply", n - i - 1);
+                    return;
+                }
+                answered(c);
+                return;
+            }
+            if (c->reply_len == CLAMD_REPLY_MAX) {
+                failed(c, "reply longer than %d bytes", CLAMD_REPLY_MAX);
+                return;
+            }
+            c->reply[c->reply_len++] = buf[i];
+        }
+    }
+}
+
+static void write_failed(clamd_client *c, int err)
+{
+    if (err == EPIPE || err == ECONNRESET) {
+        c->state = S_READING;
+        read_reply(c);
+        if (c->state == S_DONE)
+            return;
+    }
+    failed(c, "error writing the stream: %s", strerror(err));
+}
+
+static void send_stream(clamd_client *c)
+{
+    for (;;) {
+        if (c->buf_off == c->buf_len) {
+            if (c->source_done || c->cmd != CLAMD_INSTREAM) {
+                c->state = S_READING;
+                return;
+            }
+            size_t want = c->s->chunk;
+            if (c->size && c->size - c->result.sent < want)
+                want = c->size - c->result.sent;
+            long n = want ? (c->ops.read ? c->ops.read(c->arg, c->buf + 4, want) : -1) : 0;
+            if (n < 0) {
+                failed(c, "cannot read the message");
+                return;
+            }
+            if ((size_t)n > want)
+                n = (long)want;
+            if (n == 0 && c->size && c->result.sent < c->size) {
+                failed(c, "the message ended after %zu of %zu bytes", c->result.sent, c->size);
+                return;
+            }
+            if (c->result.sent + (size_t)n > c->s->max_size) {
+                /* Size unknown up front and now too big: not scanned. */
+                c->result.outcome = CLAMD_OUTCOME_SKIPPED;
+                finish(c);
+                return;
+            }
+            clamd_chunk_header(c->buf, (uint32_t)n);
+            c->buf_off = 0;
+            c->buf_len = 4 + (size_t)n;
+            c->result.sent += (size_t)n;
+            if (n == 0)
+                c->source_done = 1;
+        }
+        ssize_t w = send(c->fd, c->buf + c->buf_off, c->buf_len - c->buf_off, MSG_NOSIGNAL);
+        if (w > 0) {
+            c->buf_off += (size_t)w;
+            c->progress_ms = now_ms();
+            continue;
+        }
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        write_failed(c, w < 0 ? errno : EPIPE);
+        return;
+    }
+}
+
+static void try_connect(clamd_client *c)
+{
+    while (c->addr_index < c->s->count) {
+        const struct sockaddr *sa = (const struct sockaddr *)&c->s->addr[c->addr_index];
+        int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd >= 0 && (sa->sa_family == AF_INET || sa->sa_family == AF_INET6)) {
+            int one = 1;
+            (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        }
+        if (fd >= 0 && connect(fd, sa, c->s->addrlen[c->addr_index]) == 0) {
+            c->fd = fd;
+            c->state = S_SENDING;
+            c->wait_ms = c->s->timeout_ms;
+            send_stream(c);
+            return;
+        }
+        if (fd >= 0 && errno == EINPROGRESS) {
+            c->fd = fd;
+            c->state = S_CONNECTING;
+            return;
+        }
+        say(c, CLAMD_LOG_WARNING, "connect: %s", strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        c->addr_index++;
+    }
+    failed(c, "cannot connect to clamd");
+}
+
+clamd_status clamd_client_start(clamd_client *c, clamd_command cmd, size_t message_size)
+{
+    memset(&c->result, 0, sizeof c->result);
+    if (c->state != S_IDLE && c->state != S_DONE) {
+        say(c, CLAMD_LOG_ERROR, "a request is already running (ignored)");
+        c->result.outcome = CLAMD_OUTCOME_FAILED;
+        c->result.error = "a request is already running";
+        return CLAMD_DONE;
+    }
+    c->cmd = cmd;
+    c->size = cmd == CLAMD_INSTREAM ? message_size : 0;
+    if (cmd == CLAMD_INSTREAM && message_size > c->s->max_size) {
+        c->result.outcome = CLAMD_OUTCOME_SKIPPED;
+        c->state = S_DONE;
+        return CLAMD_DONE;
+    }
+    free(c->buf);
+    c->buf = malloc(c->s->chunk + 4 < 64 ? 64 : c->s->chunk + 4);
+    if (c->buf == NULL) {
+        c->result.outcome = CLAMD_OUTCOME_FAILED;
+        c->result.error = "out of memory";
+        return CLAMD_DONE;
+    }
+    size_t n;
+    const char *text = clamd_command_text(cmd, &n);
+    memcpy(c->buf, text, n);
+    c->buf_len = n;
+    c->buf_off = 0;
+    c->source_done = 0;
+    c->reply_len = 0;
+    c->addr_index = 0;
+    c->pending = 1;
+    c->report = 0;
+    c->wait_ms = c->s->connect_ms;
+    c->progress_ms = now_ms();
+    try_connect(c);
+    if (c->report) {
+        c->report = c->pending = 0;
+        sync_io(c);
+        return CLAMD_DONE;
+    }
+    sync_io(c);
+    return CLAMD_PENDING;
+}
+
+static void report(clamd_client *c)
+{
+    sync_io(c);
+    if (c->report) {
+        c->report = 0;
+        c->pending = 0;
+        if (c->ops.done)
+            c->ops.done(c->arg);   /* may free c */
+    }
+}
+
+void clamd_client_io(clamd_client *c, int events)
+{
+    if (c->fd < 0) {
+        report(c);
+        return;
+    }
+    if (c->state == S_CONNECTING) {
+        int soerr = 0;
+        socklen_t len = sizeof soerr;
+        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
+            soerr = errno;
+        if (soerr != 0) {
+            say(c, CLAMD_LOG_WARNING, "connect: %s", strerror(soerr));
+            close_socket(c);
+            c->addr_index++;
+            try_connect(c);
+        } else {
+            c->state = S_SENDING;
+            c->wait_ms = c->s->timeout_ms;
+            c->progress_ms = now_ms();
+            send_stream(c);
+        }
+    } else {
+        if (c->state == S_SENDING && (events & CLAMD_IO_READ)) {
+            /* clamd answered before the end of the stream (its size limit),
+             * or closed: read that; a readiness with nothing to read changes
+             * nothing. */
+            c->state = S_READING;
+            read_reply(c);
+            if (c->state == S_READING && c->reply_len == 0)
+                c->state = S_SENDING;
+        } else if (c->state == S_READING && (events & CLAMD_IO_READ))
+            read_reply(c);
+        if (c->state == S_SENDING && (events & CLAMD_IO_WRITE))
+            send_stream(c);
+    }
+    report(c);
+}
+
+void clamd_client_timeout(clamd_client *c)
+{
+    c->timer_armed = 0;
+    if (c->fd < 0 || c->state == S_DONE) {
+        report(c);
+        return;
+    }
+    uint64_t elapsed = now_ms() - c->progress_ms;
+    if (elapsed < c->wait_ms) {
+        c->timer_armed = 1;
+        if (c->ops.timer)
+            c->ops.timer(c->arg, (unsigned)(c->wait_ms - elapsed));
+        return;
+    }
+    failed(c, "timeout after %u ms %s", c->wait_ms,
+           c->state == S_CONNECTING ? "connecting" : c->state == S_SENDING ? "sending the stream"
+                                                                             : "waiting for the reply");
+    report(c);
+}
+
+const clamd_result *clamd_client_result(const clamd_client *c)
+{
+    return &c->result;
+}

@@ -1,0 +1,565 @@
+/*
+ * One request to spamd, non-blocking (see spamd_client.h).
+ *
+ * Steps: connect (addresses tried in order) -> write the request head and
+ * the message, pulled from ops->read into one 64 KiB buffer as the socket
+ * drains it -> shut our side down (spamd reads to Content-length, but
+ * shutting down also ends a message whose last line has no line end) ->
+ * read and parse the response (spamd_proto.c) until it is complete or the
+ * connection ends. If spamd closes while we still write (it refused the
+ * request), whatever it answered is read before giving up.
+ *
+ * The timer works as the milter connection's: armed while we wait, re-armed
+ * for the rest when there was progress since.
+ */
+#include "spamd_client.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#define ADDRS_MAX 8
+#define CHUNK (64u * 1024u)
+
+struct spamd_settings {
+    char address[512];
+    size_t count;
+    struct sockaddr_storage addr[ADDRS_MAX];
+    socklen_t addrlen[ADDRS_MAX];
+    unsigned connect_ms, timeout_ms;
+    size_t max_size, max_response;
+    char user[130];
+    int has_user;
+};
+
+enum state { S_IDLE, S_CONNECTING, S_SENDING, S_READING, S_DONE };
+
+struct spamd_client {
+    const spamd_settings *s;
+    spamd_ops ops;
+    void *arg;
+    int fd;
+    enum state state;
+    size_t addr_index;
+    int watching, timer_armed;
+    unsigned wait_ms;
+    uint64_t progress_ms;
+    int pending, report;
+    spamd_command cmd;
+    size_t size, sent;
+    unsigned char *buf;   /* head, then message chunks */
+    size_t buf_len, buf_off;
+    spamd_response resp;
+    spamd_result result;
+    char error[256];
+};
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+__attribute__((format(printf, 3, 4)))
+static void say(spamd_client *c, spamd_log_level level, const char *fmt, ...)
+{
+    if (c->ops.log == NULL)
+        return;
+    char text[600];
+    int n = snprintf(text, sizeof text, "spamd %s: ", c->s->address);
+    if (n < 0 || (size_t)n >= sizeof text)
+        n = 0;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text + n, sizeof text - (size_t)n, fmt, ap);
+    va_end(ap);
+    c->ops.log(c->arg, level, text);
+}
+
+/* ------------------------------------------------------------------ */
+/* addresses                                                           */
+
+static int parse_address(spamd_settings *s, const char *spec, char *err, size_t errlen)
+{
+    const char *path = NULL;
+    if (strncmp(spec, "unix:", 5) == 0)
+        path = spec + 5;
+    else if (spec[0] == '/')
+        path = spec;
+    if (path != NULL) {
+        struct sockaddr_un sun;
+        size_t n = strlen(path);
+        if (n == 0 || n >= sizeof sun.sun_path) {
+            snprintf(err, errlen, "\"%s\": socket path empty or longer than %zu bytes", spec, sizeof sun.sun_path - 1);
+            return -1;
+        }
+        memset(&sun, 0, sizeof sun);
+        sun.sun_family = AF_UNIX;
+        memcpy(sun.sun_path, path, n + 1);
+        memcpy(&s->addr[0], &sun, sizeof sun);
+        s->addrlen[0] = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+        s->count = 1;
+        return 0;
+    }
+    if (strncmp(spec, "inet:", 5) == 0)
+        spec += 5;
+    char host[256], port[32] = "783";
+    const char *colon;
+    size_t hn;
+    if (spec[0] == '[') {
+        const char *close = strchr(spec, ']');
+        if (close == NULL || (close[1] != 0 && close[1] != ':')) {
+            snprintf(err, errlen, "\"%s\": expected [address]:port", spec);
+            return -1;
+        }
+        hn = (size_t)(close - spec - 1);
+        if (hn >= sizeof host) {
+            snprintf(err, errlen, "\"%s\": host name too long", spec);
+            return -1;
+        }
+        memcpy(host, spec + 1, hn);
+        colon = close[1] == ':' ? close + 1 : NULL;
+    } else {
+        colon = strrchr(spec, ':');
+        if (colon != NULL && strchr(spec, ':') != colon) {
+            snprintf(err, errlen, "\"%s\": an IPv6 address goes in brackets", spec);
+            return -1;
+        }
+        hn = colon ? (size_t)(colon - spec) : strlen(spec);
+        if (hn >= sizeof host) {
+            snprintf(err, errlen, "\"%s\": host name too long", spec);
+            return -1;
+        }
+        memcpy(host, spec, hn);
+    }
+    host[hn] = 0;
+    if (colon != NULL && (colon[1] == 0 || strlen(colon + 1) >= sizeof port)) {
+        snprintf(err, errlen, "\"%s\": bad port", spec);
+        return -1;
+    }
+    if (colon != NULL)
+        snprintf(port, sizeof port, "%s", colon + 1);
+    if (hn == 0) {
+        snprintf(err, errlen, "\"%s\": no host", spec);
+        return -1;
+    }
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_socktype = SOCK_STREAM;
+    int rc = getaddrinfo(host, port, &hints, &res);
+    if (rc != 0) {
+        snprintf(err, errlen, "\"%s\": %s", spec, gai_strerror(rc));
+        return -1;
+    }
+    for (struct addrinfo *ai = res; ai != NULL && s->count < ADDRS_MAX; ai = ai->ai_next) {
+        if (ai->ai_addrlen > sizeof s->addr[0])
+            continue;
+        memcpy(&s->addr[s->count], ai->ai_addr, ai->ai_addrlen);
+        s->addrlen[s->count++] = (socklen_t)ai->ai_addrlen;
+    }
+    freeaddrinfo(res);
+    if (s->count == 0) {
+        snprintf(err, errlen, "\"%s\": no usable address", spec);
+        return -1;
+    }
+    return 0;
+}
+
+spamd_settings *spamd_settings_create(const spamd_config *cfg, char *err, size_t errlen)
+{
+    spamd_settings *s = calloc(1, sizeof *s);
+    if (s == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    if (cfg->address == NULL || strlen(cfg->address) >= sizeof s->address) {
+        snprintf(err, errlen, "spamd address missing or too long");
+        free(s);
+        return NULL;
+    }
+    snprintf(s->address, sizeof s->address, "%s", cfg->address);
+    if (parse_address(s, cfg->address, err, errlen) < 0) {
+        free(s);
+        return NULL;
+    }
+    if (cfg->user != NULL) {
+        char head[512];
+        if (spamd_request_head(SPAMD_CHECK, 0, cfg->user, head, sizeof head, err, errlen) < 0) {
+            free(s);
+            return NULL;
+        }
+        snprintf(s->user, sizeof s->user, "%s", cfg->user);
+        s->has_user = 1;
+    }
+    s->connect_ms = cfg->connect_timeout_ms ? cfg->connect_timeout_ms : 10000;
+    s->timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : 600000;
+    s->max_size = cfg->max_size ? cfg->max_size : 500 * 1024;
+    s->max_response = cfg->max_response ? cfg->max_response : 2 * s->max_size + 1024 * 1024;
+    return s;
+}
+
+void spamd_settings_free(spamd_settings *s)
+{
+    free(s);
+}
+
+/* ------------------------------------------------------------------ */
+/* the client                                                          */
+
+spamd_client *spamd_client_create(const spamd_settings *s, const spamd_ops *ops, void *arg)
+{
+    spamd_client *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return NULL;
+    c->s = s;
+    c->ops = *ops;
+    c->arg = arg;
+    c->fd = -1;
+    return c;
+}
+
+static void sync_io(spamd_client *c)
+{
+    int want = 0;
+    if (c->fd >= 0)
+        want = c->state == S_CONNECTING || c->state == S_SENDING ? SPAMD_IO_WRITE
+             : c->state == S_READING ? SPAMD_IO_READ : 0;
+    if (want != c->watching) {
+        if (c->ops.watch)
+            c->ops.watch(c->arg, c->fd, want);
+        c->watching = want;
+    }
+    int busy = c->fd >= 0 && c->state != S_DONE && c->state != S_IDLE;
+    if (busy && !c->timer_armed) {
+        c->timer_armed = 1;
+        if (c->ops.timer)
+            c->ops.timer(c->arg, c->wait_ms);
+    } else if (!busy && c->timer_armed) {
+        c->timer_armed = 0;
+        if (c->ops.timer)
+            c->ops.timer(c->arg, 0);
+    }
+}
+
+static void close_socket(spamd_client *c)
+{
+    if (c->fd < 0)
+        return;
+    if (c->watching && c->ops.watch)
+        c->ops.watch(c->arg, c->fd, 0);
+    c->watching = 0;
+    if (c->timer_armed && c->ops.timer)
+        c->ops.timer(c->arg, 0);
+    c->timer_armed = 0;
+    close(c->fd);
+    c->fd = -1;
+}
+
+void spamd_client_free(spamd_client *c)
+{
+    if (c == NULL)
+        return;
+    close_socket(c);
+    free(c->buf);
+    free(c);
+}
+
+static void finish(spamd_client *c)
+{
+    close_socket(c);
+    c->state = S_DONE;
+    free(c->buf);
+    c->buf = NULL;
+    if (c->pending)
+        c->report = 1;
+}
+
+__attribute__((format(printf, 2, 3)))
+static void failed(spamd_client *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->error, sizeof c->error, fmt, ap);
+    va_end(ap);
+    c->result.outcome = SPAMD_FAILED;
+    c->result.error = c->error;
+    say(c, SPAMD_LOG_WARNING, "%s", c->error);
+    finish(c);
+}
+
+/* The response is complete: what did spamd say? */
+static void answered(spamd_client *c)
+{
+    spamd_response *r = &c->resp;
+    spamd_result *res = &c->result;
+    res->code = r->code;
+    res->code_text = r->code_text;
+    res->has_spam = r->has_spam;
+    res->is_spam = r->is_spam;
+    res->score = r->score;
+    res->threshold = r->threshold;
+    res->body_bytes = r->body_bytes;
+    res->symbols = c->cmd == SPAMD_SYMBOLS ? r->symbols : NULL;
+    if (r->code != 0) {
+        failed(c, "spamd answered %d %s", r->code, r->code_text);
+        res->code = r->code;
+        return;
+    }
+    if (c->cmd == SPAMD_PING ? strcmp(r->code_text, "PONG") != 0 : !r->has_spam) {
+        failed(c, c->cmd == SPAMD_PING ? "no PONG in spamd's answer" : "no Spam header in spamd's answer");
+        return;
+    }
+    res->outcome = SPAMD_OK;
+    finish(c);
+}
+
+static int body_piece(void *arg, const void *data, size_t len)
+{
+    spamd_client *c = arg;
+    return c->ops.body ? c->ops.body(c->arg, data, len) : 0;
+}
+
+static void read_response(spamd_client *c)
+{
+    unsigned char buf[16384];
+    for (int round = 0; round < 8 && c->state == S_READING; round++) {
+        ssize_t n = recv(c->fd, buf, sizeof buf, 0);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return;
+            failed(c, "error reading the response: %s", strerror(errno));
+            return;
+        }
+        c->progress_ms = now_ms();
+        if (n == 0) {
+            if (spamd_response_eof(&c->resp) > 0)
+                answered(c);
+            else
+                failed(c, "%s", c->resp.error);
+            return;
+        }
+        int rc = spamd_response_feed(&c->resp, buf, (size_t)n, body_piece, c);
+        if (rc < 0) {
+            failed(c, "%s", c->resp.error);
+            return;
+        }
+        if (rc > 0) {
+            answered(c);
+            return;
+        }
+    }
+}
+
+/* The request was cut off by spamd: it may have said why. */
+static void write_failed(spamd_client *c, int err)
+{
+    if (err == EPIPE || err == ECONNRESET) {
+        c->state = S_READING;
+        read_response(c);
+        if (c->state == S_DONE)
+            return;
+    }
+    failed(c, "error writing the request: %s", strerror(err));
+}
+
+static void send_request(spamd_client *c)
+{
+    for (;;) {
+        if (c->buf_off == c->buf_len) {
+            if (c->sent == c->size) {
+                /* All sent: spamd reads to Content-length; the shutdown
+                 * also ends a last line without its line end. */
+                (void)shutdown(c->fd, SHUT_WR);
+                c->state = S_READING;
+                c->wait_ms = c->s->timeout_ms;
+                read_response(c);
+                return;
+            }
+            size_t want = c->size - c->sent < CHUNK ? c->size - c->sent : CHUNK;
+            long n = c->ops.read ? c->ops.read(c->arg, c->buf, want) : -1;
+            if (n < 0) {
+                failed(c, "cannot read the message");
+                return;
+            }
+            if (n == 0) {
+                failed(c, "the message ended after %zu of %zu bytes", c->sent, c->size);
+                return;
+            }
+            if ((size_t)n > want)
+                n = (long)want;
+            c->buf_off = 0;
+            c->buf_len = (size_t)n;
+            c->sent += (size_t)n;
+        }
+        ssize_t w = send(c->fd, c->buf + c->buf_off, c->buf_len - c->buf_off, MSG_NOSIGNAL);
+        if (w > 0) {
+            c->buf_off += (size_t)w;
+            c->progress_ms = now_ms();
+            continue;
+        }
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        write_failed(c, w < 0 ? errno : EPIPE);
+        return;
+    }
+}
+
+static void try_connect(spamd_client *c)
+{
+    while (c->addr_index < c->s->count) {
+        const struct sockaddr *sa = (const struct sockaddr *)&c->s->addr[c->addr_index];
+        int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd >= 0 && (sa->sa_family == AF_INET || sa->sa_family == AF_INET6)) {
+            int one = 1;
+            (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        }
+        if (fd >= 0 && connect(fd, sa, c->s->addrlen[c->addr_index]) == 0) {
+            c->fd = fd;
+            c->state = S_SENDING;
+            c->wait_ms = c->s->timeout_ms;
+            send_request(c);
+            return;
+        }
+        if (fd >= 0 && errno == EINPROGRESS) {
+            c->fd = fd;
+            c->state = S_CONNECTING;
+            return;
+        }
+        say(c, SPAMD_LOG_WARNING, "connect: %s", strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        c->addr_index++;
+    }
+    failed(c, "cannot connect to spamd");
+}
+
+spamd_status spamd_client_start(spamd_client *c, spamd_command cmd, size_t message_size)
+{
+    memset(&c->result, 0, sizeof c->result);
+    c->result.code = -1;
+    if (c->state != S_IDLE && c->state != S_DONE) {
+        say(c, SPAMD_LOG_ERROR, "a request is already running (ignored)");
+        c->result.outcome = SPAMD_FAILED;
+        c->result.error = "a request is already running";
+        return SPAMD_DONE;
+    }
+    c->cmd = cmd;
+    c->size = cmd == SPAMD_PING ? 0 : message_size;
+    c->sent = 0;
+    if (cmd != SPAMD_PING && message_size > c->s->max_size) {
+        c->result.outcome = SPAMD_SKIPPED;
+        c->state = S_DONE;
+        return SPAMD_DONE;
+    }
+    free(c->buf);
+    c->buf = malloc(CHUNK > 512 ? CHUNK : 512);
+    if (c->buf == NULL) {
+        c->result.outcome = SPAMD_FAILED;
+        c->result.error = "out of memory";
+        return SPAMD_DONE;
+    }
+    int n = spamd_request_head(cmd, c->size, c->s->has_user ? c->s->user : NULL, (char *)c->buf, CHUNK, c->error,
+                               sizeof c->error);
+    if (n < 0) {
+        c->result.outcome = SPAMD_FAILED;
+        c->result.error = c->error;
+        return SPAMD_DONE;
+    }
+    c->buf_len = (size_t)n;
+    c->buf_off = 0;
+    spamd_response_init(&c->resp, c->s->max_response, cmd == SPAMD_SYMBOLS);
+    c->addr_index = 0;
+    c->pending = 1;
+    c->report = 0;
+    c->wait_ms = c->s->connect_ms;
+    c->progress_ms = now_ms();
+    try_connect(c);
+    if (c->report) {
+        c->report = c->pending = 0;
+        sync_io(c);
+        return SPAMD_DONE;
+    }
+    sync_io(c);
+    return SPAMD_PENDING;
+}
+
+static void report(spamd_client *c)
+{
+    sync_io(c);
+    if (c->report) {
+        c->report = 0;
+        c->pending = 0;
+        if (c->ops.done)
+            c->ops.done(c->arg);   /* may free c */
+    }
+}
+
+void spamd_client_io(spamd_client *c, int events)
+{
+    if (c->fd < 0) {
+        report(c);
+        return;
+    }
+    if (c->state == S_CONNECTING) {
+        int soerr = 0;
+        socklen_t len = sizeof soerr;
+        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
+            soerr = errno;
+        if (soerr != 0) {
+            say(c, SPAMD_LOG_WARNING, "connect: %s", strerror(soerr));
+            close_socket(c);
+            c->addr_index++;
+            try_connect(c);
+        } else {
+            c->state = S_SENDING;
+            c->wait_ms = c->s->timeout_ms;
+            c->progress_ms = now_ms();
+            send_request(c);
+        }
+    } else if (c->state == S_SENDING && (events & SPAMD_IO_WRITE))
+        send_request(c);
+    else if (c->state == S_READING && (events & SPAMD_IO_READ))
+        read_response(c);
+    report(c);
+}
+
+void spamd_client_timeout(spamd_client *c)
+{
+    c->timer_armed = 0;
+    if (c->fd < 0 || c->state == S_DONE) {
+        report(c);
+        return;
+    }
+    uint64_t elapsed = now_ms() - c->progress_ms;
+    if (elapsed < c->wait_ms) {
+        c->timer_armed = 1;
+        if (c->ops.timer)
+            c->ops.timer(c->arg, (unsigned)(c->wait_ms - elapsed));
+        return;
+    }
+    failed(c, "timeout after %u ms %s", c->wait_ms,
+           c->state == S_CONNECTING ? "connecting" : c->state == S_SENDING ? "sending the message"
+                                                                             : "waiting for the answer");
+    report(c);
+}
+
+const spamd_result *spamd_client_result(const spamd_client *c)
+{
+    return &c->result;
+}

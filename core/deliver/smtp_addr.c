@@ -18,7 +18,7 @@
 #include <sys/un.h>
 
 #include "deliver/smtp_client_int.h"
-#include "smtpd/smtp_parse.h"
+#include "mail/smtp_syntax.h"
 
 /* ------------------------------------------------------------------ */
 /* routing */

@@ -21,7 +21,7 @@
 
 #include "deliver/smtp_client_int.h"
 #include "lib/buf.h"
-#include "smtpd/smtp_parse.h"
+#include "mail/smtp_syntax.h"
 
 /* ------------------------------------------------------------------ */
 /* reply codes */

@@ -23,6 +23,7 @@
 
 #include "lib/log.h"
 #include "lib/xalloc.h"
+#include "mail/smtp_syntax.h"
 #include "smtpd/rcpt_maps.h"
 #include "smtpd/restrict.h"
 #include "smtpd/smtpd_int.h"

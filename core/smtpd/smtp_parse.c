@@ -1,6 +1,8 @@
 /*
  * SMTP command-line parsers: verb split, MAIL/RCPT paths with their ESMTP
- * parameters, BDAT arguments, xtext, hostnames and address literals.
+ * parameters, BDAT arguments, the HELO name as we keep it. The syntax the
+ * SMTP client needs too (host names, address literals, xtext, UTF-8) is in
+ * core/mail/smtp_syntax.c.
  *
  * Design: every parser works on a NUL-terminated copy whose length is
  * bounded by the command line, scans it once, and never recurses, so hostile
@@ -51,16 +53,6 @@ static int is_atext(int c)
     return is_alnum(c) || (c != 0 && strchr("!#$%&'*+-/=?^_`{|}~", c) != NULL);
 }
 
-static int hex_value(int c)
-{
-    if (is_digit(c))
-        return c - '0';
-    c = to_upper(c);
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static int ascii_casecmp(const char *a, const char *b)
 {
     for (; *a && *b; a++, b++)
@@ -80,40 +72,6 @@ static int ascii_ncasecmp(const char *a, const char *b, size_t n)
     return 0;
 }
 
-/* Strict UTF-8 (RFC 3629): no overlong forms, no surrogates, <= U+10FFFF. */
-static int valid_utf8(const unsigned char *s, size_t len)
-{
-    size_t i = 0;
-    while (i < len) {
-        unsigned c = s[i];
-        size_t need;
-        unsigned min, cp;
-        if (c < 0x80) {
-            i++;
-            continue;
-        } else if ((c & 0xE0) == 0xC0) {
-            need = 1, min = 0x80, cp = c & 0x1F;
-        } else if ((c & 0xF0) == 0xE0) {
-            need = 2, min = 0x800, cp = c & 0x0F;
-        } else if ((c & 0xF8) == 0xF0) {
-            need = 3, min = 0x10000, cp = c & 0x07;
-        } else {
-            return 0;
-        }
-        if (len - i - 1 < need)
-            return 0;
-        for (size_t k = 1; k <= need; k++) {
-            if ((s[i + k] & 0xC0) != 0x80)
-                return 0;
-            cp = (cp << 6) | (s[i + k] & 0x3F);
-        }
-        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-            return 0;
-        i += need + 1;
-    }
-    return 1;
-}
-
 /* ---- the HELO name as we keep it ------------------------------------ */
 
 /* Length of the valid UTF-8 character at s (1-4), or 0. */
@@ -123,7 +81,7 @@ static size_t utf8_char_len(const unsigned char *s, size_t avail)
                                  : (s[0] & 0xF8) == 0xF0 ? 4 : 0;
     if (n == 0 || n > avail)
         return 0;
-    return valid_utf8(s, n) ? n : 0;
+    return smtp_valid_utf8(s, n) ? n : 0;
 }
 
 char *smtp_helo_printable(const char *arg, size_t len, int utf8, petrel_pool *pool)
@@ -242,172 +200,6 @@ static int fail_unsupported(struct smtp_reply_err *err, petrel_pool *pool, const
     return fail(err, 555, "5.5.4", text);
 }
 
-/* ---- hostnames ----------------------------------------------------- */
-
-/* Postfix valid_hostname(), optionally letting 8-bit bytes stand for the
- * letters of a U-label (SMTPUTF8 domains; UTF-8 validity is checked by the
- * caller, IDNA rules are not: the domain is only routed, never rewritten). */
-static int valid_hostname_impl(const char *name, int allow_utf8)
-{
-    size_t total = 0, label_len = 0;
-    int label_numeric = 1;
-    char prev = 0;
-
-    for (const char *p = name; *p; p++, total++) {
-        unsigned char c = (unsigned char)*p;
-        if (total >= SMTP_DOMAIN_MAX)
-            return 0;
-        if (c == '.') {
-            if (label_len == 0 || prev == '-')
-                return 0;
-            label_len = 0;
-            label_numeric = 1;
-        } else {
-            if (is_digit(c)) {
-                /* label_numeric stays as it is */
-            } else if (is_alpha(c) || (allow_utf8 && c >= 0x80)) {
-                label_numeric = 0;
-            } else if (c == '-') {
-                if (label_len == 0)
-                    return 0;
-                label_numeric = 0;
-            } else {
-                return 0;
-            }
-            if (++label_len > 63)
-                return 0;
-        }
-        prev = (char)c;
-    }
-    if (total == 0 || label_len == 0 || prev == '-' || label_numeric)
-        return 0;
-    return 1;
-}
-
-int smtp_valid_hostname(const char *name)
-{
-    return valid_hostname_impl(name, 0);
-}
-
-int smtp_is_fqdn(const char *name)
-{
-    return strchr(name, '.') != NULL && smtp_valid_hostname(name);
-}
-
-static int valid_ipv4_dotted(const char *s, size_t len)
-{
-    int parts = 0;
-    size_t i = 0;
-    while (parts < 4) {
-        unsigned value = 0;
-        size_t digits = 0;
-        while (i < len && is_digit((unsigned char)s[i]) && digits < 3) {
-            value = value * 10 + (unsigned)(s[i] - '0');
-            digits++;
-            i++;
-        }
-        if (digits == 0 || value > 255)
-            return 0;
-        parts++;
-        if (parts < 4) {
-            if (i >= len || s[i] != '.')
-                return 0;
-            i++;
-        }
-    }
-    return i == len;
-}
-
-int smtp_valid_address_literal(const char *s)
-{
-    size_t len = strlen(s);
-    if (len < 3 || s[0] != '[' || s[len - 1] != ']')
-        return 0;
-    const char *body = s + 1;
-    size_t body_len = len - 2;
-    if (body_len > 5 && ascii_ncasecmp(body, "IPv6:", 5) == 0) {
-        char copy[INET6_ADDRSTRLEN];
-        struct in6_addr addr;
-        body += 5;
-        body_len -= 5;
-        if (body_len >= sizeof copy)
-            return 0;
-        for (size_t i = 0; i < body_len; i++)
-            if (hex_value((unsigned char)body[i]) < 0 && body[i] != ':' && body[i] != '.')
-                return 0;
-        memcpy(copy, body, body_len);
-        copy[body_len] = 0;
-        return inet_pton(AF_INET6, copy, &addr) == 1;
-    }
-    return valid_ipv4_dotted(body, body_len);
-}
-
-int smtp_address_domain(const char *address, const char **domain)
-{
-    const char *at = NULL;
-    int quoted = 0;
-    for (const char *p = address; *p; p++) {
-        if (quoted && *p == '\\' && p[1] != 0)
-            p++;
-        else if (*p == '"')
-            quoted = !quoted;
-        else if (*p == '@' && !quoted)
-            at = p;
-    }
-    *domain = at ? at + 1 : NULL;
-    return at != NULL;
-}
-
-/* ---- xtext --------------------------------------------------------- */
-
-int smtp_xtext_decode(const char *in, petrel_pool *pool, char **out)
-{
-    size_t len = strlen(in);
-    char *dst = petrel_pool_alloc(pool, len + 1);
-    size_t n = 0;
-    *out = NULL;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)in[i];
-        if (c == '+') {
-            if (len - i < 3)
-                return -1;
-            int hi = hex_value((unsigned char)in[i + 1]);
-            int lo = hi < 0 ? -1 : hex_value((unsigned char)in[i + 2]);
-            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
-                return -1;
-            dst[n++] = (char)(hi * 16 + lo);
-            i += 2;
-        } else if (c < 33 || c > 126 || c == '=') {
-            return -1;
-        } else {
-            dst[n++] = (char)c;
-        }
-    }
-    dst[n] = 0;
-    *out = dst;
-    return 0;
-}
-
-char *smtp_xtext_encode(const char *in, petrel_pool *pool)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    size_t len = strlen(in);
-    char *dst = petrel_pool_alloc(pool, len * 3 + 1);
-    size_t n = 0;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)in[i];
-        if (c < 33 || c > 126 || c == '+' || c == '=') {
-            dst[n++] = '+';
-            dst[n++] = hex[c >> 4];
-            dst[n++] = hex[c & 15];
-        } else {
-            dst[n++] = (char)c;
-        }
-    }
-    dst[n] = 0;
-    return dst;
-}
-
 static int all_printable(const char *s)
 {
     for (; *s; s++)
@@ -450,7 +242,7 @@ static int valid_path_domain(const char *domain, size_t len, petrel_pool *pool)
     char *copy = petrel_pool_strndup(pool, domain, len);
     if (copy[0] == '[')
         return smtp_valid_address_literal(copy);
-    return valid_hostname_impl(copy, 1) && valid_utf8((const unsigned char *)copy, len);
+    return smtp_valid_hostname_8bit(copy) && smtp_valid_utf8((const unsigned char *)copy, len);
 }
 
 /* A dot-atom built from atext (8-bit allowed): can the local part go
@@ -658,7 +450,7 @@ static int check_8bit(const struct path_result *res, int utf8_transaction,
     if (!res->eight_bit_local && !res->eight_bit_domain)
         return 0;
     if (utf8_transaction) {
-        if (!valid_utf8((const unsigned char *)res->address, strlen(res->address)))
+        if (!smtp_valid_utf8((const unsigned char *)res->address, strlen(res->address)))
             return fail_syntax(err, role);
         return 0;
     }

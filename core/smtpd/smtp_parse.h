@@ -16,6 +16,8 @@
 
 #include <petrel/pool.h>
 
+#include "mail/smtp_syntax.h"   /* hostnames, xtext, limits: shared with the SMTP client */
+
 enum smtp_verb {
     SMTP_VERB_UNKNOWN,
     SMTP_VERB_HELO,
@@ -112,12 +114,6 @@ struct smtp_parse_opts {
     int allow_missing_domain;
 };
 
-/* RFC 5321 4.5.3.1 limits, in octets. */
-#define SMTP_LOCAL_PART_MAX 64
-#define SMTP_DOMAIN_MAX     255
-#define SMTP_PATH_MAX       256   /* including the angle brackets */
-#define SMTP_ENVID_MAX      100   /* RFC 3461 4.4, encoded form */
-#define SMTP_ORCPT_MAX      500   /* RFC 3461 4.2, encoded form */
 
 /*
  * args: the text after the verb, e.g. "FROM:<a@b> SIZE=100 BODY=8BITMIME".
@@ -134,20 +130,6 @@ int smtp_parse_rcpt(const char *args, const struct smtp_parse_opts *opts, petrel
 int smtp_parse_bdat(const char *args, unsigned long long *chunk_size, int *last,
                     struct smtp_reply_err *err);
 
-/* xtext (RFC 3461 4). Decoding accepts lower-case hex leniently and fails
- * (-1) on a malformed "+XX", on characters outside 33..126, on '=' and on
- * an encoded NUL. Encoding always produces upper-case hex. */
-int smtp_xtext_decode(const char *in, petrel_pool *pool, char **out);
-char *smtp_xtext_encode(const char *in, petrel_pool *pool);
-
-/* Postfix valid_hostname(): labels of [A-Za-z0-9-], no leading or trailing
- * '-', label <= 63, total <= 255, no empty label (so no trailing dot), and
- * the last label not all-numeric. Returns 1 when valid. */
-int smtp_valid_hostname(const char *name);
-/* "[1.2.3.4]" or "[IPv6:...]" per RFC 5321 4.1.3; 1 when valid. */
-int smtp_valid_address_literal(const char *s);
-/* A valid hostname with at least one dot (reject_non_fqdn_*); 1 when so. */
-int smtp_is_fqdn(const char *name);
 /* The HELO/EHLO argument as Petrel keeps it (for Received:, the log, the
  * queue file and restrictions), Postfix's printable() + neuter(): white
  * space runs between words become one '?'; control bytes, DEL and (without
@@ -156,9 +138,5 @@ int smtp_is_fqdn(const char *name);
  * space < > ( ) \ " ; @. The result is never longer than the argument and
  * holds no CR, LF or NUL. Leading and trailing white space is dropped. */
 char *smtp_helo_printable(const char *arg, size_t len, int utf8, petrel_pool *pool);
-
-/* Sets *domain to the text after the last '@' outside a quoted local part
- * and returns 1; returns 0 with *domain = NULL when there is none. */
-int smtp_address_domain(const char *address, const char **domain);
 
 #endif

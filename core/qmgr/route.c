@@ -32,6 +32,7 @@
 #include "mail/addr_class.h"
 #include "mail/addr_find.h"
 #include "mail/maps.h"
+#include "mail/rewrite.h"
 #include "qmgr/route.h"
 #include "tables/table.h"
 
@@ -52,9 +53,8 @@ struct router {
     const char *myorigin, *mailbox_base, *home_mailbox, *spool, *delimiter, *relayhost;
     const char *local_transport, *virtual_transport, *relay_transport, *default_transport;
     struct mail_domains domains;
-    struct mail_maps valias, vmailbox, vuid, vgid, aliases, transport, sender_relay, canonical, rcpt_canonical,
-        sender_canonical;
-    const char *const *masquerade_domains, *const *masquerade_exceptions;
+    struct mail_maps valias, vmailbox, vuid, vgid, aliases, transport, sender_relay;
+    struct mail_rewrite rewrite;              /* canonical maps and masquerading (mail/rewrite.h) */
     unsigned command_origins, file_origins;   /* allow_mail_to_commands / _files as origin masks */
     const char *default_privs;                /* the user commands and files from aliases run as */
 };
@@ -97,8 +97,6 @@ struct router *router_create(const struct cfg *cfg, struct tbl_registry *reg, in
     mail_domains_init(&r->domains, cfg);
     if (!quiet)
         mail_domains_warn_overlaps(&r->domains);
-    r->masquerade_domains = cfg_list(cfg, "masquerade_domains");
-    r->masquerade_exceptions = cfg_list(cfg, "masquerade_exceptions");
     r->default_privs = cfg_get(cfg, "default_privs");
     if (origin_mask(cfg, "allow_mail_to_commands", &r->command_origins, error) ||
         origin_mask(cfg, "allow_mail_to_files", &r->file_origins, error)) {
@@ -113,9 +111,7 @@ struct router *router_create(const struct cfg *cfg, struct tbl_registry *reg, in
         mail_maps_open(&r->aliases, cfg, reg, "alias_maps", q | MAIL_MAPS_DEFAULT_ALIASES_OPTIONAL, error) ||
         mail_maps_open(&r->transport, cfg, reg, "transport_maps", q, error) ||
         mail_maps_open(&r->sender_relay, cfg, reg, "sender_dependent_relayhost_maps", q, error) ||
-        mail_maps_open(&r->canonical, cfg, reg, "canonical_maps", q, error) ||
-        mail_maps_open(&r->rcpt_canonical, cfg, reg, "recipient_canonical_maps", q, error) ||
-        mail_maps_open(&r->sender_canonical, cfg, reg, "sender_canonical_maps", q, error)) {
+        mail_rewrite_open(&r->rewrite, cfg, reg, quiet, error)) {
         router_free(r);
         return NULL;
     }
@@ -133,9 +129,7 @@ void router_free(struct router *r)
     mail_maps_close(&r->aliases);
     mail_maps_close(&r->transport);
     mail_maps_close(&r->sender_relay);
-    mail_maps_close(&r->canonical);
-    mail_maps_close(&r->rcpt_canonical);
-    mail_maps_close(&r->sender_canonical);
+    mail_rewrite_close(&r->rewrite);
     free(r);
 }
 
@@ -392,78 +386,9 @@ static char **split_targets(const char *value, int alias_value)
 
 static const char *qualify(const struct router *r, const char *addr, int alias_value, petrel_pool *pool);
 
-static int has_class(const char *const *list, const char *cls)
-{
-    for (; list && *list; list++)
-        if (strcasecmp(*list, cls) == 0)
-            return 1;
-    return 0;
-}
-
-static const char *masquerade(const struct router *r, const char *out, petrel_pool *pool);
-
-/* canonical rewriting for one class; kind 's' sender, 'r' recipient */
-static const char *canonical(struct router *r, const char *address, int recipient, const char *cls,
-                             petrel_pool *pool)
-{
-    struct mail_addr a;
-    mail_addr_split(address, r->delimiter, pool, &a);
-    const char *v = NULL;
-    struct mail_maps *own = recipient ? &r->rcpt_canonical : &r->sender_canonical;
-    if (address_lookup(own, &a, pool, &v) == 1)
-        return qualify(r, v, 0, pool);
-    if (has_class(cfg_list(r->cfg, "canonical_classes"), cls) && address_lookup(&r->canonical, &a, pool, &v) == 1)
-        return qualify(r, v, 0, pool);
-    return address;
-}
-
-int router_rewrites_headers(const struct router *r)
-{
-    return r->sender_canonical.n || r->rcpt_canonical.n || r->canonical.n || r->masquerade_domains[0];
-}
-
-const char *router_header_address(struct router *r, const char *address, int recipient, petrel_pool *pool)
-{
-    const char *cls = recipient ? "header_recipient" : "header_sender";
-    const char *out = canonical(r, address, recipient, cls, pool);
-    if (has_class(cfg_list(r->cfg, "masquerade_classes"), cls))
-        out = masquerade(r, out, pool);
-    return out;
-}
-
 const char *router_sender(struct router *r, const char *sender, petrel_pool *pool)
 {
-    if (sender == NULL || *sender == '\0')
-        return sender;
-    const char *out = canonical(r, sender, 0, "envelope_sender", pool);
-    if (!has_class(cfg_list(r->cfg, "masquerade_classes"), "envelope_sender"))
-        return out;
-    return masquerade(r, out, pool);
-}
-
-static const char *masquerade(const struct router *r, const char *out, petrel_pool *pool)
-{
-    /* masquerade_domains: host.example.com -> example.com, first match wins */
-    const char *at = strrchr(out, '@');
-    if (at == NULL)
-        return out;
-    size_t ll = (size_t)(at - out);
-    for (const char *const *x = r->masquerade_exceptions; x && *x; x++)
-        if (strlen(*x) == ll && strncasecmp(out, *x, ll) == 0)
-            return out;
-    const char *domain = at + 1;
-    for (const char *const *d = r->masquerade_domains; d && *d; d++) {
-        const char *md = **d == '!' ? *d + 1 : *d;
-        size_t dl = strlen(md), nl = strlen(domain);
-        if (nl > dl && domain[nl - dl - 1] == '.' && strcasecmp(domain + nl - dl, md) == 0) {
-            if (**d == '!')
-                return out;   /* "!sub.example.com": never masquerade this one */
-            return petrel_pool_printf(pool, "%.*s@%s", (int)ll, out, md);
-        }
-        if (strcasecmp(domain, md) == 0)
-            return out;
-    }
-    return out;
+    return mail_rewrite_sender(&r->rewrite, sender, pool);
 }
 
 /* Appends @myorigin to an address without a domain. Only a value of
@@ -471,10 +396,9 @@ static const char *masquerade(const struct router *r, const char *out, petrel_po
  * which stay as they are; anywhere else those are plain local parts. */
 static const char *qualify(const struct router *r, const char *addr, int alias_value, petrel_pool *pool)
 {
-    if (strchr(addr, '@') ||
-        (alias_value && (addr[0] == '|' || addr[0] == '/' || strncasecmp(addr, ":include:", 9) == 0)))
+    if (alias_value && (addr[0] == '|' || addr[0] == '/' || strncasecmp(addr, ":include:", 9) == 0))
         return petrel_pool_strdup(pool, addr);
-    return petrel_pool_printf(pool, "%s@%s", addr, r->myorigin);
+    return mail_rewrite_qualify(&r->rewrite, addr, pool);
 }
 
 /* A |command or a /file from an alias (Postfix's local(8) deliver_token):
@@ -520,14 +444,7 @@ int router_route(struct router *r, const char *sender, const char *recipient, pe
     size_t nseen = 0, scap = 0;
     int status = 0;
 
-    const char *start = recipient;
-    if (r->rcpt_canonical.n || r->canonical.n) {
-        struct mail_addr a;
-        mail_addr_split(recipient, r->delimiter, pool, &a);
-        const char *v = NULL;
-        if (address_lookup(&r->rcpt_canonical, &a, pool, &v) == 1 || address_lookup(&r->canonical, &a, pool, &v) == 1)
-            start = qualify(r, v, 0, pool);
-    }
+    const char *start = mail_rewrite_recipient(&r->rewrite, recipient, pool);
 #define PUSH(addr, d, al, from)                                                            \
     do {                                                                                   \
         if (nwork == wcap) {                                                               \

@@ -68,14 +68,9 @@ struct route_list {
 struct router *router_create(const struct cfg *cfg, struct tbl_registry *reg, int quiet, char **error);
 void router_free(struct router *r);
 /* The envelope sender as delivered: sender_canonical_maps, then
- * canonical_maps, then masquerade_domains (envelope only: headers are not
- * rewritten yet). "" stays "". */
+ * canonical_maps, then masquerade_domains (mail/rewrite.h, which smtpd
+ * uses for headers). "" stays "". */
 const char *router_sender(struct router *r, const char *sender, petrel_pool *pool);
-/* Header rewriting (Postfix's header_sender / header_recipient classes):
- * canonical maps and masquerading for an address found in a header. */
-const char *router_header_address(struct router *r, const char *address, int recipient, petrel_pool *pool);
-/* 1 when some header rewriting is configured at all. */
-int router_rewrites_headers(const struct router *r);
 /* Routes one recipient for a message from sender. Results come from pool.
  * Returns 0; -1 with a ROUTE_RETRY entry when a table lookup failed. */
 int router_route(struct router *r, const char *sender, const char *recipient, petrel_pool *pool,

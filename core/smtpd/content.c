@@ -30,7 +30,7 @@
 
 #include "lib/log.h"
 #include "module/module.h"
-#include "qmgr/route.h"
+#include "mail/rewrite.h"
 #include "smtpd/smtpd_int.h"
 
 #define HEADER_SIZE_LIMIT (100 * 1024)
@@ -40,7 +40,7 @@
 static int modules_want_content(struct smtpd_session *s)
 {
     return (s->worker->modules && s->worker->modules->n > 0) ||
-           (s->worker->router && router_rewrites_headers(s->worker->router));
+           (s->worker->rewrite && mail_rewrite_headers(s->worker->rewrite));
 }
 
 /* A copy of n bytes, NUL bytes included, with a terminating NUL for C callers. */
@@ -208,7 +208,7 @@ static int rewrite_token(struct smtpd_session *s, struct buf *out, const char *s
     char *addr = petrel_pool_strndup(s->tx->pool, start, len);
     const char *fresh = addr;
     if (strchr(addr, '@') && !strpbrk(addr, " \t\"()<>,;"))
-        fresh = router_header_address(s->worker->router, addr, recipient, s->tx->pool);
+        fresh = mail_rewrite_header_address(s->worker->rewrite, addr, recipient, s->tx->pool);
     buf_puts(out, fresh);
     return strcmp(fresh, addr) != 0;
 }
@@ -277,7 +277,7 @@ static const char *rewrite_value(struct smtpd_session *s, const char *value, siz
 void smtpd_content_rewrite_headers(struct smtpd_session *s)
 {
     struct smtpd_tx *tx = s->tx;
-    if (s->worker->router == NULL || !router_rewrites_headers(s->worker->router))
+    if (s->worker->rewrite == NULL || !mail_rewrite_headers(s->worker->rewrite))
         return;
     for (size_t i = 0; i < tx->nheaders; i++) {
         int cls = header_class(tx->headers[i].name);

@@ -33,7 +33,7 @@ struct workq;
 struct workq_job;
 struct tbl_registry;
 struct tbl;
-struct router;
+struct mail_rewrite;
 struct cidr_list;
 struct restrict_list;
 struct restrict_run;
@@ -192,7 +192,7 @@ struct smtpd_worker {
     struct event *wake;               /* the shared table's eventfd: a service slot freed, or stress began */
     struct module_set *modules;       /* this generation's modules, initialised in this worker */
     struct dns_resolver *dns;
-    struct router *router;            /* canonical maps and masquerading for header rewriting */
+    struct mail_rewrite *rewrite;     /* canonical maps and masquerading for header rewriting */
     long long queue_minfree;
     time_t space_checked;
     int space_ok;

@@ -51,7 +51,7 @@
 #include "smtpd/smtpd_int.h"
 #include "tables/table.h"
 #include "module/module.h"
-#include "qmgr/route.h"
+#include "mail/rewrite.h"
 
 /* After SIGTERM every session is told at once; this only bounds clients
  * that do not take their 421 and commits stuck on a slow disk. */
@@ -337,9 +337,10 @@ void smtpd_worker_init(struct smtpd_worker *w, const struct cfg *cfg, struct que
         if (module_set_register_tables(w->modules, w->tables) != 0)
             msg_fatal("cannot start: a module's table type clashes with another");
     }
-    /* Header rewriting needs the same maps as the queue manager's routing. */
-    w->router = router_create(cfg, w->tables, 1, &error);
-    if (w->router == NULL)
+    /* Header rewriting: the canonical maps and masquerading the queue
+     * manager applies to the envelope (mail/rewrite.h). */
+    w->rewrite = xcalloc(1, sizeof(*w->rewrite));
+    if (mail_rewrite_open(w->rewrite, cfg, w->tables, 1, &error) != 0)
         msg_fatal("%s", error);
 }
 

@@ -1,9 +1,10 @@
 /*
  * Unit tests for core/mail: the address split (recipient_delimiter), the
  * address-map key order and its strategies, a failing table stopping the
- * search, the address classes with Postfix's precedence, and table lists
+ * search, the address classes with Postfix's precedence, table lists
  * leaving out the default alias_maps only where asked to and only when the
- * host has no aliases file at all.
+ * host has no aliases file at all, and the canonical/masquerade rewriting
+ * smtpd and the queue manager share.
  */
 #include "config.h"
 
@@ -18,6 +19,7 @@
 #include "mail/addr_class.h"
 #include "mail/addr_find.h"
 #include "mail/maps.h"
+#include "mail/rewrite.h"
 #include "tables/table.h"
 #include "../tap.h"
 
@@ -169,6 +171,57 @@ static void test_default_aliases(void)
     cfg_free(cfg);
 }
 
+static void test_rewrite(void)
+{
+    struct cfg *cfg = load("myorigin = origin.test\n"
+                           "sender_canonical_maps = inline:{ {old@s.test = new@s.test}, {bare@s.test = plain} }\n"
+                           "recipient_canonical_maps = inline:{ {rold@r.test = rnew@r.test} }\n"
+                           "canonical_maps = inline:{ {both@c.test = changed@c.test} }\n"
+                           "canonical_classes = envelope_sender, header_sender\n"
+                           "masquerade_domains = !keep.example.net, example.net\n"
+                           "masquerade_exceptions = root\n"
+                           "masquerade_classes = envelope_sender, header_recipient\n");
+    struct mail_rewrite rw;
+    char *error = NULL;
+    ok(mail_rewrite_open(&rw, cfg, reg, 1, &error) == 0, "rewrite: open the canonical maps");
+    ok(mail_rewrite_headers(&rw), "rewrite: header rewriting is configured");
+    is_str(mail_rewrite_sender(&rw, "old@s.test", pool), "new@s.test", "rewrite: sender_canonical_maps");
+    is_str(mail_rewrite_sender(&rw, "bare@s.test", pool), "plain@origin.test",
+           "rewrite: a result without a domain gets @myorigin");
+    is_str(mail_rewrite_sender(&rw, "", pool), "", "rewrite: the null sender stays null");
+    is_str(mail_rewrite_sender(&rw, "both@c.test", pool), "changed@c.test",
+           "rewrite: canonical_maps for a class in canonical_classes");
+    is_str(mail_rewrite_header_address(&rw, "both@c.test", 1, pool), "both@c.test",
+           "rewrite: not for a class missing from canonical_classes");
+    is_str(mail_rewrite_sender(&rw, "u@host.example.net", pool), "u@example.net",
+           "rewrite: masquerade_domains strips the host");
+    is_str(mail_rewrite_sender(&rw, "root@host.example.net", pool), "root@host.example.net",
+           "rewrite: masquerade_exceptions");
+    is_str(mail_rewrite_sender(&rw, "u@a.keep.example.net", pool), "u@a.keep.example.net",
+           "rewrite: a !domain is never masqueraded");
+    is_str(mail_rewrite_header_address(&rw, "u@host.example.net", 0, pool), "u@host.example.net",
+           "rewrite: no masquerading for a class missing from masquerade_classes");
+    is_str(mail_rewrite_header_address(&rw, "u@host.example.net", 1, pool), "u@example.net",
+           "rewrite: header_recipient is masqueraded when listed");
+    is_str(mail_rewrite_recipient(&rw, "rold@r.test", pool), "rnew@r.test",
+           "rewrite: recipient_canonical_maps for the envelope recipient");
+    is_str(mail_rewrite_recipient(&rw, "other@r.test", pool), "other@r.test", "rewrite: no entry, no change");
+    mail_rewrite_close(&rw);
+    cfg_free(cfg);
+
+    cfg = load("canonical_maps = fail:down\n");
+    error = NULL;
+    ok(mail_rewrite_open(&rw, cfg, reg, 1, &error) == 0 && mail_rewrite_headers(&rw),
+       "rewrite: a failing table still counts as configured");
+    mail_rewrite_close(&rw);
+    cfg_free(cfg);
+    cfg = load("\n");
+    ok(mail_rewrite_open(&rw, cfg, reg, 1, &error) == 0 && !mail_rewrite_headers(&rw),
+       "rewrite: nothing configured, no header rewriting");
+    mail_rewrite_close(&rw);
+    cfg_free(cfg);
+}
+
 int main(void)
 {
     if (mkdtemp(topdir) == NULL) {
@@ -182,6 +235,7 @@ int main(void)
     test_find();
     test_classes();
     test_default_aliases();
+    test_rewrite();
     petrel_pool_destroy(pool);
     tbl_registry_free(reg);
     cfg_schema_free(schema);

@@ -33,7 +33,9 @@ int addrlist_parse(const char *text, size_t len, petrel_pool *pool,
 
 /* The local part as RFC 5321 writes it: as is when it is a dot-atom (any
  * byte >= 0x80 counts as atom text, for SMTPUTF8), else a quoted string
- * with '"' and '\' escaped. */
+ * with '"' and '\' escaped. The one quoting rule of Petrel: petrel-sendmail
+ * uses it for its arguments and headers, smtpd's path parser for the
+ * canonical form of a quoted local part in MAIL FROM and RCPT TO. */
 char *addrlist_quote_local(petrel_pool *pool, const char *local);
 
 #endif

@@ -18,6 +18,7 @@
 #include <limits.h>
 #include <string.h>
 
+#include "mail/addrlist.h"
 #include "smtpd/smtp_parse.h"
 
 /* ---- character classes --------------------------------------------- */
@@ -245,25 +246,6 @@ static int valid_path_domain(const char *domain, size_t len, petrel_pool *pool)
     return smtp_valid_hostname_8bit(copy) && smtp_valid_utf8((const unsigned char *)copy, len);
 }
 
-/* A dot-atom built from atext (8-bit allowed): can the local part go
- * unquoted? Dots may not lead, trail or repeat here, since this decides
- * the canonical form of a quoted local part. */
-static int is_strict_dot_atom(const char *s, size_t len)
-{
-    if (len == 0 || s[0] == '.' || s[len - 1] == '.')
-        return 0;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '.') {
-            if (s[i + 1] == '.')
-                return 0;
-        } else if (!is_atext(c) && c < 0x80) {
-            return 0;
-        }
-    }
-    return 1;
-}
-
 /*
  * Parses the path starting at *cursor (just after "FROM:"/"TO:" and any
  * blanks) and advances *cursor past it. Route domains are checked and then
@@ -380,22 +362,10 @@ static int parse_path(const char **cursor, enum path_role role,
             return fail_syntax(err, role);
         s++;                    /* closing quote */
         decoded[n] = 0;
-        if (is_strict_dot_atom(decoded, n)) {
-            local_canon = decoded;
-            local_canon_len = n;
-        } else {
-            local_canon = petrel_pool_alloc(pool, n * 2 + 3);
-            size_t k = 0;
-            local_canon[k++] = '"';
-            for (size_t i = 0; i < n; i++) {
-                if (decoded[i] == '"' || decoded[i] == '\\')
-                    local_canon[k++] = '\\';
-                local_canon[k++] = decoded[i];
-            }
-            local_canon[k++] = '"';
-            local_canon[k] = 0;
-            local_canon_len = k;
-        }
+        /* The canonical form: unquoted when it is a plain dot-atom, else
+         * re-quoted with only '"' and '\' escaped (no NUL can be in it). */
+        local_canon = addrlist_quote_local(pool, decoded);
+        local_canon_len = strlen(local_canon);
     } else {
         while (s < end && *s != '@') {
             unsigned char c = (unsigned char)*s;

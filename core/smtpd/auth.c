@@ -14,46 +14,13 @@
 
 #include <event2/buffer.h>
 
+#include "lib/base64.h"
 #include "lib/log.h"
 #include "smtpd/restrict.h"
 #include "smtpd/smtpd_int.h"
 
 /* ------------------------------------------------------------------ */
 /* SMTP AUTH (RFC 4954): PLAIN and LOGIN, verified by a module's SASL back-end */
-
-static int b64_value(int c)
-{
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+') return 62;
-    if (c == '/') return 63;
-    return -1;
-}
-
-/* Strict base64: returns the decoded length, or -1. out has room for strlen(in). */
-static long b64_decode(const char *in, char *out)
-{
-    size_t len = strlen(in), o = 0;
-    if (len % 4)
-        return -1;
-    for (size_t i = 0; i < len; i += 4) {
-        int v[4];
-        for (int k = 0; k < 4; k++) {
-            v[k] = in[i + k] == '=' ? -2 : b64_value((unsigned char)in[i + k]);
-            if (v[k] == -1 || (v[k] == -2 && (i + 4 != len || k < 2)))
-                return -1;
-        }
-        if (v[2] == -2 && v[3] != -2)
-            return -1;
-        out[o++] = (char)(v[0] << 2 | v[1] >> 4);
-        if (v[2] >= 0)
-            out[o++] = (char)((v[1] & 15) << 4 | v[2] >> 2);
-        if (v[3] >= 0)
-            out[o++] = (char)((v[2] & 3) << 6 | v[3]);
-    }
-    return (long)o;
-}
 
 struct sasl_call {
     const char *mech, *user, *password;
@@ -132,7 +99,7 @@ static void sasl_verify(struct smtpd_session *s, const char *user, const char *p
 static void auth_plain(struct smtpd_session *s, const char *b64)
 {
     char *raw = petrel_pool_alloc(s->scratch, strlen(b64) + 1);
-    long n = b64_decode(b64, raw);
+    long n = base64_decode(b64, raw);
     if (n < 0) {
         s->state = SMTPD_CMD;
         s->auth_mech = NULL;
@@ -170,7 +137,7 @@ static void auth_response(struct smtpd_session *s, const char *line)
         return;
     }
     char *raw = petrel_pool_alloc(s->scratch, strlen(line) + 1);
-    long n = b64_decode(line, raw);
+    long n = base64_decode(line, raw);
     if (n < 0 || memchr(raw, '\0', (size_t)n)) {
         s->state = SMTPD_CMD;
         s->auth_mech = NULL;

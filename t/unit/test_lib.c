@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include <petrel/pool.h>
+#include "lib/base64.h"
 #include "lib/buf.h"
 #include "../tap.h"
 
@@ -45,5 +46,22 @@ int main(void)
     buf_reset(&b);
     is_int(b.len, 0, "buf reset empties");
     buf_free(&b);
+    {
+        /* base64 (RFC 4648), strict as SMTP AUTH wants it */
+        char out[64];
+        long n = base64_decode("AGFsaWNlAHNlY3JldA==", out);
+        ok(n == 13 && memcmp(out, "\0alice\0secret", 13) == 0, "base64: AUTH PLAIN data with NUL bytes");
+        is_int(base64_decode("", out), 0, "base64: empty is empty");
+        ok(base64_decode("YQ==", out) == 1 && out[0] == 'a', "base64: two padding characters");
+        ok(base64_decode("YWI=", out) == 2 && memcmp(out, "ab", 2) == 0, "base64: one padding character");
+        is_int(base64_decode("YWJj", out), 3, "base64: no padding");
+        is_int(base64_decode("YWJ", out), -1, "base64: a length not a multiple of 4");
+        is_int(base64_decode("YW=j", out), -1, "base64: padding inside the group");
+        is_int(base64_decode("YQ==YWJj", out), -1, "base64: padding before the end");
+        is_int(base64_decode("Y===", out), -1, "base64: three padding characters");
+        is_int(base64_decode("YW Jj", out), -1, "base64: white space");
+        is_int(base64_decode("YW\r\nJj", out), -1, "base64: a line break");
+        is_int(base64_decode("YW*j", out), -1, "base64: a character outside the alphabet");
+    }
     return done_testing();
 }

@@ -70,6 +70,11 @@ int mail_domain_is_local(const struct mail_domains *d, const char *domain)
     return *domain == '\0' || mail_domain_listed(d->mydestination, domain);
 }
 
+int mail_domain_is_ours(const struct mail_domains *d, const char *domain)
+{
+    return mail_domain_class(d, domain) != MAIL_CLASS_DEFAULT;
+}
+
 enum mail_class mail_domain_class(const struct mail_domains *d, const char *domain)
 {
     if (mail_domain_is_local(d, domain))

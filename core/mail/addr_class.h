@@ -48,6 +48,9 @@ int mail_domain_listed_or_parent(const char *const *list, const char *domain);
 void mail_domains_warn_overlaps(const struct mail_domains *d);
 
 int mail_domain_is_local(const struct mail_domains *d, const char *domain);
+/* Not the default class: a final destination (local, virtual alias, virtual
+ * mailbox) or a domain we relay for; what reject_unauth_destination lets in. */
+int mail_domain_is_ours(const struct mail_domains *d, const char *domain);
 enum mail_class mail_domain_class(const struct mail_domains *d, const char *domain);
 
 #endif

@@ -23,6 +23,7 @@
 
 #include "lib/log.h"
 #include "lib/xalloc.h"
+#include "mail/addr_class.h"
 #include "mail/smtp_syntax.h"
 #include "smtpd/rcpt_maps.h"
 #include "smtpd/restrict.h"
@@ -302,7 +303,7 @@ static int is_auth_destination(struct smtpd_session *s, const char *rcpt)
         return strcasecmp(rcpt, "postmaster") == 0;   /* bare <postmaster> is ours */
     if (*domain == '[')
         return 0;   /* address literals: not ours unless configured (not yet supported) */
-    return smtpd_domain_is_local(s->set, domain);
+    return mail_domain_is_ours(&s->set->domains, domain);
 }
 
 /* Turns an access(5) table result into a verdict. */

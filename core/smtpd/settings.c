@@ -302,12 +302,6 @@ void smtpd_settings_free(struct smtpd_settings *set)
         petrel_pool_destroy(set->pool);
 }
 
-/* Final destinations and domains we relay for: what reject_unauth_destination permits. */
-int smtpd_domain_is_local(const struct smtpd_settings *set, const char *domain)
-{
-    return mail_domain_class(&set->domains, domain) != MAIL_CLASS_DEFAULT;
-}
-
 int smtpd_queue_space_ok(struct smtpd_worker *w, unsigned long long message_size_limit)
 {
     time_t now = time(NULL);

@@ -395,7 +395,6 @@ struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struc
                                              const struct cfg *cfg, const struct smtpd_settings *like,
                                              char **error);
 void smtpd_settings_free(struct smtpd_settings *set);
-int smtpd_domain_is_local(const struct smtpd_settings *set, const char *domain);
 
 /* tls.c */
 SSL_CTX *smtpd_tls_ctx_create(const struct cfg *cfg, char **error);

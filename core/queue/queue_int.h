@@ -1,6 +1,7 @@
 /*
- * Private to core/queue: the struct queue layout and the durability helpers
- * the writer (queue_file.c) shares with the directory code (queue_dir.c).
+ * Private to core/queue: the struct queue layout and the durability and
+ * scan helpers of the directory code (queue_dir.c) that the writer
+ * (queue_file.c) and the recovery scan (queue_recover.c) use.
  */
 #ifndef PETREL_QUEUE_QUEUE_INT_H
 #define PETREL_QUEUE_QUEUE_INT_H
@@ -34,5 +35,7 @@ int queue_sync_file(int fd);
 int queue_sync_dir(int fd);
 /* Makes every directory entry created in incoming/ before the call durable. */
 int queue_group_commit_incoming(struct queue *q);
+/* Calls fn for every name but "." and ".." in dir, streaming readdir. */
+int queue_scan_names(struct queue *q, enum queue_dir dir, void (*fn)(void *ctx, const char *name), void *ctx);
 
 #endif

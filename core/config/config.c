@@ -1,5 +1,8 @@
 /*
- * main.cf: reading, $name expansion, typed validation and the accessors.
+ * main.cf values: reading logical lines, $name expansion, typed validation,
+ * the accessors. Loading a generation (main.cf, then master.cf) is load.c;
+ * the per-service and stress copies service.c; the parameter table and
+ * schema params.c; defaults computed from the host defaults.c.
  *
  * Reading follows Postfix's readlline(): blank and comment lines (# as the
  * first non-space character) are ignored, a line starting with white space
@@ -73,7 +76,7 @@ void cfg_warn(struct cfg *cfg, const char *file, int line, const char *name, con
 }
 
 /* Where a value's problems are reported: its line, or main.cf for a default. */
-static const char *value_file(const struct cfg *cfg, const struct cfg_value *v)
+const char *cfg_value_file(const struct cfg *cfg, const struct cfg_value *v)
 {
     return v->file ? v->file : cfg->main_path;
 }
@@ -196,7 +199,7 @@ int cfg_name_char(int c)
     return isalnum((unsigned char)c) || c == '_';
 }
 
-static char *trim(char *s)
+char *cfg_trim(char *s)
 {
     while (isspace((unsigned char)*s))
         s++;
@@ -235,6 +238,11 @@ int cfg_edit_distance(const char *a, const char *b, int limit)
         memcpy(prev, cur, (lb + 1) * sizeof(int));
     }
     return prev[lb] > limit ? limit + 1 : prev[lb];
+}
+
+int cfg_value_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct cfg_value *)a)->name, ((const struct cfg_value *)b)->name);
 }
 
 struct cfg_value *cfg_value_find(const struct cfg *cfg, const char *name)
@@ -381,7 +389,7 @@ static int split_list(const char *text, char ***items_out, size_t *n_out)
             }
             if (i == len - 1) {
                 char *inner = xstrndup(start + 1, len - 2);
-                item = xstrdup(trim(inner));
+                item = xstrdup(cfg_trim(inner));
                 free(inner);
             } else {
                 item = xstrndup(start, len);
@@ -440,7 +448,7 @@ static int read_list_file(struct cfg *cfg, struct cfg_value *v, const char *path
 {
     FILE *fp = fopen(path, "r");
     if (!fp) {
-        cfg_error(cfg, value_file(cfg, v), v->line, v->name, "cannot open \"%s\": %s", path,
+        cfg_error(cfg, cfg_value_file(cfg, v), v->line, v->name, "cannot open \"%s\": %s", path,
                   strerror(errno));
         return -1;
     }
@@ -452,7 +460,7 @@ static int read_list_file(struct cfg *cfg, struct cfg_value *v, const char *path
         if (c != EOF && c != '\n') {
             buf_putc(&line, (char)c);
             if (++total > CFG_MAX_LIST_FILE) {
-                cfg_error(cfg, value_file(cfg, v), v->line, v->name, "file \"%s\" is too large", path);
+                cfg_error(cfg, cfg_value_file(cfg, v), v->line, v->name, "file \"%s\" is too large", path);
                 status = -1;
                 break;
             }
@@ -736,7 +744,7 @@ static int value_expand(struct cfg *cfg, struct cfg_value *v, const struct expan
     /* A service cfg reports only what its own -o values cause; the rest was reported already. */
     int own_quiet = cfg->generation && !v->override;
     struct expander x = {
-        .cfg = cfg, .file = value_file(cfg, v), .line = v->line, .name = v->name,
+        .cfg = cfg, .file = cfg_value_file(cfg, v), .line = v->line, .name = v->name,
         .chain = &link, .depth = depth, .quiet = quiet && own_quiet,
     };
     struct buf out = BUF_INIT;
@@ -774,11 +782,11 @@ static void check_range(struct cfg *cfg, struct cfg_value *v, long long n)
     if (p->min == 0 && p->max == 0)
         return;
     if (n < p->min) {
-        cfg_error(cfg, value_file(cfg, v), v->line, v->name, "value \"%s\" is below the minimum %lld",
+        cfg_error(cfg, cfg_value_file(cfg, v), v->line, v->name, "value \"%s\" is below the minimum %lld",
                   v->value, p->min);
         v->failed = 1;
     } else if (p->max != 0 && n > p->max) {
-        cfg_error(cfg, value_file(cfg, v), v->line, v->name, "value \"%s\" is above the maximum %lld",
+        cfg_error(cfg, cfg_value_file(cfg, v), v->line, v->name, "value \"%s\" is above the maximum %lld",
                   v->value, p->max);
         v->failed = 1;
     }
@@ -786,7 +794,7 @@ static void check_range(struct cfg *cfg, struct cfg_value *v, long long n)
 
 static void bad_value(struct cfg *cfg, struct cfg_value *v, const char *what)
 {
-    cfg_error(cfg, value_file(cfg, v), v->line, v->name, "bad %s value \"%s\"", what, v->value);
+    cfg_error(cfg, cfg_value_file(cfg, v), v->line, v->name, "bad %s value \"%s\"", what, v->value);
     v->failed = 1;
 }
 
@@ -802,7 +810,7 @@ static int table_name_ok(const char *item)
 }
 
 /* Checks the expanded value against the declared type and fills the typed fields. */
-static void value_validate(struct cfg *cfg, struct cfg_value *v)
+void cfg_value_validate(struct cfg *cfg, struct cfg_value *v)
 {
     const struct cfg_param *p = v->param;
     if (!p || v->failed)
@@ -820,7 +828,7 @@ static void value_validate(struct cfg *cfg, struct cfg_value *v)
                 for (c = p->choices; *c; c++)
                     if (**c)
                         buf_printf(&b, "%s%s", b.len ? ", " : "", *c);
-                cfg_error(cfg, value_file(cfg, v), v->line, v->name,
+                cfg_error(cfg, cfg_value_file(cfg, v), v->line, v->name,
                           "bad value \"%s\" (expected one of: %s)", s, b.data);
                 buf_free(&b);
                 v->failed = 1;
@@ -854,7 +862,7 @@ static void value_validate(struct cfg *cfg, struct cfg_value *v)
         char **items;
         size_t n;
         if (split_list(s, &items, &n) < 0) {
-            cfg_error(cfg, value_file(cfg, v), v->line, v->name, "missing '}' in \"%s\"", s);
+            cfg_error(cfg, cfg_value_file(cfg, v), v->line, v->name, "missing '}' in \"%s\"", s);
             v->failed = 1;
         }
         if (p->type == CFG_LIST && list_reads_files(p->name)) {
@@ -881,7 +889,7 @@ static void value_validate(struct cfg *cfg, struct cfg_value *v)
         if (p->type == CFG_TABLE)
             for (size_t i = 0; i < n; i++)
                 if (!table_name_ok(items[i])) {
-                    cfg_error(cfg, value_file(cfg, v), v->line, v->name,
+                    cfg_error(cfg, cfg_value_file(cfg, v), v->line, v->name,
                               "bad lookup table \"%s\" (expected type:name)", items[i]);
                     v->failed = 1;
                 }
@@ -889,193 +897,6 @@ static void value_validate(struct cfg *cfg, struct cfg_value *v)
         break;
     }
     }
-}
-
-/* ---- loading ---- */
-
-struct main_line {
-    char *name, *value;
-    int line;
-};
-
-/* Reads main.cf into (name, value, line) triples; -1 if the file cannot be read. */
-static int read_main(struct cfg *cfg, struct main_line **out, size_t *nout)
-{
-    struct cfg_reader *r = cfg_reader_open(cfg->main_path);
-    if (!r) {
-        cfg_error(cfg, cfg->main_path, 0, NULL, "cannot open: %s", strerror(errno));
-        return -1;
-    }
-    struct buf line = BUF_INIT;
-    struct main_line *lines = NULL;
-    size_t n = 0, cap = 0;
-    int first, status;
-    while ((status = cfg_reader_next(r, &line, &first)) != 0) {
-        if (status < 0) {
-            cfg_error(cfg, cfg->main_path, first, NULL, "line is longer than %d bytes", CFG_MAX_LINE);
-            continue;
-        }
-        if (line.data[0] == ' ' || line.data[0] == '\t') {
-            cfg_warn(cfg, cfg->main_path, first, NULL,
-                     "ignoring text that starts with white space before any parameter");
-            continue;
-        }
-        char *eq = strchr(line.data, '=');
-        if (!eq) {
-            cfg_error(cfg, cfg->main_path, first, NULL, "missing '=' after parameter name: \"%.60s\"",
-                      trim(line.data));
-            continue;
-        }
-        *eq = '\0';
-        char *name = trim(line.data);
-        char *value = trim(eq + 1);
-        const char *bad = name;
-        while (*bad && cfg_name_char(*bad))
-            bad++;
-        if (!*name || *bad) {
-            cfg_error(cfg, cfg->main_path, first, NULL, "bad parameter name \"%s\"", name);
-            continue;
-        }
-        if (n == cap) {
-            cap = cap ? cap * 2 : 64;
-            lines = xrealloc(lines, cap * sizeof(*lines));
-        }
-        lines[n].name = xstrdup(name);
-        lines[n].value = xstrdup(value);
-        lines[n].line = first;
-        n++;
-    }
-    buf_free(&line);
-    cfg_reader_close(r);
-    *out = lines;
-    *nout = n;
-    return 0;
-}
-
-static int value_cmp(const void *a, const void *b)
-{
-    return strcmp(((const struct cfg_value *)a)->name, ((const struct cfg_value *)b)->name);
-}
-
-static void suggest_name(const struct cfg_schema *schema, const char *name, struct buf *out)
-{
-    int best = 3;
-    const char *best_name = NULL;
-    for (size_t i = 0; i < cfg_schema_count(schema); i++) {
-        const char *known = cfg_schema_param(schema, i)->name;
-        int d = cfg_edit_distance(name, known, 2);
-        if (d < best) {
-            best = d;
-            best_name = known;
-        }
-    }
-    if (best_name)
-        buf_printf(out, "; did you mean \"%s\"?", best_name);
-}
-
-struct cfg *cfg_load_generation(const struct cfg_schema *schema, const char *confdir, int quiet)
-{
-    petrel_pool *pool = petrel_pool_create(16384);
-    struct cfg *cfg = petrel_pool_zalloc(pool, sizeof(*cfg));
-    cfg->pool = pool;
-    cfg->schema = schema;
-    cfg->quiet = quiet;
-    cfg->confdir = petrel_pool_strdup(pool, confdir);
-    cfg->main_path = petrel_pool_printf(pool, "%s/main.cf", confdir);
-    cfg->master_path = petrel_pool_printf(pool, "%s/master.cf", confdir);
-
-    struct main_line *lines = NULL;
-    size_t nlines = 0;
-    read_main(cfg, &lines, &nlines);
-
-    /* Known parameters first, then the names only main.cf defines. */
-    size_t nknown = cfg_schema_count(schema), cap = nknown + nlines;
-    struct cfg_value *values = petrel_pool_zalloc(pool, (cap ? cap : 1) * sizeof(*values));
-    size_t n = 0;
-    for (size_t i = 0; i < nknown; i++) {
-        const struct cfg_param *p = cfg_schema_param(schema, i);
-        values[n].name = p->name;
-        values[n].param = p;
-        values[n].raw = p->def ? p->def : "";
-        values[n].compute = cfg_computed_default(p->name);
-        n++;
-    }
-    cfg->values = values;
-    cfg->nvalues = n;
-    for (size_t i = 0; i < nlines; i++) {
-        if (cfg_value_find(cfg, lines[i].name))
-            continue;
-        int seen = 0;
-        for (size_t j = nknown; j < n; j++)
-            if (strcmp(values[j].name, lines[i].name) == 0)
-                seen = 1;
-        if (!seen)
-            values[n++].name = petrel_pool_strdup(pool, lines[i].name);
-    }
-    qsort(values, n, sizeof(*values), value_cmp);
-    cfg->nvalues = n;
-    for (size_t i = 0; i < nlines; i++) {
-        struct cfg_value *v = cfg_value_find(cfg, lines[i].name);
-        if (v->file)
-            cfg_warn(cfg, cfg->main_path, lines[i].line, v->name,
-                     "overriding earlier entry at line %d", v->line);
-        v->raw = petrel_pool_strdup(pool, lines[i].value);
-        v->file = cfg->main_path;
-        v->line = lines[i].line;
-        free(lines[i].name);
-        free(lines[i].value);
-    }
-    free(lines);
-
-    for (size_t i = 0; i < cfg->nvalues; i++)
-        if (cfg->values[i].param)
-            cfg_value_expand(cfg, &cfg->values[i], 0);
-    for (size_t i = 0; i < cfg->nvalues; i++)
-        value_validate(cfg, &cfg->values[i]);
-
-    cfg_master_load(cfg);
-
-    /* Unknown names: expanded quietly (only cfg_get sees them), warned about when unused. */
-    for (size_t i = 0; i < cfg->nvalues; i++) {
-        struct cfg_value *v = &cfg->values[i];
-        if (v->param)
-            continue;
-        cfg_value_expand(cfg, v, 1);
-        if (!v->referenced) {
-            struct buf hint = BUF_INIT;
-            buf_append(&hint, "", 0);
-            suggest_name(schema, v->name, &hint);
-            cfg_warn(cfg, v->file, v->line, v->name, "unknown parameter%s", hint.data);
-            buf_free(&hint);
-        }
-    }
-    return cfg;
-}
-
-struct cfg *cfg_load(const struct cfg_schema *schema, const char *confdir, int *nerrors)
-{
-    struct cfg *cfg = cfg_load_generation(schema, confdir, 0);
-    if (nerrors)
-        *nerrors = cfg->errors;
-    if (cfg->errors) {
-        cfg_free(cfg);
-        return NULL;
-    }
-    return cfg;
-}
-
-char *cfg_peek(const struct cfg_schema *schema, const char *confdir, const char *name)
-{
-    struct cfg *cfg = cfg_load_generation(schema, confdir, 1);
-    struct cfg_value *v = cfg_value_find(cfg, name);
-    char *result = NULL;
-    FILE *fp = fopen(cfg->main_path, "r");
-    if (fp) {
-        fclose(fp);
-        result = xstrdup(v && v->value ? v->value : "");
-    }
-    cfg_free(cfg);
-    return result;
 }
 
 void cfg_free(struct cfg *cfg)
@@ -1143,141 +964,4 @@ size_t cfg_service_count(const struct cfg *cfg)
 const struct master_service *cfg_service(const struct cfg *cfg, size_t i)
 {
     return i < cfg->nservices ? &cfg->services[i] : NULL;
-}
-
-/* ---- per-service copies ---- */
-
-struct cfg *cfg_service_copy(struct cfg *gen, const char *service_name, const char *command,
-                             const char *const *names, const char *const *values,
-                             const char *file, int line)
-{
-    size_t extra = 0;
-    for (size_t i = 0; names[i]; i++)
-        extra++;
-    struct cfg *cfg = petrel_pool_zalloc(gen->pool, sizeof(*cfg));
-    *cfg = *gen;
-    cfg->generation = gen;
-    cfg->service_name = service_name;
-    cfg->values = petrel_pool_alloc(gen->pool, (gen->nvalues + extra + 1) * sizeof(*cfg->values));
-    memcpy(cfg->values, gen->values, gen->nvalues * sizeof(*cfg->values));
-    cfg->nvalues = gen->nvalues;
-    for (size_t i = 0; i < cfg->nvalues; i++) {
-        struct cfg_value *v = &cfg->values[i];
-        v->state = VAL_PENDING;
-        v->value = NULL;
-        v->list = NULL;
-        v->number = 0;
-        v->boolean = 0;
-        v->failed = 0;
-        /* The host name is the generation's; defaults derived from other values are recomputed. */
-        if (v->compute && !v->file && strcmp(v->name, "myhostname") == 0)
-            v->compute = NULL;
-    }
-    for (size_t i = 0; names[i]; i++) {
-        if (!cfg_value_find(cfg, names[i])) {
-            struct cfg_value *v = &cfg->values[cfg->nvalues++];
-            memset(v, 0, sizeof(*v));
-            v->name = petrel_pool_strdup(gen->pool, names[i]);
-            v->param = cfg_schema_find(gen->schema, names[i]);
-            qsort(cfg->values, cfg->nvalues, sizeof(*cfg->values), value_cmp);
-        }
-        struct cfg_value *v = cfg_value_find(cfg, names[i]);
-        v->raw = petrel_pool_strdup(gen->pool, values[i]);
-        v->file = file;
-        v->line = line;
-        v->override = 1;
-    }
-    struct cfg_value *sn = cfg_value_find(cfg, "service_name");
-    if (sn && !sn->override)
-        sn->raw = service_name;
-    struct cfg_value *pn = cfg_value_find(cfg, "process_name");
-    if (pn && !pn->override)
-        pn->raw = command;
-    for (size_t i = 0; i < cfg->nvalues; i++)
-        cfg_value_expand(cfg, &cfg->values[i], 1);
-    for (size_t i = 0; i < cfg->nvalues; i++) {
-        struct cfg_value *v = &cfg->values[i];
-        if (!v->override) {
-            /* Inherited: report only if an override changed it (the generation reported the rest). */
-            const struct cfg_value *g = cfg_value_find(gen, v->name);
-            if (g && g->value && v->value && strcmp(g->value, v->value) == 0) {
-                v->failed = g->failed;
-                v->number = g->number;
-                v->boolean = g->boolean;
-                v->list = g->list;
-                continue;
-            }
-        }
-        value_validate(cfg, v);
-    }
-    return cfg;
-}
-
-/* ---- the stress variant ---- */
-
-const struct cfg *cfg_stress_copy(struct cfg *base)
-{
-    struct cfg_value *flag = cfg_value_find(base, "stress");
-    if (flag == NULL || !flag->referenced || (flag->value && strcmp(flag->value, "yes") == 0))
-        return base;   /* nothing depends on $stress, or main.cf forces it already */
-    struct cfg *gen = base->generation ? (struct cfg *)base->generation : base;
-    struct cfg *cfg = petrel_pool_zalloc(gen->pool, sizeof(*cfg));
-    *cfg = *base;
-    cfg->generation = gen;
-    cfg->values = petrel_pool_alloc(gen->pool, base->nvalues * sizeof(*cfg->values));
-    memcpy(cfg->values, base->values, base->nvalues * sizeof(*cfg->values));
-    for (size_t i = 0; i < cfg->nvalues; i++) {
-        struct cfg_value *v = &cfg->values[i];
-        v->state = VAL_PENDING;
-        v->value = NULL;
-        v->list = NULL;
-        v->number = 0;
-        v->boolean = 0;
-        v->failed = 0;
-        /* Quiet expansion: base reported its own problems already. */
-        v->override = 0;
-        if (v->compute && !v->file && strcmp(v->name, "myhostname") == 0)
-            v->compute = NULL;
-    }
-    struct cfg_value *stress = cfg_value_find(cfg, "stress");
-    stress->raw = "yes";
-    stress->compute = NULL;
-    for (size_t i = 0; i < cfg->nvalues; i++)
-        cfg_value_expand(cfg, &cfg->values[i], 1);
-    for (size_t i = 0; i < cfg->nvalues; i++) {
-        struct cfg_value *v = &cfg->values[i];
-        const struct cfg_value *b = &base->values[i];   /* same order: same names */
-        if (b->value && v->value && strcmp(b->value, v->value) == 0) {
-            v->failed = b->failed;
-            v->number = b->number;
-            v->boolean = b->boolean;
-            v->list = b->list;
-            continue;
-        }
-        if (v->failed && v->param) {
-            cfg_error(cfg, value_file(cfg, v), v->line, v->name,
-                      "cannot be expanded with stress=yes (the value a service under stress uses)");
-            continue;
-        }
-        value_validate(cfg, v);
-    }
-    return cfg;
-}
-
-int cfg_same_except(const struct cfg *a, const struct cfg *b, const char *const *names)
-{
-    for (size_t i = 0; i < a->nvalues; i++) {
-        const struct cfg_value *va = &a->values[i];
-        const struct cfg_value *vb = cfg_value_find(b, va->name);
-        const char *sa = va->value ? va->value : "", *sb = vb && vb->value ? vb->value : "";
-        if (strcmp(sa, sb) == 0)
-            continue;
-        size_t k;
-        for (k = 0; names[k]; k++)
-            if (strcmp(names[k], va->name) == 0)
-                break;
-        if (names[k] == NULL)
-            return 0;
-    }
-    return a->nvalues == b->nvalues;
 }

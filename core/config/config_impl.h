@@ -82,9 +82,20 @@ struct cfg_reader *cfg_reader_from_stream(FILE *fp);   /* takes ownership of fp 
 int cfg_reader_next(struct cfg_reader *r, struct buf *out, int *first_line);
 void cfg_reader_close(struct cfg_reader *r);
 
+/* params.c */
 const struct cfg_param *cfg_core_params(size_t *n);
+/* defaults.c: the function computing name's default from the host, or NULL. */
 cfg_compute_fn *cfg_computed_default(const char *name);
-int cfg_param_is_raw(const char *name);   /* kept as written, never $-expanded */
+/* params.c: kept as written, never $-expanded. */
+int cfg_param_is_raw(const char *name);
+/* config.c: validates an expanded value against its parameter's type. */
+void cfg_value_validate(struct cfg *cfg, struct cfg_value *v);
+/* s without leading and trailing white space (in place). */
+char *cfg_trim(char *s);
+/* Where a value was set, for messages: its file, else main.cf. */
+const char *cfg_value_file(const struct cfg *cfg, const struct cfg_value *v);
+/* qsort comparison of struct cfg_value by name (cfg->values stays sorted). */
+int cfg_value_cmp(const void *a, const void *b);
 
 /* Loads a generation even when it has errors (cfg->errors counts them); quiet logs nothing. */
 struct cfg *cfg_load_generation(const struct cfg_schema *schema, const char *confdir, int quiet);

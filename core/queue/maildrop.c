@@ -20,7 +20,7 @@
 #include "lib/xalloc.h"
 #include "queue/maildrop.h"
 #include "queue/queue.h"
-#include "smtpd/smtp_parse.h"
+#include "mail/smtp_parse.h"
 
 enum stage {
     ST_MAGIC,        /* reading the 8 magic bytes */

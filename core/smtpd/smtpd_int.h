@@ -21,9 +21,9 @@
 #include "lib/buf.h"
 #include "mail/addr_class.h"
 #include "queue/queue.h"
-#include "smtpd/smtp_data.h"
+#include "mail/smtp_data.h"
 #include "smtpd/restrict.h"
-#include "smtpd/smtp_parse.h"
+#include "mail/smtp_parse.h"
 
 struct event_base;
 struct event;

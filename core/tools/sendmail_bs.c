@@ -27,8 +27,8 @@
 #include <unistd.h>
 
 #include "lib/xalloc.h"
-#include "smtpd/smtp_data.h"
-#include "smtpd/smtp_parse.h"
+#include "mail/smtp_data.h"
+#include "mail/smtp_parse.h"
 #include "tools/sendmail.h"
 
 #define BS_LINE_MAX 4096

@@ -22,7 +22,7 @@
 #include <string.h>
 
 #include <petrel/pool.h>
-#include "smtpd/smtp_parse.h"
+#include "mail/smtp_parse.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -21,7 +21,7 @@
 #include <string.h>
 
 #include "lib/buf.h"
-#include "smtpd/smtp_data.h"
+#include "mail/smtp_data.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "lib/buf.h"
-#include "smtpd/smtp_data.h"
+#include "mail/smtp_data.h"
 #include "../tap.h"
 
 struct run {

@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include <petrel/pool.h>
-#include "smtpd/smtp_parse.h"
+#include "mail/smtp_parse.h"
 #include "../tap.h"
 
 enum { MAIL, RCPT };

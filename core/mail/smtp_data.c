@@ -14,7 +14,7 @@
 
 #include <string.h>
 
-#include "smtpd/smtp_data.h"
+#include "mail/smtp_data.h"
 
 enum data_state {
     DATA_LINE_START,        /* at the start of a line */

@@ -28,8 +28,8 @@
  * BDAT chunks (RFC 3030) are raw content, without dot-stuffing or an end
  * marker, and do not go through this reader.
  */
-#ifndef PETREL_SMTPD_SMTP_DATA_H
-#define PETREL_SMTPD_SMTP_DATA_H
+#ifndef PETREL_MAIL_SMTP_DATA_H
+#define PETREL_MAIL_SMTP_DATA_H
 
 #include <stddef.h>
 

@@ -8,9 +8,12 @@
  *
  * Errors come back as the exact reply the server should send, worded like
  * Postfix's smtpd, so the caller never invents reply texts for syntax.
+ *
+ * In core/mail because more than smtpd speaks the server side: smtpd's
+ * sessions, petrel-sendmail -bs, and the maildrop file checks.
  */
-#ifndef PETREL_SMTPD_SMTP_PARSE_H
-#define PETREL_SMTPD_SMTP_PARSE_H
+#ifndef PETREL_MAIL_SMTP_PARSE_H
+#define PETREL_MAIL_SMTP_PARSE_H
 
 #include <stddef.h>
 

@@ -19,7 +19,7 @@
 #include <string.h>
 
 #include "mail/addrlist.h"
-#include "smtpd/smtp_parse.h"
+#include "mail/smtp_parse.h"
 
 /* ---- character classes --------------------------------------------- */
 

@@ -13,11 +13,8 @@
  * marked, so a reference back to it is a loop, reported with the chain.
  * Validation runs after expansion, so a reference to a value of the wrong
  * type is only reported once, at the value itself.
- *
- * <config.h> (not "config.h"): in this directory the quoted form would find
- * config/config.h instead of the autoconf header.
  */
-#include <config.h>
+#include "config.h"
 
 #include <ctype.h>
 #include <errno.h>

@@ -12,7 +12,7 @@
 #include <stdio.h>
 
 #include <petrel/pool.h>
-#include "config/config.h"
+#include "config/cfg.h"
 #include "lib/buf.h"
 #include "lib/log.h"
 

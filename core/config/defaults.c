@@ -6,11 +6,8 @@
  * config_directory (the directory being loaded). A computed default reads
  * other values (mydomain reads myhostname), so it sits above the values
  * layer (config.c), not in the parameter table (params.c).
- *
- * <config.h> (not "config.h"): in this directory the quoted form would find
- * config/config.h instead of the autoconf header.
  */
-#include <config.h>
+#include "config.h"
 
 #include <arpa/inet.h>
 #include <ifaddrs.h>

@@ -6,11 +6,8 @@
  * master.cf is read (master.c) with its per-service copies; names nobody
  * declared are warned about with a "did you mean". Every problem is logged
  * before the load fails.
- *
- * <config.h> (not "config.h"): in this directory the quoted form would find
- * config/config.h instead of the autoconf header.
  */
-#include <config.h>
+#include "config.h"
 
 #include <errno.h>
 #include <stdio.h>

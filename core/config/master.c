@@ -8,11 +8,8 @@
  * role or ROLE_IGNORED. A service with overrides (or any service, when
  * main.cf says $service_name or $process_name) gets its own copy of the
  * configuration, so an override applies to that listener only.
- *
- * <config.h> (not "config.h"): in this directory the quoted form would find
- * config/config.h instead of the autoconf header.
  */
-#include <config.h>
+#include "config.h"
 
 #include <ctype.h>
 #include <errno.h>

@@ -8,11 +8,8 @@
  * when the admin writes a bare number. Defaults that depend on the host
  * (myhostname, mydomain, mynetworks, config_directory) are computed at load
  * time (defaults.c).
- *
- * <config.h> (not "config.h"): in this directory the quoted form would find
- * config/config.h instead of the autoconf header.
  */
-#include <config.h>
+#include "config.h"
 
 #include <arpa/inet.h>
 #include <ifaddrs.h>

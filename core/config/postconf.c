@@ -7,11 +7,8 @@
  * replaced where it stands, later duplicates are dropped, new names go at
  * the end, and the result replaces main.cf through a temporary file and
  * rename(), so a crash never leaves half a file.
- *
- * <config.h> (not "config.h"): in this directory the quoted form would find
- * config/config.h instead of the autoconf header.
  */
-#include <config.h>
+#include "config.h"
 
 #include <ctype.h>
 #include <errno.h>

@@ -5,11 +5,8 @@
  * evaluated again with stress=yes, as Postfix's master passes -o stress=yes
  * to processes it starts at a service's limit). A copy shares the
  * generation's pool and dies with it.
- *
- * <config.h> (not "config.h"): in this directory the quoted form would find
- * config/config.h instead of the autoconf header.
  */
-#include <config.h>
+#include "config.h"
 
 #include <stdlib.h>
 #include <string.h>

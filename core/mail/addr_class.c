@@ -7,7 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "config/config.h"
+#include "config/cfg.h"
 #include "lib/log.h"
 #include "mail/addr_class.h"
 

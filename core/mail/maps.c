@@ -21,7 +21,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "config/config.h"
+#include "config/cfg.h"
 #include "lib/log.h"
 #include "lib/xalloc.h"
 #include "mail/maps.h"

@@ -12,7 +12,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "config/config.h"
+#include "config/cfg.h"
 #include "mail/addr_find.h"
 #include "mail/rewrite.h"
 

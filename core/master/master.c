@@ -41,7 +41,7 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
-#include "config/config.h"
+#include "config/cfg.h"
 #include "lib/buf.h"
 #include "lib/dns.h"
 #include "lib/ipc.h"

@@ -17,7 +17,7 @@
 
 #include <ltdl.h>
 
-#include "config/config.h"
+#include "config/cfg.h"
 #include "lib/buf.h"
 #include "lib/log.h"
 #include "lib/xalloc.h"

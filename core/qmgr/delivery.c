@@ -21,7 +21,7 @@
 
 #include <event2/event.h>
 
-#include "config/config.h"
+#include "config/cfg.h"
 #include "deliver/deliver.h"
 #include "deliver/local.h"
 #include "deliver/smtp_client.h"

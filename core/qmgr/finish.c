@@ -45,7 +45,7 @@
 
 #include <event2/event.h>
 
-#include "config/config.h"
+#include "config/cfg.h"
 #include "lib/log.h"
 #include "lib/workq.h"
 #include "lib/xalloc.h"

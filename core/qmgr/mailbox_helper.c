@@ -29,7 +29,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "config/config.h"
+#include "config/cfg.h"
 #include "deliver/deliver.h"
 #include "deliver/local.h"
 #include "lib/buf.h"

@@ -17,7 +17,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-#include "config/config.h"
+#include "config/cfg.h"
 #include "lib/log.h"
 #include "lib/xalloc.h"
 #include "qmgr/qmgr_int.h"

@@ -60,7 +60,7 @@
 
 #include <event2/event.h>
 
-#include "config/config.h"
+#include "config/cfg.h"
 #include "deliver/smtp_client.h"
 #include "lib/dns.h"
 #include "lib/hash.h"

@@ -25,7 +25,7 @@
 #include <strings.h>
 #include <unistd.h>
 
-#include "config/config.h"
+#include "config/cfg.h"
 #include "lib/buf.h"
 #include "lib/log.h"
 #include "lib/xalloc.h"

@@ -14,7 +14,7 @@
 
 #include <event2/event.h>
 
-#include "config/config.h"
+#include "config/cfg.h"
 #include "lib/hash.h"
 #include "lib/xalloc.h"
 #include "qmgr/qmgr_int.h"

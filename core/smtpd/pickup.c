@@ -62,7 +62,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
-#include "config/config.h"
+#include "config/cfg.h"
 #include "lib/buf.h"
 #include "lib/log.h"
 #include "lib/xalloc.h"

@@ -33,7 +33,7 @@
 #include <event2/event.h>
 
 #include <petrel/plugin.h>
-#include "config/config.h"
+#include "config/cfg.h"
 #include "lib/dns.h"
 #include "lib/log.h"
 #include "lib/workq.h"

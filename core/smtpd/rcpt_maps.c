@@ -10,7 +10,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "config/config.h"
+#include "config/cfg.h"
 #include "lib/xalloc.h"
 #include "mail/addr_class.h"
 #include "mail/addr_find.h"

@@ -52,7 +52,7 @@
 #include <event2/event.h>
 #include <openssl/err.h>
 
-#include "config/config.h"
+#include "config/cfg.h"
 #include "lib/log.h"
 #include "lib/workq.h"
 #include "lib/xalloc.h"

@@ -14,7 +14,7 @@
 #include <strings.h>
 #include <sys/statvfs.h>
 
-#include "config/config.h"
+#include "config/cfg.h"
 #include "lib/log.h"
 #include "lib/xalloc.h"
 #include "mail/addr_class.h"

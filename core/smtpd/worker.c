@@ -41,7 +41,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
-#include "config/config.h"
+#include "config/cfg.h"
 #include "lib/dns.h"
 #include "lib/log.h"
 #include "lib/workq.h"

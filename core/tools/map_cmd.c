@@ -40,7 +40,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "config/config.h"
+#include "config/cfg.h"
 #include "lib/buf.h"
 #include "lib/log.h"
 #include "lib/xalloc.h"

@@ -15,7 +15,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "config/config.h"
+#include "config/cfg.h"
 #include "lib/buf.h"
 #include "lib/ipc.h"
 #include "lib/log.h"

@@ -47,7 +47,7 @@
 #include <sysexits.h>
 #include <unistd.h>
 
-#include "config/config.h"
+#include "config/cfg.h"
 #include "lib/xalloc.h"
 #include "queue/maildrop.h"
 #include "queue/queue.h"

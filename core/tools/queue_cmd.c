@@ -55,7 +55,7 @@
 
 #include <petrel/pool.h>
 
-#include "config/config.h"
+#include "config/cfg.h"
 #include "lib/buf.h"
 #include "lib/ipc.h"
 #include "queue/queue.h"

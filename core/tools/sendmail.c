@@ -34,7 +34,7 @@
 #include <sysexits.h>
 #include <unistd.h>
 
-#include "config/config.h"
+#include "config/cfg.h"
 #include "lib/hash.h"
 #include "lib/log.h"
 #include "lib/xalloc.h"

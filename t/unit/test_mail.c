@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 #include <petrel/pool.h>
-#include "config/config.h"
+#include "config/cfg.h"
 #include "mail/addr_class.h"
 #include "mail/addr_find.h"
 #include "mail/maps.h"

@@ -11,9 +11,11 @@
  * and dies with cfg_free(), so a reload never leaks into the next one.
  * Each master.cf service gets its own struct cfg (main.cf plus that
  * service's -o overrides), owned by the generation.
+ *
+ * Named cfg.h, not config.h: autoconf's config.h is "config.h" everywhere.
  */
-#ifndef PETREL_CONFIG_CONFIG_H
-#define PETREL_CONFIG_CONFIG_H
+#ifndef PETREL_CONFIG_CFG_H
+#define PETREL_CONFIG_CFG_H
 
 #include <stddef.h>
 

@@ -820,6 +820,7 @@ void cfg_value_validate(struct cfg *cfg, struct cfg_value *v)
             for (c = p->choices; *c; c++)
                 if (strcasecmp(*c, s) == 0)
                     break;
+            v->number = c - p->choices;   /* parsed once: bindings map the index (bind.c) */
             if (!*c) {
                 struct buf b = BUF_INIT;
                 for (c = p->choices; *c; c++)

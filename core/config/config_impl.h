@@ -35,7 +35,7 @@ struct cfg_value {
     int line;
     cfg_compute_fn *compute;           /* default computed at load time, or NULL */
     const char *value;                 /* expanded */
-    long long number;
+    long long number;                  /* INT, TIME (s), SIZE; for a STR with choices, its choice's index */
     int boolean;
     const char *const *list;
     enum cfg_state state;

@@ -7,16 +7,22 @@
 #include <string.h>
 #include <strings.h>
 
+#include "config/bind.h"
 #include "config/cfg.h"
 #include "lib/log.h"
 #include "mail/addr_class.h"
 
+static const struct cfg_bind domain_binds[] = {
+    CFG_BIND("mydestination", LIST, struct mail_domains, mydestination),
+    CFG_BIND("virtual_alias_domains", LIST, struct mail_domains, virtual_alias_domains),
+    CFG_BIND("virtual_mailbox_domains", LIST, struct mail_domains, virtual_mailbox_domains),
+    CFG_BIND("relay_domains", LIST, struct mail_domains, relay_domains),
+};
+const struct cfg_bind_table mail_domains_bind_table = CFG_BIND_TABLE("address classes", domain_binds);
+
 void mail_domains_init(struct mail_domains *d, const struct cfg *cfg)
 {
-    d->mydestination = cfg_list(cfg, "mydestination");
-    d->virtual_alias_domains = cfg_list(cfg, "virtual_alias_domains");
-    d->virtual_mailbox_domains = cfg_list(cfg, "virtual_mailbox_domains");
-    d->relay_domains = cfg_list(cfg, "relay_domains");
+    cfg_bind_apply(cfg, &mail_domains_bind_table, d);
 }
 
 int mail_domain_listed(const char *const *list, const char *domain)

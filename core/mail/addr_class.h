@@ -18,6 +18,7 @@
 #define PETREL_MAIL_ADDR_CLASS_H
 
 struct cfg;
+struct cfg_bind_table;
 
 enum mail_class {
     MAIL_CLASS_LOCAL,
@@ -36,6 +37,8 @@ struct mail_domains {
 
 /* The domain lists of cfg (they live as long as cfg). */
 void mail_domains_init(struct mail_domains *d, const struct cfg *cfg);
+/* The parameters mail_domains_init binds (config/bind.h). */
+extern const struct cfg_bind_table mail_domains_bind_table;
 
 /* 1 when domain is in the list (exact names, case-insensitive). */
 int mail_domain_listed(const char *const *list, const char *domain);

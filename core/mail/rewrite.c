@@ -12,19 +12,31 @@
 #include <string.h>
 #include <strings.h>
 
+#include "config/bind.h"
 #include "config/cfg.h"
 #include "mail/addr_find.h"
 #include "mail/rewrite.h"
+
+#define R(name, kind, field) CFG_BIND(name, kind, struct mail_rewrite, field)
+static const struct cfg_bind rewrite_binds[] = {
+    R("myorigin", STR, myorigin),
+    R("recipient_delimiter", STR, delimiter),
+    R("masquerade_domains", LIST, masquerade_domains),
+    R("masquerade_exceptions", LIST, masquerade_exceptions),
+    R("canonical_classes", LIST, canonical_classes),
+    R("masquerade_classes", LIST, masquerade_classes),
+    CFG_BIND_READ("canonical_maps"),
+    CFG_BIND_READ("recipient_canonical_maps"),
+    CFG_BIND_READ("sender_canonical_maps"),
+};
+const struct cfg_bind_table mail_rewrite_bind_table = CFG_BIND_TABLE("canonical and masquerade rewriting",
+                                                                     rewrite_binds);
 
 int mail_rewrite_open(struct mail_rewrite *rw, const struct cfg *cfg, struct tbl_registry *reg, int quiet,
                       char **error)
 {
     memset(rw, 0, sizeof(*rw));
-    rw->cfg = cfg;
-    rw->myorigin = cfg_get(cfg, "myorigin");
-    rw->delimiter = cfg_get(cfg, "recipient_delimiter");
-    rw->masquerade_domains = cfg_list(cfg, "masquerade_domains");
-    rw->masquerade_exceptions = cfg_list(cfg, "masquerade_exceptions");
+    cfg_bind_apply(cfg, &mail_rewrite_bind_table, rw);
     int q = quiet ? MAIL_MAPS_QUIET : 0;
     if (mail_maps_open(&rw->canonical, cfg, reg, "canonical_maps", q, error) ||
         mail_maps_open(&rw->rcpt_canonical, cfg, reg, "recipient_canonical_maps", q, error) ||
@@ -72,7 +84,7 @@ static const char *canonical(struct mail_rewrite *rw, const char *address, int r
     struct mail_maps *own = recipient ? &rw->rcpt_canonical : &rw->sender_canonical;
     if (address_lookup(own, &a, pool, &v) == 1)
         return mail_rewrite_qualify(rw, v, pool);
-    if (has_class(cfg_list(rw->cfg, "canonical_classes"), cls) && address_lookup(&rw->canonical, &a, pool, &v) == 1)
+    if (has_class(rw->canonical_classes, cls) && address_lookup(&rw->canonical, &a, pool, &v) == 1)
         return mail_rewrite_qualify(rw, v, pool);
     return address;
 }
@@ -112,7 +124,7 @@ const char *mail_rewrite_header_address(struct mail_rewrite *rw, const char *add
 {
     const char *cls = recipient ? "header_recipient" : "header_sender";
     const char *out = canonical(rw, address, recipient, cls, pool);
-    if (has_class(cfg_list(rw->cfg, "masquerade_classes"), cls))
+    if (has_class(rw->masquerade_classes, cls))
         out = masquerade(rw, out, pool);
     return out;
 }
@@ -122,7 +134,7 @@ const char *mail_rewrite_sender(struct mail_rewrite *rw, const char *sender, pet
     if (sender == NULL || *sender == '\0')
         return sender;
     const char *out = canonical(rw, sender, 0, "envelope_sender", pool);
-    if (!has_class(cfg_list(rw->cfg, "masquerade_classes"), "envelope_sender"))
+    if (!has_class(rw->masquerade_classes, "envelope_sender"))
         return out;
     return masquerade(rw, out, pool);
 }

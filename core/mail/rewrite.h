@@ -18,14 +18,18 @@
 #include "mail/maps.h"
 
 struct cfg;
+struct cfg_bind_table;
 struct tbl_registry;
 
 struct mail_rewrite {
-    const struct cfg *cfg;
     const char *myorigin, *delimiter;
     struct mail_maps canonical, rcpt_canonical, sender_canonical;
     const char *const *masquerade_domains, *const *masquerade_exceptions;
+    const char *const *canonical_classes, *const *masquerade_classes;
 };
+
+/* The parameters mail_rewrite_open reads (config/bind.h). */
+extern const struct cfg_bind_table mail_rewrite_bind_table;
 
 /* Reads the parameters and opens canonical_maps, recipient_canonical_maps
  * and sender_canonical_maps (in that order) through reg; quiet as for

@@ -2,6 +2,8 @@
 #ifndef PETREL_MASTER_MASTER_H
 #define PETREL_MASTER_MASTER_H
 
+#include <stddef.h>
+
 struct master_options {
     const char *confdir;
     int daemonize;
@@ -29,5 +31,12 @@ void master_unload_config(struct loaded_config *lc);
 int master_check_config(const struct master_options *opts);
 /* Runs the mail system until stopped; returns the exit status. */
 int master_run(const struct master_options *opts);
+
+/* Every binding table of the core (config/bind.h), n of them: which
+ * parameters each role binds or reads (bindings.c). */
+struct cfg_bind_table;
+extern const struct cfg_bind_table *const petrel_bind_tables[];
+extern const size_t petrel_bind_ntables;
+extern const struct cfg_bind_table master_bind_table;
 
 #endif

@@ -215,14 +215,14 @@ static void local_job_work(void *arg)
              * nothing from the message pasted into it. */
             opt.argv = j->pipe_argv;
             opt.shell_command = j->pipe_argv ? NULL : j->path;
-            opt.expansion_filter = cfg_get(j->m->q->cfg, "command_expansion_filter");
+            opt.expansion_filter = j->m->q->command_expansion_filter;
             opt.service = j->pipe_argv ? j->transport : NULL;
             for (const char *f = j->pipe_flags; f && *f; f++) {
                 opt.flags |= *f == 'F' ? PIPE_FLAG_FROM : *f == 'R' ? PIPE_FLAG_RETURN_PATH
                            : *f == 'D' ? PIPE_FLAG_DELIVERED_TO : *f == 'O' ? PIPE_FLAG_ORIG_TO
                            : *f == '>' ? PIPE_FLAG_QUOTE_FROM : 0u;
             }
-            opt.recipient_delimiter = cfg_get(j->m->q->cfg, "recipient_delimiter");
+            opt.recipient_delimiter = j->m->q->recipient_delimiter;
             opt.timeout = 1000;
             if (opt.argv == NULL && opt.shell_command == NULL) {
                 dlv_result_set(r, DLV_DEFERRED, "4.3.5", j->transport, "pipe transport without a command");
@@ -322,7 +322,7 @@ static int start_helper_job(struct qmgr *q, struct qjob *j)
         if (mailbox_helper_request(q->helper_fd, id, kind, path, path_len, j->uid, j->gid,
                                    j->m->id, j->dj.sender, j->rcpt_addr[i], j->rcpt_index[i],
                                    j->pipe_argv ? j->transport : j->dj.nexthop,
-                                   cfg_get(q->cfg, "recipient_delimiter"), j->pipe_flags) != 0) {
+                                   q->recipient_delimiter, j->pipe_flags) != 0) {
             dlv_result_set(&j->results[i], DLV_DEFERRED, "4.3.0", "local", "mailbox helper unavailable: %s",
                            strerror(errno));
             if (--j->helper_left == 0) {

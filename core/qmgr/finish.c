@@ -256,7 +256,7 @@ static void notice_start(struct qmsg *m, struct notice *n, const char *to)
     struct bounce_info info;
     memset(&info, 0, sizeof(info));
     info.myhostname = q->myhostname;
-    info.mail_name = cfg_get(q->cfg, "mail_name");
+    info.mail_name = q->mail_name;
     info.postmaster = "postmaster";
     info.queue_id = m->id;
     info.msg = &m->msg;

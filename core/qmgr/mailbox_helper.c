@@ -29,6 +29,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "config/bind.h"
 #include "config/cfg.h"
 #include "deliver/deliver.h"
 #include "deliver/local.h"
@@ -183,6 +184,16 @@ static void deliver_as_owner(int fd, const struct cfg *cfg, struct queue *queue,
     }
     reply(fd, id, &r);
 }
+
+/* What each request reads (the helper is a process of its own, forked by
+ * the master before it drops privileges). */
+static const struct cfg_bind helper_binds[] = {
+    CFG_BIND_READ("virtual_mailbox_base"),
+    CFG_BIND_READ("mail_spool_directory"),
+    CFG_BIND_READ("default_privs"),
+    CFG_BIND_READ("command_expansion_filter"),
+};
+const struct cfg_bind_table mailbox_helper_bind_table = CFG_BIND_TABLE("mailbox helper", helper_binds);
 
 int mailbox_helper_main(int fd, const struct cfg *cfg, struct queue *queue)
 {

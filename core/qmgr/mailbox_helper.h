@@ -11,6 +11,9 @@ struct dlv_result;
 /* Runs the helper on its end of a SOCK_SEQPACKET socketpair, as root, until
  * the queue manager closes the other end. */
 int mailbox_helper_main(int fd, const struct cfg *cfg, struct queue *queue);
+/* The parameters the helper reads (config/bind.h). */
+struct cfg_bind_table;
+extern const struct cfg_bind_table mailbox_helper_bind_table;
 /* Queue manager side: one request (kind "maildir", "mbox" or "pipe"), and
  * reading one result (0; -1 nothing or malformed; -2 the helper is gone). */
 /* kind "argv": path holds path_len bytes, the argv words each followed by NUL. */

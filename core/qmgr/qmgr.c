@@ -60,6 +60,7 @@
 
 #include <event2/event.h>
 
+#include "config/bind.h"
 #include "config/cfg.h"
 #include "deliver/smtp_client.h"
 #include "lib/dns.h"
@@ -122,18 +123,53 @@ static void on_sighup(evutil_socket_t sig, short what, void *arg)
     /* The master replaces the queue manager on reload. */
 }
 
-static enum smtp_tls_level tls_level(const char *s)
-{
-    if (s == NULL || *s == '\0' || strcasecmp(s, "none") == 0)
-        return SMTP_TLS_NONE;
-    if (strcasecmp(s, "may") == 0)
-        return SMTP_TLS_MAY;
-    if (strcasecmp(s, "encrypt") == 0)
-        return SMTP_TLS_ENCRYPT;
-    if (strcasecmp(s, "verify") == 0)
-        return SMTP_TLS_VERIFY;
-    return SMTP_TLS_SECURE;
-}
+#define Q(name, kind, field) CFG_BIND(name, kind, struct qmgr, field)
+static const struct cfg_bind qmgr_binds[] = {
+    Q("myhostname", STR, myhostname),
+    Q("myorigin", STR, myorigin),
+    Q("mail_name", STR, mail_name),
+    Q("2bounce_notice_recipient", STR, notice_recipient),
+    Q("qmgr_message_active_limit", UINT, active_limit),
+    Q("default_destination_concurrency_limit", UINT, dest_limit),
+    Q("default_destination_recipient_limit", UINT, dest_rcpt_limit),
+    Q("default_destination_rate_delay", LONG, dest_rate_delay),
+    Q("minimal_backoff_time", LONG, min_backoff),
+    Q("maximal_backoff_time", LONG, max_backoff),
+    Q("queue_run_delay", LONG, run_delay),
+    Q("maximal_queue_lifetime", LONG, max_lifetime),
+    Q("bounce_queue_lifetime", LONG, bounce_lifetime),
+    Q("delay_warning_time", LONG, delay_warning),
+    Q("queue_directory", STR, queue_directory),
+    Q("dns_resolver", STR, dns_resolver),
+    Q("command_expansion_filter", STR, command_expansion_filter),
+    Q("recipient_delimiter", STR, recipient_delimiter),
+    CFG_BIND_READ("smtp_tls_policy_maps"),
+    /* TRANSPORT_destination_*: looked up for each transport a destination uses */
+    CFG_BIND_READ("*_destination_concurrency_limit"),
+    CFG_BIND_READ("*_destination_rate_delay"),
+    CFG_BIND_READ("*_destination_recipient_limit"),
+};
+/* Also read: the router's (route.c), and bounce.c's through finish.c. */
+const struct cfg_bind_table qmgr_bind_table = CFG_BIND_TABLE("queue manager", qmgr_binds);
+
+/* The security levels Petrel does not implement (dane, dane-only,
+ * fingerprint) are taken as secure, as before this table. */
+static const struct cfg_choice smtp_tls_levels[] = {
+    { "", SMTP_TLS_NONE }, { "none", SMTP_TLS_NONE }, { "may", SMTP_TLS_MAY }, { "encrypt", SMTP_TLS_ENCRYPT },
+    { "dane", SMTP_TLS_SECURE }, { "dane-only", SMTP_TLS_SECURE }, { "fingerprint", SMTP_TLS_SECURE },
+    { "verify", SMTP_TLS_VERIFY }, { "secure", SMTP_TLS_SECURE }, { NULL, 0 },
+};
+_Static_assert(sizeof(enum smtp_tls_level) == sizeof(int), "CHOICE bindings fill an int");
+
+/* The SMTP and LMTP clients the queue manager runs (deliver/smtp_client.h). */
+#define C(name, kind, field) CFG_BIND(name, kind, struct smtp_client_settings, field)
+static const struct cfg_bind smtp_client_binds[] = {
+    C("myhostname", STR, helo_name),
+    C("myhostname", STR, myhostname),
+    CFG_BIND_CHOICE("smtp_tls_security_level", struct smtp_client_settings, tls_level, smtp_tls_levels),
+    C("smtp_tls_CAfile", STR, tls_cafile),
+};
+const struct cfg_bind_table smtp_client_bind_table = CFG_BIND_TABLE("SMTP client", smtp_client_binds);
 
 int qmgr_main(const struct qmgr_args *args)
 {
@@ -157,14 +193,13 @@ int qmgr_main(const struct qmgr_args *args)
     /* Module table types (lmdb:, cdb:, sqlite:, ...) route mail too. */
     if (module_set_register_tables(args->modules, q.tables) != 0)
         msg_fatal("cannot start: a module's table type clashes with another (see above)");
-    q.myhostname = cfg_get(cfg, "myhostname");
-    q.postmaster = cfg_get(cfg, "2bounce_notice_recipient");
+    cfg_bind_apply(cfg, &qmgr_bind_table, &q);
+    q.postmaster = q.notice_recipient;
     if (q.postmaster == NULL || *q.postmaster == '\0')
         q.postmaster = "postmaster";
     q.postmaster = strchr(q.postmaster, '@') ? xstrdup(q.postmaster)
                                              : (char *)petrel_pool_printf(petrel_pool_create(256), "%s@%s",
-                                                                          q.postmaster, cfg_get(cfg, "myorigin"));
-    q.active_limit = (unsigned)cfg_int(cfg, "qmgr_message_active_limit");
+                                                                          q.postmaster, q.myorigin);
     if (q.active_limit == 0)
         q.active_limit = 20000;
     /* Every message in memory holds its queue file open: raise the soft
@@ -183,19 +218,11 @@ int qmgr_main(const struct qmgr_args *args)
         }
     }
     q.delivery_limit = GLOBAL_DELIVERY_LIMIT;
-    q.dest_limit = (unsigned)cfg_int(cfg, "default_destination_concurrency_limit");
-    q.dest_rcpt_limit = (unsigned)cfg_int(cfg, "default_destination_recipient_limit");
     if (q.dest_rcpt_limit == 0)
         q.dest_rcpt_limit = 50;
-    q.min_backoff = cfg_int(cfg, "minimal_backoff_time");
-    q.max_backoff = cfg_int(cfg, "maximal_backoff_time");
-    q.run_delay = cfg_int(cfg, "queue_run_delay");
     if (q.run_delay <= 0)
         q.run_delay = 300;
-    q.max_lifetime = cfg_int(cfg, "maximal_queue_lifetime");
-    q.bounce_lifetime = cfg_int(cfg, "bounce_queue_lifetime");
-    q.delay_warning = cfg_int(cfg, "delay_warning_time");
-    snprintf(q.defer_dir, sizeof(q.defer_dir), "%s/defer", cfg_get(cfg, "queue_directory"));
+    snprintf(q.defer_dir, sizeof(q.defer_dir), "%s/defer", q.queue_directory);
     mkdir(q.defer_dir, 0700);
 
     char *error = NULL;
@@ -203,7 +230,7 @@ int qmgr_main(const struct qmgr_args *args)
     q.router = router_create(cfg, q.tables, 1, &error);
     if (q.router == NULL)
         msg_fatal("%s", error);
-    q.dns = dns_resolver_create(q.base, cfg_get(cfg, "dns_resolver"), &error);
+    q.dns = dns_resolver_create(q.base, q.dns_resolver, &error);
     if (q.dns == NULL)
         msg_fatal("dns_resolver: %s", error);
     /* Modules with a delivery hook are initialised here too: init runs in
@@ -221,11 +248,8 @@ int qmgr_main(const struct qmgr_args *args)
     }
     struct smtp_client_settings smtp_set;
     memset(&smtp_set, 0, sizeof(smtp_set));
-    smtp_set.helo_name = cfg_get(cfg, "myhostname");
-    smtp_set.myhostname = q.myhostname;
+    cfg_bind_apply(cfg, &smtp_client_bind_table, &smtp_set);
     smtp_set.dns = q.dns;
-    smtp_set.tls_level = tls_level(cfg_get(cfg, "smtp_tls_security_level"));
-    smtp_set.tls_cafile = cfg_get(cfg, "smtp_tls_CAfile");
     smtp_set.connect_timeout = 30;
     smtp_set.helo_timeout = smtp_set.mail_timeout = smtp_set.rcpt_timeout = 300;
     smtp_set.data_timeout = 120;

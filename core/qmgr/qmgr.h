@@ -17,4 +17,9 @@ struct qmgr_args {
 /* Runs the queue manager until SIGTERM; returns the exit status. */
 int qmgr_main(const struct qmgr_args *args);
 
+/* The parameters the queue manager binds or reads, and those of the SMTP
+ * and LMTP clients it runs (config/bind.h). */
+struct cfg_bind_table;
+extern const struct cfg_bind_table qmgr_bind_table, smtp_client_bind_table;
+
 #endif

@@ -114,6 +114,9 @@ struct qmgr {
     unsigned dest_limit, dest_rcpt_limit;
     long long min_backoff, max_backoff, run_delay, max_lifetime, bounce_lifetime, delay_warning;
     const char *myhostname, *postmaster, *double_bounce_sender;
+    const char *myorigin, *mail_name, *notice_recipient, *queue_directory, *dns_resolver;
+    const char *command_expansion_filter, *recipient_delimiter;
+    long long dest_rate_delay;   /* default_destination_rate_delay */
     struct module_set *modules;
     int helper_fd;             /* privileged mailbox helper, or -1 */
     struct event *helper_ev;

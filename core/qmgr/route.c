@@ -25,6 +25,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "config/bind.h"
 #include "config/cfg.h"
 #include "lib/buf.h"
 #include "lib/log.h"
@@ -59,6 +60,32 @@ struct router {
     const char *default_privs;                /* the user commands and files from aliases run as */
 };
 
+#define R(name, kind, field) CFG_BIND(name, kind, struct router, field)
+static const struct cfg_bind router_binds[] = {
+    R("myorigin", STR, myorigin),
+    R("virtual_mailbox_base", STR, mailbox_base),
+    R("home_mailbox", STR, home_mailbox),
+    R("mail_spool_directory", STR, spool),
+    R("recipient_delimiter", STR, delimiter),
+    R("relayhost", STR, relayhost),
+    R("local_transport", STR, local_transport),
+    R("virtual_transport", STR, virtual_transport),
+    R("relay_transport", STR, relay_transport),
+    R("default_transport", STR, default_transport),
+    R("default_privs", STR, default_privs),
+    CFG_BIND_READ("allow_mail_to_commands"),
+    CFG_BIND_READ("allow_mail_to_files"),
+    CFG_BIND_READ("virtual_alias_maps"),
+    CFG_BIND_READ("virtual_mailbox_maps"),
+    CFG_BIND_READ("virtual_uid_maps"),
+    CFG_BIND_READ("virtual_gid_maps"),
+    CFG_BIND_READ("alias_maps"),
+    CFG_BIND_READ("transport_maps"),
+    CFG_BIND_READ("sender_dependent_relayhost_maps"),
+};
+/* Also read: the address classes' domain lists and the rewriting (core/mail). */
+const struct cfg_bind_table router_bind_table = CFG_BIND_TABLE("router", router_binds);
+
 /* allow_mail_to_commands / allow_mail_to_files: a list of alias, forward, include. */
 static int origin_mask(const struct cfg *cfg, const char *param, unsigned *mask, char **error)
 {
@@ -84,20 +111,10 @@ struct router *router_create(const struct cfg *cfg, struct tbl_registry *reg, in
 {
     struct router *r = xcalloc(1, sizeof(*r));
     r->cfg = cfg;
-    r->myorigin = cfg_get(cfg, "myorigin");
-    r->mailbox_base = cfg_get(cfg, "virtual_mailbox_base");
-    r->home_mailbox = cfg_get(cfg, "home_mailbox");
-    r->spool = cfg_get(cfg, "mail_spool_directory");
-    r->delimiter = cfg_get(cfg, "recipient_delimiter");
-    r->relayhost = cfg_get(cfg, "relayhost");
-    r->local_transport = cfg_get(cfg, "local_transport");
-    r->virtual_transport = cfg_get(cfg, "virtual_transport");
-    r->relay_transport = cfg_get(cfg, "relay_transport");
-    r->default_transport = cfg_get(cfg, "default_transport");
+    cfg_bind_apply(cfg, &router_bind_table, r);
     mail_domains_init(&r->domains, cfg);
     if (!quiet)
         mail_domains_warn_overlaps(&r->domains);
-    r->default_privs = cfg_get(cfg, "default_privs");
     if (origin_mask(cfg, "allow_mail_to_commands", &r->command_origins, error) ||
         origin_mask(cfg, "allow_mail_to_files", &r->file_origins, error)) {
         free(r);

@@ -24,6 +24,7 @@
 struct cfg;
 struct tbl_registry;
 struct router;
+struct cfg_bind_table;
 
 enum route_kind {
     ROUTE_SMTP,        /* smtp/relay client: nexthop is a domain, [host]:port, ... */
@@ -67,6 +68,8 @@ struct route_list {
  * configuration, and the roles open the same tables again quietly. */
 struct router *router_create(const struct cfg *cfg, struct tbl_registry *reg, int quiet, char **error);
 void router_free(struct router *r);
+/* The parameters router_create binds or reads (config/bind.h). */
+extern const struct cfg_bind_table router_bind_table;
 /* The envelope sender as delivered: sender_canonical_maps, then
  * canonical_maps, then masquerade_domains (mail/rewrite.h, which smtpd
  * uses for headers). "" stays "". */

@@ -44,7 +44,7 @@ struct dest *qmgr_dest_get(struct qmgr *q, const char *transport, const char *ne
     if (cfg_get(q->cfg, name))
         d->limit = (unsigned)cfg_int(q->cfg, name);
     snprintf(name, sizeof(name), "%s_destination_rate_delay", transport);
-    d->rate_delay = cfg_get(q->cfg, name) ? cfg_int(q->cfg, name) : cfg_int(q->cfg, "default_destination_rate_delay");
+    d->rate_delay = cfg_get(q->cfg, name) ? cfg_int(q->cfg, name) : q->dest_rate_delay;
     if (d->rate_delay > 0)
         d->limit = 1;
     if (d->limit == 0)

@@ -62,6 +62,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include "config/bind.h"
 #include "config/cfg.h"
 #include "lib/buf.h"
 #include "lib/log.h"
@@ -887,6 +888,11 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
     /* Reload is the master's business: it replaces this process. */
 }
 
+static const struct cfg_bind pickup_binds[] = {
+    CFG_BIND("maximal_queue_lifetime", LONG, struct pickup, max_lifetime),
+};
+const struct cfg_bind_table smtpd_pickup_bind_table = CFG_BIND_TABLE("pickup", pickup_binds);
+
 int smtpd_pickup_main(const struct smtpd_pickup_args *args)
 {
     struct smtpd_worker w;
@@ -897,7 +903,7 @@ int smtpd_pickup_main(const struct smtpd_pickup_args *args)
     pk.w = &w;
     pk.dirfd = args->maildrop_fd;
     pk.corrupt_fd = queue_dir_fd(args->queue, QDIR_CORRUPT);
-    pk.max_lifetime = cfg_int(args->cfg, "maximal_queue_lifetime");
+    cfg_bind_apply(args->cfg, &smtpd_pickup_bind_table, &pk);
     char *error = NULL;
     pk.listener.worker = &w;
     pk.listener.fd = -1;

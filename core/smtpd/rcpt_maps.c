@@ -10,7 +10,9 @@
 #include <string.h>
 #include <strings.h>
 
+#include "config/bind.h"
 #include "config/cfg.h"
+#include "smtpd/smtpd.h"
 #include "lib/xalloc.h"
 #include "mail/addr_class.h"
 #include "mail/addr_find.h"
@@ -27,6 +29,26 @@ struct smtpd_rcpt_maps {
     int local_code, virtual_alias_code, virtual_mailbox_code, relay_code;
     int show_table;
 };
+
+#define M(name, kind, field) CFG_BIND(name, kind, struct smtpd_rcpt_maps, field)
+static const struct cfg_bind rcpt_binds[] = {
+    M("recipient_delimiter", STR, delimiter),
+    M("myorigin", STR, myorigin),
+    M("double_bounce_sender", STR, double_bounce),
+    M("unknown_local_recipient_reject_code", INT, local_code),
+    M("unknown_virtual_alias_reject_code", INT, virtual_alias_code),
+    M("unknown_virtual_mailbox_reject_code", INT, virtual_mailbox_code),
+    M("unknown_relay_recipient_reject_code", INT, relay_code),
+    M("show_user_unknown_table_name", BOOL, show_table),
+    CFG_BIND_READ("recipient_canonical_maps"),
+    CFG_BIND_READ("sender_canonical_maps"),
+    CFG_BIND_READ("canonical_maps"),
+    CFG_BIND_READ("virtual_alias_maps"),
+    CFG_BIND_READ("local_recipient_maps"),
+    CFG_BIND_READ("virtual_mailbox_maps"),
+    CFG_BIND_READ("relay_recipient_maps"),
+};
+const struct cfg_bind_table smtpd_rcpt_maps_bind_table = CFG_BIND_TABLE("smtpd recipient validation", rcpt_binds);
 
 static int not_empty(const struct cfg *cfg, const char *param)
 {
@@ -61,14 +83,7 @@ struct smtpd_rcpt_maps *smtpd_rcpt_maps_open(const struct cfg *cfg, struct tbl_r
     m->check_local = not_empty(cfg, "local_recipient_maps");
     m->check_virtual_mailbox = not_empty(cfg, "virtual_mailbox_maps");
     m->check_relay = not_empty(cfg, "relay_recipient_maps");
-    m->delimiter = cfg_get(cfg, "recipient_delimiter");
-    m->myorigin = cfg_get(cfg, "myorigin");
-    m->double_bounce = cfg_get(cfg, "double_bounce_sender");
-    m->local_code = (int)cfg_int(cfg, "unknown_local_recipient_reject_code");
-    m->virtual_alias_code = (int)cfg_int(cfg, "unknown_virtual_alias_reject_code");
-    m->virtual_mailbox_code = (int)cfg_int(cfg, "unknown_virtual_mailbox_reject_code");
-    m->relay_code = (int)cfg_int(cfg, "unknown_relay_recipient_reject_code");
-    m->show_table = cfg_bool(cfg, "show_user_unknown_table_name");
+    cfg_bind_apply(cfg, &smtpd_rcpt_maps_bind_table, m);
     return m;
 }
 

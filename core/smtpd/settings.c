@@ -14,6 +14,7 @@
 #include <strings.h>
 #include <sys/statvfs.h>
 
+#include "config/bind.h"
 #include "config/cfg.h"
 #include "lib/log.h"
 #include "lib/xalloc.h"
@@ -21,6 +22,7 @@
 #include "smtpd/rcpt_maps.h"
 #include "smtpd/anvil.h"
 #include "smtpd/restrict.h"
+#include "smtpd/smtpd.h"
 #include "smtpd/smtpd_int.h"
 #include "tables/cidr.h"
 #include "module/module.h"
@@ -125,48 +127,94 @@ static const char *const scalar_params[] = {
     "disable_vrfy_command", "smtpd_delay_reject", "smtpd_sasl_response_limit", NULL
 };
 
+#define SET(name, kind, field) CFG_BIND(name, kind, struct smtpd_settings, field)
+
+static const struct cfg_choice bare_newline_modes[] = {
+    { "normalize", DATA_BARE_LF_NORMALIZE }, { "yes", DATA_BARE_LF_NORMALIZE }, { "reject", DATA_BARE_LF_REJECT },
+    { "no", DATA_BARE_LF_ALLOW }, { NULL, 0 },
+};
+
+/* The fields read straight from the configuration (no table, list or TLS):
+ * what a service's stress settings read again (read_plain_values). */
+static const struct cfg_bind plain_binds[] = {
+    SET("myhostname", STR, myhostname),
+    SET("mail_name", STR, mail_name),
+    SET("smtpd_banner", STR, banner),
+    SET("line_length_limit", SIZE, line_length_limit),
+    SET("message_size_limit", ULONG, message_size_limit),
+    SET("smtpd_recipient_limit", UINT, recipient_limit),
+    SET("smtpd_timeout", TIMEVAL, timeout),
+    SET("smtpd_soft_error_limit", INT, soft_error_limit),
+    SET("smtpd_hard_error_limit", INT, hard_error_limit),
+    SET("smtpd_error_sleep_time", LONG, error_sleep_time),
+    SET("smtpd_junk_command_limit", INT, junk_command_limit),
+    SET("smtpd_sasl_response_limit", SIZE, sasl_response_limit),
+    SET("smtpd_helo_required", BOOL, helo_required),
+    SET("disable_vrfy_command", BOOL, disable_vrfy),
+    SET("smtpd_delay_reject", BOOL, delay_reject),
+    SET("smtputf8_enable", BOOL, smtputf8),
+    SET("smtpd_forbid_unauth_pipelining", BOOL, forbid_unauth_pipelining),
+    CFG_BIND_CHOICE("smtpd_forbid_bare_newline", struct smtpd_settings, bare_lf_policy, bare_newline_modes),
+    SET("smtpd_forbid_bare_newline_reject_code", INT, bare_lf_reject_code),
+    SET("smtpd_client_connection_count_limit", UINT, conn_count_limit),
+    SET("smtpd_client_connection_rate_limit", UINT, conn_rate_limit),
+    SET("anvil_rate_time_unit", UINT, rate_time_unit),
+    SET("recipient_delimiter", STR, recipient_delimiter),
+    SET("smtpd_reject_unlisted_recipient", BOOL, reject_unlisted_recipient),
+    SET("smtpd_reject_unlisted_sender", BOOL, reject_unlisted_sender),
+    SET("always_bcc", STR, always_bcc),
+    SET("smtpd_discard_ehlo_keywords", LIST, discard_ehlo_keywords),
+};
+const struct cfg_bind_table smtpd_bind_table = CFG_BIND_TABLE("smtpd", plain_binds);
+
+static const struct cfg_choice tls_levels[] = {
+    { "", TLS_LEVEL_NONE }, { "none", TLS_LEVEL_NONE }, { "may", TLS_LEVEL_MAY },
+    { "encrypt", TLS_LEVEL_ENCRYPT }, { NULL, 0 },
+};
+
+/* What a service's settings open, compile or build once (tables, lists,
+ * TLS, SASL): shared by its stress settings when nothing of it differs. */
+static const struct cfg_bind service_binds[] = {
+    CFG_BIND_CHOICE("smtpd_tls_security_level", struct smtpd_settings, tls_level, tls_levels),
+    SET("smtpd_tls_wrappermode", BOOL, tls_wrappermode),
+    SET("smtpd_tls_auth_only", BOOL, tls_auth_only),
+    SET("smtpd_sasl_auth_enable", BOOL, sasl_auth_enable),
+    SET("smtpd_sasl_type", STR, sasl_type),
+    SET("smtpd_sasl_path", STR, sasl_path),
+    CFG_BIND_READ("sender_bcc_maps"),
+    CFG_BIND_READ("mynetworks"),
+    CFG_BIND_READ("smtpd_forbid_bare_newline_exclusions"),
+    CFG_BIND_READ("smtpd_client_event_limit_exceptions"),
+    CFG_BIND_READ("debug_peer_list"),
+    CFG_BIND_READ("smtpd_client_restrictions"),
+    CFG_BIND_READ("smtpd_helo_restrictions"),
+    CFG_BIND_READ("smtpd_sender_restrictions"),
+    CFG_BIND_READ("smtpd_recipient_restrictions"),
+    CFG_BIND_READ("smtpd_relay_restrictions"),
+    CFG_BIND_READ("smtpd_data_restrictions"),
+    CFG_BIND_READ("smtpd_end_of_data_restrictions"),
+    /* tls.c */
+    CFG_BIND_READ("smtpd_tls_cert_file"),
+    CFG_BIND_READ("smtpd_tls_key_file"),
+    CFG_BIND_READ("smtpd_tls_protocols"),
+    CFG_BIND_READ("smtpd_tls_session_cache_timeout"),
+};
+/* Also read: the address classes' domain lists (core/mail) and the
+ * recipient maps (smtpd_rcpt_maps_bind_table). */
+const struct cfg_bind_table smtpd_service_bind_table = CFG_BIND_TABLE("smtpd services", service_binds);
+
+_Static_assert(sizeof(enum tls_level) == sizeof(int), "CHOICE bindings fill an int");
+
 /* The fields read straight from the configuration (no table, list or TLS). */
 static void read_plain_values(struct smtpd_settings *set, const struct master_service *svc, const struct cfg *cfg)
 {
     petrel_pool *pool = set->pool;
     set->service_name = petrel_pool_strdup(pool, svc->name);
-    set->myhostname = cfg_get(cfg, "myhostname");
-    set->mail_name = cfg_get(cfg, "mail_name");
-    set->banner = cfg_get(cfg, "smtpd_banner");
-    set->line_length_limit = (size_t)cfg_int(cfg, "line_length_limit");
+    cfg_bind_apply(cfg, &smtpd_bind_table, set);
     if (set->line_length_limit < 512)
         set->line_length_limit = 512;   /* RFC 5321 4.5.3.1.4: a command line may be 512 octets */
-    set->message_size_limit = (unsigned long long)cfg_int(cfg, "message_size_limit");
-    set->recipient_limit = (unsigned)cfg_int(cfg, "smtpd_recipient_limit");
-    set->timeout.tv_sec = (time_t)cfg_int(cfg, "smtpd_timeout");
-    set->soft_error_limit = (int)cfg_int(cfg, "smtpd_soft_error_limit");
-    set->hard_error_limit = (int)cfg_int(cfg, "smtpd_hard_error_limit");
-    set->error_sleep_time = cfg_int(cfg, "smtpd_error_sleep_time");
-    set->junk_command_limit = (int)cfg_int(cfg, "smtpd_junk_command_limit");
-    set->sasl_response_limit = (size_t)cfg_int(cfg, "smtpd_sasl_response_limit");
-    set->helo_required = cfg_bool(cfg, "smtpd_helo_required");
-    set->disable_vrfy = cfg_bool(cfg, "disable_vrfy_command");
-    set->delay_reject = cfg_bool(cfg, "smtpd_delay_reject");
-    set->smtputf8 = cfg_bool(cfg, "smtputf8_enable");
-    set->forbid_unauth_pipelining = cfg_bool(cfg, "smtpd_forbid_unauth_pipelining");
-    const char *bare = cfg_get(cfg, "smtpd_forbid_bare_newline");
-    if (strcasecmp(bare, "reject") == 0)
-        set->bare_lf_policy = DATA_BARE_LF_REJECT;
-    else if (strcasecmp(bare, "no") == 0)
-        set->bare_lf_policy = DATA_BARE_LF_ALLOW;
-    else
-        set->bare_lf_policy = DATA_BARE_LF_NORMALIZE;   /* normalize, yes */
-    set->bare_lf_reject_code = (int)cfg_int(cfg, "smtpd_forbid_bare_newline_reject_code");
-    set->conn_count_limit = (unsigned)cfg_int(cfg, "smtpd_client_connection_count_limit");
-    set->conn_rate_limit = (unsigned)cfg_int(cfg, "smtpd_client_connection_rate_limit");
-    set->rate_time_unit = (unsigned)cfg_int(cfg, "anvil_rate_time_unit");
     set->maxproc = svc->maxproc;
     mail_domains_init(&set->domains, cfg);
-    set->recipient_delimiter = cfg_get(cfg, "recipient_delimiter");
-    set->reject_unlisted_recipient = cfg_bool(cfg, "smtpd_reject_unlisted_recipient");
-    set->reject_unlisted_sender = cfg_bool(cfg, "smtpd_reject_unlisted_sender");
-    set->always_bcc = cfg_get(cfg, "always_bcc");
-    set->discard_ehlo_keywords = cfg_list(cfg, "smtpd_discard_ehlo_keywords");
 }
 
 struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struct master_service *svc,
@@ -225,28 +273,14 @@ struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struc
         (set->debug_peers = networks(cfg, "debug_peer_list", error)) == NULL)
         goto failed;
 
-    const char *level = cfg_get(cfg, "smtpd_tls_security_level");
-    if (level == NULL || *level == '\0' || strcasecmp(level, "none") == 0)
-        set->tls_level = TLS_LEVEL_NONE;
-    else if (strcasecmp(level, "may") == 0)
-        set->tls_level = TLS_LEVEL_MAY;
-    else if (strcasecmp(level, "encrypt") == 0)
-        set->tls_level = TLS_LEVEL_ENCRYPT;
-    else {
-        fail(error, "smtpd_tls_security_level: unknown level \"%s\" (use none, may or encrypt)", level);
-        goto failed;
-    }
-    set->tls_wrappermode = cfg_bool(cfg, "smtpd_tls_wrappermode");
-    set->tls_auth_only = cfg_bool(cfg, "smtpd_tls_auth_only");
-    if (cfg_bool(cfg, "smtpd_sasl_auth_enable")) {
-        const char *type = cfg_get(cfg, "smtpd_sasl_type");
-        set->sasl = module_set_find_sasl(w->modules, type, &set->sasl_module);
+    cfg_bind_apply(cfg, &smtpd_service_bind_table, set);
+    if (set->sasl_auth_enable) {
+        set->sasl = module_set_find_sasl(w->modules, set->sasl_type, &set->sasl_module);
         if (set->sasl == NULL) {
             fail(error, "smtpd_sasl_type: no loaded module provides the SASL back-end \"%s\" "
-                 "(load the module that does in `modules`)", type);
+                 "(load the module that does in `modules`)", set->sasl_type);
             goto failed;
         }
-        set->sasl_path = cfg_get(cfg, "smtpd_sasl_path");
     }
     if (svc->role == ROLE_PICKUP) {
         /* The pickup role's in-process sessions (local submission): the

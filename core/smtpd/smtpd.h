@@ -51,4 +51,11 @@ struct smtpd_pickup_args {
 };
 int smtpd_pickup_main(const struct smtpd_pickup_args *args);
 
+/* The parameters the smtpd role binds or reads (config/bind.h): a
+ * listener's plain values, what a service opens and compiles, the recipient
+ * maps, the worker's own and the pickup role's. */
+struct cfg_bind_table;
+extern const struct cfg_bind_table smtpd_bind_table, smtpd_service_bind_table, smtpd_rcpt_maps_bind_table,
+    smtpd_worker_bind_table, smtpd_pickup_bind_table;
+
 #endif

@@ -143,6 +143,8 @@ struct smtpd_settings {
     int tls_wrappermode;
     int tls_auth_only;
     /* SMTP AUTH (smtpd_sasl_auth_enable, smtpd_sasl_type, smtpd_sasl_path) */
+    int sasl_auth_enable;
+    const char *sasl_type;
     const petrel_sasl_backend *sasl;
     struct petrel_module *sasl_module;
     const char *sasl_path;
@@ -194,6 +196,7 @@ struct smtpd_worker {
     struct dns_resolver *dns;
     struct mail_rewrite *rewrite;     /* canonical maps and masquerading for header rewriting */
     long long queue_minfree;
+    const char *dns_resolver;         /* the resolver's spec (lib/dns.h) */
     time_t space_checked;
     int space_ok;
 };

@@ -41,6 +41,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include "config/bind.h"
 #include "config/cfg.h"
 #include "lib/dns.h"
 #include "lib/log.h"
@@ -304,6 +305,12 @@ static int service_is_local(const struct smtpd_worker_args *args, const struct m
     return 1;
 }
 
+static const struct cfg_bind worker_binds[] = {
+    CFG_BIND("queue_minfree", LONG, struct smtpd_worker, queue_minfree),
+    CFG_BIND("dns_resolver", STR, struct smtpd_worker, dns_resolver),
+};
+const struct cfg_bind_table smtpd_worker_bind_table = CFG_BIND_TABLE("smtpd worker", worker_binds);
+
 void smtpd_worker_init(struct smtpd_worker *w, const struct cfg *cfg, struct queue *queue,
                        struct module_set *modules, struct anvil *anvil, unsigned index)
 {
@@ -316,7 +323,7 @@ void smtpd_worker_init(struct smtpd_worker *w, const struct cfg *cfg, struct que
     w->cfg = cfg;
     w->anvil = anvil;
     w->index = index;
-    w->queue_minfree = cfg_int(cfg, "queue_minfree");
+    cfg_bind_apply(cfg, &smtpd_worker_bind_table, w);
     w->space_ok = 1;
     w->tables = tbl_registry_new();
     char *error = NULL;
@@ -325,7 +332,7 @@ void smtpd_worker_init(struct smtpd_worker *w, const struct cfg *cfg, struct que
     /* fsync waits on the disk, not the CPU: a few threads keep several in flight. */
     w->workq = workq_create(w->base, 4);
     w->modules = modules;
-    w->dns = dns_resolver_create(w->base, cfg_get(cfg, "dns_resolver"), &error);
+    w->dns = dns_resolver_create(w->base, w->dns_resolver, &error);
     if (w->dns == NULL)
         msg_fatal("%s", error);
     if (w->modules)

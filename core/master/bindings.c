@@ -1,0 +1,53 @@
+/*
+ * Every binding table of the core in one list (config/bind.h): which
+ * parameters each role binds into its settings or reads itself. The list
+ * sits here, above the roles, because the master is the one part of the
+ * daemon that knows them all (it forks them); tests and tools reach it
+ * through master/master.h.
+ *
+ * The tools (petrelctl, petrel-sendmail, petrel-postdrop) are programs of
+ * their own, outside the core library; what they read (cfg_peek, or the
+ * configuration petrelctl loads) is written down here.
+ */
+#include "config.h"
+
+#include "config/bind.h"
+#include "mail/addr_class.h"
+#include "mail/rewrite.h"
+#include "master/master.h"
+#include "qmgr/mailbox_helper.h"
+#include "qmgr/qmgr.h"
+#include "qmgr/route.h"
+#include "smtpd/smtpd.h"
+
+static const struct cfg_bind tools_binds[] = {
+    CFG_BIND_READ("queue_directory"),              /* petrelctl, petrel-sendmail, petrel-postdrop */
+    CFG_BIND_READ("alternate_config_directories"), /* petrel-postdrop */
+    CFG_BIND_READ("multi_instance_directories"),   /* petrel-postdrop */
+    CFG_BIND_READ("message_size_limit"),           /* petrel-postdrop, petrel-sendmail */
+    CFG_BIND_READ("command_directory"),            /* petrel-sendmail */
+    CFG_BIND_READ("mail_name"),                    /* petrel-sendmail */
+    CFG_BIND_READ("myhostname"),                   /* petrel-sendmail */
+    CFG_BIND_READ("myorigin"),                     /* petrel-sendmail */
+    CFG_BIND_READ("alias_database"),               /* petrelctl newaliases */
+    CFG_BIND_READ("default_database_type"),        /* petrelctl map, alias */
+};
+static const struct cfg_bind_table tools_bind_table = CFG_BIND_TABLE("tools", tools_binds);
+
+const struct cfg_bind_table *const petrel_bind_tables[] = {
+    &cfg_machinery_bind_table,
+    &master_bind_table,
+    &smtpd_bind_table,
+    &smtpd_service_bind_table,
+    &smtpd_rcpt_maps_bind_table,
+    &smtpd_worker_bind_table,
+    &smtpd_pickup_bind_table,
+    &mail_domains_bind_table,
+    &mail_rewrite_bind_table,
+    &router_bind_table,
+    &qmgr_bind_table,
+    &smtp_client_bind_table,
+    &mailbox_helper_bind_table,
+    &tools_bind_table,
+};
+const size_t petrel_bind_ntables = sizeof(petrel_bind_tables) / sizeof(petrel_bind_tables[0]);

@@ -213,34 +213,38 @@ void smtpd_finish_message(struct smtpd_session *s, enum smtpd_counter c)
     const char *verb = c == CNT_BDAT ? "BDAT" : "DATA";
     tx->eom_counter = c;
     smtpd_content_end(s);
-    if (tx->content_bad) {
+    unsigned long long size = queue_writer_content_size(tx->writer);
+    int oversize = c == CNT_DATA ? s->data.oversize : 0;
+    if (oversize || (s->set->message_size_limit && size > s->set->message_size_limit))
+        smtpd_tx_error(tx, TX_ERROR_SIZE);
+    /* A header or body hook refused while the content streamed in. */
+    if (smtpd_refused(&tx->content_verdict))
+        smtpd_tx_error(tx, TX_ERROR_CONTENT);
+    switch (tx->error) {
+    case TX_ERROR_BARE_LF:
         /* smtpd_forbid_bare_newline = reject */
         smtpd_reply(s, "%d 5.5.2 Error: bare <LF> received", s->set->bare_lf_reject_code);
         smtpd_log_reject(s, "reject", verb, s->set->bare_lf_reject_code, "5.5.2", "Error: bare <LF> received", NULL);
         smtpd_tx_free(s);
         smtpd_count_error(s, c);
         return;
-    }
-    unsigned long long size = queue_writer_content_size(tx->writer);
-    int oversize = c == CNT_DATA ? s->data.oversize : 0;
-    if (oversize || (s->set->message_size_limit && size > s->set->message_size_limit)) {
+    case TX_ERROR_SIZE:
         smtpd_reply(s, "552 5.3.4 Message size exceeds fixed limit");
         smtpd_log_reject(s, "reject", verb, 552, "5.3.4", "Message size exceeds fixed limit", NULL);
         smtpd_tx_free(s);
         smtpd_count_error(s, c);
         return;
-    }
-    if (tx->write_errno) {
-        msg_warn("%s: queue file write error: %s", tx->queue_id, strerror(tx->write_errno));
+    case TX_ERROR_IO:
+        msg_warn("%s: queue file write error: %s", tx->queue_id, strerror(tx->io_errno));
         smtpd_reply(s, "451 4.3.0 Error: queue file write error");
         smtpd_tx_free(s);
         smtpd_count_error(s, c);
         return;
-    }
-    /* A header or body hook refused while the content streamed in. */
-    if (smtpd_refused(&tx->content_verdict)) {
+    case TX_ERROR_CONTENT:
         eom_hooked(s, &tx->content_verdict);
         return;
+    case TX_OK:
+        break;
     }
     if (tx->content_verdict.verdict == RV_HOLD)
         tx->hold = 1;
@@ -326,10 +330,10 @@ static int emit_content(void *ctx, const char *data, size_t n)
 {
     struct smtpd_session *s = ctx;
     struct smtpd_tx *tx = s->tx;
-    if (tx->write_errno)
+    if (tx->io_errno)
         return 0;
     if (queue_writer_write(tx->writer, data, n) != 0)
-        tx->write_errno = errno ? errno : EIO;
+        smtpd_tx_io_error(tx, errno);
     smtpd_content_feed(s, data, n);
     return 0;
 }
@@ -347,7 +351,7 @@ int smtpd_consume_data(struct smtpd_session *s)
         evbuffer_drain(in, used);
         if (done) {
             if (smtp_data_bare_lf_violation(&s->data))
-                s->tx->content_bad = 1;
+                smtpd_tx_error(s->tx, TX_ERROR_BARE_LF);
             return 1;
         }
     }
@@ -384,7 +388,7 @@ static void bdat_write(struct smtpd_session *s, const char *p, size_t n)
             tx->bdat_pending_cr = 1;
         } else if (c == '\n') {
             if (s->set->bare_lf_policy == DATA_BARE_LF_REJECT && !s->bare_lf_excluded)
-                tx->content_bad = 1;
+                smtpd_tx_error(tx, TX_ERROR_BARE_LF);
             out[o++] = '\r';
             out[o++] = '\n';
         } else {

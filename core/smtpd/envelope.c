@@ -50,8 +50,8 @@ void smtpd_write_received(struct smtpd_session *s)
      * lets a bare CR or LF out. */
     struct buf clean = BUF_INIT;
     smtpd_header_write(&clean, b.data, b.len);
-    if (queue_writer_write(tx->writer, clean.data, clean.len) != 0 && !tx->write_errno)
-        tx->write_errno = errno ? errno : EIO;
+    if (queue_writer_write(tx->writer, clean.data, clean.len) != 0)
+        smtpd_tx_io_error(tx, errno);
     buf_free(&clean);
     buf_free(&b);
 }

@@ -9,6 +9,7 @@
 #ifndef PETREL_SMTPD_SMTPD_INT_H
 #define PETREL_SMTPD_SMTPD_INT_H
 
+#include <errno.h>
 #include <stddef.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -207,6 +208,19 @@ struct smtpd_rcpt {
     unsigned notify;
 };
 
+/* What went wrong in a transaction: one state, as OpenSMTPD's TX_ERROR_*.
+ * Content keeps being read after an error (the session stays in step with
+ * the client) and the end of the message answers it. Ordered by
+ * precedence: when several happen, the end of the message answers the
+ * highest (smtpd_tx_error keeps it). */
+enum smtpd_tx_error {
+    TX_OK,
+    TX_ERROR_CONTENT,   /* a header or body hook refused: tx->content_verdict holds its reply */
+    TX_ERROR_IO,        /* writing the queue file failed (tx->io_errno): 451 4.3.0 */
+    TX_ERROR_SIZE,      /* over message_size_limit: 552 5.3.4 */
+    TX_ERROR_BARE_LF,   /* a bare LF under smtpd_forbid_bare_newline = reject: 5.5.2 */
+};
+
 struct smtpd_tx {
     petrel_pool *pool;
     struct smtp_mail_args mail;
@@ -214,8 +228,8 @@ struct smtpd_tx {
     size_t nrcpts, rcpt_cap;
     struct queue_writer *writer;
     char queue_id[QUEUE_ID_MAX];
-    int write_errno;                  /* first error writing content: answer 451 */
-    int content_bad;                  /* reject after DATA (bare LF policy etc.) */
+    enum smtpd_tx_error error;        /* what the end of the message answers (TX_OK: go on) */
+    int io_errno;                     /* the first queue file write error: nothing more is written */
     unsigned long long bdat_total;
     int bdat_pending_cr;              /* BDAT normalisation: CR at a chunk end */
     int discard, hold;                /* verdicts collected during the transaction */
@@ -310,6 +324,20 @@ struct smtpd_session {
     struct hook_run *hook_run;
     void **module_slots;
 };
+
+static inline void smtpd_tx_error(struct smtpd_tx *tx, enum smtpd_tx_error e)
+{
+    if (e > tx->error)
+        tx->error = e;
+}
+
+/* A queue file write failed with err (0: EIO): the first one is kept. */
+static inline void smtpd_tx_io_error(struct smtpd_tx *tx, int err)
+{
+    if (tx->io_errno == 0)
+        tx->io_errno = err ? err : EIO;
+    smtpd_tx_error(tx, TX_ERROR_IO);
+}
 
 /* Where per-command allocations go: the transaction when there is one
  * (freed with it), else the command scratch pool, so that commands repeated

@@ -12,6 +12,10 @@
  * workers start and the old ones are told to drain: they stop accepting
  * and exit when their established sessions end. A broken configuration is
  * refused and logged, and the old one keeps serving.
+ *
+ * This file supervises (forks, restarts, stops, reloads, the control
+ * socket, the queue tree and privileges); load.c loads and checks a
+ * configuration generation, listen.c binds its listeners.
  */
 #include "config.h"
 
@@ -49,36 +53,17 @@
 #include "lib/log.h"
 #include "lib/xalloc.h"
 #include "master/master.h"
+#include "master/master_int.h"
 #include "module/module.h"
 #include "queue/maildrop.h"
 #include "queue/queue.h"
 #include "smtpd/anvil.h"
 #include "smtpd/smtpd.h"
 #include "qmgr/qmgr.h"
-#include "qmgr/route.h"
-#include "tables/table.h"
 #include "qmgr/mailbox_helper.h"
 
-#define MAX_LISTENERS 64
 #define MAX_WORKERS ANVIL_MAX_WORKERS
-#define LISTEN_BACKLOG 4096
 #define STOP_TIMEOUT_SECONDS 10   /* workers answer 421 at once; this bounds a stuck one */
-
-struct bound_listener {
-    char key[128];                       /* "inet:127.0.0.1:2525" — identity across reloads */
-    int fd;
-    const struct master_service *service;
-};
-
-struct generation {
-    struct loaded_config conf;
-    struct cfg *cfg;                     /* conf.cfg */
-    unsigned number;
-    struct bound_listener listeners[MAX_LISTENERS];
-    int nlisteners;
-    struct smtpd_listen_fd fds[MAX_LISTENERS];
-    int nworkers;
-};
 
 struct worker_proc {
     pid_t pid;                           /* 0 = free slot */
@@ -111,9 +96,6 @@ struct master {
     char binary[4096];
 };
 
-/* ------------------------------------------------------------------ */
-/* listeners                                                           */
-
 /* What the master reads itself, where it needs it (listeners, logging,
  * the queue, privileges, how many workers, the module set). */
 static const struct cfg_bind master_binds[] = {
@@ -133,160 +115,8 @@ static const struct cfg_bind master_binds[] = {
 };
 const struct cfg_bind_table master_bind_table = CFG_BIND_TABLE("master", master_binds);
 
-static const char *service_port(const char *name)
-{
-    static const struct { const char *name, *port; } known[] = {
-        { "smtp", "25" }, { "submission", "587" }, { "smtps", "465" }, { "submissions", "465" },
-        { "lmtp", "24" },
-    };
-    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
-        if (strcmp(known[i].name, name) == 0)
-            return known[i].port;
-    return name;
-}
-
-/* Splits "host:port", "[v6]:port", "port" or "service" into host and port. */
-static int split_endpoint(const char *name, char *host, size_t hsize, char *port, size_t psize)
-{
-    const char *colon = strrchr(name, ':');
-    host[0] = '\0';
-    if (name[0] == '[') {
-        const char *close = strchr(name, ']');
-        if (close == NULL || close[1] != ':')
-            return -1;
-        snprintf(host, hsize, "%.*s", (int)(close - name - 1), name + 1);
-        snprintf(port, psize, "%s", service_port(close + 2));
-        return 0;
-    }
-    if (colon && strchr(name, ':') == colon) {
-        snprintf(host, hsize, "%.*s", (int)(colon - name), name);
-        snprintf(port, psize, "%s", service_port(colon + 1));
-        return 0;
-    }
-    snprintf(port, psize, "%s", service_port(name));
-    return 0;
-}
-
-static int bind_one(const char *host, const char *port, int family, char **error)
-{
-    struct addrinfo hints, *res = NULL;
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = family;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-    int rc = getaddrinfo(*host ? host : NULL, port, &hints, &res);
-    if (rc != 0) {
-        char msg[512];
-        snprintf(msg, sizeof(msg), "cannot resolve listen address %s port %s: %s", *host ? host : "*", port,
-                 gai_strerror(rc));
-        *error = xstrdup(msg);
-        return -1;
-    }
-    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        *error = xstrdup(strerror(errno));
-        freeaddrinfo(res);
-        return -1;
-    }
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (res->ai_family == AF_INET6)
-        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-    if (bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, LISTEN_BACKLOG) != 0) {
-        char msg[512];
-        snprintf(msg, sizeof(msg), "bind %s port %s: %s", *host ? host : "*", port, strerror(errno));
-        *error = xstrdup(msg);
-        close(fd);
-        freeaddrinfo(res);
-        return -1;
-    }
-    freeaddrinfo(res);
-    return fd;
-}
-
-static struct bound_listener *find_listener(struct generation *g, const char *key)
-{
-    for (int i = 0; g && i < g->nlisteners; i++)
-        if (strcmp(g->listeners[i].key, key) == 0)
-            return &g->listeners[i];
-    return NULL;
-}
-
-/* Binds every smtpd inet listener of gen; reuses old's sockets for the same
- * address. On failure closes what it bound itself and returns -1. */
-static int bind_listeners(struct generation *gen, struct generation *old)
-{
-    const struct cfg *cfg = gen->cfg;
-    const char *const *interfaces = cfg_list(cfg, "inet_interfaces");
-    const char *protocols = cfg_get(cfg, "inet_protocols");
-    int want4 = strstr(protocols, "all") || strstr(protocols, "ipv4");
-    int want6 = strstr(protocols, "all") || strstr(protocols, "ipv6");
-    for (size_t i = 0; i < cfg_service_count(cfg); i++) {
-        const struct master_service *svc = cfg_service(cfg, i);
-        if (svc->role != ROLE_SMTPD)
-            continue;
-        if (svc->type != SVC_INET) {
-            msg_info("%s, line %d: service %s: only inet smtpd listeners are supported; ignored",
-                     svc->file, svc->line, svc->name);
-            continue;
-        }
-        char host[256], port[64];
-        if (split_endpoint(svc->name, host, sizeof(host), port, sizeof(port)) != 0) {
-            msg_error("%s, line %d: service %s: bad listen address", svc->file, svc->line, svc->name);
-            goto failed;
-        }
-        /* A bare port listens on inet_interfaces ("all" = every address). */
-        const char *single[2] = { host, NULL };
-        const char *const *hosts = *host ? single : interfaces;
-        for (; *hosts; hosts++) {
-            const char *h = *hosts;
-            int families[2], nf = 0;
-            if (strcasecmp(h, "all") == 0) {
-                if (want6)
-                    families[nf++] = AF_INET6;
-                if (want4)
-                    families[nf++] = AF_INET;
-                h = "";
-            } else if (strcasecmp(h, "loopback-only") == 0 || strcasecmp(h, "localhost") == 0) {
-                h = "127.0.0.1";
-                families[nf++] = AF_INET;
-            } else {
-                families[nf++] = AF_UNSPEC;
-            }
-            for (int f = 0; f < nf; f++) {
-                if (gen->nlisteners == MAX_LISTENERS) {
-                    msg_error("too many listeners (at most %d)", MAX_LISTENERS);
-                    goto failed;
-                }
-                struct bound_listener *l = &gen->listeners[gen->nlisteners];
-                snprintf(l->key, sizeof(l->key), "inet:%d:%s:%s", families[f], h, port);
-                l->service = svc;
-                struct bound_listener *prev = find_listener(old, l->key);
-                if (prev) {
-                    l->fd = dup(prev->fd);
-                } else {
-                    char *error = NULL;
-                    l->fd = bind_one(h, port, families[f], &error);
-                    if (l->fd < 0) {
-                        msg_error("%s, line %d: service %s: %s", svc->file, svc->line, svc->name, error);
-                        free(error);
-                        goto failed;
-                    }
-                }
-                gen->fds[gen->nlisteners].fd = l->fd;
-                gen->fds[gen->nlisteners].service = svc;
-                gen->nlisteners++;
-            }
-        }
-    }
-    return 0;
-
-failed:
-    for (int i = 0; i < gen->nlisteners; i++)
-        close(gen->listeners[i].fd);
-    gen->nlisteners = 0;
-    return -1;
-}
+/* ------------------------------------------------------------------ */
+/* generations                                                         */
 
 static void generation_free(struct generation *g)
 {
@@ -296,159 +126,6 @@ static void generation_free(struct generation *g)
         close(g->listeners[i].fd);
     master_unload_config(&g->conf);
     free(g);
-}
-
-/* What master.cf asks for that will not happen, said at -n, at start and at
- * reload. Without a queue manager mail is received, queued and never
- * delivered: that is almost always a master.cf copied from somewhere
- * incomplete, so it is said loudly. */
-static const struct master_service *pickup_service(const struct cfg *cfg)
-{
-    for (size_t i = 0; i < cfg_service_count(cfg); i++)
-        if (cfg_service(cfg, i)->role == ROLE_PICKUP)
-            return cfg_service(cfg, i);
-    return NULL;
-}
-
-static void warn_about_services(const struct cfg *cfg)
-{
-    int qmgr = 0;
-    if (pickup_service(cfg) == NULL)
-        msg_warn("%s/master.cf: no pickup service: mail submitted with petrel-sendmail will wait in "
-                 "queue_directory/maildrop/ (add: pickup unix n - n 60 1 pickup)", cfg_confdir(cfg));
-    for (size_t i = 0; i < cfg_service_count(cfg); i++) {
-        const struct master_service *svc = cfg_service(cfg, i);
-        if (svc->role == ROLE_QMGR)
-            qmgr = 1;
-        if (svc->chroot)
-            msg_warn("%s, line %d: service %s: chroot is not supported; the service runs without it",
-                     svc->file, svc->line, svc->name);
-    }
-    if (qmgr)
-        return;
-    const char *confdir = cfg_confdir(cfg);
-    msg_warn("%s/master.cf: no qmgr service: mail will be received and queued but NEVER delivered", confdir);
-    msg_warn("%s/master.cf: add Postfix's queue manager line: "
-             "qmgr      unix  n       -       n       300     1       qmgr", confdir);
-}
-
-/* Loads and fully checks a configuration: the modules it names (their
- * parameters must be declared first), main.cf and master.cf, then every
- * smtpd listener's settings (restrictions, tables, TLS). Returns -1 after
- * logging every problem. */
-int master_load_config(const char *confdir, struct loaded_config *out, int check_services)
-{
-    memset(out, 0, sizeof(*out));
-    out->schema = cfg_schema_new();
-    out->modules = module_set_load(out->schema, confdir);
-    if (out->modules == NULL) {
-        msg_error("%s/main.cf: modules: cannot load the modules listed (see above)", confdir);
-        master_unload_config(out);
-        return -1;
-    }
-    int nerrors = 0;
-    out->cfg = cfg_load(out->schema, confdir, &nerrors);
-    if (out->cfg == NULL) {
-        msg_error("%s/main.cf and master.cf: %d error%s", confdir, nerrors, nerrors == 1 ? "" : "s");
-        master_unload_config(out);
-        return -1;
-    }
-    module_set_bind(out->modules, out->cfg);
-    {
-        /* dns_resolver must parse here, not in a worker that would die on it. */
-        struct event_base *probe = event_base_new();
-        char *error = NULL;
-        struct dns_resolver *r = dns_resolver_create(probe, cfg_get(out->cfg, "dns_resolver"), &error);
-        dns_resolver_free(r);
-        event_base_free(probe);
-        if (r == NULL) {
-            const char *file;
-            int line;
-            cfg_origin(out->cfg, "dns_resolver", &file, &line);
-            msg_error("%s:%d: dns_resolver: %s", file ? file : "main.cf", line, error);
-            free(error);
-            master_unload_config(out);
-            return -1;
-        }
-    }
-    {
-        /* The routing and rewriting maps open here or not at all: a worker
-         * or queue manager must not be the first to find a bad map. This is
-         * also where their warnings are given, once per start, reload or
-         * petreld -n (the roles open them quietly). */
-        struct tbl_registry *reg = tbl_registry_new();
-        module_set_register_tables(out->modules, reg);
-        char *error = NULL;
-        struct router *r = router_create(out->cfg, reg, 0, &error);
-        router_free(r);
-        tbl_registry_free(reg);
-        if (r == NULL) {
-            /* "param: why": point at the main.cf line that sets param. */
-            const char *file = NULL;
-            int line = 0;
-            char *param = xstrndup(error, strcspn(error, ":"));
-            if (cfg_get(out->cfg, param) != NULL)
-                cfg_origin(out->cfg, param, &file, &line);
-            free(param);
-            if (file && line > 0)
-                msg_error("%s:%d: %s", file, line, error);
-            else
-                msg_error("%s/main.cf: %s", confdir, error);
-            free(error);
-            master_unload_config(out);
-            return -1;
-        }
-    }
-    warn_about_services(out->cfg);
-    if (!check_services)
-        return 0;
-    int bad = 0;
-    /* A main.cf mistake is the same for every smtpd service: say it once. */
-    char **reported = NULL;
-    size_t nreported = 0;
-    for (size_t i = 0; i < cfg_service_count(out->cfg); i++) {
-        const struct master_service *svc = cfg_service(out->cfg, i);
-        if (svc->role != ROLE_SMTPD && svc->role != ROLE_PICKUP) {
-            /* qmgr is a role of its own; smtp, lmtp, local, virtual, pipe,
-             * error and discard are transports the queue manager runs.
-             * pickup runs smtpd sessions, so its settings are checked below. */
-            if (svc->role == ROLE_IGNORED || svc->role == ROLE_CLEANUP)
-                msg_info("%s, line %d: service %s (command %s): %s", svc->file, svc->line, svc->name,
-                         svc->command, svc->role == ROLE_IGNORED ? "not needed by Petrel; ignored"
-                                                                 : "this role is not implemented yet; ignored");
-            continue;
-        }
-        char *error = NULL;
-        if (smtpd_validate_service(svc, out->modules, &error) != 0) {
-            int seen = 0;
-            for (size_t k = 0; k < nreported; k++)
-                seen |= strcmp(reported[k], error) == 0;
-            if (!seen) {
-                msg_error("%s", error);
-                reported = xrealloc(reported, (nreported + 1) * sizeof(*reported));
-                reported[nreported++] = error;
-            } else {
-                free(error);
-            }
-            bad++;
-        }
-    }
-    for (size_t k = 0; k < nreported; k++)
-        free(reported[k]);
-    free(reported);
-    if (bad) {
-        master_unload_config(out);
-        return -1;
-    }
-    return 0;
-}
-
-void master_unload_config(struct loaded_config *lc)
-{
-    cfg_free(lc->cfg);
-    cfg_schema_free(lc->schema);
-    module_set_free(lc->modules);
-    memset(lc, 0, sizeof(*lc));
 }
 
 /* ------------------------------------------------------------------ */
@@ -556,7 +233,7 @@ static pid_t spawn_worker(struct master *m, int slot, enum role_kind kind)
         }
         drop_privileges(m);
         if (kind == KIND_PICKUP) {
-            struct smtpd_pickup_args pa = { .cfg = g->cfg, .service = pickup_service(g->cfg), .queue = queue,
+            struct smtpd_pickup_args pa = { .cfg = g->cfg, .service = master_pickup_service(g->cfg), .queue = queue,
                                             .maildrop_fd = maildrop_fd, .modules = g->conf.modules };
             _exit(smtpd_pickup_main(&pa));
         }
@@ -634,7 +311,7 @@ static void start_workers(struct master *m)
         spawn_worker(m, slot, KIND_SMTPD);
     }
     start_qmgr(m);
-    if (pickup_service(m->gen->cfg)) {
+    if (master_pickup_service(m->gen->cfg)) {
         /* A reload's new pickup may overlap the old one finishing its file:
          * each file is claimed with flock(2), so none is submitted twice. */
         int slot = free_slot(m);
@@ -798,7 +475,7 @@ static int reload(struct master *m, struct buf *why)
     gen->cfg = cfg;
     gen->number = m->gen->number + 1;
     gen->nworkers = worker_count(cfg);
-    if (bind_listeners(gen, m->gen) != 0) {
+    if (master_bind_listeners(gen, m->gen) != 0) {
         msg_error("reload refused: cannot bind the new listeners; the running configuration stays");
         buf_puts(why, "reload refused: cannot bind the new listeners (see the log)");
         generation_free(gen);
@@ -1156,16 +833,6 @@ static int daemonize(void)
     return 0;
 }
 
-int master_check_config(const struct master_options *opts)
-{
-    log_init("petrel", "petreld");
-    struct loaded_config conf;
-    if (master_load_config(opts->confdir, &conf, 1) != 0)
-        return 1;
-    master_unload_config(&conf);
-    return 0;
-}
-
 int master_run(const struct master_options *opts)
 {
     struct master m;
@@ -1197,7 +864,7 @@ int master_run(const struct master_options *opts)
     m.gen->cfg = cfg;
     m.gen->number = 1;
     m.gen->nworkers = worker_count(cfg);
-    if (bind_listeners(m.gen, NULL) != 0) {
+    if (master_bind_listeners(m.gen, NULL) != 0) {
         msg_error("fatal: not starting: cannot bind the listeners");
         return 1;
     }

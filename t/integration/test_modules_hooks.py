@@ -310,8 +310,8 @@ with Petrel(t, main_cf=conf(testmod_log_hooks="no"), extra_services="qmgr unix n
     p.start()
     c = p.connect()
     qid = mail(c, "a@example.org", rcpt="u@vmail.test").split()[-1]
-    t.ok(p.wait_log(r"petrel/qmgr\[\d+\]: module testmod: delivery %s to=<u@vmail\.test> status=sent dsn=2\.0\.0 relay=virtual" % qid)
-         is not None, "the delivery hook sees each recipient's result, in the queue manager")
+    t.ok(p.wait_log(r"petrel/qmgr\[\d+\]: module testmod: delivery %s to=<u@vmail\.test> status=sent dsn=2\.0\.0 relay=virtual" % qid,
+                    timeout=30) is not None, "the delivery hook sees each recipient's result, in the queue manager")
     qid = mail(c, "a@example.org", rcpt="nobody@vmail.test").split()[-1]
     t.ok(p.wait_log(r"module testmod: delivery %s to=<nobody@vmail\.test> status=bounced dsn=5\.1\.1" % qid) is not None,
          "bounces too")

@@ -123,7 +123,7 @@ with Petrel(t, extra_services=SERVICES, start=False) as p:
     p.start()
     got = box("c", 2)
     t.ok(got and any(b"Subject: while down" in x for x in got), "and is delivered when petreld starts")
-    t.ok(wait_for(lambda: os.listdir(os.path.join(p.queue, "maildrop")) == []),
+    t.ok(wait_for(lambda: os.listdir(os.path.join(p.queue, "maildrop")) == [], timeout=45),
          "the maildrop file is gone once the queue file exists",
          "maildrop/: %r\n%s" % (os.listdir(os.path.join(p.queue, "maildrop")), p.log()[-4000:]))
 t.done()

@@ -32,6 +32,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/file.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -158,8 +159,10 @@ static void close_master_fds(struct master *m)
     if (m->control)
         evconnlistener_free(m->control);   /* in the child: closes its copy */
     m->control = NULL;
-    if (m->pid_fd >= 0)
-        close(m->pid_fd);
+    /* pid_fd stays open in the child on purpose: the flock on master.pid
+     * belongs to the open file, shared by every process forked from the
+     * master, so a new master cannot take it (and run its recovery scan)
+     * while any worker of this one is still alive and writing the queue. */
 }
 
 static int has_qmgr(const struct cfg *cfg)
@@ -181,6 +184,7 @@ static pid_t spawn_worker(struct master *m, int slot, enum role_kind kind)
 {
     int is_qmgr = kind == KIND_QMGR;
     struct generation *g = m->gen;
+    pid_t master_pid = getpid();
     pid_t pid = fork();
     if (pid < 0) {
         msg_warn("fork: %s", strerror(errno));
@@ -232,6 +236,14 @@ static pid_t spawn_worker(struct master *m, int slot, enum role_kind kind)
                 msg_fatal("%s: %s", path, strerror(errno));
         }
         drop_privileges(m);
+        /* A worker must not outlive its master (kill -9, OOM killer):
+         * orphans would go on writing the queue next to the next master.
+         * Set after dropping privileges, which clears the setting; the
+         * getppid() test closes the window where the master died first. */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0)
+            msg_fatal("prctl(PR_SET_PDEATHSIG): %s", strerror(errno));
+        if (getppid() != master_pid)
+            _exit(1);
         if (kind == KIND_PICKUP) {
             struct smtpd_pickup_args pa = { .cfg = g->cfg, .service = master_pickup_service(g->cfg), .queue = queue,
                                             .maildrop_fd = maildrop_fd, .modules = g->conf.modules };
@@ -752,6 +764,22 @@ static int prepare_queue(struct master *m, const struct cfg *cfg)
     return 0;
 }
 
+/* Whether the process whose ID the pid file holds is alive (an unreadable
+ * or empty file counts as alive: refuse rather than guess). */
+static int master_alive(int fd)
+{
+    char text[32];
+    ssize_t n = pread(fd, text, sizeof(text) - 1, 0);
+    if (n <= 0)
+        return 1;
+    text[n] = '\0';
+    char *end;
+    long pid = strtol(text, &end, 10);
+    if (end == text || pid <= 1)
+        return 1;
+    return kill((pid_t)pid, 0) == 0 || errno == EPERM;
+}
+
 static int lock_pid_file(struct master *m)
 {
     snprintf(m->pid_path, sizeof(m->pid_path), "%s/master.pid", m->queue_dir);
@@ -760,9 +788,19 @@ static int lock_pid_file(struct master *m)
         msg_error("cannot open %s: %s", m->pid_path, strerror(errno));
         return -1;
     }
-    if (flock(m->pid_fd, LOCK_EX | LOCK_NB) != 0) {
-        msg_error("the Petrel mail system is already running (lock held on %s)", m->pid_path);
-        return -1;
+    /* The lock is held by a running master and its workers. When the
+     * master recorded in the file is gone (killed), its workers are dying
+     * of it (PR_SET_PDEATHSIG): wait for them, briefly, rather than refuse. */
+    int waited = 0;
+    while (flock(m->pid_fd, LOCK_EX | LOCK_NB) != 0) {
+        if (errno != EWOULDBLOCK || master_alive(m->pid_fd) || waited >= 100) {
+            msg_error("the Petrel mail system is already running (lock held on %s)", m->pid_path);
+            return -1;
+        }
+        if (waited++ == 0)
+            msg_info("%s: the previous master is gone; waiting for its workers to exit", m->pid_path);
+        struct timespec tick = { 0, 100 * 1000 * 1000 };
+        nanosleep(&tick, NULL);
     }
     return 0;
 }

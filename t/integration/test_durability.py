@@ -20,6 +20,7 @@ proves ordering and recovery; test_fsync_order.py proves the fsyncs.
 """
 import os
 import random
+import signal
 import subprocess
 import sys
 import threading
@@ -203,4 +204,40 @@ with Petrel(t, workers=1) as p:
     present = bool(qid) and any(f.endswith("/" + qid) for f in p.queue_files())
     if not t.ok(present, "the message in flight during the refused second start is queued after its 250"):
         t.diag("reply %r; second petreld said: %s" % (reply, (r.stdout + r.stderr).strip()))
+
+# A master killed alone (kill -9, the OOM killer) takes its workers with it:
+# orphans would go on accepting mail and writing the queue while the next
+# master's recovery scan purges "incomplete" files under them (an orphan
+# then acknowledges a message whose file the scan removed). The next master
+# starts once they are gone, and its scan removes the orphaned transaction.
+with Petrel(t, workers=2) as p:
+    workers = qcheck.descendants(p.proc.pid)
+    c = Smtp(p.port, timeout=10)
+    c.ehlo()
+    c.cmd("MAIL FROM:<orphan@example.org>")
+    c.cmd("RCPT TO:<rcpt@petrel.test>")
+    c.cmd("DATA")
+    c.send(b"Subject: cut by the master's death\r\n\r\n" + b"0123456789abcdef" * 6 * 1024 + b"\r\n")
+    deadline = time.time() + 5
+    while time.time() < deadline and not p.queue_files("incoming"):
+        time.sleep(0.02)
+    cut = [os.path.basename(f) for f in p.queue_files("incoming")]
+    os.kill(p.proc.pid, signal.SIGKILL)
+    p.proc.wait()
+    deadline = time.time() + 5
+    while time.time() < deadline and any(qcheck.alive(w) for w in workers):
+        time.sleep(0.02)
+    t.ok(len(workers) >= 2 and not any(qcheck.alive(w) for w in workers),
+         "the workers (%d) exit when their master is killed" % len(workers))
+    try:
+        c.send(b".\r\n")
+        reply = c.read_reply()
+    except (OSError, ConnectionError) as e:
+        reply = "connection lost (%s)" % e.__class__.__name__
+    t.ok(not reply.startswith("250"), "the transaction cut by the kill is not acknowledged (%s)" % reply)
+    c.close()
+    p.logf.close()
+    p.start()
+    t.ok(bool(cut) and not any(f.endswith("/" + cut[0]) for f in p.queue_files()),
+         "the next master's recovery removed the transaction cut by the kill (%s)" % cut)
 t.done()

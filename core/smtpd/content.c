@@ -89,11 +89,20 @@ static void on_body(void *ctx, const char *data, size_t n)
 
 static const struct header_reader_cb reader_cb = { on_header, on_end_of_headers, on_body };
 
+static void reader_cleanup(void *arg)
+{
+    header_reader_free(arg);
+}
+
+/* The reader's buffers belong to the transaction: a session that ends in
+ * the middle of the content (disconnect, timeout, RSET between BDAT chunks)
+ * frees them with the transaction's pool. */
 static struct header_reader *reader(struct smtpd_session *s)
 {
     struct smtpd_tx *tx = s->tx;
     if (!tx->reader_on) {
         header_reader_init(&tx->reader, tx->content_start, HEADER_SIZE_LIMIT);
+        petrel_pool_cleanup_add(tx->pool, reader_cleanup, &tx->reader);
         tx->reader_on = 1;
     }
     return &tx->reader;

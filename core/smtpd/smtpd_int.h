@@ -241,7 +241,7 @@ struct smtpd_tx {
     struct smtpd_header *headers;     /* parsed as content streams, when a module wants them */
     size_t nheaders, header_cap;
     struct header_reader reader;      /* splits the content while it streams (content.c) */
-    int reader_on;                    /* reader initialised */
+    int reader_on;                    /* reader initialised; its buffers die with the pool */
     int has_separator;                /* the header section ended with an empty line */
     int eom_counter;                  /* CNT_DATA or CNT_BDAT: the command that started the content */
     unsigned long long content_start; /* content offset after our Received header */

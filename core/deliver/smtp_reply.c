@@ -162,9 +162,16 @@ int smtp_reply_read(struct smtp_reply_reader *rd, struct evbuffer *in)
             evbuffer_drain(in, take - len + eol_len);
         }
         line[len] = '\0';
-        for (size_t i = 0; i < len; i++)   /* a NUL would cut the text short: make it visible */
-            if (line[i] == '\0')
+        /* As Postfix's smtp_chat_resp: TAB becomes a space, any other control
+         * character '?'. The text goes into logs, defer/ reasons, bounces and
+         * `petrelctl queue` output; a NUL would also cut it short. */
+        for (size_t i = 0; i < len; i++) {
+            unsigned char c = (unsigned char)line[i];
+            if (c == '\t')
+                line[i] = ' ';
+            else if (c < 0x20 || c == 0x7f)
                 line[i] = '?';
+        }
         int rc = smtp_reply_line(rd, line, len);
         if (rc != 0)
             return rc;

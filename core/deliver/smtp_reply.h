@@ -7,8 +7,10 @@
  * Everything is bounded whatever the server sends: a line is cut at
  * SMTP_REPLY_LINE_MAX bytes (the rest of it is skipped), a reply keeps at
  * most SMTP_REPLY_TEXT_MAX bytes of text, and a reply of more than
- * SMTP_REPLY_LINES_MAX lines is malformed. A NUL byte in a line becomes '?'
- * so it cannot cut the text short.
+ * SMTP_REPLY_LINES_MAX lines is malformed. In what smtp_reply_read returns,
+ * a TAB has become a space and any other control character (a NUL, a CR
+ * before the line end, ESC) '?', so a reply text is printable wherever it
+ * goes.
  */
 #ifndef PETREL_DELIVER_SMTP_REPLY_H
 #define PETREL_DELIVER_SMTP_REPLY_H

@@ -8,7 +8,7 @@
  *  - the same stream fed whole, one byte at a time and in pieces gives the
  *    same replies and fails (if it does) at the same reply;
  *  - every reply is complete: a code 100..599, a text that starts with that
- *    code and holds no CR, LF or NUL, within SMTP_REPLY_TEXT_MAX; an
+ *    code and holds no control character, within SMTP_REPLY_TEXT_MAX; an
  *    enhanced code only of the form C.D.D with C the class 2, 4 or 5; the
  *    derived DSN always of the reply's class; a first word without blanks;
  *  - EHLO keywords only when an EHLO reply is awaited;
@@ -49,7 +49,8 @@ static void check_reply(const struct smtp_reply *r, int ehlo)
     snprintf(code, sizeof(code), "%03d", r->code);
     check(strncmp(r->text, code, 3) == 0 && (r->text[3] == '\0' || r->text[3] == ' '),
           "the text starts with the code");
-    check(strpbrk(r->text, "\r\n") == NULL, "no CR or LF in a reply text");
+    for (const char *c = r->text; *c; c++)
+        check((unsigned char)*c >= 0x20 && *c != 0x7f, "no control character in a reply text");
     if (r->dsn[0]) {
         check(strchr("245", r->dsn[0]) != NULL && r->dsn[1] == '.', "an enhanced code starts with its class");
         int dots = 0;

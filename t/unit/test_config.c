@@ -737,6 +737,14 @@ static void test_postconf(const struct cfg_schema *schema)
     int rc = postconf_main(schema, confdir, 3, bad_args);
     end_capture();
     is_int(rc, 1, "edit without = fails");
+    /* A line break would write a second parameter (or text that joins this
+     * value): refused, and main.cf stays as it was. */
+    char *newline_args[] = { "config", "smtpd_banner = hi\nmynetworks = 0.0.0.0/0", NULL };
+    begin_capture(2);
+    rc = postconf_main(schema, confdir, 2, newline_args);
+    end_capture();
+    is_int(rc, 1, "a value with a line break is refused");
+    is_str(read_whole(path, text, sizeof(text)), "myhostname = new.example\n", "and main.cf is unchanged");
 }
 
 int main(void)

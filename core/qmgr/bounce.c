@@ -343,6 +343,11 @@ int bounce_compose(const struct bounce_info *info, int (*emit)(void *ctx, const 
 
     /* ---- part 1: the human-readable notification ---- */
     int text8 = 0;
+    /* part 1 also names our host and the postmaster (UTF-8 with SMTPUTF8) */
+    for (const char *p = host; *p; p++)
+        text8 |= (unsigned char)*p >= 0x80;
+    for (const char *p = postmaster; *p; p++)
+        text8 |= (unsigned char)*p >= 0x80;
     for (size_t i = 0; i < info->nrcpt; i++) {
         const char *fields[] = { info->rcpts[i].address, info->rcpts[i].orcpt, human_reason(&info->rcpts[i]) };
         for (size_t k = 0; k < 3; k++)

@@ -200,7 +200,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* An edit of a valid name, read back. */
     char *eq = edit_len ? memchr(edit, '=', edit_len) : NULL;
     if (eq != NULL && memchr(edit, '\0', edit_len) == NULL) {
-        char *arg = strndup(edit, edit_len);   /* a line break in it is a case to test */
+        char *arg = malloc(edit_len + 1);   /* a line break in it is a case to test */
+        memcpy(arg, edit, edit_len);
+        arg[edit_len] = '\0';
         char *name = strndup(arg, strcspn(arg, "="));
         size_t nl = strlen(name);
         while (nl && (name[nl - 1] == ' ' || name[nl - 1] == '\t'))

@@ -9,9 +9,12 @@ import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import SANITIZED, Petrel, Tap  # noqa: E402
+from harness import Petrel, Tap  # noqa: E402
 
 t = Tap()
+# Under AddressSanitizer freed memory waits in a quarantine and would count as
+# growth (doc/testing.md); no effect on normal builds.
+os.environ["ASAN_OPTIONS"] = ":".join(x for x in (os.environ.get("ASAN_OPTIONS"), "quarantine_size_mb=0") if x)
 ROUNDS = 300
 LINE = b"X-Long: " + b"x" * 60000   # no line end: the reader keeps it all
 
@@ -53,11 +56,8 @@ with Petrel(t, workers=1, main_cf={"canonical_maps": "inline:{ {a@example.org = 
     r = abandoned_transactions(c, ROUNDS)
     grown = rss_kb(p) - before
     t.ok(r is None, "%d more such transactions" % ROUNDS, r)
-    if SANITIZED:
-        t.skip("the worker does not grow with abandoned header sections", "AddressSanitizer's quarantine")
-    else:
-        t.ok(grown < 8 * 1024, "the worker does not grow with abandoned header sections",
-             "grew by %d KiB over %d transactions" % (grown, ROUNDS))
+    t.ok(grown < 8 * 1024, "the worker does not grow with abandoned header sections",
+         "grew by %d KiB over %d transactions" % (grown, ROUNDS))
     # The reader still works for a message that is completed.
     r = c.send_message("a@example.org", ["r@remote.test"],
                        "From: a@example.org\r\nSubject: x\r\n\r\nbody", ehlo=False)

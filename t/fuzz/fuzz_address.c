@@ -82,7 +82,7 @@ static const char main_cf[] =
     "alias_maps = inline:{ {postmaster = root}, {filter = |/usr/local/bin/filter},"
     " {archive = /var/spool/archive/mbox}, {both = alice, |/usr/bin/logger, /var/spool/archive/copy},"
     " {list = :include:$config_directory/list.inc}, {loop1 = loop2}, {loop2 = loop1},"
-    " {self = self, root}, {ext = ext@remote.test} }\n"
+    " {self = self, root}, {ext = ext@remote.test}, {empty = ,} }\n"
     "transport_maps = inline:{ {pipe.test = mypipe:}, {lmtp.test = lmtp:unix:/run/lmtp},"
     " {err.test = error:no mail here}, {.sub.petrel.test = relay:[inner.test]} }\n"
     "relay_domains = relay.test\n"

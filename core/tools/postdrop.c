@@ -318,5 +318,8 @@ int main(int argc, char **argv)
     fclose(out);   /* everything is durable already: a close error cannot change that */
     printf("%s\n", name);
     fflush(stdout);
+    free(config);
+    free(qdir);
+    free(size_text);
     return 0;
 }

@@ -34,6 +34,7 @@
  */
 #include "config.h"
 
+#include <dirent.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -114,6 +115,22 @@ struct fuzz_router {
     struct mail_rewrite rw;   /* header address rewriting, as smtpd does it */
 };
 
+/* The scratch directory goes when the process exits (replay or fuzzer). */
+static char scratch_dir[256];
+
+static void remove_scratch(void)
+{
+    DIR *d = opendir(scratch_dir);
+    if (d == NULL)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL)
+        if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+            unlinkat(dirfd(d), de->d_name, 0);
+    closedir(d);
+    rmdir(scratch_dir);
+}
+
 static void check(int cond, const char *what)
 {
     if (!cond) {
@@ -147,6 +164,8 @@ static struct fuzz_router *fuzz_router(void)
     snprintf(fr.dir, sizeof(fr.dir), "%s/petrel-fuzz-route-XXXXXX", tmp && *tmp ? tmp : "/tmp");
     if (!mkdtemp(fr.dir))
         abort();
+    snprintf(scratch_dir, sizeof(scratch_dir), "%s", fr.dir);
+    atexit(remove_scratch);
     write_file(fr.dir, "main.cf", main_cf);
     write_file(fr.dir, "master.cf", master_cf);
     write_file(fr.dir, "valias.regexp", valias_regexp);

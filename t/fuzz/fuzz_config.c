@@ -25,6 +25,7 @@
 #include "config.h"
 
 #include <fcntl.h>
+#include <dirent.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,6 +44,22 @@ struct fuzz_conf {
     struct cfg_schema *schema;
     int devnull;
 };
+
+/* The scratch directory goes when the process exits (replay or fuzzer). */
+static char scratch_dir[256];
+
+static void remove_scratch(void)
+{
+    DIR *d = opendir(scratch_dir);
+    if (d == NULL)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL)
+        if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+            unlinkat(dirfd(d), de->d_name, 0);
+    closedir(d);
+    rmdir(scratch_dir);
+}
 
 static void check(int cond, const char *what)
 {
@@ -65,6 +82,8 @@ static struct fuzz_conf *fuzz_conf(void)
     snprintf(fc.dir, sizeof(fc.dir), "%s/petrel-fuzz-config-XXXXXX", tmp && *tmp ? tmp : "/tmp");
     if (!mkdtemp(fc.dir))
         abort();
+    snprintf(scratch_dir, sizeof(scratch_dir), "%s", fc.dir);
+    atexit(remove_scratch);
     fc.schema = cfg_schema_new();
     fc.devnull = open("/dev/null", O_WRONLY);
     return &fc;

@@ -35,6 +35,17 @@ struct fuzz_scratch {
     petrel_pool *pool;
 };
 
+static struct fuzz_scratch *scratch(void);
+
+/* The scratch file and directory go when the process exits (a libFuzzer
+ * run ends with exit(); the replay main removes them itself too). */
+static void remove_scratch(void)
+{
+    struct fuzz_scratch *s = scratch();
+    unlinkat(s->dirfd, FUZZ_ID, 0);
+    rmdir(s->dir);
+}
+
 static struct fuzz_scratch *scratch(void)
 {
     /* libFuzzer gives no context argument; one scratch per process is the
@@ -55,6 +66,7 @@ static struct fuzz_scratch *scratch(void)
         abort();
     }
     s.pool = petrel_pool_create(0);
+    atexit(remove_scratch);
     return &s;
 }
 

@@ -224,6 +224,21 @@ static int content_contains(int fd, unsigned long long start, unsigned long long
     return 0;
 }
 
+/* Text for the boundary: RFC 2046 allows only some 7-bit characters
+ * (bchars) there, so anything else in a host name (a UTF-8 label) becomes
+ * '_'; at most size - 1 characters. */
+static void boundary_text(char *dst, const char *src, size_t size)
+{
+    size_t j = 0;
+    for (; src && *src && j + 1 < size; src++) {
+        unsigned char c = (unsigned char)*src;
+        int safe = (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '.' ||
+                   c == '-';
+        dst[j++] = safe ? (char)c : '_';
+    }
+    dst[j] = '\0';
+}
+
 /* FNV-1a, to turn the seed and a try counter into a boundary suffix. */
 static unsigned long long fnv(const char *s, unsigned tries)
 {
@@ -292,12 +307,14 @@ int bounce_compose(const struct bounce_info *info, int (*emit)(void *ctx, const 
     }
 
     /* The boundary: never a substring of what is enclosed. */
-    char boundary[80];
+    char boundary[80], bqid[25], bhost[31];
+    boundary_text(bqid, qid, sizeof(bqid));
+    boundary_text(bhost, host, sizeof(bhost));
     for (unsigned tries = 0;; tries++) {
         if (tries == 0)
-            snprintf(boundary, sizeof(boundary), "%.24s.%lld/%.30s", qid, info->now, host);
+            snprintf(boundary, sizeof(boundary), "%s.%lld/%s", bqid, info->now, bhost);
         else
-            snprintf(boundary, sizeof(boundary), "%.24s.%lld/%.20s=_%016llx", qid, info->now, host,
+            snprintf(boundary, sizeof(boundary), "%s.%lld/%.20s=_%016llx", bqid, info->now, bhost,
                      fnv(info->boundary_seed ? info->boundary_seed : qid, tries));
         int hit = content_contains(info->fd, start, enclosed, boundary);
         if (hit < 0)

@@ -19,8 +19,9 @@
  *    delivery-status parts, the part headers) ends in CRLF, holds no bare CR
  *    or LF and no NUL, and is at most 998 octets: no envelope value can start
  *    a new header or field, and the message is valid RFC 5322;
- *  - the MIME structure holds: no line starts with "--boundary" but the
- *    three part delimiters and the closing one;
+ *  - the MIME structure holds: the boundary is made of RFC 2046 bchars, and
+ *    no line starts with "--boundary" but the three part delimiters and the
+ *    closing one;
  *  - one Final-Recipient field per recipient;
  *  - part 3 is exactly the original, or its first lines when only headers
  *    are returned; and when the original has no bare CR or LF, neither has
@@ -225,6 +226,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     check(be != NULL && be > bp && be - bp < 80, "a closed boundary of sensible length");
     char boundary[128], delim[140], close_delim[140];
     snprintf(boundary, sizeof(boundary), "%.*s", (int)(be - bp), bp);
+    for (const char *b = boundary; *b; b++)   /* RFC 2046 bchars (without space) */
+        check((*b >= '0' && *b <= '9') || (*b >= 'A' && *b <= 'Z') || (*b >= 'a' && *b <= 'z') ||
+                  strchr("'()+_,-./:=?", *b) != NULL,
+              "the boundary is made of RFC 2046 bchars");
     snprintf(delim, sizeof(delim), "\r\n--%s\r\n", boundary);
     snprintf(close_delim, sizeof(close_delim), "\r\n--%s--\r\n", boundary);
     char line_start[140];

@@ -272,6 +272,12 @@ static void test_expansion(const struct cfg_schema *schema)
     ok(contains(log, "self: parameter expansion loop: self -> self"), "self loop named");
     ok(contains(log, expect("%s/main.cf:1: myorigin:", confdir)), "loop reported with file:line");
 
+    /* mydomain's default is computed from myhostname: a myhostname that
+     * names $mydomain is a loop too (it recursed until the stack ran out). */
+    cfg = load(schema, "myhostname = mx.$mydomain\n", NULL, &nerrors, &log);
+    ok(cfg == NULL, "myhostname = x.$mydomain with mydomain's computed default: a loop, an error");
+    ok(contains(log, "myhostname: parameter expansion loop: myhostname -> mydomain"), "that loop named");
+
     cfg = load(schema, "smtpd_banner = ${myhostname\nrelayhost = ${bad name}\n", NULL, &nerrors, &log);
     ok(cfg == NULL, "bad syntax is an error");
     ok(contains(log, "smtpd_banner: missing '}'"), "unterminated ${");

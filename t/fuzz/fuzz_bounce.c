@@ -251,7 +251,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     check_lines(p1, (size_t)(p3_body - p1), "parts 1 and 2 are CRLF lines without NUL, bare CR/LF or overlong lines");
     const char *p2 = memmem(p1 + 1, (size_t)(msgtext + n - p1 - 1), delim, strlen(delim));
     check(count(p2, (size_t)(p3 - p2), "\r\nFinal-Recipient: ") == nrcpt, "one Final-Recipient per recipient");
-    if (memmem(p1, (size_t)(p2 - p1), "charset=us-ascii", 16)) {
+    /* Part 1's own header (up to its empty line) says its charset. */
+    const char *p1_body = memmem(p1 + 2, (size_t)(p2 - p1 - 2), "\r\n\r\n", 4);
+    check(p1_body != NULL, "part 1 has a header");
+    if (memmem(p1, (size_t)(p1_body - p1), "charset=us-ascii", 16)) {
         for (const char *c = p1; c < p2; c++)
             check((unsigned char)*c < 0x80, "a us-ascii part is 7-bit");
     }

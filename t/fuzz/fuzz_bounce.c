@@ -219,9 +219,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
     /* The boundary and the MIME structure. */
-    const char *bp = memmem(msgtext, hlen, "boundary=\"", 10);
+    /* Ours is on its own line (a value of a field we write holds no CR/LF,
+     * but may hold the text boundary="). */
+    const char *bp = memmem(msgtext, hlen, "\r\n\tboundary=\"", 13);
     check(bp != NULL, "a boundary parameter");
-    bp += 10;
+    bp += 13;
     const char *be = memchr(bp, '"', (size_t)(msgtext + hlen - bp));
     check(be != NULL && be > bp && be - bp < 80, "a closed boundary of sensible length");
     char boundary[128], delim[140], close_delim[140];

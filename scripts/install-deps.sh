@@ -8,10 +8,14 @@ set -eu
 BUILD_PKGS="build-essential autoconf automake libtool libltdl-dev pkg-config \
 libevent-dev libssl-dev libpcre2-dev libc-ares-dev libspf2-dev libopendkim-dev libopendmarc-dev libhiredis-dev \
 liblmdb-dev libcdb-dev libsqlite3-dev libicu-dev"
+# clang + libclang-rt-14-dev: the sanitizer build and libFuzzer (make fuzz; clang-14 only
+# recommends the runtime, and --no-install-recommends skips it); llvm: llvm-symbolizer, so
+# sanitizer reports name source lines.
 TEST_PKGS="python3 swaks postfix strace openssl procps util-linux time dnsmasq-base pflogsumm \
 dovecot-core dovecot-lmtpd opendkim-tools python3-dkim python3-nacl python3-dnspython iproute2 redis-server redis-sentinel \
 postfix-lmdb postfix-cdb postfix-sqlite sqlite3 tinycdb lmdb-utils \
-libmilter-dev spamassassin spamd spamc spamass-milter clamav-daemon clamav-milter opendkim"
+libmilter-dev spamassassin spamd spamc spamass-milter clamav-daemon clamav-milter opendkim \
+clang libclang-rt-14-dev llvm"
 
 want=""
 for p in $BUILD_PKGS ${PETREL_WITH_TESTS:+$TEST_PKGS}; do

@@ -3,11 +3,26 @@
 # (`make check`: unit tests, fuzz-corpus replays and integration tests that
 # start petreld on loopback ports). Run from the top of the source tree, as
 # root on Debian 12; tests drop petreld to the unprivileged user `petrel`.
+#
 # It builds in _build (configured without a prefix: nothing is installed);
 # scripts/quickstart.sh builds in its own directory, so the two can run in
 # either order.
+#
+# Two more runs, on by default in CI (CI=true) and optional locally
+# (doc/testing.md):
+#   PETREL_TEST_SANITIZERS=1   also builds _build-asan (clang, configure
+#                              --enable-sanitizers) and runs make check there:
+#                              any ASan/UBSan/LSan report fails its test
+#   PETREL_TEST_FUZZ_SECONDS=N also runs every fuzz target for N seconds
+#                              (make fuzz, in _build/fuzz-build)
 set -eu
 cd "$(dirname "$0")/.."
+if [ "${CI:-}" = true ]; then
+    : "${PETREL_TEST_SANITIZERS:=1}"
+    : "${PETREL_TEST_FUZZ_SECONDS:=20}"
+fi
+PETREL_TEST_SANITIZERS=${PETREL_TEST_SANITIZERS:-0}
+PETREL_TEST_FUZZ_SECONDS=${PETREL_TEST_FUZZ_SECONDS:-0}
 if [ -f config.status ]; then
     echo "test.sh: the source tree itself is configured (./configure was run here):" >&2
     echo "test.sh: run 'make distclean' first; the tests build in _build" >&2
@@ -23,20 +38,34 @@ if ! getent passwd petrel >/dev/null 2>&1; then
     fi
 fi
 ./autogen.sh >/dev/null
-mkdir -p _build
-cd _build
-../configure -q
-make -j"$(nproc)"
-# Test directories live under /tmp; the build tree must be readable by the
-# test user that petreld runs as.
-status=0
-make -j"$(nproc)" check || status=$?
-if [ $status -ne 0 ]; then
-    for log in $(find . -name '*.log' -path '*t/*'); do
+jobs=$(nproc)
+
+# Shows the end of every failed test's log of the build tree in $1.
+show_failures() {
+    for log in $(find "$1" -name '*.log' -path '*t/*'); do
         if grep -q '^not ok\|^ERROR\|^FAIL' "$log" 2>/dev/null; then
             echo "==== $log"
             tail -n 60 "$log"
         fi
     done
+}
+
+# Test directories live under /tmp; the build tree must be readable by the
+# test user that petreld runs as.
+status=0
+mkdir -p _build
+(cd _build && ../configure -q && make -j"$jobs")
+(cd _build && make -j"$jobs" check) || { status=1; show_failures _build; }
+
+if [ "$PETREL_TEST_SANITIZERS" = 1 ]; then
+    echo "test.sh: make check with AddressSanitizer and UndefinedBehaviorSanitizer (_build-asan)"
+    mkdir -p _build-asan
+    (cd _build-asan && ../configure -q CC=clang --enable-sanitizers && make -j"$jobs")
+    (cd _build-asan && make -j"$jobs" check) || { status=1; show_failures _build-asan; }
+fi
+
+if [ "$PETREL_TEST_FUZZ_SECONDS" -gt 0 ]; then
+    echo "test.sh: every fuzz target for $PETREL_TEST_FUZZ_SECONDS s (make fuzz)"
+    (cd _build && make -j"$jobs" fuzz FUZZ_SECONDS="$PETREL_TEST_FUZZ_SECONDS") || status=1
 fi
 exit $status

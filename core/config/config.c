@@ -727,6 +727,10 @@ static int value_expand(struct cfg *cfg, struct cfg_value *v, const struct expan
 {
     if (v->state == VAL_DONE)
         return v->failed && !v->value ? -1 : 0;
+    /* Expanding from here on, including while a computed default looks at
+     * other values (mydomain's reads myhostname): a value that leads back
+     * here is a loop, not an endless recursion. */
+    v->state = VAL_EXPANDING;
     if (!v->file && v->compute && !v->override)
         v->raw = v->compute(cfg);
     if (!v->raw)
@@ -736,7 +740,6 @@ static int value_expand(struct cfg *cfg, struct cfg_value *v, const struct expan
         v->state = VAL_DONE;
         return 0;
     }
-    v->state = VAL_EXPANDING;
     struct expand_chain link = { chain, v->name };
     /* A service cfg reports only what its own -o values cause; the rest was reported already. */
     int own_quiet = cfg->generation && !v->override;

@@ -380,7 +380,8 @@ int cfg_master_load(struct cfg *gen)
     cfg_reader_close(r);
 
     gen->services = petrel_pool_alloc(gen->pool, (n ? n : 1) * sizeof(*gen->services));
-    memcpy(gen->services, services, n * sizeof(*services));
+    if (n)   /* services is NULL for an empty master.cf */
+        memcpy(gen->services, services, n * sizeof(*services));
     gen->nservices = n;
     free(services);
     for (size_t i = 0; i < n; i++) {

@@ -246,6 +246,13 @@ static int edit(const char *confdir, int remove, char **args, int nargs)
             size_t vl = strlen(value);
             while (vl && isspace((unsigned char)value[vl - 1]))
                 vl--;
+            if (memchr(value, '\n', vl) || memchr(value, '\r', vl)) {
+                /* It would be written as several lines: another parameter, or
+                 * text that silently joins this value. */
+                fprintf(stderr, "petrelctl: error: %s: a value cannot contain a line break\n", names[i]);
+                status = 1;
+                break;
+            }
             struct buf b = BUF_INIT;
             buf_printf(&b, "%s = %.*s", names[i], (int)vl, value);
             if (vl == 0)

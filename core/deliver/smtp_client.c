@@ -39,17 +39,18 @@
  * EHLO reply names myhostname is us (SMTP only; a local LMTP server shares
  * our name).
  *
- * Everything read from the network is bounded: reply lines are cut at
- * SC_LINE_MAX (the rest of the line is skipped), a reply keeps at most
- * SC_REPLY_MAX bytes of text, and a reply of more than SC_REPLY_LINES lines
- * is a protocol error. No callback into the caller happens before
- * smtp_client_deliver returns: done() runs from a zero-delay timer.
+ * Everything read from the network is bounded: replies are read by
+ * smtp_reply.c (lines cut at SMTP_REPLY_LINE_MAX, text at
+ * SMTP_REPLY_TEXT_MAX, at most SMTP_REPLY_LINES_MAX lines). No callback
+ * into the caller happens before smtp_client_deliver returns: done() runs
+ * from a zero-delay timer.
  *
  * Files, as Postfix's smtp/ is cut: this one holds the client, the jobs,
  * their results and the driver (sc_job_next); smtp_addr.c the next hop, MX
  * and address lookups; smtp_connect.c connections, timeouts, TLS and the
  * connection cache; smtp_proto.c the dialogue (greeting, EHLO, STARTTLS,
- * MAIL/RCPT/DATA, reading replies); smtp_content.c streaming the message.
+ * MAIL/RCPT/DATA, handling replies); smtp_reply.c reading them;
+ * smtp_content.c streaming the message.
  * smtp_client_int.h has the structs they share.
  */
 #include "config.h"

@@ -18,16 +18,13 @@
 #include <petrel/pool.h>
 
 #include "deliver/smtp_client.h"
+#include "deliver/smtp_reply.h"
 #include "lib/dns.h"
 #include "lib/log.h"
 
 struct bufferevent;
 struct event;
 
-#define SC_LINE_MAX 2048          /* one reply line (RFC 5321 says 512; servers exceed it) */
-#define SC_REPLY_MAX 400          /* joined text of a multi-line reply: leaves room in the 512-byte
-                                     result for "host X said: ... (in reply to RCPT TO command)" */
-#define SC_REPLY_LINES 500        /* more lines than this in one reply: protocol error */
 #define SC_MAX_HOSTS 16           /* MX hosts considered */
 #define SC_MAX_ADDRS 32           /* addresses collected */
 #define SC_ADDR_LIMIT 5           /* Postfix smtp_mx_address_limit */
@@ -66,21 +63,6 @@ struct sc_addr {
     unsigned port;
 };
 
-#define CAP_PIPELINING 1u
-#define CAP_SIZE 2u
-#define CAP_8BITMIME 4u
-#define CAP_SMTPUTF8 8u
-#define CAP_DSN 16u
-#define CAP_STARTTLS 32u
-
-struct sc_reply {
-    int code;
-    char text[SC_REPLY_MAX];      /* "550 5.1.1 first line second line" */
-    size_t len;
-    char dsn[16];                 /* enhanced code of the first line, or "" */
-    char first_word[256];         /* first word after the code (EHLO/greeting host name) */
-};
-
 struct sc_job;
 
 struct sc_conn {
@@ -101,10 +83,7 @@ struct sc_conn {
     int reused;                   /* handed over from the cache to the current job */
     int busy;                     /* inside one of our callbacks: free later */
     int zombie;                   /* closed while busy */
-    /* reply parser */
-    struct sc_reply reply;
-    int nlines;
-    int skipping;                 /* discarding the rest of an overlong line */
+    struct smtp_reply_reader reader;   /* deliver/smtp_reply.c */
 };
 
 struct smtp_client {

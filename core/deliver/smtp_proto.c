@@ -3,9 +3,9 @@
  * smtp_chat.c): greeting, EHLO (HELO on 5xx, LHLO for LMTP) and its
  * capabilities, STARTTLS, the MAIL/RCPT/DATA command list (one write with
  * PIPELINING, else one command at a time; replies read in order against the
- * list either way), the end-of-data replies (one per recipient for LMTP),
- * and reading replies: bounded lines, multi-line replies joined, enhanced
- * status codes.
+ * list either way), the end-of-data replies (one per recipient for LMTP).
+ * Replies are read by smtp_reply.c (bounded lines, multi-line replies
+ * joined, enhanced status codes).
  */
 #include "config.h"
 
@@ -32,45 +32,6 @@ static enum dlv_status reply_status(int code)
     return code >= 200 && code < 300 ? DLV_SENT : code >= 500 && code < 600 ? DLV_BOUNCED : DLV_DEFERRED;
 }
 
-/* The DSN code of a reply: its enhanced code when the class agrees with the
- * reply code, else X.0.0. */
-static const char *reply_dsn(const struct sc_reply *r, char out[16])
-{
-    int cls = r->code / 100;
-    if (cls != 2 && cls != 4 && cls != 5)
-        cls = 4;
-    if (r->dsn[0] && r->dsn[0] - '0' == cls)
-        snprintf(out, 16, "%s", r->dsn);
-    else
-        snprintf(out, 16, "%d.0.0", cls);
-    return out;
-}
-
-/* Accepts "D.DDD.DDD" followed by white space or the end; 1 when found. */
-static int parse_enhanced(const char *p, char out[16], size_t *used)
-{
-    size_t i = 0, parts = 0, digits = 0;
-    if (p[0] != '2' && p[0] != '4' && p[0] != '5')
-        return 0;
-    for (;; i++) {
-        if (p[i] >= '0' && p[i] <= '9') {
-            if (++digits > 3 || (parts == 0 && digits > 1))
-                return 0;
-        } else if (p[i] == '.' && digits && parts < 2) {
-            parts++;
-            digits = 0;
-        } else {
-            break;
-        }
-    }
-    if (parts != 2 || !digits || (p[i] != '\0' && p[i] != ' ' && p[i] != '\t') || i >= 16)
-        return 0;
-    memcpy(out, p, i);
-    out[i] = '\0';
-    *used = i;
-    return 1;
-}
-
 /* ------------------------------------------------------------------ */
 /* the transaction */
 
@@ -89,13 +50,13 @@ static void append_cmd(struct sc_job *a, struct buf *out, const struct sc_cmd *c
     const struct queue_message *m = a->job->msg;
     if (cmd->kind == CMD_MAIL) {
         buf_printf(out, "MAIL FROM:<%s>", a->job->sender ? a->job->sender : "");
-        if (conn->caps & CAP_SIZE)
+        if (conn->caps & SMTP_CAP_SIZE)
             buf_printf(out, " SIZE=%llu", m->content_length);
-        if ((m->env.flags & QUEUE_F_8BITMIME) && (conn->caps & CAP_8BITMIME))
+        if ((m->env.flags & QUEUE_F_8BITMIME) && (conn->caps & SMTP_CAP_8BITMIME))
             buf_puts(out, " BODY=8BITMIME");
-        if ((m->env.flags & QUEUE_F_SMTPUTF8) && (conn->caps & CAP_SMTPUTF8))
+        if ((m->env.flags & QUEUE_F_SMTPUTF8) && (conn->caps & SMTP_CAP_SMTPUTF8))
             buf_puts(out, " SMTPUTF8");
-        if (conn->caps & CAP_DSN) {
+        if (conn->caps & SMTP_CAP_DSN) {
             if (m->env.ret == QUEUE_RET_FULL)
                 buf_puts(out, " RET=FULL");
             else if (m->env.ret == QUEUE_RET_HDRS)
@@ -106,7 +67,7 @@ static void append_cmd(struct sc_job *a, struct buf *out, const struct sc_cmd *c
     } else if (cmd->kind == CMD_RCPT) {
         buf_printf(out, "RCPT TO:<%s>", a->job->rcpt_addr[cmd->rcpt]);
         size_t ri = a->job->rcpt_index ? a->job->rcpt_index[cmd->rcpt] : cmd->rcpt;
-        if ((conn->caps & CAP_DSN) && ri < m->env.rcpt_count) {
+        if ((conn->caps & SMTP_CAP_DSN) && ri < m->env.rcpt_count) {
             const struct queue_rcpt *r = &m->env.rcpts[ri];
             if (r->notify & QUEUE_NOTIFY_NEVER) {
                 buf_puts(out, " NOTIFY=NEVER");
@@ -152,7 +113,7 @@ static void txn_send(struct sc_job *a)
 {
     struct sc_conn *conn = a->conn;
     struct buf out = BUF_INIT;
-    if (conn->caps & CAP_PIPELINING) {
+    if (conn->caps & SMTP_CAP_PIPELINING) {
         while (a->nsent < a->ncmds)
             append_cmd(a, &out, &a->cmds[a->nsent++]);
     } else if (a->nsent == a->nreplied && a->nsent < a->ncmds) {
@@ -175,21 +136,21 @@ void sc_txn_start(struct sc_job *a)
         a->txn_started = 1;
     }
     clock_gettime(CLOCK_MONOTONIC, &a->t_txn);
-    if ((m->env.flags & QUEUE_F_SMTPUTF8) && !(conn->caps & CAP_SMTPUTF8)) {
+    if ((m->env.flags & QUEUE_F_SMTPUTF8) && !(conn->caps & SMTP_CAP_SMTPUTF8)) {
         sc_pending_set(a, DLV_BOUNCED, "5.6.7", conn->relay, "SMTPUTF8 is required, but was not offered by host %s",
                        conn->desc);
         sc_conn_release(conn);
         sc_job_next(a);
         return;
     }
-    if ((conn->caps & CAP_SIZE) && conn->size_limit && m->content_length > conn->size_limit) {
+    if ((conn->caps & SMTP_CAP_SIZE) && conn->size_limit && m->content_length > conn->size_limit) {
         sc_pending_set(a, DLV_BOUNCED, "5.3.4", conn->relay, "message size %llu exceeds size limit %llu of server %s",
                        m->content_length, conn->size_limit, conn->desc);
         sc_conn_release(conn);
         sc_job_next(a);
         return;
     }
-    if (!(conn->caps & CAP_8BITMIME)) {
+    if (!(conn->caps & SMTP_CAP_8BITMIME)) {
         int r = sc_content_has_8bit(a);
         if (r < 0) {
             sc_pending_set(a, DLV_DEFERRED, "4.3.0", conn->relay, "error reading queue file: %s", strerror(errno));
@@ -238,12 +199,12 @@ void sc_txn_start(struct sc_job *a)
 }
 
 
-static void sent_rcpt(struct sc_job *a, size_t i, const struct sc_reply *r)
+static void sent_rcpt(struct sc_job *a, size_t i, const struct smtp_reply *r)
 {
     char dsn[16];
     struct sc_conn *conn = a->conn;
     enum dlv_status st = reply_status(r->code);
-    reply_dsn(r, dsn);
+    smtp_reply_dsn(r, dsn);
     if (st == DLV_SENT)
         sc_rcpt_set(a, i, st, dsn, conn->relay, "%s", r->text);
     else
@@ -261,7 +222,7 @@ static void txn_done(struct sc_job *a)
     sc_job_next(a);
 }
 
-static void on_txn_reply(struct sc_job *a, const struct sc_reply *r)
+static void on_txn_reply(struct sc_job *a, const struct smtp_reply *r)
 {
     struct sc_conn *conn = a->conn;
     char dsn[16];
@@ -278,7 +239,7 @@ static void on_txn_reply(struct sc_job *a, const struct sc_reply *r)
                 return;
             }
             sc_pending_set(a, reply_status(r->code) == DLV_SENT ? DLV_DEFERRED : reply_status(r->code),
-                           reply_dsn(r, dsn), conn->relay, "host %s said: %s (in reply to MAIL FROM command)",
+                           smtp_reply_dsn(r, dsn), conn->relay, "host %s said: %s (in reply to MAIL FROM command)",
                            conn->desc, r->text);
         }
         break;
@@ -290,7 +251,7 @@ static void on_txn_reply(struct sc_job *a, const struct sc_reply *r)
             a->naccepted++;
         } else {
             enum dlv_status st = reply_status(r->code);
-            sc_rcpt_set(a, cmd->rcpt, st == DLV_SENT ? DLV_DEFERRED : st, reply_dsn(r, dsn), conn->relay,
+            sc_rcpt_set(a, cmd->rcpt, st == DLV_SENT ? DLV_DEFERRED : st, smtp_reply_dsn(r, dsn), conn->relay,
                         "host %s said: %s (in reply to RCPT TO command)", conn->desc, r->text);
         }
         break;
@@ -313,14 +274,14 @@ static void on_txn_reply(struct sc_job *a, const struct sc_reply *r)
             for (size_t i = 0; i < a->job->nrcpt; i++)
                 if (a->accepted[i]) {
                     enum dlv_status st = reply_status(r->code);
-                    sc_rcpt_set(a, i, st == DLV_SENT ? DLV_DEFERRED : st, reply_dsn(r, dsn), conn->relay,
+                    sc_rcpt_set(a, i, st == DLV_SENT ? DLV_DEFERRED : st, smtp_reply_dsn(r, dsn), conn->relay,
                                 "host %s said: %s (in reply to DATA command)", conn->desc, r->text);
                 }
         }
         txn_done(a);
         return;
     }
-    if (!(conn->caps & CAP_PIPELINING)) {
+    if (!(conn->caps & SMTP_CAP_PIPELINING)) {
         /* stop early when the rest cannot succeed */
         if (!a->mail_ok || (a->nreplied == a->ncmds - 1 && a->naccepted == 0)) {
             txn_done(a);
@@ -330,7 +291,7 @@ static void on_txn_reply(struct sc_job *a, const struct sc_reply *r)
     txn_send(a);
 }
 
-static void on_dot_reply(struct sc_job *a, const struct sc_reply *r)
+static void on_dot_reply(struct sc_job *a, const struct smtp_reply *r)
 {
     struct sc_conn *conn = a->conn;
     if (!a->c->set.lmtp) {
@@ -361,33 +322,7 @@ static int tls_wanted(const struct sc_conn *conn)
     return conn->c->set.tls_level != SMTP_TLS_NONE && conn->c->ssl && !conn->tls && !conn->no_tls;
 }
 
-static void parse_ehlo_caps(struct sc_conn *conn, const char *line)
-{
-    /* line: one EHLO keyword line without the "250-" prefix */
-    char kw[32];
-    size_t n = 0;
-    while (line[n] && line[n] != ' ' && line[n] != '=' && n < sizeof(kw) - 1) {
-        kw[n] = line[n];
-        n++;
-    }
-    kw[n] = '\0';
-    if (strcasecmp(kw, "PIPELINING") == 0)
-        conn->caps |= CAP_PIPELINING;
-    else if (strcasecmp(kw, "8BITMIME") == 0)
-        conn->caps |= CAP_8BITMIME;
-    else if (strcasecmp(kw, "SMTPUTF8") == 0)
-        conn->caps |= CAP_SMTPUTF8;
-    else if (strcasecmp(kw, "DSN") == 0)
-        conn->caps |= CAP_DSN;
-    else if (strcasecmp(kw, "STARTTLS") == 0)
-        conn->caps |= CAP_STARTTLS;
-    else if (strcasecmp(kw, "SIZE") == 0) {
-        conn->caps |= CAP_SIZE;
-        conn->size_limit = strtoull(line + n + (line[n] ? 1 : 0), NULL, 10);
-    }
-}
-
-static int loops_back(struct sc_conn *conn, const struct sc_reply *r)
+static int loops_back(struct sc_conn *conn, const struct smtp_reply *r)
 {
     struct sc_job *a = conn->job;
     const char *me = conn->c->set.myhostname;
@@ -406,7 +341,7 @@ static void after_ehlo(struct sc_conn *conn)
 {
     struct sc_job *a = conn->job;
     enum smtp_tls_level lvl = conn->c->set.tls_level;
-    if (tls_wanted(conn) && (conn->caps & CAP_STARTTLS)) {
+    if (tls_wanted(conn) && (conn->caps & SMTP_CAP_STARTTLS)) {
         conn->state = S_STARTTLS;
         sc_conn_printf(conn, "STARTTLS\r\n");
         sc_conn_arm(conn, sc_stage_timeout(conn->c, conn->c->set.helo_timeout));
@@ -422,7 +357,7 @@ static void after_ehlo(struct sc_conn *conn)
     sc_txn_start(a);
 }
 
-static void on_session_reply(struct sc_conn *conn, const struct sc_reply *r)
+static void on_session_reply(struct sc_conn *conn, const struct smtp_reply *r)
 {
     struct sc_job *a = conn->job;
     char dsn[16];
@@ -430,7 +365,7 @@ static void on_session_reply(struct sc_conn *conn, const struct sc_reply *r)
     case S_GREETING:
         if (r->code / 100 != 2) {
             /* even a 5xx greeting only skips this server (smtp_skip_5xx_greeting) */
-            reply_dsn(r, dsn);
+            smtp_reply_dsn(r, dsn);
             sc_session_fail(conn, dsn[0] == '5' ? "4.0.0" : dsn, "host %s refused to talk to me: %s", conn->desc,
                             r->text);
             return;
@@ -442,6 +377,8 @@ static void on_session_reply(struct sc_conn *conn, const struct sc_reply *r)
         return;
     case S_EHLO:
         if (r->code / 100 == 2) {
+            conn->caps = r->caps;
+            conn->size_limit = r->size_limit;
             if (loops_back(conn, r))
                 return;
             after_ehlo(conn);
@@ -465,13 +402,13 @@ static void on_session_reply(struct sc_conn *conn, const struct sc_reply *r)
         }
         if (r->code / 100 == 5 && a->addr_next >= a->naddrs && a->host_next >= a->nhosts) {
             /* the last server refuses us outright */
-            sc_pending_set(a, DLV_BOUNCED, reply_dsn(r, dsn), conn->relay, "host %s refused to talk to me: %s",
+            sc_pending_set(a, DLV_BOUNCED, smtp_reply_dsn(r, dsn), conn->relay, "host %s refused to talk to me: %s",
                            conn->desc, r->text);
             sc_conn_release(conn);
             sc_job_next(a);
             return;
         }
-        sc_session_fail(conn, r->code / 100 == 5 ? "4.0.0" : reply_dsn(r, dsn), "host %s refused to talk to me: %s",
+        sc_session_fail(conn, r->code / 100 == 5 ? "4.0.0" : smtp_reply_dsn(r, dsn), "host %s refused to talk to me: %s",
                         conn->desc, r->text);
         return;
     case S_STARTTLS:
@@ -509,7 +446,7 @@ void sc_conn_send_ehlo(struct sc_conn *conn)
 static void on_reply(struct sc_conn *conn)
 {
     struct sc_job *a = conn->job;
-    const struct sc_reply *r = &conn->reply;
+    const struct smtp_reply *r = &conn->reader.reply;
     switch (conn->state) {
     case S_IDLE:
         /* unsolicited data on a parked connection (a 421 before closing) */
@@ -549,7 +486,7 @@ static void on_reply(struct sc_conn *conn)
     case S_BODY: {
         /* a reply while we still send the body: the server gave up on us */
         char dsn[16];
-        sc_pending_set(a, reply_status(r->code) == DLV_BOUNCED ? DLV_BOUNCED : DLV_DEFERRED, reply_dsn(r, dsn),
+        sc_pending_set(a, reply_status(r->code) == DLV_BOUNCED ? DLV_BOUNCED : DLV_DEFERRED, smtp_reply_dsn(r, dsn),
                        conn->relay, "host %s said: %s (in reply to end of DATA command)", conn->desc, r->text);
         sc_conn_close(conn);
         sc_job_next(a);
@@ -561,98 +498,16 @@ static void on_reply(struct sc_conn *conn)
     }
 }
 
-/* Adds one reply line; returns 1 when the reply is complete, -1 on a
- * malformed line. */
-static int reply_line(struct sc_conn *conn, const char *line, size_t len)
-{
-    struct sc_reply *r = &conn->reply;
-    if (len < 3 || line[0] < '1' || line[0] > '5' || line[1] < '0' || line[1] > '9' || line[2] < '0'
-        || line[2] > '9' || (len > 3 && line[3] != ' ' && line[3] != '-'))
-        return -1;
-    int code = (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
-    int last = len == 3 || line[3] == ' ';
-    const char *text = len > 3 ? line + 4 : "";
-    char dsn[16];
-    size_t used = 0;
-    if (conn->nlines == 0) {
-        memset(r, 0, sizeof(*r));
-        r->code = code;
-        if (parse_enhanced(text, dsn, &used))
-            snprintf(r->dsn, sizeof(r->dsn), "%s", dsn);
-        size_t w = 0;
-        while (text[w] && text[w] != ' ' && w < sizeof(r->first_word) - 1) {
-            r->first_word[w] = text[w];
-            w++;
-        }
-        r->first_word[w] = '\0';
-        r->len = (size_t)snprintf(r->text, sizeof(r->text), "%d%s%s", code, *text ? " " : "", text);
-        if (r->len >= sizeof(r->text))
-            r->len = sizeof(r->text) - 1;
-    } else {
-        if (conn->state == S_EHLO)
-            parse_ehlo_caps(conn, text);
-        /* a repeated enhanced code on continuation lines is noise */
-        if (r->dsn[0] && parse_enhanced(text, dsn, &used) && strcmp(dsn, r->dsn) == 0) {
-            text += used;
-            while (*text == ' ')
-                text++;
-        }
-        if (conn->state != S_EHLO && *text && r->len + 1 < sizeof(r->text)) {
-            int n = snprintf(r->text + r->len, sizeof(r->text) - r->len, " %s", text);
-            r->len += (size_t)n;
-            if (r->len >= sizeof(r->text))
-                r->len = sizeof(r->text) - 1;
-        }
-    }
-    conn->nlines++;
-    if (last) {
-        conn->nlines = 0;
-        return 1;
-    }
-    if (conn->nlines > SC_REPLY_LINES)
-        return -1;
-    return 0;
-}
-
 void sc_on_read(struct bufferevent *bev, void *arg)
 {
     struct sc_conn *conn = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
     conn->busy++;
     while (!conn->zombie && conn->bev) {
-        size_t eol_len = 0;
-        struct evbuffer_ptr p = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_CRLF);
-        size_t avail = evbuffer_get_length(in);
-        char line[SC_LINE_MAX + 1];
-        size_t len;
-        if (p.pos < 0) {
-            if (avail <= SC_LINE_MAX)
-                break;   /* wait for the rest of the line */
-            /* an overlong line: keep its start, skip the rest */
-            if (!conn->skipping) {
-                evbuffer_remove(in, line, SC_LINE_MAX);
-                len = SC_LINE_MAX;
-                conn->skipping = 1;
-            } else {
-                evbuffer_drain(in, avail);
-                continue;
-            }
-        } else {
-            size_t take = (size_t)p.pos;
-            if (conn->skipping) {
-                evbuffer_drain(in, take + eol_len);
-                conn->skipping = 0;
-                continue;
-            }
-            len = take > SC_LINE_MAX ? SC_LINE_MAX : take;
-            evbuffer_remove(in, line, len);
-            evbuffer_drain(in, take - len + eol_len);
-        }
-        line[len] = '\0';
-        for (size_t i = 0; i < len; i++)   /* a NUL would cut the text short: make it visible */
-            if (line[i] == '\0')
-                line[i] = '?';
-        int rc = reply_line(conn, line, len);
+        conn->reader.ehlo = conn->state == S_EHLO;
+        int rc = smtp_reply_read(&conn->reader, in);
+        if (rc == 0)
+            break;   /* wait for the rest */
         if (rc < 0) {
             if (conn->job) {
                 sc_session_fail(conn, "4.5.0", "host %s sent a malformed reply while %s", conn->desc,
@@ -662,12 +517,10 @@ void sc_on_read(struct bufferevent *bev, void *arg)
             }
             break;
         }
-        if (rc == 1) {
-            evtimer_del(conn->timer);
-            on_reply(conn);
-            if (conn->bev != bev)
-                break;   /* closed, or TLS now sits on top: its own callbacks take over */
-        }
+        evtimer_del(conn->timer);
+        on_reply(conn);
+        if (conn->bev != bev)
+            break;   /* closed, or TLS now sits on top: its own callbacks take over */
     }
     conn->busy--;
     if (conn->zombie && !conn->busy)

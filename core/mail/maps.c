@@ -37,6 +37,19 @@ static int default_alias_item(const struct cfg *cfg, const char *spec)
     return 0;
 }
 
+/* Maps whose result is a mailbox path, a user or group ID or a next hop:
+ * no result may copy text from the address ($1), as Postfix opens them with
+ * DICT_FLAG_NO_REGSUB ("that would open a security hole", virtual(8)). */
+static int no_substitution(const char *param)
+{
+    static const char *const names[] = { "virtual_mailbox_maps", "virtual_uid_maps", "virtual_gid_maps",
+                                         "transport_maps", "sender_dependent_relayhost_maps", NULL };
+    for (const char *const *n = names; *n; n++)
+        if (strcmp(param, *n) == 0)
+            return 1;
+    return 0;
+}
+
 static int in_list(const char *const *list, const char *spec)
 {
     for (; *list; list++)
@@ -90,7 +103,9 @@ int mail_maps_open(struct mail_maps *m, const struct cfg *cfg, struct tbl_regist
     for (size_t i = 0; i < n; i++) {
         char *why = NULL;
         int alias_table = strcmp(param, "alias_maps") == 0 || in_list(alias_specs, specs[i]);
-        struct tbl *t = tbl_open(reg, specs[i], TBL_FLAG_FOLD_CASE | (alias_table ? TBL_FLAG_ALIASES : 0), &why);
+        int open_flags = TBL_FLAG_FOLD_CASE | (alias_table ? TBL_FLAG_ALIASES : 0) |
+                         (no_substitution(param) ? TBL_FLAG_NO_REGSUB : 0);
+        struct tbl *t = tbl_open(reg, specs[i], open_flags, &why);
         if (t == NULL) {
             if ((flags & MAIL_MAPS_DEFAULT_ALIASES_OPTIONAL) && default_alias_item(cfg, specs[i]) &&
                 no_aliases_file(reg, specs[i])) {

@@ -904,6 +904,7 @@ int master_run(const struct master_options *opts)
     m.gen->nworkers = worker_count(cfg);
     if (master_bind_listeners(m.gen, NULL) != 0) {
         msg_error("fatal: not starting: cannot bind the listeners");
+        generation_free(m.gen);
         return 1;
     }
     if (opts->daemonize && daemonize() != 0) {

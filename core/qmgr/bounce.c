@@ -34,6 +34,7 @@
 #include "qmgr/bounce.h"
 
 #define FIELD_MAX 900          /* characters of one value in a field (lines stay under 998) */
+#define LINE_MAX_OCTETS 998    /* RFC 5322 2.1.1, without the CRLF */
 #define READ_CHUNK 16384
 #define BOUNDARY_TRIES 16
 
@@ -92,6 +93,39 @@ static const char *clean(char *dst, const char *s)
         dst[j++] = ((unsigned char)*s < 0x20 || *s == 0x7f) ? ' ' : *s;
     dst[j] = '\0';
     return dst;
+}
+
+/* Writes text as one line, or, when it is longer than RFC 5322's 998
+ * octets, as several: continuation lines are indented with four spaces and
+ * a line is broken at its last space (else before a UTF-8 character), as
+ * Postfix wraps the recipient lines of its notices. */
+static void out_line_wrapped(struct out *o, const char *text)
+{
+    size_t len = strlen(text);
+    for (int first = 1; first || len > 0; first = 0) {
+        size_t room = first ? LINE_MAX_OCTETS : LINE_MAX_OCTETS - 4, n = len;
+        if (n > room) {
+            n = room;
+            size_t k = n;
+            while (k > room / 2 && text[k] != ' ')
+                k--;
+            if (text[k] == ' ')
+                n = k;
+            else
+                while (n > 1 && ((unsigned char)text[n] & 0xc0) == 0x80)
+                    n--;
+        }
+        if (!first)
+            out_puts(o, "    ");
+        out_write(o, text, n);
+        out_puts(o, "\r\n");
+        text += n;
+        len -= n;
+        if (len > 0 && *text == ' ') {
+            text++;
+            len--;
+        }
+    }
 }
 
 /* RFC 5322 date in local time with a numeric zone, independent of the
@@ -190,6 +224,21 @@ static int content_contains(int fd, unsigned long long start, unsigned long long
     return 0;
 }
 
+/* Text for the boundary: RFC 2046 allows only some 7-bit characters
+ * (bchars) there, so anything else in a host name (a UTF-8 label) becomes
+ * '_'; at most size - 1 characters. */
+static void boundary_text(char *dst, const char *src, size_t size)
+{
+    size_t j = 0;
+    for (; src && *src && j + 1 < size; src++) {
+        unsigned char c = (unsigned char)*src;
+        int safe = (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '.' ||
+                   c == '-';
+        dst[j++] = safe ? (char)c : '_';
+    }
+    dst[j] = '\0';
+}
+
 /* FNV-1a, to turn the seed and a try counter into a boundary suffix. */
 static unsigned long long fnv(const char *s, unsigned tries)
 {
@@ -258,12 +307,14 @@ int bounce_compose(const struct bounce_info *info, int (*emit)(void *ctx, const 
     }
 
     /* The boundary: never a substring of what is enclosed. */
-    char boundary[80];
+    char boundary[80], bqid[25], bhost[31];
+    boundary_text(bqid, qid, sizeof(bqid));
+    boundary_text(bhost, host, sizeof(bhost));
     for (unsigned tries = 0;; tries++) {
         if (tries == 0)
-            snprintf(boundary, sizeof(boundary), "%.24s.%lld/%.30s", qid, info->now, host);
+            snprintf(boundary, sizeof(boundary), "%s.%lld/%s", bqid, info->now, bhost);
         else
-            snprintf(boundary, sizeof(boundary), "%.24s.%lld/%.20s=_%016llx", qid, info->now, host,
+            snprintf(boundary, sizeof(boundary), "%s.%lld/%.20s=_%016llx", bqid, info->now, bhost,
                      fnv(info->boundary_seed ? info->boundary_seed : qid, tries));
         int hit = content_contains(info->fd, start, enclosed, boundary);
         if (hit < 0)
@@ -309,6 +360,11 @@ int bounce_compose(const struct bounce_info *info, int (*emit)(void *ctx, const 
 
     /* ---- part 1: the human-readable notification ---- */
     int text8 = 0;
+    /* part 1 also names our host and the postmaster (UTF-8 with SMTPUTF8) */
+    for (const char *p = host; *p; p++)
+        text8 |= (unsigned char)*p >= 0x80;
+    for (const char *p = postmaster; *p; p++)
+        text8 |= (unsigned char)*p >= 0x80;
     for (size_t i = 0; i < info->nrcpt; i++) {
         const char *fields[] = { info->rcpts[i].address, info->rcpts[i].orcpt, human_reason(&info->rcpts[i]) };
         for (size_t k = 0; k < 3; k++)
@@ -350,13 +406,16 @@ int bounce_compose(const struct bounce_info *info, int (*emit)(void *ctx, const 
     out_puts(&o, "                   The mail system\r\n");
     for (size_t i = 0; i < info->nrcpt; i++) {
         const struct bounce_rcpt *r = &info->rcpts[i];
-        out_printf(&o, "\r\n<%s>", clean(v1, r->address));
+        char line[3 * FIELD_MAX + 64];
+        size_t n = (size_t)snprintf(line, sizeof(line), "<%s>", clean(v1, r->address));
         if (r->orcpt) {
             const char *oa = orcpt_address(r->orcpt);
             if (*oa && strcasecmp(oa, r->address ? r->address : "") != 0)
-                out_printf(&o, " (expanded from <%s>)", clean(v2, oa));
+                n += (size_t)snprintf(line + n, sizeof(line) - n, " (expanded from <%s>)", clean(v2, oa));
         }
-        out_printf(&o, ": %s\r\n", clean(v2, human_reason(r)));
+        snprintf(line + n, sizeof(line) - n, ": %s", clean(v2, human_reason(r)));
+        out_puts(&o, "\r\n");
+        out_line_wrapped(&o, line);
     }
     out_puts(&o, "\r\n");
 

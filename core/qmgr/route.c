@@ -509,6 +509,15 @@ int router_route(struct router *r, const char *sender, const char *recipient, pe
         seen[nseen++] = address;
         if (rc == 1) {
             char **targets = split_targets(value, 0);
+            if (targets[0] == NULL) {
+                /* As Postfix: a result that is no address is a table error
+                 * (defer), never a recipient that silently disappears. */
+                cfg_list_free(targets);
+                msg_warn("virtual_alias_maps lookup of %s returns no address: \"%s\"", address, value);
+                route_error(add_route(out, pool, &cap), address, "4.3.0", "virtual_alias_maps lookup failure");
+                status = -1;
+                continue;
+            }
             int self = 0;
             for (char **t = targets; *t; t++) {
                 const char *q = qualify(r, *t, 0, pool);
@@ -557,6 +566,13 @@ int router_route(struct router *r, const char *sender, const char *recipient, pe
             }
             if (arc == 1) {
                 char **targets = split_targets(av, 1);
+                if (targets[0] == NULL) {
+                    cfg_list_free(targets);
+                    msg_warn("alias_maps lookup of %s returns no address: \"%s\"", key, av);
+                    route_error(add_route(out, pool, &cap), address, "4.3.0", "alias_maps lookup failure");
+                    status = -1;
+                    continue;
+                }
                 for (char **t = targets; *t; t++) {
                     if (strncasecmp(*t, ":include:", 9) == 0) {
                         /* addresses from a file, one level */

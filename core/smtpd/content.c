@@ -2,10 +2,10 @@
  * Message content as modules see it, and the edits they ask for.
  *
  * While DATA/BDAT content streams to the queue file, and only when modules
- * are loaded, the header section is parsed on the fly (bounded by
- * header_size_limit: past it the rest counts as body, as Postfix does) so
- * that header hooks see each header and body hooks see body chunks. The
- * body itself is never held in memory.
+ * are loaded, the header section is parsed on the fly by header_reader.c
+ * (bounded by header_size_limit: past it the rest counts as body, as
+ * Postfix does) so that header hooks see each header and body hooks see
+ * body chunks. The body itself is never held in memory.
  *
  * Edits (header add/insert/change/delete, sender and recipient changes, a
  * new body) are applied at the end of the message by writing a new queue
@@ -52,17 +52,11 @@ static char *mem_string(petrel_pool *pool, const char *p, size_t n)
     return copy;
 }
 
-static void push_header(struct smtpd_session *s)
+/* The header reader's callbacks (smtpd/header_reader.c splits the content). */
+static void on_header(void *ctx, const char *name, size_t name_len, const char *value, size_t value_len)
 {
+    struct smtpd_session *s = ctx;
     struct smtpd_tx *tx = s->tx;
-    struct buf *line = &tx->header_line;
-    if (line->len == 0)
-        return;
-    char *colon = memchr(line->data, ':', line->len);
-    if (colon == NULL) {
-        buf_reset(line);
-        return;
-    }
     if (tx->nheaders == tx->header_cap) {
         size_t cap = tx->header_cap ? tx->header_cap * 2 : 16;
         struct smtpd_header *grown = petrel_pool_alloc(tx->pool, cap * sizeof(*grown));
@@ -72,36 +66,46 @@ static void push_header(struct smtpd_session *s)
         tx->header_cap = cap;
     }
     struct smtpd_header *h = &tx->headers[tx->nheaders++];
-    h->name_len = (size_t)(colon - line->data);
-    h->value_len = line->len - (size_t)(colon + 1 - line->data);
-    h->name = mem_string(tx->pool, line->data, h->name_len);
-    h->value = mem_string(tx->pool, colon + 1, h->value_len);
-    buf_reset(line);
-    const char *value = h->value[0] == ' ' ? h->value + 1 : h->value;
-    smtpd_plugin_header(s, h->name, value);
+    h->name_len = name_len;
+    h->value_len = value_len;
+    h->name = mem_string(tx->pool, name, name_len);
+    h->value = mem_string(tx->pool, value, value_len);
+    const char *shown = h->value[0] == ' ' ? h->value + 1 : h->value;
+    smtpd_plugin_header(s, h->name, shown);
 }
 
-static int is_header_start(const char *p, size_t n)
+static void on_end_of_headers(void *ctx, unsigned long long body_start, int separator)
 {
-    /* field-name: printable ASCII except ':' and space, then ':' */
-    size_t i = 0;
-    while (i < n && p[i] != ':') {
-        unsigned char c = (unsigned char)p[i];
-        if (c <= 32 || c >= 127)
-            return 0;
-        i++;
-    }
-    return i > 0 && i < n;
+    struct smtpd_session *s = ctx;
+    s->tx->body_start = body_start;
+    s->tx->has_separator = separator;
+    smtpd_plugin_content(s, CONTENT_EOH, NULL, NULL, 0);
 }
 
-static void end_of_headers(struct smtpd_session *s, unsigned long long body_start, int separator)
+static void on_body(void *ctx, const char *data, size_t n)
+{
+    smtpd_plugin_body(ctx, data, n);
+}
+
+static const struct header_reader_cb reader_cb = { on_header, on_end_of_headers, on_body };
+
+static void reader_cleanup(void *arg)
+{
+    header_reader_free(arg);
+}
+
+/* The reader's buffers belong to the transaction: a session that ends in
+ * the middle of the content (disconnect, timeout, RSET between BDAT chunks)
+ * frees them with the transaction's pool. */
+static struct header_reader *reader(struct smtpd_session *s)
 {
     struct smtpd_tx *tx = s->tx;
-    push_header(s);
-    tx->content_state = 1;
-    tx->body_start = body_start;
-    tx->has_separator = separator;
-    smtpd_plugin_content(s, CONTENT_EOH, NULL, NULL, 0);
+    if (!tx->reader_on) {
+        header_reader_init(&tx->reader, tx->content_start, HEADER_SIZE_LIMIT);
+        petrel_pool_cleanup_add(tx->pool, reader_cleanup, &tx->reader);
+        tx->reader_on = 1;
+    }
+    return &tx->reader;
 }
 
 /* Called with every piece of content (CRLF line ends) after our Received header. */
@@ -109,50 +113,7 @@ void smtpd_content_feed(struct smtpd_session *s, const char *data, size_t n)
 {
     if (!modules_want_content(s))
         return;
-    struct smtpd_tx *tx = s->tx;
-    size_t i = 0;
-    while (i < n && tx->content_state == 0) {
-        /* Assemble one physical line in line_buf. */
-        const char *lf = memchr(data + i, '\n', n - i);
-        size_t take = lf ? (size_t)(lf - (data + i)) + 1 : n - i;
-        buf_append(&tx->line_buf, data + i, take);
-        tx->content_pos += take;
-        i += take;
-        if (tx->line_buf.len > HEADER_SIZE_LIMIT || tx->header_bytes + tx->line_buf.len > HEADER_SIZE_LIMIT) {
-            /* Too big for a header section: what remains is body. */
-            unsigned long long start = tx->content_start + tx->content_pos - tx->line_buf.len;
-            end_of_headers(s, start, 0);
-            smtpd_plugin_body(s, tx->line_buf.data, tx->line_buf.len);
-            buf_reset(&tx->line_buf);
-            break;
-        }
-        if (!lf)
-            break;
-        const char *line = tx->line_buf.data;
-        size_t len = tx->line_buf.len;   /* includes CRLF */
-        size_t text = len >= 2 && line[len - 2] == '\r' ? len - 2 : len - 1;
-        unsigned long long line_start = tx->content_start + tx->content_pos - len;
-        if (text == 0) {
-            end_of_headers(s, tx->content_start + tx->content_pos, 1);
-        } else if ((line[0] == ' ' || line[0] == '\t') && tx->header_line.len) {
-            buf_append(&tx->header_line, "\r\n", 2);
-            buf_append(&tx->header_line, line, text);
-            tx->header_bytes += len;
-        } else if (is_header_start(line, text)) {
-            push_header(s);
-            buf_append(&tx->header_line, line, text);
-            tx->header_bytes += len;
-        } else {
-            /* Not a header: the body starts here, without a separator line. */
-            end_of_headers(s, line_start, 0);
-            smtpd_plugin_body(s, line, len);
-        }
-        buf_reset(&tx->line_buf);
-    }
-    if (i < n) {
-        tx->content_pos += n - i;
-        smtpd_plugin_body(s, data + i, n - i);
-    }
+    header_reader_feed(reader(s), data, n, &reader_cb, s);
 }
 
 /* At the end of the content: a message with no body and no empty line. */
@@ -160,22 +121,9 @@ void smtpd_content_end(struct smtpd_session *s)
 {
     if (!modules_want_content(s))
         return;
-    struct smtpd_tx *tx = s->tx;
-    if (tx->content_state == 0) {
-        if (tx->line_buf.len) {
-            /* a last header line without CRLF */
-            if (is_header_start(tx->line_buf.data, tx->line_buf.len)) {
-                push_header(s);
-                buf_append(&tx->header_line, tx->line_buf.data, tx->line_buf.len);
-                buf_reset(&tx->line_buf);
-            }
-        }
-        end_of_headers(s, tx->content_start + tx->content_pos - tx->line_buf.len, 0);
-        if (tx->line_buf.len)
-            smtpd_plugin_body(s, tx->line_buf.data, tx->line_buf.len);
-    }
-    buf_free(&tx->line_buf);
-    buf_free(&tx->header_line);
+    struct header_reader *r = reader(s);
+    header_reader_end(r, &reader_cb, s);
+    header_reader_free(r);
 }
 
 /* ------------------------------------------------------------------ */

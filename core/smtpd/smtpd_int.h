@@ -23,6 +23,7 @@
 #include "mail/addr_class.h"
 #include "queue/queue.h"
 #include "mail/smtp_data.h"
+#include "smtpd/header_reader.h"
 #include "smtpd/restrict.h"
 #include "mail/smtp_parse.h"
 
@@ -239,13 +240,10 @@ struct smtpd_tx {
     struct smtpd_edits edits;
     struct smtpd_header *headers;     /* parsed as content streams, when a module wants them */
     size_t nheaders, header_cap;
-    struct buf header_line;           /* the header being assembled (bounded by header_size_limit) */
-    struct buf line_buf;              /* the physical line being assembled */
-    unsigned long long content_pos;   /* content bytes seen after our Received header */
+    struct header_reader reader;      /* splits the content while it streams (content.c) */
+    int reader_on;                    /* reader initialised; its buffers die with the pool */
     int has_separator;                /* the header section ended with an empty line */
     int eom_counter;                  /* CNT_DATA or CNT_BDAT: the command that started the content */
-    int content_state;                /* 0 headers, 1 body, 2 headers abandoned (too big) */
-    unsigned long long header_bytes;
     unsigned long long content_start; /* content offset after our Received header */
     unsigned long long body_start;    /* content offset of the body (after the empty line) */
     struct restrict_result content_verdict;   /* a refusal from a header or body hook */

@@ -39,6 +39,11 @@ enum { TBL_FOUND = 1, TBL_NOTFOUND = 0, TBL_ERROR = -1 };
 /* The table is an alias database (alias_maps): messages about a missing
  * compiled file name `petrelctl newaliases` instead of `map build`. */
 #define TBL_FLAG_ALIASES 2
+/* No result may copy text from the key ($1 in regexp: and pcre:): Postfix's
+ * DICT_FLAG_NO_REGSUB, for maps whose result is a path, a user or group ID,
+ * or a next hop, where it would let a client choose one. Opening a pattern
+ * table with such a rule fails, naming the line. */
+#define TBL_FLAG_NO_REGSUB 4
 
 /* struct tbl_type.flags: the type matches patterns, not fixed keys. */
 #define TBL_TYPE_PATTERN 1

@@ -55,7 +55,7 @@ static const struct tbl_pattern_engine cidr_engine = {
 
 static void *cidr_open(const char *name, int flags, petrel_pool *pool, char **error)
 {
-    return tbl_pattern_load(&cidr_engine, name, pool, error);
+    return tbl_pattern_load(&cidr_engine, name, flags, pool, error);
 }
 
 static int cidr_lookup(void *handle, const char *key, const char **value, petrel_pool *scratch)

@@ -49,6 +49,7 @@ struct tbl_pattern_table {
     size_t cap;
     struct tbl_capture *caps;   /* sized for the largest $number */
     size_t ncaps;
+    int flags;                  /* TBL_FLAG_* of the open */
 };
 
 struct parsed_pattern {
@@ -302,6 +303,10 @@ static int parse_line(struct tbl_pattern_table *table, char *line, size_t nestin
         *why = xstrdup("$number found in negative match replacement text");
         goto out;
     }
+    if (rule->max_group > 0 && (table->flags & TBL_FLAG_NO_REGSUB)) {
+        *why = xstrdup("$number is not allowed in this table: its result would be text chosen by the client");
+        goto out;
+    }
     size_t ngroups = 0;
     if ((rule->expr = compile(engine, &first, rule->max_group > 0, &ngroups, why)) == NULL)
         goto out;
@@ -331,13 +336,14 @@ out:
 }
 
 struct tbl_pattern_table *tbl_pattern_load(const struct tbl_pattern_engine *engine,
-                                           const char *path, petrel_pool *pool, char **error)
+                                           const char *path, int flags, petrel_pool *pool, char **error)
 {
     struct tbl_file file;
     if (tbl_file_open(&file, path, error) != 0)
         return NULL;
     struct tbl_pattern_table *table = petrel_pool_zalloc(pool, sizeof(*table));
     table->engine = engine;
+    table->flags = flags;
     table->path = petrel_pool_strdup(pool, path);
     size_t *if_stack = NULL, nesting = 0, stack_cap = 0, max_group = 0;
     int r;

@@ -49,9 +49,10 @@ struct tbl_pattern_engine {
 
 struct tbl_pattern_table;
 
-/* Reads and compiles PATH; NULL with *error "line N: ..." or "open ...". */
+/* Reads and compiles PATH; NULL with *error "line N: ..." or "open ...".
+ * flags: the TBL_FLAG_* the table is opened with (TBL_FLAG_NO_REGSUB). */
 struct tbl_pattern_table *tbl_pattern_load(const struct tbl_pattern_engine *engine,
-                                           const char *path, petrel_pool *pool, char **error);
+                                           const char *path, int flags, petrel_pool *pool, char **error);
 int tbl_pattern_lookup(struct tbl_pattern_table *table, const char *key, const char **value,
                        petrel_pool *scratch);
 void tbl_pattern_free(struct tbl_pattern_table *table);

@@ -118,7 +118,7 @@ static const struct tbl_pattern_engine pcre_engine = {
 
 static void *pcre_open(const char *name, int flags, petrel_pool *pool, char **error)
 {
-    return tbl_pattern_load(&pcre_engine, name, pool, error);
+    return tbl_pattern_load(&pcre_engine, name, flags, pool, error);
 }
 
 static int pcre_lookup(void *handle, const char *key, const char **value, petrel_pool *scratch)

@@ -91,7 +91,7 @@ static const struct tbl_pattern_engine regexp_engine = {
 
 static void *regexp_open(const char *name, int flags, petrel_pool *pool, char **error)
 {
-    return tbl_pattern_load(&regexp_engine, name, pool, error);
+    return tbl_pattern_load(&regexp_engine, name, flags, pool, error);
 }
 
 static int regexp_lookup(void *handle, const char *key, const char **value, petrel_pool *scratch)

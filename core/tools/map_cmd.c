@@ -71,7 +71,7 @@ struct env {
     const char *default_type;
 };
 
-static void usage_map(const char *what)
+static __attribute__((noreturn)) void usage_map(const char *what)
 {
     fprintf(stderr,
             "usage: petrelctl [-c config_directory] %s build [-fnNprwF] [-i] [TYPE:]FILE ...\n"

@@ -50,7 +50,8 @@ static void usage(void)
     exit(2);
 }
 
-static const char *queue_directory(const char *confdir)
+/* The queue directory from main.cf, malloc'd. */
+static char *queue_directory(const char *confdir)
 {
     struct cfg_schema *schema = cfg_schema_new();
     char *dir = cfg_peek(schema, confdir, "queue_directory");
@@ -64,16 +65,21 @@ static const char *queue_directory(const char *confdir)
 
 static int control(const char *confdir, const char *command)
 {
-    const char *qdir = queue_directory(confdir);
+    char *qdir = queue_directory(confdir);
     struct sockaddr_un sun;
     memset(&sun, 0, sizeof(sun));
     sun.sun_family = AF_UNIX;
-    if ((size_t)snprintf(sun.sun_path, sizeof(sun.sun_path), "%s/private/control", qdir) >= sizeof(sun.sun_path)) {
+    int too_long = (size_t)snprintf(sun.sun_path, sizeof(sun.sun_path), "%s/private/control", qdir)
+                   >= sizeof(sun.sun_path);
+    if (too_long)
         fprintf(stderr, "petrelctl: queue_directory path too long: %s\n", qdir);
+    free(qdir);
+    if (too_long)
         return 1;
-    }
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof(sun)) != 0) {
+        if (fd >= 0)
+            close(fd);
         if (strcmp(command, "status") == 0) {
             fprintf(stderr, "petrelctl: the Petrel mail system is not running (no answer on %s)\n", sun.sun_path);
             return 1;
@@ -88,11 +94,15 @@ static int control(const char *confdir, const char *command)
     ipc_finish(&b);
     if (ipc_write_all(fd, b.data, b.len) != 0) {
         fprintf(stderr, "petrelctl: write to %s: %s\n", sun.sun_path, strerror(errno));
+        buf_free(&b);
+        close(fd);
         return 1;
     }
     struct ipc_msg reply;
     if (ipc_read_frame(fd, &b, &reply) != 0 || reply.type != IPC_CTL_REPLY || reply.count < 2) {
         fprintf(stderr, "petrelctl: no valid reply from the master on %s\n", sun.sun_path);
+        buf_free(&b);
+        close(fd);
         return 1;
     }
     char code[16];

@@ -5,9 +5,7 @@
  * without spaces and bounded, and that the kept text is printable.
  *
  * make check builds it with t/fuzz/replay_main.c and replays
- * t/fuzz/corpus/clamd_reply. libFuzzer build:
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
- *     -I$B -Imodules/clamav t/fuzz/fuzz_clamd_reply.c modules/clamav/clamd_proto.c -o /tmp/fuzz_clamd_reply
+ * t/fuzz/corpus/clamd_reply; `make fuzz` runs it with libFuzzer (doc/testing.md).
  */
 #include <stdint.h>
 #include <stdlib.h>

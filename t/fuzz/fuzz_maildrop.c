@@ -13,13 +13,7 @@
  *   - a refusal always carries a reason.
  *
  * make check builds it with t/fuzz/replay_main.c and replays
- * t/fuzz/corpus/maildrop. libFuzzer build (with a configured build tree in
- * $B for config.h):
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
- *     -I$B -Icore/include -Icore t/fuzz/fuzz_maildrop.c core/queue/maildrop.c \
- *     core/queue/queue_id.c core/smtpd/smtp_parse.c core/lib/pool.c core/lib/xalloc.c core/lib/buf.c \
- *     core/lib/log.c -o /tmp/fuzz_maildrop
- *   /tmp/fuzz_maildrop -max_total_time=60 -max_len=70000 /tmp/corpus-md t/fuzz/corpus/maildrop
+ * t/fuzz/corpus/maildrop; `make fuzz` runs it with libFuzzer (doc/testing.md).
  */
 #include "config.h"
 

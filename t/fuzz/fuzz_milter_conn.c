@@ -15,10 +15,7 @@
  * and never from inside a call.
  *
  * make check builds it with t/fuzz/replay_main.c and replays
- * t/fuzz/corpus/milter_conn. libFuzzer build (a configured tree in $B):
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
- *     -I$B -Imodules/milter t/fuzz/fuzz_milter_conn.c modules/milter/milter_*.c \
- *     -o /tmp/fuzz_milter_conn
+ * t/fuzz/corpus/milter_conn; `make fuzz` runs it with libFuzzer (doc/testing.md).
  */
 #include <errno.h>
 #include <stdint.h>

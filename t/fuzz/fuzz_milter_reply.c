@@ -15,11 +15,7 @@
  * lost; streamed pieces add up to the packet's length.
  *
  * make check builds it with t/fuzz/replay_main.c and replays
- * t/fuzz/corpus/milter_reply. libFuzzer build (a configured tree in $B):
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
- *     -I$B -Imodules/milter t/fuzz/fuzz_milter_reply.c modules/milter/milter_proto.c \
- *     -o /tmp/fuzz_milter_reply
- *   /tmp/fuzz_milter_reply -max_total_time=60 /tmp/corpus-milter t/fuzz/corpus/milter_reply
+ * t/fuzz/corpus/milter_reply; `make fuzz` runs it with libFuzzer (doc/testing.md).
  */
 #include <stdint.h>
 #include <stdlib.h>

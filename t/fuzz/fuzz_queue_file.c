@@ -3,19 +3,12 @@
  * become a queue file in a scratch directory and must be either accepted or
  * rejected with a reason, never crash, hang or leak.
  *
- * libFuzzer build (clang), from a configured build directory BUILD:
- *   SRC=/path/to/petrel
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -DPETREL_LIBFUZZER \
- *     -I BUILD -I $SRC/core -I $SRC/core/include \
- *     $SRC/t/fuzz/fuzz_queue_file.c $SRC/core/queue/queue_*.c \
- *     $SRC/core/lib/pool.c $SRC/core/lib/xalloc.c $SRC/core/lib/log.c \
- *     -pthread -o fuzz_queue_file
- *   ./fuzz_queue_file -max_len=65536 CORPUS_DIR $SRC/t/fuzz/corpus/queue
- *
- * Without PETREL_LIBFUZZER (the `make check` build) this is a replay
- * program: it runs every file named on the command line, or else every file
- * in $top_srcdir/t/fuzz/corpus/queue/, plus each file's truncations and
- * single-byte mutations, and prints TAP.
+ * `make fuzz` builds it with libFuzzer (doc/testing.md). Without
+ * PETREL_LIBFUZZER (the `make check` build) this is a replay program: it
+ * runs every file named on the command line, or else every file in
+ * $top_srcdir/t/fuzz/corpus/queue_file/ and the reproducers
+ * t/fuzz/crashes/queue_file-*, plus each file's truncations and single-byte
+ * mutations, and prints TAP.
  */
 #include "config.h"
 
@@ -42,6 +35,17 @@ struct fuzz_scratch {
     petrel_pool *pool;
 };
 
+static struct fuzz_scratch *scratch(void);
+
+/* The scratch file and directory go when the process exits (a libFuzzer
+ * run ends with exit(); the replay main removes them itself too). */
+static void remove_scratch(void)
+{
+    struct fuzz_scratch *s = scratch();
+    unlinkat(s->dirfd, FUZZ_ID, 0);
+    rmdir(s->dir);
+}
+
 static struct fuzz_scratch *scratch(void)
 {
     /* libFuzzer gives no context argument; one scratch per process is the
@@ -62,6 +66,7 @@ static struct fuzz_scratch *scratch(void)
         abort();
     }
     s.pool = petrel_pool_create(0);
+    atexit(remove_scratch);
     return &s;
 }
 
@@ -124,13 +129,39 @@ static int replay_file(const char *path)
         data[i] ^= 1;
     }
     free(data);
-    /* A seed named "*incomplete*" must be rejected; the others must parse. */
-    int want = strstr(path, "incomplete") ? -1 : 0;
+    /* A seed named "*incomplete*" must be rejected, one named "seed-*" must
+     * parse; any other file (a fuzzer's reproducer) only must not crash. */
+    const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    int want = strstr(base, "incomplete") ? -1 : strncmp(base, "seed-", 5) == 0 ? 0 : rc;
     printf("%s %d - %s: %s, %zu truncations %s, %zu of %zu bit flips accepted\n",
            rc == want && truncations_rejected ? "ok" : "not ok", ++tests, path,
            rc == 0 ? "accepted" : "rejected", size,
            truncations_rejected ? "rejected" : "NOT all rejected", mutants_accepted, size);
     return rc == want && truncations_rejected ? 0 : 1;
+}
+
+/* Replays the files of dir whose names start with prefix (in name order). */
+static int replay_dir(const char *dir, const char *prefix, int must_exist)
+{
+    struct dirent **names;
+    int n = scandir(dir, &names, NULL, alphasort);
+    if (n < 0) {
+        if (!must_exist)
+            return 0;
+        printf("not ok %d - cannot open corpus %s: %s\n", ++tests, dir, strerror(errno));
+        return 1;
+    }
+    int failed = 0;
+    for (int i = 0; i < n; i++) {
+        if (names[i]->d_name[0] != '.' && strncmp(names[i]->d_name, prefix, strlen(prefix)) == 0) {
+            char path[8192];
+            snprintf(path, sizeof(path), "%s/%s", dir, names[i]->d_name);
+            failed += replay_file(path);
+        }
+        free(names[i]);
+    }
+    free(names);
+    return failed;
 }
 
 int main(int argc, char **argv)
@@ -142,21 +173,10 @@ int main(int argc, char **argv)
     } else {
         const char *top = getenv("top_srcdir");
         char dir[4096];
-        snprintf(dir, sizeof(dir), "%s/t/fuzz/corpus/queue", top && *top ? top : ".");
-        DIR *d = opendir(dir);
-        if (!d) {
-            printf("not ok 1 - cannot open corpus %s: %s\n1..1\n", dir, strerror(errno));
-            return 1;
-        }
-        struct dirent *de;
-        while ((de = readdir(d)) != NULL) {
-            if (de->d_name[0] == '.')
-                continue;
-            char path[8192];
-            snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-            failed += replay_file(path);
-        }
-        closedir(d);
+        snprintf(dir, sizeof(dir), "%s/t/fuzz/corpus/queue_file", top && *top ? top : ".");
+        failed += replay_dir(dir, "", 1);
+        snprintf(dir, sizeof(dir), "%s/t/fuzz/crashes", top && *top ? top : ".");
+        failed += replay_dir(dir, "queue_file-", 0);
     }
     struct fuzz_scratch *s = scratch();
     close(s->fd);

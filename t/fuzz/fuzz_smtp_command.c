@@ -1,5 +1,5 @@
 /*
- * Fuzz target for the SMTP command-line parsers (core/smtpd/smtp_parse.c).
+ * Fuzz target for the SMTP command-line parsers (core/mail/smtp_parse.c).
  * The input is one command line; its first byte also picks the parser
  * options. Besides crashes and sanitizer reports it checks invariants:
  * every failure carries a complete 4xx/5xx reply, a parsed address obeys
@@ -8,12 +8,7 @@
  * the HELO name as kept (smtp_helo_printable) is clean.
  *
  * make check builds it with t/fuzz/replay_main.c and replays
- * t/fuzz/corpus/smtp_command. libFuzzer build (from /work/main, with a
- * configured build tree in $B for config.h):
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
- *     -I$B -Icore/include -Icore t/fuzz/fuzz_smtp_command.c core/smtpd/smtp_parse.c \
- *     core/lib/pool.c core/lib/xalloc.c core/lib/log.c -o /tmp/fuzz_smtp_command
- *   /tmp/fuzz_smtp_command -max_total_time=60 -max_len=1024 /tmp/corpus-cmd t/fuzz/corpus/smtp_command
+ * t/fuzz/corpus/smtp_command; `make fuzz` runs it with libFuzzer (doc/testing.md).
  */
 #include "config.h"
 

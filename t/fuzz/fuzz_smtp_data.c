@@ -1,5 +1,5 @@
 /*
- * Fuzz target for the DATA-phase reader (core/smtpd/smtp_data.c). The first
+ * Fuzz target for the DATA-phase reader (core/mail/smtp_data.c). The first
  * byte picks the bare-LF policy, a size limit and a piece size; the rest is
  * the raw client stream. Invariants checked: feeding everything at once,
  * one byte at a time and in pieces gives identical output, consumption and
@@ -7,12 +7,7 @@
  * smuggled can reach a next hop); what is emitted never passes the limit.
  *
  * make check builds it with t/fuzz/replay_main.c and replays
- * t/fuzz/corpus/smtp_data. libFuzzer build (from /work/main, with a
- * configured build tree in $B for config.h):
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
- *     -I$B -Icore/include -Icore t/fuzz/fuzz_smtp_data.c core/smtpd/smtp_data.c \
- *     core/lib/buf.c core/lib/xalloc.c core/lib/log.c -o /tmp/fuzz_smtp_data
- *   /tmp/fuzz_smtp_data -max_total_time=60 /tmp/corpus-data t/fuzz/corpus/smtp_data
+ * t/fuzz/corpus/smtp_data; `make fuzz` runs it with libFuzzer (doc/testing.md).
  */
 #include "config.h"
 

@@ -7,10 +7,7 @@
  * within its bound, texts are printable, a completed response has a status.
  *
  * make check builds it with t/fuzz/replay_main.c and replays
- * t/fuzz/corpus/spamd_response. libFuzzer build:
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
- *     -I$B -Imodules/spamassassin t/fuzz/fuzz_spamd_response.c \
- *     modules/spamassassin/spamd_proto.c -o /tmp/fuzz_spamd_response
+ * t/fuzz/corpus/spamd_response; `make fuzz` runs it with libFuzzer (doc/testing.md).
  */
 #include <stdint.h>
 #include <stdlib.h>

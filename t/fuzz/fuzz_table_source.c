@@ -9,13 +9,7 @@
  * idempotent and folded text is valid UTF-8 whenever the input was.
  *
  * make check builds it with t/fuzz/replay_main.c and replays
- * t/fuzz/corpus/table_source. libFuzzer build (with a configured build tree
- * in $B for config.h):
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
- *     -I$B -Icore/include -Icore t/fuzz/fuzz_table_source.c core/tables/table_source.c \
- *     core/tables/table_util.c core/lib/buf.c core/lib/xalloc.c core/lib/log.c core/lib/pool.c \
- *     $(pkg-config --libs icu-uc) -o /tmp/fuzz_table_source
- *   /tmp/fuzz_table_source -max_total_time=60 /tmp/corpus-ts t/fuzz/corpus/table_source
+ * t/fuzz/corpus/table_source; `make fuzz` runs it with libFuzzer (doc/testing.md).
  */
 #include "config.h"
 

@@ -3,9 +3,10 @@
  * `make check` without clang's -fsanitize=fuzzer. Each argument is a file or
  * a directory; every regular file in a directory is fed once to
  * LLVMFuzzerTestOneInput. With no arguments it replays
- * $srcdir/t/fuzz/corpus/<program name without "fuzz_"> (or $top_srcdir),
- * so the make check line needs no arguments. Output is TAP: one line per
- * input, so a crash names the file that caused it.
+ * $srcdir/t/fuzz/corpus/<program name without "fuzz_"> (or $top_srcdir)
+ * and the reproducers `make fuzz` kept in t/fuzz/crashes/<name>-*, so the
+ * make check line needs no arguments. Output is TAP: one line per input,
+ * so a crash names the file that caused it.
  *
  * Link this file into a fuzz target only when NOT building with
  * -fsanitize=fuzzer (libFuzzer brings its own main).
@@ -70,10 +71,12 @@ static int compare_names(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static void replay_path(struct replay_state *st, const char *path)
+static void replay_path(struct replay_state *st, const char *path, const char *prefix, int must_exist)
 {
     struct stat sb;
     if (stat(path, &sb) < 0) {
+        if (!must_exist)
+            return;
         printf("not ok %d - %s: %s\n", ++st->count, path, strerror(errno));
         st->failures++;
         return;
@@ -93,7 +96,7 @@ static void replay_path(struct replay_state *st, const char *path)
     size_t count = 0, cap = 0;
     struct dirent *de;
     while ((de = readdir(dir)) != NULL) {
-        if (de->d_name[0] == '.')
+        if (de->d_name[0] == '.' || strncmp(de->d_name, prefix, strlen(prefix)) != 0)
             continue;
         if (count == cap) {
             cap = cap ? cap * 2 : 64;
@@ -126,7 +129,7 @@ int main(int argc, char **argv)
 
     if (argc > 1) {
         for (int i = 1; i < argc; i++)
-            replay_path(&st, argv[i]);
+            replay_path(&st, argv[i], "", 1);
     } else {
         const char *srcdir = getenv("srcdir");
         if (srcdir == NULL)
@@ -140,9 +143,16 @@ int main(int argc, char **argv)
             base += 3;
         if (strncmp(base, "fuzz_", 5) == 0)
             base += 5;
-        char corpus[4096];
-        snprintf(corpus, sizeof corpus, "%s/t/fuzz/corpus/%s", srcdir, base);
-        replay_path(&st, corpus);
+        char path[4096], prefix[256];
+        snprintf(path, sizeof path, "%s/t/fuzz/corpus/%s", srcdir, base);
+        replay_path(&st, path, "", 1);
+        snprintf(path, sizeof path, "%s/t/fuzz/crashes", srcdir);
+        snprintf(prefix, sizeof prefix, "%s-", base);
+        replay_path(&st, path, prefix, 0);
+    }
+    if (st.count == 0) {
+        printf("not ok 1 - no corpus files found\n");
+        st.count = st.failures = 1;
     }
     printf("1..%d\n", st.count);
     return st.failures ? 1 : 0;

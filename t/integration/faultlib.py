@@ -24,17 +24,12 @@ QMGR = "qmgr unix n - n 300 1 qmgr\n"
 
 
 def _sanitizer_runtime():
-    """When the build uses ASan, its runtime must come first in LD_PRELOAD."""
-    try:
-        with open(os.path.join(TOP_BUILDDIR, "Makefile")) as f:
-            m = re.search(r"^SAN_CFLAGS = (.*)$", f.read(), re.M)
-    except OSError:
-        return None
-    if not m or "address" not in m.group(1):
-        return None
-    cc = "cc"
-    out = subprocess.run([cc, "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip()
-    return out if out and os.path.isabs(out) else None
+    """When petreld uses a shared ASan runtime (gcc's libasan.so), it must come
+    first in LD_PRELOAD. clang links its runtime into the program: nothing to
+    preload then (preloading gcc's would crash it)."""
+    out = subprocess.run(["ldd", harness.PETRELD], capture_output=True, text=True).stdout
+    m = re.search(r"^\s*libasan\.so\S*\s+=>\s+(\S+)", out, re.M)
+    return m.group(1) if m else None
 
 
 class Faults:

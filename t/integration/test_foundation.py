@@ -84,7 +84,7 @@ with Petrel(t, start=False, master_cf="127.0.0.1:%d inet n - n - - smtpd\n" % bu
 busy.close()
 
 # --- start, serve, status, crash-restart, reload, refused reload, stop ---
-with Petrel(t) as p:
+with Petrel(t, crash_test=True) as p:
     c = p.connect()
     t.is_(c.code, 220, "greeting after start")
     t.like(c.lines[-1], r"^220 mx\.petrel\.test ESMTP Petrel", "banner is $myhostname ESMTP $mail_name")

@@ -48,8 +48,10 @@ try:
     trace = os.path.join(p.dir, "strace.out")
     p.logf = open(p.log_path, "ab")
     cmd = ["strace", "-f", "-tt", "-yy", "-s", "512", "-e", "trace=" + SYSCALLS, "-o", trace]
+    env = dict(os.environ)
+    env.update(harness.sanitizer_env(traced=True))   # LeakSanitizer cannot run under strace
     p.proc = subprocess.Popen(cmd + p.command(harness.PETRELD, "-c", p.conf), stdout=p.logf,
-                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
     p.wait_listening(timeout=20)
     c = p.connect()
     # One after the other: the mbox lands in the directory the Maildir delivery made.

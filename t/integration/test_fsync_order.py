@@ -29,7 +29,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
 import harness  # noqa: E402
-from harness import Petrel, Smtp, Tap  # noqa: E402
+from harness import Petrel, Smtp, Tap, sanitizer_env  # noqa: E402
 import qcheck  # noqa: E402
 
 CLIENTS = 4
@@ -65,8 +65,11 @@ class Traced:
         self.trace = os.path.join(self.p.dir, "strace.out")
         self.p.logf = open(self.p.log_path, "ab")
         # strace runs as root and execs setpriv, which drops to the test user.
+        env = dict(os.environ)
+        env.update(sanitizer_env(traced=True))
         self.p.proc = subprocess.Popen(qcheck.strace_command(self.trace) + self.p.command(binary, "-c", self.p.conf),
-                                       stdout=self.p.logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                       stdout=self.p.logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       env=env)
         self.p.wait_listening(timeout=20)
         self.sent, self.accepted, self.lock = {}, {}, threading.Lock()
 

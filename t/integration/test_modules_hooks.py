@@ -269,7 +269,7 @@ with Petrel(t, workers=1, main_cf=conf(testmod_log_hooks="no", testmod_hook_time
     c.close()
 
 # --- crash isolation ---------------------------------------------------------
-with Petrel(t, workers=1, main_cf=conf(testmod_log_hooks="no")) as p:
+with Petrel(t, workers=1, main_cf=conf(testmod_log_hooks="no"), crash_test=True) as p:
     c = p.connect()
     reply = mail(c, "a@example.org")
     qid = reply.split()[-1]

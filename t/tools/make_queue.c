@@ -109,8 +109,10 @@ int main(int argc, char **argv)
             if (nmarks == MAX_MARKS)
                 return 2;
             char *copy = strdup(optarg), *colon = strchr(copy, ':');
-            if (!colon)
+            if (!colon) {
+                free(copy);
                 return 2;
+            }
             *colon = '\0';
             char *dsn = strchr(colon + 1, ':');
             if (dsn)
@@ -121,6 +123,7 @@ int main(int argc, char **argv)
             if (dsn)
                 sscanf(dsn, "%u.%u.%u", &x, &y, &z);
             marks[nmarks].dsn = QUEUE_DSN_CODE(x, y, z);
+            free(copy);
             if (marks[nmarks].status < 0)
                 return 2;
             nmarks++;

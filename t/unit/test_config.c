@@ -272,6 +272,12 @@ static void test_expansion(const struct cfg_schema *schema)
     ok(contains(log, "self: parameter expansion loop: self -> self"), "self loop named");
     ok(contains(log, expect("%s/main.cf:1: myorigin:", confdir)), "loop reported with file:line");
 
+    /* mydomain's default is computed from myhostname: a myhostname that
+     * names $mydomain is a loop too (it recursed until the stack ran out). */
+    cfg = load(schema, "myhostname = mx.$mydomain\n", NULL, &nerrors, &log);
+    ok(cfg == NULL, "myhostname = x.$mydomain with mydomain's computed default: a loop, an error");
+    ok(contains(log, "myhostname: parameter expansion loop: myhostname -> mydomain"), "that loop named");
+
     cfg = load(schema, "smtpd_banner = ${myhostname\nrelayhost = ${bad name}\n", NULL, &nerrors, &log);
     ok(cfg == NULL, "bad syntax is an error");
     ok(contains(log, "smtpd_banner: missing '}'"), "unterminated ${");
@@ -737,6 +743,14 @@ static void test_postconf(const struct cfg_schema *schema)
     int rc = postconf_main(schema, confdir, 3, bad_args);
     end_capture();
     is_int(rc, 1, "edit without = fails");
+    /* A line break would write a second parameter (or text that joins this
+     * value): refused, and main.cf stays as it was. */
+    char *newline_args[] = { "config", "smtpd_banner = hi\nmynetworks = 0.0.0.0/0", NULL };
+    begin_capture(2);
+    rc = postconf_main(schema, confdir, 2, newline_args);
+    end_capture();
+    is_int(rc, 1, "a value with a line break is refused");
+    is_str(read_whole(path, text, sizeof(text)), "myhostname = new.example\n", "and main.cf is unchanged");
 }
 
 int main(void)

@@ -30,7 +30,8 @@ char *petrel_pool_strndup(petrel_pool *pool, const char *s, size_t n);
 void *petrel_pool_memdup(petrel_pool *pool, const void *p, size_t n);
 char *petrel_pool_printf(petrel_pool *pool, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-char *petrel_pool_vprintf(petrel_pool *pool, const char *fmt, va_list ap);
+char *petrel_pool_vprintf(petrel_pool *pool, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
 
 /* Runs fn(arg) when the pool is destroyed or reset; returns 0. */
 int petrel_pool_cleanup_add(petrel_pool *pool, petrel_cleanup_fn *fn, void *arg);

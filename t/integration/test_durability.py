@@ -211,7 +211,7 @@ with Petrel(t, workers=1) as p:
 # then acknowledges a message whose file the scan removed). The next master
 # starts once they are gone, and its scan removes the orphaned transaction.
 with Petrel(t, workers=2) as p:
-    workers = qcheck.descendants(p.proc.pid)
+    workers = p.worker_pids(at_least=2)   # the master forks them after it listens
     c = Smtp(p.port, timeout=10)
     c.ehlo()
     c.cmd("MAIL FROM:<orphan@example.org>")

@@ -378,7 +378,9 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
     struct smtpd_session *s = arg;
     if (what & BEV_EVENT_CONNECTED) {
         smtpd_tls_established(s);
-        if (smtpd_phase_has_hooks(s, PHASE_STARTTLS) && s->state == SMTPD_CMD)
+        if (!s->greeted && smtpd_phase_has_hooks(s, PHASE_STARTTLS))
+            s->tls_hooks_pending = 1;   /* implicit TLS done before the greeting: after it */
+        else if (smtpd_phase_has_hooks(s, PHASE_STARTTLS) && s->state == SMTPD_CMD)
             smtpd_hooks_then(s, PHASE_STARTTLS, NULL, starttls_hooked);
         return;
     }
@@ -636,6 +638,11 @@ static void connect_hooked(struct smtpd_session *s, const struct restrict_result
         return;
     }
     send_greeting(s);
+    if (s->tls_hooks_pending && s->state == SMTPD_CMD) {
+        s->tls_hooks_pending = 0;
+        smtpd_hooks_then(s, PHASE_STARTTLS, NULL, starttls_hooked);
+        return;
+    }
     smtpd_continue(s);
 }
 
@@ -657,6 +664,7 @@ static void send_greeting(struct smtpd_session *s)
         }
     }
     smtpd_reply(s, "220 %s", s->set->banner);
+    s->greeted = 1;
 }
 
 

@@ -357,6 +357,8 @@ struct smtpd_session {
     int defer_if_permit_client, defer_if_permit_helo, defer_if_permit_sender;
     struct policy_conn *policy_conns; /* policy connections held for the transaction */
     int hangup_after_reply;           /* a 421 or 521 reply was sent: close (Postfix) */
+    int greeted;                      /* the 220 went out */
+    int tls_hooks_pending;            /* implicit TLS finished before the greeting: STARTTLS hooks after it */
     /* modules */
     struct petrel_session api;
     struct petrel_pending *pending;   /* suspended module calls (orphaned when the session ends) */

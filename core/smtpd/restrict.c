@@ -218,8 +218,6 @@ static const char *default_acl(const char *param)
         return "check_sender_access";
     if (strcmp(param, "smtpd_recipient_restrictions") == 0 || strcmp(param, "smtpd_relay_restrictions") == 0)
         return "check_recipient_access";
-    if (strcmp(param, "smtpd_etrn_restrictions") == 0)
-        return "check_etrn_access";
     return NULL;
 }
 

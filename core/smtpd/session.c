@@ -138,40 +138,6 @@ static void log_disconnect(struct smtpd_session *s)
         msg_info("disconnect from %s%s commands=%u/%u", s->namaddr, line, total_ok, total);
 }
 
-static const char *tx_sender_for_log(struct smtpd_session *s)
-{
-    return s->tx && s->tx->mail.address ? s->tx->mail.address : NULL;
-}
-
-/* Postfix's reject log line, read by pflogsumm:
- * "NOQUEUE: reject: RCPT from name[addr]: 554 5.7.1 <x>: Relay access denied; from=<a> to=<b> proto=ESMTP helo=<h>" */
-void smtpd_log_reject(struct smtpd_session *s, const char *what, const char *verb, int code,
-                      const char *enhanced, const char *text, const char *rcpt)
-{
-    char line[1024];
-    snprintf(line, sizeof(line), "%d %s %s", code, enhanced, text);
-    smtpd_log_event(s, what, verb, line, rcpt);
-}
-
-void smtpd_log_event(struct smtpd_session *s, const char *what, const char *verb, const char *text,
-                     const char *rcpt)
-{
-    char extra[1024];
-    size_t len = 0;
-    const char *sender = tx_sender_for_log(s);
-    extra[0] = '\0';
-    if (sender)
-        len += (size_t)snprintf(extra + len, sizeof(extra) - len, " from=<%s>", sender);
-    if (rcpt && len < sizeof(extra))
-        len += (size_t)snprintf(extra + len, sizeof(extra) - len, " to=<%s>", rcpt);
-    if (len < sizeof(extra))
-        len += (size_t)snprintf(extra + len, sizeof(extra) - len, " proto=%s", s->esmtp ? "ESMTP" : "SMTP");
-    if (s->helo && len < sizeof(extra))
-        snprintf(extra + len, sizeof(extra) - len, " helo=<%s>", s->helo);
-    const char *qid = s->tx && s->tx->queue_id[0] ? s->tx->queue_id : "NOQUEUE";
-    msg_info("%s: %s: %s from %s: %s;%s", qid, what, verb, s->namaddr, text, extra);
-}
-
 void smtpd_count_error(struct smtpd_session *s, enum smtpd_counter c)
 {
     s->counter_errors[c]++;

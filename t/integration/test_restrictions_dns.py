@@ -315,17 +315,58 @@ with start(refusing, {"unknown_address_tempfail_action": "defer"},
 
 silent = Silent()
 try:
-    with start(silent.server) as p:
-        c = connect_from(p, "127.0.0.2", timeout=60)
-        t.is_(c.code, 220, "a DNS that does not answer: the greeting comes when the reverse lookup gives up")
-        c.ehlo()
-        c.cmd("MAIL FROM:<sender@example.org>")
-        t.is_(c.cmd("RCPT TO:<u-client@petrel.test>"),
-              "450 4.7.25 Client host rejected: cannot find your hostname, [127.0.0.2]",
-              "a DNS that does not answer: a temporary status, 450")
-        c.close()
+    with start(silent.server, {"unknown_client_reject_code": "550", "unknown_address_reject_code": "550",
+                               "unknown_hostname_reject_code": "550"}) as p:
+        # Every DNS restriction at once, one session each (each waits for the
+        # resolver to give up: about 14 s with c-ares' retries).
+        cases = [
+            ("u-client@petrel.test", "client.example.org", "sender@example.org",
+             "450 4.7.25 Client host rejected: cannot find your hostname, [127.0.0.2]", "reject_unknown_client_hostname"),
+            ("u-reverse@petrel.test", "client.example.org", "sender@example.org",
+             "450 4.7.1 Client host rejected: cannot find your reverse hostname, [127.0.0.2]",
+             "reject_unknown_reverse_client_hostname"),
+            ("u-helo@petrel.test", "good.petrel-test", "sender@example.org",
+             "450 4.7.1 <good.petrel-test>: Helo command rejected: Host not found", "reject_unknown_helo_hostname"),
+            ("u-sender@petrel.test", "client.example.org", "a@mxdom.petrel-test",
+             "450 4.1.8 <a@mxdom.petrel-test>: Sender address rejected: Domain not found",
+             "reject_unknown_sender_domain"),
+            ("b@nxdomain.petrel-test", "client.example.org", "sender@example.org",
+             "450 4.1.2 <b@nxdomain.petrel-test>: Recipient address rejected: Domain not found",
+             "reject_unknown_recipient_domain"),
+            ("c-sender-mx@petrel.test", "client.example.org", "a@mxdom.petrel-test", "250 2.1.5 Ok",
+             "check_sender_mx_access (finds nothing, logged)"),
+        ]
+        results = {}
+
+        def session(case):
+            rcpt_to, helo, sender, _, _ = case
+            try:
+                c = connect_from(p, "127.0.0.2", timeout=90)
+                results[rcpt_to] = [c.code]
+                c.ehlo(helo)
+                c.cmd("MAIL FROM:<%s>" % sender)
+                results[rcpt_to].append(c.cmd("RCPT TO:<%s>" % rcpt_to))
+                c.close()
+            except OSError as e:
+                results[rcpt_to] = [None, repr(e)]
+
+        threads = [threading.Thread(target=session, args=(case,)) for case in cases]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(120)
+        t.ok(all(results.get(c[0], [None])[0] == 220 for c in cases),
+             "a DNS that does not answer: the greetings come when the reverse lookups give up", results)
+        for rcpt_to, _, _, want, name in cases:
+            t.is_(results.get(rcpt_to, [None, None])[-1], want,
+                  "a DNS that does not answer: %s gives a temporary answer (the codes say 550)" % name)
         t.ok(silent.queries > 1, "the queries went to the silent server (and were retried)")
         t.ok(p.wait_log(r"connect from unknown\[127\.0\.0\.2\]"), "the client is unknown")
+        t.ok(p.wait_log(r"warning: Unable to look up MX host for mxdom\.petrel-test: Host not found, try again"),
+             "check_sender_mx_access: the failed lookup is logged")
+        still_serves_silent = connect_from(p, "127.0.0.2", timeout=90)
+        t.is_(still_serves_silent.ehlo(), "250 CHUNKING", "the server still serves")
+        still_serves_silent.close()
 finally:
     silent.stop()
 

@@ -15,7 +15,7 @@ TEST_PKGS="python3 swaks postfix strace openssl procps util-linux time dnsmasq-b
 dovecot-core dovecot-lmtpd opendkim-tools python3-dkim python3-nacl python3-dnspython iproute2 redis-server redis-sentinel \
 postfix-lmdb postfix-cdb postfix-sqlite sqlite3 tinycdb lmdb-utils \
 libmilter-dev spamassassin spamd spamc spamass-milter clamav-daemon clamav-milter opendkim \
-clang libclang-rt-14-dev llvm"
+clang libclang-rt-14-dev llvm postgrey postfix-policyd-spf-python"
 
 want=""
 for p in $BUILD_PKGS ${PETREL_WITH_TESTS:+$TEST_PKGS}; do
@@ -49,7 +49,7 @@ fi
 for unit in postfix.service redis-server.service redis-sentinel.service dnsmasq.service dovecot.service \
     spamd.service spamassassin.service spamassassin-maintenance.timer spamass-milter.service \
     clamav-daemon.service clamav-daemon.socket clamav-freshclam.service clamav-freshclam-once.timer \
-    clamav-clamonacc.service clamav-milter.service opendkim.service opendmarc.service; do
+    clamav-clamonacc.service clamav-milter.service opendkim.service opendmarc.service postgrey.service; do
     if systemctl list-unit-files "$unit" >/dev/null 2>&1; then
         systemctl stop "$unit" >/dev/null 2>&1 || true
         systemctl mask "$unit" >/dev/null 2>&1 || true

@@ -90,6 +90,9 @@ void cfg_origin(const struct cfg *, const char *name, const char **file, int *li
 int cfg_same_except(const struct cfg *a, const struct cfg *b, const char *const *names);
 size_t cfg_service_count(const struct cfg *);
 const struct master_service *cfg_service(const struct cfg *, size_t i);
+/* The master.cf service named name (column 1 as written), from the
+ * generation a service's configuration belongs to; NULL if none. */
+const struct master_service *cfg_find_service(const struct cfg *, const char *name);
 
 /*
  * The value of one parameter from confdir/main.cf, expanded, without

@@ -962,6 +962,15 @@ size_t cfg_service_count(const struct cfg *cfg)
     return cfg->nservices;
 }
 
+const struct master_service *cfg_find_service(const struct cfg *cfg, const char *name)
+{
+    const struct cfg *gen = cfg->generation ? cfg->generation : cfg;
+    for (size_t i = 0; i < gen->nservices; i++)
+        if (strcmp(gen->services[i].name, name) == 0)
+            return &gen->services[i];
+    return NULL;
+}
+
 const struct master_service *cfg_service(const struct cfg *cfg, size_t i)
 {
     return i < cfg->nservices ? &cfg->services[i] : NULL;

@@ -92,6 +92,22 @@ static void suggest_name(const struct cfg_schema *schema, const char *name, stru
         buf_printf(out, "; did you mean \"%s\"?", best_name);
 }
 
+/* NAME_time_limit where NAME is a master.cf spawn(8) service: the service. */
+static const struct master_service *spawn_time_limit(const struct cfg *cfg, const char *name)
+{
+    static const char suffix[] = "_time_limit";
+    size_t len = strlen(name), sl = sizeof(suffix) - 1;
+    if (len <= sl || strcmp(name + len - sl, suffix) != 0)
+        return NULL;
+    for (size_t i = 0; i < cfg->nservices; i++) {
+        const struct master_service *svc = &cfg->services[i];
+        if (strlen(svc->name) == len - sl && strncmp(svc->name, name, len - sl) == 0 && svc->command &&
+            strcmp(svc->command, "spawn") == 0)
+            return svc;
+    }
+    return NULL;
+}
+
 struct cfg *cfg_load_generation(const struct cfg_schema *schema, const char *confdir, int quiet)
 {
     petrel_pool *pool = petrel_pool_create(16384);
@@ -154,12 +170,32 @@ struct cfg *cfg_load_generation(const struct cfg_schema *schema, const char *con
 
     cfg_master_load(cfg);
 
+    /* Names that smtpd_restriction_classes lists are parameters the admin
+     * defines (restriction lists), as in Postfix. */
+    {
+        struct cfg_value *classes = cfg_value_find(cfg, "smtpd_restriction_classes");
+        char **names = classes && classes->value ? cfg_split_list(classes->value) : NULL;
+        for (char **cls = names; cls && *cls; cls++) {
+            struct cfg_value *v = cfg_value_find(cfg, *cls);
+            if (v)
+                v->referenced = 1;
+        }
+        cfg_list_free(names);
+    }
     /* Unknown names: expanded quietly (only cfg_get sees them), warned about when unused. */
     for (size_t i = 0; i < cfg->nvalues; i++) {
         struct cfg_value *v = &cfg->values[i];
         if (v->param)
             continue;
         cfg_value_expand(cfg, v, 1);
+        const struct master_service *spawned = spawn_time_limit(cfg, v->name);
+        if (spawned) {
+            /* Postfix's NAME_time_limit of a spawn(8) service. */
+            cfg_warn(cfg, v->file, v->line, v->name,
+                     "no effect: service %s is a spawn(8) service (%s, line %d), which Petrel does not run",
+                     spawned->name, spawned->file, spawned->line);
+            continue;
+        }
         if (!v->referenced) {
             struct buf hint = BUF_INIT;
             buf_append(&hint, "", 0);

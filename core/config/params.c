@@ -45,6 +45,7 @@ static const char *const bare_newline_modes[] = { "normalize", "yes", "reject", 
 static const char *const milter_actions[] = { "accept", "reject", "tempfail", "quarantine", NULL };
 static const char *const mynetworks_styles[] = { "host", "subnet", "class", NULL };
 static const char *const database_types[] = { "hash", "lmdb", "cdb", NULL };
+static const char *const tempfail_actions[] = { "defer_if_permit", "defer", NULL };
 
 #define MAXT 0  /* no upper bound */
 #define S(n, d, h) { n, CFG_STR, d, h, 0, 0, NULL }
@@ -59,6 +60,32 @@ static const char *const database_types[] = { "hash", "lmdb", "cdb", NULL };
 /* Kept in alphabetical order only for readers; the schema sorts anyway. */
 static const struct cfg_param core_params[] = {
     S("2bounce_notice_recipient", "postmaster", "who gets undeliverable bounces"),
+    I("access_map_defer_code", "450", 400, 599, "reply code of DEFER in access tables and policy replies"),
+    I("access_map_reject_code", "554", 400, 599, "reply code of REJECT in access tables and policy replies"),
+    I("defer_code", "450", 400, 599, "reply code of the defer restriction"),
+    I("invalid_hostname_reject_code", "501", 400, 599, "reply code of reject_invalid_helo_hostname"),
+    I("multi_recipient_bounce_reject_code", "550", 400, 599, "reply code of reject_multi_recipient_bounce"),
+    I("non_fqdn_reject_code", "504", 400, 599, "reply code of the reject_non_fqdn_* restrictions"),
+    I("plaintext_reject_code", "450", 400, 599, "reply code of reject_plaintext_session"),
+    I("reject_code", "554", 400, 599, "reply code of the reject restriction"),
+    E("reject_tempfail_action", "defer_if_permit", tempfail_actions, "what a restriction does when the DNS fails for the moment"),
+    I("relay_domains_reject_code", "554", 400, 599, "reply code of reject_unauth_destination (defer_unauth_destination: this - 100)"),
+    B("smtpd_peername_lookup", "yes", "look up the client's name in the DNS (reverse, forward-confirmed)"),
+    S("smtpd_null_access_lookup_key", "<>", "the key check_sender_access looks up for the null sender"),
+    S("smtpd_policy_service_default_action", "451 4.3.5 Server configuration problem", "action when a policy server cannot be asked"),
+    T("smtpd_policy_service_max_idle", "300s", 1, "close an unused policy server connection after this"),
+    T("smtpd_policy_service_max_ttl", "1000s", 1, "close a policy server connection this long after it was opened"),
+    S("smtpd_policy_service_policy_context", "", "the policy_context attribute of policy requests"),
+    I("smtpd_policy_service_request_limit", "0", 0, 0, "requests per policy server connection (0 = no limit)"),
+    T("smtpd_policy_service_retry_delay", "1s", 1, "pause before a failed policy request is tried again"),
+    T("smtpd_policy_service_timeout", "100s", 1, "time limit to connect to, write to and read from a policy server"),
+    I("smtpd_policy_service_try_limit", "2", 1, 0, "attempts of a policy request before the default action"),
+    L("smtpd_restriction_classes", "", "names of restriction lists defined as parameters"),
+    I("unknown_address_reject_code", "450", 400, 599, "reply code of reject_unknown_sender_domain / _recipient_domain"),
+    E("unknown_address_tempfail_action", "$reject_tempfail_action", tempfail_actions, "reject_unknown_*_domain when the DNS fails for the moment"),
+    I("unknown_client_reject_code", "450", 400, 599, "reply code of reject_unknown_client_hostname / _reverse_client_hostname"),
+    I("unknown_hostname_reject_code", "450", 400, 599, "reply code of reject_unknown_helo_hostname"),
+    E("unknown_helo_hostname_tempfail_action", "$reject_tempfail_action", tempfail_actions, "reject_unknown_helo_hostname when the DNS fails for the moment"),
     L("alias_database", "hash:/etc/aliases", "alias tables that newaliases builds"),
     M("alias_maps", "hash:/etc/aliases", "alias tables for local delivery"),
     L("allow_mail_to_commands", "alias, forward", "where |command deliveries may come from (alias, forward, include)"),

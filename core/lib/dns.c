@@ -258,6 +258,13 @@ static void parse_answer(struct dns_query *q, int status, unsigned char *abuf, i
         }
         if (txt)
             ares_free_data(txt);
+    } else if (q->type == DNS_NS) {
+        struct hostent *host = NULL;
+        rc = ares_parse_ns_reply(abuf, alen, &host);
+        for (char **a = rc == ARES_SUCCESS && host ? host->h_aliases : NULL; a && *a && n < 256; a++)
+            values[n++] = xstrdup(*a);
+        if (host)
+            ares_free_hostent(host);
     } else if (q->type == DNS_PTR) {
         struct hostent *host = NULL;
         rc = ares_parse_ptr_reply(abuf, alen, NULL, 0, AF_INET, &host);
@@ -324,7 +331,7 @@ struct dns_query *dns_lookup(struct dns_resolver *r, enum dns_type type, const c
     q->arg = arg;
     char rev[128];
     int qtype = type == DNS_A ? ns_t_a : type == DNS_AAAA ? ns_t_aaaa : type == DNS_MX ? ns_t_mx
-              : type == DNS_TXT ? ns_t_txt : ns_t_ptr;
+              : type == DNS_TXT ? ns_t_txt : type == DNS_NS ? ns_t_ns : ns_t_ptr;
     if (type == DNS_PTR) {
         if (reverse_name(name, rev, sizeof(rev)) != 0) {
             struct dns_answer bad = { DNS_BADNAME, 0, NULL, NULL };

@@ -16,7 +16,7 @@ struct event_base;
 struct dns_resolver;
 struct dns_query;
 
-enum dns_type { DNS_A, DNS_AAAA, DNS_MX, DNS_TXT, DNS_PTR };
+enum dns_type { DNS_A, DNS_AAAA, DNS_MX, DNS_TXT, DNS_PTR, DNS_NS };
 
 enum dns_status {
     DNS_OK = 0,         /* answers present */
@@ -29,7 +29,7 @@ enum dns_status {
 struct dns_answer {
     enum dns_status status;
     size_t count;
-    const char **values;      /* addresses as text, host names, TXT strings (joined) */
+    const char **values;      /* addresses as text, host names (MX, PTR, NS), TXT strings (joined) */
     const int *preferences;   /* MX only, parallel to values; sorted by preference */
 };
 

@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -227,6 +229,13 @@ static void mail_hooked(struct smtpd_session *s, const struct restrict_result *r
             s->tx->discard = 1;
         else if (r->verdict == RV_HOLD)
             s->tx->hold = 1;
+        /* The policy protocol's "instance": one per accepted MAIL, unique
+         * in the worker (Postfix: pid, time, sequence number). */
+        struct timeval now;
+        gettimeofday(&now, NULL);
+        s->tx->instance = petrel_pool_printf(s->tx->pool, "%x.%lx.%lx.%x", (unsigned)getpid(),
+                                             (unsigned long)now.tv_sec, (unsigned long)now.tv_usec,
+                                             s->worker->instance_seq++);
         smtpd_reply(s, "250 2.1.0 Ok");
     }
     smtpd_continue(s);

@@ -301,6 +301,14 @@ static void eom_hooked(struct smtpd_session *s, const struct restrict_result *r)
         smtpd_continue(s);
         return;
     }
+    if (!tx->discard && tx->envelope_changes != tx->envelope_written && smtpd_envelope_rewrite(s) != 0) {
+        msg_warn("%s: cannot apply REDIRECT or BCC: %s", tx->queue_id, strerror(errno));
+        smtpd_reply(s, "451 4.3.0 Error: queue file write error");
+        smtpd_tx_free(s);
+        smtpd_count_error(s, c);
+        smtpd_continue(s);
+        return;
+    }
     if (tx->discard) {
         /* Postfix's DISCARD: the client is told the message was taken. */
         msg_info("%s: discard: END-OF-MESSAGE from %s: %s; from=<%s> proto=%s helo=<%s>", tx->queue_id,

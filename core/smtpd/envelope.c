@@ -29,6 +29,10 @@ void smtpd_write_received(struct smtpd_session *s)
     localtime_r(&now, &tm);
     strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z (%Z)", &tm);
     struct buf b = BUF_INIT;
+    /* PREPEND actions of access tables and policy servers go above our
+     * Received: header, in the order they fired (Postfix). */
+    for (size_t i = 0; i < tx->nprepend; i++)
+        buf_printf(&b, "%s\r\n", tx->prepend[i]);
     if (s->local_submission) {
         /* Postfix's pickup form: the submitting user by uid, not by name. */
         buf_printf(&b, "Received: by %s (%s, from userid %ld)\r\n\tid %s; %s\r\n", s->set->myhostname,
@@ -60,14 +64,10 @@ void smtpd_write_received(struct smtpd_session *s)
 struct queue_writer *smtpd_create_writer(struct smtpd_session *s)
 {
     struct smtpd_tx *tx = s->tx;
-    struct queue_rcpt *qr = petrel_pool_alloc(tx->pool, tx->nrcpts * sizeof(*qr));
-    for (size_t i = 0; i < tx->nrcpts; i++) {
-        qr[i].address = tx->rcpts[i].address;
-        qr[i].orcpt = tx->rcpts[i].orcpt;
-        qr[i].notify = tx->rcpts[i].notify;
-    }
-    /* always_bcc and sender_bcc_maps: extra recipients of the queued copy,
-     * as Postfix's cleanup adds them (not announced in the headers). */
+    /* The transaction's recipients, the BCC actions' (NOTIFY=NEVER, as
+     * Postfix sends them to cleanup), then always_bcc and sender_bcc_maps:
+     * extra recipients of the queued copy, as Postfix's cleanup adds them
+     * (not announced in the headers). */
     const char *bcc[2];
     size_t nbcc = 0;
     const struct smtpd_settings *set = s->set;
@@ -81,13 +81,33 @@ struct queue_writer *smtpd_create_writer(struct smtpd_session *s)
             break;
         }
     }
-    if (nbcc) {
-        struct queue_rcpt *grown = petrel_pool_zalloc(tx->pool, (tx->nrcpts + nbcc) * sizeof(*grown));
-        memcpy(grown, qr, tx->nrcpts * sizeof(*qr));
-        for (size_t i = 0; i < nbcc; i++)
-            grown[tx->nrcpts + i].address = bcc[i];
-        qr = grown;
+    size_t total = tx->nrcpts + tx->nbcc + nbcc;
+    struct queue_rcpt *qr = petrel_pool_zalloc(tx->pool, total * sizeof(*qr));
+    for (size_t i = 0; i < tx->nrcpts; i++) {
+        qr[i].address = tx->rcpts[i].address;
+        qr[i].orcpt = tx->rcpts[i].orcpt;
+        qr[i].notify = tx->rcpts[i].notify;
     }
+    for (size_t i = 0; i < tx->nbcc; i++) {
+        qr[tx->nrcpts + i].address = tx->bcc[i];
+        qr[tx->nrcpts + i].notify = QUEUE_NOTIFY_NEVER;
+    }
+    for (size_t i = 0; i < nbcc; i++)
+        qr[tx->nrcpts + tx->nbcc + i].address = bcc[i];
+    size_t nqr = total;
+    if (tx->redirect) {
+        /* REDIRECT: every recipient goes to this address instead (Postfix's
+         * queue manager does it at delivery; here the envelope says so). The
+         * original recipient is kept as ORCPT for a single one. */
+        struct queue_rcpt *one = petrel_pool_zalloc(tx->pool, sizeof(*one));
+        one->address = tx->redirect;
+        if (tx->nrcpts == 1)
+            one->orcpt = tx->rcpts[0].orcpt ? tx->rcpts[0].orcpt
+                                            : petrel_pool_printf(tx->pool, "rfc822;%s", tx->rcpts[0].address);
+        qr = one;
+        nqr = 1;
+    }
+    tx->envelope_written = tx->envelope_changes;
     struct queue_envelope env;
     memset(&env, 0, sizeof(env));
     env.sender = tx->mail.address;
@@ -109,7 +129,7 @@ struct queue_writer *smtpd_create_writer(struct smtpd_session *s)
     gettimeofday(&tv, NULL);
     env.arrival_sec = tv.tv_sec;
     env.arrival_usec = tv.tv_usec;
-    env.rcpt_count = tx->nrcpts + nbcc;
+    env.rcpt_count = nqr;
     env.rcpts = qr;
     struct queue_writer *w = queue_writer_create(s->worker->queue, &s->worker->idgen, &env, tx->queue_id);
     if (w == NULL)
@@ -138,5 +158,46 @@ int smtpd_open_queue_file(struct smtpd_session *s)
         msg_info("%s: client=%s", tx->queue_id, s->namaddr);
     smtpd_write_received(s);
     tx->content_start = queue_writer_content_size(tx->writer);
+    return 0;
+}
+
+/* REDIRECT or BCC fired after the queue file was opened (in
+ * smtpd_end_of_data_restrictions): the file is written again with the new
+ * envelope and the same content. 0, or -1 with errno. */
+int smtpd_envelope_rewrite(struct smtpd_session *s)
+{
+    struct smtpd_tx *tx = s->tx;
+    struct queue_writer *old = tx->writer;
+    char old_id[QUEUE_ID_MAX];
+    snprintf(old_id, sizeof(old_id), "%s", tx->queue_id);
+    unsigned long long size = queue_writer_content_size(old);
+    tx->writer = NULL;
+    struct queue_writer *fresh = smtpd_create_writer(s);
+    if (fresh == NULL) {
+        tx->writer = old;
+        return -1;
+    }
+    tx->writer = fresh;
+    char chunk[65536];
+    int rc = 0;
+    for (unsigned long long off = 0; off < size && rc == 0;) {
+        size_t want = size - off > sizeof(chunk) ? sizeof(chunk) : (size_t)(size - off);
+        ssize_t got = queue_writer_read_content(old, off, chunk, want);
+        if (got <= 0) {
+            if (got == 0)
+                errno = EIO;
+            rc = -1;
+            break;
+        }
+        rc = queue_writer_write(fresh, chunk, (size_t)got);
+        off += (unsigned long long)got;
+    }
+    int saved = errno;
+    queue_writer_abort(old);
+    if (rc != 0) {
+        errno = saved;
+        return -1;
+    }
+    msg_info("%s: envelope changed by an access action: written again as %s", old_id, tx->queue_id);
     return 0;
 }

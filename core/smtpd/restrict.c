@@ -1,11 +1,14 @@
 /*
- * The restriction engine (see restrict.h). Steps are compiled from the
- * Postfix names into a small array; evaluation keeps its position in a
- * struct restrict_run so that a step answering RV_PENDING can be resumed.
+ * The restriction engine's evaluation (see restrict.h and restrict_int.h);
+ * the compiler is restrict_compile.c.
  *
- * Reply texts and codes are Postfix's (reject_code 554, defer_code 450,
- * relay_domains_reject_code 554, unknown/non-FQDN codes 504/501...), so
- * log tools and clients see what they know.
+ * A run walks the stages of one command (client, helo, sender, relay,
+ * recipient with smtpd_delay_reject at RCPT), each stage list in a frame;
+ * classes and table results that name restrictions open nested frames.
+ * Postfix's state per command is kept: warn_if_reject (the next
+ * restriction's reject is only logged), defer_if_reject (a later 5xx
+ * becomes the remembered 4xx) and defer_if_permit (kept in the session
+ * across stages, checked at the end of RCPT, DATA and END-OF-MESSAGE).
  */
 #include "config.h"
 
@@ -14,224 +17,26 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
-
+#include "config/cfg.h"
+#include "lib/dns.h"
 #include "lib/log.h"
 #include "lib/xalloc.h"
 #include "mail/addr_class.h"
 #include "mail/smtp_syntax.h"
+#include "module/module.h"
+#include "smtpd/access_action.h"
 #include "smtpd/rcpt_maps.h"
 #include "smtpd/restrict.h"
+#include "smtpd/restrict_int.h"
 #include "smtpd/smtpd_int.h"
-#include "tables/cidr.h"
-#include "tables/access.h"
 #include "tables/table.h"
-#include "module/module.h"
-
-enum step_kind {
-    STEP_PERMIT, STEP_REJECT, STEP_DEFER, STEP_PERMIT_MYNETWORKS, STEP_PERMIT_SASL,
-    STEP_REJECT_UNAUTH_DEST, STEP_DEFER_UNAUTH_DEST, STEP_PERMIT_AUTH_DEST,
-    STEP_REJECT_UNAUTH_PIPELINING, STEP_REJECT_NON_FQDN_SENDER, STEP_REJECT_NON_FQDN_RCPT,
-    STEP_REJECT_NON_FQDN_HELO, STEP_REJECT_INVALID_HELO,
-    STEP_CHECK_CLIENT, STEP_CHECK_HELO, STEP_CHECK_SENDER, STEP_CHECK_RCPT,
-    STEP_REJECT_UNLISTED_RCPT, STEP_REJECT_UNLISTED_SENDER,
-    STEP_MODULE,
-};
-
-struct restrict_step {
-    enum step_kind kind;
-    const char *name;
-    struct tbl *table;
-    /* STEP_MODULE */
-    struct petrel_module *module;
-    const petrel_restriction *provided;
-    void *state;
-};
-
-struct restrict_list {
-    struct restrict_step *steps;
-    int nsteps;
-};
-
-struct restrict_run {
-    enum restrict_stage stages[RS_COUNT];
-    int nstages, stage_index, step_index;
-    const char *rcpt;
-    restrict_done_fn *done;
-    struct restrict_result collected;   /* HOLD/DISCARD seen so far */
-    /* reject_unlisted_recipient/_sender ran in this evaluation: the implicit
-     * check at the end of the list is not repeated (Postfix's
-     * recipient_rcptmap_checked) */
-    int rcpt_maps_checked, sender_maps_checked;
-};
-
-static const struct { const char *name; enum step_kind kind; int takes_table; } builtin_steps[] = {
-    { "permit", STEP_PERMIT, 0 },
-    { "reject", STEP_REJECT, 0 },
-    { "defer", STEP_DEFER, 0 },
-    { "permit_mynetworks", STEP_PERMIT_MYNETWORKS, 0 },
-    { "permit_sasl_authenticated", STEP_PERMIT_SASL, 0 },
-    { "reject_unauth_destination", STEP_REJECT_UNAUTH_DEST, 0 },
-    { "defer_unauth_destination", STEP_DEFER_UNAUTH_DEST, 0 },
-    { "permit_auth_destination", STEP_PERMIT_AUTH_DEST, 0 },
-    { "reject_unauth_pipelining", STEP_REJECT_UNAUTH_PIPELINING, 0 },
-    { "reject_non_fqdn_sender", STEP_REJECT_NON_FQDN_SENDER, 0 },
-    { "reject_non_fqdn_recipient", STEP_REJECT_NON_FQDN_RCPT, 0 },
-    { "reject_non_fqdn_helo_hostname", STEP_REJECT_NON_FQDN_HELO, 0 },
-    { "reject_non_fqdn_hostname", STEP_REJECT_NON_FQDN_HELO, 0 },
-    { "reject_invalid_helo_hostname", STEP_REJECT_INVALID_HELO, 0 },
-    { "reject_invalid_hostname", STEP_REJECT_INVALID_HELO, 0 },
-    { "check_client_access", STEP_CHECK_CLIENT, 1 },
-    { "check_helo_access", STEP_CHECK_HELO, 1 },
-    { "check_sender_access", STEP_CHECK_SENDER, 1 },
-    { "check_recipient_access", STEP_CHECK_RCPT, 1 },
-    { "reject_unlisted_recipient", STEP_REJECT_UNLISTED_RCPT, 0 },
-    { "check_recipient_maps", STEP_REJECT_UNLISTED_RCPT, 0 },   /* its name before Postfix 2.1 */
-    { "reject_unlisted_sender", STEP_REJECT_UNLISTED_SENDER, 0 },
-};
-
-/* Names Postfix admins use that Petrel does not provide in the core: say
- * precisely why they cannot be used rather than "unknown". A name that a
- * bundled module provides says which module to load. */
-#define FROM_MODULE(name) "is provided by module " name ", which is not loaded: add " name " to modules"
-static const struct { const char *name; const char *why; } unavailable_steps[] = {
-    { "reject_rbl_client", FROM_MODULE("dnsbl") },
-    { "permit_dnswl_client", FROM_MODULE("dnsbl") },
-    { "reject_rhsbl_sender", FROM_MODULE("dnsbl") },
-    { "reject_rhsbl_client", FROM_MODULE("dnsbl") },
-    { "reject_rhsbl_reverse_client", FROM_MODULE("dnsbl") },
-    { "reject_rhsbl_helo", FROM_MODULE("dnsbl") },
-    { "reject_rhsbl_recipient", FROM_MODULE("dnsbl") },
-    { "permit_rhswl_client", FROM_MODULE("dnsbl") },
-    { "check_dnsbl_score", FROM_MODULE("dnsbl") },
-    { "check_greylist", FROM_MODULE("greylist") },
-    { "check_rate_limit", FROM_MODULE("ratelimit") },
-    { "check_spf", FROM_MODULE("spf") },
-    { "reject_unknown_sender_domain", "needs DNS lookups in smtpd, not implemented yet" },
-    { "reject_unknown_recipient_domain", "needs DNS lookups in smtpd, not implemented yet" },
-    { "reject_unknown_client_hostname", "needs DNS lookups in smtpd, not implemented yet" },
-    { "reject_unknown_reverse_client_hostname", "needs DNS lookups in smtpd, not implemented yet" },
-    { "reject_unknown_helo_hostname", "needs DNS lookups in smtpd, not implemented yet" },
-    { "check_policy_service", "(policy delegation) is not implemented yet" },
-};
-
-__attribute__((format(printf, 1, 2)))
-static char *errorf(const char *fmt, ...)
-{
-    char *e = NULL;
-    va_list ap;
-    va_start(ap, fmt);
-    if (vasprintf(&e, fmt, ap) < 0)
-        e = xstrdup("out of memory");
-    va_end(ap);
-    return e;
-}
-
-static void close_tables(void *arg)
-{
-    struct restrict_list *list = arg;
-    for (int i = 0; i < list->nsteps; i++)
-        if (list->steps[i].table)
-            tbl_close(list->steps[i].table);
-}
-
-struct restrict_list *restrict_compile(petrel_pool *pool, const char *param,
-                                       const char *const *items, struct tbl_registry *tables,
-                                       const struct module_set *modules, char **error)
-{
-    int n = 0;
-    while (items[n])
-        n++;
-    struct restrict_list *list = petrel_pool_zalloc(pool, sizeof(*list));
-    list->steps = petrel_pool_zalloc(pool, (size_t)(n ? n : 1) * sizeof(*list->steps));
-    petrel_pool_cleanup_add(pool, close_tables, list);
-    for (int i = 0; i < n; i++) {
-        const char *item = items[i];
-        size_t k;
-        for (k = 0; k < sizeof(builtin_steps) / sizeof(builtin_steps[0]); k++)
-            if (strcasecmp(builtin_steps[k].name, item) == 0)
-                break;
-        if (k == sizeof(builtin_steps) / sizeof(builtin_steps[0])) {
-            struct petrel_module *owner = NULL;
-            const petrel_restriction *provided = module_set_find_restriction(modules, item, &owner);
-            if (provided) {
-                struct restrict_step *step = &list->steps[list->nsteps++];
-                step->kind = STEP_MODULE;
-                step->name = provided->name;
-                step->module = owner;
-                step->provided = provided;
-                int nargs = provided->nargs > 0 ? provided->nargs : 0;
-                for (int a = 1; a <= nargs; a++) {
-                    if (items[i + a] == NULL) {
-                        *error = errorf("restriction %s (module %s) needs %d argument%s", item, owner->name, nargs,
-                                        nargs == 1 ? "" : "s");
-                        return NULL;
-                    }
-                }
-                if (provided->compile) {
-                    const char *cerr = NULL;
-                    if (provided->compile(owner, items + i + 1, &step->state, pool, &cerr) != 0) {
-                        *error = errorf("restriction %s (module %s): %s", item, owner->name,
-                                        cerr ? cerr : "bad arguments");
-                        return NULL;
-                    }
-                }
-                i += nargs;
-                continue;
-            }
-            for (size_t u = 0; u < sizeof(unavailable_steps) / sizeof(unavailable_steps[0]); u++)
-                if (strcasecmp(unavailable_steps[u].name, item) == 0) {
-                    *error = errorf("restriction %s %s", item, unavailable_steps[u].why);
-                    return NULL;
-                }
-            if (strchr(item, ':'))
-                *error = errorf("table %s given without a restriction in front of it "
-                                "(e.g. check_sender_access %s)", item, item);
-            else
-                *error = errorf("unknown restriction \"%s\"", item);
-            return NULL;
-        }
-        struct restrict_step *step = &list->steps[list->nsteps++];
-        step->kind = builtin_steps[k].kind;
-        step->name = builtin_steps[k].name;
-        if (builtin_steps[k].takes_table) {
-            const char *spec = items[i + 1];
-            if (spec == NULL || strchr(spec, ':') == NULL) {
-                *error = errorf("restriction %s needs a table argument (TYPE:NAME)", item);
-                return NULL;
-            }
-            char *terr = NULL;
-            step->table = tbl_open(tables, spec, TBL_FLAG_FOLD_CASE, &terr);
-            if (step->table == NULL) {
-                *error = errorf("%s: %s", item, terr ? terr : "cannot open table");
-                free(terr);
-                return NULL;
-            }
-            i++;
-        }
-    }
-    return list;
-}
-
-int restrict_list_empty(const struct restrict_list *list)
-{
-    return list == NULL || list->nsteps == 0;
-}
-
-int restrict_list_has(const struct restrict_list *list, const char *name)
-{
-    for (int i = 0; list && i < list->nsteps; i++)
-        if (strcmp(list->steps[i].name, name) == 0)
-            return 1;
-    return 0;
-}
 
 /* ------------------------------------------------------------------ */
+/* evaluation                                                          */
 
 static struct restrict_list *stage_list(const struct smtpd_settings *set, enum restrict_stage stage)
 {
@@ -247,31 +52,6 @@ static struct restrict_list *stage_list(const struct smtpd_settings *set, enum r
     }
 }
 
-/* "<subject>: Client host rejected: " — Postfix's wording per stage. */
-static const char *subject_text(struct smtpd_session *s, struct restrict_run *run, enum restrict_stage stage,
-                                enum step_kind kind, const char *why)
-{
-    petrel_pool *pool = smtpd_cmd_pool(s);
-    switch (stage) {
-    case RS_CLIENT:
-        return petrel_pool_printf(pool, "<%s>: Client host rejected: %s", s->namaddr, why);
-    case RS_HELO:
-        return petrel_pool_printf(pool, "<%s>: Helo command rejected: %s", s->helo ? s->helo : "", why);
-    case RS_SENDER:
-        return petrel_pool_printf(pool, "<%s>: Sender address rejected: %s",
-                                  s->tx && s->tx->mail.address ? s->tx->mail.address : "", why);
-    case RS_RECIPIENT:
-    case RS_RELAY:
-        return petrel_pool_printf(pool, "<%s>: Recipient address rejected: %s", run->rcpt ? run->rcpt : "",
-                                  why);
-    case RS_DATA:
-        return petrel_pool_printf(pool, "<DATA>: Data command rejected: %s", why);
-    default:
-        return petrel_pool_printf(pool, "<END-OF-MESSAGE>: End-of-data rejected: %s", why);
-    }
-    (void)kind;
-}
-
 static enum restrict_verdict decide(struct restrict_result *r, enum restrict_verdict v, int code,
                                     const char *enhanced, const char *text)
 {
@@ -282,121 +62,215 @@ static enum restrict_verdict decide(struct restrict_result *r, enum restrict_ver
     return v;
 }
 
-static enum restrict_verdict reject_with(struct smtpd_session *s, struct restrict_run *run,
-                                         enum restrict_stage stage, enum step_kind kind,
-                                         int code, const char *enhanced, const char *why,
-                                         struct restrict_result *r)
+void restrict_log(struct smtpd_session *s, struct restrict_run *run, const char *what, const char *fmt, ...)
 {
-    return decide(r, code >= 500 ? RV_REJECT : RV_DEFER, code, enhanced,
-                  subject_text(s, run, stage, kind, why));
+    va_list ap;
+    va_start(ap, fmt);
+    char *text = petrel_pool_vprintf(smtpd_cmd_pool(s), fmt, ap);
+    va_end(ap);
+    smtpd_log_event(s, what, run->where, text, run->rcpt);
 }
 
-static int domain_of(const char *address, const char **domain)
+/* Keeps a reply printable and within an SMTP line (Postfix: printable()
+ * and 510 characters). */
+static const char *reply_text(petrel_pool *pool, const char *text, size_t room)
 {
-    return address && smtp_address_domain(address, domain) && *domain && **domain;
+    size_t len = strlen(text);
+    if (len > room)
+        len = room;
+    char *out = petrel_pool_strndup(pool, text, len);
+    for (char *p = out; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = ' ';
+    return out;
 }
 
-static int is_auth_destination(struct smtpd_session *s, const char *rcpt)
+static enum restrict_verdict refuse(struct smtpd_session *s, struct restrict_run *run, enum restrict_error_class cls,
+                                    int code, const char *dsn, const char *text, struct restrict_result *r)
 {
-    const char *domain = NULL;
-    if (!domain_of(rcpt, &domain))
-        return strcasecmp(rcpt, "postmaster") == 0;   /* bare <postmaster> is ours */
-    if (*domain == '[')
-        return 0;   /* address literals: not ours unless configured (not yet supported) */
-    return mail_domain_is_ours(&s->set->domains, domain);
-}
-
-/* Turns an access(5) table result into a verdict. */
-static enum restrict_verdict access_action(struct smtpd_session *s, struct restrict_run *run,
-                                           enum restrict_stage stage, const struct restrict_step *step,
-                                           const char *value, struct restrict_result *r)
-{
-    while (isspace((unsigned char)*value))
-        value++;
-    size_t wl = strcspn(value, " \t");
-    const char *rest = value + wl;
-    while (isspace((unsigned char)*rest))
-        rest++;
     petrel_pool *pool = smtpd_cmd_pool(s);
-
-    if ((wl == 2 && strncasecmp(value, "OK", 2) == 0)) {
-        return decide(r, RV_PERMIT, 0, NULL, NULL);
+    char fixed[12];
+    if (code < 400 || code > 599 || access_dsn_valid(dsn) == 0) {
+        msg_warn("SMTP reply code configuration error: %d %s %s", code, dsn, text);
+        code = 450;
+        dsn = "4.7.1";
+        text = "Service unavailable";
     }
-    int all_digits = wl > 0;
-    for (size_t i = 0; i < wl; i++)
-        if (!isdigit((unsigned char)value[i]))
-            all_digits = 0;
-    if (all_digits && wl == 3 && (value[0] == '4' || value[0] == '5')) {
-        int code = atoi(value);
-        const char *enhanced = value[0] == '5' ? "5.7.1" : "4.7.1";
-        const char *text = rest;
-        /* An enhanced code in the text must agree with the reply's class. */
-        if (rest[0] == value[0] && rest[1] == '.' && isdigit((unsigned char)rest[2])) {
-            size_t el = strcspn(rest, " \t");
-            enhanced = petrel_pool_strndup(pool, rest, el);
-            text = rest + el;
-            while (isspace((unsigned char)*text))
-                text++;
-        }
-        return reject_with(s, run, stage, step->kind, code, enhanced, *text ? text : "Access denied", r);
+    int warn = run->warn_if_reject && cls != RCLASS_SOFTWARE && cls != RCLASS_RESOURCE && cls != RCLASS_DATA;
+    if (!warn && run->defer_if_reject.active && code >= 500) {
+        /* An earlier defer_if_reject: report that instead. */
+        struct restrict_deferral d = run->defer_if_reject;
+        run->defer_if_reject.active = 0;
+        run->warn_if_reject = 0;
+        return refuse(s, run, d.error_class, d.code, d.dsn, petrel_pool_strdup(pool, d.text), r);
     }
-    if (all_digits)
-        return decide(r, RV_PERMIT, 0, NULL, NULL);   /* numeric result: OK (access(5)) */
-    if (wl == 6 && strncasecmp(value, "REJECT", 6) == 0)
-        return reject_with(s, run, stage, step->kind, 554, "5.7.1", *rest ? rest : "Access denied", r);
-    if (wl == 5 && strncasecmp(value, "DEFER", 5) == 0)
-        return reject_with(s, run, stage, step->kind, 450, "4.7.1", *rest ? rest : "Access denied", r);
-    if (wl == 5 && strncasecmp(value, "DUNNO", 5) == 0)
-        return RV_DUNNO;
-    if (wl == 4 && strncasecmp(value, "HOLD", 4) == 0)
-        return decide(r, RV_HOLD, 0, NULL, NULL);
-    if (wl == 7 && strncasecmp(value, "DISCARD", 7) == 0)
-        return decide(r, RV_DISCARD, 0, NULL, NULL);
-    if ((wl == 4 && strncasecmp(value, "WARN", 4) == 0) || (wl == 4 && strncasecmp(value, "INFO", 4) == 0)) {
-        msg_info("%s: %s: %s from %s: %s", s->tx && s->tx->queue_id[0] ? s->tx->queue_id : "NOQUEUE",
-                 wl == 4 && (value[0] == 'W' || value[0] == 'w') ? "warn" : "info", step->name, s->namaddr,
-                 rest);
+    /* The enhanced code's class follows the reply code's. */
+    snprintf(fixed, sizeof(fixed), "%c%s", '0' + code / 100, dsn + 1);
+    text = reply_text(pool, text, 500);
+    if (warn) {
+        smtpd_log_reject(s, "reject_warning", run->where, code, fixed, text, run->rcpt);
         return RV_DUNNO;
     }
-    msg_warn("access table %s: unknown action \"%.*s\"", tbl_spec(step->table), (int)wl, value);
-    return decide(r, RV_DEFER, 451, "4.3.5", "Server configuration error");
+    return decide(r, code >= 500 ? RV_REJECT : RV_DEFER, code, petrel_pool_strdup(pool, fixed), text);
 }
 
-static enum restrict_verdict run_table(struct smtpd_session *s, struct restrict_run *run,
-                                       enum restrict_stage stage, const struct restrict_step *step,
-                                       struct restrict_result *r)
+enum restrict_verdict restrict_refuse(struct smtpd_session *s, struct restrict_run *run,
+                                      enum restrict_error_class cls, int code, const char *dsn,
+                                      struct restrict_result *r, const char *fmt, ...)
 {
-    const char *value = NULL;
-    int found;
-    switch (step->kind) {
-    case STEP_CHECK_CLIENT:
-        found = tbl_access_lookup_client(step->table, s->name, s->addr, &value);
+    va_list ap;
+    va_start(ap, fmt);
+    char *text = petrel_pool_vprintf(smtpd_cmd_pool(s), fmt, ap);
+    va_end(ap);
+    return refuse(s, run, cls, code, dsn, text, r);
+}
+
+static void defer_if(struct restrict_deferral *d, enum restrict_error_class cls, int code, const char *dsn,
+                     const char *fmt, va_list ap)
+{
+    if (d->active)
+        return;   /* the first reason is kept */
+    d->active = 1;
+    d->error_class = cls;
+    d->code = code;
+    snprintf(d->dsn, sizeof(d->dsn), "%s", dsn);
+    vsnprintf(d->text, sizeof(d->text), fmt, ap);
+}
+
+enum restrict_verdict restrict_defer_if_permit(struct smtpd_session *s, struct restrict_run *run,
+                                               int tempfail_defer_if_permit, enum restrict_error_class cls,
+                                               int code, const char *dsn, struct restrict_result *r,
+                                               const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    if (run->warn_if_reject == 0 && tempfail_defer_if_permit) {
+        defer_if(&s->defer_if_permit, cls, code, dsn, fmt, ap);
+        va_end(ap);
+        return RV_DUNNO;
+    }
+    char *text = petrel_pool_vprintf(smtpd_cmd_pool(s), fmt, ap);
+    va_end(ap);
+    return refuse(s, run, cls, code, dsn, text, r);
+}
+
+void restrict_defer_if_reject(struct smtpd_session *s, struct restrict_run *run, enum restrict_error_class cls,
+                              int code, const char *dsn, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    defer_if(&run->defer_if_reject, cls, code, dsn, fmt, ap);
+    va_end(ap);
+}
+
+enum restrict_verdict restrict_server_error(struct smtpd_session *s, struct restrict_run *run,
+                                            struct restrict_result *r)
+{
+    return refuse(s, run, RCLASS_SOFTWARE, 451, "4.3.5", "Server configuration error", r);
+}
+
+enum restrict_verdict restrict_lookup_failure(struct smtpd_session *s, struct restrict_run *run, const char *name,
+                                              struct restrict_result *r)
+{
+    return restrict_refuse(s, run, RCLASS_DATA, 451, "4.3.0", r, "<%s>: Temporary lookup failure", name);
+}
+
+/* The deferral remembered by defer_if_permit, as the command's answer. */
+static enum restrict_verdict deferral(struct smtpd_session *s, struct restrict_run *run,
+                                      const struct restrict_deferral *d, struct restrict_result *r)
+{
+    return refuse(s, run, d->error_class, d->code, d->dsn, petrel_pool_strdup(smtpd_cmd_pool(s), d->text), r);
+}
+
+static void push_frame(struct smtpd_session *s, struct restrict_run *run, const struct restrict_list *list,
+                       const char *reply_name, const char *reply_class)
+{
+    if (run->depth == run->frame_cap) {
+        /* Grows in the session's pool; bounded by RESTRICT_MAX_DEPTH. */
+        int cap = run->frame_cap ? run->frame_cap * 2 : 8;
+        struct restrict_frame *grown = petrel_pool_zalloc(s->pool, (size_t)cap * sizeof(*grown));
+        if (run->depth)
+            memcpy(grown, run->frames, (size_t)run->depth * sizeof(*grown));
+        run->frames = grown;
+        run->frame_cap = cap;
+    }
+    struct restrict_frame *f = &run->frames[run->depth++];
+    f->list = list;
+    f->index = 0;
+    f->reply_name = reply_name;
+    f->reply_class = reply_class;
+}
+
+enum restrict_verdict restrict_push(struct smtpd_session *s, struct restrict_run *run,
+                                    const struct restrict_list *list, const char *reply_name,
+                                    const char *reply_class, struct restrict_result *r)
+{
+    if (run->depth >= RESTRICT_MAX_DEPTH) {
+        msg_warn("restriction %s causes unreasonable recursion", reply_class);
+        return restrict_server_error(s, run, r);
+    }
+    push_frame(s, run, list, reply_name, reply_class);
+    return RV_NESTED;
+}
+
+/* Reply name and class of a stage's own refusals (Postfix's generic_checks arguments). */
+static void stage_subject(struct smtpd_session *s, struct restrict_run *run, enum restrict_stage stage,
+                          const char **name, const char **class)
+{
+    switch (stage) {
+    case RS_CLIENT:
+        *name = s->namaddr, *class = SUBJECT_CLIENT;
         break;
-    case STEP_CHECK_HELO:
-        if (s->helo == NULL)
-            return RV_DUNNO;
-        found = tbl_access_lookup_domain(step->table, s->helo, &value);
+    case RS_HELO:
+        *name = s->helo ? s->helo : "", *class = SUBJECT_HELO;
         break;
-    case STEP_CHECK_SENDER:
-        if (s->tx == NULL)
-            return RV_DUNNO;
-        /* The null sender is looked up as the empty string? Postfix uses smtpd_null_access_lookup_key. */
-        found = tbl_access_lookup_address(step->table, s->tx->mail.null_sender ? "<>" : s->tx->mail.address,
-                                          s->set->recipient_delimiter, &value);
+    case RS_SENDER:
+        *name = s->tx && s->tx->mail.address ? s->tx->mail.address : "", *class = SUBJECT_SENDER;
+        break;
+    case RS_RECIPIENT:
+    case RS_RELAY:
+        *name = run->rcpt ? run->rcpt : "", *class = SUBJECT_RECIPIENT;
+        break;
+    case RS_DATA:
+        *name = "DATA", *class = SUBJECT_DATA;
         break;
     default:
-        if (run->rcpt == NULL)
-            return RV_DUNNO;
-        found = tbl_access_lookup_address(step->table, run->rcpt, s->set->recipient_delimiter, &value);
+        *name = "END-OF-MESSAGE", *class = SUBJECT_EOD;
         break;
     }
-    if (found == TBL_ERROR) {
-        msg_warn("%s: table lookup error: %s", step->name, tbl_spec(step->table));
-        return decide(r, RV_DEFER, 451, "4.3.0", "Temporary lookup failure");
+}
+
+/* Postfix's SMTPD_CHECK_RESET and the defer_if_permit flag of the stage:
+ * raised by an earlier stage of the same transaction, or not at all. */
+static void stage_begin(struct smtpd_session *s, struct restrict_run *run, enum restrict_stage stage)
+{
+    int previous_relay = run->stage_index > 0 && run->stages[run->stage_index - 1] == RS_RELAY;
+    if (!(stage == RS_RECIPIENT && previous_relay)) {
+        run->warn_if_reject = 0;
+        run->defer_if_reject.active = 0;
     }
-    if (found != TBL_FOUND)
-        return RV_DUNNO;
-    return access_action(s, run, stage, step, value, r);
+    switch (stage) {
+    case RS_CLIENT: s->defer_if_permit.active = 0; break;
+    case RS_HELO: s->defer_if_permit.active = s->defer_if_permit_client; break;
+    case RS_SENDER:
+        s->defer_if_permit.active = s->defer_if_permit_client | s->defer_if_permit_helo;
+        run->sender_maps_checked = 0;
+        break;
+    case RS_RELAY: s->defer_if_permit.active = s->defer_if_permit_sender; break;
+    case RS_RECIPIENT:
+        if (!previous_relay)
+            s->defer_if_permit.active = s->defer_if_permit_sender;
+        break;
+    default: s->defer_if_permit.active = 0; break;
+    }
+    const char *name, *class;
+    stage_subject(s, run, stage, &name, &class);
+    struct restrict_list *list = stage_list(s->set, stage);
+    /* Postfix evaluates no HELO restrictions before HELO/EHLO. */
+    if (stage == RS_HELO && s->helo == NULL)
+        list = NULL;
+    if (!restrict_list_empty(list))
+        push_frame(s, run, list, name, class);
 }
 
 /* Postfix's reject_unlisted_recipient and reject_unlisted_sender (explicit
@@ -413,43 +287,56 @@ static enum restrict_verdict check_unlisted(struct smtpd_session *s, struct rest
     if (*checked)
         return RV_DUNNO;
     *checked = 1;
-    petrel_pool *pool = s->tx ? s->tx->pool : s->pool;
+    petrel_pool *pool = smtpd_cmd_pool(s);
     struct rcpt_maps_answer answer;
     switch (smtpd_rcpt_maps_check(s->set->rcpt_maps, &s->set->domains, address, sender, pool, &answer)) {
     case RCPT_MAPS_KNOWN:
         return RV_DUNNO;
     case RCPT_MAPS_RETRY:
-        return decide(r, RV_DEFER, 451, "4.3.0", petrel_pool_printf(pool, "<%s>: Temporary lookup failure", address));
+        return restrict_lookup_failure(s, run, address, r);
     case RCPT_MAPS_UNKNOWN:
         break;
     }
-    return reject_with(s, run, sender ? RS_SENDER : RS_RECIPIENT,
-                       sender ? STEP_REJECT_UNLISTED_SENDER : STEP_REJECT_UNLISTED_RCPT, answer.code,
-                       answer.enhanced, answer.why, r);
+    return restrict_refuse(s, run, RCLASS_POLICY, answer.code, answer.enhanced, r, "<%s>: %s rejected: %s", address,
+                           sender ? SUBJECT_SENDER : SUBJECT_RECIPIENT, answer.why);
 }
 
-/* What runs when a stage's list is done (exhausted or PERMIT): the implicit
- * smtpd_reject_unlisted_sender / smtpd_reject_unlisted_recipient check,
- * unless the list already ran it, a DISCARD was decided or the mail is a
- * local submission. Returns 1 with *r when that refuses. */
-static int stage_finished(struct smtpd_session *s, struct restrict_run *run, enum restrict_stage stage,
-                          struct restrict_result *r)
+/* The end of a stage's lists (exhausted or PERMIT): what Postfix does after
+ * generic_checks() returns. Returns 1 with *r when that refuses. */
+static int stage_end(struct smtpd_session *s, struct restrict_run *run, enum restrict_stage stage,
+                     struct restrict_result *r)
 {
     int discard = run->collected.verdict == RV_DISCARD || (s->tx && s->tx->discard);
-    int sender;
-    if (stage == RS_SENDER && s->set->reject_unlisted_sender)
-        sender = 1;
-    else if (stage == RS_RECIPIENT && s->set->reject_unlisted_recipient)
-        sender = 0;
-    else
-        return 0;
-    /* Mail from petrel-sendmail is never refused for an unknown address, as
-     * Postfix's sendmail/pickup path never meets smtpd's check: it is
-     * accepted and bounced to the local user who sent it. */
-    if (discard || s->local_submission)
-        return 0;
     struct restrict_result result = { RV_DUNNO, 0, NULL, NULL };
-    enum restrict_verdict v = check_unlisted(s, run, sender, &result);
+    enum restrict_verdict v = RV_DUNNO;
+    switch (stage) {
+    case RS_CLIENT:
+        s->defer_if_permit_client = s->defer_if_permit.active;
+        return 0;
+    case RS_HELO:
+        s->defer_if_permit_helo = s->defer_if_permit.active;
+        return 0;
+    case RS_SENDER:
+        s->defer_if_permit_sender = s->defer_if_permit.active;
+        /* Mail from petrel-sendmail is never refused for an unknown address, as
+         * Postfix's sendmail/pickup path never meets smtpd's check: it is
+         * accepted and bounced to the local user who sent it. */
+        if (s->set->reject_unlisted_sender && !discard && !s->local_submission)
+            v = check_unlisted(s, run, 1, &result);
+        break;
+    case RS_RELAY:
+        return 0;
+    case RS_RECIPIENT:
+        if (s->defer_if_permit.active)
+            v = deferral(s, run, &s->defer_if_permit, &result);
+        if (!smtpd_refused(&result) && s->set->reject_unlisted_recipient && !discard && !s->local_submission)
+            v = check_unlisted(s, run, 0, &result);
+        break;
+    default:
+        if (s->defer_if_permit.active)
+            v = deferral(s, run, &s->defer_if_permit, &result);
+        break;
+    }
     if (v != RV_REJECT && v != RV_DEFER)
         return 0;
     *r = result;
@@ -475,99 +362,69 @@ static petrel_verdict call_restriction(petrel_session *ps, void *arg)
 }
 
 static enum restrict_verdict run_step(struct smtpd_session *s, struct restrict_run *run,
-                                      enum restrict_stage stage, const struct restrict_step *step,
-                                      struct restrict_result *r)
+                                      const struct restrict_step *step, struct restrict_result *r)
 {
-    const char *sender = s->tx ? s->tx->mail.address : NULL;
-    const char *domain = NULL;
     switch (step->kind) {
-    case STEP_PERMIT:
-        return decide(r, RV_PERMIT, 0, NULL, NULL);
-    case STEP_REJECT:
-        return reject_with(s, run, stage, step->kind, 554, "5.7.1", "Access denied", r);
-    case STEP_DEFER:
-        return reject_with(s, run, stage, step->kind, 450, "4.7.1", "Access denied", r);
-    case STEP_PERMIT_MYNETWORKS:
-        return s->in_mynetworks ? decide(r, RV_PERMIT, 0, NULL, NULL) : RV_DUNNO;
-    case STEP_PERMIT_SASL:
-        return s->sasl_username ? decide(r, RV_PERMIT, 0, NULL, NULL) : RV_DUNNO;
-    case STEP_REJECT_UNAUTH_DEST:
-    case STEP_DEFER_UNAUTH_DEST:
-        if (run->rcpt == NULL || is_auth_destination(s, run->rcpt))
-            return RV_DUNNO;
-        return decide(r, step->kind == STEP_REJECT_UNAUTH_DEST ? RV_REJECT : RV_DEFER,
-                      step->kind == STEP_REJECT_UNAUTH_DEST ? 554 : 454,
-                      step->kind == STEP_REJECT_UNAUTH_DEST ? "5.7.1" : "4.7.1",
-                      petrel_pool_printf(smtpd_cmd_pool(s), "<%s>: Relay access denied", run->rcpt));
-    case STEP_PERMIT_AUTH_DEST:
-        return run->rcpt && is_auth_destination(s, run->rcpt) ? decide(r, RV_PERMIT, 0, NULL, NULL) : RV_DUNNO;
-    case STEP_REJECT_UNAUTH_PIPELINING:
-        /* Checked when it matters, at DATA: the client sent more before our
-         * 354. PIPELINING (RFC 2920) never allows that, so ESMTP clients are
-         * caught too, as Postfix does; the wording is Postfix's. BDAT is
-         * followed by its chunk by design (RFC 3030): never a violation. */
-        if (stage == RS_DATA && s->bev && evbuffer_get_length(bufferevent_get_input(s->bev)) > 0 &&
-            !(s->tx && s->tx->eom_counter == CNT_BDAT))
-            return reject_with(s, run, stage, step->kind, 503, "5.5.0", "Improper use of SMTP command pipelining", r);
-        return RV_DUNNO;
-    case STEP_REJECT_NON_FQDN_SENDER:
-        if (sender == NULL || *sender == '\0')
-            return RV_DUNNO;
-        if (domain_of(sender, &domain) && (*domain == '[' || smtp_is_fqdn(domain)))
-            return RV_DUNNO;
-        return reject_with(s, run, stage == RS_SENDER ? stage : RS_SENDER, step->kind, 504, "5.5.2",
-                           "need fully-qualified address", r);
-    case STEP_REJECT_NON_FQDN_RCPT:
-        if (run->rcpt == NULL || strcasecmp(run->rcpt, "postmaster") == 0)
-            return RV_DUNNO;
-        if (domain_of(run->rcpt, &domain) && (*domain == '[' || smtp_is_fqdn(domain)))
-            return RV_DUNNO;
-        return reject_with(s, run, RS_RECIPIENT, step->kind, 504, "5.5.2", "need fully-qualified address", r);
-    case STEP_REJECT_NON_FQDN_HELO:
-        if (s->helo == NULL || *s->helo == '[' || smtp_is_fqdn(s->helo))
-            return RV_DUNNO;
-        return reject_with(s, run, RS_HELO, step->kind, 504, "5.5.2", "need fully-qualified hostname", r);
-    case STEP_REJECT_INVALID_HELO:
-        if (s->helo == NULL)
-            return RV_DUNNO;
-        if (*s->helo == '[' ? smtp_valid_address_literal(s->helo) : smtp_valid_hostname(s->helo))
-            return RV_DUNNO;
-        return reject_with(s, run, RS_HELO, step->kind, 501, "5.5.2", "Invalid name", r);
-    case STEP_CHECK_CLIENT:
-    case STEP_CHECK_HELO:
-    case STEP_CHECK_SENDER:
-    case STEP_CHECK_RCPT:
-        return run_table(s, run, stage, step, r);
+    case STEP_CLASS: {
+        const struct restrict_frame *f = restrict_frame(run);
+        return restrict_push(s, run, s->set->classes->lists[step->class_index], f->reply_name, f->reply_class, r);
+    }
+    case STEP_MODULE:
+        return run_module_step(s, run, step, r);
+    case STEP_POLICY:
+        return restrict_run_policy(s, run, step, r);
+    case STEP_REJECT_UNKNOWN_HELO:
+    case STEP_REJECT_UNKNOWN_SENDER_DOMAIN:
+    case STEP_REJECT_UNKNOWN_RCPT_DOMAIN:
+    case STEP_CHECK_SERVER:
+        return restrict_run_dns(s, run, step, r);
     case STEP_REJECT_UNLISTED_RCPT:
         return check_unlisted(s, run, 0, r);
     case STEP_REJECT_UNLISTED_SENDER:
         return check_unlisted(s, run, 1, r);
-    case STEP_MODULE:
-        return run_module_step(s, run, step, r);
+    default:
+        return restrict_run_builtin(s, run, step, r);
     }
-    return RV_DUNNO;
 }
 
-/* Applies one step's verdict to the run. Returns 1 when the evaluation is
- * decided (a refusal, in *r), 0 to go on. */
-static int apply_step(struct restrict_run *run, enum restrict_verdict v, const struct restrict_result *step_result,
-                      struct restrict_result *r)
+/* Ends every frame of the current stage (a PERMIT, a DISCARD, or both
+ * deferrals raised): the stage's lists are done. */
+static void unwind(struct restrict_run *run)
 {
-    if (v == RV_HOLD || v == RV_DISCARD) {
-        /* Non-terminating actions: remembered for the message. */
+    run->depth = 0;
+    run->warn_if_reject = 0;
+}
+
+/* A step at the current depth finished with v. Returns 1 when the whole
+ * evaluation is decided (a refusal, in *r). */
+static int step_finished(struct smtpd_session *s, struct restrict_run *run, enum restrict_verdict v,
+                         const struct restrict_result *step_result, struct restrict_result *r)
+{
+    /* warn_if_reject covers the one restriction after it (and whatever
+     * that one opens); then it is spent. */
+    if (run->warn_if_reject >= run->depth)
+        run->warn_if_reject = 0;
+    switch (v) {
+    case RV_HOLD:
+    case RV_DISCARD:
+        /* A module's non-terminating verdicts: remembered for the message. */
         if (run->collected.verdict != RV_DISCARD)
             run->collected.verdict = v;
         return 0;
-    }
-    if (v == RV_PERMIT) {
-        /* this list is done (its end-of-list checks still run); the next stage too */
-        run->step_index = INT_MAX;
+    case RV_PERMIT:
+        /* Ends this list, and the lists that opened it: the stage is done
+         * (its end-of-list checks still run; so does the next stage). */
+        unwind(run);
         return 0;
-    }
-    if (v == RV_REJECT || v == RV_DEFER) {
+    case RV_REJECT:
+    case RV_DEFER:
         *r = *step_result;
         return 1;
+    default:
+        break;
     }
+    if (s->defer_if_permit.active && run->defer_if_reject.active)
+        unwind(run);
     return 0;
 }
 
@@ -576,20 +433,43 @@ static int run_steps(struct smtpd_session *s, struct restrict_run *run, struct r
 {
     while (run->stage_index < run->nstages) {
         enum restrict_stage stage = run->stages[run->stage_index];
-        struct restrict_list *list = stage_list(s->set, stage);
-        if (list == NULL || run->step_index >= list->nsteps) {
-            if (stage_finished(s, run, stage, r))
+        if (!run->in_stage) {
+            run->in_stage = 1;
+            stage_begin(s, run, stage);
+        }
+        if (run->depth > 0 && s->tx && s->tx->discard)
+            unwind(run);   /* Postfix: nothing is evaluated after DISCARD */
+        if (run->depth == 0) {
+            if (stage_end(s, run, stage, r))
                 return 1;
+            run->in_stage = 0;
             run->stage_index++;
-            run->step_index = 0;
+            continue;
+        }
+        struct restrict_frame *f = &run->frames[run->depth - 1];
+        if (f->index >= f->list->nsteps) {
+            /* This list found nothing: back to the step that opened it,
+             * which is then done with DUNNO. */
+            run->depth--;
+            if (run->warn_if_reject > run->depth)
+                run->warn_if_reject = 0;
+            if (run->depth > 0 && step_finished(s, run, RV_DUNNO, NULL, r))
+                return 1;
+            continue;
+        }
+        const struct restrict_step *step = &f->list->steps[f->index++];
+        if (step->kind == STEP_WARN_IF_REJECT) {
+            if (run->warn_if_reject == 0)
+                run->warn_if_reject = run->depth;
             continue;
         }
         struct restrict_result step_result = { RV_DUNNO, 0, NULL, NULL };
-        enum restrict_verdict v = run_step(s, run, stage, &list->steps[run->step_index], &step_result);
-        run->step_index++;
+        enum restrict_verdict v = run_step(s, run, step, &step_result);
         if (v == RV_PENDING)
             return 0;
-        if (apply_step(run, v, &step_result, r))
+        if (v == RV_NESTED)
+            continue;
+        if (step_finished(s, run, v, &step_result, r))
             return 1;
     }
     *r = run->collected;
@@ -602,15 +482,46 @@ static void run_finished(struct smtpd_session *s, struct restrict_run *run, cons
     run->done(s, result);
 }
 
-/* A module restriction that suspended has answered (or timed out). */
-static void module_step_completed(struct smtpd_session *s, struct petrel_pending *p, const struct restrict_result *sr)
+void restrict_wait(struct smtpd_session *s, void (*cancel)(void *ctx), void *ctx)
+{
+    struct restrict_run *run = s->check;
+    run->waiting = 1;
+    run->cancel = cancel;
+    run->cancel_ctx = ctx;
+}
+
+void restrict_step_done(struct smtpd_session *s, enum restrict_verdict v, const struct restrict_result *sr)
 {
     struct restrict_run *run = s->check;
     if (run == NULL)
         return;
+    run->waiting = 0;
+    run->cancel = NULL;
+    run->cancel_ctx = NULL;
     struct restrict_result result = { RV_DUNNO, 0, NULL, NULL };
-    if (apply_step(run, sr->verdict, sr, &result) || run_steps(s, run, &result))
-        run_finished(s, run, &result);
+    if (v == RV_NESTED || !step_finished(s, run, v, sr, &result)) {
+        if (!run_steps(s, run, &result))
+            return;   /* another step waits */
+    }
+    run_finished(s, run, &result);
+}
+
+void restrict_cancel(struct smtpd_session *s)
+{
+    struct restrict_run *run = s->check;
+    s->check = NULL;
+    if (run && run->waiting && run->cancel)
+        run->cancel(run->cancel_ctx);
+    if (run) {
+        run->waiting = 0;
+        run->cancel = NULL;
+    }
+}
+
+/* A module restriction that suspended has answered (or timed out). */
+static void module_step_completed(struct smtpd_session *s, struct petrel_pending *p, const struct restrict_result *sr)
+{
+    restrict_step_done(s, sr->verdict, sr);
 }
 
 static enum restrict_verdict run_module_step(struct smtpd_session *s, struct restrict_run *run,
@@ -638,19 +549,48 @@ static enum restrict_verdict run_module_step(struct smtpd_session *s, struct res
     return r->verdict;
 }
 
+/* The command whose checks these are, as Postfix names it in the log and
+ * in policy requests (protocol_state). */
+static const char *where_of(struct smtpd_session *s, enum restrict_stage last)
+{
+    switch (last) {
+    case RS_CLIENT: return "CONNECT";
+    case RS_HELO: return s->esmtp ? "EHLO" : "HELO";
+    case RS_SENDER: return "MAIL";
+    case RS_RECIPIENT:
+    case RS_RELAY: return "RCPT";
+    case RS_DATA: return s->tx && s->tx->eom_counter == CNT_BDAT ? "BDAT" : "DATA";
+    default: return "END-OF-MESSAGE";
+    }
+}
+
 void restrict_check(struct smtpd_session *s, const enum restrict_stage *stages, int nstages,
                     const char *rcpt, restrict_done_fn *done)
 {
-    struct restrict_run *run = petrel_pool_zalloc(smtpd_cmd_pool(s), sizeof(*run));
+    /* One run per session, reused: a session evaluates one command at a time. */
+    if (s->run == NULL)
+        s->run = petrel_pool_zalloc(s->pool, sizeof(*s->run));
+    struct restrict_run *run = s->run;
+    struct restrict_frame *frames = run->frames;
+    int cap = run->frame_cap;
+    memset(run, 0, sizeof(*run));
+    run->frames = frames;
+    run->frame_cap = cap;
     for (int i = 0; i < nstages && i < RS_COUNT; i++)
         run->stages[i] = stages[i];
-    run->nstages = nstages;
+    run->nstages = nstages < RS_COUNT ? nstages : RS_COUNT;
     run->rcpt = rcpt;
     run->done = done;
     run->collected.verdict = RV_DUNNO;
+    run->where = where_of(s, run->stages[run->nstages - 1]);
     s->check = run;
     struct restrict_result result = { RV_DUNNO, 0, NULL, NULL };
+    /* RFC 5321 4.5.1: postmaster (without a domain) is always accepted. */
+    if (rcpt && strcasecmp(rcpt, "postmaster") == 0) {
+        run_finished(s, run, &result);
+        return;
+    }
     if (run_steps(s, run, &result))
         run_finished(s, run, &result);
-    /* Otherwise a module step is pending: module_step_completed resumes. */
+    /* Otherwise a step waits: restrict_step_done() resumes. */
 }

@@ -91,6 +91,15 @@ void smtpd_reply(struct smtpd_session *s, const char *fmt, ...)
         va_end(copy);
         msg_info("> %s: %s", s->namaddr, line);
     }
+    /* Postfix disconnects after any 421 or 521 reply (a restriction may
+     * answer one: access(5)). */
+    char head[4];
+    va_list peek;
+    va_copy(peek, ap);
+    vsnprintf(head, sizeof(head), fmt, peek);
+    va_end(peek);
+    if (strcmp(head, "421") == 0 || strcmp(head, "521") == 0)
+        s->hangup_after_reply = 1;
     evbuffer_add_vprintf(out, fmt, ap);
     va_end(ap);
     evbuffer_add(out, "\r\n", 2);
@@ -129,32 +138,6 @@ static void log_disconnect(struct smtpd_session *s)
         msg_info("disconnect from %s%s commands=%u/%u", s->namaddr, line, total_ok, total);
 }
 
-static const char *tx_sender_for_log(struct smtpd_session *s)
-{
-    return s->tx && s->tx->mail.address ? s->tx->mail.address : NULL;
-}
-
-/* Postfix's reject log line, read by pflogsumm:
- * "NOQUEUE: reject: RCPT from name[addr]: 554 5.7.1 <x>: Relay access denied; from=<a> to=<b> proto=ESMTP helo=<h>" */
-void smtpd_log_reject(struct smtpd_session *s, const char *what, const char *verb, int code,
-                      const char *enhanced, const char *text, const char *rcpt)
-{
-    char extra[1024];
-    size_t len = 0;
-    const char *sender = tx_sender_for_log(s);
-    extra[0] = '\0';
-    if (sender)
-        len += (size_t)snprintf(extra + len, sizeof(extra) - len, " from=<%s>", sender);
-    if (rcpt && len < sizeof(extra))
-        len += (size_t)snprintf(extra + len, sizeof(extra) - len, " to=<%s>", rcpt);
-    if (len < sizeof(extra))
-        len += (size_t)snprintf(extra + len, sizeof(extra) - len, " proto=%s", s->esmtp ? "ESMTP" : "SMTP");
-    if (s->helo && len < sizeof(extra))
-        snprintf(extra + len, sizeof(extra) - len, " helo=<%s>", s->helo);
-    const char *qid = s->tx && s->tx->queue_id[0] ? s->tx->queue_id : "NOQUEUE";
-    msg_info("%s: %s: %s from %s: %d %s %s;%s", qid, what, verb, s->namaddr, code, enhanced, text, extra);
-}
-
 void smtpd_count_error(struct smtpd_session *s, enum smtpd_counter c)
 {
     s->counter_errors[c]++;
@@ -186,6 +169,8 @@ void smtpd_tx_free(struct smtpd_session *s)
         queue_writer_abort(tx->writer);
     petrel_pool_destroy(tx->pool);
     s->tx = NULL;
+    if (s->policy_conns)
+        smtpd_policy_release(s);
 }
 
 struct smtpd_tx *smtpd_tx_new(struct smtpd_session *s)
@@ -257,7 +242,12 @@ static void session_free(struct smtpd_session *s)
         s->tx = NULL;
     }
     smtpd_plugin_session_gone(s);
+    restrict_cancel(s);
+    smtpd_peer_cancel(s);
+    if (s->sleep_timer)
+        event_free(s->sleep_timer);
     smtpd_tx_free(s);
+    smtpd_policy_release(s);
     if (s->client_key)
         anvil_disconnect(w->anvil, w->index, s->client_key);
     if (s->counted_in_service)
@@ -354,7 +344,9 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
     struct smtpd_session *s = arg;
     if (what & BEV_EVENT_CONNECTED) {
         smtpd_tls_established(s);
-        if (smtpd_phase_has_hooks(s, PHASE_STARTTLS) && s->state == SMTPD_CMD)
+        if (!s->greeted && smtpd_phase_has_hooks(s, PHASE_STARTTLS))
+            s->tls_hooks_pending = 1;   /* implicit TLS done before the greeting: after it */
+        else if (smtpd_phase_has_hooks(s, PHASE_STARTTLS) && s->state == SMTPD_CMD)
             smtpd_hooks_then(s, PHASE_STARTTLS, NULL, starttls_hooked);
         return;
     }
@@ -445,6 +437,7 @@ void smtpd_session_attach(struct smtpd_session *s)
 static void send_greeting(struct smtpd_session *s);
 static void greeting_checked(struct smtpd_session *s, const struct restrict_result *r);
 static void connect_hooked(struct smtpd_session *s, const struct restrict_result *r);
+static void peer_known(struct smtpd_session *s);
 
 /* A new session on fd: a network client (sa), or a local submission from
  * the pickup role (local, with the maildrop file owner's uid). */
@@ -463,19 +456,26 @@ static void session_start(struct smtpd_listener *l, const struct smtpd_settings 
     s->counted_in_service = counted_in_service;
     s->state = SMTPD_CMD;
     s->protocol = "SMTP";
-    /* Reverse lookups are not done yet (no asynchronous resolver in smtpd):
-     * every client is "unknown", as Postfix logs a name that fails to verify. */
-    s->name = "unknown";
+    s->name = s->reverse_name = "unknown";
+    s->name_status = s->reverse_name_status = SMTPD_PEER_PERM;
     if (local) {
         /* A maildrop file (petrel-sendmail): a user of this host, known by
          * the uid that owns the file; trusted as mynetworks is. */
         snprintf(s->addr, sizeof(s->addr), "127.0.0.1");
         snprintf(s->port, sizeof(s->port), "0");
-        s->name = "localhost";
+        snprintf(s->server_addr, sizeof(s->server_addr), "127.0.0.1");
+        snprintf(s->server_port, sizeof(s->server_port), "0");
+        s->name = s->reverse_name = "localhost";
+        s->name_status = s->reverse_name_status = SMTPD_PEER_OK;
         s->local_submission = 1;
         s->local_uid = uid;
     } else {
         addr_to_text(sa, s->addr, sizeof(s->addr), s->port, sizeof(s->port));
+        struct sockaddr_storage ours;
+        socklen_t ours_len = sizeof(ours);
+        if (getsockname(fd, (struct sockaddr *)&ours, &ours_len) == 0)
+            addr_to_text((struct sockaddr *)&ours, s->server_addr, sizeof(s->server_addr), s->server_port,
+                         sizeof(s->server_port));
     }
     s->namaddr = petrel_pool_printf(pool, "%s[%s]", s->name, s->addr);
     s->in_mynetworks = s->local_submission || cidr_list_match(set->mynetworks, s->addr);
@@ -484,12 +484,8 @@ static void session_start(struct smtpd_listener *l, const struct smtpd_settings 
     session_link(w, s);
 
     int one = 1;
-    if (!s->local_submission) {
+    if (!s->local_submission)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        /* Like Postfix's pickup, a local submission logs no connect line:
-         * its "ID: uid=N from=<...>" line says who sent it. */
-        msg_info("connect from %s", s->namaddr);
-    }
 
     if (set->tls_wrappermode) {
         if (set->tls_ctx == NULL) {
@@ -508,6 +504,30 @@ static void session_start(struct smtpd_listener *l, const struct smtpd_settings 
         s->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
     }
     smtpd_session_attach(s);
+    bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+    if (s->local_submission) {
+        peer_known(s);
+        return;
+    }
+    /* Nothing the client sends is looked at until its name is known (a
+     * client that leaves meanwhile ends the lookup). */
+    s->state = SMTPD_WAIT;
+    smtpd_peer_lookup(s, peer_known);
+}
+
+/* The client's name is known (or known to be unknown): log the connection,
+ * apply the per-client limits, then the client restrictions and the
+ * modules' connect hooks before the greeting. */
+static void peer_known(struct smtpd_session *s)
+{
+    const struct smtpd_settings *set = s->set;
+    struct smtpd_worker *w = s->worker;
+    s->state = SMTPD_CMD;
+    s->namaddr = petrel_pool_printf(s->pool, "%s[%s]", s->name, s->addr);
+    /* Like Postfix's pickup, a local submission logs no connect line: its
+     * "ID: uid=N from=<...>" line says who sent it. */
+    if (!s->local_submission)
+        msg_info("connect from %s", s->namaddr);
 
     /* Per-client limits (Postfix's anvil), per service as in Postfix: count
      * first, then decide. The service's own limit (maxproc) was applied
@@ -537,7 +557,6 @@ static void session_start(struct smtpd_listener *l, const struct smtpd_settings 
             msg_warn("connection accounting table full: not limiting %s", s->namaddr);
         }
     }
-    bufferevent_enable(s->bev, EV_READ | EV_WRITE);
 
     if (!set->delay_reject && !restrict_list_empty(set->client_restrictions)) {
         static const enum restrict_stage stages[] = { RS_CLIENT };
@@ -585,6 +604,11 @@ static void connect_hooked(struct smtpd_session *s, const struct restrict_result
         return;
     }
     send_greeting(s);
+    if (s->tls_hooks_pending && s->state == SMTPD_CMD) {
+        s->tls_hooks_pending = 0;
+        smtpd_hooks_then(s, PHASE_STARTTLS, NULL, starttls_hooked);
+        return;
+    }
     smtpd_continue(s);
 }
 
@@ -595,7 +619,9 @@ static void send_greeting(struct smtpd_session *s)
     if (s->set->forbid_unauth_pipelining && !s->set->tls_wrappermode) {
         char peek;
         ssize_t n = recv(s->fd, &peek, 1, MSG_PEEK | MSG_DONTWAIT);
-        if (n > 0) {
+        /* What arrived while the client's name was looked up is already
+         * in the input buffer. */
+        if (n > 0 || evbuffer_get_length(bufferevent_get_input(s->bev)) > 0) {
             msg_info("improper command pipelining before greeting from %s", s->namaddr);
             smtpd_reply(s, "554 5.5.0 Error: SMTP protocol synchronization");
             s->last_command = "CONNECT";
@@ -604,6 +630,7 @@ static void send_greeting(struct smtpd_session *s)
         }
     }
     smtpd_reply(s, "220 %s", s->set->banner);
+    s->greeted = 1;
 }
 
 
@@ -631,6 +658,11 @@ static void session_process_input(struct smtpd_session *s)
     struct evbuffer *in = bufferevent_get_input(s->bev);
     const struct smtpd_settings *set = s->set;
     while (s->state != SMTPD_CLOSING && s->state != SMTPD_WAIT) {
+        if (s->hangup_after_reply) {
+            /* A 421 or 521 went out (a restriction's answer): Postfix hangs up. */
+            smtpd_session_close_after_flush(s);
+            break;
+        }
         if (s->state == SMTPD_DATA) {
             if (!smtpd_consume_data(s))
                 break;
@@ -721,7 +753,7 @@ void smtpd_session_stop(struct smtpd_session *s)
         return;
     /* Whatever it waits for (a module, a restriction) answers nobody now. */
     smtpd_plugin_session_gone(s);
-    s->check = NULL;
+    restrict_cancel(s);
     if (s->delay_timer)
         evtimer_del(s->delay_timer);
     if (s->tx && s->tx->writer)

@@ -13,6 +13,11 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/statvfs.h>
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include "config/bind.h"
 #include "config/cfg.h"
@@ -23,6 +28,7 @@
 #include "smtpd/anvil.h"
 #include "smtpd/restrict.h"
 #include "smtpd/smtpd.h"
+#include "smtpd/restrict_int.h"
 #include "smtpd/smtpd_int.h"
 #include "tables/cidr.h"
 #include "module/module.h"
@@ -85,11 +91,11 @@ static struct cidr_list *networks(const struct cfg *cfg, const char *param, char
     return list;
 }
 
-static int compile_list(struct smtpd_settings *set, struct smtpd_worker *w, const char *param,
+static int compile_list(struct smtpd_settings *set, struct restrict_compiler *c, const char *param,
                         struct restrict_list **out, char **error)
 {
     char *err = NULL;
-    *out = restrict_compile(set->pool, param, cfg_list(set->cfg, param), w->tables, w->modules, &err);
+    *out = restrict_compile(c, param, cfg_list(set->cfg, param), &err);
     if (*out == NULL) {
         fail(error, "%s: %s", param, err);
         free(err);
@@ -99,6 +105,58 @@ static int compile_list(struct smtpd_settings *set, struct smtpd_worker *w, cons
         set->uses_unauth_pipelining = 1;
     return 0;
 }
+
+/* permit_inet_interfaces: the addresses of inet_interfaces ("all": every
+ * address of this host), as Postfix's own_inet_addr() knows them. */
+static struct cidr_list *own_addresses(const struct cfg *cfg, char **error)
+{
+    struct cidr_list *list = cidr_list_new();
+    char *err = NULL;
+    for (const char *const *item = cfg_list(cfg, "inet_interfaces"); *item; item++) {
+        const char *h = *item;
+        if (strcasecmp(h, "all") == 0) {
+            struct ifaddrs *ifs = NULL;
+            if (getifaddrs(&ifs) == 0) {
+                for (struct ifaddrs *i = ifs; i; i = i->ifa_next) {
+                    char text[INET6_ADDRSTRLEN];
+                    if (i->ifa_addr == NULL || (i->ifa_addr->sa_family != AF_INET && i->ifa_addr->sa_family != AF_INET6))
+                        continue;
+                    const void *a = i->ifa_addr->sa_family == AF_INET
+                                        ? (const void *)&((struct sockaddr_in *)i->ifa_addr)->sin_addr
+                                        : (const void *)&((struct sockaddr_in6 *)i->ifa_addr)->sin6_addr;
+                    if (inet_ntop(i->ifa_addr->sa_family, a, text, sizeof(text)) && !strchr(text, '%'))
+                        cidr_list_add(list, text, &err), free(err), err = NULL;
+                }
+                freeifaddrs(ifs);
+            }
+            continue;
+        }
+        if (strcasecmp(h, "loopback-only") == 0 || strcasecmp(h, "localhost") == 0) {
+            cidr_list_add(list, "127.0.0.1", &err), free(err), err = NULL;
+            cidr_list_add(list, "::1", &err), free(err), err = NULL;
+            continue;
+        }
+        struct addrinfo hints, *res = NULL;
+        memset(&hints, 0, sizeof(hints));
+        hints.ai_socktype = SOCK_STREAM;
+        if (getaddrinfo(h, NULL, &hints, &res) != 0) {
+            fail(error, "inet_interfaces: cannot resolve \"%s\"", h);
+            cidr_list_free(list);
+            return NULL;
+        }
+        for (struct addrinfo *a = res; a; a = a->ai_next) {
+            char text[INET6_ADDRSTRLEN];
+            const void *bytes = a->ai_family == AF_INET ? (const void *)&((struct sockaddr_in *)a->ai_addr)->sin_addr
+                                                        : (const void *)&((struct sockaddr_in6 *)a->ai_addr)->sin6_addr;
+            if ((a->ai_family == AF_INET || a->ai_family == AF_INET6) &&
+                inet_ntop(a->ai_family, bytes, text, sizeof(text)))
+                cidr_list_add(list, text, &err), free(err), err = NULL;
+        }
+        freeaddrinfo(res);
+    }
+    return list;
+}
+
 
 static void free_settings_pool(void *arg)
 {
@@ -111,6 +169,7 @@ static void free_settings_pool(void *arg)
     cidr_list_free(set->bare_lf_exclusions);
     cidr_list_free(set->conn_limit_exceptions);
     cidr_list_free(set->debug_peers);
+    cidr_list_free(set->own_addresses);
     for (size_t i = 0; i < set->nsender_bcc_maps; i++)
         tbl_close(set->sender_bcc_maps[i]);
     smtpd_rcpt_maps_free(set->rcpt_maps);
@@ -136,6 +195,9 @@ static const struct cfg_choice bare_newline_modes[] = {
 
 /* The fields read straight from the configuration (no table, list or TLS):
  * what a service's stress settings read again (read_plain_values). */
+/* Postfix's tempfail_actions (reject_tempfail_action and the like). */
+static const struct cfg_choice tempfail_actions[] = { { "defer_if_permit", 1 }, { "defer", 0 }, { NULL, 0 } };
+
 static const struct cfg_bind plain_binds[] = {
     SET("myhostname", STR, myhostname),
     SET("mail_name", STR, mail_name),
@@ -164,6 +226,25 @@ static const struct cfg_bind plain_binds[] = {
     SET("smtpd_reject_unlisted_sender", BOOL, reject_unlisted_sender),
     SET("always_bcc", STR, always_bcc),
     SET("smtpd_discard_ehlo_keywords", LIST, discard_ehlo_keywords),
+    /* the restrictions' reply codes and choices (restrict_steps.c, restrict_dns.c) */
+    SET("reject_code", INT, reject_code),
+    SET("defer_code", INT, defer_code),
+    SET("access_map_reject_code", INT, access_map_reject_code),
+    SET("access_map_defer_code", INT, access_map_defer_code),
+    SET("relay_domains_reject_code", INT, relay_code),
+    SET("non_fqdn_reject_code", INT, non_fqdn_code),
+    SET("invalid_hostname_reject_code", INT, invalid_hostname_code),
+    SET("unknown_client_reject_code", INT, unknown_client_code),
+    SET("unknown_hostname_reject_code", INT, unknown_hostname_code),
+    SET("unknown_address_reject_code", INT, unknown_address_code),
+    SET("multi_recipient_bounce_reject_code", INT, multi_rcpt_code),
+    SET("plaintext_reject_code", INT, plaintext_code),
+    CFG_BIND_CHOICE("unknown_helo_hostname_tempfail_action", struct smtpd_settings, unknown_helo_tf_defer_if_permit,
+                    tempfail_actions),
+    CFG_BIND_CHOICE("unknown_address_tempfail_action", struct smtpd_settings, unknown_address_tf_defer_if_permit,
+                    tempfail_actions),
+    SET("smtpd_null_access_lookup_key", STR, null_access_key),
+    SET("smtpd_peername_lookup", BOOL, peername_lookup),
 };
 const struct cfg_bind_table smtpd_bind_table = CFG_BIND_TABLE("smtpd", plain_binds);
 
@@ -193,6 +274,21 @@ static const struct cfg_bind service_binds[] = {
     CFG_BIND_READ("smtpd_relay_restrictions"),
     CFG_BIND_READ("smtpd_data_restrictions"),
     CFG_BIND_READ("smtpd_end_of_data_restrictions"),
+    CFG_BIND_READ("smtpd_restriction_classes"),
+    CFG_BIND_READ("inet_interfaces"),                 /* permit_inet_interfaces */
+    /* policy.c: check_policy_service's defaults, the attributes it sends */
+    CFG_BIND_READ("smtpd_policy_service_timeout"),
+    CFG_BIND_READ("smtpd_policy_service_max_idle"),
+    CFG_BIND_READ("smtpd_policy_service_max_ttl"),
+    CFG_BIND_READ("smtpd_policy_service_retry_delay"),
+    CFG_BIND_READ("smtpd_policy_service_request_limit"),
+    CFG_BIND_READ("smtpd_policy_service_try_limit"),
+    CFG_BIND_READ("smtpd_policy_service_default_action"),
+    CFG_BIND_READ("smtpd_policy_service_policy_context"),
+    CFG_BIND_READ("queue_directory"),                 /* unix:private/NAME endpoints */
+    CFG_BIND_READ("stress"),
+    CFG_BIND_READ("compatibility_level"),
+    CFG_BIND_READ("mail_version"),
     /* tls.c */
     CFG_BIND_READ("smtpd_tls_cert_file"),
     CFG_BIND_READ("smtpd_tls_key_file"),
@@ -304,22 +400,28 @@ struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struc
             goto failed;
     }
 
-    if (compile_list(set, w, "smtpd_client_restrictions", &set->client_restrictions, error) ||
-        compile_list(set, w, "smtpd_helo_restrictions", &set->helo_restrictions, error) ||
-        compile_list(set, w, "smtpd_sender_restrictions", &set->sender_restrictions, error) ||
-        compile_list(set, w, "smtpd_recipient_restrictions", &set->recipient_restrictions, error) ||
-        compile_list(set, w, "smtpd_relay_restrictions", &set->relay_restrictions, error) ||
-        compile_list(set, w, "smtpd_data_restrictions", &set->data_restrictions, error) ||
-        compile_list(set, w, "smtpd_end_of_data_restrictions", &set->eod_restrictions, error))
+    if ((set->own_addresses = own_addresses(cfg, error)) == NULL)
+        goto failed;
+
+    struct restrict_compiler compiler = { .pool = pool, .cfg = cfg, .tables = w->tables, .modules = w->modules,
+                                          .validating = w->base == NULL };
+    if (restrict_classes_compile(&compiler, error) != 0)
+        goto failed;
+    set->classes = compiler.classes;
+    if (compile_list(set, &compiler, "smtpd_client_restrictions", &set->client_restrictions, error) ||
+        compile_list(set, &compiler, "smtpd_helo_restrictions", &set->helo_restrictions, error) ||
+        compile_list(set, &compiler, "smtpd_sender_restrictions", &set->sender_restrictions, error) ||
+        compile_list(set, &compiler, "smtpd_recipient_restrictions", &set->recipient_restrictions, error) ||
+        compile_list(set, &compiler, "smtpd_relay_restrictions", &set->relay_restrictions, error) ||
+        compile_list(set, &compiler, "smtpd_data_restrictions", &set->data_restrictions, error) ||
+        compile_list(set, &compiler, "smtpd_end_of_data_restrictions", &set->eod_restrictions, error))
         goto failed;
     /* Postfix refuses to run with neither list guarding relaying. */
-    if (restrict_list_empty(set->relay_restrictions) &&
-        !restrict_list_has(set->recipient_restrictions, "reject_unauth_destination") &&
-        !restrict_list_has(set->recipient_restrictions, "defer_unauth_destination") &&
-        !restrict_list_has(set->recipient_restrictions, "reject")) {
-        fail(error, "smtpd_recipient_restrictions: the relay restrictions are empty and the "
-             "recipient restrictions lack reject_unauth_destination, defer_unauth_destination or reject: "
-             "this would be an open relay");
+    if (!restrict_list_guards_relay(set->relay_restrictions, set->classes) &&
+        !restrict_list_guards_relay(set->recipient_restrictions, set->classes)) {
+        fail(error, "smtpd_recipient_restrictions: in parameter smtpd_relay_restrictions or "
+             "smtpd_recipient_restrictions, specify at least one working instance of: reject_unauth_destination, "
+             "defer_unauth_destination, reject, defer or defer_if_permit: this would be an open relay");
         goto failed;
     }
     return set;

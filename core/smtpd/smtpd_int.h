@@ -25,6 +25,7 @@
 #include "mail/smtp_data.h"
 #include "smtpd/header_reader.h"
 #include "smtpd/restrict.h"
+#include "smtpd/restrict_int.h"
 #include "mail/smtp_parse.h"
 
 struct event_base;
@@ -48,6 +49,9 @@ struct hook_run;
 struct restrict_result;
 struct smtpd_rcpt_maps;
 struct evbuffer;
+struct smtpd_peer_lookup;
+struct policy_conn;
+struct restrict_classes;
 
 /* The SMTP phases whose module hooks the session runs. */
 enum smtpd_phase { PHASE_CONNECT, PHASE_HELO, PHASE_STARTTLS, PHASE_AUTH, PHASE_MAIL, PHASE_RCPT, PHASE_DATA,
@@ -98,6 +102,9 @@ struct smtpd_header {
 };
 
 enum tls_level { TLS_LEVEL_NONE, TLS_LEVEL_MAY, TLS_LEVEL_ENCRYPT };
+
+/* How well the client's name is known (Postfix's SMTPD_PEER_CODE_*). */
+enum smtpd_peer_status { SMTPD_PEER_OK = 2, SMTPD_PEER_TEMP = 4, SMTPD_PEER_PERM = 5, SMTPD_PEER_FORGED = 6 };
 
 /* One listener's settings: main.cf plus that master.cf line's -o overrides,
  * resolved once per worker so the hot path never parses configuration. */
@@ -153,6 +160,16 @@ struct smtpd_settings {
     /* restriction lists, compiled */
     struct restrict_list *client_restrictions, *helo_restrictions, *sender_restrictions,
         *recipient_restrictions, *relay_restrictions, *data_restrictions, *eod_restrictions;
+    struct restrict_classes *classes;         /* smtpd_restriction_classes */
+    /* reply codes and choices of the restrictions (Postfix's names) */
+    int reject_code, defer_code, access_map_reject_code, access_map_defer_code, relay_code, non_fqdn_code,
+        invalid_hostname_code, unknown_client_code, unknown_hostname_code, unknown_address_code,
+        multi_rcpt_code, plaintext_code;
+    int unknown_helo_tf_defer_if_permit;      /* unknown_helo_hostname_tempfail_action = defer_if_permit */
+    int unknown_address_tf_defer_if_permit;   /* unknown_address_tempfail_action = defer_if_permit */
+    const char *null_access_key;              /* smtpd_null_access_lookup_key */
+    int peername_lookup;                      /* smtpd_peername_lookup */
+    struct cidr_list *own_addresses;          /* permit_inet_interfaces: inet_interfaces' addresses */
     int uses_unauth_pipelining;       /* reject_unauth_pipelining appears somewhere */
     int borrowed;                     /* tables, lists and TLS belong to the settings it was made like */
 };
@@ -201,6 +218,7 @@ struct smtpd_worker {
     const char *dns_resolver;         /* the resolver's spec (lib/dns.h) */
     time_t space_checked;
     int space_ok;
+    unsigned instance_seq;            /* the policy protocol's instance numbers */
 };
 
 struct smtpd_rcpt {
@@ -234,6 +252,15 @@ struct smtpd_tx {
     unsigned long long bdat_total;
     int bdat_pending_cr;              /* BDAT normalisation: CR at a chunk end */
     int discard, hold;                /* verdicts collected during the transaction */
+    /* access actions (tables, policy servers) */
+    const char *instance;             /* the policy protocol's "instance": set when MAIL is accepted */
+    const char *redirect;             /* REDIRECT: every recipient goes here instead */
+    const char **bcc;                 /* BCC: extra recipients (NOTIFY=NEVER) */
+    size_t nbcc;
+    const char **prepend;             /* PREPEND: headers above our Received: */
+    size_t nprepend;
+    unsigned envelope_changes;        /* REDIRECT and BCC actions so far */
+    unsigned envelope_written;        /* ... when the queue file's envelope was written */
     struct workq_job *commit_job;
     /* for modules */
     void **module_slots;
@@ -280,7 +307,12 @@ struct smtpd_session {
     enum smtpd_state state;
     char addr[64];
     char port[8];
-    const char *name;                 /* reverse name, "unknown" when not looked up */
+    char server_addr[64];             /* our end of the connection */
+    char server_port[8];
+    const char *name;                 /* the verified client name, or "unknown" (peer.c) */
+    const char *reverse_name;         /* the unverified PTR name, or "unknown" */
+    int name_status, reverse_name_status;   /* SMTPD_PEER_* */
+    struct smtpd_peer_lookup *peer_lookup;  /* in flight */
     const char *namaddr;              /* "name[addr]" for logs */
     const char *helo;                 /* printable, neutered as Postfix does (helo_pool) */
     int esmtp;
@@ -316,6 +348,17 @@ struct smtpd_session {
     struct smtpd_tx *tx;
     struct event *delay_timer;        /* error sleep */
     struct restrict_run *check;       /* the restriction evaluation in progress */
+    struct restrict_run *run;         /* its storage, reused by every evaluation of the session */
+    struct event *sleep_timer;        /* the sleep restriction */
+    /* Postfix's defer_if_permit: raised by a restriction, answered at the
+     * end of RCPT, DATA or END-OF-MESSAGE unless something refuses; the
+     * stage snapshots carry it from CONNECT, HELO and MAIL to RCPT. */
+    struct restrict_deferral defer_if_permit;
+    int defer_if_permit_client, defer_if_permit_helo, defer_if_permit_sender;
+    struct policy_conn *policy_conns; /* policy connections held for the transaction */
+    int hangup_after_reply;           /* a 421 or 521 reply was sent: close (Postfix) */
+    int greeted;                      /* the 220 went out */
+    int tls_hooks_pending;            /* implicit TLS finished before the greeting: STARTTLS hooks after it */
     /* modules */
     struct petrel_session api;
     struct petrel_pending *pending;   /* suspended module calls (orphaned when the session ends) */
@@ -374,6 +417,9 @@ void smtpd_session_close_after_flush(struct smtpd_session *s);
 /* Postfix's reject line: "ID: reject: VERB from name[addr]: CODE X.Y.Z text; from=<> to=<> proto= helo=<>" */
 void smtpd_log_reject(struct smtpd_session *s, const char *what, const char *verb, int code, const char *enhanced,
                       const char *text, const char *rcpt);
+/* Postfix's log_whatsup(): "ID: what: VERB from name[addr]: text; from=<> to=<> proto= helo=<>" */
+void smtpd_log_event(struct smtpd_session *s, const char *what, const char *verb, const char *text,
+                     const char *rcpt);
 /* A command of kind c failed: counted in the disconnect line and the error limits. */
 void smtpd_count_error(struct smtpd_session *s, enum smtpd_counter c);
 struct smtpd_tx *smtpd_tx_new(struct smtpd_session *s);
@@ -410,8 +456,10 @@ void smtpd_finish_message(struct smtpd_session *s, enum smtpd_counter c);
 int smtpd_open_queue_file(struct smtpd_session *s);
 /* A queue file for the transaction's envelope as it stands; its ID goes to tx->queue_id. */
 struct queue_writer *smtpd_create_writer(struct smtpd_session *s);
-/* Received: header (RFC 5321 4.4), Postfix's layout. */
+/* Received: header (RFC 5321 4.4), Postfix's layout, below the PREPEND actions' headers. */
 void smtpd_write_received(struct smtpd_session *s);
+/* REDIRECT or BCC changed the envelope after the file was opened: write it again. */
+int smtpd_envelope_rewrite(struct smtpd_session *s);
 
 /* settings.c */
 /* Settings for one of svc's configurations: svc->cfg, or svc->stress_cfg
@@ -425,8 +473,19 @@ struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struc
                                              char **error);
 void smtpd_settings_free(struct smtpd_settings *set);
 
+/* peer.c: the client's name (reverse DNS, forward-confirmed); done(s)
+ * runs when it is known, possibly before this returns. */
+void smtpd_peer_lookup(struct smtpd_session *s, void (*done)(struct smtpd_session *s));
+void smtpd_peer_cancel(struct smtpd_session *s);
+
+/* policy.c: the transaction ended; held policy connections go back to the pool. */
+void smtpd_policy_release(struct smtpd_session *s);
+
 /* tls.c */
 SSL_CTX *smtpd_tls_ctx_create(const struct cfg *cfg, char **error);
+/* The protocol, cipher, its bits and the SNI name the client sent ("" when none). */
+void smtpd_tls_facts(struct smtpd_session *s, const char **protocol, const char **cipher, int *bits,
+                     const char **sni);
 int smtpd_tls_start(struct smtpd_session *s, int wrapper);
 const char *smtpd_tls_describe(petrel_pool *pool, SSL *ssl);
 void smtpd_tls_established(struct smtpd_session *s);

@@ -100,6 +100,20 @@ const char *smtpd_tls_describe(petrel_pool *pool, SSL *ssl)
                               SSL_CIPHER_get_name(c), bits, alg_bits);
 }
 
+void smtpd_tls_facts(struct smtpd_session *s, const char **protocol, const char **cipher, int *bits,
+                     const char **sni)
+{
+    SSL *ssl = s->tls_active && s->bev ? bufferevent_openssl_get_ssl(s->bev) : NULL;
+    if (ssl == NULL)
+        return;
+    const SSL_CIPHER *c = SSL_get_current_cipher(ssl);
+    *protocol = SSL_get_version(ssl);
+    *cipher = c ? SSL_CIPHER_get_name(c) : "";
+    *bits = c ? SSL_CIPHER_get_bits(c, NULL) : 0;
+    const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    *sni = name ? name : "";
+}
+
 /* Called once the handshake completes: record and log what was negotiated. */
 void smtpd_tls_established(struct smtpd_session *s)
 {

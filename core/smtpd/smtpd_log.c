@@ -1,0 +1,48 @@
+/*
+ * Postfix's log lines about an SMTP command's fate, shared by the session,
+ * its commands and the restriction engine: "ID: reject: RCPT from
+ * name[addr]: 554 5.7.1 text; from=<a> to=<b> proto=ESMTP helo=<h>" and
+ * the same shape for hold, discard, warn, info, redirect, bcc, filter and
+ * reject_warning (Postfix's log_whatsup), which pflogsumm reads.
+ */
+#include "config.h"
+
+#include <stdio.h>
+
+#include "lib/log.h"
+#include "smtpd/smtpd_int.h"
+
+static const char *tx_sender_for_log(struct smtpd_session *s)
+{
+    return s->tx && s->tx->mail.address ? s->tx->mail.address : NULL;
+}
+
+/* Postfix's reject log line, read by pflogsumm:
+ * "NOQUEUE: reject: RCPT from name[addr]: 554 5.7.1 <x>: Relay access denied; from=<a> to=<b> proto=ESMTP helo=<h>" */
+void smtpd_log_reject(struct smtpd_session *s, const char *what, const char *verb, int code,
+                      const char *enhanced, const char *text, const char *rcpt)
+{
+    char line[1024];
+    snprintf(line, sizeof(line), "%d %s %s", code, enhanced, text);
+    smtpd_log_event(s, what, verb, line, rcpt);
+}
+
+void smtpd_log_event(struct smtpd_session *s, const char *what, const char *verb, const char *text,
+                     const char *rcpt)
+{
+    char extra[1024];
+    size_t len = 0;
+    const char *sender = tx_sender_for_log(s);
+    extra[0] = '\0';
+    if (sender)
+        len += (size_t)snprintf(extra + len, sizeof(extra) - len, " from=<%s>", sender);
+    if (rcpt && len < sizeof(extra))
+        len += (size_t)snprintf(extra + len, sizeof(extra) - len, " to=<%s>", rcpt);
+    if (len < sizeof(extra))
+        len += (size_t)snprintf(extra + len, sizeof(extra) - len, " proto=%s", s->esmtp ? "ESMTP" : "SMTP");
+    if (s->helo && len < sizeof(extra))
+        snprintf(extra + len, sizeof(extra) - len, " helo=<%s>", s->helo);
+    const char *qid = s->tx && s->tx->queue_id[0] ? s->tx->queue_id : "NOQUEUE";
+    msg_info("%s: %s: %s from %s: %s;%s", qid, what, verb, s->namaddr, text, extra);
+}
+

@@ -125,6 +125,7 @@ enum restrict_verdict restrict_refuse(struct smtpd_session *s, struct restrict_r
     return refuse(s, run, cls, code, dsn, text, r);
 }
 
+__attribute__((format(printf, 5, 0)))
 static void defer_if(struct restrict_deferral *d, enum restrict_error_class cls, int code, const char *dsn,
                      const char *fmt, va_list ap)
 {

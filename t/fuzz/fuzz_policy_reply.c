@@ -10,12 +10,8 @@
  * keeps its shape.
  *
  * make check builds it with t/fuzz/replay_main.c and replays
- * t/fuzz/corpus/policy_reply. libFuzzer build (with a configured build
- * tree in $B for config.h):
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
- *     -I$B -Icore/include -Icore t/fuzz/fuzz_policy_reply.c core/smtpd/policy_proto.c \
- *     core/smtpd/access_action.c core/lib/buf.c core/lib/xalloc.c core/lib/log.c -o /tmp/fuzz_policy_reply
- *   /tmp/fuzz_policy_reply -max_total_time=60 -max_len=20000 /tmp/corpus-policy t/fuzz/corpus/policy_reply
+ * t/fuzz/corpus/policy_reply; `make fuzz FUZZ_TARGETS=policy_reply` runs it
+ * with libFuzzer (doc/testing.md).
  */
 #include "config.h"
 

@@ -221,6 +221,11 @@ mynetworks = 127.0.0.0/8
 mydestination = example.com
 maillog_file = $PT_LOG
 inet_interfaces = 127.0.0.1
+# As the Postfix instance: any local part is accepted, no aliases (an
+# unbuilt /etc/aliases would stop the start).
+local_recipient_maps =
+alias_maps =
+alias_database =
 EOF
 	if [ "$(id -u)" = 0 ] && ! getent passwd petrel >/dev/null; then
 		# root start drops privileges to mail_owner (default "petrel", missing here)

@@ -150,7 +150,7 @@ int master_load_config(const char *confdir, struct loaded_config *out, int check
             continue;
         }
         char *error = NULL;
-        if (smtpd_validate_service(svc, out->modules, &error) != 0) {
+        if (smtpd_validate_service(out->cfg, svc, out->modules, &error) != 0) {
             int seen = 0;
             for (size_t k = 0; k < nreported; k++)
                 seen |= strcmp(reported[k], error) == 0;

@@ -212,7 +212,7 @@ void smtpd_finish_message(struct smtpd_session *s, enum smtpd_counter c)
     struct smtpd_tx *tx = s->tx;
     const char *verb = c == CNT_BDAT ? "BDAT" : "DATA";
     tx->eom_counter = c;
-    smtpd_content_end(s);
+    smtpd_cleanup_end(s);
     unsigned long long size = queue_writer_content_size(tx->writer);
     int oversize = c == CNT_DATA ? s->data.oversize : 0;
     if (oversize || (s->set->message_size_limit && size > s->set->message_size_limit))
@@ -279,8 +279,9 @@ static void eom_hooked(struct smtpd_session *s, const struct restrict_result *r)
     enum smtpd_counter c = tx->eom_counter;
     s->state = SMTPD_CMD;
     if (smtpd_refused(r)) {
-        smtpd_log_reject(s, r->verdict == RV_REJECT ? "reject" : "reject", "END-OF-MESSAGE", r->code, r->enhanced,
-                         r->text, NULL);
+        /* Header and body checks logged their own line, as Postfix's cleanup does. */
+        if (!(r == &tx->content_verdict && tx->verdict_logged))
+            smtpd_log_reject(s, "reject", "END-OF-MESSAGE", r->code, r->enhanced, r->text, NULL);
         smtpd_reply(s, "%d %s %s", r->code, r->enhanced, r->text);
         smtpd_tx_free(s);
         smtpd_count_error(s, c);
@@ -311,7 +312,8 @@ static void eom_hooked(struct smtpd_session *s, const struct restrict_result *r)
     }
     if (tx->discard) {
         /* Postfix's DISCARD: the client is told the message was taken. */
-        msg_info("%s: discard: END-OF-MESSAGE from %s: %s; from=<%s> proto=%s helo=<%s>", tx->queue_id,
+        if (!tx->discard_logged)
+            msg_info("%s: discard: END-OF-MESSAGE from %s: %s; from=<%s> proto=%s helo=<%s>", tx->queue_id,
                  s->namaddr, "discarded by restriction or module", tx->mail.address, s->esmtp ? "ESMTP" : "SMTP",
                  s->helo ? s->helo : "");
         smtpd_reply(s, "250 2.0.0 Ok: queued as %s", tx->queue_id);
@@ -320,7 +322,7 @@ static void eom_hooked(struct smtpd_session *s, const struct restrict_result *r)
         smtpd_continue(s);
         return;
     }
-    if (tx->hold)
+    if (tx->hold && !tx->hold_logged)
         msg_info("%s: hold: END-OF-MESSAGE from %s: %s; from=<%s> proto=%s helo=<%s>", tx->queue_id, s->namaddr,
                  tx->edits.quarantine_reason ? tx->edits.quarantine_reason : "held by restriction or module",
                  tx->mail.address, s->esmtp ? "ESMTP" : "SMTP", s->helo ? s->helo : "");
@@ -340,9 +342,7 @@ static int emit_content(void *ctx, const char *data, size_t n)
     struct smtpd_tx *tx = s->tx;
     if (tx->io_errno)
         return 0;
-    if (queue_writer_write(tx->writer, data, n) != 0)
-        smtpd_tx_io_error(tx, errno);
-    smtpd_content_feed(s, data, n);
+    smtpd_cleanup_feed(s, data, n);
     return 0;
 }
 

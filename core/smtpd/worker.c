@@ -410,10 +410,12 @@ int smtpd_worker_main(const struct smtpd_worker_args *args)
     return 0;
 }
 
-int smtpd_validate_service(const struct master_service *service, struct module_set *modules, char **error)
+int smtpd_validate_service(const struct cfg *cfg, const struct master_service *service, struct module_set *modules,
+                           char **error)
 {
     struct smtpd_worker w;
     memset(&w, 0, sizeof(w));
+    w.cfg = cfg;
     w.modules = modules;
     w.tables = tbl_registry_new();
     if (module_set_register_tables(modules, w.tables) != 0) {

@@ -142,7 +142,8 @@ static const char *rewrite_value(struct smtpd_session *s, const char *value, siz
 void smtpd_content_rewrite_headers(struct smtpd_session *s)
 {
     struct smtpd_tx *tx = s->tx;
-    if (s->worker->rewrite == NULL || !mail_rewrite_headers(s->worker->rewrite))
+    if (s->worker->rewrite == NULL || !mail_rewrite_headers(s->worker->rewrite) ||
+        (s->set->receive_override & RO_NO_ADDRESS_MAPPINGS))
         return;
     for (size_t i = 0; i < tx->nheaders; i++) {
         int cls = header_class(tx->headers[i].name);

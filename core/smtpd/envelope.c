@@ -38,9 +38,11 @@ void smtpd_received_text(struct smtpd_session *s, struct buf *out)
         buf_printf(&b, "Received: from %s (%s [%s])\r\n", s->helo ? s->helo : s->addr, s->name, s->addr);
         if (s->tls_info)
             buf_printf(&b, "\t(using %s)\r\n", s->tls_info);
-        buf_printf(&b, "\tby %s (%s) with %s id %s", s->set->myhostname, s->set->mail_name,
+        /* Without a queue file (a before-queue filter gets the message)
+         * there is no queue ID to name, as with Postfix. */
+        buf_printf(&b, "\tby %s (%s) with %s%s%s", s->set->myhostname, s->set->mail_name,
                    tx->mail.smtputf8 ? (s->tls_active ? "UTF8SMTPS" : "UTF8SMTP") : s->protocol,
-                   tx->queue_id);
+                   tx->queue_id[0] ? " id " : "", tx->queue_id);
         if (tx->nrcpts == 1)
             buf_printf(&b, "\r\n\tfor <%s>; %s\r\n", tx->rcpts[0].address, date);
         else

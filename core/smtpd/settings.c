@@ -201,6 +201,18 @@ static int receive_override(const struct cfg *cfg, unsigned *mask, char **error)
     return 0;
 }
 
+/* smtpd_proxy_options: speed_adjust (Postfix's only option). */
+static int proxy_options(const struct cfg *cfg, struct smtpd_settings *set, char **error)
+{
+    set->proxy_speed_adjust = 0;
+    for (const char *const *item = cfg_list(cfg, "smtpd_proxy_options"); *item; item++) {
+        if (strcasecmp(*item, "speed_adjust") != 0)
+            return fail(error, "smtpd_proxy_options: unknown option \"%s\" (speed_adjust)", *item);
+        set->proxy_speed_adjust = 1;
+    }
+    return 0;
+}
+
 /* content_filter = transport:nexthop, where the transport is one the
  * queue manager can deliver with: smtp, relay, lmtp, or a master.cf
  * service whose command is smtp, lmtp or pipe. Checked here so that a
@@ -303,6 +315,9 @@ static const struct cfg_bind plain_binds[] = {
     SET("smtpd_null_access_lookup_key", STR, null_access_key),
     SET("smtpd_peername_lookup", BOOL, peername_lookup),
     SET("content_filter", STR, content_filter),
+    SET("smtpd_proxy_filter", STR, proxy_filter),
+    SET("smtpd_proxy_timeout", TIMEVAL, proxy_timeout),
+    SET("smtpd_proxy_ehlo", STR, proxy_ehlo),
 };
 const struct cfg_bind_table smtpd_bind_table = CFG_BIND_TABLE("smtpd", plain_binds);
 
@@ -348,6 +363,8 @@ static const struct cfg_bind service_binds[] = {
     CFG_BIND_READ("compatibility_level"),
     CFG_BIND_READ("mail_version"),
     CFG_BIND_READ("receive_override_options"),
+    CFG_BIND_READ("smtpd_proxy_options"),
+    CFG_BIND_READ("queue_directory"),
     /* tls.c */
     CFG_BIND_READ("smtpd_tls_cert_file"),
     CFG_BIND_READ("smtpd_tls_key_file"),
@@ -430,7 +447,8 @@ struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struc
 
     cfg_bind_apply(cfg, &smtpd_service_bind_table, set);
     if (receive_override(cfg, &set->receive_override, error) != 0 ||
-        check_content_filter(w, set->content_filter, error) != 0)
+        check_content_filter(w, set->content_filter, error) != 0 || proxy_options(cfg, set, error) != 0 ||
+        smtpd_proxy_resolve(set, set->proxy_filter, cfg_get(cfg, "queue_directory"), error) != 0)
         goto failed;
     if ((set->cleanup = smtpd_cleanup_settings_create(w, svc, cfg, error)) == NULL)
         goto failed;

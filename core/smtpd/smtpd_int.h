@@ -166,6 +166,13 @@ struct smtpd_settings {
     struct smtpd_rcpt_maps *rcpt_maps;
     const char *always_bcc;
     unsigned receive_override;        /* RO_* */
+    /* smtpd_proxy_filter (proxy.c): where, how long to wait, what EHLO says */
+    const char *proxy_filter;
+    struct timeval proxy_timeout;
+    const char *proxy_ehlo;
+    int proxy_speed_adjust;           /* smtpd_proxy_options = speed_adjust */
+    struct sockaddr_storage proxy_addr;
+    socklen_t proxy_addr_len;
     const char *content_filter;       /* content_filter: "transport:nexthop", "" for none */
     struct smtpd_cleanup_settings *cleanup;   /* shared with the stress settings */
     struct tbl **sender_bcc_maps;
@@ -313,6 +320,10 @@ struct smtpd_tx {
     int verdict_logged;               /* content_verdict came from the checks, which logged it */
     int hold_logged, discard_logged;  /* the checks logged their HOLD / DISCARD */
     int eom_counter;                  /* CNT_DATA or CNT_BDAT: the command that started the content */
+    struct smtpd_proxy *proxy;        /* smtpd_proxy_filter: the filter's side of this transaction */
+    unsigned long long proxy_size;    /* content bytes sent to it */
+    const char *mail_line;            /* the client's MAIL command, for the filter */
+    const char *rcpt_line;            /* the RCPT command being checked, for the filter */
     struct restrict_result content_verdict;   /* a refusal from a header or body hook */
 };
 
@@ -550,6 +561,23 @@ struct smtpd_cleanup_settings *smtpd_cleanup_settings_create(struct smtpd_worker
                                                               const struct master_service *svc,
                                                               const struct cfg *cfg, char **error);
 void smtpd_cleanup_settings_free(struct smtpd_cleanup_settings *c);
+
+/* proxy.c: smtpd_proxy_filter, the before-queue content filter */
+struct smtpd_proxy;
+/* An exchange with the filter ended: ok, or the reply for the client. */
+typedef void smtpd_proxy_done_fn(struct smtpd_session *s, int ok, const char *reply);
+/* Resolves smtpd_proxy_filter into set->proxy_addr. 0, or -1 with *error. */
+int smtpd_proxy_resolve(struct smtpd_settings *set, const char *spec, const char *queue_directory, char **error);
+/* 1 when this session's mail goes through a before-queue filter. */
+int smtpd_proxy_enabled(const struct smtpd_session *s);
+/* The MAIL command our checks accepted (the filter gets it later). */
+void smtpd_proxy_mail(struct smtpd_session *s, const char *line);
+void smtpd_proxy_rcpt(struct smtpd_session *s, const char *line, smtpd_proxy_done_fn *done);
+void smtpd_proxy_data(struct smtpd_session *s, smtpd_proxy_done_fn *done);
+void smtpd_proxy_content(struct smtpd_session *s, const char *data, size_t n);
+/* More content waits for the filter than we buffer: read no more input. */
+int smtpd_proxy_congested(const struct smtpd_session *s);
+void smtpd_proxy_dot(struct smtpd_session *s, smtpd_proxy_done_fn *done);
 
 /* content.c */
 int smtpd_content_edited(const struct smtpd_session *s);

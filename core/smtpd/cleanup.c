@@ -183,6 +183,24 @@ struct smtpd_cleanup_settings *smtpd_cleanup_settings_create(struct smtpd_worker
     return c;
 }
 
+void smtpd_cleanup_warn_overrides(const struct master_service *svc)
+{
+    /* -o header_checks on an smtpd line: Postfix's smtpd never reads it,
+     * its cleanup does; Petrel does as Postfix, but says so. */
+    for (size_t i = 1; i < sizeof(cleanup_binds) / sizeof(cleanup_binds[0]); i++) {
+        const char *name = cleanup_binds[i].name;
+        const char *file = NULL;
+        int line = 0;
+        if (strcmp(name, "line_length_limit") == 0)
+            continue;   /* smtpd reads that one too */
+        cfg_origin(svc->cfg, name, &file, &line);
+        if (file && svc->file && strcmp(file, svc->file) == 0)
+            msg_warn("%s, line %d: service %s: -o %s has no effect on an %s service (Postfix's cleanup reads it, "
+                     "not smtpd or pickup): set it on the cleanup service that cleanup_service_name names",
+                     file, line, svc->name, name, svc->role == ROLE_PICKUP ? "pickup" : "smtpd");
+    }
+}
+
 void smtpd_cleanup_settings_free(struct smtpd_cleanup_settings *c)
 {
     if (c == NULL)

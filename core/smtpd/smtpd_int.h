@@ -561,6 +561,8 @@ struct smtpd_cleanup_settings *smtpd_cleanup_settings_create(struct smtpd_worker
                                                               const struct master_service *svc,
                                                               const struct cfg *cfg, char **error);
 void smtpd_cleanup_settings_free(struct smtpd_cleanup_settings *c);
+/* Warns about -o overrides of cleanup parameters on an smtpd or pickup line. */
+void smtpd_cleanup_warn_overrides(const struct master_service *svc);
 
 /* proxy.c: smtpd_proxy_filter, the before-queue content filter */
 struct smtpd_proxy;

@@ -427,6 +427,8 @@ int smtpd_validate_service(const struct cfg *cfg, const struct master_service *s
     }
     struct smtpd_settings *set = smtpd_settings_create(&w, service, service->cfg, NULL, error);
     int ok = set != NULL;
+    if (ok)
+        smtpd_cleanup_warn_overrides(service);
     if (ok && service->stress_cfg && service->stress_cfg != service->cfg) {
         /* What its sessions use under stress must work too. */
         char *why = NULL;

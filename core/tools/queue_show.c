@@ -253,8 +253,12 @@ int qc_show_message(struct ctx *c, struct msg *msg, int fd)
     show_attr(out, "tls", env->tls_info);
     show_attr(out, "sasl_method", env->sasl_method);
     show_attr(out, "sasl_username", env->sasl_username);
-    /* postcat's content_filter line */
-    show_attr(out, "content_filter", env->content_filter);
+    if (env->content_filter) {
+        /* postcat's line for a content filter record */
+        fputs("content_filter: ", out);
+        put_printable(out, env->content_filter);
+        putc('\n', out);
+    }
     if (env->flags & QUEUE_F_NO_ADDRESS_MAPPINGS)
         fputs("receive_override_options: no_address_mappings\n", out);
     if (env->flags & QUEUE_F_REDIRECTED)

@@ -505,6 +505,8 @@ static void on_header(void *ctx, const struct mime_header *h)
 {
     struct smtpd_cleanup *c = ctx;
     struct smtpd_tx *tx = c->s->tx;
+    if (c->passthrough)
+        return;   /* the rest of the chunk the headers ended in is written as it came */
     int primary = h->cls == MIME_PRIMARY;
     if (is_received(h->text, h->name_len)) {
         /* Postfix counts Received headers anywhere, but judges at primary ones. */

@@ -303,6 +303,15 @@ with Petrel(t, main_cf={}, start=False) as p:
     t.ok(logline(r"warning: \w+: message rejected: hopcount exceeded"), "with Postfix's warning")
     t.like(send(hops.split("\r\n", 1)[1] + "Subject: hops ok\r\n\r\nbody hops ok"), r"^250 ", "48 plus ours pass")
 
+    # --- without checks, a MIME message is stored exactly as it came -------------------
+    exact = ("Subject: exact\r\nContent-Type: multipart/mixed; boundary=\"e\"\r\n\r\n--e\r\nContent-Type: text/plain"
+             "\r\nX-Part: 1\r\n\r\npart one\r\n--e\r\nContent-Type: message/rfc822\r\n\r\nSubject: inner\r\n\r\n"
+             "inner\r\n--e--\r\nbody exact copy\r\n")
+    t.like(send(exact, port=ports["nochecks"]), r"^250 ", "a MIME message through a listener without checks")
+    m = delivered("body exact copy") or b""
+    t.ok(m.endswith(exact.replace("\r\n", "\n").encode() + b"\n"),
+         "is delivered byte for byte after our Received header (its parts written once, in place)", m)
+
     # --- the cleanup service's settings -----------------------------------------------
     t.like(send("Subject: reject-plain\r\n\r\nbody nochecks", port=ports["nochecks"]), r"^250 ",
            "receive_override_options = no_header_body_checks: no REJECT")

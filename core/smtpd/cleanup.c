@@ -612,19 +612,15 @@ static void cleanup_free(void *arg)
 
 /* Our Received header, checked as Postfix's cleanup checks the one smtpd
  * wrote: the first primary header, in header_checks' form (no CR). */
-static void our_received(struct smtpd_cleanup *c, const char *received, size_t len)
+static void our_received(struct smtpd_cleanup *c, const struct buf *access_prepend, const char *received, size_t len)
 {
     struct smtpd_tx *tx = c->s->tx;
     c->hop_count = 1;
     tx->received_action = RECEIVED_KEEP;
-    if (tx->nprepend) {
-        /* Access tables' and policy servers' PREPEND headers go first; the
-         * checks do not see them (doc/content-inspection.md). */
-        struct buf b = BUF_INIT;
-        smtpd_prepend_text(c->s, &b);
-        out_bytes(c, b.data, b.len);
-        buf_free(&b);
-    }
+    /* Access tables' and policy servers' PREPEND headers go first; the
+     * checks do not see them (doc/content-inspection.md). */
+    if (access_prepend && access_prepend->len)
+        out_bytes(c, access_prepend->data, access_prepend->len);
     if (c->checks && hbc_has(&c->set->checks, HBC_HEADER)) {
         buf_reset(&c->key);
         for (size_t i = 0; i < len; i++)
@@ -651,7 +647,7 @@ static void our_received(struct smtpd_cleanup *c, const char *received, size_t l
     tx->content_start = tx->rest_start = tx->headers_end = tx->body_start = out_size(c);
 }
 
-void smtpd_cleanup_begin(struct smtpd_session *s, const char *received, size_t len)
+void smtpd_cleanup_begin(struct smtpd_session *s, const struct buf *prepend, const char *received, size_t len)
 {
     struct smtpd_tx *tx = s->tx;
     const struct smtpd_settings *set = s->set;
@@ -673,7 +669,7 @@ void smtpd_cleanup_begin(struct smtpd_session *s, const char *received, size_t l
     c->mime = mime_parser_new(&c->set->limits, options, &callbacks, c);
     petrel_pool_cleanup_add(tx->pool, cleanup_free, c);
     tx->cleanup = c;
-    our_received(c, received, len);
+    our_received(c, prepend, received, len);
 }
 
 void smtpd_cleanup_feed(struct smtpd_session *s, const char *data, size_t n)

@@ -207,9 +207,11 @@ int smtpd_open_queue_file(struct smtpd_session *s)
                  s->sasl_username);
     else
         msg_info("%s: client=%s", tx->queue_id, s->namaddr);
-    struct buf received = BUF_INIT;
+    struct buf prepend = BUF_INIT, received = BUF_INIT;
+    smtpd_prepend_text(s, &prepend);
     smtpd_received_text(s, &received);
-    smtpd_cleanup_begin(s, received.data, received.len);
+    smtpd_cleanup_begin(s, &prepend, received.data, received.len);
+    buf_free(&prepend);
     buf_free(&received);
     return 0;
 }

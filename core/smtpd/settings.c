@@ -18,6 +18,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 
 #include "config/bind.h"
 #include "config/cfg.h"
@@ -199,6 +200,74 @@ static int receive_override(const struct cfg *cfg, unsigned *mask, char **error)
         *mask |= names[i].bit;
     }
     return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* smtpd_proxy_filter: where the before-queue filter is             */
+
+static int proxy_resolve(struct smtpd_settings *set, const char *spec, const char *queue_directory, char **error)
+{
+    memset(&set->proxy_addr, 0, sizeof(set->proxy_addr));
+    set->proxy_addr_len = 0;
+    if (spec == NULL || *spec == '\0')
+        return 0;
+    if (strncasecmp(spec, "unix:", 5) == 0) {
+        const char *path = spec + 5;
+        struct sockaddr_un *sun = (struct sockaddr_un *)&set->proxy_addr;
+        char full[sizeof(sun->sun_path) + 1];
+        /* A relative path is relative to the queue directory (Postfix). */
+        int n = *path == '/' ? snprintf(full, sizeof(full), "%s", path)
+                             : snprintf(full, sizeof(full), "%s/%s", queue_directory, path);
+        if (*path == '\0' || n < 0 || (size_t)n >= sizeof(sun->sun_path)) {
+            if (asprintf(error, "smtpd_proxy_filter: bad UNIX-domain socket \"%s\"", spec) < 0)
+                *error = NULL;
+            return -1;
+        }
+        sun->sun_family = AF_UNIX;
+        memcpy(sun->sun_path, full, (size_t)n + 1);
+        set->proxy_addr_len = (socklen_t)sizeof(*sun);
+        return 0;
+    }
+    if (strncasecmp(spec, "inet:", 5) == 0)
+        spec += 5;
+    /* host:port, [host]:port, or a port alone (localhost, as Postfix) */
+    char host[256] = "localhost";
+    const char *port = spec;
+    if (*spec == '[') {
+        const char *close = strchr(spec, ']');
+        if (close == NULL || close[1] != ':' || (size_t)(close - spec - 1) >= sizeof(host))
+            goto bad;
+        snprintf(host, sizeof(host), "%.*s", (int)(close - spec - 1), spec + 1);
+        port = close + 2;
+    } else {
+        const char *colon = strrchr(spec, ':');
+        if (colon) {
+            if ((size_t)(colon - spec) >= sizeof(host))
+                goto bad;
+            if (colon > spec)
+                snprintf(host, sizeof(host), "%.*s", (int)(colon - spec), spec);
+            port = colon + 1;
+        }
+    }
+    if (*port == '\0')
+        goto bad;
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_socktype = SOCK_STREAM;
+    int rc = getaddrinfo(host, port, &hints, &res);
+    if (rc != 0 || res == NULL) {
+        if (asprintf(error, "smtpd_proxy_filter: %s: %s", spec, gai_strerror(rc)) < 0)
+            *error = NULL;
+        return -1;
+    }
+    memcpy(&set->proxy_addr, res->ai_addr, res->ai_addrlen);
+    set->proxy_addr_len = res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
+bad:
+    if (asprintf(error, "smtpd_proxy_filter: \"%s\" is not host:port, inet:host:port or unix:pathname", spec) < 0)
+        *error = NULL;
+    return -1;
 }
 
 /* smtpd_proxy_options: speed_adjust (Postfix's only option). */
@@ -448,7 +517,7 @@ struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struc
     cfg_bind_apply(cfg, &smtpd_service_bind_table, set);
     if (receive_override(cfg, &set->receive_override, error) != 0 ||
         check_content_filter(w, set->content_filter, error) != 0 || proxy_options(cfg, set, error) != 0 ||
-        smtpd_proxy_resolve(set, set->proxy_filter, cfg_get(cfg, "queue_directory"), error) != 0)
+        proxy_resolve(set, set->proxy_filter, cfg_get(cfg, "queue_directory"), error) != 0)
         goto failed;
     if ((set->cleanup = smtpd_cleanup_settings_create(w, svc, cfg, error)) == NULL)
         goto failed;

@@ -548,9 +548,10 @@ const char *smtpd_tls_describe(petrel_pool *pool, SSL *ssl);
 void smtpd_tls_established(struct smtpd_session *s);
 
 /* cleanup.c: the content stage between the DATA reader and the queue file */
-/* Starts the transaction's content: our Received header (text, len bytes)
- * goes first, through header_checks like any header. */
-void smtpd_cleanup_begin(struct smtpd_session *s, const char *received, size_t len);
+/* Starts the transaction's content: the access tables' PREPEND headers
+ * (prepend, as written), then our Received header (received, len bytes),
+ * which goes through header_checks like any header. */
+void smtpd_cleanup_begin(struct smtpd_session *s, const struct buf *prepend, const char *received, size_t len);
 /* Content bytes (CRLF line ends) as they arrive. */
 void smtpd_cleanup_feed(struct smtpd_session *s, const char *data, size_t n);
 /* The end of the content: the checks' verdict goes to tx->content_verdict
@@ -568,10 +569,11 @@ void smtpd_cleanup_warn_overrides(const struct master_service *svc);
 struct smtpd_proxy;
 /* An exchange with the filter ended: ok, or the reply for the client. */
 typedef void smtpd_proxy_done_fn(struct smtpd_session *s, int ok, const char *reply);
-/* Resolves smtpd_proxy_filter into set->proxy_addr. 0, or -1 with *error. */
-int smtpd_proxy_resolve(struct smtpd_settings *set, const char *spec, const char *queue_directory, char **error);
 /* 1 when this session's mail goes through a before-queue filter. */
-int smtpd_proxy_enabled(const struct smtpd_session *s);
+static inline int smtpd_proxy_enabled(const struct smtpd_session *s)
+{
+    return s->set->proxy_filter && *s->set->proxy_filter && !s->local_submission;
+}
 /* The MAIL command our checks accepted (the filter gets it later). */
 void smtpd_proxy_mail(struct smtpd_session *s, const char *line);
 void smtpd_proxy_rcpt(struct smtpd_session *s, const char *line, smtpd_proxy_done_fn *done);

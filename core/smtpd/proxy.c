@@ -210,7 +210,11 @@ static int connect_filter(struct smtpd_proxy *p)
     p->command = NULL;
     buf_reset(&p->reply);
     p->reply_lines = 0;
-    bufferevent_enable(p->bev, EV_READ | EV_WRITE);
+    /* Writable first: the greeting is read once the connection is known to
+     * be up (proxy_event_cb). A filter that greets at once (amavisd-new) may
+     * otherwise be read before libevent reports the connection, and its
+     * greeting taken for a reply to nothing. */
+    bufferevent_enable(p->bev, EV_WRITE);
     return 0;
 }
 

@@ -6,8 +6,7 @@
  * the lookup of one logical header or one body line, and the parsing of
  * the action a table returns. What an action does is the caller's: smtpd
  * applies the whole set to the message being received, the SMTP client
- * the restricted set Postfix allows there, and the milter glue
- * (milter_header_checks) the subset for headers a milter adds.
+ * the restricted set Postfix allows there.
  *
  * A header is looked up as Postfix's cleanup sees it: the logical header,
  * its lines joined with "\n" (not unfolded), "Name:" first. A body line is

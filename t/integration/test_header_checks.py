@@ -38,6 +38,7 @@ HEADER_CHECKS = r"""
 /^Content-Type:.*name="?[^";]*\.exe/  REJECT executable attachment
 /^X-Nested-Only:/                   REJECT header_checks saw a nested header
 /^Subject: folded..second line/     REJECT folded headers are matched with their line break
+/^Subject: echo (.*)/               REJECT 5.7.1 refused: $1
 """
 
 NESTED_CHECKS = r"""
@@ -157,6 +158,22 @@ with Petrel(t, main_cf={}, start=False) as p:
     t.is_(send("Subject: folded\r\n\tsecond line\r\n\r\nbody"),
           "550 5.7.1 folded headers are matched with their line break",
           "a folded header is one logical header, its lines joined with a newline (not unfolded)")
+
+    # A REJECT text with $1 of a folded header: the line break must not reach the client,
+    # where it would end the reply early and inject a reply of the client's choosing.
+    from harness import Smtp
+    c = Smtp(p.port)
+    c.ehlo()
+    c.cmd("MAIL FROM:<sender@example.org>")
+    c.cmd("RCPT TO:<u@vmail.test>")
+    c.cmd("DATA")
+    c.send(b"Subject: echo a\r\n 250 2.0.0 Ok: injected\r\n\r\nbody\r\n.\r\n")
+    t.is_(c.read_reply(), "550 5.7.1 refused: a? 250 2.0.0 Ok: injected",
+          "REJECT text from $1: a folded header's line break is '?' in the reply (one line)")
+    t.is_(c.cmd("NOOP"), "250 2.0.0 Ok", "and the next reply is the next command's")
+    c.close()
+    t.is_(send("Subject: echo " + "x" * 600 + "\r\n\r\nbody"), "550 5.7.1 refused: " + "x" * 391,
+          "REJECT text from $1 is cut so that the reply line stays within 512 octets")
 
     # --- logging actions --------------------------------------------------------
     t.like(send("Subject: warn me\r\n\r\nbody warn"), r"^250 2\.0\.0 Ok: queued as \w+", "WARN accepts")

@@ -200,3 +200,15 @@ void hbc_dsn_split(const char *def_dsn, const char *text, petrel_pool *pool, con
         text++;
     *rest = text;
 }
+
+const char *hbc_reply_text(petrel_pool *pool, const char *text)
+{
+    size_t len = strlen(text);
+    if (len > HBC_REPLY_TEXT_MAX)
+        len = HBC_REPLY_TEXT_MAX;
+    char *out = petrel_pool_strndup(pool, text, len);
+    for (char *p = out; *p; p++)
+        if ((unsigned char)*p < ' ' || (unsigned char)*p >= 0x7f)
+            *p = '?';
+    return out;
+}

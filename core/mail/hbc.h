@@ -81,4 +81,12 @@ const char *hbc_command_name(enum hbc_command c);
  * *dsn (pool) and the rest to *rest. */
 void hbc_dsn_split(const char *def_dsn, const char *text, petrel_pool *pool, const char **dsn, const char **rest);
 
+/* A REJECT's text as the client gets it: a table's $1 may copy a folded
+ * header, line breaks included, into it, and a reply must stay one line of
+ * at most 512 octets (RFC 5321 4.5.3.1.5): control characters and 8-bit
+ * bytes become '?' (Postfix's printable()), and the text is cut at
+ * HBC_REPLY_TEXT_MAX bytes. The copy comes from pool. */
+#define HBC_REPLY_TEXT_MAX 400
+const char *hbc_reply_text(petrel_pool *pool, const char *text);
+
 #endif

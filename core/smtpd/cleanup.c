@@ -325,24 +325,6 @@ static int filter_ok(const char *f)
     return 1;
 }
 
-/* A REJECT's text as the client gets it: a table's $1 may copy a folded
- * header, line breaks included, into it, and a reply must stay one line of
- * at most 512 octets (RFC 5321 4.5.3.1.5): control characters and 8-bit
- * bytes become '?' (Postfix's printable()), and the text is cut at
- * REJECT_TEXT_MAX. */
-#define REJECT_TEXT_MAX 400
-static const char *reply_text(petrel_pool *pool, const char *text)
-{
-    size_t len = strlen(text);
-    if (len > REJECT_TEXT_MAX)
-        len = REJECT_TEXT_MAX;
-    char *out = petrel_pool_strndup(pool, text, len);
-    for (char *p = out; *p; p++)
-        if ((unsigned char)*p < ' ' || (unsigned char)*p >= 0x7f)
-            *p = '?';
-    return out;
-}
-
 enum act_result { ACT_KEEP, ACT_DROP, ACT_REPLACE };
 
 /* Does what value (a table's result for line) says. where is "header" or
@@ -373,7 +355,7 @@ static enum act_result act(struct smtpd_cleanup *c, const char *where, const cha
         c->reason.verdict = dsn[0] == '4' ? RV_DEFER : RV_REJECT;
         c->reason.code = dsn[0] == '4' ? 451 : 550;
         c->reason.enhanced = dsn;
-        c->reason.text = reply_text(tx->pool, rest);
+        c->reason.text = hbc_reply_text(tx->pool, rest);
         c->checks = 0;
         act_log(c, "reject", where, line, petrel_pool_printf(tx->pool, "%s %s", dsn, rest));
         return ACT_KEEP;

@@ -10,16 +10,12 @@
  * a header name; the primary headers end exactly once.
  *
  * make check builds it with t/fuzz/replay_main.c and replays
- * t/fuzz/corpus/mime. libFuzzer build (from the tree, with a configured
- * build tree in $B for config.h):
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
- *     -I$B -Icore/include -Icore t/fuzz/fuzz_mime.c core/mail/mime.c \
- *     core/lib/buf.c core/lib/xalloc.c core/lib/log.c -o /tmp/fuzz_mime
- *   /tmp/fuzz_mime -max_total_time=60 /tmp/corpus-mime t/fuzz/corpus/mime
+ * t/fuzz/corpus/mime; `make fuzz` runs it with libFuzzer (doc/testing.md).
  */
 #include "config.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,10 +24,14 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static void check(int cond)
+/* A property that fails aborts with its text (doc/testing.md). */
+#define check(cond) check_at((cond), #cond)
+static void check_at(int cond, const char *what)
 {
-    if (!cond)
+    if (!cond) {
+        fprintf(stderr, "property violated: %s\n", what);
         abort();
+    }
 }
 
 struct run {

@@ -373,7 +373,7 @@ static enum act_result act(struct smtpd_cleanup *c, const char *where, const cha
             msg_warn("bad FILTER command %s in %s -- need transport:destination", a.text, param);
         } else {
             tx->filter = petrel_pool_strdup(tx->pool, a.text);
-            tx->envelope_changed = 1;
+            tx->envelope_changed |= CHANGED_BY_CHECKS;
             act_log(c, "filter", where, line, a.text);
         }
         return ACT_KEEP;
@@ -423,7 +423,7 @@ static enum act_result act(struct smtpd_cleanup *c, const char *where, const cha
             msg_warn("bad REDIRECT target \"%s\" in %s map -- need user@domain", a.text, param);
         } else {
             tx->redirect = petrel_pool_strdup(tx->pool, a.text);
-            tx->envelope_changed = 1;
+            tx->envelope_changed |= CHANGED_BY_CHECKS;
             act_log(c, "redirect", where, line, a.text);
             c->checks = 0;
         }
@@ -442,6 +442,8 @@ static enum act_result act(struct smtpd_cleanup *c, const char *where, const cha
                 tx->edits.first = e;
             tx->edits.last = e;
             tx->edits.count++;
+            tx->checks_bcc++;
+            tx->envelope_changed |= CHANGED_BY_CHECKS;
             act_log(c, "bcc", where, line, a.text);
         }
         return ACT_KEEP;

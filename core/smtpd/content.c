@@ -347,10 +347,19 @@ int smtpd_content_rewrite(struct smtpd_session *s, struct queue_writer *(*reopen
         errno = saved;
         return -1;
     }
-    unsigned changes = tx->edits.count + (tx->edits.sender ? 1 : 0) + (tx->edits.body_replaced ? 1 : 0) +
-                       (tx->envelope_changed ? 1 : 0);
-    msg_info("%s: edited by %s into %s (%u change%s)", old_id,
-             tx->edits.count || tx->edits.sender || tx->edits.body_replaced ? "modules" : "header/body checks",
-             tx->queue_id, changes, changes == 1 ? "" : "s");
+    /* The changes, and who made them: a BCC of the checks is one of edits.count. */
+    unsigned module_edits = tx->edits.count - tx->checks_bcc + (tx->edits.sender ? 1 : 0) +
+                            (tx->edits.body_replaced ? 1 : 0);
+    unsigned changes = module_edits + tx->checks_bcc + ((tx->filter || tx->redirect) && tx->envelope_changed ? 1 : 0);
+    struct buf by = BUF_INIT;
+    if (module_edits)
+        buf_puts(&by, "modules");
+    if (tx->envelope_changed & CHANGED_BY_CHECKS)
+        buf_printf(&by, "%sheader/body checks", by.len ? " and " : "");
+    if (tx->envelope_changed & CHANGED_BY_ACCESS)
+        buf_printf(&by, "%san access map", by.len ? " and " : "");
+    msg_info("%s: edited by %s into %s (%u change%s)", old_id, by.len ? by.data : "modules", tx->queue_id,
+             changes, changes == 1 ? "" : "s");
+    buf_free(&by);
     return 0;
 }

@@ -157,7 +157,7 @@ enum restrict_verdict restrict_apply_action(struct smtpd_session *s, struct rest
          * instead of content_filter; the last one wins. */
         tx->filter = petrel_pool_strdup(tx->pool, a.text);
         if (tx->writer)
-            tx->envelope_changed = 1;   /* end of data: the queue file is rewritten */
+            tx->envelope_changed |= CHANGED_BY_ACCESS;   /* end of data: the queue file is rewritten */
         return RV_DUNNO;
     case ACCESS_PREPEND:
         if (!in_transaction(s, table, "PREPEND"))

@@ -316,7 +316,13 @@ struct smtpd_tx {
      * too. A change after the queue file was created is applied by
      * rewriting it. */
     const char *filter;
-    int envelope_changed;
+    /* Who changed the envelope after the queue file was created (the
+     * rewrite's log line names them): header/body checks (FILTER, REDIRECT,
+     * BCC: checks_bcc of edits.count are theirs) or an access map (FILTER). */
+    unsigned envelope_changed;
+#define CHANGED_BY_CHECKS 1u
+#define CHANGED_BY_ACCESS 2u
+    unsigned checks_bcc;
     int verdict_logged;               /* content_verdict came from the checks, which logged it */
     int hold_logged, discard_logged;  /* the checks logged their HOLD / DISCARD */
     int eom_counter;                  /* CNT_DATA or CNT_BDAT: the command that started the content */

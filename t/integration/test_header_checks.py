@@ -8,8 +8,9 @@ mime_boundary_length_limit, headers past header_size_limit, lines past line_leng
 hopcount_limit, strict_8bitmime); a table that fails; and that the server keeps serving."""
 import os
 import re
+import subprocess
 
-from harness import Petrel, Tap, free_port, maildir_messages, wait_for
+from harness import TOP_BUILDDIR, Petrel, Tap, _runnable_copy, free_port, maildir_messages, wait_for
 
 t = Tap(timeout=400)
 
@@ -67,6 +68,10 @@ SLOW_PCRE = r"""
 """
 
 QMGR = "qmgr unix n - n 300 1 qmgr\n"
+# Local submission (petrel-sendmail -> maildrop -> pickup) goes through the same checks.
+SENDMAIL = _runnable_copy(os.path.join(TOP_BUILDDIR, "core", "tools", "petrel-sendmail"))
+POSTDROP = _runnable_copy(os.path.join(TOP_BUILDDIR, "core", "tools", "petrel-postdrop"))
+PICKUP = "pickup unix n - n 1 1 pickup\n"
 ports = {name: free_port() for name in ("nochecks", "sub", "smtpdo", "strict", "slow")}
 
 with Petrel(t, main_cf={}, start=False) as p:
@@ -88,6 +93,7 @@ with Petrel(t, main_cf={}, start=False) as p:
         "nested_header_checks": "regexp:" + nc,
         "body_checks": "regexp:" + bc,
         "body_checks_size_limit": "1000",
+        "command_directory": os.path.dirname(POSTDROP),
         "maillog_file": p.log_path,
     })
     p.write_main_cf(conf)
@@ -103,7 +109,7 @@ with Petrel(t, main_cf={}, start=False) as p:
     master += ("strictcleanup unix n - n - 0 cleanup\n  -o strict_8bitmime=yes\n  -o mime_nesting_limit=3\n"
                "  -o header_size_limit=1000\n  -o mime_boundary_length_limit=16\n")
     master += "slowcleanup unix n - n - 0 cleanup\n  -o header_checks=pcre:%s\n" % slow
-    master += QMGR
+    master += PICKUP + QMGR
     with open(os.path.join(p.conf, "master.cf"), "w") as f:
         f.write(master)
     p._chown()
@@ -235,7 +241,10 @@ with Petrel(t, main_cf={}, start=False) as p:
     r = send("Subject: bcc me\r\n\r\nbody bcc")
     t.ok(delivered("body bcc", "r2") is not None and delivered("body bcc", "u") is not None,
          "BCC adds a recipient; the original one still gets the message")
-    t.ok(logline(r": bcc: header Subject: bcc me %s: r2@vmail\.test" % origin), "BCC is logged")
+    m = p.wait_log(r"(\w+): bcc: header Subject: bcc me %s: r2@vmail\.test" % origin)
+    t.ok(m, "BCC is logged")
+    t.ok(m and logline(r"%s: edited by header/body checks into \w+ \(1 change\)" % m.group(1)),
+         "the rewritten queue file is logged as the checks' edit (not the modules')")
     r = send("Subject: pass me\r\n\r\nbody-reject\r\nbody pass")
     t.like(r, r"^250 ", "PASS: no more checks for this message (the body rule does not fire)")
     t.ok(logline(r": pass: header Subject: pass me %s: trusted sender" % origin), "PASS is logged")
@@ -341,6 +350,26 @@ with Petrel(t, main_cf={}, start=False) as p:
            "disable_mime_input_processing: a part's headers are body, not seen by mime_header_checks")
     t.like(send("Subject: sub-only\r\n\r\nbody smtpd -o", port=ports["smtpdo"]), r"^250 ",
            "-o header_checks on the smtpd line itself does nothing (Postfix's smtpd never reads it)")
+
+    # --- local submission: pickup has the same checks ---------------------------------
+    def sendmail(args, text):
+        return subprocess.run(p.command(SENDMAIL, "-C", p.conf, *args), input=text.encode(),
+                              capture_output=True, timeout=60)
+
+    r = sendmail(["-f", "u@vmail.test", "u@vmail.test"], "Subject: bcc by pickup\n\nbody pickup bcc\n")
+    t.ok(r.returncode == 0, "petrel-sendmail takes a message", r.stderr)
+    t.ok(delivered("body pickup bcc", "r2") is not None and delivered("body pickup bcc", "u") is not None,
+         "pickup: header_checks BCC applies to local submission")
+    t.ok(logline(r": bcc: header Subject: bcc by pickup from local; from=<u@vmail\.test> to=<u@vmail\.test>: "
+                 r"r2@vmail\.test"), "logged with 'from local', as Postfix's cleanup logs pickup's mail")
+    r = sendmail(["-f", "u@vmail.test", "u@vmail.test"], "Subject: reject-text by pickup\n\nbody pickup reject\n")
+    t.ok(r.returncode == 0, "petrel-sendmail takes a message the checks will refuse (it is queued later)", r.stderr)
+    bounce = wait_for(lambda: [m for m in inbox("u") if b"Subject: reject-text by pickup\n" in m and
+                               b"\n<u@vmail.test>: 550 5.7.1 no thanks\n" in m], timeout=30)
+    t.ok(bounce, "pickup: a REJECT comes back to the sender as a bounce with the rule's reply")
+    t.ok(logline(r": reject: header Subject: reject-text by pickup from local; from=<u@vmail\.test> "
+                 r"to=<u@vmail\.test>: 5\.7\.1 no thanks"), "logged as the checks' reject")
+    t.ok(not [m for m in inbox("u") if b"body pickup reject" in m], "and the message itself is not delivered")
 
     # --- a table that fails ---------------------------------------------------------
     t.is_(send("Subject: " + "a" * 40 + "b\r\n\r\nbody", port=ports["slow"]), "451 4.3.0 Error: queue file write error",

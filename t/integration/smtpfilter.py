@@ -10,7 +10,9 @@ It listens on a free loopback port and speaks enough ESMTP for an MTA in front o
 - replies={"mail": "550 5.7.1 nope", "dot": "451 4.7.1 later", ...} answers a stage
   (connect, ehlo, mail, rcpt, data, dot) with that line instead;
 - hang="rcpt" (or any stage) reads the command and never answers: a filter that hangs;
-- sessions records what each connection saw (helo, xforward, mail, rcpts, data).
+- sessions records what each connection saw (helo, xforward, mail, rcpts, data);
+- lmtp=True: it speaks LMTP (LHLO; one reply per recipient to the final "."), as a
+  next hop that keeps what it gets (no reinjection).
 
 Runs in threads of the test process; stop() closes it (and every connection).
 """
@@ -27,8 +29,9 @@ STAGES = ("connect", "ehlo", "mail", "rcpt", "data", "dot")
 class SmtpFilter:
     def __init__(self, reinject_port=None, replies=None, hang=None, header=b"X-Filtered-By: smtpfilter\r\n",
                  ehlo_keywords=("PIPELINING", "8BITMIME", "XFORWARD NAME ADDR PROTO HELO", "ENHANCEDSTATUSCODES"),
-                 port=None):
+                 port=None, lmtp=False):
         self.port = port or free_port()
+        self.lmtp = lmtp
         self.reinject_port = reinject_port
         self.replies = dict(replies or {})
         self.hang = hang
@@ -110,7 +113,7 @@ class SmtpFilter:
         return reply
 
     def _dialogue(self, conn, f, session):
-        self._stage(conn, "connect", "220 filter.test ESMTP smtpfilter")
+        self._stage(conn, "connect", "220 filter.test %s smtpfilter" % ("LMTP" if self.lmtp else "ESMTP"))
         tx = None
         while True:
             line = f.readline()
@@ -118,7 +121,7 @@ class SmtpFilter:
                 return
             cmd = line.rstrip(b"\r\n").decode("utf-8", "replace")
             verb = cmd.split(" ", 1)[0].upper()
-            if verb in ("EHLO", "HELO"):
+            if verb in ("EHLO", "HELO", "LHLO"):
                 session["helo"] = cmd[5:]
                 reply = self.replies.get("ehlo")
                 if self.hang == "ehlo":
@@ -152,6 +155,12 @@ class SmtpFilter:
                     self._send(conn, "503 5.5.1 no transaction")
                     continue
                 tx["data"] = data
+                if self.lmtp:
+                    for _ in tx["rcpts"]:
+                        self._send(conn, "250 2.0.0 Ok: kept")
+                    tx["reply"] = "250 2.0.0 Ok: kept"
+                    tx = None
+                    continue
                 tx["reply"] = self._finish(conn, tx)
                 tx = None
             elif verb == "RSET":

@@ -37,23 +37,32 @@ ALT_CHECKS = r"""
 /^X-Alt:/   IGNORE
 """
 
+LMTP_CHECKS = r"""
+/^X-Lmtp-Secret:/   IGNORE
+/^Subject: (.*)/    REPLACE Subject: [lmtp] $1
+"""
+
 SLOW = r"""
 /^Subject: (a+)+$/   IGNORE
 """
 
 QMGR = "qmgr unix n - n 300 1 qmgr\n"
 sink = SmtpFilter()          # a next hop that keeps what it gets
+lmtp_sink = SmtpFilter(lmtp=True)
 with Petrel(t, main_cf={}, start=False) as p:
     hc = p.write_file("smtp_header_checks", SMTP_HEADER_CHECKS)
     nc = p.write_file("smtp_nested_checks", SMTP_NESTED_CHECKS)
     bc = p.write_file("smtp_body_checks", SMTP_BODY_CHECKS)
     alt = p.write_file("alt_checks", ALT_CHECKS)
     slow = p.write_file("slow.pcre", SLOW)
+    lc = p.write_file("lmtp_checks", LMTP_CHECKS)
     conf = dict(p.settings)
     conf.update({
-        "relay_domains": "remote.test alt.test slow.test",
+        "relay_domains": "remote.test alt.test slow.test lmtp.test",
         "transport_maps": "inline:{ {remote.test = smtp:[127.0.0.1]:%d}, {alt.test = alt:[127.0.0.1]:%d}, "
-                          "{slow.test = slow:[127.0.0.1]:%d} }" % (sink.port, sink.port, sink.port),
+                          "{slow.test = slow:[127.0.0.1]:%d}, {lmtp.test = lmtp:inet:127.0.0.1:%d} }"
+                          % (sink.port, sink.port, sink.port, lmtp_sink.port),
+        "lmtp_header_checks": "regexp:" + lc,
         "smtp_header_checks": "regexp:" + hc,
         "smtp_nested_header_checks": "regexp:" + nc,
         # Postfix's default for it is empty: MIME headers are then checked by nothing.
@@ -64,7 +73,7 @@ with Petrel(t, main_cf={}, start=False) as p:
         "maillog_file": p.log_path,
     })
     p.write_main_cf(conf)
-    master = p.master_cf + "smtp unix - - n - - smtp\n"
+    master = p.master_cf + "smtp unix - - n - - smtp\n" + "lmtp unix - - n - - lmtp\n"
     master += ("alt unix - - n - - smtp\n  -o smtp_header_checks=regexp:%s\n  -o smtp_body_checks=\n"
                "  -o smtp_mime_header_checks=\n" % alt)
     master += "slow unix - - n - - smtp\n  -o smtp_header_checks=pcre:%s\n" % slow
@@ -143,6 +152,15 @@ with Petrel(t, main_cf={}, start=False) as p:
     t.ok(b"X-Alt" not in data and b"X-Strip: 2\r\n" in data and b"password: p\r\n" in data,
          "a master.cf smtp service reads its own -o smtp_header_checks and smtp_body_checks")
 
+    relay("Subject: to lmtp\r\nX-Lmtp-Secret: 1\r\nX-Strip: 2\r\n\r\npassword: p\r\nbody lmtp", rcpt="r@lmtp.test")
+    from harness import wait_for
+    got = wait_for(lambda: [tx["data"] for tx in lmtp_sink.transactions() if tx["data"] and b"body lmtp" in tx["data"]])
+    data = got[0] if got else b""
+    t.ok(b"Subject: [lmtp] to lmtp\r\n" in data and b"X-Lmtp-Secret" not in data, "the LMTP client applies "
+         "lmtp_header_checks", data)
+    t.ok(b"X-Strip: 2\r\n" in data and b"password: p\r\n" in data,
+         "and not smtp_header_checks or smtp_body_checks (Postfix's lmtp_* names)", data)
+
     qid = relay("Subject: " + "a" * 40 + "b\r\n\r\nbody slow", rcpt="r@slow.test")
     t.ok(p.wait_log(r"warning: %s: smtp header checks lookup error" % qid) is not None,
          "a table that fails is logged")
@@ -151,4 +169,5 @@ with Petrel(t, main_cf={}, start=False) as p:
     t.ok(not [tx for tx in sink.transactions() if tx["data"] and b"body slow" in tx["data"]],
          "the next hop got nothing")
 sink.stop()
+lmtp_sink.stop()
 t.done()

@@ -21,7 +21,7 @@ filt = SmtpFilter(reinject_port=ret_port)
 rejecting = SmtpFilter(replies={"dot": "554 5.7.1 Virus found by the filter"})
 deferring = SmtpFilter(replies={"dot": "451 4.3.2 Filter busy, try later"})
 dead_port = free_port()
-ports = {name: free_port() for name in ("mapped", "plain", "dead", "reject", "defer", "nexthop")}
+ports = {name: free_port() for name in ("mapped", "plain", "dead", "reject", "defer", "nexthop", "pipe")}
 
 with Petrel(t, main_cf={}, start=False) as p:
     mail = os.path.join(p.dir, "mail")
@@ -29,6 +29,12 @@ with Petrel(t, main_cf={}, start=False) as p:
     if p.pw:
         os.chown(mail, p.pw.pw_uid, p.pw.pw_gid)
     hc = p.write_file("header_checks", "/^Subject: filter-me/ FILTER scan:[127.0.0.1]:%d\n" % filt.port)
+    # A pipe content filter (FILTER_README's simple filter), here one that keeps what it gets.
+    piped = os.path.join(p.dir, "piped")
+    os.mkdir(piped)
+    if p.pw:
+        os.chown(piped, p.pw.pw_uid, p.pw.pw_gid)
+    pipe_script = p.write_file("pfilter.sh", "#!/bin/sh\ncat > %s/msg\necho \"$@\" > %s/args\n" % (piped, piped), 0o755)
     conf = dict(p.settings)
     conf.update({
         "virtual_mailbox_domains": "vmail.test",
@@ -59,6 +65,8 @@ with Petrel(t, main_cf={}, start=False) as p:
     master += listener(ports["reject"], "content_filter=scan:[127.0.0.1]:%d" % rejecting.port)
     master += listener(ports["defer"], "content_filter=scan:[127.0.0.1]:%d" % deferring.port)
     master += listener(ports["nexthop"], "content_filter=scan:")
+    master += listener(ports["pipe"], "content_filter=pfilter:dummy")
+    master += "pfilter unix - n n - 10 pipe flags=Rq user=petrel argv=%s -f ${sender} -- ${recipient}\n" % pipe_script
     # The return path, as FILTER_README has it.
     master += listener(ret_port, "content_filter=",
                        "receive_override_options=no_unknown_recipient_checks,no_header_body_checks,no_milters",
@@ -178,7 +186,22 @@ with Petrel(t, main_cf={}, start=False) as p:
     got = delivered("body default nexthop")
     t.ok(got and b"X-Filtered-By: smtpfilter" in got[0], "content_filter = scan: goes to default_filter_nexthop")
 
-    # 8. A content filter that names no transport stops the start.
+    # 8. A pipe transport as the content filter.
+    r = send("Subject: piped\r\n\r\nbody to the pipe filter", rcpts=("alias@vmail.test",), port=ports["pipe"])
+    qid = r.split()[-1]
+    got = wait_for(lambda: os.path.exists(os.path.join(piped, "args")) and open(os.path.join(piped, "msg"), "rb").read())
+    t.ok(got and b"body to the pipe filter" in got, "content_filter = pfilter:dummy hands the message to a pipe "
+         "transport on stdin")
+    args = open(os.path.join(piped, "args")).read().strip() if got else ""
+    t.is_(args, "-f sender@example.org -- u@vmail.test",
+          "with the sender and the recipient (after virtual alias mapping) as its argv")
+    t.ok(p.wait_log(r"%s: to=<u@vmail\.test>, orig_to=<alias@vmail\.test>, relay=pfilter, .*status=sent" % qid)
+         is not None or p.wait_log(r"%s: to=<u@vmail\.test>, relay=pfilter, .*status=sent" % qid, timeout=1)
+         is not None, "logged as delivered to the pfilter transport")
+    t.ok(not [m for m in inbox() if b"body to the pipe filter" in m],
+         "and nothing reaches the mailbox but what the filter sends back")
+
+    # 9. A content filter that names no transport stops the start.
     with open(os.path.join(p.conf, "master.cf")) as f:
         good = f.read()
     with open(os.path.join(p.conf, "master.cf"), "a") as f:

@@ -33,7 +33,7 @@ stages = {
     "hang": SmtpFilter(hang="dot"),
     "speedrej": SmtpFilter(replies={"rcpt": "550 5.1.1 Nobody here"}),
 }
-ports = {name: free_port() for name in list(stages) + ["dead", "speed"]}
+ports = {name: free_port() for name in list(stages) + ["dead", "speed", "actions"]}
 
 with Petrel(t, main_cf={}, start=False) as p:
     mail = os.path.join(p.dir, "mail")
@@ -63,6 +63,12 @@ with Petrel(t, main_cf={}, start=False) as p:
     master += listener(ports["speed"], "smtpd_proxy_filter=inet:127.0.0.1:%d" % speedy.port,
                        "smtpd_proxy_options=speed_adjust")
     master += listener(ret_port, "smtpd_recipient_restrictions=permit_mynetworks,reject", "mynetworks=127.0.0.0/8")
+    # Access actions that need a queue file: unavailable before a proxy filter (Postfix's warning).
+    acts = p.write_file("proxy_actions", "/^u@vmail\\.test$/ REDIRECT nobody@vmail.test\n")
+    hold = p.write_file("proxy_hold", "/^sender@example\\.org$/ HOLD\n")
+    master += listener(ports["actions"], "smtpd_proxy_filter=127.0.0.1:%d" % good.port,
+                       "smtpd_sender_restrictions=check_sender_access,regexp:%s" % hold,
+                       "smtpd_recipient_restrictions=check_recipient_access,regexp:%s,permit_mynetworks,reject" % acts)
     master += QMGR
     with open(os.path.join(p.conf, "master.cf"), "w") as f:
         f.write(master)
@@ -176,6 +182,16 @@ with Petrel(t, main_cf={}, start=False) as p:
     t.like(rep[-1], r"^250 2\.0\.0 Ok: queued as \w+$", "a 5 MB message goes through the filter")
     got = wait_for(lambda: [m for m in inbox() if b"end of the big message" in m], timeout=60)
     t.ok(got and got[0].count(b"0123456789" * 7) == 70000, "and arrives whole")
+
+    # 6. HOLD and REDIRECT from access maps are unavailable before a proxy filter.
+    rep = transaction(ports["actions"], "Subject: actions\r\n\r\nbody proxy actions")
+    t.like(rep[-1], r"^250 2\.0\.0 Ok: queued as \w+$", "access actions before a proxy filter: the filter decides")
+    t.ok(p.wait_log(r"warning: access table regexp:\S+proxy_actions: with smtpd_proxy_filter specified, action "
+                    r"REDIRECT is unavailable") is not None, "REDIRECT is unavailable, with Postfix's warning")
+    t.ok(p.wait_log(r"warning: access table regexp:\S+proxy_hold: with smtpd_proxy_filter specified, action "
+                    r"HOLD is unavailable") is not None, "so is HOLD")
+    got = wait_for(lambda: [m for m in inbox() if b"body proxy actions" in m])
+    t.is_(len(got), 1, "the message reaches its own recipient through the filter, once (not held, not redirected)")
 
 for f in [good, speedy] + list(stages.values()):
     f.stop()

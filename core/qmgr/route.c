@@ -541,9 +541,11 @@ int router_route(struct router *r, const char *sender, const char *recipient, co
             if (!self)
                 continue;
         }
-        if (opts->filter && work[w].origin == FROM_ENVELOPE) {
+        if (opts->filter && !opts->redirected && work[w].origin == FROM_ENVELOPE) {
             /* A content filter: this address, whatever its class, goes to
-             * the filter, which hands the message back later. */
+             * the filter, which hands the message back later. A REDIRECT
+             * overrides it (Postfix's queue manager: "redirect overrides
+             * all else"). */
             struct route *rt = add_route(out, pool, &cap);
             rt->address = address;
             rt->user = a.local;

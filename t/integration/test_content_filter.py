@@ -28,7 +28,8 @@ with Petrel(t, main_cf={}, start=False) as p:
     os.mkdir(mail)
     if p.pw:
         os.chown(mail, p.pw.pw_uid, p.pw.pw_gid)
-    hc = p.write_file("header_checks", "/^Subject: filter-me/ FILTER scan:[127.0.0.1]:%d\n" % filt.port)
+    hc = p.write_file("header_checks", "/^Subject: filter-me/ FILTER scan:[127.0.0.1]:%d\n"
+                                       "/^Subject: redirect-me/ REDIRECT v@vmail.test\n" % filt.port)
     # A pipe content filter (FILTER_README's simple filter), here one that keeps what it gets.
     piped = os.path.join(p.dir, "piped")
     os.mkdir(piped)
@@ -186,7 +187,15 @@ with Petrel(t, main_cf={}, start=False) as p:
     got = delivered("body default nexthop")
     t.ok(got and b"X-Filtered-By: smtpfilter" in got[0], "content_filter = scan: goes to default_filter_nexthop")
 
-    # 8. A pipe transport as the content filter.
+    # 8. REDIRECT overrides the content filter (Postfix's queue manager).
+    before = len(filt.transactions())
+    r = send("Subject: redirect-me\r\n\r\nbody redirect no filter")
+    got = delivered("body redirect no filter", "v")
+    t.ok(got and b"X-Filtered-By" not in got[0], "a REDIRECT of header_checks overrides content_filter: the target "
+         "gets the message without the filter", got and got[0][:300])
+    t.is_(len(filt.transactions()) - before, 0, "and the filter never saw it")
+
+    # 9. A pipe transport as the content filter.
     r = send("Subject: piped\r\n\r\nbody to the pipe filter", rcpts=("alias@vmail.test",), port=ports["pipe"])
     qid = r.split()[-1]
     got = wait_for(lambda: os.path.exists(os.path.join(piped, "args")) and open(os.path.join(piped, "msg"), "rb").read())
@@ -201,7 +210,7 @@ with Petrel(t, main_cf={}, start=False) as p:
     t.ok(not [m for m in inbox() if b"body to the pipe filter" in m],
          "and nothing reaches the mailbox but what the filter sends back")
 
-    # 9. A content filter that names no transport stops the start.
+    # 10. A content filter that names no transport stops the start.
     with open(os.path.join(p.conf, "master.cf")) as f:
         good = f.read()
     with open(os.path.join(p.conf, "master.cf"), "a") as f:

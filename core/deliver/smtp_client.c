@@ -213,6 +213,8 @@ static void job_free(struct sc_job *a)
     if (a->conn)
         sc_conn_close(a->conn);
     job_unlink(a);
+    sc_body_reset(a);
+    buf_free(&a->check_buf);
     event_free(a->finish_ev);
     petrel_pool_destroy(a->pool);
     free(a);

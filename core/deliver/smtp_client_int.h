@@ -19,6 +19,7 @@
 
 #include "deliver/smtp_client.h"
 #include "deliver/smtp_reply.h"
+#include "lib/buf.h"
 #include "lib/dns.h"
 #include "lib/log.h"
 
@@ -137,6 +138,9 @@ struct sc_job {
     size_t lmtp_next;                  /* LMTP: next accepted recipient awaiting its reply */
     unsigned long long body_off;
     int body_bol;
+    struct mime_parser *mime;          /* smtp_header_checks and friends: the content as they see it */
+    struct buf check_buf;              /* one header or line, NUL-terminated, to look up */
+    int check_failed;                  /* a table failed: the transfer is abandoned and deferred */
     int eightbit;                      /* -1 unknown, 0, 1 */
     struct timespec t_start, t_txn;
     double conn_secs;
@@ -195,6 +199,8 @@ void sc_on_read(struct bufferevent *bev, void *arg);
 /* smtp_content.c: the message content */
 /* Whether the content has 8-bit bytes (read ahead once); -1 on a read error. */
 int sc_content_has_8bit(struct sc_job *a);
+/* Frees what streaming the content with checks kept (a retry starts anew). */
+void sc_body_reset(struct sc_job *a);
 /* Streams content into the output buffer up to SC_OUT_HIGH. */
 void sc_body_feed(struct sc_job *a);
 

@@ -265,6 +265,7 @@ static void on_txn_reply(struct sc_job *a, const struct smtp_reply *r)
                 return;
             }
             conn->state = S_BODY;
+            sc_body_reset(a);
             a->body_off = 0;
             a->body_bol = 1;
             sc_body_feed(a);

@@ -21,6 +21,7 @@
 #include "master/master.h"
 #include "master/master_int.h"
 #include "module/module.h"
+#include "qmgr/qmgr.h"
 #include "qmgr/route.h"
 #include "smtpd/smtpd.h"
 #include "tables/table.h"
@@ -112,8 +113,9 @@ int master_load_config(const char *confdir, struct loaded_config *out, int check
         char *error = NULL;
         struct router *r = router_create(out->cfg, reg, 0, &error);
         router_free(r);
+        int checks_ok = r == NULL || qmgr_checks_validate(out->cfg, reg, &error) == 0;
         tbl_registry_free(reg);
-        if (r == NULL) {
+        if (r == NULL || !checks_ok) {
             /* "param: why": point at the main.cf line that sets param. */
             const char *file = NULL;
             int line = 0;
@@ -123,6 +125,8 @@ int master_load_config(const char *confdir, struct loaded_config *out, int check
             free(param);
             if (file && line > 0)
                 msg_error("%s:%d: %s", file, line, error);
+            else if (error[0] == '/')
+                msg_error("%s", error);   /* it names its master.cf line itself */
             else
                 msg_error("%s/main.cf: %s", confdir, error);
             free(error);
@@ -150,7 +154,7 @@ int master_load_config(const char *confdir, struct loaded_config *out, int check
             continue;
         }
         char *error = NULL;
-        if (smtpd_validate_service(svc, out->modules, &error) != 0) {
+        if (smtpd_validate_service(out->cfg, svc, out->modules, &error) != 0) {
             int seen = 0;
             for (size_t k = 0; k < nreported; k++)
                 seen |= strcmp(reported[k], error) == 0;

@@ -345,6 +345,19 @@ void qmgr_start_job(struct qmgr *q, struct qjob *j)
     j->dj.rcpt_index = j->rcpt_index;
     j->dj.rcpt_addr = j->rcpt_addr;
     j->results = petrel_pool_zalloc(j->m->pool, j->dj.nrcpt * sizeof(*j->results));
+    if (j->kind == ROUTE_SMTP || j->kind == ROUTE_LMTP) {
+        int failed = 0;
+        j->dj.checks = qmgr_transport_checks(q, j->transport, j->kind == ROUTE_LMTP, &j->dj.mime_limits, &failed);
+        if (failed) {
+            /* Its smtp_header_checks cannot be applied: nothing goes out without them. */
+            for (size_t i = 0; i < j->dj.nrcpt; i++)
+                dlv_result_set(&j->results[i], DLV_DEFERRED, "4.3.5", "none",
+                               "mail system configuration error: header/body checks of transport %s",
+                               j->transport);
+            event_base_once(q->base, -1, EV_TIMEOUT, immediate_done, j, &(struct timeval){ 0, 0 });
+            return;
+        }
+    }
     switch (j->kind) {
     case ROUTE_SMTP:
         smtp_client_deliver(smtp_client_for(q, j->dj.nexthop), &j->dj, smtp_job_done, j);

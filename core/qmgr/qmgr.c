@@ -168,6 +168,19 @@ static const struct cfg_bind smtp_client_binds[] = {
     C("myhostname", STR, myhostname),
     CFG_BIND_CHOICE("smtp_tls_security_level", struct smtp_client_settings, tls_level, smtp_tls_levels),
     C("smtp_tls_CAfile", STR, tls_cafile),
+    /* checks.c, per transport */
+    CFG_BIND_READ("smtp_header_checks"),
+    CFG_BIND_READ("smtp_mime_header_checks"),
+    CFG_BIND_READ("smtp_nested_header_checks"),
+    CFG_BIND_READ("smtp_body_checks"),
+    CFG_BIND_READ("lmtp_header_checks"),
+    CFG_BIND_READ("lmtp_mime_header_checks"),
+    CFG_BIND_READ("lmtp_nested_header_checks"),
+    CFG_BIND_READ("lmtp_body_checks"),
+    CFG_BIND_READ("header_size_limit"),
+    CFG_BIND_READ("line_length_limit"),
+    CFG_BIND_READ("mime_nesting_limit"),
+    CFG_BIND_READ("mime_boundary_length_limit"),
 };
 const struct cfg_bind_table smtp_client_bind_table = CFG_BIND_TABLE("SMTP client", smtp_client_binds);
 
@@ -317,6 +330,7 @@ int qmgr_main(const struct qmgr_args *args)
     smtp_client_free(q.lmtp);
     for (int l = 0; l <= SMTP_TLS_SECURE; l++)
         smtp_client_free(q.smtp_by_level[l]);
+    qmgr_checks_free(&q);
     workq_destroy(q.workq);
     return 0;
 }

@@ -22,4 +22,10 @@ int qmgr_main(const struct qmgr_args *args);
 struct cfg_bind_table;
 extern const struct cfg_bind_table qmgr_bind_table, smtp_client_bind_table;
 
+/* Opens every smtp_*_checks and lmtp_*_checks table of main.cf and of each
+ * master.cf smtp/lmtp service (checks.c), as a start or reload must:
+ * 0, or -1 with *error (malloc'd) naming the parameter. */
+struct tbl_registry;
+int qmgr_checks_validate(const struct cfg *cfg, struct tbl_registry *reg, char **error);
+
 #endif

@@ -126,6 +126,7 @@ struct qmgr {
     int exiting;               /* the loop has ended: late completions only clean up */
     unsigned notices_in_flight;   /* notification commits on the thread pool */
     int intake_blocked;        /* the active limit was reached: rescan when room appears */
+    struct qmgr_checks *checks;   /* smtp_header_checks and friends per transport (checks.c) */
     char defer_dir[4096];
 };
 
@@ -147,6 +148,14 @@ void qmgr_scan_dir(struct qmgr *q, enum queue_dir dir);
 void qmgr_take_message(struct qmgr *q, const char *id, enum queue_dir from);
 
 /* schedule.c */
+/* checks.c: a transport's smtp_header_checks and friends (NULL: none),
+ * opened on first use; *failed when they cannot be opened. */
+struct hbc_tables;
+struct mime_limits;
+struct hbc_tables *qmgr_transport_checks(struct qmgr *q, const char *transport, int lmtp,
+                                         const struct mime_limits **limits, int *failed);
+void qmgr_checks_free(struct qmgr *q);
+
 /* The destination of transport and next hop, created on first use. */
 struct dest *qmgr_dest_get(struct qmgr *q, const char *transport, const char *nexthop);
 /* Puts d in the ready ring when it has a job and a free slot. */

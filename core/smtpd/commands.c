@@ -169,6 +169,8 @@ static void cmd_mail(struct smtpd_session *s, const struct smtp_command *cmd)
     struct smtpd_tx *tx = smtpd_tx_new(s);
     struct smtp_parse_opts opts = parse_opts(s);
     struct smtp_reply_err err;
+    if (smtpd_proxy_enabled(s))
+        tx->mail_line = petrel_pool_printf(tx->pool, "MAIL %s", cmd->args);
     if (smtp_parse_mail(cmd->args, &opts, tx->pool, &tx->mail, &err) != 0) {
         smtpd_reply(s, "%d %s %s", err.code, err.enhanced, err.text);
         smtpd_tx_free(s);
@@ -236,6 +238,8 @@ static void mail_hooked(struct smtpd_session *s, const struct restrict_result *r
         s->tx->instance = petrel_pool_printf(s->tx->pool, "%x.%lx.%lx.%x", (unsigned)getpid(),
                                              (unsigned long)now.tv_sec, (unsigned long)now.tv_usec,
                                              s->worker->instance_seq++);
+        if (s->tx->mail_line)
+            smtpd_proxy_mail(s, s->tx->mail_line);
         smtpd_reply(s, "250 2.1.0 Ok");
     }
     smtpd_continue(s);
@@ -280,6 +284,8 @@ static void cmd_rcpt(struct smtpd_session *s, const struct smtp_command *cmd)
         tx->rcpt_cap = cap;
     }
     /* Stage the recipient; it counts only once the checks accept it. */
+    if (tx->mail_line)
+        tx->rcpt_line = petrel_pool_printf(tx->pool, "RCPT %s", cmd->args);
     struct smtpd_rcpt *r = &tx->rcpts[tx->nrcpts];
     r->address = args.address;
     r->orcpt = args.orcpt;
@@ -316,6 +322,20 @@ static void rcpt_checked(struct smtpd_session *s, const struct restrict_result *
     rcpt_hooked(s, res);
 }
 
+/* The before-queue filter answered the recipient our checks accepted. */
+static void rcpt_proxied(struct smtpd_session *s, int ok, const char *reply)
+{
+    s->state = SMTPD_CMD;
+    if (ok) {
+        s->tx->nrcpts++;
+        smtpd_reply(s, "250 2.1.5 Ok");
+    } else {
+        smtpd_reply(s, "%s", reply);
+        smtpd_count_error(s, CNT_RCPT);
+    }
+    smtpd_continue(s);
+}
+
 static void rcpt_hooked(struct smtpd_session *s, const struct restrict_result *res)
 {
     struct smtpd_tx *tx = s->tx;
@@ -331,6 +351,13 @@ static void rcpt_hooked(struct smtpd_session *s, const struct restrict_result *r
             tx->discard = 1;
         else if (res->verdict == RV_HOLD)
             tx->hold = 1;
+        if (tx->mail_line) {
+            /* Our checks accept it: now the filter's turn (Postfix
+             * connects it at the first such recipient). */
+            s->state = SMTPD_WAIT;
+            smtpd_proxy_rcpt(s, tx->rcpt_line, rcpt_proxied);
+            return;
+        }
         tx->nrcpts++;
         smtpd_reply(s, "250 2.1.5 Ok");
     }

@@ -11,9 +11,10 @@
  * Actions that change the message (HOLD, DISCARD, REDIRECT, BCC, PREPEND)
  * apply to the transaction at once, as Postfix's do, and only inside one:
  * with smtpd_delay_reject = no a client or HELO restriction cannot use
- * them (Postfix warns and skips them). FILTER is not supported yet
- * (content filters come later): it answers like a configuration error,
- * 451 4.3.5, and is logged, so mail is never delivered unfiltered.
+ * them (Postfix warns and skips them). FILTER sets the message's content
+ * filter (doc/content-inspection.md). Before a proxy filter
+ * (smtpd_proxy_filter) nothing is queued, so HOLD, DISCARD, REDIRECT, BCC
+ * and FILTER are unavailable there, with Postfix's warning.
  */
 #include "config.h"
 
@@ -49,6 +50,16 @@ static int in_transaction(struct smtpd_session *s, const char *table, const char
     msg_warn("access table %s: with smtpd_delay_reject=no, action %s is always skipped in %s or %s restrictions",
              table, action, SUBJECT_CLIENT, SUBJECT_HELO);
     return 0;
+}
+
+/* ... and a queue file that will carry them: none before a proxy filter. */
+static int can_delegate(struct smtpd_session *s, const char *table, const char *action)
+{
+    if (smtpd_proxy_enabled(s)) {
+        msg_warn("access table %s: with smtpd_proxy_filter specified, action %s is unavailable", table, action);
+        return 0;
+    }
+    return in_transaction(s, table, action);
 }
 
 static void add_string(petrel_pool *pool, const char ***list, size_t *n, const char *value)
@@ -100,13 +111,13 @@ enum restrict_verdict restrict_apply_action(struct smtpd_session *s, struct rest
         restrict_log(s, run, "warn", "%s", a.text);
         return RV_DUNNO;
     case ACCESS_HOLD:
-        if (!in_transaction(s, table, "HOLD") || tx->hold)
+        if (!can_delegate(s, table, "HOLD") || tx->hold)
             return RV_DUNNO;
         restrict_log(s, run, "hold", "<%s>: %s %s", reply_name, reply_class, *a.text ? a.text : "triggers HOLD action");
         tx->hold = 1;
         return RV_DUNNO;
     case ACCESS_DISCARD:
-        if (!in_transaction(s, table, "DISCARD"))
+        if (!can_delegate(s, table, "DISCARD"))
             return RV_DUNNO;
         restrict_log(s, run, "discard", "<%s>: %s %s", reply_name, reply_class,
                      *a.text ? a.text : "triggers DISCARD action");
@@ -115,7 +126,7 @@ enum restrict_verdict restrict_apply_action(struct smtpd_session *s, struct rest
     case ACCESS_REDIRECT:
     case ACCESS_BCC: {
         const char *verb = a.verb == ACCESS_REDIRECT ? "REDIRECT" : "BCC";
-        if (!in_transaction(s, table, verb))
+        if (!can_delegate(s, table, verb))
             return RV_DUNNO;
         if (strchr(a.text, '@') == NULL) {
             msg_warn("access table %s entry \"%s\" requires user@domain target", table, datum);
@@ -131,7 +142,7 @@ enum restrict_verdict restrict_apply_action(struct smtpd_session *s, struct rest
         return RV_DUNNO;
     }
     case ACCESS_FILTER:
-        if (!in_transaction(s, table, "FILTER"))
+        if (!can_delegate(s, table, "FILTER"))
             return RV_DUNNO;
         if (*a.text == '\0') {
             msg_warn("access table %s entry \"%s\" has FILTER entry without value", table, datum);
@@ -142,10 +153,12 @@ enum restrict_verdict restrict_apply_action(struct smtpd_session *s, struct rest
             return RV_DUNNO;
         }
         restrict_log(s, run, "filter", "<%s>: %s triggers FILTER %s", reply_name, reply_class, a.text);
-        msg_warn("access table %s: action FILTER %s is not supported by Petrel yet (content filters are not "
-                 "implemented): answering 451 4.3.5 rather than delivering the message unfiltered",
-                 table, a.text);
-        return restrict_server_error(s, run, r);
+        /* The message goes to that content filter after it is queued,
+         * instead of content_filter; the last one wins. */
+        tx->filter = petrel_pool_strdup(tx->pool, a.text);
+        if (tx->writer)
+            tx->envelope_changed |= CHANGED_BY_ACCESS;   /* end of data: the queue file is rewritten */
+        return RV_DUNNO;
     case ACCESS_PREPEND:
         if (!in_transaction(s, table, "PREPEND"))
             return RV_DUNNO;

@@ -663,6 +663,8 @@ static void session_process_input(struct smtpd_session *s)
             smtpd_session_close_after_flush(s);
             break;
         }
+        if ((s->state == SMTPD_DATA || s->state == SMTPD_BDAT) && smtpd_proxy_congested(s))
+            break;   /* the before-queue filter reads slower: its write callback resumes */
         if (s->state == SMTPD_DATA) {
             if (!smtpd_consume_data(s))
                 break;

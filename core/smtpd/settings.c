@@ -18,6 +18,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 
 #include "config/bind.h"
 #include "config/cfg.h"
@@ -175,6 +176,143 @@ static void free_settings_pool(void *arg)
     smtpd_rcpt_maps_free(set->rcpt_maps);
 }
 
+/* receive_override_options (Postfix's input_transp names). */
+static int receive_override(const struct cfg *cfg, unsigned *mask, char **error)
+{
+    static const struct {
+        const char *name;
+        unsigned bit;
+    } names[] = {
+        { "no_unknown_recipient_checks", RO_NO_UNKNOWN_RCPT },
+        { "no_address_mappings", RO_NO_ADDRESS_MAPPINGS },
+        { "no_header_body_checks", RO_NO_HEADER_BODY },
+        { "no_milters", RO_NO_MILTERS },
+    };
+    *mask = 0;
+    for (const char *const *item = cfg_list(cfg, "receive_override_options"); *item; item++) {
+        size_t i;
+        for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+            if (strcasecmp(*item, names[i].name) == 0)
+                break;
+        if (i == sizeof(names) / sizeof(names[0]))
+            return fail(error, "receive_override_options: unknown option \"%s\" (no_unknown_recipient_checks, "
+                        "no_address_mappings, no_header_body_checks, no_milters)", *item);
+        *mask |= names[i].bit;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* smtpd_proxy_filter: where the before-queue filter is             */
+
+static int proxy_resolve(struct smtpd_settings *set, const char *spec, const char *queue_directory, char **error)
+{
+    memset(&set->proxy_addr, 0, sizeof(set->proxy_addr));
+    set->proxy_addr_len = 0;
+    if (spec == NULL || *spec == '\0')
+        return 0;
+    if (strncasecmp(spec, "unix:", 5) == 0) {
+        const char *path = spec + 5;
+        struct sockaddr_un *sun = (struct sockaddr_un *)&set->proxy_addr;
+        char full[sizeof(sun->sun_path) + 1];
+        /* A relative path is relative to the queue directory (Postfix). */
+        int n = *path == '/' ? snprintf(full, sizeof(full), "%s", path)
+                             : snprintf(full, sizeof(full), "%s/%s", queue_directory, path);
+        if (*path == '\0' || n < 0 || (size_t)n >= sizeof(sun->sun_path)) {
+            if (asprintf(error, "smtpd_proxy_filter: bad UNIX-domain socket \"%s\"", spec) < 0)
+                *error = NULL;
+            return -1;
+        }
+        sun->sun_family = AF_UNIX;
+        memcpy(sun->sun_path, full, (size_t)n + 1);
+        set->proxy_addr_len = (socklen_t)sizeof(*sun);
+        return 0;
+    }
+    if (strncasecmp(spec, "inet:", 5) == 0)
+        spec += 5;
+    /* host:port, [host]:port, or a port alone (localhost, as Postfix) */
+    char host[256] = "localhost";
+    const char *port = spec;
+    if (*spec == '[') {
+        const char *close = strchr(spec, ']');
+        if (close == NULL || close[1] != ':' || (size_t)(close - spec - 1) >= sizeof(host))
+            goto bad;
+        snprintf(host, sizeof(host), "%.*s", (int)(close - spec - 1), spec + 1);
+        port = close + 2;
+    } else {
+        const char *colon = strrchr(spec, ':');
+        if (colon) {
+            if ((size_t)(colon - spec) >= sizeof(host))
+                goto bad;
+            if (colon > spec)
+                snprintf(host, sizeof(host), "%.*s", (int)(colon - spec), spec);
+            port = colon + 1;
+        }
+    }
+    if (*port == '\0')
+        goto bad;
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_socktype = SOCK_STREAM;
+    int rc = getaddrinfo(host, port, &hints, &res);
+    if (rc != 0 || res == NULL) {
+        if (asprintf(error, "smtpd_proxy_filter: %s: %s", spec, gai_strerror(rc)) < 0)
+            *error = NULL;
+        return -1;
+    }
+    memcpy(&set->proxy_addr, res->ai_addr, res->ai_addrlen);
+    set->proxy_addr_len = res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
+bad:
+    if (asprintf(error, "smtpd_proxy_filter: \"%s\" is not host:port, inet:host:port or unix:pathname", spec) < 0)
+        *error = NULL;
+    return -1;
+}
+
+/* smtpd_proxy_options: speed_adjust (Postfix's only option). */
+static int proxy_options(const struct cfg *cfg, struct smtpd_settings *set, char **error)
+{
+    set->proxy_speed_adjust = 0;
+    for (const char *const *item = cfg_list(cfg, "smtpd_proxy_options"); *item; item++) {
+        if (strcasecmp(*item, "speed_adjust") != 0)
+            return fail(error, "smtpd_proxy_options: unknown option \"%s\" (speed_adjust)", *item);
+        set->proxy_speed_adjust = 1;
+    }
+    return 0;
+}
+
+/* content_filter = transport:nexthop, where the transport is one the
+ * queue manager can deliver with: smtp, relay, lmtp, or a master.cf
+ * service whose command is smtp, lmtp or pipe. Checked here so that a
+ * typo stops the start instead of deferring every message. */
+static int check_content_filter(const struct smtpd_worker *w, const char *filter, char **error)
+{
+    if (filter == NULL || *filter == '\0')
+        return 0;
+    const char *colon = strchr(filter, ':');
+    if (colon == NULL || colon == filter)
+        return fail(error, "content_filter: \"%s\" is not transport:nexthop", filter);
+    size_t len = (size_t)(colon - filter);
+    static const char *const builtin[] = { "smtp", "relay", "lmtp" };
+    for (size_t i = 0; i < sizeof(builtin) / sizeof(builtin[0]); i++)
+        if (strlen(builtin[i]) == len && strncmp(filter, builtin[i], len) == 0)
+            return 0;
+    for (size_t i = 0; w->cfg && i < cfg_service_count(w->cfg); i++) {
+        const struct master_service *t = cfg_service(w->cfg, i);
+        if (strlen(t->name) != len || strncmp(t->name, filter, len) != 0)
+            continue;
+        if (t->role == ROLE_SMTP || t->role == ROLE_LMTP || t->role == ROLE_PIPE)
+            return 0;
+        return fail(error, "content_filter: transport %.*s is a master.cf service with command %s: a content "
+                    "filter needs an smtp, lmtp or pipe service", (int)len, filter, t->command);
+    }
+    if (w->cfg == NULL || cfg_service_count(w->cfg) == 0)
+        return 0;
+    return fail(error, "content_filter: transport %.*s is not a master.cf service (give it a line with command "
+                "smtp, lmtp or pipe)", (int)len, filter);
+}
+
 /* What a service's stress configuration usually changes: values read into
  * plain fields. When nothing else differs, the stress settings share the
  * tables, restriction lists and TLS context of the normal ones instead of
@@ -245,6 +383,10 @@ static const struct cfg_bind plain_binds[] = {
                     tempfail_actions),
     SET("smtpd_null_access_lookup_key", STR, null_access_key),
     SET("smtpd_peername_lookup", BOOL, peername_lookup),
+    SET("content_filter", STR, content_filter),
+    SET("smtpd_proxy_filter", STR, proxy_filter),
+    SET("smtpd_proxy_timeout", TIMEVAL, proxy_timeout),
+    SET("smtpd_proxy_ehlo", STR, proxy_ehlo),
 };
 const struct cfg_bind_table smtpd_bind_table = CFG_BIND_TABLE("smtpd", plain_binds);
 
@@ -289,6 +431,9 @@ static const struct cfg_bind service_binds[] = {
     CFG_BIND_READ("stress"),
     CFG_BIND_READ("compatibility_level"),
     CFG_BIND_READ("mail_version"),
+    CFG_BIND_READ("receive_override_options"),
+    CFG_BIND_READ("smtpd_proxy_options"),
+    CFG_BIND_READ("queue_directory"),
     /* tls.c */
     CFG_BIND_READ("smtpd_tls_cert_file"),
     CFG_BIND_READ("smtpd_tls_key_file"),
@@ -370,6 +515,12 @@ struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struc
         goto failed;
 
     cfg_bind_apply(cfg, &smtpd_service_bind_table, set);
+    if (receive_override(cfg, &set->receive_override, error) != 0 ||
+        check_content_filter(w, set->content_filter, error) != 0 || proxy_options(cfg, set, error) != 0 ||
+        proxy_resolve(set, set->proxy_filter, cfg_get(cfg, "queue_directory"), error) != 0)
+        goto failed;
+    if ((set->cleanup = smtpd_cleanup_settings_create(w, svc, cfg, error)) == NULL)
+        goto failed;
     if (set->sasl_auth_enable) {
         set->sasl = module_set_find_sasl(w->modules, set->sasl_type, &set->sasl_module);
         if (set->sasl == NULL) {

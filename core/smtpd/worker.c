@@ -410,10 +410,12 @@ int smtpd_worker_main(const struct smtpd_worker_args *args)
     return 0;
 }
 
-int smtpd_validate_service(const struct master_service *service, struct module_set *modules, char **error)
+int smtpd_validate_service(const struct cfg *cfg, const struct master_service *service, struct module_set *modules,
+                           char **error)
 {
     struct smtpd_worker w;
     memset(&w, 0, sizeof(w));
+    w.cfg = cfg;
     w.modules = modules;
     w.tables = tbl_registry_new();
     if (module_set_register_tables(modules, w.tables) != 0) {
@@ -425,6 +427,8 @@ int smtpd_validate_service(const struct master_service *service, struct module_s
     }
     struct smtpd_settings *set = smtpd_settings_create(&w, service, service->cfg, NULL, error);
     int ok = set != NULL;
+    if (ok)
+        smtpd_cleanup_warn_overrides(service);
     if (ok && service->stress_cfg && service->stress_cfg != service->cfg) {
         /* What its sessions use under stress must work too. */
         char *why = NULL;

@@ -17,8 +17,9 @@
 
 /* What the configuration code reads itself: the defaults computed from the
  * host (defaults.c), master.cf's maxproc default and the names of a
- * service's copy (master.c, service.c), stress (service.c), and the lists
- * whose items may name a /file (config.c). */
+ * service's copy (master.c, service.c), stress (service.c), the lists
+ * whose items may name a /file (config.c), and the parameters the
+ * classification check reads (classes.c). */
 static const struct cfg_bind machinery_binds[] = {
     CFG_BIND_READ("config_directory"),
     CFG_BIND_READ("myhostname"),
@@ -29,6 +30,8 @@ static const struct cfg_bind machinery_binds[] = {
     CFG_BIND_READ("service_name"),
     CFG_BIND_READ("process_name"),
     CFG_BIND_READ("stress"),
+    CFG_BIND_READ("petrel_accept_unimplemented"),
+    CFG_BIND_READ("compatibility_level"),
 };
 const struct cfg_bind_table cfg_machinery_bind_table = CFG_BIND_TABLE("configuration", machinery_binds);
 

@@ -75,6 +75,22 @@ struct master_service {
  * The schema must stay alive as long as the returned cfg.
  */
 struct cfg *cfg_load(const struct cfg_schema *, const char *confdir, int *nerrors);
+/* The same, but the configuration is returned even when it has errors
+ * (*nerrors of them), so that the checks that follow (tables, restrictions,
+ * what is not implemented) report their problems in the same run, as
+ * petreld -n promises. Never NULL. */
+struct cfg *cfg_load_all(const struct cfg_schema *, const char *confdir, int *nerrors);
+/* 1 when name's value could not be expanded or validated (already reported). */
+int cfg_failed(const struct cfg *, const char *name);
+/*
+ * Where to fix a problem whose text starts with "parameter: ": the main.cf
+ * line that sets it ("PATH:LINE: text"), a master.cf -o option of svc
+ * ("master.cf, line N: service NAME: text"), or, for a default value or a
+ * text that names no parameter, svc's line when it has -o options and
+ * main.cf otherwise ("PATH/main.cf: text"). svc may be NULL. Returns
+ * malloc'd text.
+ */
+char *cfg_locate(const struct cfg *cfg, const struct master_service *svc, const char *text);
 void cfg_free(struct cfg *);   /* no-op for a service's cfg: the generation owns it */
 const char *cfg_confdir(const struct cfg *);
 const char *cfg_get(const struct cfg *, const char *name);      /* expanded; NULL if neither known nor set */
@@ -101,6 +117,13 @@ const struct master_service *cfg_find_service(const struct cfg *, const char *na
  * the caller frees, or NULL if main.cf cannot be read.
  */
 char *cfg_peek(const struct cfg_schema *, const char *confdir, const char *name);
+
+/* compatibility_level as a comparable number ("3.6" < "3.11"); -1 when malformed. */
+long long cfg_compat_level_parse(const char *text);
+/* Reports a malformed compatibility_level (an error, returns 1) and, below
+ * the levels where Postfix changed defaults, each old default in effect
+ * (information, or a warning when Petrel cannot honour it). */
+int cfg_check_compatibility_level(const struct cfg *cfg);
 
 /* Parsers shared with other subsystems (each returns 0, or -1 on a bad value). */
 int cfg_parse_bool(const char *text, int *out);

@@ -196,6 +196,16 @@ int cfg_name_char(int c)
     return isalnum((unsigned char)c) || c == '_';
 }
 
+int cfg_param_name_char(int c)
+{
+    return cfg_name_char(c) || c == '-' || c == '.';
+}
+
+int cfg_is_quiet(const struct cfg *cfg)
+{
+    return (cfg->generation ? cfg->generation : cfg)->quiet;
+}
+
 char *cfg_trim(char *s)
 {
     while (isspace((unsigned char)*s))

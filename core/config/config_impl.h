@@ -25,6 +25,7 @@ enum cfg_state { VAL_PENDING, VAL_EXPANDING, VAL_DONE };
 
 /* Computes a default from the host or from other values (myhostname, mynetworks, ...). */
 struct cfg;
+struct cfg_classes;
 typedef const char *cfg_compute_fn(struct cfg *cfg);
 
 struct cfg_value {
@@ -42,6 +43,11 @@ struct cfg_value {
     int referenced;                    /* some value says $name: not an unused parameter */
     int failed;                        /* expansion or validation error already logged */
     int override;                      /* set by a master.cf -o option (service cfg only) */
+    /* A per-transport parameter (SERVICE_destination_recipient_limit): the
+     * master.cf service it belongs to, and the name of its family's
+     * classification line (transport_destination_recipient_limit). */
+    const struct master_service *family_service;
+    const char *class_name;
 };
 
 struct cfg {
@@ -58,6 +64,7 @@ struct cfg {
     int errors;
     int quiet;                         /* cfg_peek: log nothing */
     const char *service_name;          /* for a service cfg: $service_name */
+    struct cfg_classes *classes;       /* what Petrel does with each name (classes.h), the generation's */
 };
 
 /* Logging with the generation's quiet flag honoured; counts errors. */
@@ -73,6 +80,13 @@ int cfg_value_expand(struct cfg *cfg, struct cfg_value *v, int quiet);
 char *cfg_expand_text(struct cfg *cfg, const char *text, const char *file, int line,
                       const char *name);
 int cfg_name_char(int c);
+/* A character of a parameter name as main.cf and -o may write it: also '-'
+ * and '.', which master.cf service names (and so per-transport parameters
+ * such as smtp-amavis_destination_recipient_limit) may contain. $name
+ * expansion stops at them, as in Postfix. */
+int cfg_param_name_char(int c);
+/* The generation's quiet flag (cfg_peek and petrelctl load quietly). */
+int cfg_is_quiet(const struct cfg *cfg);
 /* Edit distance capped at limit+1 (for "did you mean"). */
 int cfg_edit_distance(const char *a, const char *b, int limit);
 /* Reads one logical line (Postfix readlline rules); returns 0 at EOF, -1 on an over-long line. */
@@ -84,8 +98,12 @@ void cfg_reader_close(struct cfg_reader *r);
 
 /* params.c */
 const struct cfg_param *cfg_core_params(size_t *n);
-/* defaults.c: the function computing name's default from the host, or NULL. */
+/* defaults.c: the function computing name's default from the host (or
+ * from compatibility_level), or NULL. */
 cfg_compute_fn *cfg_computed_default(const char *name);
+/* defaults.c: 1 when master.cf's '-' in the chroot column means y
+ * (compatibility_level below 1, as in Postfix). */
+int cfg_compat_chroot_default(const struct cfg *cfg);
 /* params.c: kept as written, never $-expanded. */
 int cfg_param_is_raw(const char *name);
 /* config.c: validates an expanded value against its parameter's type. */
@@ -97,6 +115,8 @@ const char *cfg_value_file(const struct cfg *cfg, const struct cfg_value *v);
 /* qsort comparison of struct cfg_value by name (cfg->values stays sorted). */
 int cfg_value_cmp(const void *a, const void *b);
 
+/* classes.c: appends "; did you mean \"NAME\"?" for the closest known name, if any. */
+void cfg_suggest_name(const struct cfg *cfg, const char *name, struct buf *out);
 /* Loads a generation even when it has errors (cfg->errors counts them); quiet logs nothing. */
 struct cfg *cfg_load_generation(const struct cfg_schema *schema, const char *confdir, int quiet);
 

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config/classes.h"
 #include "config/config_impl.h"
 #include "lib/xalloc.h"
 
@@ -54,7 +55,7 @@ static int read_main(struct cfg *cfg, struct main_line **out, size_t *nout)
         char *name = cfg_trim(line.data);
         char *value = cfg_trim(eq + 1);
         const char *bad = name;
-        while (*bad && cfg_name_char(*bad))
+        while (*bad && cfg_param_name_char(*bad))
             bad++;
         if (!*name || *bad) {
             cfg_error(cfg, cfg->main_path, first, NULL, "bad parameter name \"%s\"", name);
@@ -76,36 +77,9 @@ static int read_main(struct cfg *cfg, struct main_line **out, size_t *nout)
     return 0;
 }
 
-static void suggest_name(const struct cfg_schema *schema, const char *name, struct buf *out)
+static void free_classes(void *arg)
 {
-    int best = 3;
-    const char *best_name = NULL;
-    for (size_t i = 0; i < cfg_schema_count(schema); i++) {
-        const char *known = cfg_schema_param(schema, i)->name;
-        int d = cfg_edit_distance(name, known, 2);
-        if (d < best) {
-            best = d;
-            best_name = known;
-        }
-    }
-    if (best_name)
-        buf_printf(out, "; did you mean \"%s\"?", best_name);
-}
-
-/* NAME_time_limit where NAME is a master.cf spawn(8) service: the service. */
-static const struct master_service *spawn_time_limit(const struct cfg *cfg, const char *name)
-{
-    static const char suffix[] = "_time_limit";
-    size_t len = strlen(name), sl = sizeof(suffix) - 1;
-    if (len <= sl || strcmp(name + len - sl, suffix) != 0)
-        return NULL;
-    for (size_t i = 0; i < cfg->nservices; i++) {
-        const struct master_service *svc = &cfg->services[i];
-        if (strlen(svc->name) == len - sl && strncmp(svc->name, name, len - sl) == 0 && svc->command &&
-            strcmp(svc->command, "spawn") == 0)
-            return svc;
-    }
-    return NULL;
+    cfg_classes_free(arg);
 }
 
 struct cfg *cfg_load_generation(const struct cfg_schema *schema, const char *confdir, int quiet)
@@ -118,6 +92,15 @@ struct cfg *cfg_load_generation(const struct cfg_schema *schema, const char *con
     cfg->confdir = petrel_pool_strdup(pool, confdir);
     cfg->main_path = petrel_pool_printf(pool, "%s/main.cf", confdir);
     cfg->master_path = petrel_pool_printf(pool, "%s/master.cf", confdir);
+    {
+        char *why = NULL;
+        cfg->classes = cfg_classes_new(&why);
+        if (cfg->classes)
+            petrel_pool_cleanup_add(pool, free_classes, cfg->classes);
+        else
+            cfg_error(cfg, NULL, 0, NULL, "the built-in parameter classification is malformed: %s", why ? why : "?");
+        free(why);
+    }
 
     struct main_line *lines = NULL;
     size_t nlines = 0;
@@ -182,24 +165,20 @@ struct cfg *cfg_load_generation(const struct cfg_schema *schema, const char *con
         }
         cfg_list_free(names);
     }
-    /* Unknown names: expanded quietly (only cfg_get sees them), warned about when unused. */
+    /* Unknown names: expanded quietly (only cfg_get sees them), warned about
+     * when unused. Postfix's names are not unknown: what Petrel does with
+     * them is the classification's business (classes.h). */
     for (size_t i = 0; i < cfg->nvalues; i++) {
         struct cfg_value *v = &cfg->values[i];
         if (v->param)
             continue;
         cfg_value_expand(cfg, v, 1);
-        const struct master_service *spawned = spawn_time_limit(cfg, v->name);
-        if (spawned) {
-            /* Postfix's NAME_time_limit of a spawn(8) service. */
-            cfg_warn(cfg, v->file, v->line, v->name,
-                     "no effect: service %s is a spawn(8) service (%s, line %d), which Petrel does not run",
-                     spawned->name, spawned->file, spawned->line);
+        if (cfg->classes && cfg_classes_find(cfg->classes, v->name))
             continue;
-        }
         if (!v->referenced) {
             struct buf hint = BUF_INIT;
             buf_append(&hint, "", 0);
-            suggest_name(schema, v->name, &hint);
+            cfg_suggest_name(cfg, v->name, &hint);
             cfg_warn(cfg, v->file, v->line, v->name, "unknown parameter%s", hint.data);
             buf_free(&hint);
         }
@@ -217,6 +196,44 @@ struct cfg *cfg_load(const struct cfg_schema *schema, const char *confdir, int *
         return NULL;
     }
     return cfg;
+}
+
+struct cfg *cfg_load_all(const struct cfg_schema *schema, const char *confdir, int *nerrors)
+{
+    struct cfg *cfg = cfg_load_generation(schema, confdir, 0);
+    *nerrors = cfg->errors;
+    return cfg;
+}
+
+int cfg_failed(const struct cfg *cfg, const char *name)
+{
+    const struct cfg_value *v = cfg_value_find(cfg, name);
+    return v != NULL && v->failed;
+}
+
+char *cfg_locate(const struct cfg *cfg, const struct master_service *svc, const char *text)
+{
+    char *located = NULL;
+    size_t name_len = 0;
+    while (text[name_len] && cfg_param_name_char(text[name_len]))
+        name_len++;
+    const struct cfg_value *v = NULL;
+    if (name_len > 0 && strncmp(text + name_len, ": ", 2) == 0) {
+        char *param = xstrndup(text, name_len);
+        v = cfg_value_find(svc && svc->cfg ? svc->cfg : cfg, param);
+        free(param);
+    }
+    if (v && v->file && v->line > 0) {
+        if (v->override && svc)
+            located = xasprintf("%s, line %d: service %s: %s", v->file, v->line, svc->name, text);
+        else
+            located = xasprintf("%s:%d: %s", v->file, v->line, text);
+    } else if (svc && svc->cfg && ((const struct cfg *)svc->cfg)->generation) {
+        located = xasprintf("%s, line %d: service %s: %s", svc->file, svc->line, svc->name, text);
+    } else {
+        located = xasprintf("%s: %s", cfg->main_path, text);
+    }
+    return located;
 }
 
 char *cfg_peek(const struct cfg_schema *schema, const char *confdir, const char *name)

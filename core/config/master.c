@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config/classes.h"
 #include "config/config_impl.h"
 #include "lib/xalloc.h"
 
@@ -61,6 +62,88 @@ static const struct {
     { "dnsblog", ROLE_IGNORED }, { "tlsproxy", ROLE_IGNORED }, { "qmqpd", ROLE_IGNORED },
     { "spawn", ROLE_IGNORED },
 };
+
+/*
+ * Per-transport parameters, as Postfix's postconf registers them: a
+ * master.cf service running a delivery agent (local, virtual, smtp, lmtp,
+ * pipe, error) has SERVICE_suffix for each suffix below, typed like the
+ * default it falls back to; a spawn service has SERVICE_time_limit. So
+ * `smtp-amavis_destination_recipient_limit = 1` in main.cf is a checked
+ * integer the queue manager reads for transport smtp-amavis, not an unknown
+ * name. Which suffixes Petrel implements is the binding tables' business
+ * (the queue manager reads *_destination_concurrency_limit, ...); the rest
+ * are classified by their transport_SUFFIX line (classes.h).
+ */
+static const struct {
+    const char *suffix;
+    enum cfg_type type;
+    const char *fallback;        /* the parameter whose value applies when this one is not set */
+    int pipe_and_spawn_only;
+} families[] = {
+    { "_time_limit", CFG_TIME, "$command_time_limit", 1 },
+    { "_recipient_limit", CFG_INT, "$default_recipient_limit", 0 },
+    { "_extra_recipient_limit", CFG_INT, "$default_extra_recipient_limit", 0 },
+    { "_recipient_refill_limit", CFG_INT, "$default_recipient_refill_limit", 0 },
+    { "_recipient_refill_delay", CFG_TIME, "$default_recipient_refill_delay", 0 },
+    { "_delivery_slot_cost", CFG_INT, "$default_delivery_slot_cost", 0 },
+    { "_delivery_slot_loan", CFG_INT, "$default_delivery_slot_loan", 0 },
+    { "_delivery_slot_discount", CFG_INT, "$default_delivery_slot_discount", 0 },
+    { "_minimum_delivery_slots", CFG_INT, "$default_minimum_delivery_slots", 0 },
+    { "_initial_destination_concurrency", CFG_INT, "$initial_destination_concurrency", 0 },
+    { "_destination_concurrency_limit", CFG_INT, "$default_destination_concurrency_limit", 0 },
+    { "_destination_recipient_limit", CFG_INT, "$default_destination_recipient_limit", 0 },
+    { "_destination_concurrency_positive_feedback", CFG_STR,
+      "$default_destination_concurrency_positive_feedback", 0 },
+    { "_destination_concurrency_negative_feedback", CFG_STR,
+      "$default_destination_concurrency_negative_feedback", 0 },
+    { "_destination_concurrency_failed_cohort_limit", CFG_INT,
+      "$default_destination_concurrency_failed_cohort_limit", 0 },
+    { "_destination_rate_delay", CFG_TIME, "$default_destination_rate_delay", 0 },
+    { "_transport_rate_delay", CFG_TIME, "$default_transport_rate_delay", 0 },
+};
+
+static int delivery_role(enum petrel_role role)
+{
+    return role == ROLE_SMTP || role == ROLE_LMTP || role == ROLE_LOCAL || role == ROLE_VIRTUAL ||
+           role == ROLE_PIPE || role == ROLE_ERROR;
+}
+
+/* Gives each main.cf name that is a per-transport parameter of a master.cf
+ * service its type, and checks its value. */
+static void type_family_values(struct cfg *gen)
+{
+    for (size_t i = 0; i < gen->nvalues; i++) {
+        struct cfg_value *v = &gen->values[i];
+        if (v->param || !v->file)
+            continue;
+        for (size_t s = 0; s < gen->nservices && !v->family_service; s++) {
+            const struct master_service *svc = &gen->services[s];
+            int spawn = strcmp(svc->command, "spawn") == 0;
+            size_t sl = strlen(svc->name);
+            if ((!delivery_role(svc->role) && !spawn) || strncmp(v->name, svc->name, sl) != 0 || v->name[sl] != '_')
+                continue;
+            for (size_t f = 0; f < sizeof(families) / sizeof(families[0]); f++) {
+                if (strcmp(v->name + sl, families[f].suffix) != 0)
+                    continue;
+                if ((spawn || families[f].pipe_and_spawn_only) && !(svc->role == ROLE_PIPE || spawn))
+                    break;
+                if (spawn && f != 0)
+                    break;
+                struct cfg_param *p = petrel_pool_zalloc(gen->pool, sizeof(*p));
+                p->name = v->name;
+                p->type = families[f].type;
+                p->def = families[f].fallback;
+                p->help = "per-transport parameter";
+                v->param = p;
+                v->family_service = svc;
+                v->class_name = petrel_pool_printf(gen->pool, "transport%s", families[f].suffix);
+                cfg_value_expand(gen, v, 0);
+                cfg_value_validate(gen, v);
+                break;
+            }
+        }
+    }
+}
 
 static int lookup_command(const char *command, enum petrel_role *role)
 {
@@ -170,7 +253,7 @@ static int split_override(const char *text, char **name, char **value)
         v[--vl] = '\0';
     int ok = nl > 0;
     for (const char *c = n; *c; c++)
-        if (!cfg_name_char(*c))
+        if (!cfg_param_name_char(*c))
             ok = 0;
     if (ok) {
         *name = xstrdup(n);
@@ -182,22 +265,13 @@ static int split_override(const char *text, char **name, char **value)
 
 static void warn_unknown_override(struct cfg *gen, const char *file, int line, const char *name)
 {
-    if (cfg_value_find(gen, name))
-        return;
-    int best = 3;
-    const char *best_name = NULL;
-    for (size_t i = 0; i < cfg_schema_count(gen->schema); i++) {
-        const char *known = cfg_schema_param(gen->schema, i)->name;
-        int d = cfg_edit_distance(name, known, 2);
-        if (d < best) {
-            best = d;
-            best_name = known;
-        }
-    }
-    if (best_name)
-        cfg_warn(gen, file, line, name, "unknown parameter in -o option; did you mean \"%s\"?", best_name);
-    else
-        cfg_warn(gen, file, line, name, "unknown parameter in -o option");
+    if (cfg_value_find(gen, name) || (gen->classes && cfg_classes_find(gen->classes, name)))
+        return;   /* known, defined in main.cf, or a Postfix name (classes.h says what happens) */
+    struct buf hint = BUF_INIT;
+    buf_append(&hint, "", 0);
+    cfg_suggest_name(gen, name, &hint);
+    cfg_warn(gen, file, line, name, "unknown parameter in -o option%s", hint.data);
+    buf_free(&hint);
 }
 
 struct pending_service {
@@ -244,7 +318,7 @@ static int parse_service(struct cfg *gen, const char *file, int line, const char
         status = -1;
     if (parse_flag(gen, file, line, service, "unpriv", tok[3], 1, &svc->unpriv) < 0)
         status = -1;
-    if (parse_flag(gen, file, line, service, "chroot", tok[4], 0, &svc->chroot) < 0)
+    if (parse_flag(gen, file, line, service, "chroot", tok[4], cfg_compat_chroot_default(gen), &svc->chroot) < 0)
         status = -1;
     if (strcmp(tok[5], "-") == 0)
         svc->wakeup = 0;
@@ -384,6 +458,7 @@ int cfg_master_load(struct cfg *gen)
         memcpy(gen->services, services, n * sizeof(*services));
     gen->nservices = n;
     free(services);
+    type_family_values(gen);
     for (size_t i = 0; i < n; i++) {
         struct master_service *svc = &gen->services[i];
         svc->cfg = gen;

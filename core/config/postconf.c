@@ -234,7 +234,7 @@ static int edit(const char *confdir, int remove, char **args, int nargs)
             name_end--;
         names[i] = xstrndup(args[i], (size_t)(name_end - args[i]));
         for (const char *c = names[i]; *c || c == names[i]; c++)
-            if (!*c || !cfg_name_char(*c)) {
+            if (!*c || !cfg_param_name_char(*c)) {
                 fprintf(stderr, "petrelctl: error: bad parameter name \"%s\"\n", names[i]);
                 status = 1;
                 break;

@@ -1,6 +1,8 @@
 /* Allocation wrappers that end the process on exhaustion (see xalloc.h). */
 #include "config.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -44,4 +46,28 @@ char *xstrndup(const char *s, size_t n)
     memcpy(p, s, len);
     p[len] = '\0';
     return p;
+}
+
+char *xasprintf(const char *fmt, ...)
+{
+    va_list ap;
+    char *p = NULL;
+    va_start(ap, fmt);
+    int n = vasprintf(&p, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        msg_fatal("out of memory formatting a message");
+    return p;
+}
+
+void xappend_line(char **text, const char *line)
+{
+    if (*text == NULL) {
+        *text = xstrdup(line);
+        return;
+    }
+    size_t a = strlen(*text), b = strlen(line);
+    *text = xrealloc(*text, a + b + 2);
+    (*text)[a] = '\n';
+    memcpy(*text + a + 1, line, b + 1);
 }

@@ -14,5 +14,9 @@ void *xcalloc(size_t n, size_t size) XALLOC_ATTRS __attribute__((malloc));
 void *xrealloc(void *p, size_t size) XALLOC_ATTRS;
 char *xstrdup(const char *s) XALLOC_ATTRS __attribute__((malloc));
 char *xstrndup(const char *s, size_t n) XALLOC_ATTRS __attribute__((malloc));
+char *xasprintf(const char *fmt, ...) XALLOC_ATTRS __attribute__((malloc, format(printf, 1, 2)));
+/* Appends line to *text ("a\nb": several problems reported as one text,
+ * each line its own message); *text may be NULL. */
+void xappend_line(char **text, const char *line);
 
 #endif

@@ -100,6 +100,7 @@ int mail_maps_open(struct mail_maps *m, const struct cfg *cfg, struct tbl_regist
     m->tables = xcalloc(n ? n : 1, sizeof(*m->tables));
     m->n = 0;
     const char *const *alias_specs = cfg_list(cfg, "alias_maps");
+    int failed = 0;
     for (size_t i = 0; i < n; i++) {
         char *why = NULL;
         int alias_table = strcmp(param, "alias_maps") == 0 || in_list(alias_specs, specs[i]);
@@ -116,16 +117,20 @@ int mail_maps_open(struct mail_maps *m, const struct cfg *cfg, struct tbl_regist
                 free(why);
                 continue;
             }
-            size_t len = strlen(param) + (why ? strlen(why) : 0) + 32;
-            *error = xmalloc(len);
-            snprintf(*error, len, "%s: %s", param, why ? why : "cannot open table");
+            char *line = xasprintf("%s: %s", param, why ? why : "cannot open table");
+            xappend_line(error, line);
+            free(line);
             free(why);
-            mail_maps_close(m);
-            return -1;
+            failed = 1;
+            continue;
         }
         if (alias_table && !(flags & MAIL_MAPS_QUIET))
             check_alias_table(cfg, param, t);
         m->tables[m->n++] = t;
+    }
+    if (failed) {
+        mail_maps_close(m);
+        return -1;
     }
     return 0;
 }

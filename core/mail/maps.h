@@ -36,9 +36,10 @@ struct mail_maps {
 #define MAIL_MAPS_QUIET 2
 
 /* Opens the tables listed in parameter param (case-folded keys). Returns 0,
- * or -1 with *error (malloc'd) reading "param: why". The maps whose result
- * is a mailbox path, an ID or a next hop (virtual_mailbox_maps,
- * virtual_uid_maps, virtual_gid_maps, transport_maps,
+ * or -1 with a line "param: why" for each table that failed appended to
+ * *error (malloc'd; NULL or earlier problems on entry: xappend_line). The
+ * maps whose result is a mailbox path, an ID or a next hop
+ * (virtual_mailbox_maps, virtual_uid_maps, virtual_gid_maps, transport_maps,
  * sender_dependent_relayhost_maps) are opened with TBL_FLAG_NO_REGSUB. */
 int mail_maps_open(struct mail_maps *m, const struct cfg *cfg, struct tbl_registry *reg, const char *param,
                    int flags, char **error);

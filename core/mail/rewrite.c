@@ -38,8 +38,9 @@ int mail_rewrite_open(struct mail_rewrite *rw, const struct cfg *cfg, struct tbl
     memset(rw, 0, sizeof(*rw));
     cfg_bind_apply(cfg, &mail_rewrite_bind_table, rw);
     int q = quiet ? MAIL_MAPS_QUIET : 0;
-    if (mail_maps_open(&rw->canonical, cfg, reg, "canonical_maps", q, error) ||
-        mail_maps_open(&rw->rcpt_canonical, cfg, reg, "recipient_canonical_maps", q, error) ||
+    /* Every table is tried, so that each bad one is reported. */
+    if (mail_maps_open(&rw->canonical, cfg, reg, "canonical_maps", q, error) |
+        mail_maps_open(&rw->rcpt_canonical, cfg, reg, "recipient_canonical_maps", q, error) |
         mail_maps_open(&rw->sender_canonical, cfg, reg, "sender_canonical_maps", q, error)) {
         mail_rewrite_close(rw);
         return -1;

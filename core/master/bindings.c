@@ -20,6 +20,27 @@
 #include "qmgr/route.h"
 #include "smtpd/smtpd.h"
 
+/* What the master reads itself, where it needs it (master.c: listeners,
+ * logging, the queue, privileges, how many workers; the module set). Kept
+ * here, not in master.c, because the loader (load.c) checks every table
+ * and master.c runs the loader. */
+static const struct cfg_bind master_binds[] = {
+    CFG_BIND_READ("inet_interfaces"),
+    CFG_BIND_READ("inet_protocols"),
+    CFG_BIND_READ("dns_resolver"),
+    CFG_BIND_READ("smtpd_workers"),
+    CFG_BIND_READ("syslog_name"),
+    CFG_BIND_READ("maillog_file"),
+    CFG_BIND_READ("syslog_facility"),
+    CFG_BIND_READ("queue_directory"),
+    CFG_BIND_READ("mail_owner"),
+    CFG_BIND_READ("setgid_group"),
+    /* module/module.c, when master_load_config loads the module set */
+    CFG_BIND_READ("modules"),
+    CFG_BIND_READ("module_directory"),
+};
+static const struct cfg_bind_table master_bind_table = CFG_BIND_TABLE("master", master_binds);
+
 static const struct cfg_bind tools_binds[] = {
     CFG_BIND_READ("queue_directory"),              /* petrelctl, petrel-sendmail, petrel-postdrop */
     CFG_BIND_READ("alternate_config_directories"), /* petrel-postdrop */

@@ -15,6 +15,7 @@
 #include <event2/event.h>
 
 #include "config/cfg.h"
+#include "config/classes.h"
 #include "lib/dns.h"
 #include "lib/log.h"
 #include "lib/xalloc.h"
@@ -64,10 +65,70 @@ void master_warn_about_services(const struct cfg *cfg)
              "qmgr      unix  n       -       n       300     1       qmgr", confdir);
 }
 
+/* Logs each line of text once: a main.cf mistake is the same for every
+ * smtpd service that inherits it, so it is said once (seen keeps what was
+ * said). Lines about a parameter that already failed to load are dropped:
+ * the loader reported that parameter. Returns the number of lines logged. */
+struct said {
+    char **lines;          /* as logged */
+    size_t n;
+    char **why;            /* the problem without "parameter: " */
+    size_t nwhy;
+};
+
+static int say_errors(const struct cfg *cfg, const struct master_service *svc, char *text, struct said *seen)
+{
+    int logged = 0;
+    for (char *line = text, *next; line && *line; line = next) {
+        next = strchr(line, '\n');
+        if (next)
+            *next++ = '\0';
+        /* "/path:12: param: why" or "param: why": skip one that failed already. */
+        const char *param = line;
+        if (line[0] == '/' && strstr(param, ": "))
+            param = strstr(param, ": ") + 2;
+        if (strncmp(param, "service ", 8) == 0 && strstr(param, ": "))
+            param = strstr(param, ": ") + 2;
+        char *name = xstrndup(param, strcspn(param, ": "));
+        const struct cfg *where = svc && svc->cfg ? svc->cfg : cfg;
+        int failed = cfg_failed(where, name);
+        /* A default that repeats a reported problem (local_recipient_maps
+         * names $alias_maps' table) says nothing new. */
+        const char *why = param + strlen(name);
+        why += strncmp(why, ": ", 2) == 0 ? 2 : 0;
+        int echo = 0;
+        for (size_t k = 0; k < seen->nwhy && cfg_get(where, name) && cfg_is_default(where, name); k++)
+            echo |= strcmp(seen->why[k], why) == 0;
+        if (!echo && *why) {
+            seen->why = xrealloc(seen->why, (seen->nwhy + 1) * sizeof(*seen->why));
+            seen->why[seen->nwhy++] = xstrdup(why);
+        }
+        free(name);
+        if (failed || echo)
+            continue;
+        char *located = line[0] == '/' ? xstrdup(line) : cfg_locate(cfg, svc, line);
+        size_t k;
+        for (k = 0; k < seen->n; k++)
+            if (strcmp(seen->lines[k], located) == 0)
+                break;
+        if (k < seen->n) {
+            free(located);
+            continue;
+        }
+        msg_error("%s", located);
+        seen->lines = xrealloc(seen->lines, (seen->n + 1) * sizeof(*seen->lines));
+        seen->lines[seen->n++] = located;
+        logged++;
+    }
+    return logged;
+}
+
 /* Loads and fully checks a configuration: the modules it names (their
- * parameters must be declared first), main.cf and master.cf, then every
- * smtpd listener's settings (restrictions, tables, TLS). Returns -1 after
- * logging every problem. */
+ * parameters must be declared first), main.cf and master.cf, what it sets
+ * that Petrel does not implement (config/classes.h), the resolver, the
+ * routing and rewriting maps, then every smtpd listener's settings
+ * (restrictions, tables, TLS). Every problem is logged, each once, before
+ * it returns -1: a bad map does not hide the next one (petreld -n). */
 int master_load_config(const char *confdir, struct loaded_config *out, int check_services)
 {
     memset(out, 0, sizeof(*out));
@@ -79,14 +140,14 @@ int master_load_config(const char *confdir, struct loaded_config *out, int check
         return -1;
     }
     int nerrors = 0;
-    out->cfg = cfg_load(out->schema, confdir, &nerrors);
-    if (out->cfg == NULL) {
-        msg_error("%s/main.cf and master.cf: %d error%s", confdir, nerrors, nerrors == 1 ? "" : "s");
-        master_unload_config(out);
-        return -1;
-    }
+    out->cfg = cfg_load_all(out->schema, confdir, &nerrors);
+    struct said seen = { NULL, 0, NULL, 0 };
+    nerrors += cfg_check_compatibility_level(out->cfg);
+    if (cfg_get_classes(out->cfg))
+        nerrors += cfg_check_unimplemented(out->cfg, cfg_get_classes(out->cfg), petrel_bind_tables,
+                                           petrel_bind_ntables);
     module_set_bind(out->modules, out->cfg);
-    {
+    if (!cfg_failed(out->cfg, "dns_resolver")) {
         /* dns_resolver must parse here, not in a worker that would die on it. */
         struct event_base *probe = event_base_new();
         char *error = NULL;
@@ -94,13 +155,10 @@ int master_load_config(const char *confdir, struct loaded_config *out, int check
         dns_resolver_free(r);
         event_base_free(probe);
         if (r == NULL) {
-            const char *file;
-            int line;
-            cfg_origin(out->cfg, "dns_resolver", &file, &line);
-            msg_error("%s:%d: dns_resolver: %s", file ? file : "main.cf", line, error);
+            char *line = xasprintf("dns_resolver: %s", error);
+            nerrors += say_errors(out->cfg, NULL, line, &seen);
+            free(line);
             free(error);
-            master_unload_config(out);
-            return -1;
         }
     }
     {
@@ -115,33 +173,12 @@ int master_load_config(const char *confdir, struct loaded_config *out, int check
         router_free(r);
         int checks_ok = r == NULL || qmgr_checks_validate(out->cfg, reg, &error) == 0;
         tbl_registry_free(reg);
-        if (r == NULL || !checks_ok) {
-            /* "param: why": point at the main.cf line that sets param. */
-            const char *file = NULL;
-            int line = 0;
-            char *param = xstrndup(error, strcspn(error, ":"));
-            if (cfg_get(out->cfg, param) != NULL)
-                cfg_origin(out->cfg, param, &file, &line);
-            free(param);
-            if (file && line > 0)
-                msg_error("%s:%d: %s", file, line, error);
-            else if (error[0] == '/')
-                msg_error("%s", error);   /* it names its master.cf line itself */
-            else
-                msg_error("%s/main.cf: %s", confdir, error);
-            free(error);
-            master_unload_config(out);
-            return -1;
-        }
+        if (r == NULL || !checks_ok)
+            nerrors += say_errors(out->cfg, NULL, error, &seen);
+        free(error);
     }
     master_warn_about_services(out->cfg);
-    if (!check_services)
-        return 0;
-    int bad = 0;
-    /* A main.cf mistake is the same for every smtpd service: say it once. */
-    char **reported = NULL;
-    size_t nreported = 0;
-    for (size_t i = 0; i < cfg_service_count(out->cfg); i++) {
+    for (size_t i = 0; check_services && i < cfg_service_count(out->cfg); i++) {
         const struct master_service *svc = cfg_service(out->cfg, i);
         if (svc->role != ROLE_SMTPD && svc->role != ROLE_PICKUP) {
             /* qmgr is a role of its own; smtp, lmtp, local, virtual, pipe,
@@ -155,23 +192,23 @@ int master_load_config(const char *confdir, struct loaded_config *out, int check
         }
         char *error = NULL;
         if (smtpd_validate_service(out->cfg, svc, out->modules, &error) != 0) {
-            int seen = 0;
-            for (size_t k = 0; k < nreported; k++)
-                seen |= strcmp(reported[k], error) == 0;
-            if (!seen) {
-                msg_error("%s", error);
-                reported = xrealloc(reported, (nreported + 1) * sizeof(*reported));
-                reported[nreported++] = error;
-            } else {
-                free(error);
-            }
-            bad++;
+            int said = say_errors(out->cfg, svc, error, &seen);
+            /* Nothing new to say (every line repeats a reported problem):
+             * the start still fails, and nerrors counts it once already. */
+            nerrors += said;
+            if (said == 0 && nerrors == 0)
+                nerrors = 1;
         }
+        free(error);
     }
-    for (size_t k = 0; k < nreported; k++)
-        free(reported[k]);
-    free(reported);
-    if (bad) {
+    for (size_t k = 0; k < seen.n; k++)
+        free(seen.lines[k]);
+    free(seen.lines);
+    for (size_t k = 0; k < seen.nwhy; k++)
+        free(seen.why[k]);
+    free(seen.why);
+    if (nerrors) {
+        msg_error("%s: %d configuration error%s", confdir, nerrors, nerrors == 1 ? "" : "s");
         master_unload_config(out);
         return -1;
     }

@@ -46,7 +46,6 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
-#include "config/bind.h"
 #include "config/cfg.h"
 #include "lib/buf.h"
 #include "lib/dns.h"
@@ -97,24 +96,6 @@ struct master {
     char binary[4096];
 };
 
-/* What the master reads itself, where it needs it (listeners, logging,
- * the queue, privileges, how many workers, the module set). */
-static const struct cfg_bind master_binds[] = {
-    CFG_BIND_READ("inet_interfaces"),
-    CFG_BIND_READ("inet_protocols"),
-    CFG_BIND_READ("dns_resolver"),
-    CFG_BIND_READ("smtpd_workers"),
-    CFG_BIND_READ("syslog_name"),
-    CFG_BIND_READ("maillog_file"),
-    CFG_BIND_READ("syslog_facility"),
-    CFG_BIND_READ("queue_directory"),
-    CFG_BIND_READ("mail_owner"),
-    CFG_BIND_READ("setgid_group"),
-    /* module/module.c, when master_load_config loads the module set */
-    CFG_BIND_READ("modules"),
-    CFG_BIND_READ("module_directory"),
-};
-const struct cfg_bind_table master_bind_table = CFG_BIND_TABLE("master", master_binds);
 
 /* ------------------------------------------------------------------ */
 /* generations                                                         */

@@ -37,6 +37,5 @@ int master_run(const struct master_options *opts);
 struct cfg_bind_table;
 extern const struct cfg_bind_table *const petrel_bind_tables[];
 extern const size_t petrel_bind_ntables;
-extern const struct cfg_bind_table master_bind_table;
 
 #endif

@@ -59,6 +59,7 @@ struct router {
     unsigned command_origins, file_origins;   /* allow_mail_to_commands / _files as origin masks */
     const char *default_privs;                /* the user commands and files from aliases run as */
     const char *default_filter_nexthop;       /* a content filter's next hop when it names none */
+    long long virtual_minimum_uid;            /* smaller uids from virtual_uid_maps are refused */
 };
 
 #define R(name, kind, field) CFG_BIND(name, kind, struct router, field)
@@ -75,9 +76,11 @@ static const struct cfg_bind router_binds[] = {
     R("default_transport", STR, default_transport),
     R("default_privs", STR, default_privs),
     R("default_filter_nexthop", STR, default_filter_nexthop),
+    R("virtual_minimum_uid", LONG, virtual_minimum_uid),
     CFG_BIND_READ("allow_mail_to_commands"),
     CFG_BIND_READ("allow_mail_to_files"),
     CFG_BIND_READ("virtual_alias_maps"),
+    CFG_BIND_READ("virtual_maps"),          /* Postfix 1.x's name, through virtual_alias_maps' default */
     CFG_BIND_READ("virtual_mailbox_maps"),
     CFG_BIND_READ("virtual_uid_maps"),
     CFG_BIND_READ("virtual_gid_maps"),
@@ -100,9 +103,9 @@ static int origin_mask(const struct cfg *cfg, const char *param, unsigned *mask,
         else if (strcasecmp(*v, "include") == 0)
             *mask |= FROM_INCLUDE;
         else {
-            size_t len = strlen(param) + strlen(*v) + 64;
-            *error = xmalloc(len);
-            snprintf(*error, len, "%s: unknown value \"%s\" (alias, forward, include)", param, *v);
+            char *line = xasprintf("%s: unknown value \"%s\" (alias, forward, include)", param, *v);
+            xappend_line(error, line);
+            free(line);
             return -1;
         }
     }
@@ -117,20 +120,19 @@ struct router *router_create(const struct cfg *cfg, struct tbl_registry *reg, in
     mail_domains_init(&r->domains, cfg);
     if (!quiet)
         mail_domains_warn_overlaps(&r->domains);
-    if (origin_mask(cfg, "allow_mail_to_commands", &r->command_origins, error) ||
-        origin_mask(cfg, "allow_mail_to_files", &r->file_origins, error)) {
-        free(r);
-        return NULL;
-    }
+    /* Everything is tried, so that each problem is reported (petreld -n). */
     int q = quiet ? MAIL_MAPS_QUIET : 0;
-    if (mail_maps_open(&r->valias, cfg, reg, "virtual_alias_maps", q, error) ||
-        mail_maps_open(&r->vmailbox, cfg, reg, "virtual_mailbox_maps", q, error) ||
-        mail_maps_open(&r->vuid, cfg, reg, "virtual_uid_maps", q, error) ||
-        mail_maps_open(&r->vgid, cfg, reg, "virtual_gid_maps", q, error) ||
-        mail_maps_open(&r->aliases, cfg, reg, "alias_maps", q | MAIL_MAPS_DEFAULT_ALIASES_OPTIONAL, error) ||
-        mail_maps_open(&r->transport, cfg, reg, "transport_maps", q, error) ||
-        mail_maps_open(&r->sender_relay, cfg, reg, "sender_dependent_relayhost_maps", q, error) ||
-        mail_rewrite_open(&r->rewrite, cfg, reg, quiet, error)) {
+    int failed = origin_mask(cfg, "allow_mail_to_commands", &r->command_origins, error) |
+                 origin_mask(cfg, "allow_mail_to_files", &r->file_origins, error);
+    failed |= mail_maps_open(&r->valias, cfg, reg, "virtual_alias_maps", q, error) |
+              mail_maps_open(&r->vmailbox, cfg, reg, "virtual_mailbox_maps", q, error) |
+              mail_maps_open(&r->vuid, cfg, reg, "virtual_uid_maps", q, error) |
+              mail_maps_open(&r->vgid, cfg, reg, "virtual_gid_maps", q, error) |
+              mail_maps_open(&r->aliases, cfg, reg, "alias_maps", q | MAIL_MAPS_DEFAULT_ALIASES_OPTIONAL, error) |
+              mail_maps_open(&r->transport, cfg, reg, "transport_maps", q, error) |
+              mail_maps_open(&r->sender_relay, cfg, reg, "sender_dependent_relayhost_maps", q, error) |
+              mail_rewrite_open(&r->rewrite, cfg, reg, quiet, error);
+    if (failed) {
         router_free(r);
         return NULL;
     }
@@ -345,8 +347,18 @@ static int virtual_delivery(struct router *r, const char *address, const struct 
     rt->path = petrel_pool_printf(pool, "%s/%s", r->mailbox_base, mailbox);
     rt->kind = mailbox[strlen(mailbox) - 1] == '/' ? ROUTE_MAILDIR : ROUTE_MBOX;
     const char *id = NULL;
-    if (address_lookup(&r->vuid, a, pool, &id) == 1)
-        rt->uid = strtol(id, NULL, 10);
+    if (address_lookup(&r->vuid, a, pool, &id) == 1) {
+        char *end;
+        rt->uid = strtol(id, &end, 10);
+        if (end == id || *end || rt->uid < r->virtual_minimum_uid) {
+            /* Postfix's virtual(8): a uid below virtual_minimum_uid (root's,
+             * a system account's) is a configuration error, never used. */
+            msg_warn("recipient %s: bad uid %s in virtual_uid_maps (below virtual_minimum_uid %lld)", address, id,
+                     r->virtual_minimum_uid);
+            route_error(rt, address, "4.3.5", "mail system configuration error");
+            return -1;
+        }
+    }
     if (address_lookup(&r->vgid, a, pool, &id) == 1)
         rt->gid = strtol(id, NULL, 10);
     return 0;

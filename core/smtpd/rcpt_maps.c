@@ -72,13 +72,19 @@ struct smtpd_rcpt_maps *smtpd_rcpt_maps_open(const struct cfg *cfg, struct tbl_r
         { "virtual_mailbox_maps", offsetof(struct smtpd_rcpt_maps, virtual_mailbox), 0 },
         { "relay_recipient_maps", offsetof(struct smtpd_rcpt_maps, relay), 0 },
     };
+    int failed = 0;
     for (size_t i = 0; i < sizeof(maps) / sizeof(maps[0]); i++) {
+        /* Each is tried, so that every bad table is reported. */
         struct mail_maps *mm = (struct mail_maps *)((char *)m + maps[i].offset);
         if (mail_maps_open(mm, cfg, reg, maps[i].param, maps[i].flags, error) != 0) {
-            *param = maps[i].param;
-            smtpd_rcpt_maps_free(m);
-            return NULL;
+            if (!failed)
+                *param = maps[i].param;
+            failed = 1;
         }
+    }
+    if (failed) {
+        smtpd_rcpt_maps_free(m);
+        return NULL;
     }
     m->check_local = not_empty(cfg, "local_recipient_maps");
     m->check_virtual_mailbox = not_empty(cfg, "virtual_mailbox_maps");

@@ -43,8 +43,9 @@ struct rcpt_maps_answer {
     const char *why;
 };
 
-/* Opens the tables; NULL with *error (malloc'd, "parameter: why") and
- * *param (the parameter at fault) when one cannot be opened. */
+/* Opens the tables; NULL when one cannot be opened, with a line
+ * "parameter: why" appended to *error (malloc'd) for each, and *param the
+ * first parameter at fault. */
 struct smtpd_rcpt_maps *smtpd_rcpt_maps_open(const struct cfg *cfg, struct tbl_registry *reg, const char **param,
                                              char **error);
 void smtpd_rcpt_maps_free(struct smtpd_rcpt_maps *m);

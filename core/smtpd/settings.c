@@ -37,42 +37,40 @@
 #include "tables/table.h"
 #include "tables/access.h"
 
+/* Adds one problem, "parameter: why", to *error: settings report every
+ * problem they find (petreld -n), one line each (xappend_line). */
 __attribute__((format(printf, 2, 3)))
 static int fail(char **error, const char *fmt, ...)
 {
     va_list ap;
+    char *line = NULL;
     va_start(ap, fmt);
-    if (vasprintf(error, fmt, ap) < 0)
-        *error = NULL;
+    if (vasprintf(&line, fmt, ap) >= 0) {
+        xappend_line(error, line);
+        free(line);
+    }
     va_end(ap);
     return -1;
 }
 
-/* The errors above read "parameter: problem". Say where to fix it: the
- * main.cf line when the value comes from main.cf, the master.cf line and
- * service only for a -o override there (or a default value, or a problem
- * that is not one parameter's), so an admin is never sent to master.cf for
- * a main.cf mistake. */
+/* The errors above read "parameter: problem". Say where to fix each one:
+ * the main.cf line when the value comes from main.cf, the master.cf line
+ * and service only for a -o override there, main.cf for a default value
+ * (cfg_locate), so an admin is never sent to master.cf for a main.cf
+ * mistake. */
 static void locate_error(const struct master_service *svc, char **error)
 {
     if (*error == NULL)
         return;
     char *located = NULL;
-    size_t name_len = strcspn(*error, ": ");
-    if (name_len > 0 && strncmp(*error + name_len, ": ", 2) == 0) {
-        char *param = xstrndup(*error, name_len);
-        const char *file = NULL;
-        int line = 0;
-        if (cfg_get(svc->cfg, param) != NULL)
-            cfg_origin(svc->cfg, param, &file, &line);
-        if (file && (svc->file == NULL || strcmp(file, svc->file) != 0) && line > 0 &&
-            asprintf(&located, "%s:%d: %s", file, line, *error) < 0)
-            located = NULL;
-        free(param);
+    for (char *line = *error, *next; line; line = next) {
+        next = strchr(line, '\n');
+        if (next)
+            *next++ = '\0';
+        char *one = cfg_locate(svc->cfg, svc, line);
+        xappend_line(&located, one);
+        free(one);
     }
-    if (located == NULL &&
-        asprintf(&located, "%s, line %d: service %s: %s", svc->file, svc->line, svc->name, *error) < 0)
-        return;   /* out of memory: the bare message still says what is wrong */
     free(*error);
     *error = located;
 }
@@ -98,7 +96,12 @@ static int compile_list(struct smtpd_settings *set, struct restrict_compiler *c,
     char *err = NULL;
     *out = restrict_compile(c, param, cfg_list(set->cfg, param), &err);
     if (*out == NULL) {
-        fail(error, "%s: %s", param, err);
+        for (char *line = err, *next; line; line = next) {
+            next = strchr(line, '\n');
+            if (next)
+                *next++ = '\0';
+            fail(error, "%s: %s", param, line);
+        }
         free(err);
         return -1;
     }
@@ -408,6 +411,7 @@ static const struct cfg_bind service_binds[] = {
     CFG_BIND_READ("mynetworks"),
     CFG_BIND_READ("smtpd_forbid_bare_newline_exclusions"),
     CFG_BIND_READ("smtpd_client_event_limit_exceptions"),
+    CFG_BIND_READ("smtpd_client_connection_limit_exceptions"),   /* through the default of the one above */
     CFG_BIND_READ("debug_peer_list"),
     CFG_BIND_READ("smtpd_client_restrictions"),
     CFG_BIND_READ("smtpd_helo_restrictions"),
@@ -484,11 +488,14 @@ struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struc
     set->cfg = cfg;
     petrel_pool_cleanup_add(pool, free_settings_pool, set);
     read_plain_values(set, svc, cfg);
+    /* Everything is tried even after a problem, so that petreld -n reports
+     * each one; the settings are used only when there was none. */
+    int failed = 0;
     {
         const char *param = NULL;
         set->rcpt_maps = smtpd_rcpt_maps_open(cfg, w->tables, &param, error);
         if (set->rcpt_maps == NULL)
-            goto failed;
+            failed = 1;
     }
     {
         const char *const *specs = cfg_list(cfg, "sender_bcc_maps");
@@ -500,34 +507,42 @@ struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struc
             char *why = NULL;
             struct tbl *t = tbl_open(w->tables, specs[i], TBL_FLAG_FOLD_CASE, &why);
             if (t == NULL) {
-                fail(error, "sender_bcc_maps: %s", why ? why : specs[i]);
+                failed = fail(error, "sender_bcc_maps: %s", why ? why : specs[i]);
                 free(why);
-                goto failed;
+                continue;
             }
             set->sender_bcc_maps[set->nsender_bcc_maps++] = t;
         }
     }
 
-    if ((set->mynetworks = networks(cfg, "mynetworks", error)) == NULL ||
-        (set->bare_lf_exclusions = networks(cfg, "smtpd_forbid_bare_newline_exclusions", error)) == NULL ||
-        (set->conn_limit_exceptions = networks(cfg, "smtpd_client_event_limit_exceptions", error)) == NULL ||
-        (set->debug_peers = networks(cfg, "debug_peer_list", error)) == NULL)
-        goto failed;
+    if ((set->mynetworks = networks(cfg, "mynetworks", error)) == NULL)
+        failed = 1;
+    if ((set->bare_lf_exclusions = networks(cfg, "smtpd_forbid_bare_newline_exclusions", error)) == NULL)
+        failed = 1;
+    if ((set->conn_limit_exceptions = networks(cfg, "smtpd_client_event_limit_exceptions", error)) == NULL)
+        failed = 1;
+    if ((set->debug_peers = networks(cfg, "debug_peer_list", error)) == NULL)
+        failed = 1;
 
     cfg_bind_apply(cfg, &smtpd_service_bind_table, set);
-    if (receive_override(cfg, &set->receive_override, error) != 0 ||
-        check_content_filter(w, set->content_filter, error) != 0 || proxy_options(cfg, set, error) != 0 ||
-        proxy_resolve(set, set->proxy_filter, cfg_get(cfg, "queue_directory"), error) != 0)
-        goto failed;
-    if ((set->cleanup = smtpd_cleanup_settings_create(w, svc, cfg, error)) == NULL)
-        goto failed;
+    {
+        /* These set *error as their only problem: each gets its own. */
+        char *why = NULL;
+        if (receive_override(cfg, &set->receive_override, &why) != 0 ||
+            check_content_filter(w, set->content_filter, &why) != 0 || proxy_options(cfg, set, &why) != 0 ||
+            proxy_resolve(set, set->proxy_filter, cfg_get(cfg, "queue_directory"), &why) != 0)
+            failed = fail(error, "%s", why ? why : "smtpd: the content filter settings cannot be used");
+        free(why);
+        why = NULL;
+        if ((set->cleanup = smtpd_cleanup_settings_create(w, svc, cfg, &why)) == NULL)
+            failed = fail(error, "%s", why ? why : "cleanup: its settings cannot be used");
+        free(why);
+    }
     if (set->sasl_auth_enable) {
         set->sasl = module_set_find_sasl(w->modules, set->sasl_type, &set->sasl_module);
-        if (set->sasl == NULL) {
-            fail(error, "smtpd_sasl_type: no loaded module provides the SASL back-end \"%s\" "
-                 "(load the module that does in `modules`)", set->sasl_type);
-            goto failed;
-        }
+        if (set->sasl == NULL)
+            failed = fail(error, "smtpd_sasl_type: no loaded module provides the SASL back-end \"%s\" "
+                          "(load the module that does in `modules`)", set->sasl_type);
     }
     if (svc->role == ROLE_PICKUP) {
         /* The pickup role's in-process sessions (local submission): the
@@ -546,38 +561,52 @@ struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struc
         set->maxproc = 0;
     }
     if (set->tls_level != TLS_LEVEL_NONE || set->tls_wrappermode) {
-        set->tls_ctx = smtpd_tls_ctx_create(cfg, error);
-        if (set->tls_ctx == NULL)
-            goto failed;
+        char *why = NULL;
+        set->tls_ctx = smtpd_tls_ctx_create(cfg, &why);
+        if (set->tls_ctx == NULL) {
+            failed = fail(error, "%s", why ? why : "smtpd_tls_cert_file: cannot set up TLS");
+            free(why);
+        }
     }
 
     if ((set->own_addresses = own_addresses(cfg, error)) == NULL)
-        goto failed;
+        failed = 1;
 
     struct restrict_compiler compiler = { .pool = pool, .cfg = cfg, .tables = w->tables, .modules = w->modules,
                                           .validating = w->base == NULL };
-    if (restrict_classes_compile(&compiler, error) != 0)
-        goto failed;
-    set->classes = compiler.classes;
-    if (compile_list(set, &compiler, "smtpd_client_restrictions", &set->client_restrictions, error) ||
-        compile_list(set, &compiler, "smtpd_helo_restrictions", &set->helo_restrictions, error) ||
-        compile_list(set, &compiler, "smtpd_sender_restrictions", &set->sender_restrictions, error) ||
-        compile_list(set, &compiler, "smtpd_recipient_restrictions", &set->recipient_restrictions, error) ||
-        compile_list(set, &compiler, "smtpd_relay_restrictions", &set->relay_restrictions, error) ||
-        compile_list(set, &compiler, "smtpd_data_restrictions", &set->data_restrictions, error) ||
-        compile_list(set, &compiler, "smtpd_end_of_data_restrictions", &set->eod_restrictions, error))
-        goto failed;
-    /* Postfix refuses to run with neither list guarding relaying. */
-    if (!restrict_list_guards_relay(set->relay_restrictions, set->classes) &&
-        !restrict_list_guards_relay(set->recipient_restrictions, set->classes)) {
-        fail(error, "smtpd_recipient_restrictions: in parameter smtpd_relay_restrictions or "
-             "smtpd_recipient_restrictions, specify at least one working instance of: reject_unauth_destination, "
-             "defer_unauth_destination, reject, defer or defer_if_permit: this would be an open relay");
-        goto failed;
+    /* The lists may name classes: they are compiled once the classes are. */
+    char *classes_error = NULL;
+    int lists_failed = 0;
+    if (restrict_classes_compile(&compiler, &classes_error) != 0) {
+        lists_failed = fail(error, "%s", classes_error ? classes_error : "smtpd_restriction_classes: cannot compile");
+        compiler.classes = NULL;
     }
-    return set;
-
-failed:
+    free(classes_error);
+    set->classes = compiler.classes;
+    static const struct { const char *param; size_t offset; } lists[] = {
+        { "smtpd_client_restrictions", offsetof(struct smtpd_settings, client_restrictions) },
+        { "smtpd_helo_restrictions", offsetof(struct smtpd_settings, helo_restrictions) },
+        { "smtpd_sender_restrictions", offsetof(struct smtpd_settings, sender_restrictions) },
+        { "smtpd_recipient_restrictions", offsetof(struct smtpd_settings, recipient_restrictions) },
+        { "smtpd_relay_restrictions", offsetof(struct smtpd_settings, relay_restrictions) },
+        { "smtpd_data_restrictions", offsetof(struct smtpd_settings, data_restrictions) },
+        { "smtpd_end_of_data_restrictions", offsetof(struct smtpd_settings, eod_restrictions) },
+    };
+    for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]) && set->classes; i++)
+        if (compile_list(set, &compiler, lists[i].param, (struct restrict_list **)((char *)set + lists[i].offset),
+                         error))
+            lists_failed = 1;
+    /* Postfix refuses to run with neither list guarding relaying (judged
+     * only when both lists compiled). */
+    if (!lists_failed && !restrict_list_guards_relay(set->relay_restrictions, set->classes) &&
+        !restrict_list_guards_relay(set->recipient_restrictions, set->classes))
+        failed = fail(error, "smtpd_recipient_restrictions: in parameter smtpd_relay_restrictions or "
+                      "smtpd_recipient_restrictions, specify at least one working instance of: "
+                      "reject_unauth_destination, defer_unauth_destination, reject, defer or defer_if_permit: "
+                      "this would be an open relay");
+    failed |= lists_failed;
+    if (!failed)
+        return set;
     locate_error(svc, error);
     petrel_pool_destroy(pool);
     return NULL;

@@ -32,10 +32,11 @@ struct smtpd_worker_args {
 };
 
 /* Builds a listener's settings (restrictions, tables, TLS) to check a
- * configuration without serving it; 0, or -1 with *error (malloc'd) that
- * names where to fix it (the main.cf line of a main.cf value, the master.cf
- * line of a -o override or of the service). */
-/* cfg: the generation's main configuration (its master.cf services). */
+ * configuration without serving it; 0, or -1 with *error (malloc'd): one
+ * line per problem, each naming where to fix it (the main.cf line of a
+ * main.cf value, the master.cf line of a -o override, main.cf for a
+ * default value; cfg_locate). cfg: the generation's main configuration
+ * (its master.cf services). */
 int smtpd_validate_service(const struct cfg *cfg, const struct master_service *service, struct module_set *modules,
                            char **error);
 

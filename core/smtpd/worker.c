@@ -434,8 +434,16 @@ int smtpd_validate_service(const struct cfg *cfg, const struct master_service *s
         char *why = NULL;
         struct smtpd_settings *stressed = smtpd_settings_create(&w, service, service->stress_cfg, set, &why);
         if (stressed == NULL) {
-            if (asprintf(error, "%s (with stress=yes)", why ? why : "invalid settings") < 0)
-                *error = NULL;
+            for (char *line = why, *next; line; line = next) {
+                next = strchr(line, '\n');
+                if (next)
+                    *next++ = '\0';
+                char *one = xasprintf("%s (with stress=yes)", line);
+                xappend_line(error, one);
+                free(one);
+            }
+            if (why == NULL)
+                xappend_line(error, "invalid settings (with stress=yes)");
             free(why);
             ok = 0;
         }

@@ -3,7 +3,8 @@
  * core fits the schema (names declared, kinds suit types, CHOICE tables list
  * the schema's words in its order), each kind fills its field, and the check
  * refuses a table that does not fit. Ends with a note of the declared
- * parameters no table reads (the classification of issue 11 starts there).
+ * parameters no table reads (each is classified in core/config/parameters.txt:
+ * t/source/test_param_tables.py and t/unit/test_classes.c check that).
  */
 #include "config.h"
 
@@ -179,7 +180,7 @@ static void test_core_tables(const struct cfg_schema *schema)
         free(error);
     }
     /* Declared, and in no table: what no code reads (yet). Not a failure
-     * here; the parameter classification will decide each one. */
+     * here: parameters.txt says what Petrel does with each one. */
     size_t unread = 0;
     for (size_t i = 0; i < cfg_schema_count(schema); i++) {
         const char *name = cfg_schema_param(schema, i)->name;

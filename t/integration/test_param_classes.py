@@ -94,7 +94,8 @@ with Petrel(t, start=False, main_cf={"smtpd_tls_mandatory_protocols": "!SSLv2, !
     r = check(p)
     t.is_(r.returncode, 0, "smtpd_tls_mandatory_protocols = !SSLv2, !SSLv3 (Petrel is stricter) only warns")
     t.like(r.stderr, r"warning: .*smtpd_tls_mandatory_protocols is set but not implemented: mandatory TLS "
-           r"\(smtpd_tls_security_level = encrypt\) accepts TLSv1\.2 and later whatever this list says\n", "with the text")
+           r"\(smtpd_tls_security_level = encrypt\) uses smtpd_tls_protocols \(TLSv1\.2 and later by default\), not "
+           r"this list\n", "with the text")
     p.write_main_cf(dict(p.settings, smtpd_tls_mandatory_protocols=">=TLSv1.3"))
     r = check(p)
     t.ok(r.returncode != 0, "smtpd_tls_mandatory_protocols = >=TLSv1.3 (Petrel would accept TLSv1.2) is refused")

@@ -1,0 +1,87 @@
+"""The configuration long tail of real Postfix configurations (issue 17): what
+real main.cf and master.cf files hold besides the common parameters, one
+section each (a "# ---" line), each loaded and used as Postfix would."""
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+from harness import (PETRELD, Petrel, Tap, TOP_BUILDDIR, _runnable_copy, free_port, maildir_messages as maildir,
+                     wait_for)
+
+t = Tap()
+SENDMAIL = _runnable_copy(os.path.join(TOP_BUILDDIR, "core", "tools", "petrel-sendmail"))
+POSTDROP = _runnable_copy(os.path.join(TOP_BUILDDIR, "core", "tools", "petrel-postdrop"))
+SERVICES = "pickup unix n - n 60 1 pickup\nqmgr unix n - n 300 1 qmgr\n"
+
+
+def check(p):
+    return subprocess.run(p.command(PETRELD, "-c", p.conf, "-n"), capture_output=True, text=True)
+
+
+class Sink:
+    """Postfix's smtp-sink on a loopback port, keeping each transaction in a file."""
+
+    def __init__(self, port=None):
+        self.port = port or free_port()
+        self.dir = tempfile.mkdtemp(prefix="petrel-sink-")
+        os.chmod(self.dir, 0o777)
+        self.proc = subprocess.Popen(["smtp-sink", "-u", "nobody", "-d", os.path.join(self.dir, "%M."),
+                                      "127.0.0.1:%d" % self.port, "100"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def messages(self):
+        out = []
+        for name in os.listdir(self.dir):
+            with open(os.path.join(self.dir, name), errors="replace") as f:
+                out.append(f.read())
+        return out
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# --- a bare type:table in a restriction list: that list's check_*_access ---
+with Petrel(t, start=False) as p:
+    access = p.write_file("sender_access", "bad@example.com REJECT\n")
+    p.write_main_cf(dict(p.settings, smtpd_sender_restrictions="texthash:" + access))
+    p.start()
+    c = p.connect()
+    c.ehlo()
+    t.is_(c.cmd("MAIL FROM:<bad@example.com>"), "250 2.1.0 Ok", "MAIL FROM is accepted (smtpd_delay_reject)")
+    t.is_(c.cmd("RCPT TO:<postmaster@petrel.test>"),
+          "554 5.7.1 <bad@example.com>: Sender address rejected: Access denied",
+          "smtpd_sender_restrictions = texthash:... rejects as check_sender_access would")
+    c.cmd("RSET")
+    t.is_(c.cmd("MAIL FROM:<good@example.com>"), "250 2.1.0 Ok", "another sender")
+    t.like(c.cmd("RCPT TO:<postmaster@petrel.test>"), r"^250 ", "is not refused")
+    c.close()
+with Petrel(t, start=False, main_cf={"smtpd_data_restrictions": "texthash:/etc/hosts"}) as p:
+    r = check(p)
+    t.ok(r.returncode != 0 and "smtpd_data_restrictions: table texthash:/etc/hosts given without a restriction in "
+         "front of it" in r.stderr, "in smtpd_data_restrictions, which has no access check, it is an error", r.stderr)
+
+# --- virtual_minimum_uid: a uid below it is never used (Postfix's virtual(8)) ---
+with Petrel(t, extra_services=SERVICES, start=False) as p:
+    mail = os.path.join(p.dir, "vmail")
+    os.mkdir(mail)
+    if p.pw:
+        os.chown(mail, p.pw.pw_uid, p.pw.pw_gid)
+    p.write_main_cf(dict(p.settings, virtual_mailbox_domains="vmail.test", virtual_mailbox_base=mail,
+                         virtual_mailbox_maps="inline:{ {low@vmail.test = low/}, {ok@vmail.test = ok/} }",
+                         virtual_uid_maps="inline:{ {low@vmail.test = 50} }", virtual_minimum_uid="100"))
+    p.start()
+    c = p.connect()
+    t.like(c.send_message("s@example.org", ["low@vmail.test"], "Subject: low uid\r\n\r\nx"), r"^250 ", "queued")
+    c.close()
+    t.ok(p.wait_log(r"recipient low@vmail\.test: bad uid 50 in virtual_uid_maps \(below virtual_minimum_uid 100\)")
+         is not None, "a uid below virtual_minimum_uid is refused with a warning")
+    t.ok(p.wait_log(r"to=<low@vmail\.test>, .*dsn=4\.3\.5, status=deferred \(mail system configuration error\)")
+         is not None, "and the mail is deferred, not delivered with that uid")
+    t.ok(not os.path.exists(os.path.join(mail, "low")), "no mailbox was written")
+
+t.done()

@@ -449,8 +449,10 @@ static int list_reads_files(const char *name)
     return 0;
 }
 
-/* Appends the items of a list file (one level: items in it are not files again). */
-static int read_list_file(struct cfg *cfg, struct cfg_value *v, const char *path,
+/* Appends the items of a list file (one level: items in it are not files
+ * again). negate: the file was named as "!/file/name", so each item gets a
+ * "!" (Postfix's match_list: "!" toggles, so "!!x" is x again). */
+static int read_list_file(struct cfg *cfg, struct cfg_value *v, const char *path, int negate,
                           char ***items, size_t *n, size_t *cap)
 {
     FILE *fp = fopen(path, "r");
@@ -484,6 +486,11 @@ static int read_list_file(struct cfg *cfg, struct cfg_value *v, const char *path
                 if (*n + 2 > *cap) {
                     *cap = *cap * 2 + 8;
                     *items = xrealloc(*items, *cap * sizeof(**items));
+                }
+                if (negate) {
+                    char *item = xasprintf("!%s", more[i]);
+                    free(more[i]);
+                    more[i] = item;
                 }
                 (*items)[(*n)++] = more[i];
             }
@@ -880,8 +887,9 @@ void cfg_value_validate(struct cfg *cfg, struct cfg_value *v)
             char **all = NULL;
             size_t nall = 0, cap = 0;
             for (size_t i = 0; i < n; i++) {
-                if (items[i][0] == '/') {
-                    read_list_file(cfg, v, items[i], &all, &nall, &cap);
+                size_t bangs = strspn(items[i], "!");
+                if (items[i][bangs] == '/') {
+                    read_list_file(cfg, v, items[i] + bangs, (int)(bangs % 2), &all, &nall, &cap);
                     free(items[i]);
                     if (!all)
                         all = xcalloc(cap = 8, sizeof(*all));

@@ -3,69 +3,173 @@
  */
 #include "config.h"
 
+#include <ctype.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "config/bind.h"
 #include "config/cfg.h"
 #include "lib/log.h"
+#include "lib/xalloc.h"
 #include "mail/addr_class.h"
+#include "tables/table.h"
 
 static const struct cfg_bind domain_binds[] = {
-    CFG_BIND("mydestination", LIST, struct mail_domains, mydestination),
-    CFG_BIND("virtual_alias_domains", LIST, struct mail_domains, virtual_alias_domains),
-    CFG_BIND("virtual_mailbox_domains", LIST, struct mail_domains, virtual_mailbox_domains),
-    CFG_BIND("relay_domains", LIST, struct mail_domains, relay_domains),
+    CFG_BIND_READ("mydestination"),
+    CFG_BIND_READ("virtual_alias_domains"),
+    CFG_BIND_READ("virtual_mailbox_domains"),
+    CFG_BIND_READ("relay_domains"),
 };
 const struct cfg_bind_table mail_domains_bind_table = CFG_BIND_TABLE("address classes", domain_binds);
 
-void mail_domains_init(struct mail_domains *d, const struct cfg *cfg)
+static void list_close(struct domain_list *list)
 {
-    cfg_bind_apply(cfg, &mail_domains_bind_table, d);
+    for (size_t i = 0; i < list->n; i++) {
+        free((char *)list->items[i].name);
+        if (list->items[i].table)
+            tbl_close(list->items[i].table);
+    }
+    free(list->items);
+    memset(list, 0, sizeof(*list));
 }
 
-int mail_domain_listed(const char *const *list, const char *domain)
+static int list_open(struct domain_list *list, const struct cfg *cfg, const char *param, int parent_style,
+                     struct tbl_registry *reg, int quiet, char **error)
 {
-    for (; list && *list; list++)
-        if (strcasecmp(*list, domain) == 0)
+    const char *const *items = cfg_list(cfg, param);
+    size_t n = 0;
+    while (items[n])
+        n++;
+    list->param = param;
+    list->parent_style = parent_style;
+    list->items = xcalloc(n ? n : 1, sizeof(*list->items));
+    list->n = 0;
+    int failed = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *item = items[i];
+        int negate = 0;
+        for (; *item == '!'; item++)
+            negate = !negate;
+        if (*item == '\0') {
+            char *line = xasprintf("%s: no pattern after '!'", param);
+            xappend_line(error, line);
+            free(line);
+            failed = 1;
+            continue;
+        }
+        struct domain_item *it = &list->items[list->n];
+        it->negate = negate;
+        if (item[0] != '[' && strchr(item, ':')) {
+            char *why = NULL;
+            it->table = tbl_open(reg, item, TBL_FLAG_FOLD_CASE, &why);
+            if (it->table == NULL) {
+                char *line = xasprintf("%s: %s", param, why ? why : item);
+                xappend_line(error, line);
+                free(line);
+                free(why);
+                failed = 1;
+                continue;
+            }
+        } else {
+            char *name = xstrdup(item);
+            for (char *c = name; *c; c++)
+                *c = (char)tolower((unsigned char)*c);
+            it->name = name;
+            if (parent_style && name[0] == '.' && !quiet)
+                msg_warn("%s: \"%s\" matches nothing: a name here already matches its subdomains "
+                         "(parent_domain_matches_subdomains); write \"%s\"", param, item, name + 1);
+        }
+        list->n++;
+    }
+    return failed ? -1 : 0;
+}
+
+int mail_domains_open(struct mail_domains *d, const struct cfg *cfg, struct tbl_registry *reg, int quiet,
+                      char **error)
+{
+    memset(d, 0, sizeof(*d));
+    /* Every list is opened, so that each bad table is reported. */
+    int failed = list_open(&d->mydestination, cfg, "mydestination", 0, reg, quiet, error) |
+                 list_open(&d->virtual_alias_domains, cfg, "virtual_alias_domains", 0, reg, quiet, error) |
+                 list_open(&d->virtual_mailbox_domains, cfg, "virtual_mailbox_domains", 0, reg, quiet, error) |
+                 list_open(&d->relay_domains, cfg, "relay_domains", 1, reg, quiet, error);
+    return failed ? -1 : 0;
+}
+
+void mail_domains_close(struct mail_domains *d)
+{
+    list_close(&d->mydestination);
+    list_close(&d->virtual_alias_domains);
+    list_close(&d->virtual_mailbox_domains);
+    list_close(&d->relay_domains);
+}
+
+/* A table item: the domain, and for a parent-style list each parent domain
+ * too (fixed-string tables only: Postfix's match_hostname). */
+static int table_match(const struct domain_list *list, struct tbl *t, const char *domain)
+{
+    for (const char *entry = domain; entry && *entry;) {
+        const char *value;
+        int rc = tbl_lookup(t, entry, &value);
+        if (rc == TBL_FOUND)
             return 1;
+        if (rc == TBL_ERROR) {
+            msg_warn("%s: %s: table lookup problem for \"%s\"", list->param, tbl_spec(t), domain);
+            return -1;
+        }
+        if (!list->parent_style || tbl_is_pattern(t))
+            break;
+        entry = strchr(entry + 1, '.');
+        if (entry)
+            entry++;
+    }
     return 0;
 }
 
-int mail_domain_listed_or_parent(const char *const *list, const char *domain)
+static int name_match(const struct domain_list *list, const char *pattern, const char *domain)
 {
-    for (; list && *list; list++) {
-        const char *d = **list == '.' ? *list + 1 : *list;
-        size_t dl = strlen(d), nl = strlen(domain);
-        if (strcasecmp(domain, d) == 0 ||
-            (nl > dl && domain[nl - dl - 1] == '.' && strcasecmp(domain + nl - dl, d) == 0))
-            return 1;
+    if (strcasecmp(domain, pattern) == 0)
+        return 1;
+    if (list->parent_style) {
+        size_t dl = strlen(domain), pl = strlen(pattern);
+        return dl > pl && domain[dl - pl - 1] == '.' && strcasecmp(domain + dl - pl, pattern) == 0;
+    }
+    return 0;
+}
+
+int mail_domain_list_match(const struct domain_list *list, const char *domain)
+{
+    for (size_t i = 0; i < list->n; i++) {
+        const struct domain_item *it = &list->items[i];
+        int m = it->table ? table_match(list, it->table, domain) : name_match(list, it->name, domain);
+        if (m < 0)
+            return -1;
+        if (m)
+            return !it->negate;
     }
     return 0;
 }
 
 void mail_domains_warn_overlaps(const struct mail_domains *d)
 {
-    static const struct { const char *name; size_t offset; } lists[] = {
-        { "mydestination", offsetof(struct mail_domains, mydestination) },
-        { "virtual_alias_domains", offsetof(struct mail_domains, virtual_alias_domains) },
-        { "virtual_mailbox_domains", offsetof(struct mail_domains, virtual_mailbox_domains) },
-        { "relay_domains", offsetof(struct mail_domains, relay_domains) },
-    };
+    const struct domain_list *lists[] = { &d->mydestination, &d->virtual_alias_domains, &d->virtual_mailbox_domains,
+                                          &d->relay_domains };
     const size_t n = sizeof(lists) / sizeof(lists[0]);
     for (size_t i = 0; i < n; i++) {
-        const char *const *first = *(const char *const *const *)((const char *)d + lists[i].offset);
-        for (const char *const *name = first; name && *name; name++) {
-            if (strchr(*name, ':') || **name == '!' || **name == '/')
-                continue;   /* tables and patterns: nothing to compare */
+        for (size_t k = 0; k < lists[i]->n; k++) {
+            const struct domain_item *it = &lists[i]->items[k];
+            if (it->table || it->negate)
+                continue;   /* tables and exclusions: nothing to compare */
             for (size_t j = i + 1; j < n; j++) {
                 if (i == 0 && j == n - 1)
                     continue;   /* relay_domains = $mydestination is an old default, as in Postfix */
-                const char *const *later = *(const char *const *const *)((const char *)d + lists[j].offset);
-                if (mail_domain_listed(later, *name))
-                    msg_warn("do not list domain %s in BOTH %s and %s (it is treated as %s)", *name,
-                             lists[i].name, lists[j].name, lists[i].name);
+                for (size_t m = 0; m < lists[j]->n; m++)
+                    if (!lists[j]->items[m].table && !lists[j]->items[m].negate &&
+                        strcmp(lists[j]->items[m].name, it->name) == 0)
+                        msg_warn("do not list domain %s in BOTH %s and %s (it is treated as %s)", it->name,
+                                 lists[i]->param, lists[j]->param, lists[i]->param);
             }
         }
     }
@@ -73,23 +177,29 @@ void mail_domains_warn_overlaps(const struct mail_domains *d)
 
 int mail_domain_is_local(const struct mail_domains *d, const char *domain)
 {
-    return *domain == '\0' || mail_domain_listed(d->mydestination, domain);
+    return *domain == '\0' ? 1 : mail_domain_list_match(&d->mydestination, domain);
 }
 
 int mail_domain_is_ours(const struct mail_domains *d, const char *domain)
 {
-    return mail_domain_class(d, domain) != MAIL_CLASS_DEFAULT;
+    enum mail_class c = mail_domain_class(d, domain);
+    return c == MAIL_CLASS_ERROR ? -1 : c != MAIL_CLASS_DEFAULT;
 }
 
 enum mail_class mail_domain_class(const struct mail_domains *d, const char *domain)
 {
-    if (mail_domain_is_local(d, domain))
+    static const enum mail_class classes[] = { MAIL_CLASS_LOCAL, MAIL_CLASS_VIRTUAL_ALIAS,
+                                               MAIL_CLASS_VIRTUAL_MAILBOX, MAIL_CLASS_RELAY };
+    const struct domain_list *lists[] = { &d->mydestination, &d->virtual_alias_domains, &d->virtual_mailbox_domains,
+                                          &d->relay_domains };
+    if (*domain == '\0')
         return MAIL_CLASS_LOCAL;
-    if (mail_domain_listed(d->virtual_alias_domains, domain))
-        return MAIL_CLASS_VIRTUAL_ALIAS;
-    if (mail_domain_listed(d->virtual_mailbox_domains, domain))
-        return MAIL_CLASS_VIRTUAL_MAILBOX;
-    if (mail_domain_listed_or_parent(d->relay_domains, domain))
-        return MAIL_CLASS_RELAY;
+    for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
+        int m = mail_domain_list_match(lists[i], domain);
+        if (m < 0)
+            return MAIL_CLASS_ERROR;
+        if (m)
+            return classes[i];
+    }
     return MAIL_CLASS_DEFAULT;
 }

@@ -17,8 +17,12 @@
 #ifndef PETREL_MAIL_ADDR_CLASS_H
 #define PETREL_MAIL_ADDR_CLASS_H
 
+#include <stddef.h>
+
 struct cfg;
 struct cfg_bind_table;
+struct tbl;
+struct tbl_registry;
 
 enum mail_class {
     MAIL_CLASS_LOCAL,
@@ -26,33 +30,57 @@ enum mail_class {
     MAIL_CLASS_VIRTUAL_MAILBOX,
     MAIL_CLASS_RELAY,
     MAIL_CLASS_DEFAULT,
+    MAIL_CLASS_ERROR,          /* a table of a domain list failed: try again later */
+};
+
+/*
+ * One domain list as Postfix's match lists read it: names, "type:table"
+ * items (the domain is looked up as a key) and "!" before an item to say
+ * "not this one"; the first item that matches decides. relay_domains is a
+ * domain_list (a name also matches its subdomains, and a fixed-string table
+ * is asked for each parent domain too: parent_domain_matches_subdomains);
+ * the others are string lists (exact names, one lookup). "/file/name"
+ * items were replaced by the file's contents when the value was read.
+ */
+struct domain_item {
+    int negate;
+    const char *name;          /* lower case, or NULL for a table */
+    struct tbl *table;
+};
+struct domain_list {
+    const char *param;
+    struct domain_item *items;
+    size_t n;
+    int parent_style;
 };
 
 struct mail_domains {
-    const char *const *mydestination;
-    const char *const *virtual_alias_domains;
-    const char *const *virtual_mailbox_domains;
-    const char *const *relay_domains;
+    struct domain_list mydestination, virtual_alias_domains, virtual_mailbox_domains, relay_domains;
 };
 
-/* The domain lists of cfg (they live as long as cfg). */
-void mail_domains_init(struct mail_domains *d, const struct cfg *cfg);
-/* The parameters mail_domains_init binds (config/bind.h). */
+/* The domain lists of cfg, with their tables open. 0, or -1 with a line
+ * "parameter: why" appended to *error for each table that cannot be
+ * opened (unless quiet, the warnings about lists are logged too). Close
+ * with mail_domains_close, also after a failure. */
+int mail_domains_open(struct mail_domains *d, const struct cfg *cfg, struct tbl_registry *reg, int quiet,
+                      char **error);
+void mail_domains_close(struct mail_domains *d);
+/* The parameters mail_domains_open reads (config/bind.h). */
 extern const struct cfg_bind_table mail_domains_bind_table;
 
-/* 1 when domain is in the list (exact names, case-insensitive). */
-int mail_domain_listed(const char *const *list, const char *domain);
-/* As above, and a name also matches its subdomains (relay_domains:
- * Postfix's parent_domain_matches_subdomains). */
-int mail_domain_listed_or_parent(const char *const *list, const char *domain);
+/* 1 when domain matches the list, 0 when not, -1 when a table failed
+ * (logged). */
+int mail_domain_list_match(const struct domain_list *list, const char *domain);
 
 /* Logs Postfix's warning for each name listed in two of the lists: it
  * works (the first class wins) but is almost always a mistake. */
 void mail_domains_warn_overlaps(const struct mail_domains *d);
 
+/* 1 local, 0 not, -1 a table failed. */
 int mail_domain_is_local(const struct mail_domains *d, const char *domain);
 /* Not the default class: a final destination (local, virtual alias, virtual
- * mailbox) or a domain we relay for; what reject_unauth_destination lets in. */
+ * mailbox) or a domain we relay for; what reject_unauth_destination lets in.
+ * -1 when a table failed. */
 int mail_domain_is_ours(const struct mail_domains *d, const char *domain);
 enum mail_class mail_domain_class(const struct mail_domains *d, const char *domain);
 

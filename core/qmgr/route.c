@@ -117,13 +117,13 @@ struct router *router_create(const struct cfg *cfg, struct tbl_registry *reg, in
     struct router *r = xcalloc(1, sizeof(*r));
     r->cfg = cfg;
     cfg_bind_apply(cfg, &router_bind_table, r);
-    mail_domains_init(&r->domains, cfg);
-    if (!quiet)
-        mail_domains_warn_overlaps(&r->domains);
     /* Everything is tried, so that each problem is reported (petreld -n). */
     int q = quiet ? MAIL_MAPS_QUIET : 0;
-    int failed = origin_mask(cfg, "allow_mail_to_commands", &r->command_origins, error) |
-                 origin_mask(cfg, "allow_mail_to_files", &r->file_origins, error);
+    int failed = mail_domains_open(&r->domains, cfg, reg, quiet, error);
+    if (!quiet)
+        mail_domains_warn_overlaps(&r->domains);
+    failed |= origin_mask(cfg, "allow_mail_to_commands", &r->command_origins, error) |
+              origin_mask(cfg, "allow_mail_to_files", &r->file_origins, error);
     failed |= mail_maps_open(&r->valias, cfg, reg, "virtual_alias_maps", q, error) |
               mail_maps_open(&r->vmailbox, cfg, reg, "virtual_mailbox_maps", q, error) |
               mail_maps_open(&r->vuid, cfg, reg, "virtual_uid_maps", q, error) |
@@ -143,6 +143,7 @@ void router_free(struct router *r)
 {
     if (r == NULL)
         return;
+    mail_domains_close(&r->domains);
     mail_maps_close(&r->valias);
     mail_maps_close(&r->vmailbox);
     mail_maps_close(&r->vuid);
@@ -574,6 +575,11 @@ int router_route(struct router *r, const char *sender, const char *recipient, co
         }
         const char *domain = a.domain;
         enum mail_class cls = mail_domain_class(&r->domains, domain);
+        if (cls == MAIL_CLASS_ERROR) {
+            route_error(add_route(out, pool, &cap), address, "4.3.0", "domain list lookup failure");
+            status = -1;
+            continue;
+        }
         if (cls == MAIL_CLASS_VIRTUAL_ALIAS) {
             route_error(add_route(out, pool, &cap), address, "5.1.1",
                         petrel_pool_printf(pool, "<%s>: User unknown in virtual alias table", address));

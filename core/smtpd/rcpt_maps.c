@@ -180,6 +180,8 @@ enum rcpt_maps_status smtpd_rcpt_maps_check(struct smtpd_rcpt_maps *m, const str
         if (rc == 0)
             return unknown(m, m->relay_code, sender, "relay recipient table", pool, answer);
         break;
+    case MAIL_CLASS_ERROR:
+        return RCPT_MAPS_RETRY;   /* a domain list's table failed: we cannot tell whose it is */
     default:
         return RCPT_MAPS_KNOWN;
     }

@@ -511,6 +511,8 @@ enum restrict_verdict restrict_run_dns(struct smtpd_session *s, struct restrict_
         if (at == NULL || at[1] == '\0' || at[1] == '[')
             return RV_DUNNO;
         enum mail_class cls = mail_domain_class(&s->set->domains, at + 1);
+        if (cls == MAIL_CLASS_ERROR)   /* a table of a domain list failed: we cannot tell whose it is */
+            return restrict_lookup_failure(s, run, address, r);
         if (cls == MAIL_CLASS_LOCAL || cls == MAIL_CLASS_VIRTUAL_ALIAS || cls == MAIL_CLASS_VIRTUAL_MAILBOX)
             return RV_DUNNO;
         w->reply_name = address;

@@ -316,6 +316,8 @@ static int is_address(const char *text)
     return cidr_addr_parse(text, &a) == 0;
 }
 
+/* 1 when rcpt's domain is ours or one we relay for, 0 when not, -1 when
+ * a table of a domain list failed. */
 static int is_auth_destination(struct smtpd_session *s, const char *rcpt)
 {
     const char *domain = NULL;
@@ -391,14 +393,28 @@ enum restrict_verdict restrict_run_builtin(struct smtpd_session *s, struct restr
                                "Session encryption is required");
     case STEP_REJECT_UNAUTH_DEST:
     case STEP_DEFER_UNAUTH_DEST:
-        if (run->rcpt == NULL || is_auth_destination(s, run->rcpt))
+        if (run->rcpt == NULL)
             return RV_DUNNO;
+        switch (is_auth_destination(s, run->rcpt)) {
+        case 1:
+            return RV_DUNNO;
+        case -1:   /* a table of a domain list failed (Postfix's reject_dict_retry) */
+            return restrict_lookup_failure(s, run, run->rcpt, r);
+        }
         return restrict_refuse(s, run, RCLASS_POLICY,
                                step->kind == STEP_REJECT_UNAUTH_DEST ? set->relay_code : set->relay_code - 100,
                                step->kind == STEP_REJECT_UNAUTH_DEST ? "5.7.1" : "4.7.1", r,
                                "<%s>: Relay access denied", run->rcpt);
     case STEP_PERMIT_AUTH_DEST:
-        return run->rcpt && is_auth_destination(s, run->rcpt) ? RV_PERMIT : RV_DUNNO;
+        if (run->rcpt == NULL)
+            return RV_DUNNO;
+        switch (is_auth_destination(s, run->rcpt)) {
+        case 1:
+            return RV_PERMIT;
+        case -1:
+            return restrict_lookup_failure(s, run, run->rcpt, r);
+        }
+        return RV_DUNNO;
     case STEP_REJECT_UNAUTH_PIPELINING:
         /* Checked when it matters, at DATA: the client sent more before our
          * 354. PIPELINING (RFC 2920) never allows that, so ESMTP clients are

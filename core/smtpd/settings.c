@@ -177,6 +177,7 @@ static void free_settings_pool(void *arg)
     for (size_t i = 0; i < set->nsender_bcc_maps; i++)
         tbl_close(set->sender_bcc_maps[i]);
     smtpd_rcpt_maps_free(set->rcpt_maps);
+    mail_domains_close(&set->domains);
 }
 
 /* receive_override_options (Postfix's input_transp names). */
@@ -459,7 +460,6 @@ static void read_plain_values(struct smtpd_settings *set, const struct master_se
     if (set->line_length_limit < 512)
         set->line_length_limit = 512;   /* RFC 5321 4.5.3.1.4: a command line may be 512 octets */
     set->maxproc = svc->maxproc;
-    mail_domains_init(&set->domains, cfg);
 }
 
 struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struct master_service *svc,
@@ -491,6 +491,8 @@ struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struc
     /* Everything is tried even after a problem, so that petreld -n reports
      * each one; the settings are used only when there was none. */
     int failed = 0;
+    if (mail_domains_open(&set->domains, cfg, w->tables, 1, error) != 0)
+        failed = 1;
     {
         const char *param = NULL;
         set->rcpt_maps = smtpd_rcpt_maps_open(cfg, w->tables, &param, error);

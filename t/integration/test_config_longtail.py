@@ -65,6 +65,38 @@ with Petrel(t, start=False, main_cf={"smtpd_data_restrictions": "texthash:/etc/h
     t.ok(r.returncode != 0 and "smtpd_data_restrictions: table texthash:/etc/hosts given without a restriction in "
          "front of it" in r.stderr, "in smtpd_data_restrictions, which has no access check, it is an error", r.stderr)
 
+# --- domain lists: type:table items, "!" exclusions, $virtual_alias_maps ---
+with Petrel(t, start=False) as p:
+    virtual = p.write_file("virtual", "valias.test anything\nuser@valias.test postmaster@petrel.test\n")
+    domains = p.write_file("relay_domains", "partner.test OK\n")
+    p.write_main_cf(dict(p.settings, virtual_alias_maps="texthash:" + virtual,
+                         relay_domains="!no.partner.test, texthash:" + domains,
+                         smtpd_relay_restrictions="reject_unauth_destination"))
+    p.start()
+    c = p.connect()
+    c.ehlo()
+    c.cmd("MAIL FROM:<s@example.org>")
+    t.like(c.cmd("RCPT TO:<user@valias.test>"), r"^250 ",
+           "virtual_alias_domains = $virtual_alias_maps (Postfix's default): a domain key makes it ours")
+    t.is_(c.cmd("RCPT TO:<nobody@valias.test>"),
+          "550 5.1.1 <nobody@valias.test>: Recipient address rejected: User unknown in virtual alias table",
+          "and an unknown user there is refused as Postfix refuses it")
+    t.like(c.cmd("RCPT TO:<x@mx.partner.test>"), r"^250 ", "relay_domains = texthash:...: a subdomain of a listed domain")
+    t.is_(c.cmd("RCPT TO:<x@no.partner.test>"), "554 5.7.1 <x@no.partner.test>: Relay access denied",
+          "relay_domains = !no.partner.test, ...: the exclusion comes first")
+    t.is_(c.cmd("RCPT TO:<x@elsewhere.test>"), "554 5.7.1 <x@elsewhere.test>: Relay access denied", "others")
+    c.close()
+with Petrel(t, start=False) as p:
+    p.write_main_cf(dict(p.settings, relay_domains="fail:down", smtpd_relay_restrictions="reject_unauth_destination"))
+    p.start()
+    c = p.connect()
+    c.ehlo()
+    c.cmd("MAIL FROM:<s@example.org>")
+    t.is_(c.cmd("RCPT TO:<x@far.example>"), "451 4.3.0 <x@far.example>: Temporary lookup failure",
+          "a domain list whose table fails makes the client try again, never \"not ours\"")
+    t.like(c.cmd("RCPT TO:<postmaster@petrel.test>"), r"^250 ", "a domain an earlier list matches is not affected")
+    c.close()
+
 # --- virtual_minimum_uid: a uid below it is never used (Postfix's virtual(8)) ---
 with Petrel(t, extra_services=SERVICES, start=False) as p:
     mail = os.path.join(p.dir, "vmail")

@@ -115,7 +115,8 @@ static void test_classes(void)
                            "virtual_mailbox_domains = vm.test va.test\n"
                            "relay_domains = relay.test\n");
     struct mail_domains d;
-    mail_domains_init(&d, cfg);
+    char *error = NULL;
+    ok(mail_domains_open(&d, cfg, reg, 1, &error) == 0, "class: the domain lists open");
     is_int(mail_domain_class(&d, "a.test"), MAIL_CLASS_LOCAL, "class: mydestination is local");
     is_int(mail_domain_class(&d, "A.TEST"), MAIL_CLASS_LOCAL, "class: domains match without case");
     is_int(mail_domain_class(&d, ""), MAIL_CLASS_LOCAL, "class: no domain is local");
@@ -128,6 +129,73 @@ static void test_classes(void)
     is_int(mail_domain_class(&d, "sub.a.test"), MAIL_CLASS_DEFAULT, "class: mydestination does not");
     is_int(mail_domain_class(&d, "notrelay.test"), MAIL_CLASS_DEFAULT, "class: a suffix is not a subdomain");
     is_int(mail_domain_class(&d, "x.test"), MAIL_CLASS_DEFAULT, "class: anything else is default");
+    mail_domains_close(&d);
+    cfg_free(cfg);
+
+    /* Postfix's match lists: type:table items, "!" exclusions (the first
+     * item that matches decides), parent domains of relay_domains in fixed
+     * tables, and virtual_alias_domains = $virtual_alias_maps (issue 17). */
+    char vpath[700], dpath[700], rpath[700], xpath[700];
+    snprintf(vpath, sizeof(vpath), "%s/virtual", topdir);
+    snprintf(dpath, sizeof(dpath), "%s/domains", topdir);
+    snprintf(rpath, sizeof(rpath), "%s/relays", topdir);
+    FILE *fp = fopen(vpath, "w");
+    fputs("valias.test anything\nuser@valias.test someone@else.test\n", fp);
+    fclose(fp);
+    fp = fopen(dpath, "w");
+    fputs("Hashed.Test OK\nno.hashed.test OK\n", fp);
+    fclose(fp);
+    fp = fopen(rpath, "w");
+    fputs("partner.test OK\n", fp);
+    fclose(fp);
+    snprintf(xpath, sizeof(xpath), "%s/vm.regexp", topdir);
+    fp = fopen(xpath, "w");
+    fputs("/\\.vm\\.test$/ OK\n", fp);
+    fclose(fp);
+    char text[4000];
+    snprintf(text, sizeof(text),
+             "mydestination = $myhostname, !no.hashed.test, texthash:%s, localhost\n"
+             "myhostname = mx.test\n"
+             "virtual_alias_maps = texthash:%s\n"
+             "virtual_mailbox_domains = !skip.vm.test, regexp:%s\n"
+             "relay_domains = texthash:%s, .dotted.test, !no.relay.test, relay.test\n",
+             dpath, vpath, xpath, rpath);
+    cfg = load(text);
+    error = NULL;
+    ok(mail_domains_open(&d, cfg, reg, 1, &error) == 0, "lists: domain lists with tables open");
+    if (error)
+        printf("# %s\n", error);
+    free(error);
+    is_int(mail_domain_class(&d, "hashed.test"), MAIL_CLASS_LOCAL, "lists: a type:table item in mydestination matches");
+    is_int(mail_domain_class(&d, "HASHED.test"), MAIL_CLASS_LOCAL, "lists: without case");
+    is_int(mail_domain_class(&d, "no.hashed.test"), MAIL_CLASS_DEFAULT,
+           "lists: a ! item before the table excludes a domain the table lists");
+    is_int(mail_domain_class(&d, "sub.hashed.test"), MAIL_CLASS_DEFAULT, "lists: mydestination tables match exactly");
+    is_int(mail_domain_class(&d, "valias.test"), MAIL_CLASS_VIRTUAL_ALIAS,
+           "lists: virtual_alias_domains = $virtual_alias_maps (Postfix's default) matches a domain key");
+    is_int(mail_domain_class(&d, "else.test"), MAIL_CLASS_DEFAULT, "lists: not the domain of a value");
+    is_int(mail_domain_class(&d, "a.vm.test"), MAIL_CLASS_VIRTUAL_MAILBOX, "lists: a regexp table item");
+    is_int(mail_domain_class(&d, "skip.vm.test"), MAIL_CLASS_DEFAULT, "lists: ! before a pattern table");
+    is_int(mail_domain_class(&d, "partner.test"), MAIL_CLASS_RELAY, "lists: a relay_domains table");
+    is_int(mail_domain_class(&d, "mx.partner.test"), MAIL_CLASS_RELAY,
+           "lists: relay_domains asks a fixed table for parent domains (parent_domain_matches_subdomains)");
+    is_int(mail_domain_class(&d, "a.dotted.test"), MAIL_CLASS_DEFAULT,
+           "lists: .domain in relay_domains matches nothing, as in Postfix");
+    is_int(mail_domain_class(&d, "no.relay.test"), MAIL_CLASS_DEFAULT, "lists: ! before a parent match excludes");
+    is_int(mail_domain_class(&d, "x.relay.test"), MAIL_CLASS_RELAY, "lists: and the parent still matches others");
+    ok(mail_domain_is_ours(&d, "x.relay.test") == 1 && mail_domain_is_ours(&d, "elsewhere.test") == 0,
+       "lists: is_ours agrees");
+    mail_domains_close(&d);
+    cfg_free(cfg);
+
+    cfg = load("mydestination = texthash:/nonexistent/domains, localhost\n");
+    error = NULL;
+    ok(mail_domains_open(&d, cfg, reg, 1, &error) == -1, "lists: a table that cannot be opened is an error");
+    ok(error && strncmp(error, "mydestination: texthash:/nonexistent/domains: ", 46) == 0, "naming the parameter");
+    if (error)
+        printf("# %s\n", error);
+    free(error);
+    mail_domains_close(&d);
     cfg_free(cfg);
 }
 

@@ -4,7 +4,9 @@
  * Masquerading strips host parts below a listed domain
  * (host.example.com -> example.com); the first listed domain that matches
  * wins, a "!domain" entry keeps that one as it is, and
- * masquerade_exceptions names local parts never masqueraded.
+ * masquerade_exceptions names local parts never masqueraded (a match list
+ * as in Postfix: the first item that matches decides, "!user" says "not
+ * this one"; type:table items are refused, not compared as text).
  */
 #include "config.h"
 
@@ -14,6 +16,7 @@
 
 #include "config/bind.h"
 #include "config/cfg.h"
+#include "lib/xalloc.h"
 #include "mail/addr_find.h"
 #include "mail/rewrite.h"
 
@@ -38,8 +41,19 @@ int mail_rewrite_open(struct mail_rewrite *rw, const struct cfg *cfg, struct tbl
     memset(rw, 0, sizeof(*rw));
     cfg_bind_apply(cfg, &mail_rewrite_bind_table, rw);
     int q = quiet ? MAIL_MAPS_QUIET : 0;
+    int failed = 0;
+    for (const char *const *x = rw->masquerade_exceptions; x && *x; x++)
+        if (strchr(*x, ':')) {
+            /* Postfix looks the user up in such a table; Petrel would
+             * compare the text and never match: refused, not ignored. */
+            char *line = xasprintf("masquerade_exceptions: table %s: tables are not supported here; list the "
+                                   "user names", *x + strspn(*x, "!"));
+            xappend_line(error, line);
+            free(line);
+            failed = 1;
+        }
     /* Every table is tried, so that each bad one is reported. */
-    if (mail_maps_open(&rw->canonical, cfg, reg, "canonical_maps", q, error) |
+    if (failed | mail_maps_open(&rw->canonical, cfg, reg, "canonical_maps", q, error) |
         mail_maps_open(&rw->rcpt_canonical, cfg, reg, "recipient_canonical_maps", q, error) |
         mail_maps_open(&rw->sender_canonical, cfg, reg, "sender_canonical_maps", q, error)) {
         mail_rewrite_close(rw);
@@ -97,9 +111,15 @@ static const char *masquerade(const struct mail_rewrite *rw, const char *out, pe
     if (at == NULL)
         return out;
     size_t ll = (size_t)(at - out);
-    for (const char *const *x = rw->masquerade_exceptions; x && *x; x++)
-        if (strlen(*x) == ll && strncasecmp(out, *x, ll) == 0)
-            return out;
+    for (const char *const *x = rw->masquerade_exceptions; x && *x; x++) {
+        size_t bangs = strspn(*x, "!");
+        const char *user = *x + bangs;
+        if (strlen(user) == ll && strncasecmp(out, user, ll) == 0) {
+            if (bangs % 2 == 0)
+                return out;   /* an exception */
+            break;            /* "!user": the first match decides, so it is masqueraded */
+        }
+    }
     const char *domain = at + 1;
     for (const char *const *d = rw->masquerade_domains; d && *d; d++) {
         const char *md = **d == '!' ? *d + 1 : *d;

@@ -247,7 +247,7 @@ static void test_rewrite(void)
                            "canonical_maps = inline:{ {both@c.test = changed@c.test} }\n"
                            "canonical_classes = envelope_sender, header_sender\n"
                            "masquerade_domains = !keep.example.net, example.net\n"
-                           "masquerade_exceptions = root\n"
+                           "masquerade_exceptions = !admin, root, admin\n"
                            "masquerade_classes = envelope_sender, header_recipient\n");
     struct mail_rewrite rw;
     char *error = NULL;
@@ -265,6 +265,8 @@ static void test_rewrite(void)
            "rewrite: masquerade_domains strips the host");
     is_str(mail_rewrite_sender(&rw, "root@host.example.net", pool), "root@host.example.net",
            "rewrite: masquerade_exceptions");
+    is_str(mail_rewrite_sender(&rw, "admin@host.example.net", pool), "admin@example.net",
+           "rewrite: a !user in masquerade_exceptions comes first and is masqueraded (match list)");
     is_str(mail_rewrite_sender(&rw, "u@a.keep.example.net", pool), "u@a.keep.example.net",
            "rewrite: a !domain is never masqueraded");
     is_str(mail_rewrite_header_address(&rw, "u@host.example.net", 0, pool), "u@host.example.net",
@@ -275,6 +277,15 @@ static void test_rewrite(void)
            "rewrite: recipient_canonical_maps for the envelope recipient");
     is_str(mail_rewrite_recipient(&rw, "other@r.test", pool), "other@r.test", "rewrite: no entry, no change");
     mail_rewrite_close(&rw);
+    cfg_free(cfg);
+
+    cfg = load("masquerade_exceptions = root, hash:/etc/postfix/masq_users\n");
+    error = NULL;
+    ok(mail_rewrite_open(&rw, cfg, reg, 1, &error) == -1 && error &&
+           strcmp(error, "masquerade_exceptions: table hash:/etc/postfix/masq_users: tables are not supported here; "
+                         "list the user names") == 0,
+       "rewrite: a table in masquerade_exceptions is refused, naming it");
+    free(error);
     cfg_free(cfg);
 
     cfg = load("canonical_maps = fail:down\n");

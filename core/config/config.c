@@ -739,6 +739,48 @@ static int expand_text(struct expander *x, const char *text, size_t len, struct 
     return status;
 }
 
+/* Parameters whose value may be a file holding it: myorigin = /etc/mailname
+ * (Debian's Postfix, built with MYORIGIN_FROM_FILE). */
+static int value_from_file(const char *name)
+{
+    return strcmp(name, "myorigin") == 0;
+}
+
+#define CFG_MAX_VALUE_FILE 4096   /* the line read from such a file */
+
+/* Replaces v's value ("/etc/mailname") by the first line of that file,
+ * without leading and trailing white space, as Postfix reads it; an empty
+ * or unreadable file is an error. Done when the value is expanded, so that
+ * $myorigin in other values sees the name too. */
+static int read_value_file(struct cfg *cfg, struct cfg_value *v, int quiet)
+{
+    FILE *fp = fopen(v->value, "r");
+    if (fp == NULL) {
+        if (!quiet)
+            cfg_error(cfg, cfg_value_file(cfg, v), v->line, v->name, "cannot open %s: %s", v->value,
+                      strerror(errno));
+        return -1;
+    }
+    char line[CFG_MAX_VALUE_FILE] = "";
+    if (fgets(line, sizeof(line), fp) == NULL && ferror(fp)) {
+        if (!quiet)
+            cfg_error(cfg, cfg_value_file(cfg, v), v->line, v->name, "read error on %s: %s", v->value,
+                      strerror(errno));
+        fclose(fp);
+        return -1;
+    }
+    fclose(fp);
+    line[strcspn(line, "\n")] = '\0';
+    char *text = cfg_trim(line);
+    if (*text == '\0') {
+        if (!quiet)
+            cfg_error(cfg, cfg_value_file(cfg, v), v->line, v->name, "%s file %s is empty", v->name, v->value);
+        return -1;
+    }
+    v->value = petrel_pool_strdup(cfg->pool, text);
+    return 0;
+}
+
 static int value_expand(struct cfg *cfg, struct cfg_value *v, const struct expand_chain *chain,
                         int depth, int quiet)
 {
@@ -770,6 +812,9 @@ static int value_expand(struct cfg *cfg, struct cfg_value *v, const struct expan
     v->value = petrel_pool_strndup(cfg->pool, out.data, out.len);
     buf_free(&out);
     v->state = VAL_DONE;
+    if (status == 0 && v->value[0] == '/' && v->param && value_from_file(v->name) &&
+        read_value_file(cfg, v, x.quiet) < 0)
+        status = -1;
     if (status < 0)
         v->failed = 1;
     return status;

@@ -45,6 +45,40 @@ class Sink:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+# --- myorigin = /etc/mailname (Debian): the file's first line is the domain ---
+with Petrel(t, extra_services=SERVICES, start=False) as p:
+    mailname = p.write_file("mailname", "  origin.example  \nsecond line\n")
+    mail = os.path.join(p.dir, "mail")
+    os.mkdir(mail)
+    if p.pw:
+        os.chown(mail, p.pw.pw_uid, p.pw.pw_gid)
+    conf = dict(p.settings, myorigin=mailname, virtual_mailbox_domains="vmail.test", virtual_mailbox_base=mail,
+                virtual_mailbox_maps="inline:{ {box@vmail.test = box/} }",
+                command_directory=os.path.dirname(POSTDROP))
+    p.write_main_cf(conf)
+    r = p.petrelctl("config", "-x", "myorigin")
+    t.is_(r.stdout.strip(), "myorigin = origin.example", "myorigin = /path: its first line, trimmed, is the value")
+    r = check(p)
+    t.is_(r.returncode, 0, "petreld -n accepts it")
+    p.start()
+    r = subprocess.run(p.command(SENDMAIL, "-C", p.conf, "-f", "someone", "box@vmail.test"),
+                       input=b"Subject: origin\n\nx\n", capture_output=True, timeout=30)
+    t.is_(r.returncode, 0, "petrel-sendmail with a bare -f sender exits 0")
+    msgs = wait_for(lambda: maildir(os.path.join(mail, "box")))
+    t.ok(msgs and b"Return-Path: <someone@origin.example>" in msgs[0],
+         "the sender gets @origin.example, not @%s" % mailname, msgs[0][:300] if msgs else None)
+    p.stop()
+    with open(mailname, "w") as f:
+        f.write("\n")
+    r = check(p)
+    t.ok(r.returncode != 0, "an empty myorigin file fails the check")
+    t.like(r.stderr, r"error: %s:\d+: myorigin: myorigin file %s is empty" % (re.escape(os.path.join(p.conf, "main.cf")),
+                                                                             re.escape(mailname)), "as Postfix says it")
+    os.unlink(mailname)
+    r = check(p)
+    t.like(r.stderr, r"error: .*main\.cf:\d+: myorigin: cannot open %s: No such file or directory" % re.escape(mailname),
+           "a missing one too")
+
 # --- a bare type:table in a restriction list: that list's check_*_access ---
 with Petrel(t, start=False) as p:
     access = p.write_file("sender_access", "bad@example.com REJECT\n")

@@ -598,7 +598,20 @@ static void test_debian(const struct cfg_schema *schema)
 {
     int nerrors = -1;
     new_confdir(NULL, NULL);
-    copy_fixture("main.cf.debian", confdir, "main.cf");
+    /* Only the path of /etc/mailname changes (Debian's myorigin file). */
+    char path[1024], mailname[1024];
+    static char text[65536], edited[65536 + 1024];
+    snprintf(path, sizeof(path), "%s/main.cf.debian", TEST_DATADIR);
+    read_whole(path, text, sizeof(text));
+    snprintf(mailname, sizeof(mailname), "%s/mailname", confdir);
+    const char *at = strstr(text, "\nmyorigin = /etc/mailname\n");
+    ok(at != NULL, "Debian's main.cf sets myorigin = /etc/mailname");
+    if (at == NULL)
+        return;
+    snprintf(edited, sizeof(edited), "%.*s\nmyorigin = %s\n%s", (int)(at - text), text, mailname,
+             at + strlen("\nmyorigin = /etc/mailname\n"));
+    write_file(confdir, "main.cf", edited);
+    write_file(confdir, "mailname", "mail.example.com\n");
     copy_fixture("master.cf.debian", confdir, "master.cf");
     begin_capture(2);
     struct cfg *cfg = cfg_load(schema, confdir, &nerrors);
@@ -611,6 +624,7 @@ static void test_debian(const struct cfg_schema *schema)
     is_int(cfg_service_count(cfg), 31, "31 services");
     is_str(cfg_get(cfg, "smtpd_banner"), "mail.example.com ESMTP Petrel (Debian/GNU)", "banner");
     is_int(cfg_int(cfg, "mailbox_size_limit"), 0, "mailbox_size_limit");
+    is_str(cfg_get(cfg, "myorigin"), "mail.example.com", "myorigin: the first line of the mailname file");
     static const char *const dest[] = { "mail.example.com", "mail.example.com", "localhost.example.com",
                                         "localhost", NULL };
     ok(list_is(cfg_list(cfg, "mydestination"), dest), "empty list items skipped");

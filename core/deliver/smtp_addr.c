@@ -183,24 +183,6 @@ void sc_on_mx(const struct dns_answer *ans, void *arg)
     sc_job_next(a);
 }
 
-static int parse_port(const char *s, unsigned *out)
-{
-    if (strcmp(s, "smtp") == 0) {
-        *out = 25;
-        return 0;
-    }
-    if (strcmp(s, "lmtp") == 0) {
-        *out = 24;
-        return 0;
-    }
-    char *end;
-    unsigned long v = strtoul(s, &end, 10);
-    if (*s == '\0' || *end || v == 0 || v > 65535)
-        return -1;
-    *out = (unsigned)v;
-    return 0;
-}
-
 static int literal_family(const char *s)
 {
     struct in6_addr v6;
@@ -261,7 +243,7 @@ int sc_parse_nexthop(struct sc_job *a)
         /* Postfix: an unbracketed name is looked up as MX (SMTP only) */
         a->want_mx = !c->set.lmtp;
     }
-    if (port && parse_port(port, &a->port) < 0)
+    if (port && smtp_port_parse(port, &a->port) < 0)
         return -1;
     snprintf(a->domain, sizeof(a->domain), "%s", host);
     int fam = literal_family(host);

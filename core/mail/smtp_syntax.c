@@ -12,7 +12,11 @@
 #include "config.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
+#include <netdb.h>
+#include <stdint.h>
 #include <string.h>
+#include <strings.h>
 
 #include "mail/smtp_syntax.h"
 
@@ -257,4 +261,109 @@ char *smtp_xtext_encode(const char *in, petrel_pool *pool)
     }
     dst[n] = 0;
     return dst;
+}
+
+/* ---- ports and next hops ---- */
+
+int smtp_port_parse(const char *text, unsigned *port)
+{
+    /* Postfix's known_tcp_ports: names that mean these ports whatever
+     * services(5) says (its entries for 465 differ between systems). */
+    static const struct { const char *name; unsigned port; } known[] = {
+        { "lmtp", 24 }, { "smtp", 25 }, { "smtps", 465 }, { "submissions", 465 }, { "submission", 587 },
+    };
+    if (text == NULL || *text == '\0')
+        return -1;
+    if (isdigit((unsigned char)*text)) {
+        unsigned long v = 0;
+        for (const char *p = text; *p; p++) {
+            if (!isdigit((unsigned char)*p))
+                return -1;
+            v = v * 10 + (unsigned long)(*p - '0');
+            if (v > 65535)
+                return -1;
+        }
+        if (v == 0)
+            return -1;
+        *port = (unsigned)v;
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+        if (strcasecmp(known[i].name, text) == 0) {
+            *port = known[i].port;
+            return 0;
+        }
+    for (const char *p = text; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_' && *p != '.')
+            return -1;
+    struct servent result, *found = NULL;
+    char buf[4096];
+    if (getservbyname_r(text, "tcp", &result, buf, sizeof(buf), &found) != 0 || found == NULL)
+        return -1;
+    *port = ntohs((uint16_t)found->s_port);
+    return 0;
+}
+
+int smtp_nexthop_check(const char *nexthop, int lmtp, const char **why)
+{
+    const char *nh = nexthop;
+    if (lmtp && strncmp(nh, "unix:", 5) == 0) {
+        if (nh[5] == '\0' || strlen(nh + 5) >= 108) {
+            *why = "a unix: socket path must be 1 to 107 bytes";
+            return -1;
+        }
+        return 0;
+    }
+    if (lmtp && strncmp(nh, "inet:", 5) == 0)
+        nh += 5;
+    if (strpbrk(nh, ", \t")) {
+        *why = "several next hops (Postfix 3.5) are not supported: give one";
+        return -1;
+    }
+    char host[SMTP_DOMAIN_MAX + 1];
+    const char *port = NULL;
+    if (nh[0] == '[') {
+        const char *close = strchr(nh, ']');
+        if (close == NULL || close == nh + 1 || (size_t)(close - nh - 1) > SMTP_DOMAIN_MAX) {
+            *why = "a [host] needs its closing bracket and a name or address inside";
+            return -1;
+        }
+        memcpy(host, nh + 1, (size_t)(close - nh - 1));
+        host[close - nh - 1] = '\0';
+        if (close[1] == ':')
+            port = close + 2;
+        else if (close[1] != '\0') {
+            *why = "only :port may follow ]";
+            return -1;
+        }
+        const char *h = strncasecmp(host, "ipv6:", 5) == 0 ? host + 5 : host;
+        struct in6_addr v6;
+        struct in_addr v4;
+        if (inet_pton(AF_INET, h, &v4) != 1 && inet_pton(AF_INET6, h, &v6) != 1 && !smtp_valid_hostname(h)) {
+            *why = "not a host name or an IP address inside [ ]";
+            return -1;
+        }
+    } else {
+        const char *colon = strrchr(nh, ':');
+        size_t hl = colon ? (size_t)(colon - nh) : strlen(nh);
+        if (hl == 0 || hl > SMTP_DOMAIN_MAX) {
+            *why = "no host or domain name";
+            return -1;
+        }
+        memcpy(host, nh, hl);
+        host[hl] = '\0';
+        if (colon)
+            port = colon + 1;
+        struct in_addr v4;
+        if (inet_pton(AF_INET, host, &v4) != 1 && !smtp_valid_hostname(host)) {
+            *why = "not a valid host or domain name";
+            return -1;
+        }
+    }
+    unsigned p;
+    if (port && smtp_port_parse(port, &p) < 0) {
+        *why = "the port is neither a number from 1 to 65535 nor a known service name";
+        return -1;
+    }
+    return 0;
 }

@@ -38,6 +38,18 @@ int smtp_valid_hostname_8bit(const char *name);
 /* Strict UTF-8 (RFC 3629): no overlong forms, no surrogates, <= U+10FFFF. */
 int smtp_valid_utf8(const unsigned char *s, size_t len);
 
+/* A TCP port as a next hop or listener may name it: a number 1..65535, or
+ * a service name, looked up first in Postfix's known_tcp_ports (lmtp=24,
+ * smtp=25, smtps=submissions=465, submission=587), then in services(5).
+ * 0, or -1 when it is neither. */
+int smtp_port_parse(const char *text, unsigned *port);
+
+/* Checks a next hop as the SMTP (lmtp 0) or LMTP client (lmtp 1) parses it:
+ * "domain", "domain:port", "[host]", "[host]:port", "[IPv6:addr]:port",
+ * LMTP's "unix:/path" and "inet:host:port", where a port may be a service
+ * name. 0, or -1 with *why (static text) saying what is wrong. */
+int smtp_nexthop_check(const char *nexthop, int lmtp, const char **why);
+
 /* Sets *domain to the text after the last '@' outside a quoted local part
  * and returns 1; returns 0 with *domain = NULL when there is none. */
 int smtp_address_domain(const char *address, const char **domain);

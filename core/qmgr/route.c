@@ -34,6 +34,7 @@
 #include "mail/addr_find.h"
 #include "mail/maps.h"
 #include "mail/rewrite.h"
+#include "mail/smtp_syntax.h"
 #include "qmgr/route.h"
 #include "tables/table.h"
 
@@ -112,6 +113,42 @@ static int origin_mask(const struct cfg *cfg, const char *param, unsigned *mask,
     return 0;
 }
 
+/* A next hop of the SMTP (lmtp 0) or LMTP client, checked when the
+ * configuration is loaded (petreld -n, start, reload) rather than at the
+ * first delivery. Returns 1 after appending "param: why" to *error. */
+static int bad_nexthop(const char *param, const char *nexthop, int lmtp, char **error)
+{
+    const char *why = NULL;
+    if (smtp_nexthop_check(nexthop, lmtp, &why) == 0)
+        return 0;
+    char *line = xasprintf("%s: bad next hop \"%s\": %s", param, nexthop, why);
+    xappend_line(error, line);
+    free(line);
+    return 1;
+}
+
+/* The next hop of a "transport:nexthop" parameter whose transport is an
+ * SMTP or LMTP client, found as apply_transport finds it. */
+static int bad_transport_nexthop(const struct router *r, const char *param, const char *spec, char **error)
+{
+    const char *colon = spec ? strchr(spec, ':') : NULL;
+    if (colon == NULL || colon[1] == '\0')
+        return 0;
+    size_t len = (size_t)(colon - spec);
+    int lmtp = -1;
+    if ((len == 4 && strncmp(spec, "smtp", 4) == 0) || (len == 5 && strncmp(spec, "relay", 5) == 0))
+        lmtp = 0;
+    else if (len == 4 && strncmp(spec, "lmtp", 4) == 0)
+        lmtp = 1;
+    for (size_t i = 0; lmtp < 0 && i < cfg_service_count(r->cfg); i++) {
+        const struct master_service *svc = cfg_service(r->cfg, i);
+        if (strlen(svc->name) == len && strncmp(svc->name, spec, len) == 0 &&
+            (svc->role == ROLE_SMTP || svc->role == ROLE_LMTP))
+            lmtp = svc->role == ROLE_LMTP;
+    }
+    return lmtp < 0 ? 0 : bad_nexthop(param, colon + 1, lmtp, error);
+}
+
 struct router *router_create(const struct cfg *cfg, struct tbl_registry *reg, int quiet, char **error)
 {
     struct router *r = xcalloc(1, sizeof(*r));
@@ -122,6 +159,12 @@ struct router *router_create(const struct cfg *cfg, struct tbl_registry *reg, in
     int failed = mail_domains_open(&r->domains, cfg, reg, quiet, error);
     if (!quiet)
         mail_domains_warn_overlaps(&r->domains);
+    if (r->relayhost && *r->relayhost)
+        failed |= bad_nexthop("relayhost", r->relayhost, 0, error);
+    failed |= bad_transport_nexthop(r, "local_transport", r->local_transport, error) |
+              bad_transport_nexthop(r, "virtual_transport", r->virtual_transport, error) |
+              bad_transport_nexthop(r, "relay_transport", r->relay_transport, error) |
+              bad_transport_nexthop(r, "default_transport", r->default_transport, error);
     failed |= origin_mask(cfg, "allow_mail_to_commands", &r->command_origins, error) |
               origin_mask(cfg, "allow_mail_to_files", &r->file_origins, error);
     failed |= mail_maps_open(&r->valias, cfg, reg, "virtual_alias_maps", q, error) |

@@ -79,6 +79,61 @@ with Petrel(t, extra_services=SERVICES, start=False) as p:
     t.like(r.stderr, r"error: .*main\.cf:\d+: myorigin: cannot open %s: No such file or directory" % re.escape(mailname),
            "a missing one too")
 
+# --- next hops: numbers and service names, checked by petreld -n ---
+for relayhost, good, label in (("[127.0.0.1]:submission", True, "a service name (submission)"),
+                               ("[mail.isp.example]:smtp", True, "smtp"),
+                               ("mail.isp.example:587", True, "a number"),
+                               ("[127.0.0.1]:submision", False, "a misspelt service name"),
+                               ("[127.0.0.1]:70000", False, "a port above 65535"),
+                               ("[127.0.0.1", False, "a missing ]"),
+                               ("[127.0.0.1], [127.0.0.2]", False, "several next hops")):
+    with Petrel(t, start=False, main_cf={"relayhost": relayhost}) as p:
+        r = check(p)
+        if good:
+            t.is_(r.returncode, 0, "relayhost = %s: %s is accepted" % (relayhost, label))
+        else:
+            t.ok(r.returncode != 0 and re.search(r"error: %s:\d+: relayhost: bad next hop \"%s\": "
+                                                 % (re.escape(os.path.join(p.conf, "main.cf")), re.escape(relayhost)),
+                                                 r.stderr),
+                 "relayhost = %s: %s fails petreld -n with the main.cf line" % (relayhost, label), r.stderr)
+
+for param, value, good, label in (("default_transport", "smtp:[127.0.0.1]:submission", True, "a service name"),
+                                  ("virtual_transport", "lmtp:unix:private/dovecot-lmtp", True, "an LMTP socket"),
+                                  ("relay_transport", "relay:[127.0.0.1]:submision", False, "a misspelt service name"),
+                                  ("default_transport", "smtp:[127.0.0.1", False, "a missing ]"),
+                                  ("virtual_transport", "lmtp:inet:[::1]:70000", False, "a port above 65535")):
+    with Petrel(t, start=False, main_cf={param: value}) as p:
+        r = check(p)
+        if good:
+            t.ok(r.returncode == 0, "%s = %s: %s is accepted" % (param, value, label), r.stderr)
+        else:
+            nexthop = value.split(":", 1)[1]
+            t.ok(r.returncode != 0 and re.search(r"error: %s:\d+: %s: bad next hop \"%s\": "
+                                                 % (re.escape(os.path.join(p.conf, "main.cf")), param,
+                                                    re.escape(nexthop)), r.stderr),
+                 "%s = %s: %s fails petreld -n with the main.cf line" % (param, value, label), r.stderr)
+
+sink = Sink()
+with Petrel(t, extra_services=SERVICES, main_cf={"relayhost": "[127.0.0.1]:%d" % sink.port}) as p:
+    c = p.connect()
+    t.like(c.send_message("s@petrel.test", ["r@far.example"], "Subject: relayhost\r\n\r\nx"), r"^250 ",
+           "mail for a remote domain is queued")
+    c.close()
+    t.ok(wait_for(lambda: any("Subject: relayhost" in m for m in sink.messages()), 30),
+         "relayhost = [127.0.0.1]:PORT delivers to that port")
+sink.stop()
+
+# A service name that services(5) maps to the sink's port: in a private mount
+# namespace with its own /etc/services (the host's is not touched).
+if os.geteuid() == 0:
+    inner = os.path.join(os.path.dirname(os.path.abspath(__file__)), "longtail_services.py")
+    r = subprocess.run(["unshare", "-m", "--propagation", "private", sys.executable, inner], capture_output=True,
+                       text=True, timeout=120, env=dict(os.environ, PYTHONPATH=os.path.dirname(inner)))
+    t.ok("namespace: delivered" in r.stdout,
+         "relayhost = [127.0.0.1]:NAME delivers to the port /etc/services gives NAME", r.stdout + r.stderr)
+else:
+    t.ok(False, "the services(5) test needs root for a private mount namespace (CI and scripts/test.sh run as root)")
+
 # --- a bare type:table in a restriction list: that list's check_*_access ---
 with Petrel(t, start=False) as p:
     access = p.write_file("sender_access", "bad@example.com REJECT\n")

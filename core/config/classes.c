@@ -319,6 +319,40 @@ static int report(const struct cfg *cfg, const struct cfg_value *v, const struct
     return errors;
 }
 
+int cfg_service_applies_options(const struct master_service *svc)
+{
+    return svc->role == ROLE_SMTPD || svc->role == ROLE_PICKUP;
+}
+
+/* An -o option of an implemented parameter on a master.cf line whose
+ * options Petrel does not apply: a delivery transport (the queue manager
+ * runs every transport with main.cf's settings) or a service Petrel does
+ * not run. A warning, and a refusal for TLS and SASL settings, which a
+ * transport of its own usually exists to tighten. Returns 1 for an error. */
+static int report_not_applied(const struct cfg *cfg, const struct master_service *svc, const struct cfg_value *v)
+{
+    struct buf why = BUF_INIT;
+    buf_printf(&why, "service %s (command %s): -o %s=%s is not applied: %s", svc->name, svc->command, v->name,
+               v->raw ? v->raw : "",
+               svc->role == ROLE_IGNORED || svc->role == ROLE_CLEANUP
+                   ? "Petrel does not run this service"
+                   : "Petrel's queue manager runs every transport with main.cf's settings");
+    int security = strstr(v->name, "_tls_") != NULL || strstr(v->name, "_sasl_") != NULL;
+    int errors = 0;
+    if (!security)
+        cfg_warn((struct cfg *)cfg, v->file, v->line, NULL, "%s", why.data);
+    else if (listed(cfg_list(cfg, ACCEPT_PARAM), v->name))
+        cfg_warn((struct cfg *)cfg, v->file, v->line, NULL, "%s (accepted by %s)", why.data, ACCEPT_PARAM);
+    else {
+        cfg_error((struct cfg *)cfg, v->file, v->line, NULL,
+                  "%s; refusing to start: this weakens security (to start anyway, list %s in %s)", why.data,
+                  v->name, ACCEPT_PARAM);
+        errors = 1;
+    }
+    buf_free(&why);
+    return errors;
+}
+
 /* One value that main.cf or an -o option sets; returns 1 for an error. */
 static int check_value(const struct cfg *cfg, const struct cfg_value *v, const struct cfg_classes *classes,
                        const struct cfg_bind_table *const *tables, size_t ntables)
@@ -362,7 +396,14 @@ int cfg_check_unimplemented(const struct cfg *cfg, const struct cfg_classes *cla
             continue;
         for (size_t i = 0; i < svc->nvalues; i++) {
             const struct cfg_value *v = &svc->values[i];
-            if (v->override)
+            if (!v->override)
+                continue;
+            if (!cfg_service_applies_options(&cfg->services[s]) && !v->family_service &&
+                (covered(v->name, tables, ntables) || cfg_schema_owner(cfg->schema, v->name) != NULL) &&
+                (cfg_classes_find(classes, v->name) == NULL ||
+                 cfg_classes_find(classes, v->name)->kind == CFG_CLASS_IMPLEMENTED))
+                errors += report_not_applied(svc, &cfg->services[s], v);
+            else
                 errors += check_value(svc, v, classes, tables, ntables);
         }
     }

@@ -60,13 +60,20 @@ const struct cfg_classes *cfg_get_classes(const struct cfg *cfg);
  * commas and white space as one separator, times and sizes as numbers. */
 int cfg_class_value_matches(const char *value, const char *const *values, const struct cfg *cfg);
 
+/* 1 when Petrel applies the -o options of this master.cf line (smtpd and
+ * pickup services); a delivery transport runs with main.cf's settings. */
+struct master_service;
+int cfg_service_applies_options(const struct master_service *svc);
+
 /*
  * Logs what cfg sets that Petrel does not implement (main.cf, and each
  * service's -o options): information for IGNORED names, warnings for WARN
  * names, errors for REFUSE names (warnings when petrel_accept_unimplemented
  * names them or the value is a warn= one). A name is implemented when one
- * of the tables covers it or a loaded module declared it. Returns the
- * number of errors.
+ * of the tables covers it or a loaded module declared it. An -o option of
+ * an implemented name on a line whose options Petrel does not apply is a
+ * warning (an error for TLS and SASL settings). Returns the number of
+ * errors.
  */
 int cfg_check_unimplemented(const struct cfg *cfg, const struct cfg_classes *classes,
                             const struct cfg_bind_table *const *tables, size_t ntables);

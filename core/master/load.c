@@ -123,6 +123,44 @@ static int say_errors(const struct cfg *cfg, const struct master_service *svc, c
     return logged;
 }
 
+/* A Postfix service Petrel does not run, and why that is fine, said at
+ * -n, start and reload; one that would listen on the network is a warning
+ * (nothing will listen there). */
+static void say_ignored_service(const struct master_service *svc)
+{
+    static const struct { const char *command, *why; } reasons[] = {
+        { "cleanup", "Petrel cleans mail up inside smtpd and pickup" },
+        { "trivial-rewrite", "Petrel rewrites and resolves addresses inside smtpd and the queue manager" },
+        { "bounce", "the queue manager writes bounces, delay and success notices itself" },
+        { "defer", "the queue manager writes bounces, delay and success notices itself" },
+        { "trace", "the queue manager writes bounces, delay and success notices itself" },
+        { "tlsmgr", "TLS session caches and randomness are kept by each process" },
+        { "anvil", "connection counts and rates are in shared memory" },
+        { "scache", "the SMTP client keeps its connections itself" },
+        { "proxymap", "tables are read in-process (proxy: is accepted and ignored)" },
+        { "proxywrite", "tables are read in-process (proxy: is accepted and ignored)" },
+        { "showq", "petrelctl queue list reads the queue itself" },
+        { "postlog", "Petrel writes maillog_file itself" },
+        { "postlogd", "Petrel writes maillog_file itself" },
+        { "verify", "address verification is not implemented (reject_unverified_* are refused)" },
+        { "flush", "fast flush is not implemented (ETRN is answered 458)" },
+        { "postscreen", "postscreen is not implemented yet" },
+        { "dnsblog", "postscreen is not implemented yet" },
+        { "tlsproxy", "TLS is done in-process" },
+        { "qmqpd", "the QMQP server is not implemented" },
+    };
+    const char *why = "not needed by Petrel";
+    for (size_t i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++)
+        if (strcmp(reasons[i].command, svc->command) == 0)
+            why = reasons[i].why;
+    if (svc->type == SVC_INET)
+        msg_warn("%s, line %d: service %s (command %s): %s; ignored: NOTHING listens on %s", svc->file, svc->line,
+                 svc->name, svc->command, why, svc->name);
+    else
+        msg_info("%s, line %d: service %s (command %s): %s; ignored", svc->file, svc->line, svc->name,
+                 svc->command, why);
+}
+
 /* Loads and fully checks a configuration: the modules it names (their
  * parameters must be declared first), main.cf and master.cf, what it sets
  * that Petrel does not implement (config/classes.h), the resolver, the
@@ -184,10 +222,9 @@ int master_load_config(const char *confdir, struct loaded_config *out, int check
             /* qmgr is a role of its own; smtp, lmtp, local, virtual, pipe,
              * error and discard are transports the queue manager runs.
              * pickup runs smtpd sessions, so its settings are checked below. */
+            /* spawn: master_warn_about_services says what is not started. */
             if ((svc->role == ROLE_IGNORED && strcmp(svc->command, "spawn") != 0) || svc->role == ROLE_CLEANUP)
-                msg_info("%s, line %d: service %s (command %s): %s", svc->file, svc->line, svc->name,
-                         svc->command, svc->role == ROLE_IGNORED ? "not needed by Petrel; ignored"
-                                                                 : "this role is not implemented yet; ignored");
+                say_ignored_service(svc);
             continue;
         }
         char *error = NULL;

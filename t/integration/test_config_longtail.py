@@ -186,6 +186,72 @@ with Petrel(t, start=False) as p:
     t.like(c.cmd("RCPT TO:<postmaster@petrel.test>"), r"^250 ", "a domain an earlier list matches is not affected")
     c.close()
 
+# --- -o options Petrel does not apply: delivery transports and ignored services ---
+services = SERVICES + ("smtp-amavis unix - - n - 2 smtp -o smtp_data_done_timeout=1200 -o syslog_name=amavis\n"
+                       "secure unix - - n - - smtp -o smtp_tls_security_level=encrypt\n")
+with Petrel(t, start=False, extra_services=services) as p:
+    master_cf = os.path.join(p.conf, "master.cf")
+    r = check(p)
+    t.ok(("warning: %s:4: service smtp-amavis (command smtp): -o syslog_name=amavis is not applied: Petrel's queue "
+          "manager runs every transport with main.cf's settings\n" % master_cf) in r.stderr,
+         "an implemented -o of a delivery transport is warned about", r.stderr)
+    t.ok(("error: %s:5: service secure (command smtp): -o smtp_tls_security_level=encrypt is not applied: Petrel's "
+          "queue manager runs every transport with main.cf's settings; refusing to start: this weakens security "
+          "(to start anyway, list smtp_tls_security_level in petrel_accept_unimplemented)\n" % master_cf) in r.stderr,
+         "a TLS setting of a transport is refused", r.stderr)
+    t.ok("smtp_data_done_timeout is set but not implemented" in r.stderr,
+         "a not implemented one is reported by its class")
+
+# --- every Postfix service command in master.cf ---
+ALL = """\
+smtp      inet  n       -       y       -       -       smtpd
+pickup    unix  n       -       y       60      1       pickup
+cleanup   unix  n       -       y       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+tlsmgr    unix  -       -       y       1000?   1       tlsmgr
+rewrite   unix  -       -       y       -       -       trivial-rewrite
+bounce    unix  -       -       y       -       0       bounce
+defer     unix  -       -       y       -       0       bounce
+trace     unix  -       -       y       -       0       bounce
+verify    unix  -       -       y       -       1       verify
+flush     unix  n       -       y       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+proxywrite unix -       -       n       -       1       proxymap
+smtp      unix  -       -       y       -       -       smtp
+relay     unix  -       -       y       -       -       smtp
+showq     unix  n       -       y       -       -       showq
+error     unix  -       -       y       -       -       error
+retry     unix  -       -       y       -       -       error
+discard   unix  -       -       y       -       -       discard
+local     unix  -       n       n       -       -       local
+virtual   unix  -       n       n       -       -       virtual
+lmtp      unix  -       -       y       -       -       lmtp
+anvil     unix  -       -       y       -       1       anvil
+scache    unix  -       -       y       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+maildrop  unix  -       n       n       -       -       pipe flags=DRXhu user=vmail argv=/usr/bin/maildrop -d ${recipient}
+policyd-spf unix -      n       n       -       0       spawn user=nobody argv=/usr/bin/policyd-spf
+tlsproxy  unix  -       -       y       -       0       tlsproxy
+dnsblog   unix  -       -       y       -       0       dnsblog
+PORTQ      inet  n       -       y       -       -       qmqpd
+"""
+qmqp_port = free_port()
+with Petrel(t, start=False, master_cf=ALL.replace("smtp      inet", "127.0.0.1:%d inet" % free_port())
+            .replace("PORTQ     ", "127.0.0.1:%d" % qmqp_port)) as p:
+    master_cf = os.path.join(p.conf, "master.cf")
+    r = check(p)
+    t.is_(r.returncode, 0, "a master.cf with every Postfix service command loads")
+    t.ok(not re.search(r"unknown command", r.stderr), "no command is unknown")
+    t.ok("%s, line 3: service cleanup (command cleanup): Petrel cleans mail up inside smtpd and pickup; ignored\n"
+         % master_cf in r.stderr, "an ignored service says why", r.stderr)
+    t.ok("%s, line 10: service verify (command verify): address verification is not implemented "
+         "(reject_unverified_* are refused); ignored\n" % master_cf in r.stderr, "verify too")
+    t.ok(("warning: %s, line 30: service 127.0.0.1:%d (command qmqpd): the QMQP server is not implemented; ignored: "
+          "NOTHING listens on 127.0.0.1:%d\n" % (master_cf, qmqp_port, qmqp_port)) in r.stderr,
+         "an inet service Petrel does not run is a warning: nothing listens there", r.stderr)
+    t.like(r.stderr, r"warning: %s, line 1: service 127\.0\.0\.1:\d+: chroot is not supported; the service runs without "
+           r"it" % re.escape(master_cf), "the chroot column is warned about")
+
 # --- virtual_minimum_uid: a uid below it is never used (Postfix's virtual(8)) ---
 with Petrel(t, extra_services=SERVICES, start=False) as p:
     mail = os.path.join(p.dir, "vmail")

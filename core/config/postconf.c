@@ -20,12 +20,11 @@
 #include <unistd.h>
 
 #include "config/config_impl.h"
+#include "config/postconf_int.h"
 #include "lib/xalloc.h"
 
-#define POSTCONF_MAX_FILE (16 << 20)
-
 enum { SHOW_DEFAULTS = 1, SHOW_NONDEFAULT = 2, SHOW_VALUE_ONLY = 4, SHOW_EXPANDED = 8,
-       DO_EDIT = 16, DO_REMOVE = 32 };
+       DO_EDIT = 16, DO_REMOVE = 32, DO_COMMENT = 64, FOLD = 128 };
 
 static void print_entry(const char *name, const char *value, int flags)
 {
@@ -213,6 +212,7 @@ static int write_atomically(const char *path, struct text_line *lines, size_t n,
     return 0;
 }
 
+/* remove: 1 removes the definitions (-X), 2 comments them out (-#). */
 static int edit(const char *confdir, int remove, char **args, int nargs)
 {
     char *path = xmalloc(strlen(confdir) + 16);
@@ -275,6 +275,16 @@ static int edit(const char *confdir, int remove, char **args, int nargs)
                 if (strcmp(names[k], name) != 0)
                     continue;
                 size_t end = definition_end(lines, n, i);
+                if (remove == 2) {
+                    /* -#: every line of the definition, as postconf does */
+                    for (size_t j = i; j <= end; j++)
+                        if (j == i || !line_is_noise(lines[j].text)) {
+                            char *c = xasprintf("#%s", lines[j].text);
+                            free(lines[j].text);
+                            lines[j].text = c;
+                        }
+                    break;
+                }
                 for (size_t j = i + 1; j <= end; j++)
                     lines[j].drop = 1;
                 if (remove || done[k]) {
@@ -325,7 +335,7 @@ static int edit(const char *confdir, int remove, char **args, int nargs)
 
 int postconf_main(const struct cfg_schema *schema, const char *confdir, int argc, char **argv)
 {
-    int flags = 0, i;
+    int flags = 0, i, master = 0;
     for (i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--") == 0) {
@@ -342,6 +352,17 @@ int postconf_main(const struct cfg_schema *schema, const char *confdir, int argc
             case 'x': flags |= SHOW_EXPANDED; break;
             case 'e': flags |= DO_EDIT; break;
             case 'X': flags |= DO_REMOVE; break;
+            case '#': flags |= DO_COMMENT; break;
+            case 'f': flags |= FOLD; break;
+            case 'M':
+            case 'F':
+            case 'P':
+                if (master && master != (*c == 'M' ? PC_MASTER_ENTRY : *c == 'F' ? PC_MASTER_FIELD : PC_MASTER_PARAM)) {
+                    fprintf(stderr, "petrelctl: error: -M, -F and -P cannot be used together\n");
+                    return 1;
+                }
+                master = *c == 'M' ? PC_MASTER_ENTRY : *c == 'F' ? PC_MASTER_FIELD : PC_MASTER_PARAM;
+                break;
             case 'c':
                 if (c[1] == '\0' && i + 1 < argc) {
                     confdir = argv[++i];
@@ -352,7 +373,11 @@ int postconf_main(const struct cfg_schema *schema, const char *confdir, int argc
             default:
                 fprintf(stderr, "usage: petrelctl config [-c confdir] [-d|-n] [-h] [-x] [name ...]\n"
                                 "       petrelctl config [-e] name=value ...\n"
-                                "       petrelctl config -X name ...\n");
+                                "       petrelctl config -X|-# name ...\n"
+                                "       petrelctl config -M|-F|-P [-f] [-h] [service[/type[/name]] ...]\n"
+                                "       petrelctl config -M service/type='entry' ... | -MX|-M# service/type ...\n"
+                                "       petrelctl config -F service/type/field=value ...\n"
+                                "       petrelctl config -P service/type/name=value ... | -PX service/type/name ...\n");
                 return 1;
             }
         }
@@ -363,20 +388,41 @@ int postconf_main(const struct cfg_schema *schema, const char *confdir, int argc
     for (int k = 0; k < nrest; k++)
         if (strchr(rest[k], '='))
             flags |= DO_EDIT;
+    if (master) {
+        if (flags & (SHOW_DEFAULTS | SHOW_NONDEFAULT | SHOW_EXPANDED)) {
+            fprintf(stderr, "petrelctl: error: -d, -n and -x cannot be used with -M, -F or -P\n");
+            return 1;
+        }
+        int modes = !!(flags & DO_EDIT) + !!(flags & DO_REMOVE) + !!(flags & DO_COMMENT);
+        if (modes > 1) {
+            fprintf(stderr, "petrelctl: error: editing with =, -X and -# cannot be combined\n");
+            return 1;
+        }
+        int mode = flags & DO_EDIT ? PC_EDIT_SET : flags & DO_REMOVE ? PC_EDIT_REMOVE
+                 : flags & DO_COMMENT ? PC_EDIT_COMMENT : PC_EDIT_NONE;
+        return postconf_master(confdir, master, mode, (flags & FOLD ? PC_FOLD : 0) |
+                               (flags & SHOW_VALUE_ONLY ? PC_VALUE_ONLY : 0), rest, nrest);
+    }
+    if (flags & FOLD) {
+        /* postconf -f also folds main.cf output; Petrel does not (yet) */
+        fprintf(stderr, "petrelctl: error: -f folds master.cf output only: use it with -M, -F or -P\n");
+        return 1;
+    }
     if ((flags & SHOW_DEFAULTS) && (flags & SHOW_NONDEFAULT)) {
         fprintf(stderr, "petrelctl: error: -d and -n cannot be used together\n");
         return 1;
     }
-    if (flags & (DO_EDIT | DO_REMOVE)) {
-        if ((flags & DO_EDIT) && (flags & DO_REMOVE)) {
-            fprintf(stderr, "petrelctl: error: -e and -X cannot be used together\n");
+    if (flags & (DO_EDIT | DO_REMOVE | DO_COMMENT)) {
+        if (!!(flags & DO_EDIT) + !!(flags & DO_REMOVE) + !!(flags & DO_COMMENT) > 1) {
+            fprintf(stderr, "petrelctl: error: -e, -X and -# cannot be used together\n");
             return 1;
         }
         if (nrest == 0) {
-            fprintf(stderr, "petrelctl: error: nothing to %s\n", flags & DO_REMOVE ? "remove" : "edit");
+            fprintf(stderr, "petrelctl: error: nothing to %s\n",
+                    flags & DO_REMOVE ? "remove" : flags & DO_COMMENT ? "comment out" : "edit");
             return 1;
         }
-        return edit(confdir, (flags & DO_REMOVE) != 0, rest, nrest);
+        return edit(confdir, flags & DO_REMOVE ? 1 : flags & DO_COMMENT ? 2 : 0, rest, nrest);
     }
     return show(schema, confdir, flags, rest, nrest);
 }

@@ -319,9 +319,34 @@ static int report(const struct cfg *cfg, const struct cfg_value *v, const struct
     return errors;
 }
 
-int cfg_service_applies_options(const struct master_service *svc)
+int cfg_service_applies_option(const struct master_service *svc, const char *name)
 {
-    return svc->role == ROLE_SMTPD || svc->role == ROLE_PICKUP;
+    /* Keep in step with the readers: smtpd/cleanup.c reads these from the
+     * cleanup service that cleanup_service_name names, qmgr/checks.c
+     * these from each smtp or lmtp transport. */
+    static const char *const cleanup[] = {
+        "header_checks", "mime_header_checks", "nested_header_checks", "body_checks", "header_size_limit",
+        "line_length_limit", "mime_nesting_limit", "mime_boundary_length_limit", "body_checks_size_limit",
+        "hopcount_limit", "disable_mime_input_processing", "strict_8bitmime", "strict_7bit_headers",
+        "strict_8bitmime_body", "strict_mime_encoding_domain", NULL,
+    };
+    static const char *const transport[] = {
+        "smtp_header_checks", "smtp_mime_header_checks", "smtp_nested_header_checks", "smtp_body_checks",
+        "lmtp_header_checks", "lmtp_mime_header_checks", "lmtp_nested_header_checks", "lmtp_body_checks",
+        "header_size_limit", "line_length_limit", "mime_nesting_limit", "mime_boundary_length_limit", NULL,
+    };
+    switch (svc->role) {
+    case ROLE_SMTPD:
+    case ROLE_PICKUP:
+        return 1;
+    case ROLE_CLEANUP:
+        return listed(cleanup, name);
+    case ROLE_SMTP:
+    case ROLE_LMTP:
+        return listed(transport, name);
+    default:
+        return 0;
+    }
 }
 
 /* An -o option of an implemented parameter on a master.cf line whose
@@ -334,9 +359,12 @@ static int report_not_applied(const struct cfg *cfg, const struct master_service
     struct buf why = BUF_INIT;
     buf_printf(&why, "service %s (command %s): -o %s=%s is not applied: %s", svc->name, svc->command, v->name,
                v->raw ? v->raw : "",
-               svc->role == ROLE_IGNORED || svc->role == ROLE_CLEANUP
-                   ? "Petrel does not run this service"
-                   : "Petrel's queue manager runs every transport with main.cf's settings");
+               svc->role == ROLE_IGNORED ? "Petrel does not run this service"
+               : svc->role == ROLE_CLEANUP
+                   ? "Petrel's cleanup (inside smtpd and pickup) reads only the header and body checks and their "
+                     "limits from this service"
+                   : "Petrel's queue manager runs every transport with main.cf's settings (only the content "
+                     "checks and their limits are per transport)");
     int security = strstr(v->name, "_tls_") != NULL || strstr(v->name, "_sasl_") != NULL;
     int errors = 0;
     if (!security)
@@ -398,7 +426,7 @@ int cfg_check_unimplemented(const struct cfg *cfg, const struct cfg_classes *cla
             const struct cfg_value *v = &svc->values[i];
             if (!v->override)
                 continue;
-            if (!cfg_service_applies_options(&cfg->services[s]) && !v->family_service &&
+            if (!cfg_service_applies_option(&cfg->services[s], v->name) && !v->family_service &&
                 (covered(v->name, tables, ntables) || cfg_schema_owner(cfg->schema, v->name) != NULL) &&
                 (cfg_classes_find(classes, v->name) == NULL ||
                  cfg_classes_find(classes, v->name)->kind == CFG_CLASS_IMPLEMENTED))

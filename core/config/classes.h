@@ -60,10 +60,12 @@ const struct cfg_classes *cfg_get_classes(const struct cfg *cfg);
  * commas and white space as one separator, times and sizes as numbers. */
 int cfg_class_value_matches(const char *value, const char *const *values, const struct cfg *cfg);
 
-/* 1 when Petrel applies the -o options of this master.cf line (smtpd and
- * pickup services); a delivery transport runs with main.cf's settings. */
+/* 1 when Petrel applies an -o option name of this master.cf line: every
+ * one of smtpd and pickup services, the content checks and their limits of
+ * cleanup services and of smtp and lmtp transports; the queue manager runs
+ * every other setting of a transport with main.cf's value. */
 struct master_service;
-int cfg_service_applies_options(const struct master_service *svc);
+int cfg_service_applies_option(const struct master_service *svc, const char *name);
 
 /*
  * Logs what cfg sets that Petrel does not implement (main.cf, and each

@@ -129,7 +129,7 @@ static int say_errors(const struct cfg *cfg, const struct master_service *svc, c
 static void say_ignored_service(const struct master_service *svc)
 {
     static const struct { const char *command, *why; } reasons[] = {
-        { "cleanup", "Petrel cleans mail up inside smtpd and pickup" },
+        { "cleanup", "Petrel cleans mail up inside smtpd and pickup, with this service's header and body checks" },
         { "trivial-rewrite", "Petrel rewrites and resolves addresses inside smtpd and the queue manager" },
         { "bounce", "the queue manager writes bounces, delay and success notices itself" },
         { "defer", "the queue manager writes bounces, delay and success notices itself" },
@@ -157,8 +157,8 @@ static void say_ignored_service(const struct master_service *svc)
         msg_warn("%s, line %d: service %s (command %s): %s; ignored: NOTHING listens on %s", svc->file, svc->line,
                  svc->name, svc->command, why, svc->name);
     else
-        msg_info("%s, line %d: service %s (command %s): %s; ignored", svc->file, svc->line, svc->name,
-                 svc->command, why);
+        msg_info("%s, line %d: service %s (command %s): %s%s", svc->file, svc->line, svc->name, svc->command, why,
+                 svc->role == ROLE_CLEANUP ? "; no process of its own" : "; ignored");
 }
 
 /* Loads and fully checks a configuration: the modules it names (their

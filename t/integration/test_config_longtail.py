@@ -188,19 +188,28 @@ with Petrel(t, start=False) as p:
 
 # --- -o options Petrel does not apply: delivery transports and ignored services ---
 services = SERVICES + ("smtp-amavis unix - - n - 2 smtp -o smtp_data_done_timeout=1200 -o syslog_name=amavis\n"
-                       "secure unix - - n - - smtp -o smtp_tls_security_level=encrypt\n")
+                       "secure unix - - n - - smtp -o smtp_tls_security_level=encrypt\n"
+                       "checked unix - - n - - smtp -o smtp_header_checks=\n"
+                       "cleanup unix n - n - 0 cleanup -o header_checks= -o myhostname=cleanup.example\n")
 with Petrel(t, start=False, extra_services=services) as p:
     master_cf = os.path.join(p.conf, "master.cf")
     r = check(p)
     t.ok(("warning: %s:4: service smtp-amavis (command smtp): -o syslog_name=amavis is not applied: Petrel's queue "
-          "manager runs every transport with main.cf's settings\n" % master_cf) in r.stderr,
+          "manager runs every transport with main.cf's settings (only the content checks and their limits are per "
+          "transport)\n" % master_cf) in r.stderr,
          "an implemented -o of a delivery transport is warned about", r.stderr)
     t.ok(("error: %s:5: service secure (command smtp): -o smtp_tls_security_level=encrypt is not applied: Petrel's "
-          "queue manager runs every transport with main.cf's settings; refusing to start: this weakens security "
+          "queue manager runs every transport with main.cf's settings (only the content checks and their limits "
+          "are per transport); refusing to start: this weakens security "
           "(to start anyway, list smtp_tls_security_level in petrel_accept_unimplemented)\n" % master_cf) in r.stderr,
          "a TLS setting of a transport is refused", r.stderr)
     t.ok("smtp_data_done_timeout is set but not implemented" in r.stderr,
          "a not implemented one is reported by its class")
+    t.ok("smtp_header_checks" not in r.stderr and "-o header_checks" not in r.stderr,
+         "the content checks of a transport and of the cleanup service apply: nothing said", r.stderr)
+    t.ok(("warning: %s:7: service cleanup (command cleanup): -o myhostname=cleanup.example is not applied: Petrel's "
+          "cleanup (inside smtpd and pickup) reads only the header and body checks and their limits from this "
+          "service\n" % master_cf) in r.stderr, "another -o of the cleanup service is warned about", r.stderr)
 
 # --- every Postfix service command in master.cf ---
 ALL = """\
@@ -242,8 +251,9 @@ with Petrel(t, start=False, master_cf=ALL.replace("smtp      inet", "127.0.0.1:%
     r = check(p)
     t.is_(r.returncode, 0, "a master.cf with every Postfix service command loads")
     t.ok(not re.search(r"unknown command", r.stderr), "no command is unknown")
-    t.ok("%s, line 3: service cleanup (command cleanup): Petrel cleans mail up inside smtpd and pickup; ignored\n"
-         % master_cf in r.stderr, "an ignored service says why", r.stderr)
+    t.ok("%s, line 3: service cleanup (command cleanup): Petrel cleans mail up inside smtpd and pickup, with this "
+         "service's header and body checks; no process of its own\n" % master_cf in r.stderr,
+         "the cleanup service says what Petrel does with it", r.stderr)
     t.ok("%s, line 10: service verify (command verify): address verification is not implemented "
          "(reject_unverified_* are refused); ignored\n" % master_cf in r.stderr, "verify too")
     t.ok(("warning: %s, line 30: service 127.0.0.1:%d (command qmqpd): the QMQP server is not implemented; ignored: "

@@ -178,6 +178,7 @@ static void free_settings_pool(void *arg)
         tbl_close(set->sender_bcc_maps[i]);
     smtpd_rcpt_maps_free(set->rcpt_maps);
     mail_domains_close(&set->domains);
+    smtpd_cleanup_settings_free(set->cleanup);
 }
 
 /* receive_override_options (Postfix's input_transp names). */

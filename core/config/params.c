@@ -377,6 +377,9 @@ struct cfg_schema *cfg_schema_new(void)
     const struct cfg_param *core = cfg_core_params(&n);
     if (cfg_schema_add(s, core, n, "core") < 0)
         msg_panic("duplicate name in the core parameter table");
+    core = cfg_postscreen_params(&n);
+    if (cfg_schema_add(s, core, n, "core") < 0)
+        msg_panic("duplicate name in the postscreen parameter table");
     return s;
 }
 

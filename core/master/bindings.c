@@ -42,6 +42,7 @@ const struct cfg_bind_table *const petrel_bind_tables[] = {
     &smtpd_rcpt_maps_bind_table,
     &smtpd_worker_bind_table,
     &smtpd_pickup_bind_table,
+    &psc_bind_table,
     &mail_domains_bind_table,
     &mail_rewrite_bind_table,
     &router_bind_table,

@@ -37,6 +37,18 @@ const struct master_service *master_pickup_service(const struct cfg *cfg)
     return NULL;
 }
 
+/* A pass service is reached only through a postscreen service that names it. */
+static int pass_service_used(const struct cfg *cfg, const struct master_service *pass)
+{
+    for (size_t i = 0; i < cfg_service_count(cfg); i++) {
+        const struct master_service *svc = cfg_service(cfg, i);
+        const char *name = svc->role == ROLE_POSTSCREEN ? cfg_get(svc->cfg, "smtpd_service_name") : NULL;
+        if (name && strcmp(name, pass->name) == 0)
+            return 1;
+    }
+    return 0;
+}
+
 void master_warn_about_services(const struct cfg *cfg)
 {
     int qmgr = 0;
@@ -139,7 +151,7 @@ int master_load_config(const char *confdir, struct loaded_config *out, int check
     size_t nreported = 0;
     for (size_t i = 0; i < cfg_service_count(out->cfg); i++) {
         const struct master_service *svc = cfg_service(out->cfg, i);
-        if (svc->role != ROLE_SMTPD && svc->role != ROLE_PICKUP) {
+        if (svc->role != ROLE_SMTPD && svc->role != ROLE_PICKUP && svc->role != ROLE_POSTSCREEN) {
             /* qmgr is a role of its own; smtp, lmtp, local, virtual, pipe,
              * error and discard are transports the queue manager runs.
              * pickup runs smtpd sessions, so its settings are checked below. */
@@ -147,8 +159,14 @@ int master_load_config(const char *confdir, struct loaded_config *out, int check
                 msg_info("%s, line %d: service %s (command %s): %s", svc->file, svc->line, svc->name,
                          svc->command, svc->role == ROLE_IGNORED ? "not needed by Petrel; ignored"
                                                                  : "this role is not implemented yet; ignored");
+            else if (svc->role == ROLE_INSIDE)
+                msg_info("%s, line %d: service %s (command %s): done inside the smtpd workers (postscreen); "
+                         "no process of its own", svc->file, svc->line, svc->name, svc->command);
             continue;
         }
+        if (svc->role == ROLE_SMTPD && svc->type == SVC_PASS && !pass_service_used(out->cfg, svc))
+            msg_warn("%s, line %d: service %s: a pass service that no postscreen service names in "
+                     "smtpd_service_name: it receives no clients", svc->file, svc->line, svc->name);
         char *error = NULL;
         if (smtpd_validate_service(svc, out->modules, &error) != 0) {
             int seen = 0;

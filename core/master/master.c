@@ -110,6 +110,8 @@ static const struct cfg_bind master_binds[] = {
     CFG_BIND_READ("queue_directory"),
     CFG_BIND_READ("mail_owner"),
     CFG_BIND_READ("setgid_group"),
+    CFG_BIND_READ("data_directory"),
+    CFG_BIND_READ("postscreen_cache_map"),
     /* module/module.c, when master_load_config loads the module set */
     CFG_BIND_READ("modules"),
     CFG_BIND_READ("module_directory"),
@@ -465,6 +467,8 @@ static void apply_logging(const struct cfg *cfg, int daemonized)
     }
 }
 
+static void prepare_data_directory(struct master *m, const struct cfg *cfg);
+
 /* Returns 0 when the new configuration is serving, -1 when refused. */
 static int reload(struct master *m, struct buf *why)
 {
@@ -482,6 +486,7 @@ static int reload(struct master *m, struct buf *why)
         master_unload_config(&conf);
         return -1;
     }
+    prepare_data_directory(m, cfg);
     struct generation *gen = xcalloc(1, sizeof(*gen));
     gen->conf = conf;
     gen->cfg = cfg;
@@ -780,6 +785,32 @@ static int master_alive(int fd)
     return kill((pid_t)pid, 0) == 0 || errno == EPERM;
 }
 
+/* data_directory holds the postscreen cache (and Postfix's other caches):
+ * the workers write it as mail_owner, so it is created for them, as
+ * Postfix's post-install does. Only needed when some postscreen service
+ * keeps a cache there; a problem is logged, and postscreen then runs
+ * without its cache (the workers say so). */
+static void prepare_data_directory(struct master *m, const struct cfg *cfg)
+{
+    int wanted = 0;
+    for (size_t i = 0; i < cfg_service_count(cfg); i++) {
+        const struct master_service *svc = cfg_service(cfg, i);
+        const char *map = svc->role == ROLE_POSTSCREEN ? cfg_get(svc->cfg, "postscreen_cache_map") : NULL;
+        wanted |= map && *map;
+    }
+    const char *dir = cfg_get(cfg, "data_directory");
+    if (!wanted || dir == NULL || *dir != '/')
+        return;
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        msg_warn("data_directory %s: cannot create: %s", dir, strerror(errno));
+        return;
+    }
+    struct stat st;
+    if (m->privileged && stat(dir, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == 0 &&
+        chown(dir, m->run_uid, m->run_gid) != 0)
+        msg_warn("chown %s: %s", dir, strerror(errno));
+}
+
 static int lock_pid_file(struct master *m)
 {
     snprintf(m->pid_path, sizeof(m->pid_path), "%s/master.pid", m->queue_dir);
@@ -897,6 +928,7 @@ int master_run(const struct master_options *opts)
         master_unload_config(&conf);
         return 1;
     }
+    prepare_data_directory(&m, cfg);
     m.gen = xcalloc(1, sizeof(*m.gen));
     m.gen->conf = conf;
     m.gen->cfg = cfg;

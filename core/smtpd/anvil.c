@@ -161,6 +161,17 @@ int anvil_connect(struct anvil *a, unsigned w, const char *key, time_t now,
     return 0;
 }
 
+unsigned anvil_count(struct anvil *a, const char *key)
+{
+    if (!key_fits(key))
+        return 0;
+    lock(a);
+    struct anvil_slot *s = find(a, key, 0, 0, 0);
+    unsigned n = s ? total(s) : 0;
+    unlock(a);
+    return n;
+}
+
 void anvil_disconnect(struct anvil *a, unsigned w, const char *key)
 {
     if (w >= ANVIL_MAX_WORKERS || !key_fits(key))

@@ -47,6 +47,8 @@ void anvil_destroy(struct anvil *a);
 int anvil_connect(struct anvil *a, unsigned w, const char *key, time_t now,
                   unsigned rate_window, unsigned *concurrent, unsigned *rate);
 void anvil_disconnect(struct anvil *a, unsigned w, const char *key);
+/* The current count of a key (all workers), without counting anything. */
+unsigned anvil_count(struct anvil *a, const char *key);
 
 /* Session slots of a service (maxproc). */
 enum anvil_take_status {

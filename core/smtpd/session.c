@@ -57,6 +57,7 @@
 #include "lib/workq.h"
 #include "lib/xalloc.h"
 #include "smtpd/anvil.h"
+#include "smtpd/proxy.h"
 #include "smtpd/restrict.h"
 #include "smtpd/smtpd_int.h"
 #include "tables/cidr.h"
@@ -248,6 +249,7 @@ static void session_free(struct smtpd_session *s)
         event_free(s->sleep_timer);
     smtpd_tx_free(s);
     smtpd_policy_release(s);
+    smtpd_proxy_read_cancel(s->proxy);
     if (s->client_key)
         anvil_disconnect(w->anvil, w->index, s->client_key);
     if (s->counted_in_service)
@@ -273,7 +275,12 @@ static void session_free(struct smtpd_session *s)
     if (s->login_pool)
         petrel_pool_destroy(s->login_pool);
     petrel_pool_destroy(s->pool);
-    if (w->draining && w->nsessions == 0)
+    smtpd_worker_check_drained(w);
+}
+
+void smtpd_worker_check_drained(struct smtpd_worker *w)
+{
+    if (w->draining && w->nsessions == 0 && w->nscreening == 0)
         event_base_loopexit(w->base, NULL);
 }
 
@@ -439,10 +446,10 @@ static void greeting_checked(struct smtpd_session *s, const struct restrict_resu
 static void connect_hooked(struct smtpd_session *s, const struct restrict_result *r);
 static void peer_known(struct smtpd_session *s);
 
-/* A new session on fd: a network client (sa), or a local submission from
- * the pickup role (local, with the maildrop file owner's uid). */
-static void session_start(struct smtpd_listener *l, const struct smtpd_settings *set, int fd,
-                          const struct sockaddr *sa, int counted_in_service, int local, long uid)
+/* A new session on fd, not yet begun (session_begin): its addresses may
+ * still have to come from a PROXY header. */
+static struct smtpd_session *session_new(struct smtpd_listener *l, const struct smtpd_settings *set, int fd,
+                                         int counted_in_service)
 {
     struct smtpd_worker *w = l->worker;
     petrel_pool *pool = petrel_pool_create(SESSION_POOL_SIZE);
@@ -458,6 +465,27 @@ static void session_start(struct smtpd_listener *l, const struct smtpd_settings 
     s->protocol = "SMTP";
     s->name = s->reverse_name = "unknown";
     s->name_status = s->reverse_name_status = SMTPD_PEER_PERM;
+    /* The addresses until session_begin knows them (a PROXY header that
+     * fails is logged against these). */
+    snprintf(s->addr, sizeof(s->addr), "unknown");
+    snprintf(s->port, sizeof(s->port), "0");
+    s->namaddr = "unknown[unknown]";
+    session_link(w, s);
+    return s;
+}
+
+/* The session starts: a network client at addr (from the socket, a PROXY
+ * header or postscreen) talking to server_addr (NULL: the socket's own
+ * address), or a local submission from the pickup role (local, with the
+ * maildrop file owner's uid). */
+static void session_begin(struct smtpd_session *s, const char *addr, const char *port, const char *server_addr,
+                          const char *server_port, int local, long uid)
+{
+    struct smtpd_worker *w = s->worker;
+    const struct smtpd_settings *set = s->set;
+    int fd = s->fd;
+    petrel_pool *pool = s->pool;
+    s->state = SMTPD_CMD;
     if (local) {
         /* A maildrop file (petrel-sendmail): a user of this host, known by
          * the uid that owns the file; trusted as mynetworks is. */
@@ -470,18 +498,22 @@ static void session_start(struct smtpd_listener *l, const struct smtpd_settings 
         s->local_submission = 1;
         s->local_uid = uid;
     } else {
-        addr_to_text(sa, s->addr, sizeof(s->addr), s->port, sizeof(s->port));
+        snprintf(s->addr, sizeof(s->addr), "%s", addr);
+        snprintf(s->port, sizeof(s->port), "%s", port);
         struct sockaddr_storage ours;
         socklen_t ours_len = sizeof(ours);
-        if (getsockname(fd, (struct sockaddr *)&ours, &ours_len) == 0)
+        if (server_addr) {
+            snprintf(s->server_addr, sizeof(s->server_addr), "%s", server_addr);
+            snprintf(s->server_port, sizeof(s->server_port), "%s", server_port);
+        } else if (getsockname(fd, (struct sockaddr *)&ours, &ours_len) == 0) {
             addr_to_text((struct sockaddr *)&ours, s->server_addr, sizeof(s->server_addr), s->server_port,
                          sizeof(s->server_port));
+        }
     }
     s->namaddr = petrel_pool_printf(pool, "%s[%s]", s->name, s->addr);
     s->in_mynetworks = s->local_submission || cidr_list_match(set->mynetworks, s->addr);
     s->debug = cidr_list_match(set->debug_peers, s->addr);
     s->bare_lf_excluded = cidr_list_match(set->bare_lf_exclusions, s->addr);
-    session_link(w, s);
 
     int one = 1;
     if (!s->local_submission)
@@ -567,15 +599,69 @@ static void peer_known(struct smtpd_session *s)
     smtpd_hooks_then(s, PHASE_CONNECT, NULL, connect_hooked);
 }
 
+/* smtpd_upstream_proxy_protocol = haproxy: the client's addresses arrive
+ * in the PROXY header. Without them we cannot tell what rights the peer
+ * has, so a failure hangs up, as Postfix's smtpd does. */
+static void proxy_read_done(void *arg, int status, const struct haproxy_endpoints *ep, const char *why)
+{
+    struct smtpd_session *s = arg;
+    s->proxy = NULL;
+    if (status == 0 && !ep->local) {
+        session_begin(s, ep->client_addr, ep->client_port, ep->server_addr, ep->server_port, 0, -1);
+        return;
+    }
+    if (status == 0) {
+        /* A LOCAL header (a health check): the connection's own addresses. */
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        char addr[64], port[8];
+        if (getpeername(s->fd, (struct sockaddr *)&ss, &len) == 0 &&
+            addr_to_text((struct sockaddr *)&ss, addr, sizeof(addr), port, sizeof(port)) == 0) {
+            session_begin(s, addr, port, NULL, NULL, 0, -1);
+            return;
+        }
+        why = "cannot find the connection's own address";
+    }
+    msg_warn("haproxy read: %s", why);
+    msg_info("connect from %s", s->namaddr);
+    char reply[300];
+    int n = snprintf(reply, sizeof(reply), "421 4.3.0 %s Server local error\r\n", s->set->myhostname);
+    (void)!send(s->fd, reply, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
+    msg_info("disconnect from %s commands=0/0", s->namaddr);
+    session_free(s);
+}
+
 void smtpd_accept(struct smtpd_listener *l, const struct smtpd_settings *set, int fd, const struct sockaddr *sa,
                   int salen, int counted_in_service)
 {
-    session_start(l, set, fd, sa, counted_in_service, 0, -1);
+    struct smtpd_session *s = session_new(l, set, fd, counted_in_service);
+    if (set->upstream_proxy) {
+        s->state = SMTPD_WAIT;
+        s->proxy = smtpd_proxy_read_start(l->worker->base, fd, set->proxy_families, &set->upstream_proxy_timeout,
+                                          "timeout error", proxy_read_done, s);
+        if (s->proxy == NULL) {
+            msg_warn("haproxy read: cannot watch the connection");
+            session_free(s);
+        }
+        return;
+    }
+    char addr[64], port[8];
+    addr_to_text(sa, addr, sizeof(addr), port, sizeof(port));
+    session_begin(s, addr, port, NULL, NULL, 0, -1);
+}
+
+void smtpd_accept_screened(struct smtpd_listener *l, const struct smtpd_settings *set, int fd,
+                           const char *client_addr, const char *client_port, const char *server_addr,
+                           const char *server_port, int counted_in_service)
+{
+    struct smtpd_session *s = session_new(l, set, fd, counted_in_service);
+    session_begin(s, client_addr, client_port, server_addr, server_port, 0, -1);
 }
 
 void smtpd_accept_local(struct smtpd_listener *l, int fd, long uid)
 {
-    session_start(l, l->settings, fd, NULL, 0, 1, uid);
+    struct smtpd_session *s = session_new(l, l->settings, fd, 0);
+    session_begin(s, NULL, NULL, NULL, NULL, 1, uid);
 }
 
 static void greeting_checked(struct smtpd_session *s, const struct restrict_result *r)
@@ -749,6 +835,11 @@ static void session_process_input(struct smtpd_session *s)
 
 void smtpd_session_stop(struct smtpd_session *s)
 {
+    if (s->proxy) {
+        /* Still reading its PROXY header: nobody has been greeted yet. */
+        session_free(s);
+        return;
+    }
     if (s->state == SMTPD_CLOSING || (s->tx && s->tx->commit_job))
         return;
     /* Whatever it waits for (a module, a restriction) answers nobody now. */

@@ -26,6 +26,7 @@
 #include "mail/addr_class.h"
 #include "smtpd/rcpt_maps.h"
 #include "smtpd/anvil.h"
+#include "smtpd/proxy.h"
 #include "smtpd/restrict.h"
 #include "smtpd/smtpd.h"
 #include "smtpd/restrict_int.h"
@@ -183,7 +184,9 @@ static const char *const scalar_params[] = {
     "stress", "smtpd_timeout", "smtpd_hard_error_limit", "smtpd_soft_error_limit", "smtpd_junk_command_limit",
     "smtpd_error_sleep_time", "smtpd_banner", "smtpd_recipient_limit", "message_size_limit", "line_length_limit",
     "smtpd_client_connection_count_limit", "smtpd_client_connection_rate_limit", "smtpd_helo_required",
-    "disable_vrfy_command", "smtpd_delay_reject", "smtpd_sasl_response_limit", NULL
+    "disable_vrfy_command", "smtpd_delay_reject", "smtpd_sasl_response_limit",
+    /* postscreen's stress-dependent values: not smtpd's business */
+    "postscreen_greet_wait", "postscreen_command_time_limit", NULL
 };
 
 #define SET(name, kind, field) CFG_BIND(name, kind, struct smtpd_settings, field)
@@ -192,6 +195,8 @@ static const struct cfg_choice bare_newline_modes[] = {
     { "normalize", DATA_BARE_LF_NORMALIZE }, { "yes", DATA_BARE_LF_NORMALIZE }, { "reject", DATA_BARE_LF_REJECT },
     { "no", DATA_BARE_LF_ALLOW }, { NULL, 0 },
 };
+
+static const struct cfg_choice proxy_protocols[] = { { "", 0 }, { "haproxy", 1 }, { NULL, 0 } };
 
 /* The fields read straight from the configuration (no table, list or TLS):
  * what a service's stress settings read again (read_plain_values). */
@@ -245,6 +250,9 @@ static const struct cfg_bind plain_binds[] = {
                     tempfail_actions),
     SET("smtpd_null_access_lookup_key", STR, null_access_key),
     SET("smtpd_peername_lookup", BOOL, peername_lookup),
+    CFG_BIND_CHOICE("smtpd_upstream_proxy_protocol", struct smtpd_settings, upstream_proxy, proxy_protocols),
+    SET("smtpd_upstream_proxy_timeout", TIMEVAL, upstream_proxy_timeout),
+    CFG_BIND_READ("inet_protocols"),
 };
 const struct cfg_bind_table smtpd_bind_table = CFG_BIND_TABLE("smtpd", plain_binds);
 
@@ -310,6 +318,7 @@ static void read_plain_values(struct smtpd_settings *set, const struct master_se
     if (set->line_length_limit < 512)
         set->line_length_limit = 512;   /* RFC 5321 4.5.3.1.4: a command line may be 512 octets */
     set->maxproc = svc->maxproc;
+    set->proxy_families = smtpd_proxy_families(cfg_get(cfg, "inet_protocols"));
     mail_domains_init(&set->domains, cfg);
 }
 

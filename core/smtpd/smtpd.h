@@ -57,5 +57,7 @@ int smtpd_pickup_main(const struct smtpd_pickup_args *args);
 struct cfg_bind_table;
 extern const struct cfg_bind_table smtpd_bind_table, smtpd_service_bind_table, smtpd_rcpt_maps_bind_table,
     smtpd_worker_bind_table, smtpd_pickup_bind_table;
+/* postscreen's parameters (psc_settings.c). */
+extern const struct cfg_bind_table psc_bind_table;
 
 #endif

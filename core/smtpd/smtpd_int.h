@@ -52,6 +52,11 @@ struct evbuffer;
 struct smtpd_peer_lookup;
 struct policy_conn;
 struct restrict_classes;
+struct psc_settings;
+struct psc_cache;
+struct psc_session;
+struct anvil_take;
+struct smtpd_proxy_read;
 
 /* The SMTP phases whose module hooks the session runs. */
 enum smtpd_phase { PHASE_CONNECT, PHASE_HELO, PHASE_STARTTLS, PHASE_AUTH, PHASE_MAIL, PHASE_RCPT, PHASE_DATA,
@@ -171,6 +176,10 @@ struct smtpd_settings {
     int peername_lookup;                      /* smtpd_peername_lookup */
     struct cidr_list *own_addresses;          /* permit_inet_interfaces: inet_interfaces' addresses */
     int uses_unauth_pipelining;       /* reject_unauth_pipelining appears somewhere */
+    /* smtpd_upstream_proxy_protocol = haproxy: a PROXY header before SMTP */
+    int upstream_proxy;
+    struct timeval upstream_proxy_timeout;
+    int proxy_families;               /* HAPROXY_FAMILY_* from inet_protocols */
     int borrowed;                     /* tables, lists and TLS belong to the settings it was made like */
 };
 
@@ -191,6 +200,13 @@ struct smtpd_listener {
     int stress_eligible;              /* Postfix: an inet service with maxproc > 1, not loopback-only */
     unsigned stress_epoch;            /* the stress period this worker's sessions were switched for */
     int paused;                       /* the service is full: not accepting */
+    /* postscreen (psc.h): this socket is a postscreen service's; settings
+     * and service_key are then those of the smtpd pass service that
+     * screened clients are handed to, within the same worker */
+    struct psc_settings *screen;
+    struct psc_cache *psc_cache;      /* its temporary allowlist (shared with listeners of the same file) */
+    const char *screen_key;           /* "postscreen:NAME": clients being screened (pre-queue) */
+    const char *post_key;             /* "postscreen-post:NAME": screened clients waiting for a session slot */
 };
 
 struct smtpd_worker {
@@ -207,6 +223,13 @@ struct smtpd_worker {
     int nlisteners;
     struct smtpd_session *sessions;   /* doubly linked, for shutdown */
     unsigned nsessions;
+    struct psc_session *screening;    /* postscreen's connections (psc.h), for shutdown */
+    unsigned nscreening;
+    struct psc_cache **psc_caches;    /* one per postscreen_cache_map file: LMDB wants one handle per process */
+    size_t npsc_caches;
+    struct event *psc_cleanup_timer;
+    int psc_stress;                   /* postscreen's own stress (its pre-queue near its limit) */
+    struct psc_session *psc_wait_head, *psc_wait_tail;   /* passed, waiting for an smtpd session slot */
     int draining;                     /* stop accepting, finish sessions */
     int stopping;                     /* SIGTERM: 421 idle sessions too */
     struct event *sig_term, *sig_drain, *sig_hup, *drain_timer;
@@ -346,6 +369,7 @@ struct smtpd_session {
     enum smtpd_bdat_state bdat_state;
     const char *bdat_refusal;         /* the reply for the chunk being skipped (scratch) */
     struct smtpd_tx *tx;
+    struct smtpd_proxy_read *proxy;   /* reading the PROXY header (smtpd_upstream_proxy_protocol) */
     struct event *delay_timer;        /* error sleep */
     struct restrict_run *check;       /* the restriction evaluation in progress */
     struct restrict_run *run;         /* its storage, reused by every evaluation of the session */
@@ -403,6 +427,26 @@ void smtpd_accept(struct smtpd_listener *l, const struct smtpd_settings *set, in
  * its incomplete file removed), unless its message is being committed: that
  * one is answered first, then gets 421 (smtpd_continue). */
 void smtpd_session_stop(struct smtpd_session *s);
+/* A client postscreen passed (psc.h): the smtpd session continues on its
+ * socket with the addresses postscreen saw (a PROXY header's, perhaps);
+ * counted_in_service as for smtpd_accept. */
+void smtpd_accept_screened(struct smtpd_listener *l, const struct smtpd_settings *set, int fd,
+                           const char *client_addr, const char *client_port, const char *server_addr,
+                           const char *server_port, int counted_in_service);
+/* slots.c: a service reached its limit (a connection waits, or the last slot
+ * was taken): the warning, the stress period everywhere. */
+void smtpd_limit_reached(struct smtpd_listener *l, const struct anvil_take *take);
+/* Sessions of a stressed service that wait for their client switch to its
+ * stress settings, in this worker. */
+void smtpd_apply_stress(struct smtpd_worker *w, const char *service_key, unsigned epoch);
+/* Takes a session slot of l's service for a client already accepted (one
+ * postscreen passed): 1 taken (the session gives it back), 0 nothing to
+ * count (no maxproc, or the table is full), -1 the service is full (the
+ * worker is woken when a slot frees). *stressed: use the stress settings. */
+int smtpd_take_slot(struct smtpd_listener *l, int *stressed);
+/* The worker exits when draining and neither sessions nor screened
+ * connections are left. */
+void smtpd_worker_check_drained(struct smtpd_worker *w);
 /* A local submission from the pickup role: fd is its end of a socket pair,
  * uid the owner of the maildrop file (the trust SO_PEERCRED gave before). */
 void smtpd_accept_local(struct smtpd_listener *l, int fd, long uid);

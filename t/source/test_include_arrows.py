@@ -59,6 +59,8 @@ ENGINES = {
     "the SMTP client (each step ends in the job's driver)":
         {"deliver/smtp_client.c", "deliver/smtp_addr.c", "deliver/smtp_connect.c", "deliver/smtp_proto.c",
          "deliver/smtp_content.c"},
+    "postscreen (a screened connection moves between its tests and its verdict)":
+        {"smtpd/postscreen.c", "smtpd/psc_smtpd.c"},
     "the queue manager (delivery results schedule the next jobs and finish messages)":
         {"qmgr/qmgr.c", "qmgr/intake.c", "qmgr/message.c", "qmgr/schedule.c", "qmgr/delivery.c",
          "qmgr/finish.c"},

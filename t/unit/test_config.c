@@ -370,7 +370,10 @@ static void test_types(const struct cfg_schema *schema)
                "smtpd_error_sleep_time = $bad_ref\n",
                NULL, &nerrors, &log);
     ok(cfg == NULL, "bad typed values fail the load");
-    is_int(nerrors, 9, "every error is reported, not just the first");
+    /* Ten: postscreen_helo_required = $smtpd_helo_required inherits "maybe". */
+    is_int(nerrors, 10, "every error is reported, not just the first");
+    ok(contains(log, "postscreen_helo_required: bad boolean value \"maybe\""),
+       "a parameter whose default names a bad one is reported too");
     const char *p = confdir;
     ok(contains(log, expect("%s/main.cf:1: smtpd_timeout: bad time value \"5x\"", p)), "bad time");
     ok(contains(log, expect("%s/main.cf:2: smtpd_helo_required: bad boolean value \"maybe\"", p)), "bad bool");
@@ -557,7 +560,8 @@ static void test_stress(const struct cfg_schema *schema)
     is_int(cfg_int(smtp->cfg, "smtpd_soft_error_limit"), 9, "and 9 without stress");
     if (smtp->stress_cfg) {
         static const char *const differing[] = { "stress", "smtpd_timeout", "smtpd_hard_error_limit",
-                                                 "smtpd_junk_command_limit", "smtpd_soft_error_limit", NULL };
+                                                 "smtpd_junk_command_limit", "smtpd_soft_error_limit",
+                                                 "postscreen_greet_wait", "postscreen_command_time_limit", NULL };
         static const char *const fewer[] = { "stress", "smtpd_timeout", NULL };
         ok(cfg_same_except(smtp->cfg, smtp->stress_cfg, differing), "cfg_same_except: only those values differ");
         ok(!cfg_same_except(smtp->cfg, smtp->stress_cfg, fewer), "cfg_same_except: others differ too");
@@ -573,7 +577,8 @@ static void test_stress(const struct cfg_schema *schema)
     ok(cfg_service(cfg, 3)->stress_cfg == NULL, "not an smtpd service: no stress configuration");
     cfg_free(cfg);
 
-    cfg = load(schema, "smtpd_timeout = 60s\nsmtpd_hard_error_limit = 5\nsmtpd_junk_command_limit = 5\n",
+    cfg = load(schema, "smtpd_timeout = 60s\nsmtpd_hard_error_limit = 5\nsmtpd_junk_command_limit = 5\n"
+               "postscreen_greet_wait = 6s\npostscreen_command_time_limit = 300s\n",
                "smtp inet n - n - - smtpd\n", &nerrors, &log);
     ok(cfg && cfg_service(cfg, 0)->stress_cfg == cfg_service(cfg, 0)->cfg,
        "nothing refers to $stress: the stress configuration is the normal one");

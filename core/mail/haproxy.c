@@ -227,6 +227,7 @@ static ssize_t parse_v2(const unsigned char *buf, size_t len, int families, stru
 ssize_t haproxy_parse(const unsigned char *buf, size_t len, int families, struct haproxy_endpoints *out,
                       const char **error)
 {
+    memset(out, 0, sizeof(*out));
     if (len > HAPROXY_HEADER_MAX)
         len = HAPROXY_HEADER_MAX;
     if (len == 0)

@@ -71,22 +71,10 @@
 /* ------------------------------------------------------------------ */
 /* logging and replies                                                 */
 
-/* Postfix's format_tv with 2 significant digits and at most 2 decimals. */
-void psc_format_delta(const struct timeval *start, char *out, size_t size, long *elapsed_seconds)
+/* Postfix's format_tv with 2 significant digits and at most 2 decimals:
+ * "0", "0.1", "0.01", "1.5", "12". */
+void psc_format_tv(long sec, long usec, char *out, size_t size)
 {
-    struct timeval now;
-    gettimeofday(&now, NULL);
-    long sec = (long)(now.tv_sec - start->tv_sec);
-    long usec = (long)(now.tv_usec - start->tv_usec);
-    while (usec < 0) {
-        usec += 1000000;
-        sec--;
-    }
-    if (sec < 0)
-        sec = usec = 0;
-    if (elapsed_seconds)
-        *elapsed_seconds = sec;
-    /* Resolution: 0.01 s at most, fewer digits as the number grows. */
     long resolution = 10000;
     if (sec > 0) {
         long n = 1;
@@ -114,6 +102,23 @@ void psc_format_delta(const struct timeval *start, char *out, size_t size, long 
         }
         out[len] = '\0';
     }
+}
+
+void psc_format_delta(const struct timeval *start, char *out, size_t size, long *elapsed_seconds)
+{
+    struct timeval now;
+    gettimeofday(&now, NULL);
+    long sec = (long)(now.tv_sec - start->tv_sec);
+    long usec = (long)(now.tv_usec - start->tv_usec);
+    while (usec < 0) {
+        usec += 1000000;
+        sec--;
+    }
+    if (sec < 0)
+        sec = usec = 0;
+    if (elapsed_seconds)
+        *elapsed_seconds = sec;
+    psc_format_tv(sec, usec, out, size);
 }
 
 int psc_send(struct psc_session *s, const char *text)

@@ -283,8 +283,10 @@ void psc_session_free(struct psc_session *s);
 void psc_retry_waiting(struct smtpd_worker *w);
 /* SIGTERM: every screened connection ends now. */
 void psc_stop_all(struct smtpd_worker *w);
-/* "0.1", "6", "0.02": Postfix's delay format (2 significant digits, at most 2 decimals). */
+/* "0.1", "6", "0.02": Postfix's delay format (2 significant digits, at
+ * most 2 decimals) of the time since start, or of sec + usec. */
 void psc_format_delta(const struct timeval *start, char *out, size_t size, long *elapsed_seconds);
+void psc_format_tv(long sec, long usec, char *out, size_t size);
 /* A postscreen log line: Postfix's postscreen(8) writes them as postfix/postscreen. */
 void psc_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* The same under another of Postfix's program names (dnsblog), or a warning. */

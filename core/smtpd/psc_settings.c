@@ -36,6 +36,41 @@ static const struct cfg_choice actions[] = {
     { "continue", PSC_ACT_IGNORE }, { NULL, 0 },
 };
 
+/* Postfix's tlsproxy settings for the test engine's STARTTLS, which is not
+ * offered here: accepted, and warned about by name when set. */
+#define PSC_TLS_PARAMS(X) \
+    X("postscreen_starttls_timeout") \
+    X("postscreen_tls_CAfile") \
+    X("postscreen_tls_CApath") \
+    X("postscreen_tls_always_issue_session_ids") \
+    X("postscreen_tls_ask_ccert") \
+    X("postscreen_tls_ccert_verifydepth") \
+    X("postscreen_tls_cert_file") \
+    X("postscreen_tls_chain_files") \
+    X("postscreen_tls_ciphers") \
+    X("postscreen_tls_dcert_file") \
+    X("postscreen_tls_dh1024_param_file") \
+    X("postscreen_tls_dh512_param_file") \
+    X("postscreen_tls_dkey_file") \
+    X("postscreen_tls_eccert_file") \
+    X("postscreen_tls_eckey_file") \
+    X("postscreen_tls_eecdh_grade") \
+    X("postscreen_tls_enable_rpk") \
+    X("postscreen_tls_exclude_ciphers") \
+    X("postscreen_tls_fingerprint_digest") \
+    X("postscreen_tls_key_file") \
+    X("postscreen_tls_loglevel") \
+    X("postscreen_tls_loglevel_maps") \
+    X("postscreen_tls_mandatory_ciphers") \
+    X("postscreen_tls_mandatory_exclude_ciphers") \
+    X("postscreen_tls_mandatory_protocols") \
+    X("postscreen_tls_protocols") \
+    X("postscreen_tls_req_ccert") \
+    X("postscreen_tls_trace_size_limit")
+#define PSC_NAME(n) n,
+#define PSC_READ(n) CFG_BIND_READ(n),
+static const char *const tls_params[] = { PSC_TLS_PARAMS(PSC_NAME) NULL };
+
 static const struct cfg_bind psc_binds[] = {
     SET("myhostname", STR, myhostname),
     CFG_BIND_READ("postscreen_access_list"),
@@ -104,6 +139,7 @@ static const struct cfg_bind psc_binds[] = {
     CFG_BIND_READ("inet_protocols"),
     CFG_BIND_READ("dnsblog_service_name"),
     CFG_BIND_READ("tlsproxy_service_name"),
+    PSC_TLS_PARAMS(PSC_READ)
 };
 const struct cfg_bind_table psc_bind_table = CFG_BIND_TABLE("postscreen", psc_binds);
 
@@ -332,6 +368,12 @@ static void warn_unsupported(const struct psc_settings *ps, const struct master_
         if (v && *v)
             msg_warn("%s, line %d: service %s: %s is set but not implemented: it has no effect on postscreen's "
                      "replies or commands", svc->file, svc->line, svc->name, *p);
+    }
+    for (const char *const *p = tls_params; *p; p++) {
+        const char *v = cfg_get(ps->cfg, *p);
+        if (v && *v)
+            msg_warn("%s, line %d: service %s: %s is set but has no effect: postscreen's after-220 test engine "
+                     "offers no STARTTLS here", svc->file, svc->line, svc->name, *p);
     }
     int deep = ps->pipelining_enable || ps->non_smtp_enable || ps->bare_newline_enable;
     const char *tls = cfg_get(ps->cfg, "postscreen_tls_security_level");

@@ -324,6 +324,29 @@ with postscreen(t, pass_maxproc="1", main_cf={"postscreen_access_list": "permit"
     for q in queued:
         q.close()
 
+# --- the cache's cleanup (postscreen_cache_cleanup_interval, _retention_time) ---
+with postscreen(t, main_cf={"postscreen_cache_cleanup_interval": "2s", "postscreen_cache_retention_time": "1s",
+                            "postscreen_greet_ttl": "1s"}) as p:
+    t.ok(p.wait_log(r"petrel/postscreen\[\d+\]: cache \S+/postscreen_cache\.lmdb full cleanup: retained=0 dropped=0 "
+                    r"entries\n") is not None, "the cleanup runs (once for all workers) and says what it did")
+    c = connect(p.port, "127.0.3.1")
+    t.is_(c.lines[-1], "220 " + PASSED_BANNER, "a client passes")
+    c.close()
+    t.ok(p.wait_log(r"full cleanup: retained=0 dropped=1 entries\n", timeout=20) is not None,
+         "its entry goes once its test expired longer ago than the retention time")
+    c = connect(p.port, "127.0.3.1")
+    t.is_(c.lines[0], "220-" + BANNER, "and it is screened again")
+    c.close()
+
+# --- SIGTERM: screened clients are told ---
+with postscreen(t, main_cf={"postscreen_greet_wait": "10s"}) as p:
+    c = connect(p.port, "127.0.3.2", read=False)
+    t.is_(c._read_line(), "220-" + BANNER, "a client in the greet wait")
+    p.proc.send_signal(signal.SIGTERM)
+    t.is_(c.read_reply(), "421 4.3.2 mx.petrel.test Service shutting down", "SIGTERM: 421 4.3.2, as smtpd's sessions")
+    t.ok(c.closed(), "and closed")
+    t.is_(p.proc.wait(timeout=20), 0, "petreld stops")
+
 # --- configurations Petrel refuses rather than misreads ---
 for extra, master_extra, want in [
     ({"postscreen_cache_map": "memcache:127.0.0.1:11211"}, "",
@@ -343,5 +366,10 @@ with postscreen(t, start=False, main_cf={"postscreen_command_filter": "pcre:/etc
          "a postscreen parameter Petrel does not implement is warned about", r.stderr)
     t.ok("postscreen_tls_security_level = may: the after-220 tests run without STARTTLS" in r.stderr,
          "and so is STARTTLS in the after-220 tests", r.stderr)
+with postscreen(t, start=False, main_cf={"postscreen_tls_cert_file": "/etc/ssl/x.pem"}) as p:
+    r = subprocess.run(p.command(PETRELD, "-c", p.conf, "-n"), capture_output=True, text=True)
+    t.ok(r.returncode == 0 and "postscreen_tls_cert_file is set but has no effect: postscreen's after-220 test "
+         "engine offers no STARTTLS here" in r.stderr, "a postscreen TLS parameter is accepted and warned about",
+         r.stderr)
 
 t.done()

@@ -163,8 +163,9 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
     struct smtpd_worker *w = arg;
     uint64_t count;
     (void)!read(fd, &count, sizeof(count));
-    if (w->draining)
-        return;
+    /* A draining worker (a reload replaces it) still listens: the screened
+     * clients it holds waiting for an smtpd session slot get their turn
+     * when one frees, and its idle sessions still switch to stress. */
     time_t now = time(NULL);
     for (int i = 0; i < w->nlisteners; i++) {
         struct smtpd_listener *l = &w->listeners[i];
@@ -172,7 +173,8 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
         if (l->stress_eligible && anvil_service_stressed(w->anvil, l->service_key, now, &epoch))
             smtpd_apply_stress(w, l->service_key, epoch);
         /* A paused listener tries again: its service has room now, or the
-         * next accept finds it full and waits once more. */
+         * next accept finds it full and waits once more (not when draining:
+         * listener_resume knows). */
         listener_resume(l);
     }
     /* Screened clients waiting for an smtpd session slot try again too. */
@@ -193,10 +195,6 @@ static void stop_listening(struct smtpd_worker *w)
             event_free(l->retry_timer);
             l->retry_timer = NULL;
         }
-    }
-    if (w->wake) {
-        event_free(w->wake);
-        w->wake = NULL;
     }
 }
 
@@ -467,6 +465,7 @@ int smtpd_worker_main(const struct smtpd_worker_args *args)
 
     event_base_dispatch(w.base);
 
+    event_free(w.wake);
     smtpd_worker_fini(&w);
     if (w.psc_cleanup_timer)
         event_free(w.psc_cleanup_timer);

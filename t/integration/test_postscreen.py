@@ -314,6 +314,13 @@ with postscreen(t, pass_maxproc="1", main_cf={"postscreen_access_list": "permit"
           "with postscreen_post_queue_limit clients waiting, the next gets 421 4.3.2 at connect")
     t.ok(p.wait_log(r"NOQUEUE: reject: CONNECT from \[127\.0\.2\.100\]:%d: all server ports busy\n"
                     % client_port(c)) is not None, "logged as Postfix does")
+    # A reload: the old workers drain, and the clients they hold waiting
+    # must still get their turn (they are woken as before).
+    old_workers = set(p.worker_pids(at_least=2))
+    os.kill(p.proc.pid, signal.SIGHUP)
+    t.ok(p.wait_log(r"reload -- version") is not None, "a reload while clients wait")
+    t.ok(wait_for(lambda: len(set(p.worker_pids()) - old_workers) >= 2), "new workers run")
+    time.sleep(1)   # let the old workers take their drain signal before the slot frees
     first.cmd("QUIT")
     first.close()
     import select

@@ -59,7 +59,12 @@ static const struct cfg_param postscreen_params[] = {
     M("postscreen_dnsbl_reply_map", "", "the list name replies show, per list domain (hides secrets)"),
     S("postscreen_dnsbl_ttl", "", "old name of postscreen_dnsbl_max_ttl (hours)"),
     T("postscreen_dnsbl_min_ttl", "60s", 1, "shortest time a DNSBL result counts"),
-    T("postscreen_dnsbl_max_ttl", "${postscreen_dnsbl_ttl?{$postscreen_dnsbl_ttl}:{1}}h", 1,
+    /* Postfix's default is ${postscreen_dnsbl_ttl?{$postscreen_dnsbl_ttl}:{1}}h,
+     * which gives "2hh" for an old "postscreen_dnsbl_ttl = 2h": Postfix's
+     * time parser ignores what follows the unit, ours refuses it. The unit
+     * moves inside, and a bare old value still means hours (the default
+     * unit taken from the default's last letter). */
+    T("postscreen_dnsbl_max_ttl", "${postscreen_dnsbl_ttl?{$postscreen_dnsbl_ttl}:{1h}}", 1,
       "longest time a DNSBL result counts"),
     T("postscreen_dnsbl_timeout", "10s", 1, "how long one DNS list may take to answer"),
     /* after the greeting */

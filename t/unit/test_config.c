@@ -758,6 +758,37 @@ static void test_postconf(const struct cfg_schema *schema)
     is_str(read_whole(path, text, sizeof(text)), "myhostname = new.example\n", "and main.cf is unchanged");
 }
 
+/* postscreen_dnsbl_max_ttl: hours by default (its default's unit), and the
+ * old postscreen_dnsbl_ttl (Postfix 2.8-3.0) decides it, with or without a
+ * unit, as in Postfix. */
+static void test_dnsbl_ttl(const struct cfg_schema *schema)
+{
+    static const struct {
+        const char *main_cf;
+        long long seconds;
+        const char *what;
+    } cases[] = {
+        { "", 3600, "postscreen_dnsbl_max_ttl default: 1h" },
+        { "postscreen_dnsbl_max_ttl = 2\n", 2 * 3600, "a bare number is hours (Postfix's default unit here)" },
+        { "postscreen_dnsbl_max_ttl = 90s\n", 90, "with a unit" },
+        { "postscreen_dnsbl_ttl = 2h\n", 2 * 3600, "the old postscreen_dnsbl_ttl with a unit decides it" },
+        { "postscreen_dnsbl_ttl = 30m\n", 1800, "in minutes" },
+        { "postscreen_dnsbl_ttl = 3\n", 3 * 3600, "without a unit: hours" },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int nerrors = -1;
+        const char *log;
+        struct cfg *cfg = load(schema, cases[i].main_cf, NULL, &nerrors, &log);
+        ok(cfg != NULL && nerrors == 0, "case %zu loads without errors", i + 1);
+        if (cfg == NULL) {
+            printf("#   %s\n", log);
+            continue;
+        }
+        is_int(cfg_int(cfg, "postscreen_dnsbl_max_ttl"), cases[i].seconds, "%s", cases[i].what);
+        cfg_free(cfg);
+    }
+}
+
 int main(void)
 {
     if (!mkdtemp(topdir)) {
@@ -771,6 +802,7 @@ int main(void)
     test_expansion(schema);
     test_lists(schema);
     test_types(schema);
+    test_dnsbl_ttl(schema);
     test_unknown(schema);
     test_master(schema);
     test_stress(schema);

@@ -94,8 +94,10 @@ static const struct cfg_param postscreen_params[] = {
     S("postscreen_expansion_filter", "", "characters allowed in footer expansions"),
     /* STARTTLS in the test engine */
     S("postscreen_tls_security_level", "$smtpd_tls_security_level", "STARTTLS in the after-greeting test engine"),
-    S("postscreen_use_tls", "", "old: opportunistic STARTTLS in the test engine"),
-    S("postscreen_enforce_tls", "", "old: mandatory STARTTLS in the test engine"),
+    B("postscreen_use_tls", "$smtpd_use_tls", "old: opportunistic STARTTLS in the test engine"),
+    /* Postfix: $smtpd_enforce_tls, a name Petrel does not declare (warned
+     * about where set), so only an explicit setting counts here. */
+    B("postscreen_enforce_tls", "no", "old: mandatory STARTTLS in the test engine"),
     /* Postfix's tlsproxy settings for the test engine's STARTTLS, which Petrel
      * does not offer: declared so that setting one is warned about by name. */
     S("postscreen_starttls_timeout", "", "STARTTLS in the after-220 test engine (not offered: no effect)"),

@@ -375,12 +375,24 @@ static void warn_unsupported(const struct psc_settings *ps, const struct master_
             msg_warn("%s, line %d: service %s: %s is set but has no effect: postscreen's after-220 test engine "
                      "offers no STARTTLS here", svc->file, svc->line, svc->name, *p);
     }
+    /* The level Postfix's engine would use: postscreen_tls_security_level,
+     * else the old postscreen_enforce_tls / postscreen_use_tls. */
     int deep = ps->pipelining_enable || ps->non_smtp_enable || ps->bare_newline_enable;
-    const char *tls = cfg_get(ps->cfg, "postscreen_tls_security_level");
-    if (deep && tls && *tls && strcmp(tls, "none") != 0)
-        msg_warn("%s, line %d: service %s: postscreen_tls_security_level = %s: the after-220 tests run without "
-                 "STARTTLS here (the test session is refused at RCPT anyway; mail itself is received by smtpd "
-                 "with its TLS settings)", svc->file, svc->line, svc->name, tls);
+    const char *tls_param = "postscreen_tls_security_level";
+    const char *tls = cfg_get(ps->cfg, tls_param);
+    if (tls == NULL || *tls == '\0') {
+        tls = NULL;
+        if (cfg_bool(ps->cfg, "postscreen_enforce_tls"))
+            tls_param = "postscreen_enforce_tls";
+        else if (cfg_bool(ps->cfg, "postscreen_use_tls"))
+            tls_param = "postscreen_use_tls";
+        else
+            tls_param = NULL;
+    }
+    if (deep && tls_param && (tls == NULL || strcmp(tls, "none") != 0))
+        msg_warn("%s, line %d: service %s: %s = %s: the after-220 tests run without STARTTLS here (the test "
+                 "session is refused at RCPT anyway; mail itself is received by smtpd with its TLS settings)",
+                 svc->file, svc->line, svc->name, tls_param, tls ? tls : "yes");
     const char *proxy = cfg_get(ps->cfg, "postscreen_upstream_proxy_protocol");
     const struct master_service *pass = psc_pass_service(svc);
     if (pass) {

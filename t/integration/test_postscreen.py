@@ -373,6 +373,18 @@ with postscreen(t, start=False, main_cf={"postscreen_command_filter": "pcre:/etc
          "a postscreen parameter Petrel does not implement is warned about", r.stderr)
     t.ok("postscreen_tls_security_level = may: the after-220 tests run without STARTTLS" in r.stderr,
          "and so is STARTTLS in the after-220 tests", r.stderr)
+# The old names of the engine's TLS level too, and smtpd_use_tls they default to.
+for extra, name in [({"postscreen_use_tls": "yes"}, "postscreen_use_tls"),
+                    ({"smtpd_use_tls": "yes"}, "postscreen_use_tls"),
+                    ({"postscreen_enforce_tls": "yes"}, "postscreen_enforce_tls")]:
+    extra["postscreen_bare_newline_enable"] = "yes"
+    with postscreen(t, start=False, main_cf=extra) as p:
+        r = subprocess.run(p.command(PETRELD, "-c", p.conf, "-n"), capture_output=True, text=True)
+        t.ok(r.returncode == 0 and "%s = yes: the after-220 tests run without STARTTLS" % name in r.stderr,
+             "%s: STARTTLS in the after-220 tests is warned about" % sorted(extra), r.stderr)
+with postscreen(t, start=False, main_cf={"postscreen_use_tls": "yes"}) as p:
+    r = subprocess.run(p.command(PETRELD, "-c", p.conf, "-n"), capture_output=True, text=True)
+    t.ok(r.returncode == 0 and "STARTTLS" not in r.stderr, "not when no after-220 test runs", r.stderr)
 with postscreen(t, start=False, main_cf={"postscreen_tls_cert_file": "/etc/ssl/x.pem"}) as p:
     r = subprocess.run(p.command(PETRELD, "-c", p.conf, "-n"), capture_output=True, text=True)
     t.ok(r.returncode == 0 and "postscreen_tls_cert_file is set but has no effect: postscreen's after-220 test "

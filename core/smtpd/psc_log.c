@@ -12,6 +12,7 @@
 #include "lib/log.h"
 #include "smtpd/psc.h"
 
+__attribute__((format(printf, 3, 0)))
 static void psc_vlog(const char *role, enum log_level level, const char *fmt, va_list ap)
 {
     char saved[32];

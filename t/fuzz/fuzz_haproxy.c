@@ -14,11 +14,7 @@
  *   - a refusal always carries a reason.
  *
  * make check builds it with t/fuzz/replay_main.c and replays
- * t/fuzz/corpus/haproxy. libFuzzer build (with a configured build tree in
- * $B for config.h):
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
- *     -I$B -Icore/include -Icore t/fuzz/fuzz_haproxy.c core/mail/haproxy.c -o /tmp/fuzz_haproxy
- *   /tmp/fuzz_haproxy -max_total_time=60 -max_len=600 /tmp/corpus-haproxy t/fuzz/corpus/haproxy
+ * t/fuzz/corpus/haproxy; `make fuzz` runs it with libFuzzer (doc/testing.md).
  */
 #include "config.h"
 
@@ -32,11 +28,16 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static void check(int cond)
+static void check_that(int cond, const char *what)
 {
-    if (!cond)
+    if (!cond) {
+        fprintf(stderr, "property violated: %s\n", what);
         abort();
+    }
 }
+
+/* The condition's text is the property's name. */
+#define check(cond) check_that((cond), #cond)
 
 static void check_addr(const char *addr)
 {

@@ -1,9 +1,14 @@
 """postscreen's smaller settings, each against a real client, as
 doc/postscreen.md describes them: soft_bounce, the per-client connection
 limit, postscreen_allowlist_interfaces (the backup-MX veto), the test
-engine's HELO, VRFY and EHLO settings, and a temporary allowlist that
-cannot be opened. Replies and log lines are Postfix's, word for word."""
-from harness import Tap
+engine's HELO, VRFY and EHLO settings, a client that hangs up, the
+data_directory made for the cache, and a temporary allowlist that cannot
+be opened. Replies and log lines are Postfix's, word for word."""
+import os
+import subprocess
+import tempfile
+
+from harness import CLEANUP_DIRS, PETRELD, Tap, run_as_user
 from psclib import BANNER, PASSED_BANNER, client_port, connect, postscreen
 
 t = Tap()
@@ -89,6 +94,39 @@ with postscreen(t, main_cf={"postscreen_pipelining_enable": "yes", "postscreen_h
                     "250 SMTPUTF8"], "postscreen_discard_ehlo_keywords: no DSN, CHUNKING or ETRN")
     t.is_(c.cmd("MAIL FROM:<a@example.com>"), "250 2.1.0 Ok", "after EHLO, MAIL is accepted")
     c.close()
+
+# --- a client that hangs up during the tests ---
+with postscreen(t, main_cf={"postscreen_greet_wait": "8s", "postscreen_pipelining_enable": "yes"}) as p:
+    c = connect(p.port, "127.0.4.50", read=False)
+    t.is_(c._read_line(), "220-" + BANNER, "the teaser")
+    cp = client_port(c)
+    c.close()
+    t.ok(p.wait_log(r"petrel/postscreen\[\d+\]: HANGUP after [0-9.]+ from \[127\.0\.4\.50\]:%d in tests before "
+                    r"SMTP handshake\n" % cp) is not None, "HANGUP after N from [addr]:port in tests before SMTP handshake")
+    t.ok(p.wait_log(r"DISCONNECT \[127\.0\.4\.50\]:%d\n" % cp) is not None, "then DISCONNECT")
+with postscreen(t, main_cf={"postscreen_pipelining_enable": "yes"}) as p:
+    c = connect(p.port, "127.0.4.51")
+    c.ehlo("x.example")
+    cp = client_port(c)
+    c.close()
+    t.ok(p.wait_log(r"HANGUP after [0-9.]+ from \[127\.0\.4\.51\]:%d in tests after SMTP handshake\n" % cp)
+         is not None, "in the test engine: in tests after SMTP handshake")
+    t.ok(p.wait_log(r"PASS (NEW|OLD) \[127\.0\.4\.51\]", timeout=2) is None, "a client that hangs up does not pass")
+
+# --- data_directory is made for the cache when it does not exist ---
+parent = tempfile.mkdtemp(prefix="petrel-datadir-")
+CLEANUP_DIRS.append(parent)
+_, pw = run_as_user()
+if pw:
+    os.chown(parent, pw.pw_uid, pw.pw_gid)
+with postscreen(t, main_cf={"data_directory": os.path.join(parent, "data")}) as p:
+    c = connect(p.port, "127.0.4.60")
+    t.is_(c.lines, ["220-" + BANNER, "220 " + PASSED_BANNER], "a client passes")
+    c.close()
+    c = connect(p.port, "127.0.4.60")
+    t.is_(c.lines, ["220 " + PASSED_BANNER], "PASS OLD: the cache works in the data_directory petreld made")
+    c.close()
+    t.ok(os.path.exists(os.path.join(parent, "data", "postscreen_cache.lmdb")), "the cache file is there")
 
 # --- a temporary allowlist that cannot be opened ---
 with postscreen(t, main_cf={"postscreen_cache_map": "btree:/nonexistent/petrel/postscreen_cache"}) as p:

@@ -220,6 +220,48 @@ static void test_cache_entries(void)
        "an entry with a never-passed enabled test is removed (Postfix's validator)");
 }
 
+/* postscreen_cache_map: which Postfix specs name our LMDB file, and the
+ * exact refusals of the others. */
+static void test_cache_spec(void)
+{
+    static const struct {
+        const char *spec, *path;
+    } good[] = {
+        { "btree:/var/lib/petrel/postscreen_cache", "/var/lib/petrel/postscreen_cache.lmdb" },
+        { "hash:/x/c", "/x/c.lmdb" },
+        { "lmdb:/x/c", "/x/c.lmdb" },
+        { "proxy:btree:/var/lib/postfix/psc_cache", "/var/lib/postfix/psc_cache.lmdb" },
+        { "BTREE:/x/c", "/x/c.lmdb" },
+    };
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        char *path = NULL, *error = NULL;
+        int rc = psc_cache_spec(good[i].spec, &path, &error);
+        is_int(rc, 0, "%s is kept", good[i].spec);
+        is_str(path ? path : "", good[i].path, "in %s", good[i].path);
+        free(path);
+        free(error);
+    }
+    static const struct {
+        const char *spec, *error;
+    } bad[] = {
+        { "memcache:127.0.0.1:11211",
+          "type \"memcache\" is not supported for the postscreen cache (use btree:, hash: or lmdb:, an LMDB file "
+          "every smtpd worker shares)" },
+        { "proxy:memcache:x", "type \"memcache\" is not supported for the postscreen cache (use btree:, hash: or "
+          "lmdb:, an LMDB file every smtpd worker shares)" },
+        { "btree:postscreen_cache", "\"btree:postscreen_cache\": the cache file needs an absolute path" },
+        { "/var/lib/x", "\"/var/lib/x\" is not type:name" },
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char *path = NULL, *error = NULL;
+        int rc = psc_cache_spec(bad[i].spec, &path, &error);
+        is_int(rc, -1, "%s is refused", bad[i].spec);
+        is_str(error ? error : "", bad[i].error, "with the reason");
+        free(path);
+        free(error);
+    }
+}
+
 static void test_formats(void)
 {
     char out[32];
@@ -243,6 +285,7 @@ int main(void)
     test_haproxy();
     test_dnsbl_sites();
     test_cache_entries();
+    test_cache_spec();
     test_formats();
     return done_testing();
 }

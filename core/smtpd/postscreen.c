@@ -760,7 +760,7 @@ static void connect_done(struct psc_session *s)
     }
 
     /* Clients of a backup MX address are not allowlisted. */
-    if (ps->allowlist_interfaces && !cidr_list_match(ps->allowlist_interfaces, s->server_addr)) {
+    if (!psc_interfaces_allow(ps->allowlist_interfaces, ps->nallowlist_interfaces, s->server_addr)) {
         s->flags |= PSC_F_ALLOW_FAIL | PSC_F_NOFORWARD;
         psc_log("%sLIST VETO [%s]:%s", ps->respectful_logging ? "ALLOW" : "WHITE", s->client_addr, s->client_port);
     }

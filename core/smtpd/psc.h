@@ -158,6 +158,23 @@ int psc_cache_keep(const char *value, time_t now, void *arg);
 /* ------------------------------------------------------------------ */
 /* settings                                                            */
 
+/* One item of postscreen_allowlist_interfaces, in order: the first that
+ * matches the local address decides, and "!" turns its match into a no
+ * (Postfix's match lists: "!192.0.2.8, static:all" is a backup MX). */
+struct psc_iface_rule {
+    int negate;
+    int all;                           /* static:all */
+    struct cidr_list *net;             /* otherwise one address or network */
+};
+
+/* Parses the items (cidr lists owned by the caller: psc_interfaces_free);
+ * -1 with *bad the item it cannot read (a table, a file). */
+int psc_interfaces_parse(const char *const *items, petrel_pool *pool, struct psc_iface_rule **rules, size_t *n,
+                         const char **bad);
+/* Whether a client of local address addr may be allowlisted. */
+int psc_interfaces_allow(const struct psc_iface_rule *rules, size_t n, const char *addr);
+void psc_interfaces_free(struct psc_iface_rule *rules, size_t n);
+
 /* One item of postscreen_access_list. */
 struct psc_acl_item {
     enum { PSC_ACL_PERMIT, PSC_ACL_REJECT, PSC_ACL_DUNNO, PSC_ACL_MYNETWORKS, PSC_ACL_TABLE } kind;
@@ -176,7 +193,8 @@ struct psc_settings {
     struct cidr_list *mynetworks;
     int denylist_action;
     int respectful_logging;            /* DENYLISTED/ALLOWLISTED, else BLACKLISTED/WHITELISTED */
-    struct cidr_list *allowlist_interfaces;   /* NULL: static:all */
+    struct psc_iface_rule *allowlist_interfaces;   /* postscreen_allowlist_interfaces, in order */
+    size_t nallowlist_interfaces;
     /* before the greeting */
     long long greet_wait, greet_wait_stress;
     const char *greet_banner;          /* the "220-" teaser; "" turns the pregreet test off */

@@ -193,7 +193,7 @@ static void free_psc_pool(void *arg)
     for (size_t i = 0; i < ps->nforbidden_tables; i++)
         tbl_close(ps->forbidden_tables[i]);
     cidr_list_free(ps->mynetworks);
-    cidr_list_free(ps->allowlist_interfaces);
+    psc_interfaces_free(ps->allowlist_interfaces, ps->nallowlist_interfaces);
     free(ps->cache_path);
     free(ps->ehlo_reply);
 }
@@ -235,24 +235,61 @@ static int open_acl(struct psc_settings *ps, struct smtpd_worker *w, const struc
     return 0;
 }
 
-/* postscreen_allowlist_interfaces: "static:all", or addresses and networks
- * (Postfix also takes tables and negation here; those are refused rather
- * than half understood). */
-static int open_allowlist_interfaces(struct psc_settings *ps, const struct master_service *svc, char **error)
+int psc_interfaces_parse(const char *const *items, petrel_pool *pool, struct psc_iface_rule **rules, size_t *n,
+                         const char **bad)
 {
-    const char *const *items = cfg_list(ps->cfg, "postscreen_allowlist_interfaces");
-    for (size_t i = 0; items[i]; i++)
-        if (strcasecmp(items[i], "static:all") == 0)
-            return 0;
-    ps->allowlist_interfaces = cidr_list_new();
-    for (size_t i = 0; items[i]; i++) {
+    size_t count = 0;
+    while (items[count])
+        count++;
+    struct psc_iface_rule *r = petrel_pool_zalloc(pool, (count ? count : 1) * sizeof(*r));
+    *rules = r;
+    *n = 0;
+    for (size_t i = 0; i < count; i++, (*n)++) {
+        const char *item = items[i];
+        while (*item == '!') {   /* Postfix: each "!" inverts */
+            r[i].negate = !r[i].negate;
+            item++;
+        }
+        if (strcasecmp(item, "static:all") == 0) {
+            r[i].all = 1;
+            continue;
+        }
         char *why = NULL;
-        if (cidr_list_add(ps->allowlist_interfaces, items[i], &why) != 0) {
+        r[i].net = cidr_list_new();
+        if (*item == '\0' || cidr_list_add(r[i].net, item, &why) != 0) {
             free(why);
-            return fail(svc, error, "postscreen_allowlist_interfaces: \"%s\" is not supported: list addresses "
-                        "and networks, or static:all", items[i]);
+            (*n)++;   /* its list is freed with the others */
+            *bad = items[i];
+            return -1;
         }
     }
+    return 0;
+}
+
+int psc_interfaces_allow(const struct psc_iface_rule *rules, size_t n, const char *addr)
+{
+    for (size_t i = 0; i < n; i++)
+        if (rules[i].all || cidr_list_match(rules[i].net, addr))
+            return !rules[i].negate;
+    return 0;   /* Postfix: no match, no allowlisting */
+}
+
+void psc_interfaces_free(struct psc_iface_rule *rules, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        cidr_list_free(rules[i].net);
+}
+
+/* postscreen_allowlist_interfaces: static:all, addresses and networks,
+ * each with "!" if wanted. Postfix also takes tables and files here; those
+ * are refused rather than half understood. */
+static int open_allowlist_interfaces(struct psc_settings *ps, const struct master_service *svc, char **error)
+{
+    const char *bad = NULL;
+    if (psc_interfaces_parse(cfg_list(ps->cfg, "postscreen_allowlist_interfaces"), ps->pool,
+                             &ps->allowlist_interfaces, &ps->nallowlist_interfaces, &bad) != 0)
+        return fail(svc, error, "postscreen_allowlist_interfaces: \"%s\" is not supported: list addresses and "
+                    "networks (\"!\" allowed), or static:all", bad);
     return 0;
 }
 

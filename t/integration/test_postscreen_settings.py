@@ -73,6 +73,18 @@ with postscreen(t, main_cf={"postscreen_allowlist_interfaces": "127.0.0.200"}) a
     t.is_(c.lines[0], "220-" + BANNER, "and on its next connection it is screened again")
     c.close()
     t.ok(p.wait_log(r"PASS (NEW|OLD) \[127\.0\.4\.20\]", timeout=2) is None, "it never passes")
+# POSTSCREEN_README's backup MX: "!address static:all" (the first match decides).
+with postscreen(t, main_cf={"postscreen_allowlist_interfaces": "!127.0.0.1 static:all", "respectful_logging": "no"}
+                ) as p:
+    c = connect(p.port, "127.0.4.22")
+    t.is_(c.lines, ["220-" + BANNER, "220 " + BANNER], "!our address, static:all: our clients are never allowlisted")
+    t.ok(p.wait_log(r"WHITELIST VETO \[127\.0\.4\.22\]:%d\n" % client_port(c)) is not None,
+         "respectful_logging = no: WHITELIST VETO")
+    c.close()
+with postscreen(t, main_cf={"postscreen_allowlist_interfaces": "!127.0.0.2, static:all"}) as p:
+    c = connect(p.port, "127.0.4.23")
+    t.is_(c.lines, ["220-" + BANNER, "220 " + PASSED_BANNER], "!another address, static:all: our clients pass")
+    c.close()
 with postscreen(t, main_cf={"postscreen_allowlist_interfaces": "127.0.0.0/8", "respectful_logging": "no"}) as p:
     c = connect(p.port, "127.0.4.21")
     t.is_(c.lines, ["220-" + BANNER, "220 " + PASSED_BANNER], "a listed network: the client passes")
@@ -127,6 +139,16 @@ with postscreen(t, main_cf={"data_directory": os.path.join(parent, "data")}) as 
     t.is_(c.lines, ["220 " + PASSED_BANNER], "PASS OLD: the cache works in the data_directory petreld made")
     c.close()
     t.ok(os.path.exists(os.path.join(parent, "data", "postscreen_cache.lmdb")), "the cache file is there")
+
+# --- postscreen_allowlist_interfaces: what Petrel does not read is refused ---
+for value, item in [("cidr:/etc/postfix/interfaces", "cidr:/etc/postfix/interfaces"),
+                    ("192.0.2.1, /etc/postfix/interfaces", "/etc/postfix/interfaces"),
+                    ("!mx.example.com static:all", "!mx.example.com")]:
+    with postscreen(t, start=False, main_cf={"postscreen_allowlist_interfaces": value}) as p:
+        r = subprocess.run(p.command(PETRELD, "-c", p.conf, "-n"), capture_output=True, text=True)
+        want = 'postscreen_allowlist_interfaces: "%s" is not supported: list addresses and networks ("!" allowed), ' \
+            'or static:all' % item
+        t.ok(r.returncode != 0 and want in r.stderr, "petreld -n refuses %s" % value, r.stderr)
 
 # --- a temporary allowlist that cannot be opened ---
 with postscreen(t, main_cf={"postscreen_cache_map": "btree:/nonexistent/petrel/postscreen_cache"}) as p:

@@ -262,6 +262,40 @@ static void test_cache_spec(void)
     }
 }
 
+/* postscreen_allowlist_interfaces: the first match decides. */
+static void test_interfaces(void)
+{
+    petrel_pool *pool = petrel_pool_create(1024);
+    struct psc_iface_rule *r = NULL;
+    size_t n = 0;
+    const char *bad = NULL;
+    const char *backup_mx[] = { "!192.0.2.8", "static:all", NULL };
+    ok(psc_interfaces_parse(backup_mx, pool, &r, &n, &bad) == 0 && n == 2, "!192.0.2.8 static:all");
+    ok(!psc_interfaces_allow(r, n, "192.0.2.8"), "the backup MX address: no allowlisting");
+    ok(psc_interfaces_allow(r, n, "192.0.2.9"), "any other address: static:all");
+    psc_interfaces_free(r, n);
+    const char *nets[] = { "!192.0.2.0/28", "192.0.2.0/24", "[2001:db8::]/32", "!!198.51.100.1", NULL };
+    ok(psc_interfaces_parse(nets, pool, &r, &n, &bad) == 0 && n == 4, "networks, IPv6, a double negation");
+    ok(!psc_interfaces_allow(r, n, "192.0.2.3"), "inside the negated network first: no");
+    ok(psc_interfaces_allow(r, n, "192.0.2.200"), "the next network: yes");
+    ok(psc_interfaces_allow(r, n, "2001:db8::25"), "IPv6");
+    ok(psc_interfaces_allow(r, n, "198.51.100.1"), "!! is no negation");
+    ok(!psc_interfaces_allow(r, n, "203.0.113.1"), "no match: no allowlisting, as in Postfix");
+    psc_interfaces_free(r, n);
+    const char *empty[] = { NULL };
+    ok(psc_interfaces_parse(empty, pool, &r, &n, &bad) == 0 && !psc_interfaces_allow(r, n, "192.0.2.1"),
+       "an empty list allows no address");
+    const char *table[] = { "192.0.2.1", "hash:/etc/postfix/ifaces", "static:all", NULL };
+    bad = NULL;
+    ok(psc_interfaces_parse(table, pool, &r, &n, &bad) == -1, "a table is refused");
+    is_str(bad ? bad : "", "hash:/etc/postfix/ifaces", "naming it");
+    psc_interfaces_free(r, n);
+    const char *bare[] = { "!", NULL };
+    ok(psc_interfaces_parse(bare, pool, &r, &n, &bad) == -1, "a lone ! is refused");
+    psc_interfaces_free(r, n);
+    petrel_pool_destroy(pool);
+}
+
 static void test_formats(void)
 {
     char out[32];
@@ -286,6 +320,7 @@ int main(void)
     test_dnsbl_sites();
     test_cache_entries();
     test_cache_spec();
+    test_interfaces();
     test_formats();
     return done_testing();
 }

@@ -787,6 +787,22 @@ static void test_dnsbl_ttl(const struct cfg_schema *schema)
         is_int(cfg_int(cfg, "postscreen_dnsbl_max_ttl"), cases[i].seconds, "%s", cases[i].what);
         cfg_free(cfg);
     }
+    /* postscreen's other old names decide the new ones, as in Postfix. */
+    int nerrors = -1;
+    const char *log;
+    struct cfg *cfg = load(schema,
+                           "postscreen_dnsbl_whitelist_threshold = -2\n"
+                           "postscreen_whitelist_interfaces = !192.0.2.8 static:all\n"
+                           "postscreen_blacklist_action = drop\n",
+                           NULL, &nerrors, &log);
+    ok(cfg != NULL && nerrors == 0, "postscreen's old names load");
+    if (cfg) {
+        is_int(cfg_int(cfg, "postscreen_dnsbl_allowlist_threshold"), -2, "postscreen_dnsbl_whitelist_threshold");
+        is_str(cfg_get(cfg, "postscreen_allowlist_interfaces"), "!192.0.2.8 static:all",
+               "postscreen_whitelist_interfaces");
+        is_str(cfg_get(cfg, "postscreen_denylist_action"), "drop", "postscreen_blacklist_action");
+        cfg_free(cfg);
+    }
 }
 
 int main(void)

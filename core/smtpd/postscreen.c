@@ -364,14 +364,12 @@ static void hand_off(struct psc_session *s)
     stop_counting_screened(s);
     int fd = s->fd;
     s->fd = -1;   /* the smtpd session owns the socket now */
-    char addr[64], port[8], server_addr[64], server_port[8];
-    snprintf(addr, sizeof(addr), "%s", s->client_addr);
-    snprintf(port, sizeof(port), "%s", s->client_port);
-    snprintf(server_addr, sizeof(server_addr), "%s", s->server_addr);
-    snprintf(server_port, sizeof(server_port), "%s", s->server_port);
     const struct smtpd_settings *set = stressed ? l->stress_settings : l->settings;
+    /* The smtpd session exists before the screen goes: a draining worker
+     * whose last screened client this was would otherwise see nothing left
+     * and exit under the client. */
+    smtpd_accept_screened(l, set, fd, s->client_addr, s->client_port, s->server_addr, s->server_port, taken > 0);
     psc_session_free(s);
-    smtpd_accept_screened(l, set, fd, addr, port, server_addr, server_port, taken > 0);
 }
 
 void psc_retry_waiting(struct smtpd_worker *w)

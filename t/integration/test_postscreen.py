@@ -335,6 +335,33 @@ with postscreen(t, pass_maxproc="1", main_cf={"postscreen_access_list": "permit"
     for q in queued:
         q.close()
 
+# The same with one worker and one waiting client: once the session ends,
+# the waiting client is all the draining worker has left, and the worker
+# must serve it rather than exit under it.
+with postscreen(t, pass_maxproc="1", main_cf={"postscreen_access_list": "permit", "smtpd_workers": "1"}) as p:
+    first = connect(p.port, "127.0.2.1")
+    t.is_(first.lines, ["220 " + PASSED_BANNER], "one worker: the one smtpd session slot")
+    waiting = connect(p.port, "127.0.2.2", read=False)
+    t.ok(p.wait_log(r"ALLOWLISTED \[127\.0\.2\.2\]") is not None, "a second client passes and waits")
+    old_workers = set(p.worker_pids(at_least=1))
+    os.kill(p.proc.pid, signal.SIGHUP)
+    t.ok(p.wait_log(r"reload -- version") is not None, "a reload")
+    t.ok(wait_for(lambda: len(set(p.worker_pids()) - old_workers) >= 1), "a new worker runs")
+    time.sleep(1)   # let the old worker take its drain signal before the slot frees
+    first.cmd("QUIT")
+    first.close()
+    try:
+        got = waiting.read_reply()
+    except OSError as e:
+        got = "no greeting: %s" % e
+    t.is_(got, "220 " + PASSED_BANNER, "the waiting client is greeted by smtpd")
+    if got.startswith("220 "):
+        r = waiting.send_message("sender@example.org", ["user@petrel.test"], "Subject: drained\r\n\r\nhi\r\n")
+    else:
+        r = got
+    t.like(r, r"^250 2\.0\.0 Ok: queued as \S+$", "and its mail is accepted by the draining worker")
+    waiting.close()
+
 # --- the cache's cleanup (postscreen_cache_cleanup_interval, _retention_time) ---
 with postscreen(t, main_cf={"postscreen_cache_cleanup_interval": "2s", "postscreen_cache_retention_time": "1s",
                             "postscreen_greet_ttl": "1s"}) as p:

@@ -21,6 +21,7 @@
 #include "master/master.h"
 #include "master/master_int.h"
 #include "module/module.h"
+#include "qmgr/qmgr.h"
 #include "qmgr/route.h"
 #include "smtpd/smtpd.h"
 #include "tables/table.h"
@@ -120,6 +121,28 @@ int master_load_config(const char *confdir, struct loaded_config *out, int check
             char *param = xstrndup(error, strcspn(error, ":"));
             if (cfg_get(out->cfg, param) != NULL)
                 cfg_origin(out->cfg, param, &file, &line);
+            free(param);
+            if (file && line > 0)
+                msg_error("%s:%d: %s", file, line, error);
+            else
+                msg_error("%s/main.cf: %s", confdir, error);
+            free(error);
+            master_unload_config(out);
+            return -1;
+        }
+    }
+    {
+        /* The SMTP and LMTP clients' settings (certificates, protocols,
+         * bind addresses, security levels) fail here, not in a queue
+         * manager that would die on them. */
+        const struct cfg *where = NULL;
+        char *error = NULL;
+        if (qmgr_check_transports(out->cfg, &where, &error) != 0) {
+            const char *file = NULL;
+            int line = 0;
+            char *param = xstrndup(error, strcspn(error, ":"));
+            if (cfg_get(where, param) != NULL)
+                cfg_origin(where, param, &file, &line);
             free(param);
             if (file && line > 0)
                 msg_error("%s:%d: %s", file, line, error);

@@ -394,7 +394,8 @@ void qmgr_finish_message(struct qmsg *m)
     for (size_t i = 0; i < n; i++)
         if (m->outcome[i].state == DLV_DEFERRED + 1)
             deferred++;
-    if (deferred && qmgr_now() - m->arrival >= lifetime) {
+    /* soft_bounce: nothing is returned, expired mail stays queued (Postfix) */
+    if (deferred && qmgr_now() - m->arrival >= lifetime && !q->soft_bounce) {
         /* Returned as Postfix returns expired mail: Action: failed with the
          * recipient's last (temporary) status and reason. */
         for (size_t i = 0; i < n; i++)

@@ -143,7 +143,9 @@ static const struct cfg_bind qmgr_binds[] = {
     Q("dns_resolver", STR, dns_resolver),
     Q("command_expansion_filter", STR, command_expansion_filter),
     Q("recipient_delimiter", STR, recipient_delimiter),
-    CFG_BIND_READ("smtp_tls_policy_maps"),
+    Q("soft_bounce", BOOL, soft_bounce),
+    CFG_BIND_READ("smtp_tls_policy_maps"),   /* transports.c */
+    CFG_BIND_READ("lmtp_tls_policy_maps"),
     /* TRANSPORT_destination_*: looked up for each transport a destination uses */
     CFG_BIND_READ("*_destination_concurrency_limit"),
     CFG_BIND_READ("*_destination_rate_delay"),
@@ -151,25 +153,6 @@ static const struct cfg_bind qmgr_binds[] = {
 };
 /* Also read: the router's (route.c), and bounce.c's through finish.c. */
 const struct cfg_bind_table qmgr_bind_table = CFG_BIND_TABLE("queue manager", qmgr_binds);
-
-/* The security levels Petrel does not implement (dane, dane-only,
- * fingerprint) are taken as secure, as before this table. */
-static const struct cfg_choice smtp_tls_levels[] = {
-    { "", SMTP_TLS_NONE }, { "none", SMTP_TLS_NONE }, { "may", SMTP_TLS_MAY }, { "encrypt", SMTP_TLS_ENCRYPT },
-    { "dane", SMTP_TLS_SECURE }, { "dane-only", SMTP_TLS_SECURE }, { "fingerprint", SMTP_TLS_SECURE },
-    { "verify", SMTP_TLS_VERIFY }, { "secure", SMTP_TLS_SECURE }, { NULL, 0 },
-};
-_Static_assert(sizeof(enum smtp_tls_level) == sizeof(int), "CHOICE bindings fill an int");
-
-/* The SMTP and LMTP clients the queue manager runs (deliver/smtp_client.h). */
-#define C(name, kind, field) CFG_BIND(name, kind, struct smtp_client_settings, field)
-static const struct cfg_bind smtp_client_binds[] = {
-    C("myhostname", STR, helo_name),
-    C("myhostname", STR, myhostname),
-    CFG_BIND_CHOICE("smtp_tls_security_level", struct smtp_client_settings, tls_level, smtp_tls_levels),
-    C("smtp_tls_CAfile", STR, tls_cafile),
-};
-const struct cfg_bind_table smtp_client_bind_table = CFG_BIND_TABLE("SMTP client", smtp_client_binds);
 
 int qmgr_main(const struct qmgr_args *args)
 {
@@ -246,41 +229,6 @@ int qmgr_main(const struct qmgr_args *args)
     } else {
         q.modules = NULL;
     }
-    struct smtp_client_settings smtp_set;
-    memset(&smtp_set, 0, sizeof(smtp_set));
-    cfg_bind_apply(cfg, &smtp_client_bind_table, &smtp_set);
-    smtp_set.dns = q.dns;
-    smtp_set.connect_timeout = 30;
-    smtp_set.helo_timeout = smtp_set.mail_timeout = smtp_set.rcpt_timeout = 300;
-    smtp_set.data_timeout = 120;
-    smtp_set.data_done_timeout = 600;
-    smtp_set.quit_timeout = 300;
-    smtp_set.connection_cache_time = 2;
-    smtp_set.default_port = 25;
-    q.smtp_set = smtp_set;
-    {
-        const char *const *specs = cfg_list(cfg, "smtp_tls_policy_maps");
-        size_t n = 0;
-        while (specs[n])
-            n++;
-        q.tls_policy = xcalloc(n ? n : 1, sizeof(struct tbl *));
-        for (size_t i = 0; i < n; i++) {
-            char *why = NULL;
-            struct tbl *t = tbl_open(q.tables, specs[i], TBL_FLAG_FOLD_CASE, &why);
-            if (t == NULL)
-                msg_fatal("smtp_tls_policy_maps: %s", why ? why : specs[i]);
-            q.tls_policy[q.ntls_policy++] = t;
-        }
-    }
-    q.smtp = smtp_client_create(q.base, &smtp_set, &error);
-    if (q.smtp == NULL)
-        msg_fatal("smtp client: %s", error);
-    smtp_set.lmtp = 1;
-    smtp_set.default_port = 24;
-    q.lmtp = smtp_client_create(q.base, &smtp_set, &error);
-    if (q.lmtp == NULL)
-        msg_fatal("lmtp client: %s", error);
-
     q.inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
     if (q.inotify_fd < 0)
         msg_fatal("inotify_init1: %s", strerror(errno));
@@ -313,10 +261,7 @@ int qmgr_main(const struct qmgr_args *args)
     q.exiting = 1;
 
     module_set_fini(q.modules);
-    smtp_client_free(q.smtp);
-    smtp_client_free(q.lmtp);
-    for (int l = 0; l <= SMTP_TLS_SECURE; l++)
-        smtp_client_free(q.smtp_by_level[l]);
+    qmgr_transports_free(&q);
     workq_destroy(q.workq);
     return 0;
 }

@@ -25,6 +25,7 @@ struct qmgr;
 struct qmsg;
 struct dest;
 struct notice;
+struct qmgr_transport;
 
 struct rcpt_outcome {
     int state;                 /* 0 none yet, else DLV_SENT+1 / DLV_DEFERRED+1 / DLV_BOUNCED+1 (worst wins) */
@@ -97,11 +98,7 @@ struct qmgr {
     struct tbl_registry *tables;
     struct router *router;
     struct dns_resolver *dns;
-    struct smtp_client *smtp, *lmtp;
-    struct smtp_client *smtp_by_level[SMTP_TLS_SECURE + 1];   /* smtp_tls_policy_maps */
-    struct smtp_client_settings smtp_set;
-    struct tbl **tls_policy;
-    size_t ntls_policy;
+    struct qmgr_transport *transports; /* the SMTP and LMTP clients (transports.c) */
     int inotify_fd;
     struct event *inotify_ev, *scan_timer, *deferred_timer, *sig_term, *sig_flush, *sig_hup, *stop_timer;
     struct qmsg *messages;
@@ -117,6 +114,7 @@ struct qmgr {
     const char *myorigin, *mail_name, *notice_recipient, *queue_directory, *dns_resolver;
     const char *command_expansion_filter, *recipient_delimiter;
     long long dest_rate_delay;   /* default_destination_rate_delay */
+    int soft_bounce;             /* every bounce is a deferral; expired mail is not returned */
     struct module_set *modules;
     int helper_fd;             /* privileged mailbox helper, or -1 */
     struct event *helper_ev;
@@ -161,6 +159,14 @@ void qmgr_dispatch(struct qmgr *q);
 void qmgr_start_job(struct qmgr *q, struct qjob *j);
 /* The mailbox helper's socket is readable: its answers. */
 void qmgr_on_helper(evutil_socket_t fd, short what, void *arg);
+
+/* transports.c */
+/* The client for a job of this transport to nexthop (per-transport settings
+ * from master.cf, per-destination TLS policy); NULL with *why when the
+ * TLS policy of that next hop cannot be applied (a deferral). */
+struct smtp_client *qmgr_smtp_client(struct qmgr *q, const char *transport, int lmtp, const char *nexthop,
+                                     const char **why);
+void qmgr_transports_free(struct qmgr *q);
 
 /* finish.c */
 /* The message has no job left: mark, notify, defer or remove, then free it

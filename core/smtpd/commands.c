@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/time.h>
 #include <unistd.h>
+#include <strings.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -166,6 +167,11 @@ static void cmd_mail(struct smtpd_session *s, const struct smtp_command *cmd)
         smtpd_count_error(s, CNT_MAIL);
         return;
     }
+    /* smtpd_client_message_rate_limit: counted for each MAIL FROM: (Postfix) */
+    if (strncasecmp(cmd->args, "FROM:", 5) == 0 && smtpd_rate_mail(s) != 0) {
+        smtpd_count_error(s, CNT_MAIL);
+        return;
+    }
     struct smtpd_tx *tx = smtpd_tx_new(s);
     struct smtp_parse_opts opts = parse_opts(s);
     struct smtp_reply_err err;
@@ -254,6 +260,11 @@ static void cmd_rcpt(struct smtpd_session *s, const struct smtp_command *cmd)
     if (s->bdat_state != BDAT_NONE) {
         /* The envelope is in the queue file since the first chunk. */
         smtpd_reply(s, "503 5.5.1 Error: RCPT after BDAT");
+        smtpd_count_error(s, CNT_RCPT);
+        return;
+    }
+    /* smtpd_client_recipient_rate_limit: counted for each RCPT TO: (Postfix) */
+    if (strncasecmp(cmd->args, "TO:", 3) == 0 && smtpd_rate_rcpt(s) != 0) {
         smtpd_count_error(s, CNT_RCPT);
         return;
     }
@@ -358,6 +369,10 @@ static void cmd_starttls(struct smtpd_session *s, const struct smtp_command *cmd
     }
     if (s->tx) {
         smtpd_reply(s, "503 5.5.1 Error: MAIL transaction in progress");
+        smtpd_count_error(s, CNT_STARTTLS);
+        return;
+    }
+    if (smtpd_rate_starttls(s, 0) != 0) {
         smtpd_count_error(s, CNT_STARTTLS);
         return;
     }

@@ -19,6 +19,17 @@
 #include "tables/access.h"
 #include "tables/table.h"
 
+/* A certificate name inside a Received: comment: nothing that would end the
+ * comment or the quoted string early. */
+static const char *comment_text(struct smtpd_session *s, const char *text)
+{
+    char *out = petrel_pool_strdup(s->tx->pool, text ? text : "");
+    for (char *p = out; *p; p++)
+        if (*p == '(' || *p == ')' || *p == '\\' || *p == '"' || (unsigned char)*p < 0x20)
+            *p = '?';
+    return out;
+}
+
 /* Received: header (RFC 5321 4.4), Postfix's layout. */
 void smtpd_write_received(struct smtpd_session *s)
 {
@@ -39,8 +50,17 @@ void smtpd_write_received(struct smtpd_session *s)
                    s->set->mail_name, s->local_uid, tx->queue_id, date);
     } else {
         buf_printf(&b, "Received: from %s (%s [%s])\r\n", s->helo ? s->helo : s->addr, s->name, s->addr);
-        if (s->tls_info)
+        if (s->tls_info && s->set->tls_received_header) {
+            /* smtpd_tls_received_header (Postfix's layout) */
             buf_printf(&b, "\t(using %s)\r\n", s->tls_info);
+            if (s->ccert.present)
+                buf_printf(&b, "\t(Client CN \"%s\", Issuer \"%s\" (%s))\r\n", comment_text(s, s->ccert.subject),
+                           comment_text(s, s->ccert.issuer), s->ccert.verified ? "verified OK" : "not verified");
+            else if (s->set->tls_ask_ccert)
+                buf_puts(&b, "\t(Client did not present a certificate)\r\n");
+            else
+                buf_puts(&b, "\t(No client certificate requested)\r\n");
+        }
         buf_printf(&b, "\tby %s (%s) with %s id %s", s->set->myhostname, s->set->mail_name,
                    tx->mail.smtputf8 ? (s->tls_active ? "UTF8SMTPS" : "UTF8SMTP") : s->protocol,
                    tx->queue_id);

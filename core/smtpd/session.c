@@ -81,28 +81,43 @@ static void session_free(struct smtpd_session *s);
 void smtpd_reply(struct smtpd_session *s, const char *fmt, ...)
 {
     struct evbuffer *out = bufferevent_get_output(s->bev);
+    char stack[1024];
+    char *line = stack;
     va_list ap;
     va_start(ap, fmt);
-    if (s->debug) {
-        char line[1024];
-        va_list copy;
-        va_copy(copy, ap);
-        vsnprintf(line, sizeof(line), fmt, copy);
-        va_end(copy);
-        msg_info("> %s: %s", s->namaddr, line);
+    int n = vsnprintf(stack, sizeof(stack), fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if ((size_t)n >= sizeof(stack)) {
+        line = xmalloc((size_t)n + 1);
+        va_start(ap, fmt);
+        vsnprintf(line, (size_t)n + 1, fmt, ap);
+        va_end(ap);
     }
+    /* soft_bounce: every 5xx reply goes out as 4xx, its enhanced code too,
+     * on every line of it (Postfix's smtpd_chat_reply) */
+    if (s->set->soft_bounce) {
+        for (char *p = line; p && *p; ) {
+            if (p[0] == '5' && p[1] && p[2] && (p[3] == ' ' || p[3] == '-' || p[3] == '\0')) {
+                p[0] = '4';
+                if (p[3] && p[4] == '5' && p[5] == '.')
+                    p[4] = '4';
+            }
+            char *next = strstr(p, "\r\n");
+            p = next ? next + 2 : NULL;
+        }
+    }
+    if (s->debug)
+        msg_info("> %s: %s", s->namaddr, line);
     /* Postfix disconnects after any 421 or 521 reply (a restriction may
      * answer one: access(5)). */
-    char head[4];
-    va_list peek;
-    va_copy(peek, ap);
-    vsnprintf(head, sizeof(head), fmt, peek);
-    va_end(peek);
-    if (strcmp(head, "421") == 0 || strcmp(head, "521") == 0)
+    if (strncmp(line, "421", 3) == 0 || strncmp(line, "521", 3) == 0)
         s->hangup_after_reply = 1;
-    evbuffer_add_vprintf(out, fmt, ap);
-    va_end(ap);
+    evbuffer_add(out, line, (size_t)n);
     evbuffer_add(out, "\r\n", 2);
+    if (line != stack)
+        free(line);
 }
 
 static const char *counter_names[CNT_MAX] = {
@@ -343,7 +358,13 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct smtpd_session *s = arg;
     if (what & BEV_EVENT_CONNECTED) {
-        smtpd_tls_established(s);
+        s->tls_handshaking = 0;
+        bufferevent_set_timeouts(s->bev, &s->set->timeout, &s->set->timeout);
+        if (smtpd_tls_established(s) != 0 || smtpd_tls_count_new_session(s) != 0) {
+            s->last_command = "STARTTLS";
+            smtpd_session_close_after_flush(s);
+            return;
+        }
         if (!s->greeted && smtpd_phase_has_hooks(s, PHASE_STARTTLS))
             s->tls_hooks_pending = 1;   /* implicit TLS done before the greeting: after it */
         else if (smtpd_phase_has_hooks(s, PHASE_STARTTLS) && s->state == SMTPD_CMD)
@@ -352,6 +373,14 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
     }
     if (what & BEV_EVENT_TIMEOUT) {
         if (s->state == SMTPD_CLOSING) {
+            session_free(s);
+            return;
+        }
+        if (s->tls_handshaking) {
+            /* smtpd_starttls_timeout: nothing can be said inside a handshake */
+            msg_info("timeout after STARTTLS from %s", s->namaddr);
+            s->last_command = "STARTTLS";
+            log_disconnect(s);
             session_free(s);
             return;
         }
@@ -496,7 +525,11 @@ static void session_start(struct smtpd_listener *l, const struct smtpd_settings 
             session_free(s);
             return;
         }
-        if (smtpd_tls_start(s, 1) != 0) {
+        if (smtpd_rate_starttls(s, 1) != 0 || smtpd_tls_start(s, 1) != 0) {
+            if (s->bev == NULL) {
+                close(fd);
+                s->fd = -1;
+            }
             session_free(s);
             return;
         }

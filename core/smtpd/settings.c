@@ -35,6 +35,7 @@
 #include "queue/maildrop.h"
 #include "tables/table.h"
 #include "tables/access.h"
+#include "tls/tls.h"
 
 __attribute__((format(printf, 2, 3)))
 static int fail(char **error, const char *fmt, ...)
@@ -165,6 +166,7 @@ static void free_settings_pool(void *arg)
         return;   /* the tables, lists and TLS context belong to the settings it shares them with */
     if (set->tls_ctx)
         SSL_CTX_free(set->tls_ctx);
+    tls_scache_close(set->tls_scache);
     cidr_list_free(set->mynetworks);
     cidr_list_free(set->bare_lf_exclusions);
     cidr_list_free(set->conn_limit_exceptions);
@@ -180,9 +182,10 @@ static void free_settings_pool(void *arg)
  * tables, restriction lists and TLS context of the normal ones instead of
  * opening everything a second time. */
 static const char *const scalar_params[] = {
-    "stress", "smtpd_timeout", "smtpd_hard_error_limit", "smtpd_soft_error_limit", "smtpd_junk_command_limit",
+    "stress", "smtpd_timeout", "smtpd_starttls_timeout", "smtpd_hard_error_limit", "smtpd_soft_error_limit", "smtpd_junk_command_limit",
     "smtpd_error_sleep_time", "smtpd_banner", "smtpd_recipient_limit", "message_size_limit", "line_length_limit",
-    "smtpd_client_connection_count_limit", "smtpd_client_connection_rate_limit", "smtpd_helo_required",
+    "smtpd_client_connection_count_limit", "smtpd_client_connection_rate_limit", "smtpd_client_message_rate_limit",
+    "smtpd_client_recipient_rate_limit", "smtpd_helo_required",
     "disable_vrfy_command", "smtpd_delay_reject", "smtpd_sasl_response_limit", NULL
 };
 
@@ -206,6 +209,7 @@ static const struct cfg_bind plain_binds[] = {
     SET("message_size_limit", ULONG, message_size_limit),
     SET("smtpd_recipient_limit", UINT, recipient_limit),
     SET("smtpd_timeout", TIMEVAL, timeout),
+    SET("smtpd_starttls_timeout", TIMEVAL, starttls_timeout),
     SET("smtpd_soft_error_limit", INT, soft_error_limit),
     SET("smtpd_hard_error_limit", INT, hard_error_limit),
     SET("smtpd_error_sleep_time", LONG, error_sleep_time),
@@ -220,11 +224,14 @@ static const struct cfg_bind plain_binds[] = {
     SET("smtpd_forbid_bare_newline_reject_code", INT, bare_lf_reject_code),
     SET("smtpd_client_connection_count_limit", UINT, conn_count_limit),
     SET("smtpd_client_connection_rate_limit", UINT, conn_rate_limit),
+    SET("smtpd_client_message_rate_limit", UINT, message_rate_limit),
+    SET("smtpd_client_recipient_rate_limit", UINT, recipient_rate_limit),
     SET("anvil_rate_time_unit", UINT, rate_time_unit),
     SET("recipient_delimiter", STR, recipient_delimiter),
     SET("smtpd_reject_unlisted_recipient", BOOL, reject_unlisted_recipient),
     SET("smtpd_reject_unlisted_sender", BOOL, reject_unlisted_sender),
     SET("always_bcc", STR, always_bcc),
+    SET("soft_bounce", BOOL, soft_bounce),
     SET("smtpd_discard_ehlo_keywords", LIST, discard_ehlo_keywords),
     /* the restrictions' reply codes and choices (restrict_steps.c, restrict_dns.c) */
     SET("reject_code", INT, reject_code),
@@ -289,11 +296,36 @@ static const struct cfg_bind service_binds[] = {
     CFG_BIND_READ("stress"),
     CFG_BIND_READ("compatibility_level"),
     CFG_BIND_READ("mail_version"),
+    SET("smtpd_use_tls", BOOL, use_tls),
+    SET("smtpd_enforce_tls", BOOL, enforce_tls),
+    SET("smtpd_tls_ask_ccert", BOOL, tls_ask_ccert),
+    SET("smtpd_tls_req_ccert", BOOL, tls_req_ccert),
+    SET("smtpd_tls_ccert_verifydepth", INT, tls_ccert_verifydepth),
+    SET("smtpd_tls_fingerprint_digest", STR, tls_fingerprint_digest),
+    SET("smtpd_tls_loglevel", INT, tls_loglevel),
+    SET("smtpd_tls_received_header", BOOL, tls_received_header),
+    SET("smtpd_client_new_tls_session_rate_limit", UINT, new_tls_rate_limit),
     /* tls.c */
     CFG_BIND_READ("smtpd_tls_cert_file"),
     CFG_BIND_READ("smtpd_tls_key_file"),
+    CFG_BIND_READ("smtpd_tls_chain_files"),
     CFG_BIND_READ("smtpd_tls_protocols"),
+    CFG_BIND_READ("smtpd_tls_mandatory_protocols"),
+    CFG_BIND_READ("smtpd_tls_ciphers"),
+    CFG_BIND_READ("smtpd_tls_mandatory_ciphers"),
+    CFG_BIND_READ("smtpd_tls_exclude_ciphers"),
+    CFG_BIND_READ("smtpd_tls_mandatory_exclude_ciphers"),
+    CFG_BIND_READ("smtpd_tls_CAfile"),
+    CFG_BIND_READ("smtpd_tls_CApath"),
+    CFG_BIND_READ("smtpd_tls_dh1024_param_file"),
     CFG_BIND_READ("smtpd_tls_session_cache_timeout"),
+    CFG_BIND_READ("smtpd_tls_session_cache_database"),
+    CFG_BIND_READ("tls_preempt_cipherlist"),
+    CFG_BIND_READ("tls_high_cipherlist"),
+    CFG_BIND_READ("tls_medium_cipherlist"),
+    CFG_BIND_READ("tls_null_cipherlist"),
+    CFG_BIND_READ("tls_eecdh_auto_curves"),
+    CFG_BIND_READ("tls_ffdhe_auto_groups"),
 };
 /* Also read: the address classes' domain lists (core/mail) and the
  * recipient maps (smtpd_rcpt_maps_bind_table). */
@@ -394,8 +426,23 @@ struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struc
         set->junk_command_limit = INT_MAX;
         set->maxproc = 0;
     }
+    /* The legacy switches count only when the level is empty (Postfix). */
+    if (*cfg_get(cfg, "smtpd_tls_security_level") == '\0')
+        set->tls_level = set->enforce_tls ? TLS_LEVEL_ENCRYPT : set->use_tls ? TLS_LEVEL_MAY : TLS_LEVEL_NONE;
+    /* Postfix asks for a client certificate when told to, or when one is
+     * required at level encrypt; required is meaningless otherwise. */
+    if (set->tls_req_ccert && set->tls_level != TLS_LEVEL_ENCRYPT) {
+        if (w->checking)
+            msg_warn("service %s: smtpd_tls_req_ccert = yes needs smtpd_tls_security_level = encrypt: "
+                     "client certificates are not required", svc->name);
+        set->tls_req_ccert = 0;
+    }
+    if (set->tls_req_ccert)
+        set->tls_ask_ccert = 1;
     if (set->tls_level != TLS_LEVEL_NONE || set->tls_wrappermode) {
-        set->tls_ctx = smtpd_tls_ctx_create(cfg, error);
+        if (tls_check_digest(set->tls_fingerprint_digest, "smtpd_tls_fingerprint_digest", error) < 0)
+            goto failed;
+        set->tls_ctx = smtpd_tls_ctx_create(set, w->tickets, &set->tls_scache, error);
         if (set->tls_ctx == NULL)
             goto failed;
     }

@@ -143,14 +143,26 @@ struct smtpd_settings {
     int reject_unlisted_recipient, reject_unlisted_sender;
     struct smtpd_rcpt_maps *rcpt_maps;
     const char *always_bcc;
+    int soft_bounce;                  /* every 5xx reply goes out as 4xx (smtpd_reply) */
     struct tbl **sender_bcc_maps;
     size_t nsender_bcc_maps;
     const char *const *discard_ehlo_keywords;
     /* TLS */
     SSL_CTX *tls_ctx;
+    struct tls_scache *tls_scache;    /* smtpd_tls_session_cache_database */
     enum tls_level tls_level;
+    int use_tls, enforce_tls;         /* the legacy smtpd_use_tls / smtpd_enforce_tls, for an empty level */
     int tls_wrappermode;
     int tls_auth_only;
+    int tls_ask_ccert, tls_req_ccert;
+    int tls_ccert_verifydepth;
+    const char *tls_fingerprint_digest;
+    int tls_loglevel;
+    int tls_received_header;
+    struct timeval starttls_timeout;  /* smtpd_starttls_timeout: the handshake */
+    unsigned new_tls_rate_limit;      /* smtpd_client_new_tls_session_rate_limit */
+    unsigned message_rate_limit;      /* smtpd_client_message_rate_limit */
+    unsigned recipient_rate_limit;    /* smtpd_client_recipient_rate_limit */
     /* SMTP AUTH (smtpd_sasl_auth_enable, smtpd_sasl_type, smtpd_sasl_path) */
     int sasl_auth_enable;
     const char *sasl_type;
@@ -199,6 +211,7 @@ struct smtpd_worker {
     struct queue *queue;
     struct queue_id_gen idgen;
     struct anvil *anvil;
+    const struct tls_ticket_keys *tickets;   /* shared session ticket keys (the master's), or NULL */
     unsigned index;
     const struct cfg *cfg;
     petrel_pool *pool;                /* worker lifetime */
@@ -219,6 +232,7 @@ struct smtpd_worker {
     time_t space_checked;
     int space_ok;
     unsigned instance_seq;            /* the policy protocol's instance numbers */
+    int checking;                     /* smtpd_validate_service: give the configuration's warnings */
 };
 
 struct smtpd_rcpt {
@@ -326,7 +340,13 @@ struct smtpd_session {
     const char *client_key;           /* "client:SERVICE:ADDR" in the shared table, when counted */
     int counted_in_service;           /* holds a session slot of its service (maxproc) */
     int tls_active;
+    int tls_handshaking;              /* smtpd_starttls_timeout applies */
     const char *tls_info;             /* "TLSv1.3 with cipher X (256/256 bits)" */
+    struct {                          /* the client certificate, when one was presented */
+        int present, verified;
+        const char *subject, *issuer; /* CNs (issuer: O without a CN) */
+        const char *fingerprint, *pubkey_fingerprint;   /* smtpd_tls_fingerprint_digest */
+    } ccert;
     const char *protocol;             /* "SMTP", "ESMTP", "ESMTPS", "ESMTPA", ... */
     const char *sasl_username, *sasl_method;
     int errors;
@@ -481,14 +501,30 @@ void smtpd_peer_cancel(struct smtpd_session *s);
 /* policy.c: the transaction ended; held policy connections go back to the pool. */
 void smtpd_policy_release(struct smtpd_session *s);
 
-/* tls.c */
-SSL_CTX *smtpd_tls_ctx_create(const struct cfg *cfg, char **error);
-/* The protocol, cipher, its bits and the SNI name the client sent ("" when none). */
+/* tls_context.c: the protocol, cipher, its bits and the SNI name the client sent ("" when none). */
 void smtpd_tls_facts(struct smtpd_session *s, const char **protocol, const char **cipher, int *bits,
                      const char **sni);
+
+/* rates.c: Postfix's per-client rate limits. 0 to go on; -1 when the
+ * limit is exceeded (the reply is queued; for a wrapper-mode handshake
+ * there is none: close). */
+int smtpd_rate_mail(struct smtpd_session *s);
+int smtpd_rate_rcpt(struct smtpd_session *s);
+int smtpd_rate_starttls(struct smtpd_session *s, int wrapper);
+/* After a handshake: counts a session that was not resumed. */
+int smtpd_tls_count_new_session(struct smtpd_session *s);
+
+/* tls.c */
+struct tls_ticket_keys;
+struct tls_scache;
+/* The listener's context (set's TLS fields are read); tickets may be NULL
+ * (a configuration check); *scache is the session cache it uses, or NULL. */
+SSL_CTX *smtpd_tls_ctx_create(const struct smtpd_settings *set, const struct tls_ticket_keys *tickets,
+                              struct tls_scache **scache, char **error);
 int smtpd_tls_start(struct smtpd_session *s, int wrapper);
 const char *smtpd_tls_describe(petrel_pool *pool, SSL *ssl);
-void smtpd_tls_established(struct smtpd_session *s);
+/* 0, or -1 when the session must end (the reply is queued). */
+int smtpd_tls_established(struct smtpd_session *s);
 
 /* content.c */
 void smtpd_content_feed(struct smtpd_session *s, const char *data, size_t n);

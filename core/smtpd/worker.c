@@ -364,6 +364,7 @@ int smtpd_worker_main(const struct smtpd_worker_args *args)
     struct smtpd_worker w;
     log_set_role("smtpd");
     smtpd_worker_init(&w, args->cfg, args->queue, args->modules, args->anvil, args->worker_index);
+    w.tickets = args->tickets;
     char *error = NULL;
 
     w.nlisteners = args->nlisteners;
@@ -415,6 +416,7 @@ int smtpd_validate_service(const struct master_service *service, struct module_s
     struct smtpd_worker w;
     memset(&w, 0, sizeof(w));
     w.modules = modules;
+    w.checking = 1;
     w.tables = tbl_registry_new();
     if (module_set_register_tables(modules, w.tables) != 0) {
         tbl_registry_free(w.tables);

@@ -143,6 +143,7 @@ static const struct cfg_param smtp_params[] = {
     B("smtpd_tls_req_ccert", "no", "require a verified client certificate (at level encrypt)"),
     I("smtpd_tls_ccert_verifydepth", "9", 1, 0, "longest client certificate chain"),
     S("smtpd_tls_fingerprint_digest", "sha256", "digest of client certificate fingerprints"),
+    M("relay_clientcerts", "", "client certificate or public key fingerprints permit_tls_clientcerts accepts"),
     S("smtpd_tls_dh1024_param_file", "", "DH parameters for DHE ciphers (empty or auto: OpenSSL's)"),
     S("smtpd_tls_dh512_param_file", "", "ignored, as by Postfix 3.6 and later (no export ciphers)"),
     E("smtpd_tls_eecdh_grade", "auto", eecdh_grades, "ignored, as by Postfix 3.6 and later (always auto)"),

@@ -459,7 +459,9 @@ static void limit_buffers(struct smtpd_session *s)
 void smtpd_session_attach(struct smtpd_session *s)
 {
     bufferevent_setcb(s->bev, session_read_cb, session_write_cb, session_event_cb, s);
-    bufferevent_set_timeouts(s->bev, &s->set->timeout, &s->set->timeout);
+    /* smtpd_starttls_timeout bounds a handshake, smtpd_timeout the rest */
+    const struct timeval *tv = s->tls_handshaking ? &s->set->starttls_timeout : &s->set->timeout;
+    bufferevent_set_timeouts(s->bev, tv, tv);
     limit_buffers(s);
 }
 

@@ -24,6 +24,7 @@
 #include "lib/log.h"
 #include "lib/xalloc.h"
 #include "mail/addr_class.h"
+#include "mail/maps.h"
 #include "smtpd/rcpt_maps.h"
 #include "smtpd/anvil.h"
 #include "smtpd/restrict.h"
@@ -167,6 +168,8 @@ static void free_settings_pool(void *arg)
     if (set->tls_ctx)
         SSL_CTX_free(set->tls_ctx);
     tls_scache_close(set->tls_scache);
+    if (set->relay_clientcerts)
+        mail_maps_close(set->relay_clientcerts);
     cidr_list_free(set->mynetworks);
     cidr_list_free(set->bare_lf_exclusions);
     cidr_list_free(set->conn_limit_exceptions);
@@ -270,6 +273,7 @@ static const struct cfg_bind service_binds[] = {
     SET("smtpd_sasl_type", STR, sasl_type),
     SET("smtpd_sasl_path", STR, sasl_path),
     CFG_BIND_READ("sender_bcc_maps"),
+    CFG_BIND_READ("relay_clientcerts"),
     CFG_BIND_READ("mynetworks"),
     CFG_BIND_READ("smtpd_forbid_bare_newline_exclusions"),
     CFG_BIND_READ("smtpd_client_event_limit_exceptions"),
@@ -395,6 +399,11 @@ struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struc
         }
     }
 
+    set->relay_clientcerts = petrel_pool_zalloc(pool, sizeof(*set->relay_clientcerts));
+    if (mail_maps_open(set->relay_clientcerts, cfg, w->tables, "relay_clientcerts", MAIL_MAPS_QUIET, error) != 0) {
+        set->relay_clientcerts = NULL;
+        goto failed;
+    }
     if ((set->mynetworks = networks(cfg, "mynetworks", error)) == NULL ||
         (set->bare_lf_exclusions = networks(cfg, "smtpd_forbid_bare_newline_exclusions", error)) == NULL ||
         (set->conn_limit_exceptions = networks(cfg, "smtpd_client_event_limit_exceptions", error)) == NULL ||

@@ -155,6 +155,7 @@ struct smtpd_settings {
     int tls_wrappermode;
     int tls_auth_only;
     int tls_ask_ccert, tls_req_ccert;
+    struct mail_maps *relay_clientcerts;   /* permit_tls_clientcerts: fingerprints */
     int tls_ccert_verifydepth;
     const char *tls_fingerprint_digest;
     int tls_loglevel;
@@ -342,7 +343,7 @@ struct smtpd_session {
     int tls_active;
     int tls_handshaking;              /* smtpd_starttls_timeout applies */
     const char *tls_info;             /* "TLSv1.3 with cipher X (256/256 bits)" */
-    struct {                          /* the client certificate, when one was presented */
+    struct smtpd_ccert {              /* the client certificate, when one was presented */
         int present, verified;
         const char *subject, *issuer; /* CNs (issuer: O without a CN) */
         const char *fingerprint, *pubkey_fingerprint;   /* smtpd_tls_fingerprint_digest */

@@ -269,15 +269,6 @@ static SSL_SESSION *on_get(SSL *ssl, const unsigned char *id, int len, int *copy
     return c && len > 0 ? tls_scache_get(c, id, (size_t)len) : NULL;
 }
 
-static void on_remove(SSL_CTX *ctx, SSL_SESSION *sess)
-{
-    struct tls_scache *c = SSL_CTX_get_ex_data(ctx, scache_index);
-    unsigned len = 0;
-    const unsigned char *id = SSL_SESSION_get_id(sess, &len);
-    if (c && len)
-        tls_scache_remove(c, id, len);
-}
-
 void tls_scache_serve(SSL_CTX *ctx, struct tls_scache *c)
 {
     if (scache_index < 0)
@@ -285,5 +276,7 @@ void tls_scache_serve(SSL_CTX *ctx, struct tls_scache *c)
     SSL_CTX_set_ex_data(ctx, scache_index, c);
     SSL_CTX_sess_set_new_cb(ctx, on_new);
     SSL_CTX_sess_set_get_cb(ctx, on_get);
-    SSL_CTX_sess_set_remove_cb(ctx, on_remove);
+    /* No remove callback: OpenSSL drops a session whose connection ended
+     * without a TLS close (most SMTP clients just close after QUIT), which
+     * would make the shared cache forget every session; entries expire. */
 }

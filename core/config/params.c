@@ -233,6 +233,7 @@ static const struct cfg_param core_params[] = {
     L("smtpd_data_restrictions", "", "restrictions at DATA"),
     B("smtpd_delay_reject", "yes", "wait until RCPT TO before rejecting"),
     L("smtpd_discard_ehlo_keywords", "", "EHLO keywords not announced"),
+    S("smtpd_command_filter", "", "table that rewrites each command line from a client (its value replaces it)"),
     M("smtpd_discard_ehlo_keyword_address_maps", "", "EHLO keywords not announced, per client"),
     L("smtpd_end_of_data_restrictions", "", "restrictions at end of data"),
     T("smtpd_error_sleep_time", "1s", 0, "delay before an error reply"),

@@ -33,8 +33,6 @@
 #include "mail/rewrite.h"
 #include "smtpd/smtpd_int.h"
 
-#define HEADER_SIZE_LIMIT (100 * 1024)
-
 /* Headers are parsed when modules want them or when canonical maps or
  * masquerading rewrite addresses in headers. */
 static int modules_want_content(struct smtpd_session *s)
@@ -101,7 +99,7 @@ static struct header_reader *reader(struct smtpd_session *s)
 {
     struct smtpd_tx *tx = s->tx;
     if (!tx->reader_on) {
-        header_reader_init(&tx->reader, tx->content_start, HEADER_SIZE_LIMIT);
+        header_reader_init(&tx->reader, tx->content_start, s->set->header_size_limit);
         petrel_pool_cleanup_add(tx->pool, reader_cleanup, &tx->reader);
         tx->reader_on = 1;
     }

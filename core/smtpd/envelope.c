@@ -85,10 +85,11 @@ struct queue_writer *smtpd_create_writer(struct smtpd_session *s)
 {
     struct smtpd_tx *tx = s->tx;
     /* The transaction's recipients, the BCC actions' (NOTIFY=NEVER, as
-     * Postfix sends them to cleanup), then always_bcc and sender_bcc_maps:
-     * extra recipients of the queued copy, as Postfix's cleanup adds them
-     * (not announced in the headers). */
-    const char *bcc[2];
+     * Postfix sends them to cleanup), then always_bcc, sender_bcc_maps and
+     * recipient_bcc_maps (for each recipient): extra recipients of the
+     * queued copy, as Postfix's cleanup adds them (not announced in the
+     * headers); each map's address only once. */
+    const char **bcc = petrel_pool_zalloc(tx->pool, (tx->nrcpts + 2) * sizeof(char *));
     size_t nbcc = 0;
     const struct smtpd_settings *set = s->set;
     if (set->always_bcc && *set->always_bcc)
@@ -98,6 +99,28 @@ struct queue_writer *smtpd_create_writer(struct smtpd_session *s)
         if (tbl_access_lookup_address(set->sender_bcc_maps[i], tx->mail.address, set->recipient_delimiter, &v) ==
             TBL_FOUND) {
             bcc[nbcc++] = petrel_pool_strdup(tx->pool, v);
+            break;
+        }
+    }
+    for (size_t r = 0; r < tx->nrcpts && set->nrecipient_bcc_maps; r++) {
+        for (size_t i = 0; i < set->nrecipient_bcc_maps; i++) {
+            const char *v = NULL;
+            int found = tbl_access_lookup_address(set->recipient_bcc_maps[i], tx->rcpts[r].address,
+                                                  set->recipient_delimiter, &v);
+            if (found == TBL_ERROR) {
+                /* Postfix: "message not accepted, try again later" */
+                msg_warn("%s: recipient_bcc_maps map lookup problem -- message not accepted, try again later",
+                         tx->queue_id[0] ? tx->queue_id : "NOQUEUE");
+                errno = EAGAIN;
+                return NULL;
+            }
+            if (found != TBL_FOUND)
+                continue;
+            int dup = 0;
+            for (size_t k = 0; k < nbcc; k++)
+                dup |= strcasecmp(bcc[k], v) == 0;
+            if (!dup)
+                bcc[nbcc++] = petrel_pool_strdup(tx->pool, v);
             break;
         }
     }

@@ -60,6 +60,7 @@
 #include "smtpd/restrict.h"
 #include "smtpd/smtpd_int.h"
 #include "tables/cidr.h"
+#include "tables/table.h"
 
 #define SESSION_POOL_SIZE 2048
 #define TX_POOL_SIZE 2048
@@ -269,6 +270,8 @@ static void session_free(struct smtpd_session *s)
         anvil_service_release(w->anvil, w->index, s->listener->service_key);   /* wakes waiting listeners */
     if (s->delay_timer)
         event_free(s->delay_timer);
+    if (s->record_timer)
+        event_free(s->record_timer);
     if (s->bev) {
         /* After STARTTLS our output goes through the TLS filter into the
          * socket bufferevent below it, which only writes when the loop runs:
@@ -512,6 +515,11 @@ static void session_start(struct smtpd_listener *l, const struct smtpd_settings 
     s->in_mynetworks = s->local_submission || cidr_list_match(set->mynetworks, s->addr);
     s->debug = cidr_list_match(set->debug_peers, s->addr);
     s->bare_lf_excluded = cidr_list_match(set->bare_lf_exclusions, s->addr);
+    /* what EHLO will not announce (Postfix decides it at connect) */
+    if (smtpd_ehlo_discard_mask(s, &s->ehlo_discard) != 0) {
+        msg_warn("%s lookup error for %s", "smtpd_discard_ehlo_keyword_address_maps", s->addr);
+        s->ehlo_discard_error = 1;
+    }
     session_link(w, s);
 
     int one = 1;
@@ -679,9 +687,71 @@ static void too_many_errors(struct smtpd_session *s)
 
 static void error_delay_over(evutil_socket_t fd, short what, void *arg)
 {
-    smtpd_continue(arg);
+    struct smtpd_session *s = arg;
+    s->error_slept = 1;
+    smtpd_continue(s);
 }
 
+
+/* smtpd_command_filter (Postfix): the command line, without leading blanks,
+ * looked up in the table; a value found replaces the line. A lookup error
+ * ends the session with 421 4.3.0, as in Postfix. */
+static int filter_command(struct smtpd_session *s, char **line, size_t *len)
+{
+    const char *key = *line + strspn(*line, " \t");
+    const char *value;
+    int r = tbl_lookup(s->set->command_filter, key, &value);
+    if (r == TBL_FOUND) {
+        msg_info("%s: replacing command \"%.100s\" with \"%.100s\"", s->namaddr, *line, value);
+        size_t n = strlen(value);
+        char *copy = petrel_pool_alloc(s->scratch, n + 1);
+        memcpy(copy, value, n + 1);
+        *line = copy;
+        *len = n;
+    } else if (r == TBL_ERROR) {
+        msg_warn("%s lookup error for \"%.100s\"", tbl_spec(s->set->command_filter), key);
+        msg_info("NOQUEUE: reject: %s from %s: 421 4.3.0 %s Server local data error",
+                 s->last_command ? s->last_command : "CONNECT", s->namaddr, s->set->myhostname);
+        smtpd_reply(s, "421 4.3.0 %s Server local data error", s->set->myhostname);
+        smtpd_session_close_after_flush(s);
+        return -1;
+    }
+    return 0;
+}
+
+/* smtpd_per_record_deadline: smtpd_timeout bounds each whole command or
+ * content line, not each read, so a client that trickles one byte at a time
+ * cannot hold a session forever. The deadline starts when the session
+ * begins to wait for a record and ends when one is complete. */
+static void record_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    struct smtpd_session *s = arg;
+    (void)fd;
+    (void)what;
+    /* busy on our side: the client is not late; closing: smtpd_timeout
+     * fired first and its 421 is on its way (a second timeout here would
+     * free the session before the reply is written) */
+    if (s->state == SMTPD_WAIT || s->state == SMTPD_CLOSING)
+        return;
+    session_event_cb(s->bev, BEV_EVENT_TIMEOUT | BEV_EVENT_READING, s);
+}
+
+static void record_deadline_update(struct smtpd_session *s, int before)
+{
+    if (!s->set->per_record_deadline || s->tls_handshaking || s->state == SMTPD_CLOSING || s->bev == NULL)
+        return;
+    struct evbuffer *in = bufferevent_get_input(s->bev);
+    struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, NULL, EVBUFFER_EOL_LF);
+    if (before) {
+        if (eol.pos >= 0 && s->record_timer)   /* a record is complete: its deadline is met */
+            evtimer_del(s->record_timer);
+        return;
+    }
+    if (s->record_timer == NULL)
+        s->record_timer = evtimer_new(s->worker->base, record_deadline, s);
+    if (s->state != SMTPD_WAIT && !evtimer_pending(s->record_timer, NULL))
+        evtimer_add(s->record_timer, &s->set->timeout);
+}
 
 /* Reads complete command lines and dispatches them until input runs out or
  * the session waits for something. */
@@ -690,6 +760,7 @@ static void session_process_input(struct smtpd_session *s)
     if (s->in_input_loop)
         return;   /* a continuation ran synchronously: the outer loop goes on */
     s->in_input_loop = 1;
+    record_deadline_update(s, 1);
     struct evbuffer *in = bufferevent_get_input(s->bev);
     const struct smtpd_settings *set = s->set;
     while (s->state != SMTPD_CLOSING && s->state != SMTPD_WAIT) {
@@ -729,6 +800,16 @@ static void session_process_input(struct smtpd_session *s)
         size_t avail = evbuffer_get_length(in);
         if (avail == 0)
             break;
+        if (s->errors >= set->soft_error_limit && set->error_sleep_time > 0 && !s->error_slept) {
+            /* Postfix's smtpd_soft_error_limit: past it, every reply waits
+             * smtpd_error_sleep_time (the tarpit of clients that keep
+             * making mistakes); the session waits here, not the worker */
+            struct timeval tv = { (time_t)set->error_sleep_time, 0 };
+            if (s->delay_timer == NULL)
+                s->delay_timer = evtimer_new(s->worker->base, error_delay_over, s);
+            evtimer_add(s->delay_timer, &tv);
+            break;
+        }
         /* The previous command is answered: nothing of it is needed any more. */
         petrel_pool_reset(s->scratch);
         struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, NULL, EVBUFFER_EOL_LF);
@@ -763,19 +844,13 @@ static void session_process_input(struct smtpd_session *s)
             smtpd_session_close_after_flush(s);
             break;
         }
-        int errors_before = s->errors;
-        smtpd_handle_command(s, line, linelen);
-        if (s->errors > errors_before && s->errors >= set->soft_error_limit &&
-            s->state != SMTPD_CLOSING && set->error_sleep_time > 0) {
-            /* Tarpit clients that keep making mistakes (smtpd_error_sleep_time). */
-            struct timeval tv = { (time_t)set->error_sleep_time, 0 };
-            if (s->delay_timer == NULL)
-                s->delay_timer = evtimer_new(s->worker->base, error_delay_over, s);
-            evtimer_add(s->delay_timer, &tv);
+        s->error_slept = 0;
+        if (set->command_filter && filter_command(s, &line, &linelen) != 0)
             break;
-        }
+        smtpd_handle_command(s, line, linelen);
     }
     s->in_input_loop = 0;
+    record_deadline_update(s, 0);
     if (s->state == SMTPD_CLOSING && evbuffer_get_length(bufferevent_get_output(s->bev)) == 0) {
         log_disconnect(s);
         session_free(s);

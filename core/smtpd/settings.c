@@ -160,6 +160,29 @@ static struct cidr_list *own_addresses(const struct cfg *cfg, char **error)
 }
 
 
+/* The tables a parameter lists, in the settings' pool (closed with it). */
+static int open_tables(struct smtpd_settings *set, struct smtpd_worker *w, const char *param, struct tbl ***out,
+                       size_t *nout, char **error)
+{
+    const char *const *specs = cfg_list(set->cfg, param);
+    size_t n = 0;
+    while (specs[n])
+        n++;
+    *out = petrel_pool_zalloc(set->pool, (n ? n : 1) * sizeof(struct tbl *));
+    *nout = 0;
+    for (size_t i = 0; i < n; i++) {
+        char *why = NULL;
+        struct tbl *t = tbl_open(w->tables, specs[i], TBL_FLAG_FOLD_CASE, &why);
+        if (t == NULL) {
+            fail(error, "%s: %s", param, why ? why : specs[i]);
+            free(why);
+            return -1;
+        }
+        (*out)[(*nout)++] = t;
+    }
+    return 0;
+}
+
 static void free_settings_pool(void *arg)
 {
     struct smtpd_settings *set = arg;
@@ -170,6 +193,10 @@ static void free_settings_pool(void *arg)
     tls_scache_close(set->tls_scache);
     if (set->relay_clientcerts)
         mail_maps_close(set->relay_clientcerts);
+    if (set->discard_ehlo_maps)
+        mail_maps_close(set->discard_ehlo_maps);
+    if (set->command_filter)
+        tbl_close(set->command_filter);
     cidr_list_free(set->mynetworks);
     cidr_list_free(set->bare_lf_exclusions);
     cidr_list_free(set->conn_limit_exceptions);
@@ -177,6 +204,8 @@ static void free_settings_pool(void *arg)
     cidr_list_free(set->own_addresses);
     for (size_t i = 0; i < set->nsender_bcc_maps; i++)
         tbl_close(set->sender_bcc_maps[i]);
+    for (size_t i = 0; i < set->nrecipient_bcc_maps; i++)
+        tbl_close(set->recipient_bcc_maps[i]);
     smtpd_rcpt_maps_free(set->rcpt_maps);
 }
 
@@ -185,7 +214,7 @@ static void free_settings_pool(void *arg)
  * tables, restriction lists and TLS context of the normal ones instead of
  * opening everything a second time. */
 static const char *const scalar_params[] = {
-    "stress", "smtpd_timeout", "smtpd_starttls_timeout", "smtpd_hard_error_limit", "smtpd_soft_error_limit", "smtpd_junk_command_limit",
+    "stress", "smtpd_timeout", "smtpd_starttls_timeout", "smtpd_per_record_deadline", "smtpd_hard_error_limit", "smtpd_soft_error_limit", "smtpd_junk_command_limit",
     "smtpd_error_sleep_time", "smtpd_banner", "smtpd_recipient_limit", "message_size_limit", "line_length_limit",
     "smtpd_client_connection_count_limit", "smtpd_client_connection_rate_limit", "smtpd_client_message_rate_limit",
     "smtpd_client_recipient_rate_limit", "smtpd_helo_required",
@@ -209,9 +238,11 @@ static const struct cfg_bind plain_binds[] = {
     SET("mail_name", STR, mail_name),
     SET("smtpd_banner", STR, banner),
     SET("line_length_limit", SIZE, line_length_limit),
+    SET("header_size_limit", SIZE, header_size_limit),
     SET("message_size_limit", ULONG, message_size_limit),
     SET("smtpd_recipient_limit", UINT, recipient_limit),
     SET("smtpd_timeout", TIMEVAL, timeout),
+    SET("smtpd_per_record_deadline", BOOL, per_record_deadline),
     SET("smtpd_starttls_timeout", TIMEVAL, starttls_timeout),
     SET("smtpd_soft_error_limit", INT, soft_error_limit),
     SET("smtpd_hard_error_limit", INT, hard_error_limit),
@@ -273,7 +304,10 @@ static const struct cfg_bind service_binds[] = {
     SET("smtpd_sasl_type", STR, sasl_type),
     SET("smtpd_sasl_path", STR, sasl_path),
     CFG_BIND_READ("sender_bcc_maps"),
+    CFG_BIND_READ("recipient_bcc_maps"),
     CFG_BIND_READ("relay_clientcerts"),
+    CFG_BIND_READ("smtpd_discard_ehlo_keyword_address_maps"),
+    CFG_BIND_READ("smtpd_command_filter"),
     CFG_BIND_READ("mynetworks"),
     CFG_BIND_READ("smtpd_forbid_bare_newline_exclusions"),
     CFG_BIND_READ("smtpd_client_event_limit_exceptions"),
@@ -381,28 +415,33 @@ struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struc
         if (set->rcpt_maps == NULL)
             goto failed;
     }
-    {
-        const char *const *specs = cfg_list(cfg, "sender_bcc_maps");
-        size_t n = 0;
-        while (specs[n])
-            n++;
-        set->sender_bcc_maps = petrel_pool_zalloc(pool, (n ? n : 1) * sizeof(struct tbl *));
-        for (size_t i = 0; i < n; i++) {
-            char *why = NULL;
-            struct tbl *t = tbl_open(w->tables, specs[i], TBL_FLAG_FOLD_CASE, &why);
-            if (t == NULL) {
-                fail(error, "sender_bcc_maps: %s", why ? why : specs[i]);
-                free(why);
-                goto failed;
-            }
-            set->sender_bcc_maps[set->nsender_bcc_maps++] = t;
-        }
-    }
+    if (open_tables(set, w, "sender_bcc_maps", &set->sender_bcc_maps, &set->nsender_bcc_maps, error) != 0 ||
+        open_tables(set, w, "recipient_bcc_maps", &set->recipient_bcc_maps, &set->nrecipient_bcc_maps, error) != 0)
+        goto failed;
 
     set->relay_clientcerts = petrel_pool_zalloc(pool, sizeof(*set->relay_clientcerts));
     if (mail_maps_open(set->relay_clientcerts, cfg, w->tables, "relay_clientcerts", MAIL_MAPS_QUIET, error) != 0) {
         set->relay_clientcerts = NULL;
         goto failed;
+    }
+    set->discard_ehlo_maps = petrel_pool_zalloc(pool, sizeof(*set->discard_ehlo_maps));
+    if (mail_maps_open(set->discard_ehlo_maps, cfg, w->tables, "smtpd_discard_ehlo_keyword_address_maps",
+                       MAIL_MAPS_QUIET, error) != 0) {
+        set->discard_ehlo_maps = NULL;
+        goto failed;
+    }
+    {
+        /* one table, as Postfix's dict_open of smtpd_command_filter */
+        const char *spec = cfg_get(cfg, "smtpd_command_filter");
+        if (spec && *spec) {
+            char *why = NULL;
+            set->command_filter = tbl_open(w->tables, spec, TBL_FLAG_FOLD_CASE, &why);
+            if (set->command_filter == NULL) {
+                fail(error, "smtpd_command_filter: %s", why ? why : spec);
+                free(why);
+                goto failed;
+            }
+        }
     }
     if ((set->mynetworks = networks(cfg, "mynetworks", error)) == NULL ||
         (set->bare_lf_exclusions = networks(cfg, "smtpd_forbid_bare_newline_exclusions", error)) == NULL ||

@@ -106,6 +106,15 @@ enum tls_level { TLS_LEVEL_NONE, TLS_LEVEL_MAY, TLS_LEVEL_ENCRYPT };
 /* How well the client's name is known (Postfix's SMTPD_PEER_CODE_*). */
 enum smtpd_peer_status { SMTPD_PEER_OK = 2, SMTPD_PEER_TEMP = 4, SMTPD_PEER_PERM = 5, SMTPD_PEER_FORGED = 6 };
 
+/* EHLO keywords smtpd_discard_ehlo_keywords may remove (Postfix's ehlo_mask) */
+enum {
+    SMTPD_EHLO_8BITMIME = 1u << 0, SMTPD_EHLO_PIPELINING = 1u << 1, SMTPD_EHLO_SIZE = 1u << 2,
+    SMTPD_EHLO_VRFY = 1u << 3, SMTPD_EHLO_ETRN = 1u << 4, SMTPD_EHLO_AUTH = 1u << 5, SMTPD_EHLO_VERP = 1u << 6,
+    SMTPD_EHLO_STARTTLS = 1u << 7, SMTPD_EHLO_XCLIENT = 1u << 8, SMTPD_EHLO_XFORWARD = 1u << 9,
+    SMTPD_EHLO_ENHANCEDSTATUSCODES = 1u << 10, SMTPD_EHLO_DSN = 1u << 11, SMTPD_EHLO_SMTPUTF8 = 1u << 12,
+    SMTPD_EHLO_CHUNKING = 1u << 13, SMTPD_EHLO_REQUIRETLS = 1u << 14, SMTPD_EHLO_SILENT = 1u << 15,
+};
+
 /* One listener's settings: main.cf plus that master.cf line's -o overrides,
  * resolved once per worker so the hot path never parses configuration. */
 struct smtpd_settings {
@@ -116,6 +125,7 @@ struct smtpd_settings {
     const char *banner;               /* expanded smtpd_banner */
     const char *mail_name;
     size_t line_length_limit;
+    size_t header_size_limit;         /* header_size_limit: the header section modules see */
     unsigned long long message_size_limit;
     unsigned recipient_limit;
     struct timeval timeout;
@@ -146,7 +156,12 @@ struct smtpd_settings {
     int soft_bounce;                  /* every 5xx reply goes out as 4xx (smtpd_reply) */
     struct tbl **sender_bcc_maps;
     size_t nsender_bcc_maps;
+    struct tbl **recipient_bcc_maps;
+    size_t nrecipient_bcc_maps;
     const char *const *discard_ehlo_keywords;
+    struct mail_maps *discard_ehlo_maps;   /* smtpd_discard_ehlo_keyword_address_maps */
+    struct tbl *command_filter;       /* smtpd_command_filter */
+    int per_record_deadline;          /* smtpd_per_record_deadline */
     /* TLS */
     SSL_CTX *tls_ctx;
     struct tls_scache *tls_scache;    /* smtpd_tls_session_cache_database */
@@ -368,6 +383,10 @@ struct smtpd_session {
     const char *bdat_refusal;         /* the reply for the chunk being skipped (scratch) */
     struct smtpd_tx *tx;
     struct event *delay_timer;        /* error sleep */
+    int error_slept;                  /* the next command has waited smtpd_error_sleep_time */
+    struct event *record_timer;       /* smtpd_per_record_deadline */
+    unsigned ehlo_discard;            /* SMTPD_EHLO_* not announced (smtpd_discard_ehlo_keywords) */
+    int ehlo_discard_error;           /* the address maps failed: EHLO gets 421 4.3.0 */
     struct restrict_run *check;       /* the restriction evaluation in progress */
     struct restrict_run *run;         /* its storage, reused by every evaluation of the session */
     struct event *sleep_timer;        /* the sleep restriction */
@@ -505,6 +524,11 @@ void smtpd_policy_release(struct smtpd_session *s);
 /* tls_context.c: the protocol, cipher, its bits and the SNI name the client sent ("" when none). */
 void smtpd_tls_facts(struct smtpd_session *s, const char **protocol, const char **cipher, int *bits,
                      const char **sni);
+
+/* commands.c: the EHLO keywords not announced to this client
+ * (smtpd_discard_ehlo_keyword_address_maps by address, else
+ * smtpd_discard_ehlo_keywords); -1 when the table lookup failed. */
+int smtpd_ehlo_discard_mask(struct smtpd_session *s, unsigned *mask);
 
 /* rates.c: Postfix's per-client rate limits. 0 to go on; -1 when the
  * limit is exceeded (the reply is queued; for a wrapper-mode handshake

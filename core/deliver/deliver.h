@@ -35,6 +35,8 @@ struct dlv_job {
     const size_t *rcpt_index;            /* indices into msg->env.rcpts (for ORCPT, NOTIFY) */
     const char *const *rcpt_addr;        /* final addresses after rewriting, parallel to rcpt_index */
     const char *nexthop;                 /* transport's next hop ("example.com", "[10.0.0.1]:25", ...) */
+    unsigned long long file_size_limit;  /* largest file a local delivery writes (mailbox_size_limit,
+                                            virtual_mailbox_limit; a whole mbox file); 0: none */
 };
 
 /* Fills r (and clears it first). */

@@ -284,7 +284,7 @@ static int start_helper_job(struct qmgr *q, struct qjob *j)
         if (mailbox_helper_request(q->helper_fd, id, kind, path, path_len, j->uid, j->gid,
                                    j->m->id, j->dj.sender, j->rcpt_addr[i], j->rcpt_index[i],
                                    j->pipe_argv ? j->transport : j->dj.nexthop,
-                                   q->recipient_delimiter, j->pipe_flags) != 0) {
+                                   q->recipient_delimiter, j->pipe_flags, j->dj.file_size_limit) != 0) {
             dlv_result_set(&j->results[i], DLV_DEFERRED, "4.3.0", "local", "mailbox helper unavailable: %s",
                            strerror(errno));
             if (--j->helper_left == 0) {

@@ -68,6 +68,7 @@
 #include "lib/log.h"
 #include "lib/workq.h"
 #include "lib/xalloc.h"
+#include "mail/notify.h"
 #include "qmgr/qmgr.h"
 #include "qmgr/qmgr_int.h"
 #include "qmgr/route.h"
@@ -129,6 +130,10 @@ static const struct cfg_bind qmgr_binds[] = {
     Q("myorigin", STR, myorigin),
     Q("mail_name", STR, mail_name),
     Q("2bounce_notice_recipient", STR, notice_recipient),
+    Q("bounce_notice_recipient", STR, bounce_notice_raw),
+    Q("delay_notice_recipient", STR, delay_notice_raw),
+    Q("error_notice_recipient", STR, error_notice_raw),
+    Q("notify_classes", LIST, notify_class_words),
     Q("qmgr_message_active_limit", UINT, active_limit),
     Q("default_destination_concurrency_limit", UINT, dest_limit),
     Q("default_destination_recipient_limit", UINT, dest_rcpt_limit),
@@ -144,6 +149,8 @@ static const struct cfg_bind qmgr_binds[] = {
     Q("command_expansion_filter", STR, command_expansion_filter),
     Q("recipient_delimiter", STR, recipient_delimiter),
     Q("soft_bounce", BOOL, soft_bounce),
+    Q("mailbox_size_limit", ULONG, mailbox_size_limit),
+    Q("virtual_mailbox_limit", ULONG, virtual_mailbox_limit),
     CFG_BIND_READ("smtp_tls_policy_maps"),   /* transports.c */
     CFG_BIND_READ("lmtp_tls_policy_maps"),
     /* TRANSPORT_destination_*: looked up for each transport a destination uses */
@@ -153,6 +160,19 @@ static const struct cfg_bind qmgr_binds[] = {
 };
 /* Also read: the router's (route.c), and bounce.c's through finish.c. */
 const struct cfg_bind_table qmgr_bind_table = CFG_BIND_TABLE("queue manager", qmgr_binds);
+
+/* A notice recipient as an address: "postmaster" becomes postmaster@$myorigin. */
+static const char *qualified(const char *who, const char *myorigin)
+{
+    if (who == NULL || *who == '\0')
+        who = "postmaster";
+    if (strchr(who, '@'))
+        return xstrdup(who);
+    size_t n = strlen(who) + strlen(myorigin) + 2;
+    char *out = xmalloc(n);
+    snprintf(out, n, "%s@%s", who, myorigin);
+    return out;
+}
 
 int qmgr_main(const struct qmgr_args *args)
 {
@@ -177,12 +197,15 @@ int qmgr_main(const struct qmgr_args *args)
     if (module_set_register_tables(args->modules, q.tables) != 0)
         msg_fatal("cannot start: a module's table type clashes with another (see above)");
     cfg_bind_apply(cfg, &qmgr_bind_table, &q);
-    q.postmaster = q.notice_recipient;
-    if (q.postmaster == NULL || *q.postmaster == '\0')
-        q.postmaster = "postmaster";
-    q.postmaster = strchr(q.postmaster, '@') ? xstrdup(q.postmaster)
-                                             : (char *)petrel_pool_printf(petrel_pool_create(256), "%s@%s",
-                                                                          q.postmaster, q.myorigin);
+    q.postmaster = qualified(q.notice_recipient, q.myorigin);
+    q.bounce_notice = qualified(q.bounce_notice_raw, q.myorigin);
+    q.delay_notice = qualified(q.delay_notice_raw, q.myorigin);
+    q.error_notice = qualified(q.error_notice_raw, q.myorigin);
+    const char *bad = NULL;
+    if (mail_notify_classes(q.notify_class_words, &q.notify_classes, &bad) != 0)
+        msg_fatal("notify_classes: unknown class \"%s\"", bad);   /* checked at load */
+    if (q.notify_classes & MAIL_NOTIFY_BOUNCE)
+        q.notify_classes |= MAIL_NOTIFY_2BOUNCE;   /* "bounce (also implies 2bounce)" */
     if (q.active_limit == 0)
         q.active_limit = 20000;
     /* Every message in memory holds its queue file open: raise the soft

@@ -111,10 +111,15 @@ struct qmgr {
     unsigned dest_limit, dest_rcpt_limit;
     long long min_backoff, max_backoff, run_delay, max_lifetime, bounce_lifetime, delay_warning;
     const char *myhostname, *postmaster, *double_bounce_sender;
+    const char *bounce_notice, *delay_notice, *error_notice;   /* *_notice_recipient, qualified */
+    const char *const *notify_class_words;
+    unsigned notify_classes;     /* MAIL_NOTIFY_*: notify_classes */
     const char *myorigin, *mail_name, *notice_recipient, *queue_directory, *dns_resolver;
+    const char *bounce_notice_raw, *delay_notice_raw, *error_notice_raw;
     const char *command_expansion_filter, *recipient_delimiter;
     long long dest_rate_delay;   /* default_destination_rate_delay */
     int soft_bounce;             /* every bounce is a deferral; expired mail is not returned */
+    unsigned long long mailbox_size_limit, virtual_mailbox_limit;   /* largest file a local delivery writes */
     struct module_set *modules;
     int helper_fd;             /* privileged mailbox helper, or -1 */
     struct event *helper_ev;

@@ -33,6 +33,7 @@
 #include "deliver/smtp_client.h"
 #include "lib/log.h"
 #include "lib/xalloc.h"
+#include "mail/notify.h"
 #include "qmgr/qmgr.h"
 #include "qmgr/qmgr_int.h"
 #include "tables/table.h"
@@ -274,9 +275,55 @@ static int check_one(const struct cfg *cfg, int lmtp, struct event_base *base, c
 
 int qmgr_check_transports(const struct cfg *cfg, const struct cfg **where, char **error)
 {
+    *where = cfg;
+    /* Postfix's local(8) and virtual(8) refuse to start with a mailbox
+     * limit that a message may exceed: the queue file could not be read
+     * back into a mailbox of that size */
+    static const char *const limits[] = { "mailbox_size_limit", "virtual_mailbox_limit" };
+    long long message_limit = cfg_int(cfg, "message_size_limit");
+    for (int k = 0; k < 2; k++) {
+        long long limit = cfg_int(cfg, limits[k]);
+        if (limit > 0 && message_limit == 0) {
+            if (asprintf(error, "%s: configuration error: %s is limited but message_size_limit is unlimited",
+                         limits[k], limits[k]) < 0)
+                *error = NULL;
+            return -1;
+        }
+        if (limit > 0 && limit < message_limit) {
+            if (asprintf(error, "%s: configuration error: %s is smaller than message_size_limit", limits[k],
+                         limits[k]) < 0)
+                *error = NULL;
+            return -1;
+        }
+    }
+    unsigned classes;
+    const char *bad = NULL;
+    if (mail_notify_classes(cfg_list(cfg, "notify_classes"), &classes, &bad) != 0) {
+        if (asprintf(error, "notify_classes: unknown class \"%s\" (expected bounce, 2bounce, data, delay, policy, "
+                     "protocol, resource, software)", bad) < 0)
+            *error = NULL;
+        return -1;
+    }
+    /* The queue manager sends the bounce, 2bounce and delay copies; the
+     * session transcripts of the other classes are not written. Postfix's
+     * default (resource, software) is documented; a list the admin wrote
+     * is warned about, naming what will not happen. */
+    unsigned transcripts = classes & (MAIL_NOTIFY_POLICY | MAIL_NOTIFY_PROTOCOL | MAIL_NOTIFY_RESOURCE |
+                                      MAIL_NOTIFY_SOFTWARE | MAIL_NOTIFY_DATA);
+    if (transcripts && !cfg_is_default(cfg, "notify_classes")) {
+        static const struct { unsigned bit; const char *name; } names[] = {
+            { MAIL_NOTIFY_POLICY, "policy" }, { MAIL_NOTIFY_PROTOCOL, "protocol" },
+            { MAIL_NOTIFY_RESOURCE, "resource" }, { MAIL_NOTIFY_SOFTWARE, "software" }, { MAIL_NOTIFY_DATA, "data" },
+        };
+        char list[80] = "";
+        for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+            if (transcripts & names[i].bit)
+                snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s", *list ? ", " : "", names[i].name);
+        msg_warn("notify_classes: %s: not implemented: the postmaster (error_notice_recipient) will NOT get "
+                 "these session transcripts; only bounce, 2bounce and delay notices are sent", list);
+    }
     struct event_base *base = event_base_new();
     int rc = 0;
-    *where = cfg;
     /* main.cf for transports master.cf does not name (smtp, lmtp), then
      * each smtp or lmtp service with its -o overrides */
     if (check_one(cfg, 0, base, error) < 0 || check_one(cfg, 1, base, error) < 0) {

@@ -2,8 +2,9 @@
 """smtpd parameters from the long tail of real Postfix configurations, on
 the wire: smtpd_command_filter, smtpd_discard_ehlo_keywords and
 smtpd_discard_ehlo_keyword_address_maps (and what the discarded keywords
-then refuse), smtpd_per_record_deadline, and header_size_limit (what is
-past it is body: header rewriting stops there). Each bad-input session is
+then refuse), smtpd_per_record_deadline, smtpd_client_message_rate_limit,
+smtpd_client_recipient_rate_limit, soft_bounce, and header_size_limit (what
+is past it is body: header rewriting stops there). Each bad-input session is
 followed by a normal message on a fresh connection."""
 import os
 import socket
@@ -154,6 +155,53 @@ for deadline in ("yes", "no"):
             t.is_((reply, c.read_reply()), (None, "250 2.0.0 Ok"),
                   "smtpd_per_record_deadline = no: each read restarts smtpd_timeout")
         c.close()
+
+# ---- smtpd_client_message_rate_limit, smtpd_client_recipient_rate_limit ----
+with Petrel(t, main_cf={"smtpd_client_message_rate_limit": "2", "smtpd_client_recipient_rate_limit": "3",
+                        "smtpd_client_event_limit_exceptions": ""}) as p:
+    c = p.connect()
+    c.ehlo()
+    replies = []
+    for i in range(3):
+        replies.append(c.cmd("MAIL FROM:<sender@example.org>"))
+        c.cmd("RSET")
+    t.is_(replies, ["250 2.1.0 Ok", "250 2.1.0 Ok", "450 4.7.1 Error: too much mail from 127.0.0.1"],
+          "smtpd_client_message_rate_limit 2: the third MAIL FROM in the time unit gets Postfix's 450 4.7.1")
+    t.ok(p.wait_log(r"warning: Message delivery request rate limit exceeded: 3 from unknown\[127\.0\.0\.1\] "
+                    r"for service ") is not None, "logged as Postfix logs it")
+    c.close()
+with Petrel(t, main_cf={"smtpd_client_recipient_rate_limit": "3", "smtpd_client_event_limit_exceptions": ""}) as p:
+    c = p.connect()
+    c.ehlo()
+    c.cmd("MAIL FROM:<sender@example.org>")
+    replies = [c.cmd("RCPT TO:<user%s@petrel.test>" % n) for n in ("", "2", "3", "")]
+    t.is_(replies, ["250 2.1.5 Ok"] * 3 + ["450 4.7.1 Error: too many recipients from 127.0.0.1"],
+          "smtpd_client_recipient_rate_limit 3: the fourth RCPT TO gets 450 4.7.1")
+    t.ok(p.wait_log(r"warning: Recipient address rate limit exceeded: 4 from unknown\[127\.0\.0\.1\]") is not None,
+         "logged")
+    c.close()
+with Petrel(t, main_cf={"smtpd_client_message_rate_limit": "1"}) as p:
+    c = p.connect()
+    c.ehlo()
+    replies = []
+    for i in range(3):
+        replies.append(c.cmd("MAIL FROM:<sender@example.org>"))
+        c.cmd("RSET")
+    t.is_(replies, ["250 2.1.0 Ok"] * 3, "clients in smtpd_client_event_limit_exceptions ($mynetworks) are not limited")
+    c.close()
+
+# ---- soft_bounce ----
+for soft, want in (("yes", "450 4.1.1 <nobody-here@petrel.test>: Recipient address rejected: User unknown in local "
+                           "recipient table"),
+                   ("no", "550 5.1.1 <nobody-here@petrel.test>: Recipient address rejected: User unknown in local "
+                          "recipient table")):
+    with Petrel(t, main_cf={"soft_bounce": soft}) as p:
+        c = p.connect()
+        c.ehlo()
+        c.cmd("MAIL FROM:<sender@example.org>")
+        t.is_(c.cmd("RCPT TO:<nobody-here@petrel.test>"), want, "soft_bounce = %s: %s" % (soft, want[:9]))
+        c.close()
+        still_serves(p, "soft_bounce = " + soft)
 
 # ---- header_size_limit ----
 for limit, rewritten in (("2048", False), ("102400", True)):

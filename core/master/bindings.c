@@ -48,6 +48,7 @@ const struct cfg_bind_table *const petrel_bind_tables[] = {
     &router_bind_table,
     &qmgr_bind_table,
     &smtp_client_bind_table,
+    &lmtp_client_bind_table,
     &mailbox_helper_bind_table,
     &tools_bind_table,
 };

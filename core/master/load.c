@@ -134,6 +134,28 @@ int master_load_config(const char *confdir, struct loaded_config *out, int check
             return -1;
         }
     }
+    {
+        /* The SMTP and LMTP clients' settings (certificates, protocols,
+         * bind addresses, security levels) fail here, not in a queue
+         * manager that would die on them. */
+        const struct cfg *where = NULL;
+        char *error = NULL;
+        if (qmgr_check_transports(out->cfg, &where, &error) != 0) {
+            const char *file = NULL;
+            int line = 0;
+            char *param = xstrndup(error, strcspn(error, ":"));
+            if (cfg_get(where, param) != NULL)
+                cfg_origin(where, param, &file, &line);
+            free(param);
+            if (file && line > 0)
+                msg_error("%s:%d: %s", file, line, error);
+            else
+                msg_error("%s/main.cf: %s", confdir, error);
+            free(error);
+            master_unload_config(out);
+            return -1;
+        }
+    }
     master_warn_about_services(out->cfg);
     if (!check_services)
         return 0;

@@ -13,6 +13,7 @@ struct cfg;
 struct master_service;
 struct anvil;
 struct queue;
+struct tls_ticket_keys;
 struct module_set;
 
 struct smtpd_listen_fd {
@@ -25,6 +26,7 @@ struct smtpd_worker_args {
     const struct smtpd_listen_fd *listeners;
     int nlisteners;
     struct anvil *anvil;                    /* shared connection accounting */
+    const struct tls_ticket_keys *tickets;  /* shared TLS session ticket keys */
     struct queue *queue;                    /* opened before privileges were dropped */
     struct module_set *modules;             /* loaded by the master; initialised here */
     unsigned worker_index;                  /* column in the anvil table */

@@ -128,6 +128,15 @@ struct smtpd_cleanup_settings {
     int strict;                       /* a strict_* option is on */
 };
 
+/* EHLO keywords smtpd_discard_ehlo_keywords may remove (Postfix's ehlo_mask) */
+enum {
+    SMTPD_EHLO_8BITMIME = 1u << 0, SMTPD_EHLO_PIPELINING = 1u << 1, SMTPD_EHLO_SIZE = 1u << 2,
+    SMTPD_EHLO_VRFY = 1u << 3, SMTPD_EHLO_ETRN = 1u << 4, SMTPD_EHLO_AUTH = 1u << 5, SMTPD_EHLO_VERP = 1u << 6,
+    SMTPD_EHLO_STARTTLS = 1u << 7, SMTPD_EHLO_XCLIENT = 1u << 8, SMTPD_EHLO_XFORWARD = 1u << 9,
+    SMTPD_EHLO_ENHANCEDSTATUSCODES = 1u << 10, SMTPD_EHLO_DSN = 1u << 11, SMTPD_EHLO_SMTPUTF8 = 1u << 12,
+    SMTPD_EHLO_CHUNKING = 1u << 13, SMTPD_EHLO_REQUIRETLS = 1u << 14, SMTPD_EHLO_SILENT = 1u << 15,
+};
+
 /* One listener's settings: main.cf plus that master.cf line's -o overrides,
  * resolved once per worker so the hot path never parses configuration. */
 struct smtpd_settings {
@@ -138,6 +147,7 @@ struct smtpd_settings {
     const char *banner;               /* expanded smtpd_banner */
     const char *mail_name;
     size_t line_length_limit;
+    size_t header_size_limit;         /* header_size_limit: the header section modules see */
     unsigned long long message_size_limit;
     unsigned recipient_limit;
     struct timeval timeout;
@@ -175,14 +185,32 @@ struct smtpd_settings {
     socklen_t proxy_addr_len;
     const char *content_filter;       /* content_filter: "transport:nexthop", "" for none */
     struct smtpd_cleanup_settings *cleanup;   /* shared with the stress settings */
+    int soft_bounce;                  /* every 5xx reply goes out as 4xx (smtpd_reply) */
     struct tbl **sender_bcc_maps;
     size_t nsender_bcc_maps;
+    struct tbl **recipient_bcc_maps;
+    size_t nrecipient_bcc_maps;
     const char *const *discard_ehlo_keywords;
+    struct mail_maps *discard_ehlo_maps;   /* smtpd_discard_ehlo_keyword_address_maps */
+    struct tbl *command_filter;       /* smtpd_command_filter */
+    int per_record_deadline;          /* smtpd_per_record_deadline */
     /* TLS */
     SSL_CTX *tls_ctx;
+    struct tls_scache *tls_scache;    /* smtpd_tls_session_cache_database */
     enum tls_level tls_level;
+    int use_tls, enforce_tls;         /* the legacy smtpd_use_tls / smtpd_enforce_tls, for an empty level */
     int tls_wrappermode;
     int tls_auth_only;
+    int tls_ask_ccert, tls_req_ccert;
+    struct mail_maps *relay_clientcerts;   /* permit_tls_clientcerts: fingerprints */
+    int tls_ccert_verifydepth;
+    const char *tls_fingerprint_digest;
+    int tls_loglevel;
+    int tls_received_header;
+    struct timeval starttls_timeout;  /* smtpd_starttls_timeout: the handshake */
+    unsigned new_tls_rate_limit;      /* smtpd_client_new_tls_session_rate_limit */
+    unsigned message_rate_limit;      /* smtpd_client_message_rate_limit */
+    unsigned recipient_rate_limit;    /* smtpd_client_recipient_rate_limit */
     /* SMTP AUTH (smtpd_sasl_auth_enable, smtpd_sasl_type, smtpd_sasl_path) */
     int sasl_auth_enable;
     const char *sasl_type;
@@ -231,6 +259,7 @@ struct smtpd_worker {
     struct queue *queue;
     struct queue_id_gen idgen;
     struct anvil *anvil;
+    const struct tls_ticket_keys *tickets;   /* shared session ticket keys (the master's), or NULL */
     unsigned index;
     const struct cfg *cfg;
     petrel_pool *pool;                /* worker lifetime */
@@ -251,6 +280,7 @@ struct smtpd_worker {
     time_t space_checked;
     int space_ok;
     unsigned instance_seq;            /* the policy protocol's instance numbers */
+    int checking;                     /* smtpd_validate_service: give the configuration's warnings */
 };
 
 struct smtpd_rcpt {
@@ -383,7 +413,13 @@ struct smtpd_session {
     const char *client_key;           /* "client:SERVICE:ADDR" in the shared table, when counted */
     int counted_in_service;           /* holds a session slot of its service (maxproc) */
     int tls_active;
+    int tls_handshaking;              /* smtpd_starttls_timeout applies */
     const char *tls_info;             /* "TLSv1.3 with cipher X (256/256 bits)" */
+    struct smtpd_ccert {              /* the client certificate, when one was presented */
+        int present, verified;
+        const char *subject, *issuer; /* CNs (issuer: O without a CN) */
+        const char *fingerprint, *pubkey_fingerprint;   /* smtpd_tls_fingerprint_digest */
+    } ccert;
     const char *protocol;             /* "SMTP", "ESMTP", "ESMTPS", "ESMTPA", ... */
     const char *sasl_username, *sasl_method;
     int errors;
@@ -404,6 +440,10 @@ struct smtpd_session {
     const char *bdat_refusal;         /* the reply for the chunk being skipped (scratch) */
     struct smtpd_tx *tx;
     struct event *delay_timer;        /* error sleep */
+    int error_slept;                  /* the next command has waited smtpd_error_sleep_time */
+    struct event *record_timer;       /* smtpd_per_record_deadline */
+    unsigned ehlo_discard;            /* SMTPD_EHLO_* not announced (smtpd_discard_ehlo_keywords) */
+    int ehlo_discard_error;           /* the address maps failed: EHLO gets 421 4.3.0 */
     struct restrict_run *check;       /* the restriction evaluation in progress */
     struct restrict_run *run;         /* its storage, reused by every evaluation of the session */
     struct event *sleep_timer;        /* the sleep restriction */
@@ -544,14 +584,35 @@ void smtpd_peer_cancel(struct smtpd_session *s);
 /* policy.c: the transaction ended; held policy connections go back to the pool. */
 void smtpd_policy_release(struct smtpd_session *s);
 
-/* tls.c */
-SSL_CTX *smtpd_tls_ctx_create(const struct cfg *cfg, char **error);
-/* The protocol, cipher, its bits and the SNI name the client sent ("" when none). */
+/* tls_context.c: the protocol, cipher, its bits and the SNI name the client sent ("" when none). */
 void smtpd_tls_facts(struct smtpd_session *s, const char **protocol, const char **cipher, int *bits,
                      const char **sni);
+
+/* commands.c: the EHLO keywords not announced to this client
+ * (smtpd_discard_ehlo_keyword_address_maps by address, else
+ * smtpd_discard_ehlo_keywords); -1 when the table lookup failed. */
+int smtpd_ehlo_discard_mask(struct smtpd_session *s, unsigned *mask);
+
+/* rates.c: Postfix's per-client rate limits. 0 to go on; -1 when the
+ * limit is exceeded (the reply is queued; for a wrapper-mode handshake
+ * there is none: close). */
+int smtpd_rate_mail(struct smtpd_session *s);
+int smtpd_rate_rcpt(struct smtpd_session *s);
+int smtpd_rate_starttls(struct smtpd_session *s, int wrapper);
+/* After a handshake: counts a session that was not resumed. */
+int smtpd_tls_count_new_session(struct smtpd_session *s);
+
+/* tls.c */
+struct tls_ticket_keys;
+struct tls_scache;
+/* The listener's context (set's TLS fields are read); tickets may be NULL
+ * (a configuration check); *scache is the session cache it uses, or NULL. */
+SSL_CTX *smtpd_tls_ctx_create(const struct smtpd_settings *set, const struct tls_ticket_keys *tickets,
+                              struct tls_scache **scache, char **error);
 int smtpd_tls_start(struct smtpd_session *s, int wrapper);
 const char *smtpd_tls_describe(petrel_pool *pool, SSL *ssl);
-void smtpd_tls_established(struct smtpd_session *s);
+/* 0, or -1 when the session must end (the reply is queued). */
+int smtpd_tls_established(struct smtpd_session *s);
 
 /* cleanup.c: the content stage between the DATA reader and the queue file */
 /* Starts the transaction's content: the access tables' PREPEND headers

@@ -98,7 +98,8 @@ static void apply_stress(struct smtpd_worker *w, const char *service_key, unsign
         if (s->state != SMTPD_CMD && s->state != SMTPD_AUTH && s->state != SMTPD_DATA && s->state != SMTPD_BDAT)
             continue;   /* busy on our side (a check, a commit) or closing */
         s->set = l->stress_settings;
-        bufferevent_set_timeouts(s->bev, &s->set->timeout, &s->set->timeout);
+        const struct timeval *tv = s->tls_handshaking ? &s->set->starttls_timeout : &s->set->timeout;
+        bufferevent_set_timeouts(s->bev, tv, tv);
         switched++;
     }
     if (switched)
@@ -364,6 +365,7 @@ int smtpd_worker_main(const struct smtpd_worker_args *args)
     struct smtpd_worker w;
     log_set_role("smtpd");
     smtpd_worker_init(&w, args->cfg, args->queue, args->modules, args->anvil, args->worker_index);
+    w.tickets = args->tickets;
     char *error = NULL;
 
     w.nlisteners = args->nlisteners;
@@ -417,6 +419,7 @@ int smtpd_validate_service(const struct cfg *cfg, const struct master_service *s
     memset(&w, 0, sizeof(w));
     w.cfg = cfg;
     w.modules = modules;
+    w.checking = 1;
     w.tables = tbl_registry_new();
     if (module_set_register_tables(modules, w.tables) != 0) {
         tbl_registry_free(w.tables);

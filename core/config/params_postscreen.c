@@ -95,9 +95,7 @@ static const struct cfg_param postscreen_params[] = {
     /* STARTTLS in the test engine */
     S("postscreen_tls_security_level", "$smtpd_tls_security_level", "STARTTLS in the after-greeting test engine"),
     B("postscreen_use_tls", "$smtpd_use_tls", "old: opportunistic STARTTLS in the test engine"),
-    /* Postfix: $smtpd_enforce_tls, a name Petrel does not declare (warned
-     * about where set), so only an explicit setting counts here. */
-    B("postscreen_enforce_tls", "no", "old: mandatory STARTTLS in the test engine"),
+    B("postscreen_enforce_tls", "$smtpd_enforce_tls", "old: mandatory STARTTLS in the test engine"),
     /* Postfix's tlsproxy settings for the test engine's STARTTLS, which Petrel
      * does not offer: declared so that setting one is warned about by name. */
     S("postscreen_starttls_timeout", "", "STARTTLS in the after-220 test engine (not offered: no effect)"),

@@ -8,7 +8,7 @@
  * incremental: it is handed the bytes received so far (never more than
  * HAPROXY_HEADER_MAX) and says "complete, N bytes", "valid so far, read
  * more" or "bad, because ...". Reading exactly the header and never a byte
- * of the SMTP conversation behind it is the caller's business (proxy.c
+ * of the SMTP conversation behind it is the caller's business (haproxy_read.c
  * peeks, then consumes only what this parser claims).
  *
  * Decisions, as Postfix: version 1 "UNKNOWN" is refused (it would let a

@@ -43,11 +43,13 @@ const struct cfg_bind_table *const petrel_bind_tables[] = {
     &smtpd_worker_bind_table,
     &smtpd_pickup_bind_table,
     &psc_bind_table,
+    &smtpd_cleanup_bind_table,
     &mail_domains_bind_table,
     &mail_rewrite_bind_table,
     &router_bind_table,
     &qmgr_bind_table,
     &smtp_client_bind_table,
+    &lmtp_client_bind_table,
     &mailbox_helper_bind_table,
     &tools_bind_table,
 };

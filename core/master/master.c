@@ -59,6 +59,7 @@
 #include "queue/maildrop.h"
 #include "queue/queue.h"
 #include "smtpd/anvil.h"
+#include "tls/tls.h"
 #include "smtpd/smtpd.h"
 #include "qmgr/qmgr.h"
 #include "qmgr/mailbox_helper.h"
@@ -82,6 +83,8 @@ struct master {
     struct generation *gen;
     struct event_base *base;
     struct anvil *anvil;
+    struct tls_ticket_keys *tickets;   /* shared TLS session ticket keys (tls/tls_ticket.c) */
+    struct event *ticket_timer;        /* rotates them every smtpd_tls_session_cache_timeout */
     struct worker_proc workers[MAX_WORKERS];
     uid_t run_uid;
     gid_t run_gid;
@@ -112,6 +115,7 @@ static const struct cfg_bind master_binds[] = {
     CFG_BIND_READ("setgid_group"),
     CFG_BIND_READ("data_directory"),
     CFG_BIND_READ("postscreen_cache_map"),
+    CFG_BIND_READ("smtpd_tls_session_cache_timeout"),   /* the ticket keys' lifetime */
     /* module/module.c, when master_load_config loads the module set */
     CFG_BIND_READ("modules"),
     CFG_BIND_READ("module_directory"),
@@ -261,6 +265,7 @@ static pid_t spawn_worker(struct master *m, int slot, enum role_kind kind)
             .listeners = g->fds,
             .nlisteners = g->nlisteners,
             .anvil = m->anvil,
+            .tickets = m->tickets,
             .queue = queue,
             .modules = g->conf.modules,
             .worker_index = (unsigned)slot,
@@ -468,6 +473,28 @@ static void apply_logging(const struct cfg *cfg, int daemonized)
 }
 
 static void prepare_data_directory(struct master *m, const struct cfg *cfg);
+/* The lifetime of a ticket key: smtpd_tls_session_cache_timeout (Postfix's
+ * tlsmgr rotates on the same clock). */
+static unsigned ticket_lifetime(const struct cfg *cfg)
+{
+    long long t = cfg_int(cfg, "smtpd_tls_session_cache_timeout");
+    return t > 0 ? (unsigned)t : 3600;
+}
+
+static void schedule_ticket_rotation(struct master *m)
+{
+    struct timeval tv = { (time_t)ticket_lifetime(m->gen->cfg), 0 };
+    evtimer_add(m->ticket_timer, &tv);
+}
+
+static void rotate_tickets(evutil_socket_t fd, short what, void *arg)
+{
+    struct master *m = arg;
+    (void)fd;
+    (void)what;
+    tls_ticket_keys_rotate(m->tickets, ticket_lifetime(m->gen->cfg));
+    schedule_ticket_rotation(m);
+}
 
 /* Returns 0 when the new configuration is serving, -1 when refused. */
 static int reload(struct master *m, struct buf *why)
@@ -514,6 +541,10 @@ static int reload(struct master *m, struct buf *why)
     m->gen = gen;
     apply_logging(cfg, m->opts->daemonize);
     log_set_role("master");
+    /* New keys for the new generation; tickets of the previous key still
+     * open (and are renewed) until their lifetime is over. */
+    tls_ticket_keys_rotate(m->tickets, ticket_lifetime(cfg));
+    schedule_ticket_rotation(m);
     start_workers(m);
     generation_free(old);   /* closes the master's copies of dropped listeners */
     buf_puts(why, "reloaded");
@@ -949,6 +980,11 @@ int master_run(const struct master_options *opts)
     if (open_control(&m) != 0)
         return 1;
     m.anvil = anvil_create(16384);
+    m.tickets = tls_ticket_keys_create(ticket_lifetime(cfg));
+    if (m.tickets == NULL)
+        msg_warn("cannot map memory for shared TLS session ticket keys: each smtpd worker uses its own");
+    m.ticket_timer = evtimer_new(m.base, rotate_tickets, &m);
+    schedule_ticket_rotation(&m);
 
     struct event *ev_chld = evsignal_new(m.base, SIGCHLD, on_sigchld, &m);
     struct event *ev_term = evsignal_new(m.base, SIGTERM, on_sigterm, &m);
@@ -982,6 +1018,8 @@ int master_run(const struct master_options *opts)
     evconnlistener_free(m.control);
     generation_free(m.gen);
     anvil_destroy(m.anvil);
+    event_free(m.ticket_timer);
+    tls_ticket_keys_free(m.tickets);
     event_base_free(m.base);
     close(m.pid_fd);
     return 0;

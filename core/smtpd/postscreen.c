@@ -58,7 +58,7 @@
 #include "lib/workq.h"
 #include "lib/xalloc.h"
 #include "smtpd/anvil.h"
-#include "smtpd/proxy.h"
+#include "smtpd/haproxy_read.h"
 #include "smtpd/psc.h"
 #include "smtpd/smtpd_int.h"
 #include "tables/cidr.h"
@@ -258,7 +258,7 @@ static void stop_counting_screened(struct psc_session *s)
         anvil_disconnect(w->anvil, w->index, s->screen_key);
         s->screen_key = NULL;
         int low = (int)(0.7 * s->ps->pre_queue_limit);
-        unsigned now_screening = anvil_count(w->anvil, s->listener->screen_key);
+        unsigned now_screening = anvil_concurrent(w->anvil, s->listener->screen_key);
         if (w->psc_stress && (int)now_screening <= low) {
             w->psc_stress = 0;
             psc_log("leaving STRESS mode with %u connections", now_screening);
@@ -709,7 +709,7 @@ static void connect_done(struct psc_session *s)
         psc_drop(s, "421 4.7.0 Error: too many connections\r\n");
         return;
     }
-    if (ps->post_queue_limit > 0 && (int)anvil_count(w->anvil, l->post_key) >= ps->post_queue_limit) {
+    if (ps->post_queue_limit > 0 && (int)anvil_concurrent(w->anvil, l->post_key) >= ps->post_queue_limit) {
         psc_log("NOQUEUE: reject: CONNECT from [%s]:%s: all server ports busy", s->client_addr, s->client_port);
         psc_drop(s, "421 4.3.2 All server ports are busy\r\n");
         return;

@@ -22,7 +22,7 @@
 #include "config/cfg.h"
 #include "lib/log.h"
 #include "lib/xalloc.h"
-#include "smtpd/proxy.h"
+#include "smtpd/haproxy_read.h"
 #include "smtpd/psc.h"
 #include "smtpd/smtpd.h"
 #include "smtpd/smtpd_int.h"

@@ -57,10 +57,11 @@
 #include "lib/workq.h"
 #include "lib/xalloc.h"
 #include "smtpd/anvil.h"
-#include "smtpd/proxy.h"
+#include "smtpd/haproxy_read.h"
 #include "smtpd/restrict.h"
 #include "smtpd/smtpd_int.h"
 #include "tables/cidr.h"
+#include "tables/table.h"
 
 #define SESSION_POOL_SIZE 2048
 #define TX_POOL_SIZE 2048
@@ -82,28 +83,43 @@ static void session_free(struct smtpd_session *s);
 void smtpd_reply(struct smtpd_session *s, const char *fmt, ...)
 {
     struct evbuffer *out = bufferevent_get_output(s->bev);
+    char stack[1024];
+    char *line = stack;
     va_list ap;
     va_start(ap, fmt);
-    if (s->debug) {
-        char line[1024];
-        va_list copy;
-        va_copy(copy, ap);
-        vsnprintf(line, sizeof(line), fmt, copy);
-        va_end(copy);
-        msg_info("> %s: %s", s->namaddr, line);
+    int n = vsnprintf(stack, sizeof(stack), fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if ((size_t)n >= sizeof(stack)) {
+        line = xmalloc((size_t)n + 1);
+        va_start(ap, fmt);
+        vsnprintf(line, (size_t)n + 1, fmt, ap);
+        va_end(ap);
     }
+    /* soft_bounce: every 5xx reply goes out as 4xx, its enhanced code too,
+     * on every line of it (Postfix's smtpd_chat_reply) */
+    if (s->set->soft_bounce) {
+        for (char *p = line; p && *p; ) {
+            if (p[0] == '5' && p[1] && p[2] && (p[3] == ' ' || p[3] == '-' || p[3] == '\0')) {
+                p[0] = '4';
+                if (p[3] && p[4] == '5' && p[5] == '.')
+                    p[4] = '4';
+            }
+            char *next = strstr(p, "\r\n");
+            p = next ? next + 2 : NULL;
+        }
+    }
+    if (s->debug)
+        msg_info("> %s: %s", s->namaddr, line);
     /* Postfix disconnects after any 421 or 521 reply (a restriction may
      * answer one: access(5)). */
-    char head[4];
-    va_list peek;
-    va_copy(peek, ap);
-    vsnprintf(head, sizeof(head), fmt, peek);
-    va_end(peek);
-    if (strcmp(head, "421") == 0 || strcmp(head, "521") == 0)
+    if (strncmp(line, "421", 3) == 0 || strncmp(line, "521", 3) == 0)
         s->hangup_after_reply = 1;
-    evbuffer_add_vprintf(out, fmt, ap);
-    va_end(ap);
+    evbuffer_add(out, line, (size_t)n);
     evbuffer_add(out, "\r\n", 2);
+    if (line != stack)
+        free(line);
 }
 
 static const char *counter_names[CNT_MAX] = {
@@ -256,6 +272,8 @@ static void session_free(struct smtpd_session *s)
         anvil_service_release(w->anvil, w->index, s->listener->service_key);   /* wakes waiting listeners */
     if (s->delay_timer)
         event_free(s->delay_timer);
+    if (s->record_timer)
+        event_free(s->record_timer);
     if (s->bev) {
         /* After STARTTLS our output goes through the TLS filter into the
          * socket bufferevent below it, which only writes when the loop runs:
@@ -350,7 +368,13 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct smtpd_session *s = arg;
     if (what & BEV_EVENT_CONNECTED) {
-        smtpd_tls_established(s);
+        s->tls_handshaking = 0;
+        bufferevent_set_timeouts(s->bev, &s->set->timeout, &s->set->timeout);
+        if (smtpd_tls_established(s) != 0 || smtpd_tls_count_new_session(s) != 0) {
+            s->last_command = "STARTTLS";
+            smtpd_session_close_after_flush(s);
+            return;
+        }
         if (!s->greeted && smtpd_phase_has_hooks(s, PHASE_STARTTLS))
             s->tls_hooks_pending = 1;   /* implicit TLS done before the greeting: after it */
         else if (smtpd_phase_has_hooks(s, PHASE_STARTTLS) && s->state == SMTPD_CMD)
@@ -359,6 +383,14 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
     }
     if (what & BEV_EVENT_TIMEOUT) {
         if (s->state == SMTPD_CLOSING) {
+            session_free(s);
+            return;
+        }
+        if (s->tls_handshaking) {
+            /* smtpd_starttls_timeout: nothing can be said inside a handshake */
+            msg_info("timeout after STARTTLS from %s", s->namaddr);
+            s->last_command = "STARTTLS";
+            log_disconnect(s);
             session_free(s);
             return;
         }
@@ -437,7 +469,9 @@ static void limit_buffers(struct smtpd_session *s)
 void smtpd_session_attach(struct smtpd_session *s)
 {
     bufferevent_setcb(s->bev, session_read_cb, session_write_cb, session_event_cb, s);
-    bufferevent_set_timeouts(s->bev, &s->set->timeout, &s->set->timeout);
+    /* smtpd_starttls_timeout bounds a handshake, smtpd_timeout the rest */
+    const struct timeval *tv = s->tls_handshaking ? &s->set->starttls_timeout : &s->set->timeout;
+    bufferevent_set_timeouts(s->bev, tv, tv);
     limit_buffers(s);
 }
 
@@ -514,6 +548,12 @@ static void session_begin(struct smtpd_session *s, const char *addr, const char 
     s->in_mynetworks = s->local_submission || cidr_list_match(set->mynetworks, s->addr);
     s->debug = cidr_list_match(set->debug_peers, s->addr);
     s->bare_lf_excluded = cidr_list_match(set->bare_lf_exclusions, s->addr);
+    /* what EHLO will not announce (Postfix decides it at connect, from
+     * the client's address: the proxied one behind a PROXY header) */
+    if (smtpd_ehlo_discard_mask(s, &s->ehlo_discard) != 0) {
+        msg_warn("%s lookup error for %s", "smtpd_discard_ehlo_keyword_address_maps", s->addr);
+        s->ehlo_discard_error = 1;
+    }
 
     int one = 1;
     if (!s->local_submission)
@@ -528,7 +568,11 @@ static void session_begin(struct smtpd_session *s, const char *addr, const char 
             session_free(s);
             return;
         }
-        if (smtpd_tls_start(s, 1) != 0) {
+        if (smtpd_rate_starttls(s, 1) != 0 || smtpd_tls_start(s, 1) != 0) {
+            if (s->bev == NULL) {
+                close(fd);
+                s->fd = -1;
+            }
             session_free(s);
             return;
         }
@@ -730,9 +774,71 @@ static void too_many_errors(struct smtpd_session *s)
 
 static void error_delay_over(evutil_socket_t fd, short what, void *arg)
 {
-    smtpd_continue(arg);
+    struct smtpd_session *s = arg;
+    s->error_slept = 1;
+    smtpd_continue(s);
 }
 
+
+/* smtpd_command_filter (Postfix): the command line, without leading blanks,
+ * looked up in the table; a value found replaces the line. A lookup error
+ * ends the session with 421 4.3.0, as in Postfix. */
+static int filter_command(struct smtpd_session *s, char **line, size_t *len)
+{
+    const char *key = *line + strspn(*line, " \t");
+    const char *value;
+    int r = tbl_lookup(s->set->command_filter, key, &value);
+    if (r == TBL_FOUND) {
+        msg_info("%s: replacing command \"%.100s\" with \"%.100s\"", s->namaddr, *line, value);
+        size_t n = strlen(value);
+        char *copy = petrel_pool_alloc(s->scratch, n + 1);
+        memcpy(copy, value, n + 1);
+        *line = copy;
+        *len = n;
+    } else if (r == TBL_ERROR) {
+        msg_warn("%s lookup error for \"%.100s\"", tbl_spec(s->set->command_filter), key);
+        msg_info("NOQUEUE: reject: %s from %s: 421 4.3.0 %s Server local data error",
+                 s->last_command ? s->last_command : "CONNECT", s->namaddr, s->set->myhostname);
+        smtpd_reply(s, "421 4.3.0 %s Server local data error", s->set->myhostname);
+        smtpd_session_close_after_flush(s);
+        return -1;
+    }
+    return 0;
+}
+
+/* smtpd_per_record_deadline: smtpd_timeout bounds each whole command or
+ * content line, not each read, so a client that trickles one byte at a time
+ * cannot hold a session forever. The deadline starts when the session
+ * begins to wait for a record and ends when one is complete. */
+static void record_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    struct smtpd_session *s = arg;
+    (void)fd;
+    (void)what;
+    /* busy on our side: the client is not late; closing: smtpd_timeout
+     * fired first and its 421 is on its way (a second timeout here would
+     * free the session before the reply is written) */
+    if (s->state == SMTPD_WAIT || s->state == SMTPD_CLOSING)
+        return;
+    session_event_cb(s->bev, BEV_EVENT_TIMEOUT | BEV_EVENT_READING, s);
+}
+
+static void record_deadline_update(struct smtpd_session *s, int before)
+{
+    if (!s->set->per_record_deadline || s->tls_handshaking || s->state == SMTPD_CLOSING || s->bev == NULL)
+        return;
+    struct evbuffer *in = bufferevent_get_input(s->bev);
+    struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, NULL, EVBUFFER_EOL_LF);
+    if (before) {
+        if (eol.pos >= 0 && s->record_timer)   /* a record is complete: its deadline is met */
+            evtimer_del(s->record_timer);
+        return;
+    }
+    if (s->record_timer == NULL)
+        s->record_timer = evtimer_new(s->worker->base, record_deadline, s);
+    if (s->state != SMTPD_WAIT && !evtimer_pending(s->record_timer, NULL))
+        evtimer_add(s->record_timer, &s->set->timeout);
+}
 
 /* Reads complete command lines and dispatches them until input runs out or
  * the session waits for something. */
@@ -741,6 +847,7 @@ static void session_process_input(struct smtpd_session *s)
     if (s->in_input_loop)
         return;   /* a continuation ran synchronously: the outer loop goes on */
     s->in_input_loop = 1;
+    record_deadline_update(s, 1);
     struct evbuffer *in = bufferevent_get_input(s->bev);
     const struct smtpd_settings *set = s->set;
     while (s->state != SMTPD_CLOSING && s->state != SMTPD_WAIT) {
@@ -749,6 +856,8 @@ static void session_process_input(struct smtpd_session *s)
             smtpd_session_close_after_flush(s);
             break;
         }
+        if ((s->state == SMTPD_DATA || s->state == SMTPD_BDAT) && smtpd_proxy_congested(s))
+            break;   /* the before-queue filter reads slower: its write callback resumes */
         if (s->state == SMTPD_DATA) {
             if (!smtpd_consume_data(s))
                 break;
@@ -780,6 +889,16 @@ static void session_process_input(struct smtpd_session *s)
         size_t avail = evbuffer_get_length(in);
         if (avail == 0)
             break;
+        if (s->errors >= set->soft_error_limit && set->error_sleep_time > 0 && !s->error_slept) {
+            /* Postfix's smtpd_soft_error_limit: past it, every reply waits
+             * smtpd_error_sleep_time (the tarpit of clients that keep
+             * making mistakes); the session waits here, not the worker */
+            struct timeval tv = { (time_t)set->error_sleep_time, 0 };
+            if (s->delay_timer == NULL)
+                s->delay_timer = evtimer_new(s->worker->base, error_delay_over, s);
+            evtimer_add(s->delay_timer, &tv);
+            break;
+        }
         /* The previous command is answered: nothing of it is needed any more. */
         petrel_pool_reset(s->scratch);
         struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, NULL, EVBUFFER_EOL_LF);
@@ -814,19 +933,13 @@ static void session_process_input(struct smtpd_session *s)
             smtpd_session_close_after_flush(s);
             break;
         }
-        int errors_before = s->errors;
-        smtpd_handle_command(s, line, linelen);
-        if (s->errors > errors_before && s->errors >= set->soft_error_limit &&
-            s->state != SMTPD_CLOSING && set->error_sleep_time > 0) {
-            /* Tarpit clients that keep making mistakes (smtpd_error_sleep_time). */
-            struct timeval tv = { (time_t)set->error_sleep_time, 0 };
-            if (s->delay_timer == NULL)
-                s->delay_timer = evtimer_new(s->worker->base, error_delay_over, s);
-            evtimer_add(s->delay_timer, &tv);
+        s->error_slept = 0;
+        if (set->command_filter && filter_command(s, &line, &linelen) != 0)
             break;
-        }
+        smtpd_handle_command(s, line, linelen);
     }
     s->in_input_loop = 0;
+    record_deadline_update(s, 0);
     if (s->state == SMTPD_CLOSING && evbuffer_get_length(bufferevent_get_output(s->bev)) == 0) {
         log_disconnect(s);
         session_free(s);

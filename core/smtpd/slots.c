@@ -39,7 +39,8 @@ void smtpd_apply_stress(struct smtpd_worker *w, const char *service_key, unsigne
         if (s->state != SMTPD_CMD && s->state != SMTPD_AUTH && s->state != SMTPD_DATA && s->state != SMTPD_BDAT)
             continue;   /* busy on our side (a check, a commit) or closing */
         s->set = l->stress_settings;
-        bufferevent_set_timeouts(s->bev, &s->set->timeout, &s->set->timeout);
+        const struct timeval *tv = s->tls_handshaking ? &s->set->starttls_timeout : &s->set->timeout;
+        bufferevent_set_timeouts(s->bev, tv, tv);
         switched++;
     }
     if (switched)

@@ -408,6 +408,7 @@ int smtpd_worker_main(const struct smtpd_worker_args *args)
     struct smtpd_worker w;
     log_set_role("smtpd");
     smtpd_worker_init(&w, args->cfg, args->queue, args->modules, args->anvil, args->worker_index);
+    w.tickets = args->tickets;
     char *error = NULL;
 
     w.nlisteners = args->nlisteners;
@@ -476,11 +477,14 @@ int smtpd_worker_main(const struct smtpd_worker_args *args)
     return 0;
 }
 
-int smtpd_validate_service(const struct master_service *service, struct module_set *modules, char **error)
+int smtpd_validate_service(const struct cfg *cfg, const struct master_service *service, struct module_set *modules,
+                           char **error)
 {
     struct smtpd_worker w;
     memset(&w, 0, sizeof(w));
+    w.cfg = cfg;
     w.modules = modules;
+    w.checking = 1;
     w.tables = tbl_registry_new();
     if (service->role == ROLE_POSTSCREEN) {
         /* The screen's own settings; the pass service it hands clients to
@@ -503,6 +507,8 @@ int smtpd_validate_service(const struct master_service *service, struct module_s
     }
     struct smtpd_settings *set = smtpd_settings_create(&w, service, service->cfg, NULL, error);
     int ok = set != NULL;
+    if (ok)
+        smtpd_cleanup_warn_overrides(service);
     if (ok && service->stress_cfg && service->stress_cfg != service->cfg) {
         /* What its sessions use under stress must work too. */
         char *why = NULL;

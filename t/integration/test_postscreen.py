@@ -411,7 +411,10 @@ for extra, name in [({"postscreen_use_tls": "yes"}, "postscreen_use_tls"),
     extra["postscreen_bare_newline_enable"] = "yes"
     with postscreen(t, start=False, main_cf=extra) as p:
         r = subprocess.run(p.command(PETRELD, "-c", p.conf, "-n"), capture_output=True, text=True)
-        t.ok(r.returncode == 0 and "%s = yes: the after-220 tests run without STARTTLS" % name in r.stderr,
+        # smtpd_use_tls = yes without a certificate also stops smtpd's own
+        # start (TLS that cannot be applied): only the warning matters here.
+        t.ok((r.returncode == 0 or "smtpd_use_tls" in extra)
+             and "%s = yes: the after-220 tests run without STARTTLS" % name in r.stderr,
              "%s: STARTTLS in the after-220 tests is warned about" % sorted(extra), r.stderr)
 with postscreen(t, start=False, main_cf={"postscreen_use_tls": "yes"}) as p:
     r = subprocess.run(p.command(PETRELD, "-c", p.conf, "-n"), capture_output=True, text=True)

@@ -561,7 +561,8 @@ static void test_stress(const struct cfg_schema *schema)
     if (smtp->stress_cfg) {
         static const char *const differing[] = { "stress", "smtpd_timeout", "smtpd_hard_error_limit",
                                                  "smtpd_junk_command_limit", "smtpd_soft_error_limit",
-                                                 "postscreen_greet_wait", "postscreen_command_time_limit", NULL };
+                                                 "postscreen_greet_wait", "postscreen_command_time_limit",
+                                                 "smtpd_starttls_timeout", "smtpd_per_record_deadline", NULL };
         static const char *const fewer[] = { "stress", "smtpd_timeout", NULL };
         ok(cfg_same_except(smtp->cfg, smtp->stress_cfg, differing), "cfg_same_except: only those values differ");
         ok(!cfg_same_except(smtp->cfg, smtp->stress_cfg, fewer), "cfg_same_except: others differ too");
@@ -578,7 +579,8 @@ static void test_stress(const struct cfg_schema *schema)
     cfg_free(cfg);
 
     cfg = load(schema, "smtpd_timeout = 60s\nsmtpd_hard_error_limit = 5\nsmtpd_junk_command_limit = 5\n"
-               "postscreen_greet_wait = 6s\npostscreen_command_time_limit = 300s\n",
+               "postscreen_greet_wait = 6s\npostscreen_command_time_limit = 300s\n"
+               "smtpd_starttls_timeout = 60s\nsmtpd_per_record_deadline = no\n",
                "smtp inet n - n - - smtpd\n", &nerrors, &log);
     ok(cfg && cfg_service(cfg, 0)->stress_cfg == cfg_service(cfg, 0)->cfg,
        "nothing refers to $stress: the stress configuration is the normal one");

@@ -796,6 +796,12 @@ static int prepare_queue(struct master *m, const struct cfg *cfg)
     struct queue_recover_stats stats;
     memset(&stats, 0, sizeof(stats));
     queue_recover(q, NULL, NULL, &stats);
+    if (stats.removed_incomplete || stats.recovered_incoming || stats.moved_to_corrupt || stats.ignored)
+        msg_info("queue recovery: %zu incomplete file%s removed, %zu message%s moved from incoming/ to active/, "
+                 "%zu damaged file%s moved to corrupt, %zu file%s left alone",
+                 stats.removed_incomplete, stats.removed_incomplete == 1 ? "" : "s", stats.recovered_incoming,
+                 stats.recovered_incoming == 1 ? "" : "s", stats.moved_to_corrupt,
+                 stats.moved_to_corrupt == 1 ? "" : "s", stats.ignored, stats.ignored == 1 ? "" : "s");
     queue_close(q);
     return 0;
 }

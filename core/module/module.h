@@ -95,6 +95,11 @@ int module_circuit_allows(struct petrel_module *m, time_t now);
 void module_circuit_success(struct petrel_module *m);
 void module_circuit_failure(struct petrel_module *m, time_t now, const char *what);
 
+/* crash.c: marks the module and hook this process is inside, for the crash log line. */
+void smtpd_plugin_enter(struct petrel_module *m, const char *hook);
+void smtpd_plugin_leave(void);
+void smtpd_plugin_install_crash_handler(int log_fd);
+
 /* Writes what `petrelctl modules` shows. */
 struct buf;
 void module_set_describe(const struct module_set *set, struct buf *out);

@@ -15,8 +15,10 @@
  * Timeouts and invalid replies count as failures for the module's circuit
  * breaker (module/module.c).
  *
- * While a hook runs, the worker records which module and hook it is in, so
- * that a crash is logged with their names before the process dies.
+ * While a hook runs, the worker records which module and hook it is in
+ * (module/crash.c), so that a crash is logged with their names before the
+ * process dies. Services that do not depend on the session (timers, DNS,
+ * parameters, ...) live in module/services.c.
  */
 #include "config.h"
 
@@ -43,78 +45,9 @@
 #include "smtpd/smtpd_int.h"
 
 #define SESSION_OF(ps) ((ps)->smtpd)
-
-/* ------------------------------------------------------------------ */
-/* crash context: which module and hook this process is inside         */
-
-static struct {
-    const char *module;
-    const char *hook;
-    int fd;
-    char prefix[96];
-} crash_context;   /* the worker's own context: written only on its loop thread */
-
-static void crash_handler(int sig)
-{
-    /* Only async-signal-safe calls here: build the line by hand, write it, re-raise. */
-    char line[384];
-    size_t n = 0;
-    if (crash_context.module == NULL) {
-        signal(sig, SIG_DFL);
-        raise(sig);
-        return;
-    }
-    const char *parts[] = { crash_context.prefix, "panic: module ", crash_context.module, " crashed in hook ",
-                            crash_context.hook, ": signal ", NULL };
-    for (int i = 0; parts[i]; i++) {
-        for (const char *p = parts[i]; *p && n < sizeof(line) - 8; p++)
-            line[n++] = *p;
-    }
-    int s = sig;
-    char digits[4];
-    int nd = 0;
-    do {
-        digits[nd++] = (char)('0' + s % 10);
-        s /= 10;
-    } while (s && nd < 3);
-    while (nd)
-        line[n++] = digits[--nd];
-    line[n++] = '\n';
-    ssize_t ignored = write(crash_context.fd, line, n);
-    (void)ignored;
-    signal(sig, SIG_DFL);
-    raise(sig);
-}
-
-void smtpd_plugin_install_crash_handler(int log_fd)
-{
-    crash_context.fd = log_fd >= 0 ? log_fd : log_crash_fd();
-    log_crash_prefix(crash_context.prefix, sizeof(crash_context.prefix));
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = crash_handler;
-    sa.sa_flags = SA_RESETHAND;
-    sigaction(SIGSEGV, &sa, NULL);
-    sigaction(SIGBUS, &sa, NULL);
-    sigaction(SIGFPE, &sa, NULL);
-    sigaction(SIGILL, &sa, NULL);
-    sigaction(SIGABRT, &sa, NULL);
-}
-
-void smtpd_plugin_enter(struct petrel_module *m, const char *hook)
-{
-    crash_context.module = m->name;
-    crash_context.hook = hook;
-}
-
-void smtpd_plugin_leave(void)
-{
-    crash_context.module = NULL;
-    crash_context.hook = NULL;
-}
-
 #define enter smtpd_plugin_enter
 #define leave smtpd_plugin_leave
+
 
 /* ------------------------------------------------------------------ */
 /* replies                                                             */
@@ -829,37 +762,6 @@ int petrel_quarantine(petrel_session *ps, const char *reason)
     return 0;
 }
 
-/* ------------------------------------------------------------------ */
-/* module data, parameters, logging                                    */
-
-void petrel_module_set_data(petrel_module *m, void *data) { m->data = data; }
-void *petrel_module_data(petrel_module *m) { return m->data; }
-const char *petrel_module_name(petrel_module *m) { return m->name; }
-
-static int declared(petrel_module *m, const char *name)
-{
-    for (size_t i = 0; i < m->nparams; i++)
-        if (strcmp(m->params[i].name, name) == 0)
-            return 1;
-    msg_warn("module %s asked for parameter %s, which it did not declare", m->name, name);
-    return 0;
-}
-
-const char *petrel_param_string(petrel_module *m, const char *name)
-{
-    return declared(m, name) ? cfg_get(m->cfg, name) : NULL;
-}
-
-long long petrel_param_int(petrel_module *m, const char *name)
-{
-    return declared(m, name) ? cfg_int(m->cfg, name) : 0;
-}
-
-int petrel_param_bool(petrel_module *m, const char *name)
-{
-    return declared(m, name) ? cfg_bool(m->cfg, name) : 0;
-}
-
 static enum log_level level_of(petrel_log_level l)
 {
     switch (l) {
@@ -887,169 +789,4 @@ void petrel_log(petrel_session *ps, petrel_log_level level, const char *fmt, ...
     case LOG_LEVEL_ERROR: msg_error("%s: %s: %s", qid, mod, text); break;
     default: msg_info("%s: %s: %s", qid, mod, text); break;
     }
-}
-
-void petrel_module_log(petrel_module *m, petrel_log_level level, const char *fmt, ...)
-{
-    char text[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(text, sizeof(text), fmt, ap);
-    va_end(ap);
-    if (level == PETREL_LOG_DEBUG && !log_verbose())
-        return;
-    switch (level_of(level)) {
-    case LOG_LEVEL_WARN: msg_warn("module %s: %s", m->name, text); break;
-    case LOG_LEVEL_ERROR: msg_error("module %s: %s", m->name, text); break;
-    default: msg_info("module %s: %s", m->name, text); break;
-    }
-}
-
-/* ------------------------------------------------------------------ */
-/* loop services                                                       */
-
-struct petrel_timer {
-    struct event *ev;
-    petrel_timer_fn *fn;
-    void *arg;
-    struct petrel_module *m;
-};
-
-static void timer_fired(evutil_socket_t fd, short what, void *arg)
-{
-    struct petrel_timer *t = arg;
-    petrel_timer_fn *fn = t->fn;
-    void *fn_arg = t->arg;
-    struct petrel_module *m = t->m;
-    event_free(t->ev);
-    free(t);
-    enter(m, "timer");
-    fn(fn_arg);
-    leave();
-}
-
-petrel_timer *petrel_timer_start(petrel_module *m, unsigned ms, petrel_timer_fn *fn, void *arg)
-{
-    if (m->set == NULL || m->set->base == NULL)
-        return NULL;
-    struct petrel_timer *t = xcalloc(1, sizeof(*t));
-    t->fn = fn;
-    t->arg = arg;
-    t->m = m;
-    t->ev = evtimer_new(m->set->base, timer_fired, t);
-    struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
-    evtimer_add(t->ev, &tv);
-    return t;
-}
-
-void petrel_timer_cancel(petrel_timer *t)
-{
-    if (t == NULL)
-        return;
-    event_free(t->ev);
-    free(t);
-}
-
-struct petrel_watch {
-    struct event *ev;
-    petrel_watch_fn *fn;
-    void *arg;
-    struct petrel_module *m;
-};
-
-static void watch_fired(evutil_socket_t fd, short what, void *arg)
-{
-    struct petrel_watch *w = arg;
-    int events = (what & EV_READ ? PETREL_WATCH_READ : 0) | (what & EV_WRITE ? PETREL_WATCH_WRITE : 0);
-    enter(w->m, "fd watch");
-    w->fn((int)fd, events, w->arg);
-    leave();
-}
-
-petrel_watch *petrel_watch_fd(petrel_module *m, int fd, int events, petrel_watch_fn *fn, void *arg)
-{
-    if (m->set == NULL || m->set->base == NULL)
-        return NULL;
-    struct petrel_watch *w = xcalloc(1, sizeof(*w));
-    w->fn = fn;
-    w->arg = arg;
-    w->m = m;
-    short what = EV_PERSIST | (events & PETREL_WATCH_READ ? EV_READ : 0) | (events & PETREL_WATCH_WRITE ? EV_WRITE : 0);
-    w->ev = event_new(m->set->base, fd, what, watch_fired, w);
-    event_add(w->ev, NULL);
-    return w;
-}
-
-void petrel_watch_cancel(petrel_watch *w)
-{
-    if (w == NULL)
-        return;
-    event_free(w->ev);
-    free(w);
-}
-
-struct dns_call {
-    petrel_dns_fn *fn;
-    void *arg;
-    struct petrel_module *m;
-};
-
-static void dns_done(const struct dns_answer *a, void *arg)
-{
-    struct dns_call *c = arg;
-    petrel_dns_answer pa = { (petrel_dns_status)a->status, a->count, a->values, a->preferences };
-    enter(c->m, "dns callback");
-    c->fn(&pa, c->arg);
-    leave();
-    free(c);
-}
-
-int petrel_dns_lookup(petrel_module *m, petrel_dns_type type, const char *name, petrel_dns_fn *fn, void *arg)
-{
-    if (m->set == NULL || m->set->dns == NULL || fn == NULL || name == NULL)
-        return -1;
-    static const enum dns_type types[] = { DNS_A, DNS_AAAA, DNS_MX, DNS_TXT, DNS_PTR };
-    if ((unsigned)type >= sizeof(types) / sizeof(types[0]))
-        return -1;
-    struct dns_call *c = xcalloc(1, sizeof(*c));
-    c->fn = fn;
-    c->arg = arg;
-    c->m = m;
-    dns_lookup(m->set->dns, types[type], name, dns_done, c);
-    return 0;
-}
-
-struct blocking_call {
-    void (*work)(void *);
-    void (*done)(void *);
-    void *arg;
-    struct petrel_module *m;
-};
-
-static void blocking_work(void *arg)
-{
-    struct blocking_call *c = arg;
-    c->work(c->arg);
-}
-
-static void blocking_done(void *arg, int cancelled)
-{
-    struct blocking_call *c = arg;
-    enter(c->m, "blocking call completion");
-    c->done(c->arg);
-    leave();
-    free(c);
-}
-
-int petrel_run_blocking(petrel_module *m, void (*work)(void *arg), void (*done)(void *arg), void *arg)
-{
-    if (m->set == NULL || m->set->workq == NULL || work == NULL || done == NULL)
-        return -1;
-    struct blocking_call *c = xcalloc(1, sizeof(*c));
-    c->work = work;
-    c->done = done;
-    c->arg = arg;
-    c->m = m;
-    workq_submit(m->set->workq, blocking_work, blocking_done, c);
-    return 0;
 }

@@ -512,10 +512,6 @@ void smtpd_plugin_header(struct smtpd_session *s, const char *name, const char *
 void smtpd_plugin_body(struct smtpd_session *s, const char *chunk, size_t len);
 void smtpd_plugin_queued(struct smtpd_session *s, const char *queue_id);
 void smtpd_plugin_session_gone(struct smtpd_session *s);
-/* Marks the module and hook this worker is inside, for the crash log line. */
-void smtpd_plugin_enter(struct petrel_module *m, const char *hook);
-void smtpd_plugin_leave(void);
-void smtpd_plugin_install_crash_handler(int log_fd);
 int smtpd_plugin_result(struct smtpd_session *s, struct petrel_module *m, petrel_verdict v, int code,
                         const char *enhanced, const char *text, struct restrict_result *out);
 void smtpd_plugin_default_result(struct petrel_module *m, struct restrict_result *out);

@@ -2,7 +2,9 @@
  * The crash context of a role process that runs modules: while a module's
  * hook or callback runs, the process records which module and hook it is
  * in, so that a fatal signal is logged with their names before the
- * process dies (the master then restarts it).
+ * process dies (the master then restarts it). Frames nest: a completion
+ * that runs while another module is being called restores the outer frame
+ * when it returns.
  */
 #include "config.h"
 
@@ -13,6 +15,8 @@
 #include <petrel/plugin.h>
 #include "lib/log.h"
 #include "module/module.h"
+#include "module/runtime.h"
+
 /* ------------------------------------------------------------------ */
 /* crash context: which module and hook this process is inside         */
 
@@ -55,7 +59,7 @@ static void crash_handler(int sig)
     raise(sig);
 }
 
-void smtpd_plugin_install_crash_handler(int log_fd)
+void module_crash_install(int log_fd)
 {
     crash_context.fd = log_fd >= 0 ? log_fd : log_crash_fd();
     log_crash_prefix(crash_context.prefix, sizeof(crash_context.prefix));
@@ -70,17 +74,16 @@ void smtpd_plugin_install_crash_handler(int log_fd)
     sigaction(SIGABRT, &sa, NULL);
 }
 
-void smtpd_plugin_enter(struct petrel_module *m, const char *hook)
+struct module_crash_frame module_crash_enter(const struct petrel_module *m, const char *hook)
 {
+    struct module_crash_frame saved = { crash_context.module, crash_context.hook };
     crash_context.module = m->name;
     crash_context.hook = hook;
+    return saved;
 }
 
-void smtpd_plugin_leave(void)
+void module_crash_leave(struct module_crash_frame saved)
 {
-    crash_context.module = NULL;
-    crash_context.hook = NULL;
+    crash_context.module = saved.module;
+    crash_context.hook = saved.hook;
 }
-
-#define enter smtpd_plugin_enter
-#define leave smtpd_plugin_leave

@@ -218,6 +218,7 @@ struct module_set *module_set_load(struct cfg_schema *schema, const char *confdi
     if (names == NULL || *names == '\0') {
         free(names);
         free(dir);
+        module_phases_build(set);
         return set;
     }
     if (lt_dlinit() != 0) {
@@ -248,6 +249,8 @@ struct module_set *module_set_load(struct cfg_schema *schema, const char *confdi
             continue;
         }
         m->set = set;
+        m->index = set->n;
+        m->roles = module_hook_roles(m);
         set->mods[set->n++] = m;
         if (declare_params(schema, m) != 0)
             bad++;
@@ -255,6 +258,11 @@ struct module_set *module_set_load(struct cfg_schema *schema, const char *confdi
     cfg_list_free(items);
     free(names);
     free(dir);
+    if (!bad && set->n > MODULE_SET_MAX) {
+        msg_error("modules: %d modules listed: at most %d can be loaded", set->n, MODULE_SET_MAX);
+        bad++;
+    }
+    module_phases_build(set);
     if (bad) {
         module_set_free(set);
         return NULL;
@@ -283,14 +291,19 @@ void module_set_bind(struct module_set *set, const struct cfg *cfg)
     }
 }
 
-int module_set_init(struct module_set *set, struct event_base *base, struct workq *workq)
+int module_used_by(const struct petrel_module *m, unsigned role)
 {
-    if (set == NULL)
-        return 0;
-    set->base = base;
-    set->workq = workq;
-    for (int i = 0; i < set->n; i++) {
+    /* smtpd uses every module (restrictions, table types and SASL
+     * back-ends live there too); other roles those with one of their hooks. */
+    return role == MODULE_ROLE_SMTPD || (m->roles & role) != 0;
+}
+
+int module_set_init(struct module_set *set, unsigned role)
+{
+    for (int i = 0; set && i < set->n; i++) {
         struct petrel_module *m = set->mods[i];
+        if (!module_used_by(m, role))
+            continue;
         if (m->desc->init) {
             const char *error = NULL;
             if (m->desc->init(m, &error) != 0) {
@@ -319,6 +332,7 @@ void module_set_free(struct module_set *set)
         return;
     for (int i = 0; i < set->n; i++)
         free_module(set->mods[i]);
+    module_phases_free(set);
     free(set->mods);
     free(set);
 }
@@ -406,19 +420,10 @@ void module_set_describe(const struct module_set *set, struct buf *out)
                    d->abi_minor, m->path);
         if (d->description)
             buf_printf(out, "  %s\n", d->description);
-        const char *hook_names[] = { "connect", "helo", "starttls", "auth", "mail", "rcpt", "data", "header",
-                                     "end_of_headers", "body", "end_of_message", "queued", "delivery" };
-        const void *hooks[] = { (const void *)d->hooks.connect, (const void *)d->hooks.helo,
-                                (const void *)d->hooks.starttls, (const void *)d->hooks.auth,
-                                (const void *)d->hooks.mail, (const void *)d->hooks.rcpt,
-                                (const void *)d->hooks.data, (const void *)d->hooks.header,
-                                (const void *)d->hooks.end_of_headers, (const void *)d->hooks.body,
-                                (const void *)d->hooks.end_of_message, (const void *)d->hooks.queued,
-                                (const void *)d->hooks.delivery };
         int any = 0;
-        for (size_t h = 0; h < sizeof(hooks) / sizeof(hooks[0]); h++) {
-            if (hooks[h]) {
-                buf_printf(out, "%s%s", any ? " " : "  hooks: ", hook_names[h]);
+        for (int h = 0; h < MODULE_HOOK_COUNT; h++) {
+            if (module_has_hook(m, (enum module_hook)h)) {
+                buf_printf(out, "%s%s", any ? " " : "  hooks: ", module_hook((enum module_hook)h)->name);
                 any = 1;
             }
         }
@@ -453,6 +458,7 @@ void module_set_describe(const struct module_set *set, struct buf *out)
         if (any)
             buf_puts(out, "\n");
     }
+    module_phases_describe(set, out);
 }
 
 /* ------------------------------------------------------------------ */

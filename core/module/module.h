@@ -23,12 +23,11 @@
 #include <time.h>
 
 #include <petrel/plugin.h>
+#include "module/hooks.h"
 
 struct cfg;
 struct cfg_schema;
 struct cfg_param;
-struct event_base;
-struct workq;
 struct tbl_registry;
 
 enum circuit_state { CIRCUIT_CLOSED, CIRCUIT_OPEN, CIRCUIT_HALF_OPEN };
@@ -39,6 +38,8 @@ struct petrel_module {
     char *path;
     void *handle;                   /* lt_dlhandle */
     struct module_set *set;
+    int index;                      /* its position in the set (and in handles) */
+    unsigned roles;                 /* MODULE_ROLE_* whose hooks it implements */
     const struct cfg *cfg;          /* the generation's main.cf values */
     void *data;                     /* petrel_module_set_data */
     int initialised;
@@ -54,6 +55,7 @@ struct petrel_module {
     unsigned consecutive_failures;
     time_t open_until;
     unsigned long long calls, failures, timeouts, skipped, circuit_opened;
+    unsigned long stale_calls;      /* API calls with a dead handle (for rate-limited logging) */
     void **table_regs;              /* registry entries made for its table types */
     size_t ntable_regs;
 };
@@ -61,10 +63,11 @@ struct petrel_module {
 struct module_set {
     struct petrel_module **mods;
     int n;
-    struct event_base *base;        /* the role's loop, once running */
-    struct workq *workq;
-    struct dns_resolver *dns;       /* the role's resolver (dns_resolver) */
+    struct module_phase phases[MODULE_HOOK_COUNT];   /* per hook, the modules implementing it */
 };
+
+/* At most this many modules per set: a handle carries the module's index in a byte. */
+#define MODULE_SET_MAX 255
 
 /* Loads the modules named by `modules` in confdir/main.cf into a new set and
  * declares their parameters in schema. Every problem is logged (msg_error)
@@ -73,10 +76,14 @@ struct module_set {
 struct module_set *module_set_load(struct cfg_schema *schema, const char *confdir);
 /* Gives every module the loaded configuration (after cfg_load). */
 void module_set_bind(struct module_set *set, const struct cfg *cfg);
-/* In a role process: records the loop and thread pool, calls every init.
- * Returns -1 (logged) if an init fails. */
-int module_set_init(struct module_set *set, struct event_base *base, struct workq *workq);
+/* In a role process: calls init of every module the role uses (all of
+ * them for smtpd; for the queue manager those with a queue-manager hook).
+ * Returns -1 (logged) if an init fails. Roles call it through
+ * module_runtime_start (runtime.h). */
+int module_set_init(struct module_set *set, unsigned role);
 void module_set_fini(struct module_set *set);
+/* Does the role use module m (call its init and hooks)? */
+int module_used_by(const struct petrel_module *m, unsigned role);
 void module_set_free(struct module_set *set);
 
 /* The module providing restriction name, or NULL. */
@@ -94,11 +101,6 @@ int module_set_register_tables(struct module_set *set, struct tbl_registry *reg)
 int module_circuit_allows(struct petrel_module *m, time_t now);
 void module_circuit_success(struct petrel_module *m);
 void module_circuit_failure(struct petrel_module *m, time_t now, const char *what);
-
-/* crash.c: marks the module and hook this process is inside, for the crash log line. */
-void smtpd_plugin_enter(struct petrel_module *m, const char *hook);
-void smtpd_plugin_leave(void);
-void smtpd_plugin_install_crash_handler(int log_fd);
 
 /* Writes what `petrelctl modules` shows. */
 struct buf;

@@ -265,6 +265,10 @@ petrel_pending *petrel_suspend(petrel_session *s);
  * or TEMPFAIL, the reply). After a timeout or when the session is gone, this
  * only releases the handle. */
 void petrel_resume(petrel_pending *p, petrel_verdict v, int code, const char *enhanced, const char *text);
+/* The session the suspended call belongs to, as a handle for the module
+ * that suspended; NULL once the call completed, timed out or its session
+ * ended (asking is how a late callback learns that: nothing is logged). */
+petrel_session *petrel_pending_session(petrel_pending *p);
 
 /* ------------------------------------------------------------------ */
 /* facts about the session and the transaction                         */

@@ -64,7 +64,7 @@ typedef enum petrel_verdict {
 /* Sets the reply that goes with REJECT or TEMPFAIL (defaults: 550 5.7.1
  * "Rejected by module NAME" / 451 4.7.1 "Try again later"). text is copied.
  * enhanced may be NULL (derived from the code's class). */
-void petrel_set_reply(petrel_session *s, int code, const char *enhanced, const char *text);
+PETREL_API void petrel_set_reply(petrel_session *s, int code, const char *enhanced, const char *text);
 
 /* ------------------------------------------------------------------ */
 /* parameters                                                          */
@@ -83,9 +83,9 @@ typedef struct petrel_param {
 
 /* Values from the configuration generation the module was loaded with
  * (main.cf: master.cf -o overrides of module parameters do not apply). */
-const char *petrel_param_string(petrel_module *m, const char *name);
-long long petrel_param_int(petrel_module *m, const char *name);   /* INT; TIME in seconds; SIZE in bytes */
-int petrel_param_bool(petrel_module *m, const char *name);
+PETREL_API const char *petrel_param_string(petrel_module *m, const char *name);
+PETREL_API long long petrel_param_int(petrel_module *m, const char *name);   /* INT; TIME in seconds; SIZE in bytes */
+PETREL_API int petrel_param_bool(petrel_module *m, const char *name);
 
 /* ------------------------------------------------------------------ */
 /* hooks                                                               */
@@ -245,56 +245,61 @@ typedef struct petrel_module_desc {
     void *spare[8];
 } petrel_module_desc;
 
-/* Use as: const petrel_module_desc petrel_module_descriptor = { PETREL_MODULE_INIT, .name = ... }; */
+/* The one symbol a module exports (declared here so that the definition
+ * has a prototype, and visible even when the module is built with
+ * -fvisibility=hidden). Define it as:
+ *   const petrel_module_desc petrel_module_descriptor = { PETREL_MODULE_INIT, .name = ... }; */
+extern PETREL_API const petrel_module_desc petrel_module_descriptor;
+
 #define PETREL_MODULE_INIT .abi_major = PETREL_ABI_MAJOR, .abi_minor = PETREL_ABI_MINOR, \
     .build_signature = PETREL_BUILD_SIGNATURE
 #define PETREL_MODULE_SYMBOL "petrel_module_descriptor"
 
 /* Per-module data kept by the module itself (set in init). */
-void petrel_module_set_data(petrel_module *m, void *data);
-void *petrel_module_data(petrel_module *m);
-const char *petrel_module_name(petrel_module *m);
+PETREL_API void petrel_module_set_data(petrel_module *m, void *data);
+PETREL_API void *petrel_module_data(petrel_module *m);
+PETREL_API const char *petrel_module_name(petrel_module *m);
 
 /* ------------------------------------------------------------------ */
 /* suspension                                                          */
 
 /* In a hook or restriction check: returns a handle to complete later; the
  * hook then returns PETREL_PENDING. */
-petrel_pending *petrel_suspend(petrel_session *s);
+PETREL_API petrel_pending *petrel_suspend(petrel_session *s);
 /* Completes a suspended call exactly once with its verdict (and, for REJECT
  * or TEMPFAIL, the reply). After a timeout or when the session is gone, this
  * only releases the handle. */
-void petrel_resume(petrel_pending *p, petrel_verdict v, int code, const char *enhanced, const char *text);
+PETREL_API void petrel_resume(petrel_pending *p, petrel_verdict v, int code, const char *enhanced, const char *text);
 /* The session the suspended call belongs to, as a handle for the module
  * that suspended; NULL once the call completed, timed out or its session
  * ended (asking is how a late callback learns that: nothing is logged). */
-petrel_session *petrel_pending_session(petrel_pending *p);
+PETREL_API petrel_session *petrel_pending_session(petrel_pending *p);
 
 /* ------------------------------------------------------------------ */
 /* facts about the session and the transaction                         */
 
-petrel_pool *petrel_session_pool(petrel_session *s);
-petrel_pool *petrel_tx_pool(petrel_session *s);          /* NULL outside a transaction */
-petrel_module *petrel_session_module(petrel_session *s); /* the module being called */
+PETREL_API petrel_pool *petrel_session_pool(petrel_session *s);
+PETREL_API petrel_pool *petrel_tx_pool(petrel_session *s);          /* NULL outside a transaction */
+PETREL_API petrel_module *petrel_session_module(petrel_session *s); /* the module being called */
 /* One pointer per module per session / per transaction, for the module's state. */
-void **petrel_session_slot(petrel_session *s);
-void **petrel_tx_slot(petrel_session *s);
+PETREL_API void **petrel_session_slot(petrel_session *s);
+PETREL_API void **petrel_tx_slot(petrel_session *s);
 
-const char *petrel_client_addr(petrel_session *s);
-const char *petrel_client_name(petrel_session *s);       /* "unknown" when not looked up */
-const char *petrel_helo(petrel_session *s);              /* NULL before HELO/EHLO */
-int petrel_in_mynetworks(petrel_session *s);
-const char *petrel_tls_info(petrel_session *s);          /* NULL without TLS */
-const char *petrel_sasl_username(petrel_session *s);     /* NULL when not authenticated */
-const char *petrel_sender(petrel_session *s);            /* NULL outside a transaction; "" for <> */
-const char *petrel_recipient(petrel_session *s);         /* the RCPT being checked, or NULL */
-size_t petrel_recipient_count(petrel_session *s);
-const char *petrel_recipient_at(petrel_session *s, size_t i);
-const char *petrel_queue_id(petrel_session *s);          /* NULL until the queue file exists */
-const char *petrel_service_name(petrel_session *s);      /* the master.cf service */
+PETREL_API const char *petrel_client_addr(petrel_session *s);
+PETREL_API const char *petrel_client_name(petrel_session *s);       /* "unknown" when not looked up */
+PETREL_API const char *petrel_helo(petrel_session *s);              /* NULL before HELO/EHLO */
+PETREL_API int petrel_in_mynetworks(petrel_session *s);
+PETREL_API const char *petrel_tls_info(petrel_session *s);          /* NULL without TLS */
+PETREL_API const char *petrel_sasl_username(petrel_session *s);     /* NULL when not authenticated */
+PETREL_API const char *petrel_sender(petrel_session *s);            /* NULL outside a transaction; "" for <> */
+PETREL_API const char *petrel_recipient(petrel_session *s);         /* the RCPT being checked, or NULL */
+PETREL_API size_t petrel_recipient_count(petrel_session *s);
+PETREL_API const char *petrel_recipient_at(petrel_session *s, size_t i);
+PETREL_API const char *petrel_queue_id(petrel_session *s);          /* NULL until the queue file exists */
+PETREL_API const char *petrel_service_name(petrel_session *s);      /* the master.cf service */
 
 /* Headers seen so far, in order: name and value of header i, or -1 past the end. */
-int petrel_header_at(petrel_session *s, size_t i, const char **name, const char **value);
+PETREL_API int petrel_header_at(petrel_session *s, size_t i, const char **name, const char **value);
 
 /* ------------------------------------------------------------------ */
 /* message edits: recorded, applied by the core before commit          */
@@ -304,15 +309,15 @@ int petrel_header_at(petrel_session *s, size_t i, const char **name, const char 
  * use CRLF followed by white space. Values the header hook and
  * petrel_header_at() hand out have that one leading space removed. */
 
-int petrel_header_add(petrel_session *s, const char *name, const char *value);     /* at the end */
-int petrel_header_insert(petrel_session *s, size_t index, const char *name, const char *value);
+PETREL_API int petrel_header_add(petrel_session *s, const char *name, const char *value);     /* at the end */
+PETREL_API int petrel_header_insert(petrel_session *s, size_t index, const char *name, const char *value);
 /* Changes the nth (1-based) occurrence of name; value NULL deletes it. */
-int petrel_header_change(petrel_session *s, const char *name, size_t nth, const char *value);
-int petrel_sender_change(petrel_session *s, const char *sender);
-int petrel_recipient_add(petrel_session *s, const char *recipient);
-int petrel_recipient_delete(petrel_session *s, const char *recipient);
-int petrel_body_replace(petrel_session *s, const char *body, size_t len);   /* CRLF line ends */
-int petrel_quarantine(petrel_session *s, const char *reason);
+PETREL_API int petrel_header_change(petrel_session *s, const char *name, size_t nth, const char *value);
+PETREL_API int petrel_sender_change(petrel_session *s, const char *sender);
+PETREL_API int petrel_recipient_add(petrel_session *s, const char *recipient);
+PETREL_API int petrel_recipient_delete(petrel_session *s, const char *recipient);
+PETREL_API int petrel_body_replace(petrel_session *s, const char *body, size_t len);   /* CRLF line ends */
+PETREL_API int petrel_quarantine(petrel_session *s, const char *reason);
 
 /* ------------------------------------------------------------------ */
 /* services on the role's event loop                                   */
@@ -320,21 +325,21 @@ int petrel_quarantine(petrel_session *s, const char *reason);
 typedef enum petrel_log_level { PETREL_LOG_DEBUG, PETREL_LOG_INFO, PETREL_LOG_WARNING,
                                 PETREL_LOG_ERROR } petrel_log_level;
 /* Logs "QUEUEID: text" (or "NOQUEUE: ...") when s is given, Postfix-style. */
-void petrel_log(petrel_session *s, petrel_log_level level, const char *fmt, ...)
+PETREL_API void petrel_log(petrel_session *s, petrel_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-void petrel_module_log(petrel_module *m, petrel_log_level level, const char *fmt, ...)
+PETREL_API void petrel_module_log(petrel_module *m, petrel_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 typedef void petrel_timer_fn(void *arg);
-petrel_timer *petrel_timer_start(petrel_module *m, unsigned ms, petrel_timer_fn *fn, void *arg);
+PETREL_API petrel_timer *petrel_timer_start(petrel_module *m, unsigned ms, petrel_timer_fn *fn, void *arg);
 /* Only before it fired: a timer is released when its function runs. */
-void petrel_timer_cancel(petrel_timer *t);
+PETREL_API void petrel_timer_cancel(petrel_timer *t);
 
 #define PETREL_WATCH_READ 1
 #define PETREL_WATCH_WRITE 2
 typedef void petrel_watch_fn(int fd, int events, void *arg);
-petrel_watch *petrel_watch_fd(petrel_module *m, int fd, int events, petrel_watch_fn *fn, void *arg);
-void petrel_watch_cancel(petrel_watch *w);
+PETREL_API petrel_watch *petrel_watch_fd(petrel_module *m, int fd, int events, petrel_watch_fn *fn, void *arg);
+PETREL_API void petrel_watch_cancel(petrel_watch *w);
 
 /* Asynchronous DNS through dns_resolver (else the system's resolvers). The
  * callback runs on the loop; values live until it returns. For PTR, name is
@@ -351,10 +356,10 @@ typedef struct petrel_dns_answer {
     const int *preferences;     /* MX only: parallel to values, ascending */
 } petrel_dns_answer;
 typedef void petrel_dns_fn(const petrel_dns_answer *answer, void *arg);
-int petrel_dns_lookup(petrel_module *m, petrel_dns_type type, const char *name, petrel_dns_fn *fn, void *arg);
+PETREL_API int petrel_dns_lookup(petrel_module *m, petrel_dns_type type, const char *name, petrel_dns_fn *fn, void *arg);
 
 /* Runs work(arg) on a worker thread, then done(arg) back on the loop. */
-int petrel_run_blocking(petrel_module *m, void (*work)(void *arg), void (*done)(void *arg), void *arg);
+PETREL_API int petrel_run_blocking(petrel_module *m, void (*work)(void *arg), void (*done)(void *arg), void *arg);
 
 #ifdef __cplusplus
 }

@@ -141,8 +141,8 @@ static int check_answer(struct module_session *ms, const struct petrel_module *m
         if (enhanced == NULL)
             enhanced = cls == 5 ? "5.7.1" : "4.7.1";
         if (text == NULL)
-            text = petrel_pool_printf(ms->pool, cls == 5 ? "Rejected by module %s" : "Try again later (module %s)",
-                                      m->name);
+            text = petrel_pool_printf(module_session_call_pool(ms),
+                                      cls == 5 ? "Rejected by module %s" : "Try again later (module %s)", m->name);
         if (code / 100 != cls || code % 100 > 59 || !valid_enhanced(enhanced, cls) || !printable_text(text) ||
             strlen(text) > 400) {
             msg_warn("module %s: invalid %s reply \"%d %s %.100s\": answering 451 4.3.0 instead", m->name,
@@ -152,8 +152,8 @@ static int check_answer(struct module_session *ms, const struct petrel_module *m
         }
         out->verdict = v;
         out->code = code;
-        out->enhanced = petrel_pool_strdup(ms->pool, enhanced);
-        out->text = petrel_pool_strdup(ms->pool, text);
+        out->enhanced = petrel_pool_strdup(module_session_call_pool(ms), enhanced);
+        out->text = petrel_pool_strdup(module_session_call_pool(ms), text);
         return 0;
     }
     default:
@@ -296,8 +296,8 @@ void petrel_resume(petrel_pending *ph, petrel_verdict v, int code, const char *e
         p->state = PENDING_RESUMED_EARLY;
         p->early_verdict = v;
         p->early_code = code;
-        p->early_enhanced = enhanced ? petrel_pool_strdup(ms->pool, enhanced) : NULL;
-        p->early_text = text ? petrel_pool_strdup(ms->pool, text) : NULL;
+        p->early_enhanced = enhanced ? petrel_pool_strdup(module_session_call_pool(ms), enhanced) : NULL;
+        p->early_text = text ? petrel_pool_strdup(module_session_call_pool(ms), text) : NULL;
         return;
     }
     settle(ms, m, 1, v, code, enhanced, text, &ms->completed);
@@ -330,9 +330,10 @@ void petrel_set_reply(petrel_session *h, int code, const char *enhanced, const c
     if (ms == NULL)
         return;
     struct module_reply *r = &ms->replies[m->index];
+    module_reply_clear(r);
     r->code = code;
-    r->enhanced = enhanced ? petrel_pool_strdup(ms->pool, enhanced) : NULL;
-    r->text = text ? petrel_pool_strdup(ms->pool, text) : NULL;
+    r->enhanced = enhanced ? xstrdup(enhanced) : NULL;
+    r->text = text ? xstrdup(text) : NULL;
 }
 
 /* ------------------------------------------------------------------ */
@@ -343,6 +344,8 @@ void module_session_destroy(struct module_session *ms)
     module_pending_cancel(ms);
     if (ms->continue_ev)
         event_free(ms->continue_ev);
+    for (int i = 0; module_rt && module_rt->set && i < module_rt->set->n; i++)
+        module_reply_clear(&ms->replies[i]);
     if (module_rt)
         handle_release(&module_rt->sessions, ms->slot);
     free(ms->slots);
@@ -383,7 +386,7 @@ struct call_opts {
 static enum call_outcome call_entry(struct module_session *ms, struct petrel_module *m, const struct call_opts *o,
                                     entry_fn *fn, const void *arg, struct module_result *out)
 {
-    memset(&ms->replies[m->index], 0, sizeof(ms->replies[m->index]));
+    module_reply_clear(&ms->replies[m->index]);
     ms->calling = m;
     ms->calling_label = o->label;
     ms->calling_may_suspend = o->may_suspend;

@@ -63,6 +63,10 @@ struct module_host {
     const char *(*log_id)(void *host);
     /* "name[addr]" of the client, for warnings. */
     const char *(*peer)(void *host);
+    /* Where the strings of a call's answer go: a pool that lives until the
+     * role has used the answer (for smtpd, the transaction or the command),
+     * so that answers repeated for a long session never grow it. */
+    petrel_pool *(*call_pool)(void *host);
 };
 
 /* Opens the module view of a role session; pool lives as long as it. */

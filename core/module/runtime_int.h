@@ -94,10 +94,10 @@ int module_on_loop(const struct petrel_module *m, const char *fn);
 void module_stale(const struct handle_table *t, uintptr_t h, const char *fn);
 
 /* One module's reply set with petrel_set_reply() for the call in progress
- * or the suspended one. */
+ * or the suspended one (malloc'd copies: one per module at most). */
 struct module_reply {
     int code;
-    const char *enhanced, *text;
+    char *enhanced, *text;
 };
 
 /* What a suspended call completes into. */
@@ -134,6 +134,9 @@ struct module_session {
 
 /* sessions.c */
 struct module_session *module_session_get(petrel_session *h, struct petrel_module **m, const char *fn);
+/* The pool for the strings of a call's answer (module_host.call_pool). */
+petrel_pool *module_session_call_pool(const struct module_session *ms);
+void module_reply_clear(struct module_reply *r);
 petrel_session *module_session_handle(const struct module_session *ms, const struct petrel_module *m);
 void module_session_destroy(struct module_session *ms);
 

@@ -46,6 +46,18 @@ struct module_session *module_session_open(void *host, const struct module_host 
     return ms;
 }
 
+void module_reply_clear(struct module_reply *r)
+{
+    free(r->enhanced);
+    free(r->text);
+    memset(r, 0, sizeof(*r));
+}
+
+petrel_pool *module_session_call_pool(const struct module_session *ms)
+{
+    return ms->ops && ms->ops->call_pool && ms->host ? ms->ops->call_pool(ms->host) : ms->pool;
+}
+
 void module_session_tx(struct module_session *ms, petrel_pool *tx_pool)
 {
     if (ms == NULL)

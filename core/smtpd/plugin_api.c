@@ -43,7 +43,12 @@ static const char *peer(void *host)
     return s->namaddr;
 }
 
-static const struct module_host smtpd_module_host = { .log_id = log_id, .peer = peer };
+static petrel_pool *call_pool(void *host)
+{
+    return smtpd_cmd_pool(host);
+}
+
+static const struct module_host smtpd_module_host = { .log_id = log_id, .peer = peer, .call_pool = call_pool };
 
 /* Opened on first use, so sessions of a worker without modules cost nothing. */
 static struct module_session *ms_of(struct smtpd_session *s)

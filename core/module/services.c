@@ -1,6 +1,6 @@
 /*
  * Services the plugin API gives modules in any role: per-module data,
- * parameters, logging, and the role's event loop (timers, fd watches,
+ * logging, and the role's event loop (timers, fd watches,
  * asynchronous DNS, blocking work on the thread pool). Callbacks run on
  * the loop inside the crash context (crash.c), and never before the call
  * that scheduled them has returned: a DNS answer known at once (a bad
@@ -28,7 +28,7 @@
 #include "module/runtime_int.h"
 
 /* ------------------------------------------------------------------ */
-/* module data, parameters, logging                                    */
+/* module data, logging                                               */
 
 void petrel_module_set_data(petrel_module *m, void *data)
 {
@@ -44,32 +44,6 @@ void *petrel_module_data(petrel_module *m)
 const char *petrel_module_name(petrel_module *m)
 {
     return m ? m->name : NULL;
-}
-
-static int declared(petrel_module *m, const char *name)
-{
-    if (m == NULL || name == NULL)
-        return 0;
-    for (size_t i = 0; i < m->nparams; i++)
-        if (strcmp(m->params[i].name, name) == 0)
-            return 1;
-    msg_warn("module %s asked for parameter %s, which it did not declare", m->name, name);
-    return 0;
-}
-
-const char *petrel_param_string(petrel_module *m, const char *name)
-{
-    return declared(m, name) ? cfg_get(m->cfg, name) : NULL;
-}
-
-long long petrel_param_int(petrel_module *m, const char *name)
-{
-    return declared(m, name) ? cfg_int(m->cfg, name) : 0;
-}
-
-int petrel_param_bool(petrel_module *m, const char *name)
-{
-    return declared(m, name) ? cfg_bool(m->cfg, name) : 0;
 }
 
 static enum log_level level_of(petrel_log_level l)

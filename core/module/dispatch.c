@@ -346,6 +346,7 @@ void module_session_destroy(struct module_session *ms)
         event_free(ms->continue_ev);
     for (int i = 0; module_rt && module_rt->set && i < module_rt->set->n; i++)
         module_reply_clear(&ms->replies[i]);
+    module_notes_clear(ms, 0);
     if (module_rt)
         handle_release(&module_rt->sessions, ms->slot);
     free(ms->slots);
@@ -447,7 +448,7 @@ struct hook_call {
 static petrel_verdict hook_entry(petrel_session *h, struct petrel_module *m, const void *arg)
 {
     const struct hook_call *c = arg;
-    return module_hook(c->hook)->invoke(&m->desc->hooks, m, h, c->args);
+    return module_hook(c->hook)->invoke(&m->c.hooks, m, h, c->args);
 }
 
 /* Folds one module's answer into the phase; returns 1 when the phase is decided. */
@@ -620,7 +621,7 @@ void module_notify_delivery(const petrel_delivery_result *r)
             continue;
         m->calls++;
         struct module_crash_frame frame = module_crash_enter(m, def->name);
-        def->invoke(&m->desc->hooks, m, NULL, &args);
+        def->invoke(&m->c.hooks, m, NULL, &args);
         module_crash_leave(frame);
     }
 }

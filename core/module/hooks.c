@@ -122,7 +122,7 @@ const struct module_hook_def module_hook_table[MODULE_HOOK_COUNT] = {
 
 int module_has_hook(const struct petrel_module *m, enum module_hook h)
 {
-    const void *const *slot = (const void *const *)((const char *)&m->desc->hooks + module_hook_table[h].offset);
+    const void *const *slot = (const void *const *)((const char *)&m->c.hooks + module_hook_table[h].offset);
     return *slot != NULL;
 }
 

@@ -73,27 +73,48 @@ static enum cfg_type param_type(petrel_param_type t)
     }
 }
 
+/* Bounds go with numbers, choices with strings and lists. */
+static const char *param_limits_problem(const petrel_param *p)
+{
+    int numeric = p->type == PETREL_PARAM_INT || p->type == PETREL_PARAM_TIME || p->type == PETREL_PARAM_SIZE;
+    if ((p->min || p->max) && !numeric)
+        return "min and max apply to INT, TIME and SIZE parameters only";
+    if (p->max != 0 && p->min > p->max)
+        return "min is above max";
+    if (p->choices && p->type != PETREL_PARAM_STRING && p->type != PETREL_PARAM_LIST)
+        return "choices apply to STRING and LIST parameters only";
+    if (p->choices && p->choices[0] == NULL)
+        return "choices is empty (NULL means any value)";
+    return NULL;
+}
+
 /* The module's own parameters plus the four every module gets from the core. */
 static int declare_params(struct cfg_schema *schema, struct petrel_module *m)
 {
     const petrel_module_desc *d = m->desc;
-    size_t own = 0;
-    while (d->params && d->params[own].name)
-        own++;
+    size_t own = m->c.nparams;
     m->nparams = own + 4;
     m->params = xcalloc(m->nparams, sizeof(*m->params));
     size_t prefix = strlen(m->name);
     for (size_t i = 0; i < own; i++) {
-        const petrel_param *p = &d->params[i];
+        const petrel_param *p = &m->c.params[i];
         if (strncmp(p->name, m->name, prefix) != 0 || p->name[prefix] != '_') {
             msg_error("module %s (%s): parameter \"%s\" must start with \"%s_\"", m->name, m->path, p->name,
                       m->name);
+            return -1;
+        }
+        const char *problem = param_limits_problem(p);
+        if (problem) {
+            msg_error("module %s (%s): parameter %s: %s", m->name, m->path, p->name, problem);
             return -1;
         }
         m->params[i].name = p->name;
         m->params[i].type = param_type(p->type);
         m->params[i].def = p->default_value ? p->default_value : "";
         m->params[i].help = p->help ? p->help : "";
+        m->params[i].min = p->min;
+        m->params[i].max = p->max;
+        m->params[i].choices = p->choices;
     }
     char *names[4];
     names[0] = xmalloc(prefix + 32);
@@ -142,6 +163,7 @@ static void free_module(struct petrel_module *m)
     for (size_t i = 0; i < m->ntable_regs; i++)
         free(m->table_regs[i]);
     free(m->table_regs);
+    compat_free_descriptor(&m->c);
     if (m->handle)
         lt_dlclose((lt_dlhandle)m->handle);
     free(m->name);
@@ -202,8 +224,16 @@ static struct petrel_module *load_one(const char *dir, const char *name)
         free(path);
         return NULL;
     }
+    struct compat_desc c;
+    if (compat_read_descriptor(d, &c, detail, sizeof(detail)) != 0) {
+        msg_error("module %s (%s): %s", name, path, detail);
+        lt_dlclose(h);
+        free(path);
+        return NULL;
+    }
     struct petrel_module *m = xcalloc(1, sizeof(*m));
     m->desc = d;
+    m->c = c;
     m->name = xstrdup(name);
     m->path = path;
     m->handle = h;
@@ -341,7 +371,7 @@ const petrel_restriction *module_set_find_restriction(const struct module_set *s
                                                       struct petrel_module **owner)
 {
     for (int i = 0; set && i < set->n; i++) {
-        const petrel_restriction *r = set->mods[i]->desc->restrictions;
+        const petrel_restriction *r = set->mods[i]->c.restrictions;
         for (; r && r->name; r++) {
             if (strcasecmp(r->name, name) == 0) {
                 *owner = set->mods[i];
@@ -356,7 +386,7 @@ const petrel_sasl_backend *module_set_find_sasl(const struct module_set *set, co
                                                 struct petrel_module **owner)
 {
     for (int i = 0; set && i < set->n; i++) {
-        for (const petrel_sasl_backend *b = set->mods[i]->desc->sasl_backends; b && b->name; b++) {
+        for (const petrel_sasl_backend *b = set->mods[i]->c.sasl_backends; b && b->name; b++) {
             if (strcasecmp(b->name, name) == 0) {
                 *owner = set->mods[i];
                 return b;
@@ -430,28 +460,28 @@ void module_set_describe(const struct module_set *set, struct buf *out)
         if (any)
             buf_puts(out, "\n");
         any = 0;
-        for (const petrel_restriction *r = d->restrictions; r && r->name; r++) {
+        for (const petrel_restriction *r = m->c.restrictions; r && r->name; r++) {
             buf_printf(out, "%s%s", any ? " " : "  restrictions: ", r->name);
             any = 1;
         }
         if (any)
             buf_puts(out, "\n");
         any = 0;
-        for (const petrel_table_type *tt = d->table_types; tt && tt->name; tt++) {
+        for (const petrel_table_type *tt = m->c.table_types; tt && tt->name; tt++) {
             buf_printf(out, "%s%s:", any ? " " : "  table types: ", tt->name);
             any = 1;
         }
         if (any)
             buf_puts(out, "\n");
         any = 0;
-        for (const petrel_sasl_backend *sb = d->sasl_backends; sb && sb->name; sb++) {
+        for (const petrel_sasl_backend *sb = m->c.sasl_backends; sb && sb->name; sb++) {
             buf_printf(out, "%s%s", any ? " " : "  SASL back-ends: ", sb->name);
             any = 1;
         }
         if (any)
             buf_puts(out, "\n");
         any = 0;
-        for (const petrel_param *p = d->params; p && p->name; p++) {
+        for (const petrel_param *p = m->c.params; p && p->name; p++) {
             buf_printf(out, "%s%s", any ? " " : "  parameters: ", p->name);
             any = 1;
         }
@@ -573,7 +603,7 @@ int module_set_register_tables(struct module_set *set, struct tbl_registry *reg)
     int bad = 0;
     for (int i = 0; set && i < set->n; i++) {
         struct petrel_module *m = set->mods[i];
-        for (const petrel_table_type *tt = m->desc->table_types; tt && tt->name; tt++) {
+        for (const petrel_table_type *tt = m->c.table_types; tt && tt->name; tt++) {
             /* Registry entries live as long as the module set. */
             struct tbl_type *type = xcalloc(1, sizeof(*type));
             struct module_table *owner = xcalloc(1, sizeof(*owner));

@@ -23,6 +23,7 @@
 #include <time.h>
 
 #include <petrel/plugin.h>
+#include "module/compat.h"
 #include "module/hooks.h"
 
 struct cfg;
@@ -33,7 +34,8 @@ struct tbl_registry;
 enum circuit_state { CIRCUIT_CLOSED, CIRCUIT_OPEN, CIRCUIT_HALF_OPEN };
 
 struct petrel_module {
-    const petrel_module_desc *desc;
+    const petrel_module_desc *desc;     /* as the module exports it: read it through c */
+    struct compat_desc c;               /* its hooks and arrays in today's layout (compat.c) */
     char *name;
     char *path;
     void *handle;                   /* lt_dlhandle */
@@ -56,6 +58,7 @@ struct petrel_module {
     time_t open_until;
     unsigned long long calls, failures, timeouts, skipped, circuit_opened;
     unsigned long stale_calls;      /* API calls with a dead handle (for rate-limited logging) */
+    unsigned check_problems;        /* petrel_config_error() calls during its check */
     void **table_regs;              /* registry entries made for its table types */
     size_t ntable_regs;
 };
@@ -76,6 +79,9 @@ struct module_set {
 struct module_set *module_set_load(struct cfg_schema *schema, const char *confdir);
 /* Gives every module the loaded configuration (after cfg_load). */
 void module_set_bind(struct module_set *set, const struct cfg *cfg);
+/* Runs every module's check() on the bound configuration (params.c);
+ * -1 when one found a problem (each is logged as file:line: parameter: problem). */
+int module_set_check(struct module_set *set);
 /* In a role process: calls init of every module the role uses (all of
  * them for smtpd; for the queue manager those with a queue-manager hook).
  * Returns -1 (logged) if an init fails. Roles call it through

@@ -100,6 +100,14 @@ struct module_reply {
     char *enhanced, *text;
 };
 
+/* One note (notes.c): a named value a module set for the session or the transaction. */
+struct module_note {
+    struct module_note *next;
+    int tx;
+    char *name;
+    char *value;
+};
+
 /* What a suspended call completes into. */
 enum module_waiter { WAIT_NONE, WAIT_PHASE, WAIT_CALL };
 
@@ -110,6 +118,8 @@ struct module_session {
     petrel_pool *pool, *tx_pool;
     void **slots, **tx_slots;            /* petrel_session_slot / petrel_tx_slot, per module */
     struct module_reply *replies;        /* per module */
+    struct module_note *notes;           /* notes.c */
+    unsigned nnotes;
     /* the call in progress (a module is running on this session) */
     struct petrel_module *calling;
     const char *calling_label;
@@ -133,6 +143,9 @@ struct module_session {
 };
 
 /* sessions.c */
+void module_note_free(struct module_note *n);
+/* Frees the transaction's notes (tx_only) or every note of the session. */
+void module_notes_clear(struct module_session *ms, int tx_only);
 struct module_session *module_session_get(petrel_session *h, struct petrel_module **m, const char *fn);
 /* The pool for the strings of a call's answer (module_host.call_pool). */
 petrel_pool *module_session_call_pool(const struct module_session *ms);

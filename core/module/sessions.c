@@ -58,12 +58,36 @@ petrel_pool *module_session_call_pool(const struct module_session *ms)
     return ms->ops && ms->ops->call_pool && ms->host ? ms->ops->call_pool(ms->host) : ms->pool;
 }
 
+/* Notes are set and read in notes.c; they are freed here, with their scope. */
+void module_note_free(struct module_note *n)
+{
+    free(n->name);
+    free(n->value);
+    free(n);
+}
+
+void module_notes_clear(struct module_session *ms, int tx_only)
+{
+    struct module_note **link = &ms->notes;
+    while (*link) {
+        struct module_note *n = *link;
+        if (tx_only && !n->tx) {
+            link = &n->next;
+            continue;
+        }
+        *link = n->next;
+        module_note_free(n);
+        ms->nnotes--;
+    }
+}
+
 void module_session_tx(struct module_session *ms, petrel_pool *tx_pool)
 {
     if (ms == NULL)
         return;
     size_t n = (size_t)(module_rt->set->n ? module_rt->set->n : 1);
     memset(ms->tx_slots, 0, n * sizeof(*ms->tx_slots));
+    module_notes_clear(ms, 1);
     ms->tx_pool = tx_pool;
 }
 

@@ -20,7 +20,7 @@ with Petrel(t, start=False, main_cf={"modules": "testmod", "module_directory": m
     t.is_(r.returncode, 0, "a valid module loads (petreld -n)")
     r = p.petrelctl("modules")
     t.is_(r.returncode, 0, "petrelctl modules runs")
-    t.like(r.stdout, r"testmod 1\.0 \(ABI 1\.0\) .*testmod\.so", "petrelctl modules names the module, version, ABI and file")
+    t.like(r.stdout, r"testmod 1\.0 \(ABI 1\.1\) .*testmod\.so", "petrelctl modules names the module, version, ABI and file")
     t.like(r.stdout, r"hooks: connect helo mail rcpt data header end_of_headers body end_of_message queued delivery",
            "it lists the hooks the module implements")
     t.like(r.stdout, r"restrictions: check_testmod", "and the restrictions it provides")
@@ -48,7 +48,7 @@ with Petrel(t, start=False, main_cf={"smtpd_sender_restrictions": "check_testmod
 with Petrel(t, start=False, main_cf={"modules": "abimod", "module_directory": mods}) as p:
     r = check(p)
     t.ok(r.returncode != 0, "a module built for another ABI major is refused")
-    t.like(r.stderr, r"module abimod \(.*abimod\.so\) was built for plugin ABI 2\.0, this petreld provides 1\.0",
+    t.like(r.stderr, r"module abimod \(.*abimod\.so\) was built for plugin ABI 2\.0, this petreld provides 1\.1",
            "the message names the module, its ABI and ours")
 
 with Petrel(t, start=False, main_cf={"modules": "nosuchmod", "module_directory": mods}) as p:

@@ -74,18 +74,52 @@ typedef enum petrel_param_type {
     PETREL_PARAM_SIZE, PETREL_PARAM_LIST,
 } petrel_param_type;
 
+/* One declared parameter. Start each entry with PETREL_PARAM_INIT (its
+ * size, so that the struct can grow within ABI 1.x); end the array with an
+ * entry whose name is NULL. */
 typedef struct petrel_param {
+    size_t size;               /* sizeof(petrel_param): PETREL_PARAM_INIT */
     const char *name;          /* must start with the module's name and '_' */
     petrel_param_type type;
     const char *default_value; /* main.cf syntax; may use $name */
     const char *help;
+    /* INT, TIME (seconds) and SIZE (bytes): inclusive bounds that petreld -n
+     * enforces; min = max = 0 means none, max = 0 alone means no maximum. */
+    long long min, max;
+    /* STRING: the values allowed (compared without case), or for a LIST the
+     * values each item may take; NULL-terminated, or NULL for any. */
+    const char *const *choices;
 } petrel_param;
+#define PETREL_PARAM_INIT .size = sizeof(petrel_param)
 
-/* Values from the configuration generation the module was loaded with
- * (main.cf: master.cf -o overrides of module parameters do not apply). */
+/* Values of the module's own parameters, from the configuration
+ * generation the module was loaded with (main.cf: master.cf -o overrides
+ * of module parameters do not apply). A parameter the module did not
+ * declare gives NULL or 0 and a warning. */
 PETREL_API const char *petrel_param_string(petrel_module *m, const char *name);
 PETREL_API long long petrel_param_int(petrel_module *m, const char *name);   /* INT; TIME in seconds; SIZE in bytes */
 PETREL_API int petrel_param_bool(petrel_module *m, const char *name);
+/* ABI 1.1: a LIST parameter's items (split on commas and white space, { }
+ * grouping kept), NULL-terminated; never NULL for a declared parameter. */
+PETREL_API const char *const *petrel_param_list(petrel_module *m, const char *name);
+
+/* ABI 1.1: read-only values of the core's own parameters (myhostname,
+ * mynetworks, mydestination, queue_directory, ... any parameter Petrel
+ * declares), as main.cf sets them or their defaults, expanded. A name that
+ * is not a core parameter gives NULL or 0 and a warning. Strings live as
+ * long as the module's configuration generation. */
+PETREL_API const char *petrel_config_string(petrel_module *m, const char *name);
+PETREL_API const char *const *petrel_config_list(petrel_module *m, const char *name);
+PETREL_API long long petrel_config_int(petrel_module *m, const char *name);   /* INT; TIME in s; SIZE in bytes */
+PETREL_API int petrel_config_bool(petrel_module *m, const char *name);
+
+/* ABI 1.1: reports a problem with one of the module's parameters (or a
+ * core parameter it depends on) the way the core reports its own:
+ * "/etc/petrel/main.cf:12: dkim_key_file: /etc/dkim.key: No such file or
+ * directory". Called from the descriptor's check() it fails petreld -n,
+ * the start and the reload; elsewhere (init) it is only logged. */
+PETREL_API void petrel_config_error(petrel_module *m, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* ------------------------------------------------------------------ */
 /* hooks                                                               */
@@ -134,7 +168,9 @@ typedef struct petrel_hooks {
 /* ------------------------------------------------------------------ */
 /* restrictions that modules add to smtpd_*_restrictions                */
 
+/* Start each entry with PETREL_RESTRICTION_INIT; end with a NULL name. */
 typedef struct petrel_restriction {
+    size_t size;               /* sizeof(petrel_restriction): PETREL_RESTRICTION_INIT */
     const char *name;          /* e.g. "check_rate_limit" */
     int nargs;                 /* words that follow it in the list (e.g. 1 for "100/1h") */
     /* Called once per list that names it; may reject the arguments with
@@ -146,11 +182,14 @@ typedef struct petrel_restriction {
     /* Decides: CONTINUE (DUNNO), ACCEPT (OK), REJECT, TEMPFAIL, DISCARD, HOLD or PENDING. */
     petrel_verdict (*check)(petrel_session *s, void *state);
 } petrel_restriction;
+#define PETREL_RESTRICTION_INIT .size = sizeof(petrel_restriction)
 
 /* ------------------------------------------------------------------ */
 /* lookup-table types (TYPE:NAME) that modules add                     */
 
+/* Start each entry with PETREL_TABLE_TYPE_INIT; end with a NULL name. */
 typedef struct petrel_table_type {
+    size_t size;               /* sizeof(petrel_table_type): PETREL_TABLE_TYPE_INIT */
     const char *name;          /* the TYPE, e.g. "lmdb" */
     /* Opens NAME; memory that lives as long as the table comes from pool.
      * Returns the table's handle, or NULL with *error (pool text). Runs in
@@ -194,6 +233,7 @@ typedef struct petrel_table_type {
     int (*iterate)(void *handle, int (*fn)(void *arg, const void *key, size_t klen, const void *value, size_t vlen),
                    void *arg, const char **error);
 } petrel_table_type;
+#define PETREL_TABLE_TYPE_INIT .size = sizeof(petrel_table_type)
 
 /* ------------------------------------------------------------------ */
 /* SASL back-ends for SMTP AUTH                                         */
@@ -204,11 +244,14 @@ typedef struct petrel_table_type {
  * (the back-end is down), possibly later through petrel_suspend() /
  * petrel_resume(). path is smtpd_sasl_path (a socket, a table, a service
  * name: the back-end decides). user and password are NUL-free strings. */
+/* Start each entry with PETREL_SASL_BACKEND_INIT; end with a NULL name. */
 typedef struct petrel_sasl_backend {
+    size_t size;               /* sizeof(petrel_sasl_backend): PETREL_SASL_BACKEND_INIT */
     const char *name;          /* the smtpd_sasl_type value, e.g. "dovecot" */
     petrel_verdict (*check)(petrel_session *s, const char *path, const char *mechanism, const char *user,
                             const char *password);
 } petrel_sasl_backend;
+#define PETREL_SASL_BACKEND_INIT .size = sizeof(petrel_sasl_backend)
 
 /* ------------------------------------------------------------------ */
 /* the descriptor                                                      */
@@ -242,7 +285,13 @@ typedef struct petrel_module_desc {
      * the module's choice; admins override with NAME_default_action. */
     petrel_default_action default_action;
     unsigned hook_timeout_ms;                 /* 0: the core default (10 s) */
-    void *spare[8];
+    /* ABI 1.1: checks the module's configuration where init has not run
+     * (petreld -n, the master at start and before it accepts a reload): a
+     * key file that does not exist, a malformed URL, a socket path that is
+     * not a socket. Report each problem with petrel_config_error() and
+     * return -1; 0 when all is well. May be NULL. */
+    int (*check)(petrel_module *m);
+    void *spare[7];                           /* room for growth within ABI 1.x: leave zero */
 } petrel_module_desc;
 
 /* The one symbol a module exports (declared here so that the definition
@@ -297,6 +346,24 @@ PETREL_API size_t petrel_recipient_count(petrel_session *s);
 PETREL_API const char *petrel_recipient_at(petrel_session *s, size_t i);
 PETREL_API const char *petrel_queue_id(petrel_session *s);          /* NULL until the queue file exists */
 PETREL_API const char *petrel_service_name(petrel_session *s);      /* the master.cf service */
+
+/* ------------------------------------------------------------------ */
+/* notes: values modules share in a session or a transaction (ABI 1.1)  */
+
+/* A note is a named string one module sets and others read, e.g. the spf
+ * module's "spf.result" for a DMARC module. Names are "MODULE.key": a
+ * module sets only names that start with its own name and a dot, and
+ * reads anyone's. Transaction notes end with the transaction (RSET, a new
+ * MAIL, the end of DATA), session notes with the connection. */
+typedef enum petrel_note_scope { PETREL_NOTE_SESSION, PETREL_NOTE_TRANSACTION } petrel_note_scope;
+/* Sets (value copied, at most 4096 bytes) or, with value NULL, removes a
+ * note. Returns 0, or -1 (logged) for a name outside the module's
+ * namespace, a transaction note outside a transaction, or more than 128
+ * notes in the session. */
+PETREL_API int petrel_note_set(petrel_session *s, petrel_note_scope scope, const char *name, const char *value);
+/* The note's value (the transaction's if both scopes have one), or NULL.
+ * Valid until the note is set again or its scope ends. */
+PETREL_API const char *petrel_note_get(petrel_session *s, const char *name);
 
 /* Headers seen so far, in order: name and value of header i, or -1 past the end. */
 PETREL_API int petrel_header_at(petrel_session *s, size_t i, const char **name, const char **value);

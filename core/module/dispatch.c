@@ -55,6 +55,7 @@ struct module_pending {
     enum pending_state state;
     struct event *timer;
     const char *label;
+    double started;                     /* module_clock() at the call, for its duration */
     petrel_verdict early_verdict;
     int early_code;
     const char *early_enhanced, *early_text;
@@ -68,6 +69,13 @@ static const char *const verdict_names[] = { "CONTINUE", "ACCEPT", "REJECT", "TE
 static const char *verdict_name(petrel_verdict v)
 {
     return (unsigned)v < sizeof(verdict_names) / sizeof(verdict_names[0]) ? verdict_names[v] : "(unknown)";
+}
+
+/* The verdict label of petrel_module_hook_calls_total. */
+static const char *verdict_label(petrel_verdict v)
+{
+    static const char *const labels[] = { "continue", "accept", "reject", "tempfail", "discard", "hold" };
+    return (unsigned)v < sizeof(labels) / sizeof(labels[0]) ? labels[v] : "invalid";
 }
 
 /* ------------------------------------------------------------------ */
@@ -164,14 +172,20 @@ static int check_answer(struct module_session *ms, const struct petrel_module *m
     }
 }
 
-/* Checks an answer and tells the circuit breaker how the module did. */
+/* Checks an answer, tells the circuit breaker how the module did, and
+ * counts the call (label) for the metrics. */
 static void settle(struct module_session *ms, struct petrel_module *m, int circuit, petrel_verdict v, int code,
-                   const char *enhanced, const char *text, struct module_result *out)
+                   const char *enhanced, const char *text, struct module_result *out, const char *label,
+                   double started)
 {
-    if (check_answer(ms, m, v, code, enhanced, text, out) != 0)
+    if (check_answer(ms, m, v, code, enhanced, text, out) != 0) {
         module_circuit_failure(m, time(NULL), "invalid reply");
-    else if (circuit)
+        module_record_call(m, label, "invalid", started);
+        return;
+    }
+    if (circuit)
         module_circuit_success(m);
+    module_record_call(m, label, verdict_label(out->verdict), started);
 }
 
 /* ------------------------------------------------------------------ */
@@ -212,6 +226,7 @@ static void pending_timeout(evutil_socket_t fd, short what, void *arg)
     msg_warn("module %s: no answer within %u ms for %s (%s)", m->name, m->timeout_ms, peer, p->label);
     m->timeouts++;
     module_circuit_failure(m, time(NULL), "timeout");
+    module_record_call(m, p->label, "timeout", p->started);
     pending_free(ms);
     struct module_result r;
     module_default_result(m, &r);
@@ -248,6 +263,7 @@ petrel_pending *petrel_suspend(petrel_session *h)
     p->m = m;
     p->state = PENDING_IN_CALL;
     p->label = ms->calling_label;
+    p->started = ms->calling_started;
     uintptr_t ph = handle_alloc(&module_rt->pendings, p, (unsigned)m->index);
     if (ph == 0) {
         msg_error("module %s: too many pending calls in this process: petrel_suspend fails", m->name);
@@ -300,7 +316,7 @@ void petrel_resume(petrel_pending *ph, petrel_verdict v, int code, const char *e
         p->early_text = text ? petrel_pool_strdup(module_session_call_pool(ms), text) : NULL;
         return;
     }
-    settle(ms, m, 1, v, code, enhanced, text, &ms->completed);
+    settle(ms, m, 1, v, code, enhanced, text, &ms->completed, p->label, p->started);
     ms->completed_by = m;
     pending_free(ms);
     /* The module's callback finishes before the session moves on. */
@@ -380,6 +396,7 @@ struct call_opts {
     const char *label;
     int may_suspend;
     int circuit;                /* the answer counts for the circuit breaker */
+    int verdict;                /* the answer is a verdict (else informational) */
 };
 
 /* Calls fn for module m on ms with the call state set up, and turns what
@@ -391,6 +408,8 @@ static enum call_outcome call_entry(struct module_session *ms, struct petrel_mod
     ms->calling = m;
     ms->calling_label = o->label;
     ms->calling_may_suspend = o->may_suspend;
+    ms->calling_started = module_clock();
+    double started = ms->calling_started;
     m->calls++;
     struct module_crash_frame frame = module_crash_enter(m, o->label);
     petrel_verdict v = fn(module_session_handle(ms, m), m, arg);
@@ -404,14 +423,17 @@ static enum call_outcome call_entry(struct module_session *ms, struct petrel_mod
     if (v == PETREL_PENDING && !o->may_suspend) {
         msg_warn("module %s: the %s hook may not suspend: its PENDING is ignored", m->name, o->label);
         pending_free(ms);
+        memset(out, 0, sizeof(*out));
         out->verdict = PETREL_CONTINUE;
+        module_record_call(m, o->label, "invalid", started);
         return CALL_ANSWERED;
     }
     if (p && p->state == PENDING_RESUMED_EARLY) {
         if (v != PETREL_PENDING)
             msg_warn("module %s: %s returned %s after petrel_resume() inside it: the resumed verdict %s applies",
                      m->name, o->label, verdict_name(v), verdict_name(p->early_verdict));
-        settle(ms, m, o->circuit, p->early_verdict, p->early_code, p->early_enhanced, p->early_text, out);
+        settle(ms, m, o->circuit, p->early_verdict, p->early_code, p->early_enhanced, p->early_text, out, o->label,
+               started);
         pending_free(ms);
         return CALL_ANSWERED;
     }
@@ -420,6 +442,7 @@ static enum call_outcome call_entry(struct module_session *ms, struct petrel_mod
             msg_warn("module %s: %s returned PENDING without petrel_suspend(): treated as a failure", m->name,
                      o->label);
             module_circuit_failure(m, time(NULL), "PENDING without a handle");
+            module_record_call(m, o->label, "failed", started);
             module_default_result(m, out);
             return CALL_ANSWERED;
         }
@@ -432,8 +455,14 @@ static enum call_outcome call_entry(struct module_session *ms, struct petrel_mod
                  o->label, verdict_name(v));
         pending_free(ms);
     }
+    if (!o->verdict) {
+        memset(out, 0, sizeof(*out));
+        out->verdict = PETREL_CONTINUE;
+        module_record_call(m, o->label, "none", started);
+        return CALL_ANSWERED;
+    }
     const struct module_reply *reply = &ms->replies[m->index];
-    settle(ms, m, o->circuit, v, reply->code, reply->enhanced, reply->text, out);
+    settle(ms, m, o->circuit, v, reply->code, reply->enhanced, reply->text, out, o->label, started);
     return CALL_ANSWERED;
 }
 
@@ -488,9 +517,10 @@ static void run_next(struct module_session *ms)
         struct petrel_module *m = ph->mods[ms->run.index];
         struct module_result r;
         if (!module_circuit_allows(m, time(NULL))) {
+            module_record_call(m, def->name, "skipped", 0);
             module_default_result(m, &r);
         } else {
-            struct call_opts o = { def->name, def->may_suspend, 1 };
+            struct call_opts o = { def->name, def->may_suspend, 1, 1 };
             struct hook_call c = { ms->run.hook, &ms->run.args };
             enum call_outcome out = call_entry(ms, m, &o, hook_entry, &c, &r);
             if (out != CALL_ANSWERED)
@@ -556,12 +586,13 @@ int module_call(struct module_session *ms, struct petrel_module *m, const char *
                 const void *arg, module_done_fn *done, struct module_result *out)
 {
     if (!module_circuit_allows(m, time(NULL))) {
+        module_record_call(m, label, "skipped", 0);
         module_default_result(m, out);
         return 1;
     }
     ms->waiter = WAIT_CALL;
     ms->done = done;
-    struct call_opts o = { label, 1, 1 };
+    struct call_opts o = { label, 1, 1, 1 };
     struct invoke_call c = { invoke, arg };
     enum call_outcome outcome = call_entry(ms, m, &o, invoke_entry, &c, out);
     if (outcome == CALL_ANSWERED) {
@@ -580,10 +611,12 @@ void module_run_content(struct module_session *ms, enum module_hook h, const str
     const struct module_hook_def *def = module_hook(h);
     for (int i = 0; i < ph->n; i++) {
         struct petrel_module *m = ph->mods[i];
-        if (!module_circuit_allows(m, time(NULL)))
+        if (!module_circuit_allows(m, time(NULL))) {
+            module_record_call(m, def->name, "skipped", 0);
             continue;
+        }
         struct module_result r;
-        struct call_opts o = { def->name, 0, 0 };
+        struct call_opts o = { def->name, 0, 0, 1 };
         struct hook_call c = { h, args };
         if (call_entry(ms, m, &o, hook_entry, &c, &r) == CALL_CLOSED)
             return;
@@ -601,7 +634,7 @@ void module_notify(struct module_session *ms, enum module_hook h, const struct m
     const struct module_hook_def *def = module_hook(h);
     for (int i = 0; i < ph->n; i++) {
         struct module_result ignored;
-        struct call_opts o = { def->name, 0, 0 };
+        struct call_opts o = { def->name, 0, 0, 0 };
         struct hook_call c = { h, args };
         if (call_entry(ms, ph->mods[i], &o, hook_entry, &c, &ignored) == CALL_CLOSED)
             return;
@@ -620,8 +653,10 @@ void module_notify_delivery(const petrel_delivery_result *r)
         if (!module_circuit_allows(m, time(NULL)))
             continue;
         m->calls++;
+        double started = module_clock();
         struct module_crash_frame frame = module_crash_enter(m, def->name);
         def->invoke(&m->c.hooks, m, NULL, &args);
         module_crash_leave(frame);
+        module_record_call(m, def->name, "none", started);
     }
 }

@@ -414,8 +414,10 @@ int module_circuit_allows(struct petrel_module *m, time_t now)
 
 void module_circuit_success(struct petrel_module *m)
 {
-    if (m->circuit == CIRCUIT_HALF_OPEN)
+    if (m->circuit == CIRCUIT_HALF_OPEN) {
         msg_info("module %s: circuit closed: the module answers again", m->name);
+        module_record_circuit(m, 0, 0);
+    }
     m->circuit = CIRCUIT_CLOSED;
     m->consecutive_failures = 0;
 }
@@ -429,6 +431,7 @@ void module_circuit_failure(struct petrel_module *m, time_t now, const char *wha
         m->circuit = CIRCUIT_OPEN;
         m->open_until = now + m->circuit_cooldown;
         m->circuit_opened++;
+        module_record_circuit(m, 1, 1);
         msg_warn("module %s: circuit open after %u consecutive failure%s (last: %s): its hooks are skipped "
                  "with the default action (%s) for %u seconds (opened %llu time%s, %llu failures, %llu timeouts)",
                  m->name, m->consecutive_failures, m->consecutive_failures == 1 ? "" : "s", what,

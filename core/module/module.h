@@ -103,6 +103,9 @@ const petrel_sasl_backend *module_set_find_sasl(const struct module_set *set, co
 /* Adds every module's lookup-table types to a registry; -1 (logged) on a clash. */
 int module_set_register_tables(struct module_set *set, struct tbl_registry *reg);
 
+/* metrics_api.c: the circuit's state for the shared metrics. */
+void module_record_circuit(const struct petrel_module *m, int open, int opened_now);
+
 /* Circuit breaker: may the module be called now? (0: skip with its default action) */
 int module_circuit_allows(struct petrel_module *m, time_t now);
 void module_circuit_success(struct petrel_module *m);

@@ -39,6 +39,7 @@ struct petrel_module;
 #define HANDLE_TAG_PENDING 0xa7u
 #define HANDLE_TAG_TIMER 0x3du
 #define HANDLE_TAG_WATCH 0xc9u
+#define HANDLE_TAG_METRIC 0x6bu
 #define HANDLE_NO_MODULE 0xffu
 #define HANDLE_SLOT_BITS 18
 #define HANDLE_MAX_SLOTS (1u << HANDLE_SLOT_BITS)
@@ -82,7 +83,8 @@ struct module_runtime {
     struct module_metrics *metrics;
     unsigned process_index;
     pthread_t loop_thread;
-    struct handle_table sessions, pendings, timers, watches;
+    struct handle_table sessions, pendings, timers, watches, metric_handles;
+    int fam_calls, fam_duration, fam_circuit_open, fam_circuit_opened;   /* the core's metrics */
 };
 extern struct module_runtime *module_rt;
 
@@ -124,6 +126,7 @@ struct module_session {
     struct petrel_module *calling;
     const char *calling_label;
     int calling_may_suspend;
+    double calling_started;
     int closed;                          /* closed while a module was running: free when it returns */
     /* the suspended call, if any (at most one: the session waits for it) */
     uint32_t pending_slot;
@@ -152,6 +155,13 @@ petrel_pool *module_session_call_pool(const struct module_session *ms);
 void module_reply_clear(struct module_reply *r);
 petrel_session *module_session_handle(const struct module_session *ms, const struct petrel_module *m);
 void module_session_destroy(struct module_session *ms);
+
+/* metrics_api.c */
+void module_metrics_start(struct module_runtime *rt);
+double module_clock(void);
+/* One call of m's hook or restriction (label) ended with verdict; started
+ * is module_clock() at the call (0: no duration, e.g. skipped). */
+void module_record_call(const struct petrel_module *m, const char *label, const char *verdict, double started);
 
 /* dispatch.c */
 void module_pending_cancel(struct module_session *ms);

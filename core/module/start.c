@@ -28,7 +28,9 @@ int module_runtime_start(const struct module_runtime_args *args)
     handle_table_init(&rt->pendings, "pending call", HANDLE_TAG_PENDING);
     handle_table_init(&rt->timers, "timer", HANDLE_TAG_TIMER);
     handle_table_init(&rt->watches, "fd watch", HANDLE_TAG_WATCH);
+    handle_table_init(&rt->metric_handles, "metric", HANDLE_TAG_METRIC);
     module_rt = rt;
+    module_metrics_start(rt);
     if (rt->set == NULL || rt->set->n == 0)
         return 0;
     module_crash_install(-1);
@@ -47,6 +49,9 @@ void module_runtime_stop(void)
     handle_table_free(&rt->pendings);
     handle_table_free(&rt->timers);
     handle_table_free(&rt->watches);
+    for (uint32_t i = 0; i < rt->metric_handles.n; i++)
+        free(rt->metric_handles.entries[i].object);
+    handle_table_free(&rt->metric_handles);
     module_rt = NULL;
     free(rt);
 }

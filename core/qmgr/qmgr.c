@@ -237,7 +237,8 @@ int qmgr_main(const struct qmgr_args *args)
     /* Modules with a queue-manager hook (delivery results) are initialised
      * here too: init runs in every role process that uses the module. */
     struct module_runtime_args rt = { .set = q.modules, .role = MODULE_ROLE_QMGR, .role_name = "qmgr",
-                                      .base = q.base, .workq = q.workq, .dns = q.dns };
+                                      .base = q.base, .workq = q.workq, .dns = q.dns, .metrics = args->metrics,
+                                      .process_index = args->process_index };
     if (module_runtime_start(&rt) != 0)
         msg_fatal("cannot start: a module failed to initialise");
     struct smtp_client_settings smtp_set;

@@ -14,6 +14,7 @@ struct master_service;
 struct anvil;
 struct queue;
 struct module_set;
+struct module_metrics;
 
 struct smtpd_listen_fd {
     int fd;
@@ -25,6 +26,7 @@ struct smtpd_worker_args {
     const struct smtpd_listen_fd *listeners;
     int nlisteners;
     struct anvil *anvil;                    /* shared connection accounting */
+    struct module_metrics *metrics;         /* shared metrics region, or NULL */
     struct queue *queue;                    /* opened before privileges were dropped */
     struct module_set *modules;             /* loaded by the master; initialised here */
     unsigned worker_index;                  /* column in the anvil table */
@@ -48,6 +50,8 @@ struct smtpd_pickup_args {
     struct queue *queue;
     int maildrop_fd;                        /* opened before privileges were dropped */
     struct module_set *modules;
+    struct module_metrics *metrics;         /* shared metrics region, or NULL */
+    unsigned process_index;                 /* the master's slot for this process (gauge column) */
 };
 int smtpd_pickup_main(const struct smtpd_pickup_args *args);
 

@@ -46,6 +46,7 @@ struct master_service;
 struct module_set;
 struct petrel_module;
 struct module_session;
+struct module_metrics;
 struct restrict_result;
 struct smtpd_rcpt_maps;
 struct evbuffer;
@@ -372,8 +373,11 @@ static inline petrel_pool *smtpd_cmd_pool(const struct smtpd_session *s)
 }
 
 /* worker.c: what every process that runs sessions sets up (smtpd workers, pickup) */
+/* metrics and process_index: the shared metrics region and this process's
+ * slot in the master (its gauge column), for the module runtime. */
 void smtpd_worker_init(struct smtpd_worker *w, const struct cfg *cfg, struct queue *queue,
-                       struct module_set *modules, struct anvil *anvil, unsigned index);
+                       struct module_set *modules, struct anvil *anvil, unsigned index,
+                       struct module_metrics *metrics, unsigned process_index);
 void smtpd_worker_fini(struct smtpd_worker *w);
 
 /* session.c */

@@ -313,7 +313,8 @@ static const struct cfg_bind worker_binds[] = {
 const struct cfg_bind_table smtpd_worker_bind_table = CFG_BIND_TABLE("smtpd worker", worker_binds);
 
 void smtpd_worker_init(struct smtpd_worker *w, const struct cfg *cfg, struct queue *queue,
-                       struct module_set *modules, struct anvil *anvil, unsigned index)
+                       struct module_set *modules, struct anvil *anvil, unsigned index,
+                       struct module_metrics *metrics, unsigned process_index)
 {
     memset(w, 0, sizeof(*w));
     signal(SIGPIPE, SIG_IGN);
@@ -337,7 +338,8 @@ void smtpd_worker_init(struct smtpd_worker *w, const struct cfg *cfg, struct que
     if (w->dns == NULL)
         msg_fatal("%s", error);
     struct module_runtime_args rt = { .set = w->modules, .role = MODULE_ROLE_SMTPD, .role_name = "smtpd",
-                                      .base = w->base, .workq = w->workq, .dns = w->dns, .process_index = index };
+                                      .base = w->base, .workq = w->workq, .dns = w->dns, .metrics = metrics,
+                                      .process_index = process_index };
     if (module_runtime_start(&rt) != 0)
         msg_fatal("cannot start: a module failed to initialise");
     if (module_set_register_tables(w->modules, w->tables) != 0)
@@ -361,7 +363,8 @@ int smtpd_worker_main(const struct smtpd_worker_args *args)
 {
     struct smtpd_worker w;
     log_set_role("smtpd");
-    smtpd_worker_init(&w, args->cfg, args->queue, args->modules, args->anvil, args->worker_index);
+    smtpd_worker_init(&w, args->cfg, args->queue, args->modules, args->anvil, args->worker_index, args->metrics,
+                      args->worker_index);
     char *error = NULL;
 
     w.nlisteners = args->nlisteners;

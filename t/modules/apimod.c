@@ -15,6 +15,13 @@
  *   HELO: tries a transaction note outside a transaction (refused);
  *   MAIL FROM:<note-...>: transaction note apimod.sender = the sender, and
  *   tries to set notemod.forged (refused: not its namespace).
+ *
+ * Metrics (registered in init, in every process):
+ *   petrel_apimod_mails_total{kind}   each MAIL FROM, kind "note" or "plain";
+ *   petrel_apimod_processes           a gauge each process sets to 1;
+ *   petrel_apimod_sender_length_bytes a histogram of sender lengths (10/20/40);
+ *   and two definitions the core must refuse (logged), whose NULL handles
+ *   the module then uses (nothing is recorded).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -95,7 +102,34 @@ static int check(petrel_module *m)
 
 struct apimod {
     petrel_pool *pool;
+    petrel_metric *mails, *processes, *lengths, *bad_counter, *bad_prefix;
 };
+
+static const char *const kind_label[] = { "kind", NULL };
+static const double length_buckets[] = { 10, 20, 40 };
+
+static void register_metrics(petrel_module *m, struct apimod *state)
+{
+    const petrel_metric_def mails = { PETREL_METRIC_DEF_INIT, .type = PETREL_METRIC_COUNTER,
+                                      .name = "petrel_apimod_mails_total", .help = "MAIL commands seen",
+                                      .labels = kind_label };
+    const petrel_metric_def processes = { PETREL_METRIC_DEF_INIT, .type = PETREL_METRIC_GAUGE,
+                                          .name = "petrel_apimod_processes", .help = "processes running apimod" };
+    const petrel_metric_def lengths = { PETREL_METRIC_DEF_INIT, .type = PETREL_METRIC_HISTOGRAM,
+                                        .name = "petrel_apimod_sender_length_bytes", .help = "sender lengths",
+                                        .buckets = length_buckets, .nbuckets = 3 };
+    const petrel_metric_def bad_counter = { PETREL_METRIC_DEF_INIT, .type = PETREL_METRIC_COUNTER,
+                                            .name = "petrel_apimod_mails", .help = "no _total" };
+    const petrel_metric_def bad_prefix = { PETREL_METRIC_DEF_INIT, .type = PETREL_METRIC_GAUGE,
+                                           .name = "petrel_notemod_things", .help = "another module's prefix" };
+    state->mails = petrel_metric_register(m, &mails);
+    state->processes = petrel_metric_register(m, &processes);
+    state->lengths = petrel_metric_register(m, &lengths);
+    state->bad_counter = petrel_metric_register(m, &bad_counter);
+    state->bad_prefix = petrel_metric_register(m, &bad_prefix);
+    petrel_metric_set(state->processes, NULL, 1);
+    petrel_metric_add(state->bad_counter, NULL, 1);   /* NULL: nothing is recorded */
+}
 
 static int init(petrel_module *m, const char **error)
 {
@@ -103,6 +137,7 @@ static int init(petrel_module *m, const char **error)
     struct apimod *state = petrel_pool_zalloc(pool, sizeof(*state));
     state->pool = pool;
     petrel_module_set_data(m, state);
+    register_metrics(m, state);
     char tags[256] = "";
     size_t n = 0;
     for (const char *const *t = petrel_param_list(m, "apimod_tags"); t && *t; t++)
@@ -140,6 +175,10 @@ static petrel_verdict on_helo(petrel_session *s, const char *helo)
 
 static petrel_verdict on_mail(petrel_session *s, const char *sender)
 {
+    struct apimod *state = petrel_module_data(petrel_session_module(s));
+    const char *kind[] = { strncmp(sender, "note-", 5) == 0 ? "note" : "plain" };
+    petrel_metric_add(state->mails, kind, 1);
+    petrel_metric_observe(state->lengths, NULL, (double)strlen(sender));
     if (strncmp(sender, "note-", 5) == 0) {
         petrel_note_set(s, PETREL_NOTE_TRANSACTION, "apimod.sender", sender);
         int rc = petrel_note_set(s, PETREL_NOTE_TRANSACTION, "notemod.forged", "yes");

@@ -428,6 +428,47 @@ PETREL_API int petrel_dns_lookup(petrel_module *m, petrel_dns_type type, const c
 /* Runs work(arg) on a worker thread, then done(arg) back on the loop. */
 PETREL_API int petrel_run_blocking(petrel_module *m, void (*work)(void *arg), void (*done)(void *arg), void *arg);
 
+/* ------------------------------------------------------------------ */
+/* metrics (ABI 1.1)                                                   */
+
+/* A module's counters, gauges and histograms, aggregated across every
+ * petreld process and kept across worker restarts and reloads; they are
+ * served with the core's in the Prometheus text format (petrelctl
+ * metrics). Register them in init (each process does; the first one
+ * creates the metric, the others find it), then update them from hooks
+ * and callbacks. */
+typedef struct petrel_metric petrel_metric;     /* a handle, like a session's */
+typedef enum petrel_metric_type { PETREL_METRIC_COUNTER, PETREL_METRIC_GAUGE,
+                                  PETREL_METRIC_HISTOGRAM } petrel_metric_type;
+typedef struct petrel_metric_def {
+    size_t size;                  /* sizeof(petrel_metric_def): PETREL_METRIC_DEF_INIT */
+    petrel_metric_type type;
+    /* "petrel_MODULE_what_unit": lower-case letters, digits and _, starting
+     * with petrel_ and the module's name; a counter's name ends in _total. */
+    const char *name;
+    const char *help;
+    /* The label names, NULL-terminated (at most 4), or NULL for none. */
+    const char *const *labels;
+    /* HISTOGRAM: ascending upper bounds (at most 15); NULL for latencies in
+     * seconds (0.001 to 30). */
+    const double *buckets;
+    size_t nbuckets;
+} petrel_metric_def;
+#define PETREL_METRIC_DEF_INIT .size = sizeof(petrel_metric_def)
+
+/* Returns the metric, or NULL (logged) for a bad definition, another shape
+ * under the same name, a full table, or a process without metrics. NULL is
+ * safe to pass to the functions below: nothing is recorded. */
+PETREL_API petrel_metric *petrel_metric_register(petrel_module *m, const petrel_metric_def *def);
+/* label_values: one per label name, in order (NULL when there are none);
+ * each is cut at 60 bytes. A counter adds value (>= 0); a gauge adds to this
+ * process's value (a gauge reads as the sum over processes, and a process
+ * that exits takes its value with it). */
+PETREL_API void petrel_metric_add(petrel_metric *metric, const char *const *label_values, double value);
+PETREL_API void petrel_metric_set(petrel_metric *metric, const char *const *label_values, double value);  /* gauge */
+PETREL_API void petrel_metric_observe(petrel_metric *metric, const char *const *label_values,
+                                      double value);                                                 /* histogram */
+
 #ifdef __cplusplus
 }
 #endif

@@ -33,6 +33,13 @@ struct tbl_registry;
 
 enum circuit_state { CIRCUIT_CLOSED, CIRCUIT_OPEN, CIRCUIT_HALF_OPEN };
 
+#define STALE_KINDS 3                  /* session, pending call, other handles */
+struct stale_log {
+    time_t second;
+    unsigned lines;
+    unsigned long suppressed;
+};
+
 struct petrel_module {
     const petrel_module_desc *desc;     /* as the module exports it: read it through c */
     struct compat_desc c;               /* its hooks and arrays in today's layout (compat.c) */
@@ -57,7 +64,7 @@ struct petrel_module {
     unsigned consecutive_failures;
     time_t open_until;
     unsigned long long calls, failures, timeouts, skipped, circuit_opened;
-    unsigned long stale_calls;      /* API calls with a dead handle (for rate-limited logging) */
+    struct stale_log stale[STALE_KINDS];   /* API calls with a dead handle, per kind (rate-limited logging) */
     unsigned check_problems;        /* petrel_config_error() calls during its check */
     void **table_regs;              /* registry entries made for its table types */
     size_t ntable_regs;

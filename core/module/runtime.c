@@ -10,8 +10,10 @@
 #include "config.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "lib/log.h"
 #include "module/module.h"
@@ -42,25 +44,38 @@ int module_on_loop(const struct petrel_module *m, const char *fn)
 
 void module_stale(const struct handle_table *t, uintptr_t h, const char *fn)
 {
-    static unsigned long unknown;
+    static struct stale_log unknown[STALE_KINDS];
     struct petrel_module *m = module_by_index(handle_module(t, h));
-    unsigned long *count = m ? &m->stale_calls : &unknown;
-    ++*count;
-    /* A module that keeps calling with a dead handle must not flood the log. */
-    if (*count > 10 && *count % 1000 != 0)
+    unsigned kind = t->tag == HANDLE_TAG_SESSION ? 0 : t->tag == HANDLE_TAG_PENDING ? 1 : 2;
+    struct stale_log *sl = m ? &m->stale[kind] : &unknown[kind];
+    /* A module that keeps calling with a dead handle must not flood the
+     * log: at most 10 lines a second per module and kind of handle (so
+     * that a late resume is not hidden by a burst of session calls), then
+     * a count. */
+    time_t now = time(NULL);
+    if (now != sl->second) {
+        sl->second = now;
+        sl->lines = 0;
+    }
+    if (++sl->lines > 10) {
+        sl->suppressed++;
         return;
+    }
+    char more[64] = "";
+    if (sl->suppressed)
+        snprintf(more, sizeof(more), " (and %lu similar lines suppressed)", sl->suppressed);
+    sl->suppressed = 0;
     if (h == 0) {
-        msg_warn("module %s: %s: NULL %s handle: ignored", m ? m->name : "?", fn, t->kind);
+        msg_warn("module %s: %s: NULL %s handle: ignored%s", m ? m->name : "?", fn, t->kind, more);
     } else if (m) {
         /* A late answer after a timeout or a hang-up is ordinary; anything else is the module's bug. */
         if (t->tag == HANDLE_TAG_PENDING)
             msg_info("module %s: %s: the %s is no longer valid (already completed, timed out, or its session "
-                     "ended): ignored%s", m->name, fn, t->kind, *count > 10 ? " (logged once per 1000 from now on)" : "");
+                     "ended): ignored%s", m->name, fn, t->kind, more);
         else
             msg_warn("module %s: %s: the %s handle is no longer valid (its session ended, or it was cancelled "
-                     "or fired): ignored%s", m->name, fn, t->kind,
-                     *count > 10 ? " (logged once per 1000 from now on)" : "");
+                     "or fired): ignored%s", m->name, fn, t->kind, more);
     } else {
-        msg_warn("%s: not a valid %s handle (a module passed something else): ignored", fn, t->kind);
+        msg_warn("%s: not a valid %s handle (a module passed something else): ignored%s", fn, t->kind, more);
     }
 }

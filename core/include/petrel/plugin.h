@@ -7,24 +7,45 @@
  * symbol, `petrel_module_descriptor`, a const struct petrel_module_desc built
  * with designated initialisers (PETREL_MODULE_INIT fills in the ABI fields).
  * It declares its parameters, its hooks, and the named things it provides
- * (restrictions, lookup-table types). The core refuses a module built for
- * another ABI major, or for a newer ABI minor, with a clear message.
+ * (restrictions, lookup-table types, SASL back-ends). The core refuses a
+ * module built for another ABI major, or for a newer ABI minor, with a clear
+ * message; petreld exports the functions declared here and nothing else.
  *
  * Hooks follow the SMTP phases and return a verdict from a closed set. A hook
  * that must wait (DNS, Redis, a policy server) calls petrel_suspend(), returns
- * PETREL_PENDING, and later completes the handle exactly once with
- * petrel_resume(). The core enforces a per-module timeout; completing after
- * the timeout or after the session went away is a safe no-op.
+ * PETREL_PENDING, and later completes the call exactly once with
+ * petrel_resume(). The core enforces a per-module timeout.
+ *
+ * Handles: petrel_session, petrel_pending, petrel_timer, petrel_watch and
+ * petrel_metric pointers are handles, not memory. The core checks each one
+ * it is given: a handle whose session ended (or whose call completed, timer
+ * fired, ...) makes the function log and return NULL, 0 or -1, never crash,
+ * so a module may keep handles for late callbacks. A session handle also
+ * names the module it was handed to: slots, replies, notes and log lines
+ * act for that module, whenever the call is made.
+ *
+ * Callbacks (timers, fd watches, DNS answers, blocking-call completions)
+ * run on the role's event loop, never before the call that scheduled them
+ * has returned.
  *
  * Replies are validated: a REJECT must carry a 5xx code, a TEMPFAIL a 4xx
  * code; anything else is answered 451 4.3.0 and logged as the module's fault.
  *
  * Memory: petrel_session_pool() lives as long as the connection,
  * petrel_tx_pool() as long as the mail transaction. Allocate from them and
- * never free: a plugin that forgets cannot leak.
+ * never free: a plugin that forgets cannot leak. Memory a late callback
+ * uses must be the module's own (malloc), not a session's pool.
+ *
+ * ABI rules (see doc/plugin-guide.md, "ABI rules"): within ABI major 1,
+ * struct layouts never change, fields are only added (at the end of a
+ * sized element, or in the descriptor's spare room), functions are only
+ * added, and a plugin built against minor N loads into any core of minor
+ * N or later. Every element of a descriptor array starts with its size
+ * (PETREL_..._INIT), so it can grow.
  *
  * Every function here is to be called on the thread that called the hook
- * (the role's event loop), except the work function of petrel_run_blocking.
+ * (the role's event loop), except the work function of petrel_run_blocking,
+ * which may call none of them.
  */
 #ifndef PETREL_PLUGIN_H
 #define PETREL_PLUGIN_H
@@ -42,11 +63,11 @@ extern "C" {
 /* ------------------------------------------------------------------ */
 /* opaque handles                                                      */
 
-typedef struct petrel_module petrel_module;     /* a loaded module instance */
-typedef struct petrel_session petrel_session;   /* one SMTP connection */
-typedef struct petrel_pending petrel_pending;   /* a suspended hook or restriction */
-typedef struct petrel_timer petrel_timer;
-typedef struct petrel_watch petrel_watch;
+typedef struct petrel_module petrel_module;     /* a loaded module instance (valid while it is loaded) */
+typedef struct petrel_session petrel_session;   /* handle: one SMTP connection, as one module sees it */
+typedef struct petrel_pending petrel_pending;   /* handle: a suspended hook or restriction call */
+typedef struct petrel_timer petrel_timer;       /* handle */
+typedef struct petrel_watch petrel_watch;       /* handle */
 
 /* ------------------------------------------------------------------ */
 /* verdicts                                                            */
@@ -63,7 +84,9 @@ typedef enum petrel_verdict {
 
 /* Sets the reply that goes with REJECT or TEMPFAIL (defaults: 550 5.7.1
  * "Rejected by module NAME" / 451 4.7.1 "Try again later"). text is copied.
- * enhanced may be NULL (derived from the code's class). */
+ * enhanced may be NULL (derived from the code's class). It applies to the
+ * module's call in progress on the session, or to its suspended call when
+ * petrel_resume() is then given no reply of its own. */
 PETREL_API void petrel_set_reply(petrel_session *s, int code, const char *enhanced, const char *text);
 
 /* ------------------------------------------------------------------ */
@@ -147,8 +170,10 @@ typedef struct petrel_hooks {
     petrel_verdict (*mail)(petrel_session *s, const char *sender);
     petrel_verdict (*rcpt)(petrel_session *s, const char *recipient);
     petrel_verdict (*data)(petrel_session *s);
-    /* Each header as received (name without the colon, value unfolded as
-     * received, without the leading space). May not suspend. */
+    /* Each header as received: name without the colon; value as received
+     * without the one space after the colon (a folded value keeps its CRLF
+     * and the white space that starts each continuation line). May not
+     * suspend. */
     petrel_verdict (*header)(petrel_session *s, const char *name, const char *value);
     /* The header section is complete. May not suspend (content is streaming in). */
     petrel_verdict (*end_of_headers)(petrel_session *s);
@@ -162,7 +187,7 @@ typedef struct petrel_hooks {
     /* A recipient was delivered, deferred or bounced (informational; runs in
      * the queue manager process, where there is no SMTP session). */
     void (*delivery)(petrel_module *m, const petrel_delivery_result *r);
-    void *spare[7];            /* room for growth within an ABI major */
+    void *spare[7];            /* room for growth within ABI 1.x (new hooks): leave zero */
 } petrel_hooks;
 
 /* ------------------------------------------------------------------ */
@@ -312,12 +337,20 @@ PETREL_API const char *petrel_module_name(petrel_module *m);
 /* ------------------------------------------------------------------ */
 /* suspension                                                          */
 
-/* In a hook or restriction check: returns a handle to complete later; the
- * hook then returns PETREL_PENDING. */
+/* In a hook or restriction check that may suspend: returns a handle to
+ * complete later, and the hook returns PETREL_PENDING (suspending twice in
+ * one call gives the same handle). NULL (logged) outside the module's own
+ * call or in a hook that may not suspend. A hook that suspends and then
+ * returns a verdict without resuming gets that verdict; its handle is
+ * cancelled. */
 PETREL_API petrel_pending *petrel_suspend(petrel_session *s);
 /* Completes a suspended call exactly once with its verdict (and, for REJECT
- * or TEMPFAIL, the reply). After a timeout or when the session is gone, this
- * only releases the handle. */
+ * or TEMPFAIL, the reply: code 0 with NULL texts takes the one set with
+ * petrel_set_reply, else the defaults). The session moves on at the next
+ * loop turn, after the caller returns. A second resume, a resume after the
+ * timeout or after the session ended is logged and ignored. Resumed inside
+ * the hook itself (before it returns), the verdict is the answer whatever
+ * the hook then returns (return PETREL_PENDING; anything else is logged). */
 PETREL_API void petrel_resume(petrel_pending *p, petrel_verdict v, int code, const char *enhanced, const char *text);
 /* The session the suspended call belongs to, as a handle for the module
  * that suspended; NULL once the call completed, timed out or its session
@@ -327,12 +360,17 @@ PETREL_API petrel_session *petrel_pending_session(petrel_pending *p);
 /* ------------------------------------------------------------------ */
 /* facts about the session and the transaction                         */
 
+/* Every function taking a session returns NULL, 0 or -1 (and logs) when
+ * the session has ended. */
 PETREL_API petrel_pool *petrel_session_pool(petrel_session *s);
 PETREL_API petrel_pool *petrel_tx_pool(petrel_session *s);          /* NULL outside a transaction */
-PETREL_API petrel_module *petrel_session_module(petrel_session *s); /* the module being called */
-/* One pointer per module per session / per transaction, for the module's state. */
+/* The module the handle was handed to (yours); known even after the
+ * session ended, since the module is part of the handle. */
+PETREL_API petrel_module *petrel_session_module(petrel_session *s);
+/* One pointer per module per session / per transaction, for the module's
+ * state (the handle's module's slot). */
 PETREL_API void **petrel_session_slot(petrel_session *s);
-PETREL_API void **petrel_tx_slot(petrel_session *s);
+PETREL_API void **petrel_tx_slot(petrel_session *s);                /* NULL outside a transaction */
 
 PETREL_API const char *petrel_client_addr(petrel_session *s);
 PETREL_API const char *petrel_client_name(petrel_session *s);       /* "unknown" when not looked up */
@@ -346,6 +384,10 @@ PETREL_API size_t petrel_recipient_count(petrel_session *s);
 PETREL_API const char *petrel_recipient_at(petrel_session *s, size_t i);
 PETREL_API const char *petrel_queue_id(petrel_session *s);          /* NULL until the queue file exists */
 PETREL_API const char *petrel_service_name(petrel_session *s);      /* the master.cf service */
+
+/* Headers seen so far, in order: name and value of header i (the value as
+ * the header hook sees it), or -1 past the end. */
+PETREL_API int petrel_header_at(petrel_session *s, size_t i, const char **name, const char **value);
 
 /* ------------------------------------------------------------------ */
 /* notes: values modules share in a session or a transaction (ABI 1.1)  */
@@ -364,9 +406,6 @@ PETREL_API int petrel_note_set(petrel_session *s, petrel_note_scope scope, const
 /* The note's value (the transaction's if both scopes have one), or NULL.
  * Valid until the note is set again or its scope ends. */
 PETREL_API const char *petrel_note_get(petrel_session *s, const char *name);
-
-/* Headers seen so far, in order: name and value of header i, or -1 past the end. */
-PETREL_API int petrel_header_at(petrel_session *s, size_t i, const char **name, const char **value);
 
 /* ------------------------------------------------------------------ */
 /* message edits: recorded, applied by the core before commit          */
@@ -391,7 +430,8 @@ PETREL_API int petrel_quarantine(petrel_session *s, const char *reason);
 
 typedef enum petrel_log_level { PETREL_LOG_DEBUG, PETREL_LOG_INFO, PETREL_LOG_WARNING,
                                 PETREL_LOG_ERROR } petrel_log_level;
-/* Logs "QUEUEID: text" (or "NOQUEUE: ...") when s is given, Postfix-style. */
+/* Logs "QUEUEID: NAME: text" (or "NOQUEUE: NAME: ...") Postfix-style, NAME
+ * being the handle's module; after the session ended, "module NAME: text". */
 PETREL_API void petrel_log(petrel_session *s, petrel_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 PETREL_API void petrel_module_log(petrel_module *m, petrel_log_level level, const char *fmt, ...)
@@ -399,7 +439,8 @@ PETREL_API void petrel_module_log(petrel_module *m, petrel_log_level level, cons
 
 typedef void petrel_timer_fn(void *arg);
 PETREL_API petrel_timer *petrel_timer_start(petrel_module *m, unsigned ms, petrel_timer_fn *fn, void *arg);
-/* Only before it fired: a timer is released when its function runs. */
+/* Cancels a timer that has not fired; cancelling one that fired or was
+ * cancelled already is a logged no-op. */
 PETREL_API void petrel_timer_cancel(petrel_timer *t);
 
 #define PETREL_WATCH_READ 1
@@ -409,9 +450,10 @@ PETREL_API petrel_watch *petrel_watch_fd(petrel_module *m, int fd, int events, p
 PETREL_API void petrel_watch_cancel(petrel_watch *w);
 
 /* Asynchronous DNS through dns_resolver (else the system's resolvers). The
- * callback runs on the loop; values live until it returns. For PTR, name is
- * an IPv4 or IPv6 address. Returns 0, or -1 when no resolver is available
- * (fn is then not called). */
+ * callback runs on the loop, always after petrel_dns_lookup has returned
+ * (even for an answer known at once, such as BADNAME); values live until
+ * it returns. For PTR, name is an IPv4 or IPv6 address. Returns 0, or -1
+ * when no resolver is available (fn is then not called). */
 typedef enum petrel_dns_type { PETREL_DNS_A, PETREL_DNS_AAAA, PETREL_DNS_MX, PETREL_DNS_TXT,
                                PETREL_DNS_PTR } petrel_dns_type;
 typedef enum petrel_dns_status { PETREL_DNS_OK, PETREL_DNS_NXDOMAIN, PETREL_DNS_NODATA,
@@ -425,7 +467,9 @@ typedef struct petrel_dns_answer {
 typedef void petrel_dns_fn(const petrel_dns_answer *answer, void *arg);
 PETREL_API int petrel_dns_lookup(petrel_module *m, petrel_dns_type type, const char *name, petrel_dns_fn *fn, void *arg);
 
-/* Runs work(arg) on a worker thread, then done(arg) back on the loop. */
+/* Runs work(arg) on a worker thread, then done(arg) back on the loop. work
+ * may call no Petrel function. Returns 0, or -1 where there are no worker
+ * threads (done is then not called). */
 PETREL_API int petrel_run_blocking(petrel_module *m, void (*work)(void *arg), void (*done)(void *arg), void *arg);
 
 /* ------------------------------------------------------------------ */

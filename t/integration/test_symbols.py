@@ -79,6 +79,8 @@ for line in nm.stdout.splitlines():
     parts = line.split()
     if len(parts) < 3 or "@" in parts[2]:
         continue
+    if re.match(r"__(asan|ubsan|lsan|sanitizer)_", parts[2]):
+        continue   # the sanitizer build's runtime (configure --enable-sanitizers)
     kind, name = parts[1], parts[2]
     exported.add(name)
     if kind in ("T", "t", "W", "i"):

@@ -29,6 +29,20 @@ with Petrel(t, start=False, main_cf={"modules": "testmod", "module_directory": m
     t.like(r.stdout, r"testmod_default_action = continue", "and the per-module default action")
     t.like(r.stdout, r"testmod_hook_timeout = ", "and the per-module hook timeout")
 
+# The hook table: per phase, the modules in the order they run.
+both = module_dir("apimod", "testmod")
+with Petrel(t, start=False, main_cf={"modules": "apimod testmod", "module_directory": both}) as p:
+    r = p.petrelctl("modules")
+    listing = r.stdout[r.stdout.find("phases"):]
+    t.like(listing, r"^phases \(modules run in this order\):\n", "petrelctl modules lists the phases")
+    t.like(listing, r"\n  connect: apimod, testmod   \(smtpd, may suspend\)\n", "connect: both, in modules order")
+    t.like(listing, r"\n  mail: apimod, testmod   \(smtpd, may suspend\)\n", "mail: both")
+    t.like(listing, r"\n  rcpt: testmod   \(smtpd, may suspend\)\n", "rcpt: only the module that has the hook")
+    t.like(listing, r"\n  header: testmod   \(smtpd\)\n", "content hooks do not suspend")
+    t.like(listing, r"\n  queued: testmod   \(smtpd, informational\)\n", "informational hooks are marked")
+    t.like(listing, r"\n  delivery: testmod   \(queue manager, informational\)\n", "delivery runs in the queue manager")
+    t.ok("starttls:" not in listing and "auth:" not in listing, "phases nobody hooks are not listed")
+
 with Petrel(t, start=False, main_cf={"modules": "testmod", "module_directory": mods, "testmod_delay": "soon"}) as p:
     r = check(p)
     t.ok(r.returncode != 0, "a bad module parameter value fails the check")

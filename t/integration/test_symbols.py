@@ -71,25 +71,28 @@ declared, unmarked = declared_functions(headers)
 t.ok(len(declared) > 50, "the headers declare the API's functions (%d)" % len(declared))
 t.is_(unmarked, [], "every declared function is marked PETREL_API (default visibility)")
 
-binary = os.path.join(TOP_BUILDDIR, "core", "master", "petreld")
-nm = subprocess.run(["nm", "-D", "--defined-only", binary], capture_output=True, text=True)
-t.ok(nm.returncode == 0, "nm -D --defined-only petreld runs", nm.stderr)
-exported, functions, other = set(), set(), []
-for line in nm.stdout.splitlines():
-    parts = line.split()
-    if len(parts) < 3 or "@" in parts[2]:
-        continue
-    if re.match(r"__(asan|ubsan|lsan|sanitizer)_", parts[2]):
-        continue   # the sanitizer build's runtime (configure --enable-sanitizers)
-    kind, name = parts[1], parts[2]
-    exported.add(name)
-    if kind in ("T", "t", "W", "i"):
-        functions.add(name)
-    else:
-        other.append(line)
-t.is_(sorted(declared - functions), [], "every function the headers declare is exported by petreld")
-t.is_(sorted(exported - declared), [], "petreld exports nothing the headers do not declare")
-t.is_(other, [], "and no data symbols")
+# petrelctl loads modules too (to check and describe them): it exports the same.
+for program in (("core", "master", "petreld"), ("core", "tools", "petrelctl")):
+    binary = os.path.join(TOP_BUILDDIR, *program)
+    what = program[-1]
+    nm = subprocess.run(["nm", "-D", "--defined-only", binary], capture_output=True, text=True)
+    t.ok(nm.returncode == 0, "nm -D --defined-only %s runs" % what, nm.stderr)
+    exported, functions, other = set(), set(), []
+    for line in nm.stdout.splitlines():
+        parts = line.split()
+        if len(parts) < 3 or "@" in parts[2]:
+            continue
+        if re.match(r"__(asan|ubsan|lsan|sanitizer)_", parts[2]):
+            continue   # the sanitizer build's runtime (configure --enable-sanitizers)
+        kind, name = parts[1], parts[2]
+        exported.add(name)
+        if kind in ("T", "t", "W", "i"):
+            functions.add(name)
+        else:
+            other.append(line)
+    t.is_(sorted(declared - functions), [], "every function the headers declare is exported by %s" % what)
+    t.is_(sorted(exported - declared), [], "%s exports nothing the headers do not declare" % what)
+    t.is_(other, [], "and no data symbols")
 
 # --- a module with functions named like the core's internals -------------------
 mods = module_dir("clashmod")

@@ -36,7 +36,6 @@ struct petrel_module;
 struct module_runtime_args {
     struct module_set *set;              /* this process's generation of modules */
     unsigned role;                       /* MODULE_ROLE_SMTPD or MODULE_ROLE_QMGR */
-    const char *role_name;               /* for log lines */
     struct event_base *base;
     struct workq *workq;
     struct dns_resolver *dns;

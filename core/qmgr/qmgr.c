@@ -236,7 +236,7 @@ int qmgr_main(const struct qmgr_args *args)
         msg_fatal("dns_resolver: %s", error);
     /* Modules with a queue-manager hook (delivery results) are initialised
      * here too: init runs in every role process that uses the module. */
-    struct module_runtime_args rt = { .set = q.modules, .role = MODULE_ROLE_QMGR, .role_name = "qmgr",
+    struct module_runtime_args rt = { .set = q.modules, .role = MODULE_ROLE_QMGR,
                                       .base = q.base, .workq = q.workq, .dns = q.dns, .metrics = args->metrics,
                                       .process_index = args->process_index };
     if (module_runtime_start(&rt) != 0)

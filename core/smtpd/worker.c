@@ -337,7 +337,7 @@ void smtpd_worker_init(struct smtpd_worker *w, const struct cfg *cfg, struct que
     w->dns = dns_resolver_create(w->base, w->dns_resolver, &error);
     if (w->dns == NULL)
         msg_fatal("%s", error);
-    struct module_runtime_args rt = { .set = w->modules, .role = MODULE_ROLE_SMTPD, .role_name = "smtpd",
+    struct module_runtime_args rt = { .set = w->modules, .role = MODULE_ROLE_SMTPD,
                                       .base = w->base, .workq = w->workq, .dns = w->dns, .metrics = metrics,
                                       .process_index = process_index };
     if (module_runtime_start(&rt) != 0)

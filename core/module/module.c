@@ -7,6 +7,7 @@
 #include "config.h"
 
 #include <ctype.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -189,11 +190,24 @@ static struct petrel_module *load_one(const char *dir, const char *name)
         free(path);
         return NULL;
     }
+    /* Bound now, not lazily: a module that calls a function this core
+     * lacks is refused here, by name, rather than killing the process at
+     * its first call; and the dynamic linker's reason is reported (libltdl
+     * says "file not found" for any failure). libltdl then opens the same,
+     * already loaded object. */
+    void *bound = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (bound == NULL) {
+        const char *why = dlerror();
+        msg_error("module %s: cannot load %s: %s", name, path, why ? why : "unknown error");
+        free(path);
+        return NULL;
+    }
     lt_dladvise advise;
     lt_dladvise_init(&advise);
     lt_dladvise_local(&advise);
     lt_dlhandle h = lt_dlopenadvise(path, advise);
     lt_dladvise_destroy(&advise);
+    dlclose(bound);
     if (h == NULL) {
         msg_error("module %s: cannot load %s: %s", name, path, lt_dlerror());
         free(path);

@@ -4,7 +4,7 @@ then) load into today's petreld and work: their parameters, hooks,
 suspension, restrictions, table types, SASL back-ends and edits are read
 through the 1.0 layouts. A 1.1 module whose elements lack their size is
 refused with a message that says what to do, and one built for a newer
-minor is refused too."""
+minor is refused too, as is one that calls a function this petreld lacks."""
 import base64
 import subprocess
 import time
@@ -85,4 +85,16 @@ with Petrel(t, start=False, main_cf={"modules": "futuremod", "module_directory":
     t.ok(r.returncode != 0, "a module built for a newer ABI minor is refused")
     t.like(r.stderr, r"module futuremod \(.*futuremod\.so\) needs plugin ABI 1\.2, newer than this petreld's 1\.1: "
            r"upgrade Petrel", "saying which ABI it needs and ours")
+
+# A module that calls an API function this core lacks is refused when it
+# is loaded (with lazy binding it loaded, and its first call killed the
+# process), and the reason is the dynamic linker's, not "file not found".
+undef = module_dir("undefmod")
+with Petrel(t, start=False, main_cf={"modules": "undefmod", "module_directory": undef}) as p:
+    r = check(p)
+    t.ok(r.returncode != 0, "a module that needs a function this petreld lacks is refused (petreld -n)")
+    t.like(r.stderr, r"module undefmod: cannot load .*undefmod\.so: .*undefined symbol: petrel_function_from_the_future",
+           "naming the missing symbol")
+    r = p.petrelctl("modules")
+    t.like(r.stderr, r"undefined symbol: petrel_function_from_the_future", "petrelctl modules says the same")
 t.done()

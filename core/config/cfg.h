@@ -28,7 +28,8 @@ struct cfg_param {            /* one declared parameter */
                                   letter ("300s", "5d") is the parameter's default unit */
     const char *help;
     long long min, max;        /* bounds for INT/TIME/SIZE (0,0 = unbounded); TIME in seconds */
-    const char *const *choices;/* for enumerated CFG_STR values, NULL-terminated, or NULL */
+    const char *const *choices;/* for enumerated CFG_STR values (or the items of a CFG_LIST),
+                                  NULL-terminated, or NULL */
 };
 
 struct cfg_schema;             /* the set of known parameters: core ones + those modules add */
@@ -86,6 +87,8 @@ long long cfg_int(const struct cfg *, const char *name);        /* INT; TIME in 
 int cfg_bool(const struct cfg *, const char *name);
 const char *const *cfg_list(const struct cfg *, const char *name); /* NULL-terminated items; never NULL */
 int cfg_is_default(const struct cfg *, const char *name);
+/* Who declared the parameter: "core", a module's name, or NULL if unknown. */
+const char *cfg_owner(const struct cfg *, const char *name);
 /* Where the value was set: main.cf or master.cf (for -o); NULL file for a default. */
 void cfg_origin(const struct cfg *, const char *name, const char **file, int *line);
 /* 1 when a and b (two configurations of one generation) give every parameter

@@ -900,6 +900,24 @@ void cfg_value_validate(struct cfg *cfg, struct cfg_value *v)
                               "bad lookup table \"%s\" (expected type:name)", items[i]);
                     v->failed = 1;
                 }
+        if (p->type == CFG_LIST && p->choices) {
+            /* Each item must be one of the declared values. */
+            for (size_t i = 0; i < n; i++) {
+                const char *const *c;
+                for (c = p->choices; *c; c++)
+                    if (strcasecmp(*c, items[i]) == 0)
+                        break;
+                if (!*c) {
+                    struct buf b = BUF_INIT;
+                    for (c = p->choices; *c; c++)
+                        buf_printf(&b, "%s%s", b.len ? ", " : "", *c);
+                    cfg_error(cfg, cfg_value_file(cfg, v), v->line, v->name,
+                              "bad item \"%s\" (expected any of: %s)", items[i], b.data);
+                    buf_free(&b);
+                    v->failed = 1;
+                }
+            }
+        }
         v->list = pool_list(cfg, items, n);
         break;
     }
@@ -948,6 +966,11 @@ const char *const *cfg_list(const struct cfg *cfg, const char *name)
     static const char *const empty[] = { NULL };
     const struct cfg_value *v = cfg_value_find(cfg, name);
     return v && v->list ? v->list : empty;
+}
+
+const char *cfg_owner(const struct cfg *cfg, const char *name)
+{
+    return cfg_schema_owner(cfg->schema, name);
 }
 
 int cfg_is_default(const struct cfg *cfg, const char *name)

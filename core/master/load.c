@@ -98,6 +98,11 @@ int master_load_config(const char *confdir, struct loaded_config *out, int check
         return -1;
     }
     module_set_bind(out->modules, out->cfg);
+    if (module_set_check(out->modules) != 0) {
+        msg_error("%s/main.cf: a module found problems with its configuration (see above)", confdir);
+        master_unload_config(out);
+        return -1;
+    }
     {
         /* dns_resolver must parse here, not in a worker that would die on it. */
         struct event_base *probe = event_base_new();

@@ -55,6 +55,7 @@
 #include "lib/xalloc.h"
 #include "master/master.h"
 #include "master/master_int.h"
+#include "module/metrics.h"
 #include "module/module.h"
 #include "queue/maildrop.h"
 #include "queue/queue.h"
@@ -85,6 +86,7 @@ struct master {
     struct anvil *anvil;
     struct tls_ticket_keys *tickets;   /* shared TLS session ticket keys (tls/tls_ticket.c) */
     struct event *ticket_timer;        /* rotates them every smtpd_tls_session_cache_timeout */
+    struct module_metrics *metrics;      /* shared by every role process, kept across reloads */
     struct worker_proc workers[MAX_WORKERS];
     uid_t run_uid;
     gid_t run_gid;
@@ -252,12 +254,14 @@ static pid_t spawn_worker(struct master *m, int slot, enum role_kind kind)
             _exit(1);
         if (kind == KIND_PICKUP) {
             struct smtpd_pickup_args pa = { .cfg = g->cfg, .service = master_pickup_service(g->cfg), .queue = queue,
-                                            .maildrop_fd = maildrop_fd, .modules = g->conf.modules };
+                                            .maildrop_fd = maildrop_fd, .modules = g->conf.modules,
+                                            .metrics = m->metrics, .process_index = (unsigned)slot };
             _exit(smtpd_pickup_main(&pa));
         }
         if (is_qmgr) {
             struct qmgr_args qa = { .cfg = g->cfg, .queue = queue, .modules = g->conf.modules,
-                                    .mailbox_helper_fd = helper_fd };
+                                    .mailbox_helper_fd = helper_fd, .metrics = m->metrics,
+                                    .process_index = (unsigned)slot };
             _exit(qmgr_main(&qa));
         }
         struct smtpd_worker_args args = {
@@ -266,6 +270,7 @@ static pid_t spawn_worker(struct master *m, int slot, enum role_kind kind)
             .nlisteners = g->nlisteners,
             .anvil = m->anvil,
             .tickets = m->tickets,
+            .metrics = m->metrics,
             .queue = queue,
             .modules = g->conf.modules,
             .worker_index = (unsigned)slot,
@@ -362,6 +367,7 @@ static void on_child_exit(struct master *m, pid_t pid, int status)
             continue;
         w->pid = 0;
         anvil_reset_worker(m->anvil, (unsigned)i);
+        module_metrics_forget_process(m->metrics, (unsigned)i);
         int clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
         if (m->stopping || w->draining || w->generation != m->gen->number) {
             if (!clean)
@@ -665,6 +671,21 @@ static void control_read(struct bufferevent *bev, void *arg)
             status = 1;
             buf_puts(&text, "no queue manager is running (is qmgr in master.cf?)");
         }
+    } else if (strcmp(command, "metrics") == 0) {
+        /* The Prometheus text the metrics endpoint will serve; a frame
+         * holds at most 1 MiB, so a larger text is cut at a line. */
+        module_metrics_render(m->metrics, &text);
+        size_t limit = (1u << 20) - 4096;
+        if (text.len > limit) {
+            size_t cut = limit;
+            while (cut > 0 && text.data[cut - 1] != '\n')
+                cut--;
+            text.len = cut;
+            text.data[cut] = '\0';
+            buf_puts(&text, "# truncated: more than 1 MiB of metrics\n");
+        }
+        while (text.len > 0 && text.data[text.len - 1] == '\n')
+            text.data[--text.len] = '\0';
     } else if (strcmp(command, "stop") == 0) {
         buf_puts(&text, "stopping");
         begin_stop(m);
@@ -991,6 +1012,7 @@ int master_run(const struct master_options *opts)
         msg_warn("cannot map memory for shared TLS session ticket keys: each smtpd worker uses its own");
     m.ticket_timer = evtimer_new(m.base, rotate_tickets, &m);
     schedule_ticket_rotation(&m);
+    m.metrics = module_metrics_create();
 
     struct event *ev_chld = evsignal_new(m.base, SIGCHLD, on_sigchld, &m);
     struct event *ev_term = evsignal_new(m.base, SIGTERM, on_sigterm, &m);
@@ -1026,6 +1048,7 @@ int master_run(const struct master_options *opts)
     anvil_destroy(m.anvil);
     event_free(m.ticket_timer);
     tls_ticket_keys_free(m.tickets);
+    module_metrics_destroy(m.metrics);
     event_base_free(m.base);
     close(m.pid_fd);
     return 0;

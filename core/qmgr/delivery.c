@@ -33,6 +33,7 @@
 #include "qmgr/qmgr_int.h"
 #include "qmgr/route.h"
 #include "module/module.h"
+#include "module/runtime.h"
 #include "tables/table.h"
 
 static void fmt_secs(char *out, size_t size, double v)
@@ -75,11 +76,7 @@ static void log_delivery(struct qjob *j, size_t i, const struct dlv_result *r, c
              j->rcpt_addr[i], orig_to, r->relay, total, a, b, c, d, r->dsn, status ? status : status_word(r->status),
              r->text);
     log_set_role("qmgr");
-    struct module_set *set = m->q->modules;
-    for (int k = 0; set && k < set->n; k++) {
-        struct petrel_module *mod = set->mods[k];
-        if (mod->desc->hooks.delivery == NULL || !module_circuit_allows(mod, time(NULL)))
-            continue;
+    if (module_hook_active(MODULE_HOOK_DELIVERY)) {
         petrel_delivery_result pr = {
             .queue_id = m->id, .sender = m->msg.env.sender, .recipient = j->rcpt_addr[i],
             .original_recipient = orig->address,
@@ -87,7 +84,7 @@ static void log_delivery(struct qjob *j, size_t i, const struct dlv_result *r, c
                     : r->status == DLV_DEFERRED ? PETREL_DELIVERY_DEFERRED : PETREL_DELIVERY_BOUNCED,
             .dsn = r->dsn, .relay = r->relay, .text = r->text, .delay = now - m->arrival,
         };
-        mod->desc->hooks.delivery(mod, &pr);
+        module_notify_delivery(&pr);
     }
 }
 

@@ -73,6 +73,7 @@
 #include "qmgr/qmgr_int.h"
 #include "qmgr/route.h"
 #include "module/module.h"
+#include "module/runtime.h"
 #include "queue/queue.h"
 #include "tables/table.h"
 
@@ -252,19 +253,13 @@ int qmgr_main(const struct qmgr_args *args)
     q.dns = dns_resolver_create(q.base, q.dns_resolver, &error);
     if (q.dns == NULL)
         msg_fatal("dns_resolver: %s", error);
-    /* Modules with a delivery hook are initialised here too: init runs in
-     * every role process that uses the module. */
-    int wants_delivery = 0;
-    for (int k = 0; q.modules && k < q.modules->n; k++)
-        if (q.modules->mods[k]->desc->hooks.delivery)
-            wants_delivery = 1;
-    if (wants_delivery) {
-        q.modules->dns = q.dns;
-        if (module_set_init(q.modules, q.base, q.workq) != 0)
-            msg_fatal("cannot start: a module failed to initialise");
-    } else {
-        q.modules = NULL;
-    }
+    /* Modules with a queue-manager hook (delivery results) are initialised
+     * here too: init runs in every role process that uses the module. */
+    struct module_runtime_args rt = { .set = q.modules, .role = MODULE_ROLE_QMGR,
+                                      .base = q.base, .workq = q.workq, .dns = q.dns, .metrics = args->metrics,
+                                      .process_index = args->process_index };
+    if (module_runtime_start(&rt) != 0)
+        msg_fatal("cannot start: a module failed to initialise");
     q.inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
     if (q.inotify_fd < 0)
         msg_fatal("inotify_init1: %s", strerror(errno));
@@ -296,7 +291,7 @@ int qmgr_main(const struct qmgr_args *args)
     event_base_dispatch(q.base);
     q.exiting = 1;
 
-    module_set_fini(q.modules);
+    module_runtime_stop();
     qmgr_transports_free(&q);
     qmgr_checks_free(&q);
     workq_destroy(q.workq);

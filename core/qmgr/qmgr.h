@@ -6,12 +6,15 @@ struct cfg;
 struct queue;
 
 struct module_set;
+struct module_metrics;
 
 struct qmgr_args {
     const struct cfg *cfg;
     struct queue *queue;      /* opened before privileges were dropped */
     struct module_set *modules;   /* for the delivery-result hooks */
     int mailbox_helper_fd;        /* privileged mailbox helper, or -1 (not started as root) */
+    struct module_metrics *metrics;   /* the shared metrics region, or NULL */
+    unsigned process_index;       /* the master's slot for this process (gauge column) */
 };
 
 /* Runs the queue manager until SIGTERM; returns the exit status. */

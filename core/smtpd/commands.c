@@ -411,7 +411,7 @@ static void rcpt_checked(struct smtpd_session *s, const struct restrict_result *
             tx->discard = 1;
         else if (res->verdict == RV_HOLD)
             tx->hold = 1;
-        s->api.rcpt = tx->rcpts[tx->nrcpts].address;
+        s->module_rcpt = tx->rcpts[tx->nrcpts].address;
         smtpd_hooks_then(s, PHASE_RCPT, tx->rcpts[tx->nrcpts].address, rcpt_hooked);
         return;
     }
@@ -436,7 +436,7 @@ static void rcpt_hooked(struct smtpd_session *s, const struct restrict_result *r
 {
     struct smtpd_tx *tx = s->tx;
     s->state = SMTPD_CMD;
-    s->api.rcpt = NULL;
+    s->module_rcpt = NULL;
     struct smtpd_rcpt *r = &tx->rcpts[tx->nrcpts];
     if (res->verdict == RV_REJECT || res->verdict == RV_DEFER) {
         smtpd_log_reject(s, "reject", "RCPT", res->code, res->enhanced, res->text, r->address);

@@ -188,6 +188,7 @@ void smtpd_tx_free(struct smtpd_session *s)
     s->tx = NULL;
     if (s->policy_conns)
         smtpd_policy_release(s);
+    smtpd_plugin_tx(s);
 }
 
 struct smtpd_tx *smtpd_tx_new(struct smtpd_session *s)
@@ -197,6 +198,7 @@ struct smtpd_tx *smtpd_tx_new(struct smtpd_session *s)
     struct smtpd_tx *tx = petrel_pool_zalloc(pool, sizeof(*tx));
     tx->pool = pool;
     s->tx = tx;
+    smtpd_plugin_tx(s);
     return tx;
 }
 

@@ -15,6 +15,7 @@ struct anvil;
 struct queue;
 struct tls_ticket_keys;
 struct module_set;
+struct module_metrics;
 
 struct smtpd_listen_fd {
     int fd;
@@ -27,6 +28,7 @@ struct smtpd_worker_args {
     int nlisteners;
     struct anvil *anvil;                    /* shared connection accounting */
     const struct tls_ticket_keys *tickets;  /* shared TLS session ticket keys */
+    struct module_metrics *metrics;         /* shared metrics region, or NULL */
     struct queue *queue;                    /* opened before privileges were dropped */
     struct module_set *modules;             /* loaded by the master; initialised here */
     unsigned worker_index;                  /* column in the anvil table */
@@ -52,6 +54,8 @@ struct smtpd_pickup_args {
     struct queue *queue;
     int maildrop_fd;                        /* opened before privileges were dropped */
     struct module_set *modules;
+    struct module_metrics *metrics;         /* shared metrics region, or NULL */
+    unsigned process_index;                 /* the master's slot for this process (gauge column) */
 };
 int smtpd_pickup_main(const struct smtpd_pickup_args *args);
 

@@ -46,7 +46,8 @@ struct cfg;
 struct master_service;
 struct module_set;
 struct petrel_module;
-struct hook_run;
+struct module_session;
+struct module_metrics;
 struct restrict_result;
 struct smtpd_rcpt_maps;
 struct evbuffer;
@@ -62,21 +63,6 @@ struct smtpd_proxy_read;
 /* The SMTP phases whose module hooks the session runs. */
 enum smtpd_phase { PHASE_CONNECT, PHASE_HELO, PHASE_STARTTLS, PHASE_AUTH, PHASE_MAIL, PHASE_RCPT, PHASE_DATA,
                    PHASE_EOH, PHASE_EOM };
-
-/* What a plugin holds as petrel_session: the session seen by the module
- * being called (plugin_api.c). */
-struct petrel_session {
-    struct smtpd_session *smtpd;
-    struct petrel_module *module;
-    const char *rcpt;                 /* the recipient being checked */
-    int reply_code;
-    const char *reply_enhanced, *reply_text;
-    struct petrel_pending *suspended; /* petrel_suspend() during this call */
-    int resumed_early;                /* petrel_resume() before the hook returned */
-    petrel_verdict early_verdict;
-    int early_code;
-    const char *early_enhanced, *early_text;
-};
 
 enum smtpd_edit_kind { EDIT_HEADER_INSERT, EDIT_HEADER_CHANGE, EDIT_RCPT_ADD, EDIT_RCPT_DELETE };
 
@@ -348,7 +334,6 @@ struct smtpd_tx {
     unsigned envelope_written;        /* ... when the queue file's envelope was written */
     struct workq_job *commit_job;
     /* for modules */
-    void **module_slots;
     struct smtpd_edits edits;
     /* The content (cleanup.c): the primary headers as written to the queue
      * file (after header_checks), kept when modules or header rewriting
@@ -481,10 +466,9 @@ struct smtpd_session {
     int greeted;                      /* the 220 went out */
     int tls_hooks_pending;            /* implicit TLS finished before the greeting: STARTTLS hooks after it */
     /* modules */
-    struct petrel_session api;
-    struct petrel_pending *pending;   /* suspended module calls (orphaned when the session ends) */
-    struct hook_run *hook_run;
-    void **module_slots;
+    struct module_session *ms;        /* the module runtime's view (plugin_api.c), opened on first use */
+    const char *module_rcpt;          /* the recipient a module restriction or rcpt hook is checking */
+    void (*module_done)(struct smtpd_session *s, const struct restrict_result *r);
 };
 
 static inline void smtpd_tx_error(struct smtpd_tx *tx, enum smtpd_tx_error e)
@@ -510,8 +494,11 @@ static inline petrel_pool *smtpd_cmd_pool(const struct smtpd_session *s)
 }
 
 /* worker.c: what every process that runs sessions sets up (smtpd workers, pickup) */
+/* metrics and process_index: the shared metrics region and this process's
+ * slot in the master (its gauge column), for the module runtime. */
 void smtpd_worker_init(struct smtpd_worker *w, const struct cfg *cfg, struct queue *queue,
-                       struct module_set *modules, struct anvil *anvil, unsigned index);
+                       struct module_set *modules, struct anvil *anvil, unsigned index,
+                       struct module_metrics *metrics, unsigned process_index);
 void smtpd_worker_fini(struct smtpd_worker *w);
 
 /* session.c */
@@ -703,9 +690,10 @@ void smtpd_content_rewrite_headers(struct smtpd_session *s);
 int smtpd_content_rewrite(struct smtpd_session *s, struct queue_writer *(*reopen)(struct smtpd_session *),
                           void (*received)(struct smtpd_session *));
 
-/* plugin_api.c */
+/* plugin_api.c: the glue to the module runtime (module/runtime.h) */
 typedef void smtpd_phase_done_fn(struct smtpd_session *s, const struct restrict_result *r);
 int smtpd_phase_has_hooks(struct smtpd_session *s, enum smtpd_phase phase);
+/* Runs the modules' hooks of a phase; done(s, result) follows, possibly before this returns. */
 void smtpd_run_phase(struct smtpd_session *s, enum smtpd_phase phase, const char *arg, smtpd_phase_done_fn *done);
 enum smtpd_content_hook { CONTENT_HEADER, CONTENT_EOH, CONTENT_BODY };
 void smtpd_plugin_content(struct smtpd_session *s, enum smtpd_content_hook which, const char *name,
@@ -713,20 +701,14 @@ void smtpd_plugin_content(struct smtpd_session *s, enum smtpd_content_hook which
 void smtpd_plugin_header(struct smtpd_session *s, const char *name, const char *value);
 void smtpd_plugin_body(struct smtpd_session *s, const char *chunk, size_t len);
 void smtpd_plugin_queued(struct smtpd_session *s, const char *queue_id);
+/* A transaction began or ended (s->tx set or NULL): the modules' transaction state follows. */
+void smtpd_plugin_tx(struct smtpd_session *s);
 void smtpd_plugin_session_gone(struct smtpd_session *s);
-/* Marks the module and hook this worker is inside, for the crash log line. */
-void smtpd_plugin_enter(struct petrel_module *m, const char *hook);
-void smtpd_plugin_leave(void);
-void smtpd_plugin_install_crash_handler(int log_fd);
-int smtpd_plugin_result(struct smtpd_session *s, struct petrel_module *m, petrel_verdict v, int code,
-                        const char *enhanced, const char *text, struct restrict_result *out);
-void smtpd_plugin_default_result(struct petrel_module *m, struct restrict_result *out);
-petrel_verdict smtpd_plugin_call(struct smtpd_session *s, struct petrel_module *m, const char *hook,
-                                 petrel_verdict (*call)(petrel_session *, void *), void *arg,
-                                 struct petrel_pending **pending);
-void smtpd_plugin_wait(struct smtpd_session *s, struct petrel_pending *p,
-                       void (*complete)(struct smtpd_session *, struct petrel_pending *,
-                                        const struct restrict_result *));
+/* Calls one module entry point (a restriction check, a SASL back-end):
+ * returns 1 with *r when it answered now, 0 when done(s, result) follows. */
+int smtpd_module_call(struct smtpd_session *s, struct petrel_module *m, const char *label,
+                      petrel_verdict (*invoke)(petrel_session *h, const void *arg), const void *arg,
+                      smtpd_phase_done_fn *done, struct restrict_result *r);
 
 /* session.c: runs the modules' hooks of phase, then next(); without hooks,
  * next() at once. */

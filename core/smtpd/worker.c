@@ -54,6 +54,7 @@
 #include "tables/table.h"
 #include "module/module.h"
 #include "mail/rewrite.h"
+#include "module/runtime.h"
 
 /* After SIGTERM every session is told at once; this only bounds clients
  * that do not take their 421 and commits stuck on a slow disk. */
@@ -276,7 +277,8 @@ static const struct cfg_bind worker_binds[] = {
 const struct cfg_bind_table smtpd_worker_bind_table = CFG_BIND_TABLE("smtpd worker", worker_binds);
 
 void smtpd_worker_init(struct smtpd_worker *w, const struct cfg *cfg, struct queue *queue,
-                       struct module_set *modules, struct anvil *anvil, unsigned index)
+                       struct module_set *modules, struct anvil *anvil, unsigned index,
+                       struct module_metrics *metrics, unsigned process_index)
 {
     memset(w, 0, sizeof(*w));
     signal(SIGPIPE, SIG_IGN);
@@ -299,15 +301,13 @@ void smtpd_worker_init(struct smtpd_worker *w, const struct cfg *cfg, struct que
     w->dns = dns_resolver_create(w->base, w->dns_resolver, &error);
     if (w->dns == NULL)
         msg_fatal("%s", error);
-    if (w->modules)
-        w->modules->dns = w->dns;
-    if (w->modules && w->modules->n) {
-        smtpd_plugin_install_crash_handler(-1);
-        if (module_set_init(w->modules, w->base, w->workq) != 0)
-            msg_fatal("cannot start: a module failed to initialise");
-        if (module_set_register_tables(w->modules, w->tables) != 0)
-            msg_fatal("cannot start: a module's table type clashes with another");
-    }
+    struct module_runtime_args rt = { .set = w->modules, .role = MODULE_ROLE_SMTPD,
+                                      .base = w->base, .workq = w->workq, .dns = w->dns, .metrics = metrics,
+                                      .process_index = process_index };
+    if (module_runtime_start(&rt) != 0)
+        msg_fatal("cannot start: a module failed to initialise");
+    if (module_set_register_tables(w->modules, w->tables) != 0)
+        msg_fatal("cannot start: a module's table type clashes with another");
     /* Header rewriting: the canonical maps and masquerading the queue
      * manager applies to the envelope (mail/rewrite.h). */
     w->rewrite = xcalloc(1, sizeof(*w->rewrite));
@@ -320,7 +320,7 @@ void smtpd_worker_fini(struct smtpd_worker *w)
     /* Commits still running must finish before we go: a message whose
      * fsync completes here is kept even if its client never hears 250. */
     workq_destroy(w->workq);
-    module_set_fini(w->modules);
+    module_runtime_stop();
 }
 
 /* A postscreen service's settings, made once per worker and shared by all
@@ -407,7 +407,8 @@ int smtpd_worker_main(const struct smtpd_worker_args *args)
 {
     struct smtpd_worker w;
     log_set_role("smtpd");
-    smtpd_worker_init(&w, args->cfg, args->queue, args->modules, args->anvil, args->worker_index);
+    smtpd_worker_init(&w, args->cfg, args->queue, args->modules, args->anvil, args->worker_index, args->metrics,
+                      args->worker_index);
     w.tickets = args->tickets;
     char *error = NULL;
 

@@ -28,7 +28,8 @@ struct cfg_param {            /* one declared parameter */
                                   letter ("300s", "5d") is the parameter's default unit */
     const char *help;
     long long min, max;        /* bounds for INT/TIME/SIZE (0,0 = unbounded); TIME in seconds */
-    const char *const *choices;/* for enumerated CFG_STR values, NULL-terminated, or NULL */
+    const char *const *choices;/* for enumerated CFG_STR values (or the items of a CFG_LIST),
+                                  NULL-terminated, or NULL */
 };
 
 struct cfg_schema;             /* the set of known parameters: core ones + those modules add */
@@ -43,7 +44,9 @@ const struct cfg_param *cfg_schema_param(const struct cfg_schema *, size_t i); /
 void cfg_schema_free(struct cfg_schema *);
 
 enum petrel_role { ROLE_SMTPD, ROLE_QMGR, ROLE_PICKUP, ROLE_CLEANUP, ROLE_SMTP, ROLE_LMTP,
-                   ROLE_LOCAL, ROLE_VIRTUAL, ROLE_PIPE, ROLE_ERROR, ROLE_DISCARD, ROLE_IGNORED };
+                   ROLE_LOCAL, ROLE_VIRTUAL, ROLE_PIPE, ROLE_ERROR, ROLE_DISCARD, ROLE_IGNORED,
+                   ROLE_POSTSCREEN,    /* screens in the smtpd worker, then hands the client to a pass service */
+                   ROLE_INSIDE };      /* dnsblog, tlsproxy: work Petrel does inside the smtpd worker */
 enum svc_type { SVC_INET, SVC_UNIX, SVC_UNIX_DGRAM, SVC_FIFO, SVC_PASS };
 
 struct cfg;                    /* one loaded configuration generation (owns all its memory) */
@@ -61,8 +64,9 @@ struct master_service {
                                     validated; the main cfg itself when there are no overrides */
     const struct cfg *stress_cfg;/* the same with stress=yes, for an inet smtpd service with maxproc
                                     > 1 (what Postfix's master passes as -o stress=yes while the
-                                    service is at its limit); == cfg when no value depends on
-                                    $stress; NULL for other services */
+                                    service is at its limit) and for postscreen (its own stress:
+                                    postscreen_greet_wait, postscreen_command_time_limit); == cfg
+                                    when no value depends on $stress; NULL for other services */
     const char *file;
     int line;
 };
@@ -99,6 +103,8 @@ long long cfg_int(const struct cfg *, const char *name);        /* INT; TIME in 
 int cfg_bool(const struct cfg *, const char *name);
 const char *const *cfg_list(const struct cfg *, const char *name); /* NULL-terminated items; never NULL */
 int cfg_is_default(const struct cfg *, const char *name);
+/* Who declared the parameter: "core", a module's name, or NULL if unknown. */
+const char *cfg_owner(const struct cfg *, const char *name);
 /* Where the value was set: main.cf or master.cf (for -o); NULL file for a default. */
 void cfg_origin(const struct cfg *, const char *name, const char **file, int *line);
 /* 1 when a and b (two configurations of one generation) give every parameter

@@ -338,6 +338,7 @@ int cfg_service_applies_option(const struct master_service *svc, const char *nam
     switch (svc->role) {
     case ROLE_SMTPD:
     case ROLE_PICKUP:
+    case ROLE_POSTSCREEN:   /* smtpd/psc_settings.c reads its service's options */
         return 1;
     case ROLE_CLEANUP:
         return listed(cleanup, name);
@@ -347,6 +348,19 @@ int cfg_service_applies_option(const struct master_service *svc, const char *nam
     default:
         return 0;
     }
+}
+
+/* The SMTP and LMTP clients read every parameter of their binding table
+ * from their own service (qmgr/transports.c: each smtp or lmtp service is
+ * a transport with its -o overrides). */
+static int client_reads(const struct master_service *svc, const char *name,
+                        const struct cfg_bind_table *const *tables, size_t ntables)
+{
+    const char *owner = svc->role == ROLE_SMTP ? "SMTP client" : svc->role == ROLE_LMTP ? "LMTP client" : NULL;
+    for (size_t t = 0; owner && t < ntables; t++)
+        if (strcmp(tables[t]->owner, owner) == 0 && covered(name, &tables[t], 1))
+            return 1;
+    return 0;
 }
 
 /* An -o option of an implemented parameter on a master.cf line whose
@@ -363,8 +377,8 @@ static int report_not_applied(const struct cfg *cfg, const struct master_service
                : svc->role == ROLE_CLEANUP
                    ? "Petrel's cleanup (inside smtpd and pickup) reads only the header and body checks and their "
                      "limits from this service"
-                   : "Petrel's queue manager runs every transport with main.cf's settings (only the content "
-                     "checks and their limits are per transport)");
+                   : "Petrel's queue manager runs every transport with main.cf's settings (only the SMTP and "
+                     "LMTP clients' settings and the content checks and their limits are per transport)");
     int security = strstr(v->name, "_tls_") != NULL || strstr(v->name, "_sasl_") != NULL;
     int errors = 0;
     if (!security)
@@ -426,7 +440,8 @@ int cfg_check_unimplemented(const struct cfg *cfg, const struct cfg_classes *cla
             const struct cfg_value *v = &svc->values[i];
             if (!v->override)
                 continue;
-            if (!cfg_service_applies_option(&cfg->services[s], v->name) && !v->family_service &&
+            if (!cfg_service_applies_option(&cfg->services[s], v->name) &&
+                !client_reads(&cfg->services[s], v->name, tables, ntables) && !v->family_service &&
                 (covered(v->name, tables, ntables) || cfg_schema_owner(cfg->schema, v->name) != NULL) &&
                 (cfg_classes_find(classes, v->name) == NULL ||
                  cfg_classes_find(classes, v->name)->kind == CFG_CLASS_IMPLEMENTED))

@@ -346,8 +346,14 @@ static int parse_int(const char *text, long long *out)
 /* The unit a bare number has: the unit letter of the parameter's default ("5d" -> d). */
 static char time_default_unit(const struct cfg_param *p)
 {
+    /* "300s", or the unit of a computed default's last value:
+     * "${stress?{10}:{300}}s", "${postscreen_dnsbl_ttl?{...}:{1h}}". */
     const char *d = p->def ? p->def : "";
     size_t n = strlen(d);
+    if (n >= 2 && d[n - 2] == '}' && strchr("smhdw", d[n - 1]))
+        return d[n - 1];
+    while (n > 0 && d[n - 1] == '}')
+        n--;
     if (n >= 2 && isdigit((unsigned char)d[n - 2]) && strchr("smhdw", d[n - 1]))
         return d[n - 1];
     return 's';
@@ -957,6 +963,24 @@ void cfg_value_validate(struct cfg *cfg, struct cfg_value *v)
                               "bad lookup table \"%s\" (expected type:name)", items[i]);
                     v->failed = 1;
                 }
+        if (p->type == CFG_LIST && p->choices) {
+            /* Each item must be one of the declared values. */
+            for (size_t i = 0; i < n; i++) {
+                const char *const *c;
+                for (c = p->choices; *c; c++)
+                    if (strcasecmp(*c, items[i]) == 0)
+                        break;
+                if (!*c) {
+                    struct buf b = BUF_INIT;
+                    for (c = p->choices; *c; c++)
+                        buf_printf(&b, "%s%s", b.len ? ", " : "", *c);
+                    cfg_error(cfg, cfg_value_file(cfg, v), v->line, v->name,
+                              "bad item \"%s\" (expected any of: %s)", items[i], b.data);
+                    buf_free(&b);
+                    v->failed = 1;
+                }
+            }
+        }
         v->list = pool_list(cfg, items, n);
         break;
     }
@@ -1005,6 +1029,11 @@ const char *const *cfg_list(const struct cfg *cfg, const char *name)
     static const char *const empty[] = { NULL };
     const struct cfg_value *v = cfg_value_find(cfg, name);
     return v && v->list ? v->list : empty;
+}
+
+const char *cfg_owner(const struct cfg *cfg, const char *name)
+{
+    return cfg_schema_owner(cfg->schema, name);
 }
 
 int cfg_is_default(const struct cfg *cfg, const char *name)

@@ -37,10 +37,6 @@
 #define PACKAGE_VERSION "0"
 #endif
 
-static const char *const tls_levels_in[] = { "", "none", "may", "encrypt", NULL };
-static const char *const tls_levels_out[] = { "", "none", "may", "encrypt", "dane", "dane-only",
-                                              "fingerprint", "verify", "secure", NULL };
-static const char *const cipher_grades[] = { "export", "low", "medium", "high", "null", NULL };
 static const char *const bare_newline_modes[] = { "normalize", "yes", "reject", "no", NULL };
 static const char *const milter_actions[] = { "accept", "reject", "tempfail", "quarantine", NULL };
 static const char *const mynetworks_styles[] = { "host", "subnet", "class", NULL };
@@ -238,33 +234,9 @@ static const struct cfg_param core_params[] = {
     S("shlib_directory", "no", "where shared libraries are"),
     B("show_user_unknown_table_name", "yes", "name the table in \"User unknown\" replies"),
     T("minimal_backoff_time", "300s", 1, "shortest retry interval of a deferred message"),
-    L("smtp_bind_address", "", "source address of outgoing connections"),
-    T("smtp_connect_timeout", "30s", 0, "connect timeout of the SMTP client"),
-    T("smtp_data_done_timeout", "600s", 1, "end-of-data reply timeout"),
-    T("smtp_data_init_timeout", "120s", 1, "DATA reply timeout"),
-    T("smtp_data_xfer_timeout", "180s", 1, "content transfer timeout"),
-    M("smtp_header_checks", "", "header_checks(5) rules the SMTP client applies to primary headers"),
-    M("smtp_mime_header_checks", "", "header_checks(5) rules the SMTP client applies to MIME headers"),
-    M("smtp_nested_header_checks", "", "header_checks(5) rules the SMTP client applies to attached messages' headers"),
-    M("smtp_body_checks", "", "body_checks(5) rules the SMTP client applies to body lines"),
-    M("lmtp_header_checks", "", "header_checks(5) rules the LMTP client applies to primary headers"),
-    M("lmtp_mime_header_checks", "", "header_checks(5) rules the LMTP client applies to MIME headers"),
-    M("lmtp_nested_header_checks", "", "header_checks(5) rules the LMTP client applies to attached messages' headers"),
-    M("lmtp_body_checks", "", "body_checks(5) rules the LMTP client applies to body lines"),
-    S("smtp_helo_name", "$myhostname", "hostname sent in EHLO/HELO"),
-    T("smtp_helo_timeout", "300s", 1, "greeting and EHLO reply timeout"),
-    T("smtp_mail_timeout", "300s", 1, "MAIL FROM reply timeout"),
-    T("smtp_quit_timeout", "300s", 1, "QUIT reply timeout"),
-    T("smtp_rcpt_timeout", "300s", 1, "RCPT TO reply timeout"),
     B("smtp_sasl_auth_enable", "no", "SMTP AUTH in the SMTP client"),
     M("smtp_sasl_password_maps", "", "client credentials per destination"),
     S("smtp_sasl_security_options", "noanonymous", "allowed client SASL mechanisms"),
-    S("smtp_tls_CAfile", "", "CA certificates for server verification"),
-    S("smtp_tls_CApath", "", "directory of CA certificates"),
-    I("smtp_tls_loglevel", "0", 0, 4, "TLS logging of the SMTP client"),
-    E("smtp_tls_security_level", "", tls_levels_out, "TLS policy of the SMTP client"),
-    S("smtp_tls_session_cache_database", "", "TLS session cache of the SMTP client"),
-    B("smtp_use_tls", "no", "legacy: opportunistic TLS in the SMTP client"),
     S("smtpd_banner", "$myhostname ESMTP $mail_name", "text of the 220 greeting"),
     I("smtpd_client_auth_rate_limit", "0", 0, 0, "AUTH commands per client per time unit"),
     I("smtpd_client_connection_count_limit", "50", 0, 0, "simultaneous connections per client"),
@@ -279,6 +251,7 @@ static const struct cfg_param core_params[] = {
     L("smtpd_data_restrictions", "", "restrictions at DATA"),
     B("smtpd_delay_reject", "yes", "wait until RCPT TO before rejecting"),
     L("smtpd_discard_ehlo_keywords", "", "EHLO keywords not announced"),
+    S("smtpd_command_filter", "", "table that rewrites each command line from a client (its value replaces it)"),
     M("smtpd_discard_ehlo_keyword_address_maps", "", "EHLO keywords not announced, per client"),
     L("smtpd_end_of_data_restrictions", "", "restrictions at end of data"),
     T("smtpd_error_sleep_time", "1s", 0, "delay before an error reply"),
@@ -317,23 +290,8 @@ static const struct cfg_param core_params[] = {
     L("smtpd_sender_restrictions", "", "restrictions at MAIL FROM"),
     I("smtpd_soft_error_limit", "10", 1, 0, "errors before replies are delayed"),
     T("smtpd_timeout", "${stress?{10}:{300}}s", 1, "command and data read timeout"),
-    S("smtpd_tls_CAfile", "", "CA certificates for client certificates"),
-    S("smtpd_tls_CApath", "", "directory of CA certificates"),
-    B("smtpd_tls_auth_only", "no", "offer AUTH only under TLS"),
-    S("smtpd_tls_cert_file", "", "server certificate (PEM)"),
-    L("smtpd_tls_chain_files", "", "key and certificate chain files"),
-    E("smtpd_tls_ciphers", "medium", cipher_grades, "cipher grade for opportunistic TLS"),
-    S("smtpd_tls_key_file", "$smtpd_tls_cert_file", "server private key (PEM)"),
-    I("smtpd_tls_loglevel", "0", 0, 4, "TLS logging of the server"),
-    E("smtpd_tls_mandatory_ciphers", "medium", cipher_grades, "cipher grade for mandatory TLS"),
-    L("smtpd_tls_mandatory_protocols", ">=TLSv1.2", "protocols for mandatory TLS"),
-    L("smtpd_tls_protocols", ">=TLSv1.2", "protocols for opportunistic TLS"),
-    B("smtpd_tls_received_header", "no", "TLS details in Received:"),
-    E("smtpd_tls_security_level", "", tls_levels_in, "TLS policy of the server"),
-    S("smtpd_tls_session_cache_database", "", "TLS session cache of the server"),
-    T("smtpd_tls_session_cache_timeout", "3600s", 0, "TLS session lifetime"),
-    B("smtpd_tls_wrappermode", "no", "TLS from the first byte (port 465)"),
-    B("smtpd_use_tls", "no", "legacy: opportunistic TLS in the server"),
+    T("smtpd_starttls_timeout", "${stress?{10}:{300}}s", 1, "time limit of the TLS handshake"),
+    B("smtpd_per_record_deadline", "${stress?{yes}:{no}}", "smtpd_timeout bounds each command and DATA line, not each read"),
     I("smtpd_workers", "0", 0, 0, "smtpd worker processes (0 = one per CPU)"),
     B("strict_7bit_headers", "no", "reject 8-bit data in message headers"),
     B("strict_8bitmime", "no", "strict_7bit_headers and strict_8bitmime_body together"),
@@ -345,7 +303,6 @@ static const struct cfg_param core_params[] = {
     S("syslog_facility", "mail", "syslog facility"),
     S("syslog_name", "petrel", "name prefix of log lines"),
     M("transport_maps", "", "transport per destination"),
-    M("smtp_tls_policy_maps", "", "TLS security level per next hop (none, may, encrypt, verify, secure)"),
     L("canonical_classes", "envelope_sender, envelope_recipient, header_sender, header_recipient", "what canonical_maps rewrites"),
     L("masquerade_classes", "envelope_sender, header_sender, header_recipient", "what masquerade_domains rewrites"),
     I("unknown_local_recipient_reject_code", "550", 400, 599, "reply for unknown local users"),
@@ -412,6 +369,12 @@ struct cfg_schema *cfg_schema_new(void)
     const struct cfg_param *core = cfg_core_params(&n);
     if (cfg_schema_add(s, core, n, "core") < 0)
         msg_panic("duplicate name in the core parameter table");
+    core = cfg_postscreen_params(&n);
+    if (cfg_schema_add(s, core, n, "core") < 0)
+        msg_panic("duplicate name in the postscreen parameter table");
+    core = cfg_smtp_params(&n);
+    if (cfg_schema_add(s, core, n, "core") < 0)
+        msg_panic("duplicate name in the SMTP client and TLS parameter table");
     return s;
 }
 

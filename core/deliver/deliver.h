@@ -42,6 +42,8 @@ struct dlv_job {
      * the MIME limits they are applied with. */
     struct hbc_tables *checks;
     const struct mime_limits *mime_limits;
+    unsigned long long file_size_limit;  /* largest file a local delivery writes (mailbox_size_limit,
+                                            virtual_mailbox_limit; a whole mbox file); 0: none */
 };
 
 /* Fills r (and clears it first). */

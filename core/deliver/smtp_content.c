@@ -50,17 +50,44 @@ int sc_content_has_8bit(struct sc_job *a)
     return a->eightbit = 0;
 }
 
-/* Appends content to out, dot-stuffed: a line that starts with '.' gets one more. */
-static void emit(struct sc_job *a, struct evbuffer *out, const char *p, size_t n)
+/* Adds content to the output: dot-stuffing (a line that starts with '.'
+ * gets one more) and smtp_line_length_limit, which breaks a longer line
+ * with CRLF SPACE as Postfix's smtp_text_out does (the CR of a line end is
+ * not counted: stored content has CR only before LF). */
+static void emit(struct sc_job *a, struct evbuffer *out, const char *data, size_t n)
 {
+    unsigned limit = a->c->set.line_length_limit;
     size_t i = 0;
     while (i < n) {
-        if (a->body_bol && p[i] == '.')
-            evbuffer_add(out, ".", 1);
-        const char *lf = memchr(p + i, '\n', n - i);
-        size_t end = lf ? (size_t)(lf - p) + 1 : n;
-        evbuffer_add(out, p + i, end - i);
-        a->body_bol = lf != NULL;
+        if (a->body_bol) {
+            if (data[i] == '.')
+                evbuffer_add(out, ".", 1);
+            a->body_bol = 0;
+            a->body_col = 0;
+        }
+        const char *lf = memchr(data + i, '\n', n - i);
+        size_t end = lf ? (size_t)(lf - data) + 1 : n;
+        /* the bytes up to end that count: not the CR LF of the line end */
+        size_t text_end = end;
+        if (lf)
+            text_end--;
+        if (text_end > i && data[text_end - 1] == '\r')
+            text_end--;   /* before the LF, or the last byte of the chunk: its LF follows */
+        while (limit && i < text_end && a->body_col + (text_end - i) > limit) {
+            size_t take = limit - a->body_col;
+            evbuffer_add(out, data + i, take);
+            evbuffer_add(out, "\r\n ", 3);
+            i += take;
+            a->body_col = 1;
+            if (!a->broke_line) {
+                a->broke_line = 1;
+                msg_info("%s: breaking line > %u bytes with <CR><LF>SPACE", a->job->queue_id, limit);
+            }
+        }
+        evbuffer_add(out, data + i, end - i);
+        a->body_col += (unsigned)(text_end > i ? text_end - i : 0);
+        if (lf)
+            a->body_bol = 1;
         i = end;
     }
 }
@@ -254,8 +281,8 @@ void sc_body_feed(struct sc_job *a)
             evbuffer_add(out, "\r\n", 2);
         evbuffer_add(out, ".\r\n", 3);
         conn->state = S_DOT;
-        sc_conn_arm(conn, sc_stage_timeout(a->c, a->c->set.data_done_timeout));
+        sc_conn_arm(conn, a->c->set.data_done_timeout);
     } else {
-        sc_conn_arm(conn, sc_stage_timeout(a->c, a->c->set.data_timeout));
+        sc_conn_arm(conn, a->c->set.data_xfer_timeout);
     }
 }

@@ -35,6 +35,9 @@ static const struct cfg_bind master_binds[] = {
     CFG_BIND_READ("queue_directory"),
     CFG_BIND_READ("mail_owner"),
     CFG_BIND_READ("setgid_group"),
+    CFG_BIND_READ("data_directory"),
+    CFG_BIND_READ("postscreen_cache_map"),
+    CFG_BIND_READ("smtpd_tls_session_cache_timeout"),   /* the ticket keys' lifetime */
     /* module/module.c, when master_load_config loads the module set */
     CFG_BIND_READ("modules"),
     CFG_BIND_READ("module_directory"),
@@ -63,12 +66,14 @@ const struct cfg_bind_table *const petrel_bind_tables[] = {
     &smtpd_rcpt_maps_bind_table,
     &smtpd_worker_bind_table,
     &smtpd_pickup_bind_table,
+    &psc_bind_table,
     &smtpd_cleanup_bind_table,
     &mail_domains_bind_table,
     &mail_rewrite_bind_table,
     &router_bind_table,
     &qmgr_bind_table,
     &smtp_client_bind_table,
+    &lmtp_client_bind_table,
     &mailbox_helper_bind_table,
     &tools_bind_table,
 };

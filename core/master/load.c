@@ -39,6 +39,18 @@ const struct master_service *master_pickup_service(const struct cfg *cfg)
     return NULL;
 }
 
+/* A pass service is reached only through a postscreen service that names it. */
+static int pass_service_used(const struct cfg *cfg, const struct master_service *pass)
+{
+    for (size_t i = 0; i < cfg_service_count(cfg); i++) {
+        const struct master_service *svc = cfg_service(cfg, i);
+        const char *name = svc->role == ROLE_POSTSCREEN ? cfg_get(svc->cfg, "smtpd_service_name") : NULL;
+        if (name && strcmp(name, pass->name) == 0)
+            return 1;
+    }
+    return 0;
+}
+
 void master_warn_about_services(const struct cfg *cfg)
 {
     int qmgr = 0;
@@ -144,9 +156,6 @@ static void say_ignored_service(const struct master_service *svc)
         { "postlogd", "Petrel writes maillog_file itself" },
         { "verify", "address verification is not implemented (reject_unverified_* are refused)" },
         { "flush", "fast flush is not implemented (ETRN is answered 458)" },
-        { "postscreen", "postscreen is not implemented yet" },
-        { "dnsblog", "postscreen is not implemented yet" },
-        { "tlsproxy", "TLS is done in-process" },
         { "qmqpd", "the QMQP server is not implemented" },
     };
     const char *why = "not needed by Petrel";
@@ -185,6 +194,10 @@ int master_load_config(const char *confdir, struct loaded_config *out, int check
         nerrors += cfg_check_unimplemented(out->cfg, cfg_get_classes(out->cfg), petrel_bind_tables,
                                            petrel_bind_ntables);
     module_set_bind(out->modules, out->cfg);
+    if (module_set_check(out->modules) != 0) {
+        msg_error("%s/main.cf: a module found problems with its configuration (see above)", confdir);
+        nerrors++;
+    }
     if (!cfg_failed(out->cfg, "dns_resolver")) {
         /* dns_resolver must parse here, not in a worker that would die on it. */
         struct event_base *probe = event_base_new();
@@ -215,18 +228,50 @@ int master_load_config(const char *confdir, struct loaded_config *out, int check
             nerrors += say_errors(out->cfg, NULL, error, &seen);
         free(error);
     }
+    {
+        /* The SMTP and LMTP clients' settings (certificates, protocols,
+         * bind addresses, security levels) fail here, not in a queue
+         * manager that would die on them. */
+        const struct cfg *where = NULL;
+        char *error = NULL;
+        if (qmgr_check_transports(out->cfg, &where, &error) != 0) {
+            const char *file = NULL;
+            int line = 0;
+            char *param = xstrndup(error, strcspn(error, ":"));
+            if (where == NULL)
+                where = out->cfg;
+            int failed = cfg_failed(where, param);   /* the loader said it already */
+            if (cfg_get(where, param) != NULL)
+                cfg_origin(where, param, &file, &line);
+            free(param);
+            if (!failed) {
+                if (file && line > 0)
+                    msg_error("%s:%d: %s", file, line, error);
+                else
+                    msg_error("%s/main.cf: %s", confdir, error);
+                nerrors++;
+            }
+        }
+        free(error);
+    }
     master_warn_about_services(out->cfg);
     for (size_t i = 0; check_services && i < cfg_service_count(out->cfg); i++) {
         const struct master_service *svc = cfg_service(out->cfg, i);
-        if (svc->role != ROLE_SMTPD && svc->role != ROLE_PICKUP) {
+        if (svc->role != ROLE_SMTPD && svc->role != ROLE_PICKUP && svc->role != ROLE_POSTSCREEN) {
             /* qmgr is a role of its own; smtp, lmtp, local, virtual, pipe,
              * error and discard are transports the queue manager runs.
              * pickup runs smtpd sessions, so its settings are checked below. */
             /* spawn: master_warn_about_services says what is not started. */
             if ((svc->role == ROLE_IGNORED && strcmp(svc->command, "spawn") != 0) || svc->role == ROLE_CLEANUP)
                 say_ignored_service(svc);
+            else if (svc->role == ROLE_INSIDE)
+                msg_info("%s, line %d: service %s (command %s): done inside the smtpd workers (postscreen); "
+                         "no process of its own", svc->file, svc->line, svc->name, svc->command);
             continue;
         }
+        if (svc->role == ROLE_SMTPD && svc->type == SVC_PASS && !pass_service_used(out->cfg, svc))
+            msg_warn("%s, line %d: service %s: a pass service that no postscreen service names in "
+                     "smtpd_service_name: it receives no clients", svc->file, svc->line, svc->name);
         char *error = NULL;
         if (smtpd_validate_service(out->cfg, svc, out->modules, &error) != 0) {
             int said = say_errors(out->cfg, svc, error, &seen);

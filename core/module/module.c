@@ -7,6 +7,7 @@
 #include "config.h"
 
 #include <ctype.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,27 +74,48 @@ static enum cfg_type param_type(petrel_param_type t)
     }
 }
 
+/* Bounds go with numbers, choices with strings and lists. */
+static const char *param_limits_problem(const petrel_param *p)
+{
+    int numeric = p->type == PETREL_PARAM_INT || p->type == PETREL_PARAM_TIME || p->type == PETREL_PARAM_SIZE;
+    if ((p->min || p->max) && !numeric)
+        return "min and max apply to INT, TIME and SIZE parameters only";
+    if (p->max != 0 && p->min > p->max)
+        return "min is above max";
+    if (p->choices && p->type != PETREL_PARAM_STRING && p->type != PETREL_PARAM_LIST)
+        return "choices apply to STRING and LIST parameters only";
+    if (p->choices && p->choices[0] == NULL)
+        return "choices is empty (NULL means any value)";
+    return NULL;
+}
+
 /* The module's own parameters plus the four every module gets from the core. */
 static int declare_params(struct cfg_schema *schema, struct petrel_module *m)
 {
     const petrel_module_desc *d = m->desc;
-    size_t own = 0;
-    while (d->params && d->params[own].name)
-        own++;
+    size_t own = m->c.nparams;
     m->nparams = own + 4;
     m->params = xcalloc(m->nparams, sizeof(*m->params));
     size_t prefix = strlen(m->name);
     for (size_t i = 0; i < own; i++) {
-        const petrel_param *p = &d->params[i];
+        const petrel_param *p = &m->c.params[i];
         if (strncmp(p->name, m->name, prefix) != 0 || p->name[prefix] != '_') {
             msg_error("module %s (%s): parameter \"%s\" must start with \"%s_\"", m->name, m->path, p->name,
                       m->name);
+            return -1;
+        }
+        const char *problem = param_limits_problem(p);
+        if (problem) {
+            msg_error("module %s (%s): parameter %s: %s", m->name, m->path, p->name, problem);
             return -1;
         }
         m->params[i].name = p->name;
         m->params[i].type = param_type(p->type);
         m->params[i].def = p->default_value ? p->default_value : "";
         m->params[i].help = p->help ? p->help : "";
+        m->params[i].min = p->min;
+        m->params[i].max = p->max;
+        m->params[i].choices = p->choices;
     }
     char *names[4];
     names[0] = xmalloc(prefix + 32);
@@ -142,6 +164,7 @@ static void free_module(struct petrel_module *m)
     for (size_t i = 0; i < m->ntable_regs; i++)
         free(m->table_regs[i]);
     free(m->table_regs);
+    compat_free_descriptor(&m->c);
     if (m->handle)
         lt_dlclose((lt_dlhandle)m->handle);
     free(m->name);
@@ -167,11 +190,24 @@ static struct petrel_module *load_one(const char *dir, const char *name)
         free(path);
         return NULL;
     }
+    /* Bound now, not lazily: a module that calls a function this core
+     * lacks is refused here, by name, rather than killing the process at
+     * its first call; and the dynamic linker's reason is reported (libltdl
+     * says "file not found" for any failure). libltdl then opens the same,
+     * already loaded object. */
+    void *bound = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (bound == NULL) {
+        const char *why = dlerror();
+        msg_error("module %s: cannot load %s: %s", name, path, why ? why : "unknown error");
+        free(path);
+        return NULL;
+    }
     lt_dladvise advise;
     lt_dladvise_init(&advise);
     lt_dladvise_local(&advise);
     lt_dlhandle h = lt_dlopenadvise(path, advise);
     lt_dladvise_destroy(&advise);
+    dlclose(bound);
     if (h == NULL) {
         msg_error("module %s: cannot load %s: %s", name, path, lt_dlerror());
         free(path);
@@ -202,8 +238,16 @@ static struct petrel_module *load_one(const char *dir, const char *name)
         free(path);
         return NULL;
     }
+    struct compat_desc c;
+    if (compat_read_descriptor(d, &c, detail, sizeof(detail)) != 0) {
+        msg_error("module %s (%s): %s", name, path, detail);
+        lt_dlclose(h);
+        free(path);
+        return NULL;
+    }
     struct petrel_module *m = xcalloc(1, sizeof(*m));
     m->desc = d;
+    m->c = c;
     m->name = xstrdup(name);
     m->path = path;
     m->handle = h;
@@ -218,6 +262,7 @@ struct module_set *module_set_load(struct cfg_schema *schema, const char *confdi
     if (names == NULL || *names == '\0') {
         free(names);
         free(dir);
+        module_phases_build(set);
         return set;
     }
     if (lt_dlinit() != 0) {
@@ -248,6 +293,8 @@ struct module_set *module_set_load(struct cfg_schema *schema, const char *confdi
             continue;
         }
         m->set = set;
+        m->index = set->n;
+        m->roles = module_hook_roles(m);
         set->mods[set->n++] = m;
         if (declare_params(schema, m) != 0)
             bad++;
@@ -255,6 +302,11 @@ struct module_set *module_set_load(struct cfg_schema *schema, const char *confdi
     cfg_list_free(items);
     free(names);
     free(dir);
+    if (!bad && set->n > MODULE_SET_MAX) {
+        msg_error("modules: %d modules listed: at most %d can be loaded", set->n, MODULE_SET_MAX);
+        bad++;
+    }
+    module_phases_build(set);
     if (bad) {
         module_set_free(set);
         return NULL;
@@ -283,14 +335,19 @@ void module_set_bind(struct module_set *set, const struct cfg *cfg)
     }
 }
 
-int module_set_init(struct module_set *set, struct event_base *base, struct workq *workq)
+int module_used_by(const struct petrel_module *m, unsigned role)
 {
-    if (set == NULL)
-        return 0;
-    set->base = base;
-    set->workq = workq;
-    for (int i = 0; i < set->n; i++) {
+    /* smtpd uses every module (restrictions, table types and SASL
+     * back-ends live there too); other roles those with one of their hooks. */
+    return role == MODULE_ROLE_SMTPD || (m->roles & role) != 0;
+}
+
+int module_set_init(struct module_set *set, unsigned role)
+{
+    for (int i = 0; set && i < set->n; i++) {
         struct petrel_module *m = set->mods[i];
+        if (!module_used_by(m, role))
+            continue;
         if (m->desc->init) {
             const char *error = NULL;
             if (m->desc->init(m, &error) != 0) {
@@ -319,6 +376,7 @@ void module_set_free(struct module_set *set)
         return;
     for (int i = 0; i < set->n; i++)
         free_module(set->mods[i]);
+    module_phases_free(set);
     free(set->mods);
     free(set);
 }
@@ -327,7 +385,7 @@ const petrel_restriction *module_set_find_restriction(const struct module_set *s
                                                       struct petrel_module **owner)
 {
     for (int i = 0; set && i < set->n; i++) {
-        const petrel_restriction *r = set->mods[i]->desc->restrictions;
+        const petrel_restriction *r = set->mods[i]->c.restrictions;
         for (; r && r->name; r++) {
             if (strcasecmp(r->name, name) == 0) {
                 *owner = set->mods[i];
@@ -342,7 +400,7 @@ const petrel_sasl_backend *module_set_find_sasl(const struct module_set *set, co
                                                 struct petrel_module **owner)
 {
     for (int i = 0; set && i < set->n; i++) {
-        for (const petrel_sasl_backend *b = set->mods[i]->desc->sasl_backends; b && b->name; b++) {
+        for (const petrel_sasl_backend *b = set->mods[i]->c.sasl_backends; b && b->name; b++) {
             if (strcasecmp(b->name, name) == 0) {
                 *owner = set->mods[i];
                 return b;
@@ -370,8 +428,10 @@ int module_circuit_allows(struct petrel_module *m, time_t now)
 
 void module_circuit_success(struct petrel_module *m)
 {
-    if (m->circuit == CIRCUIT_HALF_OPEN)
+    if (m->circuit == CIRCUIT_HALF_OPEN) {
         msg_info("module %s: circuit closed: the module answers again", m->name);
+        module_record_circuit(m, 0, 0);
+    }
     m->circuit = CIRCUIT_CLOSED;
     m->consecutive_failures = 0;
 }
@@ -385,6 +445,7 @@ void module_circuit_failure(struct petrel_module *m, time_t now, const char *wha
         m->circuit = CIRCUIT_OPEN;
         m->open_until = now + m->circuit_cooldown;
         m->circuit_opened++;
+        module_record_circuit(m, 1, 1);
         msg_warn("module %s: circuit open after %u consecutive failure%s (last: %s): its hooks are skipped "
                  "with the default action (%s) for %u seconds (opened %llu time%s, %llu failures, %llu timeouts)",
                  m->name, m->consecutive_failures, m->consecutive_failures == 1 ? "" : "s", what,
@@ -406,53 +467,45 @@ void module_set_describe(const struct module_set *set, struct buf *out)
                    d->abi_minor, m->path);
         if (d->description)
             buf_printf(out, "  %s\n", d->description);
-        const char *hook_names[] = { "connect", "helo", "starttls", "auth", "mail", "rcpt", "data", "header",
-                                     "end_of_headers", "body", "end_of_message", "queued", "delivery" };
-        const void *hooks[] = { (const void *)d->hooks.connect, (const void *)d->hooks.helo,
-                                (const void *)d->hooks.starttls, (const void *)d->hooks.auth,
-                                (const void *)d->hooks.mail, (const void *)d->hooks.rcpt,
-                                (const void *)d->hooks.data, (const void *)d->hooks.header,
-                                (const void *)d->hooks.end_of_headers, (const void *)d->hooks.body,
-                                (const void *)d->hooks.end_of_message, (const void *)d->hooks.queued,
-                                (const void *)d->hooks.delivery };
         int any = 0;
-        for (size_t h = 0; h < sizeof(hooks) / sizeof(hooks[0]); h++) {
-            if (hooks[h]) {
-                buf_printf(out, "%s%s", any ? " " : "  hooks: ", hook_names[h]);
+        for (int h = 0; h < MODULE_HOOK_COUNT; h++) {
+            if (module_has_hook(m, (enum module_hook)h)) {
+                buf_printf(out, "%s%s", any ? " " : "  hooks: ", module_hook((enum module_hook)h)->name);
                 any = 1;
             }
         }
         if (any)
             buf_puts(out, "\n");
         any = 0;
-        for (const petrel_restriction *r = d->restrictions; r && r->name; r++) {
+        for (const petrel_restriction *r = m->c.restrictions; r && r->name; r++) {
             buf_printf(out, "%s%s", any ? " " : "  restrictions: ", r->name);
             any = 1;
         }
         if (any)
             buf_puts(out, "\n");
         any = 0;
-        for (const petrel_table_type *tt = d->table_types; tt && tt->name; tt++) {
+        for (const petrel_table_type *tt = m->c.table_types; tt && tt->name; tt++) {
             buf_printf(out, "%s%s:", any ? " " : "  table types: ", tt->name);
             any = 1;
         }
         if (any)
             buf_puts(out, "\n");
         any = 0;
-        for (const petrel_sasl_backend *sb = d->sasl_backends; sb && sb->name; sb++) {
+        for (const petrel_sasl_backend *sb = m->c.sasl_backends; sb && sb->name; sb++) {
             buf_printf(out, "%s%s", any ? " " : "  SASL back-ends: ", sb->name);
             any = 1;
         }
         if (any)
             buf_puts(out, "\n");
         any = 0;
-        for (const petrel_param *p = d->params; p && p->name; p++) {
+        for (const petrel_param *p = m->c.params; p && p->name; p++) {
             buf_printf(out, "%s%s", any ? " " : "  parameters: ", p->name);
             any = 1;
         }
         if (any)
             buf_puts(out, "\n");
     }
+    module_phases_describe(set, out);
 }
 
 /* ------------------------------------------------------------------ */
@@ -567,7 +620,7 @@ int module_set_register_tables(struct module_set *set, struct tbl_registry *reg)
     int bad = 0;
     for (int i = 0; set && i < set->n; i++) {
         struct petrel_module *m = set->mods[i];
-        for (const petrel_table_type *tt = m->desc->table_types; tt && tt->name; tt++) {
+        for (const petrel_table_type *tt = m->c.table_types; tt && tt->name; tt++) {
             /* Registry entries live as long as the module set. */
             struct tbl_type *type = xcalloc(1, sizeof(*type));
             struct module_table *owner = xcalloc(1, sizeof(*owner));

@@ -23,22 +23,32 @@
 #include <time.h>
 
 #include <petrel/plugin.h>
+#include "module/compat.h"
+#include "module/hooks.h"
 
 struct cfg;
 struct cfg_schema;
 struct cfg_param;
-struct event_base;
-struct workq;
 struct tbl_registry;
 
 enum circuit_state { CIRCUIT_CLOSED, CIRCUIT_OPEN, CIRCUIT_HALF_OPEN };
 
+#define STALE_KINDS 3                  /* session, pending call, other handles */
+struct stale_log {
+    time_t second;
+    unsigned lines;
+    unsigned long suppressed;
+};
+
 struct petrel_module {
-    const petrel_module_desc *desc;
+    const petrel_module_desc *desc;     /* as the module exports it: read it through c */
+    struct compat_desc c;               /* its hooks and arrays in today's layout (compat.c) */
     char *name;
     char *path;
     void *handle;                   /* lt_dlhandle */
     struct module_set *set;
+    int index;                      /* its position in the set (and in handles) */
+    unsigned roles;                 /* MODULE_ROLE_* whose hooks it implements */
     const struct cfg *cfg;          /* the generation's main.cf values */
     void *data;                     /* petrel_module_set_data */
     int initialised;
@@ -54,6 +64,8 @@ struct petrel_module {
     unsigned consecutive_failures;
     time_t open_until;
     unsigned long long calls, failures, timeouts, skipped, circuit_opened;
+    struct stale_log stale[STALE_KINDS];   /* API calls with a dead handle, per kind (rate-limited logging) */
+    unsigned check_problems;        /* petrel_config_error() calls during its check */
     void **table_regs;              /* registry entries made for its table types */
     size_t ntable_regs;
 };
@@ -61,10 +73,11 @@ struct petrel_module {
 struct module_set {
     struct petrel_module **mods;
     int n;
-    struct event_base *base;        /* the role's loop, once running */
-    struct workq *workq;
-    struct dns_resolver *dns;       /* the role's resolver (dns_resolver) */
+    struct module_phase phases[MODULE_HOOK_COUNT];   /* per hook, the modules implementing it */
 };
+
+/* At most this many modules per set: a handle carries the module's index in a byte. */
+#define MODULE_SET_MAX 255
 
 /* Loads the modules named by `modules` in confdir/main.cf into a new set and
  * declares their parameters in schema. Every problem is logged (msg_error)
@@ -73,10 +86,17 @@ struct module_set {
 struct module_set *module_set_load(struct cfg_schema *schema, const char *confdir);
 /* Gives every module the loaded configuration (after cfg_load). */
 void module_set_bind(struct module_set *set, const struct cfg *cfg);
-/* In a role process: records the loop and thread pool, calls every init.
- * Returns -1 (logged) if an init fails. */
-int module_set_init(struct module_set *set, struct event_base *base, struct workq *workq);
+/* Runs every module's check() on the bound configuration (params.c);
+ * -1 when one found a problem (each is logged as file:line: parameter: problem). */
+int module_set_check(struct module_set *set);
+/* In a role process: calls init of every module the role uses (all of
+ * them for smtpd; for the queue manager those with a queue-manager hook).
+ * Returns -1 (logged) if an init fails. Roles call it through
+ * module_runtime_start (runtime.h). */
+int module_set_init(struct module_set *set, unsigned role);
 void module_set_fini(struct module_set *set);
+/* Does the role use module m (call its init and hooks)? */
+int module_used_by(const struct petrel_module *m, unsigned role);
 void module_set_free(struct module_set *set);
 
 /* The module providing restriction name, or NULL. */
@@ -89,6 +109,9 @@ const petrel_sasl_backend *module_set_find_sasl(const struct module_set *set, co
 
 /* Adds every module's lookup-table types to a registry; -1 (logged) on a clash. */
 int module_set_register_tables(struct module_set *set, struct tbl_registry *reg);
+
+/* metrics_api.c: the circuit's state for the shared metrics. */
+void module_record_circuit(const struct petrel_module *m, int open, int opened_now);
 
 /* Circuit breaker: may the module be called now? (0: skip with its default action) */
 int module_circuit_allows(struct petrel_module *m, time_t now);

@@ -47,6 +47,13 @@ static struct qjob *new_job(struct qmsg *m, const struct route *rt, size_t cap)
     j->dj.msg = &m->msg;
     j->dj.sender = m->sender;
     j->dj.nexthop = rt->nexthop;
+    /* mailbox_size_limit for local(8)'s mailboxes, files and alias
+     * commands, virtual_mailbox_limit for virtual(8)'s; a master.cf pipe
+     * transport has none */
+    if ((rt->kind == ROUTE_MAILDIR || rt->kind == ROUTE_MBOX || (rt->kind == ROUTE_PIPE && rt->from_alias)) &&
+        rt->transport)
+        j->dj.file_size_limit = strcmp(rt->transport, "virtual") == 0 ? m->q->virtual_mailbox_limit
+                              : strcmp(rt->transport, "local") == 0 ? m->q->mailbox_size_limit : 0;
     m->jobs_left++;
     return j;
 }

@@ -25,6 +25,7 @@ struct qmgr;
 struct qmsg;
 struct dest;
 struct notice;
+struct qmgr_transport;
 
 struct rcpt_outcome {
     int state;                 /* 0 none yet, else DLV_SENT+1 / DLV_DEFERRED+1 / DLV_BOUNCED+1 (worst wins) */
@@ -97,11 +98,7 @@ struct qmgr {
     struct tbl_registry *tables;
     struct router *router;
     struct dns_resolver *dns;
-    struct smtp_client *smtp, *lmtp;
-    struct smtp_client *smtp_by_level[SMTP_TLS_SECURE + 1];   /* smtp_tls_policy_maps */
-    struct smtp_client_settings smtp_set;
-    struct tbl **tls_policy;
-    size_t ntls_policy;
+    struct qmgr_transport *transports; /* the SMTP and LMTP clients (transports.c) */
     int inotify_fd;
     struct event *inotify_ev, *scan_timer, *deferred_timer, *sig_term, *sig_flush, *sig_hup, *stop_timer;
     struct qmsg *messages;
@@ -114,9 +111,15 @@ struct qmgr {
     unsigned dest_limit, dest_rcpt_limit;
     long long min_backoff, max_backoff, run_delay, max_lifetime, bounce_lifetime, delay_warning;
     const char *myhostname, *postmaster, *double_bounce_sender;
+    const char *bounce_notice, *delay_notice, *error_notice;   /* *_notice_recipient, qualified */
+    const char *const *notify_class_words;
+    unsigned notify_classes;     /* MAIL_NOTIFY_*: notify_classes */
     const char *myorigin, *mail_name, *notice_recipient, *queue_directory, *dns_resolver;
+    const char *bounce_notice_raw, *delay_notice_raw, *error_notice_raw;
     const char *command_expansion_filter, *recipient_delimiter;
     long long dest_rate_delay;   /* default_destination_rate_delay */
+    int soft_bounce;             /* every bounce is a deferral; expired mail is not returned */
+    unsigned long long mailbox_size_limit, virtual_mailbox_limit;   /* largest file a local delivery writes */
     struct module_set *modules;
     int helper_fd;             /* privileged mailbox helper, or -1 */
     struct event *helper_ev;
@@ -170,6 +173,14 @@ void qmgr_dispatch(struct qmgr *q);
 void qmgr_start_job(struct qmgr *q, struct qjob *j);
 /* The mailbox helper's socket is readable: its answers. */
 void qmgr_on_helper(evutil_socket_t fd, short what, void *arg);
+
+/* transports.c */
+/* The client for a job of this transport to nexthop (per-transport settings
+ * from master.cf, per-destination TLS policy); NULL with *why when the
+ * TLS policy of that next hop cannot be applied (a deferral). */
+struct smtp_client *qmgr_smtp_client(struct qmgr *q, const char *transport, int lmtp, const char *nexthop,
+                                     const char **why);
+void qmgr_transports_free(struct qmgr *q);
 
 /* finish.c */
 /* The message has no job left: mark, notify, defer or remove, then free it

@@ -161,6 +161,17 @@ int anvil_connect(struct anvil *a, unsigned w, const char *key, time_t now,
     return 0;
 }
 
+unsigned anvil_concurrent(struct anvil *a, const char *key)
+{
+    if (!key_fits(key))
+        return 0;
+    lock(a);
+    struct anvil_slot *s = find(a, key, 0, 0, 0);
+    unsigned n = s ? total(s) : 0;
+    unlock(a);
+    return n;
+}
+
 void anvil_disconnect(struct anvil *a, unsigned w, const char *key)
 {
     if (w >= ANVIL_MAX_WORKERS || !key_fits(key))
@@ -294,4 +305,38 @@ void anvil_reset_worker(struct anvil *a, unsigned w)
     }
     unlock(a);
     wake(a, waiters);
+}
+
+/* ------------------------------------------------------------------ */
+/* events and lockouts (AUTH commands, failed AUTH)                    */
+
+unsigned anvil_count(struct anvil *a, const char *key, time_t now, unsigned window)
+{
+    if (!key_fits(key))
+        return 0;
+    lock(a);
+    struct anvil_slot *s = find(a, key, 1, now, window);
+    unsigned n = 0;
+    if (s) {
+        if (window && now - s->window_start >= (time_t)window) {
+            s->window_start = now;
+            s->window_count = 0;
+        }
+        if (s->window_count < UINT32_MAX)
+            s->window_count++;
+        n = s->window_count;
+    }
+    unlock(a);
+    return n;
+}
+
+unsigned anvil_peek(struct anvil *a, const char *key, time_t now, unsigned window)
+{
+    if (!key_fits(key))
+        return 0;
+    lock(a);
+    struct anvil_slot *s = find(a, key, 0, now, window);
+    unsigned n = s && !(window && now - s->window_start >= (time_t)window) ? s->window_count : 0;
+    unlock(a);
+    return n;
 }

@@ -47,6 +47,8 @@ void anvil_destroy(struct anvil *a);
 int anvil_connect(struct anvil *a, unsigned w, const char *key, time_t now,
                   unsigned rate_window, unsigned *concurrent, unsigned *rate);
 void anvil_disconnect(struct anvil *a, unsigned w, const char *key);
+/* The current count of a key (all workers), without counting anything. */
+unsigned anvil_concurrent(struct anvil *a, const char *key);
 
 /* Session slots of a service (maxproc). */
 enum anvil_take_status {
@@ -82,5 +84,13 @@ void anvil_wake_all(struct anvil *a);
 /* Forgets every connection counted by worker index w (it exited) and wakes
    the workers that wait for the slots it held. */
 void anvil_reset_worker(struct anvil *a, unsigned w);
+/* Events counted across the workers in a fixed window of `window` seconds
+   (AUTH commands per client, failed AUTH per client and per login): counts
+   one and returns the number in the current window (0 when the table is
+   full: failing open). */
+unsigned anvil_count(struct anvil *a, const char *key, time_t now, unsigned window);
+/* The number in the current window, without counting (Postfix's *_stat:
+   new TLS sessions before a handshake). */
+unsigned anvil_peek(struct anvil *a, const char *key, time_t now, unsigned window);
 
 #endif

@@ -23,14 +23,14 @@
 /* SMTP AUTH (RFC 4954): PLAIN and LOGIN, verified by a module's SASL back-end */
 
 struct sasl_call {
+    const struct smtpd_settings *set;
     const char *mech, *user, *password;
 };
 
-static petrel_verdict call_sasl(petrel_session *ps, void *arg)
+static petrel_verdict call_sasl(petrel_session *h, const void *arg)
 {
-    struct sasl_call *c = arg;
-    struct smtpd_session *s = ps->smtpd;
-    return s->set->sasl->check(ps, s->set->sasl_path, c->mech, c->user, c->password);
+    const struct sasl_call *c = arg;
+    return c->set->sasl->check(h, c->set->sasl_path, c->mech, c->user, c->password);
 }
 
 static void auth_hooked(struct smtpd_session *s, const struct restrict_result *r)
@@ -46,7 +46,7 @@ static void auth_hooked(struct smtpd_session *s, const struct restrict_result *r
     smtpd_continue(s);
 }
 
-static void sasl_answered(struct smtpd_session *s, struct petrel_pending *p, const struct restrict_result *r)
+static void sasl_answered(struct smtpd_session *s, const struct restrict_result *r)
 {
     const char *mech = s->auth_mech;
     s->state = SMTPD_CMD;
@@ -80,20 +80,12 @@ static void sasl_answered(struct smtpd_session *s, struct petrel_pending *p, con
 
 static void sasl_verify(struct smtpd_session *s, const char *user, const char *password)
 {
-    struct sasl_call call = { s->auth_mech, user, password };
+    struct sasl_call call = { s->set, s->auth_mech, user, password };
     s->auth_user = petrel_pool_strdup(s->scratch, user);
     s->state = SMTPD_WAIT;
-    struct petrel_pending *pending;
-    petrel_verdict v = smtpd_plugin_call(s, s->set->sasl_module, "sasl check", call_sasl, &call, &pending);
-    if (pending) {
-        smtpd_plugin_wait(s, pending, sasl_answered);
-        return;
-    }
-    struct restrict_result r = { v == PETREL_ACCEPT ? RV_PERMIT : v == PETREL_TEMPFAIL ? RV_DEFER : RV_REJECT,
-                                 0, NULL, NULL };
-    if ((int)v == PETREL_TEMPFAIL + 100)
-        r.verdict = RV_DEFER;
-    sasl_answered(s, NULL, &r);
+    struct restrict_result r;
+    if (smtpd_module_call(s, s->set->sasl_module, "sasl check", call_sasl, &call, sasl_answered, &r))
+        sasl_answered(s, &r);
 }
 
 static void auth_plain(struct smtpd_session *s, const char *b64)

@@ -16,12 +16,15 @@
 #include <string.h>
 #include <sys/time.h>
 #include <unistd.h>
+#include <strings.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include "config/cfg.h"
 #include "lib/log.h"
+#include "mail/maps.h"
 #include "smtpd/restrict.h"
 #include "smtpd/smtpd_int.h"
 
@@ -33,29 +36,100 @@ static int tls_required(const struct smtpd_session *s)
     return s->set->tls_level == TLS_LEVEL_ENCRYPT && !s->tls_active;
 }
 
+/* Postfix's EHLO keywords, in its ehlo_mask order (for the log line). */
+static const struct { const char *name; unsigned bit; } ehlo_words[] = {
+    { "8BITMIME", SMTPD_EHLO_8BITMIME }, { "AUTH", SMTPD_EHLO_AUTH }, { "ETRN", SMTPD_EHLO_ETRN },
+    { "PIPELINING", SMTPD_EHLO_PIPELINING }, { "SIZE", SMTPD_EHLO_SIZE }, { "VERP", SMTPD_EHLO_VERP },
+    { "VRFY", SMTPD_EHLO_VRFY }, { "XCLIENT", SMTPD_EHLO_XCLIENT }, { "XFORWARD", SMTPD_EHLO_XFORWARD },
+    { "STARTTLS", SMTPD_EHLO_STARTTLS }, { "ENHANCEDSTATUSCODES", SMTPD_EHLO_ENHANCEDSTATUSCODES },
+    { "DSN", SMTPD_EHLO_DSN }, { "SMTPUTF8", SMTPD_EHLO_SMTPUTF8 }, { "CHUNKING", SMTPD_EHLO_CHUNKING },
+    { "REQUIRETLS", SMTPD_EHLO_REQUIRETLS }, { "SILENT-DISCARD", SMTPD_EHLO_SILENT },
+};
+
+static unsigned ehlo_mask_of(const char *const *words)
+{
+    unsigned mask = 0;
+    for (; words && *words; words++)
+        for (size_t i = 0; i < sizeof(ehlo_words) / sizeof(ehlo_words[0]); i++)
+            if (strcasecmp(*words, ehlo_words[i].name) == 0)
+                mask |= ehlo_words[i].bit;   /* unknown words are ignored, as in Postfix */
+    return mask;
+}
+
+int smtpd_ehlo_discard_mask(struct smtpd_session *s, unsigned *mask)
+{
+    const struct smtpd_settings *set = s->set;
+    *mask = 0;
+    if (set->discard_ehlo_maps && set->discard_ehlo_maps->n) {
+        const char *value = NULL;
+        int r = mail_maps_get(set->discard_ehlo_maps, s->addr, s->pool, &value);
+        if (r < 0)
+            return -1;
+        if (r > 0) {
+            char **words = cfg_split_list(value);
+            *mask = ehlo_mask_of((const char *const *)words);
+            cfg_list_free(words);
+            return 0;
+        }
+    }
+    *mask = ehlo_mask_of(set->discard_ehlo_keywords);
+    return 0;
+}
+
 static void ehlo_reply(struct smtpd_session *s)
 {
     const struct smtpd_settings *set = s->set;
+    unsigned discard = s->ehlo_discard;
+    if (s->ehlo_discard_error) {
+        /* Postfix: "don't know what EHLO features to announce" */
+        msg_warn("don't know what EHLO features to announce to %s", s->namaddr);
+        smtpd_reply(s, "421 4.3.0 %s Server local data error", set->myhostname);
+        smtpd_session_close_after_flush(s);
+        return;
+    }
+    if (discard && !(discard & SMTPD_EHLO_ENHANCEDSTATUSCODES) && !(discard & SMTPD_EHLO_SILENT)) {
+        char names[300] = "";
+        size_t n = 0;
+        for (size_t i = 0; i < sizeof(ehlo_words) / sizeof(ehlo_words[0]); i++)
+            if (discard & ehlo_words[i].bit)
+                n += (size_t)snprintf(names + n, n < sizeof(names) ? sizeof(names) - n : 0, "%s%s", n ? " " : "",
+                                      ehlo_words[i].name);
+        msg_info("discarding EHLO keywords: %s", names);
+    }
+    const char *lines[16];
+    char size[40];
+    size_t k = 0;
+    if (!(discard & SMTPD_EHLO_PIPELINING))
+        lines[k++] = "PIPELINING";
+    if (!(discard & SMTPD_EHLO_SIZE)) {
+        if (set->message_size_limit)
+            snprintf(size, sizeof(size), "SIZE %llu", set->message_size_limit);
+        else
+            snprintf(size, sizeof(size), "SIZE");
+        lines[k++] = size;
+    }
+    if (!set->disable_vrfy && !(discard & SMTPD_EHLO_VRFY))
+        lines[k++] = "VRFY";
+    if (!(discard & SMTPD_EHLO_ETRN))
+        lines[k++] = "ETRN";
+    if (set->sasl && (!set->tls_auth_only || s->tls_active) && !(discard & SMTPD_EHLO_AUTH))
+        lines[k++] = "AUTH PLAIN LOGIN";
+    if (set->tls_ctx && !s->tls_active && set->tls_level != TLS_LEVEL_NONE && !(discard & SMTPD_EHLO_STARTTLS))
+        lines[k++] = "STARTTLS";
+    if (!(discard & SMTPD_EHLO_ENHANCEDSTATUSCODES))
+        lines[k++] = "ENHANCEDSTATUSCODES";
+    if (!(discard & SMTPD_EHLO_8BITMIME))
+        lines[k++] = "8BITMIME";
+    if (!(discard & SMTPD_EHLO_DSN))
+        lines[k++] = "DSN";
+    if (set->smtputf8 && !(discard & SMTPD_EHLO_SMTPUTF8))
+        lines[k++] = "SMTPUTF8";
+    if (!(discard & SMTPD_EHLO_CHUNKING))
+        lines[k++] = "CHUNKING";
     struct evbuffer *out = bufferevent_get_output(s->bev);
-    evbuffer_add_printf(out, "250-%s\r\n", set->myhostname);
-    evbuffer_add_printf(out, "250-PIPELINING\r\n");
-    if (set->message_size_limit)
-        evbuffer_add_printf(out, "250-SIZE %llu\r\n", set->message_size_limit);
-    else
-        evbuffer_add_printf(out, "250-SIZE\r\n");
-    if (!set->disable_vrfy)
-        evbuffer_add_printf(out, "250-VRFY\r\n");
-    evbuffer_add_printf(out, "250-ETRN\r\n");
-    if (set->sasl && (!set->tls_auth_only || s->tls_active))
-        evbuffer_add_printf(out, "250-AUTH PLAIN LOGIN\r\n");
-    if (set->tls_ctx && !s->tls_active && set->tls_level != TLS_LEVEL_NONE)
-        evbuffer_add_printf(out, "250-STARTTLS\r\n");
-    evbuffer_add_printf(out, "250-ENHANCEDSTATUSCODES\r\n");
-    evbuffer_add_printf(out, "250-8BITMIME\r\n");
-    evbuffer_add_printf(out, "250-DSN\r\n");
-    if (set->smtputf8)
-        evbuffer_add_printf(out, "250-SMTPUTF8\r\n");
-    evbuffer_add_printf(out, "250 CHUNKING\r\n");
+    evbuffer_add_printf(out, "250%c%s\r\n", k ? '-' : ' ', set->myhostname);
+    for (size_t i = 0; i < k; i++)
+        evbuffer_add_printf(out, "250%c%s\r\n", i + 1 < k ? '-' : ' ', lines[i]);
 }
 
 static void cmd_helo(struct smtpd_session *s, const struct smtp_command *cmd, int esmtp);
@@ -139,7 +213,7 @@ static struct smtp_parse_opts parse_opts(const struct smtpd_session *s)
 {
     struct smtp_parse_opts o;
     memset(&o, 0, sizeof(o));
-    o.smtputf8_enabled = s->set->smtputf8 && s->esmtp;
+    o.smtputf8_enabled = s->set->smtputf8 && s->esmtp && !(s->ehlo_discard & SMTPD_EHLO_SMTPUTF8);
     o.dsn_enabled = s->esmtp;
     o.transaction_smtputf8 = s->tx ? s->tx->mail.smtputf8 : 0;
     return o;
@@ -166,6 +240,11 @@ static void cmd_mail(struct smtpd_session *s, const struct smtp_command *cmd)
         smtpd_count_error(s, CNT_MAIL);
         return;
     }
+    /* smtpd_client_message_rate_limit: counted for each MAIL FROM: (Postfix) */
+    if (strncasecmp(cmd->args, "FROM:", 5) == 0 && smtpd_rate_mail(s) != 0) {
+        smtpd_count_error(s, CNT_MAIL);
+        return;
+    }
     struct smtpd_tx *tx = smtpd_tx_new(s);
     struct smtp_parse_opts opts = parse_opts(s);
     struct smtp_reply_err err;
@@ -173,6 +252,13 @@ static void cmd_mail(struct smtpd_session *s, const struct smtp_command *cmd)
         tx->mail_line = petrel_pool_printf(tx->pool, "MAIL %s", cmd->args);
     if (smtp_parse_mail(cmd->args, &opts, tx->pool, &tx->mail, &err) != 0) {
         smtpd_reply(s, "%d %s %s", err.code, err.enhanced, err.text);
+        smtpd_tx_free(s);
+        smtpd_count_error(s, CNT_MAIL);
+        return;
+    }
+    if ((s->ehlo_discard & SMTPD_EHLO_DSN) && (tx->mail.ret || tx->mail.envid)) {
+        /* smtpd_discard_ehlo_keywords took DSN away (Postfix) */
+        smtpd_reply(s, "501 5.7.1 DSN support is disabled");
         smtpd_tx_free(s);
         smtpd_count_error(s, CNT_MAIL);
         return;
@@ -261,6 +347,11 @@ static void cmd_rcpt(struct smtpd_session *s, const struct smtp_command *cmd)
         smtpd_count_error(s, CNT_RCPT);
         return;
     }
+    /* smtpd_client_recipient_rate_limit: counted for each RCPT TO: (Postfix) */
+    if (strncasecmp(cmd->args, "TO:", 3) == 0 && smtpd_rate_rcpt(s) != 0) {
+        smtpd_count_error(s, CNT_RCPT);
+        return;
+    }
     struct smtpd_tx *tx = s->tx;
     if (tx->nrcpts >= set->recipient_limit) {
         smtpd_reply(s, "452 4.5.3 Error: too many recipients");
@@ -272,6 +363,11 @@ static void cmd_rcpt(struct smtpd_session *s, const struct smtp_command *cmd)
     struct smtp_rcpt_args args;
     if (smtp_parse_rcpt(cmd->args, &opts, tx->pool, &args, &err) != 0) {
         smtpd_reply(s, "%d %s %s", err.code, err.enhanced, err.text);
+        smtpd_count_error(s, CNT_RCPT);
+        return;
+    }
+    if ((s->ehlo_discard & SMTPD_EHLO_DSN) && (args.notify || args.orcpt)) {
+        smtpd_reply(s, "501 5.7.1 DSN support is disabled");
         smtpd_count_error(s, CNT_RCPT);
         return;
     }
@@ -315,7 +411,7 @@ static void rcpt_checked(struct smtpd_session *s, const struct restrict_result *
             tx->discard = 1;
         else if (res->verdict == RV_HOLD)
             tx->hold = 1;
-        s->api.rcpt = tx->rcpts[tx->nrcpts].address;
+        s->module_rcpt = tx->rcpts[tx->nrcpts].address;
         smtpd_hooks_then(s, PHASE_RCPT, tx->rcpts[tx->nrcpts].address, rcpt_hooked);
         return;
     }
@@ -340,7 +436,7 @@ static void rcpt_hooked(struct smtpd_session *s, const struct restrict_result *r
 {
     struct smtpd_tx *tx = s->tx;
     s->state = SMTPD_CMD;
-    s->api.rcpt = NULL;
+    s->module_rcpt = NULL;
     struct smtpd_rcpt *r = &tx->rcpts[tx->nrcpts];
     if (res->verdict == RV_REJECT || res->verdict == RV_DEFER) {
         smtpd_log_reject(s, "reject", "RCPT", res->code, res->enhanced, res->text, r->address);
@@ -378,13 +474,17 @@ static void cmd_starttls(struct smtpd_session *s, const struct smtp_command *cmd
         smtpd_count_error(s, CNT_STARTTLS);
         return;
     }
-    if (s->set->tls_ctx == NULL || s->set->tls_level == TLS_LEVEL_NONE) {
+    if (s->set->tls_ctx == NULL || s->set->tls_level == TLS_LEVEL_NONE || (s->ehlo_discard & SMTPD_EHLO_STARTTLS)) {
         smtpd_reply(s, "502 5.5.1 Error: command not implemented");
         smtpd_count_error(s, CNT_STARTTLS);
         return;
     }
     if (s->tx) {
         smtpd_reply(s, "503 5.5.1 Error: MAIL transaction in progress");
+        smtpd_count_error(s, CNT_STARTTLS);
+        return;
+    }
+    if (smtpd_rate_starttls(s, 0) != 0) {
         smtpd_count_error(s, CNT_STARTTLS);
         return;
     }

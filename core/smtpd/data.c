@@ -554,6 +554,12 @@ void smtpd_cmd_bdat(struct smtpd_session *s, const struct smtp_command *cmd)
     unsigned long long size;
     int last;
     struct smtp_reply_err err;
+    if (s->ehlo_discard & SMTPD_EHLO_CHUNKING) {
+        /* Postfix hangs up: what follows is raw content, not commands */
+        smtpd_count_error(s, CNT_BDAT);
+        smtpd_session_shutdown(s, "521 5.5.1 Error: command not implemented");
+        return;
+    }
     if (smtp_parse_bdat(cmd->args, &size, &last, &err) != 0) {
         /* Without a valid size we cannot find the next command: give up. */
         smtpd_reply(s, "%d %s %s", err.code, err.enhanced, err.text);

@@ -20,6 +20,17 @@
 #include "tables/access.h"
 #include "tables/table.h"
 
+/* A certificate name inside a Received: comment: nothing that would end the
+ * comment or the quoted string early. */
+static const char *comment_text(struct smtpd_session *s, const char *text)
+{
+    char *out = petrel_pool_strdup(s->tx->pool, text ? text : "");
+    for (char *p = out; *p; p++)
+        if (*p == '(' || *p == ')' || *p == '\\' || *p == '"' || (unsigned char)*p < 0x20)
+            *p = '?';
+    return out;
+}
+
 /* Received: header (RFC 5321 4.4), Postfix's layout. */
 void smtpd_received_text(struct smtpd_session *s, struct buf *out)
 {
@@ -36,8 +47,17 @@ void smtpd_received_text(struct smtpd_session *s, struct buf *out)
                    s->set->mail_name, s->local_uid, tx->queue_id, date);
     } else {
         buf_printf(&b, "Received: from %s (%s [%s])\r\n", s->helo ? s->helo : s->addr, s->name, s->addr);
-        if (s->tls_info)
+        if (s->tls_info && s->set->tls_received_header) {
+            /* smtpd_tls_received_header (Postfix's layout) */
             buf_printf(&b, "\t(using %s)\r\n", s->tls_info);
+            if (s->ccert.present)
+                buf_printf(&b, "\t(Client CN \"%s\", Issuer \"%s\" (%s))\r\n", comment_text(s, s->ccert.subject),
+                           comment_text(s, s->ccert.issuer), s->ccert.verified ? "verified OK" : "not verified");
+            else if (s->set->tls_ask_ccert)
+                buf_puts(&b, "\t(Client did not present a certificate)\r\n");
+            else
+                buf_puts(&b, "\t(No client certificate requested)\r\n");
+        }
         /* Without a queue file (a before-queue filter gets the message)
          * there is no queue ID to name, as with Postfix. */
         buf_printf(&b, "\tby %s (%s) with %s%s%s", s->set->myhostname, s->set->mail_name,
@@ -106,10 +126,11 @@ struct queue_writer *smtpd_create_writer(struct smtpd_session *s)
 {
     struct smtpd_tx *tx = s->tx;
     /* The transaction's recipients, the BCC actions' (NOTIFY=NEVER, as
-     * Postfix sends them to cleanup), then always_bcc and sender_bcc_maps:
-     * extra recipients of the queued copy, as Postfix's cleanup adds them
-     * (not announced in the headers). */
-    const char *bcc[2];
+     * Postfix sends them to cleanup), then always_bcc, sender_bcc_maps and
+     * recipient_bcc_maps (for each recipient): extra recipients of the
+     * queued copy, as Postfix's cleanup adds them (not announced in the
+     * headers); each map's address only once. */
+    const char **bcc = petrel_pool_zalloc(tx->pool, (tx->nrcpts + 2) * sizeof(char *));
     size_t nbcc = 0;
     const struct smtpd_settings *set = s->set;
     /* receive_override_options = no_address_mappings leaves these to the
@@ -122,6 +143,28 @@ struct queue_writer *smtpd_create_writer(struct smtpd_session *s)
         if (tbl_access_lookup_address(set->sender_bcc_maps[i], tx->mail.address, set->recipient_delimiter, &v) ==
             TBL_FOUND) {
             bcc[nbcc++] = petrel_pool_strdup(tx->pool, v);
+            break;
+        }
+    }
+    for (size_t r = 0; r < tx->nrcpts && set->nrecipient_bcc_maps; r++) {
+        for (size_t i = 0; i < set->nrecipient_bcc_maps; i++) {
+            const char *v = NULL;
+            int found = tbl_access_lookup_address(set->recipient_bcc_maps[i], tx->rcpts[r].address,
+                                                  set->recipient_delimiter, &v);
+            if (found == TBL_ERROR) {
+                /* Postfix: "message not accepted, try again later" */
+                msg_warn("%s: recipient_bcc_maps map lookup problem -- message not accepted, try again later",
+                         tx->queue_id[0] ? tx->queue_id : "NOQUEUE");
+                errno = EAGAIN;
+                return NULL;
+            }
+            if (found != TBL_FOUND)
+                continue;
+            int dup = 0;
+            for (size_t k = 0; k < nbcc; k++)
+                dup |= strcasecmp(bcc[k], v) == 0;
+            if (!dup)
+                bcc[nbcc++] = petrel_pool_strdup(tx->pool, v);
             break;
         }
     }

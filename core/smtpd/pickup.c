@@ -898,7 +898,7 @@ int smtpd_pickup_main(const struct smtpd_pickup_args *args)
     struct smtpd_worker w;
     struct pickup pk;
     log_set_role("pickup");
-    smtpd_worker_init(&w, args->cfg, args->queue, args->modules, NULL, 0);
+    smtpd_worker_init(&w, args->cfg, args->queue, args->modules, NULL, 0, args->metrics, args->process_index);
     memset(&pk, 0, sizeof(pk));
     pk.w = &w;
     pk.dirfd = args->maildrop_fd;

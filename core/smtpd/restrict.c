@@ -360,10 +360,10 @@ int restrict_stage_needed(const struct smtpd_settings *set, enum restrict_stage 
 static enum restrict_verdict run_module_step(struct smtpd_session *s, struct restrict_run *run,
                                              const struct restrict_step *step, struct restrict_result *r);
 
-static petrel_verdict call_restriction(petrel_session *ps, void *arg)
+static petrel_verdict call_restriction(petrel_session *h, const void *arg)
 {
     const struct restrict_step *step = arg;
-    return step->provided->check(ps, step->state);
+    return step->provided->check(h, step->state);
 }
 
 static enum restrict_verdict run_step(struct smtpd_session *s, struct restrict_run *run,
@@ -524,7 +524,7 @@ void restrict_cancel(struct smtpd_session *s)
 }
 
 /* A module restriction that suspended has answered (or timed out). */
-static void module_step_completed(struct smtpd_session *s, struct petrel_pending *p, const struct restrict_result *sr)
+static void module_step_completed(struct smtpd_session *s, const struct restrict_result *sr)
 {
     restrict_step_done(s, sr->verdict, sr);
 }
@@ -532,26 +532,10 @@ static void module_step_completed(struct smtpd_session *s, struct petrel_pending
 static enum restrict_verdict run_module_step(struct smtpd_session *s, struct restrict_run *run,
                                              const struct restrict_step *step, struct restrict_result *r)
 {
-    struct petrel_module *m = step->module;
-    if (!module_circuit_allows(m, time(NULL))) {
-        smtpd_plugin_default_result(m, r);
+    s->module_rcpt = run->rcpt;
+    if (smtpd_module_call(s, step->module, step->name, call_restriction, step, module_step_completed, r))
         return r->verdict;
-    }
-    s->api.rcpt = run->rcpt;
-    struct petrel_pending *pending;
-    petrel_verdict v = smtpd_plugin_call(s, m, step->name, call_restriction, (void *)step, &pending);
-    if (pending) {
-        smtpd_plugin_wait(s, pending, module_step_completed);
-        return RV_PENDING;
-    }
-    if ((int)v == PETREL_TEMPFAIL + 100) {
-        smtpd_plugin_default_result(m, r);
-    } else if (smtpd_plugin_result(s, m, v, s->api.reply_code, s->api.reply_enhanced, s->api.reply_text, r) != 0) {
-        module_circuit_failure(m, time(NULL), "invalid reply");
-    } else {
-        module_circuit_success(m);
-    }
-    return r->verdict;
+    return RV_PENDING;
 }
 
 /* The command whose checks these are, as Postfix names it in the log and

@@ -29,6 +29,7 @@
 
 #include "lib/log.h"
 #include "mail/addr_class.h"
+#include "mail/maps.h"
 #include "smtpd/access_action.h"
 #include "smtpd/restrict_int.h"
 #include "smtpd/smtpd_int.h"
@@ -268,6 +269,18 @@ static enum restrict_verdict run_table(struct smtpd_session *s, struct restrict_
                     *p = '_';
             return table_result(s, run, step, found, value, sane, sane, SUBJECT_SASL, r);
         }
+    case STEP_CHECK_CCERT: {
+        /* Postfix: the certificate's fingerprint, then its public key's
+         * (smtpd_tls_fingerprint_digest); a certificate whose issuer is not
+         * trusted may still match. The reply names the certificate's CN. */
+        if (!s->ccert.present)
+            return RV_DUNNO;
+        const char *cn = s->ccert.subject ? s->ccert.subject : "";
+        found = tbl_lookup(step->table, s->ccert.fingerprint, &value);
+        if (found == TBL_NOTFOUND && s->ccert.pubkey_fingerprint && *s->ccert.pubkey_fingerprint)
+            found = tbl_lookup(step->table, s->ccert.pubkey_fingerprint, &value);
+        return table_result(s, run, step, found, value, cn, cn, SUBJECT_CCERT, r);
+    }
     default:
         /* check_etrn_access: ETRN is answered 458 before any restriction
          * (Petrel does not implement it), so there is never a domain. */
@@ -386,6 +399,28 @@ enum restrict_verdict restrict_run_builtin(struct smtpd_session *s, struct restr
         return !s->local_submission && cidr_list_match(set->own_addresses, s->addr) ? RV_PERMIT : RV_DUNNO;
     case STEP_PERMIT_SASL:
         return s->sasl_username ? RV_PERMIT : RV_DUNNO;
+    case STEP_PERMIT_TLS_ALL_CLIENTCERTS:
+        /* any client certificate a CA in smtpd_tls_CAfile/_CApath verified */
+        return s->ccert.verified ? RV_PERMIT : RV_DUNNO;
+    case STEP_PERMIT_TLS_CLIENTCERTS: {
+        /* relay_clientcerts names the public key's or the certificate's
+         * fingerprint (Postfix's order); the issuer need not be trusted */
+        if (!s->ccert.present)
+            return RV_DUNNO;
+        const char *prints[2] = { s->ccert.pubkey_fingerprint, s->ccert.fingerprint }, *value;
+        for (int k = 0; k < 2; k++) {
+            if (!prints[k] || !*prints[k])
+                continue;
+            int found = mail_maps_get(set->relay_clientcerts, prints[k], smtpd_cmd_pool(s), &value);
+            if (found < 0) {
+                msg_warn("relay_clientcerts: lookup error for fingerprint %s", prints[k]);
+                return restrict_lookup_failure(s, run, prints[k], r);
+            }
+            if (found > 0)
+                return RV_PERMIT;
+        }
+        return RV_DUNNO;
+    }
     case STEP_REJECT_PLAINTEXT:
         if (s->tls_active)
             return RV_DUNNO;
@@ -490,6 +525,7 @@ enum restrict_verdict restrict_run_builtin(struct smtpd_session *s, struct restr
     case STEP_CHECK_RCPT:
     case STEP_CHECK_SASL:
     case STEP_CHECK_ETRN:
+    case STEP_CHECK_CCERT:
         return run_table(s, run, step, r);
     default:
         msg_warn("internal error: restriction %s has no implementation", step->name);

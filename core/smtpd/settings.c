@@ -25,8 +25,10 @@
 #include "lib/log.h"
 #include "lib/xalloc.h"
 #include "mail/addr_class.h"
+#include "mail/maps.h"
 #include "smtpd/rcpt_maps.h"
 #include "smtpd/anvil.h"
+#include "smtpd/haproxy_read.h"
 #include "smtpd/restrict.h"
 #include "smtpd/smtpd.h"
 #include "smtpd/restrict_int.h"
@@ -36,6 +38,7 @@
 #include "queue/maildrop.h"
 #include "tables/table.h"
 #include "tables/access.h"
+#include "tls/tls.h"
 
 /* Adds one problem, "parameter: why", to *error: settings report every
  * problem they find (petreld -n), one line each (xappend_line). */
@@ -162,6 +165,30 @@ static struct cidr_list *own_addresses(const struct cfg *cfg, char **error)
 }
 
 
+/* The tables a parameter lists, in the settings' pool (closed with it). */
+static int open_tables(struct smtpd_settings *set, struct smtpd_worker *w, const char *param, struct tbl ***out,
+                       size_t *nout, char **error)
+{
+    const char *const *specs = cfg_list(set->cfg, param);
+    size_t n = 0;
+    while (specs[n])
+        n++;
+    *out = petrel_pool_zalloc(set->pool, (n ? n : 1) * sizeof(struct tbl *));
+    *nout = 0;
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        char *why = NULL;
+        struct tbl *t = tbl_open(w->tables, specs[i], TBL_FLAG_FOLD_CASE, &why);
+        if (t == NULL) {
+            rc = fail(error, "%s: %s", param, why ? why : specs[i]);   /* and the next tables too */
+            free(why);
+            continue;
+        }
+        (*out)[(*nout)++] = t;
+    }
+    return rc;
+}
+
 static void free_settings_pool(void *arg)
 {
     struct smtpd_settings *set = arg;
@@ -169,6 +196,13 @@ static void free_settings_pool(void *arg)
         return;   /* the tables, lists and TLS context belong to the settings it shares them with */
     if (set->tls_ctx)
         SSL_CTX_free(set->tls_ctx);
+    tls_scache_close(set->tls_scache);
+    if (set->relay_clientcerts)
+        mail_maps_close(set->relay_clientcerts);
+    if (set->discard_ehlo_maps)
+        mail_maps_close(set->discard_ehlo_maps);
+    if (set->command_filter)
+        tbl_close(set->command_filter);
     cidr_list_free(set->mynetworks);
     cidr_list_free(set->bare_lf_exclusions);
     cidr_list_free(set->conn_limit_exceptions);
@@ -176,6 +210,8 @@ static void free_settings_pool(void *arg)
     cidr_list_free(set->own_addresses);
     for (size_t i = 0; i < set->nsender_bcc_maps; i++)
         tbl_close(set->sender_bcc_maps[i]);
+    for (size_t i = 0; i < set->nrecipient_bcc_maps; i++)
+        tbl_close(set->recipient_bcc_maps[i]);
     smtpd_rcpt_maps_free(set->rcpt_maps);
     mail_domains_close(&set->domains);
     smtpd_cleanup_settings_free(set->cleanup);
@@ -323,10 +359,13 @@ static int check_content_filter(const struct smtpd_worker *w, const char *filter
  * tables, restriction lists and TLS context of the normal ones instead of
  * opening everything a second time. */
 static const char *const scalar_params[] = {
-    "stress", "smtpd_timeout", "smtpd_hard_error_limit", "smtpd_soft_error_limit", "smtpd_junk_command_limit",
+    "stress", "smtpd_timeout", "smtpd_starttls_timeout", "smtpd_per_record_deadline", "smtpd_hard_error_limit", "smtpd_soft_error_limit", "smtpd_junk_command_limit",
     "smtpd_error_sleep_time", "smtpd_banner", "smtpd_recipient_limit", "message_size_limit", "line_length_limit",
-    "smtpd_client_connection_count_limit", "smtpd_client_connection_rate_limit", "smtpd_helo_required",
-    "disable_vrfy_command", "smtpd_delay_reject", "smtpd_sasl_response_limit", NULL
+    "smtpd_client_connection_count_limit", "smtpd_client_connection_rate_limit", "smtpd_client_message_rate_limit",
+    "smtpd_client_recipient_rate_limit", "smtpd_helo_required",
+    "disable_vrfy_command", "smtpd_delay_reject", "smtpd_sasl_response_limit",
+    /* postscreen's stress-dependent values: not smtpd's business */
+    "postscreen_greet_wait", "postscreen_command_time_limit", NULL
 };
 
 #define SET(name, kind, field) CFG_BIND(name, kind, struct smtpd_settings, field)
@@ -335,6 +374,8 @@ static const struct cfg_choice bare_newline_modes[] = {
     { "normalize", DATA_BARE_LF_NORMALIZE }, { "yes", DATA_BARE_LF_NORMALIZE }, { "reject", DATA_BARE_LF_REJECT },
     { "no", DATA_BARE_LF_ALLOW }, { NULL, 0 },
 };
+
+static const struct cfg_choice proxy_protocols[] = { { "", 0 }, { "haproxy", 1 }, { NULL, 0 } };
 
 /* The fields read straight from the configuration (no table, list or TLS):
  * what a service's stress settings read again (read_plain_values). */
@@ -346,9 +387,12 @@ static const struct cfg_bind plain_binds[] = {
     SET("mail_name", STR, mail_name),
     SET("smtpd_banner", STR, banner),
     SET("line_length_limit", SIZE, line_length_limit),
+    SET("header_size_limit", SIZE, header_size_limit),
     SET("message_size_limit", ULONG, message_size_limit),
     SET("smtpd_recipient_limit", UINT, recipient_limit),
     SET("smtpd_timeout", TIMEVAL, timeout),
+    SET("smtpd_per_record_deadline", BOOL, per_record_deadline),
+    SET("smtpd_starttls_timeout", TIMEVAL, starttls_timeout),
     SET("smtpd_soft_error_limit", INT, soft_error_limit),
     SET("smtpd_hard_error_limit", INT, hard_error_limit),
     SET("smtpd_error_sleep_time", LONG, error_sleep_time),
@@ -363,11 +407,14 @@ static const struct cfg_bind plain_binds[] = {
     SET("smtpd_forbid_bare_newline_reject_code", INT, bare_lf_reject_code),
     SET("smtpd_client_connection_count_limit", UINT, conn_count_limit),
     SET("smtpd_client_connection_rate_limit", UINT, conn_rate_limit),
+    SET("smtpd_client_message_rate_limit", UINT, message_rate_limit),
+    SET("smtpd_client_recipient_rate_limit", UINT, recipient_rate_limit),
     SET("anvil_rate_time_unit", UINT, rate_time_unit),
     SET("recipient_delimiter", STR, recipient_delimiter),
     SET("smtpd_reject_unlisted_recipient", BOOL, reject_unlisted_recipient),
     SET("smtpd_reject_unlisted_sender", BOOL, reject_unlisted_sender),
     SET("always_bcc", STR, always_bcc),
+    SET("soft_bounce", BOOL, soft_bounce),
     SET("smtpd_discard_ehlo_keywords", LIST, discard_ehlo_keywords),
     /* the restrictions' reply codes and choices (restrict_steps.c, restrict_dns.c) */
     SET("reject_code", INT, reject_code),
@@ -388,6 +435,9 @@ static const struct cfg_bind plain_binds[] = {
                     tempfail_actions),
     SET("smtpd_null_access_lookup_key", STR, null_access_key),
     SET("smtpd_peername_lookup", BOOL, peername_lookup),
+    CFG_BIND_CHOICE("smtpd_upstream_proxy_protocol", struct smtpd_settings, upstream_proxy, proxy_protocols),
+    SET("smtpd_upstream_proxy_timeout", TIMEVAL, upstream_proxy_timeout),
+    CFG_BIND_READ("inet_protocols"),
     SET("content_filter", STR, content_filter),
     SET("smtpd_proxy_filter", STR, proxy_filter),
     SET("smtpd_proxy_timeout", TIMEVAL, proxy_timeout),
@@ -410,6 +460,10 @@ static const struct cfg_bind service_binds[] = {
     SET("smtpd_sasl_type", STR, sasl_type),
     SET("smtpd_sasl_path", STR, sasl_path),
     CFG_BIND_READ("sender_bcc_maps"),
+    CFG_BIND_READ("recipient_bcc_maps"),
+    CFG_BIND_READ("relay_clientcerts"),
+    CFG_BIND_READ("smtpd_discard_ehlo_keyword_address_maps"),
+    CFG_BIND_READ("smtpd_command_filter"),
     CFG_BIND_READ("mynetworks"),
     CFG_BIND_READ("smtpd_forbid_bare_newline_exclusions"),
     CFG_BIND_READ("smtpd_client_event_limit_exceptions"),
@@ -440,11 +494,36 @@ static const struct cfg_bind service_binds[] = {
     CFG_BIND_READ("receive_override_options"),
     CFG_BIND_READ("smtpd_proxy_options"),
     CFG_BIND_READ("queue_directory"),
+    SET("smtpd_use_tls", BOOL, use_tls),
+    SET("smtpd_enforce_tls", BOOL, enforce_tls),
+    SET("smtpd_tls_ask_ccert", BOOL, tls_ask_ccert),
+    SET("smtpd_tls_req_ccert", BOOL, tls_req_ccert),
+    SET("smtpd_tls_ccert_verifydepth", INT, tls_ccert_verifydepth),
+    SET("smtpd_tls_fingerprint_digest", STR, tls_fingerprint_digest),
+    SET("smtpd_tls_loglevel", INT, tls_loglevel),
+    SET("smtpd_tls_received_header", BOOL, tls_received_header),
+    SET("smtpd_client_new_tls_session_rate_limit", UINT, new_tls_rate_limit),
     /* tls.c */
     CFG_BIND_READ("smtpd_tls_cert_file"),
     CFG_BIND_READ("smtpd_tls_key_file"),
+    CFG_BIND_READ("smtpd_tls_chain_files"),
     CFG_BIND_READ("smtpd_tls_protocols"),
+    CFG_BIND_READ("smtpd_tls_mandatory_protocols"),
+    CFG_BIND_READ("smtpd_tls_ciphers"),
+    CFG_BIND_READ("smtpd_tls_mandatory_ciphers"),
+    CFG_BIND_READ("smtpd_tls_exclude_ciphers"),
+    CFG_BIND_READ("smtpd_tls_mandatory_exclude_ciphers"),
+    CFG_BIND_READ("smtpd_tls_CAfile"),
+    CFG_BIND_READ("smtpd_tls_CApath"),
+    CFG_BIND_READ("smtpd_tls_dh1024_param_file"),
     CFG_BIND_READ("smtpd_tls_session_cache_timeout"),
+    CFG_BIND_READ("smtpd_tls_session_cache_database"),
+    CFG_BIND_READ("tls_preempt_cipherlist"),
+    CFG_BIND_READ("tls_high_cipherlist"),
+    CFG_BIND_READ("tls_medium_cipherlist"),
+    CFG_BIND_READ("tls_null_cipherlist"),
+    CFG_BIND_READ("tls_eecdh_auto_curves"),
+    CFG_BIND_READ("tls_ffdhe_auto_groups"),
 };
 /* Also read: the address classes' domain lists (core/mail) and the
  * recipient maps (smtpd_rcpt_maps_bind_table). */
@@ -461,6 +540,7 @@ static void read_plain_values(struct smtpd_settings *set, const struct master_se
     if (set->line_length_limit < 512)
         set->line_length_limit = 512;   /* RFC 5321 4.5.3.1.4: a command line may be 512 octets */
     set->maxproc = svc->maxproc;
+    set->proxy_families = smtpd_proxy_families(cfg_get(cfg, "inet_protocols"));
 }
 
 struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struct master_service *svc,
@@ -500,21 +580,32 @@ struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struc
         if (set->rcpt_maps == NULL)
             failed = 1;
     }
+    if (open_tables(set, w, "sender_bcc_maps", &set->sender_bcc_maps, &set->nsender_bcc_maps, error) != 0)
+        failed = 1;
+    if (open_tables(set, w, "recipient_bcc_maps", &set->recipient_bcc_maps, &set->nrecipient_bcc_maps, error) != 0)
+        failed = 1;
+
+    set->relay_clientcerts = petrel_pool_zalloc(pool, sizeof(*set->relay_clientcerts));
+    if (mail_maps_open(set->relay_clientcerts, cfg, w->tables, "relay_clientcerts", MAIL_MAPS_QUIET, error) != 0) {
+        set->relay_clientcerts = NULL;
+        failed = 1;
+    }
+    set->discard_ehlo_maps = petrel_pool_zalloc(pool, sizeof(*set->discard_ehlo_maps));
+    if (mail_maps_open(set->discard_ehlo_maps, cfg, w->tables, "smtpd_discard_ehlo_keyword_address_maps",
+                       MAIL_MAPS_QUIET, error) != 0) {
+        set->discard_ehlo_maps = NULL;
+        failed = 1;
+    }
     {
-        const char *const *specs = cfg_list(cfg, "sender_bcc_maps");
-        size_t n = 0;
-        while (specs[n])
-            n++;
-        set->sender_bcc_maps = petrel_pool_zalloc(pool, (n ? n : 1) * sizeof(struct tbl *));
-        for (size_t i = 0; i < n; i++) {
+        /* one table, as Postfix's dict_open of smtpd_command_filter */
+        const char *spec = cfg_get(cfg, "smtpd_command_filter");
+        if (spec && *spec) {
             char *why = NULL;
-            struct tbl *t = tbl_open(w->tables, specs[i], TBL_FLAG_FOLD_CASE, &why);
-            if (t == NULL) {
-                failed = fail(error, "sender_bcc_maps: %s", why ? why : specs[i]);
+            set->command_filter = tbl_open(w->tables, spec, TBL_FLAG_FOLD_CASE, &why);
+            if (set->command_filter == NULL) {
+                failed = fail(error, "smtpd_command_filter: %s", why ? why : spec);
                 free(why);
-                continue;
             }
-            set->sender_bcc_maps[set->nsender_bcc_maps++] = t;
         }
     }
 
@@ -563,13 +654,30 @@ struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struc
         set->junk_command_limit = INT_MAX;
         set->maxproc = 0;
     }
+    /* The legacy switches count only when the level is empty (Postfix). */
+    if (*cfg_get(cfg, "smtpd_tls_security_level") == '\0')
+        set->tls_level = set->enforce_tls ? TLS_LEVEL_ENCRYPT : set->use_tls ? TLS_LEVEL_MAY : TLS_LEVEL_NONE;
+    /* Postfix asks for a client certificate when told to, or when one is
+     * required at level encrypt; required is meaningless otherwise. */
+    if (set->tls_req_ccert && set->tls_level != TLS_LEVEL_ENCRYPT) {
+        if (w->checking)
+            msg_warn("service %s: smtpd_tls_req_ccert = yes needs smtpd_tls_security_level = encrypt: "
+                     "client certificates are not required", svc->name);
+        set->tls_req_ccert = 0;
+    }
+    if (set->tls_req_ccert)
+        set->tls_ask_ccert = 1;
     if (set->tls_level != TLS_LEVEL_NONE || set->tls_wrappermode) {
+        /* These set *error as their only problem: each gets its own. */
         char *why = NULL;
-        set->tls_ctx = smtpd_tls_ctx_create(cfg, &why);
-        if (set->tls_ctx == NULL) {
-            failed = fail(error, "%s", why ? why : "smtpd_tls_cert_file: cannot set up TLS");
-            free(why);
+        if (tls_check_digest(set->tls_fingerprint_digest, "smtpd_tls_fingerprint_digest", &why) < 0) {
+            failed = fail(error, "%s", why ? why : "smtpd_tls_fingerprint_digest: unknown digest");
+        } else {
+            set->tls_ctx = smtpd_tls_ctx_create(set, w->tickets, &set->tls_scache, &why);
+            if (set->tls_ctx == NULL)
+                failed = fail(error, "%s", why ? why : "smtpd_tls_cert_file: cannot set up TLS");
         }
+        free(why);
     }
 
     if ((set->own_addresses = own_addresses(cfg, error)) == NULL)

@@ -13,7 +13,9 @@ struct cfg;
 struct master_service;
 struct anvil;
 struct queue;
+struct tls_ticket_keys;
 struct module_set;
+struct module_metrics;
 
 struct smtpd_listen_fd {
     int fd;
@@ -25,6 +27,8 @@ struct smtpd_worker_args {
     const struct smtpd_listen_fd *listeners;
     int nlisteners;
     struct anvil *anvil;                    /* shared connection accounting */
+    const struct tls_ticket_keys *tickets;  /* shared TLS session ticket keys */
+    struct module_metrics *metrics;         /* shared metrics region, or NULL */
     struct queue *queue;                    /* opened before privileges were dropped */
     struct module_set *modules;             /* loaded by the master; initialised here */
     unsigned worker_index;                  /* column in the anvil table */
@@ -51,6 +55,8 @@ struct smtpd_pickup_args {
     struct queue *queue;
     int maildrop_fd;                        /* opened before privileges were dropped */
     struct module_set *modules;
+    struct module_metrics *metrics;         /* shared metrics region, or NULL */
+    unsigned process_index;                 /* the master's slot for this process (gauge column) */
 };
 int smtpd_pickup_main(const struct smtpd_pickup_args *args);
 
@@ -60,5 +66,7 @@ int smtpd_pickup_main(const struct smtpd_pickup_args *args);
 struct cfg_bind_table;
 extern const struct cfg_bind_table smtpd_bind_table, smtpd_service_bind_table, smtpd_rcpt_maps_bind_table,
     smtpd_worker_bind_table, smtpd_pickup_bind_table, smtpd_cleanup_bind_table;
+/* postscreen's parameters (psc_settings.c). */
+extern const struct cfg_bind_table psc_bind_table;
 
 #endif

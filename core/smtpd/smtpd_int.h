@@ -46,32 +46,23 @@ struct cfg;
 struct master_service;
 struct module_set;
 struct petrel_module;
-struct hook_run;
+struct module_session;
+struct module_metrics;
 struct restrict_result;
 struct smtpd_rcpt_maps;
 struct evbuffer;
 struct smtpd_peer_lookup;
 struct policy_conn;
 struct restrict_classes;
+struct psc_settings;
+struct psc_cache;
+struct psc_session;
+struct anvil_take;
+struct smtpd_proxy_read;
 
 /* The SMTP phases whose module hooks the session runs. */
 enum smtpd_phase { PHASE_CONNECT, PHASE_HELO, PHASE_STARTTLS, PHASE_AUTH, PHASE_MAIL, PHASE_RCPT, PHASE_DATA,
                    PHASE_EOH, PHASE_EOM };
-
-/* What a plugin holds as petrel_session: the session seen by the module
- * being called (plugin_api.c). */
-struct petrel_session {
-    struct smtpd_session *smtpd;
-    struct petrel_module *module;
-    const char *rcpt;                 /* the recipient being checked */
-    int reply_code;
-    const char *reply_enhanced, *reply_text;
-    struct petrel_pending *suspended; /* petrel_suspend() during this call */
-    int resumed_early;                /* petrel_resume() before the hook returned */
-    petrel_verdict early_verdict;
-    int early_code;
-    const char *early_enhanced, *early_text;
-};
 
 enum smtpd_edit_kind { EDIT_HEADER_INSERT, EDIT_HEADER_CHANGE, EDIT_RCPT_ADD, EDIT_RCPT_DELETE };
 
@@ -128,6 +119,15 @@ struct smtpd_cleanup_settings {
     int strict;                       /* a strict_* option is on */
 };
 
+/* EHLO keywords smtpd_discard_ehlo_keywords may remove (Postfix's ehlo_mask) */
+enum {
+    SMTPD_EHLO_8BITMIME = 1u << 0, SMTPD_EHLO_PIPELINING = 1u << 1, SMTPD_EHLO_SIZE = 1u << 2,
+    SMTPD_EHLO_VRFY = 1u << 3, SMTPD_EHLO_ETRN = 1u << 4, SMTPD_EHLO_AUTH = 1u << 5, SMTPD_EHLO_VERP = 1u << 6,
+    SMTPD_EHLO_STARTTLS = 1u << 7, SMTPD_EHLO_XCLIENT = 1u << 8, SMTPD_EHLO_XFORWARD = 1u << 9,
+    SMTPD_EHLO_ENHANCEDSTATUSCODES = 1u << 10, SMTPD_EHLO_DSN = 1u << 11, SMTPD_EHLO_SMTPUTF8 = 1u << 12,
+    SMTPD_EHLO_CHUNKING = 1u << 13, SMTPD_EHLO_REQUIRETLS = 1u << 14, SMTPD_EHLO_SILENT = 1u << 15,
+};
+
 /* One listener's settings: main.cf plus that master.cf line's -o overrides,
  * resolved once per worker so the hot path never parses configuration. */
 struct smtpd_settings {
@@ -138,6 +138,7 @@ struct smtpd_settings {
     const char *banner;               /* expanded smtpd_banner */
     const char *mail_name;
     size_t line_length_limit;
+    size_t header_size_limit;         /* header_size_limit: the header section modules see */
     unsigned long long message_size_limit;
     unsigned recipient_limit;
     struct timeval timeout;
@@ -175,14 +176,32 @@ struct smtpd_settings {
     socklen_t proxy_addr_len;
     const char *content_filter;       /* content_filter: "transport:nexthop", "" for none */
     struct smtpd_cleanup_settings *cleanup;   /* shared with the stress settings */
+    int soft_bounce;                  /* every 5xx reply goes out as 4xx (smtpd_reply) */
     struct tbl **sender_bcc_maps;
     size_t nsender_bcc_maps;
+    struct tbl **recipient_bcc_maps;
+    size_t nrecipient_bcc_maps;
     const char *const *discard_ehlo_keywords;
+    struct mail_maps *discard_ehlo_maps;   /* smtpd_discard_ehlo_keyword_address_maps */
+    struct tbl *command_filter;       /* smtpd_command_filter */
+    int per_record_deadline;          /* smtpd_per_record_deadline */
     /* TLS */
     SSL_CTX *tls_ctx;
+    struct tls_scache *tls_scache;    /* smtpd_tls_session_cache_database */
     enum tls_level tls_level;
+    int use_tls, enforce_tls;         /* the legacy smtpd_use_tls / smtpd_enforce_tls, for an empty level */
     int tls_wrappermode;
     int tls_auth_only;
+    int tls_ask_ccert, tls_req_ccert;
+    struct mail_maps *relay_clientcerts;   /* permit_tls_clientcerts: fingerprints */
+    int tls_ccert_verifydepth;
+    const char *tls_fingerprint_digest;
+    int tls_loglevel;
+    int tls_received_header;
+    struct timeval starttls_timeout;  /* smtpd_starttls_timeout: the handshake */
+    unsigned new_tls_rate_limit;      /* smtpd_client_new_tls_session_rate_limit */
+    unsigned message_rate_limit;      /* smtpd_client_message_rate_limit */
+    unsigned recipient_rate_limit;    /* smtpd_client_recipient_rate_limit */
     /* SMTP AUTH (smtpd_sasl_auth_enable, smtpd_sasl_type, smtpd_sasl_path) */
     int sasl_auth_enable;
     const char *sasl_type;
@@ -203,6 +222,10 @@ struct smtpd_settings {
     int peername_lookup;                      /* smtpd_peername_lookup */
     struct cidr_list *own_addresses;          /* permit_inet_interfaces: inet_interfaces' addresses */
     int uses_unauth_pipelining;       /* reject_unauth_pipelining appears somewhere */
+    /* smtpd_upstream_proxy_protocol = haproxy: a PROXY header before SMTP */
+    int upstream_proxy;
+    struct timeval upstream_proxy_timeout;
+    int proxy_families;               /* HAPROXY_FAMILY_* from inet_protocols */
     int borrowed;                     /* tables, lists and TLS belong to the settings it was made like */
 };
 
@@ -223,6 +246,13 @@ struct smtpd_listener {
     int stress_eligible;              /* Postfix: an inet service with maxproc > 1, not loopback-only */
     unsigned stress_epoch;            /* the stress period this worker's sessions were switched for */
     int paused;                       /* the service is full: not accepting */
+    /* postscreen (psc.h): this socket is a postscreen service's; settings
+     * and service_key are then those of the smtpd pass service that
+     * screened clients are handed to, within the same worker */
+    struct psc_settings *screen;
+    struct psc_cache *psc_cache;      /* its temporary allowlist (shared with listeners of the same file) */
+    const char *screen_key;           /* "postscreen:NAME": clients being screened (pre-queue) */
+    const char *post_key;             /* "postscreen-post:NAME": screened clients waiting for a session slot */
 };
 
 struct smtpd_worker {
@@ -231,6 +261,7 @@ struct smtpd_worker {
     struct queue *queue;
     struct queue_id_gen idgen;
     struct anvil *anvil;
+    const struct tls_ticket_keys *tickets;   /* shared session ticket keys (the master's), or NULL */
     unsigned index;
     const struct cfg *cfg;
     petrel_pool *pool;                /* worker lifetime */
@@ -239,6 +270,13 @@ struct smtpd_worker {
     int nlisteners;
     struct smtpd_session *sessions;   /* doubly linked, for shutdown */
     unsigned nsessions;
+    struct psc_session *screening;    /* postscreen's connections (psc.h), for shutdown */
+    unsigned nscreening;
+    struct psc_cache **psc_caches;    /* one per postscreen_cache_map file: LMDB wants one handle per process */
+    size_t npsc_caches;
+    struct event *psc_cleanup_timer;
+    int psc_stress;                   /* postscreen's own stress (its pre-queue near its limit) */
+    struct psc_session *psc_wait_head, *psc_wait_tail;   /* passed, waiting for an smtpd session slot */
     int draining;                     /* stop accepting, finish sessions */
     int stopping;                     /* SIGTERM: 421 idle sessions too */
     struct event *sig_term, *sig_drain, *sig_hup, *drain_timer;
@@ -251,6 +289,7 @@ struct smtpd_worker {
     time_t space_checked;
     int space_ok;
     unsigned instance_seq;            /* the policy protocol's instance numbers */
+    int checking;                     /* smtpd_validate_service: give the configuration's warnings */
 };
 
 struct smtpd_rcpt {
@@ -295,7 +334,6 @@ struct smtpd_tx {
     unsigned envelope_written;        /* ... when the queue file's envelope was written */
     struct workq_job *commit_job;
     /* for modules */
-    void **module_slots;
     struct smtpd_edits edits;
     /* The content (cleanup.c): the primary headers as written to the queue
      * file (after header_checks), kept when modules or header rewriting
@@ -383,7 +421,13 @@ struct smtpd_session {
     const char *client_key;           /* "client:SERVICE:ADDR" in the shared table, when counted */
     int counted_in_service;           /* holds a session slot of its service (maxproc) */
     int tls_active;
+    int tls_handshaking;              /* smtpd_starttls_timeout applies */
     const char *tls_info;             /* "TLSv1.3 with cipher X (256/256 bits)" */
+    struct smtpd_ccert {              /* the client certificate, when one was presented */
+        int present, verified;
+        const char *subject, *issuer; /* CNs (issuer: O without a CN) */
+        const char *fingerprint, *pubkey_fingerprint;   /* smtpd_tls_fingerprint_digest */
+    } ccert;
     const char *protocol;             /* "SMTP", "ESMTP", "ESMTPS", "ESMTPA", ... */
     const char *sasl_username, *sasl_method;
     int errors;
@@ -403,7 +447,12 @@ struct smtpd_session {
     enum smtpd_bdat_state bdat_state;
     const char *bdat_refusal;         /* the reply for the chunk being skipped (scratch) */
     struct smtpd_tx *tx;
+    struct smtpd_proxy_read *proxy;   /* reading the PROXY header (smtpd_upstream_proxy_protocol) */
     struct event *delay_timer;        /* error sleep */
+    int error_slept;                  /* the next command has waited smtpd_error_sleep_time */
+    struct event *record_timer;       /* smtpd_per_record_deadline */
+    unsigned ehlo_discard;            /* SMTPD_EHLO_* not announced (smtpd_discard_ehlo_keywords) */
+    int ehlo_discard_error;           /* the address maps failed: EHLO gets 421 4.3.0 */
     struct restrict_run *check;       /* the restriction evaluation in progress */
     struct restrict_run *run;         /* its storage, reused by every evaluation of the session */
     struct event *sleep_timer;        /* the sleep restriction */
@@ -417,10 +466,9 @@ struct smtpd_session {
     int greeted;                      /* the 220 went out */
     int tls_hooks_pending;            /* implicit TLS finished before the greeting: STARTTLS hooks after it */
     /* modules */
-    struct petrel_session api;
-    struct petrel_pending *pending;   /* suspended module calls (orphaned when the session ends) */
-    struct hook_run *hook_run;
-    void **module_slots;
+    struct module_session *ms;        /* the module runtime's view (plugin_api.c), opened on first use */
+    const char *module_rcpt;          /* the recipient a module restriction or rcpt hook is checking */
+    void (*module_done)(struct smtpd_session *s, const struct restrict_result *r);
 };
 
 static inline void smtpd_tx_error(struct smtpd_tx *tx, enum smtpd_tx_error e)
@@ -446,8 +494,11 @@ static inline petrel_pool *smtpd_cmd_pool(const struct smtpd_session *s)
 }
 
 /* worker.c: what every process that runs sessions sets up (smtpd workers, pickup) */
+/* metrics and process_index: the shared metrics region and this process's
+ * slot in the master (its gauge column), for the module runtime. */
 void smtpd_worker_init(struct smtpd_worker *w, const struct cfg *cfg, struct queue *queue,
-                       struct module_set *modules, struct anvil *anvil, unsigned index);
+                       struct module_set *modules, struct anvil *anvil, unsigned index,
+                       struct module_metrics *metrics, unsigned process_index);
 void smtpd_worker_fini(struct smtpd_worker *w);
 
 /* session.c */
@@ -460,6 +511,26 @@ void smtpd_accept(struct smtpd_listener *l, const struct smtpd_settings *set, in
  * its incomplete file removed), unless its message is being committed: that
  * one is answered first, then gets 421 (smtpd_continue). */
 void smtpd_session_stop(struct smtpd_session *s);
+/* A client postscreen passed (psc.h): the smtpd session continues on its
+ * socket with the addresses postscreen saw (a PROXY header's, perhaps);
+ * counted_in_service as for smtpd_accept. */
+void smtpd_accept_screened(struct smtpd_listener *l, const struct smtpd_settings *set, int fd,
+                           const char *client_addr, const char *client_port, const char *server_addr,
+                           const char *server_port, int counted_in_service);
+/* slots.c: a service reached its limit (a connection waits, or the last slot
+ * was taken): the warning, the stress period everywhere. */
+void smtpd_limit_reached(struct smtpd_listener *l, const struct anvil_take *take);
+/* Sessions of a stressed service that wait for their client switch to its
+ * stress settings, in this worker. */
+void smtpd_apply_stress(struct smtpd_worker *w, const char *service_key, unsigned epoch);
+/* Takes a session slot of l's service for a client already accepted (one
+ * postscreen passed): 1 taken (the session gives it back), 0 nothing to
+ * count (no maxproc, or the table is full), -1 the service is full (the
+ * worker is woken when a slot frees). *stressed: use the stress settings. */
+int smtpd_take_slot(struct smtpd_listener *l, int *stressed);
+/* The worker exits when draining and neither sessions nor screened
+ * connections are left. */
+void smtpd_worker_check_drained(struct smtpd_worker *w);
 /* A local submission from the pickup role: fd is its end of a socket pair,
  * uid the owner of the maildrop file (the trust SO_PEERCRED gave before). */
 void smtpd_accept_local(struct smtpd_listener *l, int fd, long uid);
@@ -544,14 +615,35 @@ void smtpd_peer_cancel(struct smtpd_session *s);
 /* policy.c: the transaction ended; held policy connections go back to the pool. */
 void smtpd_policy_release(struct smtpd_session *s);
 
-/* tls.c */
-SSL_CTX *smtpd_tls_ctx_create(const struct cfg *cfg, char **error);
-/* The protocol, cipher, its bits and the SNI name the client sent ("" when none). */
+/* tls_context.c: the protocol, cipher, its bits and the SNI name the client sent ("" when none). */
 void smtpd_tls_facts(struct smtpd_session *s, const char **protocol, const char **cipher, int *bits,
                      const char **sni);
+
+/* commands.c: the EHLO keywords not announced to this client
+ * (smtpd_discard_ehlo_keyword_address_maps by address, else
+ * smtpd_discard_ehlo_keywords); -1 when the table lookup failed. */
+int smtpd_ehlo_discard_mask(struct smtpd_session *s, unsigned *mask);
+
+/* rates.c: Postfix's per-client rate limits. 0 to go on; -1 when the
+ * limit is exceeded (the reply is queued; for a wrapper-mode handshake
+ * there is none: close). */
+int smtpd_rate_mail(struct smtpd_session *s);
+int smtpd_rate_rcpt(struct smtpd_session *s);
+int smtpd_rate_starttls(struct smtpd_session *s, int wrapper);
+/* After a handshake: counts a session that was not resumed. */
+int smtpd_tls_count_new_session(struct smtpd_session *s);
+
+/* tls.c */
+struct tls_ticket_keys;
+struct tls_scache;
+/* The listener's context (set's TLS fields are read); tickets may be NULL
+ * (a configuration check); *scache is the session cache it uses, or NULL. */
+SSL_CTX *smtpd_tls_ctx_create(const struct smtpd_settings *set, const struct tls_ticket_keys *tickets,
+                              struct tls_scache **scache, char **error);
 int smtpd_tls_start(struct smtpd_session *s, int wrapper);
 const char *smtpd_tls_describe(petrel_pool *pool, SSL *ssl);
-void smtpd_tls_established(struct smtpd_session *s);
+/* 0, or -1 when the session must end (the reply is queued). */
+int smtpd_tls_established(struct smtpd_session *s);
 
 /* cleanup.c: the content stage between the DATA reader and the queue file */
 /* Starts the transaction's content: the access tables' PREPEND headers
@@ -598,9 +690,10 @@ void smtpd_content_rewrite_headers(struct smtpd_session *s);
 int smtpd_content_rewrite(struct smtpd_session *s, struct queue_writer *(*reopen)(struct smtpd_session *),
                           void (*received)(struct smtpd_session *));
 
-/* plugin_api.c */
+/* plugin_api.c: the glue to the module runtime (module/runtime.h) */
 typedef void smtpd_phase_done_fn(struct smtpd_session *s, const struct restrict_result *r);
 int smtpd_phase_has_hooks(struct smtpd_session *s, enum smtpd_phase phase);
+/* Runs the modules' hooks of a phase; done(s, result) follows, possibly before this returns. */
 void smtpd_run_phase(struct smtpd_session *s, enum smtpd_phase phase, const char *arg, smtpd_phase_done_fn *done);
 enum smtpd_content_hook { CONTENT_HEADER, CONTENT_EOH, CONTENT_BODY };
 void smtpd_plugin_content(struct smtpd_session *s, enum smtpd_content_hook which, const char *name,
@@ -608,20 +701,14 @@ void smtpd_plugin_content(struct smtpd_session *s, enum smtpd_content_hook which
 void smtpd_plugin_header(struct smtpd_session *s, const char *name, const char *value);
 void smtpd_plugin_body(struct smtpd_session *s, const char *chunk, size_t len);
 void smtpd_plugin_queued(struct smtpd_session *s, const char *queue_id);
+/* A transaction began or ended (s->tx set or NULL): the modules' transaction state follows. */
+void smtpd_plugin_tx(struct smtpd_session *s);
 void smtpd_plugin_session_gone(struct smtpd_session *s);
-/* Marks the module and hook this worker is inside, for the crash log line. */
-void smtpd_plugin_enter(struct petrel_module *m, const char *hook);
-void smtpd_plugin_leave(void);
-void smtpd_plugin_install_crash_handler(int log_fd);
-int smtpd_plugin_result(struct smtpd_session *s, struct petrel_module *m, petrel_verdict v, int code,
-                        const char *enhanced, const char *text, struct restrict_result *out);
-void smtpd_plugin_default_result(struct petrel_module *m, struct restrict_result *out);
-petrel_verdict smtpd_plugin_call(struct smtpd_session *s, struct petrel_module *m, const char *hook,
-                                 petrel_verdict (*call)(petrel_session *, void *), void *arg,
-                                 struct petrel_pending **pending);
-void smtpd_plugin_wait(struct smtpd_session *s, struct petrel_pending *p,
-                       void (*complete)(struct smtpd_session *, struct petrel_pending *,
-                                        const struct restrict_result *));
+/* Calls one module entry point (a restriction check, a SASL back-end):
+ * returns 1 with *r when it answered now, 0 when done(s, result) follows. */
+int smtpd_module_call(struct smtpd_session *s, struct petrel_module *m, const char *label,
+                      petrel_verdict (*invoke)(petrel_session *h, const void *arg), const void *arg,
+                      smtpd_phase_done_fn *done, struct restrict_result *r);
 
 /* session.c: runs the modules' hooks of phase, then next(); without hooks,
  * next() at once. */

@@ -35,6 +35,7 @@ static void usage(void)
             "  check                                   check the configuration (like postfix check)\n"
             "  modules                                 list the modules main.cf loads and what they provide\n"
             "  status | stop | reload                  talk to the running petreld\n"
+            "  metrics                                 the running petreld's metrics (Prometheus text)\n"
             "  queue [list] [--json] [SELECTOR...]     list the queue (like mailq / postqueue -j)\n"
             "  queue show ID...                        show messages (like postcat -q)\n"
             "  queue delete|hold|release|requeue ID... | ALL | SELECTOR...   (like postsuper)\n"
@@ -168,7 +169,8 @@ int main(int argc, char **argv)
         return map_main(confdir, strcmp(command, "alias") == 0, argc - i - 1, argv + i + 1);
     if (strcmp(command, "newaliases") == 0)
         return newaliases_main(confdir, argc - i, argv + i);
-    if (strcmp(command, "status") == 0 || strcmp(command, "stop") == 0 || strcmp(command, "reload") == 0)
+    if (strcmp(command, "status") == 0 || strcmp(command, "stop") == 0 || strcmp(command, "reload") == 0 ||
+        strcmp(command, "metrics") == 0)
         return control(confdir, command);
     fprintf(stderr, "petrelctl: unknown command \"%s\"\n", command);
     usage();

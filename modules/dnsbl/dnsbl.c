@@ -75,20 +75,27 @@ struct dnsbl_conf {
 };
 
 static const petrel_param dnsbl_params[] = {
-    { "dnsbl_sites", PETREL_PARAM_LIST, "",
-      "postscreen-style weighted lists for check_dnsbl_score: domain[=filter][*weight], ..." },
-    { "dnsbl_threshold", PETREL_PARAM_INT, "1", "check_dnsbl_score rejects a client whose score reaches this" },
-    { "dnsbl_whitelist_threshold", PETREL_PARAM_INT, "0",
-      "check_dnsbl_score permits a client whose score is at most this (when negative)" },
-    { "dnsbl_allowlist_threshold", PETREL_PARAM_INT, "$dnsbl_whitelist_threshold",
-      "the same, under Postfix 3.6's name" },
-    { "dnsbl_timeout", PETREL_PARAM_TIME, "10s",
-      "how long one DNS list may take to answer; then it counts as not listed" },
+    { PETREL_PARAM_INIT, .name = "dnsbl_sites", .type = PETREL_PARAM_LIST, .default_value = "",
+      .help = "postscreen-style weighted lists for check_dnsbl_score: domain[=filter][*weight], ..." },
+    { PETREL_PARAM_INIT, .name = "dnsbl_threshold", .type = PETREL_PARAM_INT, .default_value = "1",
+      .help = "check_dnsbl_score rejects a client whose score reaches this" },
+    { PETREL_PARAM_INIT, .name = "dnsbl_whitelist_threshold", .type = PETREL_PARAM_INT, .default_value = "0",
+      .help = "check_dnsbl_score permits a client whose score is at most this (when negative)" },
+    { PETREL_PARAM_INIT, .name = "dnsbl_allowlist_threshold", .type = PETREL_PARAM_INT,
+      .default_value = "$dnsbl_whitelist_threshold",
+      .help = "the same, under Postfix 3.6's name" },
+    { PETREL_PARAM_INIT, .name = "dnsbl_timeout", .type = PETREL_PARAM_TIME, .default_value = "10s",
+      .help = "how long one DNS list may take to answer; then it counts as not listed" },
     /* The module's view of Postfix's parameters (set those: these follow them). */
-    { "dnsbl_reply_template", PETREL_PARAM_STRING, "$default_rbl_reply", "set default_rbl_reply instead" },
-    { "dnsbl_reject_code", PETREL_PARAM_INT, "$maps_rbl_reject_code", "set maps_rbl_reject_code instead" },
-    { "dnsbl_reply_maps", PETREL_PARAM_STRING, "$rbl_reply_maps", "set rbl_reply_maps instead" },
-    { NULL, 0, NULL, NULL },
+    { PETREL_PARAM_INIT, .name = "dnsbl_reply_template", .type = PETREL_PARAM_STRING,
+      .default_value = "$default_rbl_reply",
+      .help = "set default_rbl_reply instead" },
+    { PETREL_PARAM_INIT, .name = "dnsbl_reject_code", .type = PETREL_PARAM_INT,
+      .default_value = "$maps_rbl_reject_code",
+      .help = "set maps_rbl_reject_code instead" },
+    { PETREL_PARAM_INIT, .name = "dnsbl_reply_maps", .type = PETREL_PARAM_STRING, .default_value = "$rbl_reply_maps",
+      .help = "set rbl_reply_maps instead" },
+    { .name = NULL },
 };
 
 /* Settings every restriction's compile checks, so that petreld -n reports them. */
@@ -755,16 +762,25 @@ static petrel_verdict dnsbl_connect(petrel_session *s)
 }
 
 static const petrel_restriction dnsbl_restrictions[] = {
-    { "reject_rbl_client", 1, compile_rbl_client, dnsbl_check },
-    { "permit_dnswl_client", 1, compile_dnswl_client, dnsbl_check },
-    { "reject_rhsbl_client", 1, compile_rhsbl_client, dnsbl_check },
-    { "permit_rhswl_client", 1, compile_rhswl_client, dnsbl_check },
-    { "reject_rhsbl_reverse_client", 1, compile_rhsbl_reverse, dnsbl_check },
-    { "reject_rhsbl_helo", 1, compile_rhsbl_helo, dnsbl_check },
-    { "reject_rhsbl_sender", 1, compile_rhsbl_sender, dnsbl_check },
-    { "reject_rhsbl_recipient", 1, compile_rhsbl_recipient, dnsbl_check },
-    { "check_dnsbl_score", 0, compile_score, dnsbl_check },
-    { NULL, 0, NULL, NULL },
+    { PETREL_RESTRICTION_INIT, .name = "reject_rbl_client", .nargs = 1,
+      .compile = compile_rbl_client, .check = dnsbl_check },
+    { PETREL_RESTRICTION_INIT, .name = "permit_dnswl_client", .nargs = 1,
+      .compile = compile_dnswl_client, .check = dnsbl_check },
+    { PETREL_RESTRICTION_INIT, .name = "reject_rhsbl_client", .nargs = 1,
+      .compile = compile_rhsbl_client, .check = dnsbl_check },
+    { PETREL_RESTRICTION_INIT, .name = "permit_rhswl_client", .nargs = 1,
+      .compile = compile_rhswl_client, .check = dnsbl_check },
+    { PETREL_RESTRICTION_INIT, .name = "reject_rhsbl_reverse_client", .nargs = 1,
+      .compile = compile_rhsbl_reverse, .check = dnsbl_check },
+    { PETREL_RESTRICTION_INIT, .name = "reject_rhsbl_helo", .nargs = 1,
+      .compile = compile_rhsbl_helo, .check = dnsbl_check },
+    { PETREL_RESTRICTION_INIT, .name = "reject_rhsbl_sender", .nargs = 1,
+      .compile = compile_rhsbl_sender, .check = dnsbl_check },
+    { PETREL_RESTRICTION_INIT, .name = "reject_rhsbl_recipient", .nargs = 1,
+      .compile = compile_rhsbl_recipient, .check = dnsbl_check },
+    { PETREL_RESTRICTION_INIT, .name = "check_dnsbl_score", .nargs = 0,
+      .compile = compile_score, .check = dnsbl_check },
+    { .name = NULL },
 };
 
 const petrel_module_desc petrel_module_descriptor = {

@@ -34,26 +34,39 @@
 #include "redis_client.h"
 
 static const petrel_param greylist_params[] = {
-    { "greylist_redis", PETREL_PARAM_STRING, "127.0.0.1:6379", "Redis server: host:port or unix:/path" },
-    { "greylist_redis_user", PETREL_PARAM_STRING, "", "ACL user name (Redis 6 and later), with the password" },
-    { "greylist_redis_password", PETREL_PARAM_STRING, "", "password (AUTH)" },
-    { "greylist_redis_database", PETREL_PARAM_INT, "0", "database number (SELECT)" },
-    { "greylist_redis_sentinels", PETREL_PARAM_LIST, "",
-      "Sentinels (host:port, ...) that name the master; greylist_redis is then unused" },
-    { "greylist_redis_master_name", PETREL_PARAM_STRING, "mymaster", "the master's name in Sentinel" },
-    { "greylist_redis_timeout", PETREL_PARAM_TIME, "2s", "deadline of each Redis command and connection attempt" },
-    { "greylist_redis_prefix", PETREL_PARAM_STRING, "petrel:greylist:", "prefix of the module's Redis keys" },
-    { "greylist_delay", PETREL_PARAM_TIME, "5m", "how long a new triplet is refused" },
-    { "greylist_retry_window", PETREL_PARAM_TIME, "2d", "how long after its first attempt a triplet may pass" },
-    { "greylist_max_age", PETREL_PARAM_TIME, "35d", "how long a passed triplet or a client is remembered" },
-    { "greylist_auto_whitelist_count", PETREL_PARAM_INT, "5",
-      "passed triplets after which a client is no longer greylisted (0: never)" },
-    { "greylist_whitelist_clients", PETREL_PARAM_LIST, "", "client addresses or networks never greylisted" },
-    { "greylist_whitelist_recipients", PETREL_PARAM_LIST, "",
-      "recipients never greylisted: user@domain, user@, @domain or domain" },
-    { "greylist_text", PETREL_PARAM_STRING, "Greylisted, try again in %s seconds",
-      "reply text: %s is the seconds left, %r the recipient's domain (postgrey's)" },
-    { NULL, 0, NULL, NULL },
+    { PETREL_PARAM_INIT, .name = "greylist_redis", .type = PETREL_PARAM_STRING, .default_value = "127.0.0.1:6379",
+      .help = "Redis server: host:port or unix:/path" },
+    { PETREL_PARAM_INIT, .name = "greylist_redis_user", .type = PETREL_PARAM_STRING, .default_value = "",
+      .help = "ACL user name (Redis 6 and later), with the password" },
+    { PETREL_PARAM_INIT, .name = "greylist_redis_password", .type = PETREL_PARAM_STRING, .default_value = "",
+      .help = "password (AUTH)" },
+    { PETREL_PARAM_INIT, .name = "greylist_redis_database", .type = PETREL_PARAM_INT, .default_value = "0",
+      .help = "database number (SELECT)" },
+    { PETREL_PARAM_INIT, .name = "greylist_redis_sentinels", .type = PETREL_PARAM_LIST, .default_value = "",
+      .help = "Sentinels (host:port, ...) that name the master; greylist_redis is then unused" },
+    { PETREL_PARAM_INIT, .name = "greylist_redis_master_name", .type = PETREL_PARAM_STRING, .default_value = "mymaster",
+      .help = "the master's name in Sentinel" },
+    { PETREL_PARAM_INIT, .name = "greylist_redis_timeout", .type = PETREL_PARAM_TIME, .default_value = "2s",
+      .help = "deadline of each Redis command and connection attempt" },
+    { PETREL_PARAM_INIT, .name = "greylist_redis_prefix", .type = PETREL_PARAM_STRING,
+      .default_value = "petrel:greylist:",
+      .help = "prefix of the module's Redis keys" },
+    { PETREL_PARAM_INIT, .name = "greylist_delay", .type = PETREL_PARAM_TIME, .default_value = "5m",
+      .help = "how long a new triplet is refused" },
+    { PETREL_PARAM_INIT, .name = "greylist_retry_window", .type = PETREL_PARAM_TIME, .default_value = "2d",
+      .help = "how long after its first attempt a triplet may pass" },
+    { PETREL_PARAM_INIT, .name = "greylist_max_age", .type = PETREL_PARAM_TIME, .default_value = "35d",
+      .help = "how long a passed triplet or a client is remembered" },
+    { PETREL_PARAM_INIT, .name = "greylist_auto_whitelist_count", .type = PETREL_PARAM_INT, .default_value = "5",
+      .help = "passed triplets after which a client is no longer greylisted (0: never)" },
+    { PETREL_PARAM_INIT, .name = "greylist_whitelist_clients", .type = PETREL_PARAM_LIST, .default_value = "",
+      .help = "client addresses or networks never greylisted" },
+    { PETREL_PARAM_INIT, .name = "greylist_whitelist_recipients", .type = PETREL_PARAM_LIST, .default_value = "",
+      .help = "recipients never greylisted: user@domain, user@, @domain or domain" },
+    { PETREL_PARAM_INIT, .name = "greylist_text", .type = PETREL_PARAM_STRING,
+      .default_value = "Greylisted, try again in %s seconds",
+      .help = "reply text: %s is the seconds left, %r the recipient's domain (postgrey's)" },
+    { .name = NULL },
 };
 
 /* The decision. KEYS: the triplet, the client's auto-whitelist entry.
@@ -547,8 +560,9 @@ static petrel_verdict greylist_check(petrel_session *s, void *state)
 }
 
 static const petrel_restriction greylist_restrictions[] = {
-    { "check_greylist", 0, greylist_compile, greylist_check },
-    { NULL, 0, NULL, NULL },
+    { PETREL_RESTRICTION_INIT, .name = "check_greylist", .nargs = 0,
+      .compile = greylist_compile, .check = greylist_check },
+    { .name = NULL },
 };
 
 const petrel_module_desc petrel_module_descriptor = {

@@ -311,6 +311,7 @@ static int build_close(void *builder, int commit, const char **error)
 
 static const petrel_table_type table_types[] = {
     {
+        PETREL_TABLE_TYPE_INIT,
         .name = "lmdb",
         .open = table_open,
         .lookup = table_lookup,

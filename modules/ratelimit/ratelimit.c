@@ -37,22 +37,36 @@
 #include "redis_client.h"
 
 static const petrel_param ratelimit_params[] = {
-    { "ratelimit_redis", PETREL_PARAM_STRING, "",
-      "Redis server (host:port or unix:/path) shared by a cluster; empty: counters in memory on this node" },
-    { "ratelimit_redis_user", PETREL_PARAM_STRING, "", "ACL user name (Redis 6 and later), with the password" },
-    { "ratelimit_redis_password", PETREL_PARAM_STRING, "", "password (AUTH)" },
-    { "ratelimit_redis_database", PETREL_PARAM_INT, "0", "database number (SELECT)" },
-    { "ratelimit_redis_sentinels", PETREL_PARAM_LIST, "", "Sentinels (host:port, ...) that name the master" },
-    { "ratelimit_redis_master_name", PETREL_PARAM_STRING, "mymaster", "the master's name in Sentinel" },
-    { "ratelimit_redis_timeout", PETREL_PARAM_TIME, "2s", "deadline of each Redis command and connection attempt" },
-    { "ratelimit_redis_prefix", PETREL_PARAM_STRING, "petrel:ratelimit:", "prefix of the module's Redis keys" },
-    { "ratelimit_state_file", PETREL_PARAM_STRING, "$data_directory/ratelimit.state",
-      "the file the in-memory counters are mapped from (shared by this node's workers)" },
-    { "ratelimit_memory_slots", PETREL_PARAM_INT, "16384", "keys the in-memory counters hold" },
-    { "ratelimit_exclude_mynetworks", PETREL_PARAM_BOOL, "yes", "clients in mynetworks are not limited" },
-    { "ratelimit_exclude_null_sender", PETREL_PARAM_BOOL, "yes", "mail from <> is not limited" },
-    { "ratelimit_exclude_clients", PETREL_PARAM_LIST, "", "client addresses or networks that are not limited" },
-    { NULL, 0, NULL, NULL },
+    { PETREL_PARAM_INIT, .name = "ratelimit_redis", .type = PETREL_PARAM_STRING, .default_value = "",
+      .help = "Redis server (host:port or unix:/path) shared by a cluster; empty: counters in memory on this node" },
+    { PETREL_PARAM_INIT, .name = "ratelimit_redis_user", .type = PETREL_PARAM_STRING, .default_value = "",
+      .help = "ACL user name (Redis 6 and later), with the password" },
+    { PETREL_PARAM_INIT, .name = "ratelimit_redis_password", .type = PETREL_PARAM_STRING, .default_value = "",
+      .help = "password (AUTH)" },
+    { PETREL_PARAM_INIT, .name = "ratelimit_redis_database", .type = PETREL_PARAM_INT, .default_value = "0",
+      .help = "database number (SELECT)" },
+    { PETREL_PARAM_INIT, .name = "ratelimit_redis_sentinels", .type = PETREL_PARAM_LIST, .default_value = "",
+      .help = "Sentinels (host:port, ...) that name the master" },
+    { PETREL_PARAM_INIT, .name = "ratelimit_redis_master_name", .type = PETREL_PARAM_STRING,
+      .default_value = "mymaster",
+      .help = "the master's name in Sentinel" },
+    { PETREL_PARAM_INIT, .name = "ratelimit_redis_timeout", .type = PETREL_PARAM_TIME, .default_value = "2s",
+      .help = "deadline of each Redis command and connection attempt" },
+    { PETREL_PARAM_INIT, .name = "ratelimit_redis_prefix", .type = PETREL_PARAM_STRING,
+      .default_value = "petrel:ratelimit:",
+      .help = "prefix of the module's Redis keys" },
+    { PETREL_PARAM_INIT, .name = "ratelimit_state_file", .type = PETREL_PARAM_STRING,
+      .default_value = "$data_directory/ratelimit.state",
+      .help = "the file the in-memory counters are mapped from (shared by this node's workers)" },
+    { PETREL_PARAM_INIT, .name = "ratelimit_memory_slots", .type = PETREL_PARAM_INT, .default_value = "16384",
+      .help = "keys the in-memory counters hold" },
+    { PETREL_PARAM_INIT, .name = "ratelimit_exclude_mynetworks", .type = PETREL_PARAM_BOOL, .default_value = "yes",
+      .help = "clients in mynetworks are not limited" },
+    { PETREL_PARAM_INIT, .name = "ratelimit_exclude_null_sender", .type = PETREL_PARAM_BOOL, .default_value = "yes",
+      .help = "mail from <> is not limited" },
+    { PETREL_PARAM_INIT, .name = "ratelimit_exclude_clients", .type = PETREL_PARAM_LIST, .default_value = "",
+      .help = "client addresses or networks that are not limited" },
+    { .name = NULL },
 };
 
 /* KEYS[1]: the counter. ARGV: limit, add, window (ms), buckets.
@@ -556,8 +570,9 @@ static petrel_verdict ratelimit_check(petrel_session *s, void *state)
 }
 
 static const petrel_restriction ratelimit_restrictions[] = {
-    { "check_rate_limit", 1, ratelimit_compile, ratelimit_check },
-    { NULL, 0, NULL, NULL },
+    { PETREL_RESTRICTION_INIT, .name = "check_rate_limit", .nargs = 1,
+      .compile = ratelimit_compile, .check = ratelimit_check },
+    { .name = NULL },
 };
 
 const petrel_module_desc petrel_module_descriptor = {

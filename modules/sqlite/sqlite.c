@@ -626,6 +626,7 @@ static int table_pattern(void *handle)
 
 static const petrel_table_type table_types[] = {
     {
+        PETREL_TABLE_TYPE_INIT,
         .name = "sqlite",
         .open = table_open,
         .lookup = table_lookup,

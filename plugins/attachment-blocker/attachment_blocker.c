@@ -88,9 +88,10 @@ struct blocker_tx {
 };
 
 static const petrel_param blocker_params[] = {
-    { "attachment_blocker_extensions", PETREL_PARAM_LIST, "exe com bat scr js vbs cmd pif",
-      "file name extensions refused in attachments (case-insensitive, without the dot)" },
-    { NULL, 0, NULL, NULL },
+    { PETREL_PARAM_INIT, .name = "attachment_blocker_extensions", .type = PETREL_PARAM_LIST,
+      .default_value = "exe com bat scr js vbs cmd pif",
+      .help = "file name extensions refused in attachments (case-insensitive, without the dot)" },
+    { .name = NULL },
 };
 
 /* ------------------------------------------------------------------ */

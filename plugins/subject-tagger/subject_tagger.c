@@ -40,12 +40,13 @@ struct tagger_tx {
 };
 
 static const petrel_param tagger_params[] = {
-    { "subject_tagger_header", PETREL_PARAM_STRING, "X-Spam-Flag",
-      "header whose value is tested (name compared without regard to case)" },
-    { "subject_tagger_pattern", PETREL_PARAM_STRING, "YES",
-      "substring that marks a message when found in that header's value (case-insensitive)" },
-    { "subject_tagger_tag", PETREL_PARAM_STRING, "[SPAM]", "text put in front of the Subject of marked messages" },
-    { NULL, 0, NULL, NULL },
+    { PETREL_PARAM_INIT, .name = "subject_tagger_header", .type = PETREL_PARAM_STRING,
+      .default_value = "X-Spam-Flag", .help = "header whose value is tested (name compared without regard to case)" },
+    { PETREL_PARAM_INIT, .name = "subject_tagger_pattern", .type = PETREL_PARAM_STRING, .default_value = "YES",
+      .help = "substring that marks a message when found in that header's value (case-insensitive)" },
+    { PETREL_PARAM_INIT, .name = "subject_tagger_tag", .type = PETREL_PARAM_STRING, .default_value = "[SPAM]",
+      .help = "text put in front of the Subject of marked messages" },
+    { .name = NULL },
 };
 
 /* ASCII-only case folding: header names and the test are protocol text,

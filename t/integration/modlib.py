@@ -6,13 +6,14 @@ import tempfile
 from harness import TOP_BUILDDIR, CLEANUP_DIRS
 
 
-def module_dir(*names, mode=0o644):
-    """A fresh directory (0755) holding copies of the named test modules (NAME.so)."""
+def module_dir(*names, mode=0o644, built_in="."):
+    """A fresh directory (0755) holding copies of the named test modules (NAME.so), as
+    built in t/modules/BUILT_IN (e.g. "abi10" for those built against the ABI 1.0 headers)."""
     d = tempfile.mkdtemp(prefix="petrel-modules-")
     os.chmod(d, 0o755)
     CLEANUP_DIRS.append(d)
     for name in names:
-        src = os.path.join(TOP_BUILDDIR, "t", "modules", ".libs", name + ".so")
+        src = os.path.join(TOP_BUILDDIR, "t", "modules", built_in, ".libs", name + ".so")
         dst = os.path.join(d, name + ".so")
         shutil.copyfile(src, dst)
         os.chmod(dst, mode)

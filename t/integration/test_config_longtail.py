@@ -190,21 +190,23 @@ with Petrel(t, start=False) as p:
 services = SERVICES + ("smtp-amavis unix - - n - 2 smtp -o smtp_data_done_timeout=1200 -o syslog_name=amavis\n"
                        "secure unix - - n - - smtp -o smtp_tls_security_level=encrypt\n"
                        "checked unix - - n - - smtp -o smtp_header_checks=\n"
-                       "cleanup unix n - n - 0 cleanup -o header_checks= -o myhostname=cleanup.example\n")
+                       "cleanup unix n - n - 0 cleanup -o header_checks= -o myhostname=cleanup.example\n"
+                       "wrongtls unix - - n - - smtp -o lmtp_tls_security_level=encrypt\n")
 with Petrel(t, start=False, extra_services=services) as p:
     master_cf = os.path.join(p.conf, "master.cf")
     r = check(p)
-    t.ok(("warning: %s:4: service smtp-amavis (command smtp): -o syslog_name=amavis is not applied: Petrel's queue "
-          "manager runs every transport with main.cf's settings (only the content checks and their limits are per "
-          "transport)\n" % master_cf) in r.stderr,
+    NOT_PER_TRANSPORT = ("Petrel's queue manager runs every transport with main.cf's settings (only the SMTP and "
+                         "LMTP clients' settings and the content checks and their limits are per transport)")
+    t.ok(("warning: %s:4: service smtp-amavis (command smtp): -o syslog_name=amavis is not applied: %s\n"
+          % (master_cf, NOT_PER_TRANSPORT)) in r.stderr,
          "an implemented -o of a delivery transport is warned about", r.stderr)
-    t.ok(("error: %s:5: service secure (command smtp): -o smtp_tls_security_level=encrypt is not applied: Petrel's "
-          "queue manager runs every transport with main.cf's settings (only the content checks and their limits "
-          "are per transport); refusing to start: this weakens security "
-          "(to start anyway, list smtp_tls_security_level in petrel_accept_unimplemented)\n" % master_cf) in r.stderr,
-         "a TLS setting of a transport is refused", r.stderr)
-    t.ok("smtp_data_done_timeout is set but not implemented" in r.stderr,
-         "a not implemented one is reported by its class")
+    t.ok(("error: %s:8: service wrongtls (command smtp): -o lmtp_tls_security_level=encrypt is not applied: %s; "
+          "refusing to start: this weakens security "
+          "(to start anyway, list lmtp_tls_security_level in petrel_accept_unimplemented)\n"
+          % (master_cf, NOT_PER_TRANSPORT)) in r.stderr,
+         "a TLS setting an smtp transport does not read is refused", r.stderr)
+    t.ok("smtp_tls_security_level" not in r.stderr and "smtp_data_done_timeout" not in r.stderr,
+         "the SMTP client's own settings of a transport apply (qmgr/transports.c): nothing said", r.stderr)
     t.ok("smtp_header_checks" not in r.stderr and "-o header_checks" not in r.stderr,
          "the content checks of a transport and of the cleanup service apply: nothing said", r.stderr)
     t.ok(("warning: %s:7: service cleanup (command cleanup): -o myhostname=cleanup.example is not applied: Petrel's "

@@ -20,7 +20,7 @@ with Petrel(t, start=False, main_cf={"modules": "testmod", "module_directory": m
     t.is_(r.returncode, 0, "a valid module loads (petreld -n)")
     r = p.petrelctl("modules")
     t.is_(r.returncode, 0, "petrelctl modules runs")
-    t.like(r.stdout, r"testmod 1\.0 \(ABI 1\.0\) .*testmod\.so", "petrelctl modules names the module, version, ABI and file")
+    t.like(r.stdout, r"testmod 1\.0 \(ABI 1\.1\) .*testmod\.so", "petrelctl modules names the module, version, ABI and file")
     t.like(r.stdout, r"hooks: connect helo mail rcpt data header end_of_headers body end_of_message queued delivery",
            "it lists the hooks the module implements")
     t.like(r.stdout, r"restrictions: check_testmod", "and the restrictions it provides")
@@ -28,6 +28,20 @@ with Petrel(t, start=False, main_cf={"modules": "testmod", "module_directory": m
     t.like(r.stdout, r"testmod_delay = 1s", "petrelctl config -d shows a module parameter's default")
     t.like(r.stdout, r"testmod_default_action = continue", "and the per-module default action")
     t.like(r.stdout, r"testmod_hook_timeout = ", "and the per-module hook timeout")
+
+# The hook table: per phase, the modules in the order they run.
+both = module_dir("apimod", "testmod")
+with Petrel(t, start=False, main_cf={"modules": "apimod testmod", "module_directory": both}) as p:
+    r = p.petrelctl("modules")
+    listing = r.stdout[r.stdout.find("phases"):]
+    t.like(listing, r"^phases \(modules run in this order\):\n", "petrelctl modules lists the phases")
+    t.like(listing, r"\n  connect: apimod, testmod   \(smtpd, may suspend\)\n", "connect: both, in modules order")
+    t.like(listing, r"\n  mail: apimod, testmod   \(smtpd, may suspend\)\n", "mail: both")
+    t.like(listing, r"\n  rcpt: testmod   \(smtpd, may suspend\)\n", "rcpt: only the module that has the hook")
+    t.like(listing, r"\n  header: testmod   \(smtpd\)\n", "content hooks do not suspend")
+    t.like(listing, r"\n  queued: testmod   \(smtpd, informational\)\n", "informational hooks are marked")
+    t.like(listing, r"\n  delivery: testmod   \(queue manager, informational\)\n", "delivery runs in the queue manager")
+    t.ok("starttls:" not in listing and "auth:" not in listing, "phases nobody hooks are not listed")
 
 with Petrel(t, start=False, main_cf={"modules": "testmod", "module_directory": mods, "testmod_delay": "soon"}) as p:
     r = check(p)
@@ -48,7 +62,7 @@ with Petrel(t, start=False, main_cf={"smtpd_sender_restrictions": "check_testmod
 with Petrel(t, start=False, main_cf={"modules": "abimod", "module_directory": mods}) as p:
     r = check(p)
     t.ok(r.returncode != 0, "a module built for another ABI major is refused")
-    t.like(r.stderr, r"module abimod \(.*abimod\.so\) was built for plugin ABI 2\.0, this petreld provides 1\.0",
+    t.like(r.stderr, r"module abimod \(.*abimod\.so\) was built for plugin ABI 2\.0, this petreld provides 1\.1",
            "the message names the module, its ABI and ours")
 
 with Petrel(t, start=False, main_cf={"modules": "nosuchmod", "module_directory": mods}) as p:

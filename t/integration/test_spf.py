@@ -145,26 +145,30 @@ with Dnsmasq(RECORDS) as dns:
         reply, msg = deliver(p, "a@pass.test", "pass")
         t.like(reply, r"^250 2\.0\.0 Ok: queued as ", "pass: accepted")
         t.is_(spf_header(msg),
-              "pass (domain of a@pass.test designates 127.0.0.1 as permitted sender) client-ip=127.0.0.1; "
-              "envelope-from=\"a@pass.test\"; helo=client.test; identity=mailfrom;",
+              "pass (mx.petrel.test: domain of a@pass.test designates 127.0.0.1 as permitted sender) "
+              "client-ip=127.0.0.1; envelope-from=\"a@pass.test\"; helo=client.test; receiver=mx.petrel.test; "
+              "identity=mailfrom;",
               "pass: Received-SPF in the delivered message (RFC 7208 9.1)")
         t.ok(msg is not None and msg.index(b"Received-SPF:") < msg.index(b"Subject:"),
              "the header is at the top of the message")
         reply, msg = deliver(p, "a@softfail.test", "softfail")
-        t.like(spf_header(msg), r"^softfail \(domain of transitioning a@softfail\.test does not designate 127\.0\.0\.1 "
-                                r"as permitted sender\) client-ip=127\.0\.0\.1;", "softfail: accepted with the header")
+        t.like(spf_header(msg), r"^softfail \(mx\.petrel\.test: domain of transitioning a@softfail\.test does not "
+                                r"designate 127\.0\.0\.1 as permitted sender\) client-ip=127\.0\.0\.1;",
+               "softfail: accepted with the header")
         reply, msg = deliver(p, "a@neutral.test", "neutral")
-        t.like(spf_header(msg), r"^neutral \(127\.0\.0\.1 is neither permitted nor denied by domain of "
-                                r"a@neutral\.test\)", "neutral: accepted with the header")
+        t.like(spf_header(msg), r"^neutral \(mx\.petrel\.test: 127\.0\.0\.1 is neither permitted nor denied by "
+                                r"domain of a@neutral\.test\)", "neutral: accepted with the header")
         reply, msg = deliver(p, "a@none.test", "none")
-        t.like(spf_header(msg), r"^none \(domain of a@none\.test does not designate permitted sender hosts\) ",
+        t.like(spf_header(msg), r"^none \(mx\.petrel\.test: domain of a@none\.test does not designate permitted "
+                                r"sender hosts\) ",
                "none (a TXT record that is not SPF): accepted with the header")
         reply, msg = deliver(p, "a@nxdomain.test", "nxdomain")
         t.like(spf_header(msg), r"^none ", "none (no such domain)")
 
         # --- include, redirect, a, mx -----------------------------------------------------
         reply, msg = deliver(p, "a@inc.test", "include")
-        t.like(spf_header(msg), r"^pass \(domain of a@inc\.test designates", "an include chain passes")
+        t.like(spf_header(msg), r"^pass \(mx\.petrel\.test: domain of a@inc\.test designates",
+               "an include chain passes")
         t.is_(rcpt(p, "a@redir.test"),
               "550 5.7.23 SPF fail: domain of a@redir.test does not designate 127.0.0.1 as permitted sender",
               "a redirect chain ending in -all fails")
@@ -177,17 +181,19 @@ with Dnsmasq(RECORDS) as dns:
 
         # --- processing limits (RFC 7208 4.6.4) and bad records -------------------------
         reply, msg = deliver(p, "a@perm.test", "perm")
-        t.like(spf_header(msg), r"^permerror \(invalid SPF record of perm\.test: .*\) client-ip",
+        t.like(spf_header(msg), r"^permerror \(mx\.petrel\.test: invalid SPF record of perm\.test: .*\) client-ip",
                "11 DNS-querying terms: permerror (spf_permerror_action = dunno: accepted, header says so)")
         reply, msg = deliver(p, "a@void.test", "void")
-        t.like(spf_header(msg), r"^permerror \(invalid SPF record of void\.test: more than 2 void DNS lookups\)",
+        t.like(spf_header(msg), r"^permerror \(mx\.petrel\.test: invalid SPF record of void\.test: more than 2 "
+                                r"void DNS lookups\)",
                "3 void lookups: permerror, although the record would pass after them")
         reply, msg = deliver(p, "a@void2.test", "void2")
         t.like(spf_header(msg), r"^pass ", "2 void lookups are allowed")
         reply, msg = deliver(p, "a@syntax.test", "syntax")
         t.like(spf_header(msg), r"^permerror ", "a syntax error is a permerror")
         reply, msg = deliver(p, "a@two.test", "two")
-        t.like(spf_header(msg), r"^permerror \(invalid SPF record of two\.test: Multiple SPF records",
+        t.like(spf_header(msg), r"^permerror \(mx\.petrel\.test: invalid SPF record of two\.test: Multiple SPF "
+                                r"records",
                "two SPF records are a permerror")
 
         # --- the HELO identity -------------------------------------------------------------
@@ -196,8 +202,9 @@ with Dnsmasq(RECORDS) as dns:
               "permitted sender", "HELO is checked first and its fail rejects, whatever MAIL FROM says")
         reply, msg = deliver(p, "", "nullpass", helo="helo-pass.test")
         t.is_(spf_header(msg),
-              "pass (domain of postmaster@helo-pass.test designates 127.0.0.1 as permitted sender) "
-              "client-ip=127.0.0.1; envelope-from=\"\"; helo=helo-pass.test; identity=helo;",
+              "pass (mx.petrel.test: domain of postmaster@helo-pass.test designates 127.0.0.1 as permitted "
+              "sender) client-ip=127.0.0.1; envelope-from=\"\"; helo=helo-pass.test; receiver=mx.petrel.test; "
+              "identity=helo;",
               "the null sender: the HELO identity decides, and the header says identity=helo")
         t.is_(rcpt(p, "", helo="helo-fail.test"),
               "550 5.7.23 SPF fail (HELO): domain of postmaster@helo-fail.test does not designate 127.0.0.1 as "
@@ -237,8 +244,9 @@ with Dnsmasq(RECORDS) as dns:
     with instance(dns.server, spf_fail_action="dunno", spf_helo_check="no") as p:
         reply, msg = deliver(p, "a@fail.test", "faildunno", helo="helo-fail.test")
         t.like(reply, r"^250 ", "spf_fail_action = dunno accepts a fail; spf_helo_check = no ignores the HELO")
-        t.like(spf_header(msg), r"^fail \(domain of a@fail\.test does not designate 127\.0\.0\.1 as permitted "
-                                r"sender\) .*identity=mailfrom;$", "a fail that is not rejected is recorded")
+        t.like(spf_header(msg), r"^fail \(mx\.petrel\.test: domain of a@fail\.test does not designate 127\.0\.0\.1 "
+                                r"as permitted sender\) .*identity=mailfrom;$",
+               "a fail that is not rejected is recorded")
 
     # --- skipping -----------------------------------------------------------------------------
     with instance(dns.server, mynetworks="127.0.0.0/8",
@@ -280,6 +288,6 @@ with instance(closed, spf_lookup_timeout="5s") as p:
     t.is_(rcpt(p, "a@pass.test"), rcpt(p, "a@pass.test"), "and again, the server keeps serving")
 with instance(closed, spf_temperror_action="dunno", spf_lookup_timeout="5s") as p:
     reply, msg = deliver(p, "a@pass.test", "temperror")
-    t.like(spf_header(msg), r"^temperror \(temporary error checking pass\.test: ",
+    t.like(spf_header(msg), r"^temperror \(mx\.petrel\.test: temporary error checking pass\.test: ",
            "spf_temperror_action = dunno: accepted, the header says temperror")
 t.done()

@@ -55,10 +55,13 @@ struct delayed {
 };
 
 static const petrel_param params[] = {
-    { "testmod_log_hooks", PETREL_PARAM_BOOL, "no", "log every hook call" },
-    { "testmod_delay", PETREL_PARAM_TIME, "1s", "how long the slow actions wait" },
-    { "testmod_connect_reject", PETREL_PARAM_BOOL, "no", "reject every connection" },
-    { NULL, 0, NULL, NULL },
+    { PETREL_PARAM_INIT, .name = "testmod_log_hooks", .type = PETREL_PARAM_BOOL, .default_value = "no",
+      .help = "log every hook call" },
+    { PETREL_PARAM_INIT, .name = "testmod_delay", .type = PETREL_PARAM_TIME, .default_value = "1s",
+      .help = "how long the slow actions wait" },
+    { PETREL_PARAM_INIT, .name = "testmod_connect_reject", .type = PETREL_PARAM_BOOL, .default_value = "no",
+      .help = "reject every connection" },
+    { .name = NULL },
 };
 
 static void trace(petrel_session *s, const char *hook, const char *arg)
@@ -319,7 +322,7 @@ static int table_lookup(void *handle, const char *key, const char **value, petre
 }
 
 static const petrel_table_type table_types[] = {
-    { .name = "testmod", .open = table_open, .lookup = table_lookup },
+    { PETREL_TABLE_TYPE_INIT, .name = "testmod", .open = table_open, .lookup = table_lookup },
     { .name = NULL },
 };
 
@@ -484,7 +487,7 @@ static petrel_verdict check(petrel_session *s, void *state)
 }
 
 static const petrel_restriction restrictions[] = {
-    { .name = "check_testmod", .nargs = 1, .compile = compile_check, .check = check },
+    { PETREL_RESTRICTION_INIT, .name = "check_testmod", .nargs = 1, .compile = compile_check, .check = check },
     { .name = NULL },
 };
 
@@ -506,7 +509,7 @@ static petrel_verdict sasl_check(petrel_session *s, const char *path, const char
 }
 
 static const petrel_sasl_backend sasl_backends[] = {
-    { .name = "testmod", .check = sasl_check },
+    { PETREL_SASL_BACKEND_INIT, .name = "testmod", .check = sasl_check },
     { .name = NULL },
 };
 

@@ -33,7 +33,7 @@ TOP_SRCDIR = os.environ.get("top_srcdir") or os.path.abspath(os.path.join(os.pat
 TOP_BUILDDIR = os.environ.get("top_builddir") or TOP_SRCDIR
 
 ROLES = {"smtpd", "qmgr", "deliver", "master", "tools"}
-SHARED = {"lib", "mail", "config", "tables", "queue", "module", "include"}
+SHARED = {"lib", "mail", "config", "tables", "queue", "module", "include", "tls"}
 
 # Role -> role arrows that are allowed, by including folder and included
 # header (a folder name allows every header of that folder), with the reason.
@@ -52,14 +52,16 @@ ROLE_ARROWS = {
 # State machines split into files for size: one unit each for rule 3.
 ENGINES = {
     "the smtpd session (its commands resume the input loop)":
-        {"smtpd/session.c", "smtpd/commands.c", "smtpd/auth.c", "smtpd/data.c", "smtpd/envelope.c",
-         "smtpd/proxy.c"},
+        {"smtpd/session.c", "smtpd/commands.c", "smtpd/auth.c", "smtpd/data.c", "smtpd/envelope.c", "smtpd/tls.c",
+         "smtpd/rates.c", "smtpd/proxy.c"},
     "the restriction engine (a step that waits resumes its loop)":
         {"smtpd/restrict.c", "smtpd/restrict_compile.c", "smtpd/restrict_steps.c", "smtpd/restrict_dns.c",
          "smtpd/policy.c"},
     "the SMTP client (each step ends in the job's driver)":
         {"deliver/smtp_client.c", "deliver/smtp_addr.c", "deliver/smtp_connect.c", "deliver/smtp_proto.c",
          "deliver/smtp_content.c"},
+    "postscreen (a screened connection moves between its tests and its verdict)":
+        {"smtpd/postscreen.c", "smtpd/psc_smtpd.c"},
     "the queue manager (delivery results schedule the next jobs and finish messages)":
         {"qmgr/qmgr.c", "qmgr/intake.c", "qmgr/message.c", "qmgr/schedule.c", "qmgr/delivery.c",
          "qmgr/finish.c"},

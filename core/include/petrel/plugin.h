@@ -7,24 +7,45 @@
  * symbol, `petrel_module_descriptor`, a const struct petrel_module_desc built
  * with designated initialisers (PETREL_MODULE_INIT fills in the ABI fields).
  * It declares its parameters, its hooks, and the named things it provides
- * (restrictions, lookup-table types). The core refuses a module built for
- * another ABI major, or for a newer ABI minor, with a clear message.
+ * (restrictions, lookup-table types, SASL back-ends). The core refuses a
+ * module built for another ABI major, or for a newer ABI minor, with a clear
+ * message; petreld exports the functions declared here and nothing else.
  *
  * Hooks follow the SMTP phases and return a verdict from a closed set. A hook
  * that must wait (DNS, Redis, a policy server) calls petrel_suspend(), returns
- * PETREL_PENDING, and later completes the handle exactly once with
- * petrel_resume(). The core enforces a per-module timeout; completing after
- * the timeout or after the session went away is a safe no-op.
+ * PETREL_PENDING, and later completes the call exactly once with
+ * petrel_resume(). The core enforces a per-module timeout.
+ *
+ * Handles: petrel_session, petrel_pending, petrel_timer, petrel_watch and
+ * petrel_metric pointers are handles, not memory. The core checks each one
+ * it is given: a handle whose session ended (or whose call completed, timer
+ * fired, ...) makes the function log and return NULL, 0 or -1, never crash,
+ * so a module may keep handles for late callbacks. A session handle also
+ * names the module it was handed to: slots, replies, notes and log lines
+ * act for that module, whenever the call is made.
+ *
+ * Callbacks (timers, fd watches, DNS answers, blocking-call completions)
+ * run on the role's event loop, never before the call that scheduled them
+ * has returned.
  *
  * Replies are validated: a REJECT must carry a 5xx code, a TEMPFAIL a 4xx
  * code; anything else is answered 451 4.3.0 and logged as the module's fault.
  *
  * Memory: petrel_session_pool() lives as long as the connection,
  * petrel_tx_pool() as long as the mail transaction. Allocate from them and
- * never free: a plugin that forgets cannot leak.
+ * never free: a plugin that forgets cannot leak. Memory a late callback
+ * uses must be the module's own (malloc), not a session's pool.
+ *
+ * ABI rules (see doc/plugin-guide.md, "ABI rules"): within ABI major 1,
+ * struct layouts never change, fields are only added (at the end of a
+ * sized element, or in the descriptor's spare room), functions are only
+ * added, and a plugin built against minor N loads into any core of minor
+ * N or later. Every element of a descriptor array starts with its size
+ * (PETREL_..._INIT), so it can grow.
  *
  * Every function here is to be called on the thread that called the hook
- * (the role's event loop), except the work function of petrel_run_blocking.
+ * (the role's event loop), except the work function of petrel_run_blocking,
+ * which may call none of them.
  */
 #ifndef PETREL_PLUGIN_H
 #define PETREL_PLUGIN_H
@@ -42,11 +63,11 @@ extern "C" {
 /* ------------------------------------------------------------------ */
 /* opaque handles                                                      */
 
-typedef struct petrel_module petrel_module;     /* a loaded module instance */
-typedef struct petrel_session petrel_session;   /* one SMTP connection */
-typedef struct petrel_pending petrel_pending;   /* a suspended hook or restriction */
-typedef struct petrel_timer petrel_timer;
-typedef struct petrel_watch petrel_watch;
+typedef struct petrel_module petrel_module;     /* a loaded module instance (valid while it is loaded) */
+typedef struct petrel_session petrel_session;   /* handle: one SMTP connection, as one module sees it */
+typedef struct petrel_pending petrel_pending;   /* handle: a suspended hook or restriction call */
+typedef struct petrel_timer petrel_timer;       /* handle */
+typedef struct petrel_watch petrel_watch;       /* handle */
 
 /* ------------------------------------------------------------------ */
 /* verdicts                                                            */
@@ -63,8 +84,10 @@ typedef enum petrel_verdict {
 
 /* Sets the reply that goes with REJECT or TEMPFAIL (defaults: 550 5.7.1
  * "Rejected by module NAME" / 451 4.7.1 "Try again later"). text is copied.
- * enhanced may be NULL (derived from the code's class). */
-void petrel_set_reply(petrel_session *s, int code, const char *enhanced, const char *text);
+ * enhanced may be NULL (derived from the code's class). It applies to the
+ * module's call in progress on the session, or to its suspended call when
+ * petrel_resume() is then given no reply of its own. */
+PETREL_API void petrel_set_reply(petrel_session *s, int code, const char *enhanced, const char *text);
 
 /* ------------------------------------------------------------------ */
 /* parameters                                                          */
@@ -74,18 +97,52 @@ typedef enum petrel_param_type {
     PETREL_PARAM_SIZE, PETREL_PARAM_LIST,
 } petrel_param_type;
 
+/* One declared parameter. Start each entry with PETREL_PARAM_INIT (its
+ * size, so that the struct can grow within ABI 1.x); end the array with an
+ * entry whose name is NULL. */
 typedef struct petrel_param {
+    size_t size;               /* sizeof(petrel_param): PETREL_PARAM_INIT */
     const char *name;          /* must start with the module's name and '_' */
     petrel_param_type type;
     const char *default_value; /* main.cf syntax; may use $name */
     const char *help;
+    /* INT, TIME (seconds) and SIZE (bytes): inclusive bounds that petreld -n
+     * enforces; min = max = 0 means none, max = 0 alone means no maximum. */
+    long long min, max;
+    /* STRING: the values allowed (compared without case), or for a LIST the
+     * values each item may take; NULL-terminated, or NULL for any. */
+    const char *const *choices;
 } petrel_param;
+#define PETREL_PARAM_INIT .size = sizeof(petrel_param)
 
-/* Values from the configuration generation the module was loaded with
- * (main.cf: master.cf -o overrides of module parameters do not apply). */
-const char *petrel_param_string(petrel_module *m, const char *name);
-long long petrel_param_int(petrel_module *m, const char *name);   /* INT; TIME in seconds; SIZE in bytes */
-int petrel_param_bool(petrel_module *m, const char *name);
+/* Values of the module's own parameters, from the configuration
+ * generation the module was loaded with (main.cf: master.cf -o overrides
+ * of module parameters do not apply). A parameter the module did not
+ * declare gives NULL or 0 and a warning. */
+PETREL_API const char *petrel_param_string(petrel_module *m, const char *name);
+PETREL_API long long petrel_param_int(petrel_module *m, const char *name);   /* INT; TIME in seconds; SIZE in bytes */
+PETREL_API int petrel_param_bool(petrel_module *m, const char *name);
+/* ABI 1.1: a LIST parameter's items (split on commas and white space, { }
+ * grouping kept), NULL-terminated; never NULL for a declared parameter. */
+PETREL_API const char *const *petrel_param_list(petrel_module *m, const char *name);
+
+/* ABI 1.1: read-only values of the core's own parameters (myhostname,
+ * mynetworks, mydestination, queue_directory, ... any parameter Petrel
+ * declares), as main.cf sets them or their defaults, expanded. A name that
+ * is not a core parameter gives NULL or 0 and a warning. Strings live as
+ * long as the module's configuration generation. */
+PETREL_API const char *petrel_config_string(petrel_module *m, const char *name);
+PETREL_API const char *const *petrel_config_list(petrel_module *m, const char *name);
+PETREL_API long long petrel_config_int(petrel_module *m, const char *name);   /* INT; TIME in s; SIZE in bytes */
+PETREL_API int petrel_config_bool(petrel_module *m, const char *name);
+
+/* ABI 1.1: reports a problem with one of the module's parameters (or a
+ * core parameter it depends on) the way the core reports its own:
+ * "/etc/petrel/main.cf:12: dkim_key_file: /etc/dkim.key: No such file or
+ * directory". Called from the descriptor's check() it fails petreld -n,
+ * the start and the reload; elsewhere (init) it is only logged. */
+PETREL_API void petrel_config_error(petrel_module *m, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* ------------------------------------------------------------------ */
 /* hooks                                                               */
@@ -113,8 +170,10 @@ typedef struct petrel_hooks {
     petrel_verdict (*mail)(petrel_session *s, const char *sender);
     petrel_verdict (*rcpt)(petrel_session *s, const char *recipient);
     petrel_verdict (*data)(petrel_session *s);
-    /* Each header as received (name without the colon, value unfolded as
-     * received, without the leading space). May not suspend. */
+    /* Each header as received: name without the colon; value as received
+     * without the one space after the colon (a folded value keeps its CRLF
+     * and the white space that starts each continuation line). May not
+     * suspend. */
     petrel_verdict (*header)(petrel_session *s, const char *name, const char *value);
     /* The header section is complete. May not suspend (content is streaming in). */
     petrel_verdict (*end_of_headers)(petrel_session *s);
@@ -128,13 +187,15 @@ typedef struct petrel_hooks {
     /* A recipient was delivered, deferred or bounced (informational; runs in
      * the queue manager process, where there is no SMTP session). */
     void (*delivery)(petrel_module *m, const petrel_delivery_result *r);
-    void *spare[7];            /* room for growth within an ABI major */
+    void *spare[7];            /* room for growth within ABI 1.x (new hooks): leave zero */
 } petrel_hooks;
 
 /* ------------------------------------------------------------------ */
 /* restrictions that modules add to smtpd_*_restrictions                */
 
+/* Start each entry with PETREL_RESTRICTION_INIT; end with a NULL name. */
 typedef struct petrel_restriction {
+    size_t size;               /* sizeof(petrel_restriction): PETREL_RESTRICTION_INIT */
     const char *name;          /* e.g. "check_rate_limit" */
     int nargs;                 /* words that follow it in the list (e.g. 1 for "100/1h") */
     /* Called once per list that names it; may reject the arguments with
@@ -146,11 +207,14 @@ typedef struct petrel_restriction {
     /* Decides: CONTINUE (DUNNO), ACCEPT (OK), REJECT, TEMPFAIL, DISCARD, HOLD or PENDING. */
     petrel_verdict (*check)(petrel_session *s, void *state);
 } petrel_restriction;
+#define PETREL_RESTRICTION_INIT .size = sizeof(petrel_restriction)
 
 /* ------------------------------------------------------------------ */
 /* lookup-table types (TYPE:NAME) that modules add                     */
 
+/* Start each entry with PETREL_TABLE_TYPE_INIT; end with a NULL name. */
 typedef struct petrel_table_type {
+    size_t size;               /* sizeof(petrel_table_type): PETREL_TABLE_TYPE_INIT */
     const char *name;          /* the TYPE, e.g. "lmdb" */
     /* Opens NAME; memory that lives as long as the table comes from pool.
      * Returns the table's handle, or NULL with *error (pool text). Runs in
@@ -194,6 +258,7 @@ typedef struct petrel_table_type {
     int (*iterate)(void *handle, int (*fn)(void *arg, const void *key, size_t klen, const void *value, size_t vlen),
                    void *arg, const char **error);
 } petrel_table_type;
+#define PETREL_TABLE_TYPE_INIT .size = sizeof(petrel_table_type)
 
 /* ------------------------------------------------------------------ */
 /* SASL back-ends for SMTP AUTH                                         */
@@ -204,11 +269,14 @@ typedef struct petrel_table_type {
  * (the back-end is down), possibly later through petrel_suspend() /
  * petrel_resume(). path is smtpd_sasl_path (a socket, a table, a service
  * name: the back-end decides). user and password are NUL-free strings. */
+/* Start each entry with PETREL_SASL_BACKEND_INIT; end with a NULL name. */
 typedef struct petrel_sasl_backend {
+    size_t size;               /* sizeof(petrel_sasl_backend): PETREL_SASL_BACKEND_INIT */
     const char *name;          /* the smtpd_sasl_type value, e.g. "dovecot" */
     petrel_verdict (*check)(petrel_session *s, const char *path, const char *mechanism, const char *user,
                             const char *password);
 } petrel_sasl_backend;
+#define PETREL_SASL_BACKEND_INIT .size = sizeof(petrel_sasl_backend)
 
 /* ------------------------------------------------------------------ */
 /* the descriptor                                                      */
@@ -242,55 +310,102 @@ typedef struct petrel_module_desc {
      * the module's choice; admins override with NAME_default_action. */
     petrel_default_action default_action;
     unsigned hook_timeout_ms;                 /* 0: the core default (10 s) */
-    void *spare[8];
+    /* ABI 1.1: checks the module's configuration where init has not run
+     * (petreld -n, the master at start and before it accepts a reload): a
+     * key file that does not exist, a malformed URL, a socket path that is
+     * not a socket. Report each problem with petrel_config_error() and
+     * return -1; 0 when all is well. May be NULL. */
+    int (*check)(petrel_module *m);
+    void *spare[7];                           /* room for growth within ABI 1.x: leave zero */
 } petrel_module_desc;
 
-/* Use as: const petrel_module_desc petrel_module_descriptor = { PETREL_MODULE_INIT, .name = ... }; */
+/* The one symbol a module exports (declared here so that the definition
+ * has a prototype, and visible even when the module is built with
+ * -fvisibility=hidden). Define it as:
+ *   const petrel_module_desc petrel_module_descriptor = { PETREL_MODULE_INIT, .name = ... }; */
+extern PETREL_API const petrel_module_desc petrel_module_descriptor;
+
 #define PETREL_MODULE_INIT .abi_major = PETREL_ABI_MAJOR, .abi_minor = PETREL_ABI_MINOR, \
     .build_signature = PETREL_BUILD_SIGNATURE
 #define PETREL_MODULE_SYMBOL "petrel_module_descriptor"
 
 /* Per-module data kept by the module itself (set in init). */
-void petrel_module_set_data(petrel_module *m, void *data);
-void *petrel_module_data(petrel_module *m);
-const char *petrel_module_name(petrel_module *m);
+PETREL_API void petrel_module_set_data(petrel_module *m, void *data);
+PETREL_API void *petrel_module_data(petrel_module *m);
+PETREL_API const char *petrel_module_name(petrel_module *m);
 
 /* ------------------------------------------------------------------ */
 /* suspension                                                          */
 
-/* In a hook or restriction check: returns a handle to complete later; the
- * hook then returns PETREL_PENDING. */
-petrel_pending *petrel_suspend(petrel_session *s);
+/* In a hook or restriction check that may suspend: returns a handle to
+ * complete later, and the hook returns PETREL_PENDING (suspending twice in
+ * one call gives the same handle). NULL (logged) outside the module's own
+ * call or in a hook that may not suspend. A hook that suspends and then
+ * returns a verdict without resuming gets that verdict; its handle is
+ * cancelled. */
+PETREL_API petrel_pending *petrel_suspend(petrel_session *s);
 /* Completes a suspended call exactly once with its verdict (and, for REJECT
- * or TEMPFAIL, the reply). After a timeout or when the session is gone, this
- * only releases the handle. */
-void petrel_resume(petrel_pending *p, petrel_verdict v, int code, const char *enhanced, const char *text);
+ * or TEMPFAIL, the reply: code 0 with NULL texts takes the one set with
+ * petrel_set_reply, else the defaults). The session moves on at the next
+ * loop turn, after the caller returns. A second resume, a resume after the
+ * timeout or after the session ended is logged and ignored. Resumed inside
+ * the hook itself (before it returns), the verdict is the answer whatever
+ * the hook then returns (return PETREL_PENDING; anything else is logged). */
+PETREL_API void petrel_resume(petrel_pending *p, petrel_verdict v, int code, const char *enhanced, const char *text);
+/* The session the suspended call belongs to, as a handle for the module
+ * that suspended; NULL once the call completed, timed out or its session
+ * ended (asking is how a late callback learns that: nothing is logged). */
+PETREL_API petrel_session *petrel_pending_session(petrel_pending *p);
 
 /* ------------------------------------------------------------------ */
 /* facts about the session and the transaction                         */
 
-petrel_pool *petrel_session_pool(petrel_session *s);
-petrel_pool *petrel_tx_pool(petrel_session *s);          /* NULL outside a transaction */
-petrel_module *petrel_session_module(petrel_session *s); /* the module being called */
-/* One pointer per module per session / per transaction, for the module's state. */
-void **petrel_session_slot(petrel_session *s);
-void **petrel_tx_slot(petrel_session *s);
+/* Every function taking a session returns NULL, 0 or -1 (and logs) when
+ * the session has ended. */
+PETREL_API petrel_pool *petrel_session_pool(petrel_session *s);
+PETREL_API petrel_pool *petrel_tx_pool(petrel_session *s);          /* NULL outside a transaction */
+/* The module the handle was handed to (yours); known even after the
+ * session ended, since the module is part of the handle. */
+PETREL_API petrel_module *petrel_session_module(petrel_session *s);
+/* One pointer per module per session / per transaction, for the module's
+ * state (the handle's module's slot). */
+PETREL_API void **petrel_session_slot(petrel_session *s);
+PETREL_API void **petrel_tx_slot(petrel_session *s);                /* NULL outside a transaction */
 
-const char *petrel_client_addr(petrel_session *s);
-const char *petrel_client_name(petrel_session *s);       /* "unknown" when not looked up */
-const char *petrel_helo(petrel_session *s);              /* NULL before HELO/EHLO */
-int petrel_in_mynetworks(petrel_session *s);
-const char *petrel_tls_info(petrel_session *s);          /* NULL without TLS */
-const char *petrel_sasl_username(petrel_session *s);     /* NULL when not authenticated */
-const char *petrel_sender(petrel_session *s);            /* NULL outside a transaction; "" for <> */
-const char *petrel_recipient(petrel_session *s);         /* the RCPT being checked, or NULL */
-size_t petrel_recipient_count(petrel_session *s);
-const char *petrel_recipient_at(petrel_session *s, size_t i);
-const char *petrel_queue_id(petrel_session *s);          /* NULL until the queue file exists */
-const char *petrel_service_name(petrel_session *s);      /* the master.cf service */
+PETREL_API const char *petrel_client_addr(petrel_session *s);
+PETREL_API const char *petrel_client_name(petrel_session *s);       /* "unknown" when not looked up */
+PETREL_API const char *petrel_helo(petrel_session *s);              /* NULL before HELO/EHLO */
+PETREL_API int petrel_in_mynetworks(petrel_session *s);
+PETREL_API const char *petrel_tls_info(petrel_session *s);          /* NULL without TLS */
+PETREL_API const char *petrel_sasl_username(petrel_session *s);     /* NULL when not authenticated */
+PETREL_API const char *petrel_sender(petrel_session *s);            /* NULL outside a transaction; "" for <> */
+PETREL_API const char *petrel_recipient(petrel_session *s);         /* the RCPT being checked, or NULL */
+PETREL_API size_t petrel_recipient_count(petrel_session *s);
+PETREL_API const char *petrel_recipient_at(petrel_session *s, size_t i);
+PETREL_API const char *petrel_queue_id(petrel_session *s);          /* NULL until the queue file exists */
+PETREL_API const char *petrel_service_name(petrel_session *s);      /* the master.cf service */
 
-/* Headers seen so far, in order: name and value of header i, or -1 past the end. */
-int petrel_header_at(petrel_session *s, size_t i, const char **name, const char **value);
+/* Headers seen so far, in order: name and value of header i (the value as
+ * the header hook sees it), or -1 past the end. */
+PETREL_API int petrel_header_at(petrel_session *s, size_t i, const char **name, const char **value);
+
+/* ------------------------------------------------------------------ */
+/* notes: values modules share in a session or a transaction (ABI 1.1)  */
+
+/* A note is a named string one module sets and others read, e.g. the spf
+ * module's "spf.result" for a DMARC module. Names are "MODULE.key": a
+ * module sets only names that start with its own name and a dot, and
+ * reads anyone's. Transaction notes end with the transaction (RSET, a new
+ * MAIL, the end of DATA), session notes with the connection. */
+typedef enum petrel_note_scope { PETREL_NOTE_SESSION, PETREL_NOTE_TRANSACTION } petrel_note_scope;
+/* Sets (value copied, at most 4096 bytes) or, with value NULL, removes a
+ * note. Returns 0, or -1 (logged) for a name outside the module's
+ * namespace, a transaction note outside a transaction, or more than 128
+ * notes in the session. */
+PETREL_API int petrel_note_set(petrel_session *s, petrel_note_scope scope, const char *name, const char *value);
+/* The note's value (the transaction's if both scopes have one), or NULL.
+ * Valid until the note is set again or its scope ends. */
+PETREL_API const char *petrel_note_get(petrel_session *s, const char *name);
 
 /* ------------------------------------------------------------------ */
 /* message edits: recorded, applied by the core before commit          */
@@ -300,42 +415,45 @@ int petrel_header_at(petrel_session *s, size_t i, const char **name, const char 
  * use CRLF followed by white space. Values the header hook and
  * petrel_header_at() hand out have that one leading space removed. */
 
-int petrel_header_add(petrel_session *s, const char *name, const char *value);     /* at the end */
-int petrel_header_insert(petrel_session *s, size_t index, const char *name, const char *value);
+PETREL_API int petrel_header_add(petrel_session *s, const char *name, const char *value);     /* at the end */
+PETREL_API int petrel_header_insert(petrel_session *s, size_t index, const char *name, const char *value);
 /* Changes the nth (1-based) occurrence of name; value NULL deletes it. */
-int petrel_header_change(petrel_session *s, const char *name, size_t nth, const char *value);
-int petrel_sender_change(petrel_session *s, const char *sender);
-int petrel_recipient_add(petrel_session *s, const char *recipient);
-int petrel_recipient_delete(petrel_session *s, const char *recipient);
-int petrel_body_replace(petrel_session *s, const char *body, size_t len);   /* CRLF line ends */
-int petrel_quarantine(petrel_session *s, const char *reason);
+PETREL_API int petrel_header_change(petrel_session *s, const char *name, size_t nth, const char *value);
+PETREL_API int petrel_sender_change(petrel_session *s, const char *sender);
+PETREL_API int petrel_recipient_add(petrel_session *s, const char *recipient);
+PETREL_API int petrel_recipient_delete(petrel_session *s, const char *recipient);
+PETREL_API int petrel_body_replace(petrel_session *s, const char *body, size_t len);   /* CRLF line ends */
+PETREL_API int petrel_quarantine(petrel_session *s, const char *reason);
 
 /* ------------------------------------------------------------------ */
 /* services on the role's event loop                                   */
 
 typedef enum petrel_log_level { PETREL_LOG_DEBUG, PETREL_LOG_INFO, PETREL_LOG_WARNING,
                                 PETREL_LOG_ERROR } petrel_log_level;
-/* Logs "QUEUEID: text" (or "NOQUEUE: ...") when s is given, Postfix-style. */
-void petrel_log(petrel_session *s, petrel_log_level level, const char *fmt, ...)
+/* Logs "QUEUEID: NAME: text" (or "NOQUEUE: NAME: ...") Postfix-style, NAME
+ * being the handle's module; after the session ended, "module NAME: text". */
+PETREL_API void petrel_log(petrel_session *s, petrel_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-void petrel_module_log(petrel_module *m, petrel_log_level level, const char *fmt, ...)
+PETREL_API void petrel_module_log(petrel_module *m, petrel_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 typedef void petrel_timer_fn(void *arg);
-petrel_timer *petrel_timer_start(petrel_module *m, unsigned ms, petrel_timer_fn *fn, void *arg);
-/* Only before it fired: a timer is released when its function runs. */
-void petrel_timer_cancel(petrel_timer *t);
+PETREL_API petrel_timer *petrel_timer_start(petrel_module *m, unsigned ms, petrel_timer_fn *fn, void *arg);
+/* Cancels a timer that has not fired; cancelling one that fired or was
+ * cancelled already is a logged no-op. */
+PETREL_API void petrel_timer_cancel(petrel_timer *t);
 
 #define PETREL_WATCH_READ 1
 #define PETREL_WATCH_WRITE 2
 typedef void petrel_watch_fn(int fd, int events, void *arg);
-petrel_watch *petrel_watch_fd(petrel_module *m, int fd, int events, petrel_watch_fn *fn, void *arg);
-void petrel_watch_cancel(petrel_watch *w);
+PETREL_API petrel_watch *petrel_watch_fd(petrel_module *m, int fd, int events, petrel_watch_fn *fn, void *arg);
+PETREL_API void petrel_watch_cancel(petrel_watch *w);
 
 /* Asynchronous DNS through dns_resolver (else the system's resolvers). The
- * callback runs on the loop; values live until it returns. For PTR, name is
- * an IPv4 or IPv6 address. Returns 0, or -1 when no resolver is available
- * (fn is then not called). */
+ * callback runs on the loop, always after petrel_dns_lookup has returned
+ * (even for an answer known at once, such as BADNAME); values live until
+ * it returns. For PTR, name is an IPv4 or IPv6 address. Returns 0, or -1
+ * when no resolver is available (fn is then not called). */
 typedef enum petrel_dns_type { PETREL_DNS_A, PETREL_DNS_AAAA, PETREL_DNS_MX, PETREL_DNS_TXT,
                                PETREL_DNS_PTR } petrel_dns_type;
 typedef enum petrel_dns_status { PETREL_DNS_OK, PETREL_DNS_NXDOMAIN, PETREL_DNS_NODATA,
@@ -347,10 +465,53 @@ typedef struct petrel_dns_answer {
     const int *preferences;     /* MX only: parallel to values, ascending */
 } petrel_dns_answer;
 typedef void petrel_dns_fn(const petrel_dns_answer *answer, void *arg);
-int petrel_dns_lookup(petrel_module *m, petrel_dns_type type, const char *name, petrel_dns_fn *fn, void *arg);
+PETREL_API int petrel_dns_lookup(petrel_module *m, petrel_dns_type type, const char *name, petrel_dns_fn *fn, void *arg);
 
-/* Runs work(arg) on a worker thread, then done(arg) back on the loop. */
-int petrel_run_blocking(petrel_module *m, void (*work)(void *arg), void (*done)(void *arg), void *arg);
+/* Runs work(arg) on a worker thread, then done(arg) back on the loop. work
+ * may call no Petrel function. Returns 0, or -1 where there are no worker
+ * threads (done is then not called). */
+PETREL_API int petrel_run_blocking(petrel_module *m, void (*work)(void *arg), void (*done)(void *arg), void *arg);
+
+/* ------------------------------------------------------------------ */
+/* metrics (ABI 1.1)                                                   */
+
+/* A module's counters, gauges and histograms, aggregated across every
+ * petreld process and kept across worker restarts and reloads; they are
+ * served with the core's in the Prometheus text format (petrelctl
+ * metrics). Register them in init (each process does; the first one
+ * creates the metric, the others find it), then update them from hooks
+ * and callbacks. */
+typedef struct petrel_metric petrel_metric;     /* a handle, like a session's */
+typedef enum petrel_metric_type { PETREL_METRIC_COUNTER, PETREL_METRIC_GAUGE,
+                                  PETREL_METRIC_HISTOGRAM } petrel_metric_type;
+typedef struct petrel_metric_def {
+    size_t size;                  /* sizeof(petrel_metric_def): PETREL_METRIC_DEF_INIT */
+    petrel_metric_type type;
+    /* "petrel_MODULE_what_unit": lower-case letters, digits and _, starting
+     * with petrel_ and the module's name; a counter's name ends in _total. */
+    const char *name;
+    const char *help;
+    /* The label names, NULL-terminated (at most 4), or NULL for none. */
+    const char *const *labels;
+    /* HISTOGRAM: ascending upper bounds (at most 15); NULL for latencies in
+     * seconds (0.001 to 30). */
+    const double *buckets;
+    size_t nbuckets;
+} petrel_metric_def;
+#define PETREL_METRIC_DEF_INIT .size = sizeof(petrel_metric_def)
+
+/* Returns the metric, or NULL (logged) for a bad definition, another shape
+ * under the same name, a full table, or a process without metrics. NULL is
+ * safe to pass to the functions below: nothing is recorded. */
+PETREL_API petrel_metric *petrel_metric_register(petrel_module *m, const petrel_metric_def *def);
+/* label_values: one per label name, in order (NULL when there are none);
+ * each is cut at 60 bytes. A counter adds value (>= 0); a gauge adds to this
+ * process's value (a gauge reads as the sum over processes, and a process
+ * that exits takes its value with it). */
+PETREL_API void petrel_metric_add(petrel_metric *metric, const char *const *label_values, double value);
+PETREL_API void petrel_metric_set(petrel_metric *metric, const char *const *label_values, double value);  /* gauge */
+PETREL_API void petrel_metric_observe(petrel_metric *metric, const char *const *label_values,
+                                      double value);                                                 /* histogram */
 
 #ifdef __cplusplus
 }

@@ -11,6 +11,13 @@
 #include <stddef.h>
 #include <stdarg.h>
 
+/* Marks what petreld exports to modules. The core is built with hidden
+ * visibility, so only functions declared with it in these headers exist
+ * for a module; a module's own functions never bind to the core's. */
+#ifndef PETREL_API
+#define PETREL_API __attribute__((visibility("default")))
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -18,26 +25,26 @@ extern "C" {
 typedef struct petrel_pool petrel_pool;
 typedef void petrel_cleanup_fn(void *arg);
 
-petrel_pool *petrel_pool_create(size_t block_size_hint);
-void petrel_pool_destroy(petrel_pool *pool);
+PETREL_API petrel_pool *petrel_pool_create(size_t block_size_hint);
+PETREL_API void petrel_pool_destroy(petrel_pool *pool);
 /* Frees everything allocated so far but keeps the pool (and its first block) for reuse. */
-void petrel_pool_reset(petrel_pool *pool);
+PETREL_API void petrel_pool_reset(petrel_pool *pool);
 
-void *petrel_pool_alloc(petrel_pool *pool, size_t size);
-void *petrel_pool_zalloc(petrel_pool *pool, size_t size);
-char *petrel_pool_strdup(petrel_pool *pool, const char *s);
-char *petrel_pool_strndup(petrel_pool *pool, const char *s, size_t n);
-void *petrel_pool_memdup(petrel_pool *pool, const void *p, size_t n);
-char *petrel_pool_printf(petrel_pool *pool, const char *fmt, ...)
+PETREL_API void *petrel_pool_alloc(petrel_pool *pool, size_t size);
+PETREL_API void *petrel_pool_zalloc(petrel_pool *pool, size_t size);
+PETREL_API char *petrel_pool_strdup(petrel_pool *pool, const char *s);
+PETREL_API char *petrel_pool_strndup(petrel_pool *pool, const char *s, size_t n);
+PETREL_API void *petrel_pool_memdup(petrel_pool *pool, const void *p, size_t n);
+PETREL_API char *petrel_pool_printf(petrel_pool *pool, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-char *petrel_pool_vprintf(petrel_pool *pool, const char *fmt, va_list ap)
+PETREL_API char *petrel_pool_vprintf(petrel_pool *pool, const char *fmt, va_list ap)
     __attribute__((format(printf, 2, 0)));
 
 /* Runs fn(arg) when the pool is destroyed or reset; returns 0. */
-int petrel_pool_cleanup_add(petrel_pool *pool, petrel_cleanup_fn *fn, void *arg);
+PETREL_API int petrel_pool_cleanup_add(petrel_pool *pool, petrel_cleanup_fn *fn, void *arg);
 
 /* Bytes currently held by the pool (for memory accounting and tests). */
-size_t petrel_pool_bytes(const petrel_pool *pool);
+PETREL_API size_t petrel_pool_bytes(const petrel_pool *pool);
 
 #ifdef __cplusplus
 }

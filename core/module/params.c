@@ -1,0 +1,125 @@
+/*
+ * Parameters as modules see them: their own (declared in the descriptor,
+ * typed, bounded and validated with main.cf by the configuration check),
+ * the core's (read-only), and the module's own check of its configuration.
+ *
+ * A module's check() runs wherever a configuration is loaded to be
+ * checked or used by the master: petreld -n, the start, and a reload
+ * before it is accepted. There init has not run and there is no event
+ * loop: check looks at files and values, never at the network. Problems
+ * are reported with petrel_config_error() in the core's own format,
+ * "main.cf:LINE: parameter: problem", so the admin sees one kind of error.
+ */
+#include "config.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <petrel/plugin.h>
+#include "config/cfg.h"
+#include "lib/log.h"
+#include "module/module.h"
+
+static int declared(petrel_module *m, const char *name)
+{
+    if (m == NULL || name == NULL)
+        return 0;
+    for (size_t i = 0; i < m->nparams; i++)
+        if (strcmp(m->params[i].name, name) == 0)
+            return 1;
+    msg_warn("module %s asked for parameter %s, which it did not declare", m->name, name);
+    return 0;
+}
+
+const char *petrel_param_string(petrel_module *m, const char *name)
+{
+    return declared(m, name) ? cfg_get(m->cfg, name) : NULL;
+}
+
+long long petrel_param_int(petrel_module *m, const char *name)
+{
+    return declared(m, name) ? cfg_int(m->cfg, name) : 0;
+}
+
+int petrel_param_bool(petrel_module *m, const char *name)
+{
+    return declared(m, name) ? cfg_bool(m->cfg, name) : 0;
+}
+
+const char *const *petrel_param_list(petrel_module *m, const char *name)
+{
+    return declared(m, name) ? cfg_list(m->cfg, name) : NULL;
+}
+
+/* Is name a core parameter? (Another module's are its own business.) */
+static int core_param(petrel_module *m, const char *name, const char *fn)
+{
+    if (m == NULL || name == NULL || m->cfg == NULL)
+        return 0;
+    const char *owner = cfg_owner(m->cfg, name);
+    if (owner && strcmp(owner, "core") == 0)
+        return 1;
+    msg_warn("module %s: %s: \"%s\" is not a core parameter%s", m->name, fn, name,
+             owner && strcmp(owner, m->name) == 0 ? " (it is the module's own: use petrel_param_*)" : "");
+    return 0;
+}
+
+const char *petrel_config_string(petrel_module *m, const char *name)
+{
+    return core_param(m, name, __func__) ? cfg_get(m->cfg, name) : NULL;
+}
+
+const char *const *petrel_config_list(petrel_module *m, const char *name)
+{
+    return core_param(m, name, __func__) ? cfg_list(m->cfg, name) : NULL;
+}
+
+long long petrel_config_int(petrel_module *m, const char *name)
+{
+    return core_param(m, name, __func__) ? cfg_int(m->cfg, name) : 0;
+}
+
+int petrel_config_bool(petrel_module *m, const char *name)
+{
+    return core_param(m, name, __func__) ? cfg_bool(m->cfg, name) : 0;
+}
+
+void petrel_config_error(petrel_module *m, const char *name, const char *fmt, ...)
+{
+    char text[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    if (m == NULL)
+        return;
+    m->check_problems++;
+    const char *file = NULL;
+    int line = 0;
+    if (m->cfg && name)
+        cfg_origin(m->cfg, name, &file, &line);
+    if (file && line > 0)
+        msg_error("%s:%d: %s: %s", file, line, name, text);
+    else if (m->cfg && name)
+        msg_error("%s/main.cf: %s: %s (the default value)", cfg_confdir(m->cfg), name, text);
+    else
+        msg_error("module %s: %s", m->name, text);
+}
+
+int module_set_check(struct module_set *set)
+{
+    int bad = 0;
+    for (int i = 0; set && i < set->n; i++) {
+        struct petrel_module *m = set->mods[i];
+        if (m->c.check == NULL)
+            continue;
+        m->check_problems = 0;
+        int rc = m->c.check(m);
+        if (rc != 0 && m->check_problems == 0)
+            msg_error("module %s: its configuration check failed (the module gave no reason)", m->name);
+        if (rc != 0 || m->check_problems)
+            bad++;
+    }
+    return bad ? -1 : 0;
+}

@@ -1,0 +1,138 @@
+/*
+ * The module runtime of one role process, as the roles see it. A role
+ * (smtpd worker, queue manager) starts it once with its event loop, thread
+ * pool and resolver; from then on it only calls in here: it opens a module
+ * session per SMTP connection, tells it when a transaction begins and
+ * ends, runs the hooks of a phase, calls one module entry point (a
+ * restriction, a SASL back-end), and closes the session when the
+ * connection ends. Everything a module touches (handles, pending calls,
+ * slots, replies, timers) is owned here, not by the role.
+ *
+ * Lifecycle of a call, as the roles see it:
+ *   module_run_phase / module_call -> the module answers at once (done runs
+ *   before the call returns, or the answer is in *out), or it suspended:
+ *   then done runs later from the loop, exactly once, after petrel_resume()
+ *   or NAME_hook_timeout, never if the session was closed first.
+ *
+ * A role's glue turns its own session into what modules see (facts such as
+ * the client address) by asking module_session_host() for the role
+ * session behind a valid handle.
+ */
+#ifndef PETREL_MODULE_RUNTIME_H
+#define PETREL_MODULE_RUNTIME_H
+
+#include <stddef.h>
+
+#include <petrel/plugin.h>
+#include "module/hooks.h"
+
+struct event_base;
+struct workq;
+struct dns_resolver;
+struct module_set;
+struct module_metrics;
+struct petrel_module;
+
+struct module_runtime_args {
+    struct module_set *set;              /* this process's generation of modules */
+    unsigned role;                       /* MODULE_ROLE_SMTPD or MODULE_ROLE_QMGR */
+    struct event_base *base;
+    struct workq *workq;
+    struct dns_resolver *dns;
+    struct module_metrics *metrics;      /* the shared metrics region, or NULL */
+    unsigned process_index;              /* the process's column in shared tables */
+};
+
+/* Records the loop and services, installs the crash handler, and calls init
+ * of every module the role uses. Returns -1 (logged) if an init fails. */
+int module_runtime_start(const struct module_runtime_args *args);
+/* Calls fini (reverse order) and forgets every session, timer and watch. */
+void module_runtime_stop(void);
+/* Does any module of this process implement hook h? */
+int module_hook_active(enum module_hook h);
+
+/* ------------------------------------------------------------------ */
+/* sessions                                                            */
+
+struct module_session;
+
+/* What the role tells the runtime about its session. */
+struct module_host {
+    /* "QUEUEID" for log lines, or "NOQUEUE" before there is one. */
+    const char *(*log_id)(void *host);
+    /* "name[addr]" of the client, for warnings. */
+    const char *(*peer)(void *host);
+    /* Where the strings of a call's answer go: a pool that lives until the
+     * role has used the answer (for smtpd, the transaction or the command),
+     * so that answers repeated for a long session never grow it. */
+    petrel_pool *(*call_pool)(void *host);
+};
+
+/* Opens the module view of a role session; pool lives as long as it. */
+struct module_session *module_session_open(void *host, const struct module_host *ops, petrel_pool *pool);
+/* The role session ends: every handle to it goes stale, a suspended call is
+ * cancelled without its completion, and nothing calls back into host. */
+void module_session_close(struct module_session *ms);
+/* A transaction begins (its pool) or ends (NULL): transaction slots and
+ * notes are cleared. */
+void module_session_tx(struct module_session *ms, petrel_pool *tx_pool);
+/* The role session behind a valid session handle (and the module it was
+ * handed to), or NULL after logging that fn got a stale or foreign handle. */
+void *module_session_host(petrel_session *h, struct petrel_module **m, const char *fn);
+
+/* ------------------------------------------------------------------ */
+/* calling modules                                                     */
+
+/* A module's checked answer: verdict CONTINUE, ACCEPT, REJECT, TEMPFAIL,
+ * DISCARD or HOLD; code, enhanced and text are set for REJECT/TEMPFAIL. */
+struct module_result {
+    petrel_verdict verdict;
+    int code;
+    const char *enhanced;
+    const char *text;
+};
+
+typedef void module_done_fn(void *host, const struct module_result *r);
+typedef petrel_verdict module_invoke_fn(petrel_session *h, const void *arg);
+
+/* Runs hook h of every module implementing it, in `modules` order, until
+ * one refuses (REJECT, TEMPFAIL) or accepts (ACCEPT ends the phase);
+ * DISCARD and HOLD are remembered. Then done(host, result), possibly
+ * before this returns. The args' strings must live until done. */
+void module_run_phase(struct module_session *ms, enum module_hook h, const struct module_hook_args *args,
+                      module_done_fn *done);
+
+/* Calls one entry point of module m (label names it: the restriction, "sasl").
+ * Returns 1 with *out when it answered now (or its circuit is open), 0 when
+ * it suspended: done(host, result) follows later. */
+int module_call(struct module_session *ms, struct petrel_module *m, const char *label, module_invoke_fn *invoke,
+                const void *arg, module_done_fn *done, struct module_result *out);
+
+/* Content hooks (header, end_of_headers, body) may not suspend. Calls them
+ * in order until one refuses; *out gets the last verdict other than
+ * CONTINUE/ACCEPT (a refusal, DISCARD or HOLD), else CONTINUE. */
+void module_run_content(struct module_session *ms, enum module_hook h, const struct module_hook_args *args,
+                        struct module_result *out);
+
+/* Informational hooks: queued (with a session) and delivery (none). */
+void module_notify(struct module_session *ms, enum module_hook h, const struct module_hook_args *args);
+void module_notify_delivery(const petrel_delivery_result *r);
+
+/* What a failing, slow or circuit-broken module means (its default action). */
+void module_default_result(const struct petrel_module *m, struct module_result *out);
+
+/* ------------------------------------------------------------------ */
+/* crash context                                                       */
+
+/* While a module runs, the process records which module and hook it is
+ * in, so that a fatal signal is logged with their names. Frames nest (a
+ * completion may run inside another module's call). */
+struct module_crash_frame {
+    const char *module;
+    const char *hook;
+};
+struct module_crash_frame module_crash_enter(const struct petrel_module *m, const char *hook);
+void module_crash_leave(struct module_crash_frame saved);
+void module_crash_install(int log_fd);
+
+#endif

@@ -1,0 +1,57 @@
+/*
+ * Starting and stopping the module runtime of a role process
+ * (runtime.h): the handle tables, the crash handler, and init and fini of
+ * the modules the role uses. Above the rest of core/module: it calls into
+ * the loader and the runtime, nothing calls back into it.
+ */
+#include "config.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+
+#include "lib/xalloc.h"
+#include "module/module.h"
+#include "module/runtime_int.h"
+
+int module_runtime_start(const struct module_runtime_args *args)
+{
+    struct module_runtime *rt = xcalloc(1, sizeof(*rt));
+    rt->set = args->set;
+    rt->role = args->role;
+    rt->base = args->base;
+    rt->workq = args->workq;
+    rt->dns = args->dns;
+    rt->metrics = args->metrics;
+    rt->process_index = args->process_index;
+    rt->loop_thread = pthread_self();
+    handle_table_init(&rt->sessions, "session", HANDLE_TAG_SESSION);
+    handle_table_init(&rt->pendings, "pending call", HANDLE_TAG_PENDING);
+    handle_table_init(&rt->timers, "timer", HANDLE_TAG_TIMER);
+    handle_table_init(&rt->watches, "fd watch", HANDLE_TAG_WATCH);
+    handle_table_init(&rt->metric_handles, "metric", HANDLE_TAG_METRIC);
+    module_rt = rt;
+    module_metrics_start(rt);
+    if (rt->set == NULL || rt->set->n == 0)
+        return 0;
+    module_crash_install(-1);
+    return module_set_init(rt->set, rt->role);
+}
+
+void module_runtime_stop(void)
+{
+    struct module_runtime *rt = module_rt;
+    if (rt == NULL)
+        return;
+    module_set_fini(rt->set);
+    /* Sessions, timers and watches still registered belong to a loop that
+     * is going away with the process; only the tables are freed. */
+    handle_table_free(&rt->sessions);
+    handle_table_free(&rt->pendings);
+    handle_table_free(&rt->timers);
+    handle_table_free(&rt->watches);
+    for (uint32_t i = 0; i < rt->metric_handles.n; i++)
+        free(rt->metric_handles.entries[i].object);
+    handle_table_free(&rt->metric_handles);
+    module_rt = NULL;
+    free(rt);
+}

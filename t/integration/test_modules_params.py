@@ -1,0 +1,97 @@
+"""Module parameters in ABI 1.1: bounds and choices that petreld -n enforces,
+LIST values and read-only core parameters for modules, and the descriptor's
+check() callback, run by petreld -n, at start and before a reload is
+accepted (in the master, where init has not run), reporting problems as
+main.cf:LINE: parameter: problem."""
+import os
+import socket
+import subprocess
+import tempfile
+
+from harness import CLEANUP_DIRS, PETRELD, Petrel, Tap
+from modlib import module_dir
+
+t = Tap()
+mods = module_dir("apimod")
+files = tempfile.mkdtemp(prefix="petrel-apimod-")
+os.chmod(files, 0o755)
+CLEANUP_DIRS.append(files)
+key = os.path.join(files, "key.pem")
+with open(key, "w") as f:
+    f.write("not really a key\n")
+os.chmod(key, 0o644)
+sock_path = os.path.join(files, "daemon.sock")
+listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+listener.bind(sock_path)
+os.chmod(sock_path, 0o666)
+BASE = {"modules": "apimod", "module_directory": mods}
+
+
+def check(p):
+    return subprocess.run(p.command(PETRELD, "-c", p.conf, "-n"), capture_output=True, text=True, timeout=60)
+
+
+def refused(settings, pattern, desc):
+    with Petrel(t, start=False, main_cf=dict(BASE, **settings)) as p:
+        r = check(p)
+        t.ok(r.returncode != 0, "petreld -n fails: " + desc, r.stderr)
+        t.like(r.stderr, pattern, "  with " + pattern.replace("\\", ""))
+
+
+# --- bounds and choices --------------------------------------------------------
+refused({"apimod_level": "11"}, r"main\.cf:\d+: apimod_level: value \"11\" is above the maximum 10", "INT above max")
+refused({"apimod_level": "0"}, r"main\.cf:\d+: apimod_level: value \"0\" is below the minimum 1", "INT below min")
+refused({"apimod_window": "2h"}, r"main\.cf:\d+: apimod_window: value \"2h\" is above the maximum 3600",
+        "TIME above max")
+refused({"apimod_mode": "reckless"}, r"main\.cf:\d+: apimod_mode: bad value \"reckless\" \(expected one of: fast, "
+        r"careful\)", "STRING not among the choices")
+refused({"apimod_tags": "red, purple"}, r"main\.cf:\d+: apimod_tags: bad item \"purple\" \(expected any of: red, "
+        r"green, blue\)", "LIST item not among the choices")
+
+# --- check() -------------------------------------------------------------------
+refused({"apimod_key_file": "/nonexistent/key.pem"},
+        r"main\.cf:\d+: apimod_key_file: /nonexistent/key\.pem: No such file or directory", "check: a missing key file")
+refused({"apimod_url": "http//example"},
+        r"main\.cf:\d+: apimod_url: malformed URL \"http//example\" \(expected redis://HOST:PORT or unix:/PATH\)",
+        "check: a malformed URL")
+refused({"apimod_socket": key}, r"main\.cf:\d+: apimod_socket: %s is not a socket" % key.replace(".", r"\."),
+        "check: a socket path that is a plain file")
+
+good = dict(BASE, apimod_key_file=key, apimod_url="redis://127.0.0.1:6379", apimod_socket=sock_path,
+            apimod_mode="CAREFUL", apimod_level="10", apimod_window="1h", apimod_tags="blue red",
+            myhostname="mx.params.test", mynetworks="127.0.0.0/8, 192.0.2.0/24")
+with Petrel(t, start=False, main_cf=good) as p:
+    r = check(p)
+    t.ok(r.returncode == 0, "petreld -n accepts values within bounds, choices in any case, and what check() likes",
+         r.stderr)
+    t.like(r.stderr, r"module apimod: check ran \(initialised: no\)", "check() runs where init has not")
+
+# At start: a module's check stops the start.
+with Petrel(t, start=False, main_cf=dict(BASE, apimod_key_file="/nonexistent/key.pem")) as p:
+    r = subprocess.run(p.command(PETRELD, "-c", p.conf), capture_output=True, text=True, timeout=60)
+    t.ok(r.returncode != 0 and "not starting" in r.stderr, "petreld does not start when a module's check fails",
+         r.stderr)
+    t.like(r.stderr, r"apimod_key_file: /nonexistent/key\.pem: No such file or directory", "and says why")
+
+# Running: values reach the module; a reload with a failing check is refused.
+with Petrel(t, main_cf=good) as p:
+    line = p.wait_log(r"module apimod: mode=.*")
+    t.like(line and line.group(0), r"mode=CAREFUL level=10 window=3600 tags=\[blue\] \[red\] myhostname=mx\.params\.test "
+           r"mynetworks=\[127\.0\.0\.0/8\] \[192\.0\.2\.0/24\] message_size_limit=10240000 smtputf8_enable=1",
+           "init reads its parameters, a LIST's items, and core parameters")
+    t.ok(p.wait_log(r"module apimod: petrel_config_string: \"apimod_mode\" is not a core parameter \(it is the "
+                    r"module's own: use petrel_param_\*\)") is not None,
+         "petrel_config_* refuses a name that is not a core parameter")
+    t.ok(p.wait_log(r"petrel_config_string of its own parameter: NULL") is not None, "and gives NULL")
+    p.write_main_cf(dict(p.settings, apimod_url="redis://nowhere"))
+    r = p.petrelctl("reload")
+    t.ok(r.returncode != 0, "a reload whose module check fails is refused", r.stdout + r.stderr)
+    t.ok(p.wait_log(r"main\.cf:\d+: apimod_url: malformed URL \"redis://nowhere\"") is not None,
+         "the check's problem is logged by the master")
+    t.ok(p.wait_log(r"reload refused: the configuration has errors") is not None, "with the refusal")
+    t.like(p.petrelctl("status").stdout, r"configuration generation 1,", "the running configuration stays")
+    c = p.connect()
+    t.like(c.ehlo(), r"^250", "and keeps serving")
+    c.close()
+listener.close()
+t.done()

@@ -1,0 +1,2 @@
+/* The fixture tree's modules/common: support code bundled modules share. */
+#include <stddef.h>

@@ -1,0 +1,2 @@
+/* The fixture module's own header. */
+#include <petrel/plugin.h>

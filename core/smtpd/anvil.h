@@ -82,5 +82,15 @@ void anvil_wake_all(struct anvil *a);
 /* Forgets every connection counted by worker index w (it exited) and wakes
    the workers that wait for the slots it held. */
 void anvil_reset_worker(struct anvil *a, unsigned w);
+/* Events counted across the workers in a fixed window of `window` seconds
+   (AUTH commands per client, failed AUTH per client and per login): counts
+   one and returns the number in the current window (0 when the table is
+   full: failing open). */
+unsigned anvil_count(struct anvil *a, const char *key, time_t now, unsigned window);
+/* A lockout of key until `until` (failed AUTH), and when it ends (0: none). */
+void anvil_lock(struct anvil *a, const char *key, time_t now, time_t until);
+time_t anvil_locked_until(struct anvil *a, const char *key, time_t now);
+/* Clears key's count and lockout. */
+void anvil_forget(struct anvil *a, const char *key);
 
 #endif

@@ -24,6 +24,7 @@
 #include "lib/log.h"
 #include "smtpd/restrict.h"
 #include "smtpd/smtpd_int.h"
+#include "tables/cidr.h"
 
 /* ------------------------------------------------------------------ */
 /* commands                                                            */
@@ -46,8 +47,11 @@ static void ehlo_reply(struct smtpd_session *s)
     if (!set->disable_vrfy)
         evbuffer_add_printf(out, "250-VRFY\r\n");
     evbuffer_add_printf(out, "250-ETRN\r\n");
-    if (set->sasl && (!set->tls_auth_only || s->tls_active))
-        evbuffer_add_printf(out, "250-AUTH PLAIN LOGIN\r\n");
+    if (s->sasl_offer && *s->sasl_offer && !(set->sasl_exceptions && cidr_list_match(set->sasl_exceptions, s->addr))) {
+        evbuffer_add_printf(out, "250-AUTH %s\r\n", s->sasl_offer);
+        if (set->broken_sasl_auth_clients)
+            evbuffer_add_printf(out, "250-AUTH=%s\r\n", s->sasl_offer);
+    }
     if (set->tls_ctx && !s->tls_active && set->tls_level != TLS_LEVEL_NONE)
         evbuffer_add_printf(out, "250-STARTTLS\r\n");
     evbuffer_add_printf(out, "250-ENHANCEDSTATUSCODES\r\n");
@@ -59,6 +63,13 @@ static void ehlo_reply(struct smtpd_session *s)
 }
 
 static void cmd_helo(struct smtpd_session *s, const struct smtp_command *cmd, int esmtp);
+
+static void ehlo_ready(struct smtpd_session *s)
+{
+    s->state = SMTPD_CMD;
+    ehlo_reply(s);
+    smtpd_continue(s);
+}
 static void cmd_mail(struct smtpd_session *s, const struct smtp_command *cmd);
 static void cmd_rcpt(struct smtpd_session *s, const struct smtp_command *cmd);
 static void cmd_starttls(struct smtpd_session *s, const struct smtp_command *cmd);
@@ -128,7 +139,10 @@ static void helo_hooked(struct smtpd_session *s, const struct restrict_result *r
         smtpd_count_error(s, s->esmtp ? CNT_EHLO : CNT_HELO);
         s->helo = NULL;
     } else if (s->esmtp) {
-        ehlo_reply(s);
+        /* The mechanisms on offer may take the back-end a moment (its
+         * first connection). */
+        smtpd_sasl_offer_then(s, ehlo_ready);
+        return;
     } else {
         smtpd_reply(s, "250 %s", s->set->myhostname);
     }

@@ -243,6 +243,7 @@ static void session_free(struct smtpd_session *s)
         workq_cancel(s->tx->commit_job);
         s->tx = NULL;
     }
+    smtpd_sasl_session_gone(s);   /* the back-end's end() still sees the session */
     smtpd_plugin_session_gone(s);
     restrict_cancel(s);
     smtpd_peer_cancel(s);
@@ -754,6 +755,7 @@ void smtpd_session_stop(struct smtpd_session *s)
     if (s->state == SMTPD_CLOSING || (s->tx && s->tx->commit_job))
         return;
     /* Whatever it waits for (a module, a restriction) answers nobody now. */
+    smtpd_sasl_session_gone(s);   /* the back-end's end() still sees the session */
     smtpd_plugin_session_gone(s);
     restrict_cancel(s);
     if (s->delay_timer)

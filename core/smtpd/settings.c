@@ -170,6 +170,7 @@ static void free_settings_pool(void *arg)
     cidr_list_free(set->conn_limit_exceptions);
     cidr_list_free(set->debug_peers);
     cidr_list_free(set->own_addresses);
+    cidr_list_free(set->sasl_exceptions);
     for (size_t i = 0; i < set->nsender_bcc_maps; i++)
         tbl_close(set->sender_bcc_maps[i]);
     smtpd_rcpt_maps_free(set->rcpt_maps);
@@ -262,6 +263,21 @@ static const struct cfg_bind service_binds[] = {
     SET("smtpd_sasl_auth_enable", BOOL, sasl_auth_enable),
     SET("smtpd_sasl_type", STR, sasl_type),
     SET("smtpd_sasl_path", STR, sasl_path),
+    /* sasl_glue.c, auth.c, restrict.c */
+    SET("smtpd_sasl_service", STR, sasl_service),
+    SET("smtpd_sasl_local_domain", STR, sasl_local_domain),
+    SET("smtpd_sasl_authenticated_header", BOOL, sasl_authenticated_header),
+    SET("broken_sasl_auth_clients", BOOL, broken_sasl_auth_clients),
+    SET("smtpd_client_auth_rate_limit", UINT, auth_rate_limit),
+    SET("smtpd_sasl_failure_limit", UINT, sasl_failure_limit),
+    SET("smtpd_sasl_failure_window", UINT, sasl_failure_window),
+    SET("smtpd_sasl_lockout_time", UINT, sasl_lockout_time),
+    SET("smtpd_sasl_failure_delay", UINT, sasl_failure_delay),
+    CFG_BIND_READ("smtpd_sasl_security_options"),
+    CFG_BIND_READ("smtpd_sasl_tls_security_options"),
+    CFG_BIND_READ("smtpd_sasl_mechanism_filter"),
+    CFG_BIND_READ("smtpd_sasl_exceptions_networks"),
+    CFG_BIND_READ("smtpd_sender_login_maps"),
     CFG_BIND_READ("sender_bcc_maps"),
     CFG_BIND_READ("mynetworks"),
     CFG_BIND_READ("smtpd_forbid_bare_newline_exclusions"),
@@ -366,18 +382,13 @@ struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struc
     if ((set->mynetworks = networks(cfg, "mynetworks", error)) == NULL ||
         (set->bare_lf_exclusions = networks(cfg, "smtpd_forbid_bare_newline_exclusions", error)) == NULL ||
         (set->conn_limit_exceptions = networks(cfg, "smtpd_client_event_limit_exceptions", error)) == NULL ||
-        (set->debug_peers = networks(cfg, "debug_peer_list", error)) == NULL)
+        (set->debug_peers = networks(cfg, "debug_peer_list", error)) == NULL ||
+        (set->sasl_exceptions = networks(cfg, "smtpd_sasl_exceptions_networks", error)) == NULL)
         goto failed;
 
     cfg_bind_apply(cfg, &smtpd_service_bind_table, set);
-    if (set->sasl_auth_enable) {
-        set->sasl = module_set_find_sasl(w->modules, set->sasl_type, &set->sasl_module);
-        if (set->sasl == NULL) {
-            fail(error, "smtpd_sasl_type: no loaded module provides the SASL back-end \"%s\" "
-                 "(load the module that does in `modules`)", set->sasl_type);
-            goto failed;
-        }
-    }
+    if (smtpd_sasl_settings(set, w->modules, cfg, error) != 0)
+        goto failed;
     if (svc->role == ROLE_PICKUP) {
         /* The pickup role's in-process sessions (local submission): the
          * limits and the TLS and AUTH requirements meant for network
@@ -387,6 +398,7 @@ struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struc
         set->tls_wrappermode = 0;
         set->tls_auth_only = 0;
         set->sasl = NULL;
+        set->sasl_server = NULL;
         set->recipient_limit = MAILDROP_RCPT_MAX;
         set->soft_error_limit = INT_MAX;
         set->hard_error_limit = INT_MAX;

@@ -59,6 +59,9 @@ ENGINES = {
     "the SMTP client (each step ends in the job's driver)":
         {"deliver/smtp_client.c", "deliver/smtp_addr.c", "deliver/smtp_connect.c", "deliver/smtp_proto.c",
          "deliver/smtp_content.c"},
+    "the module dispatcher (hook calls and SASL requests; a session closed during a call is destroyed "
+    "when it returns, and destroying a session drops its calls)":
+        {"module/dispatch.c", "module/sasl.c"},
     "the queue manager (delivery results schedule the next jobs and finish messages)":
         {"qmgr/qmgr.c", "qmgr/intake.c", "qmgr/message.c", "qmgr/schedule.c", "qmgr/delivery.c",
          "qmgr/finish.c"},

@@ -282,6 +282,7 @@ static void fill_context(struct smtpd_session *s)
         c->server_addr = petrel_pool_strdup(s->pool, host);
         c->server_port = petrel_pool_strdup(s->pool, serv);
         c->session_id = s->sasl_session_id;
+        c->queue_directory = cfg_get(s->set->cfg, "queue_directory");
     }
     s->sasl_exchanges++;
     snprintf(s->sasl_session_id, sizeof(s->sasl_session_id), "%lx.%x.%u", (unsigned long)s->worker->index,

@@ -577,6 +577,7 @@ typedef struct petrel_sasl_context {
     int tls;                   /* the session is encrypted (Dovecot's "secured") */
     unsigned security;         /* the PETREL_SASL_* properties the options exclude (for libraries that filter themselves) */
     const char *session_id;    /* a unique name of this exchange, for the back-end's own logs */
+    const char *queue_directory;   /* a relative smtpd_sasl_path is relative to it, as in Postfix */
 } petrel_sasl_context;
 
 typedef enum petrel_sasl_status {

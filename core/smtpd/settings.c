@@ -35,6 +35,7 @@
 #include "queue/maildrop.h"
 #include "tables/table.h"
 #include "tables/access.h"
+#include "mail/maps.h"
 
 __attribute__((format(printf, 2, 3)))
 static int fail(char **error, const char *fmt, ...)
@@ -103,6 +104,17 @@ static int compile_list(struct smtpd_settings *set, struct restrict_compiler *c,
     }
     if (restrict_list_has(*out, "reject_unauth_pipelining"))
         set->uses_unauth_pipelining = 1;
+    static const char *const login_steps[] = { "reject_sender_login_mismatch",
+                                                "reject_authenticated_sender_login_mismatch",
+                                                "reject_unauthenticated_sender_login_mismatch",
+                                                "reject_known_sender_login_mismatch", NULL };
+    for (int i = 0; login_steps[i]; i++) {
+        if (restrict_list_has(*out, login_steps[i]) && set->sender_login_maps->n == 0) {
+            fail(error, "%s: %s needs smtpd_sender_login_maps (which login owns which sender address)", param,
+                 login_steps[i]);
+            return -1;
+        }
+    }
     return 0;
 }
 
@@ -171,6 +183,8 @@ static void free_settings_pool(void *arg)
     cidr_list_free(set->debug_peers);
     cidr_list_free(set->own_addresses);
     cidr_list_free(set->sasl_exceptions);
+    if (set->sender_login_maps)
+        mail_maps_close(set->sender_login_maps);
     for (size_t i = 0; i < set->nsender_bcc_maps; i++)
         tbl_close(set->sender_bcc_maps[i]);
     smtpd_rcpt_maps_free(set->rcpt_maps);
@@ -415,6 +429,9 @@ struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struc
     if ((set->own_addresses = own_addresses(cfg, error)) == NULL)
         goto failed;
 
+    set->sender_login_maps = petrel_pool_zalloc(pool, sizeof(*set->sender_login_maps));
+    if (mail_maps_open(set->sender_login_maps, cfg, w->tables, "smtpd_sender_login_maps", 0, error) != 0)
+        goto failed;
     struct restrict_compiler compiler = { .pool = pool, .cfg = cfg, .tables = w->tables, .modules = w->modules,
                                           .validating = w->base == NULL };
     if (restrict_classes_compile(&compiler, error) != 0)

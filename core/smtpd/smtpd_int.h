@@ -49,6 +49,7 @@ struct module_session;
 struct module_metrics;
 struct restrict_result;
 struct smtpd_rcpt_maps;
+struct mail_maps;
 struct evbuffer;
 struct smtpd_peer_lookup;
 struct policy_conn;
@@ -153,6 +154,7 @@ struct smtpd_settings {
     int sasl_authenticated_header;    /* smtpd_sasl_authenticated_header */
     int broken_sasl_auth_clients;     /* also announce AUTH=... */
     struct cidr_list *sasl_exceptions;   /* smtpd_sasl_exceptions_networks: never offered AUTH */
+    struct mail_maps *sender_login_maps; /* smtpd_sender_login_maps: who owns which sender address */
     unsigned auth_rate_limit;         /* smtpd_client_auth_rate_limit (per anvil_rate_time_unit) */
     unsigned sasl_failure_limit, sasl_failure_window, sasl_lockout_time, sasl_failure_delay;
     /* restriction lists, compiled */

@@ -41,6 +41,13 @@ void smtpd_write_received(struct smtpd_session *s)
         buf_printf(&b, "Received: from %s (%s [%s])\r\n", s->helo ? s->helo : s->addr, s->name, s->addr);
         if (s->tls_info)
             buf_printf(&b, "\t(using %s)\r\n", s->tls_info);
+        if (s->sasl_username && s->set->sasl_authenticated_header) {
+            /* Postfix's comment; the login cannot end it early or break the header. */
+            buf_puts(&b, "\t(Authenticated sender: ");
+            for (const char *p = s->sasl_username; *p; p++)
+                buf_putc(&b, (*p == '(' || *p == ')' || *p == '\\' || (unsigned char)*p < 0x20) ? '?' : *p);
+            buf_puts(&b, ")\r\n");
+        }
         buf_printf(&b, "\tby %s (%s) with %s id %s", s->set->myhostname, s->set->mail_name,
                    tx->mail.smtputf8 ? (s->tls_active ? "UTF8SMTPS" : "UTF8SMTP") : s->protocol,
                    tx->queue_id);

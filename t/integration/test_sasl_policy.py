@@ -69,6 +69,17 @@ with Petrel(t, start=False) as p:
     c.close()
 
 with Petrel(t, start=False) as p:
+    base(p, smtpd_sasl_authenticated_header="yes")
+    c = p.connect()
+    c.ehlo()
+    auth(c, "alice", "A-pass-1")
+    qid = c.send_message("alice@example.org", ["x@elsewhere.example"], "Subject: hdr\r\n\r\nx", ehlo=False).split()[-1]
+    data = b"".join(open(f, "rb").read() for f in p.queue_files() if f.endswith(qid))
+    t.ok(b"\t(Authenticated sender: alice)\r\n\tby mx.petrel.test" in data,
+         "smtpd_sasl_authenticated_header: Postfix's comment in Received:")
+    c.close()
+
+with Petrel(t, start=False) as p:
     base(p, smtpd_sender_restrictions="reject_known_sender_login_mismatch")
     c = p.connect()
     c.ehlo()

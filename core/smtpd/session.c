@@ -342,15 +342,36 @@ static void starttls_hooked(struct smtpd_session *s, const struct restrict_resul
     smtpd_continue(s);
 }
 
+/* libevent may hand over the first bytes read through TLS (a fast client's
+ * EHLO) before it reports the finished handshake as BEV_EVENT_CONNECTED:
+ * the session is encrypted as soon as OpenSSL says so, so that this EHLO
+ * already offers AUTH under smtpd_tls_auth_only and no longer offers
+ * STARTTLS. Returns 1 when the STARTTLS hooks now run (they resume the
+ * input themselves). */
+static int tls_became_active(struct smtpd_session *s)
+{
+    if (s->tls_active || s->bev == NULL)
+        return 0;
+    SSL *ssl = bufferevent_openssl_get_ssl(s->bev);
+    if (ssl == NULL || !SSL_is_init_finished(ssl))
+        return 0;
+    smtpd_tls_established(s);
+    if (!s->greeted && smtpd_phase_has_hooks(s, PHASE_STARTTLS)) {
+        s->tls_hooks_pending = 1;   /* implicit TLS done before the greeting: after it */
+        return 0;
+    }
+    if (smtpd_phase_has_hooks(s, PHASE_STARTTLS) && s->state == SMTPD_CMD) {
+        smtpd_hooks_then(s, PHASE_STARTTLS, NULL, starttls_hooked);
+        return 1;
+    }
+    return 0;
+}
+
 static void session_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct smtpd_session *s = arg;
     if (what & BEV_EVENT_CONNECTED) {
-        smtpd_tls_established(s);
-        if (!s->greeted && smtpd_phase_has_hooks(s, PHASE_STARTTLS))
-            s->tls_hooks_pending = 1;   /* implicit TLS done before the greeting: after it */
-        else if (smtpd_phase_has_hooks(s, PHASE_STARTTLS) && s->state == SMTPD_CMD)
-            smtpd_hooks_then(s, PHASE_STARTTLS, NULL, starttls_hooked);
+        tls_became_active(s);
         return;
     }
     if (what & BEV_EVENT_TIMEOUT) {
@@ -786,5 +807,7 @@ void smtpd_continue(struct smtpd_session *s)
 static void session_read_cb(struct bufferevent *bev, void *arg)
 {
     struct smtpd_session *s = arg;
+    if (tls_became_active(s))
+        return;
     session_process_input(s);
 }

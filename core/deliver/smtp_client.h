@@ -29,6 +29,19 @@ struct smtp_client_settings {
     unsigned connection_cache_time; /* seconds an idle connection is kept for the next job to the same
                                        next hop (0: off); Postfix smtp_connection_cache_time_limit 2s */
     unsigned default_port;          /* 25, or 24 for LMTP inet; 0 = that default */
+    /* SMTP AUTH (smtp_sasl.c): smtp_sasl_auth_enable, the SASL_OPT_* of
+     * smtp_sasl_security_options and smtp_sasl_tls_security_options,
+     * smtp_sasl_mechanism_filter (NULL-terminated, or NULL), and
+     * smtp_sender_dependent_authentication. */
+    int sasl_enable;
+    unsigned sasl_options, sasl_tls_options;
+    const char *const *sasl_mech_filter;
+    int sender_dependent_authentication;
+    /* smtp_sasl_password_maps: key is a sender address (address = 1: looked
+     * up as Postfix's mail_addr_find does), a host name or a next hop as
+     * written. 1 found (*value malloc'd "user:password"), 0 not, -1 error. */
+    int (*sasl_lookup)(void *arg, const char *key, int address, char **value);
+    void *sasl_lookup_arg;
 };
 
 /* Parses smtp_tls_security_level ("none", "may", "encrypt", "verify",

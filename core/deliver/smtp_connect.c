@@ -69,6 +69,7 @@ void sc_conn_free_now(struct sc_conn *conn)
     if (conn->bev)
         bufferevent_free(conn->bev);
     event_free(conn->timer);
+    sc_sasl_free(conn);
     free(conn->key);
     free(conn);
 }
@@ -105,7 +106,8 @@ void sc_conn_release(struct sc_conn *conn)
         sc_conn_close(conn);
         return;
     }
-    if (c->set.connection_cache_time > 0) {
+    if (c->set.connection_cache_time > 0 && !conn->authed && conn->sasl == NULL) {
+        /* an authenticated session is never handed to another job (another sender) */
         conn->state = S_RSET;
         sc_conn_printf(conn, "RSET\r\n");
         sc_conn_arm(conn, sc_stage_timeout(c, c->set.mail_timeout));
@@ -129,6 +131,7 @@ const char *sc_stage_text(const struct sc_conn *conn)
     case S_HELO: return "performing the HELO handshake";
     case S_STARTTLS: return "sending STARTTLS";
     case S_TLS_HANDSHAKE: return "performing the TLS handshake";
+    case S_AUTH: return "performing the SASL authentication";
     case S_TXN:
         if (a && a->nreplied < a->ncmds) {
             switch (a->cmds[a->nreplied].kind) {

@@ -68,6 +68,9 @@
 #include "lib/log.h"
 #include "lib/workq.h"
 #include "lib/xalloc.h"
+#include "mail/addr_find.h"
+#include "mail/maps.h"
+#include "mail/sasl_options.h"
 #include "qmgr/qmgr.h"
 #include "qmgr/qmgr_int.h"
 #include "qmgr/route.h"
@@ -169,7 +172,57 @@ static const struct cfg_bind smtp_client_binds[] = {
     C("myhostname", STR, myhostname),
     CFG_BIND_CHOICE("smtp_tls_security_level", struct smtp_client_settings, tls_level, smtp_tls_levels),
     C("smtp_tls_CAfile", STR, tls_cafile),
+    C("smtp_sasl_auth_enable", BOOL, sasl_enable),
+    C("smtp_sender_dependent_authentication", BOOL, sender_dependent_authentication),
+    C("smtp_sasl_mechanism_filter", LIST, sasl_mech_filter),
+    CFG_BIND_READ("smtp_sasl_security_options"),
+    CFG_BIND_READ("smtp_sasl_tls_security_options"),
+    CFG_BIND_READ("smtp_sasl_password_maps"),
 };
+
+/* smtp_sasl_password_maps for the SMTP client (deliver/smtp_sasl.c): a
+ * sender as Postfix's mail_addr_find looks it up (user+ext@domain,
+ * user@domain, @domain), or a host name or next hop as written. */
+static int sasl_lookup(void *arg, const char *key, int address, char **value)
+{
+    struct mail_maps *maps = arg;
+    petrel_pool *pool = petrel_pool_create(512);
+    const char *v = NULL;
+    int found;
+    if (address) {
+        struct mail_addr a;
+        mail_addr_split(key, "", pool, &a);
+        found = mail_addr_find(maps, &a, MAIL_FIND_ADDRESS, pool, &v);
+    } else {
+        found = mail_maps_get(maps, key, pool, &v);
+    }
+    if (found == 1)
+        *value = xstrdup(v);
+    if (found < 0)
+        msg_warn("smtp_sasl_password_maps: lookup error for %s", key);
+    petrel_pool_destroy(pool);
+    return found;
+}
+
+/* The SMTP client's SASL settings; fatal (logged with the parameter) when
+ * an option is unknown. */
+static void sasl_client_settings(struct qmgr *q, const struct cfg *cfg, struct smtp_client_settings *set)
+{
+    const char *bad = NULL;
+    petrel_pool *pool = petrel_pool_create(256);
+    if (sasl_options_parse(cfg_get(cfg, "smtp_sasl_security_options"), &set->sasl_options, &bad, pool) != 0)
+        msg_fatal("smtp_sasl_security_options: unknown option \"%s\"", bad);
+    if (sasl_options_parse(cfg_get(cfg, "smtp_sasl_tls_security_options"), &set->sasl_tls_options, &bad, pool) != 0)
+        msg_fatal("smtp_sasl_tls_security_options: unknown option \"%s\"", bad);
+    petrel_pool_destroy(pool);
+    if (!set->sasl_enable)
+        return;
+    char *error = NULL;
+    if (mail_maps_open(&q->sasl_maps, cfg, q->tables, "smtp_sasl_password_maps", 0, &error) != 0)
+        msg_fatal("%s", error);
+    set->sasl_lookup = sasl_lookup;
+    set->sasl_lookup_arg = &q->sasl_maps;
+}
 const struct cfg_bind_table smtp_client_bind_table = CFG_BIND_TABLE("SMTP client", smtp_client_binds);
 
 int qmgr_main(const struct qmgr_args *args)
@@ -252,6 +305,7 @@ int qmgr_main(const struct qmgr_args *args)
     smtp_set.quit_timeout = 300;
     smtp_set.connection_cache_time = 2;
     smtp_set.default_port = 25;
+    sasl_client_settings(&q, cfg, &smtp_set);
     q.smtp_set = smtp_set;
     {
         const char *const *specs = cfg_list(cfg, "smtp_tls_policy_maps");

@@ -15,6 +15,7 @@
 #include "deliver/deliver.h"
 #include "deliver/smtp_client.h"
 #include "lib/workq.h"
+#include "mail/maps.h"
 #include "qmgr/route.h"
 #include "queue/queue.h"
 
@@ -100,6 +101,7 @@ struct qmgr {
     struct smtp_client *smtp, *lmtp;
     struct smtp_client *smtp_by_level[SMTP_TLS_SECURE + 1];   /* smtp_tls_policy_maps */
     struct smtp_client_settings smtp_set;
+    struct mail_maps sasl_maps;         /* smtp_sasl_password_maps */
     struct tbl **tls_policy;
     size_t ntls_policy;
     int inotify_fd;

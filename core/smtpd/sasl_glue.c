@@ -36,6 +36,7 @@
 #include "config/cfg.h"
 #include "lib/log.h"
 #include "lib/xalloc.h"
+#include "mail/sasl_options.h"
 #include "module/module.h"
 #include "module/runtime.h"
 #include "smtpd/smtpd_int.h"
@@ -43,44 +44,6 @@
 
 /* ------------------------------------------------------------------ */
 /* settings                                                            */
-
-static const struct {
-    const char *name;
-    unsigned bit;
-} security_names[] = {
-    { "noplaintext", SASL_OPT_NOPLAINTEXT }, { "noactive", SASL_OPT_NOACTIVE },
-    { "nodictionary", SASL_OPT_NODICTIONARY }, { "noanonymous", SASL_OPT_NOANONYMOUS },
-    { "forward_secrecy", SASL_OPT_FORWARD_SECRECY }, { "mutual_auth", SASL_OPT_MUTUAL_AUTH },
-    { NULL, 0 },
-};
-
-/* Postfix's name_mask: words separated by commas and white space; an
- * unknown word is an error, as Postfix's NAME_MASK_FATAL makes it. */
-int smtpd_sasl_parse_security(const char *value, unsigned *out, const char **bad, petrel_pool *pool)
-{
-    *out = 0;
-    const char *p = value ? value : "";
-    while (*p) {
-        size_t skip = strspn(p, ", \t\r\n");
-        p += skip;
-        size_t n = strcspn(p, ", \t\r\n");
-        if (n == 0)
-            break;
-        int found = 0;
-        for (int i = 0; security_names[i].name; i++) {
-            if (strlen(security_names[i].name) == n && strncasecmp(p, security_names[i].name, n) == 0) {
-                *out |= security_names[i].bit;
-                found = 1;
-            }
-        }
-        if (!found) {
-            *bad = petrel_pool_strndup(pool, p, n);
-            return -1;
-        }
-        p += n;
-    }
-    return 0;
-}
 
 /* smtpd_sasl_mechanism_filter: Postfix matches it as a string list with
  * table lookups; Petrel takes names, !names and static:all / static:rest
@@ -142,9 +105,9 @@ int smtpd_sasl_settings(struct smtpd_settings *set, struct module_set *modules, 
             *error = NULL;
         return -1;
     }
-    if (smtpd_sasl_parse_security(cfg_get(cfg, "smtpd_sasl_security_options"), &set->sasl_security, &bad,
+    if (sasl_options_parse(cfg_get(cfg, "smtpd_sasl_security_options"), &set->sasl_security, &bad,
                                   set->pool) != 0 ||
-        smtpd_sasl_parse_security(cfg_get(cfg, "smtpd_sasl_tls_security_options"), &set->sasl_tls_security,
+        sasl_options_parse(cfg_get(cfg, "smtpd_sasl_tls_security_options"), &set->sasl_tls_security,
                                   &bad, set->pool) != 0) {
         if (asprintf(error, "smtpd_sasl_security_options: unknown option \"%s\" (use noplaintext, noactive, "
                      "nodictionary, noanonymous, forward_secrecy or mutual_auth)", bad) < 0)

@@ -21,6 +21,7 @@
 #include <petrel/pool.h>
 #include "lib/buf.h"
 #include "mail/addr_class.h"
+#include "mail/sasl_options.h"
 #include "queue/queue.h"
 #include "mail/smtp_data.h"
 #include "smtpd/header_reader.h"
@@ -149,7 +150,7 @@ struct smtpd_settings {
     const char *sasl_path;
     const char *sasl_service;         /* smtpd_sasl_service */
     const char *sasl_local_domain;    /* smtpd_sasl_local_domain */
-    unsigned sasl_security, sasl_tls_security;   /* SASL_OPT_* of the two option lists */
+    unsigned sasl_security, sasl_tls_security;   /* SASL_OPT_* (mail/sasl_options.h) of the two option lists */
     const char **sasl_mech_filter;    /* smtpd_sasl_mechanism_filter, NULL-terminated */
     int sasl_authenticated_header;    /* smtpd_sasl_authenticated_header */
     int broken_sasl_auth_clients;     /* also announce AUTH=... */
@@ -465,13 +466,6 @@ int smtpd_sasl_offered_now(const struct smtpd_session *s);
 void smtpd_sasl_session_gone(struct smtpd_session *s);
 
 /* sasl_glue.c */
-#define SASL_OPT_NOPLAINTEXT 0x01
-#define SASL_OPT_NOACTIVE 0x02
-#define SASL_OPT_NODICTIONARY 0x04
-#define SASL_OPT_NOANONYMOUS 0x08
-#define SASL_OPT_FORWARD_SECRECY 0x10
-#define SASL_OPT_MUTUAL_AUTH 0x20
-int smtpd_sasl_parse_security(const char *value, unsigned *out, const char **bad, petrel_pool *pool);
 /* Reads the SASL parameters into set; -1 with *error (malloc'd). */
 int smtpd_sasl_settings(struct smtpd_settings *set, struct module_set *modules, const struct cfg *cfg,
                         char **error);

@@ -275,7 +275,7 @@ void smtpd_sasl_outcome(struct smtpd_session *s, const petrel_sasl_answer *a)
             /* RFC 4954 4: additional data with success goes in a 334; the
              * client answers with an empty line. */
             s->sasl_final = 1;
-            s->sasl_final_user = petrel_pool_strdup(s->pool, login);
+            s->sasl_final_user = petrel_pool_strdup(s->auth_pool, login);
             s->state = SMTPD_AUTH;
             smtpd_reply(s, "334 %s", b64_encode(s->scratch, a->data, a->len));
             smtpd_continue(s);
@@ -377,7 +377,7 @@ static void builtin_step(struct smtpd_session *s, const unsigned char *data, lon
     }
     char *text = petrel_pool_strndup(s->scratch, (const char *)data, (size_t)n);
     if (s->auth_user == NULL) {
-        s->auth_user = petrel_pool_strdup(s->pool, text);
+        s->auth_user = petrel_pool_strdup(s->auth_pool, text);
         s->state = SMTPD_AUTH;
         smtpd_reply(s, "334 UGFzc3dvcmQ6");   /* "Password:" */
         return;
@@ -441,7 +441,13 @@ void smtpd_cmd_auth(struct smtpd_session *s, const struct smtp_command *cmd)
             return;
         }
     }
-    char *mech = petrel_pool_strndup(s->pool, cmd->args, ml);
+    /* The exchange's strings live in its own small pool, reset by the next
+     * AUTH: a session that sends AUTH forever never grows. */
+    if (s->auth_pool)
+        petrel_pool_reset(s->auth_pool);
+    else
+        s->auth_pool = petrel_pool_create(SMTPD_SMALL_POOL_SIZE);
+    char *mech = petrel_pool_strndup(s->auth_pool, cmd->args, ml);
     for (char *p = mech; *p; p++)
         if (*p >= 'a' && *p <= 'z')
             *p = (char)(*p - 'a' + 'A');
@@ -597,4 +603,8 @@ void smtpd_sasl_session_gone(struct smtpd_session *s)
     s->auth_delayed_reply = NULL;
     s->sasl_offer_next = NULL;
     smtpd_sasl_end(s);
+    if (s->auth_pool) {
+        petrel_pool_destroy(s->auth_pool);
+        s->auth_pool = NULL;
+    }
 }

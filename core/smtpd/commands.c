@@ -103,6 +103,9 @@ static void cmd_helo(struct smtpd_session *s, const struct smtp_command *cmd, in
         petrel_pool_reset(s->helo_pool);
     else
         s->helo_pool = petrel_pool_create(SMTPD_SMALL_POOL_SIZE);
+    /* The mechanisms on offer lived in that pool: EHLO asks again. */
+    s->sasl_offer = NULL;
+    s->sasl_offer_known = 0;
     s->helo = smtp_helo_printable(cmd->args, strlen(cmd->args), s->set->smtputf8, s->helo_pool);
     if (s->tls_active)
         s->protocol = esmtp ? "ESMTPS" : "SMTPS";
@@ -394,6 +397,8 @@ static void cmd_starttls(struct smtpd_session *s, const struct smtp_command *cmd
     bufferevent_enable(s->bev, EV_READ | EV_WRITE);
     /* RFC 3207: forget everything learned before TLS. */
     s->helo = NULL;
+    s->sasl_offer = NULL;   /* TLS changes the security options: EHLO asks again */
+    s->sasl_offer_known = 0;
     s->esmtp = 0;
     s->bdat_state = BDAT_NONE;
     smtpd_tx_free(s);

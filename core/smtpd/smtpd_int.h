@@ -299,6 +299,7 @@ struct smtpd_session {
     petrel_pool *scratch;             /* one command: reset before the next command line is read */
     petrel_pool *helo_pool;           /* the HELO name: reset by each HELO/EHLO */
     petrel_pool *login_pool;          /* the SASL login name: reset by each successful AUTH */
+    petrel_pool *auth_pool;           /* the AUTH exchange's strings: reset by each AUTH command */
     struct smtpd_worker *worker;
     struct smtpd_listener *listener;
     const struct smtpd_settings *set;
@@ -466,7 +467,7 @@ int smtpd_sasl_offered_now(const struct smtpd_session *s);
 void smtpd_sasl_session_gone(struct smtpd_session *s);
 
 /* sasl_glue.c */
-/* Reads the SASL parameters into set; -1 with *error (malloc'd). */
+/* sasl_settings.c: reads the SASL parameters into set; -1 with *error (malloc'd). */
 int smtpd_sasl_settings(struct smtpd_settings *set, struct module_set *modules, const struct cfg *cfg,
                         char **error);
 unsigned smtpd_sasl_options_now(const struct smtpd_session *s);

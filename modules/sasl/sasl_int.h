@@ -1,7 +1,7 @@
 /*
  * Internals shared by the sasl module's files: the three server back-ends
  * (dovecot.c, cyrus.c, table.c), the module's own worker threads
- * (workers.c), base64, and the stolen-account guard (guard.c).
+ * (workers.c) and base64.
  */
 #ifndef PETREL_MODULES_SASL_INT_H
 #define PETREL_MODULES_SASL_INT_H
@@ -17,7 +17,6 @@ struct sasl_module {
     struct dovecot_client *dovecot;  /* the connection to Dovecot's auth service */
     struct table_db *table;          /* smtpd_sasl_type = table */
     int cyrus_ready;
-    struct sasl_guard *guard;
 };
 
 static inline struct sasl_module *sasl_module_of(petrel_module *m)

@@ -1,7 +1,7 @@
 /*
  * The sasl module: SMTP AUTH back-ends for smtpd with Postfix's parameter
- * names (smtpd_sasl_type = dovecot | cyrus | table, smtpd_sasl_path). The
- * stolen-account guard is not written yet (doc/modules/sasl.md).
+ * names (smtpd_sasl_type = dovecot | cyrus | table, smtpd_sasl_path), and
+ * the stolen-account guard (guard.c).
  *
  *   dovecot.c  Dovecot's authentication protocol, asynchronous on the loop
  *   cyrus.c    Cyrus libsasl2 (saslauthd, auxprop sasldb), each step on a thread
@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "sasl_int.h"
+#include "guard.h"
 
 static const petrel_param sasl_params[] = {
     { PETREL_PARAM_INIT, .name = "sasl_worker_threads", .type = PETREL_PARAM_INT, .default_value = "4",
@@ -24,6 +25,7 @@ static const petrel_param sasl_params[] = {
     { PETREL_PARAM_INIT, .name = "sasl_cyrus_config_path", .type = PETREL_PARAM_STRING, .default_value = "",
       .help = "where Cyrus SASL finds APPLICATION.conf (Postfix's cyrus_sasl_config_path); empty: libsasl2's "
               "default" },
+    GUARD_PARAMS
     { .name = NULL },
 };
 
@@ -40,6 +42,8 @@ static int sasl_init(petrel_module *m, const char **error)
     sm->workers = sasl_workers_create(m, (unsigned)threads, error);
     if (sm->workers == NULL)
         return -1;
+    if (sasl_guard_init(sm, error) != 0)
+        return -1;
     return 0;
 }
 
@@ -52,6 +56,7 @@ static void sasl_fini(petrel_module *m)
     sasl_dovecot_fini(sm);
     sasl_cyrus_fini(sm);
     sasl_table_fini(sm);
+    sasl_guard_fini(sm);
     free(sm);
     petrel_module_set_data(m, NULL);
 }
@@ -67,10 +72,11 @@ const petrel_module_desc petrel_module_descriptor = {
     PETREL_MODULE_INIT,
     .name = "sasl",
     .version = "1.0",
-    .description = "SMTP AUTH back-ends (dovecot, cyrus, table)",
+    .description = "SMTP AUTH back-ends (dovecot, cyrus, table) and the stolen-account guard",
     .params = sasl_params,
     .init = sasl_init,
     .fini = sasl_fini,
+    .hooks = { .mail = sasl_guard_mail, .rcpt = sasl_guard_rcpt, .end_of_message = sasl_guard_eom },
     .sasl_servers = sasl_servers,
     .hook_timeout_ms = 30000,
 };

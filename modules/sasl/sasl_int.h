@@ -17,6 +17,7 @@ struct sasl_module {
     struct dovecot_client *dovecot;  /* the connection to Dovecot's auth service */
     struct table_db *table;          /* smtpd_sasl_type = table */
     int cyrus_ready;
+    struct sasl_guard *guard;        /* sasl_guard_enable (guard.c) */
 };
 
 static inline struct sasl_module *sasl_module_of(petrel_module *m)

@@ -399,8 +399,10 @@ static void auth_mechanisms_ready(struct smtpd_session *s)
 void smtpd_cmd_auth(struct smtpd_session *s, const struct smtp_command *cmd)
 {
     const struct smtpd_settings *set = s->set;
-    if ((set->sasl == NULL && set->sasl_server == NULL) || s->local_submission ||
-        (set->sasl_exceptions && cidr_list_match(set->sasl_exceptions, s->addr))) {
+    /* smtpd_sasl_exceptions_networks only keeps AUTH out of EHLO (for
+     * clients that log in whenever it is offered): a client there that
+     * sends AUTH anyway is served, as by Postfix. */
+    if ((set->sasl == NULL && set->sasl_server == NULL) || s->local_submission) {
         smtpd_reply(s, "503 5.5.1 Error: authentication not enabled");
         smtpd_count_error(s, CNT_AUTH);
         return;

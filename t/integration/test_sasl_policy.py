@@ -1,8 +1,9 @@
 """Postfix's SASL policy around any back-end (here the table back-end of the sasl module):
 smtpd_sender_login_maps with reject_sender_login_mismatch and its three variants (Postfix's
-553 5.7.1 replies), smtpd_client_auth_rate_limit (450 4.7.1), and Petrel's lockout of failed
-AUTH per client address and per login (454 4.7.0 for every attempt, right or wrong, logged
-in the form fail2ban reads), released after smtpd_sasl_lockout_time."""
+553 5.7.1 replies), smtpd_sasl_exceptions_networks (AUTH not offered, still served),
+smtpd_client_auth_rate_limit (450 4.7.1), and Petrel's lockout of failed AUTH per client
+address and per login (454 4.7.0 for every attempt, right or wrong, logged in the form
+fail2ban reads), released after smtpd_sasl_lockout_time."""
 import re
 import subprocess
 import time
@@ -100,6 +101,16 @@ with Petrel(t, start=False, main_cf={"smtpd_sender_restrictions": "reject_sender
     r = subprocess.run(p.command(PETRELD, "-c", p.conf, "-n"), capture_output=True, text=True)
     t.like(r.stderr, r"smtpd_sender_restrictions: reject_sender_login_mismatch needs smtpd_sender_login_maps",
            "the restriction without smtpd_sender_login_maps is a configuration error, not a silent no-op")
+
+with Petrel(t, start=False) as p:
+    base(p, smtpd_sasl_exceptions_networks="127.0.0.0/8")
+    c = p.connect()
+    c.ehlo()
+    t.ok(not any("AUTH" in l for l in c.lines), "smtpd_sasl_exceptions_networks: AUTH is not offered to the client",
+         c.lines)
+    t.is_(auth(c, "alice", "A-pass-1"), "235 2.7.0 Authentication successful",
+          "but a client there that sends AUTH anyway is served, as by Postfix")
+    c.close()
 
 # ---- lockout per client address ----
 with Petrel(t, start=False) as p:

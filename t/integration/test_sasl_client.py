@@ -2,7 +2,7 @@
 hop as written, smtp_sasl_mechanism_filter, smtp_sasl_security_options) against a relayhost
 that requires AUTH: a second petreld whose AUTH is checked by a PRIVATE Dovecot auth service
 (it accepts relaying only from authenticated clients). SCRAM-SHA-256 and CRAM-MD5 and PLAIN
-as the filter allows; plaintext PLAIN refused by the default security options (deferred with
+as the filter allows; smtp_sender_dependent_authentication (the sender's entry first); plaintext PLAIN refused by the default security options (deferred with
 Postfix's text); a wrong password deferred with the server's 535 made 4.7.8."""
 import os
 import pwd
@@ -28,7 +28,8 @@ except KeyError as e:
     t.done()
 
 mods = bundled_module_dir("sasl")
-dc = DovecotAuth({"relayuser": PASSWORD})
+SENDER_PASSWORD = "Sender-Pw-31"
+dc = DovecotAuth({"relayuser": PASSWORD, "senderuser": SENDER_PASSWORD})
 dc.start()
 
 
@@ -46,9 +47,10 @@ def sink(tls_auth_only):
     return p
 
 
-def sender(sink_port, password=PASSWORD, **extra):
+def sender(sink_port, password=PASSWORD, more_credentials="", **extra):
     p = Petrel(t, start=False, master_cf=None, extra_services=QMGR)
-    maps = p.write_file("sasl_passwd", "[127.0.0.1]:%d relayuser:%s\n" % (sink_port, password), 0o600)
+    maps = p.write_file("sasl_passwd", "[127.0.0.1]:%d relayuser:%s\n%s" % (sink_port, password, more_credentials),
+                        0o600)
     conf = dict(p.settings, relayhost="[127.0.0.1]:%d" % sink_port, smtp_sasl_auth_enable="yes",
                 smtp_sasl_password_maps="texthash:" + maps, smtp_tls_security_level="may",
                 minimal_backoff_time="1s")
@@ -90,6 +92,18 @@ try:
                             r"535 5\.7\.8 Error: authentication failed: authentication failure\)", timeout=30)
                  is not None, "a wrong password defers with Postfix's text")
             t.ok(a.wait_log(r"dsn=4\.7\.8, status=deferred", timeout=5) is not None, "as 4.7.8 (soft bounce)")
+        # the sender's own credentials come first with smtp_sender_dependent_authentication
+        senders = "me@petrel.test senderuser:%s\n" % SENDER_PASSWORD
+        with sender(s1.port, more_credentials=senders, smtp_sender_dependent_authentication="yes") as a:
+            submit(a, "per sender")
+            t.ok(s1.wait_log(r"sasl_method=SCRAM-SHA-256, sasl_username=senderuser", timeout=30) is not None,
+                 "smtp_sender_dependent_authentication: the sender's entry is used before the next hop's")
+            t.ok(a.wait_log(r"to=<someone@far\.example>, .*status=sent", timeout=30) is not None,
+                 "and the mail is sent")
+        with sender(s1.port, password="wrong", more_credentials=senders) as a:
+            submit(a, "not per sender")
+            t.ok(a.wait_log(r"status=deferred \(SASL authentication failed; server", timeout=30) is not None,
+                 "without it, the sender's entry is not looked at (the next hop's wrong password is used)")
     s2 = sink(tls_auth_only=False)
     with s2:
         with sender(s2.port, smtp_tls_security_level="none", smtp_sasl_mechanism_filter="plain, login") as a:

@@ -2,10 +2,11 @@
 base_dir and log; started and stopped by PID): every mechanism Dovecot advertises (PLAIN,
 LOGIN, CRAM-MD5, SCRAM-SHA-256) through the core's AUTH exchange, for Python smtplib, swaks
 and a SCRAM client of our own; submission (587-style STARTTLS with smtpd_tls_auth_only) and
-submissions (465-style implicit TLS); Postfix's failure line as fail2ban's postfix-sasl
-filter reads it; bad base64, "*", over-long responses, AUTH in a transaction, AUTH twice;
-the security options; Dovecot down (454 4.7.0) and back; inet:host:port; a back-end that
-never answers (454 after sasl_hook_timeout); and no password in the log or the queue."""
+submissions (465-style implicit TLS); what Dovecot is told (addresses, ports, "secured");
+Postfix's failure line as fail2ban's postfix-sasl filter reads it; bad base64, "*",
+over-long responses, AUTH in a transaction, AUTH twice; the security options (with and
+without TLS); Dovecot down (454 4.7.0) and back; inet:host:port; a back-end that never
+answers (454 after sasl_hook_timeout); and no password in the log or the queue."""
 import os
 import pwd
 import re
@@ -45,7 +46,7 @@ try:
 except KeyError as e:
     bail("missing system user: %s" % e)
 
-dc = DovecotAuth(USERS)
+dc = DovecotAuth(USERS, extra="auth_debug = yes\n")   # logs each request's fields (resp=<hidden>)
 try:
     handshake = dc.start()
 except Exception as e:   # noqa: BLE001 - reported, then the script fails
@@ -133,12 +134,20 @@ try:
         s, code, text = smtplib_login(subs_port, "PLAIN", "alice", USERS["alice"], starttls=False, implicit=True)
         t.is_(code, 235, "smtplib over implicit TLS with AUTH PLAIN")
         s.quit()
+        requests = re.findall(r"client in: (AUTH\t\d+\tPLAIN\t[^\n]*)", dc.logs())
+        tls_request = [r for r in requests if "\tlport=%d\t" % subs_port in r]
+        t.ok(tls_request and re.search(r"\tservice=smtp\tnologin\tlip=127\.0\.0\.1\trip=127\.0\.0\.1\t"
+                                       r"lport=%d\trport=\d+\tsecured\tsession=\S+" % subs_port, tls_request[-1]),
+             "Dovecot is told the service, both addresses and ports, and 'secured' under TLS", requests[-3:])
 
         # failures and hostile input, in plaintext on the main port
         c = p.connect()
         c.ehlo()
         t.is_(c.cmd("AUTH PLAIN " + b64("\0alice\0nope")), "535 5.7.8 Error: authentication failed: authentication failure",
               "a wrong password: 535 5.7.8")
+        plain = [r for r in re.findall(r"client in: (AUTH\t\d+\tPLAIN\t[^\n]*)", dc.logs())
+                 if "\tlport=%d\t" % p.port in r]
+        t.ok(plain and "\tsecured" not in plain[-1], "and not 'secured' without TLS", plain[-1:])
         line = p.wait_log(r"warning: unknown\[127\.0\.0\.1\]: SASL PLAIN authentication failed: "
                           r"authentication failure, sasl_username=alice")
         t.ok(line is not None, "Postfix's warning line with sasl_username=")
@@ -186,7 +195,24 @@ try:
 
     # security options: noplaintext drops PLAIN and LOGIN; inet:host:port reaches Dovecot too
     with Petrel(t, main_cf=dict(base, smtpd_sasl_path="inet:127.0.0.1:%d" % dc.port,
-                                smtpd_sasl_security_options="noanonymous, noplaintext")) as p:
+                                smtpd_sasl_security_options="noanonymous, noplaintext",
+                                smtpd_sasl_tls_security_options="noanonymous"), start=False) as p:
+        cert, key = make_cert(p.dir)
+        os.chmod(key, 0o644)
+        p.write_main_cf(dict(p.settings, smtpd_tls_cert_file=cert, smtpd_tls_key_file=key,
+                             smtpd_tls_security_level="may"))
+        p.start()
+        c = p.connect()
+        c.ehlo()
+        c.cmd("STARTTLS")
+        c.starttls()
+        c.ehlo()
+        auth = [l for l in c.lines if l.startswith("250-AUTH ")]
+        t.ok(auth and "PLAIN" in auth[0].split(), "smtpd_sasl_tls_security_options applies under TLS: PLAIN offered",
+             auth)
+        t.is_(c.cmd("AUTH PLAIN " + b64("\0alice\0" + USERS["alice"])), "235 2.7.0 Authentication successful",
+              "and accepted")
+        c.close()
         c = p.connect()
         c.ehlo()
         auth = [l for l in c.lines if l.startswith("250-AUTH ")]

@@ -231,8 +231,7 @@ static void step_done(void *arg)
     petrel_sasl_request *r = x->r;
     x->r = NULL;
     if (x->ended) {
-        if (r)
-            sasl_answer(r, PETREL_SASL_TEMPFAIL, NULL, 0, NULL, "exchange ended");
+        /* nobody waits: the request went stale with the exchange */
         exchange_free(x);
         return;
     }

@@ -646,9 +646,8 @@ void sasl_dovecot_end(const petrel_sasl_context *c, void *state)
     struct dovecot_client *dc = client_of(c);
     if (!x->done) {
         /* Ended before Dovecot answered (a timeout, "*", the client left):
-         * answer the request (that only frees it now) and forget the id;
-         * Dovecot's late line for it is ignored. */
-        answer_exchange(x, PETREL_SASL_TEMPFAIL, NULL, 0, NULL, "exchange ended");
+         * forget the id, so that Dovecot's late line for it is ignored
+         * (the request goes stale with the exchange). */
         exchange_unlink(dc, x);
     }
     exchange_free(x);

@@ -13,7 +13,8 @@
  *     to the hold queue (HOLD at end of data);
  *   - the login's next transactions get 451 4.7.1 at MAIL;
  *   - the log says why: "sasl guard: login X held: N messages to about M
- *     recipients within 1h (usually B and C)".
+ *     recipients within 1h (usually B and C)", and the counters
+ *     petrel_sasl_guard_logins_held_total and _messages_held_total grow.
  *
  * Release is the postmaster's review of the held mail with the queue
  * commands petrelctl already has: `petrelctl queue list` shows it (held,
@@ -77,6 +78,7 @@ struct sasl_guard {
     size_t map_size;
     long long window, min_messages, min_recipients, factor;
     char *hold_dir;
+    petrel_metric *logins_held, *messages_held, *logins_released;   /* counters (NULL: none) */
 };
 
 static void hash_login(const char *s, uint64_t *a, uint64_t *b)
@@ -193,6 +195,7 @@ petrel_verdict sasl_guard_mail(petrel_session *ps, const char *sender)
             s->window_start = time(NULL);
             petrel_log(ps, PETREL_LOG_INFO, "sasl guard: login %s released (its held mail was released or "
                        "removed)", login);
+            petrel_metric_add(g->logins_released, NULL, 1);
         }
     }
     unlock(g);
@@ -261,6 +264,10 @@ petrel_verdict sasl_guard_eom(petrel_session *ps)
         }
     }
     unlock(g);
+    if (tripped_now)
+        petrel_metric_add(g->logins_held, NULL, 1);
+    if (hold)
+        petrel_metric_add(g->messages_held, NULL, 1);
     if (tripped_now)
         petrel_log(ps, PETREL_LOG_WARNING, "sasl guard: login %s held: %u messages to about %.0f recipients "
                    "within %llds (usually %.1f and %.1f): its mail goes to the hold queue until the postmaster "
@@ -344,6 +351,18 @@ int sasl_guard_init(struct sasl_module *sm, const char **error)
     }
     flock(fd, LOCK_UN);
     close(fd);
+    static const petrel_metric_def held = { PETREL_METRIC_DEF_INIT, .type = PETREL_METRIC_COUNTER,
+                                            .name = "petrel_sasl_guard_logins_held_total",
+                                            .help = "logins the stolen-account guard held" };
+    static const petrel_metric_def messages = { PETREL_METRIC_DEF_INIT, .type = PETREL_METRIC_COUNTER,
+                                                .name = "petrel_sasl_guard_messages_held_total",
+                                                .help = "messages the stolen-account guard put in the hold queue" };
+    static const petrel_metric_def released = { PETREL_METRIC_DEF_INIT, .type = PETREL_METRIC_COUNTER,
+                                                .name = "petrel_sasl_guard_logins_released_total",
+                                                .help = "held logins released once their held mail was reviewed" };
+    g->logins_held = petrel_metric_register(m, &held);
+    g->messages_held = petrel_metric_register(m, &messages);
+    g->logins_released = petrel_metric_register(m, &released);
     sm->guard = g;
     return 0;
 }

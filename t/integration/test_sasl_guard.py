@@ -1,10 +1,11 @@
 """The sasl module's stolen-account guard: a login that suddenly sends far more than usual has
 the message that tripped the guard, and every later one, put in the hold queue, gets 451 4.7.1
-at MAIL, and the log says why; other logins go on. The postmaster reviews the held mail with
-petrelctl queue (list shows it held; release sends it on) and, once none of it is left in
-hold/, the login sends again. The state is shared by the workers (several sessions, two
-workers)."""
+at MAIL, and the log and petrelctl metrics say why; other logins go on. The postmaster reviews
+the held mail with petrelctl queue (list shows it held; release sends it on) and, once none of
+it is left in hold/, the login sends again. The state is shared by the workers (several
+sessions, two workers)."""
 import os
+import re
 
 from harness import Petrel, Tap
 from modlib import bundled_module_dir
@@ -20,6 +21,15 @@ def session(p, user, password):
     r = c.cmd("AUTH PLAIN " + b64("\0%s\0%s" % (user, password)))
     assert r.startswith("235"), r
     return c
+
+
+def metrics(p):
+    values = {}
+    for line in p.petrelctl("metrics").stdout.splitlines():
+        m = re.match(r"^([a-z_]+(?:\{[^}]*\})?) (\S+)$", line)
+        if m:
+            values[m.group(1)] = float(m.group(2))
+    return {k: v for k, v in values.items() if "sasl" in k}
 
 
 def send(c, user, n):
@@ -55,6 +65,12 @@ with Petrel(t, start=False) as p:
     c = session(p, "bob", "B-pw-2")
     t.like(send(c, "bob", 1), r"^250 ", "bob is not affected")
     c.close()
+    values = metrics(p)
+    t.ok(values.get("petrel_sasl_guard_logins_held_total") == 1.0 and
+         values.get("petrel_sasl_guard_messages_held_total") == 1.0,
+         "petrelctl metrics counts the held login and its held message", values)
+    t.ok((values.get('petrel_module_hook_calls_total{module="sasl",hook="sasl start",verdict="success"}') or 0) >= 5,
+         "and the logins the back-end accepted, among the module's calls", values)
     listing = p.petrelctl("queue", "list")
     t.ok(qid + "!" in listing.stdout, "petrelctl queue list shows the message held", listing.stdout[-800:])
     r = p.petrelctl("queue", "release", qid)
@@ -63,5 +79,6 @@ with Petrel(t, start=False) as p:
     t.is_(c.cmd("MAIL FROM:<alice@example.org>"), "250 2.1.0 Ok", "with its held mail reviewed, alice sends again")
     t.ok(p.wait_log(r"sasl guard: login alice released \(its held mail was released or removed\)") is not None,
          "and the log says so")
+    t.is_(metrics(p).get("petrel_sasl_guard_logins_released_total"), 1.0, "and the metrics")
     c.close()
 t.done()

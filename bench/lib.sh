@@ -209,11 +209,27 @@ pf_root_pid() { pf_master_pid; }
 # ---------------------------------------------------------------- Petrel
 PT_ETC="" PT_Q="" PT_LOG="" PT_CG="" PT_PID=""
 PT_QUEUE_SUBDIRS=${PT_QUEUE_SUBDIRS:-"incoming active deferred"}
+# pt_dns PORT: a private dnsmasq answering from /etc/hosts only. smtpd looks
+# up every client's name (PTR, then A) through dns_resolver, as Postfix's
+# smtpd does through getnameinfo(), which reads /etc/hosts first. Without
+# it petreld would ask the machine's resolver, which may not answer here
+# (each session would wait out the resolver's timeout before its greeting).
+PT_DNS_PID=""
+pt_dns() {
+	[ -n "$PT_DNS_PID" ] && return 0
+	PT_DNS_PORT=$1
+	dnsmasq --keep-in-foreground --no-daemon --port="$PT_DNS_PORT" --listen-address=127.0.0.1 \
+		--bind-interfaces --no-resolv --no-poll --pid-file= --user=root >/dev/null 2>&1 &
+	PT_DNS_PID=$!
+	BENCH_EXTRA_PIDS="$BENCH_EXTRA_PIDS $PT_DNS_PID"
+}
+
 # pt_setup PETRELD PORT MAXPROC
 pt_setup() {
 	PETRELD=$1; local port=$2 maxproc=$3
 	PT_ETC=$BENCH_TMP/pt-etc PT_Q=$BENCH_TMP/petrel-queue PT_LOG=$BENCH_TMP/petrel.log
 	mkdir -p "$PT_ETC" "$PT_Q"
+	pt_dns "$((port + 1000))"
 	cat >"$PT_ETC/main.cf" <<EOF
 # benchmark instance, written by bench/lib.sh
 queue_directory = $PT_Q
@@ -221,6 +237,12 @@ mynetworks = 127.0.0.0/8
 mydestination = example.com
 maillog_file = $PT_LOG
 inet_interfaces = 127.0.0.1
+dns_resolver = 127.0.0.1:$PT_DNS_PORT
+# As the Postfix instance: any local part is accepted, no aliases (an
+# unbuilt /etc/aliases would stop the start).
+local_recipient_maps =
+alias_maps =
+alias_database =
 EOF
 	if [ "$(id -u)" = 0 ] && ! getent passwd petrel >/dev/null; then
 		# root start drops privileges to mail_owner (default "petrel", missing here)

@@ -44,7 +44,9 @@ const struct cfg_param *cfg_schema_param(const struct cfg_schema *, size_t i); /
 void cfg_schema_free(struct cfg_schema *);
 
 enum petrel_role { ROLE_SMTPD, ROLE_QMGR, ROLE_PICKUP, ROLE_CLEANUP, ROLE_SMTP, ROLE_LMTP,
-                   ROLE_LOCAL, ROLE_VIRTUAL, ROLE_PIPE, ROLE_ERROR, ROLE_DISCARD, ROLE_IGNORED };
+                   ROLE_LOCAL, ROLE_VIRTUAL, ROLE_PIPE, ROLE_ERROR, ROLE_DISCARD, ROLE_IGNORED,
+                   ROLE_POSTSCREEN,    /* screens in the smtpd worker, then hands the client to a pass service */
+                   ROLE_INSIDE };      /* dnsblog, tlsproxy: work Petrel does inside the smtpd worker */
 enum svc_type { SVC_INET, SVC_UNIX, SVC_UNIX_DGRAM, SVC_FIFO, SVC_PASS };
 
 struct cfg;                    /* one loaded configuration generation (owns all its memory) */
@@ -62,8 +64,9 @@ struct master_service {
                                     validated; the main cfg itself when there are no overrides */
     const struct cfg *stress_cfg;/* the same with stress=yes, for an inet smtpd service with maxproc
                                     > 1 (what Postfix's master passes as -o stress=yes while the
-                                    service is at its limit); == cfg when no value depends on
-                                    $stress; NULL for other services */
+                                    service is at its limit) and for postscreen (its own stress:
+                                    postscreen_greet_wait, postscreen_command_time_limit); == cfg
+                                    when no value depends on $stress; NULL for other services */
     const char *file;
     int line;
 };

@@ -336,8 +336,14 @@ static int parse_int(const char *text, long long *out)
 /* The unit a bare number has: the unit letter of the parameter's default ("5d" -> d). */
 static char time_default_unit(const struct cfg_param *p)
 {
+    /* "300s", or the unit of a computed default's last value:
+     * "${stress?{10}:{300}}s", "${postscreen_dnsbl_ttl?{...}:{1h}}". */
     const char *d = p->def ? p->def : "";
     size_t n = strlen(d);
+    if (n >= 2 && d[n - 2] == '}' && strchr("smhdw", d[n - 1]))
+        return d[n - 1];
+    while (n > 0 && d[n - 1] == '}')
+        n--;
     if (n >= 2 && isdigit((unsigned char)d[n - 2]) && strchr("smhdw", d[n - 1]))
         return d[n - 1];
     return 's';

@@ -84,6 +84,10 @@ void cfg_reader_close(struct cfg_reader *r);
 
 /* params.c */
 const struct cfg_param *cfg_core_params(size_t *n);
+/* params_postscreen.c: postscreen's parameters, part of the core schema. */
+const struct cfg_param *cfg_postscreen_params(size_t *n);
+/* params_smtp.c: the SMTP/LMTP client's and TLS parameters, also "core". */
+const struct cfg_param *cfg_smtp_params(size_t *n);
 /* defaults.c: the function computing name's default from the host, or NULL. */
 cfg_compute_fn *cfg_computed_default(const char *name);
 /* params.c: kept as written, never $-expanded. */

@@ -57,8 +57,8 @@ static const struct {
     { "bounce", ROLE_IGNORED },  { "defer", ROLE_IGNORED },   { "trace", ROLE_IGNORED },
     { "verify", ROLE_IGNORED },  { "flush", ROLE_IGNORED },   { "proxymap", ROLE_IGNORED },
     { "proxywrite", ROLE_IGNORED }, { "scache", ROLE_IGNORED }, { "showq", ROLE_IGNORED },
-    { "postlog", ROLE_IGNORED }, { "postlogd", ROLE_IGNORED }, { "postscreen", ROLE_IGNORED },
-    { "dnsblog", ROLE_IGNORED }, { "tlsproxy", ROLE_IGNORED }, { "qmqpd", ROLE_IGNORED },
+    { "postlog", ROLE_IGNORED }, { "postlogd", ROLE_IGNORED }, { "postscreen", ROLE_POSTSCREEN },
+    { "dnsblog", ROLE_INSIDE }, { "tlsproxy", ROLE_INSIDE }, { "qmqpd", ROLE_IGNORED },
     { "spawn", ROLE_IGNORED },
 };
 
@@ -398,7 +398,10 @@ int cfg_master_load(struct cfg *gen)
             copy->nservices = gen->nservices;
             svc->cfg = copy;
         }
-        if (svc->role == ROLE_SMTPD && svc->type == SVC_INET && svc->maxproc > 1)
+        /* Postfix's master: a pass service (behind a connection screener)
+         * is stressed like a public inet one. */
+        if ((svc->role == ROLE_SMTPD && (svc->type == SVC_INET || svc->type == SVC_PASS) && svc->maxproc > 1) ||
+            (svc->role == ROLE_POSTSCREEN && svc->type == SVC_INET))
             svc->stress_cfg = cfg_stress_copy((struct cfg *)svc->cfg);
         pending_free(&pending[i]);
     }

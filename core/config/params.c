@@ -37,10 +37,6 @@
 #define PACKAGE_VERSION "0"
 #endif
 
-static const char *const tls_levels_in[] = { "", "none", "may", "encrypt", NULL };
-static const char *const tls_levels_out[] = { "", "none", "may", "encrypt", "dane", "dane-only",
-                                              "fingerprint", "verify", "secure", NULL };
-static const char *const cipher_grades[] = { "export", "low", "medium", "high", "null", NULL };
 static const char *const bare_newline_modes[] = { "normalize", "yes", "reject", "no", NULL };
 static const char *const milter_actions[] = { "accept", "reject", "tempfail", "quarantine", NULL };
 static const char *const mynetworks_styles[] = { "host", "subnet", "class", NULL };
@@ -96,10 +92,14 @@ static const struct cfg_param core_params[] = {
     T("anvil_rate_time_unit", "60s", 1, "time unit of the client rate limits"),
     B("append_dot_mydomain", "no", "append .$mydomain to incomplete domains"),
     B("biff", "no", "notify local users with comsat"),
+    M("body_checks", "", "tables of body_checks(5) rules for message body lines (cleanup)"),
+    I("body_checks_size_limit", "51200", 0, 0, "bytes of each body part that body_checks inspect"),
     B("broken_sasl_auth_clients", "no", "also announce AUTH=... for old Outlook clients"),
     S("bounce_notice_recipient", "postmaster", "who gets notices of bounces"),
     T("bounce_queue_lifetime", "5d", 0, "how long a bounce may stay queued"),
     M("canonical_maps", "", "address mapping for envelope and headers"),
+    S("cleanup_service_name", "cleanup", "the master.cf cleanup service whose settings (header and body "
+      "checks, MIME limits) apply to this smtpd or pickup service"),
     B("cleanup_replace_stray_cr_lf", "yes", "replace stray CR and LF in stored content"),
     S("command_directory", PETREL_SBINDIR, "where the administrative commands are"),
     S("command_expansion_filter",
@@ -107,6 +107,7 @@ static const struct cfg_param core_params[] = {
       "characters allowed in the environment of alias commands (others become _)"),
     S("compatibility_level", "3.6", "Postfix compatibility level of the defaults"),
     S("config_directory", "", "directory of main.cf and master.cf"),
+    S("content_filter", "", "after-queue content filter transport:nexthop for mail this service receives"),
     S("daemon_directory", PETREL_SBINDIR, "where the daemon program is"),
     S("data_directory", "/var/lib/petrel", "directory for caches and other writable data"),
     L("debug_peer_list", "", "clients whose sessions are logged verbosely"),
@@ -130,17 +131,21 @@ static const struct cfg_param core_params[] = {
     E("default_database_type", "hash", database_types,
       "table type petrelctl map build, alias build and newaliases use when none is given"),
     S("default_privs", "nobody", "rights for delivery to external files and commands"),
+    S("default_filter_nexthop", "", "next hop of a content filter that names none (empty: the recipient domain)"),
     I("default_process_limit", "100", 1, 0, "maxproc of a master.cf service that says -"),
     S("default_transport", "smtp", "transport for domains that are not local or virtual"),
     L("defer_transports", "", "transports whose delivery is deferred"),
     T("delay_warning_time", "0h", 0, "when a delay notice is sent (0 = never)"),
     S("delay_notice_recipient", "postmaster", "who gets delay notices"),
     B("disable_vrfy_command", "no", "refuse the VRFY command"),
+    B("disable_mime_input_processing", "no", "treat everything after the primary headers as body (no MIME parts)"),
     S("dns_resolver", "", "host:port of the DNS server every lookup uses (default: the system's)"),
     S("double_bounce_sender", "double-bounce", "sender of double bounces"),
     S("empty_address_recipient", "MAILER-DAEMON", "who gets mail to the null address"),
     S("error_notice_recipient", "postmaster", "who gets error notices"),
     I("header_size_limit", "102400", 1, 0, "largest message header"),
+    M("header_checks", "", "tables of header_checks(5) rules for primary message headers (cleanup)"),
+    I("hopcount_limit", "50", 1, 0, "most Received: headers a message may have"),
     S("home_mailbox", "", "mailbox path relative to the user's home"),
     S("html_directory", "no", "where HTML documentation is"),
     L("inet_interfaces", "all", "network addresses to listen on"),
@@ -163,6 +168,9 @@ static const struct cfg_param core_params[] = {
     S("manpage_directory", "/usr/share/man", "where the manual pages are"),
     L("masquerade_domains", "", "domains whose subdomains are hidden"),
     L("masquerade_exceptions", "", "users not masqueraded"),
+    M("mime_header_checks", "$header_checks", "header_checks(5) rules for MIME headers (cleanup)"),
+    I("mime_boundary_length_limit", "2048", 1, 0, "longest MIME boundary kept for matching"),
+    I("mime_nesting_limit", "100", 1, 0, "deepest MIME multipart nesting"),
     T("maximal_backoff_time", "4000s", 1, "longest retry interval of a deferred message"),
     T("maximal_queue_lifetime", "5d", 0, "how long a message may stay queued"),
     Z("message_size_limit", "10240000", 0, "largest message accepted"),
@@ -191,6 +199,7 @@ static const struct cfg_param core_params[] = {
     S("mydomain", "", "the internet domain of this host"),
     S("myhostname", "", "the fully qualified name of this host"),
     L("mynetworks", "", "trusted client networks"),
+    M("nested_header_checks", "$header_checks", "header_checks(5) rules for headers of attached messages (cleanup)"),
     E("mynetworks_style", "host", mynetworks_styles, "how mynetworks is computed"),
     L("multi_instance_directories", "", "configuration directories of secondary instances"),
     S("multi_instance_name", "", "name of this instance (Postfix multi-instance)"),
@@ -205,6 +214,8 @@ static const struct cfg_param core_params[] = {
     Z("queue_minfree", "0", 0, "free space the queue file system must keep"),
     S("readme_directory", "no", "where README files are"),
     M("recipient_bcc_maps", "", "per-recipient copies"),
+    L("receive_override_options", "", "no_unknown_recipient_checks, no_address_mappings, no_header_body_checks, "
+      "no_milters: what this receiving service leaves to a later pass (content filters)"),
     M("recipient_canonical_maps", "", "recipient address mapping"),
     S("recipient_delimiter", "", "separators of address extensions"),
     M("rbl_reply_maps", "", "per-list reply templates of the dnsbl module"),
@@ -222,29 +233,6 @@ static const struct cfg_param core_params[] = {
     S("shlib_directory", "no", "where shared libraries are"),
     B("show_user_unknown_table_name", "yes", "name the table in \"User unknown\" replies"),
     T("minimal_backoff_time", "300s", 1, "shortest retry interval of a deferred message"),
-    L("smtp_bind_address", "", "source address of outgoing connections"),
-    T("smtp_connect_timeout", "30s", 0, "connect timeout of the SMTP client"),
-    T("smtp_data_done_timeout", "600s", 1, "end-of-data reply timeout"),
-    T("smtp_data_init_timeout", "120s", 1, "DATA reply timeout"),
-    T("smtp_data_xfer_timeout", "180s", 1, "content transfer timeout"),
-    S("smtp_helo_name", "$myhostname", "hostname sent in EHLO/HELO"),
-    T("smtp_helo_timeout", "300s", 1, "greeting and EHLO reply timeout"),
-    T("smtp_mail_timeout", "300s", 1, "MAIL FROM reply timeout"),
-    T("smtp_quit_timeout", "300s", 1, "QUIT reply timeout"),
-    T("smtp_rcpt_timeout", "300s", 1, "RCPT TO reply timeout"),
-    B("smtp_sasl_auth_enable", "no", "SMTP AUTH in the SMTP client"),
-    L("smtp_sasl_mechanism_filter", "", "SASL mechanisms the SMTP client may use (empty: all)"),
-    M("smtp_sasl_password_maps", "", "client credentials per destination"),
-    S("smtp_sasl_security_options", "noplaintext, noanonymous",
-      "allowed client SASL mechanisms without TLS (Petrel: no password in plaintext unless set)"),
-    S("smtp_sasl_tls_security_options", "noanonymous", "allowed client SASL mechanisms under TLS"),
-    B("smtp_sender_dependent_authentication", "no", "look the sender up in smtp_sasl_password_maps first"),
-    S("smtp_tls_CAfile", "", "CA certificates for server verification"),
-    S("smtp_tls_CApath", "", "directory of CA certificates"),
-    I("smtp_tls_loglevel", "0", 0, 4, "TLS logging of the SMTP client"),
-    E("smtp_tls_security_level", "", tls_levels_out, "TLS policy of the SMTP client"),
-    S("smtp_tls_session_cache_database", "", "TLS session cache of the SMTP client"),
-    B("smtp_use_tls", "no", "legacy: opportunistic TLS in the SMTP client"),
     S("smtpd_banner", "$myhostname ESMTP $mail_name", "text of the 220 greeting"),
     I("smtpd_client_auth_rate_limit", "0", 0, 0, "AUTH commands per client per time unit"),
     I("smtpd_client_connection_count_limit", "50", 0, 0, "simultaneous connections per client"),
@@ -258,6 +246,7 @@ static const struct cfg_param core_params[] = {
     L("smtpd_data_restrictions", "", "restrictions at DATA"),
     B("smtpd_delay_reject", "yes", "wait until RCPT TO before rejecting"),
     L("smtpd_discard_ehlo_keywords", "", "EHLO keywords not announced"),
+    S("smtpd_command_filter", "", "table that rewrites each command line from a client (its value replaces it)"),
     M("smtpd_discard_ehlo_keyword_address_maps", "", "EHLO keywords not announced, per client"),
     L("smtpd_end_of_data_restrictions", "", "restrictions at end of data"),
     T("smtpd_error_sleep_time", "1s", 0, "delay before an error reply"),
@@ -272,6 +261,11 @@ static const struct cfg_param core_params[] = {
     L("smtpd_helo_restrictions", "", "restrictions at HELO/EHLO"),
     I("smtpd_junk_command_limit", "${stress?{1}:{100}}", 1, 0,
       "HELO/EHLO/NOOP/VRFY/ETRN/RSET commands before each counts as an error"),
+    S("smtpd_proxy_ehlo", "$myhostname", "EHLO name smtpd sends to a before-queue content filter"),
+    S("smtpd_proxy_filter", "", "before-queue content filter host:port (or unix:/path) smtpd relays each "
+      "transaction to"),
+    L("smtpd_proxy_options", "", "speed_adjust: receive the whole message before connecting to the filter"),
+    T("smtpd_proxy_timeout", "100s", 1, "timeout of each exchange with the before-queue content filter"),
     L("smtpd_milters", "", "milters for mail received by SMTP"),
     I("smtpd_recipient_limit", "1000", 1, 0, "recipients per message"),
     L("smtpd_recipient_restrictions", "", "restrictions at RCPT TO"),
@@ -298,31 +292,19 @@ static const struct cfg_param core_params[] = {
     L("smtpd_sender_restrictions", "", "restrictions at MAIL FROM"),
     I("smtpd_soft_error_limit", "10", 1, 0, "errors before replies are delayed"),
     T("smtpd_timeout", "${stress?{10}:{300}}s", 1, "command and data read timeout"),
-    S("smtpd_tls_CAfile", "", "CA certificates for client certificates"),
-    S("smtpd_tls_CApath", "", "directory of CA certificates"),
-    B("smtpd_tls_auth_only", "no", "offer AUTH only under TLS"),
-    S("smtpd_tls_cert_file", "", "server certificate (PEM)"),
-    L("smtpd_tls_chain_files", "", "key and certificate chain files"),
-    E("smtpd_tls_ciphers", "medium", cipher_grades, "cipher grade for opportunistic TLS"),
-    S("smtpd_tls_key_file", "$smtpd_tls_cert_file", "server private key (PEM)"),
-    I("smtpd_tls_loglevel", "0", 0, 4, "TLS logging of the server"),
-    E("smtpd_tls_mandatory_ciphers", "medium", cipher_grades, "cipher grade for mandatory TLS"),
-    L("smtpd_tls_mandatory_protocols", ">=TLSv1.2", "protocols for mandatory TLS"),
-    L("smtpd_tls_protocols", ">=TLSv1.2", "protocols for opportunistic TLS"),
-    B("smtpd_tls_received_header", "no", "TLS details in Received:"),
-    E("smtpd_tls_security_level", "", tls_levels_in, "TLS policy of the server"),
-    S("smtpd_tls_session_cache_database", "", "TLS session cache of the server"),
-    T("smtpd_tls_session_cache_timeout", "3600s", 0, "TLS session lifetime"),
-    B("smtpd_tls_wrappermode", "no", "TLS from the first byte (port 465)"),
-    B("smtpd_use_tls", "no", "legacy: opportunistic TLS in the server"),
+    T("smtpd_starttls_timeout", "${stress?{10}:{300}}s", 1, "time limit of the TLS handshake"),
+    B("smtpd_per_record_deadline", "${stress?{yes}:{no}}", "smtpd_timeout bounds each command and DATA line, not each read"),
     I("smtpd_workers", "0", 0, 0, "smtpd worker processes (0 = one per CPU)"),
+    B("strict_7bit_headers", "no", "reject 8-bit data in message headers"),
+    B("strict_8bitmime", "no", "strict_7bit_headers and strict_8bitmime_body together"),
+    B("strict_8bitmime_body", "no", "reject 8-bit data in body parts declared or defaulting to 7 bits"),
+    B("strict_mime_encoding_domain", "no", "reject message/* and multipart/* parts with base64 or quoted-printable"),
     B("smtputf8_enable", "yes", "support SMTPUTF8"),
     B("soft_bounce", "no", "turn bounces into deferrals"),
     S("stress", "", "\"yes\" while the service is under stress (set by petreld, as Postfix's master does)"),
     S("syslog_facility", "mail", "syslog facility"),
     S("syslog_name", "petrel", "name prefix of log lines"),
     M("transport_maps", "", "transport per destination"),
-    M("smtp_tls_policy_maps", "", "TLS security level per next hop (none, may, encrypt, verify, secure)"),
     L("canonical_classes", "envelope_sender, envelope_recipient, header_sender, header_recipient", "what canonical_maps rewrites"),
     L("masquerade_classes", "envelope_sender, header_sender, header_recipient", "what masquerade_domains rewrites"),
     I("unknown_local_recipient_reject_code", "550", 400, 599, "reply for unknown local users"),
@@ -389,6 +371,12 @@ struct cfg_schema *cfg_schema_new(void)
     const struct cfg_param *core = cfg_core_params(&n);
     if (cfg_schema_add(s, core, n, "core") < 0)
         msg_panic("duplicate name in the core parameter table");
+    core = cfg_postscreen_params(&n);
+    if (cfg_schema_add(s, core, n, "core") < 0)
+        msg_panic("duplicate name in the postscreen parameter table");
+    core = cfg_smtp_params(&n);
+    if (cfg_schema_add(s, core, n, "core") < 0)
+        msg_panic("duplicate name in the SMTP client and TLS parameter table");
     return s;
 }
 

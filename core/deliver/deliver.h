@@ -13,6 +13,9 @@
 
 #include "queue/queue.h"
 
+struct hbc_tables;
+struct mime_limits;
+
 enum dlv_status { DLV_SENT, DLV_DEFERRED, DLV_BOUNCED };
 
 struct dlv_result {
@@ -35,6 +38,12 @@ struct dlv_job {
     const size_t *rcpt_index;            /* indices into msg->env.rcpts (for ORCPT, NOTIFY) */
     const char *const *rcpt_addr;        /* final addresses after rewriting, parallel to rcpt_index */
     const char *nexthop;                 /* transport's next hop ("example.com", "[10.0.0.1]:25", ...) */
+    /* SMTP/LMTP: the transport's smtp_header_checks, ... (NULL: none) and
+     * the MIME limits they are applied with. */
+    struct hbc_tables *checks;
+    const struct mime_limits *mime_limits;
+    unsigned long long file_size_limit;  /* largest file a local delivery writes (mailbox_size_limit,
+                                            virtual_mailbox_limit; a whole mbox file); 0: none */
 };
 
 /* Fills r (and clears it first). */

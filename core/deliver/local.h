@@ -78,6 +78,10 @@ int pipe_deliver(const struct pipe_options *opt, const struct dlv_job *job, size
 
 /* ---- shared by the three agents (defined in maildir.c) ---- */
 
+/* local_write_all, counting the file's size in *size: a write past limit
+ * (when not 0) fails with EFBIG before anything is written. */
+int local_write_limited(int fd, const void *data, size_t n, unsigned long long *size, unsigned long long limit);
+
 /* Pull-style reader of a job's content with the line-end and quoting
  * transformations the agents need. Bounded: a fixed input buffer and O(1)
  * state, whatever the line lengths. */

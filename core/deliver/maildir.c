@@ -180,6 +180,21 @@ ssize_t local_content_read(struct local_content *c, char *out, size_t size)
     return (ssize_t)n;
 }
 
+int local_write_limited(int fd, const void *data, size_t n, unsigned long long *size, unsigned long long limit)
+{
+    /* Postfix sets RLIMIT_FSIZE: the write that would pass the limit fails
+     * with EFBIG (mailbox full, 5.2.2). Here the limit is checked per file,
+     * as local and virtual deliveries share one process. */
+    if (limit && *size + n > limit) {
+        errno = EFBIG;
+        return -1;
+    }
+    if (local_write_all(fd, data, n) < 0)
+        return -1;
+    *size += n;
+    return 0;
+}
+
 int local_write_all(int fd, const void *data, size_t n)
 {
     const char *p = data;
@@ -380,11 +395,10 @@ int maildir_deliver(const char *maildir_path, const struct dlv_job *job, size_t 
         }
         fill += (size_t)r;
         if (fill == sizeof(buf) || (r == 0 && fill > 0)) {
-            if (local_write_all(fd, buf, fill) < 0) {
+            if (local_write_limited(fd, buf, fill, &size, job->file_size_limit) < 0) {
                 err = errno;
                 break;
             }
-            size += fill;
             fill = 0;
         }
         if (r == 0)

@@ -225,6 +225,7 @@ int mbox_deliver(const char *mbox_path, const struct dlv_job *job, size_t i, str
         goto close;
     }
     off_t orig = st.st_size;
+    unsigned long long file_size = (unsigned long long)orig;
 
     char buf[65536], sender[600], rcpt[600], date[64];
     from_date(date, sizeof(date), time(NULL));
@@ -248,7 +249,8 @@ int mbox_deliver(const char *mbox_path, const struct dlv_job *job, size_t i, str
             done = 1;
         }
         if (done || fill >= sizeof(buf) - 1) {
-            if (local_write_all(fd, buf, fill) < 0)
+            /* mailbox_size_limit is the size of the whole mbox file */
+            if (local_write_limited(fd, buf, fill, &file_size, job->file_size_limit) < 0)
                 err = errno;
             fill = 0;
         }

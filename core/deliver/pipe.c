@@ -48,6 +48,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -390,6 +391,12 @@ int pipe_deliver(const struct pipe_options *opt, const struct dlv_job *job, size
         }
         if (chdir("/") < 0)
             child_fail(errp[1], 4);
+        if (job->file_size_limit) {
+            /* local(8): mailbox_size_limit holds for files an alias's
+             * command writes too (RLIMIT_FSIZE, as Postfix sets it) */
+            struct rlimit rl = { (rlim_t)job->file_size_limit, (rlim_t)job->file_size_limit };
+            setrlimit(RLIMIT_FSIZE, &rl);
+        }
         execve(path, argv, envp);
         child_fail(errp[1], 5);
     }

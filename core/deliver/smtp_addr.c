@@ -5,10 +5,18 @@
  * shuffled, null MX, the list cut where it names us) and the A/AAAA lookups
  * of one MX host at a time, done lazily when the job needs its next address.
  * DNS answers come back on the loop (lib/dns.c); each ends in sc_job_next.
+ *
+ * smtp_host_lookup = native (or "dns, native" after DNS found nothing) asks
+ * getaddrinfo, which reads /etc/hosts and nsswitch as Postfix's native
+ * lookups do; it blocks, so it runs on the client's worker threads and its
+ * answer comes back on the loop. smtp_dns_support_level = disabled (or
+ * disable_dns_lookups) means no MX lookup and native host lookups only.
+ * At most smtp_mx_address_limit addresses are collected.
  */
 #include "config.h"
 
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +26,8 @@
 #include <sys/un.h>
 
 #include "deliver/smtp_client_int.h"
+#include "lib/workq.h"
+#include "lib/xalloc.h"
 #include "mail/smtp_syntax.h"
 
 /* ------------------------------------------------------------------ */
@@ -27,9 +37,8 @@ static void add_found(struct sc_job *a, const char *host, const struct dns_answe
 {
     if (ans->status != DNS_OK)
         return;
-    for (size_t i = 0; i < ans->count && a->nfound < SC_MAX_ADDRS; i++) {
-        struct sc_addr *x = &a->found[a->nfound++];
-        memset(x, 0, sizeof(*x));
+    for (size_t i = 0; i < ans->count && !sc_address_limit_reached(a); i++) {
+        struct sc_addr *x = sc_addr_add(a);
         snprintf(x->host, sizeof(x->host), "%s", host);
         snprintf(x->addr, sizeof(x->addr), "%s", ans->values[i]);
         x->family = family;
@@ -37,31 +46,126 @@ static void add_found(struct sc_job *a, const char *host, const struct dns_answe
     }
 }
 
+/* The current host yielded no address: say why (the worst answer wins). */
+static void host_failed(struct sc_job *a, const char *name, enum dns_status st, const char *native_error)
+{
+    int hard = !a->hosts_from_mx && (st == DNS_NXDOMAIN || st == DNS_NODATA || st == DNS_BADNAME);
+    if (native_error)
+        sc_pending_set(a, hard ? DLV_BOUNCED : DLV_DEFERRED, hard ? "5.4.4" : "4.4.4", "none",
+                       "unable to look up host %s: %s", name, native_error);
+    else
+        sc_pending_set(a, hard ? DLV_BOUNCED : DLV_DEFERRED, hard ? "5.4.4" : "4.4.3", "none",
+                       "Host or domain name not found. Name service error for name=%s type=A: %s", name,
+                       dns_status_text(st));
+}
+
+static void resolve_native(struct sc_job *a);
+
 /* Both address lookups of the current host are in. */
 static void host_resolved(struct sc_job *a)
 {
     const char *name = a->hosts[a->host_next].name;
-    a->host_next++;
-    if (a->nfound) {
-        for (size_t i = 0; i < a->nfound && a->naddrs < SC_MAX_ADDRS; i++)
-            a->addrs[a->naddrs++] = a->found[i];
-        a->nfound = 0;
+    if (a->naddrs > a->addrs_before) {
+        a->host_next++;
         sc_job_next(a);
         return;
     }
-    /* no address: the worst of the two answers decides */
     enum dns_status st = a->st_a == DNS_TEMPFAIL || a->st_aaaa == DNS_TEMPFAIL ? DNS_TEMPFAIL
                        : a->st_a == DNS_NXDOMAIN ? DNS_NXDOMAIN : a->st_a;
-    int hard = !a->hosts_from_mx && (st == DNS_NXDOMAIN || st == DNS_NODATA || st == DNS_BADNAME);
-    if (hard)
-        sc_pending_set(a, DLV_BOUNCED, "5.4.4", "none",
-                       "Host or domain name not found. Name service error for name=%s type=A: %s", name,
-                       dns_status_text(st));
-    else
-        sc_pending_set(a, DLV_DEFERRED, "4.4.3", "none",
-                       "Host or domain name not found. Name service error for name=%s type=A: %s", name,
-                       dns_status_text(st));
+    /* smtp_host_lookup = dns, native: a name DNS does not know may still be
+     * in /etc/hosts (Postfix tries native after a "not found") */
+    if ((a->c->set.host_lookup_mask & SMTP_HOST_NATIVE) && a->c->set.workq && st != DNS_TEMPFAIL) {
+        resolve_native(a);
+        return;
+    }
+    a->host_next++;
+    host_failed(a, name, st, NULL);
     sc_job_next(a);
+}
+
+/* ---- native lookups (getaddrinfo, on the client's worker threads) ---- */
+
+struct sc_native {
+    struct sc_job *job;            /* NULL once the job is gone */
+    struct workq_job *wj;
+    char name[256];
+    int gai_error;
+    struct { int family; char addr[INET6_ADDRSTRLEN]; } found[64];
+    size_t nfound;
+};
+
+static void native_work(void *arg)
+{
+    struct sc_native *n = arg;
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    n->gai_error = getaddrinfo(n->name, NULL, &hints, &res);
+    for (struct addrinfo *r = res; r && n->nfound < sizeof(n->found) / sizeof(n->found[0]); r = r->ai_next) {
+        const void *src = r->ai_family == AF_INET ? (const void *)&((struct sockaddr_in *)r->ai_addr)->sin_addr
+                        : r->ai_family == AF_INET6 ? (const void *)&((struct sockaddr_in6 *)r->ai_addr)->sin6_addr
+                        : NULL;
+        if (src == NULL)
+            continue;
+        n->found[n->nfound].family = r->ai_family;
+        inet_ntop(r->ai_family, src, n->found[n->nfound].addr, sizeof(n->found[0].addr));
+        n->nfound++;
+    }
+    if (res)
+        freeaddrinfo(res);
+}
+
+static void native_done(void *arg, int cancelled)
+{
+    struct sc_native *n = arg;
+    struct sc_job *a = n->job;
+    if (cancelled || a == NULL) {
+        free(n);
+        return;
+    }
+    a->native = NULL;
+    const char *name = a->hosts[a->host_next].name;
+    for (size_t i = 0; i < n->nfound && !sc_address_limit_reached(a); i++) {
+        struct sc_addr *x = sc_addr_add(a);
+        snprintf(x->host, sizeof(x->host), "%s", name);
+        snprintf(x->addr, sizeof(x->addr), "%s", n->found[i].addr);
+        x->family = n->found[i].family;
+        x->port = a->port;
+    }
+    if (a->naddrs == a->addrs_before) {
+        int e = n->gai_error;
+        char why[300];
+        snprintf(why, sizeof(why), "%s", e ? gai_strerror(e) : "no address");
+        /* Postfix: EAI_NONAME (and NODATA) is "no such host", the rest may pass */
+        int nohost = e == 0 || e == EAI_NONAME
+#ifdef EAI_NODATA
+                     || e == EAI_NODATA
+#endif
+            ;
+        host_failed(a, name, nohost ? DNS_NXDOMAIN : DNS_TEMPFAIL, why);
+    }
+    a->host_next++;
+    free(n);
+    sc_job_next(a);
+}
+
+static void resolve_native(struct sc_job *a)
+{
+    struct sc_native *n = xcalloc(1, sizeof(*n));
+    n->job = a;
+    snprintf(n->name, sizeof(n->name), "%s", a->hosts[a->host_next].name);
+    a->native = n;
+    n->wj = workq_submit(a->c->set.workq, native_work, native_done, n);
+}
+
+void sc_native_cancel(struct sc_job *a)
+{
+    if (a->native) {
+        a->native->job = NULL;
+        workq_cancel(a->native->wj);
+        a->native = NULL;
+    }
 }
 
 static void on_a(const struct dns_answer *ans, void *arg)
@@ -89,7 +193,11 @@ static void on_aaaa(const struct dns_answer *ans, void *arg)
 void sc_resolve_host(struct sc_job *a)
 {
     const char *name = a->hosts[a->host_next].name;
-    a->nfound = 0;
+    a->addrs_before = a->naddrs;
+    if (!(a->c->set.host_lookup_mask & SMTP_HOST_DNS) && a->c->set.workq) {
+        resolve_native(a);
+        return;
+    }
     a->wait_a = a->wait_aaaa = 1;
     a->st_a = a->st_aaaa = DNS_NODATA;
     /* a synchronous answer (bad name) clears wait_* inside dns_lookup */
@@ -224,8 +332,7 @@ int sc_parse_nexthop(struct sc_job *a)
             return -1;
         a->is_unix = 1;
         snprintf(a->domain, sizeof(a->domain), "%s", path);
-        struct sc_addr *x = &a->addrs[a->naddrs++];
-        memset(x, 0, sizeof(*x));
+        struct sc_addr *x = sc_addr_add(a);
         snprintf(x->host, sizeof(x->host), "%s",
                  c->set.myhostname && *c->set.myhostname ? c->set.myhostname : "localhost");
         memcpy(x->addr, path, strlen(path) + 1);   /* shorter than sun_path, checked above */
@@ -268,8 +375,7 @@ int sc_parse_nexthop(struct sc_job *a)
     if (fam) {
         a->literal = 1;
         a->want_mx = 0;
-        struct sc_addr *x = &a->addrs[a->naddrs++];
-        memset(x, 0, sizeof(*x));
+        struct sc_addr *x = sc_addr_add(a);
         snprintf(x->host, sizeof(x->host), "%s", host);
         snprintf(x->addr, sizeof(x->addr), "%.127s", host);   /* an address literal: short */
         x->family = fam;
@@ -279,6 +385,9 @@ int sc_parse_nexthop(struct sc_job *a)
     }
     if (!smtp_valid_hostname(host))
         return -1;
+    /* smtp_dns_support_level = disabled: no MX lookup, the name is a host */
+    if (c->set.dns_support == SMTP_DNS_DISABLED)
+        a->want_mx = 0;
     if (!a->want_mx) {
         snprintf(a->hosts[0].name, sizeof(a->hosts[0].name), "%s", host);
         a->nhosts = 1;

@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <time.h>
 
+#include <sys/socket.h>
+
 #include <event2/util.h>
 #include <openssl/ssl.h>
 
@@ -19,16 +21,17 @@
 
 #include "deliver/smtp_client.h"
 #include "deliver/smtp_reply.h"
+#include "lib/buf.h"
 #include "lib/dns.h"
 #include "lib/log.h"
 
 struct bufferevent;
 struct event;
+struct sc_native;
+struct tls_scache;
 
-#define SC_MAX_HOSTS 16           /* MX hosts considered */
-#define SC_MAX_ADDRS 32           /* addresses collected */
-#define SC_ADDR_LIMIT 5           /* Postfix smtp_mx_address_limit */
-#define SC_SESSION_LIMIT 2        /* Postfix smtp_mx_session_limit */
+#define SC_MAX_HOSTS 100          /* MX hosts considered (Postfix's dns_rr list has no limit either) */
+#define SC_MAX_ADDRS 1000         /* addresses collected when smtp_mx_address_limit is 0 (no limit) */
 #define SC_CHUNK 65536            /* pread size and output low watermark */
 #define SC_OUT_HIGH (4 * SC_CHUNK) /* stop reading content above this much pending output */
 #define SC_CMD_MAX 8192           /* longest command we build (addresses plus parameters) */
@@ -82,6 +85,8 @@ struct sc_conn {
     int tls;                      /* TLS is up */
     int no_tls;                   /* plaintext retry after a failed opportunistic handshake */
     int reused;                   /* handed over from the cache to the current job */
+    int counted;                  /* counted as a session of its job (smtp_mx_session_limit) */
+    struct timespec opened;       /* for smtp_connection_reuse_time_limit */
     int busy;                     /* inside one of our callbacks: free later */
     int zombie;                   /* closed while busy */
     struct smtp_reply_reader reader;   /* deliver/smtp_reply.c */
@@ -94,8 +99,16 @@ struct sc_conn {
 
 struct smtp_client {
     struct event_base *base;
-    struct smtp_client_settings set;   /* strings point into the copies below */
-    char *helo_name, *myhostname, *cafile;
+    struct smtp_client_settings set;   /* strings point into the copies below; the TLS ones are spent */
+    char *helo_name, *myhostname, *fingerprint_digest;
+    char **fingerprints;               /* smtp_tls_fingerprint_cert_match, upper case */
+    char **verify_match, **secure_match;   /* smtp_tls_verify_cert_match, _secure_cert_match */
+    size_t nfingerprints;
+    const char *prefix;                /* "smtp" or "lmtp": parameter names in messages */
+    struct sockaddr_storage bind4, bind6;   /* smtp_bind_address, smtp_bind_address6 */
+    socklen_t bind4_len, bind6_len;         /* 0: not set */
+    char bind4_text[64], bind6_text[64];
+    struct tls_scache *scache;         /* smtp_tls_session_cache_database */
     SSL_CTX *ssl;
     struct sc_conn *conns;
     struct sc_job *jobs;
@@ -123,17 +136,17 @@ struct sc_job {
     struct { char name[256]; int pref; } hosts[SC_MAX_HOSTS];
     size_t nhosts, host_next;
     int hosts_from_mx;                 /* hosts came from MX records (soft errors for their lookups) */
-    struct sc_addr addrs[SC_MAX_ADDRS];
-    size_t naddrs, addr_next;
-    size_t tried, sessions;
+    struct sc_addr *addrs;             /* grown in the job's pool */
+    size_t naddrs, addrs_cap, addr_next;
+    size_t addrs_before;               /* naddrs before the current host's lookups */
+    size_t sessions;
     int routed;                        /* MX/host list is known */
     int retry_plain;                   /* reconnect to the last address without TLS */
     int reuse_failed;                  /* a cached connection failed: go fresh */
     struct dns_query *q_mx, *q_a, *q_aaaa;
     int wait_mx, wait_a, wait_aaaa;
     enum dns_status st_a, st_aaaa;
-    struct sc_addr found[SC_MAX_ADDRS];
-    size_t nfound;
+    struct sc_native *native;          /* a getaddrinfo on the client's threads */
     struct sc_conn *conn;
     /* transaction */
     struct sc_cmd *cmds;
@@ -143,6 +156,11 @@ struct sc_job {
     size_t lmtp_next;                  /* LMTP: next accepted recipient awaiting its reply */
     unsigned long long body_off;
     int body_bol;
+    struct mime_parser *mime;          /* smtp_header_checks and friends: the content as they see it */
+    struct buf check_buf;              /* one header or line, NUL-terminated, to look up */
+    int check_failed;                  /* a table failed: the transfer is abandoned and deferred */
+    unsigned body_col;                 /* bytes of the current content line sent (smtp_line_length_limit) */
+    int broke_line;                    /* "breaking line" logged for this delivery */
     int eightbit;                      /* -1 unknown, 0, 1 */
     struct timespec t_start, t_txn;
     double conn_secs;
@@ -159,6 +177,14 @@ void sc_rcpt_set(struct sc_job *a, size_t i, enum dlv_status st, const char *dsn
 /* Same text for every recipient not yet final. */
 void sc_pending_set(struct sc_job *a, enum dlv_status st, const char *dsn, const char *relay,
                     const char *fmt, ...) PETREL_PRINTF(5, 6);
+/* A server's 5xx for recipient i: final, except under soft_bounce, where it
+ * qualifies for the next server as a 4xx would (Postfix's smtp_trouble.c). */
+void sc_rcpt_reply_set(struct sc_job *a, size_t i, enum dlv_status st, const char *dsn, const char *relay,
+                       const char *fmt, ...) PETREL_PRINTF(6, 7);
+/* Appends an address to the job's list (grown in its pool). */
+struct sc_addr *sc_addr_add(struct sc_job *a);
+/* Whether the job may use another address / another session. */
+int sc_address_limit_reached(const struct sc_job *a);
 /* Called whenever a step ends: finish, look up, connect, or wait. */
 void sc_job_next(struct sc_job *a);
 
@@ -180,8 +206,11 @@ void sc_on_mx(const struct dns_answer *ans, void *arg);
 /* Looks up the A and AAAA records of the next host of the MX list. */
 void sc_resolve_host(struct sc_job *a);
 
+/* The job is freed: forget its native lookup in flight. */
+void sc_native_cancel(struct sc_job *a);
+
 /* smtp_connect.c: connections, timeouts, TLS, the connection cache */
-unsigned sc_stage_timeout(const struct smtp_client *c, unsigned secs);
+/* Arms the connection's timer; 0 = no timer (only the connect timeout may be 0). */
 void sc_conn_arm(struct sc_conn *conn, unsigned secs);
 void sc_conn_printf(struct sc_conn *conn, const char *fmt, ...) PETREL_PRINTF(2, 3);
 void sc_conn_free_now(struct sc_conn *conn);
@@ -200,6 +229,8 @@ void sc_conn_open(struct sc_job *a, const struct sc_addr *addr, int no_tls);
 struct sc_conn *sc_cache_take(struct smtp_client *c, const char *key);
 /* The server said 220 to STARTTLS: stack the TLS filter and shake hands. */
 void sc_tls_start(struct sc_conn *conn);
+/* The client's TLS context is made: session cache callbacks. */
+void sc_client_tls_init(struct smtp_client *c);
 
 /* smtp_proto.c: the SMTP dialogue */
 /* Checks that need the server's capabilities, then MAIL. */
@@ -211,6 +242,8 @@ void sc_on_read(struct bufferevent *bev, void *arg);
 /* smtp_content.c: the message content */
 /* Whether the content has 8-bit bytes (read ahead once); -1 on a read error. */
 int sc_content_has_8bit(struct sc_job *a);
+/* Frees what streaming the content with checks kept (a retry starts anew). */
+void sc_body_reset(struct sc_job *a);
 /* Streams content into the output buffer up to SC_OUT_HIGH. */
 void sc_body_feed(struct sc_job *a);
 

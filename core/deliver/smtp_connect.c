@@ -33,18 +33,17 @@
 
 #include "deliver/smtp_client_int.h"
 #include "lib/xalloc.h"
+#include "tls/tls.h"
 
 /* ------------------------------------------------------------------ */
 /* connection plumbing */
 
-unsigned sc_stage_timeout(const struct smtp_client *c, unsigned secs)
-{
-    (void)c;
-    return secs ? secs : 300;
-}
-
 void sc_conn_arm(struct sc_conn *conn, unsigned secs)
 {
+    if (secs == 0) {
+        evtimer_del(conn->timer);
+        return;
+    }
     struct timeval tv = { (time_t)secs, 0 };
     evtimer_add(conn->timer, &tv);
 }
@@ -106,15 +105,18 @@ void sc_conn_release(struct sc_conn *conn)
         sc_conn_close(conn);
         return;
     }
-    if (c->set.connection_cache_time > 0 && !conn->authed && conn->sasl == NULL) {
-        /* an authenticated session is never handed to another job (another sender) */
+    /* smtp_connection_reuse_time_limit: an old connection is not parked
+     * again, so a slow server does not keep attracting deliveries; an
+     * authenticated session is never handed to another job (another sender) */
+    int too_old = c->set.connection_reuse_time > 0 && sc_elapsed(&conn->opened) >= c->set.connection_reuse_time;
+    if (c->set.connection_cache_time > 0 && !too_old && !conn->authed && conn->sasl == NULL) {
         conn->state = S_RSET;
         sc_conn_printf(conn, "RSET\r\n");
-        sc_conn_arm(conn, sc_stage_timeout(c, c->set.mail_timeout));
+        sc_conn_arm(conn, c->set.rset_timeout);
     } else {
         conn->state = S_QUIT;
         sc_conn_printf(conn, "QUIT\r\n");
-        sc_conn_arm(conn, sc_stage_timeout(c, c->set.quit_timeout));
+        sc_conn_arm(conn, c->set.quit_timeout);
     }
 }
 
@@ -129,7 +131,7 @@ const char *sc_stage_text(const struct sc_conn *conn)
     case S_GREETING: return "receiving the initial server greeting";
     case S_EHLO: return conn->c->set.lmtp ? "performing the LHLO handshake" : "performing the EHLO handshake";
     case S_HELO: return "performing the HELO handshake";
-    case S_STARTTLS: return "sending STARTTLS";
+    case S_STARTTLS: return "receiving the STARTTLS response";
     case S_TLS_HANDSHAKE: return "performing the TLS handshake";
     case S_AUTH: return "performing the SASL authentication";
     case S_TXN:
@@ -143,6 +145,8 @@ const char *sc_stage_text(const struct sc_conn *conn)
         return "sending MAIL FROM";
     case S_BODY: return "sending message body";
     case S_DOT: case S_DOT_IGNORE: return "sending end of data -- message may be sent more than once";
+    case S_RSET: return "sending final RSET";
+    case S_QUIT: return "sending QUIT";
     default: return "talking to the server";
     }
 }
@@ -226,7 +230,8 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     if (what & BEV_EVENT_CONNECTED) {
         if (conn->state == S_CONNECTING) {
             conn->state = S_GREETING;
-            sc_conn_arm(conn, sc_stage_timeout(conn->c, conn->c->set.helo_timeout));
+            clock_gettime(CLOCK_MONOTONIC, &conn->opened);
+            sc_conn_arm(conn, conn->c->set.helo_timeout);
         } else if (conn->state == S_TLS_HANDSHAKE) {
             tls_established(conn);
         }
@@ -263,6 +268,37 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 /* ------------------------------------------------------------------ */
 /* TLS */
 
+/* The session cache key of a connection: the level, the server's name,
+ * address and port (Postfix keys its client sessions much the same way),
+ * so a session checked at one level is never resumed at a stricter one. */
+static size_t session_key(const struct sc_conn *conn, char *out, size_t size)
+{
+    int n = snprintf(out, size, "%s&%s&%s&%u", smtp_tls_level_name(conn->c->set.tls_level), conn->addr.host,
+                     conn->addr.addr, conn->addr.port);
+    return n < 0 ? 0 : (size_t)n >= size ? size - 1 : (size_t)n;
+}
+
+/* OpenSSL hands over a session the server gave us (with TLS 1.3 after the
+ * handshake, in a NewSessionTicket): keep it for the next connection. */
+static int on_new_session(SSL *ssl, SSL_SESSION *sess)
+{
+    struct sc_conn *conn = SSL_get_app_data(ssl);
+    if (conn == NULL || conn->c->scache == NULL)
+        return 0;
+    char key[700];
+    size_t n = session_key(conn, key, sizeof(key));
+    tls_scache_put(conn->c->scache, (const unsigned char *)key, n, sess);
+    return 0;   /* we did not keep a reference */
+}
+
+void sc_client_tls_init(struct smtp_client *c)
+{
+    if (c->scache) {
+        SSL_CTX_set_session_cache_mode(c->ssl, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+        SSL_CTX_sess_set_new_cb(c->ssl, on_new_session);
+    }
+}
+
 void sc_tls_start(struct sc_conn *conn)
 {
     struct smtp_client *c = conn->c;
@@ -272,23 +308,43 @@ void sc_tls_start(struct sc_conn *conn)
         sc_session_fail(conn, "4.7.5", "Cannot start TLS: out of memory");
         return;
     }
+    SSL_set_app_data(ssl, conn);
     int literal = conn->addr.family != AF_UNIX && strcmp(conn->addr.host, conn->addr.addr) == 0;
     if (!literal)
         SSL_set_tlsext_host_name(ssl, conn->addr.host);
-    if (c->set.tls_level >= SMTP_TLS_VERIFY) {
+    if (c->set.tls_level == SMTP_TLS_VERIFY || c->set.tls_level == SMTP_TLS_SECURE) {
         SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
         if (literal) {
             X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), conn->addr.addr);
-        } else if (c->set.tls_level == SMTP_TLS_VERIFY) {
-            /* Postfix smtp_tls_verify_cert_match = hostname: the MX name */
-            SSL_set1_host(ssl, conn->addr.host);
         } else {
-            /* smtp_tls_secure_cert_match = nexthop, dot-nexthop: not the
-             * (DNS-supplied, hence forgeable) MX name */
-            char dotted[260];
-            SSL_set1_host(ssl, a->domain);
-            snprintf(dotted, sizeof(dotted), ".%s", a->domain);
-            SSL_add1_host(ssl, dotted);
+            /* smtp_tls_verify_cert_match (hostname: the MX name) or
+             * smtp_tls_secure_cert_match (nexthop, dot-nexthop: not the
+             * DNS-supplied, hence forgeable, MX name) */
+            const char *const *match = (const char *const *)(c->set.tls_level == SMTP_TLS_VERIFY ? c->verify_match : c->secure_match);
+            int any = 0;
+            for (; match && *match; match++) {
+                char name[300];
+                if (strcasecmp(*match, "hostname") == 0)
+                    snprintf(name, sizeof(name), "%s", conn->addr.host);
+                else if (strcasecmp(*match, "nexthop") == 0)
+                    snprintf(name, sizeof(name), "%s", a->domain);
+                else if (strcasecmp(*match, "dot-nexthop") == 0)
+                    snprintf(name, sizeof(name), ".%s", a->domain);
+                else
+                    snprintf(name, sizeof(name), "%s", *match);
+                (any++ ? SSL_add1_host : SSL_set1_host)(ssl, name);
+            }
+            if (!any)   /* nothing may match: never verified */
+                SSL_set1_host(ssl, "invalid.");
+        }
+    }
+    if (c->scache) {
+        char key[700];
+        size_t n = session_key(conn, key, sizeof(key));
+        SSL_SESSION *sess = tls_scache_get(c->scache, (const unsigned char *)key, n);
+        if (sess) {
+            SSL_set_session(ssl, sess);
+            SSL_SESSION_free(sess);
         }
     }
     /* Nothing may sit in the input buffer now: it would be plaintext the
@@ -307,28 +363,58 @@ void sc_tls_start(struct sc_conn *conn)
     conn->state = S_TLS_HANDSHAKE;
     bufferevent_setcb(tb, sc_on_read, on_write, on_event, conn);
     bufferevent_enable(tb, EV_READ | EV_WRITE);
-    sc_conn_arm(conn, sc_stage_timeout(c, c->set.helo_timeout));
+    sc_conn_arm(conn, c->set.starttls_timeout);
+}
+
+/* Level fingerprint: the certificate's or its public key's fingerprint is
+ * one of smtp_tls_fingerprint_cert_match (Postfix 2.9 and later). */
+static int fingerprint_matches(const struct smtp_client *c, X509 *peer)
+{
+    char fp[EVP_MAX_MD_SIZE * 3 + 1], pk[EVP_MAX_MD_SIZE * 3 + 1];
+    tls_fingerprint(peer, c->fingerprint_digest, 0, fp, sizeof(fp));
+    tls_fingerprint(peer, c->fingerprint_digest, 1, pk, sizeof(pk));
+    for (size_t i = 0; i < c->nfingerprints; i++)
+        if ((fp[0] && strcmp(c->fingerprints[i], fp) == 0) || (pk[0] && strcmp(c->fingerprints[i], pk) == 0))
+            return 1;
+    return 0;
 }
 
 static void tls_established(struct sc_conn *conn)
 {
     struct smtp_client *c = conn->c;
     SSL *ssl = bufferevent_openssl_get_ssl(conn->bev);
+    enum smtp_tls_level lvl = c->set.tls_level;
     conn->tls = 1;
-    if (c->set.tls_level >= SMTP_TLS_VERIFY) {
-        X509 *peer = SSL_get1_peer_certificate(ssl);
-        long v = SSL_get_verify_result(ssl);
-        if (peer)
-            X509_free(peer);
+    X509 *peer = SSL_get1_peer_certificate(ssl);
+    long v = SSL_get_verify_result(ssl);
+    const char *trust = peer == NULL ? "Anonymous" : v == X509_V_OK ? "Trusted" : "Untrusted";
+    if (lvl == SMTP_TLS_VERIFY || lvl == SMTP_TLS_SECURE) {
         if (peer == NULL || v != X509_V_OK) {
+            X509_free(peer);
             conn->state = S_TLS_HANDSHAKE;
             sc_session_fail(conn, "4.7.5", "Server certificate not verified: %s: %s", conn->desc,
                             peer ? X509_verify_cert_error_string(v) : "no certificate");
             return;
         }
+        trust = "Verified";
+    } else if (lvl == SMTP_TLS_FINGERPRINT) {
+        if (peer == NULL || !fingerprint_matches(c, peer)) {
+            X509_free(peer);
+            conn->state = S_TLS_HANDSHAKE;
+            sc_session_fail(conn, "4.7.5", "Server certificate not verified: %s: %s", conn->desc,
+                            peer ? "no fingerprint match" : "no certificate");
+            return;
+        }
+        trust = "Verified";
     }
-    msg_debug("TLS connection established to %s: %s with cipher %s", conn->relay, SSL_get_version(ssl),
-              SSL_get_cipher_name(ssl));
+    X509_free(peer);
+    if (c->set.tls_loglevel >= 2 && SSL_session_reused(ssl))
+        msg_info("%s: Reusing old session", conn->relay);
+    if (c->set.tls_loglevel >= 1) {
+        char how[300];
+        tls_describe(ssl, how, sizeof(how));
+        msg_info("%s TLS connection established to %s: %s", trust, conn->relay, how);
+    }
     sc_conn_send_ehlo(conn);
 }
 
@@ -358,7 +444,6 @@ void sc_conn_open(struct sc_job *a, const struct sc_addr *addr, int no_tls)
         snprintf(conn->desc, sizeof(conn->desc), "%s[%s]", addr->host, addr->addr);
         snprintf(conn->relay, sizeof(conn->relay), "%s[%s]:%u", addr->host, addr->addr, addr->port);
     }
-    a->tried++;
     c->stats.connections++;
 
     struct sockaddr_storage ss;
@@ -393,7 +478,28 @@ void sc_conn_open(struct sc_job *a, const struct sc_addr *addr, int no_tls)
     }
     if (fd < 0)
         err = errno;
-    else if (connect(fd, (struct sockaddr *)&ss, sl) < 0 && errno != EINPROGRESS)
+    /* smtp_bind_address / smtp_bind_address6: the source address of this
+     * family (Postfix's smtp_connect_addr). A failed bind is a warning, and
+     * the connection goes out from the kernel's choice, unless
+     * smtp_bind_address_enforce says to defer. */
+    const struct sockaddr_storage *bind_to = addr->family == AF_INET ? &c->bind4
+                                          : addr->family == AF_INET6 ? &c->bind6 : NULL;
+    socklen_t bind_len = addr->family == AF_INET ? c->bind4_len : addr->family == AF_INET6 ? c->bind6_len : 0;
+    if (!err && bind_len && bind(fd, (const struct sockaddr *)bind_to, bind_len) < 0) {
+        int e = errno;
+        const char *text = addr->family == AF_INET ? c->bind4_text : c->bind6_text;
+        msg_warn("%s: bind %s: %s", a->job->queue_id, text, strerror(e));
+        if (c->set.bind_enforce) {
+            close(fd);
+            sc_pending_set(a, DLV_DEFERRED, "4.4.0", conn->relay, "server configuration error");
+            msg_info("%s: cannot bind %s_%s %s: %s", a->job->queue_id, c->prefix,
+                     addr->family == AF_INET ? "bind_address" : "bind_address6", text, strerror(e));
+            sc_conn_close(conn);
+            sc_job_next(a);
+            return;
+        }
+    }
+    if (!err && connect(fd, (struct sockaddr *)&ss, sl) < 0 && errno != EINPROGRESS)
         err = errno;
     if (err) {
         if (fd >= 0)
@@ -409,7 +515,7 @@ void sc_conn_open(struct sc_job *a, const struct sc_addr *addr, int no_tls)
     bufferevent_setcb(conn->bev, sc_on_read, on_write, on_event, conn);
     bufferevent_setwatermark(conn->bev, EV_WRITE, SC_CHUNK, 0);
     bufferevent_enable(conn->bev, EV_READ | EV_WRITE);
-    sc_conn_arm(conn, sc_stage_timeout(c, c->set.connect_timeout));
+    sc_conn_arm(conn, c->set.connect_timeout);
     /* NULL address: the socket is already connecting; libevent reports
      * BEV_EVENT_CONNECTED or the error from SO_ERROR */
     bufferevent_socket_connect(conn->bev, NULL, 0);

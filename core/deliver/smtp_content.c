@@ -4,6 +4,15 @@
  * write callback whenever the output falls below its watermark, so a big
  * message never sits in memory; and the 8-bit scan needed when the server
  * lacks 8BITMIME.
+ *
+ * With smtp_header_checks, smtp_mime_header_checks,
+ * smtp_nested_header_checks or smtp_body_checks (lmtp_* for LMTP) the
+ * content goes through the MIME parser on its way out, as Postfix's
+ * smtp(8) sends it through mime_state, and each header and body line may
+ * be changed: the SMTP client knows Postfix's restricted set of actions
+ * (WARN, INFO, REPLACE, PREPEND, STRIP, IGNORE, DUNNO/OK); any other is
+ * logged as unsupported and the line goes out unchanged, as in Postfix.
+ * A failing table defers the delivery.
  */
 #include "config.h"
 
@@ -15,6 +24,8 @@
 #include <event2/bufferevent.h>
 
 #include "deliver/smtp_client_int.h"
+#include "mail/hbc.h"
+#include "mail/mime.h"
 
 /* Scans the content for 8-bit bytes (only needed when the server lacks
  * 8BITMIME). The queue file is local; this is the same pread the body
@@ -39,12 +50,202 @@ int sc_content_has_8bit(struct sc_job *a)
     return a->eightbit = 0;
 }
 
+/* Adds content to the output: dot-stuffing (a line that starts with '.'
+ * gets one more) and smtp_line_length_limit, which breaks a longer line
+ * with CRLF SPACE as Postfix's smtp_text_out does (the CR of a line end is
+ * not counted: stored content has CR only before LF). */
+static void emit(struct sc_job *a, struct evbuffer *out, const char *data, size_t n)
+{
+    unsigned limit = a->c->set.line_length_limit;
+    size_t i = 0;
+    while (i < n) {
+        if (a->body_bol) {
+            if (data[i] == '.')
+                evbuffer_add(out, ".", 1);
+            a->body_bol = 0;
+            a->body_col = 0;
+        }
+        const char *lf = memchr(data + i, '\n', n - i);
+        size_t end = lf ? (size_t)(lf - data) + 1 : n;
+        /* the bytes up to end that count: not the CR LF of the line end */
+        size_t text_end = end;
+        if (lf)
+            text_end--;
+        if (text_end > i && data[text_end - 1] == '\r')
+            text_end--;   /* before the LF, or the last byte of the chunk: its LF follows */
+        while (limit && i < text_end && a->body_col + (text_end - i) > limit) {
+            size_t take = limit - a->body_col;
+            evbuffer_add(out, data + i, take);
+            evbuffer_add(out, "\r\n ", 3);
+            i += take;
+            a->body_col = 1;
+            if (!a->broke_line) {
+                a->broke_line = 1;
+                msg_info("%s: breaking line > %u bytes with <CR><LF>SPACE", a->job->queue_id, limit);
+            }
+        }
+        evbuffer_add(out, data + i, end - i);
+        a->body_col += (unsigned)(text_end > i ? text_end - i : 0);
+        if (lf)
+            a->body_bol = 1;
+        i = end;
+    }
+}
+
+static struct evbuffer *job_out(struct sc_job *a)
+{
+    return bufferevent_get_output(a->conn->bev);
+}
+
+/* A header from the parser ("\n" between its lines), CRLF-ended. */
+static void emit_header(struct sc_job *a, const char *text, size_t len)
+{
+    struct evbuffer *out = job_out(a);
+    size_t start = 0;
+    for (size_t i = 0; i <= len; i++) {
+        if (i == len || text[i] == '\n') {
+            emit(a, out, text + start, i - start);
+            emit(a, out, "\r\n", 2);
+            start = i + 1;
+        }
+    }
+}
+
+enum check_result { CHECK_KEEP, CHECK_DROP, CHECK_REPLACE };
+
+/* One line through the client's checks: Postfix's hbc_action. */
+static enum check_result client_check(struct sc_job *a, enum hbc_list list, const char *where, const char *line,
+                                      const char **replacement, const char **prepend)
+{
+    struct hbc_tables *h = a->job->checks;
+    const char *value = NULL;
+    int rc = hbc_lookup(h, list, line, a->pool, &value);
+    if (rc < 0) {
+        if (!a->check_failed)
+            msg_warn("%s: %s %s checks lookup error", a->job->queue_id, a->c->set.lmtp ? "lmtp" : "smtp", where);
+        a->check_failed = 1;
+        return CHECK_KEEP;
+    }
+    if (rc == 0)
+        return CHECK_KEEP;
+    struct hbc_action act;
+    hbc_parse_action(value, &act);
+    const char *action = NULL;
+    enum check_result result = CHECK_KEEP;
+    switch (act.command) {
+    case HBC_WARN: action = "warning"; break;
+    case HBC_INFO: action = "info"; break;
+    case HBC_REPLACE:
+        if (*act.text == '\0') {
+            msg_warn("REPLACE action without text in %s map", h->param[list]);
+            return CHECK_KEEP;
+        }
+        if (list != HBC_BODY && mime_header_name_len(act.text, strlen(act.text)) == 0) {
+            msg_warn("bad REPLACE header text \"%s\" in %s map -- need \"headername: headervalue\"", act.text,
+                     h->param[list]);
+            return CHECK_KEEP;
+        }
+        action = "replace";
+        *replacement = act.text;
+        result = CHECK_REPLACE;
+        break;
+    case HBC_PREPEND:
+        if (*act.text == '\0') {
+            msg_warn("PREPEND action without text in %s map", h->param[list]);
+            return CHECK_KEEP;
+        }
+        if (list != HBC_BODY && mime_header_name_len(act.text, strlen(act.text)) == 0) {
+            msg_warn("bad PREPEND header text \"%s\" in %s map -- need \"headername: headervalue\"", act.text,
+                     h->param[list]);
+            return CHECK_KEEP;
+        }
+        action = "prepend";
+        *prepend = act.text;
+        break;
+    case HBC_STRIP:
+        action = "strip";
+        result = CHECK_DROP;
+        break;
+    case HBC_IGNORE:
+        return CHECK_DROP;
+    case HBC_DUNNO:
+        return CHECK_KEEP;
+    default:
+        msg_warn("unsupported command in %s map: %s", h->param[list], value);
+        return CHECK_KEEP;
+    }
+    if (*act.text)
+        msg_info("%s: %s: %s %.200s: %s", a->job->queue_id, action, where, line, act.text);
+    else
+        msg_info("%s: %s: %s %.200s", a->job->queue_id, action, where, line);
+    return result;
+}
+
+static void on_header(void *ctx, const struct mime_header *h)
+{
+    struct sc_job *a = ctx;
+    enum hbc_list list = hbc_header_list(h->cls, h->is_mime);
+    const char *replacement = NULL, *prepend = NULL;
+    enum check_result r = CHECK_KEEP;
+    if (hbc_has(a->job->checks, list))
+        r = client_check(a, list, "header", h->text, &replacement, &prepend);
+    if (prepend)
+        emit_header(a, prepend, strlen(prepend));
+    if (r == CHECK_DROP)
+        return;
+    if (r == CHECK_REPLACE)
+        emit_header(a, replacement, strlen(replacement));
+    else
+        emit_header(a, h->text, h->len);
+}
+
+static void on_body(void *ctx, const char *text, size_t len, int cont, unsigned long long offset,
+                    unsigned long long input_start)
+{
+    struct sc_job *a = ctx;
+    (void)offset;
+    (void)input_start;
+    struct evbuffer *out = job_out(a);
+    const char *replacement = NULL, *prepend = NULL;
+    enum check_result r = CHECK_KEEP;
+    if (hbc_has(a->job->checks, HBC_BODY)) {
+        buf_reset(&a->check_buf);
+        buf_append(&a->check_buf, text, len);
+        r = client_check(a, HBC_BODY, "body", a->check_buf.data, &replacement, &prepend);
+    }
+    if (prepend) {
+        emit(a, out, prepend, strlen(prepend));
+        emit(a, out, "\r\n", 2);
+    }
+    if (r == CHECK_DROP)
+        return;
+    if (r == CHECK_REPLACE) {
+        text = replacement;
+        len = strlen(replacement);
+    }
+    emit(a, out, text, len);
+    if (!cont)
+        emit(a, out, "\r\n", 2);
+}
+
+void sc_body_reset(struct sc_job *a)
+{
+    mime_parser_free(a->mime);
+    a->mime = NULL;
+    a->check_failed = 0;
+}
+
 /* Streams content into the output buffer up to SC_OUT_HIGH. */
 void sc_body_feed(struct sc_job *a)
 {
     struct sc_conn *conn = a->conn;
     const struct queue_message *m = a->job->msg;
     struct evbuffer *out = bufferevent_get_output(conn->bev);
+    if (a->mime == NULL && a->body_off == 0 && a->job->checks && hbc_any(a->job->checks)) {
+        static const struct mime_callbacks callbacks = { .header = on_header, .body = on_body };
+        static const struct mime_limits defaults = { 0, 0, 0, 0 };
+        a->mime = mime_parser_new(a->job->mime_limits ? a->job->mime_limits : &defaults, 0, &callbacks, a);
+    }
     char chunk[SC_CHUNK];
     while (evbuffer_get_length(out) < SC_OUT_HIGH && a->body_off < m->content_length) {
         size_t want = m->content_length - a->body_off < sizeof(chunk) ? (size_t)(m->content_length - a->body_off)
@@ -59,16 +260,20 @@ void sc_body_feed(struct sc_job *a)
             return;
         }
         a->body_off += (unsigned long long)n;
-        /* dot-stuffing: a line that starts with '.' gets one more */
-        size_t i = 0;
-        while (i < (size_t)n) {
-            if (a->body_bol && chunk[i] == '.')
-                evbuffer_add(out, ".", 1);
-            char *lf = memchr(chunk + i, '\n', (size_t)n - i);
-            size_t end = lf ? (size_t)(lf - chunk) + 1 : (size_t)n;
-            evbuffer_add(out, chunk + i, end - i);
-            a->body_bol = lf != NULL;
-            i = end;
+        if (a->mime) {
+            mime_parser_feed(a->mime, chunk, (size_t)n);
+            if (a->body_off >= m->content_length)
+                mime_parser_end(a->mime);
+        } else {
+            emit(a, out, chunk, (size_t)n);
+        }
+        if (a->check_failed) {
+            /* Postfix's "local data error": nothing is sent as it was not meant */
+            sc_pending_set(a, DLV_DEFERRED, "4.3.0", conn->relay, "local data error while talking to %s",
+                           conn->desc);
+            sc_conn_close(conn);
+            sc_job_next(a);
+            return;
         }
     }
     if (a->body_off >= m->content_length) {
@@ -76,8 +281,8 @@ void sc_body_feed(struct sc_job *a)
             evbuffer_add(out, "\r\n", 2);
         evbuffer_add(out, ".\r\n", 3);
         conn->state = S_DOT;
-        sc_conn_arm(conn, sc_stage_timeout(a->c, a->c->set.data_done_timeout));
+        sc_conn_arm(conn, a->c->set.data_done_timeout);
     } else {
-        sc_conn_arm(conn, sc_stage_timeout(a->c, a->c->set.data_timeout));
+        sc_conn_arm(conn, a->c->set.data_xfer_timeout);
     }
 }

@@ -102,9 +102,9 @@ static unsigned cmd_timeout(const struct sc_job *a, const struct sc_cmd *cmd)
 {
     const struct smtp_client_settings *s = &a->c->set;
     switch (cmd->kind) {
-    case CMD_MAIL: return sc_stage_timeout(a->c, s->mail_timeout);
-    case CMD_RCPT: return sc_stage_timeout(a->c, s->rcpt_timeout);
-    default: return sc_stage_timeout(a->c, s->data_timeout);
+    case CMD_MAIL: return s->mail_timeout;
+    case CMD_RCPT: return s->rcpt_timeout;
+    default: return s->data_timeout;
     }
 }
 
@@ -131,6 +131,10 @@ void sc_txn_start(struct sc_job *a)
 {
     struct sc_conn *conn = a->conn;
     const struct queue_message *m = a->job->msg;
+    if (!conn->counted) {   /* a session that got through EHLO and TLS (smtp_mx_session_limit) */
+        conn->counted = 1;
+        a->sessions++;
+    }
     if (!a->txn_started) {
         a->conn_secs = sc_elapsed(&a->t_start);
         a->txn_started = 1;
@@ -208,8 +212,8 @@ static void sent_rcpt(struct sc_job *a, size_t i, const struct smtp_reply *r)
     if (st == DLV_SENT)
         sc_rcpt_set(a, i, st, dsn, conn->relay, "%s", r->text);
     else
-        sc_rcpt_set(a, i, st, dsn, conn->relay, "host %s said: %s (in reply to end of DATA command)", conn->desc,
-                    r->text);
+        sc_rcpt_reply_set(a, i, st, dsn, conn->relay, "host %s said: %s (in reply to end of DATA command)",
+                          conn->desc, r->text);
     a->res[i].xfer_secs = sc_elapsed(&a->t_txn);
     a->res[i].conn_secs = a->conn_secs;
 }
@@ -238,9 +242,10 @@ static void on_txn_reply(struct sc_job *a, const struct smtp_reply *r)
                 sc_session_fail(conn, "4.4.2", "host %s said: %s (in reply to MAIL FROM command)", conn->desc, r->text);
                 return;
             }
-            sc_pending_set(a, reply_status(r->code) == DLV_SENT ? DLV_DEFERRED : reply_status(r->code),
-                           smtp_reply_dsn(r, dsn), conn->relay, "host %s said: %s (in reply to MAIL FROM command)",
-                           conn->desc, r->text);
+            enum dlv_status st = reply_status(r->code) == DLV_SENT ? DLV_DEFERRED : reply_status(r->code);
+            for (size_t i = 0; i < a->job->nrcpt; i++)
+                sc_rcpt_reply_set(a, i, st, smtp_reply_dsn(r, dsn), conn->relay,
+                                  "host %s said: %s (in reply to MAIL FROM command)", conn->desc, r->text);
         }
         break;
     case CMD_RCPT:
@@ -251,8 +256,8 @@ static void on_txn_reply(struct sc_job *a, const struct smtp_reply *r)
             a->naccepted++;
         } else {
             enum dlv_status st = reply_status(r->code);
-            sc_rcpt_set(a, cmd->rcpt, st == DLV_SENT ? DLV_DEFERRED : st, smtp_reply_dsn(r, dsn), conn->relay,
-                        "host %s said: %s (in reply to RCPT TO command)", conn->desc, r->text);
+            sc_rcpt_reply_set(a, cmd->rcpt, st == DLV_SENT ? DLV_DEFERRED : st, smtp_reply_dsn(r, dsn), conn->relay,
+                              "host %s said: %s (in reply to RCPT TO command)", conn->desc, r->text);
         }
         break;
     case CMD_DATA:
@@ -261,10 +266,11 @@ static void on_txn_reply(struct sc_job *a, const struct smtp_reply *r)
                 /* a pipelined DATA the server accepted anyway: end it empty */
                 conn->state = S_DOT_IGNORE;
                 sc_conn_printf(conn, ".\r\n");
-                sc_conn_arm(conn, sc_stage_timeout(a->c, a->c->set.data_done_timeout));
+                sc_conn_arm(conn, a->c->set.data_done_timeout);
                 return;
             }
             conn->state = S_BODY;
+            sc_body_reset(a);
             a->body_off = 0;
             a->body_bol = 1;
             sc_body_feed(a);
@@ -274,8 +280,8 @@ static void on_txn_reply(struct sc_job *a, const struct smtp_reply *r)
             for (size_t i = 0; i < a->job->nrcpt; i++)
                 if (a->accepted[i]) {
                     enum dlv_status st = reply_status(r->code);
-                    sc_rcpt_set(a, i, st == DLV_SENT ? DLV_DEFERRED : st, smtp_reply_dsn(r, dsn), conn->relay,
-                                "host %s said: %s (in reply to DATA command)", conn->desc, r->text);
+                    sc_rcpt_reply_set(a, i, st == DLV_SENT ? DLV_DEFERRED : st, smtp_reply_dsn(r, dsn), conn->relay,
+                                      "host %s said: %s (in reply to DATA command)", conn->desc, r->text);
                 }
         }
         txn_done(a);
@@ -311,7 +317,7 @@ static void on_dot_reply(struct sc_job *a, const struct smtp_reply *r)
     if (a->lmtp_next >= a->job->nrcpt)
         txn_done(a);
     else
-        sc_conn_arm(conn, sc_stage_timeout(a->c, a->c->set.data_done_timeout));
+        sc_conn_arm(conn, a->c->set.data_done_timeout);
 }
 
 /* ------------------------------------------------------------------ */
@@ -320,6 +326,29 @@ static void on_dot_reply(struct sc_job *a, const struct smtp_reply *r)
 static int tls_wanted(const struct sc_conn *conn)
 {
     return conn->c->set.tls_level != SMTP_TLS_NONE && conn->c->ssl && !conn->tls && !conn->no_tls;
+}
+
+/* Postfix's ESMTP guess for smtp_always_send_ehlo = no: a word ESMTP
+ * after the greeting's host name. */
+static int greeting_says_esmtp(const struct smtp_reply *r)
+{
+    char text[sizeof(r->text)];
+    snprintf(text, sizeof(text), "%s", r->text);
+    char *save = NULL;
+    int n = 0;
+    strtok_r(text, " \t", &save);   /* the code */
+    for (char *w = strtok_r(NULL, " \t", &save); w; w = strtok_r(NULL, " \t", &save), n++)
+        if (n > 0 && strcasecmp(w, "ESMTP") == 0)
+            return 1;
+    return 0;
+}
+
+static void send_helo(struct sc_conn *conn)
+{
+    conn->state = S_HELO;
+    conn->caps = 0;
+    sc_conn_printf(conn, "HELO %s\r\n", conn->c->set.helo_name);
+    sc_conn_arm(conn, conn->c->set.helo_timeout);
 }
 
 static int loops_back(struct sc_conn *conn, const struct smtp_reply *r)
@@ -350,10 +379,12 @@ static void after_ehlo(struct sc_conn *conn)
 {
     struct sc_job *a = conn->job;
     enum smtp_tls_level lvl = conn->c->set.tls_level;
+    if ((conn->caps & SMTP_CAP_STARTTLS) && lvl == SMTP_TLS_NONE && conn->c->set.tls_note_starttls_offer)
+        msg_info("Host offered STARTTLS: [%s]", conn->addr.host);
     if (tls_wanted(conn) && (conn->caps & SMTP_CAP_STARTTLS)) {
         conn->state = S_STARTTLS;
         sc_conn_printf(conn, "STARTTLS\r\n");
-        sc_conn_arm(conn, sc_stage_timeout(conn->c, conn->c->set.helo_timeout));
+        sc_conn_arm(conn, conn->c->set.starttls_timeout);
         return;
     }
     if (lvl >= SMTP_TLS_ENCRYPT && !conn->tls) {
@@ -373,15 +404,29 @@ static void on_session_reply(struct sc_conn *conn, const struct smtp_reply *r)
     switch (conn->state) {
     case S_GREETING:
         if (r->code / 100 != 2) {
-            /* even a 5xx greeting only skips this server (smtp_skip_5xx_greeting) */
+            /* smtp_skip_5xx_greeting (default): even a 5xx greeting only
+             * skips this server, as a 4xx would; otherwise it bounces */
             smtp_reply_dsn(r, dsn);
-            sc_session_fail(conn, dsn[0] == '5' ? "4.0.0" : dsn, "host %s refused to talk to me: %s", conn->desc,
-                            r->text);
+            if (dsn[0] == '5' && !conn->c->set.skip_5xx_greeting) {
+                for (size_t i = 0; i < a->job->nrcpt; i++)
+                    sc_rcpt_reply_set(a, i, DLV_BOUNCED, dsn, conn->relay, "host %s refused to talk to me: %s",
+                                      conn->desc, r->text);
+                sc_conn_release(conn);
+                sc_job_next(a);
+                return;
+            }
+            if (dsn[0] == '5')
+                dsn[0] = '4';
+            sc_session_fail(conn, dsn, "host %s refused to talk to me: %s", conn->desc, r->text);
             return;
         }
-        a->sessions++;
         if (loops_back(conn, r))
             return;
+        if (!conn->c->set.lmtp && (conn->c->set.never_send_ehlo ||
+                                   (!conn->c->set.always_send_ehlo && !greeting_says_esmtp(r)))) {
+            send_helo(conn);
+            return;
+        }
         sc_conn_send_ehlo(conn);
         return;
     case S_EHLO:
@@ -395,10 +440,7 @@ static void on_session_reply(struct sc_conn *conn, const struct smtp_reply *r)
             return;
         }
         if (r->code / 100 == 5 && !conn->c->set.lmtp && !conn->tls) {
-            conn->state = S_HELO;
-            conn->caps = 0;
-            sc_conn_printf(conn, "HELO %s\r\n", conn->c->set.helo_name);
-            sc_conn_arm(conn, sc_stage_timeout(conn->c, conn->c->set.helo_timeout));
+            send_helo(conn);
             return;
         }
         /* fallthrough */
@@ -449,7 +491,7 @@ void sc_conn_send_ehlo(struct sc_conn *conn)
     conn->server_mechs = 0;
     conn->server_auth = 0;
     sc_conn_printf(conn, "%s %s\r\n", conn->c->set.lmtp ? "LHLO" : "EHLO", conn->c->set.helo_name);
-    sc_conn_arm(conn, sc_stage_timeout(conn->c, conn->c->set.helo_timeout));
+    sc_conn_arm(conn, conn->c->set.helo_timeout);
 }
 
 /* ------------------------------------------------------------------ */

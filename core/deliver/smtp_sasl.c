@@ -313,7 +313,7 @@ int sc_sasl_start(struct sc_conn *conn)
         scram_first(conn, x);
         break;
     }
-    sc_conn_arm(conn, sc_stage_timeout(c, c->set.helo_timeout));
+    sc_conn_arm(conn, c->set.helo_timeout);
     return 1;
 }
 
@@ -398,5 +398,5 @@ void sc_sasl_reply(struct sc_conn *conn, const struct smtp_reply *r)
         break;
     }
     free(ch);
-    sc_conn_arm(conn, sc_stage_timeout(conn->c, conn->c->set.helo_timeout));
+    sc_conn_arm(conn, conn->c->set.helo_timeout);
 }

@@ -186,12 +186,56 @@ static void deliver(struct dns_query *q, struct dns_answer *ans)
         free(q);
 }
 
+/* Skips a (possibly compressed) name at *pos; -1 when the packet is bad. */
+static int skip_name(const unsigned char *abuf, int alen, int *pos)
+{
+    char *name = NULL;
+    long len = 0;
+    if (*pos >= alen || ares_expand_name(abuf + *pos, abuf, alen, &name, &len) != ARES_SUCCESS)
+        return -1;
+    ares_free_string(name);
+    *pos += (int)len;
+    return *pos <= alen ? 0 : -1;
+}
+
+/* The TTL of the SOA record in the authority section of a negative answer
+ * (how long "not listed" may be believed), or -1. Every length is checked
+ * against the packet: this is a reply from the network. */
+static int negative_ttl(const unsigned char *abuf, int alen)
+{
+    if (abuf == NULL || alen < 12)
+        return -1;
+    int qd = (abuf[4] << 8) | abuf[5], an = (abuf[6] << 8) | abuf[7], ns = (abuf[8] << 8) | abuf[9];
+    int pos = 12;
+    for (int i = 0; i < qd; i++)
+        if (skip_name(abuf, alen, &pos) != 0 || (pos += 4) > alen)
+            return -1;
+    int ttl = -1;
+    for (int i = 0; i < an + ns; i++) {
+        if (skip_name(abuf, alen, &pos) != 0 || pos + 10 > alen)
+            return -1;
+        int type = (abuf[pos] << 8) | abuf[pos + 1];
+        long rr_ttl = ((long)abuf[pos + 4] << 24) | ((long)abuf[pos + 5] << 16) | ((long)abuf[pos + 6] << 8) |
+                      (long)abuf[pos + 7];
+        int rdlen = (abuf[pos + 8] << 8) | abuf[pos + 9];
+        pos += 10 + rdlen;
+        if (pos > alen)
+            return -1;
+        if (i >= an && type == ns_t_soa && rr_ttl >= 0 && rr_ttl <= 0x7fffffff && (ttl < 0 || rr_ttl < ttl))
+            ttl = (int)rr_ttl;
+    }
+    return ttl;
+}
+
 static void parse_answer(struct dns_query *q, int status, unsigned char *abuf, int alen)
 {
     struct dns_answer ans;
     memset(&ans, 0, sizeof(ans));
     ans.status = status_of(status);
+    ans.ttl = -1;
     if (ans.status != DNS_OK) {
+        if (ans.status == DNS_NXDOMAIN || ans.status == DNS_NODATA)
+            ans.ttl = negative_ttl(abuf, alen);
         deliver(q, &ans);
         return;
     }
@@ -209,6 +253,8 @@ static void parse_answer(struct dns_query *q, int status, unsigned char *abuf, i
             for (int i = 0; rc == ARES_SUCCESS && i < naddr && n < 256; i++) {
                 inet_ntop(AF_INET, &ttls[i].ipaddr, text, sizeof(text));
                 values[n++] = xstrdup(text);
+                if (ttls[i].ttl >= 0 && (ans.ttl < 0 || ttls[i].ttl < ans.ttl))
+                    ans.ttl = ttls[i].ttl;
             }
         } else {
             struct ares_addr6ttl ttls[64];
@@ -217,6 +263,8 @@ static void parse_answer(struct dns_query *q, int status, unsigned char *abuf, i
             for (int i = 0; rc == ARES_SUCCESS && i < naddr && n < 256; i++) {
                 inet_ntop(AF_INET6, &ttls[i].ip6addr, text, sizeof(text));
                 values[n++] = xstrdup(text);
+                if (ttls[i].ttl >= 0 && (ans.ttl < 0 || ttls[i].ttl < ans.ttl))
+                    ans.ttl = ttls[i].ttl;
             }
         }
         if (host)
@@ -279,6 +327,7 @@ static void parse_answer(struct dns_query *q, int status, unsigned char *abuf, i
     }
     if (rc != ARES_SUCCESS) {
         ans.status = status_of(rc);
+        ans.ttl = -1;
     } else {
         ans.count = n;
         ans.values = values;
@@ -334,7 +383,7 @@ struct dns_query *dns_lookup(struct dns_resolver *r, enum dns_type type, const c
               : type == DNS_TXT ? ns_t_txt : type == DNS_NS ? ns_t_ns : ns_t_ptr;
     if (type == DNS_PTR) {
         if (reverse_name(name, rev, sizeof(rev)) != 0) {
-            struct dns_answer bad = { DNS_BADNAME, 0, NULL, NULL };
+            struct dns_answer bad = { DNS_BADNAME, 0, NULL, NULL, -1 };
             cb(&bad, arg);
             free(q);
             return NULL;
@@ -342,7 +391,7 @@ struct dns_query *dns_lookup(struct dns_resolver *r, enum dns_type type, const c
         name = rev;
     }
     if (strlen(name) > 253) {
-        struct dns_answer bad = { DNS_BADNAME, 0, NULL, NULL };
+        struct dns_answer bad = { DNS_BADNAME, 0, NULL, NULL, -1 };
         cb(&bad, arg);
         free(q);
         return NULL;

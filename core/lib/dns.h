@@ -31,6 +31,10 @@ struct dns_answer {
     size_t count;
     const char **values;      /* addresses as text, host names (MX, PTR, NS), TXT strings (joined) */
     const int *preferences;   /* MX only, parallel to values; sorted by preference */
+    int ttl;                  /* seconds the answer may be kept: the lowest TTL of the answer
+                                 records, or for NXDOMAIN/NODATA the TTL of the SOA record in
+                                 the authority section (the negative caching time, as Postfix's
+                                 dnsblog reports it); -1 when the reply says nothing */
 };
 
 typedef void dns_callback(const struct dns_answer *answer, void *arg);

@@ -1,5 +1,5 @@
 /*
- * The master's listeners: every inet and unix smtpd service of master.cf,
+ * The master's listeners: every inet smtpd and postscreen service of master.cf,
  * bound once by the master (as root, before the roles drop privileges) and
  * inherited by the smtpd workers. On reload the sockets of addresses that
  * stay are taken over from the running generation, so a reload never
@@ -115,8 +115,10 @@ int master_bind_listeners(struct generation *gen, struct generation *old)
     int want6 = strstr(protocols, "all") || strstr(protocols, "ipv6");
     for (size_t i = 0; i < cfg_service_count(cfg); i++) {
         const struct master_service *svc = cfg_service(cfg, i);
-        if (svc->role != ROLE_SMTPD)
+        if (svc->role != ROLE_SMTPD && svc->role != ROLE_POSTSCREEN)
             continue;
+        if (svc->role == ROLE_SMTPD && svc->type == SVC_PASS)
+            continue;   /* behind postscreen: its clients come through postscreen's socket */
         if (svc->type != SVC_INET) {
             msg_info("%s, line %d: service %s: only inet smtpd listeners are supported; ignored",
                      svc->file, svc->line, svc->name);

@@ -21,6 +21,7 @@
 #include "master/master.h"
 #include "master/master_int.h"
 #include "module/module.h"
+#include "qmgr/qmgr.h"
 #include "qmgr/route.h"
 #include "smtpd/smtpd.h"
 #include "tables/table.h"
@@ -35,6 +36,18 @@ const struct master_service *master_pickup_service(const struct cfg *cfg)
         if (cfg_service(cfg, i)->role == ROLE_PICKUP)
             return cfg_service(cfg, i);
     return NULL;
+}
+
+/* A pass service is reached only through a postscreen service that names it. */
+static int pass_service_used(const struct cfg *cfg, const struct master_service *pass)
+{
+    for (size_t i = 0; i < cfg_service_count(cfg); i++) {
+        const struct master_service *svc = cfg_service(cfg, i);
+        const char *name = svc->role == ROLE_POSTSCREEN ? cfg_get(svc->cfg, "smtpd_service_name") : NULL;
+        if (name && strcmp(name, pass->name) == 0)
+            return 1;
+    }
+    return 0;
 }
 
 void master_warn_about_services(const struct cfg *cfg)
@@ -117,14 +130,39 @@ int master_load_config(const char *confdir, struct loaded_config *out, int check
         char *error = NULL;
         struct router *r = router_create(out->cfg, reg, 0, &error);
         router_free(r);
+        int checks_ok = r == NULL || qmgr_checks_validate(out->cfg, reg, &error) == 0;
         tbl_registry_free(reg);
-        if (r == NULL) {
+        if (r == NULL || !checks_ok) {
             /* "param: why": point at the main.cf line that sets param. */
             const char *file = NULL;
             int line = 0;
             char *param = xstrndup(error, strcspn(error, ":"));
             if (cfg_get(out->cfg, param) != NULL)
                 cfg_origin(out->cfg, param, &file, &line);
+            free(param);
+            if (file && line > 0)
+                msg_error("%s:%d: %s", file, line, error);
+            else if (error[0] == '/')
+                msg_error("%s", error);   /* it names its master.cf line itself */
+            else
+                msg_error("%s/main.cf: %s", confdir, error);
+            free(error);
+            master_unload_config(out);
+            return -1;
+        }
+    }
+    {
+        /* The SMTP and LMTP clients' settings (certificates, protocols,
+         * bind addresses, security levels) fail here, not in a queue
+         * manager that would die on them. */
+        const struct cfg *where = NULL;
+        char *error = NULL;
+        if (qmgr_check_transports(out->cfg, &where, &error) != 0) {
+            const char *file = NULL;
+            int line = 0;
+            char *param = xstrndup(error, strcspn(error, ":"));
+            if (cfg_get(where, param) != NULL)
+                cfg_origin(where, param, &file, &line);
             free(param);
             if (file && line > 0)
                 msg_error("%s:%d: %s", file, line, error);
@@ -144,7 +182,7 @@ int master_load_config(const char *confdir, struct loaded_config *out, int check
     size_t nreported = 0;
     for (size_t i = 0; i < cfg_service_count(out->cfg); i++) {
         const struct master_service *svc = cfg_service(out->cfg, i);
-        if (svc->role != ROLE_SMTPD && svc->role != ROLE_PICKUP) {
+        if (svc->role != ROLE_SMTPD && svc->role != ROLE_PICKUP && svc->role != ROLE_POSTSCREEN) {
             /* qmgr is a role of its own; smtp, lmtp, local, virtual, pipe,
              * error and discard are transports the queue manager runs.
              * pickup runs smtpd sessions, so its settings are checked below. */
@@ -152,10 +190,16 @@ int master_load_config(const char *confdir, struct loaded_config *out, int check
                 msg_info("%s, line %d: service %s (command %s): %s", svc->file, svc->line, svc->name,
                          svc->command, svc->role == ROLE_IGNORED ? "not needed by Petrel; ignored"
                                                                  : "this role is not implemented yet; ignored");
+            else if (svc->role == ROLE_INSIDE)
+                msg_info("%s, line %d: service %s (command %s): done inside the smtpd workers (postscreen); "
+                         "no process of its own", svc->file, svc->line, svc->name, svc->command);
             continue;
         }
+        if (svc->role == ROLE_SMTPD && svc->type == SVC_PASS && !pass_service_used(out->cfg, svc))
+            msg_warn("%s, line %d: service %s: a pass service that no postscreen service names in "
+                     "smtpd_service_name: it receives no clients", svc->file, svc->line, svc->name);
         char *error = NULL;
-        if (smtpd_validate_service(svc, out->modules, &error) != 0) {
+        if (smtpd_validate_service(out->cfg, svc, out->modules, &error) != 0) {
             int seen = 0;
             for (size_t k = 0; k < nreported; k++)
                 seen |= strcmp(reported[k], error) == 0;

@@ -60,6 +60,7 @@
 #include "queue/maildrop.h"
 #include "queue/queue.h"
 #include "smtpd/anvil.h"
+#include "tls/tls.h"
 #include "smtpd/smtpd.h"
 #include "qmgr/qmgr.h"
 #include "qmgr/mailbox_helper.h"
@@ -83,6 +84,8 @@ struct master {
     struct generation *gen;
     struct event_base *base;
     struct anvil *anvil;
+    struct tls_ticket_keys *tickets;   /* shared TLS session ticket keys (tls/tls_ticket.c) */
+    struct event *ticket_timer;        /* rotates them every smtpd_tls_session_cache_timeout */
     struct module_metrics *metrics;      /* shared by every role process, kept across reloads */
     struct worker_proc workers[MAX_WORKERS];
     uid_t run_uid;
@@ -112,6 +115,9 @@ static const struct cfg_bind master_binds[] = {
     CFG_BIND_READ("queue_directory"),
     CFG_BIND_READ("mail_owner"),
     CFG_BIND_READ("setgid_group"),
+    CFG_BIND_READ("data_directory"),
+    CFG_BIND_READ("postscreen_cache_map"),
+    CFG_BIND_READ("smtpd_tls_session_cache_timeout"),   /* the ticket keys' lifetime */
     /* module/module.c, when master_load_config loads the module set */
     CFG_BIND_READ("modules"),
     CFG_BIND_READ("module_directory"),
@@ -263,6 +269,7 @@ static pid_t spawn_worker(struct master *m, int slot, enum role_kind kind)
             .listeners = g->fds,
             .nlisteners = g->nlisteners,
             .anvil = m->anvil,
+            .tickets = m->tickets,
             .metrics = m->metrics,
             .queue = queue,
             .modules = g->conf.modules,
@@ -471,6 +478,30 @@ static void apply_logging(const struct cfg *cfg, int daemonized)
     }
 }
 
+static void prepare_data_directory(struct master *m, const struct cfg *cfg);
+/* The lifetime of a ticket key: smtpd_tls_session_cache_timeout (Postfix's
+ * tlsmgr rotates on the same clock). */
+static unsigned ticket_lifetime(const struct cfg *cfg)
+{
+    long long t = cfg_int(cfg, "smtpd_tls_session_cache_timeout");
+    return t > 0 ? (unsigned)t : 3600;
+}
+
+static void schedule_ticket_rotation(struct master *m)
+{
+    struct timeval tv = { (time_t)ticket_lifetime(m->gen->cfg), 0 };
+    evtimer_add(m->ticket_timer, &tv);
+}
+
+static void rotate_tickets(evutil_socket_t fd, short what, void *arg)
+{
+    struct master *m = arg;
+    (void)fd;
+    (void)what;
+    tls_ticket_keys_rotate(m->tickets, ticket_lifetime(m->gen->cfg));
+    schedule_ticket_rotation(m);
+}
+
 /* Returns 0 when the new configuration is serving, -1 when refused. */
 static int reload(struct master *m, struct buf *why)
 {
@@ -488,6 +519,7 @@ static int reload(struct master *m, struct buf *why)
         master_unload_config(&conf);
         return -1;
     }
+    prepare_data_directory(m, cfg);
     struct generation *gen = xcalloc(1, sizeof(*gen));
     gen->conf = conf;
     gen->cfg = cfg;
@@ -515,6 +547,10 @@ static int reload(struct master *m, struct buf *why)
     m->gen = gen;
     apply_logging(cfg, m->opts->daemonize);
     log_set_role("master");
+    /* New keys for the new generation; tickets of the previous key still
+     * open (and are renewed) until their lifetime is over. */
+    tls_ticket_keys_rotate(m->tickets, ticket_lifetime(cfg));
+    schedule_ticket_rotation(m);
     start_workers(m);
     generation_free(old);   /* closes the master's copies of dropped listeners */
     buf_puts(why, "reloaded");
@@ -781,6 +817,12 @@ static int prepare_queue(struct master *m, const struct cfg *cfg)
     struct queue_recover_stats stats;
     memset(&stats, 0, sizeof(stats));
     queue_recover(q, NULL, NULL, &stats);
+    if (stats.removed_incomplete || stats.recovered_incoming || stats.moved_to_corrupt || stats.ignored)
+        msg_info("queue recovery: %zu incomplete file%s removed, %zu message%s moved from incoming/ to active/, "
+                 "%zu damaged file%s moved to corrupt, %zu file%s left alone",
+                 stats.removed_incomplete, stats.removed_incomplete == 1 ? "" : "s", stats.recovered_incoming,
+                 stats.recovered_incoming == 1 ? "" : "s", stats.moved_to_corrupt,
+                 stats.moved_to_corrupt == 1 ? "" : "s", stats.ignored, stats.ignored == 1 ? "" : "s");
     queue_close(q);
     return 0;
 }
@@ -799,6 +841,32 @@ static int master_alive(int fd)
     if (end == text || pid <= 1)
         return 1;
     return kill((pid_t)pid, 0) == 0 || errno == EPERM;
+}
+
+/* data_directory holds the postscreen cache (and Postfix's other caches):
+ * the workers write it as mail_owner, so it is created for them, as
+ * Postfix's post-install does. Only needed when some postscreen service
+ * keeps a cache there; a problem is logged, and postscreen then runs
+ * without its cache (the workers say so). */
+static void prepare_data_directory(struct master *m, const struct cfg *cfg)
+{
+    int wanted = 0;
+    for (size_t i = 0; i < cfg_service_count(cfg); i++) {
+        const struct master_service *svc = cfg_service(cfg, i);
+        const char *map = svc->role == ROLE_POSTSCREEN ? cfg_get(svc->cfg, "postscreen_cache_map") : NULL;
+        wanted |= map && *map;
+    }
+    const char *dir = cfg_get(cfg, "data_directory");
+    if (!wanted || dir == NULL || *dir != '/')
+        return;
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        msg_warn("data_directory %s: cannot create: %s", dir, strerror(errno));
+        return;
+    }
+    struct stat st;
+    if (m->privileged && stat(dir, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == 0 &&
+        chown(dir, m->run_uid, m->run_gid) != 0)
+        msg_warn("chown %s: %s", dir, strerror(errno));
 }
 
 static int lock_pid_file(struct master *m)
@@ -918,6 +986,7 @@ int master_run(const struct master_options *opts)
         master_unload_config(&conf);
         return 1;
     }
+    prepare_data_directory(&m, cfg);
     m.gen = xcalloc(1, sizeof(*m.gen));
     m.gen->conf = conf;
     m.gen->cfg = cfg;
@@ -938,6 +1007,11 @@ int master_run(const struct master_options *opts)
     if (open_control(&m) != 0)
         return 1;
     m.anvil = anvil_create(16384);
+    m.tickets = tls_ticket_keys_create(ticket_lifetime(cfg));
+    if (m.tickets == NULL)
+        msg_warn("cannot map memory for shared TLS session ticket keys: each smtpd worker uses its own");
+    m.ticket_timer = evtimer_new(m.base, rotate_tickets, &m);
+    schedule_ticket_rotation(&m);
     m.metrics = module_metrics_create();
 
     struct event *ev_chld = evsignal_new(m.base, SIGCHLD, on_sigchld, &m);
@@ -972,6 +1046,8 @@ int master_run(const struct master_options *opts)
     evconnlistener_free(m.control);
     generation_free(m.gen);
     anvil_destroy(m.anvil);
+    event_free(m.ticket_timer);
+    tls_ticket_keys_free(m.tickets);
     module_metrics_destroy(m.metrics);
     event_base_free(m.base);
     close(m.pid_fd);

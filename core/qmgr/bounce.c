@@ -297,7 +297,7 @@ int bounce_compose(const struct bounce_info *info, int (*emit)(void *ctx, const 
     clean(host, info->myhostname);
 
     /* What of the original is enclosed. */
-    int full = failure && !info->headers_only && clen <= limit;
+    int full = failure && !info->headers_only && !info->postmaster_copy && clen <= limit;
     unsigned long long enclosed = clen;
     if (!full) {
         long long h;
@@ -333,7 +333,9 @@ int bounce_compose(const struct bounce_info *info, int (*emit)(void *ctx, const 
 
     /* ---- message header ---- */
     const char *to = info->to ? info->to : (*sender ? sender : postmaster);
-    const char *subject = delay ? "Delayed Mail (still being retried)"
+    const char *subject = info->postmaster_copy ? (delay ? "Postmaster Warning: Delayed Mail"
+                                                         : "Postmaster Copy: Undelivered Mail")
+                        : delay ? "Delayed Mail (still being retried)"
                         : success ? "Successful Mail Delivery Report"
                         : (*sender ? "Undelivered Mail Returned to Sender" : "Postmaster Copy: Undelivered Mail");
     rfc5322_date(date, sizeof(date), info->now);
@@ -379,7 +381,9 @@ int bounce_compose(const struct bounce_info *info, int (*emit)(void *ctx, const 
         out_puts(&o, "Content-Transfer-Encoding: 8bit\r\n");
     out_puts(&o, "\r\n");
     out_printf(&o, "This is the mail system at host %s.\r\n\r\n", host);
-    if (failure) {
+    if (info->postmaster_copy) {
+        /* no boilerplate for the postmaster */
+    } else if (failure) {
         out_puts(&o, "I'm sorry to have to inform you that your message could not\r\n"
                      "be delivered to one or more recipients. It's attached below.\r\n\r\n");
         out_printf(&o, "For further assistance, please send mail to %s.\r\n\r\n", clean(v1, postmaster));

@@ -45,6 +45,9 @@ struct bounce_info {
     const char *to;            /* To: header; NULL = the original sender, or postmaster when that is <> */
     long long max_lifetime;    /* delay notices: "retried until it is N day(s) old"; 0 = 5 days */
     long long retry_until;     /* delay notices: Will-Retry-Until; 0 = omit */
+    int postmaster_copy;       /* notify_classes bounce or delay: the postmaster's copy of a failure or
+                                  delay notice (Postfix's POSTMASTER_COPY): its own subject, no
+                                  boilerplate, the original's headers only */
 };
 
 /* Writes the complete DSN message (headers + body, CRLF line ends) through

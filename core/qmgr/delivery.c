@@ -53,8 +53,9 @@ static const char *status_word(enum dlv_status s)
     return s == DLV_SENT ? "sent" : s == DLV_DEFERRED ? "deferred" : "bounced";
 }
 
-/* Postfix's delivery line, as its delivery agent would log it. */
-static void log_delivery(struct qjob *j, size_t i, const struct dlv_result *r)
+/* Postfix's delivery line, as its delivery agent would log it; status
+ * overrides the result's word (SOFTBOUNCE). */
+static void log_delivery(struct qjob *j, size_t i, const struct dlv_result *r, const char *status)
 {
     struct qmsg *m = j->m;
     double now = qmgr_now();
@@ -72,7 +73,8 @@ static void log_delivery(struct qjob *j, size_t i, const struct dlv_result *r)
         snprintf(orig_to, sizeof(orig_to), ", orig_to=<%s>", orig->address);
     log_set_role(j->transport);
     msg_info("%s: to=<%s>%s, relay=%s, delay=%s, delays=%s/%s/%s/%s, dsn=%s, status=%s (%s)", m->id,
-             j->rcpt_addr[i], orig_to, r->relay, total, a, b, c, d, r->dsn, status_word(r->status), r->text);
+             j->rcpt_addr[i], orig_to, r->relay, total, a, b, c, d, r->dsn, status ? status : status_word(r->status),
+             r->text);
     log_set_role("qmgr");
     if (module_hook_active(MODULE_HOOK_DELIVERY)) {
         petrel_delivery_result pr = {
@@ -107,62 +109,22 @@ static void record(struct qmsg *m, size_t rcpt, const struct dlv_result *r)
 }
 
 
-/* smtp_tls_policy_maps: the next hop as written, then without brackets and
- * port, then its parent domains (".example.com"). */
-static struct smtp_client *smtp_client_for(struct qmgr *q, const char *nexthop)
-{
-    if (q->ntls_policy == 0 || nexthop == NULL)
-        return q->smtp;
-    char host[300];
-    const char *h = nexthop;
-    if (*h == '[') {
-        size_t n = strcspn(h + 1, "]");
-        snprintf(host, sizeof(host), "%.*s", (int)n, h + 1);
-    } else {
-        snprintf(host, sizeof(host), "%.*s", (int)strcspn(h, ":"), h);
-    }
-    const char *keys[64];
-    size_t nk = 0;
-    keys[nk++] = nexthop;
-    keys[nk++] = host;
-    for (const char *dot = strchr(host, '.'); dot && nk < 64; dot = strchr(dot + 1, '.'))
-        keys[nk++] = dot;
-    for (size_t k = 0; k < nk; k++) {
-        for (size_t i = 0; i < q->ntls_policy; i++) {
-            const char *v;
-            if (tbl_lookup(q->tls_policy[i], keys[k], &v) != TBL_FOUND)
-                continue;
-            char word[32];
-            snprintf(word, sizeof(word), "%.*s", (int)strcspn(v, " \t"), v);
-            enum smtp_tls_level level;
-            if (smtp_tls_level_parse(word, &level) != 0) {
-                msg_warn("smtp_tls_policy_maps: %s: unknown security level \"%s\"; using the default", keys[k], word);
-                return q->smtp;
-            }
-            if (q->smtp_by_level[level] == NULL) {
-                struct smtp_client_settings set = q->smtp_set;
-                set.tls_level = level;
-                char *error = NULL;
-                q->smtp_by_level[level] = smtp_client_create(q->base, &set, &error);
-                if (q->smtp_by_level[level] == NULL) {
-                    msg_warn("smtp_tls_policy_maps: %s: %s", keys[k], error);
-                    free(error);
-                    return q->smtp;
-                }
-            }
-            return q->smtp_by_level[level];
-        }
-    }
-    return q->smtp;
-}
-
 static void job_done(struct qjob *j, const struct dlv_result *results)
 {
     struct qmgr *q = j->m->q;
     struct qmsg *m = j->m;
     for (size_t i = 0; i < j->dj.nrcpt; i++) {
-        log_delivery(j, i, &results[i]);
-        record(m, j->rcpt_index[i], &results[i]);
+        struct dlv_result r = results[i];
+        const char *status = NULL;
+        if (q->soft_bounce && r.status == DLV_BOUNCED) {
+            /* soft_bounce: Postfix defers what it would bounce, with a 4.x.x
+             * code, and logs status=SOFTBOUNCE */
+            r.status = DLV_DEFERRED;
+            r.dsn[0] = '4';
+            status = "SOFTBOUNCE";
+        }
+        log_delivery(j, i, &r, status);
+        record(m, j->rcpt_index[i], &r);
     }
     struct dest *d = j->d;
     d->active--;
@@ -319,7 +281,7 @@ static int start_helper_job(struct qmgr *q, struct qjob *j)
         if (mailbox_helper_request(q->helper_fd, id, kind, path, path_len, j->uid, j->gid,
                                    j->m->id, j->dj.sender, j->rcpt_addr[i], j->rcpt_index[i],
                                    j->pipe_argv ? j->transport : j->dj.nexthop,
-                                   q->recipient_delimiter, j->pipe_flags) != 0) {
+                                   q->recipient_delimiter, j->pipe_flags, j->dj.file_size_limit) != 0) {
             dlv_result_set(&j->results[i], DLV_DEFERRED, "4.3.0", "local", "mailbox helper unavailable: %s",
                            strerror(errno));
             if (--j->helper_left == 0) {
@@ -342,13 +304,34 @@ void qmgr_start_job(struct qmgr *q, struct qjob *j)
     j->dj.rcpt_index = j->rcpt_index;
     j->dj.rcpt_addr = j->rcpt_addr;
     j->results = petrel_pool_zalloc(j->m->pool, j->dj.nrcpt * sizeof(*j->results));
+    if (j->kind == ROUTE_SMTP || j->kind == ROUTE_LMTP) {
+        int failed = 0;
+        j->dj.checks = qmgr_transport_checks(q, j->transport, j->kind == ROUTE_LMTP, &j->dj.mime_limits, &failed);
+        if (failed) {
+            /* Its smtp_header_checks cannot be applied: nothing goes out without them. */
+            for (size_t i = 0; i < j->dj.nrcpt; i++)
+                dlv_result_set(&j->results[i], DLV_DEFERRED, "4.3.5", "none",
+                               "mail system configuration error: header/body checks of transport %s",
+                               j->transport);
+            event_base_once(q->base, -1, EV_TIMEOUT, immediate_done, j, &(struct timeval){ 0, 0 });
+            return;
+        }
+    }
     switch (j->kind) {
     case ROUTE_SMTP:
-        smtp_client_deliver(smtp_client_for(q, j->dj.nexthop), &j->dj, smtp_job_done, j);
+    case ROUTE_LMTP: {
+        const char *why = NULL;
+        struct smtp_client *c = qmgr_smtp_client(q, j->transport, j->kind == ROUTE_LMTP, j->dj.nexthop, &why);
+        if (c == NULL) {
+            /* Postfix defers a next hop whose TLS policy it cannot apply */
+            for (size_t i = 0; i < j->dj.nrcpt; i++)
+                dlv_result_set(&j->results[i], DLV_DEFERRED, "4.7.0", "none", "%s", why);
+            event_base_once(q->base, -1, EV_TIMEOUT, immediate_done, j, &(struct timeval){ 0, 0 });
+            return;
+        }
+        smtp_client_deliver(c, &j->dj, smtp_job_done, j);
         return;
-    case ROUTE_LMTP:
-        smtp_client_deliver(q->lmtp, &j->dj, smtp_job_done, j);
-        return;
+    }
     case ROUTE_MAILDIR:
     case ROUTE_MBOX:
     case ROUTE_PIPE:

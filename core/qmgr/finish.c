@@ -49,18 +49,30 @@
 #include "lib/log.h"
 #include "lib/workq.h"
 #include "lib/xalloc.h"
+#include "mail/notify.h"
 #include "qmgr/bounce.h"
 #include "qmgr/qmgr_int.h"
 #include "queue/queue.h"
 
-enum notice_kind { NOTICE_FAILURE, NOTICE_POSTMASTER, NOTICE_SUCCESS, NOTICE_DELAY };
+enum notice_kind { NOTICE_FAILURE, NOTICE_POSTMASTER, NOTICE_SUCCESS, NOTICE_DELAY, NOTICE_BOUNCE_COPY,
+                   NOTICE_DELAY_COPY };
 
 static const char *const notice_names[] = {
     [NOTICE_FAILURE] = "sender non-delivery notification",
     [NOTICE_POSTMASTER] = "postmaster non-delivery notification",
     [NOTICE_SUCCESS] = "sender delivery status notification",
     [NOTICE_DELAY] = "sender delay notification",
+    [NOTICE_BOUNCE_COPY] = "postmaster non-delivery notification",
+    [NOTICE_DELAY_COPY] = "postmaster delay notification",
 };
+
+/* The postmaster's copies (notify_classes bounce, delay) are not critical:
+ * one that cannot be queued is a warning, its recipients are final anyway
+ * (Postfix: "postmaster notice failed while bouncing to ..."). */
+static int is_copy(enum notice_kind k)
+{
+    return k == NOTICE_BOUNCE_COPY || k == NOTICE_DELAY_COPY;
+}
 
 /* One notification about m; lives in m's pool until the message is done. */
 struct notice {
@@ -228,7 +240,8 @@ static void notice_start(struct qmsg *m, struct notice *n, const char *to)
     struct qmgr *q = m->q;
     struct bounce_rcpt *lines = petrel_pool_zalloc(m->pool, n->n * sizeof(*lines));
     static const char *const actions[] = { [NOTICE_FAILURE] = "failed", [NOTICE_POSTMASTER] = "failed",
-                                           [NOTICE_SUCCESS] = "delivered", [NOTICE_DELAY] = "delayed" };
+                                           [NOTICE_SUCCESS] = "delivered", [NOTICE_DELAY] = "delayed",
+                                           [NOTICE_BOUNCE_COPY] = "failed", [NOTICE_DELAY_COPY] = "delayed" };
     for (size_t k = 0; k < n->n; k++)
         lines[k] = report_line(m, n->rcpt[k], actions[n->kind]);
 
@@ -261,7 +274,10 @@ static void notice_start(struct qmsg *m, struct notice *n, const char *to)
     info.queue_id = m->id;
     info.msg = &m->msg;
     info.fd = m->fd;
-    info.kind = n->kind == NOTICE_SUCCESS ? "success" : n->kind == NOTICE_DELAY ? "delay" : "failure";
+    info.kind = n->kind == NOTICE_SUCCESS ? "success"
+              : n->kind == NOTICE_DELAY || n->kind == NOTICE_DELAY_COPY ? "delay" : "failure";
+    info.postmaster_copy = is_copy(n->kind);
+    info.to = is_copy(n->kind) ? to : NULL;
     info.rcpts = lines;
     info.nrcpt = n->n;
     info.headers_only = m->msg.env.ret == QUEUE_RET_HDRS || *m->msg.env.sender == '\0';
@@ -297,6 +313,11 @@ static struct notice *notice_new(struct qmsg *m, enum notice_kind kind)
  * again, so the notification is too. */
 static void notice_failed(struct qmsg *m, struct notice *n)
 {
+    if (is_copy(n->kind)) {
+        msg_warn("%s: postmaster notice failed while %s: %s", m->id,
+                 n->kind == NOTICE_BOUNCE_COPY ? "bouncing" : "warning of a delay", strerror(n->err));
+        return;
+    }
     const char *step = strcmp(n->step, "create") == 0 ? "cannot create its queue file"
                      : strcmp(n->step, "compose") == 0 ? "cannot write it" : "cannot commit it to disk";
     if (n->kind == NOTICE_DELAY) {
@@ -330,6 +351,8 @@ static void after_notices(struct qmsg *m)
             continue;
         }
         msg_info("%s: %s: %s", m->id, notice_names[n->kind], n->new_id);
+        if (is_copy(n->kind))
+            continue;
         if (n->kind == NOTICE_DELAY) {
             char marker[4200];
             warned_marker(q, m->id, marker, sizeof(marker));
@@ -375,12 +398,16 @@ static void after_notices(struct qmsg *m)
     qmgr_stop_if_idle(q);
 }
 
-/* Is a failed notification about m from <> to the postmaster itself? Then
- * nobody is left to tell. */
+/* Is a failed notification about m from <> to the postmaster itself (or
+ * another notice recipient)? Then nobody is left to tell. */
 static int is_failed_postmaster_notice(struct qmgr *q, struct qmsg *m)
 {
-    return strcasecmp(m->msg.env.helo ? m->msg.env.helo : "", q->myhostname) == 0 && m->msg.env.protocol
-           && strcmp(m->msg.env.protocol, "local") == 0 && strcmp(m->msg.env.rcpts[0].address, q->postmaster) == 0;
+    if (strcasecmp(m->msg.env.helo ? m->msg.env.helo : "", q->myhostname) != 0 || m->msg.env.protocol == NULL ||
+        strcmp(m->msg.env.protocol, "local") != 0)
+        return 0;
+    const char *rcpt = m->msg.env.rcpts[0].address;
+    return strcmp(rcpt, q->postmaster) == 0 || strcmp(rcpt, q->bounce_notice) == 0 ||
+           strcmp(rcpt, q->delay_notice) == 0 || strcmp(rcpt, q->error_notice) == 0;
 }
 
 void qmgr_finish_message(struct qmsg *m)
@@ -394,7 +421,8 @@ void qmgr_finish_message(struct qmsg *m)
     for (size_t i = 0; i < n; i++)
         if (m->outcome[i].state == DLV_DEFERRED + 1)
             deferred++;
-    if (deferred && qmgr_now() - m->arrival >= lifetime) {
+    /* soft_bounce: nothing is returned, expired mail stays queued (Postfix) */
+    if (deferred && qmgr_now() - m->arrival >= lifetime && !q->soft_bounce) {
         /* Returned as Postfix returns expired mail: Action: failed with the
          * recipient's last (temporary) status and reason. */
         for (size_t i = 0; i < n; i++)
@@ -405,7 +433,13 @@ void qmgr_finish_message(struct qmsg *m)
     }
 
     int warn_delay = deferred && delay_warning_due(q, m);
-    int failure_kind = *sender ? NOTICE_FAILURE : is_failed_postmaster_notice(q, m) ? -1 : NOTICE_POSTMASTER;
+    /* A bounce of mail from <> goes to 2bounce_notice_recipient only when
+     * notify_classes has 2bounce or bounce (Postfix); otherwise, and for a
+     * notice of ours, it is discarded. */
+    int double_bounce = *sender == '\0';
+    int failure_kind = !double_bounce ? NOTICE_FAILURE
+                     : is_failed_postmaster_notice(q, m) ? -1
+                     : (q->notify_classes & (MAIL_NOTIFY_2BOUNCE | MAIL_NOTIFY_BOUNCE)) ? NOTICE_POSTMASTER : -2;
     struct notice *failure = NULL, *success = NULL, *delay = NULL;
     size_t discarded = 0;
     for (size_t i = 0; i < n; i++) {
@@ -438,8 +472,10 @@ void qmgr_finish_message(struct qmsg *m)
             }
         }
     }
-    if (discarded)
+    if (discarded && failure_kind == -1)
         msg_warn("%s: undeliverable postmaster notification discarded", m->id);
+    else if (discarded)
+        msg_info("%s: undeliverable bounce discarded (notify_classes has neither 2bounce nor bounce)", m->id);
 
     if (q->exiting) {
         /* A delivery that finished while the queue manager stops: its marks
@@ -447,6 +483,20 @@ void qmgr_finish_message(struct qmsg *m)
          * takes the message again from active/. */
         message_free(m);
         return;
+    }
+    /* The postmaster's copies (notify_classes bounce, delay): the same
+     * recipients, to bounce_notice_recipient or delay_notice_recipient. */
+    if (failure && failure->kind == NOTICE_FAILURE && (q->notify_classes & MAIL_NOTIFY_BOUNCE)) {
+        struct notice *copy = notice_new(m, NOTICE_BOUNCE_COPY);
+        memcpy(copy->rcpt, failure->rcpt, failure->n * sizeof(size_t));
+        copy->n = failure->n;
+        notice_start(m, copy, q->bounce_notice);
+    }
+    if (delay && (q->notify_classes & MAIL_NOTIFY_DELAY)) {
+        struct notice *copy = notice_new(m, NOTICE_DELAY_COPY);
+        memcpy(copy->rcpt, delay->rcpt, delay->n * sizeof(size_t));
+        copy->n = delay->n;
+        notice_start(m, copy, q->delay_notice);
     }
     /* The recipients' address of each notification. */
     if (failure)

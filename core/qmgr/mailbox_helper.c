@@ -42,7 +42,7 @@
 #include "queue/queue.h"
 
 enum { F_ID, F_KIND, F_PATH, F_UID, F_GID, F_QUEUE_ID, F_SENDER, F_RCPT, F_RCPT_INDEX, F_NEXTHOP, F_DELIM,
-       F_FLAGS, F_COUNT };
+       F_FLAGS, F_SIZE_LIMIT, F_COUNT };
 
 static char *field(const struct ipc_msg *m, int i)
 {
@@ -140,6 +140,7 @@ static void deliver_as_owner(int fd, const struct cfg *cfg, struct queue *queue,
     struct dlv_job job = {
         .queue_id = qid, .fd = qfd, .msg = &msg, .sender = sender, .nrcpt = 1, .rcpt_index = &rcpt_index,
         .rcpt_addr = addrs, .nexthop = nexthop,
+        .file_size_limit = strtoull(field(m, F_SIZE_LIMIT), NULL, 10),
     };
     if (strcmp(kind, "maildir") == 0) {
         /* as the owner, like virtual(8) */
@@ -234,10 +235,12 @@ int mailbox_helper_main(int fd, const struct cfg *cfg, struct queue *queue)
 
 int mailbox_helper_request(int fd, const char *id, const char *kind, const char *path, size_t path_len, long uid,
                            long gid, const char *queue_id, const char *sender, const char *rcpt, size_t rcpt_index,
-                           const char *nexthop, const char *delimiter, const char *flags)
+                           const char *nexthop, const char *delimiter, const char *flags,
+                           unsigned long long size_limit)
 {
     struct buf b = BUF_INIT;
-    char n1[32], n2[32], n3[32];
+    char n1[32], n2[32], n3[32], n4[32];
+    snprintf(n4, sizeof(n4), "%llu", size_limit);
     snprintf(n1, sizeof(n1), "%ld", uid);
     snprintf(n2, sizeof(n2), "%ld", gid);
     snprintf(n3, sizeof(n3), "%zu", rcpt_index);
@@ -254,6 +257,7 @@ int mailbox_helper_request(int fd, const char *id, const char *kind, const char 
     ipc_add_str(&b, nexthop ? nexthop : "");
     ipc_add_str(&b, delimiter ? delimiter : "");
     ipc_add_str(&b, flags ? flags : "");
+    ipc_add_str(&b, n4);
     ipc_finish(&b);
     ssize_t sent = send(fd, b.data, b.len, MSG_EOR);
     buf_free(&b);

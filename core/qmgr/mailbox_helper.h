@@ -16,10 +16,12 @@ struct cfg_bind_table;
 extern const struct cfg_bind_table mailbox_helper_bind_table;
 /* Queue manager side: one request (kind "maildir", "mbox" or "pipe"), and
  * reading one result (0; -1 nothing or malformed; -2 the helper is gone). */
-/* kind "argv": path holds path_len bytes, the argv words each followed by NUL. */
+/* kind "argv": path holds path_len bytes, the argv words each followed by NUL.
+ * size_limit: the job's file_size_limit (mailbox_size_limit, ...), 0 none. */
 int mailbox_helper_request(int fd, const char *id, const char *kind, const char *path, size_t path_len, long uid,
                            long gid, const char *queue_id, const char *sender, const char *rcpt, size_t rcpt_index,
-                           const char *nexthop, const char *delimiter, const char *flags);
+                           const char *nexthop, const char *delimiter, const char *flags,
+                           unsigned long long size_limit);
 int mailbox_helper_read(int fd, char *id, size_t idsize, struct dlv_result *r);
 
 #endif

@@ -47,6 +47,13 @@ static struct qjob *new_job(struct qmsg *m, const struct route *rt, size_t cap)
     j->dj.msg = &m->msg;
     j->dj.sender = m->sender;
     j->dj.nexthop = rt->nexthop;
+    /* mailbox_size_limit for local(8)'s mailboxes, files and alias
+     * commands, virtual_mailbox_limit for virtual(8)'s; a master.cf pipe
+     * transport has none */
+    if ((rt->kind == ROUTE_MAILDIR || rt->kind == ROUTE_MBOX || (rt->kind == ROUTE_PIPE && rt->from_alias)) &&
+        rt->transport)
+        j->dj.file_size_limit = strcmp(rt->transport, "virtual") == 0 ? m->q->virtual_mailbox_limit
+                              : strcmp(rt->transport, "local") == 0 ? m->q->mailbox_size_limit : 0;
     m->jobs_left++;
     return j;
 }
@@ -67,7 +74,12 @@ static size_t rcpt_limit_for(struct qmgr *q, const char *transport)
 
 static void schedule_message(struct qmgr *q, struct qmsg *m)
 {
-    m->sender = router_sender(q->router, m->msg.env.sender, m->pool);
+    struct route_opts opts = {
+        .filter = m->msg.env.content_filter,
+        .no_mappings = (m->msg.env.flags & QUEUE_F_NO_ADDRESS_MAPPINGS) != 0,
+        .redirected = (m->msg.env.flags & QUEUE_F_REDIRECTED) != 0,
+    };
+    m->sender = router_sender(q->router, m->msg.env.sender, &opts, m->pool);
     size_t n = m->msg.env.rcpt_count;
     struct qjob **open_jobs = petrel_pool_zalloc(m->pool, (n * 4 + 4) * sizeof(*open_jobs));
     size_t nopen = 0;
@@ -78,7 +90,7 @@ static void schedule_message(struct qmgr *q, struct qmsg *m)
             continue;
         nrcpt_pending++;
         struct route_list routes;
-        router_route(q->router, m->msg.env.sender, m->msg.env.rcpts[i].address, m->pool, &routes);
+        router_route(q->router, m->msg.env.sender, m->msg.env.rcpts[i].address, &opts, m->pool, &routes);
         for (size_t k = 0; k < routes.count; k++) {
             struct route *rt = &routes.items[k];
             struct qjob *j = NULL;

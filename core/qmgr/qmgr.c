@@ -68,9 +68,7 @@
 #include "lib/log.h"
 #include "lib/workq.h"
 #include "lib/xalloc.h"
-#include "mail/addr_find.h"
-#include "mail/maps.h"
-#include "mail/sasl_options.h"
+#include "mail/notify.h"
 #include "qmgr/qmgr.h"
 #include "qmgr/qmgr_int.h"
 #include "qmgr/route.h"
@@ -133,6 +131,10 @@ static const struct cfg_bind qmgr_binds[] = {
     Q("myorigin", STR, myorigin),
     Q("mail_name", STR, mail_name),
     Q("2bounce_notice_recipient", STR, notice_recipient),
+    Q("bounce_notice_recipient", STR, bounce_notice_raw),
+    Q("delay_notice_recipient", STR, delay_notice_raw),
+    Q("error_notice_recipient", STR, error_notice_raw),
+    Q("notify_classes", LIST, notify_class_words),
     Q("qmgr_message_active_limit", UINT, active_limit),
     Q("default_destination_concurrency_limit", UINT, dest_limit),
     Q("default_destination_recipient_limit", UINT, dest_rcpt_limit),
@@ -147,83 +149,44 @@ static const struct cfg_bind qmgr_binds[] = {
     Q("dns_resolver", STR, dns_resolver),
     Q("command_expansion_filter", STR, command_expansion_filter),
     Q("recipient_delimiter", STR, recipient_delimiter),
-    CFG_BIND_READ("smtp_tls_policy_maps"),
+    Q("soft_bounce", BOOL, soft_bounce),
+    Q("mailbox_size_limit", ULONG, mailbox_size_limit),
+    Q("virtual_mailbox_limit", ULONG, virtual_mailbox_limit),
+    CFG_BIND_READ("smtp_tls_policy_maps"),   /* transports.c */
+    CFG_BIND_READ("lmtp_tls_policy_maps"),
     /* TRANSPORT_destination_*: looked up for each transport a destination uses */
     CFG_BIND_READ("*_destination_concurrency_limit"),
     CFG_BIND_READ("*_destination_rate_delay"),
     CFG_BIND_READ("*_destination_recipient_limit"),
+    /* checks.c, per transport: the SMTP and LMTP clients' content checks */
+    CFG_BIND_READ("smtp_header_checks"),
+    CFG_BIND_READ("smtp_mime_header_checks"),
+    CFG_BIND_READ("smtp_nested_header_checks"),
+    CFG_BIND_READ("smtp_body_checks"),
+    CFG_BIND_READ("lmtp_header_checks"),
+    CFG_BIND_READ("lmtp_mime_header_checks"),
+    CFG_BIND_READ("lmtp_nested_header_checks"),
+    CFG_BIND_READ("lmtp_body_checks"),
+    CFG_BIND_READ("header_size_limit"),
+    CFG_BIND_READ("line_length_limit"),
+    CFG_BIND_READ("mime_nesting_limit"),
+    CFG_BIND_READ("mime_boundary_length_limit"),
 };
 /* Also read: the router's (route.c), and bounce.c's through finish.c. */
 const struct cfg_bind_table qmgr_bind_table = CFG_BIND_TABLE("queue manager", qmgr_binds);
 
-/* The security levels Petrel does not implement (dane, dane-only,
- * fingerprint) are taken as secure, as before this table. */
-static const struct cfg_choice smtp_tls_levels[] = {
-    { "", SMTP_TLS_NONE }, { "none", SMTP_TLS_NONE }, { "may", SMTP_TLS_MAY }, { "encrypt", SMTP_TLS_ENCRYPT },
-    { "dane", SMTP_TLS_SECURE }, { "dane-only", SMTP_TLS_SECURE }, { "fingerprint", SMTP_TLS_SECURE },
-    { "verify", SMTP_TLS_VERIFY }, { "secure", SMTP_TLS_SECURE }, { NULL, 0 },
-};
-_Static_assert(sizeof(enum smtp_tls_level) == sizeof(int), "CHOICE bindings fill an int");
-
-/* The SMTP and LMTP clients the queue manager runs (deliver/smtp_client.h). */
-#define C(name, kind, field) CFG_BIND(name, kind, struct smtp_client_settings, field)
-static const struct cfg_bind smtp_client_binds[] = {
-    C("myhostname", STR, helo_name),
-    C("myhostname", STR, myhostname),
-    CFG_BIND_CHOICE("smtp_tls_security_level", struct smtp_client_settings, tls_level, smtp_tls_levels),
-    C("smtp_tls_CAfile", STR, tls_cafile),
-    C("smtp_sasl_auth_enable", BOOL, sasl_enable),
-    C("smtp_sender_dependent_authentication", BOOL, sender_dependent_authentication),
-    C("smtp_sasl_mechanism_filter", LIST, sasl_mech_filter),
-    CFG_BIND_READ("smtp_sasl_security_options"),
-    CFG_BIND_READ("smtp_sasl_tls_security_options"),
-    CFG_BIND_READ("smtp_sasl_password_maps"),
-};
-
-/* smtp_sasl_password_maps for the SMTP client (deliver/smtp_sasl.c): a
- * sender as Postfix's mail_addr_find looks it up (user+ext@domain,
- * user@domain, @domain), or a host name or next hop as written. */
-static int sasl_lookup(void *arg, const char *key, int address, char **value)
+/* A notice recipient as an address: "postmaster" becomes postmaster@$myorigin. */
+static const char *qualified(const char *who, const char *myorigin)
 {
-    struct mail_maps *maps = arg;
-    petrel_pool *pool = petrel_pool_create(512);
-    const char *v = NULL;
-    int found;
-    if (address) {
-        struct mail_addr a;
-        mail_addr_split(key, "", pool, &a);
-        found = mail_addr_find(maps, &a, MAIL_FIND_ADDRESS, pool, &v);
-    } else {
-        found = mail_maps_get(maps, key, pool, &v);
-    }
-    if (found == 1)
-        *value = xstrdup(v);
-    if (found < 0)
-        msg_warn("smtp_sasl_password_maps: lookup error for %s", key);
-    petrel_pool_destroy(pool);
-    return found;
+    if (who == NULL || *who == '\0')
+        who = "postmaster";
+    if (strchr(who, '@'))
+        return xstrdup(who);
+    size_t n = strlen(who) + strlen(myorigin) + 2;
+    char *out = xmalloc(n);
+    snprintf(out, n, "%s@%s", who, myorigin);
+    return out;
 }
-
-/* The SMTP client's SASL settings; fatal (logged with the parameter) when
- * an option is unknown. */
-static void sasl_client_settings(struct qmgr *q, const struct cfg *cfg, struct smtp_client_settings *set)
-{
-    const char *bad = NULL;
-    petrel_pool *pool = petrel_pool_create(256);
-    if (sasl_options_parse(cfg_get(cfg, "smtp_sasl_security_options"), &set->sasl_options, &bad, pool) != 0)
-        msg_fatal("smtp_sasl_security_options: unknown option \"%s\"", bad);
-    if (sasl_options_parse(cfg_get(cfg, "smtp_sasl_tls_security_options"), &set->sasl_tls_options, &bad, pool) != 0)
-        msg_fatal("smtp_sasl_tls_security_options: unknown option \"%s\"", bad);
-    petrel_pool_destroy(pool);
-    if (!set->sasl_enable)
-        return;
-    char *error = NULL;
-    if (mail_maps_open(&q->sasl_maps, cfg, q->tables, "smtp_sasl_password_maps", 0, &error) != 0)
-        msg_fatal("%s", error);
-    set->sasl_lookup = sasl_lookup;
-    set->sasl_lookup_arg = &q->sasl_maps;
-}
-const struct cfg_bind_table smtp_client_bind_table = CFG_BIND_TABLE("SMTP client", smtp_client_binds);
 
 int qmgr_main(const struct qmgr_args *args)
 {
@@ -248,12 +211,15 @@ int qmgr_main(const struct qmgr_args *args)
     if (module_set_register_tables(args->modules, q.tables) != 0)
         msg_fatal("cannot start: a module's table type clashes with another (see above)");
     cfg_bind_apply(cfg, &qmgr_bind_table, &q);
-    q.postmaster = q.notice_recipient;
-    if (q.postmaster == NULL || *q.postmaster == '\0')
-        q.postmaster = "postmaster";
-    q.postmaster = strchr(q.postmaster, '@') ? xstrdup(q.postmaster)
-                                             : (char *)petrel_pool_printf(petrel_pool_create(256), "%s@%s",
-                                                                          q.postmaster, q.myorigin);
+    q.postmaster = qualified(q.notice_recipient, q.myorigin);
+    q.bounce_notice = qualified(q.bounce_notice_raw, q.myorigin);
+    q.delay_notice = qualified(q.delay_notice_raw, q.myorigin);
+    q.error_notice = qualified(q.error_notice_raw, q.myorigin);
+    const char *bad = NULL;
+    if (mail_notify_classes(q.notify_class_words, &q.notify_classes, &bad) != 0)
+        msg_fatal("notify_classes: unknown class \"%s\"", bad);   /* checked at load */
+    if (q.notify_classes & MAIL_NOTIFY_BOUNCE)
+        q.notify_classes |= MAIL_NOTIFY_2BOUNCE;   /* "bounce (also implies 2bounce)" */
     if (q.active_limit == 0)
         q.active_limit = 20000;
     /* Every message in memory holds its queue file open: raise the soft
@@ -294,42 +260,6 @@ int qmgr_main(const struct qmgr_args *args)
                                       .process_index = args->process_index };
     if (module_runtime_start(&rt) != 0)
         msg_fatal("cannot start: a module failed to initialise");
-    struct smtp_client_settings smtp_set;
-    memset(&smtp_set, 0, sizeof(smtp_set));
-    cfg_bind_apply(cfg, &smtp_client_bind_table, &smtp_set);
-    smtp_set.dns = q.dns;
-    smtp_set.connect_timeout = 30;
-    smtp_set.helo_timeout = smtp_set.mail_timeout = smtp_set.rcpt_timeout = 300;
-    smtp_set.data_timeout = 120;
-    smtp_set.data_done_timeout = 600;
-    smtp_set.quit_timeout = 300;
-    smtp_set.connection_cache_time = 2;
-    smtp_set.default_port = 25;
-    sasl_client_settings(&q, cfg, &smtp_set);
-    q.smtp_set = smtp_set;
-    {
-        const char *const *specs = cfg_list(cfg, "smtp_tls_policy_maps");
-        size_t n = 0;
-        while (specs[n])
-            n++;
-        q.tls_policy = xcalloc(n ? n : 1, sizeof(struct tbl *));
-        for (size_t i = 0; i < n; i++) {
-            char *why = NULL;
-            struct tbl *t = tbl_open(q.tables, specs[i], TBL_FLAG_FOLD_CASE, &why);
-            if (t == NULL)
-                msg_fatal("smtp_tls_policy_maps: %s", why ? why : specs[i]);
-            q.tls_policy[q.ntls_policy++] = t;
-        }
-    }
-    q.smtp = smtp_client_create(q.base, &smtp_set, &error);
-    if (q.smtp == NULL)
-        msg_fatal("smtp client: %s", error);
-    smtp_set.lmtp = 1;
-    smtp_set.default_port = 24;
-    q.lmtp = smtp_client_create(q.base, &smtp_set, &error);
-    if (q.lmtp == NULL)
-        msg_fatal("lmtp client: %s", error);
-
     q.inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
     if (q.inotify_fd < 0)
         msg_fatal("inotify_init1: %s", strerror(errno));
@@ -362,10 +292,8 @@ int qmgr_main(const struct qmgr_args *args)
     q.exiting = 1;
 
     module_runtime_stop();
-    smtp_client_free(q.smtp);
-    smtp_client_free(q.lmtp);
-    for (int l = 0; l <= SMTP_TLS_SECURE; l++)
-        smtp_client_free(q.smtp_by_level[l]);
+    qmgr_transports_free(&q);
+    qmgr_checks_free(&q);
     workq_destroy(q.workq);
     return 0;
 }

@@ -26,6 +26,7 @@ struct qmgr;
 struct qmsg;
 struct dest;
 struct notice;
+struct qmgr_transport;
 
 struct rcpt_outcome {
     int state;                 /* 0 none yet, else DLV_SENT+1 / DLV_DEFERRED+1 / DLV_BOUNCED+1 (worst wins) */
@@ -98,12 +99,7 @@ struct qmgr {
     struct tbl_registry *tables;
     struct router *router;
     struct dns_resolver *dns;
-    struct smtp_client *smtp, *lmtp;
-    struct smtp_client *smtp_by_level[SMTP_TLS_SECURE + 1];   /* smtp_tls_policy_maps */
-    struct smtp_client_settings smtp_set;
-    struct mail_maps sasl_maps;         /* smtp_sasl_password_maps */
-    struct tbl **tls_policy;
-    size_t ntls_policy;
+    struct qmgr_transport *transports; /* the SMTP and LMTP clients (transports.c) */
     int inotify_fd;
     struct event *inotify_ev, *scan_timer, *deferred_timer, *sig_term, *sig_flush, *sig_hup, *stop_timer;
     struct qmsg *messages;
@@ -116,9 +112,15 @@ struct qmgr {
     unsigned dest_limit, dest_rcpt_limit;
     long long min_backoff, max_backoff, run_delay, max_lifetime, bounce_lifetime, delay_warning;
     const char *myhostname, *postmaster, *double_bounce_sender;
+    const char *bounce_notice, *delay_notice, *error_notice;   /* *_notice_recipient, qualified */
+    const char *const *notify_class_words;
+    unsigned notify_classes;     /* MAIL_NOTIFY_*: notify_classes */
     const char *myorigin, *mail_name, *notice_recipient, *queue_directory, *dns_resolver;
+    const char *bounce_notice_raw, *delay_notice_raw, *error_notice_raw;
     const char *command_expansion_filter, *recipient_delimiter;
     long long dest_rate_delay;   /* default_destination_rate_delay */
+    int soft_bounce;             /* every bounce is a deferral; expired mail is not returned */
+    unsigned long long mailbox_size_limit, virtual_mailbox_limit;   /* largest file a local delivery writes */
     struct module_set *modules;
     int helper_fd;             /* privileged mailbox helper, or -1 */
     struct event *helper_ev;
@@ -128,6 +130,7 @@ struct qmgr {
     int exiting;               /* the loop has ended: late completions only clean up */
     unsigned notices_in_flight;   /* notification commits on the thread pool */
     int intake_blocked;        /* the active limit was reached: rescan when room appears */
+    struct qmgr_checks *checks;   /* smtp_header_checks and friends per transport (checks.c) */
     char defer_dir[4096];
 };
 
@@ -149,6 +152,14 @@ void qmgr_scan_dir(struct qmgr *q, enum queue_dir dir);
 void qmgr_take_message(struct qmgr *q, const char *id, enum queue_dir from);
 
 /* schedule.c */
+/* checks.c: a transport's smtp_header_checks and friends (NULL: none),
+ * opened on first use; *failed when they cannot be opened. */
+struct hbc_tables;
+struct mime_limits;
+struct hbc_tables *qmgr_transport_checks(struct qmgr *q, const char *transport, int lmtp,
+                                         const struct mime_limits **limits, int *failed);
+void qmgr_checks_free(struct qmgr *q);
+
 /* The destination of transport and next hop, created on first use. */
 struct dest *qmgr_dest_get(struct qmgr *q, const char *transport, const char *nexthop);
 /* Puts d in the ready ring when it has a job and a free slot. */
@@ -163,6 +174,14 @@ void qmgr_dispatch(struct qmgr *q);
 void qmgr_start_job(struct qmgr *q, struct qjob *j);
 /* The mailbox helper's socket is readable: its answers. */
 void qmgr_on_helper(evutil_socket_t fd, short what, void *arg);
+
+/* transports.c */
+/* The client for a job of this transport to nexthop (per-transport settings
+ * from master.cf, per-destination TLS policy); NULL with *why when the
+ * TLS policy of that next hop cannot be applied (a deferral). */
+struct smtp_client *qmgr_smtp_client(struct qmgr *q, const char *transport, int lmtp, const char *nexthop,
+                                     const char **why);
+void qmgr_transports_free(struct qmgr *q);
 
 /* finish.c */
 /* The message has no job left: mark, notify, defer or remove, then free it

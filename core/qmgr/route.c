@@ -58,6 +58,7 @@ struct router {
     struct mail_rewrite rewrite;              /* canonical maps and masquerading (mail/rewrite.h) */
     unsigned command_origins, file_origins;   /* allow_mail_to_commands / _files as origin masks */
     const char *default_privs;                /* the user commands and files from aliases run as */
+    const char *default_filter_nexthop;       /* a content filter's next hop when it names none */
 };
 
 #define R(name, kind, field) CFG_BIND(name, kind, struct router, field)
@@ -73,6 +74,7 @@ static const struct cfg_bind router_binds[] = {
     R("relay_transport", STR, relay_transport),
     R("default_transport", STR, default_transport),
     R("default_privs", STR, default_privs),
+    R("default_filter_nexthop", STR, default_filter_nexthop),
     CFG_BIND_READ("allow_mail_to_commands"),
     CFG_BIND_READ("allow_mail_to_files"),
     CFG_BIND_READ("virtual_alias_maps"),
@@ -403,8 +405,10 @@ static char **split_targets(const char *value, int alias_value)
 
 static const char *qualify(const struct router *r, const char *addr, int alias_value, petrel_pool *pool);
 
-const char *router_sender(struct router *r, const char *sender, petrel_pool *pool)
+const char *router_sender(struct router *r, const char *sender, const struct route_opts *opts, petrel_pool *pool)
 {
+    if (opts && opts->no_mappings)
+        return *sender ? mail_rewrite_qualify(&r->rewrite, sender, pool) : sender;
     return mail_rewrite_sender(&r->rewrite, sender, pool);
 }
 
@@ -448,9 +452,15 @@ static void command_or_file(const struct router *r, const char *recipient, const
     rt->gid = (long)pw.pw_gid;
 }
 
-int router_route(struct router *r, const char *sender, const char *recipient, petrel_pool *pool,
-                 struct route_list *out)
+int router_route(struct router *r, const char *sender, const char *recipient, const struct route_opts *opts,
+                 petrel_pool *pool, struct route_list *out)
 {
+    static const struct route_opts none = { NULL, 0, 0 };
+    if (opts == NULL)
+        opts = &none;
+    /* Canonicalization (a missing domain added) always; the mappings only
+     * when the message allows them. */
+    int mappings = !opts->no_mappings && !opts->redirected;
     size_t cap = 0;
     out->items = NULL;
     out->count = 0;
@@ -461,7 +471,8 @@ int router_route(struct router *r, const char *sender, const char *recipient, pe
     size_t nseen = 0, scap = 0;
     int status = 0;
 
-    const char *start = mail_rewrite_recipient(&r->rewrite, recipient, pool);
+    const char *start = mappings ? mail_rewrite_recipient(&r->rewrite, recipient, pool)
+                                 : mail_rewrite_qualify(&r->rewrite, recipient, pool);
 #define PUSH(addr, d, al, from)                                                            \
     do {                                                                                   \
         if (nwork == wcap) {                                                               \
@@ -493,7 +504,7 @@ int router_route(struct router *r, const char *sender, const char *recipient, pe
         struct mail_addr a;
         mail_addr_split(address, r->delimiter, pool, &a);
         const char *value = NULL;
-        int rc = again ? 0 : address_lookup(&r->valias, &a, pool, &value);
+        int rc = again || !mappings ? 0 : address_lookup(&r->valias, &a, pool, &value);
         if (rc < 0) {
             route_error(add_route(out, pool, &cap), address, "4.3.0", "virtual_alias_maps lookup failure");
             status = -1;
@@ -529,6 +540,20 @@ int router_route(struct router *r, const char *sender, const char *recipient, pe
             cfg_list_free(targets);
             if (!self)
                 continue;
+        }
+        if (opts->filter && !opts->redirected && work[w].origin == FROM_ENVELOPE) {
+            /* A content filter: this address, whatever its class, goes to
+             * the filter, which hands the message back later. A REDIRECT
+             * overrides it (Postfix's queue manager: "redirect overrides
+             * all else"). */
+            struct route *rt = add_route(out, pool, &cap);
+            rt->address = address;
+            rt->user = a.local;
+            rt->extension = a.extension;
+            const char *nexthop = r->default_filter_nexthop && *r->default_filter_nexthop
+                                      ? r->default_filter_nexthop : a.domain;
+            apply_transport(r, rt, opts->filter, nexthop, pool);
+            continue;
         }
         if (work[w].origin != FROM_ENVELOPE && (address[0] == '|' || address[0] == '/')) {
             /* A command or a file named by the admin's alias table. */

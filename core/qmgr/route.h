@@ -70,13 +70,25 @@ struct router *router_create(const struct cfg *cfg, struct tbl_registry *reg, in
 void router_free(struct router *r);
 /* The parameters router_create binds or reads (config/bind.h). */
 extern const struct cfg_bind_table router_bind_table;
+/* What a message's queue file says about its routing. */
+struct route_opts {
+    const char *filter;   /* content filter "transport:nexthop" (content_filter, a FILTER action): every
+                             recipient goes there, after virtual alias expansion, instead of its own
+                             destination; an empty nexthop means default_filter_nexthop, else the
+                             recipient's domain (Postfix 2.7+) */
+    int no_mappings;      /* receive_override_options = no_address_mappings: no canonical, masquerade
+                             or virtual alias mapping (the pass after the content filter does them) */
+    int redirected;       /* the recipients are a REDIRECT target: no canonical or virtual alias
+                             mapping for them (Postfix's rule) */
+};
 /* The envelope sender as delivered: sender_canonical_maps, then
  * canonical_maps, then masquerade_domains (mail/rewrite.h, which smtpd
- * uses for headers). "" stays "". */
-const char *router_sender(struct router *r, const char *sender, petrel_pool *pool);
+ * uses for headers). "" stays "". opts may be NULL. */
+const char *router_sender(struct router *r, const char *sender, const struct route_opts *opts, petrel_pool *pool);
 /* Routes one recipient for a message from sender. Results come from pool.
- * Returns 0; -1 with a ROUTE_RETRY entry when a table lookup failed. */
-int router_route(struct router *r, const char *sender, const char *recipient, petrel_pool *pool,
-                 struct route_list *out);
+ * opts may be NULL. Returns 0; -1 with a ROUTE_RETRY entry when a table
+ * lookup failed. */
+int router_route(struct router *r, const char *sender, const char *recipient, const struct route_opts *opts,
+                 petrel_pool *pool, struct route_list *out);
 
 #endif

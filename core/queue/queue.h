@@ -75,6 +75,12 @@ int queue_id_time(const char *id, long long *sec, long *usec);
 #define QUEUE_F_8BITMIME   1u
 #define QUEUE_F_SMTPUTF8   2u
 #define QUEUE_F_BINARYMIME 4u
+/* receive_override_options = no_address_mappings: the router applies no
+ * canonical, masquerade or virtual alias mapping to this message. */
+#define QUEUE_F_NO_ADDRESS_MAPPINGS 8u
+/* A header/body check's REDIRECT: the recipients are the redirect address,
+ * which gets no canonical or virtual alias mapping (Postfix's rule). */
+#define QUEUE_F_REDIRECTED 16u
 
 #define QUEUE_RET_UNSET 0
 #define QUEUE_RET_FULL  1
@@ -97,6 +103,8 @@ struct queue_envelope {
     const char *client_name, *client_addr, *client_port, *helo, *protocol;   /* NULL = absent */
     const char *tls_info;      /* e.g. "TLSv1.3 with cipher ... (256/256 bits)" or NULL */
     const char *sasl_method, *sasl_username;   /* NULL when not authenticated */
+    const char *content_filter;/* "transport:nexthop" the message goes to before anything else
+                                  (content_filter, a FILTER action), or NULL */
     long long arrival_sec;
     long arrival_usec;
     size_t rcpt_count;         /* at least 1 */

@@ -18,7 +18,8 @@
  *   'F' flags (4: QUEUE_F_*) + RET (1: QUEUE_RET_*)              required
  *   'S' sender, may be empty                                    required
  *   'E' ENVID; 'c' client name; 'a' client address; 'p' client port;
- *   'h' HELO; 'P' protocol; 't' TLS info; 'm' SASL method; 'u' SASL username
+ *   'h' HELO; 'P' protocol; 't' TLS info; 'm' SASL method; 'u' SASL username;
+ *   'f' content filter (transport:nexthop) the message goes to first
  *   'R' recipient, one or more, in RCPT order:
  *         status (1) | DSN code (4) | NOTIFY bits (1) |
  *         ORCPT length (4; 0xFFFFFFFF = no ORCPT) | ORCPT | address (the rest, >= 1 byte)
@@ -78,10 +79,11 @@ enum qf_record {
     REC_TIME = 'T', REC_FLAGS = 'F', REC_SENDER = 'S', REC_ENVID = 'E',
     REC_CLIENT_NAME = 'c', REC_CLIENT_ADDR = 'a', REC_CLIENT_PORT = 'p',
     REC_HELO = 'h', REC_PROTOCOL = 'P', REC_TLS = 't', REC_SASL_METHOD = 'm',
-    REC_SASL_USER = 'u', REC_RCPT = 'R', REC_CONTENT = 'M', REC_END = 'X',
+    REC_SASL_USER = 'u', REC_FILTER = 'f', REC_RCPT = 'R', REC_CONTENT = 'M', REC_END = 'X',
 };
 
-#define KNOWN_FLAGS (QUEUE_F_8BITMIME | QUEUE_F_SMTPUTF8 | QUEUE_F_BINARYMIME)
+#define KNOWN_FLAGS (QUEUE_F_8BITMIME | QUEUE_F_SMTPUTF8 | QUEUE_F_BINARYMIME | QUEUE_F_NO_ADDRESS_MAPPINGS | \
+                     QUEUE_F_REDIRECTED)
 #define KNOWN_NOTIFY (QUEUE_NOTIFY_SUCCESS | QUEUE_NOTIFY_FAILURE | QUEUE_NOTIFY_DELAY | QUEUE_NOTIFY_NEVER)
 
 /* ---- byte helpers ---- */
@@ -268,7 +270,7 @@ static int envelope_ok(const struct queue_envelope *env)
         return 0;
     const char *fields[] = { env->sender, env->envid, env->client_name, env->client_addr,
                              env->client_port, env->helo, env->protocol, env->tls_info,
-                             env->sasl_method, env->sasl_username };
+                             env->sasl_method, env->sasl_username, env->content_filter };
     for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
         if (!field_ok(fields[i], &total))
             return 0;
@@ -337,6 +339,7 @@ struct queue_writer *queue_writer_create(struct queue *q, struct queue_id_gen *g
     put_string(w, REC_TLS, env->tls_info);
     put_string(w, REC_SASL_METHOD, env->sasl_method);
     put_string(w, REC_SASL_USER, env->sasl_username);
+    put_string(w, REC_FILTER, env->content_filter);
     for (size_t i = 0; i < env->rcpt_count; i++)
         put_rcpt(w, &env->rcpts[i]);
     put_record(w, REC_CONTENT, NULL, 0);
@@ -517,6 +520,7 @@ static const char *record_name(int type)
     case REC_TLS: return "TLS info";
     case REC_SASL_METHOD: return "SASL method";
     case REC_SASL_USER: return "SASL username";
+    case REC_FILTER: return "content filter";
     case REC_RCPT: return "recipient";
     case REC_CONTENT: return "content start";
     default: return "unknown";
@@ -537,6 +541,7 @@ static const char **string_slot(struct queue_envelope *env, int type)
     case REC_TLS: return &env->tls_info;
     case REC_SASL_METHOD: return &env->sasl_method;
     case REC_SASL_USER: return &env->sasl_username;
+    case REC_FILTER: return &env->content_filter;
     default: return NULL;
     }
 }

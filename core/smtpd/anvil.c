@@ -162,6 +162,17 @@ int anvil_connect(struct anvil *a, unsigned w, const char *key, time_t now,
     return 0;
 }
 
+unsigned anvil_concurrent(struct anvil *a, const char *key)
+{
+    if (!key_fits(key))
+        return 0;
+    lock(a);
+    struct anvil_slot *s = find(a, key, 0, 0, 0);
+    unsigned n = s ? total(s) : 0;
+    unlock(a);
+    return n;
+}
+
 void anvil_disconnect(struct anvil *a, unsigned w, const char *key)
 {
     if (w >= ANVIL_MAX_WORKERS || !key_fits(key))
@@ -353,4 +364,15 @@ void anvil_forget(struct anvil *a, const char *key)
         s->locked_until = 0;
     }
     unlock(a);
+}
+
+unsigned anvil_peek(struct anvil *a, const char *key, time_t now, unsigned window)
+{
+    if (!key_fits(key))
+        return 0;
+    lock(a);
+    struct anvil_slot *s = find(a, key, 0, now, window);
+    unsigned n = s && !(window && now - s->window_start >= (time_t)window) ? s->window_count : 0;
+    unlock(a);
+    return n;
 }

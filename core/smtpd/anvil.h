@@ -47,6 +47,8 @@ void anvil_destroy(struct anvil *a);
 int anvil_connect(struct anvil *a, unsigned w, const char *key, time_t now,
                   unsigned rate_window, unsigned *concurrent, unsigned *rate);
 void anvil_disconnect(struct anvil *a, unsigned w, const char *key);
+/* The current count of a key (all workers), without counting anything. */
+unsigned anvil_concurrent(struct anvil *a, const char *key);
 
 /* Session slots of a service (maxproc). */
 enum anvil_take_status {
@@ -92,5 +94,8 @@ void anvil_lock(struct anvil *a, const char *key, time_t now, time_t until);
 time_t anvil_locked_until(struct anvil *a, const char *key, time_t now);
 /* Clears key's count and lockout. */
 void anvil_forget(struct anvil *a, const char *key);
+/* The number in the current window, without counting (Postfix's *_stat:
+   new TLS sessions before a handshake). */
+unsigned anvil_peek(struct anvil *a, const char *key, time_t now, unsigned window);
 
 #endif

@@ -401,8 +401,10 @@ void smtpd_cmd_auth(struct smtpd_session *s, const struct smtp_command *cmd)
     const struct smtpd_settings *set = s->set;
     /* smtpd_sasl_exceptions_networks only keeps AUTH out of EHLO (for
      * clients that log in whenever it is offered): a client there that
-     * sends AUTH anyway is served, as by Postfix. */
-    if ((set->sasl == NULL && set->sasl_server == NULL) || s->local_submission) {
+     * sends AUTH anyway is served, as by Postfix. smtpd_discard_ehlo_keywords
+     * (or its address maps) taking AUTH away disables the command, as in
+     * Postfix. */
+    if ((set->sasl == NULL && set->sasl_server == NULL) || s->local_submission || (s->ehlo_discard & SMTPD_EHLO_AUTH)) {
         smtpd_reply(s, "503 5.5.1 Error: authentication not enabled");
         smtpd_count_error(s, CNT_AUTH);
         return;

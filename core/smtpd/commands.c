@@ -16,12 +16,15 @@
 #include <string.h>
 #include <sys/time.h>
 #include <unistd.h>
+#include <strings.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include "config/cfg.h"
 #include "lib/log.h"
+#include "mail/maps.h"
 #include "smtpd/restrict.h"
 #include "smtpd/smtpd_int.h"
 #include "tables/cidr.h"
@@ -34,32 +37,110 @@ static int tls_required(const struct smtpd_session *s)
     return s->set->tls_level == TLS_LEVEL_ENCRYPT && !s->tls_active;
 }
 
+/* Postfix's EHLO keywords, in its ehlo_mask order (for the log line). */
+static const struct { const char *name; unsigned bit; } ehlo_words[] = {
+    { "8BITMIME", SMTPD_EHLO_8BITMIME }, { "AUTH", SMTPD_EHLO_AUTH }, { "ETRN", SMTPD_EHLO_ETRN },
+    { "PIPELINING", SMTPD_EHLO_PIPELINING }, { "SIZE", SMTPD_EHLO_SIZE }, { "VERP", SMTPD_EHLO_VERP },
+    { "VRFY", SMTPD_EHLO_VRFY }, { "XCLIENT", SMTPD_EHLO_XCLIENT }, { "XFORWARD", SMTPD_EHLO_XFORWARD },
+    { "STARTTLS", SMTPD_EHLO_STARTTLS }, { "ENHANCEDSTATUSCODES", SMTPD_EHLO_ENHANCEDSTATUSCODES },
+    { "DSN", SMTPD_EHLO_DSN }, { "SMTPUTF8", SMTPD_EHLO_SMTPUTF8 }, { "CHUNKING", SMTPD_EHLO_CHUNKING },
+    { "REQUIRETLS", SMTPD_EHLO_REQUIRETLS }, { "SILENT-DISCARD", SMTPD_EHLO_SILENT },
+};
+
+static unsigned ehlo_mask_of(const char *const *words)
+{
+    unsigned mask = 0;
+    for (; words && *words; words++)
+        for (size_t i = 0; i < sizeof(ehlo_words) / sizeof(ehlo_words[0]); i++)
+            if (strcasecmp(*words, ehlo_words[i].name) == 0)
+                mask |= ehlo_words[i].bit;   /* unknown words are ignored, as in Postfix */
+    return mask;
+}
+
+int smtpd_ehlo_discard_mask(struct smtpd_session *s, unsigned *mask)
+{
+    const struct smtpd_settings *set = s->set;
+    *mask = 0;
+    if (set->discard_ehlo_maps && set->discard_ehlo_maps->n) {
+        const char *value = NULL;
+        int r = mail_maps_get(set->discard_ehlo_maps, s->addr, s->pool, &value);
+        if (r < 0)
+            return -1;
+        if (r > 0) {
+            char **words = cfg_split_list(value);
+            *mask = ehlo_mask_of((const char *const *)words);
+            cfg_list_free(words);
+            return 0;
+        }
+    }
+    *mask = ehlo_mask_of(set->discard_ehlo_keywords);
+    return 0;
+}
+
 static void ehlo_reply(struct smtpd_session *s)
 {
     const struct smtpd_settings *set = s->set;
-    struct evbuffer *out = bufferevent_get_output(s->bev);
-    evbuffer_add_printf(out, "250-%s\r\n", set->myhostname);
-    evbuffer_add_printf(out, "250-PIPELINING\r\n");
-    if (set->message_size_limit)
-        evbuffer_add_printf(out, "250-SIZE %llu\r\n", set->message_size_limit);
-    else
-        evbuffer_add_printf(out, "250-SIZE\r\n");
-    if (!set->disable_vrfy)
-        evbuffer_add_printf(out, "250-VRFY\r\n");
-    evbuffer_add_printf(out, "250-ETRN\r\n");
-    if (s->sasl_offer && *s->sasl_offer && !(set->sasl_exceptions && cidr_list_match(set->sasl_exceptions, s->addr))) {
-        evbuffer_add_printf(out, "250-AUTH %s\r\n", s->sasl_offer);
-        if (set->broken_sasl_auth_clients)
-            evbuffer_add_printf(out, "250-AUTH=%s\r\n", s->sasl_offer);
+    unsigned discard = s->ehlo_discard;
+    if (s->ehlo_discard_error) {
+        /* Postfix: "don't know what EHLO features to announce" */
+        msg_warn("don't know what EHLO features to announce to %s", s->namaddr);
+        smtpd_reply(s, "421 4.3.0 %s Server local data error", set->myhostname);
+        smtpd_session_close_after_flush(s);
+        return;
     }
-    if (set->tls_ctx && !s->tls_active && set->tls_level != TLS_LEVEL_NONE)
-        evbuffer_add_printf(out, "250-STARTTLS\r\n");
-    evbuffer_add_printf(out, "250-ENHANCEDSTATUSCODES\r\n");
-    evbuffer_add_printf(out, "250-8BITMIME\r\n");
-    evbuffer_add_printf(out, "250-DSN\r\n");
-    if (set->smtputf8)
-        evbuffer_add_printf(out, "250-SMTPUTF8\r\n");
-    evbuffer_add_printf(out, "250 CHUNKING\r\n");
+    if (discard && !(discard & SMTPD_EHLO_ENHANCEDSTATUSCODES) && !(discard & SMTPD_EHLO_SILENT)) {
+        char names[300] = "";
+        size_t n = 0;
+        for (size_t i = 0; i < sizeof(ehlo_words) / sizeof(ehlo_words[0]); i++)
+            if (discard & ehlo_words[i].bit)
+                n += (size_t)snprintf(names + n, n < sizeof(names) ? sizeof(names) - n : 0, "%s%s", n ? " " : "",
+                                      ehlo_words[i].name);
+        msg_info("discarding EHLO keywords: %s", names);
+    }
+    const char *lines[16];
+    char size[40];
+    size_t k = 0;
+    if (!(discard & SMTPD_EHLO_PIPELINING))
+        lines[k++] = "PIPELINING";
+    if (!(discard & SMTPD_EHLO_SIZE)) {
+        if (set->message_size_limit)
+            snprintf(size, sizeof(size), "SIZE %llu", set->message_size_limit);
+        else
+            snprintf(size, sizeof(size), "SIZE");
+        lines[k++] = size;
+    }
+    if (!set->disable_vrfy && !(discard & SMTPD_EHLO_VRFY))
+        lines[k++] = "VRFY";
+    if (!(discard & SMTPD_EHLO_ETRN))
+        lines[k++] = "ETRN";
+    /* AUTH: the mechanisms the back-end offers now (sasl_glue.c), unless
+     * smtpd_discard_ehlo_keywords takes it away (then the AUTH command is
+     * refused too) or the client is in smtpd_sasl_exceptions_networks
+     * (only hidden: AUTH is still served) */
+    if (s->sasl_offer && *s->sasl_offer && !(discard & SMTPD_EHLO_AUTH) &&
+        !(set->sasl_exceptions && cidr_list_match(set->sasl_exceptions, s->addr))) {
+        /* in the HELO pool, with the offer: reset by the next EHLO */
+        petrel_pool *pool = s->helo_pool ? s->helo_pool : s->pool;
+        lines[k++] = petrel_pool_printf(pool, "AUTH %s", s->sasl_offer);
+        if (set->broken_sasl_auth_clients)
+            lines[k++] = petrel_pool_printf(pool, "AUTH=%s", s->sasl_offer);
+    }
+    if (set->tls_ctx && !s->tls_active && set->tls_level != TLS_LEVEL_NONE && !(discard & SMTPD_EHLO_STARTTLS))
+        lines[k++] = "STARTTLS";
+    if (!(discard & SMTPD_EHLO_ENHANCEDSTATUSCODES))
+        lines[k++] = "ENHANCEDSTATUSCODES";
+    if (!(discard & SMTPD_EHLO_8BITMIME))
+        lines[k++] = "8BITMIME";
+    if (!(discard & SMTPD_EHLO_DSN))
+        lines[k++] = "DSN";
+    if (set->smtputf8 && !(discard & SMTPD_EHLO_SMTPUTF8))
+        lines[k++] = "SMTPUTF8";
+    if (!(discard & SMTPD_EHLO_CHUNKING))
+        lines[k++] = "CHUNKING";
+    struct evbuffer *out = bufferevent_get_output(s->bev);
+    evbuffer_add_printf(out, "250%c%s\r\n", k ? '-' : ' ', set->myhostname);
+    for (size_t i = 0; i < k; i++)
+        evbuffer_add_printf(out, "250%c%s\r\n", i + 1 < k ? '-' : ' ', lines[i]);
 }
 
 static void cmd_helo(struct smtpd_session *s, const struct smtp_command *cmd, int esmtp);
@@ -156,7 +237,7 @@ static struct smtp_parse_opts parse_opts(const struct smtpd_session *s)
 {
     struct smtp_parse_opts o;
     memset(&o, 0, sizeof(o));
-    o.smtputf8_enabled = s->set->smtputf8 && s->esmtp;
+    o.smtputf8_enabled = s->set->smtputf8 && s->esmtp && !(s->ehlo_discard & SMTPD_EHLO_SMTPUTF8);
     o.dsn_enabled = s->esmtp;
     o.transaction_smtputf8 = s->tx ? s->tx->mail.smtputf8 : 0;
     return o;
@@ -183,11 +264,25 @@ static void cmd_mail(struct smtpd_session *s, const struct smtp_command *cmd)
         smtpd_count_error(s, CNT_MAIL);
         return;
     }
+    /* smtpd_client_message_rate_limit: counted for each MAIL FROM: (Postfix) */
+    if (strncasecmp(cmd->args, "FROM:", 5) == 0 && smtpd_rate_mail(s) != 0) {
+        smtpd_count_error(s, CNT_MAIL);
+        return;
+    }
     struct smtpd_tx *tx = smtpd_tx_new(s);
     struct smtp_parse_opts opts = parse_opts(s);
     struct smtp_reply_err err;
+    if (smtpd_proxy_enabled(s))
+        tx->mail_line = petrel_pool_printf(tx->pool, "MAIL %s", cmd->args);
     if (smtp_parse_mail(cmd->args, &opts, tx->pool, &tx->mail, &err) != 0) {
         smtpd_reply(s, "%d %s %s", err.code, err.enhanced, err.text);
+        smtpd_tx_free(s);
+        smtpd_count_error(s, CNT_MAIL);
+        return;
+    }
+    if ((s->ehlo_discard & SMTPD_EHLO_DSN) && (tx->mail.ret || tx->mail.envid)) {
+        /* smtpd_discard_ehlo_keywords took DSN away (Postfix) */
+        smtpd_reply(s, "501 5.7.1 DSN support is disabled");
         smtpd_tx_free(s);
         smtpd_count_error(s, CNT_MAIL);
         return;
@@ -253,6 +348,8 @@ static void mail_hooked(struct smtpd_session *s, const struct restrict_result *r
         s->tx->instance = petrel_pool_printf(s->tx->pool, "%x.%lx.%lx.%x", (unsigned)getpid(),
                                              (unsigned long)now.tv_sec, (unsigned long)now.tv_usec,
                                              s->worker->instance_seq++);
+        if (s->tx->mail_line)
+            smtpd_proxy_mail(s, s->tx->mail_line);
         smtpd_reply(s, "250 2.1.0 Ok");
     }
     smtpd_continue(s);
@@ -274,6 +371,11 @@ static void cmd_rcpt(struct smtpd_session *s, const struct smtp_command *cmd)
         smtpd_count_error(s, CNT_RCPT);
         return;
     }
+    /* smtpd_client_recipient_rate_limit: counted for each RCPT TO: (Postfix) */
+    if (strncasecmp(cmd->args, "TO:", 3) == 0 && smtpd_rate_rcpt(s) != 0) {
+        smtpd_count_error(s, CNT_RCPT);
+        return;
+    }
     struct smtpd_tx *tx = s->tx;
     if (tx->nrcpts >= set->recipient_limit) {
         smtpd_reply(s, "452 4.5.3 Error: too many recipients");
@@ -288,6 +390,11 @@ static void cmd_rcpt(struct smtpd_session *s, const struct smtp_command *cmd)
         smtpd_count_error(s, CNT_RCPT);
         return;
     }
+    if ((s->ehlo_discard & SMTPD_EHLO_DSN) && (args.notify || args.orcpt)) {
+        smtpd_reply(s, "501 5.7.1 DSN support is disabled");
+        smtpd_count_error(s, CNT_RCPT);
+        return;
+    }
     if (tx->nrcpts == tx->rcpt_cap) {
         size_t cap = tx->rcpt_cap ? tx->rcpt_cap * 2 : 4;
         struct smtpd_rcpt *grown = petrel_pool_alloc(tx->pool, cap * sizeof(*grown));
@@ -297,6 +404,8 @@ static void cmd_rcpt(struct smtpd_session *s, const struct smtp_command *cmd)
         tx->rcpt_cap = cap;
     }
     /* Stage the recipient; it counts only once the checks accept it. */
+    if (tx->mail_line)
+        tx->rcpt_line = petrel_pool_printf(tx->pool, "RCPT %s", cmd->args);
     struct smtpd_rcpt *r = &tx->rcpts[tx->nrcpts];
     r->address = args.address;
     r->orcpt = args.orcpt;
@@ -333,6 +442,20 @@ static void rcpt_checked(struct smtpd_session *s, const struct restrict_result *
     rcpt_hooked(s, res);
 }
 
+/* The before-queue filter answered the recipient our checks accepted. */
+static void rcpt_proxied(struct smtpd_session *s, int ok, const char *reply)
+{
+    s->state = SMTPD_CMD;
+    if (ok) {
+        s->tx->nrcpts++;
+        smtpd_reply(s, "250 2.1.5 Ok");
+    } else {
+        smtpd_reply(s, "%s", reply);
+        smtpd_count_error(s, CNT_RCPT);
+    }
+    smtpd_continue(s);
+}
+
 static void rcpt_hooked(struct smtpd_session *s, const struct restrict_result *res)
 {
     struct smtpd_tx *tx = s->tx;
@@ -348,6 +471,13 @@ static void rcpt_hooked(struct smtpd_session *s, const struct restrict_result *r
             tx->discard = 1;
         else if (res->verdict == RV_HOLD)
             tx->hold = 1;
+        if (tx->mail_line) {
+            /* Our checks accept it: now the filter's turn (Postfix
+             * connects it at the first such recipient). */
+            s->state = SMTPD_WAIT;
+            smtpd_proxy_rcpt(s, tx->rcpt_line, rcpt_proxied);
+            return;
+        }
         tx->nrcpts++;
         smtpd_reply(s, "250 2.1.5 Ok");
     }
@@ -368,13 +498,17 @@ static void cmd_starttls(struct smtpd_session *s, const struct smtp_command *cmd
         smtpd_count_error(s, CNT_STARTTLS);
         return;
     }
-    if (s->set->tls_ctx == NULL || s->set->tls_level == TLS_LEVEL_NONE) {
+    if (s->set->tls_ctx == NULL || s->set->tls_level == TLS_LEVEL_NONE || (s->ehlo_discard & SMTPD_EHLO_STARTTLS)) {
         smtpd_reply(s, "502 5.5.1 Error: command not implemented");
         smtpd_count_error(s, CNT_STARTTLS);
         return;
     }
     if (s->tx) {
         smtpd_reply(s, "503 5.5.1 Error: MAIL transaction in progress");
+        smtpd_count_error(s, CNT_STARTTLS);
+        return;
+    }
+    if (smtpd_rate_starttls(s, 0) != 0) {
         smtpd_count_error(s, CNT_STARTTLS);
         return;
     }

@@ -1,18 +1,19 @@
 /*
- * Message content as modules see it, and the edits they ask for.
+ * The edits of a message (modules' header, envelope and body changes,
+ * header address rewriting, and what header/body checks decided after the
+ * queue file was opened: BCC, REDIRECT, FILTER) and their application.
  *
- * While DATA/BDAT content streams to the queue file, and only when modules
- * are loaded, the header section is parsed on the fly by header_reader.c
- * (bounded by header_size_limit: past it the rest counts as body, as
- * Postfix does) so that header hooks see each header and body hooks see
- * body chunks. The body itself is never held in memory.
+ * The content itself is written by the content stage (cleanup.c), which
+ * parses it once as it streams to the queue file and keeps the primary
+ * headers as written (after header_checks) when modules or header
+ * rewriting need them.
  *
- * Edits (header add/insert/change/delete, sender and recipient changes, a
- * new body) are applied at the end of the message by writing a new queue
- * file: our Received header, the edited header section, then the body
- * copied back from the first file (or the replacement). The first file is
- * then removed; only the new one is committed, so a crash in between leaves
- * at most an incomplete file that the recovery scan deletes.
+ * Edits are applied at the end of the message by writing a new queue
+ * file: our Received header (as header_checks left it), the edited header
+ * list, then the rest copied back from the first file (or the replacement
+ * body). The first file is then removed; only the new one is committed, so
+ * a crash in between leaves at most an incomplete file that the recovery
+ * scan deletes.
  *
  * Header text is binary-safe: names and values carry their lengths (a value
  * may hold NUL bytes, which Postfix passes through), and nothing that copies
@@ -33,16 +34,6 @@
 #include "mail/rewrite.h"
 #include "smtpd/smtpd_int.h"
 
-#define HEADER_SIZE_LIMIT (100 * 1024)
-
-/* Headers are parsed when modules want them or when canonical maps or
- * masquerading rewrite addresses in headers. */
-static int modules_want_content(struct smtpd_session *s)
-{
-    return (s->worker->modules && s->worker->modules->n > 0) ||
-           (s->worker->rewrite && mail_rewrite_headers(s->worker->rewrite));
-}
-
 /* A copy of n bytes, NUL bytes included, with a terminating NUL for C callers. */
 static char *mem_string(petrel_pool *pool, const char *p, size_t n)
 {
@@ -50,80 +41,6 @@ static char *mem_string(petrel_pool *pool, const char *p, size_t n)
     memcpy(copy, p, n);
     copy[n] = '\0';
     return copy;
-}
-
-/* The header reader's callbacks (smtpd/header_reader.c splits the content). */
-static void on_header(void *ctx, const char *name, size_t name_len, const char *value, size_t value_len)
-{
-    struct smtpd_session *s = ctx;
-    struct smtpd_tx *tx = s->tx;
-    if (tx->nheaders == tx->header_cap) {
-        size_t cap = tx->header_cap ? tx->header_cap * 2 : 16;
-        struct smtpd_header *grown = petrel_pool_alloc(tx->pool, cap * sizeof(*grown));
-        if (tx->nheaders)
-            memcpy(grown, tx->headers, tx->nheaders * sizeof(*grown));
-        tx->headers = grown;
-        tx->header_cap = cap;
-    }
-    struct smtpd_header *h = &tx->headers[tx->nheaders++];
-    h->name_len = name_len;
-    h->value_len = value_len;
-    h->name = mem_string(tx->pool, name, name_len);
-    h->value = mem_string(tx->pool, value, value_len);
-    const char *shown = h->value[0] == ' ' ? h->value + 1 : h->value;
-    smtpd_plugin_header(s, h->name, shown);
-}
-
-static void on_end_of_headers(void *ctx, unsigned long long body_start, int separator)
-{
-    struct smtpd_session *s = ctx;
-    s->tx->body_start = body_start;
-    s->tx->has_separator = separator;
-    smtpd_plugin_content(s, CONTENT_EOH, NULL, NULL, 0);
-}
-
-static void on_body(void *ctx, const char *data, size_t n)
-{
-    smtpd_plugin_body(ctx, data, n);
-}
-
-static const struct header_reader_cb reader_cb = { on_header, on_end_of_headers, on_body };
-
-static void reader_cleanup(void *arg)
-{
-    header_reader_free(arg);
-}
-
-/* The reader's buffers belong to the transaction: a session that ends in
- * the middle of the content (disconnect, timeout, RSET between BDAT chunks)
- * frees them with the transaction's pool. */
-static struct header_reader *reader(struct smtpd_session *s)
-{
-    struct smtpd_tx *tx = s->tx;
-    if (!tx->reader_on) {
-        header_reader_init(&tx->reader, tx->content_start, HEADER_SIZE_LIMIT);
-        petrel_pool_cleanup_add(tx->pool, reader_cleanup, &tx->reader);
-        tx->reader_on = 1;
-    }
-    return &tx->reader;
-}
-
-/* Called with every piece of content (CRLF line ends) after our Received header. */
-void smtpd_content_feed(struct smtpd_session *s, const char *data, size_t n)
-{
-    if (!modules_want_content(s))
-        return;
-    header_reader_feed(reader(s), data, n, &reader_cb, s);
-}
-
-/* At the end of the content: a message with no body and no empty line. */
-void smtpd_content_end(struct smtpd_session *s)
-{
-    if (!modules_want_content(s))
-        return;
-    struct header_reader *r = reader(s);
-    header_reader_end(r, &reader_cb, s);
-    header_reader_free(r);
 }
 
 /* ------------------------------------------------------------------ */
@@ -225,7 +142,8 @@ static const char *rewrite_value(struct smtpd_session *s, const char *value, siz
 void smtpd_content_rewrite_headers(struct smtpd_session *s)
 {
     struct smtpd_tx *tx = s->tx;
-    if (s->worker->rewrite == NULL || !mail_rewrite_headers(s->worker->rewrite))
+    if (s->worker->rewrite == NULL || !mail_rewrite_headers(s->worker->rewrite) ||
+        (s->set->receive_override & RO_NO_ADDRESS_MAPPINGS))
         return;
     for (size_t i = 0; i < tx->nheaders; i++) {
         int cls = header_class(tx->headers[i].name);
@@ -260,7 +178,7 @@ void smtpd_content_rewrite_headers(struct smtpd_session *s)
 int smtpd_content_edited(const struct smtpd_session *s)
 {
     const struct smtpd_tx *tx = s->tx;
-    return tx->edits.count || tx->edits.sender || tx->edits.body_replaced;
+    return tx->edits.count || tx->edits.sender || tx->edits.body_replaced || tx->envelope_changed;
 }
 
 /* An edit's value as the header gets it: kept as given when it starts with
@@ -361,7 +279,13 @@ int smtpd_content_rewrite(struct smtpd_session *s, struct queue_writer *(*reopen
     memcpy(rs, tx->rcpts, nr * sizeof(*rs));
     for (struct smtpd_edit *e = tx->edits.first; e; e = e->next) {
         if (e->kind == EDIT_RCPT_ADD) {
+            int dup = 0;
+            for (size_t i = 0; i < nr && e->notify; i++)
+                dup |= rs[i].notify == e->notify && strcasecmp(rs[i].address, e->value) == 0;
+            if (dup)
+                continue;   /* a BCC action ignores an address it already added (Postfix) */
             rs[nr].address = e->value;
+            rs[nr].notify = e->notify;
             nr++;
         } else if (e->kind == EDIT_RCPT_DELETE) {
             for (size_t i = 0; i < nr; i++) {
@@ -407,14 +331,14 @@ int smtpd_content_rewrite(struct smtpd_session *s, struct queue_writer *(*reopen
     buf_free(&b);
     if (rc == 0) {
         if (tx->edits.body_replaced) {
-            rc = queue_writer_write(fresh, "\r\n", 2);
+            /* Headers we did not keep (past the bound), then the new body. */
+            rc = copy_range(old, fresh, tx->rest_start, tx->headers_end);
+            if (rc == 0)
+                rc = queue_writer_write(fresh, "\r\n", 2);
             if (rc == 0)
                 rc = queue_writer_write(fresh, tx->edits.body, tx->edits.body_len);
         } else {
-            if (tx->has_separator)
-                rc = queue_writer_write(fresh, "\r\n", 2);
-            if (rc == 0)
-                rc = copy_range(old, fresh, tx->body_start, old_size);
+            rc = copy_range(old, fresh, tx->rest_start, old_size);
         }
     }
     int saved = errno;
@@ -423,8 +347,19 @@ int smtpd_content_rewrite(struct smtpd_session *s, struct queue_writer *(*reopen
         errno = saved;
         return -1;
     }
-    msg_info("%s: edited by modules into %s (%u change%s)", old_id, tx->queue_id,
-             tx->edits.count + (tx->edits.sender ? 1 : 0) + (tx->edits.body_replaced ? 1 : 0),
-             tx->edits.count + (tx->edits.sender ? 1 : 0) + (tx->edits.body_replaced ? 1 : 0) == 1 ? "" : "s");
+    /* The changes, and who made them: a BCC of the checks is one of edits.count. */
+    unsigned module_edits = tx->edits.count - tx->checks_bcc + (tx->edits.sender ? 1 : 0) +
+                            (tx->edits.body_replaced ? 1 : 0);
+    unsigned changes = module_edits + tx->checks_bcc + ((tx->filter || tx->redirect) && tx->envelope_changed ? 1 : 0);
+    struct buf by = BUF_INIT;
+    if (module_edits)
+        buf_puts(&by, "modules");
+    if (tx->envelope_changed & CHANGED_BY_CHECKS)
+        buf_printf(&by, "%sheader/body checks", by.len ? " and " : "");
+    if (tx->envelope_changed & CHANGED_BY_ACCESS)
+        buf_printf(&by, "%san access map", by.len ? " and " : "");
+    msg_info("%s: edited by %s into %s (%u change%s)", old_id, by.len ? by.data : "modules", tx->queue_id,
+             changes, changes == 1 ? "" : "s");
+    buf_free(&by);
     return 0;
 }

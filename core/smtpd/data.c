@@ -92,6 +92,47 @@ static void data_checked(struct smtpd_session *s, const struct restrict_result *
     data_hooked(s, r);
 }
 
+/* Content may flow: DATA answers 354, BDAT reads its chunk. */
+static void content_ready(struct smtpd_session *s, int bdat)
+{
+    if (bdat) {
+        s->bdat_state = BDAT_OK;
+        s->state = SMTPD_BDAT;
+        smtpd_continue(s);
+        return;
+    }
+    enum data_bare_lf_policy policy = s->bare_lf_excluded ? DATA_BARE_LF_ALLOW
+                                                          : (enum data_bare_lf_policy)s->set->bare_lf_policy;
+    smtp_data_init(&s->data, policy, s->set->message_size_limit);
+    smtpd_reply(s, "354 End data with <CR><LF>.<CR><LF>");
+    s->state = SMTPD_DATA;
+    smtpd_continue(s);
+}
+
+/* The before-queue filter answered DATA: our Received header goes first,
+ * as to a queue file. */
+static void data_proxied(struct smtpd_session *s, int ok, const char *reply)
+{
+    int bdat = s->tx->eom_counter == CNT_BDAT;
+    s->state = SMTPD_CMD;
+    if (!ok) {
+        if (bdat) {
+            bdat_skip(s, petrel_pool_strdup(s->scratch, reply));
+        } else {
+            smtpd_reply(s, "%s", reply);
+            smtpd_count_error(s, CNT_DATA);
+        }
+        smtpd_continue(s);
+        return;
+    }
+    struct buf received = BUF_INIT;
+    smtpd_prepend_text(s, &received);   /* access tables' PREPEND headers first, as Postfix */
+    smtpd_received_text(s, &received);
+    smtpd_proxy_content(s, received.data, received.len);
+    buf_free(&received);
+    content_ready(s, bdat);
+}
+
 static void data_hooked(struct smtpd_session *s, const struct restrict_result *r)
 {
     int bdat = s->tx->eom_counter == CNT_BDAT;
@@ -108,6 +149,12 @@ static void data_hooked(struct smtpd_session *s, const struct restrict_result *r
         smtpd_continue(s);
         return;
     }
+    if (s->tx->proxy) {
+        /* smtpd_proxy_filter: no queue file here; the filter's DATA. */
+        s->state = SMTPD_WAIT;
+        smtpd_proxy_data(s, data_proxied);
+        return;
+    }
     if (smtpd_open_queue_file(s) != 0) {
         if (bdat) {
             bdat_skip(s, "451 4.3.0 Error: queue file write error");
@@ -119,18 +166,7 @@ static void data_hooked(struct smtpd_session *s, const struct restrict_result *r
         smtpd_continue(s);
         return;
     }
-    if (bdat) {
-        s->bdat_state = BDAT_OK;
-        s->state = SMTPD_BDAT;
-        smtpd_continue(s);
-        return;
-    }
-    enum data_bare_lf_policy policy = s->bare_lf_excluded ? DATA_BARE_LF_ALLOW
-                                                          : (enum data_bare_lf_policy)s->set->bare_lf_policy;
-    smtp_data_init(&s->data, policy, s->set->message_size_limit);
-    smtpd_reply(s, "354 End data with <CR><LF>.<CR><LF>");
-    s->state = SMTPD_DATA;
-    smtpd_continue(s);
+    content_ready(s, bdat);
 }
 
 /* --- end of message: commit on the thread pool, answer on the loop --- */
@@ -212,8 +248,8 @@ void smtpd_finish_message(struct smtpd_session *s, enum smtpd_counter c)
     struct smtpd_tx *tx = s->tx;
     const char *verb = c == CNT_BDAT ? "BDAT" : "DATA";
     tx->eom_counter = c;
-    smtpd_content_end(s);
-    unsigned long long size = queue_writer_content_size(tx->writer);
+    smtpd_cleanup_end(s);
+    unsigned long long size = tx->writer ? queue_writer_content_size(tx->writer) : tx->proxy_size;
     int oversize = c == CNT_DATA ? s->data.oversize : 0;
     if (oversize || (s->set->message_size_limit && size > s->set->message_size_limit))
         smtpd_tx_error(tx, TX_ERROR_SIZE);
@@ -273,14 +309,46 @@ static void eod_checked(struct smtpd_session *s, const struct restrict_result *r
     smtpd_hooks_then(s, PHASE_EOM, NULL, eom_hooked);
 }
 
+/* The before-queue filter's reply to ".", which is ours (Postfix's
+ * proxy-accept / proxy-reject log line). */
+static void dot_proxied(struct smtpd_session *s, int ok, const char *reply)
+{
+    struct smtpd_tx *tx = s->tx;
+    s->state = SMTPD_CMD;
+    msg_info("proxy-%s: END-OF-MESSAGE: %s; from=<%s> to=<%s> proto=%s helo=<%s>", ok ? "accept" : "reject", reply,
+             tx->mail.address, tx->nrcpts ? tx->rcpts[tx->nrcpts - 1].address : "", s->esmtp ? "ESMTP" : "SMTP",
+             s->helo ? s->helo : "");
+    smtpd_reply(s, "%s", reply);
+    if (ok)
+        message_received(s);
+    else
+        smtpd_count_error(s, tx->eom_counter);
+    smtpd_tx_free(s);   /* closes the filter's connection (QUIT) */
+    smtpd_continue(s);
+}
+
+/* What a queue file would carry cannot reach one before a proxy filter:
+ * Postfix refuses HOLD, DISCARD and the like there with a warning, and so
+ * do we (for the modules' too). Then the filter gets ".". */
+static void proxy_end_of_message(struct smtpd_session *s)
+{
+    struct smtpd_tx *tx = s->tx;
+    if (tx->hold || tx->discard || smtpd_content_edited(s))
+        msg_warn("%s: with smtpd_proxy_filter specified, %s is unavailable: the filter decides", s->namaddr,
+                 tx->hold ? "HOLD" : tx->discard ? "DISCARD" : "changing the message");
+    s->state = SMTPD_WAIT;
+    smtpd_proxy_dot(s, dot_proxied);
+}
+
 static void eom_hooked(struct smtpd_session *s, const struct restrict_result *r)
 {
     struct smtpd_tx *tx = s->tx;
     enum smtpd_counter c = tx->eom_counter;
     s->state = SMTPD_CMD;
     if (smtpd_refused(r)) {
-        smtpd_log_reject(s, r->verdict == RV_REJECT ? "reject" : "reject", "END-OF-MESSAGE", r->code, r->enhanced,
-                         r->text, NULL);
+        /* Header and body checks logged their own line, as Postfix's cleanup does. */
+        if (!(r == &tx->content_verdict && tx->verdict_logged))
+            smtpd_log_reject(s, "reject", "END-OF-MESSAGE", r->code, r->enhanced, r->text, NULL);
         smtpd_reply(s, "%d %s %s", r->code, r->enhanced, r->text);
         smtpd_tx_free(s);
         smtpd_count_error(s, c);
@@ -291,6 +359,10 @@ static void eom_hooked(struct smtpd_session *s, const struct restrict_result *r)
         tx->hold = 1;
     else if (r->verdict == RV_DISCARD)
         tx->discard = 1;
+    if (tx->proxy) {
+        proxy_end_of_message(s);
+        return;
+    }
     smtpd_content_rewrite_headers(s);
     if (!tx->discard && smtpd_content_edited(s) &&
         smtpd_content_rewrite(s, smtpd_create_writer, smtpd_write_received) != 0) {
@@ -311,7 +383,8 @@ static void eom_hooked(struct smtpd_session *s, const struct restrict_result *r)
     }
     if (tx->discard) {
         /* Postfix's DISCARD: the client is told the message was taken. */
-        msg_info("%s: discard: END-OF-MESSAGE from %s: %s; from=<%s> proto=%s helo=<%s>", tx->queue_id,
+        if (!tx->discard_logged)
+            msg_info("%s: discard: END-OF-MESSAGE from %s: %s; from=<%s> proto=%s helo=<%s>", tx->queue_id,
                  s->namaddr, "discarded by restriction or module", tx->mail.address, s->esmtp ? "ESMTP" : "SMTP",
                  s->helo ? s->helo : "");
         smtpd_reply(s, "250 2.0.0 Ok: queued as %s", tx->queue_id);
@@ -320,7 +393,7 @@ static void eom_hooked(struct smtpd_session *s, const struct restrict_result *r)
         smtpd_continue(s);
         return;
     }
-    if (tx->hold)
+    if (tx->hold && !tx->hold_logged)
         msg_info("%s: hold: END-OF-MESSAGE from %s: %s; from=<%s> proto=%s helo=<%s>", tx->queue_id, s->namaddr,
                  tx->edits.quarantine_reason ? tx->edits.quarantine_reason : "held by restriction or module",
                  tx->mail.address, s->esmtp ? "ESMTP" : "SMTP", s->helo ? s->helo : "");
@@ -338,11 +411,14 @@ static int emit_content(void *ctx, const char *data, size_t n)
 {
     struct smtpd_session *s = ctx;
     struct smtpd_tx *tx = s->tx;
+    if (tx->proxy) {
+        tx->proxy_size += n;
+        smtpd_proxy_content(s, data, n);
+        return 0;
+    }
     if (tx->io_errno)
         return 0;
-    if (queue_writer_write(tx->writer, data, n) != 0)
-        smtpd_tx_io_error(tx, errno);
-    smtpd_content_feed(s, data, n);
+    smtpd_cleanup_feed(s, data, n);
     return 0;
 }
 
@@ -478,6 +554,12 @@ void smtpd_cmd_bdat(struct smtpd_session *s, const struct smtp_command *cmd)
     unsigned long long size;
     int last;
     struct smtp_reply_err err;
+    if (s->ehlo_discard & SMTPD_EHLO_CHUNKING) {
+        /* Postfix hangs up: what follows is raw content, not commands */
+        smtpd_count_error(s, CNT_BDAT);
+        smtpd_session_shutdown(s, "521 5.5.1 Error: command not implemented");
+        return;
+    }
     if (smtp_parse_bdat(cmd->args, &size, &last, &err) != 0) {
         /* Without a valid size we cannot find the next command: give up. */
         smtpd_reply(s, "%d %s %s", err.code, err.enhanced, err.text);

@@ -2,8 +2,9 @@
  * The envelope writer: the queue file of a transaction (sender, recipients
  * with their DSN parameters, always_bcc and sender_bcc_maps, the client's
  * identity), its first log line ("ID: client=...") and our Received:
- * header, written before any content. Used when DATA or the first BDAT
- * opens the file, and again when modules' edits make data.c write a new one.
+ * header, the first header of the content (header_checks see it, as they
+ * see Postfix's). Used when DATA or the first BDAT opens the file, and
+ * again when edits make data.c write a new one.
  */
 #include "config.h"
 
@@ -19,8 +20,19 @@
 #include "tables/access.h"
 #include "tables/table.h"
 
+/* A certificate name inside a Received: comment: nothing that would end the
+ * comment or the quoted string early. */
+static const char *comment_text(struct smtpd_session *s, const char *text)
+{
+    char *out = petrel_pool_strdup(s->tx->pool, text ? text : "");
+    for (char *p = out; *p; p++)
+        if (*p == '(' || *p == ')' || *p == '\\' || *p == '"' || (unsigned char)*p < 0x20)
+            *p = '?';
+    return out;
+}
+
 /* Received: header (RFC 5321 4.4), Postfix's layout. */
-void smtpd_write_received(struct smtpd_session *s)
+void smtpd_received_text(struct smtpd_session *s, struct buf *out)
 {
     struct smtpd_tx *tx = s->tx;
     char date[64];
@@ -29,18 +41,23 @@ void smtpd_write_received(struct smtpd_session *s)
     localtime_r(&now, &tm);
     strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z (%Z)", &tm);
     struct buf b = BUF_INIT;
-    /* PREPEND actions of access tables and policy servers go above our
-     * Received: header, in the order they fired (Postfix). */
-    for (size_t i = 0; i < tx->nprepend; i++)
-        buf_printf(&b, "%s\r\n", tx->prepend[i]);
     if (s->local_submission) {
         /* Postfix's pickup form: the submitting user by uid, not by name. */
         buf_printf(&b, "Received: by %s (%s, from userid %ld)\r\n\tid %s; %s\r\n", s->set->myhostname,
                    s->set->mail_name, s->local_uid, tx->queue_id, date);
     } else {
         buf_printf(&b, "Received: from %s (%s [%s])\r\n", s->helo ? s->helo : s->addr, s->name, s->addr);
-        if (s->tls_info)
+        if (s->tls_info && s->set->tls_received_header) {
+            /* smtpd_tls_received_header (Postfix's layout) */
             buf_printf(&b, "\t(using %s)\r\n", s->tls_info);
+            if (s->ccert.present)
+                buf_printf(&b, "\t(Client CN \"%s\", Issuer \"%s\" (%s))\r\n", comment_text(s, s->ccert.subject),
+                           comment_text(s, s->ccert.issuer), s->ccert.verified ? "verified OK" : "not verified");
+            else if (s->set->tls_ask_ccert)
+                buf_puts(&b, "\t(Client did not present a certificate)\r\n");
+            else
+                buf_puts(&b, "\t(No client certificate requested)\r\n");
+        }
         if (s->sasl_username && s->set->sasl_authenticated_header) {
             /* Postfix's comment; the login cannot end it early or break the header. */
             buf_puts(&b, "\t(Authenticated sender: ");
@@ -48,9 +65,11 @@ void smtpd_write_received(struct smtpd_session *s)
                 buf_putc(&b, (*p == '(' || *p == ')' || *p == '\\' || (unsigned char)*p < 0x20) ? '?' : *p);
             buf_puts(&b, ")\r\n");
         }
-        buf_printf(&b, "\tby %s (%s) with %s id %s", s->set->myhostname, s->set->mail_name,
+        /* Without a queue file (a before-queue filter gets the message)
+         * there is no queue ID to name, as with Postfix. */
+        buf_printf(&b, "\tby %s (%s) with %s%s%s", s->set->myhostname, s->set->mail_name,
                    tx->mail.smtputf8 ? (s->tls_active ? "UTF8SMTPS" : "UTF8SMTP") : s->protocol,
-                   tx->queue_id);
+                   tx->queue_id[0] ? " id " : "", tx->queue_id);
         if (tx->nrcpts == 1)
             buf_printf(&b, "\r\n\tfor <%s>; %s\r\n", tx->rcpts[0].address, date);
         else
@@ -59,12 +78,54 @@ void smtpd_write_received(struct smtpd_session *s)
     /* Every field is clean already (the HELO name is neutered, addresses
      * parsed); the header still goes through the one writer that never
      * lets a bare CR or LF out. */
-    struct buf clean = BUF_INIT;
-    smtpd_header_write(&clean, b.data, b.len);
-    if (queue_writer_write(tx->writer, clean.data, clean.len) != 0)
-        smtpd_tx_io_error(tx, errno);
-    buf_free(&clean);
+    smtpd_header_write(out, b.data, b.len);
     buf_free(&b);
+}
+
+/* The headers of PREPEND actions of access tables and policy servers:
+ * above our Received: header, in the order they fired (Postfix). */
+void smtpd_prepend_text(struct smtpd_session *s, struct buf *out)
+{
+    struct smtpd_tx *tx = s->tx;
+    struct buf b = BUF_INIT;
+    for (size_t i = 0; i < tx->nprepend; i++)
+        buf_printf(&b, "%s\r\n", tx->prepend[i]);
+    if (b.len)
+        smtpd_header_write(out, b.data, b.len);
+    buf_free(&b);
+}
+
+static void write_header_line(struct smtpd_session *s, const char *text)
+{
+    struct buf b = BUF_INIT;
+    smtpd_header_write(&b, text, strlen(text));
+    buf_append(&b, "\r\n", 2);
+    if (queue_writer_write(s->tx->writer, b.data, b.len) != 0)
+        smtpd_tx_io_error(s->tx, errno);
+    buf_free(&b);
+}
+
+void smtpd_write_received(struct smtpd_session *s)
+{
+    struct smtpd_tx *tx = s->tx;
+    if (tx->nprepend) {
+        struct buf b = BUF_INIT;
+        smtpd_prepend_text(s, &b);
+        if (queue_writer_write(tx->writer, b.data, b.len) != 0)
+            smtpd_tx_io_error(tx, errno);
+        buf_free(&b);
+    }
+    if (tx->received_prepend)
+        write_header_line(s, tx->received_prepend);
+    if (tx->received_action == RECEIVED_REPLACE) {
+        write_header_line(s, tx->received_replacement);
+    } else if (tx->received_action == RECEIVED_KEEP) {
+        struct buf b = BUF_INIT;
+        smtpd_received_text(s, &b);
+        if (queue_writer_write(tx->writer, b.data, b.len) != 0)
+            smtpd_tx_io_error(tx, errno);
+        buf_free(&b);
+    }
 }
 
 /* A queue file for the transaction's envelope as it stands; its ID goes to tx->queue_id. */
@@ -72,19 +133,45 @@ struct queue_writer *smtpd_create_writer(struct smtpd_session *s)
 {
     struct smtpd_tx *tx = s->tx;
     /* The transaction's recipients, the BCC actions' (NOTIFY=NEVER, as
-     * Postfix sends them to cleanup), then always_bcc and sender_bcc_maps:
-     * extra recipients of the queued copy, as Postfix's cleanup adds them
-     * (not announced in the headers). */
-    const char *bcc[2];
+     * Postfix sends them to cleanup), then always_bcc, sender_bcc_maps and
+     * recipient_bcc_maps (for each recipient): extra recipients of the
+     * queued copy, as Postfix's cleanup adds them (not announced in the
+     * headers); each map's address only once. */
+    const char **bcc = petrel_pool_zalloc(tx->pool, (tx->nrcpts + 2) * sizeof(char *));
     size_t nbcc = 0;
     const struct smtpd_settings *set = s->set;
-    if (set->always_bcc && *set->always_bcc)
+    /* receive_override_options = no_address_mappings leaves these to the
+     * pass after the content filter, as Postfix's cleanup does. */
+    int mappings = !(set->receive_override & RO_NO_ADDRESS_MAPPINGS);
+    if (mappings && set->always_bcc && *set->always_bcc)
         bcc[nbcc++] = set->always_bcc;
-    for (size_t i = 0; i < set->nsender_bcc_maps && *tx->mail.address; i++) {
+    for (size_t i = 0; mappings && i < set->nsender_bcc_maps && *tx->mail.address; i++) {
         const char *v = NULL;
         if (tbl_access_lookup_address(set->sender_bcc_maps[i], tx->mail.address, set->recipient_delimiter, &v) ==
             TBL_FOUND) {
             bcc[nbcc++] = petrel_pool_strdup(tx->pool, v);
+            break;
+        }
+    }
+    for (size_t r = 0; r < tx->nrcpts && set->nrecipient_bcc_maps; r++) {
+        for (size_t i = 0; i < set->nrecipient_bcc_maps; i++) {
+            const char *v = NULL;
+            int found = tbl_access_lookup_address(set->recipient_bcc_maps[i], tx->rcpts[r].address,
+                                                  set->recipient_delimiter, &v);
+            if (found == TBL_ERROR) {
+                /* Postfix: "message not accepted, try again later" */
+                msg_warn("%s: recipient_bcc_maps map lookup problem -- message not accepted, try again later",
+                         tx->queue_id[0] ? tx->queue_id : "NOQUEUE");
+                errno = EAGAIN;
+                return NULL;
+            }
+            if (found != TBL_FOUND)
+                continue;
+            int dup = 0;
+            for (size_t k = 0; k < nbcc; k++)
+                dup |= strcasecmp(bcc[k], v) == 0;
+            if (!dup)
+                bcc[nbcc++] = petrel_pool_strdup(tx->pool, v);
             break;
         }
     }
@@ -118,6 +205,13 @@ struct queue_writer *smtpd_create_writer(struct smtpd_session *s)
     struct queue_envelope env;
     memset(&env, 0, sizeof(env));
     env.sender = tx->mail.address;
+    if (!mappings)
+        env.flags |= QUEUE_F_NO_ADDRESS_MAPPINGS;
+    if (tx->redirect)
+        env.flags |= QUEUE_F_REDIRECTED;
+    /* A FILTER action overrides content_filter (Postfix's precedence). */
+    const char *filter = tx->filter ? tx->filter : set->content_filter;
+    env.content_filter = filter && *filter ? filter : NULL;
     env.envid = tx->mail.envid;
     env.ret = tx->mail.ret;
     if (tx->mail.body == SMTP_BODY_8BITMIME)
@@ -163,8 +257,12 @@ int smtpd_open_queue_file(struct smtpd_session *s)
                  s->sasl_username);
     else
         msg_info("%s: client=%s", tx->queue_id, s->namaddr);
-    smtpd_write_received(s);
-    tx->content_start = queue_writer_content_size(tx->writer);
+    struct buf prepend = BUF_INIT, received = BUF_INIT;
+    smtpd_prepend_text(s, &prepend);
+    smtpd_received_text(s, &received);
+    smtpd_cleanup_begin(s, &prepend, received.data, received.len);
+    buf_free(&prepend);
+    buf_free(&received);
     return 0;
 }
 

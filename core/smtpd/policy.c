@@ -53,6 +53,7 @@
 #include "config/cfg.h"
 #include "lib/log.h"
 #include "lib/xalloc.h"
+#include "mail/smtp_syntax.h"
 #include "smtpd/policy_proto.h"
 #include "smtpd/restrict_int.h"
 #include "smtpd/smtpd_int.h"
@@ -655,11 +656,16 @@ static void build_request(struct smtpd_session *s, struct restrict_run *run, str
     policy_request_attr(b, "sasl_method", s->sasl_method ? s->sasl_method : "");
     policy_request_attr(b, "sasl_username", s->sasl_username ? s->sasl_username : "");
     policy_request_attr(b, "sasl_sender", tx && tx->mail.auth && strcmp(tx->mail.auth, "<>") != 0 ? tx->mail.auth : "");
-    /* No client certificates are asked for (check_ccert_access is refused). */
-    policy_request_attr(b, "ccert_subject", "");
-    policy_request_attr(b, "ccert_issuer", "");
-    policy_request_attr(b, "ccert_fingerprint", "");
-    policy_request_attr(b, "ccert_pubkey_fingerprint", "");
+    /* The client certificate (smtpd_tls_ask_ccert): subject and issuer
+     * CN only when it is trusted, xtext-encoded; the fingerprints whenever
+     * one was presented (Postfix's ENCODE_CN and IF_ENCRYPTED). */
+    const struct smtpd_ccert *cc = &s->ccert;
+    petrel_pool *cpool = smtpd_cmd_pool(s);
+    policy_request_attr(b, "ccert_subject", cc->verified && cc->subject ? smtp_xtext_encode(cc->subject, cpool) : "");
+    policy_request_attr(b, "ccert_issuer", cc->verified && cc->issuer ? smtp_xtext_encode(cc->issuer, cpool) : "");
+    policy_request_attr(b, "ccert_fingerprint", cc->present && cc->fingerprint ? cc->fingerprint : "");
+    policy_request_attr(b, "ccert_pubkey_fingerprint",
+                        cc->present && cc->pubkey_fingerprint ? cc->pubkey_fingerprint : "");
     policy_request_attr(b, "encryption_protocol", tls_protocol);
     policy_request_attr(b, "encryption_cipher", tls_cipher);
     policy_request_attr_number(b, "encryption_keysize", (unsigned long long)(tls_bits > 0 ? tls_bits : 0));

@@ -281,6 +281,10 @@ static void stage_begin(struct smtpd_session *s, struct restrict_run *run, enum 
 static enum restrict_verdict check_unlisted(struct smtpd_session *s, struct restrict_run *run, int sender,
                                             struct restrict_result *r)
 {
+    /* receive_override_options = no_unknown_recipient_checks: a later pass
+     * (after a content filter) or nobody validates addresses here. */
+    if (s->set->receive_override & RO_NO_UNKNOWN_RCPT)
+        return RV_DUNNO;
     const char *address = sender ? (s->tx ? s->tx->mail.address : NULL) : run->rcpt;
     if (address == NULL || *address == '\0')
         return RV_DUNNO;   /* no transaction yet, or the null sender */

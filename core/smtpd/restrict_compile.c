@@ -79,6 +79,9 @@ static const struct builtin {
     { "check_sender_access", STEP_CHECK_SENDER, ARG_TABLE, 0, 0 },
     { "check_recipient_access", STEP_CHECK_RCPT, ARG_TABLE, 0, 0 },
     { "check_sasl_access", STEP_CHECK_SASL, ARG_TABLE, 0, 0 },
+    { "permit_tls_clientcerts", STEP_PERMIT_TLS_CLIENTCERTS, ARG_NONE, 0, 0 },
+    { "permit_tls_all_clientcerts", STEP_PERMIT_TLS_ALL_CLIENTCERTS, ARG_NONE, 0, 0 },
+    { "check_ccert_access", STEP_CHECK_CCERT, ARG_TABLE, 0, 0 },
     { "check_etrn_access", STEP_CHECK_ETRN, ARG_TABLE, 0, 0 },
     { "check_client_a_access", STEP_CHECK_SERVER, ARG_TABLE, TARGET_CLIENT, DNS_A },
     { "check_client_mx_access", STEP_CHECK_SERVER, ARG_TABLE, TARGET_CLIENT, DNS_MX },
@@ -103,7 +106,6 @@ static const struct builtin {
  * bundled module provides says which module to load. */
 #define FROM_MODULE(name) "is provided by module " name ", which is not loaded: add " name " to modules"
 #define NOT_SUPPORTED "is not supported by Petrel: "
-#define NO_CLIENT_CERTS NOT_SUPPORTED "the SMTP server does not ask clients for TLS certificates"
 #define NO_VERIFY NOT_SUPPORTED "address verification (Postfix's verify service and its probes) is not implemented"
 static const struct { const char *name; const char *why; } unsupported_steps[] = {
     { "reject_rbl_client", FROM_MODULE("dnsbl") },
@@ -127,9 +129,6 @@ static const struct { const char *name; const char *why; } unsupported_steps[] =
                                  "permit_sasl_authenticated" },
     { "permit_mx_backup", NOT_SUPPORTED "it is not implemented: list the domains this host is a backup MX for in "
                           "relay_domains (Postfix recommends the same)" },
-    { "check_ccert_access", NO_CLIENT_CERTS },
-    { "permit_tls_clientcerts", NO_CLIENT_CERTS },
-    { "permit_tls_all_clientcerts", NO_CLIENT_CERTS },
     { "reject_unverified_sender", NO_VERIFY },
     { "reject_unverified_recipient", NO_VERIFY },
     { "reject_unknown_forward_client_hostname", NOT_SUPPORTED "Postfix does not implement it either "

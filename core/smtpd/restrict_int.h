@@ -40,6 +40,7 @@ enum step_kind {
     STEP_CHECK_SASL, STEP_CHECK_ETRN,
     STEP_REJECT_UNLISTED_RCPT, STEP_REJECT_UNLISTED_SENDER,
     STEP_SENDER_LOGIN, STEP_AUTH_SENDER_LOGIN, STEP_UNAUTH_SENDER_LOGIN, STEP_KNOWN_SENDER_LOGIN,
+    STEP_PERMIT_TLS_CLIENTCERTS, STEP_PERMIT_TLS_ALL_CLIENTCERTS, STEP_CHECK_CCERT,
     /* restrict_dns.c */
     STEP_REJECT_UNKNOWN_HELO, STEP_REJECT_UNKNOWN_SENDER_DOMAIN, STEP_REJECT_UNKNOWN_RCPT_DOMAIN,
     STEP_CHECK_SERVER,           /* check_{client,reverse_client_hostname,helo,sender,recipient}_{a,mx,ns}_access */
@@ -198,6 +199,7 @@ enum restrict_verdict restrict_apply_action(struct smtpd_session *s, struct rest
 #define SUBJECT_DATA "Data command"
 #define SUBJECT_EOD "End-of-data"
 #define SUBJECT_SASL "SASL login name"
+#define SUBJECT_CCERT "Client certificate"
 
 /* --- restrict_dns.c --- */
 enum restrict_verdict restrict_run_dns(struct smtpd_session *s, struct restrict_run *run,

@@ -11,9 +11,10 @@
  * Actions that change the message (HOLD, DISCARD, REDIRECT, BCC, PREPEND)
  * apply to the transaction at once, as Postfix's do, and only inside one:
  * with smtpd_delay_reject = no a client or HELO restriction cannot use
- * them (Postfix warns and skips them). FILTER is not supported yet
- * (content filters come later): it answers like a configuration error,
- * 451 4.3.5, and is logged, so mail is never delivered unfiltered.
+ * them (Postfix warns and skips them). FILTER sets the message's content
+ * filter (doc/content-inspection.md). Before a proxy filter
+ * (smtpd_proxy_filter) nothing is queued, so HOLD, DISCARD, REDIRECT, BCC
+ * and FILTER are unavailable there, with Postfix's warning.
  */
 #include "config.h"
 
@@ -51,6 +52,16 @@ static int in_transaction(struct smtpd_session *s, const char *table, const char
     msg_warn("access table %s: with smtpd_delay_reject=no, action %s is always skipped in %s or %s restrictions",
              table, action, SUBJECT_CLIENT, SUBJECT_HELO);
     return 0;
+}
+
+/* ... and a queue file that will carry them: none before a proxy filter. */
+static int can_delegate(struct smtpd_session *s, const char *table, const char *action)
+{
+    if (smtpd_proxy_enabled(s)) {
+        msg_warn("access table %s: with smtpd_proxy_filter specified, action %s is unavailable", table, action);
+        return 0;
+    }
+    return in_transaction(s, table, action);
 }
 
 static void add_string(petrel_pool *pool, const char ***list, size_t *n, const char *value)
@@ -102,13 +113,13 @@ enum restrict_verdict restrict_apply_action(struct smtpd_session *s, struct rest
         restrict_log(s, run, "warn", "%s", a.text);
         return RV_DUNNO;
     case ACCESS_HOLD:
-        if (!in_transaction(s, table, "HOLD") || tx->hold)
+        if (!can_delegate(s, table, "HOLD") || tx->hold)
             return RV_DUNNO;
         restrict_log(s, run, "hold", "<%s>: %s %s", reply_name, reply_class, *a.text ? a.text : "triggers HOLD action");
         tx->hold = 1;
         return RV_DUNNO;
     case ACCESS_DISCARD:
-        if (!in_transaction(s, table, "DISCARD"))
+        if (!can_delegate(s, table, "DISCARD"))
             return RV_DUNNO;
         restrict_log(s, run, "discard", "<%s>: %s %s", reply_name, reply_class,
                      *a.text ? a.text : "triggers DISCARD action");
@@ -117,7 +128,7 @@ enum restrict_verdict restrict_apply_action(struct smtpd_session *s, struct rest
     case ACCESS_REDIRECT:
     case ACCESS_BCC: {
         const char *verb = a.verb == ACCESS_REDIRECT ? "REDIRECT" : "BCC";
-        if (!in_transaction(s, table, verb))
+        if (!can_delegate(s, table, verb))
             return RV_DUNNO;
         if (strchr(a.text, '@') == NULL) {
             msg_warn("access table %s entry \"%s\" requires user@domain target", table, datum);
@@ -133,7 +144,7 @@ enum restrict_verdict restrict_apply_action(struct smtpd_session *s, struct rest
         return RV_DUNNO;
     }
     case ACCESS_FILTER:
-        if (!in_transaction(s, table, "FILTER"))
+        if (!can_delegate(s, table, "FILTER"))
             return RV_DUNNO;
         if (*a.text == '\0') {
             msg_warn("access table %s entry \"%s\" has FILTER entry without value", table, datum);
@@ -144,10 +155,12 @@ enum restrict_verdict restrict_apply_action(struct smtpd_session *s, struct rest
             return RV_DUNNO;
         }
         restrict_log(s, run, "filter", "<%s>: %s triggers FILTER %s", reply_name, reply_class, a.text);
-        msg_warn("access table %s: action FILTER %s is not supported by Petrel yet (content filters are not "
-                 "implemented): answering 451 4.3.5 rather than delivering the message unfiltered",
-                 table, a.text);
-        return restrict_server_error(s, run, r);
+        /* The message goes to that content filter after it is queued,
+         * instead of content_filter; the last one wins. */
+        tx->filter = petrel_pool_strdup(tx->pool, a.text);
+        if (tx->writer)
+            tx->envelope_changed |= CHANGED_BY_ACCESS;   /* end of data: the queue file is rewritten */
+        return RV_DUNNO;
     case ACCESS_PREPEND:
         if (!in_transaction(s, table, "PREPEND"))
             return RV_DUNNO;
@@ -257,6 +270,18 @@ static enum restrict_verdict run_table(struct smtpd_session *s, struct restrict_
                     *p = '_';
             return table_result(s, run, step, found, value, sane, sane, SUBJECT_SASL, r);
         }
+    case STEP_CHECK_CCERT: {
+        /* Postfix: the certificate's fingerprint, then its public key's
+         * (smtpd_tls_fingerprint_digest); a certificate whose issuer is not
+         * trusted may still match. The reply names the certificate's CN. */
+        if (!s->ccert.present)
+            return RV_DUNNO;
+        const char *cn = s->ccert.subject ? s->ccert.subject : "";
+        found = tbl_lookup(step->table, s->ccert.fingerprint, &value);
+        if (found == TBL_NOTFOUND && s->ccert.pubkey_fingerprint && *s->ccert.pubkey_fingerprint)
+            found = tbl_lookup(step->table, s->ccert.pubkey_fingerprint, &value);
+        return table_result(s, run, step, found, value, cn, cn, SUBJECT_CCERT, r);
+    }
     default:
         /* check_etrn_access: ETRN is answered 458 before any restriction
          * (Petrel does not implement it), so there is never a domain. */
@@ -440,6 +465,28 @@ enum restrict_verdict restrict_run_builtin(struct smtpd_session *s, struct restr
         return !s->local_submission && cidr_list_match(set->own_addresses, s->addr) ? RV_PERMIT : RV_DUNNO;
     case STEP_PERMIT_SASL:
         return s->sasl_username ? RV_PERMIT : RV_DUNNO;
+    case STEP_PERMIT_TLS_ALL_CLIENTCERTS:
+        /* any client certificate a CA in smtpd_tls_CAfile/_CApath verified */
+        return s->ccert.verified ? RV_PERMIT : RV_DUNNO;
+    case STEP_PERMIT_TLS_CLIENTCERTS: {
+        /* relay_clientcerts names the public key's or the certificate's
+         * fingerprint (Postfix's order); the issuer need not be trusted */
+        if (!s->ccert.present)
+            return RV_DUNNO;
+        const char *prints[2] = { s->ccert.pubkey_fingerprint, s->ccert.fingerprint }, *value;
+        for (int k = 0; k < 2; k++) {
+            if (!prints[k] || !*prints[k])
+                continue;
+            int found = mail_maps_get(set->relay_clientcerts, prints[k], smtpd_cmd_pool(s), &value);
+            if (found < 0) {
+                msg_warn("relay_clientcerts: lookup error for fingerprint %s", prints[k]);
+                return restrict_lookup_failure(s, run, prints[k], r);
+            }
+            if (found > 0)
+                return RV_PERMIT;
+        }
+        return RV_DUNNO;
+    }
     case STEP_REJECT_PLAINTEXT:
         if (s->tls_active)
             return RV_DUNNO;
@@ -530,6 +577,7 @@ enum restrict_verdict restrict_run_builtin(struct smtpd_session *s, struct restr
     case STEP_CHECK_RCPT:
     case STEP_CHECK_SASL:
     case STEP_CHECK_ETRN:
+    case STEP_CHECK_CCERT:
         return run_table(s, run, step, r);
     case STEP_SENDER_LOGIN:
     case STEP_AUTH_SENDER_LOGIN:

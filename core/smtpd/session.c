@@ -57,9 +57,11 @@
 #include "lib/workq.h"
 #include "lib/xalloc.h"
 #include "smtpd/anvil.h"
+#include "smtpd/haproxy_read.h"
 #include "smtpd/restrict.h"
 #include "smtpd/smtpd_int.h"
 #include "tables/cidr.h"
+#include "tables/table.h"
 
 #define SESSION_POOL_SIZE 2048
 #define TX_POOL_SIZE 2048
@@ -81,28 +83,43 @@ static void session_free(struct smtpd_session *s);
 void smtpd_reply(struct smtpd_session *s, const char *fmt, ...)
 {
     struct evbuffer *out = bufferevent_get_output(s->bev);
+    char stack[1024];
+    char *line = stack;
     va_list ap;
     va_start(ap, fmt);
-    if (s->debug) {
-        char line[1024];
-        va_list copy;
-        va_copy(copy, ap);
-        vsnprintf(line, sizeof(line), fmt, copy);
-        va_end(copy);
-        msg_info("> %s: %s", s->namaddr, line);
+    int n = vsnprintf(stack, sizeof(stack), fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if ((size_t)n >= sizeof(stack)) {
+        line = xmalloc((size_t)n + 1);
+        va_start(ap, fmt);
+        vsnprintf(line, (size_t)n + 1, fmt, ap);
+        va_end(ap);
     }
+    /* soft_bounce: every 5xx reply goes out as 4xx, its enhanced code too,
+     * on every line of it (Postfix's smtpd_chat_reply) */
+    if (s->set->soft_bounce) {
+        for (char *p = line; p && *p; ) {
+            if (p[0] == '5' && p[1] && p[2] && (p[3] == ' ' || p[3] == '-' || p[3] == '\0')) {
+                p[0] = '4';
+                if (p[3] && p[4] == '5' && p[5] == '.')
+                    p[4] = '4';
+            }
+            char *next = strstr(p, "\r\n");
+            p = next ? next + 2 : NULL;
+        }
+    }
+    if (s->debug)
+        msg_info("> %s: %s", s->namaddr, line);
     /* Postfix disconnects after any 421 or 521 reply (a restriction may
      * answer one: access(5)). */
-    char head[4];
-    va_list peek;
-    va_copy(peek, ap);
-    vsnprintf(head, sizeof(head), fmt, peek);
-    va_end(peek);
-    if (strcmp(head, "421") == 0 || strcmp(head, "521") == 0)
+    if (strncmp(line, "421", 3) == 0 || strncmp(line, "521", 3) == 0)
         s->hangup_after_reply = 1;
-    evbuffer_add_vprintf(out, fmt, ap);
-    va_end(ap);
+    evbuffer_add(out, line, (size_t)n);
     evbuffer_add(out, "\r\n", 2);
+    if (line != stack)
+        free(line);
 }
 
 static const char *counter_names[CNT_MAX] = {
@@ -251,12 +268,15 @@ static void session_free(struct smtpd_session *s)
         event_free(s->sleep_timer);
     smtpd_tx_free(s);
     smtpd_policy_release(s);
+    smtpd_proxy_read_cancel(s->proxy);
     if (s->client_key)
         anvil_disconnect(w->anvil, w->index, s->client_key);
     if (s->counted_in_service)
         anvil_service_release(w->anvil, w->index, s->listener->service_key);   /* wakes waiting listeners */
     if (s->delay_timer)
         event_free(s->delay_timer);
+    if (s->record_timer)
+        event_free(s->record_timer);
     if (s->bev) {
         /* After STARTTLS our output goes through the TLS filter into the
          * socket bufferevent below it, which only writes when the loop runs:
@@ -276,7 +296,12 @@ static void session_free(struct smtpd_session *s)
     if (s->login_pool)
         petrel_pool_destroy(s->login_pool);
     petrel_pool_destroy(s->pool);
-    if (w->draining && w->nsessions == 0)
+    smtpd_worker_check_drained(w);
+}
+
+void smtpd_worker_check_drained(struct smtpd_worker *w)
+{
+    if (w->draining && w->nsessions == 0 && w->nscreening == 0)
         event_base_loopexit(w->base, NULL);
 }
 
@@ -347,7 +372,8 @@ static void starttls_hooked(struct smtpd_session *s, const struct restrict_resul
  * the session is encrypted as soon as OpenSSL says so, so that this EHLO
  * already offers AUTH under smtpd_tls_auth_only and no longer offers
  * STARTTLS. Returns 1 when the STARTTLS hooks now run (they resume the
- * input themselves). */
+ * input themselves) or the session ends (smtpd_tls_req_ccert, the new TLS
+ * session rate limit). */
 static int tls_became_active(struct smtpd_session *s)
 {
     if (s->tls_active || s->bev == NULL)
@@ -355,7 +381,13 @@ static int tls_became_active(struct smtpd_session *s)
     SSL *ssl = bufferevent_openssl_get_ssl(s->bev);
     if (ssl == NULL || !SSL_is_init_finished(ssl))
         return 0;
-    smtpd_tls_established(s);
+    s->tls_handshaking = 0;
+    bufferevent_set_timeouts(s->bev, &s->set->timeout, &s->set->timeout);
+    if (smtpd_tls_established(s) != 0 || smtpd_tls_count_new_session(s) != 0) {
+        s->last_command = "STARTTLS";
+        smtpd_session_close_after_flush(s);
+        return 1;
+    }
     if (!s->greeted && smtpd_phase_has_hooks(s, PHASE_STARTTLS)) {
         s->tls_hooks_pending = 1;   /* implicit TLS done before the greeting: after it */
         return 0;
@@ -376,6 +408,14 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
     }
     if (what & BEV_EVENT_TIMEOUT) {
         if (s->state == SMTPD_CLOSING) {
+            session_free(s);
+            return;
+        }
+        if (s->tls_handshaking) {
+            /* smtpd_starttls_timeout: nothing can be said inside a handshake */
+            msg_info("timeout after STARTTLS from %s", s->namaddr);
+            s->last_command = "STARTTLS";
+            log_disconnect(s);
             session_free(s);
             return;
         }
@@ -454,7 +494,9 @@ static void limit_buffers(struct smtpd_session *s)
 void smtpd_session_attach(struct smtpd_session *s)
 {
     bufferevent_setcb(s->bev, session_read_cb, session_write_cb, session_event_cb, s);
-    bufferevent_set_timeouts(s->bev, &s->set->timeout, &s->set->timeout);
+    /* smtpd_starttls_timeout bounds a handshake, smtpd_timeout the rest */
+    const struct timeval *tv = s->tls_handshaking ? &s->set->starttls_timeout : &s->set->timeout;
+    bufferevent_set_timeouts(s->bev, tv, tv);
     limit_buffers(s);
 }
 
@@ -463,10 +505,10 @@ static void greeting_checked(struct smtpd_session *s, const struct restrict_resu
 static void connect_hooked(struct smtpd_session *s, const struct restrict_result *r);
 static void peer_known(struct smtpd_session *s);
 
-/* A new session on fd: a network client (sa), or a local submission from
- * the pickup role (local, with the maildrop file owner's uid). */
-static void session_start(struct smtpd_listener *l, const struct smtpd_settings *set, int fd,
-                          const struct sockaddr *sa, int counted_in_service, int local, long uid)
+/* A new session on fd, not yet begun (session_begin): its addresses may
+ * still have to come from a PROXY header. */
+static struct smtpd_session *session_new(struct smtpd_listener *l, const struct smtpd_settings *set, int fd,
+                                         int counted_in_service)
 {
     struct smtpd_worker *w = l->worker;
     petrel_pool *pool = petrel_pool_create(SESSION_POOL_SIZE);
@@ -482,6 +524,27 @@ static void session_start(struct smtpd_listener *l, const struct smtpd_settings 
     s->protocol = "SMTP";
     s->name = s->reverse_name = "unknown";
     s->name_status = s->reverse_name_status = SMTPD_PEER_PERM;
+    /* The addresses until session_begin knows them (a PROXY header that
+     * fails is logged against these). */
+    snprintf(s->addr, sizeof(s->addr), "unknown");
+    snprintf(s->port, sizeof(s->port), "0");
+    s->namaddr = "unknown[unknown]";
+    session_link(w, s);
+    return s;
+}
+
+/* The session starts: a network client at addr (from the socket, a PROXY
+ * header or postscreen) talking to server_addr (NULL: the socket's own
+ * address), or a local submission from the pickup role (local, with the
+ * maildrop file owner's uid). */
+static void session_begin(struct smtpd_session *s, const char *addr, const char *port, const char *server_addr,
+                          const char *server_port, int local, long uid)
+{
+    struct smtpd_worker *w = s->worker;
+    const struct smtpd_settings *set = s->set;
+    int fd = s->fd;
+    petrel_pool *pool = s->pool;
+    s->state = SMTPD_CMD;
     if (local) {
         /* A maildrop file (petrel-sendmail): a user of this host, known by
          * the uid that owns the file; trusted as mynetworks is. */
@@ -494,18 +557,28 @@ static void session_start(struct smtpd_listener *l, const struct smtpd_settings 
         s->local_submission = 1;
         s->local_uid = uid;
     } else {
-        addr_to_text(sa, s->addr, sizeof(s->addr), s->port, sizeof(s->port));
+        snprintf(s->addr, sizeof(s->addr), "%s", addr);
+        snprintf(s->port, sizeof(s->port), "%s", port);
         struct sockaddr_storage ours;
         socklen_t ours_len = sizeof(ours);
-        if (getsockname(fd, (struct sockaddr *)&ours, &ours_len) == 0)
+        if (server_addr) {
+            snprintf(s->server_addr, sizeof(s->server_addr), "%s", server_addr);
+            snprintf(s->server_port, sizeof(s->server_port), "%s", server_port);
+        } else if (getsockname(fd, (struct sockaddr *)&ours, &ours_len) == 0) {
             addr_to_text((struct sockaddr *)&ours, s->server_addr, sizeof(s->server_addr), s->server_port,
                          sizeof(s->server_port));
+        }
     }
     s->namaddr = petrel_pool_printf(pool, "%s[%s]", s->name, s->addr);
     s->in_mynetworks = s->local_submission || cidr_list_match(set->mynetworks, s->addr);
     s->debug = cidr_list_match(set->debug_peers, s->addr);
     s->bare_lf_excluded = cidr_list_match(set->bare_lf_exclusions, s->addr);
-    session_link(w, s);
+    /* what EHLO will not announce (Postfix decides it at connect, from
+     * the client's address: the proxied one behind a PROXY header) */
+    if (smtpd_ehlo_discard_mask(s, &s->ehlo_discard) != 0) {
+        msg_warn("%s lookup error for %s", "smtpd_discard_ehlo_keyword_address_maps", s->addr);
+        s->ehlo_discard_error = 1;
+    }
 
     int one = 1;
     if (!s->local_submission)
@@ -520,7 +593,11 @@ static void session_start(struct smtpd_listener *l, const struct smtpd_settings 
             session_free(s);
             return;
         }
-        if (smtpd_tls_start(s, 1) != 0) {
+        if (smtpd_rate_starttls(s, 1) != 0 || smtpd_tls_start(s, 1) != 0) {
+            if (s->bev == NULL) {
+                close(fd);
+                s->fd = -1;
+            }
             session_free(s);
             return;
         }
@@ -591,15 +668,69 @@ static void peer_known(struct smtpd_session *s)
     smtpd_hooks_then(s, PHASE_CONNECT, NULL, connect_hooked);
 }
 
+/* smtpd_upstream_proxy_protocol = haproxy: the client's addresses arrive
+ * in the PROXY header. Without them we cannot tell what rights the peer
+ * has, so a failure hangs up, as Postfix's smtpd does. */
+static void proxy_read_done(void *arg, int status, const struct haproxy_endpoints *ep, const char *why)
+{
+    struct smtpd_session *s = arg;
+    s->proxy = NULL;
+    if (status == 0 && !ep->local) {
+        session_begin(s, ep->client_addr, ep->client_port, ep->server_addr, ep->server_port, 0, -1);
+        return;
+    }
+    if (status == 0) {
+        /* A LOCAL header (a health check): the connection's own addresses. */
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        char addr[64], port[8];
+        if (getpeername(s->fd, (struct sockaddr *)&ss, &len) == 0 &&
+            addr_to_text((struct sockaddr *)&ss, addr, sizeof(addr), port, sizeof(port)) == 0) {
+            session_begin(s, addr, port, NULL, NULL, 0, -1);
+            return;
+        }
+        why = "cannot find the connection's own address";
+    }
+    msg_warn("haproxy read: %s", why);
+    msg_info("connect from %s", s->namaddr);
+    char reply[300];
+    int n = snprintf(reply, sizeof(reply), "421 4.3.0 %s Server local error\r\n", s->set->myhostname);
+    (void)!send(s->fd, reply, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
+    msg_info("disconnect from %s commands=0/0", s->namaddr);
+    session_free(s);
+}
+
 void smtpd_accept(struct smtpd_listener *l, const struct smtpd_settings *set, int fd, const struct sockaddr *sa,
                   int salen, int counted_in_service)
 {
-    session_start(l, set, fd, sa, counted_in_service, 0, -1);
+    struct smtpd_session *s = session_new(l, set, fd, counted_in_service);
+    if (set->upstream_proxy) {
+        s->state = SMTPD_WAIT;
+        s->proxy = smtpd_proxy_read_start(l->worker->base, fd, set->proxy_families, &set->upstream_proxy_timeout,
+                                          "timeout error", proxy_read_done, s);
+        if (s->proxy == NULL) {
+            msg_warn("haproxy read: cannot watch the connection");
+            session_free(s);
+        }
+        return;
+    }
+    char addr[64], port[8];
+    addr_to_text(sa, addr, sizeof(addr), port, sizeof(port));
+    session_begin(s, addr, port, NULL, NULL, 0, -1);
+}
+
+void smtpd_accept_screened(struct smtpd_listener *l, const struct smtpd_settings *set, int fd,
+                           const char *client_addr, const char *client_port, const char *server_addr,
+                           const char *server_port, int counted_in_service)
+{
+    struct smtpd_session *s = session_new(l, set, fd, counted_in_service);
+    session_begin(s, client_addr, client_port, server_addr, server_port, 0, -1);
 }
 
 void smtpd_accept_local(struct smtpd_listener *l, int fd, long uid)
 {
-    session_start(l, l->settings, fd, NULL, 0, 1, uid);
+    struct smtpd_session *s = session_new(l, l->settings, fd, 0);
+    session_begin(s, NULL, NULL, NULL, NULL, 1, uid);
 }
 
 static void greeting_checked(struct smtpd_session *s, const struct restrict_result *r)
@@ -668,9 +799,71 @@ static void too_many_errors(struct smtpd_session *s)
 
 static void error_delay_over(evutil_socket_t fd, short what, void *arg)
 {
-    smtpd_continue(arg);
+    struct smtpd_session *s = arg;
+    s->error_slept = 1;
+    smtpd_continue(s);
 }
 
+
+/* smtpd_command_filter (Postfix): the command line, without leading blanks,
+ * looked up in the table; a value found replaces the line. A lookup error
+ * ends the session with 421 4.3.0, as in Postfix. */
+static int filter_command(struct smtpd_session *s, char **line, size_t *len)
+{
+    const char *key = *line + strspn(*line, " \t");
+    const char *value;
+    int r = tbl_lookup(s->set->command_filter, key, &value);
+    if (r == TBL_FOUND) {
+        msg_info("%s: replacing command \"%.100s\" with \"%.100s\"", s->namaddr, *line, value);
+        size_t n = strlen(value);
+        char *copy = petrel_pool_alloc(s->scratch, n + 1);
+        memcpy(copy, value, n + 1);
+        *line = copy;
+        *len = n;
+    } else if (r == TBL_ERROR) {
+        msg_warn("%s lookup error for \"%.100s\"", tbl_spec(s->set->command_filter), key);
+        msg_info("NOQUEUE: reject: %s from %s: 421 4.3.0 %s Server local data error",
+                 s->last_command ? s->last_command : "CONNECT", s->namaddr, s->set->myhostname);
+        smtpd_reply(s, "421 4.3.0 %s Server local data error", s->set->myhostname);
+        smtpd_session_close_after_flush(s);
+        return -1;
+    }
+    return 0;
+}
+
+/* smtpd_per_record_deadline: smtpd_timeout bounds each whole command or
+ * content line, not each read, so a client that trickles one byte at a time
+ * cannot hold a session forever. The deadline starts when the session
+ * begins to wait for a record and ends when one is complete. */
+static void record_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    struct smtpd_session *s = arg;
+    (void)fd;
+    (void)what;
+    /* busy on our side: the client is not late; closing: smtpd_timeout
+     * fired first and its 421 is on its way (a second timeout here would
+     * free the session before the reply is written) */
+    if (s->state == SMTPD_WAIT || s->state == SMTPD_CLOSING)
+        return;
+    session_event_cb(s->bev, BEV_EVENT_TIMEOUT | BEV_EVENT_READING, s);
+}
+
+static void record_deadline_update(struct smtpd_session *s, int before)
+{
+    if (!s->set->per_record_deadline || s->tls_handshaking || s->state == SMTPD_CLOSING || s->bev == NULL)
+        return;
+    struct evbuffer *in = bufferevent_get_input(s->bev);
+    struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, NULL, EVBUFFER_EOL_LF);
+    if (before) {
+        if (eol.pos >= 0 && s->record_timer)   /* a record is complete: its deadline is met */
+            evtimer_del(s->record_timer);
+        return;
+    }
+    if (s->record_timer == NULL)
+        s->record_timer = evtimer_new(s->worker->base, record_deadline, s);
+    if (s->state != SMTPD_WAIT && !evtimer_pending(s->record_timer, NULL))
+        evtimer_add(s->record_timer, &s->set->timeout);
+}
 
 /* Reads complete command lines and dispatches them until input runs out or
  * the session waits for something. */
@@ -679,6 +872,7 @@ static void session_process_input(struct smtpd_session *s)
     if (s->in_input_loop)
         return;   /* a continuation ran synchronously: the outer loop goes on */
     s->in_input_loop = 1;
+    record_deadline_update(s, 1);
     struct evbuffer *in = bufferevent_get_input(s->bev);
     const struct smtpd_settings *set = s->set;
     while (s->state != SMTPD_CLOSING && s->state != SMTPD_WAIT) {
@@ -687,6 +881,8 @@ static void session_process_input(struct smtpd_session *s)
             smtpd_session_close_after_flush(s);
             break;
         }
+        if ((s->state == SMTPD_DATA || s->state == SMTPD_BDAT) && smtpd_proxy_congested(s))
+            break;   /* the before-queue filter reads slower: its write callback resumes */
         if (s->state == SMTPD_DATA) {
             if (!smtpd_consume_data(s))
                 break;
@@ -718,6 +914,16 @@ static void session_process_input(struct smtpd_session *s)
         size_t avail = evbuffer_get_length(in);
         if (avail == 0)
             break;
+        if (s->errors >= set->soft_error_limit && set->error_sleep_time > 0 && !s->error_slept) {
+            /* Postfix's smtpd_soft_error_limit: past it, every reply waits
+             * smtpd_error_sleep_time (the tarpit of clients that keep
+             * making mistakes); the session waits here, not the worker */
+            struct timeval tv = { (time_t)set->error_sleep_time, 0 };
+            if (s->delay_timer == NULL)
+                s->delay_timer = evtimer_new(s->worker->base, error_delay_over, s);
+            evtimer_add(s->delay_timer, &tv);
+            break;
+        }
         /* The previous command is answered: nothing of it is needed any more. */
         petrel_pool_reset(s->scratch);
         struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, NULL, EVBUFFER_EOL_LF);
@@ -752,19 +958,13 @@ static void session_process_input(struct smtpd_session *s)
             smtpd_session_close_after_flush(s);
             break;
         }
-        int errors_before = s->errors;
-        smtpd_handle_command(s, line, linelen);
-        if (s->errors > errors_before && s->errors >= set->soft_error_limit &&
-            s->state != SMTPD_CLOSING && set->error_sleep_time > 0) {
-            /* Tarpit clients that keep making mistakes (smtpd_error_sleep_time). */
-            struct timeval tv = { (time_t)set->error_sleep_time, 0 };
-            if (s->delay_timer == NULL)
-                s->delay_timer = evtimer_new(s->worker->base, error_delay_over, s);
-            evtimer_add(s->delay_timer, &tv);
+        s->error_slept = 0;
+        if (set->command_filter && filter_command(s, &line, &linelen) != 0)
             break;
-        }
+        smtpd_handle_command(s, line, linelen);
     }
     s->in_input_loop = 0;
+    record_deadline_update(s, 0);
     if (s->state == SMTPD_CLOSING && evbuffer_get_length(bufferevent_get_output(s->bev)) == 0) {
         log_disconnect(s);
         session_free(s);
@@ -773,6 +973,11 @@ static void session_process_input(struct smtpd_session *s)
 
 void smtpd_session_stop(struct smtpd_session *s)
 {
+    if (s->proxy) {
+        /* Still reading its PROXY header: nobody has been greeted yet. */
+        session_free(s);
+        return;
+    }
     if (s->state == SMTPD_CLOSING || (s->tx && s->tx->commit_job))
         return;
     /* Whatever it waits for (a module, a restriction) answers nobody now. */

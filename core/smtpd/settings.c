@@ -18,14 +18,17 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 
 #include "config/bind.h"
 #include "config/cfg.h"
 #include "lib/log.h"
 #include "lib/xalloc.h"
 #include "mail/addr_class.h"
+#include "mail/maps.h"
 #include "smtpd/rcpt_maps.h"
 #include "smtpd/anvil.h"
+#include "smtpd/haproxy_read.h"
 #include "smtpd/restrict.h"
 #include "smtpd/smtpd.h"
 #include "smtpd/restrict_int.h"
@@ -36,6 +39,7 @@
 #include "tables/table.h"
 #include "tables/access.h"
 #include "mail/maps.h"
+#include "tls/tls.h"
 
 __attribute__((format(printf, 2, 3)))
 static int fail(char **error, const char *fmt, ...)
@@ -170,6 +174,29 @@ static struct cidr_list *own_addresses(const struct cfg *cfg, char **error)
 }
 
 
+/* The tables a parameter lists, in the settings' pool (closed with it). */
+static int open_tables(struct smtpd_settings *set, struct smtpd_worker *w, const char *param, struct tbl ***out,
+                       size_t *nout, char **error)
+{
+    const char *const *specs = cfg_list(set->cfg, param);
+    size_t n = 0;
+    while (specs[n])
+        n++;
+    *out = petrel_pool_zalloc(set->pool, (n ? n : 1) * sizeof(struct tbl *));
+    *nout = 0;
+    for (size_t i = 0; i < n; i++) {
+        char *why = NULL;
+        struct tbl *t = tbl_open(w->tables, specs[i], TBL_FLAG_FOLD_CASE, &why);
+        if (t == NULL) {
+            fail(error, "%s: %s", param, why ? why : specs[i]);
+            free(why);
+            return -1;
+        }
+        (*out)[(*nout)++] = t;
+    }
+    return 0;
+}
+
 static void free_settings_pool(void *arg)
 {
     struct smtpd_settings *set = arg;
@@ -177,6 +204,13 @@ static void free_settings_pool(void *arg)
         return;   /* the tables, lists and TLS context belong to the settings it shares them with */
     if (set->tls_ctx)
         SSL_CTX_free(set->tls_ctx);
+    tls_scache_close(set->tls_scache);
+    if (set->relay_clientcerts)
+        mail_maps_close(set->relay_clientcerts);
+    if (set->discard_ehlo_maps)
+        mail_maps_close(set->discard_ehlo_maps);
+    if (set->command_filter)
+        tbl_close(set->command_filter);
     cidr_list_free(set->mynetworks);
     cidr_list_free(set->bare_lf_exclusions);
     cidr_list_free(set->conn_limit_exceptions);
@@ -187,7 +221,146 @@ static void free_settings_pool(void *arg)
         mail_maps_close(set->sender_login_maps);
     for (size_t i = 0; i < set->nsender_bcc_maps; i++)
         tbl_close(set->sender_bcc_maps[i]);
+    for (size_t i = 0; i < set->nrecipient_bcc_maps; i++)
+        tbl_close(set->recipient_bcc_maps[i]);
     smtpd_rcpt_maps_free(set->rcpt_maps);
+}
+
+/* receive_override_options (Postfix's input_transp names). */
+static int receive_override(const struct cfg *cfg, unsigned *mask, char **error)
+{
+    static const struct {
+        const char *name;
+        unsigned bit;
+    } names[] = {
+        { "no_unknown_recipient_checks", RO_NO_UNKNOWN_RCPT },
+        { "no_address_mappings", RO_NO_ADDRESS_MAPPINGS },
+        { "no_header_body_checks", RO_NO_HEADER_BODY },
+        { "no_milters", RO_NO_MILTERS },
+    };
+    *mask = 0;
+    for (const char *const *item = cfg_list(cfg, "receive_override_options"); *item; item++) {
+        size_t i;
+        for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+            if (strcasecmp(*item, names[i].name) == 0)
+                break;
+        if (i == sizeof(names) / sizeof(names[0]))
+            return fail(error, "receive_override_options: unknown option \"%s\" (no_unknown_recipient_checks, "
+                        "no_address_mappings, no_header_body_checks, no_milters)", *item);
+        *mask |= names[i].bit;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* smtpd_proxy_filter: where the before-queue filter is             */
+
+static int proxy_resolve(struct smtpd_settings *set, const char *spec, const char *queue_directory, char **error)
+{
+    memset(&set->proxy_addr, 0, sizeof(set->proxy_addr));
+    set->proxy_addr_len = 0;
+    if (spec == NULL || *spec == '\0')
+        return 0;
+    if (strncasecmp(spec, "unix:", 5) == 0) {
+        const char *path = spec + 5;
+        struct sockaddr_un *sun = (struct sockaddr_un *)&set->proxy_addr;
+        char full[sizeof(sun->sun_path) + 1];
+        /* A relative path is relative to the queue directory (Postfix). */
+        int n = *path == '/' ? snprintf(full, sizeof(full), "%s", path)
+                             : snprintf(full, sizeof(full), "%s/%s", queue_directory, path);
+        if (*path == '\0' || n < 0 || (size_t)n >= sizeof(sun->sun_path)) {
+            if (asprintf(error, "smtpd_proxy_filter: bad UNIX-domain socket \"%s\"", spec) < 0)
+                *error = NULL;
+            return -1;
+        }
+        sun->sun_family = AF_UNIX;
+        memcpy(sun->sun_path, full, (size_t)n + 1);
+        set->proxy_addr_len = (socklen_t)sizeof(*sun);
+        return 0;
+    }
+    if (strncasecmp(spec, "inet:", 5) == 0)
+        spec += 5;
+    /* host:port, [host]:port, or a port alone (localhost, as Postfix) */
+    char host[256] = "localhost";
+    const char *port = spec;
+    if (*spec == '[') {
+        const char *close = strchr(spec, ']');
+        if (close == NULL || close[1] != ':' || (size_t)(close - spec - 1) >= sizeof(host))
+            goto bad;
+        snprintf(host, sizeof(host), "%.*s", (int)(close - spec - 1), spec + 1);
+        port = close + 2;
+    } else {
+        const char *colon = strrchr(spec, ':');
+        if (colon) {
+            if ((size_t)(colon - spec) >= sizeof(host))
+                goto bad;
+            if (colon > spec)
+                snprintf(host, sizeof(host), "%.*s", (int)(colon - spec), spec);
+            port = colon + 1;
+        }
+    }
+    if (*port == '\0')
+        goto bad;
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_socktype = SOCK_STREAM;
+    int rc = getaddrinfo(host, port, &hints, &res);
+    if (rc != 0 || res == NULL) {
+        if (asprintf(error, "smtpd_proxy_filter: %s: %s", spec, gai_strerror(rc)) < 0)
+            *error = NULL;
+        return -1;
+    }
+    memcpy(&set->proxy_addr, res->ai_addr, res->ai_addrlen);
+    set->proxy_addr_len = res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
+bad:
+    if (asprintf(error, "smtpd_proxy_filter: \"%s\" is not host:port, inet:host:port or unix:pathname", spec) < 0)
+        *error = NULL;
+    return -1;
+}
+
+/* smtpd_proxy_options: speed_adjust (Postfix's only option). */
+static int proxy_options(const struct cfg *cfg, struct smtpd_settings *set, char **error)
+{
+    set->proxy_speed_adjust = 0;
+    for (const char *const *item = cfg_list(cfg, "smtpd_proxy_options"); *item; item++) {
+        if (strcasecmp(*item, "speed_adjust") != 0)
+            return fail(error, "smtpd_proxy_options: unknown option \"%s\" (speed_adjust)", *item);
+        set->proxy_speed_adjust = 1;
+    }
+    return 0;
+}
+
+/* content_filter = transport:nexthop, where the transport is one the
+ * queue manager can deliver with: smtp, relay, lmtp, or a master.cf
+ * service whose command is smtp, lmtp or pipe. Checked here so that a
+ * typo stops the start instead of deferring every message. */
+static int check_content_filter(const struct smtpd_worker *w, const char *filter, char **error)
+{
+    if (filter == NULL || *filter == '\0')
+        return 0;
+    const char *colon = strchr(filter, ':');
+    if (colon == NULL || colon == filter)
+        return fail(error, "content_filter: \"%s\" is not transport:nexthop", filter);
+    size_t len = (size_t)(colon - filter);
+    static const char *const builtin[] = { "smtp", "relay", "lmtp" };
+    for (size_t i = 0; i < sizeof(builtin) / sizeof(builtin[0]); i++)
+        if (strlen(builtin[i]) == len && strncmp(filter, builtin[i], len) == 0)
+            return 0;
+    for (size_t i = 0; w->cfg && i < cfg_service_count(w->cfg); i++) {
+        const struct master_service *t = cfg_service(w->cfg, i);
+        if (strlen(t->name) != len || strncmp(t->name, filter, len) != 0)
+            continue;
+        if (t->role == ROLE_SMTP || t->role == ROLE_LMTP || t->role == ROLE_PIPE)
+            return 0;
+        return fail(error, "content_filter: transport %.*s is a master.cf service with command %s: a content "
+                    "filter needs an smtp, lmtp or pipe service", (int)len, filter, t->command);
+    }
+    if (w->cfg == NULL || cfg_service_count(w->cfg) == 0)
+        return 0;
+    return fail(error, "content_filter: transport %.*s is not a master.cf service (give it a line with command "
+                "smtp, lmtp or pipe)", (int)len, filter);
 }
 
 /* What a service's stress configuration usually changes: values read into
@@ -195,10 +368,13 @@ static void free_settings_pool(void *arg)
  * tables, restriction lists and TLS context of the normal ones instead of
  * opening everything a second time. */
 static const char *const scalar_params[] = {
-    "stress", "smtpd_timeout", "smtpd_hard_error_limit", "smtpd_soft_error_limit", "smtpd_junk_command_limit",
+    "stress", "smtpd_timeout", "smtpd_starttls_timeout", "smtpd_per_record_deadline", "smtpd_hard_error_limit", "smtpd_soft_error_limit", "smtpd_junk_command_limit",
     "smtpd_error_sleep_time", "smtpd_banner", "smtpd_recipient_limit", "message_size_limit", "line_length_limit",
-    "smtpd_client_connection_count_limit", "smtpd_client_connection_rate_limit", "smtpd_helo_required",
-    "disable_vrfy_command", "smtpd_delay_reject", "smtpd_sasl_response_limit", NULL
+    "smtpd_client_connection_count_limit", "smtpd_client_connection_rate_limit", "smtpd_client_message_rate_limit",
+    "smtpd_client_recipient_rate_limit", "smtpd_helo_required",
+    "disable_vrfy_command", "smtpd_delay_reject", "smtpd_sasl_response_limit",
+    /* postscreen's stress-dependent values: not smtpd's business */
+    "postscreen_greet_wait", "postscreen_command_time_limit", NULL
 };
 
 #define SET(name, kind, field) CFG_BIND(name, kind, struct smtpd_settings, field)
@@ -207,6 +383,8 @@ static const struct cfg_choice bare_newline_modes[] = {
     { "normalize", DATA_BARE_LF_NORMALIZE }, { "yes", DATA_BARE_LF_NORMALIZE }, { "reject", DATA_BARE_LF_REJECT },
     { "no", DATA_BARE_LF_ALLOW }, { NULL, 0 },
 };
+
+static const struct cfg_choice proxy_protocols[] = { { "", 0 }, { "haproxy", 1 }, { NULL, 0 } };
 
 /* The fields read straight from the configuration (no table, list or TLS):
  * what a service's stress settings read again (read_plain_values). */
@@ -218,9 +396,12 @@ static const struct cfg_bind plain_binds[] = {
     SET("mail_name", STR, mail_name),
     SET("smtpd_banner", STR, banner),
     SET("line_length_limit", SIZE, line_length_limit),
+    SET("header_size_limit", SIZE, header_size_limit),
     SET("message_size_limit", ULONG, message_size_limit),
     SET("smtpd_recipient_limit", UINT, recipient_limit),
     SET("smtpd_timeout", TIMEVAL, timeout),
+    SET("smtpd_per_record_deadline", BOOL, per_record_deadline),
+    SET("smtpd_starttls_timeout", TIMEVAL, starttls_timeout),
     SET("smtpd_soft_error_limit", INT, soft_error_limit),
     SET("smtpd_hard_error_limit", INT, hard_error_limit),
     SET("smtpd_error_sleep_time", LONG, error_sleep_time),
@@ -235,11 +416,14 @@ static const struct cfg_bind plain_binds[] = {
     SET("smtpd_forbid_bare_newline_reject_code", INT, bare_lf_reject_code),
     SET("smtpd_client_connection_count_limit", UINT, conn_count_limit),
     SET("smtpd_client_connection_rate_limit", UINT, conn_rate_limit),
+    SET("smtpd_client_message_rate_limit", UINT, message_rate_limit),
+    SET("smtpd_client_recipient_rate_limit", UINT, recipient_rate_limit),
     SET("anvil_rate_time_unit", UINT, rate_time_unit),
     SET("recipient_delimiter", STR, recipient_delimiter),
     SET("smtpd_reject_unlisted_recipient", BOOL, reject_unlisted_recipient),
     SET("smtpd_reject_unlisted_sender", BOOL, reject_unlisted_sender),
     SET("always_bcc", STR, always_bcc),
+    SET("soft_bounce", BOOL, soft_bounce),
     SET("smtpd_discard_ehlo_keywords", LIST, discard_ehlo_keywords),
     /* the restrictions' reply codes and choices (restrict_steps.c, restrict_dns.c) */
     SET("reject_code", INT, reject_code),
@@ -260,6 +444,13 @@ static const struct cfg_bind plain_binds[] = {
                     tempfail_actions),
     SET("smtpd_null_access_lookup_key", STR, null_access_key),
     SET("smtpd_peername_lookup", BOOL, peername_lookup),
+    CFG_BIND_CHOICE("smtpd_upstream_proxy_protocol", struct smtpd_settings, upstream_proxy, proxy_protocols),
+    SET("smtpd_upstream_proxy_timeout", TIMEVAL, upstream_proxy_timeout),
+    CFG_BIND_READ("inet_protocols"),
+    SET("content_filter", STR, content_filter),
+    SET("smtpd_proxy_filter", STR, proxy_filter),
+    SET("smtpd_proxy_timeout", TIMEVAL, proxy_timeout),
+    SET("smtpd_proxy_ehlo", STR, proxy_ehlo),
 };
 const struct cfg_bind_table smtpd_bind_table = CFG_BIND_TABLE("smtpd", plain_binds);
 
@@ -293,6 +484,10 @@ static const struct cfg_bind service_binds[] = {
     CFG_BIND_READ("smtpd_sasl_exceptions_networks"),
     CFG_BIND_READ("smtpd_sender_login_maps"),
     CFG_BIND_READ("sender_bcc_maps"),
+    CFG_BIND_READ("recipient_bcc_maps"),
+    CFG_BIND_READ("relay_clientcerts"),
+    CFG_BIND_READ("smtpd_discard_ehlo_keyword_address_maps"),
+    CFG_BIND_READ("smtpd_command_filter"),
     CFG_BIND_READ("mynetworks"),
     CFG_BIND_READ("smtpd_forbid_bare_newline_exclusions"),
     CFG_BIND_READ("smtpd_client_event_limit_exceptions"),
@@ -319,11 +514,39 @@ static const struct cfg_bind service_binds[] = {
     CFG_BIND_READ("stress"),
     CFG_BIND_READ("compatibility_level"),
     CFG_BIND_READ("mail_version"),
+    CFG_BIND_READ("receive_override_options"),
+    CFG_BIND_READ("smtpd_proxy_options"),
+    CFG_BIND_READ("queue_directory"),
+    SET("smtpd_use_tls", BOOL, use_tls),
+    SET("smtpd_enforce_tls", BOOL, enforce_tls),
+    SET("smtpd_tls_ask_ccert", BOOL, tls_ask_ccert),
+    SET("smtpd_tls_req_ccert", BOOL, tls_req_ccert),
+    SET("smtpd_tls_ccert_verifydepth", INT, tls_ccert_verifydepth),
+    SET("smtpd_tls_fingerprint_digest", STR, tls_fingerprint_digest),
+    SET("smtpd_tls_loglevel", INT, tls_loglevel),
+    SET("smtpd_tls_received_header", BOOL, tls_received_header),
+    SET("smtpd_client_new_tls_session_rate_limit", UINT, new_tls_rate_limit),
     /* tls.c */
     CFG_BIND_READ("smtpd_tls_cert_file"),
     CFG_BIND_READ("smtpd_tls_key_file"),
+    CFG_BIND_READ("smtpd_tls_chain_files"),
     CFG_BIND_READ("smtpd_tls_protocols"),
+    CFG_BIND_READ("smtpd_tls_mandatory_protocols"),
+    CFG_BIND_READ("smtpd_tls_ciphers"),
+    CFG_BIND_READ("smtpd_tls_mandatory_ciphers"),
+    CFG_BIND_READ("smtpd_tls_exclude_ciphers"),
+    CFG_BIND_READ("smtpd_tls_mandatory_exclude_ciphers"),
+    CFG_BIND_READ("smtpd_tls_CAfile"),
+    CFG_BIND_READ("smtpd_tls_CApath"),
+    CFG_BIND_READ("smtpd_tls_dh1024_param_file"),
     CFG_BIND_READ("smtpd_tls_session_cache_timeout"),
+    CFG_BIND_READ("smtpd_tls_session_cache_database"),
+    CFG_BIND_READ("tls_preempt_cipherlist"),
+    CFG_BIND_READ("tls_high_cipherlist"),
+    CFG_BIND_READ("tls_medium_cipherlist"),
+    CFG_BIND_READ("tls_null_cipherlist"),
+    CFG_BIND_READ("tls_eecdh_auto_curves"),
+    CFG_BIND_READ("tls_ffdhe_auto_groups"),
 };
 /* Also read: the address classes' domain lists (core/mail) and the
  * recipient maps (smtpd_rcpt_maps_bind_table). */
@@ -340,6 +563,7 @@ static void read_plain_values(struct smtpd_settings *set, const struct master_se
     if (set->line_length_limit < 512)
         set->line_length_limit = 512;   /* RFC 5321 4.5.3.1.4: a command line may be 512 octets */
     set->maxproc = svc->maxproc;
+    set->proxy_families = smtpd_proxy_families(cfg_get(cfg, "inet_protocols"));
     mail_domains_init(&set->domains, cfg);
 }
 
@@ -375,24 +599,34 @@ struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struc
         if (set->rcpt_maps == NULL)
             goto failed;
     }
+    if (open_tables(set, w, "sender_bcc_maps", &set->sender_bcc_maps, &set->nsender_bcc_maps, error) != 0 ||
+        open_tables(set, w, "recipient_bcc_maps", &set->recipient_bcc_maps, &set->nrecipient_bcc_maps, error) != 0)
+        goto failed;
+
+    set->relay_clientcerts = petrel_pool_zalloc(pool, sizeof(*set->relay_clientcerts));
+    if (mail_maps_open(set->relay_clientcerts, cfg, w->tables, "relay_clientcerts", MAIL_MAPS_QUIET, error) != 0) {
+        set->relay_clientcerts = NULL;
+        goto failed;
+    }
+    set->discard_ehlo_maps = petrel_pool_zalloc(pool, sizeof(*set->discard_ehlo_maps));
+    if (mail_maps_open(set->discard_ehlo_maps, cfg, w->tables, "smtpd_discard_ehlo_keyword_address_maps",
+                       MAIL_MAPS_QUIET, error) != 0) {
+        set->discard_ehlo_maps = NULL;
+        goto failed;
+    }
     {
-        const char *const *specs = cfg_list(cfg, "sender_bcc_maps");
-        size_t n = 0;
-        while (specs[n])
-            n++;
-        set->sender_bcc_maps = petrel_pool_zalloc(pool, (n ? n : 1) * sizeof(struct tbl *));
-        for (size_t i = 0; i < n; i++) {
+        /* one table, as Postfix's dict_open of smtpd_command_filter */
+        const char *spec = cfg_get(cfg, "smtpd_command_filter");
+        if (spec && *spec) {
             char *why = NULL;
-            struct tbl *t = tbl_open(w->tables, specs[i], TBL_FLAG_FOLD_CASE, &why);
-            if (t == NULL) {
-                fail(error, "sender_bcc_maps: %s", why ? why : specs[i]);
+            set->command_filter = tbl_open(w->tables, spec, TBL_FLAG_FOLD_CASE, &why);
+            if (set->command_filter == NULL) {
+                fail(error, "smtpd_command_filter: %s", why ? why : spec);
                 free(why);
                 goto failed;
             }
-            set->sender_bcc_maps[set->nsender_bcc_maps++] = t;
         }
     }
-
     if ((set->mynetworks = networks(cfg, "mynetworks", error)) == NULL ||
         (set->bare_lf_exclusions = networks(cfg, "smtpd_forbid_bare_newline_exclusions", error)) == NULL ||
         (set->conn_limit_exceptions = networks(cfg, "smtpd_client_event_limit_exceptions", error)) == NULL ||
@@ -401,6 +635,12 @@ struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struc
         goto failed;
 
     cfg_bind_apply(cfg, &smtpd_service_bind_table, set);
+    if (receive_override(cfg, &set->receive_override, error) != 0 ||
+        check_content_filter(w, set->content_filter, error) != 0 || proxy_options(cfg, set, error) != 0 ||
+        proxy_resolve(set, set->proxy_filter, cfg_get(cfg, "queue_directory"), error) != 0)
+        goto failed;
+    if ((set->cleanup = smtpd_cleanup_settings_create(w, svc, cfg, error)) == NULL)
+        goto failed;
     if (smtpd_sasl_settings(set, w->modules, cfg, error) != 0)
         goto failed;
     if (svc->role == ROLE_PICKUP) {
@@ -420,8 +660,23 @@ struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struc
         set->junk_command_limit = INT_MAX;
         set->maxproc = 0;
     }
+    /* The legacy switches count only when the level is empty (Postfix). */
+    if (*cfg_get(cfg, "smtpd_tls_security_level") == '\0')
+        set->tls_level = set->enforce_tls ? TLS_LEVEL_ENCRYPT : set->use_tls ? TLS_LEVEL_MAY : TLS_LEVEL_NONE;
+    /* Postfix asks for a client certificate when told to, or when one is
+     * required at level encrypt; required is meaningless otherwise. */
+    if (set->tls_req_ccert && set->tls_level != TLS_LEVEL_ENCRYPT) {
+        if (w->checking)
+            msg_warn("service %s: smtpd_tls_req_ccert = yes needs smtpd_tls_security_level = encrypt: "
+                     "client certificates are not required", svc->name);
+        set->tls_req_ccert = 0;
+    }
+    if (set->tls_req_ccert)
+        set->tls_ask_ccert = 1;
     if (set->tls_level != TLS_LEVEL_NONE || set->tls_wrappermode) {
-        set->tls_ctx = smtpd_tls_ctx_create(cfg, error);
+        if (tls_check_digest(set->tls_fingerprint_digest, "smtpd_tls_fingerprint_digest", error) < 0)
+            goto failed;
+        set->tls_ctx = smtpd_tls_ctx_create(set, w->tickets, &set->tls_scache, error);
         if (set->tls_ctx == NULL)
             goto failed;
     }

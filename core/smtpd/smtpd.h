@@ -13,6 +13,7 @@ struct cfg;
 struct master_service;
 struct anvil;
 struct queue;
+struct tls_ticket_keys;
 struct module_set;
 struct module_metrics;
 
@@ -26,6 +27,7 @@ struct smtpd_worker_args {
     const struct smtpd_listen_fd *listeners;
     int nlisteners;
     struct anvil *anvil;                    /* shared connection accounting */
+    const struct tls_ticket_keys *tickets;  /* shared TLS session ticket keys */
     struct module_metrics *metrics;         /* shared metrics region, or NULL */
     struct queue *queue;                    /* opened before privileges were dropped */
     struct module_set *modules;             /* loaded by the master; initialised here */
@@ -37,7 +39,9 @@ struct smtpd_worker_args {
  * configuration without serving it; 0, or -1 with *error (malloc'd) that
  * names where to fix it (the main.cf line of a main.cf value, the master.cf
  * line of a -o override or of the service). */
-int smtpd_validate_service(const struct master_service *service, struct module_set *modules, char **error);
+/* cfg: the generation's main configuration (its master.cf services). */
+int smtpd_validate_service(const struct cfg *cfg, const struct master_service *service, struct module_set *modules,
+                           char **error);
 
 /* Runs a worker until it is told to stop; returns the process exit status. */
 int smtpd_worker_main(const struct smtpd_worker_args *args);
@@ -60,6 +64,8 @@ int smtpd_pickup_main(const struct smtpd_pickup_args *args);
  * maps, the worker's own and the pickup role's. */
 struct cfg_bind_table;
 extern const struct cfg_bind_table smtpd_bind_table, smtpd_service_bind_table, smtpd_rcpt_maps_bind_table,
-    smtpd_worker_bind_table, smtpd_pickup_bind_table;
+    smtpd_worker_bind_table, smtpd_pickup_bind_table, smtpd_cleanup_bind_table;
+/* postscreen's parameters (psc_settings.c). */
+extern const struct cfg_bind_table psc_bind_table;
 
 #endif

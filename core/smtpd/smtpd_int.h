@@ -22,9 +22,10 @@
 #include "lib/buf.h"
 #include "mail/addr_class.h"
 #include "mail/sasl_options.h"
+#include "mail/hbc.h"
+#include "mail/mime.h"
 #include "queue/queue.h"
 #include "mail/smtp_data.h"
-#include "smtpd/header_reader.h"
 #include "smtpd/restrict.h"
 #include "smtpd/restrict_int.h"
 #include "mail/smtp_parse.h"
@@ -55,6 +56,11 @@ struct evbuffer;
 struct smtpd_peer_lookup;
 struct policy_conn;
 struct restrict_classes;
+struct psc_settings;
+struct psc_cache;
+struct psc_session;
+struct anvil_take;
+struct smtpd_proxy_read;
 
 /* The SMTP phases whose module hooks the session runs. */
 enum smtpd_phase { PHASE_CONNECT, PHASE_HELO, PHASE_STARTTLS, PHASE_AUTH, PHASE_MAIL, PHASE_RCPT, PHASE_DATA,
@@ -68,6 +74,7 @@ struct smtpd_edit {
     size_t index;                     /* insert position, or nth occurrence for a change */
     const char *name, *value;
     size_t value_len;                 /* header edits: value may hold NUL (a rewritten header) */
+    unsigned notify;                  /* EDIT_RCPT_ADD: its NOTIFY (a BCC action's is NEVER) */
 };
 
 /* Message changes requested by modules, applied when the message is committed. */
@@ -94,6 +101,35 @@ enum tls_level { TLS_LEVEL_NONE, TLS_LEVEL_MAY, TLS_LEVEL_ENCRYPT };
 /* How well the client's name is known (Postfix's SMTPD_PEER_CODE_*). */
 enum smtpd_peer_status { SMTPD_PEER_OK = 2, SMTPD_PEER_TEMP = 4, SMTPD_PEER_PERM = 5, SMTPD_PEER_FORGED = 6 };
 
+/* receive_override_options: what a receiving service leaves to a later
+ * pass (Postfix's INPUT_TRANSP_*). */
+#define RO_NO_UNKNOWN_RCPT      1u   /* no_unknown_recipient_checks */
+#define RO_NO_ADDRESS_MAPPINGS  2u   /* no_address_mappings */
+#define RO_NO_HEADER_BODY       4u   /* no_header_body_checks */
+#define RO_NO_MILTERS           8u   /* no_milters */
+
+/* The receiving half of Postfix's cleanup (cleanup.c): header and body
+ * checks and the MIME limits, read from the master.cf cleanup service that
+ * the smtpd or pickup service's cleanup_service_name names (main.cf when
+ * that is the default "cleanup" and master.cf has no such line). */
+struct smtpd_cleanup_settings {
+    struct hbc_tables checks;
+    struct mime_limits limits;
+    unsigned mime_options;            /* MIME_OPT_*: disable_mime_input_processing, strict_* */
+    long long body_check_len;         /* body_checks_size_limit (0: no limit) */
+    int hopcount_limit;
+    int strict;                       /* a strict_* option is on */
+};
+
+/* EHLO keywords smtpd_discard_ehlo_keywords may remove (Postfix's ehlo_mask) */
+enum {
+    SMTPD_EHLO_8BITMIME = 1u << 0, SMTPD_EHLO_PIPELINING = 1u << 1, SMTPD_EHLO_SIZE = 1u << 2,
+    SMTPD_EHLO_VRFY = 1u << 3, SMTPD_EHLO_ETRN = 1u << 4, SMTPD_EHLO_AUTH = 1u << 5, SMTPD_EHLO_VERP = 1u << 6,
+    SMTPD_EHLO_STARTTLS = 1u << 7, SMTPD_EHLO_XCLIENT = 1u << 8, SMTPD_EHLO_XFORWARD = 1u << 9,
+    SMTPD_EHLO_ENHANCEDSTATUSCODES = 1u << 10, SMTPD_EHLO_DSN = 1u << 11, SMTPD_EHLO_SMTPUTF8 = 1u << 12,
+    SMTPD_EHLO_CHUNKING = 1u << 13, SMTPD_EHLO_REQUIRETLS = 1u << 14, SMTPD_EHLO_SILENT = 1u << 15,
+};
+
 /* One listener's settings: main.cf plus that master.cf line's -o overrides,
  * resolved once per worker so the hot path never parses configuration. */
 struct smtpd_settings {
@@ -104,6 +140,7 @@ struct smtpd_settings {
     const char *banner;               /* expanded smtpd_banner */
     const char *mail_name;
     size_t line_length_limit;
+    size_t header_size_limit;         /* header_size_limit: the header section modules see */
     unsigned long long message_size_limit;
     unsigned recipient_limit;
     struct timeval timeout;
@@ -131,14 +168,42 @@ struct smtpd_settings {
     int reject_unlisted_recipient, reject_unlisted_sender;
     struct smtpd_rcpt_maps *rcpt_maps;
     const char *always_bcc;
+    unsigned receive_override;        /* RO_* */
+    /* smtpd_proxy_filter (proxy.c): where, how long to wait, what EHLO says */
+    const char *proxy_filter;
+    struct timeval proxy_timeout;
+    const char *proxy_ehlo;
+    int proxy_speed_adjust;           /* smtpd_proxy_options = speed_adjust */
+    struct sockaddr_storage proxy_addr;
+    socklen_t proxy_addr_len;
+    const char *content_filter;       /* content_filter: "transport:nexthop", "" for none */
+    struct smtpd_cleanup_settings *cleanup;   /* shared with the stress settings */
+    int soft_bounce;                  /* every 5xx reply goes out as 4xx (smtpd_reply) */
     struct tbl **sender_bcc_maps;
     size_t nsender_bcc_maps;
+    struct tbl **recipient_bcc_maps;
+    size_t nrecipient_bcc_maps;
     const char *const *discard_ehlo_keywords;
+    struct mail_maps *discard_ehlo_maps;   /* smtpd_discard_ehlo_keyword_address_maps */
+    struct tbl *command_filter;       /* smtpd_command_filter */
+    int per_record_deadline;          /* smtpd_per_record_deadline */
     /* TLS */
     SSL_CTX *tls_ctx;
+    struct tls_scache *tls_scache;    /* smtpd_tls_session_cache_database */
     enum tls_level tls_level;
+    int use_tls, enforce_tls;         /* the legacy smtpd_use_tls / smtpd_enforce_tls, for an empty level */
     int tls_wrappermode;
     int tls_auth_only;
+    int tls_ask_ccert, tls_req_ccert;
+    struct mail_maps *relay_clientcerts;   /* permit_tls_clientcerts: fingerprints */
+    int tls_ccert_verifydepth;
+    const char *tls_fingerprint_digest;
+    int tls_loglevel;
+    int tls_received_header;
+    struct timeval starttls_timeout;  /* smtpd_starttls_timeout: the handshake */
+    unsigned new_tls_rate_limit;      /* smtpd_client_new_tls_session_rate_limit */
+    unsigned message_rate_limit;      /* smtpd_client_message_rate_limit */
+    unsigned recipient_rate_limit;    /* smtpd_client_recipient_rate_limit */
     /* SMTP AUTH (smtpd_sasl_auth_enable, smtpd_sasl_type, smtpd_sasl_path): a
      * back-end that runs mechanisms (ABI 1.1) or one that checks passwords
      * (1.0, for which smtpd runs PLAIN and LOGIN); sasl_glue.c */
@@ -172,6 +237,10 @@ struct smtpd_settings {
     int peername_lookup;                      /* smtpd_peername_lookup */
     struct cidr_list *own_addresses;          /* permit_inet_interfaces: inet_interfaces' addresses */
     int uses_unauth_pipelining;       /* reject_unauth_pipelining appears somewhere */
+    /* smtpd_upstream_proxy_protocol = haproxy: a PROXY header before SMTP */
+    int upstream_proxy;
+    struct timeval upstream_proxy_timeout;
+    int proxy_families;               /* HAPROXY_FAMILY_* from inet_protocols */
     int borrowed;                     /* tables, lists and TLS belong to the settings it was made like */
 };
 
@@ -192,6 +261,13 @@ struct smtpd_listener {
     int stress_eligible;              /* Postfix: an inet service with maxproc > 1, not loopback-only */
     unsigned stress_epoch;            /* the stress period this worker's sessions were switched for */
     int paused;                       /* the service is full: not accepting */
+    /* postscreen (psc.h): this socket is a postscreen service's; settings
+     * and service_key are then those of the smtpd pass service that
+     * screened clients are handed to, within the same worker */
+    struct psc_settings *screen;
+    struct psc_cache *psc_cache;      /* its temporary allowlist (shared with listeners of the same file) */
+    const char *screen_key;           /* "postscreen:NAME": clients being screened (pre-queue) */
+    const char *post_key;             /* "postscreen-post:NAME": screened clients waiting for a session slot */
 };
 
 struct smtpd_worker {
@@ -200,6 +276,7 @@ struct smtpd_worker {
     struct queue *queue;
     struct queue_id_gen idgen;
     struct anvil *anvil;
+    const struct tls_ticket_keys *tickets;   /* shared session ticket keys (the master's), or NULL */
     unsigned index;
     const struct cfg *cfg;
     petrel_pool *pool;                /* worker lifetime */
@@ -208,6 +285,13 @@ struct smtpd_worker {
     int nlisteners;
     struct smtpd_session *sessions;   /* doubly linked, for shutdown */
     unsigned nsessions;
+    struct psc_session *screening;    /* postscreen's connections (psc.h), for shutdown */
+    unsigned nscreening;
+    struct psc_cache **psc_caches;    /* one per postscreen_cache_map file: LMDB wants one handle per process */
+    size_t npsc_caches;
+    struct event *psc_cleanup_timer;
+    int psc_stress;                   /* postscreen's own stress (its pre-queue near its limit) */
+    struct psc_session *psc_wait_head, *psc_wait_tail;   /* passed, waiting for an smtpd session slot */
     int draining;                     /* stop accepting, finish sessions */
     int stopping;                     /* SIGTERM: 421 idle sessions too */
     struct event *sig_term, *sig_drain, *sig_hup, *drain_timer;
@@ -220,6 +304,7 @@ struct smtpd_worker {
     time_t space_checked;
     int space_ok;
     unsigned instance_seq;            /* the policy protocol's instance numbers */
+    int checking;                     /* smtpd_validate_service: give the configuration's warnings */
 };
 
 struct smtpd_rcpt {
@@ -255,7 +340,7 @@ struct smtpd_tx {
     int discard, hold;                /* verdicts collected during the transaction */
     /* access actions (tables, policy servers) */
     const char *instance;             /* the policy protocol's "instance": set when MAIL is accepted */
-    const char *redirect;             /* REDIRECT: every recipient goes here instead */
+    const char *redirect;             /* REDIRECT (also of header/body checks): every recipient goes here */
     const char **bcc;                 /* BCC: extra recipients (NOTIFY=NEVER) */
     size_t nbcc;
     const char **prepend;             /* PREPEND: headers above our Received: */
@@ -265,14 +350,39 @@ struct smtpd_tx {
     struct workq_job *commit_job;
     /* for modules */
     struct smtpd_edits edits;
-    struct smtpd_header *headers;     /* parsed as content streams, when a module wants them */
+    /* The content (cleanup.c): the primary headers as written to the queue
+     * file (after header_checks), kept when modules or header rewriting
+     * need them, and where things are in the written content. */
+    struct smtpd_cleanup *cleanup;
+    struct smtpd_header *headers;
     size_t nheaders, header_cap;
-    struct header_reader reader;      /* splits the content while it streams (content.c) */
-    int reader_on;                    /* reader initialised; its buffers die with the pool */
-    int has_separator;                /* the header section ended with an empty line */
-    int eom_counter;                  /* CNT_DATA or CNT_BDAT: the command that started the content */
     unsigned long long content_start; /* content offset after our Received header */
-    unsigned long long body_start;    /* content offset of the body (after the empty line) */
+    unsigned long long rest_start;    /* after the last header kept in headers[] */
+    unsigned long long headers_end;   /* where the primary headers end (the empty line, if any) */
+    unsigned long long body_start;    /* where the body begins (after the empty line) */
+    /* What header_checks did to our own Received header, so that a rewrite
+     * (modules' edits) writes it the same way. */
+    enum { RECEIVED_KEEP, RECEIVED_DROP, RECEIVED_REPLACE } received_action;
+    const char *received_replacement, *received_prepend;
+    /* Routing decided while receiving: FILTER (access maps, header/body
+     * checks; content_filter by default); REDIRECT (above) from the checks
+     * too. A change after the queue file was created is applied by
+     * rewriting it. */
+    const char *filter;
+    /* Who changed the envelope after the queue file was created (the
+     * rewrite's log line names them): header/body checks (FILTER, REDIRECT,
+     * BCC: checks_bcc of edits.count are theirs) or an access map (FILTER). */
+    unsigned envelope_changed;
+#define CHANGED_BY_CHECKS 1u
+#define CHANGED_BY_ACCESS 2u
+    unsigned checks_bcc;
+    int verdict_logged;               /* content_verdict came from the checks, which logged it */
+    int hold_logged, discard_logged;  /* the checks logged their HOLD / DISCARD */
+    int eom_counter;                  /* CNT_DATA or CNT_BDAT: the command that started the content */
+    struct smtpd_proxy *proxy;        /* smtpd_proxy_filter: the filter's side of this transaction */
+    unsigned long long proxy_size;    /* content bytes sent to it */
+    const char *mail_line;            /* the client's MAIL command, for the filter */
+    const char *rcpt_line;            /* the RCPT command being checked, for the filter */
     struct restrict_result content_verdict;   /* a refusal from a header or body hook */
 };
 
@@ -341,7 +451,13 @@ struct smtpd_session {
     const char *client_key;           /* "client:SERVICE:ADDR" in the shared table, when counted */
     int counted_in_service;           /* holds a session slot of its service (maxproc) */
     int tls_active;
+    int tls_handshaking;              /* smtpd_starttls_timeout applies */
     const char *tls_info;             /* "TLSv1.3 with cipher X (256/256 bits)" */
+    struct smtpd_ccert {              /* the client certificate, when one was presented */
+        int present, verified;
+        const char *subject, *issuer; /* CNs (issuer: O without a CN) */
+        const char *fingerprint, *pubkey_fingerprint;   /* smtpd_tls_fingerprint_digest */
+    } ccert;
     const char *protocol;             /* "SMTP", "ESMTP", "ESMTPS", "ESMTPA", ... */
     const char *sasl_username, *sasl_method;
     int errors;
@@ -361,7 +477,12 @@ struct smtpd_session {
     enum smtpd_bdat_state bdat_state;
     const char *bdat_refusal;         /* the reply for the chunk being skipped (scratch) */
     struct smtpd_tx *tx;
+    struct smtpd_proxy_read *proxy;   /* reading the PROXY header (smtpd_upstream_proxy_protocol) */
     struct event *delay_timer;        /* error sleep */
+    int error_slept;                  /* the next command has waited smtpd_error_sleep_time */
+    struct event *record_timer;       /* smtpd_per_record_deadline */
+    unsigned ehlo_discard;            /* SMTPD_EHLO_* not announced (smtpd_discard_ehlo_keywords) */
+    int ehlo_discard_error;           /* the address maps failed: EHLO gets 421 4.3.0 */
     struct restrict_run *check;       /* the restriction evaluation in progress */
     struct restrict_run *run;         /* its storage, reused by every evaluation of the session */
     struct event *sleep_timer;        /* the sleep restriction */
@@ -420,6 +541,26 @@ void smtpd_accept(struct smtpd_listener *l, const struct smtpd_settings *set, in
  * its incomplete file removed), unless its message is being committed: that
  * one is answered first, then gets 421 (smtpd_continue). */
 void smtpd_session_stop(struct smtpd_session *s);
+/* A client postscreen passed (psc.h): the smtpd session continues on its
+ * socket with the addresses postscreen saw (a PROXY header's, perhaps);
+ * counted_in_service as for smtpd_accept. */
+void smtpd_accept_screened(struct smtpd_listener *l, const struct smtpd_settings *set, int fd,
+                           const char *client_addr, const char *client_port, const char *server_addr,
+                           const char *server_port, int counted_in_service);
+/* slots.c: a service reached its limit (a connection waits, or the last slot
+ * was taken): the warning, the stress period everywhere. */
+void smtpd_limit_reached(struct smtpd_listener *l, const struct anvil_take *take);
+/* Sessions of a stressed service that wait for their client switch to its
+ * stress settings, in this worker. */
+void smtpd_apply_stress(struct smtpd_worker *w, const char *service_key, unsigned epoch);
+/* Takes a session slot of l's service for a client already accepted (one
+ * postscreen passed): 1 taken (the session gives it back), 0 nothing to
+ * count (no maxproc, or the table is full), -1 the service is full (the
+ * worker is woken when a slot frees). *stressed: use the stress settings. */
+int smtpd_take_slot(struct smtpd_listener *l, int *stressed);
+/* The worker exits when draining and neither sessions nor screened
+ * connections are left. */
+void smtpd_worker_check_drained(struct smtpd_worker *w);
 /* A local submission from the pickup role: fd is its end of a socket pair,
  * uid the owner of the maildrop file (the trust SO_PEERCRED gave before). */
 void smtpd_accept_local(struct smtpd_listener *l, int fd, long uid);
@@ -495,7 +636,13 @@ void smtpd_finish_message(struct smtpd_session *s, enum smtpd_counter c);
 int smtpd_open_queue_file(struct smtpd_session *s);
 /* A queue file for the transaction's envelope as it stands; its ID goes to tx->queue_id. */
 struct queue_writer *smtpd_create_writer(struct smtpd_session *s);
-/* Received: header (RFC 5321 4.4), Postfix's layout, below the PREPEND actions' headers. */
+/* Received: header (RFC 5321 4.4), Postfix's layout, into out. */
+void smtpd_received_text(struct smtpd_session *s, struct buf *out);
+/* The headers of access tables' and policy servers' PREPEND actions, into out
+ * (written above our Received: header). */
+void smtpd_prepend_text(struct smtpd_session *s, struct buf *out);
+/* Writes the PREPEND headers and our Received header into a rewritten queue
+ * file as header_checks left it (kept, replaced, dropped, with a header prepended). */
 void smtpd_write_received(struct smtpd_session *s);
 /* REDIRECT or BCC changed the envelope after the file was opened: write it again. */
 int smtpd_envelope_rewrite(struct smtpd_session *s);
@@ -520,18 +667,73 @@ void smtpd_peer_cancel(struct smtpd_session *s);
 /* policy.c: the transaction ended; held policy connections go back to the pool. */
 void smtpd_policy_release(struct smtpd_session *s);
 
-/* tls.c */
-SSL_CTX *smtpd_tls_ctx_create(const struct cfg *cfg, char **error);
-/* The protocol, cipher, its bits and the SNI name the client sent ("" when none). */
+/* tls_context.c: the protocol, cipher, its bits and the SNI name the client sent ("" when none). */
 void smtpd_tls_facts(struct smtpd_session *s, const char **protocol, const char **cipher, int *bits,
                      const char **sni);
+
+/* commands.c: the EHLO keywords not announced to this client
+ * (smtpd_discard_ehlo_keyword_address_maps by address, else
+ * smtpd_discard_ehlo_keywords); -1 when the table lookup failed. */
+int smtpd_ehlo_discard_mask(struct smtpd_session *s, unsigned *mask);
+
+/* rates.c: Postfix's per-client rate limits. 0 to go on; -1 when the
+ * limit is exceeded (the reply is queued; for a wrapper-mode handshake
+ * there is none: close). */
+int smtpd_rate_mail(struct smtpd_session *s);
+int smtpd_rate_rcpt(struct smtpd_session *s);
+int smtpd_rate_starttls(struct smtpd_session *s, int wrapper);
+/* After a handshake: counts a session that was not resumed. */
+int smtpd_tls_count_new_session(struct smtpd_session *s);
+
+/* tls.c */
+struct tls_ticket_keys;
+struct tls_scache;
+/* The listener's context (set's TLS fields are read); tickets may be NULL
+ * (a configuration check); *scache is the session cache it uses, or NULL. */
+SSL_CTX *smtpd_tls_ctx_create(const struct smtpd_settings *set, const struct tls_ticket_keys *tickets,
+                              struct tls_scache **scache, char **error);
 int smtpd_tls_start(struct smtpd_session *s, int wrapper);
 const char *smtpd_tls_describe(petrel_pool *pool, SSL *ssl);
-void smtpd_tls_established(struct smtpd_session *s);
+/* 0, or -1 when the session must end (the reply is queued). */
+int smtpd_tls_established(struct smtpd_session *s);
+
+/* cleanup.c: the content stage between the DATA reader and the queue file */
+/* Starts the transaction's content: the access tables' PREPEND headers
+ * (prepend, as written), then our Received header (received, len bytes),
+ * which goes through header_checks like any header. */
+void smtpd_cleanup_begin(struct smtpd_session *s, const struct buf *prepend, const char *received, size_t len);
+/* Content bytes (CRLF line ends) as they arrive. */
+void smtpd_cleanup_feed(struct smtpd_session *s, const char *data, size_t n);
+/* The end of the content: the checks' verdict goes to tx->content_verdict
+ * (unless a module refused first), HOLD/DISCARD to tx->hold/discard. */
+void smtpd_cleanup_end(struct smtpd_session *s);
+/* Opens the checks and reads the limits of the cleanup service for svc. */
+struct smtpd_cleanup_settings *smtpd_cleanup_settings_create(struct smtpd_worker *w,
+                                                              const struct master_service *svc,
+                                                              const struct cfg *cfg, char **error);
+void smtpd_cleanup_settings_free(struct smtpd_cleanup_settings *c);
+/* Warns about -o overrides of cleanup parameters on an smtpd or pickup line. */
+void smtpd_cleanup_warn_overrides(const struct master_service *svc);
+
+/* proxy.c: smtpd_proxy_filter, the before-queue content filter */
+struct smtpd_proxy;
+/* An exchange with the filter ended: ok, or the reply for the client. */
+typedef void smtpd_proxy_done_fn(struct smtpd_session *s, int ok, const char *reply);
+/* 1 when this session's mail goes through a before-queue filter. */
+static inline int smtpd_proxy_enabled(const struct smtpd_session *s)
+{
+    return s->set->proxy_filter && *s->set->proxy_filter && !s->local_submission;
+}
+/* The MAIL command our checks accepted (the filter gets it later). */
+void smtpd_proxy_mail(struct smtpd_session *s, const char *line);
+void smtpd_proxy_rcpt(struct smtpd_session *s, const char *line, smtpd_proxy_done_fn *done);
+void smtpd_proxy_data(struct smtpd_session *s, smtpd_proxy_done_fn *done);
+void smtpd_proxy_content(struct smtpd_session *s, const char *data, size_t n);
+/* More content waits for the filter than we buffer: read no more input. */
+int smtpd_proxy_congested(const struct smtpd_session *s);
+void smtpd_proxy_dot(struct smtpd_session *s, smtpd_proxy_done_fn *done);
 
 /* content.c */
-void smtpd_content_feed(struct smtpd_session *s, const char *data, size_t n);
-void smtpd_content_end(struct smtpd_session *s);
 int smtpd_content_edited(const struct smtpd_session *s);
 /* Appends header text, turning a stray CR into a space and a bare LF into
  * CRLF: no header we write ever carries a bare CR or LF. */

@@ -1,127 +1,86 @@
 /*
- * Server-side TLS: one SSL_CTX per listener, built from smtpd_tls_* with
- * safe floors (TLS 1.2 at least, as smtpd_tls_protocols defaults to), and
- * session resumption (OpenSSL's session cache and tickets). Ticket keys are
- * OpenSSL's per-context random keys: each worker has its own, so a client
- * resumes on the worker that issued its ticket (doc/architecture.md).
+ * Server-side TLS in a session: starting the handshake (STARTTLS or
+ * wrapper mode, bounded by smtpd_tls_starttls_timeout), and what is
+ * learned once it is done - the summary for the log (smtpd_tls_loglevel)
+ * and Received:, the client certificate's facts (verified or not, subject
+ * and issuer CN, fingerprints) for the restrictions and the policy
+ * protocol - and smtpd_tls_req_ccert's refusal of a client without a
+ * verified certificate, as Postfix refuses it after the handshake ("421
+ * 4.7.1 ... Client certificate not trusted"). A client certificate never
+ * fails the handshake itself. The listener's context is tls_context.c's.
+ *
  * libevent reports the finished handshake as BEV_EVENT_CONNECTED; the
  * session then calls smtpd_tls_established().
  */
 #include "config.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include "config/cfg.h"
 #include "lib/log.h"
 #include "lib/xalloc.h"
 #include "smtpd/smtpd_int.h"
-
-static char *ssl_error_text(const char *what, const char *file)
-{
-    char reason[256] = "unknown error";
-    unsigned long e = ERR_get_error();
-    if (e)
-        ERR_error_string_n(e, reason, sizeof(reason));
-    ERR_clear_error();
-    size_t n = strlen(what) + strlen(file) + strlen(reason) + 8;
-    char *out = xmalloc(n);
-    snprintf(out, n, "%s %s: %s", what, file, reason);
-    return out;
-}
-
-/* "!SSLv2, !SSLv3, !TLSv1, !TLSv1.1" or ">=TLSv1.2" (Postfix syntax) -> minimum version. */
-static int min_protocol(const char *spec)
-{
-    if (spec == NULL || *spec == '\0')
-        return TLS1_2_VERSION;
-    if (strstr(spec, ">=TLSv1.3"))
-        return TLS1_3_VERSION;
-    if (strstr(spec, ">=TLSv1.2"))
-        return TLS1_2_VERSION;
-    if (strstr(spec, "!TLSv1.2"))
-        return TLS1_3_VERSION;
-    /* Older protocols are never enabled, whatever the list says. */
-    return TLS1_2_VERSION;
-}
-
-SSL_CTX *smtpd_tls_ctx_create(const struct cfg *cfg, char **error)
-{
-    const char *cert = cfg_get(cfg, "smtpd_tls_cert_file");
-    const char *key = cfg_get(cfg, "smtpd_tls_key_file");
-    if (cert == NULL || *cert == '\0') {
-        *error = xstrdup("smtpd_tls_cert_file: TLS is enabled but no certificate is configured");
-        return NULL;
-    }
-    if (key == NULL || *key == '\0')
-        key = cert;
-    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
-    if (ctx == NULL) {
-        *error = ssl_error_text("SSL_CTX_new", "");
-        return NULL;
-    }
-    SSL_CTX_set_min_proto_version(ctx, min_protocol(cfg_get(cfg, "smtpd_tls_protocols")));
-    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
-    /* Postfix's "medium" grade: no export, no NULL, no anonymous, no RC4/3DES. */
-    SSL_CTX_set_cipher_list(ctx, "HIGH:MEDIUM:!aNULL:!eNULL:!RC4:!3DES:!MD5:!EXPORT");
-    if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
-        *error = ssl_error_text("smtpd_tls_cert_file: cannot load certificate chain", cert);
-        SSL_CTX_free(ctx);
-        return NULL;
-    }
-    if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
-        *error = ssl_error_text("smtpd_tls_key_file: cannot load private key", key);
-        SSL_CTX_free(ctx);
-        return NULL;
-    }
-    if (SSL_CTX_check_private_key(ctx) != 1) {
-        *error = ssl_error_text("smtpd_tls_key_file: key does not match certificate", key);
-        SSL_CTX_free(ctx);
-        return NULL;
-    }
-    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
-    SSL_CTX_set_timeout(ctx, (long)cfg_int(cfg, "smtpd_tls_session_cache_timeout"));
-    static const unsigned char sid_ctx[] = "petrel-smtpd";
-    SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
-    return ctx;
-}
+#include "tls/tls.h"
 
 const char *smtpd_tls_describe(petrel_pool *pool, SSL *ssl)
 {
-    int alg_bits = 0;
-    const SSL_CIPHER *c = SSL_get_current_cipher(ssl);
-    int bits = SSL_CIPHER_get_bits(c, &alg_bits);
-    return petrel_pool_printf(pool, "%s with cipher %s (%d/%d bits)", SSL_get_version(ssl),
-                              SSL_CIPHER_get_name(c), bits, alg_bits);
+    char text[300];
+    tls_describe(ssl, text, sizeof(text));
+    return petrel_pool_strdup(pool, text);
 }
 
-void smtpd_tls_facts(struct smtpd_session *s, const char **protocol, const char **cipher, int *bits,
-                     const char **sni)
-{
-    SSL *ssl = s->tls_active && s->bev ? bufferevent_openssl_get_ssl(s->bev) : NULL;
-    if (ssl == NULL)
-        return;
-    const SSL_CIPHER *c = SSL_get_current_cipher(ssl);
-    *protocol = SSL_get_version(ssl);
-    *cipher = c ? SSL_CIPHER_get_name(c) : "";
-    *bits = c ? SSL_CIPHER_get_bits(c, NULL) : 0;
-    const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-    *sni = name ? name : "";
-}
-
-/* Called once the handshake completes: record and log what was negotiated. */
-void smtpd_tls_established(struct smtpd_session *s)
+/* Called once the handshake completes: record and log what was negotiated,
+ * and the client certificate. 0, or -1 when the session must end (a
+ * required client certificate is missing or not trusted: the reply is
+ * already queued). */
+int smtpd_tls_established(struct smtpd_session *s)
 {
     SSL *ssl = bufferevent_openssl_get_ssl(s->bev);
+    const struct smtpd_settings *set = s->set;
     s->tls_active = 1;
     s->tls_info = smtpd_tls_describe(s->pool, ssl);
-    msg_info("%s TLS connection established from %s: %s", SSL_session_reused(ssl) ? "Reused" : "Anonymous",
-             s->namaddr, s->tls_info);
+    X509 *peer = SSL_get1_peer_certificate(ssl);
+    if (peer) {
+        char buf[300];
+        s->ccert.present = 1;
+        s->ccert.verified = SSL_get_verify_result(ssl) == X509_V_OK;
+        tls_subject_cn(peer, buf, sizeof(buf));
+        s->ccert.subject = petrel_pool_strdup(s->pool, buf);
+        tls_issuer_cn(peer, buf, sizeof(buf));
+        s->ccert.issuer = petrel_pool_strdup(s->pool, buf);
+        tls_fingerprint(peer, set->tls_fingerprint_digest, 0, buf, sizeof(buf));
+        s->ccert.fingerprint = petrel_pool_strdup(s->pool, buf);
+        tls_fingerprint(peer, set->tls_fingerprint_digest, 1, buf, sizeof(buf));
+        s->ccert.pubkey_fingerprint = petrel_pool_strdup(s->pool, buf);
+        X509_free(peer);
+    }
+    if (set->tls_loglevel >= 2 && SSL_session_reused(ssl))
+        msg_info("%s: Reusing old session", s->namaddr);
+    if (set->tls_loglevel >= 1)
+        msg_info("%s TLS connection established from %s: %s",
+                 !s->ccert.present ? "Anonymous" : s->ccert.verified ? "Trusted" : "Untrusted", s->namaddr,
+                 s->tls_info);
+    if (set->tls_loglevel >= 1 && s->ccert.present)
+        msg_info("%s: %s: subject_CN=%s, issuer=%s, fingerprint=%s, pkey_fingerprint=%s", s->namaddr,
+                 s->ccert.verified ? "Trusted" : "Untrusted", s->ccert.subject, s->ccert.issuer,
+                 s->ccert.fingerprint, s->ccert.pubkey_fingerprint);
+    if (set->tls_req_ccert && !s->ccert.verified) {
+        const char *why = s->ccert.present ? "Client certificate not trusted" : "No client certificate presented";
+        msg_info("NOQUEUE: abort: TLS from %s: %s", s->namaddr, why);
+        smtpd_reply(s, "421 4.7.1 %s Error: %s", set->myhostname, why);
+        return -1;
+    }
+    return 0;
 }
 
 int smtpd_tls_start(struct smtpd_session *s, int wrapper)
@@ -143,6 +102,8 @@ int smtpd_tls_start(struct smtpd_session *s, int wrapper)
     }
     bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
     s->bev = bev;   /* the caller installs the session callbacks on it */
+    s->tls_handshaking = 1;
+    /* smtpd_starttls_timeout bounds the handshake, not smtpd_timeout */
+    bufferevent_set_timeouts(bev, &s->set->starttls_timeout, &s->set->starttls_timeout);
     return 0;
 }
-

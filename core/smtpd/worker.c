@@ -48,6 +48,7 @@
 #include "lib/workq.h"
 #include "lib/xalloc.h"
 #include "smtpd/anvil.h"
+#include "smtpd/psc.h"
 #include "smtpd/smtpd.h"
 #include "smtpd/smtpd_int.h"
 #include "tables/table.h"
@@ -77,67 +78,9 @@ static void listener_resume(struct smtpd_listener *l)
     }
 }
 
-/* Sessions of a service that wait for their client switch to its stress
- * settings; their timeout starts again with the (shorter) stress value. */
-static void apply_stress(struct smtpd_worker *w, const char *service_key, unsigned epoch)
-{
-    const struct smtpd_listener *changed = NULL;
-    for (int i = 0; i < w->nlisteners; i++) {
-        struct smtpd_listener *l = &w->listeners[i];
-        if (strcmp(l->service_key, service_key) == 0 && l->stress_epoch != epoch) {
-            l->stress_epoch = epoch;
-            changed = l;
-        }
-    }
-    if (changed == NULL)
-        return;
-    unsigned switched = 0;
-    for (struct smtpd_session *s = w->sessions; s; s = s->next) {
-        struct smtpd_listener *l = s->listener;
-        if (strcmp(l->service_key, service_key) != 0 || s->set == l->stress_settings)
-            continue;
-        if (s->state != SMTPD_CMD && s->state != SMTPD_AUTH && s->state != SMTPD_DATA && s->state != SMTPD_BDAT)
-            continue;   /* busy on our side (a check, a commit) or closing */
-        s->set = l->stress_settings;
-        bufferevent_set_timeouts(s->bev, &s->set->timeout, &s->set->timeout);
-        switched++;
-    }
-    if (switched)
-        msg_info("service %s: under stress: %u session%s switched to the stress settings (smtpd_timeout %lds)",
-                 changed->settings->service_name, switched, switched == 1 ? "" : "s",
-                 (long)changed->stress_settings->timeout.tv_sec);
-}
-
-static void warn_busy(const struct smtpd_listener *l, unsigned sessions)
-{
-    const struct smtpd_settings *set = l->settings;
-    msg_warn("service \"%s\" has reached its process limit \"%d\" (%u sessions): new clients wait until a "
-             "session ends", set->service_name, set->maxproc, sessions);
-    msg_warn("to avoid this condition, increase the process count in master.cf or reduce the service time "
-             "per client%s", l->stress_eligible ? " (stress-adapting settings such as ${stress?{10}:{300}} now "
-                                                  "apply to this service)" : "");
-}
-
 static void accept_retry(evutil_socket_t fd, short what, void *arg)
 {
     listener_resume(arg);
-}
-
-/* The service reached its limit (a connection waits, or we took the last
- * slot): log it, start the stress period everywhere. */
-static void limit_reached(struct smtpd_listener *l, const struct anvil_take *take)
-{
-    struct smtpd_worker *w = l->worker;
-    if (take->warn_busy)
-        warn_busy(l, take->sessions);
-    if (take->stress_began) {
-        msg_info("service %s: under stress (at its process limit %d): stress=yes settings apply until it "
-                 "stays below the limit for %d s", l->settings->service_name, l->settings->maxproc,
-                 ANVIL_STRESS_SECONDS);
-        anvil_wake_all(w->anvil);   /* every worker shortens its idle sessions (us too, below) */
-    }
-    if (take->stressed)
-        apply_stress(w, l->service_key, take->stress_epoch);
 }
 
 static void on_listener_readable(evutil_socket_t fd, short what, void *arg)
@@ -145,6 +88,27 @@ static void on_listener_readable(evutil_socket_t fd, short what, void *arg)
     struct smtpd_listener *l = arg;
     struct smtpd_worker *w = l->worker;
     for (int n = 0; n < ACCEPT_BATCH && !w->draining; n++) {
+        if (l->screen) {
+            /* postscreen takes every client; the smtpd service's slot is
+             * taken when a client passes (postscreen.c). */
+            int cfd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            if (cfd < 0) {
+                int err = errno;
+                if (err == EAGAIN || err == EWOULDBLOCK)
+                    return;
+                if (err == EINTR || err == ECONNABORTED || err == EPROTO)
+                    continue;
+                msg_warn("accept: service %s: %s", l->screen->service_name, strerror(err));
+                if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+                    listener_pause(l);
+                    struct timeval tv = { 0, ACCEPT_RETRY_MSEC * 1000 };
+                    evtimer_add(l->retry_timer, &tv);
+                }
+                return;
+            }
+            psc_accept(l, cfd);
+            continue;
+        }
         int maxproc = l->settings->maxproc;
         int counted = 0;
         struct anvil_take take;
@@ -156,7 +120,7 @@ static void on_listener_readable(evutil_socket_t fd, short what, void *arg)
                                                            l->stress_eligible, time(NULL), &take);
             if (st == ANVIL_FULL) {
                 /* Clients wait in the backlog; a session's end wakes us. */
-                limit_reached(l, &take);
+                smtpd_limit_reached(l, &take);
                 listener_pause(l);
                 return;
             }
@@ -186,7 +150,7 @@ static void on_listener_readable(evutil_socket_t fd, short what, void *arg)
         }
         if (counted && take.sessions >= (unsigned)maxproc) {
             anvil_service_limit_reached(w->anvil, l->service_key, l->stress_eligible, time(NULL), &take);
-            limit_reached(l, &take);
+            smtpd_limit_reached(l, &take);
         }
         const struct smtpd_settings *set = take.stressed ? l->stress_settings : l->settings;
         smtpd_accept(l, set, cfd, (struct sockaddr *)&ss, (int)len, counted);
@@ -200,18 +164,22 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
     struct smtpd_worker *w = arg;
     uint64_t count;
     (void)!read(fd, &count, sizeof(count));
-    if (w->draining)
-        return;
+    /* A draining worker (a reload replaces it) still listens: the screened
+     * clients it holds waiting for an smtpd session slot get their turn
+     * when one frees, and its idle sessions still switch to stress. */
     time_t now = time(NULL);
     for (int i = 0; i < w->nlisteners; i++) {
         struct smtpd_listener *l = &w->listeners[i];
         unsigned epoch;
         if (l->stress_eligible && anvil_service_stressed(w->anvil, l->service_key, now, &epoch))
-            apply_stress(w, l->service_key, epoch);
+            smtpd_apply_stress(w, l->service_key, epoch);
         /* A paused listener tries again: its service has room now, or the
-         * next accept finds it full and waits once more. */
+         * next accept finds it full and waits once more (not when draining:
+         * listener_resume knows). */
         listener_resume(l);
     }
+    /* Screened clients waiting for an smtpd session slot try again too. */
+    psc_retry_waiting(w);
 }
 
 static void stop_listening(struct smtpd_worker *w)
@@ -229,10 +197,6 @@ static void stop_listening(struct smtpd_worker *w)
             l->retry_timer = NULL;
         }
     }
-    if (w->wake) {
-        event_free(w->wake);
-        w->wake = NULL;
-    }
 }
 
 static void deadline(evutil_socket_t fd, short what, void *arg)
@@ -248,6 +212,7 @@ static void begin_drain(struct smtpd_worker *w, int stopping)
     w->draining = 1;
     if (stopping && !w->stopping) {
         w->stopping = 1;
+        psc_stop_all(w);
         struct smtpd_session *s = w->sessions, *next;
         for (; s; s = next) {
             next = s->next;
@@ -257,8 +222,7 @@ static void begin_drain(struct smtpd_worker *w, int stopping)
         w->drain_timer = evtimer_new(w->base, deadline, w);
         evtimer_add(w->drain_timer, &tv);
     }
-    if (w->nsessions == 0)
-        event_base_loopexit(w->base, NULL);
+    smtpd_worker_check_drained(w);
 }
 
 static void on_sigterm(evutil_socket_t sig, short what, void *arg)
@@ -359,12 +323,93 @@ void smtpd_worker_fini(struct smtpd_worker *w)
     module_runtime_stop();
 }
 
+/* A postscreen service's settings, made once per worker and shared by all
+ * its sockets. */
+static struct psc_settings *screen_settings(struct smtpd_worker *w, const struct master_service *svc)
+{
+    for (int i = 0; i < w->nlisteners; i++)
+        if (w->listeners[i].screen && w->listeners[i].screen->cfg == svc->cfg &&
+            strcmp(w->listeners[i].screen->service_name, svc->name) == 0)
+            return w->listeners[i].screen;
+    char *error = NULL;
+    struct psc_settings *ps = psc_settings_create(w, svc, &error);
+    if (ps == NULL)
+        msg_fatal("%s", error);
+    return ps;
+}
+
+/* LMDB allows one handle per file and process: listeners naming the same
+ * postscreen_cache_map share it. A cache that cannot be opened is not
+ * fatal: postscreen then screens without one (every client is new), as
+ * Postfix's does when the map is empty, and says so. */
+static struct psc_cache *open_screen_cache(struct smtpd_worker *w, const struct psc_settings *ps)
+{
+    if (ps->cache_path == NULL)
+        return NULL;
+    for (size_t i = 0; i < w->npsc_caches; i++)
+        if (strcmp(psc_cache_path(w->psc_caches[i]), ps->cache_path) == 0)
+            return w->psc_caches[i];
+    char *error = NULL;
+    struct psc_cache *c = psc_cache_open(ps->cache_path, &error);
+    if (c == NULL) {
+        msg_warn("postscreen_cache_map %s: %s: postscreen runs without its temporary allowlist", ps->cache_map,
+                 error);
+        free(error);
+        return NULL;
+    }
+    w->psc_caches = xrealloc(w->psc_caches, (w->npsc_caches + 1) * sizeof(*w->psc_caches));
+    w->psc_caches[w->npsc_caches++] = c;
+    return c;
+}
+
+static void on_cache_cleanup(evutil_socket_t fd, short what, void *arg)
+{
+    struct smtpd_worker *w = arg;
+    for (int i = 0; i < w->nlisteners; i++) {
+        struct smtpd_listener *l = &w->listeners[i];
+        if (l->psc_cache == NULL || l->screen->cache_cleanup_interval <= 0)
+            continue;
+        int first = 1;
+        for (int k = 0; k < i; k++)
+            if (w->listeners[k].psc_cache == l->psc_cache)
+                first = 0;
+        if (first)
+            psc_cache_cleanup(w, l->psc_cache, l->screen->cache_cleanup_interval, l->screen->cache_retention,
+                              psc_cache_keep, l->screen);
+    }
+}
+
+/* Each worker looks now and then whether a cleanup is due; the table
+ * itself records when the last one ran, so only one worker does it. */
+static void start_cache_cleanup(struct smtpd_worker *w)
+{
+    long long shortest = 0;
+    for (int i = 0; i < w->nlisteners; i++) {
+        const struct smtpd_listener *l = &w->listeners[i];
+        if (l->psc_cache && l->screen->cache_cleanup_interval > 0 &&
+            (shortest == 0 || l->screen->cache_cleanup_interval < shortest))
+            shortest = l->screen->cache_cleanup_interval;
+    }
+    if (shortest == 0)
+        return;
+    /* Look a few times per interval (and at once), so a cleanup is at most a
+     * fraction of the interval late whichever worker does it. */
+    long long every = shortest / 4 > 0 ? shortest / 4 : 1;
+    if (every > 3600)
+        every = 3600;
+    struct timeval tv = { (time_t)every, 0 };
+    w->psc_cleanup_timer = event_new(w->base, -1, EV_PERSIST, on_cache_cleanup, w);
+    event_add(w->psc_cleanup_timer, &tv);
+    event_active(w->psc_cleanup_timer, EV_TIMEOUT, 0);
+}
+
 int smtpd_worker_main(const struct smtpd_worker_args *args)
 {
     struct smtpd_worker w;
     log_set_role("smtpd");
     smtpd_worker_init(&w, args->cfg, args->queue, args->modules, args->anvil, args->worker_index, args->metrics,
                       args->worker_index);
+    w.tickets = args->tickets;
     char *error = NULL;
 
     w.nlisteners = args->nlisteners;
@@ -374,6 +419,19 @@ int smtpd_worker_main(const struct smtpd_worker_args *args)
         const struct master_service *svc = args->listeners[i].service;
         l->worker = &w;
         l->fd = args->listeners[i].fd;
+        if (svc->role == ROLE_POSTSCREEN) {
+            /* Sessions of a postscreen socket use the pass service's
+             * settings, slots and stress once their client has passed. */
+            l->screen = screen_settings(&w, svc);
+            l->screen_key = petrel_pool_printf(w.pool, "postscreen:%s", svc->name);
+            l->post_key = petrel_pool_printf(w.pool, "postscreen-post:%s", svc->name);
+            const struct master_service *screened = svc;
+            svc = psc_pass_service(svc);
+            if (svc == NULL)
+                msg_fatal("%s, line %d: service %s: no pass service \"%s\" to hand clients to", screened->file,
+                          screened->line, screened->name, l->screen->pass_service);
+            l->stress_eligible = svc->maxproc > 1 && !socket_is_local(l->fd);
+        }
         l->settings = smtpd_settings_create(&w, svc, svc->cfg, NULL, &error);
         if (l->settings == NULL)
             msg_fatal("%s", error);   /* located: main.cf or master.cf line */
@@ -384,7 +442,10 @@ int smtpd_worker_main(const struct smtpd_worker_args *args)
                 msg_fatal("%s (with stress=yes)", error);
         }
         l->service_key = petrel_pool_printf(w.pool, "service:%s", svc->name);
-        l->stress_eligible = svc->type == SVC_INET && svc->maxproc > 1 && !service_is_local(args, svc);
+        if (l->screen == NULL)
+            l->stress_eligible = svc->type == SVC_INET && svc->maxproc > 1 && !service_is_local(args, svc);
+        else
+            l->psc_cache = open_screen_cache(&w, l->screen);
         evutil_make_socket_nonblocking(l->fd);
         /* Level-triggered: a connection left in the backlog (another worker
          * was faster, or we paused) is seen again. */
@@ -393,6 +454,7 @@ int smtpd_worker_main(const struct smtpd_worker_args *args)
         if (l->ev == NULL || l->retry_timer == NULL || event_add(l->ev, NULL) != 0)
             msg_fatal("cannot listen on service %s", svc->name);
     }
+    start_cache_cleanup(&w);
     w.wake = event_new(w.base, anvil_wake_fd(w.anvil, w.index), EV_READ | EV_PERSIST, on_wake, &w);
     if (w.wake == NULL || event_add(w.wake, NULL) != 0)
         msg_fatal("cannot watch the connection table's wake-ups");
@@ -405,18 +467,38 @@ int smtpd_worker_main(const struct smtpd_worker_args *args)
 
     event_base_dispatch(w.base);
 
+    event_free(w.wake);
     smtpd_worker_fini(&w);
+    if (w.psc_cleanup_timer)
+        event_free(w.psc_cleanup_timer);
+    for (size_t i = 0; i < w.npsc_caches; i++)
+        psc_cache_close(w.psc_caches[i]);
     if (w.nsessions)
         msg_info("exiting with %u sessions still open", w.nsessions);
     return 0;
 }
 
-int smtpd_validate_service(const struct master_service *service, struct module_set *modules, char **error)
+int smtpd_validate_service(const struct cfg *cfg, const struct master_service *service, struct module_set *modules,
+                           char **error)
 {
     struct smtpd_worker w;
     memset(&w, 0, sizeof(w));
+    w.cfg = cfg;
     w.modules = modules;
+    w.checking = 1;
     w.tables = tbl_registry_new();
+    if (service->role == ROLE_POSTSCREEN) {
+        /* The screen's own settings; the pass service it hands clients to
+         * is checked as an smtpd service of its own. */
+        int ok = module_set_register_tables(modules, w.tables) == 0;
+        struct psc_settings *ps = ok ? psc_settings_create(&w, service, error) : NULL;
+        if (!ok && asprintf(error, "%s, line %d: service %s: modules: a table type is provided twice", service->file,
+                            service->line, service->name) < 0)
+            *error = xstrdup("modules: a table type is provided twice");
+        psc_settings_free(ps);
+        tbl_registry_free(w.tables);
+        return ps ? 0 : -1;
+    }
     if (module_set_register_tables(modules, w.tables) != 0) {
         tbl_registry_free(w.tables);
         if (asprintf(error, "%s, line %d: service %s: modules: a table type is provided twice", service->file,
@@ -426,6 +508,8 @@ int smtpd_validate_service(const struct master_service *service, struct module_s
     }
     struct smtpd_settings *set = smtpd_settings_create(&w, service, service->cfg, NULL, error);
     int ok = set != NULL;
+    if (ok)
+        smtpd_cleanup_warn_overrides(service);
     if (ok && service->stress_cfg && service->stress_cfg != service->cfg) {
         /* What its sessions use under stress must work too. */
         char *why = NULL;

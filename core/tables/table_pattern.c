@@ -58,6 +58,8 @@ struct parsed_pattern {
     char *flags;
 };
 
+static char *cfg_trim_rule(char *s);
+
 static int is_space(int c)
 {
     return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\f' || c == '\v';
@@ -335,11 +337,110 @@ out:
     return status;
 }
 
+/* s without white space around it (in place). */
+static char *cfg_trim_rule(char *s)
+{
+    while (*s == ' ' || *s == '\t')
+        s++;
+    size_t n = strlen(s);
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+        s[--n] = '\0';
+    return s;
+}
+
+/* The rules of an inline table, Postfix 3.7's "regexp:{ {rule}, {rule} }":
+ * the next rule's text (in place, without its braces) or NULL at the end;
+ * *bad is set for text that is not a braced rule. */
+static char *inline_next_rule(char **cursor, int *bad)
+{
+    char *p = *cursor;
+    while (*p == ' ' || *p == '\t' || *p == ',' || *p == '\n' || *p == '\r')
+        p++;
+    if (*p == '\0')
+        return NULL;
+    if (*p != '{') {
+        *bad = 1;
+        return NULL;
+    }
+    char *start = ++p;
+    int depth = 1;
+    for (; *p; p++) {
+        if (*p == '{')
+            depth++;
+        else if (*p == '}' && --depth == 0)
+            break;
+    }
+    if (depth != 0) {
+        *bad = 1;
+        return NULL;
+    }
+    *p = '\0';
+    *cursor = p + 1;
+    return cfg_trim_rule(start);
+}
+
+/* The source of a table's logical lines: a file, or an inline "{...}" spec. */
+struct rule_source {
+    int is_inline;
+    struct tbl_file file;
+    char *text;            /* inline: a copy of the rules between the outer braces */
+    char *cursor;
+    int lineno;
+};
+
+static int source_open(struct rule_source *src, const char *path, char **error)
+{
+    memset(src, 0, sizeof(*src));
+    size_t len = strlen(path);
+    if (path[0] != '{')
+        return tbl_file_open(&src->file, path, error);
+    if (len < 2 || path[len - 1] != '}') {
+        *error = tbl_strprintf("inline table \"%s\": missing \"}\"", path);
+        return -1;
+    }
+    src->is_inline = 1;
+    src->text = xstrndup(path + 1, len - 2);
+    src->cursor = src->text;
+    return 0;
+}
+
+/* 1 with *line, 0 at the end, -1 with *error. */
+static int source_next(struct rule_source *src, char **line, int *lineno, char **error)
+{
+    if (!src->is_inline) {
+        int r = tbl_file_next(&src->file, error);
+        if (r > 0) {
+            *line = src->file.line.data;
+            *lineno = src->file.lineno;
+        }
+        return r;
+    }
+    int bad = 0;
+    char *rule = inline_next_rule(&src->cursor, &bad);
+    if (bad) {
+        *error = tbl_strprintf("rule %d: expected { rule } in the inline table", src->lineno + 1);
+        return -1;
+    }
+    if (rule == NULL)
+        return 0;
+    *line = rule;
+    *lineno = ++src->lineno;
+    return 1;
+}
+
+static void source_close(struct rule_source *src)
+{
+    if (src->is_inline)
+        free(src->text);
+    else
+        tbl_file_close(&src->file);
+}
+
 struct tbl_pattern_table *tbl_pattern_load(const struct tbl_pattern_engine *engine,
                                            const char *path, int flags, petrel_pool *pool, char **error)
 {
-    struct tbl_file file;
-    if (tbl_file_open(&file, path, error) != 0)
+    struct rule_source file;
+    if (source_open(&file, path, error) != 0)
         return NULL;
     struct tbl_pattern_table *table = petrel_pool_zalloc(pool, sizeof(*table));
     table->engine = engine;
@@ -348,16 +449,18 @@ struct tbl_pattern_table *tbl_pattern_load(const struct tbl_pattern_engine *engi
     size_t *if_stack = NULL, nesting = 0, stack_cap = 0, max_group = 0;
     int r;
 
-    while ((r = tbl_file_next(&file, error)) > 0) {
+    char *text;
+    int lineno = 0;
+    while ((r = source_next(&file, &text, &lineno, error)) > 0) {
         struct rule rule;
         memset(&rule, 0, sizeof(rule));
-        rule.lineno = file.lineno;
+        rule.lineno = lineno;
         char *why = NULL;
-        int s = parse_line(table, file.line.data, nesting, &rule, pool, &why);
+        int s = parse_line(table, text, nesting, &rule, pool, &why);
         if (s > 0)
             continue;
         if (s < 0) {
-            *error = tbl_strprintf("line %d: %s", file.lineno, why);
+            *error = tbl_strprintf("%s %d: %s", file.is_inline ? "rule" : "line", lineno, why);
             free(why);
             r = -1;
             break;
@@ -380,7 +483,7 @@ struct tbl_pattern_table *tbl_pattern_load(const struct tbl_pattern_engine *engi
             max_group = rule.max_group;
         }
     }
-    tbl_file_close(&file);
+    source_close(&file);
     if (r == 0)
         while (nesting > 0)
             msg_warn("%s:%s, line %d: if has no matching endif", engine->type_name, path,

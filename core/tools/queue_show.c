@@ -253,6 +253,16 @@ int qc_show_message(struct ctx *c, struct msg *msg, int fd)
     show_attr(out, "tls", env->tls_info);
     show_attr(out, "sasl_method", env->sasl_method);
     show_attr(out, "sasl_username", env->sasl_username);
+    if (env->content_filter) {
+        /* postcat's line for a content filter record */
+        fputs("content_filter: ", out);
+        put_printable(out, env->content_filter);
+        putc('\n', out);
+    }
+    if (env->flags & QUEUE_F_NO_ADDRESS_MAPPINGS)
+        fputs("receive_override_options: no_address_mappings\n", out);
+    if (env->flags & QUEUE_F_REDIRECTED)
+        fputs("redirected: yes\n", out);
     if (env->flags & (QUEUE_F_8BITMIME | QUEUE_F_BINARYMIME))
         fprintf(out, "body_type: %s\n", env->flags & QUEUE_F_BINARYMIME ? "BINARYMIME" : "8BITMIME");
     if (env->flags & QUEUE_F_SMTPUTF8)

@@ -272,14 +272,14 @@ static void check_routes(const char *recipient, const struct route_list *rl)
 static void route_one(struct fuzz_router *fr, const char *sender, const char *recipient, petrel_pool *pool)
 {
     struct route_list rl;
-    router_route(fr->router, sender, recipient, pool, &rl);
+    router_route(fr->router, sender, recipient, NULL, pool, &rl);
     check_routes(recipient, &rl);
 }
 
 static void check_rewrites(struct fuzz_router *fr, const char *address, petrel_pool *pool)
 {
     int clean = printable(address);
-    const char *s = router_sender(fr->router, address, pool);
+    const char *s = router_sender(fr->router, address, NULL, pool);
     check(s != NULL && (!clean || printable(s)), "a rewritten sender has no control characters");
     for (int recipient = 0; recipient < 2; recipient++) {
         const char *h = mail_rewrite_header_address(&fr->rw, address, recipient, pool);

@@ -625,3 +625,137 @@ class ScriptedMilter:
     def __exit__(self, *exc):
         self.stop()
         return False
+
+
+# ---------------------------------------------------------------------------
+# amavisd-new
+
+AMAVISD_CONF = """\
+use strict;
+# A private amavisd-new for the content filter tests: its own directories,
+# loopback only, no SpamAssassin, no DKIM, no DNS, no quarantine, no
+# notifications; viruses are looked for by our private clamd when one is given.
+$MYHOME = '{home}';
+$TEMPBASE = "$MYHOME/tmp";
+$db_home = "$MYHOME/db";
+$pid_file = "$MYHOME/amavisd.pid";
+$lock_file = "$MYHOME/amavisd.lock";
+$QUARANTINEDIR = undef;
+$virus_quarantine_to = undef; $banned_quarantine_to = undef; $spam_quarantine_to = undef;
+$bad_header_quarantine_to = undef;
+$virus_admin = undef; $spam_admin = undef; $banned_admin = undef; $bad_header_admin = undef;
+$warnvirussender = 0; $warnbannedsender = 0; $warnbadhsender = 0;
+$daemon_user = undef; $daemon_group = undef;
+$myhostname = 'amavis.test';
+$mydomain = 'petrel.test';
+$max_servers = 2;
+$child_timeout = 120;
+$inet_socket_bind = '127.0.0.1';
+$inet_socket_port = [{port}];
+@inet_acl = qw(127.0.0.1);
+$forward_method = 'smtp:[127.0.0.1]:{reinject}';
+$notify_method = $forward_method;
+$do_syslog = 0;
+$LOGFILE = "$MYHOME/amavis.log";
+$log_level = 2;
+@local_domains_maps = (['.']);
+@mynetworks = qw(127.0.0.0/8);
+@bypass_spam_checks_maps = (1);
+$enable_dkim_verification = 0; $enable_dkim_signing = 0;
+$enable_db = 0; $enable_zmq = 0;
+$final_virus_destiny = D_DISCARD;
+$final_banned_destiny = D_PASS;
+$final_bad_header_destiny = D_PASS;
+@av_scanners_backup = ();
+{scanners}
+1;
+"""
+
+AMAVISD_CLAMD = """\
+@bypass_virus_checks_maps = (0);
+@av_scanners = (
+  ['ClamAV-clamd', \\&ask_daemon, ["CONTSCAN {{}}\\n", "127.0.0.1:{clamd}"],
+   qr/\\bOK$/m, qr/\\bFOUND$/m, qr/^.*?: (?!Infected Archive)(.*) FOUND$/m ],
+);
+"""
+
+AMAVISD_NO_AV = """\
+@bypass_virus_checks_maps = (1);
+@av_scanners = ();
+"""
+
+
+class Amavisd(Peer):
+    """A private amavisd-new (Debian's package, its service masked) on
+    127.0.0.1:PORT that sends mail back to 127.0.0.1:reinject_port, as
+    Postfix's FILTER_README and amavis' own docs set it up. amavisd refuses to
+    run as root and to read a configuration its user could change, so the
+    configuration sits in a directory of its own that the amavis user cannot
+    write (root's when the suite runs as root, mode 0555 otherwise) and the
+    working directory belongs to the test user."""
+
+    name = "amavisd"
+    start_timeout = 60.0
+
+    def __init__(self, reinject_port, clamd=None):
+        super().__init__()
+        self.port = free_port()
+        self.home = self.path("home")
+        for d in ("", "tmp", "db"):
+            os.makedirs(os.path.join(self.home, d), exist_ok=True)
+        conf_dir = self.path("conf")
+        os.mkdir(conf_dir)
+        self.conf = os.path.join(conf_dir, "amavisd.conf")
+        scanners = AMAVISD_CLAMD.format(clamd=clamd.port) if clamd else AMAVISD_NO_AV
+        with open(self.conf, "w") as f:
+            f.write(AMAVISD_CONF.format(home=self.home, port=self.port, reinject=reinject_port, scanners=scanners))
+        os.chmod(self.conf, 0o444)
+        user = _user()
+        if user:
+            for root, dirs, files in os.walk(self.home):
+                for n in dirs + files:
+                    os.chown(os.path.join(root, n), *user)
+            os.chown(self.home, *user)
+        else:
+            os.chmod(conf_dir, 0o555)
+
+    def command(self):
+        cmd = ["amavisd", "-c", self.conf, "foreground"]
+        user = _user()
+        if user:
+            cmd = ["setpriv", "--reuid=%d" % user[0], "--regid=%d" % user[1], "--clear-groups",
+                   "--pdeathsig", "TERM"] + cmd
+        return cmd
+
+    def ready(self):
+        if not tcp_ready(self.port):
+            return False
+        try:
+            s = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+            s.settimeout(10)
+            greeting = s.recv(512)
+            s.sendall(b"QUIT\r\n")
+            s.close()
+            return greeting.startswith(b"220")
+        except OSError:
+            return False
+
+    def pids(self):
+        """The master and its children (stopped with it)."""
+        if self.proc is None:
+            return []
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
+        return [self.proc.pid] + [int(x) for x in out.split()]
+
+    def log(self):
+        try:
+            with open(os.path.join(self.home, "amavis.log"), "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def stop(self):
+        conf_dir = os.path.dirname(self.conf)
+        if os.path.isdir(conf_dir):
+            os.chmod(conf_dir, 0o755)   # so the temporary directory can be removed
+        super().stop()

@@ -1,6 +1,7 @@
 """Memory for message content. When modules or header rewriting want the header
-section, smtpd splits the content as it streams in (smtpd/header_reader.c), holding
-the current line and header field in buffers of up to header_size_limit. Those
+section, smtpd splits the content as it streams in (smtpd/cleanup.c with the MIME
+parser, mail/mime.c), holding the current line and header field in buffers of up to
+header_size_limit. Those
 buffers belong to the transaction: a client that ends the transaction in the middle
 of its header section (RSET between BDAT chunks, or a disconnect) must not leave
 them behind, or every such transaction leaks up to 100 KiB in the worker."""

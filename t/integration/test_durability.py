@@ -161,6 +161,7 @@ with Petrel(t, workers=2) as p:
     # recovered one. Then a clean stop so nothing writes while we read.
     qcheck.kill_tree(p.proc)
     p.logf.close()
+    final_start = time.time()
     p.start()
     p.stop()
     t.diag("%d kills in %.1f s; %d messages started, %d accepted; other replies: %s"
@@ -179,7 +180,20 @@ with Petrel(t, workers=2) as p:
     t.is_(summary["files"], len(accepted) + summary["unacknowledged_present"],
           "the queue holds nothing but those messages")
     leftovers = [f for f in p.queue_files("incoming")]
-    t.is_(leftovers, [], "incoming/ is empty after the recovery scan")
+    if not t.is_(leftovers, [], "incoming/ is empty after the recovery scan"):
+        # What the next person needs to find out where they came from:
+        # written before or after the last start (whose scan must have seen
+        # them), complete or not, and what the log says of them.
+        states = {r["id"]: r for r in qcheck.queue_check(p.queue, ["incoming"])}
+        log = p.log().splitlines()
+        for f in leftovers[:10]:
+            qid = os.path.basename(f)
+            st = os.stat(f)
+            t.diag("%s: %d bytes, modified %+.3f s after the last start, %s" % (
+                qid, st.st_size, st.st_mtime - final_start, states.get(qid, {}).get("result")))
+            for line in [x for x in log if qid in x][:5]:
+                t.diag("    " + line)
+        t.diag("last start's log: " + " | ".join(log[-15:]))
     t.ok("moving damaged queue file" not in p.log(), "no file was ever declared damaged")
 
 # A second petreld started while one runs must fail without touching the

@@ -57,6 +57,7 @@ with Petrel(t, extra_services=QMGR, workers=1, start=False) as p:
         "virtual_mailbox_domains": "vmail.test", "virtual_mailbox_base": boxes,
         "virtual_mailbox_maps": "inline:{ {v@vmail.test = v/}, {pm@vmail.test = pm/} }",
         "2bounce_notice_recipient": "pm@vmail.test",
+        "notify_classes": "2bounce",   # Postfix discards double bounces without 2bounce
         "relay_domains": "dead.test",
         "transport_maps": "inline:{ {dead.test = smtp:[127.0.0.1]:%d} }" % dead_port,
         "minimal_backoff_time": "1s", "maximal_backoff_time": "2s", "queue_run_delay": "1s",

@@ -175,10 +175,9 @@ with PolicyServer(decide) as ps:
                   "an action naming a table: 451 4.3.5, as Postfix")
         rcpt_case("bogus", "451 4.3.5 Server configuration error",
                   "an unknown action: 451 4.3.5, as Postfix")
-        rcpt_case("filter", "451 4.3.5 Server configuration error",
-                  "action=FILTER (content filters are not implemented yet): 451 4.3.5, never silently ignored")
-        t.ok(p.wait_log(r"warning: access table inet:127\.0\.0\.1:\d+: action FILTER smtp:\[127\.0\.0\.1\]:10025 is "
-                        r"not supported by Petrel yet"), "FILTER: the warning says it is not supported")
+        rcpt_case("filter", "250 2.1.5 Ok", "action=FILTER accepts: the message's content filter")
+        t.ok(p.wait_log(r"filter: RCPT from unknown\[127\.0\.0\.1\]: <filter@petrel\.test>: Recipient address "
+                        r"triggers FILTER smtp:\[127\.0\.0\.1\]:10025"), "FILTER: Postfix's log line")
         t.ok(p.wait_log(r"warning: access table inet:127\.0\.0\.1:\d+ has entry with lookup table: hash:/etc/postfix/"
                         r"whatever"), "a table in an action is named in the log")
         rcpt_case("warn", "250 2.1.5 Ok", "action=WARN accepts")

@@ -114,6 +114,11 @@ with Petrel(t, main_cf={"smtpd_soft_error_limit": "2", "smtpd_error_sleep_time":
     slow = time.time() - start
     t.ok(fast < 0.8 and slow >= 0.9, "past smtpd_soft_error_limit the client is slowed by smtpd_error_sleep_time",
          "before %.2f s, after %.2f s" % (fast, slow))
+    start = time.time()
+    c.cmd("NOOP")
+    again = time.time() - start
+    t.ok(again >= 0.9, "and every later reply, not only an error's (Postfix sleeps on anything past the limit)",
+         "%.2f s" % again)
     c.close()
     still_serves(p, "soft error limit")
 

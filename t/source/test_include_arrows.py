@@ -33,7 +33,7 @@ TOP_SRCDIR = os.environ.get("top_srcdir") or os.path.abspath(os.path.join(os.pat
 TOP_BUILDDIR = os.environ.get("top_builddir") or TOP_SRCDIR
 
 ROLES = {"smtpd", "qmgr", "deliver", "master", "tools"}
-SHARED = {"lib", "mail", "config", "tables", "queue", "module", "include"}
+SHARED = {"lib", "mail", "config", "tables", "queue", "module", "include", "tls"}
 
 # Role -> role arrows that are allowed, by including folder and included
 # header (a folder name allows every header of that folder), with the reason.
@@ -53,7 +53,7 @@ ROLE_ARROWS = {
 ENGINES = {
     "the smtpd session (its commands resume the input loop)":
         {"smtpd/session.c", "smtpd/commands.c", "smtpd/auth.c", "smtpd/sasl_glue.c", "smtpd/data.c",
-         "smtpd/envelope.c"},
+         "smtpd/envelope.c", "smtpd/tls.c", "smtpd/rates.c", "smtpd/proxy.c"},
     "the restriction engine (a step that waits resumes its loop)":
         {"smtpd/restrict.c", "smtpd/restrict_compile.c", "smtpd/restrict_steps.c", "smtpd/restrict_dns.c",
          "smtpd/policy.c"},
@@ -63,6 +63,8 @@ ENGINES = {
     "the module dispatcher (hook calls and SASL requests; a session closed during a call is destroyed "
     "when it returns, and destroying a session drops its calls)":
         {"module/dispatch.c", "module/sasl.c"},
+    "postscreen (a screened connection moves between its tests and its verdict)":
+        {"smtpd/postscreen.c", "smtpd/psc_smtpd.c"},
     "the queue manager (delivery results schedule the next jobs and finish messages)":
         {"qmgr/qmgr.c", "qmgr/intake.c", "qmgr/message.c", "qmgr/schedule.c", "qmgr/delivery.c",
          "qmgr/finish.c"},

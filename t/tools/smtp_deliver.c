@@ -2,17 +2,24 @@
  * smtp-deliver: drives the SMTP/LMTP client (core/deliver/smtp_client.c)
  * from the command line, on its own event loop, for the integration tests.
  *
- *   smtp-deliver [--lmtp] [--tls none|may|encrypt|verify|secure] [--cafile F]
- *                [--dns host:port] [--myhostname N] [--helo N] [--timeout SECS]
- *                [--cache-time SECS] [--repeat N] [--linger] [--port P]
- *                QUEUE_FILE NEXTHOP
+ *   smtp-deliver [--config DIR] [--lmtp] [--tls none|may|encrypt|verify|secure]
+ *                [--cafile F] [--dns host:port] [--myhostname N] [--helo N]
+ *                [--timeout SECS] [--cache-time SECS] [--repeat N] [--linger]
+ *                [--port P] QUEUE_FILE NEXTHOP
+ *
+ * takes the client's settings from DIR/main.cf as the queue manager binds
+ * them (smtp_* parameters, lmtp_* with --lmtp), or Postfix's defaults
+ * without --config (then with no connection cache unless --cache-time);
+ * the other options override them.
  *
  * delivers every recipient of QUEUE_FILE to NEXTHOP and prints one line per
  * recipient, "RCPT status dsn relay text" (status: sent, deferred, bounced).
  * --repeat N delivers the same job N times, each one started from the
  * previous one's done() (so the second finds the first's connection in the
  * cache), then prints "STATS connections=N reused=N". --linger keeps the
- * loop running past the cache time so cached connections say QUIT.
+ * loop running past the cache time so cached connections say QUIT. At the
+ * end it prints "CLOSED open=N": connections not yet closed when it stopped
+ * waiting (about two seconds after the last job).
  *
  *   smtp-deliver --make-queue-file QUEUE_DIR [--8bitmime] [--smtputf8]
  *                [--envid X] [--ret full|hdrs] [--notify LIST] [--orcpt]
@@ -36,8 +43,10 @@
 #include <event2/event.h>
 #include <petrel/pool.h>
 
+#include "config/cfg.h"
 #include "deliver/smtp_client.h"
 #include "lib/dns.h"
+#include "lib/workq.h"
 #include "lib/log.h"
 #include "queue/queue.h"
 
@@ -61,6 +70,15 @@ static void usage(void)
     exit(2);
 }
 
+/* An explicit --cache-time was given. */
+static int repeat_given(int argc, char **argv)
+{
+    for (int k = 1; k < argc; k++)
+        if (strcmp(argv[k], "--cache-time") == 0)
+            return 1;
+    return 0;
+}
+
 static const char *status_word(enum dlv_status s)
 {
     return s == DLV_SENT ? "sent" : s == DLV_DEFERRED ? "deferred" : "bounced";
@@ -75,7 +93,8 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     smtp_client_get_stats(r->client, &st);
-    if (st.open == 0 || ++r->polls > 40) {
+    /* parked connections need not be waited for unless --linger */
+    if (st.open == (r->linger ? 0 : st.cached) || ++r->polls > 40) {
         event_base_loopexit(r->base, NULL);
         return;
     }
@@ -189,24 +208,73 @@ static int make_queue_file(int argc, char **argv)
     return 0;
 }
 
+/* The settings as the queue manager binds them: from DIR/main.cf, or from
+ * an empty main.cf (every default) when no --config is given. */
+static void bind_settings(const char *confdir, int lmtp, struct smtp_client_settings *set)
+{
+    char tmp[] = "/tmp/smtp-deliver-XXXXXX";
+    if (confdir == NULL) {
+        if (mkdtemp(tmp) == NULL) {
+            perror("smtp-deliver: mkdtemp");
+            exit(1);
+        }
+        char path[64];
+        snprintf(path, sizeof(path), "%s/main.cf", tmp);
+        FILE *f = fopen(path, "w");
+        if (f)
+            fclose(f);
+    }
+    struct cfg_schema *schema = cfg_schema_new();
+    int nerrors = 0;
+    struct cfg *cfg = cfg_load(schema, confdir ? confdir : tmp, &nerrors);
+    if (confdir == NULL) {
+        char path[64];
+        snprintf(path, sizeof(path), "%s/main.cf", tmp);
+        unlink(path);
+        rmdir(tmp);
+    }
+    if (cfg == NULL) {
+        fprintf(stderr, "smtp-deliver: %d configuration errors\n", nerrors);
+        exit(1);
+    }
+    char *error = NULL;
+    if (smtp_client_settings_bind(cfg, lmtp, set, &error) < 0) {
+        fprintf(stderr, "smtp-deliver: %s\n", error);
+        exit(1);
+    }
+    /* the strings stay in cfg, which lives as long as the process */
+}
+
 int main(int argc, char **argv)
 {
     struct smtp_client_settings set;
     memset(&set, 0, sizeof(set));
-    set.myhostname = "petrel-client.test";
-    const char *dns = NULL;
-    int timeout = 0, repeat = 1, linger = 0;
+    const char *dns = NULL, *confdir = NULL;
+    int timeout = 0, repeat = 1, linger = 0, lmtp = 0;
     log_init("petrel", "smtp");
     if (argc >= 2 && strcmp(argv[1], "--make-queue-file") == 0)
         return make_queue_file(argc - 2, argv + 2);
+    /* --config and --lmtp first: the other options override what they bind */
+    for (int k = 1; k < argc && strncmp(argv[k], "--", 2) == 0; k++) {
+        if (strcmp(argv[k], "--lmtp") == 0)
+            lmtp = 1;
+        else if (strcmp(argv[k], "--config") == 0 && k + 1 < argc)
+            confdir = argv[++k];
+        else if (strcmp(argv[k], "--linger") != 0)
+            k++;
+    }
+    bind_settings(confdir, lmtp, &set);
+    /* this host's name would leak into the tests: a fixed one, unless
+     * main.cf gave the client a HELO name of its own */
+    if (strcmp(set.helo_name, set.myhostname) == 0)
+        set.helo_name = "petrel-client.test";
+    set.myhostname = "petrel-client.test";
     int i = 1;
     for (; i < argc && strncmp(argv[i], "--", 2) == 0; i++) {
         const char *o = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(o, "--lmtp") == 0) {
-            set.lmtp = 1;
+        if (strcmp(o, "--lmtp") == 0)
             continue;
-        }
         if (strcmp(o, "--linger") == 0) {
             linger = 1;
             continue;
@@ -214,6 +282,8 @@ int main(int argc, char **argv)
         if (v == NULL)
             usage();
         i++;
+        if (strcmp(o, "--config") == 0)
+            continue;
         if (strcmp(o, "--tls") == 0) {
             if (smtp_tls_level_parse(v, &set.tls_level) < 0)
                 usage();
@@ -221,9 +291,11 @@ int main(int argc, char **argv)
             set.tls_cafile = v;
         else if (strcmp(o, "--dns") == 0)
             dns = v;
-        else if (strcmp(o, "--myhostname") == 0)
+        else if (strcmp(o, "--myhostname") == 0) {
+            if (strcmp(set.helo_name, set.myhostname) == 0)
+                set.helo_name = v;
             set.myhostname = v;
-        else if (strcmp(o, "--helo") == 0)
+        } else if (strcmp(o, "--helo") == 0)
             set.helo_name = v;
         else if (strcmp(o, "--timeout") == 0)
             timeout = atoi(v);
@@ -240,8 +312,12 @@ int main(int argc, char **argv)
         usage();
     const char *qfile = argv[i], *nexthop = argv[i + 1];
     if (timeout > 0)
-        set.connect_timeout = set.helo_timeout = set.mail_timeout = set.rcpt_timeout = set.data_timeout =
-            set.data_done_timeout = set.quit_timeout = (unsigned)timeout;
+        set.connect_timeout = set.helo_timeout = set.starttls_timeout = set.mail_timeout = set.rcpt_timeout =
+            set.data_timeout = set.data_xfer_timeout = set.data_done_timeout = set.rset_timeout =
+                set.quit_timeout = (unsigned)timeout;
+    /* without --config the tool keeps its old default: no connection cache */
+    if (confdir == NULL && !repeat_given(argc, argv))
+        set.connection_cache_time = 0;
 
     int fd = open(qfile, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
@@ -263,6 +339,8 @@ int main(int argc, char **argv)
         return 1;
     }
     set.dns = resolver;
+    struct workq *workq = workq_create(base, 2);
+    set.workq = workq;
     struct smtp_client *client = smtp_client_create(base, &set, &error);
     if (client == NULL) {
         fprintf(stderr, "smtp-deliver: %s\n", error);
@@ -283,7 +361,16 @@ int main(int argc, char **argv)
     };
     smtp_client_deliver(client, &r.job, on_done, &r);
     event_base_dispatch(base);
+    {
+        /* connections still open when the tool gave up waiting (a QUIT
+         * reply that never came within smtp_quit_timeout) */
+        struct smtp_client_stats st;
+        smtp_client_get_stats(client, &st);
+        printf("CLOSED open=%u\n", st.open);
+        fflush(stdout);
+    }
     smtp_client_free(client);
+    workq_destroy(workq);
     dns_resolver_free(resolver);
     event_base_free(base);
     petrel_pool_destroy(pool);

@@ -370,7 +370,10 @@ static void test_types(const struct cfg_schema *schema)
                "smtpd_error_sleep_time = $bad_ref\n",
                NULL, &nerrors, &log);
     ok(cfg == NULL, "bad typed values fail the load");
-    is_int(nerrors, 9, "every error is reported, not just the first");
+    /* Ten: postscreen_helo_required = $smtpd_helo_required inherits "maybe". */
+    is_int(nerrors, 10, "every error is reported, not just the first");
+    ok(contains(log, "postscreen_helo_required: bad boolean value \"maybe\""),
+       "a parameter whose default names a bad one is reported too");
     const char *p = confdir;
     ok(contains(log, expect("%s/main.cf:1: smtpd_timeout: bad time value \"5x\"", p)), "bad time");
     ok(contains(log, expect("%s/main.cf:2: smtpd_helo_required: bad boolean value \"maybe\"", p)), "bad bool");
@@ -557,7 +560,9 @@ static void test_stress(const struct cfg_schema *schema)
     is_int(cfg_int(smtp->cfg, "smtpd_soft_error_limit"), 9, "and 9 without stress");
     if (smtp->stress_cfg) {
         static const char *const differing[] = { "stress", "smtpd_timeout", "smtpd_hard_error_limit",
-                                                 "smtpd_junk_command_limit", "smtpd_soft_error_limit", NULL };
+                                                 "smtpd_junk_command_limit", "smtpd_soft_error_limit",
+                                                 "postscreen_greet_wait", "postscreen_command_time_limit",
+                                                 "smtpd_starttls_timeout", "smtpd_per_record_deadline", NULL };
         static const char *const fewer[] = { "stress", "smtpd_timeout", NULL };
         ok(cfg_same_except(smtp->cfg, smtp->stress_cfg, differing), "cfg_same_except: only those values differ");
         ok(!cfg_same_except(smtp->cfg, smtp->stress_cfg, fewer), "cfg_same_except: others differ too");
@@ -573,7 +578,9 @@ static void test_stress(const struct cfg_schema *schema)
     ok(cfg_service(cfg, 3)->stress_cfg == NULL, "not an smtpd service: no stress configuration");
     cfg_free(cfg);
 
-    cfg = load(schema, "smtpd_timeout = 60s\nsmtpd_hard_error_limit = 5\nsmtpd_junk_command_limit = 5\n",
+    cfg = load(schema, "smtpd_timeout = 60s\nsmtpd_hard_error_limit = 5\nsmtpd_junk_command_limit = 5\n"
+               "postscreen_greet_wait = 6s\npostscreen_command_time_limit = 300s\n"
+               "smtpd_starttls_timeout = 60s\nsmtpd_per_record_deadline = no\n",
                "smtp inet n - n - - smtpd\n", &nerrors, &log);
     ok(cfg && cfg_service(cfg, 0)->stress_cfg == cfg_service(cfg, 0)->cfg,
        "nothing refers to $stress: the stress configuration is the normal one");
@@ -753,6 +760,53 @@ static void test_postconf(const struct cfg_schema *schema)
     is_str(read_whole(path, text, sizeof(text)), "myhostname = new.example\n", "and main.cf is unchanged");
 }
 
+/* postscreen_dnsbl_max_ttl: hours by default (its default's unit), and the
+ * old postscreen_dnsbl_ttl (Postfix 2.8-3.0) decides it, with or without a
+ * unit, as in Postfix. */
+static void test_dnsbl_ttl(const struct cfg_schema *schema)
+{
+    static const struct {
+        const char *main_cf;
+        long long seconds;
+        const char *what;
+    } cases[] = {
+        { "", 3600, "postscreen_dnsbl_max_ttl default: 1h" },
+        { "postscreen_dnsbl_max_ttl = 2\n", 2 * 3600, "a bare number is hours (Postfix's default unit here)" },
+        { "postscreen_dnsbl_max_ttl = 90s\n", 90, "with a unit" },
+        { "postscreen_dnsbl_ttl = 2h\n", 2 * 3600, "the old postscreen_dnsbl_ttl with a unit decides it" },
+        { "postscreen_dnsbl_ttl = 30m\n", 1800, "in minutes" },
+        { "postscreen_dnsbl_ttl = 3\n", 3 * 3600, "without a unit: hours" },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int nerrors = -1;
+        const char *log;
+        struct cfg *cfg = load(schema, cases[i].main_cf, NULL, &nerrors, &log);
+        ok(cfg != NULL && nerrors == 0, "case %zu loads without errors", i + 1);
+        if (cfg == NULL) {
+            printf("#   %s\n", log);
+            continue;
+        }
+        is_int(cfg_int(cfg, "postscreen_dnsbl_max_ttl"), cases[i].seconds, "%s", cases[i].what);
+        cfg_free(cfg);
+    }
+    /* postscreen's other old names decide the new ones, as in Postfix. */
+    int nerrors = -1;
+    const char *log;
+    struct cfg *cfg = load(schema,
+                           "postscreen_dnsbl_whitelist_threshold = -2\n"
+                           "postscreen_whitelist_interfaces = !192.0.2.8 static:all\n"
+                           "postscreen_blacklist_action = drop\n",
+                           NULL, &nerrors, &log);
+    ok(cfg != NULL && nerrors == 0, "postscreen's old names load");
+    if (cfg) {
+        is_int(cfg_int(cfg, "postscreen_dnsbl_allowlist_threshold"), -2, "postscreen_dnsbl_whitelist_threshold");
+        is_str(cfg_get(cfg, "postscreen_allowlist_interfaces"), "!192.0.2.8 static:all",
+               "postscreen_whitelist_interfaces");
+        is_str(cfg_get(cfg, "postscreen_denylist_action"), "drop", "postscreen_blacklist_action");
+        cfg_free(cfg);
+    }
+}
+
 int main(void)
 {
     if (!mkdtemp(topdir)) {
@@ -766,6 +820,7 @@ int main(void)
     test_expansion(schema);
     test_lists(schema);
     test_types(schema);
+    test_dnsbl_ttl(schema);
     test_unknown(schema);
     test_master(schema);
     test_stress(schema);

@@ -1,0 +1,732 @@
+/*
+ * The content stage: what Postfix's cleanup does to a message while it is
+ * received, between the DATA/BDAT reader and the queue file.
+ *
+ * Every message goes through it once, as it streams: the MIME parser
+ * (mail/mime.h) finds the headers of the message, of its body parts and of
+ * attached messages, and the body lines; header_checks, mime_header_checks,
+ * nested_header_checks and body_checks (mail/hbc.h) are applied to each as
+ * it goes by, and what they leave is what is written. Our own Received
+ * header is checked first, as Postfix's cleanup checks the one its smtpd
+ * wrote. Nothing is buffered beyond one header (header_size_limit) and one
+ * line (line_length_limit), so an edit costs no second pass and a message
+ * whose every line matches a rule costs no more memory than any other.
+ *
+ * Where the actions go:
+ *   REJECT, hop count, MIME errors, a failing table -> tx->content_verdict
+ *                            at the end of the content (Postfix's order);
+ *   HOLD, DISCARD          -> tx->hold, tx->discard;
+ *   PREPEND, REPLACE, IGNORE, STRIP -> the written content, and the list
+ *                            of primary headers kept for modules and
+ *                            header rewriting (tx->headers), which their
+ *                            edits then start from, as milters' edits
+ *                            start from what cleanup wrote;
+ *   FILTER, REDIRECT       -> tx->filter, tx->redirect (envelope);
+ *   BCC                    -> a recipient edit (EDIT_RCPT_ADD, NOTIFY=NEVER),
+ *                            the edit modules make.
+ * The envelope changes are applied at the end by rewriting the queue file
+ * (content.c), as modules' are.
+ *
+ * Modules see the message as it came: each primary header before the
+ * checks (our Received excepted), then the raw bytes after the headers.
+ *
+ * When no check is configured (or receive_override_options has
+ * no_header_body_checks), only the primary headers are parsed; the rest is
+ * written as it arrives.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "config/bind.h"
+#include "config/cfg.h"
+#include "lib/buf.h"
+#include "lib/log.h"
+#include "lib/xalloc.h"
+#include "mail/hbc.h"
+#include "mail/mime.h"
+#include "mail/rewrite.h"
+#include "module/module.h"
+#include "smtpd/smtpd.h"
+#include "smtpd/smtpd_int.h"
+#include "tables/table.h"
+
+struct smtpd_cleanup {
+    struct smtpd_session *s;
+    struct smtpd_cleanup_settings *set;   /* tables are looked up (not const) */
+    struct mime_parser *mime;
+    int checks;                       /* header/body checks still apply (Postfix's CLEANUP_FLAG_FILTER) */
+    int full;                         /* the whole message is parsed (checks are configured) */
+    int passthrough;                  /* past the primary headers: bytes go to the file as they come */
+    int pass_pending;                 /* passthrough began inside the chunk being fed */
+    unsigned long long pass_from;     /* its input offset */
+    int modules;                      /* modules are loaded: call their content hooks */
+    int storing;                      /* primary headers are kept in tx->headers */
+    size_t stored_bytes;
+    unsigned long long input_pos;     /* content bytes fed so far */
+    long long module_body_from;       /* input offset of the body for modules; -1 before it */
+    int hop_count;
+    int rejected;                     /* a REJECT decided: reason */
+    struct restrict_result reason;
+    int hops;                         /* too many Received headers */
+    int lookup_error;                 /* a table failed */
+    struct buf out;                   /* scratch for one header or line */
+    struct buf key;
+};
+
+/* Primary headers kept for modules and header rewriting, at most this much
+ * (past it the rest stays in the file, unseen by header edits). */
+#define STORED_HEADERS_MAX(c) ((c)->set->limits.header_limit)
+
+static const char *const check_params[HBC_NLISTS] = { "header_checks", "mime_header_checks", "nested_header_checks",
+                                                      "body_checks" };
+
+/* ------------------------------------------------------------------ */
+/* settings                                                            */
+
+/* Read from the cleanup service's configuration (cleanup_cfg below). */
+static const struct cfg_bind cleanup_binds[] = {
+    CFG_BIND_READ("cleanup_service_name"),
+    CFG_BIND_READ("header_checks"),
+    CFG_BIND_READ("mime_header_checks"),
+    CFG_BIND_READ("nested_header_checks"),
+    CFG_BIND_READ("body_checks"),
+    CFG_BIND_READ("header_size_limit"),
+    CFG_BIND_READ("line_length_limit"),
+    CFG_BIND_READ("mime_nesting_limit"),
+    CFG_BIND_READ("mime_boundary_length_limit"),
+    CFG_BIND_READ("body_checks_size_limit"),
+    CFG_BIND_READ("hopcount_limit"),
+    CFG_BIND_READ("disable_mime_input_processing"),
+    CFG_BIND_READ("strict_8bitmime"),
+    CFG_BIND_READ("strict_7bit_headers"),
+    CFG_BIND_READ("strict_8bitmime_body"),
+    CFG_BIND_READ("strict_mime_encoding_domain"),
+};
+const struct cfg_bind_table smtpd_cleanup_bind_table = CFG_BIND_TABLE("cleanup (smtpd, pickup)", cleanup_binds);
+
+/* The cleanup service whose settings apply: Postfix's smtpd and pickup
+ * hand mail to the cleanup service named by cleanup_service_name, and
+ * that service's -o overrides are what its header_checks and the like
+ * read. */
+static const struct cfg *cleanup_cfg(const struct smtpd_worker *w, const struct master_service *svc,
+                                     const struct cfg *cfg, char **error)
+{
+    const char *name = cfg_get(cfg, "cleanup_service_name");
+    if (name == NULL || *name == '\0')
+        name = "cleanup";
+    const struct cfg *main_cfg = w->cfg ? w->cfg : cfg;
+    for (size_t i = 0; i < cfg_service_count(main_cfg); i++) {
+        const struct master_service *c = cfg_service(main_cfg, i);
+        if (strcmp(c->name, name) == 0 && c->role == ROLE_CLEANUP)
+            return c->cfg;
+    }
+    if (strcmp(name, "cleanup") != 0 && cfg_service_count(main_cfg) > 0) {
+        if (asprintf(error, "cleanup_service_name: master.cf has no cleanup service \"%s\" (service %s would "
+                     "hand its mail to it)", name, svc->name) < 0)
+            *error = NULL;
+        return NULL;
+    }
+    return main_cfg;
+}
+
+struct smtpd_cleanup_settings *smtpd_cleanup_settings_create(struct smtpd_worker *w,
+                                                              const struct master_service *svc,
+                                                              const struct cfg *cfg, char **error)
+{
+    const struct cfg *cc = cleanup_cfg(w, svc, cfg, error);
+    if (cc == NULL)
+        return NULL;
+    struct smtpd_cleanup_settings *c = xcalloc(1, sizeof(*c));
+    if (hbc_open(&c->checks, cc, w->tables, check_params, error) != 0) {
+        free(c);
+        return NULL;
+    }
+    c->limits.header_limit = (size_t)cfg_int(cc, "header_size_limit");
+    c->limits.line_limit = (size_t)cfg_int(cc, "line_length_limit");
+    c->limits.nesting_limit = (int)cfg_int(cc, "mime_nesting_limit");
+    c->limits.boundary_limit = (size_t)cfg_int(cc, "mime_boundary_length_limit");
+    if (c->limits.header_limit > TBL_KEY_MAX - c->limits.line_limit - 16) {
+        /* A header is a table key: keep every header short enough to be one. */
+        if (asprintf(error, "header_size_limit: %zu is more than the longest header the tables can look up "
+                     "(%zu with line_length_limit = %zu)", c->limits.header_limit,
+                     (size_t)(TBL_KEY_MAX - c->limits.line_limit - 16), c->limits.line_limit) < 0)
+            *error = NULL;
+        hbc_close(&c->checks);
+        free(c);
+        return NULL;
+    }
+    c->body_check_len = cfg_int(cc, "body_checks_size_limit");
+    c->hopcount_limit = (int)cfg_int(cc, "hopcount_limit");
+    int strict_all = cfg_bool(cc, "strict_8bitmime");
+    int strict_hdrs = strict_all || cfg_bool(cc, "strict_7bit_headers");
+    int strict_body = strict_all || cfg_bool(cc, "strict_8bitmime_body");
+    int strict_enc = cfg_bool(cc, "strict_mime_encoding_domain");
+    c->strict = strict_hdrs || strict_body || strict_enc;
+    if (cfg_bool(cc, "disable_mime_input_processing")) {
+        c->mime_options = MIME_OPT_DISABLE_MIME;
+    } else {
+        if (strict_hdrs)
+            c->mime_options |= MIME_OPT_REPORT_8BIT_IN_HEADER;
+        if (strict_body)
+            c->mime_options |= MIME_OPT_REPORT_8BIT_IN_7BIT_BODY;
+        if (strict_enc)
+            c->mime_options |= MIME_OPT_REPORT_ENCODING_DOMAIN;
+        if (c->strict || hbc_any_header(&c->checks))
+            c->mime_options |= MIME_OPT_REPORT_NESTING;
+    }
+    return c;
+}
+
+void smtpd_cleanup_warn_overrides(const struct master_service *svc)
+{
+    /* -o header_checks on an smtpd line: Postfix's smtpd never reads it,
+     * its cleanup does; Petrel does as Postfix, but says so. */
+    for (size_t i = 1; i < sizeof(cleanup_binds) / sizeof(cleanup_binds[0]); i++) {
+        const char *name = cleanup_binds[i].name;
+        const char *file = NULL;
+        int line = 0;
+        if (strcmp(name, "line_length_limit") == 0)
+            continue;   /* smtpd reads that one too */
+        cfg_origin(svc->cfg, name, &file, &line);
+        if (file && svc->file && strcmp(file, svc->file) == 0)
+            msg_warn("%s, line %d: service %s: -o %s has no effect on an %s service (Postfix's cleanup reads it, "
+                     "not smtpd or pickup): set it on the cleanup service that cleanup_service_name names",
+                     file, line, svc->name, name, svc->role == ROLE_PICKUP ? "pickup" : "smtpd");
+    }
+}
+
+void smtpd_cleanup_settings_free(struct smtpd_cleanup_settings *c)
+{
+    if (c == NULL)
+        return;
+    hbc_close(&c->checks);
+    free(c);
+}
+
+/* ------------------------------------------------------------------ */
+/* output                                                              */
+
+static void out_bytes(struct smtpd_cleanup *c, const char *p, size_t n)
+{
+    struct smtpd_tx *tx = c->s->tx;
+    if (tx->io_errno || n == 0)
+        return;
+    if (queue_writer_write(tx->writer, p, n) != 0)
+        smtpd_tx_io_error(tx, errno);
+}
+
+static unsigned long long out_size(struct smtpd_cleanup *c)
+{
+    return queue_writer_content_size(c->s->tx->writer);
+}
+
+/* One header as the parser gives it ("\n" between its lines), CRLF-ended. */
+static void out_header(struct smtpd_cleanup *c, const char *text, size_t len)
+{
+    buf_reset(&c->out);
+    smtpd_header_write(&c->out, text, len);
+    buf_append(&c->out, "\r\n", 2);
+    out_bytes(c, c->out.data, c->out.len);
+}
+
+/* Keeps a primary header (as written) for modules and header rewriting. */
+static void store_header(struct smtpd_cleanup *c, const char *text, size_t len)
+{
+    struct smtpd_tx *tx = c->s->tx;
+    if (!c->storing)
+        return;
+    if (c->stored_bytes + len > STORED_HEADERS_MAX(c)) {
+        c->storing = 0;
+        return;
+    }
+    const char *colon = memchr(text, ':', len);
+    if (colon == NULL)
+        return;
+    c->stored_bytes += len;
+    if (tx->nheaders == tx->header_cap) {
+        size_t cap = tx->header_cap ? tx->header_cap * 2 : 16;
+        struct smtpd_header *grown = petrel_pool_alloc(tx->pool, cap * sizeof(*grown));
+        if (tx->nheaders)
+            memcpy(grown, tx->headers, tx->nheaders * sizeof(*grown));
+        tx->headers = grown;
+        tx->header_cap = cap;
+    }
+    struct smtpd_header *h = &tx->headers[tx->nheaders++];
+    h->name_len = (size_t)(colon - text);
+    char *name = petrel_pool_alloc(tx->pool, h->name_len + 1);
+    memcpy(name, text, h->name_len);
+    name[h->name_len] = '\0';
+    h->name = name;
+    /* The value as written: "\n" between lines becomes CRLF. */
+    struct buf v = BUF_INIT;
+    smtpd_header_write(&v, colon + 1, len - (size_t)(colon + 1 - text));
+    char *value = petrel_pool_alloc(tx->pool, v.len + 1);
+    if (v.len)
+        memcpy(value, v.data, v.len);
+    value[v.len] = '\0';
+    h->value = value;
+    h->value_len = v.len;
+    buf_free(&v);
+    tx->rest_start = out_size(c);
+}
+
+/* ------------------------------------------------------------------ */
+/* actions (header_checks(5))                                          */
+
+/* Postfix's cleanup_act_log line. */
+static void act_log(struct smtpd_cleanup *c, const char *action, const char *where, const char *content,
+                    const char *text)
+{
+    struct smtpd_session *s = c->s;
+    struct smtpd_tx *tx = s->tx;
+    struct buf b = BUF_INIT;
+    buf_printf(&b, "%s: %s: %s %.200s from %s;", tx->queue_id, action, where, content,
+               s->local_submission ? "local" : s->namaddr);
+    buf_printf(&b, " from=<%s>", tx->mail.address);
+    if (tx->nrcpts > 0)
+        buf_printf(&b, " to=<%s>", tx->rcpts[0].address);
+    if (!s->local_submission)
+        buf_printf(&b, " proto=%s helo=<%s>", s->esmtp ? "ESMTP" : "SMTP", s->helo ? s->helo : "");
+    if (text && *text)
+        buf_printf(&b, ": %s", text);
+    msg_info("%s", b.data);
+    buf_free(&b);
+}
+
+/* An address a REDIRECT or BCC may put into the envelope: it has a local
+ * part and a domain, and nothing an envelope field must not hold. */
+static int envelope_address_ok(const char *a)
+{
+    size_t len = strlen(a);
+    const char *at = strrchr(a, '@');
+    if (len == 0 || len > 512 || at == NULL || at == a || at[1] == '\0')
+        return 0;
+    for (const char *p = a; *p; p++)
+        if ((unsigned char)*p <= ' ' || *p == '<' || *p == '>' || (unsigned char)*p == 0x7f)
+            return 0;
+    return 1;
+}
+
+/* A FILTER destination: transport:nexthop, printable, no white space (it
+ * may come from a $1 of the message, so it is checked like data). */
+static int filter_ok(const char *f)
+{
+    if (strchr(f, ':') == NULL || *f == ':' || strlen(f) > 255)
+        return 0;
+    for (const char *p = f; *p; p++)
+        if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f)
+            return 0;
+    return 1;
+}
+
+enum act_result { ACT_KEEP, ACT_DROP, ACT_REPLACE };
+
+/* Does what value (a table's result for line) says. where is "header" or
+ * "body"; param names the table list. A REPLACE's text goes to
+ * *replacement, a PREPEND's to *prepend. */
+static enum act_result act(struct smtpd_cleanup *c, const char *where, const char *param, const char *line,
+                           const char *value, const char **replacement, const char **prepend)
+{
+    struct smtpd_session *s = c->s;
+    struct smtpd_tx *tx = s->tx;
+    struct hbc_action a;
+    hbc_parse_action(value, &a);
+    int header = strcmp(where, "header") == 0;
+    switch (a.command) {
+    case HBC_REJECT: {
+        const char *dsn, *rest;
+        if (*a.text) {
+            hbc_dsn_split("5.7.1", a.text, tx->pool, &dsn, &rest);
+            if (dsn[0] != '4' && dsn[0] != '5') {
+                msg_warn("bad DSN action in %s -- need 4.x.x or 5.x.x", a.text);
+                ((char *)dsn)[0] = '4';
+            }
+        } else {
+            dsn = "5.7.1";
+            rest = "message content rejected";
+        }
+        c->rejected = 1;
+        c->reason.verdict = dsn[0] == '4' ? RV_DEFER : RV_REJECT;
+        c->reason.code = dsn[0] == '4' ? 451 : 550;
+        c->reason.enhanced = dsn;
+        c->reason.text = hbc_reply_text(tx->pool, rest);
+        c->checks = 0;
+        act_log(c, "reject", where, line, petrel_pool_printf(tx->pool, "%s %s", dsn, rest));
+        return ACT_KEEP;
+    }
+    case HBC_WARN:
+        act_log(c, "warning", where, line, a.text);
+        return ACT_KEEP;
+    case HBC_INFO:
+        act_log(c, "info", where, line, a.text);
+        return ACT_KEEP;
+    case HBC_FILTER:
+        if (*a.text == '\0') {
+            msg_warn("missing FILTER command argument in %s map", param);
+        } else if (!filter_ok(a.text)) {
+            msg_warn("bad FILTER command %s in %s -- need transport:destination", a.text, param);
+        } else {
+            tx->filter = petrel_pool_strdup(tx->pool, a.text);
+            tx->envelope_changed |= CHANGED_BY_CHECKS;
+            act_log(c, "filter", where, line, a.text);
+        }
+        return ACT_KEEP;
+    case HBC_PASS:
+        act_log(c, "pass", where, line, a.text);
+        c->checks = 0;
+        return ACT_KEEP;
+    case HBC_DISCARD:
+        act_log(c, "discard", where, line, a.text);
+        tx->discard = 1;
+        tx->discard_logged = 1;
+        c->checks = 0;
+        return ACT_KEEP;
+    case HBC_HOLD:
+        if (!tx->hold && !tx->discard) {
+            act_log(c, "hold", where, line, a.text);
+            tx->hold = 1;
+            tx->hold_logged = 1;
+        }
+        return ACT_KEEP;
+    case HBC_PREPEND:
+        if (*a.text == '\0') {
+            msg_warn("PREPEND action without text in %s map", param);
+        } else if (header && mime_header_name_len(a.text, strlen(a.text)) == 0) {
+            msg_warn("bad PREPEND header text \"%s\" in %s map -- need \"headername: headervalue\"", a.text,
+                     param);
+        } else {
+            act_log(c, "prepend", where, line, a.text);
+            *prepend = a.text;
+        }
+        return ACT_KEEP;
+    case HBC_REPLACE:
+        if (*a.text == '\0') {
+            msg_warn("REPLACE action without text in %s map", param);
+            return ACT_KEEP;
+        }
+        if (header && mime_header_name_len(a.text, strlen(a.text)) == 0) {
+            msg_warn("bad REPLACE header text \"%s\" in %s map -- need \"headername: headervalue\"", a.text,
+                     param);
+            return ACT_KEEP;
+        }
+        act_log(c, "replace", where, line, a.text);
+        *replacement = a.text;
+        return ACT_REPLACE;
+    case HBC_REDIRECT:
+        if (strchr(a.text, '@') == NULL || !envelope_address_ok(a.text)) {
+            msg_warn("bad REDIRECT target \"%s\" in %s map -- need user@domain", a.text, param);
+        } else {
+            tx->redirect = petrel_pool_strdup(tx->pool, a.text);
+            tx->envelope_changed |= CHANGED_BY_CHECKS;
+            act_log(c, "redirect", where, line, a.text);
+            c->checks = 0;
+        }
+        return ACT_KEEP;
+    case HBC_BCC:
+        if (strchr(a.text, '@') == NULL || !envelope_address_ok(a.text)) {
+            msg_warn("bad BCC address \"%s\" in %s map -- need user@domain", a.text, param);
+        } else {
+            struct smtpd_edit *e = petrel_pool_zalloc(tx->pool, sizeof(*e));
+            e->kind = EDIT_RCPT_ADD;
+            e->value = petrel_pool_strdup(tx->pool, a.text);
+            e->notify = QUEUE_NOTIFY_NEVER;
+            if (tx->edits.last)
+                tx->edits.last->next = e;
+            else
+                tx->edits.first = e;
+            tx->edits.last = e;
+            tx->edits.count++;
+            tx->checks_bcc++;
+            tx->envelope_changed |= CHANGED_BY_CHECKS;
+            act_log(c, "bcc", where, line, a.text);
+        }
+        return ACT_KEEP;
+    case HBC_STRIP:
+        act_log(c, "strip", where, line, a.text);
+        return ACT_DROP;
+    case HBC_IGNORE:
+        return ACT_DROP;
+    case HBC_DUNNO:
+        return ACT_KEEP;
+    case HBC_UNKNOWN:
+        break;
+    }
+    msg_warn("unknown command in %s map: %.*s", param, (int)a.word_len, a.word);
+    return ACT_KEEP;
+}
+
+/* Looks line up in list and acts on the result. */
+static enum act_result check(struct smtpd_cleanup *c, enum hbc_list list, const char *where, const char *line,
+                             const char **replacement, const char **prepend)
+{
+    struct smtpd_tx *tx = c->s->tx;
+    const char *value = NULL;
+    int rc = hbc_lookup(&c->set->checks, list, line, tx->pool, &value);
+    if (rc == 1)
+        return act(c, where, check_params[list], line, value, replacement, prepend);
+    if (rc < 0 && !c->lookup_error) {
+        msg_warn("%s: %s map lookup problem -- message not accepted, try again later", tx->queue_id,
+                 check_params[list]);
+        c->lookup_error = 1;
+    }
+    return ACT_KEEP;
+}
+
+/* ------------------------------------------------------------------ */
+/* parser callbacks                                                    */
+
+static int is_received(const char *text, size_t name_len)
+{
+    return name_len == 8 && strncasecmp(text, "Received", 8) == 0;
+}
+
+/* The modules' header hook: the header as it came, name and value apart. */
+static void module_header(struct smtpd_cleanup *c, const struct mime_header *h)
+{
+    struct buf name = BUF_INIT, value = BUF_INIT;
+    buf_append(&name, h->text, h->name_len);
+    const char *v = h->text + h->name_len + 1;
+    size_t vlen = h->len - h->name_len - 1;
+    if (vlen > 0 && *v == ' ') {
+        v++;
+        vlen--;
+    }
+    smtpd_header_write(&value, v, vlen);
+    smtpd_plugin_header(c->s, name.data, value.data ? value.data : "");
+    buf_free(&name);
+    buf_free(&value);
+}
+
+static void on_header(void *ctx, const struct mime_header *h)
+{
+    struct smtpd_cleanup *c = ctx;
+    struct smtpd_tx *tx = c->s->tx;
+    if (c->passthrough)
+        return;   /* the rest of the chunk the headers ended in is written as it came */
+    int primary = h->cls == MIME_PRIMARY;
+    if (is_received(h->text, h->name_len)) {
+        /* Postfix counts Received headers anywhere, but judges at primary ones. */
+        c->hop_count++;
+        if (primary && c->hop_count >= c->set->hopcount_limit && !c->hops) {
+            msg_warn("%s: message rejected: hopcount exceeded", tx->queue_id);
+            c->hops = 1;
+        }
+    }
+    if (primary && c->modules)
+        module_header(c, h);
+    const char *replacement = NULL, *prepend = NULL;
+    enum act_result r = ACT_KEEP;
+    enum hbc_list list = hbc_header_list(h->cls, h->is_mime);
+    if (c->checks && hbc_has(&c->set->checks, list))
+        r = check(c, list, "header", h->text, &replacement, &prepend);
+    if (prepend) {
+        out_header(c, prepend, strlen(prepend));
+        if (primary)
+            store_header(c, prepend, strlen(prepend));
+    }
+    if (r == ACT_DROP)
+        return;
+    const char *text = r == ACT_REPLACE ? replacement : h->text;
+    size_t len = r == ACT_REPLACE ? strlen(replacement) : h->len;
+    out_header(c, text, len);
+    if (primary)
+        store_header(c, text, len);
+}
+
+static void on_header_end(void *ctx, unsigned long long end_input, unsigned long long body_input, int separator)
+{
+    struct smtpd_cleanup *c = ctx;
+    struct smtpd_tx *tx = c->s->tx;
+    (void)separator;
+    tx->headers_end = out_size(c);
+    tx->body_start = tx->headers_end + (body_input - end_input);
+    if (c->storing)
+        tx->rest_start = tx->headers_end;
+    if (c->modules)
+        smtpd_plugin_content(c->s, CONTENT_EOH, NULL, NULL, 0);
+    c->module_body_from = (long long)body_input;
+    if (!c->full) {
+        /* Nothing looks at the rest: it goes to the file as it comes. */
+        c->passthrough = 1;
+        c->pass_pending = 1;
+        c->pass_from = end_input;
+    }
+}
+
+static void on_body(void *ctx, const char *text, size_t len, int cont, unsigned long long offset,
+                    unsigned long long input_start)
+{
+    struct smtpd_cleanup *c = ctx;
+    (void)input_start;
+    if (c->passthrough)
+        return;
+    const char *replacement = NULL, *prepend = NULL;
+    enum act_result r = ACT_KEEP;
+    if (c->checks && hbc_has(&c->set->checks, HBC_BODY) &&
+        (c->set->body_check_len == 0 || offset < (unsigned long long)c->set->body_check_len)) {
+        buf_reset(&c->key);
+        buf_append(&c->key, text, len);
+        r = check(c, HBC_BODY, "body", c->key.data, &replacement, &prepend);
+    }
+    if (prepend) {
+        out_bytes(c, prepend, strlen(prepend));
+        out_bytes(c, "\r\n", 2);
+    }
+    if (r == ACT_DROP)
+        return;
+    if (r == ACT_REPLACE) {
+        text = replacement;
+        len = strlen(replacement);
+    }
+    out_bytes(c, text, len);
+    if (!cont)
+        out_bytes(c, "\r\n", 2);
+}
+
+static void on_error(void *ctx, unsigned err, const char *text, size_t len)
+{
+    struct smtpd_cleanup *c = ctx;
+    struct smtpd_session *s = c->s;
+    struct smtpd_tx *tx = s->tx;
+    if (err == MIME_ERR_TRUNC_HEADER || err == MIME_ERR_NON_EMPTY_EOH)
+        return;
+    msg_info("%s: reject: mime-error %s: %.*s from %s; from=<%s> to=<%s>", tx->queue_id, mime_error_text(err, NULL),
+             len < 100 ? (int)len : 100, text, s->local_submission ? "local" : s->namaddr, tx->mail.address,
+             tx->nrcpts ? tx->rcpts[0].address : "unknown");
+}
+
+/* ------------------------------------------------------------------ */
+/* the stage                                                           */
+
+static void cleanup_free(void *arg)
+{
+    struct smtpd_cleanup *c = arg;
+    mime_parser_free(c->mime);
+    buf_free(&c->out);
+    buf_free(&c->key);
+}
+
+/* Our Received header, checked as Postfix's cleanup checks the one smtpd
+ * wrote: the first primary header, in header_checks' form (no CR). */
+static void our_received(struct smtpd_cleanup *c, const struct buf *access_prepend, const char *received, size_t len)
+{
+    struct smtpd_tx *tx = c->s->tx;
+    c->hop_count = 1;
+    tx->received_action = RECEIVED_KEEP;
+    /* Access tables' and policy servers' PREPEND headers go first; the
+     * checks do not see them (doc/content-inspection.md). */
+    if (access_prepend && access_prepend->len)
+        out_bytes(c, access_prepend->data, access_prepend->len);
+    if (c->checks && hbc_has(&c->set->checks, HBC_HEADER)) {
+        buf_reset(&c->key);
+        for (size_t i = 0; i < len; i++)
+            if (received[i] != '\r')
+                buf_putc(&c->key, received[i]);
+        while (c->key.len > 0 && c->key.data[c->key.len - 1] == '\n')
+            c->key.data[--c->key.len] = '\0';
+        const char *replacement = NULL, *prepend = NULL;
+        enum act_result r = check(c, HBC_HEADER, "header", c->key.data, &replacement, &prepend);
+        if (prepend) {
+            tx->received_prepend = prepend;
+            out_header(c, prepend, strlen(prepend));
+        }
+        if (r == ACT_DROP) {
+            tx->received_action = RECEIVED_DROP;
+        } else if (r == ACT_REPLACE) {
+            tx->received_action = RECEIVED_REPLACE;
+            tx->received_replacement = replacement;
+            out_header(c, replacement, strlen(replacement));
+        }
+    }
+    if (tx->received_action == RECEIVED_KEEP)
+        out_bytes(c, received, len);
+    tx->content_start = tx->rest_start = tx->headers_end = tx->body_start = out_size(c);
+}
+
+void smtpd_cleanup_begin(struct smtpd_session *s, const struct buf *prepend, const char *received, size_t len)
+{
+    struct smtpd_tx *tx = s->tx;
+    const struct smtpd_settings *set = s->set;
+    struct smtpd_cleanup *c = petrel_pool_zalloc(tx->pool, sizeof(*c));
+    c->s = s;
+    c->set = set->cleanup;
+    c->checks = !(set->receive_override & RO_NO_HEADER_BODY);
+    c->modules = s->worker->modules && s->worker->modules->n > 0;
+    c->storing = c->modules || (s->worker->rewrite && mail_rewrite_headers(s->worker->rewrite) &&
+                                !(set->receive_override & RO_NO_ADDRESS_MAPPINGS));
+    c->module_body_from = -1;
+    unsigned options = c->set->mime_options;
+    if (!c->checks)
+        options &= MIME_OPT_DISABLE_MIME;   /* no_header_body_checks: no strict MIME reports either */
+    c->full = c->checks && (hbc_any(&c->set->checks) || (options & ~MIME_OPT_DISABLE_MIME));
+    static const struct mime_callbacks callbacks = {
+        .header = on_header, .header_end = on_header_end, .body = on_body, .error = on_error,
+    };
+    c->mime = mime_parser_new(&c->set->limits, options, &callbacks, c);
+    petrel_pool_cleanup_add(tx->pool, cleanup_free, c);
+    tx->cleanup = c;
+    our_received(c, prepend, received, len);
+}
+
+void smtpd_cleanup_feed(struct smtpd_session *s, const char *data, size_t n)
+{
+    struct smtpd_cleanup *c = s->tx->cleanup;
+    if (c == NULL || n == 0)
+        return;
+    unsigned long long chunk_start = c->input_pos;
+    if (c->passthrough && !c->pass_pending) {
+        out_bytes(c, data, n);
+    } else {
+        mime_parser_feed(c->mime, data, n);
+        if (c->pass_pending) {
+            c->pass_pending = 0;
+            size_t from = (size_t)(c->pass_from - chunk_start);
+            out_bytes(c, data + from, n - from);
+        }
+    }
+    c->input_pos += n;
+    if (c->modules && c->module_body_from >= 0) {
+        unsigned long long from = (unsigned long long)c->module_body_from;
+        if (from < chunk_start)
+            from = chunk_start;
+        if (from < c->input_pos)
+            smtpd_plugin_body(s, data + (from - chunk_start), (size_t)(c->input_pos - from));
+    }
+}
+
+void smtpd_cleanup_end(struct smtpd_session *s)
+{
+    struct smtpd_tx *tx = s->tx;
+    struct smtpd_cleanup *c = tx->cleanup;
+    if (c == NULL)
+        return;
+    if (!c->passthrough)
+        mime_parser_end(c->mime);
+    unsigned errs = mime_parser_errors(c->mime) & ~(MIME_ERR_TRUNC_HEADER | MIME_ERR_NON_EMPTY_EOH);
+    struct restrict_result v = { RV_DUNNO, 0, NULL, NULL };
+    /* Postfix's order: a 4xx REJECT, too many hops, a REJECT or MIME
+     * error, a failed table. */
+    if (c->rejected && c->reason.verdict == RV_DEFER) {
+        v = c->reason;
+    } else if (c->hops) {
+        v = (struct restrict_result){ RV_REJECT, 554, "5.4.0", "Error: too many hops" };
+    } else if (c->rejected) {
+        v = c->reason;
+    } else if (errs) {
+        const char *dsn = NULL;
+        const char *text = mime_error_text(errs, &dsn);
+        v = (struct restrict_result){ RV_REJECT, 550, dsn, text };
+    } else if (c->lookup_error) {
+        v = (struct restrict_result){ RV_DEFER, 451, "4.3.0", "Error: queue file write error" };
+    }
+    if (v.verdict != RV_DUNNO && !smtpd_refused(&tx->content_verdict)) {
+        tx->content_verdict = v;
+        tx->verdict_logged = 1;
+    }
+}

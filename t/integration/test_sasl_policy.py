@@ -1,6 +1,7 @@
 """Postfix's SASL policy around any back-end (here the table back-end of the sasl module):
 smtpd_sender_login_maps with reject_sender_login_mismatch and its three variants (Postfix's
-553 5.7.1 replies), smtpd_sasl_exceptions_networks (AUTH not offered, still served),
+553 5.7.1 replies), smtpd_sasl_exceptions_networks (AUTH not offered, still served), smtpd_discard_ehlo_keywords
+(AUTH not offered and refused with 503),
 smtpd_client_auth_rate_limit (450 4.7.1), and Petrel's lockout of failed AUTH per client
 address and per login (454 4.7.0 for every attempt, right or wrong, logged in the form
 fail2ban reads), released after smtpd_sasl_lockout_time."""
@@ -110,6 +111,35 @@ with Petrel(t, start=False) as p:
          c.lines)
     t.is_(auth(c, "alice", "A-pass-1"), "235 2.7.0 Authentication successful",
           "but a client there that sends AUTH anyway is served, as by Postfix")
+    c.close()
+
+# smtpd_discard_ehlo_keywords (and its address maps) taking AUTH away is
+# stronger than the exceptions networks: Postfix also refuses the command.
+with Petrel(t, start=False) as p:
+    base(p, smtpd_discard_ehlo_keywords="auth")
+    c = p.connect()
+    c.ehlo()
+    t.ok(not any("AUTH" in l for l in c.lines), "smtpd_discard_ehlo_keywords = auth: AUTH is not announced", c.lines)
+    t.is_(auth(c, "alice", "A-pass-1"), "503 5.5.1 Error: authentication not enabled",
+          "and the AUTH command answers 503, as in Postfix")
+    t.like(c.cmd("NOOP"), r"^250 ", "the session goes on")
+    c.close()
+with Petrel(t, start=False) as p:
+    discard = p.write_file("discard", "127.0.0.1 auth, silent-discard\n")
+    base(p, smtpd_discard_ehlo_keyword_address_maps="texthash:" + discard)
+    c = p.connect()
+    c.ehlo()
+    t.ok(not any("AUTH" in l for l in c.lines), "smtpd_discard_ehlo_keyword_address_maps: AUTH hidden from this client",
+         c.lines)
+    t.is_(auth(c, "alice", "A-pass-1"), "503 5.5.1 Error: authentication not enabled", "and refused")
+    c.close()
+with Petrel(t, start=False) as p:
+    base(p, smtpd_discard_ehlo_keywords="dsn")
+    c = p.connect()
+    c.ehlo()
+    t.ok(any(l.startswith("250-AUTH ") or l.startswith("250 AUTH ") for l in c.lines),
+         "discarding another keyword leaves AUTH announced", c.lines)
+    t.is_(auth(c, "alice", "A-pass-1"), "235 2.7.0 Authentication successful", "and served")
     c.close()
 
 # ---- lockout per client address ----

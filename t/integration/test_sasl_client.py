@@ -3,7 +3,8 @@ hop as written, smtp_sasl_mechanism_filter, smtp_sasl_security_options) against 
 that requires AUTH: a second petreld whose AUTH is checked by a PRIVATE Dovecot auth service
 (it accepts relaying only from authenticated clients). SCRAM-SHA-256 and CRAM-MD5 and PLAIN
 as the filter allows; smtp_sender_dependent_authentication (the sender's entry first); plaintext PLAIN refused by the default security options (deferred with
-Postfix's text); a wrong password deferred with the server's 535 made 4.7.8."""
+Postfix's text); a wrong password deferred with the server's 535 made 4.7.8; AUTH on one
+transport only, through its master.cf -o overrides."""
 import os
 import pwd
 import re
@@ -104,6 +105,22 @@ try:
             submit(a, "not per sender")
             t.ok(a.wait_log(r"status=deferred \(SASL authentication failed; server", timeout=30) is not None,
                  "without it, the sender's entry is not looked at (the next hop's wrong password is used)")
+        # per transport: AUTH only on a master.cf smtp service's -o overrides
+        # (main.cf leaves it off), as each Postfix smtp(8) reads them
+        with Petrel(t, start=False, master_cf=None, extra_services=QMGR) as a:
+            maps = a.write_file("sasl_passwd", "[127.0.0.1]:%d relayuser:%s\n" % (s1.port, PASSWORD), 0o600)
+            a.master_cf += ("authsmtp unix - - n - - smtp -o smtp_sasl_auth_enable=yes "
+                            "-o smtp_sasl_password_maps=texthash:%s\n" % maps)
+            with open(os.path.join(a.conf, "master.cf"), "w") as f:
+                f.write(a.master_cf)
+            a.write_main_cf(dict(a.settings, relayhost="[127.0.0.1]:%d" % s1.port, default_transport="authsmtp",
+                                 smtp_tls_security_level="may", minimal_backoff_time="1s"))
+            a.start()
+            submit(a, "per transport")
+            t.ok(a.wait_log(r"to=<someone@far\.example>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:%d, .*status=sent"
+                            % s1.port, timeout=30) is not None,
+                 "smtp_sasl_auth_enable and smtp_sasl_password_maps as -o overrides of one transport: it logs in",
+                 [l for l in a.log().splitlines() if "far.example" in l][:3])
     s2 = sink(tls_auth_only=False)
     with s2:
         with sender(s2.port, smtp_tls_security_level="none", smtp_sasl_mechanism_filter="plain, login") as a:

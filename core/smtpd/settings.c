@@ -224,6 +224,7 @@ static void free_settings_pool(void *arg)
     for (size_t i = 0; i < set->nrecipient_bcc_maps; i++)
         tbl_close(set->recipient_bcc_maps[i]);
     smtpd_rcpt_maps_free(set->rcpt_maps);
+    smtpd_cleanup_settings_free(set->cleanup);
 }
 
 /* receive_override_options (Postfix's input_transp names). */

@@ -125,6 +125,18 @@ static const struct cfg_param smtp_params[] = {
     M("smtp_tls_policy_maps", "", "TLS security level per next hop"),
     M("lmtp_tls_policy_maps", "", "TLS security level per next hop"),
 
+    /* SMTP AUTH of the client (deliver/smtp_sasl.c) */
+    TWIN_B("smtp_sasl_auth_enable", "lmtp_sasl_auth_enable", "no", "no", "SMTP AUTH in the client"),
+    TWIN_L("smtp_sasl_mechanism_filter", "lmtp_sasl_mechanism_filter", "",
+           "SASL mechanisms the client may use (empty: all)"),
+    TWIN_M("smtp_sasl_password_maps", "lmtp_sasl_password_maps", "client credentials per destination"),
+    TWIN_S("smtp_sasl_security_options", "lmtp_sasl_security_options", "noplaintext, noanonymous",
+           "allowed client SASL mechanisms without TLS (Petrel: no password in plaintext unless set)"),
+    TWIN_S("smtp_sasl_tls_security_options", "lmtp_sasl_tls_security_options", "noanonymous",
+           "allowed client SASL mechanisms under TLS"),
+    TWIN_B("smtp_sender_dependent_authentication", "lmtp_sender_dependent_authentication", "no", "no",
+           "look the sender up in smtp_sasl_password_maps first"),
+
     /* TLS of the server */
     S("smtpd_tls_CAfile", "", "CA certificates for client certificates"),
     S("smtpd_tls_CApath", "", "directory of CA certificates (c_rehash form)"),

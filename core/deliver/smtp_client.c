@@ -320,8 +320,9 @@ void smtp_client_deliver(struct smtp_client *c, const struct dlv_job *job, smtp_
         if (conn->state == S_IDLE) {
             evtimer_del(conn->timer);
             /* txn_start may call back into job_next/job_finish: both defer
-             * done() to the loop, so this stays re-entrancy safe */
-            sc_txn_start(a);
+             * done() to the loop, so this stays re-entrancy safe; AUTH first
+             * when this job has credentials */
+            sc_conn_ready(conn);
         }
         /* else: S_RSET in flight; its 250 starts the transaction */
         return;

@@ -78,6 +78,19 @@ struct smtp_client_settings {
     int tls_note_starttls_offer;    /* log "Host offered STARTTLS" when TLS is not used */
     const char *tls_session_cache;  /* smtp_tls_session_cache_database: "" off, else sessions are resumed */
     unsigned tls_session_cache_timeout;
+    /* SMTP AUTH (smtp_sasl.c): smtp_sasl_auth_enable, the SASL_OPT_* of
+     * smtp_sasl_security_options and smtp_sasl_tls_security_options,
+     * smtp_sasl_mechanism_filter (NULL-terminated, or NULL), and
+     * smtp_sender_dependent_authentication. */
+    int sasl_enable;
+    unsigned sasl_options, sasl_tls_options;
+    const char *const *sasl_mech_filter;
+    int sender_dependent_authentication;
+    /* smtp_sasl_password_maps: key is a sender address (address = 1: looked
+     * up as Postfix's mail_addr_find does), a host name or a next hop as
+     * written. 1 found (*value malloc'd "user:password"), 0 not, -1 error. */
+    int (*sasl_lookup)(void *arg, const char *key, int address, char **value);
+    void *sasl_lookup_arg;
 };
 
 struct cfg;

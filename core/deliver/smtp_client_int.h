@@ -43,6 +43,7 @@ enum sc_state {
     S_HELO,
     S_STARTTLS,
     S_TLS_HANDSHAKE,
+    S_AUTH,         /* SMTP AUTH exchange (smtp_sasl.c) */
     S_TXN,          /* awaiting replies to MAIL/RCPT/DATA */
     S_BODY,         /* streaming the content */
     S_DOT,          /* awaiting the end-of-data reply(ies) */
@@ -89,6 +90,11 @@ struct sc_conn {
     int busy;                     /* inside one of our callbacks: free later */
     int zombie;                   /* closed while busy */
     struct smtp_reply_reader reader;   /* deliver/smtp_reply.c */
+    /* SMTP AUTH (smtp_sasl.c) */
+    unsigned server_mechs;        /* mechanisms we know that EHLO offered (bit per mechanism) */
+    int server_auth;              /* EHLO offered AUTH at all */
+    int authed;                   /* authenticated (or failed to): never cached for another job */
+    struct sc_sasl *sasl;         /* the exchange in progress */
 };
 
 struct smtp_client {
@@ -181,6 +187,16 @@ struct sc_addr *sc_addr_add(struct sc_job *a);
 int sc_address_limit_reached(const struct sc_job *a);
 /* Called whenever a step ends: finish, look up, connect, or wait. */
 void sc_job_next(struct sc_job *a);
+
+/* smtp_sasl.c: SMTP AUTH */
+/* Learns the mechanisms an EHLO reply offered. */
+void sc_sasl_ehlo(struct sc_conn *conn, const struct smtp_reply *r);
+/* 1 an exchange started, 0 go on with the transaction, -1 the job was deferred. */
+int sc_sasl_start(struct sc_conn *conn);
+void sc_sasl_reply(struct sc_conn *conn, const struct smtp_reply *r);
+void sc_sasl_free(struct sc_conn *conn);
+/* smtp_proto.c: AUTH when the job should, then its transaction. */
+void sc_conn_ready(struct sc_conn *conn);
 
 /* smtp_addr.c: the next hop, MX and address lookups */
 /* Parses the next hop into domain/port/flags; -1 when malformed. */

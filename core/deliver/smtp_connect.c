@@ -68,6 +68,7 @@ void sc_conn_free_now(struct sc_conn *conn)
     if (conn->bev)
         bufferevent_free(conn->bev);
     event_free(conn->timer);
+    sc_sasl_free(conn);
     free(conn->key);
     free(conn);
 }
@@ -105,9 +106,10 @@ void sc_conn_release(struct sc_conn *conn)
         return;
     }
     /* smtp_connection_reuse_time_limit: an old connection is not parked
-     * again, so a slow server does not keep attracting deliveries */
+     * again, so a slow server does not keep attracting deliveries; an
+     * authenticated session is never handed to another job (another sender) */
     int too_old = c->set.connection_reuse_time > 0 && sc_elapsed(&conn->opened) >= c->set.connection_reuse_time;
-    if (c->set.connection_cache_time > 0 && !too_old) {
+    if (c->set.connection_cache_time > 0 && !too_old && !conn->authed && conn->sasl == NULL) {
         conn->state = S_RSET;
         sc_conn_printf(conn, "RSET\r\n");
         sc_conn_arm(conn, c->set.rset_timeout);
@@ -131,6 +133,7 @@ const char *sc_stage_text(const struct sc_conn *conn)
     case S_HELO: return "performing the HELO handshake";
     case S_STARTTLS: return "receiving the STARTTLS response";
     case S_TLS_HANDSHAKE: return "performing the TLS handshake";
+    case S_AUTH: return "performing the SASL authentication";
     case S_TXN:
         if (a && a->nreplied < a->ncmds) {
             switch (a->cmds[a->nreplied].kind) {

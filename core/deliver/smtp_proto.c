@@ -365,6 +365,15 @@ static int loops_back(struct sc_conn *conn, const struct smtp_reply *r)
     return 1;
 }
 
+/* TLS is settled (or the connection comes from the cache): AUTH when we
+ * should, then the transaction. */
+void sc_conn_ready(struct sc_conn *conn)
+{
+    if (sc_sasl_start(conn) != 0)
+        return;
+    sc_txn_start(conn->job);
+}
+
 /* Capabilities are known: TLS next, or the transaction. */
 static void after_ehlo(struct sc_conn *conn)
 {
@@ -385,7 +394,7 @@ static void after_ehlo(struct sc_conn *conn)
         sc_job_next(a);
         return;
     }
-    sc_txn_start(a);
+    sc_conn_ready(conn);
 }
 
 static void on_session_reply(struct sc_conn *conn, const struct smtp_reply *r)
@@ -424,6 +433,7 @@ static void on_session_reply(struct sc_conn *conn, const struct smtp_reply *r)
         if (r->code / 100 == 2) {
             conn->caps = r->caps;
             conn->size_limit = r->size_limit;
+            sc_sasl_ehlo(conn, r);
             if (loops_back(conn, r))
                 return;
             after_ehlo(conn);
@@ -466,7 +476,7 @@ static void on_session_reply(struct sc_conn *conn, const struct smtp_reply *r)
             return;
         }
         conn->no_tls = 1;   /* opportunistic: carry on in plaintext */
-        sc_txn_start(a);
+        sc_conn_ready(conn);
         return;
     default:
         return;
@@ -478,6 +488,8 @@ void sc_conn_send_ehlo(struct sc_conn *conn)
     conn->state = S_EHLO;
     conn->caps = 0;
     conn->size_limit = 0;
+    conn->server_mechs = 0;
+    conn->server_auth = 0;
     sc_conn_printf(conn, "%s %s\r\n", conn->c->set.lmtp ? "LHLO" : "EHLO", conn->c->set.helo_name);
     sc_conn_arm(conn, conn->c->set.helo_timeout);
 }
@@ -510,11 +522,14 @@ static void on_reply(struct sc_conn *conn)
             return;
         }
         if (a) {   /* a job took this connection over while the RSET was in flight */
-            sc_txn_start(a);
+            sc_conn_ready(conn);
             return;
         }
         conn->state = S_IDLE;
         sc_conn_arm(conn, conn->c->set.connection_cache_time);
+        return;
+    case S_AUTH:
+        sc_sasl_reply(conn, r);
         return;
     case S_TXN:
         on_txn_reply(a, r);

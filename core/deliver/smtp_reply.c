@@ -76,6 +76,20 @@ static void parse_ehlo_keyword(struct smtp_reply *r, const char *line)
     else if (strcasecmp(kw, "SIZE") == 0) {
         r->caps |= SMTP_CAP_SIZE;
         r->size_limit = strtoull(line + n + (line[n] ? 1 : 0), NULL, 10);
+    } else if (strcasecmp(kw, "AUTH") == 0) {
+        r->caps |= SMTP_CAP_AUTH;
+        const char *p = line + n;
+        for (;;) {
+            p += strspn(p, " =");
+            size_t w = strcspn(p, " ");
+            if (w == 0)
+                break;
+            size_t used = strlen(r->auth);
+            if (used + (used ? 1 : 0) + w >= sizeof(r->auth))
+                break;   /* the list is full: the rest of the names are dropped whole */
+            snprintf(r->auth + used, sizeof(r->auth) - used, "%s%.*s", used ? " " : "", (int)w, p);
+            p += w;
+        }
     }
 }
 

@@ -31,6 +31,7 @@ struct evbuffer;
 #define SMTP_CAP_SMTPUTF8 8u
 #define SMTP_CAP_DSN 16u
 #define SMTP_CAP_STARTTLS 32u
+#define SMTP_CAP_AUTH 64u
 
 struct smtp_reply {
     int code;                           /* 100..599, of the first line */
@@ -40,6 +41,8 @@ struct smtp_reply {
     char first_word[256];               /* first word after the code (greeting/EHLO host name) */
     unsigned caps;                      /* EHLO keywords of the continuation lines (ehlo mode) */
     unsigned long long size_limit;      /* SIZE keyword's value, 0 when none */
+    char auth[256];                     /* the mechanisms of the AUTH (and old AUTH=) keyword lines,
+                                           space-separated, cut at a whole name */
 };
 
 struct smtp_reply_reader {

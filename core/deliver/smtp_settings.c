@@ -5,7 +5,9 @@
  * smtp_helo_name, and neither can forget a parameter the other has.
  * smtp_client_settings_bind applies one of them and works out what the
  * values imply (the legacy TLS switches, the DNS support level and host
- * lookup methods), refusing what Petrel cannot honour.
+ * lookup methods), refusing what Petrel cannot honour. The client's SMTP
+ * AUTH settings are bound the same way (smtp_sasl_* / lmtp_sasl_*); the
+ * password maps are opened by the queue manager per transport.
  */
 #include "config.h"
 
@@ -18,6 +20,7 @@
 #include "config/bind.h"
 #include "config/cfg.h"
 #include "deliver/smtp_client.h"
+#include "mail/sasl_options.h"
 
 #define BOTH(X)                                                                                        \
     X("smtp_helo_name", "lmtp_lhlo_name", STR, helo_name)                                               \
@@ -71,7 +74,11 @@
     X("smtp_tls_loglevel", "lmtp_tls_loglevel", INT, tls_loglevel)                                      \
     X("smtp_tls_note_starttls_offer", "lmtp_tls_note_starttls_offer", BOOL, tls_note_starttls_offer)    \
     X("smtp_tls_session_cache_database", "lmtp_tls_session_cache_database", STR, tls_session_cache)     \
-    X("smtp_tls_session_cache_timeout", "lmtp_tls_session_cache_timeout", UINT, tls_session_cache_timeout)
+    X("smtp_tls_session_cache_timeout", "lmtp_tls_session_cache_timeout", UINT, tls_session_cache_timeout) \
+    X("smtp_sasl_auth_enable", "lmtp_sasl_auth_enable", BOOL, sasl_enable)                              \
+    X("smtp_sasl_mechanism_filter", "lmtp_sasl_mechanism_filter", LIST, sasl_mech_filter)               \
+    X("smtp_sender_dependent_authentication", "lmtp_sender_dependent_authentication", BOOL,            \
+      sender_dependent_authentication)
 
 static const struct cfg_choice tls_levels[] = {
     { "", SMTP_TLS_NONE }, { "none", SMTP_TLS_NONE }, { "may", SMTP_TLS_MAY }, { "encrypt", SMTP_TLS_ENCRYPT },
@@ -93,11 +100,17 @@ static const struct cfg_bind smtp_binds[] = {
     CFG_BIND_CHOICE("smtp_dns_support_level", struct smtp_client_settings, dns_support, dns_levels),
     CFG_BIND("smtp_always_send_ehlo", BOOL, struct smtp_client_settings, always_send_ehlo),
     CFG_BIND("smtp_never_send_ehlo", BOOL, struct smtp_client_settings, never_send_ehlo),
+    CFG_BIND_READ("smtp_sasl_security_options"),        /* parsed by smtp_client_settings_bind */
+    CFG_BIND_READ("smtp_sasl_tls_security_options"),
+    CFG_BIND_READ("smtp_sasl_password_maps"),           /* opened per transport (qmgr/transports.c) */
 };
 static const struct cfg_bind lmtp_binds[] = {
     BOTH(LMTP_ENTRY)
     CFG_BIND_CHOICE("lmtp_tls_security_level", struct smtp_client_settings, tls_level, tls_levels),
     CFG_BIND_CHOICE("lmtp_dns_support_level", struct smtp_client_settings, dns_support, dns_levels),
+    CFG_BIND_READ("lmtp_sasl_security_options"),
+    CFG_BIND_READ("lmtp_sasl_tls_security_options"),
+    CFG_BIND_READ("lmtp_sasl_password_maps"),
 };
 const struct cfg_bind_table smtp_client_bind_table = CFG_BIND_TABLE("SMTP client", smtp_binds);
 const struct cfg_bind_table lmtp_client_bind_table = CFG_BIND_TABLE("LMTP client", lmtp_binds);
@@ -148,6 +161,23 @@ int smtp_client_settings_bind(const struct cfg *cfg, int lmtp, struct smtp_clien
         return fail(error, "%s_host_lookup: no lookup method (expected dns, native)", p);
     if (out->dns_support == SMTP_DNS_DISABLED)
         out->host_lookup_mask = SMTP_HOST_NATIVE;
+    /* SMTP AUTH: an unknown security option is an error (Postfix's
+     * NAME_MASK_FATAL), whether or not AUTH is enabled */
+    static const char *const sasl_opts[2][2] = {
+        { "smtp_sasl_security_options", "smtp_sasl_tls_security_options" },
+        { "lmtp_sasl_security_options", "lmtp_sasl_tls_security_options" },
+    };
+    unsigned *opts[2] = { &out->sasl_options, &out->sasl_tls_options };
+    for (int k = 0; k < 2; k++) {
+        petrel_pool *pool = petrel_pool_create(256);
+        const char *bad = NULL;
+        int rc = sasl_options_parse(cfg_get(cfg, sasl_opts[lmtp][k]), opts[k], &bad, pool);
+        if (rc != 0)
+            rc = fail(error, "%s: unknown option \"%s\"", sasl_opts[lmtp][k], bad ? bad : "");
+        petrel_pool_destroy(pool);
+        if (rc != 0)
+            return -1;
+    }
     return 0;
 }
 

@@ -1,5 +1,5 @@
 /*
- * Strict base64 decoding (see base64.h). A length that is not a multiple
+ * Strict base64 decoding and encoding (see base64.h). A length that is not a multiple
  * of 4, a character outside the alphabet, '=' anywhere but in the last one
  * or two places of the last group, or a group "xx=y", is an error.
  */
@@ -40,4 +40,19 @@ long base64_decode(const char *in, char *out)
             out[o++] = (char)((v[2] & 3) << 6 | v[3]);
     }
     return (long)o;
+}
+
+void base64_encode(const unsigned char *in, size_t len, char *out)
+{
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    char *o = out;
+    for (size_t i = 0; i < len; i += 3) {
+        unsigned v = (unsigned)in[i] << 16 | (i + 1 < len ? (unsigned)in[i + 1] << 8 : 0) |
+                     (i + 2 < len ? in[i + 2] : 0);
+        *o++ = tab[v >> 18 & 63];
+        *o++ = tab[v >> 12 & 63];
+        *o++ = i + 1 < len ? tab[v >> 6 & 63] : '=';
+        *o++ = i + 2 < len ? tab[v & 63] : '=';
+    }
+    *o = '\0';
 }

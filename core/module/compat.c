@@ -2,7 +2,8 @@
  * Reading a module's descriptor arrays whatever ABI 1.x minor it was built
  * for. The loader copies each array (parameters, restrictions, table
  * types, SASL back-ends) into the current layout once, at load, so the
- * rest of the core only ever sees today's structs:
+ * rest of the core only ever sees today's structs (SASL servers exist
+ * from 1.1 on: a 1.0 module has none):
  *
  *   - ABI 1.0 elements carry no size: they are read through verbatim
  *     copies of the 1.0 structs below, chosen by the descriptor's
@@ -63,6 +64,7 @@ struct sasl_backend_v10 {
 #define RESTRICTION_SIZE_V11 sizeof(petrel_restriction)
 #define TABLE_TYPE_SIZE_V11 sizeof(petrel_table_type)
 #define SASL_BACKEND_SIZE_V11 sizeof(petrel_sasl_backend)
+#define SASL_SERVER_SIZE_V11 sizeof(petrel_sasl_server)
 
 /* An array longer than this is taken for one without its terminator. */
 #define MAX_ELEMENTS 4096
@@ -128,6 +130,9 @@ static const struct element_kind kinds[] = {
     [COMPAT_SASL_BACKENDS] = { "sasl_backends", sizeof(petrel_sasl_backend), SASL_BACKEND_SIZE_V11,
                                offsetof(petrel_sasl_backend, name), sizeof(struct sasl_backend_v10),
                                offsetof(struct sasl_backend_v10, name), v10_sasl_backend },
+    /* no 1.0 layout: compat_read_descriptor never reads it for a 1.0 module */
+    [COMPAT_SASL_SERVERS] = { "sasl_servers", sizeof(petrel_sasl_server), SASL_SERVER_SIZE_V11,
+                              offsetof(petrel_sasl_server, name), 0, 0, NULL },
 };
 
 static const char *name_at(const char *base, size_t offset)
@@ -153,6 +158,8 @@ void *compat_read_array(enum compat_kind kind, const void *array, unsigned abi_m
     if (array == NULL)
         return xcalloc(1, k->size);
     size_t stride, name_offset;
+    if (abi_minor == 0 && k->from_v10 == NULL)
+        return xcalloc(1, k->size);   /* the array did not exist in 1.0 */
     if (abi_minor == 0) {
         stride = k->v10_size;
         name_offset = k->v10_name_offset;
@@ -207,7 +214,9 @@ int compat_read_descriptor(const petrel_module_desc *d, struct compat_desc *out,
         (out->table_types = compat_read_array(COMPAT_TABLE_TYPES, d->table_types, d->abi_minor,
                                               &out->ntable_types, error, error_size)) == NULL ||
         (out->sasl_backends = compat_read_array(COMPAT_SASL_BACKENDS, d->sasl_backends, d->abi_minor,
-                                                &out->nsasl_backends, error, error_size)) == NULL) {
+                                                &out->nsasl_backends, error, error_size)) == NULL ||
+        (out->sasl_servers = compat_read_array(COMPAT_SASL_SERVERS, d->abi_minor >= 1 ? d->sasl_servers : NULL,
+                                               d->abi_minor, &out->nsasl_servers, error, error_size)) == NULL) {
         compat_free_descriptor(out);
         return -1;
     }
@@ -220,5 +229,6 @@ void compat_free_descriptor(struct compat_desc *c)
     free(c->restrictions);
     free(c->table_types);
     free(c->sasl_backends);
+    free(c->sasl_servers);
     memset(c, 0, sizeof(*c));
 }

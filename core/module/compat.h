@@ -9,7 +9,8 @@
 
 #include <petrel/plugin.h>
 
-enum compat_kind { COMPAT_PARAMS, COMPAT_RESTRICTIONS, COMPAT_TABLE_TYPES, COMPAT_SASL_BACKENDS };
+enum compat_kind { COMPAT_PARAMS, COMPAT_RESTRICTIONS, COMPAT_TABLE_TYPES, COMPAT_SASL_BACKENDS,
+                   COMPAT_SASL_SERVERS };
 
 /* Copies of the descriptor's arrays in the current layout, each ended by
  * a zeroed entry (name NULL). */
@@ -24,6 +25,8 @@ struct compat_desc {
     size_t ntable_types;
     petrel_sasl_backend *sasl_backends;
     size_t nsasl_backends;
+    petrel_sasl_server *sasl_servers;      /* ABI 1.1: empty for a 1.0 module */
+    size_t nsasl_servers;
 };
 
 /* Reads every array of d; -1 with error set (naming the array and entry)

@@ -358,6 +358,7 @@ void petrel_set_reply(petrel_session *h, int code, const char *enhanced, const c
 void module_session_destroy(struct module_session *ms)
 {
     module_pending_cancel(ms);
+    module_sasl_cancel(ms);
     if (ms->continue_ev)
         event_free(ms->continue_ev);
     for (int i = 0; module_rt && module_rt->set && i < module_rt->set->n; i++)

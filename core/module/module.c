@@ -410,6 +410,20 @@ const petrel_sasl_backend *module_set_find_sasl(const struct module_set *set, co
     return NULL;
 }
 
+const petrel_sasl_server *module_set_find_sasl_server(const struct module_set *set, const char *name,
+                                                      struct petrel_module **owner)
+{
+    for (int i = 0; set && i < set->n; i++) {
+        for (const petrel_sasl_server *e = set->mods[i]->c.sasl_servers; e && e->name; e++) {
+            if (strcasecmp(e->name, name) == 0 && e->mechanisms && e->start && e->step) {
+                *owner = set->mods[i];
+                return e;
+            }
+        }
+    }
+    return NULL;
+}
+
 /* ------------------------------------------------------------------ */
 /* circuit breaker                                                     */
 
@@ -493,6 +507,10 @@ void module_set_describe(const struct module_set *set, struct buf *out)
         any = 0;
         for (const petrel_sasl_backend *sb = m->c.sasl_backends; sb && sb->name; sb++) {
             buf_printf(out, "%s%s", any ? " " : "  SASL back-ends: ", sb->name);
+            any = 1;
+        }
+        for (const petrel_sasl_server *ss = m->c.sasl_servers; ss && ss->name; ss++) {
+            buf_printf(out, "%s%s", any ? " " : "  SASL back-ends: ", ss->name);
             any = 1;
         }
         if (any)

@@ -107,6 +107,10 @@ const petrel_restriction *module_set_find_restriction(const struct module_set *s
 const petrel_sasl_backend *module_set_find_sasl(const struct module_set *set, const char *name,
                                                 struct petrel_module **owner);
 
+/* The module providing the ABI 1.1 SASL server back-end name, or NULL. */
+const petrel_sasl_server *module_set_find_sasl_server(const struct module_set *set, const char *name,
+                                                      struct petrel_module **owner);
+
 /* Adds every module's lookup-table types to a registry; -1 (logged) on a clash. */
 int module_set_register_tables(struct module_set *set, struct tbl_registry *reg);
 

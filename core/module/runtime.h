@@ -122,6 +122,46 @@ void module_notify_delivery(const petrel_delivery_result *r);
 void module_default_result(const struct petrel_module *m, struct module_result *out);
 
 /* ------------------------------------------------------------------ */
+/* SASL server back-ends (ABI 1.1 petrel_sasl_server; sasl.c)          */
+
+enum module_sasl_kind { MODULE_SASL_MECHANISMS, MODULE_SASL_START, MODULE_SASL_STEP };
+
+/* One question to a back-end. */
+struct module_sasl_question {
+    enum module_sasl_kind kind;
+    const petrel_sasl_server *server;
+    petrel_sasl_context *context;   /* the role's: its module and session are set here */
+    const char *mechanism;          /* START */
+    const unsigned char *data;      /* START: the initial response (NULL: none); STEP: the response */
+    size_t len;
+    void **state;                   /* START: where the back-end puts its state; STEP: *state is handed to it */
+};
+
+/* The back-end's answer, valid while done runs. */
+struct module_sasl_reply {
+    int offered;                    /* MECHANISMS answered with petrel_sasl_offer() */
+    const petrel_sasl_mechanism *mechanisms;
+    size_t nmechanisms;
+    petrel_sasl_status status;      /* otherwise (a MECHANISMS request: TEMPFAIL) */
+    const unsigned char *data;
+    size_t len;
+    const char *username, *reason;  /* printable, bounded; may be NULL */
+    int timed_out;                  /* no answer within NAME_hook_timeout (status TEMPFAIL) */
+};
+
+typedef void module_sasl_done_fn(void *host, const struct module_sasl_reply *r);
+
+/* Asks module m's back-end; done(host, reply) follows exactly once,
+ * possibly before this returns, unless the exchange ends or the session
+ * closes first. A question still unanswered is dropped by the next one. */
+void module_sasl_ask(struct module_session *ms, struct petrel_module *m, const struct module_sasl_question *q,
+                     module_sasl_done_fn *done);
+/* The exchange is over: calls the back-end's end() (when it has one) and
+ * drops an unanswered request once end() has returned. */
+void module_sasl_end(struct module_session *ms, struct petrel_module *m, const petrel_sasl_server *server,
+                     petrel_sasl_context *c, void *state);
+
+/* ------------------------------------------------------------------ */
 /* crash context                                                       */
 
 /* While a module runs, the process records which module and hook it is

@@ -40,6 +40,7 @@ struct petrel_module;
 #define HANDLE_TAG_TIMER 0x3du
 #define HANDLE_TAG_WATCH 0xc9u
 #define HANDLE_TAG_METRIC 0x6bu
+#define HANDLE_TAG_SASL 0x95u
 #define HANDLE_NO_MODULE 0xffu
 #define HANDLE_SLOT_BITS 18
 #define HANDLE_MAX_SLOTS (1u << HANDLE_SLOT_BITS)
@@ -83,7 +84,7 @@ struct module_runtime {
     struct module_metrics *metrics;
     unsigned process_index;
     pthread_t loop_thread;
-    struct handle_table sessions, pendings, timers, watches, metric_handles;
+    struct handle_table sessions, pendings, timers, watches, metric_handles, sasl_requests;
     int fam_calls, fam_duration, fam_circuit_open, fam_circuit_opened;   /* the core's metrics */
 };
 extern struct module_runtime *module_rt;
@@ -143,6 +144,9 @@ struct module_session {
     struct event *continue_ev;           /* runs the completion of a resume on the next loop turn */
     struct module_result completed;      /* the result it carries */
     struct petrel_module *completed_by;
+    /* the SASL back-end's unanswered request, if any (sasl.c) */
+    uint32_t sasl_slot;
+    int has_sasl;
 };
 
 /* sessions.c */
@@ -165,5 +169,8 @@ void module_record_call(const struct petrel_module *m, const char *label, const 
 
 /* dispatch.c */
 void module_pending_cancel(struct module_session *ms);
+
+/* sasl.c: the session's unanswered SASL request goes stale (nothing is told). */
+void module_sasl_cancel(struct module_session *ms);
 
 #endif

@@ -29,6 +29,7 @@ int module_runtime_start(const struct module_runtime_args *args)
     handle_table_init(&rt->timers, "timer", HANDLE_TAG_TIMER);
     handle_table_init(&rt->watches, "fd watch", HANDLE_TAG_WATCH);
     handle_table_init(&rt->metric_handles, "metric", HANDLE_TAG_METRIC);
+    handle_table_init(&rt->sasl_requests, "SASL request", HANDLE_TAG_SASL);
     module_rt = rt;
     module_metrics_start(rt);
     if (rt->set == NULL || rt->set->n == 0)
@@ -49,6 +50,7 @@ void module_runtime_stop(void)
     handle_table_free(&rt->pendings);
     handle_table_free(&rt->timers);
     handle_table_free(&rt->watches);
+    handle_table_free(&rt->sasl_requests);
     for (uint32_t i = 0; i < rt->metric_handles.n; i++)
         free(rt->metric_handles.entries[i].object);
     handle_table_free(&rt->metric_handles);

@@ -15,6 +15,7 @@
 #include "deliver/deliver.h"
 #include "deliver/smtp_client.h"
 #include "lib/workq.h"
+#include "mail/maps.h"
 #include "qmgr/route.h"
 #include "queue/queue.h"
 

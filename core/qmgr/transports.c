@@ -18,6 +18,11 @@
  * unknown one, dane-only) defers that next hop with Postfix's "client TLS
  * configuration problem"; dane degrades to may with a warning, as Postfix
  * degrades it without DNSSEC.
+ *
+ * SMTP AUTH in the client is per transport too: smtp_sasl_password_maps
+ * (lmtp_sasl_password_maps) is opened from the transport's configuration,
+ * so "relay ... -o smtp_sasl_auth_enable=yes -o smtp_sasl_password_maps=..."
+ * authenticates on that transport only.
  */
 #include "config.h"
 
@@ -33,6 +38,8 @@
 #include "deliver/smtp_client.h"
 #include "lib/log.h"
 #include "lib/xalloc.h"
+#include "mail/addr_find.h"
+#include "mail/maps.h"
 #include "mail/notify.h"
 #include "qmgr/qmgr.h"
 #include "qmgr/qmgr_int.h"
@@ -54,6 +61,9 @@ struct qmgr_transport {
     struct tbl **policy;               /* smtp_tls_policy_maps */
     size_t npolicy;
     struct policy_client *by_policy;
+    struct mail_maps sasl_maps;        /* smtp_sasl_password_maps, when AUTH is on */
+    int sasl_maps_open;
+    const char *sasl_maps_param;
 };
 
 /* The configuration a transport reads: its master.cf service's, else main.cf. */
@@ -65,6 +75,30 @@ static const struct cfg *transport_cfg(const struct cfg *cfg, const char *name)
             return svc->cfg;
     }
     return cfg;
+}
+
+/* smtp_sasl_password_maps for the SMTP client (deliver/smtp_sasl.c): a
+ * sender as Postfix's mail_addr_find looks it up (user+ext@domain,
+ * user@domain, @domain), or a host name or next hop as written. */
+static int sasl_lookup(void *arg, const char *key, int address, char **value)
+{
+    struct qmgr_transport *t = arg;
+    petrel_pool *pool = petrel_pool_create(512);
+    const char *v = NULL;
+    int found;
+    if (address) {
+        struct mail_addr a;
+        mail_addr_split(key, "", pool, &a);
+        found = mail_addr_find(&t->sasl_maps, &a, MAIL_FIND_ADDRESS, pool, &v);
+    } else {
+        found = mail_maps_get(&t->sasl_maps, key, pool, &v);
+    }
+    if (found == 1)
+        *value = xstrdup(v);
+    if (found < 0)
+        msg_warn("%s: lookup error for %s (transport %s)", t->sasl_maps_param, key, t->name);
+    petrel_pool_destroy(pool);
+    return found;
 }
 
 static struct qmgr_transport *transport_get(struct qmgr *q, const char *name, int lmtp)
@@ -83,6 +117,14 @@ static struct qmgr_transport *transport_get(struct qmgr *q, const char *name, in
         msg_fatal("transport %s: %s", name, error);
     t->set.dns = q->dns;
     t->set.workq = q->workq;
+    if (t->set.sasl_enable) {
+        t->sasl_maps_param = lmtp ? "lmtp_sasl_password_maps" : "smtp_sasl_password_maps";
+        if (mail_maps_open(&t->sasl_maps, t->cfg, q->tables, t->sasl_maps_param, 0, &error) != 0)
+            msg_fatal("transport %s: %s", name, error);
+        t->sasl_maps_open = 1;
+        t->set.sasl_lookup = sasl_lookup;
+        t->set.sasl_lookup_arg = t;
+    }
     t->client = smtp_client_create(q->base, &t->set, &error);
     if (t->client == NULL)
         msg_fatal("transport %s: %s", name, error);
@@ -255,6 +297,8 @@ void qmgr_transports_free(struct qmgr *q)
         for (size_t i = 0; i < t->npolicy; i++)
             tbl_close(t->policy[i]);
         free(t->policy);
+        if (t->sasl_maps_open)
+            mail_maps_close(&t->sasl_maps);
         free(t->name);
         free(t);
     }

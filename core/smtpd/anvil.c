@@ -34,6 +34,7 @@ struct anvil_slot {
     uint64_t waiters;                 /* service slots: workers paused until a session ends */
     time_t stress_until;              /* service slots: end of the stress period */
     time_t busy_warned;               /* service slots: last process-limit warning */
+    time_t locked_until;              /* event slots: a lockout (failed AUTH) ends then */
 };
 
 struct anvil {
@@ -98,7 +99,7 @@ static int idle(const struct anvil_slot *s, time_t now, unsigned window)
 {
     if (s->key[0] == '\0')
         return 1;
-    return total(s) == 0 && s->waiters == 0 && s->stress_until <= now &&
+    return total(s) == 0 && s->waiters == 0 && s->stress_until <= now && s->locked_until <= now &&
            (window == 0 || now - s->window_start >= (time_t)window);
 }
 
@@ -328,6 +329,41 @@ unsigned anvil_count(struct anvil *a, const char *key, time_t now, unsigned wind
     }
     unlock(a);
     return n;
+}
+
+void anvil_lock(struct anvil *a, const char *key, time_t now, time_t until)
+{
+    if (!key_fits(key))
+        return;
+    lock(a);
+    struct anvil_slot *s = find(a, key, 1, now, 0);
+    if (s)
+        s->locked_until = until;
+    unlock(a);
+}
+
+time_t anvil_locked_until(struct anvil *a, const char *key, time_t now)
+{
+    if (!key_fits(key))
+        return 0;
+    lock(a);
+    struct anvil_slot *s = find(a, key, 0, now, 0);
+    time_t until = s ? s->locked_until : 0;
+    unlock(a);
+    return until;
+}
+
+void anvil_forget(struct anvil *a, const char *key)
+{
+    if (!key_fits(key))
+        return;
+    lock(a);
+    struct anvil_slot *s = find(a, key, 0, 0, 0);
+    if (s) {
+        s->window_count = 0;
+        s->locked_until = 0;
+    }
+    unlock(a);
 }
 
 unsigned anvil_peek(struct anvil *a, const char *key, time_t now, unsigned window)

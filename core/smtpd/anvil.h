@@ -89,6 +89,11 @@ void anvil_reset_worker(struct anvil *a, unsigned w);
    one and returns the number in the current window (0 when the table is
    full: failing open). */
 unsigned anvil_count(struct anvil *a, const char *key, time_t now, unsigned window);
+/* A lockout of key until `until` (failed AUTH), and when it ends (0: none). */
+void anvil_lock(struct anvil *a, const char *key, time_t now, time_t until);
+time_t anvil_locked_until(struct anvil *a, const char *key, time_t now);
+/* Clears key's count and lockout. */
+void anvil_forget(struct anvil *a, const char *key);
 /* The number in the current window, without counting (Postfix's *_stat:
    new TLS sessions before a handshake). */
 unsigned anvil_peek(struct anvil *a, const char *key, time_t now, unsigned window);

@@ -27,6 +27,7 @@
 #include "mail/maps.h"
 #include "smtpd/restrict.h"
 #include "smtpd/smtpd_int.h"
+#include "tables/cidr.h"
 
 /* ------------------------------------------------------------------ */
 /* commands                                                            */
@@ -112,8 +113,18 @@ static void ehlo_reply(struct smtpd_session *s)
         lines[k++] = "VRFY";
     if (!(discard & SMTPD_EHLO_ETRN))
         lines[k++] = "ETRN";
-    if (set->sasl && (!set->tls_auth_only || s->tls_active) && !(discard & SMTPD_EHLO_AUTH))
-        lines[k++] = "AUTH PLAIN LOGIN";
+    /* AUTH: the mechanisms the back-end offers now (sasl_glue.c), unless
+     * smtpd_discard_ehlo_keywords takes it away (then the AUTH command is
+     * refused too) or the client is in smtpd_sasl_exceptions_networks
+     * (only hidden: AUTH is still served) */
+    if (s->sasl_offer && *s->sasl_offer && !(discard & SMTPD_EHLO_AUTH) &&
+        !(set->sasl_exceptions && cidr_list_match(set->sasl_exceptions, s->addr))) {
+        /* in the HELO pool, with the offer: reset by the next EHLO */
+        petrel_pool *pool = s->helo_pool ? s->helo_pool : s->pool;
+        lines[k++] = petrel_pool_printf(pool, "AUTH %s", s->sasl_offer);
+        if (set->broken_sasl_auth_clients)
+            lines[k++] = petrel_pool_printf(pool, "AUTH=%s", s->sasl_offer);
+    }
     if (set->tls_ctx && !s->tls_active && set->tls_level != TLS_LEVEL_NONE && !(discard & SMTPD_EHLO_STARTTLS))
         lines[k++] = "STARTTLS";
     if (!(discard & SMTPD_EHLO_ENHANCEDSTATUSCODES))
@@ -133,6 +144,13 @@ static void ehlo_reply(struct smtpd_session *s)
 }
 
 static void cmd_helo(struct smtpd_session *s, const struct smtp_command *cmd, int esmtp);
+
+static void ehlo_ready(struct smtpd_session *s)
+{
+    s->state = SMTPD_CMD;
+    ehlo_reply(s);
+    smtpd_continue(s);
+}
 static void cmd_mail(struct smtpd_session *s, const struct smtp_command *cmd);
 static void cmd_rcpt(struct smtpd_session *s, const struct smtp_command *cmd);
 static void cmd_starttls(struct smtpd_session *s, const struct smtp_command *cmd);
@@ -166,6 +184,9 @@ static void cmd_helo(struct smtpd_session *s, const struct smtp_command *cmd, in
         petrel_pool_reset(s->helo_pool);
     else
         s->helo_pool = petrel_pool_create(SMTPD_SMALL_POOL_SIZE);
+    /* The mechanisms on offer lived in that pool: EHLO asks again. */
+    s->sasl_offer = NULL;
+    s->sasl_offer_known = 0;
     s->helo = smtp_helo_printable(cmd->args, strlen(cmd->args), s->set->smtputf8, s->helo_pool);
     if (s->tls_active)
         s->protocol = esmtp ? "ESMTPS" : "SMTPS";
@@ -202,7 +223,10 @@ static void helo_hooked(struct smtpd_session *s, const struct restrict_result *r
         smtpd_count_error(s, s->esmtp ? CNT_EHLO : CNT_HELO);
         s->helo = NULL;
     } else if (s->esmtp) {
-        ehlo_reply(s);
+        /* The mechanisms on offer may take the back-end a moment (its
+         * first connection). */
+        smtpd_sasl_offer_then(s, ehlo_ready);
+        return;
     } else {
         smtpd_reply(s, "250 %s", s->set->myhostname);
     }
@@ -507,6 +531,8 @@ static void cmd_starttls(struct smtpd_session *s, const struct smtp_command *cmd
     bufferevent_enable(s->bev, EV_READ | EV_WRITE);
     /* RFC 3207: forget everything learned before TLS. */
     s->helo = NULL;
+    s->sasl_offer = NULL;   /* TLS changes the security options: EHLO asks again */
+    s->sasl_offer_known = 0;
     s->esmtp = 0;
     s->bdat_state = BDAT_NONE;
     smtpd_tx_free(s);

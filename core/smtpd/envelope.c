@@ -58,6 +58,13 @@ void smtpd_received_text(struct smtpd_session *s, struct buf *out)
             else
                 buf_puts(&b, "\t(No client certificate requested)\r\n");
         }
+        if (s->sasl_username && s->set->sasl_authenticated_header) {
+            /* Postfix's comment; the login cannot end it early or break the header. */
+            buf_puts(&b, "\t(Authenticated sender: ");
+            for (const char *p = s->sasl_username; *p; p++)
+                buf_putc(&b, (*p == '(' || *p == ')' || *p == '\\' || (unsigned char)*p < 0x20) ? '?' : *p);
+            buf_puts(&b, ")\r\n");
+        }
         /* Without a queue file (a before-queue filter gets the message)
          * there is no queue ID to name, as with Postfix. */
         buf_printf(&b, "\tby %s (%s) with %s%s%s", s->set->myhostname, s->set->mail_name,

@@ -61,6 +61,11 @@ static struct module_session *ms_of(struct smtpd_session *s)
     return s->ms;
 }
 
+struct module_session *smtpd_module_session(struct smtpd_session *s)
+{
+    return ms_of(s);
+}
+
 void smtpd_plugin_tx(struct smtpd_session *s)
 {
     if (s->ms)

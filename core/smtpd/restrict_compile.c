@@ -69,6 +69,10 @@ static const struct builtin {
     { "reject_unlisted_recipient", STEP_REJECT_UNLISTED_RCPT, ARG_NONE, 0, 0 },
     { "check_recipient_maps", STEP_REJECT_UNLISTED_RCPT, ARG_NONE, 0, 0 },   /* its name before Postfix 2.1 */
     { "reject_unlisted_sender", STEP_REJECT_UNLISTED_SENDER, ARG_NONE, 0, 0 },
+    { "reject_sender_login_mismatch", STEP_SENDER_LOGIN, ARG_NONE, 0, 0 },
+    { "reject_authenticated_sender_login_mismatch", STEP_AUTH_SENDER_LOGIN, ARG_NONE, 0, 0 },
+    { "reject_unauthenticated_sender_login_mismatch", STEP_UNAUTH_SENDER_LOGIN, ARG_NONE, 0, 0 },
+    { "reject_known_sender_login_mismatch", STEP_KNOWN_SENDER_LOGIN, ARG_NONE, 0, 0 },
     { "check_client_access", STEP_CHECK_CLIENT, ARG_TABLE, 0, 0 },
     { "check_reverse_client_hostname_access", STEP_CHECK_REVERSE_CLIENT, ARG_TABLE, 0, 0 },
     { "check_helo_access", STEP_CHECK_HELO, ARG_TABLE, 0, 0 },
@@ -103,7 +107,6 @@ static const struct builtin {
 #define FROM_MODULE(name) "is provided by module " name ", which is not loaded: add " name " to modules"
 #define NOT_SUPPORTED "is not supported by Petrel: "
 #define NO_VERIFY NOT_SUPPORTED "address verification (Postfix's verify service and its probes) is not implemented"
-#define NO_LOGIN_MAPS NOT_SUPPORTED "smtpd_sender_login_maps (sender/login ownership) is not implemented yet"
 static const struct { const char *name; const char *why; } unsupported_steps[] = {
     { "reject_rbl_client", FROM_MODULE("dnsbl") },
     { "permit_dnswl_client", FROM_MODULE("dnsbl") },
@@ -128,10 +131,6 @@ static const struct { const char *name; const char *why; } unsupported_steps[] =
                           "relay_domains (Postfix recommends the same)" },
     { "reject_unverified_sender", NO_VERIFY },
     { "reject_unverified_recipient", NO_VERIFY },
-    { "reject_sender_login_mismatch", NO_LOGIN_MAPS },
-    { "reject_authenticated_sender_login_mismatch", NO_LOGIN_MAPS },
-    { "reject_known_sender_login_mismatch", NO_LOGIN_MAPS },
-    { "reject_unauthenticated_sender_login_mismatch", NO_LOGIN_MAPS },
     { "reject_unknown_forward_client_hostname", NOT_SUPPORTED "Postfix does not implement it either "
                                                 "(use reject_unknown_client_hostname)" },
 };

@@ -29,6 +29,7 @@
 
 #include "lib/log.h"
 #include "mail/addr_class.h"
+#include "mail/addr_find.h"
 #include "mail/maps.h"
 #include "smtpd/access_action.h"
 #include "smtpd/restrict_int.h"
@@ -359,6 +360,73 @@ static void sleep_cancel(void *ctx)
     }
 }
 
+/* smtpd_sender_login_maps: who owns the sender address (Postfix's
+ * reject_*_sender_login_mismatch). The address is looked up as Postfix's
+ * mail_addr_find does (user+ext@domain, user@domain, user for a local
+ * domain, @domain); the value lists the owners' logins. 1 found (*list),
+ * 0 no owner, -1 the table failed. */
+static int sender_owners(struct smtpd_session *s, const char *sender, const char **list)
+{
+    petrel_pool *pool = smtpd_cmd_pool(s);
+    struct mail_addr a;
+    mail_addr_split(sender, s->set->recipient_delimiter, pool, &a);
+    unsigned strategy = MAIL_FIND_ADDRESS;
+    if (*a.domain == '\0' || mail_domain_is_local(&s->set->domains, a.domain))
+        strategy |= MAIL_FIND_LOCALPART;
+    return mail_addr_find(s->set->sender_login_maps, &a, strategy, pool, list);
+}
+
+static int login_listed(const char *list, const char *login)
+{
+    for (const char *p = list; *p;) {
+        p += strspn(p, ", \t");
+        size_t n = strcspn(p, ", \t");
+        if (n && strlen(login) == n && strncasecmp(p, login, n) == 0)
+            return 1;
+        p += n;
+    }
+    return 0;
+}
+
+static enum restrict_verdict sender_login(struct smtpd_session *s, struct restrict_run *run,
+                                          const struct restrict_step *step, struct restrict_result *r)
+{
+    const char *sender = sender_of(s);
+    if (sender == NULL || *sender == '\0')
+        return RV_DUNNO;
+    if (s->set->sasl == NULL && s->set->sasl_server == NULL) {
+        /* Postfix's behaviour, said out loud. */
+        msg_warn("restriction `%s' ignored: no SASL support (smtpd_sasl_auth_enable = no)", step->name);
+        return RV_DUNNO;
+    }
+    if (s->set->sender_login_maps == NULL || s->set->sender_login_maps->n == 0) {
+        /* settings.c refuses this in the restriction lists; a class may still name it */
+        msg_warn("restriction `%s' ignored: smtpd_sender_login_maps is empty", step->name);
+        return RV_DUNNO;
+    }
+    int authenticated = s->sasl_username != NULL;
+    int check_auth = authenticated && step->kind != STEP_UNAUTH_SENDER_LOGIN;
+    int check_unauth = !authenticated && step->kind != STEP_AUTH_SENDER_LOGIN;
+    if (!check_auth && !check_unauth)
+        return RV_DUNNO;
+    const char *owners = NULL;
+    int found = sender_owners(s, sender, &owners);
+    if (found < 0)
+        return restrict_lookup_failure(s, run, sender, r);
+    if (check_auth) {
+        if (found == 0 && step->kind == STEP_KNOWN_SENDER_LOGIN)
+            return RV_DUNNO;   /* an address nobody owns */
+        if (found == 1 && login_listed(owners, s->sasl_username))
+            return RV_DUNNO;
+        return restrict_refuse(s, run, RCLASS_POLICY, 553, "5.7.1", r,
+                               "<%s>: Sender address rejected: not owned by user %s", sender, s->sasl_username);
+    }
+    if (found == 1)
+        return restrict_refuse(s, run, RCLASS_POLICY, 553, "5.7.1", r, "<%s>: Sender address rejected: not logged in",
+                               sender);
+    return RV_DUNNO;
+}
+
 enum restrict_verdict restrict_run_builtin(struct smtpd_session *s, struct restrict_run *run,
                                            const struct restrict_step *step, struct restrict_result *r)
 {
@@ -527,6 +595,11 @@ enum restrict_verdict restrict_run_builtin(struct smtpd_session *s, struct restr
     case STEP_CHECK_ETRN:
     case STEP_CHECK_CCERT:
         return run_table(s, run, step, r);
+    case STEP_SENDER_LOGIN:
+    case STEP_AUTH_SENDER_LOGIN:
+    case STEP_UNAUTH_SENDER_LOGIN:
+    case STEP_KNOWN_SENDER_LOGIN:
+        return sender_login(s, run, step, r);
     default:
         msg_warn("internal error: restriction %s has no implementation", step->name);
         return restrict_server_error(s, run, r);

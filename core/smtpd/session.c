@@ -260,6 +260,7 @@ static void session_free(struct smtpd_session *s)
         workq_cancel(s->tx->commit_job);
         s->tx = NULL;
     }
+    smtpd_sasl_session_gone(s);   /* the back-end's end() still sees the session */
     smtpd_plugin_session_gone(s);
     restrict_cancel(s);
     smtpd_peer_cancel(s);
@@ -366,21 +367,43 @@ static void starttls_hooked(struct smtpd_session *s, const struct restrict_resul
     smtpd_continue(s);
 }
 
+/* libevent may hand over the first bytes read through TLS (a fast client's
+ * EHLO) before it reports the finished handshake as BEV_EVENT_CONNECTED:
+ * the session is encrypted as soon as OpenSSL says so, so that this EHLO
+ * already offers AUTH under smtpd_tls_auth_only and no longer offers
+ * STARTTLS. Returns 1 when the STARTTLS hooks now run (they resume the
+ * input themselves) or the session ends (smtpd_tls_req_ccert, the new TLS
+ * session rate limit). */
+static int tls_became_active(struct smtpd_session *s)
+{
+    if (s->tls_active || s->bev == NULL)
+        return 0;
+    SSL *ssl = bufferevent_openssl_get_ssl(s->bev);
+    if (ssl == NULL || !SSL_is_init_finished(ssl))
+        return 0;
+    s->tls_handshaking = 0;
+    bufferevent_set_timeouts(s->bev, &s->set->timeout, &s->set->timeout);
+    if (smtpd_tls_established(s) != 0 || smtpd_tls_count_new_session(s) != 0) {
+        s->last_command = "STARTTLS";
+        smtpd_session_close_after_flush(s);
+        return 1;
+    }
+    if (!s->greeted && smtpd_phase_has_hooks(s, PHASE_STARTTLS)) {
+        s->tls_hooks_pending = 1;   /* implicit TLS done before the greeting: after it */
+        return 0;
+    }
+    if (smtpd_phase_has_hooks(s, PHASE_STARTTLS) && s->state == SMTPD_CMD) {
+        smtpd_hooks_then(s, PHASE_STARTTLS, NULL, starttls_hooked);
+        return 1;
+    }
+    return 0;
+}
+
 static void session_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct smtpd_session *s = arg;
     if (what & BEV_EVENT_CONNECTED) {
-        s->tls_handshaking = 0;
-        bufferevent_set_timeouts(s->bev, &s->set->timeout, &s->set->timeout);
-        if (smtpd_tls_established(s) != 0 || smtpd_tls_count_new_session(s) != 0) {
-            s->last_command = "STARTTLS";
-            smtpd_session_close_after_flush(s);
-            return;
-        }
-        if (!s->greeted && smtpd_phase_has_hooks(s, PHASE_STARTTLS))
-            s->tls_hooks_pending = 1;   /* implicit TLS done before the greeting: after it */
-        else if (smtpd_phase_has_hooks(s, PHASE_STARTTLS) && s->state == SMTPD_CMD)
-            smtpd_hooks_then(s, PHASE_STARTTLS, NULL, starttls_hooked);
+        tls_became_active(s);
         return;
     }
     if (what & BEV_EVENT_TIMEOUT) {
@@ -958,6 +981,7 @@ void smtpd_session_stop(struct smtpd_session *s)
     if (s->state == SMTPD_CLOSING || (s->tx && s->tx->commit_job))
         return;
     /* Whatever it waits for (a module, a restriction) answers nobody now. */
+    smtpd_sasl_session_gone(s);   /* the back-end's end() still sees the session */
     smtpd_plugin_session_gone(s);
     restrict_cancel(s);
     if (s->delay_timer)
@@ -988,5 +1012,7 @@ void smtpd_continue(struct smtpd_session *s)
 static void session_read_cb(struct bufferevent *bev, void *arg)
 {
     struct smtpd_session *s = arg;
+    if (tls_became_active(s))
+        return;
     session_process_input(s);
 }

@@ -38,6 +38,7 @@
 #include "queue/maildrop.h"
 #include "tables/table.h"
 #include "tables/access.h"
+#include "mail/maps.h"
 #include "tls/tls.h"
 
 /* Adds one problem, "parameter: why", to *error: settings report every
@@ -110,6 +111,18 @@ static int compile_list(struct smtpd_settings *set, struct restrict_compiler *c,
     }
     if (restrict_list_has(*out, "reject_unauth_pipelining"))
         set->uses_unauth_pipelining = 1;
+    static const char *const login_steps[] = { "reject_sender_login_mismatch",
+                                                "reject_authenticated_sender_login_mismatch",
+                                                "reject_unauthenticated_sender_login_mismatch",
+                                                "reject_known_sender_login_mismatch", NULL };
+    /* sender_login_maps is NULL when it failed to open: that was reported. */
+    for (int i = 0; login_steps[i]; i++) {
+        if (restrict_list_has(*out, login_steps[i]) && set->sender_login_maps && set->sender_login_maps->n == 0) {
+            fail(error, "%s: %s needs smtpd_sender_login_maps (which login owns which sender address)", param,
+                 login_steps[i]);
+            return -1;
+        }
+    }
     return 0;
 }
 
@@ -208,6 +221,9 @@ static void free_settings_pool(void *arg)
     cidr_list_free(set->conn_limit_exceptions);
     cidr_list_free(set->debug_peers);
     cidr_list_free(set->own_addresses);
+    cidr_list_free(set->sasl_exceptions);
+    if (set->sender_login_maps)
+        mail_maps_close(set->sender_login_maps);
     for (size_t i = 0; i < set->nsender_bcc_maps; i++)
         tbl_close(set->sender_bcc_maps[i]);
     for (size_t i = 0; i < set->nrecipient_bcc_maps; i++)
@@ -459,6 +475,21 @@ static const struct cfg_bind service_binds[] = {
     SET("smtpd_sasl_auth_enable", BOOL, sasl_auth_enable),
     SET("smtpd_sasl_type", STR, sasl_type),
     SET("smtpd_sasl_path", STR, sasl_path),
+    /* sasl_glue.c, auth.c, restrict.c */
+    SET("smtpd_sasl_service", STR, sasl_service),
+    SET("smtpd_sasl_local_domain", STR, sasl_local_domain),
+    SET("smtpd_sasl_authenticated_header", BOOL, sasl_authenticated_header),
+    SET("broken_sasl_auth_clients", BOOL, broken_sasl_auth_clients),
+    SET("smtpd_client_auth_rate_limit", UINT, auth_rate_limit),
+    SET("smtpd_sasl_failure_limit", UINT, sasl_failure_limit),
+    SET("smtpd_sasl_failure_window", UINT, sasl_failure_window),
+    SET("smtpd_sasl_lockout_time", UINT, sasl_lockout_time),
+    SET("smtpd_sasl_failure_delay", UINT, sasl_failure_delay),
+    CFG_BIND_READ("smtpd_sasl_security_options"),
+    CFG_BIND_READ("smtpd_sasl_tls_security_options"),
+    CFG_BIND_READ("smtpd_sasl_mechanism_filter"),
+    CFG_BIND_READ("smtpd_sasl_exceptions_networks"),
+    CFG_BIND_READ("smtpd_sender_login_maps"),
     CFG_BIND_READ("sender_bcc_maps"),
     CFG_BIND_READ("recipient_bcc_maps"),
     CFG_BIND_READ("relay_clientcerts"),
@@ -617,6 +648,8 @@ struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struc
         failed = 1;
     if ((set->debug_peers = networks(cfg, "debug_peer_list", error)) == NULL)
         failed = 1;
+    if ((set->sasl_exceptions = networks(cfg, "smtpd_sasl_exceptions_networks", error)) == NULL)
+        failed = 1;
 
     cfg_bind_apply(cfg, &smtpd_service_bind_table, set);
     {
@@ -632,11 +665,12 @@ struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struc
             failed = fail(error, "%s", why ? why : "cleanup: its settings cannot be used");
         free(why);
     }
-    if (set->sasl_auth_enable) {
-        set->sasl = module_set_find_sasl(w->modules, set->sasl_type, &set->sasl_module);
-        if (set->sasl == NULL)
-            failed = fail(error, "smtpd_sasl_type: no loaded module provides the SASL back-end \"%s\" "
-                          "(load the module that does in `modules`)", set->sasl_type);
+    {
+        /* smtpd_sasl_settings sets *error as its only problem. */
+        char *why = NULL;
+        if (smtpd_sasl_settings(set, w->modules, cfg, &why) != 0)
+            failed = fail(error, "%s", why ? why : "smtpd_sasl_type: the SASL settings cannot be used");
+        free(why);
     }
     if (svc->role == ROLE_PICKUP) {
         /* The pickup role's in-process sessions (local submission): the
@@ -647,6 +681,7 @@ struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struc
         set->tls_wrappermode = 0;
         set->tls_auth_only = 0;
         set->sasl = NULL;
+        set->sasl_server = NULL;
         set->recipient_limit = MAILDROP_RCPT_MAX;
         set->soft_error_limit = INT_MAX;
         set->hard_error_limit = INT_MAX;
@@ -683,6 +718,11 @@ struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struc
     if ((set->own_addresses = own_addresses(cfg, error)) == NULL)
         failed = 1;
 
+    set->sender_login_maps = petrel_pool_zalloc(pool, sizeof(*set->sender_login_maps));
+    if (mail_maps_open(set->sender_login_maps, cfg, w->tables, "smtpd_sender_login_maps", 0, error) != 0) {
+        set->sender_login_maps = NULL;
+        failed = 1;
+    }
     struct restrict_compiler compiler = { .pool = pool, .cfg = cfg, .tables = w->tables, .modules = w->modules,
                                           .validating = w->base == NULL };
     /* The lists may name classes: they are compiled once the classes are. */

@@ -21,6 +21,7 @@
 #include <petrel/pool.h>
 #include "lib/buf.h"
 #include "mail/addr_class.h"
+#include "mail/sasl_options.h"
 #include "mail/hbc.h"
 #include "mail/mime.h"
 #include "queue/queue.h"
@@ -50,6 +51,7 @@ struct module_session;
 struct module_metrics;
 struct restrict_result;
 struct smtpd_rcpt_maps;
+struct mail_maps;
 struct evbuffer;
 struct smtpd_peer_lookup;
 struct policy_conn;
@@ -202,12 +204,25 @@ struct smtpd_settings {
     unsigned new_tls_rate_limit;      /* smtpd_client_new_tls_session_rate_limit */
     unsigned message_rate_limit;      /* smtpd_client_message_rate_limit */
     unsigned recipient_rate_limit;    /* smtpd_client_recipient_rate_limit */
-    /* SMTP AUTH (smtpd_sasl_auth_enable, smtpd_sasl_type, smtpd_sasl_path) */
+    /* SMTP AUTH (smtpd_sasl_auth_enable, smtpd_sasl_type, smtpd_sasl_path): a
+     * back-end that runs mechanisms (ABI 1.1) or one that checks passwords
+     * (1.0, for which smtpd runs PLAIN and LOGIN); sasl_glue.c */
     int sasl_auth_enable;
     const char *sasl_type;
+    const petrel_sasl_server *sasl_server;
     const petrel_sasl_backend *sasl;
     struct petrel_module *sasl_module;
     const char *sasl_path;
+    const char *sasl_service;         /* smtpd_sasl_service */
+    const char *sasl_local_domain;    /* smtpd_sasl_local_domain */
+    unsigned sasl_security, sasl_tls_security;   /* SASL_OPT_* (mail/sasl_options.h) of the two option lists */
+    const char **sasl_mech_filter;    /* smtpd_sasl_mechanism_filter, NULL-terminated */
+    int sasl_authenticated_header;    /* smtpd_sasl_authenticated_header */
+    int broken_sasl_auth_clients;     /* also announce AUTH=... */
+    struct cidr_list *sasl_exceptions;   /* smtpd_sasl_exceptions_networks: never offered AUTH */
+    struct mail_maps *sender_login_maps; /* smtpd_sender_login_maps: who owns which sender address */
+    unsigned auth_rate_limit;         /* smtpd_client_auth_rate_limit (per anvil_rate_time_unit) */
+    unsigned sasl_failure_limit, sasl_failure_window, sasl_lockout_time, sasl_failure_delay;
     /* restriction lists, compiled */
     struct restrict_list *client_restrictions, *helo_restrictions, *sender_restrictions,
         *recipient_restrictions, *relay_restrictions, *data_restrictions, *eod_restrictions;
@@ -394,6 +409,7 @@ struct smtpd_session {
     petrel_pool *scratch;             /* one command: reset before the next command line is read */
     petrel_pool *helo_pool;           /* the HELO name: reset by each HELO/EHLO */
     petrel_pool *login_pool;          /* the SASL login name: reset by each successful AUTH */
+    petrel_pool *auth_pool;           /* the AUTH exchange's strings: reset by each AUTH command */
     struct smtpd_worker *worker;
     struct smtpd_listener *listener;
     const struct smtpd_settings *set;
@@ -414,8 +430,22 @@ struct smtpd_session {
     int in_mynetworks;
     int local_submission;             /* from the pickup role (a maildrop file) */
     int debug;                        /* a debug_peer_list client: log commands and replies */
-    const char *auth_mech;            /* AUTH in progress: "PLAIN" or "LOGIN" */
-    const char *auth_user;            /* LOGIN: the user name, once given */
+    const char *auth_mech;            /* AUTH in progress: the mechanism (upper case) */
+    const char *auth_user;            /* 1.0 back-end, LOGIN: the user name, once given */
+    /* SASL (auth.c, sasl_glue.c) */
+    const char *sasl_offer;           /* the mechanisms this session may use (helo_pool), NULL: not asked yet */
+    int sasl_offer_known;
+    void (*sasl_offer_next)(struct smtpd_session *s);   /* what waits for the list */
+    petrel_sasl_context sasl_ctx;
+    void *sasl_state;                 /* the back-end's state for the exchange */
+    int sasl_started;                 /* start() was called: end() is owed */
+    int sasl_final;                   /* success with final data: waiting for the client's empty response */
+    const char *sasl_final_user;      /* the login that success named (scratch) */
+    unsigned sasl_exchanges;
+    char sasl_session_id[48];
+    const char *auth_initial;         /* AUTH's initial response, kept while the list is asked */
+    struct event *auth_delay;         /* the growing delay before a failure is answered */
+    char *auth_delayed_reply;         /* that answer (malloc'd) */
     long local_uid;                   /* owner of that maildrop file */
     int bare_lf_excluded;
     const char *client_key;           /* "client:SERVICE:ADDR" in the shared table, when counted */
@@ -566,6 +596,28 @@ void smtpd_handle_command(struct smtpd_session *s, char *line, size_t len);
 
 /* auth.c */
 void smtpd_cmd_auth(struct smtpd_session *s, const struct smtp_command *cmd);
+/* The back-end answered a start() or step() (sasl_glue.c calls it). */
+void smtpd_sasl_outcome(struct smtpd_session *s, const petrel_sasl_answer *a);
+/* The mechanisms this session may use are known (NULL: the back-end cannot say). */
+void smtpd_sasl_mechanisms_known(struct smtpd_session *s, const char *list);
+/* For EHLO: learns the mechanisms on offer (possibly later), then next(s). */
+void smtpd_sasl_offer_then(struct smtpd_session *s, void (*next)(struct smtpd_session *s));
+/* AUTH may be offered now (enabled, and TLS active when smtpd_tls_auth_only). */
+int smtpd_sasl_offered_now(const struct smtpd_session *s);
+/* The session ends: any exchange ends with it. */
+void smtpd_sasl_session_gone(struct smtpd_session *s);
+
+/* sasl_glue.c */
+/* sasl_settings.c: reads the SASL parameters into set; -1 with *error (malloc'd). */
+int smtpd_sasl_settings(struct smtpd_settings *set, struct module_set *modules, const struct cfg *cfg,
+                        char **error);
+unsigned smtpd_sasl_options_now(const struct smtpd_session *s);
+int smtpd_sasl_offers(const char *list, const char *mech);
+void smtpd_sasl_ask_mechanisms(struct smtpd_session *s);
+void smtpd_sasl_start(struct smtpd_session *s, const char *mech, const unsigned char *initial, size_t len);
+void smtpd_sasl_step(struct smtpd_session *s, const unsigned char *response, size_t len);
+/* Ends the exchange: calls the back-end's end(); an unanswered request goes stale. */
+void smtpd_sasl_end(struct smtpd_session *s);
 /* One AUTH response line from the input; 1 when more input is needed. */
 int smtpd_auth_line(struct smtpd_session *s, struct evbuffer *in);
 
@@ -704,6 +756,9 @@ void smtpd_plugin_queued(struct smtpd_session *s, const char *queue_id);
 /* A transaction began or ended (s->tx set or NULL): the modules' transaction state follows. */
 void smtpd_plugin_tx(struct smtpd_session *s);
 void smtpd_plugin_session_gone(struct smtpd_session *s);
+/* The module runtime's view of the session (opened on first use), or NULL
+ * when the process's session table is full. */
+struct module_session *smtpd_module_session(struct smtpd_session *s);
 /* Calls one module entry point (a restriction check, a SASL back-end):
  * returns 1 with *r when it answered now, 0 when done(s, result) follows. */
 int smtpd_module_call(struct smtpd_session *s, struct petrel_module *m, const char *label,

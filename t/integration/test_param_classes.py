@@ -93,18 +93,18 @@ with Petrel(t, start=False, main_cf={"allow_min_user": "yes", "mailbox_size_limi
 # implemented the TLS protocol lists; t/unit/test_classes.c tests them. ---
 
 # --- -o options: checked like main.cf, reported against the master.cf line ---
-with Petrel(t, start=False, main_cf={"petrel_accept_unimplemented": "soft_bounce, smtp_sasl_auth_enable"},
-            extra_services="127.0.0.1:%d inet n - n - - smtpd -o smtpd_sasl_mechanism_filter=plain\n" % free_port()) as p:
+with Petrel(t, start=False, main_cf={"petrel_accept_unimplemented": "soft_bounce, smtp_tls_wrappermode"},
+            extra_services="127.0.0.1:%d inet n - n - - smtpd -o smtpd_tls_dcert_file=/etc/ssl/dsa.pem\n" % free_port()) as p:
     master_cf = os.path.join(p.conf, "master.cf")
     r = check(p)
     t.ok(r.returncode != 0, "an -o option of a refused parameter fails the check")
-    t.ok(("error: %s:2: smtpd_sasl_mechanism_filter is set but not implemented: AUTH mechanisms are NOT filtered by "
-          "this list (PLAIN and LOGIN are offered)" % master_cf + REFUSAL % "smtpd_sasl_mechanism_filter" + "\n")
+    t.ok(("error: %s:2: smtpd_tls_dcert_file is set but not implemented: this certificate or key is NOT loaded "
+          "(only smtpd_tls_cert_file and smtpd_tls_key_file are)" % master_cf + REFUSAL % "smtpd_tls_dcert_file" + "\n")
          in r.stderr,
          "against its master.cf line", r.stderr)
     t.like(r.stderr, r"warning: .*main\.cf:\d+: petrel_accept_unimplemented: soft_bounce is not a parameter Petrel "
            r"refuses; nothing to accept", "accepting what is not refused is a mistake worth a warning")
-    t.ok("smtp_sasl_auth_enable is not a parameter" not in r.stderr,
+    t.ok("smtp_tls_wrappermode is not a parameter" not in r.stderr,
          "accepting a refused parameter that is not set is fine")
 
 # --- per-transport parameters of a master.cf service, hyphens included ---
@@ -194,7 +194,7 @@ with Petrel(t, start=False, main_cf={
         "transport_maps": "texthash:/nonexistent/transport",
         "canonical_maps": "texthash:/nonexistent/canonical",
         "smtpd_sender_restrictions": "check_sender_access texthash:/nonexistent/access, reject_nothing_known",
-        "smtp_sasl_auth_enable": "yes"}) as p:
+        "smtp_tls_wrappermode": "yes"}) as p:
     main_cf = os.path.join(p.conf, "main.cf")
     r = check(p)
     t.ok(r.returncode != 0, "a configuration with many errors fails the check")
@@ -204,7 +204,7 @@ with Petrel(t, start=False, main_cf={
             ("transport_maps", r"transport_maps: texthash:/nonexistent/transport: "),
             ("canonical_maps", r"canonical_maps: texthash:/nonexistent/canonical: "),
             ("smtpd_sender_restrictions", r"smtpd_sender_restrictions: "),
-            ("smtp_sasl_auth_enable", r"smtp_sasl_auth_enable is set but not implemented")]
+            ("smtp_tls_wrappermode", r"smtp_tls_wrappermode is set but not implemented")]
     for name, pattern in want:
         t.ok(any(re.search(r"error: %s:%d: %s" % (re.escape(main_cf), line_of(p, name), pattern), e) for e in errors),
              "reported with its main.cf line: %s" % name, r.stderr)

@@ -60,6 +60,9 @@ MUST_SUPPORT = [
     "check_helo_mx_access", "check_helo_ns_access", "check_recipient_a_access", "check_recipient_mx_access",
     "check_recipient_ns_access", "reject_multi_recipient_bounce", "warn_if_reject", "sleep", "defer_if_permit",
     "defer_if_reject",
+    # issue 12 (SASL)
+    "reject_sender_login_mismatch", "reject_authenticated_sender_login_mismatch",
+    "reject_unauthenticated_sender_login_mismatch", "reject_known_sender_login_mismatch",
 ]
 
 
@@ -82,7 +85,10 @@ supported, refused = [], []
 with Petrel(t, start=False) as p:
     for name, arg in sorted(POSTFIX_RESTRICTIONS.items()):
         value = "reject_unauth_destination, %s%s" % (name, " " + arg if arg else "")
-        rc, err = check(p, {"smtpd_recipient_restrictions": value})
+        settings = {"smtpd_recipient_restrictions": value}
+        if name.endswith("sender_login_mismatch"):
+            settings["smtpd_sender_login_maps"] = "static:somebody"   # refused without it (test_sasl_policy.py)
+        rc, err = check(p, settings)
         if rc == 0:
             supported.append(name)
             t.ok(True, "%s: supported" % name)

@@ -26,7 +26,7 @@ with Petrel(t, main_cf=BASE) as p:
     c.cmd("RSET")
     t.is_(c.cmd("AUTH PLAIN " + b64("\0alice\0wrong")), "535 5.7.8 Error: authentication failed: authentication failure",
           "a wrong password gets 535 5.7.8")
-    t.ok(p.wait_log(r"warning: unknown\[127\.0\.0\.1\]: SASL PLAIN authentication failed: authentication failure") is not None,
+    t.ok(p.wait_log(r"warning: unknown\[127\.0\.0\.1\]: SASL PLAIN authentication failed: authentication failure, sasl_username=alice") is not None,
          "and Postfix's warning line (fail2ban reads it)")
     t.is_(c.cmd("AUTH PLAIN " + b64("\0alice\0secret")), "235 2.7.0 Authentication successful", "AUTH PLAIN with an initial response")
     t.ok(p.wait_log(r"testmod: sasl check PLAIN alice path=private/auth") is not None, "the back-end gets smtpd_sasl_path")
@@ -55,8 +55,8 @@ with Petrel(t, main_cf=BASE) as p:
     t.is_(c.cmd("*"), "501 5.7.0 Authentication aborted", "* aborts the exchange")
     t.is_(c.cmd("AUTH PLAIN !!!notbase64"), "501 5.5.2 Cannot decode response", "bad base64 is refused")
     t.is_(c.cmd("AUTH CRAM-MD5"), "504 5.5.4 Unrecognized authentication type", "an unknown mechanism is refused")
-    t.is_(c.cmd("AUTH PLAIN " + b64("\0down\0secret")), "454 4.7.0 Temporary authentication failure",
-          "a back-end failure is temporary")
+    t.is_(c.cmd("AUTH PLAIN " + b64("\0down\0secret")), "454 4.7.0 Temporary authentication failure: authentication server unavailable",
+          "a back-end failure is temporary (Postfix's reply and reason)")
     t.is_(c.cmd("AUTH PLAIN " + b64("\0slow\0secret")), "235 2.7.0 Authentication successful",
           "an asynchronous back-end answer completes the exchange")
     c.close()

@@ -52,14 +52,17 @@ ROLE_ARROWS = {
 # State machines split into files for size: one unit each for rule 3.
 ENGINES = {
     "the smtpd session (its commands resume the input loop)":
-        {"smtpd/session.c", "smtpd/commands.c", "smtpd/auth.c", "smtpd/data.c", "smtpd/envelope.c", "smtpd/tls.c",
-         "smtpd/rates.c", "smtpd/proxy.c"},
+        {"smtpd/session.c", "smtpd/commands.c", "smtpd/auth.c", "smtpd/sasl_glue.c", "smtpd/data.c",
+         "smtpd/envelope.c", "smtpd/tls.c", "smtpd/rates.c", "smtpd/proxy.c"},
     "the restriction engine (a step that waits resumes its loop)":
         {"smtpd/restrict.c", "smtpd/restrict_compile.c", "smtpd/restrict_steps.c", "smtpd/restrict_dns.c",
          "smtpd/policy.c"},
     "the SMTP client (each step ends in the job's driver)":
         {"deliver/smtp_client.c", "deliver/smtp_addr.c", "deliver/smtp_connect.c", "deliver/smtp_proto.c",
-         "deliver/smtp_content.c"},
+         "deliver/smtp_content.c", "deliver/smtp_sasl.c"},
+    "the module dispatcher (hook calls and SASL requests; a session closed during a call is destroyed "
+    "when it returns, and destroying a session drops its calls)":
+        {"module/dispatch.c", "module/sasl.c"},
     "postscreen (a screened connection moves between its tests and its verdict)":
         {"smtpd/postscreen.c", "smtpd/psc_smtpd.c"},
     "the queue manager (delivery results schedule the next jobs and finish messages)":

@@ -160,7 +160,7 @@ static void test_check(struct cfg_schema *schema)
         cfg_free(cfg);
         cfg_classes_free(own);
     }
-    is_int(check_text(schema, "milter_header_checks = regexp:/a\nsmtp_sasl_auth_enable = yes\n"), 2,
+    is_int(check_text(schema, "milter_header_checks = regexp:/a\nsmtp_tls_wrappermode = yes\n"), 2,
            "each refusal counts");
 }
 

@@ -24,7 +24,8 @@ static size_t v2(unsigned char *out, int ver_cmd, int fam, const unsigned char *
     out[13] = (unsigned char)fam;
     out[14] = (unsigned char)(blen >> 8);
     out[15] = (unsigned char)blen;
-    memcpy(out + 16, body, blen);
+    if (blen)   /* body may be NULL for an empty one: memcpy's arguments must be valid even for 0 bytes */
+        memcpy(out + 16, body, blen);
     return 16 + blen;
 }
 

@@ -316,7 +316,13 @@ typedef struct petrel_module_desc {
      * not a socket. Report each problem with petrel_config_error() and
      * return -1; 0 when all is well. May be NULL. */
     int (*check)(petrel_module *m);
-    void *spare[7];                           /* room for growth within ABI 1.x: leave zero */
+    /* ABI 1.1: SASL back-ends that run whole mechanisms, challenges
+     * included (see "SASL mechanisms with challenges" below); each entry
+     * starts with PETREL_SASL_SERVER_INIT, the array ends with an entry
+     * whose name is NULL. Read only from modules built for minor 1 or
+     * later. */
+    const struct petrel_sasl_server *sasl_servers;
+    void *spare[6];                           /* room for growth within ABI 1.x: leave zero */
 } petrel_module_desc;
 
 /* The one symbol a module exports (declared here so that the definition
@@ -512,6 +518,121 @@ PETREL_API void petrel_metric_add(petrel_metric *metric, const char *const *labe
 PETREL_API void petrel_metric_set(petrel_metric *metric, const char *const *label_values, double value);  /* gauge */
 PETREL_API void petrel_metric_observe(petrel_metric *metric, const char *const *label_values,
                                       double value);                                                 /* histogram */
+
+/* ------------------------------------------------------------------ */
+/* SASL mechanisms with challenges (ABI 1.1)                           */
+
+/* A SASL server back-end runs whole mechanisms (PLAIN, LOGIN, CRAM-MD5,
+ * SCRAM-SHA-256, whatever it knows), challenges included, where a 1.0
+ * petrel_sasl_backend only says yes or no to a user and a password.
+ * smtpd speaks the SMTP side of RFC 4954 itself: it decodes every client
+ * response from base64 once (a bad one is answered 501 5.5.2 without
+ * asking the back-end), handles "*" (501 5.7.0) and
+ * smtpd_sasl_response_limit, encodes challenges into 334 replies, filters
+ * the offered mechanisms by smtpd_sasl_security_options (or
+ * smtpd_sasl_tls_security_options under TLS) and
+ * smtpd_sasl_mechanism_filter, and logs and answers outcomes as Postfix
+ * does. The back-end sees raw bytes only.
+ *
+ * Every question to a back-end is a request handle (like petrel_pending:
+ * no memory, checked by the core). The back-end answers it once, with
+ * petrel_sasl_reply() (or petrel_sasl_offer() for a mechanisms request),
+ * either before the callback returns or later from the loop (a socket
+ * watch, a worker-thread completion). The handle goes stale when it is
+ * answered, when the module's NAME_hook_timeout passes (the client then
+ * gets 454 4.7.0), when the exchange ends (after end() has returned: end()
+ * may still answer it) and when the session ends; an answer through a
+ * stale handle is logged and ignored, so a late completion need not know
+ * whether anybody still waits. */
+typedef struct petrel_sasl_request petrel_sasl_request;
+#define PETREL_HAVE_SASL_SERVER 1
+
+/* What a mechanism is (Dovecot's MECH flags, Cyrus' security properties);
+ * smtpd_sasl_security_options' noplaintext, noactive, nodictionary and
+ * noanonymous drop mechanisms with the matching property,
+ * forward_secrecy and mutual_auth keep only those that have it. */
+#define PETREL_SASL_PLAINTEXT 0x01        /* the password crosses the wire (PLAIN, LOGIN) */
+#define PETREL_SASL_ACTIVE 0x02           /* open to active (non-dictionary) attack */
+#define PETREL_SASL_DICTIONARY 0x04       /* open to passive dictionary attack (CRAM-MD5) */
+#define PETREL_SASL_ANONYMOUS 0x08        /* ANONYMOUS */
+#define PETREL_SASL_FORWARD_SECRECY 0x10
+#define PETREL_SASL_MUTUAL_AUTH 0x20      /* the server proves itself too (SCRAM) */
+
+typedef struct petrel_sasl_mechanism {
+    const char *name;          /* "SCRAM-SHA-256": upper case, as RFC 4422 names it */
+    unsigned properties;       /* PETREL_SASL_* above */
+} petrel_sasl_mechanism;
+
+/* What a back-end may know about the session asking. Strings live as long
+ * as the exchange (until the back-end's end() has been called). */
+typedef struct petrel_sasl_context {
+    size_t size;               /* sizeof(petrel_sasl_context) as the core knows it */
+    petrel_module *module;     /* the back-end's module */
+    petrel_session *session;   /* the session, as a handle of the back-end's module (stale once it ends) */
+    const char *path;          /* smtpd_sasl_path: a socket, a table, an application name */
+    const char *service;       /* smtpd_sasl_service ("smtp") */
+    const char *local_domain;  /* smtpd_sasl_local_domain (the realm), "" for none */
+    const char *client_addr, *client_port;
+    const char *server_addr, *server_port;   /* where the client connected to */
+    int tls;                   /* the session is encrypted (Dovecot's "secured") */
+    unsigned security;         /* the PETREL_SASL_* properties the options exclude (for libraries that filter themselves) */
+    const char *session_id;    /* a unique name of this exchange, for the back-end's own logs */
+    const char *queue_directory;   /* a relative smtpd_sasl_path is relative to it, as in Postfix */
+} petrel_sasl_context;
+
+typedef enum petrel_sasl_status {
+    PETREL_SASL_CHALLENGE,     /* send data as a 334 challenge and wait for the client's response */
+    PETREL_SASL_SUCCESS,       /* authenticated as username; data, when any, is sent as a final 334 first */
+    PETREL_SASL_FAILURE,       /* 535 5.7.8 Error: authentication failed: reason */
+    PETREL_SASL_TEMPFAIL,      /* 454 4.7.0 Temporary authentication failure: reason (the back-end is down) */
+} petrel_sasl_status;
+
+typedef struct petrel_sasl_answer {
+    size_t size;               /* sizeof(petrel_sasl_answer): PETREL_SASL_ANSWER_INIT */
+    petrel_sasl_status status;
+    const void *data;          /* CHALLENGE, SUCCESS: raw bytes (the core base64-encodes them) */
+    size_t len;
+    /* SUCCESS: the authenticated login (required; what permit_sasl_authenticated,
+     * smtpd_sender_login_maps and the logs see). FAILURE: the login that was
+     * tried, when known (logged as sasl_username=). Never a password. */
+    const char *username;
+    const char *reason;        /* FAILURE, TEMPFAIL: for the log and the reply; NULL: a default */
+} petrel_sasl_answer;
+#define PETREL_SASL_ANSWER_INIT .size = sizeof(petrel_sasl_answer)
+
+/* Start each entry with PETREL_SASL_SERVER_INIT; end with a NULL name. */
+typedef struct petrel_sasl_server {
+    size_t size;               /* sizeof(petrel_sasl_server): PETREL_SASL_SERVER_INIT */
+    const char *name;          /* the smtpd_sasl_type value, e.g. "dovecot" */
+    /* The mechanisms it can run for this session (asked at every EHLO and
+     * before AUTH): answer with petrel_sasl_offer(), or petrel_sasl_reply()
+     * with TEMPFAIL when it cannot say (AUTH is then not offered). */
+    void (*mechanisms)(petrel_sasl_request *r, const petrel_sasl_context *c);
+    /* Starts mechanism (one the back-end offered, upper case) with the
+     * client's initial response: initial NULL when there was none, a
+     * zero-length one for "AUTH MECH =". *state is the back-end's own
+     * pointer for this exchange, handed to step() and end(). */
+    void (*start)(petrel_sasl_request *r, const petrel_sasl_context *c, const char *mechanism,
+                  const unsigned char *initial, size_t len, void **state);
+    /* The client's response to the last challenge, decoded. */
+    void (*step)(petrel_sasl_request *r, const petrel_sasl_context *c, void *state,
+                 const unsigned char *response, size_t len);
+    /* The exchange is over (success, failure, "*", a timeout, the client
+     * left): release state. Called exactly once for every start(), on the
+     * loop; a request still unanswered goes stale when it returns (no
+     * need to answer it). May be NULL. */
+    void (*end)(const petrel_sasl_context *c, void *state);
+} petrel_sasl_server;
+#define PETREL_SASL_SERVER_INIT .size = sizeof(petrel_sasl_server)
+
+/* Answers a start() or step() request (or a mechanisms request with
+ * TEMPFAIL). Copies what it needs. A second answer, or one through a
+ * stale handle, is logged and ignored. */
+PETREL_API void petrel_sasl_reply(petrel_sasl_request *r, const petrel_sasl_answer *a);
+/* Answers a mechanisms request with the n mechanisms the back-end offers (at most 64). */
+PETREL_API void petrel_sasl_offer(petrel_sasl_request *r, const petrel_sasl_mechanism *mechanisms, size_t n);
+/* The module a request belongs to (known even when the handle is stale). */
+PETREL_API petrel_module *petrel_sasl_request_module(petrel_sasl_request *r);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,394 @@
+/*
+ * smtpd_sasl_type = table, smtpd_sasl_path = TYPE:NAME: a lookup table of
+ * `login value`, the value a crypt(3) hash (yescrypt $y$, sha512-crypt $6$,
+ * bcrypt $2b$, and whatever else libcrypt knows) or {PLAIN}text. It runs
+ * PLAIN and LOGIN (the only mechanisms a hash can serve).
+ *
+ * The table: Module API 1.1's petrel_table_open() is not in this core yet,
+ * so the module reads the one type it can without it, texthash: (postmap's
+ * source format: `key value` lines, # comments, continuation lines start
+ * with white space; keys compared without case, as Postfix folds them).
+ * Any other TYPE stops the start with a message that says so. The file is
+ * read on a worker thread, again whenever its inode or mtime changes, so an
+ * edit applies without a reload.
+ *
+ * Checking a password costs what the hash was made to cost (yescrypt's
+ * default is tens of milliseconds), so it runs on the module's threads; an
+ * unknown login is hashed too (against a fixed yescrypt hash), so that
+ * timing does not tell which logins exist. Passwords are wiped as soon as
+ * they are checked.
+ */
+#include <crypt.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+
+#include "sasl_int.h"
+
+struct entry {
+    char *login, *value;
+};
+
+struct table_db {
+    pthread_mutex_t lock;
+    char *path;
+    dev_t dev;
+    ino_t ino;
+    struct timespec mtime;
+    int loaded;
+    struct entry *entries;
+    size_t n;
+};
+
+struct table_check {
+    struct sasl_module *sm;
+    petrel_sasl_request *r;
+    char *login, *password;
+    int verdict;                      /* 1 ok, 0 wrong, -1 table unreadable */
+    char reason[160];
+};
+
+/* A yescrypt setting (libxcrypt's default cost) hashed for unknown logins. */
+static const char decoy_setting[] = "$y$j9T$F5Jx5fExrKuPp53xLKQ..1";
+
+static void free_entries(struct table_db *t)
+{
+    for (size_t i = 0; i < t->n; i++) {
+        free(t->entries[i].login);
+        if (t->entries[i].value) {
+            explicit_bzero(t->entries[i].value, strlen(t->entries[i].value));
+            free(t->entries[i].value);
+        }
+    }
+    free(t->entries);
+    t->entries = NULL;
+    t->n = 0;
+}
+
+static void add_entry(struct table_db *t, const char *line, size_t *cap)
+{
+    const char *k = line + strspn(line, " \t");
+    size_t kl = strcspn(k, " \t");
+    if (kl == 0 || *k == '#')
+        return;
+    const char *v = k + kl;
+    v += strspn(v, " \t");
+    size_t vl = strlen(v);
+    while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t' || v[vl - 1] == '\r'))
+        vl--;
+    if (t->n == *cap) {
+        *cap = *cap ? *cap * 2 : 16;
+        t->entries = realloc(t->entries, *cap * sizeof(*t->entries));
+        if (t->entries == NULL)
+            abort();
+    }
+    struct entry *e = &t->entries[t->n++];
+    e->login = strndup(k, kl);
+    e->value = strndup(v, vl);
+    for (char *p = e->login; *p; p++)
+        if (*p >= 'A' && *p <= 'Z')
+            *p = (char)(*p - 'A' + 'a');
+}
+
+/* On a worker thread, under t->lock: (re)reads the file when it changed. */
+static int refresh(struct table_db *t, char *why, size_t whylen)
+{
+    struct stat st;
+    if (stat(t->path, &st) != 0) {
+        snprintf(why, whylen, "cannot read %s: %s", t->path, strerror(errno));
+        return -1;
+    }
+    if (t->loaded && st.st_dev == t->dev && st.st_ino == t->ino && st.st_mtim.tv_sec == t->mtime.tv_sec &&
+        st.st_mtim.tv_nsec == t->mtime.tv_nsec)
+        return 0;
+    FILE *f = fopen(t->path, "re");
+    if (f == NULL) {
+        snprintf(why, whylen, "cannot read %s: %s", t->path, strerror(errno));
+        return -1;
+    }
+    free_entries(t);
+    size_t cap = 0;
+    char *line = NULL, *logical = NULL;
+    size_t linecap = 0, loglen = 0;
+    ssize_t n;
+    while ((n = getline(&line, &linecap, f)) >= 0) {
+        if (n && line[n - 1] == '\n')
+            line[--n] = '\0';
+        if ((line[0] == ' ' || line[0] == '\t') && logical) {
+            /* a continuation line (postmap's rule) */
+            logical = realloc(logical, loglen + (size_t)n + 2);
+            logical[loglen++] = ' ';
+            memcpy(logical + loglen, line + strspn(line, " \t"), (size_t)n - strspn(line, " \t") + 1);
+            loglen += (size_t)n - strspn(line, " \t");
+            continue;
+        }
+        if (logical) {
+            add_entry(t, logical, &cap);
+            explicit_bzero(logical, loglen);
+            free(logical);
+        }
+        logical = strdup(line);
+        loglen = (size_t)n;
+    }
+    if (logical) {
+        add_entry(t, logical, &cap);
+        explicit_bzero(logical, loglen);
+        free(logical);
+    }
+    if (line) {
+        explicit_bzero(line, linecap);
+        free(line);
+    }
+    fclose(f);
+    t->dev = st.st_dev;
+    t->ino = st.st_ino;
+    t->mtime = st.st_mtim;
+    t->loaded = 1;
+    return 0;
+}
+
+static int equal_consttime(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    unsigned char d = (unsigned char)(la != lb);
+    for (size_t i = 0; i < lb; i++)
+        d |= (unsigned char)(a[i % (la ? la : 1)] ^ b[i]);
+    return d == 0;
+}
+
+static int check_hash(const char *value, const char *password)
+{
+    if (strncasecmp(value, "{PLAIN}", 7) == 0)
+        return equal_consttime(value + 7, password);
+    if (value[0] != '$')
+        return 0;   /* not a crypt(3) hash we accept (an old DES hash has no $) */
+    struct crypt_data *cd = calloc(1, sizeof(*cd));
+    if (cd == NULL)
+        return 0;
+    const char *h = crypt_r(password, value, cd);
+    int ok = h && h[0] != '*' && equal_consttime(h, value);
+    explicit_bzero(cd, sizeof(*cd));
+    free(cd);
+    return ok;
+}
+
+static void check_work(void *arg)
+{
+    struct table_check *c = arg;
+    struct table_db *t = c->sm->table;
+    pthread_mutex_lock(&t->lock);
+    if (refresh(t, c->reason, sizeof(c->reason)) != 0) {
+        pthread_mutex_unlock(&t->lock);
+        c->verdict = -1;
+        return;
+    }
+    char *value = NULL;
+    for (size_t i = 0; i < t->n; i++)
+        if (strcasecmp(t->entries[i].login, c->login) == 0)
+            value = strdup(t->entries[i].value);
+    pthread_mutex_unlock(&t->lock);
+    if (value) {
+        c->verdict = check_hash(value, c->password);
+        explicit_bzero(value, strlen(value));
+        free(value);
+    } else {
+        struct crypt_data *cd = calloc(1, sizeof(*cd));   /* the same cost as a known login */
+        if (cd) {
+            crypt_r(c->password, decoy_setting, cd);
+            explicit_bzero(cd, sizeof(*cd));
+            free(cd);
+        }
+        c->verdict = 0;
+    }
+    explicit_bzero(c->password, strlen(c->password));
+}
+
+static void check_done(void *arg)
+{
+    struct table_check *c = arg;
+    if (c->verdict == 1)
+        sasl_answer(c->r, PETREL_SASL_SUCCESS, NULL, 0, c->login, NULL);
+    else if (c->verdict == 0)
+        sasl_answer(c->r, PETREL_SASL_FAILURE, NULL, 0, c->login, NULL);
+    else {
+        petrel_module_log(c->sm->m, PETREL_LOG_WARNING, "table: %s", c->reason);
+        sasl_answer(c->r, PETREL_SASL_TEMPFAIL, NULL, 0, c->login, "authentication table unavailable");
+    }
+    free(c->login);
+    free(c->password);
+    free(c);
+}
+
+/* Opens smtpd_sasl_path the first time; NULL with a reason. */
+static struct table_db *table_of(const petrel_sasl_context *c, const char **why)
+{
+    struct sasl_module *sm = sasl_module_of(c->module);
+    if (sm->table)
+        return sm->table;
+    const char *path = c->path ? c->path : "";
+    const char *colon = strchr(path, ':');
+    if (colon == NULL || strncmp(path, "texthash:", 9) != 0) {
+        *why = "smtpd_sasl_path must be texthash:/path/to/file: other table types need the module-table "
+               "API (petrel_table_open, API 1.1), which this Petrel does not have yet";
+        return NULL;
+    }
+    if (colon[1] != '/') {
+        *why = "smtpd_sasl_path: the texthash file must be an absolute path";
+        return NULL;
+    }
+    struct table_db *t = calloc(1, sizeof(*t));
+    if (t == NULL)
+        abort();
+    pthread_mutex_init(&t->lock, NULL);
+    t->path = strdup(colon + 1);
+    sm->table = t;
+    return t;
+}
+
+static const petrel_sasl_mechanism table_mechs[] = { { "PLAIN", PETREL_SASL_PLAINTEXT },
+                                                      { "LOGIN", PETREL_SASL_PLAINTEXT } };
+
+void sasl_table_mechanisms(petrel_sasl_request *r, const petrel_sasl_context *c)
+{
+    const char *why = NULL;
+    if (table_of(c, &why) == NULL) {
+        petrel_module_log(c->module, PETREL_LOG_ERROR, "table: %s", why);
+        sasl_answer(r, PETREL_SASL_TEMPFAIL, NULL, 0, NULL, why);
+        return;
+    }
+    petrel_sasl_offer(r, table_mechs, 2);
+}
+
+struct table_exchange {
+    int login_mech;                   /* LOGIN: 1 while the user name is awaited, 2 for the password */
+    char *user;
+};
+
+static void verify(petrel_sasl_request *r, const petrel_sasl_context *c, const char *user, const char *password)
+{
+    const char *why = NULL;
+    struct sasl_module *sm = sasl_module_of(c->module);
+    if (table_of(c, &why) == NULL) {
+        sasl_answer(r, PETREL_SASL_TEMPFAIL, NULL, 0, user, why);
+        return;
+    }
+    struct table_check *chk = calloc(1, sizeof(*chk));
+    if (chk == NULL)
+        abort();
+    chk->sm = sm;
+    chk->r = r;
+    chk->login = strdup(user);
+    chk->password = strdup(password);
+    if (sasl_workers_run(sm->workers, check_work, check_done, chk) != 0) {
+        explicit_bzero(chk->password, strlen(chk->password));
+        free(chk->password);
+        free(chk->login);
+        free(chk);
+        sasl_answer(r, PETREL_SASL_TEMPFAIL, NULL, 0, user, "no worker thread");
+    }
+}
+
+static void plain(petrel_sasl_request *r, const petrel_sasl_context *c, const unsigned char *data, size_t len)
+{
+    /* authzid NUL authcid NUL password; an authzid other than the login is refused */
+    const char *p = (const char *)data, *end = p + len;
+    const char *u = memchr(p, '\0', len);
+    const char *w = u ? memchr(u + 1, '\0', (size_t)(end - u - 1)) : NULL;
+    if (u == NULL || w == NULL || memchr(w + 1, '\0', (size_t)(end - w - 1)) || u == w - 1) {
+        sasl_answer(r, PETREL_SASL_FAILURE, NULL, 0, NULL, "Invalid authentication data");
+        return;
+    }
+    char *authz = strndup(p, (size_t)(u - p));
+    char *user = strndup(u + 1, (size_t)(w - u - 1));
+    char *pass = strndup(w + 1, (size_t)(end - w - 1));
+    if (*authz && strcmp(authz, user) != 0)
+        sasl_answer(r, PETREL_SASL_FAILURE, NULL, 0, user, "authorization identity differs from the login");
+    else
+        verify(r, c, user, pass);
+    explicit_bzero(pass, strlen(pass));
+    free(pass);
+    free(user);
+    free(authz);
+}
+
+void sasl_table_start(petrel_sasl_request *r, const petrel_sasl_context *c, const char *mech,
+                      const unsigned char *initial, size_t len, void **state)
+{
+    if (strcmp(mech, "PLAIN") == 0) {
+        if (initial) {
+            plain(r, c, initial, len);
+            return;
+        }
+        struct table_exchange *x = calloc(1, sizeof(*x));
+        *state = x;
+        sasl_answer(r, PETREL_SASL_CHALLENGE, "", 0, NULL, NULL);
+        return;
+    }
+    if (strcmp(mech, "LOGIN") != 0) {
+        sasl_answer(r, PETREL_SASL_FAILURE, NULL, 0, NULL, "Invalid authentication mechanism");
+        return;
+    }
+    struct table_exchange *x = calloc(1, sizeof(*x));
+    if (x == NULL)
+        abort();
+    x->login_mech = 1;
+    *state = x;
+    if (initial && len) {
+        x->user = strndup((const char *)initial, len);
+        x->login_mech = 2;
+        sasl_answer(r, PETREL_SASL_CHALLENGE, "Password:", 9, NULL, NULL);
+        return;
+    }
+    sasl_answer(r, PETREL_SASL_CHALLENGE, "Username:", 9, NULL, NULL);
+}
+
+void sasl_table_step(petrel_sasl_request *r, const petrel_sasl_context *c, void *state, const unsigned char *resp,
+                     size_t len)
+{
+    struct table_exchange *x = state;
+    if (x == NULL || memchr(resp, '\0', len)) {
+        sasl_answer(r, PETREL_SASL_FAILURE, NULL, 0, x ? x->user : NULL, "Invalid authentication data");
+        return;
+    }
+    if (x->login_mech == 0) {   /* PLAIN's response */
+        plain(r, c, resp, len);
+        return;
+    }
+    char *text = strndup((const char *)resp, len);
+    if (x->login_mech == 1) {
+        free(x->user);
+        x->user = text;
+        x->login_mech = 2;
+        sasl_answer(r, PETREL_SASL_CHALLENGE, "Password:", 9, NULL, NULL);
+        return;
+    }
+    verify(r, c, x->user, text);
+    explicit_bzero(text, len);
+    free(text);
+}
+
+void sasl_table_end(const petrel_sasl_context *c, void *state)
+{
+    (void)c;
+    struct table_exchange *x = state;
+    if (x) {
+        free(x->user);
+        free(x);
+    }
+}
+
+void sasl_table_fini(struct sasl_module *sm)
+{
+    struct table_db *t = sm->table;
+    if (t == NULL)
+        return;
+    free_entries(t);
+    free(t->path);
+    pthread_mutex_destroy(&t->lock);
+    free(t);
+    sm->table = NULL;
+}

@@ -131,9 +131,11 @@ static const struct cfg_param smtp_params[] = {
            "SASL mechanisms the client may use (empty: all)"),
     TWIN_M("smtp_sasl_password_maps", "lmtp_sasl_password_maps", "client credentials per destination"),
     TWIN_S("smtp_sasl_security_options", "lmtp_sasl_security_options", "noplaintext, noanonymous",
-           "allowed client SASL mechanisms without TLS (Petrel: no password in plaintext unless set)"),
-    TWIN_S("smtp_sasl_tls_security_options", "lmtp_sasl_tls_security_options", "noanonymous",
-           "allowed client SASL mechanisms under TLS"),
+           "allowed client SASL mechanisms without TLS"),
+    /* Postfix's defaults: under TLS the same as without, so PLAIN and LOGIN
+     * need an explicit smtp_sasl_tls_security_options = noanonymous. */
+    S("smtp_sasl_tls_security_options", "$smtp_sasl_security_options", "allowed client SASL mechanisms under TLS"),
+    S("lmtp_sasl_tls_security_options", "$lmtp_sasl_security_options", "allowed client SASL mechanisms under TLS"),
     TWIN_B("smtp_sender_dependent_authentication", "lmtp_sender_dependent_authentication", "no", "no",
            "look the sender up in smtp_sasl_password_maps first"),
 

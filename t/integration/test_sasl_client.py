@@ -74,7 +74,7 @@ try:
         for extra, mech, why in (({}, "SCRAM-SHA-256", "the strongest mechanism both offer, over STARTTLS"),
                                  ({"smtp_sasl_mechanism_filter": "cram-md5"}, "CRAM-MD5",
                                   "smtp_sasl_mechanism_filter picks CRAM-MD5"),
-                                 ({"smtp_sasl_mechanism_filter": "plain, login"}, "PLAIN",
+                                 ({"smtp_sasl_mechanism_filter": "plain, login", "smtp_sasl_tls_security_options": "noanonymous"}, "PLAIN",
                                   "PLAIN under TLS (smtp_sasl_tls_security_options = noanonymous)")):
             with sender(s1.port, **extra) as a:
                 r = submit(a, mech)

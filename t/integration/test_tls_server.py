@@ -420,18 +420,23 @@ with tls_petrel({"smtpd_client_new_tls_session_rate_limit": "2", "smtpd_client_e
     c.close()
 
 # ---- resumption across the two workers ----
-def resume_all(p, ctx, session, n=16):
-    """n connections resuming session; returns (resumed count, PIDs that logged a reuse)."""
-    resumed = 0
-    for _ in range(n):
+def resume_all(p, ctx, session, n=16, most=96):
+    """At least n connections resuming session, more (up to most) until both
+    workers have taken some: which worker accepts a connection is the
+    kernel's choice, and on a busy machine one may take many in a row.
+    Returns (connections, resumed count, PIDs that logged a reuse)."""
+    resumed = tries = 0
+    pids = set()
+    while tries < n or (len(pids) < 2 and tries < most):
         c, err = starttls(p, ctx, session=session)
         if err is None:
             c.ehlo()
             resumed += c.sock.session_reused
             c.cmd("QUIT")
         c.close()
-    pids = set(re.findall(r"smtpd\[(\d+)\]: unknown\[127\.0\.0\.1\]: Reusing old session", p.log()))
-    return resumed, pids
+        tries += 1
+        pids = set(re.findall(r"smtpd\[(\d+)\]: unknown\[127\.0\.0\.1\]: Reusing old session", p.log()))
+    return tries, resumed, pids
 
 
 with tls_petrel({"smtpd_tls_loglevel": "2"}, workers=2) as p:
@@ -443,8 +448,8 @@ with tls_petrel({"smtpd_tls_loglevel": "2"}, workers=2) as p:
     session = c.sock.session
     c.cmd("QUIT")
     c.close()
-    resumed, pids = resume_all(p, ctx, session)
-    t.is_(resumed, 16, "TLS 1.3 tickets: every one of 16 connections resumes, whichever worker takes it")
+    tries, resumed, pids = resume_all(p, ctx, session)
+    t.is_(resumed, tries, "TLS 1.3 tickets: every one of %d connections resumes, whichever worker takes it" % tries)
     t.ok(len(pids) == 2, "both workers resumed sessions (shared ticket keys)", pids)
     r = p.petrelctl("reload")
     wait_for(lambda: len(set(p.worker_pids()) - set(workers)) >= 2, timeout=20)
@@ -468,8 +473,9 @@ with tls_petrel({"smtpd_tls_loglevel": "2",
     c.ehlo()
     session = c.sock.session
     c.close()
-    resumed, pids = resume_all(p, ctx, session)
-    t.is_(resumed, 16, "TLS 1.2 session IDs (no tickets) in smtpd_tls_session_cache_database: all 16 resume")
+    tries, resumed, pids = resume_all(p, ctx, session)
+    t.is_(resumed, tries, "TLS 1.2 session IDs (no tickets) in smtpd_tls_session_cache_database: all %d resume"
+          % tries)
     t.ok(len(pids) == 2, "in both workers", pids)
     t.ok(os.path.exists(os.path.join(WORK, "smtpd_scache.lmdb")), "the database is PATH.lmdb")
 with tls_petrel({"smtpd_tls_loglevel": "2"}, workers=2) as p:
@@ -478,9 +484,9 @@ with tls_petrel({"smtpd_tls_loglevel": "2"}, workers=2) as p:
     c.ehlo()
     session = c.sock.session
     c.close()
-    resumed, pids = resume_all(p, ctx, session)
-    t.ok(resumed < 16, "without the database a session ID resumes only on the worker that made it",
-         (resumed, pids))
+    tries, resumed, pids = resume_all(p, ctx, session)
+    t.ok(resumed < tries,
+         "without the database a session ID resumes only on the worker that made it", (tries, resumed, pids))
 
 shutil.rmtree(WORK, ignore_errors=True)
 t.done()

@@ -201,9 +201,17 @@ def descendants(pid):
 
 
 def alive(pid):
+    """Whether any thread of process pid still runs. A zombie whose parent
+    never reaps it counts as gone, but only once its last thread has left:
+    the thread-group leader shows "Z" as soon as it exits itself, while the
+    process's other threads (a commit pool in a write or an fsync) still
+    run and still hold its descriptors - the listening socket, whose backlog
+    then answers a new daemon's readiness probe, and the pid-file lock."""
     try:
         with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+            if f.read().rsplit(")", 1)[1].split()[0] != "Z":
+                return True
+        return len(os.listdir("/proc/%d/task" % pid)) > 1
     except OSError:
         return False
 

@@ -327,15 +327,37 @@ with postscreen(t, pass_maxproc="1", main_cf={"postscreen_access_list": "permit"
     time.sleep(1)   # let the old workers take their drain signal before the slot frees
     first.cmd("QUIT")
     first.close()
+    # Watch every waiting client until one is greeted (a loaded machine may
+    # take a while), keeping whatever the others hear meanwhile.
     import select
-    ready, _, _ = select.select([q.sock for q in queued], [], [], 10)
-    # At least one: across a reload, once in a loaded CI run two waiting
-    # clients were let in for the one slot (probably the draining and the new
-    # workers each granted one) - a race written down for the next session;
-    # what this test guards is that waiting clients are not forgotten.
-    t.ok(len(ready) >= 1, "when the session ends, a waiting client gets the slot (%d did)" % len(ready))
-    winner = [q for q in queued if q.sock in ready]
-    t.is_(winner[0].read_reply() if winner else None, "220 " + PASSED_BANNER, "and smtpd greets it")
+    greeted, others = None, []
+    deadline = time.time() + 30
+    pending = list(queued)
+    while greeted is None and pending and time.time() < deadline:
+        ready, _, _ = select.select([q.sock for q in pending], [], [], 1)
+        for q in [q for q in pending if q.sock in ready]:
+            pending.remove(q)
+            try:
+                reply = q.read_reply()
+            except OSError as e:
+                reply = "closed (%s)" % e
+            if reply == "220 " + PASSED_BANNER and greeted is None:
+                greeted = q
+            else:
+                others.append("%s: %s" % (q.sock.getsockname()[0], reply))
+    t.ok(greeted is not None, "when the session ends, a waiting client gets the slot and smtpd's greeting")
+    ready, _, _ = select.select([q.sock for q in pending], [], [], 2)   # a second grant, if any
+    for q in [q for q in pending if q.sock in ready]:
+        try:
+            others.append("%s: %s" % (q.sock.getsockname()[0], q.read_reply()))
+        except OSError as e:
+            others.append("%s: closed (%s)" % (q.sock.getsockname()[0], e))
+    # The one slot went to one client: no other was let in. Twice in loaded
+    # CI runs another waiting client became readable too, and what it heard
+    # was not recorded: the description says it now (an open question).
+    t.ok(not any(o.endswith(": 220 " + PASSED_BANNER) for o in others),
+         "no second waiting client is let in for the one slot%s"
+         % (" (others heard: %s)" % "; ".join(others) if others else ""))
     for q in queued:
         q.close()
 

@@ -135,4 +135,8 @@ struct cfg *cfg_service_copy(struct cfg *gen, const char *service_name, const ch
  * base are validated, so nothing is reported twice. */
 const struct cfg *cfg_stress_copy(struct cfg *base);
 
+/* A master.cf line's white-space separated fields, { } groups (nested)
+ * keeping their spaces (master.c); free with cfg_list_free. */
+char **cfg_master_tokenize(const char *text, size_t *count);
+
 #endif

@@ -155,8 +155,10 @@ static int lookup_command(const char *command, enum petrel_role *role)
     return -1;
 }
 
-/* White-space separated tokens where { } groups (possibly nested) keep their spaces. */
-static char **tokenize(const char *text, size_t *count)
+/* White-space separated tokens where { } groups (possibly nested) keep
+ * their spaces: a master.cf line's fields and arguments (also for
+ * petrelctl config -M/-F/-P). Free with cfg_list_free(). */
+char **cfg_master_tokenize(const char *text, size_t *count)
 {
     char **tokens = NULL;
     size_t n = 0, cap = 0;
@@ -284,7 +286,7 @@ static int parse_service(struct cfg *gen, const char *file, int line, const char
                          struct master_service *svc, struct pending_service *pending)
 {
     size_t ntok;
-    char **tok = tokenize(text, &ntok);
+    char **tok = cfg_master_tokenize(text, &ntok);
     int status = 0;
     memset(svc, 0, sizeof(*svc));
     memset(pending, 0, sizeof(*pending));

@@ -177,12 +177,12 @@ static int read_lines(const char *path, struct text_line **out, size_t *nout)
     return 0;
 }
 
-static int write_atomically(const char *path, struct text_line *lines, size_t n, char **appended,
-                            size_t nappended)
+/* Replaces path with what emit writes: a temporary file next to it, the
+ * old file's mode, fsync, then rename, so an editor or petreld reading the
+ * file sees the old or the new text, never half of one. */
+int postconf_replace_file(const char *path, void (*emit)(FILE *fp, void *arg), void *arg)
 {
-    size_t plen = strlen(path);
-    char *tmp = xmalloc(plen + 16);
-    snprintf(tmp, plen + 16, "%s.tmpXXXXXX", path);
+    char *tmp = xasprintf("%s.tmpXXXXXX", path);
     int fd = mkstemp(tmp);
     if (fd < 0) {
         fprintf(stderr, "petrelctl: error: create %s: %s\n", tmp, strerror(errno));
@@ -190,16 +190,16 @@ static int write_atomically(const char *path, struct text_line *lines, size_t n,
         return -1;
     }
     struct stat st;
-    if (stat(path, &st) == 0)
-        (void)fchmod(fd, st.st_mode & 07777);
-    else
-        (void)fchmod(fd, 0644);
+    (void)fchmod(fd, stat(path, &st) == 0 ? st.st_mode & 07777 : 0644);
     FILE *fp = fdopen(fd, "w");
-    for (size_t i = 0; i < n; i++)
-        if (!lines[i].drop)
-            fprintf(fp, "%s\n", lines[i].text);
-    for (size_t i = 0; i < nappended; i++)
-        fprintf(fp, "%s\n", appended[i]);
+    if (fp == NULL) {
+        fprintf(stderr, "petrelctl: error: write %s: %s\n", tmp, strerror(errno));
+        close(fd);
+        unlink(tmp);
+        free(tmp);
+        return -1;
+    }
+    emit(fp, arg);
     int failed = fflush(fp) != 0 || fsync(fd) != 0;
     failed |= fclose(fp) != 0;
     if (failed || rename(tmp, path) < 0) {
@@ -210,6 +210,23 @@ static int write_atomically(const char *path, struct text_line *lines, size_t n,
     }
     free(tmp);
     return 0;
+}
+
+struct main_cf_text {
+    struct text_line *lines;
+    size_t n;
+    char **appended;
+    size_t nappended;
+};
+
+static void emit_main_cf(FILE *fp, void *arg)
+{
+    const struct main_cf_text *t = arg;
+    for (size_t i = 0; i < t->n; i++)
+        if (!t->lines[i].drop)
+            fprintf(fp, "%s\n", t->lines[i].text);
+    for (size_t i = 0; i < t->nappended; i++)
+        fprintf(fp, "%s\n", t->appended[i]);
 }
 
 /* remove: 1 removes the definitions (-X), 2 comments them out (-#). */
@@ -315,7 +332,7 @@ static int edit(const char *confdir, int remove, char **args, int nargs)
             appended[a] = appended[nappended - 1 - a];
             appended[nappended - 1 - a] = t;
         }
-        if (write_atomically(path, lines, n, appended, nappended) < 0)
+        if (postconf_replace_file(path, emit_main_cf, &(struct main_cf_text){ lines, n, appended, nappended }) < 0)
             status = 1;
         free(appended);
     }

@@ -5,6 +5,8 @@
 #ifndef PETREL_CONFIG_POSTCONF_INT_H
 #define PETREL_CONFIG_POSTCONF_INT_H
 
+#include <stdio.h>
+
 #define POSTCONF_MAX_FILE (16 << 20)   /* largest main.cf or master.cf it edits */
 
 enum { PC_MASTER_ENTRY = 1, PC_MASTER_FIELD, PC_MASTER_PARAM };   /* -M, -F, -P */
@@ -14,5 +16,9 @@ enum { PC_EDIT_NONE, PC_EDIT_SET, PC_EDIT_REMOVE, PC_EDIT_COMMENT };  /* show, =
 
 /* Shows or edits master.cf (see postconf_master.c); returns the exit status. */
 int postconf_master(const char *confdir, int what, int mode, int flags, char **args, int nargs);
+
+/* Replaces path atomically with what emit writes (postconf.c); returns 0,
+ * or -1 after saying why on stderr. */
+int postconf_replace_file(const char *path, void (*emit)(FILE *fp, void *arg), void *arg);
 
 #endif

@@ -83,26 +83,15 @@ static void words_free(struct words *w)
     memset(w, 0, sizeof(*w));
 }
 
-/* White-space separated words of text; { } (nested) keep their spaces. */
+/* White-space separated words of text; { } (nested) keep their spaces, as
+ * petreld reads master.cf. */
 static void split_words(const char *text, struct words *out)
 {
-    const char *p = text;
-    for (;;) {
-        while (*p && isspace((unsigned char)*p))
-            p++;
-        if (!*p)
-            break;
-        const char *start = p;
-        int depth = 0;
-        while (*p && (depth > 0 || !isspace((unsigned char)*p))) {
-            if (*p == '{')
-                depth++;
-            else if (*p == '}' && depth > 0)
-                depth--;
-            p++;
-        }
-        words_add(out, start, (size_t)(p - start));
-    }
+    size_t n;
+    char **tok = cfg_master_tokenize(text, &n);
+    for (size_t i = 0; i < n; i++)
+        words_add(out, tok[i], strlen(tok[i]));
+    cfg_list_free(tok);
 }
 
 /* "{ text }" -> "text": the braces and the white space inside them go. */
@@ -387,43 +376,28 @@ static int file_load(const char *confdir, struct master_file *f)
     return 0;
 }
 
+struct master_cf_text {
+    const struct master_file *f;
+    const char *const *appended;
+    size_t nappended;
+};
+
+static void emit_master_cf(FILE *fp, void *arg)
+{
+    const struct master_cf_text *t = arg;
+    for (size_t i = 0; i < t->f->nlines; i++) {
+        if (t->f->lines[i].replacement)
+            fputs(t->f->lines[i].replacement, fp);
+        else if (!t->f->lines[i].drop)
+            fprintf(fp, "%s\n", t->f->lines[i].text);
+    }
+    for (size_t i = 0; i < t->nappended; i++)
+        fputs(t->appended[i], fp);
+}
+
 static int file_write(struct master_file *f, const char *const *appended, size_t nappended)
 {
-    char *tmp = xasprintf("%s.tmpXXXXXX", f->path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        fprintf(stderr, "petrelctl: error: create %s: %s\n", tmp, strerror(errno));
-        free(tmp);
-        return -1;
-    }
-    struct stat st;
-    (void)fchmod(fd, stat(f->path, &st) == 0 ? st.st_mode & 07777 : 0644);
-    FILE *fp = fdopen(fd, "w");
-    if (fp == NULL) {
-        fprintf(stderr, "petrelctl: error: write %s: %s\n", tmp, strerror(errno));
-        close(fd);
-        unlink(tmp);
-        free(tmp);
-        return -1;
-    }
-    for (size_t i = 0; i < f->nlines; i++) {
-        if (f->lines[i].replacement)
-            fputs(f->lines[i].replacement, fp);
-        else if (!f->lines[i].drop)
-            fprintf(fp, "%s\n", f->lines[i].text);
-    }
-    for (size_t i = 0; i < nappended; i++)
-        fputs(appended[i], fp);
-    int failed = fflush(fp) != 0 || fsync(fd) != 0;
-    failed |= fclose(fp) != 0;
-    if (failed || rename(tmp, f->path) < 0) {
-        fprintf(stderr, "petrelctl: error: write %s: %s\n", f->path, strerror(errno));
-        unlink(tmp);
-        free(tmp);
-        return -1;
-    }
-    free(tmp);
-    return 0;
+    return postconf_replace_file(f->path, emit_master_cf, &(struct master_cf_text){ f, appended, nappended });
 }
 
 /* ---- patterns: service[/type[/field]], "*" or a missing part for any ---- */

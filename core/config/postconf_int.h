@@ -17,7 +17,7 @@ enum { PC_EDIT_NONE, PC_EDIT_SET, PC_EDIT_REMOVE, PC_EDIT_COMMENT };  /* show, =
 /* Shows or edits master.cf (see postconf_master.c); returns the exit status. */
 int postconf_master(const char *confdir, int what, int mode, int flags, char **args, int nargs);
 
-/* Replaces path atomically with what emit writes (postconf.c); returns 0,
+/* Replaces path atomically with what emit writes (postconf_file.c); returns 0,
  * or -1 after saying why on stderr. */
 int postconf_replace_file(const char *path, void (*emit)(FILE *fp, void *arg), void *arg);
 

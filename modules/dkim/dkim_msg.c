@@ -51,6 +51,7 @@ struct line_buf {
 
 struct verify_result {
     char domain[256];
+    char selector[64];
     char result[16];
 };
 
@@ -64,6 +65,7 @@ struct key_fetch {
 
 struct dkmsg {
     const struct dkmsg_conf *conf;
+    void *fetch_ctx;           /* this message's, else the configuration's */
     int modes;
     char id[64];
     char error[256];
@@ -135,10 +137,10 @@ static DKIM_CBSTAT key_lookup(DKIM *dkim, DKIM_SIGINFO *sig, u_char *buf, size_t
     const char *dom = (const char *)dkim_sig_getdomain(sig);
     if (m == NULL || m->conf->fetch == NULL || sel == NULL || dom == NULL)
         return DKIM_CBSTAT_ERROR;
-    char qname[600];
+    char qname[DKMSG_KEY_NAME_MAX];
     if ((size_t)snprintf(qname, sizeof(qname), "%s._domainkey.%s", sel, dom) >= sizeof(qname))
         return DKIM_CBSTAT_NOTFOUND;
-    int rc = m->conf->fetch(m->conf->fetch_ctx, qname, (char *)buf, buflen);
+    int rc = m->conf->fetch(m->fetch_ctx ? m->fetch_ctx : m->conf->fetch_ctx, qname, (char *)buf, buflen);
     if (m->nfetches < MAX_RESULTS) {
         m->fetches[m->nfetches].sig = sig;
         m->fetches[m->nfetches].rc = rc;
@@ -197,6 +199,11 @@ struct dkmsg *dkmsg_new(const struct dkmsg_conf *c, int modes, const char *id)
     m->modes = modes;
     snprintf(m->id, sizeof(m->id), "%s", id && *id ? id : "message");
     return m;
+}
+
+void dkmsg_set_fetch_ctx(struct dkmsg *m, void *ctx)
+{
+    m->fetch_ctx = ctx;
 }
 
 const char *dkmsg_error(const struct dkmsg *m)
@@ -342,6 +349,10 @@ static int end_of_headers(struct dkmsg *m)
         }
         for (int i = 0; i < n; i++) {
             struct dk_choice *c = &m->choices[i];
+            if (c->alg == DK_ALG_ED25519_SHA256 && !m->conf->relaxed_header) {
+                fail(m, "signing for %s (selector %s): %s", c->domain, c->selector, DKMSG_ED25519_SIMPLE);
+                return -1;
+            }
             DKIM *d = dkim_sign(lib, (const u_char *)m->id, NULL, (dkim_sigkey_t)c->key, (const u_char *)c->selector,
                                 (const u_char *)c->domain,
                                 m->conf->relaxed_header ? DKIM_CANON_RELAXED : DKIM_CANON_SIMPLE,
@@ -572,6 +583,7 @@ static int build_auth_results(struct dkmsg *m)
             goto oom;
         if (m->nresults < MAX_RESULTS) {
             snprintf(m->results[m->nresults].domain, sizeof(m->results[0].domain), "%s", d);
+            snprintf(m->results[m->nresults].selector, sizeof(m->results[0].selector), "%s", s);
             snprintf(m->results[m->nresults].result, sizeof(m->results[0].result), "%s", res);
             m->nresults++;
         }
@@ -662,8 +674,39 @@ size_t dkmsg_result_count(const struct dkmsg *m) { return m->nresults; }
 size_t dkmsg_forged_count(const struct dkmsg *m) { return m->nforged; }
 size_t dkmsg_forged(const struct dkmsg *m, size_t i) { return i < m->nforged ? m->forged[i] : 0; }
 
-void dkmsg_result(const struct dkmsg *m, size_t i, const char **domain, const char **result)
+void dkmsg_result(const struct dkmsg *m, size_t i, const char **domain, const char **selector, const char **result)
 {
     *domain = i < m->nresults ? m->results[i].domain : NULL;
+    *selector = i < m->nresults ? m->results[i].selector : NULL;
     *result = i < m->nresults ? m->results[i].result : NULL;
+}
+
+int dkmsg_headers_done(const struct dkmsg *m)
+{
+    return m->in_body;
+}
+
+size_t dkmsg_key_names(const struct dkmsg *m, char (*names)[DKMSG_KEY_NAME_MAX], size_t max)
+{
+    DKIM_SIGINFO **sigs = NULL;
+    int nsigs = 0;
+    if (m->failed || !m->in_body || m->verifier == NULL || m->verify_nosig ||
+        dkim_getsiglist(m->verifier, &sigs, &nsigs) != DKIM_STAT_OK)
+        return 0;
+    size_t n = 0;
+    for (int i = 0; i < nsigs && n < max; i++) {
+        const char *sel = (const char *)dkim_sig_getselector(sigs[i]);
+        const char *dom = (const char *)dkim_sig_getdomain(sigs[i]);
+        if (sel == NULL || dom == NULL || *sel == '\0' || *dom == '\0')
+            continue;
+        char name[DKMSG_KEY_NAME_MAX];
+        if ((size_t)snprintf(name, sizeof(name), "%s._domainkey.%s", sel, dom) >= sizeof(name))
+            continue;
+        size_t k = 0;
+        while (k < n && strcasecmp(names[k], name) != 0)
+            k++;
+        if (k == n)
+            memcpy(names[n++], name, sizeof(name));
+    }
+    return n;
 }

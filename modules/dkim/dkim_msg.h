@@ -22,6 +22,12 @@
  * is no such record, -1 on a temporary failure. Called from dkmsg_end. */
 typedef int dkmsg_key_fetch(void *ctx, const char *qname, char *buf, size_t size);
 
+/* libopendkim 2.11's Ed25519 signatures with simple header
+ * canonicalization do not verify (dkimpy and OpenDKIM both fail them; its
+ * RSA ones and its relaxed Ed25519 ones verify): refused. */
+#define DKMSG_ED25519_SIMPLE "Ed25519 keys need relaxed header canonicalization (libopendkim 2.11 makes " \
+    "simple/* Ed25519 signatures that do not verify)"
+
 struct dkmsg_conf {
     const struct dk_tables *tables;    /* signing keys, or NULL */
     const char *authserv_id;           /* $myhostname */
@@ -42,6 +48,9 @@ enum dkmsg_mode { DKMSG_SIGN = 1, DKMSG_VERIFY = 2 };
 
 /* id names the message in libopendkim's errors (a queue ID). */
 struct dkmsg *dkmsg_new(const struct dkmsg_conf *c, int modes, const char *id);
+/* The fetch callback's context for this message (the configuration's
+ * fetch_ctx otherwise). */
+void dkmsg_set_fetch_ctx(struct dkmsg *m, void *ctx);
 /* Message bytes as stored (CRLF or LF line ends), in chunks of any size.
  * Returns 0, or -1 when the component gave up (dkmsg_error says why;
  * the message must then go on unsigned/unverified). */
@@ -60,7 +69,16 @@ const char *dkmsg_auth_results(const struct dkmsg *m);               /* NULL whe
  * (for DMARC: "pass", "fail", "neutral", "temperror", "permerror"). */
 const char *dkmsg_from_domain(const struct dkmsg *m);
 size_t dkmsg_result_count(const struct dkmsg *m);
-void dkmsg_result(const struct dkmsg *m, size_t i, const char **domain, const char **result);
+void dkmsg_result(const struct dkmsg *m, size_t i, const char **domain, const char **selector, const char **result);
+
+/* Whether the header section has ended (the empty line was fed). */
+int dkmsg_headers_done(const struct dkmsg *m);
+/* After the header section: the key records verification will ask the
+ * fetch callback for ("sel._domainkey.example.com", each once, at most
+ * max), so that a caller on an event loop can look them up before
+ * dkmsg_end runs and answer the callback from memory. */
+#define DKMSG_KEY_NAME_MAX 384
+size_t dkmsg_key_names(const struct dkmsg *m, char (*names)[DKMSG_KEY_NAME_MAX], size_t max);
 /* Forged Authentication-Results: the nth (1-based) occurrences to delete. */
 size_t dkmsg_forged_count(const struct dkmsg *m);
 size_t dkmsg_forged(const struct dkmsg *m, size_t i);

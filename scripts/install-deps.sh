@@ -15,7 +15,8 @@ TEST_PKGS="python3 swaks postfix strace openssl procps util-linux time dnsmasq-b
 dovecot-core dovecot-lmtpd opendkim-tools python3-dkim python3-nacl python3-dnspython iproute2 redis-server redis-sentinel \
 postfix-lmdb postfix-cdb postfix-sqlite sqlite3 tinycdb lmdb-utils \
 libmilter-dev spamassassin spamd spamc spamass-milter clamav-daemon clamav-milter opendkim amavisd-new \
-sasl2-bin libsasl2-modules libsasl2-modules-db dovecot-imapd clang libclang-rt-14-dev llvm postgrey postfix-policyd-spf-python"
+sasl2-bin libsasl2-modules libsasl2-modules-db dovecot-imapd clang libclang-rt-14-dev llvm postgrey postfix-policyd-spf-python \
+publicsuffix"
 
 want=""
 for p in $BUILD_PKGS ${PETREL_WITH_TESTS:+$TEST_PKGS}; do

@@ -380,6 +380,33 @@ static void job_work(void *arg)
     job->end_rc = dkmsg_end(job->msg);
 }
 
+/* dkim.result (the best signature's: pass, fail, neutral, temperror,
+ * permerror, or none without one) and dkim.domains (the d= of those that
+ * passed), as doc/plugin-guide.md lists them. */
+static void publish_best(petrel_session *s, const struct dkmsg *msg)
+{
+    static const char *const order[] = { "pass", "fail", "neutral", "temperror", "permerror", NULL };
+    const char *best = "none";
+    char domains[2048] = "";
+    size_t o = 0;
+    for (int k = 0; order[k] && strcmp(best, "none") == 0; k++)
+        for (size_t i = 0; i < dkmsg_result_count(msg); i++) {
+            const char *d, *sel, *res;
+            dkmsg_result(msg, i, &d, &sel, &res);
+            if (strcmp(res, order[k]) == 0)
+                best = order[k];
+        }
+    for (size_t i = 0; i < dkmsg_result_count(msg); i++) {
+        const char *d, *sel, *res;
+        dkmsg_result(msg, i, &d, &sel, &res);
+        if (strcmp(res, "pass") != 0 || o + strlen(d) + 2 > sizeof(domains))
+            continue;
+        o += (size_t)snprintf(domains + o, sizeof(domains) - o, "%s%s", o ? " " : "", d);
+    }
+    petrel_note_set(s, PETREL_NOTE_TRANSACTION, "dkim.result", best);
+    petrel_note_set(s, PETREL_NOTE_TRANSACTION, "dkim.domains", domains);
+}
+
 /* Back on the loop: the edits, the notes, and the session goes on. */
 static void job_done(void *arg)
 {
@@ -427,6 +454,7 @@ static void job_done(void *arg)
             o += (size_t)n;
         }
         if (job->modes & DKMSG_VERIFY) {
+            publish_best(s, msg);
             petrel_note_set(s, PETREL_NOTE_TRANSACTION, "dkim.results", results);
             petrel_log(s, PETREL_LOG_INFO, "dkim: verified: %s", o ? results : "no signature");
         }

@@ -344,6 +344,11 @@ static void finish(struct dm_job *job)
             petrel_log(s, PETREL_LOG_WARNING, "dmarc: dmarc_history_file: %s", err);
     }
     petrel_note_set(s, PETREL_NOTE_TRANSACTION, "dmarc.result", o.result);
+    int rejects = o.disposition == DMARC_DISP_REJECT && job->on_reject == REJECT_REJECT;
+    int holds = o.disposition == DMARC_DISP_QUARANTINE ||
+                (o.disposition == DMARC_DISP_REJECT && job->on_reject == REJECT_QUARANTINE);
+    petrel_note_set(s, PETREL_NOTE_TRANSACTION, "dmarc.policy",
+                    temporary ? "none" : rejects ? "reject" : holds ? "quarantine" : "none");
     petrel_log(s, PETREL_LOG_INFO, "dmarc: %s: %s (policy domain %s, dkim aligned %d, spf aligned %d)", job->from,
                ar, pdomain, o.dkim_aligned, o.spf_aligned);
     char text[400];
@@ -354,7 +359,7 @@ static void finish(struct dm_job *job)
         job->pending = NULL;
         return;
     }
-    if (o.disposition == DMARC_DISP_REJECT && job->on_reject == REJECT_REJECT && !temporary) {
+    if (rejects && !temporary) {
         snprintf(text, sizeof(text), "rejected by DMARC policy for %.250s", pdomain);
         petrel_resume(job->pending, PETREL_REJECT, 550, "5.7.1", text);
         job->pending = NULL;
@@ -364,8 +369,7 @@ static void finish(struct dm_job *job)
     snprintf(header, sizeof(header), "%s;\r\n\t%s", job->authserv_id, ar);
     if (petrel_header_insert(s, 0, "Authentication-Results", header) != 0)
         petrel_log(s, PETREL_LOG_WARNING, "dmarc: the Authentication-Results header was refused");
-    if (!temporary && (o.disposition == DMARC_DISP_QUARANTINE ||
-                       (o.disposition == DMARC_DISP_REJECT && job->on_reject == REJECT_QUARANTINE))) {
+    if (holds && !temporary) {
         snprintf(text, sizeof(text), "DMARC policy for %.250s: %s", pdomain,
                  o.disposition == DMARC_DISP_REJECT ? "reject (dmarc_reject_action = quarantine)" : "quarantine");
         petrel_quarantine(s, text);

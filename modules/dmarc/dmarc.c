@@ -22,7 +22,9 @@
  * DOMAIN not available (temporary DNS failure), try again later" with
  * dmarc_temperror_action = defer (the default); a message with From
  * addresses in several domains (or several From headers) is rejected with
- * "550 5.7.1 several From domains: DMARC cannot apply" (RFC 7489 6.6.1).
+ * "550 5.7.1 several From domains: DMARC cannot apply", one whose From
+ * address has no valid domain "550 5.7.1 From address without a valid
+ * domain: DMARC cannot apply" (RFC 7489 6.6.1; dmarc_from.c parses).
  *
  * Lifetimes: a job is held by the suspended call, the DNS lookup in flight
  * and the timer, each reference dropped on the loop; a late answer after
@@ -42,6 +44,7 @@
 #include <petrel/plugin.h>
 
 #include "dmarc_eval.h"
+#include "dmarc_from.h"
 
 enum reject_action { REJECT_REJECT, REJECT_QUARANTINE, REJECT_NONE };
 enum temperror_action { TEMPERROR_DEFER, TEMPERROR_ACCEPT };
@@ -211,78 +214,6 @@ static void dmarc_fini(petrel_module *m)
 }
 
 /* ------------------------------------------------------------------ */
-/* the From header                                                      */
-
-/* Appends the domains of the addresses in a From value (an RFC 5322
- * address list: comments and quoted strings skipped, the addr-spec inside
- * <> or the bare one) to domains, distinct, lower case. Returns how many
- * addresses there were. */
-static int from_domains(const char *value, char domains[][256], int *ndomains, int max)
-{
-    int addresses = 0;
-    char item[1024];
-    size_t il = 0;
-    int depth = 0, quoted = 0;
-    for (const char *p = value;; p++) {
-        char c = *p;
-        if (c == '\0' || (c == ',' && depth == 0 && !quoted)) {
-            item[il] = '\0';
-            const char *lt = strrchr(item, '<');
-            const char *spec = lt ? lt + 1 : item;
-            const char *at = strrchr(spec, '@');
-            if (at) {
-                addresses++;
-                char d[256];
-                size_t dl = 0;
-                for (const char *q = at + 1; *q && *q != '>' && dl + 1 < sizeof(d); q++)
-                    if (!isspace((unsigned char)*q))
-                        d[dl++] = (char)tolower((unsigned char)*q);
-                d[dl] = '\0';
-                int seen = 0;
-                for (int i = 0; i < *ndomains; i++)
-                    seen |= strcmp(domains[i], d) == 0;
-                if (!seen && *ndomains < max)
-                    memcpy(domains[(*ndomains)++], d, dl + 1);
-            }
-            il = 0;
-            if (c == '\0')
-                break;
-            continue;
-        }
-        if (quoted) {
-            if (c == '\\' && p[1])
-                p++;
-            else if (c == '"')
-                quoted = 0;
-            continue;   /* a display name's words are not the address */
-        }
-        if (c == '(') {
-            depth++;
-            continue;
-        }
-        if (c == ')' && depth > 0) {
-            depth--;
-            continue;
-        }
-        if (depth > 0)
-            continue;
-        if (c == '"') {
-            quoted = 1;
-            continue;
-        }
-        if (c == ':' && strchr(p, ';')) {   /* a group: its name is no address */
-            il = 0;
-            continue;
-        }
-        if (c == ';')
-            continue;
-        if (il + 1 < sizeof(item))
-            item[il++] = c;
-    }
-    return addresses;
-}
-
-/* ------------------------------------------------------------------ */
 /* the job                                                              */
 
 static void job_unref(struct dm_job *job)
@@ -431,24 +362,27 @@ static petrel_verdict dmarc_end_of_message(petrel_session *s)
     struct dm_mod *mod = petrel_module_data(m);
     if (mod == NULL || petrel_in_mynetworks(s) || petrel_sasl_username(s))
         return PETREL_CONTINUE;
-    char domains[4][256];
-    int ndomains = 0, addresses = 0, from_headers = 0;
+    struct dmarc_from from;
+    memset(&from, 0, sizeof(from));
     const char *name, *value;
     for (size_t i = 0; petrel_header_at(s, i, &name, &value) == 0; i++)
-        if (strcasecmp(name, "From") == 0) {
-            from_headers++;
-            addresses += from_domains(value, domains, &ndomains, 4);
-        }
-    if (from_headers > 1 || ndomains > 1) {
-        petrel_log(s, PETREL_LOG_INFO, "dmarc: reject: %d From headers, %d From domains", from_headers, ndomains);
+        if (strcasecmp(name, "From") == 0)
+            dmarc_from_parse(&from, value);
+    if (from.headers > 1 || from.ndomains > 1) {
+        petrel_log(s, PETREL_LOG_INFO, "dmarc: reject: %d From headers, %d From domains", from.headers,
+                   from.ndomains);
         petrel_set_reply(s, 550, "5.7.1", "several From domains: DMARC cannot apply");
         return PETREL_REJECT;
     }
-    if (ndomains == 0 || domains[0][0] == '\0') {
-        petrel_log(s, PETREL_LOG_INFO, "dmarc: no From domain: not evaluated");
+    if (from.invalid) {
+        petrel_log(s, PETREL_LOG_INFO, "dmarc: reject: a From address without a valid domain");
+        petrel_set_reply(s, 550, "5.7.1", "From address without a valid domain: DMARC cannot apply");
+        return PETREL_REJECT;
+    }
+    if (from.ndomains == 0) {
+        petrel_log(s, PETREL_LOG_INFO, "dmarc: no From address: not evaluated");
         return PETREL_CONTINUE;
     }
-    (void)addresses;
     struct dm_job *job = calloc(1, sizeof(*job));
     if (job == NULL)
         return PETREL_TEMPFAIL;
@@ -456,7 +390,7 @@ static petrel_verdict dmarc_end_of_message(petrel_session *s)
     job->m = m;
     job->on_reject = mod->on_reject;
     job->on_temperror = mod->on_temperror;
-    snprintf(job->from, sizeof(job->from), "%s", domains[0]);
+    snprintf(job->from, sizeof(job->from), "%s", from.domains[0]);
     snprintf(job->authserv_id, sizeof(job->authserv_id), "%s", mod->authserv_id);
     const char *qid = petrel_queue_id(s);
     snprintf(job->queue_id, sizeof(job->queue_id), "%s", qid ? qid : "");

@@ -168,6 +168,12 @@ try:
             t.is_(reply, "550 5.7.1 several From domains: DMARC cannot apply",
                   "From addresses in two domains: rejected (RFC 7489 6.6.1)")
 
+            reply = send(p, message("ceo@example.com;x", "bad from"), "x@example.net")
+            t.is_(reply, "550 5.7.1 From address without a valid domain: DMARC cannot apply",
+                  "a From value with a word that is no address: rejected")
+            reply = send(p, message("The CEO <ceo@example.com>", "still serving"), "bounce@mail.example.com")
+            t.like(reply, r"^250 ", "and the server keeps serving")
+
             reply = send(p, message("The CEO <ceo@example.com>", "from inside"), "x@example.net", src="127.0.0.1")
             t.like(reply, r"^250 ", "a client in mynetworks is not evaluated")
             ar = auth_results(delivered(p, "from inside"))

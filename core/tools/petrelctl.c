@@ -21,6 +21,7 @@
 #include "lib/log.h"
 #include "master/master.h"
 #include "module/module.h"
+#include "tools/dkim_keygen.h"
 #include "tools/map_cmd.h"
 #include "tools/queue_cmd.h"
 
@@ -47,7 +48,9 @@ static void usage(void)
             "  map dump [-F] TYPE:NAME                 list a table (like postmap -s)\n"
             "  map delete [-f] TYPE:NAME KEY|-         remove a key (like postmap -d)\n"
             "  alias build|query|dump|delete ...       the same for aliases(5) files (like postalias)\n"
-            "  newaliases                              build the alias_database tables (like newaliases)\n");
+            "  newaliases                              build the alias_database tables (like newaliases)\n"
+            "  dkim keygen [--ed25519 | -b BITS] [-D DIR] DOMAIN SELECTOR\n"
+            "                                          a DKIM key and the TXT record to publish\n");
     exit(2);
 }
 
@@ -167,6 +170,8 @@ int main(int argc, char **argv)
         return queue_main(confdir, argc - i - 1, argv + i + 1);
     if (strcmp(command, "map") == 0 || strcmp(command, "alias") == 0)
         return map_main(confdir, strcmp(command, "alias") == 0, argc - i - 1, argv + i + 1);
+    if (strcmp(command, "dkim") == 0)
+        return dkim_keygen_main(confdir, argc - i - 1, argv + i + 1);
     if (strcmp(command, "newaliases") == 0)
         return newaliases_main(confdir, argc - i, argv + i);
     if (strcmp(command, "status") == 0 || strcmp(command, "stop") == 0 || strcmp(command, "reload") == 0 ||

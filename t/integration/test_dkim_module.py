@@ -18,12 +18,13 @@ message accepted), a forged Authentication-Results with our authserv-id
 removed, the dkim.results note the dmarc module reads, and petreld -n
 naming a broken KeyTable line."""
 import os
+import pwd
 import re
 import shutil
 import subprocess
 import tempfile
 
-from harness import CLEANUP_DIRS, PETRELD, Dnsmasq, Petrel, Tap, maildir_messages, wait_for
+from harness import CLEANUP_DIRS, PETRELCTL, PETRELD, TEST_USER, Dnsmasq, Petrel, Tap, maildir_messages, wait_for
 from modlib import UdpBlackhole, bundled_module_dir, smtp_from
 from peers import OpenDKIM, scan_drive
 
@@ -89,12 +90,39 @@ class DnsOpenDKIM(OpenDKIM):
 # --- keys and records --------------------------------------------------------------------
 rsa_a, rsa_a_txt = rsa_key("a.test", "rsa1")
 ed_e, ed_e_txt = ed25519_key("e.test", "ed1")
+
+
+def keygen(domain, selector, *opts):
+    """petrelctl dkim keygen: the key file and the record text (its strings joined)."""
+    r = subprocess.run([PETRELCTL, "-c", work, "dkim", "keygen"] + list(opts) + ["-D", work, domain, selector],
+                       capture_output=True, text=True, timeout=60)
+    key = path("%s.%s.private" % (selector, domain))
+    return r, key, "".join(re.findall(r'"([^"]*)"', r.stdout))
+
+
+r, kg_rsa, kg_rsa_txt = keygen("k.test", "kg1")
+t.ok(r.returncode == 0 and re.match(r'^kg1\._domainkey\.k\.test\. IN TXT \( "v=DKIM1; k=rsa; p=[A-Za-z0-9+/]{1,255}" '
+                                    r'"[A-Za-z0-9+/=]+" \)$', r.stdout),
+     "petrelctl dkim keygen prints the RSA record in 255-byte strings", r.stdout + r.stderr)
+st = os.stat(kg_rsa)
+t.ok(st.st_mode & 0o777 == 0o600 and (os.geteuid() != 0 or st.st_uid == pwd.getpwnam(TEST_USER).pw_uid),
+     "the key is 0600 and belongs to mail_owner", oct(st.st_mode))
+r, kg_ed, kg_ed_txt = keygen("k2.test", "kg2", "--ed25519")
+t.like(kg_ed_txt, r"^v=DKIM1; k=ed25519; p=[A-Za-z0-9+/]{43}=$", "petrelctl dkim keygen --ed25519: the raw key")
+r, _, _ = keygen("k.test", "kg1")
+t.ok(r.returncode != 0 and "File exists (a key is never overwritten: choose a new selector)" in r.stderr,
+     "an existing key is never overwritten", r.stderr)
+r, _, _ = keygen("../etc", "x")
+t.ok(r.returncode == 2 and "../etc: not a domain name" in r.stderr, "a domain that is not a name is refused",
+     r.stderr)
+
 KEYTABLE = path("KeyTable")
 with open(KEYTABLE, "w") as f:
-    f.write("rsa-a a.test:rsa1:%s\ned-e e.test:ed1:%s\n" % (rsa_a, ed_e))
+    f.write("rsa-a a.test:rsa1:%s\ned-e e.test:ed1:%s\nkg-rsa k.test:kg1:%s\nkg-ed k2.test:kg2:%s\n"
+            % (rsa_a, ed_e, kg_rsa, kg_ed))
 SIGNINGTABLE = path("SigningTable")
 with open(SIGNINGTABLE, "w") as f:
-    f.write("*@a.test rsa-a\n*@e.test ed-e\n")
+    f.write("*@a.test rsa-a\n*@e.test ed-e\n*@k.test kg-rsa\n*@k2.test kg-ed\n")
 # libopendkim 2.11's simple/* Ed25519 signatures do not verify: the module
 # refuses that combination, so simple/simple runs with the RSA key only
 KEYTABLE_RSA = path("KeyTable.rsa")
@@ -194,7 +222,8 @@ bh = UdpBlackhole()
 try:
     # one opendkim per canonicalization, both signing with the same o.test key
     records = ["--local=/test/", txt_option("rsa1._domainkey.a.test", rsa_a_txt),
-               txt_option("ed1._domainkey.e.test", ed_e_txt)]
+               txt_option("ed1._domainkey.e.test", ed_e_txt), txt_option("kg1._domainkey.k.test", kg_rsa_txt),
+               txt_option("kg2._domainkey.k2.test", kg_ed_txt)]
     od_key, od_txt = rsa_key("o.test", "od", bits=1024)
     records.append(txt_option("od._domainkey.o.test", od_txt))
     with Dnsmasq(records) as dns:
@@ -209,8 +238,11 @@ try:
             with instance(dns.server, canon=canon) as p:
                 # --- petreld signs, opendkim verifies ---------------------------------------
                 for label, from_addr, d, s, alg in [("RSA", "alice@a.test", "a.test", "rsa1", "rsa-sha256"),
-                                                    ("Ed25519", "eve@e.test", "e.test", "ed1", "ed25519-sha256")]:
-                    if label == "Ed25519" and canon.startswith("simple"):
+                                                    ("Ed25519", "eve@e.test", "e.test", "ed1", "ed25519-sha256"),
+                                                    ("keygen RSA", "kim@k.test", "k.test", "kg1", "rsa-sha256"),
+                                                    ("keygen Ed25519", "kim@k2.test", "k2.test", "kg2",
+                                                     "ed25519-sha256")]:
+                    if canon.startswith("simple") and label != "RSA":
                         continue
                     subject = "signed %s %s" % (label, canon)
                     reply = send(p, message("Alice <%s>" % from_addr, subject))

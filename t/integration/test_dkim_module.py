@@ -25,7 +25,7 @@ import subprocess
 import tempfile
 
 from harness import CLEANUP_DIRS, PETRELCTL, PETRELD, TEST_USER, Dnsmasq, Petrel, Tap, maildir_messages, wait_for
-from modlib import UdpBlackhole, bundled_module_dir, smtp_from
+from modlib import UdpBlackhole, bundled_module_dir, smtp_from, smtpd_worker_pids
 from peers import OpenDKIM, scan_drive
 
 t = Tap(timeout=600)
@@ -180,10 +180,11 @@ def send(p, text, src="127.0.0.1", sender="sender@a.test"):
     return reply
 
 
-def delivered(p, subject):
+def delivered(p, subject, timeout=15):
     box = os.path.join(p.boxes, "u")
     m = wait_for(lambda: next((m for m in maildir_messages(box)
-                               if re.search(rb"^Subject: " + re.escape(subject.encode()) + rb"\r?$", m, re.M)), None))
+                               if re.search(rb"^Subject: " + re.escape(subject.encode()) + rb"\r?$", m, re.M)), None),
+                 timeout)
     return m.decode("utf-8", "replace") if m else None
 
 
@@ -212,6 +213,15 @@ def opendkim_verdict(dk, msg_file, port):
                            "--client", "mx.example.net,198.51.100.7,%d,4" % port, dk.endpoint, msg_file)
     ar = [ln for ln in lines if ln.startswith("edit:") and "Authentication-Results=" in ln]
     return ar[0] if ar else "\n".join(lines)
+
+
+def hwm(pid):
+    """A process's peak resident memory (VmHWM), KiB."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
 
 
 def tamper(text):
@@ -315,6 +325,34 @@ try:
                      "mail from outside mynetworks is verified, never signed")
                 t.ok(p.wait_log(r"dkim: verified: o\.test od pass"),
                      "the log (and the dkim.results note) carry DOMAIN SELECTOR RESULT")
+
+        # --- a 20 MiB message signed, then verified: the worker's memory stays flat --------------
+        with instance(dns.server, smtpd_workers="1", message_size_limit="30000000", mailbox_size_limit="0",
+                      virtual_mailbox_limit="0") as p:
+            send(p, message("alice@a.test", "warm up"))
+            delivered(p, "warm up")
+            workers = smtpd_worker_pids(p)
+            before = max(hwm(pid) for pid in workers)
+            line = "All work and no play makes Jack a dull boy. 0123456789 abcdefghijklmnopqrstuvw\r\n"
+            big_body = line * (20 * 1024 * 1024 // len(line))
+            reply = send(p, message("alice@a.test", "big signed", body=big_body))
+            big = delivered(p, "big signed", timeout=60)
+            t.ok(reply.startswith("250 ") and big and len(headers_named(big, "DKIM-Signature")) == 1,
+                 "a 20 MiB message from mynetworks is signed", reply)
+            # an unsigned header on top tells the second copy apart (the Subject is signed)
+            reply = send(p, "X-Round: verify\r\n" + big, src="127.0.0.2")
+            box = os.path.join(p.boxes, "u")
+            again = wait_for(lambda: next((m for m in maildir_messages(box) if re.search(rb"^X-Round: verify\r?$", m,
+                                                                                         re.M)), None), 60)
+            ar = headers_named(again.decode("utf-8", "replace") if again else "", "Authentication-Results")
+            t.ok(len(ar) == 1 and re.match(r"%s; dkim=pass \(2048-bit key\) header\.d=a\.test header\.s=rsa1 "
+                                           r"header\.a=rsa-sha256 header\.b=\S+$" % re.escape(HOSTNAME), ar[0]),
+                 "and verified again from outside: dkim=pass", "\n".join(ar))
+            after = max(hwm(pid) for pid in workers)
+            t.diag("smtpd worker peak RSS (VmHWM): %.1f MiB before, %.1f MiB after signing and verifying 20 MiB"
+                   % (before / 1024.0, after / 1024.0))
+            t.ok(after - before < 8 * 1024, "the worker's peak memory grew by less than 8 MiB (%.1f MiB)"
+                 % ((after - before) / 1024.0))
 
         # --- a key server that does not answer: temperror, accepted -----------------------------
         with instance("127.0.0.1:%d" % bh.port, dkim_lookup_timeout="2s") as p:

@@ -12,7 +12,9 @@ simple/simple:
   outside mynetworks, and petreld's Authentication-Results says dkim=pass
   (dkim=fail once the body is tampered with).
 
-Also: no signature (dkim=none), a key that is not published (permerror),
+Also: a SASL-authenticated client outside mynetworks is signed for, a
+20 MiB message is signed and verified with the worker's memory flat,
+petrelctl dkim keygen's keys work, no signature (dkim=none), a key that is not published (permerror),
 a key server that never answers (temperror after dkim_lookup_timeout, the
 message accepted), a forged Authentication-Results with our authserv-id
 removed, the dkim.results note the dmarc module reads, and petreld -n
@@ -32,7 +34,7 @@ t = Tap(timeout=600)
 work = tempfile.mkdtemp(prefix="petrel-dkim-mod-")
 os.chmod(work, 0o755)
 CLEANUP_DIRS.append(work)
-MODS = bundled_module_dir("dkim")
+MODS = bundled_module_dir("dkim", "sasl")
 QMGR = "qmgr unix n - n 300 1 qmgr\n"
 HOSTNAME = "mx.petrel.test"
 
@@ -353,6 +355,30 @@ try:
                    % (before / 1024.0, after / 1024.0))
             t.ok(after - before < 8 * 1024, "the worker's peak memory grew by less than 8 MiB (%.1f MiB)"
                  % ((after - before) / 1024.0))
+
+        # --- a SASL-authenticated client outside mynetworks: signed, not verified ----------------
+        users = path("sasl_passwd")
+        with open(users, "w") as f:
+            f.write("alice {PLAIN}secret\n")
+        os.chmod(users, 0o644)
+        with instance(dns.server, modules="sasl dkim", smtpd_sasl_auth_enable="yes", smtpd_sasl_type="table",
+                      smtpd_sasl_path="texthash:" + users) as p:
+            import base64
+            c = smtp_from(p.port, src="127.0.0.2")
+            c.ehlo("client.test")
+            auth = c.cmd("AUTH PLAIN " + base64.b64encode(b"\0alice\0secret").decode())
+            c.cmd("MAIL FROM:<alice@a.test>")
+            c.cmd("RCPT TO:<u@vmail.test>")
+            c.cmd("DATA")
+            c.send(message("alice@a.test", "authenticated").encode() + b".\r\n")
+            reply = c.read_reply()
+            c.cmd("QUIT")
+            c.close()
+            msg = delivered(p, "authenticated")
+            sigs = headers_named(msg, "DKIM-Signature")
+            t.ok(auth.startswith("235 ") and reply.startswith("250 ") and len(sigs) == 1 and "d=a.test;" in sigs[0]
+                 and not headers_named(msg, "Authentication-Results"),
+                 "a SASL-authenticated client outside mynetworks gets its mail signed", "%s / %s" % (auth, reply))
 
         # --- a key server that does not answer: temperror, accepted -----------------------------
         with instance("127.0.0.1:%d" % bh.port, dkim_lookup_timeout="2s") as p:

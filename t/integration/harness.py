@@ -354,6 +354,7 @@ class Petrel:
         SANITIZER_LOGS.append(self.log_path)
         os.mkdir(self.conf)
         self.port = free_port()
+        self.probe_port = None   # wait_listening's connection (a client of the server under test)
         settings = dict(DEFAULT_MAIN_CF)
         settings["queue_directory"] = self.queue
         users_table = os.path.join(self.conf, "local_users")
@@ -421,8 +422,12 @@ class Petrel:
                 raise RuntimeError("petreld exited with %s:\n%s" % (self.proc.returncode, self.log()))
             try:
                 s = socket.create_connection(("127.0.0.1", port), timeout=1)
+                # The probe is a client like any other and the server handles it
+                # later, whenever a worker gets to it: a test for which another
+                # client matters (postscreen's one-slot tests) waits until it is
+                # gone, by its port (psclib.postscreen).
+                self.probe_port = s.getsockname()[1]
                 s.close()
-                # That probe session is logged; wait for the greeting path to settle.
                 return True
             except OSError:
                 time.sleep(0.05)

@@ -209,6 +209,31 @@ def free_port():
     return port
 
 
+_DEAD_PORTS = {}
+
+
+def refused_port():
+    """A loopback port that refuses every connection for as long as the test
+    runs: a dead destination. A free_port() is free only at that moment:
+    another test running at the same time may bind it later (its own
+    free_port()), and then mail meant for the dead destination reaches that
+    test's server: it is not refused here, and the other test meets a client
+    it never made. A bound socket that never listens refuses connections and,
+    without SO_REUSEADDR, keeps everyone else from binding the port."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    _DEAD_PORTS[port] = s
+    return port
+
+
+def revive_port(port):
+    """Frees a refused_port() for a server the test starts on it."""
+    s = _DEAD_PORTS.pop(port, None)
+    if s is not None:
+        s.close()
+
+
 def run_as_user():
     """The command prefix that drops root to the test user (single-user mode)."""
     if os.geteuid() != 0:

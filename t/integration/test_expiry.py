@@ -7,11 +7,11 @@ import email
 import os
 import re
 
-from harness import Petrel, Tap, free_port, maildir_messages, wait_for
+from harness import Petrel, Tap, refused_port, maildir_messages, wait_for
 from faultlib import QMGR
 
 t = Tap(timeout=200)
-dead_port = free_port()
+dead_port = refused_port()
 
 with Petrel(t, extra_services=QMGR, start=False) as p:
     boxes = os.path.join(p.dir, "mail")

@@ -6,7 +6,7 @@ import os
 import re
 import subprocess
 
-from harness import Petrel, Tap, _runnable_copy, TOP_BUILDDIR, free_port, maildir_messages as maildir, wait_for
+from harness import Petrel, Tap, _runnable_copy, TOP_BUILDDIR, refused_port, maildir_messages as maildir, wait_for
 
 t = Tap()
 SENDMAIL = _runnable_copy(os.path.join(TOP_BUILDDIR, "core", "tools", "petrel-sendmail"))
@@ -26,7 +26,7 @@ with Petrel(t, extra_services=SERVICES, start=False) as p:
                  ", ".join("{%s@vmail.test = %s/}" % (b, b) for b in boxes),
                  "myorigin": "vmail.test", "command_directory": os.path.dirname(POSTDROP),
                  # relayed mail goes to a dead loopback port, never to DNS
-                 "transport_maps": "inline:{ {elsewhere.test = smtp:[127.0.0.1]:%d} }" % free_port()})
+                 "transport_maps": "inline:{ {elsewhere.test = smtp:[127.0.0.1]:%d} }" % refused_port()})
     p.write_main_cf(conf)
     p.start()
     st = os.stat(os.path.join(p.queue, "maildrop"))

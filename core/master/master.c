@@ -413,9 +413,17 @@ static void stop_timeout(evutil_socket_t fd, short what, void *arg)
 {
     struct master *m = arg;
     msg_warn("workers did not stop within %d seconds: killing them", STOP_TIMEOUT_SECONDS);
-    for (int i = 0; i < MAX_WORKERS; i++)
-        if (m->workers[i].pid)
-            kill(m->workers[i].pid, SIGKILL);
+    /* Which one, and what it is: the next step of finding out why it hung
+     * (its own last log lines, under the same PID). */
+    for (int i = 0; i < MAX_WORKERS; i++) {
+        const struct worker_proc *w = &m->workers[i];
+        if (w->pid == 0)
+            continue;
+        msg_warn("killing %s pid %ld (started %lds ago%s)",
+                 w->is_qmgr ? "the queue manager" : w->is_pickup ? "the pickup role" : "smtpd worker", (long)w->pid,
+                 (long)(time(NULL) - w->started), w->draining ? ", draining after a reload" : "");
+        kill(w->pid, SIGKILL);
+    }
 }
 
 static void begin_stop(struct master *m)

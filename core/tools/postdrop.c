@@ -248,30 +248,35 @@ int main(int argc, char **argv)
     sigaction(SIGHUP, &sa, NULL);
     sigaction(SIGQUIT, &sa, NULL);
 
-    /* A fresh name; O_EXCL, so an existing file is never touched. */
+    /* A fresh name; O_EXCL, so an existing file is never touched. Signals
+     * wait from before the file exists until the handler knows its name: a
+     * SIGTERM in between (petrel-sendmail stops us that way when the message
+     * is too large, often while we are still here) left an empty file that
+     * pickup ignores for an hour. */
     struct queue_id_gen gen;
     queue_id_gen_init(&gen, (unsigned)getpid());
     char name[QUEUE_ID_MAX];
-    int fd = -1;
+    int fd = -1, open_errno = 0;
+    sigset_t all, unblocked;
+    sigfillset(&all);
+    sigprocmask(SIG_BLOCK, &all, &unblocked);
     for (int attempt = 0; attempt < 8 && fd < 0; attempt++) {
         queue_id_next(&gen, name);
         fd = openat(dfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        open_errno = errno;
         if (fd < 0 && errno != EEXIST)
             break;
     }
-    if (fd < 0)
-        die(EX_TEMPFAIL, "cannot create a file in %s/%s: %s%s", qdir, MAILDROP_DIR, strerror(errno),
-            errno == EACCES && !privileged
-                ? " (for users other than mail_owner, petrel-postdrop must be set-group-ID setgid_group: run make install as root)"
-                : "");
-    {
-        sigset_t all, old;
-        sigfillset(&all);
-        sigprocmask(SIG_BLOCK, &all, &old);
+    if (fd >= 0) {
         memcpy(cleanup_name, name, sizeof(name));
         cleanup_dirfd = dfd;
-        sigprocmask(SIG_SETMASK, &old, NULL);
     }
+    sigprocmask(SIG_SETMASK, &unblocked, NULL);
+    if (fd < 0)
+        die(EX_TEMPFAIL, "cannot create a file in %s/%s: %s%s", qdir, MAILDROP_DIR, strerror(open_errno),
+            open_errno == EACCES && !privileged
+                ? " (for users other than mail_owner, petrel-postdrop must be set-group-ID setgid_group: run make install as root)"
+                : "");
     /* Held until the file is complete and durable: pickup skips a locked file. */
     flock(fd, LOCK_EX);
 
@@ -324,12 +329,8 @@ int main(int argc, char **argv)
      * on its file system commits the entry instead. */
     if ((sync_fd >= 0 ? fsync(sync_fd) : syncfs(fd)) != 0)
         die(EX_TEMPFAIL, "uid=%ld: cannot commit %s/%s: %s", (long)uid, qdir, MAILDROP_DIR, strerror(errno));
-    {
-        sigset_t all;
-        sigfillset(&all);
-        sigprocmask(SIG_BLOCK, &all, NULL);
-        cleanup_dirfd = -1;
-    }
+    sigprocmask(SIG_BLOCK, &all, NULL);
+    cleanup_dirfd = -1;
     /* Unlock before the close: the kernel reports the close (inotify's
      * IN_CLOSE_WRITE, which wakes pickup) before it drops a lock held to
      * the end, and pickup would find the file still locked. */

@@ -209,6 +209,31 @@ def free_port():
     return port
 
 
+_DEAD_PORTS = {}
+
+
+def refused_port():
+    """A loopback port that refuses every connection for as long as the test
+    runs: a dead destination. A free_port() is free only at that moment:
+    another test running at the same time may bind it later (its own
+    free_port()), and then mail meant for the dead destination reaches that
+    test's server: it is not refused here, and the other test meets a client
+    it never made. A bound socket that never listens refuses connections and,
+    without SO_REUSEADDR, keeps everyone else from binding the port."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    _DEAD_PORTS[port] = s
+    return port
+
+
+def revive_port(port):
+    """Frees a refused_port() for a server the test starts on it."""
+    s = _DEAD_PORTS.pop(port, None)
+    if s is not None:
+        s.close()
+
+
 def run_as_user():
     """The command prefix that drops root to the test user (single-user mode)."""
     if os.geteuid() != 0:
@@ -354,6 +379,7 @@ class Petrel:
         SANITIZER_LOGS.append(self.log_path)
         os.mkdir(self.conf)
         self.port = free_port()
+        self.probe_port = None   # wait_listening's connection (a client of the server under test)
         settings = dict(DEFAULT_MAIN_CF)
         settings["queue_directory"] = self.queue
         users_table = os.path.join(self.conf, "local_users")
@@ -421,8 +447,12 @@ class Petrel:
                 raise RuntimeError("petreld exited with %s:\n%s" % (self.proc.returncode, self.log()))
             try:
                 s = socket.create_connection(("127.0.0.1", port), timeout=1)
+                # The probe is a client like any other and the server handles it
+                # later, whenever a worker gets to it: a test for which another
+                # client matters (postscreen's one-slot tests) waits until it is
+                # gone, by its port (psclib.postscreen).
+                self.probe_port = s.getsockname()[1]
                 s.close()
-                # That probe session is logged; wait for the greeting path to settle.
                 return True
             except OSError:
                 time.sleep(0.05)

@@ -81,7 +81,28 @@ def postscreen(t, main_cf=None, pass_maxproc="-", pass_extra="", start=True, ext
     p.port = port
     if start:
         p.start()
+        if not settings.get("postscreen_upstream_proxy_protocol"):
+            probe_gone(p)
     return p
+
+
+def probe_gone(p, timeout=30):
+    """Waits until the harness's readiness probe (a connection from
+    127.0.0.1 that closes at once) is over. p.start() returns once the port
+    accepts connections, but the probe is screened like any client whenever
+    a worker gets to it: on a loaded machine that can be after the test's
+    own clients, and then it takes a place in the post-queue or the one smtpd
+    slot of the pass service (a test's fifth waiting client was refused
+    "421 4.3.2 All server ports are busy" that way). Postscreen ends it with
+    DISCONNECT (its hangup in the greet wait), or hands it to smtpd, whose
+    session sees it gone."""
+    pattern = (r"postscreen\[\d+\]: DISCONNECT \[127\.0\.0\.1\]:%d\n|"
+               r"smtpd\[\d+\]: disconnect from \S+\[127\.0\.0\.1\]" % p.probe_port)
+    if p.wait_log(pattern, timeout) is None:
+        log = p.log()
+        p.stop()
+        raise RuntimeError("the readiness probe [127.0.0.1]:%s did not end within %d s:\n%s"
+                           % (p.probe_port, timeout, log[-4000:]))
 
 
 def connect(port, src, read=True, timeout=20):

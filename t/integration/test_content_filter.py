@@ -10,7 +10,7 @@ import os
 import re
 import subprocess
 
-from harness import PETRELD, Petrel, Tap, free_port, maildir_messages, wait_for
+from harness import PETRELD, Petrel, Tap, free_port, refused_port, revive_port, maildir_messages, wait_for
 from smtpfilter import SmtpFilter
 
 t = Tap(timeout=400)
@@ -20,7 +20,7 @@ ret_port = free_port()
 filt = SmtpFilter(reinject_port=ret_port)
 rejecting = SmtpFilter(replies={"dot": "554 5.7.1 Virus found by the filter"})
 deferring = SmtpFilter(replies={"dot": "451 4.3.2 Filter busy, try later"})
-dead_port = free_port()
+dead_port = refused_port()
 ports = {name: free_port() for name in ("mapped", "plain", "dead", "reject", "defer", "nexthop", "pipe")}
 
 with Petrel(t, main_cf={}, start=False) as p:
@@ -140,6 +140,7 @@ with Petrel(t, main_cf={}, start=False) as p:
         f.endswith("/" + qid) for f in p.queue_files("deferred")) else None)
     t.like(show or "", r"content_filter: scan:\[127\.0\.0\.1\]:%d" % dead_port,
            "the queue file keeps its content filter (petrelctl queue show)")
+    revive_port(dead_port)
     late = SmtpFilter(reinject_port=ret_port, port=dead_port)
     p.petrelctl("queue", "flush")
     t.ok(delivered("body filter down"), "once the filter is back, a flush sends it through and it is delivered")

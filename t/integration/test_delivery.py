@@ -8,7 +8,7 @@ import signal
 import subprocess
 import time
 
-from harness import Petrel, Tap, free_port, maildir_messages, wait_for
+from harness import Petrel, Tap, free_port, refused_port, revive_port, maildir_messages, wait_for
 
 t = Tap(timeout=400)
 QMGR = "qmgr unix n - n 300 1 qmgr\n"
@@ -39,7 +39,7 @@ class Sink:
 
 
 sink = Sink()
-dead_port = free_port()
+dead_port = refused_port()
 base_conf = {
     "virtual_mailbox_domains": "vmail.test",
     "virtual_alias_maps": "inline:{ {alias@vmail.test = u@vmail.test, r@remote.test}, {loop1@vmail.test = loop2@vmail.test}, {loop2@vmail.test = loop1@vmail.test} }",
@@ -99,6 +99,7 @@ with Petrel(t, main_cf=dict(base_conf), extra_services=QMGR, start=False) as p:
     listing = p.petrelctl("queue", "list").stdout
     t.like(listing, r"\(connect to 127\.0\.0\.1\[127\.0\.0\.1\]:%d: Connection refused\)" % dead_port,
            "petrelctl queue list shows the deferral reason")
+    revive_port(dead_port)
     late_sink = Sink(dead_port)
     r = p.petrelctl("queue", "flush")
     t.is_(r.returncode, 0, "petrelctl queue flush")

@@ -10,7 +10,7 @@ import pwd
 import subprocess
 import time
 
-from harness import PETRELD, Petrel, Tap, free_port, maildir_messages as maildir, wait_for
+from harness import PETRELD, Petrel, Tap, refused_port, maildir_messages as maildir, wait_for
 
 t = Tap(timeout=300)
 QMGR = "qmgr unix n - n 300 1 qmgr\n"
@@ -111,7 +111,7 @@ else:
     t.ok(False, "the mailbox_size_limit test needs root (CI and scripts/test.sh run as root)")
 
 # ---- notify_classes: the postmaster's copies ----
-dead = free_port()
+dead = refused_port()
 with Petrel(t, extra_services=QMGR, start=False) as p:
     boxes = setup(p, {"notify_classes": "bounce, delay", "bounce_notice_recipient": "pm@vmail.test",
                       "delay_notice_recipient": "pm@vmail.test", "delay_warning_time": "1s",

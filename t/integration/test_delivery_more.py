@@ -6,7 +6,7 @@ import socket
 import threading
 import time
 
-from harness import Petrel, Tap, free_port, maildir_messages as maildir, wait_for
+from harness import Petrel, Tap, free_port, refused_port, maildir_messages as maildir, wait_for
 
 t = Tap(timeout=300)
 QMGR = "qmgr unix n - n 300 1 qmgr\n"
@@ -87,7 +87,7 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
     t.ok(b"Subject: rewrite\n" in m and b"body\n" in m, "the rest of the message is intact")
     c.close()
 
-dead = free_port()
+dead = refused_port()
 with Petrel(t, extra_services=QMGR, start=False) as p:
     boxes = setup(p, {"transport_maps": "inline:{ {dead.test = smtp:[127.0.0.1]:%d} }" % dead,
                       "relay_domains": "dead.test", "delay_warning_time": "1s",

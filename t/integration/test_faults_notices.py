@@ -8,13 +8,13 @@ before the bounce's commit had finished. Faults come from the faultfs LD_PRELOAD
 
 import os
 
-from harness import Petrel, Tap, free_port, maildir_messages, wait_for
+from harness import Petrel, Tap, refused_port, maildir_messages, wait_for
 from faultlib import QMGR, Faults, cpu_share, fill, need_root, qmgr_pid, queue_names, small_tmpfs
 from modlib import module_dir
 
 t = Tap(timeout=400)
 mods = module_dir("testmod")
-dead_port = free_port()
+dead_port = refused_port()
 
 
 def mail(c, sender, rcpt, body):

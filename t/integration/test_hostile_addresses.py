@@ -17,7 +17,7 @@ import os
 import re
 import stat
 
-from harness import Petrel, Tap, free_port, maildir_messages, wait_for
+from harness import Petrel, Tap, refused_port, maildir_messages, wait_for
 
 t = Tap(timeout=400)
 QMGR = "qmgr unix n - n 300 1 qmgr\n"
@@ -64,7 +64,7 @@ def run(mynetworks, round_name):
         aliases = p.write_file("aliases", "runner \"|%s\"\ninc :include:%s\narchive %s/archive.mbox\n"
                                % (record, include, out))
         valias = p.write_file("valias.regexp", "/^(.*)@valias\\.test$/ ${1}@local.test\n")
-        dead = free_port()
+        dead = refused_port()
         conf = dict(p.settings)
         conf.update({
             "mynetworks": mynetworks,

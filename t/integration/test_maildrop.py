@@ -13,7 +13,7 @@ import struct
 import subprocess
 import time
 
-from harness import (Petrel, Tap, _runnable_copy, TOP_BUILDDIR, free_port, maildir_messages as maildir,
+from harness import (Petrel, Tap, _runnable_copy, TOP_BUILDDIR, refused_port, maildir_messages as maildir,
                      wait_for)
 
 t = Tap()
@@ -59,7 +59,7 @@ with Petrel(t, extra_services=SERVICES, start=False) as p:
                                                  "no thanks} }, permit_mynetworks, reject_unauth_destination",
                  "smtpd_sender_restrictions": "check_sender_access inline:{ {later@vmail.test = 451 4.7.1 "
                                               "try again later} }",
-                 "transport_maps": "inline:{ {elsewhere.test = smtp:[127.0.0.1]:%d} }" % free_port()})
+                 "transport_maps": "inline:{ {elsewhere.test = smtp:[127.0.0.1]:%d} }" % refused_port()})
     p.write_main_cf(conf)
     p.start()
     drop = os.path.join(p.queue, "maildrop")

@@ -10,7 +10,7 @@ import os
 import re
 import time
 
-from harness import Petrel, Smtp, Tap, free_port, maildir_messages, wait_for
+from harness import Petrel, Smtp, Tap, free_port, refused_port, maildir_messages, wait_for
 from smtpfilter import SmtpFilter
 
 t = Tap(timeout=400)
@@ -19,7 +19,7 @@ QMGR = "qmgr unix n - n 300 1 qmgr\n"
 ret_port = free_port()
 good = SmtpFilter(reinject_port=ret_port)
 speedy = SmtpFilter(reinject_port=ret_port)
-dead_port = free_port()
+dead_port = refused_port()
 stages = {
     "greeting": SmtpFilter(replies={"connect": "554 5.3.2 filter closed"}),
     "ehlo": SmtpFilter(replies={"ehlo": "502 5.5.1 no EHLO"}),

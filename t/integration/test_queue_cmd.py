@@ -13,7 +13,7 @@ import re
 import subprocess
 import time
 
-from harness import PETRELCTL, SANITIZED, Petrel, Tap, TOP_BUILDDIR, _runnable_copy, free_port
+from harness import PETRELCTL, SANITIZED, Petrel, Tap, TOP_BUILDDIR, _runnable_copy, refused_port
 
 MAKE_QUEUE = _runnable_copy(os.path.join(TOP_BUILDDIR, "t", "tools", "make-queue"))
 REASON = "connect to mx.example.com[192.0.2.1]:25: Connection refused"
@@ -261,7 +261,7 @@ with Petrel(t, start=False) as p:
 
 # ---------------------------------------------------------------------------
 # with a running master: flush reaches it; a message received over SMTP is listed
-dead = free_port()
+dead = refused_port()
 with Petrel(t, main_cf={"relayhost": "[127.0.0.1]:%d" % dead}) as p:
     ids = make(p, "-n", "2", "-d", "deferred", "-m", "3600")
     r = ctl(p, "flush")

@@ -15,7 +15,7 @@ import os
 import re
 import subprocess
 
-from harness import Petrel, Tap, _runnable_copy, TOP_BUILDDIR, free_port, maildir_messages as maildir, wait_for
+from harness import Petrel, Tap, _runnable_copy, TOP_BUILDDIR, refused_port, maildir_messages as maildir, wait_for
 
 t = Tap(timeout=400)
 SENDMAIL = _runnable_copy(os.path.join(TOP_BUILDDIR, "core", "tools", "petrel-sendmail"))
@@ -53,7 +53,7 @@ with Petrel(t, extra_services=SERVICES, start=False) as p:
         "command_directory": os.path.dirname(POSTDROP),
         "maillog_file": p.log_path,
         # notices to the hostile senders' domain go to a dead loopback port, never to DNS
-        "transport_maps": "inline:{ {a.example = smtp:[127.0.0.1]:%d} }" % free_port(),
+        "transport_maps": "inline:{ {a.example = smtp:[127.0.0.1]:%d} }" % refused_port(),
     })
     p.write_main_cf(conf)
     p.start()

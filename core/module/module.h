@@ -116,6 +116,8 @@ const petrel_sasl_server *module_set_find_sasl_server(const struct module_set *s
 
 /* Adds every module's lookup-table types to a registry; -1 (logged) on a clash. */
 int module_set_register_tables(struct module_set *set, struct tbl_registry *reg);
+/* reg is about to be freed: petrel_table_open stops using it. */
+void module_set_tables_gone(struct module_set *set, struct tbl_registry *reg);
 /* Closes the tables m opened (tables.c). */
 void module_tables_close(struct petrel_module *m);
 

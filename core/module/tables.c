@@ -436,3 +436,9 @@ void module_tables_close(struct petrel_module *m)
     m->tables = NULL;
     m->ntables = 0;
 }
+
+void module_set_tables_gone(struct module_set *set, struct tbl_registry *reg)
+{
+    if (set && set->tables == reg)
+        set->tables = NULL;
+}

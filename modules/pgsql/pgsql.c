@@ -822,11 +822,13 @@ static void conn_io(int fd, int events, void *arg)
     c->req = NULL;
     r->conn = NULL;
     c->state = PG_IDLE;
+    /* Before answering: the answer may start the next lookup, which must
+     * not be handed to a connection that is going away. */
+    if (PQstatus(c->pg) != CONNECTION_OK)
+        conn_free(c);
     request_done(r, status > 0 ? PETREL_TABLE_FOUND : status == 0 ? PETREL_TABLE_NOTFOUND : PETREL_TABLE_RETRY,
                  value);
     free(value);
-    if (PQstatus(c->pg) != CONNECTION_OK)
-        conn_free(c);
     dispatch(t);
 }
 

@@ -151,6 +151,8 @@ static int maps_get(struct mail_maps *m, const char *key, int partial, petrel_po
         if (partial && tbl_is_pattern(m->tables[i]))
             continue;
         int rc = tbl_lookup(m->tables[i], key, &v);
+        if (rc == TBL_PENDING)
+            return -1;   /* a remote table will answer: the caller's step is run again (tables/table.h) */
         if (rc == TBL_ERROR) {
             msg_warn("%s: %s: lookup error for \"%s\"", m->param, tbl_spec(m->tables[i]), key);
             return -1;

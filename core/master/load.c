@@ -223,6 +223,7 @@ int master_load_config(const char *confdir, struct loaded_config *out, int check
         struct router *r = router_create(out->cfg, reg, 0, &error);
         router_free(r);
         int checks_ok = r == NULL || qmgr_checks_validate(out->cfg, reg, &error) == 0;
+        module_set_tables_gone(out->modules, reg);
         tbl_registry_free(reg);
         if (r == NULL || !checks_ok)
             nerrors += say_errors(out->cfg, NULL, error, &seen);

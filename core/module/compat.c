@@ -62,7 +62,8 @@ struct sasl_backend_v10 {
  * current struct is the 1.1 one; when one grows, freeze its 1.1 size here). */
 #define PARAM_SIZE_V11 sizeof(petrel_param)
 #define RESTRICTION_SIZE_V11 sizeof(petrel_restriction)
-#define TABLE_TYPE_SIZE_V11 sizeof(petrel_table_type)
+/* lookup_async came later within 1.1: a 1.1 module built before it still loads. */
+#define TABLE_TYPE_SIZE_V11 offsetof(petrel_table_type, lookup_async)
 #define SASL_BACKEND_SIZE_V11 sizeof(petrel_sasl_backend)
 #define SASL_SERVER_SIZE_V11 sizeof(petrel_sasl_server)
 

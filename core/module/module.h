@@ -68,12 +68,15 @@ struct petrel_module {
     unsigned check_problems;        /* petrel_config_error() calls during its check */
     void **table_regs;              /* registry entries made for its table types */
     size_t ntable_regs;
+    struct petrel_table **tables;   /* tables it opened (petrel_table_open), closed when it is freed */
+    size_t ntables;
 };
 
 struct module_set {
     struct petrel_module **mods;
     int n;
     struct module_phase phases[MODULE_HOOK_COUNT];   /* per hook, the modules implementing it */
+    struct tbl_registry *tables;    /* the registry its table types went into last: petrel_table_open's */
 };
 
 /* At most this many modules per set: a handle carries the module's index in a byte. */
@@ -113,6 +116,10 @@ const petrel_sasl_server *module_set_find_sasl_server(const struct module_set *s
 
 /* Adds every module's lookup-table types to a registry; -1 (logged) on a clash. */
 int module_set_register_tables(struct module_set *set, struct tbl_registry *reg);
+/* reg is about to be freed: petrel_table_open stops using it. */
+void module_set_tables_gone(struct module_set *set, struct tbl_registry *reg);
+/* Closes the tables m opened (tables.c). */
+void module_tables_close(struct petrel_module *m);
 
 /* metrics_api.c: the circuit's state for the shared metrics. */
 void module_record_circuit(const struct petrel_module *m, int open, int opened_now);

@@ -433,10 +433,78 @@ static int step_finished(struct smtpd_session *s, struct restrict_run *run, enum
     return 0;
 }
 
-/* Walks the remaining stages and steps; returns 1 when finished. */
-static int run_steps(struct smtpd_session *s, struct restrict_run *run, struct restrict_result *r)
+/* Where the walk stood before a step: a step that asked a remote table
+ * for something it has no answer to yet is undone to here, and run again
+ * once the answers are in (tables/table.h, "Remote tables"). Everything a
+ * step may change on its way to a table lookup is in here. */
+struct run_mark {
+    int stage_index, in_stage, depth, index, warn_if_reject;
+    int rcpt_maps_checked, sender_maps_checked;
+    struct restrict_deferral defer_if_reject, defer_if_permit;
+    int dip_client, dip_helo, dip_sender;
+    struct restrict_result collected;
+};
+
+static void mark_take(struct smtpd_session *s, const struct restrict_run *run, struct run_mark *m)
 {
-    while (run->stage_index < run->nstages) {
+    m->stage_index = run->stage_index;
+    m->in_stage = run->in_stage;
+    m->depth = run->depth;
+    m->index = run->depth > 0 ? run->frames[run->depth - 1].index : 0;
+    m->warn_if_reject = run->warn_if_reject;
+    m->rcpt_maps_checked = run->rcpt_maps_checked;
+    m->sender_maps_checked = run->sender_maps_checked;
+    m->defer_if_reject = run->defer_if_reject;
+    m->defer_if_permit = s->defer_if_permit;
+    m->dip_client = s->defer_if_permit_client;
+    m->dip_helo = s->defer_if_permit_helo;
+    m->dip_sender = s->defer_if_permit_sender;
+    m->collected = run->collected;
+}
+
+static void mark_restore(struct smtpd_session *s, struct restrict_run *run, const struct run_mark *m)
+{
+    run->stage_index = m->stage_index;
+    run->in_stage = m->in_stage;
+    run->depth = m->depth;
+    if (run->depth > 0)
+        run->frames[run->depth - 1].index = m->index;
+    run->warn_if_reject = m->warn_if_reject;
+    run->rcpt_maps_checked = m->rcpt_maps_checked;
+    run->sender_maps_checked = m->sender_maps_checked;
+    run->defer_if_reject = m->defer_if_reject;
+    s->defer_if_permit = m->defer_if_permit;
+    s->defer_if_permit_client = m->dip_client;
+    s->defer_if_permit_helo = m->dip_helo;
+    s->defer_if_permit_sender = m->dip_sender;
+    run->collected = m->collected;
+}
+
+static void lookups_cancel(void *ctx)
+{
+    struct smtpd_session *s = ctx;
+    tbl_scope_cancel(s->lookups);
+}
+
+/* Every missing remote answer is in: the step runs again. */
+static void lookups_done(void *ctx)
+{
+    struct smtpd_session *s = ctx;
+    restrict_step_done(s, RV_NESTED, NULL);
+}
+
+/* Walks the remaining stages and steps; returns 1 when finished. */
+static int walk(struct smtpd_session *s, struct restrict_run *run, struct restrict_result *r)
+{
+    struct run_mark mark;
+    for (;;) {
+        mark_take(s, run, &mark);
+        int finished = 0;
+        int more = 0;
+        if (run->stage_index >= run->nstages) {
+            *r = run->collected;
+            return 1;
+        }
         enum restrict_stage stage = run->stages[run->stage_index];
         if (!run->in_stage) {
             run->in_stage = 1;
@@ -445,40 +513,60 @@ static int run_steps(struct smtpd_session *s, struct restrict_run *run, struct r
         if (run->depth > 0 && s->tx && s->tx->discard)
             unwind(run);   /* Postfix: nothing is evaluated after DISCARD */
         if (run->depth == 0) {
-            if (stage_end(s, run, stage, r))
-                return 1;
-            run->in_stage = 0;
-            run->stage_index++;
-            continue;
+            if (stage_end(s, run, stage, r)) {
+                finished = 1;
+            } else {
+                run->in_stage = 0;
+                run->stage_index++;
+            }
+        } else {
+            struct restrict_frame *f = &run->frames[run->depth - 1];
+            if (f->index >= f->list->nsteps) {
+                /* This list found nothing: back to the step that opened
+                 * it, which is then done with DUNNO. */
+                run->depth--;
+                if (run->warn_if_reject > run->depth)
+                    run->warn_if_reject = 0;
+                if (run->depth > 0 && step_finished(s, run, RV_DUNNO, NULL, r))
+                    finished = 1;
+            } else {
+                const struct restrict_step *step = &f->list->steps[f->index++];
+                if (step->kind == STEP_WARN_IF_REJECT) {
+                    if (run->warn_if_reject == 0)
+                        run->warn_if_reject = run->depth;
+                    continue;
+                }
+                struct restrict_result step_result = { RV_DUNNO, 0, NULL, NULL };
+                enum restrict_verdict v = run_step(s, run, step, &step_result);
+                if (v == RV_PENDING && !tbl_scope_missing(s->lookups))
+                    return 0;
+                if (v != RV_NESTED && v != RV_PENDING && step_finished(s, run, v, &step_result, r))
+                    finished = 1;
+            }
         }
-        struct restrict_frame *f = &run->frames[run->depth - 1];
-        if (f->index >= f->list->nsteps) {
-            /* This list found nothing: back to the step that opened it,
-             * which is then done with DUNNO. */
-            run->depth--;
-            if (run->warn_if_reject > run->depth)
-                run->warn_if_reject = 0;
-            if (run->depth > 0 && step_finished(s, run, RV_DUNNO, NULL, r))
-                return 1;
-            continue;
+        if (tbl_scope_missing(s->lookups)) {
+            /* A remote table had no answer yet: whatever this step
+             * decided is void. Fetch, then run it again. */
+            mark_restore(s, run, &mark);
+            restrict_wait(s, lookups_cancel, s);
+            if (tbl_scope_fetch(s->lookups, lookups_done, s))
+                return 0;
+            run->waiting = 0;
+            run->cancel = NULL;
+            run->cancel_ctx = NULL;
+            more = 1;   /* every answer came at once */
         }
-        const struct restrict_step *step = &f->list->steps[f->index++];
-        if (step->kind == STEP_WARN_IF_REJECT) {
-            if (run->warn_if_reject == 0)
-                run->warn_if_reject = run->depth;
-            continue;
-        }
-        struct restrict_result step_result = { RV_DUNNO, 0, NULL, NULL };
-        enum restrict_verdict v = run_step(s, run, step, &step_result);
-        if (v == RV_PENDING)
-            return 0;
-        if (v == RV_NESTED)
-            continue;
-        if (step_finished(s, run, v, &step_result, r))
+        if (finished && !more)
             return 1;
     }
-    *r = run->collected;
-    return 1;
+}
+
+static int run_steps(struct smtpd_session *s, struct restrict_run *run, struct restrict_result *r)
+{
+    tbl_scope_enter(s->worker->tables, s->lookups);
+    int finished = walk(s, run, r);
+    tbl_scope_leave(s->worker->tables);
+    return finished;
 }
 
 static void run_finished(struct smtpd_session *s, struct restrict_run *run, const struct restrict_result *result)
@@ -572,6 +660,9 @@ void restrict_check(struct smtpd_session *s, const enum restrict_stage *stages, 
     run->done = done;
     run->collected.verdict = RV_DUNNO;
     run->where = where_of(s, run->stages[run->nstages - 1]);
+    if (s->lookups == NULL)
+        s->lookups = tbl_scope_new();
+    tbl_scope_reset(s->lookups);   /* each command asks the tables afresh */
     s->check = run;
     struct restrict_result result = { RV_DUNNO, 0, NULL, NULL };
     /* RFC 5321 4.5.1: postmaster (without a domain) is always accepted. */

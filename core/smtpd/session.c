@@ -263,6 +263,8 @@ static void session_free(struct smtpd_session *s)
     smtpd_sasl_session_gone(s);   /* the back-end's end() still sees the session */
     smtpd_plugin_session_gone(s);
     restrict_cancel(s);
+    tbl_scope_free(s->lookups);
+    s->lookups = NULL;
     smtpd_peer_cancel(s);
     if (s->sleep_timer)
         event_free(s->sleep_timer);

@@ -37,6 +37,7 @@ struct evconnlistener;
 struct workq;
 struct workq_job;
 struct tbl_registry;
+struct tbl_scope;
 struct tbl;
 struct mail_rewrite;
 struct cidr_list;
@@ -485,6 +486,7 @@ struct smtpd_session {
     int ehlo_discard_error;           /* the address maps failed: EHLO gets 421 4.3.0 */
     struct restrict_run *check;       /* the restriction evaluation in progress */
     struct restrict_run *run;         /* its storage, reused by every evaluation of the session */
+    struct tbl_scope *lookups;        /* remote tables' answers for the command being checked (restrict.c) */
     struct event *sleep_timer;        /* the sleep restriction */
     /* Postfix's defer_if_permit: raised by a restriction, answered at the
      * end of RCPT, DATA or END-OF-MESSAGE unless something refuses; the

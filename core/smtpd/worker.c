@@ -304,10 +304,11 @@ void smtpd_worker_init(struct smtpd_worker *w, const struct cfg *cfg, struct que
     struct module_runtime_args rt = { .set = w->modules, .role = MODULE_ROLE_SMTPD,
                                       .base = w->base, .workq = w->workq, .dns = w->dns, .metrics = metrics,
                                       .process_index = process_index };
-    if (module_runtime_start(&rt) != 0)
-        msg_fatal("cannot start: a module failed to initialise");
+    /* Table types first: a module's init may open tables (petrel_table_open). */
     if (module_set_register_tables(w->modules, w->tables) != 0)
         msg_fatal("cannot start: a module's table type clashes with another");
+    if (module_runtime_start(&rt) != 0)
+        msg_fatal("cannot start: a module failed to initialise");
     /* Header rewriting: the canonical maps and masquerading the queue
      * manager applies to the envelope (mail/rewrite.h). */
     w->rewrite = xcalloc(1, sizeof(*w->rewrite));
@@ -496,10 +497,12 @@ int smtpd_validate_service(const struct cfg *cfg, const struct master_service *s
                             service->line, service->name) < 0)
             *error = xstrdup("modules: a table type is provided twice");
         psc_settings_free(ps);
+        module_set_tables_gone(modules, w.tables);
         tbl_registry_free(w.tables);
         return ps ? 0 : -1;
     }
     if (module_set_register_tables(modules, w.tables) != 0) {
+        module_set_tables_gone(modules, w.tables);
         tbl_registry_free(w.tables);
         if (asprintf(error, "%s, line %d: service %s: modules: a table type is provided twice", service->file,
                      service->line, service->name) < 0)
@@ -531,6 +534,7 @@ int smtpd_validate_service(const struct cfg *cfg, const struct master_service *s
         smtpd_settings_free(stressed);
     }
     smtpd_settings_free(set);
+    module_set_tables_gone(modules, w.tables);
     tbl_registry_free(w.tables);
     return ok ? 0 : -1;
 }

@@ -28,37 +28,7 @@
 #include "lib/xalloc.h"
 #include "tables/table.h"
 #include "tables/table_impl.h"
-
-/* Warnings a process gives once per file, not once per table that names it
- * (alias_maps and local_recipient_maps open the same file, in every role). */
-struct tbl_said {
-    char **items;
-    size_t n;
-};
-
-struct tbl_registry {
-    const struct tbl_type **types;
-    size_t count;
-    size_t cap;
-    struct tbl_said *said;
-};
-
-struct tbl {
-    const struct tbl_type *type;
-    char *spec;           /* as given, for messages */
-    char *name;           /* NAME part of TYPE:NAME (after any proxy: prefix) */
-    int flags;
-    void *handle;
-    petrel_pool *handle_pool;
-    petrel_pool *scratch;
-    /* file-based types: the compiled file and the inode now open */
-    char *compiled;
-    dev_t dev;
-    ino_t ino;
-    time_t next_check;    /* when a lookup looks at the path again */
-    int complained;       /* a replaced file could not be opened, or the path vanished: said once */
-    struct tbl_said *said;
-};
+#include "tables/table_int.h"
 
 static const struct tbl_type *const builtin_types[] = {
     &tbl_type_texthash, &tbl_type_inline, &tbl_type_static, &tbl_type_fail,
@@ -80,7 +50,7 @@ static const struct {
     { "mysql", "no Petrel module provides mysql: tables yet" },
     { "ldap", "no Petrel module provides ldap: tables yet" },
     { "memcache", "no Petrel module provides memcache: tables yet" },
-    { "socketmap", "no Petrel module provides socketmap: tables yet" },
+    { "socketmap", "it is provided by the socketmap module: add socketmap to `modules` in main.cf" },
     { "tcp", "no Petrel module provides tcp: tables yet" },
     { "unionmap", "composite tables (unionmap:) are not implemented yet" },
     { "pipemap", "composite tables (pipemap:) are not implemented yet" },
@@ -95,6 +65,7 @@ struct tbl_registry *tbl_registry_new(void)
 {
     struct tbl_registry *reg = xcalloc(1, sizeof(*reg));
     reg->said = xcalloc(1, sizeof(*reg->said));
+    reg->async = xcalloc(1, sizeof(*reg->async));
     for (size_t i = 0; i < sizeof(builtin_types) / sizeof(builtin_types[0]); i++)
         if (tbl_registry_add(reg, builtin_types[i]) != 0)
             msg_panic("tbl_registry_new: duplicate built-in type %s", builtin_types[i]->name);
@@ -105,6 +76,8 @@ int tbl_registry_add(struct tbl_registry *reg, const struct tbl_type *type)
 {
     if (type == NULL || type->name == NULL || (type->open == NULL && type->open_owned == NULL)
         || type->lookup == NULL || type->close == NULL)
+        return -1;
+    if ((type->flags & TBL_TYPE_REMOTE) && (type->lookup_start == NULL || type->lookup_cancel == NULL))
         return -1;
     if (tbl_registry_find(reg, type->name) != NULL)
         return -1;
@@ -132,6 +105,7 @@ void tbl_registry_free(struct tbl_registry *reg)
         free(reg->said->items[i]);
     free(reg->said->items);
     free(reg->said);
+    free(reg->async);
     free(reg->types);
     free(reg);
 }
@@ -270,6 +244,7 @@ struct tbl *tbl_open(const struct tbl_registry *reg, const char *spec, int flags
     t->name = xstrdup(name);
     t->flags = flags;
     t->said = reg->said;
+    t->async = reg->async;
     struct stat st;
     if (type->suffix) {
         /* stat before open: a rebuild in between makes the next check
@@ -347,10 +322,16 @@ int tbl_lookup(struct tbl *t, const char *key, const char **value)
         check_replaced(t);
     if ((t->flags & TBL_FLAG_FOLD_CASE) && !(t->type->flags & TBL_TYPE_PATTERN))
         key = tbl_fold(t->scratch, key);
-    int status = t->type->lookup(t->handle, key, value, t->scratch);
+    int status = (t->type->flags & TBL_TYPE_REMOTE) ? tbl_remote_lookup(t, key, value)
+                                                    : t->type->lookup(t->handle, key, value, t->scratch);
     if (status != TBL_FOUND)
         *value = NULL;
     return status;
+}
+
+int tbl_is_remote(const struct tbl *t)
+{
+    return (t->type->flags & TBL_TYPE_REMOTE) != 0;
 }
 
 int tbl_reload(struct tbl *t, char **error)

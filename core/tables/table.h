@@ -31,7 +31,14 @@
 
 #include <petrel/pool.h>
 
-enum { TBL_FOUND = 1, TBL_NOTFOUND = 0, TBL_ERROR = -1 };
+struct tbl_query;
+
+/* TBL_ERROR is Postfix's DICT_ERR_RETRY as much as a broken table: the
+ * table cannot answer now, which never means "not found" (a caller defers,
+ * 451 4.3.0 or 451 4.3.5 as Postfix answers). TBL_PENDING: a remote table
+ * inside a lookup scope has no answer yet (see "Remote tables" below); a
+ * caller outside a scope never sees it. */
+enum { TBL_FOUND = 1, TBL_NOTFOUND = 0, TBL_ERROR = -1, TBL_PENDING = -2 };
 
 /* Lowercase keys before lookup (Postfix's default for most maps). Applies to
  * fixed-string types only: pattern types decide case with their own flags. */
@@ -47,6 +54,9 @@ enum { TBL_FOUND = 1, TBL_NOTFOUND = 0, TBL_ERROR = -1 };
 
 /* struct tbl_type.flags: the type matches patterns, not fixed keys. */
 #define TBL_TYPE_PATTERN 1
+/* The type asks a server over the network (pgsql:, socketmap:, ...): it has
+ * lookup_start, and its blocking lookup is used only where nobody can wait. */
+#define TBL_TYPE_REMOTE 2
 
 /* Keys longer than this are refused with TBL_ERROR (and a warning), never
  * truncated: a truncated key could match an entry meant for another key.
@@ -96,6 +106,16 @@ struct tbl_type {
     /* May be NULL: 1 when this open table is a pattern table although its
      * type is not (an SQL query using %u or %d). */
     int (*handle_pattern)(void *handle);
+
+    /* Remote types (TBL_TYPE_REMOTE): starts looking up key (already case
+     * folded) and answers later with tbl_query_answer(q, ...), exactly
+     * once, from the event loop; answering before lookup_start returns is
+     * allowed (the table layer notices). The type answers TBL_ERROR itself
+     * when its server is down or its own timeout passes. */
+    void (*lookup_start)(void *handle, const char *key, struct tbl_query *q);
+    /* The caller gave up on q (the session ended, a timeout): q must not be
+     * answered after this returns. */
+    void (*lookup_cancel)(void *handle, struct tbl_query *q);
 };
 
 struct tbl_registry;
@@ -134,6 +154,58 @@ const char *tbl_data_file(const struct tbl *t);
 int tbl_iterate(struct tbl *t, int (*fn)(void *arg, const void *key, size_t klen, const void *value, size_t vlen),
                 void *arg, char **error);
 void tbl_close(struct tbl *t);
+
+/* ------------------------------------------------------------------ */
+/* Remote tables (doc/architecture.md, "Tables that wait").
+ *
+ * A lookup in a remote table cannot answer at once. Callers that can wait
+ * (smtpd's restriction engine) run their synchronous code inside a lookup
+ * scope: tbl_lookup() on a remote table then answers from the scope's
+ * memo, or records the (table, key) as missing and returns TBL_PENDING,
+ * which every caller treats as an unfinished step. The caller throws the
+ * step's result away, has the scope fetch what is missing
+ * (tbl_scope_fetch, asynchronously, all in parallel), and runs the step
+ * again when the answers are in: the same keys now answer from the memo,
+ * and the next missing key (an access(5) search tries several) repeats the
+ * cycle. The memo lives as long as the caller says (one SMTP command in
+ * smtpd), so every answer is as fresh as Postfix's.
+ *
+ * Outside a scope (the queue manager, cleanup, postscreen, petrelctl) a
+ * remote table's blocking lookup runs, bounded by its own timeout. */
+
+struct tbl_scope;
+/* A scope holds at most this many answers; a step that wants more gets
+ * TBL_ERROR (logged) for the extra keys. */
+#define TBL_SCOPE_MAX_ANSWERS 64
+
+struct tbl_scope *tbl_scope_new(void);
+/* Cancels what is in flight and forgets every answer. */
+void tbl_scope_reset(struct tbl_scope *sc);
+void tbl_scope_free(struct tbl_scope *sc);
+/* Lookups of reg's remote tables consult sc until tbl_scope_leave(). */
+void tbl_scope_enter(struct tbl_registry *reg, struct tbl_scope *sc);
+void tbl_scope_leave(struct tbl_registry *reg);
+/* Keys a lookup asked for since the last fetch that have no answer yet. */
+int tbl_scope_missing(const struct tbl_scope *sc);
+/* Starts lookups for every missing key. Returns 0 when all of them
+ * answered at once (run the step again now; done is not called), 1 when
+ * done(arg) will be called from the loop once they all have. */
+int tbl_scope_fetch(struct tbl_scope *sc, void (*done)(void *arg), void *arg);
+/* Stops the lookups in flight (done is not called); answers are kept. */
+void tbl_scope_cancel(struct tbl_scope *sc);
+
+/* One asynchronous lookup, without a scope (modules' petrel_table_lookup).
+ * fn(arg, status, value) runs once, later, from the loop, unless
+ * tbl_query_cancel() came first; value lives until fn returns. For local
+ * tables the caller looks up synchronously instead (tbl_is_remote). */
+typedef void tbl_answer_fn(void *arg, int status, const char *value);
+struct tbl_query *tbl_query_start(struct tbl *t, const char *key, tbl_answer_fn *fn, void *arg);
+void tbl_query_cancel(struct tbl_query *q);
+/* For types: the answer to q (value copied). */
+void tbl_query_answer(struct tbl_query *q, int status, const char *value);
+/* The table q looks in (for the type's messages). */
+const char *tbl_query_spec(const struct tbl_query *q);
+int tbl_is_remote(const struct tbl *t);
 
 /* "NAME.lmdb" for hash:NAME: the compiled file of a file-based TYPE:NAME
  * spec (malloc'd), or NULL when the type has none. *type_out, when not

@@ -110,6 +110,7 @@ static int env_load(const char *confdir, struct env *e)
 
 static void env_free(struct env *e)
 {
+    module_set_tables_gone(e->modules, e->reg);
     tbl_registry_free(e->reg);
     cfg_free(e->cfg);
     module_set_free(e->modules);

@@ -68,6 +68,8 @@ typedef struct petrel_session petrel_session;   /* handle: one SMTP connection, 
 typedef struct petrel_pending petrel_pending;   /* handle: a suspended hook or restriction call */
 typedef struct petrel_timer petrel_timer;       /* handle */
 typedef struct petrel_watch petrel_watch;       /* handle */
+typedef struct petrel_table_query petrel_table_query;   /* handle: one lookup a remote table type answers (ABI 1.1) */
+typedef struct petrel_table petrel_table;       /* a table a module opened (valid while the module is loaded) */
 
 /* ------------------------------------------------------------------ */
 /* verdicts                                                            */
@@ -222,7 +224,9 @@ typedef struct petrel_table_type {
     void *(*open)(petrel_module *m, const char *name, petrel_pool *pool, const char **error);
     /* 1 found (*value set; valid until the next lookup), 0 not found, -1 error.
      * scratch is reset before every lookup. Must not block for long: it runs
-     * on the event loop (use a local file or an in-memory copy). */
+     * on the event loop (use a local file or an in-memory copy), except in
+     * a remote type (lookup_async below), where it is the bounded blocking
+     * form for callers that cannot wait. */
     int (*lookup)(void *handle, const char *key, const char **value, petrel_pool *scratch);
     void (*close)(void *handle);   /* may be NULL */
     int pattern;               /* 1: matches patterns; queried once with the whole string */
@@ -257,8 +261,52 @@ typedef struct petrel_table_type {
      * when fn returns non-zero. Returns 0, or -1 with *error. */
     int (*iterate)(void *handle, int (*fn)(void *arg, const void *key, size_t klen, const void *value, size_t vlen),
                    void *arg, const char **error);
+
+    /* ABI 1.1, remote types (a database, a socketmap server): set
+     * lookup_async. The core calls it where a caller can wait (smtpd's
+     * restrictions and recipient validation at RCPT, modules'
+     * petrel_table_lookup) and the type answers q exactly once with
+     * petrel_table_answer(), from the loop (an fd watch, a timer), or
+     * before it returns. key is already case folded. A server that is down
+     * or slow is PETREL_TABLE_RETRY, never "not found": the client is then
+     * told 451 and retries, as with Postfix's DICT_ERR_RETRY. The type
+     * keeps its own timeout; the core also gives up on q after the
+     * module's NAME_hook_timeout (answering RETRY, with a warning), and q
+     * goes stale when the caller stops waiting (the session ended): an
+     * answer through a stale handle is logged and ignored, so a late reply
+     * from the server needs no bookkeeping. lookup (above) stays required:
+     * it is the blocking form, used where nobody can wait (the queue
+     * manager's routing, cleanup, petrelctl map query), and must honour
+     * the same timeout. */
+    void (*lookup_async)(void *handle, petrel_table_query *q, const char *key);
 } petrel_table_type;
 #define PETREL_TABLE_TYPE_INIT .size = sizeof(petrel_table_type)
+
+/* Answers (ABI 1.1). */
+#define PETREL_TABLE_FOUND 1
+#define PETREL_TABLE_NOTFOUND 0
+#define PETREL_TABLE_RETRY (-1)      /* the table cannot answer now: defer */
+/* Answers q: status PETREL_TABLE_*, value (copied) for FOUND. A second
+ * answer, or one through a stale handle, is logged and ignored. */
+PETREL_API void petrel_table_answer(petrel_table_query *q, int status, const char *value);
+/* The table spec ("socketmap:inet:127.0.0.1:9999:virtual") q looks in,
+ * for the type's log lines; NULL for a stale handle. */
+PETREL_API const char *petrel_table_query_spec(petrel_table_query *q);
+
+/* ABI 1.1: tables for modules. Opens "TYPE:NAME" (any type the core or a
+ * loaded module provides, "proxy:" accepted) in init or in a restriction's
+ * compile; it stays open until the module is unloaded. NULL with *error
+ * (text valid until the next call) when it cannot be opened. flags:
+ * PETREL_TABLE_FOLD_CASE lowercases keys, as Postfix does for most maps. */
+#define PETREL_TABLE_FOLD_CASE 1
+PETREL_API petrel_table *petrel_table_open(petrel_module *m, const char *spec, int flags, const char **error);
+/* Looks key up; fn(status, value, arg) runs once on the loop, always after
+ * petrel_table_lookup has returned, local table or remote; value lives
+ * until fn returns. status is PETREL_TABLE_FOUND, _NOTFOUND or _RETRY.
+ * Returns 0, or -1 (fn is then not called) for a NULL table or key, a key
+ * over 128 KiB, or a process without an event loop. */
+typedef void petrel_table_fn(int status, const char *value, void *arg);
+PETREL_API int petrel_table_lookup(petrel_table *t, const char *key, petrel_table_fn *fn, void *arg);
 
 /* ------------------------------------------------------------------ */
 /* SASL back-ends for SMTP AUTH                                         */

@@ -1,0 +1,131 @@
+"""mysql: tables (the mysql module, MariaDB Connector/C's non-blocking API) against a private
+MariaDB server on loopback, with a mysql_table(5) file as Postfix admins write it:
+virtual_alias_maps and check_recipient_access at RCPT end to end over SMTP, keys with quotes,
+backslashes, % and SQL in them that reach the database only as data, a slow query that does not
+hold up another session of the same worker, the database down (451 4.3.0 / Postfix's 451 4.3.5,
+never "User unknown"), delivery through the queue manager, and petrelctl map query."""
+import os
+import subprocess
+import threading
+import time
+
+from harness import PETRELD, Petrel, Tap, maildir_messages, wait_for
+from mysqllib import MariaDB
+from tablelib import bundled_module_dir
+
+t = Tap(timeout=300)
+QMGR = "qmgr unix n - n 300 1 qmgr\n"
+MODULES = bundled_module_dir("mysql")
+
+db = MariaDB()
+db.sql("CREATE DATABASE mail; CREATE USER 'postfix'@'127.0.0.1' IDENTIFIED BY 'pf''pw';"
+       "GRANT SELECT ON mail.* TO 'postfix'@'127.0.0.1';")
+db.sql("CREATE TABLE alias(address VARCHAR(255) PRIMARY KEY, goto TEXT NOT NULL, active TINYINT DEFAULT 1)"
+       " CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;"
+       "INSERT INTO alias VALUES ('sales@my.test', 'box@vmail.test', 1),"
+       "('info@my.test', 'box@vmail.test, other@vmail.test', 1),"
+       "('\"o\\'brien\\\\\\\\x\"@my.test', 'box@vmail.test', 1), ('old@my.test', 'box@vmail.test', 0);"
+       "CREATE TABLE access(address VARCHAR(255), action TEXT);"
+       "INSERT INTO access VALUES ('blocked@my.test', 'REJECT not here');", db="mail")
+
+with Petrel(t, extra_services=QMGR, start=False, workers=1) as p:
+    mail = os.path.join(p.dir, "mail")
+    os.mkdir(mail)
+    if p.pw:
+        os.chown(mail, p.pw.pw_uid, p.pw.pw_gid)
+    common = "hosts = inet:127.0.0.1:%d\nuser = postfix\npassword = pf'pw\ndbname = mail\n" % db.port
+    valias = p.write_file("mysql-valias.cf", "# as in MYSQL_README\n" + common +
+                          "query = SELECT goto FROM alias WHERE address = '%s' AND active = 1\n", mode=0o640)
+    access = p.write_file("mysql-access.cf", common + "query = SELECT action FROM access WHERE address = '%s'\n",
+                          mode=0o640)
+    slow = p.write_file("mysql-slow.cf", common + "query = SELECT 'box@vmail.test' FROM DUAL WHERE SLEEP(3) = 0 "
+                        "AND '%s' = 'slow@my.test'\n", mode=0o640)
+    conf = dict(p.settings)
+    conf.update({"modules": "mysql", "module_directory": MODULES, "mysql_timeout": "2s",
+                 "virtual_alias_domains": "my.test", "virtual_alias_maps": "proxy:mysql:%s mysql:%s" % (valias, slow),
+                 "virtual_mailbox_domains": "vmail.test", "virtual_mailbox_base": mail,
+                 "virtual_mailbox_maps": "inline:{ {box@vmail.test = box/}, {other@vmail.test = other/} }",
+                 "smtpd_recipient_restrictions": "check_recipient_access mysql:%s, permit_mynetworks, "
+                                                 "reject_unauth_destination" % access})
+    p.write_main_cf(conf)
+    r = subprocess.run(p.command(PETRELD, "-n", "-c", p.conf), capture_output=True, text=True, timeout=30)
+    t.ok(r.returncode == 0, "petreld -n accepts mysql: tables", r.stdout + r.stderr)
+    p.start()
+
+    c = p.connect()
+    c.ehlo("client.test")
+    c.cmd("MAIL FROM:<sender@example.org>")
+    t.is_(c.cmd("RCPT TO:<sales@my.test>"), "250 2.1.5 Ok", "virtual_alias_maps: an address in the database")
+    t.is_(c.cmd("RCPT TO:<old@my.test>"),
+          "550 5.1.1 <old@my.test>: Recipient address rejected: User unknown in virtual alias table",
+          "a row the query does not select is not found")
+    t.is_(c.cmd("RCPT TO:<blocked@my.test>"), "554 5.7.1 <blocked@my.test>: Recipient address rejected: not here",
+          "check_recipient_access: the action from the database")
+    for addr in ("\"x' OR '1'='1\"@my.test", "\"x\\\\' OR 1=1 -- \"@my.test", "\"%s%%\"@my.test",
+                 "\"'; DROP TABLE alias; -- \"@my.test"):
+        reply = c.cmd("RCPT TO:<%s>" % addr)
+        t.ok(reply.startswith("550 5.1.1 ") and "User unknown in virtual alias table" in reply,
+             "a key with SQL in it matches nothing: %s" % addr, reply)
+    t.is_(c.cmd("RCPT TO:<\"o'brien\\\\x\"@my.test>"), "250 2.1.5 Ok",
+          "a key with a quote and a backslash finds its own row, exactly")
+    t.is_(db.sql("SELECT count(*) FROM alias", db="mail").strip(), "4", "the table is intact")
+
+    result = {}
+
+    def slow_rcpt():
+        s = p.connect()
+        s.ehlo("client.test")
+        s.cmd("MAIL FROM:<sender@example.org>")
+        result["reply"] = s.cmd("RCPT TO:<slow@my.test>")
+        s.close()
+
+    th = threading.Thread(target=slow_rcpt)
+    th.start()
+    time.sleep(0.5)
+    t.is_(c.cmd("RCPT TO:<info@my.test>"), "250 2.1.5 Ok", "a lookup is answered while another waits for a slow query")
+    t.ok("reply" not in result, "before the slow one has finished (the loop never blocks)")
+    th.join(30)
+    t.is_(result.get("reply"), "451 4.3.0 <slow@my.test>: Temporary lookup failure",
+          "the slow query ends at mysql_timeout with 451 4.3.0")
+    c.cmd("RSET")
+    c.close()
+
+    c = p.connect()
+    reply = c.send_message("sender@example.org", ["info@my.test"], "Subject: via mysql\r\n\r\nx\r\n")
+    t.like(reply, r"^250 2\.0\.0 Ok: queued", "mail to an alias from the database is accepted")
+    c.close()
+    t.ok(wait_for(lambda: len(maildir_messages(os.path.join(mail, "box"))) == 1 and
+                  len(maildir_messages(os.path.join(mail, "other"))) == 1, timeout=30),
+         "and delivered to both mailboxes the database names")
+    r = p.petrelctl("map", "query", "mysql:" + valias, "info@my.test")
+    t.ok((r.returncode, r.stdout.strip()) == (0, "box@vmail.test, other@vmail.test"),
+         "petrelctl map query mysql:...", r.stdout + r.stderr)
+
+    db.stop()
+    c = p.connect()
+    c.ehlo("client.test")
+    c.cmd("MAIL FROM:<sender@example.org>")
+    t.is_(c.cmd("RCPT TO:<sales@my.test>"),
+          "451 4.3.5 <sales@my.test>: Recipient address rejected: Server configuration error",
+          "the database down: check_recipient_access defers (Postfix's 451 4.3.5)")
+    c.close()
+
+db.start()
+with Petrel(t, start=False, workers=1) as p:
+    cf = p.write_file("v.cf", "hosts = 127.0.0.1:%d\nuser = postfix\npassword = pf'pw\ndbname = mail\n"
+                      "query = SELECT goto FROM alias WHERE address = '%%s'\n" % db.port)
+    conf = dict(p.settings)
+    conf.update({"modules": "mysql", "module_directory": MODULES, "mysql_timeout": "2s",
+                 "virtual_alias_domains": "my.test", "virtual_alias_maps": "mysql:" + cf})
+    p.write_main_cf(conf)
+    p.start()
+    c = p.connect()
+    c.ehlo("client.test")
+    c.cmd("MAIL FROM:<sender@example.org>")
+    t.is_(c.cmd("RCPT TO:<sales@my.test>"), "250 2.1.5 Ok", "host:port without inet: works too")
+    db.stop()
+    t.is_(c.cmd("RCPT TO:<sales@my.test>"), "451 4.3.0 <sales@my.test>: Temporary lookup failure",
+          "the database down: virtual_alias_maps answers 451 4.3.0, never User unknown")
+    c.close()
+
+t.done()

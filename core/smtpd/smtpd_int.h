@@ -769,4 +769,8 @@ int smtpd_module_call(struct smtpd_session *s, struct petrel_module *m, const ch
  * next() at once. */
 void smtpd_hooks_then(struct smtpd_session *s, enum smtpd_phase phase, const char *arg, smtpd_phase_done_fn *next);
 
+/* command_channel.c: runs the module control commands the master sends
+ * over fd (master/modctl.c); nothing when fd is -1. */
+void smtpd_command_channel_start(struct event_base *base, int fd);
+
 #endif

@@ -7,9 +7,10 @@ control socket's permission (another user cannot run them)."""
 import json
 import os
 import subprocess
+import tempfile
 import time
 
-from harness import PETRELCTL, Petrel, Tap
+from harness import CLEANUP_DIRS, PETRELCTL, Petrel, Tap, run_as_user
 from modlib import bundled_module_dir, rcpt_reply, smtp_from
 from redislib import RedisServer
 
@@ -151,5 +152,75 @@ with RedisServer() as redis:
     with Petrel(t, main_cf=conf(addr), start=False) as a:
         rc, out, err = ctl(a, "greylist", "list")
         t.ok(rc == 1 and "no running petreld to ask" in err, "petreld not running: petrelctl says so", err)
+
+
+# --- petrelctl ratelimit show ---
+def rl_conf(rules, **extra):
+    d = tempfile.mkdtemp(prefix="petrel-data-")
+    CLEANUP_DIRS.append(d)
+    _, pw = run_as_user()
+    if pw:
+        os.chown(d, pw.pw_uid, pw.pw_gid)
+    c = {"modules": "ratelimit", "module_directory": mods, "mynetworks": "192.0.2.0/24", "data_directory": d,
+         "smtpd_recipient_restrictions": rules + ", reject_unauth_destination", "smtpd_workers": "2"}
+    c.update(extra)
+    return c
+
+
+def transaction(p, src="127.0.0.5", sender="alice@sender.example", rcpts=("user@petrel.test",)):
+    c = smtp_from(p.port, src=src)
+    c.ehlo()
+    c.cmd("MAIL FROM:<%s>" % sender)
+    replies = [c.cmd("RCPT TO:<%s>" % r) for r in rcpts]
+    c.cmd("QUIT")
+    c.close()
+    return replies
+
+
+with Petrel(t, main_cf=rl_conf("check_rate_limit 3/1m")) as p:
+    for i in range(2):
+        transaction(p)
+    # Both workers map the same counters: whichever runs the command sees both messages.
+    for attempt_no in range(3):
+        rc, out, err = ctl(p, "ratelimit", "show", "client=127.0.0.5")
+        check((rc, out), (0, "check_rate_limit 3/1m client messages: 2 of 3 messages in the last 1m for client "
+                             "127.0.0.5\n"), "ratelimit show client=ADDR: the in-memory count (try %d)" % attempt_no, err)
+    rc, out, err = ctl(p, "ratelimit", "show", "127.0.0.5")
+    check(rc, 0, "a bare address is a client key", err)
+    transaction(p)
+    rc, out, err = ctl(p, "ratelimit", "show", "--json", "client=127.0.0.5")
+    try:
+        doc = json.loads(out)
+    except ValueError:
+        doc = None
+    check(doc, {"key": "client=127.0.0.5", "rules": [{"rule": "3/1m client messages", "limit": 3, "window_seconds": 60,
+                                                      "counting": "messages", "count": 3, "over": True}]},
+          "--json gives the rule, its limit, window and count, and that the key is at the limit", out + err)
+    rc, out, err = ctl(p, "ratelimit", "show", "client=127.0.0.77")
+    check((rc, out), (0, "check_rate_limit 3/1m client messages: 0 of 3 messages in the last 1m for client "
+                         "127.0.0.77\n"), "a key never seen counts 0", err)
+    rc, out, err = ctl(p, "ratelimit", "show", "sender=bob@x.example")
+    check((rc, err), (1, "ratelimit: no check_rate_limit rule counts by exactly sender bob@x.example; the rules are: "
+                         "3/1m client messages\n"), "a key no rule counts by: exit 1 naming the rules")
+    rc, out, err = ctl(p, "ratelimit", "show", "colour=blue")
+    check((rc, err), (2, "ratelimit show: \"colour\": keys are client, sender, sasl_user and recipient_domain\n"
+                         "usage: petrelctl ratelimit show [--json] KEY\n"), "an unknown key part: exit 2 and the usage")
+
+with RedisServer() as redis:
+    rules = "check_rate_limit 10/1h, check_rate_limit { 5/1h sender recipients }"
+    rc_conf = lambda: rl_conf(rules, ratelimit_redis="127.0.0.1:%d" % redis.port)
+    with Petrel(t, main_cf=rc_conf()) as a, Petrel(t, main_cf=rc_conf()) as b:
+        transaction(a, rcpts=("user@petrel.test", "user2@petrel.test"))
+        transaction(b, rcpts=("user3@petrel.test",))
+        rc, out, err = ctl(b, "ratelimit", "show", "sender=Alice@Sender.Example")
+        check((rc, out), (0, "check_rate_limit 5/1h sender recipients: 3 of 5 recipients in the last 1h for sender "
+                             "Alice@Sender.Example\n"),
+              "ratelimit show on Redis: the recipients both nodes counted (the sender in any case)", err)
+        rc, out, err = ctl(a, "ratelimit", "show", "client=127.0.0.5")
+        check((rc, out), (0, "check_rate_limit 10/1h client messages: 2 of 10 messages in the last 1h for client "
+                             "127.0.0.5\n"), "and the messages, per client", err)
+        redis.stop()
+        rc, out, err = ctl(a, "ratelimit", "show", "client=127.0.0.5")
+        t.ok(rc == 1 and err.startswith("ratelimit: Redis: "), "Redis down: show fails and says why", err)
 
 t.done()

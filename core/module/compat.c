@@ -64,7 +64,9 @@ struct sasl_backend_v10 {
 #define RESTRICTION_SIZE_V11 sizeof(petrel_restriction)
 #define TABLE_TYPE_SIZE_V11 sizeof(petrel_table_type)
 #define SASL_BACKEND_SIZE_V11 sizeof(petrel_sasl_backend)
-#define SASL_SERVER_SIZE_V11 sizeof(petrel_sasl_server)
+/* petrel_sasl_server grew check_path within 1.1: a module built before
+ * has the smaller size, and check_path reads NULL. */
+#define SASL_SERVER_SIZE_V11 offsetof(petrel_sasl_server, check_path)
 #define COMMAND_SIZE_V11 sizeof(petrel_command)
 
 /* An array longer than this is taken for one without its terminator. */

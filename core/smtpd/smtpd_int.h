@@ -609,7 +609,7 @@ void smtpd_sasl_session_gone(struct smtpd_session *s);
 
 /* sasl_glue.c */
 /* sasl_settings.c: reads the SASL parameters into set; -1 with *error (malloc'd). */
-int smtpd_sasl_settings(struct smtpd_settings *set, struct module_set *modules, const struct cfg *cfg,
+int smtpd_sasl_settings(struct smtpd_settings *set, struct module_set *modules, const struct cfg *cfg, int checking,
                         char **error);
 unsigned smtpd_sasl_options_now(const struct smtpd_session *s);
 int smtpd_sasl_offers(const char *list, const char *mech);

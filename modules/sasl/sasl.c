@@ -64,7 +64,8 @@ static void sasl_fini(petrel_module *m)
 static const petrel_sasl_server sasl_servers[] = {
     SASL_SERVER_ENTRY(dovecot),
     SASL_SERVER_ENTRY(cyrus),
-    SASL_SERVER_ENTRY(table),
+    { PETREL_SASL_SERVER_INIT, .name = "table", .mechanisms = sasl_table_mechanisms, .start = sasl_table_start,
+      .step = sasl_table_step, .end = sasl_table_end, .check_path = sasl_table_check_path },
     { .name = NULL },
 };
 

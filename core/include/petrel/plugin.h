@@ -645,7 +645,16 @@ typedef struct petrel_sasl_context {
     unsigned security;         /* the PETREL_SASL_* properties the options exclude (for libraries that filter themselves) */
     const char *session_id;    /* a unique name of this exchange, for the back-end's own logs */
     const char *queue_directory;   /* a relative smtpd_sasl_path is relative to it, as in Postfix */
+    /* Added in 1.1 after its first release: read it only when the core has
+     * it, PETREL_SASL_CONTEXT_HAS(c, client_cert_verified). 1 when the
+     * service asks for client certificates (smtpd_tls_ask_ccert or
+     * smtpd_tls_req_ccert) and the client presented one that verified
+     * (Dovecot's valid-client-cert), else 0. */
+    int client_cert_verified;
 } petrel_sasl_context;
+/* Does the core's context have field? (It may be older than the header.) */
+#define PETREL_SASL_CONTEXT_HAS(c, field) \
+    ((c)->size >= offsetof(petrel_sasl_context, field) + sizeof((c)->field))
 
 typedef enum petrel_sasl_status {
     PETREL_SASL_CHALLENGE,     /* send data as a 334 challenge and wait for the client's response */
@@ -689,6 +698,15 @@ typedef struct petrel_sasl_server {
      * loop; a request still unanswered goes stale when it returns (no
      * need to answer it). May be NULL. */
     void (*end)(const petrel_sasl_context *c, void *state);
+    /* Added in 1.1 after its first release (a module built without it
+     * still loads; the field then reads NULL): checks smtpd_sasl_path for
+     * each service that uses this back-end, where the configuration is
+     * checked (petreld -n, the start, before a reload), before init: a
+     * password table that does not exist, a table type the back-end
+     * cannot read. Return 0, or -1 with *error (static or pool text),
+     * which the core reports as "FILE:LINE: smtpd_sasl_path: error" and
+     * which stops the start. May be NULL. */
+    int (*check_path)(petrel_module *m, const char *path, petrel_pool *pool, const char **error);
 } petrel_sasl_server;
 #define PETREL_SASL_SERVER_INIT .size = sizeof(petrel_sasl_server)
 

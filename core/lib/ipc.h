@@ -24,6 +24,8 @@ enum ipc_type {
     IPC_CTL_REPLY = 2,     /* master -> petrelctl: field 0 = exit status ("0"), field 1 = text */
     IPC_MAILBOX_REQUEST = 3,   /* qmgr -> mailbox helper: one delivery (qmgr/mailbox_helper.c) */
     IPC_MAILBOX_RESULT = 4,    /* mailbox helper -> qmgr: its result */
+    IPC_MODCMD_REQUEST = 5,    /* master -> smtpd worker: id, module, command, args (master/modctl.c) */
+    IPC_MODCMD_REPLY = 6,      /* smtpd worker -> master: id, status ("0".."2"), text */
 };
 
 struct ipc_field {

@@ -97,6 +97,7 @@ struct master {
     char control_path[4200];
     int pid_fd;
     struct evconnlistener *control;
+    struct modctl *modctl;               /* channels to the smtpd workers for module commands (modctl.c) */
     struct event *stop_timer;
     char binary[4096];
 };
@@ -145,6 +146,8 @@ static void close_master_fds(struct master *m)
     if (m->control)
         evconnlistener_free(m->control);   /* in the child: closes its copy */
     m->control = NULL;
+    if (m->modctl)
+        modctl_close_in_child(m->modctl);
     /* pid_fd stays open in the child on purpose: the flock on master.pid
      * belongs to the open file, shared by every process forked from the
      * master, so a new master cannot take it (and run its recovery scan)
@@ -171,12 +174,21 @@ static pid_t spawn_worker(struct master *m, int slot, enum role_kind kind)
     int is_qmgr = kind == KIND_QMGR;
     struct generation *g = m->gen;
     pid_t master_pid = getpid();
+    int channel[2] = { -1, -1 };   /* module commands: smtpd workers only */
+    if (kind == KIND_SMTPD && modctl_pair(channel) != 0)
+        channel[0] = channel[1] = -1;
     pid_t pid = fork();
     if (pid < 0) {
         msg_warn("fork: %s", strerror(errno));
+        if (channel[0] >= 0) {
+            close(channel[0]);
+            close(channel[1]);
+        }
         return -1;
     }
     if (pid == 0) {
+        if (channel[0] >= 0)
+            close(channel[0]);
         /* The child must not run the master's loop: start clean. */
         /* The epoll set is shared with the parent until reinit: without it,
          * removing events here would remove them from the master too. Then
@@ -253,8 +265,13 @@ static pid_t spawn_worker(struct master *m, int slot, enum role_kind kind)
             .modules = g->conf.modules,
             .worker_index = (unsigned)slot,
             .generation = g->number,
+            .command_fd = channel[1],
         };
         _exit(smtpd_worker_main(&args));
+    }
+    if (channel[0] >= 0) {
+        close(channel[1]);
+        modctl_attach(m->modctl, slot, channel[0]);
     }
     struct worker_proc *w = &m->workers[slot];
     w->pid = pid;
@@ -344,6 +361,7 @@ static void on_child_exit(struct master *m, pid_t pid, int status)
         if (w->pid != pid)
             continue;
         w->pid = 0;
+        modctl_worker_gone(m->modctl, i);
         anvil_reset_worker(m->anvil, (unsigned)i);
         module_metrics_forget_process(m->metrics, (unsigned)i);
         int clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
@@ -583,6 +601,87 @@ static void control_event(struct bufferevent *bev, short what, void *arg)
         bufferevent_free(bev);
 }
 
+/* The answer to a module command, from modctl.c: the connection is ours
+ * again, to write it and close. */
+static void module_command_reply(struct bufferevent *bev, int status, const char *text)
+{
+    bufferevent_setcb(bev, NULL, control_written, control_event, NULL);
+    bufferevent_enable(bev, EV_WRITE);
+    control_reply(bev, status, text);
+}
+
+/* petrelctl MODULE [COMMAND [ARGS]]: fields[1] is the module's name. The
+ * command is checked here against the generation's module set (so a typo
+ * is answered without bothering a worker), then run by one smtpd worker
+ * of the current generation (modctl.c says why there). Returns 1 when the
+ * request went to a worker (the answer follows), else 0 with status and
+ * text set. */
+static int module_command(struct master *m, struct bufferevent *bev, const struct ipc_msg *msg, int *status,
+                          struct buf *text)
+{
+    char *fields[IPC_MAX_FIELDS];
+    int n = 0;
+    for (int i = 1; i < msg->count; i++) {
+        if (memchr(msg->fields[i].data, '\0', msg->fields[i].len) != NULL) {
+            *status = 2;
+            buf_puts(text, "malformed control request: a NUL byte in an argument");
+            for (int k = 0; k < n; k++)
+                free(fields[k]);
+            return 0;
+        }
+        fields[n] = xmalloc(msg->fields[i].len + 1);
+        memcpy(fields[n], msg->fields[i].data, msg->fields[i].len);
+        fields[n][msg->fields[i].len] = '\0';
+        n++;
+    }
+    int sent = 0;
+    const struct module_set *set = m->gen->conf.modules;
+    struct petrel_module *mod = n > 0 ? module_set_find_module(set, fields[0]) : NULL;
+    const petrel_command *cmd = mod && n > 1 ? module_command_find(mod, fields[1]) : NULL;
+    int json;
+    *status = 2;
+    if (mod == NULL) {
+        buf_printf(text, "unknown command \"%.64s\": not a petrelctl command, and no loaded module has that name "
+                   "(modules:", n > 0 ? fields[0] : "");
+        for (int i = 0; set && i < set->n; i++)
+            buf_printf(text, " %s", set->mods[i]->name);
+        buf_puts(text, set && set->n ? ")" : " none loaded)");
+    } else if (n == 1 || strcmp(fields[1], "help") == 0) {
+        module_command_help(set, mod, text);
+        *status = n == 1 ? 2 : 0;
+    } else if (cmd == NULL) {
+        buf_printf(text, "module %s has no command \"%.64s\"\n", mod->name, fields[1]);
+        module_command_help(set, mod, text);
+    } else if (module_command_check_args(mod, cmd, n - 2, (const char *const *)fields + 2, &json, text) < 0) {
+        buf_puts(text, "\n");
+        module_command_usage(mod, cmd, text);
+    } else {
+        int slot = -1;
+        for (int i = 0; i < MAX_WORKERS && slot < 0; i++) {
+            const struct worker_proc *w = &m->workers[i];
+            if (w->pid && !w->draining && kind_of(w) == KIND_SMTPD && w->generation == m->gen->number &&
+                modctl_has_channel(m->modctl, i))
+                slot = i;
+        }
+        if (slot < 0) {
+            *status = 1;
+            buf_printf(text, "petrelctl %s %s: no smtpd worker is running to run it (restarting? see the log)",
+                       mod->name, cmd->name);
+        } else {
+            /* No reading (nor its timeout) while a worker has the request;
+             * the reply function takes the connection back. */
+            bufferevent_disable(bev, EV_READ);
+            bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
+            modctl_send(m->modctl, slot, bev, mod->timeout_ms ? mod->timeout_ms : 10000, mod->name, n - 1,
+                        (const char *const *)fields + 1);
+            sent = 1;
+        }
+    }
+    for (int k = 0; k < n; k++)
+        free(fields[k]);
+    return sent;
+}
+
 static void control_read(struct bufferevent *bev, void *arg)
 {
     struct master *m = arg;
@@ -677,6 +776,11 @@ static void control_read(struct bufferevent *bev, void *arg)
         begin_stop(m);
     } else if (strcmp(command, "reload") == 0) {
         status = reload(m, &text) == 0 ? 0 : 1;
+    } else if (strcmp(command, "module") == 0) {
+        if (module_command(m, bev, &msg, &status, &text)) {
+            buf_free(&text);
+            return;
+        }
     } else {
         status = 2;
         buf_printf(&text, "unknown control command \"%s\"", command);
@@ -999,6 +1103,7 @@ int master_run(const struct master_options *opts)
     m.ticket_timer = evtimer_new(m.base, rotate_tickets, &m);
     schedule_ticket_rotation(&m);
     m.metrics = module_metrics_create();
+    m.modctl = modctl_new(m.base, module_command_reply);
 
     struct event *ev_chld = evsignal_new(m.base, SIGCHLD, on_sigchld, &m);
     struct event *ev_term = evsignal_new(m.base, SIGTERM, on_sigterm, &m);
@@ -1030,6 +1135,7 @@ int master_run(const struct master_options *opts)
     event_free(ev_int);
     event_free(ev_hup);
     evconnlistener_free(m.control);
+    modctl_free(m.modctl);
     generation_free(m.gen);
     anvil_destroy(m.anvil);
     event_free(m.ticket_timer);

@@ -2,8 +2,8 @@
  * Reading a module's descriptor arrays whatever ABI 1.x minor it was built
  * for. The loader copies each array (parameters, restrictions, table
  * types, SASL back-ends) into the current layout once, at load, so the
- * rest of the core only ever sees today's structs (SASL servers exist
- * from 1.1 on: a 1.0 module has none):
+ * rest of the core only ever sees today's structs (SASL servers and
+ * control commands exist from 1.1 on: a 1.0 module has none):
  *
  *   - ABI 1.0 elements carry no size: they are read through verbatim
  *     copies of the 1.0 structs below, chosen by the descriptor's
@@ -65,7 +65,10 @@ struct sasl_backend_v10 {
 /* lookup_async came later within 1.1: a 1.1 module built before it still loads. */
 #define TABLE_TYPE_SIZE_V11 offsetof(petrel_table_type, lookup_async)
 #define SASL_BACKEND_SIZE_V11 sizeof(petrel_sasl_backend)
-#define SASL_SERVER_SIZE_V11 sizeof(petrel_sasl_server)
+/* petrel_sasl_server grew check_path within 1.1: a module built before
+ * has the smaller size, and check_path reads NULL. */
+#define SASL_SERVER_SIZE_V11 offsetof(petrel_sasl_server, check_path)
+#define COMMAND_SIZE_V11 sizeof(petrel_command)
 
 /* An array longer than this is taken for one without its terminator. */
 #define MAX_ELEMENTS 4096
@@ -134,6 +137,8 @@ static const struct element_kind kinds[] = {
     /* no 1.0 layout: compat_read_descriptor never reads it for a 1.0 module */
     [COMPAT_SASL_SERVERS] = { "sasl_servers", sizeof(petrel_sasl_server), SASL_SERVER_SIZE_V11,
                               offsetof(petrel_sasl_server, name), 0, 0, NULL },
+    [COMPAT_COMMANDS] = { "commands", sizeof(petrel_command), COMMAND_SIZE_V11, offsetof(petrel_command, name), 0, 0,
+                          NULL },
 };
 
 static const char *name_at(const char *base, size_t offset)
@@ -217,7 +222,9 @@ int compat_read_descriptor(const petrel_module_desc *d, struct compat_desc *out,
         (out->sasl_backends = compat_read_array(COMPAT_SASL_BACKENDS, d->sasl_backends, d->abi_minor,
                                                 &out->nsasl_backends, error, error_size)) == NULL ||
         (out->sasl_servers = compat_read_array(COMPAT_SASL_SERVERS, d->abi_minor >= 1 ? d->sasl_servers : NULL,
-                                               d->abi_minor, &out->nsasl_servers, error, error_size)) == NULL) {
+                                               d->abi_minor, &out->nsasl_servers, error, error_size)) == NULL ||
+        (out->commands = compat_read_array(COMPAT_COMMANDS, d->abi_minor >= 1 ? d->commands : NULL, d->abi_minor,
+                                           &out->ncommands, error, error_size)) == NULL) {
         compat_free_descriptor(out);
         return -1;
     }
@@ -231,5 +238,6 @@ void compat_free_descriptor(struct compat_desc *c)
     free(c->table_types);
     free(c->sasl_backends);
     free(c->sasl_servers);
+    free(c->commands);
     memset(c, 0, sizeof(*c));
 }

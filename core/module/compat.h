@@ -10,7 +10,7 @@
 #include <petrel/plugin.h>
 
 enum compat_kind { COMPAT_PARAMS, COMPAT_RESTRICTIONS, COMPAT_TABLE_TYPES, COMPAT_SASL_BACKENDS,
-                   COMPAT_SASL_SERVERS };
+                   COMPAT_SASL_SERVERS, COMPAT_COMMANDS };
 
 /* Copies of the descriptor's arrays in the current layout, each ended by
  * a zeroed entry (name NULL). */
@@ -27,6 +27,8 @@ struct compat_desc {
     size_t nsasl_backends;
     petrel_sasl_server *sasl_servers;      /* ABI 1.1: empty for a 1.0 module */
     size_t nsasl_servers;
+    petrel_command *commands;              /* ABI 1.1: empty for a 1.0 module */
+    size_t ncommands;
 };
 
 /* Reads every array of d; -1 with error set (naming the array and entry)

@@ -173,6 +173,35 @@ static void free_module(struct petrel_module *m)
     free(m);
 }
 
+/* A control command petrelctl could not name or run is the module's bug:
+ * refuse it at load, naming the entry. */
+static int commands_problem(const struct compat_desc *c, char *detail, size_t size)
+{
+    for (size_t i = 0; i < c->ncommands; i++) {
+        const petrel_command *cmd = &c->commands[i];
+        int ok = *cmd->name != '\0' && strlen(cmd->name) <= 32;
+        for (const char *p = cmd->name; *p; p++)
+            if (!(islower((unsigned char)*p) || isdigit((unsigned char)*p) || *p == '-' || *p == '_'))
+                ok = 0;
+        if (!ok) {
+            snprintf(detail, size, "commands[%zu]: \"%.40s\" is not a command name (lower-case letters, digits, "
+                     "'-' and '_', at most 32)", i, cmd->name);
+            return -1;
+        }
+        if (cmd->run == NULL || cmd->min_args < 0 || (cmd->max_args >= 0 && cmd->max_args < cmd->min_args)) {
+            snprintf(detail, size, "commands[%zu] (%s): %s", i, cmd->name,
+                     cmd->run == NULL ? "no run function" : "min_args and max_args do not make a range");
+            return -1;
+        }
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(c->commands[j].name, cmd->name) == 0) {
+                snprintf(detail, size, "commands: \"%s\" is declared twice", cmd->name);
+                return -1;
+            }
+    }
+    return 0;
+}
+
 static struct petrel_module *load_one(const char *dir, const char *name)
 {
     if (!valid_name(name)) {
@@ -240,7 +269,12 @@ static struct petrel_module *load_one(const char *dir, const char *name)
         return NULL;
     }
     struct compat_desc c;
-    if (compat_read_descriptor(d, &c, detail, sizeof(detail)) != 0) {
+    int unreadable = compat_read_descriptor(d, &c, detail, sizeof(detail)) != 0;
+    if (!unreadable && commands_problem(&c, detail, sizeof(detail)) != 0) {
+        compat_free_descriptor(&c);
+        unreadable = 1;
+    }
+    if (unreadable) {
         msg_error("module %s (%s): %s", name, path, detail);
         lt_dlclose(h);
         free(path);
@@ -512,6 +546,13 @@ void module_set_describe(const struct module_set *set, struct buf *out)
         }
         for (const petrel_sasl_server *ss = m->c.sasl_servers; ss && ss->name; ss++) {
             buf_printf(out, "%s%s", any ? " " : "  SASL back-ends: ", ss->name);
+            any = 1;
+        }
+        if (any)
+            buf_puts(out, "\n");
+        any = 0;
+        for (const petrel_command *cmd = m->c.commands; cmd && cmd->name; cmd++) {
+            buf_printf(out, "%s%s", any ? " " : "  commands (petrelctl MODULE COMMAND): ", cmd->name);
             any = 1;
         }
         if (any)

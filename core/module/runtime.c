@@ -69,10 +69,10 @@ void module_stale(const struct handle_table *t, uintptr_t h, const char *fn)
         msg_warn("module %s: %s: NULL %s handle: ignored%s", m ? m->name : "?", fn, t->kind, more);
     } else if (m) {
         /* A late answer after a timeout or a hang-up is ordinary; anything else is the module's bug. */
-        if (t->tag == HANDLE_TAG_PENDING || t->tag == HANDLE_TAG_SASL)
+        if (t->tag == HANDLE_TAG_PENDING || t->tag == HANDLE_TAG_SASL || t->tag == HANDLE_TAG_COMMAND)
             msg_info("module %s: %s: the %s is no longer valid (already %s, timed out, or its session "
                      "ended): ignored%s", m->name, fn, t->kind,
-                     t->tag == HANDLE_TAG_SASL ? "answered" : "completed", more);
+                     t->tag == HANDLE_TAG_PENDING ? "completed" : "answered", more);
         else
             msg_warn("module %s: %s: the %s handle is no longer valid (its session ended, or it was cancelled "
                      "or fired): ignored%s", m->name, fn, t->kind, more);

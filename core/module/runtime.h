@@ -162,6 +162,20 @@ void module_sasl_end(struct module_session *ms, struct petrel_module *m, const p
                      petrel_sasl_context *c, void *state);
 
 /* ------------------------------------------------------------------ */
+/* control commands (ABI 1.1 petrel_command; commands.c)               */
+
+/* The answer: status is a petrel_command_status (0 ok, 1 failed, 2 usage),
+ * text the output or the error (with the usage line for 2). */
+typedef void module_command_done_fn(void *arg, int status, const char *text);
+
+/* Runs command of module (as petrelctl named them) with its arguments (a
+ * leading --json included). done(arg, status, text) follows exactly once:
+ * before this returns when the command is refused or answers at once,
+ * else later from the loop (at the latest at NAME_hook_timeout). */
+void module_command_run(const char *module, const char *command, int argc, const char *const *argv,
+                        module_command_done_fn *done, void *arg);
+
+/* ------------------------------------------------------------------ */
 /* crash context                                                       */
 
 /* While a module runs, the process records which module and hook it is

@@ -42,6 +42,7 @@ struct petrel_module;
 #define HANDLE_TAG_METRIC 0x6bu
 #define HANDLE_TAG_SASL 0x95u
 #define HANDLE_TAG_TABLE_QUERY 0xe3u
+#define HANDLE_TAG_COMMAND 0xd1u
 #define HANDLE_NO_MODULE 0xffu
 #define HANDLE_SLOT_BITS 18
 #define HANDLE_MAX_SLOTS (1u << HANDLE_SLOT_BITS)
@@ -85,7 +86,8 @@ struct module_runtime {
     struct module_metrics *metrics;
     unsigned process_index;
     pthread_t loop_thread;
-    struct handle_table sessions, pendings, timers, watches, metric_handles, sasl_requests, table_queries;
+    struct handle_table sessions, pendings, timers, watches, metric_handles, sasl_requests, table_queries,
+        command_requests;
     int fam_calls, fam_duration, fam_circuit_open, fam_circuit_opened;   /* the core's metrics */
 };
 extern struct module_runtime *module_rt;

@@ -31,6 +31,7 @@ int module_runtime_start(const struct module_runtime_args *args)
     handle_table_init(&rt->metric_handles, "metric", HANDLE_TAG_METRIC);
     handle_table_init(&rt->sasl_requests, "SASL request", HANDLE_TAG_SASL);
     handle_table_init(&rt->table_queries, "table query", HANDLE_TAG_TABLE_QUERY);
+    handle_table_init(&rt->command_requests, "command request", HANDLE_TAG_COMMAND);
     module_rt = rt;
     module_metrics_start(rt);
     if (rt->set == NULL || rt->set->n == 0)
@@ -53,6 +54,7 @@ void module_runtime_stop(void)
     handle_table_free(&rt->watches);
     handle_table_free(&rt->sasl_requests);
     handle_table_free(&rt->table_queries);
+    handle_table_free(&rt->command_requests);
     for (uint32_t i = 0; i < rt->metric_handles.n; i++)
         free(rt->metric_handles.entries[i].object);
     handle_table_free(&rt->metric_handles);

@@ -195,6 +195,8 @@ static void fill_context(struct smtpd_session *s)
     snprintf(s->sasl_session_id, sizeof(s->sasl_session_id), "%lx.%x.%u", (unsigned long)s->worker->index,
              (unsigned)(uintptr_t)s & 0xffffff, s->sasl_exchanges);
     c->tls = s->tls_active;
+    c->client_cert_verified = s->tls_active && (s->set->tls_ask_ccert || s->set->tls_req_ccert) &&
+                              s->ccert.present && s->ccert.verified;
     c->security = excluded_properties(smtpd_sasl_options_now(s));
 }
 

@@ -43,7 +43,7 @@ static int compile_mech_filter(struct smtpd_settings *set, const struct cfg *cfg
 }
 
 int smtpd_sasl_settings(struct smtpd_settings *set, struct module_set *modules, const struct cfg *cfg,
-                        char **error)
+                        int checking, char **error)
 {
     const char *bad = NULL;
     /* The plain values are bound by settings.c's table (smtpd_service_bind_table). */
@@ -70,6 +70,19 @@ int smtpd_sasl_settings(struct smtpd_settings *set, struct module_set *modules, 
     }
     if (compile_mech_filter(set, cfg, error) != 0)
         return -1;
+    /* The back-end's own look at smtpd_sasl_path (a password table that
+     * is missing), where the configuration is checked: a worker that
+     * restarts later must not die of a file that went away meanwhile
+     * (it would take every other service of the worker with it). */
+    if (checking && set->sasl_server && set->sasl_server->check_path) {
+        const char *why = NULL;
+        if (set->sasl_server->check_path(set->sasl_module, set->sasl_path ? set->sasl_path : "", set->pool, &why) !=
+            0) {
+            if (asprintf(error, "smtpd_sasl_path: %s", why ? why : "refused by the SASL back-end") < 0)
+                *error = NULL;
+            return -1;
+        }
+    }
     return 0;
 }
 

@@ -668,7 +668,7 @@ struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struc
     {
         /* smtpd_sasl_settings sets *error as its only problem. */
         char *why = NULL;
-        if (smtpd_sasl_settings(set, w->modules, cfg, &why) != 0)
+        if (smtpd_sasl_settings(set, w->modules, cfg, w->checking, &why) != 0)
             failed = fail(error, "%s", why ? why : "smtpd_sasl_type: the SASL settings cannot be used");
         free(why);
     }

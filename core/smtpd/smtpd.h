@@ -33,6 +33,7 @@ struct smtpd_worker_args {
     struct module_set *modules;             /* loaded by the master; initialised here */
     unsigned worker_index;                  /* column in the anvil table */
     unsigned generation;                    /* config generation, for logs */
+    int command_fd;                         /* module control commands from the master, or -1 */
 };
 
 /* Builds a listener's settings (restrictions, tables, TLS) to check a

@@ -611,7 +611,7 @@ void smtpd_sasl_session_gone(struct smtpd_session *s);
 
 /* sasl_glue.c */
 /* sasl_settings.c: reads the SASL parameters into set; -1 with *error (malloc'd). */
-int smtpd_sasl_settings(struct smtpd_settings *set, struct module_set *modules, const struct cfg *cfg,
+int smtpd_sasl_settings(struct smtpd_settings *set, struct module_set *modules, const struct cfg *cfg, int checking,
                         char **error);
 unsigned smtpd_sasl_options_now(const struct smtpd_session *s);
 int smtpd_sasl_offers(const char *list, const char *mech);
@@ -770,5 +770,9 @@ int smtpd_module_call(struct smtpd_session *s, struct petrel_module *m, const ch
 /* session.c: runs the modules' hooks of phase, then next(); without hooks,
  * next() at once. */
 void smtpd_hooks_then(struct smtpd_session *s, enum smtpd_phase phase, const char *arg, smtpd_phase_done_fn *next);
+
+/* command_channel.c: runs the module control commands the master sends
+ * over fd (master/modctl.c); nothing when fd is -1. */
+void smtpd_command_channel_start(struct event_base *base, int fd);
 
 #endif

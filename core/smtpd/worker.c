@@ -456,6 +456,7 @@ int smtpd_worker_main(const struct smtpd_worker_args *args)
             msg_fatal("cannot listen on service %s", svc->name);
     }
     start_cache_cleanup(&w);
+    smtpd_command_channel_start(w.base, args->command_fd);
     w.wake = event_new(w.base, anvil_wake_fd(w.anvil, w.index), EV_READ | EV_PERSIST, on_wake, &w);
     if (w.wake == NULL || event_add(w.wake, NULL) != 0)
         msg_fatal("cannot watch the connection table's wake-ups");

@@ -50,7 +50,9 @@ static void usage(void)
             "  alias build|query|dump|delete ...       the same for aliases(5) files (like postalias)\n"
             "  newaliases                              build the alias_database tables (like newaliases)\n"
             "  dkim keygen [--ed25519 | -b BITS] [-D DIR] DOMAIN SELECTOR\n"
-            "                                          a DKIM key and the TXT record to publish\n");
+            "                                          a DKIM key and the TXT record to publish\n"
+            "  MODULE [COMMAND [--json] [ARGS]]        a loaded module's command, run by the running petreld\n"
+            "                                          (petrelctl MODULE help lists them; e.g. greylist list)\n");
     exit(2);
 }
 
@@ -67,7 +69,8 @@ static char *queue_directory(const char *confdir)
     return dir;
 }
 
-static int control(const char *confdir, const char *command)
+/* Sends command (and args) to the running master; prints its answer. */
+static int control(const char *confdir, const char *command, int argc, char **argv)
 {
     char *qdir = queue_directory(confdir);
     struct sockaddr_un sun;
@@ -88,6 +91,13 @@ static int control(const char *confdir, const char *command)
             fprintf(stderr, "petrelctl: the Petrel mail system is not running (no answer on %s)\n", sun.sun_path);
             return 1;
         }
+        if (strcmp(command, "module") == 0) {
+            /* A module's command, or a typo: only the running petreld knows its modules' commands. */
+            fprintf(stderr, "petrelctl: cannot run \"%s\": not a petrelctl command, and no running petreld to ask "
+                    "for a module command of that name (%s: %s)\n", argc > 0 ? argv[0] : "", sun.sun_path,
+                    strerror(errno));
+            return 1;
+        }
         fprintf(stderr, "petrelctl: cannot %s: the Petrel mail system is not running (%s: %s)\n", command,
                 sun.sun_path, strerror(errno));
         return 1;
@@ -95,6 +105,8 @@ static int control(const char *confdir, const char *command)
     struct buf b = BUF_INIT;
     ipc_begin(&b, IPC_CTL_REQUEST);
     ipc_add_str(&b, command);
+    for (int i = 0; i < argc && i < IPC_MAX_FIELDS - 1; i++)
+        ipc_add_str(&b, argv[i]);
     ipc_finish(&b);
     if (ipc_write_all(fd, b.data, b.len) != 0) {
         fprintf(stderr, "petrelctl: write to %s: %s\n", sun.sun_path, strerror(errno));
@@ -113,7 +125,9 @@ static int control(const char *confdir, const char *command)
     snprintf(code, sizeof(code), "%.*s", (int)(reply.fields[0].len < 15 ? reply.fields[0].len : 15),
              reply.fields[0].data);
     int status = atoi(code);
-    fprintf(status == 0 ? stdout : stderr, "%.*s\n", (int)reply.fields[1].len, reply.fields[1].data);
+    if (reply.fields[1].len > 0 || status == 0)
+        fprintf(status == 0 ? stdout : stderr, "%.*s%s", (int)reply.fields[1].len, reply.fields[1].data,
+                reply.fields[1].len > 0 && reply.fields[1].data[reply.fields[1].len - 1] == '\n' ? "" : "\n");
     buf_free(&b);
     close(fd);
     return status;
@@ -176,8 +190,13 @@ int main(int argc, char **argv)
         return newaliases_main(confdir, argc - i, argv + i);
     if (strcmp(command, "status") == 0 || strcmp(command, "stop") == 0 || strcmp(command, "reload") == 0 ||
         strcmp(command, "metrics") == 0)
-        return control(confdir, command);
-    fprintf(stderr, "petrelctl: unknown command \"%s\"\n", command);
-    usage();
-    return 2;
+        return control(confdir, command, 0, NULL);
+    /* Anything else may be a loaded module's command (petrelctl greylist
+     * list): the master knows the running modules and answers unknown
+     * ones itself. */
+    if (argc - i > IPC_MAX_FIELDS - 2) {
+        fprintf(stderr, "petrelctl: too many arguments\n");
+        return 2;
+    }
+    return control(confdir, "module", argc - i, argv + i);
 }

@@ -112,7 +112,11 @@ struct ratelimit_conf {
     int exclude_mynetworks, exclude_null_sender, tempfail_when_down;
     struct cidr *excluded;
     size_t nexcluded;
+    struct rule *rules;               /* the rules compiled in this process (petrelctl ratelimit show) */
+    size_t nrules, caprules;
 };
+
+static void remember_rule(struct ratelimit_conf *conf, const struct rule *r);
 
 /* ------------------------------------------------------------------ */
 /* configuration                                                       */
@@ -313,6 +317,9 @@ static int ratelimit_compile(petrel_module *m, const char *const *args, void **s
         return -1;
     }
     *state = r;
+    struct ratelimit_conf *conf = petrel_module_data(m);
+    if (conf)
+        remember_rule(conf, r);   /* after init: a role's own lists, not petreld -n's */
     return 0;
 }
 
@@ -358,6 +365,7 @@ static void ratelimit_fini(petrel_module *m)
         return;
     redis_client_free(conf->redis);
     ratelimit_shm_close(conf->shm);
+    free(conf->rules);
     petrel_pool_destroy(conf->pool);
     petrel_module_set_data(m, NULL);
 }
@@ -569,6 +577,252 @@ static petrel_verdict ratelimit_check(petrel_session *s, void *state)
     return PETREL_PENDING;
 }
 
+/* ------------------------------------------------------------------ */
+/* petrelctl ratelimit show KEY                                        */
+
+/* The rules a command can report on: those the restrictions of this
+ * process compiled after init (every smtpd worker compiles all of its
+ * services' lists), each once. */
+static void remember_rule(struct ratelimit_conf *conf, const struct rule *r)
+{
+    for (size_t i = 0; i < conf->nrules; i++) {
+        const struct rule *k = &conf->rules[i];
+        if (k->limit == r->limit && k->window_ms == r->window_ms && k->keys == r->keys &&
+            k->recipients == r->recipients)
+            return;
+    }
+    if (conf->nrules == conf->caprules) {
+        size_t cap = conf->caprules ? conf->caprules * 2 : 8;
+        struct rule *bigger = realloc(conf->rules, cap * sizeof(*bigger));
+        if (bigger == NULL)
+            return;
+        conf->rules = bigger;
+        conf->caprules = cap;
+    }
+    conf->rules[conf->nrules++] = *r;
+}
+
+static const char *rule_text(petrel_pool *pool, const struct rule *r)
+{
+    return petrel_pool_printf(pool, "%llu/%s%s%s%s%s %s", r->limit, r->window_text,
+                              r->keys & KEY_CLIENT ? " client" : "", r->keys & KEY_SENDER ? " sender" : "",
+                              r->keys & KEY_SASL_USER ? " sasl_user" : "",
+                              r->keys & KEY_RECIPIENT_DOMAIN ? " recipient_domain" : "",
+                              r->recipients ? "recipients" : "messages");
+}
+
+/* The counts of KEYS in their windows, read only. ARGV: buckets, then
+ * each key's window (ms). The same arithmetic as ratelimit_script. */
+static const char show_script[] =
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "local buckets = tonumber(ARGV[1]) local out = {}\n"
+    "for i, k in ipairs(KEYS) do\n"
+    "  local window = tonumber(ARGV[i + 1])\n"
+    "  local granule = math.max(1, math.floor(window / buckets))\n"
+    "  local cur = math.floor(now / granule)\n"
+    "  local h = redis.call('HGETALL', k) local sum = 0\n"
+    "  for j = 1, #h, 2 do if tonumber(h[j]) >= cur - buckets then sum = sum + tonumber(h[j + 1]) end end\n"
+    "  table.insert(out, sum)\n"
+    "end\n"
+    "return out\n";
+
+struct show {
+    petrel_command_request *r;
+    petrel_pool *pool;
+    const char *what;                 /* "client 127.0.0.5" */
+    const char *key_text;             /* as given */
+    struct rule *rules;               /* those that count by exactly these keys */
+    size_t n;
+};
+
+static void show_print(struct show *s, const unsigned long long *counts)
+{
+    int json = petrel_command_json(s->r);
+    if (json) {
+        petrel_command_print(s->r, "{\"key\": ");
+        petrel_command_print_json_string(s->r, s->key_text);
+        petrel_command_print(s->r, ", \"rules\": [");
+    }
+    for (size_t i = 0; i < s->n; i++) {
+        const struct rule *r = &s->rules[i];
+        if (json) {
+            petrel_command_print(s->r, "%s{\"rule\": ", i ? ", " : "");
+            petrel_command_print_json_string(s->r, rule_text(s->pool, r));
+            petrel_command_print(s->r, ", \"limit\": %llu, \"window_seconds\": %llu, \"counting\": \"%s\", "
+                                 "\"count\": %llu, \"over\": %s}", r->limit, r->window_ms / 1000,
+                                 r->recipients ? "recipients" : "messages", counts[i],
+                                 counts[i] >= r->limit ? "true" : "false");
+        } else {
+            petrel_command_print(s->r, "check_rate_limit %s: %llu of %llu %s in the last %s for %s%s\n",
+                                 rule_text(s->pool, r), counts[i], r->limit, r->recipients ? "recipients" : "messages",
+                                 r->window_text, s->what, counts[i] >= r->limit ? " (at the limit: refused)" : "");
+        }
+    }
+    if (json)
+        petrel_command_print(s->r, "]}");
+    petrel_command_done(s->r, PETREL_COMMAND_OK);
+}
+
+static void show_free(struct show *s)
+{
+    petrel_pool_destroy(s->pool);
+    free(s);
+}
+
+static void show_answered(const redisReply *reply, const char *error, void *arg)
+{
+    struct show *s = arg;
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements != s->n) {
+        petrel_command_print(s->r, "ratelimit: Redis: %s", error ? error : "unexpected reply");
+        petrel_command_done(s->r, PETREL_COMMAND_FAILED);
+        show_free(s);
+        return;
+    }
+    unsigned long long *counts = petrel_pool_zalloc(s->pool, (s->n + 1) * sizeof(*counts));
+    for (size_t i = 0; i < s->n; i++)
+        counts[i] = reply->element[i]->type == REDIS_REPLY_INTEGER ? (unsigned long long)reply->element[i]->integer : 0;
+    show_print(s, counts);
+    show_free(s);
+}
+
+/* KEY: part=value[,part=value...], parts client, sender, sasl_user,
+ * recipient_domain; or a bare address (client) or user@domain (sender).
+ * Sets *keys and the counter's values in the check's order and form. */
+static const char *parse_show_key(const char *text, petrel_pool *pool, unsigned *keys, const char **values,
+                                  const char **what)
+{
+    const char *parts[4] = { NULL, NULL, NULL, NULL };
+    char *copy = petrel_pool_strdup(pool, text);
+    char *save = NULL;
+    *keys = 0;
+    for (char *item = strtok_r(copy, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(item, '=');
+        int idx;
+        const char *value = eq ? eq + 1 : item;
+        if (eq) {
+            *eq = '\0';
+            idx = strcmp(item, "client") == 0 ? 0 : strcmp(item, "sender") == 0 ? 1
+                : strcmp(item, "sasl_user") == 0 ? 2 : strcmp(item, "recipient_domain") == 0 ? 3 : -1;
+            if (idx < 0)
+                return petrel_pool_printf(pool, "\"%s\": keys are client, sender, sasl_user and recipient_domain", item);
+        } else {
+            idx = strchr(item, '@') ? 1 : 0;
+        }
+        if (*value == '\0' || parts[idx])
+            return petrel_pool_printf(pool, "\"%s\": give each key once, with a value", text);
+        parts[idx] = value;
+        *keys |= 1u << idx;   /* KEY_CLIENT 1, KEY_SENDER 2, KEY_SASL_USER 4, KEY_RECIPIENT_DOMAIN 8 */
+    }
+    if (*keys == 0)
+        return "a key is expected, e.g. client=192.0.2.1";
+    const char *v = "", *w = "";
+    if (parts[0]) {
+        unsigned char a[16];
+        char addr[INET6_ADDRSTRLEN];
+        if (inet_pton(AF_INET, parts[0], a) == 1)
+            inet_ntop(AF_INET, a, addr, sizeof(addr));
+        else if (inet_pton(AF_INET6, parts[0], a) == 1)
+            inet_ntop(AF_INET6, a, addr, sizeof(addr));
+        else
+            return petrel_pool_printf(pool, "\"%s\" is not an IPv4 or IPv6 address (nor user@domain)", parts[0]);
+        v = petrel_pool_printf(pool, "|c=%s", addr);
+        w = petrel_pool_printf(pool, "client %s", addr);
+    }
+    if (parts[1]) {
+        v = petrel_pool_printf(pool, "%s|s=%s", v, lower(pool, parts[1]));
+        w = petrel_pool_printf(pool, "%s%ssender %s", w, *w ? ", " : "", parts[1]);
+    }
+    if (parts[2]) {
+        v = petrel_pool_printf(pool, "%s|u=%s", v, parts[2]);
+        w = petrel_pool_printf(pool, "%s%sSASL user %s", w, *w ? ", " : "", parts[2]);
+    }
+    if (parts[3]) {
+        v = petrel_pool_printf(pool, "%s|d=%s", v, lower(pool, parts[3]));
+        w = petrel_pool_printf(pool, "%s%srecipient domain %s", w, *w ? ", " : "", parts[3]);
+    }
+    *values = v;
+    *what = w;
+    return NULL;
+}
+
+static void cmd_show(petrel_command_request *r, int argc, const char *const *argv)
+{
+    (void)argc;
+    struct ratelimit_conf *conf = petrel_module_data(petrel_command_module(r));
+    if (conf == NULL) {
+        petrel_command_print(r, "ratelimit: the module is not initialised");
+        petrel_command_done(r, PETREL_COMMAND_FAILED);
+        return;
+    }
+    struct show *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        petrel_command_print(r, "ratelimit: out of memory");
+        petrel_command_done(r, PETREL_COMMAND_FAILED);
+        return;
+    }
+    s->r = r;
+    s->pool = petrel_pool_create(1024);
+    s->key_text = petrel_pool_strdup(s->pool, argv[0]);
+    unsigned keys;
+    const char *values = "";
+    const char *err = parse_show_key(argv[0], s->pool, &keys, &values, &s->what);
+    if (err) {
+        petrel_command_print(r, "ratelimit show: %s", err);
+        petrel_command_done(r, PETREL_COMMAND_USAGE);
+        show_free(s);
+        return;
+    }
+    s->rules = petrel_pool_zalloc(s->pool, (conf->nrules + 1) * sizeof(*s->rules));
+    for (size_t i = 0; i < conf->nrules; i++)
+        if (conf->rules[i].keys == keys)
+            s->rules[s->n++] = conf->rules[i];
+    if (s->n == 0) {
+        if (conf->nrules == 0) {
+            petrel_command_print(r, "ratelimit: no check_rate_limit rule is in use (smtpd_*_restrictions)");
+        } else {
+            petrel_command_print(r, "ratelimit: no check_rate_limit rule counts by exactly %s; the rules are:",
+                                 s->what);
+            for (size_t i = 0; i < conf->nrules; i++)
+                petrel_command_print(r, " %s%s", i ? "; " : "", rule_text(s->pool, &conf->rules[i]));
+        }
+        petrel_command_done(r, PETREL_COMMAND_FAILED);
+        show_free(s);
+        return;
+    }
+    const char **counter_keys = petrel_pool_zalloc(s->pool, (s->n + 1) * sizeof(*counter_keys));
+    for (size_t i = 0; i < s->n; i++)
+        counter_keys[i] = petrel_pool_printf(s->pool, "%s%llu:%s%s", conf->prefix, s->rules[i].window_ms,
+                                             s->rules[i].recipients ? "r" : "m", values);
+    if (conf->shm) {
+        unsigned long long *counts = petrel_pool_zalloc(s->pool, (s->n + 1) * sizeof(*counts));
+        for (size_t i = 0; i < s->n; i++)
+            counts[i] = ratelimit_shm_peek(conf->shm, counter_keys[i], s->rules[i].window_ms, now_ms());
+        show_print(s, counts);
+        show_free(s);
+        return;
+    }
+    const char **cmd = petrel_pool_zalloc(s->pool, (2 * s->n + 5) * sizeof(*cmd));
+    size_t a = 0;
+    cmd[a++] = "EVAL";
+    cmd[a++] = show_script;
+    cmd[a++] = petrel_pool_printf(s->pool, "%zu", s->n);
+    for (size_t i = 0; i < s->n; i++)
+        cmd[a++] = counter_keys[i];
+    cmd[a++] = petrel_pool_printf(s->pool, "%d", RATELIMIT_BUCKETS);
+    for (size_t i = 0; i < s->n; i++)
+        cmd[a++] = petrel_pool_printf(s->pool, "%llu", s->rules[i].window_ms);
+    redis_command(conf->redis, show_answered, s, (int)a, cmd, NULL);
+}
+
+static const petrel_command ratelimit_commands[] = {
+    { PETREL_COMMAND_INIT, .name = "show", .usage = "KEY", .min_args = 1, .max_args = 1,
+      .flags = PETREL_COMMAND_JSON, .run = cmd_show,
+      .help = "the counts of the check_rate_limit rules for KEY: client=ADDR, sender=ADDR, sasl_user=LOGIN, "
+              "recipient_domain=DOMAIN (joined with commas for a rule that combines them)" },
+    { .name = NULL },
+};
+
 static const petrel_restriction ratelimit_restrictions[] = {
     { PETREL_RESTRICTION_INIT, .name = "check_rate_limit", .nargs = 1,
       .compile = ratelimit_compile, .check = ratelimit_check },
@@ -584,5 +838,6 @@ const petrel_module_desc petrel_module_descriptor = {
     .init = ratelimit_init,
     .fini = ratelimit_fini,
     .restrictions = ratelimit_restrictions,
+    .commands = ratelimit_commands,
     .hook_timeout_ms = 15000,
 };

@@ -8,7 +8,8 @@
  *
  *   us:   VERSION 1 2, CPID pid
  *   them: VERSION, MECH name flags..., SPID, CUID, COOKIE, DONE
- *   us:   AUTH id mech service=smtp nologin lip= rip= lport= rport= [secured] session= [resp=b64]
+ *   us:   AUTH id mech service=smtp nologin lip= rip= lport= rport= [secured] [valid-client-cert] session=
+ *         [resp=b64]
  *   them: CONT id b64 | OK id user=... | FAIL id [reason=...] [temp] [user=...]
  *   us:   CONT id b64
  *
@@ -596,6 +597,8 @@ void sasl_dovecot_start(petrel_sasl_request *r, const petrel_sasl_context *c, co
     line_field(&l, "\trport=", c->client_port);
     if (c->tls)
         line_raw(&l, "\tsecured");
+    if (PETREL_SASL_CONTEXT_HAS(c, client_cert_verified) && c->client_cert_verified)
+        line_raw(&l, "\tvalid-client-cert");
     line_field(&l, "\tsession=", c->session_id);
     if (initial) {
         /* an empty initial response ("AUTH MECH =") is resp= with nothing */

@@ -20,8 +20,11 @@
  * commands petrelctl already has: `petrelctl queue list` shows it (held,
  * `!`), `petrelctl queue release ID...` sends it on, `petrelctl queue
  * delete ID...` drops it. When none of the login's held messages is left in
- * hold/, the next MAIL from it releases the login (logged). No module
- * command in petrelctl is needed, which the plugin API could not offer.
+ * hold/, the next MAIL from it releases the login (logged). `petrelctl sasl
+ * held` lists the held logins and their held messages, and `petrelctl sasl
+ * release LOGIN` lets a login send again at once (its held messages stay
+ * in hold/ for review): module commands, run by any worker, since the
+ * state is the node's shared file.
  *
  * State is shared by every smtpd worker of the node: a file-backed
  * MAP_SHARED table (sasl_guard_state_file; the plugin API has no shared
@@ -376,4 +379,118 @@ void sasl_guard_fini(struct sasl_module *sm)
     free(g->hold_dir);
     free(g);
     sm->guard = NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* petrelctl sasl held | release                                       */
+
+static struct sasl_guard *command_guard(petrel_command_request *r)
+{
+    struct sasl_module *sm = sasl_module_of(petrel_command_module(r));
+    if (sm == NULL || sm->guard == NULL) {
+        petrel_command_print(r, "sasl: the stolen-account guard is off (sasl_guard_enable = no)");
+        petrel_command_done(r, PETREL_COMMAND_FAILED);
+        return NULL;
+    }
+    return sm->guard;
+}
+
+void sasl_guard_cmd_held(petrel_command_request *r, int argc, const char *const *argv)
+{
+    (void)argc;
+    (void)argv;
+    struct sasl_guard *g = command_guard(r);
+    if (g == NULL)
+        return;
+    int json = petrel_command_json(r);
+    unsigned n = 0;
+    if (json)
+        petrel_command_print(r, "[");
+    lock(g);
+    for (size_t i = 0; i < SLOTS; i++) {
+        const struct slot *s = &g->slots[i];
+        if ((s->h1 == 0 && s->h2 == 0) || !s->tripped)
+            continue;
+        char login[KEY_MAX + 1];
+        snprintf(login, sizeof(login), "%s", s->login);
+        if (json) {
+            petrel_command_print(r, "%s\n  {\"login\": ", n ? "," : "");
+            petrel_command_print_json_string(r, login);
+            petrel_command_print(r, ", \"messages\": %u, \"usual_messages\": %.1f, \"usual_recipients\": %.1f, "
+                                 "\"held\": [", s->messages, s->usual_messages, s->usual_recipients);
+        } else {
+            petrel_command_print(r, "%s: held (%u messages this window; usually %.1f messages, %.1f recipients); "
+                                 "in the hold queue:", login, s->messages, s->usual_messages, s->usual_recipients);
+        }
+        unsigned shown = 0;
+        for (uint32_t k = 0; k < s->nheld && k < HELD_MAX; k++) {
+            char path[4200], qid[QID_MAX + 1];
+            snprintf(qid, sizeof(qid), "%s", s->held[k]);
+            snprintf(path, sizeof(path), "%s/%s", g->hold_dir, qid);
+            if (access(path, F_OK) != 0)
+                continue;
+            if (json) {
+                petrel_command_print(r, "%s", shown ? ", " : "");
+                petrel_command_print_json_string(r, qid);
+            } else {
+                petrel_command_print(r, " %s", qid);
+            }
+            shown++;
+        }
+        if (json)
+            petrel_command_print(r, "]}");
+        else
+            petrel_command_print(r, "%s\n", shown ? "" : " none left (its next MAIL releases it)");
+        n++;
+    }
+    unlock(g);
+    if (json)
+        petrel_command_print(r, "%s]", n ? "\n" : "");
+    else if (n == 0)
+        petrel_command_print(r, "sasl: no login is held\n");
+    petrel_command_done(r, PETREL_COMMAND_OK);
+}
+
+void sasl_guard_cmd_release(petrel_command_request *r, int argc, const char *const *argv)
+{
+    (void)argc;
+    struct sasl_guard *g = command_guard(r);
+    if (g == NULL)
+        return;
+    const char *login = argv[0];
+    int64_t now = time(NULL);
+    int found = 0, was_held = 0;
+    unsigned left = 0;
+    lock(g);
+    struct slot *s = find(g, login, 0, now);
+    if (s) {
+        found = 1;
+        was_held = s->tripped != 0;
+        if (was_held) {
+            for (uint32_t k = 0; k < s->nheld && k < HELD_MAX; k++) {
+                char path[4200];
+                snprintf(path, sizeof(path), "%s/%.*s", g->hold_dir, QID_MAX, s->held[k]);
+                if (access(path, F_OK) == 0)
+                    left++;
+            }
+            s->tripped = 0;
+            s->nheld = 0;
+            s->messages = 0;
+            memset(s->sketch, 0, sizeof(s->sketch));
+            s->window_start = now;
+        }
+    }
+    unlock(g);
+    if (!found || !was_held) {
+        petrel_command_print(r, "sasl: login %s is not held", login);
+        petrel_command_done(r, PETREL_COMMAND_FAILED);
+        return;
+    }
+    petrel_metric_add(g->logins_released, NULL, 1);
+    petrel_module_log(petrel_command_module(r), PETREL_LOG_INFO, "sasl guard: login %s released by petrelctl", login);
+    petrel_command_print(r, "sasl: login %s released", login);
+    if (left)
+        petrel_command_print(r, "; its %u held message%s stay%s in the hold queue for review (petrelctl queue list, "
+                             "release, delete)", left, left == 1 ? "" : "s", left == 1 ? "s" : "");
+    petrel_command_done(r, PETREL_COMMAND_OK);
 }

@@ -11,6 +11,9 @@ void sasl_guard_fini(struct sasl_module *sm);
 petrel_verdict sasl_guard_mail(petrel_session *s, const char *sender);
 petrel_verdict sasl_guard_rcpt(petrel_session *s, const char *recipient);
 petrel_verdict sasl_guard_eom(petrel_session *s);
+/* petrelctl sasl held [--json] | release LOGIN */
+void sasl_guard_cmd_held(petrel_command_request *r, int argc, const char *const *argv);
+void sasl_guard_cmd_release(petrel_command_request *r, int argc, const char *const *argv);
 
 #define GUARD_PARAMS                                                                                          \
     { PETREL_PARAM_INIT, .name = "sasl_guard_enable", .type = PETREL_PARAM_BOOL, .default_value = "no",         \

@@ -64,7 +64,17 @@ static void sasl_fini(petrel_module *m)
 static const petrel_sasl_server sasl_servers[] = {
     SASL_SERVER_ENTRY(dovecot),
     SASL_SERVER_ENTRY(cyrus),
-    SASL_SERVER_ENTRY(table),
+    { PETREL_SASL_SERVER_INIT, .name = "table", .mechanisms = sasl_table_mechanisms, .start = sasl_table_start,
+      .step = sasl_table_step, .end = sasl_table_end, .check_path = sasl_table_check_path },
+    { .name = NULL },
+};
+
+static const petrel_command sasl_commands[] = {
+    { PETREL_COMMAND_INIT, .name = "held", .min_args = 0, .max_args = 0, .flags = PETREL_COMMAND_JSON,
+      .run = sasl_guard_cmd_held, .help = "the logins the stolen-account guard holds, with their held messages" },
+    { PETREL_COMMAND_INIT, .name = "release", .usage = "LOGIN", .min_args = 1, .max_args = 1,
+      .run = sasl_guard_cmd_release,
+      .help = "let LOGIN send again now (its held messages stay in the hold queue for review)" },
     { .name = NULL },
 };
 
@@ -78,5 +88,6 @@ const petrel_module_desc petrel_module_descriptor = {
     .fini = sasl_fini,
     .hooks = { .mail = sasl_guard_mail, .rcpt = sasl_guard_rcpt, .end_of_message = sasl_guard_eom },
     .sasl_servers = sasl_servers,
+    .commands = sasl_commands,
     .hook_timeout_ms = 30000,
 };

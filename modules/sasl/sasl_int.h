@@ -48,6 +48,8 @@ long sasl_b64_decode(const char *in, size_t inlen, unsigned char *out); /* out: 
 SASL_SERVER_FUNCS(dovecot)
 SASL_SERVER_FUNCS(cyrus)
 SASL_SERVER_FUNCS(table)
+/* table.c: smtpd_sasl_path checked where the configuration is (petreld -n, start). */
+int sasl_table_check_path(petrel_module *m, const char *path, petrel_pool *pool, const char **error);
 #define SASL_SERVER_ENTRY(kind)                                                                               \
     { PETREL_SASL_SERVER_INIT, .name = #kind, .mechanisms = sasl_##kind##_mechanisms,                        \
       .start = sasl_##kind##_start, .step = sasl_##kind##_step, .end = sasl_##kind##_end }

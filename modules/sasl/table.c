@@ -223,6 +223,44 @@ static void check_done(void *arg)
     free(c);
 }
 
+/* What is wrong with smtpd_sasl_path for this back-end, or NULL. */
+static const char *path_problem(const char *path)
+{
+    const char *colon = strchr(path, ':');
+    if (colon == NULL || strncmp(path, "texthash:", 9) != 0)
+        return "smtpd_sasl_path must be texthash:/path/to/file: other table types need the module-table "
+               "API (petrel_table_open, API 1.1), which this Petrel does not have yet";
+    if (colon[1] != '/')
+        return "smtpd_sasl_path: the texthash file must be an absolute path";
+    return NULL;
+}
+
+int sasl_table_check_path(petrel_module *m, const char *path, petrel_pool *pool, const char **error)
+{
+    (void)m;
+    const char *problem = path_problem(path);
+    if (problem) {
+        /* the core puts "smtpd_sasl_path: " in front */
+        *error = strncmp(problem, "smtpd_sasl_path: ", 17) == 0 ? problem + 17
+                 : petrel_pool_printf(pool, "\"%s\": %s", path, problem + strlen("smtpd_sasl_path "));
+        return -1;
+    }
+    const char *file = strchr(path, ':') + 1;
+    FILE *f = fopen(file, "re");
+    if (f == NULL) {
+        *error = petrel_pool_printf(pool, "%s: %s (smtpd_sasl_type = table)", path, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    int regular = fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode);
+    fclose(f);
+    if (!regular) {
+        *error = petrel_pool_printf(pool, "%s: not a regular file (smtpd_sasl_type = table)", path);
+        return -1;
+    }
+    return 0;
+}
+
 /* Opens smtpd_sasl_path the first time; NULL with a reason. */
 static struct table_db *table_of(const petrel_sasl_context *c, const char **why)
 {
@@ -230,16 +268,9 @@ static struct table_db *table_of(const petrel_sasl_context *c, const char **why)
     if (sm->table)
         return sm->table;
     const char *path = c->path ? c->path : "";
+    if ((*why = path_problem(path)) != NULL)
+        return NULL;
     const char *colon = strchr(path, ':');
-    if (colon == NULL || strncmp(path, "texthash:", 9) != 0) {
-        *why = "smtpd_sasl_path must be texthash:/path/to/file: other table types need the module-table "
-               "API (petrel_table_open, API 1.1), which this Petrel does not have yet";
-        return NULL;
-    }
-    if (colon[1] != '/') {
-        *why = "smtpd_sasl_path: the texthash file must be an absolute path";
-        return NULL;
-    }
     struct table_db *t = calloc(1, sizeof(*t));
     if (t == NULL)
         abort();

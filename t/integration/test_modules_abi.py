@@ -86,6 +86,18 @@ with Petrel(t, start=False, main_cf={"modules": "futuremod", "module_directory":
     t.like(r.stderr, r"module futuremod \(.*futuremod\.so\) needs plugin ABI 1\.2, newer than this petreld's 1\.1: "
            r"upgrade Petrel", "saying which ABI it needs and ours")
 
+# A 1.1 module built before petrel_sasl_server grew check_path: its shorter
+# entries are read with their own stride (the second back-end is found).
+old = module_dir("oldsaslmod")
+with Petrel(t, main_cf={"modules": "oldsaslmod", "module_directory": old, "smtpd_sasl_auth_enable": "yes",
+                        "smtpd_sasl_type": "oldsasl2"}) as p:
+    r = check(p)
+    t.ok(r.returncode == 0, "petreld -n accepts a 1.1 module with the first 1.1 petrel_sasl_server layout", r.stderr)
+    c = p.connect()
+    c.ehlo()
+    t.ok("250-AUTH PLAIN" in c.lines, "and its second back-end serves AUTH", c.lines)
+    c.close()
+
 # A module that calls an API function this core lacks is refused when it
 # is loaded (with lazy binding it loaded, and its first call killed the
 # process), and the reason is the dynamic linker's, not "file not found".

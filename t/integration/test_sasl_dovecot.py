@@ -265,4 +265,54 @@ with Petrel(t, main_cf={"modules": "sasl", "module_directory": mods, "smtpd_sasl
 lsock.close()
 for conn in stuck:
     conn.close()
+
+# The client certificate's verification reaches Dovecot as valid-client-cert
+# on a service that asks for certificates (smtpd_tls_ask_ccert): a Dovecot
+# with auth_ssl_require_client_cert = yes then authenticates only clients
+# whose certificate verified.
+dc = DovecotAuth(USERS, extra="auth_debug = yes\nauth_ssl_require_client_cert = yes\n")
+try:
+    dc.start()
+    with Petrel(t, main_cf=dict(base, smtpd_sasl_path=dc.socket), start=False) as p:
+        cert, key = make_cert(p.dir)
+        ccdir = os.path.join(p.dir, "cc")
+        os.mkdir(ccdir)
+        os.chmod(ccdir, 0o755)
+        cl_cert, cl_key = make_cert(ccdir, "client.petrel.test")
+        other_dir = os.path.join(p.dir, "other")
+        os.mkdir(other_dir)
+        other_cert, other_key = make_cert(other_dir, "other.petrel.test")
+        p.write_main_cf(dict(p.settings, smtpd_tls_cert_file=cert, smtpd_tls_key_file=key,
+                             smtpd_tls_security_level="may", smtpd_tls_ask_ccert="yes", smtpd_tls_CAfile=cl_cert))
+        p._chown()
+        p.start()
+
+        def cert_login(client_cert=None, client_key=None):
+            ctx = ssl._create_unverified_context()
+            if client_cert:
+                ctx.load_cert_chain(client_cert, client_key)
+            s = smtplib.SMTP("127.0.0.1", p.port, timeout=15)
+            s.ehlo("client.example.org")
+            s.starttls(context=ctx)
+            s.ehlo("client.example.org")
+            s.user, s.password = "alice", USERS["alice"]
+            try:
+                code, _ = s.auth("PLAIN", s.auth_plain)
+            except smtplib.SMTPAuthenticationError as e:
+                code = e.smtp_code
+            s.quit()
+            return code
+
+        def last_request():
+            reqs = re.findall(r"client in: (AUTH\t\d+\tPLAIN\t[^\n]*)", dc.logs())
+            return reqs[-1] if reqs else ""
+
+        t.is_(cert_login(cl_cert, cl_key), 235, "a client certificate that verifies: Dovecot authenticates")
+        t.like(last_request(), r"\tsecured\tvalid-client-cert\tsession=", "Dovecot was told valid-client-cert")
+        t.is_(cert_login(), 535, "no client certificate: Dovecot (auth_ssl_require_client_cert) refuses")
+        t.ok("valid-client-cert" not in last_request(), "and was not told valid-client-cert", last_request())
+        t.is_(cert_login(other_cert, other_key), 535, "a certificate that does not verify: refused too")
+        t.ok("valid-client-cert" not in last_request(), "and not told valid-client-cert", last_request())
+finally:
+    dc.cleanup()
 t.done()

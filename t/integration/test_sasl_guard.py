@@ -2,8 +2,10 @@
 the message that tripped the guard, and every later one, put in the hold queue, gets 451 4.7.1
 at MAIL, and the log and petrelctl metrics say why; other logins go on. The postmaster reviews
 the held mail with petrelctl queue (list shows it held; release sends it on) and, once none of
-it is left in hold/, the login sends again. The state is shared by the workers (several
+it is left in hold/, the login sends again; petrelctl sasl held lists held logins and
+petrelctl sasl release lets one send at once. The state is shared by the workers (several
 sessions, two workers)."""
+import json
 import os
 import re
 
@@ -81,4 +83,38 @@ with Petrel(t, start=False) as p:
          "and the log says so")
     t.is_(metrics(p).get("petrel_sasl_guard_logins_released_total"), 1.0, "and the metrics")
     c.close()
+
+    # petrelctl sasl held / release: the guard's state from any worker.
+    r = p.petrelctl("sasl", "held")
+    t.is_((r.returncode, r.stdout), (0, "sasl: no login is held\n"), "petrelctl sasl held: nobody held now")
+    c = session(p, "alice", "A-pw-1")
+    replies = [send(c, "alice", n) for n in range(10, 18)]
+    c.close()
+    qids = [x.split()[-1] for x in replies if x.startswith("250 ")]
+    t.ok(p.wait_log(r"sasl guard: login alice held: \d+ messages", 10) is not None and
+         len(p.queue_files("hold")) >= 1, "a second burst trips the guard again")
+    r = p.petrelctl("sasl", "held")
+    m = re.match(r"^alice: held \(\d+ messages this window; usually [\d.]+ messages, [\d.]+ recipients\); "
+                 r"in the hold queue:((?: [0-9A-Z]+)+)\n$", r.stdout)
+    held_ids = m.group(1).split() if m else []
+    t.ok(r.returncode == 0 and m is not None and held_ids and set(held_ids) <= set(qids),
+         "petrelctl sasl held lists the login and its held queue IDs", r.stdout + r.stderr)
+    r = p.petrelctl("sasl", "held", "--json")
+    doc = json.loads(r.stdout) if r.returncode == 0 else None
+    t.ok(doc and doc[0]["login"] == "alice" and doc[0]["held"] == held_ids, "and in JSON", r.stdout + r.stderr)
+    r = p.petrelctl("sasl", "release", "bob")
+    t.is_((r.returncode, r.stderr), (1, "sasl: login bob is not held\n"), "releasing a login that is not held fails")
+    r = p.petrelctl("sasl", "release", "alice")
+    t.is_((r.returncode, r.stdout),
+          (0, "sasl: login alice released; its %d held message%s stay%s in the hold queue for review "
+              "(petrelctl queue list, release, delete)\n" % (len(held_ids), "" if len(held_ids) == 1 else "s",
+                                                              "s" if len(held_ids) == 1 else "")),
+          "petrelctl sasl release LOGIN releases it, leaving its held mail for review")
+    t.ok(p.wait_log(r"sasl guard: login alice released by petrelctl") is not None, "logged")
+    c = session(p, "alice", "A-pw-1")
+    t.is_(c.cmd("MAIL FROM:<alice@example.org>"), "250 2.1.0 Ok", "alice sends again at once")
+    c.close()
+    t.ok(all(os.path.basename(f) in held_ids for f in p.queue_files("hold")) and len(p.queue_files("hold")) ==
+         len(held_ids), "and her held messages are still in the hold queue", p.queue_files("hold"))
+    t.is_(metrics(p).get("petrel_sasl_guard_logins_released_total"), 2.0, "the release is counted")
 t.done()

@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 import time
 
-from harness import TEST_USER, Petrel, Tap, free_port
+from harness import PETRELD, TEST_USER, Petrel, Tap, free_port
 from modlib import bundled_module_dir
 from sasllib import DovecotAuth, b64, files_containing
 
@@ -83,13 +83,40 @@ with Petrel(t, main_cf=BASE, start=False) as p:
     t.is_(files_containing([p.queue, p.log_path], [pw.encode() for pw in PASSWORDS.values()]), [],
           "no password in the log or the queue")
 
-with Petrel(t, main_cf=dict(BASE, smtpd_sasl_type="table", smtpd_sasl_path="hash:/etc/nothing")) as p:
-    c = p.connect()
-    c.ehlo()
-    t.ok(not any("AUTH" in l for l in c.lines), "a table type the module cannot read yet: no AUTH offered")
-    t.ok(p.wait_log(r"smtpd_sasl_path must be texthash:/path/to/file: other table types need") is not None,
-         "and the log says why")
-    c.close()
+# A password table the back-end cannot read stops petreld -n and the start,
+# naming the parameter and where it is set (not the first AUTH).
+def refused(settings, master_extra=""):
+    with Petrel(t, main_cf=dict(BASE, **settings), start=False) as p:
+        if master_extra:
+            with open(os.path.join(p.conf, "master.cf"), "a") as f:
+                f.write(master_extra % p.dir)
+        n = subprocess.run(p.command(PETRELD, "-n", "-c", p.conf), capture_output=True, text=True)
+        p.start(wait=False)
+        try:
+            p.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+        return n, p.proc.poll(), p.log()
+
+
+n, start_rc, log = refused({"smtpd_sasl_type": "table", "smtpd_sasl_path": "texthash:/nonexistent/sasl_users"})
+t.ok(n.returncode != 0, "a missing password table: petreld -n fails")
+t.like(n.stderr, r"main\.cf:\d+: smtpd_sasl_path: texthash:/nonexistent/sasl_users: No such file or directory "
+                 r"\(smtpd_sasl_type = table\)", "naming the parameter, its main.cf line, the file and why")
+t.ok(start_rc is not None and start_rc != 0, "and petreld does not start", log)
+t.like(log, r"smtpd_sasl_path: texthash:/nonexistent/sasl_users: No such file or directory", "saying why")
+
+n, start_rc, log = refused({"smtpd_sasl_type": "table", "smtpd_sasl_path": "hash:/etc/nothing"})
+t.ok(n.returncode != 0 and start_rc not in (None, 0), "a table type the back-end cannot read: refused at start too")
+t.like(n.stderr, r"main\.cf:\d+: smtpd_sasl_path: \"hash:/etc/nothing\": must be texthash:/path/to/file: other "
+                 r"table types need", "naming the parameter and the types it takes")
+
+n, start_rc, log = refused({"smtpd_sasl_auth_enable": "no"},
+                           "127.0.0.1:%d inet n - n - - smtpd -o smtpd_sasl_auth_enable=yes "
+                           "-o smtpd_sasl_type=table -o smtpd_sasl_path=texthash:%%s/missing\n" % free_port())
+t.ok(n.returncode != 0 and start_rc not in (None, 0), "a missing table in a master.cf -o override: refused too")
+t.like(n.stderr, r"master\.cf, line 2: service 127\.0\.0\.1:\d+: smtpd_sasl_path: texthash:\S+/missing: No such "
+                 r"file or directory", "naming the master.cf line")
 
 # ---- Cyrus libsasl2: auxprop sasldb ----
 confdir = tempfile.mkdtemp(prefix="petrel-cyrus-")

@@ -327,6 +327,68 @@ typedef struct petrel_sasl_backend {
 #define PETREL_SASL_BACKEND_INIT .size = sizeof(petrel_sasl_backend)
 
 /* ------------------------------------------------------------------ */
+/* control commands: petrelctl MODULE COMMAND [ARGS] (ABI 1.1)         */
+
+/* A module may offer admin commands: `petrelctl greylist list` runs the
+ * greylist module's "list" command. petrelctl sends the command to the
+ * master over the control socket (so only root, like every petrelctl
+ * command that talks to petreld), and the master hands it to one smtpd
+ * worker of the current configuration generation, which runs the
+ * command's handler on its event loop, after the module's init. A command
+ * therefore sees what one process sees: what it reports or changes should
+ * be the module's shared state (Redis, a file, shared memory), which any
+ * worker reaches, not one process's memory.
+ *
+ * The handler answers its request handle exactly once, before it returns
+ * or later from the loop (after a Redis round trip, a timer): text with
+ * petrel_command_print(), then petrel_command_done(). The request goes
+ * stale when it is answered, and when NAME_hook_timeout passes without an
+ * answer (petrelctl then reports that the module did not answer); text
+ * printed or an answer given through a stale handle is logged and ignored.
+ * The core checks the argument count against min_args and max_args,
+ * takes a leading --json off (for commands with PETREL_COMMAND_JSON;
+ * refused for the others), and refuses arguments with control characters,
+ * so argv holds printable text only. */
+typedef struct petrel_command_request petrel_command_request;   /* a handle, like a petrel_pending */
+#define PETREL_HAVE_COMMANDS 1
+
+typedef enum petrel_command_status {
+    PETREL_COMMAND_OK = 0,       /* petrelctl prints the text on standard output and exits 0 */
+    PETREL_COMMAND_FAILED = 1,   /* the text is an error: standard error, exit status 1 */
+    PETREL_COMMAND_USAGE = 2,    /* bad arguments: the text, then the usage line; exit status 2 */
+} petrel_command_status;
+
+#define PETREL_COMMAND_JSON 0x01u   /* flags: answers in JSON when asked (petrelctl MODULE COMMAND --json) */
+
+/* Start each entry with PETREL_COMMAND_INIT; end with a NULL name. */
+typedef struct petrel_command {
+    size_t size;               /* sizeof(petrel_command): PETREL_COMMAND_INIT */
+    const char *name;          /* "list": lower-case letters, digits, '-' and '_' */
+    const char *usage;         /* its arguments as the usage line shows them ("[CLIENT]"), or NULL */
+    const char *help;          /* one line: what it does */
+    int min_args, max_args;    /* arguments after the command's name (--json aside); max_args -1: no maximum */
+    unsigned flags;            /* PETREL_COMMAND_JSON */
+    /* Runs the command; argv[0..argc-1] are its arguments (argv[argc] is
+     * NULL), valid until the request is answered or goes stale. */
+    void (*run)(petrel_command_request *r, int argc, const char *const *argv);
+} petrel_command;
+#define PETREL_COMMAND_INIT .size = sizeof(petrel_command)
+
+/* The module the request is for (known even when the handle is stale). */
+PETREL_API petrel_module *petrel_command_module(petrel_command_request *r);
+/* 1 when petrelctl asked for JSON (--json), else 0. */
+PETREL_API int petrel_command_json(petrel_command_request *r);
+/* Appends text to the answer. The answer holds at most about 1 MiB; what
+ * goes past that is dropped and the answer says it was cut. */
+PETREL_API void petrel_command_print(petrel_command_request *r, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Appends s as a JSON string (quotes and escapes included; NULL as null). */
+PETREL_API void petrel_command_print_json_string(petrel_command_request *r, const char *s);
+/* Answers the request with what was printed (a second answer, or one
+ * through a stale handle, is logged and ignored). */
+PETREL_API void petrel_command_done(petrel_command_request *r, petrel_command_status status);
+
+/* ------------------------------------------------------------------ */
 /* the descriptor                                                      */
 
 #define PETREL_BUILD_SIGNATURE "petrel-abi:" PETREL_STRINGIFY(PETREL_ABI_MAJOR) ":lp" \
@@ -370,7 +432,12 @@ typedef struct petrel_module_desc {
      * whose name is NULL. Read only from modules built for minor 1 or
      * later. */
     const struct petrel_sasl_server *sasl_servers;
-    void *spare[6];                           /* room for growth within ABI 1.x: leave zero */
+    /* ABI 1.1: admin commands, run as `petrelctl NAME COMMAND [ARGS]` (see
+     * "control commands" below); each entry starts with
+     * PETREL_COMMAND_INIT, the array ends with an entry whose name is
+     * NULL. Read only from modules built for minor 1 or later. */
+    const struct petrel_command *commands;
+    void *spare[5];                           /* room for growth within ABI 1.x: leave zero */
 } petrel_module_desc;
 
 /* The one symbol a module exports (declared here so that the definition
@@ -626,7 +693,16 @@ typedef struct petrel_sasl_context {
     unsigned security;         /* the PETREL_SASL_* properties the options exclude (for libraries that filter themselves) */
     const char *session_id;    /* a unique name of this exchange, for the back-end's own logs */
     const char *queue_directory;   /* a relative smtpd_sasl_path is relative to it, as in Postfix */
+    /* Added in 1.1 after its first release: read it only when the core has
+     * it, PETREL_SASL_CONTEXT_HAS(c, client_cert_verified). 1 when the
+     * service asks for client certificates (smtpd_tls_ask_ccert or
+     * smtpd_tls_req_ccert) and the client presented one that verified
+     * (Dovecot's valid-client-cert), else 0. */
+    int client_cert_verified;
 } petrel_sasl_context;
+/* Does the core's context have field? (It may be older than the header.) */
+#define PETREL_SASL_CONTEXT_HAS(c, field) \
+    ((c)->size >= offsetof(petrel_sasl_context, field) + sizeof((c)->field))
 
 typedef enum petrel_sasl_status {
     PETREL_SASL_CHALLENGE,     /* send data as a 334 challenge and wait for the client's response */
@@ -670,6 +746,15 @@ typedef struct petrel_sasl_server {
      * loop; a request still unanswered goes stale when it returns (no
      * need to answer it). May be NULL. */
     void (*end)(const petrel_sasl_context *c, void *state);
+    /* Added in 1.1 after its first release (a module built without it
+     * still loads; the field then reads NULL): checks smtpd_sasl_path for
+     * each service that uses this back-end, where the configuration is
+     * checked (petreld -n, the start, before a reload), before init: a
+     * password table that does not exist, a table type the back-end
+     * cannot read. Return 0, or -1 with *error (static or pool text),
+     * which the core reports as "FILE:LINE: smtpd_sasl_path: error" and
+     * which stops the start. May be NULL. */
+    int (*check_path)(petrel_module *m, const char *path, petrel_pool *pool, const char **error);
 } petrel_sasl_server;
 #define PETREL_SASL_SERVER_INIT .size = sizeof(petrel_sasl_server)
 

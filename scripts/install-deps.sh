@@ -15,7 +15,8 @@ TEST_PKGS="python3 swaks postfix strace openssl procps util-linux time dnsmasq-b
 dovecot-core dovecot-lmtpd opendkim-tools python3-dkim python3-nacl python3-dnspython iproute2 redis-server redis-sentinel \
 postfix-lmdb postfix-cdb postfix-sqlite sqlite3 tinycdb lmdb-utils \
 libmilter-dev spamassassin spamd spamc spamass-milter clamav-daemon clamav-milter opendkim amavisd-new \
-sasl2-bin libsasl2-modules libsasl2-modules-db dovecot-imapd clang libclang-rt-14-dev llvm postgrey postfix-policyd-spf-python"
+sasl2-bin libsasl2-modules libsasl2-modules-db dovecot-imapd clang libclang-rt-14-dev llvm postgrey postfix-policyd-spf-python \
+prometheus chromium"
 
 want=""
 for p in $BUILD_PKGS ${PETREL_WITH_TESTS:+$TEST_PKGS}; do
@@ -46,12 +47,14 @@ fi
 # The content scanners' units too: tests run private spamd, clamd, milters and
 # OpenDKIM and amavisd-new on loopback; clamd's socket activation, freshclam and sa-update
 # (the maintenance timer) would reach for the network. The SASL tests run a
-# private saslauthd and a private Dovecot auth service.
+# private saslauthd and a private Dovecot auth service. The observability tests run a
+# private Prometheus on a loopback port (its Debian unit would scrape and keep data).
 for unit in postfix.service redis-server.service redis-sentinel.service dnsmasq.service dovecot.service \
     spamd.service spamassassin.service spamassassin-maintenance.timer spamass-milter.service \
     clamav-daemon.service clamav-daemon.socket clamav-freshclam.service clamav-freshclam-once.timer \
     clamav-clamonacc.service clamav-milter.service opendkim.service opendmarc.service postgrey.service \
-    amavis.service amavis-mc.service amavisd-snmp-subagent.service saslauthd.service; do
+    amavis.service amavis-mc.service amavisd-snmp-subagent.service saslauthd.service \
+    prometheus.service prometheus-node-exporter.service; do
     if systemctl list-unit-files "$unit" >/dev/null 2>&1; then
         systemctl stop "$unit" >/dev/null 2>&1 || true
         systemctl mask "$unit" >/dev/null 2>&1 || true

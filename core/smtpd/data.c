@@ -21,6 +21,7 @@
 #include <event2/bufferevent.h>
 
 #include "lib/log.h"
+#include "module/metrics_core.h"
 #include "lib/workq.h"
 #include "lib/xalloc.h"
 #include "smtpd/restrict.h"
@@ -229,6 +230,10 @@ static void commit_done(void *arg, int cancelled)
         msg_info("%s: from=<%s>, size=%llu, nrcpt=%zu (queued%s)", tx->queue_id, tx->mail.address,
                  job->size, tx->nrcpts, tx->hold && !job->hold_failed ? ", on hold" : "");
         smtpd_reply(s, "250 2.0.0 Ok: queued as %s", tx->queue_id);
+        const char *labels[] = { s->set->service_name };
+        core_metric_add(s->worker->metrics, CM_SMTPD_MESSAGES, labels, 1);
+        core_metric_add(s->worker->metrics, CM_SMTPD_BYTES, labels, (double)job->size);
+        core_metric_add(s->worker->metrics, CM_SMTPD_RECIPIENTS, labels, (double)tx->nrcpts);
         smtpd_plugin_queued(s, tx->queue_id);
         message_received(s);
     } else {

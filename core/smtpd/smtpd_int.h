@@ -298,6 +298,7 @@ struct smtpd_worker {
     struct event *wake;               /* the shared table's eventfd: a service slot freed, or stress began */
     struct module_set *modules;       /* this generation's modules, initialised in this worker */
     struct dns_resolver *dns;
+    struct module_metrics *metrics;   /* the shared metrics region (module/metrics_core.h), or NULL */
     struct mail_rewrite *rewrite;     /* canonical maps and masquerading for header rewriting */
     long long queue_minfree;
     const char *dns_resolver;         /* the resolver's spec (lib/dns.h) */

@@ -8,8 +8,10 @@
 #include "config.h"
 
 #include <stdio.h>
+#include <string.h>
 
 #include "lib/log.h"
+#include "module/metrics_core.h"
 #include "smtpd/smtpd_int.h"
 
 static const char *tx_sender_for_log(struct smtpd_session *s)
@@ -24,6 +26,12 @@ void smtpd_log_reject(struct smtpd_session *s, const char *what, const char *ver
 {
     char line[1024];
     snprintf(line, sizeof(line), "%d %s %s", code, enhanced, text);
+    if (strcmp(what, "reject") == 0) {
+        /* verb is one of the fixed SMTP stage words (CONNECT, HELO, EHLO, MAIL, RCPT, DATA, BDAT,
+           END-OF-MESSAGE, STARTTLS, ...): a bounded label */
+        const char *labels[] = { s->set->service_name, verb, code >= 500 ? "5xx" : "4xx" };
+        core_metric_add(s->worker->metrics, CM_SMTPD_REJECTS, labels, 1);
+    }
     smtpd_log_event(s, what, verb, line, rcpt);
 }
 

@@ -298,6 +298,7 @@ void smtpd_worker_init(struct smtpd_worker *w, const struct cfg *cfg, struct que
     /* fsync waits on the disk, not the CPU: a few threads keep several in flight. */
     w->workq = workq_create(w->base, 4);
     w->modules = modules;
+    w->metrics = metrics;
     w->dns = dns_resolver_create(w->base, w->dns_resolver, &error);
     if (w->dns == NULL)
         msg_fatal("%s", error);

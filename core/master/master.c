@@ -99,6 +99,8 @@ struct master {
     int pid_fd;
     struct evconnlistener *control;
     struct master_http *http;            /* metrics_listen, or NULL */
+    struct master_stats *stats;          /* petrelctl stats: samples for the rates */
+    struct event *stats_timer;
     time_t started;
     struct event *stop_timer;
     char binary[4096];
@@ -575,6 +577,34 @@ static int check_health(void *arg, struct buf *why)
     return status;
 }
 
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void take_snapshot(struct master *m, struct master_snapshot *snap)
+{
+    struct role_counts c = count_roles(m);
+    snap->started = (long long)m->started;
+    snap->generation = m->gen->number;
+    snap->smtpd = c.smtpd;
+    snap->smtpd_expected = m->gen->nworkers;
+    snap->qmgr = c.qmgr;
+    snap->qmgr_expected = has_qmgr(m->gen->cfg);
+    snap->pickup = c.pickup;
+    snap->pickup_expected = master_pickup_service(m->gen->cfg) != NULL;
+    snap->draining = c.draining;
+    master_queue_figures(m->queue_dir, snap->queue);
+}
+
+static void stats_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct master *m = arg;
+    master_stats_sample(m->stats, m->metrics, now_seconds());
+}
+
 static struct master_http_source http_source(struct master *m)
 {
     struct master_http_source s = { .metrics = render_metrics, .health = check_health, .status = NULL, .arg = m };
@@ -771,6 +801,12 @@ static void control_read(struct bufferevent *bev, void *arg)
             text.data[cut] = '\0';
             buf_puts(&text, "# truncated: more than 1 MiB of metrics\n");
         }
+        while (text.len > 0 && text.data[text.len - 1] == '\n')
+            text.data[--text.len] = '\0';
+    } else if (strcmp(command, "stats") == 0 || strcmp(command, "stats-json") == 0) {
+        struct master_snapshot snap;
+        take_snapshot(m, &snap);
+        master_stats_render(m->stats, m->metrics, &snap, now_seconds(), strcmp(command, "stats-json") == 0, &text);
         while (text.len > 0 && text.data[text.len - 1] == '\n')
             text.data[--text.len] = '\0';
     } else if (strcmp(command, "stop") == 0) {
@@ -1114,6 +1150,11 @@ int master_run(const struct master_options *opts)
     event_add(ev_hup, NULL);
 
     m.started = time(NULL);
+    m.stats = master_stats_new();
+    master_stats_sample(m.stats, m.metrics, now_seconds());
+    m.stats_timer = event_new(m.base, -1, EV_PERSIST, stats_tick, &m);
+    struct timeval sample_every = { MASTER_STATS_SAMPLE_SECONDS, 0 };
+    event_add(m.stats_timer, &sample_every);
     char http_error[600];
     struct master_http_source source = http_source(&m);
     if (master_http_update(&m.http, m.base, cfg, &source, http_error, sizeof(http_error)) != 0)
@@ -1140,6 +1181,8 @@ int master_run(const struct master_options *opts)
     event_free(ev_hup);
     evconnlistener_free(m.control);
     master_http_stop(m.http);
+    event_free(m.stats_timer);
+    master_stats_free(m.stats);
     generation_free(m.gen);
     anvil_destroy(m.anvil);
     event_free(m.ticket_timer);

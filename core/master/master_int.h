@@ -71,4 +71,21 @@ void master_queue_figures(const char *queue_dir, struct master_queue_figures out
    when privileged, else this process); -1 with one line per problem. */
 int master_queue_writable(const char *queue_dir, int privileged, unsigned uid, unsigned gid, struct buf *why);
 
+/* stats.c: petrelctl stats (the control socket's "stats" and "stats-json"). */
+struct module_metrics;
+struct master_snapshot {
+    long long started;         /* the master's start (Unix time) */
+    unsigned generation;
+    int smtpd, smtpd_expected, qmgr, qmgr_expected, pickup, pickup_expected, draining;
+    struct master_queue_figures queue[MASTER_QUEUES];
+};
+struct master_stats;
+struct master_stats *master_stats_new(void);
+void master_stats_free(struct master_stats *st);
+/* Records the totals now (the master's timer, every few seconds), for the rates. */
+void master_stats_sample(struct master_stats *st, struct module_metrics *mm, double now);
+void master_stats_render(const struct master_stats *st, struct module_metrics *mm, const struct master_snapshot *snap,
+                         double now, int json, struct buf *out);
+#define MASTER_STATS_SAMPLE_SECONDS 5
+
 #endif

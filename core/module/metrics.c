@@ -390,6 +390,53 @@ void module_metrics_forget_process(struct module_metrics *mm, unsigned process)
     }
 }
 
+size_t module_metrics_foreach(struct module_metrics *mm, const char *name, metrics_series_fn *fn, void *arg)
+{
+    if (mm == NULL)
+        return 0;
+    uint32_t nfamilies = __atomic_load_n(&mm->nfamilies, __ATOMIC_ACQUIRE);
+    int family = -1;
+    for (uint32_t i = 0; i < nfamilies; i++)
+        if (ready(&mm->families[i].ready) && strcmp(mm->families[i].name, name) == 0)
+            family = (int)i;
+    if (family < 0)
+        return 0;
+    const struct metric_family *f = &mm->families[family];
+    size_t n = 0;
+    for (int i = 0; i < METRICS_MAX_SERIES; i++) {
+        const struct metric_series *s = &mm->series[i];
+        if (!ready(&s->ready) || s->family != family)
+            continue;
+        char key[KEY_MAX];
+        char *labels[METRICS_MAX_LABELS];
+        snprintf(key, sizeof(key), "%s", s->key);
+        char *v = key;
+        for (unsigned l = 0; l < f->nlabels; l++) {
+            labels[l] = v;
+            char *sep = strchr(v, KEY_SEP);
+            if (sep) {
+                *sep = '\0';
+                v = sep + 1;
+            } else {
+                v += strlen(v);
+            }
+        }
+        double value = 0, sum = 0;
+        if (f->type == METRIC_COUNTER) {
+            value = bits_to_double(__atomic_load_n(&s->v.total, __ATOMIC_RELAXED));
+        } else if (f->type == METRIC_GAUGE) {
+            for (int p = 0; p < METRICS_MAX_PROCESSES; p++)
+                value += bits_to_double(__atomic_load_n(&s->v.column[p], __ATOMIC_RELAXED));
+        } else {
+            value = (double)__atomic_load_n(&s->v.histogram.count, __ATOMIC_RELAXED);
+            sum = bits_to_double(__atomic_load_n(&s->v.histogram.sum, __ATOMIC_RELAXED));
+        }
+        fn(arg, (const char *const *)labels, f->nlabels, value, sum);
+        n++;
+    }
+    return n;
+}
+
 /* ------------------------------------------------------------------ */
 /* the Prometheus text format                                          */
 

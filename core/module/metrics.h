@@ -61,6 +61,13 @@ void module_metrics_set(struct module_metrics *mm, int family, const char *const
                         unsigned process);
 void module_metrics_observe(struct module_metrics *mm, int family, const char *const *values, double value);
 
+/* Reading figures back (petrelctl stats): every series of the family named
+ * `name`, in no particular order, with its label values, its value (a
+ * counter's total, a gauge's sum, a histogram's sample count) and, for a
+ * histogram, the sum of its samples. Returns the number of series. */
+typedef void metrics_series_fn(void *arg, const char *const *labels, size_t nlabels, double value, double sum);
+size_t module_metrics_foreach(struct module_metrics *mm, const char *name, metrics_series_fn *fn, void *arg);
+
 /* Everything, in the Prometheus text exposition format (0.0.4). */
 void module_metrics_render(struct module_metrics *mm, struct buf *out);
 

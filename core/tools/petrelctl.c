@@ -36,6 +36,7 @@ static void usage(void)
             "  modules                                 list the modules main.cf loads and what they provide\n"
             "  status | stop | reload                  talk to the running petreld\n"
             "  metrics                                 the running petreld's metrics (Prometheus text)\n"
+            "  stats [--json]                          its figures for a person, with rates over the last minute\n"
             "  queue [list] [--json] [SELECTOR...]     list the queue (like mailq / postqueue -j)\n"
             "  queue show ID...                        show messages (like postcat -q)\n"
             "  queue delete|hold|release|requeue ID... | ALL | SELECTOR...   (like postsuper)\n"
@@ -172,6 +173,18 @@ int main(int argc, char **argv)
     if (strcmp(command, "status") == 0 || strcmp(command, "stop") == 0 || strcmp(command, "reload") == 0 ||
         strcmp(command, "metrics") == 0)
         return control(confdir, command);
+    if (strcmp(command, "stats") == 0) {
+        int json = 0;
+        for (int a = i + 1; a < argc; a++) {
+            if (strcmp(argv[a], "--json") == 0)
+                json = 1;
+            else {
+                fprintf(stderr, "petrelctl: stats: unknown option \"%s\" (only --json)\n", argv[a]);
+                return 2;
+            }
+        }
+        return control(confdir, json ? "stats-json" : "stats");
+    }
     fprintf(stderr, "petrelctl: unknown command \"%s\"\n", command);
     usage();
     return 2;

@@ -544,6 +544,12 @@ static void render_metrics(void *arg, struct buf *out)
     buf_printf(out, "petrel_processes_expected{role=\"smtpd\"} %d\npetrel_processes_expected{role=\"qmgr\"} %d\n"
                "petrel_processes_expected{role=\"pickup\"} %d\n", m->gen->nworkers, has_qmgr(m->gen->cfg),
                master_pickup_service(m->gen->cfg) != NULL);
+    struct buf ignored = BUF_INIT;
+    int writable = master_queue_writable(m->queue_dir, m->privileged, (unsigned)m->run_uid, (unsigned)m->run_gid,
+                                         &ignored) == 0;
+    buf_free(&ignored);
+    put_gauge_family(out, "petrel_queue_writable", "1 when the roles can write every queue directory, else 0");
+    buf_printf(out, "petrel_queue_writable %d\n", writable);
     put_gauge_family(out, "petrel_start_time_seconds", "When the master started (Unix time)");
     buf_printf(out, "petrel_start_time_seconds %lld\n", (long long)m->started);
     put_gauge_family(out, "petrel_config_generation", "The configuration generation (1, plus one per reload)");

@@ -40,6 +40,19 @@ def http_get(port, path, source=None, host="127.0.0.1", timeout=10, headers=None
         conn.close()
 
 
+def wait_http(port, timeout=15):
+    """Waits until the metrics endpoint answers: the master binds it after the
+    SMTP listeners the harness waits for."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            http_get(port, "/healthz", timeout=2)
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
 def parse_metrics(text):
     """Samples of the text format: {'name{labels as written}': value}; lines
     that are neither comments nor samples are returned under 'UNPARSED'."""

@@ -13,7 +13,7 @@ import subprocess
 import time
 
 from harness import PETRELD, Petrel, Tap, free_port, maildir_messages, wait_for
-from metricslib import http_get, parse_metrics, wait_value
+from metricslib import wait_http, http_get, parse_metrics, wait_value
 
 t = Tap(timeout=300)
 QMGR = "qmgr unix n - n 300 1 qmgr\n"
@@ -45,6 +45,7 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
     })
     p.write_main_cf(conf)
     p.start()
+    t.ok(wait_http(mport), "the metrics endpoint answers")
     svc = SVC % p.port
     label = lambda name, extra="": "%s{%s%s}" % (name, svc, extra)
 
@@ -62,8 +63,11 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
     t.is_(v0.get('petrel_processes{role="smtpd"}'), 2.0, "two smtpd workers run")
     t.is_(v0.get('petrel_processes{role="qmgr"}'), 1.0, "and the queue manager")
     t.is_(v0.get('petrel_queue_messages{queue="deferred"}'), 0.0, "the deferred queue is empty")
-    conns0 = v0.get(label("petrel_smtpd_connections_total"), 0)
-    t.ok(conns0 >= 1, "the harness's readiness probe was counted as a connection")
+    conn_key = label("petrel_smtpd_connections_total")
+    t.ok(wait_for(lambda: parse_metrics(http_get(mport, "/metrics")[2]).get(conn_key, 0) >= 1),
+         "the harness's readiness probe is counted as a connection")
+    _, _, v0, _ = scrape(mport)
+    conns0 = v0.get(conn_key)
 
     # One session with a known dialogue: every reply is counted by its class.
     r0 = {k: v for k, v in v0.items() if k.startswith("petrel_smtpd_replies_total")}

@@ -2,7 +2,12 @@
 every second while the test sends, rejects, defers and bounces mail: each
 counter moves by exactly the right amount, read through Prometheus' HTTP
 API; `promtool check metrics` accepts the output; an smtpd worker killed
-with SIGKILL leaves no counter reset in Prometheus' eyes (resets() is 0)."""
+with SIGKILL leaves no counter reset in Prometheus' eyes (resets() is 0).
+The shipped Grafana dashboard (etc/grafana/petrel.json): every panel's
+PromQL returns data from this Prometheus. The shipped alerting rules
+(etc/prometheus/petrel-alerts.yml): Prometheus loads and evaluates them
+without error, every series they select exists, `promtool check rules`
+and `promtool test rules` (t/integration/prometheus_rules_test.yml) pass."""
 import os
 import re
 import shutil
@@ -10,8 +15,15 @@ import signal
 import subprocess
 import time
 
-from harness import Petrel, Tap, free_port, wait_for
-from metricslib import Prometheus, http_get, wait_value
+from harness import TOP_SRCDIR, Petrel, Tap, free_port, make_cert, wait_for
+from metricslib import wait_http, Prometheus, http_get, parse_metrics, wait_value
+from modlib import module_dir
+import json
+import tempfile
+
+ALERTS = os.path.join(TOP_SRCDIR, "etc", "prometheus", "petrel-alerts.yml")
+DASHBOARD = os.path.join(TOP_SRCDIR, "etc", "grafana", "petrel.json")
+RULES_TEST = os.path.join(TOP_SRCDIR, "t", "integration", "prometheus_rules_test.yml")
 
 t = Tap(timeout=300)
 if not shutil.which("prometheus") or not shutil.which("promtool"):
@@ -26,8 +38,12 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
     os.mkdir(mail)
     if p.pw:
         os.chown(mail, p.pw.pw_uid, p.pw.pw_gid)
+    cert, key = make_cert(p.dir)
+    p._chown()
     conf = dict(p.settings)
     conf.update({
+        "modules": "testmod", "module_directory": module_dir("testmod"),
+        "smtpd_tls_security_level": "may", "smtpd_tls_cert_file": cert, "smtpd_tls_key_file": key,
         "metrics_listen": "127.0.0.1:%d" % mport,
         "virtual_mailbox_domains": "vmail.test",
         "virtual_mailbox_base": mail,
@@ -40,6 +56,7 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
     })
     p.write_main_cf(conf)
     p.start()
+    t.ok(wait_http(mport), "the metrics endpoint answers")
     svc = '{service="127.0.0.1:%d"}' % p.port
 
     # promtool's own check of the exposition (its linter too).
@@ -47,10 +64,25 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
     r = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True, text=True, timeout=30)
     t.is_((r.returncode, r.stdout + r.stderr), (0, ""), "promtool check metrics accepts /metrics without a remark")
 
-    with Prometheus(t, mport) as prom:
+    conn_key = "petrel_smtpd_connections_total" + svc
+    t.ok(wait_for(lambda: parse_metrics(http_get(mport, "/metrics")[2]).get(conn_key, 0) >= 1),
+         "the harness's readiness probe is counted")
+
+    rules_dir = tempfile.mkdtemp(prefix="petrel-rules-")
+    shutil.copy(ALERTS, rules_dir)
+    shutil.copy(RULES_TEST, rules_dir)
+    r = subprocess.run(["promtool", "check", "rules", "petrel-alerts.yml"], cwd=rules_dir, capture_output=True,
+                       text=True, timeout=60)
+    t.ok(r.returncode == 0, "promtool check rules accepts etc/prometheus/petrel-alerts.yml", r.stdout + r.stderr)
+    r = subprocess.run(["promtool", "test", "rules", "prometheus_rules_test.yml"], cwd=rules_dir,
+                       capture_output=True, text=True, timeout=60)
+    t.ok(r.returncode == 0, "promtool test rules: every alert fires when it should and only then",
+         r.stdout + r.stderr)
+
+    with Prometheus(t, mport, rule_files=[os.path.join(rules_dir, "petrel-alerts.yml")]) as prom:
         t.ok(prom.wait_scrape_after(time.time()), "Prometheus scrapes petreld")
         t.is_(prom.value('up{job="petrel"}'), 1.0, "the target is up")
-        conns0 = prom.value("petrel_smtpd_connections_total" + svc) or 0
+        conns0 = prom.value(conn_key)
 
         c = p.connect()
         t.like(c.send_message("u@vmail.test", ["u@vmail.test"], "Subject: one\r\n\r\n1\r\n"), r"^250 ", "sent mail")
@@ -112,4 +144,55 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
         t.is_(reset, [], "Prometheus: no petrel counter or histogram count was reset across the crash")
         scrapes = prom.value('count_over_time(up{job="petrel"}[10m])')
         t.ok(scrapes is not None and scrapes >= 3, "scraped every second meanwhile (%s scrapes)" % scrapes)
+
+        # A TLS session, so the TLS panel has a handshake to show.
+        c = p.connect()
+        c.ehlo()
+        t.like(c.cmd("STARTTLS"), r"^220 ", "STARTTLS")
+        c.starttls()
+        c.ehlo()
+        c.cmd("QUIT")
+        c.close()
+        t.is_(wait_value(mport, 'petrel_smtpd_tls_handshakes_total{%s,result="ok"}' % svc[1:-1], 1.0), 1.0,
+              "the TLS handshake is counted")
+        t.ok(prom.wait_scrape_after(time.time()), "Prometheus scraped after it")
+        t.ok(prom.wait_scrape_after(time.time()), "and once more (a rate needs two samples)")
+
+        # The dashboard: every panel's every query returns data.
+        with open(DASHBOARD) as f:
+            dashboard = json.load(f)
+        names = [v["name"] for v in dashboard["templating"]["list"]]
+        t.is_(names, ["datasource", "instance"], "the dashboard's variables: the Prometheus datasource and instances")
+        panels = [x for x in dashboard["panels"] if x["type"] != "row"]
+        t.ok(all(x["datasource"]["uid"] == "${datasource}" for x in panels), "every panel uses the datasource variable")
+        instances = prom.query("petrel_start_time_seconds")
+        t.is_(len(instances), 1, "the instance variable's query (label_values of petrel_start_time_seconds) has one")
+        empty = []
+        for panel in panels:
+            for target in panel["targets"]:
+                expr = target["expr"].replace("$instance", ".+")
+                if not prom.query(expr):
+                    empty.append((panel["title"], expr))
+        t.is_(empty, [], "every one of the %d panels' %d queries returns data" %
+              (len(panels), sum(len(x["targets"]) for x in panels)))
+
+        # The alerting rules: loaded, evaluated without error, and every series they select exists.
+        groups = prom.api("/api/v1/rules")["data"]["groups"]
+        rules = [r for g in groups for r in g["rules"]]
+        t.is_(len(rules), 9, "Prometheus loaded the 9 alerting rules")
+        deadline = time.time() + 20
+        while time.time() < deadline and any(r.get("health") != "ok" for r in rules):
+            time.sleep(0.5)
+            rules = [r for g in prom.api("/api/v1/rules")["data"]["groups"] for r in g["rules"]]
+        t.is_([(r["name"], r.get("health"), r.get("lastError")) for r in rules if r.get("health") != "ok"], [],
+              "and evaluates every one without error")
+        missing = []
+        for rule in rules:
+            for m in re.finditer(r"\b((?:petrel_[a-z_]+|up)(?:\{[^}]*\})?)", rule["query"]):
+                if not prom.query("count(%s)" % m.group(1)):
+                    missing.append((rule["name"], m.group(1)))
+        t.is_(missing, [], "every series an alert selects exists in petreld's metrics")
+        firing = [r["name"] for r in rules if r.get("state") == "firing"]
+        t.is_(firing, [], "no alert fires on this healthy instance")
+    shutil.rmtree(rules_dir, ignore_errors=True)
 t.done()

@@ -602,7 +602,20 @@ static void take_snapshot(struct master *m, struct master_snapshot *snap)
     snap->pickup = c.pickup;
     snap->pickup_expected = master_pickup_service(m->gen->cfg) != NULL;
     snap->draining = c.draining;
+    snap->health = NULL;
     master_queue_figures(m->queue_dir, snap->queue);
+}
+
+static void render_status(void *arg, struct buf *html)
+{
+    struct master *m = arg;
+    struct master_snapshot snap;
+    take_snapshot(m, &snap);
+    struct buf why = BUF_INIT;
+    if (check_health(m, &why) != 0)
+        snap.health = why.data;
+    master_stats_render(m->stats, m->metrics, &snap, now_seconds(), MASTER_STATS_HTML, html);
+    buf_free(&why);
 }
 
 static void stats_tick(evutil_socket_t fd, short what, void *arg)
@@ -613,7 +626,7 @@ static void stats_tick(evutil_socket_t fd, short what, void *arg)
 
 static struct master_http_source http_source(struct master *m)
 {
-    struct master_http_source s = { .metrics = render_metrics, .health = check_health, .status = NULL, .arg = m };
+    struct master_http_source s = { .metrics = render_metrics, .health = check_health, .status = render_status, .arg = m };
     return s;
 }
 
@@ -812,7 +825,8 @@ static void control_read(struct bufferevent *bev, void *arg)
     } else if (strcmp(command, "stats") == 0 || strcmp(command, "stats-json") == 0) {
         struct master_snapshot snap;
         take_snapshot(m, &snap);
-        master_stats_render(m->stats, m->metrics, &snap, now_seconds(), strcmp(command, "stats-json") == 0, &text);
+        master_stats_render(m->stats, m->metrics, &snap, now_seconds(),
+                            strcmp(command, "stats-json") == 0 ? MASTER_STATS_JSON : MASTER_STATS_TEXT, &text);
         while (text.len > 0 && text.data[text.len - 1] == '\n')
             text.data[--text.len] = '\0';
     } else if (strcmp(command, "stop") == 0) {

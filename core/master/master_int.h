@@ -78,14 +78,17 @@ struct master_snapshot {
     unsigned generation;
     int smtpd, smtpd_expected, qmgr, qmgr_expected, pickup, pickup_expected, draining;
     struct master_queue_figures queue[MASTER_QUEUES];
+    const char *health;        /* /status: what /healthz says is wrong, or NULL */
 };
 struct master_stats;
+enum master_stats_format { MASTER_STATS_TEXT, MASTER_STATS_JSON, MASTER_STATS_HTML };
+#define MASTER_STATUS_REFRESH_SECONDS 5
 struct master_stats *master_stats_new(void);
 void master_stats_free(struct master_stats *st);
 /* Records the totals now (the master's timer, every few seconds), for the rates. */
 void master_stats_sample(struct master_stats *st, struct module_metrics *mm, double now);
 void master_stats_render(const struct master_stats *st, struct module_metrics *mm, const struct master_snapshot *snap,
-                         double now, int json, struct buf *out);
+                         double now, enum master_stats_format format, struct buf *out);
 #define MASTER_STATS_SAMPLE_SECONDS 5
 
 #endif

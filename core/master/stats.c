@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "lib/buf.h"
 #include "lib/xalloc.h"
@@ -207,9 +208,110 @@ static void human_duration(char *out, size_t size, double seconds)
         snprintf(out, size, "%ldd %02ldh", s / 86400, (s % 86400) / 3600);
 }
 
-void master_stats_render(const struct master_stats *st, struct module_metrics *mm, const struct master_snapshot *snap,
-                         double now, int json, struct buf *out)
+static void put_html(struct buf *out, const char *s)
 {
+    for (; *s; s++) {
+        switch (*s) {
+        case '&': buf_puts(out, "&amp;"); break;
+        case '<': buf_puts(out, "&lt;"); break;
+        case '>': buf_puts(out, "&gt;"); break;
+        case '"': buf_puts(out, "&quot;"); break;
+        case '\'': buf_puts(out, "&#39;"); break;
+        default:
+            if ((unsigned char)*s < 0x20)
+                buf_putc(out, ' ');
+            else
+                buf_putc(out, *s);
+        }
+    }
+}
+
+static void put_recent(void *arg, long long when, const char *line)
+{
+    struct buf *out = arg;
+    time_t t = (time_t)when;
+    struct tm tm;
+    char stamp[32];
+    gmtime_r(&t, &tm);
+    strftime(stamp, sizeof(stamp), "%Y-%m-%d %H:%M:%SZ", &tm);
+    buf_printf(out, "<li><time>%s</time> ", stamp);
+    put_html(out, line);
+    buf_puts(out, "</li>\n");
+}
+
+static const char status_style[] =
+    "body{font-family:sans-serif;margin:1.5em;color:#222;background:#fafafa}"
+    "h1{font-size:1.4em}h2{font-size:1.1em;margin-top:1.4em}"
+    "table{border-collapse:collapse}td,th{padding:.2em .8em;border-bottom:1px solid #ddd;text-align:right}"
+    "td:first-child,th:first-child{text-align:left}"
+    ".healthy{color:#070}.unhealthy{color:#b00;font-weight:bold}.open{color:#b00;font-weight:bold}"
+    ".closed{color:#070}ol{font-family:monospace;font-size:.9em}footer{margin-top:2em;color:#777;font-size:.8em}";
+
+static void render_html(const double *current, const double *rate, double window, const struct module_table *modules,
+                        struct module_metrics *mm, const struct master_snapshot *snap, double uptime, struct buf *out)
+{
+    char up[32];
+    human_duration(up, sizeof(up), uptime);
+    buf_printf(out, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+               "<meta http-equiv=\"refresh\" content=\"%d\"><title>Petrel status</title><style>%s</style>"
+               "</head><body>\n", MASTER_STATUS_REFRESH_SECONDS, status_style);
+    buf_printf(out, "<h1>Petrel <span id=\"uptime\">up %s</span>, configuration generation "
+               "<span id=\"generation\">%u</span></h1>\n", up, snap->generation);
+    if (snap->health == NULL || snap->health[0] == '\0') {
+        buf_puts(out, "<p id=\"health\" class=\"healthy\">healthy</p>\n");
+    } else {
+        buf_puts(out, "<p id=\"health\" class=\"unhealthy\">unhealthy: ");
+        put_html(out, snap->health);
+        buf_puts(out, "</p>\n");
+    }
+    buf_printf(out, "<p id=\"processes\">smtpd <span id=\"smtpd\">%d/%d</span>, qmgr <span id=\"qmgr\">%d/%d</span>, "
+               "pickup <span id=\"pickup\">%d/%d</span>%s</p>\n", snap->smtpd, snap->smtpd_expected, snap->qmgr,
+               snap->qmgr_expected, snap->pickup, snap->pickup_expected, snap->draining ? " (draining after a reload)" : "");
+    buf_printf(out, "<h2>Traffic</h2>\n<table id=\"counters\"><tr><th></th><th>total</th><th>per minute%s</th></tr>\n",
+               window > 0 && window < STATS_WINDOW_SECONDS - 1 ? " (since the start)" : "");
+    for (size_t i = 0; i < NTRACKED; i++) {
+        buf_printf(out, "<tr id=\"%s\"><td>%s</td><td class=\"total\">%.0f</td><td class=\"rate\">", tracked[i].key,
+                   tracked[i].title, current[i]);
+        if (isnan(rate[i]))
+            buf_puts(out, "-");
+        else
+            buf_printf(out, "%.1f", rate[i]);
+        buf_puts(out, "</td></tr>\n");
+    }
+    buf_puts(out, "</table>\n<h2>Queue</h2>\n<table id=\"queue\"><tr><th></th><th>messages</th><th>oldest</th></tr>\n");
+    for (int i = 0; i < MASTER_QUEUES; i++) {
+        char age[32] = "-";
+        if (snap->queue[i].messages > 0)
+            human_duration(age, sizeof(age), snap->queue[i].oldest_age);
+        buf_printf(out, "<tr id=\"queue-%s\"><td>%s</td><td class=\"messages\">%ld</td><td class=\"oldest\">%s</td>"
+                   "</tr>\n", snap->queue[i].name, snap->queue[i].name, snap->queue[i].messages, age);
+    }
+    buf_puts(out, "</table>\n<h2>Modules</h2>\n<table id=\"modules\"><tr><th></th><th>hook calls</th>"
+             "<th>mean latency</th><th>circuit</th></tr>\n");
+    for (size_t i = 0; i < modules->n; i++) {
+        const struct module_row *r = &modules->rows[i];
+        buf_puts(out, "<tr class=\"module\"><td>");
+        put_html(out, r->name);
+        buf_printf(out, "</td><td class=\"calls\">%.0f</td><td>", r->calls);
+        if (r->duration_count > 0)
+            buf_printf(out, "%.1f ms", r->duration_sum / r->duration_count * 1000);
+        else
+            buf_puts(out, "-");
+        buf_printf(out, "</td><td class=\"circuit %s\">%s</td></tr>\n", r->circuit_open > 0 ? "open" : "closed",
+                   r->circuit_open > 0 ? "open" : "closed");
+    }
+    if (modules->n == 0)
+        buf_puts(out, "<tr><td colspan=\"4\">no module loaded</td></tr>\n");
+    buf_puts(out, "</table>\n<h2>Recent rejects</h2>\n<ol id=\"recent-rejects\">\n");
+    module_metrics_recent_each(mm, put_recent, out);
+    buf_printf(out, "</ol>\n<footer>Refreshes every %d s. The same figures: /metrics (Prometheus), petrelctl stats."
+               "</footer>\n</body></html>\n", MASTER_STATUS_REFRESH_SECONDS);
+}
+
+void master_stats_render(const struct master_stats *st, struct module_metrics *mm, const struct master_snapshot *snap,
+                         double now, enum master_stats_format format, struct buf *out)
+{
+    int json = format == MASTER_STATS_JSON;
     double current[NTRACKED];
     read_totals(mm, current);
     const struct sample *old = minute_ago(st, now);
@@ -223,6 +325,10 @@ void master_stats_render(const struct master_stats *st, struct module_metrics *m
     module_metrics_foreach(mm, "petrel_module_hook_duration_seconds", module_durations, &modules);
     module_metrics_foreach(mm, "petrel_module_circuit_open", module_circuit, &modules);
     double uptime = now - (double)snap->started;
+    if (format == MASTER_STATS_HTML) {
+        render_html(current, rate, old ? window : 0, &modules, mm, snap, uptime, out);
+        return;
+    }
 
     if (json) {
         buf_puts(out, "{\"uptime_seconds\":");

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 
 #include "lib/buf.h"
 #include "lib/hash.h"
@@ -59,12 +60,20 @@ struct metric_series {
     } v;
 };
 
+struct metric_recent {
+    uint64_t seq;                         /* odd while being written; 0: never written */
+    int64_t when;
+    char line[METRICS_RECENT_LINE];
+};
+
 struct module_metrics {
     pthread_mutex_t lock;
     size_t map_size;
     uint32_t nfamilies;
     struct metric_family families[METRICS_MAX_FAMILIES];
     struct metric_series series[METRICS_MAX_SERIES];
+    uint64_t recent_next;                 /* entries ever written */
+    struct metric_recent recent[METRICS_RECENT];
 };
 
 struct module_metrics *module_metrics_create(void)
@@ -435,6 +444,47 @@ size_t module_metrics_foreach(struct module_metrics *mm, const char *name, metri
         n++;
     }
     return n;
+}
+
+/* ------------------------------------------------------------------ */
+/* recent events                                                       */
+
+void module_metrics_recent_add(struct module_metrics *mm, const char *line)
+{
+    if (mm == NULL)
+        return;
+    uint64_t n = __atomic_fetch_add(&mm->recent_next, 1, __ATOMIC_RELAXED);
+    struct metric_recent *r = &mm->recent[n % METRICS_RECENT];
+    /* Two writers on one entry (the ring wrapped within one write) both
+       leave it odd-then-even; a reader sees a changed or odd seq and skips. */
+    uint64_t seq = __atomic_add_fetch(&r->seq, 1, __ATOMIC_ACQ_REL);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    r->when = (int64_t)time(NULL);
+    char copy[METRICS_RECENT_LINE];
+    snprintf(copy, sizeof(copy), "%s", line);
+    memcpy(r->line, copy, sizeof(copy));
+    __atomic_store_n(&r->seq, seq + 1, __ATOMIC_RELEASE);
+}
+
+void module_metrics_recent_each(struct module_metrics *mm, metrics_recent_fn *fn, void *arg)
+{
+    if (mm == NULL)
+        return;
+    uint64_t next = __atomic_load_n(&mm->recent_next, __ATOMIC_ACQUIRE);
+    for (uint64_t k = 0; k < METRICS_RECENT && k < next; k++) {
+        const struct metric_recent *r = &mm->recent[(next - 1 - k) % METRICS_RECENT];
+        uint64_t before = __atomic_load_n(&r->seq, __ATOMIC_ACQUIRE);
+        if (before == 0 || (before & 1))
+            continue;
+        char line[METRICS_RECENT_LINE];
+        memcpy(line, r->line, sizeof(line));
+        long long when = (long long)r->when;
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        if (__atomic_load_n(&r->seq, __ATOMIC_RELAXED) != before)
+            continue;
+        line[sizeof(line) - 1] = '\0';
+        fn(arg, when, line);
+    }
 }
 
 /* ------------------------------------------------------------------ */

@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "lib/buf.h"
 #include "lib/log.h"
+#include "module/metrics.h"
 #include "module/metrics_core.h"
 #include "smtpd/smtpd_int.h"
 
@@ -31,6 +33,15 @@ void smtpd_log_reject(struct smtpd_session *s, const char *what, const char *ver
            END-OF-MESSAGE, STARTTLS, ...): a bounded label */
         const char *labels[] = { s->set->service_name, verb, code >= 500 ? "5xx" : "4xx" };
         core_metric_add(s->worker->metrics, CM_SMTPD_REJECTS, labels, 1);
+        /* The /status page's recent rejects: what the log line says, shorter. */
+        struct buf recent = BUF_INIT;
+        buf_printf(&recent, "%s %s from %s: %s", s->set->service_name, verb, s->namaddr, line);
+        if (tx_sender_for_log(s))
+            buf_printf(&recent, " from=<%s>", tx_sender_for_log(s));
+        if (rcpt)
+            buf_printf(&recent, " to=<%s>", rcpt);
+        module_metrics_recent_add(s->worker->metrics, recent.data);
+        buf_free(&recent);
     }
     smtpd_log_event(s, what, verb, line, rcpt);
 }

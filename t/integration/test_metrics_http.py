@@ -12,7 +12,7 @@ import signal
 import subprocess
 import time
 
-from harness import PETRELD, Petrel, Tap, free_port, maildir_messages, wait_for
+from harness import PETRELD, TOP_SRCDIR, Petrel, Tap, free_port, maildir_messages, wait_for
 from metricslib import wait_http, http_get, parse_metrics, wait_value
 
 t = Tap(timeout=300)
@@ -60,6 +60,10 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
                          ("petrel_process_restarts_total", "counter"), ("petrel_smtpd_tls_handshakes_total", "counter"),
                          ("petrel_smtpd_messages_received_total", "counter")):
         t.ok("# TYPE %s %s\n" % (family, kind) in body, "%s is declared a %s" % (family, kind))
+    with open(os.path.join(TOP_SRCDIR, "doc", "observability.md")) as f:
+        doc = f.read()
+    undocumented = [name for name in re.findall(r"^# TYPE (\S+) ", body, re.M) if "`%s`" % name not in doc]
+    t.is_(undocumented, [], "doc/observability.md lists every metric /metrics declares")
     t.is_(v0.get('petrel_processes{role="smtpd"}'), 2.0, "two smtpd workers run")
     t.is_(v0.get('petrel_processes{role="qmgr"}'), 1.0, "and the queue manager")
     t.is_(v0.get('petrel_queue_messages{queue="deferred"}'), 0.0, "the deferred queue is empty")

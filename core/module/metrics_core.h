@@ -30,6 +30,9 @@ enum core_metric {
     CM_DELIVERIES,               /* counter {transport,status} */
     CM_DELIVERY_SECONDS,         /* histogram {transport} */
     CM_PROCESS_RESTARTS,         /* counter {role} */
+    CM_SMTPD_COMMANDS,           /* counter {service,command} */
+    CM_QUEUE_COMMIT_SECONDS,     /* histogram {} */
+    CM_DELIVERIES_IN_FLIGHT,     /* gauge {transport} */
     CM_MAX
 };
 
@@ -39,6 +42,9 @@ int core_metrics_register(struct module_metrics *mm);
 /* Records one figure. labels: as many values as the family has (see the
  * enum). Does nothing when mm is NULL (no shared region). */
 void core_metric_add(struct module_metrics *mm, enum core_metric m, const char *const *labels, double value);
+/* A gauge: process is the caller's column (the master's slot for it). */
+void core_metric_gauge_add(struct module_metrics *mm, enum core_metric m, const char *const *labels, double value,
+                           unsigned process);
 void core_metric_observe(struct module_metrics *mm, enum core_metric m, const char *const *labels, double value);
 
 /* "2xx" ... "5xx" for a reply line (NULL when it does not start with a code). */

@@ -132,6 +132,8 @@ static void job_done(struct qjob *j, const struct dlv_result *results)
     }
     struct dest *d = j->d;
     d->active--;
+    const char *transport[] = { j->transport };
+    core_metric_gauge_add(q->metrics, CM_DELIVERIES_IN_FLIGHT, transport, -1, q->process_index);
     q->deliveries--;
     if (d->rate_delay > 0) {
         d->resting = 1;

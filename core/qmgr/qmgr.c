@@ -198,6 +198,7 @@ int qmgr_main(const struct qmgr_args *args)
     q.cfg = cfg;
     q.queue = args->queue;
     q.metrics = args->metrics;
+    q.process_index = args->process_index;
     q.base = event_base_new();
     q.workq = workq_create(q.base, 4);
     q.modules = args->modules;

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -179,6 +180,7 @@ struct commit_job {
     unsigned long long size;
     int result, err;
     int hold_failed;
+    double commit_seconds;        /* queue_writer_commit's time (the fsyncs) */
 };
 
 /* As Postfix does, a client that got a message through is forgiven its
@@ -193,8 +195,12 @@ static void message_received(struct smtpd_session *s)
 static void commit_work(void *arg)
 {
     struct commit_job *job = arg;
+    struct timespec before, after;
+    clock_gettime(CLOCK_MONOTONIC, &before);
     job->result = queue_writer_commit(job->tx->writer);
     job->err = errno;
+    clock_gettime(CLOCK_MONOTONIC, &after);
+    job->commit_seconds = (double)(after.tv_sec - before.tv_sec) + (after.tv_nsec - before.tv_nsec) / 1e9;
     if (job->result == 0 && job->tx->hold) {
         /* Quarantine: the message waits in hold/ until an admin releases it.
          * A failed move leaves it in incoming/, where it is still safe. */
@@ -234,6 +240,7 @@ static void commit_done(void *arg, int cancelled)
         core_metric_add(s->worker->metrics, CM_SMTPD_MESSAGES, labels, 1);
         core_metric_add(s->worker->metrics, CM_SMTPD_BYTES, labels, (double)job->size);
         core_metric_add(s->worker->metrics, CM_SMTPD_RECIPIENTS, labels, (double)tx->nrcpts);
+        core_metric_observe(s->worker->metrics, CM_QUEUE_COMMIT_SECONDS, NULL, job->commit_seconds);
         smtpd_plugin_queued(s, tx->queue_id);
         message_received(s);
     } else {

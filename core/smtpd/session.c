@@ -161,6 +161,13 @@ static void log_disconnect(struct smtpd_session *s)
         msg_info("disconnect from %s%s commands=%u/%u", s->namaddr, line, total_ok, total);
 }
 
+void smtpd_count_command(struct smtpd_session *s, enum smtpd_counter c)
+{
+    s->counters[c]++;
+    const char *labels[] = { s->set->service_name, counter_names[c] };
+    core_metric_add(s->worker->metrics, CM_SMTPD_COMMANDS, labels, 1);
+}
+
 void smtpd_count_error(struct smtpd_session *s, enum smtpd_counter c)
 {
     s->counter_errors[c]++;

@@ -580,6 +580,8 @@ void smtpd_log_reject(struct smtpd_session *s, const char *what, const char *ver
 void smtpd_log_event(struct smtpd_session *s, const char *what, const char *verb, const char *text,
                      const char *rcpt);
 /* A command of kind c failed: counted in the disconnect line and the error limits. */
+/* A command of kind c arrived: the session's count (the disconnect line) and the metric. */
+void smtpd_count_command(struct smtpd_session *s, enum smtpd_counter c);
 void smtpd_count_error(struct smtpd_session *s, enum smtpd_counter c);
 struct smtpd_tx *smtpd_tx_new(struct smtpd_session *s);
 void smtpd_tx_free(struct smtpd_session *s);

@@ -75,6 +75,7 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
 
     # One session with a known dialogue: every reply is counted by its class.
     r0 = {k: v for k, v in v0.items() if k.startswith("petrel_smtpd_replies_total")}
+    c0 = {k: v for k, v in v0.items() if k.startswith("petrel_smtpd_commands_total")}
     c = p.connect()
     c.ehlo()
     body_text = "Subject: counted\r\n\r\nhello metrics\r\n"
@@ -94,6 +95,11 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
         t.is_(wait_value(mport, key, r0.get(key, 0) + n), r0.get(key, 0) + n,
               "replies of class %s: +%d" % (cls, n))
     _, _, v1, _ = scrape(mport)
+    for command, n in (("ehlo", 1), ("mail", 2), ("rcpt", 4), ("data", 1), ("rset", 1), ("quit", 1)):
+        key = label("petrel_smtpd_commands_total", ',command="%s"' % command)
+        t.is_(v1.get(key, 0) - c0.get(key, 0), n, "commands: %d %s" % (n, command))
+    t.is_(v1.get("petrel_queue_commit_duration_seconds_count"), 1.0, "one queue commit's latency is observed")
+    t.ok(v1.get("petrel_queue_commit_duration_seconds_sum", 0) > 0, "and it took some time (the fsyncs)")
     t.is_(v1.get(label("petrel_smtpd_connections_total")), conns0 + 1, "one more connection")
     t.is_(v1.get(label("petrel_smtpd_messages_received_total")), 1.0, "one message received")
     t.is_(v1.get(label("petrel_smtpd_received_recipients_total")), 2.0, "with two recipients")
@@ -106,6 +112,8 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
           "two deliveries to Maildir, sent")
     t.is_(wait_value(mport, 'petrel_delivery_duration_seconds_count{transport="virtual"}', 2.0), 2.0,
           "and their latency is observed")
+    t.is_(wait_value(mport, 'petrel_deliveries_in_flight{transport="virtual"}', 0.0), 0.0,
+          "no delivery in flight once they are done (the gauge went up and back down)")
 
     # A bounce (an error: route) and its notice to the sender; a deferral (retry:).
     c = p.connect()

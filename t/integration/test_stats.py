@@ -1,6 +1,7 @@
 """petrelctl stats: the metrics for a person and as JSON (--json), the same
 totals /metrics shows (petrelctl metrics), rates over the last minute (or
-since the start), the queue and the processes."""
+since the start), the queue and the processes; petrelctl top redraws them
+every second."""
 import json
 import os
 import re
@@ -66,7 +67,7 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
     t.ok(window is not None and 1 <= window <= 61, "rates over the time since the start or the last minute (%s s)"
          % window)
     per_minute = counters["messages_received"]["per_minute"]
-    t.ok(per_minute is not None and abs(per_minute - 4 * 60.0 / window) <= 0.01,
+    t.ok(per_minute is not None and abs(per_minute * window / 60.0 - 4) <= 0.01,
          "messages per minute = 4 over the window (%s/min over %s s)" % (per_minute, window))
     t.ok(stats["uptime_seconds"] >= 0, "uptime")
 
@@ -78,6 +79,14 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
     t.like(r.stdout, r"\ndeliveries deferred +1 ", "deliveries deferred")
     t.like(r.stdout, r"\nqueue: incoming 0, active 0, deferred 1 \(oldest \d+ s\), hold 0, corrupt 0, maildrop 0\n",
            "the queue")
+    r = p.petrelctl("top", "-n", "2")
+    t.is_(r.returncode, 0, "petrelctl top -n 2 (not a terminal: batch mode)")
+    screens = re.findall(r"^petrelctl top - \d\d:\d\d:\d\d - every 1 s, q to quit\npetrel: up ", r.stdout, re.M)
+    t.is_(len(screens), 2, "two screens, one a second, each petrelctl stats' figures")
+    t.is_(len(re.findall(r"^messages received +4 ", r.stdout, re.M)), 2, "with the totals")
+    t.ok("\033[2J" not in r.stdout, "nothing cleared without a terminal")
+    r = p.petrelctl("top", "-n", "zero")
+    t.is_((r.returncode, r.stderr.strip()), (2, "petrelctl: top: usage: petrelctl top [-b] [-n COUNT]"), "a bad count")
     r = p.petrelctl("stats", "--yaml")
     t.is_((r.returncode, r.stderr.strip()), (2, 'petrelctl: stats: unknown option "--yaml" (only --json)'),
           "an unknown option is refused")

@@ -16,7 +16,7 @@ dovecot-core dovecot-lmtpd opendkim-tools python3-dkim python3-nacl python3-dnsp
 postfix-lmdb postfix-cdb postfix-sqlite sqlite3 tinycdb lmdb-utils postgresql mariadb-server \
 libmilter-dev spamassassin spamd spamc spamass-milter clamav-daemon clamav-milter opendkim amavisd-new \
 sasl2-bin libsasl2-modules libsasl2-modules-db dovecot-imapd clang libclang-rt-14-dev llvm postgrey postfix-policyd-spf-python \
-publicsuffix"
+publicsuffix prometheus chromium"
 
 want=""
 for p in $BUILD_PKGS ${PETREL_WITH_TESTS:+$TEST_PKGS}; do
@@ -47,13 +47,15 @@ fi
 # The content scanners' units too: tests run private spamd, clamd, milters and
 # OpenDKIM and amavisd-new on loopback; clamd's socket activation, freshclam and sa-update
 # (the maintenance timer) would reach for the network. The SASL tests run a
-# private saslauthd and a private Dovecot auth service.
+# private saslauthd and a private Dovecot auth service. The observability tests run a
+# private Prometheus on a loopback port (its Debian unit would scrape and keep data).
 for unit in postfix.service redis-server.service redis-sentinel.service dnsmasq.service dovecot.service \
     spamd.service spamassassin.service spamassassin-maintenance.timer spamass-milter.service \
     clamav-daemon.service clamav-daemon.socket clamav-freshclam.service clamav-freshclam-once.timer \
     clamav-clamonacc.service clamav-milter.service opendkim.service opendmarc.service postgrey.service \
     amavis.service amavis-mc.service amavisd-snmp-subagent.service saslauthd.service \
-    postgresql.service mariadb.service; do
+    postgresql.service mariadb.service \
+    prometheus.service prometheus-node-exporter.service; do
     if systemctl list-unit-files "$unit" >/dev/null 2>&1; then
         systemctl stop "$unit" >/dev/null 2>&1 || true
         systemctl mask "$unit" >/dev/null 2>&1 || true

@@ -38,6 +38,8 @@ static const struct cfg_bind master_binds[] = {
     CFG_BIND_READ("data_directory"),
     CFG_BIND_READ("postscreen_cache_map"),
     CFG_BIND_READ("smtpd_tls_session_cache_timeout"),   /* the ticket keys' lifetime */
+    CFG_BIND_READ("metrics_listen"),                    /* the metrics endpoint (http.c) */
+    CFG_BIND_READ("metrics_allow"),
     /* module/module.c, when master_load_config loads the module set */
     CFG_BIND_READ("modules"),
     CFG_BIND_READ("module_directory"),

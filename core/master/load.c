@@ -213,6 +213,19 @@ int master_load_config(const char *confdir, struct loaded_config *out, int check
         }
     }
     {
+        /* metrics_listen and metrics_allow parse here (binding happens in the master). */
+        char error[600];
+        if (master_http_check(out->cfg, error, sizeof(error)) != 0) {
+            const char *param = strncmp(error, "metrics_allow", 13) == 0 ? "metrics_allow" : "metrics_listen";
+            const char *file = NULL;
+            int line = 0;
+            cfg_origin(out->cfg, param, &file, &line);
+            msg_error("%s:%d: %s", file ? file : "main.cf", line, error);
+            master_unload_config(out);
+            return -1;
+        }
+    }
+    {
         /* The routing and rewriting maps open here or not at all: a worker
          * or queue manager must not be the first to find a bad map. This is
          * also where their warnings are given, once per start, reload or

@@ -55,6 +55,7 @@
 #include "master/master.h"
 #include "master/master_int.h"
 #include "module/metrics.h"
+#include "module/metrics_core.h"
 #include "module/module.h"
 #include "queue/maildrop.h"
 #include "queue/queue.h"
@@ -98,6 +99,10 @@ struct master {
     int pid_fd;
     struct evconnlistener *control;
     struct modctl *modctl;               /* channels to the smtpd workers for module commands (modctl.c) */
+    struct master_http *http;            /* metrics_listen, or NULL */
+    struct master_stats *stats;          /* petrelctl stats: samples for the rates */
+    struct event *stats_timer;
+    time_t started;
     struct event *stop_timer;
     char binary[4096];
 };
@@ -148,6 +153,8 @@ static void close_master_fds(struct master *m)
     m->control = NULL;
     if (m->modctl)
         modctl_close_in_child(m->modctl);
+    master_http_stop(m->http);   /* the metrics endpoint's socket too */
+    m->http = NULL;
     /* pid_fd stays open in the child on purpose: the flock on master.pid
      * belongs to the open file, shared by every process forked from the
      * master, so a new master cannot take it (and run its recovery scan)
@@ -376,6 +383,8 @@ static void on_child_exit(struct master *m, pid_t pid, int status)
             }
             break;
         }
+        const char *role[] = { w->is_qmgr ? "qmgr" : w->is_pickup ? "pickup" : "smtpd" };
+        core_metric_add(m->metrics, CM_PROCESS_RESTARTS, role, 1);
         if (WIFSIGNALED(status))
             msg_warn("process %s pid %ld killed by signal %d", m->binary, (long)pid, WTERMSIG(status));
         else
@@ -506,6 +515,147 @@ static void rotate_tickets(evutil_socket_t fd, short what, void *arg)
     schedule_ticket_rotation(m);
 }
 
+/* ------------------------------------------------------------------ */
+/* figures for the metrics endpoint and the control socket             */
+
+struct role_counts {
+    int smtpd, qmgr, pickup, draining;
+};
+
+static struct role_counts count_roles(const struct master *m)
+{
+    struct role_counts c = { 0, 0, 0, 0 };
+    for (int i = 0; i < MAX_WORKERS; i++) {
+        const struct worker_proc *w = &m->workers[i];
+        if (w->pid == 0)
+            continue;
+        if (w->draining)
+            c.draining++;
+        else if (w->is_qmgr)
+            c.qmgr++;
+        else if (w->is_pickup)
+            c.pickup++;
+        else
+            c.smtpd++;
+    }
+    return c;
+}
+
+static void put_gauge_family(struct buf *out, const char *name, const char *help)
+{
+    buf_printf(out, "# HELP %s %s\n# TYPE %s gauge\n", name, help, name);
+}
+
+/* The module and core figures of the shared region, then what only the
+   master knows: the queue and the processes (read now). */
+static void render_metrics(void *arg, struct buf *out)
+{
+    struct master *m = arg;
+    module_metrics_render(m->metrics, out);
+    struct master_queue_figures q[MASTER_QUEUES];
+    master_queue_figures(m->queue_dir, q);
+    put_gauge_family(out, "petrel_queue_messages", "Messages in each queue directory");
+    for (int i = 0; i < MASTER_QUEUES; i++)
+        buf_printf(out, "petrel_queue_messages{queue=\"%s\"} %ld\n", q[i].name, q[i].messages);
+    put_gauge_family(out, "petrel_queue_oldest_message_age_seconds",
+                     "Seconds since the oldest message of each queue arrived (0 when the queue is empty)");
+    for (int i = 0; i < MASTER_QUEUES; i++)
+        buf_printf(out, "petrel_queue_oldest_message_age_seconds{queue=\"%s\"} %.3f\n", q[i].name, q[i].oldest_age);
+    struct role_counts c = count_roles(m);
+    put_gauge_family(out, "petrel_processes", "Role processes running (draining ones after a reload apart)");
+    buf_printf(out, "petrel_processes{role=\"smtpd\"} %d\npetrel_processes{role=\"qmgr\"} %d\n"
+               "petrel_processes{role=\"pickup\"} %d\npetrel_processes{role=\"draining\"} %d\n",
+               c.smtpd, c.qmgr, c.pickup, c.draining);
+    put_gauge_family(out, "petrel_processes_expected", "Role processes the configuration asks for");
+    buf_printf(out, "petrel_processes_expected{role=\"smtpd\"} %d\npetrel_processes_expected{role=\"qmgr\"} %d\n"
+               "petrel_processes_expected{role=\"pickup\"} %d\n", m->gen->nworkers, has_qmgr(m->gen->cfg),
+               master_pickup_service(m->gen->cfg) != NULL);
+    struct buf ignored = BUF_INIT;
+    int writable = master_queue_writable(m->queue_dir, m->privileged, (unsigned)m->run_uid, (unsigned)m->run_gid,
+                                         &ignored) == 0;
+    buf_free(&ignored);
+    put_gauge_family(out, "petrel_queue_writable", "1 when the roles can write every queue directory, else 0");
+    buf_printf(out, "petrel_queue_writable %d\n", writable);
+    put_gauge_family(out, "petrel_start_time_seconds", "When the master started (Unix time)");
+    buf_printf(out, "petrel_start_time_seconds %lld\n", (long long)m->started);
+    put_gauge_family(out, "petrel_config_generation", "The configuration generation (1, plus one per reload)");
+    buf_printf(out, "petrel_config_generation %u\n", m->gen->number);
+}
+
+/* /healthz: every role the configuration asks for runs, and the queue can be written. */
+static int check_health(void *arg, struct buf *why)
+{
+    struct master *m = arg;
+    int status = 0;
+    if (m->stopping) {
+        buf_puts(why, "petrel is stopping\n");
+        status = -1;
+    }
+    struct role_counts c = count_roles(m);
+    if (c.smtpd < m->gen->nworkers) {
+        buf_printf(why, "smtpd: %d of %d workers running\n", c.smtpd, m->gen->nworkers);
+        status = -1;
+    }
+    if (has_qmgr(m->gen->cfg) && c.qmgr == 0) {
+        buf_puts(why, "qmgr: not running\n");
+        status = -1;
+    }
+    if (master_pickup_service(m->gen->cfg) && c.pickup == 0) {
+        buf_puts(why, "pickup: not running\n");
+        status = -1;
+    }
+    if (master_queue_writable(m->queue_dir, m->privileged, (unsigned)m->run_uid, (unsigned)m->run_gid, why) != 0)
+        status = -1;
+    return status;
+}
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void take_snapshot(struct master *m, struct master_snapshot *snap)
+{
+    struct role_counts c = count_roles(m);
+    snap->started = (long long)m->started;
+    snap->generation = m->gen->number;
+    snap->smtpd = c.smtpd;
+    snap->smtpd_expected = m->gen->nworkers;
+    snap->qmgr = c.qmgr;
+    snap->qmgr_expected = has_qmgr(m->gen->cfg);
+    snap->pickup = c.pickup;
+    snap->pickup_expected = master_pickup_service(m->gen->cfg) != NULL;
+    snap->draining = c.draining;
+    snap->health = NULL;
+    master_queue_figures(m->queue_dir, snap->queue);
+}
+
+static void render_status(void *arg, struct buf *html)
+{
+    struct master *m = arg;
+    struct master_snapshot snap;
+    take_snapshot(m, &snap);
+    struct buf why = BUF_INIT;
+    if (check_health(m, &why) != 0)
+        snap.health = why.data;
+    master_stats_render(m->stats, m->metrics, &snap, now_seconds(), MASTER_STATS_HTML, html);
+    buf_free(&why);
+}
+
+static void stats_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct master *m = arg;
+    master_stats_sample(m->stats, m->metrics, now_seconds());
+}
+
+static struct master_http_source http_source(struct master *m)
+{
+    struct master_http_source s = { .metrics = render_metrics, .health = check_health, .status = render_status, .arg = m };
+    return s;
+}
+
 /* Returns 0 when the new configuration is serving, -1 when refused. */
 static int reload(struct master *m, struct buf *why)
 {
@@ -520,6 +670,14 @@ static int reload(struct master *m, struct buf *why)
     if (strcmp(cfg_get(cfg, "queue_directory"), m->queue_dir) != 0) {
         msg_error("reload refused: queue_directory cannot change while running (restart instead)");
         buf_puts(why, "reload refused: queue_directory cannot change while running");
+        master_unload_config(&conf);
+        return -1;
+    }
+    char http_error[600];
+    struct master_http_source source = http_source(m);
+    if (master_http_update(&m->http, m->base, cfg, &source, http_error, sizeof(http_error)) != 0) {
+        msg_error("reload refused: %s; the running configuration stays", http_error);
+        buf_printf(why, "reload refused: %s", http_error);
         master_unload_config(&conf);
         return -1;
     }
@@ -759,7 +917,7 @@ static void control_read(struct bufferevent *bev, void *arg)
     } else if (strcmp(command, "metrics") == 0) {
         /* The Prometheus text the metrics endpoint will serve; a frame
          * holds at most 1 MiB, so a larger text is cut at a line. */
-        module_metrics_render(m->metrics, &text);
+        render_metrics(m, &text);
         size_t limit = (1u << 20) - 4096;
         if (text.len > limit) {
             size_t cut = limit;
@@ -769,6 +927,13 @@ static void control_read(struct bufferevent *bev, void *arg)
             text.data[cut] = '\0';
             buf_puts(&text, "# truncated: more than 1 MiB of metrics\n");
         }
+        while (text.len > 0 && text.data[text.len - 1] == '\n')
+            text.data[--text.len] = '\0';
+    } else if (strcmp(command, "stats") == 0 || strcmp(command, "stats-json") == 0) {
+        struct master_snapshot snap;
+        take_snapshot(m, &snap);
+        master_stats_render(m->stats, m->metrics, &snap, now_seconds(),
+                            strcmp(command, "stats-json") == 0 ? MASTER_STATS_JSON : MASTER_STATS_TEXT, &text);
         while (text.len > 0 && text.data[text.len - 1] == '\n')
             text.data[--text.len] = '\0';
     } else if (strcmp(command, "stop") == 0) {
@@ -1104,6 +1269,9 @@ int master_run(const struct master_options *opts)
     schedule_ticket_rotation(&m);
     m.metrics = module_metrics_create();
     m.modctl = modctl_new(m.base, module_command_reply);
+    /* The core's families first, before any module's: their indices are fixed (module/metrics_core.h). */
+    if (m.metrics && core_metrics_register(m.metrics) != 0)
+        msg_fatal("metrics: cannot register the core's figures");
 
     struct event *ev_chld = evsignal_new(m.base, SIGCHLD, on_sigchld, &m);
     struct event *ev_term = evsignal_new(m.base, SIGTERM, on_sigterm, &m);
@@ -1114,6 +1282,16 @@ int master_run(const struct master_options *opts)
     event_add(ev_int, NULL);
     event_add(ev_hup, NULL);
 
+    m.started = time(NULL);
+    m.stats = master_stats_new();
+    master_stats_sample(m.stats, m.metrics, now_seconds());
+    m.stats_timer = event_new(m.base, -1, EV_PERSIST, stats_tick, &m);
+    struct timeval sample_every = { MASTER_STATS_SAMPLE_SECONDS, 0 };
+    event_add(m.stats_timer, &sample_every);
+    char http_error[600];
+    struct master_http_source source = http_source(&m);
+    if (master_http_update(&m.http, m.base, cfg, &source, http_error, sizeof(http_error)) != 0)
+        msg_fatal("not starting: %s", http_error);
     msg_info("daemon started -- version %s, configuration %s", PACKAGE_VERSION, opts->confdir);
     start_workers(&m);
     event_base_dispatch(m.base);
@@ -1136,6 +1314,9 @@ int master_run(const struct master_options *opts)
     event_free(ev_hup);
     evconnlistener_free(m.control);
     modctl_free(m.modctl);
+    master_http_stop(m.http);
+    event_free(m.stats_timer);
+    master_stats_free(m.stats);
     generation_free(m.gen);
     anvil_destroy(m.anvil);
     event_free(m.ticket_timer);

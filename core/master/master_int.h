@@ -1,7 +1,8 @@
 /*
  * Private to core/master: a configuration generation and its bound
  * listeners, shared by the supervisor (master.c), the loader (load.c) and
- * the listener code (listen.c).
+ * the listener code (listen.c); the metrics endpoint (http.c) and the
+ * figures the master reads for it (figures.c).
  */
 #ifndef PETREL_MASTER_MASTER_INT_H
 #define PETREL_MASTER_MASTER_INT_H
@@ -65,5 +66,55 @@ void modctl_send(struct modctl *mc, int slot, struct bufferevent *client, unsign
 const struct master_service *master_pickup_service(const struct cfg *cfg);
 /* What master.cf asks for that will not happen (no qmgr, no pickup, chroot), said loudly. */
 void master_warn_about_services(const struct cfg *cfg);
+
+/* http.c: the metrics endpoint (metrics_listen, metrics_allow). */
+struct buf;
+struct event_base;
+struct master_http;
+struct master_http_source {
+    void (*metrics)(void *arg, struct buf *out);   /* the Prometheus text */
+    int (*health)(void *arg, struct buf *why);     /* 0 healthy, else -1 with one line per reason */
+    void (*status)(void *arg, struct buf *html);   /* the /status page */
+    void *arg;
+};
+/* Checks both parameters; 0, or -1 with error (naming the parameter). */
+int master_http_check(const struct cfg *cfg, char *error, size_t esize);
+/* Serves what cfg says: starts, moves, keeps (taking the new metrics_allow)
+   or stops *current. 0, or -1 with error and *current unchanged. */
+int master_http_update(struct master_http **current, struct event_base *base, const struct cfg *cfg,
+                       const struct master_http_source *source, char *error, size_t esize);
+void master_http_stop(struct master_http *h);
+
+/* figures.c: what the master reads from the queue directory when asked. */
+struct master_queue_figures {
+    const char *name;          /* "incoming", "active", "deferred", "hold", "corrupt", "maildrop" */
+    long messages;
+    double oldest_age;         /* seconds since the oldest one arrived (0: empty) */
+};
+#define MASTER_QUEUES 6
+void master_queue_figures(const char *queue_dir, struct master_queue_figures out[MASTER_QUEUES]);
+/* 0 when the queue's directories can be written by the roles (uid and gid
+   when privileged, else this process); -1 with one line per problem. */
+int master_queue_writable(const char *queue_dir, int privileged, unsigned uid, unsigned gid, struct buf *why);
+
+/* stats.c: petrelctl stats (the control socket's "stats" and "stats-json"). */
+struct module_metrics;
+struct master_snapshot {
+    long long started;         /* the master's start (Unix time) */
+    unsigned generation;
+    int smtpd, smtpd_expected, qmgr, qmgr_expected, pickup, pickup_expected, draining;
+    struct master_queue_figures queue[MASTER_QUEUES];
+    const char *health;        /* /status: what /healthz says is wrong, or NULL */
+};
+struct master_stats;
+enum master_stats_format { MASTER_STATS_TEXT, MASTER_STATS_JSON, MASTER_STATS_HTML };
+#define MASTER_STATUS_REFRESH_SECONDS 5
+struct master_stats *master_stats_new(void);
+void master_stats_free(struct master_stats *st);
+/* Records the totals now (the master's timer, every few seconds), for the rates. */
+void master_stats_sample(struct master_stats *st, struct module_metrics *mm, double now);
+void master_stats_render(const struct master_stats *st, struct module_metrics *mm, const struct master_snapshot *snap,
+                         double now, enum master_stats_format format, struct buf *out);
+#define MASTER_STATS_SAMPLE_SECONDS 5
 
 #endif

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 
 #include "lib/buf.h"
 #include "lib/hash.h"
@@ -59,12 +60,20 @@ struct metric_series {
     } v;
 };
 
+struct metric_recent {
+    uint64_t seq;                         /* odd while being written; 0: never written */
+    int64_t when;
+    char line[METRICS_RECENT_LINE];
+};
+
 struct module_metrics {
     pthread_mutex_t lock;
     size_t map_size;
     uint32_t nfamilies;
     struct metric_family families[METRICS_MAX_FAMILIES];
     struct metric_series series[METRICS_MAX_SERIES];
+    uint64_t recent_next;                 /* entries ever written */
+    struct metric_recent recent[METRICS_RECENT];
 };
 
 struct module_metrics *module_metrics_create(void)
@@ -387,6 +396,94 @@ void module_metrics_forget_process(struct module_metrics *mm, unsigned process)
         struct metric_series *s = &mm->series[i];
         if (ready(&s->ready) && mm->families[s->family].type == METRIC_GAUGE)
             __atomic_store_n(&s->v.column[process], double_to_bits(0), __ATOMIC_RELAXED);
+    }
+}
+
+size_t module_metrics_foreach(struct module_metrics *mm, const char *name, metrics_series_fn *fn, void *arg)
+{
+    if (mm == NULL)
+        return 0;
+    uint32_t nfamilies = __atomic_load_n(&mm->nfamilies, __ATOMIC_ACQUIRE);
+    int family = -1;
+    for (uint32_t i = 0; i < nfamilies; i++)
+        if (ready(&mm->families[i].ready) && strcmp(mm->families[i].name, name) == 0)
+            family = (int)i;
+    if (family < 0)
+        return 0;
+    const struct metric_family *f = &mm->families[family];
+    size_t n = 0;
+    for (int i = 0; i < METRICS_MAX_SERIES; i++) {
+        const struct metric_series *s = &mm->series[i];
+        if (!ready(&s->ready) || s->family != family)
+            continue;
+        char key[KEY_MAX];
+        char *labels[METRICS_MAX_LABELS];
+        snprintf(key, sizeof(key), "%s", s->key);
+        char *v = key;
+        for (unsigned l = 0; l < f->nlabels; l++) {
+            labels[l] = v;
+            char *sep = strchr(v, KEY_SEP);
+            if (sep) {
+                *sep = '\0';
+                v = sep + 1;
+            } else {
+                v += strlen(v);
+            }
+        }
+        double value = 0, sum = 0;
+        if (f->type == METRIC_COUNTER) {
+            value = bits_to_double(__atomic_load_n(&s->v.total, __ATOMIC_RELAXED));
+        } else if (f->type == METRIC_GAUGE) {
+            for (int p = 0; p < METRICS_MAX_PROCESSES; p++)
+                value += bits_to_double(__atomic_load_n(&s->v.column[p], __ATOMIC_RELAXED));
+        } else {
+            value = (double)__atomic_load_n(&s->v.histogram.count, __ATOMIC_RELAXED);
+            sum = bits_to_double(__atomic_load_n(&s->v.histogram.sum, __ATOMIC_RELAXED));
+        }
+        fn(arg, (const char *const *)labels, f->nlabels, value, sum);
+        n++;
+    }
+    return n;
+}
+
+/* ------------------------------------------------------------------ */
+/* recent events                                                       */
+
+void module_metrics_recent_add(struct module_metrics *mm, const char *line)
+{
+    if (mm == NULL)
+        return;
+    uint64_t n = __atomic_fetch_add(&mm->recent_next, 1, __ATOMIC_RELAXED);
+    struct metric_recent *r = &mm->recent[n % METRICS_RECENT];
+    /* Two writers on one entry (the ring wrapped within one write) both
+       leave it odd-then-even; a reader sees a changed or odd seq and skips. */
+    uint64_t seq = __atomic_add_fetch(&r->seq, 1, __ATOMIC_ACQ_REL);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    r->when = (int64_t)time(NULL);
+    char copy[METRICS_RECENT_LINE];
+    snprintf(copy, sizeof(copy), "%s", line);
+    memcpy(r->line, copy, sizeof(copy));
+    __atomic_store_n(&r->seq, seq + 1, __ATOMIC_RELEASE);
+}
+
+void module_metrics_recent_each(struct module_metrics *mm, metrics_recent_fn *fn, void *arg)
+{
+    if (mm == NULL)
+        return;
+    uint64_t next = __atomic_load_n(&mm->recent_next, __ATOMIC_ACQUIRE);
+    for (uint64_t k = 0; k < METRICS_RECENT && k < next; k++) {
+        const struct metric_recent *r = &mm->recent[(next - 1 - k) % METRICS_RECENT];
+        uint64_t before = __atomic_load_n(&r->seq, __ATOMIC_ACQUIRE);
+        if (before == 0 || (before & 1))
+            continue;
+        char line[METRICS_RECENT_LINE];
+        memcpy(line, r->line, sizeof(line));
+        long long when = (long long)r->when;
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        if (__atomic_load_n(&r->seq, __ATOMIC_RELAXED) != before)
+            continue;
+        line[sizeof(line) - 1] = '\0';
+        fn(arg, when, line);
     }
 }
 

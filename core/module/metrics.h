@@ -61,6 +61,24 @@ void module_metrics_set(struct module_metrics *mm, int family, const char *const
                         unsigned process);
 void module_metrics_observe(struct module_metrics *mm, int family, const char *const *values, double value);
 
+/* Reading figures back (petrelctl stats): every series of the family named
+ * `name`, in no particular order, with its label values, its value (a
+ * counter's total, a gauge's sum, a histogram's sample count) and, for a
+ * histogram, the sum of its samples. Returns the number of series. */
+typedef void metrics_series_fn(void *arg, const char *const *labels, size_t nlabels, double value, double sum);
+size_t module_metrics_foreach(struct module_metrics *mm, const char *name, metrics_series_fn *fn, void *arg);
+
+/* The most recent events of a kind worth showing a person (the /status
+ * page's recent rejects): a ring of METRICS_RECENT lines in the region,
+ * written by any process without a lock (each entry has a sequence number;
+ * a line being written while it is read is skipped). */
+#define METRICS_RECENT 20
+#define METRICS_RECENT_LINE 300
+void module_metrics_recent_add(struct module_metrics *mm, const char *line);
+/* Calls fn for each line kept, newest first, with its Unix time. */
+typedef void metrics_recent_fn(void *arg, long long when, const char *line);
+void module_metrics_recent_each(struct module_metrics *mm, metrics_recent_fn *fn, void *arg);
+
 /* Everything, in the Prometheus text exposition format (0.0.4). */
 void module_metrics_render(struct module_metrics *mm, struct buf *out);
 

@@ -36,6 +36,10 @@ int module_runtime_start(const struct module_runtime_args *args)
     module_metrics_start(rt);
     if (rt->set == NULL || rt->set->n == 0)
         return 0;
+    /* Each module's circuit reads closed (0) from the start, so a dashboard
+       or an alert sees the series before the first trouble. */
+    for (int i = 0; i < rt->set->n; i++)
+        module_record_circuit(rt->set->mods[i], 0, 0);
     module_crash_install(-1);
     return module_set_init(rt->set, rt->role);
 }

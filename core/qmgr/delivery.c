@@ -32,6 +32,7 @@
 #include "qmgr/mailbox_helper.h"
 #include "qmgr/qmgr_int.h"
 #include "qmgr/route.h"
+#include "module/metrics_core.h"
 #include "module/module.h"
 #include "module/runtime.h"
 #include "tables/table.h"
@@ -76,6 +77,9 @@ static void log_delivery(struct qjob *j, size_t i, const struct dlv_result *r, c
              j->rcpt_addr[i], orig_to, r->relay, total, a, b, c, d, r->dsn, status ? status : status_word(r->status),
              r->text);
     log_set_role("qmgr");
+    const char *labels[] = { j->transport, status_word(r->status) };
+    core_metric_add(m->q->metrics, CM_DELIVERIES, labels, 1);
+    core_metric_observe(m->q->metrics, CM_DELIVERY_SECONDS, labels, now - t_start);
     if (module_hook_active(MODULE_HOOK_DELIVERY)) {
         petrel_delivery_result pr = {
             .queue_id = m->id, .sender = m->msg.env.sender, .recipient = j->rcpt_addr[i],
@@ -128,6 +132,8 @@ static void job_done(struct qjob *j, const struct dlv_result *results)
     }
     struct dest *d = j->d;
     d->active--;
+    const char *transport[] = { j->transport };
+    core_metric_gauge_add(q->metrics, CM_DELIVERIES_IN_FLIGHT, transport, -1, q->process_index);
     q->deliveries--;
     if (d->rate_delay > 0) {
         d->resting = 1;

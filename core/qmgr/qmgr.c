@@ -197,6 +197,8 @@ int qmgr_main(const struct qmgr_args *args)
     const struct cfg *cfg = args->cfg;
     q.cfg = cfg;
     q.queue = args->queue;
+    q.metrics = args->metrics;
+    q.process_index = args->process_index;
     q.base = event_base_new();
     q.workq = workq_create(q.base, 4);
     q.modules = args->modules;

@@ -99,6 +99,8 @@ struct qmgr {
     struct tbl_registry *tables;
     struct router *router;
     struct dns_resolver *dns;
+    struct module_metrics *metrics;    /* the shared metrics region (module/metrics_core.h), or NULL */
+    unsigned process_index;            /* this process's gauge column there */
     struct qmgr_transport *transports; /* the SMTP and LMTP clients (transports.c) */
     int inotify_fd;
     struct event *inotify_ev, *scan_timer, *deferred_timer, *sig_term, *sig_flush, *sig_hup, *stop_timer;

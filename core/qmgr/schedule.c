@@ -17,6 +17,7 @@
 #include "config/cfg.h"
 #include "lib/hash.h"
 #include "lib/xalloc.h"
+#include "module/metrics_core.h"
 #include "qmgr/qmgr_int.h"
 
 /* ------------------------------------------------------------------ */
@@ -105,6 +106,8 @@ void qmgr_dispatch(struct qmgr *q)
             d->tail = NULL;
         d->active++;
         q->deliveries++;
+        const char *transport[] = { j->transport };
+        core_metric_gauge_add(q->metrics, CM_DELIVERIES_IN_FLIGHT, transport, 1, q->process_index);
         /* Round robin: a destination with more work goes to the back. */
         qmgr_make_ready(q, d);
         qmgr_start_job(q, j);

@@ -676,7 +676,7 @@ void smtpd_handle_command(struct smtpd_session *s, char *line, size_t len)
      * answers it as a syntax error (500), not as an unknown command (502). */
     size_t blanks = strspn(line, " \t");
     if (smtp_parse_command(line, len, &cmd) != 0 || blanks == len) {
-        s->counters[CNT_UNKNOWN]++;
+        smtpd_count_command(s, CNT_UNKNOWN);
         s->last_command = "UNKNOWN";
         smtpd_reply(s, "500 5.5.2 Error: bad syntax");
         smtpd_count_error(s, CNT_UNKNOWN);
@@ -699,7 +699,7 @@ void smtpd_handle_command(struct smtpd_session *s, char *line, size_t len)
         s->errors++;
         return;
     }
-    s->counters[c->counter]++;
+    smtpd_count_command(s, c->counter);
     s->last_command = c->name;
     if ((c->flags & CMD_NEED_HELO) && set->helo_required && s->helo == NULL) {
         smtpd_reply(s, "503 5.5.1 Error: send HELO/EHLO first");

@@ -16,11 +16,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 
 #include "lib/log.h"
+#include "module/metrics_core.h"
 #include "lib/workq.h"
 #include "lib/xalloc.h"
 #include "smtpd/restrict.h"
@@ -178,6 +180,7 @@ struct commit_job {
     unsigned long long size;
     int result, err;
     int hold_failed;
+    double commit_seconds;        /* queue_writer_commit's time (the fsyncs) */
 };
 
 /* As Postfix does, a client that got a message through is forgiven its
@@ -192,8 +195,12 @@ static void message_received(struct smtpd_session *s)
 static void commit_work(void *arg)
 {
     struct commit_job *job = arg;
+    struct timespec before, after;
+    clock_gettime(CLOCK_MONOTONIC, &before);
     job->result = queue_writer_commit(job->tx->writer);
     job->err = errno;
+    clock_gettime(CLOCK_MONOTONIC, &after);
+    job->commit_seconds = (double)(after.tv_sec - before.tv_sec) + (after.tv_nsec - before.tv_nsec) / 1e9;
     if (job->result == 0 && job->tx->hold) {
         /* Quarantine: the message waits in hold/ until an admin releases it.
          * A failed move leaves it in incoming/, where it is still safe. */
@@ -229,6 +236,11 @@ static void commit_done(void *arg, int cancelled)
         msg_info("%s: from=<%s>, size=%llu, nrcpt=%zu (queued%s)", tx->queue_id, tx->mail.address,
                  job->size, tx->nrcpts, tx->hold && !job->hold_failed ? ", on hold" : "");
         smtpd_reply(s, "250 2.0.0 Ok: queued as %s", tx->queue_id);
+        const char *labels[] = { s->set->service_name };
+        core_metric_add(s->worker->metrics, CM_SMTPD_MESSAGES, labels, 1);
+        core_metric_add(s->worker->metrics, CM_SMTPD_BYTES, labels, (double)job->size);
+        core_metric_add(s->worker->metrics, CM_SMTPD_RECIPIENTS, labels, (double)tx->nrcpts);
+        core_metric_observe(s->worker->metrics, CM_QUEUE_COMMIT_SECONDS, NULL, job->commit_seconds);
         smtpd_plugin_queued(s, tx->queue_id);
         message_received(s);
     } else {

@@ -54,6 +54,7 @@
 
 #include "config/cfg.h"
 #include "lib/log.h"
+#include "module/metrics_core.h"
 #include "lib/workq.h"
 #include "lib/xalloc.h"
 #include "smtpd/anvil.h"
@@ -116,6 +117,11 @@ void smtpd_reply(struct smtpd_session *s, const char *fmt, ...)
      * answer one: access(5)). */
     if (strncmp(line, "421", 3) == 0 || strncmp(line, "521", 3) == 0)
         s->hangup_after_reply = 1;
+    const char *reply_class = core_metric_reply_class(line);
+    if (reply_class) {
+        const char *labels[] = { s->set->service_name, reply_class };
+        core_metric_add(s->worker->metrics, CM_SMTPD_REPLIES, labels, 1);
+    }
     evbuffer_add(out, line, (size_t)n);
     evbuffer_add(out, "\r\n", 2);
     if (line != stack)
@@ -153,6 +159,13 @@ static void log_disconnect(struct smtpd_session *s)
         msg_info("disconnect from %s%s commands=%u", s->namaddr, line, total);
     else
         msg_info("disconnect from %s%s commands=%u/%u", s->namaddr, line, total_ok, total);
+}
+
+void smtpd_count_command(struct smtpd_session *s, enum smtpd_counter c)
+{
+    s->counters[c]++;
+    const char *labels[] = { s->set->service_name, counter_names[c] };
+    core_metric_add(s->worker->metrics, CM_SMTPD_COMMANDS, labels, 1);
 }
 
 void smtpd_count_error(struct smtpd_session *s, enum smtpd_counter c)
@@ -376,6 +389,12 @@ static void starttls_hooked(struct smtpd_session *s, const struct restrict_resul
  * STARTTLS. Returns 1 when the STARTTLS hooks now run (they resume the
  * input themselves) or the session ends (smtpd_tls_req_ccert, the new TLS
  * session rate limit). */
+static void count_handshake(struct smtpd_session *s, const char *result)
+{
+    const char *labels[] = { s->set->service_name, result };
+    core_metric_add(s->worker->metrics, CM_SMTPD_TLS_HANDSHAKES, labels, 1);
+}
+
 static int tls_became_active(struct smtpd_session *s)
 {
     if (s->tls_active || s->bev == NULL)
@@ -384,6 +403,7 @@ static int tls_became_active(struct smtpd_session *s)
     if (ssl == NULL || !SSL_is_init_finished(ssl))
         return 0;
     s->tls_handshaking = 0;
+    count_handshake(s, "ok");
     bufferevent_set_timeouts(s->bev, &s->set->timeout, &s->set->timeout);
     if (smtpd_tls_established(s) != 0 || smtpd_tls_count_new_session(s) != 0) {
         s->last_command = "STARTTLS";
@@ -416,6 +436,7 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
         if (s->tls_handshaking) {
             /* smtpd_starttls_timeout: nothing can be said inside a handshake */
             msg_info("timeout after STARTTLS from %s", s->namaddr);
+            count_handshake(s, "failed");
             s->last_command = "STARTTLS";
             log_disconnect(s);
             session_free(s);
@@ -446,6 +467,8 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
                 msg_warn("TLS library problem: %s from %s", text, s->namaddr);
             }
         }
+        if (s->tls_handshaking)
+            count_handshake(s, "failed");
         if (s->state == SMTPD_WAIT && s->tx && s->tx->commit_job) {
             /* Let the commit finish; its completion notices the lost client. */
         }
@@ -559,6 +582,8 @@ static void session_begin(struct smtpd_session *s, const char *addr, const char 
         s->local_submission = 1;
         s->local_uid = uid;
     } else {
+        const char *labels[] = { set->service_name };
+        core_metric_add(w->metrics, CM_SMTPD_CONNECTIONS, labels, 1);
         snprintf(s->addr, sizeof(s->addr), "%s", addr);
         snprintf(s->port, sizeof(s->port), "%s", port);
         struct sockaddr_storage ours;

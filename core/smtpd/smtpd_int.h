@@ -299,6 +299,7 @@ struct smtpd_worker {
     struct event *wake;               /* the shared table's eventfd: a service slot freed, or stress began */
     struct module_set *modules;       /* this generation's modules, initialised in this worker */
     struct dns_resolver *dns;
+    struct module_metrics *metrics;   /* the shared metrics region (module/metrics_core.h), or NULL */
     struct mail_rewrite *rewrite;     /* canonical maps and masquerading for header rewriting */
     long long queue_minfree;
     const char *dns_resolver;         /* the resolver's spec (lib/dns.h) */
@@ -581,6 +582,8 @@ void smtpd_log_reject(struct smtpd_session *s, const char *what, const char *ver
 void smtpd_log_event(struct smtpd_session *s, const char *what, const char *verb, const char *text,
                      const char *rcpt);
 /* A command of kind c failed: counted in the disconnect line and the error limits. */
+/* A command of kind c arrived: the session's count (the disconnect line) and the metric. */
+void smtpd_count_command(struct smtpd_session *s, enum smtpd_counter c);
 void smtpd_count_error(struct smtpd_session *s, enum smtpd_counter c);
 struct smtpd_tx *smtpd_tx_new(struct smtpd_session *s);
 void smtpd_tx_free(struct smtpd_session *s);

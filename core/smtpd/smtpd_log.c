@@ -8,8 +8,12 @@
 #include "config.h"
 
 #include <stdio.h>
+#include <string.h>
 
+#include "lib/buf.h"
 #include "lib/log.h"
+#include "module/metrics.h"
+#include "module/metrics_core.h"
 #include "smtpd/smtpd_int.h"
 
 static const char *tx_sender_for_log(struct smtpd_session *s)
@@ -24,6 +28,21 @@ void smtpd_log_reject(struct smtpd_session *s, const char *what, const char *ver
 {
     char line[1024];
     snprintf(line, sizeof(line), "%d %s %s", code, enhanced, text);
+    if (strcmp(what, "reject") == 0) {
+        /* verb is one of the fixed SMTP stage words (CONNECT, HELO, EHLO, MAIL, RCPT, DATA, BDAT,
+           END-OF-MESSAGE, STARTTLS, ...): a bounded label */
+        const char *labels[] = { s->set->service_name, verb, code >= 500 ? "5xx" : "4xx" };
+        core_metric_add(s->worker->metrics, CM_SMTPD_REJECTS, labels, 1);
+        /* The /status page's recent rejects: what the log line says, shorter. */
+        struct buf recent = BUF_INIT;
+        buf_printf(&recent, "%s %s from %s: %s", s->set->service_name, verb, s->namaddr, line);
+        if (tx_sender_for_log(s))
+            buf_printf(&recent, " from=<%s>", tx_sender_for_log(s));
+        if (rcpt)
+            buf_printf(&recent, " to=<%s>", rcpt);
+        module_metrics_recent_add(s->worker->metrics, recent.data);
+        buf_free(&recent);
+    }
     smtpd_log_event(s, what, verb, line, rcpt);
 }
 

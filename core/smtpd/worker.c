@@ -52,6 +52,7 @@
 #include "smtpd/smtpd.h"
 #include "smtpd/smtpd_int.h"
 #include "tables/table.h"
+#include "module/metrics_core.h"
 #include "module/module.h"
 #include "mail/rewrite.h"
 #include "module/runtime.h"
@@ -298,6 +299,7 @@ void smtpd_worker_init(struct smtpd_worker *w, const struct cfg *cfg, struct que
     /* fsync waits on the disk, not the CPU: a few threads keep several in flight. */
     w->workq = workq_create(w->base, 4);
     w->modules = modules;
+    w->metrics = metrics;
     w->dns = dns_resolver_create(w->base, w->dns_resolver, &error);
     if (w->dns == NULL)
         msg_fatal("%s", error);
@@ -443,6 +445,17 @@ int smtpd_worker_main(const struct smtpd_worker_args *args)
                 msg_fatal("%s (with stress=yes)", error);
         }
         l->service_key = petrel_pool_printf(w.pool, "service:%s", svc->name);
+        /* The service's series exist from the start (at 0), so a rate or an
+           alert on "no mail" has something to look at before the first message. */
+        const char *metric_service[] = { l->settings->service_name };
+        for (enum core_metric c = CM_SMTPD_CONNECTIONS; c <= CM_SMTPD_RECIPIENTS; c++)
+            if (c != CM_SMTPD_REJECTS && c != CM_SMTPD_REPLIES)
+                core_metric_add(w.metrics, c, metric_service, 0);
+        if (l->settings->tls_ctx) {
+            const char *ok[] = { l->settings->service_name, "ok" }, *failed[] = { l->settings->service_name, "failed" };
+            core_metric_add(w.metrics, CM_SMTPD_TLS_HANDSHAKES, ok, 0);
+            core_metric_add(w.metrics, CM_SMTPD_TLS_HANDSHAKES, failed, 0);
+        }
         if (l->screen == NULL)
             l->stress_eligible = svc->type == SVC_INET && svc->maxproc > 1 && !service_is_local(args, svc);
         else

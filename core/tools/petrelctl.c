@@ -8,17 +8,21 @@
 #include "config.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <termios.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "config/cfg.h"
 #include "lib/buf.h"
 #include "lib/ipc.h"
 #include "lib/log.h"
+#include "lib/xalloc.h"
 #include "master/master.h"
 #include "module/module.h"
 #include "tools/dkim_keygen.h"
@@ -37,6 +41,8 @@ static void usage(void)
             "  modules                                 list the modules main.cf loads and what they provide\n"
             "  status | stop | reload                  talk to the running petreld\n"
             "  metrics                                 the running petreld's metrics (Prometheus text)\n"
+            "  stats [--json]                          its figures for a person, with rates over the last minute\n"
+            "  top [-b] [-n COUNT]                     petrelctl stats redrawn every second (q quits)\n"
             "  queue [list] [--json] [SELECTOR...]     list the queue (like mailq / postqueue -j)\n"
             "  queue show ID...                        show messages (like postcat -q)\n"
             "  queue delete|hold|release|requeue ID... | ALL | SELECTOR...   (like postsuper)\n"
@@ -69,9 +75,12 @@ static char *queue_directory(const char *confdir)
     return dir;
 }
 
-/* Sends command (and args) to the running master; prints its answer. */
-static int control(const char *confdir, const char *command, int argc, char **argv)
+/* Sends one control request (command and its args); the reply's text goes
+   to *answer (malloc'd). Returns the master's status, or -1 when it could
+   not be asked (said on stderr). */
+static int control_ask(const char *confdir, const char *command, int argc, char **argv, char **answer)
 {
+    *answer = NULL;
     char *qdir = queue_directory(confdir);
     struct sockaddr_un sun;
     memset(&sun, 0, sizeof(sun));
@@ -82,25 +91,25 @@ static int control(const char *confdir, const char *command, int argc, char **ar
         fprintf(stderr, "petrelctl: queue_directory path too long: %s\n", qdir);
     free(qdir);
     if (too_long)
-        return 1;
+        return -1;
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof(sun)) != 0) {
         if (fd >= 0)
             close(fd);
         if (strcmp(command, "status") == 0) {
             fprintf(stderr, "petrelctl: the Petrel mail system is not running (no answer on %s)\n", sun.sun_path);
-            return 1;
+            return -1;
         }
         if (strcmp(command, "module") == 0) {
             /* A module's command, or a typo: only the running petreld knows its modules' commands. */
             fprintf(stderr, "petrelctl: cannot run \"%s\": not a petrelctl command, and no running petreld to ask "
                     "for a module command of that name (%s: %s)\n", argc > 0 ? argv[0] : "", sun.sun_path,
                     strerror(errno));
-            return 1;
+            return -1;
         }
         fprintf(stderr, "petrelctl: cannot %s: the Petrel mail system is not running (%s: %s)\n", command,
                 sun.sun_path, strerror(errno));
-        return 1;
+        return -1;
     }
     struct buf b = BUF_INIT;
     ipc_begin(&b, IPC_CTL_REQUEST);
@@ -112,24 +121,98 @@ static int control(const char *confdir, const char *command, int argc, char **ar
         fprintf(stderr, "petrelctl: write to %s: %s\n", sun.sun_path, strerror(errno));
         buf_free(&b);
         close(fd);
-        return 1;
+        return -1;
     }
     struct ipc_msg reply;
     if (ipc_read_frame(fd, &b, &reply) != 0 || reply.type != IPC_CTL_REPLY || reply.count < 2) {
         fprintf(stderr, "petrelctl: no valid reply from the master on %s\n", sun.sun_path);
         buf_free(&b);
         close(fd);
-        return 1;
+        return -1;
     }
     char code[16];
     snprintf(code, sizeof(code), "%.*s", (int)(reply.fields[0].len < 15 ? reply.fields[0].len : 15),
              reply.fields[0].data);
     int status = atoi(code);
-    if (reply.fields[1].len > 0 || status == 0)
-        fprintf(status == 0 ? stdout : stderr, "%.*s%s", (int)reply.fields[1].len, reply.fields[1].data,
-                reply.fields[1].len > 0 && reply.fields[1].data[reply.fields[1].len - 1] == '\n' ? "" : "\n");
+    *answer = xstrndup(reply.fields[1].data, reply.fields[1].len);
     buf_free(&b);
     close(fd);
+    return status;
+}
+
+/* Sends command (and args) to the running master; prints its answer. */
+static int control(const char *confdir, const char *command, int argc, char **argv)
+{
+    char *answer;
+    int status = control_ask(confdir, command, argc, argv, &answer);
+    if (status < 0)
+        return 1;
+    size_t len = strlen(answer);
+    if (len > 0 || status == 0)
+        fprintf(status == 0 ? stdout : stderr, "%s%s", answer, len > 0 && answer[len - 1] == '\n' ? "" : "\n");
+    free(answer);
+    return status;
+}
+
+/* petrelctl top: petrelctl stats redrawn every second, like top(1): q or
+   Ctrl-C ends it; -n N stops after N screens; without a terminal (or with
+   -b) each screen is printed after the last, without clearing. */
+static int top_main(const char *confdir, int argc, char **argv)
+{
+    long iterations = 0;
+    int batch = !isatty(STDOUT_FILENO);
+    for (int a = 0; a < argc; a++) {
+        char *end;
+        if (strcmp(argv[a], "-n") == 0 && a + 1 < argc && (iterations = strtol(argv[a + 1], &end, 10)) > 0 &&
+            *end == '\0') {
+            a++;
+        } else if (strcmp(argv[a], "-b") == 0) {
+            batch = 1;
+        } else {
+            fprintf(stderr, "petrelctl: top: usage: petrelctl top [-b] [-n COUNT]\n");
+            return 2;
+        }
+    }
+    struct termios saved;
+    int raw = !batch && isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &saved) == 0;
+    if (raw) {
+        struct termios t = saved;
+        t.c_lflag &= ~(tcflag_t)(ICANON | ECHO);
+        t.c_cc[VMIN] = 0;
+        t.c_cc[VTIME] = 0;
+        tcsetattr(STDIN_FILENO, TCSANOW, &t);
+    }
+    int status = 0;
+    for (long n = 1; iterations == 0 || n <= iterations; n++) {
+        char *answer;
+        int rc = control_ask(confdir, "stats", 0, NULL, &answer);
+        if (rc != 0) {
+            if (rc > 0) {
+                fprintf(stderr, "%s\n", answer);
+                free(answer);
+            }
+            status = 1;
+            break;
+        }
+        time_t now = time(NULL);
+        char clock[16];
+        strftime(clock, sizeof(clock), "%H:%M:%S", localtime(&now));
+        printf("%spetrelctl top - %s - every 1 s, q to quit\n%s\n", batch ? "" : "\033[H\033[2J", clock, answer);
+        if (batch)
+            putchar('\n');
+        fflush(stdout);
+        free(answer);
+        if (iterations && n == iterations)
+            break;
+        struct pollfd in = { .fd = STDIN_FILENO, .events = POLLIN };
+        if (poll(raw ? &in : NULL, raw ? 1 : 0, 1000) > 0) {
+            char c = 0;
+            if (read(STDIN_FILENO, &c, 1) == 1 && (c == 'q' || c == 'Q'))
+                break;
+        }
+    }
+    if (raw)
+        tcsetattr(STDIN_FILENO, TCSANOW, &saved);
     return status;
 }
 
@@ -191,6 +274,20 @@ int main(int argc, char **argv)
     if (strcmp(command, "status") == 0 || strcmp(command, "stop") == 0 || strcmp(command, "reload") == 0 ||
         strcmp(command, "metrics") == 0)
         return control(confdir, command, 0, NULL);
+    if (strcmp(command, "top") == 0)
+        return top_main(confdir, argc - i - 1, argv + i + 1);
+    if (strcmp(command, "stats") == 0) {
+        int json = 0;
+        for (int a = i + 1; a < argc; a++) {
+            if (strcmp(argv[a], "--json") == 0)
+                json = 1;
+            else {
+                fprintf(stderr, "petrelctl: stats: unknown option \"%s\" (only --json)\n", argv[a]);
+                return 2;
+            }
+        }
+        return control(confdir, json ? "stats-json" : "stats", 0, NULL);
+    }
     /* Anything else may be a loaded module's command (petrelctl greylist
      * list): the master knows the running modules and answers unknown
      * ones itself. */

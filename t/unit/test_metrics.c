@@ -16,6 +16,7 @@
 #include "lib/buf.h"
 #include "lib/log.h"
 #include "module/metrics.h"
+#include "module/metrics_core.h"
 #include "../tap.h"
 
 static char *render(struct module_metrics *mm)
@@ -125,6 +126,28 @@ int main(void)
     is_int(lines + 5, METRICS_MAX_SERIES, "a full table holds exactly its series (4096, 5 of them earlier ones); "
            "the rest are not recorded");
     free(text);
+    module_metrics_destroy(mm);
+
+    /* The core's families: registered first, each at its enum index, so
+     * roles record without a lookup. */
+    mm = module_metrics_create();
+    is_int(core_metrics_register(mm), 0, "the core's families register");
+    is_int(core_metrics_register(mm), 0, "again (a second call finds them at the same indices)");
+    const char *svc[] = { "smtp" };
+    core_metric_add(mm, CM_SMTPD_MESSAGES, svc, 1);
+    core_metric_add(mm, CM_SMTPD_BYTES, svc, 1234);
+    const char *tr[] = { "smtp", "sent" };
+    core_metric_observe(mm, CM_DELIVERY_SECONDS, tr, 0.3);
+    text = render(mm);
+    ok(contains(text, "petrel_smtpd_messages_received_total{service=\"smtp\"} 1\n") &&
+       contains(text, "petrel_smtpd_received_bytes_total{service=\"smtp\"} 1234\n"), "core counters");
+    ok(contains(text, "petrel_delivery_duration_seconds_bucket{transport=\"smtp\",le=\"0.5\"} 1\n") &&
+       contains(text, "petrel_delivery_duration_seconds_bucket{transport=\"smtp\",le=\"0.25\"} 0\n"),
+       "the delivery histogram (one label: the extra value is ignored)");
+    free(text);
+    is_str(core_metric_reply_class("250 2.0.0 Ok"), "2xx", "reply class 2xx");
+    is_str(core_metric_reply_class("554-5.7.1 no"), "5xx", "reply class 5xx of a multi-line reply");
+    ok(core_metric_reply_class("25") == NULL && core_metric_reply_class("650 x") == NULL, "no class for a non-code");
     module_metrics_destroy(mm);
     return done_testing();
 }

@@ -1,0 +1,193 @@
+"""The metrics endpoint (metrics_listen): /metrics in the Prometheus text
+format with the core's figures aggregated across the smtpd workers and the
+queue manager (connections, replies by class, restriction rejects, messages,
+bytes and recipients received, deliveries per transport and status with
+their latency, queue sizes and ages, process restarts), /healthz (503
+naming the reason when the queue cannot be written), metrics_allow (403),
+a worker's crash (counters never go backwards), and bad settings refused.
+Every figure is checked by the exact amount it must move."""
+import os
+import re
+import signal
+import subprocess
+import time
+
+from harness import PETRELD, TOP_SRCDIR, Petrel, Tap, free_port, maildir_messages, wait_for
+from metricslib import wait_http, http_get, parse_metrics, wait_value
+
+t = Tap(timeout=300)
+QMGR = "qmgr unix n - n 300 1 qmgr\n"
+SVC = 'service="127.0.0.1:%d"'
+
+
+def scrape(port):
+    status, headers, body = http_get(port, "/metrics")
+    return status, headers, parse_metrics(body), body
+
+
+mport = free_port()
+with Petrel(t, extra_services=QMGR, start=False) as p:
+    mail = os.path.join(p.dir, "mail")
+    os.mkdir(mail)
+    if p.pw:
+        os.chown(mail, p.pw.pw_uid, p.pw.pw_gid)
+    conf = dict(p.settings)
+    conf.update({
+        "metrics_listen": "127.0.0.1:%d" % mport,
+        "virtual_mailbox_domains": "vmail.test",
+        "virtual_mailbox_base": mail,
+        "virtual_mailbox_maps": "inline:{ {u@vmail.test = vmail.test/u/}, {v@vmail.test = vmail.test/v/} }",
+        "relay_domains": "bounce.test later.test",
+        "transport_maps": "inline:{ {bounce.test = error:5.1.1 no such user here}, "
+                          "{later.test = retry:4.4.1 try again later} }",
+        "maillog_file": p.log_path,
+        "mynetworks": "127.0.0.2/32",   # the test's client (127.0.0.1) may not relay
+    })
+    p.write_main_cf(conf)
+    p.start()
+    t.ok(wait_http(mport), "the metrics endpoint answers")
+    svc = SVC % p.port
+    label = lambda name, extra="": "%s{%s%s}" % (name, svc, extra)
+
+    status, headers, v0, body = scrape(mport)
+    t.is_(status, 200, "GET /metrics answers 200")
+    t.like(headers.get("Content-Type", ""), r"^text/plain; version=0\.0\.4", "in the Prometheus text format 0.0.4")
+    t.is_(v0.get("UNPARSED"), None, "every line is a comment or a sample")
+    for family, kind in (("petrel_smtpd_connections_total", "counter"), ("petrel_smtpd_replies_total", "counter"),
+                         ("petrel_smtpd_rejects_total", "counter"), ("petrel_deliveries_total", "counter"),
+                         ("petrel_delivery_duration_seconds", "histogram"), ("petrel_queue_messages", "gauge"),
+                         ("petrel_queue_oldest_message_age_seconds", "gauge"), ("petrel_processes", "gauge"),
+                         ("petrel_process_restarts_total", "counter"), ("petrel_smtpd_tls_handshakes_total", "counter"),
+                         ("petrel_smtpd_messages_received_total", "counter")):
+        t.ok("# TYPE %s %s\n" % (family, kind) in body, "%s is declared a %s" % (family, kind))
+    with open(os.path.join(TOP_SRCDIR, "doc", "observability.md")) as f:
+        doc = f.read()
+    undocumented = [name for name in re.findall(r"^# TYPE (\S+) ", body, re.M) if "`%s`" % name not in doc]
+    t.is_(undocumented, [], "doc/observability.md lists every metric /metrics declares")
+    t.is_(v0.get('petrel_processes{role="smtpd"}'), 2.0, "two smtpd workers run")
+    t.is_(v0.get('petrel_processes{role="qmgr"}'), 1.0, "and the queue manager")
+    t.is_(v0.get('petrel_queue_messages{queue="deferred"}'), 0.0, "the deferred queue is empty")
+    conn_key = label("petrel_smtpd_connections_total")
+    t.ok(wait_for(lambda: parse_metrics(http_get(mport, "/metrics")[2]).get(conn_key, 0) >= 1),
+         "the harness's readiness probe is counted as a connection")
+    _, _, v0, _ = scrape(mport)
+    conns0 = v0.get(conn_key)
+
+    # One session with a known dialogue: every reply is counted by its class.
+    r0 = {k: v for k, v in v0.items() if k.startswith("petrel_smtpd_replies_total")}
+    c0 = {k: v for k, v in v0.items() if k.startswith("petrel_smtpd_commands_total")}
+    c = p.connect()
+    c.ehlo()
+    body_text = "Subject: counted\r\n\r\nhello metrics\r\n"
+    reply = c.send_message("s@vmail.test", ["u@vmail.test", "v@vmail.test"], body_text, ehlo=False)
+    t.like(reply, r"^250 ", "a message for two recipients is queued")
+    t.like(c.cmd("RCPT TO:<x@elsewhere.example>"), r"^503 ", "RCPT without MAIL: 503 (not a restriction)")
+    t.like(c.cmd("MAIL FROM:<s@vmail.test>"), r"^250 ", "MAIL")
+    t.like(c.cmd("RCPT TO:<x@elsewhere.example>"), r"^454 4\.7\.1 ", "relaying is refused (Postfix's default defer_unauth_destination): "
+           "a restriction reject")
+    t.like(c.cmd("RSET"), r"^250 ", "RSET")
+    t.like(c.cmd("QUIT"), r"^221 ", "QUIT")
+    c.close()
+    # 220 greeting, EHLO, MAIL, RCPT x2, DATA's 354, the 250 queued, 503, MAIL, 454, RSET, QUIT
+    want = {"2xx": 8, "3xx": 1, "4xx": 1, "5xx": 1}
+    for cls, n in want.items():
+        key = label("petrel_smtpd_replies_total", ',class="%s"' % cls)
+        t.is_(wait_value(mport, key, r0.get(key, 0) + n), r0.get(key, 0) + n,
+              "replies of class %s: +%d" % (cls, n))
+    _, _, v1, _ = scrape(mport)
+    for command, n in (("ehlo", 1), ("mail", 2), ("rcpt", 4), ("data", 1), ("rset", 1), ("quit", 1)):
+        key = label("petrel_smtpd_commands_total", ',command="%s"' % command)
+        t.is_(v1.get(key, 0) - c0.get(key, 0), n, "commands: %d %s" % (n, command))
+    t.is_(v1.get("petrel_queue_commit_duration_seconds_count"), 1.0, "one queue commit's latency is observed")
+    t.ok(v1.get("petrel_queue_commit_duration_seconds_sum", 0) > 0, "and it took some time (the fsyncs)")
+    t.is_(v1.get(label("petrel_smtpd_connections_total")), conns0 + 1, "one more connection")
+    t.is_(v1.get(label("petrel_smtpd_messages_received_total")), 1.0, "one message received")
+    t.is_(v1.get(label("petrel_smtpd_received_recipients_total")), 2.0, "with two recipients")
+    size = int(re.search(r"size=(\d+), nrcpt=2 \(queued\)", p.log()).group(1))
+    t.is_(v1.get(label("petrel_smtpd_received_bytes_total")), float(size),
+          "its bytes, as the log's size= says (%d)" % size)
+    t.is_(v1.get(label("petrel_smtpd_rejects_total", ',stage="RCPT",class="4xx"')), 1.0,
+          "the relay reject is counted at RCPT, class 4xx (the 503 is not a restriction)")
+    t.is_(wait_value(mport, 'petrel_deliveries_total{transport="virtual",status="sent"}', 2.0), 2.0,
+          "two deliveries to Maildir, sent")
+    t.is_(wait_value(mport, 'petrel_delivery_duration_seconds_count{transport="virtual"}', 2.0), 2.0,
+          "and their latency is observed")
+    t.is_(wait_value(mport, 'petrel_deliveries_in_flight{transport="virtual"}', 0.0), 0.0,
+          "no delivery in flight once they are done (the gauge went up and back down)")
+
+    # A bounce (an error: route) and its notice to the sender; a deferral (retry:).
+    c = p.connect()
+    t.like(c.send_message("u@vmail.test", ["x@bounce.test"], "Subject: bounce\r\n\r\nx\r\n"), r"^250 ", "queued")
+    t.like(c.send_message("v@vmail.test", ["y@later.test"], "Subject: later\r\n\r\ny\r\n", ehlo=False), r"^250 ",
+           "queued")
+    c.close()
+    t.is_(wait_value(mport, 'petrel_deliveries_total{transport="error",status="bounced"}', 1.0), 1.0,
+          "one bounced delivery (transport error)")
+    t.is_(wait_value(mport, 'petrel_deliveries_total{transport="retry",status="deferred"}', 1.0), 1.0,
+          "one deferred delivery (transport retry)")
+    t.is_(wait_value(mport, 'petrel_queue_messages{queue="deferred"}', 1.0), 1.0, "the deferred message is counted "
+          "in its queue")
+    _, _, v2, _ = scrape(mport)
+    age = v2.get('petrel_queue_oldest_message_age_seconds{queue="deferred"}')
+    t.ok(age is not None and age > 0, "the deferred queue's oldest message has an age (%s s)" % age)
+    t.is_(v2.get(label("petrel_smtpd_messages_received_total")), 3.0, "three messages received in all")
+    t.is_(wait_value(mport, 'petrel_deliveries_total{transport="virtual",status="sent"}', 3.0), 3.0,
+          "the bounce notice to the sender's Maildir is one more delivery")
+
+    # /healthz
+    status, _, text = http_get(mport, "/healthz")
+    t.is_((status, text), (200, "ok\n"), "/healthz: 200 ok while every role runs and the queue is writable")
+    incoming = os.path.join(p.queue, "incoming")
+    os.chmod(incoming, 0o500)
+    status, _, text = http_get(mport, "/healthz")
+    t.is_(status, 503, "/healthz: 503 when the queue's incoming directory cannot be written")
+    t.is_(text, "queue directory %s is not writable: permission denied\n" % incoming, "naming the reason")
+    os.chmod(incoming, 0o700)
+    t.is_(http_get(mport, "/healthz")[0], 200, "and 200 again once it can")
+    status, _, text = http_get(mport, "/nothing")
+    t.is_(status, 404, "an unknown path: 404")
+
+    # metrics_allow: the default is loopback (127.0.0.2 is in it); then only 127.0.0.2.
+    t.is_(http_get(mport, "/metrics", source="127.0.0.2")[0], 200, "127.0.0.2 may read by default (loopback)")
+    conf["metrics_allow"] = "127.0.0.2/32"
+    p.write_main_cf(conf)
+    r = p.petrelctl("reload")
+    t.is_(r.returncode, 0, "reload with metrics_allow = 127.0.0.2/32")
+    status, _, text = http_get(mport, "/metrics")
+    t.is_((status, text), (403, "403 forbidden: this client is not in metrics_allow\n"),
+          "a client outside metrics_allow gets 403")
+    t.is_(http_get(mport, "/healthz")[0], 403, "on every path")
+    t.is_(http_get(mport, "/metrics", source="127.0.0.2")[0], 200, "a client inside it is served")
+    conf["metrics_allow"] = "127.0.0.0/8 300.1.1.1/8"
+    p.write_main_cf(conf)
+    r = p.petrelctl("reload")
+    t.ok(r.returncode != 0, "a reload with a bad metrics_allow is refused")
+    t.ok(p.wait_log(r"metrics_allow: .*300\.1\.1\.1") is not None, "naming the parameter and the entry")
+    t.is_(http_get(mport, "/metrics", source="127.0.0.2")[0], 200, "the running endpoint keeps its allow list")
+    conf["metrics_allow"] = "127.0.0.0/8"
+    p.write_main_cf(conf)
+    t.is_(p.petrelctl("reload").returncode, 0, "back to loopback")
+
+    # A worker crashes: nothing goes backwards, the restart is counted, health returns.
+    _, _, before, _ = scrape(mport)
+    qmgr_pid = int(re.search(r"queue manager pid (\d+)", p.petrelctl("status").stdout).group(1))
+    victims = [pid for pid in p.worker_pids() if pid != qmgr_pid]
+    t.ok(victims, "an smtpd worker to kill")
+    os.kill(victims[0], signal.SIGKILL)
+    t.ok(p.wait_log(r"pid %d killed by signal 9" % victims[0]) is not None, "the worker is killed")
+    t.is_(wait_value(mport, 'petrel_process_restarts_total{role="smtpd"}', 1.0), 1.0, "the restart is counted")
+    t.ok(wait_for(lambda: http_get(mport, "/healthz")[0] == 200, timeout=20), "/healthz is 200 once it runs again")
+    _, _, after, _ = scrape(mport)
+    lower = [k for k, v in before.items() if k.endswith("_total") or "_total{" in k
+             if after.get(k, -1) < v]
+    t.is_(lower, [], "no counter went backwards across the crash")
+    t.is_(after.get(label("petrel_smtpd_messages_received_total")), 3.0, "the messages received are still counted")
+
+# Bad settings stop the start, naming the parameter.
+for value, why in (("127.0.0.1", r"metrics_listen: \"127\.0\.0\.1\": expected host:port"),
+                   ("127.0.0.1:0", r"metrics_listen: \"127\.0\.0\.1:0\": the port must be a number from 1 to 65535")):
+    with Petrel(t, main_cf={"metrics_listen": value}, start=False) as p:
+        r = subprocess.run(p.command(PETRELD, "-c", p.conf), capture_output=True, text=True, timeout=30)
+        t.ok(r.returncode != 0, "metrics_listen = %s: petreld does not start" % value)
+        t.like(r.stdout + r.stderr, r"main\.cf:\d+: " + why, "and says why, with the line")
+t.done()

@@ -440,7 +440,9 @@ int cfg_check_unimplemented(const struct cfg *cfg, const struct cfg_classes *cla
             const struct cfg_value *v = &svc->values[i];
             if (!v->override)
                 continue;
-            if (!cfg_service_applies_option(&cfg->services[s], v->name) &&
+            if (cfg_transport_parameter_of(v->name, cfg->services[s].name) && !v->family_service)
+                errors += report_not_applied(svc, &cfg->services[s], v);
+            else if (!cfg_service_applies_option(&cfg->services[s], v->name) &&
                 !client_reads(&cfg->services[s], v->name, tables, ntables) && !v->family_service &&
                 (covered(v->name, tables, ntables) || cfg_schema_owner(cfg->schema, v->name) != NULL) &&
                 (cfg_classes_find(classes, v->name) == NULL ||

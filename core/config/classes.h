@@ -67,6 +67,10 @@ int cfg_class_value_matches(const char *value, const char *const *values, const 
 struct master_service;
 int cfg_service_applies_option(const struct master_service *svc, const char *name);
 
+/* 1 when name is one of Postfix's per-transport parameters (SERVICE_destination_rate_delay,
+ * ...) of the master.cf service named service (config/master.c). */
+int cfg_transport_parameter_of(const char *name, const char *service);
+
 /*
  * Logs what cfg sets that Petrel does not implement (main.cf, and each
  * service's -o options): information for IGNORED names, warnings for WARN

@@ -24,6 +24,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "config/classes.h"
 #include "config/config_impl.h"
 #include "lib/xalloc.h"
 
@@ -565,7 +566,14 @@ static int expand_reference(struct expander *x, const char *name, int conditiona
     struct cfg_value *v = cfg_value_find(x->cfg, name);
     *empty = 1;
     if (!v) {
-        if (!conditional && !x->quiet)
+        /* A Postfix name Petrel has no value for ($relocated_maps,
+         * $process_id) is not "undefined": say what it is instead. */
+        const struct cfg_class *k = x->cfg->classes ? cfg_classes_find(x->cfg->classes, name) : NULL;
+        if (!conditional && !x->quiet && k && k->text && k->text[0])
+            cfg_warn(x->cfg, x->file, x->line, x->name,
+                     "$%s expands to an empty string: Petrel has no value for this Postfix parameter (%s)", name,
+                     k->text);
+        else if (!conditional && !x->quiet)
             cfg_warn(x->cfg, x->file, x->line, x->name,
                      "undefined parameter $%s expands to an empty string", name);
         return 0;

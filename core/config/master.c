@@ -265,10 +265,29 @@ static int split_override(const char *text, char **name, char **value)
     return ok ? 0 : -1;
 }
 
-static void warn_unknown_override(struct cfg *gen, const char *file, int line, const char *name)
+/* 1 when name is one of Postfix's per-transport parameters of the service
+ * named service (polite_destination_rate_delay for "polite"). */
+int cfg_transport_parameter_of(const char *name, const char *service)
+{
+    size_t sl = strlen(service);
+    if (strncmp(name, service, sl) != 0 || name[sl] != '_')
+        return 0;
+    for (size_t f = 0; f < sizeof(families) / sizeof(families[0]); f++)
+        if (strcmp(name + sl, families[f].suffix) == 0)
+            return 1;
+    return 0;
+}
+
+static void warn_unknown_override(struct cfg *gen, const char *file, int line, const char *service,
+                                  const char *name)
 {
     if (cfg_value_find(gen, name) || (gen->classes && cfg_classes_find(gen->classes, name)))
         return;   /* known, defined in main.cf, or a Postfix name (classes.h says what happens) */
+    /* -o polite_destination_rate_delay=0 on the polite line: a Postfix
+     * name, which the queue manager reads from main.cf only (in Postfix
+     * too); classes.c says it is not applied. */
+    if (cfg_transport_parameter_of(name, service))
+        return;
     struct buf hint = BUF_INIT;
     buf_append(&hint, "", 0);
     cfg_suggest_name(gen, name, &hint);
@@ -367,7 +386,7 @@ static int parse_service(struct cfg *gen, const char *file, int line, const char
             status = -1;
             continue;
         }
-        warn_unknown_override(gen, file, line, name);
+        warn_unknown_override(gen, file, line, service, name);
         /* An -o value's $names count as used, like main.cf's. */
         free(cfg_expand_text(gen, value, file, line, name));
         size_t k;

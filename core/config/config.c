@@ -24,7 +24,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include "config/classes.h"
 #include "config/config_impl.h"
 #include "lib/xalloc.h"
 
@@ -568,11 +567,11 @@ static int expand_reference(struct expander *x, const char *name, int conditiona
     if (!v) {
         /* A Postfix name Petrel has no value for ($relocated_maps,
          * $process_id) is not "undefined": say what it is instead. */
-        const struct cfg_class *k = x->cfg->classes ? cfg_classes_find(x->cfg->classes, name) : NULL;
-        if (!conditional && !x->quiet && k && k->text && k->text[0])
+        const char *what = x->cfg->postfix_name_text ? x->cfg->postfix_name_text(x->cfg, name) : NULL;
+        if (!conditional && !x->quiet && what && what[0])
             cfg_warn(x->cfg, x->file, x->line, x->name,
                      "$%s expands to an empty string: Petrel has no value for this Postfix parameter (%s)", name,
-                     k->text);
+                     what);
         else if (!conditional && !x->quiet)
             cfg_warn(x->cfg, x->file, x->line, x->name,
                      "undefined parameter $%s expands to an empty string", name);

@@ -265,19 +265,6 @@ static int split_override(const char *text, char **name, char **value)
     return ok ? 0 : -1;
 }
 
-/* 1 when name is one of Postfix's per-transport parameters of the service
- * named service (polite_destination_rate_delay for "polite"). */
-int cfg_transport_parameter_of(const char *name, const char *service)
-{
-    size_t sl = strlen(service);
-    if (strncmp(name, service, sl) != 0 || name[sl] != '_')
-        return 0;
-    for (size_t f = 0; f < sizeof(families) / sizeof(families[0]); f++)
-        if (strcmp(name + sl, families[f].suffix) == 0)
-            return 1;
-    return 0;
-}
-
 static void warn_unknown_override(struct cfg *gen, const char *file, int line, const char *service,
                                   const char *name)
 {
@@ -286,7 +273,7 @@ static void warn_unknown_override(struct cfg *gen, const char *file, int line, c
     /* -o polite_destination_rate_delay=0 on the polite line: a Postfix
      * name, which the queue manager reads from main.cf only (in Postfix
      * too); classes.c says it is not applied. */
-    if (cfg_transport_parameter_of(name, service))
+    if (gen->classes && cfg_transport_parameter_of(gen->classes, name, service))
         return;
     struct buf hint = BUF_INIT;
     buf_append(&hint, "", 0);

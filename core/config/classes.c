@@ -363,6 +363,20 @@ static int client_reads(const struct master_service *svc, const char *name,
     return 0;
 }
 
+int cfg_transport_parameter_of(const struct cfg_classes *c, const char *name, const char *service)
+{
+    size_t sl = strlen(service);
+    if (strncmp(name, service, sl) != 0 || name[sl] != '_' || name[sl + 1] == '\0')
+        return 0;
+    /* transport_maps and transport_retry_time are names of their own, not families */
+    if (strcmp(name + sl, "_maps") == 0 || strcmp(name + sl, "_retry_time") == 0)
+        return 0;
+    char family[256];
+    if ((size_t)snprintf(family, sizeof(family), "transport%s", name + sl) >= sizeof(family))
+        return 0;
+    return cfg_classes_find(c, family) != NULL;
+}
+
 /* An -o option of an implemented parameter on a master.cf line whose
  * options Petrel does not apply: a delivery transport (the queue manager
  * runs every transport with main.cf's settings) or a service Petrel does
@@ -440,7 +454,9 @@ int cfg_check_unimplemented(const struct cfg *cfg, const struct cfg_classes *cla
             const struct cfg_value *v = &svc->values[i];
             if (!v->override)
                 continue;
-            if (!cfg_service_applies_option(&cfg->services[s], v->name) &&
+            if (cfg_transport_parameter_of(classes, v->name, cfg->services[s].name) && !v->family_service)
+                errors += report_not_applied(svc, &cfg->services[s], v);
+            else if (!cfg_service_applies_option(&cfg->services[s], v->name) &&
                 !client_reads(&cfg->services[s], v->name, tables, ntables) && !v->family_service &&
                 (covered(v->name, tables, ntables) || cfg_schema_owner(cfg->schema, v->name) != NULL) &&
                 (cfg_classes_find(classes, v->name) == NULL ||

@@ -67,6 +67,11 @@ int cfg_class_value_matches(const char *value, const char *const *values, const 
 struct master_service;
 int cfg_service_applies_option(const struct master_service *svc, const char *name);
 
+/* 1 when name is one of Postfix's per-transport parameters (SERVICE_destination_rate_delay,
+ * ...) of the master.cf service named service: SERVICE_ followed by the
+ * suffix of a transport_SUFFIX name of the classification. */
+int cfg_transport_parameter_of(const struct cfg_classes *c, const char *name, const char *service);
+
 /*
  * Logs what cfg sets that Petrel does not implement (main.cf, and each
  * service's -o options): information for IGNORED names, warnings for WARN

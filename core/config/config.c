@@ -565,7 +565,14 @@ static int expand_reference(struct expander *x, const char *name, int conditiona
     struct cfg_value *v = cfg_value_find(x->cfg, name);
     *empty = 1;
     if (!v) {
-        if (!conditional && !x->quiet)
+        /* A Postfix name Petrel has no value for ($relocated_maps,
+         * $process_id) is not "undefined": say what it is instead. */
+        const char *what = x->cfg->postfix_name_text ? x->cfg->postfix_name_text(x->cfg, name) : NULL;
+        if (!conditional && !x->quiet && what && what[0])
+            cfg_warn(x->cfg, x->file, x->line, x->name,
+                     "$%s expands to an empty string: Petrel has no value for this Postfix parameter (%s)", name,
+                     what);
+        else if (!conditional && !x->quiet)
             cfg_warn(x->cfg, x->file, x->line, x->name,
                      "undefined parameter $%s expands to an empty string", name);
         return 0;

@@ -65,6 +65,10 @@ struct cfg {
     int quiet;                         /* cfg_peek: log nothing */
     const char *service_name;          /* for a service cfg: $service_name */
     struct cfg_classes *classes;       /* what Petrel does with each name (classes.h), the generation's */
+    /* The classification's text for a Postfix name (NULL if it is none):
+     * set by load.c, so that expansion (config.c, below classes.c) can say
+     * what an unset Postfix name is without depending on classes.c. */
+    const char *(*postfix_name_text)(const struct cfg *cfg, const char *name);
 };
 
 /* Logging with the generation's quiet flag honoured; counts errors. */

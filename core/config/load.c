@@ -82,6 +82,12 @@ static void free_classes(void *arg)
     cfg_classes_free(arg);
 }
 
+static const char *postfix_name_text(const struct cfg *cfg, const char *name)
+{
+    const struct cfg_class *k = cfg->classes ? cfg_classes_find(cfg->classes, name) : NULL;
+    return k ? k->text : NULL;
+}
+
 struct cfg *cfg_load_generation(const struct cfg_schema *schema, const char *confdir, int quiet)
 {
     petrel_pool *pool = petrel_pool_create(16384);
@@ -95,6 +101,7 @@ struct cfg *cfg_load_generation(const struct cfg_schema *schema, const char *con
     {
         char *why = NULL;
         cfg->classes = cfg_classes_new(&why);
+        cfg->postfix_name_text = postfix_name_text;
         if (cfg->classes)
             petrel_pool_cleanup_add(pool, free_classes, cfg->classes);
         else

@@ -265,10 +265,16 @@ static int split_override(const char *text, char **name, char **value)
     return ok ? 0 : -1;
 }
 
-static void warn_unknown_override(struct cfg *gen, const char *file, int line, const char *name)
+static void warn_unknown_override(struct cfg *gen, const char *file, int line, const char *service,
+                                  const char *name)
 {
     if (cfg_value_find(gen, name) || (gen->classes && cfg_classes_find(gen->classes, name)))
         return;   /* known, defined in main.cf, or a Postfix name (classes.h says what happens) */
+    /* -o polite_destination_rate_delay=0 on the polite line: a Postfix
+     * name, which the queue manager reads from main.cf only (in Postfix
+     * too); classes.c says it is not applied. */
+    if (gen->classes && cfg_transport_parameter_of(gen->classes, name, service))
+        return;
     struct buf hint = BUF_INIT;
     buf_append(&hint, "", 0);
     cfg_suggest_name(gen, name, &hint);
@@ -367,7 +373,7 @@ static int parse_service(struct cfg *gen, const char *file, int line, const char
             status = -1;
             continue;
         }
-        warn_unknown_override(gen, file, line, name);
+        warn_unknown_override(gen, file, line, service, name);
         /* An -o value's $names count as used, like main.cf's. */
         free(cfg_expand_text(gen, value, file, line, name));
         size_t k;

@@ -317,6 +317,22 @@ static int check_one(const struct cfg *cfg, int lmtp, struct event_base *base, c
     return 0;
 }
 
+/* Whether virtual_transport names a master.cf service that runs the
+ * virtual delivery agent (transport_maps may name one too: those are
+ * looked up per message and not checked here). */
+static int virtual_agent_used(const struct cfg *cfg)
+{
+    const char *transport = cfg_get(cfg, "virtual_transport");
+    if (transport == NULL)
+        return 0;
+    size_t len = strcspn(transport, ":");
+    char *name = strndup(transport, len);
+    const struct master_service *svc = name ? cfg_find_service(cfg, name) : NULL;
+    int used = svc == NULL ? name != NULL && strcmp(name, "virtual") == 0 : strcmp(svc->command, "virtual") == 0;
+    free(name);
+    return used;
+}
+
 int qmgr_check_transports(const struct cfg *cfg, const struct cfg **where, char **error)
 {
     *where = cfg;
@@ -326,6 +342,12 @@ int qmgr_check_transports(const struct cfg *cfg, const struct cfg **where, char 
     static const char *const limits[] = { "mailbox_size_limit", "virtual_mailbox_limit" };
     long long message_limit = cfg_int(cfg, "message_size_limit");
     for (int k = 0; k < 2; k++) {
+        /* Postfix's virtual(8) checks its limit when it starts, which it
+         * does only when mail goes to it: a configuration whose
+         * virtual_transport is another agent (lmtp:..., mailcow and most
+         * hosting stacks) runs with any virtual_mailbox_limit. */
+        if (k == 1 && !virtual_agent_used(cfg))
+            continue;
         long long limit = cfg_int(cfg, limits[k]);
         if (limit > 0 && message_limit == 0) {
             if (asprintf(error, "%s: configuration error: %s is limited but message_size_limit is unlimited",

@@ -147,6 +147,19 @@ static char *errorf(const char *fmt, ...)
     return e;
 }
 
+/* Appends one error (taking it) to *all, "; " between them. */
+static void add_error(char **all, char *one)
+{
+    if (*all == NULL) {
+        *all = one;
+        return;
+    }
+    char *joined = errorf("%s; %s", *all, one);
+    free(*all);
+    free(one);
+    *all = joined;
+}
+
 static void close_tables(void *arg)
 {
     struct restrict_list *list = arg;
@@ -216,6 +229,10 @@ struct restrict_list *restrict_compile(struct restrict_compiler *c, const char *
     struct restrict_list *list = petrel_pool_zalloc(pool, sizeof(*list));
     list->steps = petrel_pool_zalloc(pool, (size_t)(n ? n : 1) * sizeof(*list->steps));
     petrel_pool_cleanup_add(pool, close_tables, list);
+    /* Every bad item of the list is reported, not only the first (petreld
+     * -n names all that is wrong in one run): errors are collected, joined
+     * with "; ", and the list is refused at the end. */
+    char *errors = NULL;
     for (int i = 0; i < n; i++) {
         const char *item = items[i];
         const char *table_spec = NULL;
@@ -242,19 +259,22 @@ struct restrict_list *restrict_compile(struct restrict_compiler *c, const char *
                 step->module = owner;
                 step->provided = provided;
                 int nargs = provided->nargs > 0 ? provided->nargs : 0;
-                for (int a = 1; a <= nargs; a++) {
-                    if (items[i + a] == NULL) {
-                        *error = errorf("restriction %s (module %s) needs %d argument%s", item, owner->name, nargs,
-                                        nargs == 1 ? "" : "s");
-                        return NULL;
-                    }
+                int missing = 0;
+                for (int a = 1; a <= nargs; a++)
+                    if (items[i + a] == NULL)
+                        missing = 1;
+                if (missing) {
+                    add_error(&errors, errorf("restriction %s (module %s) needs %d argument%s", item, owner->name,
+                                              nargs, nargs == 1 ? "" : "s"));
+                    break;   /* the list ends here */
                 }
                 if (provided->compile) {
                     const char *cerr = NULL;
                     if (provided->compile(owner, items + i + 1, &step->state, pool, &cerr) != 0) {
-                        *error = errorf("restriction %s (module %s): %s", item, owner->name,
-                                        cerr ? cerr : "bad arguments");
-                        return NULL;
+                        add_error(&errors, errorf("restriction %s (module %s): %s", item, owner->name,
+                                                  cerr ? cerr : "bad arguments"));
+                        i += nargs;
+                        continue;
                     }
                 }
                 i += nargs;
@@ -262,13 +282,13 @@ struct restrict_list *restrict_compile(struct restrict_compiler *c, const char *
             }
             const char *why = unsupported_reason(item);
             if (why)
-                *error = errorf("restriction %s %s", item, why);
+                add_error(&errors, errorf("restriction %s %s", item, why));
             else if (strchr(item, ':'))
-                *error = errorf("table %s given without a restriction in front of it "
-                                "(e.g. check_sender_access %s)", item, item);
+                add_error(&errors, errorf("table %s given without a restriction in front of it "
+                                          "(e.g. check_sender_access %s)", item, item));
             else
-                *error = errorf("unknown restriction \"%s\"", item);
-            return NULL;
+                add_error(&errors, errorf("unknown restriction \"%s\"", item));
+            continue;
         }
         struct restrict_step *step = &list->steps[list->nsteps++];
         step->kind = b->kind;
@@ -280,26 +300,27 @@ struct restrict_list *restrict_compile(struct restrict_compiler *c, const char *
         const char *arg = table_spec ? table_spec : items[i + 1];
         if (b->arg == ARG_NUMBER) {
             if (arg == NULL || !all_digits(arg) || strlen(arg) > 6) {
-                *error = errorf("restriction %s must be followed by a number of seconds", item);
-                return NULL;
+                add_error(&errors, errorf("restriction %s must be followed by a number of seconds", item));
+                continue;
             }
             step->number = atoi(arg);
             i++;
             continue;
         }
         if (arg == NULL || strchr(arg, ':') == NULL) {
-            *error = b->arg == ARG_POLICY
-                         ? errorf("restriction %s must be followed by inet:host:port or unix:/path", item)
-                         : errorf("restriction %s needs a table argument (TYPE:NAME)", item);
-            return NULL;
+            add_error(&errors, b->arg == ARG_POLICY
+                                   ? errorf("restriction %s must be followed by inet:host:port or unix:/path", item)
+                                   : errorf("restriction %s needs a table argument (TYPE:NAME)", item));
+            continue;
         }
         if (b->arg == ARG_POLICY) {
             char *perr = NULL;
             step->policy = policy_client_get(c, arg, &perr);
             if (step->policy == NULL) {
-                *error = errorf("check_policy_service %s: %s", arg, perr ? perr : "bad endpoint");
+                add_error(&errors, errorf("check_policy_service %s: %s", arg, perr ? perr : "bad endpoint"));
                 free(perr);
-                return NULL;
+                i++;
+                continue;
             }
             i++;
             continue;
@@ -307,12 +328,18 @@ struct restrict_list *restrict_compile(struct restrict_compiler *c, const char *
         char *terr = NULL;
         step->table = tbl_open(c->tables, arg, TBL_FLAG_FOLD_CASE, &terr);
         if (step->table == NULL) {
-            *error = errorf("%s: %s", b->name, terr ? terr : "cannot open table");
+            add_error(&errors, errorf("%s: %s", b->name, terr ? terr : "cannot open table"));
             free(terr);
-            return NULL;
+            if (!table_spec)
+                i++;
+            continue;
         }
         if (!table_spec)
             i++;
+    }
+    if (errors) {
+        *error = errors;
+        return NULL;
     }
     return list;
 }

@@ -283,4 +283,48 @@ with Petrel(t, extra_services=SERVICES, start=False) as p:
          is not None, "and the mail is deferred, not delivered with that uid")
     t.ok(not os.path.exists(os.path.join(mail, "low")), "no mailbox was written")
 
+# --- found by the corpus (t/corpus): every bad item of a restriction list is named ---
+with Petrel(t, start=False, main_cf={"smtpd_recipient_restrictions": "reject_bogus_thing, permit_mynetworks, "
+                                     "reject_unverified_recipient, check_recipient_access mysql:/nonexistent.cf, "
+                                     "reject_unauth_destination"}) as p:
+    r = check(p)
+    t.ok(r.returncode != 0 and re.search(
+        r'error: %s:\d+: smtpd_recipient_restrictions: unknown restriction "reject_bogus_thing"; restriction '
+        r'reject_unverified_recipient is not supported by Petrel: [^;]*; check_recipient_access: '
+        r'mysql:/nonexistent\.cf: table type mysql is not available' % re.escape(os.path.join(p.conf, "main.cf")),
+        r.stderr), "petreld -n names every bad item of one restriction list, not only the first", r.stderr)
+
+# --- found by the corpus (Mailu): per-transport parameters as -o options of their own service ---
+services = SERVICES + ("polite unix - - n - - smtp -o polite_destination_rate_delay=0 "
+                       "-o polite_destination_concurrency_failed_cohort_limit=10\n")
+with Petrel(t, start=False, extra_services=services) as p:
+    master_cf = os.path.join(p.conf, "master.cf")
+    r = check(p)
+    t.ok("unknown parameter" not in r.stderr, "polite_destination_rate_delay in -o is a Postfix name, not unknown",
+         r.stderr)
+    for opt in ("polite_destination_rate_delay=0", "polite_destination_concurrency_failed_cohort_limit=10"):
+        t.ok(("warning: %s:4: service polite (command smtp): -o %s is not applied: %s\n"
+              % (master_cf, opt, NOT_PER_TRANSPORT)) in r.stderr,
+             "-o %s is not applied (the queue manager reads main.cf, in Postfix too): said" % opt, r.stderr)
+
+# --- found by the corpus: $name of a Postfix parameter Petrel has no value for ---
+with Petrel(t, start=False, main_cf={"proxy_read_maps": "$relocated_maps $local_recipient_maps"}) as p:
+    r = check(p)
+    t.like(r.stderr, r"warning: .*main\.cf:\d+: proxy_read_maps: \$relocated_maps expands to an empty string: "
+           r"Petrel has no value for this Postfix parameter \(mail to moved users", "is said as such, not \"undefined\"")
+    t.ok("undefined parameter $relocated_maps" not in r.stderr, "not \"undefined parameter\"", r.stderr)
+
+# --- found by the corpus (mailcow): virtual_mailbox_limit matters only to the virtual agent ---
+for transport, good in (("lmtp:inet:127.0.0.1:24", True), ("virtual", False)):
+    with Petrel(t, start=False, main_cf={"message_size_limit": "104857600", "mailbox_size_limit": "0",
+                                        "virtual_transport": transport}) as p:
+        r = check(p)
+        if good:
+            t.ok(r.returncode == 0 and "virtual_mailbox_limit" not in r.stderr,
+                 "virtual_transport = %s: virtual_mailbox_limit below message_size_limit is no error (Postfix's "
+                 "virtual(8) never runs)" % transport, r.stderr)
+        else:
+            t.ok(r.returncode != 0 and "virtual_mailbox_limit is smaller than message_size_limit" in r.stderr,
+                 "virtual_transport = virtual: it is, as in Postfix", r.stderr)
+
 t.done()

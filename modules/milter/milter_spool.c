@@ -1,0 +1,144 @@
+/*
+ * The message body for the milters, in memory then in an unlinked file
+ * (see milter_spool.h). The file is made with O_TMPFILE (never visible in
+ * the directory), or where the file system lacks it, mkstemp and an
+ * immediate unlink; either way it is gone when the descriptor closes, so a
+ * crash leaves nothing behind.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "milter_spool.h"
+
+void milter_spool_init(milter_spool *sp, size_t mem_limit, const char *dir)
+{
+    memset(sp, 0, sizeof *sp);
+    sp->mem_limit = mem_limit;
+    sp->dir = dir;
+    sp->fd = -1;
+}
+
+void milter_spool_reset(milter_spool *sp)
+{
+    free(sp->mem);
+    sp->mem = NULL;
+    sp->len = sp->cap = 0;
+    if (sp->fd >= 0)
+        close(sp->fd);
+    sp->fd = -1;
+    sp->size = 0;
+    sp->failed = 0;
+    sp->error[0] = '\0';
+}
+
+static int open_file(milter_spool *sp)
+{
+    const char *dir = sp->dir && *sp->dir ? sp->dir : "/tmp";
+    int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/milter.XXXXXX", dir);
+        fd = mkostemp(path, O_CLOEXEC);
+        if (fd >= 0)
+            (void)unlink(path);
+    }
+    if (fd < 0) {
+        snprintf(sp->error, sizeof sp->error, "cannot create a temporary file in %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    sp->fd = fd;
+    return 0;
+}
+
+static int write_all(milter_spool *sp, const void *data, size_t len)
+{
+    const unsigned char *p = data;
+    while (len > 0) {
+        ssize_t n = pwrite(sp->fd, p, len, sp->size);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            snprintf(sp->error, sizeof sp->error, "write to the temporary file: %s",
+                     n < 0 ? strerror(errno) : "no progress");
+            return -1;
+        }
+        p += n;
+        len -= (size_t)n;
+        sp->size += n;
+    }
+    return 0;
+}
+
+int milter_spool_append(milter_spool *sp, const void *data, size_t len)
+{
+    if (sp->failed)
+        return -1;
+    if (sp->fd < 0 && sp->len + len <= sp->mem_limit) {
+        if (sp->len + len > sp->cap) {
+            size_t cap = sp->cap ? sp->cap : 16384;
+            while (cap < sp->len + len)
+                cap *= 2;
+            if (cap > sp->mem_limit)
+                cap = sp->mem_limit;
+            unsigned char *bigger = realloc(sp->mem, cap);
+            if (bigger == NULL) {
+                snprintf(sp->error, sizeof sp->error, "out of memory");
+                sp->failed = 1;
+                return -1;
+            }
+            sp->mem = bigger;
+            sp->cap = cap;
+        }
+        memcpy(sp->mem + sp->len, data, len);
+        sp->len += len;
+        return 0;
+    }
+    if (sp->fd < 0) {
+        if (open_file(sp) < 0 || write_all(sp, sp->mem, sp->len) < 0) {
+            sp->failed = 1;
+            return -1;
+        }
+        free(sp->mem);
+        sp->mem = NULL;
+        sp->len = sp->cap = 0;
+    }
+    if (write_all(sp, data, len) < 0) {
+        sp->failed = 1;
+        return -1;
+    }
+    return 0;
+}
+
+size_t milter_spool_size(const milter_spool *sp)
+{
+    return sp->fd >= 0 ? (size_t)sp->size : sp->len;
+}
+
+long milter_spool_read(milter_spool *sp, size_t off, unsigned char *buf, size_t max, const unsigned char **out)
+{
+    size_t total = milter_spool_size(sp);
+    if (off >= total)
+        return 0;
+    size_t n = total - off < max ? total - off : max;
+    if (sp->fd < 0) {
+        *out = sp->mem + off;
+        return (long)n;
+    }
+    for (;;) {
+        ssize_t r = pread(sp->fd, buf, n, (off_t)off);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            snprintf(sp->error, sizeof sp->error, "read from the temporary file: %s",
+                     r < 0 ? strerror(errno) : "unexpected end");
+            return -1;
+        }
+        *out = buf;
+        return (long)r;
+    }
+}

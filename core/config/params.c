@@ -38,7 +38,7 @@
 #endif
 
 static const char *const bare_newline_modes[] = { "normalize", "yes", "reject", "no", NULL };
-static const char *const milter_actions[] = { "accept", "reject", "tempfail", "quarantine", NULL };
+static const char *const milter_actions[] = { "accept", "reject", "tempfail", "quarantine", "shutdown", NULL };
 static const char *const mynetworks_styles[] = { "host", "subnet", "class", NULL };
 static const char *const database_types[] = { "hash", "lmdb", "cdb", NULL };
 static const char *const tempfail_actions[] = { "defer_if_permit", "defer", NULL };

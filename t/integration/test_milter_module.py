@@ -9,7 +9,7 @@ import os
 import re
 import subprocess
 
-from harness import PETRELD, Petrel, Smtp, Tap
+from harness import PETRELD, TOP_BUILDDIR, Petrel, Smtp, Tap, _runnable_copy, wait_for
 from modlib import bundled_module_dir
 from peers import (EICAR, GTUBE, ClamavMilter, Clamd, PeerError, ScriptedMilter, SpamassMilter, Spamd,
                    TestFilter, fnv1a64, milter_packet as pkt, shared)
@@ -236,6 +236,26 @@ with TestFilter(verdicts={"mail": "reject"}) as f:
         r = send(p, "Subject: x\r\n\r\nbody\r\n")
         p.port = port1
         t.ok(qid_of(r[-1]) is not None, "the no_milters service: no milter is asked", r)
+    finally:
+        p.stop()
+
+# --- non_smtpd_milters: local mail (petrel-sendmail through pickup) ---------------------
+SENDMAIL = _runnable_copy(os.path.join(TOP_BUILDDIR, "core", "tools", "petrel-sendmail"))
+POSTDROP = _runnable_copy(os.path.join(TOP_BUILDDIR, "core", "tools", "petrel-postdrop"))
+with TestFilter() as f:
+    p = Petrel(t, main_cf=conf("", non_smtpd_milters=f.endpoint, command_directory=os.path.dirname(POSTDROP)),
+               extra_services="pickup unix n - n 60 1 pickup\n")
+    try:
+        r = subprocess.run(p.command(SENDMAIL, "-C", p.conf, "-f", "local@petrel.test", "u@petrel.test"),
+                           input=b"Subject: do: addheader\n\nfrom a local user\n", capture_output=True, timeout=30)
+        t.is_(r.returncode, 0, "petrel-sendmail hands a message to the maildrop")
+        found = wait_for(lambda: [q for q in p.queue_files() if b"from a local user" in open(q, "rb").read()])
+        data = open(found[0], "rb").read() if found else b""
+        t.ok(b"X-Test-Added: added by the test filter" in data,
+             "non_smtpd_milters: the pickup service's mail goes through the milter and gets its edit")
+        r = send(p, "Subject: do: addheader\r\n\r\nby smtp\r\n")
+        qid = qid_of(r[-1])
+        t.ok(qid and b"X-Test-Added" not in queued(p, qid), "with smtpd_milters empty, SMTP mail meets no milter")
     finally:
         p.stop()
 

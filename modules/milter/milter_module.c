@@ -346,6 +346,7 @@ typedef struct session {
     unsigned char *newbody;   /* a replacement body arriving */
     size_t newbody_len, newbody_cap;
     int discard;
+    int spool_error;          /* the body could not be read back */
 } session;
 
 static void run(session *ss);
@@ -691,16 +692,18 @@ static milter_status issue(session *ss)
     case ST_EOH:
         return milter_conn_eoh(c);
     case ST_BODY: {
-        const unsigned char *data;
+        const unsigned char *data = NULL;
         long n;
         if (ss->body_replaced) {
             data = ss->body + ss->body_off;
             n = (long)(ss->body_len - ss->body_off);
         } else {
             n = milter_spool_read(&ss->spool, ss->body_off, ss->readbuf, MILTER_CHUNK_MAX, &data);
-            if (n < 0) {
-                petrel_log(ss->s, PETREL_LOG_ERROR, "milter: %s", ss->spool.error);
-                n = 0;
+            if (n <= 0) {
+                /* The body is shorter than it was, or unreadable: the
+                 * message cannot be shown to the milter. */
+                ss->spool_error = 1;
+                return MILTER_DONE;
             }
         }
         size_t taken = 0;
@@ -745,6 +748,13 @@ static void refuse(session *ss, const milter_result *r)
  * the event is finished, else 0. */
 static int after_call(session *ss)
 {
+    if (ss->spool_error) {
+        petrel_log(ss->s, PETREL_LOG_ERROR, "milter: cannot read the message back for the milters: %s",
+                   ss->spool.error[0] ? ss->spool.error : "unexpected end");
+        set_result(ss, PETREL_TEMPFAIL, 451, "4.3.0", "Error: queue file read error");
+        finish(ss);
+        return 1;
+    }
     milter_conn *c = ss->links[ss->cur].conn;
     const milter_result *r = milter_conn_result(c);
     if (r->quarantine) {
@@ -787,8 +797,8 @@ static int after_call(session *ss)
         ss->step = ST_EOH;
         return 0;
     case ST_EOH:
-        ss->step = ST_BODY;
         ss->body_off = 0;
+        ss->step = (ss->body_replaced ? ss->body_len : milter_spool_size(&ss->spool)) > 0 ? ST_BODY : ST_EOM;
         return 0;
     case ST_BODY: {
         size_t total = ss->body_replaced ? ss->body_len : milter_spool_size(&ss->spool);
@@ -839,6 +849,7 @@ static petrel_verdict start_event(session *ss, petrel_session *s, enum event ev)
     ss->step = first_step(ev);
     ss->header_i = 0;
     ss->body_off = 0;
+    ss->spool_error = 0;
     ss->finished = 0;
     ss->pending = NULL;
     ss->in_hook = 1;

@@ -11,7 +11,8 @@ import subprocess
 
 from harness import PETRELD, TOP_BUILDDIR, Petrel, Smtp, Tap, _runnable_copy, wait_for
 from modlib import bundled_module_dir
-from peers import (EICAR, GTUBE, ClamavMilter, Clamd, PeerError, ScriptedMilter, SpamassMilter, Spamd,
+from modlib import smtp_from
+from peers import (EICAR, GTUBE, ClamavMilter, Clamd, OpenDKIM, PeerError, ScriptedMilter, SpamassMilter, Spamd,
                    TestFilter, fnv1a64, milter_packet as pkt, shared)
 
 t = Tap(timeout=600)
@@ -293,5 +294,30 @@ try:
             t.ok(qid and b"X-Virus-Status: Clean" in queued(p, qid), "  a clean message passes, X-Virus-Status: Clean")
 except PeerError as e:
     t.ok(False, "clamd and clamav-milter run", str(e))
+
+# --- OpenDKIM: signs mail from 127.0.0.1, verifies mail from elsewhere --------------------
+try:
+    with OpenDKIM(domain="example.com") as dk:
+        with Petrel(t, main_cf=conf(dk.endpoint)) as p:
+            text = "Shall we meet for lunch on Thursday at noon?\r\nBest, Sender\r\n"
+            r = send(p, "From: a@example.com\r\nTo: u@petrel.test\r\nSubject: lunch\r\n\r\n" + text)
+            data = queued(p, qid_of(r[-1]) or "none")
+            t.ok(b"\r\nDKIM-Signature: v=1;" in data, "OpenDKIM signs mail from its internal host 127.0.0.1",
+                 data[:600])
+            signed = data[data.find(b"DKIM-Signature:"):data.find(text.encode()) + len(text)]
+            c = smtp_from(p.port, src="127.0.0.2")
+            c.ehlo()
+            c.cmd("MAIL FROM:<a@example.com>")
+            c.cmd("RCPT TO:<u@petrel.test>")
+            c.cmd("DATA")
+            c.send(signed + b".\r\n")
+            qid = qid_of(c.read_reply())
+            c.close()
+            data = queued(p, qid or "none")
+            t.ok(re.search(rb"Authentication-Results: petrel\.test;\s+dkim=pass", data) is not None,
+                 "OpenDKIM verifies the signed message from 127.0.0.2: Authentication-Results ... dkim=pass",
+                 data[:900])
+except PeerError as e:
+    t.ok(False, "OpenDKIM runs", str(e))
 
 t.done()

@@ -17,7 +17,7 @@
  *
  * Per session: connect, helo, mail, rcpt and data go to each milter in
  * turn, as they happen (those hooks may suspend). The header and body
- * hooks may not suspend, so the body is recorded (milter_spool.h: memory up
+ * hooks may not suspend, so the body is recorded (message_spool.h: memory up
  * to milter_buffer_limit, then an unlinked file in the queue's incoming/)
  * and the whole content goes to the milters at end_of_message, one milter
  * after the other: headers, end of headers, body, end of message. Each
@@ -46,7 +46,7 @@
 #include <petrel/plugin.h>
 
 #include "milter_conn.h"
-#include "milter_spool.h"
+#include "message_spool.h"
 
 static const petrel_param milter_params[] = {
     { PETREL_PARAM_INIT, .name = "milter_buffer_limit", .type = PETREL_PARAM_SIZE, .default_value = "1048576",
@@ -334,7 +334,7 @@ typedef struct session {
     char session_quarantine[128];
 
     /* the message */
-    milter_spool spool;
+    message_spool spool;
     header *headers;
     size_t nheaders, cap_headers;
     size_t header_i;
@@ -698,7 +698,7 @@ static milter_status issue(session *ss)
             data = ss->body + ss->body_off;
             n = (long)(ss->body_len - ss->body_off);
         } else {
-            n = milter_spool_read(&ss->spool, ss->body_off, ss->readbuf, MILTER_CHUNK_MAX, &data);
+            n = message_spool_read(&ss->spool, ss->body_off, ss->readbuf, MILTER_CHUNK_MAX, &data);
             if (n <= 0) {
                 /* The body is shorter than it was, or unreadable: the
                  * message cannot be shown to the milter. */
@@ -798,10 +798,10 @@ static int after_call(session *ss)
         return 0;
     case ST_EOH:
         ss->body_off = 0;
-        ss->step = (ss->body_replaced ? ss->body_len : milter_spool_size(&ss->spool)) > 0 ? ST_BODY : ST_EOM;
+        ss->step = (ss->body_replaced ? ss->body_len : message_spool_size(&ss->spool)) > 0 ? ST_BODY : ST_EOM;
         return 0;
     case ST_BODY: {
-        size_t total = ss->body_replaced ? ss->body_len : milter_spool_size(&ss->spool);
+        size_t total = ss->body_replaced ? ss->body_len : message_spool_size(&ss->spool);
         if (ss->body_off < total)
             return 0;
         ss->step = ST_EOM;
@@ -885,7 +885,7 @@ static void session_end(void *arg)
     free(ss->links);
     headers_clear(ss);
     free(ss->headers);
-    milter_spool_reset(&ss->spool);
+    message_spool_reset(&ss->spool);
     free(ss->readbuf);
     free(ss->body);
     free(ss->newbody);
@@ -935,7 +935,7 @@ static petrel_verdict milter_connect(petrel_session *s)
     ss->n = list->n;
     ss->links = calloc(list->n, sizeof *ss->links);
     ss->readbuf = malloc(MILTER_CHUNK_MAX);
-    milter_spool_init(&ss->spool, conf->buffer_limit, conf->spool_dir);
+    message_spool_init(&ss->spool, conf->buffer_limit, conf->spool_dir);
     if (ss->links == NULL || ss->readbuf == NULL) {
         free(ss->links);
         free(ss->readbuf);
@@ -1010,7 +1010,7 @@ static petrel_verdict milter_data(petrel_session *s)
     session *ss = session_of(s);
     if (ss == NULL)
         return PETREL_CONTINUE;
-    milter_spool_reset(&ss->spool);
+    message_spool_reset(&ss->spool);
     free(ss->body);
     ss->body = NULL;
     ss->body_len = 0;
@@ -1023,7 +1023,7 @@ static petrel_verdict milter_body(petrel_session *s, const char *chunk, size_t l
     session *ss = session_of(s);
     if (ss == NULL || ss->spool.failed)
         return PETREL_CONTINUE;
-    if (milter_spool_append(&ss->spool, chunk, len) < 0)
+    if (message_spool_append(&ss->spool, chunk, len) < 0)
         petrel_log(s, PETREL_LOG_ERROR, "milter: cannot keep the message for the milters: %s", ss->spool.error);
     return PETREL_CONTINUE;
 }

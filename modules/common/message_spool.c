@@ -1,6 +1,6 @@
 /*
- * The message body for the milters, in memory then in an unlinked file
- * (see milter_spool.h). The file is made with O_TMPFILE (never visible in
+ * A message body for a scanner, in memory then in an unlinked file
+ * (see message_spool.h). The file is made with O_TMPFILE (never visible in
  * the directory), or where the file system lacks it, mkstemp and an
  * immediate unlink; either way it is gone when the descriptor closes, so a
  * crash leaves nothing behind.
@@ -13,9 +13,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "milter_spool.h"
+#include "message_spool.h"
 
-void milter_spool_init(milter_spool *sp, size_t mem_limit, const char *dir)
+void message_spool_init(message_spool *sp, size_t mem_limit, const char *dir)
 {
     memset(sp, 0, sizeof *sp);
     sp->mem_limit = mem_limit;
@@ -23,7 +23,7 @@ void milter_spool_init(milter_spool *sp, size_t mem_limit, const char *dir)
     sp->fd = -1;
 }
 
-void milter_spool_reset(milter_spool *sp)
+void message_spool_reset(message_spool *sp)
 {
     free(sp->mem);
     sp->mem = NULL;
@@ -36,13 +36,13 @@ void milter_spool_reset(milter_spool *sp)
     sp->error[0] = '\0';
 }
 
-static int open_file(milter_spool *sp)
+static int open_file(message_spool *sp)
 {
     const char *dir = sp->dir && *sp->dir ? sp->dir : "/tmp";
     int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
     if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
         char path[4096];
-        snprintf(path, sizeof path, "%s/milter.XXXXXX", dir);
+        snprintf(path, sizeof path, "%s/scan.XXXXXX", dir);
         fd = mkostemp(path, O_CLOEXEC);
         if (fd >= 0)
             (void)unlink(path);
@@ -55,7 +55,7 @@ static int open_file(milter_spool *sp)
     return 0;
 }
 
-static int write_all(milter_spool *sp, const void *data, size_t len)
+static int write_all(message_spool *sp, const void *data, size_t len)
 {
     const unsigned char *p = data;
     while (len > 0) {
@@ -74,7 +74,7 @@ static int write_all(milter_spool *sp, const void *data, size_t len)
     return 0;
 }
 
-int milter_spool_append(milter_spool *sp, const void *data, size_t len)
+int message_spool_append(message_spool *sp, const void *data, size_t len)
 {
     if (sp->failed)
         return -1;
@@ -114,14 +114,14 @@ int milter_spool_append(milter_spool *sp, const void *data, size_t len)
     return 0;
 }
 
-size_t milter_spool_size(const milter_spool *sp)
+size_t message_spool_size(const message_spool *sp)
 {
     return sp->fd >= 0 ? (size_t)sp->size : sp->len;
 }
 
-long milter_spool_read(milter_spool *sp, size_t off, unsigned char *buf, size_t max, const unsigned char **out)
+long message_spool_read(message_spool *sp, size_t off, unsigned char *buf, size_t max, const unsigned char **out)
 {
-    size_t total = milter_spool_size(sp);
+    size_t total = message_spool_size(sp);
     if (off >= total)
         return 0;
     size_t n = total - off < max ? total - off : max;

@@ -150,12 +150,7 @@ typedef struct scan {
     int watch_fd, watch_events;
     petrel_timer *timer;
     petrel_pending *pending;
-    /* what the read callback hands out: the headers, the empty line, the body */
-    size_t header_i;
-    char *line;          /* the current header line, being sent */
-    size_t line_len, line_off;
-    int headers_done;
-    size_t body_off;
+    message_reader reader;    /* what the read callback hands out */
 } scan;
 
 static void on_io(int fd, int events, void *arg)
@@ -204,56 +199,10 @@ static void op_log(void *arg, clamd_log_level level, const char *text)
                       : level == CLAMD_LOG_WARNING ? PETREL_LOG_WARNING : PETREL_LOG_ERROR, "%s", text);
 }
 
-/* The message as stored: "Name: value" lines, an empty line, the body. */
 static long op_read(void *arg, void *buf, size_t cap)
 {
     scan *sc = arg;
-    unsigned char *out = buf;
-    size_t n = 0;
-    while (n < cap && !sc->headers_done) {
-        if (sc->line == NULL) {
-            const char *name, *value;
-            if (petrel_header_at(sc->s, sc->header_i, &name, &value) != 0) {
-                sc->line = strdup("\r\n");
-                sc->headers_done = 1;
-            } else {
-                size_t len = strlen(name) + strlen(value) + 5;
-                sc->line = malloc(len);
-                if (sc->line)
-                    snprintf(sc->line, len, "%s: %s\r\n", name, value);
-                sc->header_i++;
-            }
-            if (sc->line == NULL)
-                return -1;
-            sc->line_len = strlen(sc->line);
-            sc->line_off = 0;
-        }
-        size_t take = sc->line_len - sc->line_off < cap - n ? sc->line_len - sc->line_off : cap - n;
-        memcpy(out + n, sc->line + sc->line_off, take);
-        n += take;
-        sc->line_off += take;
-        if (sc->line_off == sc->line_len) {
-            free(sc->line);
-            sc->line = NULL;
-            if (sc->headers_done)
-                break;
-        }
-    }
-    if (sc->line != NULL)   /* the empty line is still being sent */
-        return (long)n;
-    while (n < cap) {
-        const unsigned char *data;
-        long got = message_spool_read(&sc->spool, sc->body_off, out + n, cap - n, &data);
-        if (got < 0)
-            return -1;
-        if (got == 0)
-            break;
-        if (data != out + n)
-            memcpy(out + n, data, (size_t)got);
-        n += (size_t)got;
-        sc->body_off += (size_t)got;
-    }
-    return (long)n;
+    return message_reader_read(&sc->reader, buf, cap);
 }
 
 static void finish_scan(scan *sc)
@@ -268,8 +217,7 @@ static void finish_scan(scan *sc)
     }
     clamd_client_free(sc->client);
     sc->client = NULL;
-    free(sc->line);
-    sc->line = NULL;
+    message_reader_end(&sc->reader);
 }
 
 /* The verdict from the client's result; replies through *code etc. */
@@ -409,10 +357,7 @@ static petrel_verdict clamav_eom(petrel_session *s)
     sc->client = clamd_client_create(sc->conf->clamd, &ops, sc);
     if (sc->client == NULL)
         return PETREL_TEMPFAIL;
-    sc->header_i = 0;
-    sc->headers_done = 0;
-    sc->body_off = 0;
-    sc->line = NULL;
+    message_reader_start(&sc->reader, s, &sc->spool);
     if (clamd_client_start(sc->client, CLAMD_INSTREAM, 0) == CLAMD_DONE) {
         int code;
         const char *enhanced;

@@ -13,6 +13,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <petrel/plugin.h>
+
 #include "message_spool.h"
 
 void message_spool_init(message_spool *sp, size_t mem_limit, const char *dir)
@@ -141,4 +143,75 @@ long message_spool_read(message_spool *sp, size_t off, unsigned char *buf, size_
         *out = buf;
         return (long)r;
     }
+}
+
+/* ------------------------------------------------------------------ */
+/* the message as a scanner reads it                                   */
+
+void message_reader_start(message_reader *r, petrel_session *s, message_spool *spool)
+{
+    memset(r, 0, sizeof *r);
+    r->session = s;
+    r->spool = spool;
+}
+
+void message_reader_end(message_reader *r)
+{
+    free(r->line);
+    r->line = NULL;
+}
+
+size_t message_reader_size(petrel_session *s, message_spool *spool)
+{
+    size_t total = 2;
+    const char *name, *value;
+    for (size_t i = 0; petrel_header_at(s, i, &name, &value) == 0; i++)
+        total += strlen(name) + strlen(value) + 4;
+    return total + message_spool_size(spool);
+}
+
+long message_reader_read(message_reader *r, void *buf, size_t cap)
+{
+    unsigned char *out = buf;
+    size_t n = 0;
+    while (n < cap && (!r->headers_done || r->line != NULL)) {
+        if (r->line == NULL) {
+            const char *name, *value;
+            if (petrel_header_at(r->session, r->header_i, &name, &value) != 0) {
+                r->line = strdup("\r\n");
+                r->headers_done = 1;
+            } else {
+                size_t len = strlen(name) + strlen(value) + 5;
+                r->line = malloc(len);
+                if (r->line)
+                    snprintf(r->line, len, "%s: %s\r\n", name, value);
+                r->header_i++;
+            }
+            if (r->line == NULL)
+                return -1;
+            r->line_len = strlen(r->line);
+            r->line_off = 0;
+        }
+        size_t take = r->line_len - r->line_off < cap - n ? r->line_len - r->line_off : cap - n;
+        memcpy(out + n, r->line + r->line_off, take);
+        n += take;
+        r->line_off += take;
+        if (r->line_off == r->line_len) {
+            free(r->line);
+            r->line = NULL;
+        }
+    }
+    while (n < cap) {
+        const unsigned char *data;
+        long got = message_spool_read(r->spool, r->body_off, out + n, cap - n, &data);
+        if (got < 0)
+            return -1;
+        if (got == 0)
+            break;
+        if (data != out + n)
+            memcpy(out + n, data, (size_t)got);
+        n += (size_t)got;
+        r->body_off += (size_t)got;
+    }
+    return (long)n;
 }

@@ -37,4 +37,25 @@ size_t message_spool_size(const message_spool *sp);
  * length (0 at the end) or -1 with sp->error. */
 long message_spool_read(message_spool *sp, size_t off, unsigned char *buf, size_t max, const unsigned char **out);
 
+/* The message as a scanner sends it: the headers of the session
+ * (petrel_header_at, "Name: value" CRLF), the empty line, then the body
+ * from the spool, handed out in pieces of any size. */
+struct petrel_session;
+typedef struct message_reader {
+    struct petrel_session *session;
+    message_spool *spool;
+    size_t header_i;
+    char *line;               /* the line being handed out */
+    size_t line_len, line_off;
+    int headers_done;
+    size_t body_off;
+} message_reader;
+
+void message_reader_start(message_reader *r, struct petrel_session *s, message_spool *spool);
+/* Up to cap bytes; 0 at the end, -1 on an error. */
+long message_reader_read(message_reader *r, void *buf, size_t cap);
+void message_reader_end(message_reader *r);
+/* The bytes message_reader_read hands out in all. */
+size_t message_reader_size(struct petrel_session *s, message_spool *spool);
+
 #endif

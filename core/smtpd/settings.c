@@ -593,8 +593,8 @@ static void read_plain_values(struct smtpd_settings *set, const struct master_se
 }
 
 /* smtpd_milters (non_smtpd_milters for the pickup service's local mail)
- * are the milter module's: a service with a list needs the module loaded,
- * or its mail would go unfiltered. The module reads main.cf's values, so a
+ * are the milter module's; without it they are refused like any name a
+ * missing module provides (config/classes.c). The module reads main.cf's values, so a
  * master.cf -o that sets another list or other milter_* values is refused
  * rather than ignored; -o smtpd_milters= (empty) and
  * receive_override_options=no_milters turn the module off for the service
@@ -614,11 +614,10 @@ static int milter_settings(struct smtpd_settings *set, const struct master_servi
     set->milter_module = module_set_find_module(modules, "milter");
     set->milters_off = list == NULL || list[strspn(list, " \t\r\n,")] == '\0' ||
                        (set->receive_override & RO_NO_MILTERS);
+    if (set->milter_module == NULL)
+        set->milters_off = 1;   /* refused unless accepted: parameters.txt's refuse@milter (config/classes.c) */
     if (set->milters_off)
         return 0;
-    if (set->milter_module == NULL)
-        return fail(error, "%s: the milter module is not loaded: add milter to modules (without it no milter "
-                    "would see this service's mail)", param);
     const struct cfg *main_cf = module_cfg(set->milter_module);
     const char *main_list = main_cf ? cfg_get(main_cf, param) : NULL;
     if (main_list == NULL || strcmp(main_list, list) != 0)

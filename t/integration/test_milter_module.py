@@ -59,8 +59,11 @@ def check_config(main_cf, master_cf=None):
 
 
 rc, out = check_config({"smtpd_milters": "inet:127.0.0.1:9"})
-t.ok(rc != 0 and "smtpd_milters: the milter module is not loaded: add milter to modules" in out,
+t.ok(rc != 0 and "smtpd_milters is set but the milter module is not loaded: mail will NOT be filtered" in out,
      "smtpd_milters without the milter module stops the start (mail would go unfiltered)", out)
+rc, out = check_config(conf("inet:127.0.0.1:9", smtpd_milter_maps="inline:{127.0.0.1=inet:127.0.0.1:9}"))
+t.ok(rc != 0 and "smtpd_milter_maps is set but not implemented" in out,
+     "smtpd_milter_maps is refused even with the module loaded (the module does not implement it)", out)
 rc, out = check_config(conf("inet:127.0.0.1:9"), master_cf="127.0.0.1:2525 inet n - n - - smtpd\n"
                        "127.0.0.1:2526 inet n - n - - smtpd -o smtpd_milters=inet:127.0.0.1:10\n")
 t.ok(rc != 0 and "a per-service milter list (master.cf -o) is not supported" in out,

@@ -698,6 +698,11 @@ static milter_status issue(session *ss)
             data = ss->body + ss->body_off;
             n = (long)(ss->body_len - ss->body_off);
         } else {
+            /* Only a body in a file needs the buffer: made on first use. */
+            if (ss->readbuf == NULL && ss->spool.fd >= 0 && (ss->readbuf = malloc(MILTER_CHUNK_MAX)) == NULL) {
+                ss->spool_error = 1;
+                return MILTER_DONE;
+            }
             n = message_spool_read(&ss->spool, ss->body_off, ss->readbuf, MILTER_CHUNK_MAX, &data);
             if (n <= 0) {
                 /* The body is shorter than it was, or unreadable: the
@@ -934,11 +939,8 @@ static petrel_verdict milter_connect(petrel_session *s)
     ss->conf = conf;
     ss->n = list->n;
     ss->links = calloc(list->n, sizeof *ss->links);
-    ss->readbuf = malloc(MILTER_CHUNK_MAX);
     message_spool_init(&ss->spool, conf->buffer_limit, conf->spool_dir);
-    if (ss->links == NULL || ss->readbuf == NULL) {
-        free(ss->links);
-        free(ss->readbuf);
+    if (ss->links == NULL) {
         free(ss);
         return PETREL_TEMPFAIL;
     }

@@ -428,6 +428,12 @@ static int check_value(const struct cfg *cfg, const struct cfg_value *v, const s
             return 0;
         return report(cfg, v, cfg_classes_find(classes, v->class_name));
     }
+    /* A name a module provides (smtpd_milters@milter) may be read by the
+     * core on the module's behalf (smtpd checks each service's milter
+     * list): its class still decides while the module is not loaded. */
+    const struct cfg_class *provided = cfg_classes_find(classes, v->name);
+    if (provided && provided->module && provided->kind != CFG_CLASS_IMPLEMENTED)
+        return report(cfg, v, provided);
     if (covered(v->name, tables, ntables))
         return 0;
     const char *owner = cfg_schema_owner(cfg->schema, v->name);

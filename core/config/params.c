@@ -38,7 +38,7 @@
 #endif
 
 static const char *const bare_newline_modes[] = { "normalize", "yes", "reject", "no", NULL };
-static const char *const milter_actions[] = { "accept", "reject", "tempfail", "quarantine", NULL };
+static const char *const milter_actions[] = { "accept", "reject", "tempfail", "quarantine", "shutdown", NULL };
 static const char *const mynetworks_styles[] = { "host", "subnet", "class", NULL };
 static const char *const database_types[] = { "hash", "lmdb", "cdb", NULL };
 static const char *const tempfail_actions[] = { "defer_if_permit", "defer", NULL };
@@ -191,7 +191,7 @@ static const struct cfg_param core_params[] = {
     S("milter_macro_v", "$mail_name $mail_version", "value of the v macro"),
     S("milter_mail_macros", "i {auth_type} {auth_authen} {auth_author} {mail_addr} {mail_host} {mail_mailer}",
       "macros sent at MAIL FROM"),
-    I("milter_protocol", "6", 2, 6, "milter protocol version"),
+    S("milter_protocol", "6", "milter protocol version (2, 3, 4 or 6, and optionally no_header_reply)"),
     S("milter_rcpt_macros", "i {rcpt_addr} {rcpt_host} {rcpt_mailer}", "macros sent at RCPT TO"),
     S("milter_unknown_command_macros", "", "macros sent with an unknown command"),
     S("module_directory", PETREL_MODULEDIR, "where NAME.so modules are found"),

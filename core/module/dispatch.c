@@ -517,6 +517,8 @@ static void run_next(struct module_session *ms)
     for (; ms->run.index < ph->n; ms->run.index++) {
         struct petrel_module *m = ph->mods[ms->run.index];
         struct module_result r;
+        if (m->index == ms->off_index)
+            continue;
         if (!module_circuit_allows(m, time(NULL))) {
             module_record_call(m, def->name, "skipped", 0);
             module_default_result(m, &r);
@@ -612,6 +614,8 @@ void module_run_content(struct module_session *ms, enum module_hook h, const str
     const struct module_hook_def *def = module_hook(h);
     for (int i = 0; i < ph->n; i++) {
         struct petrel_module *m = ph->mods[i];
+        if (m->index == ms->off_index)
+            continue;
         if (!module_circuit_allows(m, time(NULL))) {
             module_record_call(m, def->name, "skipped", 0);
             continue;
@@ -635,6 +639,8 @@ void module_notify(struct module_session *ms, enum module_hook h, const struct m
     const struct module_hook_def *def = module_hook(h);
     for (int i = 0; i < ph->n; i++) {
         struct module_result ignored;
+        if (ph->mods[i]->index == ms->off_index)
+            continue;
         struct call_opts o = { def->name, 0, 0, 0 };
         struct hook_call c = { h, args };
         if (call_entry(ms, ph->mods[i], &o, hook_entry, &c, &ignored) == CALL_CLOSED)

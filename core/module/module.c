@@ -142,7 +142,16 @@ static int declare_params(struct cfg_schema *schema, struct petrel_module *m)
                                   0, 1000000, NULL };
     core[3] = (struct cfg_param){ names[3], CFG_TIME, "30s",
                                   "how long an open circuit skips the module before trying it again", 1, 86400, NULL };
-    if (cfg_schema_add(schema, m->params, m->nparams, m->name) != 0) {
+    /* A Postfix parameter of the core may have the name already: the
+     * milter module's milter_default_action is Postfix's (what applies
+     * when one milter fails, read by the module itself). The core's
+     * failure action for such a module is then the descriptor's. */
+    m->default_action_is_core = cfg_schema_find(schema, names[0]) != NULL;
+    int added = m->default_action_is_core
+                    ? (cfg_schema_add(schema, m->params, own, m->name) == 0 &&
+                       cfg_schema_add(schema, m->params + own + 1, m->nparams - own - 1, m->name) == 0)
+                    : cfg_schema_add(schema, m->params, m->nparams, m->name) == 0;
+    if (!added) {
         msg_error("module %s (%s): a parameter it declares is already declared by the core or another module",
                   m->name, m->path);
         return -1;
@@ -359,6 +368,8 @@ void module_set_bind(struct module_set *set, const struct cfg *cfg)
         const char *action = cfg_get(cfg, name);
         m->default_action = action && strcasecmp(action, "tempfail") == 0 ? PETREL_ON_FAILURE_TEMPFAIL
                                                                           : PETREL_ON_FAILURE_CONTINUE;
+        if (m->default_action_is_core)
+            m->default_action = m->desc->default_action;
         snprintf(name, sizeof(name), "%s_hook_timeout", m->name);
         m->timeout_ms = (unsigned)(cfg_int(cfg, name) * 1000);
         if (m->desc->hook_timeout_ms && cfg_is_default(cfg, name))
@@ -443,6 +454,19 @@ const petrel_sasl_backend *module_set_find_sasl(const struct module_set *set, co
         }
     }
     return NULL;
+}
+
+struct petrel_module *module_set_find_module(const struct module_set *set, const char *name)
+{
+    for (int i = 0; set && i < set->n; i++)
+        if (strcmp(set->mods[i]->name, name) == 0)
+            return set->mods[i];
+    return NULL;
+}
+
+const struct cfg *module_cfg(const struct petrel_module *m)
+{
+    return m->cfg;
 }
 
 const petrel_sasl_server *module_set_find_sasl_server(const struct module_set *set, const char *name,

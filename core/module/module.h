@@ -49,6 +49,7 @@ struct petrel_module {
     struct module_set *set;
     int index;                      /* its position in the set (and in handles) */
     unsigned roles;                 /* MODULE_ROLE_* whose hooks it implements */
+    int default_action_is_core;     /* NAME_default_action is a core parameter (milter's): the descriptor's applies */
     const struct cfg *cfg;          /* the generation's main.cf values */
     void *data;                     /* petrel_module_set_data */
     int initialised;
@@ -87,6 +88,10 @@ struct module_set {
  * naming the module and the file; returns NULL if any. An empty list gives
  * an empty set. */
 struct module_set *module_set_load(struct cfg_schema *schema, const char *confdir);
+/* The loaded module called name, or NULL. */
+struct petrel_module *module_set_find_module(const struct module_set *set, const char *name);
+/* The main.cf values of the module's configuration generation. */
+const struct cfg *module_cfg(const struct petrel_module *m);
 /* Gives every module the loaded configuration (after cfg_load). */
 void module_set_bind(struct module_set *set, const struct cfg *cfg);
 /* Runs every module's check() on the bound configuration (params.c);

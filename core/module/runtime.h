@@ -76,6 +76,8 @@ void module_session_close(struct module_session *ms);
 /* A transaction begins (its pool) or ends (NULL): transaction slots and
  * notes are cleared. */
 void module_session_tx(struct module_session *ms, petrel_pool *tx_pool);
+/* The service turns module m off for this session: none of its hooks run. */
+void module_session_turn_off(struct module_session *ms, const struct petrel_module *m);
 /* The role session behind a valid session handle (and the module it was
  * handed to), or NULL after logging that fn got a stale or foreign handle. */
 void *module_session_host(petrel_session *h, struct petrel_module **m, const char *fn);

@@ -150,6 +150,9 @@ struct module_session {
     /* the SASL back-end's unanswered request, if any (sasl.c) */
     uint32_t sasl_slot;
     int has_sasl;
+    /* A module this session's service turns off (its hooks are not called:
+     * smtpd's receive_override_options=no_milters for the milter module), or -1. */
+    int off_index;
 };
 
 /* sessions.c */

@@ -22,6 +22,11 @@
 #include "module/module.h"
 #include "module/runtime_int.h"
 
+void module_session_turn_off(struct module_session *ms, const struct petrel_module *m)
+{
+    ms->off_index = m->index;
+}
+
 struct module_session *module_session_open(void *host, const struct module_host *ops, petrel_pool *pool)
 {
     struct module_runtime *rt = module_rt;
@@ -36,6 +41,7 @@ struct module_session *module_session_open(void *host, const struct module_host 
         return NULL;
     }
     ms->slot = handle_slot(h);
+    ms->off_index = -1;
     ms->host = host;
     ms->ops = ops;
     ms->pool = pool;

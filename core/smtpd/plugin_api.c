@@ -55,6 +55,8 @@ static struct module_session *ms_of(struct smtpd_session *s)
 {
     if (s->ms == NULL) {
         s->ms = module_session_open(s, &smtpd_module_host, s->pool);
+        if (s->ms && s->set->milters_off && s->set->milter_module)
+            module_session_turn_off(s->ms, s->set->milter_module);
         if (s->ms && s->tx)
             module_session_tx(s->ms, s->tx->pool);
     }

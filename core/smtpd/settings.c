@@ -523,6 +523,24 @@ static const struct cfg_bind service_binds[] = {
     CFG_BIND_READ("compatibility_level"),
     CFG_BIND_READ("mail_version"),
     CFG_BIND_READ("receive_override_options"),
+    /* milter_settings(): the milter module's lists, checked per service */
+    CFG_BIND_READ("smtpd_milters"),
+    CFG_BIND_READ("non_smtpd_milters"),
+    CFG_BIND_READ("milter_default_action"),
+    CFG_BIND_READ("milter_protocol"),
+    CFG_BIND_READ("milter_connect_timeout"),
+    CFG_BIND_READ("milter_command_timeout"),
+    CFG_BIND_READ("milter_content_timeout"),
+    CFG_BIND_READ("milter_connect_macros"),
+    CFG_BIND_READ("milter_helo_macros"),
+    CFG_BIND_READ("milter_mail_macros"),
+    CFG_BIND_READ("milter_rcpt_macros"),
+    CFG_BIND_READ("milter_data_macros"),
+    CFG_BIND_READ("milter_end_of_header_macros"),
+    CFG_BIND_READ("milter_end_of_data_macros"),
+    CFG_BIND_READ("milter_unknown_command_macros"),
+    CFG_BIND_READ("milter_macro_daemon_name"),
+    CFG_BIND_READ("milter_macro_v"),
     CFG_BIND_READ("smtpd_proxy_options"),
     CFG_BIND_READ("queue_directory"),
     SET("smtpd_use_tls", BOOL, use_tls),
@@ -572,6 +590,48 @@ static void read_plain_values(struct smtpd_settings *set, const struct master_se
         set->line_length_limit = 512;   /* RFC 5321 4.5.3.1.4: a command line may be 512 octets */
     set->maxproc = svc->maxproc;
     set->proxy_families = smtpd_proxy_families(cfg_get(cfg, "inet_protocols"));
+}
+
+/* smtpd_milters (non_smtpd_milters for the pickup service's local mail)
+ * are the milter module's; without it they are refused like any name a
+ * missing module provides (config/classes.c). The module reads main.cf's values, so a
+ * master.cf -o that sets another list or other milter_* values is refused
+ * rather than ignored; -o smtpd_milters= (empty) and
+ * receive_override_options=no_milters turn the module off for the service
+ * (module_session_turn_off). */
+static const char *const milter_service_params[] = {
+    "milter_default_action", "milter_protocol", "milter_connect_timeout", "milter_command_timeout",
+    "milter_content_timeout", "milter_connect_macros", "milter_helo_macros", "milter_mail_macros",
+    "milter_rcpt_macros", "milter_data_macros", "milter_end_of_header_macros", "milter_end_of_data_macros",
+    "milter_unknown_command_macros", "milter_macro_daemon_name", "milter_macro_v", NULL
+};
+
+static int milter_settings(struct smtpd_settings *set, const struct master_service *svc,
+                           const struct module_set *modules, const struct cfg *cfg, char **error)
+{
+    const char *param = svc->role == ROLE_PICKUP ? "non_smtpd_milters" : "smtpd_milters";
+    const char *list = cfg_get(cfg, param);
+    set->milter_module = module_set_find_module(modules, "milter");
+    set->milters_off = list == NULL || list[strspn(list, " \t\r\n,")] == '\0' ||
+                       (set->receive_override & RO_NO_MILTERS);
+    if (set->milter_module == NULL)
+        set->milters_off = 1;   /* refused unless accepted: parameters.txt's refuse@milter (config/classes.c) */
+    if (set->milters_off)
+        return 0;
+    const struct cfg *main_cf = module_cfg(set->milter_module);
+    const char *main_list = main_cf ? cfg_get(main_cf, param) : NULL;
+    if (main_list == NULL || strcmp(main_list, list) != 0)
+        return fail(error, "service %s: %s = %s: a per-service milter list (master.cf -o) is not supported: the "
+                    "milter module applies main.cf's list; set it there, or turn milters off for this service "
+                    "with -o %s= or -o receive_override_options=no_milters", svc->name, param, list, param);
+    for (const char *const *p = milter_service_params; *p; p++) {
+        const char *mine = cfg_get(cfg, *p), *main_value = main_cf ? cfg_get(main_cf, *p) : NULL;
+        if (mine && main_value && strcmp(mine, main_value) != 0)
+            return fail(error, "service %s: %s = %s: per-service milter settings (master.cf -o) are not "
+                        "supported: the milter module applies main.cf's value (%s)", svc->name, *p, mine,
+                        main_value);
+    }
+    return 0;
 }
 
 struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struct master_service *svc,
@@ -672,6 +732,9 @@ struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struc
             failed = fail(error, "%s", why ? why : "smtpd_sasl_type: the SASL settings cannot be used");
         free(why);
     }
+    /* milter_settings sets *error with each problem. */
+    if (milter_settings(set, svc, w->modules, cfg, error) != 0)
+        failed = 1;
     if (svc->role == ROLE_PICKUP) {
         /* The pickup role's in-process sessions (local submission): the
          * limits and the TLS and AUTH requirements meant for network

@@ -213,6 +213,12 @@ struct smtpd_settings {
     const petrel_sasl_server *sasl_server;
     const petrel_sasl_backend *sasl;
     struct petrel_module *sasl_module;
+    /* Milters (the milter module reads main.cf's lists; settings.c checks
+     * that the service asks for nothing else): the module, when loaded, and
+     * whether this service turns it off (its list is empty, or
+     * receive_override_options has no_milters). */
+    struct petrel_module *milter_module;
+    int milters_off;
     const char *sasl_path;
     const char *sasl_service;         /* smtpd_sasl_service */
     const char *sasl_local_domain;    /* smtpd_sasl_local_domain */

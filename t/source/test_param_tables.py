@@ -145,7 +145,9 @@ def main():
     read = lambda p: any(covers(n, p) for n in names)
     unread = sorted(p for p, k in classes.items() if k["class"] is None and not read(p))
     ok(not unread, "every name given as implemented is read by some binding table", unread)
-    stale = sorted(p for p, k in classes.items() if k["class"] is not None and read(p))
+    # A name a module provides (NAME@MODULE) may be read by the core on the
+    # module's behalf; its class applies while the module is not loaded.
+    stale = sorted(p for p, k in classes.items() if k["class"] is not None and k["module"] is None and read(p))
     ok(not stale, "no name read by a binding table is still classified as not implemented", stale)
 
     modules = set(os.listdir(os.path.join(TOP_SRCDIR, "modules")))

@@ -363,7 +363,7 @@ static void test_types(const struct cfg_schema *schema)
                "message_size_limit = 10k\n"
                "smtpd_recipient_limit = abc\n"
                "smtpd_hard_error_limit = 0\n"
-               "milter_protocol = 7\n"
+               "reject_code = 600\n"
                "smtpd_forbid_bare_newline = sometimes\n"
                "queue_run_delay = -5s\n"
                "bad_ref = 12q\n"
@@ -381,7 +381,7 @@ static void test_types(const struct cfg_schema *schema)
     ok(contains(log, expect("%s/main.cf:4: smtpd_recipient_limit: bad integer value \"abc\"", p)), "bad int");
     ok(contains(log, expect("%s/main.cf:5: smtpd_hard_error_limit: value \"0\" is below the minimum 1", p)),
        "below minimum");
-    ok(contains(log, expect("%s/main.cf:6: milter_protocol: value \"7\" is above the maximum 6", p)),
+    ok(contains(log, expect("%s/main.cf:6: reject_code: value \"600\" is above the maximum 599", p)),
        "above maximum");
     ok(contains(log, expect("%s/main.cf:7: smtpd_forbid_bare_newline: bad value \"sometimes\" "
                             "(expected one of: normalize, yes, reject, no)", p)), "bad choice");

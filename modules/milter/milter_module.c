@@ -1,0 +1,1071 @@
+/*
+ * modules/milter: Postfix's smtpd_milters and non_smtpd_milters on the
+ * plugin API (doc/modules/milter.md). The protocol is milter_conn.h's; this
+ * file is the glue: configuration, one milter_conn per milter per SMTP
+ * session, and the mapping of hooks, verdicts and edits.
+ *
+ * Configuration is Postfix's, read from the core's own parameters
+ * (smtpd_milters, non_smtpd_milters, milter_default_action,
+ * milter_protocol, the three timeouts, the milter_*_macros lists,
+ * milter_macro_daemon_name, milter_macro_v) and the per-milter form
+ * "{ inet:host:port, connect_timeout=10s, command_timeout=..., content_timeout=...,
+ * default_action=accept, protocol=6 }". The module checks all of it in
+ * check() (petreld -n, start, reload) and builds the milter settings in
+ * init (host names are resolved there, never on the loop). Sessions of
+ * the pickup service (petrel-sendmail's mail) use non_smtpd_milters, every
+ * other service smtpd_milters.
+ *
+ * Per session: connect, helo, mail, rcpt and data go to each milter in
+ * turn, as they happen (those hooks may suspend). The header and body
+ * hooks may not suspend, so the body is recorded (message_spool.h: memory up
+ * to milter_buffer_limit, then an unlinked file in the queue's incoming/)
+ * and the whole content goes to the milters at end_of_message, one milter
+ * after the other: headers, end of headers, body, end of message. Each
+ * milter's modifications are applied at once through the petrel_* edit
+ * functions and to the module's own copy of the headers and body, so the
+ * next milter sees them, as in Postfix.
+ *
+ * Verdicts: the first refusal ends the chain and its reply goes to the
+ * client (the text of the first line: the plugin API has one-line
+ * replies). At CONNECT, as Postfix: a 5xx refuses the connection, a 421
+ * closes it, another 4xx is answered at the next command (the milter's
+ * verdict stands for the session). A milter that fails gets its
+ * default_action, logged by milter_conn with what happened.
+ *
+ * The core's own timeout for a suspended hook (milter_hook_timeout) is a
+ * backstop only: its default is the maximum (1 h) so that the milters'
+ * timeouts, which are Postfix's, decide.
+ */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+
+#include <petrel/plugin.h>
+
+#include "milter_conn.h"
+#include "message_spool.h"
+
+static const petrel_param milter_params[] = {
+    { PETREL_PARAM_INIT, .name = "milter_buffer_limit", .type = PETREL_PARAM_SIZE, .default_value = "1048576",
+      .help = "message body bytes a session keeps in memory for the milters; beyond, an unlinked file in "
+              "the queue's incoming/ directory",
+      .min = 65536, .max = 1073741824 },
+    { .name = NULL },
+};
+
+/* ------------------------------------------------------------------ */
+/* configuration                                                       */
+
+typedef struct milter_list {
+    milter_settings **items;
+    size_t n;
+} milter_list;
+
+typedef struct module_conf {
+    milter_list smtpd, non_smtpd;
+    char *myhostname, *daemon_name, *macro_v;
+    char *spool_dir;
+    size_t buffer_limit;
+} module_conf;
+
+/* "30s", "5m", "1h", "2d", "1w" or a bare number of seconds -> ms. */
+static int parse_time_ms(const char *text, unsigned *ms)
+{
+    char *end;
+    if (!isdigit((unsigned char)*text))
+        return -1;
+    unsigned long long v = strtoull(text, &end, 10);
+    unsigned long long unit = 1;
+    if (*end) {
+        if (end[1] != '\0')
+            return -1;
+        switch (tolower((unsigned char)*end)) {
+        case 's': unit = 1; break;
+        case 'm': unit = 60; break;
+        case 'h': unit = 3600; break;
+        case 'd': unit = 86400; break;
+        case 'w': unit = 604800; break;
+        default: return -1;
+        }
+    }
+    if (v == 0 || v * unit > 4000000ull)
+        return -1;
+    *ms = (unsigned)(v * unit * 1000ull);
+    return 0;
+}
+
+/* The settings shared by every milter of a list (main.cf's). */
+static void base_config(petrel_module *m, milter_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->unix_base = petrel_config_string(m, "queue_directory");
+    cfg->protocol = petrel_config_string(m, "milter_protocol");
+    cfg->default_action = petrel_config_string(m, "milter_default_action");
+    cfg->connect_timeout_ms = (unsigned)petrel_config_int(m, "milter_connect_timeout") * 1000u;
+    cfg->command_timeout_ms = (unsigned)petrel_config_int(m, "milter_command_timeout") * 1000u;
+    cfg->content_timeout_ms = (unsigned)petrel_config_int(m, "milter_content_timeout") * 1000u;
+    for (int i = 0; i < MILTER_MACRO_STAGES; i++)
+        cfg->macros[i] = petrel_config_string(m, milter_macro_params[i].parameter);
+    long long limit = petrel_config_int(m, "message_size_limit");
+    /* A replacement body may be somewhat larger than what we accepted;
+     * beyond twice the limit (or 1 GiB without one) it is refused. */
+    cfg->max_body = limit > 0 ? (size_t)limit * 2 : (size_t)1 << 30;
+}
+
+/* One item of a milter list: "inet:host:port", or "{ address, name=value, ... }".
+ * Fills cfg (names point into buf). Returns 0, or -1 with err. */
+static int parse_item(const char *item, char *buf, size_t buflen, milter_config *cfg, char *err, size_t errlen)
+{
+    snprintf(buf, buflen, "%s", item);
+    char *p = buf;
+    if (*p == '{') {
+        size_t len = strlen(p);
+        if (len < 2 || p[len - 1] != '}') {
+            snprintf(err, errlen, "\"%s\": missing \"}\"", item);
+            return -1;
+        }
+        p[len - 1] = '\0';
+        p++;
+    }
+    char *save = NULL;
+    const char *name = strtok_r(p, ", \t\r\n", &save);
+    if (name == NULL) {
+        snprintf(err, errlen, "\"%s\": empty milter definition", item);
+        return -1;
+    }
+    cfg->name = name;
+    for (char *word; (word = strtok_r(NULL, ", \t\r\n", &save)) != NULL;) {
+        char *eq = strchr(word, '=');
+        if (eq == NULL) {
+            snprintf(err, errlen, "\"%s\": \"%s\" is not name=value", item, word);
+            return -1;
+        }
+        *eq = '\0';
+        const char *value = eq + 1;
+        unsigned *ms = NULL;
+        if (strcmp(word, "connect_timeout") == 0)
+            ms = &cfg->connect_timeout_ms;
+        else if (strcmp(word, "command_timeout") == 0)
+            ms = &cfg->command_timeout_ms;
+        else if (strcmp(word, "content_timeout") == 0)
+            ms = &cfg->content_timeout_ms;
+        else if (strcmp(word, "default_action") == 0)
+            cfg->default_action = value;
+        else if (strcmp(word, "protocol") == 0)
+            cfg->protocol = value;
+        else {
+            snprintf(err, errlen, "\"%s\": unknown setting \"%s\" (connect_timeout, command_timeout, "
+                     "content_timeout, default_action or protocol)", item, word);
+            return -1;
+        }
+        if (ms && parse_time_ms(value, ms) < 0) {
+            snprintf(err, errlen, "\"%s\": %s: bad time \"%s\" (a number with an optional unit s, m, h, d or w)",
+                     item, word, value);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Builds (out != NULL) or only checks one list parameter. Problems go to
+ * petrel_config_error. Returns 0 or -1. */
+static int build_list(petrel_module *m, const char *param, milter_list *out)
+{
+    const char *const *items = petrel_config_list(m, param);
+    size_t count = 0;
+    while (items && items[count])
+        count++;
+    if (out) {
+        out->items = calloc(count ? count : 1, sizeof *out->items);
+        out->n = 0;
+        if (out->items == NULL)
+            return -1;
+    }
+    int rc = 0;
+    for (size_t i = 0; i < count; i++) {
+        milter_config cfg;
+        base_config(m, &cfg);
+        char buf[1024], err[512];
+        if (parse_item(items[i], buf, sizeof buf, &cfg, err, sizeof err) < 0) {
+            petrel_config_error(m, param, "%s", err);
+            rc = -1;
+            continue;
+        }
+        milter_settings *s = milter_settings_create(&cfg, err, sizeof err);
+        if (s == NULL) {
+            petrel_config_error(m, param, "%s: %s", cfg.name, err);
+            rc = -1;
+            continue;
+        }
+        if (out)
+            out->items[out->n++] = s;
+        else
+            milter_settings_free(s);
+    }
+    return rc;
+}
+
+static void free_list(milter_list *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        milter_settings_free(l->items[i]);
+    free(l->items);
+    l->items = NULL;
+    l->n = 0;
+}
+
+static int milter_check(petrel_module *m)
+{
+    int rc = 0;
+    if (build_list(m, "smtpd_milters", NULL) < 0)
+        rc = -1;
+    if (build_list(m, "non_smtpd_milters", NULL) < 0)
+        rc = -1;
+    return rc;
+}
+
+static void conf_free(module_conf *c)
+{
+    if (c == NULL)
+        return;
+    free_list(&c->smtpd);
+    free_list(&c->non_smtpd);
+    free(c->myhostname);
+    free(c->daemon_name);
+    free(c->macro_v);
+    free(c->spool_dir);
+    free(c);
+}
+
+static char *dup_or_empty(const char *s)
+{
+    return strdup(s ? s : "");
+}
+
+static int milter_init(petrel_module *m, const char **error)
+{
+    module_conf *c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        *error = "out of memory";
+        return -1;
+    }
+    if (build_list(m, "smtpd_milters", &c->smtpd) < 0 || build_list(m, "non_smtpd_milters", &c->non_smtpd) < 0) {
+        conf_free(c);
+        *error = "bad milter configuration (see the lines above)";
+        return -1;
+    }
+    c->myhostname = dup_or_empty(petrel_config_string(m, "myhostname"));
+    c->daemon_name = dup_or_empty(petrel_config_string(m, "milter_macro_daemon_name"));
+    c->macro_v = dup_or_empty(petrel_config_string(m, "milter_macro_v"));
+    const char *qdir = petrel_config_string(m, "queue_directory");
+    size_t len = strlen(qdir ? qdir : "") + sizeof "/incoming";
+    c->spool_dir = malloc(len);
+    if (c->spool_dir)
+        snprintf(c->spool_dir, len, "%s/incoming", qdir ? qdir : "");
+    c->buffer_limit = (size_t)petrel_param_int(m, "milter_buffer_limit");
+    if (!c->myhostname || !c->daemon_name || !c->macro_v || !c->spool_dir) {
+        conf_free(c);
+        *error = "out of memory";
+        return -1;
+    }
+    petrel_module_set_data(m, c);
+    return 0;
+}
+
+static void milter_fini(petrel_module *m)
+{
+    conf_free(petrel_module_data(m));
+    petrel_module_set_data(m, NULL);
+}
+
+/* ------------------------------------------------------------------ */
+/* a session                                                           */
+
+enum event { EV_CONNECT, EV_HELO, EV_MAIL, EV_RCPT, EV_DATA, EV_EOM };
+static const char *const event_names[] = { "CONNECT", "HELO", "MAIL", "RCPT", "DATA", "END-OF-MESSAGE" };
+
+enum step { ST_OPEN, ST_CONNECT, ST_HELO, ST_MAIL, ST_RCPT, ST_DATA, ST_HEADER, ST_EOH, ST_BODY, ST_EOM };
+
+typedef struct header {
+    char *name;
+    char *value;        /* the text after the colon, as in the message */
+} header;
+
+struct session;
+
+typedef struct link {
+    struct session *ss;
+    milter_conn *conn;
+    petrel_watch *watch;
+    int watch_fd, watch_events;
+    petrel_timer *timer;
+} link;
+
+typedef struct session {
+    petrel_module *m;
+    petrel_session *s;        /* the handle (checked by the core: safe after the session ends) */
+    module_conf *conf;
+    link *links;
+    size_t n;
+
+    /* the event in progress */
+    enum event event;
+    size_t cur;
+    enum step step;
+    int waiting;              /* a call on links[cur] is pending */
+    int in_hook;
+    int finished;
+    petrel_pending *pending;
+    petrel_verdict verdict;
+    int code;
+    char enhanced[16];
+    char text[401];
+
+    /* for the events and the macros */
+    char *helo, *sender, *rcpt;
+    const char *rcpt_argv[2], *mail_argv[2];
+    char *mail_arg, *rcpt_arg;
+    char underscore[600];
+    int in_tx;
+    int tx_quarantined;
+    char session_quarantine[128];
+
+    /* the message */
+    message_spool spool;
+    header *headers;
+    size_t nheaders, cap_headers;
+    size_t header_i;
+    size_t body_off;
+    unsigned char *readbuf;
+    unsigned char *body;      /* a replacement body, for the milters after the one that sent it */
+    size_t body_len;
+    int body_replaced;
+    unsigned char *newbody;   /* a replacement body arriving */
+    size_t newbody_len, newbody_cap;
+    int discard;
+    int spool_error;          /* the body could not be read back */
+} session;
+
+static void run(session *ss);
+
+static void set_result(session *ss, petrel_verdict v, int code, const char *enhanced, const char *text)
+{
+    ss->verdict = v;
+    ss->code = code;
+    snprintf(ss->enhanced, sizeof ss->enhanced, "%s", enhanced ? enhanced : "");
+    /* The core takes one printable line of at most 400 characters. */
+    size_t o = 0;
+    for (const char *p = text ? text : ""; *p && o < sizeof ss->text - 1; p++)
+        ss->text[o++] = (*p >= 0x20 && *p < 0x7f) ? *p : '?';
+    ss->text[o] = '\0';
+}
+
+static void finish(session *ss)
+{
+    ss->finished = 1;
+    if (ss->event == EV_EOM)
+        ss->in_tx = 0;
+    if (!ss->in_hook && ss->pending) {
+        petrel_pending *p = ss->pending;
+        ss->pending = NULL;
+        int refusal = ss->verdict == PETREL_REJECT || ss->verdict == PETREL_TEMPFAIL;
+        petrel_resume(p, ss->verdict, refusal ? ss->code : 0, refusal && ss->enhanced[0] ? ss->enhanced : NULL,
+                      refusal ? ss->text : NULL);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* the connection's owner interface                                    */
+
+static void on_io(int fd, int events, void *arg)
+{
+    (void)fd;
+    link *l = arg;
+    milter_conn_io(l->conn, events);
+}
+
+static void op_watch(void *arg, int fd, int events)
+{
+    link *l = arg;
+    if (l->watch && (events == 0 || l->watch_fd != fd || l->watch_events != events)) {
+        petrel_watch_cancel(l->watch);
+        l->watch = NULL;
+    }
+    if (events && l->watch == NULL) {
+        l->watch = petrel_watch_fd(l->ss->m, fd, events, on_io, l);
+        l->watch_fd = fd;
+        l->watch_events = events;
+    }
+}
+
+static void on_timer(void *arg)
+{
+    link *l = arg;
+    l->timer = NULL;
+    milter_conn_timeout(l->conn);
+}
+
+static void op_timer(void *arg, unsigned ms)
+{
+    link *l = arg;
+    if (l->timer) {
+        petrel_timer_cancel(l->timer);
+        l->timer = NULL;
+    }
+    if (ms)
+        l->timer = petrel_timer_start(l->ss->m, ms, on_timer, l);
+}
+
+static int after_call(session *ss);
+
+static void op_done(void *arg)
+{
+    link *l = arg;
+    session *ss = l->ss;
+    ss->waiting = 0;
+    if (after_call(ss) == 0)
+        run(ss);
+}
+
+static void op_log(void *arg, milter_log_level level, const char *text)
+{
+    link *l = arg;
+    petrel_log(l->ss->s, level == MILTER_LOG_INFO ? PETREL_LOG_INFO
+                         : level == MILTER_LOG_WARNING ? PETREL_LOG_WARNING : PETREL_LOG_ERROR, "%s", text);
+}
+
+static const char *op_macro(void *arg, const char *name)
+{
+    link *l = arg;
+    session *ss = l->ss;
+    petrel_session *s = ss->s;
+    if (strcmp(name, "{j}") == 0)
+        return ss->conf->myhostname;
+    if (strcmp(name, "{daemon_name}") == 0)
+        return ss->conf->daemon_name;
+    if (strcmp(name, "{v}") == 0)
+        return ss->conf->macro_v;
+    if (strcmp(name, "{_}") == 0) {
+        const char *addr = petrel_client_addr(s), *cname = petrel_client_name(s);
+        snprintf(ss->underscore, sizeof ss->underscore, "%s [%s]", cname ? cname : "unknown", addr ? addr : "");
+        return ss->underscore;
+    }
+    if (strcmp(name, "{client_addr}") == 0)
+        return petrel_client_addr(s);
+    if (strcmp(name, "{client_name}") == 0)
+        return petrel_client_name(s);
+    if (strcmp(name, "{i}") == 0)
+        return petrel_queue_id(s);
+    if (strcmp(name, "{auth_authen}") == 0)
+        return petrel_sasl_username(s);
+    if (strcmp(name, "{mail_addr}") == 0)
+        return ss->in_tx ? ss->sender : NULL;
+    if (strcmp(name, "{rcpt_addr}") == 0)
+        return ss->event == EV_RCPT ? ss->rcpt : NULL;
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* the module's copy of the headers                                    */
+
+static int headers_add(session *ss, size_t at, const char *name, const char *value)
+{
+    if (ss->nheaders == ss->cap_headers) {
+        size_t cap = ss->cap_headers ? ss->cap_headers * 2 : 32;
+        header *bigger = realloc(ss->headers, cap * sizeof *bigger);
+        if (bigger == NULL)
+            return -1;
+        ss->headers = bigger;
+        ss->cap_headers = cap;
+    }
+    char *n = strdup(name), *v = strdup(value);
+    if (n == NULL || v == NULL) {
+        free(n);
+        free(v);
+        return -1;
+    }
+    if (at > ss->nheaders)
+        at = ss->nheaders;
+    memmove(ss->headers + at + 1, ss->headers + at, (ss->nheaders - at) * sizeof *ss->headers);
+    ss->headers[at].name = n;
+    ss->headers[at].value = v;
+    ss->nheaders++;
+    return 0;
+}
+
+static void headers_clear(session *ss)
+{
+    for (size_t i = 0; i < ss->nheaders; i++) {
+        free(ss->headers[i].name);
+        free(ss->headers[i].value);
+    }
+    ss->nheaders = 0;
+}
+
+/* The index of the nth (1-based) header called name, or (size_t)-1. */
+static size_t headers_find(const session *ss, const char *name, size_t nth)
+{
+    for (size_t i = 0; i < ss->nheaders; i++)
+        if (strcasecmp(ss->headers[i].name, name) == 0 && --nth == 0)
+            return i;
+    return (size_t)-1;
+}
+
+static int headers_load(session *ss)
+{
+    headers_clear(ss);
+    const char *name, *value;
+    for (size_t i = 0; petrel_header_at(ss->s, i, &name, &value) == 0; i++) {
+        /* The hook's value lacks the one space after the colon. */
+        size_t len = strlen(value) + 2;
+        char *v = malloc(len);
+        if (v == NULL)
+            return -1;
+        snprintf(v, len, " %s", value);
+        int rc = headers_add(ss, ss->nheaders, name, v);
+        free(v);
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* modifications                                                       */
+
+static int apply_quarantine(session *ss, const char *reason)
+{
+    if (ss->tx_quarantined)
+        return 0;
+    ss->tx_quarantined = 1;
+    petrel_log(ss->s, PETREL_LOG_INFO, "milter-hold: %s", reason);
+    return petrel_quarantine(ss->s, reason);
+}
+
+static int op_edit(void *arg, const milter_edit *e)
+{
+    link *l = arg;
+    session *ss = l->ss;
+    petrel_session *s = ss->s;
+    size_t i;
+    switch (e->type) {
+    case MILTER_EDIT_ADD_HEADER:
+        if (petrel_header_add(s, e->name, e->value) < 0)
+            return -1;
+        return headers_add(ss, ss->nheaders, e->name, e->value);
+    case MILTER_EDIT_INSERT_HEADER:
+        if (petrel_header_insert(s, e->index, e->name, e->value) < 0)
+            return -1;
+        return headers_add(ss, e->index, e->name, e->value);
+    case MILTER_EDIT_CHANGE_HEADER:
+        i = headers_find(ss, e->name, e->index);
+        if (i == (size_t)-1) {
+            /* Sendmail and Postfix add a header that is not there. */
+            if (petrel_header_add(s, e->name, e->value) < 0)
+                return -1;
+            return headers_add(ss, ss->nheaders, e->name, e->value);
+        }
+        if (petrel_header_change(s, e->name, e->index, e->value) < 0)
+            return -1;
+        {
+            char *v = strdup(e->value);
+            if (v == NULL)
+                return -1;
+            free(ss->headers[i].value);
+            ss->headers[i].value = v;
+        }
+        return 0;
+    case MILTER_EDIT_DELETE_HEADER:
+        i = headers_find(ss, e->name, e->index);
+        if (i == (size_t)-1)
+            return 0;
+        if (petrel_header_change(s, e->name, e->index, NULL) < 0)
+            return -1;
+        free(ss->headers[i].name);
+        free(ss->headers[i].value);
+        memmove(ss->headers + i, ss->headers + i + 1, (ss->nheaders - i - 1) * sizeof *ss->headers);
+        ss->nheaders--;
+        return 0;
+    case MILTER_EDIT_CHANGE_FROM:
+        if (e->args && *e->args)
+            petrel_log(s, PETREL_LOG_WARNING, "milter CHGFROM: ESMTP parameters \"%.200s\" are not applied "
+                       "(the plugin API changes the address only)", e->args);
+        return petrel_sender_change(s, e->address);
+    case MILTER_EDIT_ADD_RCPT:
+        if (e->args && *e->args)
+            petrel_log(s, PETREL_LOG_WARNING, "milter ADDRCPT_PAR: ESMTP parameters \"%.200s\" are not applied "
+                       "(the plugin API adds the address only)", e->args);
+        return petrel_recipient_add(s, e->address);
+    case MILTER_EDIT_DELETE_RCPT:
+        return petrel_recipient_delete(s, e->address);
+    case MILTER_EDIT_BODY_CHUNK:
+        if (e->body_first)
+            ss->newbody_len = 0;
+        if (ss->newbody_len + e->len > ss->newbody_cap) {
+            size_t cap = ss->newbody_cap ? ss->newbody_cap : 65536;
+            while (cap < ss->newbody_len + e->len)
+                cap *= 2;
+            unsigned char *bigger = realloc(ss->newbody, cap);
+            if (bigger == NULL)
+                return -1;
+            ss->newbody = bigger;
+            ss->newbody_cap = cap;
+        }
+        memcpy(ss->newbody + ss->newbody_len, e->data, e->len);
+        ss->newbody_len += e->len;
+        return 0;
+    case MILTER_EDIT_BODY_END:
+        if (petrel_body_replace(s, (const char *)(ss->newbody ? (const char *)ss->newbody : ""),
+                                ss->newbody_len) < 0)
+            return -1;
+        /* The new body is what the next milters see. */
+        free(ss->body);
+        ss->body = ss->newbody;
+        ss->body_len = ss->newbody_len;
+        ss->body_replaced = 1;
+        ss->newbody = NULL;
+        ss->newbody_len = ss->newbody_cap = 0;
+        return 0;
+    case MILTER_EDIT_QUARANTINE:
+        if (!ss->in_tx) {
+            snprintf(ss->session_quarantine, sizeof ss->session_quarantine, "%s", e->reason);
+            return 0;
+        }
+        return apply_quarantine(ss, e->reason);
+    }
+    return -1;
+}
+
+/* ------------------------------------------------------------------ */
+/* running an event through the chain                                  */
+
+static enum step first_step(enum event ev)
+{
+    switch (ev) {
+    case EV_CONNECT: return ST_OPEN;
+    case EV_HELO: return ST_HELO;
+    case EV_MAIL: return ST_MAIL;
+    case EV_RCPT: return ST_RCPT;
+    case EV_DATA: return ST_DATA;
+    case EV_EOM: return ST_HEADER;
+    }
+    return ST_OPEN;
+}
+
+static void next_milter(session *ss)
+{
+    ss->cur++;
+    ss->step = first_step(ss->event);
+    ss->header_i = 0;
+    ss->body_off = 0;
+}
+
+/* Issues the current step's call. */
+static milter_status issue(session *ss)
+{
+    milter_conn *c = ss->links[ss->cur].conn;
+    switch (ss->step) {
+    case ST_OPEN:
+        return milter_conn_open(c);
+    case ST_CONNECT: {
+        const char *addr = petrel_client_addr(ss->s);
+        int family = AF_UNSPEC;
+        if (addr && strchr(addr, ':'))
+            family = AF_INET6;
+        else if (addr && *addr && isdigit((unsigned char)*addr))
+            family = AF_INET;
+        return milter_conn_connect(c, petrel_client_name(ss->s), family, family == AF_UNSPEC ? NULL : addr, 0);
+    }
+    case ST_HELO:
+        return milter_conn_helo(c, ss->helo ? ss->helo : "");
+    case ST_MAIL:
+        return milter_conn_mail(c, ss->mail_argv);
+    case ST_RCPT:
+        return milter_conn_rcpt(c, ss->rcpt_argv, 0);
+    case ST_DATA:
+        return milter_conn_data(c);
+    case ST_HEADER:
+        return milter_conn_header(c, ss->headers[ss->header_i].name, ss->headers[ss->header_i].value);
+    case ST_EOH:
+        return milter_conn_eoh(c);
+    case ST_BODY: {
+        const unsigned char *data = NULL;
+        long n;
+        if (ss->body_replaced) {
+            data = ss->body + ss->body_off;
+            n = (long)(ss->body_len - ss->body_off);
+        } else {
+            /* Only a body in a file needs the buffer: made on first use. */
+            if (ss->readbuf == NULL && ss->spool.fd >= 0 && (ss->readbuf = malloc(MILTER_CHUNK_MAX)) == NULL) {
+                ss->spool_error = 1;
+                return MILTER_DONE;
+            }
+            n = message_spool_read(&ss->spool, ss->body_off, ss->readbuf, MILTER_CHUNK_MAX, &data);
+            if (n <= 0) {
+                /* The body is shorter than it was, or unreadable: the
+                 * message cannot be shown to the milter. */
+                ss->spool_error = 1;
+                return MILTER_DONE;
+            }
+        }
+        size_t taken = 0;
+        milter_status st = milter_conn_body(c, data, (size_t)n, &taken);
+        ss->body_off += taken;
+        return st;
+    }
+    case ST_EOM:
+        return milter_conn_eom(c);
+    }
+    return MILTER_DONE;
+}
+
+/* Ends the event with a refusal from result r. */
+static void refuse(session *ss, const milter_result *r)
+{
+    petrel_verdict v = r->verdict == MILTER_REJECT ? PETREL_REJECT : PETREL_TEMPFAIL;
+    int code = r->code ? r->code : (v == PETREL_REJECT ? 550 : 451);
+    const char *enhanced = r->enhanced;
+    const char *text = r->text;
+    if (r->verdict == MILTER_SHUTDOWN) {
+        code = 421;
+        enhanced = "4.7.0";
+        text = "Server closing connection";
+    }
+    if (ss->event == EV_CONNECT && v == PETREL_TEMPFAIL && code != 421) {
+        /* Postfix greets normally and answers the next commands with it
+         * (the milter's verdict stands for the session). */
+        set_result(ss, PETREL_CONTINUE, 0, NULL, NULL);
+        finish(ss);
+        return;
+    }
+    petrel_log(ss->s, PETREL_LOG_INFO, "milter-reject: %s from %s[%s]: %d %s %s", event_names[ss->event],
+               petrel_client_name(ss->s) ? petrel_client_name(ss->s) : "unknown",
+               petrel_client_addr(ss->s) ? petrel_client_addr(ss->s) : "", code, enhanced ? enhanced : "",
+               text ? text : "");
+    set_result(ss, v, code, enhanced, text);
+    finish(ss);
+}
+
+/* Looks at the outcome of the call just made and moves on. Returns 1 when
+ * the event is finished, else 0. */
+static int after_call(session *ss)
+{
+    if (ss->spool_error) {
+        petrel_log(ss->s, PETREL_LOG_ERROR, "milter: cannot read the message back for the milters: %s",
+                   ss->spool.error[0] ? ss->spool.error : "unexpected end");
+        set_result(ss, PETREL_TEMPFAIL, 451, "4.3.0", "Error: queue file read error");
+        finish(ss);
+        return 1;
+    }
+    milter_conn *c = ss->links[ss->cur].conn;
+    const milter_result *r = milter_conn_result(c);
+    if (r->quarantine) {
+        if (ss->in_tx)
+            apply_quarantine(ss, r->quarantine);
+        else
+            snprintf(ss->session_quarantine, sizeof ss->session_quarantine, "%s", r->quarantine);
+    }
+    if (ss->step == ST_OPEN) {
+        /* A failure shows at CONNECT, where the default action applies. */
+        ss->step = ST_CONNECT;
+        return 0;
+    }
+    switch (r->verdict) {
+    case MILTER_CONTINUE:
+        break;
+    case MILTER_ACCEPT:
+        /* This milter is done with the message (or the session). */
+        next_milter(ss);
+        return 0;
+    case MILTER_DISCARD:
+        if (ss->event == EV_CONNECT || ss->event == EV_HELO)
+            break;
+        petrel_log(ss->s, PETREL_LOG_INFO, "milter-discard: %s: milter triggers DISCARD action",
+                   event_names[ss->event]);
+        ss->discard = 1;
+        set_result(ss, PETREL_DISCARD, 0, NULL, NULL);
+        finish(ss);
+        return 1;
+    case MILTER_REJECT:
+    case MILTER_TEMPFAIL:
+    case MILTER_SHUTDOWN:
+        refuse(ss, r);
+        return 1;
+    }
+    switch (ss->step) {
+    case ST_HEADER:
+        if (++ss->header_i < ss->nheaders)
+            return 0;
+        ss->step = ST_EOH;
+        return 0;
+    case ST_EOH:
+        ss->body_off = 0;
+        ss->step = (ss->body_replaced ? ss->body_len : message_spool_size(&ss->spool)) > 0 ? ST_BODY : ST_EOM;
+        return 0;
+    case ST_BODY: {
+        size_t total = ss->body_replaced ? ss->body_len : message_spool_size(&ss->spool);
+        if (ss->body_off < total)
+            return 0;
+        ss->step = ST_EOM;
+        return 0;
+    }
+    default:
+        next_milter(ss);
+        return 0;
+    }
+}
+
+static void run(session *ss)
+{
+    while (!ss->finished && !ss->waiting) {
+        if (ss->cur >= ss->n) {
+            set_result(ss, ss->discard ? PETREL_DISCARD : PETREL_CONTINUE, 0, NULL, NULL);
+            finish(ss);
+            return;
+        }
+        if (ss->step == ST_HEADER && ss->header_i >= ss->nheaders)
+            ss->step = ST_EOH;
+        if (issue(ss) == MILTER_PENDING) {
+            ss->waiting = 1;
+            return;
+        }
+        if (after_call(ss))
+            return;
+    }
+}
+
+/* Runs event ev through the chain from within its hook. */
+static petrel_verdict start_event(session *ss, petrel_session *s, enum event ev)
+{
+    if (ss->waiting) {
+        /* The core's backstop timeout ran out while a milter still had the
+         * previous event: the connection cannot take another. */
+        petrel_log(s, PETREL_LOG_WARNING, "milter: %s while a milter still answers the previous event "
+                   "(milter_hook_timeout is shorter than the milter timeouts)", event_names[ev]);
+        petrel_set_reply(s, 451, "4.3.0", "Error: milter temporarily unavailable, try again later");
+        return PETREL_TEMPFAIL;
+    }
+    ss->s = s;
+    ss->event = ev;
+    ss->cur = 0;
+    ss->step = first_step(ev);
+    ss->header_i = 0;
+    ss->body_off = 0;
+    ss->spool_error = 0;
+    ss->finished = 0;
+    ss->pending = NULL;
+    ss->in_hook = 1;
+    run(ss);
+    ss->in_hook = 0;
+    if (ss->finished) {
+        if (ss->verdict == PETREL_REJECT || ss->verdict == PETREL_TEMPFAIL)
+            petrel_set_reply(s, ss->code, ss->enhanced[0] ? ss->enhanced : NULL, ss->text);
+        return ss->verdict;
+    }
+    ss->pending = petrel_suspend(s);
+    if (ss->pending == NULL) {
+        petrel_set_reply(s, 451, "4.3.0", "Error: milter temporarily unavailable, try again later");
+        return PETREL_TEMPFAIL;
+    }
+    return PETREL_PENDING;
+}
+
+static void session_end(void *arg)
+{
+    session *ss = arg;
+    for (size_t i = 0; i < ss->n; i++) {
+        link *l = &ss->links[i];
+        if (l->conn) {
+            milter_conn_quit(l->conn);
+            milter_conn_free(l->conn);
+        }
+        if (l->watch)
+            petrel_watch_cancel(l->watch);
+        if (l->timer)
+            petrel_timer_cancel(l->timer);
+    }
+    free(ss->links);
+    headers_clear(ss);
+    free(ss->headers);
+    message_spool_reset(&ss->spool);
+    free(ss->readbuf);
+    free(ss->body);
+    free(ss->newbody);
+    free(ss->helo);
+    free(ss->sender);
+    free(ss->rcpt);
+    free(ss->mail_arg);
+    free(ss->rcpt_arg);
+    free(ss);
+}
+
+static session *session_of(petrel_session *s)
+{
+    void **slot = petrel_session_slot(s);
+    return slot ? *slot : NULL;
+}
+
+/* "<address>" for MAIL and RCPT. */
+static char *angle(const char *address)
+{
+    size_t len = strlen(address) + 3;
+    char *out = malloc(len);
+    if (out)
+        snprintf(out, len, "<%s>", address);
+    return out;
+}
+
+/* ------------------------------------------------------------------ */
+/* hooks                                                               */
+
+static petrel_verdict milter_connect(petrel_session *s)
+{
+    petrel_module *m = petrel_session_module(s);
+    module_conf *conf = petrel_module_data(m);
+    if (conf == NULL)
+        return PETREL_CONTINUE;
+    const char *service = petrel_service_name(s);
+    const milter_list *list = service && strcmp(service, "pickup") == 0 ? &conf->non_smtpd : &conf->smtpd;
+    if (list->n == 0)
+        return PETREL_CONTINUE;
+    session *ss = calloc(1, sizeof *ss);
+    if (ss == NULL)
+        return PETREL_TEMPFAIL;
+    ss->m = m;
+    ss->s = s;
+    ss->conf = conf;
+    ss->n = list->n;
+    ss->links = calloc(list->n, sizeof *ss->links);
+    message_spool_init(&ss->spool, conf->buffer_limit, conf->spool_dir);
+    if (ss->links == NULL) {
+        free(ss);
+        return PETREL_TEMPFAIL;
+    }
+    static const milter_conn_ops ops = { op_watch, op_timer, op_done, op_edit, op_macro, op_log };
+    for (size_t i = 0; i < list->n; i++) {
+        ss->links[i].ss = ss;
+        ss->links[i].conn = milter_conn_create(list->items[i], &ops, &ss->links[i]);
+    }
+    for (size_t i = 0; i < list->n; i++)
+        if (ss->links[i].conn == NULL) {
+            session_end(ss);
+            return PETREL_TEMPFAIL;
+        }
+    *petrel_session_slot(s) = ss;
+    petrel_pool_cleanup_add(petrel_session_pool(s), session_end, ss);
+    return start_event(ss, s, EV_CONNECT);
+}
+
+static petrel_verdict milter_helo(petrel_session *s, const char *helo)
+{
+    session *ss = session_of(s);
+    if (ss == NULL)
+        return PETREL_CONTINUE;
+    free(ss->helo);
+    ss->helo = strdup(helo ? helo : "");
+    return start_event(ss, s, EV_HELO);
+}
+
+static petrel_verdict milter_mail(petrel_session *s, const char *sender)
+{
+    session *ss = session_of(s);
+    if (ss == NULL)
+        return PETREL_CONTINUE;
+    free(ss->sender);
+    free(ss->mail_arg);
+    ss->sender = strdup(sender ? sender : "");
+    ss->mail_arg = angle(sender ? sender : "");
+    if (ss->sender == NULL || ss->mail_arg == NULL)
+        return PETREL_TEMPFAIL;
+    ss->mail_argv[0] = ss->mail_arg;
+    ss->mail_argv[1] = NULL;
+    ss->in_tx = 1;
+    ss->tx_quarantined = 0;
+    ss->discard = 0;
+    ss->body_replaced = 0;
+    if (ss->session_quarantine[0])
+        apply_quarantine(ss, ss->session_quarantine);
+    return start_event(ss, s, EV_MAIL);
+}
+
+static petrel_verdict milter_rcpt(petrel_session *s, const char *recipient)
+{
+    session *ss = session_of(s);
+    if (ss == NULL)
+        return PETREL_CONTINUE;
+    free(ss->rcpt);
+    free(ss->rcpt_arg);
+    ss->rcpt = strdup(recipient ? recipient : "");
+    ss->rcpt_arg = angle(recipient ? recipient : "");
+    if (ss->rcpt == NULL || ss->rcpt_arg == NULL)
+        return PETREL_TEMPFAIL;
+    ss->rcpt_argv[0] = ss->rcpt_arg;
+    ss->rcpt_argv[1] = NULL;
+    return start_event(ss, s, EV_RCPT);
+}
+
+static petrel_verdict milter_data(petrel_session *s)
+{
+    session *ss = session_of(s);
+    if (ss == NULL)
+        return PETREL_CONTINUE;
+    message_spool_reset(&ss->spool);
+    free(ss->body);
+    ss->body = NULL;
+    ss->body_len = 0;
+    ss->body_replaced = 0;
+    return start_event(ss, s, EV_DATA);
+}
+
+static petrel_verdict milter_body(petrel_session *s, const char *chunk, size_t len)
+{
+    session *ss = session_of(s);
+    if (ss == NULL || ss->spool.failed)
+        return PETREL_CONTINUE;
+    if (message_spool_append(&ss->spool, chunk, len) < 0)
+        petrel_log(s, PETREL_LOG_ERROR, "milter: cannot keep the message for the milters: %s", ss->spool.error);
+    return PETREL_CONTINUE;
+}
+
+static petrel_verdict milter_eom(petrel_session *s)
+{
+    session *ss = session_of(s);
+    if (ss == NULL)
+        return PETREL_CONTINUE;
+    if (ss->spool.failed) {
+        petrel_set_reply(s, 451, "4.3.0", "Error: queue file write error");
+        return PETREL_TEMPFAIL;
+    }
+    if (headers_load(ss) < 0) {
+        petrel_set_reply(s, 451, "4.3.0", "Error: insufficient system resources");
+        return PETREL_TEMPFAIL;
+    }
+    return start_event(ss, s, EV_EOM);
+}
+
+const petrel_module_desc petrel_module_descriptor = {
+    PETREL_MODULE_INIT,
+    .name = "milter",
+    .version = "1.0",
+    .description = "Sendmail milters (smtpd_milters, non_smtpd_milters): spamass-milter, clamav-milter, "
+                   "OpenDKIM, rspamd and any libmilter filter",
+    .params = milter_params,
+    .init = milter_init,
+    .fini = milter_fini,
+    .check = milter_check,
+    .hooks = {
+        .connect = milter_connect,
+        .helo = milter_helo,
+        .mail = milter_mail,
+        .rcpt = milter_rcpt,
+        .data = milter_data,
+        .body = milter_body,
+        .end_of_message = milter_eom,
+    },
+    .default_action = PETREL_ON_FAILURE_TEMPFAIL,
+    /* A backstop: the milters' own timeouts (Postfix's) decide. */
+    .hook_timeout_ms = 3600000,
+};

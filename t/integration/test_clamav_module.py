@@ -1,0 +1,88 @@
+"""The clamav module in petreld: the message to a private clamd (INSTREAM, our
+own signature database: EICAR and a test signature; no freshclam), no milter
+in between. A finding is rejected or quarantined, a clean message tagged,
+clamd down answers clamav_failure_action, a message above clamav_max_size
+passes unscanned, and a large body goes through the file spool."""
+import re
+
+from harness import Petrel, Smtp, Tap
+from modlib import bundled_module_dir
+from peers import EICAR, OWN_SIGNATURE, Clamd, PeerError, shared
+
+t = Tap(timeout=300)
+mods = bundled_module_dir("clamav")
+
+
+def conf(clamd, **extra):
+    c = {"modules": "clamav", "module_directory": mods, "clamav_clamd": clamd}
+    c.update(extra)
+    return c
+
+
+def send(p, body):
+    c = Smtp(p.port)
+    c.ehlo()
+    c.cmd("MAIL FROM:<sender@example.org>")
+    c.cmd("RCPT TO:<u@petrel.test>")
+    c.cmd("DATA")
+    c.send(body.encode() + b"\r\n.\r\n")
+    r = c.read_reply()
+    c.cmd("QUIT")
+    c.close()
+    return r
+
+
+def queued(p, reply, *dirs):
+    m = re.match(r"250 2\.0\.0 Ok: queued as (\S+)", reply)
+    if not m:
+        return None
+    return b"".join(open(f, "rb").read() for f in p.queue_files(*dirs) if f.endswith("/" + m.group(1)))
+
+
+try:
+    clamd = shared(Clamd, stream_max="25M")
+except PeerError as e:
+    t.ok(False, "clamd runs", str(e))
+    t.done()
+
+with Petrel(t, main_cf=conf(clamd.endpoint)) as p:
+    before = len(p.queue_files())
+    r = send(p, "Subject: eicar\r\nFrom: a@example.org\r\n\r\n" + EICAR)
+    t.is_(r, "554 5.7.1 Message rejected: infected with Eicar-Signature.UNOFFICIAL",
+          "EICAR is rejected with the signature's name")
+    t.is_(len(p.queue_files()), before, "  and not queued")
+    t.ok(p.wait_log(r"clamav: infected: Eicar-Signature\.UNOFFICIAL") is not None, "  and logged")
+    r = send(p, "Subject: own\r\n\r\nSome text with " + OWN_SIGNATURE + " inside.")
+    t.is_(r, "554 5.7.1 Message rejected: infected with Petrel.Test.Signature.UNOFFICIAL",
+          "our own .ndb signature in the body is found too")
+    r = send(p, "Subject: clean\r\n\r\nnothing to see here")
+    data = queued(p, r)
+    t.ok(data is not None and b"X-Virus-Status: Clean\r\n" in data, "a clean message is queued with "
+         "X-Virus-Status: Clean", r)
+    big = "".join("clean line %06d, long enough to pass the memory bound of the spool\r\n" % i
+                  for i in range(40000))
+    r = send(p, "Subject: big\r\n\r\n" + big + EICAR)
+    t.is_(r, "554 5.7.1 Message rejected: infected with Eicar-Signature.UNOFFICIAL",
+          "EICAR at the end of a 2.8 MB body (past clamav_buffer_limit, read back from the file) is found")
+
+with Petrel(t, main_cf=conf(clamd.endpoint, clamav_action="quarantine")) as p:
+    r = send(p, "Subject: eicar\r\n\r\n" + EICAR)
+    data = queued(p, r, "hold")
+    t.ok(data is not None and b"X-Virus-Status: Infected (Eicar-Signature.UNOFFICIAL)" in data,
+         "clamav_action = quarantine: accepted into the hold queue, with X-Virus-Status: Infected (...)", r)
+
+with Petrel(t, main_cf=conf(clamd.endpoint, clamav_max_size="1024")) as p:
+    r = send(p, "Subject: big\r\n\r\n" + "x" * 3000 + "\r\n" + EICAR)
+    t.ok(queued(p, r) is not None, "above clamav_max_size: not scanned, accepted", r)
+    t.ok(p.wait_log(r"clamav: message not scanned: larger than clamav_max_size") is not None, "  and logged")
+
+with Petrel(t, main_cf=conf("127.0.0.1:9")) as p:
+    r = send(p, "Subject: x\r\n\r\nbody")
+    t.is_(r, "451 4.7.1 Service unavailable - try again later", "clamd down: clamav_failure_action tempfail")
+    t.ok(p.wait_log(r"clamav: cannot scan the message: .*clamav_failure_action tempfail") is not None,
+         "  logged with the reason")
+with Petrel(t, main_cf=conf("127.0.0.1:9", clamav_failure_action="accept")) as p:
+    r = send(p, "Subject: x\r\n\r\nbody")
+    t.ok(queued(p, r) is not None, "clamav_failure_action = accept: the message passes unscanned", r)
+
+t.done()

@@ -1,0 +1,92 @@
+"""The spamassassin module in petreld: the message to a private spamd
+(local rules only, no network tests), no milter in between. GTUBE is tagged
+as spamass-milter tags it, or rejected with spamassassin_reject_score; a
+clean message gets X-Spam-Status: No; spamd down answers
+spamassassin_failure_action; a message above spamassassin_max_size passes
+unscanned."""
+import re
+
+from harness import Petrel, Smtp, Tap
+from modlib import bundled_module_dir
+from peers import GTUBE, PeerError, Spamd, shared
+
+t = Tap(timeout=400)
+mods = bundled_module_dir("spamassassin")
+
+
+def conf(spamd, **extra):
+    c = {"modules": "spamassassin", "module_directory": mods, "spamassassin_spamd": spamd}
+    c.update(extra)
+    return c
+
+
+def send(p, body):
+    c = Smtp(p.port)
+    c.ehlo()
+    c.cmd("MAIL FROM:<sender@example.org>")
+    c.cmd("RCPT TO:<u@petrel.test>")
+    c.cmd("DATA")
+    c.send(body.encode() + b"\r\n.\r\n")
+    r = c.read_reply()
+    c.cmd("QUIT")
+    c.close()
+    return r
+
+
+def queued(p, reply):
+    m = re.match(r"250 2\.0\.0 Ok: queued as (\S+)", reply)
+    if not m:
+        return None
+    return b"".join(open(f, "rb").read() for f in p.queue_files() if f.endswith("/" + m.group(1)))
+
+
+SPAM = "Subject: spam\r\nFrom: a@example.org\r\nTo: u@petrel.test\r\n\r\nThis is spam.\r\n" + GTUBE
+HAM = ("Subject: lunch\r\nFrom: a@example.org\r\nTo: u@petrel.test\r\nDate: Thu, 03 Dec 2026 12:00:00 +0000\r\n"
+       "Message-ID: <lunch@example.org>\r\n\r\nShall we meet for lunch on Thursday at noon?\r\nBest, Sender")
+
+try:
+    spamd = shared(Spamd)
+except PeerError as e:
+    t.ok(False, "spamd runs", str(e))
+    t.done()
+
+with Petrel(t, main_cf=conf(spamd.endpoint)) as p:
+    data = queued(p, send(p, SPAM))
+    t.ok(data is not None and b"X-Spam-Flag: YES\r\n" in data, "GTUBE without a reject score: accepted, "
+         "X-Spam-Flag: YES")
+    t.ok(data is not None and re.search(rb"X-Spam-Status: Yes, score=1\d\d\d\.\d required=5\.0 tests=[^\r]*GTUBE",
+                                        data) is not None,
+         "  X-Spam-Status: Yes, score=... required=5.0 tests=...GTUBE... (spamass-milter's form)",
+         data[:800] if data else None)
+    t.ok(data is not None and re.search(rb"X-Spam-Score: 1\d\d\d\.\d\r\n", data) is not None, "  X-Spam-Score")
+    data = queued(p, send(p, HAM))
+    t.ok(data is not None and re.search(rb"X-Spam-Status: No, score=-?\d+\.\d required=5\.0", data) is not None
+         and b"X-Spam-Flag" not in data, "a clean message: X-Spam-Status: No, no X-Spam-Flag")
+
+with Petrel(t, main_cf=conf(spamd.endpoint, spamassassin_reject_score="-1")) as p:
+    before = len(p.queue_files())
+    t.is_(send(p, SPAM), "550 5.7.1 Blocked by SpamAssassin",
+          "spamassassin_reject_score = -1: GTUBE rejected as spamass-milter -r -1 rejects it")
+    t.is_(len(p.queue_files()), before, "  and not queued")
+    t.ok(queued(p, send(p, HAM)) is not None, "  a clean message passes")
+with Petrel(t, main_cf=conf(spamd.endpoint, spamassassin_reject_score="2000")) as p:
+    t.ok(queued(p, send(p, SPAM)) is not None, "spamassassin_reject_score = 2000: GTUBE (1000) is only tagged")
+
+with Petrel(t, main_cf=conf(spamd.endpoint, spamassassin_max_size="1024",
+                            spamassassin_reject_score="-1")) as p:
+    data = queued(p, send(p, SPAM + "\r\n" + "padding line\r\n" * 200))
+    t.ok(data is not None and b"X-Spam-Status" not in data, "above spamassassin_max_size: not scanned, accepted")
+    t.ok(p.wait_log(r"spamassassin: message not scanned: larger than spamassassin_max_size") is not None,
+         "  and logged")
+
+with Petrel(t, main_cf=conf("127.0.0.1:9")) as p:
+    data = queued(p, send(p, SPAM))
+    t.ok(data is not None and b"X-Spam-Status" not in data, "spamd down: spamassassin_failure_action accept "
+         "(as spamc): the message passes unscanned")
+    t.ok(p.wait_log(r"spamassassin: cannot scan the message: .*spamassassin_failure_action accept") is not None,
+         "  logged with the reason")
+with Petrel(t, main_cf=conf("127.0.0.1:9", spamassassin_failure_action="tempfail")) as p:
+    t.is_(send(p, SPAM), "451 4.7.1 Service unavailable - try again later",
+          "spamassassin_failure_action = tempfail: 451 4.7.1")
+
+t.done()

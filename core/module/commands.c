@@ -41,14 +41,6 @@
 /* ------------------------------------------------------------------ */
 /* finding commands and checking arguments (any process)               */
 
-struct petrel_module *module_set_find_module(const struct module_set *set, const char *name)
-{
-    for (int i = 0; set && i < set->n; i++)
-        if (strcmp(set->mods[i]->name, name) == 0)
-            return set->mods[i];
-    return NULL;
-}
-
 const petrel_command *module_command_find(const struct petrel_module *m, const char *name)
 {
     for (const petrel_command *c = m->c.commands; c && c->name; c++)

@@ -119,11 +119,10 @@ const petrel_sasl_backend *module_set_find_sasl(const struct module_set *set, co
 const petrel_sasl_server *module_set_find_sasl_server(const struct module_set *set, const char *name,
                                                       struct petrel_module **owner);
 
-/* Control commands (commands.c): the module named name, or NULL; its
- * command name, or NULL; the usage line of a command ("usage: petrelctl
- * greylist list [--json] [CLIENT]"); the list of a module's commands. */
+/* Control commands (commands.c): a module's command name, or NULL; the
+ * usage line of a command ("usage: petrelctl greylist list [--json]
+ * [CLIENT]"); the list of a module's commands. */
 struct buf;
-struct petrel_module *module_set_find_module(const struct module_set *set, const char *name);
 const petrel_command *module_command_find(const struct petrel_module *m, const char *name);
 void module_command_usage(const struct petrel_module *m, const petrel_command *c, struct buf *out);
 void module_command_help(const struct module_set *set, const struct petrel_module *m, struct buf *out);

@@ -621,6 +621,12 @@ void mime_parser_end(struct mime_parser *p)
     }
 }
 
+const char *mime_parser_current_line(const struct mime_parser *p, size_t *len)
+{
+    *len = p->line.len;
+    return p->line.data ? p->line.data : "";
+}
+
 unsigned mime_parser_errors(const struct mime_parser *p)
 {
     return p->errs;

@@ -97,6 +97,12 @@ void mime_parser_feed(struct mime_parser *p, const char *data, size_t len);
 /* The end of the content: flushes a last line without a line end and a
  * pending header, and calls header_end if the headers never ended. */
 void mime_parser_end(struct mime_parser *p);
+/* Inside a header or header_end callback: the raw bytes (as they came,
+ * a CR before the LF included) of the line being recorded, from its first
+ * byte up to what the parser has taken of it so far, its LF excluded. A
+ * consumer that copies the input through from header_end's end_input on
+ * finds here the part of that line fed in earlier calls. */
+const char *mime_parser_current_line(const struct mime_parser *p, size_t *len);
 /* The MIME_ERR_* bits seen so far (only those the options ask to report). */
 unsigned mime_parser_errors(const struct mime_parser *p);
 void mime_parser_free(struct mime_parser *p);

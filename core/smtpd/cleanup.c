@@ -550,10 +550,29 @@ static void on_header_end(void *ctx, unsigned long long end_input, unsigned long
         tx->rest_start = tx->headers_end;
     if (c->modules)
         smtpd_plugin_content(c->s, CONTENT_EOH, NULL, NULL, 0);
+    /* The line that ended the headers may have begun in an earlier chunk
+     * (a client's CR and LF in two TCP segments, a long line): the part
+     * fed before this chunk is gone from the input, but the parser still
+     * holds it: the first bytes of its current line (the line starts at
+     * end_input). c->input_pos is where the chunk being fed starts. */
+    size_t held;
+    const char *line = mime_parser_current_line(c->mime, &held);
+    unsigned long long chunk_start = c->input_pos;
+    if (c->modules && body_input < chunk_start) {
+        /* a body that starts without an empty line: its first line */
+        size_t earlier = (size_t)(chunk_start - body_input);
+        smtpd_plugin_body(c->s, line, earlier < held ? earlier : held);
+        body_input = chunk_start;
+    }
     c->module_body_from = (long long)body_input;
     if (!c->full) {
         /* Nothing looks at the rest: it goes to the file as it comes. */
         c->passthrough = 1;
+        if (end_input < chunk_start) {
+            size_t earlier = (size_t)(chunk_start - end_input);
+            out_bytes(c, line, earlier < held ? earlier : held);
+            end_input = chunk_start;
+        }
         c->pass_pending = 1;
         c->pass_from = end_input;
     }

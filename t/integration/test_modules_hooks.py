@@ -134,6 +134,19 @@ with Petrel(t, main_cf=conf()) as p:
         time.sleep(0.05)
     t.is_(c.read_reply(), "550 5.7.1 testmod rejects this body", "a body hook sees content split across packets")
     t.is_(len(p.queue_files()), before, "nothing refused is queued")
+    # A body that starts without an empty line, its first line split across
+    # two BDAT chunks: the body hook sees that line whole (it once got only
+    # the part in the second chunk).
+    c.cmd("RSET")
+    c.cmd("MAIL FROM:<a@example.org>")
+    c.cmd("RCPT TO:<u@petrel.test>")
+    first, second = b"Subject: z\r\nTESTMOD-BO", b"DY-REJECT is no header\r\n"
+    c.send(b"BDAT %d\r\n" % len(first) + first)
+    t.is_(c.read_reply(), "250 2.0.0 Ok: %d bytes" % len(first), "BDAT: the chunk ending inside a body line")
+    c.send(b"BDAT %d LAST\r\n" % len(second) + second)
+    t.is_(c.read_reply(), "550 5.7.1 testmod rejects this body",
+          "a body hook sees a first body line (no empty line before it) split across BDAT chunks")
+    t.is_(len(p.queue_files()), before, "nothing refused is queued")
     c.close()
 
 # --- edits ------------------------------------------------------------------

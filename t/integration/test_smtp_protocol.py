@@ -101,6 +101,25 @@ with Petrel(t) as p:
     records, content = parse_queue_file(queue_file(p, m.group(1)))
     t.ok(content.endswith(b"".join(parts)), "the chunks are joined in order", content[-80:])
 
+    # The line that ends the headers split across chunks: a CR in one chunk,
+    # its LF in the next; a non-header line cut in two. Stored as sent (the
+    # part in the earlier chunk was once read from before the chunk's start:
+    # a garbage byte in the file, a sanitizer report).
+    for desc, parts in (("the empty line's CR and LF in two chunks", [b"Subject: split\r\n\r", b"\nbody\r\n"]),
+                        ("a body line with no empty line before it, in two chunks",
+                         [b"Subject: split\r\nno header, a body li", b"ne\r\nmore\r\n"]),
+                        ("the same line's CR and LF in two chunks", [b"Subject: split\r\nno header\r", b"\nmore\r\n"])):
+        c.cmd("MAIL FROM:<a@example.org>")
+        c.cmd("RCPT TO:<user@petrel.test>")
+        c.send(b"BDAT %d\r\n" % len(parts[0]) + parts[0])
+        c.read_reply()
+        c.send(b"BDAT %d LAST\r\n" % len(parts[1]) + parts[1])
+        r = c.read_reply()
+        m = re.match(OK_RE, r)
+        t.ok(m is not None, "BDAT, %s: queued" % desc, r)
+        content = parse_queue_file(queue_file(p, m.group(1)))[1] if m else b""
+        t.ok(content.endswith(b"".join(parts)), "BDAT, %s: stored as sent" % desc, content[-80:])
+
     c.cmd("MAIL FROM:<a@example.org>")
     c.cmd("RCPT TO:<user@petrel.test>")
     chunk = b"Subject: then zero\r\n\r\nbody\r\n"

@@ -60,9 +60,10 @@ struct run {
     int polls;
 };
 
-/* The configuration smtp-deliver loaded (see bind_settings). */
-static struct cfg *volatile process_cfg;
-static struct cfg_schema *volatile process_schema;
+/* The configuration smtp-deliver loaded (see bind_settings): the bound
+ * settings point into it, so main frees it last. */
+static struct cfg *process_cfg;
+static struct cfg_schema *process_schema;
 
 static void usage(void)
 {
@@ -175,25 +176,27 @@ static int make_queue_file(int argc, char **argv)
     env.arrival_sec = time(NULL);
     env.rcpt_count = nrcpt;
     env.rcpts = rcpts;
+    /* one way out, failures included, so that nothing is left allocated */
+    int status = 1;
     char *error = NULL;
+    struct queue_writer *w = NULL;
     struct queue *q = queue_open(qdir, 1, &error);
     if (q == NULL) {
         fprintf(stderr, "smtp-deliver: %s\n", error);
-        return 1;
+        goto out;
     }
     struct queue_id_gen gen;
     queue_id_gen_init(&gen, (unsigned)getpid());
     char id[QUEUE_ID_MAX];
-    struct queue_writer *w = queue_writer_create(q, &gen, &env, id);
+    w = queue_writer_create(q, &gen, &env, id);
     if (w == NULL) {
         fprintf(stderr, "smtp-deliver: queue_writer_create: %s\n", strerror(errno));
-        return 1;
+        goto out;
     }
     FILE *f = fopen(msgfile, "rb");
     if (f == NULL) {
         fprintf(stderr, "smtp-deliver: %s: %s\n", msgfile, strerror(errno));
-        queue_writer_abort(w);
-        return 1;
+        goto out;
     }
     char buf[65536];
     size_t n;
@@ -202,25 +205,31 @@ static int make_queue_file(int argc, char **argv)
     fclose(f);
     if (queue_writer_commit(w) < 0) {
         fprintf(stderr, "smtp-deliver: commit: %s\n", strerror(errno));
-        queue_writer_abort(w);
-        return 1;
+        goto out;
     }
     queue_writer_free(w);
-    queue_close(q);
+    w = NULL;
     printf("%s/incoming/%s\n", qdir, id);
+    status = 0;
+out:
+    if (w)
+        queue_writer_abort(w);
+    if (q)
+        queue_close(q);
+    free(error);
     petrel_pool_destroy(pool);
-    return 0;
+    return status;
 }
 
 /* The settings as the queue manager binds them: from DIR/main.cf, or from
  * an empty main.cf (every default) when no --config is given. */
-static void bind_settings(const char *confdir, int lmtp, struct smtp_client_settings *set)
+static int bind_settings(const char *confdir, int lmtp, struct smtp_client_settings *set)
 {
     char tmp[] = "/tmp/smtp-deliver-XXXXXX";
     if (confdir == NULL) {
         if (mkdtemp(tmp) == NULL) {
             perror("smtp-deliver: mkdtemp");
-            exit(1);
+            return -1;
         }
         char path[64];
         snprintf(path, sizeof(path), "%s/main.cf", tmp);
@@ -237,19 +246,28 @@ static void bind_settings(const char *confdir, int lmtp, struct smtp_client_sett
         unlink(path);
         rmdir(tmp);
     }
+    process_cfg = cfg;
+    process_schema = schema;
     if (cfg == NULL) {
         fprintf(stderr, "smtp-deliver: %d configuration errors\n", nerrors);
-        exit(1);
+        return -1;
     }
     char *error = NULL;
     if (smtp_client_settings_bind(cfg, lmtp, set, &error) < 0) {
         fprintf(stderr, "smtp-deliver: %s\n", error);
-        exit(1);
+        free(error);
+        return -1;
     }
-    /* the strings stay in cfg, which lives as long as the process: kept
-     * reachable, so LeakSanitizer does not take it for a leak */
-    process_cfg = cfg;
-    process_schema = schema;
+    return 0;
+}
+
+/* Frees what bind_settings loaded; the settings bound from it go with it. */
+static void free_settings(void)
+{
+    cfg_free(process_cfg);
+    cfg_schema_free(process_schema);
+    process_cfg = NULL;
+    process_schema = NULL;
 }
 
 int main(int argc, char **argv)
@@ -270,7 +288,10 @@ int main(int argc, char **argv)
         else if (strcmp(argv[k], "--linger") != 0)
             k++;
     }
-    bind_settings(confdir, lmtp, &set);
+    if (bind_settings(confdir, lmtp, &set) < 0) {
+        free_settings();
+        return 1;
+    }
     /* this host's name would leak into the tests: a fixed one, unless
      * main.cf gave the client a HELO name of its own */
     if (strcmp(set.helo_name, set.myhostname) == 0)
@@ -326,32 +347,42 @@ int main(int argc, char **argv)
     if (confdir == NULL && !repeat_given(argc, argv))
         set.connection_cache_time = 0;
 
+    /* One way out, failures included: everything made here is freed before
+     * the process exits (the sanitizer run checks every process for leaks). */
+    int status = 1;
+    petrel_pool *pool = NULL;
+    struct event_base *base = NULL;
+    struct dns_resolver *resolver = NULL;
+    struct workq *workq = NULL;
+    struct smtp_client *client = NULL;
+    char *error = NULL;
     int fd = open(qfile, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         fprintf(stderr, "smtp-deliver: %s: %s\n", qfile, strerror(errno));
-        return 1;
+        goto out;
     }
-    petrel_pool *pool = petrel_pool_create(0);
+    pool = petrel_pool_create(0);
     struct queue_message msg;
-    char *error = NULL;
     const char *base_name = strrchr(qfile, '/') ? strrchr(qfile, '/') + 1 : qfile;
     if (queue_message_read_fd(fd, base_name, pool, &msg, &error) < 0) {
+        /* the message comes from the pool */
         fprintf(stderr, "smtp-deliver: %s: %s\n", qfile, error ? error : strerror(errno));
-        return 1;
+        error = NULL;
+        goto out;
     }
-    struct event_base *base = event_base_new();
-    struct dns_resolver *resolver = dns_resolver_create(base, dns, &error);
+    base = event_base_new();
+    resolver = dns_resolver_create(base, dns, &error);
     if (resolver == NULL) {
         fprintf(stderr, "smtp-deliver: dns: %s\n", error);
-        return 1;
+        goto out;
     }
     set.dns = resolver;
-    struct workq *workq = workq_create(base, 2);
+    workq = workq_create(base, 2);
     set.workq = workq;
-    struct smtp_client *client = smtp_client_create(base, &set, &error);
+    client = smtp_client_create(base, &set, &error);
     if (client == NULL) {
         fprintf(stderr, "smtp-deliver: %s\n", error);
-        return 1;
+        goto out;
     }
     size_t n = msg.env.rcpt_count;
     size_t *index = petrel_pool_zalloc(pool, n * sizeof(*index));
@@ -376,11 +407,22 @@ int main(int argc, char **argv)
         printf("CLOSED open=%u\n", st.open);
         fflush(stdout);
     }
-    smtp_client_free(client);
-    workq_destroy(workq);
-    dns_resolver_free(resolver);
-    event_base_free(base);
-    petrel_pool_destroy(pool);
-    close(fd);
-    return 0;
+    status = 0;
+out:
+    free(error);
+    if (client)
+        smtp_client_free(client);
+    if (workq)
+        workq_destroy(workq);
+    if (resolver)
+        dns_resolver_free(resolver);
+    if (base)
+        event_base_free(base);
+    if (pool)
+        petrel_pool_destroy(pool);
+    if (fd >= 0)
+        close(fd);
+    /* the settings pointed into the configuration: freed last */
+    free_settings();
+    return status;
 }

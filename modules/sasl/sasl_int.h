@@ -15,7 +15,7 @@ struct sasl_module {
     petrel_module *m;
     struct sasl_workers *workers;    /* blocking work: crypt(3), libsasl2 */
     struct dovecot_client *dovecot;  /* the connection to Dovecot's auth service */
-    struct table_db *table;          /* smtpd_sasl_type = table */
+    struct sasl_table *tables;       /* smtpd_sasl_type = table: the paths opened (table.c) */
     int cyrus_ready;
     struct sasl_guard *guard;        /* sasl_guard_enable (guard.c) */
 };

@@ -4,13 +4,17 @@
  * bcrypt $2b$, and whatever else libcrypt knows) or {PLAIN}text. It runs
  * PLAIN and LOGIN (the only mechanisms a hash can serve).
  *
- * The table: Module API 1.1's petrel_table_open() is not in this core yet,
- * so the module reads the one type it can without it, texthash: (postmap's
- * source format: `key value` lines, # comments, continuation lines start
- * with white space; keys compared without case, as Postfix folds them).
- * Any other TYPE stops the start with a message that says so. The file is
- * read on a worker thread, again whenever its inode or mtime changes, so an
- * edit applies without a reload.
+ * The table: texthash: is read by the module itself (postmap's source
+ * format: `key value` lines, # comments, continuation lines start with
+ * white space; keys compared without case, as Postfix folds them), on a
+ * worker thread, again whenever its inode or mtime changes, so an edit
+ * applies without a reload (the core's texthash: is read once, as
+ * Postfix's). Every other type (hash:, lmdb:, cdb:, sqlite:, pgsql:,
+ * mysql:, socketmap:, ...) is opened through Module API 1.1's
+ * petrel_table_open() the first time a session asks (the path is per
+ * service, so init cannot know it) and looked up with petrel_table_lookup(),
+ * whose answer comes on a later loop turn: a remote table never blocks the
+ * loop. A table that cannot answer (RETRY) makes 454 4.7.0, never 535.
  *
  * Checking a password costs what the hash was made to cost (yescrypt's
  * default is tens of milliseconds), so it runs on the module's threads; an
@@ -44,10 +48,22 @@ struct table_db {
     size_t n;
 };
 
+/* One smtpd_sasl_path this process has opened: a texthash: file the
+ * module reads itself, or a table of any other type through the core. */
+struct sasl_table {
+    char *spec;
+    struct table_db *file;            /* texthash: */
+    petrel_table *core;               /* the others (stays open until the module is unloaded) */
+    struct sasl_table *next;
+};
+
 struct table_check {
     struct sasl_module *sm;
     petrel_sasl_request *r;
+    struct table_db *file;            /* texthash:, looked up on the thread; NULL: value came from the core */
     char *login, *password;
+    char *value;                      /* the core table's answer, NULL when the login is not there */
+    const char *spec;                 /* smtpd_sasl_path, for the log (lives as long as the module) */
     int verdict;                      /* 1 ok, 0 wrong, -1 table unreadable */
     char reason[160];
 };
@@ -179,18 +195,22 @@ static int check_hash(const char *value, const char *password)
 static void check_work(void *arg)
 {
     struct table_check *c = arg;
-    struct table_db *t = c->sm->table;
-    pthread_mutex_lock(&t->lock);
-    if (refresh(t, c->reason, sizeof(c->reason)) != 0) {
+    char *value = c->value;
+    c->value = NULL;
+    if (c->file) {
+        struct table_db *t = c->file;
+        pthread_mutex_lock(&t->lock);
+        if (refresh(t, c->reason, sizeof(c->reason)) != 0) {
+            pthread_mutex_unlock(&t->lock);
+            c->verdict = -1;
+            explicit_bzero(c->password, strlen(c->password));
+            return;
+        }
+        for (size_t i = 0; i < t->n; i++)
+            if (strcasecmp(t->entries[i].login, c->login) == 0)
+                value = strdup(t->entries[i].value);
         pthread_mutex_unlock(&t->lock);
-        c->verdict = -1;
-        return;
     }
-    char *value = NULL;
-    for (size_t i = 0; i < t->n; i++)
-        if (strcasecmp(t->entries[i].login, c->login) == 0)
-            value = strdup(t->entries[i].value);
-    pthread_mutex_unlock(&t->lock);
     if (value) {
         c->verdict = check_hash(value, c->password);
         explicit_bzero(value, strlen(value));
@@ -207,6 +227,18 @@ static void check_work(void *arg)
     explicit_bzero(c->password, strlen(c->password));
 }
 
+static void check_free(struct table_check *c)
+{
+    if (c->value) {
+        explicit_bzero(c->value, strlen(c->value));
+        free(c->value);
+    }
+    explicit_bzero(c->password, strlen(c->password));
+    free(c->password);
+    free(c->login);
+    free(c);
+}
+
 static void check_done(void *arg)
 {
     struct table_check *c = arg;
@@ -218,65 +250,127 @@ static void check_done(void *arg)
         petrel_module_log(c->sm->m, PETREL_LOG_WARNING, "table: %s", c->reason);
         sasl_answer(c->r, PETREL_SASL_TEMPFAIL, NULL, 0, c->login, "authentication table unavailable");
     }
-    free(c->login);
-    free(c->password);
-    free(c);
+    check_free(c);
 }
 
-/* What is wrong with smtpd_sasl_path for this back-end, or NULL. */
-static const char *path_problem(const char *path)
+/* smtpd_sasl_path's type and name ("proxy:" skipped: the table itself is
+ * what the check can look at). Returns the type's length, 0 without one. */
+static size_t split_spec(const char *path, const char **name)
 {
+    while (strncmp(path, "proxy:", 6) == 0)
+        path += 6;
     const char *colon = strchr(path, ':');
-    if (colon == NULL || strncmp(path, "texthash:", 9) != 0)
-        return "smtpd_sasl_path must be texthash:/path/to/file: other table types need the module-table "
-               "API (petrel_table_open, API 1.1), which this Petrel does not have yet";
-    if (colon[1] != '/')
-        return "smtpd_sasl_path: the texthash file must be an absolute path";
-    return NULL;
+    if (colon == NULL || colon == path || colon[1] == '\0')
+        return 0;
+    *name = colon + 1;
+    return (size_t)(colon - path);
 }
 
-int sasl_table_check_path(petrel_module *m, const char *path, petrel_pool *pool, const char **error)
+static int type_is(const char *path, const char *type)
 {
-    (void)m;
-    const char *problem = path_problem(path);
-    if (problem) {
-        /* the core puts "smtpd_sasl_path: " in front */
-        *error = strncmp(problem, "smtpd_sasl_path: ", 17) == 0 ? problem + 17
-                 : petrel_pool_printf(pool, "\"%s\": %s", path, problem + strlen("smtpd_sasl_path "));
-        return -1;
-    }
-    const char *file = strchr(path, ':') + 1;
+    const char *name;
+    size_t n = split_spec(path, &name);
+    return n == strlen(type) && strncmp(name - n - 1, type, n) == 0;
+}
+
+/* A file the check must be able to open, a regular one, else *error:
+ * "PATH: why" when the file is the table's NAME, "PATH: FILE: why; hint"
+ * when it is a compiled file or a configuration file of its own. */
+static int check_file(const char *path, const char *file, int is_name, const char *hint, petrel_pool *pool,
+                      const char **error)
+{
     FILE *f = fopen(file, "re");
     if (f == NULL) {
-        *error = petrel_pool_printf(pool, "%s: %s (smtpd_sasl_type = table)", path, strerror(errno));
+        int e = errno;
+        if (is_name)
+            *error = petrel_pool_printf(pool, "%s: %s (smtpd_sasl_type = table)", path, strerror(e));
+        else
+            *error = petrel_pool_printf(pool, "%s: %s: %s%s%s (smtpd_sasl_type = table)", path, file, strerror(e),
+                                        hint ? "; " : "", hint ? hint : "");
         return -1;
     }
     struct stat st;
     int regular = fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode);
     fclose(f);
     if (!regular) {
-        *error = petrel_pool_printf(pool, "%s: not a regular file (smtpd_sasl_type = table)", path);
+        *error = petrel_pool_printf(pool, "%s: %s is not a regular file (smtpd_sasl_type = table)", path, file);
         return -1;
     }
     return 0;
 }
 
-/* Opens smtpd_sasl_path the first time; NULL with a reason. */
-static struct table_db *table_of(const petrel_sasl_context *c, const char **why)
+/* Where the configuration is checked (petreld -n, the start, a reload),
+ * before init and without the worker's table registry: what can be looked
+ * at here is. texthash: must be an absolute path to a file; hash:, lmdb:
+ * and cdb: need their compiled file; sqlite:, pgsql: and mysql: their
+ * configuration file. Other types (socketmap:, inline:, ...) and a
+ * database server that is down are found out at the first AUTH (454, and
+ * the log says why). */
+int sasl_table_check_path(petrel_module *m, const char *path, petrel_pool *pool, const char **error)
+{
+    (void)m;
+    const char *name = NULL;
+    size_t n = split_spec(path, &name);
+    if (n == 0) {
+        *error = petrel_pool_printf(pool, "\"%s\": must be TYPE:NAME, a lookup table of login and password hash "
+                                    "(smtpd_sasl_type = table)", path);
+        return -1;
+    }
+    if (type_is(path, "texthash")) {
+        if (name[0] != '/') {
+            *error = "the texthash file must be an absolute path";
+            return -1;
+        }
+        return check_file(path, name, 1, NULL, pool, error);
+    }
+    const char *suffix = type_is(path, "hash") || type_is(path, "lmdb") ? ".lmdb" : type_is(path, "cdb") ? ".cdb"
+                                                                                                          : NULL;
+    if (suffix) {
+        const char *hint = petrel_pool_printf(pool, "build it with `petrelctl map build %.*s:%s`", (int)n,
+                                              name - n - 1, name);
+        return check_file(path, petrel_pool_printf(pool, "%s%s", name, suffix), 0, hint, pool, error);
+    }
+    if (type_is(path, "sqlite") || type_is(path, "pgsql") || type_is(path, "mysql"))
+        return check_file(path, name, 1, NULL, pool, error);
+    return 0;
+}
+
+/* smtpd_sasl_path opened in this process, the first time a session asks
+ * (the path is a service's, so init cannot know it); NULL with a reason.
+ * A table that cannot be opened is tried again by the next session. */
+static struct sasl_table *table_of(const petrel_sasl_context *c, const char **why)
 {
     struct sasl_module *sm = sasl_module_of(c->module);
-    if (sm->table)
-        return sm->table;
     const char *path = c->path ? c->path : "";
-    if ((*why = path_problem(path)) != NULL)
+    for (struct sasl_table *t = sm->tables; t; t = t->next)
+        if (strcmp(t->spec, path) == 0)
+            return t;
+    const char *name = NULL;
+    if (split_spec(path, &name) == 0) {
+        *why = "smtpd_sasl_path must be TYPE:NAME";
         return NULL;
-    const char *colon = strchr(path, ':');
-    struct table_db *t = calloc(1, sizeof(*t));
+    }
+    struct sasl_table *t = calloc(1, sizeof(*t));
     if (t == NULL)
         abort();
-    pthread_mutex_init(&t->lock, NULL);
-    t->path = strdup(colon + 1);
-    sm->table = t;
+    if (strncmp(path, "texthash:", 9) == 0) {   /* proxy:texthash: goes to the core */
+        if (name[0] != '/') {
+            free(t);
+            *why = "smtpd_sasl_path: the texthash file must be an absolute path";
+            return NULL;
+        }
+        t->file = calloc(1, sizeof(*t->file));
+        if (t->file == NULL)
+            abort();
+        pthread_mutex_init(&t->file->lock, NULL);
+        t->file->path = strdup(name);
+    } else if ((t->core = petrel_table_open(c->module, path, PETREL_TABLE_FOLD_CASE, why)) == NULL) {
+        free(t);
+        return NULL;
+    }
+    t->spec = strdup(path);
+    t->next = sm->tables;
+    sm->tables = t;
     return t;
 }
 
@@ -299,12 +393,39 @@ struct table_exchange {
     char *user;
 };
 
+/* Hashing goes to the module's threads; done on the loop answers. */
+static void check_on_thread(struct table_check *chk)
+{
+    if (sasl_workers_run(chk->sm->workers, check_work, check_done, chk) != 0) {
+        sasl_answer(chk->r, PETREL_SASL_TEMPFAIL, NULL, 0, chk->login, "no worker thread");
+        check_free(chk);
+    }
+}
+
+/* petrel_table_lookup's answer, on the loop (never inside the call). */
+static void looked_up(int status, const char *value, void *arg)
+{
+    struct table_check *chk = arg;
+    if (status == PETREL_TABLE_RETRY) {
+        /* the table cannot answer now (a server down or slow): a back-end
+         * that is down, never "wrong password" */
+        petrel_module_log(chk->sm->m, PETREL_LOG_WARNING, "table: %s cannot answer now", chk->spec);
+        sasl_answer(chk->r, PETREL_SASL_TEMPFAIL, NULL, 0, chk->login, "authentication table unavailable");
+        check_free(chk);
+        return;
+    }
+    chk->value = status == PETREL_TABLE_FOUND && value ? strdup(value) : NULL;   /* NULL: the decoy hash */
+    check_on_thread(chk);
+}
+
 static void verify(petrel_sasl_request *r, const petrel_sasl_context *c, const char *user, const char *password)
 {
     const char *why = NULL;
     struct sasl_module *sm = sasl_module_of(c->module);
-    if (table_of(c, &why) == NULL) {
-        sasl_answer(r, PETREL_SASL_TEMPFAIL, NULL, 0, user, why);
+    struct sasl_table *t = table_of(c, &why);
+    if (t == NULL) {
+        petrel_module_log(c->module, PETREL_LOG_ERROR, "table: %s", why);
+        sasl_answer(r, PETREL_SASL_TEMPFAIL, NULL, 0, user, "authentication table unavailable");
         return;
     }
     struct table_check *chk = calloc(1, sizeof(*chk));
@@ -312,14 +433,17 @@ static void verify(petrel_sasl_request *r, const petrel_sasl_context *c, const c
         abort();
     chk->sm = sm;
     chk->r = r;
+    chk->file = t->file;
     chk->login = strdup(user);
     chk->password = strdup(password);
-    if (sasl_workers_run(sm->workers, check_work, check_done, chk) != 0) {
-        explicit_bzero(chk->password, strlen(chk->password));
-        free(chk->password);
-        free(chk->login);
-        free(chk);
-        sasl_answer(r, PETREL_SASL_TEMPFAIL, NULL, 0, user, "no worker thread");
+    if (t->file) {
+        check_on_thread(chk);
+        return;
+    }
+    chk->spec = t->spec;
+    if (petrel_table_lookup(t->core, user, looked_up, chk) != 0) {
+        sasl_answer(r, PETREL_SASL_TEMPFAIL, NULL, 0, user, "authentication table unavailable");
+        check_free(chk);
     }
 }
 
@@ -414,12 +538,17 @@ void sasl_table_end(const petrel_sasl_context *c, void *state)
 
 void sasl_table_fini(struct sasl_module *sm)
 {
-    struct table_db *t = sm->table;
-    if (t == NULL)
-        return;
-    free_entries(t);
-    free(t->path);
-    pthread_mutex_destroy(&t->lock);
-    free(t);
-    sm->table = NULL;
+    while (sm->tables) {
+        struct sasl_table *t = sm->tables;
+        sm->tables = t->next;
+        if (t->file) {
+            free_entries(t->file);
+            free(t->file->path);
+            pthread_mutex_destroy(&t->file->lock);
+            free(t->file);
+        }
+        /* t->core: the core closes a module's tables when it unloads it */
+        free(t->spec);
+        free(t);
+    }
 }

@@ -1,5 +1,6 @@
 """smtpd_sasl_type = table (a texthash: table of crypt(3) hashes: yescrypt, bcrypt,
-sha512-crypt and {PLAIN}, checked on the module's threads; an edit applies without a reload)
+sha512-crypt and {PLAIN}, checked on the module's threads; an edit applies without a reload;
+other table types are in test_sasl_table_maps.py)
 and smtpd_sasl_type = cyrus (the real libsasl2: auxprop sasldb made with saslpasswd2, and
 saslauthd in front of a private Dovecot IMAP with its rimap mechanism), through PLAIN, LOGIN
 and, with sasldb, CRAM-MD5. No password reaches the log or the queue."""
@@ -107,9 +108,15 @@ t.ok(start_rc is not None and start_rc != 0, "and petreld does not start", log)
 t.like(log, r"smtpd_sasl_path: texthash:/nonexistent/sasl_users: No such file or directory", "saying why")
 
 n, start_rc, log = refused({"smtpd_sasl_type": "table", "smtpd_sasl_path": "hash:/etc/nothing"})
-t.ok(n.returncode != 0 and start_rc not in (None, 0), "a table type the back-end cannot read: refused at start too")
-t.like(n.stderr, r"main\.cf:\d+: smtpd_sasl_path: \"hash:/etc/nothing\": must be texthash:/path/to/file: other "
-                 r"table types need", "naming the parameter and the types it takes")
+t.ok(n.returncode != 0 and start_rc not in (None, 0), "a hash: table that was never built: refused at start too")
+t.like(n.stderr, r"main\.cf:\d+: smtpd_sasl_path: hash:/etc/nothing: /etc/nothing\.lmdb: No such file or "
+                 r"directory; build it with `petrelctl map build hash:/etc/nothing`",
+       "naming the parameter, the compiled file and the command that builds it")
+
+n, start_rc, log = refused({"smtpd_sasl_type": "table", "smtpd_sasl_path": "/etc/sasl_passwd"})
+t.ok(n.returncode != 0 and start_rc not in (None, 0), "a path that is not TYPE:NAME: refused")
+t.like(n.stderr, r"main\.cf:\d+: smtpd_sasl_path: \"/etc/sasl_passwd\": must be TYPE:NAME",
+       "saying what it must be")
 
 n, start_rc, log = refused({"smtpd_sasl_auth_enable": "no"},
                            "127.0.0.1:%d inet n - n - - smtpd -o smtpd_sasl_auth_enable=yes "

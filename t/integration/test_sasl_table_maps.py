@@ -1,7 +1,8 @@
 """smtpd_sasl_type = table with tables other than texthash:, opened through Module API 1.1
 (petrel_table_open / petrel_table_lookup): a hash: (LMDB) and a cdb: table built with
 `petrelctl map build`, and a socketmap: table served by a real socketmap server on loopback
-(asynchronous: a slow answer does not hold up another session of the same worker). Good and
+(asynchronous: a slow answer does not hold up another session of the same worker), and a
+type no loaded module provides (found at the first EHLO: AUTH not offered, 454, logged). Good and
 bad passwords over real SMTP AUTH (PLAIN and LOGIN); a table that cannot answer (the server
 down, TEMP) is 454 4.7.0, never 535, and AUTH works again when the server is back; a missing
 compiled file stops petreld -n and the start, naming the command that builds it."""
@@ -140,4 +141,26 @@ try:
               "no password in the log or the queue")
 finally:
     server.stop()
+
+# What the start-time check cannot see (it runs before the worker's table
+# registry exists): a type no loaded module provides. The compiled file is
+# there, so petreld starts; the first EHLO finds out, AUTH is not offered,
+# AUTH gets 454, and the log says why.
+with Petrel(t, main_cf=dict(BASE, modules="sasl"), start=False) as p:
+    source = p.write_file("sasl_passwd", "bob %s\n" % ENTRIES["bob"], 0o600)
+    p.write_main_cf(dict(p.settings, smtpd_sasl_path="hash:" + source))
+    r = p.petrelctl("map", "build", "hash:" + source)
+    t.ok(r.returncode == 0, "petrelctl map build hash: (an LMDB file, as lmdb: reads)", r.stderr)
+    p.write_main_cf(dict(p.settings, smtpd_sasl_path="lmdb:" + source))
+    n = subprocess.run(p.command(PETRELD, "-n", "-c", p.conf), capture_output=True, text=True)
+    t.ok(n.returncode == 0, "lmdb: without the lmdb module: petreld -n cannot tell (documented)", n.stderr)
+    p.start()
+    c = p.connect()
+    c.ehlo()
+    t.ok(not any(l[4:].startswith("AUTH") for l in c.lines), "AUTH is not offered", c.lines)
+    reply = c.cmd("AUTH PLAIN " + b64("\0bob\0" + PASSWORDS["bob"]))
+    t.is_(reply, "454 4.7.0 Temporary authentication failure: authentication server unavailable",
+          "AUTH answers 454 4.7.0")
+    c.close()
+    t.ok(p.wait_log(r"table: lmdb:\S+: .*add lmdb to `modules`") is not None, "the log says why", p.log()[-2000:])
 t.done()

@@ -1,11 +1,12 @@
 """smtpd_sasl_type = table with tables other than texthash:, opened through Module API 1.1
 (petrel_table_open / petrel_table_lookup): a hash: (LMDB) and a cdb: table built with
-`petrelctl map build`, and a socketmap: table served by a real socketmap server on loopback
-(asynchronous: a slow answer does not hold up another session of the same worker), and a
-type no loaded module provides (found at the first EHLO: AUTH not offered, 454, logged). Good and
-bad passwords over real SMTP AUTH (PLAIN and LOGIN); a table that cannot answer (the server
-down, TEMP) is 454 4.7.0, never 535, and AUTH works again when the server is back; a missing
-compiled file stops petreld -n and the start, naming the command that builds it."""
+`petrelctl map build`, a socketmap: table served by a real socketmap server on loopback
+(asynchronous: a slow answer does not hold up another session of the same worker), a pgsql:
+table on a private PostgreSQL cluster, and a type no loaded module provides (found at the
+first EHLO: AUTH not offered, 454, logged). Good, bad and unknown logins over real SMTP AUTH
+(PLAIN and LOGIN); a table that cannot answer (the server down, TEMP) is 454 4.7.0, never 535,
+and AUTH works again when the socketmap server is back; a missing compiled file stops
+petreld -n and the start, naming the command that builds it."""
 import ctypes
 import os
 import smtplib
@@ -14,6 +15,7 @@ import threading
 import time
 
 from harness import PETRELD, Petrel, Tap, free_port, wait_for
+from pglib import PgCluster
 from sasllib import b64, files_containing
 from socketmaplib import SocketmapServer, netstring
 from tablelib import bundled_module_dir
@@ -141,6 +143,33 @@ try:
               "no password in the log or the queue")
 finally:
     server.stop()
+
+# pgsql: a private PostgreSQL cluster (libpq's asynchronous API in the pgsql module).
+pg = PgCluster()
+try:
+    pg.psql("CREATE ROLE petrel_auth LOGIN PASSWORD 'auth-pw'")
+    pg.psql("CREATE DATABASE mail OWNER petrel_auth")
+    pg.psql("CREATE TABLE users(login text PRIMARY KEY, hash text NOT NULL);" +
+            "".join("INSERT INTO users VALUES ('%s', '%s');" % kv for kv in ENTRIES.items()) +
+            "GRANT SELECT ON users TO petrel_auth", db="mail")
+    with Petrel(t, main_cf=dict(BASE, modules="sasl pgsql", module_directory=bundled_module_dir("sasl", "pgsql"),
+                                pgsql_timeout="5s"), start=False, workers=1) as p:
+        cf = p.write_file("sasl-pgsql.cf", "hosts = inet:127.0.0.1:%d\nuser = petrel_auth\npassword = auth-pw\n"
+                          "dbname = mail\nquery = SELECT hash FROM users WHERE login = '%%s'\n" % pg.port, 0o640)
+        p.write_main_cf(dict(p.settings, smtpd_sasl_path="pgsql:" + cf))
+        n = subprocess.run(p.command(PETRELD, "-n", "-c", p.conf), capture_output=True, text=True)
+        t.ok(n.returncode == 0, "petreld -n accepts a pgsql: password table", n.stderr)
+        p.start()
+        check_logins(p.port, "pgsql:")
+        t.is_(login(p.port, "PLAIN", "x' OR '1'='1", "whatever"), 535, "pgsql: a login with SQL in it is only data")
+        pg.stop()
+        t.is_(auth_plain(p.port, "bob", PASSWORDS["bob"]), TEMPFAIL, "pgsql: the database down: 454 4.7.0")
+        t.ok(p.wait_log(r"table: pgsql:\S+ cannot answer now") is not None, "logged, naming the table")
+        p.stop()
+        t.is_(files_containing([p.queue, p.log_path], [pw.encode() for pw in PASSWORDS.values()]), [],
+              "no password in the log or the queue")
+finally:
+    pg.stop()
 
 # What the start-time check cannot see (it runs before the worker's table
 # registry exists): a type no loaded module provides. The compiled file is

@@ -19,7 +19,7 @@ class SocketmapServer:
         self.maps = maps                    # {"virtual": {b"key": b"value"}}
         self.port = port or free_port()
         self.requests = []                  # raw payloads received
-        self.slow = {}                      # key -> seconds to wait before answering
+        self.slow = {}                      # key -> seconds to wait before answering, or an Event to wait for
         self.special = {}                   # key -> (map name or None, raw reply bytes): TEMP, PERM, garbage
         self.lock = threading.Lock()
         self.conns = []
@@ -72,7 +72,11 @@ class SocketmapServer:
                     self.requests.append(payload)
                 name, _, key = payload.partition(b" ")
                 if key in self.slow:
-                    time.sleep(self.slow[key])
+                    hold = self.slow[key]
+                    if isinstance(hold, threading.Event):
+                        hold.wait(60)   # until the test lets it answer
+                    else:
+                        time.sleep(hold)
                 special = self.special.get(key)
                 if special is not None and special[0] in (None, name):
                     conn.sendall(special[1])            # raw bytes: a netstring or garbage

@@ -78,7 +78,8 @@ def check_logins(port, tag):
 server = SocketmapServer({"passwd": {k.encode(): v.encode() for k, v in ENTRIES.items()}})
 server.special[b"temp"] = (b"passwd", netstring(b"TEMP database is resting"))
 server.maps["passwd"][b"slow"] = b"{PLAIN}Slow-pw"
-server.slow[b"slow"] = 8
+release_slow = threading.Event()
+server.slow[b"slow"] = release_slow   # answers when the test says
 cdb_port, sm_port = free_port(), free_port()
 try:
     with Petrel(t, main_cf=BASE, start=False, workers=1) as p:
@@ -123,6 +124,7 @@ try:
               "another session of the same worker authenticates while the socketmap answer is pending")
         t.diag("other login took %.3f s" % (time.time() - t0))
         t.ok(th.is_alive(), "(the slow lookup was still pending then)")
+        release_slow.set()
         th.join(30)
         t.is_(slow.get("code"), 235, "and the slow lookup completes with its own answer")
 

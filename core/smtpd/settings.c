@@ -627,9 +627,9 @@ static int milter_settings(struct smtpd_settings *set, const struct master_servi
     for (const char *const *p = milter_service_params; *p; p++) {
         const char *mine = cfg_get(cfg, *p), *theirs = cfg_get(first->cfg, *p);
         if (mine && theirs && strcmp(mine, theirs) != 0)
-            return fail(error, "service %s: %s = %s: another service called %s (%s, line %d) sets %s = %s; "
-                        "the milter module tells services apart by name: give this one its own name",
-                        svc->name, *p, mine, svc->name, first->file, first->line, *p, theirs);
+            return fail(error, "%s = %s: another service called %s (%s, line %d) sets %s = %s; the milter "
+                        "module tells services apart by name: give this one its own name", *p, mine, svc->name,
+                        first->file, first->line, *p, theirs);
     }
     return 0;
 }

@@ -79,6 +79,13 @@ rc, out = check_config(conf("inet:127.0.0.1:9"), master_cf="127.0.0.1:2525 inet 
 t.ok(rc != 0 and re.search(r"master\.cf, line 2: service 127\.0\.0\.1:2526: smtpd_milters: .*unknown setting "
                            r"\"connect_timeot\"", out) is not None,
      "a bad per-milter setting in a per-service list is refused, naming its master.cf line", out)
+rc, out = check_config(conf("inet:127.0.0.1:9"), master_cf="127.0.0.1:2525 inet n - n - - smtpd\n"
+                       "127.0.0.1:2525 pass n - n - - smtpd -o smtpd_milters=inet:127.0.0.1:10\n")
+t.ok(rc != 0 and re.search(r"master\.cf, line 2: service 127\.0\.0\.1:2525: smtpd_milters = inet:127\.0\.0\.1:10: "
+                           r"another service called 127\.0\.0\.1:2525 \(\S+master\.cf, line 1\) sets smtpd_milters = "
+                           r"inet:127\.0\.0\.1:9", out) is not None,
+     "two smtpd services of one name with different milter lists are refused (the module knows services by name)",
+     out)
 rc, out = check_config(conf("{ inet:127.0.0.1:9, connect_timeot=5s }"),
                        master_cf="127.0.0.1:2525 inet n - n - - smtpd\n127.0.0.1:2526 inet n - n - - smtpd\n")
 t.ok(rc != 0 and len(re.findall(r"unknown setting", out)) == 1, "a bad main.cf list that several services use is "

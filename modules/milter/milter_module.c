@@ -145,7 +145,7 @@ static const char *const profile_params[] = {
 static char *profile_key(petrel_module *m, const char *service, const char *param)
 {
     size_t len = strlen(param) + 2, cap = 0;
-    const char *values[32];
+    const char *values[1 + sizeof profile_params / sizeof *profile_params + MILTER_MACRO_STAGES];
     size_t n = 0;
     values[n++] = value_string(m, service, param);
     for (const char *const *p = profile_params; *p; p++)

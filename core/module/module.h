@@ -94,6 +94,10 @@ struct petrel_module *module_set_find_module(const struct module_set *set, const
 const struct cfg *module_cfg(const struct petrel_module *m);
 /* Gives every module the loaded configuration (after cfg_load). */
 void module_set_bind(struct module_set *set, const struct cfg *cfg);
+/* The first master.cf service called name whose sessions run module hooks
+ * (smtpd, pickup), as petrel_service_config_* see it; NULL if none. */
+struct master_service;
+const struct master_service *module_hook_service(const struct cfg *cfg, const char *name);
 /* Runs every module's check() on the bound configuration (params.c);
  * -1 when one found a problem (each is logged as file:line: parameter: problem). */
 int module_set_check(struct module_set *set);

@@ -594,16 +594,19 @@ static void read_plain_values(struct smtpd_settings *set, const struct master_se
 
 /* smtpd_milters (non_smtpd_milters for the pickup service's local mail)
  * are the milter module's; without it they are refused like any name a
- * missing module provides (config/classes.c). The module reads main.cf's values, so a
- * master.cf -o that sets another list or other milter_* values is refused
- * rather than ignored; -o smtpd_milters= (empty) and
- * receive_override_options=no_milters turn the module off for the service
- * (module_session_turn_off). */
+ * missing module provides (config/classes.c). The module reads each
+ * service's own values (petrel_service_config_*: main.cf plus the
+ * service's master.cf -o) and checks them; -o smtpd_milters= (empty) and
+ * receive_override_options=no_milters turn it off for the service
+ * (module_session_turn_off). The module knows a service by its name, so
+ * a second service of the same name (whose sessions would get the first
+ * one's milters) must not set other milter values. */
 static const char *const milter_service_params[] = {
-    "milter_default_action", "milter_protocol", "milter_connect_timeout", "milter_command_timeout",
-    "milter_content_timeout", "milter_connect_macros", "milter_helo_macros", "milter_mail_macros",
-    "milter_rcpt_macros", "milter_data_macros", "milter_end_of_header_macros", "milter_end_of_data_macros",
-    "milter_unknown_command_macros", "milter_macro_daemon_name", "milter_macro_v", NULL
+    "smtpd_milters", "non_smtpd_milters", "milter_default_action", "milter_protocol",
+    "milter_connect_timeout", "milter_command_timeout", "milter_content_timeout", "milter_connect_macros",
+    "milter_helo_macros", "milter_mail_macros", "milter_rcpt_macros", "milter_data_macros",
+    "milter_end_of_header_macros", "milter_end_of_data_macros", "milter_unknown_command_macros",
+    "milter_macro_daemon_name", "milter_macro_v", "myhostname", "message_size_limit", NULL
 };
 
 static int milter_settings(struct smtpd_settings *set, const struct master_service *svc,
@@ -618,18 +621,15 @@ static int milter_settings(struct smtpd_settings *set, const struct master_servi
         set->milters_off = 1;   /* refused unless accepted: parameters.txt's refuse@milter (config/classes.c) */
     if (set->milters_off)
         return 0;
-    const struct cfg *main_cf = module_cfg(set->milter_module);
-    const char *main_list = main_cf ? cfg_get(main_cf, param) : NULL;
-    if (main_list == NULL || strcmp(main_list, list) != 0)
-        return fail(error, "service %s: %s = %s: a per-service milter list (master.cf -o) is not supported: the "
-                    "milter module applies main.cf's list; set it there, or turn milters off for this service "
-                    "with -o %s= or -o receive_override_options=no_milters", svc->name, param, list, param);
+    const struct master_service *first = module_hook_service(cfg, svc->name);
+    if (first == NULL || first == svc || first->cfg == NULL)
+        return 0;
     for (const char *const *p = milter_service_params; *p; p++) {
-        const char *mine = cfg_get(cfg, *p), *main_value = main_cf ? cfg_get(main_cf, *p) : NULL;
-        if (mine && main_value && strcmp(mine, main_value) != 0)
-            return fail(error, "service %s: %s = %s: per-service milter settings (master.cf -o) are not "
-                        "supported: the milter module applies main.cf's value (%s)", svc->name, *p, mine,
-                        main_value);
+        const char *mine = cfg_get(cfg, *p), *theirs = cfg_get(first->cfg, *p);
+        if (mine && theirs && strcmp(mine, theirs) != 0)
+            return fail(error, "%s = %s: another service called %s (%s, line %d) sets %s = %s; the milter "
+                        "module tells services apart by name: give this one its own name", *p, mine, svc->name,
+                        first->file, first->line, *p, theirs);
     }
     return 0;
 }

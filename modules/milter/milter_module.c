@@ -9,11 +9,16 @@
  * milter_protocol, the three timeouts, the milter_*_macros lists,
  * milter_macro_daemon_name, milter_macro_v) and the per-milter form
  * "{ inet:host:port, connect_timeout=10s, command_timeout=..., content_timeout=...,
- * default_action=accept, protocol=6 }". The module checks all of it in
- * check() (petreld -n, start, reload) and builds the milter settings in
- * init (host names are resolved there, never on the loop). Sessions of
- * the pickup service (petrel-sendmail's mail) use non_smtpd_milters, every
- * other service smtpd_milters.
+ * default_action=accept, protocol=6 }". Each master.cf service may set
+ * its own with -o (Postfix's per-service milters): the module reads every
+ * service's values (petrel_service_config_*) and makes one profile (the
+ * list and the macro values) per distinct set of values, main.cf's
+ * included. It checks each profile in check() (petreld -n, start, reload,
+ * naming the master.cf line of a bad -o) and builds them in init (host
+ * names are resolved there, never on the loop); a session takes its
+ * service's profile at connect. Sessions of the pickup service
+ * (petrel-sendmail's mail) use non_smtpd_milters, every other service
+ * smtpd_milters.
  *
  * Per session: connect, helo, mail, rcpt and data go to each milter in
  * turn, as they happen (those hooks may suspend). The header and body
@@ -64,9 +69,22 @@ typedef struct milter_list {
     size_t n;
 } milter_list;
 
-typedef struct module_conf {
-    milter_list smtpd, non_smtpd;
+/* One service's milters and macro values. Services whose values are all
+ * the same share one profile: parsed, checked and resolved once, in init. */
+typedef struct profile {
+    char *key;                /* every value it was built from (see profile_key) */
+    milter_list list;
     char *myhostname, *daemon_name, *macro_v;
+} profile;
+
+typedef struct module_conf {
+    profile **profiles;
+    size_t nprofiles;
+    /* master.cf's services (petrel_service_at) and the profile of each */
+    char **services;
+    profile **service_profiles;
+    size_t nservices;
+    profile *main_smtpd, *main_non_smtpd;   /* main.cf's, for a service not listed */
     char *spool_dir;
     size_t buffer_limit;
 } module_conf;
@@ -97,19 +115,67 @@ static int parse_time_ms(const char *text, unsigned *ms)
     return 0;
 }
 
-/* The settings shared by every milter of a list (main.cf's). */
-static void base_config(petrel_module *m, milter_config *cfg)
+/* Values as service sees them (master.cf -o), or main.cf's for NULL. */
+static const char *value_string(petrel_module *m, const char *service, const char *name)
+{
+    return service ? petrel_service_config_string(m, service, name) : petrel_config_string(m, name);
+}
+
+static long long value_int(petrel_module *m, const char *service, const char *name)
+{
+    return service ? petrel_service_config_int(m, service, name) : petrel_config_int(m, name);
+}
+
+/* The list parameter a service's sessions use: local mail from
+ * petrel-sendmail comes through the pickup service. */
+static const char *list_param(const char *service)
+{
+    return service && strcmp(service, "pickup") == 0 ? "non_smtpd_milters" : "smtpd_milters";
+}
+
+/* The parameters besides the list that make up a profile. */
+static const char *const profile_params[] = {
+    "milter_protocol", "milter_default_action", "milter_connect_timeout", "milter_command_timeout",
+    "milter_content_timeout", "message_size_limit", "myhostname", "milter_macro_daemon_name", "milter_macro_v",
+    NULL
+};
+
+/* Every value a profile of param for service is built from, one a line:
+ * equal keys give equal profiles. malloc'd; NULL when out of memory. */
+static char *profile_key(petrel_module *m, const char *service, const char *param)
+{
+    size_t len = strlen(param) + 2, cap = 0;
+    const char *values[1 + sizeof profile_params / sizeof *profile_params + MILTER_MACRO_STAGES];
+    size_t n = 0;
+    values[n++] = value_string(m, service, param);
+    for (const char *const *p = profile_params; *p; p++)
+        values[n++] = value_string(m, service, *p);
+    for (int i = 0; i < MILTER_MACRO_STAGES; i++)
+        values[n++] = value_string(m, service, milter_macro_params[i].parameter);
+    for (size_t i = 0; i < n; i++)
+        cap += strlen(values[i] ? values[i] : "") + 1;
+    char *key = malloc(len + cap + 1);
+    if (key == NULL)
+        return NULL;
+    size_t o = (size_t)snprintf(key, len + 1, "%s\n", param);
+    for (size_t i = 0; i < n; i++)
+        o += (size_t)snprintf(key + o, len + cap + 1 - o, "%s\n", values[i] ? values[i] : "");
+    return key;
+}
+
+/* The settings shared by every milter of a list, as service sees them. */
+static void base_config(petrel_module *m, const char *service, milter_config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
     cfg->unix_base = petrel_config_string(m, "queue_directory");
-    cfg->protocol = petrel_config_string(m, "milter_protocol");
-    cfg->default_action = petrel_config_string(m, "milter_default_action");
-    cfg->connect_timeout_ms = (unsigned)petrel_config_int(m, "milter_connect_timeout") * 1000u;
-    cfg->command_timeout_ms = (unsigned)petrel_config_int(m, "milter_command_timeout") * 1000u;
-    cfg->content_timeout_ms = (unsigned)petrel_config_int(m, "milter_content_timeout") * 1000u;
+    cfg->protocol = value_string(m, service, "milter_protocol");
+    cfg->default_action = value_string(m, service, "milter_default_action");
+    cfg->connect_timeout_ms = (unsigned)value_int(m, service, "milter_connect_timeout") * 1000u;
+    cfg->command_timeout_ms = (unsigned)value_int(m, service, "milter_command_timeout") * 1000u;
+    cfg->content_timeout_ms = (unsigned)value_int(m, service, "milter_content_timeout") * 1000u;
     for (int i = 0; i < MILTER_MACRO_STAGES; i++)
-        cfg->macros[i] = petrel_config_string(m, milter_macro_params[i].parameter);
-    long long limit = petrel_config_int(m, "message_size_limit");
+        cfg->macros[i] = value_string(m, service, milter_macro_params[i].parameter);
+    long long limit = value_int(m, service, "message_size_limit");
     /* A replacement body may be somewhat larger than what we accepted;
      * beyond twice the limit (or 1 GiB without one) it is refused. */
     cfg->max_body = limit > 0 ? (size_t)limit * 2 : (size_t)1 << 30;
@@ -170,11 +236,17 @@ static int parse_item(const char *item, char *buf, size_t buflen, milter_config 
     return 0;
 }
 
-/* Builds (out != NULL) or only checks one list parameter. Problems go to
- * petrel_config_error. Returns 0 or -1. */
-static int build_list(petrel_module *m, const char *param, milter_list *out)
+/* Reports a problem with service's value of param (main.cf's for NULL). */
+#define report(m, service, param, ...) \
+    ((service) ? petrel_service_config_error((m), (service), (param), __VA_ARGS__) \
+               : petrel_config_error((m), (param), __VA_ARGS__))
+
+/* Builds (out != NULL) or only checks the list param as service sees it.
+ * Problems are reported where the value is set. Returns 0 or -1. */
+static int build_list(petrel_module *m, const char *service, const char *param, milter_list *out)
 {
-    const char *const *items = petrel_config_list(m, param);
+    const char *const *items = service ? petrel_service_config_list(m, service, param)
+                                       : petrel_config_list(m, param);
     size_t count = 0;
     while (items && items[count])
         count++;
@@ -187,16 +259,16 @@ static int build_list(petrel_module *m, const char *param, milter_list *out)
     int rc = 0;
     for (size_t i = 0; i < count; i++) {
         milter_config cfg;
-        base_config(m, &cfg);
+        base_config(m, service, &cfg);
         char buf[1024], err[512];
         if (parse_item(items[i], buf, sizeof buf, &cfg, err, sizeof err) < 0) {
-            petrel_config_error(m, param, "%s", err);
+            report(m, service, param, "%s", err);
             rc = -1;
             continue;
         }
         milter_settings *s = milter_settings_create(&cfg, err, sizeof err);
         if (s == NULL) {
-            petrel_config_error(m, param, "%s: %s", cfg.name, err);
+            report(m, service, param, "%s: %s", cfg.name, err);
             rc = -1;
             continue;
         }
@@ -217,25 +289,69 @@ static void free_list(milter_list *l)
     l->n = 0;
 }
 
+/* Has a profile with this key been made (or checked) already? */
+static int key_seen(char **keys, size_t n, const char *key)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(keys[i], key) == 0)
+            return 1;
+    return 0;
+}
+
+/* Checks main.cf's two lists, then each service's list where its values
+ * differ (a master.cf -o), each distinct set of values once. */
 static int milter_check(petrel_module *m)
 {
     int rc = 0;
-    if (build_list(m, "smtpd_milters", NULL) < 0)
-        rc = -1;
-    if (build_list(m, "non_smtpd_milters", NULL) < 0)
-        rc = -1;
+    size_t nservices = petrel_service_count(m), nkeys = 0;
+    char **keys = calloc(nservices + 2, sizeof *keys);
+    if (keys == NULL)
+        return -1;
+    for (size_t i = 0; i < nservices + 2; i++) {
+        const char *service = i < 2 ? NULL : petrel_service_at(m, i - 2);
+        const char *param = i == 0 ? "smtpd_milters" : i == 1 ? "non_smtpd_milters" : list_param(service);
+        char *key = profile_key(m, service, param);
+        if (key == NULL) {
+            rc = -1;
+            break;
+        }
+        if (key_seen(keys, nkeys, key)) {
+            free(key);
+            continue;
+        }
+        keys[nkeys++] = key;
+        if (build_list(m, service, param, NULL) < 0)
+            rc = -1;
+    }
+    for (size_t i = 0; i < nkeys; i++)
+        free(keys[i]);
+    free(keys);
     return rc;
+}
+
+static void profile_free(profile *p)
+{
+    if (p == NULL)
+        return;
+    free_list(&p->list);
+    free(p->key);
+    free(p->myhostname);
+    free(p->daemon_name);
+    free(p->macro_v);
+    free(p);
 }
 
 static void conf_free(module_conf *c)
 {
     if (c == NULL)
         return;
-    free_list(&c->smtpd);
-    free_list(&c->non_smtpd);
-    free(c->myhostname);
-    free(c->daemon_name);
-    free(c->macro_v);
+    for (size_t i = 0; i < c->nprofiles; i++)
+        profile_free(c->profiles[i]);
+    free(c->profiles);
+    for (size_t i = 0; i < c->nservices; i++)
+        free(c->services[i]);
+    free(c->services);
+    free(c->service_profiles);
     free(c->spool_dir);
     free(c);
 }
@@ -245,6 +361,46 @@ static char *dup_or_empty(const char *s)
     return strdup(s ? s : "");
 }
 
+/* The profile for param as service sees it: an existing one with the
+ * same values, or a new one. NULL (with *error) on failure. */
+static profile *profile_for(petrel_module *m, module_conf *c, const char *service, const char *param,
+                            const char **error)
+{
+    char *key = profile_key(m, service, param);
+    if (key == NULL) {
+        *error = "out of memory";
+        return NULL;
+    }
+    for (size_t i = 0; i < c->nprofiles; i++)
+        if (strcmp(c->profiles[i]->key, key) == 0) {
+            free(key);
+            return c->profiles[i];
+        }
+    profile *p = calloc(1, sizeof *p);
+    profile **grown = realloc(c->profiles, (c->nprofiles + 1) * sizeof *grown);
+    if (p == NULL || grown == NULL) {
+        free(p);
+        free(key);
+        *error = "out of memory";
+        return NULL;
+    }
+    c->profiles = grown;
+    c->profiles[c->nprofiles++] = p;
+    p->key = key;
+    if (build_list(m, service, param, &p->list) < 0) {
+        *error = "bad milter configuration (see the lines above)";
+        return NULL;
+    }
+    p->myhostname = dup_or_empty(value_string(m, service, "myhostname"));
+    p->daemon_name = dup_or_empty(value_string(m, service, "milter_macro_daemon_name"));
+    p->macro_v = dup_or_empty(value_string(m, service, "milter_macro_v"));
+    if (!p->myhostname || !p->daemon_name || !p->macro_v) {
+        *error = "out of memory";
+        return NULL;
+    }
+    return p;
+}
+
 static int milter_init(petrel_module *m, const char **error)
 {
     module_conf *c = calloc(1, sizeof *c);
@@ -252,27 +408,55 @@ static int milter_init(petrel_module *m, const char **error)
         *error = "out of memory";
         return -1;
     }
-    if (build_list(m, "smtpd_milters", &c->smtpd) < 0 || build_list(m, "non_smtpd_milters", &c->non_smtpd) < 0) {
+    size_t nservices = petrel_service_count(m);
+    c->services = calloc(nservices + 1, sizeof *c->services);
+    c->service_profiles = calloc(nservices + 1, sizeof *c->service_profiles);
+    if (c->services == NULL || c->service_profiles == NULL) {
         conf_free(c);
-        *error = "bad milter configuration (see the lines above)";
+        *error = "out of memory";
         return -1;
     }
-    c->myhostname = dup_or_empty(petrel_config_string(m, "myhostname"));
-    c->daemon_name = dup_or_empty(petrel_config_string(m, "milter_macro_daemon_name"));
-    c->macro_v = dup_or_empty(petrel_config_string(m, "milter_macro_v"));
+    if ((c->main_smtpd = profile_for(m, c, NULL, "smtpd_milters", error)) == NULL ||
+        (c->main_non_smtpd = profile_for(m, c, NULL, "non_smtpd_milters", error)) == NULL) {
+        conf_free(c);
+        return -1;
+    }
+    for (size_t i = 0; i < nservices; i++) {
+        const char *service = petrel_service_at(m, i);
+        profile *p = profile_for(m, c, service, list_param(service), error);
+        if (p == NULL) {
+            conf_free(c);
+            return -1;
+        }
+        if ((c->services[c->nservices] = strdup(service)) == NULL) {
+            conf_free(c);
+            *error = "out of memory";
+            return -1;
+        }
+        c->service_profiles[c->nservices++] = p;
+    }
     const char *qdir = petrel_config_string(m, "queue_directory");
     size_t len = strlen(qdir ? qdir : "") + sizeof "/incoming";
     c->spool_dir = malloc(len);
     if (c->spool_dir)
         snprintf(c->spool_dir, len, "%s/incoming", qdir ? qdir : "");
     c->buffer_limit = (size_t)petrel_param_int(m, "milter_buffer_limit");
-    if (!c->myhostname || !c->daemon_name || !c->macro_v || !c->spool_dir) {
+    if (!c->spool_dir) {
         conf_free(c);
         *error = "out of memory";
         return -1;
     }
     petrel_module_set_data(m, c);
     return 0;
+}
+
+/* The profile a session of service uses. */
+static const profile *profile_of(const module_conf *c, const char *service)
+{
+    for (size_t i = 0; service && i < c->nservices; i++)
+        if (strcmp(c->services[i], service) == 0)
+            return c->service_profiles[i];
+    return service && strcmp(service, "pickup") == 0 ? c->main_non_smtpd : c->main_smtpd;
 }
 
 static void milter_fini(petrel_module *m)
@@ -308,6 +492,7 @@ typedef struct session {
     petrel_module *m;
     petrel_session *s;        /* the handle (checked by the core: safe after the session ends) */
     module_conf *conf;
+    const profile *profile;   /* the session's service's milters and macro values */
     link *links;
     size_t n;
 
@@ -443,11 +628,11 @@ static const char *op_macro(void *arg, const char *name)
     session *ss = l->ss;
     petrel_session *s = ss->s;
     if (strcmp(name, "{j}") == 0)
-        return ss->conf->myhostname;
+        return ss->profile->myhostname;
     if (strcmp(name, "{daemon_name}") == 0)
-        return ss->conf->daemon_name;
+        return ss->profile->daemon_name;
     if (strcmp(name, "{v}") == 0)
-        return ss->conf->macro_v;
+        return ss->profile->macro_v;
     if (strcmp(name, "{_}") == 0) {
         const char *addr = petrel_client_addr(s), *cname = petrel_client_name(s);
         snprintf(ss->underscore, sizeof ss->underscore, "%s [%s]", cname ? cname : "unknown", addr ? addr : "");
@@ -928,7 +1113,8 @@ static petrel_verdict milter_connect(petrel_session *s)
     if (conf == NULL)
         return PETREL_CONTINUE;
     const char *service = petrel_service_name(s);
-    const milter_list *list = service && strcmp(service, "pickup") == 0 ? &conf->non_smtpd : &conf->smtpd;
+    const profile *prof = profile_of(conf, service);
+    const milter_list *list = &prof->list;
     if (list->n == 0)
         return PETREL_CONTINUE;
     session *ss = calloc(1, sizeof *ss);
@@ -937,6 +1123,7 @@ static petrel_verdict milter_connect(petrel_session *s)
     ss->m = m;
     ss->s = s;
     ss->conf = conf;
+    ss->profile = prof;
     ss->n = list->n;
     ss->links = calloc(list->n, sizeof *ss->links);
     message_spool_init(&ss->spool, conf->buffer_limit, conf->spool_dir);

@@ -3,8 +3,9 @@ on loopback. Our libmilter filter (modules/milter/t/testfilter.c) for every
 edit and verdict, two milters in a chain, a milter that is down, one that
 sends garbage, one that hangs, a body past milter_buffer_limit (spilled to a
 file), spamass-milter + spamd (GTUBE rejected), clamav-milter + clamd with
-our own signature database (EICAR rejected); and the configuration rules:
-no milter list without the module, no per-service list."""
+our own signature database (EICAR rejected); per-service lists (master.cf
+-o smtpd_milters, -o milter_*); and the configuration rules: no milter list
+without the module, a bad per-service list named by its master.cf line."""
 import os
 import re
 import subprocess
@@ -65,9 +66,30 @@ rc, out = check_config(conf("inet:127.0.0.1:9", smtpd_milter_maps="inline:{127.0
 t.ok(rc != 0 and "smtpd_milter_maps is set but not implemented" in out,
      "smtpd_milter_maps is refused even with the module loaded (the module does not implement it)", out)
 rc, out = check_config(conf("inet:127.0.0.1:9"), master_cf="127.0.0.1:2525 inet n - n - - smtpd\n"
-                       "127.0.0.1:2526 inet n - n - - smtpd -o smtpd_milters=inet:127.0.0.1:10\n")
-t.ok(rc != 0 and "a per-service milter list (master.cf -o) is not supported" in out,
-     "a per-service smtpd_milters is refused, not ignored", out)
+                       "127.0.0.1:2526 inet n - n - - smtpd -o smtpd_milters=inet:127.0.0.1:10 "
+                       "-o milter_default_action=accept -o milter_command_timeout=5s\n")
+t.ok(rc == 0, "a per-service smtpd_milters and milter_* (master.cf -o) are accepted", out)
+rc, out = check_config(conf("inet:127.0.0.1:9"), master_cf="127.0.0.1:2525 inet n - n - - smtpd\n"
+                       "127.0.0.1:2526 inet n - n - - smtpd -o smtpd_milters=bogus:127.0.0.1:10\n")
+t.ok(rc != 0 and re.search(r"master\.cf, line 2: service 127\.0\.0\.1:2526: smtpd_milters: .*unknown transport "
+                           r"\"bogus\"", out) is not None and "main.cf" not in out.replace("/main.cf: a module", ""),
+     "a bad per-service smtpd_milters is refused, naming its master.cf line", out)
+rc, out = check_config(conf("inet:127.0.0.1:9"), master_cf="127.0.0.1:2525 inet n - n - - smtpd\n"
+                       "127.0.0.1:2526 inet n - n - - smtpd -o smtpd_milters={inet:127.0.0.1:10,connect_timeot=5s}\n")
+t.ok(rc != 0 and re.search(r"master\.cf, line 2: service 127\.0\.0\.1:2526: smtpd_milters: .*unknown setting "
+                           r"\"connect_timeot\"", out) is not None,
+     "a bad per-milter setting in a per-service list is refused, naming its master.cf line", out)
+rc, out = check_config(conf("inet:127.0.0.1:9"), master_cf="127.0.0.1:2525 inet n - n - - smtpd\n"
+                       "127.0.0.1:2525 pass n - n - - smtpd -o smtpd_milters=inet:127.0.0.1:10\n")
+t.ok(rc != 0 and re.search(r"master\.cf, line 2: service 127\.0\.0\.1:2525: smtpd_milters = inet:127\.0\.0\.1:10: "
+                           r"another service called 127\.0\.0\.1:2525 \(\S+master\.cf, line 1\) sets smtpd_milters = "
+                           r"inet:127\.0\.0\.1:9", out) is not None,
+     "two smtpd services of one name with different milter lists are refused (the module knows services by name)",
+     out)
+rc, out = check_config(conf("{ inet:127.0.0.1:9, connect_timeot=5s }"),
+                       master_cf="127.0.0.1:2525 inet n - n - - smtpd\n127.0.0.1:2526 inet n - n - - smtpd\n")
+t.ok(rc != 0 and len(re.findall(r"unknown setting", out)) == 1, "a bad main.cf list that several services use is "
+     "reported once", out)
 rc, out = check_config(conf("inet:127.0.0.1:9"), master_cf="127.0.0.1:2525 inet n - n - - smtpd\n"
                        "127.0.0.1:2526 inet n - n - - smtpd -o receive_override_options=no_milters\n"
                        "127.0.0.1:2527 inet n - n - - smtpd -o smtpd_milters=\n")
@@ -240,6 +262,43 @@ with TestFilter(verdicts={"mail": "reject"}) as f:
         r = send(p, "Subject: x\r\n\r\nbody\r\n")
         p.port = port1
         t.ok(qid_of(r[-1]) is not None, "the no_milters service: no milter is asked", r)
+    finally:
+        p.stop()
+
+# --- per-service milter lists (master.cf -o): each service talks to its own chain ------
+with TestFilter() as f1, TestFilter() as f2:
+    from harness import free_port
+    ports = [free_port() for _ in range(4)]
+    p = Petrel(t, main_cf=conf(""), start=False, master_cf=(
+        "127.0.0.1:%d inet n - n - - smtpd -o smtpd_milters=%s\n"
+        "127.0.0.1:%d inet n - n - - smtpd -o smtpd_milters=%s -o milter_macro_daemon_name=second\n"
+        "127.0.0.1:%d inet n - n - - smtpd -o smtpd_milters=inet:127.0.0.1:9 -o milter_default_action=accept\n"
+        "127.0.0.1:%d inet n - n - - smtpd -o smtpd_milters=inet:127.0.0.1:9\n"
+        % (ports[0], f1.endpoint, ports[1], f2.endpoint, ports[2], ports[3])))
+    p.port = ports[0]
+    p.start()
+    for port in ports[1:]:
+        p.wait_listening(port)
+    try:
+        replies = {}
+        for i, port in enumerate(ports):
+            p.port = port
+            replies[i] = send(p, "Subject: to listener %d\r\n\r\nbody\r\n" % i)
+        p.port = ports[0]
+        t.ok(qid_of(replies[0][-1]) and qid_of(replies[1][-1]), "both listeners with a milter accept", replies)
+        seen1 = [ln for ln in f1.log() if ln.startswith("header Subject")]
+        seen2 = [ln for ln in f2.log() if ln.startswith("header Subject")]
+        t.ok(seen1 == ["header Subject=[to listener 0]"], "the first listener's -o smtpd_milters: only its milter "
+             "saw its mail, and only its own", seen1)
+        t.ok(seen2 == ["header Subject=[to listener 1]"], "the second listener's -o smtpd_milters: the same", seen2)
+        t.ok("macro connect {daemon_name}=second" in f2.log() and
+             not any(ln.startswith("macro connect {daemon_name}=second") for ln in f1.log()),
+             "-o milter_macro_daemon_name applies to its service's sessions only",
+             [ln for ln in f1.log() + f2.log() if "daemon_name" in ln])
+        t.ok(qid_of(replies[2][-1]) is not None, "-o milter_default_action=accept applies to its service's milter "
+             "that is down", replies[2])
+        t.is_(replies[3][0], "451 4.7.1 Service unavailable - try again later",
+              "  while another service with that milter keeps main.cf's milter_default_action (tempfail)")
     finally:
         p.stop()
 

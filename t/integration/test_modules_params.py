@@ -8,7 +8,7 @@ import socket
 import subprocess
 import tempfile
 
-from harness import CLEANUP_DIRS, PETRELD, Petrel, Tap
+from harness import CLEANUP_DIRS, PETRELD, Petrel, Tap, free_port
 from modlib import module_dir
 
 t = Tap()
@@ -73,8 +73,11 @@ with Petrel(t, start=False, main_cf=dict(BASE, apimod_key_file="/nonexistent/key
          r.stderr)
     t.like(r.stderr, r"apimod_key_file: /nonexistent/key\.pem: No such file or directory", "and says why")
 
-# Running: values reach the module; a reload with a failing check is refused.
-with Petrel(t, main_cf=good) as p:
+# Running: values reach the module (main.cf's, and a service's -o); a reload
+# with a failing check is refused.
+port2 = free_port()
+with Petrel(t, main_cf=good, extra_services="127.0.0.1:%d inet n - n - - smtpd -o myhostname=sub.params.test "
+            "-o apimod_mode=fast -o apimod_level=3 -o smtputf8_enable=no -o mynetworks=10.0.0.0/8\n" % port2) as p:
     line = p.wait_log(r"module apimod: mode=.*")
     t.like(line and line.group(0), r"mode=CAREFUL level=10 window=3600 tags=\[blue\] \[red\] myhostname=mx\.params\.test "
            r"mynetworks=\[127\.0\.0\.0/8\] \[192\.0\.2\.0/24\] message_size_limit=10240000 smtputf8_enable=1",
@@ -83,6 +86,18 @@ with Petrel(t, main_cf=good) as p:
                     r"module's own: use petrel_param_\*\)") is not None,
          "petrel_config_* refuses a name that is not a core parameter")
     t.ok(p.wait_log(r"petrel_config_string of its own parameter: NULL") is not None, "and gives NULL")
+    t.ok(p.wait_log(r"module apimod: service 127\.0\.0\.1:%d: myhostname=mx\.params\.test apimod_mode=CAREFUL "
+                    r"apimod_level=10 smtputf8_enable=1 mynetworks=127\.0\.0\.0/8" % p.port) is not None,
+         "petrel_service_config_*: a service without -o sees main.cf's values")
+    t.ok(p.wait_log(r"module apimod: service 127\.0\.0\.1:%d: myhostname=sub\.params\.test apimod_mode=fast "
+                    r"apimod_level=3 smtputf8_enable=0 mynetworks=10\.0\.0\.0/8" % port2) is not None,
+         "  a service with -o sees its own, core parameters and the module's own alike")
+    t.ok(p.wait_log(r"module apimod: no such service: myhostname=mx\.params\.test; past the end: NULL") is not None,
+         "  an unknown service gives main.cf's values; petrel_service_at past the end gives NULL")
+    t.ok(p.wait_log(r"module apimod: petrel_service_config_string: \"nosuchparam_x\" is neither a core parameter "
+                    r"nor the module's own") is not None and
+         p.wait_log(r"petrel_service_config_string of an unknown parameter: NULL") is not None,
+         "  an unknown parameter is refused with a warning (NULL)")
     p.write_main_cf(dict(p.settings, apimod_url="redis://nowhere"))
     r = p.petrelctl("reload")
     t.ok(r.returncode != 0, "a reload whose module check fails is refused", r.stdout + r.stderr)

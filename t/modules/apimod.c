@@ -8,7 +8,8 @@
  *   apimod_key_file (must exist and be readable), apimod_url (redis://HOST:PORT
  *   or unix:/PATH), apimod_socket (must be a UNIX socket). check() refuses bad
  *   values of the last three with petrel_config_error(); init logs the
- *   values it reads, the list items, and some core parameters.
+ *   values it reads, the list items, some core parameters, and each
+ *   service's values (petrel_service_config_*, master.cf -o).
  *
  * Notes (read by notemod):
  *   connect: session note apimod.client = the client address;
@@ -154,6 +155,22 @@ static int init(petrel_module *m, const char **error)
                       petrel_config_int(m, "message_size_limit"), petrel_config_bool(m, "smtputf8_enable"));
     const char *own = petrel_config_string(m, "apimod_mode");
     petrel_module_log(m, PETREL_LOG_INFO, "petrel_config_string of its own parameter: %s", own ? own : "NULL");
+    /* per-service values (master.cf -o) */
+    for (size_t i = 0; i < petrel_service_count(m); i++) {
+        const char *svc = petrel_service_at(m, i);
+        petrel_module_log(m, PETREL_LOG_INFO, "service %s: myhostname=%s apimod_mode=%s apimod_level=%lld "
+                          "smtputf8_enable=%d mynetworks=%s", svc, petrel_service_config_string(m, svc, "myhostname"),
+                          petrel_service_config_string(m, svc, "apimod_mode"),
+                          petrel_service_config_int(m, svc, "apimod_level"),
+                          petrel_service_config_bool(m, svc, "smtputf8_enable"),
+                          petrel_service_config_list(m, svc, "mynetworks")[0]);
+    }
+    petrel_module_log(m, PETREL_LOG_INFO, "no such service: myhostname=%s; past the end: %s",
+                      petrel_service_config_string(m, "no-such-service", "myhostname"),
+                      petrel_service_at(m, petrel_service_count(m)) ? "a name" : "NULL");
+    const char *other = petrel_service_config_string(m, "no-such-service", "nosuchparam_x");
+    petrel_module_log(m, PETREL_LOG_INFO, "petrel_service_config_string of an unknown parameter: %s",
+                      other ? other : "NULL");
     return 0;
 }
 

@@ -118,8 +118,8 @@ typedef struct petrel_param {
 #define PETREL_PARAM_INIT .size = sizeof(petrel_param)
 
 /* Values of the module's own parameters, from the configuration
- * generation the module was loaded with (main.cf: master.cf -o overrides
- * of module parameters do not apply). A parameter the module did not
+ * generation the module was loaded with (main.cf's: a service's master.cf
+ * -o overrides are read with petrel_service_config_*). A parameter the module did not
  * declare gives NULL or 0 and a warning. */
 PETREL_API const char *petrel_param_string(petrel_module *m, const char *name);
 PETREL_API long long petrel_param_int(petrel_module *m, const char *name);   /* INT; TIME in seconds; SIZE in bytes */
@@ -137,6 +137,31 @@ PETREL_API const char *petrel_config_string(petrel_module *m, const char *name);
 PETREL_API const char *const *petrel_config_list(petrel_module *m, const char *name);
 PETREL_API long long petrel_config_int(petrel_module *m, const char *name);   /* INT; TIME in s; SIZE in bytes */
 PETREL_API int petrel_config_bool(petrel_module *m, const char *name);
+
+/* ABI 1.1 (added after its first release: a plugin that calls these is
+ * refused by an older 1.1 petreld, at load time): per-service values.
+ * master.cf may override parameters for one service (-o name=value); the
+ * functions above give main.cf's values, these the value one service
+ * sees. The services are those whose sessions run hooks (smtpd's and
+ * pickup's), by their master.cf name (column 1, what
+ * petrel_service_name() returns), in master.cf order; a module that
+ * prepares something per service (in check and init) walks them with
+ * petrel_service_count() and petrel_service_at(). name is a core
+ * parameter or one the module declared (anything else: NULL or 0 and a
+ * warning); a service that is not there gives main.cf's values. Strings
+ * live as long as the configuration generation. */
+PETREL_API size_t petrel_service_count(petrel_module *m);
+PETREL_API const char *petrel_service_at(petrel_module *m, size_t i);   /* NULL past the end */
+PETREL_API const char *petrel_service_config_string(petrel_module *m, const char *service, const char *name);
+PETREL_API const char *const *petrel_service_config_list(petrel_module *m, const char *service, const char *name);
+PETREL_API long long petrel_service_config_int(petrel_module *m, const char *service, const char *name);
+PETREL_API int petrel_service_config_bool(petrel_module *m, const char *service, const char *name);
+/* Reports a problem with service's value of name as petrel_config_error()
+ * does, located where that value is set: "/etc/petrel/master.cf, line 17:
+ * service submission: smtpd_milters: ..." for a -o, the main.cf line
+ * otherwise. */
+PETREL_API void petrel_service_config_error(petrel_module *m, const char *service, const char *name,
+                                            const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
 /* ABI 1.1: reports a problem with one of the module's parameters (or a
  * core parameter it depends on) the way the core reports its own:

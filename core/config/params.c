@@ -195,6 +195,8 @@ static const struct cfg_param core_params[] = {
     S("milter_rcpt_macros", "i {rcpt_addr} {rcpt_host} {rcpt_mailer}", "macros sent at RCPT TO"),
     S("milter_unknown_command_macros", "", "macros sent with an unknown command"),
     S("module_directory", PETREL_MODULEDIR, "where NAME.so modules are found"),
+    I("module_thread_limit", "8", 1, 256,
+      "worker threads per process for modules' blocking work (petrel_run_blocking), apart from the queue's"),
     L("modules", "", "modules to load"),
     L("mydestination", "$myhostname, localhost.$mydomain, localhost", "domains delivered locally"),
     S("mydomain", "", "the internet domain of this host"),

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -34,6 +35,9 @@ struct workq {
     struct workq_job *todo_head, *todo_tail;
     struct workq_job *done_head, *done_tail;
     int stopping;
+    int abandoned;        /* workq_destroy_bounded gave up: start nothing more */
+    int live;             /* threads that have not returned */
+    pthread_cond_t gone;  /* signalled when a thread returns */
     int pending;          /* submitted and not yet completed on the loop */
     int nthreads;
     pthread_t *threads;
@@ -58,7 +62,7 @@ static void *worker_main(void *arg)
     for (;;) {
         while (wq->todo_head == NULL && !wq->stopping)
             pthread_cond_wait(&wq->wake, &wq->lock);
-        if (wq->todo_head == NULL && wq->stopping)
+        if ((wq->todo_head == NULL && wq->stopping) || wq->abandoned)
             break;
         struct workq_job *job = wq->todo_head;
         wq->todo_head = job->next;
@@ -77,6 +81,8 @@ static void *worker_main(void *arg)
             (void)ignored;
         }
     }
+    wq->live--;
+    pthread_cond_broadcast(&wq->gone);
     pthread_mutex_unlock(&wq->lock);
     return NULL;
 }
@@ -109,6 +115,11 @@ struct workq *workq_create(struct event_base *base, int threads)
     struct workq *wq = xcalloc(1, sizeof(*wq));
     pthread_mutex_init(&wq->lock, NULL);
     pthread_cond_init(&wq->wake, NULL);
+    pthread_condattr_t monotonic;
+    pthread_condattr_init(&monotonic);
+    pthread_condattr_setclock(&monotonic, CLOCK_MONOTONIC);
+    pthread_cond_init(&wq->gone, &monotonic);
+    pthread_condattr_destroy(&monotonic);
     wq->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (wq->event_fd < 0)
         msg_fatal("eventfd: %s", strerror(errno));
@@ -116,6 +127,7 @@ struct workq *workq_create(struct event_base *base, int threads)
     event_add(wq->ev, NULL);
     wq->nthreads = threads > 0 ? threads : 1;
     wq->threads = xcalloc((size_t)wq->nthreads, sizeof(pthread_t));
+    wq->live = wq->nthreads;
     for (int i = 0; i < wq->nthreads; i++) {
         int err = pthread_create(&wq->threads[i], NULL, worker_main, wq);
         if (err != 0)
@@ -149,6 +161,20 @@ int workq_pending(const struct workq *wq)
     return wq->pending;
 }
 
+static void free_pool(struct workq *wq)
+{
+    for (int i = 0; i < wq->nthreads; i++)
+        pthread_join(wq->threads[i], NULL);
+    drain_done(wq);
+    event_free(wq->ev);
+    close(wq->event_fd);
+    pthread_mutex_destroy(&wq->lock);
+    pthread_cond_destroy(&wq->wake);
+    pthread_cond_destroy(&wq->gone);
+    free(wq->threads);
+    free(wq);
+}
+
 void workq_destroy(struct workq *wq)
 {
     if (wq == NULL)
@@ -157,13 +183,42 @@ void workq_destroy(struct workq *wq)
     wq->stopping = 1;
     pthread_cond_broadcast(&wq->wake);
     pthread_mutex_unlock(&wq->lock);
-    for (int i = 0; i < wq->nthreads; i++)
-        pthread_join(wq->threads[i], NULL);
+    free_pool(wq);
+}
+
+int workq_destroy_bounded(struct workq *wq, unsigned timeout_ms)
+{
+    if (wq == NULL)
+        return 0;
+    struct timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&wq->lock);
+    wq->stopping = 1;
+    pthread_cond_broadcast(&wq->wake);
+    while (wq->live > 0)
+        if (pthread_cond_timedwait(&wq->gone, &wq->lock, &deadline) == ETIMEDOUT)
+            break;
+    int all_gone = wq->live == 0;
+    if (!all_gone)
+        wq->abandoned = 1;   /* threads that finish their job now return without taking another */
+    pthread_mutex_unlock(&wq->lock);
+    if (all_gone) {
+        free_pool(wq);
+        return 0;
+    }
+    /* The finished jobs' done() still runs; the rest is left behind. The
+     * eventfd stays open (a thread may still write to it) and the memory
+     * stays allocated (the threads hold it); the loop stops watching. */
     drain_done(wq);
     event_free(wq->ev);
-    close(wq->event_fd);
-    pthread_mutex_destroy(&wq->lock);
-    pthread_cond_destroy(&wq->wake);
-    free(wq->threads);
-    free(wq);
+    wq->ev = NULL;
+    for (int i = 0; i < wq->nthreads; i++)
+        pthread_detach(wq->threads[i]);
+    return wq->pending;
 }

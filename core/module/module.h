@@ -66,6 +66,7 @@ struct petrel_module {
     time_t open_until;
     unsigned long long calls, failures, timeouts, skipped, circuit_opened;
     struct stale_log stale[STALE_KINDS];   /* API calls with a dead handle, per kind (rate-limited logging) */
+    unsigned blocking_calls;        /* petrel_run_blocking work not yet completed (this process) */
     unsigned check_problems;        /* petrel_config_error() calls during its check */
     void **table_regs;              /* registry entries made for its table types */
     size_t ntable_regs;

@@ -1,7 +1,7 @@
 /*
  * The module runtime of one role process, as the roles see it. A role
- * (smtpd worker, queue manager) starts it once with its event loop, thread
- * pool and resolver; from then on it only calls in here: it opens a module
+ * (smtpd worker, queue manager) starts it once with its event loop and
+ * resolver (the modules' worker threads are the runtime's own); from then on it only calls in here: it opens a module
  * session per SMTP connection, tells it when a transaction begins and
  * ends, runs the hooks of a phase, calls one module entry point (a
  * restriction, a SASL back-end), and closes the session when the
@@ -27,7 +27,6 @@
 #include "module/hooks.h"
 
 struct event_base;
-struct workq;
 struct dns_resolver;
 struct module_set;
 struct module_metrics;
@@ -37,7 +36,7 @@ struct module_runtime_args {
     struct module_set *set;              /* this process's generation of modules */
     unsigned role;                       /* MODULE_ROLE_SMTPD or MODULE_ROLE_QMGR */
     struct event_base *base;
-    struct workq *workq;
+    unsigned threads;                    /* module_thread_limit: petrel_run_blocking's pool */
     struct dns_resolver *dns;
     struct module_metrics *metrics;      /* the shared metrics region, or NULL */
     unsigned process_index;              /* the process's column in shared tables */

@@ -81,7 +81,8 @@ struct module_runtime {
     struct module_set *set;
     unsigned role;
     struct event_base *base;
-    struct workq *workq;
+    struct workq *pool;              /* petrel_run_blocking's threads, made at the first call */
+    unsigned pool_threads;           /* module_thread_limit */
     struct dns_resolver *dns;
     struct module_metrics *metrics;
     unsigned process_index;

@@ -1,10 +1,16 @@
 /*
  * Services the plugin API gives modules in any role: per-module data,
  * logging, and the role's event loop (timers, fd watches,
- * asynchronous DNS, blocking work on the thread pool). Callbacks run on
+ * asynchronous DNS, blocking work on the modules' own threads). Callbacks run on
  * the loop inside the crash context (crash.c), and never before the call
  * that scheduled them has returned: a DNS answer known at once (a bad
  * name) is delivered on the next loop turn.
+ *
+ * petrel_run_blocking has a pool of its own (module_thread_limit threads,
+ * made at the first call), apart from the role's: a module that holds
+ * every thread (SPF waiting on a slow DNS) never delays a queue commit's
+ * fsync or a local delivery. At shutdown the pool gets a short grace
+ * period (runtime stop, start.c), not the time the work may take.
  *
  * Timers and watches are handles (runtime_int.h): cancelling one that
  * already fired or was cancelled is a logged no-op, not a double free.
@@ -315,6 +321,7 @@ static void blocking_work(void *arg)
 static void blocking_done(void *arg, int cancelled)
 {
     struct blocking_call *c = arg;
+    c->m->blocking_calls--;
     struct module_crash_frame frame = module_crash_enter(c->m, "blocking call completion");
     c->done(c->arg);
     module_crash_leave(frame);
@@ -324,13 +331,16 @@ static void blocking_done(void *arg, int cancelled)
 int petrel_run_blocking(petrel_module *m, void (*work)(void *arg), void (*done)(void *arg), void *arg)
 {
     struct module_runtime *rt = loop_of(m, __func__);
-    if (rt == NULL || rt->workq == NULL || work == NULL || done == NULL)
+    if (rt == NULL || rt->base == NULL || work == NULL || done == NULL)
         return -1;
+    if (rt->pool == NULL)
+        rt->pool = workq_create(rt->base, (int)rt->pool_threads);
     struct blocking_call *c = xcalloc(1, sizeof(*c));
     c->work = work;
     c->done = done;
     c->arg = arg;
     c->m = m;
-    workq_submit(rt->workq, blocking_work, blocking_done, c);
+    m->blocking_calls++;
+    workq_submit(rt->pool, blocking_work, blocking_done, c);
     return 0;
 }

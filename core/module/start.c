@@ -3,15 +3,26 @@
  * (runtime.h): the handle tables, the crash handler, and init and fini of
  * the modules the role uses. Above the rest of core/module: it calls into
  * the loader and the runtime, nothing calls back into it.
+ *
+ * At stop, petrel_run_blocking work still running gets a short grace
+ * period (MODULE_POOL_GRACE_MS), not the time it may take (an SPF check
+ * waits up to 20 s on DNS): what finishes in time completes as usual,
+ * before fini; a module whose work is still on a thread after it is not
+ * finalised (its fini would free what the thread uses) and the process
+ * exits around it, which is logged.
  */
 #include "config.h"
 
 #include <pthread.h>
 #include <stdlib.h>
 
+#include "lib/log.h"
+#include "lib/workq.h"
 #include "lib/xalloc.h"
 #include "module/module.h"
 #include "module/runtime_int.h"
+
+#define MODULE_POOL_GRACE_MS 1000
 
 int module_runtime_start(const struct module_runtime_args *args)
 {
@@ -19,7 +30,7 @@ int module_runtime_start(const struct module_runtime_args *args)
     rt->set = args->set;
     rt->role = args->role;
     rt->base = args->base;
-    rt->workq = args->workq;
+    rt->pool_threads = args->threads ? args->threads : 1;
     rt->dns = args->dns;
     rt->metrics = args->metrics;
     rt->process_index = args->process_index;
@@ -49,6 +60,19 @@ void module_runtime_stop(void)
     struct module_runtime *rt = module_rt;
     if (rt == NULL)
         return;
+    if (rt->pool != NULL) {
+        int left = workq_destroy_bounded(rt->pool, MODULE_POOL_GRACE_MS);
+        rt->pool = NULL;
+        for (int i = 0; left > 0 && rt->set && i < rt->set->n; i++) {
+            struct petrel_module *m = rt->set->mods[i];
+            if (m->blocking_calls == 0 || !m->initialised)
+                continue;
+            msg_warn("module %s: %u blocking call%s still running %u ms after the stop began: abandoned, and the "
+                     "module's fini is skipped", m->name, m->blocking_calls, m->blocking_calls == 1 ? "" : "s",
+                     MODULE_POOL_GRACE_MS);
+            m->initialised = 0;
+        }
+    }
     module_set_fini(rt->set);
     /* Sessions, timers and watches still registered belong to a loop that
      * is going away with the process; only the tables are freed. */

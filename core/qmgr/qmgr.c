@@ -147,6 +147,7 @@ static const struct cfg_bind qmgr_binds[] = {
     Q("delay_warning_time", LONG, delay_warning),
     Q("queue_directory", STR, queue_directory),
     Q("dns_resolver", STR, dns_resolver),
+    Q("module_thread_limit", UINT, module_threads),
     Q("command_expansion_filter", STR, command_expansion_filter),
     Q("recipient_delimiter", STR, recipient_delimiter),
     Q("soft_bounce", BOOL, soft_bounce),
@@ -258,7 +259,7 @@ int qmgr_main(const struct qmgr_args *args)
     /* Modules with a queue-manager hook (delivery results) are initialised
      * here too: init runs in every role process that uses the module. */
     struct module_runtime_args rt = { .set = q.modules, .role = MODULE_ROLE_QMGR,
-                                      .base = q.base, .workq = q.workq, .dns = q.dns, .metrics = args->metrics,
+                                      .base = q.base, .threads = q.module_threads, .dns = q.dns, .metrics = args->metrics,
                                       .process_index = args->process_index };
     if (module_runtime_start(&rt) != 0)
         msg_fatal("cannot start: a module failed to initialise");

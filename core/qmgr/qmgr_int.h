@@ -118,6 +118,7 @@ struct qmgr {
     const char *const *notify_class_words;
     unsigned notify_classes;     /* MAIL_NOTIFY_*: notify_classes */
     const char *myorigin, *mail_name, *notice_recipient, *queue_directory, *dns_resolver;
+    unsigned module_threads;          /* module_thread_limit: petrel_run_blocking's own pool */
     const char *bounce_notice_raw, *delay_notice_raw, *error_notice_raw;
     const char *command_expansion_filter, *recipient_delimiter;
     long long dest_rate_delay;   /* default_destination_rate_delay */

@@ -309,6 +309,7 @@ struct smtpd_worker {
     struct mail_rewrite *rewrite;     /* canonical maps and masquerading for header rewriting */
     long long queue_minfree;
     const char *dns_resolver;         /* the resolver's spec (lib/dns.h) */
+    unsigned module_threads;          /* module_thread_limit: petrel_run_blocking's own pool */
     time_t space_checked;
     int space_ok;
     unsigned instance_seq;            /* the policy protocol's instance numbers */

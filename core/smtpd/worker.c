@@ -274,6 +274,7 @@ static int service_is_local(const struct smtpd_worker_args *args, const struct m
 static const struct cfg_bind worker_binds[] = {
     CFG_BIND("queue_minfree", LONG, struct smtpd_worker, queue_minfree),
     CFG_BIND("dns_resolver", STR, struct smtpd_worker, dns_resolver),
+    CFG_BIND("module_thread_limit", UINT, struct smtpd_worker, module_threads),
 };
 const struct cfg_bind_table smtpd_worker_bind_table = CFG_BIND_TABLE("smtpd worker", worker_binds);
 
@@ -296,7 +297,9 @@ void smtpd_worker_init(struct smtpd_worker *w, const struct cfg *cfg, struct que
     char *error = NULL;
     w->queue = queue;
     queue_id_gen_init(&w->idgen, (unsigned)getpid());
-    /* fsync waits on the disk, not the CPU: a few threads keep several in flight. */
+    /* fsync waits on the disk, not the CPU: a few threads keep several in
+     * flight. Modules' blocking work has threads of its own (the module
+     * runtime's), so a commit never waits behind a module. */
     w->workq = workq_create(w->base, 4);
     w->modules = modules;
     w->metrics = metrics;
@@ -304,7 +307,7 @@ void smtpd_worker_init(struct smtpd_worker *w, const struct cfg *cfg, struct que
     if (w->dns == NULL)
         msg_fatal("%s", error);
     struct module_runtime_args rt = { .set = w->modules, .role = MODULE_ROLE_SMTPD,
-                                      .base = w->base, .workq = w->workq, .dns = w->dns, .metrics = metrics,
+                                      .base = w->base, .threads = w->module_threads, .dns = w->dns, .metrics = metrics,
                                       .process_index = process_index };
     /* Table types first: a module's init may open tables (petrel_table_open). */
     if (module_set_register_tables(w->modules, w->tables) != 0)

@@ -1,8 +1,9 @@
 /*
- * The sasl module's worker threads. petrel_run_blocking() shares the smtpd
- * worker's queue-commit threads: a saslauthd that takes seconds per
- * failure (PAM's delay) or a costly yescrypt would hold up the fsyncs that
- * every 250 waits for. So the module keeps a few threads of its own; a job
+ * The sasl module's worker threads. petrel_run_blocking()'s pool
+ * (module_thread_limit) is shared by every module: a saslauthd that takes
+ * seconds per failure (PAM's delay) or a costly yescrypt would queue other
+ * modules' work (SPF, DKIM) behind logins, and theirs would queue logins.
+ * So the module keeps a few threads of its own; a job
  * is done on one of them and its completion is handed back to the loop
  * through a pipe that petrel_watch_fd() watches.
  */

@@ -55,6 +55,7 @@ struct module_pending {
     enum pending_state state;
     struct event *timer;
     const char *label;
+    int deferrals;                      /* DEFER_IF_PERMIT/REJECT are valid answers (a restriction) */
     double started;                     /* module_clock() at the call, for its duration */
     petrel_verdict early_verdict;
     int early_code;
@@ -64,7 +65,7 @@ struct module_pending {
 enum call_outcome { CALL_ANSWERED, CALL_SUSPENDED, CALL_CLOSED };
 
 static const char *const verdict_names[] = { "CONTINUE", "ACCEPT", "REJECT", "TEMPFAIL", "DISCARD", "HOLD",
-                                             "PENDING" };
+                                             "PENDING", "DEFER_IF_REJECT", "DEFER_IF_PERMIT" };
 
 static const char *verdict_name(petrel_verdict v)
 {
@@ -74,8 +75,9 @@ static const char *verdict_name(petrel_verdict v)
 /* The verdict label of petrel_module_hook_calls_total. */
 static const char *verdict_label(petrel_verdict v)
 {
-    static const char *const labels[] = { "continue", "accept", "reject", "tempfail", "discard", "hold" };
-    return (unsigned)v < sizeof(labels) / sizeof(labels[0]) ? labels[v] : "invalid";
+    static const char *const labels[] = { "continue", "accept", "reject", "tempfail", "discard", "hold",
+                                          NULL, "defer_if_reject", "defer_if_permit" };
+    return (unsigned)v < sizeof(labels) / sizeof(labels[0]) && labels[v] ? labels[v] : "invalid";
 }
 
 /* ------------------------------------------------------------------ */
@@ -129,12 +131,40 @@ static void internal_failure(struct module_result *out)
 }
 
 /* Turns a module's verdict and reply into a checked result. Returns 0, or
- * -1 when the module broke the rules (the result then says 451 4.3.0). */
+ * -1 when the module broke the rules (the result then says 451 4.3.0).
+ * deferrals: the call is a restriction's, where DEFER_IF_REJECT and
+ * DEFER_IF_PERMIT (with a 4xx reply) are answers too. */
 static int check_answer(struct module_session *ms, const struct petrel_module *m, petrel_verdict v, int code,
-                        const char *enhanced, const char *text, struct module_result *out)
+                        const char *enhanced, const char *text, int deferrals, struct module_result *out)
 {
     memset(out, 0, sizeof(*out));
     switch (v) {
+    case PETREL_DEFER_IF_REJECT:
+    case PETREL_DEFER_IF_PERMIT:
+        if (!deferrals) {
+            msg_warn("module %s: verdict %s outside a restriction (it belongs to restriction lists): answering "
+                     "451 4.3.0", m->name, verdict_name(v));
+            internal_failure(out);
+            return -1;
+        }
+        if (code == 0)
+            code = 450;
+        if (enhanced == NULL)
+            enhanced = "4.7.1";
+        if (text == NULL)
+            text = petrel_pool_printf(module_session_call_pool(ms), "Service unavailable (module %s)", m->name);
+        if (code / 100 != 4 || code % 100 > 59 || !valid_enhanced(enhanced, 4) || !printable_text(text) ||
+            strlen(text) > 400) {
+            msg_warn("module %s: invalid %s reply \"%d %s %.100s\": answering 451 4.3.0 instead", m->name,
+                     verdict_name(v), code, enhanced, text);
+            internal_failure(out);
+            return -1;
+        }
+        out->verdict = v;
+        out->code = code;
+        out->enhanced = petrel_pool_strdup(module_session_call_pool(ms), enhanced);
+        out->text = petrel_pool_strdup(module_session_call_pool(ms), text);
+        return 0;
     case PETREL_CONTINUE:
     case PETREL_ACCEPT:
     case PETREL_DISCARD:
@@ -175,10 +205,10 @@ static int check_answer(struct module_session *ms, const struct petrel_module *m
 /* Checks an answer, tells the circuit breaker how the module did, and
  * counts the call (label) for the metrics. */
 static void settle(struct module_session *ms, struct petrel_module *m, int circuit, petrel_verdict v, int code,
-                   const char *enhanced, const char *text, struct module_result *out, const char *label,
-                   double started)
+                   const char *enhanced, const char *text, int deferrals, struct module_result *out,
+                   const char *label, double started)
 {
-    if (check_answer(ms, m, v, code, enhanced, text, out) != 0) {
+    if (check_answer(ms, m, v, code, enhanced, text, deferrals, out) != 0) {
         module_circuit_failure(m, time(NULL), "invalid reply");
         module_record_call(m, label, "invalid", started);
         return;
@@ -263,6 +293,7 @@ petrel_pending *petrel_suspend(petrel_session *h)
     p->m = m;
     p->state = PENDING_IN_CALL;
     p->label = ms->calling_label;
+    p->deferrals = ms->calling_deferrals;
     p->started = ms->calling_started;
     uintptr_t ph = handle_alloc(&module_rt->pendings, p, (unsigned)m->index);
     if (ph == 0) {
@@ -316,7 +347,7 @@ void petrel_resume(petrel_pending *ph, petrel_verdict v, int code, const char *e
         p->early_text = text ? petrel_pool_strdup(module_session_call_pool(ms), text) : NULL;
         return;
     }
-    settle(ms, m, 1, v, code, enhanced, text, &ms->completed, p->label, p->started);
+    settle(ms, m, 1, v, code, enhanced, text, p->deferrals, &ms->completed, p->label, p->started);
     ms->completed_by = m;
     pending_free(ms);
     /* The module's callback finishes before the session moves on. */
@@ -398,6 +429,7 @@ struct call_opts {
     int may_suspend;
     int circuit;                /* the answer counts for the circuit breaker */
     int verdict;                /* the answer is a verdict (else informational) */
+    int deferrals;              /* a restriction: DEFER_IF_REJECT/PERMIT are answers */
 };
 
 /* Calls fn for module m on ms with the call state set up, and turns what
@@ -409,6 +441,7 @@ static enum call_outcome call_entry(struct module_session *ms, struct petrel_mod
     ms->calling = m;
     ms->calling_label = o->label;
     ms->calling_may_suspend = o->may_suspend;
+    ms->calling_deferrals = o->deferrals;
     ms->calling_started = module_clock();
     double started = ms->calling_started;
     m->calls++;
@@ -433,8 +466,8 @@ static enum call_outcome call_entry(struct module_session *ms, struct petrel_mod
         if (v != PETREL_PENDING)
             msg_warn("module %s: %s returned %s after petrel_resume() inside it: the resumed verdict %s applies",
                      m->name, o->label, verdict_name(v), verdict_name(p->early_verdict));
-        settle(ms, m, o->circuit, p->early_verdict, p->early_code, p->early_enhanced, p->early_text, out, o->label,
-               started);
+        settle(ms, m, o->circuit, p->early_verdict, p->early_code, p->early_enhanced, p->early_text, o->deferrals, out,
+               o->label, started);
         pending_free(ms);
         return CALL_ANSWERED;
     }
@@ -463,7 +496,7 @@ static enum call_outcome call_entry(struct module_session *ms, struct petrel_mod
         return CALL_ANSWERED;
     }
     const struct module_reply *reply = &ms->replies[m->index];
-    settle(ms, m, o->circuit, v, reply->code, reply->enhanced, reply->text, out, o->label, started);
+    settle(ms, m, o->circuit, v, reply->code, reply->enhanced, reply->text, o->deferrals, out, o->label, started);
     return CALL_ANSWERED;
 }
 
@@ -523,7 +556,7 @@ static void run_next(struct module_session *ms)
             module_record_call(m, def->name, "skipped", 0);
             module_default_result(m, &r);
         } else {
-            struct call_opts o = { def->name, def->may_suspend, 1, 1 };
+            struct call_opts o = { def->name, def->may_suspend, 1, 1, 0 };
             struct hook_call c = { ms->run.hook, &ms->run.args };
             enum call_outcome out = call_entry(ms, m, &o, hook_entry, &c, &r);
             if (out != CALL_ANSWERED)
@@ -585,8 +618,8 @@ static petrel_verdict invoke_entry(petrel_session *h, struct petrel_module *m, c
     return c->invoke(h, c->arg);
 }
 
-int module_call(struct module_session *ms, struct petrel_module *m, const char *label, module_invoke_fn *invoke,
-                const void *arg, module_done_fn *done, struct module_result *out)
+int module_call(struct module_session *ms, struct petrel_module *m, const char *label, unsigned flags,
+                module_invoke_fn *invoke, const void *arg, module_done_fn *done, struct module_result *out)
 {
     if (!module_circuit_allows(m, time(NULL))) {
         module_record_call(m, label, "skipped", 0);
@@ -595,7 +628,7 @@ int module_call(struct module_session *ms, struct petrel_module *m, const char *
     }
     ms->waiter = WAIT_CALL;
     ms->done = done;
-    struct call_opts o = { label, 1, 1, 1 };
+    struct call_opts o = { label, 1, 1, 1, (flags & MODULE_CALL_RESTRICTION) != 0 };
     struct invoke_call c = { invoke, arg };
     enum call_outcome outcome = call_entry(ms, m, &o, invoke_entry, &c, out);
     if (outcome == CALL_ANSWERED) {
@@ -621,7 +654,7 @@ void module_run_content(struct module_session *ms, enum module_hook h, const str
             continue;
         }
         struct module_result r;
-        struct call_opts o = { def->name, 0, 0, 1 };
+        struct call_opts o = { def->name, 0, 0, 1, 0 };
         struct hook_call c = { h, args };
         if (call_entry(ms, m, &o, hook_entry, &c, &r) == CALL_CLOSED)
             return;
@@ -641,7 +674,7 @@ void module_notify(struct module_session *ms, enum module_hook h, const struct m
         struct module_result ignored;
         if (ph->mods[i]->index == ms->off_index)
             continue;
-        struct call_opts o = { def->name, 0, 0, 0 };
+        struct call_opts o = { def->name, 0, 0, 0, 0 };
         struct hook_call c = { h, args };
         if (call_entry(ms, ph->mods[i], &o, hook_entry, &c, &ignored) == CALL_CLOSED)
             return;

@@ -85,7 +85,9 @@ void *module_session_host(petrel_session *h, struct petrel_module **m, const cha
 /* calling modules                                                     */
 
 /* A module's checked answer: verdict CONTINUE, ACCEPT, REJECT, TEMPFAIL,
- * DISCARD or HOLD; code, enhanced and text are set for REJECT/TEMPFAIL. */
+ * DISCARD or HOLD, and for a restriction also DEFER_IF_REJECT or
+ * DEFER_IF_PERMIT; code, enhanced and text are set for REJECT, TEMPFAIL
+ * and the DEFER_IF_ ones. */
 struct module_result {
     petrel_verdict verdict;
     int code;
@@ -105,9 +107,12 @@ void module_run_phase(struct module_session *ms, enum module_hook h, const struc
 
 /* Calls one entry point of module m (label names it: the restriction, "sasl").
  * Returns 1 with *out when it answered now (or its circuit is open), 0 when
- * it suspended: done(host, result) follows later. */
-int module_call(struct module_session *ms, struct petrel_module *m, const char *label, module_invoke_fn *invoke,
-                const void *arg, module_done_fn *done, struct module_result *out);
+ * it suspended: done(host, result) follows later. flags
+ * MODULE_CALL_RESTRICTION: a restriction's check, which may also answer
+ * DEFER_IF_REJECT or DEFER_IF_PERMIT (with a 4xx reply). */
+#define MODULE_CALL_RESTRICTION 1u
+int module_call(struct module_session *ms, struct petrel_module *m, const char *label, unsigned flags,
+                module_invoke_fn *invoke, const void *arg, module_done_fn *done, struct module_result *out);
 
 /* Content hooks (header, end_of_headers, body) may not suspend. Calls them
  * in order until one refuses; *out gets the last verdict other than

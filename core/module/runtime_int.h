@@ -131,6 +131,7 @@ struct module_session {
     struct petrel_module *calling;
     const char *calling_label;
     int calling_may_suspend;
+    int calling_deferrals;           /* a restriction's: DEFER_IF_PERMIT/REJECT are answers */
     double calling_started;
     int closed;                          /* closed while a module was running: free when it returns */
     /* the suspended call, if any (at most one: the session waits for it) */

@@ -334,7 +334,7 @@ static void check_password(struct smtpd_session *s, const char *user, const char
     s->auth_user = petrel_pool_strdup(s->scratch, user);
     s->state = SMTPD_WAIT;
     struct restrict_result r;
-    int answered = smtpd_module_call(s, s->set->sasl_module, "sasl check", call_sasl, &call, check_answered, &r);
+    int answered = smtpd_module_call(s, s->set->sasl_module, "sasl check", 0, call_sasl, &call, check_answered, &r);
     /* The password is not needed any more: do not leave it in the pool. */
     explicit_bzero((char *)password, strlen(password));
     if (answered)

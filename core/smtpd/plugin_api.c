@@ -85,7 +85,8 @@ static void to_restrict(const struct module_result *r, struct restrict_result *o
     static const enum restrict_verdict map[] = {
         [PETREL_CONTINUE] = RV_DUNNO, [PETREL_ACCEPT] = RV_PERMIT, [PETREL_REJECT] = RV_REJECT,
         [PETREL_TEMPFAIL] = RV_DEFER, [PETREL_DISCARD] = RV_DISCARD, [PETREL_HOLD] = RV_HOLD,
-        [PETREL_PENDING] = RV_DUNNO,
+        [PETREL_PENDING] = RV_DUNNO, [PETREL_DEFER_IF_REJECT] = RV_DEFER_IF_REJECT,
+        [PETREL_DEFER_IF_PERMIT] = RV_DEFER_IF_PERMIT,
     };
     out->verdict = (unsigned)r->verdict < sizeof(map) / sizeof(map[0]) ? map[r->verdict] : RV_DEFER;
     out->code = r->code;
@@ -202,8 +203,8 @@ static void call_done(void *host, const struct module_result *r)
     done(s, &result);
 }
 
-int smtpd_module_call(struct smtpd_session *s, struct petrel_module *m, const char *label, module_invoke_fn *invoke,
-                      const void *arg, smtpd_phase_done_fn *done, struct restrict_result *r)
+int smtpd_module_call(struct smtpd_session *s, struct petrel_module *m, const char *label, unsigned flags,
+                      module_invoke_fn *invoke, const void *arg, smtpd_phase_done_fn *done, struct restrict_result *r)
 {
     struct module_session *ms = ms_of(s);
     if (ms == NULL) {
@@ -212,7 +213,7 @@ int smtpd_module_call(struct smtpd_session *s, struct petrel_module *m, const ch
     }
     struct module_result answer;
     s->module_done = done;
-    if (module_call(ms, m, label, invoke, arg, call_done, &answer)) {
+    if (module_call(ms, m, label, flags, invoke, arg, call_done, &answer)) {
         s->module_done = NULL;
         to_restrict(&answer, r);
         return 1;

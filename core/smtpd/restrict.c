@@ -28,6 +28,7 @@
 #include "mail/addr_class.h"
 #include "mail/smtp_syntax.h"
 #include "module/module.h"
+#include "module/runtime.h"
 #include "smtpd/access_action.h"
 #include "smtpd/rcpt_maps.h"
 #include "smtpd/restrict.h"
@@ -611,18 +612,49 @@ void restrict_cancel(struct smtpd_session *s)
     }
 }
 
+/* A module restriction's answer as the engine takes it: its refusals go
+ * through Postfix's smtpd_check_reject() like any restriction's (a
+ * warn_if_reject before it makes a 5xx or 4xx a logged reject_warning, a
+ * pending defer_if_reject turns a 5xx into that deferral), and
+ * DEFER_IF_REJECT and DEFER_IF_PERMIT are Postfix's actions of those
+ * names: remembered with the module's (4xx) reply, then DUNNO. */
+static enum restrict_verdict module_answer(struct smtpd_session *s, struct restrict_run *run,
+                                           const struct restrict_result *a, struct restrict_result *r)
+{
+    switch (a->verdict) {
+    case RV_REJECT:
+    case RV_DEFER:
+        return refuse(s, run, RCLASS_POLICY, a->code, a->enhanced, a->text, r);
+    case RV_DEFER_IF_PERMIT:
+        return restrict_defer_if_permit(s, run, 1, RCLASS_POLICY, a->code, a->enhanced, r, "%s", a->text);
+    case RV_DEFER_IF_REJECT:
+        restrict_defer_if_reject(s, run, RCLASS_POLICY, a->code, a->enhanced, "%s", a->text);
+        return RV_DUNNO;
+    default:
+        *r = *a;
+        return a->verdict;
+    }
+}
+
 /* A module restriction that suspended has answered (or timed out). */
 static void module_step_completed(struct smtpd_session *s, const struct restrict_result *sr)
 {
-    restrict_step_done(s, sr->verdict, sr);
+    struct restrict_run *run = s->check;
+    if (run == NULL)
+        return;
+    struct restrict_result r = { RV_DUNNO, 0, NULL, NULL };
+    enum restrict_verdict v = module_answer(s, run, sr, &r);
+    restrict_step_done(s, v, &r);
 }
 
 static enum restrict_verdict run_module_step(struct smtpd_session *s, struct restrict_run *run,
                                              const struct restrict_step *step, struct restrict_result *r)
 {
     s->module_rcpt = run->rcpt;
-    if (smtpd_module_call(s, step->module, step->name, call_restriction, step, module_step_completed, r))
-        return r->verdict;
+    struct restrict_result answer;
+    if (smtpd_module_call(s, step->module, step->name, MODULE_CALL_RESTRICTION, call_restriction, step,
+                          module_step_completed, &answer))
+        return module_answer(s, run, &answer, r);
     return RV_PENDING;
 }
 

@@ -26,6 +26,9 @@ enum restrict_stage { RS_CLIENT, RS_HELO, RS_SENDER, RS_RECIPIENT, RS_RELAY, RS_
 
 enum restrict_verdict { RV_DUNNO, RV_PERMIT, RV_REJECT, RV_DEFER, RV_DISCARD, RV_HOLD,
                         RV_PENDING,
+                        /* a module restriction's answers, turned into Postfix's deferrals
+                           by the engine (restrict.c) before anything else sees them */
+                        RV_DEFER_IF_REJECT, RV_DEFER_IF_PERMIT,
                         RV_NESTED /* engine internal: a nested list was opened */ };
 
 struct restrict_result {

@@ -202,6 +202,15 @@ static int all_digits(const char *s)
     return 1;
 }
 
+/* Is word a restriction (the core's, a class or a module's)? Where a
+ * module restriction's optional arguments end. */
+static int names_restriction(const struct restrict_compiler *c, const char *word)
+{
+    struct petrel_module *owner;
+    return find_builtin(word) != NULL || find_class(c->classes, word) >= 0 ||
+           module_set_find_restriction(c->modules, word, &owner) != NULL;
+}
+
 /* A bare TYPE:NAME in a list means the stage's access check, as in Postfix
  * (smtpd_client_restrictions: check_client_access, ...). */
 static const char *default_acl(const char *param)
@@ -268,9 +277,17 @@ struct restrict_list *restrict_compile(struct restrict_compiler *c, const char *
                                               nargs, nargs == 1 ? "" : "s"));
                     break;   /* the list ends here */
                 }
+                /* Optional arguments (max_args): words after the required
+                 * ones, up to the maximum, until one names a restriction. */
+                while ((provided->max_args < 0 || nargs < provided->max_args) && items[i + 1 + nargs] != NULL &&
+                       !names_restriction(c, items[i + 1 + nargs]))
+                    nargs++;
+                const char **args = petrel_pool_zalloc(pool, (size_t)(nargs + 1) * sizeof(*args));
+                for (int a = 0; a < nargs; a++)
+                    args[a] = items[i + 1 + a];
                 if (provided->compile) {
                     const char *cerr = NULL;
-                    if (provided->compile(owner, items + i + 1, &step->state, pool, &cerr) != 0) {
+                    if (provided->compile(owner, args, &step->state, pool, &cerr) != 0) {
                         add_error(&errors, errorf("restriction %s (module %s): %s", item, owner->name,
                                                   cerr ? cerr : "bad arguments"));
                         i += nargs;

@@ -772,8 +772,9 @@ void smtpd_plugin_session_gone(struct smtpd_session *s);
  * when the process's session table is full. */
 struct module_session *smtpd_module_session(struct smtpd_session *s);
 /* Calls one module entry point (a restriction check, a SASL back-end):
- * returns 1 with *r when it answered now, 0 when done(s, result) follows. */
-int smtpd_module_call(struct smtpd_session *s, struct petrel_module *m, const char *label,
+ * returns 1 with *r when it answered now, 0 when done(s, result) follows.
+ * flags: MODULE_CALL_RESTRICTION (module/runtime.h) for a restriction. */
+int smtpd_module_call(struct smtpd_session *s, struct petrel_module *m, const char *label, unsigned flags,
                       petrel_verdict (*invoke)(petrel_session *h, const void *arg), const void *arg,
                       smtpd_phase_done_fn *done, struct restrict_result *r);
 

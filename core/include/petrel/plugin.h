@@ -82,7 +82,18 @@ typedef enum petrel_verdict {
     PETREL_DISCARD,        /* accept, then silently drop the message */
     PETREL_HOLD,           /* accept into the hold queue (quarantine) */
     PETREL_PENDING,        /* the answer comes later through petrel_resume() */
+    /* ABI 1.1, added after its first release (an older 1.1 petreld answers
+     * them 451 4.3.0 as unknown verdicts): only from a restriction's check
+     * (a hook's is answered 451 4.3.0), with a 4xx reply (default 450
+     * 4.7.1 "Service unavailable (module NAME)"). Postfix's actions of
+     * these names: DEFER_IF_REJECT makes a later 5xx refusal of the same
+     * command this 4xx instead; DEFER_IF_PERMIT answers this 4xx at the
+     * end of the command unless something refuses it first. Both go on
+     * with the list, as DUNNO does. */
+    PETREL_DEFER_IF_REJECT,
+    PETREL_DEFER_IF_PERMIT,
 } petrel_verdict;
+#define PETREL_HAVE_DEFER_IF 1
 
 /* Sets the reply that goes with REJECT or TEMPFAIL (defaults: 550 5.7.1
  * "Rejected by module NAME" / 451 4.7.1 "Try again later"). text is copied.
@@ -225,14 +236,24 @@ typedef struct petrel_restriction {
     size_t size;               /* sizeof(petrel_restriction): PETREL_RESTRICTION_INIT */
     const char *name;          /* e.g. "check_rate_limit" */
     int nargs;                 /* words that follow it in the list (e.g. 1 for "100/1h") */
-    /* Called once per list that names it; may reject the arguments with
+    /* Called once per list that names it, with its arguments (args[nargs]
+     * is NULL); may reject the arguments with
      * *error (allocated with the pool given). state is kept for check().
      * Also runs when the configuration is only checked (petreld -n, before
      * a reload), where init has not run: parse arguments, touch nothing else. */
     int (*compile)(petrel_module *m, const char *const *args, void **state, petrel_pool *pool,
                    const char **error);
-    /* Decides: CONTINUE (DUNNO), ACCEPT (OK), REJECT, TEMPFAIL, DISCARD, HOLD or PENDING. */
+    /* Decides: CONTINUE (DUNNO), ACCEPT (OK), REJECT, TEMPFAIL, DISCARD, HOLD,
+     * DEFER_IF_REJECT, DEFER_IF_PERMIT or PENDING. */
     petrel_verdict (*check)(petrel_session *s, void *state);
+    /* ABI 1.1, added after its first release (an older 1.1 petreld refuses
+     * a module whose entries have it; one built before reads 0): optional
+     * arguments. nargs words are required; after them the core takes more,
+     * up to max_args in all (-1: no maximum), as long as the next word is
+     * not a restriction (the core's, a module's, or a restriction class).
+     * 0 (or anything below nargs): exactly nargs. compile's args then hold
+     * the words taken, NULL-terminated (they always are). */
+    int max_args;
 } petrel_restriction;
 #define PETREL_RESTRICTION_INIT .size = sizeof(petrel_restriction)
 

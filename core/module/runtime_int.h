@@ -84,6 +84,8 @@ struct module_runtime {
     struct workq *pool;              /* petrel_run_blocking's threads, made at the first call */
     unsigned pool_threads;           /* module_thread_limit */
     struct dns_resolver *dns;
+    const petrel_dns_answer *dns_answer;   /* the answer a DNS callback is being given */
+    long dns_ttl;                          /* and its TTL (petrel_dns_answer_ttl) */
     struct module_metrics *metrics;
     unsigned process_index;
     pthread_t loop_thread;

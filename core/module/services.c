@@ -243,19 +243,39 @@ struct dns_call {
     struct petrel_module *m;
     int in_lookup;                      /* dns_lookup() has not returned yet */
     struct petrel_dns_answer copy;      /* an answer kept for the next loop turn */
+    long ttl;                           /* its TTL */
 };
 
-static void dns_deliver(struct dns_call *c, const petrel_dns_answer *a)
+/* petrel_dns_answer has no room for the TTL (it carries no size, so it
+ * cannot grow): the answer being delivered and its TTL are the runtime's,
+ * and petrel_dns_answer_ttl() asks for them while the callback runs. */
+static void dns_deliver(struct dns_call *c, const petrel_dns_answer *a, long ttl)
 {
+    const petrel_dns_answer *outer = module_rt->dns_answer;
+    long outer_ttl = module_rt->dns_ttl;
+    module_rt->dns_answer = a;
+    module_rt->dns_ttl = ttl;
     struct module_crash_frame frame = module_crash_enter(c->m, "dns callback");
     c->fn(a, c->arg);
     module_crash_leave(frame);
+    module_rt->dns_answer = outer;
+    module_rt->dns_ttl = outer_ttl;
+}
+
+long petrel_dns_answer_ttl(const petrel_dns_answer *a)
+{
+    struct module_runtime *rt = module_rt;
+    if (rt == NULL || a == NULL || rt->dns_answer != a) {
+        msg_warn("petrel_dns_answer_ttl: not the answer of a DNS callback that is running: -1");
+        return -1;
+    }
+    return rt->dns_ttl;
 }
 
 static void dns_deferred(evutil_socket_t fd, short what, void *arg)
 {
     struct dns_call *c = arg;
-    dns_deliver(c, &c->copy);
+    dns_deliver(c, &c->copy, c->ttl);
     for (size_t i = 0; i < c->copy.count; i++)
         free((char *)c->copy.values[i]);
     free((void *)c->copy.values);
@@ -271,6 +291,7 @@ static void dns_done(const struct dns_answer *a, void *arg)
         /* Answered before petrel_dns_lookup returned: keep a copy for the next loop turn. */
         c->copy.status = pa.status;
         c->copy.count = pa.count;
+        c->ttl = a->ttl;
         char **values = xcalloc(pa.count ? pa.count : 1, sizeof(*values));
         for (size_t i = 0; i < pa.count; i++)
             values[i] = xstrdup(pa.values[i]);
@@ -283,7 +304,7 @@ static void dns_done(const struct dns_answer *a, void *arg)
         event_base_once(module_rt->base, -1, EV_TIMEOUT, dns_deferred, c, NULL);
         return;
     }
-    dns_deliver(c, &pa);
+    dns_deliver(c, &pa, a->ttl);
     free(c);
 }
 

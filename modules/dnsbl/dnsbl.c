@@ -25,9 +25,10 @@
  * - DNS callbacks can come after the session has ended: the cache is
  *   malloc'd and reference-counted by the lookups in flight, and the
  *   session's pool cleanup only marks it gone.
- * - The plugin API's DNS answers carry no TTL, so nothing is cached across
- *   sessions (Postfix's smtpd caches per session too); a caching resolver
- *   next to petreld (dns_resolver) does the rest.
+ * - Across sessions, answers are kept for their DNS TTL (petrel_dns_answer_ttl,
+ *   capped at 1 h) in a per-process cache (dnsbl_cache.c): a session's
+ *   lookup that finds a fresh answer there is answered at once, without a
+ *   query. Failures and timeouts are never kept.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -72,6 +73,7 @@ struct dnsbl_conf {
      * them once init has run, which in a worker is before compiling). */
     const char **client_zones;
     size_t nclient_zones, client_zones_cap;
+    struct dnsbl_cache *cache;         /* answers kept for their TTL (this process) */
 };
 
 static const petrel_param dnsbl_params[] = {
@@ -235,6 +237,7 @@ static int dnsbl_init(petrel_module *m, const char **error)
     conf->timeout_ms = (unsigned)(t > 0 && t < 3600 ? t * 1000 : 10000);
     conf->reply_template = petrel_pool_strdup(pool, petrel_param_string(m, "dnsbl_reply_template"));
     conf->reply_code = (int)petrel_param_int(m, "dnsbl_reject_code");
+    conf->cache = dnsbl_cache_new();
     petrel_module_set_data(m, conf);
     return 0;
 }
@@ -242,8 +245,10 @@ static int dnsbl_init(petrel_module *m, const char **error)
 static void dnsbl_fini(petrel_module *m)
 {
     struct dnsbl_conf *conf = petrel_module_data(m);
-    if (conf)
+    if (conf) {
+        dnsbl_cache_free(conf->cache);
         petrel_pool_destroy(conf->pool);
+    }
     petrel_module_set_data(m, NULL);
 }
 
@@ -384,6 +389,8 @@ static void lookup_answered(const petrel_dns_answer *a, void *arg)
 {
     struct lookup *l = arg;
     struct dnsbl_session *ds = l->ds;
+    /* Kept for the next sessions even when this one has gone or timed out. */
+    dnsbl_cache_put(ds->conf->cache, l->type, l->query, a, petrel_dns_answer_ttl(a));
     if (l->state == LOOKUP_PENDING && !ds->gone) {
         l->state = LOOKUP_ANSWERED;
         l->status = a->status;
@@ -425,6 +432,19 @@ static struct lookup *lookup_get(struct dnsbl_session *ds, petrel_dns_type type,
     l->state = LOOKUP_PENDING;
     l->next = ds->lookups;
     ds->lookups = l;
+    petrel_dns_status cached_status;
+    const char *const *cached_values;
+    size_t cached_count;
+    if (dnsbl_cache_get(ds->conf->cache, type, query, &cached_status, &cached_values, &cached_count)) {
+        /* Answered by an earlier session's lookup, still within its TTL. */
+        l->state = LOOKUP_ANSWERED;
+        l->status = cached_status;
+        if (cached_count && (l->values = calloc(cached_count, sizeof(*l->values))) != NULL)
+            for (size_t i = 0; i < cached_count; i++)
+                if ((l->values[l->count] = strdup(cached_values[i])) != NULL)
+                    l->count++;
+        return l;
+    }
     ds->refs++;
     l->timer = petrel_timer_start(ds->m, ds->conf->timeout_ms, lookup_timed_out, l);
     if (petrel_dns_lookup(ds->m, type, query, lookup_answered, l) != 0) {

@@ -66,4 +66,16 @@ char *dnsbl_template_expand(const char *template_text, const struct dnsbl_reply_
  * a space. */
 int dnsbl_reply_split(const char *reply, int *code, char *enhanced, size_t enhanced_size, const char **text);
 
+/* The answer cache across sessions (dnsbl_cache.c): answers kept for
+ * their DNS TTL (capped at 1 h), at most 8192 of them, per process. */
+struct dnsbl_cache;
+struct dnsbl_cache *dnsbl_cache_new(void);
+void dnsbl_cache_free(struct dnsbl_cache *c);
+/* 1 with the answer (valid until the next put) when a fresh one is kept. */
+int dnsbl_cache_get(struct dnsbl_cache *c, petrel_dns_type type, const char *query, petrel_dns_status *status,
+                    const char *const **values, size_t *count);
+/* Keeps answer a of (type, query) for ttl seconds (nothing for ttl <= 0 or a failure). */
+void dnsbl_cache_put(struct dnsbl_cache *c, petrel_dns_type type, const char *query, const petrel_dns_answer *a,
+                     long ttl);
+
 #endif

@@ -217,6 +217,27 @@ with Dnsmasq(records) as dns:
         r = subprocess.run(p.command(PETRELD, "-c", p.conf, "-n"), capture_output=True, text=True)
         t.ok(r.returncode != 0 and "bad weight \"x\"" in r.stderr, "a bad weight is refused", r.stderr)
 
+# --- answers kept across sessions for their DNS TTL (petrel_dns_answer_ttl) ---
+# The lists above are served with TTL 0 (dnsmasq's default for its own
+# records): nothing is kept, every session asks. Here they carry 300 s.
+with Dnsmasq(records + ["--local-ttl=300"]) as dns:
+    # 127.0.0.3: its PTR name is not under bl.test, so smtpd's own lookups do not count here
+    listed = "%s.bl.test" % rev("127.0.0.3")
+    with Petrel(t, main_cf=conf(dns, smtpd_recipient_restrictions="reject_rbl_client bl.test"), workers=1) as p:
+        first = from_(p, "127.0.0.3")
+        t.is_(first, "554 5.7.1 Service unavailable; Client host [127.0.0.3] blocked using bl.test",
+              "TTL 300: the first session asks and is rejected")
+        asked = queries(dns, listed)
+        t.is_(asked, 1, "one query")
+        t.is_(from_(p, "127.0.0.3"), first, "a second session gets the same answer")
+        t.is_(queries(dns, listed), asked, "from the cache: no new query within the TTL")
+with Dnsmasq(records) as dns:
+    listed = "%s.bl.test" % rev("127.0.0.3")
+    with Petrel(t, main_cf=conf(dns, smtpd_recipient_restrictions="reject_rbl_client bl.test"), workers=1) as p:
+        from_(p, "127.0.0.3")
+        from_(p, "127.0.0.3")
+        t.is_(queries(dns, listed), 2, "TTL 0: nothing is kept, each session asks")
+
 # --- without the module: the error names it ---
 with Petrel(t, start=False, main_cf={"smtpd_recipient_restrictions": "check_dnsbl_score"}) as p:
     r = subprocess.run(p.command(PETRELD, "-c", p.conf, "-n"), capture_output=True, text=True)

@@ -633,6 +633,15 @@ typedef struct petrel_dns_answer {
 } petrel_dns_answer;
 typedef void petrel_dns_fn(const petrel_dns_answer *answer, void *arg);
 PETREL_API int petrel_dns_lookup(petrel_module *m, petrel_dns_type type, const char *name, petrel_dns_fn *fn, void *arg);
+/* ABI 1.1 (added after its first release: a plugin that calls it is
+ * refused by an older 1.1 petreld, at load time): how many seconds the
+ * answer may be kept, for a module's own cache. For OK, the lowest TTL of
+ * the answer's records; for NXDOMAIN and NODATA, the negative-caching
+ * time of the zone (the TTL of the SOA record in the reply, as RFC 2308
+ * has it); -1 when the reply said nothing (TEMPFAIL, BADNAME, a reply
+ * without a SOA: do not cache). Only for the answer a running DNS callback
+ * was given (anything else: -1 and a warning). */
+PETREL_API long petrel_dns_answer_ttl(const petrel_dns_answer *answer);
 
 /* Runs work(arg) on a worker thread, then done(arg) back on the loop. work
  * may call no Petrel function. Returns 0, or -1 where there are no worker

@@ -28,6 +28,7 @@
 #include "lib/log.h"
 #include "lib/xalloc.h"
 #include "module/module.h"
+#include "tables/table.h"
 
 static int declared(petrel_module *m, const char *name)
 {
@@ -118,6 +119,14 @@ void petrel_config_error(petrel_module *m, const char *name, const char *fmt, ..
 int module_set_check(struct module_set *set)
 {
     int bad = 0;
+    /* A check may open tables (petrel_table_check): where no role has
+     * made a registry (the master, petreld -n), one is lent for it. */
+    struct tbl_registry *lent = NULL;
+    if (set && set->tables == NULL) {
+        lent = tbl_registry_new();
+        if (module_set_register_tables(set, lent) != 0)
+            bad++;   /* a clash, logged; the checks still run */
+    }
     for (int i = 0; set && i < set->n; i++) {
         struct petrel_module *m = set->mods[i];
         if (m->c.check == NULL)
@@ -128,6 +137,10 @@ int module_set_check(struct module_set *set)
             msg_error("module %s: its configuration check failed (the module gave no reason)", m->name);
         if (rc != 0 || m->check_problems)
             bad++;
+    }
+    if (lent) {
+        module_set_tables_gone(set, lent);
+        tbl_registry_free(lent);
     }
     return bad ? -1 : 0;
 }

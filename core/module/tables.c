@@ -13,6 +13,15 @@
  * A module's own lookups always answer on a later loop turn (a zero
  * timeout event), local table or remote, so a callback never runs inside
  * the call that asked (plugin.h's rule for every callback).
+ *
+ * petrel_table_close() closes at once when no remote lookup of the table
+ * is in flight, else when the last one is answered (the table layer wants
+ * its queries finished before the close). The struct stays in the
+ * module's list, marked closed, so that a lookup or a second close through
+ * the old pointer is a logged refusal rather than a use after free; the
+ * next petrel_table_open() reuses it. petrel_table_check() opens a spec and
+ * closes it again, for a module's check(): in the master, where no role
+ * registry exists yet, module_set_check() lends one (params.c).
  */
 #include "config.h"
 
@@ -325,11 +334,14 @@ int module_set_register_tables(struct module_set *set, struct tbl_registry *reg)
 
 struct petrel_table {
     struct petrel_module *module;
-    struct tbl *t;
+    struct tbl *t;                     /* NULL once closed */
+    unsigned in_flight;                /* remote lookups not yet answered */
+    int closing;                       /* petrel_table_close() came: close at the last answer */
 };
 
 /* One petrel_table_lookup: answered on a later loop turn. */
 struct module_lookup {
+    struct petrel_table *table;        /* a remote lookup's, until it is answered */
     struct petrel_module *module;
     petrel_table_fn *fn;
     void *arg;
@@ -361,9 +373,60 @@ static void lookup_later(struct module_lookup *l, int status, const char *value)
         msg_panic("petrel_table_lookup: cannot schedule the answer");
 }
 
+static void table_really_close(struct petrel_table *pt)
+{
+    tbl_close(pt->t);
+    pt->t = NULL;
+    pt->closing = 0;
+}
+
 static void lookup_answered(void *arg, int status, const char *value)
 {
-    lookup_later(arg, status, value);
+    struct module_lookup *l = arg;
+    struct petrel_table *pt = l->table;
+    l->table = NULL;
+    lookup_later(l, status, value);
+    if (pt && --pt->in_flight == 0 && pt->closing)
+        table_really_close(pt);
+}
+
+void petrel_table_close(petrel_table *pt)
+{
+    if (pt == NULL)
+        return;
+    if (pt->t == NULL || pt->closing) {
+        msg_warn("module %s: petrel_table_close: the table is closed already", pt->module->name);
+        return;
+    }
+    if (pt->in_flight)
+        pt->closing = 1;
+    else
+        table_really_close(pt);
+}
+
+int petrel_table_check(petrel_module *m, const char *spec, const char **error)
+{
+    static char text[1024];
+    *error = NULL;
+    if (m == NULL || spec == NULL) {
+        *error = "petrel_table_check: no module or no table";
+        return -1;
+    }
+    if (m->set == NULL || m->set->tables == NULL) {
+        snprintf(text, sizeof(text), "%s: no table registry in this process", spec);
+        *error = text;
+        return -1;
+    }
+    char *why = NULL;
+    struct tbl *t = tbl_open(m->set->tables, spec, 0, &why);
+    if (t == NULL) {
+        snprintf(text, sizeof(text), "%s", why ? why : "cannot open table");
+        free(why);
+        *error = text;
+        return -1;
+    }
+    tbl_close(t);
+    return 0;
 }
 
 petrel_table *petrel_table_open(petrel_module *m, const char *spec, int flags, const char **error)
@@ -387,6 +450,11 @@ petrel_table *petrel_table_open(petrel_module *m, const char *spec, int flags, c
         *error = text;
         return NULL;
     }
+    for (size_t i = 0; i < m->ntables; i++)
+        if (m->tables[i]->t == NULL) {   /* closed: reused */
+            m->tables[i]->t = t;
+            return m->tables[i];
+        }
     struct petrel_table *pt = xcalloc(1, sizeof(*pt));
     pt->module = m;
     pt->t = t;
@@ -399,6 +467,10 @@ int petrel_table_lookup(petrel_table *pt, const char *key, petrel_table_fn *fn, 
 {
     if (pt == NULL || key == NULL || fn == NULL)
         return -1;
+    if (pt->t == NULL || pt->closing) {
+        msg_warn("module %s: petrel_table_lookup: the table is closed", pt->module->name);
+        return -1;
+    }
     if (module_rt == NULL || module_rt->base == NULL) {
         msg_warn("module %s: petrel_table_lookup: no event loop in this process", pt->module->name);
         return -1;
@@ -422,6 +494,8 @@ int petrel_table_lookup(petrel_table *pt, const char *key, petrel_table_fn *fn, 
     }
     /* The query lives until it is answered (the type's timeout and the
      * module timer bound it); a module lookup has no one to cancel it. */
+    l->table = pt;
+    pt->in_flight++;
     tbl_query_start(pt->t, key, lookup_answered, l);
     return 0;
 }
@@ -429,7 +503,7 @@ int petrel_table_lookup(petrel_table *pt, const char *key, petrel_table_fn *fn, 
 void module_tables_close(struct petrel_module *m)
 {
     for (size_t i = 0; i < m->ntables; i++) {
-        tbl_close(m->tables[i]->t);
+        tbl_close(m->tables[i]->t);   /* NULL when closed already */
         free(m->tables[i]);
     }
     free(m->tables);

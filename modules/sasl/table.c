@@ -300,15 +300,15 @@ static int check_file(const char *path, const char *file, int is_name, const cha
 }
 
 /* Where the configuration is checked (petreld -n, the start, a reload),
- * before init and without the worker's table registry: what can be looked
- * at here is. texthash: must be an absolute path to a file; hash:, lmdb:
- * and cdb: need their compiled file; sqlite:, pgsql: and mysql: their
- * configuration file. Other types (socketmap:, inline:, ...) and a
- * database server that is down are found out at the first AUTH (454, and
- * the log says why). */
+ * before init. texthash: (read by the module itself) must be an absolute
+ * path to a file. The files the other types need are looked at first, for
+ * a precise hint (hash:, lmdb: and cdb: their compiled file, sqlite:,
+ * pgsql: and mysql: their configuration file); then the core opens the
+ * table as the workers will (petrel_table_check), which finds what the
+ * file test cannot: a type no loaded module provides, a file that is not
+ * a table, a bad socketmap: or inline: spec. */
 int sasl_table_check_path(petrel_module *m, const char *path, petrel_pool *pool, const char **error)
 {
-    (void)m;
     const char *name = NULL;
     size_t n = split_spec(path, &name);
     if (n == 0) {
@@ -328,10 +328,17 @@ int sasl_table_check_path(petrel_module *m, const char *path, petrel_pool *pool,
     if (suffix) {
         const char *hint = petrel_pool_printf(pool, "build it with `petrelctl map build %.*s:%s`", (int)n,
                                               name - n - 1, name);
-        return check_file(path, petrel_pool_printf(pool, "%s%s", name, suffix), 0, hint, pool, error);
+        if (check_file(path, petrel_pool_printf(pool, "%s%s", name, suffix), 0, hint, pool, error) != 0)
+            return -1;
     }
-    if (type_is(path, "sqlite") || type_is(path, "pgsql") || type_is(path, "mysql"))
-        return check_file(path, name, 1, NULL, pool, error);
+    if ((type_is(path, "sqlite") || type_is(path, "pgsql") || type_is(path, "mysql")) &&
+        check_file(path, name, 1, NULL, pool, error) != 0)
+        return -1;
+    const char *why = NULL;
+    if (petrel_table_check(m, path, &why) != 0) {
+        *error = petrel_pool_printf(pool, "%s (smtpd_sasl_type = table)", why);
+        return -1;
+    }
     return 0;
 }
 

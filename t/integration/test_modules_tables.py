@@ -2,12 +2,14 @@
 and looks senders up with petrel_table_lookup from its mail hook. With a socketmap: table (the
 socketmap module, a real socketmap server) and with an inline: table (the core): found continues,
 not found is the module's 550, the server down is the module's 451, and every answer reaches the
-module after petrel_table_lookup has returned. A table that cannot be opened fails the module's init with
-its reason."""
+module after petrel_table_lookup has returned. fini closes the table (petrel_table_close): a lookup
+and a second close through it are then logged refusals. A table that cannot be opened is refused by
+petreld -n and the start, through the module's check() (petrel_table_check), with its reason."""
 import os
 import shutil
+import subprocess
 
-from harness import TOP_BUILDDIR, Petrel, Tap
+from harness import PETRELD, TOP_BUILDDIR, Petrel, Tap
 from modlib import module_dir
 from socketmaplib import SocketmapServer
 
@@ -42,12 +44,24 @@ for kind, spec in tables.items():
             server.restart()
             t.is_(c.cmd("MAIL FROM:<known@example.org>"), "250 2.1.0 Ok", "socketmap: the server is back")
         c.close()
+        p.stop()
+        log = p.log()
+        t.ok("tablemod: closed; a lookup after the close returned -1" in log,
+             "%s: fini closed the table; a lookup through it is refused" % kind, log[-1500:])
+        t.ok("module tablemod: petrel_table_lookup: the table is closed" in log and
+             "module tablemod: petrel_table_close: the table is closed already" in log,
+             "%s: the lookup and the second close are logged" % kind)
 
 with Petrel(t, start=False, main_cf={"modules": "tablemod", "module_directory": MODS,
                                      "tablemod_sender_map": "nosuch:thing"}) as p:
+    r = subprocess.run(p.command(PETRELD, "-c", p.conf, "-n"), capture_output=True, text=True, timeout=60)
+    t.ok(r.returncode != 0, "petreld -n refuses a table the module cannot open (petrel_table_check in its check)",
+         r.stderr)
+    t.like(r.stderr, r"main\.cf:\d+: tablemod_sender_map: nosuch:thing: unsupported dictionary type: nosuch",
+           "naming main.cf's line, the parameter and the reason")
     p.start(wait=False)
-    t.ok(p.wait_log(r"module tablemod: initialisation failed: nosuch:thing: unsupported dictionary type: nosuch"),
-         "a table the module cannot open fails its init, with the reason", p.log()[-2000:])
+    t.ok(p.wait_log(r"tablemod_sender_map: nosuch:thing: unsupported dictionary type: nosuch"),
+         "the start is refused too", p.log()[-2000:])
 
 server.stop()
 t.done()

@@ -6,6 +6,11 @@
  * resumes: found continues, not found rejects, a table that cannot answer
  * defers. Each answer is logged, with whether it came after
  * petrel_table_lookup had returned (it always must).
+ *
+ * check() verifies the table with petrel_table_check (so petreld -n refuses
+ * one that does not open); fini closes it with petrel_table_close, then
+ * shows that a lookup and a second close through the closed table are
+ * refused (logged), not a use after free.
  */
 #include <petrel/plugin.h>
 
@@ -16,6 +21,33 @@ static int my_init(petrel_module *m, const char **error)
 {
     senders = petrel_table_open(m, petrel_param_string(m, "tablemod_sender_map"), PETREL_TABLE_FOLD_CASE, error);
     return senders ? 0 : -1;
+}
+
+static int my_check(petrel_module *m)
+{
+    const char *spec = petrel_param_string(m, "tablemod_sender_map");
+    const char *why = NULL;
+    if (petrel_table_check(m, spec, &why) != 0) {
+        petrel_config_error(m, "tablemod_sender_map", "%s", why);
+        return -1;
+    }
+    return 0;
+}
+
+static void never_called(int status, const char *value, void *arg)
+{
+    (void)status;
+    (void)value;
+    (void)arg;
+}
+
+static void my_fini(petrel_module *m)
+{
+    petrel_table_close(senders);
+    int rc = petrel_table_lookup(senders, "x", never_called, NULL);
+    petrel_module_log(m, PETREL_LOG_INFO, "closed; a lookup after the close returned %d", rc);
+    petrel_table_close(senders);
+    senders = NULL;
 }
 
 static void sender_known(int status, const char *value, void *arg)
@@ -57,5 +89,7 @@ const petrel_module_desc petrel_module_descriptor = {
     .description = "looks senders up in a table it opened (tests only)",
     .params = params,
     .init = my_init,
+    .fini = my_fini,
+    .check = my_check,
     .hooks = { .mail = my_mail },
 };

@@ -353,6 +353,21 @@ PETREL_API petrel_table *petrel_table_open(petrel_module *m, const char *spec, i
  * over 128 KiB, or a process without an event loop. */
 typedef void petrel_table_fn(int status, const char *value, void *arg);
 PETREL_API int petrel_table_lookup(petrel_table *t, const char *key, petrel_table_fn *fn, void *arg);
+/* ABI 1.1 (added after its first release: a plugin that calls these is
+ * refused by an older 1.1 petreld, at load time). Closes a table the
+ * module opened, before the module is unloaded (a table per service, a
+ * table reopened under a new name). Lookups already asked are still
+ * answered (a remote table closes when the last one is); t must not be
+ * used after, and a lookup or a second close through it while it is not
+ * reused by a later petrel_table_open is a logged refusal. */
+PETREL_API void petrel_table_close(petrel_table *t);
+/* Opens spec as petrel_table_open would and closes it again: 0, or -1
+ * with *error (text valid until the next call: "hash:/etc/x: cannot open
+ * /etc/x.lmdb: No such file or directory"). For the descriptor's check()
+ * (petreld -n, the start and a reload refuse a table that does not open,
+ * as they do for the core's own tables; report it with
+ * petrel_config_error()) and for init. */
+PETREL_API int petrel_table_check(petrel_module *m, const char *spec, const char **error);
 
 /* ------------------------------------------------------------------ */
 /* SASL back-ends for SMTP AUTH                                         */

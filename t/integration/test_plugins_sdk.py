@@ -78,7 +78,8 @@ shutil.copytree(os.path.join(TOP_SRCDIR, "plugins"), src,
                 ignore=shutil.ignore_patterns("*.so", "*.o", "include.am"))
 moddir = os.path.join(work, "modules")
 built = {}
-for plugin, module in (("subject-tagger", "subject_tagger"), ("attachment-blocker", "attachment_blocker")):
+for plugin, module in (("subject-tagger", "subject_tagger"), ("attachment-blocker", "attachment_blocker"),
+                       ("helo-checker", "helo_checker")):
     d = os.path.join(src, plugin)
     t.ok(os.path.isfile(os.path.join(d, "README.md")), "%s has a README" % plugin)
     r = run(["make", "-C", d, "CFLAGS=-O2 -g -Wall -Wextra -Werror"], env=env)

@@ -471,6 +471,26 @@ static int next_param(const char **cursor, petrel_pool *pool, struct esmtp_param
     return 1;
 }
 
+/* The parameters after the path, as sent, runs of blanks made one space
+ * (what the milters get with MAIL and RCPT, as Postfix's argv). */
+static char *params_text(const char *p, petrel_pool *pool)
+{
+    char *out = petrel_pool_alloc(pool, strlen(p) + 1);
+    size_t o = 0;
+    while (*p) {
+        while (is_blank((unsigned char)*p))
+            p++;
+        if (*p == 0)
+            break;
+        if (o > 0)
+            out[o++] = ' ';
+        while (*p && !is_blank((unsigned char)*p))
+            out[o++] = *p++;
+    }
+    out[o] = 0;
+    return out;
+}
+
 static int all_digits(const char *s)
 {
     if (*s == 0)
@@ -510,6 +530,7 @@ int smtp_parse_mail(const char *args, const struct smtp_parse_opts *opts, petrel
     struct path_result path;
     if (parse_path(&p, PATH_SENDER, opts, pool, &path, err) < 0)
         return -1;
+    out->params = params_text(p, pool);
 
     struct esmtp_param param;
     while (next_param(&p, pool, &param)) {
@@ -634,6 +655,7 @@ int smtp_parse_rcpt(const char *args, const struct smtp_parse_opts *opts, petrel
     struct path_result path;
     if (parse_path(&p, PATH_RECIPIENT, opts, pool, &path, err) < 0)
         return -1;
+    out->params = params_text(p, pool);
 
     struct esmtp_param param;
     while (next_param(&p, pool, &param)) {

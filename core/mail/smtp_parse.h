@@ -94,12 +94,14 @@ struct smtp_mail_args {
     int ret;                /* enum smtp_dsn_ret */
     char *envid;            /* decoded ENVID, NULL when unset */
     char *auth;             /* decoded AUTH= ("<>" kept as is), NULL when unset */
+    char *params;           /* the ESMTP parameters as sent, one space between them; "" when none */
 };
 
 struct smtp_rcpt_args {
     char *address;          /* "local@domain" or "postmaster" */
     unsigned notify;        /* SMTP_NOTIFY_* mask, 0 when unset */
     char *orcpt;            /* "type;decoded-address", NULL when unset */
+    char *params;           /* the ESMTP parameters as sent, one space between them; "" when none */
 };
 
 struct smtp_parse_opts {

@@ -219,7 +219,7 @@ static void helo_hooked(struct smtpd_session *s, const struct restrict_result *r
     s->state = SMTPD_CMD;
     if (smtpd_refused(r)) {
         smtpd_log_reject(s, "reject", s->esmtp ? "EHLO" : "HELO", r->code, r->enhanced, r->text, NULL);
-        smtpd_reply(s, "%d %s %s", r->code, r->enhanced, r->text);
+        smtpd_reply_refusal(s, r->code, r->enhanced, r->text);
         smtpd_count_error(s, s->esmtp ? CNT_EHLO : CNT_HELO);
         s->helo = NULL;
     } else if (s->esmtp) {
@@ -275,7 +275,7 @@ static void cmd_mail(struct smtpd_session *s, const struct smtp_command *cmd)
     if (smtpd_proxy_enabled(s))
         tx->mail_line = petrel_pool_printf(tx->pool, "MAIL %s", cmd->args);
     if (smtp_parse_mail(cmd->args, &opts, tx->pool, &tx->mail, &err) != 0) {
-        smtpd_reply(s, "%d %s %s", err.code, err.enhanced, err.text);
+        smtpd_reply_refusal(s, err.code, err.enhanced, err.text);
         smtpd_tx_free(s);
         smtpd_count_error(s, CNT_MAIL);
         return;
@@ -333,7 +333,7 @@ static void mail_hooked(struct smtpd_session *s, const struct restrict_result *r
     s->state = SMTPD_CMD;
     if (r->verdict == RV_REJECT || r->verdict == RV_DEFER) {
         smtpd_log_reject(s, "reject", "MAIL", r->code, r->enhanced, r->text, NULL);
-        smtpd_reply(s, "%d %s %s", r->code, r->enhanced, r->text);
+        smtpd_reply_refusal(s, r->code, r->enhanced, r->text);
         smtpd_tx_free(s);
         smtpd_count_error(s, CNT_MAIL);
     } else {
@@ -386,7 +386,7 @@ static void cmd_rcpt(struct smtpd_session *s, const struct smtp_command *cmd)
     struct smtp_reply_err err;
     struct smtp_rcpt_args args;
     if (smtp_parse_rcpt(cmd->args, &opts, tx->pool, &args, &err) != 0) {
-        smtpd_reply(s, "%d %s %s", err.code, err.enhanced, err.text);
+        smtpd_reply_refusal(s, err.code, err.enhanced, err.text);
         smtpd_count_error(s, CNT_RCPT);
         return;
     }
@@ -410,6 +410,7 @@ static void cmd_rcpt(struct smtpd_session *s, const struct smtp_command *cmd)
     r->address = args.address;
     r->orcpt = args.orcpt;
     r->notify = args.notify;
+    r->params = args.params;
 
     enum restrict_stage stages[5];
     int n = 0;
@@ -464,7 +465,7 @@ static void rcpt_hooked(struct smtpd_session *s, const struct restrict_result *r
     struct smtpd_rcpt *r = &tx->rcpts[tx->nrcpts];
     if (res->verdict == RV_REJECT || res->verdict == RV_DEFER) {
         smtpd_log_reject(s, "reject", "RCPT", res->code, res->enhanced, res->text, r->address);
-        smtpd_reply(s, "%d %s %s", res->code, res->enhanced, res->text);
+        smtpd_reply_refusal(s, res->code, res->enhanced, res->text);
         smtpd_count_error(s, CNT_RCPT);
     } else {
         if (res->verdict == RV_DISCARD)

@@ -280,6 +280,24 @@ const char *petrel_recipient(petrel_session *h)
     return s ? s->module_rcpt : NULL;
 }
 
+const char *petrel_sender_params(petrel_session *h)
+{
+    struct smtpd_session *s = host_of(h, __func__);
+    if (s == NULL || s->tx == NULL)
+        return NULL;
+    return s->tx->mail.params ? s->tx->mail.params : "";
+}
+
+const char *petrel_recipient_params(petrel_session *h)
+{
+    struct smtpd_session *s = host_of(h, __func__);
+    if (s == NULL || s->module_rcpt == NULL)
+        return NULL;
+    /* The RCPT being checked is the one after the accepted ones. */
+    const struct smtpd_rcpt *r = s->tx ? &s->tx->rcpts[s->tx->nrcpts] : NULL;
+    return r && r->address == s->module_rcpt && r->params ? r->params : "";
+}
+
 size_t petrel_recipient_count(petrel_session *h)
 {
     struct smtpd_session *s = host_of(h, __func__);

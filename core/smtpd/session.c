@@ -128,6 +128,40 @@ void smtpd_reply(struct smtpd_session *s, const char *fmt, ...)
         free(line);
 }
 
+/* A refusal's reply: "550 5.7.1 text", or for a text of several lines
+ * (separated by '\n': a module's petrel_set_reply_lines) every line with
+ * the code and enhanced code, "550-5.7.1 a\r\n550 5.7.1 b". On s->scratch. */
+const char *smtpd_reply_format(struct smtpd_session *s, int code, const char *enhanced, const char *text)
+{
+    if (text == NULL || enhanced == NULL || strchr(text, '\n') == NULL)
+        return petrel_pool_printf(s->scratch, "%d %s %s", code, enhanced, text);
+    size_t lines = 1;
+    for (const char *p = text; (p = strchr(p, '\n')) != NULL; p++)
+        lines++;
+    size_t prefix = strlen(enhanced) + 16;
+    char *out = petrel_pool_alloc(s->scratch, strlen(text) + lines * (prefix + 2) + 1);
+    size_t o = 0;
+    for (const char *p = text;;) {
+        const char *nl = strchr(p, '\n');
+        size_t n = nl ? (size_t)(nl - p) : strlen(p);
+        o += (size_t)sprintf(out + o, "%d%c%s ", code, nl ? '-' : ' ', enhanced);
+        memcpy(out + o, p, n);
+        o += n;
+        if (nl == NULL)
+            break;
+        out[o++] = '\r';
+        out[o++] = '\n';
+        p = nl + 1;
+    }
+    out[o] = '\0';
+    return out;
+}
+
+void smtpd_reply_refusal(struct smtpd_session *s, int code, const char *enhanced, const char *text)
+{
+    smtpd_reply(s, "%s", smtpd_reply_format(s, code, enhanced, text));
+}
+
 static const char *counter_names[CNT_MAX] = {
     "ehlo", "helo", "starttls", "auth", "mail", "rcpt", "data", "bdat", "rset", "noop",
     "quit", "vrfy", "help", "unknown",
@@ -374,7 +408,7 @@ static void starttls_hooked(struct smtpd_session *s, const struct restrict_resul
     s->state = SMTPD_CMD;
     if (smtpd_refused(r)) {
         smtpd_log_reject(s, "reject", "STARTTLS", r->code, r->enhanced, r->text, NULL);
-        smtpd_reply(s, "%d %s %s", r->verdict == RV_REJECT ? 554 : 421, r->enhanced, r->text);
+        smtpd_reply_refusal(s, r->verdict == RV_REJECT ? 554 : 421, r->enhanced, r->text);
         s->last_command = "STARTTLS";
         smtpd_session_close_after_flush(s);
         return;
@@ -767,7 +801,7 @@ static void greeting_checked(struct smtpd_session *s, const struct restrict_resu
         /* Postfix answers the greeting normally and then rejects every
          * command; a reject at connect time is easier on clients as 554. */
         smtpd_log_reject(s, "reject", "CONNECT", r->code, r->enhanced, r->text, NULL);
-        smtpd_reply(s, "%d %s %s", r->code == 554 || r->code >= 500 ? 554 : 421, r->enhanced, r->text);
+        smtpd_reply_refusal(s, r->code == 554 || r->code >= 500 ? 554 : 421, r->enhanced, r->text);
         s->last_command = "CONNECT";
         smtpd_session_close_after_flush(s);
         return;
@@ -780,7 +814,7 @@ static void connect_hooked(struct smtpd_session *s, const struct restrict_result
     s->state = SMTPD_CMD;
     if (smtpd_refused(r)) {
         smtpd_log_reject(s, "reject", "CONNECT", r->code, r->enhanced, r->text, NULL);
-        smtpd_reply(s, "%d %s %s", r->verdict == RV_REJECT ? 554 : 421, r->enhanced, r->text);
+        smtpd_reply_refusal(s, r->verdict == RV_REJECT ? 554 : 421, r->enhanced, r->text);
         s->last_command = "CONNECT";
         smtpd_session_close_after_flush(s);
         return;

@@ -319,6 +319,7 @@ struct smtpd_rcpt {
     const char *address;
     const char *orcpt;
     unsigned notify;
+    const char *params;     /* the RCPT's ESMTP parameters as sent ("" when none), for the milters */
 };
 
 /* What went wrong in a transaction: one state, as OpenSMTPD's TX_ERROR_*.
@@ -574,6 +575,10 @@ void smtpd_worker_check_drained(struct smtpd_worker *w);
  * uid the owner of the maildrop file (the trust SO_PEERCRED gave before). */
 void smtpd_accept_local(struct smtpd_listener *l, int fd, long uid);
 void smtpd_reply(struct smtpd_session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* A refusal "CODE ENHANCED TEXT"; a text of several lines ('\n' between
+ * them, from a module) becomes a multi-line reply, each line with the codes. */
+const char *smtpd_reply_format(struct smtpd_session *s, int code, const char *enhanced, const char *text);
+void smtpd_reply_refusal(struct smtpd_session *s, int code, const char *enhanced, const char *text);
 void smtpd_session_shutdown(struct smtpd_session *s, const char *reply);
 void smtpd_continue(struct smtpd_session *s);
 int smtpd_queue_space_ok(struct smtpd_worker *w, unsigned long long message_size_limit);

@@ -26,8 +26,12 @@ static const char *tx_sender_for_log(struct smtpd_session *s)
 void smtpd_log_reject(struct smtpd_session *s, const char *what, const char *verb, int code,
                       const char *enhanced, const char *text, const char *rcpt)
 {
+    /* A multi-line reply is logged whole, its CRLFs as "??" (as Postfix). */
     char line[1024];
-    snprintf(line, sizeof(line), "%d %s %s", code, enhanced, text);
+    snprintf(line, sizeof(line), "%s", smtpd_reply_format(s, code, enhanced, text));
+    for (char *c = line; *c; c++)
+        if (*c == '\r' || *c == '\n')
+            *c = '?';
     if (strcmp(what, "reject") == 0) {
         /* verb is one of the fixed SMTP stage words (CONNECT, HELO, EHLO, MAIL, RCPT, DATA, BDAT,
            END-OF-MESSAGE, STARTTLS, ...): a bounded label */

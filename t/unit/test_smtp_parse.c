@@ -228,8 +228,14 @@ static void test_mail_values(petrel_pool *pool)
     is_int(m.ret, SMTP_DSN_RET_HDRS, "RET value");
     is_str(m.envid, "x+y", "ENVID decoded");
     is_str(m.auth, "u+v", "AUTH decoded");
+    is_str(m.params, "SIZE=12345 BODY=8BITMIME SMTPUTF8 RET=HDRS ENVID=x+2By AUTH=u+2Bv",
+           "the parameters as sent, for the milters");
+    ok(smtp_parse_mail("FROM:<a@b.example>  \t SIZE=1 \t BODY=7BIT  ", &opts, pool, &m, &err) == 0,
+       "MAIL with blank runs between parameters");
+    is_str(m.params, "SIZE=1 BODY=7BIT", "  one space between them, none around");
 
     ok(smtp_parse_mail("FROM:<a@b.example>", NULL, pool, &m, &err) == 0, "NULL opts");
+    is_str(m.params, "", "no parameters: \"\"");
     is_int(m.size, -1, "SIZE unset is -1");
     is_int(m.body, SMTP_BODY_UNSET, "BODY unset");
     ok(m.envid == NULL && m.auth == NULL, "ENVID and AUTH unset");
@@ -239,6 +245,7 @@ static void test_mail_values(petrel_pool *pool)
                        &opts, pool, &r, &err) == 0, "RCPT with DSN parameters");
     is_int(r.notify, SMTP_NOTIFY_SUCCESS | SMTP_NOTIFY_DELAY, "NOTIFY mask");
     is_str(r.orcpt, "rfc822;r+x@d.example", "ORCPT type;decoded");
+    is_str(r.params, "NOTIFY=success,delay ORCPT=rfc822;r+2Bx+40d.example", "RCPT's parameters as sent");
 
     /* Length limits at and just past the boundaries. */
     char line[600];

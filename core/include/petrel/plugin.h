@@ -91,6 +91,15 @@ typedef enum petrel_verdict {
  * petrel_resume() is then given no reply of its own. */
 PETREL_API void petrel_set_reply(petrel_session *s, int code, const char *enhanced, const char *text);
 
+/* 1.1, added after its first release: the same with a multi-line text,
+ * nlines lines (each without its code, the core puts "550-5.7.1 " or
+ * "550 5.7.1 " in front). At most PETREL_REPLY_LINES_MAX lines of at most
+ * PETREL_REPLY_TEXT_MAX printable characters each. */
+PETREL_API void petrel_set_reply_lines(petrel_session *s, int code, const char *enhanced,
+                                       const char *const *lines, size_t nlines);
+#define PETREL_REPLY_TEXT_MAX 400
+#define PETREL_REPLY_LINES_MAX 32
+
 /* ------------------------------------------------------------------ */
 /* parameters                                                          */
 
@@ -526,6 +535,12 @@ PETREL_API const char *petrel_tls_info(petrel_session *s);          /* NULL with
 PETREL_API const char *petrel_sasl_username(petrel_session *s);     /* NULL when not authenticated */
 PETREL_API const char *petrel_sender(petrel_session *s);            /* NULL outside a transaction; "" for <> */
 PETREL_API const char *petrel_recipient(petrel_session *s);         /* the RCPT being checked, or NULL */
+/* 1.1, added after its first release: the ESMTP parameters of MAIL FROM
+ * and of the RCPT TO being checked, as the client sent them and the core
+ * accepted them, one space between them ("SIZE=1234 BODY=8BITMIME"); ""
+ * when none, NULL outside a transaction or a RCPT check. */
+PETREL_API const char *petrel_sender_params(petrel_session *s);
+PETREL_API const char *petrel_recipient_params(petrel_session *s);
 PETREL_API size_t petrel_recipient_count(petrel_session *s);
 PETREL_API const char *petrel_recipient_at(petrel_session *s, size_t i);
 PETREL_API const char *petrel_queue_id(petrel_session *s);          /* NULL until the queue file exists */

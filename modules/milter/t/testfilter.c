@@ -15,9 +15,10 @@
  *   {rcpt_addr} at RCPT, i at EOH, and j {daemon_name} at EOM).
  * -A STAGE=VERDICT: connect, helo, mail, rcpt, data, unknown, header, eoh,
  *   body; VERDICT: continue accept reject tempfail discard skip
- *   or reply:CODE:XCODE:TEXT.
+ *   or reply:CODE:XCODE:TEXT or mlreply:CODE:XCODE:LINE|LINE|... (up to 10
+ *   lines, smfi_setmlreply).
  * Recipients whose local part starts with reject-, tempfail-, discard-,
- *   accept- or reply- get that verdict at RCPT.
+ *   accept-, reply- or mlreply- get that verdict at RCPT.
  * The Subject "do: A B C" lists what happens at end of message, in order:
  *   addheader insheader foldheader chgheader delheader chgfrom chgfrom_args
  *   addrcpt addrcpt_par delrcpt replbody replbody_big replbody_lf quarantine
@@ -159,6 +160,18 @@ static sfsistat verdict(SMFICTX *ctx, const char *word, int stage)
             logline("smfi_setreply failed");
         return code && code[0] == '4' ? SMFIS_TEMPFAIL : SMFIS_REJECT;
     }
+    if (strncmp(word, "mlreply:", 8) == 0) {
+        char copy[2048];
+        snprintf(copy, sizeof copy, "%s", word + 8);
+        char *code = strtok(copy, ":"), *xcode = strtok(NULL, ":"), *rest = strtok(NULL, "");
+        char *l[10] = { 0 };
+        for (int i = 0; i < 10 && rest; i++)
+            l[i] = strsep(&rest, "|");
+        if (smfi_setmlreply(ctx, code, xcode, l[0], l[1], l[2], l[3], l[4], l[5], l[6], l[7], l[8], l[9],
+                            NULL) != MI_SUCCESS)
+            logline("smfi_setmlreply failed");
+        return code && code[0] == '4' ? SMFIS_TEMPFAIL : SMFIS_REJECT;
+    }
     logline("unknown verdict %s", word);
     return SMFIS_TEMPFAIL;
 }
@@ -272,6 +285,9 @@ static sfsistat tf_envrcpt(SMFICTX *ctx, char **argv)
         }
     if (strncmp(local, "reply-", 6) == 0)
         return verdict(ctx, "reply:550:5.1.1:No such user here", ST_RCPT);
+    if (strncmp(local, "mlreply-", 8) == 0)
+        return verdict(ctx, "mlreply:550:5.1.1:No such user here|See https://example.org/why|Ask your postmaster",
+                       ST_RCPT);
     return verdict(ctx, stage_verdict[ST_RCPT], ST_RCPT);
 }
 

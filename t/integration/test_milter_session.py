@@ -1,0 +1,132 @@
+"""What the SMTP client and the milters see of each other, through petreld
+with real milters on loopback: multi-line replies (libmilter's
+smfi_setmlreply) reach the client whole, each line with the code and
+enhanced code; a malformed custom reply is milter_default_action's, with
+one log line naming it; MAIL and RCPT reach the milter with their ESMTP
+parameters."""
+import re
+
+from harness import Petrel, Smtp, Tap
+from modlib import bundled_module_dir
+from peers import ScriptedMilter, TestFilter, milter_packet as pkt
+
+t = Tap(timeout=300)
+mods = bundled_module_dir("milter")
+
+
+def conf(milters, **extra):
+    c = {"modules": "milter", "module_directory": mods, "smtpd_milters": milters}
+    c.update(extra)
+    return c
+
+
+def session(p):
+    c = Smtp(p.port)
+    c.ehlo()
+    return c
+
+
+# --- multi-line replies from libmilter ----------------------------------------------
+ML_RCPT = ["550-5.1.1 No such user here", "550-5.1.1 See https://example.org/why", "550 5.1.1 Ask your postmaster"]
+with TestFilter(verdicts={"mail": "mlreply:553:5.1.8:Sender refused|because of its domain"}) as f:
+    with Petrel(t, main_cf=conf(f.endpoint)) as p:
+        c = session(p)
+        c.cmd("MAIL FROM:<sender@example.org>")
+        t.is_(c.lines, ["553-5.1.8 Sender refused", "553 5.1.8 because of its domain"],
+              "smfi_setmlreply at MAIL: both lines reach the client, each with its codes")
+        t.ok(p.wait_log(r"milter-reject: MAIL from \S+: 553-5\.1\.8 Sender refused\?\?553 5\.1\.8 because of its "
+                        r"domain") is not None, "  logged whole, its CRLF as ?? (Postfix)")
+        t.is_(c.cmd("NOOP"), "250 2.0.0 Ok", "  and the session goes on")
+        c.close()
+
+with TestFilter() as f:
+    with Petrel(t, main_cf=conf(f.endpoint)) as p:
+        c = session(p)
+        t.like(c.cmd("MAIL FROM:<sender@example.org>"), r"^250 ", "MAIL passes")
+        c.cmd("RCPT TO:<mlreply-x@example.org>")
+        t.is_(c.lines, ML_RCPT, "smfi_setmlreply at RCPT: three lines, exactly")
+        t.like(c.cmd("RCPT TO:<u@petrel.test>"), r"^250 ", "  the next recipient passes")
+        t.is_(c.cmd("DATA"), "354 End data with <CR><LF>.<CR><LF>", "DATA")
+        c.send(b"Subject: do: multiline\r\n\r\nbody\r\n.\r\n")
+        c.read_reply()
+        t.is_(c.lines, ["450-4.7.0 first line", "450-4.7.0 second line", "450 4.7.0 third line"],
+              "smfi_setmlreply at end of message: three lines, exactly")
+        t.is_(c.cmd("RSET"), "250 2.0.0 Ok", "  and the session goes on")
+        c.cmd("QUIT")
+        c.close()
+        # BDAT: the refusal of the last chunk is the same multi-line reply
+        c = session(p)
+        c.cmd("MAIL FROM:<sender@example.org>")
+        c.cmd("RCPT TO:<u@petrel.test>")
+        body = b"Subject: do: multiline\r\n\r\nbody\r\n"
+        c.send(b"BDAT %d LAST\r\n" % len(body) + body)
+        c.read_reply()
+        t.is_(c.lines, ["450-4.7.0 first line", "450-4.7.0 second line", "450 4.7.0 third line"],
+              "the same reply to BDAT LAST")
+        c.close()
+
+# --- ESMTP parameters of MAIL and RCPT reach the milter ------------------------------
+with TestFilter() as f:
+    with Petrel(t, main_cf=conf(f.endpoint)) as p:
+        c = session(p)
+        t.like(c.cmd("MAIL FROM:<sender@example.org>   SIZE=1234 BODY=8BITMIME RET=HDRS ENVID=abc+2Bdef"), r"^250 ",
+               "MAIL with ESMTP parameters")
+        t.like(c.cmd("RCPT TO:<u@petrel.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;u@petrel.test"), r"^250 ",
+               "RCPT with ESMTP parameters")
+        t.like(c.cmd("RCPT TO:<u@petrel.test>"), r"^250 ", "RCPT without")
+        c.cmd("QUIT")
+        c.close()
+        log = f.log()
+        t.ok("envfrom <sender@example.org> SIZE=1234 BODY=8BITMIME RET=HDRS ENVID=abc+2Bdef" in log,
+             "SMFIC_MAIL: the address, then each parameter as sent (one argument each)", "\n".join(log))
+        t.ok("envrcpt <u@petrel.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;u@petrel.test" in log
+             and "envrcpt <u@petrel.test>" in log, "SMFIC_RCPT: the same", "\n".join(log))
+
+# --- malformed custom replies: the default action, one log line ---------------------
+CONF_PROBLEM = "451 4.3.5 Server configuration problem - try again later"
+for name, text, err in (
+        ("lines with different codes", b"550-5.7.1 a\r\n551 5.7.1 b\0", "line 2 has code 551, the first line 550"),
+        ("a 2xx line after a 5xx", b"550-5.7.1 a\r\n250 2.0.0 b\0", "line 2 is not \"4xx \" or \"5xx \" followed by text"),
+        ("a bare LF between lines", b"550-5.7.1 a\n550 5.7.1 b\0", "line 1 does not end with CRLF"),
+        ("a CRLF at the end", b"550 5.7.1 a\r\n\0", "line 1 is not \"4xx-\" or \"5xx-\" followed by text"),
+        ("33 lines", b"".join(b"550-5.7.1 x\r\n" for _ in range(32)) + b"550 5.7.1 x\0", "more than 32 lines")):
+    with ScriptedMilter(replies={"R": pkt("y", text)}) as m:
+        with Petrel(t, main_cf=conf(m.endpoint)) as p:
+            c = session(p)
+            c.cmd("MAIL FROM:<sender@example.org>")
+            c.cmd("RCPT TO:<u@petrel.test>")
+            t.is_(c.lines, [CONF_PROBLEM], "a REPLYCODE with %s: milter_default_action (tempfail), exactly" % name)
+            shown = text.rstrip(b"\0").decode().replace("\r", "?").replace("\n", "?")[:100]
+            t.ok(p.wait_log(r"milter %s: malformed reply: %s: \"%s" % (re.escape(m.endpoint), re.escape(err),
+                                                                         re.escape(shown[:60]))) is not None,
+                 "  logged, naming what was wrong", p.log()[-1500:])
+            t.is_(c.cmd("NOOP"), "250 2.0.0 Ok", "  and the server keeps serving")
+            c.close()
+
+with ScriptedMilter(replies={"R": pkt("y", b"550-5.7.1 a\r\n551 5.7.1 b\0")}) as m:
+    with Petrel(t, main_cf=conf(m.endpoint, milter_default_action="reject")) as p:
+        c = session(p)
+        c.cmd("MAIL FROM:<sender@example.org>")
+        c.cmd("RCPT TO:<u@petrel.test>")
+        t.is_(c.lines, [CONF_PROBLEM], "the same with milter_default_action = reject: a configuration problem is "
+              "451 4.3.5 (Postfix's milter8_conf_error)")
+        c.close()
+with ScriptedMilter(replies={"R": pkt("y", b"550-5.7.1 a\r\n551 5.7.1 b\0")}) as m:
+    with Petrel(t, main_cf=conf(m.endpoint, milter_default_action="accept")) as p:
+        c = session(p)
+        c.cmd("MAIL FROM:<sender@example.org>")
+        t.like(c.cmd("RCPT TO:<u@petrel.test>"), r"^250 ", "with milter_default_action = accept: the recipient passes")
+        c.close()
+
+# long lines are cut, never split into more lines or passed whole
+long_text = b"550-5.7.1 " + b"a" * 600 + b"\r\n550 5.7.1 end\0"
+with ScriptedMilter(replies={"R": pkt("y", long_text)}) as m:
+    with Petrel(t, main_cf=conf(m.endpoint)) as p:
+        c = session(p)
+        c.cmd("MAIL FROM:<sender@example.org>")
+        c.cmd("RCPT TO:<u@petrel.test>")
+        t.ok(len(c.lines) == 2, "a 610-character line: still two lines", c.lines)
+        t.ok(c.lines[0].startswith("550-5.7.1 aaa") and len(c.lines[0]) <= 512 and c.lines[1] == "550 5.7.1 end",
+             "  the long one cut to fit an SMTP line", [len(x) for x in c.lines])
+        c.close()
+t.done()

@@ -447,6 +447,61 @@ int petrel_recipient_add(petrel_session *h, const char *rcpt)
     return 0;
 }
 
+/* Applies each of params (ESMTP parameters, one space or more between
+ * them) that smtp_parse_edit_param accepts; the others are ignored with a
+ * warning naming them, as Postfix's cleanup does for a milter's. */
+static void edit_params(struct smtpd_session *s, petrel_session *h, const char *fn, const char *params,
+                        struct smtp_mail_args *mail, struct smtp_rcpt_args *rcpt)
+{
+    struct petrel_module *m = petrel_session_module(h);
+    char token[1024];
+    for (const char *p = params ? params : ""; *p;) {
+        while (*p == ' ')
+            p++;
+        size_t n = strcspn(p, " ");
+        if (n == 0)
+            break;
+        snprintf(token, sizeof token, "%.*s", (int)(n < sizeof token ? n : sizeof token - 1), p);
+        if (n >= sizeof token || smtp_parse_edit_param(token, s->tx->pool, mail, rcpt) < 0) {
+            for (char *c = token; *c; c++)
+                if ((unsigned char)*c < 0x20 || *c == 0x7f)
+                    *c = '?';
+            msg_warn("%s: module %s: %s: ignoring ESMTP parameter \"%.100s\" (%s)",
+                     s->tx->queue_id[0] ? s->tx->queue_id : "NOQUEUE", m ? m->name : "?", fn, token,
+                     mail ? "only a valid RET= or ENVID= is applied to a sender"
+                          : "only a valid NOTIFY= or ORCPT= is applied to a recipient");
+        }
+        p += n;
+    }
+}
+
+int petrel_sender_change_params(petrel_session *h, const char *sender, const char *params)
+{
+    struct smtpd_session *s = editable(h, __func__);
+    if (s == NULL || !address_ok(sender))
+        return -1;
+    struct smtp_mail_args mail = { 0 };
+    edit_params(s, h, __func__, params, &mail, NULL);
+    s->tx->edits.sender = petrel_pool_strdup(s->tx->pool, sender);
+    s->tx->edits.sender_ret = mail.ret;
+    s->tx->edits.sender_envid = mail.envid;
+    return 0;
+}
+
+int petrel_recipient_add_params(petrel_session *h, const char *rcpt, const char *params)
+{
+    struct smtpd_session *s = editable(h, __func__);
+    if (s == NULL || !address_ok(rcpt) || *rcpt == '\0')
+        return -1;
+    struct smtp_rcpt_args r = { 0 };
+    edit_params(s, h, __func__, params, NULL, &r);
+    struct smtpd_edit *e = new_edit(s, EDIT_RCPT_ADD);
+    e->value = petrel_pool_strdup(s->tx->pool, rcpt);
+    e->notify = r.notify;
+    e->orcpt = r.orcpt;
+    return 0;
+}
+
 int petrel_recipient_delete(petrel_session *h, const char *rcpt)
 {
     struct smtpd_session *s = editable(h, __func__);

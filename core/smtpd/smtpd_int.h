@@ -76,6 +76,7 @@ struct smtpd_edit {
     const char *name, *value;
     size_t value_len;                 /* header edits: value may hold NUL (a rewritten header) */
     unsigned notify;                  /* EDIT_RCPT_ADD: its NOTIFY (a BCC action's is NEVER) */
+    const char *orcpt;                /* EDIT_RCPT_ADD: its ORCPT ("type;address"), or NULL */
 };
 
 /* Message changes requested by modules, applied when the message is committed. */
@@ -83,6 +84,8 @@ struct smtpd_edits {
     struct smtpd_edit *first, *last;
     unsigned count;
     const char *sender;               /* new envelope sender, or NULL */
+    int sender_ret;                   /* with it, a new RET (SMTP_DSN_RET_*), 0: unchanged */
+    const char *sender_envid;         /* with it, a new ENVID, NULL: unchanged */
     const char *body;                 /* replacement body, CRLF line ends */
     size_t body_len;
     int body_replaced;

@@ -852,15 +852,11 @@ static int op_edit(void *arg, const milter_edit *e)
         ss->nheaders--;
         return 0;
     case MILTER_EDIT_CHANGE_FROM:
-        if (e->args && *e->args)
-            petrel_log(s, PETREL_LOG_WARNING, "milter CHGFROM: ESMTP parameters \"%.200s\" are not applied "
-                       "(the plugin API changes the address only)", e->args);
-        return petrel_sender_change(s, e->address);
+        /* RET= and ENVID= are applied, anything else ignored with a warning (Postfix) */
+        return petrel_sender_change_params(s, e->address, e->args);
     case MILTER_EDIT_ADD_RCPT:
-        if (e->args && *e->args)
-            petrel_log(s, PETREL_LOG_WARNING, "milter ADDRCPT_PAR: ESMTP parameters \"%.200s\" are not applied "
-                       "(the plugin API adds the address only)", e->args);
-        return petrel_recipient_add(s, e->address);
+        /* NOTIFY= and ORCPT= are applied, anything else ignored with a warning (Postfix) */
+        return petrel_recipient_add_params(s, e->address, e->args);
     case MILTER_EDIT_DELETE_RCPT:
         return petrel_recipient_delete(s, e->address);
     case MILTER_EDIT_BODY_CHUNK:

@@ -4,7 +4,9 @@ smfi_setmlreply) reach the client whole, each line with the code and
 enhanced code; a malformed custom reply is milter_default_action's, with
 one log line naming it; MAIL and RCPT reach the milter with their ESMTP
 parameters."""
+import os
 import re
+import struct
 
 from harness import Petrel, Smtp, Tap
 from modlib import bundled_module_dir
@@ -18,6 +20,43 @@ def conf(milters, **extra):
     c = {"modules": "milter", "module_directory": mods, "smtpd_milters": milters}
     c.update(extra)
     return c
+
+
+def queue_records(p, qid):
+    """The envelope records of queued message qid (doc/queue-format.md)."""
+    data = next(open(f, "rb").read() for f in p.queue_files() if os.path.basename(f) == qid)
+    pos, records = 16, []
+    while True:
+        kind = data[pos:pos + 1].decode()
+        (length,) = struct.unpack(">I", data[pos + 1:pos + 5])
+        records.append((kind, data[pos + 5:pos + 5 + length]))
+        pos += 5 + length
+        if kind == "M":
+            return records
+
+
+def recipients(records):
+    out = []
+    for kind, payload in records:
+        if kind == "R":
+            (olen,) = struct.unpack(">I", payload[6:10])
+            orcpt = None if olen == 0xFFFFFFFF else payload[10:10 + olen].decode()
+            out.append((payload[10 + (olen if orcpt is not None else 0):].decode(), payload[5], orcpt))
+    return out
+
+
+def send_one(p, subject, mail="MAIL FROM:<sender@example.org>", rcpts=("u@petrel.test",)):
+    c = session(p)
+    c.cmd(mail)
+    for r in rcpts:
+        c.cmd("RCPT TO:<%s>" % r)
+    c.cmd("DATA")
+    c.send(("Subject: %s\r\n\r\nbody\r\n.\r\n" % subject).encode())
+    reply = c.read_reply()
+    c.cmd("QUIT")
+    c.close()
+    m = re.match(r"250 2\.0\.0 Ok: queued as (\S+)", reply)
+    return m.group(1) if m else None
 
 
 def session(p):
@@ -81,6 +120,34 @@ with TestFilter() as f:
              "SMFIC_MAIL: the address, then each parameter as sent (one argument each)", "\n".join(log))
         t.ok("envrcpt <u@petrel.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;u@petrel.test" in log
              and "envrcpt <u@petrel.test>" in log, "SMFIC_RCPT: the same", "\n".join(log))
+
+# --- CHGFROM and ADDRCPT_PAR with ESMTP parameters: applied as Postfix does --------
+with TestFilter() as f:
+    with Petrel(t, main_cf=conf(f.endpoint)) as p:
+        qid = send_one(p, "do: chgfrom_args addrcpt_par addrcpt_orcpt")
+        t.ok(qid is not None, "a message with CHGFROM and ADDRCPT_PAR parameters is queued")
+        recs = queue_records(p, qid) if qid else []
+        rec = dict((k, v) for k, v in recs if k in "SFE")
+        t.is_(rec.get("S"), b"bounces@example.net", "CHGFROM: the new sender")
+        t.is_(rec.get("F", b"\0" * 5)[4], 2, "CHGFROM's RET=HDRS is applied")
+        t.is_(rec.get("E"), b"abc123", "CHGFROM's ENVID=abc123 is applied")
+        rs = recipients(recs)
+        t.ok(("added-par@example.org", 8, None) in rs, "ADDRCPT_PAR's NOTIFY=NEVER is applied", rs)
+        t.ok(("added-orcpt@example.org", 1 | 4, "rfc822;orig+x@example.org") in rs,
+             "ADDRCPT_PAR's NOTIFY=SUCCESS,DELAY and ORCPT (xtext-decoded) are applied", rs)
+        t.ok(p.wait_log(r"\w+: module milter: petrel_recipient_add_params: ignoring ESMTP parameter \"FOO=bar\" "
+                        r"\(only a valid NOTIFY= or ORCPT= is applied to a recipient\)") is not None,
+             "  an unknown parameter is ignored with a warning naming it (Postfix)")
+        qid = send_one(p, "do: chgfrom_badargs", mail="MAIL FROM:<sender@example.org> RET=HDRS ENVID=orig")
+        recs = queue_records(p, qid) if qid else []
+        rec = dict((k, v) for k, v in recs if k in "SFE")
+        t.ok(rec.get("S") == b"bounces@example.net" and rec.get("F", b"\0" * 5)[4] == 1,
+             "CHGFROM: a valid RET=FULL applied", rec)
+        t.is_(rec.get("E"), b"orig", "  a malformed ENVID ignored: the client's stays")
+        for bad in ("SIZE=1", "ENVID=a+ZZ"):
+            t.ok(p.wait_log(r"module milter: petrel_sender_change_params: ignoring ESMTP parameter \"%s\" \(only a "
+                            r"valid RET= or ENVID= is applied to a sender\)" % re.escape(bad)) is not None,
+                 "  %s ignored with a warning naming it" % bad)
 
 # --- malformed custom replies: the default action, one log line ---------------------
 CONF_PROBLEM = "451 4.3.5 Server configuration problem - try again later"

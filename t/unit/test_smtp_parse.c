@@ -247,6 +247,26 @@ static void test_mail_values(petrel_pool *pool)
     is_str(r.orcpt, "rfc822;r+x@d.example", "ORCPT type;decoded");
     is_str(r.params, "NOTIFY=success,delay ORCPT=rfc822;r+2Bx+40d.example", "RCPT's parameters as sent");
 
+    /* parameters a milter sets with CHGFROM and ADDRCPT_PAR */
+    struct smtp_mail_args em = { 0 };
+    struct smtp_rcpt_args er = { 0 };
+    ok(smtp_parse_edit_param("RET=hdrs", pool, &em, NULL) == 0 && em.ret == SMTP_DSN_RET_HDRS, "edit: RET=");
+    ok(smtp_parse_edit_param("ENVID=a+2Bb", pool, &em, NULL) == 0 && strcmp(em.envid, "a+b") == 0,
+       "edit: ENVID= decoded");
+    ok(smtp_parse_edit_param("ENVID=a+ZZ", pool, &em, NULL) == -1, "edit: ENVID= with bad xtext refused");
+    ok(smtp_parse_edit_param("ENVID=a+0D", pool, &em, NULL) == -1, "edit: ENVID= with a CR refused");
+    ok(smtp_parse_edit_param("RET=SOME", pool, &em, NULL) == -1, "edit: bad RET refused");
+    ok(smtp_parse_edit_param("NOTIFY=NEVER", pool, &em, NULL) == -1, "edit: NOTIFY is not for a sender");
+    ok(smtp_parse_edit_param("SIZE=1", pool, &em, NULL) == -1, "edit: SIZE is not applied");
+    ok(smtp_parse_edit_param("RET", pool, &em, NULL) == -1 && smtp_parse_edit_param("RET=", pool, &em, NULL) == -1,
+       "edit: no value refused");
+    ok(smtp_parse_edit_param("NOTIFY=never", pool, NULL, &er) == 0 && er.notify == SMTP_NOTIFY_NEVER, "edit: NOTIFY=");
+    ok(smtp_parse_edit_param("NOTIFY=NEVER,DELAY", pool, NULL, &er) == -1, "edit: NEVER with another refused");
+    ok(smtp_parse_edit_param("ORCPT=rfc822;x+40y", pool, NULL, &er) == 0 && strcmp(er.orcpt, "rfc822;x@y") == 0,
+       "edit: ORCPT= decoded");
+    ok(smtp_parse_edit_param("ORCPT=rfc822;x+0Ay", pool, NULL, &er) == -1, "edit: ORCPT= with a LF refused");
+    ok(smtp_parse_edit_param("RET=FULL", pool, NULL, &er) == -1, "edit: RET is not for a recipient");
+
     /* Length limits at and just past the boundaries. */
     char line[600];
     char local[80];

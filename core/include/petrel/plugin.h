@@ -583,6 +583,13 @@ PETREL_API int petrel_header_change(petrel_session *s, const char *name, size_t 
 PETREL_API int petrel_sender_change(petrel_session *s, const char *sender);
 PETREL_API int petrel_recipient_add(petrel_session *s, const char *recipient);
 PETREL_API int petrel_recipient_delete(petrel_session *s, const char *recipient);
+/* 1.1, added after its first release: the same with ESMTP parameters
+ * (space-separated, as a milter's CHGFROM and ADDRCPT_PAR carry them): a
+ * valid RET= and ENVID= go with the new sender, NOTIFY= and ORCPT= with
+ * the added recipient; any other, or a malformed one, is ignored with a
+ * warning naming it (as Postfix does). */
+PETREL_API int petrel_sender_change_params(petrel_session *s, const char *sender, const char *params);
+PETREL_API int petrel_recipient_add_params(petrel_session *s, const char *recipient, const char *params);
 PETREL_API int petrel_body_replace(petrel_session *s, const char *body, size_t len);   /* CRLF line ends */
 PETREL_API int petrel_quarantine(petrel_session *s, const char *reason);
 

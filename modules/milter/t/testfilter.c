@@ -21,7 +21,7 @@
  *   accept-, reply- or mlreply- get that verdict at RCPT.
  * The Subject "do: A B C" lists what happens at end of message, in order:
  *   addheader insheader foldheader chgheader delheader chgfrom chgfrom_args
- *   addrcpt addrcpt_par delrcpt replbody replbody_big replbody_lf quarantine
+ *   chgfrom_badargs addrcpt addrcpt_par addrcpt_orcpt delrcpt replbody replbody_big replbody_lf quarantine
  *   progress sleep2 accept reject tempfail discard replycode multiline.
  *
  * Log lines: negotiate, connect, helo, envfrom, envrcpt, data, unknown,
@@ -358,8 +358,13 @@ static int eom_do(SMFICTX *ctx, const char *a, sfsistat *final)
         rc = smfi_chgfrom(ctx, "<new-sender@example.net>", NULL);
     else if (strcmp(a, "chgfrom_args") == 0)
         rc = smfi_chgfrom(ctx, "<bounces@example.net>", "RET=HDRS ENVID=abc123");
+    else if (strcmp(a, "chgfrom_badargs") == 0)   /* SIZE= is not for CHGFROM, +ZZ is not xtext */
+        rc = smfi_chgfrom(ctx, "<bounces@example.net>", "RET=FULL SIZE=1 ENVID=a+ZZ");
     else if (strcmp(a, "addrcpt") == 0)
         rc = smfi_addrcpt(ctx, "<added@example.org>");
+    else if (strcmp(a, "addrcpt_orcpt") == 0)
+        rc = smfi_addrcpt_par(ctx, "<added-orcpt@example.org>",
+                              "NOTIFY=SUCCESS,DELAY ORCPT=rfc822;orig+2Bx@example.org FOO=bar");
     else if (strcmp(a, "addrcpt_par") == 0)
         rc = smfi_addrcpt_par(ctx, "<added-par@example.org>", "NOTIFY=NEVER");
     else if (strcmp(a, "delrcpt") == 0)

@@ -253,6 +253,41 @@ const char *petrel_tls_info(petrel_session *h)
     return s ? s->tls_info : NULL;
 }
 
+const char *petrel_session_fact(petrel_session *h, const char *name)
+{
+    struct smtpd_session *s = host_of(h, __func__);
+    if (s == NULL || name == NULL)
+        return NULL;
+    if (strcmp(name, "client_port") == 0)
+        return s->port[0] ? s->port : NULL;
+    if (strcmp(name, "server_addr") == 0)
+        return s->server_addr[0] ? s->server_addr : NULL;
+    if (strcmp(name, "server_port") == 0)
+        return s->server_port[0] ? s->server_port : NULL;
+    if (strcmp(name, "sasl_method") == 0)
+        return s->sasl_username ? s->sasl_method : NULL;
+    if (strcmp(name, "sasl_sender") == 0)
+        return s->tx && s->tx->mail.auth ? s->tx->mail.auth : NULL;
+    if (strncmp(name, "tls_", 4) == 0 && s->tls_active && !s->tls_handshaking) {
+        if (strcmp(name, "tls_peer_subject") == 0)
+            return s->ccert.present && s->ccert.verified ? s->ccert.subject : NULL;
+        if (strcmp(name, "tls_peer_issuer") == 0)
+            return s->ccert.present && s->ccert.verified ? s->ccert.issuer : NULL;
+        const char *protocol, *cipher, *sni;
+        int bits;
+        smtpd_tls_facts(s, &protocol, &cipher, &bits, &sni);
+        if (strcmp(name, "tls_protocol") == 0)
+            return protocol;
+        if (strcmp(name, "tls_cipher") == 0)
+            return cipher;
+        if (strcmp(name, "tls_cipher_bits") == 0)
+            return petrel_pool_printf(s->scratch, "%d", bits);
+        if (strcmp(name, "tls_sni") == 0)
+            return sni && *sni ? sni : NULL;
+    }
+    return NULL;
+}
+
 const char *petrel_sasl_username(petrel_session *h)
 {
     struct smtpd_session *s = host_of(h, __func__);

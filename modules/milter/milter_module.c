@@ -723,6 +723,18 @@ static const char *op_macro(void *arg, const char *name)
         return petrel_queue_id(s);
     if (strcmp(name, "{auth_authen}") == 0)
         return petrel_sasl_username(s);
+    /* Postfix's smtpd_milter_eval names for the session's facts */
+    static const struct { const char *macro, *fact; } facts[] = {
+        { "{client_port}", "client_port" }, { "{daemon_addr}", "server_addr" },
+        { "{daemon_port}", "server_port" }, { "{auth_type}", "sasl_method" },
+        { "{auth_author}", "sasl_sender" }, { "{tls_version}", "tls_protocol" },
+        { "{cipher}", "tls_cipher" }, { "{cipher_bits}", "tls_cipher_bits" },
+        { "{cert_subject}", "tls_peer_subject" }, { "{cert_issuer}", "tls_peer_issuer" },
+        { "{tls_sni}", "tls_sni" },
+    };
+    for (size_t i = 0; i < sizeof facts / sizeof facts[0]; i++)
+        if (strcmp(name, facts[i].macro) == 0)
+            return petrel_session_fact(s, facts[i].fact);
     if (strcmp(name, "{mail_addr}") == 0)
         return ss->in_tx ? ss->sender : NULL;
     if (strcmp(name, "{rcpt_addr}") == 0)
@@ -935,7 +947,10 @@ static milter_status issue(session *ss)
             family = AF_INET6;
         else if (addr && *addr && isdigit((unsigned char)*addr))
             family = AF_INET;
-        return milter_conn_connect(c, petrel_client_name(ss->s), family, family == AF_UNSPEC ? NULL : addr, 0);
+        const char *port = petrel_session_fact(ss->s, "client_port");
+        unsigned long portnum = port ? strtoul(port, NULL, 10) : 0;
+        return milter_conn_connect(c, petrel_client_name(ss->s), family, family == AF_UNSPEC ? NULL : addr,
+                                   portnum <= 65535 ? (unsigned)portnum : 0);
     }
     case ST_HELO:
         return milter_conn_helo(c, ss->helo ? ss->helo : "");

@@ -3,17 +3,20 @@ with real milters on loopback: multi-line replies (libmilter's
 smfi_setmlreply) reach the client whole, each line with the code and
 enhanced code; a malformed custom reply is milter_default_action's, with
 one log line naming it; MAIL and RCPT reach the milter with their ESMTP
-parameters."""
+parameters; Postfix's macros for the connection, TLS and SASL."""
 import os
 import re
 import struct
 
-from harness import Petrel, Smtp, Tap
+import base64
+import tempfile
+
+from harness import CLEANUP_DIRS, Petrel, Smtp, Tap, make_cert
 from modlib import bundled_module_dir
 from peers import ScriptedMilter, TestFilter, milter_packet as pkt
 
 t = Tap(timeout=300)
-mods = bundled_module_dir("milter")
+mods = bundled_module_dir("milter", "sasl")
 
 
 def conf(milters, **extra):
@@ -120,6 +123,46 @@ with TestFilter() as f:
              "SMFIC_MAIL: the address, then each parameter as sent (one argument each)", "\n".join(log))
         t.ok("envrcpt <u@petrel.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;u@petrel.test" in log
              and "envrcpt <u@petrel.test>" in log, "SMFIC_RCPT: the same", "\n".join(log))
+
+# --- macros: the connection's ends, TLS, SASL ------------------------------------------
+work = tempfile.mkdtemp(prefix="petrel-milter-session-")
+CLEANUP_DIRS.append(work)
+cert, key = make_cert(work)
+users = os.path.join(work, "sasl_passwd")
+with open(users, "w") as fh:
+    fh.write("alice {PLAIN}secret\n")
+os.chmod(users, 0o644)
+os.chmod(key, 0o644)   # a throw-away test key, read by the unprivileged petreld
+os.chmod(work, 0o755)
+with TestFilter() as f:
+    with Petrel(t, main_cf=conf(f.endpoint, modules="milter sasl", smtpd_tls_cert_file=cert, smtpd_tls_key_file=key,
+                                smtpd_tls_security_level="may", smtpd_sasl_auth_enable="yes",
+                                smtpd_sasl_type="table", smtpd_sasl_path="texthash:" + users,
+                                # {client_port} and {daemon_port} are not in Postfix's default list
+                                milter_connect_macros="j {daemon_name} {daemon_addr} {daemon_port} {client_port} v _")
+                ) as p:
+        c = Smtp(p.port)
+        client_port = c.sock.getsockname()[1]
+        c.ehlo()
+        t.like(c.cmd("STARTTLS"), r"^220 ", "STARTTLS")
+        c.starttls()
+        c.ehlo()
+        t.like(c.cmd("AUTH PLAIN " + base64.b64encode(b"\0alice\0secret").decode()), r"^235 ", "AUTH")
+        t.like(c.cmd("MAIL FROM:<alice@example.org> AUTH=alice@example.org"), r"^250 ", "MAIL with AUTH=")
+        c.cmd("QUIT")
+        c.close()
+        log = f.log()
+        t.ok("connect host=[127.0.0.1] family=inet port=%d addr=127.0.0.1" % client_port in log,
+             "SMFIC_CONNECT carries the client's port (%d), not 0" % client_port, "\n".join(log))
+        for stage, macro in (("connect", "{client_port}=%d" % client_port), ("connect", "{daemon_addr}=127.0.0.1"),
+                             ("connect", "{daemon_port}=%d" % p.port), ("helo", "{tls_version}=TLSv1.3"),
+                             ("helo", "{cipher}=TLS_AES_256_GCM_SHA384"), ("helo", "{cipher_bits}=256"),
+                             ("mail", "{auth_type}=PLAIN"), ("mail", "{auth_authen}=alice"),
+                             ("mail", "{auth_author}=alice@example.org")):
+            t.ok("macro %s %s" % (stage, macro) in log, "macro at %s: %s" % (stage, macro),
+                 "\n".join(ln for ln in log if ln.startswith("macro")))
+        t.ok(not any("{cert_subject}" in ln for ln in log),
+             "{cert_subject} only for a verified client certificate (none here)")
 
 # --- CHGFROM and ADDRCPT_PAR with ESMTP parameters: applied as Postfix does --------
 with TestFilter() as f:

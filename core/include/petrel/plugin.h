@@ -533,6 +533,14 @@ PETREL_API const char *petrel_helo(petrel_session *s);              /* NULL befo
 PETREL_API int petrel_in_mynetworks(petrel_session *s);
 PETREL_API const char *petrel_tls_info(petrel_session *s);          /* NULL without TLS */
 PETREL_API const char *petrel_sasl_username(petrel_session *s);     /* NULL when not authenticated */
+/* 1.1, added after its first release: one fact about the session by name,
+ * NULL when unknown or not applicable: "client_port", "server_addr",
+ * "server_port" (our end), "sasl_method" (when authenticated),
+ * "sasl_sender" (MAIL FROM's AUTH=), and with TLS "tls_protocol",
+ * "tls_cipher", "tls_cipher_bits", "tls_sni", "tls_peer_subject" and
+ * "tls_peer_issuer" (CNs of a verified client certificate). Valid until
+ * the next command. */
+PETREL_API const char *petrel_session_fact(petrel_session *s, const char *name);
 PETREL_API const char *petrel_sender(petrel_session *s);            /* NULL outside a transaction; "" for <> */
 PETREL_API const char *petrel_recipient(petrel_session *s);         /* the RCPT being checked, or NULL */
 /* 1.1, added after its first release: the ESMTP parameters of MAIL FROM

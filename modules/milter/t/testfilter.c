@@ -121,7 +121,7 @@ static priv *get_priv(SMFICTX *ctx)
 static void log_macros(SMFICTX *ctx, const char *where)
 {
     static const char *const names[] = { "j", "{daemon_name}", "{daemon_addr}", "v", "_", "{client_addr}",
-                                         "{client_name}", "i", "{auth_type}", "{auth_authen}", "{auth_author}",
+                                         "{client_name}", "{client_port}", "{daemon_port}", "i", "{auth_type}", "{auth_authen}", "{auth_author}",
                                          "{mail_addr}", "{mail_host}", "{mail_mailer}", "{rcpt_addr}",
                                          "{rcpt_host}", "{rcpt_mailer}", "{tls_version}", "{cipher}",
                                          "{cipher_bits}", "{cert_subject}", "{cert_issuer}", NULL };

@@ -702,6 +702,13 @@ void smtpd_handle_command(struct smtpd_session *s, char *line, size_t len)
     }
     smtpd_count_command(s, c->counter);
     s->last_command = c->name;
+    if (s->connect_refusal && cmd.verb != SMTP_VERB_QUIT && cmd.verb != SMTP_VERB_NOOP
+        && cmd.verb != SMTP_VERB_RSET) {
+        /* a module refused the connection (connect_hooked) */
+        smtpd_reply(s, "%s", s->connect_refusal);
+        smtpd_count_error(s, c->counter);
+        return;
+    }
     if ((c->flags & CMD_NEED_HELO) && set->helo_required && s->helo == NULL) {
         smtpd_reply(s, "503 5.5.1 Error: send HELO/EHLO first");
         smtpd_count_error(s, c->counter);

@@ -507,6 +507,7 @@ struct smtpd_session {
     struct policy_conn *policy_conns; /* policy connections held for the transaction */
     int hangup_after_reply;           /* a 421 or 521 reply was sent: close (Postfix) */
     int greeted;                      /* the 220 went out */
+    const char *connect_refusal;      /* a module refused the connection: every command's reply (pool) */
     int tls_hooks_pending;            /* implicit TLS finished before the greeting: STARTTLS hooks after it */
     /* modules */
     struct module_session *ms;        /* the module runtime's view (plugin_api.c), opened on first use */

@@ -130,8 +130,27 @@ with Petrel(t, main_cf=conf(testmod_delay="1s"), workers=1) as p:
 # --- connect reject -------------------------------------------------------
 with Petrel(t, main_cf=conf(testmod_connect_reject="yes")) as p:
     c = Smtp(p.port)
-    t.is_(c.lines[-1], "554 5.7.1 testmod refuses connections", "connect hook REJECT replaces the greeting")
-    t.ok(c.closed(), "and the connection is closed")
+    t.is_(c.lines, ["554 mx.petrel.test ESMTP not accepting connections"],
+          "connect hook REJECT: Postfix's greeting for a milter's reject at connect")
+    t.is_(c.cmd("EHLO client.example.org"), "554 5.7.1 testmod refuses connections",
+          "  the session stays: every command gets the module's reply")
+    t.is_(c.cmd("MAIL FROM:<a@example.org>"), "554 5.7.1 testmod refuses connections", "  MAIL too")
+    t.is_(c.cmd("RSET"), "250 2.0.0 Ok", "  RSET is answered")
+    t.like(c.cmd("QUIT"), r"^221 ", "  and QUIT ends it")
+    c.close()
+    # the error limits end a client that keeps trying
+    c = Smtp(p.port)
+    replies = []
+    try:
+        for i in range(30):
+            replies.append(c.cmd("HELO x%d.example.org" % i))
+            if replies[-1].startswith("421 "):
+                break
+    except OSError:
+        pass
+    t.ok(len(replies) < 30 and replies[-1].startswith("421 4.7.0 mx.petrel.test Error: too many errors"),
+         "  a client that keeps trying is cut off by smtpd_hard_error_limit", replies[-3:])
+    c.close()
 
 # --- content hooks ---------------------------------------------------------
 with Petrel(t, main_cf=conf()) as p:

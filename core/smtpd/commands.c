@@ -599,10 +599,24 @@ static void cmd_etrn(struct smtpd_session *s, const struct smtp_command *cmd)
     smtpd_count_error(s, CNT_UNKNOWN);
 }
 
+static void unknown_hooked(struct smtpd_session *s, const struct restrict_result *r)
+{
+    s->state = SMTPD_CMD;
+    if (smtpd_refused(r)) {
+        smtpd_log_reject(s, "reject", "UNKNOWN", r->code, r->enhanced, r->text, NULL);
+        smtpd_reply_refusal(s, r->code, r->enhanced, r->text);
+    } else {
+        smtpd_reply(s, "502 5.5.2 Error: command not recognized");
+    }
+    smtpd_count_error(s, CNT_UNKNOWN);
+    smtpd_continue(s);
+}
+
+/* A command we do not know: the modules hear of it first (a milter's
+ * SMFIC_UNKNOWN, as Postfix sends it), then 502 unless one refused it. */
 static void cmd_unknown(struct smtpd_session *s, const struct smtp_command *cmd)
 {
-    smtpd_reply(s, "502 5.5.2 Error: command not recognized");
-    smtpd_count_error(s, CNT_UNKNOWN);
+    smtpd_hooks_then(s, PHASE_UNKNOWN, s->command_line ? s->command_line : "", unknown_hooked);
 }
 
 /* ------------------------------------------------------------------ */
@@ -673,6 +687,7 @@ void smtpd_handle_command(struct smtpd_session *s, char *line, size_t len)
     const struct smtpd_settings *set = s->set;
     if (s->debug)
         msg_info("< %s: %.*s", s->namaddr, (int)(len > 500 ? 500 : len), line);
+    s->command_line = line;
     /* An empty (or all-blank) line has no command word at all: Postfix
      * answers it as a syntax error (500), not as an unknown command (502). */
     size_t blanks = strspn(line, " \t");

@@ -111,6 +111,7 @@ static const enum module_hook phase_hooks[] = {
     [PHASE_STARTTLS] = MODULE_HOOK_STARTTLS, [PHASE_AUTH] = MODULE_HOOK_AUTH,
     [PHASE_MAIL] = MODULE_HOOK_MAIL, [PHASE_RCPT] = MODULE_HOOK_RCPT, [PHASE_DATA] = MODULE_HOOK_DATA,
     [PHASE_EOH] = MODULE_HOOK_END_OF_HEADERS, [PHASE_EOM] = MODULE_HOOK_END_OF_MESSAGE,
+    [PHASE_UNKNOWN] = MODULE_HOOK_UNKNOWN,
 };
 
 int smtpd_phase_has_hooks(struct smtpd_session *s, enum smtpd_phase phase)

@@ -65,7 +65,7 @@ struct smtpd_proxy_read;
 
 /* The SMTP phases whose module hooks the session runs. */
 enum smtpd_phase { PHASE_CONNECT, PHASE_HELO, PHASE_STARTTLS, PHASE_AUTH, PHASE_MAIL, PHASE_RCPT, PHASE_DATA,
-                   PHASE_EOH, PHASE_EOM };
+                   PHASE_EOH, PHASE_EOM, PHASE_UNKNOWN };
 
 enum smtpd_edit_kind { EDIT_HEADER_INSERT, EDIT_HEADER_CHANGE, EDIT_RCPT_ADD, EDIT_RCPT_DELETE };
 
@@ -507,6 +507,7 @@ struct smtpd_session {
     struct policy_conn *policy_conns; /* policy connections held for the transaction */
     int hangup_after_reply;           /* a 421 or 521 reply was sent: close (Postfix) */
     int greeted;                      /* the 220 went out */
+    const char *command_line;         /* the command being handled, as received (scratch) */
     const char *connect_refusal;      /* a module refused the connection: every command's reply (pool) */
     int tls_hooks_pending;            /* implicit TLS finished before the greeting: STARTTLS hooks after it */
     /* modules */

@@ -468,10 +468,12 @@ static void milter_fini(petrel_module *m)
 /* ------------------------------------------------------------------ */
 /* a session                                                           */
 
-enum event { EV_CONNECT, EV_HELO, EV_MAIL, EV_RCPT, EV_DATA, EV_EOM };
-static const char *const event_names[] = { "CONNECT", "HELO", "MAIL", "RCPT", "DATA", "END-OF-MESSAGE" };
+enum event { EV_CONNECT, EV_HELO, EV_MAIL, EV_RCPT, EV_DATA, EV_EOM, EV_UNKNOWN };
+static const char *const event_names[] = { "CONNECT", "HELO", "MAIL", "RCPT", "DATA", "END-OF-MESSAGE",
+                                           "UNKNOWN" };
 
-enum step { ST_OPEN, ST_CONNECT, ST_HELO, ST_MAIL, ST_RCPT, ST_DATA, ST_HEADER, ST_EOH, ST_BODY, ST_EOM };
+enum step { ST_OPEN, ST_CONNECT, ST_HELO, ST_MAIL, ST_RCPT, ST_DATA, ST_HEADER, ST_EOH, ST_BODY, ST_EOM,
+            ST_UNKNOWN };
 
 typedef struct header {
     char *name;
@@ -512,6 +514,7 @@ typedef struct session {
 
     /* for the events and the macros */
     char *helo, *sender, *rcpt;
+    char *unknown_cmd;        /* the unknown command's line (SMFIC_UNKNOWN) */
     const char **rcpt_argv, **mail_argv;   /* "<address>", then each ESMTP parameter, then NULL */
     char *mail_arg, *rcpt_arg;            /* their strings */
     char underscore[600];
@@ -920,6 +923,7 @@ static enum step first_step(enum event ev)
     case EV_MAIL: return ST_MAIL;
     case EV_RCPT: return ST_RCPT;
     case EV_DATA: return ST_DATA;
+    case EV_UNKNOWN: return ST_UNKNOWN;
     case EV_EOM: return ST_HEADER;
     }
     return ST_OPEN;
@@ -958,6 +962,8 @@ static milter_status issue(session *ss)
         return milter_conn_mail(c, ss->mail_argv);
     case ST_RCPT:
         return milter_conn_rcpt(c, ss->rcpt_argv, 0);
+    case ST_UNKNOWN:
+        return milter_conn_unknown(c, ss->unknown_cmd ? ss->unknown_cmd : "");
     case ST_DATA:
         return milter_conn_data(c);
     case ST_HEADER:
@@ -1177,6 +1183,7 @@ static void session_end(void *arg)
     free(ss->body);
     free(ss->newbody);
     free(ss->helo);
+    free(ss->unknown_cmd);
     free(ss->sender);
     free(ss->rcpt);
     free(ss->mail_arg);
@@ -1330,6 +1337,18 @@ static petrel_verdict milter_rcpt(petrel_session *s, const char *recipient)
     return start_event(ss, s, EV_RCPT);
 }
 
+static petrel_verdict milter_unknown(petrel_session *s, const char *command_line)
+{
+    session *ss = session_of(s);
+    if (ss == NULL)
+        return PETREL_CONTINUE;
+    free(ss->unknown_cmd);
+    ss->unknown_cmd = strdup(command_line ? command_line : "");
+    if (ss->unknown_cmd == NULL)
+        return PETREL_TEMPFAIL;
+    return start_event(ss, s, EV_UNKNOWN);
+}
+
 static petrel_verdict milter_data(petrel_session *s)
 {
     session *ss = session_of(s);
@@ -1385,6 +1404,7 @@ const petrel_module_desc petrel_module_descriptor = {
         .mail = milter_mail,
         .rcpt = milter_rcpt,
         .data = milter_data,
+        .unknown = milter_unknown,
         .body = milter_body,
         .end_of_message = milter_eom,
     },

@@ -164,6 +164,24 @@ with TestFilter() as f:
         t.ok(not any("{cert_subject}" in ln for ln in log),
              "{cert_subject} only for a verified client certificate (none here)")
 
+# --- unknown commands: SMFIC_UNKNOWN ----------------------------------------------------
+with TestFilter() as f:
+    with Petrel(t, main_cf=conf(f.endpoint)) as p:
+        c = session(p)
+        t.is_(c.cmd("XFOO bar  baz"), "502 5.5.2 Error: command not recognized", "an unknown command: 502")
+        t.is_(c.cmd("EXPN staff"), "502 5.5.2 Error: command not recognized", "EXPN (not implemented): 502")
+        t.is_(c.cmd("NOOP"), "250 2.0.0 Ok", "  and the session goes on")
+        c.close()
+        log = f.log()
+        t.ok("unknown XFOO bar  baz" in log and "unknown EXPN staff" in log,
+             "the milter got SMFIC_UNKNOWN with the whole line, as Postfix sends it", "\n".join(log))
+with TestFilter(verdicts={"unknown": "reply:554:5.7.1:Not here"}) as f:
+    with Petrel(t, main_cf=conf(f.endpoint)) as p:
+        c = session(p)
+        t.is_(c.cmd("XFOO"), "554 5.7.1 Not here", "a milter's reply to an unknown command reaches the client")
+        t.like(c.cmd("MAIL FROM:<sender@example.org>"), r"^250 ", "  and the session goes on")
+        c.close()
+
 # --- CHGFROM and ADDRCPT_PAR with ESMTP parameters: applied as Postfix does --------
 with TestFilter() as f:
     with Petrel(t, main_cf=conf(f.endpoint)) as p:

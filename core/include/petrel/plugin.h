@@ -223,7 +223,12 @@ typedef struct petrel_hooks {
     /* A recipient was delivered, deferred or bounced (informational; runs in
      * the queue manager process, where there is no SMTP session). */
     void (*delivery)(petrel_module *m, const petrel_delivery_result *r);
-    void *spare[7];            /* room for growth within ABI 1.x (new hooks): leave zero */
+    /* 1.1, added after its first release: a command smtpd does not know
+     * (the whole line as received, without CRLF), before its "502 5.5.2
+     * Error: command not recognized"; a REJECT or TEMPFAIL replaces that
+     * reply. May suspend. */
+    petrel_verdict (*unknown)(petrel_session *s, const char *command_line);
+    void *spare[6];            /* room for growth within ABI 1.x (new hooks): leave zero */
 } petrel_hooks;
 
 /* ------------------------------------------------------------------ */

@@ -471,6 +471,26 @@ static int next_param(const char **cursor, petrel_pool *pool, struct esmtp_param
     return 1;
 }
 
+/* The parameters after the path, as sent, runs of blanks made one space
+ * (what the milters get with MAIL and RCPT, as Postfix's argv). */
+static char *params_text(const char *p, petrel_pool *pool)
+{
+    char *out = petrel_pool_alloc(pool, strlen(p) + 1);
+    size_t o = 0;
+    while (*p) {
+        while (is_blank((unsigned char)*p))
+            p++;
+        if (*p == 0)
+            break;
+        if (o > 0)
+            out[o++] = ' ';
+        while (*p && !is_blank((unsigned char)*p))
+            out[o++] = *p++;
+    }
+    out[o] = 0;
+    return out;
+}
+
 static int all_digits(const char *s)
 {
     if (*s == 0)
@@ -510,6 +530,7 @@ int smtp_parse_mail(const char *args, const struct smtp_parse_opts *opts, petrel
     struct path_result path;
     if (parse_path(&p, PATH_SENDER, opts, pool, &path, err) < 0)
         return -1;
+    out->params = params_text(p, pool);
 
     struct esmtp_param param;
     while (next_param(&p, pool, &param)) {
@@ -620,6 +641,42 @@ static int parse_orcpt(const char *val, petrel_pool *pool, char **out)
     return 0;
 }
 
+int smtp_parse_edit_param(const char *token, petrel_pool *pool, struct smtp_mail_args *mail,
+                          struct smtp_rcpt_args *rcpt)
+{
+    const char *eq = strchr(token, '=');
+    if (eq == NULL || eq[1] == 0)
+        return -1;
+    size_t kw = (size_t)(eq - token);
+    const char *val = eq + 1;
+    if (mail != NULL && kw == 3 && ascii_ncasecmp(token, "RET", 3) == 0) {
+        if (ascii_casecmp(val, "FULL") == 0)
+            mail->ret = SMTP_DSN_RET_FULL;
+        else if (ascii_casecmp(val, "HDRS") == 0)
+            mail->ret = SMTP_DSN_RET_HDRS;
+        else
+            return -1;
+        return 0;
+    }
+    if (mail != NULL && kw == 5 && ascii_ncasecmp(token, "ENVID", 5) == 0) {
+        char *envid;
+        if (strlen(val) > SMTP_ENVID_MAX || smtp_xtext_decode(val, pool, &envid) < 0 || !all_printable(envid))
+            return -1;
+        mail->envid = envid;
+        return 0;
+    }
+    if (rcpt != NULL && kw == 6 && ascii_ncasecmp(token, "NOTIFY", 6) == 0) {
+        unsigned notify = parse_notify(val);
+        if (notify == 0)
+            return -1;
+        rcpt->notify = notify;
+        return 0;
+    }
+    if (rcpt != NULL && kw == 5 && ascii_ncasecmp(token, "ORCPT", 5) == 0)
+        return parse_orcpt(val, pool, &rcpt->orcpt);
+    return -1;
+}
+
 int smtp_parse_rcpt(const char *args, const struct smtp_parse_opts *opts, petrel_pool *pool,
                     struct smtp_rcpt_args *out, struct smtp_reply_err *err)
 {
@@ -634,6 +691,7 @@ int smtp_parse_rcpt(const char *args, const struct smtp_parse_opts *opts, petrel
     struct path_result path;
     if (parse_path(&p, PATH_RECIPIENT, opts, pool, &path, err) < 0)
         return -1;
+    out->params = params_text(p, pool);
 
     struct esmtp_param param;
     while (next_param(&p, pool, &param)) {

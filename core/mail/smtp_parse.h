@@ -94,12 +94,14 @@ struct smtp_mail_args {
     int ret;                /* enum smtp_dsn_ret */
     char *envid;            /* decoded ENVID, NULL when unset */
     char *auth;             /* decoded AUTH= ("<>" kept as is), NULL when unset */
+    char *params;           /* the ESMTP parameters as sent, one space between them; "" when none */
 };
 
 struct smtp_rcpt_args {
     char *address;          /* "local@domain" or "postmaster" */
     unsigned notify;        /* SMTP_NOTIFY_* mask, 0 when unset */
     char *orcpt;            /* "type;decoded-address", NULL when unset */
+    char *params;           /* the ESMTP parameters as sent, one space between them; "" when none */
 };
 
 struct smtp_parse_opts {
@@ -127,6 +129,14 @@ int smtp_parse_mail(const char *args, const struct smtp_parse_opts *opts, petrel
                     struct smtp_mail_args *out, struct smtp_reply_err *err);
 int smtp_parse_rcpt(const char *args, const struct smtp_parse_opts *opts, petrel_pool *pool,
                     struct smtp_rcpt_args *out, struct smtp_reply_err *err);
+
+/* One ESMTP parameter that a module (a milter's CHGFROM or ADDRCPT_PAR)
+ * sets on a changed sender (mail: RET=, ENVID=) or an added recipient
+ * (rcpt: NOTIFY=, ORCPT=), checked as the client's would be; the other
+ * one is NULL. Returns 0 with the field set, or -1 when the parameter is
+ * malformed or not one of those (Postfix ignores it with a warning). */
+int smtp_parse_edit_param(const char *token, petrel_pool *pool, struct smtp_mail_args *mail,
+                          struct smtp_rcpt_args *rcpt);
 
 /* "BDAT <size> [LAST]" arguments (RFC 3030). Only the syntax is checked:
  * the caller compares the size with message_size_limit. */

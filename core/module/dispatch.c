@@ -60,6 +60,7 @@ struct module_pending {
     petrel_verdict early_verdict;
     int early_code;
     const char *early_enhanced, *early_text;
+    int early_multiline;
 };
 
 enum call_outcome { CALL_ANSWERED, CALL_SUSPENDED, CALL_CLOSED };
@@ -114,12 +115,23 @@ static int valid_enhanced(const char *e, int cls)
     return digits > 0 && *p == '\0';
 }
 
-static int printable_text(const char *t)
+/* A reply's text: one line of at most PETREL_REPLY_TEXT_MAX printable
+ * characters, or (multiline, from petrel_set_reply_lines) 1 to
+ * PETREL_REPLY_LINES_MAX such lines separated by '\n'. */
+static int valid_text(const char *t, int multiline)
 {
-    for (; *t; t++)
-        if ((unsigned char)*t < 0x20 || *t == 0x7f)
+    size_t lines = 0;
+    for (;;) {
+        size_t len = 0;
+        for (; t[len] && t[len] != '\n'; len++)
+            if ((unsigned char)t[len] < 0x20 || t[len] == 0x7f)
+                return 0;
+        if (len > PETREL_REPLY_TEXT_MAX || ++lines > (multiline ? PETREL_REPLY_LINES_MAX : 1))
             return 0;
-    return 1;
+        if (t[len] == '\0')
+            return 1;
+        t += len + 1;
+    }
 }
 
 static void internal_failure(struct module_result *out)
@@ -135,7 +147,8 @@ static void internal_failure(struct module_result *out)
  * deferrals: the call is a restriction's, where DEFER_IF_REJECT and
  * DEFER_IF_PERMIT (with a 4xx reply) are answers too. */
 static int check_answer(struct module_session *ms, const struct petrel_module *m, petrel_verdict v, int code,
-                        const char *enhanced, const char *text, int deferrals, struct module_result *out)
+                        const char *enhanced, const char *text, int multiline, int deferrals,
+                        struct module_result *out)
 {
     memset(out, 0, sizeof(*out));
     switch (v) {
@@ -153,10 +166,14 @@ static int check_answer(struct module_session *ms, const struct petrel_module *m
             enhanced = "4.7.1";
         if (text == NULL)
             text = petrel_pool_printf(module_session_call_pool(ms), "Service unavailable (module %s)", m->name);
-        if (code / 100 != 4 || code % 100 > 59 || !valid_enhanced(enhanced, 4) || !printable_text(text) ||
-            strlen(text) > 400) {
-            msg_warn("module %s: invalid %s reply \"%d %s %.100s\": answering 451 4.3.0 instead", m->name,
-                     verdict_name(v), code, enhanced, text);
+        if (code / 100 != 4 || code % 100 > 59 || !valid_enhanced(enhanced, 4) || !valid_text(text, multiline)) {
+            char shown[101];
+            snprintf(shown, sizeof shown, "%s", text);
+            for (char *c = shown; *c; c++)
+                if ((unsigned char)*c < 0x20 || *c == 0x7f)
+                    *c = '?';
+            msg_warn("module %s: invalid %s reply \"%d %s %s\": answering 451 4.3.0 instead", m->name,
+                     verdict_name(v), code, enhanced, shown);
             internal_failure(out);
             return -1;
         }
@@ -181,10 +198,14 @@ static int check_answer(struct module_session *ms, const struct petrel_module *m
         if (text == NULL)
             text = petrel_pool_printf(module_session_call_pool(ms),
                                       cls == 5 ? "Rejected by module %s" : "Try again later (module %s)", m->name);
-        if (code / 100 != cls || code % 100 > 59 || !valid_enhanced(enhanced, cls) || !printable_text(text) ||
-            strlen(text) > 400) {
-            msg_warn("module %s: invalid %s reply \"%d %s %.100s\": answering 451 4.3.0 instead", m->name,
-                     v == PETREL_REJECT ? "reject" : "tempfail", code, enhanced, text);
+        if (code / 100 != cls || code % 100 > 59 || !valid_enhanced(enhanced, cls) || !valid_text(text, multiline)) {
+            char shown[101];
+            snprintf(shown, sizeof shown, "%s", text);
+            for (char *c = shown; *c; c++)
+                if ((unsigned char)*c < 0x20 || *c == 0x7f)
+                    *c = '?';
+            msg_warn("module %s: invalid %s reply \"%d %s %s\": answering 451 4.3.0 instead", m->name,
+                     v == PETREL_REJECT ? "reject" : "tempfail", code, enhanced, shown);
             internal_failure(out);
             return -1;
         }
@@ -205,10 +226,10 @@ static int check_answer(struct module_session *ms, const struct petrel_module *m
 /* Checks an answer, tells the circuit breaker how the module did, and
  * counts the call (label) for the metrics. */
 static void settle(struct module_session *ms, struct petrel_module *m, int circuit, petrel_verdict v, int code,
-                   const char *enhanced, const char *text, int deferrals, struct module_result *out,
-                   const char *label, double started)
+                   const char *enhanced, const char *text, int multiline, int deferrals,
+                   struct module_result *out, const char *label, double started)
 {
-    if (check_answer(ms, m, v, code, enhanced, text, deferrals, out) != 0) {
+    if (check_answer(ms, m, v, code, enhanced, text, multiline, deferrals, out) != 0) {
         module_circuit_failure(m, time(NULL), "invalid reply");
         module_record_call(m, label, "invalid", started);
         return;
@@ -331,12 +352,14 @@ void petrel_resume(petrel_pending *ph, petrel_verdict v, int code, const char *e
                  p->label);
         return;
     }
+    int multiline = 0;
     if (code == 0 && enhanced == NULL && text == NULL) {
         /* petrel_set_reply() before the resume gives the reply */
         const struct module_reply *reply = &ms->replies[m->index];
         code = reply->code;
         enhanced = reply->enhanced;
         text = reply->text;
+        multiline = reply->multiline;
     }
     if (p->state == PENDING_IN_CALL) {
         /* Resumed inside the hook: the answer is taken when the hook returns. */
@@ -345,9 +368,10 @@ void petrel_resume(petrel_pending *ph, petrel_verdict v, int code, const char *e
         p->early_code = code;
         p->early_enhanced = enhanced ? petrel_pool_strdup(module_session_call_pool(ms), enhanced) : NULL;
         p->early_text = text ? petrel_pool_strdup(module_session_call_pool(ms), text) : NULL;
+        p->early_multiline = multiline;
         return;
     }
-    settle(ms, m, 1, v, code, enhanced, text, p->deferrals, &ms->completed, p->label, p->started);
+    settle(ms, m, 1, v, code, enhanced, text, multiline, p->deferrals, &ms->completed, p->label, p->started);
     ms->completed_by = m;
     pending_free(ms);
     /* The module's callback finishes before the session moves on. */
@@ -381,6 +405,37 @@ void petrel_set_reply(petrel_session *h, int code, const char *enhanced, const c
     r->code = code;
     r->enhanced = enhanced ? xstrdup(enhanced) : NULL;
     r->text = text ? xstrdup(text) : NULL;
+}
+
+void petrel_set_reply_lines(petrel_session *h, int code, const char *enhanced, const char *const *lines,
+                            size_t nlines)
+{
+    struct petrel_module *m;
+    struct module_session *ms = module_session_get(h, &m, __func__);
+    if (ms == NULL)
+        return;
+    struct module_reply *r = &ms->replies[m->index];
+    module_reply_clear(r);
+    r->code = code;
+    r->enhanced = enhanced ? xstrdup(enhanced) : NULL;
+    if (lines == NULL || nlines == 0)
+        return;     /* no text: the default applies */
+    /* One string, lines joined by '\n' (the checks refuse a '\n' inside a
+     * line's text: it would end up separating two lines). */
+    size_t total = 0;
+    for (size_t i = 0; i < nlines; i++)
+        total += strlen(lines[i] ? lines[i] : "") + 1;
+    char *text = xmalloc(total);
+    size_t o = 0;
+    for (size_t i = 0; i < nlines; i++) {
+        const char *l = lines[i] ? lines[i] : "";
+        size_t n = strlen(l);
+        memcpy(text + o, l, n);
+        o += n;
+        text[o++] = i + 1 < nlines ? '\n' : '\0';
+    }
+    r->text = text;
+    r->multiline = 1;
 }
 
 /* ------------------------------------------------------------------ */
@@ -466,8 +521,8 @@ static enum call_outcome call_entry(struct module_session *ms, struct petrel_mod
         if (v != PETREL_PENDING)
             msg_warn("module %s: %s returned %s after petrel_resume() inside it: the resumed verdict %s applies",
                      m->name, o->label, verdict_name(v), verdict_name(p->early_verdict));
-        settle(ms, m, o->circuit, p->early_verdict, p->early_code, p->early_enhanced, p->early_text, o->deferrals, out,
-               o->label, started);
+        settle(ms, m, o->circuit, p->early_verdict, p->early_code, p->early_enhanced, p->early_text,
+               p->early_multiline, o->deferrals, out, o->label, started);
         pending_free(ms);
         return CALL_ANSWERED;
     }
@@ -496,7 +551,8 @@ static enum call_outcome call_entry(struct module_session *ms, struct petrel_mod
         return CALL_ANSWERED;
     }
     const struct module_reply *reply = &ms->replies[m->index];
-    settle(ms, m, o->circuit, v, reply->code, reply->enhanced, reply->text, o->deferrals, out, o->label, started);
+    settle(ms, m, o->circuit, v, reply->code, reply->enhanced, reply->text, reply->multiline, o->deferrals, out,
+           o->label, started);
     return CALL_ANSWERED;
 }
 

@@ -34,6 +34,7 @@ enum module_hook {
     MODULE_HOOK_END_OF_MESSAGE,
     MODULE_HOOK_QUEUED,
     MODULE_HOOK_DELIVERY,
+    MODULE_HOOK_UNKNOWN,
     MODULE_HOOK_COUNT
 };
 
@@ -44,7 +45,7 @@ enum module_hook {
 /* What a hook is handed besides the session. */
 struct module_hook_args {
     const char *a;                         /* HELO name, AUTH mechanism, sender, recipient,
-                                              header name, queue ID */
+                                              header name, queue ID, unknown command line */
     const char *b;                         /* AUTH user name, header value */
     const char *data;                      /* body chunk */
     size_t len;

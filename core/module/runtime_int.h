@@ -107,6 +107,7 @@ void module_stale(const struct handle_table *t, uintptr_t h, const char *fn);
 struct module_reply {
     int code;
     char *enhanced, *text;
+    int multiline;          /* petrel_set_reply_lines: text's lines are separated by '\n' */
 };
 
 /* One note (notes.c): a named value a module set for the session or the transaction. */

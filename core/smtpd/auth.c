@@ -176,7 +176,7 @@ static void auth_hooked(struct smtpd_session *s, const struct restrict_result *r
 {
     s->state = SMTPD_CMD;
     if (smtpd_refused(r)) {
-        smtpd_reply(s, "%d %s %s", r->code, r->enhanced, r->text);
+        smtpd_reply_refusal(s, r->code, r->enhanced, r->text);
         s->sasl_username = s->sasl_method = NULL;
         smtpd_count_error(s, CNT_AUTH);
     } else {

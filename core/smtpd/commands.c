@@ -219,7 +219,7 @@ static void helo_hooked(struct smtpd_session *s, const struct restrict_result *r
     s->state = SMTPD_CMD;
     if (smtpd_refused(r)) {
         smtpd_log_reject(s, "reject", s->esmtp ? "EHLO" : "HELO", r->code, r->enhanced, r->text, NULL);
-        smtpd_reply(s, "%d %s %s", r->code, r->enhanced, r->text);
+        smtpd_reply_refusal(s, r->code, r->enhanced, r->text);
         smtpd_count_error(s, s->esmtp ? CNT_EHLO : CNT_HELO);
         s->helo = NULL;
     } else if (s->esmtp) {
@@ -275,7 +275,7 @@ static void cmd_mail(struct smtpd_session *s, const struct smtp_command *cmd)
     if (smtpd_proxy_enabled(s))
         tx->mail_line = petrel_pool_printf(tx->pool, "MAIL %s", cmd->args);
     if (smtp_parse_mail(cmd->args, &opts, tx->pool, &tx->mail, &err) != 0) {
-        smtpd_reply(s, "%d %s %s", err.code, err.enhanced, err.text);
+        smtpd_reply_refusal(s, err.code, err.enhanced, err.text);
         smtpd_tx_free(s);
         smtpd_count_error(s, CNT_MAIL);
         return;
@@ -333,7 +333,7 @@ static void mail_hooked(struct smtpd_session *s, const struct restrict_result *r
     s->state = SMTPD_CMD;
     if (r->verdict == RV_REJECT || r->verdict == RV_DEFER) {
         smtpd_log_reject(s, "reject", "MAIL", r->code, r->enhanced, r->text, NULL);
-        smtpd_reply(s, "%d %s %s", r->code, r->enhanced, r->text);
+        smtpd_reply_refusal(s, r->code, r->enhanced, r->text);
         smtpd_tx_free(s);
         smtpd_count_error(s, CNT_MAIL);
     } else {
@@ -386,7 +386,7 @@ static void cmd_rcpt(struct smtpd_session *s, const struct smtp_command *cmd)
     struct smtp_reply_err err;
     struct smtp_rcpt_args args;
     if (smtp_parse_rcpt(cmd->args, &opts, tx->pool, &args, &err) != 0) {
-        smtpd_reply(s, "%d %s %s", err.code, err.enhanced, err.text);
+        smtpd_reply_refusal(s, err.code, err.enhanced, err.text);
         smtpd_count_error(s, CNT_RCPT);
         return;
     }
@@ -410,6 +410,7 @@ static void cmd_rcpt(struct smtpd_session *s, const struct smtp_command *cmd)
     r->address = args.address;
     r->orcpt = args.orcpt;
     r->notify = args.notify;
+    r->params = args.params;
 
     enum restrict_stage stages[5];
     int n = 0;
@@ -464,7 +465,7 @@ static void rcpt_hooked(struct smtpd_session *s, const struct restrict_result *r
     struct smtpd_rcpt *r = &tx->rcpts[tx->nrcpts];
     if (res->verdict == RV_REJECT || res->verdict == RV_DEFER) {
         smtpd_log_reject(s, "reject", "RCPT", res->code, res->enhanced, res->text, r->address);
-        smtpd_reply(s, "%d %s %s", res->code, res->enhanced, res->text);
+        smtpd_reply_refusal(s, res->code, res->enhanced, res->text);
         smtpd_count_error(s, CNT_RCPT);
     } else {
         if (res->verdict == RV_DISCARD)
@@ -598,10 +599,24 @@ static void cmd_etrn(struct smtpd_session *s, const struct smtp_command *cmd)
     smtpd_count_error(s, CNT_UNKNOWN);
 }
 
+static void unknown_hooked(struct smtpd_session *s, const struct restrict_result *r)
+{
+    s->state = SMTPD_CMD;
+    if (smtpd_refused(r)) {
+        smtpd_log_reject(s, "reject", "UNKNOWN", r->code, r->enhanced, r->text, NULL);
+        smtpd_reply_refusal(s, r->code, r->enhanced, r->text);
+    } else {
+        smtpd_reply(s, "502 5.5.2 Error: command not recognized");
+    }
+    smtpd_count_error(s, CNT_UNKNOWN);
+    smtpd_continue(s);
+}
+
+/* A command we do not know: the modules hear of it first (a milter's
+ * SMFIC_UNKNOWN, as Postfix sends it), then 502 unless one refused it. */
 static void cmd_unknown(struct smtpd_session *s, const struct smtp_command *cmd)
 {
-    smtpd_reply(s, "502 5.5.2 Error: command not recognized");
-    smtpd_count_error(s, CNT_UNKNOWN);
+    smtpd_hooks_then(s, PHASE_UNKNOWN, s->command_line ? s->command_line : "", unknown_hooked);
 }
 
 /* ------------------------------------------------------------------ */
@@ -672,6 +687,7 @@ void smtpd_handle_command(struct smtpd_session *s, char *line, size_t len)
     const struct smtpd_settings *set = s->set;
     if (s->debug)
         msg_info("< %s: %.*s", s->namaddr, (int)(len > 500 ? 500 : len), line);
+    s->command_line = line;
     /* An empty (or all-blank) line has no command word at all: Postfix
      * answers it as a syntax error (500), not as an unknown command (502). */
     size_t blanks = strspn(line, " \t");
@@ -701,6 +717,13 @@ void smtpd_handle_command(struct smtpd_session *s, char *line, size_t len)
     }
     smtpd_count_command(s, c->counter);
     s->last_command = c->name;
+    if (s->connect_refusal && cmd.verb != SMTP_VERB_QUIT && cmd.verb != SMTP_VERB_NOOP
+        && cmd.verb != SMTP_VERB_RSET) {
+        /* a module refused the connection (connect_hooked) */
+        smtpd_reply(s, "%s", s->connect_refusal);
+        smtpd_count_error(s, c->counter);
+        return;
+    }
     if ((c->flags & CMD_NEED_HELO) && set->helo_required && s->helo == NULL) {
         smtpd_reply(s, "503 5.5.1 Error: send HELO/EHLO first");
         smtpd_count_error(s, c->counter);

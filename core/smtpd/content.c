@@ -286,6 +286,7 @@ int smtpd_content_rewrite(struct smtpd_session *s, struct queue_writer *(*reopen
                 continue;   /* a BCC action ignores an address it already added (Postfix) */
             rs[nr].address = e->value;
             rs[nr].notify = e->notify;
+            rs[nr].orcpt = e->orcpt;
             nr++;
         } else if (e->kind == EDIT_RCPT_DELETE) {
             for (size_t i = 0; i < nr; i++) {
@@ -310,8 +311,13 @@ int smtpd_content_rewrite(struct smtpd_session *s, struct queue_writer *(*reopen
     tx->rcpts = rs;
     tx->nrcpts = nr;
     tx->rcpt_cap = rcap;
-    if (tx->edits.sender)
+    if (tx->edits.sender) {
         tx->mail.address = (char *)tx->edits.sender;
+        if (tx->edits.sender_ret)
+            tx->mail.ret = tx->edits.sender_ret;
+        if (tx->edits.sender_envid)
+            tx->mail.envid = (char *)tx->edits.sender_envid;
+    }
     tx->writer = NULL;
     struct queue_writer *fresh = reopen(s);
     if (fresh == NULL) {

@@ -143,9 +143,9 @@ static void data_hooked(struct smtpd_session *s, const struct restrict_result *r
     if (r->verdict == RV_REJECT || r->verdict == RV_DEFER) {
         smtpd_log_reject(s, "reject", bdat ? "BDAT" : "DATA", r->code, r->enhanced, r->text, NULL);
         if (bdat) {
-            bdat_skip(s, petrel_pool_printf(s->scratch, "%d %s %s", r->code, r->enhanced, r->text));
+            bdat_skip(s, smtpd_reply_format(s, r->code, r->enhanced, r->text));
         } else {
-            smtpd_reply(s, "%d %s %s", r->code, r->enhanced, r->text);
+            smtpd_reply_refusal(s, r->code, r->enhanced, r->text);
             smtpd_count_error(s, c);
         }
         smtpd_continue(s);
@@ -361,7 +361,7 @@ static void eom_hooked(struct smtpd_session *s, const struct restrict_result *r)
         /* Header and body checks logged their own line, as Postfix's cleanup does. */
         if (!(r == &tx->content_verdict && tx->verdict_logged))
             smtpd_log_reject(s, "reject", "END-OF-MESSAGE", r->code, r->enhanced, r->text, NULL);
-        smtpd_reply(s, "%d %s %s", r->code, r->enhanced, r->text);
+        smtpd_reply_refusal(s, r->code, r->enhanced, r->text);
         smtpd_tx_free(s);
         smtpd_count_error(s, c);
         smtpd_continue(s);
@@ -574,7 +574,7 @@ void smtpd_cmd_bdat(struct smtpd_session *s, const struct smtp_command *cmd)
     }
     if (smtp_parse_bdat(cmd->args, &size, &last, &err) != 0) {
         /* Without a valid size we cannot find the next command: give up. */
-        smtpd_reply(s, "%d %s %s", err.code, err.enhanced, err.text);
+        smtpd_reply_refusal(s, err.code, err.enhanced, err.text);
         smtpd_count_error(s, CNT_BDAT);
         smtpd_session_shutdown(s, "421 4.5.0 Error: unrecoverable BDAT syntax error");
         return;

@@ -112,6 +112,7 @@ static const enum module_hook phase_hooks[] = {
     [PHASE_STARTTLS] = MODULE_HOOK_STARTTLS, [PHASE_AUTH] = MODULE_HOOK_AUTH,
     [PHASE_MAIL] = MODULE_HOOK_MAIL, [PHASE_RCPT] = MODULE_HOOK_RCPT, [PHASE_DATA] = MODULE_HOOK_DATA,
     [PHASE_EOH] = MODULE_HOOK_END_OF_HEADERS, [PHASE_EOM] = MODULE_HOOK_END_OF_MESSAGE,
+    [PHASE_UNKNOWN] = MODULE_HOOK_UNKNOWN,
 };
 
 int smtpd_phase_has_hooks(struct smtpd_session *s, enum smtpd_phase phase)
@@ -254,6 +255,41 @@ const char *petrel_tls_info(petrel_session *h)
     return s ? s->tls_info : NULL;
 }
 
+const char *petrel_session_fact(petrel_session *h, const char *name)
+{
+    struct smtpd_session *s = host_of(h, __func__);
+    if (s == NULL || name == NULL)
+        return NULL;
+    if (strcmp(name, "client_port") == 0)
+        return s->port[0] ? s->port : NULL;
+    if (strcmp(name, "server_addr") == 0)
+        return s->server_addr[0] ? s->server_addr : NULL;
+    if (strcmp(name, "server_port") == 0)
+        return s->server_port[0] ? s->server_port : NULL;
+    if (strcmp(name, "sasl_method") == 0)
+        return s->sasl_username ? s->sasl_method : NULL;
+    if (strcmp(name, "sasl_sender") == 0)
+        return s->tx && s->tx->mail.auth ? s->tx->mail.auth : NULL;
+    if (strncmp(name, "tls_", 4) == 0 && s->tls_active && !s->tls_handshaking) {
+        if (strcmp(name, "tls_peer_subject") == 0)
+            return s->ccert.present && s->ccert.verified ? s->ccert.subject : NULL;
+        if (strcmp(name, "tls_peer_issuer") == 0)
+            return s->ccert.present && s->ccert.verified ? s->ccert.issuer : NULL;
+        const char *protocol, *cipher, *sni;
+        int bits;
+        smtpd_tls_facts(s, &protocol, &cipher, &bits, &sni);
+        if (strcmp(name, "tls_protocol") == 0)
+            return protocol;
+        if (strcmp(name, "tls_cipher") == 0)
+            return cipher;
+        if (strcmp(name, "tls_cipher_bits") == 0)
+            return petrel_pool_printf(s->scratch, "%d", bits);
+        if (strcmp(name, "tls_sni") == 0)
+            return sni && *sni ? sni : NULL;
+    }
+    return NULL;
+}
+
 const char *petrel_sasl_username(petrel_session *h)
 {
     struct smtpd_session *s = host_of(h, __func__);
@@ -279,6 +315,24 @@ const char *petrel_recipient(petrel_session *h)
 {
     struct smtpd_session *s = host_of(h, __func__);
     return s ? s->module_rcpt : NULL;
+}
+
+const char *petrel_sender_params(petrel_session *h)
+{
+    struct smtpd_session *s = host_of(h, __func__);
+    if (s == NULL || s->tx == NULL)
+        return NULL;
+    return s->tx->mail.params ? s->tx->mail.params : "";
+}
+
+const char *petrel_recipient_params(petrel_session *h)
+{
+    struct smtpd_session *s = host_of(h, __func__);
+    if (s == NULL || s->module_rcpt == NULL)
+        return NULL;
+    /* The RCPT being checked is the one after the accepted ones. */
+    const struct smtpd_rcpt *r = s->tx ? &s->tx->rcpts[s->tx->nrcpts] : NULL;
+    return r && r->address == s->module_rcpt && r->params ? r->params : "";
 }
 
 size_t petrel_recipient_count(petrel_session *h)
@@ -427,6 +481,61 @@ int petrel_recipient_add(petrel_session *h, const char *rcpt)
         return -1;
     struct smtpd_edit *e = new_edit(s, EDIT_RCPT_ADD);
     e->value = petrel_pool_strdup(s->tx->pool, rcpt);
+    return 0;
+}
+
+/* Applies each of params (ESMTP parameters, one space or more between
+ * them) that smtp_parse_edit_param accepts; the others are ignored with a
+ * warning naming them, as Postfix's cleanup does for a milter's. */
+static void edit_params(struct smtpd_session *s, petrel_session *h, const char *fn, const char *params,
+                        struct smtp_mail_args *mail, struct smtp_rcpt_args *rcpt)
+{
+    struct petrel_module *m = petrel_session_module(h);
+    char token[1024];
+    for (const char *p = params ? params : ""; *p;) {
+        while (*p == ' ')
+            p++;
+        size_t n = strcspn(p, " ");
+        if (n == 0)
+            break;
+        snprintf(token, sizeof token, "%.*s", (int)(n < sizeof token ? n : sizeof token - 1), p);
+        if (n >= sizeof token || smtp_parse_edit_param(token, s->tx->pool, mail, rcpt) < 0) {
+            for (char *c = token; *c; c++)
+                if ((unsigned char)*c < 0x20 || *c == 0x7f)
+                    *c = '?';
+            msg_warn("%s: module %s: %s: ignoring ESMTP parameter \"%.100s\" (%s)",
+                     s->tx->queue_id[0] ? s->tx->queue_id : "NOQUEUE", m ? m->name : "?", fn, token,
+                     mail ? "only a valid RET= or ENVID= is applied to a sender"
+                          : "only a valid NOTIFY= or ORCPT= is applied to a recipient");
+        }
+        p += n;
+    }
+}
+
+int petrel_sender_change_params(petrel_session *h, const char *sender, const char *params)
+{
+    struct smtpd_session *s = editable(h, __func__);
+    if (s == NULL || !address_ok(sender))
+        return -1;
+    struct smtp_mail_args mail = { 0 };
+    edit_params(s, h, __func__, params, &mail, NULL);
+    s->tx->edits.sender = petrel_pool_strdup(s->tx->pool, sender);
+    s->tx->edits.sender_ret = mail.ret;
+    s->tx->edits.sender_envid = mail.envid;
+    return 0;
+}
+
+int petrel_recipient_add_params(petrel_session *h, const char *rcpt, const char *params)
+{
+    struct smtpd_session *s = editable(h, __func__);
+    if (s == NULL || !address_ok(rcpt) || *rcpt == '\0')
+        return -1;
+    struct smtp_rcpt_args r = { 0 };
+    edit_params(s, h, __func__, params, NULL, &r);
+    struct smtpd_edit *e = new_edit(s, EDIT_RCPT_ADD);
+    e->value = petrel_pool_strdup(s->tx->pool, rcpt);
+    e->notify = r.notify;
+    e->orcpt = r.orcpt;
     return 0;
 }
 

@@ -128,6 +128,11 @@ void smtpd_reply(struct smtpd_session *s, const char *fmt, ...)
         free(line);
 }
 
+void smtpd_reply_refusal(struct smtpd_session *s, int code, const char *enhanced, const char *text)
+{
+    smtpd_reply(s, "%s", smtpd_reply_format(s, code, enhanced, text));
+}
+
 static const char *counter_names[CNT_MAX] = {
     "ehlo", "helo", "starttls", "auth", "mail", "rcpt", "data", "bdat", "rset", "noop",
     "quit", "vrfy", "help", "unknown",
@@ -374,7 +379,7 @@ static void starttls_hooked(struct smtpd_session *s, const struct restrict_resul
     s->state = SMTPD_CMD;
     if (smtpd_refused(r)) {
         smtpd_log_reject(s, "reject", "STARTTLS", r->code, r->enhanced, r->text, NULL);
-        smtpd_reply(s, "%d %s %s", r->verdict == RV_REJECT ? 554 : 421, r->enhanced, r->text);
+        smtpd_reply_refusal(s, r->verdict == RV_REJECT ? 554 : 421, r->enhanced, r->text);
         s->last_command = "STARTTLS";
         smtpd_session_close_after_flush(s);
         return;
@@ -767,7 +772,7 @@ static void greeting_checked(struct smtpd_session *s, const struct restrict_resu
         /* Postfix answers the greeting normally and then rejects every
          * command; a reject at connect time is easier on clients as 554. */
         smtpd_log_reject(s, "reject", "CONNECT", r->code, r->enhanced, r->text, NULL);
-        smtpd_reply(s, "%d %s %s", r->code == 554 || r->code >= 500 ? 554 : 421, r->enhanced, r->text);
+        smtpd_reply_refusal(s, r->code == 554 || r->code >= 500 ? 554 : 421, r->enhanced, r->text);
         s->last_command = "CONNECT";
         smtpd_session_close_after_flush(s);
         return;
@@ -778,11 +783,24 @@ static void greeting_checked(struct smtpd_session *s, const struct restrict_resu
 static void connect_hooked(struct smtpd_session *s, const struct restrict_result *r)
 {
     s->state = SMTPD_CMD;
-    if (smtpd_refused(r)) {
+    if (smtpd_refused(r) && r->verdict != RV_REJECT) {
         smtpd_log_reject(s, "reject", "CONNECT", r->code, r->enhanced, r->text, NULL);
-        smtpd_reply(s, "%d %s %s", r->verdict == RV_REJECT ? 554 : 421, r->enhanced, r->text);
+        smtpd_reply_refusal(s, 421, r->enhanced, r->text);
         s->last_command = "CONNECT";
         smtpd_session_close_after_flush(s);
+        return;
+    }
+    if (smtpd_refused(r)) {
+        /* As Postfix does with a milter's reject at connect: the greeting
+         * says no, the session stays, and every command but QUIT, NOOP and
+         * RSET gets the module's reply (smtpd_handle_command); the error
+         * limits end a client that keeps trying. */
+        smtpd_log_reject(s, "reject", "CONNECT", r->code, r->enhanced, r->text, NULL);
+        s->connect_refusal = petrel_pool_strdup(s->pool, smtpd_reply_format(s, r->code, r->enhanced, r->text));
+        smtpd_reply(s, "554 %s ESMTP not accepting connections", s->set->myhostname);
+        s->greeted = 1;
+        s->errors++;
+        smtpd_continue(s);
         return;
     }
     send_greeting(s);

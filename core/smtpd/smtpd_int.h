@@ -65,7 +65,7 @@ struct smtpd_proxy_read;
 
 /* The SMTP phases whose module hooks the session runs. */
 enum smtpd_phase { PHASE_CONNECT, PHASE_HELO, PHASE_STARTTLS, PHASE_AUTH, PHASE_MAIL, PHASE_RCPT, PHASE_DATA,
-                   PHASE_EOH, PHASE_EOM };
+                   PHASE_EOH, PHASE_EOM, PHASE_UNKNOWN };
 
 enum smtpd_edit_kind { EDIT_HEADER_INSERT, EDIT_HEADER_CHANGE, EDIT_RCPT_ADD, EDIT_RCPT_DELETE };
 
@@ -76,6 +76,7 @@ struct smtpd_edit {
     const char *name, *value;
     size_t value_len;                 /* header edits: value may hold NUL (a rewritten header) */
     unsigned notify;                  /* EDIT_RCPT_ADD: its NOTIFY (a BCC action's is NEVER) */
+    const char *orcpt;                /* EDIT_RCPT_ADD: its ORCPT ("type;address"), or NULL */
 };
 
 /* Message changes requested by modules, applied when the message is committed. */
@@ -83,6 +84,8 @@ struct smtpd_edits {
     struct smtpd_edit *first, *last;
     unsigned count;
     const char *sender;               /* new envelope sender, or NULL */
+    int sender_ret;                   /* with it, a new RET (SMTP_DSN_RET_*), 0: unchanged */
+    const char *sender_envid;         /* with it, a new ENVID, NULL: unchanged */
     const char *body;                 /* replacement body, CRLF line ends */
     size_t body_len;
     int body_replaced;
@@ -320,6 +323,7 @@ struct smtpd_rcpt {
     const char *address;
     const char *orcpt;
     unsigned notify;
+    const char *params;     /* the RCPT's ESMTP parameters as sent ("" when none), for the milters */
 };
 
 /* What went wrong in a transaction: one state, as OpenSMTPD's TX_ERROR_*.
@@ -504,6 +508,8 @@ struct smtpd_session {
     struct policy_conn *policy_conns; /* policy connections held for the transaction */
     int hangup_after_reply;           /* a 421 or 521 reply was sent: close (Postfix) */
     int greeted;                      /* the 220 went out */
+    const char *command_line;         /* the command being handled, as received (scratch) */
+    const char *connect_refusal;      /* a module refused the connection: every command's reply (pool) */
     int tls_hooks_pending;            /* implicit TLS finished before the greeting: STARTTLS hooks after it */
     /* modules */
     struct module_session *ms;        /* the module runtime's view (plugin_api.c), opened on first use */
@@ -575,6 +581,10 @@ void smtpd_worker_check_drained(struct smtpd_worker *w);
  * uid the owner of the maildrop file (the trust SO_PEERCRED gave before). */
 void smtpd_accept_local(struct smtpd_listener *l, int fd, long uid);
 void smtpd_reply(struct smtpd_session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* A refusal "CODE ENHANCED TEXT"; a text of several lines ('\n' between
+ * them, from a module) becomes a multi-line reply, each line with the codes. */
+const char *smtpd_reply_format(struct smtpd_session *s, int code, const char *enhanced, const char *text);
+void smtpd_reply_refusal(struct smtpd_session *s, int code, const char *enhanced, const char *text);
 void smtpd_session_shutdown(struct smtpd_session *s, const char *reply);
 void smtpd_continue(struct smtpd_session *s);
 int smtpd_queue_space_ok(struct smtpd_worker *w, unsigned long long message_size_limit);

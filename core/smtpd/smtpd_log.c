@@ -3,7 +3,9 @@
  * its commands and the restriction engine: "ID: reject: RCPT from
  * name[addr]: 554 5.7.1 text; from=<a> to=<b> proto=ESMTP helo=<h>" and
  * the same shape for hold, discard, warn, info, redirect, bcc, filter and
- * reject_warning (Postfix's log_whatsup), which pflogsumm reads.
+ * reject_warning (Postfix's log_whatsup), which pflogsumm reads; and the
+ * one formatter of a refusal's reply that both the client and these lines
+ * get (smtpd_reply_format).
  */
 #include "config.h"
 
@@ -21,13 +23,46 @@ static const char *tx_sender_for_log(struct smtpd_session *s)
     return s->tx && s->tx->mail.address ? s->tx->mail.address : NULL;
 }
 
+/* A refusal's reply: "550 5.7.1 text", or for a text of several lines
+ * (separated by '\n': a module's petrel_set_reply_lines) every line with
+ * the code and enhanced code, "550-5.7.1 a\r\n550 5.7.1 b". On s->scratch. */
+const char *smtpd_reply_format(struct smtpd_session *s, int code, const char *enhanced, const char *text)
+{
+    if (text == NULL || enhanced == NULL || strchr(text, '\n') == NULL)
+        return petrel_pool_printf(s->scratch, "%d %s %s", code, enhanced, text);
+    size_t lines = 1;
+    for (const char *p = text; (p = strchr(p, '\n')) != NULL; p++)
+        lines++;
+    size_t prefix = strlen(enhanced) + 16;
+    char *out = petrel_pool_alloc(s->scratch, strlen(text) + lines * (prefix + 2) + 1);
+    size_t o = 0;
+    for (const char *p = text;;) {
+        const char *nl = strchr(p, '\n');
+        size_t n = nl ? (size_t)(nl - p) : strlen(p);
+        o += (size_t)sprintf(out + o, "%d%c%s ", code, nl ? '-' : ' ', enhanced);
+        memcpy(out + o, p, n);
+        o += n;
+        if (nl == NULL)
+            break;
+        out[o++] = '\r';
+        out[o++] = '\n';
+        p = nl + 1;
+    }
+    out[o] = '\0';
+    return out;
+}
+
 /* Postfix's reject log line, read by pflogsumm:
  * "NOQUEUE: reject: RCPT from name[addr]: 554 5.7.1 <x>: Relay access denied; from=<a> to=<b> proto=ESMTP helo=<h>" */
 void smtpd_log_reject(struct smtpd_session *s, const char *what, const char *verb, int code,
                       const char *enhanced, const char *text, const char *rcpt)
 {
+    /* A multi-line reply is logged whole, its CRLFs as "??" (as Postfix). */
     char line[1024];
-    snprintf(line, sizeof(line), "%d %s %s", code, enhanced, text);
+    snprintf(line, sizeof(line), "%s", smtpd_reply_format(s, code, enhanced, text));
+    for (char *c = line; *c; c++)
+        if (*c == '\r' || *c == '\n')
+            *c = '?';
     if (strcmp(what, "reject") == 0) {
         /* verb is one of the fixed SMTP stage words (CONNECT, HELO, EHLO, MAIL, RCPT, DATA, BDAT,
            END-OF-MESSAGE, STARTTLS, ...): a bounded label */

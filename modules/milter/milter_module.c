@@ -468,10 +468,12 @@ static void milter_fini(petrel_module *m)
 /* ------------------------------------------------------------------ */
 /* a session                                                           */
 
-enum event { EV_CONNECT, EV_HELO, EV_MAIL, EV_RCPT, EV_DATA, EV_EOM };
-static const char *const event_names[] = { "CONNECT", "HELO", "MAIL", "RCPT", "DATA", "END-OF-MESSAGE" };
+enum event { EV_CONNECT, EV_HELO, EV_MAIL, EV_RCPT, EV_DATA, EV_EOM, EV_UNKNOWN };
+static const char *const event_names[] = { "CONNECT", "HELO", "MAIL", "RCPT", "DATA", "END-OF-MESSAGE",
+                                           "UNKNOWN" };
 
-enum step { ST_OPEN, ST_CONNECT, ST_HELO, ST_MAIL, ST_RCPT, ST_DATA, ST_HEADER, ST_EOH, ST_BODY, ST_EOM };
+enum step { ST_OPEN, ST_CONNECT, ST_HELO, ST_MAIL, ST_RCPT, ST_DATA, ST_HEADER, ST_EOH, ST_BODY, ST_EOM,
+            ST_UNKNOWN };
 
 typedef struct header {
     char *name;
@@ -507,12 +509,14 @@ typedef struct session {
     petrel_verdict verdict;
     int code;
     char enhanced[16];
-    char text[401];
+    char text[PETREL_REPLY_TEXT_MAX + 1];
+    char *more_lines;         /* a multi-line reply: its lines after the first, each after a '\n' (malloc) */
 
     /* for the events and the macros */
     char *helo, *sender, *rcpt;
-    const char *rcpt_argv[2], *mail_argv[2];
-    char *mail_arg, *rcpt_arg;
+    char *unknown_cmd;        /* the unknown command's line (SMFIC_UNKNOWN) */
+    const char **rcpt_argv, **mail_argv;   /* "<address>", then each ESMTP parameter, then NULL */
+    char *mail_arg, *rcpt_arg;            /* their strings */
     char underscore[600];
     int in_tx;
     int tx_quarantined;
@@ -538,6 +542,8 @@ static void run(session *ss);
 
 static void set_result(session *ss, petrel_verdict v, int code, const char *enhanced, const char *text)
 {
+    free(ss->more_lines);
+    ss->more_lines = NULL;
     ss->verdict = v;
     ss->code = code;
     snprintf(ss->enhanced, sizeof ss->enhanced, "%s", enhanced ? enhanced : "");
@@ -548,6 +554,80 @@ static void set_result(session *ss, petrel_verdict v, int code, const char *enha
     ss->text[o] = '\0';
 }
 
+/* Length of the enhanced status code "d.d.d " at the start of text, the
+ * space included; 0 when there is none. */
+static size_t leading_enhanced(const char *text)
+{
+    const char *p = text;
+    for (int part = 0; part < 3; part++) {
+        size_t digits = 0;
+        while (*p >= '0' && *p <= '9' && digits < 4)
+            p++, digits++;
+        if (digits == 0 || (part < 2 && *p++ != '.'))
+            return 0;
+    }
+    if (*p != ' ' && *p != '\0')
+        return 0;
+    return (size_t)(p - text) + (*p == ' ');
+}
+
+/* A milter's multi-line reply ("550-5.7.1 a\r\n550 5.7.1 b", checked and
+ * made printable by milter_parse_replycode): the first line's text goes to
+ * ss->text, the others to ss->more_lines; each line loses its code and its
+ * enhanced code (the core puts the first line's back on every line, as
+ * libmilter's smfi_setmlreply sends them). After set_result(), which set
+ * the verdict and the codes. */
+static void set_result_lines(session *ss, const char *reply)
+{
+    const char *eol = strstr(reply, "\r\n");
+    char first[PETREL_REPLY_TEXT_MAX + 1];
+    size_t n = (size_t)(eol - reply) > 4 ? (size_t)(eol - reply) - 4 : 0;
+    snprintf(first, sizeof first, "%.*s", (int)n, n ? reply + 4 : "");
+    snprintf(ss->text, sizeof ss->text, "%s", first + leading_enhanced(first));
+    free(ss->more_lines);
+    ss->more_lines = NULL;
+    size_t cap = strlen(eol) + 1, o = 0;
+    char *more = malloc(cap);
+    if (more == NULL)
+        return;     /* the first line alone */
+    for (const char *l = eol + 2; l;) {
+        const char *next = strstr(l, "\r\n");
+        size_t len = next ? (size_t)(next - l) : strlen(l);
+        const char *t = len > 4 ? l + 4 : l + len;
+        size_t tlen = len > 4 ? len - 4 : 0;
+        char line[PETREL_REPLY_TEXT_MAX + 1];
+        snprintf(line, sizeof line, "%.*s", (int)tlen, t);
+        size_t e = leading_enhanced(line);
+        o += (size_t)snprintf(more + o, cap - o, "\n%s", line + e);
+        l = next ? next + 2 : NULL;
+    }
+    ss->more_lines = more;
+}
+
+/* Gives the core the reply of a refusal in ss (one line or several). */
+static void hand_reply(session *ss)
+{
+    const char *enhanced = ss->enhanced[0] ? ss->enhanced : NULL;
+    if (ss->more_lines == NULL) {
+        petrel_set_reply(ss->s, ss->code, enhanced, ss->text);
+        return;
+    }
+    const char *lines[PETREL_REPLY_LINES_MAX];
+    size_t n = 0;
+    lines[n++] = ss->text;
+    char *copy = strdup(ss->more_lines);
+    if (copy == NULL) {
+        petrel_set_reply(ss->s, ss->code, enhanced, ss->text);
+        return;
+    }
+    for (char *p = copy; (p = strchr(p, '\n')) != NULL && n < PETREL_REPLY_LINES_MAX;) {
+        *p++ = '\0';
+        lines[n++] = p;
+    }
+    petrel_set_reply_lines(ss->s, ss->code, enhanced, lines, n);
+    free(copy);
+}
+
 static void finish(session *ss)
 {
     ss->finished = 1;
@@ -556,9 +636,9 @@ static void finish(session *ss)
     if (!ss->in_hook && ss->pending) {
         petrel_pending *p = ss->pending;
         ss->pending = NULL;
-        int refusal = ss->verdict == PETREL_REJECT || ss->verdict == PETREL_TEMPFAIL;
-        petrel_resume(p, ss->verdict, refusal ? ss->code : 0, refusal && ss->enhanced[0] ? ss->enhanced : NULL,
-                      refusal ? ss->text : NULL);
+        if (ss->verdict == PETREL_REJECT || ss->verdict == PETREL_TEMPFAIL)
+            hand_reply(ss);
+        petrel_resume(p, ss->verdict, 0, NULL, NULL);
     }
 }
 
@@ -646,6 +726,18 @@ static const char *op_macro(void *arg, const char *name)
         return petrel_queue_id(s);
     if (strcmp(name, "{auth_authen}") == 0)
         return petrel_sasl_username(s);
+    /* Postfix's smtpd_milter_eval names for the session's facts */
+    static const struct { const char *macro, *fact; } facts[] = {
+        { "{client_port}", "client_port" }, { "{daemon_addr}", "server_addr" },
+        { "{daemon_port}", "server_port" }, { "{auth_type}", "sasl_method" },
+        { "{auth_author}", "sasl_sender" }, { "{tls_version}", "tls_protocol" },
+        { "{cipher}", "tls_cipher" }, { "{cipher_bits}", "tls_cipher_bits" },
+        { "{cert_subject}", "tls_peer_subject" }, { "{cert_issuer}", "tls_peer_issuer" },
+        { "{tls_sni}", "tls_sni" },
+    };
+    for (size_t i = 0; i < sizeof facts / sizeof facts[0]; i++)
+        if (strcmp(name, facts[i].macro) == 0)
+            return petrel_session_fact(s, facts[i].fact);
     if (strcmp(name, "{mail_addr}") == 0)
         return ss->in_tx ? ss->sender : NULL;
     if (strcmp(name, "{rcpt_addr}") == 0)
@@ -775,15 +867,11 @@ static int op_edit(void *arg, const milter_edit *e)
         ss->nheaders--;
         return 0;
     case MILTER_EDIT_CHANGE_FROM:
-        if (e->args && *e->args)
-            petrel_log(s, PETREL_LOG_WARNING, "milter CHGFROM: ESMTP parameters \"%.200s\" are not applied "
-                       "(the plugin API changes the address only)", e->args);
-        return petrel_sender_change(s, e->address);
+        /* RET= and ENVID= are applied, anything else ignored with a warning (Postfix) */
+        return petrel_sender_change_params(s, e->address, e->args);
     case MILTER_EDIT_ADD_RCPT:
-        if (e->args && *e->args)
-            petrel_log(s, PETREL_LOG_WARNING, "milter ADDRCPT_PAR: ESMTP parameters \"%.200s\" are not applied "
-                       "(the plugin API adds the address only)", e->args);
-        return petrel_recipient_add(s, e->address);
+        /* NOTIFY= and ORCPT= are applied, anything else ignored with a warning (Postfix) */
+        return petrel_recipient_add_params(s, e->address, e->args);
     case MILTER_EDIT_DELETE_RCPT:
         return petrel_recipient_delete(s, e->address);
     case MILTER_EDIT_BODY_CHUNK:
@@ -835,6 +923,7 @@ static enum step first_step(enum event ev)
     case EV_MAIL: return ST_MAIL;
     case EV_RCPT: return ST_RCPT;
     case EV_DATA: return ST_DATA;
+    case EV_UNKNOWN: return ST_UNKNOWN;
     case EV_EOM: return ST_HEADER;
     }
     return ST_OPEN;
@@ -862,7 +951,10 @@ static milter_status issue(session *ss)
             family = AF_INET6;
         else if (addr && *addr && isdigit((unsigned char)*addr))
             family = AF_INET;
-        return milter_conn_connect(c, petrel_client_name(ss->s), family, family == AF_UNSPEC ? NULL : addr, 0);
+        const char *port = petrel_session_fact(ss->s, "client_port");
+        unsigned long portnum = port ? strtoul(port, NULL, 10) : 0;
+        return milter_conn_connect(c, petrel_client_name(ss->s), family, family == AF_UNSPEC ? NULL : addr,
+                                   portnum <= 65535 ? (unsigned)portnum : 0);
     }
     case ST_HELO:
         return milter_conn_helo(c, ss->helo ? ss->helo : "");
@@ -870,6 +962,8 @@ static milter_status issue(session *ss)
         return milter_conn_mail(c, ss->mail_argv);
     case ST_RCPT:
         return milter_conn_rcpt(c, ss->rcpt_argv, 0);
+    case ST_UNKNOWN:
+        return milter_conn_unknown(c, ss->unknown_cmd ? ss->unknown_cmd : "");
     case ST_DATA:
         return milter_conn_data(c);
     case ST_HEADER:
@@ -926,11 +1020,19 @@ static void refuse(session *ss, const milter_result *r)
         finish(ss);
         return;
     }
-    petrel_log(ss->s, PETREL_LOG_INFO, "milter-reject: %s from %s[%s]: %d %s %s", event_names[ss->event],
-               petrel_client_name(ss->s) ? petrel_client_name(ss->s) : "unknown",
-               petrel_client_addr(ss->s) ? petrel_client_addr(ss->s) : "", code, enhanced ? enhanced : "",
-               text ? text : "");
+    int multiline = r->verdict != MILTER_SHUTDOWN && r->reply != NULL && strstr(r->reply, "\r\n") != NULL;
+    if (multiline)   /* logged whole, its CRLFs as "??", as Postfix */
+        petrel_log(ss->s, PETREL_LOG_INFO, "milter-reject: %s from %s[%s]: %s", event_names[ss->event],
+                   petrel_client_name(ss->s) ? petrel_client_name(ss->s) : "unknown",
+                   petrel_client_addr(ss->s) ? petrel_client_addr(ss->s) : "", r->reply);
+    else
+        petrel_log(ss->s, PETREL_LOG_INFO, "milter-reject: %s from %s[%s]: %d %s %s", event_names[ss->event],
+                   petrel_client_name(ss->s) ? petrel_client_name(ss->s) : "unknown",
+                   petrel_client_addr(ss->s) ? petrel_client_addr(ss->s) : "", code, enhanced ? enhanced : "",
+                   text ? text : "");
     set_result(ss, v, code, enhanced, text);
+    if (multiline)
+        set_result_lines(ss, r->reply);
     finish(ss);
 }
 
@@ -1047,7 +1149,7 @@ static petrel_verdict start_event(session *ss, petrel_session *s, enum event ev)
     ss->in_hook = 0;
     if (ss->finished) {
         if (ss->verdict == PETREL_REJECT || ss->verdict == PETREL_TEMPFAIL)
-            petrel_set_reply(s, ss->code, ss->enhanced[0] ? ss->enhanced : NULL, ss->text);
+            hand_reply(ss);
         return ss->verdict;
     }
     ss->pending = petrel_suspend(s);
@@ -1073,6 +1175,7 @@ static void session_end(void *arg)
             petrel_timer_cancel(l->timer);
     }
     free(ss->links);
+    free(ss->more_lines);
     headers_clear(ss);
     free(ss->headers);
     message_spool_reset(&ss->spool);
@@ -1080,10 +1183,13 @@ static void session_end(void *arg)
     free(ss->body);
     free(ss->newbody);
     free(ss->helo);
+    free(ss->unknown_cmd);
     free(ss->sender);
     free(ss->rcpt);
     free(ss->mail_arg);
     free(ss->rcpt_arg);
+    free(ss->mail_argv);
+    free(ss->rcpt_argv);
     free(ss);
 }
 
@@ -1101,6 +1207,50 @@ static char *angle(const char *address)
     if (out)
         snprintf(out, len, "<%s>", address);
     return out;
+}
+
+/* MAIL's or RCPT's arguments for the milters, as Postfix sends them: the
+ * address in <>, then each ESMTP parameter the client gave (params: the
+ * core's, one space between them). Returns 0, or -1 out of memory. */
+static int envelope_argv(const char *address, const char *params, char **text, const char ***argv)
+{
+    free(*text);
+    free(*argv);
+    *text = NULL;
+    *argv = NULL;
+    char *a = angle(address ? address : "");
+    if (a == NULL)
+        return -1;
+    size_t alen = strlen(a), plen = params ? strlen(params) : 0;
+    size_t n = plen ? 3 : 2;
+    for (size_t i = 0; i < plen; i++)
+        n += params[i] == ' ';
+    char *t = malloc(alen + 1 + plen + 1);
+    const char **v = malloc(n * sizeof *v);
+    if (t == NULL || v == NULL) {
+        free(a);
+        free(t);
+        free(v);
+        return -1;
+    }
+    memcpy(t, a, alen + 1);
+    free(a);
+    size_t i = 0;
+    v[i++] = t;
+    if (plen) {
+        char *q = t + alen + 1;
+        memcpy(q, params, plen + 1);
+        v[i++] = q;
+        for (; *q; q++)
+            if (*q == ' ') {
+                *q = '\0';
+                v[i++] = q + 1;
+            }
+    }
+    v[i] = NULL;
+    *text = t;
+    *argv = v;
+    return 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -1162,13 +1312,9 @@ static petrel_verdict milter_mail(petrel_session *s, const char *sender)
     if (ss == NULL)
         return PETREL_CONTINUE;
     free(ss->sender);
-    free(ss->mail_arg);
     ss->sender = strdup(sender ? sender : "");
-    ss->mail_arg = angle(sender ? sender : "");
-    if (ss->sender == NULL || ss->mail_arg == NULL)
+    if (ss->sender == NULL || envelope_argv(sender, petrel_sender_params(s), &ss->mail_arg, &ss->mail_argv) < 0)
         return PETREL_TEMPFAIL;
-    ss->mail_argv[0] = ss->mail_arg;
-    ss->mail_argv[1] = NULL;
     ss->in_tx = 1;
     ss->tx_quarantined = 0;
     ss->discard = 0;
@@ -1184,14 +1330,23 @@ static petrel_verdict milter_rcpt(petrel_session *s, const char *recipient)
     if (ss == NULL)
         return PETREL_CONTINUE;
     free(ss->rcpt);
-    free(ss->rcpt_arg);
     ss->rcpt = strdup(recipient ? recipient : "");
-    ss->rcpt_arg = angle(recipient ? recipient : "");
-    if (ss->rcpt == NULL || ss->rcpt_arg == NULL)
+    if (ss->rcpt == NULL
+        || envelope_argv(recipient, petrel_recipient_params(s), &ss->rcpt_arg, &ss->rcpt_argv) < 0)
         return PETREL_TEMPFAIL;
-    ss->rcpt_argv[0] = ss->rcpt_arg;
-    ss->rcpt_argv[1] = NULL;
     return start_event(ss, s, EV_RCPT);
+}
+
+static petrel_verdict milter_unknown(petrel_session *s, const char *command_line)
+{
+    session *ss = session_of(s);
+    if (ss == NULL)
+        return PETREL_CONTINUE;
+    free(ss->unknown_cmd);
+    ss->unknown_cmd = strdup(command_line ? command_line : "");
+    if (ss->unknown_cmd == NULL)
+        return PETREL_TEMPFAIL;
+    return start_event(ss, s, EV_UNKNOWN);
 }
 
 static petrel_verdict milter_data(petrel_session *s)
@@ -1249,6 +1404,7 @@ const petrel_module_desc petrel_module_descriptor = {
         .mail = milter_mail,
         .rcpt = milter_rcpt,
         .data = milter_data,
+        .unknown = milter_unknown,
         .body = milter_body,
         .end_of_message = milter_eom,
     },

@@ -5,7 +5,10 @@
  * every failure carries a complete 4xx/5xx reply, a parsed address obeys
  * the RFC 5321 length limits, re-parsing the canonical address gives the
  * same address (the canonical form is a fixed point), xtext round-trips, and
- * the HELO name as kept (smtp_helo_printable) is clean.
+ * the HELO name as kept (smtp_helo_printable) is clean, the parameters
+ * kept for the milters are the input's tokens, and a parameter a milter
+ * sets with CHGFROM or ADDRCPT_PAR (smtp_parse_edit_param) never yields a
+ * control character.
  *
  * make check builds it with t/fuzz/replay_main.c and replays
  * t/fuzz/corpus/smtp_command; `make fuzz` runs it with libFuzzer (doc/testing.md).
@@ -86,6 +89,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             struct smtp_mail_args m2;
             check(smtp_parse_mail(again, &opts, pool, &m2, &err) == 0);
             check(strcmp(m.address, m2.address) == 0);
+            check(m.params != NULL && strlen(m.params) <= strlen(args) && m.params[0] != ' ');
+            check(strstr(m.params, "  ") == NULL && strchr(m.params, '\t') == NULL);
         } else {
             check_err(&err);
         }
@@ -100,6 +105,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             check(strcmp(r.address, r2.address) == 0);
         } else {
             check_err(&err);
+        }
+        /* the input as a parameter of a milter's CHGFROM, then ADDRCPT_PAR */
+        struct smtp_mail_args em = { 0 };
+        struct smtp_rcpt_args er = { 0 };
+        if (smtp_parse_edit_param(args, pool, &em, NULL) == 0) {
+            check(em.ret == SMTP_DSN_RET_FULL || em.ret == SMTP_DSN_RET_HDRS || em.envid != NULL);
+            for (const char *e = em.envid ? em.envid : ""; *e; e++)
+                check((unsigned char)*e >= 32 && *e != 127);
+        }
+        if (smtp_parse_edit_param(args, pool, NULL, &er) == 0) {
+            check(er.notify != 0 || er.orcpt != NULL);
+            check(!(er.notify & SMTP_NOTIFY_NEVER) || er.notify == SMTP_NOTIFY_NEVER);
+            for (const char *o = er.orcpt ? er.orcpt : ""; *o; o++)
+                check((unsigned char)*o >= 32 && *o != 127);
         }
         unsigned long long chunk;
         int last;

@@ -143,8 +143,8 @@ with TestFilter() as f:
             t.is_(r[-1], want, "SMFIR_%s at end of message: %s" % (what.upper(), want))
             t.is_(len(p.queue_files()), before, "  and nothing is queued")
         r = send(p, "Subject: do: multiline\r\n\r\nbody\r\n")
-        t.is_(r[-1], "450 4.7.0 first line", "a multi-line reply: its code and first line reach the client "
-              "(the plugin API's replies are one line)")
+        t.is_(r[-1], "450 4.7.0 third line", "a multi-line reply reaches the client whole (its last line here; "
+              "test_milter_session.py checks every line)")
         before = len(p.queue_files())
         r = send(p, "Subject: do: discard\r\n\r\nbody\r\n")
         t.like(r[-1], r"^250 ", "DISCARD: the client is told 250")
@@ -184,9 +184,15 @@ with TestFilter() as f:
 with TestFilter(verdicts={"connect": "reject"}) as f:
     with Petrel(t, main_cf=conf(f.endpoint)) as p:
         c = Smtp(p.port, read_greeting=False)
-        greeting = c.read_reply()
-        t.like(greeting, r"^554 ", "a milter that rejects at CONNECT: the client is refused (%s)" % greeting)
+        t.is_(c.read_reply(), "554 mx.petrel.test ESMTP not accepting connections",
+              "a milter that rejects at CONNECT: Postfix's greeting")
+        t.is_(c.cmd("EHLO client.example.org"), "550 5.7.1 Command rejected", "  the session stays: EHLO gets the "
+              "milter's reply")
+        t.is_(c.cmd("MAIL FROM:<a@example.org>"), "550 5.7.1 Command rejected", "  MAIL too")
+        t.is_(c.cmd("NOOP"), "250 2.0.0 Ok", "  NOOP is answered")
+        t.like(c.cmd("QUIT"), r"^221 ", "  and QUIT")
         c.close()
+        t.ok(p.wait_log(r"reject: CONNECT from \S+: 550 5\.7\.1 Command rejected") is not None, "  logged")
 with TestFilter(verdicts={"mail": "reply:553:5.1.8:Sender domain not accepted here"}) as f:
     with Petrel(t, main_cf=conf(f.endpoint)) as p:
         r = send(p, "Subject: x\r\n\r\nbody\r\n")
@@ -210,8 +216,10 @@ with Petrel(t, main_cf=conf(down)) as p:
     t.ok(p.wait_log(r"milter inet:127\.0\.0\.1:9: .*default_action tempfail") is not None, "  and says so in the log")
 with Petrel(t, main_cf=conf(down, milter_default_action="reject")) as p:
     c = Smtp(p.port, read_greeting=False)
-    t.is_(c.read_reply(), "554 5.5.0 Service unavailable",
-          "milter_default_action = reject: the connection is refused at the greeting (Postfix: 554)")
+    t.is_(c.read_reply(), "554 mx.petrel.test ESMTP not accepting connections",
+          "milter_default_action = reject: the greeting refuses (Postfix's)")
+    t.is_(c.cmd("HELO client.example.org"), "550 5.5.0 Service unavailable", "  and every command gets the "
+          "default action's reply")
     c.close()
 with Petrel(t, main_cf=conf("{ %s, default_action=accept }" % down)) as p:
     r = send(p, "Subject: x\r\n\r\nbody\r\n")

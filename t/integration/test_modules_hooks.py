@@ -65,6 +65,19 @@ with Petrel(t, main_cf=conf(testmod_delay="1s"), workers=1) as p:
     t.is_(c.cmd("MAIL FROM:<bad-a@example.org>"), "451 4.3.0 Error: internal filter failure",
           "a REJECT with a 2xx reply is refused by the core: 451 4.3.0")
     t.ok(p.wait_log(r"module testmod: invalid reject reply \"250 2\.0\.0") is not None, "and the log names the module")
+    # petrel_set_reply_lines: a multi-line reply, each line with the codes
+    t.is_(c.cmd("MAIL FROM:<mlreply-a@example.org>"), "550 5.7.1 all good", "petrel_set_reply_lines: a multi-line reply")
+    t.is_(c.lines, ["550-5.7.1 testmod rejects this address", "550-5.7.1 for three reasons", "550 5.7.1 all good"],
+          "  every line reaches the client with the code and enhanced code")
+    t.ok(p.wait_log(r"reject: MAIL from \S+: 550-5\.7\.1 testmod rejects this address\?\?550-5\.7\.1 for three "
+                    r"reasons\?\?550 5\.7\.1 all good;") is not None, "  logged whole, its line ends as ?? (Postfix)")
+    t.is_(c.cmd("MAIL FROM:<mlbad-a@example.org>"), "451 4.3.0 Error: internal filter failure",
+          "a reply line with CR LF inside is refused by the core: 451 4.3.0")
+    t.is_(c.lines, ["451 4.3.0 Error: internal filter failure"], "  one line, nothing injected")
+    t.ok(p.wait_log(r"module testmod: invalid reject reply \"550 5\.7\.1 first\?second\?\?250 2\.0\.0 injected\"")
+         is not None, "  and the log names the module", p.log()[-2000:])
+    t.is_(c.cmd("MAIL FROM:<mlmany-a@example.org>"), "451 4.3.0 Error: internal filter failure",
+          "a reply of more than 32 lines is refused by the core: 451 4.3.0")
     c.cmd("MAIL FROM:<a@example.org>")
     t.is_(c.cmd("RCPT TO:<reject-u@petrel.test>"), "550 5.7.1 testmod rejects this address", "rcpt hook REJECT")
     t.is_(c.cmd("RCPT TO:<datareject@petrel.test>"), "250 2.1.5 Ok", "a recipient accepted")
@@ -117,8 +130,27 @@ with Petrel(t, main_cf=conf(testmod_delay="1s"), workers=1) as p:
 # --- connect reject -------------------------------------------------------
 with Petrel(t, main_cf=conf(testmod_connect_reject="yes")) as p:
     c = Smtp(p.port)
-    t.is_(c.lines[-1], "554 5.7.1 testmod refuses connections", "connect hook REJECT replaces the greeting")
-    t.ok(c.closed(), "and the connection is closed")
+    t.is_(c.lines, ["554 mx.petrel.test ESMTP not accepting connections"],
+          "connect hook REJECT: Postfix's greeting for a milter's reject at connect")
+    t.is_(c.cmd("EHLO client.example.org"), "554 5.7.1 testmod refuses connections",
+          "  the session stays: every command gets the module's reply")
+    t.is_(c.cmd("MAIL FROM:<a@example.org>"), "554 5.7.1 testmod refuses connections", "  MAIL too")
+    t.is_(c.cmd("RSET"), "250 2.0.0 Ok", "  RSET is answered")
+    t.like(c.cmd("QUIT"), r"^221 ", "  and QUIT ends it")
+    c.close()
+    # the error limits end a client that keeps trying
+    c = Smtp(p.port)
+    replies = []
+    try:
+        for i in range(30):
+            replies.append(c.cmd("HELO x%d.example.org" % i))
+            if replies[-1].startswith("421 "):
+                break
+    except OSError:
+        pass
+    t.ok(len(replies) < 30 and replies[-1].startswith("421 4.7.0 mx.petrel.test Error: too many errors"),
+         "  a client that keeps trying is cut off by smtpd_hard_error_limit", replies[-3:])
+    c.close()
 
 # --- content hooks ---------------------------------------------------------
 with Petrel(t, main_cf=conf()) as p:

@@ -111,6 +111,24 @@ static petrel_verdict act(petrel_session *s, const char *address)
         petrel_set_reply(s, 250, "2.0.0", "a reject must not look like success");
         return PETREL_REJECT;
     }
+    if (strncmp(address, "mlreply", n) == 0 && n == 7) {
+        static const char *const lines[] = { "testmod rejects this address", "for three reasons", "all good" };
+        petrel_set_reply_lines(s, 550, "5.7.1", lines, 3);
+        return PETREL_REJECT;
+    }
+    if (strncmp(address, "mlbad", n) == 0 && n == 5) {
+        /* a line with a line end inside: refused by the core */
+        static const char *const lines[] = { "first", "second\r\n250 2.0.0 injected" };
+        petrel_set_reply_lines(s, 550, "5.7.1", lines, 2);
+        return PETREL_REJECT;
+    }
+    if (strncmp(address, "mlmany", n) == 0 && n == 6) {
+        const char *lines[PETREL_REPLY_LINES_MAX + 1];
+        for (size_t i = 0; i <= PETREL_REPLY_LINES_MAX; i++)
+            lines[i] = "one line too many";
+        petrel_set_reply_lines(s, 550, "5.7.1", lines, PETREL_REPLY_LINES_MAX + 1);
+        return PETREL_REJECT;
+    }
     if (strncmp(address, "discard", n) == 0 && n == 7)
         return PETREL_DISCARD;
     if (strncmp(address, "hold", n) == 0 && n == 4)

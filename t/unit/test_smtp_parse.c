@@ -228,8 +228,14 @@ static void test_mail_values(petrel_pool *pool)
     is_int(m.ret, SMTP_DSN_RET_HDRS, "RET value");
     is_str(m.envid, "x+y", "ENVID decoded");
     is_str(m.auth, "u+v", "AUTH decoded");
+    is_str(m.params, "SIZE=12345 BODY=8BITMIME SMTPUTF8 RET=HDRS ENVID=x+2By AUTH=u+2Bv",
+           "the parameters as sent, for the milters");
+    ok(smtp_parse_mail("FROM:<a@b.example>  \t SIZE=1 \t BODY=7BIT  ", &opts, pool, &m, &err) == 0,
+       "MAIL with blank runs between parameters");
+    is_str(m.params, "SIZE=1 BODY=7BIT", "  one space between them, none around");
 
     ok(smtp_parse_mail("FROM:<a@b.example>", NULL, pool, &m, &err) == 0, "NULL opts");
+    is_str(m.params, "", "no parameters: \"\"");
     is_int(m.size, -1, "SIZE unset is -1");
     is_int(m.body, SMTP_BODY_UNSET, "BODY unset");
     ok(m.envid == NULL && m.auth == NULL, "ENVID and AUTH unset");
@@ -239,6 +245,27 @@ static void test_mail_values(petrel_pool *pool)
                        &opts, pool, &r, &err) == 0, "RCPT with DSN parameters");
     is_int(r.notify, SMTP_NOTIFY_SUCCESS | SMTP_NOTIFY_DELAY, "NOTIFY mask");
     is_str(r.orcpt, "rfc822;r+x@d.example", "ORCPT type;decoded");
+    is_str(r.params, "NOTIFY=success,delay ORCPT=rfc822;r+2Bx+40d.example", "RCPT's parameters as sent");
+
+    /* parameters a milter sets with CHGFROM and ADDRCPT_PAR */
+    struct smtp_mail_args em = { 0 };
+    struct smtp_rcpt_args er = { 0 };
+    ok(smtp_parse_edit_param("RET=hdrs", pool, &em, NULL) == 0 && em.ret == SMTP_DSN_RET_HDRS, "edit: RET=");
+    ok(smtp_parse_edit_param("ENVID=a+2Bb", pool, &em, NULL) == 0 && strcmp(em.envid, "a+b") == 0,
+       "edit: ENVID= decoded");
+    ok(smtp_parse_edit_param("ENVID=a+ZZ", pool, &em, NULL) == -1, "edit: ENVID= with bad xtext refused");
+    ok(smtp_parse_edit_param("ENVID=a+0D", pool, &em, NULL) == -1, "edit: ENVID= with a CR refused");
+    ok(smtp_parse_edit_param("RET=SOME", pool, &em, NULL) == -1, "edit: bad RET refused");
+    ok(smtp_parse_edit_param("NOTIFY=NEVER", pool, &em, NULL) == -1, "edit: NOTIFY is not for a sender");
+    ok(smtp_parse_edit_param("SIZE=1", pool, &em, NULL) == -1, "edit: SIZE is not applied");
+    ok(smtp_parse_edit_param("RET", pool, &em, NULL) == -1 && smtp_parse_edit_param("RET=", pool, &em, NULL) == -1,
+       "edit: no value refused");
+    ok(smtp_parse_edit_param("NOTIFY=never", pool, NULL, &er) == 0 && er.notify == SMTP_NOTIFY_NEVER, "edit: NOTIFY=");
+    ok(smtp_parse_edit_param("NOTIFY=NEVER,DELAY", pool, NULL, &er) == -1, "edit: NEVER with another refused");
+    ok(smtp_parse_edit_param("ORCPT=rfc822;x+40y", pool, NULL, &er) == 0 && strcmp(er.orcpt, "rfc822;x@y") == 0,
+       "edit: ORCPT= decoded");
+    ok(smtp_parse_edit_param("ORCPT=rfc822;x+0Ay", pool, NULL, &er) == -1, "edit: ORCPT= with a LF refused");
+    ok(smtp_parse_edit_param("RET=FULL", pool, NULL, &er) == -1, "edit: RET is not for a recipient");
 
     /* Length limits at and just past the boundaries. */
     char line[600];

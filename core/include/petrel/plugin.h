@@ -102,6 +102,15 @@ typedef enum petrel_verdict {
  * petrel_resume() is then given no reply of its own. */
 PETREL_API void petrel_set_reply(petrel_session *s, int code, const char *enhanced, const char *text);
 
+/* 1.1, added after its first release: the same with a multi-line text,
+ * nlines lines (each without its code, the core puts "550-5.7.1 " or
+ * "550 5.7.1 " in front). At most PETREL_REPLY_LINES_MAX lines of at most
+ * PETREL_REPLY_TEXT_MAX printable characters each. */
+PETREL_API void petrel_set_reply_lines(petrel_session *s, int code, const char *enhanced,
+                                       const char *const *lines, size_t nlines);
+#define PETREL_REPLY_TEXT_MAX 400
+#define PETREL_REPLY_LINES_MAX 32
+
 /* ------------------------------------------------------------------ */
 /* parameters                                                          */
 
@@ -225,7 +234,12 @@ typedef struct petrel_hooks {
     /* A recipient was delivered, deferred or bounced (informational; runs in
      * the queue manager process, where there is no SMTP session). */
     void (*delivery)(petrel_module *m, const petrel_delivery_result *r);
-    void *spare[7];            /* room for growth within ABI 1.x (new hooks): leave zero */
+    /* 1.1, added after its first release: a command smtpd does not know
+     * (the whole line as received, without CRLF), before its "502 5.5.2
+     * Error: command not recognized"; a REJECT or TEMPFAIL replaces that
+     * reply. May suspend. */
+    petrel_verdict (*unknown)(petrel_session *s, const char *command_line);
+    void *spare[6];            /* room for growth within ABI 1.x (new hooks): leave zero */
 } petrel_hooks;
 
 /* ------------------------------------------------------------------ */
@@ -560,8 +574,22 @@ PETREL_API const char *petrel_helo(petrel_session *s);              /* NULL befo
 PETREL_API int petrel_in_mynetworks(petrel_session *s);
 PETREL_API const char *petrel_tls_info(petrel_session *s);          /* NULL without TLS */
 PETREL_API const char *petrel_sasl_username(petrel_session *s);     /* NULL when not authenticated */
+/* 1.1, added after its first release: one fact about the session by name,
+ * NULL when unknown or not applicable: "client_port", "server_addr",
+ * "server_port" (our end), "sasl_method" (when authenticated),
+ * "sasl_sender" (MAIL FROM's AUTH=), and with TLS "tls_protocol",
+ * "tls_cipher", "tls_cipher_bits", "tls_sni", "tls_peer_subject" and
+ * "tls_peer_issuer" (CNs of a verified client certificate). Valid until
+ * the next command. */
+PETREL_API const char *petrel_session_fact(petrel_session *s, const char *name);
 PETREL_API const char *petrel_sender(petrel_session *s);            /* NULL outside a transaction; "" for <> */
 PETREL_API const char *petrel_recipient(petrel_session *s);         /* the RCPT being checked, or NULL */
+/* 1.1, added after its first release: the ESMTP parameters of MAIL FROM
+ * and of the RCPT TO being checked, as the client sent them and the core
+ * accepted them, one space between them ("SIZE=1234 BODY=8BITMIME"); ""
+ * when none, NULL outside a transaction or a RCPT check. */
+PETREL_API const char *petrel_sender_params(petrel_session *s);
+PETREL_API const char *petrel_recipient_params(petrel_session *s);
 PETREL_API size_t petrel_recipient_count(petrel_session *s);
 PETREL_API const char *petrel_recipient_at(petrel_session *s, size_t i);
 PETREL_API const char *petrel_queue_id(petrel_session *s);          /* NULL until the queue file exists */
@@ -604,6 +632,13 @@ PETREL_API int petrel_header_change(petrel_session *s, const char *name, size_t 
 PETREL_API int petrel_sender_change(petrel_session *s, const char *sender);
 PETREL_API int petrel_recipient_add(petrel_session *s, const char *recipient);
 PETREL_API int petrel_recipient_delete(petrel_session *s, const char *recipient);
+/* 1.1, added after its first release: the same with ESMTP parameters
+ * (space-separated, as a milter's CHGFROM and ADDRCPT_PAR carry them): a
+ * valid RET= and ENVID= go with the new sender, NOTIFY= and ORCPT= with
+ * the added recipient; any other, or a malformed one, is ignored with a
+ * warning naming it (as Postfix does). */
+PETREL_API int petrel_sender_change_params(petrel_session *s, const char *sender, const char *params);
+PETREL_API int petrel_recipient_add_params(petrel_session *s, const char *recipient, const char *params);
 PETREL_API int petrel_body_replace(petrel_session *s, const char *body, size_t len);   /* CRLF line ends */
 PETREL_API int petrel_quarantine(petrel_session *s, const char *reason);
 

@@ -15,12 +15,13 @@
  *   {rcpt_addr} at RCPT, i at EOH, and j {daemon_name} at EOM).
  * -A STAGE=VERDICT: connect, helo, mail, rcpt, data, unknown, header, eoh,
  *   body; VERDICT: continue accept reject tempfail discard skip
- *   or reply:CODE:XCODE:TEXT.
+ *   or reply:CODE:XCODE:TEXT or mlreply:CODE:XCODE:LINE|LINE|... (up to 10
+ *   lines, smfi_setmlreply).
  * Recipients whose local part starts with reject-, tempfail-, discard-,
- *   accept- or reply- get that verdict at RCPT.
+ *   accept-, reply- or mlreply- get that verdict at RCPT.
  * The Subject "do: A B C" lists what happens at end of message, in order:
  *   addheader insheader foldheader chgheader delheader chgfrom chgfrom_args
- *   addrcpt addrcpt_par delrcpt replbody replbody_big replbody_lf quarantine
+ *   chgfrom_badargs addrcpt addrcpt_par addrcpt_orcpt delrcpt replbody replbody_big replbody_lf quarantine
  *   progress sleep2 accept reject tempfail discard replycode multiline.
  *
  * Log lines: negotiate, connect, helo, envfrom, envrcpt, data, unknown,
@@ -120,7 +121,7 @@ static priv *get_priv(SMFICTX *ctx)
 static void log_macros(SMFICTX *ctx, const char *where)
 {
     static const char *const names[] = { "j", "{daemon_name}", "{daemon_addr}", "v", "_", "{client_addr}",
-                                         "{client_name}", "i", "{auth_type}", "{auth_authen}", "{auth_author}",
+                                         "{client_name}", "{client_port}", "{daemon_port}", "i", "{auth_type}", "{auth_authen}", "{auth_author}",
                                          "{mail_addr}", "{mail_host}", "{mail_mailer}", "{rcpt_addr}",
                                          "{rcpt_host}", "{rcpt_mailer}", "{tls_version}", "{cipher}",
                                          "{cipher_bits}", "{cert_subject}", "{cert_issuer}", NULL };
@@ -157,6 +158,18 @@ static sfsistat verdict(SMFICTX *ctx, const char *word, int stage)
         char *code = strtok(copy, ":"), *xcode = strtok(NULL, ":"), *text = strtok(NULL, "");
         if (smfi_setreply(ctx, code, xcode, text) != MI_SUCCESS)
             logline("smfi_setreply failed");
+        return code && code[0] == '4' ? SMFIS_TEMPFAIL : SMFIS_REJECT;
+    }
+    if (strncmp(word, "mlreply:", 8) == 0) {
+        char copy[2048];
+        snprintf(copy, sizeof copy, "%s", word + 8);
+        char *code = strtok(copy, ":"), *xcode = strtok(NULL, ":"), *rest = strtok(NULL, "");
+        char *l[10] = { 0 };
+        for (int i = 0; i < 10 && rest; i++)
+            l[i] = strsep(&rest, "|");
+        if (smfi_setmlreply(ctx, code, xcode, l[0], l[1], l[2], l[3], l[4], l[5], l[6], l[7], l[8], l[9],
+                            NULL) != MI_SUCCESS)
+            logline("smfi_setmlreply failed");
         return code && code[0] == '4' ? SMFIS_TEMPFAIL : SMFIS_REJECT;
     }
     logline("unknown verdict %s", word);
@@ -272,6 +285,9 @@ static sfsistat tf_envrcpt(SMFICTX *ctx, char **argv)
         }
     if (strncmp(local, "reply-", 6) == 0)
         return verdict(ctx, "reply:550:5.1.1:No such user here", ST_RCPT);
+    if (strncmp(local, "mlreply-", 8) == 0)
+        return verdict(ctx, "mlreply:550:5.1.1:No such user here|See https://example.org/why|Ask your postmaster",
+                       ST_RCPT);
     return verdict(ctx, stage_verdict[ST_RCPT], ST_RCPT);
 }
 
@@ -342,8 +358,13 @@ static int eom_do(SMFICTX *ctx, const char *a, sfsistat *final)
         rc = smfi_chgfrom(ctx, "<new-sender@example.net>", NULL);
     else if (strcmp(a, "chgfrom_args") == 0)
         rc = smfi_chgfrom(ctx, "<bounces@example.net>", "RET=HDRS ENVID=abc123");
+    else if (strcmp(a, "chgfrom_badargs") == 0)   /* SIZE= is not for CHGFROM, +ZZ is not xtext */
+        rc = smfi_chgfrom(ctx, "<bounces@example.net>", "RET=FULL SIZE=1 ENVID=a+ZZ");
     else if (strcmp(a, "addrcpt") == 0)
         rc = smfi_addrcpt(ctx, "<added@example.org>");
+    else if (strcmp(a, "addrcpt_orcpt") == 0)
+        rc = smfi_addrcpt_par(ctx, "<added-orcpt@example.org>",
+                              "NOTIFY=SUCCESS,DELAY ORCPT=rfc822;orig+2Bx@example.org FOO=bar");
     else if (strcmp(a, "addrcpt_par") == 0)
         rc = smfi_addrcpt_par(ctx, "<added-par@example.org>", "NOTIFY=NEVER");
     else if (strcmp(a, "delrcpt") == 0)

@@ -141,9 +141,14 @@ case $CASE in
 milter)
 	cc -O2 -o "$BENCH_TMP/acceptall-milter" "$BENCH_DIR/acceptall-milter.c" -lmilter -lpthread ||
 		die "cannot build bench/acceptall-milter.c (apt-get install libmilter-dev)"
-	start_peer "$BENCH_TMP/milter.out" "$BENCH_TMP/acceptall-milter" "inet:$MILTER_PORT@127.0.0.1"
-	wait_tcp "$MILTER_PORT" 10 || die "acceptall-milter did not start"
-	MARKER="X-Bench-Milter: accepted" ;;
+	# MILTER_NOHEADER=1: the filter adds no header (ACCEPT alone at end of message)
+	if [ -n "${MILTER_NOHEADER:-}" ]; then
+		start_peer "$BENCH_TMP/milter.out" "$BENCH_TMP/acceptall-milter" "inet:$MILTER_PORT@127.0.0.1" noheader
+	else
+		start_peer "$BENCH_TMP/milter.out" "$BENCH_TMP/acceptall-milter" "inet:$MILTER_PORT@127.0.0.1"
+		MARKER="X-Bench-Milter: accepted"
+	fi
+	wait_tcp "$MILTER_PORT" 10 || die "acceptall-milter did not start" ;;
 spamd)
 	mkdir -p "$BENCH_TMP/sa-site" "$BENCH_TMP/sa-home"
 	# local rules only: nothing here looks anything up on the network (as t/integration/peers.py)
@@ -417,6 +422,6 @@ done
 echo
 echo "### $CASE: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, $(postconf -d -h mail_version 2>/dev/null | sed 's/^/Postfix /')"
 echo
-echo "Command: \`bench/filters.sh $CASE ${PETRELD:+--petreld $PETRELD }--messages $MESSAGES --size $SIZE --concurrency \"$CONCS\" --repeat $REPEAT --variants \"$VARIANTS\"\`"
+echo "Command: \`${MILTER_NOHEADER:+MILTER_NOHEADER=1 }bench/filters.sh $CASE ${PETRELD:+--petreld $PETRELD }--messages $MESSAGES --size $SIZE --concurrency \"$CONCS\" --repeat $REPEAT --variants \"$VARIANTS\"\`"
 echo
 $BENCHLIB summarize-variants "$TSV" --pairs "$PAIRS"

@@ -242,9 +242,11 @@ smtpd_recipient_restrictions = reject_unauth_destination,
     reject_rbl_client list1.bench.test, reject_rbl_client list2.bench.test,
     check_policy_service inet:127.0.0.1:$POSTGREY_PORT
 # anvil: the only rate limit Postfix has (per client IP, in memory); counted
-# for 127.0.0.1 only when it is not an event-limit exception
+# for 127.0.0.1 only when it is not an event-limit exception, which also
+# subjects it to the connection count limit (50 by default): lifted
 smtpd_client_message_rate_limit = 1000000
 smtpd_client_event_limit_exceptions =
+smtpd_client_connection_count_limit = 0
 EOF
 		;;
 	pt-policy) cat >>"$PT_ETC/main.cf" <<EOF
@@ -252,7 +254,7 @@ modules = dnsbl greylist ratelimit
 module_directory = $MODDIR
 smtpd_recipient_restrictions = reject_unauth_destination,
     reject_rbl_client list1.bench.test, reject_rbl_client list2.bench.test,
-    check_greylist, check_rate_limit 1000000/1h
+    check_greylist, check_rate_limit ${PT_RATELIMIT:-1000000/1h}
 greylist_redis = 127.0.0.1:$REDIS_PORT
 greylist_delay = 2s
 greylist_auto_whitelist_count = 0

@@ -29,7 +29,11 @@ CASE=${1:-}; [ $# -gt 0 ] && shift
 PETRELD="" MODSRC=""
 MESSAGES="" SIZE=1 CONCS="" REPEAT=3 VARIANTS="" TIMEOUT=300 RAW=""
 SETTLE_MAX=60
-PORTS_BASE=${PORTS_BASE:-43525}    # servers: BASE, BASE+1; peers: BASE+10..; dns: BASE+1001
+# servers: BASE, BASE+1; peers: BASE+10..; petreld's /etc/hosts dnsmasq: BASE+1001.
+# Below net.ipv4.ip_local_port_range (32768-60999 here): inside it, a client's
+# source port can take a listener's port between two runs ("bind: Address
+# already in use", seen twice with 43526).
+PORTS_BASE=${PORTS_BASE:-23525}
 MAXPROC=1024
 SAMPLE_INTERVAL=${SAMPLE_INTERVAL:-0.5}
 

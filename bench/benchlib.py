@@ -17,6 +17,9 @@ Subcommands:
                                              (seconds) it saw the count reached, or
                                              "timeout COUNT"; exit 0 / 1
   summarize-relay FILE                       median table + ratios from relay.sh's TSV
+  summarize-variants FILE --pairs "A/B ..."  median [min-max] table per concurrency and
+                                             variant from filters.sh's TSV, then the
+                                             ratios A / B of the medians
   qsample   --pid QMGR_PID --root PID --qdir DIR --out FILE [--interval S] [--sink FILE]
                                              time series until SIGTERM: seconds since start,
                                              queue manager VmRSS/VmHWM, server tree PSS,
@@ -271,6 +274,76 @@ def summarize_relay(path):
     print("medians over the runs marked ok; ratio = Petrel / Postfix (msg/s: higher is better for Petrel; CPU: lower is better).")
 
 
+def summarize_variants(path, pairs):
+    rows = []
+    with open(path) as f:
+        hdr = f.readline().rstrip("\n").split("\t")
+        for line in f:
+            rows.append(dict(zip(hdr, line.rstrip("\n").split("\t"))))
+    order = []
+    for r in rows:
+        if r["variant"] not in order:
+            order.append(r["variant"])
+    cells = {}
+    for r in rows:
+        cells.setdefault(int(r["conc"]), {}).setdefault(r["variant"], []).append(r)
+
+    def vals(rs, key):
+        return [float(r[key]) for r in rs if r["status"] == "ok" and r[key] not in ("", "-")]
+
+    def med(rs, key):
+        v = vals(rs, key)
+        return statistics.median(v) if v else None
+
+    def spread(rs, key, d):
+        v = vals(rs, key)
+        if not v:
+            return "-"
+        m = statistics.median(v)
+        return f"{m:.{d}f} ({min(v):.{d}f}-{max(v):.{d}f})" if len(v) > 1 else f"{m:.{d}f}"
+
+    print("| conc | variant | msg/s median (min-max) | server CPU s/1000 | peers CPU s/1000 | server peak PSS MB | queued / filtered (per run) | runs ok |")
+    print("| ---: | --- | ---: | ---: | ---: | ---: | --- | :---: |")
+    for conc in sorted(cells):
+        for v in order:
+            rs = cells[conc].get(v, [])
+            if not rs:
+                continue
+            qf = " ".join(f"{r['queued']}/{r['filtered']}" for r in rs)
+            ok = sum(1 for r in rs if r["status"] == "ok")
+            print(f"| {conc} | {v} | {spread(rs, 'msgs_per_s', 1)} | {spread(rs, 'cpu_s_per_1000', 2)} | "
+                  f"{spread(rs, 'peer_cpu_s_per_1000', 2)} | {spread(rs, 'peak_pss_mb', 1)} | {qf} | {ok}/{len(rs)} |")
+    print()
+    print("Ratios of the medians (A / B; msg/s: above 1 = A faster; CPU: below 1 = A cheaper):")
+    print()
+    print("| conc | A / B | msg/s | server CPU | server + peers CPU |")
+    print("| ---: | --- | ---: | ---: | ---: |")
+    for conc in sorted(cells):
+        for pair in pairs.split():
+            a, _, b = pair.partition("/")
+            ra, rb = cells[conc].get(a, []), cells[conc].get(b, [])
+            if not ra or not rb:
+                continue
+
+            def ratio(x, y):
+                return "-" if x is None or y is None or y == 0 else f"{x / y:.2f}"
+
+            ta = None if med(ra, "cpu_s_per_1000") is None else med(ra, "cpu_s_per_1000") + (med(ra, "peer_cpu_s_per_1000") or 0)
+            tb = None if med(rb, "cpu_s_per_1000") is None else med(rb, "cpu_s_per_1000") + (med(rb, "peer_cpu_s_per_1000") or 0)
+            print(f"| {conc} | {a} / {b} | {ratio(med(ra, 'msgs_per_s'), med(rb, 'msgs_per_s'))} | "
+                  f"{ratio(med(ra, 'cpu_s_per_1000'), med(rb, 'cpu_s_per_1000'))} | {ratio(ta, tb)} |")
+    counts = {}
+    for r in rows:
+        if r.get("peer_counts") not in (None, "", "-"):
+            counts.setdefault((int(r["conc"]), r["variant"]), []).append(r["peer_counts"])
+    if counts:
+        print()
+        print("Peer counters per run (what the peers saw):")
+        print()
+        for (conc, v), cs in sorted(counts.items()):
+            print(f"- conc {conc}, {v}: " + "; ".join(cs))
+
+
 def _status_kb(pid, key):
     for line in (_read(f"/proc/{pid}/status") or "").splitlines():
         if line.startswith(key + ":"):
@@ -348,6 +421,8 @@ def main():
         return sink_wait(args)
     elif cmd == "qsample":
         qsample(args)
+    elif cmd == "summarize-variants":
+        summarize_variants(args["_"][0], args.get("pairs", ""))
     elif cmd == "summarize-relay":
         summarize_relay(args["_"][0])
     else:

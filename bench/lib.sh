@@ -168,10 +168,19 @@ EOF
 pf_master_pid() { [ -s "$PF_Q/pid/master.pid" ] && awk '{print $1}' "$PF_Q/pid/master.pid"; }
 
 # pf_start CGROUP_DIR(or "")  -- returns when the banner is served
+# PF_RESOLV_CONF=FILE: Postfix (its libc resolver: reject_rbl_client, MX
+# lookups) reads FILE as /etc/resolv.conf: the instance is started in a private
+# mount namespace (unshare -m) where FILE is bind-mounted over /etc/resolv.conf;
+# master and every daemon it forks inherit it, the rest of the machine does not.
+PF_RESOLV_CONF=${PF_RESOLV_CONF:-}
 pf_start() {
 	PF_CG=$1
 	(
 		[ -n "$PF_CG" ] && echo "$BASHPID" >"$PF_CG/cgroup.procs"
+		if [ -n "$PF_RESOLV_CONF" ]; then
+			exec unshare -m --propagation private sh -c \
+				'mount --bind "$1" /etc/resolv.conf && exec postfix -c "$2" start' sh "$PF_RESOLV_CONF" "$PF_ETC"
+		fi
 		exec postfix -c "$PF_ETC" start
 	) >>"$BENCH_TMP/postfix-start.out" 2>&1 || { say "postfix start failed:"; tail -5 "$PF_LOG" >&2; return 1; }
 	wait_banner "$PF_PORT" 30 || { say "postfix: no banner on port $PF_PORT"; tail -5 "$PF_LOG" >&2; return 1; }

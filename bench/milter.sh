@@ -1,0 +1,3 @@
+#!/usr/bin/env bash
+# bench/milter.sh: bench/filters.sh milter (see its header and bench/README.md)
+exec "$(dirname "$0")/filters.sh" milter "$@"

@@ -339,6 +339,7 @@ const struct cfg_param *cfg_core_params(size_t *n)
 struct schema_entry {
     const struct cfg_param *param;
     const char *owner;
+    int per_service;    /* cfg_schema_set_per_service */
 };
 
 struct cfg_schema {
@@ -406,6 +407,7 @@ int cfg_schema_add(struct cfg_schema *s, const struct cfg_param *params, size_t 
     for (size_t i = 0; i < n; i++) {
         s->entries[s->n].param = &params[i];
         s->entries[s->n].owner = owner;
+        s->entries[s->n].per_service = 0;
         s->n++;
     }
     qsort(s->entries, s->n, sizeof(*s->entries), entry_cmp);
@@ -422,6 +424,21 @@ const char *cfg_schema_owner(const struct cfg_schema *s, const char *name)
 {
     const struct schema_entry *e = schema_lookup(s, name);
     return e ? e->owner : NULL;
+}
+
+int cfg_schema_set_per_service(struct cfg_schema *s, const char *name)
+{
+    struct schema_entry *e = (struct schema_entry *)schema_lookup(s, name);
+    if (e == NULL)
+        return -1;
+    e->per_service = 1;
+    return 0;
+}
+
+int cfg_schema_per_service(const struct cfg_schema *s, const char *name)
+{
+    const struct schema_entry *e = schema_lookup(s, name);
+    return e ? e->per_service : 0;
 }
 
 size_t cfg_schema_count(const struct cfg_schema *s)

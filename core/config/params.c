@@ -291,6 +291,7 @@ static const struct cfg_param core_params[] = {
     T("smtpd_sasl_lockout_time", "15m", 1, "how long a client address or login stays locked out (Petrel)"),
     T("smtpd_sasl_failure_delay", "1s", 0, "delay before a 535, doubling with each failure in the window, at most 60 s (Petrel)"),
     L("smtpd_sasl_exceptions_networks", "", "clients that are never offered AUTH"),
+    L("smtpd_authorized_xforward_hosts", "", "clients (networks) that may send XFORWARD: content filters handing mail back"),
     S("smtpd_sasl_type", "cyrus", "SASL back-end: the name a loaded module provides (cyrus, dovecot, table, ...)"),
     M("smtpd_sender_login_maps", "", "which login owns which sender address"),
     L("smtpd_sender_restrictions", "", "restrictions at MAIL FROM"),

@@ -39,6 +39,10 @@ int cfg_schema_add(struct cfg_schema *, const struct cfg_param *params, size_t n
 const struct cfg_param *cfg_schema_find(const struct cfg_schema *, const char *name);
 /* Who declared the parameter: "core" or the owner given to cfg_schema_add; NULL if unknown. */
 const char *cfg_schema_owner(const struct cfg_schema *, const char *name);
+/* A module's parameter that it reads per master.cf service (petrel_param's
+ * per_service): a service's -o of it takes effect. -1 for an unknown name. */
+int cfg_schema_set_per_service(struct cfg_schema *, const char *name);
+int cfg_schema_per_service(const struct cfg_schema *, const char *name);
 size_t cfg_schema_count(const struct cfg_schema *);
 const struct cfg_param *cfg_schema_param(const struct cfg_schema *, size_t i); /* sorted by name */
 void cfg_schema_free(struct cfg_schema *);

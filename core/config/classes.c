@@ -409,6 +409,63 @@ static int report_not_applied(const struct cfg *cfg, const struct master_service
     return errors;
 }
 
+/* The module that declared name, when one did (not the core). */
+static const char *module_owner(const struct cfg *cfg, const char *name)
+{
+    const char *owner = cfg_schema_owner(cfg->schema, name);
+    return owner && strcmp(owner, "core") != 0 ? owner : NULL;
+}
+
+/* An -o option of a loaded module's own parameter (greylist_delay, or the
+ * dkim_hook_timeout the core gives each module) on a service whose
+ * sessions run the module's hooks. The module applies it only when it
+ * declared the parameter per_service (it reads the value with
+ * petrel_service_config_*); otherwise its sessions on this service run
+ * with main.cf's value, and that changes the filtering the admin asked for
+ * on this service, in either direction: refused, unless accepted. A
+ * service whose sessions run no module hooks (a transport, postscreen's
+ * own line) is report_not_applied's. Returns 1 for an error. */
+static int check_module_option(const struct cfg *cfg, const struct master_service *svc, const struct cfg_value *v,
+                               const char *module)
+{
+    if (cfg_schema_per_service(cfg->schema, v->name) && (svc->role == ROLE_SMTPD || svc->role == ROLE_PICKUP))
+        return 0;
+    struct buf why = BUF_INIT;
+    buf_printf(&why, "service %s (command %s): -o %s=%s is not applied: module %s reads %s from main.cf only "
+               "(not per service), so this service's sessions run with main.cf's value%s", svc->name,
+               svc->command, v->name, v->raw ? v->raw : "", module, v->name,
+               svc->role == ROLE_POSTSCREEN ? " (and module hooks run in the smtpd service postscreen passes to, "
+                                              "not here)" : "");
+    int errors = 0;
+    if (listed(cfg_list(cfg, ACCEPT_PARAM), v->name))
+        cfg_warn((struct cfg *)cfg, v->file, v->line, NULL, "%s (accepted by %s)", why.data, ACCEPT_PARAM);
+    else {
+        cfg_error((struct cfg *)cfg, v->file, v->line, NULL,
+                  "%s; refusing to start: this changes the module's filtering on this service (set it in "
+                  "main.cf, or to start anyway, list %s in %s)", why.data, v->name, ACCEPT_PARAM);
+        errors = 1;
+    }
+    buf_free(&why);
+    return errors;
+}
+
+/* Does a master.cf -o set name, a loaded module's own parameter? (Then
+ * petrel_accept_unimplemented may name it: check_module_option.) */
+static int module_option_set(const struct cfg *cfg, const char *name)
+{
+    if (module_owner(cfg, name) == NULL)
+        return 0;
+    for (size_t s = 0; s < cfg->nservices; s++) {
+        const struct cfg *svc = cfg->services[s].cfg;
+        if (svc == cfg || svc == NULL)
+            continue;
+        for (size_t i = 0; i < svc->nvalues; i++)
+            if (svc->values[i].override && strcmp(svc->values[i].name, name) == 0)
+                return 1;
+    }
+    return 0;
+}
+
 /* One value that main.cf or an -o option sets; returns 1 for an error. */
 static int check_value(const struct cfg *cfg, const struct cfg_value *v, const struct cfg_classes *classes,
                        const struct cfg_bind_table *const *tables, size_t ntables)
@@ -460,7 +517,11 @@ int cfg_check_unimplemented(const struct cfg *cfg, const struct cfg_classes *cla
             const struct cfg_value *v = &svc->values[i];
             if (!v->override)
                 continue;
-            if (cfg_transport_parameter_of(classes, v->name, cfg->services[s].name) && !v->family_service)
+            const char *module = v->family_service ? NULL : module_owner(cfg, v->name);
+            const enum petrel_role role = cfg->services[s].role;
+            if (module && (role == ROLE_SMTPD || role == ROLE_PICKUP || role == ROLE_POSTSCREEN))
+                errors += check_module_option(svc, &cfg->services[s], v, module);
+            else if (cfg_transport_parameter_of(classes, v->name, cfg->services[s].name) && !v->family_service)
                 errors += report_not_applied(svc, &cfg->services[s], v);
             else if (!cfg_service_applies_option(&cfg->services[s], v->name) &&
                 !client_reads(&cfg->services[s], v->name, tables, ntables) && !v->family_service &&
@@ -476,7 +537,8 @@ int cfg_check_unimplemented(const struct cfg *cfg, const struct cfg_classes *cla
     const struct cfg_value *accept = cfg_value_find(cfg, ACCEPT_PARAM);
     for (const char *const *name = cfg_list(cfg, ACCEPT_PARAM); accept && *name; name++) {
         const struct cfg_class *k = cfg_classes_find(classes, *name);
-        if (k == NULL || k->kind != CFG_CLASS_REFUSE || covered(*name, tables, ntables))
+        if ((k == NULL || k->kind != CFG_CLASS_REFUSE || covered(*name, tables, ntables)) &&
+            !module_option_set(cfg, *name))
             cfg_warn((struct cfg *)cfg, cfg_value_file(cfg, accept), accept->line, ACCEPT_PARAM,
                      "%s is not a parameter Petrel refuses; nothing to accept", *name);
     }

@@ -39,7 +39,11 @@ static void cfg_vlog(struct cfg *cfg, enum log_level level, const char *file, in
         buf_printf(&b, "%s:%d: ", file, line);
     else if (file)
         buf_printf(&b, "%s: ", file);
-    if (name)
+    /* A problem with a default nobody wrote has no line: say it is the default. */
+    const struct cfg_value *v = name && file && line <= 0 ? cfg_value_find(cfg, name) : NULL;
+    if (v && v->file == NULL)
+        buf_printf(&b, "%s (not set in main.cf: its default value \"%s\"): ", name, v->raw ? v->raw : "");
+    else if (name)
         buf_printf(&b, "%s: ", name);
     buf_vprintf(&b, fmt, ap);
     if (level == LOG_LEVEL_ERROR)

@@ -237,6 +237,11 @@ char *cfg_locate(const struct cfg *cfg, const struct master_service *svc, const 
             located = xasprintf("%s:%d: %s", v->file, v->line, text);
     } else if (svc && svc->cfg && ((const struct cfg *)svc->cfg)->generation) {
         located = xasprintf("%s, line %d: service %s: %s", svc->file, svc->line, svc->name, text);
+    } else if (v && v->file == NULL && name_len > 0) {
+        /* A default nobody wrote (virtual_alias_domains = $virtual_alias_maps):
+         * no line to point at, so say where the value comes from. */
+        located = xasprintf("%s: %.*s (not set in main.cf: its default value \"%s\"): %s", cfg->main_path,
+                            (int)name_len, text, v->raw ? v->raw : "", text + name_len + 2);
     } else {
         located = xasprintf("%s: %s", cfg->main_path, text);
     }

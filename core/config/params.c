@@ -293,6 +293,7 @@ static const struct cfg_param core_params[] = {
     T("smtpd_sasl_lockout_time", "15m", 1, "how long a client address or login stays locked out (Petrel)"),
     T("smtpd_sasl_failure_delay", "1s", 0, "delay before a 535, doubling with each failure in the window, at most 60 s (Petrel)"),
     L("smtpd_sasl_exceptions_networks", "", "clients that are never offered AUTH"),
+    L("smtpd_authorized_xforward_hosts", "", "clients (networks) that may send XFORWARD: content filters handing mail back"),
     S("smtpd_sasl_type", "cyrus", "SASL back-end: the name a loaded module provides (cyrus, dovecot, table, ...)"),
     M("smtpd_sender_login_maps", "", "which login owns which sender address"),
     L("smtpd_sender_restrictions", "", "restrictions at MAIL FROM"),
@@ -341,6 +342,7 @@ const struct cfg_param *cfg_core_params(size_t *n)
 struct schema_entry {
     const struct cfg_param *param;
     const char *owner;
+    int per_service;    /* cfg_schema_set_per_service */
 };
 
 struct cfg_schema {
@@ -408,6 +410,7 @@ int cfg_schema_add(struct cfg_schema *s, const struct cfg_param *params, size_t 
     for (size_t i = 0; i < n; i++) {
         s->entries[s->n].param = &params[i];
         s->entries[s->n].owner = owner;
+        s->entries[s->n].per_service = 0;
         s->n++;
     }
     qsort(s->entries, s->n, sizeof(*s->entries), entry_cmp);
@@ -424,6 +427,21 @@ const char *cfg_schema_owner(const struct cfg_schema *s, const char *name)
 {
     const struct schema_entry *e = schema_lookup(s, name);
     return e ? e->owner : NULL;
+}
+
+int cfg_schema_set_per_service(struct cfg_schema *s, const char *name)
+{
+    struct schema_entry *e = (struct schema_entry *)schema_lookup(s, name);
+    if (e == NULL)
+        return -1;
+    e->per_service = 1;
+    return 0;
+}
+
+int cfg_schema_per_service(const struct cfg_schema *s, const char *name)
+{
+    const struct schema_entry *e = schema_lookup(s, name);
+    return e ? e->per_service : 0;
 }
 
 size_t cfg_schema_count(const struct cfg_schema *s)

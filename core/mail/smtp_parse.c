@@ -133,6 +133,7 @@ static const struct {
     { "RSET", SMTP_VERB_RSET }, { "NOOP", SMTP_VERB_NOOP }, { "QUIT", SMTP_VERB_QUIT },
     { "VRFY", SMTP_VERB_VRFY }, { "EXPN", SMTP_VERB_EXPN }, { "HELP", SMTP_VERB_HELP },
     { "STARTTLS", SMTP_VERB_STARTTLS }, { "AUTH", SMTP_VERB_AUTH }, { "ETRN", SMTP_VERB_ETRN },
+    { "XFORWARD", SMTP_VERB_XFORWARD },
 };
 
 const char *smtp_verb_name(enum smtp_verb verb)

@@ -38,6 +38,7 @@ enum smtp_verb {
     SMTP_VERB_STARTTLS,
     SMTP_VERB_AUTH,
     SMTP_VERB_ETRN,
+    SMTP_VERB_XFORWARD,
 };
 
 struct smtp_command {

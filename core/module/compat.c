@@ -60,7 +60,8 @@ struct sasl_backend_v10 {
 
 /* The smallest element a 1.1 module may give: the 1.1 struct's size (the
  * current struct is the 1.1 one; when one grows, freeze its 1.1 size here). */
-#define PARAM_SIZE_V11 sizeof(petrel_param)
+/* per_service came later within 1.1: a 1.1 module built before it still loads. */
+#define PARAM_SIZE_V11 offsetof(petrel_param, per_service)
 /* max_args came later within 1.1: a module built before reads 0 (exactly nargs). */
 #define RESTRICTION_SIZE_V11 offsetof(petrel_restriction, max_args)
 /* lookup_async came later within 1.1: a 1.1 module built before it still loads. */

@@ -156,6 +156,9 @@ static int declare_params(struct cfg_schema *schema, struct petrel_module *m)
                   m->name, m->path);
         return -1;
     }
+    for (size_t i = 0; i < own; i++)
+        if (m->c.params[i].per_service)
+            cfg_schema_set_per_service(schema, m->c.params[i].name);
     return 0;
 }
 

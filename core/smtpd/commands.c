@@ -127,6 +127,9 @@ static void ehlo_reply(struct smtpd_session *s)
     }
     if (set->tls_ctx && !s->tls_active && set->tls_level != TLS_LEVEL_NONE && !(discard & SMTPD_EHLO_STARTTLS))
         lines[k++] = "STARTTLS";
+    /* Postfix's order of the attributes; only to clients that may use it */
+    if (!(discard & SMTPD_EHLO_XFORWARD) && smtpd_xforward_allowed(s))
+        lines[k++] = "XFORWARD NAME ADDR PROTO HELO SOURCE PORT IDENT";
     if (!(discard & SMTPD_EHLO_ENHANCEDSTATUSCODES))
         lines[k++] = "ENHANCEDSTATUSCODES";
     if (!(discard & SMTPD_EHLO_8BITMIME))
@@ -559,6 +562,7 @@ static void cmd_rset(struct smtpd_session *s, const struct smtp_command *cmd)
         return;
     }
     smtpd_tx_free(s);
+    s->xforward.set = 0;   /* Postfix's RSET forgets XFORWARD's values, transaction or not */
     s->bdat_state = BDAT_NONE;
     smtpd_reply(s, "250 2.0.0 Ok");
 }
@@ -657,6 +661,8 @@ static const struct smtpd_command commands[] = {
     [SMTP_VERB_STARTTLS] = { "STARTTLS", CNT_STARTTLS, CMD_PRE_TLS | CMD_PIPELINED, cmd_starttls },
     [SMTP_VERB_AUTH] = { "AUTH", CNT_AUTH, CMD_LAST, smtpd_cmd_auth },
     [SMTP_VERB_ETRN] = { "UNKNOWN", CNT_UNKNOWN, CMD_JUNK | CMD_LAST, cmd_etrn },
+    /* counted as UNKNOWN (the counters are Postfix's set); xforward.c */
+    [SMTP_VERB_XFORWARD] = { "XFORWARD", CNT_UNKNOWN, 0, smtpd_cmd_xforward },
 };
 
 static const struct smtpd_command *command_for(enum smtp_verb verb)

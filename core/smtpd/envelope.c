@@ -46,7 +46,9 @@ void smtpd_received_text(struct smtpd_session *s, struct buf *out)
         buf_printf(&b, "Received: by %s (%s, from userid %ld)\r\n\tid %s; %s\r\n", s->set->myhostname,
                    s->set->mail_name, s->local_uid, tx->queue_id, date);
     } else {
-        buf_printf(&b, "Received: from %s (%s [%s])\r\n", s->helo ? s->helo : s->addr, s->name, s->addr);
+        /* XFORWARD (xforward.c): the filter's original client, else ours */
+        const char *helo = smtpd_xforward_helo(s), *addr = smtpd_xforward_addr(s);
+        buf_printf(&b, "Received: from %s (%s [%s])\r\n", helo ? helo : addr, smtpd_xforward_name(s), addr);
         if (s->tls_info && s->set->tls_received_header) {
             /* smtpd_tls_received_header (Postfix's layout) */
             buf_printf(&b, "\t(using %s)\r\n", s->tls_info);
@@ -68,7 +70,7 @@ void smtpd_received_text(struct smtpd_session *s, struct buf *out)
         /* Without a queue file (a before-queue filter gets the message)
          * there is no queue ID to name, as with Postfix. */
         buf_printf(&b, "\tby %s (%s) with %s%s%s", s->set->myhostname, s->set->mail_name,
-                   tx->mail.smtputf8 ? (s->tls_active ? "UTF8SMTPS" : "UTF8SMTP") : s->protocol,
+                   tx->mail.smtputf8 ? (s->tls_active ? "UTF8SMTPS" : "UTF8SMTP") : smtpd_xforward_proto(s),
                    tx->queue_id[0] ? " id " : "", tx->queue_id);
         if (tx->nrcpts == 1)
             buf_printf(&b, "\r\n\tfor <%s>; %s\r\n", tx->rcpts[0].address, date);
@@ -218,11 +220,13 @@ struct queue_writer *smtpd_create_writer(struct smtpd_session *s)
         env.flags |= QUEUE_F_8BITMIME;
     if (tx->mail.smtputf8)
         env.flags |= QUEUE_F_SMTPUTF8;
-    env.client_name = s->name;
-    env.client_addr = s->addr;
-    env.client_port = s->port;
-    env.helo = s->helo;
-    env.protocol = s->protocol;
+    /* The client as Postfix records it for delivery (pipe's ${client_*}):
+     * XFORWARD's original client when a filter gave one (xforward.c). */
+    env.client_name = smtpd_xforward_name(s);
+    env.client_addr = smtpd_xforward_addr(s);
+    env.client_port = (s->xforward.set & XFORWARD_F_PORT) ? s->xforward.port : s->port;
+    env.helo = smtpd_xforward_helo(s);
+    env.protocol = smtpd_xforward_proto(s);
     env.tls_info = s->tls_info;
     env.sasl_method = s->sasl_method;
     env.sasl_username = s->sasl_username;
@@ -252,11 +256,15 @@ int smtpd_open_queue_file(struct smtpd_session *s)
         return -1;
     if (s->local_submission)
         msg_info("%s: uid=%ld from=<%s>", tx->queue_id, s->local_uid, tx->mail.address);
-    else if (s->sasl_username)
-        msg_info("%s: client=%s, sasl_method=%s, sasl_username=%s", tx->queue_id, s->namaddr, s->sasl_method,
-                 s->sasl_username);
-    else
-        msg_info("%s: client=%s", tx->queue_id, s->namaddr);
+    else {
+        char forwarded[700];
+        smtpd_xforward_log_suffix(s, forwarded, sizeof(forwarded));
+        if (s->sasl_username)
+            msg_info("%s: client=%s, sasl_method=%s, sasl_username=%s%s", tx->queue_id, s->namaddr, s->sasl_method,
+                     s->sasl_username, forwarded);
+        else
+            msg_info("%s: client=%s%s", tx->queue_id, s->namaddr, forwarded);
+    }
     struct buf prepend = BUF_INIT, received = BUF_INIT;
     smtpd_prepend_text(s, &prepend);
     smtpd_received_text(s, &received);

@@ -200,6 +200,7 @@ void smtpd_tx_free(struct smtpd_session *s)
     struct smtpd_tx *tx = s->tx;
     if (tx == NULL)
         return;
+    s->xforward.set = 0;   /* XFORWARD's values last one transaction (xforward.c) */
     if (tx->writer)
         queue_writer_abort(tx->writer);
     petrel_pool_destroy(tx->pool);

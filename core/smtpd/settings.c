@@ -222,6 +222,7 @@ static void free_settings_pool(void *arg)
     cidr_list_free(set->debug_peers);
     cidr_list_free(set->own_addresses);
     cidr_list_free(set->sasl_exceptions);
+    cidr_list_free(set->xforward_hosts);
     if (set->sender_login_maps)
         mail_maps_close(set->sender_login_maps);
     for (size_t i = 0; i < set->nsender_bcc_maps; i++)
@@ -489,6 +490,7 @@ static const struct cfg_bind service_binds[] = {
     CFG_BIND_READ("smtpd_sasl_tls_security_options"),
     CFG_BIND_READ("smtpd_sasl_mechanism_filter"),
     CFG_BIND_READ("smtpd_sasl_exceptions_networks"),
+    CFG_BIND_READ("smtpd_authorized_xforward_hosts"),
     CFG_BIND_READ("smtpd_sender_login_maps"),
     CFG_BIND_READ("sender_bcc_maps"),
     CFG_BIND_READ("recipient_bcc_maps"),
@@ -709,6 +711,8 @@ struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struc
     if ((set->debug_peers = networks(cfg, "debug_peer_list", error)) == NULL)
         failed = 1;
     if ((set->sasl_exceptions = networks(cfg, "smtpd_sasl_exceptions_networks", error)) == NULL)
+        failed = 1;
+    if ((set->xforward_hosts = networks(cfg, "smtpd_authorized_xforward_hosts", error)) == NULL)
         failed = 1;
 
     cfg_bind_apply(cfg, &smtpd_service_bind_table, set);

@@ -21,6 +21,7 @@
 #include <petrel/pool.h>
 #include "lib/buf.h"
 #include "mail/addr_class.h"
+#include "mail/xforward.h"
 #include "mail/sasl_options.h"
 #include "mail/hbc.h"
 #include "mail/mime.h"
@@ -230,6 +231,7 @@ struct smtpd_settings {
     int sasl_authenticated_header;    /* smtpd_sasl_authenticated_header */
     int broken_sasl_auth_clients;     /* also announce AUTH=... */
     struct cidr_list *sasl_exceptions;   /* smtpd_sasl_exceptions_networks: never offered AUTH */
+    struct cidr_list *xforward_hosts;    /* smtpd_authorized_xforward_hosts: may send XFORWARD */
     struct mail_maps *sender_login_maps; /* smtpd_sender_login_maps: who owns which sender address */
     unsigned auth_rate_limit;         /* smtpd_client_auth_rate_limit (per anvil_rate_time_unit) */
     unsigned sasl_failure_limit, sasl_failure_window, sasl_lockout_time, sasl_failure_delay;
@@ -472,6 +474,10 @@ struct smtpd_session {
         const char *fingerprint, *pubkey_fingerprint;   /* smtpd_tls_fingerprint_digest */
     } ccert;
     const char *protocol;             /* "SMTP", "ESMTP", "ESMTPS", "ESMTPA", ... */
+    /* XFORWARD (xforward.c): what an authorized content filter says about
+     * the original client, for the next transaction's Received: header,
+     * queue file and log line; cleared when the transaction ends. */
+    struct xforward_attrs xforward;
     const char *sasl_username, *sasl_method;
     int errors;
     int junk;                         /* junk commands since the last message (smtpd_junk_command_limit) */
@@ -604,6 +610,17 @@ void smtpd_count_command(struct smtpd_session *s, enum smtpd_counter c);
 void smtpd_count_error(struct smtpd_session *s, enum smtpd_counter c);
 struct smtpd_tx *smtpd_tx_new(struct smtpd_session *s);
 void smtpd_tx_free(struct smtpd_session *s);
+/* xforward.c */
+void smtpd_cmd_xforward(struct smtpd_session *s, const struct smtp_command *cmd);
+int smtpd_xforward_allowed(const struct smtpd_session *s);
+/* The client as the Received: header and the log name it: XFORWARD's
+ * values where a filter gave them, else the connection's. */
+const char *smtpd_xforward_name(const struct smtpd_session *s);
+const char *smtpd_xforward_addr(const struct smtpd_session *s);
+const char *smtpd_xforward_helo(const struct smtpd_session *s);
+const char *smtpd_xforward_proto(const struct smtpd_session *s);
+/* ", orig_queue_id=X, orig_client=NAME[ADDR]:PORT" for the "client=" log line, or "". */
+void smtpd_xforward_log_suffix(const struct smtpd_session *s, char *out, size_t size);
 /* Size of the pools of strings a later command replaces (HELO name, SASL login). */
 #define SMTPD_SMALL_POOL_SIZE 512
 

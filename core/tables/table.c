@@ -47,7 +47,7 @@ static const struct {
     { "sqlite", "it is provided by the sqlite module: add sqlite to `modules` in main.cf" },
     { "pgsql", "it is provided by the pgsql module: add pgsql to `modules` in main.cf" },
     { "redis", "it is provided by the redis module: add redis to `modules` in main.cf" },
-    { "mysql", "no Petrel module provides mysql: tables yet" },
+    { "mysql", "it is provided by the mysql module: add mysql to `modules` in main.cf" },
     { "ldap", "no Petrel module provides ldap: tables yet" },
     { "memcache", "no Petrel module provides memcache: tables yet" },
     { "socketmap", "it is provided by the socketmap module: add socketmap to `modules` in main.cf" },

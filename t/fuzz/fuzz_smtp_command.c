@@ -6,9 +6,11 @@
  * the RFC 5321 length limits, re-parsing the canonical address gives the
  * same address (the canonical form is a fixed point), xtext round-trips, and
  * the HELO name as kept (smtp_helo_printable) is clean, the parameters
- * kept for the milters are the input's tokens, and a parameter a milter
+ * kept for the milters are the input's tokens, a parameter a milter
  * sets with CHGFROM or ADDRCPT_PAR (smtp_parse_edit_param) never yields a
- * control character.
+ * control character, and XFORWARD's arguments (mail/xforward.c) either
+ * fail with a complete printable 501 reply and change nothing, or leave
+ * values that obey its limits.
  *
  * make check builds it with t/fuzz/replay_main.c and replays
  * t/fuzz/corpus/smtp_command; `make fuzz` runs it with libFuzzer (doc/testing.md).
@@ -21,6 +23,7 @@
 
 #include <petrel/pool.h>
 #include "mail/smtp_parse.h"
+#include "mail/xforward.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -137,6 +140,30 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         const char *domain;
         if (smtp_address_domain(args, &domain))
             check(domain > args && domain[-1] == '@');
+    }
+    /* XFORWARD's arguments: all or nothing, and what is kept is clean. */
+    struct xforward_attrs xf, before;
+    memset(&xf, 0, sizeof(xf));
+    for (int round = 0; round < 2; round++) {
+        char reply[400];
+        before = xf;
+        if (xforward_parse(cmd.args, strlen(cmd.args), &xf, reply, sizeof(reply)) != 0) {
+            check(strncmp(reply, "501 5.5.4 ", 10) == 0);
+            for (const char *r = reply; *r; r++)
+                check((unsigned char)*r >= 32 && (unsigned char)*r < 127);
+            check(memcmp(&xf, &before, sizeof(xf)) == 0);
+            break;
+        }
+        const char *fields[] = { xf.name, xf.addr, xf.port, xf.proto, xf.helo, xf.ident };
+        for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+            for (const char *f = fields[i]; *f; f++)
+                check((unsigned char)*f >= 32 && (unsigned char)*f < 127);
+        for (const char *f = xf.helo; *f; f++)
+            check(strchr(" <>()\\\";@", *f) == NULL);
+        if ((xf.set & XFORWARD_F_NAME) && strcmp(xf.name, "unknown") != 0)
+            check(smtp_valid_hostname(xf.name));
+        if ((xf.set & XFORWARD_F_PORT) && strcmp(xf.port, "unknown") != 0)
+            check(strspn(xf.port, "0123456789") == strlen(xf.port) && atoi(xf.port) <= 65535);
     }
     /* The HELO name as Received: and the log get it: never longer, never a
      * control byte, blank or specials (whatever the raw bytes, NUL included). */

@@ -115,7 +115,7 @@ with Petrel(t, main_cf={}, start=False) as p:
                "  -o receive_override_options=no_unknown_recipient_checks,no_header_body_checks,no_milters\n"
                "  -o smtpd_helo_restrictions=\n  -o smtpd_client_restrictions=\n  -o smtpd_sender_restrictions=\n"
                "  -o smtpd_relay_restrictions=\n  -o smtpd_recipient_restrictions=permit_mynetworks,reject\n"
-               "  -o mynetworks=127.0.0.0/8\n" % ret_port) + QMGR
+               "  -o mynetworks=127.0.0.0/8\n  -o smtpd_authorized_xforward_hosts=127.0.0.0/8\n" % ret_port) + QMGR
     with open(os.path.join(p.conf, "master.cf"), "w") as f:
         f.write(master)
     p._chown()
@@ -192,6 +192,16 @@ with Petrel(t, main_cf={}, start=False) as p:
     got = wait_for(lambda: [m for m in inbox() if b"body proxied through amavis" in m], timeout=60)
     t.is_(len(got), 1, "and the message is delivered once")
     t.ok(p.wait_log(r"proxy-accept: END-OF-MESSAGE: 250 2\.0\.0 from MTA") is not None, "logged as proxy-accept")
+    # XFORWARD: our proxy tells amavisd the client, amavisd tells the return
+    # listener (authorized for 127.0.0.0/8): its Received: header and log name
+    # the original client, not amavisd.
+    back = re.search(r"queued as (\w+)$", r)
+    m = got[0] if got else b""
+    t.is_(m.count(b"Received: from client.example.org (unknown [127.0.0.1])"), 2,
+          "XFORWARD from amavisd: the return listener's Received: names the original client's HELO too")
+    t.ok(back is not None and p.wait_log(r"%s: client=\S+\[127\.0\.0\.1\].*, orig_client=unknown\[127\.0\.0\.1\]"
+                                         % back.group(1)) is not None,
+         "  and its log line has orig_client=", p.log()[-3000:])
     r = send("Subject: proxied virus\r\n\r\n" + EICAR + "\r\n", port=proxy_port)
     t.like(r, r"^250 2\.7\.0 Ok, discarded, id=[^ ]+ - INFECTED: Eicar-Signature\.UNOFFICIAL$",
            "a virus: amavisd's verdict is the client's reply")

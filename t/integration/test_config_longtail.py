@@ -327,4 +327,15 @@ for transport, good in (("lmtp:inet:127.0.0.1:24", True), ("virtual", False)):
             t.ok(r.returncode != 0 and "virtual_mailbox_limit is smaller than message_size_limit" in r.stderr,
                  "virtual_transport = virtual: it is, as in Postfix", r.stderr)
 
+# --- found by the corpus (Mail-in-a-Box): a problem with a default names it as such ---
+# virtual_alias_domains is not in main.cf: its default, $virtual_alias_maps,
+# brings the table; the error has no line, so it says where the value comes from.
+with Petrel(t, start=False, main_cf={"virtual_alias_maps": "ldap:/nonexistent/ldap-aliases.cf"}) as p:
+    r = check(p)
+    t.like(r.stderr, r"error: \S+/main\.cf: virtual_alias_domains \(not set in main\.cf: its default value "
+           r"\"\$virtual_alias_maps\"\): ldap:/nonexistent/ldap-aliases\.cf: table type ldap is not available",
+           "an error in a default value names the parameter and says it is the default")
+    t.like(r.stderr, r"error: \S+/main\.cf:\d+: virtual_alias_maps: ldap:/nonexistent/ldap-aliases\.cf: table type "
+           r"ldap is not available", "  the parameter set in main.cf keeps its line")
+
 t.done()

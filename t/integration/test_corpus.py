@@ -6,7 +6,7 @@ names (published ones copied, the others written for the test).
 Each configuration is loaded with path and port changes only, made
 mechanically here and nowhere else:
 
-- every absolute path under /etc, /var, /opt, /run or /dev/shm in main.cf and
+- every absolute path under /etc, /var, /opt, /run, /home or /dev/shm in main.cf and
   master.cf moves under the test's own directory ROOT (files/ is copied
   there; a certificate or key the configuration names gets the test's
   self-signed pair, a directory parameter gets a directory, any other file
@@ -55,7 +55,7 @@ MODULES = bundled_module_dir(*sorted(n for n in os.listdir(os.path.join(TOP_BUIL
                                      if os.path.exists(os.path.join(TOP_BUILDDIR, "modules", n, ".libs", n + ".so"))))
 CORPUS = os.path.join(TOP_SRCDIR, "t", "corpus")
 UPDATE = bool(os.environ.get("PETREL_CORPUS_UPDATE"))
-PATH_RE = re.compile(r"(?<![\w.\]-])(/(?:etc|var|opt|run|dev/shm)/[^\s,]*)")
+PATH_RE = re.compile(r"(?<![\w.\]-])(/(?:etc|var|opt|run|home|dev/shm)/[^\s,]*)")
 LOOPBACK_HOP_RE = re.compile(r"((?:^|[\s=:,\[])(?:localhost|127\.0\.0\.1)\]?:)(\d+)\b")
 CERT_PARAMS = ("_cert_file", "_dcert_file", "_eccert_file", "_CAfile")
 KEY_PARAMS = ("_key_file", "_dkey_file", "_eckey_file")
@@ -380,7 +380,10 @@ def run(name):
 
 
 names = sorted(n for n in os.listdir(CORPUS) if os.path.isfile(os.path.join(CORPUS, n, "main.cf")))
-t.ok(len(names) >= 6, "the corpus has %d configurations" % len(names))
+# PETREL_CORPUS_ONLY=name,name: only those (while working on one configuration).
+if os.environ.get("PETREL_CORPUS_ONLY"):
+    names = [n for n in names if n in os.environ["PETREL_CORPUS_ONLY"].split(",")]
+t.ok(len(names) >= (6 if not os.environ.get("PETREL_CORPUS_ONLY") else 1), "the corpus has %d configurations" % len(names))
 for name in names:
     try:
         run(name)

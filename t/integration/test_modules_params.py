@@ -108,5 +108,43 @@ with Petrel(t, main_cf=good, extra_services="127.0.0.1:%d inet n - n - - smtpd -
     c = p.connect()
     t.like(c.ehlo(), r"^250", "and keeps serving")
     c.close()
+
+# A service's -o of a module's own parameter takes effect only when the module
+# declared it per_service (apimod_mode, apimod_level: read above per service);
+# any other is refused, naming the service, the option and what would not
+# happen, unless petrel_accept_unimplemented accepts it.
+def service_option(options, settings=None, command="smtpd"):
+    port3 = free_port()
+    with Petrel(t, start=False, main_cf=dict(good, **(settings or {})),
+                extra_services="127.0.0.1:%d inet n - n - - %s %s\n" % (port3, command, options)) as p:
+        r = check(p)
+        return r, port3
+
+
+r, port3 = service_option("-o apimod_window=10s")
+t.ok(r.returncode != 0, "an -o of a module parameter the module reads from main.cf only is refused", r.stderr)
+t.like(r.stderr, r"master\.cf:\d+: service 127\.0\.0\.1:%d \(command smtpd\): -o apimod_window=10s is not "
+       r"applied: module apimod reads apimod_window from main\.cf only \(not per service\), so this service's "
+       r"sessions run with main\.cf's value; refusing to start: this changes the module's filtering on this "
+       r"service \(set it in main\.cf, or to start anyway, list apimod_window in petrel_accept_unimplemented\)"
+       % port3, "  naming the service, the option and what will not happen")
+r, port3 = service_option("-o apimod_hook_timeout=5s")
+t.like(r.stderr, r"service 127\.0\.0\.1:%d \(command smtpd\): -o apimod_hook_timeout=5s is not applied: module "
+       r"apimod reads apimod_hook_timeout from main\.cf only" % port3,
+       "  the same for the parameters the core gives every module (apimod_hook_timeout)")
+r, port3 = service_option("-o apimod_window=10s", {"petrel_accept_unimplemented": "apimod_window"})
+t.ok(r.returncode == 0, "petrel_accept_unimplemented accepts it", r.stderr)
+t.like(r.stderr, r"warning: .*master\.cf:\d+: service 127\.0\.0\.1:%d \(command smtpd\): -o apimod_window=10s "
+       r"is not applied: .* \(accepted by petrel_accept_unimplemented\)" % port3, "  with a warning")
+t.ok("apimod_window is not a parameter Petrel refuses" not in r.stderr, "  and no complaint about the acceptance",
+     r.stderr)
+r, port3 = service_option("-o apimod_mode=fast -o apimod_level=2")
+t.ok(r.returncode == 0 and "not applied" not in r.stderr,
+     "an -o of a parameter the module declared per_service is accepted quietly", r.stderr)
+r, port3 = service_option("-o apimod_level=2", command="postscreen")
+t.like(r.stderr, r"-o apimod_level=2 is not applied: module apimod reads apimod_level from main\.cf only \(not "
+       r"per service\), so this service's sessions run with main\.cf's value \(and module hooks run in the smtpd "
+       r"service postscreen passes to, not here\)",
+       "on postscreen's own line even a per_service parameter is refused: its hooks run in the pass service")
 listener.close()
 t.done()

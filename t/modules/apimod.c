@@ -9,7 +9,9 @@
  *   or unix:/PATH), apimod_socket (must be a UNIX socket). check() refuses bad
  *   values of the last three with petrel_config_error(); init logs the
  *   values it reads, the list items, some core parameters, and each
- *   service's values (petrel_service_config_*, master.cf -o).
+ *   service's values (petrel_service_config_*, master.cf -o): apimod_mode
+ *   and apimod_level are declared per_service, the others are read from
+ *   main.cf only (a service's -o of them is refused by petreld).
  *
  * Notes (read by notemod):
  *   connect: session note apimod.client = the client address;
@@ -38,9 +40,9 @@ static const char *const colours[] = { "red", "green", "blue", NULL };
 
 static const petrel_param params[] = {
     { PETREL_PARAM_INIT, .name = "apimod_mode", .type = PETREL_PARAM_STRING, .default_value = "fast",
-      .help = "how the module works", .choices = modes },
+      .help = "how the module works", .choices = modes, .per_service = 1 },
     { PETREL_PARAM_INIT, .name = "apimod_level", .type = PETREL_PARAM_INT, .default_value = "5",
-      .help = "a level from 1 to 10", .min = 1, .max = 10 },
+      .help = "a level from 1 to 10", .min = 1, .max = 10, .per_service = 1 },
     { PETREL_PARAM_INIT, .name = "apimod_window", .type = PETREL_PARAM_TIME, .default_value = "60s",
       .help = "a window of 1 s to 1 h", .min = 1, .max = 3600 },
     { PETREL_PARAM_INIT, .name = "apimod_tags", .type = PETREL_PARAM_LIST, .default_value = "red, green",

@@ -53,7 +53,7 @@ ROLE_ARROWS = {
 ENGINES = {
     "the smtpd session (its commands resume the input loop)":
         {"smtpd/session.c", "smtpd/commands.c", "smtpd/auth.c", "smtpd/sasl_glue.c", "smtpd/data.c",
-         "smtpd/envelope.c", "smtpd/tls.c", "smtpd/rates.c", "smtpd/proxy.c"},
+         "smtpd/envelope.c", "smtpd/tls.c", "smtpd/rates.c", "smtpd/proxy.c", "smtpd/xforward.c"},
     "the restriction engine (a step that waits resumes its loop)":
         {"smtpd/restrict.c", "smtpd/restrict_compile.c", "smtpd/restrict_steps.c", "smtpd/restrict_dns.c",
          "smtpd/policy.c"},

@@ -325,8 +325,9 @@ static void test_lists(const struct cfg_schema *schema)
 
     cfg = load(schema, "virtual_maps = nottable\n", NULL, &nerrors, &log);
     ok(cfg == NULL, "bad value reached through a default is an error");
-    ok(contains(log, expect("%s/main.cf: virtual_alias_maps: bad lookup table \"nottable\"", confdir)),
-       "default's error names main.cf and the parameter");
+    ok(contains(log, expect("%s/main.cf: virtual_alias_maps (not set in main.cf: its default value "
+                            "\"$virtual_maps\"): bad lookup table \"nottable\"", confdir)),
+       "default's error names main.cf and the parameter, and says it is the default");
 }
 
 static void test_types(const struct cfg_schema *schema)
@@ -372,7 +373,8 @@ static void test_types(const struct cfg_schema *schema)
     ok(cfg == NULL, "bad typed values fail the load");
     /* Ten: postscreen_helo_required = $smtpd_helo_required inherits "maybe". */
     is_int(nerrors, 10, "every error is reported, not just the first");
-    ok(contains(log, "postscreen_helo_required: bad boolean value \"maybe\""),
+    ok(contains(log, "postscreen_helo_required (not set in main.cf: its default value \"$smtpd_helo_required\"): "
+                     "bad boolean value \"maybe\""),
        "a parameter whose default names a bad one is reported too");
     const char *p = confdir;
     ok(contains(log, expect("%s/main.cf:1: smtpd_timeout: bad time value \"5x\"", p)), "bad time");

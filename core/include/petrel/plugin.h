@@ -134,6 +134,13 @@ typedef struct petrel_param {
     /* STRING: the values allowed (compared without case), or for a LIST the
      * values each item may take; NULL-terminated, or NULL for any. */
     const char *const *choices;
+    /* Added within ABI 1.1 (a module built before reads 0): nonzero when
+     * the module reads this parameter per master.cf service with
+     * petrel_service_config_*, so that a service's -o name=value takes
+     * effect. Without it, petreld refuses such an -o (it would not apply:
+     * the module reads main.cf's value) unless the admin accepts it in
+     * petrel_accept_unimplemented. */
+    int per_service;
 } petrel_param;
 #define PETREL_PARAM_INIT .size = sizeof(petrel_param)
 

@@ -1,0 +1,122 @@
+"""XFORWARD (Postfix's XFORWARD_README): a content filter in
+smtpd_authorized_xforward_hosts names the original client; the Received:
+header and the "client=" log line say so for the next transaction only.
+Every bad attribute gets Postfix's exact reply, and the session goes on."""
+import re
+import subprocess
+
+from harness import PETRELD, Petrel, Smtp, Tap, free_port
+
+t = Tap()
+
+
+def queued(p, reply):
+    m = re.match(r"250 2\.0\.0 Ok: queued as (\S+)", reply)
+    if not m:
+        return b""
+    return b"".join(open(f, "rb").read() for f in p.queue_files() if f.endswith("/" + m.group(1)))
+
+
+def transaction(c, tag):
+    c.cmd("MAIL FROM:<sender@example.com>")
+    c.cmd("RCPT TO:<user@localhost>")
+    c.cmd("DATA")
+    c.send(("Subject: %s\r\n\r\nbody\r\n.\r\n" % tag).encode())
+    return c.read_reply()
+
+
+closed_port = free_port()
+with Petrel(t, main_cf={"smtpd_authorized_xforward_hosts": "127.0.0.0/8, [::1]/128", "mydestination": "localhost"},
+            extra_services="127.0.0.1:%d inet n - n - - smtpd -o smtpd_authorized_xforward_hosts=\n"
+            % closed_port) as p:
+    p.wait_listening(closed_port)
+    c = p.connect()
+    r = c.ehlo("filter.example.org")
+    t.ok("250-XFORWARD NAME ADDR PROTO HELO SOURCE PORT IDENT" in c.lines or
+         "250 XFORWARD NAME ADDR PROTO HELO SOURCE PORT IDENT" in c.lines,
+         "EHLO offers XFORWARD to an authorized client", "\n".join(c.lines))
+    t.like(c.cmd("XFORWARD NAME=mail.example.net ADDR=192.0.2.7 PORT=4242 PROTO=ESMTP HELO=mx.example.net"),
+           r"^250 2\.0\.0 Ok$", "XFORWARD with five attributes: 250")
+    t.like(c.cmd("XFORWARD IDENT=4XyZ12abc SOURCE=REMOTE"), r"^250 2\.0\.0 Ok$", "  and two more in a second command")
+    r = transaction(c, "forwarded")
+    data = queued(p, r)
+    t.ok(b"Received: from mx.example.net (mail.example.net [192.0.2.7])\r\n" in data,
+         "Received: names the forwarded HELO, name and address", data[:600].decode(errors="replace"))
+    t.ok(re.search(rb"\tby \S+ \(\S+\) with ESMTP id ", data) is not None, "  and the forwarded protocol",
+         data[:600].decode(errors="replace"))
+    qid = re.match(r"250 2\.0\.0 Ok: queued as (\S+)", r).group(1)
+    line = p.wait_log(r"%s: client=\S+, orig_queue_id=4XyZ12abc, orig_client=mail\.example\.net\[192\.0\.2\.7\]:4242"
+                      % qid)
+    t.ok(line is not None, "the log line names the connected client, then orig_queue_id and orig_client (Postfix's)",
+         p.log()[-2000:])
+    r = transaction(c, "second")
+    data = queued(p, r)
+    t.ok(b"Received: from filter.example.org (unknown [127.0.0.1])\r\n" in data,
+         "the next transaction is the connected client's again: the values last one transaction",
+         data[:600].decode(errors="replace"))
+
+    # xtext, UNAVAILABLE, IPv6 and neutering
+    t.like(c.cmd("XFORWARD NAME=mail+2Eexample.org ADDR=IPv6:2001:DB8::1 HELO=bad<helo>(x) PROTO=[UNAVAILABLE]"),
+           r"^250 2\.0\.0 Ok$", "xtext, an IPv6: address, special characters and [UNAVAILABLE] are taken")
+    data = queued(p, transaction(c, "xtext"))
+    t.ok(b"Received: from bad?helo??x? (mail.example.org [2001:db8::1])\r\n" in data and b" with unknown id " in data,
+         "  decoded, normalized, neutered as Postfix does", data[:600].decode(errors="replace"))
+
+    # bad input: Postfix's replies, word for word; nothing changes
+    bad = [
+        ("XFORWARD", r"^501 5\.5\.4 Syntax: XFORWARD attribute=value\.\.\.$", "no attribute"),
+        ("XFORWARD NAME", r"^501 5\.5\.4 Error: attribute=value expected$", "no '='"),
+        ("XFORWARD NAME=", r"^501 5\.5\.4 Error: attribute=value expected$", "an empty value"),
+        ("XFORWARD NAME=" + "a" * 256, r"^501 5\.5\.4 Error: attribute value too long$", "a value of 256 bytes"),
+        ("XFORWARD NAME=bad_host!", r"^501 5\.5\.4 Bad NAME syntax: bad_host!$", "NAME that is no host name"),
+        ("XFORWARD NAME=a..b", r"^501 5\.5\.4 Bad NAME syntax: a\.\.b$", "NAME with an empty label"),
+        ("XFORWARD ADDR=999.1.1.1", r"^501 5\.5\.4 Bad ADDR syntax: 999\.1\.1\.1$", "ADDR that is no address"),
+        ("XFORWARD ADDR=mail.example.net", r"^501 5\.5\.4 Bad ADDR syntax: mail\.example\.net$", "ADDR as a name"),
+        ("XFORWARD PORT=70000", r"^501 5\.5\.4 Bad PORT syntax: 70000$", "PORT above 65535"),
+        ("XFORWARD PORT=25a", r"^501 5\.5\.4 Bad PORT syntax: 25a$", "PORT not a number"),
+        ("XFORWARD PROTO=" + "P" * 65, r"^501 5\.5\.4 Bad PROTO syntax: P{65}$", "PROTO of 65 bytes"),
+        ("XFORWARD SOURCE=ELSEWHERE", r"^501 5\.5\.4 Bad SOURCE syntax: ELSEWHERE$", "SOURCE neither LOCAL nor REMOTE"),
+        ("XFORWARD COLOUR=red", r"^501 5\.5\.4 Bad XFORWARD attribute name: COLOUR$", "an unknown attribute"),
+        ("XFORWARD NAME=ok.example ADDR=1.2.3", r"^501 5\.5\.4 Bad ADDR syntax: 1\.2\.3$",
+         "a bad attribute after a good one"),
+        ("XFORWARD HELO=a\x01b\x7fc NAME=x+5Fy", r"^501 5\.5\.4 Bad NAME syntax: x_y$",
+         "control bytes and an xtext-encoded bad name"),
+    ]
+    for line, pattern, desc in bad:
+        t.like(c.cmd(line), pattern, "bad input: %s" % desc)
+    t.like(c.cmd("NOOP"), r"^250 2\.0\.0 Ok$", "  and the session goes on")
+    data = queued(p, transaction(c, "after bad"))
+    t.ok(b"Received: from filter.example.org (unknown [127.0.0.1])\r\n" in data,
+         "  and none of them changed what the next Received: says", data[:600].decode(errors="replace"))
+
+    c.cmd("MAIL FROM:<sender@example.com>")
+    t.like(c.cmd("XFORWARD NAME=mail.example.net"), r"^503 5\.5\.1 Error: MAIL transaction in progress$",
+           "XFORWARD inside a transaction: 503")
+    t.like(c.cmd("RSET"), r"^250", "RSET")
+    t.like(c.cmd("XFORWARD NAME=mail.example.net"), r"^250 2\.0\.0 Ok$", "XFORWARD again")
+    c.cmd("RSET")
+    data = queued(p, transaction(c, "after rset"))
+    t.ok(b"(unknown [127.0.0.1])" in data, "RSET forgets XFORWARD's values, as Postfix's does",
+         data[:600].decode(errors="replace"))
+    c.close()
+
+    # A listener whose -o empties the list: not offered, and refused.
+    c = Smtp(closed_port)
+    c.ehlo("filter.example.org")
+    t.ok(not any("XFORWARD" in line for line in c.lines), "EHLO does not offer XFORWARD to a client not authorized",
+         "\n".join(c.lines))
+    t.like(c.cmd("XFORWARD NAME=mail.example.net ADDR=192.0.2.7"),
+           r"^550 5\.7\.0 Error: insufficient authorization$", "XFORWARD from it: 550 5.7.0")
+    data = queued(p, transaction(c, "unauthorized"))
+    t.ok(b"Received: from filter.example.org (unknown [127.0.0.1])\r\n" in data,
+         "  and its mail names the connected client", data[:600].decode(errors="replace"))
+    c.cmd("QUIT")
+    c.close()
+
+# smtpd_authorized_xforward_hosts is a list of networks: a host name is refused
+# at petreld -n, naming the parameter (not silently never matched).
+with Petrel(t, start=False, main_cf={"smtpd_authorized_xforward_hosts": "filter.example.org"}) as p:
+    r = subprocess.run(p.command(PETRELD, "-c", p.conf, "-n"), capture_output=True, text=True, timeout=60)
+    t.ok(r.returncode != 0 and "smtpd_authorized_xforward_hosts" in r.stderr,
+         "a host name in smtpd_authorized_xforward_hosts is an error naming the parameter", r.stderr)
+t.done()

@@ -67,6 +67,13 @@
 
 #define MAX_WORKERS ANVIL_MAX_WORKERS
 #define STOP_TIMEOUT_SECONDS 10   /* workers answer 421 at once; this bounds a stuck one */
+/* The pickup role finishes the file it is submitting when told to stop,
+ * within this, and gives up (the file stays in maildrop/) before the
+ * master's kill. A kill is harmless too (doc/queue-format.md, Maildrop
+ * origin); stopping by itself just keeps the log quiet. */
+#define PICKUP_STOP_GRACE_SECONDS (STOP_TIMEOUT_SECONDS - 3)
+_Static_assert(PICKUP_STOP_GRACE_SECONDS > 0 && PICKUP_STOP_GRACE_SECONDS < STOP_TIMEOUT_SECONDS,
+               "the pickup role's grace must end before the master kills it");
 
 struct worker_proc {
     pid_t pid;                           /* 0 = free slot */
@@ -252,7 +259,8 @@ static pid_t spawn_worker(struct master *m, int slot, enum role_kind kind)
         if (kind == KIND_PICKUP) {
             struct smtpd_pickup_args pa = { .cfg = g->cfg, .service = master_pickup_service(g->cfg), .queue = queue,
                                             .maildrop_fd = maildrop_fd, .modules = g->conf.modules,
-                                            .metrics = m->metrics, .process_index = (unsigned)slot };
+                                            .metrics = m->metrics, .process_index = (unsigned)slot,
+                                            .stop_grace_seconds = PICKUP_STOP_GRACE_SECONDS };
             _exit(smtpd_pickup_main(&pa));
         }
         if (is_qmgr) {

@@ -188,6 +188,24 @@ void qmgr_take_message(struct qmgr *q, const char *id, enum queue_dir from)
         free(m);
         return;
     }
+    /* Made from a maildrop file (the pickup role): that file must be gone,
+     * durably, before the message can be delivered, or a pickup role that
+     * died before removing it would queue the message again. Out of
+     * incoming/ that was done already, unless a tool moved it; a removal
+     * then still gets its fsync. */
+    if (m->msg.env.origin) {
+        int released = queue_origin_release(q->queue, &m->msg.env, incoming);
+        if (released == 1 && !incoming)
+            released = queue_origin_sync(q->queue) == 0 ? 1 : -1;
+        if (released < 0) {
+            msg_warn("%s: cannot remove maildrop file %s, whose message this is: %s; retrying later", id,
+                     m->msg.env.origin->name, strerror(errno));
+            close(fd);
+            petrel_pool_destroy(m->pool);
+            free(m);
+            return;
+        }
+    }
     if (from != QDIR_ACTIVE && queue_move(q->queue, id, from, QDIR_ACTIVE) != 0) {
         msg_warn("%s: cannot move to the active queue: %s", id, strerror(errno));
         close(fd);

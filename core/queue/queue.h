@@ -92,6 +92,17 @@ struct queue_rcpt {            /* one envelope recipient */
     unsigned notify;           /* QUEUE_NOTIFY_* bits; 0 = not given */
 };
 
+/* The maildrop file a local submission was made from (the pickup role
+ * writes it as a 'D' record). It makes the hand-over from maildrop/ to the
+ * queue idempotent: until its maildrop file is gone, a queue file that
+ * names it proves the file was already queued (doc/queue-format.md,
+ * "Maildrop origin"). */
+struct queue_origin {
+    const char *name;              /* the maildrop file's name (a queue ID) */
+    unsigned long long dev, ino;   /* its device and inode, so a later file of that name is never taken for it */
+    int last;                      /* 1: the last queue file made from it (no non-delivery notice follows) */
+};
+
 /* Strings are C strings: a field cannot carry a NUL byte (smtpd rejects
  * xtext that decodes to one, as Postfix does). Every other byte, CR and LF
  * included, is stored verbatim and cannot start a record. */
@@ -105,6 +116,7 @@ struct queue_envelope {
     const char *sasl_method, *sasl_username;   /* NULL when not authenticated */
     const char *content_filter;/* "transport:nexthop" the message goes to before anything else
                                   (content_filter, a FILTER action), or NULL */
+    const struct queue_origin *origin;   /* from maildrop/ (the pickup role), else NULL */
     long long arrival_sec;
     long arrival_usec;
     size_t rcpt_count;         /* at least 1 */
@@ -232,6 +244,18 @@ int queue_remove(struct queue *q, const char *id, enum queue_dir dir);
  * may or may not be seen, as readdir(3) says). 0 or -1 + errno. */
 int queue_scan(struct queue *q, enum queue_dir dir, void (*cb)(void *ctx, const char *id), void *ctx);
 
+/* Makes sure the maildrop file a queue file came from is gone (env->origin
+ * with last set; anything else is a no-op returning 0): removes it when it
+ * is still there with the recorded device and inode, then, with sync, makes
+ * maildrop/ durable - also when the file was already gone, since the pickup
+ * role's own unlink is not fsynced. Every reader that takes a queue file
+ * out of incoming/ calls it first, so a message is never delivered while
+ * the maildrop file it came from could be picked up again. Returns 1 when
+ * it removed the file, 0 when there was nothing to remove, -1 with errno. */
+int queue_origin_release(struct queue *q, const struct queue_envelope *env, int sync);
+/* fsync of maildrop/ (after queue_origin_release calls without sync). */
+int queue_origin_sync(struct queue *q);
+
 struct queue_recover_stats {
     size_t removed_incomplete;   /* incoming/ files never finished: deleted */
     size_t recovered_incoming;   /* complete incoming/ files moved to active/ */
@@ -239,6 +263,7 @@ struct queue_recover_stats {
     size_t active, deferred;     /* messages reported to found() */
     size_t held;                 /* valid messages left in hold/ */
     size_t ignored;              /* names that are not queue IDs, or not regular files */
+    size_t maildrop_released;    /* maildrop files removed because their message was queued */
 };
 /* Start-up recovery; must run before any writer of this queue exists (a file
  * being written looks exactly like an abandoned one). In incoming/: files

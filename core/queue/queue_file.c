@@ -20,6 +20,8 @@
  *   'E' ENVID; 'c' client name; 'a' client address; 'p' client port;
  *   'h' HELO; 'P' protocol; 't' TLS info; 'm' SASL method; 'u' SASL username;
  *   'f' content filter (transport:nexthop) the message goes to first
+ *   'D' maildrop origin: flags (1: bit 1 = last) | device (8) | inode (8) |
+ *       name (a queue ID, 19 bytes)
  *   'R' recipient, one or more, in RCPT order:
  *         status (1) | DSN code (4) | NOTIFY bits (1) |
  *         ORCPT length (4; 0xFFFFFFFF = no ORCPT) | ORCPT | address (the rest, >= 1 byte)
@@ -74,12 +76,13 @@
 #define QF_WRITE_BUFFER (64 * 1024)
 #define QF_READ_FIRST (64 * 1024) /* first pread covers small files whole */
 #define QF_ID_ATTEMPTS 8
+#define QF_ORIGIN_SIZE (1 + 8 + 8 + QUEUE_ID_LEN)
 
 enum qf_record {
     REC_TIME = 'T', REC_FLAGS = 'F', REC_SENDER = 'S', REC_ENVID = 'E',
     REC_CLIENT_NAME = 'c', REC_CLIENT_ADDR = 'a', REC_CLIENT_PORT = 'p',
     REC_HELO = 'h', REC_PROTOCOL = 'P', REC_TLS = 't', REC_SASL_METHOD = 'm',
-    REC_SASL_USER = 'u', REC_FILTER = 'f', REC_RCPT = 'R', REC_CONTENT = 'M', REC_END = 'X',
+    REC_SASL_USER = 'u', REC_FILTER = 'f', REC_ORIGIN = 'D', REC_RCPT = 'R', REC_CONTENT = 'M', REC_END = 'X',
 };
 
 #define KNOWN_FLAGS (QUEUE_F_8BITMIME | QUEUE_F_SMTPUTF8 | QUEUE_F_BINARYMIME | QUEUE_F_NO_ADDRESS_MAPPINGS | \
@@ -274,6 +277,10 @@ static int envelope_ok(const struct queue_envelope *env)
     for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
         if (!field_ok(fields[i], &total))
             return 0;
+    if (env->origin && (!env->origin->name || !queue_id_valid(env->origin->name)))
+        return 0;
+    if (env->origin)
+        total += QF_RECORD_HEADER + QF_ORIGIN_SIZE;
     for (size_t i = 0; i < env->rcpt_count; i++) {
         const struct queue_rcpt *r = &env->rcpts[i];
         if (!r->address || !*r->address || (r->notify & ~KNOWN_NOTIFY)
@@ -340,6 +347,14 @@ struct queue_writer *queue_writer_create(struct queue *q, struct queue_id_gen *g
     put_string(w, REC_SASL_METHOD, env->sasl_method);
     put_string(w, REC_SASL_USER, env->sasl_username);
     put_string(w, REC_FILTER, env->content_filter);
+    if (env->origin) {
+        unsigned char origin[QF_ORIGIN_SIZE];
+        origin[0] = env->origin->last ? 1 : 0;
+        put_u64(origin + 1, env->origin->dev);
+        put_u64(origin + 9, env->origin->ino);
+        memcpy(origin + 17, env->origin->name, QUEUE_ID_LEN);
+        put_record(w, REC_ORIGIN, origin, QF_ORIGIN_SIZE);
+    }
     for (size_t i = 0; i < env->rcpt_count; i++)
         put_rcpt(w, &env->rcpts[i]);
     put_record(w, REC_CONTENT, NULL, 0);
@@ -521,6 +536,7 @@ static const char *record_name(int type)
     case REC_SASL_METHOD: return "SASL method";
     case REC_SASL_USER: return "SASL username";
     case REC_FILTER: return "content filter";
+    case REC_ORIGIN: return "maildrop origin";
     case REC_RCPT: return "recipient";
     case REC_CONTENT: return "content start";
     default: return "unknown";
@@ -630,6 +646,23 @@ static int parse_envelope(struct qf_reader *r, struct queue_message *out, uint32
                 return fail(r, EBADMSG, error, "flags record at offset %zu: unknown flags or RET", at);
             out->env.flags = flags;
             out->env.ret = p[4];
+            break;
+        }
+        case REC_ORIGIN: {
+            if (len != QF_ORIGIN_SIZE)
+                return fail(r, EBADMSG, error, "maildrop origin record at offset %zu: length %zu, want %d", at, len,
+                            QF_ORIGIN_SIZE);
+            char name[QUEUE_ID_MAX];
+            memcpy(name, p + 17, QUEUE_ID_LEN);
+            name[QUEUE_ID_LEN] = '\0';
+            if ((p[0] & ~1u) || !queue_id_valid(name))
+                return fail(r, EBADMSG, error, "maildrop origin record at offset %zu: bad flags or name", at);
+            struct queue_origin *o = petrel_pool_zalloc(r->pool, sizeof(*o));
+            o->name = petrel_pool_strdup(r->pool, name);
+            o->dev = get_u64(p + 1);
+            o->ino = get_u64(p + 9);
+            o->last = p[0] & 1;
+            out->env.origin = o;
             break;
         }
         case REC_RCPT: {

@@ -25,7 +25,27 @@ struct recovery {
     void *ctx;
     struct queue_recover_stats *stats;
     petrel_pool *pool;   /* reset after every file */
+    int origins;         /* files with a maildrop origin were seen: maildrop/ gets an fsync */
 };
+
+/* A queue file made from a maildrop file that is still there (the pickup
+ * role died between the two): the maildrop file goes, so that it is not
+ * queued twice. -1 when it could not be removed. */
+static int release_origin(struct recovery *rc, const char *id, const struct queue_message *msg)
+{
+    if (msg->env.origin == NULL)
+        return 0;
+    rc->origins = 1;
+    int r = queue_origin_release(rc->q, &msg->env, 0);
+    if (r == 1) {
+        msg_info("%s: removed maildrop file %s: its message was already queued", id, msg->env.origin->name);
+        rc->stats->maildrop_released++;
+    } else if (r < 0) {
+        msg_error("%s: cannot remove maildrop file %s, whose message is queued: %s", id, msg->env.origin->name,
+                  strerror(errno));
+    }
+    return r < 0 ? -1 : 0;
+}
 
 static void to_corrupt(struct recovery *rc, const char *id, const char *reason)
 {
@@ -71,10 +91,14 @@ static void recover_one(void *ctx, const char *name)
     close(fd);
 
     if (ret == 0) {
+        int released = release_origin(rc, name, &msg);
         switch (rc->dir) {
         case QDIR_INCOMING:
-            /* Active scan runs later and reports it; no found() here. */
-            if (queue_move(rc->q, name, QDIR_INCOMING, QDIR_ACTIVE) < 0)
+            /* Active scan runs later and reports it; no found() here. Not
+             * while its maildrop file may still be picked up again. */
+            if (released < 0)
+                rc->stats->ignored++;
+            else if (queue_move(rc->q, name, QDIR_INCOMING, QDIR_ACTIVE) < 0)
                 msg_error("%s: cannot move incoming file to active/: %s", name, strerror(errno));
             else
                 rc->stats->recovered_incoming++;
@@ -130,5 +154,10 @@ int queue_recover(struct queue *q, void (*found)(void *ctx, enum queue_dir dir, 
         }
     }
     petrel_pool_destroy(rc.pool);
+    /* One fsync for every removal above, before any role can deliver. */
+    if (rc.origins && queue_origin_sync(q) != 0) {
+        msg_error("cannot fsync %s/maildrop: %s", q->path, strerror(errno));
+        ret = -1;
+    }
     return ret;
 }

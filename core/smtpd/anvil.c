@@ -3,7 +3,10 @@
  * probe window: a lookup scans the whole window for the key before reusing
  * an idle slot, so a key is never stored twice even without tombstones. A
  * slot is idle only when nothing refers to it any more: no connection, no
- * waiter, no stress period and no rate window still running.
+ * waiter, no stress period and no rate window still running. Each slot
+ * keeps the length of its own rate window: whether a window still runs is
+ * the slot's business, never the caller's (a lookup with a short or no
+ * window must not wipe another key's connection rate).
  *
  * Wake-ups are written after the lock is released: an eventfd write never
  * blocks (EFD_NONBLOCK), and a worker that is gone simply never reads it.
@@ -30,6 +33,7 @@ struct anvil_slot {
     uint16_t count[ANVIL_MAX_WORKERS];
     time_t window_start;
     uint32_t window_count;
+    uint32_t window;                  /* seconds window_count runs over (the longest its users asked); 0 = none */
     uint32_t stress_epoch;            /* service slots: bumped when a stress period begins */
     uint64_t waiters;                 /* service slots: workers paused until a session ends */
     time_t stress_until;              /* service slots: end of the stress period */
@@ -95,15 +99,22 @@ static unsigned total(const struct anvil_slot *s)
     return sum;
 }
 
-static int idle(const struct anvil_slot *s, time_t now, unsigned window)
+static int idle(const struct anvil_slot *s, time_t now)
 {
     if (s->key[0] == '\0')
         return 1;
     return total(s) == 0 && s->waiters == 0 && s->stress_until <= now && s->locked_until <= now &&
-           (window == 0 || now - s->window_start >= (time_t)window);
+           (s->window_count == 0 || now - s->window_start >= (time_t)s->window);
 }
 
-static struct anvil_slot *find(struct anvil *a, const char *key, int create, time_t now, unsigned window)
+/* The window a count runs over is remembered in the slot, for idle(). */
+static void note_window(struct anvil_slot *s, unsigned window)
+{
+    if (window > s->window)
+        s->window = window;
+}
+
+static struct anvil_slot *find(struct anvil *a, const char *key, int create, time_t now)
 {
     uint32_t h = hash_string(key);
     struct anvil_slot *reuse = NULL;
@@ -111,7 +122,7 @@ static struct anvil_slot *find(struct anvil *a, const char *key, int create, tim
         struct anvil_slot *s = &a->slots[(h + i) % a->nslots];
         if (strcmp(s->key, key) == 0)
             return s;
-        if (reuse == NULL && idle(s, now, window))
+        if (reuse == NULL && idle(s, now))
             reuse = s;
     }
     if (!create || reuse == NULL)
@@ -144,11 +155,12 @@ int anvil_connect(struct anvil *a, unsigned w, const char *key, time_t now,
     if (w >= ANVIL_MAX_WORKERS || !key_fits(key))
         return -1;
     lock(a);
-    struct anvil_slot *s = find(a, key, 1, now, rate_window);
+    struct anvil_slot *s = find(a, key, 1, now);
     if (s == NULL) {
         unlock(a);
         return -1;
     }
+    note_window(s, rate_window);
     if (s->count[w] < UINT16_MAX)
         s->count[w]++;
     if (rate_window && now - s->window_start >= (time_t)rate_window) {
@@ -167,7 +179,7 @@ unsigned anvil_concurrent(struct anvil *a, const char *key)
     if (!key_fits(key))
         return 0;
     lock(a);
-    struct anvil_slot *s = find(a, key, 0, 0, 0);
+    struct anvil_slot *s = find(a, key, 0, 0);
     unsigned n = s ? total(s) : 0;
     unlock(a);
     return n;
@@ -178,7 +190,7 @@ void anvil_disconnect(struct anvil *a, unsigned w, const char *key)
     if (w >= ANVIL_MAX_WORKERS || !key_fits(key))
         return;
     lock(a);
-    struct anvil_slot *s = find(a, key, 0, 0, 0);
+    struct anvil_slot *s = find(a, key, 0, 0);
     if (s && s->count[w] > 0)
         s->count[w]--;
     unlock(a);
@@ -210,7 +222,7 @@ enum anvil_take_status anvil_service_take(struct anvil *a, unsigned w, const cha
     if (w >= ANVIL_MAX_WORKERS || !key_fits(key))
         return ANVIL_UNCOUNTED;
     lock(a);
-    struct anvil_slot *s = find(a, key, 1, now, 0);
+    struct anvil_slot *s = find(a, key, 1, now);
     if (s == NULL) {
         unlock(a);
         return ANVIL_UNCOUNTED;
@@ -243,7 +255,7 @@ void anvil_service_limit_reached(struct anvil *a, const char *key, int stress_el
     if (!key_fits(key))
         return;
     lock(a);
-    struct anvil_slot *s = find(a, key, 0, 0, 0);
+    struct anvil_slot *s = find(a, key, 0, 0);
     if (s)
         at_limit(s, stress_eligible, now, out);
     unlock(a);
@@ -255,7 +267,7 @@ void anvil_service_release(struct anvil *a, unsigned w, const char *key)
         return;
     uint64_t waiters = 0;
     lock(a);
-    struct anvil_slot *s = find(a, key, 0, 0, 0);
+    struct anvil_slot *s = find(a, key, 0, 0);
     if (s && s->count[w] > 0) {
         s->count[w]--;
         waiters = s->waiters;
@@ -271,7 +283,7 @@ int anvil_service_stressed(struct anvil *a, const char *key, time_t now, unsigne
     if (!key_fits(key))
         return 0;
     lock(a);
-    struct anvil_slot *s = find(a, key, 0, 0, 0);
+    struct anvil_slot *s = find(a, key, 0, 0);
     int stressed = s && s->stress_until > now;
     if (s)
         *epoch = s->stress_epoch;
@@ -316,9 +328,10 @@ unsigned anvil_count(struct anvil *a, const char *key, time_t now, unsigned wind
     if (!key_fits(key))
         return 0;
     lock(a);
-    struct anvil_slot *s = find(a, key, 1, now, window);
+    struct anvil_slot *s = find(a, key, 1, now);
     unsigned n = 0;
     if (s) {
+        note_window(s, window);
         if (window && now - s->window_start >= (time_t)window) {
             s->window_start = now;
             s->window_count = 0;
@@ -336,7 +349,7 @@ void anvil_lock(struct anvil *a, const char *key, time_t now, time_t until)
     if (!key_fits(key))
         return;
     lock(a);
-    struct anvil_slot *s = find(a, key, 1, now, 0);
+    struct anvil_slot *s = find(a, key, 1, now);
     if (s)
         s->locked_until = until;
     unlock(a);
@@ -347,7 +360,7 @@ time_t anvil_locked_until(struct anvil *a, const char *key, time_t now)
     if (!key_fits(key))
         return 0;
     lock(a);
-    struct anvil_slot *s = find(a, key, 0, now, 0);
+    struct anvil_slot *s = find(a, key, 0, now);
     time_t until = s ? s->locked_until : 0;
     unlock(a);
     return until;
@@ -358,7 +371,7 @@ void anvil_forget(struct anvil *a, const char *key)
     if (!key_fits(key))
         return;
     lock(a);
-    struct anvil_slot *s = find(a, key, 0, 0, 0);
+    struct anvil_slot *s = find(a, key, 0, 0);
     if (s) {
         s->window_count = 0;
         s->locked_until = 0;
@@ -371,7 +384,7 @@ unsigned anvil_peek(struct anvil *a, const char *key, time_t now, unsigned windo
     if (!key_fits(key))
         return 0;
     lock(a);
-    struct anvil_slot *s = find(a, key, 0, now, window);
+    struct anvil_slot *s = find(a, key, 0, now);
     unsigned n = s && !(window && now - s->window_start >= (time_t)window) ? s->window_count : 0;
     unlock(a);
     return n;

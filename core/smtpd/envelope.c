@@ -230,6 +230,8 @@ struct queue_writer *smtpd_create_writer(struct smtpd_session *s)
     env.tls_info = s->tls_info;
     env.sasl_method = s->sasl_method;
     env.sasl_username = s->sasl_username;
+    if (s->local_submission)
+        env.origin = s->listener->maildrop_origin;
     struct timeval tv;
     gettimeofday(&tv, NULL);
     env.arrival_sec = tv.tv_sec;

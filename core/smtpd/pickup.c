@@ -35,8 +35,14 @@
  *      sender goes through the same session (MAIL FROM:<>), since the
  *      user was told "accepted" long ago; a file older than
  *      maximal_queue_lifetime turns its 4xx into failures too.
- *   6. The maildrop file is removed only now, so a crash at any point
- *      leaves it to be submitted again (a duplicate at worst, never a loss).
+ *   6. The maildrop file is removed only now, so a crash before the commit
+ *      leaves it to be submitted again. A crash after it is no duplicate:
+ *      the queue file names the maildrop file (struct queue_origin, a 'D'
+ *      record), and the queue manager, the recovery scan and the next
+ *      pickup role (release_committed, at its start) remove the maildrop
+ *      file of any such queue file before the message can go anywhere. The
+ *      one case left is a kill between the message's commit and its
+ *      notice's (doc/queue-format.md, Maildrop origin).
  *
  * Files are read with ordinary blocking reads on this role's loop: the loop
  * serves nothing but these in-process sessions, one file at a time.
@@ -68,6 +74,7 @@
 #include "lib/log.h"
 #include "lib/xalloc.h"
 #include "queue/maildrop.h"
+#include "queue/queue.h"
 #include "smtpd/smtpd.h"
 #include "smtpd/smtpd_int.h"
 
@@ -78,7 +85,6 @@
 #define OUTPUT_HIGH (256 * 1024)      /* stop reading the file while this much waits */
 #define HEADERS_FOR_BOUNCE 50000      /* Postfix's bounce_size_limit */
 #define SESSION_TIMEOUT_SECONDS 600
-#define STOP_GRACE_SECONDS 30
 
 enum step {
     P_GREETING, P_EHLO, P_MAIL, P_RCPT, P_DATA, P_CONTENT, P_DOT,
@@ -94,6 +100,7 @@ struct job {
     petrel_pool *pool;
     char name[QUEUE_ID_MAX];
     int fd;                           /* the maildrop file, flock()ed */
+    struct queue_origin origin;       /* it, as the queue files of its session record it */
     long uid;
     long long arrival;
     int expired;                      /* older than maximal_queue_lifetime */
@@ -131,6 +138,7 @@ struct pickup {
     int rescan;
     struct job *job;
     int stopping;
+    int stop_grace_seconds;
     long long max_lifetime;
     const char *myhostname;
 };
@@ -354,6 +362,9 @@ static struct job *claim(struct pickup *pk, const char *name)
     j->fd = fd;
     j->uid = (long)st.st_uid;
     memcpy(j->name, name, QUEUE_ID_MAX);
+    j->origin.name = j->name;
+    j->origin.dev = (unsigned long long)st.st_dev;
+    j->origin.ino = (unsigned long long)st.st_ino;
     const char *why = NULL;
     int rc = check_file(j, &why);
     if (rc != 0) {
@@ -657,6 +668,8 @@ static void on_reply(struct job *j)
             begin_notice(j);
             return;
         }
+        /* With recipients refused, the notice is the last queue file. */
+        j->origin.last = j->nrefused == 0;
         j->step = P_DATA;
         send_line(j, "DATA");
         return;
@@ -700,6 +713,7 @@ static void on_reply(struct job *j)
         if (code != 250)
             goto notice_failed;
         j->step = P_BOUNCE_DATA;
+        j->origin.last = 1;
         send_line(j, "DATA");
         return;
     case P_BOUNCE_DATA:
@@ -798,6 +812,7 @@ static void job_finish(struct job *j)
     if (j->bev)
         bufferevent_free(j->bev);   /* closes our end; smtpd drops anything half done */
     j->bev = NULL;
+    pk->listener.maildrop_origin = NULL;
     if (!j->retry) {
         /* The queue file (and any notice) is durable: the maildrop copy goes. */
         if (unlinkat(pk->dirfd, j->name, 0) != 0 && errno != ENOENT)
@@ -821,6 +836,7 @@ static void submit(struct pickup *pk, struct job *j)
         return;
     }
     pk->job = j;
+    pk->listener.maildrop_origin = &j->origin;
     j->bev = bufferevent_socket_new(pk->w->base, sv[0], BEV_OPT_CLOSE_ON_FREE);
     struct timeval tv = { SESSION_TIMEOUT_SECONDS, 0 };
     bufferevent_set_timeouts(j->bev, &tv, &tv);
@@ -831,6 +847,48 @@ static void submit(struct pickup *pk, struct job *j)
         msg_warn("%s: uid=%ld: maildrop file older than maximal_queue_lifetime: temporary errors are final now",
                  j->name, j->uid);
     smtpd_accept_local(&pk->listener, sv[1], j->uid);
+}
+
+/* ------------------------------------------------------------------ */
+/* files queued by a pickup role that died before removing them        */
+
+struct release_scan {
+    struct pickup *pk;
+    petrel_pool *pool;
+};
+
+static void release_one(void *ctx, const char *id)
+{
+    struct release_scan *rs = ctx;
+    struct queue *queue = rs->pk->w->queue;
+    int fd = openat(queue_dir_fd(queue, QDIR_INCOMING), id, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0)
+        return;   /* gone: the queue manager took it, and removed its maildrop file first */
+    struct queue_message msg;
+    /* A file still being written is not committed; only pickup roles write
+     * origins, and no other one runs (its locks died with it). */
+    if (queue_file_writer_active(fd) != 1 && queue_message_read_fd(fd, id, rs->pool, &msg, NULL) == 0
+        && msg.env.origin) {
+        int r = queue_origin_release(queue, &msg.env, 1);
+        if (r == 1)
+            msg_info("%s: removed maildrop file %s: its message was already queued", id, msg.env.origin->name);
+        else if (r < 0)
+            msg_warn("%s: cannot remove maildrop file %s, whose message is queued: %s", id, msg.env.origin->name,
+                     strerror(errno));
+    }
+    close(fd);
+    petrel_pool_reset(rs->pool);
+}
+
+/* Before the first look at maildrop/: a queue file in incoming/ that names
+ * a maildrop file means that file was queued already (the queue manager
+ * removes it before it moves the queue file on; doc/queue-format.md). */
+static void release_committed(struct pickup *pk)
+{
+    struct release_scan rs = { pk, petrel_pool_create(4096) };
+    if (queue_scan(pk->w->queue, QDIR_INCOMING, release_one, &rs) != 0)
+        msg_warn("cannot scan incoming/: %s", strerror(errno));
+    petrel_pool_destroy(rs.pool);
 }
 
 /* ------------------------------------------------------------------ */
@@ -877,7 +935,7 @@ static void on_stop(evutil_socket_t sig, short what, void *arg)
     /* The file in progress finishes (its commit is seconds at most); the
      * rest waits in the maildrop for the next pickup. */
     pk->stopping = 1;
-    struct timeval tv = { STOP_GRACE_SECONDS, 0 };
+    struct timeval tv = { pk->stop_grace_seconds, 0 };
     pk->stop_timer = evtimer_new(pk->w->base, stop_deadline, pk);
     evtimer_add(pk->stop_timer, &tv);
     kick(pk);
@@ -902,6 +960,7 @@ int smtpd_pickup_main(const struct smtpd_pickup_args *args)
     memset(&pk, 0, sizeof(pk));
     pk.w = &w;
     pk.dirfd = args->maildrop_fd;
+    pk.stop_grace_seconds = args->stop_grace_seconds > 0 ? args->stop_grace_seconds : 1;
     pk.corrupt_fd = queue_dir_fd(args->queue, QDIR_CORRUPT);
     cfg_bind_apply(args->cfg, &smtpd_pickup_bind_table, &pk);
     char *error = NULL;
@@ -935,7 +994,9 @@ int smtpd_pickup_main(const struct smtpd_pickup_args *args)
     event_add(pk.sig_drain, NULL);
     event_add(pk.sig_hup, NULL);
 
-    /* Whatever waited while petreld was down. */
+    /* A pickup role before this one may have died between queueing a file
+     * and removing it; then, and only then, whatever waits in maildrop/. */
+    release_committed(&pk);
     scan(&pk);
     event_base_dispatch(w.base);
 

@@ -296,6 +296,8 @@ void psc_session_free(struct psc_session *s)
         event_free(s->timer);
     if (s->cmd_timer)
         event_free(s->cmd_timer);
+    if (s->wait_ev)
+        event_free(s->wait_ev);
     if (s->waiting) {
         leave_wait_queue(w, s);
         anvil_disconnect(w->anvil, w->index, s->post_key);
@@ -333,6 +335,42 @@ void psc_hangup(struct psc_session *s)
 /* ------------------------------------------------------------------ */
 /* the hand-off to smtpd                                               */
 
+/* A client waiting for an smtpd slot went away: it gives up its place in
+ * the post-queue (and its count towards postscreen_post_queue_limit) now,
+ * not when a slot would have been handed to a dead socket. */
+static void on_wait_event(evutil_socket_t fd, short what, void *arg)
+{
+    struct psc_session *s = arg;
+    if (!(what & EV_CLOSED)) {
+        char c;
+        ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))) {
+            /* It talks before smtpd's greeting: the bytes are smtpd's to
+             * judge. Without EV_CLOSED we cannot watch for the hang-up
+             * behind them without spinning, so stop watching. */
+            event_del(s->wait_ev);
+            return;
+        }
+    }
+    char delta[32];
+    psc_format_delta(&s->start_time, delta, sizeof(delta), NULL);
+    psc_log("HANGUP after %s from [%s]:%s while waiting for an smtpd session", delta, s->client_addr,
+            s->client_port);
+    psc_log("DISCONNECT [%s]:%s", s->client_addr, s->client_port);
+    psc_session_free(s);
+}
+
+/* Watches a waiting client for its hang-up: EV_CLOSED (EPOLLRDHUP) sees it
+ * even behind bytes the client sent early; elsewhere a read event peeks. */
+static void watch_waiting(struct psc_session *s)
+{
+    struct event_base *base = s->listener->worker->base;
+    short what = (event_base_get_features(base) & EV_FEATURE_EARLY_CLOSE) ? EV_CLOSED : EV_READ;
+    s->wait_ev = event_new(base, s->fd, what | EV_PERSIST, on_wait_event, s);
+    if (s->wait_ev)
+        event_add(s->wait_ev, NULL);
+}
+
 static void hand_off(struct psc_session *s)
 {
     struct smtpd_listener *l = s->listener;
@@ -353,6 +391,7 @@ static void hand_off(struct psc_session *s)
             else
                 w->psc_wait_head = s;
             w->psc_wait_tail = s;
+            watch_waiting(s);
         }
         return;
     }
@@ -360,6 +399,10 @@ static void hand_off(struct psc_session *s)
         leave_wait_queue(w, s);
         anvil_disconnect(w->anvil, w->index, s->post_key);
         s->waiting = 0;
+    }
+    if (s->wait_ev) {
+        event_free(s->wait_ev);   /* before smtpd watches the same socket */
+        s->wait_ev = NULL;
     }
     stop_counting_screened(s);
     int fd = s->fd;

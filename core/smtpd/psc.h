@@ -273,6 +273,7 @@ struct psc_session {
     struct workq_job *cache_job;
     struct psc_session *wait_next;     /* in the worker's queue of passed clients waiting for a slot */
     int waiting;
+    struct event *wait_ev;             /* while waiting: the client hangs up */
     /* the dummy SMTP engine */
     struct event *cmd_timer;           /* the whole command line must arrive in time */
     unsigned char inbuf[4096];         /* one read's worth, as Postfix's VSTREAM buffer */

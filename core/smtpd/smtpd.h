@@ -58,6 +58,8 @@ struct smtpd_pickup_args {
     struct module_set *modules;
     struct module_metrics *metrics;         /* shared metrics region, or NULL */
     unsigned process_index;                 /* the master's slot for this process (gauge column) */
+    int stop_grace_seconds;                 /* finishing the file in progress on SIGTERM: shorter than
+                                               the master's stop timeout, after which it kills */
 };
 int smtpd_pickup_main(const struct smtpd_pickup_args *args);
 

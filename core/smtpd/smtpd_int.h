@@ -280,6 +280,9 @@ struct smtpd_listener {
     struct psc_cache *psc_cache;      /* its temporary allowlist (shared with listeners of the same file) */
     const char *screen_key;           /* "postscreen:NAME": clients being screened (pre-queue) */
     const char *post_key;             /* "postscreen-post:NAME": screened clients waiting for a session slot */
+    /* the pickup role's listener: the maildrop file being submitted, which
+     * the queue files of its session record (queue_origin) */
+    const struct queue_origin *maildrop_origin;
 };
 
 struct smtpd_worker {

@@ -396,6 +396,37 @@ with postscreen(t, pass_maxproc="1", main_cf={"postscreen_access_list": "permit"
     t.like(r, r"^250 2\.0\.0 Ok: queued as \S+$", "and its mail is accepted by the draining worker")
     waiting.close()
 
+# --- waiting clients that hang up give up their places at once ---
+# Five clients wait (postscreen_post_queue_limit 5, its minimum) and hang
+# up, one after sending a byte. Their places must go with them: a sixth
+# client is then let into the post-queue rather than refused "421 4.3.2 All
+# server ports are busy", and it, not a dead socket, gets the slot when it
+# frees.
+with postscreen(t, pass_maxproc="1", main_cf={"postscreen_access_list": "permit",
+                                              "postscreen_post_queue_limit": "5", "smtpd_workers": "1"}) as p:
+    first = connect(p.port, "127.0.3.1")
+    t.is_(first.lines, ["220 " + PASSED_BANNER], "hang-up: the one smtpd session slot")
+    gone = [connect(p.port, "127.0.3.%d" % i, read=False) for i in range(2, 7)]
+    t.ok(all(p.wait_log(r"ALLOWLISTED \[127\.0\.3\.%d\]" % i) is not None for i in range(2, 7)),
+         "five clients pass and wait")
+    gone[0].sock.sendall(b"E")   # early bytes: the hang-up behind them is seen too
+    for g in gone:
+        g.close()
+    t.ok(all(p.wait_log(r"HANGUP after \S+ from \[127\.0\.3\.%d\]:\d+ while waiting for an smtpd session" % i)
+             is not None for i in range(2, 7)), "every hang-up is noticed while the clients wait, and logged")
+    last = connect(p.port, "127.0.3.7", read=False)
+    t.ok(p.wait_log(r"ALLOWLISTED \[127\.0\.3\.7\]") is not None, "a sixth client passes")
+    t.ok(p.wait_log(r"NOQUEUE: reject: CONNECT from \[127\.0\.3\.7\]", timeout=1) is None,
+         "and is not refused as if the post-queue were still full")
+    first.cmd("QUIT")
+    first.close()
+    try:
+        got = last.read_reply()
+    except OSError as e:
+        got = "no greeting: %s" % e
+    t.is_(got, "220 " + PASSED_BANNER, "the slot goes to the client that is still there")
+    last.close()
+
 # --- the cache's cleanup (postscreen_cache_cleanup_interval, _retention_time) ---
 with postscreen(t, main_cf={"postscreen_cache_cleanup_interval": "2s", "postscreen_cache_retention_time": "1s",
                             "postscreen_greet_ttl": "1s"}) as p:

@@ -630,6 +630,100 @@ static void test_recovery_and_marks(void)
     queue_close(q);
 }
 
+
+/* ---- maildrop origin ---- */
+
+static void test_origin(void)
+{
+    char path[8192];
+    snprintf(path, sizeof(path), "%s/origin", root);
+    char *error = NULL;
+    struct queue *q = queue_open(path, 1, &error);
+    ok(q != NULL, "origin queue opened (%s)", error ? error : "ok");
+    if (!q)
+        return;
+    char drop[8300];
+    snprintf(drop, sizeof(drop), "%s/maildrop", path);
+    ok(mkdir(drop, 0700) == 0, "maildrop/ made");
+    int dfd = open(drop, O_RDONLY | O_DIRECTORY);
+    const char *name = "1ABCDEFGHJK00001000";
+    int fd = openat(dfd, name, O_WRONLY | O_CREAT | O_EXCL, 0744);
+    struct stat st;
+    ok(fd >= 0 && fstat(fd, &st) == 0, "a maildrop file");
+    close(fd);
+
+    struct queue_rcpt one = { "x@y", NULL, 0 };
+    struct queue_origin origin = { name, (unsigned long long)st.st_dev, (unsigned long long)st.st_ino, 1 };
+    struct queue_envelope env = { .sender = "s@y", .rcpt_count = 1, .rcpts = &one, .origin = &origin };
+    struct queue_id_gen g;
+    queue_id_gen_init(&g, 12);
+    char id[QUEUE_ID_MAX];
+    ok(put_message(q, &g, &env, "Subject: o\r\n\r\nO\r\n", id) == 0, "a message with a maildrop origin commits");
+    petrel_pool *pool = petrel_pool_create(0);
+    struct queue_message m;
+    int rc = queue_message_read(queue_dir_fd(q, QDIR_INCOMING), id, pool, &m, &error);
+    ok(rc == 0 && m.env.origin != NULL, "it reads back with its origin (%s)", rc ? error : "ok");
+    if (rc == 0 && m.env.origin) {
+        is_str(m.env.origin->name, name, "origin name");
+        ok(m.env.origin->dev == origin.dev && m.env.origin->ino == origin.ino, "origin device and inode");
+        is_int(m.env.origin->last, 1, "origin last flag");
+    }
+
+    /* Not the last queue file of the maildrop file: left alone. */
+    origin.last = 0;
+    is_int(queue_origin_release(q, &env, 1), 0, "no release while a notice is still to come");
+    ok(faccessat(dfd, name, F_OK, 0) == 0, "the maildrop file stays");
+    origin.last = 1;
+    /* Another file under the same name (another inode): never removed. */
+    origin.ino++;
+    is_int(queue_origin_release(q, &env, 1), 0, "a file of that name with another inode is not the origin");
+    ok(faccessat(dfd, name, F_OK, 0) == 0, "and stays");
+    origin.ino--;
+    is_int(queue_origin_release(q, &env, 1), 1, "the origin is removed");
+    ok(faccessat(dfd, name, F_OK, 0) != 0 && errno == ENOENT, "the maildrop file is gone");
+    is_int(queue_origin_release(q, &env, 1), 0, "a second release finds nothing: idempotent");
+
+    /* The start-up recovery releases the origin of a committed incoming/ file. */
+    fd = openat(dfd, name, O_WRONLY | O_CREAT | O_EXCL, 0744);
+    ok(fd >= 0 && fstat(fd, &st) == 0, "the maildrop file again (a pickup died before removing it)");
+    close(fd);
+    origin.dev = (unsigned long long)st.st_dev;
+    origin.ino = (unsigned long long)st.st_ino;
+    unlinkat(queue_dir_fd(q, QDIR_INCOMING), id, 0);
+    ok(put_message(q, &g, &env, "Subject: o\r\n\r\nO\r\n", id) == 0, "its queue file in incoming/");
+    struct queue_recover_stats stats;
+    ok(queue_recover(q, NULL, NULL, &stats) == 0, "recovery runs");
+    is_int(stats.maildrop_released, 1, "recovery removed the maildrop file of a queued message");
+    is_int(stats.recovered_incoming, 1, "and moved the queue file on");
+    ok(faccessat(dfd, name, F_OK, 0) != 0, "the maildrop file is gone");
+
+    /* A damaged origin record. */
+    char bad[QUEUE_ID_MAX];
+    ok(put_message(q, &g, &env, "x", bad) == 0, "another message with an origin");
+    size_t size;
+    unsigned char *raw = slurp(queue_dir_fd(q, QDIR_INCOMING), bad, &size);
+    unsigned char *rec = memmem(raw, size, name, strlen(name));
+    ok(rec != NULL, "its origin record is found");
+    if (rec) {
+        rec[-17] = 2;   /* an unknown flag */
+        spew(queue_dir_fd(q, QDIR_INCOMING), bad, raw, size);
+        petrel_pool_reset(pool);
+        rc = queue_message_read(queue_dir_fd(q, QDIR_INCOMING), bad, pool, &m, &error);
+        ok(rc == -1 && errno == EBADMSG && strstr(error, "maildrop origin record") != NULL,
+           "an unknown origin flag makes the file damaged (%s)", rc ? error : "accepted");
+    }
+    free(raw);
+    struct queue_envelope badenv = env;
+    struct queue_origin badorigin = origin;
+    badorigin.name = "../etc/passwd";
+    badenv.origin = &badorigin;
+    errno = 0;
+    ok(queue_writer_create(q, &g, &badenv, bad) == NULL && errno == EINVAL, "an origin name that is no queue ID: EINVAL");
+    petrel_pool_destroy(pool);
+    close(dfd);
+    queue_close(q);
+}
+
 int main(void)
 {
     const char *tmp = getenv("TMPDIR");
@@ -659,6 +753,7 @@ int main(void)
     test_damage(q);
     queue_close(q);
     test_recovery_and_marks();
+    test_origin();
     remove_tree(root);
     return done_testing();
 }

@@ -1,5 +1,5 @@
 /*
- * What the database table modules (sqlite, pgsql, mysql, ldap) share, as
+ * What the database table modules (sqlite, pgsql, mysql, ldap, redis) share, as
  * Postfix's cfg_parser and db_common do for its *_table(5) types:
  *
  * - the configuration file reader: "name = value" lines in main.cf's

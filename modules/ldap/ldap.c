@@ -220,7 +220,8 @@ static void read_entries(struct table *t, LDAP *ld, LDAPMessage *res, struct loo
             int count = ldap_count_values_len(vals);
             int i = attribute_index(t, attr);
             if (i < t->nordinary || terminal) {
-                int skip = (terminal && i >= t->nterminal) || (!leaf && i >= t->nterminal && i < t->nterminal + t->nleaf);
+                int skip = (terminal && i >= t->nterminal) ||
+                           (!leaf && i >= t->nterminal && i < t->nterminal + t->nleaf);
                 for (int v = 0; v < count && !skip && !lk->error; v++) {
                     const char *text = vals[v]->bv_val;
                     if (vals[v]->bv_len == 0 || memchr(text, '\0', vals[v]->bv_len)) {
@@ -1161,7 +1162,8 @@ static void *table_open(petrel_module *m, const char *name, petrel_pool *pool, c
         t->bind = 0;
     } else if (strcasecmp(bind, "sasl") == 0) {
         *error = petrel_pool_printf(pool, "line %d: bind = sasl: SASL binds are not supported by Petrel's ldap "
-                                    "module (use bind = yes with bind_dn and bind_pw)", table_settings_line(&c, "bind"));
+                                    "module (use bind = yes with bind_dn and bind_pw)",
+                                    table_settings_line(&c, "bind"));
         goto out;
     } else {
         *error = petrel_pool_printf(pool, "line %d: unsupported parameter value: bind = %s",

@@ -206,7 +206,8 @@ static void redis_lookup_async(void *handle, petrel_table_query *q, const char *
 static int blocking_connect(struct table *t)
 {
     struct timeval tv = { (time_t)(t->rcfg.timeout_ms / 1000), (suseconds_t)(t->rcfg.timeout_ms % 1000) * 1000 };
-    redisContext *ctx = t->port ? redisConnectWithTimeout(t->host, t->port, tv) : redisConnectUnixWithTimeout(t->host, tv);
+    redisContext *ctx = t->port ? redisConnectWithTimeout(t->host, t->port, tv)
+                                : redisConnectUnixWithTimeout(t->host, tv);
     if (ctx == NULL || ctx->err) {
         petrel_module_log(t->module, PETREL_LOG_WARNING, "redis:%s: connect to %s: %s", t->config, t->rcfg.server,
                           ctx ? ctx->errstr : "out of memory");
@@ -389,7 +390,8 @@ static void *table_open(petrel_module *m, const char *name, petrel_pool *pool, c
         char badc = 0;
         int n = table_template_parse(&t->tpl, w, 1, &badc);
         if (n < 0) {
-            *error = petrel_pool_printf(pool, "line %d: query: invalid %%%c in \"%s\"", qline, badc ? badc : ' ', query);
+            *error = petrel_pool_printf(pool, "line %d: query: invalid %%%c in \"%s\"", qline, badc ? badc : ' ',
+                                        query);
             goto out;
         }
         dynamic += n;

@@ -533,6 +533,7 @@ static void conn_drop(struct ldap_conn *c, int host_dead)
                 o->r = NULL;
         if (!r->resent && r->lk.result.len == 0 && !r->lk.error) {
             r->resent = 1;
+            r->lk.expansions = 0;
             r->next = again;
             again = r;
         } else {

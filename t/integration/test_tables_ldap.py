@@ -6,6 +6,7 @@ base built from the key (RFC 4514), the server slow (timeout: 451), down at star
 mid-run (451 4.3.0, never "User unknown") and back, delivery through the queue manager (the
 blocking lookup), petrelctl map query, and bad files that petreld -n names with their line."""
 import os
+import re
 import subprocess
 import threading
 import time
@@ -193,6 +194,31 @@ with Petrel(t, start=False, workers=1) as p:
     slapd.start()
     t.is_(c.cmd("RCPT TO:<sales@ldap.test>"), "250 2.1.5 Ok", "it comes up: found")
     c.close()
+
+# A wrong bind password: a lookup error (451), logged with the server's reason, never "not found".
+with Petrel(t, start=False, workers=1) as p:
+    cf = p.write_file("badbind.cf", "server_host = 127.0.0.1:%d\nsearch_base = %s\nversion = 3\nbind_dn = %s\n"
+                      "bind_pw = wrong\nquery_filter = (mailLocalAddress=%%s)\nresult_attribute = mailRoutingAddress\n"
+                      % (slapd.port, SUFFIX, ROOT_DN))
+    conf = dict(p.settings)
+    conf.update({"modules": "ldap", "module_directory": MODULES,
+                 "virtual_alias_domains": "ldap.test", "virtual_alias_maps": "ldap:" + cf})
+    p.write_main_cf(conf)
+    p.start()
+    c = p.connect()
+    c.ehlo("client.test")
+    c.cmd("MAIL FROM:<sender@example.org>")
+    t.is_(c.cmd("RCPT TO:<sales@ldap.test>"), "451 4.3.0 <sales@ldap.test>: Temporary lookup failure",
+          "a bind that fails: 451 4.3.0")
+    t.is_(c.cmd("RCPT TO:<sales@ldap.test>"), "451 4.3.0 <sales@ldap.test>: Temporary lookup failure",
+          "and again on the next lookup (it tries the lone server again)")
+    c.close()
+    t.ok(p.wait_log(r"ldap:%s: bind as \"%s\" to ldap://127\.0\.0\.1:%d: Invalid credentials"
+                    % (re.escape(cf), ROOT_DN, slapd.port)) is not None, "the server's reason is logged",
+         p.log()[-1500:])
+    r = p.petrelctl("map", "query", "ldap:" + cf, "sales@ldap.test")
+    t.ok(r.returncode == 2 and "Invalid credentials" in r.stdout + r.stderr,
+         "petrelctl map query: a lookup error with the reason", "%d %s" % (r.returncode, r.stdout + r.stderr))
 
 # Limits: size_limit and expansion_limit make a lookup error, as in Postfix.
 with Petrel(t, start=False) as p:

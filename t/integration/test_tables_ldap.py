@@ -66,6 +66,24 @@ cn: staff
 mailLocalAddress: staff@ldap.test
 member: uid=alice,ou=people,{s}
 member: uid=bob,ou=people,{s}
+
+dn: cn=lists,{s}
+objectClass: groupOfNames
+objectClass: inetLocalMailRecipient
+cn: lists
+mailLocalAddress: lists@ldap.test
+mailRoutingAddress: owner@vmail.test
+member: uid=alice,ou=people,{s}
+member: uid=fwd,ou=people,{s}
+
+dn: uid=fwd,ou=people,{s}
+objectClass: inetOrgPerson
+objectClass: inetLocalMailRecipient
+uid: fwd
+cn: Forward
+sn: F
+mailRoutingAddress: fwd-own@vmail.test
+labeledURI: ldap:///uid=bob,ou=people,{s}??base?(objectClass=*)
 """.format(s=SUFFIX)
 
 slapd = Slapd(LDIF)
@@ -219,6 +237,28 @@ with Petrel(t, start=False, workers=1) as p:
     r = p.petrelctl("map", "query", "ldap:" + cf, "sales@ldap.test")
     t.ok(r.returncode == 2 and "Invalid credentials" in r.stdout + r.stderr,
          "petrelctl map query: a lookup error with the reason", "%d %s" % (r.returncode, r.stdout + r.stderr))
+
+# terminal_result_attribute and leaf_result_attribute, as Postfix's ldap_table(5) describes them,
+# and a member given as an LDAP URL.
+with Petrel(t, start=False) as p:
+    base = ("server_host = 127.0.0.1:%d\nsearch_base = %s\nversion = 3\nbind = no\n"
+            "query_filter = (mailLocalAddress=%%s)\nresult_attribute = mailHost\n"
+            "special_result_attribute = member, labeledURI\n"
+            % (slapd.port, SUFFIX))
+    leaf = p.write_file("leaf.cf", base + "leaf_result_attribute = mailRoutingAddress\n")
+    term = p.write_file("term.cf", base + "terminal_result_attribute = mailRoutingAddress\n")
+    conf = dict(p.settings)
+    conf.update({"modules": "ldap", "module_directory": MODULES})
+    p.write_main_cf(conf)
+    for cf, key, want, name in (
+            (leaf, "lists@ldap.test", ["box@vmail.test", "other@vmail.test"],
+             "leaf_result_attribute: the group's own value is skipped, its members' returned (DNs, then an LDAP URL)"),
+            (leaf, "alice@ldap.test", ["box@vmail.test"], "leaf_result_attribute: an entry without members is a leaf"),
+            (term, "lists@ldap.test", ["owner@vmail.test"],
+             "terminal_result_attribute: an entry that has it stops the recursion")):
+        r = p.petrelctl("map", "query", "ldap:" + cf, key)
+        t.ok((r.returncode, sorted(r.stdout.strip().split(","))) == (0, want), name,
+             "%d %s" % (r.returncode, r.stdout + r.stderr))
 
 # Limits: size_limit and expansion_limit make a lookup error, as in Postfix.
 with Petrel(t, start=False) as p:

@@ -38,8 +38,10 @@
  * connection is dropped, as Postfix does. A search whose connection breaks
  * is sent again once on a new connection. The blocking lookup (callers
  * that cannot wait) uses a connection of its own with the same bounds.
- * Name resolution of server_host is libldap's (getaddrinfo, blocking):
- * write addresses, or names in /etc/hosts, where that matters.
+ * A server given by a host name is resolved first on the loop
+ * (petrel_dns_lookup, Postfix's dns_resolver): libldap's getaddrinfo would
+ * block. A name the DNS does not know (NXDOMAIN, no IPv4 address) is
+ * left to libldap, for /etc/hosts; "localhost" always is.
  *
  * Not supported (refused at open, naming the line): bind = sasl, TLS
  * (start_tls = yes, ldaps:// servers), chase_referrals = yes. Ignored
@@ -53,6 +55,8 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <time.h>
 
 #include <lber.h>
@@ -68,7 +72,18 @@
 
 struct ldap_host {
     const char *url;
+    const char *name;                 /* a host name to resolve first (petrel_dns), or NULL */
+    const char *scheme;
+    int port;
     time_t dead_until;
+};
+
+/* A name being resolved for the connection. The table may close before
+ * the answer comes: it then sets cancelled, and the answer frees this. */
+struct resolving {
+    struct table *t;
+    int host;
+    int cancelled;
 };
 
 struct request;
@@ -91,6 +106,7 @@ struct table {
     unsigned timeout_ms;
     long expansion_limit, size_limit, recursion_limit;
     struct ldap_conn *conn;           /* at most one */
+    struct resolving *resolving;      /* the name of the next one, in the resolver */
     unsigned long drops;              /* connections dropped: a callback's check that its own is gone */
     struct request *waiting_head, *waiting_tail;   /* for the connection */
     LDAP *blocking;                   /* the blocking lookup's connection */
@@ -320,10 +336,10 @@ static int eligible(const struct table *t, const char *key)
 /* ------------------------------------------------------------------ */
 /* connections                                                         */
 
-static LDAP *ldap_new(struct table *t, int host, int async)
+static LDAP *ldap_new(struct table *t, int host, const char *url, int async)
 {
     LDAP *ld = NULL;
-    int rc = ldap_initialize(&ld, t->hosts[host].url);
+    int rc = ldap_initialize(&ld, url);
     if (rc != LDAP_SUCCESS) {
         petrel_module_log(t->module, PETREL_LOG_WARNING, "ldap:%s: %s: %s", t->config, t->hosts[host].url,
                           ldap_err2string(rc));
@@ -746,46 +762,99 @@ static void conn_io(int fd, int events, void *arg)
     }
 }
 
+/* Starts the connection to host at url; 0, or -1 (logged, host marked). */
+static int conn_connect(struct table *t, int host, const char *url)
+{
+    LDAP *ld = ldap_new(t, host, url, 1);
+    if (ld == NULL) {
+        t->hosts[host].dead_until = time(NULL) + HOST_RETRY_SECONDS;
+        return -1;
+    }
+    int rc = ldap_connect(ld);
+    int fd = -1;
+    if ((rc == LDAP_SUCCESS || rc == LDAP_X_CONNECTING) &&
+        ldap_get_option(ld, LDAP_OPT_DESC, &fd) == LDAP_OPT_SUCCESS && fd >= 0) {
+        struct ldap_conn *c = calloc(1, sizeof(*c));
+        if (c == NULL)
+            abort();
+        c->t = t;
+        c->ld = ld;
+        c->host = host;
+        c->fd = fd;
+        c->state = CONN_CONNECTING;
+        t->conn = c;
+        conn_watch(c, PETREL_WATCH_WRITE);
+        if (c->watch)
+            return 0;
+        t->conn = NULL;
+        free(c);
+        rc = LDAP_LOCAL_ERROR;
+    }
+    petrel_module_log(t->module, PETREL_LOG_WARNING, "ldap:%s: connect to %s: %s", t->config, url,
+                      ldap_err2string(rc == LDAP_SUCCESS ? LDAP_SERVER_DOWN : rc));
+    ldap_unbind_ext(ld, NULL, NULL);
+    t->hosts[host].dead_until = time(NULL) + HOST_RETRY_SECONDS;
+    return -1;
+}
+
+static void resolved(const petrel_dns_answer *answer, void *arg)
+{
+    struct resolving *res = arg;
+    struct table *t = res->t;
+    int host = res->host, cancelled = res->cancelled;
+    free(res);
+    if (cancelled)
+        return;
+    t->resolving = NULL;
+    const struct ldap_host *h = &t->hosts[host];
+    if (answer->status == PETREL_DNS_OK && answer->count > 0) {
+        char url[300];
+        snprintf(url, sizeof(url), "%s://%s:%d", h->scheme, answer->values[0], h->port);
+        if (conn_connect(t, host, url) == 0)
+            return;
+    } else if (answer->status == PETREL_DNS_NXDOMAIN || answer->status == PETREL_DNS_NODATA) {
+        /* Not in the DNS (or no IPv4 address): libldap's own resolution,
+         * for names in /etc/hosts and IPv6-only servers. */
+        if (conn_connect(t, host, h->url) == 0)
+            return;
+    } else {
+        petrel_module_log(t->module, PETREL_LOG_WARNING, "ldap:%s: cannot resolve %s: the DNS is not answering",
+                          t->config, h->name);
+        t->hosts[host].dead_until = time(NULL) + HOST_RETRY_SECONDS;
+    }
+    if (any_live_host(t))
+        dispatch(t);
+    else
+        fail_waiting(t);
+}
+
+/* Connects to a server: its name resolved first on the loop when it has
+ * one (libldap would block in getaddrinfo). */
 static void conn_open(struct table *t)
 {
     for (int attempt = 0; attempt < t->nhosts; attempt++) {
         int host = pick_host(t);
-        LDAP *ld = ldap_new(t, host, 1);
-        if (ld == NULL) {
-            t->hosts[host].dead_until = time(NULL) + HOST_RETRY_SECONDS;
-            continue;
-        }
-        int rc = ldap_connect(ld);
-        int fd = -1;
-        if ((rc == LDAP_SUCCESS || rc == LDAP_X_CONNECTING) &&
-            ldap_get_option(ld, LDAP_OPT_DESC, &fd) == LDAP_OPT_SUCCESS && fd >= 0) {
-            struct ldap_conn *c = calloc(1, sizeof(*c));
-            if (c == NULL)
+        if (t->hosts[host].name) {
+            struct resolving *res = calloc(1, sizeof(*res));
+            if (res == NULL)
                 abort();
-            c->t = t;
-            c->ld = ld;
-            c->host = host;
-            c->fd = fd;
-            c->state = CONN_CONNECTING;
-            t->conn = c;
-            conn_watch(c, PETREL_WATCH_WRITE);
-            if (c->watch)
+            res->t = t;
+            res->host = host;
+            t->resolving = res;
+            if (petrel_dns_lookup(t->module, PETREL_DNS_A, t->hosts[host].name, resolved, res) == 0)
                 return;
-            t->conn = NULL;
-            free(c);
-            rc = LDAP_LOCAL_ERROR;
+            t->resolving = NULL;   /* no resolver in this process: libldap's */
+            free(res);
         }
-        petrel_module_log(t->module, PETREL_LOG_WARNING, "ldap:%s: connect to %s: %s", t->config,
-                          t->hosts[host].url, ldap_err2string(rc == LDAP_SUCCESS ? LDAP_SERVER_DOWN : rc));
-        ldap_unbind_ext(ld, NULL, NULL);
-        t->hosts[host].dead_until = time(NULL) + HOST_RETRY_SECONDS;
+        if (conn_connect(t, host, t->hosts[host].url) == 0)
+            return;
     }
     fail_waiting(t);
 }
 
 static void dispatch(struct table *t)
 {
-    if (t->waiting_head == NULL)
+    if (t->waiting_head == NULL || t->resolving)
         return;
     if (t->conn == NULL) {
         conn_open(t);
@@ -916,7 +985,7 @@ static int blocking_connect(struct table *t)
 {
     for (int attempt = 0; attempt < t->nhosts; attempt++) {
         int host = pick_host(t);
-        LDAP *ld = ldap_new(t, host, 0);
+        LDAP *ld = ldap_new(t, host, t->hosts[host].url, 0);
         int rc = LDAP_LOCAL_ERROR;
         if (ld) {
             if (t->bind) {
@@ -982,6 +1051,10 @@ static int ldap_lookup(void *handle, const char *key, const char **value, petrel
 static void table_close(void *handle)
 {
     struct table *t = handle;
+    if (t->resolving) {
+        t->resolving->cancelled = 1;   /* its answer frees it */
+        t->resolving = NULL;
+    }
     if (t->conn) {
         struct ldap_conn *c = t->conn;
         while (c->searches) {
@@ -1051,6 +1124,16 @@ static int parse_long(const struct table_settings *c, const char *name, long def
     return 0;
 }
 
+/* A server name the resolver must answer before libldap connects:
+ * not an address, not localhost (/etc/hosts), not a socket. */
+static int needs_resolving(const char *scheme, const char *host)
+{
+    unsigned char buf[sizeof(struct in6_addr)];
+    if (host == NULL || *host == '\0' || strcasecmp(scheme, "ldap") != 0 || strcasecmp(host, "localhost") == 0)
+        return 0;
+    return inet_pton(AF_INET, host, buf) != 1 && inet_pton(AF_INET6, host, buf) != 1;
+}
+
 static int parse_hosts(struct table *t, const struct table_settings *c, petrel_pool *pool, const char **error)
 {
     int line = table_settings_line(c, "server_host");
@@ -1073,6 +1156,11 @@ static int parse_hosts(struct table *t, const struct table_settings *c, petrel_p
                 return -1;
             }
             int tls = strcasecmp(desc->lud_scheme, "ldaps") == 0;
+            struct ldap_host *slot = &t->hosts[t->nhosts];
+            slot->scheme = petrel_pool_strdup(pool, desc->lud_scheme);
+            slot->port = desc->lud_port ? desc->lud_port : LDAP_PORT;
+            slot->name = needs_resolving(desc->lud_scheme, desc->lud_host) ? petrel_pool_strdup(pool, desc->lud_host)
+                                                                           : NULL;
             ldap_free_urldesc(desc);
             if (tls) {
                 *error = petrel_pool_printf(pool, "line %d: server_host: \"%s\": TLS to the LDAP server (ldaps) is "
@@ -1084,8 +1172,20 @@ static int parse_hosts(struct table *t, const struct table_settings *c, petrel_p
         } else {
             url = strrchr(h, ':') && h[0] != '[' ? petrel_pool_printf(pool, "ldap://%s", h)
                                                  : petrel_pool_printf(pool, "ldap://%s:%ld", h, port);
+            LDAPURLDesc *desc = NULL;
+            if (ldap_url_parse(url, &desc) != 0) {
+                *error = petrel_pool_printf(pool, "line %d: server_host: bad server \"%s\"", line, h);
+                return -1;
+            }
+            struct ldap_host *slot = &t->hosts[t->nhosts];
+            slot->scheme = "ldap";
+            slot->port = desc->lud_port ? desc->lud_port : (int)port;
+            slot->name = needs_resolving("ldap", desc->lud_host) ? petrel_pool_strdup(pool, desc->lud_host) : NULL;
+            ldap_free_urldesc(desc);
         }
-        t->hosts[t->nhosts++] = (struct ldap_host){ url, 0 };
+        t->hosts[t->nhosts].url = url;
+        t->hosts[t->nhosts].dead_until = 0;
+        t->nhosts++;
     }
     if (t->nhosts == 0) {
         *error = petrel_pool_printf(pool, "line %d: server_host is empty", line);

@@ -11,7 +11,7 @@ import subprocess
 import threading
 import time
 
-from harness import PETRELD, Petrel, Tap, maildir_messages, wait_for
+from harness import PETRELD, Dnsmasq, Petrel, Tap, maildir_messages, wait_for
 from ldaplib import ROOT_DN, ROOT_PW, SUFFIX, Slapd
 from tablelib import bundled_module_dir
 
@@ -212,6 +212,33 @@ with Petrel(t, start=False, workers=1) as p:
     slapd.start()
     t.is_(c.cmd("RCPT TO:<sales@ldap.test>"), "250 2.1.5 Ok", "it comes up: found")
     c.close()
+
+# A server named by a host name: resolved through petreld's resolver (dns_resolver, here a
+# private dnsmasq) on the loop, not by libldap's blocking getaddrinfo; the DNS not answering is a
+# lookup error.
+with Dnsmasq(["--address=/ldap.dns.test/127.0.0.1"]) as dns:
+    for resolver, want, name in ((dns.server, "250 2.1.5 Ok", "a server host name resolved by dns_resolver: found"),
+                                 ("127.0.0.1:9", "451 4.3.0 <sales@ldap.test>: Temporary lookup failure",
+                                  "the DNS not answering: 451 4.3.0")):
+        with Petrel(t, start=False, workers=1) as p:
+            cf = p.write_file("byname.cf", "server_host = ldap.dns.test:%d\nsearch_base = %s\nversion = 3\n"
+                              "bind = no\nquery_filter = (mailLocalAddress=%%s)\n"
+                              "result_attribute = mailRoutingAddress\n" % (slapd.port, SUFFIX))
+            conf = dict(p.settings)
+            conf.update({"modules": "ldap", "module_directory": MODULES, "dns_resolver": resolver,
+                         "virtual_alias_domains": "ldap.test", "virtual_alias_maps": "ldap:" + cf})
+            p.write_main_cf(conf)
+            p.start()
+            c = p.connect()
+            c.ehlo("client.test")
+            c.cmd("MAIL FROM:<sender@example.org>")
+            t.is_(c.cmd("RCPT TO:<sales@ldap.test>"), want, name)
+            c.close()
+            if resolver == dns.server:
+                t.ok("ldap.dns.test" in open(dns.log_path).read(), "the name was asked of dns_resolver")
+            else:
+                t.ok(p.wait_log(r"ldap:%s: cannot resolve ldap\.dns\.test" % re.escape(cf)) is not None,
+                     "and logged", p.log()[-1500:])
 
 # A wrong bind password: a lookup error (451), logged with the server's reason, never "not found".
 with Petrel(t, start=False, workers=1) as p:

@@ -3,7 +3,8 @@
  * configuration file is Petrel's own, in the *_table(5) style the other
  * database tables share (modules/common/table_config.c):
  *
- *   hosts = 127.0.0.1:6379          (one server: host:port or unix:/path)
+ *   hosts = 127.0.0.1:6379          (one server: host:port or unix:/path;
+ *                                    or sentinels = ... and master_name = ...)
  *   password = secret               user = postfix (Redis 6 ACL)
  *   database = 0                    timeout = 10
  *   query = HGET virtual_alias %s   (or GET alias:%s, SMEMBERS group:%s, ...)
@@ -25,8 +26,10 @@
  * process; every lookup is bounded by timeout, and Redis down is a lookup
  * error (451), never "not found". The blocking lookup (callers that
  * cannot wait) uses a synchronous hiredis connection of its own with the
- * same timeout. Not supported yet (refused at open, naming the line):
- * Sentinel (sentinels, master_name) and several hosts.
+ * same timeout. With Sentinel (sentinels = host:port..., master_name) the
+ * master is asked of the sentinels (the shared client follows failovers;
+ * the blocking connection asks when it connects); without it, hosts names
+ * one server (several are refused, naming the line).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -203,14 +206,23 @@ static void redis_lookup_async(void *handle, petrel_table_query *q, const char *
 /* ------------------------------------------------------------------ */
 /* the blocking lookup                                                 */
 
+static int ask_sentinels(struct table *t, char *host, size_t hostlen, int *port);
+
 static int blocking_connect(struct table *t)
 {
     struct timeval tv = { (time_t)(t->rcfg.timeout_ms / 1000), (suseconds_t)(t->rcfg.timeout_ms % 1000) * 1000 };
-    redisContext *ctx = t->port ? redisConnectWithTimeout(t->host, t->port, tv)
-                                : redisConnectUnixWithTimeout(t->host, tv);
+    char master[256];
+    const char *host = t->host;
+    int port = t->port;
+    if (t->rcfg.sentinels) {
+        if (ask_sentinels(t, master, sizeof(master), &port) != 0)
+            return -1;
+        host = master;
+    }
+    redisContext *ctx = port ? redisConnectWithTimeout(host, port, tv) : redisConnectUnixWithTimeout(host, tv);
     if (ctx == NULL || ctx->err) {
-        petrel_module_log(t->module, PETREL_LOG_WARNING, "redis:%s: connect to %s: %s", t->config, t->rcfg.server,
-                          ctx ? ctx->errstr : "out of memory");
+        petrel_module_log(t->module, PETREL_LOG_WARNING, "redis:%s: connect to %s%s%d: %s", t->config, host,
+                          port ? ":" : "", port, ctx ? ctx->errstr : "out of memory");
         redisFree(ctx);
         return -1;
     }
@@ -232,7 +244,7 @@ static int blocking_connect(struct table *t)
     t->blocking = ctx;
     return 0;
 failed:
-    petrel_module_log(t->module, PETREL_LOG_WARNING, "redis:%s: %s: %s", t->config, t->rcfg.server,
+    petrel_module_log(t->module, PETREL_LOG_WARNING, "redis:%s: %s: %s", t->config, host,
                       reply ? reply->str : ctx->errstr);
     if (reply)
         freeReplyObject(reply);
@@ -316,6 +328,63 @@ static int parse_number(const struct table_settings *c, const char *name, long d
     return 0;
 }
 
+/* "host:port", "[v6]:port" or "unix:/path" (cut in place) into host (or
+ * path) and port (0 for a socket). */
+static int split_endpoint(char *copy, const char **host, int *port)
+{
+    if (strncmp(copy, "unix:", 5) == 0) {
+        *host = copy + 5;
+        *port = 0;
+        return 0;
+    }
+    char *colon = strrchr(copy, ':');
+    if (colon == NULL)
+        return -1;
+    *colon = '\0';
+    *port = atoi(colon + 1);
+    if (copy[0] == '[' && colon > copy + 1 && colon[-1] == ']') {
+        colon[-1] = '\0';
+        copy++;
+    }
+    *host = copy;
+    return *port > 0 ? 0 : -1;
+}
+
+/* The master's address from the first sentinel that knows it. */
+static int ask_sentinels(struct table *t, char *host, size_t hostlen, int *port)
+{
+    struct timeval tv = { (time_t)(t->rcfg.timeout_ms / 1000), (suseconds_t)(t->rcfg.timeout_ms % 1000) * 1000 };
+    char *list = strdup(t->rcfg.sentinels), *save = NULL;
+    if (list == NULL)
+        abort();
+    int found = -1;
+    for (char *item = strtok_r(list, ", \t", &save); item && found != 0; item = strtok_r(NULL, ", \t", &save)) {
+        const char *shost;
+        int sport;
+        if (split_endpoint(item, &shost, &sport) == 0 && sport > 0) {
+            redisContext *ctx = redisConnectWithTimeout(shost, sport, tv);
+            if (ctx && !ctx->err) {
+                redisSetTimeout(ctx, tv);
+                redisReply *r = redisCommand(ctx, "SENTINEL get-master-addr-by-name %s", t->rcfg.master_name);
+                if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+                    r->element[0]->type == REDIS_REPLY_STRING && r->element[1]->type == REDIS_REPLY_STRING) {
+                    snprintf(host, hostlen, "%s", r->element[0]->str);
+                    *port = atoi(r->element[1]->str);
+                    found = 0;
+                }
+                if (r)
+                    freeReplyObject(r);
+            }
+            redisFree(ctx);
+        }
+    }
+    free(list);
+    if (found != 0)
+        petrel_module_log(t->module, PETREL_LOG_WARNING, "redis:%s: no sentinel knows the master \"%s\"", t->config,
+                          t->rcfg.master_name);
+    return found;
+}
+
 static void *table_open(petrel_module *m, const char *name, petrel_pool *pool, const char **error)
 {
     if (name[0] != '/' && name[0] != '.') {
@@ -332,37 +401,35 @@ static void *table_open(petrel_module *m, const char *name, petrel_pool *pool, c
     t->config = petrel_pool_strdup(pool, name);
     void *result = NULL;
     table_settings_warn_unknown(&c, m, "redis", name, known_names);
-    static const char *const sentinel[] = { "sentinels", "master_name", NULL };
-    for (const char *const *k = sentinel; *k; k++)
-        if (table_settings_find(&c, *k)) {
-            *error = petrel_pool_printf(pool, "line %d: %s: Redis Sentinel is not supported by redis: tables yet "
-                                        "(name the master in hosts)", table_settings_line(&c, *k), *k);
-            goto out;
-        }
     const char *hosts = table_settings_get(&c, "hosts", "127.0.0.1:6379");
     int hline = table_settings_line(&c, "hosts");
-    if (strcspn(hosts, ", \t") != strlen(hosts)) {
-        *error = petrel_pool_printf(pool, "line %d: hosts: one Redis server only (\"%s\")", hline, hosts);
-        goto out;
-    }
-    t->rcfg.server = hosts;
-    const char *bad = redis_config_check(&t->rcfg, pool);
-    if (bad) {
-        *error = petrel_pool_printf(pool, "line %d: hosts: %s", hline, bad);
-        goto out;
-    }
-    if (strncmp(hosts, "unix:", 5) == 0) {
-        t->host = hosts + 5;
-    } else {
-        char *copy = petrel_pool_strdup(pool, hosts);
-        char *colon = strrchr(copy, ':');
-        *colon = '\0';   /* redis_config_check wants host:port */
-        t->port = atoi(colon + 1);
-        if (copy[0] == '[' && colon > copy + 1 && colon[-1] == ']') {
-            colon[-1] = '\0';
-            copy++;
+    t->rcfg.sentinels = table_settings_get(&c, "sentinels", NULL);
+    t->rcfg.master_name = table_settings_get(&c, "master_name", NULL);
+    if (t->rcfg.sentinels) {
+        const char *bad = redis_config_check(&t->rcfg, pool);
+        if (bad) {
+            *error = petrel_pool_printf(pool, "line %d: %s", table_settings_line(&c, "sentinels"), bad);
+            goto out;
         }
-        t->host = copy;
+        if (table_settings_find(&c, "hosts"))
+            petrel_module_log(m, PETREL_LOG_WARNING, "redis:%s, line %d: hosts is ignored: the sentinels name the "
+                              "master", name, hline);
+    } else {
+        if (strcspn(hosts, ", \t") != strlen(hosts)) {
+            *error = petrel_pool_printf(pool, "line %d: hosts: one Redis server only (\"%s\"; for several, "
+                                        "use Sentinel: sentinels, master_name)", hline, hosts);
+            goto out;
+        }
+        t->rcfg.server = hosts;
+        const char *bad = redis_config_check(&t->rcfg, pool);
+        if (bad) {
+            *error = petrel_pool_printf(pool, "line %d: hosts: %s", hline, bad);
+            goto out;
+        }
+        if (split_endpoint(petrel_pool_strdup(pool, hosts), &t->host, &t->port) != 0) {
+            *error = petrel_pool_printf(pool, "line %d: hosts: bad address \"%s\"", hline, hosts);
+            goto out;
+        }
     }
     t->rcfg.user = table_settings_get(&c, "user", NULL);
     t->rcfg.password = table_settings_get(&c, "password", NULL);

@@ -10,7 +10,7 @@ import threading
 import time
 
 from harness import PETRELD, Petrel, Tap, maildir_messages, wait_for
-from redislib import RedisServer
+from redislib import RedisSentinel, RedisServer
 from tablelib import bundled_module_dir
 
 t = Tap(timeout=300)
@@ -126,15 +126,39 @@ with Petrel(t, extra_services=QMGR, start=False, workers=1) as p:
     c.close()
     t.ok("redis:%s" % hget in p.log(), "the failures are logged with the file's name", p.log()[-1500:])
 
+# Sentinel: the master found through a sentinel, for the asynchronous and the blocking lookup.
+master = RedisServer()
+sentinel = RedisSentinel(master.port)
+master.cli("HSET", "virtual_alias", "sales@redis.test", "box@vmail.test")
+with Petrel(t, start=False, workers=1) as p:
+    cf = p.write_file("sentinel.cf", "sentinels = 127.0.0.1:%d\nmaster_name = mymaster\n"
+                      "query = HGET virtual_alias %%s\n" % sentinel.port)
+    conf = dict(p.settings)
+    conf.update({"modules": "redis", "module_directory": MODULES,
+                 "virtual_alias_domains": "redis.test", "virtual_alias_maps": "redis:" + cf})
+    p.write_main_cf(conf)
+    p.start()
+    c = p.connect()
+    c.ehlo("client.test")
+    c.cmd("MAIL FROM:<sender@example.org>")
+    t.ok(wait_for(lambda: c.cmd("RCPT TO:<sales@redis.test>") == "250 2.1.5 Ok", timeout=20),
+         "sentinels, master_name: found on the master the sentinel names")
+    c.close()
+    r = p.petrelctl("map", "query", "redis:" + cf, "sales@redis.test")
+    t.ok((r.returncode, r.stdout.strip()) == (0, "box@vmail.test"),
+         "petrelctl map query through the sentinel (the blocking lookup)", r.stdout + r.stderr)
+sentinel.close()
+master.close()
+
 # Bad files: petreld -n names the file and line.
 with Petrel(t, start=False) as p:
     write = p.write_file("set.cf", "hosts = 127.0.0.1:6379\nquery = SET x %s\n")
     fixed = p.write_file("fixed.cf", "query = GET x\n")
-    sentinel = p.write_file("sentinel.cf", "sentinels = 127.0.0.1:26379\nmaster_name = m\nquery = GET %s\n")
+    sentinel = p.write_file("sentinel.cf", "sentinels = 127.0.0.1:26379\nquery = GET %s\n")
     two = p.write_file("two.cf", "hosts = 127.0.0.1:6379, 127.0.0.2:6379\nquery = GET %s\n")
     for cf, want in ((write, "redis:%s line 2: query: \"SET\": not a read command" % write),
                      (fixed, "redis:%s line 1: query: \"GET x\" does not use the key" % fixed),
-                     (sentinel, "redis:%s line 1: sentinels: Redis Sentinel is not supported" % sentinel),
+                     (sentinel, "redis:%s line 1: sentinels are set but the master name is empty" % sentinel),
                      (two, "redis:%s line 1: hosts: one Redis server only" % two)):
         conf = dict(p.settings)
         conf.update({"modules": "redis", "module_directory": MODULES, "virtual_alias_maps": "redis:" + cf})

@@ -12,8 +12,8 @@
  * - every backslash in the output starts a \XX escape (two hex digits:
  *   the templates have no backslash of their own);
  * - the output has exactly as many unescaped special characters (filter:
- *   "(", ")", "*", "\"; DN: those and ",", "+", "=", ";", "<", ">", '"',
- *   "#", space) as the template itself: the key adds none;
+ *   "(", ")", "*", "\"; DN: "\", ",", "+", "=", ";", "<", ">", '"', "#",
+ *   space) as the template itself: the key adds none;
  * - unescaping the output gives the unescaped expansion back, byte for
  *   byte: the key is data, all of it and nothing else.
  *
@@ -48,7 +48,7 @@ static const struct {
 
 static int special(char c, int dn)
 {
-    return strchr(dn ? "()*\\,+=;<>\"# " : "()*\\", c) != NULL;
+    return strchr(dn ? "\\,+=;<>\"# " : "()*\\", c) != NULL;
 }
 
 static int hexval(char c)

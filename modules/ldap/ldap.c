@@ -43,20 +43,18 @@
  * block. A name the DNS does not know (NXDOMAIN, no IPv4 address) is
  * left to libldap, for /etc/hosts; "localhost" always is.
  *
+ * The file is read in ldap_open.c, results in ldap_results.c.
+ *
  * Not supported (refused at open, naming the line): bind = sasl, TLS
  * (start_tls = yes, ldaps:// servers), chase_referrals = yes. Ignored
  * with a warning, as Postfix does: cache, cache_expiry, cache_size;
  * debuglevel and tls_* settings without TLS are warned about too.
  */
-#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/socket.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <time.h>
 
 #include <lber.h>
@@ -64,277 +62,15 @@
 
 #include <petrel/plugin.h>
 
-#include "ldap_escape.h"
-#include "table_config.h"
-
-#define HOST_RETRY_SECONDS 60
-#define MAX_HOSTS 16
-
-struct ldap_host {
-    const char *url;
-    const char *name;                 /* a host name to resolve first (petrel_dns), or NULL */
-    const char *scheme;
-    int port;
-    time_t dead_until;
-};
-
-/* A name being resolved for the connection. The table may close before
- * the answer comes: it then sets cancelled, and the answer frees this. */
-struct resolving {
-    struct table *t;
-    int host;
-    int cancelled;
-};
-
-struct request;
-struct ldap_conn;
-
-struct table {
-    petrel_module *module;
-    const char *config;               /* the .cf file, for messages */
-    struct ldap_host hosts[MAX_HOSTS];
-    int nhosts;
-    const char *search_base, *query_filter, *result_format;
-    int dynamic_base;                 /* search_base depends on the key */
-    int scope, version, deref;
-    struct table_template tpl;
-    struct table_domains domains;
-    char **attrs;                     /* terminal, leaf, regular, special; NULL-terminated */
-    int nterminal, nleaf, nordinary;  /* nordinary: terminal + leaf + regular */
-    int bind;
-    const char *bind_dn, *bind_pw;
-    unsigned timeout_ms;
-    long expansion_limit, size_limit, recursion_limit;
-    struct ldap_conn *conn;           /* at most one */
-    struct resolving *resolving;      /* the name of the next one, in the resolver */
-    unsigned long drops;              /* connections dropped: a callback's check that its own is gone */
-    struct request *waiting_head, *waiting_tail;   /* for the connection */
-    LDAP *blocking;                   /* the blocking lookup's connection */
-};
+#include "ldap_table.h"
 
 /* ------------------------------------------------------------------ */
-/* reading results (shared by both forms of lookup)                    */
-
-/* One lookup's results so far. */
-struct lookup {
-    const char *key;
-    long expansions;
-    int error;                        /* a temporary failure: RETRY */
-    struct table_buffer result;
-};
-
-/* Starts a search for a special attribute's value, at depth. 0, or -1
- * (the lookup failed; logged). */
-typedef int spawn_fn(void *arg, const char *base, int scope, const char *filter, char **attrs, int depth);
-
-/* Postfix's attrdesc_subtype: "mail" asks for "mail" and "mail;lang-en". */
-static int attribute_matches(const char *wanted, const char *returned)
-{
-    size_t n = strlen(wanted);
-    return strncasecmp(wanted, returned, n) == 0 && (returned[n] == '\0' || returned[n] == ';');
-}
-
-static int attribute_index(const struct table *t, const char *attr)
-{
-    int i;
-    for (i = 0; t->attrs[i]; i++)
-        if (attribute_matches(t->attrs[i], attr))
-            break;
-    return i;
-}
-
-static int has_values(LDAP *ld, LDAPMessage *entry, const char *attr)
-{
-    struct berval **vals = ldap_get_values_len(ld, entry, attr);
-    if (vals == NULL)
-        return 0;
-    int n = ldap_count_values_len(vals);
-    ldap_value_free_len(vals);
-    return n > 0;
-}
-
-/* The attributes of url that we asked for (Postfix's url_attrs): all of
- * ours when it names none, NULL when none of its names are ours. */
-static char **url_attributes(const struct table *t, LDAPURLDesc *url)
-{
-    size_t n = 0;
-    for (char **a = t->attrs; *a; a++)
-        n++;
-    char **out = calloc(n + 1, sizeof(*out));
-    if (out == NULL)
-        abort();
-    if (url->lud_attrs == NULL || url->lud_attrs[0] == NULL) {
-        memcpy(out, t->attrs, n * sizeof(*out));
-        return out;
-    }
-    size_t k = 0;
-    for (char **a = url->lud_attrs; *a && k < n; a++)
-        for (char **ours = t->attrs; *ours; ours++)
-            if (attribute_matches(*ours, *a)) {
-                out[k++] = *ours;
-                break;
-            }
-    if (k == 0) {
-        free(out);
-        return NULL;
-    }
-    return out;
-}
-
-/* A special attribute's value: a DN, or an LDAP URL to search. */
-static void follow(struct table *t, struct lookup *lk, const char *value, int depth, spawn_fn *spawn, void *arg)
-{
-    if (!ldap_is_ldap_url(value)) {
-        if (spawn(arg, value, LDAP_SCOPE_BASE, "(objectclass=*)", t->attrs, depth) != 0)
-            lk->error = 1;
-        return;
-    }
-    LDAPURLDesc *url = NULL;
-    int rc = ldap_url_parse(value, &url);
-    if (rc != 0) {
-        petrel_module_log(t->module, PETREL_LOG_WARNING, "ldap:%s: malformed URL %.200s: %s (%d)", t->config,
-                          value, ldap_err2string(rc), rc);
-        lk->error = 1;
-        return;
-    }
-    char **attrs = url_attributes(t, url);
-    if (attrs && spawn(arg, url->lud_dn ? url->lud_dn : "", url->lud_scope,
-                       url->lud_filter ? url->lud_filter : "(objectclass=*)", attrs, depth) != 0)
-        lk->error = 1;
-    free(attrs);
-    ldap_free_urldesc(url);
-}
-
-/* Reads the entries of one search's results (Postfix's
- * dict_ldap_get_values): ordinary attributes expanded into lk->result,
- * special ones spawned as searches one level deeper. */
-static void read_entries(struct table *t, LDAP *ld, LDAPMessage *res, struct lookup *lk, int depth, spawn_fn *spawn,
-                         void *arg)
-{
-    long entries = 0;
-    for (LDAPMessage *entry = ldap_first_entry(ld, res); entry && !lk->error; entry = ldap_next_entry(ld, entry)) {
-        if (t->size_limit && ++entries > t->size_limit) {
-            petrel_module_log(t->module, PETREL_LOG_WARNING, "ldap:%s: query size limit (%ld) exceeded for "
-                              "\"%.100s\"", t->config, t->size_limit, lk->key);
-            lk->error = 1;
-            break;
-        }
-        int terminal = 0, leaf = 1;
-        for (int i = 0; i < t->nterminal && !terminal; i++)
-            terminal = has_values(ld, entry, t->attrs[i]);
-        if (!terminal && t->nleaf > 0)
-            for (int i = t->nordinary; t->attrs[i] && leaf; i++)
-                leaf = !has_values(ld, entry, t->attrs[i]);
-        BerElement *ber = NULL;
-        for (char *attr = ldap_first_attribute(ld, entry, &ber); attr;
-             ldap_memfree(attr), attr = ldap_next_attribute(ld, entry, ber)) {
-            if (lk->error)
-                continue;
-            struct berval **vals = ldap_get_values_len(ld, entry, attr);
-            if (vals == NULL)
-                continue;
-            int count = ldap_count_values_len(vals);
-            int i = attribute_index(t, attr);
-            if (i < t->nordinary || terminal) {
-                int skip = (terminal && i >= t->nterminal) ||
-                           (!leaf && i >= t->nterminal && i < t->nterminal + t->nleaf);
-                for (int v = 0; v < count && !skip && !lk->error; v++) {
-                    const char *text = vals[v]->bv_val;
-                    if (vals[v]->bv_len == 0 || memchr(text, '\0', vals[v]->bv_len)) {
-                        petrel_module_log(t->module, PETREL_LOG_WARNING, "ldap:%s: %s value %s for \"%.100s\" -- "
-                                          "ignored", t->config, attr, vals[v]->bv_len ? "with a NUL byte" : "empty",
-                                          lk->key);
-                        continue;
-                    }
-                    if (table_template_expand(&t->tpl, t->result_format, text, lk->key, NULL, NULL, &lk->result) &&
-                        t->expansion_limit > 0 && ++lk->expansions > t->expansion_limit) {
-                        petrel_module_log(t->module, PETREL_LOG_WARNING, "ldap:%s: expansion limit exceeded for key "
-                                          "\"%.100s\"", t->config, lk->key);
-                        lk->error = 1;
-                    }
-                }
-            } else if (t->attrs[i] && depth < t->recursion_limit) {
-                for (int v = 0; v < count && !lk->error; v++)
-                    follow(t, lk, vals[v]->bv_val, depth + 1, spawn, arg);
-            } else if (t->attrs[i]) {
-                petrel_module_log(t->module, PETREL_LOG_WARNING, "ldap:%s: recursion limit exceeded for special "
-                                  "attribute %s=%.200s", t->config, attr, count ? vals[0]->bv_val : "");
-                lk->error = 1;
-            }
-            ldap_value_free_len(vals);
-        }
-        if (ber)
-            ber_free(ber, 0);
-    }
-}
-
-/* A finished search's outcome: 1 read its entries, 0 nothing to read
- * (a base that does not exist), -1 error (logged; the connection should
- * be dropped when *drop is set). */
-static int search_outcome(struct table *t, LDAP *ld, LDAPMessage *res, const char *base, int depth,
-                          const char *key, int *drop)
-{
-    int err = LDAP_OTHER;
-    char *text = NULL;
-    *drop = 0;
-    int rc = ldap_parse_result(ld, res, &err, NULL, &text, NULL, NULL, 0);
-    if (rc != LDAP_SUCCESS)
-        err = rc;
-    int outcome;
-    switch (err) {
-    case LDAP_SUCCESS:
-        outcome = 1;
-        break;
-    case LDAP_NO_SUCH_OBJECT:
-        if (depth == 0 && t->dynamic_base) {
-            outcome = 0;
-            break;
-        }
-        petrel_module_log(t->module, PETREL_LOG_WARNING, "ldap:%s: %s %.200s not found%s", t->config,
-                          depth ? "DN" : "search base", base ? base : "", depth ? ", skipping" : "");
-        outcome = depth ? 0 : -1;
-        break;
-    case LDAP_SIZELIMIT_EXCEEDED:
-        petrel_module_log(t->module, PETREL_LOG_WARNING, "ldap:%s: query size limit (%ld) exceeded for "
-                          "\"%.100s\"", t->config, t->size_limit, key);
-        outcome = -1;
-        break;
-    default:
-        petrel_module_log(t->module, PETREL_LOG_WARNING, "ldap:%s: search error %d for \"%.100s\": %s%s%s",
-                          t->config, err, key, ldap_err2string(err), text && *text ? ": " : "", text ? text : "");
-        *drop = 1;
-        outcome = -1;
-        break;
-    }
-    ldap_memfree(text);
-    return outcome;
-}
-
-/* The base and the filter for key; 0 when the key lacks what the
- * templates need (not found without asking). */
-static int make_search(const struct table *t, const char *key, char **base, char **filter)
-{
-    struct table_buffer b = { 0 }, f = { 0 };
-    table_buffer_put(&b, "", 0);
-    table_buffer_put(&f, "", 0);
-    if (!table_template_expand(&t->tpl, t->search_base, key, NULL, ldap_escape_dn, NULL, &b) ||
-        !table_template_expand(&t->tpl, t->query_filter, key, NULL, ldap_escape_filter, NULL, &f)) {
-        free(b.data);
-        free(f.data);
-        return 0;
-    }
-    *base = b.data;
-    *filter = f.data;
-    return 1;
-}
+/* connections                                                         */
 
 static int eligible(const struct table *t, const char *key)
 {
     return table_valid_utf8(key) && table_domains_eligible(&t->domains, key);
 }
-
-/* ------------------------------------------------------------------ */
-/* connections                                                         */
 
 static LDAP *ldap_new(struct table *t, int host, const char *url, int async)
 {
@@ -621,7 +357,7 @@ static int start_request(struct ldap_conn *c, struct request *r)
 {
     struct table *t = c->t;
     char *base, *filter;
-    if (!make_search(t, r->key, &base, &filter)) {
+    if (!ldap_make_search(t, r->key, &base, &filter)) {
         request_done(r, PETREL_TABLE_NOTFOUND);
         return 0;
     }
@@ -680,7 +416,7 @@ static void search_done(struct ldap_conn *c, struct search *s, LDAPMessage *res)
     struct table *t = c->t;
     struct request *r = s->r;
     int depth = s->depth, drop = 0;
-    int outcome = r ? search_outcome(t, c->ld, res, s->base, depth, r->key, &drop) : 0;
+    int outcome = r ? ldap_search_outcome(t, c->ld, res, s->base, depth, r->key, &drop) : 0;
     free(s->base);
     free(s);
     if (r == NULL)
@@ -690,7 +426,7 @@ static void search_done(struct ldap_conn *c, struct search *s, LDAPMessage *res)
         r->lk.error = 1;
     struct spawn_ctx x = { c, r, 0 };
     if (outcome > 0)
-        read_entries(t, c->ld, res, &r->lk, depth, spawn_async, &x);
+        ldap_read_entries(t, c->ld, res, &r->lk, depth, spawn_async, &x);
     if (r->lk.error || r->outstanding == 0)
         request_finish(r);
     if (drop || x.broken)
@@ -917,7 +653,7 @@ static void ldap_lookup_async(void *handle, petrel_table_query *q, const char *k
     r->q = q;
     r->lk.key = r->key;
     char *base, *filter;
-    if (!make_search(t, key, &base, &filter)) {
+    if (!ldap_make_search(t, key, &base, &filter)) {
         r->timer = petrel_timer_start(t->module, 0, answer_later, r);
         if (r->timer == NULL) {
             request_free(r);
@@ -967,9 +703,9 @@ static int blocking_search(struct blocking_ctx *x, const char *base, int scope, 
         return -1;
     }
     int drop = 0;
-    int outcome = search_outcome(t, t->blocking, res, base, depth, x->lk->key, &drop);
+    int outcome = ldap_search_outcome(t, t->blocking, res, base, depth, x->lk->key, &drop);
     if (outcome > 0)
-        read_entries(t, t->blocking, res, x->lk, depth, spawn_blocking, x);
+        ldap_read_entries(t, t->blocking, res, x->lk, depth, spawn_blocking, x);
     ldap_msgfree(res);
     if (drop)
         x->broken = 1;
@@ -1014,7 +750,7 @@ static int ldap_lookup(void *handle, const char *key, const char **value, petrel
     if (!eligible(t, key))
         return 0;
     char *base, *filter;
-    if (!make_search(t, key, &base, &filter))
+    if (!ldap_make_search(t, key, &base, &filter))
         return 0;
     int status = -1;
     for (int attempt = 0; attempt < 2; attempt++) {
@@ -1085,281 +821,6 @@ static void table_close(void *handle)
     blocking_drop(t);
 }
 
-static const char *const known_names[] = {
-    "server_host", "server_port", "version", "scope", "search_base", "timeout", "query_filter", "result_format",
-    "result_filter", "terminal_result_attribute", "leaf_result_attribute", "result_attribute",
-    "special_result_attribute", "bind", "bind_dn", "bind_pw", "cache", "cache_expiry", "cache_size",
-    "recursion_limit", "expansion_limit", "size_limit", "dereference", "chase_referrals", "domain",
-    "sasl_mechs", "sasl_realm", "sasl_authz_id", "sasl_minssf", "start_tls", "tls_ca_cert_file", "tls_ca_cert_dir",
-    "tls_cert", "tls_key", "tls_require_cert", "tls_random_file", "tls_cipher_suite", "debuglevel", NULL,
-};
-
-static int parse_bool(const char *v, int *out)
-{
-    if (strcasecmp(v, "yes") == 0 || strcasecmp(v, "true") == 0 || strcmp(v, "1") == 0)
-        *out = 1;
-    else if (strcasecmp(v, "no") == 0 || strcasecmp(v, "false") == 0 || strcmp(v, "0") == 0)
-        *out = 0;
-    else
-        return -1;
-    return 0;
-}
-
-static int parse_long(const struct table_settings *c, const char *name, long def, long min, long *out,
-                      petrel_pool *pool, const char **error)
-{
-    const char *v = table_settings_get(c, name, NULL);
-    if (v == NULL) {
-        *out = def;
-        return 0;
-    }
-    char *end;
-    errno = 0;
-    long n = strtol(v, &end, 10);
-    if (errno || *v == '\0' || *end != '\0' || n < min) {
-        *error = petrel_pool_printf(pool, "line %d: %s: bad number \"%s\"", table_settings_line(c, name), name, v);
-        return -1;
-    }
-    *out = n;
-    return 0;
-}
-
-/* A server name the resolver must answer before libldap connects:
- * not an address, not localhost (/etc/hosts), not a socket. */
-static int needs_resolving(const char *scheme, const char *host)
-{
-    unsigned char buf[sizeof(struct in6_addr)];
-    if (host == NULL || *host == '\0' || strcasecmp(scheme, "ldap") != 0 || strcasecmp(host, "localhost") == 0)
-        return 0;
-    return inet_pton(AF_INET, host, buf) != 1 && inet_pton(AF_INET6, host, buf) != 1;
-}
-
-static int parse_hosts(struct table *t, const struct table_settings *c, petrel_pool *pool, const char **error)
-{
-    int line = table_settings_line(c, "server_host");
-    long port;
-    if (parse_long(c, "server_port", LDAP_PORT, 1, &port, pool, error) != 0)
-        return -1;
-    char *copy = petrel_pool_strdup(pool, table_settings_get(c, "server_host", "localhost")), *save = NULL;
-    for (char *h = strtok_r(copy, ", \t", &save); h; h = strtok_r(NULL, ", \t", &save)) {
-        if (t->nhosts == MAX_HOSTS) {
-            *error = petrel_pool_printf(pool, "line %d: server_host: more than %d servers", line, MAX_HOSTS);
-            return -1;
-        }
-        const char *url;
-        if (ldap_is_ldap_url(h)) {
-            LDAPURLDesc *desc = NULL;
-            int rc = ldap_url_parse(h, &desc);
-            if (rc != 0) {
-                *error = petrel_pool_printf(pool, "line %d: server_host: bad URL \"%s\": %s", line, h,
-                                            ldap_err2string(rc));
-                return -1;
-            }
-            int tls = strcasecmp(desc->lud_scheme, "ldaps") == 0;
-            struct ldap_host *slot = &t->hosts[t->nhosts];
-            slot->scheme = petrel_pool_strdup(pool, desc->lud_scheme);
-            slot->port = desc->lud_port ? desc->lud_port : LDAP_PORT;
-            slot->name = needs_resolving(desc->lud_scheme, desc->lud_host) ? petrel_pool_strdup(pool, desc->lud_host)
-                                                                           : NULL;
-            ldap_free_urldesc(desc);
-            if (tls) {
-                *error = petrel_pool_printf(pool, "line %d: server_host: \"%s\": TLS to the LDAP server (ldaps) is "
-                                            "not supported by Petrel's ldap module yet: use ldap:// on a trusted "
-                                            "network or ldapi://", line, h);
-                return -1;
-            }
-            url = h;
-        } else {
-            url = strrchr(h, ':') && h[0] != '[' ? petrel_pool_printf(pool, "ldap://%s", h)
-                                                 : petrel_pool_printf(pool, "ldap://%s:%ld", h, port);
-            LDAPURLDesc *desc = NULL;
-            if (ldap_url_parse(url, &desc) != 0) {
-                *error = petrel_pool_printf(pool, "line %d: server_host: bad server \"%s\"", line, h);
-                return -1;
-            }
-            struct ldap_host *slot = &t->hosts[t->nhosts];
-            slot->scheme = "ldap";
-            slot->port = desc->lud_port ? desc->lud_port : (int)port;
-            slot->name = needs_resolving("ldap", desc->lud_host) ? petrel_pool_strdup(pool, desc->lud_host) : NULL;
-            ldap_free_urldesc(desc);
-        }
-        t->hosts[t->nhosts].url = url;
-        t->hosts[t->nhosts].dead_until = 0;
-        t->nhosts++;
-    }
-    if (t->nhosts == 0) {
-        *error = petrel_pool_printf(pool, "line %d: server_host is empty", line);
-        return -1;
-    }
-    return 0;
-}
-
-/* Appends the attribute names of list to t->attrs; returns how many. */
-static int add_attributes(struct table *t, size_t *n, const char *list, petrel_pool *pool)
-{
-    int added = 0;
-    char *copy = petrel_pool_strdup(pool, list), *save = NULL;
-    for (char *a = strtok_r(copy, ", \t", &save); a; a = strtok_r(NULL, ", \t", &save)) {
-        char **grown = petrel_pool_alloc(pool, (*n + 2) * sizeof(*grown));
-        if (*n)
-            memcpy(grown, t->attrs, *n * sizeof(*grown));
-        grown[(*n)++] = a;
-        grown[*n] = NULL;
-        t->attrs = grown;
-        added++;
-    }
-    return added;
-}
-
-static void *table_open(petrel_module *m, const char *name, petrel_pool *pool, const char **error)
-{
-    if (name[0] != '/' && name[0] != '.') {
-        *error = petrel_pool_printf(pool, "parameters in main.cf (%s_server_host, ...) are not supported: name "
-                                    "an ldap_table(5) configuration file by its path", name);
-        return NULL;
-    }
-    struct table_settings c = { 0 };
-    if (table_settings_read(name, &c, pool, error) != 0) {
-        table_settings_free(&c);
-        return NULL;
-    }
-    struct table *t = petrel_pool_zalloc(pool, sizeof(*t));
-    t->module = m;
-    t->config = petrel_pool_strdup(pool, name);
-    void *result = NULL;
-    table_settings_warn_unknown(&c, m, "ldap", name, known_names);
-
-    /* What Petrel does not do: refused, or ignored with a warning. */
-    const char *v;
-    int flag = 0;
-    if ((v = table_settings_get(&c, "start_tls", NULL)) && (parse_bool(v, &flag) != 0 || flag)) {
-        *error = petrel_pool_printf(pool, "line %d: start_tls = %s: TLS to the LDAP server is not supported by "
-                                    "Petrel's ldap module yet", table_settings_line(&c, "start_tls"), v);
-        goto out;
-    }
-    if ((v = table_settings_get(&c, "chase_referrals", NULL)) && (parse_bool(v, &flag) != 0 || flag)) {
-        *error = petrel_pool_printf(pool, "line %d: chase_referrals = %s: referrals are not followed by Petrel's "
-                                    "ldap module (a referral is a lookup error)",
-                                    table_settings_line(&c, "chase_referrals"), v);
-        goto out;
-    }
-    static const char *const ignored[] = { "cache", "cache_expiry", "cache_size", "debuglevel", "tls_ca_cert_file",
-                                           "tls_ca_cert_dir", "tls_cert", "tls_key", "tls_require_cert",
-                                           "tls_random_file", "tls_cipher_suite", "sasl_mechs", "sasl_realm",
-                                           "sasl_authz_id", "sasl_minssf", NULL };
-    for (const char *const *k = ignored; *k; k++)
-        if (table_settings_find(&c, *k))
-            petrel_module_log(m, PETREL_LOG_WARNING, "ldap:%s, line %d: %s is ignored%s", name,
-                              table_settings_line(&c, *k), *k,
-                              strncmp(*k, "cache", 5) == 0 ? " (LDAP result caching is not supported, as in Postfix)"
-                              : strncmp(*k, "tls", 3) == 0 ? " (no TLS to the LDAP server)"
-                              : strncmp(*k, "sasl", 4) == 0 ? " (no SASL bind)" : "");
-    const char *bind = table_settings_get(&c, "bind", "yes");
-    if (strcasecmp(bind, "yes") == 0 || strcasecmp(bind, "simple") == 0 || strcasecmp(bind, "true") == 0 ||
-        strcmp(bind, "1") == 0) {
-        t->bind = 1;
-    } else if (strcasecmp(bind, "no") == 0 || strcasecmp(bind, "none") == 0 || strcasecmp(bind, "false") == 0 ||
-               strcmp(bind, "0") == 0) {
-        t->bind = 0;
-    } else if (strcasecmp(bind, "sasl") == 0) {
-        *error = petrel_pool_printf(pool, "line %d: bind = sasl: SASL binds are not supported by Petrel's ldap "
-                                    "module (use bind = yes with bind_dn and bind_pw)",
-                                    table_settings_line(&c, "bind"));
-        goto out;
-    } else {
-        *error = petrel_pool_printf(pool, "line %d: unsupported parameter value: bind = %s",
-                                    table_settings_line(&c, "bind"), bind);
-        goto out;
-    }
-    t->bind_dn = table_settings_get(&c, "bind_dn", "");
-    t->bind_pw = table_settings_get(&c, "bind_pw", "");
-
-    long version, timeout, deref;
-    if (parse_long(&c, "version", 2, 2, &version, pool, error) != 0 ||
-        parse_long(&c, "timeout", 10, 1, &timeout, pool, error) != 0 ||
-        parse_long(&c, "expansion_limit", 0, 0, &t->expansion_limit, pool, error) != 0 ||
-        parse_long(&c, "size_limit", t->expansion_limit, 0, &t->size_limit, pool, error) != 0 ||
-        parse_long(&c, "recursion_limit", 1000, 1, &t->recursion_limit, pool, error) != 0 ||
-        parse_long(&c, "dereference", 0, 0, &deref, pool, error) != 0)
-        goto out;
-    if (version != 2 && version != 3) {
-        *error = petrel_pool_printf(pool, "line %d: version = %ld: LDAP versions are 2 and 3",
-                                    table_settings_line(&c, "version"), version);
-        goto out;
-    }
-    if (deref > 3) {
-        *error = petrel_pool_printf(pool, "line %d: dereference = %ld: the values are 0 to 3",
-                                    table_settings_line(&c, "dereference"), deref);
-        goto out;
-    }
-    if (timeout > 3600)
-        timeout = 3600;
-    t->version = (int)version;
-    t->deref = (int)deref;
-    t->timeout_ms = (unsigned)timeout * 1000;
-    const char *scope = table_settings_get(&c, "scope", "sub");
-    if (strcasecmp(scope, "sub") == 0)
-        t->scope = LDAP_SCOPE_SUBTREE;
-    else if (strcasecmp(scope, "one") == 0)
-        t->scope = LDAP_SCOPE_ONELEVEL;
-    else if (strcasecmp(scope, "base") == 0)
-        t->scope = LDAP_SCOPE_BASE;
-    else {
-        *error = petrel_pool_printf(pool, "line %d: scope = %s: the scopes are sub, one and base",
-                                    table_settings_line(&c, "scope"), scope);
-        goto out;
-    }
-    if (parse_hosts(t, &c, pool, error) != 0)
-        goto out;
-
-    t->search_base = table_settings_get(&c, "search_base", "");
-    t->query_filter = table_settings_get(&c, "query_filter", "(mailacceptinggeneralid=%s)");
-    t->result_format = table_settings_get(&c, "result_format", table_settings_get(&c, "result_filter", "%s"));
-    char bad = 0;
-    int dynamic = table_template_parse(&t->tpl, t->search_base, 1, &bad);
-    if (dynamic < 0) {
-        *error = petrel_pool_printf(pool, "line %d: search_base: invalid %%%c in \"%s\"",
-                                    table_settings_line(&c, "search_base"), bad ? bad : ' ', t->search_base);
-        goto out;
-    }
-    t->dynamic_base = dynamic > 0;
-    dynamic = table_template_parse(&t->tpl, t->query_filter, 1, &bad);
-    if (dynamic < 0) {
-        *error = petrel_pool_printf(pool, "line %d: query_filter: invalid %%%c in \"%s\"",
-                                    table_settings_line(&c, "query_filter"), bad ? bad : ' ', t->query_filter);
-        goto out;
-    }
-    if (dynamic == 0)
-        petrel_module_log(m, PETREL_LOG_WARNING, "ldap:%s: fixed query_filter %s is probably useless", name,
-                          t->query_filter);
-    if (table_template_parse(&t->tpl, t->result_format, 0, &bad) < 0) {
-        *error = petrel_pool_printf(pool, "line %d: result_format: invalid %%%c in \"%s\"",
-                                    table_settings_line(&c, table_settings_find(&c, "result_format")
-                                                               ? "result_format" : "result_filter"),
-                                    bad ? bad : ' ', t->result_format);
-        goto out;
-    }
-    if (table_domains_parse(&t->domains, table_settings_get(&c, "domain", ""), table_settings_line(&c, "domain"),
-                            "ldap", pool, error) != 0)
-        goto out;
-
-    size_t n = 0;
-    t->attrs = petrel_pool_zalloc(pool, sizeof(*t->attrs));
-    t->nterminal = add_attributes(t, &n, table_settings_get(&c, "terminal_result_attribute", ""), pool);
-    t->nleaf = add_attributes(t, &n, table_settings_get(&c, "leaf_result_attribute", ""), pool);
-    add_attributes(t, &n, table_settings_get(&c, "result_attribute", "maildrop"), pool);
-    t->nordinary = (int)n;
-    add_attributes(t, &n, table_settings_get(&c, "special_result_attribute", ""), pool);
-    if (n == 0) {
-        *error = petrel_pool_printf(pool, "no result attributes (result_attribute is empty)");
-        goto out;
-    }
-    result = t;
-out:
-    table_settings_free(&c);
-    return result;
-}
-
 static int table_pattern(void *handle)
 {
     const struct table *t = handle;
@@ -1367,7 +828,7 @@ static int table_pattern(void *handle)
 }
 
 static const petrel_table_type table_types[] = {
-    { PETREL_TABLE_TYPE_INIT, .name = "ldap", .open = table_open, .lookup = ldap_lookup, .close = table_close,
+    { PETREL_TABLE_TYPE_INIT, .name = "ldap", .open = ldap_table_open, .lookup = ldap_lookup, .close = table_close,
       .handle_pattern = table_pattern, .lookup_async = ldap_lookup_async },
     { .name = NULL },
 };

@@ -7,15 +7,15 @@ set -eu
 
 BUILD_PKGS="build-essential autoconf automake libtool libltdl-dev pkg-config \
 libevent-dev libssl-dev libpcre2-dev libc-ares-dev libspf2-dev libopendkim-dev libopendmarc-dev libhiredis-dev \
-liblmdb-dev libcdb-dev libsqlite3-dev libpq-dev libmariadb-dev libicu-dev libsasl2-dev libcrypt-dev"
+liblmdb-dev libcdb-dev libsqlite3-dev libpq-dev libmariadb-dev libicu-dev libsasl2-dev libcrypt-dev libldap-dev"
 # clang + libclang-rt-14-dev: the sanitizer build and libFuzzer (make fuzz; clang-14 only
 # recommends the runtime, and --no-install-recommends skips it); llvm: llvm-symbolizer, so
 # sanitizer reports name source lines.
 TEST_PKGS="python3 swaks postfix strace openssl procps util-linux time dnsmasq-base pflogsumm \
 dovecot-core dovecot-lmtpd opendkim-tools python3-dkim python3-nacl python3-dnspython iproute2 redis-server redis-sentinel \
-postfix-lmdb postfix-cdb postfix-sqlite sqlite3 tinycdb lmdb-utils postgresql mariadb-server \
+postfix-lmdb postfix-cdb postfix-sqlite sqlite3 tinycdb lmdb-utils postgresql mariadb-server slapd ldap-utils \
 libmilter-dev spamassassin spamd spamc spamass-milter clamav-daemon clamav-milter opendkim amavisd-new \
-sasl2-bin libsasl2-modules libsasl2-modules-db dovecot-imapd clang libclang-rt-14-dev llvm postgrey postfix-policyd-spf-python \
+sasl2-bin libsasl2-modules libsasl2-modules-db dovecot-imapd dovecot-pop3d dovecot-pgsql clang libclang-rt-14-dev llvm postgrey postfix-policyd-spf-python \
 publicsuffix prometheus chromium"
 
 want=""
@@ -54,7 +54,7 @@ for unit in postfix.service redis-server.service redis-sentinel.service dnsmasq.
     clamav-daemon.service clamav-daemon.socket clamav-freshclam.service clamav-freshclam-once.timer \
     clamav-clamonacc.service clamav-milter.service opendkim.service opendmarc.service postgrey.service \
     amavis.service amavis-mc.service amavisd-snmp-subagent.service saslauthd.service \
-    postgresql.service mariadb.service \
+    postgresql.service mariadb.service slapd.service \
     prometheus.service prometheus-node-exporter.service; do
     if systemctl list-unit-files "$unit" >/dev/null 2>&1; then
         systemctl stop "$unit" >/dev/null 2>&1 || true

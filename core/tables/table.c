@@ -48,7 +48,7 @@ static const struct {
     { "pgsql", "it is provided by the pgsql module: add pgsql to `modules` in main.cf" },
     { "redis", "it is provided by the redis module: add redis to `modules` in main.cf" },
     { "mysql", "it is provided by the mysql module: add mysql to `modules` in main.cf" },
-    { "ldap", "no Petrel module provides ldap: tables yet" },
+    { "ldap", "it is provided by the ldap module: add ldap to `modules` in main.cf" },
     { "memcache", "no Petrel module provides memcache: tables yet" },
     { "socketmap", "it is provided by the socketmap module: add socketmap to `modules` in main.cf" },
     { "tcp", "no Petrel module provides tcp: tables yet" },

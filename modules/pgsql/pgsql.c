@@ -37,26 +37,20 @@
  * select_field/table/where_field/additional_conditions and select_function
  * (write a query), and tables or files in domain.
  */
-#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 
 #include <libpq-fe.h>
 
 #include <petrel/plugin.h>
 
-#define LINE_MAX_BYTES (64 * 1024)
+#include "table_config.h"
+
 #define HOST_RETRY_SECONDS 60
 #define MAX_HOSTS 16
-
-struct domain_item {
-    const char *name;
-    int negate;
-};
 
 struct pg_host {
     const char *name;        /* as written */
@@ -72,10 +66,8 @@ struct table {
     const char *config;           /* the .cf file, for messages */
     const char *query, *result_format;
     long expansion_limit;
-    unsigned needs;
-    int nparts;                   /* the highest %1..%9 */
-    struct domain_item *domains;  /* NULL: every key is eligible */
-    size_t ndomains;
+    struct table_template tpl;
+    struct table_domains domains;
     const char *user, *password, *dbname;
     struct pg_host hosts[MAX_HOSTS];
     int nhosts;
@@ -87,225 +79,14 @@ struct table {
     PGconn *blocking;             /* the blocking lookup's connection */
     int closing;
 };
-#define NEEDS_KEY_USER 1
-#define NEEDS_KEY_DOMAIN 2
-#define NEEDS_VALUE_USER 4
-#define NEEDS_VALUE_DOMAIN 8
-
-
-/* struct table: below the shared helpers' needs (defined before them). */
-
-struct setting {
-    const char *name, *value;
-    int line;
-};
-
-struct config {
-    struct setting *items;
-    size_t n;
-};
 
 static const char *const known_names[] = {
     "hosts", "user", "password", "dbname", "query", "result_format", "domain", "expansion_limit",
     "select_field", "table", "where_field", "additional_conditions", "select_function", NULL,
 };
 
-static const struct setting *setting(const struct config *c, const char *name)
-{
-    const struct setting *found = NULL;
-    for (size_t i = 0; i < c->n; i++)
-        if (strcmp(c->items[i].name, name) == 0)
-            found = &c->items[i];   /* the last one wins, as in main.cf */
-    return found;
-}
-
-static const char *get(const struct config *c, const char *name, const char *def)
-{
-    const struct setting *s = setting(c, name);
-    return s ? s->value : def;
-}
-
-static int line_of(const struct config *c, const char *name)
-{
-    const struct setting *s = setting(c, name);
-    return s ? s->line : 0;
-}
-
-static char *trim(char *s)
-{
-    while (isspace((unsigned char)*s))
-        s++;
-    size_t len = strlen(s);
-    while (len > 0 && isspace((unsigned char)s[len - 1]))
-        s[--len] = '\0';
-    return s;
-}
-
-/* Adds one logical line "name = value" (main.cf syntax). */
-static int add_setting(struct config *c, char *text, int line, petrel_pool *pool, const char **error)
-{
-    char *eq = strchr(text, '=');
-    if (eq == NULL) {
-        *error = petrel_pool_printf(pool, "line %d: missing '=' after attribute name: \"%.60s\"", line, text);
-        return -1;
-    }
-    *eq = '\0';
-    char *name = trim(text), *value = trim(eq + 1);
-    if (*name == '\0' || strcspn(name, " \t") != strlen(name)) {
-        *error = petrel_pool_printf(pool, "line %d: bad attribute name: \"%.60s\"", line, name);
-        return -1;
-    }
-    c->items = realloc(c->items, (c->n + 1) * sizeof(*c->items));
-    if (c->items == NULL)
-        abort();
-    c->items[c->n++] = (struct setting){ petrel_pool_strdup(pool, name), petrel_pool_strdup(pool, value), line };
-    return 0;
-}
-
-/* Reads the file as Postfix's cfg_parser does: comments, blank lines, and
- * lines starting with white space that continue the previous one. */
-static int read_config(const char *path, struct config *c, petrel_pool *pool, const char **error)
-{
-    FILE *fp = fopen(path, "re");
-    if (fp == NULL) {
-        *error = petrel_pool_printf(pool, "open %s: %s", path, strerror(errno));
-        return -1;
-    }
-    char *line = malloc(LINE_MAX_BYTES + 2), *logical = malloc(LINE_MAX_BYTES + 2);
-    if (line == NULL || logical == NULL)
-        abort();
-    logical[0] = '\0';
-    int lineno = 0, start = 0, status = 0;
-    size_t used = 0;
-    while (status == 0) {
-        int eof = fgets(line, LINE_MAX_BYTES + 2, fp) == NULL;
-        if (!eof) {
-            lineno++;
-            size_t len = strlen(line);
-            if (len > LINE_MAX_BYTES) {
-                *error = petrel_pool_printf(pool, "line %d: line longer than %d bytes", lineno, LINE_MAX_BYTES);
-                status = -1;
-                break;
-            }
-            line[strcspn(line, "\r\n")] = '\0';
-            const char *p = line;
-            while (isspace((unsigned char)*p))
-                p++;
-            if (*p == '\0' || *p == '#')
-                continue;
-            if (isspace((unsigned char)line[0]) && used > 0) {
-                if (used + strlen(line) > LINE_MAX_BYTES) {
-                    *error = petrel_pool_printf(pool, "line %d: logical line too long", start);
-                    status = -1;
-                    break;
-                }
-                memcpy(logical + used, line, strlen(line) + 1);
-                used += strlen(line);
-                continue;
-            }
-        }
-        if (used > 0)
-            status = add_setting(c, logical, start, pool, error);
-        if (eof)
-            break;
-        if (isspace((unsigned char)line[0])) {
-            *error = petrel_pool_printf(pool, "line %d: text that continues nothing: \"%.60s\"", lineno, line);
-            status = -1;
-            break;
-        }
-        strcpy(logical, line);
-        used = strlen(line);
-        start = lineno;
-    }
-    if (status == 0 && ferror(fp)) {
-        *error = petrel_pool_printf(pool, "read %s: %s", path, strerror(errno));
-        status = -1;
-    }
-    fclose(fp);
-    free(line);
-    free(logical);
-    return status;
-}
-
-/* Which key parts a template needs; -1 on an unknown %x. */
-static int parse_template(struct table *t, const char *format, int query, char *bad)
-{
-    for (const char *p = format; *p; p++) {
-        if (*p != '%')
-            continue;
-        switch (*++p) {
-        case '%': case 's': case 'S':
-            break;
-        case 'u':
-            t->needs |= query ? NEEDS_KEY_USER : NEEDS_VALUE_USER;
-            break;
-        case 'd':
-            t->needs |= query ? NEEDS_KEY_DOMAIN : NEEDS_VALUE_DOMAIN;
-            break;
-        case 'U':
-            t->needs |= NEEDS_KEY_USER;
-            break;
-        case 'D':
-            t->needs |= NEEDS_KEY_DOMAIN;
-            break;
-        case '1': case '2': case '3': case '4': case '5': case '6': case '7': case '8': case '9':
-            if (t->nparts < *p - '0')
-                t->nparts = *p - '0';
-            t->needs |= NEEDS_KEY_DOMAIN;
-            break;
-        default:
-            *bad = *p;
-            return -1;
-        }
-    }
-    return 0;
-}
-
-/* Postfix's warning for %x outside a '...' literal: the quoting that keeps
- * a key from changing the query only works inside one. */
-static void warn_unquoted(const struct table *t, int line)
-{
-    char quote = 0;
-    for (const char *p = t->query; *p; p++) {
-        if (quote == 0) {
-            if (*p == '\'' || *p == '"')
-                quote = *p;
-        } else if (*p == quote) {
-            quote = 0;
-        }
-        if (quote == '\'')
-            continue;
-        if (*p == '%') {
-            if (isalnum((unsigned char)p[1]))
-                petrel_module_log(t->module, PETREL_LOG_WARNING,
-                                  "pgsql:%s, line %d: query >%s< contains >%.2s< without the recommended '' "
-                                  "quotes", t->config, line, t->query, p);
-            if (p[1] != '\0')
-                p++;
-        }
-    }
-}
-
 /* ------------------------------------------------------------------ */
-/* expansion (db_common_expand)                                        */
-
-struct buffer {
-    char *data;
-    size_t len, cap;
-};
-
-static void put(struct buffer *b, const char *s, size_t n)
-{
-    if (b->len + n + 1 > b->cap) {
-        b->cap = (b->len + n + 1) * 2;
-        b->data = realloc(b->data, b->cap);
-        if (b->data == NULL)
-            abort();
-    }
-    memcpy(b->data + b->len, s, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-}
+/* escaping for the query (the expansion is table_config.c's)          */
 
 /* A key part inside the query's '...' literal: escaped by the library for
  * the connection that will run the query (PQescapeStringConn: encoding
@@ -315,12 +96,9 @@ struct escaper {
     int failed;
 };
 
-static void put_quoted(struct buffer *b, const char *s, size_t n, struct escaper *esc)
+static void put_quoted(struct table_buffer *b, const char *s, size_t n, void *arg)
 {
-    if (esc == NULL) {
-        put(b, s, n);
-        return;
-    }
+    struct escaper *esc = arg;
     char *to = malloc(2 * n + 1);
     if (to == NULL)
         abort();
@@ -328,167 +106,8 @@ static void put_quoted(struct buffer *b, const char *s, size_t n, struct escaper
     size_t len = PQescapeStringConn(esc->conn, to, s, n, &err);
     if (err)
         esc->failed = 1;
-    put(b, to, len);
+    table_buffer_put(b, to, len);
     free(to);
-}
-
-/* The labels of domain, counted from the right (1 = the top level). */
-static int label(const char *domain, int n, const char **start, size_t *len)
-{
-    const char *end = domain + strlen(domain);
-    for (int i = 1;; i++) {
-        const char *dot = end;
-        while (dot > domain && dot[-1] != '.')
-            dot--;
-        if (i == n) {
-            *start = dot;
-            *len = (size_t)(end - dot);
-            return *len > 0;
-        }
-        if (dot == domain)
-            return 0;
-        end = dot - 1;
-    }
-}
-
-/* Expands format for value (the key for a query, a result otherwise; key is
- * then the lookup key). Returns 0 when the value lacks what the template
- * needs (no query, or a skipped result), 1 when appended to out. */
-static int expand(const struct table *t, const char *format, const char *value, const char *key,
-                  struct escaper *quote, struct buffer *out)
-{
-    const char *vat = strrchr(value, '@');
-    const char *vdomain = vat ? vat + 1 : NULL;
-    const char *kat = key ? strrchr(key, '@') : NULL;
-    const char *kdomain = kat ? kat + 1 : NULL;
-    if (key == NULL) {
-        if (((t->needs & NEEDS_KEY_DOMAIN) && (!vdomain || !*vdomain)) ||
-            ((t->needs & NEEDS_KEY_USER) && vat == value))
-            return 0;
-    } else {
-        if (((t->needs & NEEDS_VALUE_DOMAIN) && (!vdomain || !*vdomain)) ||
-            ((t->needs & NEEDS_VALUE_USER) && vat == value))
-            return 0;
-        if (((t->needs & NEEDS_KEY_DOMAIN) && (!kdomain || !*kdomain)) ||
-            ((t->needs & NEEDS_KEY_USER) && kat == key))
-            return 0;
-    }
-    const char *parts_domain = key ? kdomain : vdomain;
-    for (int i = 1; i <= t->nparts; i++) {
-        const char *s;
-        size_t n;
-        if (parts_domain == NULL || !label(parts_domain, i, &s, &n))
-            return 0;   /* too few labels, or an empty one */
-    }
-    if (out->len > 0)
-        put(out, ",", 1);
-    for (const char *p = format; *p; p++) {
-        if (*p != '%') {
-            put(out, p, 1);
-            continue;
-        }
-        const char *s = NULL;
-        size_t n = 0;
-        switch (*++p) {
-        case '%':
-            put(out, "%", 1);
-            continue;
-        case 's':
-            s = value, n = strlen(value);
-            break;
-        case 'u':
-            s = value, n = vat ? (size_t)(vat - value) : strlen(value);
-            break;
-        case 'd':
-            s = vdomain, n = strlen(vdomain);
-            break;
-        case 'S':
-            s = key ? key : value, n = strlen(s);
-            break;
-        case 'U':
-            if (key)
-                s = key, n = kat ? (size_t)(kat - key) : strlen(key);
-            else
-                s = value, n = vat ? (size_t)(vat - value) : strlen(value);
-            break;
-        case 'D':
-            s = key ? kdomain : vdomain, n = strlen(s);
-            break;
-        default:   /* 1..9: parse_template allowed nothing else */
-            label(parts_domain, *p - '0', &s, &n);
-            break;
-        }
-        put_quoted(out, s, n, quote);
-    }
-    return 1;
-}
-
-/* ------------------------------------------------------------------ */
-/* the table type                                                      */
-
-static int domain_eligible(const struct table *t, const char *key)
-{
-    if (t->domains == NULL)
-        return 1;
-    const char *at = strrchr(key, '@');
-    if (at == NULL || at == key)
-        return 0;
-    for (size_t i = 0; i < t->ndomains; i++)
-        if (strcasecmp(t->domains[i].name, at + 1) == 0)
-            return !t->domains[i].negate;
-    return 0;
-}
-
-/* domain = name, !name, /file ... (Postfix's string list). */
-static int parse_domains(struct table *t, const char *list, int line, petrel_pool *pool, const char **error)
-{
-    size_t cap = 0;
-    char *copy = petrel_pool_strdup(pool, list), *outer = NULL;
-    for (char *item = strtok_r(copy, ", \t", &outer); item; item = strtok_r(NULL, ", \t", &outer)) {
-        int negate = 0;
-        if (*item == '!') {
-            negate = 1;
-            item++;
-        }
-        if (strchr(item, ':') && *item != '/') {
-            *error = petrel_pool_printf(pool, "line %d: domain: \"%s\": lookup tables are not supported in the "
-                                        "pgsql module's domain list (list the domains, or name a file of them)",
-                                        line, item);
-            return -1;
-        }
-        char *names = item;
-        if (*item == '/') {
-            FILE *fp = fopen(item, "re");
-            if (fp == NULL) {
-                *error = petrel_pool_printf(pool, "line %d: domain: open %s: %s", line, item, strerror(errno));
-                return -1;
-            }
-            struct buffer text = { 0 };
-            char buf[4096];
-            while (fgets(buf, sizeof(buf), fp)) {
-                buf[strcspn(buf, "#")] = '\0';
-                put(&text, buf, strlen(buf));
-                put(&text, " ", 1);
-            }
-            fclose(fp);
-            names = petrel_pool_strdup(pool, text.data ? text.data : "");
-            free(text.data);
-        }
-        char *save = NULL;
-        for (char *name = strtok_r(names, ", \t\r\n", &save); name; name = strtok_r(NULL, ", \t\r\n", &save)) {
-            if (t->ndomains == cap) {
-                cap = cap ? cap * 2 : 8;
-                struct domain_item *grown = petrel_pool_alloc(pool, cap * sizeof(*grown));
-                if (t->ndomains)
-                    memcpy(grown, t->domains, t->ndomains * sizeof(*grown));
-                t->domains = grown;
-            }
-            t->domains[t->ndomains++] = (struct domain_item){ name, negate };
-        }
-    }
-    if (t->ndomains == 0)
-        t->domains = NULL;
-    return 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -578,9 +197,9 @@ static char *make_query(const struct table *t, PGconn *conn, const char *key, in
         *skip = 1;
         return NULL;
     }
-    struct buffer q = { 0 };
+    struct table_buffer q = { 0 };
     struct escaper esc = { conn, 0 };
-    if (!expand(t, t->query, key, NULL, &esc, &q)) {
+    if (!table_template_expand(&t->tpl, t->query, key, NULL, put_quoted, &esc, &q)) {
         free(q.data);
         *skip = 1;
         return NULL;
@@ -605,7 +224,7 @@ static int read_result(const struct table *t, PGresult *res, const char *key, ch
                           key, (int)strcspn(why, "\n"), why);
         return -1;
     }
-    struct buffer result = { 0 };
+    struct table_buffer result = { 0 };
     long count = 0;
     for (int row = 0; row < PQntuples(res); row++)
         for (int col = 0; col < PQnfields(res); col++) {
@@ -617,7 +236,8 @@ static int read_result(const struct table *t, PGresult *res, const char *key, ch
                                   "\"%.100s\" -- ignored", t->config, key);
                 continue;
             }
-            if (expand(t, t->result_format, text, key, NULL, &result) && t->expansion_limit > 0 &&
+            if (table_template_expand(&t->tpl, t->result_format, text, key, NULL, NULL, &result) &&
+                t->expansion_limit > 0 &&
                 ++count > t->expansion_limit) {
                 petrel_module_log(t->module, PETREL_LOG_WARNING, "pgsql:%s: expansion limit exceeded for key "
                                   "\"%.100s\"", t->config, key);
@@ -930,11 +550,9 @@ static void request_timed_out(void *arg)
     dispatch(t);
 }
 
-static int valid_utf8(const char *s);
-
 static int eligible(const struct table *t, const char *key)
 {
-    return valid_utf8(key) && domain_eligible(t, key);
+    return table_valid_utf8(key) && table_domains_eligible(&t->domains, key);
 }
 
 static void pgsql_lookup_async(void *handle, petrel_table_query *q, const char *key)
@@ -1014,22 +632,6 @@ static int pgsql_lookup(void *handle, const char *key, const char **value, petre
 /* ------------------------------------------------------------------ */
 /* open, close, the module                                             */
 
-static int valid_utf8(const char *s)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    while (*p) {
-        int more = *p < 0x80 ? 0 : (*p >= 0xc2 && *p <= 0xdf) ? 1 : (*p >= 0xe0 && *p <= 0xef) ? 2
-                 : (*p >= 0xf0 && *p <= 0xf4) ? 3 : -1;
-        if (more < 0)
-            return 0;
-        for (int i = 1; i <= more; i++)
-            if ((p[i] & 0xc0) != 0x80)
-                return 0;
-        p += more + 1;
-    }
-    return 1;
-}
-
 static void table_close(void *handle)
 {
     struct table *t = handle;
@@ -1056,64 +658,59 @@ static void *table_open(petrel_module *m, const char *name, petrel_pool *pool, c
                                     "pgsql_table(5) configuration file by its path", name);
         return NULL;
     }
-    struct config c = { 0 };
-    if (read_config(name, &c, pool, error) != 0) {
-        free(c.items);
+    struct table_settings c = { 0 };
+    if (table_settings_read(name, &c, pool, error) != 0) {
+        table_settings_free(&c);
         return NULL;
     }
     struct table *t = petrel_pool_zalloc(pool, sizeof(*t));
     t->module = m;
     t->config = petrel_pool_strdup(pool, name);
     void *result = NULL;
-    for (size_t i = 0; i < c.n; i++) {
-        int known = 0;
-        for (const char *const *k = known_names; *k; k++)
-            known |= strcmp(*k, c.items[i].name) == 0;
-        if (!known)
-            petrel_module_log(m, PETREL_LOG_WARNING, "pgsql:%s, line %d: unknown parameter \"%s\" is ignored", name,
-                              c.items[i].line, c.items[i].name);
-    }
+    table_settings_warn_unknown(&c, m, "pgsql", name, known_names);
     static const char *const legacy[] = { "select_field", "table", "where_field", "additional_conditions",
                                           "select_function", NULL };
     for (const char *const *k = legacy; *k; k++)
-        if (setting(&c, *k)) {
+        if (table_settings_find(&c, *k)) {
             *error = petrel_pool_printf(pool, "line %d: %s: the legacy query parameters are not supported by "
-                                        "Petrel: write the query with query =", line_of(&c, *k), *k);
+                                        "Petrel: write the query with query =", table_settings_line(&c, *k), *k);
             goto out;
         }
-    t->query = get(&c, "query", NULL);
-    int qline = line_of(&c, "query");
+    t->query = table_settings_get(&c, "query", NULL);
+    int qline = table_settings_line(&c, "query");
     if (t->query == NULL) {
         *error = petrel_pool_printf(pool, "no query");
         goto out;
     }
-    t->result_format = get(&c, "result_format", "%s");
-    const char *limit = get(&c, "expansion_limit", "0");
+    t->result_format = table_settings_get(&c, "result_format", "%s");
+    const char *limit = table_settings_get(&c, "expansion_limit", "0");
     char *end;
     errno = 0;
     t->expansion_limit = strtol(limit, &end, 10);
     if (errno || *limit == '\0' || *end != '\0' || t->expansion_limit < 0) {
-        *error = petrel_pool_printf(pool, "line %d: expansion_limit: bad number \"%s\"", line_of(&c, "expansion_limit"),
+        *error = petrel_pool_printf(pool, "line %d: expansion_limit: bad number \"%s\"",
+                                    table_settings_line(&c, "expansion_limit"),
                                     limit);
         goto out;
     }
     char bad = 0;
-    if (parse_template(t, t->query, 1, &bad) != 0) {
+    if (table_template_parse(&t->tpl, t->query, 1, &bad) < 0) {
         *error = petrel_pool_printf(pool, "line %d: query: invalid %%%c in \"%s\"", qline, bad ? bad : ' ', t->query);
         goto out;
     }
-    if (parse_template(t, t->result_format, 0, &bad) != 0) {
+    if (table_template_parse(&t->tpl, t->result_format, 0, &bad) < 0) {
         *error = petrel_pool_printf(pool, "line %d: result_format: invalid %%%c in \"%s\"",
-                                    line_of(&c, "result_format"), bad ? bad : ' ', t->result_format);
+                                    table_settings_line(&c, "result_format"), bad ? bad : ' ', t->result_format);
         goto out;
     }
-    if (parse_domains(t, get(&c, "domain", ""), line_of(&c, "domain"), pool, error) != 0)
+    if (table_domains_parse(&t->domains, table_settings_get(&c, "domain", ""), table_settings_line(&c, "domain"),
+                            "pgsql", pool, error) != 0)
         goto out;
-    if (parse_hosts(t, get(&c, "hosts", ""), line_of(&c, "hosts"), pool, error) != 0)
+    if (parse_hosts(t, table_settings_get(&c, "hosts", ""), table_settings_line(&c, "hosts"), pool, error) != 0)
         goto out;
-    t->user = get(&c, "user", NULL);
-    t->password = get(&c, "password", NULL);
-    t->dbname = get(&c, "dbname", NULL);
+    t->user = table_settings_get(&c, "user", NULL);
+    t->password = table_settings_get(&c, "password", NULL);
+    t->dbname = table_settings_get(&c, "dbname", NULL);
     if (t->dbname == NULL || *t->dbname == '\0') {
         *error = petrel_pool_printf(pool, "dbname is not set");
         goto out;
@@ -1123,17 +720,17 @@ static void *table_open(petrel_module *m, const char *name, petrel_pool *pool, c
     t->max_conns = (int)petrel_param_int(m, "pgsql_max_connections");
     if (t->max_conns < 1)
         t->max_conns = 1;
-    warn_unquoted(t, qline);
+    table_warn_unquoted(m, "pgsql", name, qline, t->query);
     result = t;
 out:
-    free(c.items);
+    table_settings_free(&c);
     return result;
 }
 
 static int table_pattern(void *handle)
 {
     const struct table *t = handle;
-    return (t->needs & (NEEDS_KEY_USER | NEEDS_KEY_DOMAIN)) != 0;
+    return table_template_partial(&t->tpl);
 }
 
 static const petrel_param params[] = {

@@ -1,0 +1,93 @@
+/*
+ * The ldap module's shared declarations: an open table (what its
+ * ldap_table(5) file says, and its connection state), one lookup's
+ * results, and the functions the module's files share. ldap.c is the
+ * table type (connections, the asynchronous and the blocking lookup),
+ * ldap_results.c reads search results the way Postfix's dict_ldap does,
+ * ldap_open.c reads the file.
+ */
+#ifndef PETREL_MODULES_LDAP_TABLE_H
+#define PETREL_MODULES_LDAP_TABLE_H
+
+#include <time.h>
+
+#include <ldap.h>
+
+#include <petrel/plugin.h>
+
+#include "table_config.h"
+
+#define HOST_RETRY_SECONDS 60
+#define MAX_HOSTS 16
+
+struct ldap_host {
+    const char *url;
+    const char *name;                 /* a host name to resolve first (petrel_dns), or NULL */
+    const char *scheme;
+    int port;
+    time_t dead_until;
+};
+
+/* A name being resolved for the connection. The table may close before
+ * the answer comes: it then sets cancelled, and the answer frees this. */
+struct resolving {
+    struct table *t;
+    int host;
+    int cancelled;
+};
+
+struct request;
+struct ldap_conn;
+
+struct table {
+    petrel_module *module;
+    const char *config;               /* the .cf file, for messages */
+    struct ldap_host hosts[MAX_HOSTS];
+    int nhosts;
+    const char *search_base, *query_filter, *result_format;
+    int dynamic_base;                 /* search_base depends on the key */
+    int scope, version, deref;
+    struct table_template tpl;
+    struct table_domains domains;
+    char **attrs;                     /* terminal, leaf, regular, special; NULL-terminated */
+    int nterminal, nleaf, nordinary;  /* nordinary: terminal + leaf + regular */
+    int bind;
+    const char *bind_dn, *bind_pw;
+    unsigned timeout_ms;
+    long expansion_limit, size_limit, recursion_limit;
+    struct ldap_conn *conn;           /* at most one */
+    struct resolving *resolving;      /* the name of the next one, in the resolver */
+    unsigned long drops;              /* connections dropped: a callback's check that its own is gone */
+    struct request *waiting_head, *waiting_tail;   /* for the connection */
+    LDAP *blocking;                   /* the blocking lookup's connection */
+};
+
+/* One lookup's results so far. */
+struct lookup {
+    const char *key;
+    long expansions;
+    int error;                        /* a temporary failure: RETRY */
+    struct table_buffer result;
+};
+
+/* Starts a search for a special attribute's value, at depth. 0, or -1
+ * (the lookup failed; logged). */
+typedef int spawn_fn(void *arg, const char *base, int scope, const char *filter, char **attrs, int depth);
+
+/* ldap_results.c */
+/* Reads the entries of one search's results into lk (ordinary attributes
+ * through result_format; special ones spawned one level deeper). */
+void ldap_read_entries(struct table *t, LDAP *ld, LDAPMessage *res, struct lookup *lk, int depth, spawn_fn *spawn,
+                       void *arg);
+/* A finished search's outcome: 1 read its entries, 0 nothing to read, -1
+ * error (logged; *drop set when the connection should go). */
+int ldap_search_outcome(struct table *t, LDAP *ld, LDAPMessage *res, const char *base, int depth, const char *key,
+                        int *drop);
+/* The base and the filter for key (malloc'd, escaped); 0 when the key
+ * lacks what the templates need. */
+int ldap_make_search(const struct table *t, const char *key, char **base, char **filter);
+
+/* ldap_open.c: the table type's open. */
+void *ldap_table_open(petrel_module *m, const char *name, petrel_pool *pool, const char **error);
+
+#endif

@@ -1,0 +1,96 @@
+"""A private OpenLDAP server for the ldap: table tests: slapd with an mdb database in a
+temporary directory, loaded with slapadd from the test's LDIF, listening on 127.0.0.1 on a
+free port in the foreground, stopped by PID (stop() and start() again on the same port, for
+the "server goes down mid-run" cases). The root DN "cn=admin,dc=example,dc=test" has the
+password "secret"; anonymous users may read everything but passwords."""
+import atexit
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+from harness import CLEANUP_DIRS, free_port
+
+SUFFIX = "dc=example,dc=test"
+ROOT_DN = "cn=admin," + SUFFIX
+ROOT_PW = "secret"
+
+
+class Slapd:
+    def __init__(self, ldif, port=None, extra_conf=""):
+        for tool in ("/usr/sbin/slapd", "/usr/sbin/slapadd"):
+            if not os.path.exists(tool):
+                raise RuntimeError("%s is not installed (Debian: slapd)" % tool)
+        self.dir = tempfile.mkdtemp(prefix="petrel-slapd-")
+        CLEANUP_DIRS.append(self.dir)
+        self.port = port or free_port()
+        self.proc = None
+        data = os.path.join(self.dir, "data")
+        os.mkdir(data)
+        self.conf = os.path.join(self.dir, "slapd.conf")
+        with open(self.conf, "w") as f:
+            f.write("include /etc/ldap/schema/core.schema\n"
+                    "include /etc/ldap/schema/cosine.schema\n"
+                    "include /etc/ldap/schema/inetorgperson.schema\n"
+                    "include /etc/ldap/schema/nis.schema\n"
+                    "include /etc/ldap/schema/misc.schema\n"
+                    "modulepath /usr/lib/ldap\nmoduleload back_mdb\n"
+                    "pidfile %s/slapd.pid\nallow bind_v2\n%s"
+                    "access to attrs=userPassword by anonymous auth by * none\n"
+                    "access to * by * read\n"
+                    "database mdb\nmaxsize 10485760\nsuffix \"%s\"\nrootdn \"%s\"\nrootpw %s\n"
+                    "directory %s\n"
+                    % (self.dir, extra_conf, SUFFIX, ROOT_DN, ROOT_PW, data))
+        ldif_path = os.path.join(self.dir, "data.ldif")
+        with open(ldif_path, "w") as f:
+            f.write(ldif)
+        r = subprocess.run(["/usr/sbin/slapadd", "-f", self.conf, "-l", ldif_path], capture_output=True,
+                           text=True, timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError("slapadd: %s" % r.stderr)
+        self.start()
+        atexit.register(self.stop)   # a test that dies half-way leaves no server behind
+
+    def start(self):
+        self.proc = subprocess.Popen(["/usr/sbin/slapd", "-d", "0", "-f", self.conf,
+                                      "-h", "ldap://127.0.0.1:%d/" % self.port],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=open(os.path.join(self.dir, "slapd.log"), "a"))
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("slapd exited with %s: %s" % (self.proc.returncode, self.log()))
+            if self.search("(objectClass=*)", scope="base").returncode == 0:
+                return
+            time.sleep(0.1)
+        raise RuntimeError("slapd did not answer on %d" % self.port)
+
+    def search(self, filt, *attrs, scope="sub", base=SUFFIX):
+        return subprocess.run(["ldapsearch", "-x", "-LLL", "-H", "ldap://127.0.0.1:%d/" % self.port, "-b", base,
+                               "-s", scope, filt] + list(attrs), capture_output=True, text=True, timeout=10)
+
+    def modify(self, ldif):
+        return subprocess.run(["ldapmodify", "-x", "-H", "ldap://127.0.0.1:%d/" % self.port, "-D", ROOT_DN,
+                               "-w", ROOT_PW], input=ldif, capture_output=True, text=True, timeout=10)
+
+    def log(self):
+        try:
+            with open(os.path.join(self.dir, "slapd.log")) as f:
+                return f.read()[-2000:]
+        except OSError:
+            return ""
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def pause(self):
+        """The server stops answering (SIGSTOP) but keeps its port: a slow server."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self):
+        self.proc.send_signal(signal.SIGCONT)

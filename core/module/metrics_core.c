@@ -33,8 +33,9 @@ static const struct core_family families[CM_MAX] = {
     [CM_SMTPD_CONNECTIONS] = COUNTER("petrel_smtpd_connections_total",
                                      "SMTP connections accepted, per master.cf service", "service"),
     [CM_SMTPD_REJECTS] = COUNTER("petrel_smtpd_rejects_total",
-                                 "Restriction rejects (NOQUEUE: reject lines), per service, SMTP stage and reply class",
-                                 "service", "stage", "class"),
+                                 "Rejects (reject log lines), per service, SMTP stage, reply class, what refused "
+                                 "(a restriction's name, a parameter's, module:NAME) and reply code",
+                                 "service", "stage", "class", "restriction", "code"),
     [CM_SMTPD_REPLIES] = COUNTER("petrel_smtpd_replies_total", "SMTP replies sent, per service and reply code class",
                                  "service", "class"),
     [CM_SMTPD_MESSAGES] = COUNTER("petrel_smtpd_messages_received_total",

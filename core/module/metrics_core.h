@@ -21,7 +21,7 @@ struct module_metrics;
 
 enum core_metric {
     CM_SMTPD_CONNECTIONS,        /* counter {service} */
-    CM_SMTPD_REJECTS,            /* counter {service,stage,class} */
+    CM_SMTPD_REJECTS,            /* counter {service,stage,class,restriction,code} */
     CM_SMTPD_REPLIES,            /* counter {service,class} */
     CM_SMTPD_MESSAGES,           /* counter {service} */
     CM_SMTPD_BYTES,              /* counter {service} */

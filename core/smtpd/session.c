@@ -182,7 +182,7 @@ void smtpd_hooks_then(struct smtpd_session *s, enum smtpd_phase phase, const cha
         smtpd_run_phase(s, phase, arg, next);
         return;
     }
-    struct restrict_result dunno = { RV_DUNNO, 0, NULL, NULL };
+    struct restrict_result dunno = { RV_DUNNO, 0, NULL, NULL, NULL };
     s->state = SMTPD_WAIT;
     next(s, &dunno);
 }
@@ -373,7 +373,7 @@ static void starttls_hooked(struct smtpd_session *s, const struct restrict_resul
 {
     s->state = SMTPD_CMD;
     if (smtpd_refused(r)) {
-        smtpd_log_reject(s, "reject", "STARTTLS", r->code, r->enhanced, r->text, NULL);
+        smtpd_log_reject(s, "reject", "STARTTLS", r->restriction, r->code, r->enhanced, r->text, NULL);
         smtpd_reply(s, "%d %s %s", r->verdict == RV_REJECT ? 554 : 421, r->enhanced, r->text);
         s->last_command = "STARTTLS";
         smtpd_session_close_after_flush(s);
@@ -766,7 +766,7 @@ static void greeting_checked(struct smtpd_session *s, const struct restrict_resu
     if (r->verdict == RV_REJECT || r->verdict == RV_DEFER) {
         /* Postfix answers the greeting normally and then rejects every
          * command; a reject at connect time is easier on clients as 554. */
-        smtpd_log_reject(s, "reject", "CONNECT", r->code, r->enhanced, r->text, NULL);
+        smtpd_log_reject(s, "reject", "CONNECT", r->restriction, r->code, r->enhanced, r->text, NULL);
         smtpd_reply(s, "%d %s %s", r->code == 554 || r->code >= 500 ? 554 : 421, r->enhanced, r->text);
         s->last_command = "CONNECT";
         smtpd_session_close_after_flush(s);
@@ -779,7 +779,7 @@ static void connect_hooked(struct smtpd_session *s, const struct restrict_result
 {
     s->state = SMTPD_CMD;
     if (smtpd_refused(r)) {
-        smtpd_log_reject(s, "reject", "CONNECT", r->code, r->enhanced, r->text, NULL);
+        smtpd_log_reject(s, "reject", "CONNECT", r->restriction, r->code, r->enhanced, r->text, NULL);
         smtpd_reply(s, "%d %s %s", r->verdict == RV_REJECT ? 554 : 421, r->enhanced, r->text);
         s->last_command = "CONNECT";
         smtpd_session_close_after_flush(s);

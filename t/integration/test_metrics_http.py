@@ -106,7 +106,8 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
     size = int(re.search(r"size=(\d+), nrcpt=2 \(queued\)", p.log()).group(1))
     t.is_(v1.get(label("petrel_smtpd_received_bytes_total")), float(size),
           "its bytes, as the log's size= says (%d)" % size)
-    t.is_(v1.get(label("petrel_smtpd_rejects_total", ',stage="RCPT",class="4xx"')), 1.0,
+    t.is_(v1.get(label("petrel_smtpd_rejects_total",
+                       ',stage="RCPT",class="4xx",restriction="defer_unauth_destination",code="454"')), 1.0,
           "the relay reject is counted at RCPT, class 4xx (the 503 is not a restriction)")
     t.is_(wait_value(mport, 'petrel_deliveries_total{transport="virtual",status="sent"}', 2.0), 2.0,
           "two deliveries to Maildir, sent")

@@ -153,7 +153,7 @@ static void close_master_fds(struct master *m)
     m->control = NULL;
     if (m->modctl)
         modctl_close_in_child(m->modctl);
-    master_http_stop(m->http);   /* the metrics endpoint's socket too */
+    master_http_close_in_child(m->http);   /* the metrics endpoint's sockets, not its connections */
     m->http = NULL;
     /* pid_fd stays open in the child on purpose: the flock on master.pid
      * belongs to the open file, shared by every process forked from the

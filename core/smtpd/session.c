@@ -389,9 +389,10 @@ static void starttls_hooked(struct smtpd_session *s, const struct restrict_resul
  * STARTTLS. Returns 1 when the STARTTLS hooks now run (they resume the
  * input themselves) or the session ends (smtpd_tls_req_ccert, the new TLS
  * session rate limit). */
-static void count_handshake(struct smtpd_session *s, const char *result)
+/* version: OpenSSL's fixed name of the protocol ("TLSv1.3"), "none" without a session. */
+static void count_handshake(struct smtpd_session *s, const char *result, SSL *ssl)
 {
-    const char *labels[] = { s->set->service_name, result };
+    const char *labels[] = { s->set->service_name, result, ssl ? SSL_get_version(ssl) : "none" };
     core_metric_add(s->worker->metrics, CM_SMTPD_TLS_HANDSHAKES, labels, 1);
 }
 
@@ -403,7 +404,7 @@ static int tls_became_active(struct smtpd_session *s)
     if (ssl == NULL || !SSL_is_init_finished(ssl))
         return 0;
     s->tls_handshaking = 0;
-    count_handshake(s, "ok");
+    count_handshake(s, "ok", ssl);
     bufferevent_set_timeouts(s->bev, &s->set->timeout, &s->set->timeout);
     if (smtpd_tls_established(s) != 0 || smtpd_tls_count_new_session(s) != 0) {
         s->last_command = "STARTTLS";
@@ -436,7 +437,7 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
         if (s->tls_handshaking) {
             /* smtpd_starttls_timeout: nothing can be said inside a handshake */
             msg_info("timeout after STARTTLS from %s", s->namaddr);
-            count_handshake(s, "failed");
+            count_handshake(s, "failed", NULL);
             s->last_command = "STARTTLS";
             log_disconnect(s);
             session_free(s);
@@ -468,7 +469,7 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
             }
         }
         if (s->tls_handshaking)
-            count_handshake(s, "failed");
+            count_handshake(s, "failed", NULL);
         if (s->state == SMTPD_WAIT && s->tx && s->tx->commit_job) {
             /* Let the commit finish; its completion notices the lost client. */
         }

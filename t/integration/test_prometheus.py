@@ -151,11 +151,12 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
         c.ehlo()
         t.like(c.cmd("STARTTLS"), r"^220 ", "STARTTLS")
         c.starttls()
+        version = c.sock.version()
         c.ehlo()
         c.cmd("QUIT")
         c.close()
-        t.is_(wait_value(mport, 'petrel_smtpd_tls_handshakes_total{%s,result="ok"}' % svc[1:-1], 1.0), 1.0,
-              "the TLS handshake is counted")
+        t.is_(wait_value(mport, 'petrel_smtpd_tls_handshakes_total{%s,result="ok",version="%s"}'
+                         % (svc[1:-1], version), 1.0), 1.0, "the TLS handshake is counted, with its version")
         t.ok(prom.wait_scrape_after(time.time()), "Prometheus scraped after it")
         t.ok(prom.wait_scrape_after(time.time()), "and once more (a rate needs two samples)")
 

@@ -18,6 +18,7 @@ import time
 from harness import TOP_SRCDIR, Petrel, Tap, free_port, make_cert, wait_for
 from metricslib import wait_http, Prometheus, http_get, parse_metrics, wait_value
 from modlib import module_dir
+from scripted_smtp import Server
 import json
 import tempfile
 
@@ -33,6 +34,9 @@ if not shutil.which("prometheus") or not shutil.which("promtool"):
 
 QMGR = "qmgr unix n - n 300 1 qmgr\n"
 mport = free_port()
+certdir = tempfile.mkdtemp(prefix="petrel-prom-tls-")
+# A next hop with STARTTLS, so the outbound TLS panel has a handshake to show.
+tls_server = Server(tls=make_cert(certdir, "tls.test"))
 with Petrel(t, extra_services=QMGR, start=False) as p:
     mail = os.path.join(p.dir, "mail")
     os.mkdir(mail)
@@ -48,9 +52,15 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
         "virtual_mailbox_domains": "vmail.test",
         "virtual_mailbox_base": mail,
         "virtual_mailbox_maps": "inline:{ {u@vmail.test = vmail.test/u/} }",
-        "relay_domains": "bounce.test later.test",
+        "relay_domains": "bounce.test later.test tls.test",
         "transport_maps": "inline:{ {bounce.test = error:5.1.1 no such user here}, "
-                          "{later.test = retry:4.4.1 try again later} }",
+                          "{later.test = retry:4.4.1 try again later}, "
+                          "{tls.test = smtp:[127.0.0.1]:%d} }" % tls_server.port,
+        "smtp_tls_security_level": "may",
+        # A table that fails, for one recipient only: the table-error alert's series.
+        "smtpd_restriction_classes": "broken_lookup",
+        "broken_lookup": "check_client_access fail:metrics",
+        "smtpd_recipient_restrictions": "check_recipient_access inline:{ {failing@vmail.test = broken_lookup} }",
         "mynetworks": "127.0.0.2/32",
         "maillog_file": p.log_path,
     })
@@ -157,6 +167,23 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
         c.close()
         t.is_(wait_value(mport, 'petrel_smtpd_tls_handshakes_total{%s,result="ok",version="%s"}'
                          % (svc[1:-1], version), 1.0), 1.0, "the TLS handshake is counted, with its version")
+        c = p.connect()
+        t.like(c.send_message("s@vmail.test", ["r@tls.test"], "Subject: out\r\n\r\nx\r\n"), r"^250 ",
+               "mail for a next hop with STARTTLS")
+        c.close()
+        c = p.connect()
+        c.ehlo()
+        t.like(c.cmd("MAIL FROM:<s@vmail.test>"), r"^250 ", "MAIL")
+        t.like(c.cmd("RCPT TO:<failing@vmail.test>"), r"^451 4\.3\.5 ",
+               "a recipient whose check asks a failing table: 451 4.3.5, as Postfix answers")
+        c.close()
+        t.is_(wait_value(mport, 'petrel_table_lookups_total{type="fail",table="fail:metrics",result="error"}', 1.0), 1.0,
+              "the failed lookup is counted")
+        t.ok(wait_for(lambda: any(x.get("tls") for x in tls_server.sessions), timeout=30),
+             "the next hop saw a TLS session")
+        out_version = ([x.get("tls_version") for x in tls_server.sessions if x.get("tls")] or ["?"])[0]
+        t.is_(wait_value(mport, 'petrel_smtp_tls_handshakes_total{transport="smtp",result="ok",version="%s"}'
+                         % out_version, 1.0, timeout=30), 1.0, "the outbound TLS handshake is counted, with its version")
         t.ok(prom.wait_scrape_after(time.time()), "Prometheus scraped after it")
         t.ok(prom.wait_scrape_after(time.time()), "and once more (a rate needs two samples)")
 
@@ -181,7 +208,7 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
         # The alerting rules: loaded, evaluated without error, and every series they select exists.
         groups = prom.api("/api/v1/rules")["data"]["groups"]
         rules = [r for g in groups for r in g["rules"]]
-        t.is_(len(rules), 9, "Prometheus loaded the 9 alerting rules")
+        t.is_(len(rules), 11, "Prometheus loaded the 11 alerting rules")
         deadline = time.time() + 20
         while time.time() < deadline and any(r.get("health") != "ok" for r in rules):
             time.sleep(0.5)
@@ -197,4 +224,6 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
         firing = [r["name"] for r in rules if r.get("state") == "firing"]
         t.is_(firing, [], "no alert fires on this healthy instance")
     shutil.rmtree(rules_dir, ignore_errors=True)
+tls_server.stop()
+shutil.rmtree(certdir, ignore_errors=True)
 t.done()

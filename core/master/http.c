@@ -140,6 +140,33 @@ static void reply_text(struct evhttp_request *req, int code, const char *reason,
     buf_free(&b);
 }
 
+/* The client lists OpenMetrics in Accept (Prometheus does, ahead of the
+ * text format) with a weight above 0. */
+static int wants_openmetrics(struct evhttp_request *req)
+{
+    const char *accept = evhttp_find_header(evhttp_request_get_input_headers(req), "Accept");
+    if (accept == NULL)
+        return 0;
+    for (const char *p = accept; (p = strstr(p, "application/openmetrics-text")) != NULL; p++) {
+        /* this media range's parameters, up to the next range */
+        const char *end = strchr(p, ',');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        char range[256];
+        snprintf(range, sizeof(range), "%.*s", (int)(n < sizeof(range) ? n : sizeof(range) - 1), p);
+        double weight = 1;
+        for (char *param = strchr(range, ';'); param != NULL; param = strchr(param + 1, ';')) {
+            const char *name = param + 1;
+            while (*name == ' ' || *name == '\t')
+                name++;
+            if ((name[0] == 'q' || name[0] == 'Q') && name[1] == '=')
+                weight = strtod(name + 2, NULL);
+        }
+        if (weight > 0)
+            return 1;
+    }
+    return 0;
+}
+
 static void on_request(struct evhttp_request *req, void *arg)
 {
     struct master_http *h = arg;
@@ -153,8 +180,11 @@ static void on_request(struct evhttp_request *req, void *arg)
         path = "";
     struct buf body = BUF_INIT;
     if (strcmp(path, "/metrics") == 0) {
-        h->source.metrics(h->source.arg, &body);
-        reply(req, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", &body);
+        int openmetrics = wants_openmetrics(req);
+        h->source.metrics(h->source.arg, &body, openmetrics);
+        reply(req, 200, "OK",
+              openmetrics ? "application/openmetrics-text; version=1.0.0; charset=utf-8"
+                          : "text/plain; version=0.0.4; charset=utf-8", &body);
     } else if (strcmp(path, "/healthz") == 0) {
         int healthy = h->source.health(h->source.arg, &body) == 0;
         if (healthy)

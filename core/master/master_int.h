@@ -72,7 +72,7 @@ struct buf;
 struct event_base;
 struct master_http;
 struct master_http_source {
-    void (*metrics)(void *arg, struct buf *out);   /* the Prometheus text */
+    void (*metrics)(void *arg, struct buf *out, int openmetrics);   /* the text format, or OpenMetrics 1.0 */
     int (*health)(void *arg, struct buf *why);     /* 0 healthy, else -1 with one line per reason */
     void (*status)(void *arg, struct buf *html);   /* the /status page */
     void *arg;

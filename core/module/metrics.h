@@ -81,5 +81,9 @@ void module_metrics_recent_each(struct module_metrics *mm, metrics_recent_fn *fn
 
 /* Everything, in the Prometheus text exposition format (0.0.4). */
 void module_metrics_render(struct module_metrics *mm, struct buf *out);
+/* Or in OpenMetrics 1.0 (openmetrics set): a counter's family is named
+ * without its _total (its samples keep it). The caller ends the text with
+ * "# EOF". */
+void module_metrics_render_as(struct module_metrics *mm, struct buf *out, int openmetrics);
 
 #endif

@@ -53,6 +53,25 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
     status, headers, v0, body = scrape(mport)
     t.is_(status, 200, "GET /metrics answers 200")
     t.like(headers.get("Content-Type", ""), r"^text/plain; version=0\.0\.4", "in the Prometheus text format 0.0.4")
+    t.ok(not body.endswith("# EOF\n") and "# TYPE petrel_smtpd_connections_total counter\n" in body,
+         "no # EOF, a counter's family named with its _total")
+
+    # OpenMetrics when the client asks for it (as Prometheus does).
+    prom_accept = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+                   "text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
+    status, om_headers, om = http_get(mport, "/metrics", headers={"Accept": prom_accept})
+    t.is_((status, om_headers.get("Content-Type")), (200, "application/openmetrics-text; version=1.0.0; charset=utf-8"),
+          "Accept: application/openmetrics-text (Prometheus' header): OpenMetrics 1.0.0")
+    t.ok(om.endswith("\n# EOF\n") and om.count("# EOF") == 1, "ending with # EOF, once")
+    t.ok("# TYPE petrel_smtpd_connections counter\n" in om and "# HELP petrel_smtpd_connections " in om and
+         "\npetrel_smtpd_connections_total{" in om and "# TYPE petrel_smtpd_connections_total" not in om,
+         "a counter's family is named without _total, its samples with it")
+    t.ok("# TYPE petrel_delivery_duration_seconds histogram\n" in om and "# TYPE petrel_queue_messages gauge\n" in om,
+         "histograms and gauges keep their names")
+    t.is_(sorted(re.findall(r"^(\w+)(?:\{|\s)", om.replace("# EOF\n", ""), re.M)),
+          sorted(re.findall(r"^(\w+)(?:\{|\s)", body, re.M)), "the same samples as the text format")
+    status, text_headers, _ = http_get(mport, "/metrics", headers={"Accept": "application/openmetrics-text;q=0, text/plain"})
+    t.like(text_headers.get("Content-Type", ""), r"^text/plain; version=0\.0\.4", "refused with q=0: the text format")
     t.is_(v0.get("UNPARSED"), None, "every line is a comment or a sample")
     for family, kind in (("petrel_smtpd_connections_total", "counter"), ("petrel_smtpd_replies_total", "counter"),
                          ("petrel_smtpd_rejects_total", "counter"), ("petrel_deliveries_total", "counter"),

@@ -187,6 +187,13 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
         t.ok(prom.wait_scrape_after(time.time()), "Prometheus scraped after it")
         t.ok(prom.wait_scrape_after(time.time()), "and once more (a rate needs two samples)")
 
+        # Prometheus negotiated OpenMetrics: its metadata names a counter's
+        # family without _total (from the text format it would be with it).
+        meta = prom.api("/api/v1/metadata")["data"]
+        t.is_([m["type"] for m in meta.get("petrel_smtpd_connections", [])], ["counter"],
+              "Prometheus scraped OpenMetrics: the counter family petrel_smtpd_connections")
+        t.ok("petrel_smtpd_connections_total" not in meta, "and no family named with _total")
+
         # The dashboard: every panel's every query returns data.
         with open(DASHBOARD) as f:
             dashboard = json.load(f)

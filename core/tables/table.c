@@ -329,13 +329,6 @@ const char *tbl_label(const struct tbl *t)
     return t->label;
 }
 
-double tbl_clock(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 int tbl_lookup(struct tbl *t, const char *key, const char **value)
 {
     *value = NULL;

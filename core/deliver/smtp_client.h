@@ -91,6 +91,11 @@ struct smtp_client_settings {
      * written. 1 found (*value malloc'd "user:password"), 0 not, -1 error. */
     int (*sasl_lookup)(void *arg, const char *key, int address, char **value);
     void *sasl_lookup_arg;
+    /* Where TLS handshakes are counted (petrel_smtp_tls_handshakes_total,
+     * labelled with the transport's master.cf name); NULL: nowhere. Both
+     * must outlive the client. */
+    struct module_metrics *metrics;
+    const char *metrics_transport;
 };
 
 struct cfg;

@@ -33,7 +33,10 @@
 
 #include "deliver/smtp_client_int.h"
 #include "lib/xalloc.h"
+#include "module/metrics_core.h"
 #include "tls/tls.h"
+
+static void count_handshake(const struct smtp_client *c, const char *result, SSL *ssl);
 
 /* ------------------------------------------------------------------ */
 /* connection plumbing */
@@ -202,6 +205,8 @@ static void conn_timeout(evutil_socket_t fd, short what, void *arg)
         sc_session_fail(conn, "4.4.1", "connect to %s: Connection timed out", conn->relay);
         return;
     }
+    if (conn->state == S_TLS_HANDSHAKE)
+        count_handshake(conn->c, "failed", NULL);
     sc_session_fail(conn, "4.4.2", "conversation with %s timed out while %s", conn->desc, sc_stage_text(conn));
 }
 
@@ -244,6 +249,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
             if (e)
                 ERR_error_string_n(e, reason, sizeof(reason));
             ERR_clear_error();
+            count_handshake(conn->c, "failed", NULL);
             struct sc_job *a = conn->job;
             if (a && conn->c->set.tls_level == SMTP_TLS_MAY) {
                 msg_info("%s: TLS handshake with %s failed (%s); retrying in plaintext", a->job->queue_id,
@@ -379,6 +385,16 @@ static int fingerprint_matches(const struct smtp_client *c, X509 *peer)
     return 0;
 }
 
+/* petrel_smtp_tls_handshakes_total: result is ok, failed (no session) or
+ * not_verified (a session whose certificate the level refuses); version is
+ * OpenSSL's fixed name of the protocol ("TLSv1.3"), "none" without one. */
+static void count_handshake(const struct smtp_client *c, const char *result, SSL *ssl)
+{
+    const char *labels[] = { c->set.metrics_transport ? c->set.metrics_transport : (c->set.lmtp ? "lmtp" : "smtp"),
+                             result, ssl ? SSL_get_version(ssl) : "none" };
+    core_metric_add(c->set.metrics, CM_SMTP_TLS_HANDSHAKES, labels, 1);
+}
+
 static void tls_established(struct sc_conn *conn)
 {
     struct smtp_client *c = conn->c;
@@ -392,6 +408,7 @@ static void tls_established(struct sc_conn *conn)
         if (peer == NULL || v != X509_V_OK) {
             X509_free(peer);
             conn->state = S_TLS_HANDSHAKE;
+            count_handshake(c, "not_verified", ssl);
             sc_session_fail(conn, "4.7.5", "Server certificate not verified: %s: %s", conn->desc,
                             peer ? X509_verify_cert_error_string(v) : "no certificate");
             return;
@@ -401,6 +418,7 @@ static void tls_established(struct sc_conn *conn)
         if (peer == NULL || !fingerprint_matches(c, peer)) {
             X509_free(peer);
             conn->state = S_TLS_HANDSHAKE;
+            count_handshake(c, "not_verified", ssl);
             sc_session_fail(conn, "4.7.5", "Server certificate not verified: %s: %s", conn->desc,
                             peer ? "no fingerprint match" : "no certificate");
             return;
@@ -408,6 +426,7 @@ static void tls_established(struct sc_conn *conn)
         trust = "Verified";
     }
     X509_free(peer);
+    count_handshake(c, "ok", ssl);
     if (c->set.tls_loglevel >= 2 && SSL_session_reused(ssl))
         msg_info("%s: Reusing old session", conn->relay);
     if (c->set.tls_loglevel >= 1) {

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <ares.h>
 #include <arpa/nameser.h>
@@ -32,6 +33,8 @@ struct dns_resolver {
     ares_channel channel;
     struct dns_watch watches[MAX_SOCKETS];
     struct event *timer;
+    dns_observe_fn *observe;
+    void *observe_arg;
 };
 
 struct dns_query {
@@ -42,6 +45,7 @@ struct dns_query {
     int cancelled;
     int starting;       /* inside ares_query: a synchronous answer must not free q */
     int finished;
+    double started;     /* monotonic seconds, for the observer */
 };
 
 static void rearm_timer(struct dns_resolver *r)
@@ -157,6 +161,48 @@ const char *dns_status_text(enum dns_status status)
     case DNS_NODATA: return "No address associated with name";
     case DNS_TEMPFAIL: return "Host not found, try again";
     default: return "bad name";
+    }
+}
+
+static double monotonic(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+void dns_resolver_observe(struct dns_resolver *r, dns_observe_fn *fn, void *arg)
+{
+    r->observe = fn;
+    r->observe_arg = arg;
+}
+
+const char *dns_type_name(enum dns_type type)
+{
+    switch (type) {
+    case DNS_A: return "a";
+    case DNS_AAAA: return "aaaa";
+    case DNS_MX: return "mx";
+    case DNS_TXT: return "txt";
+    case DNS_PTR: return "ptr";
+    default: return "ns";
+    }
+}
+
+/* How a query ended, in a few words (c-ares has dozens of codes). */
+static const char *result_word(int rc)
+{
+    switch (rc) {
+    case ARES_SUCCESS: return "ok";
+    case ARES_ENOTFOUND: return "nxdomain";
+    case ARES_ENODATA: return "nodata";
+    case ARES_ETIMEOUT: return "timeout";
+    case ARES_ESERVFAIL: return "servfail";
+    /* c-ares answers ECONNREFUSED when every server refused the query
+       (REFUSED) or could not be reached: one word for both. */
+    case ARES_EREFUSED: case ARES_ECONNREFUSED: return "refused";
+    case ARES_EBADNAME: case ARES_EBADQUERY: return "badname";
+    default: return "error";
     }
 }
 
@@ -342,6 +388,10 @@ static void parse_answer(struct dns_query *q, int status, unsigned char *abuf, i
 
 static void query_done(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 {
+    struct dns_query *q = arg;
+    /* ARES_EDESTRUCTION: the resolver is going away, no answer came. */
+    if (q->r->observe && status != ARES_EDESTRUCTION)
+        q->r->observe(q->r->observe_arg, q->type, result_word(status), monotonic() - q->started);
     parse_answer(arg, status, abuf, alen);
 }
 
@@ -384,6 +434,8 @@ struct dns_query *dns_lookup(struct dns_resolver *r, enum dns_type type, const c
     if (type == DNS_PTR) {
         if (reverse_name(name, rev, sizeof(rev)) != 0) {
             struct dns_answer bad = { DNS_BADNAME, 0, NULL, NULL, -1 };
+            if (r->observe)
+                r->observe(r->observe_arg, type, "badname", -1);
             cb(&bad, arg);
             free(q);
             return NULL;
@@ -392,11 +444,14 @@ struct dns_query *dns_lookup(struct dns_resolver *r, enum dns_type type, const c
     }
     if (strlen(name) > 253) {
         struct dns_answer bad = { DNS_BADNAME, 0, NULL, NULL, -1 };
+        if (r->observe)
+            r->observe(r->observe_arg, type, "badname", -1);
         cb(&bad, arg);
         free(q);
         return NULL;
     }
     q->starting = 1;
+    q->started = monotonic();
     ares_query(r->channel, name, ns_c_in, qtype, query_done, q);
     q->starting = 0;
     if (q->finished) {

@@ -47,6 +47,16 @@ void dns_resolver_free(struct dns_resolver *r);
 struct dns_query *dns_lookup(struct dns_resolver *r, enum dns_type type, const char *name, dns_callback *cb,
                              void *arg);
 void dns_cancel(struct dns_query *q);
+/* Told of every query that went to a server (the metrics), when it ends:
+ * its type, how it ended ("ok", "nxdomain", "nodata", "timeout",
+ * "servfail", "refused" (the servers refused it or could not be reached),
+ * "error") and how long it took, retries included. A
+ * query the resolver refuses before sending (a bad name) is told as
+ * "badname" with no time. Cancelled queries are told too (they finish). */
+typedef void dns_observe_fn(void *arg, enum dns_type type, const char *result, double seconds);
+void dns_resolver_observe(struct dns_resolver *r, dns_observe_fn *fn, void *arg);
+/* "a", "aaaa", "mx", "txt", "ptr", "ns". */
+const char *dns_type_name(enum dns_type type);
 const char *dns_status_text(enum dns_status status);
 
 #endif

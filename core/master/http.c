@@ -21,11 +21,13 @@
 #include "config.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -45,6 +47,8 @@ struct master_http {
     char listen[300];                    /* metrics_listen as configured */
     struct cidr_list *allow;
     struct master_http_source source;
+    struct sockaddr_storage bound;       /* the listening socket's address, to know its sockets in a child */
+    socklen_t bound_len;
 };
 
 /* "host:port", "[v6]:port"; 0, or -1 with a message in error. */
@@ -136,6 +140,33 @@ static void reply_text(struct evhttp_request *req, int code, const char *reason,
     buf_free(&b);
 }
 
+/* The client lists OpenMetrics in Accept (Prometheus does, ahead of the
+ * text format) with a weight above 0. */
+static int wants_openmetrics(struct evhttp_request *req)
+{
+    const char *accept = evhttp_find_header(evhttp_request_get_input_headers(req), "Accept");
+    if (accept == NULL)
+        return 0;
+    for (const char *p = accept; (p = strstr(p, "application/openmetrics-text")) != NULL; p++) {
+        /* this media range's parameters, up to the next range */
+        const char *end = strchr(p, ',');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        char range[256];
+        snprintf(range, sizeof(range), "%.*s", (int)(n < sizeof(range) ? n : sizeof(range) - 1), p);
+        double weight = 1;
+        for (char *param = strchr(range, ';'); param != NULL; param = strchr(param + 1, ';')) {
+            const char *name = param + 1;
+            while (*name == ' ' || *name == '\t')
+                name++;
+            if ((name[0] == 'q' || name[0] == 'Q') && name[1] == '=')
+                weight = strtod(name + 2, NULL);
+        }
+        if (weight > 0)
+            return 1;
+    }
+    return 0;
+}
+
 static void on_request(struct evhttp_request *req, void *arg)
 {
     struct master_http *h = arg;
@@ -149,8 +180,11 @@ static void on_request(struct evhttp_request *req, void *arg)
         path = "";
     struct buf body = BUF_INIT;
     if (strcmp(path, "/metrics") == 0) {
-        h->source.metrics(h->source.arg, &body);
-        reply(req, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", &body);
+        int openmetrics = wants_openmetrics(req);
+        h->source.metrics(h->source.arg, &body, openmetrics);
+        reply(req, 200, "OK",
+              openmetrics ? "application/openmetrics-text; version=1.0.0; charset=utf-8"
+                          : "text/plain; version=0.0.4; charset=utf-8", &body);
     } else if (strcmp(path, "/healthz") == 0) {
         int healthy = h->source.health(h->source.arg, &body) == 0;
         if (healthy)
@@ -188,7 +222,8 @@ static struct master_http *http_start(struct event_base *base, const char *spec,
     evhttp_set_max_headers_size(http, 8192);
     evhttp_set_max_body_size(http, 0);
     evhttp_set_timeout(http, 10);
-    if (evhttp_bind_socket_with_handle(http, host, port) == NULL) {
+    struct evhttp_bound_socket *handle = evhttp_bind_socket_with_handle(http, host, port);
+    if (handle == NULL) {
         snprintf(error, esize, "metrics_listen: cannot listen on %s: %s", spec,
                  evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
         evhttp_free(http);
@@ -199,6 +234,9 @@ static struct master_http *http_start(struct event_base *base, const char *spec,
     snprintf(h->listen, sizeof(h->listen), "%s", spec);
     h->allow = allow;
     h->source = *source;
+    h->bound_len = sizeof(h->bound);
+    if (getsockname(evhttp_bound_socket_get_fd(handle), (struct sockaddr *)&h->bound, &h->bound_len) != 0)
+        h->bound_len = 0;
     evhttp_set_gencb(http, on_request, h);
     msg_info("metrics: serving /metrics, /healthz and /status on %s", spec);
     return h;
@@ -211,6 +249,54 @@ void master_http_stop(struct master_http *h)
     evhttp_free(h->http);
     cidr_list_free(h->allow);
     free(h);
+}
+
+/* A socket of the endpoint's: bound to its address and port (the listening
+ * socket, and every connection it accepted). */
+static int endpoint_socket(const struct master_http *h, int fd)
+{
+    struct sockaddr_storage local;
+    socklen_t len = sizeof(local);
+    if (h->bound_len == 0 || getsockname(fd, (struct sockaddr *)&local, &len) != 0 ||
+        local.ss_family != h->bound.ss_family)
+        return 0;
+    if (local.ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)&local, *b = (const struct sockaddr_in *)&h->bound;
+        return a->sin_port == b->sin_port &&
+               (b->sin_addr.s_addr == htonl(INADDR_ANY) || a->sin_addr.s_addr == b->sin_addr.s_addr);
+    }
+    if (local.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&local, *b = (const struct sockaddr_in6 *)&h->bound;
+        return a->sin6_port == b->sin6_port &&
+               (IN6_IS_ADDR_UNSPECIFIED(&b->sin6_addr) || memcmp(&a->sin6_addr, &b->sin6_addr, sizeof(a->sin6_addr)) == 0);
+    }
+    return 0;
+}
+
+/* evhttp_free() here would shut the master's connections down: libevent
+ * calls shutdown(fd, SHUT_WR) on each connection it frees, and a forked
+ * child shares the master's sockets, so a scrape in progress while the
+ * master forked (a reload, a worker's restart) ended without a reply. The
+ * child closes its copies of the endpoint's descriptors instead, and leaves
+ * libevent's objects alone (its loop is freed next, they are never used). */
+void master_http_close_in_child(struct master_http *h)
+{
+    if (h == NULL)
+        return;
+    DIR *dir = opendir("/proc/self/fd");
+    if (dir == NULL)
+        return;
+    int own = dirfd(dir);
+    struct dirent *e;
+    while ((e = readdir(dir)) != NULL) {
+        char *end;
+        long fd = strtol(e->d_name, &end, 10);
+        if (*end != '\0' || end == e->d_name || fd == own)
+            continue;
+        if (endpoint_socket(h, (int)fd))
+            close((int)fd);
+    }
+    closedir(dir);
 }
 
 int master_http_update(struct master_http **current, struct event_base *base, const struct cfg *cfg,

@@ -160,7 +160,7 @@ static void close_master_fds(struct master *m)
     m->control = NULL;
     if (m->modctl)
         modctl_close_in_child(m->modctl);
-    master_http_stop(m->http);   /* the metrics endpoint's socket too */
+    master_http_close_in_child(m->http);   /* the metrics endpoint's sockets, not its connections */
     m->http = NULL;
     /* pid_fd stays open in the child on purpose: the flock on master.pid
      * belongs to the open file, shared by every process forked from the
@@ -556,10 +556,10 @@ static void put_gauge_family(struct buf *out, const char *name, const char *help
 
 /* The module and core figures of the shared region, then what only the
    master knows: the queue and the processes (read now). */
-static void render_metrics(void *arg, struct buf *out)
+static void render_metrics(void *arg, struct buf *out, int openmetrics)
 {
     struct master *m = arg;
-    module_metrics_render(m->metrics, out);
+    module_metrics_render_as(m->metrics, out, openmetrics);
     struct master_queue_figures q[MASTER_QUEUES];
     master_queue_figures(m->queue_dir, q);
     put_gauge_family(out, "petrel_queue_messages", "Messages in each queue directory");
@@ -588,6 +588,8 @@ static void render_metrics(void *arg, struct buf *out)
     buf_printf(out, "petrel_start_time_seconds %lld\n", (long long)m->started);
     put_gauge_family(out, "petrel_config_generation", "The configuration generation (1, plus one per reload)");
     buf_printf(out, "petrel_config_generation %u\n", m->gen->number);
+    if (openmetrics)
+        buf_puts(out, "# EOF\n");
 }
 
 /* /healthz: every role the configuration asks for runs, and the queue can be written. */
@@ -925,7 +927,7 @@ static void control_read(struct bufferevent *bev, void *arg)
     } else if (strcmp(command, "metrics") == 0) {
         /* The Prometheus text the metrics endpoint will serve; a frame
          * holds at most 1 MiB, so a larger text is cut at a line. */
-        render_metrics(m, &text);
+        render_metrics(m, &text, 0);
         size_t limit = (1u << 20) - 4096;
         if (text.len > limit) {
             size_t cut = limit;

@@ -72,7 +72,7 @@ struct buf;
 struct event_base;
 struct master_http;
 struct master_http_source {
-    void (*metrics)(void *arg, struct buf *out);   /* the Prometheus text */
+    void (*metrics)(void *arg, struct buf *out, int openmetrics);   /* the text format, or OpenMetrics 1.0 */
     int (*health)(void *arg, struct buf *why);     /* 0 healthy, else -1 with one line per reason */
     void (*status)(void *arg, struct buf *html);   /* the /status page */
     void *arg;
@@ -84,6 +84,10 @@ int master_http_check(const struct cfg *cfg, char *error, size_t esize);
 int master_http_update(struct master_http **current, struct event_base *base, const struct cfg *cfg,
                        const struct master_http_source *source, char *error, size_t esize);
 void master_http_stop(struct master_http *h);
+/* In a child just forked from the master: closes its copies of the
+ * endpoint's sockets (listening and accepted) without touching the
+ * connections, which stay the master's. */
+void master_http_close_in_child(struct master_http *h);
 
 /* figures.c: what the master reads from the queue directory when asked. */
 struct master_queue_figures {

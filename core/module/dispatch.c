@@ -87,6 +87,7 @@ static const char *verdict_label(petrel_verdict v)
 void module_default_result(const struct petrel_module *m, struct module_result *out)
 {
     memset(out, 0, sizeof(*out));
+    out->by = m->reject_label;
     if (m->default_action == PETREL_ON_FAILURE_TEMPFAIL) {
         out->verdict = PETREL_TEMPFAIL;
         out->code = 451;
@@ -229,7 +230,9 @@ static void settle(struct module_session *ms, struct petrel_module *m, int circu
                    const char *enhanced, const char *text, int multiline, int deferrals,
                    struct module_result *out, const char *label, double started)
 {
-    if (check_answer(ms, m, v, code, enhanced, text, multiline, deferrals, out) != 0) {
+    int broke = check_answer(ms, m, v, code, enhanced, text, multiline, deferrals, out);
+    out->by = m->reject_label;
+    if (broke != 0) {
         module_circuit_failure(m, time(NULL), "invalid reply");
         module_record_call(m, label, "invalid", started);
         return;

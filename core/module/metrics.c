@@ -553,6 +553,11 @@ static int by_key(const void *a, const void *b, void *arg)
 
 void module_metrics_render(struct module_metrics *mm, struct buf *out)
 {
+    module_metrics_render_as(mm, out, 0);
+}
+
+void module_metrics_render_as(struct module_metrics *mm, struct buf *out, int openmetrics)
+{
     if (mm == NULL)
         return;
     uint32_t nfamilies = __atomic_load_n(&mm->nfamilies, __ATOMIC_ACQUIRE);
@@ -564,9 +569,14 @@ void module_metrics_render(struct module_metrics *mm, struct buf *out)
         if (!ready(&f->ready))
             continue;
         static const char *const types[] = { "counter", "gauge", "histogram" };
-        buf_printf(out, "# HELP %s ", f->name);
+        /* OpenMetrics names a counter's family without the _total its
+           samples carry (every counter's name ends in _total). */
+        int family_len = (int)strlen(f->name);
+        if (openmetrics && f->type == METRIC_COUNTER)
+            family_len -= 6;
+        buf_printf(out, "# HELP %.*s ", family_len, f->name);
         put_escaped(out, f->help, sizeof(f->help), 0);
-        buf_printf(out, "\n# TYPE %s %s\n", f->name, types[f->type]);
+        buf_printf(out, "\n# TYPE %.*s %s\n", family_len, f->name, types[f->type]);
         int n = 0;
         for (int i = 0; i < METRICS_MAX_SERIES; i++)
             if (ready(&mm->series[i].ready) && mm->series[i].family == fi)
@@ -603,6 +613,10 @@ void module_metrics_render(struct module_metrics *mm, struct buf *out)
                     buf_printf(out, " %llu\n", (unsigned long long)cumulative);
                 }
                 uint64_t count = __atomic_load_n(&s->v.histogram.count, __ATOMIC_RELAXED);
+                /* A sample being recorded has its bucket counted before its
+                   count: never let +Inf read lower than a finite bucket. */
+                if (count < cumulative)
+                    count = cumulative;
                 buf_printf(out, "%s_bucket", f->name);
                 put_labels(out, f, s->key, "+Inf");
                 buf_printf(out, " %llu\n%s_sum", (unsigned long long)count, f->name);

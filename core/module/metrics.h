@@ -26,7 +26,7 @@
 
 #define METRICS_MAX_FAMILIES 256
 #define METRICS_MAX_SERIES 4096
-#define METRICS_MAX_LABELS 4
+#define METRICS_MAX_LABELS 5           /* the core's; modules' at most 4 (metrics_api.c) */
 #define METRICS_MAX_BUCKETS 15
 #define METRICS_MAX_PROCESSES 64          /* gauge columns: the master's process slots */
 #define METRICS_MAX_LABEL_VALUE 60
@@ -81,5 +81,9 @@ void module_metrics_recent_each(struct module_metrics *mm, metrics_recent_fn *fn
 
 /* Everything, in the Prometheus text exposition format (0.0.4). */
 void module_metrics_render(struct module_metrics *mm, struct buf *out);
+/* Or in OpenMetrics 1.0 (openmetrics set): a counter's family is named
+ * without its _total (its samples keep it). The caller ends the text with
+ * "# EOF". */
+void module_metrics_render_as(struct module_metrics *mm, struct buf *out, int openmetrics);
 
 #endif

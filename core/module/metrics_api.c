@@ -34,6 +34,8 @@
 #include "module/module.h"
 #include "module/runtime_int.h"
 
+#define MODULE_METRIC_MAX_LABELS 4   /* doc/plugin-guide.md, "Metrics" */
+
 struct module_metric {
     int family;
     struct petrel_module *m;
@@ -129,6 +131,15 @@ petrel_metric *petrel_metric_register(petrel_module *m, const petrel_metric_def 
     if (def->type != PETREL_METRIC_COUNTER && def->type != PETREL_METRIC_GAUGE &&
         def->type != PETREL_METRIC_HISTOGRAM) {
         msg_warn("module %s: petrel_metric_register: %s has an unknown type", m->name, def->name);
+        return NULL;
+    }
+    size_t nlabels = 0;
+    while (def->labels && def->labels[nlabels] && nlabels <= MODULE_METRIC_MAX_LABELS)
+        nlabels++;
+    if (nlabels > MODULE_METRIC_MAX_LABELS) {
+        /* The plugin guide promises 4; the core's own families may have more. */
+        msg_warn("module %s: petrel_metric_register: %s: at most %d labels", m->name, def->name,
+                 MODULE_METRIC_MAX_LABELS);
         return NULL;
     }
     char error[256];

@@ -6,9 +6,11 @@
 
 #include <stddef.h>
 
+#include "lib/dns.h"
 #include "lib/log.h"
 #include "module/metrics.h"
 #include "module/metrics_core.h"
+#include "tables/table.h"
 
 struct core_family {
     enum metric_type type;
@@ -20,6 +22,8 @@ struct core_family {
 };
 
 static const double delivery_buckets[] = { 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300 };
+static const double dns_buckets[] = { 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30 };
+static const double table_buckets[] = { 0.00001, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10 };
 static const double commit_buckets[] = { 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5 };
 
 /* Designated, so a family without buckets leaves them zero. */
@@ -33,8 +37,9 @@ static const struct core_family families[CM_MAX] = {
     [CM_SMTPD_CONNECTIONS] = COUNTER("petrel_smtpd_connections_total",
                                      "SMTP connections accepted, per master.cf service", "service"),
     [CM_SMTPD_REJECTS] = COUNTER("petrel_smtpd_rejects_total",
-                                 "Restriction rejects (NOQUEUE: reject lines), per service, SMTP stage and reply class",
-                                 "service", "stage", "class"),
+                                 "Rejects (reject log lines), per service, SMTP stage, reply class, what refused "
+                                 "(a restriction's name, a parameter's, module:NAME) and reply code",
+                                 "service", "stage", "class", "restriction", "code"),
     [CM_SMTPD_REPLIES] = COUNTER("petrel_smtpd_replies_total", "SMTP replies sent, per service and reply code class",
                                  "service", "class"),
     [CM_SMTPD_MESSAGES] = COUNTER("petrel_smtpd_messages_received_total",
@@ -44,8 +49,8 @@ static const struct core_family families[CM_MAX] = {
     [CM_SMTPD_RECIPIENTS] = COUNTER("petrel_smtpd_received_recipients_total",
                                     "Recipients of the messages accepted into the queue", "service"),
     [CM_SMTPD_TLS_HANDSHAKES] = COUNTER("petrel_smtpd_tls_handshakes_total",
-                                        "Server-side TLS handshakes (STARTTLS or wrapper mode), per result", "service",
-                                        "result"),
+                                        "Server-side TLS handshakes (STARTTLS or wrapper mode), per result (ok, "
+                                        "failed) and protocol version", "service", "result", "version"),
     [CM_DELIVERIES] = COUNTER("petrel_deliveries_total",
                               "Delivery attempts per recipient, per transport and status (sent, deferred, bounced)",
                               "transport", "status"),
@@ -63,6 +68,21 @@ static const struct core_family families[CM_MAX] = {
                                           commit_buckets, NULL),
     [CM_DELIVERIES_IN_FLIGHT] = GAUGE("petrel_deliveries_in_flight", "Delivery jobs running now, per transport",
                                       "transport"),
+    [CM_DNS_QUERIES] = COUNTER("petrel_dns_queries_total",
+                               "DNS queries, per record type and how they ended (ok, nxdomain, nodata, timeout, "
+                               "servfail, refused, error, badname)", "type", "result"),
+    [CM_DNS_SECONDS] = HISTOGRAM("petrel_dns_query_duration_seconds",
+                                 "Time a DNS query took to answer or fail, retries included, per record type",
+                                 dns_buckets, "type"),
+    [CM_TABLE_LOOKUPS] = COUNTER("petrel_table_lookups_total",
+                                 "Lookup table queries, per table type, table (TYPE:NAME) and result (found, "
+                                 "notfound, error)", "type", "table", "result"),
+    [CM_TABLE_SECONDS] = HISTOGRAM("petrel_table_lookup_duration_seconds",
+                                   "Time a lookup table took to answer, per table type and table", table_buckets,
+                                   "type", "table"),
+    [CM_SMTP_TLS_HANDSHAKES] = COUNTER("petrel_smtp_tls_handshakes_total",
+                                       "SMTP/LMTP client TLS handshakes, per transport, result (ok, failed, "
+                                       "not_verified) and protocol version", "transport", "result", "version"),
 };
 
 int core_metrics_register(struct module_metrics *mm)
@@ -100,6 +120,36 @@ void core_metric_observe(struct module_metrics *mm, enum core_metric m, const ch
 {
     if (mm != NULL)
         module_metrics_observe(mm, (int)m, labels, value);
+}
+
+static void observe_dns(void *arg, enum dns_type type, const char *result, double seconds)
+{
+    struct module_metrics *mm = arg;
+    const char *labels[] = { dns_type_name(type), result };
+    core_metric_add(mm, CM_DNS_QUERIES, labels, 1);
+    if (seconds >= 0)
+        core_metric_observe(mm, CM_DNS_SECONDS, labels, seconds);
+}
+
+void core_metrics_watch_dns(struct module_metrics *mm, struct dns_resolver *dns)
+{
+    if (mm != NULL && dns != NULL)
+        dns_resolver_observe(dns, observe_dns, mm);
+}
+
+static void observe_table(void *arg, const struct tbl *t, int status, double seconds)
+{
+    struct module_metrics *mm = arg;
+    const char *result = status == TBL_FOUND ? "found" : status == TBL_NOTFOUND ? "notfound" : "error";
+    const char *labels[] = { tbl_get_type(t)->name, tbl_label(t), result };
+    core_metric_add(mm, CM_TABLE_LOOKUPS, labels, 1);
+    core_metric_observe(mm, CM_TABLE_SECONDS, labels, seconds);
+}
+
+void core_metrics_watch_tables(struct module_metrics *mm, struct tbl_registry *tables)
+{
+    if (mm != NULL && tables != NULL)
+        tbl_registry_observe(tables, observe_table, mm);
 }
 
 const char *core_metric_reply_class(const char *reply)

@@ -181,6 +181,7 @@ static void free_module(struct petrel_module *m)
     if (m->handle)
         lt_dlclose((lt_dlhandle)m->handle);
     free(m->name);
+    free(m->reject_label);
     free(m->path);
     free(m);
 }
@@ -296,6 +297,8 @@ static struct petrel_module *load_one(const char *dir, const char *name)
     m->desc = d;
     m->c = c;
     m->name = xstrdup(name);
+    if (asprintf(&m->reject_label, "module:%s", name) < 0)
+        m->reject_label = NULL;
     m->path = path;
     m->handle = h;
     return m;

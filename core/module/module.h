@@ -44,6 +44,7 @@ struct petrel_module {
     const petrel_module_desc *desc;     /* as the module exports it: read it through c */
     struct compat_desc c;               /* its hooks and arrays in today's layout (compat.c) */
     char *name;
+    char *reject_label;                 /* "module:NAME": the restriction label of its hooks' refusals */
     char *path;
     void *handle;                   /* lt_dlhandle */
     struct module_set *set;

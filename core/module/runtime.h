@@ -93,6 +93,9 @@ struct module_result {
     int code;
     const char *enhanced;
     const char *text;
+    /* Who answered, for the rejects metric ("module:NAME", the module's
+     * reject_label); NULL when no module did. */
+    const char *by;
 };
 
 typedef void module_done_fn(void *host, const struct module_result *r);

@@ -72,6 +72,7 @@
 #include "qmgr/qmgr.h"
 #include "qmgr/qmgr_int.h"
 #include "qmgr/route.h"
+#include "module/metrics_core.h"
 #include "module/module.h"
 #include "module/runtime.h"
 #include "queue/queue.h"
@@ -256,6 +257,8 @@ int qmgr_main(const struct qmgr_args *args)
     q.dns = dns_resolver_create(q.base, q.dns_resolver, &error);
     if (q.dns == NULL)
         msg_fatal("dns_resolver: %s", error);
+    core_metrics_watch_dns(q.metrics, q.dns);
+    core_metrics_watch_tables(q.metrics, q.tables);
     /* Modules with a queue-manager hook (delivery results) are initialised
      * here too: init runs in every role process that uses the module. */
     struct module_runtime_args rt = { .set = q.modules, .role = MODULE_ROLE_QMGR,

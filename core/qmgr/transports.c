@@ -117,6 +117,8 @@ static struct qmgr_transport *transport_get(struct qmgr *q, const char *name, in
         msg_fatal("transport %s: %s", name, error);
     t->set.dns = q->dns;
     t->set.workq = q->workq;
+    t->set.metrics = q->metrics;
+    t->set.metrics_transport = t->name;
     if (t->set.sasl_enable) {
         t->sasl_maps_param = lmtp ? "lmtp_sasl_password_maps" : "smtp_sasl_password_maps";
         if (mail_maps_open(&t->sasl_maps, t->cfg, q->tables, t->sasl_maps_param, 0, &error) != 0)

@@ -356,6 +356,7 @@ static enum act_result act(struct smtpd_cleanup *c, const char *where, const cha
         c->reason.code = dsn[0] == '4' ? 451 : 550;
         c->reason.enhanced = dsn;
         c->reason.text = hbc_reply_text(tx->pool, rest);
+        c->reason.restriction = param;   /* header_checks, mime_header_checks, nested_header_checks, body_checks */
         c->checks = 0;
         act_log(c, "reject", where, line, petrel_pool_printf(tx->pool, "%s %s", dsn, rest));
         return ACT_KEEP;
@@ -728,21 +729,21 @@ void smtpd_cleanup_end(struct smtpd_session *s)
     if (!c->passthrough)
         mime_parser_end(c->mime);
     unsigned errs = mime_parser_errors(c->mime) & ~(MIME_ERR_TRUNC_HEADER | MIME_ERR_NON_EMPTY_EOH);
-    struct restrict_result v = { RV_DUNNO, 0, NULL, NULL };
+    struct restrict_result v = { RV_DUNNO, 0, NULL, NULL, NULL };
     /* Postfix's order: a 4xx REJECT, too many hops, a REJECT or MIME
      * error, a failed table. */
     if (c->rejected && c->reason.verdict == RV_DEFER) {
         v = c->reason;
     } else if (c->hops) {
-        v = (struct restrict_result){ RV_REJECT, 554, "5.4.0", "Error: too many hops" };
+        v = (struct restrict_result){ RV_REJECT, 554, "5.4.0", "Error: too many hops", "hopcount_limit" };
     } else if (c->rejected) {
         v = c->reason;
     } else if (errs) {
         const char *dsn = NULL;
         const char *text = mime_error_text(errs, &dsn);
-        v = (struct restrict_result){ RV_REJECT, 550, dsn, text };
+        v = (struct restrict_result){ RV_REJECT, 550, dsn, text, "mime_error" };
     } else if (c->lookup_error) {
-        v = (struct restrict_result){ RV_DEFER, 451, "4.3.0", "Error: queue file write error" };
+        v = (struct restrict_result){ RV_DEFER, 451, "4.3.0", "Error: queue file write error", "table_error" };
     }
     if (v.verdict != RV_DUNNO && !smtpd_refused(&tx->content_verdict)) {
         tx->content_verdict = v;

@@ -201,7 +201,7 @@ static void cmd_helo(struct smtpd_session *s, const struct smtp_command *cmd, in
         restrict_check(s, stages, 1, NULL, helo_checked);
         return;
     }
-    struct restrict_result dunno = { RV_DUNNO, 0, NULL, NULL };
+    struct restrict_result dunno = { RV_DUNNO, 0, NULL, NULL, NULL };
     helo_checked(s, &dunno);
 }
 
@@ -221,7 +221,7 @@ static void helo_hooked(struct smtpd_session *s, const struct restrict_result *r
 {
     s->state = SMTPD_CMD;
     if (smtpd_refused(r)) {
-        smtpd_log_reject(s, "reject", s->esmtp ? "EHLO" : "HELO", r->code, r->enhanced, r->text, NULL);
+        smtpd_log_reject(s, "reject", s->esmtp ? "EHLO" : "HELO", r->restriction, r->code, r->enhanced, r->text, NULL);
         smtpd_reply_refusal(s, r->code, r->enhanced, r->text);
         smtpd_count_error(s, s->esmtp ? CNT_EHLO : CNT_HELO);
         s->helo = NULL;
@@ -293,7 +293,7 @@ static void cmd_mail(struct smtpd_session *s, const struct smtp_command *cmd)
     if (tx->mail.size > 0 && set->message_size_limit &&
         (unsigned long long)tx->mail.size > set->message_size_limit) {
         smtpd_reply(s, "552 5.3.4 Message size exceeds fixed limit");
-        smtpd_log_reject(s, "reject", "MAIL", 552, "5.3.4", "Message size exceeds fixed limit", NULL);
+        smtpd_log_reject(s, "reject", "MAIL", "message_size_limit", 552, "5.3.4", "Message size exceeds fixed limit", NULL);
         smtpd_tx_free(s);
         smtpd_count_error(s, CNT_MAIL);
         return;
@@ -311,7 +311,7 @@ static void cmd_mail(struct smtpd_session *s, const struct smtp_command *cmd)
         restrict_check(s, stages, 1, NULL, mail_checked);
         return;
     }
-    struct restrict_result dunno = { RV_DUNNO, 0, NULL, NULL };
+    struct restrict_result dunno = { RV_DUNNO, 0, NULL, NULL, NULL };
     mail_checked(s, &dunno);
 }
 
@@ -335,7 +335,7 @@ static void mail_hooked(struct smtpd_session *s, const struct restrict_result *r
 {
     s->state = SMTPD_CMD;
     if (r->verdict == RV_REJECT || r->verdict == RV_DEFER) {
-        smtpd_log_reject(s, "reject", "MAIL", r->code, r->enhanced, r->text, NULL);
+        smtpd_log_reject(s, "reject", "MAIL", r->restriction, r->code, r->enhanced, r->text, NULL);
         smtpd_reply_refusal(s, r->code, r->enhanced, r->text);
         smtpd_tx_free(s);
         smtpd_count_error(s, CNT_MAIL);
@@ -467,7 +467,7 @@ static void rcpt_hooked(struct smtpd_session *s, const struct restrict_result *r
     s->module_rcpt = NULL;
     struct smtpd_rcpt *r = &tx->rcpts[tx->nrcpts];
     if (res->verdict == RV_REJECT || res->verdict == RV_DEFER) {
-        smtpd_log_reject(s, "reject", "RCPT", res->code, res->enhanced, res->text, r->address);
+        smtpd_log_reject(s, "reject", "RCPT", res->restriction, res->code, res->enhanced, res->text, r->address);
         smtpd_reply_refusal(s, res->code, res->enhanced, res->text);
         smtpd_count_error(s, CNT_RCPT);
     } else {

@@ -46,7 +46,7 @@ static int data_preconditions(struct smtpd_session *s, const char *verb, enum sm
     }
     if (s->tx->nrcpts == 0) {
         smtpd_reply(s, "554 5.5.1 Error: no valid recipients");
-        smtpd_log_reject(s, "reject", verb, 554, "5.5.1", "Error: no valid recipients", NULL);
+        smtpd_log_reject(s, "reject", verb, "no_valid_recipients", 554, "5.5.1", "Error: no valid recipients", NULL);
         smtpd_count_error(s, c);
         return -1;
     }
@@ -63,7 +63,7 @@ static void data_start(struct smtpd_session *s, enum smtpd_counter c)
         restrict_check(s, stages, 1, NULL, data_checked);
         return;
     }
-    struct restrict_result ok = { RV_DUNNO, 0, NULL, NULL };
+    struct restrict_result ok = { RV_DUNNO, 0, NULL, NULL, NULL };
     data_checked(s, &ok);
 }
 
@@ -141,7 +141,7 @@ static void data_hooked(struct smtpd_session *s, const struct restrict_result *r
     enum smtpd_counter c = bdat ? CNT_BDAT : CNT_DATA;
     s->state = SMTPD_CMD;
     if (r->verdict == RV_REJECT || r->verdict == RV_DEFER) {
-        smtpd_log_reject(s, "reject", bdat ? "BDAT" : "DATA", r->code, r->enhanced, r->text, NULL);
+        smtpd_log_reject(s, "reject", bdat ? "BDAT" : "DATA", r->restriction, r->code, r->enhanced, r->text, NULL);
         if (bdat) {
             bdat_skip(s, smtpd_reply_format(s, r->code, r->enhanced, r->text));
         } else {
@@ -272,13 +272,13 @@ void smtpd_finish_message(struct smtpd_session *s, enum smtpd_counter c)
     case TX_ERROR_BARE_LF:
         /* smtpd_forbid_bare_newline = reject */
         smtpd_reply(s, "%d 5.5.2 Error: bare <LF> received", s->set->bare_lf_reject_code);
-        smtpd_log_reject(s, "reject", verb, s->set->bare_lf_reject_code, "5.5.2", "Error: bare <LF> received", NULL);
+        smtpd_log_reject(s, "reject", verb, "smtpd_forbid_bare_newline", s->set->bare_lf_reject_code, "5.5.2", "Error: bare <LF> received", NULL);
         smtpd_tx_free(s);
         smtpd_count_error(s, c);
         return;
     case TX_ERROR_SIZE:
         smtpd_reply(s, "552 5.3.4 Message size exceeds fixed limit");
-        smtpd_log_reject(s, "reject", verb, 552, "5.3.4", "Message size exceeds fixed limit", NULL);
+        smtpd_log_reject(s, "reject", verb, "message_size_limit", 552, "5.3.4", "Message size exceeds fixed limit", NULL);
         smtpd_tx_free(s);
         smtpd_count_error(s, c);
         return;
@@ -360,7 +360,9 @@ static void eom_hooked(struct smtpd_session *s, const struct restrict_result *r)
     if (smtpd_refused(r)) {
         /* Header and body checks logged their own line, as Postfix's cleanup does. */
         if (!(r == &tx->content_verdict && tx->verdict_logged))
-            smtpd_log_reject(s, "reject", "END-OF-MESSAGE", r->code, r->enhanced, r->text, NULL);
+            smtpd_log_reject(s, "reject", "END-OF-MESSAGE", r->restriction, r->code, r->enhanced, r->text, NULL);
+        else
+            smtpd_count_reject(s, "END-OF-MESSAGE", r->restriction, r->code);
         smtpd_reply_refusal(s, r->code, r->enhanced, r->text);
         smtpd_tx_free(s);
         smtpd_count_error(s, c);
@@ -519,7 +521,7 @@ static void bdat_chunk_done(struct smtpd_session *s)
     }
     if (s->set->message_size_limit && tx->bdat_total > s->set->message_size_limit) {
         smtpd_reply(s, "552 5.3.4 Message size exceeds fixed limit");
-        smtpd_log_reject(s, "reject", "BDAT", 552, "5.3.4", "Message size exceeds fixed limit", NULL);
+        smtpd_log_reject(s, "reject", "BDAT", "message_size_limit", 552, "5.3.4", "Message size exceeds fixed limit", NULL);
         smtpd_count_error(s, CNT_BDAT);
         smtpd_tx_free(s);
         s->bdat_state = s->bdat_last ? BDAT_NONE : BDAT_ERROR;
@@ -601,7 +603,7 @@ void smtpd_cmd_bdat(struct smtpd_session *s, const struct smtp_command *cmd)
     if (s->bdat_state == BDAT_NONE) {
         /* The first chunk: as DATA, through the data restrictions and hooks. */
         if (s->tx->nrcpts == 0) {
-            smtpd_log_reject(s, "reject", "BDAT", 554, "5.5.1", "Error: no valid recipients", NULL);
+            smtpd_log_reject(s, "reject", "BDAT", "no_valid_recipients", 554, "5.5.1", "Error: no valid recipients", NULL);
             bdat_skip(s, "554 5.5.1 Error: no valid recipients");
             return;
         }

@@ -92,6 +92,7 @@ static void to_restrict(const struct module_result *r, struct restrict_result *o
     out->code = r->code;
     out->enhanced = r->enhanced;
     out->text = r->text;
+    out->restriction = r->by;
 }
 
 /* No room for a module session (the process's session table is full):
@@ -102,6 +103,7 @@ static void no_session(struct restrict_result *r)
     r->code = 451;
     r->enhanced = "4.3.0";
     r->text = "Error: too many sessions for the modules, try again later";
+    r->restriction = "module_session_limit";
 }
 
 /* ------------------------------------------------------------------ */

@@ -63,6 +63,12 @@ static enum restrict_verdict decide(struct restrict_result *r, enum restrict_ver
     return v;
 }
 
+/* The name of the step running now (what refuses), for the metrics. */
+static const char *step_name(const struct restrict_run *run)
+{
+    return run->step ? run->step->name : NULL;
+}
+
 void restrict_log(struct smtpd_session *s, struct restrict_run *run, const char *what, const char *fmt, ...)
 {
     va_list ap;
@@ -103,13 +109,15 @@ static enum restrict_verdict refuse(struct smtpd_session *s, struct restrict_run
         struct restrict_deferral d = run->defer_if_reject;
         run->defer_if_reject.active = 0;
         run->warn_if_reject = 0;
-        return refuse(s, run, d.error_class, d.code, d.dsn, petrel_pool_strdup(pool, d.text), r);
+        enum restrict_verdict v = refuse(s, run, d.error_class, d.code, d.dsn, petrel_pool_strdup(pool, d.text), r);
+        r->restriction = d.restriction;
+        return v;
     }
     /* The enhanced code's class follows the reply code's. */
     snprintf(fixed, sizeof(fixed), "%c%s", '0' + code / 100, dsn + 1);
     text = reply_text(pool, text, 500);
     if (warn) {
-        smtpd_log_reject(s, "reject_warning", run->where, code, fixed, text, run->rcpt);
+        smtpd_log_reject(s, "reject_warning", run->where, step_name(run), code, fixed, text, run->rcpt);
         return RV_DUNNO;
     }
     return decide(r, code >= 500 ? RV_REJECT : RV_DEFER, code, petrel_pool_strdup(pool, fixed), text);
@@ -126,13 +134,14 @@ enum restrict_verdict restrict_refuse(struct smtpd_session *s, struct restrict_r
     return refuse(s, run, cls, code, dsn, text, r);
 }
 
-__attribute__((format(printf, 5, 0)))
-static void defer_if(struct restrict_deferral *d, enum restrict_error_class cls, int code, const char *dsn,
-                     const char *fmt, va_list ap)
+__attribute__((format(printf, 6, 0)))
+static void defer_if(struct restrict_deferral *d, const char *restriction, enum restrict_error_class cls, int code,
+                     const char *dsn, const char *fmt, va_list ap)
 {
     if (d->active)
         return;   /* the first reason is kept */
     d->active = 1;
+    d->restriction = restriction;
     d->error_class = cls;
     d->code = code;
     snprintf(d->dsn, sizeof(d->dsn), "%s", dsn);
@@ -147,7 +156,7 @@ enum restrict_verdict restrict_defer_if_permit(struct smtpd_session *s, struct r
     va_list ap;
     va_start(ap, fmt);
     if (run->warn_if_reject == 0 && tempfail_defer_if_permit) {
-        defer_if(&s->defer_if_permit, cls, code, dsn, fmt, ap);
+        defer_if(&s->defer_if_permit, step_name(run), cls, code, dsn, fmt, ap);
         va_end(ap);
         return RV_DUNNO;
     }
@@ -161,7 +170,7 @@ void restrict_defer_if_reject(struct smtpd_session *s, struct restrict_run *run,
 {
     va_list ap;
     va_start(ap, fmt);
-    defer_if(&run->defer_if_reject, cls, code, dsn, fmt, ap);
+    defer_if(&run->defer_if_reject, step_name(run), cls, code, dsn, fmt, ap);
     va_end(ap);
 }
 
@@ -181,7 +190,11 @@ enum restrict_verdict restrict_lookup_failure(struct smtpd_session *s, struct re
 static enum restrict_verdict deferral(struct smtpd_session *s, struct restrict_run *run,
                                       const struct restrict_deferral *d, struct restrict_result *r)
 {
-    return refuse(s, run, d->error_class, d->code, d->dsn, petrel_pool_strdup(smtpd_cmd_pool(s), d->text), r);
+    enum restrict_verdict v = refuse(s, run, d->error_class, d->code, d->dsn,
+                                     petrel_pool_strdup(smtpd_cmd_pool(s), d->text), r);
+    if (r->restriction == NULL)
+        r->restriction = d->restriction;
+    return v;
 }
 
 static void push_frame(struct smtpd_session *s, struct restrict_run *run, const struct restrict_list *list,
@@ -303,8 +316,13 @@ static enum restrict_verdict check_unlisted(struct smtpd_session *s, struct rest
     case RCPT_MAPS_UNKNOWN:
         break;
     }
-    return restrict_refuse(s, run, RCLASS_POLICY, answer.code, answer.enhanced, r, "<%s>: %s rejected: %s", address,
-                           sender ? SUBJECT_SENDER : SUBJECT_RECIPIENT, answer.why);
+    enum restrict_verdict v = restrict_refuse(s, run, RCLASS_POLICY, answer.code, answer.enhanced, r,
+                                              "<%s>: %s rejected: %s", address,
+                                              sender ? SUBJECT_SENDER : SUBJECT_RECIPIENT, answer.why);
+    /* Named as the restriction even when implicit (smtpd_reject_unlisted_*). */
+    if (r->restriction == NULL)
+        r->restriction = sender ? "reject_unlisted_sender" : "reject_unlisted_recipient";
+    return v;
 }
 
 /* The end of a stage's lists (exhausted or PERMIT): what Postfix does after
@@ -313,7 +331,7 @@ static int stage_end(struct smtpd_session *s, struct restrict_run *run, enum res
                      struct restrict_result *r)
 {
     int discard = run->collected.verdict == RV_DISCARD || (s->tx && s->tx->discard);
-    struct restrict_result result = { RV_DUNNO, 0, NULL, NULL };
+    struct restrict_result result = { RV_DUNNO, 0, NULL, NULL, NULL };
     enum restrict_verdict v = RV_DUNNO;
     switch (stage) {
     case RS_CLIENT:
@@ -425,6 +443,8 @@ static int step_finished(struct smtpd_session *s, struct restrict_run *run, enum
     case RV_REJECT:
     case RV_DEFER:
         *r = *step_result;
+        if (r->restriction == NULL)
+            r->restriction = step_name(run);
         return 1;
     default:
         break;
@@ -537,7 +557,8 @@ static int walk(struct smtpd_session *s, struct restrict_run *run, struct restri
                         run->warn_if_reject = run->depth;
                     continue;
                 }
-                struct restrict_result step_result = { RV_DUNNO, 0, NULL, NULL };
+                struct restrict_result step_result = { RV_DUNNO, 0, NULL, NULL, NULL };
+                run->step = step;
                 enum restrict_verdict v = run_step(s, run, step, &step_result);
                 if (v == RV_PENDING && !tbl_scope_missing(s->lookups))
                     return 0;
@@ -592,7 +613,7 @@ void restrict_step_done(struct smtpd_session *s, enum restrict_verdict v, const 
     run->waiting = 0;
     run->cancel = NULL;
     run->cancel_ctx = NULL;
-    struct restrict_result result = { RV_DUNNO, 0, NULL, NULL };
+    struct restrict_result result = { RV_DUNNO, 0, NULL, NULL, NULL };
     if (v == RV_NESTED || !step_finished(s, run, v, sr, &result)) {
         if (!run_steps(s, run, &result))
             return;   /* another step waits */
@@ -642,7 +663,7 @@ static void module_step_completed(struct smtpd_session *s, const struct restrict
     struct restrict_run *run = s->check;
     if (run == NULL)
         return;
-    struct restrict_result r = { RV_DUNNO, 0, NULL, NULL };
+    struct restrict_result r = { RV_DUNNO, 0, NULL, NULL, NULL };
     enum restrict_verdict v = module_answer(s, run, sr, &r);
     restrict_step_done(s, v, &r);
 }
@@ -696,7 +717,7 @@ void restrict_check(struct smtpd_session *s, const enum restrict_stage *stages, 
         s->lookups = tbl_scope_new();
     tbl_scope_reset(s->lookups);   /* each command asks the tables afresh */
     s->check = run;
-    struct restrict_result result = { RV_DUNNO, 0, NULL, NULL };
+    struct restrict_result result = { RV_DUNNO, 0, NULL, NULL, NULL };
     /* RFC 5321 4.5.1: postmaster (without a domain) is always accepted. */
     if (rcpt && strcasecmp(rcpt, "postmaster") == 0) {
         run_finished(s, run, &result);

@@ -36,6 +36,12 @@ struct restrict_result {
     int code;               /* SMTP reply code for REJECT/DEFER */
     const char *enhanced;   /* "5.7.1" */
     const char *text;       /* full text after the enhanced code */
+    /* What refused, for petrel_smtpd_rejects_total{restriction}: the
+     * restriction's name (a built-in one, a module's registered name, a
+     * restriction class from main.cf) or "module:NAME" for a module's hook;
+     * never text from the network. NULL until known. Static or as long-lived
+     * as the settings. */
+    const char *restriction;
 };
 
 struct restrict_list;

@@ -104,6 +104,7 @@ struct restrict_deferral {
     int code;
     char dsn[12];
     char text[512];
+    const char *restriction;         /* the restriction that raised it (its name) */
 };
 
 struct restrict_frame {
@@ -121,6 +122,7 @@ struct restrict_run {
     int depth, frame_cap;
     const char *rcpt;                /* the recipient of RCPT's checks */
     const char *where;               /* CONNECT, EHLO, HELO, MAIL, RCPT, DATA, BDAT, END-OF-MESSAGE */
+    const struct restrict_step *step;   /* the step running or waiting: what refused, for the metrics */
     restrict_done_fn *done;
     struct restrict_result collected;   /* a module's HOLD/DISCARD seen so far */
     int rcpt_maps_checked, sender_maps_checked;

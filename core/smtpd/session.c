@@ -187,7 +187,7 @@ void smtpd_hooks_then(struct smtpd_session *s, enum smtpd_phase phase, const cha
         smtpd_run_phase(s, phase, arg, next);
         return;
     }
-    struct restrict_result dunno = { RV_DUNNO, 0, NULL, NULL };
+    struct restrict_result dunno = { RV_DUNNO, 0, NULL, NULL, NULL };
     s->state = SMTPD_WAIT;
     next(s, &dunno);
 }
@@ -379,7 +379,7 @@ static void starttls_hooked(struct smtpd_session *s, const struct restrict_resul
 {
     s->state = SMTPD_CMD;
     if (smtpd_refused(r)) {
-        smtpd_log_reject(s, "reject", "STARTTLS", r->code, r->enhanced, r->text, NULL);
+        smtpd_log_reject(s, "reject", "STARTTLS", r->restriction, r->code, r->enhanced, r->text, NULL);
         smtpd_reply_refusal(s, r->verdict == RV_REJECT ? 554 : 421, r->enhanced, r->text);
         s->last_command = "STARTTLS";
         smtpd_session_close_after_flush(s);
@@ -395,9 +395,10 @@ static void starttls_hooked(struct smtpd_session *s, const struct restrict_resul
  * STARTTLS. Returns 1 when the STARTTLS hooks now run (they resume the
  * input themselves) or the session ends (smtpd_tls_req_ccert, the new TLS
  * session rate limit). */
-static void count_handshake(struct smtpd_session *s, const char *result)
+/* version: OpenSSL's fixed name of the protocol ("TLSv1.3"), "none" without a session. */
+static void count_handshake(struct smtpd_session *s, const char *result, SSL *ssl)
 {
-    const char *labels[] = { s->set->service_name, result };
+    const char *labels[] = { s->set->service_name, result, ssl ? SSL_get_version(ssl) : "none" };
     core_metric_add(s->worker->metrics, CM_SMTPD_TLS_HANDSHAKES, labels, 1);
 }
 
@@ -409,7 +410,7 @@ static int tls_became_active(struct smtpd_session *s)
     if (ssl == NULL || !SSL_is_init_finished(ssl))
         return 0;
     s->tls_handshaking = 0;
-    count_handshake(s, "ok");
+    count_handshake(s, "ok", ssl);
     bufferevent_set_timeouts(s->bev, &s->set->timeout, &s->set->timeout);
     if (smtpd_tls_established(s) != 0 || smtpd_tls_count_new_session(s) != 0) {
         s->last_command = "STARTTLS";
@@ -442,7 +443,7 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
         if (s->tls_handshaking) {
             /* smtpd_starttls_timeout: nothing can be said inside a handshake */
             msg_info("timeout after STARTTLS from %s", s->namaddr);
-            count_handshake(s, "failed");
+            count_handshake(s, "failed", NULL);
             s->last_command = "STARTTLS";
             log_disconnect(s);
             session_free(s);
@@ -474,7 +475,7 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
             }
         }
         if (s->tls_handshaking)
-            count_handshake(s, "failed");
+            count_handshake(s, "failed", NULL);
         if (s->state == SMTPD_WAIT && s->tx && s->tx->commit_job) {
             /* Let the commit finish; its completion notices the lost client. */
         }
@@ -772,7 +773,7 @@ static void greeting_checked(struct smtpd_session *s, const struct restrict_resu
     if (r->verdict == RV_REJECT || r->verdict == RV_DEFER) {
         /* Postfix answers the greeting normally and then rejects every
          * command; a reject at connect time is easier on clients as 554. */
-        smtpd_log_reject(s, "reject", "CONNECT", r->code, r->enhanced, r->text, NULL);
+        smtpd_log_reject(s, "reject", "CONNECT", r->restriction, r->code, r->enhanced, r->text, NULL);
         smtpd_reply_refusal(s, r->code == 554 || r->code >= 500 ? 554 : 421, r->enhanced, r->text);
         s->last_command = "CONNECT";
         smtpd_session_close_after_flush(s);
@@ -785,7 +786,7 @@ static void connect_hooked(struct smtpd_session *s, const struct restrict_result
 {
     s->state = SMTPD_CMD;
     if (smtpd_refused(r) && r->verdict != RV_REJECT) {
-        smtpd_log_reject(s, "reject", "CONNECT", r->code, r->enhanced, r->text, NULL);
+        smtpd_log_reject(s, "reject", "CONNECT", r->restriction, r->code, r->enhanced, r->text, NULL);
         smtpd_reply_refusal(s, 421, r->enhanced, r->text);
         s->last_command = "CONNECT";
         smtpd_session_close_after_flush(s);

@@ -601,9 +601,14 @@ int smtpd_queue_space_ok(struct smtpd_worker *w, unsigned long long message_size
  * data.c, envelope.c). */
 void smtpd_session_attach(struct smtpd_session *s);
 void smtpd_session_close_after_flush(struct smtpd_session *s);
-/* Postfix's reject line: "ID: reject: VERB from name[addr]: CODE X.Y.Z text; from=<> to=<> proto= helo=<>" */
-void smtpd_log_reject(struct smtpd_session *s, const char *what, const char *verb, int code, const char *enhanced,
-                      const char *text, const char *rcpt);
+/* Postfix's reject line: "ID: reject: VERB from name[addr]: CODE X.Y.Z text; from=<> to=<> proto= helo=<>".
+ * A "reject" (not a "reject_warning") is counted in petrel_smtpd_rejects_total
+ * under restriction: what refused (a restriction's or parameter's name,
+ * "module:NAME"; NULL counts as "other"), never text from the network. */
+void smtpd_log_reject(struct smtpd_session *s, const char *what, const char *verb, const char *restriction, int code,
+                      const char *enhanced, const char *text, const char *rcpt);
+/* Only the count, for a refusal logged elsewhere (cleanup's header and body checks). */
+void smtpd_count_reject(struct smtpd_session *s, const char *verb, const char *restriction, int code);
 /* Postfix's log_whatsup(): "ID: what: VERB from name[addr]: text; from=<> to=<> proto= helo=<>" */
 void smtpd_log_event(struct smtpd_session *s, const char *what, const char *verb, const char *text,
                      const char *rcpt);

@@ -54,7 +54,23 @@ const char *smtpd_reply_format(struct smtpd_session *s, int code, const char *en
 
 /* Postfix's reject log line, read by pflogsumm:
  * "NOQUEUE: reject: RCPT from name[addr]: 554 5.7.1 <x>: Relay access denied; from=<a> to=<b> proto=ESMTP helo=<h>" */
-void smtpd_log_reject(struct smtpd_session *s, const char *what, const char *verb, int code,
+void smtpd_count_reject(struct smtpd_session *s, const char *verb, const char *restriction, int code)
+{
+    /* Every label is bounded: verb is one of the fixed SMTP stage words
+       (CONNECT, HELO, EHLO, MAIL, RCPT, DATA, BDAT, END-OF-MESSAGE,
+       STARTTLS), restriction a name from the configuration or the code,
+       the code a number from 400 to 599 (anything else is "other"). */
+    char code_text[8];
+    if (code >= 400 && code <= 599)
+        snprintf(code_text, sizeof(code_text), "%d", code);
+    else
+        snprintf(code_text, sizeof(code_text), "other");
+    const char *labels[] = { s->set->service_name, verb, code >= 500 ? "5xx" : "4xx",
+                             restriction && *restriction ? restriction : "other", code_text };
+    core_metric_add(s->worker->metrics, CM_SMTPD_REJECTS, labels, 1);
+}
+
+void smtpd_log_reject(struct smtpd_session *s, const char *what, const char *verb, const char *restriction, int code,
                       const char *enhanced, const char *text, const char *rcpt)
 {
     /* A multi-line reply is logged whole, its CRLFs as "??" (as Postfix). */
@@ -64,10 +80,7 @@ void smtpd_log_reject(struct smtpd_session *s, const char *what, const char *ver
         if (*c == '\r' || *c == '\n')
             *c = '?';
     if (strcmp(what, "reject") == 0) {
-        /* verb is one of the fixed SMTP stage words (CONNECT, HELO, EHLO, MAIL, RCPT, DATA, BDAT,
-           END-OF-MESSAGE, STARTTLS, ...): a bounded label */
-        const char *labels[] = { s->set->service_name, verb, code >= 500 ? "5xx" : "4xx" };
-        core_metric_add(s->worker->metrics, CM_SMTPD_REJECTS, labels, 1);
+        smtpd_count_reject(s, verb, restriction, code);
         /* The /status page's recent rejects: what the log line says, shorter. */
         struct buf recent = BUF_INIT;
         buf_printf(&recent, "%s %s from %s: %s", s->set->service_name, verb, s->namaddr, line);

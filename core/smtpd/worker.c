@@ -306,6 +306,8 @@ void smtpd_worker_init(struct smtpd_worker *w, const struct cfg *cfg, struct que
     w->dns = dns_resolver_create(w->base, w->dns_resolver, &error);
     if (w->dns == NULL)
         msg_fatal("%s", error);
+    core_metrics_watch_dns(metrics, w->dns);
+    core_metrics_watch_tables(metrics, w->tables);
     struct module_runtime_args rt = { .set = w->modules, .role = MODULE_ROLE_SMTPD,
                                       .base = w->base, .threads = w->module_threads, .dns = w->dns, .metrics = metrics,
                                       .process_index = process_index };
@@ -455,8 +457,8 @@ int smtpd_worker_main(const struct smtpd_worker_args *args)
             if (c != CM_SMTPD_REJECTS && c != CM_SMTPD_REPLIES)
                 core_metric_add(w.metrics, c, metric_service, 0);
         if (l->settings->tls_ctx) {
-            const char *ok[] = { l->settings->service_name, "ok" }, *failed[] = { l->settings->service_name, "failed" };
-            core_metric_add(w.metrics, CM_SMTPD_TLS_HANDSHAKES, ok, 0);
+            /* "ok" series appear with their protocol version's first handshake. */
+            const char *failed[] = { l->settings->service_name, "failed", "none" };
             core_metric_add(w.metrics, CM_SMTPD_TLS_HANDSHAKES, failed, 0);
         }
         if (l->screen == NULL)

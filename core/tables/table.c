@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lib/hash.h"
 #include "lib/log.h"
 #include "lib/xalloc.h"
 #include "tables/table.h"
@@ -66,6 +67,7 @@ struct tbl_registry *tbl_registry_new(void)
     struct tbl_registry *reg = xcalloc(1, sizeof(*reg));
     reg->said = xcalloc(1, sizeof(*reg->said));
     reg->async = xcalloc(1, sizeof(*reg->async));
+    reg->observer = xcalloc(1, sizeof(*reg->observer));
     for (size_t i = 0; i < sizeof(builtin_types) / sizeof(builtin_types[0]); i++)
         if (tbl_registry_add(reg, builtin_types[i]) != 0)
             msg_panic("tbl_registry_new: duplicate built-in type %s", builtin_types[i]->name);
@@ -106,6 +108,7 @@ void tbl_registry_free(struct tbl_registry *reg)
     free(reg->said->items);
     free(reg->said);
     free(reg->async);
+    free(reg->observer);
     free(reg->types);
     free(reg);
 }
@@ -245,6 +248,11 @@ struct tbl *tbl_open(const struct tbl_registry *reg, const char *spec, int flags
     t->flags = flags;
     t->said = reg->said;
     t->async = reg->async;
+    t->observer = reg->observer;
+    /* An inline table's name is its content, which may hold secrets
+       (smtp_sasl_password_maps = inline:{...}): its label shows a digest. */
+    t->label = strcmp(type->name, "inline") == 0 ? tbl_strprintf("inline:{%08x}", hash_string(t->name))
+                                                 : tbl_strprintf("%s:%s", type->name, t->name);
     struct stat st;
     if (type->suffix) {
         /* stat before open: a rebuild in between makes the next check
@@ -265,6 +273,7 @@ struct tbl *tbl_open(const struct tbl_registry *reg, const char *spec, int flags
         free(why);
         petrel_pool_destroy(t->handle_pool);
         free(t->compiled);
+        free(t->label);
         free(t->name);
         free(t->spec);
         free(t);
@@ -309,13 +318,30 @@ static void check_replaced(struct tbl *t)
     check_source_age(t);
 }
 
+void tbl_registry_observe(struct tbl_registry *reg, tbl_observe_fn *fn, void *arg)
+{
+    reg->observer->fn = fn;
+    reg->observer->arg = arg;
+}
+
+const char *tbl_label(const struct tbl *t)
+{
+    return t->label;
+}
+
 int tbl_lookup(struct tbl *t, const char *key, const char **value)
 {
     *value = NULL;
+    /* A remote table inside a scope is told of when its answer comes
+       (table_async.c); every other lookup here. */
+    int observed = t->observer->fn != NULL && !((t->type->flags & TBL_TYPE_REMOTE) && t->async->current);
+    double started = observed ? tbl_clock() : 0;
     petrel_pool_reset(t->scratch);
     size_t len = strnlen(key, TBL_KEY_MAX + 1);
     if (len > TBL_KEY_MAX) {
         msg_warn("%s: lookup key longer than %d bytes: refusing the lookup", t->spec, TBL_KEY_MAX);
+        if (observed)
+            t->observer->fn(t->observer->arg, t, TBL_ERROR, tbl_clock() - started);
         return TBL_ERROR;
     }
     if (t->compiled)
@@ -326,6 +352,9 @@ int tbl_lookup(struct tbl *t, const char *key, const char **value)
                                                     : t->type->lookup(t->handle, key, value, t->scratch);
     if (status != TBL_FOUND)
         *value = NULL;
+    if (observed && status != TBL_PENDING)
+        t->observer->fn(t->observer->arg, t, status == TBL_FOUND || status == TBL_NOTFOUND ? status : TBL_ERROR,
+                        tbl_clock() - started);
     return status;
 }
 
@@ -410,6 +439,7 @@ void tbl_close(struct tbl *t)
     petrel_pool_destroy(t->handle_pool);
     petrel_pool_destroy(t->scratch);
     free(t->compiled);
+    free(t->label);
     free(t->name);
     free(t->spec);
     free(t);

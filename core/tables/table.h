@@ -155,6 +155,16 @@ int tbl_iterate(struct tbl *t, int (*fn)(void *arg, const void *key, size_t klen
                 void *arg, char **error);
 void tbl_close(struct tbl *t);
 
+/* Told of every lookup that asked a table (the metrics): the table, its
+ * answer (TBL_FOUND, TBL_NOTFOUND, TBL_ERROR) and how long it took. A
+ * remote table's lookup is told when its answer comes (an answer from a
+ * scope's memo is not another lookup). Set in a role process, once. */
+typedef void tbl_observe_fn(void *arg, const struct tbl *t, int status, double seconds);
+void tbl_registry_observe(struct tbl_registry *reg, tbl_observe_fn *fn, void *arg);
+/* "TYPE:NAME" without a proxy: prefix, for the metrics' labels; an inline
+ * table (whose name is its content) is "inline:{XXXXXXXX}", a digest. */
+const char *tbl_label(const struct tbl *t);
+
 /* ------------------------------------------------------------------ */
 /* Remote tables (doc/architecture.md, "Tables that wait").
  *

@@ -68,7 +68,17 @@ struct tbl_query {
     int answered;              /* answered while starting: status/value kept */
     int status;
     char *value;
+    double started;            /* for the lookup's latency (tbl_registry_observe) */
 };
+
+/* A remote lookup's answer came: the registry's observer is told. */
+static void observe(const struct tbl_query *q, int status)
+{
+    const struct tbl *t = q->table;
+    if (t->observer->fn)
+        t->observer->fn(t->observer->arg, t, status == TBL_FOUND || status == TBL_NOTFOUND ? status : TBL_ERROR,
+                        tbl_clock() - q->started);
+}
 
 struct tbl_scope *tbl_scope_new(void)
 {
@@ -161,6 +171,7 @@ int tbl_scope_fetch(struct tbl_scope *sc, void (*done)(void *arg), void *arg)
         q->scope = sc;
         q->index = i;
         q->starting = 1;
+        q->started = tbl_clock();
         a->state = ANSWER_FETCHING;
         a->query = q;
         sc->missing--;
@@ -168,6 +179,7 @@ int tbl_scope_fetch(struct tbl_scope *sc, void (*done)(void *arg), void *arg)
         a->table->type->lookup_start(a->table->handle, q->key, q);
         q->starting = 0;
         if (q->answered) {
+            observe(q, q->status);
             scope_answered(sc, i, q->status, q->value);
             query_free(q);
         }
@@ -223,6 +235,7 @@ struct tbl_query *tbl_query_start(struct tbl *t, const char *key, tbl_answer_fn 
     q->fn = fn;
     q->arg = arg;
     q->starting = 1;
+    q->started = tbl_clock();
     t->type->lookup_start(t->handle, q->key, q);
     q->starting = 0;
     if (q->answered) {
@@ -231,6 +244,7 @@ struct tbl_query *tbl_query_start(struct tbl *t, const char *key, tbl_answer_fn 
          * the next loop turn). This layer has no loop to defer to, so the
          * caller gets it now, and the type's bug is logged. */
         msg_warn("%s: table type %s answered before its lookup started", t->spec, t->type->name);
+        observe(q, q->status);
         fn(arg, q->status, q->value);
         query_free(q);
         return NULL;
@@ -259,6 +273,7 @@ void tbl_query_answer(struct tbl_query *q, int status, const char *value)
         q->value = status == TBL_FOUND ? xstrdup(value ? value : "") : NULL;
         return;
     }
+    observe(q, status);
     if (q->scope) {
         struct tbl_scope *sc = q->scope;
         scope_answered(sc, q->index, status, value);

@@ -23,12 +23,28 @@ struct tbl_said {
     size_t n;
 };
 
+/* Who is told of lookups (tbl_registry_observe); shared by a registry's tables. */
+struct tbl_observer {
+    tbl_observe_fn *fn;
+    void *arg;
+};
+
+/* Monotonic seconds, for lookup latencies (inline: both files use it,
+ * neither calls into the other for it). */
+static inline double tbl_clock(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 struct tbl_registry {
     const struct tbl_type **types;
     size_t count;
     size_t cap;
     struct tbl_said *said;
     struct tbl_async *async;      /* the lookup scope now entered (table_async.c) */
+    struct tbl_observer *observer;
 };
 
 struct tbl {
@@ -47,6 +63,8 @@ struct tbl {
     int complained;       /* a replaced file could not be opened, or the path vanished: said once */
     struct tbl_said *said;
     struct tbl_async *async;      /* the registry's */
+    struct tbl_observer *observer;   /* the registry's */
+    char *label;          /* TYPE:NAME */
 };
 
 /* table_async.c: a remote table's lookup inside or outside a scope. */

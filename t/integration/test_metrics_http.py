@@ -9,6 +9,7 @@ Every figure is checked by the exact amount it must move."""
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 
@@ -52,6 +53,25 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
     status, headers, v0, body = scrape(mport)
     t.is_(status, 200, "GET /metrics answers 200")
     t.like(headers.get("Content-Type", ""), r"^text/plain; version=0\.0\.4", "in the Prometheus text format 0.0.4")
+    t.ok(not body.endswith("# EOF\n") and "# TYPE petrel_smtpd_connections_total counter\n" in body,
+         "no # EOF, a counter's family named with its _total")
+
+    # OpenMetrics when the client asks for it (as Prometheus does).
+    prom_accept = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+                   "text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
+    status, om_headers, om = http_get(mport, "/metrics", headers={"Accept": prom_accept})
+    t.is_((status, om_headers.get("Content-Type")), (200, "application/openmetrics-text; version=1.0.0; charset=utf-8"),
+          "Accept: application/openmetrics-text (Prometheus' header): OpenMetrics 1.0.0")
+    t.ok(om.endswith("\n# EOF\n") and om.count("# EOF") == 1, "ending with # EOF, once")
+    t.ok("# TYPE petrel_smtpd_connections counter\n" in om and "# HELP petrel_smtpd_connections " in om and
+         "\npetrel_smtpd_connections_total{" in om and "# TYPE petrel_smtpd_connections_total" not in om,
+         "a counter's family is named without _total, its samples with it")
+    t.ok("# TYPE petrel_delivery_duration_seconds histogram\n" in om and "# TYPE petrel_queue_messages gauge\n" in om,
+         "histograms and gauges keep their names")
+    t.is_(sorted(re.findall(r"^(\w+)(?:\{|\s)", om.replace("# EOF\n", ""), re.M)),
+          sorted(re.findall(r"^(\w+)(?:\{|\s)", body, re.M)), "the same samples as the text format")
+    status, text_headers, _ = http_get(mport, "/metrics", headers={"Accept": "application/openmetrics-text;q=0, text/plain"})
+    t.like(text_headers.get("Content-Type", ""), r"^text/plain; version=0\.0\.4", "refused with q=0: the text format")
     t.is_(v0.get("UNPARSED"), None, "every line is a comment or a sample")
     for family, kind in (("petrel_smtpd_connections_total", "counter"), ("petrel_smtpd_replies_total", "counter"),
                          ("petrel_smtpd_rejects_total", "counter"), ("petrel_deliveries_total", "counter"),
@@ -106,7 +126,8 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
     size = int(re.search(r"size=(\d+), nrcpt=2 \(queued\)", p.log()).group(1))
     t.is_(v1.get(label("petrel_smtpd_received_bytes_total")), float(size),
           "its bytes, as the log's size= says (%d)" % size)
-    t.is_(v1.get(label("petrel_smtpd_rejects_total", ',stage="RCPT",class="4xx"')), 1.0,
+    t.is_(v1.get(label("petrel_smtpd_rejects_total",
+                       ',stage="RCPT",class="4xx",restriction="defer_unauth_destination",code="454"')), 1.0,
           "the relay reject is counted at RCPT, class 4xx (the 503 is not a restriction)")
     t.is_(wait_value(mport, 'petrel_deliveries_total{transport="virtual",status="sent"}', 2.0), 2.0,
           "two deliveries to Maildir, sent")
@@ -173,9 +194,51 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
     qmgr_pid = int(re.search(r"queue manager pid (\d+)", p.petrelctl("status").stdout).group(1))
     victims = [pid for pid in p.worker_pids() if pid != qmgr_pid]
     t.ok(victims, "an smtpd worker to kill")
+    # Connections the master holds while it forks the worker's replacement
+    # (as when Prometheus scrapes during a reload or a restart): the child
+    # must not shut them down. It did: evhttp_free() in the child calls
+    # shutdown(SHUT_WR) on the connections it frees, the sockets are shared,
+    # and requests were closed without a reply. Three states: connected and
+    # silent, half a request sent, one request answered (keep-alive).
+    held = []
+    for state in ("silent", "half", "kept") * 3:
+        sock = socket.create_connection(("127.0.0.1", mport), timeout=10)
+        if state == "half":
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: petrel\r\n")
+        elif state == "kept":
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: petrel\r\n\r\n")
+            first = b""
+            while not first.endswith(b"\r\n\r\nok\n") and not first.endswith(b"\n\n"):
+                data = sock.recv(65536)
+                if not data:
+                    break
+                first += data
+        held.append((state, sock))
+    # The listener accepts in order: once a later request is answered, the
+    # master holds every one of them.
+    t.is_(http_get(mport, "/healthz")[0], 200, "a later request is answered")
     os.kill(victims[0], signal.SIGKILL)
     t.ok(p.wait_log(r"pid %d killed by signal 9" % victims[0]) is not None, "the worker is killed")
     t.is_(wait_value(mport, 'petrel_process_restarts_total{role="smtpd"}', 1.0), 1.0, "the restart is counted")
+    answers = []
+    for state, sock in held:
+        if state == "half":
+            sock.sendall(b"Connection: close\r\n\r\n")
+        else:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: petrel\r\nConnection: close\r\n\r\n")
+        answer = b""
+        try:
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                answer += data
+        except OSError as e:
+            answer += repr(e).encode()
+        sock.close()
+        answers.append((state, bool(re.match(rb"HTTP/1\.1 (200 OK|503 Service Unavailable)\r\n", answer))))
+    t.is_(answers, [(state, True) for state, _ in held],
+          "every connection held across the fork of the new worker gets its reply")
     t.ok(wait_for(lambda: http_get(mport, "/healthz")[0] == 200, timeout=20), "/healthz is 200 once it runs again")
     _, _, after, _ = scrape(mport)
     lower = [k for k, v in before.items() if k.endswith("_total") or "_total{" in k

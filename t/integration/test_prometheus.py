@@ -18,6 +18,7 @@ import time
 from harness import TOP_SRCDIR, Petrel, Tap, free_port, make_cert, wait_for
 from metricslib import wait_http, Prometheus, http_get, parse_metrics, wait_value
 from modlib import module_dir
+from scripted_smtp import Server
 import json
 import tempfile
 
@@ -33,6 +34,9 @@ if not shutil.which("prometheus") or not shutil.which("promtool"):
 
 QMGR = "qmgr unix n - n 300 1 qmgr\n"
 mport = free_port()
+certdir = tempfile.mkdtemp(prefix="petrel-prom-tls-")
+# A next hop with STARTTLS, so the outbound TLS panel has a handshake to show.
+tls_server = Server(tls=make_cert(certdir, "tls.test"))
 with Petrel(t, extra_services=QMGR, start=False) as p:
     mail = os.path.join(p.dir, "mail")
     os.mkdir(mail)
@@ -48,9 +52,15 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
         "virtual_mailbox_domains": "vmail.test",
         "virtual_mailbox_base": mail,
         "virtual_mailbox_maps": "inline:{ {u@vmail.test = vmail.test/u/} }",
-        "relay_domains": "bounce.test later.test",
+        "relay_domains": "bounce.test later.test tls.test",
         "transport_maps": "inline:{ {bounce.test = error:5.1.1 no such user here}, "
-                          "{later.test = retry:4.4.1 try again later} }",
+                          "{later.test = retry:4.4.1 try again later}, "
+                          "{tls.test = smtp:[127.0.0.1]:%d} }" % tls_server.port,
+        "smtp_tls_security_level": "may",
+        # A table that fails, for one recipient only: the table-error alert's series.
+        "smtpd_restriction_classes": "broken_lookup",
+        "broken_lookup": "check_client_access fail:metrics",
+        "smtpd_recipient_restrictions": "check_recipient_access inline:{ {failing@vmail.test = broken_lookup} }",
         "mynetworks": "127.0.0.2/32",
         "maillog_file": p.log_path,
     })
@@ -105,7 +115,8 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
             ("petrel_smtpd_connections_total" + svc, conns0 + 1, "one connection more"),
             ("petrel_smtpd_messages_received_total" + svc, 3.0, "three messages received"),
             ("petrel_smtpd_received_recipients_total" + svc, 3.0, "three recipients"),
-            ('petrel_smtpd_rejects_total{stage="RCPT",class="4xx"}', 1.0, "one reject at RCPT"),
+            ('petrel_smtpd_rejects_total{stage="RCPT",class="4xx",restriction="defer_unauth_destination",code="454"}', 1.0,
+             "one reject at RCPT, by defer_unauth_destination with 454"),
             ('petrel_deliveries_total{transport="virtual",status="sent"}', 2.0,
              "two sent (the message and the bounce notice)"),
             ('petrel_deliveries_total{transport="error",status="bounced"}', 1.0, "one bounced"),
@@ -150,13 +161,38 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
         c.ehlo()
         t.like(c.cmd("STARTTLS"), r"^220 ", "STARTTLS")
         c.starttls()
+        version = c.sock.version()
         c.ehlo()
         c.cmd("QUIT")
         c.close()
-        t.is_(wait_value(mport, 'petrel_smtpd_tls_handshakes_total{%s,result="ok"}' % svc[1:-1], 1.0), 1.0,
-              "the TLS handshake is counted")
+        t.is_(wait_value(mport, 'petrel_smtpd_tls_handshakes_total{%s,result="ok",version="%s"}'
+                         % (svc[1:-1], version), 1.0), 1.0, "the TLS handshake is counted, with its version")
+        c = p.connect()
+        t.like(c.send_message("s@vmail.test", ["r@tls.test"], "Subject: out\r\n\r\nx\r\n"), r"^250 ",
+               "mail for a next hop with STARTTLS")
+        c.close()
+        c = p.connect()
+        c.ehlo()
+        t.like(c.cmd("MAIL FROM:<s@vmail.test>"), r"^250 ", "MAIL")
+        t.like(c.cmd("RCPT TO:<failing@vmail.test>"), r"^451 4\.3\.5 ",
+               "a recipient whose check asks a failing table: 451 4.3.5, as Postfix answers")
+        c.close()
+        t.is_(wait_value(mport, 'petrel_table_lookups_total{type="fail",table="fail:metrics",result="error"}', 1.0), 1.0,
+              "the failed lookup is counted")
+        t.ok(wait_for(lambda: any(x.get("tls") for x in tls_server.sessions), timeout=30),
+             "the next hop saw a TLS session")
+        out_version = ([x.get("tls_version") for x in tls_server.sessions if x.get("tls")] or ["?"])[0]
+        t.is_(wait_value(mport, 'petrel_smtp_tls_handshakes_total{transport="smtp",result="ok",version="%s"}'
+                         % out_version, 1.0, timeout=30), 1.0, "the outbound TLS handshake is counted, with its version")
         t.ok(prom.wait_scrape_after(time.time()), "Prometheus scraped after it")
         t.ok(prom.wait_scrape_after(time.time()), "and once more (a rate needs two samples)")
+
+        # Prometheus negotiated OpenMetrics: its metadata names a counter's
+        # family without _total (from the text format it would be with it).
+        meta = prom.api("/api/v1/metadata")["data"]
+        t.is_([m["type"] for m in meta.get("petrel_smtpd_connections", [])], ["counter"],
+              "Prometheus scraped OpenMetrics: the counter family petrel_smtpd_connections")
+        t.ok("petrel_smtpd_connections_total" not in meta, "and no family named with _total")
 
         # The dashboard: every panel's every query returns data.
         with open(DASHBOARD) as f:
@@ -179,7 +215,7 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
         # The alerting rules: loaded, evaluated without error, and every series they select exists.
         groups = prom.api("/api/v1/rules")["data"]["groups"]
         rules = [r for g in groups for r in g["rules"]]
-        t.is_(len(rules), 9, "Prometheus loaded the 9 alerting rules")
+        t.is_(len(rules), 11, "Prometheus loaded the 11 alerting rules")
         deadline = time.time() + 20
         while time.time() < deadline and any(r.get("health") != "ok" for r in rules):
             time.sleep(0.5)
@@ -195,4 +231,6 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
         firing = [r["name"] for r in rules if r.get("state") == "firing"]
         t.is_(firing, [], "no alert fires on this healthy instance")
     shutil.rmtree(rules_dir, ignore_errors=True)
+tls_server.stop()
+shutil.rmtree(certdir, ignore_errors=True)
 t.done()

@@ -607,7 +607,7 @@ static void unknown_hooked(struct smtpd_session *s, const struct restrict_result
 {
     s->state = SMTPD_CMD;
     if (smtpd_refused(r)) {
-        smtpd_log_reject(s, "reject", "UNKNOWN", r->code, r->enhanced, r->text, NULL);
+        smtpd_log_reject(s, "reject", "UNKNOWN", r->restriction, r->code, r->enhanced, r->text, NULL);
         smtpd_reply_refusal(s, r->code, r->enhanced, r->text);
     } else {
         smtpd_reply(s, "502 5.5.2 Error: command not recognized");

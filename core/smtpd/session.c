@@ -797,7 +797,7 @@ static void connect_hooked(struct smtpd_session *s, const struct restrict_result
          * says no, the session stays, and every command but QUIT, NOOP and
          * RSET gets the module's reply (smtpd_handle_command); the error
          * limits end a client that keeps trying. */
-        smtpd_log_reject(s, "reject", "CONNECT", r->code, r->enhanced, r->text, NULL);
+        smtpd_log_reject(s, "reject", "CONNECT", r->restriction, r->code, r->enhanced, r->text, NULL);
         s->connect_refusal = petrel_pool_strdup(s->pool, smtpd_reply_format(s, r->code, r->enhanced, r->text));
         smtpd_reply(s, "554 %s ESMTP not accepting connections", s->set->myhostname);
         s->greeted = 1;

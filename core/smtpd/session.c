@@ -195,6 +195,7 @@ void smtpd_tx_free(struct smtpd_session *s)
     struct smtpd_tx *tx = s->tx;
     if (tx == NULL)
         return;
+    smtpd_message_tx_end(tx);
     if (tx->writer)
         queue_writer_abort(tx->writer);
     petrel_pool_destroy(tx->pool);

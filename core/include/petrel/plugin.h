@@ -16,8 +16,9 @@
  * PETREL_PENDING, and later completes the call exactly once with
  * petrel_resume(). The core enforces a per-module timeout.
  *
- * Handles: petrel_session, petrel_pending, petrel_timer, petrel_watch and
- * petrel_metric pointers are handles, not memory. The core checks each one
+ * Handles: petrel_session, petrel_pending, petrel_timer, petrel_watch,
+ * petrel_metric, petrel_message and petrel_body_writer pointers are
+ * handles, not memory. The core checks each one
  * it is given: a handle whose session ended (or whose call completed, timer
  * fired, ...) makes the function log and return NULL, 0 or -1, never crash,
  * so a module may keep handles for late callbacks. A session handle also
@@ -590,8 +591,8 @@ PETREL_API int petrel_quarantine(petrel_session *s, const char *reason);
  * PETREL_MESSAGE_BODY it starts after the empty line: the body only.
  *
  * A message handle, like a session's, is checked by the core: it goes
- * stale at petrel_message_close(), when the end_of_message call of the
- * module completes (the session moves on) and when the session ends; a
+ * stale at petrel_message_close(), when the end_of_message phase
+ * completes (every module answered) and when the session ends; a
  * stale handle is logged and answers -1. Reading is a pread(2) of a
  * local file: it does not wait for the network. Several handles may read
  * the same message at once (several scanners, or one per milter). */

@@ -44,8 +44,14 @@ struct smtpd_msg_obj {
     void *handle;
     struct petrel_module *module;
     struct smtpd_session *s;
-    /* reader: content offsets [start, end) of the queue file; pos is relative to start */
+    /* reader: the bytes [start, end) of the queue file's content, then sep
+     * ("\r\n", when a new body follows the headers), then body_len bytes of
+     * a committed new body from body_fd (its own descriptor: a later commit
+     * may close the transaction's); pos counts from the start */
     unsigned long long start, end, pos;
+    size_t sep;
+    int body_fd;
+    unsigned long long body_len;
     /* writer */
     int fd;
     unsigned long long size;
@@ -69,6 +75,8 @@ static void obj_free(struct smtpd_msg_obj *o)
     module_object_release(o->kind == OBJ_READER ? MODULE_OBJECT_MESSAGE : MODULE_OBJECT_BODY_WRITER, o->handle);
     if (o->fd >= 0)
         close(o->fd);
+    if (o->body_fd >= 0)
+        close(o->body_fd);
     free(o->buf);
     free(o);
 }
@@ -135,6 +143,7 @@ static struct smtpd_msg_obj *obj_new(struct smtpd_session *s, struct petrel_modu
     o->module = m;
     o->s = s;
     o->fd = -1;
+    o->body_fd = -1;
     o->handle = module_object_new(kind == OBJ_READER ? MODULE_OBJECT_MESSAGE : MODULE_OBJECT_BODY_WRITER, o, m);
     if (o->handle == NULL) {
         msg_warn("%s: module %s: too many open messages and body writers in this process", s->tx->queue_id,
@@ -167,6 +176,23 @@ petrel_message *petrel_message_open(petrel_session *h, unsigned flags)
         return NULL;
     o->end = queue_writer_content_size(tx->writer);
     o->start = (flags & PETREL_MESSAGE_BODY) ? tx->body_start : 0;
+    if (tx->edits.body_replaced) {
+        /* The body as it will be queued: the new one, after the headers. */
+        o->body_fd = dup(tx->edits.body_fd);
+        if (o->body_fd < 0) {
+            msg_warn("%s: module %s: %s: %s", tx->queue_id, m->name, __func__, strerror(errno));
+            obj_unlink(tx, o);
+            obj_free(o);
+            return NULL;
+        }
+        o->body_len = tx->edits.body_len;
+        if (flags & PETREL_MESSAGE_BODY) {
+            o->start = o->end = 0;
+        } else {
+            o->end = tx->headers_end;
+            o->sep = 2;
+        }
+    }
     if (o->start > o->end)
         o->start = o->end;
     return o->handle;
@@ -175,22 +201,38 @@ petrel_message *petrel_message_open(petrel_session *h, unsigned flags)
 long long petrel_message_size(petrel_message *msg)
 {
     struct smtpd_msg_obj *o = module_object_get(MODULE_OBJECT_MESSAGE, msg, NULL, __func__);
-    return o ? (long long)(o->end - o->start) : -1;
+    return o ? (long long)(o->end - o->start + o->sep + o->body_len) : -1;
 }
 
 static long read_at(struct smtpd_msg_obj *o, unsigned long long off, void *buf, size_t len, const char *fn)
 {
     struct smtpd_tx *tx = o->s->tx;
-    if (off >= o->end - o->start || len == 0)
+    unsigned long long head = o->end - o->start, total = head + o->sep + o->body_len;
+    if (off >= total || len == 0)
         return 0;
-    unsigned long long left = o->end - o->start - off;
-    if (len > left)
-        len = (size_t)left;
+    if (len > total - off)
+        len = (size_t)(total - off);
     if (len > 1u << 30)
         len = 1u << 30;
-    ssize_t n = queue_writer_read_content(tx->writer, o->start + off, buf, len);
-    if (n < 0) {
-        msg_warn("%s: module %s: %s: read of the queue file: %s", tx->queue_id, o->module->name, fn,
+    ssize_t n;
+    if (off < head) {
+        /* One source per read: the queue file up to the end of its part. */
+        if (len > head - off)
+            len = (size_t)(head - off);
+        n = queue_writer_read_content(tx->writer, o->start + off, buf, len);
+    } else if (off < head + o->sep) {
+        size_t at = (size_t)(off - head);
+        n = (ssize_t)(o->sep - at < len ? o->sep - at : len);
+        memcpy(buf, "\r\n" + at, (size_t)n);
+    } else {
+        do
+            n = pread(o->body_fd, buf, len, (off_t)(off - head - o->sep));
+        while (n < 0 && errno == EINTR);
+    }
+    if (n == 0)
+        errno = EIO;   /* shorter than it was */
+    if (n <= 0) {
+        msg_warn("%s: module %s: %s: read of the stored message: %s", tx->queue_id, o->module->name, fn,
                  strerror(errno));
         return -1;
     }

@@ -134,6 +134,9 @@ with Petrel(t, main_cf=conf, extra_services=QMGR, workers=1, start=False) as p:
     qid = r.split()[-1]
     t.ok(p.wait_log(r"%s: streammod: replaced the body: %d bytes" % (qid, len(body))) is not None,
          "streammod wrote the whole new body")
+    m = p.wait_log(r"%s: streammod: reads back: body=(\d+)/(\d+) crc=(\w+)" % qid)
+    t.ok(m is not None and m.group(1) == m.group(2) == str(len(body)) and m.group(3) == "%08x" % zlib.crc32(body.upper()),
+         "a body reader opened after the commit reads the new body", m and m.group(0))
     t.ok(p.wait_log(r"%s: edited by modules in place \(1 change\)" % qid) is not None,
          "a new body alone is applied in place: the message keeps its queue ID")
     t.diag("replace: worker peak RSS during the message %d KiB" % peak)

@@ -8,7 +8,8 @@
  *                       asynchronous scanner would) and logs their sizes and
  *                       CRC-32s (zlib's, which the test computes too)
  *   X-Stream: upper     streams a new body: the old one with a-z made A-Z,
- *                       read and written 64 KiB at a time
+ *                       read and written 64 KiB at a time, then reads the
+ *                       body again (the new one) and logs its CRC-32
  *   X-Stream: careless  streams the new body like upper, but on a write
  *                       error aborts and answers CONTINUE (the core must
  *                       still refuse the message with 451)
@@ -132,6 +133,15 @@ static petrel_verdict replace_upper(petrel_session *s, int careless)
         return careless ? PETREL_CONTINUE : PETREL_TEMPFAIL;
     }
     petrel_log(s, PETREL_LOG_INFO, "replaced the body: %llu bytes", total);
+    /* What a module after this one reads: the new body. */
+    petrel_message *again = petrel_message_open(s, PETREL_MESSAGE_BODY);
+    unsigned long long crc = 0, got = 0;
+    while ((n = petrel_message_read(again, buf, CHUNK)) > 0) {
+        crc = crc32_update(crc, (unsigned char *)buf, (size_t)n);
+        got += (unsigned long long)n;
+    }
+    petrel_log(s, PETREL_LOG_INFO, "reads back: body=%llu/%lld crc=%08llx", got, petrel_message_size(again), crc);
+    petrel_message_close(again);
     return PETREL_CONTINUE;
 }
 

@@ -586,9 +586,11 @@ PETREL_API int petrel_quarantine(petrel_session *s, const char *reason);
  * message is in the queue file. petrel_message_open() reads it from
  * there, without a copy in memory: our Received header, the headers as
  * header_checks left them, the empty line and the body, CRLF line ends,
- * exactly the bytes that will be queued if no module edits them (edits
- * are applied after end_of_message and are not seen here). With
- * PETREL_MESSAGE_BODY it starts after the empty line: the body only.
+ * the bytes that will be queued. A new body committed before the open
+ * (petrel_body_replace_*, by this module or one before it) is what the
+ * handle reads after the headers; header and envelope edits are applied
+ * after end_of_message and are not seen here. With PETREL_MESSAGE_BODY it
+ * starts after the empty line: the body only.
  *
  * A message handle, like a session's, is checked by the core: it goes
  * stale at petrel_message_close(), when the end_of_message phase

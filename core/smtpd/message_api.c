@@ -223,7 +223,8 @@ static long read_at(struct smtpd_msg_obj *o, unsigned long long off, void *buf, 
     } else if (off < head + o->sep) {
         size_t at = (size_t)(off - head);
         n = (ssize_t)(o->sep - at < len ? o->sep - at : len);
-        memcpy(buf, "\r\n" + at, (size_t)n);
+        static const char crlf[] = "\r\n";
+        memcpy(buf, crlf + at, (size_t)n);
     } else {
         do
             n = pread(o->body_fd, buf, len, (off_t)(off - head - o->sep));

@@ -322,9 +322,11 @@ with TestFilter() as f:
         r = subprocess.run(p.command(SENDMAIL, "-C", p.conf, "-f", "local@petrel.test", "u@petrel.test"),
                            input=b"Subject: do: addheader\n\nfrom a local user\n", capture_output=True, timeout=30)
         t.is_(r.returncode, 0, "petrel-sendmail hands a message to the maildrop")
-        found = wait_for(lambda: [q for q in p.queue_files() if b"from a local user" in open(q, "rb").read()])
-        data = open(found[0], "rb").read() if found else b""
-        t.ok(b"X-Test-Added: added by the test filter" in data,
+        # The queue file pickup committed (the log's "queued" line), not the
+        # first one that an edit replaces: polling the queue could see that.
+        m = p.wait_log(r"pickup\[\d+\]: (\w+): from=<local@petrel\.test>, size=\d+, nrcpt=1 \(queued\)", timeout=30)
+        data = queued(p, m.group(1)) if m else b""
+        t.ok(b"from a local user" in data and b"X-Test-Added: added by the test filter" in data,
              "non_smtpd_milters: the pickup service's mail goes through the milter and gets its edit")
         r = send(p, "Subject: do: addheader\r\n\r\nby smtp\r\n")
         qid = qid_of(r[-1])

@@ -185,6 +185,21 @@ void module_command_run(const char *module, const char *command, int argc, const
                         module_command_done_fn *done, void *arg);
 
 /* ------------------------------------------------------------------ */
+/* role objects as handles (objects.c)                                 */
+
+/* What a role hands a module with a life of its own (a reader of the
+ * stored message, a writer of a new body): registered here, given out as
+ * a checked handle, released by the role when the object ends. */
+enum module_object_kind { MODULE_OBJECT_MESSAGE, MODULE_OBJECT_BODY_WRITER };
+/* The handle for object, as module m's; NULL when the table is full. */
+void *module_object_new(enum module_object_kind k, void *object, const struct petrel_module *m);
+/* The object behind a valid handle (and its module), or NULL after logging
+ * that fn got a stale or foreign handle. */
+void *module_object_get(enum module_object_kind k, const void *h, struct petrel_module **m, const char *fn);
+/* Every handle to the object goes stale. */
+void module_object_release(enum module_object_kind k, const void *h);
+
+/* ------------------------------------------------------------------ */
 /* crash context                                                       */
 
 /* While a module runs, the process records which module and hook it is

@@ -43,6 +43,8 @@ struct petrel_module;
 #define HANDLE_TAG_SASL 0x95u
 #define HANDLE_TAG_TABLE_QUERY 0xe3u
 #define HANDLE_TAG_COMMAND 0xd1u
+#define HANDLE_TAG_MESSAGE 0x71u
+#define HANDLE_TAG_BODY_WRITER 0x8fu
 #define HANDLE_NO_MODULE 0xffu
 #define HANDLE_SLOT_BITS 18
 #define HANDLE_MAX_SLOTS (1u << HANDLE_SLOT_BITS)
@@ -90,7 +92,7 @@ struct module_runtime {
     unsigned process_index;
     pthread_t loop_thread;
     struct handle_table sessions, pendings, timers, watches, metric_handles, sasl_requests, table_queries,
-        command_requests;
+        command_requests, messages, body_writers;
     int fam_calls, fam_duration, fam_circuit_open, fam_circuit_opened;   /* the core's metrics */
 };
 extern struct module_runtime *module_rt;

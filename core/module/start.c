@@ -43,6 +43,8 @@ int module_runtime_start(const struct module_runtime_args *args)
     handle_table_init(&rt->sasl_requests, "SASL request", HANDLE_TAG_SASL);
     handle_table_init(&rt->table_queries, "table query", HANDLE_TAG_TABLE_QUERY);
     handle_table_init(&rt->command_requests, "command request", HANDLE_TAG_COMMAND);
+    handle_table_init(&rt->messages, "message", HANDLE_TAG_MESSAGE);
+    handle_table_init(&rt->body_writers, "body writer", HANDLE_TAG_BODY_WRITER);
     module_rt = rt;
     module_metrics_start(rt);
     if (rt->set == NULL || rt->set->n == 0)
@@ -83,6 +85,8 @@ void module_runtime_stop(void)
     handle_table_free(&rt->sasl_requests);
     handle_table_free(&rt->table_queries);
     handle_table_free(&rt->command_requests);
+    handle_table_free(&rt->messages);
+    handle_table_free(&rt->body_writers);
     for (uint32_t i = 0; i < rt->metric_handles.n; i++)
         free(rt->metric_handles.entries[i].object);
     handle_table_free(&rt->metric_handles);

@@ -145,6 +145,10 @@ size_t queue_writer_content_size(const struct queue_writer *w);
  * offset (flushing the writer's buffer first). Returns the bytes read, or -1
  * with errno. Used to rebuild a message that modules edited. */
 ssize_t queue_writer_read_content(struct queue_writer *w, unsigned long long offset, void *buf, size_t len);
+/* Cuts the content back to its first size bytes (writing goes on from
+ * there): a module's new body replaces the old one in the same file, under
+ * the same queue ID. Returns 0, or -1 with errno (sticky, as a write's). */
+int queue_writer_truncate(struct queue_writer *w, unsigned long long size);
 /* Writes the end record, fdatasyncs the file, then waits for a directory
  * fsync of incoming/ that started after the file was created (group commit:
  * concurrent committers share one). BLOCKING: call it off the event loop.

@@ -426,6 +426,27 @@ ssize_t queue_writer_read_content(struct queue_writer *w, unsigned long long off
     return pread_full(w->fd, buf, len, (off_t)(w->content_offset + offset));
 }
 
+int queue_writer_truncate(struct queue_writer *w, unsigned long long size)
+{
+    if (w->error) {
+        errno = w->error;
+        return -1;
+    }
+    if (size > w->content_size) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (w->len && flush_with(w, NULL, 0) < 0)
+        return -1;
+    off_t end = (off_t)(w->content_offset + size);
+    if (ftruncate(w->fd, end) < 0 || lseek(w->fd, end, SEEK_SET) < 0) {
+        w->error = errno;
+        return -1;
+    }
+    w->content_size = size;
+    return 0;
+}
+
 const char *queue_writer_id(const struct queue_writer *w)
 {
     return w->id;

@@ -11,9 +11,11 @@
  * Edits are applied at the end of the message by writing a new queue
  * file: our Received header (as header_checks left it), the edited header
  * list, then the rest copied back from the first file (or the replacement
- * body). The first file is then removed; only the new one is committed, so
- * a crash in between leaves at most an incomplete file that the recovery
- * scan deletes.
+ * body, from the file message_api.c wrote it to). The first file is then
+ * removed; only the new one is committed, so a crash in between leaves at
+ * most an incomplete file that the recovery scan deletes. A new body
+ * alone needs no second file: the queue file is cut back after its
+ * headers and the body appended, and the message keeps its queue ID.
  *
  * Header text is binary-safe: names and values carry their lengths (a value
  * may hold NUL bytes, which Postfix passes through), and nothing that copies
@@ -237,11 +239,30 @@ static int copy_range(struct queue_writer *from, struct queue_writer *to, unsign
     return 0;
 }
 
+/* Only the body changed: the queue file is cut back to the end of its
+ * headers and the new body appended, in the same file under the same
+ * queue ID (no copy of the rest of the message). */
+static int body_only(const struct smtpd_tx *tx)
+{
+    return tx->edits.body_replaced && tx->edits.count == 0 && tx->edits.sender == NULL && !tx->envelope_changed;
+}
+
+static int replace_body_in_place(struct smtpd_tx *tx)
+{
+    if (queue_writer_truncate(tx->writer, tx->headers_end) != 0 ||
+        queue_writer_write(tx->writer, "\r\n", 2) != 0 || smtpd_body_copy(tx, tx->writer) != 0)
+        return -1;
+    msg_info("%s: edited by modules in place (1 change)", tx->queue_id);
+    return 0;
+}
+
 int smtpd_content_rewrite(struct smtpd_session *s, struct queue_writer *(*reopen)(struct smtpd_session *),
                           void (*received)(struct smtpd_session *))
 {
     struct smtpd_tx *tx = s->tx;
     petrel_pool *pool = tx->pool;
+    if (body_only(tx))
+        return replace_body_in_place(tx);
 
     /* The edited header list. */
     size_t cap = tx->nheaders + tx->edits.count + 1;
@@ -342,7 +363,7 @@ int smtpd_content_rewrite(struct smtpd_session *s, struct queue_writer *(*reopen
             if (rc == 0)
                 rc = queue_writer_write(fresh, "\r\n", 2);
             if (rc == 0)
-                rc = queue_writer_write(fresh, tx->edits.body, tx->edits.body_len);
+                rc = smtpd_body_copy(tx, fresh);
         } else {
             rc = copy_range(old, fresh, tx->rest_start, old_size);
         }

@@ -304,6 +304,7 @@ void smtpd_finish_message(struct smtpd_session *s, enum smtpd_counter c)
         restrict_check(s, stages, 1, NULL, eod_checked);
         return;
     }
+    tx->in_eom = 1;
     smtpd_hooks_then(s, PHASE_EOM, NULL, eom_hooked);
 }
 
@@ -318,6 +319,7 @@ static void eod_checked(struct smtpd_session *s, const struct restrict_result *r
         s->tx->hold = 1;
     else if (r->verdict == RV_DISCARD)
         s->tx->discard = 1;
+    s->tx->in_eom = 1;
     smtpd_hooks_then(s, PHASE_EOM, NULL, eom_hooked);
 }
 
@@ -357,6 +359,17 @@ static void eom_hooked(struct smtpd_session *s, const struct restrict_result *r)
     struct smtpd_tx *tx = s->tx;
     enum smtpd_counter c = tx->eom_counter;
     s->state = SMTPD_CMD;
+    tx->in_eom = 0;
+    smtpd_message_objects_end(s);
+    if (tx->body_errno && !smtpd_refused(r)) {
+        /* A module's new body could not be written (message_api.c logged
+         * why): whatever the module answered, nothing truncated is queued. */
+        smtpd_reply(s, "451 4.3.0 Error: queue file write error");
+        smtpd_tx_free(s);
+        smtpd_count_error(s, c);
+        smtpd_continue(s);
+        return;
+    }
     if (smtpd_refused(r)) {
         /* Header and body checks logged their own line, as Postfix's cleanup does. */
         if (!(r == &tx->content_verdict && tx->verdict_logged))

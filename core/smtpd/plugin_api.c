@@ -551,17 +551,6 @@ int petrel_recipient_delete(petrel_session *h, const char *rcpt)
     return 0;
 }
 
-int petrel_body_replace(petrel_session *h, const char *body, size_t len)
-{
-    struct smtpd_session *s = editable(h, __func__);
-    if (s == NULL || body == NULL)
-        return -1;
-    s->tx->edits.body = petrel_pool_memdup(s->tx->pool, body, len);
-    s->tx->edits.body_len = len;
-    s->tx->edits.body_replaced = 1;
-    return 0;
-}
-
 int petrel_quarantine(petrel_session *h, const char *reason)
 {
     struct smtpd_session *s = editable(h, __func__);

@@ -201,6 +201,7 @@ void smtpd_tx_free(struct smtpd_session *s)
     if (tx == NULL)
         return;
     s->xforward.set = 0;   /* XFORWARD's values last one transaction (xforward.c) */
+    smtpd_message_tx_end(tx);
     if (tx->writer)
         queue_writer_abort(tx->writer);
     petrel_pool_destroy(tx->pool);

@@ -63,6 +63,7 @@ struct psc_cache;
 struct psc_session;
 struct anvil_take;
 struct smtpd_proxy_read;
+struct smtpd_msg_obj;
 
 /* The SMTP phases whose module hooks the session runs. */
 enum smtpd_phase { PHASE_CONNECT, PHASE_HELO, PHASE_STARTTLS, PHASE_AUTH, PHASE_MAIL, PHASE_RCPT, PHASE_DATA,
@@ -87,9 +88,11 @@ struct smtpd_edits {
     const char *sender;               /* new envelope sender, or NULL */
     int sender_ret;                   /* with it, a new RET (SMTP_DSN_RET_*), 0: unchanged */
     const char *sender_envid;         /* with it, a new ENVID, NULL: unchanged */
-    const char *body;                 /* replacement body, CRLF line ends */
-    size_t body_len;
+    /* the replacement body (message_api.c): an unnamed file in incoming/,
+     * CRLF line ends; body_fd is valid while body_replaced is set */
     int body_replaced;
+    int body_fd;
+    unsigned long long body_len;
     const char *quarantine_reason;
 };
 
@@ -368,6 +371,9 @@ struct smtpd_tx {
     struct workq_job *commit_job;
     /* for modules */
     struct smtpd_edits edits;
+    int in_eom;                       /* the end_of_message hooks run: the message may be read */
+    struct smtpd_msg_obj *msg_objects;/* message readers and body writers modules hold (message_api.c) */
+    int body_errno;                   /* a new body could not be written: the message is refused (451) */
     /* The content (cleanup.c): the primary headers as written to the queue
      * file (after header_checks), kept when modules or header rewriting
      * need them, and where things are in the written content. */
@@ -785,6 +791,12 @@ int smtpd_content_edited(const struct smtpd_session *s);
 /* Appends header text, turning a stray CR into a space and a bare LF into
  * CRLF: no header we write ever carries a bare CR or LF. */
 void smtpd_header_write(struct buf *out, const char *text, size_t len);
+/* message_api.c: the end_of_message phase completed (readers and writers
+ * go stale; an uncommitted writer is dropped); the transaction ends. */
+void smtpd_message_objects_end(struct smtpd_session *s);
+void smtpd_message_tx_end(struct smtpd_tx *tx);
+/* Appends the replacement body to to. 0, or -1 with errno. */
+int smtpd_body_copy(struct smtpd_tx *tx, struct queue_writer *to);
 void smtpd_content_rewrite_headers(struct smtpd_session *s);
 int smtpd_content_rewrite(struct smtpd_session *s, struct queue_writer *(*reopen)(struct smtpd_session *),
                           void (*received)(struct smtpd_session *));

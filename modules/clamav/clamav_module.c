@@ -3,11 +3,11 @@
  * no milter in between (doc/modules/clamav.md). The protocol is
  * clamd_client.h's; this file is the glue.
  *
- * The header and body hooks may not suspend, so the body is recorded as it
- * streams in (modules/common/message_spool.h: memory up to
- * clamav_buffer_limit, then an unlinked file in the queue's incoming/);
- * at end_of_message the client pulls the headers (petrel_header_at) and
- * the body from there, 64 KiB at a time, while the hook is suspended.
+ * At end_of_message the client pulls the message from the queue file
+ * (petrel_message_open/read: our Received header, the headers, the body,
+ * exactly what is queued), 64 KiB at a time, while the hook is suspended;
+ * the module keeps no copy of it. clamav_buffer_limit, which sized the
+ * copy earlier versions kept, is still accepted and has no effect.
  *
  * Outcomes: a finding rejects the message (clamav_action = reject, with
  * clamav_reject_text) or holds it (quarantine), with X-Virus-Status as
@@ -23,7 +23,6 @@
 #include <petrel/plugin.h>
 
 #include "clamd_client.h"
-#include "message_spool.h"
 
 static const char *const actions[] = { "reject", "quarantine", NULL };
 static const char *const failure_actions[] = { "tempfail", "accept", NULL };
@@ -49,7 +48,7 @@ static const petrel_param clamav_params[] = {
     { PETREL_PARAM_INIT, .name = "clamav_add_header", .type = PETREL_PARAM_BOOL, .default_value = "yes",
       .help = "add X-Virus-Status (Clean, or Infected (NAME)) as clamav-milter's AddHeader does" },
     { PETREL_PARAM_INIT, .name = "clamav_buffer_limit", .type = PETREL_PARAM_SIZE, .default_value = "1048576",
-      .help = "body bytes a session keeps in memory; beyond, an unlinked file in the queue's incoming/",
+      .help = "no effect: the message is read from the queue file (kept so that main.cf files that set it still load)",
       .min = 65536, .max = 1073741824 },
     { .name = NULL },
 };
@@ -61,8 +60,6 @@ typedef struct conf {
     int accept_on_failure;
     int add_header;
     char *reject_text;
-    char *spool_dir;
-    size_t buffer_limit;
 } conf;
 
 static clamd_settings *make_settings(petrel_module *m, char *err, size_t errlen)
@@ -98,7 +95,6 @@ static void conf_free(conf *c)
         return;
     clamd_settings_free(c->clamd);
     free(c->reject_text);
-    free(c->spool_dir);
     free(c);
 }
 
@@ -116,13 +112,7 @@ static int clamav_init(petrel_module *m, const char **error)
     c->accept_on_failure = strcmp(petrel_param_string(m, "clamav_failure_action"), "accept") == 0;
     c->add_header = petrel_param_bool(m, "clamav_add_header");
     c->reject_text = strdup(petrel_param_string(m, "clamav_reject_text"));
-    const char *qdir = petrel_config_string(m, "queue_directory");
-    size_t len = strlen(qdir ? qdir : "") + sizeof "/incoming";
-    c->spool_dir = malloc(len);
-    if (c->spool_dir)
-        snprintf(c->spool_dir, len, "%s/incoming", qdir ? qdir : "");
-    c->buffer_limit = (size_t)petrel_param_int(m, "clamav_buffer_limit");
-    if (c->reject_text == NULL || c->spool_dir == NULL) {
+    if (c->reject_text == NULL) {
         conf_free(c);
         *error = "out of memory";
         return -1;
@@ -144,13 +134,12 @@ typedef struct scan {
     petrel_module *m;
     petrel_session *s;
     conf *conf;
-    message_spool spool;
     clamd_client *client;
     petrel_watch *watch;
     int watch_fd, watch_events;
     petrel_timer *timer;
     petrel_pending *pending;
-    message_reader reader;    /* what the read callback hands out */
+    petrel_message *msg;      /* what the read callback hands out: the stored message */
 } scan;
 
 static void on_io(int fd, int events, void *arg)
@@ -202,7 +191,7 @@ static void op_log(void *arg, clamd_log_level level, const char *text)
 static long op_read(void *arg, void *buf, size_t cap)
 {
     scan *sc = arg;
-    return message_reader_read(&sc->reader, buf, cap);
+    return petrel_message_read(sc->msg, buf, cap);
 }
 
 static void finish_scan(scan *sc)
@@ -217,7 +206,10 @@ static void finish_scan(scan *sc)
     }
     clamd_client_free(sc->client);
     sc->client = NULL;
-    message_reader_end(&sc->reader);
+    if (sc->msg) {
+        petrel_message_close(sc->msg);
+        sc->msg = NULL;
+    }
 }
 
 /* The verdict from the client's result; replies through *code etc. */
@@ -295,8 +287,8 @@ static void op_done(void *arg)
 static void session_end(void *arg)
 {
     scan *sc = arg;
+    sc->msg = NULL;   /* the session's end made it stale; the core closed it */
     finish_scan(sc);
-    message_spool_reset(&sc->spool);
     free(sc);
 }
 
@@ -316,25 +308,10 @@ static petrel_verdict clamav_data(petrel_session *s)
             return PETREL_TEMPFAIL;
         sc->m = m;
         sc->conf = c;
-        message_spool_init(&sc->spool, c->buffer_limit, c->spool_dir);
         *petrel_session_slot(s) = sc;
         petrel_pool_cleanup_add(petrel_session_pool(s), session_end, sc);
     }
     sc->s = s;
-    message_spool_reset(&sc->spool);
-    return PETREL_CONTINUE;
-}
-
-static petrel_verdict clamav_body(petrel_session *s, const char *chunk, size_t len)
-{
-    scan *sc = scan_of(s);
-    if (sc == NULL || sc->spool.failed)
-        return PETREL_CONTINUE;
-    /* Past the size limit the message is not scanned: keep no more of it. */
-    if (message_spool_size(&sc->spool) > sc->conf->max_size)
-        return PETREL_CONTINUE;
-    if (message_spool_append(&sc->spool, chunk, len) < 0)
-        petrel_log(s, PETREL_LOG_ERROR, "clamav: cannot keep the message for clamd: %s", sc->spool.error);
     return PETREL_CONTINUE;
 }
 
@@ -344,20 +321,24 @@ static petrel_verdict clamav_eom(petrel_session *s)
     if (sc == NULL)
         return PETREL_CONTINUE;
     sc->s = s;
-    if (sc->spool.failed) {
+    sc->msg = petrel_message_open(s, 0);
+    if (sc->msg == NULL) {
         petrel_set_reply(s, 451, "4.3.0", "Error: queue file write error");
         return PETREL_TEMPFAIL;
     }
-    if (message_spool_size(&sc->spool) > sc->conf->max_size) {
+    long long size = petrel_message_size(sc->msg);
+    if (size < 0 || (unsigned long long)size > sc->conf->max_size) {
         petrel_log(s, PETREL_LOG_INFO, "clamav: message not scanned: larger than clamav_max_size (%zu bytes)",
                    sc->conf->max_size);
+        finish_scan(sc);
         return PETREL_CONTINUE;
     }
     static const clamd_ops ops = { op_watch, op_timer, op_done, op_read, op_log };
     sc->client = clamd_client_create(sc->conf->clamd, &ops, sc);
-    if (sc->client == NULL)
+    if (sc->client == NULL) {
+        finish_scan(sc);
         return PETREL_TEMPFAIL;
-    message_reader_start(&sc->reader, s, &sc->spool);
+    }
     if (clamd_client_start(sc->client, CLAMD_INSTREAM, 0) == CLAMD_DONE) {
         int code;
         const char *enhanced;
@@ -387,7 +368,6 @@ const petrel_module_desc petrel_module_descriptor = {
     .check = clamav_check,
     .hooks = {
         .data = clamav_data,
-        .body = clamav_body,
         .end_of_message = clamav_eom,
     },
     .default_action = PETREL_ON_FAILURE_TEMPFAIL,

@@ -22,13 +22,16 @@
  *
  * Per session: connect, helo, mail, rcpt and data go to each milter in
  * turn, as they happen (those hooks may suspend). The header and body
- * hooks may not suspend, so the body is recorded (message_spool.h: memory up
- * to milter_buffer_limit, then an unlinked file in the queue's incoming/)
- * and the whole content goes to the milters at end_of_message, one milter
- * after the other: headers, end of headers, body, end of message. Each
- * milter's modifications are applied at once through the petrel_* edit
- * functions and to the module's own copy of the headers and body, so the
- * next milter sees them, as in Postfix.
+ * hooks may not suspend, so the whole content goes to the milters at
+ * end_of_message, one milter after the other: headers, end of headers,
+ * body, end of message. The body is read from the queue file
+ * (petrel_message_open with PETREL_MESSAGE_BODY, opened afresh for each
+ * milter); the module keeps no copy of it. Each milter's modifications are
+ * applied at once through the petrel_* edit functions (a REPLBODY streams
+ * into petrel_body_replace_*, chunk by chunk, never held in memory) and to
+ * the module's own copy of the headers, so the next milter sees them, as
+ * in Postfix: a body reader opened after a committed REPLBODY reads the
+ * new body.
  *
  * Verdicts: the first refusal ends the chain and its reply goes to the
  * client (the text of the first line: the plugin API has one-line
@@ -51,12 +54,11 @@
 #include <petrel/plugin.h>
 
 #include "milter_conn.h"
-#include "message_spool.h"
 
 static const petrel_param milter_params[] = {
     { PETREL_PARAM_INIT, .name = "milter_buffer_limit", .type = PETREL_PARAM_SIZE, .default_value = "1048576",
-      .help = "message body bytes a session keeps in memory for the milters; beyond, an unlinked file in "
-              "the queue's incoming/ directory",
+      .help = "no effect: the milters get the body from the queue file (kept so that main.cf files that set "
+              "it still load)",
       .min = 65536, .max = 1073741824 },
     { .name = NULL },
 };
@@ -85,8 +87,6 @@ typedef struct module_conf {
     profile **service_profiles;
     size_t nservices;
     profile *main_smtpd, *main_non_smtpd;   /* main.cf's, for a service not listed */
-    char *spool_dir;
-    size_t buffer_limit;
 } module_conf;
 
 /* "30s", "5m", "1h", "2d", "1w" or a bare number of seconds -> ms. */
@@ -352,7 +352,6 @@ static void conf_free(module_conf *c)
         free(c->services[i]);
     free(c->services);
     free(c->service_profiles);
-    free(c->spool_dir);
     free(c);
 }
 
@@ -435,17 +434,6 @@ static int milter_init(petrel_module *m, const char **error)
         }
         c->service_profiles[c->nservices++] = p;
     }
-    const char *qdir = petrel_config_string(m, "queue_directory");
-    size_t len = strlen(qdir ? qdir : "") + sizeof "/incoming";
-    c->spool_dir = malloc(len);
-    if (c->spool_dir)
-        snprintf(c->spool_dir, len, "%s/incoming", qdir ? qdir : "");
-    c->buffer_limit = (size_t)petrel_param_int(m, "milter_buffer_limit");
-    if (!c->spool_dir) {
-        conf_free(c);
-        *error = "out of memory";
-        return -1;
-    }
     petrel_module_set_data(m, c);
     return 0;
 }
@@ -523,19 +511,16 @@ typedef struct session {
     char session_quarantine[128];
 
     /* the message */
-    message_spool spool;
     header *headers;
     size_t nheaders, cap_headers;
     size_t header_i;
-    size_t body_off;
-    unsigned char *readbuf;
-    unsigned char *body;      /* a replacement body, for the milters after the one that sent it */
-    size_t body_len;
-    int body_replaced;
-    unsigned char *newbody;   /* a replacement body arriving */
-    size_t newbody_len, newbody_cap;
+    petrel_message *msg;      /* the body for the current milter (the last committed REPLBODY's, if any) */
+    long long body_size;
+    long long body_off;
+    unsigned char *readbuf;   /* MILTER_CHUNK_MAX, made on first use */
+    petrel_body_writer *newbody;   /* a REPLBODY arriving */
     int discard;
-    int spool_error;          /* the body could not be read back */
+    int read_error;           /* the body could not be read back */
 } session;
 
 static void run(session *ss);
@@ -631,8 +616,15 @@ static void hand_reply(session *ss)
 static void finish(session *ss)
 {
     ss->finished = 1;
-    if (ss->event == EV_EOM)
+    if (ss->event == EV_EOM) {
         ss->in_tx = 0;
+        if (ss->msg)
+            petrel_message_close(ss->msg);
+        ss->msg = NULL;
+        if (ss->newbody)
+            petrel_body_replace_abort(ss->newbody);   /* a REPLBODY the milter never ended */
+        ss->newbody = NULL;
+    }
     if (!ss->in_hook && ss->pending) {
         petrel_pending *p = ss->pending;
         ss->pending = NULL;
@@ -875,33 +867,23 @@ static int op_edit(void *arg, const milter_edit *e)
     case MILTER_EDIT_DELETE_RCPT:
         return petrel_recipient_delete(s, e->address);
     case MILTER_EDIT_BODY_CHUNK:
-        if (e->body_first)
-            ss->newbody_len = 0;
-        if (ss->newbody_len + e->len > ss->newbody_cap) {
-            size_t cap = ss->newbody_cap ? ss->newbody_cap : 65536;
-            while (cap < ss->newbody_len + e->len)
-                cap *= 2;
-            unsigned char *bigger = realloc(ss->newbody, cap);
-            if (bigger == NULL)
+        /* Streamed to a file in the queue directory: a write the disk
+         * refuses fails the message (451) in the core, whatever follows. */
+        if (e->body_first || ss->newbody == NULL) {
+            if (ss->newbody)
+                petrel_body_replace_abort(ss->newbody);
+            if ((ss->newbody = petrel_body_replace_begin(s)) == NULL)
                 return -1;
-            ss->newbody = bigger;
-            ss->newbody_cap = cap;
         }
-        memcpy(ss->newbody + ss->newbody_len, e->data, e->len);
-        ss->newbody_len += e->len;
-        return 0;
-    case MILTER_EDIT_BODY_END:
-        if (petrel_body_replace(s, (const char *)(ss->newbody ? (const char *)ss->newbody : ""),
-                                ss->newbody_len) < 0)
-            return -1;
-        /* The new body is what the next milters see. */
-        free(ss->body);
-        ss->body = ss->newbody;
-        ss->body_len = ss->newbody_len;
-        ss->body_replaced = 1;
+        return petrel_body_replace_write(ss->newbody, e->data, e->len);
+    case MILTER_EDIT_BODY_END: {
+        /* The new body is what the next milters read. */
+        petrel_body_writer *w = ss->newbody;
         ss->newbody = NULL;
-        ss->newbody_len = ss->newbody_cap = 0;
-        return 0;
+        if (w == NULL && (w = petrel_body_replace_begin(s)) == NULL)   /* an empty REPLBODY */
+            return -1;
+        return petrel_body_replace_commit(w);
+    }
     case MILTER_EDIT_QUARANTINE:
         if (!ss->in_tx) {
             snprintf(ss->session_quarantine, sizeof ss->session_quarantine, "%s", e->reason);
@@ -935,6 +917,18 @@ static void next_milter(session *ss)
     ss->step = first_step(ss->event);
     ss->header_i = 0;
     ss->body_off = 0;
+}
+
+/* The body for the current milter, as it stands (a REPLBODY of a milter
+ * before it included). Returns 0, or -1 when it cannot be read. */
+static int body_open(session *ss)
+{
+    if (ss->msg)
+        petrel_message_close(ss->msg);
+    ss->body_off = 0;
+    ss->msg = petrel_message_open(ss->s, PETREL_MESSAGE_BODY);
+    ss->body_size = ss->msg ? petrel_message_size(ss->msg) : -1;
+    return ss->body_size < 0 ? -1 : 0;
 }
 
 /* Issues the current step's call. */
@@ -971,28 +965,20 @@ static milter_status issue(session *ss)
     case ST_EOH:
         return milter_conn_eoh(c);
     case ST_BODY: {
-        const unsigned char *data = NULL;
-        long n;
-        if (ss->body_replaced) {
-            data = ss->body + ss->body_off;
-            n = (long)(ss->body_len - ss->body_off);
-        } else {
-            /* Only a body in a file needs the buffer: made on first use. */
-            if (ss->readbuf == NULL && ss->spool.fd >= 0 && (ss->readbuf = malloc(MILTER_CHUNK_MAX)) == NULL) {
-                ss->spool_error = 1;
-                return MILTER_DONE;
-            }
-            n = message_spool_read(&ss->spool, ss->body_off, ss->readbuf, MILTER_CHUNK_MAX, &data);
-            if (n <= 0) {
-                /* The body is shorter than it was, or unreadable: the
-                 * message cannot be shown to the milter. */
-                ss->spool_error = 1;
-                return MILTER_DONE;
-            }
+        if (ss->readbuf == NULL && (ss->readbuf = malloc(MILTER_CHUNK_MAX)) == NULL) {
+            ss->read_error = 1;
+            return MILTER_DONE;
+        }
+        long n = petrel_message_pread(ss->msg, ss->body_off, ss->readbuf, MILTER_CHUNK_MAX);
+        if (n <= 0) {
+            /* The body is shorter than it was, or unreadable: the
+             * message cannot be shown to the milter. */
+            ss->read_error = 1;
+            return MILTER_DONE;
         }
         size_t taken = 0;
-        milter_status st = milter_conn_body(c, data, (size_t)n, &taken);
-        ss->body_off += taken;
+        milter_status st = milter_conn_body(c, ss->readbuf, (size_t)n, &taken);
+        ss->body_off += (long long)taken;
         return st;
     }
     case ST_EOM:
@@ -1040,9 +1026,8 @@ static void refuse(session *ss, const milter_result *r)
  * the event is finished, else 0. */
 static int after_call(session *ss)
 {
-    if (ss->spool_error) {
-        petrel_log(ss->s, PETREL_LOG_ERROR, "milter: cannot read the message back for the milters: %s",
-                   ss->spool.error[0] ? ss->spool.error : "unexpected end");
+    if (ss->read_error) {
+        petrel_log(ss->s, PETREL_LOG_ERROR, "milter: cannot read the message back for the milters");
         set_result(ss, PETREL_TEMPFAIL, 451, "4.3.0", "Error: queue file read error");
         finish(ss);
         return 1;
@@ -1089,16 +1074,17 @@ static int after_call(session *ss)
         ss->step = ST_EOH;
         return 0;
     case ST_EOH:
-        ss->body_off = 0;
-        ss->step = (ss->body_replaced ? ss->body_len : message_spool_size(&ss->spool)) > 0 ? ST_BODY : ST_EOM;
+        if (body_open(ss) < 0) {
+            ss->read_error = 1;
+            return after_call(ss);
+        }
+        ss->step = ss->body_size > 0 ? ST_BODY : ST_EOM;
         return 0;
-    case ST_BODY: {
-        size_t total = ss->body_replaced ? ss->body_len : message_spool_size(&ss->spool);
-        if (ss->body_off < total)
+    case ST_BODY:
+        if (ss->body_off < ss->body_size)
             return 0;
         ss->step = ST_EOM;
         return 0;
-    }
     default:
         next_milter(ss);
         return 0;
@@ -1141,7 +1127,7 @@ static petrel_verdict start_event(session *ss, petrel_session *s, enum event ev)
     ss->step = first_step(ev);
     ss->header_i = 0;
     ss->body_off = 0;
-    ss->spool_error = 0;
+    ss->read_error = 0;
     ss->finished = 0;
     ss->pending = NULL;
     ss->in_hook = 1;
@@ -1178,10 +1164,7 @@ static void session_end(void *arg)
     free(ss->more_lines);
     headers_clear(ss);
     free(ss->headers);
-    message_spool_reset(&ss->spool);
-    free(ss->readbuf);
-    free(ss->body);
-    free(ss->newbody);
+    free(ss->readbuf);   /* msg and newbody went stale with the session: the core closed them */
     free(ss->helo);
     free(ss->unknown_cmd);
     free(ss->sender);
@@ -1276,7 +1259,6 @@ static petrel_verdict milter_connect(petrel_session *s)
     ss->profile = prof;
     ss->n = list->n;
     ss->links = calloc(list->n, sizeof *ss->links);
-    message_spool_init(&ss->spool, conf->buffer_limit, conf->spool_dir);
     if (ss->links == NULL) {
         free(ss);
         return PETREL_TEMPFAIL;
@@ -1318,7 +1300,6 @@ static petrel_verdict milter_mail(petrel_session *s, const char *sender)
     ss->in_tx = 1;
     ss->tx_quarantined = 0;
     ss->discard = 0;
-    ss->body_replaced = 0;
     if (ss->session_quarantine[0])
         apply_quarantine(ss, ss->session_quarantine);
     return start_event(ss, s, EV_MAIL);
@@ -1354,22 +1335,7 @@ static petrel_verdict milter_data(petrel_session *s)
     session *ss = session_of(s);
     if (ss == NULL)
         return PETREL_CONTINUE;
-    message_spool_reset(&ss->spool);
-    free(ss->body);
-    ss->body = NULL;
-    ss->body_len = 0;
-    ss->body_replaced = 0;
     return start_event(ss, s, EV_DATA);
-}
-
-static petrel_verdict milter_body(petrel_session *s, const char *chunk, size_t len)
-{
-    session *ss = session_of(s);
-    if (ss == NULL || ss->spool.failed)
-        return PETREL_CONTINUE;
-    if (message_spool_append(&ss->spool, chunk, len) < 0)
-        petrel_log(s, PETREL_LOG_ERROR, "milter: cannot keep the message for the milters: %s", ss->spool.error);
-    return PETREL_CONTINUE;
 }
 
 static petrel_verdict milter_eom(petrel_session *s)
@@ -1377,10 +1343,8 @@ static petrel_verdict milter_eom(petrel_session *s)
     session *ss = session_of(s);
     if (ss == NULL)
         return PETREL_CONTINUE;
-    if (ss->spool.failed) {
-        petrel_set_reply(s, 451, "4.3.0", "Error: queue file write error");
-        return PETREL_TEMPFAIL;
-    }
+    ss->msg = NULL;       /* a previous message's handles went stale with it */
+    ss->newbody = NULL;
     if (headers_load(ss) < 0) {
         petrel_set_reply(s, 451, "4.3.0", "Error: insufficient system resources");
         return PETREL_TEMPFAIL;
@@ -1405,7 +1369,6 @@ const petrel_module_desc petrel_module_descriptor = {
         .rcpt = milter_rcpt,
         .data = milter_data,
         .unknown = milter_unknown,
-        .body = milter_body,
         .end_of_message = milter_eom,
     },
     .default_action = PETREL_ON_FAILURE_TEMPFAIL,

@@ -3,10 +3,12 @@
  * end of data, no milter in between (doc/modules/spamassassin.md). The
  * protocol is spamd_client.h's; this file is the glue.
  *
- * As the clamav module: the body is recorded as it streams in
- * (modules/common/message_spool.h), and at end_of_message the client pulls
- * the headers and the body while the hook is suspended. spamd wants the
- * length first: message_reader_size() counts what the reader will send.
+ * As the clamav module: at end_of_message the client pulls the message
+ * from the queue file (petrel_message_open/read: our Received header, the
+ * headers, the body) while the hook is suspended; the module keeps no copy
+ * (spamassassin_buffer_limit, which sized the copy earlier versions kept,
+ * is still accepted and has no effect). spamd wants the length first:
+ * petrel_message_size().
  *
  * Outcomes, as spamass-milter writes them: X-Spam-Status ("Yes, score=7.3
  * required=5.0 tests=A,B" or "No, ...") and X-Spam-Score on every scanned
@@ -22,7 +24,6 @@
 
 #include <petrel/plugin.h>
 
-#include "message_spool.h"
 #include "spamd_client.h"
 
 static const char *const failure_actions[] = { "accept", "tempfail", NULL };
@@ -46,7 +47,7 @@ static const petrel_param sa_params[] = {
     { PETREL_PARAM_INIT, .name = "spamassassin_user", .type = PETREL_PARAM_STRING, .default_value = "",
       .help = "the user whose preferences spamd applies (spamc -u); empty: spamd's default" },
     { PETREL_PARAM_INIT, .name = "spamassassin_buffer_limit", .type = PETREL_PARAM_SIZE, .default_value = "1048576",
-      .help = "body bytes a session keeps in memory; beyond, an unlinked file in the queue's incoming/",
+      .help = "no effect: the message is read from the queue file (kept so that main.cf files that set it still load)",
       .min = 65536, .max = 1073741824 },
     { .name = NULL },
 };
@@ -58,8 +59,6 @@ typedef struct conf {
     double reject_score;     /* < 0: spamd's own verdict */
     int tempfail_on_failure;
     char *reject_text;
-    char *spool_dir;
-    size_t buffer_limit;
 } conf;
 
 static spamd_settings *make_settings(petrel_module *m, char *err, size_t errlen)
@@ -115,7 +114,6 @@ static void conf_free(conf *c)
         return;
     spamd_settings_free(c->spamd);
     free(c->reject_text);
-    free(c->spool_dir);
     free(c);
 }
 
@@ -132,13 +130,7 @@ static int sa_init(petrel_module *m, const char **error)
     c->max_size = (size_t)petrel_param_int(m, "spamassassin_max_size");
     c->tempfail_on_failure = strcmp(petrel_param_string(m, "spamassassin_failure_action"), "tempfail") == 0;
     c->reject_text = strdup(petrel_param_string(m, "spamassassin_reject_text"));
-    const char *qdir = petrel_config_string(m, "queue_directory");
-    size_t len = strlen(qdir ? qdir : "") + sizeof "/incoming";
-    c->spool_dir = malloc(len);
-    if (c->spool_dir)
-        snprintf(c->spool_dir, len, "%s/incoming", qdir ? qdir : "");
-    c->buffer_limit = (size_t)petrel_param_int(m, "spamassassin_buffer_limit");
-    if (c->reject_text == NULL || c->spool_dir == NULL) {
+    if (c->reject_text == NULL) {
         conf_free(c);
         *error = "out of memory";
         return -1;
@@ -160,8 +152,7 @@ typedef struct scan {
     petrel_module *m;
     petrel_session *s;
     conf *conf;
-    message_spool spool;
-    message_reader reader;
+    petrel_message *msg;      /* what the read callback hands out: the stored message */
     spamd_client *client;
     petrel_watch *watch;
     int watch_fd, watch_events;
@@ -218,7 +209,7 @@ static void op_log(void *arg, spamd_log_level level, const char *text)
 static long op_read(void *arg, void *buf, size_t cap)
 {
     scan *sc = arg;
-    return message_reader_read(&sc->reader, buf, cap);
+    return petrel_message_read(sc->msg, buf, cap);
 }
 
 static void finish_scan(scan *sc)
@@ -233,7 +224,10 @@ static void finish_scan(scan *sc)
     }
     spamd_client_free(sc->client);
     sc->client = NULL;
-    message_reader_end(&sc->reader);
+    if (sc->msg) {
+        petrel_message_close(sc->msg);
+        sc->msg = NULL;
+    }
 }
 
 /* spamass-milter's headers and the verdict. */
@@ -299,8 +293,8 @@ static void op_done(void *arg)
 static void session_end(void *arg)
 {
     scan *sc = arg;
+    sc->msg = NULL;   /* the session's end made it stale; the core closed it */
     finish_scan(sc);
-    message_spool_reset(&sc->spool);
     free(sc);
 }
 
@@ -320,24 +314,10 @@ static petrel_verdict sa_data(petrel_session *s)
             return PETREL_TEMPFAIL;
         sc->m = m;
         sc->conf = c;
-        message_spool_init(&sc->spool, c->buffer_limit, c->spool_dir);
         *petrel_session_slot(s) = sc;
         petrel_pool_cleanup_add(petrel_session_pool(s), session_end, sc);
     }
     sc->s = s;
-    message_spool_reset(&sc->spool);
-    return PETREL_CONTINUE;
-}
-
-static petrel_verdict sa_body(petrel_session *s, const char *chunk, size_t len)
-{
-    scan *sc = scan_of(s);
-    if (sc == NULL || sc->spool.failed)
-        return PETREL_CONTINUE;
-    if (message_spool_size(&sc->spool) > sc->conf->max_size)
-        return PETREL_CONTINUE;   /* it will not be scanned: keep no more */
-    if (message_spool_append(&sc->spool, chunk, len) < 0)
-        petrel_log(s, PETREL_LOG_ERROR, "spamassassin: cannot keep the message for spamd: %s", sc->spool.error);
     return PETREL_CONTINUE;
 }
 
@@ -347,21 +327,25 @@ static petrel_verdict sa_eom(petrel_session *s)
     if (sc == NULL)
         return PETREL_CONTINUE;
     sc->s = s;
-    if (sc->spool.failed) {
+    sc->msg = petrel_message_open(s, 0);
+    if (sc->msg == NULL) {
         petrel_set_reply(s, 451, "4.3.0", "Error: queue file write error");
         return PETREL_TEMPFAIL;
     }
-    size_t size = message_reader_size(s, &sc->spool);
-    if (message_spool_size(&sc->spool) > sc->conf->max_size || size > sc->conf->max_size) {
+    long long stored = petrel_message_size(sc->msg);
+    size_t size = stored < 0 ? 0 : (size_t)stored;
+    if (stored < 0 || size > sc->conf->max_size) {
         petrel_log(s, PETREL_LOG_INFO, "spamassassin: message not scanned: larger than spamassassin_max_size "
                    "(%zu bytes)", sc->conf->max_size);
+        finish_scan(sc);
         return PETREL_CONTINUE;
     }
     static const spamd_ops ops = { op_watch, op_timer, op_done, op_read, NULL, op_log };
     sc->client = spamd_client_create(sc->conf->spamd, &ops, sc);
-    if (sc->client == NULL)
+    if (sc->client == NULL) {
+        finish_scan(sc);
         return PETREL_TEMPFAIL;
-    message_reader_start(&sc->reader, s, &sc->spool);
+    }
     if (spamd_client_start(sc->client, SPAMD_SYMBOLS, size) == SPAMD_DONE) {
         int code;
         const char *enhanced;
@@ -391,7 +375,6 @@ const petrel_module_desc petrel_module_descriptor = {
     .check = sa_check,
     .hooks = {
         .data = sa_data,
-        .body = sa_body,
         .end_of_message = sa_eom,
     },
     .default_action = PETREL_ON_FAILURE_CONTINUE,

@@ -206,6 +206,16 @@ with TestFilter() as f1, TestFilter() as f2:
         seen = [ln for ln in f2.log() if ln.startswith("header ")]
         t.ok("header Subject=[changed subject]" in seen and "header X-Test-Added=[added by the test filter]" in seen,
              "the second milter sees the headers as the first one changed them", seen)
+        # REPLBODY streams into petrel_body_replace_*; the next milter reads the new body.
+        r = send(p, "Subject: do: replbody_big\r\n\r\nthe original body\r\n")
+        qid = qid_of(r[-1])
+        t.ok(qid is not None, "two milters that replace the body: accepted", r)
+        big = bytes(13 if i % 100 == 98 else 10 if i % 100 == 99 else 97 + i % 26 for i in range(200000))
+        eoms = [ln for ln in f2.log() if ln.startswith("eom bytes=")]
+        t.ok(eoms and eoms[-1].startswith("eom bytes=200000 ") and ("fnv=" + fnv1a64(big)) in eoms[-1],
+             "the second milter is sent the body the first one's REPLBODY wrote", eoms[-1:])
+        data = queued(p, qid) if qid else b""
+        t.ok(b"\r\n\r\n" + big in data and b"the original body" not in data, "and that body is queued")
 
 # --- a milter that is down ----------------------------------------------------------
 down = "inet:127.0.0.1:9"
@@ -320,9 +330,11 @@ with TestFilter() as f:
         r = subprocess.run(p.command(SENDMAIL, "-C", p.conf, "-f", "local@petrel.test", "u@petrel.test"),
                            input=b"Subject: do: addheader\n\nfrom a local user\n", capture_output=True, timeout=30)
         t.is_(r.returncode, 0, "petrel-sendmail hands a message to the maildrop")
-        found = wait_for(lambda: [q for q in p.queue_files() if b"from a local user" in open(q, "rb").read()])
-        data = open(found[0], "rb").read() if found else b""
-        t.ok(b"X-Test-Added: added by the test filter" in data,
+        # The queue file pickup committed (the log's "queued" line), not the
+        # first one that an edit replaces: polling the queue could see that.
+        m = p.wait_log(r"pickup\[\d+\]: (\w+): from=<local@petrel\.test>, size=\d+, nrcpt=1 \(queued\)", timeout=30)
+        data = queued(p, m.group(1)) if m else b""
+        t.ok(b"from a local user" in data and b"X-Test-Added: added by the test filter" in data,
              "non_smtpd_milters: the pickup service's mail goes through the milter and gets its edit")
         r = send(p, "Subject: do: addheader\r\n\r\nby smtp\r\n")
         qid = qid_of(r[-1])

@@ -16,8 +16,9 @@
  * PETREL_PENDING, and later completes the call exactly once with
  * petrel_resume(). The core enforces a per-module timeout.
  *
- * Handles: petrel_session, petrel_pending, petrel_timer, petrel_watch and
- * petrel_metric pointers are handles, not memory. The core checks each one
+ * Handles: petrel_session, petrel_pending, petrel_timer, petrel_watch,
+ * petrel_metric, petrel_message and petrel_body_writer pointers are
+ * handles, not memory. The core checks each one
  * it is given: a handle whose session ended (or whose call completed, timer
  * fired, ...) makes the function log and return NULL, 0 or -1, never crash,
  * so a module may keep handles for late callbacks. A session handle also
@@ -646,8 +647,68 @@ PETREL_API int petrel_recipient_delete(petrel_session *s, const char *recipient)
  * warning naming it (as Postfix does). */
 PETREL_API int petrel_sender_change_params(petrel_session *s, const char *sender, const char *params);
 PETREL_API int petrel_recipient_add_params(petrel_session *s, const char *recipient, const char *params);
-PETREL_API int petrel_body_replace(petrel_session *s, const char *body, size_t len);   /* CRLF line ends */
+/* Replaces the body with len bytes (CRLF line ends) held in memory; the
+ * same as petrel_body_replace_begin(), one write and commit (the bytes go
+ * to a file at once, not into memory). */
+PETREL_API int petrel_body_replace(petrel_session *s, const char *body, size_t len);
 PETREL_API int petrel_quarantine(petrel_session *s, const char *reason);
+
+/* ------------------------------------------------------------------ */
+/* the stored message, as a stream (ABI 1.1)                           */
+
+/* Added in 1.1 after its first release (a plugin that calls these is
+ * refused by an older 1.1 petreld, at load time).
+ *
+ * In end_of_message (and until its call completes, from the loop: a
+ * module that suspended may read from a watch or timer callback) the
+ * message is in the queue file. petrel_message_open() reads it from
+ * there, without a copy in memory: our Received header, the headers as
+ * header_checks left them, the empty line and the body, CRLF line ends,
+ * the bytes that will be queued. A new body committed before the open
+ * (petrel_body_replace_*, by this module or one before it) is what the
+ * handle reads after the headers; header and envelope edits are applied
+ * after end_of_message and are not seen here. With PETREL_MESSAGE_BODY it
+ * starts after the empty line: the body only.
+ *
+ * A message handle, like a session's, is checked by the core: it goes
+ * stale at petrel_message_close(), when the end_of_message phase
+ * completes (every module answered) and when the session ends; a
+ * stale handle is logged and answers -1. Reading is a pread(2) of a
+ * local file: it does not wait for the network. Several handles may read
+ * the same message at once (several scanners, or one per milter). */
+typedef struct petrel_message petrel_message;   /* a handle */
+#define PETREL_MESSAGE_BODY 1u
+/* NULL (logged) outside end_of_message, for a message that has no queue
+ * file (smtpd_proxy_filter), or after a queue file write error. */
+PETREL_API petrel_message *petrel_message_open(petrel_session *s, unsigned flags);
+/* The bytes the handle reads in all (from its start), or -1. */
+PETREL_API long long petrel_message_size(petrel_message *msg);
+/* Reads up to len bytes from where the last read stopped: the count, 0 at
+ * the end, -1 on an error (logged) or a stale handle. */
+PETREL_API long petrel_message_read(petrel_message *msg, void *buf, size_t len);
+/* Reads from offset off (from the handle's start) without moving the
+ * sequential position. */
+PETREL_API long petrel_message_pread(petrel_message *msg, long long off, void *buf, size_t len);
+PETREL_API void petrel_message_close(petrel_message *msg);
+
+/* A new body, written in pieces of any size (CRLF line ends, no
+ * dot-stuffing) to a file in the queue directory, never held in memory.
+ * petrel_body_replace_begin() in end_of_message (or from the loop while
+ * its call is suspended); petrel_body_replace_write() as often as needed;
+ * then petrel_body_replace_commit() makes it the message's body (the last
+ * commit wins) or petrel_body_replace_abort() drops it. A writer still
+ * open when the call completes is aborted (logged). The headers are kept
+ * as they are (and header edits apply to them).
+ *
+ * A write the disk refuses (ENOSPC, EIO) fails the transaction: the
+ * client gets 451 4.3.0 whatever the module then does, so a truncated
+ * body is never queued. write and commit then return -1; the module
+ * should abort and may return CONTINUE. */
+typedef struct petrel_body_writer petrel_body_writer;   /* a handle */
+PETREL_API petrel_body_writer *petrel_body_replace_begin(petrel_session *s);
+PETREL_API int petrel_body_replace_write(petrel_body_writer *w, const void *data, size_t len);
+PETREL_API int petrel_body_replace_commit(petrel_body_writer *w);
+PETREL_API void petrel_body_replace_abort(petrel_body_writer *w);
 
 /* ------------------------------------------------------------------ */
 /* services on the role's event loop                                   */

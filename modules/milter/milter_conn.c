@@ -418,6 +418,7 @@ static void try_connect(milter_conn *c)
             continue;
         }
         c->fd = fd;
+        c->tcp = milter_endpoint_is_tcp(ep, c->addr_index);
         mc_start_wait(c, c->s->connect_ms);
         if (in_progress) {
             c->state = S_CONNECTING;

@@ -58,6 +58,7 @@ struct milter_conn {
     milter_conn_ops ops;
     void *arg;
     int fd;
+    int tcp;             /* fd is a TCP socket: re-arm TCP_QUICKACK after each read */
     enum conn_state state;
     size_t addr_index;
     int watching;

@@ -123,6 +123,11 @@ int milter_endpoint_parse(const char *spec, const char *unix_base, milter_endpoi
     return 0;
 }
 
+int milter_endpoint_is_tcp(const milter_endpoint *ep, size_t i)
+{
+    return i < ep->count && (ep->addr[i].ss_family == AF_INET || ep->addr[i].ss_family == AF_INET6);
+}
+
 int milter_endpoint_connect(const milter_endpoint *ep, size_t i, int *in_progress)
 {
     *in_progress = 0;

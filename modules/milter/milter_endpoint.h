@@ -33,6 +33,8 @@ int milter_endpoint_parse(const char *spec, const char *unix_base, milter_endpoi
  * completes later (wait until writable, then milter_endpoint_connected), or
  * -1 with errno. */
 int milter_endpoint_connect(const milter_endpoint *ep, size_t i, int *in_progress);
+/* Whether address i is a TCP one (inet: or inet6:), not a UNIX socket. */
+int milter_endpoint_is_tcp(const milter_endpoint *ep, size_t i);
 /* After writability: 0, or -1 with errno set to the connect's error. */
 int milter_endpoint_connected(int fd);
 /* "127.0.0.1:8891" or the path, for logs. */

@@ -19,7 +19,7 @@
 
 static const petrel_param params[] = {
     { PETREL_PARAM_INIT, .name = "verdictmod_mail_verdict", .type = PETREL_PARAM_STRING, .default_value = "dunno",
-      .help = "what the MAIL hook answers (dunno or defer_if_permit)" },
+      .help = "what the MAIL hook answers (dunno or defer_if_permit)", .per_service = 1 },
     { .name = NULL },
 };
 

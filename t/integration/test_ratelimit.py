@@ -1,5 +1,6 @@
 """modules/ratelimit: check_rate_limit in memory shared by both smtpd workers of a
-node, and in Redis shared by two petreld; keys, counting recipients, window
+node, and in Redis shared by two petreld (directly and through Sentinel, across a
+failover); keys, counting recipients, window
 expiry, exclusions, Redis down, and configuration errors."""
 import os
 import re
@@ -10,7 +11,7 @@ import time
 
 from harness import CLEANUP_DIRS, PETRELD, Petrel, Tap, run_as_user
 from modlib import bundled_module_dir, smtp_from, smtpd_worker_pids
-from redislib import RedisServer
+from redislib import RedisSentinel, RedisServer
 
 t = Tap()
 mods = bundled_module_dir("ratelimit")
@@ -153,4 +154,56 @@ with Petrel(t, start=False, main_cf=conf("1/1h", data_directory="/nonexistent/pe
     r = subprocess.run(p.command(PETRELD, "-c", p.conf, "-n"), capture_output=True, text=True)
     t.ok(r.returncode != 0 and "the directory /nonexistent/petrel does not exist" in r.stderr,
          "a state file in a directory that does not exist is refused", r.stderr)
+# --- Sentinel: two petreld share one counter on the master the sentinel names;
+# after a failover they go on counting on the promoted replica. ---
+
+
+def wait_for(cond, seconds):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if cond():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def repl_offset(server):
+    m = re.search(r"master_repl_offset:(\d+)", server.cli("INFO", "replication"))
+    return int(m.group(1)) if m else -1
+
+
+with RedisServer() as master, RedisServer(extra=["--replicaof", "127.0.0.1", "0"], start=False) as replica:
+    replica.extra = ["--replicaof", "127.0.0.1", str(master.port)]
+    replica.start()
+    sentinel = RedisSentinel(master.port)
+    try:
+        t.ok(wait_for(lambda: str(replica.port) in sentinel.replicas(), 30), "the sentinel knows the replica")
+        sent = {"ratelimit_redis_sentinels": "127.0.0.1:%d" % sentinel.port}
+        with Petrel(t, main_cf=conf("3/10m", **sent)) as a, Petrel(t, main_cf=conf("3/10m", **sent)) as b:
+            got = [one(a, src="127.0.0.3"), one(b, src="127.0.0.3"), one(a, src="127.0.0.3"),
+                   one(b, src="127.0.0.3")]
+            t.is_(got, ["250 2.1.5 Ok"] * 3 + [OVER % (3, "messages", "10m", "client 127.0.0.3")],
+                  "through Sentinel: two petreld count one client together")
+            t.ok(a.wait_log(r"ratelimit: connected to Redis at 127\.0\.0\.1:%d" % master.port) is not None,
+                 "the module asked the sentinel for the master")
+            # Redis replicates asynchronously: wait until the replica has
+            # everything the master acknowledged.
+            t.ok(wait_for(lambda: repl_offset(replica) == repl_offset(master) > 0, 30),
+                 "the counter reaches the replica")
+            master.stop()
+            t.ok(wait_for(lambda: sentinel.master_port() == replica.port, 40),
+                 "the sentinel promotes the replica", sentinel.log())
+            # Each node finds the new master on its next command; until then a
+            # failed command is not counted and not limited (the default action).
+            t.ok(wait_for(lambda: one(a, src="127.0.0.4").startswith("250")
+                          and "127.0.0.4" in replica.cli("KEYS", "*"), 40),
+                 "after the failover the first node counts on the new master")
+            t.ok(wait_for(lambda: one(b, src="127.0.0.4").startswith("250")
+                          and "connected to Redis at 127.0.0.1:%d" % replica.port in b.log(), 40),
+                 "and so does the second")
+            t.like(one(b, src="127.0.0.3"), re.escape(OVER % (3, "messages", "10m", "client 127.0.0.3")),
+                   "a count made before the failover still holds after it (replicated)")
+    finally:
+        sentinel.close()
+
 t.done()

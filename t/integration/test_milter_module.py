@@ -65,6 +65,12 @@ t.ok(rc != 0 and "smtpd_milters is set but the milter module is not loaded: mail
 rc, out = check_config(conf("inet:127.0.0.1:9", smtpd_milter_maps="inline:{127.0.0.1=inet:127.0.0.1:9}"))
 t.ok(rc != 0 and "smtpd_milter_maps is set but not implemented" in out,
      "smtpd_milter_maps is refused even with the module loaded (the module does not implement it)", out)
+rc, out = check_config(conf("inet:127.0.0.1:9", milter_buffer_limit="2097152"))
+t.ok(rc == 0 and "milter_buffer_limit = 2097152 has no effect: the message is read from the queue file and no copy "
+     "is kept in memory (remove it from main.cf)" in out,
+     "milter_buffer_limit (no effect since the body is read from the queue file) is accepted with a warning", out)
+rc, out = check_config(conf("inet:127.0.0.1:9"))
+t.ok(rc == 0 and "buffer_limit" not in out, "and not mentioned when it is not set", out)
 rc, out = check_config(conf("inet:127.0.0.1:9"), master_cf="127.0.0.1:2525 inet n - n - - smtpd\n"
                        "127.0.0.1:2526 inet n - n - - smtpd -o smtpd_milters=inet:127.0.0.1:10 "
                        "-o milter_default_action=accept -o milter_command_timeout=5s\n")

@@ -1,0 +1,125 @@
+/*
+ * modules/milter: what the module's own files share (milter_module.c: the
+ * configuration and the hooks; milter_session.c: running an event through
+ * the chain of milters; milter_edits.c: the module's copy of the headers and
+ * the milters' modifications). Not an interface: only this folder includes it.
+ */
+#ifndef PETREL_MILTER_MODULE_INT_H
+#define PETREL_MILTER_MODULE_INT_H
+
+#include <stddef.h>
+
+#include <petrel/plugin.h>
+
+#include "milter_conn.h"
+
+/* configuration (milter_module.c) */
+
+typedef struct milter_list {
+    milter_settings **items;
+    size_t n;
+} milter_list;
+
+/* One service's milters and macro values. Services whose values are all
+ * the same share one profile: parsed, checked and resolved once, in init. */
+typedef struct profile {
+    char *key;                /* every value it was built from (see profile_key) */
+    milter_list list;
+    char *myhostname, *daemon_name, *macro_v;
+} profile;
+
+typedef struct module_conf {
+    profile **profiles;
+    size_t nprofiles;
+    /* master.cf's services (petrel_service_at) and the profile of each */
+    char **services;
+    profile **service_profiles;
+    size_t nservices;
+    profile *main_smtpd, *main_non_smtpd;   /* main.cf's, for a service not listed */
+} module_conf;
+
+
+/* a session (milter_session.c) */
+
+enum event { EV_CONNECT, EV_HELO, EV_MAIL, EV_RCPT, EV_DATA, EV_EOM, EV_UNKNOWN };
+
+
+enum step { ST_OPEN, ST_CONNECT, ST_HELO, ST_MAIL, ST_RCPT, ST_DATA, ST_HEADER, ST_EOH, ST_BODY, ST_EOM,
+            ST_UNKNOWN };
+
+typedef struct header {
+    char *name;
+    char *value;        /* the text after the colon, as in the message */
+} header;
+
+struct session;
+
+typedef struct link {
+    struct session *ss;
+    milter_conn *conn;
+    petrel_watch *watch;
+    int watch_fd, watch_events;
+    petrel_timer *timer;
+} link;
+
+typedef struct session {
+    petrel_module *m;
+    petrel_session *s;        /* the handle (checked by the core: safe after the session ends) */
+    module_conf *conf;
+    const profile *profile;   /* the session's service's milters and macro values */
+    link *links;
+    size_t n;
+
+    /* the event in progress */
+    enum event event;
+    size_t cur;
+    enum step step;
+    int waiting;              /* a call on links[cur] is pending */
+    int in_hook;
+    int finished;
+    petrel_pending *pending;
+    petrel_verdict verdict;
+    int code;
+    char enhanced[16];
+    char text[PETREL_REPLY_TEXT_MAX + 1];
+    char *more_lines;         /* a multi-line reply: its lines after the first, each after a '\n' (malloc) */
+
+    /* for the events and the macros */
+    char *helo, *sender, *rcpt;
+    char *unknown_cmd;        /* the unknown command's line (SMFIC_UNKNOWN) */
+    const char **rcpt_argv, **mail_argv;   /* "<address>", then each ESMTP parameter, then NULL */
+    char *mail_arg, *rcpt_arg;            /* their strings */
+    char underscore[600];
+    int in_tx;
+    int tx_quarantined;
+    char session_quarantine[128];
+
+    /* the message */
+    header *headers;
+    size_t nheaders, cap_headers;
+    size_t header_i;
+    petrel_message *msg;      /* the body for the current milter (the last committed REPLBODY's, if any) */
+    long long body_size;
+    long long body_off;
+    unsigned char *readbuf;   /* MILTER_CHUNK_MAX, made on first use */
+    petrel_body_writer *newbody;   /* a REPLBODY arriving */
+    int discard;
+    int read_error;           /* the body could not be read back */
+} session;
+
+/* The owner interface that every milter_conn of a session gets. */
+extern const milter_conn_ops milter_session_ops;
+
+/* Runs event ev through the chain from within its hook. */
+petrel_verdict milter_start_event(session *ss, petrel_session *s, enum event ev);
+/* Frees a session (a cleanup of the SMTP session's pool). */
+void milter_session_end(void *arg);
+
+/* the headers and the modifications (milter_edits.c) */
+
+int milter_headers_load(session *ss);
+void milter_headers_clear(session *ss);
+int milter_apply_quarantine(session *ss, const char *reason);
+int milter_op_edit(void *arg, const milter_edit *e);
+
+#endif

@@ -562,22 +562,21 @@ void smtpd_worker_init(struct smtpd_worker *w, const struct cfg *cfg, struct que
                        struct module_metrics *metrics, unsigned process_index);
 void smtpd_worker_fini(struct smtpd_worker *w);
 
-/* session.c */
+/* connect.c: the start of a session, up to the greeting */
 /* A connection accepted on l, served with set (l's settings, or its stress
  * settings); counted_in_service: it holds one of the service's session slots,
  * given back when the session ends. */
 void smtpd_accept(struct smtpd_listener *l, const struct smtpd_settings *set, int fd, const struct sockaddr *sa,
                   int salen, int counted_in_service);
-/* SIGTERM: ends the session now with 421 (a DATA in progress is abandoned and
- * its incomplete file removed), unless its message is being committed: that
- * one is answered first, then gets 421 (smtpd_continue). */
-void smtpd_session_stop(struct smtpd_session *s);
 /* A client postscreen passed (psc.h): the smtpd session continues on its
  * socket with the addresses postscreen saw (a PROXY header's, perhaps);
  * counted_in_service as for smtpd_accept. */
 void smtpd_accept_screened(struct smtpd_listener *l, const struct smtpd_settings *set, int fd,
                            const char *client_addr, const char *client_port, const char *server_addr,
                            const char *server_port, int counted_in_service);
+/* A local submission from the pickup role: fd is its end of a socket pair,
+ * uid the owner of the maildrop file (the trust SO_PEERCRED gave before). */
+void smtpd_accept_local(struct smtpd_listener *l, int fd, long uid);
 /* slots.c: a service reached its limit (a connection waits, or the last slot
  * was taken): the warning, the stress period everywhere. */
 void smtpd_limit_reached(struct smtpd_listener *l, const struct anvil_take *take);
@@ -592,9 +591,11 @@ int smtpd_take_slot(struct smtpd_listener *l, int *stressed);
 /* The worker exits when draining and neither sessions nor screened
  * connections are left. */
 void smtpd_worker_check_drained(struct smtpd_worker *w);
-/* A local submission from the pickup role: fd is its end of a socket pair,
- * uid the owner of the maildrop file (the trust SO_PEERCRED gave before). */
-void smtpd_accept_local(struct smtpd_listener *l, int fd, long uid);
+/* session.c */
+/* SIGTERM: ends the session now with 421 (a DATA in progress is abandoned and
+ * its incomplete file removed), unless its message is being committed: that
+ * one is answered first, then gets 421 (smtpd_continue). */
+void smtpd_session_stop(struct smtpd_session *s);
 void smtpd_reply(struct smtpd_session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* A refusal "CODE ENHANCED TEXT"; a text of several lines ('\n' between
  * them, from a module) becomes a multi-line reply, each line with the codes. */
@@ -607,6 +608,14 @@ int smtpd_queue_space_ok(struct smtpd_worker *w, unsigned long long message_size
  * data.c, envelope.c). */
 void smtpd_session_attach(struct smtpd_session *s);
 void smtpd_session_close_after_flush(struct smtpd_session *s);
+/* A new session on fd, in the worker's list but not yet begun (connect.c
+ * begins it); freed, whatever its state, by smtpd_session_free. */
+struct smtpd_session *smtpd_session_new(struct smtpd_listener *l, const struct smtpd_settings *set, int fd,
+                                        int counted_in_service);
+void smtpd_session_free(struct smtpd_session *s);
+/* The modules' STARTTLS hooks answered (after a handshake, or after the
+ * greeting when implicit TLS finished before it). */
+void smtpd_starttls_hooked(struct smtpd_session *s, const struct restrict_result *r);
 /* Postfix's reject line: "ID: reject: VERB from name[addr]: CODE X.Y.Z text; from=<> to=<> proto= helo=<>".
  * A "reject" (not a "reject_warning") is counted in petrel_smtpd_rejects_total
  * under restriction: what refused (a restriction's or parameter's name,

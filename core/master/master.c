@@ -13,26 +13,23 @@
  * and exit when their established sessions end. A broken configuration is
  * refused and logged, and the old one keeps serving.
  *
- * This file supervises (forks, restarts, stops, reloads, the control
- * socket, the queue tree and privileges); load.c loads and checks a
- * configuration generation, listen.c binds its listeners.
+ * This file supervises (starts, stops, reloads, the figures and the
+ * control socket); spawn.c forks, restarts and reaps the role processes,
+ * startup.c prepares the queue tree, the pid file and privileges; load.c
+ * loads and checks a configuration generation, listen.c binds its
+ * listeners.
  */
 #include "config.h"
 
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <grp.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/file.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -57,63 +54,8 @@
 #include "module/metrics.h"
 #include "module/metrics_core.h"
 #include "module/module.h"
-#include "queue/maildrop.h"
-#include "queue/queue.h"
 #include "smtpd/anvil.h"
 #include "tls/tls.h"
-#include "smtpd/smtpd.h"
-#include "qmgr/qmgr.h"
-#include "qmgr/mailbox_helper.h"
-
-#define MAX_WORKERS ANVIL_MAX_WORKERS
-#define STOP_TIMEOUT_SECONDS 10   /* workers answer 421 at once; this bounds a stuck one */
-/* The pickup role finishes the file it is submitting when told to stop,
- * within this, and gives up (the file stays in maildrop/) before the
- * master's kill. A kill is harmless too (doc/queue-format.md, Maildrop
- * origin); stopping by itself just keeps the log quiet. */
-#define PICKUP_STOP_GRACE_SECONDS (STOP_TIMEOUT_SECONDS - 3)
-_Static_assert(PICKUP_STOP_GRACE_SECONDS > 0 && PICKUP_STOP_GRACE_SECONDS < STOP_TIMEOUT_SECONDS,
-               "the pickup role's grace must end before the master kills it");
-
-struct worker_proc {
-    pid_t pid;                           /* 0 = free slot */
-    unsigned generation;
-    time_t started;
-    unsigned backoff;                    /* seconds before the next restart */
-    int draining;
-    int is_qmgr;                         /* the queue manager, else an smtpd worker */
-    int is_pickup;                       /* the pickup role (maildrop/), else an smtpd worker */
-    struct event *restart_timer;
-};
-
-struct master {
-    const struct master_options *opts;
-    struct generation *gen;
-    struct event_base *base;
-    struct anvil *anvil;
-    struct tls_ticket_keys *tickets;   /* shared TLS session ticket keys (tls/tls_ticket.c) */
-    struct event *ticket_timer;        /* rotates them every smtpd_tls_session_cache_timeout */
-    struct module_metrics *metrics;      /* shared by every role process, kept across reloads */
-    struct worker_proc workers[MAX_WORKERS];
-    uid_t run_uid;
-    gid_t run_gid;
-    gid_t setgid_gid;                    /* setgid_group: petrel-postdrop's and maildrop/'s group */
-    int privileged;
-    int stopping;
-    char queue_dir[4096];
-    char pid_path[4200];
-    char control_path[4200];
-    int pid_fd;
-    struct evconnlistener *control;
-    struct modctl *modctl;               /* channels to the smtpd workers for module commands (modctl.c) */
-    struct master_http *http;            /* metrics_listen, or NULL */
-    struct master_stats *stats;          /* petrelctl stats: samples for the rates */
-    struct event *stats_timer;
-    time_t started;
-    struct event *stop_timer;
-    char binary[4096];
-};
-
 
 /* ------------------------------------------------------------------ */
 /* generations                                                         */
@@ -126,319 +68,6 @@ static void generation_free(struct generation *g)
         close(g->listeners[i].fd);
     master_unload_config(&g->conf);
     free(g);
-}
-
-/* ------------------------------------------------------------------ */
-/* workers                                                             */
-
-static int worker_count(const struct cfg *cfg)
-{
-    long long n = cfg_int(cfg, "smtpd_workers");
-    if (n <= 0)
-        n = sysconf(_SC_NPROCESSORS_ONLN);
-    if (n <= 0)
-        n = 1;
-    if (n > MAX_WORKERS / 2)
-        n = MAX_WORKERS / 2;   /* leave room for a draining generation */
-    return (int)n;
-}
-
-static void drop_privileges(struct master *m)
-{
-    if (!m->privileged)
-        return;
-    if (setgroups(0, NULL) != 0 || setgid(m->run_gid) != 0 || setuid(m->run_uid) != 0)
-        msg_fatal("cannot drop privileges to uid %ld: %s", (long)m->run_uid, strerror(errno));
-    if (setuid(0) == 0)
-        msg_fatal("privileges could be regained after dropping them");
-}
-
-static void close_master_fds(struct master *m)
-{
-    if (m->control)
-        evconnlistener_free(m->control);   /* in the child: closes its copy */
-    m->control = NULL;
-    if (m->modctl)
-        modctl_close_in_child(m->modctl);
-    master_http_close_in_child(m->http);   /* the metrics endpoint's sockets, not its connections */
-    m->http = NULL;
-    /* pid_fd stays open in the child on purpose: the flock on master.pid
-     * belongs to the open file, shared by every process forked from the
-     * master, so a new master cannot take it (and run its recovery scan)
-     * while any worker of this one is still alive and writing the queue. */
-}
-
-static int has_qmgr(const struct cfg *cfg)
-{
-    for (size_t i = 0; i < cfg_service_count(cfg); i++)
-        if (cfg_service(cfg, i)->role == ROLE_QMGR)
-            return 1;
-    return 0;
-}
-
-enum role_kind { KIND_SMTPD, KIND_QMGR, KIND_PICKUP };
-
-static enum role_kind kind_of(const struct worker_proc *w)
-{
-    return w->is_qmgr ? KIND_QMGR : w->is_pickup ? KIND_PICKUP : KIND_SMTPD;
-}
-
-static pid_t spawn_worker(struct master *m, int slot, enum role_kind kind)
-{
-    int is_qmgr = kind == KIND_QMGR;
-    struct generation *g = m->gen;
-    pid_t master_pid = getpid();
-    int channel[2] = { -1, -1 };   /* module commands: smtpd workers only */
-    if (kind == KIND_SMTPD && modctl_pair(channel) != 0)
-        channel[0] = channel[1] = -1;
-    pid_t pid = fork();
-    if (pid < 0) {
-        msg_warn("fork: %s", strerror(errno));
-        if (channel[0] >= 0) {
-            close(channel[0]);
-            close(channel[1]);
-        }
-        return -1;
-    }
-    if (pid == 0) {
-        if (channel[0] >= 0)
-            close(channel[0]);
-        /* The child must not run the master's loop: start clean. */
-        /* The epoll set is shared with the parent until reinit: without it,
-         * removing events here would remove them from the master too. Then
-         * freeing the loop restores the signal dispositions it took over;
-         * the worker builds its own loop. */
-        event_reinit(m->base);
-        close_master_fds(m);
-        event_base_free(m->base);
-        m->base = NULL;
-        signal(SIGTERM, SIG_DFL);
-        signal(SIGHUP, SIG_DFL);
-        signal(SIGCHLD, SIG_DFL);
-        /* Open the queue while still privileged: the worker then works
-         * through directory descriptors and needs no search permission on
-         * the path above queue_directory. */
-        char *error = NULL;
-        struct queue *queue = queue_open(m->queue_dir, 0, &error);
-        if (queue == NULL)
-            msg_fatal("queue_directory %s: %s", m->queue_dir, error);
-        int helper_fd = -1;
-        if (is_qmgr && m->privileged) {
-            /* Mailboxes are written as their owners: a helper keeps root for
-             * that alone (qmgr/mailbox_helper.c); the queue manager does not. */
-            int sv[2];
-            if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
-                msg_fatal("socketpair: %s", strerror(errno));
-            pid_t helper = fork();
-            if (helper < 0)
-                msg_fatal("fork: %s", strerror(errno));
-            if (helper == 0) {
-                close(sv[0]);
-                _exit(mailbox_helper_main(sv[1], g->cfg, queue));
-            }
-            close(sv[1]);
-            helper_fd = sv[0];
-        }
-        int maildrop_fd = -1;
-        if (kind == KIND_PICKUP) {
-            char path[4300];
-            snprintf(path, sizeof(path), "%s/%s", m->queue_dir, MAILDROP_DIR);
-            maildrop_fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-            if (maildrop_fd < 0)
-                msg_fatal("%s: %s", path, strerror(errno));
-        }
-        drop_privileges(m);
-        /* A worker must not outlive its master (kill -9, OOM killer):
-         * orphans would go on writing the queue next to the next master.
-         * Set after dropping privileges, which clears the setting; the
-         * getppid() test closes the window where the master died first. */
-        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0)
-            msg_fatal("prctl(PR_SET_PDEATHSIG): %s", strerror(errno));
-        if (getppid() != master_pid)
-            _exit(1);
-        if (kind == KIND_PICKUP) {
-            struct smtpd_pickup_args pa = { .cfg = g->cfg, .service = master_pickup_service(g->cfg), .queue = queue,
-                                            .maildrop_fd = maildrop_fd, .modules = g->conf.modules,
-                                            .metrics = m->metrics, .process_index = (unsigned)slot,
-                                            .stop_grace_seconds = PICKUP_STOP_GRACE_SECONDS };
-            _exit(smtpd_pickup_main(&pa));
-        }
-        if (is_qmgr) {
-            struct qmgr_args qa = { .cfg = g->cfg, .queue = queue, .modules = g->conf.modules,
-                                    .mailbox_helper_fd = helper_fd, .metrics = m->metrics,
-                                    .process_index = (unsigned)slot };
-            _exit(qmgr_main(&qa));
-        }
-        struct smtpd_worker_args args = {
-            .cfg = g->cfg,
-            .listeners = g->fds,
-            .nlisteners = g->nlisteners,
-            .anvil = m->anvil,
-            .tickets = m->tickets,
-            .metrics = m->metrics,
-            .queue = queue,
-            .modules = g->conf.modules,
-            .worker_index = (unsigned)slot,
-            .generation = g->number,
-            .command_fd = channel[1],
-        };
-        _exit(smtpd_worker_main(&args));
-    }
-    if (channel[0] >= 0) {
-        close(channel[1]);
-        modctl_attach(m->modctl, slot, channel[0]);
-    }
-    struct worker_proc *w = &m->workers[slot];
-    w->pid = pid;
-    w->generation = g->number;
-    w->started = time(NULL);
-    w->draining = 0;
-    w->is_qmgr = is_qmgr;
-    w->is_pickup = kind == KIND_PICKUP;
-    return pid;
-}
-
-static int free_slot(struct master *m)
-{
-    for (int i = 0; i < MAX_WORKERS; i++)
-        if (m->workers[i].pid == 0 && (m->workers[i].restart_timer == NULL ||
-                                        !evtimer_pending(m->workers[i].restart_timer, NULL)))
-            return i;
-    return -1;
-}
-
-static struct worker_proc *running_qmgr(struct master *m)
-{
-    for (int i = 0; i < MAX_WORKERS; i++)
-        if (m->workers[i].pid && m->workers[i].is_qmgr)
-            return &m->workers[i];
-    return NULL;
-}
-
-/* One queue manager at a time: a reload's new one starts when the old one has exited. */
-static void start_qmgr(struct master *m)
-{
-    if (m->stopping || !has_qmgr(m->gen->cfg) || running_qmgr(m))
-        return;
-    for (int i = 0; i < MAX_WORKERS; i++)
-        if (m->workers[i].pid == 0 && m->workers[i].is_qmgr && m->workers[i].restart_timer &&
-            evtimer_pending(m->workers[i].restart_timer, NULL))
-            return;   /* a crashed queue manager is waiting for its restart */
-    int slot = free_slot(m);
-    if (slot < 0) {
-        msg_warn("no free slot for the queue manager");
-        return;
-    }
-    m->workers[slot].backoff = 0;
-    spawn_worker(m, slot, KIND_QMGR);
-}
-
-static void start_workers(struct master *m)
-{
-    for (int i = 0; i < m->gen->nworkers; i++) {
-        int slot = free_slot(m);
-        if (slot < 0) {
-            msg_warn("no free worker slot: too many draining workers");
-            return;
-        }
-        m->workers[slot].backoff = 0;
-        spawn_worker(m, slot, KIND_SMTPD);
-    }
-    start_qmgr(m);
-    if (master_pickup_service(m->gen->cfg)) {
-        /* A reload's new pickup may overlap the old one finishing its file:
-         * each file is claimed with flock(2), so none is submitted twice. */
-        int slot = free_slot(m);
-        if (slot < 0) {
-            msg_warn("no free slot for the pickup role");
-            return;
-        }
-        m->workers[slot].backoff = 0;
-        spawn_worker(m, slot, KIND_PICKUP);
-    }
-}
-
-static int live_workers(const struct master *m)
-{
-    int n = 0;
-    for (int i = 0; i < MAX_WORKERS; i++)
-        if (m->workers[i].pid)
-            n++;
-    return n;
-}
-
-static void restart_worker(evutil_socket_t fd, short what, void *arg);
-
-static void on_child_exit(struct master *m, pid_t pid, int status)
-{
-    for (int i = 0; i < MAX_WORKERS; i++) {
-        struct worker_proc *w = &m->workers[i];
-        if (w->pid != pid)
-            continue;
-        w->pid = 0;
-        modctl_worker_gone(m->modctl, i);
-        anvil_reset_worker(m->anvil, (unsigned)i);
-        module_metrics_forget_process(m->metrics, (unsigned)i);
-        int clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
-        if (m->stopping || w->draining || w->generation != m->gen->number) {
-            if (!clean)
-                msg_warn("process %s pid %ld exit status %d", m->binary, (long)pid,
-                         WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
-            w->is_pickup = 0;
-            if (w->is_qmgr) {
-                w->is_qmgr = 0;
-                start_qmgr(m);   /* the reload's queue manager takes over */
-            }
-            break;
-        }
-        const char *role[] = { w->is_qmgr ? "qmgr" : w->is_pickup ? "pickup" : "smtpd" };
-        core_metric_add(m->metrics, CM_PROCESS_RESTARTS, role, 1);
-        if (WIFSIGNALED(status))
-            msg_warn("process %s pid %ld killed by signal %d", m->binary, (long)pid, WTERMSIG(status));
-        else
-            msg_warn("process %s pid %ld exit status %d", m->binary, (long)pid, WEXITSTATUS(status));
-        /* A role that dies right after start would spin: back off. */
-        time_t lived = time(NULL) - w->started;
-        if (lived < 10) {
-            w->backoff = w->backoff ? w->backoff * 2 : 1;
-            if (w->backoff > 60)
-                w->backoff = 60;
-            msg_warn("%s: bad command startup -- throttling for %u seconds", m->binary, w->backoff);
-        } else {
-            w->backoff = 0;
-        }
-        if (w->restart_timer == NULL)
-            w->restart_timer = evtimer_new(m->base, restart_worker, m);
-        struct timeval tv = { w->backoff, 0 };
-        evtimer_add(w->restart_timer, &tv);
-        break;
-    }
-    if (m->stopping && live_workers(m) == 0)
-        event_base_loopexit(m->base, NULL);
-}
-
-static void restart_worker(evutil_socket_t fd, short what, void *arg)
-{
-    struct master *m = arg;
-    if (m->stopping)
-        return;
-    /* Find the slots whose timer fired (not pending, no process). */
-    for (int i = 0; i < MAX_WORKERS; i++) {
-        struct worker_proc *w = &m->workers[i];
-        if (w->pid == 0 && w->restart_timer && !evtimer_pending(w->restart_timer, NULL) &&
-            w->generation == m->gen->number && !w->draining) {
-            spawn_worker(m, i, kind_of(w));
-        }
-    }
-}
-
-static void on_sigchld(evutil_socket_t sig, short what, void *arg)
-{
-    struct master *m = arg;
-    int status;
-    pid_t pid;
-    while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
-        on_child_exit(m, pid, status);
 }
 
 /* ------------------------------------------------------------------ */
@@ -470,7 +99,7 @@ static void begin_stop(struct master *m)
     for (int i = 0; i < MAX_WORKERS; i++)
         if (m->workers[i].pid)
             kill(m->workers[i].pid, SIGTERM);
-    if (live_workers(m) == 0) {
+    if (master_live_workers(m) == 0) {
         event_base_loopexit(m->base, NULL);
         return;
     }
@@ -499,7 +128,6 @@ static void apply_logging(const struct cfg *cfg, int daemonized)
     }
 }
 
-static void prepare_data_directory(struct master *m, const struct cfg *cfg);
 /* The lifetime of a ticket key: smtpd_tls_session_cache_timeout (Postfix's
  * tlsmgr rotates on the same clock). */
 static unsigned ticket_lifetime(const struct cfg *cfg)
@@ -576,7 +204,7 @@ static void render_metrics(void *arg, struct buf *out, int openmetrics)
                c.smtpd, c.qmgr, c.pickup, c.draining);
     put_gauge_family(out, "petrel_processes_expected", "Role processes the configuration asks for");
     buf_printf(out, "petrel_processes_expected{role=\"smtpd\"} %d\npetrel_processes_expected{role=\"qmgr\"} %d\n"
-               "petrel_processes_expected{role=\"pickup\"} %d\n", m->gen->nworkers, has_qmgr(m->gen->cfg),
+               "petrel_processes_expected{role=\"pickup\"} %d\n", m->gen->nworkers, master_has_qmgr(m->gen->cfg),
                master_pickup_service(m->gen->cfg) != NULL);
     struct buf ignored = BUF_INIT;
     int writable = master_queue_writable(m->queue_dir, m->privileged, (unsigned)m->run_uid, (unsigned)m->run_gid,
@@ -606,7 +234,7 @@ static int check_health(void *arg, struct buf *why)
         buf_printf(why, "smtpd: %d of %d workers running\n", c.smtpd, m->gen->nworkers);
         status = -1;
     }
-    if (has_qmgr(m->gen->cfg) && c.qmgr == 0) {
+    if (master_has_qmgr(m->gen->cfg) && c.qmgr == 0) {
         buf_puts(why, "qmgr: not running\n");
         status = -1;
     }
@@ -634,7 +262,7 @@ static void take_snapshot(struct master *m, struct master_snapshot *snap)
     snap->smtpd = c.smtpd;
     snap->smtpd_expected = m->gen->nworkers;
     snap->qmgr = c.qmgr;
-    snap->qmgr_expected = has_qmgr(m->gen->cfg);
+    snap->qmgr_expected = master_has_qmgr(m->gen->cfg);
     snap->pickup = c.pickup;
     snap->pickup_expected = master_pickup_service(m->gen->cfg) != NULL;
     snap->draining = c.draining;
@@ -691,12 +319,12 @@ static int reload(struct master *m, struct buf *why)
         master_unload_config(&conf);
         return -1;
     }
-    prepare_data_directory(m, cfg);
+    master_prepare_data_directory(m, cfg);
     struct generation *gen = xcalloc(1, sizeof(*gen));
     gen->conf = conf;
     gen->cfg = cfg;
     gen->number = m->gen->number + 1;
-    gen->nworkers = worker_count(cfg);
+    gen->nworkers = master_worker_count(cfg);
     if (master_bind_listeners(gen, m->gen) != 0) {
         msg_error("reload refused: cannot bind the new listeners; the running configuration stays");
         buf_puts(why, "reload refused: cannot bind the new listeners (see the log)");
@@ -723,7 +351,7 @@ static int reload(struct master *m, struct buf *why)
      * open (and are renewed) until their lifetime is over. */
     tls_ticket_keys_rotate(m->tickets, ticket_lifetime(cfg));
     schedule_ticket_rotation(m);
-    start_workers(m);
+    master_start_workers(m);
     generation_free(old);   /* closes the master's copies of dropped listeners */
     buf_puts(why, "reloaded");
     return 0;
@@ -827,7 +455,7 @@ static int module_command(struct master *m, struct bufferevent *bev, const struc
         int slot = -1;
         for (int i = 0; i < MAX_WORKERS && slot < 0; i++) {
             const struct worker_proc *w = &m->workers[i];
-            if (w->pid && !w->draining && kind_of(w) == KIND_SMTPD && w->generation == m->gen->number &&
+            if (w->pid && !w->draining && master_role_kind(w) == KIND_SMTPD && w->generation == m->gen->number &&
                 modctl_has_channel(m->modctl, i))
                 slot = i;
         }
@@ -880,7 +508,7 @@ static void control_read(struct bufferevent *bev, void *arg)
             else
                 working++;
         }
-        struct worker_proc *qm = running_qmgr(m);
+        struct worker_proc *qm = master_running_qmgr(m);
         struct worker_proc *pickup = NULL;
         if (qm)
             working--;
@@ -917,7 +545,7 @@ static void control_read(struct bufferevent *bev, void *arg)
             buf_printf(&text, " %s %ld", dirs[d], count);
         }
     } else if (strcmp(command, "flush") == 0) {
-        struct worker_proc *q = running_qmgr(m);
+        struct worker_proc *q = master_running_qmgr(m);
         if (q && kill(q->pid, SIGUSR2) == 0) {
             buf_puts(&text, "flush requested");
         } else {
@@ -996,235 +624,6 @@ static int open_control(struct master *m)
     return 0;
 }
 
-/* ------------------------------------------------------------------ */
-/* start-up                                                            */
-
-static int make_queue_dir(struct master *m, const struct cfg *cfg)
-{
-    snprintf(m->queue_dir, sizeof(m->queue_dir), "%s", cfg_get(cfg, "queue_directory"));
-    if (mkdir(m->queue_dir, 0755) != 0 && errno != EEXIST) {
-        msg_error("queue_directory %s: cannot create: %s", m->queue_dir, strerror(errno));
-        return -1;
-    }
-    return 0;
-}
-
-/* maildrop/: where petrel-postdrop leaves local submissions (doc/architecture.md).
- * As root: mail_owner:setgid_group 1730, so the set-group-ID helper can
- * create files, nobody else can enter, and the sticky bit keeps users from
- * removing or renaming each other's files. Single-user: 1700, the one user.
- * The modes are set again at every start, as Postfix's post-install does. */
-static int make_maildrop(struct master *m)
-{
-    char dir[4200];
-    snprintf(dir, sizeof(dir), "%s/%s", m->queue_dir, MAILDROP_DIR);
-    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
-        msg_error("%s: cannot create: %s", dir, strerror(errno));
-        return -1;
-    }
-    struct stat st;
-    if (lstat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        msg_error("%s: not a directory", dir);
-        return -1;
-    }
-    if (m->privileged && chown(dir, m->run_uid, m->setgid_gid) != 0) {
-        msg_error("chown %s: %s", dir, strerror(errno));
-        return -1;
-    }
-    if (chmod(dir, m->privileged ? 01730 : 01700) != 0) {
-        msg_error("chmod %s: %s", dir, strerror(errno));
-        return -1;
-    }
-    /* Before the maildrop, petrel-sendmail spoke SMTP to public/pickup;
-     * nothing listens there any more. */
-    char old[4300];
-    snprintf(old, sizeof(old), "%s/public/pickup", m->queue_dir);
-    if (lstat(old, &st) == 0 && S_ISSOCK(st.st_mode) && unlink(old) == 0) {
-        snprintf(old, sizeof(old), "%s/public", m->queue_dir);
-        rmdir(old);   /* only if empty */
-    }
-    return 0;
-}
-
-static int prepare_queue(struct master *m, const struct cfg *cfg)
-{
-    char *error = NULL;
-    struct queue *q = queue_open(m->queue_dir, 1, &error);
-    if (q == NULL) {
-        msg_error("queue_directory %s: %s", m->queue_dir, error);
-        free(error);
-        return -1;
-    }
-    static const char *const own_dirs[] = { "private", "defer" };
-    for (size_t i = 0; i < sizeof(own_dirs) / sizeof(own_dirs[0]); i++) {
-        char dir[4200];
-        snprintf(dir, sizeof(dir), "%s/%s", m->queue_dir, own_dirs[i]);
-        if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
-            msg_error("%s: cannot create: %s", dir, strerror(errno));
-            queue_close(q);
-            return -1;
-        }
-    }
-    if (make_maildrop(m) != 0) {
-        queue_close(q);
-        return -1;
-    }
-    if (m->privileged) {
-        /* The network-facing roles own the queue; nobody else reads it. */
-        const char *subdirs[] = { "", "/private", "/defer", "/incoming", "/active", "/deferred", "/hold", "/corrupt" };
-        for (size_t i = 0; i < sizeof(subdirs) / sizeof(subdirs[0]); i++) {
-            char path[4200];
-            snprintf(path, sizeof(path), "%s%s", m->queue_dir, subdirs[i]);
-            if (chown(path, i == 0 ? 0 : m->run_uid, i == 0 ? 0 : m->run_gid) != 0)
-                msg_warn("chown %s: %s", path, strerror(errno));
-        }
-    }
-    struct queue_recover_stats stats;
-    memset(&stats, 0, sizeof(stats));
-    queue_recover(q, NULL, NULL, &stats);
-    if (stats.removed_incomplete || stats.recovered_incoming || stats.moved_to_corrupt || stats.ignored)
-        msg_info("queue recovery: %zu incomplete file%s removed, %zu message%s moved from incoming/ to active/, "
-                 "%zu damaged file%s moved to corrupt, %zu file%s left alone",
-                 stats.removed_incomplete, stats.removed_incomplete == 1 ? "" : "s", stats.recovered_incoming,
-                 stats.recovered_incoming == 1 ? "" : "s", stats.moved_to_corrupt,
-                 stats.moved_to_corrupt == 1 ? "" : "s", stats.ignored, stats.ignored == 1 ? "" : "s");
-    queue_close(q);
-    return 0;
-}
-
-/* Whether the process whose ID the pid file holds is alive (an unreadable
- * or empty file counts as alive: refuse rather than guess). */
-static int master_alive(int fd)
-{
-    char text[32];
-    ssize_t n = pread(fd, text, sizeof(text) - 1, 0);
-    if (n <= 0)
-        return 1;
-    text[n] = '\0';
-    char *end;
-    long pid = strtol(text, &end, 10);
-    if (end == text || pid <= 1)
-        return 1;
-    return kill((pid_t)pid, 0) == 0 || errno == EPERM;
-}
-
-/* data_directory holds the postscreen cache (and Postfix's other caches):
- * the workers write it as mail_owner, so it is created for them, as
- * Postfix's post-install does. Only needed when some postscreen service
- * keeps a cache there; a problem is logged, and postscreen then runs
- * without its cache (the workers say so). */
-static void prepare_data_directory(struct master *m, const struct cfg *cfg)
-{
-    int wanted = 0;
-    for (size_t i = 0; i < cfg_service_count(cfg); i++) {
-        const struct master_service *svc = cfg_service(cfg, i);
-        const char *map = svc->role == ROLE_POSTSCREEN ? cfg_get(svc->cfg, "postscreen_cache_map") : NULL;
-        wanted |= map && *map;
-    }
-    const char *dir = cfg_get(cfg, "data_directory");
-    if (!wanted || dir == NULL || *dir != '/')
-        return;
-    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
-        msg_warn("data_directory %s: cannot create: %s", dir, strerror(errno));
-        return;
-    }
-    struct stat st;
-    if (m->privileged && stat(dir, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == 0 &&
-        chown(dir, m->run_uid, m->run_gid) != 0)
-        msg_warn("chown %s: %s", dir, strerror(errno));
-}
-
-static int lock_pid_file(struct master *m)
-{
-    snprintf(m->pid_path, sizeof(m->pid_path), "%s/master.pid", m->queue_dir);
-    m->pid_fd = open(m->pid_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (m->pid_fd < 0) {
-        msg_error("cannot open %s: %s", m->pid_path, strerror(errno));
-        return -1;
-    }
-    /* The lock is held by a running master and its workers. When the
-     * master recorded in the file is gone (killed), its workers are dying
-     * of it (PR_SET_PDEATHSIG): wait for them, briefly, rather than refuse. */
-    int waited = 0;
-    while (flock(m->pid_fd, LOCK_EX | LOCK_NB) != 0) {
-        if (errno != EWOULDBLOCK || master_alive(m->pid_fd) || waited >= 100) {
-            msg_error("the Petrel mail system is already running (lock held on %s)", m->pid_path);
-            return -1;
-        }
-        if (waited++ == 0)
-            msg_info("%s: the previous master is gone; waiting for its workers to exit", m->pid_path);
-        struct timespec tick = { 0, 100 * 1000 * 1000 };
-        nanosleep(&tick, NULL);
-    }
-    return 0;
-}
-
-static void write_pid(struct master *m)
-{
-    char text[32];
-    int n = snprintf(text, sizeof(text), "%10ld\n", (long)getpid());
-    if (ftruncate(m->pid_fd, 0) != 0 || pwrite(m->pid_fd, text, (size_t)n, 0) != n)
-        msg_warn("cannot write %s: %s", m->pid_path, strerror(errno));
-}
-
-static int resolve_owner(struct master *m, const struct cfg *cfg)
-{
-    m->privileged = geteuid() == 0;
-    if (!m->privileged) {
-        m->run_uid = getuid();
-        m->run_gid = getgid();
-        return 0;
-    }
-    const char *owner = cfg_get(cfg, "mail_owner");
-    struct passwd *pw = getpwnam(owner);
-    if (pw == NULL) {
-        msg_error("mail_owner: user \"%s\" does not exist (create it: useradd --system --user-group %s)",
-                  owner, owner);
-        return -1;
-    }
-    if (pw->pw_uid == 0) {
-        msg_error("mail_owner: user \"%s\" has privileged user ID 0; refusing to run mail as root", owner);
-        return -1;
-    }
-    m->run_uid = pw->pw_uid;
-    m->run_gid = pw->pw_gid;
-    const char *group = cfg_get(cfg, "setgid_group");
-    struct group *gr = getgrnam(group);
-    if (gr == NULL) {
-        msg_error("setgid_group: group \"%s\" does not exist (create it: groupadd --system %s; "
-                  "`make install` as root does)", group, group);
-        return -1;
-    }
-    if (gr->gr_gid == 0 || gr->gr_gid == pw->pw_gid) {
-        /* Postfix's rule: the group that any user can act as through
-         * petrel-postdrop must not be able to reach the queue itself. */
-        msg_error("setgid_group: group \"%s\" (gid %ld) must differ from mail_owner's group and from root's",
-                  group, (long)gr->gr_gid);
-        return -1;
-    }
-    m->setgid_gid = gr->gr_gid;
-    return 0;
-}
-
-static int daemonize(void)
-{
-    pid_t pid = fork();
-    if (pid < 0)
-        return -1;
-    if (pid > 0)
-        _exit(0);
-    setsid();
-    int fd = open("/dev/null", O_RDWR);
-    if (fd >= 0) {
-        dup2(fd, 0);
-        dup2(fd, 1);
-        /* stderr stays when it is the log sink only if maillog_file is unset. */
-        if (fd > 2)
-            close(fd);
-    }
-    return 0;
-}
-
 int master_run(const struct master_options *opts)
 {
     struct master m;
@@ -1246,27 +645,27 @@ int master_run(const struct master_options *opts)
     apply_logging(cfg, opts->daemonize);
     /* Lock before the recovery scan: a second master must never scan (and
      * purge "incomplete" files from) the queue of one that is running. */
-    if (resolve_owner(&m, cfg) != 0 || make_queue_dir(&m, cfg) != 0 || lock_pid_file(&m) != 0 ||
-        prepare_queue(&m, cfg) != 0) {
+    if (master_resolve_owner(&m, cfg) != 0 || master_make_queue_dir(&m, cfg) != 0 || master_lock_pid_file(&m) != 0 ||
+        master_prepare_queue(&m, cfg) != 0) {
         master_unload_config(&conf);
         return 1;
     }
-    prepare_data_directory(&m, cfg);
+    master_prepare_data_directory(&m, cfg);
     m.gen = xcalloc(1, sizeof(*m.gen));
     m.gen->conf = conf;
     m.gen->cfg = cfg;
     m.gen->number = 1;
-    m.gen->nworkers = worker_count(cfg);
+    m.gen->nworkers = master_worker_count(cfg);
     if (master_bind_listeners(m.gen, NULL) != 0) {
         msg_error("fatal: not starting: cannot bind the listeners");
         generation_free(m.gen);
         return 1;
     }
-    if (opts->daemonize && daemonize() != 0) {
+    if (opts->daemonize && master_daemonize() != 0) {
         msg_error("cannot daemonize: %s", strerror(errno));
         return 1;
     }
-    write_pid(&m);
+    master_write_pid(&m);
     m.base = event_base_new();
     snprintf(m.control_path, sizeof(m.control_path), "%s/private/control", m.queue_dir);
     if (open_control(&m) != 0)
@@ -1283,7 +682,7 @@ int master_run(const struct master_options *opts)
     if (m.metrics && core_metrics_register(m.metrics) != 0)
         msg_fatal("metrics: cannot register the core's figures");
 
-    struct event *ev_chld = evsignal_new(m.base, SIGCHLD, on_sigchld, &m);
+    struct event *ev_chld = evsignal_new(m.base, SIGCHLD, master_on_sigchld, &m);
     struct event *ev_term = evsignal_new(m.base, SIGTERM, on_sigterm, &m);
     struct event *ev_int = evsignal_new(m.base, SIGINT, on_sigterm, &m);
     struct event *ev_hup = evsignal_new(m.base, SIGHUP, on_sighup, &m);
@@ -1303,7 +702,7 @@ int master_run(const struct master_options *opts)
     if (master_http_update(&m.http, m.base, cfg, &source, http_error, sizeof(http_error)) != 0)
         msg_fatal("not starting: %s", http_error);
     msg_info("daemon started -- version %s, configuration %s", PACKAGE_VERSION, opts->confdir);
-    start_workers(&m);
+    master_start_workers(&m);
     event_base_dispatch(m.base);
 
     /* Reap anything left (loopexit after the last worker, or a forced stop). */

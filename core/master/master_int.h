@@ -1,11 +1,18 @@
 /*
  * Private to core/master: a configuration generation and its bound
  * listeners, shared by the supervisor (master.c), the loader (load.c) and
- * the listener code (listen.c); the metrics endpoint (http.c) and the
- * figures the master reads for it (figures.c).
+ * the listener code (listen.c); the master's own state, shared by the
+ * supervisor, the role processes it forks (spawn.c) and its start-up
+ * (startup.c); the metrics endpoint (http.c) and the figures the master
+ * reads for it (figures.c).
  */
 #ifndef PETREL_MASTER_MASTER_INT_H
 #define PETREL_MASTER_MASTER_INT_H
+
+#include <sys/types.h>
+#include <time.h>
+
+#include <event2/util.h>
 
 #include "config/cfg.h"
 #include "master/master.h"
@@ -30,6 +37,82 @@ struct generation {
     struct smtpd_listen_fd fds[MAX_LISTENERS];
     int nworkers;
 };
+
+/* The master's state (master.c, spawn.c, startup.c). */
+#define MAX_WORKERS ANVIL_MAX_WORKERS
+#define STOP_TIMEOUT_SECONDS 10   /* workers answer 421 at once; this bounds a stuck one */
+/* The pickup role finishes the file it is submitting when told to stop,
+ * within this, and gives up (the file stays in maildrop/) before the
+ * master's kill. A kill is harmless too (doc/queue-format.md, Maildrop
+ * origin); stopping by itself just keeps the log quiet. */
+#define PICKUP_STOP_GRACE_SECONDS (STOP_TIMEOUT_SECONDS - 3)
+_Static_assert(PICKUP_STOP_GRACE_SECONDS > 0 && PICKUP_STOP_GRACE_SECONDS < STOP_TIMEOUT_SECONDS,
+               "the pickup role's grace must end before the master kills it");
+
+struct worker_proc {
+    pid_t pid;                           /* 0 = free slot */
+    unsigned generation;
+    time_t started;
+    unsigned backoff;                    /* seconds before the next restart */
+    int draining;
+    int is_qmgr;                         /* the queue manager, else an smtpd worker */
+    int is_pickup;                       /* the pickup role (maildrop/), else an smtpd worker */
+    struct event *restart_timer;
+};
+
+struct master {
+    const struct master_options *opts;
+    struct generation *gen;
+    struct event_base *base;
+    struct anvil *anvil;
+    struct tls_ticket_keys *tickets;   /* shared TLS session ticket keys (tls/tls_ticket.c) */
+    struct event *ticket_timer;        /* rotates them every smtpd_tls_session_cache_timeout */
+    struct module_metrics *metrics;      /* shared by every role process, kept across reloads */
+    struct worker_proc workers[MAX_WORKERS];
+    uid_t run_uid;
+    gid_t run_gid;
+    gid_t setgid_gid;                    /* setgid_group: petrel-postdrop's and maildrop/'s group */
+    int privileged;
+    int stopping;
+    char queue_dir[4096];
+    char pid_path[4200];
+    char control_path[4200];
+    int pid_fd;
+    struct evconnlistener *control;
+    struct modctl *modctl;               /* channels to the smtpd workers for module commands (modctl.c) */
+    struct master_http *http;            /* metrics_listen, or NULL */
+    struct master_stats *stats;          /* petrelctl stats: samples for the rates */
+    struct event *stats_timer;
+    time_t started;
+    struct event *stop_timer;
+    char binary[4096];
+};
+
+/* spawn.c: the role processes (smtpd workers, the queue manager, pickup):
+ * forking them, restarting one that dies, reaping them. */
+/* smtpd_workers, or one per core, leaving room for a draining generation. */
+int master_worker_count(const struct cfg *cfg);
+/* Whether master.cf has a qmgr line. */
+int master_has_qmgr(const struct cfg *cfg);
+/* Forks the processes m->gen asks for. */
+void master_start_workers(struct master *m);
+int master_live_workers(const struct master *m);
+enum role_kind { KIND_SMTPD, KIND_QMGR, KIND_PICKUP };
+enum role_kind master_role_kind(const struct worker_proc *w);
+/* The queue manager that runs (at most one), or NULL. */
+struct worker_proc *master_running_qmgr(struct master *m);
+/* SIGCHLD: reaps and restarts (with a growing delay after a quick death). */
+void master_on_sigchld(evutil_socket_t sig, short what, void *arg);
+
+/* startup.c: the queue tree, the pid file, privileges and the background. */
+int master_resolve_owner(struct master *m, const struct cfg *cfg);
+int master_make_queue_dir(struct master *m, const struct cfg *cfg);
+int master_lock_pid_file(struct master *m);
+/* Creates what the roles need in the queue and runs the recovery scan. */
+int master_prepare_queue(struct master *m, const struct cfg *cfg);
+void master_prepare_data_directory(struct master *m, const struct cfg *cfg);
+void master_write_pid(struct master *m);
+int master_daemonize(void);
 
 /* listen.c: binds every smtpd listener of gen's master.cf, taking over the
  * sockets of old (the running generation, or NULL) whose addresses stay;

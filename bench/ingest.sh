@@ -129,7 +129,7 @@ one_run() {
 	sel=$(srv_target)
 	$BENCHLIB sample $sel --out "$BENCH_TMP/mem.$RUN_ID" --interval "$SAMPLE_INTERVAL" &
 	local sampler=$!
-	BENCH_EXTRA_PIDS="$sampler"
+	BENCH_RUN_PIDS="$sampler"
 	c0=$($BENCHLIB cpu $sel)
 	local dflag=""; [ "$REUSE" = 1 ] && dflag="-d"
 	t0=$(now)
@@ -150,7 +150,7 @@ one_run() {
 	done
 	c1=$($BENCHLIB cpu $sel)
 	queued=$(srv_count)
-	kill -TERM "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null; BENCH_EXTRA_PIDS=""
+	kill -TERM "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null; BENCH_RUN_PIDS=""
 	[ "$status" = ok ] && [ "$queued" != "$MESSAGES" ] && status="queued-mismatch"
 	wall=$(echo "$t1 - $t0" | bc -l)
 	local mps cpus cpk pss rss np

@@ -304,10 +304,13 @@ pt_clear() {   # only while petreld is stopped
 pt_root_pid() { echo "$PT_PID"; }
 
 # ---------------------------------------------------------------- cleanup
+# BENCH_EXTRA_PIDS: helpers that live for the whole script (pt_dns's dnsmasq);
+# BENCH_RUN_PIDS: those of one run (samplers, waiters), reset after each run.
 BENCH_EXTRA_PIDS=""
+BENCH_RUN_PIDS=""
 bench_cleanup() {
 	local p
-	for p in $BENCH_EXTRA_PIDS; do kill -TERM "$p" 2>/dev/null; done
+	for p in $BENCH_RUN_PIDS $BENCH_EXTRA_PIDS; do kill -TERM "$p" 2>/dev/null; done
 	[ -n "$PT_PID" ] && pt_stop
 	[ -n "$PF_ETC" ] && pf_stop
 	[ -n "$CG_PARENT" ] && rmdir "$CG_PARENT" 2>/dev/null

@@ -156,7 +156,7 @@ one_run() {
 	$BENCHLIB sinkwait --file "$BENCH_TMP/sink.$RUN_ID" --count "$MESSAGES" --timeout "$TIMEOUT" \
 		>"$BENCH_TMP/done.$RUN_ID" &
 	waiter=$!
-	BENCH_EXTRA_PIDS="$sampler $waiter"
+	BENCH_RUN_PIDS="$sampler $waiter"
 	sc0=$($BENCHLIB cpu --root "$SINK_PID")
 	c0=$($BENCHLIB cpu $sel)
 	t0=$(now)
@@ -182,7 +182,7 @@ one_run() {
 	c1=$($BENCHLIB cpu $sel)
 	sc1=$($BENCHLIB cpu --root "$SINK_PID")
 	left=$(srv_count)
-	kill -TERM "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null; BENCH_EXTRA_PIDS=""
+	kill -TERM "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null; BENCH_RUN_PIDS=""
 	sinkn=$($BENCHLIB sinkcount "$BENCH_TMP/sink.$RUN_ID")
 	sent1=$(grep -c 'status=sent' "$(srv_log)" 2>/dev/null); sent1=${sent1:-0}
 	[ "$status" = ok ] && [ "$left" != 0 ] && status="queue-not-empty"

@@ -398,7 +398,7 @@ class ClamavMilter(Peer):
     Blackhole or Accept (clamav-milter's words)."""
 
     name = "clamav-milter"
-    start_timeout = 15.0
+    start_timeout = 30.0
 
     def __init__(self, clamd, on_infected="Reject"):
         super().__init__()
@@ -425,7 +425,15 @@ ReadTimeout 30
         return ["clamav-milter", "-c", self.path("clamav-milter.conf")]
 
     def ready(self):
-        return tcp_ready(self.port)
+        # Listening is not enough: under load the first scan after start-up
+        # was answered with OnFail's tempfail (clamd not yet usable to it).
+        # Ready means a clean message goes through a whole scan.
+        if not tcp_ready(self.port):
+            return False
+        probe = write_message(self.dir, "ready-probe.eml", [("Subject", "ready probe")], "ready probe\r\n",
+                              eol="\r\n")
+        rc, lines = scan_drive("milter", self.endpoint, probe, timeout=30)
+        return rc == 0 and ("eom: accept" in lines or "eom: continue" in lines)
 
 
 # ---------------------------------------------------------------------------

@@ -89,6 +89,7 @@ void module_default_result(const struct petrel_module *m, struct module_result *
     memset(out, 0, sizeof(*out));
     out->by = m->reject_label;
     if (m->default_action == PETREL_ON_FAILURE_TEMPFAIL) {
+        out->failure = 1;
         out->verdict = PETREL_TEMPFAIL;
         out->code = 451;
         out->enhanced = "4.3.0";
@@ -137,6 +138,7 @@ static int valid_text(const char *t, int multiline)
 
 static void internal_failure(struct module_result *out)
 {
+    out->failure = 1;
     out->verdict = PETREL_TEMPFAIL;
     out->code = 451;
     out->enhanced = "4.3.0";

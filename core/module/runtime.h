@@ -96,6 +96,10 @@ struct module_result {
     /* Who answered, for the rejects metric ("module:NAME", the module's
      * reject_label); NULL when no module did. */
     const char *by;
+    /* The module failed (its default action after a timeout or crash, an
+     * answer that broke the rules), rather than answered: like Postfix's
+     * MAIL_ERROR_SOFTWARE, warn_if_reject does not soften it. */
+    int failure;
 };
 
 typedef void module_done_fn(void *host, const struct module_result *r);

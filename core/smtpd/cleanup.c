@@ -729,21 +729,24 @@ void smtpd_cleanup_end(struct smtpd_session *s)
     if (!c->passthrough)
         mime_parser_end(c->mime);
     unsigned errs = mime_parser_errors(c->mime) & ~(MIME_ERR_TRUNC_HEADER | MIME_ERR_NON_EMPTY_EOH);
-    struct restrict_result v = { RV_DUNNO, 0, NULL, NULL, NULL };
+    struct restrict_result v = { .verdict = RV_DUNNO };
     /* Postfix's order: a 4xx REJECT, too many hops, a REJECT or MIME
      * error, a failed table. */
     if (c->rejected && c->reason.verdict == RV_DEFER) {
         v = c->reason;
     } else if (c->hops) {
-        v = (struct restrict_result){ RV_REJECT, 554, "5.4.0", "Error: too many hops", "hopcount_limit" };
+        v = (struct restrict_result){ .verdict = RV_REJECT, .code = 554, .enhanced = "5.4.0",
+                                      .text = "Error: too many hops", .restriction = "hopcount_limit" };
     } else if (c->rejected) {
         v = c->reason;
     } else if (errs) {
         const char *dsn = NULL;
         const char *text = mime_error_text(errs, &dsn);
-        v = (struct restrict_result){ RV_REJECT, 550, dsn, text, "mime_error" };
+        v = (struct restrict_result){ .verdict = RV_REJECT, .code = 550, .enhanced = dsn, .text = text,
+                                      .restriction = "mime_error" };
     } else if (c->lookup_error) {
-        v = (struct restrict_result){ RV_DEFER, 451, "4.3.0", "Error: queue file write error", "table_error" };
+        v = (struct restrict_result){ .verdict = RV_DEFER, .code = 451, .enhanced = "4.3.0",
+                                      .text = "Error: queue file write error", .restriction = "table_error" };
     }
     if (v.verdict != RV_DUNNO && !smtpd_refused(&tx->content_verdict)) {
         tx->content_verdict = v;

@@ -201,7 +201,7 @@ static void cmd_helo(struct smtpd_session *s, const struct smtp_command *cmd, in
         restrict_check(s, stages, 1, NULL, helo_checked);
         return;
     }
-    struct restrict_result dunno = { RV_DUNNO, 0, NULL, NULL, NULL };
+    struct restrict_result dunno = { .verdict = RV_DUNNO };
     helo_checked(s, &dunno);
 }
 
@@ -311,7 +311,7 @@ static void cmd_mail(struct smtpd_session *s, const struct smtp_command *cmd)
         restrict_check(s, stages, 1, NULL, mail_checked);
         return;
     }
-    struct restrict_result dunno = { RV_DUNNO, 0, NULL, NULL, NULL };
+    struct restrict_result dunno = { .verdict = RV_DUNNO };
     mail_checked(s, &dunno);
 }
 

@@ -63,7 +63,7 @@ static void data_start(struct smtpd_session *s, enum smtpd_counter c)
         restrict_check(s, stages, 1, NULL, data_checked);
         return;
     }
-    struct restrict_result ok = { RV_DUNNO, 0, NULL, NULL, NULL };
+    struct restrict_result ok = { .verdict = RV_DUNNO };
     data_checked(s, &ok);
 }
 

@@ -93,6 +93,7 @@ static void to_restrict(const struct module_result *r, struct restrict_result *o
     out->enhanced = r->enhanced;
     out->text = r->text;
     out->restriction = r->by;
+    out->failure = r->failure;
 }
 
 /* No room for a module session (the process's session table is full):
@@ -104,6 +105,7 @@ static void no_session(struct restrict_result *r)
     r->enhanced = "4.3.0";
     r->text = "Error: too many sessions for the modules, try again later";
     r->restriction = "module_session_limit";
+    r->failure = 1;
 }
 
 /* ------------------------------------------------------------------ */

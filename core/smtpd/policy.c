@@ -573,7 +573,7 @@ static void request_failed(struct policy_request *rq, const char *why)
     if (rq->tries >= c->try_limit) {
         msg_warn("problem talking to server %s: %s", c->name, why);
         request_free(rq);
-        struct restrict_result r = { RV_DUNNO, 0, NULL, NULL, NULL };
+        struct restrict_result r = { .verdict = RV_DUNNO };
         enum restrict_verdict v = restrict_apply_action(s, s->check, c->endpoint, c->default_action,
                                                         "policy query", rq->reply_name, rq->reply_class, &r);
         restrict_step_done(s, v, &r);
@@ -595,7 +595,7 @@ static void request_answered(struct policy_request *rq, const char *action)
         msg_warn("malformed UTF-8 in policy server %s response: \"%s\"", c->name, action);
         value = c->default_action;
     }
-    struct restrict_result r = { RV_DUNNO, 0, NULL, NULL, NULL };
+    struct restrict_result r = { .verdict = RV_DUNNO };
     enum restrict_verdict v = restrict_apply_action(s, s->check, c->endpoint, value, "policy query", rq->reply_name,
                                                     rq->reply_class, &r);
     restrict_step_done(s, v, &r);

@@ -331,7 +331,7 @@ static int stage_end(struct smtpd_session *s, struct restrict_run *run, enum res
                      struct restrict_result *r)
 {
     int discard = run->collected.verdict == RV_DISCARD || (s->tx && s->tx->discard);
-    struct restrict_result result = { RV_DUNNO, 0, NULL, NULL, NULL };
+    struct restrict_result result = { .verdict = RV_DUNNO };
     enum restrict_verdict v = RV_DUNNO;
     switch (stage) {
     case RS_CLIENT:
@@ -557,7 +557,7 @@ static int walk(struct smtpd_session *s, struct restrict_run *run, struct restri
                         run->warn_if_reject = run->depth;
                     continue;
                 }
-                struct restrict_result step_result = { RV_DUNNO, 0, NULL, NULL, NULL };
+                struct restrict_result step_result = { .verdict = RV_DUNNO };
                 run->step = step;
                 enum restrict_verdict v = run_step(s, run, step, &step_result);
                 if (v == RV_PENDING && !tbl_scope_missing(s->lookups))
@@ -613,7 +613,7 @@ void restrict_step_done(struct smtpd_session *s, enum restrict_verdict v, const 
     run->waiting = 0;
     run->cancel = NULL;
     run->cancel_ctx = NULL;
-    struct restrict_result result = { RV_DUNNO, 0, NULL, NULL, NULL };
+    struct restrict_result result = { .verdict = RV_DUNNO };
     if (v == RV_NESTED || !step_finished(s, run, v, sr, &result)) {
         if (!run_steps(s, run, &result))
             return;   /* another step waits */
@@ -636,7 +636,8 @@ void restrict_cancel(struct smtpd_session *s)
 /* A module restriction's answer as the engine takes it: its refusals go
  * through Postfix's smtpd_check_reject() like any restriction's (a
  * warn_if_reject before it makes a 5xx or 4xx a logged reject_warning, a
- * pending defer_if_reject turns a 5xx into that deferral), and
+ * pending defer_if_reject turns a 5xx into that deferral; a module's
+ * failure is a software error, which warn_if_reject leaves alone), and
  * DEFER_IF_REJECT and DEFER_IF_PERMIT are Postfix's actions of those
  * names: remembered with the module's (4xx) reply, then DUNNO. */
 static enum restrict_verdict module_answer(struct smtpd_session *s, struct restrict_run *run,
@@ -645,7 +646,7 @@ static enum restrict_verdict module_answer(struct smtpd_session *s, struct restr
     switch (a->verdict) {
     case RV_REJECT:
     case RV_DEFER:
-        return refuse(s, run, RCLASS_POLICY, a->code, a->enhanced, a->text, r);
+        return refuse(s, run, a->failure ? RCLASS_SOFTWARE : RCLASS_POLICY, a->code, a->enhanced, a->text, r);
     case RV_DEFER_IF_PERMIT:
         return restrict_defer_if_permit(s, run, 1, RCLASS_POLICY, a->code, a->enhanced, r, "%s", a->text);
     case RV_DEFER_IF_REJECT:
@@ -663,7 +664,7 @@ static void module_step_completed(struct smtpd_session *s, const struct restrict
     struct restrict_run *run = s->check;
     if (run == NULL)
         return;
-    struct restrict_result r = { RV_DUNNO, 0, NULL, NULL, NULL };
+    struct restrict_result r = { .verdict = RV_DUNNO };
     enum restrict_verdict v = module_answer(s, run, sr, &r);
     restrict_step_done(s, v, &r);
 }
@@ -717,7 +718,7 @@ void restrict_check(struct smtpd_session *s, const enum restrict_stage *stages, 
         s->lookups = tbl_scope_new();
     tbl_scope_reset(s->lookups);   /* each command asks the tables afresh */
     s->check = run;
-    struct restrict_result result = { RV_DUNNO, 0, NULL, NULL, NULL };
+    struct restrict_result result = { .verdict = RV_DUNNO };
     /* RFC 5321 4.5.1: postmaster (without a domain) is always accepted. */
     if (rcpt && strcasecmp(rcpt, "postmaster") == 0) {
         run_finished(s, run, &result);

@@ -42,6 +42,10 @@ struct restrict_result {
      * never text from the network. NULL until known. Static or as long-lived
      * as the settings. */
     const char *restriction;
+    /* A module failed rather than answered (module_result.failure):
+     * refused with Postfix's software error class, which warn_if_reject
+     * leaves alone. */
+    int failure;
 };
 
 struct restrict_list;

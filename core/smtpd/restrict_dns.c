@@ -219,7 +219,7 @@ static enum restrict_verdict unknown_hostname_verdict(struct dns_work *w, struct
 
 static void unknown_hostname_done(struct dns_work *w)
 {
-    struct restrict_result r = { RV_DUNNO, 0, NULL, NULL, NULL };
+    struct restrict_result r = { .verdict = RV_DUNNO };
     enum restrict_verdict v = unknown_hostname_verdict(w, &r);
     finish(w, v, &r);
 }
@@ -264,7 +264,7 @@ static enum restrict_verdict unknown_mailhost_verdict(struct dns_work *w, struct
 
 static void unknown_mailhost_done(struct dns_work *w)
 {
-    struct restrict_result r = { RV_DUNNO, 0, NULL, NULL, NULL };
+    struct restrict_result r = { .verdict = RV_DUNNO };
     enum restrict_verdict v = unknown_mailhost_verdict(w, &r);
     finish(w, v, &r);
 }
@@ -324,7 +324,7 @@ static enum restrict_verdict forbid_ok(struct dns_work *w, enum restrict_verdict
 /* Every server and its addresses are known: walk them in order. */
 static void servers_done(struct dns_work *w)
 {
-    struct restrict_result r = { RV_DUNNO, 0, NULL, NULL, NULL };
+    struct restrict_result r = { .verdict = RV_DUNNO };
     enum restrict_verdict v = RV_DUNNO;
     int type = w->step->number;
     int found = 0, addresses = 0;
@@ -397,7 +397,7 @@ static void server_list_done(struct dns_work *w)
     struct lookup *l = &w->lookups[w->n - 1];
     int type = w->step->number;
     if (l->status == DNS_OK && l->null_mx) {
-        struct restrict_result r = { RV_DUNNO, 0, NULL, NULL, NULL };
+        struct restrict_result r = { .verdict = RV_DUNNO };
         finish(w, RV_DUNNO, &r);
         return;
     }
@@ -420,7 +420,7 @@ static void server_list_done(struct dns_work *w)
     }
     if (l->status != DNS_OK) {
         msg_warn("Unable to look up %s host for %s: %s", type_name(type), l->name, dns_status_text(l->status));
-        struct restrict_result r = { RV_DUNNO, 0, NULL, NULL, NULL };
+        struct restrict_result r = { .verdict = RV_DUNNO };
         finish(w, RV_DUNNO, &r);
         return;
     }

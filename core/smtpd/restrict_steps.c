@@ -347,7 +347,7 @@ static void sleep_over(evutil_socket_t fd, short what, void *arg)
     struct smtpd_session *s = arg;
     event_free(s->sleep_timer);
     s->sleep_timer = NULL;
-    struct restrict_result dunno = { RV_DUNNO, 0, NULL, NULL, NULL };
+    struct restrict_result dunno = { .verdict = RV_DUNNO };
     restrict_step_done(s, RV_DUNNO, &dunno);
 }
 

@@ -184,7 +184,7 @@ void smtpd_hooks_then(struct smtpd_session *s, enum smtpd_phase phase, const cha
         smtpd_run_phase(s, phase, arg, next);
         return;
     }
-    struct restrict_result dunno = { RV_DUNNO, 0, NULL, NULL, NULL };
+    struct restrict_result dunno = { .verdict = RV_DUNNO };
     s->state = SMTPD_WAIT;
     next(s, &dunno);
 }

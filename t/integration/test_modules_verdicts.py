@@ -25,6 +25,7 @@ CASES = [
     ("dir_module", "defer_if_reject, check_verdict reject",
      "450 4.7.0 <u@petrel.test>: Recipient address rejected: defer_if_reject requested"),
     ("warn_module", "warn_if_reject, check_verdict reject, permit_mynetworks", "250 2.1.5 Ok"),
+    ("warn_broken", "warn_if_reject, check_verdict broken, permit_mynetworks", "451 4.3.0 Error: internal filter failure"),
     ("plain_reject", "check_verdict reject, permit_mynetworks", "554 5.7.1 verdictmod rejects"),
     ("optional_stop", "check_verdict dunno reject", "554 5.7.1 <u@petrel.test>: Recipient address rejected: "
      "Access denied"),

@@ -31,7 +31,7 @@ struct rule {
 static int compile(petrel_module *m, const char *const *args, void **state, petrel_pool *pool, const char **error)
 {
     static const char *const known[] = { "dunno", "ok", "reject", "defer_if_reject", "defer_if_permit",
-                                         "later_defer_if_permit", NULL };
+                                         "later_defer_if_permit", "broken", NULL };
     size_t n = 0;
     while (args[n])
         n++;
@@ -73,6 +73,10 @@ static petrel_verdict check(petrel_session *s, void *state)
     if (strcmp(r->verdict, "defer_if_permit") == 0) {
         petrel_set_reply(s, r->code, NULL, r->code ? "verdictmod defers if permitted" : NULL);
         return PETREL_DEFER_IF_PERMIT;
+    }
+    if (strcmp(r->verdict, "broken") == 0) {
+        petrel_set_reply(s, 250, NULL, "a refusal cannot say 250");
+        return PETREL_REJECT;
     }
     if (strcmp(r->verdict, "later_defer_if_permit") == 0) {
         petrel_pending *p = petrel_suspend(s);

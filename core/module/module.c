@@ -27,7 +27,9 @@
 
 #define DEFAULT_TIMEOUT_MS 10000
 
-static const char *const default_action_choices[] = { "continue", "tempfail", NULL };
+/* "accept" is a synonym of "continue": the word product.md and
+ * milter_default_action use for "let the mail through". */
+static const char *const default_action_choices[] = { "continue", "accept", "tempfail", NULL };
 
 static int valid_name(const char *name)
 {

@@ -48,6 +48,16 @@ with Petrel(t, start=False, main_cf={"modules": "testmod", "module_directory": m
     t.ok(r.returncode != 0, "a bad module parameter value fails the check")
     t.like(r.stderr, r"main\.cf:\d+: testmod_delay: ", "the error names file, line and the module parameter")
 
+for action, ok in (("accept", True), ("tempfail", True), ("reject", False)):
+    with Petrel(t, start=False, main_cf={"modules": "testmod", "module_directory": mods,
+                                          "testmod_default_action": action}) as p:
+        r = check(p)
+        if ok:
+            t.ok(r.returncode == 0, "NAME_default_action = %s is taken" % action, r.stderr)
+        else:
+            t.like(r.stderr, r"main\.cf:\d+: testmod_default_action: .*reject",
+                   "NAME_default_action = %s is refused, naming file, line and parameter" % action)
+
 with Petrel(t, start=False, main_cf={"modules": "testmod", "module_directory": mods,
                                       "smtpd_sender_restrictions": "check_testmod sometimes"}) as p:
     r = check(p)

@@ -1,7 +1,9 @@
 /*
  * modules/clamav: the message goes to clamd with INSTREAM at end of data,
  * no milter in between (doc/modules/clamav.md). The protocol is
- * clamd_client.h's; this file is the glue.
+ * clamd_client.h's; the session side (watch, timer, the stored message,
+ * suspend and resume) is modules/common/scanner_session.c's, which every
+ * content scanner shares; this file is the configuration and the verdict.
  *
  * At end_of_message the client pulls the message from the queue file
  * (petrel_message_open/read: our Received header, the headers, the body,
@@ -23,6 +25,7 @@
 #include <petrel/plugin.h>
 
 #include "clamd_client.h"
+#include "scanner_session.h"
 
 static const char *const actions[] = { "reject", "quarantine", NULL };
 static const char *const failure_actions[] = { "tempfail", "accept", NULL };
@@ -142,104 +145,56 @@ static void clamav_fini(petrel_module *m)
 }
 
 /* ------------------------------------------------------------------ */
-/* a session                                                           */
+/* a session: scanner_session.c, with clamd's client and verdict        */
 
-typedef struct scan {
-    petrel_module *m;
-    petrel_session *s;
-    conf *conf;
-    clamd_client *client;
-    petrel_watch *watch;
-    int watch_fd, watch_events;
-    petrel_timer *timer;
-    petrel_pending *pending;
-    petrel_message *msg;      /* what the read callback hands out: the stored message */
-} scan;
+static const scanner_kind clamav_scanner;
 
-static void on_io(int fd, int events, void *arg)
+static size_t clamav_max_size(const void *cv)
 {
-    (void)fd;
-    scan *sc = arg;
-    clamd_client_io(sc->client, events);
-}
-
-static void op_watch(void *arg, int fd, int events)
-{
-    scan *sc = arg;
-    if (sc->watch && (events == 0 || sc->watch_fd != fd || sc->watch_events != events)) {
-        petrel_watch_cancel(sc->watch);
-        sc->watch = NULL;
-    }
-    if (events && sc->watch == NULL) {
-        sc->watch = petrel_watch_fd(sc->m, fd, events, on_io, sc);
-        sc->watch_fd = fd;
-        sc->watch_events = events;
-    }
-}
-
-static void on_timer(void *arg)
-{
-    scan *sc = arg;
-    sc->timer = NULL;
-    clamd_client_timeout(sc->client);
-}
-
-static void op_timer(void *arg, unsigned ms)
-{
-    scan *sc = arg;
-    if (sc->timer) {
-        petrel_timer_cancel(sc->timer);
-        sc->timer = NULL;
-    }
-    if (ms)
-        sc->timer = petrel_timer_start(sc->m, ms, on_timer, sc);
+    const conf *c = cv;
+    return c->max_size;
 }
 
 static void op_log(void *arg, clamd_log_level level, const char *text)
 {
-    scan *sc = arg;
-    petrel_log(sc->s, level == CLAMD_LOG_INFO ? PETREL_LOG_INFO
-                      : level == CLAMD_LOG_WARNING ? PETREL_LOG_WARNING : PETREL_LOG_ERROR, "%s", text);
+    scanner_session_log(arg, (int)level, text);
 }
 
-static long op_read(void *arg, void *buf, size_t cap)
+static int clamav_start(scanner_session *ss, const void *cv, size_t size, void **client)
 {
-    scan *sc = arg;
-    return petrel_message_read(sc->msg, buf, cap);
+    (void)size;   /* the stream is cut at clamav_max_size as it is sent */
+    const conf *c = cv;
+    static const clamd_ops ops = { scanner_session_watch, scanner_session_timer, scanner_session_done,
+                                   scanner_session_read, op_log };
+    clamd_client *cl = clamd_client_create(c->clamd, &ops, ss);
+    *client = cl;
+    if (cl == NULL)
+        return -1;
+    return clamd_client_start(cl, CLAMD_INSTREAM, 0) == CLAMD_PENDING;
 }
 
-static void finish_scan(scan *sc)
+static void clamav_io(void *client, int events)
 {
-    if (sc->watch) {
-        petrel_watch_cancel(sc->watch);
-        sc->watch = NULL;
-    }
-    if (sc->timer) {
-        petrel_timer_cancel(sc->timer);
-        sc->timer = NULL;
-    }
-    clamd_client_free(sc->client);
-    sc->client = NULL;
-    if (sc->msg) {
-        petrel_message_close(sc->msg);
-        sc->msg = NULL;
-    }
+    clamd_client_io(client, events);
 }
 
-/* The verdict from the client's result; replies through *code etc. */
-static petrel_verdict decide(scan *sc, int *code, const char **enhanced, char *text, size_t textlen)
+static void clamav_timeout(void *client)
 {
-    const clamd_result *r = clamd_client_result(sc->client);
-    petrel_session *s = sc->s;
-    conf *c = sc->conf;
-    *code = 0;
-    *enhanced = NULL;
-    text[0] = '\0';
-    if (r->outcome == CLAMD_OUTCOME_SKIPPED) {
-        petrel_log(s, PETREL_LOG_INFO, "clamav: message not scanned: larger than clamav_max_size (%zu bytes)",
-                   c->max_size);
-        return PETREL_CONTINUE;
-    }
+    clamd_client_timeout(client);
+}
+
+static void clamav_free(void *client)
+{
+    clamd_client_free(client);
+}
+
+/* The verdict from the client's result. */
+static petrel_verdict clamav_decide(petrel_session *s, const void *cv, const void *client, scanner_reply *reply)
+{
+    const clamd_result *r = clamd_client_result(client);
+    const conf *c = cv;
+    if (r->outcome == CLAMD_OUTCOME_SKIPPED)
+        return scanner_skipped(s, &clamav_scanner, c->max_size);
     if (r->outcome == CLAMD_OUTCOME_ANSWERED && r->reply.verdict == CLAMD_CLEAN) {
         if (c->add_header)
             petrel_header_add(s, "X-Virus-Status", "Clean");
@@ -256,7 +211,8 @@ static petrel_verdict decide(scan *sc, int *code, const char **enhanced, char *t
             petrel_quarantine(s, status);
             return PETREL_CONTINUE;
         }
-        size_t o = 0;
+        char *text = reply->text;
+        size_t textlen = sizeof reply->text, o = 0;
         for (const char *p = c->reject_text; *p && o + 1 < textlen; p++) {
             if (p[0] == '%' && p[1] == 'v') {
                 o += (size_t)snprintf(text + o, textlen - o, "%s", r->reply.virus);
@@ -268,107 +224,28 @@ static petrel_verdict decide(scan *sc, int *code, const char **enhanced, char *t
             }
         }
         text[o] = '\0';
-        *code = 554;
-        *enhanced = "5.7.1";
+        reply->code = 554;
+        reply->enhanced = "5.7.1";
         return PETREL_REJECT;
     }
     /* FAILED, or clamd said ERROR (a size limit of its own included). */
     const char *why = r->outcome == CLAMD_OUTCOME_FAILED ? (r->error ? r->error : "no answer") : r->reply.text;
-    petrel_log(s, PETREL_LOG_WARNING, "clamav: cannot scan the message: %s; clamav_failure_action %s", why,
-               c->accept_on_failure ? "accept" : "tempfail");
-    if (c->accept_on_failure)
-        return PETREL_CONTINUE;
-    *code = 451;
-    *enhanced = "4.7.1";
-    snprintf(text, textlen, "Service unavailable - try again later");
-    return PETREL_TEMPFAIL;
+    return scanner_failed(s, &clamav_scanner, why, !c->accept_on_failure, reply);
 }
 
-static void op_done(void *arg)
-{
-    scan *sc = arg;
-    int code;
-    const char *enhanced;
-    char text[400];
-    petrel_verdict v = decide(sc, &code, &enhanced, text, sizeof text);
-    finish_scan(sc);
-    petrel_pending *p = sc->pending;
-    sc->pending = NULL;
-    if (p)
-        petrel_resume(p, v, code, enhanced, code ? text : NULL);
-}
-
-static void session_end(void *arg)
-{
-    scan *sc = arg;
-    sc->msg = NULL;   /* the session's end made it stale; the core closed it */
-    finish_scan(sc);
-    free(sc);
-}
-
-static scan *scan_of(petrel_session *s)
-{
-    void **slot = petrel_session_slot(s);
-    return slot ? *slot : NULL;
-}
+static const scanner_kind clamav_scanner = {
+    .name = "clamav",
+    .max_size = clamav_max_size,
+    .start = clamav_start,
+    .io = clamav_io,
+    .timeout = clamav_timeout,
+    .free = clamav_free,
+    .decide = clamav_decide,
+};
 
 static petrel_verdict clamav_data(petrel_session *s)
 {
-    scan *sc = scan_of(s);
-    if (sc == NULL) {
-        petrel_module *m = petrel_session_module(s);
-        conf *c = petrel_module_data(m);
-        if (c == NULL || (sc = calloc(1, sizeof *sc)) == NULL)
-            return PETREL_TEMPFAIL;
-        sc->m = m;
-        sc->conf = c;
-        *petrel_session_slot(s) = sc;
-        petrel_pool_cleanup_add(petrel_session_pool(s), session_end, sc);
-    }
-    sc->s = s;
-    return PETREL_CONTINUE;
-}
-
-static petrel_verdict clamav_eom(petrel_session *s)
-{
-    scan *sc = scan_of(s);
-    if (sc == NULL)
-        return PETREL_CONTINUE;
-    sc->s = s;
-    sc->msg = petrel_message_open(s, 0);
-    if (sc->msg == NULL) {
-        petrel_set_reply(s, 451, "4.3.0", "Error: queue file write error");
-        return PETREL_TEMPFAIL;
-    }
-    long long size = petrel_message_size(sc->msg);
-    if (size < 0 || (unsigned long long)size > sc->conf->max_size) {
-        petrel_log(s, PETREL_LOG_INFO, "clamav: message not scanned: larger than clamav_max_size (%zu bytes)",
-                   sc->conf->max_size);
-        finish_scan(sc);
-        return PETREL_CONTINUE;
-    }
-    static const clamd_ops ops = { op_watch, op_timer, op_done, op_read, op_log };
-    sc->client = clamd_client_create(sc->conf->clamd, &ops, sc);
-    if (sc->client == NULL) {
-        finish_scan(sc);
-        return PETREL_TEMPFAIL;
-    }
-    if (clamd_client_start(sc->client, CLAMD_INSTREAM, 0) == CLAMD_DONE) {
-        int code;
-        const char *enhanced;
-        char text[400];
-        petrel_verdict v = decide(sc, &code, &enhanced, text, sizeof text);
-        finish_scan(sc);
-        if (code)
-            petrel_set_reply(s, code, enhanced, text);
-        return v;
-    }
-    sc->pending = petrel_suspend(s);
-    if (sc->pending == NULL) {
-        finish_scan(sc);
-        return PETREL_TEMPFAIL;
-    }
-    return PETREL_PENDING;
+    return scanner_session_data(s, &clamav_scanner);
 }
 
 const petrel_module_desc petrel_module_descriptor = {
@@ -382,7 +259,7 @@ const petrel_module_desc petrel_module_descriptor = {
     .check = clamav_check,
     .hooks = {
         .data = clamav_data,
-        .end_of_message = clamav_eom,
+        .end_of_message = scanner_session_eom,
     },
     .default_action = PETREL_ON_FAILURE_TEMPFAIL,
     /* clamav_connect_timeout and clamav_timeout decide; this is a backstop. */

@@ -1,7 +1,9 @@
 /*
  * modules/spamassassin: the message goes to spamd (SPAMC/SPAMD SYMBOLS) at
  * end of data, no milter in between (doc/modules/spamassassin.md). The
- * protocol is spamd_client.h's; this file is the glue.
+ * protocol is spamd_client.h's; the session side (watch, timer, the stored
+ * message, suspend and resume) is modules/common/scanner_session.c's, as
+ * for clamav; this file is the configuration and the verdict.
  *
  * As the clamav module: at end_of_message the client pulls the message
  * from the queue file (petrel_message_open/read: our Received header, the
@@ -24,6 +26,7 @@
 
 #include <petrel/plugin.h>
 
+#include "scanner_session.h"
 #include "spamd_client.h"
 
 static const char *const failure_actions[] = { "accept", "tempfail", NULL };
@@ -160,115 +163,59 @@ static void sa_fini(petrel_module *m)
 }
 
 /* ------------------------------------------------------------------ */
-/* a session                                                           */
+/* a session: scanner_session.c, with spamd's client and verdict        */
 
-typedef struct scan {
-    petrel_module *m;
-    petrel_session *s;
-    conf *conf;
-    petrel_message *msg;      /* what the read callback hands out: the stored message */
-    spamd_client *client;
-    petrel_watch *watch;
-    int watch_fd, watch_events;
-    petrel_timer *timer;
-    petrel_pending *pending;
-} scan;
+static const scanner_kind sa_scanner;
 
-static void on_io(int fd, int events, void *arg)
+static size_t sa_max_size(const void *cv)
 {
-    (void)fd;
-    scan *sc = arg;
-    spamd_client_io(sc->client, events);
-}
-
-static void op_watch(void *arg, int fd, int events)
-{
-    scan *sc = arg;
-    if (sc->watch && (events == 0 || sc->watch_fd != fd || sc->watch_events != events)) {
-        petrel_watch_cancel(sc->watch);
-        sc->watch = NULL;
-    }
-    if (events && sc->watch == NULL) {
-        sc->watch = petrel_watch_fd(sc->m, fd, events, on_io, sc);
-        sc->watch_fd = fd;
-        sc->watch_events = events;
-    }
-}
-
-static void on_timer(void *arg)
-{
-    scan *sc = arg;
-    sc->timer = NULL;
-    spamd_client_timeout(sc->client);
-}
-
-static void op_timer(void *arg, unsigned ms)
-{
-    scan *sc = arg;
-    if (sc->timer) {
-        petrel_timer_cancel(sc->timer);
-        sc->timer = NULL;
-    }
-    if (ms)
-        sc->timer = petrel_timer_start(sc->m, ms, on_timer, sc);
+    const conf *c = cv;
+    return c->max_size;
 }
 
 static void op_log(void *arg, spamd_log_level level, const char *text)
 {
-    scan *sc = arg;
-    petrel_log(sc->s, level == SPAMD_LOG_INFO ? PETREL_LOG_INFO
-                      : level == SPAMD_LOG_WARNING ? PETREL_LOG_WARNING : PETREL_LOG_ERROR, "%s", text);
+    scanner_session_log(arg, (int)level, text);
 }
 
-static long op_read(void *arg, void *buf, size_t cap)
+/* spamd wants the length first: the stored message's size. */
+static int sa_start(scanner_session *ss, const void *cv, size_t size, void **client)
 {
-    scan *sc = arg;
-    return petrel_message_read(sc->msg, buf, cap);
+    const conf *c = cv;
+    static const spamd_ops ops = { scanner_session_watch, scanner_session_timer, scanner_session_done,
+                                   scanner_session_read, NULL, op_log };
+    spamd_client *cl = spamd_client_create(c->spamd, &ops, ss);
+    *client = cl;
+    if (cl == NULL)
+        return -1;
+    return spamd_client_start(cl, SPAMD_SYMBOLS, size) == SPAMD_PENDING;
 }
 
-static void finish_scan(scan *sc)
+static void sa_io(void *client, int events)
 {
-    if (sc->watch) {
-        petrel_watch_cancel(sc->watch);
-        sc->watch = NULL;
-    }
-    if (sc->timer) {
-        petrel_timer_cancel(sc->timer);
-        sc->timer = NULL;
-    }
-    spamd_client_free(sc->client);
-    sc->client = NULL;
-    if (sc->msg) {
-        petrel_message_close(sc->msg);
-        sc->msg = NULL;
-    }
+    spamd_client_io(client, events);
+}
+
+static void sa_timeout(void *client)
+{
+    spamd_client_timeout(client);
+}
+
+static void sa_free(void *client)
+{
+    spamd_client_free(client);
 }
 
 /* spamass-milter's headers and the verdict. */
-static petrel_verdict decide(scan *sc, int *code, const char **enhanced, char *text, size_t textlen)
+static petrel_verdict sa_decide(petrel_session *s, const void *cv, const void *client, scanner_reply *reply)
 {
-    const spamd_result *r = spamd_client_result(sc->client);
-    petrel_session *s = sc->s;
-    conf *c = sc->conf;
-    *code = 0;
-    *enhanced = NULL;
-    text[0] = '\0';
-    if (r->outcome == SPAMD_SKIPPED) {
-        petrel_log(s, PETREL_LOG_INFO, "spamassassin: message not scanned: larger than spamassassin_max_size "
-                   "(%zu bytes)", c->max_size);
-        return PETREL_CONTINUE;
-    }
-    if (r->outcome != SPAMD_OK) {
-        petrel_log(s, PETREL_LOG_WARNING, "spamassassin: cannot scan the message: %s; spamassassin_failure_action %s",
-                   r->error ? r->error : (r->code_text ? r->code_text : "no answer"),
-                   c->tempfail_on_failure ? "tempfail" : "accept");
-        if (!c->tempfail_on_failure)
-            return PETREL_CONTINUE;
-        *code = 451;
-        *enhanced = "4.7.1";
-        snprintf(text, textlen, "Service unavailable - try again later");
-        return PETREL_TEMPFAIL;
-    }
+    const spamd_result *r = spamd_client_result(client);
+    const conf *c = cv;
+    if (r->outcome == SPAMD_SKIPPED)
+        return scanner_skipped(s, &sa_scanner, c->max_size);
+    if (r->outcome != SPAMD_OK)
+        return scanner_failed(s, &sa_scanner, r->error ? r->error : (r->code_text ? r->code_text : "no answer"),
+                              c->tempfail_on_failure, reply);
     char status[1024];
     snprintf(status, sizeof status, "%s, score=%.1f required=%.1f tests=%.900s", r->is_spam ? "Yes" : "No",
              r->score, r->threshold, r->symbols && *r->symbols ? r->symbols : "none");
@@ -278,9 +225,9 @@ static petrel_verdict decide(scan *sc, int *code, const char **enhanced, char *t
                r->score, r->threshold);
     int reject = c->reject && (c->reject_score < 0 ? r->is_spam : r->score >= c->reject_score);
     if (reject) {
-        *code = 550;
-        *enhanced = "5.7.1";
-        snprintf(text, textlen, "%s", c->reject_text);
+        reply->code = 550;
+        reply->enhanced = "5.7.1";
+        snprintf(reply->text, sizeof reply->text, "%s", c->reject_text);
         return PETREL_REJECT;
     }
     if (r->is_spam)
@@ -290,92 +237,19 @@ static petrel_verdict decide(scan *sc, int *code, const char **enhanced, char *t
     return PETREL_CONTINUE;
 }
 
-static void op_done(void *arg)
-{
-    scan *sc = arg;
-    int code;
-    const char *enhanced;
-    char text[400];
-    petrel_verdict v = decide(sc, &code, &enhanced, text, sizeof text);
-    finish_scan(sc);
-    petrel_pending *p = sc->pending;
-    sc->pending = NULL;
-    if (p)
-        petrel_resume(p, v, code, enhanced, code ? text : NULL);
-}
-
-static void session_end(void *arg)
-{
-    scan *sc = arg;
-    sc->msg = NULL;   /* the session's end made it stale; the core closed it */
-    finish_scan(sc);
-    free(sc);
-}
-
-static scan *scan_of(petrel_session *s)
-{
-    void **slot = petrel_session_slot(s);
-    return slot ? *slot : NULL;
-}
+static const scanner_kind sa_scanner = {
+    .name = "spamassassin",
+    .max_size = sa_max_size,
+    .start = sa_start,
+    .io = sa_io,
+    .timeout = sa_timeout,
+    .free = sa_free,
+    .decide = sa_decide,
+};
 
 static petrel_verdict sa_data(petrel_session *s)
 {
-    scan *sc = scan_of(s);
-    if (sc == NULL) {
-        petrel_module *m = petrel_session_module(s);
-        conf *c = petrel_module_data(m);
-        if (c == NULL || (sc = calloc(1, sizeof *sc)) == NULL)
-            return PETREL_TEMPFAIL;
-        sc->m = m;
-        sc->conf = c;
-        *petrel_session_slot(s) = sc;
-        petrel_pool_cleanup_add(petrel_session_pool(s), session_end, sc);
-    }
-    sc->s = s;
-    return PETREL_CONTINUE;
-}
-
-static petrel_verdict sa_eom(petrel_session *s)
-{
-    scan *sc = scan_of(s);
-    if (sc == NULL)
-        return PETREL_CONTINUE;
-    sc->s = s;
-    sc->msg = petrel_message_open(s, 0);
-    if (sc->msg == NULL) {
-        petrel_set_reply(s, 451, "4.3.0", "Error: queue file write error");
-        return PETREL_TEMPFAIL;
-    }
-    long long stored = petrel_message_size(sc->msg);
-    size_t size = stored < 0 ? 0 : (size_t)stored;
-    if (stored < 0 || size > sc->conf->max_size) {
-        petrel_log(s, PETREL_LOG_INFO, "spamassassin: message not scanned: larger than spamassassin_max_size "
-                   "(%zu bytes)", sc->conf->max_size);
-        finish_scan(sc);
-        return PETREL_CONTINUE;
-    }
-    static const spamd_ops ops = { op_watch, op_timer, op_done, op_read, NULL, op_log };
-    sc->client = spamd_client_create(sc->conf->spamd, &ops, sc);
-    if (sc->client == NULL) {
-        finish_scan(sc);
-        return PETREL_TEMPFAIL;
-    }
-    if (spamd_client_start(sc->client, SPAMD_SYMBOLS, size) == SPAMD_DONE) {
-        int code;
-        const char *enhanced;
-        char text[400];
-        petrel_verdict v = decide(sc, &code, &enhanced, text, sizeof text);
-        finish_scan(sc);
-        if (code)
-            petrel_set_reply(s, code, enhanced, text);
-        return v;
-    }
-    sc->pending = petrel_suspend(s);
-    if (sc->pending == NULL) {
-        finish_scan(sc);
-        return PETREL_TEMPFAIL;
-    }
-    return PETREL_PENDING;
+    return scanner_session_data(s, &sa_scanner);
 }
 
 const petrel_module_desc petrel_module_descriptor = {
@@ -389,7 +263,7 @@ const petrel_module_desc petrel_module_descriptor = {
     .check = sa_check,
     .hooks = {
         .data = sa_data,
-        .end_of_message = sa_eom,
+        .end_of_message = scanner_session_eom,
     },
     .default_action = PETREL_ON_FAILURE_CONTINUE,
     /* spamassassin_connect_timeout and spamassassin_timeout decide; this is a backstop. */

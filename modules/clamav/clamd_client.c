@@ -9,28 +9,21 @@
  * ECONNRESET turns into reading that answer.
  */
 #include "clamd_client.h"
+#include "peer_connect.h"
 
 #include <errno.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
-#define ADDRS_MAX 8
-
 struct clamd_settings {
     char address[512];
-    size_t count;
-    struct sockaddr_storage addr[ADDRS_MAX];
-    socklen_t addrlen[ADDRS_MAX];
+    peer_addrs peer;
     unsigned connect_ms, timeout_ms;
     size_t max_size, chunk;
 };
@@ -82,95 +75,6 @@ static void say(clamd_client *c, clamd_log_level level, const char *fmt, ...)
     c->ops.log(c->arg, level, text);
 }
 
-/* ------------------------------------------------------------------ */
-/* addresses: host:port, [v6]:port, /path, unix:path, tcp:host:port     */
-
-static int parse_address(clamd_settings *s, const char *spec, char *err, size_t errlen)
-{
-    const char *path = NULL;
-    if (strncmp(spec, "unix:", 5) == 0)
-        path = spec + 5;
-    else if (spec[0] == '/')
-        path = spec;
-    if (path != NULL) {
-        struct sockaddr_un sun;
-        size_t n = strlen(path);
-        if (n == 0 || n >= sizeof sun.sun_path) {
-            snprintf(err, errlen, "\"%s\": socket path empty or longer than %zu bytes", spec, sizeof sun.sun_path - 1);
-            return -1;
-        }
-        memset(&sun, 0, sizeof sun);
-        sun.sun_family = AF_UNIX;
-        memcpy(sun.sun_path, path, n + 1);
-        memcpy(&s->addr[0], &sun, sizeof sun);
-        s->addrlen[0] = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
-        s->count = 1;
-        return 0;
-    }
-    if (strncmp(spec, "tcp:", 4) == 0)
-        spec += 4;
-    char host[256], port[32] = "3310";
-    const char *colon;
-    size_t hn;
-    if (spec[0] == '[') {
-        const char *close = strchr(spec, ']');
-        if (close == NULL || (close[1] != 0 && close[1] != ':')) {
-            snprintf(err, errlen, "\"%s\": expected [address]:port", spec);
-            return -1;
-        }
-        hn = (size_t)(close - spec - 1);
-        if (hn >= sizeof host) {
-            snprintf(err, errlen, "\"%s\": host name too long", spec);
-            return -1;
-        }
-        memcpy(host, spec + 1, hn);
-        colon = close[1] == ':' ? close + 1 : NULL;
-    } else {
-        colon = strrchr(spec, ':');
-        if (colon != NULL && strchr(spec, ':') != colon) {
-            snprintf(err, errlen, "\"%s\": an IPv6 address goes in brackets", spec);
-            return -1;
-        }
-        hn = colon ? (size_t)(colon - spec) : strlen(spec);
-        if (hn >= sizeof host) {
-            snprintf(err, errlen, "\"%s\": host name too long", spec);
-            return -1;
-        }
-        memcpy(host, spec, hn);
-    }
-    host[hn] = 0;
-    if (colon != NULL && (colon[1] == 0 || strlen(colon + 1) >= sizeof port)) {
-        snprintf(err, errlen, "\"%s\": bad port", spec);
-        return -1;
-    }
-    if (colon != NULL)
-        snprintf(port, sizeof port, "%s", colon + 1);
-    if (hn == 0) {
-        snprintf(err, errlen, "\"%s\": no host", spec);
-        return -1;
-    }
-    struct addrinfo hints, *res = NULL;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_socktype = SOCK_STREAM;
-    int rc = getaddrinfo(host, port, &hints, &res);
-    if (rc != 0) {
-        snprintf(err, errlen, "\"%s\": %s", spec, gai_strerror(rc));
-        return -1;
-    }
-    for (struct addrinfo *ai = res; ai != NULL && s->count < ADDRS_MAX; ai = ai->ai_next) {
-        if (ai->ai_addrlen > sizeof s->addr[0])
-            continue;
-        memcpy(&s->addr[s->count], ai->ai_addr, ai->ai_addrlen);
-        s->addrlen[s->count++] = (socklen_t)ai->ai_addrlen;
-    }
-    freeaddrinfo(res);
-    if (s->count == 0) {
-        snprintf(err, errlen, "\"%s\": no usable address", spec);
-        return -1;
-    }
-    return 0;
-}
-
 clamd_settings *clamd_settings_create(const clamd_config *cfg, char *err, size_t errlen)
 {
     clamd_settings *s = calloc(1, sizeof *s);
@@ -184,7 +88,7 @@ clamd_settings *clamd_settings_create(const clamd_config *cfg, char *err, size_t
         return NULL;
     }
     snprintf(s->address, sizeof s->address, "%s", cfg->address);
-    if (parse_address(s, cfg->address, err, errlen) < 0) {
+    if (peer_addrs_parse(&s->peer, cfg->address, "tcp:", "3310", err, errlen) < 0) {
         free(s);
         return NULL;
     }
@@ -406,31 +310,24 @@ static void send_stream(clamd_client *c)
     }
 }
 
+static void connect_refused(void *arg, int err)
+{
+    say(arg, CLAMD_LOG_WARNING, "connect: %s", strerror(err));
+}
+
 static void try_connect(clamd_client *c)
 {
-    while (c->addr_index < c->s->count) {
-        const struct sockaddr *sa = (const struct sockaddr *)&c->s->addr[c->addr_index];
-        int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd >= 0 && (sa->sa_family == AF_INET || sa->sa_family == AF_INET6)) {
-            int one = 1;
-            (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        }
-        if (fd >= 0 && connect(fd, sa, c->s->addrlen[c->addr_index]) == 0) {
-            c->fd = fd;
-            c->state = S_SENDING;
-            c->wait_ms = c->s->timeout_ms;
-            send_stream(c);
-            return;
-        }
-        if (fd >= 0 && errno == EINPROGRESS) {
-            c->fd = fd;
-            c->state = S_CONNECTING;
-            return;
-        }
-        say(c, CLAMD_LOG_WARNING, "connect: %s", strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        c->addr_index++;
+    switch (peer_connect_start(&c->s->peer, &c->addr_index, &c->fd, connect_refused, c)) {
+    case PEER_CONNECTED:
+        c->state = S_SENDING;
+        c->wait_ms = c->s->timeout_ms;
+        send_stream(c);
+        return;
+    case PEER_CONNECTING:
+        c->state = S_CONNECTING;
+        return;
+    case PEER_UNREACHABLE:
+        break;
     }
     failed(c, "cannot connect to clamd");
 }
@@ -498,10 +395,7 @@ void clamd_client_io(clamd_client *c, int events)
         return;
     }
     if (c->state == S_CONNECTING) {
-        int soerr = 0;
-        socklen_t len = sizeof soerr;
-        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
-            soerr = errno;
+        int soerr = peer_connect_error(c->fd);
         if (soerr != 0) {
             say(c, CLAMD_LOG_WARNING, "connect: %s", strerror(soerr));
             close_socket(c);

@@ -5,16 +5,10 @@ import base64
 import hashlib
 import hmac
 import os
-import shutil
-import signal
-import socket
-import subprocess
-import tempfile
-import time
 
-from harness import free_port
+import dovecotlib
 
-DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
+DOVECOT = dovecotlib.DOVECOT
 
 
 def b64(data):
@@ -23,27 +17,15 @@ def b64(data):
     return base64.b64encode(data).decode()
 
 
-class DovecotAuth:
+class DovecotAuth(dovecotlib.Dovecot):
     """Dovecot with no mail protocol, serving only its auth service."""
 
+    what = "auth socket"
+
     def __init__(self, users, mechanisms="plain login cram-md5 scram-sha-1 scram-sha-256", extra=""):
-        self.dir = tempfile.mkdtemp(prefix="petrel-dovecot-auth-")
-        os.chmod(self.dir, 0o755)
-        self.base = os.path.join(self.dir, "run")
-        self.state = os.path.join(self.dir, "state")
-        self.log_path = os.path.join(self.dir, "dovecot.log")
-        self.out_path = os.path.join(self.dir, "dovecot.out")
-        self.conf = os.path.join(self.dir, "dovecot.conf")
-        self.socket = os.path.join(self.base, "auth-client")
-        self.port = free_port()
-        os.mkdir(self.state, 0o750)
-        users_file = os.path.join(self.dir, "users")
-        with open(users_file, "w") as f:
-            for name, password in users.items():
-                f.write("%s:{PLAIN}%s::::::\n" % (name, password))
-        os.chmod(users_file, 0o644)
-        with open(self.conf, "w") as f:
-            f.write("""# Private Dovecot auth service for Petrel's SASL tests.
+        super().__init__("petrel-dovecot-auth-", "auth-client")
+        users_file = self.write_users(users)
+        self.write_conf("""# Private Dovecot auth service for Petrel's SASL tests.
 base_dir = {base}
 state_dir = {state}
 log_path = {log}
@@ -74,71 +56,20 @@ service auth {{
 {extra}
 """.format(base=self.base, state=self.state, log=self.log_path, mechs=mechanisms, users=users_file,
            port=self.port, extra=extra))
-        self.proc = None
 
-    def start(self, timeout=15.0):
-        self.out = open(self.out_path, "ab")
-        self.proc = subprocess.Popen([DOVECOT, "-c", self.conf, "-F"], stdout=self.out,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.time() + timeout
-        last = None
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("dovecot exited with %s:\n%s" % (self.proc.returncode, self.logs()))
-            try:
-                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                s.settimeout(2)
-                s.connect(self.socket)
-                s.sendall(b"VERSION\t1\t2\nCPID\t1\n")
-                data = b""
-                while b"DONE" not in data:
-                    chunk = s.recv(4096)
-                    if not chunk:
-                        break
-                    data += chunk
-                s.close()
-                if b"DONE" in data:
-                    return data.decode()
-                last = data
-            except OSError as e:
-                last = e
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError("dovecot auth socket not ready (%s):\n%s" % (last, self.logs()))
-
-    def stop(self, timeout=15.0):
-        """Stops the master by PID (SIGTERM; SIGKILL to it and its children if it hangs)."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        children = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True,
-                                  text=True).stdout.split()
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        for pid in children:
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.out.close()
-
-    def logs(self):
-        text = ""
-        for path in (self.out_path, self.log_path):
-            try:
-                with open(path, "rb") as f:
-                    text += f.read().decode("utf-8", "replace")
-            except FileNotFoundError:
-                pass
-        return text
-
-    def cleanup(self):
-        self.stop()
-        if not os.environ.get("PETREL_KEEP_TEST_DIRS"):
-            shutil.rmtree(self.dir, ignore_errors=True)
+    def probe(self, s):
+        """The auth-client handshake: ready when the server's handshake ends with DONE."""
+        s.sendall(b"VERSION\t1\t2\nCPID\t1\n")
+        data = b""
+        while b"DONE" not in data:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        if b"DONE" in data:
+            return data.decode()
+        self.last = data
+        return None
 
 
 def scram_sha256(conn, user, password, nonce=None):

@@ -12,18 +12,14 @@ loudly with the reason (install it with PETREL_WITH_TESTS=1 scripts/install-deps
 import os
 import pwd
 import re
-import shutil
-import signal
-import socket
-import subprocess
-import tempfile
 import time
 
-from harness import TEST_USER, Petrel, Tap, free_port
+import dovecotlib
+from harness import TEST_USER, Petrel, Tap
 
 t = Tap(timeout=300)
 QMGR = "qmgr unix n - n 300 1 qmgr\n"
-DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
+DOVECOT = dovecotlib.DOVECOT
 LMTP_BIN = "/usr/lib/dovecot/lmtp"
 
 
@@ -54,31 +50,19 @@ def bail(reason, diag=None):
     t.done()
 
 
-class Dovecot:
+class Dovecot(dovecotlib.Dovecot):
     """A private Dovecot serving LMTP only, on a unix socket and a loopback port."""
 
     USERS = ("a", "b", "s")   # nobody_here is deliberately absent
+    what = "LMTP socket"
 
     def __init__(self, mail_user):
-        self.dir = tempfile.mkdtemp(prefix="petrel-dovecot-")
-        os.chmod(self.dir, 0o755)
-        self.base = os.path.join(self.dir, "run")
-        self.state = os.path.join(self.dir, "state")
+        super().__init__("petrel-dovecot-", "lmtp")
         self.home = os.path.join(self.dir, "home")
-        self.log_path = os.path.join(self.dir, "dovecot.log")
-        self.out_path = os.path.join(self.dir, "dovecot.out")
-        self.conf = os.path.join(self.dir, "dovecot.conf")
-        self.socket = os.path.join(self.base, "lmtp")
-        self.port = free_port()
-        os.mkdir(self.state, 0o750)
         os.mkdir(self.home, 0o755)
         os.chown(self.home, mail_user.pw_uid, mail_user.pw_gid)
-        users = os.path.join(self.dir, "users")
-        with open(users, "w") as f:
-            for u in self.USERS:
-                f.write("%s:{PLAIN}secret::::::\n" % u)
-        with open(self.conf, "w") as f:
-            f.write("""# Private Dovecot for Petrel's LMTP integration test.
+        users = self.write_users({u: "secret" for u in self.USERS})
+        self.write_conf("""# Private Dovecot for Petrel's LMTP integration test.
 base_dir = {base}
 state_dir = {state}
 log_path = {log}
@@ -110,65 +94,14 @@ service lmtp {{
 }}
 """.format(base=self.base, state=self.state, log=self.log_path, users=users,
            uid=mail_user.pw_uid, gid=mail_user.pw_gid, home=self.home, port=self.port))
-        self.proc = None
 
-    def start(self, timeout=15.0):
-        self.out = open(self.out_path, "ab")
-        self.proc = subprocess.Popen([DOVECOT, "-c", self.conf, "-F"], stdout=self.out,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.time() + timeout
-        last = None
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("dovecot exited with %s:\n%s" % (self.proc.returncode, self.logs()))
-            try:
-                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                s.settimeout(2)
-                s.connect(self.socket)
-                greeting = s.recv(512).decode("utf-8", "replace")
-                s.close()
-                if greeting.startswith("220 "):
-                    return greeting.strip()
-                last = greeting
-            except OSError as e:
-                last = e
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError("dovecot LMTP socket not ready (%s):\n%s" % (last, self.logs()))
-
-    def stop(self, timeout=15.0):
-        """Stops the master by PID (SIGTERM; SIGKILL to it and its children if it hangs)."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        children = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True,
-                                  text=True).stdout.split()
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        for pid in children:
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.out.close()
-
-    def logs(self):
-        text = ""
-        for path in (self.out_path, self.log_path):
-            try:
-                with open(path, "rb") as f:
-                    text += f.read().decode("utf-8", "replace")
-            except FileNotFoundError:
-                pass
-        return text
-
-    def cleanup(self):
-        self.stop()
-        if not os.environ.get("PETREL_KEEP_TEST_DIRS"):
-            shutil.rmtree(self.dir, ignore_errors=True)
+    def probe(self, s):
+        """Ready when the LMTP greeting is a 220."""
+        greeting = s.recv(512).decode("utf-8", "replace")
+        if greeting.startswith("220 "):
+            return greeting.strip()
+        self.last = greeting
+        return None
 
 
 # ---- Preconditions: loud failures, not skips ----

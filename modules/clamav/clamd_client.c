@@ -18,8 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
 
 struct clamd_settings {
     char address[512];
@@ -34,12 +32,9 @@ struct clamd_client {
     const clamd_settings *s;
     clamd_ops ops;
     void *arg;
-    int fd;
+    peer_socket sock;
     enum state state;
     size_t addr_index;
-    int watching, timer_armed;
-    unsigned wait_ms;
-    uint64_t progress_ms;
     int pending, report;
     clamd_command cmd;
     size_t size;
@@ -51,13 +46,6 @@ struct clamd_client {
     clamd_result result;
     char error[256];
 };
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 __attribute__((format(printf, 3, 4)))
 static void say(clamd_client *c, clamd_log_level level, const char *fmt, ...)
@@ -117,14 +105,14 @@ clamd_client *clamd_client_create(const clamd_settings *s, const clamd_ops *ops,
     c->s = s;
     c->ops = *ops;
     c->arg = arg;
-    c->fd = -1;
+    peer_socket_init(&c->sock, ops->watch, ops->timer, arg);
     return c;
 }
 
 static void sync_io(clamd_client *c)
 {
     int want = 0;
-    if (c->fd >= 0) {
+    if (c->sock.fd >= 0) {
         if (c->state == S_CONNECTING)
             want = CLAMD_IO_WRITE;
         else if (c->state == S_SENDING)
@@ -132,49 +120,21 @@ static void sync_io(clamd_client *c)
         else if (c->state == S_READING)
             want = CLAMD_IO_READ;
     }
-    if (want != c->watching) {
-        if (c->ops.watch)
-            c->ops.watch(c->arg, c->fd, want);
-        c->watching = want;
-    }
-    int busy = c->fd >= 0 && c->state != S_DONE && c->state != S_IDLE;
-    if (busy && !c->timer_armed) {
-        c->timer_armed = 1;
-        if (c->ops.timer)
-            c->ops.timer(c->arg, c->wait_ms);
-    } else if (!busy && c->timer_armed) {
-        c->timer_armed = 0;
-        if (c->ops.timer)
-            c->ops.timer(c->arg, 0);
-    }
-}
-
-static void close_socket(clamd_client *c)
-{
-    if (c->fd < 0)
-        return;
-    if (c->watching && c->ops.watch)
-        c->ops.watch(c->arg, c->fd, 0);
-    c->watching = 0;
-    if (c->timer_armed && c->ops.timer)
-        c->ops.timer(c->arg, 0);
-    c->timer_armed = 0;
-    close(c->fd);
-    c->fd = -1;
+    peer_socket_sync(&c->sock, want, c->sock.fd >= 0 && c->state != S_DONE && c->state != S_IDLE);
 }
 
 void clamd_client_free(clamd_client *c)
 {
     if (c == NULL)
         return;
-    close_socket(c);
+    peer_socket_close(&c->sock);
     free(c->buf);
     free(c);
 }
 
 static void finish(clamd_client *c)
 {
-    close_socket(c);
+    peer_socket_close(&c->sock);
     c->state = S_DONE;
     free(c->buf);
     c->buf = NULL;
@@ -209,8 +169,8 @@ static void answered(clamd_client *c)
 static void read_reply(clamd_client *c)
 {
     char buf[512];
-    for (int round = 0; round < 8 && c->fd >= 0; round++) {
-        ssize_t n = recv(c->fd, buf, sizeof buf, 0);
+    for (int round = 0; round < 8 && c->sock.fd >= 0; round++) {
+        ssize_t n = recv(c->sock.fd, buf, sizeof buf, 0);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -223,7 +183,7 @@ static void read_reply(clamd_client *c)
             failed(c, "error reading the reply: %s", strerror(errno));
             return;
         }
-        c->progress_ms = now_ms();
+        peer_socket_progress(&c->sock);
         if (n == 0) {
             if (c->reply_len > 0)
                 answered(c);     /* an unterminated last line */
@@ -295,10 +255,10 @@ static void send_stream(clamd_client *c)
             if (n == 0)
                 c->source_done = 1;
         }
-        ssize_t w = send(c->fd, c->buf + c->buf_off, c->buf_len - c->buf_off, MSG_NOSIGNAL);
+        ssize_t w = send(c->sock.fd, c->buf + c->buf_off, c->buf_len - c->buf_off, MSG_NOSIGNAL);
         if (w > 0) {
             c->buf_off += (size_t)w;
-            c->progress_ms = now_ms();
+            peer_socket_progress(&c->sock);
             continue;
         }
         if (w < 0 && errno == EINTR)
@@ -317,10 +277,10 @@ static void connect_refused(void *arg, int err)
 
 static void try_connect(clamd_client *c)
 {
-    switch (peer_connect_start(&c->s->peer, &c->addr_index, &c->fd, connect_refused, c)) {
+    switch (peer_connect_start(&c->s->peer, &c->addr_index, &c->sock.fd, connect_refused, c)) {
     case PEER_CONNECTED:
         c->state = S_SENDING;
-        c->wait_ms = c->s->timeout_ms;
+        c->sock.wait_ms = c->s->timeout_ms;
         send_stream(c);
         return;
     case PEER_CONNECTING:
@@ -365,8 +325,8 @@ clamd_status clamd_client_start(clamd_client *c, clamd_command cmd, size_t messa
     c->addr_index = 0;
     c->pending = 1;
     c->report = 0;
-    c->wait_ms = c->s->connect_ms;
-    c->progress_ms = now_ms();
+    c->sock.wait_ms = c->s->connect_ms;
+    peer_socket_progress(&c->sock);
     try_connect(c);
     if (c->report) {
         c->report = c->pending = 0;
@@ -390,21 +350,21 @@ static void report(clamd_client *c)
 
 void clamd_client_io(clamd_client *c, int events)
 {
-    if (c->fd < 0) {
+    if (c->sock.fd < 0) {
         report(c);
         return;
     }
     if (c->state == S_CONNECTING) {
-        int soerr = peer_connect_error(c->fd);
+        int soerr = peer_connect_error(c->sock.fd);
         if (soerr != 0) {
             say(c, CLAMD_LOG_WARNING, "connect: %s", strerror(soerr));
-            close_socket(c);
+            peer_socket_close(&c->sock);
             c->addr_index++;
             try_connect(c);
         } else {
             c->state = S_SENDING;
-            c->wait_ms = c->s->timeout_ms;
-            c->progress_ms = now_ms();
+            c->sock.wait_ms = c->s->timeout_ms;
+            peer_socket_progress(&c->sock);
             send_stream(c);
         }
     } else {
@@ -426,19 +386,14 @@ void clamd_client_io(clamd_client *c, int events)
 
 void clamd_client_timeout(clamd_client *c)
 {
-    c->timer_armed = 0;
-    if (c->fd < 0 || c->state == S_DONE) {
+    c->sock.timer_armed = 0;
+    if (c->sock.fd < 0 || c->state == S_DONE) {
         report(c);
         return;
     }
-    uint64_t elapsed = now_ms() - c->progress_ms;
-    if (elapsed < c->wait_ms) {
-        c->timer_armed = 1;
-        if (c->ops.timer)
-            c->ops.timer(c->arg, (unsigned)(c->wait_ms - elapsed));
+    if (peer_socket_rearm(&c->sock))
         return;
-    }
-    failed(c, "timeout after %u ms %s", c->wait_ms,
+    failed(c, "timeout after %u ms %s", c->sock.wait_ms,
            c->state == S_CONNECTING ? "connecting" : c->state == S_SENDING ? "sending the stream"
                                                                              : "waiting for the reply");
     report(c);

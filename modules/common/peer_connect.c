@@ -1,8 +1,8 @@
 /*
- * Connecting to a module's daemon (see peer_connect.h). The address list is
- * parsed once per configuration; a connect tries the addresses in order,
- * so that a host name with an IPv6 and an IPv4 address still reaches a
- * daemon that listens on one of them.
+ * Connecting to a module's daemon and keeping its socket's watch and timer
+ * (see peer_connect.h). The address list is parsed once per configuration;
+ * a connect tries the addresses in order, so that a host name with an IPv6
+ * and an IPv4 address still reaches a daemon that listens on one of them.
  */
 #include "peer_connect.h"
 
@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 static int parse_unix(peer_addrs *a, const char *spec, const char *path, char *err, size_t errlen)
@@ -140,4 +141,71 @@ int peer_connect_error(int fd)
     if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
         soerr = errno;
     return soerr;
+}
+
+/* ------------------------------------------------------------------ */
+/* the socket's watch and timer                                        */
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+void peer_socket_init(peer_socket *p, peer_watch_fn *watch, peer_timer_fn *timer, void *arg)
+{
+    memset(p, 0, sizeof *p);
+    p->fd = -1;
+    p->watch = watch;
+    p->timer = timer;
+    p->arg = arg;
+}
+
+void peer_socket_sync(peer_socket *p, int want, int busy)
+{
+    if (want != p->watching) {
+        if (p->watch)
+            p->watch(p->arg, p->fd, want);
+        p->watching = want;
+    }
+    if (busy && !p->timer_armed) {
+        p->timer_armed = 1;
+        if (p->timer)
+            p->timer(p->arg, p->wait_ms);
+    } else if (!busy && p->timer_armed) {
+        p->timer_armed = 0;
+        if (p->timer)
+            p->timer(p->arg, 0);
+    }
+}
+
+void peer_socket_close(peer_socket *p)
+{
+    if (p->fd < 0)
+        return;
+    if (p->watching && p->watch)
+        p->watch(p->arg, p->fd, 0);
+    p->watching = 0;
+    if (p->timer_armed && p->timer)
+        p->timer(p->arg, 0);
+    p->timer_armed = 0;
+    close(p->fd);
+    p->fd = -1;
+}
+
+void peer_socket_progress(peer_socket *p)
+{
+    p->progress_ms = now_ms();
+}
+
+int peer_socket_rearm(peer_socket *p)
+{
+    uint64_t elapsed = now_ms() - p->progress_ms;
+    if (elapsed >= p->wait_ms)
+        return 0;
+    p->timer_armed = 1;
+    if (p->timer)
+        p->timer(p->arg, (unsigned)(p->wait_ms - elapsed));
+    return 1;
 }

@@ -10,14 +10,23 @@
  * Host names are resolved by getaddrinfo, which may block: configuration
  * time only, never on the loop. At most PEER_ADDRS_MAX addresses are kept.
  *
+ * Once connected, a peer_socket keeps what the owner's loop is asked to do
+ * for the socket: the events to watch and one timer for the longest wait
+ * without progress (re-armed for the rest when there was progress since it
+ * was armed, so a steady trickle never times out and a stall does). The
+ * client calls back through two functions its owner gives (watch, timer),
+ * which the clamav and spamassassin modules map onto petrel_watch_fd() and
+ * petrel_timer_start() and the test driver onto poll(2).
+ *
  * The plugin API has no connect service of its own (include/petrel/
  * plugin.h: fd watches and timers only), so this is the one place the
- * bundled scanners do it; the socket and its readiness are the caller's.
+ * bundled scanners do it.
  */
 #ifndef PETREL_MODULES_PEER_CONNECT_H
 #define PETREL_MODULES_PEER_CONNECT_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/socket.h>
 
 #define PEER_ADDRS_MAX 8
@@ -53,5 +62,33 @@ peer_connect_status peer_connect_start(const peer_addrs *a, size_t *index, int *
 /* After a connecting socket became writable: 0 when it connected, else the
  * errno value of the failure (the caller closes it and tries *index + 1). */
 int peer_connect_error(int fd);
+
+/* The owner's side: watch fd for events (0: stop); arm the timer for ms (0: disarm). */
+typedef void peer_watch_fn(void *arg, int fd, int events);
+typedef void peer_timer_fn(void *arg, unsigned ms);
+
+typedef struct peer_socket {
+    int fd;                 /* -1: none */
+    int watching;           /* the events the owner watches now */
+    int timer_armed;
+    unsigned wait_ms;       /* the longest wait without progress in the current step */
+    uint64_t progress_ms;   /* the last progress, CLOCK_MONOTONIC */
+    peer_watch_fn *watch;   /* either may be NULL */
+    peer_timer_fn *timer;
+    void *arg;
+} peer_socket;
+
+void peer_socket_init(peer_socket *p, peer_watch_fn *watch, peer_timer_fn *timer, void *arg);
+/* Asks the owner to watch want (when it changed), and keeps the timer armed
+ * for wait_ms while busy, disarmed otherwise. */
+void peer_socket_sync(peer_socket *p, int want, int busy);
+/* Stops the watch and the timer, closes the socket; fd -1. */
+void peer_socket_close(peer_socket *p);
+/* Bytes moved: the wait starts again. */
+void peer_socket_progress(peer_socket *p);
+/* The timer fired (the caller marked it disarmed): 1 when there was progress
+ * within wait_ms, and the timer is armed again for the rest; 0 when the
+ * wait is over. */
+int peer_socket_rearm(peer_socket *p);
 
 #endif

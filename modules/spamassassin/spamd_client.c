@@ -18,15 +18,11 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdarg.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
 
-#define ADDRS_MAX 8
 #define CHUNK (64u * 1024u)
 
 struct spamd_settings {
@@ -44,12 +40,9 @@ struct spamd_client {
     const spamd_settings *s;
     spamd_ops ops;
     void *arg;
-    int fd;
+    peer_socket sock;
     enum state state;
     size_t addr_index;
-    int watching, timer_armed;
-    unsigned wait_ms;
-    uint64_t progress_ms;
     int pending, report;
     spamd_command cmd;
     size_t size, sent;
@@ -59,13 +52,6 @@ struct spamd_client {
     spamd_result result;
     char error[256];
 };
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 __attribute__((format(printf, 3, 4)))
 static void say(spamd_client *c, spamd_log_level level, const char *fmt, ...)
@@ -132,59 +118,31 @@ spamd_client *spamd_client_create(const spamd_settings *s, const spamd_ops *ops,
     c->s = s;
     c->ops = *ops;
     c->arg = arg;
-    c->fd = -1;
+    peer_socket_init(&c->sock, ops->watch, ops->timer, arg);
     return c;
 }
 
 static void sync_io(spamd_client *c)
 {
     int want = 0;
-    if (c->fd >= 0)
+    if (c->sock.fd >= 0)
         want = c->state == S_CONNECTING || c->state == S_SENDING ? SPAMD_IO_WRITE
              : c->state == S_READING ? SPAMD_IO_READ : 0;
-    if (want != c->watching) {
-        if (c->ops.watch)
-            c->ops.watch(c->arg, c->fd, want);
-        c->watching = want;
-    }
-    int busy = c->fd >= 0 && c->state != S_DONE && c->state != S_IDLE;
-    if (busy && !c->timer_armed) {
-        c->timer_armed = 1;
-        if (c->ops.timer)
-            c->ops.timer(c->arg, c->wait_ms);
-    } else if (!busy && c->timer_armed) {
-        c->timer_armed = 0;
-        if (c->ops.timer)
-            c->ops.timer(c->arg, 0);
-    }
-}
-
-static void close_socket(spamd_client *c)
-{
-    if (c->fd < 0)
-        return;
-    if (c->watching && c->ops.watch)
-        c->ops.watch(c->arg, c->fd, 0);
-    c->watching = 0;
-    if (c->timer_armed && c->ops.timer)
-        c->ops.timer(c->arg, 0);
-    c->timer_armed = 0;
-    close(c->fd);
-    c->fd = -1;
+    peer_socket_sync(&c->sock, want, c->sock.fd >= 0 && c->state != S_DONE && c->state != S_IDLE);
 }
 
 void spamd_client_free(spamd_client *c)
 {
     if (c == NULL)
         return;
-    close_socket(c);
+    peer_socket_close(&c->sock);
     free(c->buf);
     free(c);
 }
 
 static void finish(spamd_client *c)
 {
-    close_socket(c);
+    peer_socket_close(&c->sock);
     c->state = S_DONE;
     free(c->buf);
     c->buf = NULL;
@@ -241,7 +199,7 @@ static void read_response(spamd_client *c)
 {
     unsigned char buf[16384];
     for (int round = 0; round < 8 && c->state == S_READING; round++) {
-        ssize_t n = recv(c->fd, buf, sizeof buf, 0);
+        ssize_t n = recv(c->sock.fd, buf, sizeof buf, 0);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -250,7 +208,7 @@ static void read_response(spamd_client *c)
             failed(c, "error reading the response: %s", strerror(errno));
             return;
         }
-        c->progress_ms = now_ms();
+        peer_socket_progress(&c->sock);
         if (n == 0) {
             if (spamd_response_eof(&c->resp) > 0)
                 answered(c);
@@ -289,9 +247,9 @@ static void send_request(spamd_client *c)
             if (c->sent == c->size) {
                 /* All sent: spamd reads to Content-length; the shutdown
                  * also ends a last line without its line end. */
-                (void)shutdown(c->fd, SHUT_WR);
+                (void)shutdown(c->sock.fd, SHUT_WR);
                 c->state = S_READING;
-                c->wait_ms = c->s->timeout_ms;
+                c->sock.wait_ms = c->s->timeout_ms;
                 read_response(c);
                 return;
             }
@@ -311,10 +269,10 @@ static void send_request(spamd_client *c)
             c->buf_len = (size_t)n;
             c->sent += (size_t)n;
         }
-        ssize_t w = send(c->fd, c->buf + c->buf_off, c->buf_len - c->buf_off, MSG_NOSIGNAL);
+        ssize_t w = send(c->sock.fd, c->buf + c->buf_off, c->buf_len - c->buf_off, MSG_NOSIGNAL);
         if (w > 0) {
             c->buf_off += (size_t)w;
-            c->progress_ms = now_ms();
+            peer_socket_progress(&c->sock);
             continue;
         }
         if (w < 0 && errno == EINTR)
@@ -333,10 +291,10 @@ static void connect_refused(void *arg, int err)
 
 static void try_connect(spamd_client *c)
 {
-    switch (peer_connect_start(&c->s->peer, &c->addr_index, &c->fd, connect_refused, c)) {
+    switch (peer_connect_start(&c->s->peer, &c->addr_index, &c->sock.fd, connect_refused, c)) {
     case PEER_CONNECTED:
         c->state = S_SENDING;
-        c->wait_ms = c->s->timeout_ms;
+        c->sock.wait_ms = c->s->timeout_ms;
         send_request(c);
         return;
     case PEER_CONNECTING:
@@ -386,8 +344,8 @@ spamd_status spamd_client_start(spamd_client *c, spamd_command cmd, size_t messa
     c->addr_index = 0;
     c->pending = 1;
     c->report = 0;
-    c->wait_ms = c->s->connect_ms;
-    c->progress_ms = now_ms();
+    c->sock.wait_ms = c->s->connect_ms;
+    peer_socket_progress(&c->sock);
     try_connect(c);
     if (c->report) {
         c->report = c->pending = 0;
@@ -411,21 +369,21 @@ static void report(spamd_client *c)
 
 void spamd_client_io(spamd_client *c, int events)
 {
-    if (c->fd < 0) {
+    if (c->sock.fd < 0) {
         report(c);
         return;
     }
     if (c->state == S_CONNECTING) {
-        int soerr = peer_connect_error(c->fd);
+        int soerr = peer_connect_error(c->sock.fd);
         if (soerr != 0) {
             say(c, SPAMD_LOG_WARNING, "connect: %s", strerror(soerr));
-            close_socket(c);
+            peer_socket_close(&c->sock);
             c->addr_index++;
             try_connect(c);
         } else {
             c->state = S_SENDING;
-            c->wait_ms = c->s->timeout_ms;
-            c->progress_ms = now_ms();
+            c->sock.wait_ms = c->s->timeout_ms;
+            peer_socket_progress(&c->sock);
             send_request(c);
         }
     } else if (c->state == S_SENDING && (events & SPAMD_IO_WRITE))
@@ -437,19 +395,14 @@ void spamd_client_io(spamd_client *c, int events)
 
 void spamd_client_timeout(spamd_client *c)
 {
-    c->timer_armed = 0;
-    if (c->fd < 0 || c->state == S_DONE) {
+    c->sock.timer_armed = 0;
+    if (c->sock.fd < 0 || c->state == S_DONE) {
         report(c);
         return;
     }
-    uint64_t elapsed = now_ms() - c->progress_ms;
-    if (elapsed < c->wait_ms) {
-        c->timer_armed = 1;
-        if (c->ops.timer)
-            c->ops.timer(c->arg, (unsigned)(c->wait_ms - elapsed));
+    if (peer_socket_rearm(&c->sock))
         return;
-    }
-    failed(c, "timeout after %u ms %s", c->wait_ms,
+    failed(c, "timeout after %u ms %s", c->sock.wait_ms,
            c->state == S_CONNECTING ? "connecting" : c->state == S_SENDING ? "sending the message"
                                                                              : "waiting for the answer");
     report(c);

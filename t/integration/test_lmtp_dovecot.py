@@ -12,10 +12,9 @@ loudly with the reason (install it with PETREL_WITH_TESTS=1 scripts/install-deps
 import os
 import pwd
 import re
-import time
 
 import dovecotlib
-from harness import TEST_USER, Petrel, Tap
+from harness import TEST_USER, Petrel, Tap, maildir_messages, wait_for
 
 t = Tap(timeout=300)
 QMGR = "qmgr unix n - n 300 1 qmgr\n"
@@ -23,25 +22,8 @@ DOVECOT = dovecotlib.DOVECOT
 LMTP_BIN = "/usr/lib/dovecot/lmtp"
 
 
-def wait_for(cond, timeout=15.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.1)
-    return cond()
-
-
 def maildir_new(home, user):
-    new = os.path.join(home, user, "Maildir", "new")
-    if not os.path.isdir(new):
-        return []
-    out = []
-    for name in sorted(os.listdir(new)):
-        with open(os.path.join(new, name), "rb") as f:
-            out.append(f.read())
-    return out
+    return maildir_messages(os.path.join(home, user, "Maildir"))
 
 
 def bail(reason, diag=None):

@@ -280,7 +280,7 @@ static void try_connect(clamd_client *c)
     switch (peer_connect_start(&c->s->peer, &c->addr_index, &c->sock.fd, connect_refused, c)) {
     case PEER_CONNECTED:
         c->state = S_SENDING;
-        c->sock.wait_ms = c->s->timeout_ms;
+        peer_socket_wait(&c->sock, c->s->timeout_ms);
         send_stream(c);
         return;
     case PEER_CONNECTING:
@@ -325,8 +325,7 @@ clamd_status clamd_client_start(clamd_client *c, clamd_command cmd, size_t messa
     c->addr_index = 0;
     c->pending = 1;
     c->report = 0;
-    c->sock.wait_ms = c->s->connect_ms;
-    peer_socket_progress(&c->sock);
+    peer_socket_wait(&c->sock, c->s->connect_ms);
     try_connect(c);
     if (c->report) {
         c->report = c->pending = 0;
@@ -363,8 +362,7 @@ void clamd_client_io(clamd_client *c, int events)
             try_connect(c);
         } else {
             c->state = S_SENDING;
-            c->sock.wait_ms = c->s->timeout_ms;
-            peer_socket_progress(&c->sock);
+            peer_socket_wait(&c->sock, c->s->timeout_ms);
             send_stream(c);
         }
     } else {

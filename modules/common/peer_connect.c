@@ -199,6 +199,15 @@ void peer_socket_progress(peer_socket *p)
     p->progress_ms = now_ms();
 }
 
+void peer_socket_wait(peer_socket *p, unsigned ms)
+{
+    int sooner = ms < p->wait_ms;
+    p->wait_ms = ms;
+    p->progress_ms = now_ms();
+    if (p->timer_armed && sooner && p->timer)
+        p->timer(p->arg, ms);
+}
+
 int peer_socket_rearm(peer_socket *p)
 {
     uint64_t elapsed = now_ms() - p->progress_ms;

@@ -86,6 +86,10 @@ void peer_socket_sync(peer_socket *p, int want, int busy);
 void peer_socket_close(peer_socket *p);
 /* Bytes moved: the wait starts again. */
 void peer_socket_progress(peer_socket *p);
+/* A new step (connecting, then talking): its longest wait is ms from now.
+ * An armed timer is brought forward when ms is shorter than the wait it
+ * was armed for, so a short timeout after a long connect timeout holds. */
+void peer_socket_wait(peer_socket *p, unsigned ms);
 /* The timer fired (the caller marked it disarmed): 1 when there was progress
  * within wait_ms, and the timer is armed again for the rest; 0 when the
  * wait is over. */

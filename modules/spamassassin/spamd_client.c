@@ -249,7 +249,7 @@ static void send_request(spamd_client *c)
                  * also ends a last line without its line end. */
                 (void)shutdown(c->sock.fd, SHUT_WR);
                 c->state = S_READING;
-                c->sock.wait_ms = c->s->timeout_ms;
+                peer_socket_wait(&c->sock, c->s->timeout_ms);
                 read_response(c);
                 return;
             }
@@ -294,7 +294,7 @@ static void try_connect(spamd_client *c)
     switch (peer_connect_start(&c->s->peer, &c->addr_index, &c->sock.fd, connect_refused, c)) {
     case PEER_CONNECTED:
         c->state = S_SENDING;
-        c->sock.wait_ms = c->s->timeout_ms;
+        peer_socket_wait(&c->sock, c->s->timeout_ms);
         send_request(c);
         return;
     case PEER_CONNECTING:
@@ -344,8 +344,7 @@ spamd_status spamd_client_start(spamd_client *c, spamd_command cmd, size_t messa
     c->addr_index = 0;
     c->pending = 1;
     c->report = 0;
-    c->sock.wait_ms = c->s->connect_ms;
-    peer_socket_progress(&c->sock);
+    peer_socket_wait(&c->sock, c->s->connect_ms);
     try_connect(c);
     if (c->report) {
         c->report = c->pending = 0;
@@ -382,8 +381,7 @@ void spamd_client_io(spamd_client *c, int events)
             try_connect(c);
         } else {
             c->state = S_SENDING;
-            c->sock.wait_ms = c->s->timeout_ms;
-            peer_socket_progress(&c->sock);
+            peer_socket_wait(&c->sock, c->s->timeout_ms);
             send_request(c);
         }
     } else if (c->state == S_SENDING && (events & SPAMD_IO_WRITE))

@@ -27,7 +27,12 @@ struct dlv_result {
                            "host mx[1.2.3.4] said: 550 5.1.1 no such user (in reply to RCPT TO command)" */
     double conn_secs;   /* delays=a/b/c/d: c, connection setup including DNS, HELO, TLS */
     double xfer_secs;   /* d, message transmission */
+    double sync_secs;   /* a mailbox delivery that was sent: time in fsync(2) making it durable (the file and
+                           the directories its name is in); 0 otherwise */
 };
+
+/* Monotonic seconds, for timing a step (local_* agents' fsyncs). */
+double dlv_monotonic(void);
 
 struct dlv_job {
     const char *queue_id;

@@ -404,8 +404,10 @@ int maildir_deliver(const char *maildir_path, const struct dlv_job *job, size_t 
         if (r == 0)
             break;
     }
+    double sync_started = dlv_monotonic();
     if (!err && !read_err && fsync(fd) < 0)
         err = errno;
+    double synced = dlv_monotonic() - sync_started;
     if (close(fd) < 0 && !err && !read_err)
         err = errno;   /* NFS reports write errors at close */
     if (err || read_err) {
@@ -449,10 +451,13 @@ int maildir_deliver(const char *maildir_path, const struct dlv_job *job, size_t 
         return 0;
     }
     int nfd = openat(dfd, "new", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (nfd < 0 || fsync(nfd) < 0) {
+    sync_started = dlv_monotonic();
+    int new_err = nfd < 0 ? errno : fsync(nfd) < 0 ? errno : 0;
+    synced += dlv_monotonic() - sync_started;
+    if (new_err) {
         /* The file is complete but its name may not survive a crash: defer
          * (a repeated delivery beats a lost one) and take the file back. */
-        err = errno;
+        err = new_err;
         if (nfd >= 0)
             close(nfd);
         unlinkat(dfd, newname, 0);
@@ -464,5 +469,6 @@ int maildir_deliver(const char *maildir_path, const struct dlv_job *job, size_t 
     close(nfd);
     close(dfd);
     dlv_result_set(out, DLV_SENT, "2.0.0", RELAY, "delivered to maildir");
+    out->sync_secs = synced;
     return 0;
 }

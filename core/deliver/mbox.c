@@ -255,10 +255,12 @@ int mbox_deliver(const char *mbox_path, const struct dlv_job *job, size_t i, str
             fill = 0;
         }
     }
+    double sync_started = dlv_monotonic();
     if (!err && !read_err && fsync(fd) < 0)
         err = errno;
     /* A mailbox we created: its name must survive a crash too. */
     int dir_err = !err && !read_err && created && fs_sync_parent(mbox_path) < 0 ? errno : 0;
+    double synced = dlv_monotonic() - sync_started;
     if (dir_err)
         err = dir_err;
     if (err || read_err) {
@@ -276,6 +278,7 @@ int mbox_deliver(const char *mbox_path, const struct dlv_job *job, size_t i, str
         goto close;
     }
     dlv_result_set(out, DLV_SENT, "2.0.0", RELAY, "delivered to mailbox");
+    out->sync_secs = synced;
 
 close:
     close(fd);   /* releases the fcntl lock */

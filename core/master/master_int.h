@@ -204,4 +204,8 @@ void master_stats_render(const struct master_stats *st, struct module_metrics *m
                          double now, enum master_stats_format format, struct buf *out);
 #define MASTER_STATS_SAMPLE_SECONDS 5
 
+/* stats_board.c: the queue manager's busiest destinations (qmgr/board.c)
+ * as a section of petrelctl stats (text), a JSON array, or an HTML table. */
+void master_board_render(struct module_metrics *mm, enum master_stats_format format, struct buf *out);
+
 #endif

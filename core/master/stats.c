@@ -43,7 +43,7 @@ static const struct tracked tracked[] = {
     { "messages_received", "messages received", "petrel_smtpd_messages_received_total", -1, NULL },
     { "bytes_received", "bytes received", "petrel_smtpd_received_bytes_total", -1, NULL },
     { "recipients_received", "recipients received", "petrel_smtpd_received_recipients_total", -1, NULL },
-    { "rejects", "restriction rejects", "petrel_smtpd_rejects_total", -1, NULL },
+    { "rejects", "rejects", "petrel_smtpd_rejects_total", -1, NULL },
     { "replies_4xx", "4xx replies", "petrel_smtpd_replies_total", 1, "4xx" },
     { "replies_5xx", "5xx replies", "petrel_smtpd_replies_total", 1, "5xx" },
     { "deliveries_sent", "deliveries sent", "petrel_deliveries_total", 1, "sent" },
@@ -55,9 +55,20 @@ static const struct tracked tracked[] = {
 };
 #define NTRACKED (sizeof(tracked) / sizeof(tracked[0]))
 
+/* Per module: calls, latency and circuit state from the core's module figures. */
+struct module_row {
+    char name[64];
+    double calls, duration_count, duration_sum, circuit_open;
+};
+struct module_table {
+    struct module_row rows[STATS_MAX_MODULES];
+    size_t n;
+};
+
 struct sample {
     double when;              /* 0: unused */
     double v[NTRACKED];
+    struct module_table modules;   /* for the modules' calls and latency over the last minute */
 };
 
 struct master_stats {
@@ -98,13 +109,6 @@ void master_stats_free(struct master_stats *st)
     free(st);
 }
 
-void master_stats_sample(struct master_stats *st, struct module_metrics *mm, double now)
-{
-    struct sample *s = &st->ring[st->next];
-    s->when = now;
-    read_totals(mm, s->v);
-    st->next = (st->next + 1) % STATS_RING;
-}
 
 /* The sample closest to a minute old (the oldest one when none is that old). */
 static const struct sample *minute_ago(const struct master_stats *st, double now)
@@ -122,15 +126,6 @@ static const struct sample *minute_ago(const struct master_stats *st, double now
     return best;
 }
 
-/* Per module: calls, latency and circuit state from the core's module figures. */
-struct module_row {
-    char name[64];
-    double calls, duration_count, duration_sum, circuit_open;
-};
-struct module_table {
-    struct module_row rows[STATS_MAX_MODULES];
-    size_t n;
-};
 
 static struct module_row *row_of(struct module_table *t, const char *name)
 {
@@ -168,6 +163,41 @@ static void module_circuit(void *arg, const char *const *labels, size_t nlabels,
     (void)sum;
     if (r)
         r->circuit_open += value;
+}
+
+static void read_modules(struct module_metrics *mm, struct module_table *modules)
+{
+    modules->n = 0;
+    module_metrics_foreach(mm, "petrel_module_hook_calls_total", module_calls, modules);
+    module_metrics_foreach(mm, "petrel_module_hook_duration_seconds", module_durations, modules);
+    module_metrics_foreach(mm, "petrel_module_circuit_open", module_circuit, modules);
+}
+
+void master_stats_sample(struct master_stats *st, struct module_metrics *mm, double now)
+{
+    struct sample *s = &st->ring[st->next];
+    s->when = now;
+    read_totals(mm, s->v);
+    read_modules(mm, &s->modules);
+    st->next = (st->next + 1) % STATS_RING;
+}
+
+/* A module's calls and mean latency since the sample `old` (NULL: unknown):
+ * *calls is NAN when unknown, *mean NAN when there was no call. */
+static void module_minute(const struct module_row *r, const struct sample *old, double *calls, double *mean)
+{
+    *calls = NAN;
+    *mean = NAN;
+    if (old == NULL)
+        return;
+    struct module_row before = { .calls = 0 };
+    for (size_t i = 0; i < old->modules.n; i++)
+        if (strcmp(old->modules.rows[i].name, r->name) == 0)
+            before = old->modules.rows[i];
+    *calls = r->calls - before.calls;
+    double count = r->duration_count - before.duration_count;
+    if (count > 0)
+        *mean = (r->duration_sum - before.duration_sum) / count;
 }
 
 static void put_json_string(struct buf *out, const char *s)
@@ -302,7 +332,9 @@ static void render_html(const double *current, const double *rate, double window
     }
     if (modules->n == 0)
         buf_puts(out, "<tr><td colspan=\"4\">no module loaded</td></tr>\n");
-    buf_puts(out, "</table>\n<h2>Recent rejects</h2>\n<ol id=\"recent-rejects\">\n");
+    buf_puts(out, "</table>\n<h2>Busiest destinations</h2>\n");
+    master_board_render(mm, MASTER_STATS_HTML, out);
+    buf_puts(out, "<h2>Recent rejects</h2>\n<ol id=\"recent-rejects\">\n");
     module_metrics_recent_each(mm, put_recent, out);
     buf_printf(out, "</ol>\n<footer>Refreshes every %d s. The same figures: /metrics (Prometheus), petrelctl stats."
                "</footer>\n</body></html>\n", MASTER_STATUS_REFRESH_SECONDS);
@@ -320,10 +352,7 @@ void master_stats_render(const struct master_stats *st, struct module_metrics *m
     for (size_t i = 0; i < NTRACKED; i++)
         rate[i] = old ? (current[i] - old->v[i]) * 60.0 / window : NAN;
     struct module_table modules;
-    modules.n = 0;
-    module_metrics_foreach(mm, "petrel_module_hook_calls_total", module_calls, &modules);
-    module_metrics_foreach(mm, "petrel_module_hook_duration_seconds", module_durations, &modules);
-    module_metrics_foreach(mm, "petrel_module_circuit_open", module_circuit, &modules);
+    read_modules(mm, &modules);
     double uptime = now - (double)snap->started;
     if (format == MASTER_STATS_HTML) {
         render_html(current, rate, old ? window : 0, &modules, mm, snap, uptime, out);
@@ -363,9 +392,20 @@ void master_stats_render(const struct master_stats *st, struct module_metrics *m
             put_json_number(out, r->calls);
             buf_puts(out, ",\"mean_hook_seconds\":");
             put_json_number(out, r->duration_count > 0 ? r->duration_sum / r->duration_count : NAN);
+            double calls, mean;
+            module_minute(r, old, &calls, &mean);
+            buf_puts(out, ",\"hook_calls_per_minute\":");
+            put_json_number(out, old ? calls * 60.0 / window : NAN);
+            buf_puts(out, ",\"mean_hook_seconds_last_minute\":");
+            if (isnan(mean))
+                buf_puts(out, "null");
+            else
+                buf_printf(out, "%.6f", mean);
             buf_printf(out, ",\"circuit_open\":%s}", r->circuit_open > 0 ? "true" : "false");
         }
-        buf_puts(out, "]}");
+        buf_puts(out, "],\"destinations\":");
+        master_board_render(mm, MASTER_STATS_JSON, out);
+        buf_putc(out, '}');
         return;
     }
 
@@ -409,7 +449,16 @@ void master_stats_render(const struct master_stats *st, struct module_metrics *m
             buf_printf(out, "  %-20s %10.0f hook calls", r->name, r->calls);
             if (r->duration_count > 0)
                 buf_printf(out, ", mean %.1f ms", r->duration_sum / r->duration_count * 1000);
-            buf_printf(out, ", circuit %s\n", r->circuit_open > 0 ? "open" : "closed");
+            buf_printf(out, ", circuit %s", r->circuit_open > 0 ? "open" : "closed");
+            double calls, mean;
+            module_minute(r, old, &calls, &mean);
+            if (!isnan(calls)) {
+                buf_printf(out, "; %.1f calls/min", calls * 60.0 / window);
+                if (!isnan(mean))
+                    buf_printf(out, ", mean %.1f ms", mean * 1000);
+            }
+            buf_putc(out, '\n');
         }
     }
+    master_board_render(mm, MASTER_STATS_TEXT, out);
 }

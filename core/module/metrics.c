@@ -74,6 +74,8 @@ struct module_metrics {
     struct metric_series series[METRICS_MAX_SERIES];
     uint64_t recent_next;                 /* entries ever written */
     struct metric_recent recent[METRICS_RECENT];
+    int64_t board_when;                   /* 0: no board yet */
+    char board[METRICS_BOARD_SIZE];
 };
 
 struct module_metrics *module_metrics_create(void)
@@ -485,6 +487,32 @@ void module_metrics_recent_each(struct module_metrics *mm, metrics_recent_fn *fn
         line[sizeof(line) - 1] = '\0';
         fn(arg, when, line);
     }
+}
+
+/* ------------------------------------------------------------------ */
+/* the queue manager's destination board                              */
+
+void module_metrics_board_set(struct module_metrics *mm, const char *text)
+{
+    if (mm == NULL)
+        return;
+    lock(mm);
+    snprintf(mm->board, sizeof(mm->board), "%s", text);
+    mm->board_when = (int64_t)time(NULL);
+    pthread_mutex_unlock(&mm->lock);
+}
+
+long long module_metrics_board_get(struct module_metrics *mm, char *out, size_t size)
+{
+    if (size)
+        out[0] = '\0';
+    if (mm == NULL || size == 0)
+        return 0;
+    lock(mm);
+    snprintf(out, size, "%s", mm->board);
+    long long when = (long long)mm->board_when;
+    pthread_mutex_unlock(&mm->lock);
+    return when;
 }
 
 /* ------------------------------------------------------------------ */

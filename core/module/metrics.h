@@ -79,6 +79,17 @@ void module_metrics_recent_add(struct module_metrics *mm, const char *line);
 typedef void metrics_recent_fn(void *arg, long long when, const char *line);
 void module_metrics_recent_each(struct module_metrics *mm, metrics_recent_fn *fn, void *arg);
 
+/* The queue manager's board of its busiest destinations (petrelctl stats
+ * and top, /status): a text of at most METRICS_BOARD_SIZE - 1 bytes the
+ * queue manager replaces every second and the master reads, both under the
+ * region's lock (one copy each way). Not in /metrics: a destination is a
+ * host or domain name, an unbounded label. */
+#define METRICS_BOARD_SIZE 8192
+void module_metrics_board_set(struct module_metrics *mm, const char *text);
+/* Copies the board into out (size bytes, NUL-terminated); returns the Unix
+ * time it was written, 0 when it never was. */
+long long module_metrics_board_get(struct module_metrics *mm, char *out, size_t size);
+
 /* Everything, in the Prometheus text exposition format (0.0.4). */
 void module_metrics_render(struct module_metrics *mm, struct buf *out);
 /* Or in OpenMetrics 1.0 (openmetrics set): a counter's family is named

@@ -83,6 +83,10 @@ static const struct core_family families[CM_MAX] = {
     [CM_SMTP_TLS_HANDSHAKES] = COUNTER("petrel_smtp_tls_handshakes_total",
                                        "SMTP/LMTP client TLS handshakes, per transport, result (ok, failed, "
                                        "not_verified) and protocol version", "transport", "result", "version"),
+    [CM_MAILBOX_FSYNC_SECONDS] = HISTOGRAM("petrel_mailbox_fsync_duration_seconds",
+                                           "Time a mailbox delivery spent in fsync making the message durable (the "
+                                           "file and its directories), per transport and mailbox format (maildir, "
+                                           "mbox)", commit_buckets, "transport", "format"),
 };
 
 int core_metrics_register(struct module_metrics *mm)

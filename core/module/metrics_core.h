@@ -38,6 +38,7 @@ enum core_metric {
     CM_TABLE_LOOKUPS,            /* counter {type,table,result} */
     CM_TABLE_SECONDS,            /* histogram {type,table} */
     CM_SMTP_TLS_HANDSHAKES,      /* counter {transport,result,version} */
+    CM_MAILBOX_FSYNC_SECONDS,    /* histogram {transport,format} */
     CM_MAX
 };
 

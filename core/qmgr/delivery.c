@@ -80,6 +80,10 @@ static void log_delivery(struct qjob *j, size_t i, const struct dlv_result *r, c
     const char *labels[] = { j->transport, status_word(r->status) };
     core_metric_add(m->q->metrics, CM_DELIVERIES, labels, 1);
     core_metric_observe(m->q->metrics, CM_DELIVERY_SECONDS, labels, now - t_start);
+    if (r->status == DLV_SENT && (j->kind == ROUTE_MAILDIR || j->kind == ROUTE_MBOX)) {
+        const char *mailbox[] = { j->transport, j->kind == ROUTE_MAILDIR ? "maildir" : "mbox" };
+        core_metric_observe(m->q->metrics, CM_MAILBOX_FSYNC_SECONDS, mailbox, r->sync_secs);
+    }
     if (module_hook_active(MODULE_HOOK_DELIVERY)) {
         petrel_delivery_result pr = {
             .queue_id = m->id, .sender = m->msg.env.sender, .recipient = j->rcpt_addr[i],
@@ -95,7 +99,7 @@ static void log_delivery(struct qjob *j, size_t i, const struct dlv_result *r, c
 /* ------------------------------------------------------------------ */
 /* job completion                                                      */
 
-static void record(struct qmsg *m, size_t rcpt, const struct dlv_result *r)
+static void record(struct qmsg *m, size_t rcpt, struct dest *d, const struct dlv_result *r)
 {
     struct rcpt_outcome *o = &m->outcome[rcpt];
     int rank = (int)r->status + 1;
@@ -110,6 +114,7 @@ static void record(struct qmsg *m, size_t rcpt, const struct dlv_result *r)
     snprintf(o->dsn, sizeof(o->dsn), "%s", r->dsn);
     snprintf(o->text, sizeof(o->text), "%s", r->text);
     snprintf(o->relay, sizeof(o->relay), "%s", r->relay);
+    o->dest = d;
 }
 
 
@@ -128,10 +133,12 @@ static void job_done(struct qjob *j, const struct dlv_result *results)
             status = "SOFTBOUNCE";
         }
         log_delivery(j, i, &r, status);
-        record(m, j->rcpt_index[i], &r);
+        record(m, j->rcpt_index[i], j->d, &r);
+        qmgr_board_result(j->d, &r);
     }
     struct dest *d = j->d;
     d->active--;
+    d->fig.in_delivery -= d->fig.in_delivery >= j->dj.nrcpt ? j->dj.nrcpt : d->fig.in_delivery;
     const char *transport[] = { j->transport };
     core_metric_gauge_add(q->metrics, CM_DELIVERIES_IN_FLIGHT, transport, -1, q->process_index);
     q->deliveries--;

@@ -381,6 +381,8 @@ static void after_notices(struct qmsg *m)
             msg_warn("%s: cannot set the retry time: %s", m->id, strerror(errno));
         if (queue_move(q->queue, m->id, QDIR_ACTIVE, QDIR_DEFERRED) != 0)
             msg_warn("%s: cannot move to the deferred queue: %s", m->id, strerror(errno));
+        else
+            qmgr_board_deferred(q, m);
     } else {
         if (queue_remove(q->queue, m->id, QDIR_ACTIVE) != 0 && errno != ENOENT)
             msg_warn("%s: cannot remove: %s", m->id, strerror(errno));

@@ -75,6 +75,9 @@ static void reply(int fd, const char *id, const struct dlv_result *r)
     ipc_add_str(&b, r->dsn);
     ipc_add_str(&b, r->relay);
     ipc_add_str(&b, r->text);
+    char synced[32];
+    snprintf(synced, sizeof(synced), "%.9f", r->sync_secs);
+    ipc_add_str(&b, synced);
     ipc_finish(&b);
     ssize_t ignored = send(fd, b.data, b.len, MSG_EOR);
     (void)ignored;
@@ -271,7 +274,7 @@ int mailbox_helper_read(int fd, char *id, size_t idsize, struct dlv_result *r)
     if (n <= 0)
         return n == 0 ? -2 : -1;
     struct ipc_msg m;
-    if (ipc_parse(frame, (size_t)n, &m) <= 0 || m.type != IPC_MAILBOX_RESULT || m.count != 5)
+    if (ipc_parse(frame, (size_t)n, &m) <= 0 || m.type != IPC_MAILBOX_RESULT || m.count != 6)
         return -1;
     snprintf(id, idsize, "%.*s", (int)m.fields[0].len, m.fields[0].data);
     char status[8];
@@ -282,5 +285,9 @@ int mailbox_helper_read(int fd, char *id, size_t idsize, struct dlv_result *r)
     int st = atoi(status);
     dlv_result_set(r, st == DLV_SENT ? DLV_SENT : st == DLV_BOUNCED ? DLV_BOUNCED : DLV_DEFERRED, dsn, relay, "%.*s",
                    (int)(m.fields[4].len < 511 ? m.fields[4].len : 511), m.fields[4].data);
+    char synced[32];
+    snprintf(synced, sizeof(synced), "%.*s", (int)(m.fields[5].len < 31 ? m.fields[5].len : 31), m.fields[5].data);
+    double secs = strtod(synced, NULL);
+    r->sync_secs = secs > 0 && secs < 1e6 ? secs : 0;
     return 0;
 }

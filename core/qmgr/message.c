@@ -111,6 +111,7 @@ static void schedule_message(struct qmgr *q, struct qmsg *m)
                     open_jobs[nopen++] = j;
                 j->d = qmgr_dest_get(q, rt->transport, rt->kind == ROUTE_SMTP || rt->kind == ROUTE_LMTP ? rt->nexthop
                                                                                                    : rt->path);
+                j->d->remote = rt->kind == ROUTE_SMTP || rt->kind == ROUTE_LMTP;
                 qmgr_enqueue_job(q, j);
             }
             j->rcpt_index[j->dj.nrcpt] = i;
@@ -213,6 +214,8 @@ void qmgr_take_message(struct qmgr *q, const char *id, enum queue_dir from)
         free(m);
         return;
     }
+    if (from == QDIR_DEFERRED)
+        qmgr_board_retaken(q, id);
     if (incoming) {
         /* Out of incoming/ now: reopen for writing (recipient marks). */
         int rw = openat(queue_dir_fd(q->queue, QDIR_ACTIVE), id, O_RDWR | O_CLOEXEC | O_NOFOLLOW);

@@ -294,8 +294,11 @@ int qmgr_main(const struct qmgr_args *args)
     struct timeval now0 = { 0, 0 };
     evtimer_add(q.deferred_timer, &now0);
 
+    qmgr_board_start(&q);
+
     event_base_dispatch(q.base);
     q.exiting = 1;
+    qmgr_board_stop(&q);
 
     module_runtime_stop();
     qmgr_transports_free(&q);

@@ -26,6 +26,7 @@ struct qmgr;
 struct qmsg;
 struct dest;
 struct notice;
+struct deferred_note;
 struct qmgr_transport;
 
 struct rcpt_outcome {
@@ -33,6 +34,7 @@ struct rcpt_outcome {
     char dsn[16];
     char text[512];
     char relay[320];
+    struct dest *dest;         /* where that outcome came from (board.c's deferred counts) */
 };
 
 struct qjob {
@@ -77,6 +79,21 @@ struct qmsg {
     unsigned notices_left;     /* commits not yet answered */
 };
 
+/* What a destination did, for the board of busiest destinations
+ * (board.c): totals since the queue manager started, and the last minute
+ * in BOARD_SLOTS slots of BOARD_SLOT_SECONDS. */
+#define BOARD_SLOTS 12
+#define BOARD_SLOT_SECONDS 5
+struct dest_figures {
+    unsigned long long sent, deferred, bounced;
+    long long slot_time[BOARD_SLOTS];          /* the slot's start / BOARD_SLOT_SECONDS */
+    unsigned slot_sent[BOARD_SLOTS], slot_deferred[BOARD_SLOTS], slot_bounced[BOARD_SLOTS];
+    unsigned long in_delivery;                 /* recipients in running jobs */
+    unsigned long deferred_waiting;            /* recipients in deferred/ whose last attempt was here */
+    double last_error_time;
+    char last_error[240];                      /* printable ASCII only */
+};
+
 struct dest {
     struct dest *next_bucket;
     struct dest *next_ready;   /* in the ready ring */
@@ -87,7 +104,9 @@ struct dest {
     long long rate_delay;      /* TRANSPORT_destination_rate_delay: one at a time, this far apart */
     struct event *rate_timer;
     int resting;               /* waiting out rate_delay */
+    int remote;                /* SMTP or LMTP: the board names it by its next hop */
     struct qmgr *q;
+    struct dest_figures fig;   /* for petrelctl top (board.c) */
 };
 
 struct qmgr {
@@ -135,6 +154,8 @@ struct qmgr {
     int intake_blocked;        /* the active limit was reached: rescan when room appears */
     struct qmgr_checks *checks;   /* smtp_header_checks and friends per transport (checks.c) */
     char defer_dir[4096];
+    struct event *board_timer;          /* publishes the busiest destinations (board.c) */
+    struct deferred_note *deferred_notes[MSG_BUCKETS];   /* board.c: who deferred what in deferred/ */
 };
 
 /* qmgr.c */
@@ -185,6 +206,17 @@ void qmgr_on_helper(evutil_socket_t fd, short what, void *arg);
 struct smtp_client *qmgr_smtp_client(struct qmgr *q, const char *transport, int lmtp, const char *nexthop,
                                      const char **why);
 void qmgr_transports_free(struct qmgr *q);
+
+/* board.c: the busiest destinations in the shared region, every second */
+void qmgr_board_start(struct qmgr *q);
+void qmgr_board_stop(struct qmgr *q);
+/* One recipient's result at destination d. */
+void qmgr_board_result(struct dest *d, const struct dlv_result *r);
+/* The message goes to deferred/: its deferred recipients count at the
+ * destinations that deferred them, until the message is taken again. */
+void qmgr_board_deferred(struct qmgr *q, const struct qmsg *m);
+/* The message id was taken out of deferred/. */
+void qmgr_board_retaken(struct qmgr *q, const char *id);
 
 /* finish.c */
 /* The message has no job left: mark, notify, defer or remove, then free it

@@ -105,6 +105,7 @@ void qmgr_dispatch(struct qmgr *q)
         if (d->head == NULL)
             d->tail = NULL;
         d->active++;
+        d->fig.in_delivery += j->dj.nrcpt;
         q->deliveries++;
         const char *transport[] = { j->transport };
         core_metric_gauge_add(q->metrics, CM_DELIVERIES_IN_FLIGHT, transport, 1, q->process_index);

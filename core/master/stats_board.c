@@ -20,12 +20,12 @@
 #include "master/master_int.h"
 #include "module/metrics.h"
 
-#define BOARD_FIELDS 13
+#define BOARD_FIELDS 15
 #define BOARD_STALE_SECONDS 5
 
 struct board_row {
     const char *transport, *destination;
-    unsigned long active, in_delivery, deferred;
+    unsigned long active, in_delivery, deferred, jobs, limit;
     unsigned long minute_sent, minute_deferred, minute_bounced;
     unsigned long long sent, deferred_total, bounced;
     double error_age;             /* < 0: no error */
@@ -54,14 +54,16 @@ static int parse_row(char *line, struct board_row *r)
     r->active = strtoul(f[2], NULL, 10);
     r->in_delivery = strtoul(f[3], NULL, 10);
     r->deferred = strtoul(f[4], NULL, 10);
-    r->minute_sent = strtoul(f[5], NULL, 10);
-    r->minute_deferred = strtoul(f[6], NULL, 10);
-    r->minute_bounced = strtoul(f[7], NULL, 10);
-    r->sent = strtoull(f[8], NULL, 10);
-    r->deferred_total = strtoull(f[9], NULL, 10);
-    r->bounced = strtoull(f[10], NULL, 10);
-    r->error_age = strtod(f[11], NULL);
-    r->error = f[12];
+    r->jobs = strtoul(f[5], NULL, 10);
+    r->limit = strtoul(f[6], NULL, 10);
+    r->minute_sent = strtoul(f[7], NULL, 10);
+    r->minute_deferred = strtoul(f[8], NULL, 10);
+    r->minute_bounced = strtoul(f[9], NULL, 10);
+    r->sent = strtoull(f[10], NULL, 10);
+    r->deferred_total = strtoull(f[11], NULL, 10);
+    r->bounced = strtoull(f[12], NULL, 10);
+    r->error_age = strtod(f[13], NULL);
+    r->error = f[14];
     return 0;
 }
 
@@ -117,9 +119,10 @@ static void render_row(const struct board_row *r, double age, enum master_stats_
             put_json_text(out, r->destination);
         else
             buf_puts(out, "null");
-        buf_printf(out, ",\"active\":%lu,\"in_delivery\":%lu,\"deferred\":%lu,\"last_minute\":{\"sent\":%lu,"
-                   "\"deferred\":%lu,\"bounced\":%lu},\"total\":{\"sent\":%llu,\"deferred\":%llu,\"bounced\":%llu},"
-                   "\"last_error\":", r->active, r->in_delivery, r->deferred, r->minute_sent, r->minute_deferred,
+        buf_printf(out, ",\"active\":%lu,\"in_delivery\":%lu,\"deferred\":%lu,\"concurrency\":%lu,"
+                   "\"concurrency_limit\":%lu,\"last_minute\":{\"sent\":%lu,\"deferred\":%lu,\"bounced\":%lu},"
+                   "\"total\":{\"sent\":%llu,\"deferred\":%llu,\"bounced\":%llu},\"last_error\":", r->active,
+                   r->in_delivery, r->deferred, r->jobs, r->limit, r->minute_sent, r->minute_deferred,
                    r->minute_bounced, r->sent, r->deferred_total, r->bounced);
         if (error_age >= 0) {
             buf_printf(out, "{\"seconds_ago\":%.0f,\"text\":", error_age);
@@ -133,9 +136,10 @@ static void render_row(const struct board_row *r, double age, enum master_stats_
     if (format == MASTER_STATS_HTML) {
         buf_puts(out, "<tr class=\"destination\"><td class=\"name\">");
         put_html_text(out, name);
-        buf_printf(out, "</td><td class=\"active\">%lu</td><td class=\"deferred\">%lu</td><td class=\"sent\">%lu</td>"
-                   "<td class=\"deferrals\">%lu</td><td class=\"bounces\">%lu</td><td class=\"error\">", r->active,
-                   r->deferred, r->minute_sent, r->minute_deferred, r->minute_bounced);
+        buf_printf(out, "</td><td class=\"active\">%lu</td><td class=\"concurrency\">%lu/%lu</td>"
+                   "<td class=\"deferred\">%lu</td><td class=\"sent\">%lu</td><td class=\"deferrals\">%lu</td>"
+                   "<td class=\"bounces\">%lu</td><td class=\"error\">", r->active, r->jobs, r->limit, r->deferred,
+                   r->minute_sent, r->minute_deferred, r->minute_bounced);
         if (error_age >= 0) {
             buf_printf(out, "%.0f s ago: ", error_age);
             put_html_text(out, r->error);
@@ -147,8 +151,10 @@ static void render_row(const struct board_row *r, double age, enum master_stats_
     }
     if (strlen(name) > 30)
         memcpy(name + 27, "...", 4);
-    buf_printf(out, "  %-30s %7lu %8lu %8lu %8lu %8lu  ", name, r->active, r->deferred, r->minute_sent,
-               r->minute_deferred, r->minute_bounced);
+    char concurrency[48];
+    snprintf(concurrency, sizeof(concurrency), "%lu/%lu", r->jobs, r->limit);
+    buf_printf(out, "  %-30s %7lu %7s %8lu %8lu %8lu %8lu  ", name, r->active, concurrency, r->deferred,
+               r->minute_sent, r->minute_deferred, r->minute_bounced);
     if (error_age >= 0) {
         char error[64];
         snprintf(error, sizeof(error), "%s", r->error);
@@ -177,13 +183,14 @@ void master_board_render(struct module_metrics *mm, enum master_stats_format for
     if (format == MASTER_STATS_JSON)
         buf_putc(out, '[');
     else if (format == MASTER_STATS_HTML)
-        buf_puts(out, "<table id=\"destinations\"><tr><th>destination</th><th>active</th><th>deferred</th>"
+        buf_puts(out, "<table id=\"destinations\"><tr><th>destination</th><th>active</th>"
+                 "<th>concurrency</th><th>deferred</th>"
                  "<th>sent last minute</th><th>deferrals last minute</th><th>bounces last minute</th>"
                  "<th>last error</th></tr>\n");
     else if (when > 0)
-        buf_printf(out, "\ndestinations%s:\n  %-30s %7s %8s %8s %8s %8s  %s\n",
+        buf_printf(out, "\ndestinations%s:\n  %-30s %7s %7s %8s %8s %8s %8s  %s\n",
                    age > BOARD_STALE_SECONDS ? " (the queue manager's last report)" : "", "(busiest first)",
-                   "active", "deferred", "sent/m", "defer/m", "bounce/m", "last error");
+                   "active", "conc", "deferred", "sent/m", "defer/m", "bounce/m", "last error");
     int rows = 0;
     for (char *line = board, *next; when > 0 && *line; line = next) {
         char *nl = strchr(line, '\n');
@@ -198,7 +205,7 @@ void master_board_render(struct module_metrics *mm, enum master_stats_format for
         buf_putc(out, ']');
     } else if (format == MASTER_STATS_HTML) {
         if (rows == 0)
-            buf_puts(out, "<tr><td colspan=\"7\">no delivery yet</td></tr>\n");
+            buf_puts(out, "<tr><td colspan=\"8\">no delivery yet</td></tr>\n");
         buf_puts(out, "</table>\n");
         if (when > 0 && age > BOARD_STALE_SECONDS)
             buf_printf(out, "<p>As the queue manager last reported it, %.0f s ago.</p>\n", age);

@@ -23,7 +23,9 @@
  * petrelctl queue delete stays counted until this queue manager stops.
  *
  * Row format (one line each, fields separated by a tab, busiest first):
- *   transport, destination, active, in_delivery, deferred, sent/min,
+ *   transport, destination, active, in_delivery, deferred, concurrency in
+ *   use (delivery jobs running), its limit (summed over a transport's
+ *   mailboxes: each is a destination of its own), sent/min,
  *   deferred/min, bounced/min, sent, deferred_total, bounced, seconds since
  *   the last error (-1: none), the last error.
  * Text from the network (a remote server's reply) is reduced to printable
@@ -147,7 +149,7 @@ void qmgr_board_retaken(struct qmgr *q, const char *id)
 struct row {
     const char *transport, *name;   /* point into a dest's key */
     size_t transport_len, name_len;
-    unsigned long active, in_delivery, deferred_waiting;
+    unsigned long active, in_delivery, deferred_waiting, jobs, limit;
     unsigned minute_sent, minute_deferred, minute_bounced;
     unsigned long long sent, deferred, bounced;
     double last_error_time;
@@ -217,6 +219,8 @@ static void publish(struct qmgr *q)
             r->in_delivery = d->fig.in_delivery;
             r->active += d->fig.in_delivery;
             r->deferred_waiting = d->fig.deferred_waiting;
+            r->jobs = d->active;
+            r->limit = d->limit;
             for (int k = 0; k < BOARD_SLOTS; k++) {
                 /* the last minute: the current slot and the ones before it */
                 if (d->fig.slot_time[k] > slot - BOARD_SLOTS && d->fig.slot_time[k] <= slot) {
@@ -241,6 +245,8 @@ static void publish(struct qmgr *q)
             t->active += r->active;
             t->in_delivery += r->in_delivery;
             t->deferred_waiting += r->deferred_waiting;
+            t->jobs += r->jobs;
+            t->limit += r->limit;
             t->minute_sent += r->minute_sent;
             t->minute_deferred += r->minute_deferred;
             t->minute_bounced += r->minute_bounced;
@@ -264,8 +270,8 @@ static void publish(struct qmgr *q)
         put_field(&out, r->transport, r->transport_len);
         buf_putc(&out, '\t');
         put_field(&out, r->name, r->name_len);
-        buf_printf(&out, "\t%lu\t%lu\t%lu\t%u\t%u\t%u\t%llu\t%llu\t%llu\t%.0f\t", r->active, r->in_delivery,
-                   r->deferred_waiting, r->minute_sent, r->minute_deferred, r->minute_bounced, r->sent, r->deferred,
+        buf_printf(&out, "\t%lu\t%lu\t%lu\t%lu\t%lu\t%u\t%u\t%u\t%llu\t%llu\t%llu\t%.0f\t", r->active,
+                   r->in_delivery, r->deferred_waiting, r->jobs, r->limit, r->minute_sent, r->minute_deferred, r->minute_bounced, r->sent, r->deferred,
                    r->bounced, r->last_error_time > 0 ? now - r->last_error_time : -1.0);
         put_field(&out, r->last_error, r->last_error_time > 0 ? strlen(r->last_error) : 0);
         buf_putc(&out, '\n');

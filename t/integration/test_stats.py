@@ -125,9 +125,11 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
          "the board shows the sink's two deliveries (published every second)")
     dests = board()
     sink_row = dests[sink_key]
-    t.is_((sink_row["active"], sink_row["in_delivery"], sink_row["deferred"], sink_row["last_minute"],
-           sink_row["last_error"]), (0, 0, 0, {"sent": 2, "deferred": 0, "bounced": 0}, None),
-          "the sink: nothing active or deferred, two sent in the last minute, no error")
+    t.is_((sink_row["active"], sink_row["in_delivery"], sink_row["deferred"], sink_row["concurrency"],
+           sink_row["concurrency_limit"], sink_row["last_minute"], sink_row["last_error"]),
+          (0, 0, 0, 0, 20, {"sent": 2, "deferred": 0, "bounced": 0}, None),
+          "the sink: nothing active, in delivery (0 of default_destination_concurrency_limit 20) or deferred, two "
+          "sent in the last minute, no error")
     retry = dests.get(("retry", None), {})
     t.is_((retry.get("deferred"), retry.get("last_minute", {}).get("deferred")), (1, 1),
           "the retry route: one recipient waiting in deferred/, one deferral in the last minute")
@@ -149,9 +151,9 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
     t.like(r.stdout, r"\nprocesses: smtpd 2/2, qmgr 1/1, pickup 0/0\n", "processes")
     t.like(r.stdout, r"\nmessages received +7 +[\d.]+/min\n", "messages received with a rate")
     t.like(r.stdout, r"\ndeliveries deferred +1 ", "deliveries deferred")
-    t.like(r.stdout, r"\n  smtp:\[127\.0\.0\.1\]:%d +0 +0 +2 +0 +0  -\n" % SINK_PORT,
-           "the sink's row: active, deferred, sent, deferrals and bounces in the last minute, no error")
-    t.like(r.stdout, r"\n  retry +0 +1 +0 +1 +0  \d+ s ago: 4\.4\.1 try again later\n", "the retry route's row")
+    t.like(r.stdout, r"\n  smtp:\[127\.0\.0\.1\]:%d +0 +0/20 +0 +2 +0 +0  -\n" % SINK_PORT,
+           "the sink's row: active, concurrency in use of its limit, deferred, sent, deferrals and bounces in the last minute, no error")
+    t.like(r.stdout, r"\n  retry +0 +0/20 +1 +0 +1 +0  \d+ s ago: 4\.4\.1 try again later\n", "the retry route's row")
     t.like(r.stdout, r"\n  testmod .*; [\d.]+ calls/min, mean [\d.]+ ms\n", "the module's last minute")
     t.like(r.stdout, r"\nqueue: incoming 0, active 0, deferred 1 \(oldest \d+ s\), hold 0, corrupt 0, maildrop 0\n",
            "the queue")

@@ -10,6 +10,7 @@
  */
 #include "config.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -18,7 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <stddef.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -60,11 +63,40 @@ static void drop_privileges(struct master *m)
         msg_fatal("privileges could be regained after dropping them");
 }
 
+/* The control connections the master has open (a petrelctl waiting for
+ * its answer): a child's copy would keep each open after the master has
+ * answered and closed it, so its client would see no end until the child
+ * exits. Accepted UNIX sockets carry the listener's path as their own
+ * address, which is how they are known here. */
+static void close_control_connections(const char *path)
+{
+    DIR *dir = opendir("/proc/self/fd");
+    if (dir == NULL)
+        return;
+    int own = dirfd(dir);
+    struct dirent *e;
+    while ((e = readdir(dir)) != NULL) {
+        char *end;
+        long fd = strtol(e->d_name, &end, 10);
+        if (*end != '\0' || end == e->d_name || fd == own)
+            continue;
+        struct sockaddr_un local;
+        socklen_t len = sizeof(local);
+        memset(&local, 0, sizeof(local));
+        if (getsockname((int)fd, (struct sockaddr *)&local, &len) == 0 && local.sun_family == AF_UNIX &&
+            len > offsetof(struct sockaddr_un, sun_path) &&
+            strncmp(local.sun_path, path, sizeof(local.sun_path)) == 0)
+            close((int)fd);
+    }
+    closedir(dir);
+}
+
 static void close_master_fds(struct master *m)
 {
     if (m->control)
         evconnlistener_free(m->control);   /* in the child: closes its copy */
     m->control = NULL;
+    close_control_connections(m->control_path);
     if (m->modctl)
         modctl_close_in_child(m->modctl);
     master_http_close_in_child(m->http);   /* the metrics endpoint's sockets, not its connections */

@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import socket
+import struct
 import subprocess
 import time
 
@@ -192,7 +193,8 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
     # A worker crashes: nothing goes backwards, the restart is counted, health returns.
     _, _, before, _ = scrape(mport)
     qmgr_pid = int(re.search(r"queue manager pid (\d+)", p.petrelctl("status").stdout).group(1))
-    victims = [pid for pid in p.worker_pids() if pid != qmgr_pid]
+    workers_before = p.worker_pids()
+    victims = [pid for pid in workers_before if pid != qmgr_pid]
     t.ok(victims, "an smtpd worker to kill")
     # Connections the master holds while it forks the worker's replacement
     # (as when Prometheus scrapes during a reload or a restart): the child
@@ -217,9 +219,20 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
     # The listener accepts in order: once a later request is answered, the
     # master holds every one of them.
     t.is_(http_get(mport, "/healthz")[0], 200, "a later request is answered")
+    # The same for a control connection (petrelctl's): held open across the
+    # fork, the new worker must not keep a copy of it, or a client that
+    # reads the reply to its end never sees the end (the worker held it).
+    control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    control.settimeout(10)
+    control.connect(os.path.join(p.queue, "private", "control"))
+    t.is_(http_get(mport, "/healthz")[0], 200, "(the master has accepted the control connection meanwhile)")
     os.kill(victims[0], signal.SIGKILL)
     t.ok(p.wait_log(r"pid %d killed by signal 9" % victims[0]) is not None, "the worker is killed")
     t.is_(wait_value(mport, 'petrel_process_restarts_total{role="smtpd"}', 1.0), 1.0, "the restart is counted")
+    # The restart may wait a moment after the death is counted: the fork
+    # has to happen while the connections are held.
+    t.ok(wait_for(lambda: set(p.worker_pids()) - set(victims) - {qmgr_pid} - set(workers_before), timeout=20),
+         "the replacement worker runs")
     answers = []
     for state, sock in held:
         if state == "half":
@@ -239,6 +252,23 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
         answers.append((state, bool(re.match(rb"HTTP/1\.1 (200 OK|503 Service Unavailable)\r\n", answer))))
     t.is_(answers, [(state, True) for state, _ in held],
           "every connection held across the fork of the new worker gets its reply")
+    fields = [b"status"]
+    body = struct.pack(">HH", 1, len(fields)) + b"".join(struct.pack(">I", len(f)) + f for f in fields)
+    control.sendall(struct.pack(">I", len(body)) + body)
+    reply, ended = b"", False
+    try:
+        while True:
+            data = control.recv(65536)
+            if not data:
+                ended = True
+                break
+            reply += data
+    except OSError:
+        pass
+    control.close()
+    t.ok(b"running" in reply and ended,
+         "a control connection held across the fork gets its reply and its end (%d bytes, %s)"
+         % (len(reply), "ended" if ended else "no end within 10 s"))
     t.ok(wait_for(lambda: http_get(mport, "/healthz")[0] == 200, timeout=20), "/healthz is 200 once it runs again")
     _, _, after, _ = scrape(mport)
     lower = [k for k, v in before.items() if k.endswith("_total") or "_total{" in k

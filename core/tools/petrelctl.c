@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <termios.h>
@@ -154,6 +155,29 @@ static int control(const char *confdir, const char *command, int argc, char **ar
     return status;
 }
 
+/* The terminal's width, 0 when unknown. */
+static size_t terminal_columns(void)
+{
+    struct winsize ws;
+    return ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 ? ws.ws_col : 0;
+}
+
+/* Writes text with each line cut at columns (0: as it is), so that a long
+   line (a destination's last error) does not wrap and push the screen's
+   top out of sight. */
+static void put_screen(const char *text, size_t columns)
+{
+    while (*text) {
+        size_t n = strcspn(text, "\n");
+        fwrite(text, 1, columns && n > columns ? columns : n, stdout);
+        text += n;
+        if (*text == '\n') {
+            putchar('\n');
+            text++;
+        }
+    }
+}
+
 /* petrelctl top: petrelctl stats redrawn every second, like top(1): q or
    Ctrl-C ends it; -n N stops after N screens; without a terminal (or with
    -b) each screen is printed after the last, without clearing. */
@@ -197,7 +221,9 @@ static int top_main(const char *confdir, int argc, char **argv)
         time_t now = time(NULL);
         char clock[16];
         strftime(clock, sizeof(clock), "%H:%M:%S", localtime(&now));
-        printf("%spetrelctl top - %s - every 1 s, q to quit\n%s\n", batch ? "" : "\033[H\033[2J", clock, answer);
+        printf("%spetrelctl top - %s - every 1 s, q to quit\n", batch ? "" : "\033[H\033[2J", clock);
+        put_screen(answer, batch ? 0 : terminal_columns());
+        putchar('\n');
         if (batch)
             putchar('\n');
         fflush(stdout);

@@ -4,15 +4,19 @@ since the start), the queue and the processes; petrelctl top redraws them
 every second, with the busiest destinations (real deliveries to Postfix's
 smtp-sink, a deferring route, a bounce) and the modules' latency over the
 last minute; mailbox deliveries' fsync latency is a histogram in /metrics."""
+import fcntl
 import json
 import os
+import pty
 import re
 import signal
 import socket
+import struct
 import subprocess
+import termios
 import time
 
-from harness import Petrel, Tap, free_port, maildir_messages, wait_for
+from harness import PETRELCTL, Petrel, Tap, free_port, maildir_messages, wait_for
 from metricslib import parse_metrics
 from modlib import module_dir
 
@@ -164,6 +168,27 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
     t.is_(len(re.findall(r"^messages received +7 ", r.stdout, re.M)), 2, "with the totals")
     t.ok("\033[2J" not in r.stdout, "nothing cleared without a terminal")
     t.is_(len(re.findall(r"^destinations:\n", r.stdout, re.M)), 2, "each screen with the busiest destinations")
+    # On a terminal 60 columns wide: the screen is cleared and no line wraps
+    # (a destination's last error is longer than that).
+    master_fd, slave_fd = pty.openpty()
+    fcntl.ioctl(slave_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 60, 0, 0))
+    proc = subprocess.Popen(p.command(PETRELCTL, "-c", p.conf, "top", "-n", "1"), stdin=subprocess.DEVNULL,
+                            stdout=slave_fd, stderr=subprocess.PIPE)
+    os.close(slave_fd)
+    screen = b""
+    while True:
+        try:
+            data = os.read(master_fd, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        screen += data
+    proc.wait(timeout=30)
+    os.close(master_fd)
+    lines = screen.decode("utf-8", "replace").replace("\033[H\033[2J", "").split("\r\n")
+    t.ok(screen.startswith(b"\033[H\033[2J") and "  retry" in screen.decode(), "on a terminal: cleared, then drawn")
+    t.is_([x for x in lines if len(x) > 60], [], "no line wider than the terminal's 60 columns")
     r = p.petrelctl("top", "-n", "zero")
     t.is_((r.returncode, r.stderr.strip()), (2, "petrelctl: top: usage: petrelctl top [-b] [-n COUNT]"), "a bad count")
     # Tried again (petrelctl queue flush) and deferred again: still one

@@ -6,7 +6,8 @@ import pwd
 import subprocess
 import time
 
-from harness import PETRELD, Petrel, Tap
+from harness import PETRELD, Petrel, Tap, wait_for
+from metricslib import parse_metrics
 
 t = Tap()
 if os.geteuid() != 0:
@@ -125,6 +126,14 @@ with RootPetrel(t, extra_services="qmgr unix n - n 300 1 qmgr\n", start=False) a
           "an alias's |command runs as default_privs (nobody)")
     t.ok(os.path.exists(archive) and os.stat(archive).st_uid == nobody.pw_uid,
          "an alias's /file is written as default_privs")
+    # The mailbox helper's results carry the time its fsyncs took.
+    def fsyncs():
+        m = parse_metrics(p.petrelctl("metrics").stdout)
+        return tuple(m.get('petrel_mailbox_fsync_duration_seconds_count{transport="%s",format="%s"}' % k)
+                     for k in (("local", "maildir"), ("virtual", "maildir"), ("local", "mbox")))
+    wait_for(lambda: fsyncs() == (2, 1, 1))
+    t.is_(fsyncs(), (2, 1, 1), "the mailbox helper's deliveries are in the fsync histogram: two local Maildirs, "
+          "one virtual, one alias /file")
     t.ok(not os.path.exists(os.path.join(aliasout, "pwned")), "the sender's shell text did not run")
     sender = os.path.join(aliasout, "sender")
     t.is_(open(sender).read() if os.path.exists(sender) else None, "___id_%s/pwned__@example.org" % aliasout,

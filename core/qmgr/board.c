@@ -19,8 +19,9 @@
  * moves to deferred/ adds its deferred recipients at the destinations that
  * deferred them (a note per message, so taking the message back subtracts
  * exactly that). Messages deferred before this queue manager started are
- * not counted until they are tried again; one removed from deferred/ by
- * petrelctl queue delete stays counted until this queue manager stops.
+ * not counted until they are tried again; one taken out of deferred/ by
+ * petrelctl queue delete or hold stays counted until this queue manager
+ * takes it again (from any queue) or stops.
  *
  * Row format (one line each, fields separated by a tab, busiest first):
  *   transport, destination, active, in_delivery, deferred, concurrency in

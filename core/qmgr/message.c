@@ -214,8 +214,9 @@ void qmgr_take_message(struct qmgr *q, const char *id, enum queue_dir from)
         free(m);
         return;
     }
-    if (from == QDIR_DEFERRED)
-        qmgr_board_retaken(q, id);
+    /* Its deferred recipients, if the board counted them, are active now
+     * (from deferred/, or from incoming/ after petrelctl queue requeue). */
+    qmgr_board_retaken(q, id);
     if (incoming) {
         /* Out of incoming/ now: reopen for writing (recipient marks). */
         int rw = openat(queue_dir_fd(q->queue, QDIR_ACTIVE), id, O_RDWR | O_CLOEXEC | O_NOFOLLOW);

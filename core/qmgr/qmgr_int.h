@@ -215,7 +215,7 @@ void qmgr_board_result(struct dest *d, const struct dlv_result *r);
 /* The message goes to deferred/: its deferred recipients count at the
  * destinations that deferred them, until the message is taken again. */
 void qmgr_board_deferred(struct qmgr *q, const struct qmsg *m);
-/* The message id was taken out of deferred/. */
+/* The message id was taken into the active queue (from wherever). */
 void qmgr_board_retaken(struct qmgr *q, const char *id);
 
 /* finish.c */

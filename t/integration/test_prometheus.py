@@ -122,6 +122,8 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
             ('petrel_deliveries_total{transport="error",status="bounced"}', 1.0, "one bounced"),
             ('petrel_deliveries_total{transport="retry",status="deferred"}', 1.0, "one deferred"),
             ('petrel_delivery_duration_seconds_count{transport="virtual"}', 2.0, "two latencies observed"),
+            ('petrel_mailbox_fsync_duration_seconds_count{transport="virtual",format="maildir"}', 2.0,
+             "two mailbox fsync latencies observed"),
             ('sum(petrel_deliveries_total)', 4.0, "four delivery attempts in all"),
             ('petrel_queue_messages{queue="deferred"}', 1.0, "the deferred queue holds one message"),
             ('petrel_processes{role="smtpd"}', 2.0, "two smtpd workers up"),

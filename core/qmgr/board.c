@@ -25,8 +25,9 @@
  *
  * Row format (one line each, fields separated by a tab, busiest first):
  *   transport, destination, active, in_delivery, deferred, concurrency in
- *   use (delivery jobs running), its limit (summed over a transport's
- *   mailboxes: each is a destination of its own), sent/min,
+ *   use (delivery jobs running, summed over a transport's mailboxes), its
+ *   limit (for a transport's mailboxes, the limit of one: each is a
+ *   destination of its own), sent/min,
  *   deferred/min, bounced/min, sent, deferred_total, bounced, seconds since
  *   the last error (-1: none), the last error.
  * Text from the network (a remote server's reply) is reduced to printable
@@ -247,7 +248,8 @@ static void publish(struct qmgr *q)
             t->in_delivery += r->in_delivery;
             t->deferred_waiting += r->deferred_waiting;
             t->jobs += r->jobs;
-            t->limit += r->limit;
+            if (r->limit > t->limit)
+                t->limit = r->limit;   /* each mailbox's own limit, not their sum */
             t->minute_sent += r->minute_sent;
             t->minute_deferred += r->minute_deferred;
             t->minute_bounced += r->minute_bounced;

@@ -87,6 +87,9 @@ static const struct core_family families[CM_MAX] = {
                                            "Time a mailbox delivery spent in fsync making the message durable (the "
                                            "file and its directories), per transport and mailbox format (maildir, "
                                            "mbox)", commit_buckets, "transport", "format"),
+    [CM_SMTPD_SESSIONS] = COUNTER("petrel_smtpd_sessions_total",
+                                  "SMTP sessions ended, per service and whether they ran over TLS (yes: STARTTLS "
+                                  "completed or wrapper mode; no: plaintext to the end)", "service", "tls"),
 };
 
 int core_metrics_register(struct module_metrics *mm)

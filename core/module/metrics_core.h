@@ -39,6 +39,7 @@ enum core_metric {
     CM_TABLE_SECONDS,            /* histogram {type,table} */
     CM_SMTP_TLS_HANDSHAKES,      /* counter {transport,result,version} */
     CM_MAILBOX_FSYNC_SECONDS,    /* histogram {transport,format} */
+    CM_SMTPD_SESSIONS,           /* counter {service,tls} */
     CM_MAX
 };
 

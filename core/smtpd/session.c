@@ -277,6 +277,8 @@ void smtpd_session_free(struct smtpd_session *s)
         workq_cancel(s->tx->commit_job);
         s->tx = NULL;
     }
+    const char *ended[] = { s->set->service_name, s->tls_active ? "yes" : "no" };
+    core_metric_add(w->metrics, CM_SMTPD_SESSIONS, ended, 1);
     smtpd_sasl_session_gone(s);   /* the back-end's end() still sees the session */
     smtpd_plugin_session_gone(s);
     restrict_cancel(s);

@@ -456,7 +456,11 @@ int smtpd_worker_main(const struct smtpd_worker_args *args)
         for (enum core_metric c = CM_SMTPD_CONNECTIONS; c <= CM_SMTPD_RECIPIENTS; c++)
             if (c != CM_SMTPD_REJECTS && c != CM_SMTPD_REPLIES)
                 core_metric_add(w.metrics, c, metric_service, 0);
+        const char *plain_sessions[] = { l->settings->service_name, "no" };
+        core_metric_add(w.metrics, CM_SMTPD_SESSIONS, plain_sessions, 0);
         if (l->settings->tls_ctx) {
+            const char *tls_sessions[] = { l->settings->service_name, "yes" };
+            core_metric_add(w.metrics, CM_SMTPD_SESSIONS, tls_sessions, 0);
             /* "ok" series appear with their protocol version's first handshake. */
             const char *failed[] = { l->settings->service_name, "failed", "none" };
             core_metric_add(w.metrics, CM_SMTPD_TLS_HANDSHAKES, failed, 0);

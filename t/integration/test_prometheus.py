@@ -169,6 +169,16 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
         c.close()
         t.is_(wait_value(mport, 'petrel_smtpd_tls_handshakes_total{%s,result="ok",version="%s"}'
                          % (svc[1:-1], version), 1.0), 1.0, "the TLS handshake is counted, with its version")
+        t.is_(wait_value(mport, 'petrel_smtpd_sessions_total{%s,tls="yes"}' % svc[1:-1], 1.0), 1.0,
+              "the session is counted as a TLS one when it ends")
+        t.ok(prom.wait_scrape_after(time.time()), "Prometheus scraped after the TLS session")
+        t.is_(prom.value('petrel_smtpd_sessions_total{%s,tls="yes"}' % svc[1:-1]), 1.0,
+              "Prometheus: one TLS session")
+        plain = prom.value('petrel_smtpd_sessions_total{%s,tls="no"}' % svc[1:-1])
+        # Sessions are counted when they end: the three that sent mail and
+        # ended before the TLS one (a session cut by the worker's crash never ends).
+        t.ok(plain is not None and plain >= 3, "Prometheus: the plaintext sessions before it, counted apart",
+             'petrel_smtpd_sessions_total{tls="no"} = %s' % plain)
         c = p.connect()
         t.like(c.send_message("s@vmail.test", ["r@tls.test"], "Subject: out\r\n\r\nx\r\n"), r"^250 ",
                "mail for a next hop with STARTTLS")

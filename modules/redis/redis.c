@@ -55,10 +55,7 @@ struct table {
     int port;                         /* 0: a unix socket */
     const char *words[MAX_WORDS];
     int nwords;
-    const char *result_format;
-    long expansion_limit;
-    struct table_template tpl;
-    struct table_domains domains;
+    struct table_query_settings q;   /* query (its words below), result_format, expansion_limit, domain */
     struct redis_client *client;      /* created by the first asynchronous lookup */
     redisContext *blocking;
     int closing;
@@ -82,7 +79,7 @@ static int make_command(const struct table *t, const char *key, char **argv, siz
     for (int i = 0; i < t->nwords; i++) {
         struct table_buffer b = { 0 };
         table_buffer_put(&b, "", 0);
-        if (!table_template_expand(&t->tpl, t->words[i], key, NULL, NULL, NULL, &b)) {
+        if (!table_template_expand(&t->q.tpl, t->words[i], key, NULL, NULL, NULL, &b)) {
             free(b.data);
             while (i-- > 0)
                 free(argv[i]);
@@ -121,13 +118,7 @@ static int add_value(const struct table *t, const char *key, const redisReply *r
                           len ? "a binary" : "an empty", key);
         return 0;
     }
-    if (table_template_expand(&t->tpl, t->result_format, text, key, NULL, NULL, out) && t->expansion_limit > 0 &&
-        ++*count > t->expansion_limit) {
-        petrel_module_log(t->module, PETREL_LOG_WARNING, "redis:%s: expansion limit exceeded for key \"%.100s\"",
-                          t->config, key);
-        return -1;
-    }
-    return 0;
+    return table_query_result_add(&t->q, t->module, "redis", t->config, key, text, out, count);
 }
 
 /* 1 found (*out malloc'd), 0 not found, -1 error (logged). */
@@ -158,7 +149,7 @@ static int read_reply(const struct table *t, const char *key, const redisReply *
 
 static int eligible(const struct table *t, const char *key)
 {
-    return table_domains_eligible(&t->domains, key);
+    return table_domains_eligible(&t->q.domains, key);
 }
 
 /* ------------------------------------------------------------------ */
@@ -435,18 +426,17 @@ static void *table_open(petrel_module *m, const char *name, petrel_pool *pool, c
     t->rcfg.password = table_settings_get(&c, "password", NULL);
     long database, timeout;
     if (parse_number(&c, "database", 0, 0, 1000000, &database, pool, error) != 0 ||
-        parse_number(&c, "timeout", 10, 1, 3600, &timeout, pool, error) != 0 ||
-        parse_number(&c, "expansion_limit", 0, 0, 1000000, &t->expansion_limit, pool, error) != 0)
+        parse_number(&c, "timeout", 10, 1, 3600, &timeout, pool, error) != 0)
         goto out;
     t->rcfg.database = (int)database;
     t->rcfg.timeout_ms = (unsigned)timeout * 1000;
 
-    const char *query = table_settings_get(&c, "query", NULL);
-    int qline = table_settings_line(&c, "query");
-    if (query == NULL) {
-        *error = petrel_pool_printf(pool, "no query (a Redis read command, e.g. query = HGET virtual_alias %%s)");
+    if (table_query_settings_parse(&t->q, &c, m, "redis", name, 0,
+                                   "no query (a Redis read command, e.g. query = HGET virtual_alias %s)", pool,
+                                   error) != 0)
         goto out;
-    }
+    const char *query = t->q.query;
+    int qline = t->q.query_line;
     char *copy = petrel_pool_strdup(pool, query), *save = NULL;
     int dynamic = 0;
     for (char *w = strtok_r(copy, " \t", &save); w; w = strtok_r(NULL, " \t", &save)) {
@@ -455,7 +445,7 @@ static void *table_open(petrel_module *m, const char *name, petrel_pool *pool, c
             goto out;
         }
         char badc = 0;
-        int n = table_template_parse(&t->tpl, w, 1, &badc);
+        int n = table_template_parse(&t->q.tpl, w, 1, &badc);
         if (n < 0) {
             *error = petrel_pool_printf(pool, "line %d: query: invalid %%%c in \"%s\"", qline, badc ? badc : ' ',
                                         query);
@@ -477,16 +467,6 @@ static void *table_open(petrel_module *m, const char *name, petrel_pool *pool, c
                                     query);
         goto out;
     }
-    t->result_format = table_settings_get(&c, "result_format", "%s");
-    char badc = 0;
-    if (table_template_parse(&t->tpl, t->result_format, 0, &badc) < 0) {
-        *error = petrel_pool_printf(pool, "line %d: result_format: invalid %%%c in \"%s\"",
-                                    table_settings_line(&c, "result_format"), badc ? badc : ' ', t->result_format);
-        goto out;
-    }
-    if (table_domains_parse(&t->domains, table_settings_get(&c, "domain", ""), table_settings_line(&c, "domain"),
-                            "redis", pool, error) != 0)
-        goto out;
     result = t;
 out:
     table_settings_free(&c);
@@ -496,7 +476,7 @@ out:
 static int table_pattern(void *handle)
 {
     const struct table *t = handle;
-    return table_template_partial(&t->tpl);
+    return table_template_partial(&t->q.tpl);
 }
 
 static const petrel_table_type table_types[] = {

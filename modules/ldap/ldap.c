@@ -45,15 +45,17 @@
  *
  * The file is read in ldap_open.c, results in ldap_results.c.
  *
- * TLS (start_tls = yes, ldaps:// servers): libldap has no non-blocking
- * StartTLS or handshake, so such a table makes its connection on a worker
- * thread (petrel_run_blocking; ldap_setup.c) and hands it to the loop
- * ready and bound; the searches are then as above. Its server names are
- * resolved by libldap there, so the certificate is checked against them.
+ * TLS (start_tls = yes, ldaps:// servers) and bind = sasl: libldap has
+ * no non-blocking StartTLS, handshake or SASL exchange, so such a table
+ * makes its connection on a worker thread (petrel_run_blocking;
+ * ldap_setup.c) and hands it to the loop ready and bound; the searches
+ * are then as above. Its server names are resolved by libldap there, so
+ * the certificate is checked against them.
  *
- * Not supported (refused at open, naming the line): bind = sasl,
- * chase_referrals = yes. Ignored with a warning, as Postfix does: cache,
- * cache_expiry, cache_size; debuglevel, and tls_* settings without TLS.
+ * Not supported (refused at open, naming the line): chase_referrals =
+ * yes. Ignored with a warning, as Postfix does: cache, cache_expiry,
+ * cache_size; debuglevel, tls_* settings without TLS and sasl_* ones
+ * without bind = sasl.
  */
 #include <fcntl.h>
 #include <stdio.h>
@@ -539,10 +541,10 @@ static void setup_done(void *arg)
     conn_ready(c);
 }
 
-/* TLS: the connection is made, secured and bound on a worker thread
- * (libldap cannot do StartTLS or a handshake without blocking); the
- * lookups wait for it as for a connect. 0, or -1 (logged, host marked). */
-static int conn_connect_tls(struct table *t, int host, const char *url)
+/* TLS or SASL: the connection is made, secured and bound on a worker
+ * thread (libldap cannot do StartTLS, a handshake or a SASL exchange
+ * without blocking); the lookups wait for it as for a connect. 0, or -1 (logged, host marked). */
+static int conn_connect_threaded(struct table *t, int host, const char *url)
 {
     struct ldap_conn *c = calloc(1, sizeof(*c));
     struct setup_job *job = calloc(1, sizeof(*job));
@@ -563,7 +565,7 @@ static int conn_connect_tls(struct table *t, int host, const char *url)
     free(job);
     free(c);
     petrel_module_log(t->module, PETREL_LOG_WARNING, "ldap:%s: connect to %s: no worker thread in this process for "
-                      "the TLS set-up", t->config, url);
+                      "the TLS or SASL set-up", t->config, url);
     t->hosts[host].dead_until = time(NULL) + HOST_RETRY_SECONDS;
     return -1;
 }
@@ -571,8 +573,8 @@ static int conn_connect_tls(struct table *t, int host, const char *url)
 /* Starts the connection to host at url; 0, or -1 (logged, host marked). */
 static int conn_connect(struct table *t, int host, const char *url)
 {
-    if (t->tls)
-        return conn_connect_tls(t, host, url);
+    if (LDAP_TABLE_THREADED_SETUP(t))
+        return conn_connect_threaded(t, host, url);
     LDAP *ld = ldap_new(t, host, url, 1);
     if (ld == NULL) {
         t->hosts[host].dead_until = time(NULL) + HOST_RETRY_SECONDS;
@@ -642,7 +644,7 @@ static void conn_open(struct table *t)
 {
     for (int attempt = 0; attempt < t->nhosts; attempt++) {
         int host = pick_host(t);
-        if (t->hosts[host].name && !t->tls) {   /* TLS: resolved on the worker thread, the name checked */
+        if (t->hosts[host].name && !LDAP_TABLE_THREADED_SETUP(t)) {   /* resolved on the worker thread */
             struct resolving *res = calloc(1, sizeof(*res));
             if (res == NULL)
                 abort();

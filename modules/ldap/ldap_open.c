@@ -192,26 +192,22 @@ void *ldap_table_open(petrel_module *m, const char *name, petrel_pool *pool, con
         goto out;
     }
     static const char *const ignored[] = { "cache", "cache_expiry", "cache_size", "debuglevel", "tls_random_file",
-                                           "sasl_mechs", "sasl_realm", "sasl_authz_id", "sasl_minssf", NULL };
+                                           NULL };
     for (const char *const *k = ignored; *k; k++)
         if (table_settings_find(&c, *k))
             petrel_module_log(m, PETREL_LOG_WARNING, "ldap:%s, line %d: %s is ignored%s", name,
                               table_settings_line(&c, *k), *k,
                               strncmp(*k, "cache", 5) == 0 ? " (LDAP result caching is not supported, as in Postfix)"
-                              : strncmp(*k, "tls", 3) == 0 ? " (GnuTLS seeds itself)"
-                              : strncmp(*k, "sasl", 4) == 0 ? " (no SASL bind)" : "");
+                              : strncmp(*k, "tls", 3) == 0 ? " (GnuTLS seeds itself)" : "");
     const char *bind = table_settings_get(&c, "bind", "yes");
     if (strcasecmp(bind, "yes") == 0 || strcasecmp(bind, "simple") == 0 || strcasecmp(bind, "true") == 0 ||
         strcmp(bind, "1") == 0) {
-        t->bind = 1;
+        t->bind = TABLE_BIND_SIMPLE;
     } else if (strcasecmp(bind, "no") == 0 || strcasecmp(bind, "none") == 0 || strcasecmp(bind, "false") == 0 ||
                strcmp(bind, "0") == 0) {
         t->bind = 0;
     } else if (strcasecmp(bind, "sasl") == 0) {
-        *error = petrel_pool_printf(pool, "line %d: bind = sasl: SASL binds are not supported by Petrel's ldap "
-                                    "module (use bind = yes with bind_dn and bind_pw)",
-                                    table_settings_line(&c, "bind"));
-        goto out;
+        t->bind = TABLE_BIND_SASL;
     } else {
         *error = petrel_pool_printf(pool, "line %d: unsupported parameter value: bind = %s",
                                     table_settings_line(&c, "bind"), bind);
@@ -219,15 +215,30 @@ void *ldap_table_open(petrel_module *m, const char *name, petrel_pool *pool, con
     }
     t->bind_dn = table_settings_get(&c, "bind_dn", "");
     t->bind_pw = table_settings_get(&c, "bind_pw", "");
+    t->sasl_mechs = table_settings_get(&c, "sasl_mechs", "");
+    t->sasl_realm = table_settings_get(&c, "sasl_realm", "");
+    t->sasl_authz_id = table_settings_get(&c, "sasl_authz_id", "");
+    static const char *const sasl_names[] = { "sasl_mechs", "sasl_realm", "sasl_authz_id", "sasl_minssf", NULL };
+    for (const char *const *k = sasl_names; t->bind != TABLE_BIND_SASL && *k; k++)
+        if (table_settings_find(&c, *k))
+            petrel_module_log(m, PETREL_LOG_WARNING, "ldap:%s, line %d: %s is ignored: bind is not sasl", name,
+                              table_settings_line(&c, *k), *k);
 
-    long version, timeout, deref;
+    long version, timeout, deref, minssf;
     if (parse_long(&c, "version", 2, 2, &version, pool, error) != 0 ||
         parse_long(&c, "timeout", 10, 1, &timeout, pool, error) != 0 ||
         parse_long(&c, "expansion_limit", 0, 0, &t->expansion_limit, pool, error) != 0 ||
         parse_long(&c, "size_limit", t->expansion_limit, 0, &t->size_limit, pool, error) != 0 ||
         parse_long(&c, "recursion_limit", 1000, 1, &t->recursion_limit, pool, error) != 0 ||
-        parse_long(&c, "dereference", 0, 0, &deref, pool, error) != 0)
+        parse_long(&c, "dereference", 0, 0, &deref, pool, error) != 0 ||
+        parse_long(&c, "sasl_minssf", 0, 0, &minssf, pool, error) != 0)
         goto out;
+    if (minssf > 4096) {
+        *error = petrel_pool_printf(pool, "line %d: sasl_minssf = %ld: 0 to 4096", table_settings_line(&c, "sasl_minssf"),
+                                    minssf);
+        goto out;
+    }
+    t->sasl_minssf = (int)minssf;
     if (version != 2 && version != 3) {
         *error = petrel_pool_printf(pool, "line %d: version = %ld: LDAP versions are 2 and 3",
                                     table_settings_line(&c, "version"), version);

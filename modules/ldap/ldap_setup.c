@@ -1,10 +1,14 @@
 /*
  * Making an ldap: table's libldap handle, and the blocking set-up of a
  * connection: connect, StartTLS (start_tls = yes on an ldap:// server) or
- * the TLS handshake (ldaps://), then the bind.
+ * the TLS handshake (ldaps://), then the bind: simple, or SASL (bind =
+ * sasl: libldap's ldap_sasl_interactive_bind_s with Cyrus SASL, the
+ * mechanisms of sasl_mechs, bind_dn as the authentication id, bind_pw,
+ * sasl_realm, sasl_authz_id and sasl_minssf, as Postfix's dict_ldap).
  *
- * Why blocking: libldap has no non-blocking StartTLS or TLS handshake, so
- * a table with TLS makes its connections on a worker thread
+ * Why blocking: libldap has no non-blocking StartTLS, TLS handshake or
+ * SASL exchange, so a table with TLS or SASL makes its connections on a
+ * worker thread
  * (petrel_run_blocking, ldap.c) and only then hands the handle to the
  * event loop, where the searches run asynchronously as without TLS. The
  * blocking lookup (callers that cannot wait) uses the same code directly.
@@ -24,6 +28,7 @@
 #include <strings.h>
 
 #include <ldap.h>
+#include <sasl/sasl.h>
 
 #include "ldap_table.h"
 
@@ -49,6 +54,10 @@ void ldap_setup_fill(struct ldap_setup *s, const struct table *t, const char *ur
     s->cert = copy_string(t->tls_cert, copy);
     s->key = copy_string(t->tls_key, copy);
     s->ciphers = copy_string(t->tls_cipher_suite, copy);
+    s->mechs = copy_string(t->sasl_mechs, copy);
+    s->realm = copy_string(t->sasl_realm, copy);
+    s->authz_id = copy_string(t->sasl_authz_id, copy);
+    s->minssf = t->sasl_minssf;
     s->bind = t->bind;
     s->tls = t->tls;
     s->start_tls = t->start_tls && strncasecmp(url, "ldaps:", 6) != 0;
@@ -70,6 +79,9 @@ void ldap_setup_release(struct ldap_setup *s)
         free(s->cert);
         free(s->key);
         free(s->ciphers);
+        free(s->mechs);
+        free(s->realm);
+        free(s->authz_id);
     }
     memset(s, 0, sizeof(*s));
 }
@@ -119,6 +131,37 @@ int ldap_handle_make(const struct ldap_setup *s, int async, LDAP **out)
     return LDAP_SUCCESS;
 }
 
+/* Cyrus SASL's questions, answered from the table's settings. */
+static int sasl_answers(LDAP *ld, unsigned flags, void *arg, void *questions)
+{
+    (void)ld;
+    (void)flags;
+    const struct ldap_setup *s = arg;
+    for (sasl_interact_t *q = questions; q->id != SASL_CB_LIST_END; q++) {
+        const char *answer = NULL;
+        switch (q->id) {
+        case SASL_CB_GETREALM: answer = s->realm; break;
+        case SASL_CB_AUTHNAME: answer = s->bind_dn; break;
+        case SASL_CB_USER: answer = s->authz_id; break;
+        case SASL_CB_PASS: answer = s->bind_pw; break;
+        default: break;
+        }
+        q->result = answer ? answer : "";
+        q->len = (unsigned)strlen(q->result);
+    }
+    return LDAP_SUCCESS;
+}
+
+static int sasl_bind(struct ldap_setup *s, LDAP *ld)
+{
+    char secprops[32];
+    snprintf(secprops, sizeof(secprops), "minssf=%d", s->minssf);
+    if (ldap_set_option(ld, LDAP_OPT_X_SASL_SECPROPS, secprops) != LDAP_OPT_SUCCESS)
+        return LDAP_LOCAL_ERROR;
+    return ldap_sasl_interactive_bind_s(ld, NULL, s->mechs && *s->mechs ? s->mechs : NULL, NULL, NULL,
+                                        LDAP_SASL_QUIET, sasl_answers, s);
+}
+
 LDAP *ldap_setup_connect(struct ldap_setup *s)
 {
     LDAP *ld = NULL;
@@ -128,7 +171,10 @@ LDAP *ldap_setup_connect(struct ldap_setup *s)
         step = "StartTLS";
         rc = ldap_start_tls_s(ld, NULL, NULL);
     }
-    if (rc == LDAP_SUCCESS && s->bind) {
+    if (rc == LDAP_SUCCESS && s->bind == TABLE_BIND_SASL) {
+        step = "SASL bind";
+        rc = sasl_bind(s, ld);
+    } else if (rc == LDAP_SUCCESS && s->bind) {
         step = "bind";
         struct berval cred = { strlen(s->bind_pw ? s->bind_pw : ""), s->bind_pw ? s->bind_pw : "" };
         rc = ldap_sasl_bind_s(ld, s->bind_dn ? s->bind_dn : "", LDAP_SASL_SIMPLE, &cred, NULL, NULL, NULL);

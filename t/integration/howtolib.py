@@ -1,5 +1,5 @@
-"""doc/howto/virtual-hosting.md, run (test_howto_virtual_hosting.py for PostgreSQL,
-test_howto_virtual_hosting_mariadb.py for MariaDB): every block of the how-to marked with a
+"""doc/howto/virtual-hosting.md, run (test_howto_virtual_hosting.py for PostgreSQL, ..._mariadb.py
+for MariaDB, ..._ldap.py for LDAP): every block of the how-to marked with a
 file name is taken from the page, its paths and ports replaced with private ones, and used as
 written: the SQL schema and data in a private database server, Petrel's table files, main.cf
 and master.cf lines, Dovecot's SQL and main configuration for a private Dovecot (IMAP, POP3,
@@ -23,6 +23,7 @@ import tempfile
 import time
 
 from harness import CLEANUP_DIRS, TEST_USER, Petrel, Smtp, Tap, free_port, make_cert, wait_for
+from ldaplib import SUFFIX, Slapd
 from mysqllib import MariaDB
 from pglib import PgCluster
 from tablelib import bundled_module_dir
@@ -56,9 +57,11 @@ class Postgres:
     """The page's PostgreSQL blocks, in a private cluster."""
     name, module, driver, package = "PostgreSQL", "pgsql", "libdriver_pgsql.so", "dovecot-pgsql"
     blocks = ("schema.sql", "data.sql", "dovecot-sql.conf.ext")
+    data = blocks[:2]
     tables = ("pgsql-domains.cf", "pgsql-mailboxes.cf", "pgsql-aliases.cf", "pgsql-sender-login.cf")
     main_cf = ()
     dovecot_sql = "dovecot-sql.conf.ext"
+    dovecot_conf = {}
 
     def start(self, page):
         self.pg = PgCluster()
@@ -80,9 +83,11 @@ class Mariadb:
     """The page's MariaDB blocks (and its data.sql), in a private mariadbd."""
     name, module, driver, package = "MariaDB", "mysql", "libdriver_mysql.so", "dovecot-mysql"
     blocks = ("schema-mariadb.sql", "data.sql", "dovecot-sql-mariadb.conf.ext", "main-mariadb.cf")
+    data = blocks[:2]
     tables = ("mysql-domains.cf", "mysql-mailboxes.cf", "mysql-aliases.cf", "mysql-sender-login.cf")
     main_cf = ("main-mariadb.cf",)
     dovecot_sql = "dovecot-sql-mariadb.conf.ext"
+    dovecot_conf = {}
 
     def start(self, page):
         self.db = MariaDB()
@@ -99,8 +104,32 @@ class Mariadb:
         self.db.stop()
 
 
+class Ldap:
+    """The page's LDAP blocks, in a private slapd (ldaplib: its suffix replaces dc=example,dc=com)."""
+    name, module, driver, package = "LDAP", "ldap", "libauthdb_ldap.so", "dovecot-ldap"
+    blocks = ("mail.ldif", "dovecot-ldap.conf.ext", "main-ldap.cf")
+    data = blocks[:1]
+    tables = ("ldap-domains.cf", "ldap-mailboxes.cf", "ldap-aliases.cf", "ldap-sender-login.cf")
+    main_cf = ("main-ldap.cf",)
+    dovecot_sql = "dovecot-ldap.conf.ext"
+    # as the page says: dovecot.conf's passdb and userdb read the LDAP file
+    dovecot_conf = {"driver = sql": "driver = ldap",
+                    "/etc/dovecot/dovecot-sql.conf.ext": "/etc/dovecot/dovecot-ldap.conf.ext"}
+
+    def start(self, page):
+        self.slapd = Slapd(substitute(page["mail.ldif"], {"dc=example,dc=com": SUFFIX}))
+        found = self.slapd.search("(objectClass=inetOrgPerson)", "mail").stdout
+        return str(found.count("\nmail: "))
+
+    def paths(self):
+        return {"ldap://127.0.0.1:389": "ldap://127.0.0.1:%d" % self.slapd.port, "dc=example,dc=com": SUFFIX}
+
+    def stop(self):
+        self.slapd.stop()
+
+
 def run(db):
-    """Runs the page with db's blocks (Postgres() or Mariadb())."""
+    """Runs the page with db's blocks (Postgres(), Mariadb() or Ldap())."""
     if os.geteuid() != 0:
         bail("must run as root (Dovecot switches to the mail user)")
     for tool in (DOVECOT, "/usr/lib/dovecot/imap", "/usr/lib/dovecot/pop3", "/usr/lib/dovecot/lmtp"):
@@ -116,7 +145,7 @@ def run(db):
          "the how-to has every file block the %s test runs" % db.name, sorted(page))
 
     # ---- the database, from the page ----
-    t.is_(db.start(page), "2", "%s and %s load" % db.blocks[:2])
+    t.is_(db.start(page), "2", "%s load%s" % (" and ".join(db.data), "" if len(db.data) > 1 else "s"))
 
     # ---- Dovecot, from the page ----
     ddir = tempfile.mkdtemp(prefix="petrel-howto-dovecot-")
@@ -132,7 +161,9 @@ def run(db):
         "/var/vmail": vmail,
         "/var/spool/postfix/private": private,
         "/etc/dovecot/dovecot-sql.conf.ext": os.path.join(ddir, "dovecot-sql.conf.ext"),
+        "/etc/dovecot/dovecot-ldap.conf.ext": os.path.join(ddir, "dovecot-sql.conf.ext"),
         "5000 AS uid, 5000 AS gid": "%d AS uid, %d AS gid" % (mail_user.pw_uid, mail_user.pw_gid),
+        "=uid=5000, =gid=5000": "=uid=%d, =gid=%d" % (mail_user.pw_uid, mail_user.pw_gid),
         "user = petrel": "user = %s" % TEST_USER,
         "port = 143": "port = %d" % imap_port,
         "port = 110": "port = %d" % pop3_port,
@@ -147,7 +178,7 @@ def run(db):
                 "listen = 127.0.0.1\ndisable_plaintext_auth = no\nauth_failure_delay = 0\n"
                 "default_login_user = dovenull\ndefault_internal_user = dovecot\nfirst_valid_uid = 1\n"
                 % (ddir, ddir, ddir))
-        f.write(substitute(page["dovecot.conf"], paths))
+        f.write(substitute(substitute(page["dovecot.conf"], db.dovecot_conf), paths))
         f.write("service imap-login {\n  inet_listener imaps {\n    port = 0\n  }\n}\n"
                 "service pop3-login {\n  inet_listener pop3s {\n    port = 0\n  }\n}\n"
                 "service lmtp {\n  inet_listener lmtp {\n    port = 0\n  }\n}\n")

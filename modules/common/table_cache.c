@@ -258,3 +258,34 @@ void table_cache_free(struct table_cache *tc)
     free(tc->buckets);
     free(tc);
 }
+
+void table_waiters_add(struct table_waiter **list, petrel_table_query *q)
+{
+    struct table_waiter *w = malloc(sizeof(*w));
+    if (w == NULL)
+        abort();
+    w->q = q;
+    w->next = *list;
+    *list = w;
+}
+
+void table_waiters_answer(struct table_waiter **list, int status, const char *value)
+{
+    struct table_waiter *w = *list;
+    *list = NULL;
+    while (w) {
+        struct table_waiter *next = w->next;
+        petrel_table_answer(w->q, status, value);
+        free(w);
+        w = next;
+    }
+}
+
+void table_waiters_free(struct table_waiter **list)
+{
+    while (*list) {
+        struct table_waiter *next = (*list)->next;
+        free(*list);
+        *list = next;
+    }
+}

@@ -22,6 +22,11 @@
  *   byte for byte; values are copied. Memory is malloc'd and bounded by
  *   cache_size entries of at most the key and value lengths the core
  *   allows (128 KiB keys).
+ * - With a cache, a lookup of a key whose lookup is already on its way to
+ *   the server waits for that answer instead of asking again
+ *   (table_waiters): the burst of sessions after a start makes one query
+ *   per key, not one per session. Without a cache every lookup asks, as
+ *   in Postfix.
  * - Hits and misses are counted in petrel_MODULE_cache_lookups_total
  *   {table, result="hit"|"miss"} once table_cache_count_in() has
  *   registered the metric (from the event loop: the asynchronous lookup).
@@ -57,5 +62,18 @@ void table_cache_put(struct table_cache *cache, const char *key, int status, con
  * module_name (once per cache; call it on the event loop). */
 void table_cache_count_in(struct table_cache *cache, petrel_module *m, const char *module_name);
 void table_cache_free(struct table_cache *cache);
+
+/* Queries waiting for the answer of a lookup of the same key. */
+struct table_waiter {
+    struct table_waiter *next;
+    petrel_table_query *q;
+};
+void table_waiters_add(struct table_waiter **list, petrel_table_query *q);
+/* Answers every waiting query (status and value as petrel_table_answer)
+ * and empties the list. */
+void table_waiters_answer(struct table_waiter **list, int status, const char *value);
+/* Empties the list without answering (the table is closing: the core made
+ * the handles stale already). */
+void table_waiters_free(struct table_waiter **list);
 
 #endif

@@ -257,6 +257,7 @@ struct request {
     char *key;
     petrel_timer *timer;
     struct pg_conn *conn;
+    struct table_waiter *waiters; /* lookups of the same key (with a cache): answered with this one */
 };
 
 enum conn_state { PG_CONNECTING, PG_IDLE, PG_BUSY };
@@ -308,6 +309,7 @@ static void request_free(struct request *r)
 {
     if (r->timer)
         petrel_timer_cancel(r->timer);
+    table_waiters_free(&r->waiters);
     free(r->key);
     free(r);
 }
@@ -315,9 +317,12 @@ static void request_free(struct request *r)
 static void request_done(struct request *r, int status, const char *value)
 {
     petrel_table_query *q = r->q;
+    struct table_waiter *waiters = r->waiters;
+    r->waiters = NULL;
     table_cache_put(r->t->cache, r->key, status, value);
     request_free(r);
     petrel_table_answer(q, status, value);
+    table_waiters_answer(&waiters, status, value);
 }
 
 static void queue_front(struct table *t, struct request *r)
@@ -550,6 +555,18 @@ static int eligible(const struct table *t, const char *key)
     return table_query_eligible(&t->q, key);
 }
 
+/* The lookup of key already queued or under way, or NULL. */
+static struct request *request_for(const struct table *t, const char *key)
+{
+    for (struct request *r = t->queue_head; r; r = r->next)
+        if (strcmp(r->key, key) == 0)
+            return r;
+    for (const struct pg_conn *c = t->conns; c; c = c->next)
+        if (c->req && strcmp(c->req->key, key) == 0)
+            return c->req;
+    return NULL;
+}
+
 static void pgsql_lookup_async(void *handle, petrel_table_query *q, const char *key)
 {
     struct table *t = handle;
@@ -562,6 +579,11 @@ static void pgsql_lookup_async(void *handle, petrel_table_query *q, const char *
     int status = table_cache_get(t->cache, key, &cached);
     if (status >= 0) {
         petrel_table_answer(q, status, cached);
+        return;
+    }
+    struct request *same = t->cache ? request_for(t, key) : NULL;
+    if (same) {
+        table_waiters_add(&same->waiters, q);   /* its answer is this one's */
         return;
     }
     struct request *r = calloc(1, sizeof(*r));

@@ -3,13 +3,14 @@ pgsql_table(5) file), against a private PostgreSQL cluster whose query function 
 every call it answers: without cache_ttl every RCPT asks the database (Postfix's behaviour,
 the default); with it a hot domain in virtual_mailbox_domains and an unknown address are
 asked once, both answers come from the cache, an entry expires after its TTL, lookup
-errors are never cached, cache_size evicts the least recently used entry, the hits and
+errors are never cached, lookups of one key in flight at once make one query, cache_size evicts the least recently used entry, the hits and
 misses are counted in petrel_pgsql_cache_lookups_total, and a bad setting is refused
 naming the file and line. The same cache in mysql_table(5) files, against a private MariaDB
 server whose general query log counts the module's queries."""
 import os
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -29,11 +30,13 @@ pg.psql("CREATE DATABASE mail OWNER postfix")
 # count of the queries it answered.
 pg.psql("CREATE TABLE asked(what text, key text);"
         "CREATE TABLE domain(domain text PRIMARY KEY);"
-        "INSERT INTO domain VALUES ('hot.test'), ('two.test');"
+        "INSERT INTO domain VALUES ('hot.test'), ('two.test'), ('slow.test');"
         "CREATE TABLE mailbox(username text, maildir text);"
-        "INSERT INTO mailbox VALUES ('box@hot.test', 'hot.test/box/'), ('dup@hot.test', 'a/'), ('dup@hot.test', 'b/');"
+        "INSERT INTO mailbox VALUES ('box@hot.test', 'hot.test/box/'), ('dup@hot.test', 'a/'), ('dup@hot.test', 'b/'),"
+        "('box@slow.test', 'slow.test/box/');"
         "CREATE FUNCTION domain_of(k text) RETURNS SETOF text AS $$ "
-        "INSERT INTO asked VALUES ('domain', k); SELECT domain FROM domain WHERE domain = k $$ LANGUAGE sql;"
+        "INSERT INTO asked VALUES ('domain', k); SELECT pg_sleep(CASE WHEN k = 'slow.test' THEN 2 ELSE 0 END); "
+        "SELECT domain FROM domain WHERE domain = k $$ LANGUAGE sql;"
         "CREATE FUNCTION maildir_of(k text) RETURNS SETOF text AS $$ "
         "INSERT INTO asked VALUES ('mailbox', k); SELECT maildir FROM mailbox WHERE username = k $$ LANGUAGE sql;"
         "ALTER TABLE asked OWNER TO postfix; GRANT SELECT ON domain, mailbox TO postfix", db="mail")
@@ -116,6 +119,20 @@ with Petrel(t, start=False, workers=1) as p:
     t.is_(asked("domain", "hot.test"), 1, "cache_size: the least recently used entry was evicted and asked again")
     rcpts(p, ["x@cold2.test"])
     t.is_(asked("domain", "cold2.test"), 1, "a recent entry stays cached")
+
+# Lookups of one key in flight at once (a slow domain query, five sessions): one query.
+with Petrel(t, start=False, workers=1) as p:
+    start(p, "cache_ttl = 1h\n")
+    reset()
+    replies = []
+    threads = [threading.Thread(target=lambda: replies.extend(rcpts(p, ["box@slow.test"]))) for _ in range(5)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    t.is_(replies, [OK] * 5, "five sessions at once, the domain query slow: every RCPT is answered")
+    t.is_(asked("domain", "slow.test"), 1,
+          "one query for the five: the later lookups wait for the answer of the one on its way")
 
 # Expiry: with cache_ttl = 1s (cache_negative_ttl = 1s), a change in the database shows after a second.
 with Petrel(t, start=False, workers=1) as p:

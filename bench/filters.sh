@@ -16,6 +16,12 @@
 #            and a rate limit (Postfix: anvil's smtpd_client_message_rate_limit;
 #            Petrel: check_rate_limit), all passing
 #   metrics  Petrel alone: metrics_listen off vs on and scraped every second
+#   tables   virtual_mailbox_domains and virtual_mailbox_maps in PostgreSQL
+#            (a private cluster): Postfix pgsql: direct and through proxy:,
+#            Petrel's pgsql module without and with its result cache
+#            (cache_ttl); with "pf-mysql pt-mysql" in --variants, the same in
+#            MariaDB (a private mariadbd). Queries per message from the
+#            servers' own statistics.
 # Each run is ingest.sh's run (same cgroup CPU, PSS sampling, queue count)
 # plus: the CPU of the peers (milter, spamd, opendkim, postgrey, redis,
 # dnsmasq; one cgroup of their own), and a per-run proof that the filter ran.
@@ -68,6 +74,8 @@ policy)  : "${VARIANTS:=pf-plain pt-plain pf-policy pt-policy}" "${MESSAGES:=100
          PAIRS="pt-policy/pf-policy pt-plain/pf-plain pf-policy/pf-plain pt-policy/pt-plain" ;;
 metrics) : "${VARIANTS:=pt-plain pt-metrics}" "${MESSAGES:=2000}" "${CONCS:=100}"
          PAIRS="pt-metrics/pt-plain" ;;
+tables)  : "${VARIANTS:=pf-pgsql pf-proxy-pgsql pt-pgsql pt-pgsql-cache}" "${MESSAGES:=1000}" "${CONCS:=20 100}"
+         PAIRS="pt-pgsql/pf-pgsql pt-pgsql/pf-proxy-pgsql pt-pgsql-cache/pf-proxy-pgsql pt-mysql/pf-mysql pt-mysql/pf-proxy-mysql" ;;
 *) say "unknown or missing CASE: '$CASE'"; usage ;;
 esac
 
@@ -124,7 +132,7 @@ if [ -x "$PETRELD" ]; then
 	pt_setup "$PETRELD" "$PT_PORT" "$MAXPROC"
 	MODDIR=$BENCH_TMP/modules
 	install -d -m 0755 "$MODDIR"
-	for m in milter spamassassin dkim dnsbl greylist ratelimit; do
+	for m in milter spamassassin dkim dnsbl greylist ratelimit pgsql mysql; do
 		[ -f "$MODSRC/$m/.libs/$m.so" ] && install -m 0644 "$MODSRC/$m/.libs/$m.so" "$MODDIR/$m.so"
 	done
 	# ratelimit keeps its state file in data_directory (default /var/lib/petrel)
@@ -222,6 +230,59 @@ policy)
 	wait_tcp 53 5 || true ;;
 metrics)
 	MARKER="" ;;
+tables)
+	# PostgreSQL: a private cluster (trust on loopback), the usual virtual-hosting schema
+	PG_PORT=$((P + 7)) MY_PORT=$((P + 8))
+	PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+	[ -x "$PG_BIN/initdb" ] || die "PostgreSQL is not installed (postgresql)"
+	install -d -o postgres -m 0700 "$BENCH_TMP/pg"
+	runuser -u postgres -- "$PG_BIN/initdb" -D "$BENCH_TMP/pg" -A trust -U postgres >"$BENCH_TMP/initdb.out" 2>&1 ||
+		die "initdb failed: $(tail -3 "$BENCH_TMP/initdb.out")"
+	start_peer "$BENCH_TMP/postgres.out" runuser -u postgres -- "$PG_BIN/postgres" -D "$BENCH_TMP/pg" -p "$PG_PORT" \
+		-k "$BENCH_TMP/pg" -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off
+	wait_tcp "$PG_PORT" 30 || die "postgres did not start"
+	pg() { runuser -u postgres -- "$PG_BIN/psql" -X -q -t -A -h 127.0.0.1 -p "$PG_PORT" -U postgres "$@"; }
+	pg -c "CREATE DATABASE mail" >/dev/null
+	pg -d mail -c "CREATE TABLE domains (domain text PRIMARY KEY, active boolean NOT NULL DEFAULT true);
+		CREATE TABLE mailboxes (email text PRIMARY KEY, maildir text NOT NULL, active boolean NOT NULL DEFAULT true);
+		INSERT INTO domains VALUES ('example.com');
+		INSERT INTO mailboxes SELECT 'user' || i || '@example.com', 'example.com/user' || i || '/' FROM generate_series(1, 10000) i;
+		INSERT INTO mailboxes VALUES ('to@example.com', 'example.com/to/');" >/dev/null || die "the schema did not load"
+	for t in domains mailboxes; do
+		case $t in domains) q="SELECT domain FROM domains WHERE domain = '%s' AND active" ;;
+		           *) q="SELECT maildir FROM mailboxes WHERE email = '%s' AND active" ;; esac
+		printf 'hosts = 127.0.0.1:%s\nuser = postgres\ndbname = mail\nquery = %s\n' "$PG_PORT" "$q" >"$BENCH_TMP/pgsql-$t.cf"
+		cp "$BENCH_TMP/pgsql-$t.cf" "$BENCH_TMP/pgsql-$t-cache.cf"
+		echo "cache_ttl = 60s" >>"$BENCH_TMP/pgsql-$t-cache.cf"
+	done
+	chmod 0644 "$BENCH_TMP"/pgsql-*.cf
+	case " $VARIANTS " in *" pf-mysql "*|*" pt-mysql "*|*"-proxy-mysql "*)
+		install -d -o mysql -m 0700 "$BENCH_TMP/my"
+		mariadb-install-db --no-defaults --user=mysql --datadir="$BENCH_TMP/my" --auth-root-authentication-method=normal \
+			--skip-test-db >"$BENCH_TMP/mariadb-install.out" 2>&1 || die "mariadb-install-db failed"
+		start_peer "$BENCH_TMP/mariadbd.out" mariadbd --no-defaults --user=mysql --datadir="$BENCH_TMP/my" \
+			--socket="$BENCH_TMP/my/sock" --port="$MY_PORT" --bind-address=127.0.0.1 --skip-log-bin \
+			--skip-name-resolve --max-connections=300 --pid-file="$BENCH_TMP/my/pid" --log-error="$BENCH_TMP/my/err"
+		wait_tcp "$MY_PORT" 60 || die "mariadbd did not start"
+		my() { mariadb --no-defaults -S "$BENCH_TMP/my/sock" -u root -N -B "$@"; }
+		my -e "CREATE DATABASE mail; CREATE USER 'bench'@'127.0.0.1' IDENTIFIED BY 'bench';
+			GRANT SELECT ON mail.* TO 'bench'@'127.0.0.1';" || die "mariadb setup failed"
+		my mail -e "CREATE TABLE domains (domain VARCHAR(255) PRIMARY KEY, active BOOLEAN NOT NULL DEFAULT TRUE);
+			CREATE TABLE mailboxes (email VARCHAR(255) PRIMARY KEY, maildir VARCHAR(255) NOT NULL,
+			                        active BOOLEAN NOT NULL DEFAULT TRUE);
+			INSERT INTO domains (domain) VALUES ('example.com');
+			INSERT INTO mailboxes (email, maildir) SELECT CONCAT('user', seq, '@example.com'),
+				CONCAT('example.com/user', seq, '/') FROM seq_1_to_10000;
+			INSERT INTO mailboxes (email, maildir) VALUES ('to@example.com', 'example.com/to/');" || die "the MariaDB schema did not load"
+		for t in domains mailboxes; do
+			case $t in domains) q="SELECT domain FROM domains WHERE domain = '%s' AND active" ;;
+			           *) q="SELECT maildir FROM mailboxes WHERE email = '%s' AND active" ;; esac
+			printf 'hosts = 127.0.0.1:%s\nuser = bench\npassword = bench\ndbname = mail\nquery = %s\n' \
+				"$MY_PORT" "$q" >"$BENCH_TMP/mysql-$t.cf"
+		done
+		chmod 0644 "$BENCH_TMP"/mysql-*.cf ;;
+	esac
+	MARKER="" ;;
 esac
 
 # ---------------------------------------------------------------- variants
@@ -266,6 +327,16 @@ ratelimit_exclude_mynetworks = no
 EOF
 		;;
 	pt-metrics) printf 'metrics_listen = 127.0.0.1:%s\n' "$METRICS_PORT" >>"$PT_ETC/main.cf" ;;
+	pf-pgsql|pf-proxy-pgsql|pf-mysql|pf-proxy-mysql)
+		local db=${1##*-} proxy=""
+		case $1 in *-proxy-*) proxy="proxy:" ;; esac
+		printf 'mydestination =\nvirtual_mailbox_domains = %s%s:%s\nvirtual_mailbox_maps = %s%s:%s\nvirtual_mailbox_base = %s\n' \
+			"$proxy" "$db" "$BENCH_TMP/$db-domains.cf" "$proxy" "$db" "$BENCH_TMP/$db-mailboxes.cf" "$BENCH_TMP" >>"$PF_ETC/main.cf" ;;
+	pt-pgsql|pt-pgsql-cache|pt-mysql)
+		local db=pgsql suffix=""
+		case $1 in pt-mysql) db=mysql ;; pt-pgsql-cache) suffix=-cache ;; esac
+		printf 'modules = %s\nmodule_directory = %s\nmydestination =\nvirtual_mailbox_domains = %s:%s\nvirtual_mailbox_maps = %s:%s\nvirtual_mailbox_base = %s\n' \
+			"$db" "$MODDIR" "$db" "$BENCH_TMP/$db-domains$suffix.cf" "$db" "$BENCH_TMP/$db-mailboxes$suffix.cf" "$BENCH_TMP" >>"$PT_ETC/main.cf" ;;
 	*) die "unknown variant $1" ;;
 	esac
 }
@@ -281,6 +352,10 @@ peer_probe() {   # prints "name=value ..." counters (cumulative); compare before
 			"$(grep -c 'action=pass' "$BENCH_TMP/postgrey.log" 2>/dev/null)" \
 			"$(redis-cli -p "$REDIS_PORT" info stats 2>/dev/null | awk -F: '/^total_commands_processed/{print $2+0}')" ;;
 	metrics) printf 'scrapes=%s' "$(grep -c '^200$' "$BENCH_TMP/scrapes.out" 2>/dev/null)" ;;
+	tables)   # the index and table scans of the two tables: one per query the servers answered
+		printf 'pg_queries=%s' "$(pg -d mail -c "SELECT sum(coalesce(idx_scan, 0) + seq_scan)
+			FROM pg_stat_user_tables WHERE relname IN ('domains', 'mailboxes')" 2>/dev/null | tail -1)"
+		[ -S "$BENCH_TMP/my/sock" ] && printf ' my_queries=%s' "$(my -e "SHOW GLOBAL STATUS LIKE 'Com_select'" 2>/dev/null | awk '{print $2}')" ;;
 	*) printf '-' ;;
 	esac
 }
@@ -384,9 +459,12 @@ one_run() {   # VARIANT CONC REP
 	done
 	c1=$($BENCHLIB cpu $sel); p1=$(peers_cpu)
 	scraper_stop
-	pr1=$(peer_probe)
 	queued=$(srv count)
 	kill -TERM "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null
+	# tables: the database's statistics are complete once the server's
+	# connections are gone (a backend reports its counts when it ends)
+	[ "$CASE" = tables ] && { srv stop; sleep 1; }
+	pr1=$(peer_probe)
 	[ "$status" = ok ] && [ "$queued" != "$MESSAGES" ] && status="queued-mismatch"
 	if [ -n "$MARKER" ] && [ "${variant#*-}" != plain ]; then
 		filtered=$(count_marker "$SERVER")

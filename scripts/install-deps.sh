@@ -15,7 +15,7 @@ TEST_PKGS="python3 swaks postfix strace openssl procps util-linux time dnsmasq-b
 dovecot-core dovecot-lmtpd opendkim-tools python3-dkim python3-nacl python3-dnspython iproute2 redis-server redis-sentinel \
 postfix-lmdb postfix-cdb postfix-sqlite sqlite3 tinycdb lmdb-utils postgresql mariadb-server slapd ldap-utils \
 libmilter-dev spamassassin spamd spamc spamass-milter clamav-daemon clamav-milter opendkim amavisd-new \
-sasl2-bin libsasl2-modules libsasl2-modules-db dovecot-imapd dovecot-pop3d dovecot-pgsql clang libclang-rt-14-dev llvm postgrey postfix-policyd-spf-python \
+sasl2-bin libsasl2-modules libsasl2-modules-db dovecot-imapd dovecot-pop3d dovecot-pgsql dovecot-mysql dovecot-ldap clang libclang-rt-14-dev llvm postgrey postfix-policyd-spf-python \
 publicsuffix prometheus chromium"
 
 want=""

@@ -4,6 +4,7 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -412,4 +413,72 @@ int table_valid_utf8(const char *s)
         p += more + 1;
     }
     return 1;
+}
+
+/* ------------------------------------------------------------------ */
+/* the settings query tables share                                     */
+
+int table_query_settings_parse(struct table_query_settings *q, const struct table_settings *c, petrel_module *m,
+                               const char *type, const char *path, unsigned flags, const char *missing_query,
+                               petrel_pool *pool, const char **error)
+{
+    if (q->query == NULL) {
+        q->query = table_settings_get(c, "query", NULL);
+        q->query_line = table_settings_line(c, "query");
+    }
+    if (q->query == NULL) {
+        *error = petrel_pool_strdup(pool, missing_query);
+        return -1;
+    }
+    const char *limit = table_settings_get(c, "expansion_limit", "0");
+    char *end;
+    errno = 0;
+    long n = strtol(limit, &end, 10);
+    if (errno || *limit == '\0' || *end != '\0' || n < 0 || n > INT_MAX) {
+        *error = petrel_pool_printf(pool, "line %d: expansion_limit: bad number \"%s\" (0 to %d)",
+                                    table_settings_line(c, "expansion_limit"), limit, INT_MAX);
+        return -1;
+    }
+    q->expansion_limit = n;
+    char bad = 0;
+    if ((flags & TABLE_QUERY_TEMPLATE) && table_template_parse(&q->tpl, q->query, 1, &bad) < 0) {
+        *error = petrel_pool_printf(pool, "line %d: query: invalid %%%c in \"%s\"", q->query_line, bad ? bad : ' ',
+                                    q->query);
+        return -1;
+    }
+    q->result_format = table_settings_get(c, "result_format", "%s");
+    if (table_template_parse(&q->tpl, q->result_format, 0, &bad) < 0) {
+        *error = petrel_pool_printf(pool, "line %d: result_format: invalid %%%c in \"%s\"",
+                                    table_settings_line(c, "result_format"), bad ? bad : ' ', q->result_format);
+        return -1;
+    }
+    if (table_domains_parse(&q->domains, table_settings_get(c, "domain", ""), table_settings_line(c, "domain"), type,
+                            pool, error) != 0)
+        return -1;
+    if (flags & TABLE_QUERY_TEMPLATE)
+        table_warn_unquoted(m, type, path, q->query_line, q->query);
+    return 0;
+}
+
+int table_query_eligible(const struct table_query_settings *q, const char *key)
+{
+    return table_valid_utf8(key) && table_domains_eligible(&q->domains, key);
+}
+
+int table_query_result_add(const struct table_query_settings *q, petrel_module *m, const char *type,
+                           const char *path, const char *key, const char *value, struct table_buffer *out,
+                           long *count)
+{
+    if (*value == '\0') {
+        petrel_module_log(m, PETREL_LOG_WARNING, "table \"%s:%s\": empty lookup result for: \"%.100s\" -- ignored",
+                          type, path, key);
+        return 0;
+    }
+    if (table_template_expand(&q->tpl, q->result_format, value, key, NULL, NULL, out) && q->expansion_limit > 0 &&
+        ++*count > q->expansion_limit) {
+        petrel_module_log(m, PETREL_LOG_WARNING, "%s:%s: expansion limit exceeded for key \"%.100s\"", type, path,
+                          key);
+        return -1;
+    }
+    return 0;
 }

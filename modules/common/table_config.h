@@ -13,7 +13,12 @@
  *   looked up at all. Every piece of the key that enters a query passes
  *   through the caller's escaping function (the database library's, or
  *   RFC 4515/4514 for LDAP): the expansion never pastes key bytes raw;
- * - the domain list ("domain = example.com, !other.example, /file").
+ * - the domain list ("domain = example.com, !other.example, /file");
+ * - the settings every query table reads alike (table_query_settings:
+ *   query, result_format, expansion_limit, domain) and the gathering of
+ *   results into one comma-separated answer, so that pgsql, mysql,
+ *   sqlite and redis parse and answer them in one way, with one set of
+ *   messages.
  *
  * The expansion works on C strings the core hands over; it allocates with
  * malloc (the caller frees the buffer) and aborts when memory runs out,
@@ -106,5 +111,38 @@ int table_domains_eligible(const struct table_domains *d, const char *key);
 
 /* 1 when s is valid UTF-8 (Postfix does not look up other keys). */
 int table_valid_utf8(const char *s);
+
+/* What pgsql, mysql, sqlite and redis read alike (Postfix's db_common). */
+struct table_query_settings {
+    const char *query;          /* "query": one template, or (redis) words the module splits */
+    int query_line;             /* its line, for messages */
+    const char *result_format;  /* "%s" unless set */
+    long expansion_limit;       /* 0: no limit */
+    struct table_template tpl;  /* the needs of query and result_format */
+    struct table_domains domains;
+};
+/* flags of table_query_settings_parse */
+#define TABLE_QUERY_TEMPLATE 1   /* query is one SQL template: parse it, warn about %x outside '' */
+
+/* Reads query (unless the caller has set q->query and q->query_line
+ * already, as sqlite does from the legacy fields; when neither is there,
+ * *error is missing_query), expansion_limit, result_format and domain
+ * from c, for the table type's file path (messages). With
+ * TABLE_QUERY_TEMPLATE the query's expansions are parsed too; without it
+ * the caller parses the query's pieces into q->tpl itself (redis). 0, or
+ * -1 with *error (pool text) naming the line. */
+int table_query_settings_parse(struct table_query_settings *q, const struct table_settings *c, petrel_module *m,
+                               const char *type, const char *path, unsigned flags, const char *missing_query,
+                               petrel_pool *pool, const char **error);
+
+/* 1 when key is to be looked up: valid UTF-8, in the domain list. */
+int table_query_eligible(const struct table_query_settings *q, const char *key);
+
+/* Adds one value the database answered for key to out, through
+ * result_format; an empty value is ignored with Postfix's warning. -1
+ * (logged) when more than expansion_limit results are there, else 0. */
+int table_query_result_add(const struct table_query_settings *q, petrel_module *m, const char *type,
+                           const char *path, const char *key, const char *value, struct table_buffer *out,
+                           long *count);
 
 #endif

@@ -45,10 +45,17 @@
  *
  * The file is read in ldap_open.c, results in ldap_results.c.
  *
- * Not supported (refused at open, naming the line): bind = sasl, TLS
- * (start_tls = yes, ldaps:// servers), chase_referrals = yes. Ignored
- * with a warning, as Postfix does: cache, cache_expiry, cache_size;
- * debuglevel and tls_* settings without TLS are warned about too.
+ * TLS (start_tls = yes, ldaps:// servers) and bind = sasl: libldap has
+ * no non-blocking StartTLS, handshake or SASL exchange, so such a table
+ * makes its connection on a worker thread (petrel_run_blocking;
+ * ldap_setup.c) and hands it to the loop ready and bound; the searches
+ * are then as above. Its server names are resolved by libldap there, so
+ * the certificate is checked against them.
+ *
+ * Not supported (refused at open, naming the line): chase_referrals =
+ * yes. Ignored with a warning, as Postfix does: cache, cache_expiry,
+ * cache_size; debuglevel, tls_* settings without TLS and sasl_* ones
+ * without bind = sasl.
  */
 #include <fcntl.h>
 #include <stdio.h>
@@ -74,24 +81,13 @@ static int eligible(const struct table *t, const char *key)
 
 static LDAP *ldap_new(struct table *t, int host, const char *url, int async)
 {
+    struct ldap_setup setup;
+    ldap_setup_fill(&setup, t, url, 0);
     LDAP *ld = NULL;
-    int rc = ldap_initialize(&ld, url);
-    if (rc != LDAP_SUCCESS) {
+    int rc = ldap_handle_make(&setup, async, &ld);
+    if (rc != LDAP_SUCCESS)
         petrel_module_log(t->module, PETREL_LOG_WARNING, "ldap:%s: %s: %s", t->config, t->hosts[host].url,
                           ldap_err2string(rc));
-        return NULL;
-    }
-    struct timeval tv = { (time_t)((t->timeout_ms + 999) / 1000), 0 };
-    int sizelimit = t->size_limit ? (int)t->size_limit : LDAP_NO_LIMIT;
-    ldap_set_option(ld, LDAP_OPT_PROTOCOL_VERSION, &t->version);
-    ldap_set_option(ld, LDAP_OPT_NETWORK_TIMEOUT, &tv);
-    ldap_set_option(ld, LDAP_OPT_TIMEOUT, &tv);
-    ldap_set_option(ld, LDAP_OPT_SIZELIMIT, &sizelimit);
-    ldap_set_option(ld, LDAP_OPT_DEREF, &t->deref);
-    ldap_set_option(ld, LDAP_OPT_REFERRALS, LDAP_OPT_OFF);
-    ldap_set_option(ld, LDAP_OPT_RESTART, LDAP_OPT_ON);
-    if (async)
-        ldap_set_option(ld, LDAP_OPT_CONNECT_ASYNC, LDAP_OPT_ON);
     return ld;
 }
 
@@ -143,6 +139,15 @@ struct ldap_conn {
     int watch_events;
     int bind_msgid;
     struct search *searches;
+    struct setup_job *setup;          /* TLS: being made on a worker thread (CONN_CONNECTING) */
+};
+
+/* A TLS connection being made on a worker thread. c is NULL once the
+ * connection was dropped or the table closed: the result is thrown away. */
+struct setup_job {
+    struct ldap_conn *c;
+    struct ldap_setup s;
+    LDAP *ld;
 };
 
 struct request {
@@ -296,7 +301,10 @@ static void conn_drop(struct ldap_conn *c, int host_dead)
     }
     if (c->watch)
         petrel_watch_cancel(c->watch);
-    ldap_unbind_ext(c->ld, NULL, NULL);
+    if (c->setup)
+        c->setup->c = NULL;   /* the worker's result is thrown away */
+    if (c->ld)
+        ldap_unbind_ext(c->ld, NULL, NULL);
     free(c);
     while (again) {
         struct request *r = again;
@@ -498,9 +506,75 @@ static void conn_io(int fd, int events, void *arg)
     }
 }
 
+static void setup_work(void *arg)
+{
+    struct setup_job *job = arg;
+    job->ld = ldap_setup_connect(&job->s);
+}
+
+static void setup_done(void *arg)
+{
+    struct setup_job *job = arg;
+    struct ldap_conn *c = job->c;
+    LDAP *ld = job->ld;
+    if (c == NULL) {   /* dropped meanwhile */
+        if (ld)
+            ldap_unbind_ext(ld, NULL, NULL);
+        ldap_setup_release(&job->s);
+        free(job);
+        return;
+    }
+    struct table *t = c->t;
+    c->setup = NULL;
+    if (ld == NULL)
+        petrel_module_log(t->module, PETREL_LOG_WARNING, "ldap:%s: %s: %s", t->config, t->hosts[c->host].url,
+                          job->s.diag);
+    ldap_setup_release(&job->s);
+    free(job);
+    int fd = -1;
+    c->ld = ld;
+    if (ld == NULL || ldap_get_option(ld, LDAP_OPT_DESC, &fd) != LDAP_OPT_SUCCESS || fd < 0) {
+        conn_drop(c, 1);
+        return;
+    }
+    c->fd = fd;
+    conn_ready(c);
+}
+
+/* TLS or SASL: the connection is made, secured and bound on a worker
+ * thread (libldap cannot do StartTLS, a handshake or a SASL exchange
+ * without blocking); the lookups wait for it as for a connect. 0, or -1 (logged, host marked). */
+static int conn_connect_threaded(struct table *t, int host, const char *url)
+{
+    struct ldap_conn *c = calloc(1, sizeof(*c));
+    struct setup_job *job = calloc(1, sizeof(*job));
+    if (c == NULL || job == NULL)
+        abort();
+    c->t = t;
+    c->host = host;
+    c->fd = -1;
+    c->state = CONN_CONNECTING;
+    c->setup = job;
+    job->c = c;
+    ldap_setup_fill(&job->s, t, url, 1);
+    t->conn = c;
+    if (petrel_run_blocking(t->module, setup_work, setup_done, job) == 0)
+        return 0;
+    t->conn = NULL;
+    ldap_setup_release(&job->s);
+    free(job);
+    free(c);
+    petrel_module_log(t->module, PETREL_LOG_WARNING, "ldap:%s: connect to %s: no worker thread in this process for "
+                      "the TLS or SASL set-up", t->config, url);
+    t->hosts[host].dead_until = time(NULL) + HOST_RETRY_SECONDS;
+    return -1;
+}
+
 /* Starts the connection to host at url; 0, or -1 (logged, host marked). */
 static int conn_connect(struct table *t, int host, const char *url)
 {
+    if (LDAP_TABLE_THREADED_SETUP(t))
+        return conn_connect_threaded(t, host, url);
     LDAP *ld = ldap_new(t, host, url, 1);
     if (ld == NULL) {
         t->hosts[host].dead_until = time(NULL) + HOST_RETRY_SECONDS;
@@ -570,7 +644,7 @@ static void conn_open(struct table *t)
 {
     for (int attempt = 0; attempt < t->nhosts; attempt++) {
         int host = pick_host(t);
-        if (t->hosts[host].name) {
+        if (t->hosts[host].name && !LDAP_TABLE_THREADED_SETUP(t)) {   /* resolved on the worker thread */
             struct resolving *res = calloc(1, sizeof(*res));
             if (res == NULL)
                 abort();
@@ -721,24 +795,15 @@ static int blocking_connect(struct table *t)
 {
     for (int attempt = 0; attempt < t->nhosts; attempt++) {
         int host = pick_host(t);
-        LDAP *ld = ldap_new(t, host, t->hosts[host].url, 0);
-        int rc = LDAP_LOCAL_ERROR;
+        struct ldap_setup setup;
+        ldap_setup_fill(&setup, t, t->hosts[host].url, 0);
+        LDAP *ld = ldap_setup_connect(&setup);
         if (ld) {
-            if (t->bind) {
-                struct berval cred = { strlen(t->bind_pw), (char *)t->bind_pw };
-                rc = ldap_sasl_bind_s(ld, t->bind_dn, LDAP_SASL_SIMPLE, &cred, NULL, NULL, NULL);
-            } else {
-                rc = ldap_connect(ld);
-            }
-        }
-        if (rc == LDAP_SUCCESS) {
             t->blocking = ld;
             return 0;
         }
-        petrel_module_log(t->module, PETREL_LOG_WARNING, "ldap:%s: %s to %s: %s", t->config,
-                          t->bind ? "bind" : "connect", t->hosts[host].url, ldap_err2string(rc));
-        if (ld)
-            ldap_unbind_ext(ld, NULL, NULL);
+        petrel_module_log(t->module, PETREL_LOG_WARNING, "ldap:%s: %s: %s", t->config, t->hosts[host].url,
+                          setup.diag);
         t->hosts[host].dead_until = time(NULL) + HOST_RETRY_SECONDS;
     }
     return -1;
@@ -808,7 +873,10 @@ static void table_close(void *handle)
         }
         if (c->watch)
             petrel_watch_cancel(c->watch);
-        ldap_unbind_ext(c->ld, NULL, NULL);
+        if (c->setup)
+            c->setup->c = NULL;
+        if (c->ld)
+            ldap_unbind_ext(c->ld, NULL, NULL);
         free(c);
         t->conn = NULL;
     }

@@ -1,8 +1,9 @@
 /*
  * Opening an ldap: table: its ldap_table(5) file read with
  * modules/common/table_config.c, every parameter Postfix knows either
- * applied, refused naming its line (bind = sasl, TLS, chase_referrals =
- * yes) or ignored with a warning (cache*, debuglevel, tls_*, sasl_*), and
+ * applied, refused naming its line (bind = sasl, chase_referrals = yes)
+ * or ignored with a warning (cache*, debuglevel, tls_random_file, sasl_*,
+ * tls_* without TLS), and
  * server_host turned into LDAP URLs, with the names the loop's resolver
  * must answer first (ldap.c connects).
  */
@@ -98,12 +99,7 @@ static int parse_hosts(struct table *t, const struct table_settings *c, petrel_p
             slot->name = needs_resolving(desc->lud_scheme, desc->lud_host) ? petrel_pool_strdup(pool, desc->lud_host)
                                                                            : NULL;
             ldap_free_urldesc(desc);
-            if (tls) {
-                *error = petrel_pool_printf(pool, "line %d: server_host: \"%s\": TLS to the LDAP server (ldaps) is "
-                                            "not supported by Petrel's ldap module yet: use ldap:// on a trusted "
-                                            "network or ldapi://", line, h);
-                return -1;
-            }
+            t->tls |= tls;
             url = h;
         } else {
             url = strrchr(h, ':') && h[0] != '[' ? petrel_pool_printf(pool, "ldap://%s", h)
@@ -168,9 +164,25 @@ void *ldap_table_open(petrel_module *m, const char *name, petrel_pool *pool, con
     /* What Petrel does not do: refused, or ignored with a warning. */
     const char *v;
     int flag = 0;
-    if ((v = table_settings_get(&c, "start_tls", NULL)) && (parse_bool(v, &flag) != 0 || flag)) {
-        *error = petrel_pool_printf(pool, "line %d: start_tls = %s: TLS to the LDAP server is not supported by "
-                                    "Petrel's ldap module yet", table_settings_line(&c, "start_tls"), v);
+    if ((v = table_settings_get(&c, "start_tls", NULL)) && parse_bool(v, &t->start_tls) != 0) {
+        *error = petrel_pool_printf(pool, "line %d: start_tls = %s: yes or no", table_settings_line(&c, "start_tls"),
+                                    v);
+        goto out;
+    }
+    if ((v = table_settings_get(&c, "tls_require_cert", NULL)) && parse_bool(v, &t->tls_require_cert) != 0) {
+        *error = petrel_pool_printf(pool, "line %d: tls_require_cert = %s: yes or no",
+                                    table_settings_line(&c, "tls_require_cert"), v);
+        goto out;
+    }
+    t->tls_ca_cert_file = table_settings_get(&c, "tls_ca_cert_file", NULL);
+    t->tls_ca_cert_dir = table_settings_get(&c, "tls_ca_cert_dir", NULL);
+    t->tls_cert = table_settings_get(&c, "tls_cert", NULL);
+    t->tls_key = table_settings_get(&c, "tls_key", NULL);
+    t->tls_cipher_suite = table_settings_get(&c, "tls_cipher_suite", NULL);
+    if ((t->tls_cert == NULL) != (t->tls_key == NULL)) {
+        *error = petrel_pool_printf(pool, "line %d: %s without %s: a client certificate needs both",
+                                    table_settings_line(&c, t->tls_cert ? "tls_cert" : "tls_key"),
+                                    t->tls_cert ? "tls_cert" : "tls_key", t->tls_cert ? "tls_key" : "tls_cert");
         goto out;
     }
     if ((v = table_settings_get(&c, "chase_referrals", NULL)) && (parse_bool(v, &flag) != 0 || flag)) {
@@ -179,29 +191,23 @@ void *ldap_table_open(petrel_module *m, const char *name, petrel_pool *pool, con
                                     table_settings_line(&c, "chase_referrals"), v);
         goto out;
     }
-    static const char *const ignored[] = { "cache", "cache_expiry", "cache_size", "debuglevel", "tls_ca_cert_file",
-                                           "tls_ca_cert_dir", "tls_cert", "tls_key", "tls_require_cert",
-                                           "tls_random_file", "tls_cipher_suite", "sasl_mechs", "sasl_realm",
-                                           "sasl_authz_id", "sasl_minssf", NULL };
+    static const char *const ignored[] = { "cache", "cache_expiry", "cache_size", "debuglevel", "tls_random_file",
+                                           NULL };
     for (const char *const *k = ignored; *k; k++)
         if (table_settings_find(&c, *k))
             petrel_module_log(m, PETREL_LOG_WARNING, "ldap:%s, line %d: %s is ignored%s", name,
                               table_settings_line(&c, *k), *k,
                               strncmp(*k, "cache", 5) == 0 ? " (LDAP result caching is not supported, as in Postfix)"
-                              : strncmp(*k, "tls", 3) == 0 ? " (no TLS to the LDAP server)"
-                              : strncmp(*k, "sasl", 4) == 0 ? " (no SASL bind)" : "");
+                              : strncmp(*k, "tls", 3) == 0 ? " (GnuTLS seeds itself)" : "");
     const char *bind = table_settings_get(&c, "bind", "yes");
     if (strcasecmp(bind, "yes") == 0 || strcasecmp(bind, "simple") == 0 || strcasecmp(bind, "true") == 0 ||
         strcmp(bind, "1") == 0) {
-        t->bind = 1;
+        t->bind = TABLE_BIND_SIMPLE;
     } else if (strcasecmp(bind, "no") == 0 || strcasecmp(bind, "none") == 0 || strcasecmp(bind, "false") == 0 ||
                strcmp(bind, "0") == 0) {
         t->bind = 0;
     } else if (strcasecmp(bind, "sasl") == 0) {
-        *error = petrel_pool_printf(pool, "line %d: bind = sasl: SASL binds are not supported by Petrel's ldap "
-                                    "module (use bind = yes with bind_dn and bind_pw)",
-                                    table_settings_line(&c, "bind"));
-        goto out;
+        t->bind = TABLE_BIND_SASL;
     } else {
         *error = petrel_pool_printf(pool, "line %d: unsupported parameter value: bind = %s",
                                     table_settings_line(&c, "bind"), bind);
@@ -209,15 +215,30 @@ void *ldap_table_open(petrel_module *m, const char *name, petrel_pool *pool, con
     }
     t->bind_dn = table_settings_get(&c, "bind_dn", "");
     t->bind_pw = table_settings_get(&c, "bind_pw", "");
+    t->sasl_mechs = table_settings_get(&c, "sasl_mechs", "");
+    t->sasl_realm = table_settings_get(&c, "sasl_realm", "");
+    t->sasl_authz_id = table_settings_get(&c, "sasl_authz_id", "");
+    static const char *const sasl_names[] = { "sasl_mechs", "sasl_realm", "sasl_authz_id", "sasl_minssf", NULL };
+    for (const char *const *k = sasl_names; t->bind != TABLE_BIND_SASL && *k; k++)
+        if (table_settings_find(&c, *k))
+            petrel_module_log(m, PETREL_LOG_WARNING, "ldap:%s, line %d: %s is ignored: bind is not sasl", name,
+                              table_settings_line(&c, *k), *k);
 
-    long version, timeout, deref;
+    long version, timeout, deref, minssf;
     if (parse_long(&c, "version", 2, 2, &version, pool, error) != 0 ||
         parse_long(&c, "timeout", 10, 1, &timeout, pool, error) != 0 ||
         parse_long(&c, "expansion_limit", 0, 0, &t->expansion_limit, pool, error) != 0 ||
         parse_long(&c, "size_limit", t->expansion_limit, 0, &t->size_limit, pool, error) != 0 ||
         parse_long(&c, "recursion_limit", 1000, 1, &t->recursion_limit, pool, error) != 0 ||
-        parse_long(&c, "dereference", 0, 0, &deref, pool, error) != 0)
+        parse_long(&c, "dereference", 0, 0, &deref, pool, error) != 0 ||
+        parse_long(&c, "sasl_minssf", 0, 0, &minssf, pool, error) != 0)
         goto out;
+    if (minssf > 4096) {
+        *error = petrel_pool_printf(pool, "line %d: sasl_minssf = %ld: 0 to 4096", table_settings_line(&c, "sasl_minssf"),
+                                    minssf);
+        goto out;
+    }
+    t->sasl_minssf = (int)minssf;
     if (version != 2 && version != 3) {
         *error = petrel_pool_printf(pool, "line %d: version = %ld: LDAP versions are 2 and 3",
                                     table_settings_line(&c, "version"), version);
@@ -247,6 +268,13 @@ void *ldap_table_open(petrel_module *m, const char *name, petrel_pool *pool, con
     }
     if (parse_hosts(t, &c, pool, error) != 0)
         goto out;
+    t->tls |= t->start_tls;
+    static const char *const tls_names[] = { "tls_ca_cert_file", "tls_ca_cert_dir", "tls_cert", "tls_key",
+                                             "tls_require_cert", "tls_cipher_suite", NULL };
+    for (const char *const *k = tls_names; !t->tls && *k; k++)
+        if (table_settings_find(&c, *k))
+            petrel_module_log(m, PETREL_LOG_WARNING, "ldap:%s, line %d: %s is ignored: no TLS (start_tls = no "
+                              "and no ldaps:// server)", name, table_settings_line(&c, *k), *k);
 
     t->search_base = table_settings_get(&c, "search_base", "");
     t->query_filter = table_settings_get(&c, "query_filter", "(mailacceptinggeneralid=%s)");

@@ -39,6 +39,9 @@ struct resolving {
 struct request;
 struct ldap_conn;
 
+#define TABLE_BIND_SIMPLE 1
+#define TABLE_BIND_SASL 2
+
 struct table {
     petrel_module *module;
     const char *config;               /* the .cf file, for messages */
@@ -51,8 +54,15 @@ struct table {
     struct table_domains domains;
     char **attrs;                     /* terminal, leaf, regular, special; NULL-terminated */
     int nterminal, nleaf, nordinary;  /* nordinary: terminal + leaf + regular */
-    int bind;
+    int bind;                         /* 0 none, TABLE_BIND_SIMPLE, TABLE_BIND_SASL */
     const char *bind_dn, *bind_pw;
+    const char *sasl_mechs, *sasl_realm, *sasl_authz_id;   /* bind = sasl (Cyrus SASL through libldap) */
+    int sasl_minssf;
+    /* TLS (start_tls = yes, or ldaps:// servers): the connection is then
+     * made, secured and bound on a worker thread (ldap.c) */
+    int start_tls, tls;               /* tls: start_tls or any ldaps:// server */
+    int tls_require_cert;
+    const char *tls_ca_cert_file, *tls_ca_cert_dir, *tls_cert, *tls_key, *tls_cipher_suite;
     unsigned timeout_ms;
     long expansion_limit, size_limit, recursion_limit;
     struct ldap_conn *conn;           /* at most one */
@@ -86,6 +96,27 @@ int ldap_search_outcome(struct table *t, LDAP *ld, LDAPMessage *res, const char 
 /* The base and the filter for key (malloc'd, escaped); 0 when the key
  * lacks what the templates need. */
 int ldap_make_search(const struct table *t, const char *key, char **base, char **filter);
+
+/* A table whose connections are made on a worker thread: TLS or SASL,
+ * which libldap cannot do without blocking. */
+#define LDAP_TABLE_THREADED_SETUP(t) ((t)->tls || (t)->bind == TABLE_BIND_SASL)
+
+/* ldap_setup.c: a connection's settings, copied (copy = 1) for a worker
+ * thread, or borrowed from the table (copy = 0). */
+struct ldap_setup {
+    char *url, *bind_dn, *bind_pw, *ca_file, *ca_dir, *cert, *key, *ciphers, *mechs, *realm, *authz_id;
+    int copied, bind, tls, start_tls, require_cert, version, deref, sizelimit, minssf;
+    unsigned timeout_ms;
+    char diag[400];                   /* why ldap_setup_connect failed */
+};
+void ldap_setup_fill(struct ldap_setup *s, const struct table *t, const char *url, int copy);
+void ldap_setup_release(struct ldap_setup *s);
+/* A handle for s->url with the table's options (TLS ones included): an
+ * LDAP result code. Calls no Petrel function. */
+int ldap_handle_make(const struct ldap_setup *s, int async, LDAP **out);
+/* Connects, starts TLS, binds, blocking: the handle, or NULL with s->diag
+ * set. Calls no Petrel function (it runs on worker threads). */
+LDAP *ldap_setup_connect(struct ldap_setup *s);
 
 /* ldap_open.c: the table type's open. */
 void *ldap_table_open(petrel_module *m, const char *name, petrel_pool *pool, const char **error);

@@ -32,6 +32,10 @@
  * blocking lookup (callers that cannot wait) uses a connection of its own
  * with the connect, read and write timeouts set to the same bound.
  *
+ * Petrel's own settings cache_ttl, cache_negative_ttl and cache_size turn
+ * on a per-table result cache (table_cache.c; off by default) in front of
+ * both lookups; errors are never cached.
+ *
  * Not supported (refused at open, naming the line): the legacy
  * select_field/table/where_field/additional_conditions (write a query),
  * option_file/option_group, tls_* settings, and tables or files in domain.
@@ -48,6 +52,7 @@
 
 #include <petrel/plugin.h>
 
+#include "table_cache.h"
 #include "table_config.h"
 
 #define HOST_RETRY_SECONDS 60
@@ -67,10 +72,8 @@ struct my_conn;
 struct table {
     petrel_module *module;
     const char *config;
-    const char *query, *result_format;
-    long expansion_limit;
-    struct table_template tpl;
-    struct table_domains domains;
+    struct table_query_settings q; /* query, result_format, expansion_limit, domain */
+    struct table_cache *cache;    /* NULL unless cache_ttl is set */
     const char *user, *password, *dbname;
     struct my_host hosts[MAX_HOSTS];
     int nhosts;
@@ -83,7 +86,7 @@ struct table {
 };
 
 static const char *const known_names[] = {
-    "hosts", "user", "password", "dbname", "query", "result_format", "domain", "expansion_limit",
+    "hosts", "user", "password", "dbname", "query", "result_format", "domain", "expansion_limit", TABLE_CACHE_SETTINGS,
     "select_field", "table", "where_field", "additional_conditions", "select_function", NULL,
 };
 
@@ -200,7 +203,7 @@ static char *make_query(const struct table *t, MYSQL *conn, const char *key, int
     }
     struct table_buffer q = { 0 };
     struct escaper esc = { conn, 0 };
-    if (!table_template_expand(&t->tpl, t->query, key, NULL, put_quoted, &esc, &q)) {
+    if (!table_template_expand(&t->q.tpl, t->q.query, key, NULL, put_quoted, &esc, &q)) {
         free(q.data);
         *skip = 1;
         return NULL;
@@ -226,16 +229,7 @@ static int read_result(const struct table *t, MYSQL_RES *res, const char *key, c
         for (unsigned col = 0; col < fields; col++) {
             if (row[col] == NULL)
                 continue;
-            if (*row[col] == '\0') {
-                petrel_module_log(t->module, PETREL_LOG_WARNING, "table \"mysql:%s\": empty lookup result for: "
-                                  "\"%.100s\" -- ignored", t->config, key);
-                continue;
-            }
-            if (table_template_expand(&t->tpl, t->result_format, row[col], key, NULL, NULL, &result) &&
-                t->expansion_limit > 0 &&
-                ++count > t->expansion_limit) {
-                petrel_module_log(t->module, PETREL_LOG_WARNING, "mysql:%s: expansion limit exceeded for key "
-                                  "\"%.100s\"", t->config, key);
+            if (table_query_result_add(&t->q, t->module, "mysql", t->config, key, row[col], &result, &count) < 0) {
                 free(result.data);
                 return -1;
             }
@@ -258,6 +252,7 @@ struct request {
     char *key;
     petrel_timer *timer;
     struct my_conn *conn;
+    struct table_waiter *waiters; /* lookups of the same key (with a cache): answered with this one */
 };
 
 enum my_op { OP_CONNECT, OP_IDLE, OP_QUERY, OP_STORE };
@@ -321,6 +316,7 @@ static void request_free(struct request *r)
 {
     if (r->timer)
         petrel_timer_cancel(r->timer);
+    table_waiters_free(&r->waiters);
     free(r->key);
     free(r);
 }
@@ -328,8 +324,12 @@ static void request_free(struct request *r)
 static void request_done(struct request *r, int status, const char *value)
 {
     petrel_table_query *q = r->q;
+    struct table_waiter *waiters = r->waiters;
+    r->waiters = NULL;
+    table_cache_put(r->t->cache, r->key, status, value);
     request_free(r);
     petrel_table_answer(q, status, value);
+    table_waiters_answer(&waiters, status, value);
 }
 
 static void conn_failed(struct my_conn *c, const char *what)
@@ -595,7 +595,19 @@ static void request_timed_out(void *arg)
 
 static int eligible(const struct table *t, const char *key)
 {
-    return table_valid_utf8(key) && table_domains_eligible(&t->domains, key);
+    return table_query_eligible(&t->q, key);
+}
+
+/* The lookup of key already queued or under way, or NULL. */
+static struct request *request_for(const struct table *t, const char *key)
+{
+    for (struct request *r = t->queue_head; r; r = r->next)
+        if (strcmp(r->key, key) == 0)
+            return r;
+    for (const struct my_conn *c = t->conns; c; c = c->next)
+        if (c->req && strcmp(c->req->key, key) == 0)
+            return c->req;
+    return NULL;
 }
 
 static void mysql_lookup_async(void *handle, petrel_table_query *q, const char *key)
@@ -603,6 +615,18 @@ static void mysql_lookup_async(void *handle, petrel_table_query *q, const char *
     struct table *t = handle;
     if (!eligible(t, key)) {
         petrel_table_answer(q, PETREL_TABLE_NOTFOUND, NULL);
+        return;
+    }
+    table_cache_count_in(t->cache, t->module, "mysql");
+    const char *cached = NULL;
+    int status = table_cache_get(t->cache, key, &cached);
+    if (status >= 0) {
+        petrel_table_answer(q, status, cached);
+        return;
+    }
+    struct request *same = t->cache ? request_for(t, key) : NULL;
+    if (same) {
+        table_waiters_add(&same->waiters, q);   /* its answer is this one's */
         return;
     }
     struct request *r = calloc(1, sizeof(*r));
@@ -625,11 +649,8 @@ static void mysql_lookup_async(void *handle, petrel_table_query *q, const char *
 /* ------------------------------------------------------------------ */
 /* the blocking lookup                                                 */
 
-static int mysql_lookup(void *handle, const char *key, const char **value, petrel_pool *scratch)
+static int lookup_server(struct table *t, const char *key, const char **value, petrel_pool *scratch)
 {
-    struct table *t = handle;
-    if (!eligible(t, key))
-        return 0;
     for (int attempt = 0; attempt < t->nhosts + 1; attempt++) {
         if (t->blocking == NULL) {
             int host = pick_host(t);
@@ -675,12 +696,32 @@ static int mysql_lookup(void *handle, const char *key, const char **value, petre
     return -1;
 }
 
+/* The cache's answer, or the server's (remembered). */
+static int mysql_lookup(void *handle, const char *key, const char **value, petrel_pool *scratch)
+{
+    struct table *t = handle;
+    if (!eligible(t, key))
+        return 0;
+    const char *cached = NULL;
+    int status = table_cache_get(t->cache, key, &cached);
+    if (status >= 0) {
+        if (status == PETREL_TABLE_FOUND)
+            *value = petrel_pool_strdup(scratch, cached);
+        return status;
+    }
+    status = lookup_server(t, key, value, scratch);
+    table_cache_put(t->cache, key, status, status > 0 ? *value : NULL);
+    return status;
+}
+
 /* ------------------------------------------------------------------ */
 /* open, close, the module                                             */
 
 static void table_close(void *handle)
 {
     struct table *t = handle;
+    table_cache_free(t->cache);
+    t->cache = NULL;
     while (t->conns) {
         struct my_conn *c = t->conns;
         c->req = NULL;
@@ -724,35 +765,7 @@ static void *table_open(petrel_module *m, const char *name, petrel_pool *pool, c
                                         table_settings_line(&c, *k), *k);
             goto out;
         }
-    t->query = table_settings_get(&c, "query", NULL);
-    int qline = table_settings_line(&c, "query");
-    if (t->query == NULL) {
-        *error = petrel_pool_printf(pool, "no query");
-        goto out;
-    }
-    t->result_format = table_settings_get(&c, "result_format", "%s");
-    const char *limit = table_settings_get(&c, "expansion_limit", "0");
-    char *end;
-    errno = 0;
-    t->expansion_limit = strtol(limit, &end, 10);
-    if (errno || *limit == '\0' || *end != '\0' || t->expansion_limit < 0) {
-        *error = petrel_pool_printf(pool, "line %d: expansion_limit: bad number \"%s\"",
-                                    table_settings_line(&c, "expansion_limit"),
-                                    limit);
-        goto out;
-    }
-    char bad = 0;
-    if (table_template_parse(&t->tpl, t->query, 1, &bad) < 0) {
-        *error = petrel_pool_printf(pool, "line %d: query: invalid %%%c in \"%s\"", qline, bad ? bad : ' ', t->query);
-        goto out;
-    }
-    if (table_template_parse(&t->tpl, t->result_format, 0, &bad) < 0) {
-        *error = petrel_pool_printf(pool, "line %d: result_format: invalid %%%c in \"%s\"",
-                                    table_settings_line(&c, "result_format"), bad ? bad : ' ', t->result_format);
-        goto out;
-    }
-    if (table_domains_parse(&t->domains, table_settings_get(&c, "domain", ""), table_settings_line(&c, "domain"),
-                            "mysql", pool, error) != 0)
+    if (table_query_settings_parse(&t->q, &c, m, "mysql", name, TABLE_QUERY_TEMPLATE, "no query", pool, error) != 0)
         goto out;
     if (parse_hosts(t, table_settings_get(&c, "hosts", ""), table_settings_line(&c, "hosts"), pool, error) != 0)
         goto out;
@@ -768,7 +781,8 @@ static void *table_open(petrel_module *m, const char *name, petrel_pool *pool, c
     t->max_conns = (int)petrel_param_int(m, "mysql_max_connections");
     if (t->max_conns < 1)
         t->max_conns = 1;
-    table_warn_unquoted(m, "mysql", name, qline, t->query);
+    if (table_cache_open(&t->cache, &c, petrel_pool_printf(pool, "mysql:%s", name), pool, error) != 0)
+        goto out;
     result = t;
 out:
     table_settings_free(&c);
@@ -778,7 +792,7 @@ out:
 static int table_pattern(void *handle)
 {
     const struct table *t = handle;
-    return table_template_partial(&t->tpl);
+    return table_template_partial(&t->q.tpl);
 }
 
 static void my_fini(petrel_module *m)

@@ -33,6 +33,10 @@
  * cannot wait) uses one connection of its own with the same bound
  * (connect_timeout and statement_timeout).
  *
+ * Petrel's own settings cache_ttl, cache_negative_ttl and cache_size turn
+ * on a per-table result cache (table_cache.c; off by default) in front of
+ * both lookups; errors are never cached.
+ *
  * Not supported (refused at open, naming the line): the legacy
  * select_field/table/where_field/additional_conditions and select_function
  * (write a query), and tables or files in domain.
@@ -47,6 +51,7 @@
 
 #include <petrel/plugin.h>
 
+#include "table_cache.h"
 #include "table_config.h"
 
 #define HOST_RETRY_SECONDS 60
@@ -64,10 +69,8 @@ struct pg_conn;
 struct table {
     petrel_module *module;
     const char *config;           /* the .cf file, for messages */
-    const char *query, *result_format;
-    long expansion_limit;
-    struct table_template tpl;
-    struct table_domains domains;
+    struct table_query_settings q; /* query, result_format, expansion_limit, domain */
+    struct table_cache *cache;    /* NULL unless cache_ttl is set */
     const char *user, *password, *dbname;
     struct pg_host hosts[MAX_HOSTS];
     int nhosts;
@@ -81,7 +84,7 @@ struct table {
 };
 
 static const char *const known_names[] = {
-    "hosts", "user", "password", "dbname", "query", "result_format", "domain", "expansion_limit",
+    "hosts", "user", "password", "dbname", "query", "result_format", "domain", "expansion_limit", TABLE_CACHE_SETTINGS,
     "select_field", "table", "where_field", "additional_conditions", "select_function", NULL,
 };
 
@@ -199,7 +202,7 @@ static char *make_query(const struct table *t, PGconn *conn, const char *key, in
     }
     struct table_buffer q = { 0 };
     struct escaper esc = { conn, 0 };
-    if (!table_template_expand(&t->tpl, t->query, key, NULL, put_quoted, &esc, &q)) {
+    if (!table_template_expand(&t->q.tpl, t->q.query, key, NULL, put_quoted, &esc, &q)) {
         free(q.data);
         *skip = 1;
         return NULL;
@@ -231,16 +234,7 @@ static int read_result(const struct table *t, PGresult *res, const char *key, ch
             if (PQgetisnull(res, row, col))
                 continue;
             const char *text = PQgetvalue(res, row, col);
-            if (*text == '\0') {
-                petrel_module_log(t->module, PETREL_LOG_WARNING, "table \"pgsql:%s\": empty lookup result for: "
-                                  "\"%.100s\" -- ignored", t->config, key);
-                continue;
-            }
-            if (table_template_expand(&t->tpl, t->result_format, text, key, NULL, NULL, &result) &&
-                t->expansion_limit > 0 &&
-                ++count > t->expansion_limit) {
-                petrel_module_log(t->module, PETREL_LOG_WARNING, "pgsql:%s: expansion limit exceeded for key "
-                                  "\"%.100s\"", t->config, key);
+            if (table_query_result_add(&t->q, t->module, "pgsql", t->config, key, text, &result, &count) < 0) {
                 free(result.data);
                 return -1;
             }
@@ -263,6 +257,7 @@ struct request {
     char *key;
     petrel_timer *timer;
     struct pg_conn *conn;
+    struct table_waiter *waiters; /* lookups of the same key (with a cache): answered with this one */
 };
 
 enum conn_state { PG_CONNECTING, PG_IDLE, PG_BUSY };
@@ -314,6 +309,7 @@ static void request_free(struct request *r)
 {
     if (r->timer)
         petrel_timer_cancel(r->timer);
+    table_waiters_free(&r->waiters);
     free(r->key);
     free(r);
 }
@@ -321,8 +317,12 @@ static void request_free(struct request *r)
 static void request_done(struct request *r, int status, const char *value)
 {
     petrel_table_query *q = r->q;
+    struct table_waiter *waiters = r->waiters;
+    r->waiters = NULL;
+    table_cache_put(r->t->cache, r->key, status, value);
     request_free(r);
     petrel_table_answer(q, status, value);
+    table_waiters_answer(&waiters, status, value);
 }
 
 static void queue_front(struct table *t, struct request *r)
@@ -552,7 +552,19 @@ static void request_timed_out(void *arg)
 
 static int eligible(const struct table *t, const char *key)
 {
-    return table_valid_utf8(key) && table_domains_eligible(&t->domains, key);
+    return table_query_eligible(&t->q, key);
+}
+
+/* The lookup of key already queued or under way, or NULL. */
+static struct request *request_for(const struct table *t, const char *key)
+{
+    for (struct request *r = t->queue_head; r; r = r->next)
+        if (strcmp(r->key, key) == 0)
+            return r;
+    for (const struct pg_conn *c = t->conns; c; c = c->next)
+        if (c->req && strcmp(c->req->key, key) == 0)
+            return c->req;
+    return NULL;
 }
 
 static void pgsql_lookup_async(void *handle, petrel_table_query *q, const char *key)
@@ -560,6 +572,18 @@ static void pgsql_lookup_async(void *handle, petrel_table_query *q, const char *
     struct table *t = handle;
     if (!eligible(t, key)) {
         petrel_table_answer(q, PETREL_TABLE_NOTFOUND, NULL);
+        return;
+    }
+    table_cache_count_in(t->cache, t->module, "pgsql");
+    const char *cached = NULL;
+    int status = table_cache_get(t->cache, key, &cached);
+    if (status >= 0) {
+        petrel_table_answer(q, status, cached);
+        return;
+    }
+    struct request *same = t->cache ? request_for(t, key) : NULL;
+    if (same) {
+        table_waiters_add(&same->waiters, q);   /* its answer is this one's */
         return;
     }
     struct request *r = calloc(1, sizeof(*r));
@@ -582,11 +606,8 @@ static void pgsql_lookup_async(void *handle, petrel_table_query *q, const char *
 /* ------------------------------------------------------------------ */
 /* the blocking lookup                                                 */
 
-static int pgsql_lookup(void *handle, const char *key, const char **value, petrel_pool *scratch)
+static int lookup_server(struct table *t, const char *key, const char **value, petrel_pool *scratch)
 {
-    struct table *t = handle;
-    if (!eligible(t, key))
-        return 0;
     for (int attempt = 0; attempt < t->nhosts + 1; attempt++) {
         if (t->blocking && PQstatus(t->blocking) != CONNECTION_OK) {
             PQfinish(t->blocking);
@@ -629,12 +650,32 @@ static int pgsql_lookup(void *handle, const char *key, const char **value, petre
     return -1;
 }
 
+/* The cache's answer, or the server's (remembered). */
+static int pgsql_lookup(void *handle, const char *key, const char **value, petrel_pool *scratch)
+{
+    struct table *t = handle;
+    if (!eligible(t, key))
+        return 0;
+    const char *cached = NULL;
+    int status = table_cache_get(t->cache, key, &cached);
+    if (status >= 0) {
+        if (status == PETREL_TABLE_FOUND)
+            *value = petrel_pool_strdup(scratch, cached);
+        return status;
+    }
+    status = lookup_server(t, key, value, scratch);
+    table_cache_put(t->cache, key, status, status > 0 ? *value : NULL);
+    return status;
+}
+
 /* ------------------------------------------------------------------ */
 /* open, close, the module                                             */
 
 static void table_close(void *handle)
 {
     struct table *t = handle;
+    table_cache_free(t->cache);
+    t->cache = NULL;
     while (t->conns) {
         struct pg_conn *c = t->conns;
         c->req = NULL;
@@ -676,35 +717,7 @@ static void *table_open(petrel_module *m, const char *name, petrel_pool *pool, c
                                         "Petrel: write the query with query =", table_settings_line(&c, *k), *k);
             goto out;
         }
-    t->query = table_settings_get(&c, "query", NULL);
-    int qline = table_settings_line(&c, "query");
-    if (t->query == NULL) {
-        *error = petrel_pool_printf(pool, "no query");
-        goto out;
-    }
-    t->result_format = table_settings_get(&c, "result_format", "%s");
-    const char *limit = table_settings_get(&c, "expansion_limit", "0");
-    char *end;
-    errno = 0;
-    t->expansion_limit = strtol(limit, &end, 10);
-    if (errno || *limit == '\0' || *end != '\0' || t->expansion_limit < 0) {
-        *error = petrel_pool_printf(pool, "line %d: expansion_limit: bad number \"%s\"",
-                                    table_settings_line(&c, "expansion_limit"),
-                                    limit);
-        goto out;
-    }
-    char bad = 0;
-    if (table_template_parse(&t->tpl, t->query, 1, &bad) < 0) {
-        *error = petrel_pool_printf(pool, "line %d: query: invalid %%%c in \"%s\"", qline, bad ? bad : ' ', t->query);
-        goto out;
-    }
-    if (table_template_parse(&t->tpl, t->result_format, 0, &bad) < 0) {
-        *error = petrel_pool_printf(pool, "line %d: result_format: invalid %%%c in \"%s\"",
-                                    table_settings_line(&c, "result_format"), bad ? bad : ' ', t->result_format);
-        goto out;
-    }
-    if (table_domains_parse(&t->domains, table_settings_get(&c, "domain", ""), table_settings_line(&c, "domain"),
-                            "pgsql", pool, error) != 0)
+    if (table_query_settings_parse(&t->q, &c, m, "pgsql", name, TABLE_QUERY_TEMPLATE, "no query", pool, error) != 0)
         goto out;
     if (parse_hosts(t, table_settings_get(&c, "hosts", ""), table_settings_line(&c, "hosts"), pool, error) != 0)
         goto out;
@@ -720,7 +733,8 @@ static void *table_open(petrel_module *m, const char *name, petrel_pool *pool, c
     t->max_conns = (int)petrel_param_int(m, "pgsql_max_connections");
     if (t->max_conns < 1)
         t->max_conns = 1;
-    table_warn_unquoted(m, "pgsql", name, qline, t->query);
+    if (table_cache_open(&t->cache, &c, petrel_pool_printf(pool, "pgsql:%s", name), pool, error) != 0)
+        goto out;
     result = t;
 out:
     table_settings_free(&c);
@@ -730,7 +744,7 @@ out:
 static int table_pattern(void *handle)
 {
     const struct table *t = handle;
-    return table_template_partial(&t->tpl);
+    return table_template_partial(&t->q.tpl);
 }
 
 static const petrel_param params[] = {

@@ -3,7 +3,7 @@
  * configuration file is Petrel's own, in the *_table(5) style the other
  * database tables share (modules/common/table_config.c):
  *
- *   hosts = 127.0.0.1:6379          (one server: host:port or unix:/path;
+ *   hosts = 127.0.0.1:6379          (host:port or unix:/path, one or several;
  *                                    or sentinels = ... and master_name = ...)
  *   password = secret               user = postfix (Redis 6 ACL)
  *   database = 0                    timeout = 10
@@ -29,7 +29,9 @@
  * same timeout. With Sentinel (sentinels = host:port..., master_name) the
  * master is asked of the sentinels (the shared client follows failovers;
  * the blocking connection asks when it connects); without it, hosts names
- * one server (several are refused, naming the line).
+ * one server or several (replicas with the same data): lookups go to the
+ * first until it fails (down, a timeout, an error), then to the next, and
+ * the lookup that met the failure is sent again there, once per server.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -46,20 +48,27 @@
 #include "table_config.h"
 
 #define MAX_WORDS 16
+#define MAX_HOSTS 16
+
+/* One server of hosts: its client's configuration, and where the blocking
+ * connection goes. */
+struct redis_host {
+    struct redis_config rcfg;
+    const char *host;                 /* the blocking connection's host, or unix socket path */
+    int port;                         /* 0: a unix socket */
+    struct redis_client *client;      /* created by the first asynchronous lookup sent to it */
+};
 
 struct table {
     petrel_module *module;
     const char *config;
-    struct redis_config rcfg;
-    const char *host;                 /* the blocking connection's host, or unix socket path */
-    int port;                         /* 0: a unix socket */
+    struct redis_config rcfg;         /* the settings every host shares (and Sentinel's) */
+    struct redis_host hosts[MAX_HOSTS];
+    int nhosts;
+    int current;                      /* the host lookups go to, until it fails */
     const char *words[MAX_WORDS];
     int nwords;
-    const char *result_format;
-    long expansion_limit;
-    struct table_template tpl;
-    struct table_domains domains;
-    struct redis_client *client;      /* created by the first asynchronous lookup */
+    struct table_query_settings q;   /* query (its words below), result_format, expansion_limit, domain */
     redisContext *blocking;
     int closing;
 };
@@ -68,6 +77,7 @@ struct request {
     struct table *t;
     petrel_table_query *q;
     char *key;
+    int host, tries;                  /* where it was sent; hosts tried */
 };
 
 static const char *const read_commands[] = { "GET", "HGET", "SMEMBERS", "LRANGE", "ZRANGE", NULL };
@@ -82,7 +92,7 @@ static int make_command(const struct table *t, const char *key, char **argv, siz
     for (int i = 0; i < t->nwords; i++) {
         struct table_buffer b = { 0 };
         table_buffer_put(&b, "", 0);
-        if (!table_template_expand(&t->tpl, t->words[i], key, NULL, NULL, NULL, &b)) {
+        if (!table_template_expand(&t->q.tpl, t->words[i], key, NULL, NULL, NULL, &b)) {
             free(b.data);
             while (i-- > 0)
                 free(argv[i]);
@@ -121,13 +131,7 @@ static int add_value(const struct table *t, const char *key, const redisReply *r
                           len ? "a binary" : "an empty", key);
         return 0;
     }
-    if (table_template_expand(&t->tpl, t->result_format, text, key, NULL, NULL, out) && t->expansion_limit > 0 &&
-        ++*count > t->expansion_limit) {
-        petrel_module_log(t->module, PETREL_LOG_WARNING, "redis:%s: expansion limit exceeded for key \"%.100s\"",
-                          t->config, key);
-        return -1;
-    }
-    return 0;
+    return table_query_result_add(&t->q, t->module, "redis", t->config, key, text, out, count);
 }
 
 /* 1 found (*out malloc'd), 0 not found, -1 error (logged). */
@@ -158,16 +162,29 @@ static int read_reply(const struct table *t, const char *key, const redisReply *
 
 static int eligible(const struct table *t, const char *key)
 {
-    return table_domains_eligible(&t->domains, key);
+    return table_domains_eligible(&t->q.domains, key);
 }
 
 /* ------------------------------------------------------------------ */
 /* the asynchronous lookup                                             */
 
+static int send_request(struct request *r);
+
 static void answered(const redisReply *reply, const char *error, void *arg)
 {
     struct request *r = arg;
-    if (!r->t->closing) {   /* closing: the core made the handle stale already */
+    struct table *t = r->t;
+    if (!t->closing && error && r->tries < t->nhosts) {
+        /* That server failed (down, timed out, or an error): the next one,
+         * for this lookup and the ones after it. */
+        if (t->current == r->host)
+            t->current = (r->host + 1) % t->nhosts;
+        petrel_module_log(t->module, PETREL_LOG_WARNING, "redis:%s: %s: %s; trying %s", t->config,
+                          t->hosts[r->host].rcfg.server, error, t->hosts[t->current].rcfg.server);
+        if (send_request(r) == 0)
+            return;
+    }
+    if (!t->closing) {   /* closing: the core made the handle stale already */
         char *value;
         int status = read_reply(r->t, r->key, reply, error, &value);
         petrel_table_answer(r->q, status > 0 ? PETREL_TABLE_FOUND : status == 0 ? PETREL_TABLE_NOTFOUND
@@ -188,19 +205,40 @@ static void redis_lookup_async(void *handle, petrel_table_query *q, const char *
         petrel_table_answer(q, PETREL_TABLE_NOTFOUND, NULL);
         return;
     }
-    if (t->client == NULL) {
-        char label[300];
-        snprintf(label, sizeof(label), "redis:%.280s", t->config);
-        t->client = redis_client_create(t->module, &t->rcfg, label);
-    }
+    free_command(argv, argc);
     struct request *r = calloc(1, sizeof(*r));
     if (r == NULL || (r->key = strdup(key)) == NULL)
         abort();
     r->t = t;
     r->q = q;
-    /* The answer comes later, never before redis_command returns. */
-    redis_command(t->client, answered, r, argc, (const char **)argv, lens);
+    if (send_request(r) != 0) {
+        petrel_table_answer(q, PETREL_TABLE_NOTFOUND, NULL);
+        free(r->key);
+        free(r);
+    }
+}
+
+/* Sends r to the current host (one more try); 0, or -1 when the key makes
+ * no command. The answer comes later, never before redis_command returns. */
+static int send_request(struct request *r)
+{
+    struct table *t = r->t;
+    char *argv[MAX_WORDS];
+    size_t lens[MAX_WORDS];
+    int argc = 0;
+    if (!make_command(t, r->key, argv, lens, &argc))
+        return -1;
+    struct redis_host *h = &t->hosts[t->current];
+    if (h->client == NULL) {
+        char label[300];
+        snprintf(label, sizeof(label), "redis:%.200s (%.80s)", t->config, h->rcfg.server);
+        h->client = redis_client_create(t->module, &h->rcfg, label);
+    }
+    r->host = t->current;
+    r->tries++;
+    redis_command(h->client, answered, r, argc, (const char **)argv, lens);
     free_command(argv, argc);
+    return 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -212,8 +250,8 @@ static int blocking_connect(struct table *t)
 {
     struct timeval tv = { (time_t)(t->rcfg.timeout_ms / 1000), (suseconds_t)(t->rcfg.timeout_ms % 1000) * 1000 };
     char master[256];
-    const char *host = t->host;
-    int port = t->port;
+    const char *host = t->hosts[t->current].host;
+    int port = t->hosts[t->current].port;
     if (t->rcfg.sentinels) {
         if (ask_sentinels(t, master, sizeof(master), &port) != 0)
             return -1;
@@ -261,9 +299,11 @@ static int redis_lookup(void *handle, const char *key, const char **value, petre
     if (!eligible(t, key) || !make_command(t, key, argv, lens, &argc))
         return 0;
     int status = -1;
-    for (int attempt = 0; attempt < 2; attempt++) {
-        if (t->blocking == NULL && blocking_connect(t) != 0)
-            break;
+    for (int attempt = 0; attempt < t->nhosts + 1; attempt++) {
+        if (t->blocking == NULL && blocking_connect(t) != 0) {
+            t->current = (t->current + 1) % t->nhosts;   /* the next server, if there is one */
+            continue;
+        }
         redisReply *reply = redisCommandArgv(t->blocking, argc, (const char **)argv, lens);
         if (reply == NULL) {
             /* The connection broke (or timed out): once more on a new one. */
@@ -293,11 +333,12 @@ static void table_close(void *handle)
 {
     struct table *t = handle;
     t->closing = 1;
-    if (t->client) {
-        /* Its pending commands answer now: their handles are stale already. */
-        redis_client_free(t->client);
-        t->client = NULL;
-    }
+    for (int i = 0; i < t->nhosts; i++)
+        if (t->hosts[i].client) {
+            /* Its pending commands answer now: their handles are stale already. */
+            redis_client_free(t->hosts[i].client);
+            t->hosts[i].client = NULL;
+        }
     if (t->blocking)
         redisFree(t->blocking);
     t->blocking = NULL;
@@ -414,39 +455,51 @@ static void *table_open(petrel_module *m, const char *name, petrel_pool *pool, c
         if (table_settings_find(&c, "hosts"))
             petrel_module_log(m, PETREL_LOG_WARNING, "redis:%s, line %d: hosts is ignored: the sentinels name the "
                               "master", name, hline);
-    } else {
-        if (strcspn(hosts, ", \t") != strlen(hosts)) {
-            *error = petrel_pool_printf(pool, "line %d: hosts: one Redis server only (\"%s\"; for several, "
-                                        "use Sentinel: sentinels, master_name)", hline, hosts);
-            goto out;
-        }
-        t->rcfg.server = hosts;
-        const char *bad = redis_config_check(&t->rcfg, pool);
-        if (bad) {
-            *error = petrel_pool_printf(pool, "line %d: hosts: %s", hline, bad);
-            goto out;
-        }
-        if (split_endpoint(petrel_pool_strdup(pool, hosts), &t->host, &t->port) != 0) {
-            *error = petrel_pool_printf(pool, "line %d: hosts: bad address \"%s\"", hline, hosts);
-            goto out;
-        }
     }
     t->rcfg.user = table_settings_get(&c, "user", NULL);
     t->rcfg.password = table_settings_get(&c, "password", NULL);
     long database, timeout;
     if (parse_number(&c, "database", 0, 0, 1000000, &database, pool, error) != 0 ||
-        parse_number(&c, "timeout", 10, 1, 3600, &timeout, pool, error) != 0 ||
-        parse_number(&c, "expansion_limit", 0, 0, 1000000, &t->expansion_limit, pool, error) != 0)
+        parse_number(&c, "timeout", 10, 1, 3600, &timeout, pool, error) != 0)
         goto out;
     t->rcfg.database = (int)database;
     t->rcfg.timeout_ms = (unsigned)timeout * 1000;
-
-    const char *query = table_settings_get(&c, "query", NULL);
-    int qline = table_settings_line(&c, "query");
-    if (query == NULL) {
-        *error = petrel_pool_printf(pool, "no query (a Redis read command, e.g. query = HGET virtual_alias %%s)");
-        goto out;
+    if (t->rcfg.sentinels) {
+        t->hosts[0].rcfg = t->rcfg;   /* the master, as the sentinels name it */
+        t->nhosts = 1;
+    } else {
+        char *copy = petrel_pool_strdup(pool, hosts), *save = NULL;
+        for (char *h = strtok_r(copy, ", \t", &save); h; h = strtok_r(NULL, ", \t", &save)) {
+            if (t->nhosts == MAX_HOSTS) {
+                *error = petrel_pool_printf(pool, "line %d: hosts: more than %d servers", hline, MAX_HOSTS);
+                goto out;
+            }
+            struct redis_host *rh = &t->hosts[t->nhosts];
+            rh->rcfg = t->rcfg;
+            rh->rcfg.server = h;
+            const char *bad = redis_config_check(&rh->rcfg, pool);
+            if (bad) {
+                *error = petrel_pool_printf(pool, "line %d: hosts: %s", hline, bad);
+                goto out;
+            }
+            if (split_endpoint(petrel_pool_strdup(pool, h), &rh->host, &rh->port) != 0) {
+                *error = petrel_pool_printf(pool, "line %d: hosts: bad address \"%s\"", hline, h);
+                goto out;
+            }
+            t->nhosts++;
+        }
+        if (t->nhosts == 0) {
+            *error = petrel_pool_printf(pool, "line %d: hosts is empty", hline);
+            goto out;
+        }
     }
+
+    if (table_query_settings_parse(&t->q, &c, m, "redis", name, 0,
+                                   "no query (a Redis read command, e.g. query = HGET virtual_alias %s)", pool,
+                                   error) != 0)
+        goto out;
+    const char *query = t->q.query;
+    int qline = t->q.query_line;
     char *copy = petrel_pool_strdup(pool, query), *save = NULL;
     int dynamic = 0;
     for (char *w = strtok_r(copy, " \t", &save); w; w = strtok_r(NULL, " \t", &save)) {
@@ -455,7 +508,7 @@ static void *table_open(petrel_module *m, const char *name, petrel_pool *pool, c
             goto out;
         }
         char badc = 0;
-        int n = table_template_parse(&t->tpl, w, 1, &badc);
+        int n = table_template_parse(&t->q.tpl, w, 1, &badc);
         if (n < 0) {
             *error = petrel_pool_printf(pool, "line %d: query: invalid %%%c in \"%s\"", qline, badc ? badc : ' ',
                                         query);
@@ -477,16 +530,6 @@ static void *table_open(petrel_module *m, const char *name, petrel_pool *pool, c
                                     query);
         goto out;
     }
-    t->result_format = table_settings_get(&c, "result_format", "%s");
-    char badc = 0;
-    if (table_template_parse(&t->tpl, t->result_format, 0, &badc) < 0) {
-        *error = petrel_pool_printf(pool, "line %d: result_format: invalid %%%c in \"%s\"",
-                                    table_settings_line(&c, "result_format"), badc ? badc : ' ', t->result_format);
-        goto out;
-    }
-    if (table_domains_parse(&t->domains, table_settings_get(&c, "domain", ""), table_settings_line(&c, "domain"),
-                            "redis", pool, error) != 0)
-        goto out;
     result = t;
 out:
     table_settings_free(&c);
@@ -496,7 +539,7 @@ out:
 static int table_pattern(void *handle)
 {
     const struct table *t = handle;
-    return table_template_partial(&t->tpl);
+    return table_template_partial(&t->q.tpl);
 }
 
 static const petrel_table_type table_types[] = {

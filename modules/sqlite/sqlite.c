@@ -46,10 +46,7 @@ struct table {
     petrel_module *module;
     const char *config;           /* the .cf file, for messages */
     sqlite3 *db;
-    const char *query, *result_format;
-    long expansion_limit;
-    struct table_template tpl;
-    struct table_domains domains;
+    struct table_query_settings q; /* query, result_format, expansion_limit, domain */
 };
 
 static const char *const known_names[] = {
@@ -100,50 +97,24 @@ static void *table_open(petrel_module *m, const char *name, petrel_pool *pool, c
     void *result = NULL;
     table_settings_warn_unknown(&c, m, "sqlite", name, known_names);
     const char *dbpath = table_settings_get(&c, "dbpath", "");
-    t->query = table_settings_get(&c, "query", NULL);
-    int qline = table_settings_line(&c, "query");
-    if (t->query == NULL) {
+    if (table_settings_find(&c, "query") == NULL) {
         const char *table = table_settings_get(&c, "table", NULL),
                    *select = table_settings_get(&c, "select_field", NULL),
                    *where = table_settings_get(&c, "where_field", NULL);
-        if (table == NULL || select == NULL || where == NULL) {
-            *error = petrel_pool_printf(pool, "no query (and not all of the legacy table, select_field and "
-                                        "where_field are set)");
-            goto out;
+        if (table && select && where) {
+            t->q.query = petrel_pool_printf(pool, "SELECT %s FROM %s WHERE %s='%%s' %s", select, table, where,
+                                            table_settings_get(&c, "additional_conditions", ""));
+            t->q.query_line = table_settings_line(&c, "table");
         }
-        t->query = petrel_pool_printf(pool, "SELECT %s FROM %s WHERE %s='%%s' %s", select, table, where,
-                                      table_settings_get(&c, "additional_conditions", ""));
-        qline = table_settings_line(&c, "table");
     }
-    t->result_format = table_settings_get(&c, "result_format", "%s");
-    const char *limit = table_settings_get(&c, "expansion_limit", "0");
-    char *end;
-    errno = 0;
-    t->expansion_limit = strtol(limit, &end, 10);
-    if (errno || *limit == '\0' || *end != '\0' || t->expansion_limit < 0) {
-        *error = petrel_pool_printf(pool, "line %d: expansion_limit: bad number \"%s\"",
-                                    table_settings_line(&c, "expansion_limit"),
-                                    limit);
+    if (table_query_settings_parse(&t->q, &c, m, "sqlite", name, TABLE_QUERY_TEMPLATE,
+                                   "no query (and not all of the legacy table, select_field and where_field are set)",
+                                   pool, error) != 0)
         goto out;
-    }
     if (*dbpath == '\0') {
         *error = petrel_pool_printf(pool, "dbpath is not set");
         goto out;
     }
-    char bad = 0;
-    if (table_template_parse(&t->tpl, t->query, 1, &bad) < 0) {
-        *error = petrel_pool_printf(pool, "line %d: query: invalid %%%c in \"%s\"", qline, bad ? bad : ' ', t->query);
-        goto out;
-    }
-    if (table_template_parse(&t->tpl, t->result_format, 0, &bad) < 0) {
-        *error = petrel_pool_printf(pool, "line %d: result_format: invalid %%%c in \"%s\"",
-                                    table_settings_line(&c, "result_format"), bad ? bad : ' ', t->result_format);
-        goto out;
-    }
-    if (table_domains_parse(&t->domains, table_settings_get(&c, "domain", ""), table_settings_line(&c, "domain"),
-                            "sqlite", pool, error) != 0)
-        goto out;
-    table_warn_unquoted(m, "sqlite", name, qline, t->query);
     int rc = sqlite3_open_v2(dbpath, &t->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
         *error = petrel_pool_printf(pool, "line %d: dbpath: open database %s: %s", table_settings_line(&c, "dbpath"),
@@ -155,12 +126,12 @@ static void *table_open(petrel_module *m, const char *name, petrel_pool *pool, c
     /* Prepare the query once with a harmless key, so that a misspelt
      * table or column is reported now, naming the file and line. */
     struct table_buffer probe = { 0 };
-    table_template_expand(&t->tpl, t->query, "probe@a.b.c.d.e.f.g.h.i", NULL, put_quoted, NULL, &probe);
+    table_template_expand(&t->q.tpl, t->q.query, "probe@a.b.c.d.e.f.g.h.i", NULL, put_quoted, NULL, &probe);
     sqlite3_stmt *stmt = NULL;
-    rc = sqlite3_prepare_v2(t->db, probe.data ? probe.data : t->query, -1, &stmt, NULL);
+    rc = sqlite3_prepare_v2(t->db, probe.data ? probe.data : t->q.query, -1, &stmt, NULL);
     free(probe.data);
     if (rc != SQLITE_OK) {
-        *error = petrel_pool_printf(pool, "line %d: query: %s", qline, sqlite3_errmsg(t->db));
+        *error = petrel_pool_printf(pool, "line %d: query: %s", t->q.query_line, sqlite3_errmsg(t->db));
         sqlite3_finalize(stmt);
         goto out;
     }
@@ -176,10 +147,10 @@ out:
 static int table_lookup(void *handle, const char *key, const char **value, petrel_pool *scratch)
 {
     struct table *t = handle;
-    if (!table_valid_utf8(key) || !table_domains_eligible(&t->domains, key))
+    if (!table_query_eligible(&t->q, key))
         return 0;
     struct table_buffer query = { 0 }, result = { 0 };
-    if (!table_template_expand(&t->tpl, t->query, key, NULL, put_quoted, NULL, &query))
+    if (!table_template_expand(&t->q.tpl, t->q.query, key, NULL, put_quoted, NULL, &query))
         return 0;
     int status = 0;
     long count = 0;
@@ -200,18 +171,8 @@ static int table_lookup(void *handle, const char *key, const char **value, petre
         const char *text = (const char *)sqlite3_column_text(stmt, 0);
         if (text == NULL)
             continue;
-        if (*text == '\0') {
-            petrel_module_log(t->module, PETREL_LOG_WARNING, "table \"sqlite:%s\": empty lookup result for: \"%s\""
-                              " -- ignored", t->config, key);
-            continue;
-        }
-        if (table_template_expand(&t->tpl, t->result_format, text, key, NULL, NULL, &result) &&
-            t->expansion_limit > 0 &&
-            ++count > t->expansion_limit) {
-            petrel_module_log(t->module, PETREL_LOG_WARNING, "sqlite:%s: expansion limit exceeded for key \"%s\"",
-                              t->config, key);
+        if (table_query_result_add(&t->q, t->module, "sqlite", t->config, key, text, &result, &count) < 0)
             status = -1;
-        }
     }
     sqlite3_finalize(stmt);
     if (status == 0 && result.len > 0) {
@@ -226,7 +187,7 @@ static int table_lookup(void *handle, const char *key, const char **value, petre
 static int table_pattern(void *handle)
 {
     const struct table *t = handle;
-    return table_template_partial(&t->tpl);
+    return table_template_partial(&t->q.tpl);
 }
 
 static const petrel_table_type table_types[] = {

@@ -309,14 +309,12 @@ with Petrel(t, start=False) as p:
 
 # Bad files: petreld -n names the file and line.
 with Petrel(t, start=False) as p:
-    tls = p.write_file("tls.cf", "server_host = 127.0.0.1\nsearch_base = dc=x\nstart_tls = yes\n")
-    sasl = p.write_file("sasl.cf", "server_host = 127.0.0.1\nbind = sasl\n")
-    ldaps = p.write_file("ldaps.cf", "# comment\nserver_host = ldaps://127.0.0.1/\n")
+    tls = p.write_file("tls.cf", "server_host = 127.0.0.1\nsearch_base = dc=x\nstart_tls = maybe\n")
+    sasl = p.write_file("sasl.cf", "server_host = 127.0.0.1\nbind = sasl\nsasl_minssf = 5000\n")
     scope = p.write_file("scope.cf", "server_host = 127.0.0.1\nscope = subtree\n")
     pct = p.write_file("pct.cf", "query_filter = (mail=%x)\n")
-    for cf, want in ((tls, "ldap:%s line 3: start_tls = yes: TLS to the LDAP server is not supported" % tls),
-                     (sasl, "ldap:%s line 2: bind = sasl: SASL binds are not supported" % sasl),
-                     (ldaps, "ldap:%s line 2: server_host: \"ldaps://127.0.0.1/\": TLS to the LDAP server" % ldaps),
+    for cf, want in ((tls, "ldap:%s line 3: start_tls = maybe: yes or no" % tls),
+                     (sasl, "ldap:%s line 3: sasl_minssf = 5000: 0 to 4096" % sasl),
                      (scope, "ldap:%s line 2: scope = subtree: the scopes are sub, one and base" % scope),
                      (pct, "ldap:%s line 1: query_filter: invalid %%x" % pct)):
         conf = dict(p.settings)

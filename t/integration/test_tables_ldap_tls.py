@@ -1,0 +1,180 @@
+"""ldap: tables over TLS, against a private slapd that refuses every operation without TLS
+(security tls=1) and has a certificate from a CA made at test time: start_tls = yes on an
+ldap:// server and an ldaps:// server, with tls_require_cert = yes and tls_ca_cert_file, at
+RCPT (the connection made on a worker thread, the searches on the loop) and through petrelctl
+map query (the blocking lookup); a server certificate from another CA is a lookup error
+(451 4.3.0, never "User unknown") with tls_require_cert = yes, and accepted with Postfix's
+default tls_require_cert = no; the same server without TLS refuses (so the lookups above did
+use TLS); a tls_cert without tls_key is refused by petreld -n naming the line."""
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import CLEANUP_DIRS, PETRELD, Petrel, Tap, free_port  # noqa: E402
+from ldaplib import SUFFIX, Slapd  # noqa: E402
+from tablelib import bundled_module_dir  # noqa: E402
+
+t = Tap(timeout=300)
+MODULES = bundled_module_dir("ldap")
+
+LDIF = """dn: {s}
+objectClass: dcObject
+objectClass: organization
+o: Example
+dc: example
+
+dn: uid=alice,{s}
+objectClass: inetOrgPerson
+objectClass: inetLocalMailRecipient
+uid: alice
+cn: Alice
+sn: A
+mailLocalAddress: alice@ldap.test
+mailRoutingAddress: box@vmail.test
+""".format(s=SUFFIX)
+
+certs = tempfile.mkdtemp(prefix="petrel-ldap-tls-")
+os.chmod(certs, 0o755)
+CLEANUP_DIRS.append(certs)
+
+
+def openssl(*args):
+    subprocess.run(["openssl"] + list(args), check=True, capture_output=True, timeout=60)
+
+
+def make_ca(name):
+    key, pem = os.path.join(certs, name + ".key"), os.path.join(certs, name + ".pem")
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=Petrel test " + name,
+            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+            "-keyout", key, "-out", pem)
+    os.chmod(pem, 0o644)
+    return pem, key
+
+
+def make_server_cert(name, ca, ca_key):
+    key, csr, pem = (os.path.join(certs, name + ext) for ext in (".key", ".csr", ".pem"))
+    ext = os.path.join(certs, name + ".ext")
+    with open(ext, "w") as f:
+        f.write("subjectAltName = DNS:localhost, IP:127.0.0.1\n")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", key, "-out", csr)
+    openssl("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-days", "2",
+            "-extfile", ext, "-out", pem)
+    return pem, key
+
+
+CA, CA_KEY = make_ca("ca")
+OTHER_CA, _ = make_ca("other-ca")
+SRV, SRV_KEY = make_server_cert("server", CA, CA_KEY)
+
+
+class TlsSlapd(Slapd):
+    """The fixture's slapd, listening on ldap:// and ldaps://, demanding TLS."""
+
+    def __init__(self):
+        self.tls_port = free_port()
+        super().__init__(LDIF, extra_conf="TLSCACertificateFile %s\nTLSCertificateFile %s\n"
+                                          "TLSCertificateKeyFile %s\nsecurity tls=1\n" % (CA, SRV, SRV_KEY))
+
+    def start(self):
+        self.proc = subprocess.Popen(["/usr/sbin/slapd", "-d", "0", "-f", self.conf, "-h",
+                                      "ldap://127.0.0.1:%d/ ldaps://127.0.0.1:%d/" % (self.port, self.tls_port)],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=open(os.path.join(self.dir, "slapd.log"), "a"))
+        env = dict(os.environ, LDAPTLS_CACERT=CA)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("slapd exited with %s: %s" % (self.proc.returncode, self.log()))
+            r = subprocess.run(["ldapsearch", "-x", "-LLL", "-H", "ldaps://127.0.0.1:%d/" % self.tls_port, "-b",
+                                SUFFIX, "-s", "base", "(objectClass=*)"], capture_output=True, env=env, timeout=10)
+            if r.returncode == 0:
+                return
+            time.sleep(0.1)
+        raise RuntimeError("slapd did not answer on %d" % self.tls_port)
+
+
+slapd = TlsSlapd()
+r = subprocess.run(["ldapsearch", "-x", "-LLL", "-H", "ldap://127.0.0.1:%d/" % slapd.port, "-b", SUFFIX,
+                    "(uid=alice)"], capture_output=True, text=True, timeout=10)
+t.ok(r.returncode != 0 and "onfidentiality required" in r.stderr,
+     "the server refuses a search without TLS (ldapsearch)", r.stdout + r.stderr)
+
+FOUND, UNKNOWN, DEFER = ("250 2.1.5 Ok",
+                         "550 5.1.1 <nobody@ldap.test>: Recipient address rejected: User unknown in virtual alias table",
+                         "451 4.3.0 <alice@ldap.test>: Temporary lookup failure")
+
+
+def table(p, name, server, extra):
+    return p.write_file(name, "server_host = %s\nsearch_base = %s\nversion = 3\n"
+                        "query_filter = (mailLocalAddress=%%s)\nresult_attribute = mailRoutingAddress\n%s"
+                        % (server, SUFFIX, extra))
+
+
+def rcpts(p, cf, addresses):
+    conf = dict(p.settings)
+    conf.update({"modules": "ldap", "module_directory": MODULES, "virtual_alias_domains": "ldap.test",
+                 "virtual_alias_maps": "ldap:" + cf})
+    p.write_main_cf(conf)
+    p.start()
+    c = p.connect()
+    c.ehlo("client.test")
+    c.cmd("MAIL FROM:<sender@example.org>")
+    replies = [c.cmd("RCPT TO:<%s>" % a) for a in addresses]
+    c.close()
+    return replies
+
+
+VERIFY = "tls_require_cert = yes\ntls_ca_cert_file = %s\n" % CA
+cases = (
+    ("start_tls = yes on an ldap:// server", "ldap://127.0.0.1:%d" % slapd.port, "start_tls = yes\n" + VERIFY),
+    ("an ldaps:// server", "ldaps://127.0.0.1:%d/" % slapd.tls_port, VERIFY),
+)
+for what, server, extra in cases:
+    with Petrel(t, start=False, workers=1) as p:
+        cf = table(p, "tls.cf", server, extra)
+        t.is_(rcpts(p, cf, ["alice@ldap.test", "nobody@ldap.test"]), [FOUND, UNKNOWN],
+              "%s, the certificate verified: found and not found at RCPT" % what)
+        r = p.petrelctl("map", "query", "ldap:" + cf, "alice@ldap.test")
+        t.is_((r.returncode, r.stdout.strip()), (0, "box@vmail.test"),
+              "%s: petrelctl map query (the blocking lookup)" % what)
+        if r.returncode:
+            t.diag(r.stderr)
+
+# A certificate the CA file does not vouch for: a lookup error, never "not found".
+with Petrel(t, start=False, workers=1) as p:
+    cf = table(p, "wrong-ca.cf", "ldap://127.0.0.1:%d" % slapd.port,
+               "start_tls = yes\ntls_require_cert = yes\ntls_ca_cert_file = %s\n" % OTHER_CA)
+    t.is_(rcpts(p, cf, ["alice@ldap.test"]), [DEFER],
+          "tls_require_cert = yes and a certificate from another CA: 451 4.3.0")
+    t.ok(p.wait_log(r"ldap:%s: ldap://127\.0\.0\.1:%d: StartTLS: " % (cf, slapd.port)),
+         "the failed StartTLS is logged", p.log()[-1500:])
+    r = p.petrelctl("map", "query", "ldap:" + cf, "alice@ldap.test")
+    t.ok(r.returncode == 2, "petrelctl map query: a lookup error too", "%d %s" % (r.returncode, r.stdout + r.stderr))
+
+# Postfix's default tls_require_cert = no: encrypted, the certificate not checked.
+with Petrel(t, start=False, workers=1) as p:
+    cf = table(p, "unverified.cf", "ldaps://127.0.0.1:%d/" % slapd.tls_port, "tls_ca_cert_file = %s\n" % OTHER_CA)
+    t.is_(rcpts(p, cf, ["alice@ldap.test"]), [FOUND],
+          "tls_require_cert = no (Postfix's default): the certificate is not checked")
+
+# Without TLS the same server refuses: the lookups above were over TLS.
+with Petrel(t, start=False, workers=1) as p:
+    cf = table(p, "plain.cf", "ldap://127.0.0.1:%d" % slapd.port, "")
+    t.is_(rcpts(p, cf, ["alice@ldap.test"]), [DEFER], "the same server without start_tls: 451 4.3.0")
+
+# A client certificate needs its key.
+with Petrel(t, start=False) as p:
+    cf = table(p, "half.cf", "ldaps://127.0.0.1:%d/" % slapd.tls_port, "tls_cert = %s\n" % SRV)
+    conf = dict(p.settings)
+    conf.update({"modules": "ldap", "module_directory": MODULES, "virtual_alias_maps": "ldap:" + cf})
+    p.write_main_cf(conf)
+    r = subprocess.run(p.command(PETRELD, "-n", "-c", p.conf), capture_output=True, text=True, timeout=30)
+    want = "ldap:%s line 6: tls_cert without tls_key: a client certificate needs both" % cf
+    t.ok(r.returncode != 0 and want in r.stdout + r.stderr, "petreld -n: " + want.split(": ", 1)[1],
+         r.stdout + r.stderr)
+
+slapd.stop()
+t.done()

@@ -50,7 +50,8 @@ static int bad_address(const char *s)
  * this host (a maildrop file, or a notice the queue manager wrote) has no
  * client: only SOURCE=LOCAL goes, and the filter's re-injection names the
  * filter, as with Postfix. A value that is absent or "unknown" is left out
- * (an empty HELO too); IDENT is this queue ID. Every value is xtext. */
+ * (an empty HELO too); IDENT is the queue ID a filter forwarded to us, else
+ * this queue ID (Postfix's log_ident). Every value is xtext. */
 static int xforward_local(const struct sc_job *a)
 {
     const struct queue_envelope *env = &a->job->msg->env;
@@ -72,7 +73,7 @@ static const char *xforward_value(const struct sc_job *a, unsigned attr)
     case XFORWARD_F_PORT: v = env->client_port; break;
     case XFORWARD_F_PROTO: v = env->protocol; break;
     case XFORWARD_F_HELO: v = env->helo; known_only = 0; break;
-    case XFORWARD_F_IDENT: v = a->job->queue_id; known_only = 0; break;
+    case XFORWARD_F_IDENT: v = env->log_ident ? env->log_ident : a->job->queue_id; known_only = 0; break;
     default: return NULL;
     }
     if (v == NULL || *v == '\0' || (known_only && strcasecmp(v, "unknown") == 0))

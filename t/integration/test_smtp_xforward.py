@@ -26,7 +26,8 @@ plain = SmtpFilter(ehlo_keywords=("PIPELINING", "8BITMIME"))
 refusing = SmtpFilter(ehlo_keywords=ALL, replies={"xforward": "550 5.7.0 Error: insufficient authorization"})
 off = SmtpFilter(ehlo_keywords=ALL)
 local = SmtpFilter(ehlo_keywords=ALL)
-ports = {name: free_port() for name in ("full", "partial", "plain", "refusing", "off")}
+chained = SmtpFilter(ehlo_keywords=ALL)
+ports = {name: free_port() for name in ("full", "partial", "plain", "refusing", "off", "chain")}
 
 with Petrel(t, main_cf={}, start=False) as p:
     mail = os.path.join(p.dir, "mail")
@@ -51,6 +52,8 @@ with Petrel(t, main_cf={}, start=False) as p:
     for name in ("full", "partial", "plain", "refusing"):
         master += listener(ports[name], "content_filter=xscan:[127.0.0.1]:%d" % globals()[name].port)
     master += listener(ports["off"], "content_filter=noxf:[127.0.0.1]:%d" % off.port)
+    master += listener(ports["chain"], "content_filter=xscan:[127.0.0.1]:%d" % chained.port,
+                       "smtpd_authorized_xforward_hosts=127.0.0.0/8")
     master += listener(ret_port, "content_filter=", "smtpd_recipient_restrictions=permit_mynetworks,reject",
                        "mynetworks=127.0.0.0/8", "smtpd_authorized_xforward_hosts=127.0.0.0/8",
                        "myhostname=filter.petrel.test")   # else the client sees a loop (5.4.6)
@@ -127,6 +130,20 @@ with Petrel(t, main_cf={}, start=False) as p:
     t.ok(p.wait_log(r"%s: to=<u@vmail\.test>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:%d, .*status=sent" %
                     (qid, refusing.port)) is not None, "  and the message is delivered to the filter all the same")
 
+    # 3b. A chain of filters: the original queue ID a filter forwarded is
+    # kept with the message and forwarded again (Postfix's log_ident).
+    c = Smtp(ports["chain"])
+    c.ehlo("filter.example")
+    t.like(c.cmd("XFORWARD NAME=mx.origin.example ADDR=192.0.2.7 PORT=4242"), r"^250 ", "a filter's XFORWARD")
+    t.like(c.cmd("XFORWARD PROTO=ESMTP HELO=helo.origin.example IDENT=ORIGQID123 SOURCE=REMOTE"), r"^250 ",
+           "  with IDENT")
+    c.send_message("sender@example.org", ["u@vmail.test"], "Subject: chain\r\n\r\nbody chain", ehlo=False)
+    c.close()
+    s = session_of(chained)
+    t.is_(s["xforward"], ["NAME=mx.origin.example ADDR=192.0.2.7 PORT=4242",
+                          "PROTO=ESMTP HELO=helo.origin.example IDENT=ORIGQID123 SOURCE=REMOTE"],
+          "the next filter gets the original client and the original queue ID, not ours")
+
     # 4. Local submission: no client to forward (Postfix's pickup mail), only SOURCE=LOCAL.
     r = subprocess.run(p.command(SENDMAIL, "-C", p.conf, "-f", "sender@vmail.test", "u@vmail.test"),
                        input=b"Subject: local\n\nbody local\n", capture_output=True, timeout=30)
@@ -140,4 +157,5 @@ with Petrel(t, main_cf={}, start=False) as p:
     refusing.stop()
     off.stop()
     local.stop()
+    chained.stop()
 t.done()

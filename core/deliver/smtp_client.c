@@ -296,7 +296,7 @@ void smtp_client_deliver(struct smtp_client *c, const struct dlv_job *job, smtp_
     a->res = petrel_pool_zalloc(a->pool, n * sizeof(*a->res));
     a->final = petrel_pool_zalloc(a->pool, n);
     a->accepted = petrel_pool_zalloc(a->pool, n);
-    a->cmds = petrel_pool_zalloc(a->pool, (n + 2) * sizeof(*a->cmds));
+    a->cmds = petrel_pool_zalloc(a->pool, (n + 4) * sizeof(*a->cmds));   /* 2 XFORWARD, MAIL, DATA */
     a->eightbit = -1;
     a->finish_ev = evtimer_new(c->base, on_finish, a);
     clock_gettime(CLOCK_MONOTONIC, &a->t_start);
@@ -502,6 +502,7 @@ struct smtp_client *smtp_client_create(struct event_base *base, const struct smt
     if (c->set.data_done_timeout == 0) c->set.data_done_timeout = 600;
     if (c->set.rset_timeout == 0) c->set.rset_timeout = 20;
     if (c->set.quit_timeout == 0) c->set.quit_timeout = 300;
+    if (c->set.xforward_timeout == 0) c->set.xforward_timeout = 300;
     if (c->set.host_lookup_mask == 0)
         c->set.host_lookup_mask = c->set.dns_support == SMTP_DNS_DISABLED ? SMTP_HOST_NATIVE : SMTP_HOST_DNS;
     c->seed = (unsigned)time(NULL) ^ (unsigned)getpid() ^ (unsigned)(uintptr_t)c;

@@ -56,6 +56,10 @@ struct smtp_client_settings {
     const char *const *host_lookup; /* smtp_host_lookup words */
     unsigned host_lookup_mask;      /* SMTP_HOST_*, from host_lookup and dns_support (settings_bind) */
     int soft_bounce;                /* soft_bounce: a 5xx qualifies for the next server too, as a 4xx */
+    /* smtp_send_xforward_command: tell a server that announces XFORWARD
+     * (a content filter) who the message's original client was */
+    int send_xforward;
+    unsigned xforward_timeout;      /* smtp_xforward_timeout */
     /* TLS */
     enum smtp_tls_level tls_level;  /* smtp_tls_security_level */
     int use_tls, enforce_tls;       /* the legacy smtp_use_tls / smtp_enforce_tls, for an empty level */

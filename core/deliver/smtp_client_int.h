@@ -53,7 +53,9 @@ enum sc_state {
     S_QUIT,
 };
 
-enum sc_cmd_kind { CMD_MAIL, CMD_RCPT, CMD_DATA };
+/* XFORWARD goes in two commands before MAIL, as Postfix sends it: the
+ * client's name, address and port, then protocol, HELO, ident and source. */
+enum sc_cmd_kind { CMD_XFORWARD_ADDR, CMD_XFORWARD_PROTO, CMD_MAIL, CMD_RCPT, CMD_DATA };
 
 struct sc_cmd {
     enum sc_cmd_kind kind;
@@ -81,6 +83,7 @@ struct sc_conn {
     char relay[400];              /* "mx.example.com[192.0.2.1]:25" (cut to 319 in results) */
     char desc[400];               /* "mx.example.com[192.0.2.1]" for texts */
     unsigned caps;
+    unsigned xforward;            /* XFORWARD attributes the EHLO reply announced (XFORWARD_F_*) */
     unsigned long long size_limit;
     int tls;                      /* TLS is up */
     int no_tls;                   /* plaintext retry after a failed opportunistic handshake */

@@ -140,6 +140,8 @@ const char *sc_stage_text(const struct sc_conn *conn)
     case S_TXN:
         if (a && a->nreplied < a->ncmds) {
             switch (a->cmds[a->nreplied].kind) {
+            case CMD_XFORWARD_ADDR: return "sending XFORWARD name/address";
+            case CMD_XFORWARD_PROTO: return "sending XFORWARD protocol/helo_name";
             case CMD_MAIL: return "sending MAIL FROM";
             case CMD_RCPT: return "sending RCPT TO";
             case CMD_DATA: return "sending DATA command";
@@ -169,8 +171,11 @@ void sc_session_fail(struct sc_conn *conn, const char *dsn, const char *fmt, ...
         sc_conn_close(conn);
         return;
     }
-    /* nothing of this job was answered yet: nothing can have been delivered */
-    if (conn->reused && (conn->state == S_RSET || (conn->state == S_TXN && a->nreplied == 0))) {
+    /* nothing of this job but XFORWARD was answered yet: nothing can have
+     * been delivered (the XFORWARD commands come first, MAIL next) */
+    int uncommitted = conn->state == S_RSET
+                      || (conn->state == S_TXN && (a->nreplied == 0 || a->cmds[a->nreplied - 1].kind < CMD_MAIL));
+    if (conn->reused && uncommitted) {
         msg_info("%s: cached connection to %s failed (%s); retrying on a new connection", a->job->queue_id,
                  conn->relay, text);
         sc_conn_close(conn);

@@ -22,6 +22,7 @@
 #include "deliver/smtp_client_int.h"
 #include "lib/buf.h"
 #include "mail/smtp_syntax.h"
+#include "mail/xforward.h"
 
 /* ------------------------------------------------------------------ */
 /* reply codes */
@@ -44,11 +45,78 @@ static int bad_address(const char *s)
 }
 
 
+/* XFORWARD (smtp_send_xforward_command): what the message's envelope says
+ * of its origin, as Postfix's smtp_proto.c forwards it. Mail submitted on
+ * this host (a maildrop file, or a notice the queue manager wrote) has no
+ * client: only SOURCE=LOCAL goes, and the filter's re-injection names the
+ * filter, as with Postfix. A value that is absent or "unknown" is left out
+ * (an empty HELO too); IDENT is the queue ID a filter forwarded to us, else
+ * this queue ID (Postfix's log_ident). Every value is xtext. */
+static int xforward_local(const struct sc_job *a)
+{
+    const struct queue_envelope *env = &a->job->msg->env;
+    return env->origin != NULL || env->client_addr == NULL;
+}
+
+static const char *xforward_value(const struct sc_job *a, unsigned attr)
+{
+    const struct queue_envelope *env = &a->job->msg->env;
+    const char *v = NULL;
+    int known_only = 1;
+    if (attr == XFORWARD_F_SOURCE)
+        return xforward_local(a) ? "LOCAL" : "REMOTE";
+    if (xforward_local(a))
+        return NULL;
+    switch (attr) {
+    case XFORWARD_F_NAME: v = env->client_name; break;
+    case XFORWARD_F_ADDR: v = env->client_addr; break;
+    case XFORWARD_F_PORT: v = env->client_port; break;
+    case XFORWARD_F_PROTO: v = env->protocol; break;
+    case XFORWARD_F_HELO: v = env->helo; known_only = 0; break;
+    case XFORWARD_F_IDENT: v = env->log_ident ? env->log_ident : a->job->queue_id; known_only = 0; break;
+    default: return NULL;
+    }
+    if (v == NULL || *v == '\0' || (known_only && strcasecmp(v, "unknown") == 0))
+        return NULL;
+    return v;
+}
+
+static const struct { unsigned attr; const char *name; enum sc_cmd_kind cmd; } xforward_attrs[] = {
+    { XFORWARD_F_NAME, "NAME", CMD_XFORWARD_ADDR }, { XFORWARD_F_ADDR, "ADDR", CMD_XFORWARD_ADDR },
+    { XFORWARD_F_PORT, "PORT", CMD_XFORWARD_ADDR }, { XFORWARD_F_PROTO, "PROTO", CMD_XFORWARD_PROTO },
+    { XFORWARD_F_HELO, "HELO", CMD_XFORWARD_PROTO }, { XFORWARD_F_IDENT, "IDENT", CMD_XFORWARD_PROTO },
+    { XFORWARD_F_SOURCE, "SOURCE", CMD_XFORWARD_PROTO },
+};
+
+/* Whether the XFORWARD command kind has something the server takes. */
+static int xforward_wanted(const struct sc_job *a, enum sc_cmd_kind kind)
+{
+    if (!a->c->set.send_xforward)
+        return 0;
+    for (size_t k = 0; k < sizeof(xforward_attrs) / sizeof(xforward_attrs[0]); k++)
+        if (xforward_attrs[k].cmd == kind && (a->conn->xforward & xforward_attrs[k].attr)
+            && xforward_value(a, xforward_attrs[k].attr))
+            return 1;
+    return 0;
+}
+
+static void append_xforward(struct sc_job *a, struct buf *out, enum sc_cmd_kind kind)
+{
+    buf_puts(out, "XFORWARD");
+    for (size_t k = 0; k < sizeof(xforward_attrs) / sizeof(xforward_attrs[0]); k++) {
+        const char *v = xforward_value(a, xforward_attrs[k].attr);
+        if (xforward_attrs[k].cmd == kind && (a->conn->xforward & xforward_attrs[k].attr) && v)
+            buf_printf(out, " %s=%s", xforward_attrs[k].name, smtp_xtext_encode(v, a->pool));
+    }
+}
+
 static void append_cmd(struct sc_job *a, struct buf *out, const struct sc_cmd *cmd)
 {
     struct sc_conn *conn = a->conn;
     const struct queue_message *m = a->job->msg;
-    if (cmd->kind == CMD_MAIL) {
+    if (cmd->kind == CMD_XFORWARD_ADDR || cmd->kind == CMD_XFORWARD_PROTO) {
+        append_xforward(a, out, cmd->kind);
+    } else if (cmd->kind == CMD_MAIL) {
         buf_printf(out, "MAIL FROM:<%s>", a->job->sender ? a->job->sender : "");
         if (conn->caps & SMTP_CAP_SIZE)
             buf_printf(out, " SIZE=%llu", m->content_length);
@@ -102,6 +170,7 @@ static unsigned cmd_timeout(const struct sc_job *a, const struct sc_cmd *cmd)
 {
     const struct smtp_client_settings *s = &a->c->set;
     switch (cmd->kind) {
+    case CMD_XFORWARD_ADDR: case CMD_XFORWARD_PROTO: return s->xforward_timeout;
     case CMD_MAIL: return s->mail_timeout;
     case CMD_RCPT: return s->rcpt_timeout;
     default: return s->data_timeout;
@@ -181,6 +250,11 @@ void sc_txn_start(struct sc_job *a)
     a->naccepted = 0;
     a->mail_ok = 0;
     a->lmtp_next = 0;
+    if (xforward_wanted(a, CMD_XFORWARD_ADDR))
+        a->cmds[a->ncmds++] = (struct sc_cmd){ CMD_XFORWARD_ADDR, 0 };
+    if (xforward_wanted(a, CMD_XFORWARD_PROTO))
+        a->cmds[a->ncmds++] = (struct sc_cmd){ CMD_XFORWARD_PROTO, 0 };
+    size_t first_rcpt = a->ncmds + 1;
     a->cmds[a->ncmds++] = (struct sc_cmd){ CMD_MAIL, 0 };
     for (size_t i = 0; i < a->job->nrcpt; i++) {
         a->accepted[i] = 0;
@@ -192,7 +266,7 @@ void sc_txn_start(struct sc_job *a)
         }
         a->cmds[a->ncmds++] = (struct sc_cmd){ CMD_RCPT, i };
     }
-    if (a->ncmds == 1) {   /* nothing left to send */
+    if (a->ncmds == first_rcpt) {   /* nothing left to send */
         sc_conn_release(conn);
         sc_job_next(a);
         return;
@@ -232,6 +306,22 @@ static void on_txn_reply(struct sc_job *a, const struct smtp_reply *r)
     char dsn[16];
     const struct sc_cmd *cmd = &a->cmds[a->nreplied++];
     switch (cmd->kind) {
+    case CMD_XFORWARD_ADDR:
+    case CMD_XFORWARD_PROTO:
+        if (conn->reused && r->code == 421) {
+            /* the cached connection was being shut down: go fresh */
+            sc_session_fail(conn, "4.4.2", "host %s said: %s (in reply to %s)", conn->desc, r->text,
+                            cmd->kind == CMD_XFORWARD_ADDR ? "XFORWARD name/address command"
+                                                           : "XFORWARD helo/protocol command");
+            return;
+        }
+        /* Postfix's rule: a refused XFORWARD is logged, and the mail goes on */
+        if (r->code / 100 != 2)
+            msg_warn("host %s said: %s (in reply to %s)", conn->relay, r->text,
+                     cmd->kind == CMD_XFORWARD_ADDR ? "XFORWARD name/address command"
+                                                    : "XFORWARD helo/protocol command");
+        txn_send(a);
+        return;
     case CMD_MAIL:
         if (r->code / 100 == 2) {
             a->mail_ok = 1;
@@ -347,6 +437,7 @@ static void send_helo(struct sc_conn *conn)
 {
     conn->state = S_HELO;
     conn->caps = 0;
+    conn->xforward = 0;
     sc_conn_printf(conn, "HELO %s\r\n", conn->c->set.helo_name);
     sc_conn_arm(conn, conn->c->set.helo_timeout);
 }
@@ -432,6 +523,7 @@ static void on_session_reply(struct sc_conn *conn, const struct smtp_reply *r)
     case S_EHLO:
         if (r->code / 100 == 2) {
             conn->caps = r->caps;
+            conn->xforward = r->xforward;
             conn->size_limit = r->size_limit;
             sc_sasl_ehlo(conn, r);
             if (loops_back(conn, r))
@@ -449,6 +541,7 @@ static void on_session_reply(struct sc_conn *conn, const struct smtp_reply *r)
             if (loops_back(conn, r))
                 return;
             conn->caps = 0;
+    conn->xforward = 0;
             after_ehlo(conn);
             return;
         }
@@ -487,6 +580,7 @@ void sc_conn_send_ehlo(struct sc_conn *conn)
 {
     conn->state = S_EHLO;
     conn->caps = 0;
+    conn->xforward = 0;
     conn->size_limit = 0;
     conn->server_mechs = 0;
     conn->server_auth = 0;

@@ -15,6 +15,7 @@
 #include <event2/buffer.h>
 
 #include "deliver/smtp_reply.h"
+#include "mail/xforward.h"
 
 const char *smtp_reply_dsn(const struct smtp_reply *r, char out[16])
 {
@@ -76,6 +77,24 @@ static void parse_ehlo_keyword(struct smtp_reply *r, const char *line)
     else if (strcasecmp(kw, "SIZE") == 0) {
         r->caps |= SMTP_CAP_SIZE;
         r->size_limit = strtoull(line + n + (line[n] ? 1 : 0), NULL, 10);
+    } else if (strcasecmp(kw, "XFORWARD") == 0) {
+        /* Postfix's XFORWARD_README: the attributes the server takes */
+        static const struct { const char *name; unsigned bit; } attrs[] = {
+            { "NAME", XFORWARD_F_NAME }, { "ADDR", XFORWARD_F_ADDR }, { "PORT", XFORWARD_F_PORT },
+            { "PROTO", XFORWARD_F_PROTO }, { "HELO", XFORWARD_F_HELO }, { "IDENT", XFORWARD_F_IDENT },
+            { "SOURCE", XFORWARD_F_SOURCE },
+        };
+        const char *p = line + n;
+        for (;;) {
+            p += strspn(p, " ");
+            size_t w = strcspn(p, " ");
+            if (w == 0)
+                break;
+            for (size_t k = 0; k < sizeof(attrs) / sizeof(attrs[0]); k++)
+                if (strlen(attrs[k].name) == w && strncasecmp(p, attrs[k].name, w) == 0)
+                    r->xforward |= attrs[k].bit;
+            p += w;
+        }
     } else if (strcasecmp(kw, "AUTH") == 0) {
         r->caps |= SMTP_CAP_AUTH;
         const char *p = line + n;

@@ -43,6 +43,8 @@ struct smtp_reply {
     unsigned long long size_limit;      /* SIZE keyword's value, 0 when none */
     char auth[256];                     /* the mechanisms of the AUTH (and old AUTH=) keyword lines,
                                            space-separated, cut at a whole name */
+    unsigned xforward;                  /* the attributes an XFORWARD keyword line names
+                                           (XFORWARD_F_* of mail/xforward.h) */
 };
 
 struct smtp_reply_reader {

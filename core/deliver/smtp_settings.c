@@ -47,6 +47,8 @@
     X("smtp_host_lookup", "lmtp_host_lookup", LIST, host_lookup)                                        \
     X("disable_dns_lookups", "disable_dns_lookups", BOOL, disable_dns)                                  \
     X("soft_bounce", "soft_bounce", BOOL, soft_bounce)                                                  \
+    X("smtp_send_xforward_command", "lmtp_send_xforward_command", BOOL, send_xforward)                  \
+    X("smtp_xforward_timeout", "lmtp_xforward_timeout", UINT, xforward_timeout)                         \
     X("smtp_use_tls", "lmtp_use_tls", BOOL, use_tls)                                                    \
     X("smtp_enforce_tls", "lmtp_enforce_tls", BOOL, enforce_tls)                                        \
     X("smtp_tls_CAfile", "lmtp_tls_CAfile", STR, tls_cafile)                                            \

@@ -116,6 +116,8 @@ struct queue_envelope {
     const char *sasl_method, *sasl_username;   /* NULL when not authenticated */
     const char *content_filter;/* "transport:nexthop" the message goes to before anything else
                                   (content_filter, a FILTER action), or NULL */
+    const char *log_ident;     /* the original queue ID a content filter forwarded (XFORWARD IDENT),
+                                  which the SMTP client forwards in turn; NULL: this queue ID */
     const struct queue_origin *origin;   /* from maildrop/ (the pickup role), else NULL */
     long long arrival_sec;
     long arrival_usec;

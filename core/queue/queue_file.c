@@ -20,6 +20,7 @@
  *   'E' ENVID; 'c' client name; 'a' client address; 'p' client port;
  *   'h' HELO; 'P' protocol; 't' TLS info; 'm' SASL method; 'u' SASL username;
  *   'f' content filter (transport:nexthop) the message goes to first
+ *   'i' the original queue ID a content filter forwarded (XFORWARD IDENT)
  *   'D' maildrop origin: flags (1: bit 1 = last) | device (8) | inode (8) |
  *       name (a queue ID, 19 bytes)
  *   'R' recipient, one or more, in RCPT order:
@@ -82,7 +83,7 @@ enum qf_record {
     REC_TIME = 'T', REC_FLAGS = 'F', REC_SENDER = 'S', REC_ENVID = 'E',
     REC_CLIENT_NAME = 'c', REC_CLIENT_ADDR = 'a', REC_CLIENT_PORT = 'p',
     REC_HELO = 'h', REC_PROTOCOL = 'P', REC_TLS = 't', REC_SASL_METHOD = 'm',
-    REC_SASL_USER = 'u', REC_FILTER = 'f', REC_ORIGIN = 'D', REC_RCPT = 'R', REC_CONTENT = 'M', REC_END = 'X',
+    REC_SASL_USER = 'u', REC_FILTER = 'f', REC_LOG_IDENT = 'i', REC_ORIGIN = 'D', REC_RCPT = 'R', REC_CONTENT = 'M', REC_END = 'X',
 };
 
 #define KNOWN_FLAGS (QUEUE_F_8BITMIME | QUEUE_F_SMTPUTF8 | QUEUE_F_BINARYMIME | QUEUE_F_NO_ADDRESS_MAPPINGS | \
@@ -273,7 +274,7 @@ static int envelope_ok(const struct queue_envelope *env)
         return 0;
     const char *fields[] = { env->sender, env->envid, env->client_name, env->client_addr,
                              env->client_port, env->helo, env->protocol, env->tls_info,
-                             env->sasl_method, env->sasl_username, env->content_filter };
+                             env->sasl_method, env->sasl_username, env->content_filter, env->log_ident };
     for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
         if (!field_ok(fields[i], &total))
             return 0;
@@ -347,6 +348,7 @@ struct queue_writer *queue_writer_create(struct queue *q, struct queue_id_gen *g
     put_string(w, REC_SASL_METHOD, env->sasl_method);
     put_string(w, REC_SASL_USER, env->sasl_username);
     put_string(w, REC_FILTER, env->content_filter);
+    put_string(w, REC_LOG_IDENT, env->log_ident);
     if (env->origin) {
         unsigned char origin[QF_ORIGIN_SIZE];
         origin[0] = env->origin->last ? 1 : 0;
@@ -557,6 +559,7 @@ static const char *record_name(int type)
     case REC_SASL_METHOD: return "SASL method";
     case REC_SASL_USER: return "SASL username";
     case REC_FILTER: return "content filter";
+    case REC_LOG_IDENT: return "original queue ID";
     case REC_ORIGIN: return "maildrop origin";
     case REC_RCPT: return "recipient";
     case REC_CONTENT: return "content start";
@@ -579,6 +582,7 @@ static const char **string_slot(struct queue_envelope *env, int type)
     case REC_SASL_METHOD: return &env->sasl_method;
     case REC_SASL_USER: return &env->sasl_username;
     case REC_FILTER: return &env->content_filter;
+    case REC_LOG_IDENT: return &env->log_ident;
     default: return NULL;
     }
 }

@@ -88,6 +88,14 @@ static void ehlo_reply(struct smtpd_session *s)
         smtpd_session_close_after_flush(s);
         return;
     }
+    int xforward = (discard & SMTPD_EHLO_XFORWARD) ? 0 : smtpd_xforward_allowed(s);
+    if (xforward < 0) {
+        /* a table of smtpd_authorized_xforward_hosts failed (Postfix's words) */
+        msg_warn("don't know if EHLO feature XFORWARD should be announced to %s", s->namaddr);
+        smtpd_reply(s, "421 4.3.0 %s Server local data error", set->myhostname);
+        smtpd_session_close_after_flush(s);
+        return;
+    }
     if (discard && !(discard & SMTPD_EHLO_ENHANCEDSTATUSCODES) && !(discard & SMTPD_EHLO_SILENT)) {
         char names[300] = "";
         size_t n = 0;
@@ -128,7 +136,7 @@ static void ehlo_reply(struct smtpd_session *s)
     if (set->tls_ctx && !s->tls_active && set->tls_level != TLS_LEVEL_NONE && !(discard & SMTPD_EHLO_STARTTLS))
         lines[k++] = "STARTTLS";
     /* Postfix's order of the attributes; only to clients that may use it */
-    if (!(discard & SMTPD_EHLO_XFORWARD) && smtpd_xforward_allowed(s))
+    if (xforward)
         lines[k++] = "XFORWARD NAME ADDR PROTO HELO SOURCE PORT IDENT";
     if (!(discard & SMTPD_EHLO_ENHANCEDSTATUSCODES))
         lines[k++] = "ENHANCEDSTATUSCODES";

@@ -94,11 +94,35 @@ static void data_checked(struct smtpd_session *s, const struct restrict_result *
     data_hooked(s, r);
 }
 
+/* Postfix's check before a BDAT chunk is read: a chunk that would take the
+ * message past message_size_limit is skipped (read and dropped) and
+ * answered "552 5.3.4 Chunk exceeds message size limit", which ends the
+ * transaction; one far past it (beyond about 1.5 times the limit) is not
+ * read at all: the session ends. -1 when the session ended. */
+static int bdat_size_check(struct smtpd_session *s)
+{
+    unsigned long long limit = s->set->message_size_limit, total = s->tx->bdat_total, size = s->bdat_chunk_size;
+    if (limit == 0 || (total <= limit && size <= limit - total))
+        return 0;
+    const char *id = s->tx->queue_id[0] ? s->tx->queue_id : "NOQUEUE";
+    msg_warn("%s: BDAT request from %s exceeds message size limit", id, s->namaddr);
+    if (total / 1.5 > limit - size / 1.5) {
+        msg_warn("%s: too much BDAT content -- disabling further input from %s", id, s->namaddr);
+        smtpd_count_error(s, CNT_BDAT);
+        smtpd_session_shutdown(s, "552 5.3.4 Chunk exceeds message size limit");
+        return -1;
+    }
+    s->bdat_refusal = "552 5.3.4 Chunk exceeds message size limit";
+    return 0;
+}
+
 /* Content may flow: DATA answers 354, BDAT reads its chunk. */
 static void content_ready(struct smtpd_session *s, int bdat)
 {
     if (bdat) {
         s->bdat_state = BDAT_OK;
+        if (bdat_size_check(s) != 0)
+            return;
         s->state = SMTPD_BDAT;
         smtpd_continue(s);
         return;
@@ -623,5 +647,7 @@ void smtpd_cmd_bdat(struct smtpd_session *s, const struct smtp_command *cmd)
         data_start(s, CNT_BDAT);
         return;
     }
+    if (bdat_size_check(s) != 0)
+        return;
     s->state = SMTPD_BDAT;
 }

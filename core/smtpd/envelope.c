@@ -227,6 +227,9 @@ struct queue_writer *smtpd_create_writer(struct smtpd_session *s)
     env.client_port = (s->xforward.set & XFORWARD_F_PORT) ? s->xforward.port : s->port;
     env.helo = smtpd_xforward_helo(s);
     env.protocol = smtpd_xforward_proto(s);
+    /* Postfix's log_ident: the forwarded queue ID, kept for the next filter */
+    const char *ident = (s->xforward.set & XFORWARD_F_IDENT) ? s->xforward.ident : "";
+    env.log_ident = *ident && strcmp(ident, "unknown") != 0 ? ident : NULL;
     env.tls_info = s->tls_info;
     env.sasl_method = s->sasl_method;
     env.sasl_username = s->sasl_username;

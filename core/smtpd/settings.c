@@ -26,6 +26,7 @@
 #include "lib/xalloc.h"
 #include "mail/addr_class.h"
 #include "mail/maps.h"
+#include "mail/namadr.h"
 #include "smtpd/rcpt_maps.h"
 #include "smtpd/anvil.h"
 #include "smtpd/haproxy_read.h"
@@ -39,6 +40,7 @@
 #include "tables/table.h"
 #include "tables/access.h"
 #include "mail/maps.h"
+#include "mail/namadr.h"
 #include "tls/tls.h"
 
 /* Adds one problem, "parameter: why", to *error: settings report every
@@ -222,7 +224,7 @@ static void free_settings_pool(void *arg)
     cidr_list_free(set->debug_peers);
     cidr_list_free(set->own_addresses);
     cidr_list_free(set->sasl_exceptions);
-    cidr_list_free(set->xforward_hosts);
+    namadr_list_free(set->xforward_hosts);
     if (set->sender_login_maps)
         mail_maps_close(set->sender_login_maps);
     for (size_t i = 0; i < set->nsender_bcc_maps; i++)
@@ -712,8 +714,17 @@ struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struc
         failed = 1;
     if ((set->sasl_exceptions = networks(cfg, "smtpd_sasl_exceptions_networks", error)) == NULL)
         failed = 1;
-    if ((set->xforward_hosts = networks(cfg, "smtpd_authorized_xforward_hosts", error)) == NULL)
-        failed = 1;
+    {
+        /* a name and address list (Postfix's namadr_list; not in
+         * parent_domain_matches_subdomains: .domain for subdomains) */
+        char *why = NULL;
+        set->xforward_hosts = namadr_list_open("smtpd_authorized_xforward_hosts",
+                                               cfg_list(cfg, "smtpd_authorized_xforward_hosts"), w->tables, 0, &why);
+        if (set->xforward_hosts == NULL) {
+            failed = fail(error, "%s", why ? why : "smtpd_authorized_xforward_hosts: cannot be used");
+            free(why);
+        }
+    }
 
     cfg_bind_apply(cfg, &smtpd_service_bind_table, set);
     {

@@ -42,6 +42,7 @@ struct tbl_scope;
 struct tbl;
 struct mail_rewrite;
 struct cidr_list;
+struct namadr_list;
 struct restrict_list;
 struct restrict_run;
 struct anvil;
@@ -234,7 +235,7 @@ struct smtpd_settings {
     int sasl_authenticated_header;    /* smtpd_sasl_authenticated_header */
     int broken_sasl_auth_clients;     /* also announce AUTH=... */
     struct cidr_list *sasl_exceptions;   /* smtpd_sasl_exceptions_networks: never offered AUTH */
-    struct cidr_list *xforward_hosts;    /* smtpd_authorized_xforward_hosts: may send XFORWARD */
+    struct namadr_list *xforward_hosts;  /* smtpd_authorized_xforward_hosts: may send XFORWARD */
     struct mail_maps *sender_login_maps; /* smtpd_sender_login_maps: who owns which sender address */
     unsigned auth_rate_limit;         /* smtpd_client_auth_rate_limit (per anvil_rate_time_unit) */
     unsigned sasl_failure_limit, sasl_failure_window, sasl_lockout_time, sasl_failure_delay;

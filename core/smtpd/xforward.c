@@ -5,7 +5,11 @@
  * and not the filter.
  *
  * Only clients in smtpd_authorized_xforward_hosts may send it (others get
- * 550 5.7.0, as in Postfix), only outside a mail transaction; the
+ * 550 5.7.0, as in Postfix), a name and address list as Postfix's
+ * namadr_list (mail/namadr.c: networks, host and domain names of the
+ * client's verified name, type:table, !exclusions; a table that fails ends
+ * the session with 421 4.3.0, as Postfix does), only outside a mail
+ * transaction; the
  * arguments are parsed and checked by mail/xforward.c (fuzzed with the
  * other command parsers), whose 501 replies are Postfix's.
  *
@@ -24,25 +28,37 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "lib/log.h"
+#include "mail/namadr.h"
 #include "mail/xforward.h"
 #include "smtpd/smtpd_int.h"
-#include "tables/cidr.h"
 
 int smtpd_xforward_allowed(const struct smtpd_session *s)
 {
-    return s->set->xforward_hosts && cidr_list_match(s->set->xforward_hosts, s->addr);
+    if (s->local_submission || namadr_list_empty(s->set->xforward_hosts))
+        return 0;
+    return namadr_list_match(s->set->xforward_hosts, s->name, s->addr);
 }
 
 void smtpd_cmd_xforward(struct smtpd_session *s, const struct smtp_command *cmd)
 {
     char reply[400];
+    int allowed = 0;
+    if (!s->tx && cmd->args_len > 0 && strspn(cmd->args, " \t") < cmd->args_len
+        && (allowed = smtpd_xforward_allowed(s)) < 0) {
+        msg_warn("don't know if command XFORWARD should be allowed from %s", s->namaddr);
+        smtpd_count_error(s, CNT_UNKNOWN);
+        smtpd_reply(s, "421 4.3.0 %s Server local data error", s->set->myhostname);
+        smtpd_session_close_after_flush(s);
+        return;
+    }
     if (s->tx) {
         smtpd_reply(s, "503 5.5.1 Error: MAIL transaction in progress");
         smtpd_count_error(s, CNT_UNKNOWN);
     } else if (cmd->args_len == 0 || strspn(cmd->args, " \t") >= cmd->args_len) {
         smtpd_reply(s, "501 5.5.4 Syntax: XFORWARD attribute=value...");
         smtpd_count_error(s, CNT_UNKNOWN);
-    } else if (!smtpd_xforward_allowed(s)) {
+    } else if (!allowed) {
         smtpd_reply(s, "550 5.7.0 Error: insufficient authorization");
         smtpd_count_error(s, CNT_UNKNOWN);
     } else if (xforward_parse(cmd->args, cmd->args_len, &s->xforward, reply, sizeof(reply)) != 0) {

@@ -60,14 +60,25 @@ struct rule {
 };
 
 /* Module data, made by init in each smtpd worker. */
-struct dnsbl_conf {
-    petrel_pool *pool;
-    const struct dnsbl_list *sites;
-    size_t nsites;
+/* What decides and answers, as one master.cf service (or main.cf) sets it:
+ * the score thresholds and Postfix's default_rbl_reply and
+ * maps_rbl_reject_code (through dnsbl_reply_template, dnsbl_reject_code),
+ * which Postfix reads per service too. The lists queried are main.cf's. */
+struct dnsbl_policy {
+    const char *service;               /* NULL: main.cf's */
     long long threshold, allow_threshold;
-    unsigned timeout_ms;
     const char *reply_template;
     int reply_code;
+};
+
+struct dnsbl_conf {
+    petrel_pool *pool;
+    struct dnsbl_policy main_policy;
+    struct dnsbl_policy *policies;     /* one per hook service (petrel_service_at) */
+    size_t npolicies;
+    const struct dnsbl_list *sites;
+    size_t nsites;
+    unsigned timeout_ms;
     /* Zones queried with the client's address, started at connect: those
      * of dnsbl_sites and of every compiled client list (compile registers
      * them once init has run, which in a worker is before compiling). */
@@ -80,37 +91,69 @@ static const petrel_param dnsbl_params[] = {
     { PETREL_PARAM_INIT, .name = "dnsbl_sites", .type = PETREL_PARAM_LIST, .default_value = "",
       .help = "postscreen-style weighted lists for check_dnsbl_score: domain[=filter][*weight], ..." },
     { PETREL_PARAM_INIT, .name = "dnsbl_threshold", .type = PETREL_PARAM_INT, .default_value = "1",
-      .help = "check_dnsbl_score rejects a client whose score reaches this" },
+      .help = "check_dnsbl_score rejects a client whose score reaches this", .per_service = 1 },
     { PETREL_PARAM_INIT, .name = "dnsbl_whitelist_threshold", .type = PETREL_PARAM_INT, .default_value = "0",
-      .help = "check_dnsbl_score permits a client whose score is at most this (when negative)" },
+      .help = "check_dnsbl_score permits a client whose score is at most this (when negative)", .per_service = 1 },
     { PETREL_PARAM_INIT, .name = "dnsbl_allowlist_threshold", .type = PETREL_PARAM_INT,
       .default_value = "$dnsbl_whitelist_threshold",
-      .help = "the same, under Postfix 3.6's name" },
+      .help = "the same, under Postfix 3.6's name", .per_service = 1 },
     { PETREL_PARAM_INIT, .name = "dnsbl_timeout", .type = PETREL_PARAM_TIME, .default_value = "10s",
       .help = "how long one DNS list may take to answer; then it counts as not listed" },
     /* The module's view of Postfix's parameters (set those: these follow them). */
     { PETREL_PARAM_INIT, .name = "dnsbl_reply_template", .type = PETREL_PARAM_STRING,
       .default_value = "$default_rbl_reply",
-      .help = "set default_rbl_reply instead" },
+      .help = "set default_rbl_reply instead", .per_service = 1 },
     { PETREL_PARAM_INIT, .name = "dnsbl_reject_code", .type = PETREL_PARAM_INT,
       .default_value = "$maps_rbl_reject_code",
-      .help = "set maps_rbl_reject_code instead" },
+      .help = "set maps_rbl_reject_code instead", .per_service = 1 },
     { PETREL_PARAM_INIT, .name = "dnsbl_reply_maps", .type = PETREL_PARAM_STRING, .default_value = "$rbl_reply_maps",
-      .help = "set rbl_reply_maps instead" },
+      .help = "set rbl_reply_maps instead", .per_service = 1 },
     { .name = NULL },
 };
 
-/* Settings every restriction's compile checks, so that petreld -n reports them. */
-static const char *check_common(petrel_module *m, petrel_pool *pool)
+/* The policy as the service (NULL: main.cf) sets it, checked. */
+static const char *policy_settings(petrel_module *m, const char *service, petrel_pool *pool, struct dnsbl_policy *out)
 {
-    const char *maps = petrel_param_string(m, "dnsbl_reply_maps");
+#define GET_STR(name) (service ? petrel_service_config_string(m, service, name) : petrel_param_string(m, name))
+#define GET_INT(name) (service ? petrel_service_config_int(m, service, name) : petrel_param_int(m, name))
+    const char *maps = GET_STR("dnsbl_reply_maps");
     if (maps && *maps)
         return petrel_pool_printf(pool, "rbl_reply_maps = %s cannot be applied: this version's plugin API gives "
                                   "modules no lookup tables; remove it (the replies would silently differ)", maps);
-    const char *template_text = petrel_param_string(m, "dnsbl_reply_template");
+    const char *template_text = GET_STR("dnsbl_reply_template");
     const char *err = dnsbl_template_check(template_text ? template_text : "", pool);
     if (err)
         return petrel_pool_printf(pool, "default_rbl_reply: %s", err);
+    out->service = service;
+    out->reply_template = petrel_pool_strdup(pool, template_text ? template_text : "");
+    out->reply_code = (int)GET_INT("dnsbl_reject_code");
+    out->threshold = GET_INT("dnsbl_threshold");
+    out->allow_threshold = GET_INT("dnsbl_allowlist_threshold");
+#undef GET_STR
+#undef GET_INT
+    return NULL;
+}
+
+/* Settings every restriction's compile checks, so that petreld -n reports
+ * them; with conf, main.cf's policy and each service's are kept. */
+static const char *check_common(petrel_module *m, petrel_pool *pool, struct dnsbl_conf *conf)
+{
+    struct dnsbl_policy main_policy;
+    const char *err = policy_settings(m, NULL, pool, &main_policy);
+    if (err)
+        return err;
+    size_t n = petrel_service_count(m);
+    struct dnsbl_policy *policies = petrel_pool_zalloc(pool, (n ? n : 1) * sizeof(*policies));
+    for (size_t i = 0; i < n; i++) {
+        const char *service = petrel_service_at(m, i);
+        if ((err = policy_settings(m, service, pool, &policies[i])) != NULL)
+            return petrel_pool_printf(pool, "master.cf service %s: %s", service, err);
+    }
+    if (conf) {
+        conf->main_policy = main_policy;
+        conf->policies = policies;
+        conf->npolicies = n;
+    }
     return NULL;
 }
 
@@ -165,7 +208,7 @@ static void register_client_zone(struct dnsbl_conf *conf, const char *zone)
 static int compile_rule(petrel_module *m, enum rule_kind kind, const char *name, const char *const *args,
                         void **state, petrel_pool *pool, const char **error)
 {
-    const char *err = check_common(m, pool);
+    const char *err = check_common(m, pool, NULL);
     if (err) {
         *error = err;
         return -1;
@@ -220,7 +263,7 @@ static int dnsbl_init(petrel_module *m, const char **error)
     petrel_pool *pool = petrel_pool_create(4096);
     struct dnsbl_conf *conf = petrel_pool_zalloc(pool, sizeof(*conf));
     conf->pool = pool;
-    const char *err = check_common(m, pool);
+    const char *err = check_common(m, pool, conf);
     struct dnsbl_list *sites = NULL;
     if (err == NULL)
         err = parse_sites(m, pool, &sites, &conf->nsites);
@@ -231,12 +274,8 @@ static int dnsbl_init(petrel_module *m, const char **error)
     conf->sites = sites;
     for (size_t i = 0; i < conf->nsites; i++)
         register_client_zone(conf, sites[i].zone);
-    conf->threshold = petrel_param_int(m, "dnsbl_threshold");
-    conf->allow_threshold = petrel_param_int(m, "dnsbl_allowlist_threshold");
     long long t = petrel_param_int(m, "dnsbl_timeout");
     conf->timeout_ms = (unsigned)(t > 0 && t < 3600 ? t * 1000 : 10000);
-    conf->reply_template = petrel_pool_strdup(pool, petrel_param_string(m, "dnsbl_reply_template"));
-    conf->reply_code = (int)petrel_param_int(m, "dnsbl_reject_code");
     conf->cache = dnsbl_cache_new();
     petrel_module_set_data(m, conf);
     return 0;
@@ -282,6 +321,7 @@ struct waiter {
 struct dnsbl_session {
     petrel_module *m;
     struct dnsbl_conf *conf;
+    const struct dnsbl_policy *policy;  /* the session's service's */
     int refs;                         /* the session (until gone) + lookups in flight */
     int gone;
     int evaluating, again;            /* evaluate_waiters is running; run it once more */
@@ -348,6 +388,11 @@ static struct dnsbl_session *session_state(petrel_session *s, petrel_module *m)
             return NULL;
         ds->m = m;
         ds->conf = petrel_module_data(m);
+        ds->policy = ds->conf ? &ds->conf->main_policy : NULL;
+        const char *service = petrel_service_name(s);
+        for (size_t i = 0; ds->conf && service && i < ds->conf->npolicies; i++)
+            if (strcmp(ds->conf->policies[i].service, service) == 0)
+                ds->policy = &ds->conf->policies[i];
         ds->refs = 1;
         petrel_pool_cleanup_add(petrel_session_pool(s), session_gone, ds);
         *slot = ds;
@@ -536,17 +581,17 @@ static void rbl_reply(struct dnsbl_session *ds, const struct rule *r, const char
                       const struct dnsbl_reply_facts *session_facts, petrel_pool *pool, struct verdict *out)
 {
     struct dnsbl_reply_facts f = *session_facts;
-    f.code = ds->conf->reply_code;
+    f.code = ds->policy->reply_code;
     f.domain = r->list.zone;
     f.reason = reason ? reason : "";
     f.what = what;
     f.class_name = class_of(r->kind);
-    char *reply = dnsbl_template_expand(ds->conf->reply_template, &f, pool);
+    char *reply = dnsbl_template_expand(ds->policy->reply_template, &f, pool);
     const char *text;
     if (reply == NULL ||
         dnsbl_reply_split(reply, &out->code, out->enhanced, sizeof(out->enhanced), &text) != 0) {
         petrel_module_log(ds->m, PETREL_LOG_WARNING, "rbl response code configuration error: %s",
-                          reply ? reply : ds->conf->reply_template);
+                          reply ? reply : ds->policy->reply_template);
         out->v = PETREL_TEMPFAIL;
         out->code = 450;
         snprintf(out->enhanced, sizeof(out->enhanced), "4.7.1");
@@ -589,7 +634,7 @@ static enum outcome evaluate(struct dnsbl_session *ds, const struct rule *r, con
         }
         if (!ready)
             return NOT_READY;
-        if (score >= ds->conf->threshold) {
+        if (score >= ds->policy->threshold) {
             petrel_module_log(ds->m, PETREL_LOG_INFO, "DNSBL rank %lld for [%s]", score, facts->client_address);
             out->v = PETREL_REJECT;
             out->code = 550;
@@ -598,7 +643,7 @@ static enum outcome evaluate(struct dnsbl_session *ds, const struct rule *r, con
                                            facts->client_address, best ? best : "dnsbl_sites");
             return LISTED;
         }
-        if (ds->conf->allow_threshold < 0 && score <= ds->conf->allow_threshold) {
+        if (ds->policy->allow_threshold < 0 && score <= ds->policy->allow_threshold) {
             petrel_module_log(ds->m, PETREL_LOG_INFO, "DNSBL rank %lld for [%s]: allowlisted", score,
                               facts->client_address);
             out->v = PETREL_ACCEPT;

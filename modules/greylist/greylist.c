@@ -22,8 +22,14 @@
  * background, through Sentinel when configured, and greylisting resumes
  * by itself.
  *
+ * The policy (greylist_delay, _retry_window, _auto_whitelist_count, the
+ * whitelists and the text) is per master.cf service (.per_service): init
+ * makes main.cf's and one per hook service, sharing the Redis client, and
+ * a check uses its session's service's. greylist_max_age and the Redis
+ * settings are main.cf's only (the state they describe is shared).
+ *
  * This file holds the configuration and the restriction; petrelctl
- * greylist's commands are in greylist_commands.c.
+ * greylist's commands are in greylist_commands.c (main.cf's policy).
  */
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -58,20 +64,20 @@ static const petrel_param greylist_params[] = {
       .default_value = "petrel:greylist:",
       .help = "prefix of the module's Redis keys" },
     { PETREL_PARAM_INIT, .name = "greylist_delay", .type = PETREL_PARAM_TIME, .default_value = "5m",
-      .help = "how long a new triplet is refused" },
+      .help = "how long a new triplet is refused", .per_service = 1 },
     { PETREL_PARAM_INIT, .name = "greylist_retry_window", .type = PETREL_PARAM_TIME, .default_value = "2d",
-      .help = "how long after its first attempt a triplet may pass" },
+      .help = "how long after its first attempt a triplet may pass", .per_service = 1 },
     { PETREL_PARAM_INIT, .name = "greylist_max_age", .type = PETREL_PARAM_TIME, .default_value = "35d",
       .help = "how long a passed triplet or a client is remembered" },
     { PETREL_PARAM_INIT, .name = "greylist_auto_whitelist_count", .type = PETREL_PARAM_INT, .default_value = "5",
-      .help = "passed triplets after which a client is no longer greylisted (0: never)" },
+      .help = "passed triplets after which a client is no longer greylisted (0: never)", .per_service = 1 },
     { PETREL_PARAM_INIT, .name = "greylist_whitelist_clients", .type = PETREL_PARAM_LIST, .default_value = "",
-      .help = "client addresses or networks never greylisted" },
+      .help = "client addresses or networks never greylisted", .per_service = 1 },
     { PETREL_PARAM_INIT, .name = "greylist_whitelist_recipients", .type = PETREL_PARAM_LIST, .default_value = "",
-      .help = "recipients never greylisted: user@domain, user@, @domain or domain" },
+      .help = "recipients never greylisted: user@domain, user@, @domain or domain", .per_service = 1 },
     { PETREL_PARAM_INIT, .name = "greylist_text", .type = PETREL_PARAM_STRING,
       .default_value = "Greylisted, try again in %s seconds",
-      .help = "reply text: %s is the seconds left, %r the recipient's domain (postgrey's)" },
+      .help = "reply text: %s is the seconds left, %r the recipient's domain (postgrey's)", .per_service = 1 },
     { .name = NULL },
 };
 
@@ -205,7 +211,52 @@ static struct redis_config redis_settings(petrel_module *m)
     return cfg;
 }
 
-/* Every setting that can be wrong, for compile (petreld -n) and init. */
+/* A parameter as the service (NULL: main.cf) sees it. */
+static const char *param_string(petrel_module *m, const char *service, const char *name)
+{
+    return service ? petrel_service_config_string(m, service, name) : petrel_param_string(m, name);
+}
+
+static long long param_int(petrel_module *m, const char *service, const char *name)
+{
+    return service ? petrel_service_config_int(m, service, name) : petrel_param_int(m, name);
+}
+
+/* The per-service settings of one service (NULL: main.cf) into pol. */
+static const char *policy_settings(petrel_module *m, const char *service, petrel_pool *pool,
+                                   struct greylist_conf *pol)
+{
+    if (param_int(m, service, "greylist_auto_whitelist_count") < 0)
+        return "greylist_auto_whitelist_count: 0 or more";
+    size_t n;
+    const char **clients = split_list(param_string(m, service, "greylist_whitelist_clients"), &n, pool);
+    struct cidr *cidrs = petrel_pool_zalloc(pool, (n ? n : 1) * sizeof(*cidrs));
+    for (size_t i = 0; i < n; i++)
+        if (parse_cidr(clients[i], &cidrs[i]) != 0)
+            return petrel_pool_printf(pool, "greylist_whitelist_clients: \"%s\" is not an address or network",
+                                      clients[i]);
+    const char *text = param_string(m, service, "greylist_text");
+    for (const char *p = text ? text : ""; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            return "greylist_text: control characters are not allowed";
+    pol->clients = cidrs;
+    pol->nclients = n;
+    pol->recipients = split_list(param_string(m, service, "greylist_whitelist_recipients"), &pol->nrecipients, pool);
+    for (size_t i = 0; i < pol->nrecipients; i++) {
+        char *r = (char *)pol->recipients[i];
+        for (; *r; r++)
+            *r = (char)tolower((unsigned char)*r);
+    }
+    pol->text = petrel_pool_strdup(pool, text ? text : "");
+    pol->delay = param_int(m, service, "greylist_delay");
+    pol->retry_window = param_int(m, service, "greylist_retry_window");
+    pol->max_age = petrel_param_int(m, "greylist_max_age");
+    pol->awl_count = param_int(m, service, "greylist_auto_whitelist_count");
+    return NULL;
+}
+
+/* Every setting that can be wrong, for compile (petreld -n) and init; with
+ * conf, main.cf's policy and each service's are kept. */
 static const char *check_settings(petrel_module *m, petrel_pool *pool, struct greylist_conf *conf)
 {
     struct redis_config rcfg = redis_settings(m);
@@ -216,29 +267,31 @@ static const char *check_settings(petrel_module *m, petrel_pool *pool, struct gr
                                   err);
     if (petrel_param_int(m, "greylist_redis_database") < 0)
         return "greylist_redis_database: a database number is 0 or more";
-    if (petrel_param_int(m, "greylist_auto_whitelist_count") < 0)
-        return "greylist_auto_whitelist_count: 0 or more";
-    size_t n;
-    const char **clients = split_list(petrel_param_string(m, "greylist_whitelist_clients"), &n, pool);
-    struct cidr *cidrs = petrel_pool_zalloc(pool, (n ? n : 1) * sizeof(*cidrs));
-    for (size_t i = 0; i < n; i++)
-        if (parse_cidr(clients[i], &cidrs[i]) != 0)
-            return petrel_pool_printf(pool, "greylist_whitelist_clients: \"%s\" is not an address or network",
-                                      clients[i]);
-    const char *text = petrel_param_string(m, "greylist_text");
-    for (const char *p = text ? text : ""; *p; p++)
-        if ((unsigned char)*p < 0x20 || *p == 0x7f)
-            return "greylist_text: control characters are not allowed";
+    struct greylist_conf main_pol;
+    memset(&main_pol, 0, sizeof(main_pol));
+    if ((err = policy_settings(m, NULL, pool, &main_pol)) != NULL)
+        return err;
+    size_t n = petrel_service_count(m);
+    struct greylist_conf *pols = petrel_pool_zalloc(pool, (n ? n : 1) * sizeof(*pols));
+    const char **names = petrel_pool_zalloc(pool, (n ? n : 1) * sizeof(*names));
+    for (size_t i = 0; i < n; i++) {
+        names[i] = petrel_service_at(m, i);
+        if ((err = policy_settings(m, names[i], pool, &pols[i])) != NULL)
+            return petrel_pool_printf(pool, "master.cf service %s: %s", names[i], err);
+    }
     if (conf) {
-        conf->clients = cidrs;
-        conf->nclients = n;
-        conf->recipients = split_list(petrel_param_string(m, "greylist_whitelist_recipients"), &conf->nrecipients,
-                                      pool);
-        for (size_t i = 0; i < conf->nrecipients; i++) {
-            char *r = (char *)conf->recipients[i];
-            for (; *r; r++)
-                *r = (char)tolower((unsigned char)*r);
-        }
+        conf->clients = main_pol.clients;
+        conf->nclients = main_pol.nclients;
+        conf->recipients = main_pol.recipients;
+        conf->nrecipients = main_pol.nrecipients;
+        conf->text = main_pol.text;
+        conf->delay = main_pol.delay;
+        conf->retry_window = main_pol.retry_window;
+        conf->max_age = main_pol.max_age;
+        conf->awl_count = main_pol.awl_count;
+        conf->services = pols;
+        conf->service_names = names;
+        conf->nservices = n;
     }
     return NULL;
 }
@@ -266,11 +319,6 @@ static int greylist_init(petrel_module *m, const char **error)
         return -1;
     }
     conf->prefix = petrel_pool_strdup(pool, petrel_param_string(m, "greylist_redis_prefix"));
-    conf->delay = petrel_param_int(m, "greylist_delay");
-    conf->retry_window = petrel_param_int(m, "greylist_retry_window");
-    conf->max_age = petrel_param_int(m, "greylist_max_age");
-    conf->awl_count = petrel_param_int(m, "greylist_auto_whitelist_count");
-    conf->text = petrel_pool_strdup(pool, petrel_param_string(m, "greylist_text"));
     const char *action = petrel_param_string(m, "greylist_default_action");
     conf->tempfail_when_down = action && strcasecmp(action, "tempfail") == 0;
     struct redis_config rcfg = redis_settings(m);
@@ -413,6 +461,7 @@ static int recipient_whitelisted(const struct greylist_conf *conf, const char *r
 struct request {
     petrel_pending *pending;
     petrel_module *m;
+    const struct greylist_conf *policy;   /* the session's service's (lives with the module data) */
     char *recipient;                  /* for the reply */
     char *summary;                    /* "client=..., sender=..., recipient=..." for the log */
 };
@@ -488,7 +537,7 @@ static void decided(const redisReply *reply, const char *error, void *arg)
     if (strcmp(action, "greylist") == 0) {
         petrel_module_log(q->m, PETREL_LOG_INFO, "action=greylist, reason=%s, %s",
                           is_new ? "new" : "early-retry", q->summary);
-        char *text = reply_text(conf, q->recipient, left);
+        char *text = reply_text(q->policy, q->recipient, left);
         petrel_resume(q->pending, PETREL_TEMPFAIL, 450, "4.7.1", text ? text : "Greylisted");
         free(text);
     } else {
@@ -502,6 +551,15 @@ static void decided(const redisReply *reply, const char *error, void *arg)
     free_request(q);
 }
 
+/* The policy of the session's service (main.cf's for one not in master.cf). */
+static const struct greylist_conf *policy_of(const struct greylist_conf *conf, const char *service)
+{
+    for (size_t i = 0; service && i < conf->nservices; i++)
+        if (strcmp(conf->service_names[i], service) == 0)
+            return &conf->services[i];
+    return conf;
+}
+
 static petrel_verdict greylist_check(petrel_session *s, void *state)
 {
     (void)state;
@@ -511,10 +569,11 @@ static petrel_verdict greylist_check(petrel_session *s, void *state)
     const char *client = petrel_client_addr(s);
     if (conf == NULL || rcpt == NULL || client == NULL)
         return PETREL_CONTINUE;   /* outside the recipient restrictions there is no triplet */
-    for (size_t i = 0; i < conf->nclients; i++)
-        if (cidr_match(&conf->clients[i], client))
+    const struct greylist_conf *pol = policy_of(conf, petrel_service_name(s));
+    for (size_t i = 0; i < pol->nclients; i++)
+        if (cidr_match(&pol->clients[i], client))
             return PETREL_CONTINUE;
-    if (recipient_whitelisted(conf, rcpt))
+    if (recipient_whitelisted(pol, rcpt))
         return PETREL_CONTINUE;
     const char *sender = petrel_sender(s);
     petrel_pool *pool = petrel_tx_pool(s) ? petrel_tx_pool(s) : petrel_session_pool(s);
@@ -531,6 +590,7 @@ static petrel_verdict greylist_check(petrel_session *s, void *state)
     if (q == NULL)
         return PETREL_CONTINUE;
     q->m = m;
+    q->policy = pol;
     q->recipient = strdup(rcpt);
     q->summary = strdup(petrel_pool_printf(pool, "client=%s[%s], sender=<%s>, recipient=<%s>",
                                            petrel_client_name(s), client, sender ? sender : "", rcpt));
@@ -544,10 +604,10 @@ static petrel_verdict greylist_check(petrel_session *s, void *state)
         return PETREL_CONTINUE;
     }
     char delay[32], retry[32], max_age[32], awl[32];
-    snprintf(delay, sizeof(delay), "%lld", conf->delay);
-    snprintf(retry, sizeof(retry), "%lld", conf->retry_window);
-    snprintf(max_age, sizeof(max_age), "%lld", conf->max_age > 0 ? conf->max_age : 1);
-    snprintf(awl, sizeof(awl), "%lld", conf->awl_count);
+    snprintf(delay, sizeof(delay), "%lld", pol->delay);
+    snprintf(retry, sizeof(retry), "%lld", pol->retry_window);
+    snprintf(max_age, sizeof(max_age), "%lld", pol->max_age > 0 ? pol->max_age : 1);
+    snprintf(awl, sizeof(awl), "%lld", pol->awl_count);
     const char *argv[] = { "EVAL", greylist_script, "3", triplet_key, client_key, whitelist_key, delay, retry,
                            max_age, awl };
     redis_command(conf->redis, decided, q, 10, argv, NULL);

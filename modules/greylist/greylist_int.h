@@ -30,6 +30,11 @@ struct greylist_conf {
     size_t nclients;
     const char **recipients;
     size_t nrecipients;
+    /* per master.cf service (main.cf's above): the same struct with the
+     * policy fields of that service; only these are used in them */
+    struct greylist_conf *services;
+    const char **service_names;
+    size_t nservices;
 };
 
 /* The client's network: a.b.c.0/24 or the first 64 bits /64. */

@@ -20,6 +20,12 @@
  * once at DATA. Excluded: mynetworks, the null sender, and the clients of
  * ratelimit_exclude_clients; a key that does not apply (sasl_user for a
  * client that did not authenticate) skips the limit.
+ *
+ * The three exclusions are per master.cf service (.per_service): a
+ * submission line may say -o ratelimit_exclude_mynetworks=no while port 25
+ * keeps main.cf's value. init builds one profile per service; a session
+ * finds its own by petrel_service_name() (a few services: a linear search).
+ * mynetworks itself is the service's too (petrel_in_mynetworks).
  */
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -61,11 +67,11 @@ static const petrel_param ratelimit_params[] = {
     { PETREL_PARAM_INIT, .name = "ratelimit_memory_slots", .type = PETREL_PARAM_INT, .default_value = "16384",
       .help = "keys the in-memory counters hold" },
     { PETREL_PARAM_INIT, .name = "ratelimit_exclude_mynetworks", .type = PETREL_PARAM_BOOL, .default_value = "yes",
-      .help = "clients in mynetworks are not limited" },
+      .help = "clients in mynetworks are not limited", .per_service = 1 },
     { PETREL_PARAM_INIT, .name = "ratelimit_exclude_null_sender", .type = PETREL_PARAM_BOOL, .default_value = "yes",
-      .help = "mail from <> is not limited" },
+      .help = "mail from <> is not limited", .per_service = 1 },
     { PETREL_PARAM_INIT, .name = "ratelimit_exclude_clients", .type = PETREL_PARAM_LIST, .default_value = "",
-      .help = "client addresses or networks that are not limited" },
+      .help = "client addresses or networks that are not limited", .per_service = 1 },
     { .name = NULL },
 };
 
@@ -104,14 +110,23 @@ struct cidr {
     int bits;
 };
 
+/* What is not limited, as one master.cf service (or main.cf) says. */
+struct exclusions {
+    const char *service;              /* NULL: main.cf's */
+    int mynetworks, null_sender;
+    struct cidr *clients;
+    size_t nclients;
+};
+
 struct ratelimit_conf {
     petrel_pool *pool;
     struct redis_client *redis;       /* or NULL: in memory */
     struct ratelimit_shm *shm;
     const char *prefix;
-    int exclude_mynetworks, exclude_null_sender, tempfail_when_down;
-    struct cidr *excluded;
-    size_t nexcluded;
+    int tempfail_when_down;
+    struct exclusions main;           /* main.cf's */
+    struct exclusions *services;      /* one per hook service (petrel_service_at) */
+    size_t nservices;
     struct rule *rules;               /* the rules compiled in this process (petrelctl ratelimit show) */
     size_t nrules, caprules;
 };
@@ -253,7 +268,11 @@ static int uses_redis(const struct redis_config *cfg)
     return (cfg->server && *cfg->server) || (cfg->sentinels && *cfg->sentinels);
 }
 
-static const char *check_settings(petrel_module *m, petrel_pool *pool, struct cidr **excluded, size_t *nexcluded)
+static const char *parse_exclusions(petrel_module *m, const char *service, petrel_pool *pool, struct exclusions *out);
+
+/* Checks the settings; with conf, keeps the exclusions of main.cf and of
+ * each service. */
+static const char *check_settings(petrel_module *m, petrel_pool *pool, struct ratelimit_conf *conf)
 {
     struct redis_config rcfg = redis_settings(m);
     if (uses_redis(&rcfg)) {
@@ -276,7 +295,35 @@ static const char *check_settings(petrel_module *m, petrel_pool *pool, struct ci
         if (petrel_param_int(m, "ratelimit_memory_slots") < 8)
             return "ratelimit_memory_slots: at least 8";
     }
-    const char *text = petrel_param_string(m, "ratelimit_exclude_clients");
+    struct exclusions main_ex;
+    const char *err = parse_exclusions(m, NULL, pool, &main_ex);
+    if (err)
+        return err;
+    size_t n = petrel_service_count(m);
+    struct exclusions *services = petrel_pool_zalloc(pool, (n ? n : 1) * sizeof(*services));
+    for (size_t i = 0; i < n; i++) {
+        const char *service = petrel_service_at(m, i);
+        if ((err = parse_exclusions(m, service, pool, &services[i])) != NULL)
+            return petrel_pool_printf(pool, "master.cf service %s: %s", service, err);
+    }
+    if (conf) {
+        conf->main = main_ex;
+        conf->services = services;
+        conf->nservices = n;
+    }
+    return NULL;
+}
+
+/* Parses ratelimit_exclude_clients as the service (NULL: main.cf) sets it. */
+static const char *parse_exclusions(petrel_module *m, const char *service, petrel_pool *pool, struct exclusions *out)
+{
+    const char *text = service ? petrel_service_config_string(m, service, "ratelimit_exclude_clients")
+                               : petrel_param_string(m, "ratelimit_exclude_clients");
+    out->service = service;
+    out->mynetworks = service ? petrel_service_config_bool(m, service, "ratelimit_exclude_mynetworks")
+                              : petrel_param_bool(m, "ratelimit_exclude_mynetworks");
+    out->null_sender = service ? petrel_service_config_bool(m, service, "ratelimit_exclude_null_sender")
+                               : petrel_param_bool(m, "ratelimit_exclude_null_sender");
     size_t cap = 8, n = 0;
     struct cidr *list = petrel_pool_zalloc(pool, cap * sizeof(*list));
     const char *p = text ? text : "";
@@ -298,17 +345,15 @@ static const char *check_settings(petrel_module *m, petrel_pool *pool, struct ci
             return petrel_pool_printf(pool, "ratelimit_exclude_clients: \"%s\" is not an address or network", item);
         n++;
     }
-    if (excluded) {
-        *excluded = list;
-        *nexcluded = n;
-    }
+    out->clients = list;
+    out->nclients = n;
     return NULL;
 }
 
 static int ratelimit_compile(petrel_module *m, const char *const *args, void **state, petrel_pool *pool,
                              const char **error)
 {
-    const char *err = check_settings(m, pool, NULL, NULL);
+    const char *err = check_settings(m, pool, NULL);
     struct rule *r = petrel_pool_zalloc(pool, sizeof(*r));
     if (err == NULL)
         err = parse_rule(args[0], r, pool);
@@ -328,14 +373,12 @@ static int ratelimit_init(petrel_module *m, const char **error)
     petrel_pool *pool = petrel_pool_create(4096);
     struct ratelimit_conf *conf = petrel_pool_zalloc(pool, sizeof(*conf));
     conf->pool = pool;
-    const char *err = check_settings(m, pool, &conf->excluded, &conf->nexcluded);
+    const char *err = check_settings(m, pool, conf);
     if (err) {
         *error = err;
         return -1;
     }
     conf->prefix = petrel_pool_strdup(pool, petrel_param_string(m, "ratelimit_redis_prefix"));
-    conf->exclude_mynetworks = petrel_param_bool(m, "ratelimit_exclude_mynetworks");
-    conf->exclude_null_sender = petrel_param_bool(m, "ratelimit_exclude_null_sender");
     const char *action = petrel_param_string(m, "ratelimit_default_action");
     conf->tempfail_when_down = action && strcasecmp(action, "tempfail") == 0;
     struct redis_config rcfg = redis_settings(m);
@@ -471,6 +514,15 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+/* The session's service's exclusions (main.cf's for one not in master.cf). */
+static const struct exclusions *exclusions_of(const struct ratelimit_conf *conf, const char *service)
+{
+    for (size_t i = 0; service && i < conf->nservices; i++)
+        if (strcmp(conf->services[i].service, service) == 0)
+            return &conf->services[i];
+    return &conf->main;
+}
+
 static petrel_verdict ratelimit_check(petrel_session *s, void *state)
 {
     const struct rule *r = state;
@@ -481,12 +533,13 @@ static petrel_verdict ratelimit_check(petrel_session *s, void *state)
     const char *client = petrel_client_addr(s);
     const char *sender = petrel_sender(s);
     const char *recipient = petrel_recipient(s);
-    if (conf->exclude_mynetworks && petrel_in_mynetworks(s))
+    const struct exclusions *ex = exclusions_of(conf, petrel_service_name(s));
+    if (ex->mynetworks && petrel_in_mynetworks(s))
         return PETREL_CONTINUE;
-    if (conf->exclude_null_sender && sender && *sender == '\0')
+    if (ex->null_sender && sender && *sender == '\0')
         return PETREL_CONTINUE;
-    for (size_t i = 0; client && i < conf->nexcluded; i++)
-        if (cidr_match(&conf->excluded[i], client))
+    for (size_t i = 0; client && i < ex->nclients; i++)
+        if (cidr_match(&ex->clients[i], client))
             return PETREL_CONTINUE;
 
     petrel_pool *pool = petrel_tx_pool(s) ? petrel_tx_pool(s) : petrel_session_pool(s);

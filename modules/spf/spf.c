@@ -25,6 +25,11 @@
  *
  * DMARC needs the result: with Module API 1.1 it is published as the
  * transaction notes spf.result and spf.domain (see publish_notes).
+ *
+ * Every spf_* parameter is per master.cf service (.per_service): compile
+ * makes one policy for main.cf and one for each service that runs hooks
+ * (petrel_service_at), and a check uses its session's service's, so port 25
+ * may reject a fail while a submission line says -o spf_fail_action=dunno.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -39,7 +44,7 @@
 
 /* ABI 1.1 elements start with their size; 1.0 has no such field. */
 #ifdef PETREL_PARAM_INIT
-#define SPF_PARAM PETREL_PARAM_INIT,
+#define SPF_PARAM PETREL_PARAM_INIT, .per_service = 1,
 #define SPF_RESTRICTION PETREL_RESTRICTION_INIT,
 #else
 #define SPF_PARAM
@@ -73,6 +78,14 @@ struct spf_conf {
     size_t nnets;
     const char **domains;
     size_t ndomains;
+};
+
+/* check_spf's compiled state: main.cf's policy and each service's. */
+struct spf_confs {
+    struct spf_conf main;
+    const char **services;
+    struct spf_conf *confs;
+    size_t n;
 };
 
 /* Module data, from init to fini. */
@@ -168,10 +181,41 @@ static const char *split_next(const char **p, char *word, size_t size)
     return word;
 }
 
-static int parse_action(petrel_module *m, const char *param, enum spf_action *out, petrel_pool *pool,
-                        const char **error)
+/* A parameter as the service (NULL: main.cf) sees it. */
+static const char *param_string(petrel_module *m, const char *service, const char *name)
 {
-    const char *v = petrel_param_string(m, param);
+#ifdef PETREL_PARAM_INIT
+    if (service)
+        return petrel_service_config_string(m, service, name);
+#endif
+    (void)service;
+    return petrel_param_string(m, name);
+}
+
+static long long param_int(petrel_module *m, const char *service, const char *name)
+{
+#ifdef PETREL_PARAM_INIT
+    if (service)
+        return petrel_service_config_int(m, service, name);
+#endif
+    (void)service;
+    return petrel_param_int(m, name);
+}
+
+static int param_bool(petrel_module *m, const char *service, const char *name)
+{
+#ifdef PETREL_PARAM_INIT
+    if (service)
+        return petrel_service_config_bool(m, service, name);
+#endif
+    (void)service;
+    return petrel_param_bool(m, name);
+}
+
+static int parse_action(petrel_module *m, const char *service, const char *param, enum spf_action *out,
+                        petrel_pool *pool, const char **error)
+{
+    const char *v = param_string(m, service, param);
     for (int i = 0; action_names[i]; i++) {
         if (v && strcasecmp(v, action_names[i]) == 0) {
             *out = (enum spf_action)i;
@@ -237,10 +281,10 @@ static int looks_like_table(const char *item)
     return 1;
 }
 
-static int spf_compile(petrel_module *m, const char *const *args, void **state, petrel_pool *pool,
-                       const char **error)
+/* The policy as the service (NULL: main.cf) sets it. */
+static int compile_conf(petrel_module *m, const char *service, struct spf_conf *c, petrel_pool *pool,
+                        const char **error)
 {
-    struct spf_conf *c = petrel_pool_zalloc(pool, sizeof(*c));
     static const char *const action_params[SPF_RES_COUNT] = {
         [SPF_RES_FAIL] = "spf_fail_action", [SPF_RES_SOFTFAIL] = "spf_softfail_action",
         [SPF_RES_NEUTRAL] = "spf_neutral_action", [SPF_RES_TEMPERROR] = "spf_temperror_action",
@@ -248,14 +292,14 @@ static int spf_compile(petrel_module *m, const char *const *args, void **state, 
     };
     for (int r = 0; r < SPF_RES_COUNT; r++) {
         c->policy.action[r] = ACT_DUNNO;
-        if (action_params[r] && parse_action(m, action_params[r], &c->policy.action[r], pool, error) != 0)
+        if (action_params[r] && parse_action(m, service, action_params[r], &c->policy.action[r], pool, error) != 0)
             return -1;
     }
-    c->policy.helo_check = petrel_param_bool(m, "spf_helo_check");
-    c->policy.header = petrel_param_bool(m, "spf_received_header");
-    long long timeout = petrel_param_int(m, "spf_lookup_timeout");
-    long long voids = petrel_param_int(m, "spf_void_lookup_limit");
-    long long terms = petrel_param_int(m, "spf_dns_lookup_limit");
+    c->policy.helo_check = param_bool(m, service, "spf_helo_check");
+    c->policy.header = param_bool(m, service, "spf_received_header");
+    long long timeout = param_int(m, service, "spf_lookup_timeout");
+    long long voids = param_int(m, service, "spf_void_lookup_limit");
+    long long terms = param_int(m, service, "spf_dns_lookup_limit");
     if (timeout < 1 || timeout > 300) {
         *error = "spf_lookup_timeout: expected 1s to 300s";
         return -1;
@@ -271,11 +315,11 @@ static int spf_compile(petrel_module *m, const char *const *args, void **state, 
     c->policy.limits.timeout_ms = (unsigned)timeout * 1000;
     c->policy.limits.max_void = (int)voids;
     c->policy.limits.max_dns_terms = (int)terms;
-    c->skip_mynetworks = petrel_param_bool(m, "spf_skip_mynetworks");
-    c->skip_authenticated = petrel_param_bool(m, "spf_skip_authenticated");
+    c->skip_mynetworks = param_bool(m, service, "spf_skip_mynetworks");
+    c->skip_authenticated = param_bool(m, service, "spf_skip_authenticated");
 
     char word[512];
-    const char *p = petrel_param_string(m, "spf_whitelist_clients");
+    const char *p = param_string(m, service, "spf_whitelist_clients");
     size_t n = 0;
     for (const char *q = p; q && split_next(&q, word, sizeof(word));)
         n++;
@@ -293,7 +337,7 @@ static int spf_compile(petrel_module *m, const char *const *args, void **state, 
         }
         c->nnets++;
     }
-    p = petrel_param_string(m, "spf_whitelist_domains");
+    p = param_string(m, service, "spf_whitelist_domains");
     n = 0;
     for (const char *q = p; q && split_next(&q, word, sizeof(word));)
         n++;
@@ -306,8 +350,44 @@ static int spf_compile(petrel_module *m, const char *const *args, void **state, 
         }
         c->domains[c->ndomains++] = petrel_pool_strdup(pool, word);
     }
-    *state = c;
     return 0;
+}
+
+static int spf_compile(petrel_module *m, const char *const *args, void **state, petrel_pool *pool,
+                       const char **error)
+{
+    (void)args;
+    struct spf_confs *all = petrel_pool_zalloc(pool, sizeof(*all));
+    if (compile_conf(m, NULL, &all->main, pool, error) != 0)
+        return -1;
+#ifdef PETREL_PARAM_INIT
+    all->n = petrel_service_count(m);
+    all->services = petrel_pool_zalloc(pool, (all->n ? all->n : 1) * sizeof(*all->services));
+    all->confs = petrel_pool_zalloc(pool, (all->n ? all->n : 1) * sizeof(*all->confs));
+    for (size_t i = 0; i < all->n; i++) {
+        all->services[i] = petrel_service_at(m, i);
+        if (compile_conf(m, all->services[i], &all->confs[i], pool, error) != 0) {
+            *error = petrel_pool_printf(pool, "master.cf service %s: %s", all->services[i], *error);
+            return -1;
+        }
+    }
+#endif
+    *state = all;
+    return 0;
+}
+
+/* The policy of the session's service (main.cf's for one not in master.cf). */
+static const struct spf_conf *conf_of(const struct spf_confs *all, petrel_session *s)
+{
+#ifdef PETREL_PARAM_INIT
+    const char *service = petrel_service_name(s);
+    for (size_t i = 0; service && i < all->n; i++)
+        if (strcmp(all->services[i], service) == 0)
+            return &all->confs[i];
+#else
+    (void)s;
+#endif
+    return &all->main;
 }
 
 /* ------------------------------------------------------------------ */
@@ -660,7 +740,7 @@ static petrel_verdict answer(petrel_session *s, const struct spf_decision *d)
 
 static petrel_verdict spf_check(petrel_session *s, void *state)
 {
-    const struct spf_conf *c = state;
+    const struct spf_conf *c = conf_of(state, s);
     petrel_module *m = petrel_session_module(s);
     struct spf_mod *mod = petrel_module_data(m);
     const char *sender = petrel_sender(s);

@@ -8,7 +8,7 @@ It listens on a free loopback port and speaks enough ESMTP for an MTA in front o
   and answers the final "." with the reinjection's own reply, as a before-queue proxy
   filter must;
 - replies={"mail": "550 5.7.1 nope", "dot": "451 4.7.1 later", ...} answers a stage
-  (connect, ehlo, mail, rcpt, data, dot) with that line instead;
+  (connect, ehlo, xforward, mail, rcpt, data, dot) with that line instead;
 - hang="rcpt" (or any stage) reads the command and never answers: a filter that hangs;
 - sessions records what each connection saw (helo, xforward, mail, rcpts, data);
 - lmtp=True: it speaks LMTP (LHLO; one reply per recipient to the final "."), as a
@@ -23,7 +23,7 @@ import time
 
 from harness import free_port
 
-STAGES = ("connect", "ehlo", "mail", "rcpt", "data", "dot")
+STAGES = ("connect", "ehlo", "xforward", "mail", "rcpt", "data", "dot")
 
 
 class SmtpFilter:
@@ -136,7 +136,7 @@ class SmtpFilter:
                         self._send(conn, "250%s%s" % (" " if i == len(lines) - 1 else "-", text))
             elif verb == "XFORWARD":
                 session["xforward"].append(cmd[9:])
-                self._send(conn, "250 2.0.0 Ok")
+                self._stage(conn, "xforward", "250 2.0.0 Ok")
             elif verb == "MAIL":
                 tx = {"mail": cmd, "rcpts": [], "data": None, "reply": None}
                 session["transactions"].append(tx)

@@ -110,6 +110,7 @@ with Petrel(t, main_cf={}, start=False) as p:
     master += "127.0.0.1:%d inet n - n - - smtpd\n  -o content_filter=smtp-amavis:[127.0.0.1]:%d\n" % (
         down_port, gate.port)
     master += ("smtp-amavis unix - - n - 2 smtp\n  -o smtp_data_done_timeout=1200\n"
+               "  -o smtp_send_xforward_command=yes\n"
                "127.0.0.1:%d inet n - n - - smtpd\n"
                "  -o content_filter=\n"
                "  -o receive_override_options=no_unknown_recipient_checks,no_header_body_checks,no_milters\n"
@@ -159,6 +160,11 @@ with Petrel(t, main_cf={}, start=False) as p:
     if first:
         t.ok(p.wait_log(r"%s: to=<u@vmail\.test>, relay=virtual, .*status=sent" % first.group(1)) is not None,
              "the second pass is delivered to the mailbox")
+        # smtp_send_xforward_command on smtp-amavis: amavisd passes the original
+        # client and queue ID on to the return listener (XFORWARD both ways)
+        t.ok(p.wait_log(r"%s: client=\S+\[127\.0\.0\.1\], orig_queue_id=%s, orig_client=unknown\[127\.0\.0\.1\]:\d+"
+                        % (first.group(1), qid)) is not None,
+             "XFORWARD through amavisd: the return listener logs orig_queue_id= and orig_client=", p.log()[-3000:])
     t.is_(len(re.findall(r"Passed CLEAN \{RelayedInbound\}", amavis.log())), 1, "amavisd saw the message once: no loop")
 
     # 2. A virus: amavisd discards it.

@@ -6,7 +6,7 @@ import socket
 import subprocess
 import time
 
-from harness import PETRELD, Dnsmasq, Petrel, Tap
+from harness import PETRELD, Dnsmasq, Petrel, Tap, free_port
 from modlib import UdpBlackhole, bundled_module_dir, rcpt_reply, smtp_from
 
 t = Tap()
@@ -51,8 +51,8 @@ def conf(dns, **extra):
     return c
 
 
-def from_(p, src, **kw):
-    c = smtp_from(p.port, src=src)
+def from_(p, src, port=None, **kw):
+    c = smtp_from(port or p.port, src=src)
     r = rcpt_reply(c, **kw)
     c.close()
     return r
@@ -209,6 +209,28 @@ with Dnsmasq(records) as dns:
     with Petrel(t, main_cf=conf(dns, dnsbl_sites=sites, dnsbl_threshold="6",
                                 smtpd_recipient_restrictions="check_dnsbl_score")) as p:
         t.is_(from_(p, "127.0.0.2"), "250 2.1.5 Ok", "5 does not reach the threshold 6")
+
+    # --- per master.cf service: the thresholds, and Postfix's maps_rbl_reject_code and
+    # default_rbl_reply (read per service by Postfix too) ---
+    svc = {name: free_port() for name in ("code", "reply", "threshold")}
+    with Petrel(t, main_cf=conf(dns, dnsbl_sites=sites, dnsbl_threshold="4",
+                                smtpd_recipient_restrictions="check_dnsbl_score, reject_rbl_client bl.test"),
+                extra_services="".join("127.0.0.1:%d inet n - n - - smtpd %s\n" % (svc[name], opts) for name, opts in (
+                    ("code", "-o maps_rbl_reject_code=450"),
+                    ("reply", "-o { default_rbl_reply = $rbl_code Blocked by $rbl_domain }"),
+                    ("threshold", "-o dnsbl_threshold=6")))) as p:
+        t.is_(from_(p, "127.0.0.3"), "554 5.7.1 Service unavailable; Client host [127.0.0.3] blocked using bl.test",
+              "main.cf's service: 554")
+        t.is_(from_(p, "127.0.0.3", port=svc["code"]),
+              "450 4.7.1 Service unavailable; Client host [127.0.0.3] blocked using bl.test",
+              "-o maps_rbl_reject_code=450 on a service: 450 there (it was main.cf's 554)")
+        t.is_(from_(p, "127.0.0.3", port=svc["reply"]), "554 5.7.1 Blocked by bl.test",
+              "-o default_rbl_reply on a service: that service's text")
+        t.is_(from_(p, "127.0.0.2", port=svc["threshold"]), "554 5.7.1 Service unavailable; Client host "
+              "[127.0.0.2] blocked using bl.test; Listed; see http://bl.test/q?127.0.0.2",
+              "-o dnsbl_threshold=6 on a service: the score 5 does not reject there (bl.test does)")
+        t.is_(from_(p, "127.0.0.2"), "550 5.7.1 Service unavailable; client [127.0.0.2] blocked using w2.test",
+              "  while main.cf's threshold 4 rejects on the other")
     with Petrel(t, start=False, main_cf=conf(dns, smtpd_recipient_restrictions="check_dnsbl_score")) as p:
         r = subprocess.run(p.command(PETRELD, "-c", p.conf, "-n"), capture_output=True, text=True)
         t.ok(r.returncode != 0 and "dnsbl_sites is empty" in r.stderr, "check_dnsbl_score without dnsbl_sites is refused",

@@ -5,7 +5,7 @@ deadline), and a Sentinel failover between two redis-server."""
 import subprocess
 import time
 
-from harness import PETRELD, Petrel, Tap, wait_for
+from harness import PETRELD, Petrel, Tap, free_port, wait_for
 from modlib import bundled_module_dir, rcpt_reply, smtp_from
 from redislib import RedisSentinel, RedisServer, SilentServer
 
@@ -24,8 +24,8 @@ def conf(redis_addr, **extra):
     return c
 
 
-def attempt(p, sender="alice@sender.example", rcpt="user@petrel.test", src="127.0.0.2"):
-    c = smtp_from(p.port, src=src)
+def attempt(p, sender="alice@sender.example", rcpt="user@petrel.test", src="127.0.0.2", port=None):
+    c = smtp_from(port or p.port, src=src)
     r = rcpt_reply(c, sender=sender, rcpt=rcpt)
     c.close()
     return r
@@ -88,6 +88,20 @@ with RedisServer() as redis:
         t.is_(attempt(p, src="127.0.6.6", sender="other@y.example"), "250 2.1.5 Ok",
               "after greylist_auto_whitelist_count passes, its new triplets pass at once")
         t.ok(p.wait_log(r"action=pass, reason=client AWL") is not None, "logged as postgrey's client AWL")
+
+    # Per master.cf service (.per_service): whitelists, text and delay.
+    svc = {name: free_port() for name in ("white", "text")}
+    with Petrel(t, main_cf=conf(addr), extra_services="".join(
+            "127.0.0.1:%d inet n - n - - smtpd %s\n" % (svc[name], opts) for name, opts in (
+                ("white", "-o greylist_whitelist_clients=127.0.7.0/24"),
+                ("text", "-o greylist_text=Come_back_in_%s_seconds -o greylist_delay=1h")))) as p:
+        t.like(attempt(p, src="127.0.7.7", sender="svc1@x.example"), GREYLISTED % "user@petrel\\.test",
+               "main.cf's service greylists the client")
+        t.is_(attempt(p, src="127.0.7.7", sender="svc2@x.example", port=svc["white"]), "250 2.1.5 Ok",
+              "-o greylist_whitelist_clients on a service: not greylisted there")
+        t.like(attempt(p, src="127.0.8.8", sender="svc3@x.example", port=svc["text"]),
+               r"^450 4\.7\.1 <user@petrel\.test>: Recipient address rejected: Come_back_in_3[56]\d\d_seconds$",
+               "-o greylist_text and -o greylist_delay=1h on a service: its own text and delay")
 
     # A paused Redis: the command's deadline.
     with Petrel(t, main_cf=conf(addr)) as p:

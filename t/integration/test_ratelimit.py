@@ -9,7 +9,7 @@ import subprocess
 import tempfile
 import time
 
-from harness import CLEANUP_DIRS, PETRELD, Petrel, Tap, run_as_user
+from harness import CLEANUP_DIRS, PETRELD, Petrel, Tap, free_port, run_as_user
 from modlib import bundled_module_dir, smtp_from, smtpd_worker_pids
 from redislib import RedisSentinel, RedisServer
 
@@ -114,6 +114,34 @@ with Petrel(t, main_cf=conf("1/1m", mynetworks="127.0.0.0/8")) as p:
     t.is_([one(p) for _ in range(3)], ["250 2.1.5 Ok"] * 3, "clients in mynetworks are not limited")
 with Petrel(t, main_cf=conf("1/1m", ratelimit_exclude_clients="127.0.0.0/24")) as p:
     t.is_([one(p) for _ in range(2)], ["250 2.1.5 Ok"] * 2, "nor are those of ratelimit_exclude_clients")
+
+# --- per master.cf service: the exclusions (.per_service) and mynetworks ---
+svc = {name: free_port() for name in ("nomynet", "othernet", "clients")}
+with Petrel(t, main_cf=conf("1/1m", mynetworks="127.0.0.0/8"), extra_services="".join(
+        "127.0.0.1:%d inet n - n - - smtpd %s\n" % (svc[name], opts) for name, opts in (
+            ("nomynet", "-o ratelimit_exclude_mynetworks=no"),
+            ("othernet", "-o mynetworks=192.0.2.0/24"),
+            ("clients", "-o ratelimit_exclude_mynetworks=no -o ratelimit_exclude_clients=127.0.0.6")))) as p:
+    r = subprocess.run(p.command(PETRELD, "-c", p.conf, "-n"), capture_output=True, text=True, timeout=60)
+    t.ok(r.returncode == 0 and "ratelimit_exclude" not in r.stderr,
+         "an -o of ratelimit_exclude_* on a service is accepted (declared per_service)", r.stderr)
+
+    def via(port, src):
+        c = smtp_from(port, src=src)
+        c.ehlo()
+        reply = transaction(c)[-1]
+        c.close()
+        return reply
+    t.is_([via(p.port, "127.0.0.4") for _ in range(2)], ["250 2.1.5 Ok"] * 2,
+          "main.cf's service: a client in mynetworks is not limited")
+    t.is_([via(svc["nomynet"], "127.0.0.5") for _ in range(2)],
+          ["250 2.1.5 Ok", OVER % (1, "messages", "1m", "client 127.0.0.5")],
+          "-o ratelimit_exclude_mynetworks=no: the same kind of client is limited on that service")
+    t.is_([via(svc["othernet"], "127.0.0.7") for _ in range(2)],
+          ["250 2.1.5 Ok", OVER % (1, "messages", "1m", "client 127.0.0.7")],
+          "-o mynetworks=192.0.2.0/24: the module sees the service's mynetworks, so 127.0.0.7 is limited there")
+    t.is_([via(svc["clients"], "127.0.0.6") for _ in range(2)], ["250 2.1.5 Ok"] * 2,
+          "-o ratelimit_exclude_clients on a service: its clients are not limited there")
 
 # --- Redis, shared by two petreld ---
 with RedisServer() as redis:

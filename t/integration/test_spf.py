@@ -9,8 +9,8 @@ import socket
 import subprocess
 import tempfile
 
-from harness import (CLEANUP_DIRS, PETRELD, TOP_BUILDDIR, Dnsmasq, Petrel, Tap, maildir_messages,
-                     wait_for)
+from harness import (CLEANUP_DIRS, PETRELD, TOP_BUILDDIR, Dnsmasq, Petrel, Smtp, Tap, free_port,
+                     maildir_messages, wait_for)
 
 t = Tap()
 
@@ -75,12 +75,12 @@ RECORDS += [txt("l%d.test" % i, "v=spf1 ip4:192.0.2.%d -all" % i) for i in range
 QMGR = "qmgr unix n - n 300 1 qmgr\n"
 
 
-def instance(dns_server, **extra):
+def instance(dns_server, services="", **extra):
     cfg = {"modules": "spf", "module_directory": MODS, "dns_resolver": dns_server,
            "mynetworks": "192.0.2.0/24",
            "smtpd_recipient_restrictions": "check_spf"}
     cfg.update(extra)
-    p = Petrel(t, main_cf=cfg, extra_services=QMGR, start=False)
+    p = Petrel(t, main_cf=cfg, extra_services=services + QMGR, start=False)
     boxes = os.path.join(p.dir, "mail")
     os.mkdir(boxes)
     if p.pw:
@@ -94,9 +94,9 @@ def instance(dns_server, **extra):
     return p
 
 
-def rcpt(p, sender, helo="client.test", rcpt_to="u@vmail.test"):
+def rcpt(p, sender, helo="client.test", rcpt_to="u@vmail.test", port=None):
     """MAIL and RCPT; returns the RCPT reply (or the MAIL reply when it fails)."""
-    c = p.connect()
+    c = Smtp(port) if port else p.connect()
     c.ehlo(helo)
     r = c.cmd("MAIL FROM:<%s>" % sender)
     if c.code == 250:
@@ -263,6 +263,29 @@ with Dnsmasq(RECORDS) as dns:
     with instance(dns.server, spf_whitelist_domains=".example.net fail.test") as p:
         t.is_(rcpt(p, "a@fail.test"), "250 2.1.5 Ok", "a sender domain in spf_whitelist_domains is not checked")
         t.like(rcpt(p, "a@redir.test"), r"^550 5\.7\.23 ", "others are")
+
+    # --- per master.cf service: every spf_* parameter (.per_service), and mynetworks ---------
+    svc = {name: free_port() for name in ("dunno", "white", "mynet", "bad")}
+    lines = "".join("127.0.0.1:%d inet n - n - - smtpd %s\n" % (svc[name], opts) for name, opts in (
+        ("dunno", "-o spf_fail_action=dunno"), ("white", "-o spf_whitelist_clients=127.0.0.0/8"),
+        ("mynet", "-o mynetworks=127.0.0.0/8")))
+    with instance(dns.server, services=lines) as p:
+        t.like(rcpt(p, "a@fail.test"), r"^550 5\.7\.23 ", "main.cf's service: fail is rejected")
+        t.is_(rcpt(p, "a@fail.test", port=svc["dunno"]), "250 2.1.5 Ok",
+              "-o spf_fail_action=dunno: that service lets it through")
+        t.is_(rcpt(p, "a@fail.test", port=svc["white"]), "250 2.1.5 Ok",
+              "-o spf_whitelist_clients: that service does not check the client")
+        t.is_(rcpt(p, "a@fail.test", port=svc["mynet"]), "250 2.1.5 Ok",
+              "-o mynetworks: the module skips that service's mynetworks (spf_skip_mynetworks)")
+        t.ok(p.wait_log(r"spf: not checked: client in mynetworks") is not None, "  and says why")
+    p = Petrel(t, main_cf={"modules": "spf", "module_directory": MODS, "dns_resolver": dns.server,
+                           "smtpd_recipient_restrictions": "check_spf"}, start=False,
+               extra_services="127.0.0.1:%d inet n - n - - smtpd -o spf_fail_action=bounce\n" % svc["bad"])
+    with p:
+        r = subprocess.run(p.command(PETRELD, "-c", p.conf, "-n"), capture_output=True, text=True)
+        t.ok(r.returncode != 0 and re.search(r"master\.cf service 127\.0\.0\.1:%d: spf_fail_action = bounce: "
+                                             r"expected reject, defer, hold or dunno" % svc["bad"], r.stderr),
+             "petreld -n refuses a bad -o spf_fail_action, naming the service", r.stderr)
 
     # --- configuration errors are caught by petreld -n ---------------------------------------
     for param, value, want in [

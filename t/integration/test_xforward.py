@@ -2,10 +2,12 @@
 smtpd_authorized_xforward_hosts names the original client; the Received:
 header and the "client=" log line say so for the next transaction only.
 Every bad attribute gets Postfix's exact reply, and the session goes on."""
+import os
 import re
 import subprocess
 
-from harness import PETRELD, Petrel, Smtp, Tap, free_port
+from harness import PETRELD, Dnsmasq, Petrel, Smtp, Tap, free_port
+from modlib import smtp_from
 
 t = Tap()
 
@@ -113,10 +115,59 @@ with Petrel(t, main_cf={"smtpd_authorized_xforward_hosts": "127.0.0.0/8, [::1]/1
     c.cmd("QUIT")
     c.close()
 
-# smtpd_authorized_xforward_hosts is a list of networks: a host name is refused
-# at petreld -n, naming the parameter (not silently never matched).
-with Petrel(t, start=False, main_cf={"smtpd_authorized_xforward_hosts": "filter.example.org"}) as p:
-    r = subprocess.run(p.command(PETRELD, "-c", p.conf, "-n"), capture_output=True, text=True, timeout=60)
-    t.ok(r.returncode != 0 and "smtpd_authorized_xforward_hosts" in r.stderr,
-         "a host name in smtpd_authorized_xforward_hosts is an error naming the parameter", r.stderr)
+# smtpd_authorized_xforward_hosts is a name and address list, as Postfix's
+# namadr_list: host names (of the verified client name), .domains, networks,
+# type:table items and !exclusions; a bad item is refused at petreld -n, and a
+# table that fails ends the session with Postfix's 421.
+with Dnsmasq(["--ptr-record=2.0.0.127.in-addr.arpa,filter.xf.test", "--host-record=filter.xf.test,127.0.0.2"]) as dns:
+    ports = {name: free_port() for name in ("host", "domain", "other", "table", "cidr", "negated", "failing")}
+    with Petrel(t, start=False, main_cf={"dns_resolver": dns.server, "mydestination": "localhost"}) as p:
+        byaddr = p.write_file("xf_addrs", "127.0.0.2 OK\n")
+        nets = p.write_file("xf_cidr", "127.0.0.0/30 OK\n")
+        opts = {"host": "filter.xf.test", "domain": ".xf.test", "other": "other.xf.test,.example.org",
+                "table": "texthash:" + byaddr, "cidr": "cidr:" + nets, "negated": "!filter.xf.test,127.0.0.0/8",
+                "failing": "fail:down"}
+        with open(os.path.join(p.conf, "master.cf"), "a") as f:
+            for name, port in ports.items():
+                f.write("127.0.0.1:%d inet n - n - - smtpd -o smtpd_authorized_xforward_hosts=%s\n"
+                        % (port, opts[name]))
+        p._chown()
+        p.start()
+
+        def attempt(name):
+            p.wait_listening(ports[name])
+            c = smtp_from(ports[name], src="127.0.0.2")
+            c.ehlo("filter.xf.test")
+            offered = any(line.startswith("250-XFORWARD") or line.startswith("250 XFORWARD") for line in c.lines)
+            r = c.cmd("XFORWARD ADDR=192.0.2.9")
+            c.close()
+            return offered, r
+        for name, want in (("host", "a host name matches the verified client name"),
+                           ("domain", ".xf.test matches the names below xf.test"),
+                           ("table", "a texthash: table keyed by the client address"),
+                           ("cidr", "a cidr: table")):
+            offered, r = attempt(name)
+            t.ok(offered and r == "250 2.0.0 Ok", "smtpd_authorized_xforward_hosts = %s: %s" % (opts[name], want),
+                 (offered, r))
+        for name, want in (("other", "names that are not the client's do not match"),
+                           ("negated", "!filter.xf.test before 127.0.0.0/8: the exclusion decides")):
+            offered, r = attempt(name)
+            t.ok(not offered and r == "550 5.7.0 Error: insufficient authorization",
+                 "smtpd_authorized_xforward_hosts = %s: %s (550 5.7.0)" % (opts[name], want), (offered, r))
+        p.wait_listening(ports["failing"])
+        c = smtp_from(ports["failing"], src="127.0.0.2")
+        t.like(c.ehlo(), r"^421 4\.3\.0 \S+ Server local data error$",
+               "a table that fails: EHLO is answered 421 4.3.0 (Postfix ends the session too)")
+        t.ok(p.wait_log(r"warning: don't know if EHLO feature XFORWARD should be announced to "
+                        r"filter\.xf\.test\[127\.0\.0\.2\]") is not None, "  with Postfix's warning")
+        c.close()
+
+for value, want in (("300.1.2.3", r"smtpd_authorized_xforward_hosts: "),
+                    ("filter.example.org/24", r"smtpd_authorized_xforward_hosts: \"filter\.example\.org/24\" is neither a "
+                                              r"network, a host or domain name, nor a type:table"),
+                    ("nosuchtype:/x", r"smtpd_authorized_xforward_hosts: .*nosuchtype")):
+    with Petrel(t, start=False, main_cf={"smtpd_authorized_xforward_hosts": value}) as p:
+        r = subprocess.run(p.command(PETRELD, "-c", p.conf, "-n"), capture_output=True, text=True, timeout=60)
+        t.ok(r.returncode != 0 and re.search(want, r.stderr),
+             "smtpd_authorized_xforward_hosts = %s is an error naming the parameter" % value, r.stderr)
 t.done()

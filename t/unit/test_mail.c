@@ -19,6 +19,7 @@
 #include "mail/addr_class.h"
 #include "mail/addr_find.h"
 #include "mail/maps.h"
+#include "mail/namadr.h"
 #include "mail/rewrite.h"
 #include "tables/table.h"
 #include "../tap.h"
@@ -301,6 +302,46 @@ static void test_rewrite(void)
     cfg_free(cfg);
 }
 
+/* Postfix's namadr lists: networks, names, .domains, tables, !exclusions. */
+static void test_namadr(void)
+{
+    const char *items[] = { "!bad.example.org", ".example.org", "mail.example.net", "192.0.2.0/24", "[2001:db8::]/32",
+                            "inline:{ {198.51.100.7 = x}, {named.test = y} }", NULL };
+    char *error = NULL;
+    struct namadr_list *l = namadr_list_open("xf", items, reg, 0, &error);
+    ok(l != NULL, "a list of every kind opens (%s)", error ? error : "");
+    if (l) {
+        is_int(namadr_list_match(l, "mx.example.org", "203.0.113.1"), 1, ".example.org: a name below it");
+        is_int(namadr_list_match(l, "example.org", "203.0.113.1"), 0, ".example.org: not the domain itself");
+        is_int(namadr_list_match(l, "bad.example.org", "192.0.2.1"), 0, "!bad.example.org comes first: no match");
+        is_int(namadr_list_match(l, "MAIL.example.NET", "203.0.113.1"), 1, "a host name, without case");
+        is_int(namadr_list_match(l, "sub.mail.example.net", "203.0.113.1"), 0, "not its subdomains (no parent style)");
+        is_int(namadr_list_match(l, "unknown", "192.0.2.77"), 1, "a network");
+        is_int(namadr_list_match(l, "unknown", "2001:db8::5"), 1, "an IPv6 network");
+        is_int(namadr_list_match(l, "unknown", "198.51.100.7"), 1, "a table keyed by the address");
+        is_int(namadr_list_match(l, "named.test", "203.0.113.9"), 1, "a table keyed by the name");
+        is_int(namadr_list_match(l, "unknown", "203.0.113.9"), 0, "nothing else");
+        namadr_list_free(l);
+    }
+    const char *parent[] = { "example.com", NULL };
+    l = namadr_list_open("p", parent, reg, 1, &error);
+    ok(l && namadr_list_match(l, "a.b.example.com", "203.0.113.1") == 1, "parent style: subdomains match");
+    namadr_list_free(l);
+    const char *failing[] = { "fail:down", NULL };
+    l = namadr_list_open("f", failing, reg, 0, &error);
+    ok(l && namadr_list_match(l, "x.test", "203.0.113.1") == -1, "a failing table is an error, not a miss");
+    namadr_list_free(l);
+    const char *bad[][2] = { { "300.1.2.3", NULL }, { "host name", NULL }, { "!", NULL }, { "nosuch:x", NULL } };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        error = NULL;
+        l = namadr_list_open("xf", bad[i], reg, 0, &error);
+        ok(l == NULL && error && strncmp(error, "xf: ", 4) == 0, "\"%s\" is refused naming the parameter: %s",
+           bad[i][0], error ? error : "(none)");
+        free(error);
+        namadr_list_free(l);
+    }
+}
+
 int main(void)
 {
     if (mkdtemp(topdir) == NULL) {
@@ -315,6 +356,7 @@ int main(void)
     test_classes();
     test_default_aliases();
     test_rewrite();
+    test_namadr();
     petrel_pool_destroy(pool);
     tbl_registry_free(reg);
     cfg_schema_free(schema);

@@ -254,6 +254,20 @@ with Dnsmasq(RECORDS) as dns:
     rc, ar = verify(py_signed)
     t.like(ar, r"dkim=pass \(2048-bit key\) header\.d=b\.test header\.s=sel2024 ", "a dkimpy signature verifies")
 
+    # l= (body length): honoured as OpenDKIM does by default (its Minimum
+    # option unset): text appended after the signed length still passes
+    # (doc/modules/dkim.md says the risk)
+    l_signed = path("py-l.signed")
+    sign_script_l = sign_script.replace("include_headers=", "length=True, include_headers=")
+    with open(l_signed, "wb") as f:
+        f.write(subprocess.run([SYSTEM_PYTHON, "-c", sign_script_l, message("py-l"), rsa_b], check=True,
+                               capture_output=True).stdout + b"Appended after signing.\r\n")
+    t.like(open(l_signed, "rb").read().decode(), r"\sl=27;", "dkimpy signed the 27 bytes of the body with l=")
+    rc, ar = verify(l_signed)
+    t.like(ar, r"dkim=pass \(2048-bit key\) header\.d=b\.test header\.s=sel2024 ",
+           "l=: a body longer than the signed length still passes (as OpenDKIM)")
+    t.is_(dkimpy(dns, l_signed), (0, "d=b.test s=sel2024 ok"), "l=: dkimpy passes it too")
+
     broken = path("broken.eml")
     with open(path("single-rsa1.signed"), "rb") as f:
         data = f.read().replace(b"this is the body", b"this is the b0dy")

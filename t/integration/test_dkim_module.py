@@ -382,6 +382,24 @@ try:
                  and not headers_named(msg, "Authentication-Results"),
                  "a SASL-authenticated client outside mynetworks gets its mail signed", "%s / %s" % (auth, reply))
 
+        # --- a key file changed under a running petreld: used at once (the key cache) -----------
+        rot = path("rot.private")
+        shutil.copyfile(rsa_a, rot)
+        os.chmod(rot, 0o644)
+        with instance(dns.server, dkim_key_table="", dkim_signing_table="", dkim_domain="a.test",
+                      dkim_selector="rot", dkim_key_file=rot) as p:
+            algs = []
+            for i, source in enumerate([None, None, ed_e, rsa_a]):
+                if source:
+                    with open(source, "rb") as f_in, open(rot, "wb") as f_out:
+                        f_out.write(f_in.read())   # the same file, rewritten in place
+                send(p, message("alice@a.test", "rotation %d" % i))
+                sigs = headers_named(delivered(p, "rotation %d" % i), "DKIM-Signature")
+                algs.append(re.search(r"a=([a-z0-9-]+);", sigs[0]).group(1) if sigs else None)
+            t.is_(algs, ["rsa-sha256", "rsa-sha256", "ed25519-sha256", "rsa-sha256"],
+                  "a key file rewritten under a running petreld is used from the next message on (kept decoded "
+                  "in between)")
+
         # --- a key server that does not answer: temperror, accepted -----------------------------
         with instance("127.0.0.1:%d" % bh.port, dkim_lookup_timeout="2s") as p:
             reply = send(p, signed_text.replace(subject, "slow dns"), src="127.0.0.2", sender="olga@o.test")

@@ -505,11 +505,34 @@ static int flat_match(const char *pattern, const char *user, const char *host)
     return strcasecmp(pattern, key) == 0 || strcmp(pattern, "*") == 0;
 }
 
-int dk_tables_select(const struct dk_tables *t, struct dk_key_cache *cache, const char *from_addr, int multiple, struct dk_choice *out,
-                     size_t max, char *err, size_t errlen)
+/* A domain name made of labels of letters, digits, '-' and '_': the From
+ * domain comes from the network and "%" puts it into key paths and d=,
+ * so "../x", "a;b" or folded white space must never get that far. */
+static int plain_domain(const char *d)
+{
+    size_t len = strlen(d), label = 0;
+    if (len == 0 || len > 253)
+        return 0;
+    for (const char *p = d; *p; p++) {
+        if (*p == '.') {
+            if (label == 0)
+                return 0;
+            label = 0;
+        } else if (isalnum((unsigned char)*p) || *p == '-' || *p == '_') {
+            if (++label > 63)
+                return 0;
+        } else {
+            return 0;
+        }
+    }
+    return label > 0;
+}
+
+int dk_tables_select(const struct dk_tables *t, struct dk_key_cache *cache, const char *from_addr, int multiple,
+                     struct dk_choice *out, size_t max, char *err, size_t errlen)
 {
     const char *at = strrchr(from_addr, '@');
-    if (at == NULL || at[1] == '\0')
+    if (at == NULL || at[1] == '\0' || !plain_domain(at + 1))
         return 0;
     char user[256], host[256];
     snprintf(user, sizeof(user), "%.*s", (int)(at - from_addr < 255 ? at - from_addr : 255), from_addr);

@@ -66,9 +66,10 @@ void dk_tables_free(struct dk_tables *t);
  * multiple is set); keys come from cache (read and decoded there when
  * needed) and their type is found here. Returns how
  * many were filled (at most max), or -1 with err (a key that cannot be
- * read or is neither RSA nor Ed25519). */
-int dk_tables_select(const struct dk_tables *t, struct dk_key_cache *cache, const char *from_addr, int multiple, struct dk_choice *out,
-                     size_t max, char *err, size_t errlen);
+ * read or is neither RSA nor Ed25519). A From domain that is not a plain
+ * domain name (letters, digits, '-', '_' and dots) matches nothing. */
+int dk_tables_select(const struct dk_tables *t, struct dk_key_cache *cache, const char *from_addr, int multiple,
+                     struct dk_choice *out, size_t max, char *err, size_t errlen);
 void dk_choice_clear(struct dk_choice *c);
 
 /* Reads a private key file or text: its algorithm, 0 or -1 with err. */

@@ -205,6 +205,26 @@ with Dnsmasq(RECORDS) as dns:
                msg=message("flat", from_addr=from_addr), out=signed)
         t.like(open(signed, "rb").read().decode(), r"d=%s; s=%s;" % (re.escape(d), s),
                "flat SigningTable, OpenDKIM's lookup order: %s -> %s/%s" % (from_addr, d, s))
+    # "%" puts the From domain into d= and the key path: only a plain domain name gets there
+    os.mkdir(path("keys"))
+    shutil.copyfile(rsa_a, path("keys/good.test.private"))
+    with open(path("KeyTable.pct"), "w") as f:
+        f.write("pct %%:rsa1:%s/%%.private\n" % path("keys"))
+    with open(path("SigningTable.pct"), "w") as f:
+        f.write("* pct\n")
+    for from_addr, want in [("x@good.test", "d=good.test; s=rsa1;"), ("<x@../../etc/passwd>", None),
+                            ("<x@a.test;\r\n\tx=y>", None), ("x@bad..test", None)]:
+        r = driver("--key-table", path("KeyTable.pct"), "--signing-table", "refile:" + path("SigningTable.pct"),
+                   msg=message("pct", from_addr=from_addr), out=path("pct.signed"))
+        out = open(path("pct.signed"), "rb").read().decode("utf-8", "replace")
+        if want:
+            t.ok(r.returncode == 0 and want in out, "%%: From %s signs with the key file named after it" % from_addr,
+                 r.stderr.decode())
+        else:
+            t.ok(r.returncode == 0 and "DKIM-Signature" not in out and r.stderr == b"",
+                 "%%: From %r is not a plain domain name: no key path made of it, not signed" % from_addr,
+                 r.stderr.decode())
+
     signed = path("multi.signed")
     with open(path("SigningTable.multi"), "w") as f:
         f.write("*@a.test rsa-a\n*@a.test ed-a\n")

@@ -18,7 +18,12 @@
  * Design: the message streams through the component (dkim_msg.c) as it
  * arrives: each header from the header hook (rebuilt as "Name: value"),
  * the empty line at end of headers, the body chunks from the body hook;
- * only the header section is kept. At end of message the hook suspends:
+ * only the header section is kept. A message we sign is signed over its
+ * header section as stored (petrel_message_open at end of message: our
+ * Received, header_checks' edits, and the exact bytes, which the header
+ * hook's "Name: value" cannot give: "Subject:x" and "Subject: x" are the
+ * same value there, and simple canonicalization hashes the difference).
+ * At end of message the hook suspends:
  * the key records the signatures name are looked up on the loop
  * (petrel_dns_lookup, so dns_resolver answers, with dkim_lookup_timeout
  * for all of them), then dkmsg_end (RSA and Ed25519 work, libopendkim's
@@ -48,6 +53,7 @@
 
 #define MAX_KEYS 16
 #define MAX_TXT 4096
+#define MAX_STORED_HEADERS (1024 * 1024)
 
 struct dk_mod {
     int refs;                  /* the module (init to fini) + each job */
@@ -126,10 +132,8 @@ static int parse_canon(const char *v, int *relaxed_header, int *relaxed_body)
 /* Reads the signing configuration into t (have = 0 when nothing signs).
  * Problems are reported with petrel_config_error when report is set.
  * With check_keys, every key file named without "%" is read and its type
- * found, so that petreld -n names an unreadable or broken key (or an
- * Ed25519 key with simple header canonicalization, see dkim_msg.h). */
-static int load_signing(petrel_module *m, struct dk_tables *t, int *have, int report, int check_keys,
-                        int relaxed_header)
+ * found, so that petreld -n names an unreadable or broken key. */
+static int load_signing(petrel_module *m, struct dk_tables *t, int *have, int report, int check_keys)
 {
     const char *domain = petrel_param_string(m, "dkim_domain");
     const char *selector = petrel_param_string(m, "dkim_selector");
@@ -190,10 +194,6 @@ static int load_signing(petrel_module *m, struct dk_tables *t, int *have, int re
             bad = 1;
             if (report)
                 petrel_config_error(m, single ? "dkim_key_file" : "dkim_key_table", "%s: %s", k->source, err);
-        } else if (alg == DK_ALG_ED25519_SHA256 && !relaxed_header) {
-            bad = 1;
-            if (report)
-                petrel_config_error(m, "dkim_canonicalization", "%s: %s", k->source, DKMSG_ED25519_SIMPLE);
         }
         free(text);
         if (bad) {
@@ -220,7 +220,7 @@ static int dkim_check(petrel_module *m)
         rc = -1;
     }
     struct dk_tables t;
-    if (load_signing(m, &t, &have, 1, 1, rc == 0 ? rh : 1) != 0)
+    if (load_signing(m, &t, &have, 1, 1) != 0)
         rc = -1;
     else if (have)
         dk_tables_free(&t);
@@ -253,7 +253,7 @@ static int dkim_init(petrel_module *m, const char **error)
         *error = "dkim_canonicalization: expected relaxed or simple for the header and the body";
         return -1;
     }
-    if (load_signing(m, &mod->tables, &mod->have_tables, 1, 0, rh) != 0) {
+    if (load_signing(m, &mod->tables, &mod->have_tables, 1, 0) != 0) {
         free(mod);
         *error = "the signing configuration does not load (see the error above)";
         return -1;
@@ -587,6 +587,47 @@ static petrel_verdict dkim_body(petrel_session *s, const char *chunk, size_t len
     return PETREL_CONTINUE;
 }
 
+/* The header section as stored, for the signer (see the top). 0, or -1
+ * when it could not be read (logged). */
+static int give_stored_headers(petrel_session *s, struct dk_job *job)
+{
+    petrel_message *msg = petrel_message_open(s, 0);
+    if (msg == NULL)
+        return -1;
+    size_t len = 0, cap = 8192;
+    char *buf = malloc(cap);
+    int rc = -1;
+    for (;;) {
+        if (buf == NULL)
+            break;
+        if (len == cap) {
+            if (cap >= MAX_STORED_HEADERS)
+                break;   /* dkmsg refuses more anyway */
+            char *b = realloc(buf, cap * 2);
+            if (b == NULL)
+                break;
+            buf = b;
+            cap *= 2;
+        }
+        long n = petrel_message_read(msg, buf + len, cap - len);
+        if (n < 0)
+            break;
+        size_t from = len > 3 ? len - 3 : 0;
+        len += (size_t)n;
+        char *end = NULL;
+        for (size_t i = from; i + 1 < len && end == NULL; i++)
+            if (buf[i] == '\n' && (buf[i + 1] == '\n' || (buf[i + 1] == '\r' && i + 2 < len && buf[i + 2] == '\n')))
+                end = buf + i + 1;
+        if (end || n == 0) {
+            rc = dkmsg_set_signed_headers(job->msg, buf, end ? (size_t)(end - buf) : len);
+            break;
+        }
+    }
+    free(buf);
+    petrel_message_close(msg);
+    return rc;
+}
+
 static petrel_verdict dkim_end_of_message(petrel_session *s)
 {
     struct dk_job *job = job_start(s);
@@ -603,6 +644,17 @@ static petrel_verdict dkim_end_of_message(petrel_session *s)
         return PETREL_CONTINUE;   /* cannot happen: end of message comes once */
     if (!dkmsg_headers_done(job->msg))
         feed(s, job, "\r\n", 2);   /* a message without a body */
+    if (dkmsg_will_sign(job->msg) && give_stored_headers(s, job) != 0) {
+        if (job->mod->conf.relaxed_header) {
+            /* relaxed: the hook's headers canonicalize the same */
+            petrel_log(s, PETREL_LOG_INFO, "dkim: the stored header section could not be read: signing the "
+                       "headers as received");
+        } else {
+            petrel_log(s, PETREL_LOG_WARNING, "dkim: the stored header section could not be read: signing the "
+                       "headers as received, rebuilt as \"Name: value\" (a header written without the space "
+                       "after its colon will not verify with simple canonicalization)");
+        }
+    }
     char names[MAX_KEYS][DKMSG_KEY_NAME_MAX];
     size_t n = (job->modes & DKMSG_VERIFY) ? dkmsg_key_names(job->msg, names, MAX_KEYS) : 0;
     job->pending = petrel_suspend(s);

@@ -9,12 +9,18 @@
  * the first empty line ends the section (a line that is not a header ends
  * it too, and is body).
  *
- * libopendkim: one DKIM_LIB per configuration; per message one signing
- * handle per key chosen from the SigningTable and one verifying handle.
- * Keys are fetched through our callback (dkim_set_key_lookup), never
- * through libopendkim's resolver, so the caller decides which DNS answers
- * (dns_resolver). The usual headers are oversigned (listed once more than
- * present, RFC 6376 8.15) so that nobody can add a second From or Subject.
+ * Signing is ours (dkim_sign.c: OpenSSL over keys decoded once and kept
+ * in the configuration's key cache), one signer per key chosen from the
+ * SigningTable; it hashes the body as it streams and signs at the end,
+ * over the header section the caller gives with dkmsg_set_signed_headers
+ * (the exact bytes that will be queued) or else the one fed here. The
+ * usual headers are oversigned (listed once more than present, RFC 6376
+ * 8.15) so that nobody can add a second From or Subject.
+ *
+ * Verification is libopendkim's: one DKIM_LIB per configuration, one
+ * verifying handle per message. Keys are fetched through our callback
+ * (dkim_set_key_lookup), never through libopendkim's resolver, so the
+ * caller decides which DNS answers (dns_resolver).
  */
 #include <ctype.h>
 #include <stdarg.h>
@@ -25,10 +31,12 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include <opendkim/dkim.h>
 
 #include "dkim_msg.h"
+#include "dkim_sign.h"
 
 #define MAX_HEADER_SECTION (1024 * 1024)
 #define MAX_SIGNATURES 8
@@ -36,6 +44,7 @@
 
 struct dkmsg_lib {
     DKIM_LIB *lib;
+    struct dk_key_cache *keys;
 };
 
 /* RFC 6376 5.4.1's list, each oversigned once. */
@@ -76,9 +85,11 @@ struct dkmsg {
     struct line_buf header;    /* the header being assembled (folded lines) */
     char **headers;            /* the header section, each without its final CRLF */
     size_t nheaders, header_bytes;
+    char **signed_headers;     /* dkmsg_set_signed_headers's, or NULL */
+    size_t nsigned_headers;
     char from_domain[256];
     char from_addr[512];
-    DKIM *signers[MAX_SIGNATURES];
+    struct dksign *signers[MAX_SIGNATURES];
     struct dk_choice choices[MAX_SIGNATURES];
     size_t nsigners;
     DKIM *verifier;
@@ -158,17 +169,19 @@ int dkmsg_conf_init(struct dkmsg_conf *c, char *err, size_t errlen)
         c->lib = NULL;
         return -1;
     }
+    if ((c->lib->keys = dk_key_cache_new()) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        dkmsg_conf_free(c);
+        return -1;
+    }
     DKIM_LIB *lib = c->lib->lib;
-    if (!dkim_libfeature(lib, DKIM_FEATURE_ED25519) || !dkim_libfeature(lib, DKIM_FEATURE_OVERSIGN)) {
-        snprintf(err, errlen, "this libopendkim lacks Ed25519 or oversigning (2.11 or later is needed)");
+    if (!dkim_libfeature(lib, DKIM_FEATURE_ED25519)) {
+        snprintf(err, errlen, "this libopendkim cannot verify Ed25519 signatures (2.11 or later is needed)");
         dkmsg_conf_free(c);
         return -1;
     }
     u_int flags = DKIM_LIBFLAGS_FIXCRLF | DKIM_LIBFLAGS_BADSIGHANDLES;
-    /* OVERSIGNHDRS takes the array itself with the size of one pointer
-     * (anything else is refused as DKIM_STAT_INVALID, silently if unchecked) */
     if (dkim_options(lib, DKIM_OP_SETOPT, DKIM_OPTS_FLAGS, &flags, sizeof(flags)) != DKIM_STAT_OK ||
-        dkim_options(lib, DKIM_OP_SETOPT, DKIM_OPTS_OVERSIGNHDRS, (void *)oversign, sizeof(char **)) != DKIM_STAT_OK ||
         dkim_set_key_lookup(lib, key_lookup) != DKIM_STAT_OK) {
         snprintf(err, errlen, "libopendkim refused our options");
         dkmsg_conf_free(c);
@@ -182,6 +195,7 @@ void dkmsg_conf_free(struct dkmsg_conf *c)
     if (c->lib) {
         if (c->lib->lib)
             dkim_close(c->lib->lib);
+        dk_key_cache_free(c->lib->keys);
         free(c->lib);
         c->lib = NULL;
     }
@@ -304,9 +318,8 @@ static int add_header(struct dkmsg *m)
 static int feed_body(struct dkmsg *m, const char *data, size_t len)
 {
     for (size_t i = 0; i < m->nsigners; i++) {
-        DKIM_STAT st = dkim_body(m->signers[i], (u_char *)data, len);
-        if (st != DKIM_STAT_OK) {
-            fail(m, "signing: %s", dkim_getresultstr(st));
+        if (dksign_body(m->signers[i], data, len) != 0) {
+            fail(m, "signing: the body hash failed");
             return -1;
         }
     }
@@ -341,31 +354,21 @@ static int end_of_headers(struct dkmsg *m)
     DKIM_STAT st;
     if ((m->modes & DKMSG_SIGN) && m->conf->tables && m->from_addr[0]) {
         char err[256];
-        int n = dk_tables_select(m->conf->tables, m->from_addr, m->conf->multiple, m->choices, MAX_SIGNATURES,
-                                 err, sizeof(err));
+        int n = dk_tables_select(m->conf->tables, m->conf->lib->keys, m->from_addr, m->conf->multiple, m->choices,
+                                 MAX_SIGNATURES, err, sizeof(err));
         if (n < 0) {
             fail(m, "%s", err);
             return -1;
         }
         for (int i = 0; i < n; i++) {
             struct dk_choice *c = &m->choices[i];
-            if (c->alg == DK_ALG_ED25519_SHA256 && !m->conf->relaxed_header) {
-                fail(m, "signing for %s (selector %s): %s", c->domain, c->selector, DKMSG_ED25519_SIMPLE);
-                return -1;
-            }
-            DKIM *d = dkim_sign(lib, (const u_char *)m->id, NULL, (dkim_sigkey_t)c->key, (const u_char *)c->selector,
-                                (const u_char *)c->domain,
-                                m->conf->relaxed_header ? DKIM_CANON_RELAXED : DKIM_CANON_SIMPLE,
-                                m->conf->relaxed_body ? DKIM_CANON_RELAXED : DKIM_CANON_SIMPLE,
-                                c->alg == DK_ALG_ED25519_SHA256 ? DKIM_SIGN_ED25519SHA256 : DKIM_SIGN_RSASHA256,
-                                -1, &st);
+            struct dksign *d = dksign_new(c->key, c->alg, c->domain, c->selector, c->signer,
+                                          m->conf->relaxed_header, m->conf->relaxed_body);
             if (d == NULL) {
-                fail(m, "signing for %s (selector %s): %s", c->domain, c->selector, dkim_getresultstr(st));
+                fail(m, "signing for %s (selector %s): out of memory", c->domain, c->selector);
                 return -1;
             }
             m->signers[m->nsigners++] = d;
-            if (c->signer[0])
-                dkim_set_signer(d, (const u_char *)c->signer);
         }
     }
     if (m->modes & DKMSG_VERIFY) {
@@ -376,25 +379,8 @@ static int end_of_headers(struct dkmsg *m)
         }
         dkim_set_user_context(m->verifier, m);
     }
-    for (size_t h = 0; h < m->nheaders; h++) {
-        size_t len = strlen(m->headers[h]);
-        for (size_t i = 0; i < m->nsigners; i++) {
-            st = dkim_header(m->signers[i], (u_char *)m->headers[h], len);
-            if (st != DKIM_STAT_OK) {
-                fail(m, "signing: header %zu: %s", h + 1, dkim_getresultstr(st));
-                return -1;
-            }
-        }
-        if (m->verifier)
-            dkim_header(m->verifier, (u_char *)m->headers[h], len);
-    }
-    for (size_t i = 0; i < m->nsigners; i++) {
-        st = dkim_eoh(m->signers[i]);
-        if (st != DKIM_STAT_OK) {
-            fail(m, "signing: %s", dkim_getresultstr(st));
-            return -1;
-        }
-    }
+    for (size_t h = 0; m->verifier && h < m->nheaders; h++)
+        dkim_header(m->verifier, (u_char *)m->headers[h], strlen(m->headers[h]));
     if (m->verifier && dkim_eoh(m->verifier) == DKIM_STAT_NOSIG)
         m->verify_nosig = 1;
     return 0;
@@ -461,6 +447,64 @@ int dkmsg_feed(struct dkmsg *m, const char *data, size_t len)
     }
     if (m->in_body && i < len)
         return feed_body(m, data + i, len - i);
+    return 0;
+}
+
+int dkmsg_set_signed_headers(struct dkmsg *m, const char *data, size_t len)
+{
+    if (m->failed)
+        return -1;
+    if (len > MAX_HEADER_SECTION) {
+        fail(m, "header section larger than 1 MiB");
+        return -1;
+    }
+    struct line_buf cur = { 0 };
+    size_t i = 0;
+    int rc = 0;
+    while (i < len && rc == 0) {
+        const char *nl = memchr(data + i, '\n', len - i);
+        size_t l = nl ? (size_t)(nl - (data + i)) : len - i;
+        const char *line = data + i;
+        i += l + (nl != NULL);
+        if (l && line[l - 1] == '\r')
+            l--;
+        if (l == 0)
+            break;   /* the empty line: the end of the section */
+        if ((line[0] == ' ' || line[0] == '\t') && cur.len == 0)
+            break;   /* as header_line: a section cannot start with a continuation */
+        if (line[0] == ' ' || line[0] == '\t') {
+            rc = buf_add(&cur, "\r\n", 2, MAX_HEADER_SECTION) | buf_add(&cur, line, l, MAX_HEADER_SECTION);
+            continue;
+        }
+        if (cur.len) {
+            char **h = realloc(m->signed_headers, (m->nsigned_headers + 1) * sizeof(*h));
+            if (h == NULL) {
+                rc = -1;
+                break;
+            }
+            m->signed_headers = h;
+            m->signed_headers[m->nsigned_headers++] = cur.data;
+            memset(&cur, 0, sizeof(cur));
+        }
+        if (memchr(line, ':', l) == NULL)
+            break;   /* not a header: the body starts here (as header_line decides) */
+        rc = buf_add(&cur, line, l, MAX_HEADER_SECTION);
+    }
+    if (rc == 0 && cur.len) {
+        char **h = realloc(m->signed_headers, (m->nsigned_headers + 1) * sizeof(*h));
+        if (h == NULL) {
+            rc = -1;
+        } else {
+            m->signed_headers = h;
+            m->signed_headers[m->nsigned_headers++] = cur.data;
+            memset(&cur, 0, sizeof(cur));
+        }
+    }
+    free(cur.data);
+    if (rc != 0) {
+        fail(m, "out of memory");
+        return -1;
+    }
     return 0;
 }
 
@@ -607,31 +651,17 @@ int dkmsg_end(struct dkmsg *m)
         if (!m->in_body && end_of_headers(m) != 0)
             return -1;
     }
+    char *const *headers = m->signed_headers ? m->signed_headers : m->headers;
+    size_t nheaders = m->signed_headers ? m->nsigned_headers : m->nheaders;
+    long long now = (long long)time(NULL);
     for (size_t i = 0; i < m->nsigners; i++) {
-        DKIM_STAT st = dkim_eom(m->signers[i], NULL);
-        u_char *value = NULL;
-        size_t vlen = 0;
-        if (st == DKIM_STAT_OK)
-            st = dkim_getsighdr_d(m->signers[i], strlen("DKIM-Signature: "), &value, &vlen);
-        if (st != DKIM_STAT_OK) {
-            fail(m, "signing for %s: %s", m->choices[i].domain, dkim_getresultstr(st));
+        char err[128];
+        char *value = dksign_finish(m->signers[i], headers, nheaders, oversign, now, err, sizeof(err));
+        if (value == NULL) {
+            fail(m, "signing for %s: %s", m->choices[i].domain, err);
             return -1;
         }
-        /* libopendkim folds with a bare LF + tab: the queue stores CRLF */
-        char *out = malloc(2 * vlen + 1);
-        if (out == NULL) {
-            fail(m, "out of memory");
-            return -1;
-        }
-        size_t o = 0;
-        for (size_t k = 0; k < vlen; k++) {
-            if (value[k] == '\n' && (k == 0 || value[k - 1] != '\r'))
-                out[o++] = '\r';
-            out[o++] = (char)value[k];
-        }
-        m->signatures[m->nsignatures] = out;
-        m->signatures[m->nsignatures][o] = '\0';
-        m->nsignatures++;
+        m->signatures[m->nsignatures++] = value;
     }
     if (m->verifier) {
         if (!m->verify_nosig)
@@ -649,13 +679,16 @@ void dkmsg_free(struct dkmsg *m)
     if (m == NULL)
         return;
     for (size_t i = 0; i < m->nsigners; i++)
-        dkim_free(m->signers[i]);
+        dksign_free(m->signers[i]);
     for (size_t i = 0; i < MAX_SIGNATURES; i++)
         dk_choice_clear(&m->choices[i]);
     if (m->verifier)
         dkim_free(m->verifier);
     for (size_t i = 0; i < m->nheaders; i++)
         free(m->headers[i]);
+    for (size_t i = 0; i < m->nsigned_headers; i++)
+        free(m->signed_headers[i]);
+    free(m->signed_headers);
     for (size_t i = 0; i < m->nsignatures; i++)
         free(m->signatures[i]);
     free(m->headers);
@@ -679,6 +712,11 @@ void dkmsg_result(const struct dkmsg *m, size_t i, const char **domain, const ch
     *domain = i < m->nresults ? m->results[i].domain : NULL;
     *selector = i < m->nresults ? m->results[i].selector : NULL;
     *result = i < m->nresults ? m->results[i].result : NULL;
+}
+
+int dkmsg_will_sign(const struct dkmsg *m)
+{
+    return m->nsigners > 0;
 }
 
 int dkmsg_headers_done(const struct dkmsg *m)

@@ -7,6 +7,9 @@
  * Authentication-Results headers to delete because they carry our
  * authserv-id (forged, RFC 8601 section 5).
  *
+ * Signing is our own (dkim_sign.h, OpenSSL, keys decoded once);
+ * verification is libopendkim's.
+ *
  * Blocking: key lookups (verification) and the RSA work of dkmsg_end run
  * on the caller's thread, so the module calls dkmsg_end on a worker thread.
  */
@@ -21,12 +24,6 @@
  * (NUL-terminated, strings of one record joined). Returns 0, 1 when there
  * is no such record, -1 on a temporary failure. Called from dkmsg_end. */
 typedef int dkmsg_key_fetch(void *ctx, const char *qname, char *buf, size_t size);
-
-/* libopendkim 2.11's Ed25519 signatures with simple header
- * canonicalization do not verify (dkimpy and OpenDKIM both fail them; its
- * RSA ones and its relaxed Ed25519 ones verify): refused. */
-#define DKMSG_ED25519_SIMPLE "Ed25519 keys need relaxed header canonicalization (libopendkim 2.11 makes " \
-    "simple/* Ed25519 signatures that do not verify)"
 
 struct dkmsg_conf {
     const struct dk_tables *tables;    /* signing keys, or NULL */
@@ -55,6 +52,15 @@ void dkmsg_set_fetch_ctx(struct dkmsg *m, void *ctx);
  * Returns 0, or -1 when the component gave up (dkmsg_error says why;
  * the message must then go on unsigned/unverified). */
 int dkmsg_feed(struct dkmsg *m, const char *data, size_t len);
+/* The header section to sign, as it will be queued (up to and without
+ * the empty line; CRLF or LF line ends): the caller's exact bytes, where
+ * the fed headers may have been rebuilt ("Name: value" from a hook, which
+ * cannot tell "Subject:x" from "Subject: x"; simple canonicalization
+ * hashes that difference). Without it the fed headers are signed. Before
+ * dkmsg_end; 0 or -1 (dkmsg_error). */
+int dkmsg_set_signed_headers(struct dkmsg *m, const char *data, size_t len);
+/* Whether a key was chosen for this message (after the header section). */
+int dkmsg_will_sign(const struct dkmsg *m);
 /* End of message: signs and verifies. 0 or -1 (dkmsg_error). */
 int dkmsg_end(struct dkmsg *m);
 void dkmsg_free(struct dkmsg *m);

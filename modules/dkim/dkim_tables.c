@@ -11,6 +11,8 @@
  *
  * Keys are read when a message needs them (so a rotated key file is picked
  * up without a reload) and their type (RSA or Ed25519) comes from OpenSSL.
+ * They are decoded once and kept (struct dk_key_cache) as long as the file
+ * does not change: stat(2) per message, decoding only when it did.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -18,6 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <pthread.h>
+#include <sys/stat.h>
 
 #include <openssl/bio.h>
 #include <openssl/evp.h>
@@ -27,6 +31,20 @@
 
 #define MAX_LINE 8192
 #define MAX_KEY_FILE (64 * 1024)
+#define MAX_CACHED_KEYS 1024
+
+struct cached_key {
+    char *source;      /* "/path" or "=the key text" */
+    struct stat st;    /* a path's, when it was decoded */
+    EVP_PKEY *key;
+    enum dk_alg alg;
+};
+
+struct dk_key_cache {
+    pthread_mutex_t lock;
+    struct cached_key *keys;
+    size_t n;
+};
 
 static char *dup_str(const char *s)
 {
@@ -264,75 +282,197 @@ static void expand(char *out, size_t size, const char *in, const char *domain)
     out[o] = '\0';
 }
 
-int dk_key_type(const char *pem, size_t len, enum dk_alg *alg, char *err, size_t errlen)
+EVP_PKEY *dk_key_decode(const char *pem, size_t len, enum dk_alg *alg, char *err, size_t errlen)
 {
     BIO *bio = BIO_new_mem_buf(pem, (int)len);
     EVP_PKEY *pkey = bio ? PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL) : NULL;
     BIO_free(bio);
     if (pkey == NULL) {
         snprintf(err, errlen, "not a PEM private key");
-        return -1;
+        return NULL;
     }
     int id = EVP_PKEY_get_base_id(pkey);
     int bits = EVP_PKEY_get_bits(pkey);
-    EVP_PKEY_free(pkey);
     if (id == EVP_PKEY_RSA) {
         if (bits < 1024) {
             snprintf(err, errlen, "an RSA key of %d bits is too short (RFC 8301: 1024 at least)", bits);
-            return -1;
+            EVP_PKEY_free(pkey);
+            return NULL;
         }
         *alg = DK_ALG_RSA_SHA256;
-        return 0;
+        return pkey;
     }
     if (id == EVP_PKEY_ED25519) {
         *alg = DK_ALG_ED25519_SHA256;
-        return 0;
+        return pkey;
     }
+    EVP_PKEY_free(pkey);
     snprintf(err, errlen, "neither an RSA nor an Ed25519 key");
-    return -1;
+    return NULL;
 }
 
-static int load_key(const struct dk_key *k, const char *from_domain, struct dk_choice *c, char *err, size_t errlen)
+int dk_key_type(const char *pem, size_t len, enum dk_alg *alg, char *err, size_t errlen)
 {
-    char text[MAX_LINE];
+    EVP_PKEY *pkey = dk_key_decode(pem, len, alg, err, errlen);
+    EVP_PKEY_free(pkey);
+    return pkey ? 0 : -1;
+}
+
+struct dk_key_cache *dk_key_cache_new(void)
+{
+    struct dk_key_cache *c = calloc(1, sizeof(*c));
+    if (c && pthread_mutex_init(&c->lock, NULL) != 0) {
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+static void cache_clear(struct dk_key_cache *c)
+{
+    for (size_t i = 0; i < c->n; i++) {
+        free(c->keys[i].source);
+        EVP_PKEY_free(c->keys[i].key);
+    }
+    free(c->keys);
+    c->keys = NULL;
+    c->n = 0;
+}
+
+void dk_key_cache_free(struct dk_key_cache *c)
+{
+    if (c == NULL)
+        return;
+    cache_clear(c);
+    pthread_mutex_destroy(&c->lock);
+    free(c);
+}
+
+static int same_file(const struct stat *a, const struct stat *b)
+{
+    return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+           a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec &&
+           a->st_ctim.tv_sec == b->st_ctim.tv_sec && a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
+}
+
+/* The cached key for source (st: a path's, NULL for key text), with a
+ * reference for the caller, or NULL. */
+static EVP_PKEY *cache_get(struct dk_key_cache *c, const char *source, const struct stat *st, enum dk_alg *alg)
+{
+    EVP_PKEY *key = NULL;
+    pthread_mutex_lock(&c->lock);
+    for (size_t i = 0; i < c->n; i++) {
+        struct cached_key *k = &c->keys[i];
+        if (strcmp(k->source, source) != 0)
+            continue;
+        if ((st == NULL || same_file(&k->st, st)) && EVP_PKEY_up_ref(k->key) == 1) {
+            key = k->key;
+            *alg = k->alg;
+        }
+        break;
+    }
+    pthread_mutex_unlock(&c->lock);
+    return key;
+}
+
+/* Keeps key (a new reference) for source, replacing an older entry. */
+static void cache_put(struct dk_key_cache *c, const char *source, const struct stat *st, EVP_PKEY *key,
+                      enum dk_alg alg)
+{
+    char *copy = strdup(source);
+    if (copy == NULL || EVP_PKEY_up_ref(key) != 1) {
+        free(copy);
+        return;
+    }
+    pthread_mutex_lock(&c->lock);
+    struct cached_key *slot = NULL;
+    for (size_t i = 0; i < c->n && slot == NULL; i++)
+        if (strcmp(c->keys[i].source, source) == 0) {
+            slot = &c->keys[i];
+            free(slot->source);
+            EVP_PKEY_free(slot->key);
+        }
+    if (slot == NULL) {
+        if (c->n == MAX_CACHED_KEYS)
+            cache_clear(c);   /* "%" paths over very many domains: start again */
+        struct cached_key *k = realloc(c->keys, (c->n + 1) * sizeof(*k));
+        if (k == NULL) {
+            pthread_mutex_unlock(&c->lock);
+            free(copy);
+            EVP_PKEY_free(key);
+            return;
+        }
+        c->keys = k;
+        slot = &c->keys[c->n++];
+    }
+    memset(slot, 0, sizeof(*slot));
+    slot->source = copy;
+    if (st)
+        slot->st = *st;
+    slot->key = key;
+    slot->alg = alg;
+    pthread_mutex_unlock(&c->lock);
+}
+
+static int load_key(const struct dk_key *k, struct dk_key_cache *cache, const char *from_domain,
+                    struct dk_choice *c, char *err, size_t errlen)
+{
+    char text[MAX_LINE], source[MAX_LINE + 1];
+    char *pem = NULL;
+    size_t len = 0;
+    struct stat st;
     if (k->is_path) {
         char path[4096];
         expand(path, sizeof(path), k->source, from_domain);
+        snprintf(source, sizeof(source), "%s", path);
         FILE *f = fopen(path, "r");
-        if (f == NULL) {
+        if (f == NULL || fstat(fileno(f), &st) != 0) {
             snprintf(err, errlen, "key %s: %s: %s", k->name, path, strerror(errno));
+            if (f)
+                fclose(f);
             return -1;
         }
-        c->key = malloc(MAX_KEY_FILE + 1);
-        if (c->key == NULL)
+        if (cache && (c->key = cache_get(cache, source, &st, &c->alg)) != NULL) {
+            fclose(f);
+            return 0;
+        }
+        pem = malloc(MAX_KEY_FILE + 1);
+        if (pem == NULL)
             abort();
-        c->keylen = fread(c->key, 1, MAX_KEY_FILE + 1, f);
+        len = fread(pem, 1, MAX_KEY_FILE + 1, f);
         fclose(f);
-        if (c->keylen > MAX_KEY_FILE) {
+        if (len > MAX_KEY_FILE) {
             snprintf(err, errlen, "key %s: %s: larger than 64 KiB", k->name, path);
-            dk_choice_clear(c);
+            free(pem);
             return -1;
         }
-        c->key[c->keylen] = '\0';
+        pem[len] = '\0';
     } else {
         /* the key itself: PEM, or base64 DER that we wrap as PEM */
         expand(text, sizeof(text), k->source, from_domain);
+        snprintf(source, sizeof(source), "=%s", text);
+        if (cache && (c->key = cache_get(cache, source, NULL, &c->alg)) != NULL)
+            return 0;
         size_t n = strlen(text) + 128;
-        c->key = malloc(n);
-        if (c->key == NULL)
+        pem = malloc(n);
+        if (pem == NULL)
             abort();
         if (strstr(text, "-----BEGIN"))
-            snprintf(c->key, n, "%s", text);
+            snprintf(pem, n, "%s", text);
         else
-            snprintf(c->key, n, "-----BEGIN PRIVATE KEY-----\n%s\n-----END PRIVATE KEY-----\n", text);
-        c->keylen = strlen(c->key);
+            snprintf(pem, n, "-----BEGIN PRIVATE KEY-----\n%s\n-----END PRIVATE KEY-----\n", text);
+        len = strlen(pem);
     }
     char why[200];
-    if (dk_key_type(c->key, c->keylen, &c->alg, why, sizeof(why)) != 0) {
+    c->key = dk_key_decode(pem, len, &c->alg, why, sizeof(why));
+    memset(pem, 0, len);   /* private key material */
+    free(pem);
+    if (c->key == NULL) {
         snprintf(err, errlen, "key %s: %s", k->name, why);
-        dk_choice_clear(c);
         return -1;
     }
+    if (cache)
+        cache_put(cache, source, k->is_path ? &st : NULL, c->key, c->alg);
     return 0;
 }
 
@@ -365,11 +505,34 @@ static int flat_match(const char *pattern, const char *user, const char *host)
     return strcasecmp(pattern, key) == 0 || strcmp(pattern, "*") == 0;
 }
 
-int dk_tables_select(const struct dk_tables *t, const char *from_addr, int multiple, struct dk_choice *out,
-                     size_t max, char *err, size_t errlen)
+/* A domain name made of labels of letters, digits, '-' and '_': the From
+ * domain comes from the network and "%" puts it into key paths and d=,
+ * so "../x", "a;b" or folded white space must never get that far. */
+static int plain_domain(const char *d)
+{
+    size_t len = strlen(d), label = 0;
+    if (len == 0 || len > 253)
+        return 0;
+    for (const char *p = d; *p; p++) {
+        if (*p == '.') {
+            if (label == 0)
+                return 0;
+            label = 0;
+        } else if (isalnum((unsigned char)*p) || *p == '-' || *p == '_') {
+            if (++label > 63)
+                return 0;
+        } else {
+            return 0;
+        }
+    }
+    return label > 0;
+}
+
+int dk_tables_select(const struct dk_tables *t, struct dk_key_cache *cache, const char *from_addr, int multiple,
+                     struct dk_choice *out, size_t max, char *err, size_t errlen)
 {
     const char *at = strrchr(from_addr, '@');
-    if (at == NULL || at[1] == '\0')
+    if (at == NULL || at[1] == '\0' || !plain_domain(at + 1))
         return 0;
     char user[256], host[256];
     snprintf(user, sizeof(user), "%.*s", (int)(at - from_addr < 255 ? at - from_addr : 255), from_addr);
@@ -394,7 +557,7 @@ int dk_tables_select(const struct dk_tables *t, const char *from_addr, int multi
         snprintf(c->selector, sizeof(c->selector), "%s", k->selector);
         if (r->signer)
             expand(c->signer, sizeof(c->signer), r->signer, host);
-        if (load_key(k, host, c, err, errlen) != 0)
+        if (load_key(k, cache, host, c, err, errlen) != 0)
             goto fail;
         n++;
         if (!multiple)
@@ -409,10 +572,6 @@ fail:
 
 void dk_choice_clear(struct dk_choice *c)
 {
-    if (c->key) {
-        memset(c->key, 0, c->keylen);   /* private key material */
-        free(c->key);
-    }
+    EVP_PKEY_free(c->key);
     c->key = NULL;
-    c->keylen = 0;
 }

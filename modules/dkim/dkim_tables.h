@@ -9,6 +9,8 @@
 
 #include <stddef.h>
 
+#include <openssl/evp.h>
+
 enum dk_alg { DK_ALG_RSA_SHA256, DK_ALG_ED25519_SHA256 };
 
 struct dk_key {
@@ -39,9 +41,18 @@ struct dk_choice {
     char selector[64];
     char signer[320];  /* "" for none */
     enum dk_alg alg;
-    char *key;         /* the PEM text (malloc'd: free with dk_choice_clear) */
-    size_t keylen;
+    EVP_PKEY *key;     /* a reference: dk_choice_clear drops it */
 };
+
+/* Decoded private keys, shared by the messages of one configuration so
+ * that a key is decoded once, not once per message (PEM decoding costs
+ * OpenSSL 3 about as much as the RSA signature itself). A key file is
+ * stat(2)ed for every message and decoded again when its inode, size,
+ * mtime or ctime changed, so a rotated key is still picked up without a
+ * reload. Thread-safe (a mutex). */
+struct dk_key_cache;
+struct dk_key_cache *dk_key_cache_new(void);
+void dk_key_cache_free(struct dk_key_cache *c);
 
 /* Reads both files ("file:PATH", "refile:PATH" or a bare PATH, as OpenDKIM
  * accepts them). Returns 0, or -1 with "FILE:LINE: problem" in err. */
@@ -52,14 +63,18 @@ int dk_tables_single(struct dk_tables *t, const char *domain, const char *select
 void dk_tables_free(struct dk_tables *t);
 
 /* The signatures for a From address (the first match, or every match when
- * multiple is set); keys are read and their type found here. Returns how
+ * multiple is set); keys come from cache (read and decoded there when
+ * needed) and their type is found here. Returns how
  * many were filled (at most max), or -1 with err (a key that cannot be
- * read or is neither RSA nor Ed25519). */
-int dk_tables_select(const struct dk_tables *t, const char *from_addr, int multiple, struct dk_choice *out,
-                     size_t max, char *err, size_t errlen);
+ * read or is neither RSA nor Ed25519). A From domain that is not a plain
+ * domain name (letters, digits, '-', '_' and dots) matches nothing. */
+int dk_tables_select(const struct dk_tables *t, struct dk_key_cache *cache, const char *from_addr, int multiple,
+                     struct dk_choice *out, size_t max, char *err, size_t errlen);
 void dk_choice_clear(struct dk_choice *c);
 
 /* Reads a private key file or text: its algorithm, 0 or -1 with err. */
 int dk_key_type(const char *pem, size_t len, enum dk_alg *alg, char *err, size_t errlen);
+/* The same, keeping the decoded key (the caller frees it), or NULL. */
+EVP_PKEY *dk_key_decode(const char *pem, size_t len, enum dk_alg *alg, char *err, size_t errlen);
 
 #endif

@@ -9,7 +9,9 @@
  *
  *   dkim-driver [--key-table F --signing-table F [--multiple]]
  *               [--key DOMAIN SELECTOR KEYFILE] [--verify] [--dns HOST:PORT]
- *               [--authserv-id ID] [--chunk N] [--simple] [--rss] MESSAGE
+ *               [--authserv-id ID] [--chunk N] [--simple | --canon H/B] [--rss] MESSAGE
+ *
+ * --simple is --canon simple/simple; H and B are relaxed or simple.
  *
  * Key records (verification) are fetched from --dns with c-ares, as the
  * core's resolver does. --rss prints the process's peak RSS (VmHWM, KiB) on
@@ -90,7 +92,8 @@ static int fetch(void *ctx, const char *qname, char *buf, size_t size)
 static void usage(void)
 {
     fprintf(stderr, "usage: dkim-driver [--key-table F --signing-table F [--multiple]] [--key DOMAIN SELECTOR KEYFILE]\n"
-                    "                   [--verify] [--dns HOST:PORT] [--authserv-id ID] [--chunk N] [--simple] [--rss]"
+                    "                   [--verify] [--dns HOST:PORT] [--authserv-id ID] [--chunk N] [--simple | --canon H/B]"
+                    " [--rss]"
                     " MESSAGE\n");
     exit(2);
 }
@@ -143,7 +146,7 @@ int main(int argc, char **argv)
 {
     const char *keytable = NULL, *signingtable = NULL, *dns = NULL, *authserv = "localhost", *path = NULL;
     const char *kd = NULL, *ks = NULL, *kf = NULL;
-    int verify = 0, multiple = 0, simple = 0, rss = 0;
+    int verify = 0, multiple = 0, rss = 0, relaxed_header = 1, relaxed_body = 1;
     size_t chunk = 65536;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--key-table") == 0 && i + 1 < argc)
@@ -159,7 +162,18 @@ int main(int argc, char **argv)
         else if (strcmp(argv[i], "--multiple") == 0)
             multiple = 1;
         else if (strcmp(argv[i], "--simple") == 0)
-            simple = 1;
+            relaxed_header = relaxed_body = 0;
+        else if (strcmp(argv[i], "--canon") == 0 && i + 1 < argc) {
+            const char *c = argv[++i];
+            const char *slash = strchr(c, '/');
+            if (slash == NULL)
+                usage();
+            relaxed_header = strncmp(c, "relaxed/", 8) == 0;
+            relaxed_body = strcmp(slash + 1, "relaxed") == 0;
+            if ((!relaxed_header && strncmp(c, "simple/", 7) != 0) ||
+                (!relaxed_body && strcmp(slash + 1, "simple") != 0))
+                usage();
+        }
         else if (strcmp(argv[i], "--rss") == 0)
             rss = 1;
         else if (strcmp(argv[i], "--dns") == 0 && i + 1 < argc)
@@ -206,7 +220,7 @@ int main(int argc, char **argv)
     }
     struct dkmsg_conf conf = {
         .tables = signing ? &tables : NULL, .authserv_id = authserv, .multiple = multiple,
-        .relaxed_header = !simple, .relaxed_body = !simple, .fetch = fetch, .fetch_ctx = chp,
+        .relaxed_header = relaxed_header, .relaxed_body = relaxed_body, .fetch = fetch, .fetch_ctx = chp,
     };
     if (dkmsg_conf_init(&conf, err, sizeof(err)) != 0) {
         fprintf(stderr, "dkim-driver: %s\n", err);

@@ -86,7 +86,7 @@ void smtpd_message_objects_end(struct smtpd_session *s)
         struct smtpd_msg_obj *o = tx->msg_objects;
         tx->msg_objects = o->next;
         msg_warn("%s: module %s: a body writer was neither committed nor aborted when end of message "
-                     "completed: the new body is dropped", tx->queue_id, o->module->name);
+                 "completed: the new body is dropped", tx->queue_id, o->module->name);
         obj_free(o);
     }
 }
@@ -158,7 +158,11 @@ static struct smtpd_msg_obj *obj_new(struct smtpd_session *s, struct petrel_modu
 static ssize_t writer_read(void *arg, unsigned long long off, void *buf, size_t len)
 {
     struct smtpd_tx *tx = arg;
-    return tx->writer ? queue_writer_read_content(tx->writer, off, buf, len) : -1;
+    if (tx->writer == NULL) {
+        errno = EBADF;   /* not reached: readers end before the writer */
+        return -1;
+    }
+    return queue_writer_read_content(tx->writer, off, buf, len);
 }
 
 /* In the queued hook: the committed file, as it was queued (every edit

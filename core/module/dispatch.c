@@ -742,7 +742,8 @@ void module_notify(struct module_session *ms, enum module_hook h, const struct m
     }
 }
 
-void module_notify_delivery(const petrel_delivery_result *r)
+void module_notify_delivery(const petrel_delivery_result *r, int fd, unsigned long long content_offset,
+                            unsigned long long content_length)
 {
     if (!module_hook_active(MODULE_HOOK_DELIVERY))
         return;
@@ -755,9 +756,16 @@ void module_notify_delivery(const petrel_delivery_result *r)
             continue;
         m->calls++;
         double started = module_clock();
+        /* What petrel_delivery_message_open reads, for this call only: its
+         * readers go stale when the hook returns (message.c). */
+        struct module_delivery_call call = { m, r, fd, content_offset, content_length, NULL };
+        struct module_delivery_call *outer = module_rt->delivery;
+        module_rt->delivery = &call;
         struct module_crash_frame frame = module_crash_enter(m, def->name);
         def->invoke(&m->c.hooks, m, NULL, &args);
         module_crash_leave(frame);
+        module_rt->delivery = outer;
+        module_message_release_all(&call.readers);
         module_record_call(m, def->name, "none", started);
     }
 }

@@ -67,6 +67,7 @@ struct petrel_module {
     time_t open_until;
     unsigned long long calls, failures, timeouts, skipped, circuit_opened;
     struct stale_log stale[STALE_KINDS];   /* API calls with a dead handle, per kind (rate-limited logging) */
+    unsigned long minor_refusals;   /* calls of functions newer than its ABI minor (module_requires_minor) */
     unsigned blocking_calls;        /* petrel_run_blocking work not yet completed (this process) */
     unsigned check_problems;        /* petrel_config_error() calls during its check */
     void **table_regs;              /* registry entries made for its table types */

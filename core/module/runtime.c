@@ -42,6 +42,25 @@ int module_on_loop(const struct petrel_module *m, const char *fn)
     return 0;
 }
 
+int module_requires_minor(const struct petrel_module *m, unsigned minor, const char *fn)
+{
+    if (m->desc->abi_minor >= minor)
+        return 1;
+    /* A module built for an older minor cannot have been compiled against
+     * a header that declares fn: it declared it itself, and would not even
+     * load into a core of the minor it claims. Its descriptor is read
+     * through that minor's layouts, so it is refused rather than half
+     * served; logged at the 1st, 2nd, 4th, 8th... call, not per message. */
+    struct petrel_module *w = (struct petrel_module *)m;
+    unsigned long n = ++w->minor_refusals;
+    if ((n & (n - 1)) == 0)
+        msg_error("module %s: %s is plugin ABI %u.%u, but the module was built for ABI %u.%u: call refused "
+                  "(rebuild it against the %u.%u headers and set PETREL_MODULE_INIT; %lu call%s so far)",
+                  m->name, fn, PETREL_ABI_MAJOR, minor, m->desc->abi_major, m->desc->abi_minor, PETREL_ABI_MAJOR,
+                  minor, n, n == 1 ? "" : "s");
+    return 0;
+}
+
 void module_stale(const struct handle_table *t, uintptr_t h, const char *fn)
 {
     static struct stale_log unknown[STALE_KINDS];

@@ -22,6 +22,7 @@
 #define PETREL_MODULE_RUNTIME_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 #include <petrel/plugin.h>
 #include "module/hooks.h"
@@ -127,9 +128,47 @@ int module_call(struct module_session *ms, struct petrel_module *m, const char *
 void module_run_content(struct module_session *ms, enum module_hook h, const struct module_hook_args *args,
                         struct module_result *out);
 
-/* Informational hooks: queued (with a session) and delivery (none). */
+/* Informational hooks: queued (with a session) and delivery (none). The
+ * delivery hook's modules may read the message (petrel_delivery_message_open)
+ * from fd, the open queue file, whose content is content_length bytes at
+ * content_offset (fd -1: they may not). */
 void module_notify(struct module_session *ms, enum module_hook h, const struct module_hook_args *args);
-void module_notify_delivery(const petrel_delivery_result *r);
+void module_notify_delivery(const petrel_delivery_result *r, int fd, unsigned long long content_offset,
+                            unsigned long long content_length);
+
+/* ------------------------------------------------------------------ */
+/* readers of the stored message (message.c)                           */
+
+/* Where a reader's bytes are: content bytes [start, end) of the queue file
+ * fd, whose content begins at file offset base (or, with read set, of what
+ * read(read_arg, ...) returns: a file still being written); then, with
+ * body_fd >= 0, sep bytes of CRLF and body_len bytes of body_fd (a new
+ * body). The reader dups the descriptors it uses. */
+typedef ssize_t module_message_read_fn(void *arg, unsigned long long off, void *buf, size_t len);
+struct module_message_source {
+    const char *queue_id;
+    int fd;
+    unsigned long long base;
+    module_message_read_fn *read;
+    void *read_arg;
+    unsigned long long start, end;
+    size_t sep;
+    int body_fd;
+    unsigned long long body_len;
+};
+struct module_message;
+/* A reader for module m on list (its owner's); the handle, or NULL (logged). */
+petrel_message *module_message_open(struct petrel_module *m, const struct module_message_source *src,
+                                    struct module_message **list);
+/* Every reader on list goes stale and is freed (the owner's call ended). */
+void module_message_release_all(struct module_message **list);
+/* Where the body begins in content of size bytes that read(arg, ...)
+ * returns (after the first empty line; size when there is none), or -1
+ * with errno. */
+long long module_message_body_offset(module_message_read_fn *read, void *arg, unsigned long long size);
+/* 1 when module m was built for ABI minor at least minor; else logs that
+ * fn needs it (the module declares an older ABI) and returns 0. */
+int module_requires_minor(const struct petrel_module *m, unsigned minor, const char *fn);
 
 /* What a failing, slow or circuit-broken module means (its default action). */
 void module_default_result(const struct petrel_module *m, struct module_result *out);

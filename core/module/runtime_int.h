@@ -79,7 +79,19 @@ int handle_module(const struct handle_table *t, uintptr_t h);
 uint32_t handle_slot(uintptr_t h);
 
 /* This process's runtime (NULL until module_runtime_start). */
+/* The delivery hook call in progress (module_notify_delivery), for
+ * petrel_delivery_message_open: the module called, the result it was given,
+ * the queue file, and the readers it opened (released when it returns). */
+struct module_delivery_call {
+    struct petrel_module *module;
+    const petrel_delivery_result *result;
+    int fd;
+    unsigned long long content_offset, content_length;
+    struct module_message *readers;
+};
+
 struct module_runtime {
+    struct module_delivery_call *delivery;   /* while a delivery hook runs */
     struct module_set *set;
     unsigned role;
     struct event_base *base;

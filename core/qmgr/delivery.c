@@ -92,7 +92,7 @@ static void log_delivery(struct qjob *j, size_t i, const struct dlv_result *r, c
                     : r->status == DLV_DEFERRED ? PETREL_DELIVERY_DEFERRED : PETREL_DELIVERY_BOUNCED,
             .dsn = r->dsn, .relay = r->relay, .text = r->text, .delay = now - m->arrival,
         };
-        module_notify_delivery(&pr);
+        module_notify_delivery(&pr, m->fd, (unsigned long long)m->msg.content_offset, m->msg.content_length);
     }
 }
 

@@ -151,6 +151,17 @@ ssize_t queue_writer_read_content(struct queue_writer *w, unsigned long long off
  * there): a module's new body replaces the old one in the same file, under
  * the same queue ID. Returns 0, or -1 with errno (sticky, as a write's). */
 int queue_writer_truncate(struct queue_writer *w, unsigned long long size);
+/* Starts the queue file again under old's queue ID, with env as its
+ * envelope (edits at end of message: a new sender, new recipients, new
+ * headers), so the ID the client is told stays the message's. old's name
+ * goes first (its file was never committed, so nothing acknowledged is
+ * lost if we crash now) and the new file takes it, O_EXCL and locked as
+ * queue_writer_create's; old keeps its descriptor, to be read back with
+ * queue_writer_read_content, and its lock, until it is freed. Afterwards
+ * queue_writer_abort(old) and queue_writer_free(old) both only close it
+ * (the name is the new file's). NULL + errno on failure; old's name is
+ * then gone too, and the transaction must fail. */
+struct queue_writer *queue_writer_replace(struct queue_writer *old, const struct queue_envelope *env);
 /* Writes the end record, fdatasyncs the file, then waits for a directory
  * fsync of incoming/ that started after the file was created (group commit:
  * concurrent committers share one). BLOCKING: call it off the event loop.

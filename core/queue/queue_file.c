@@ -206,6 +206,7 @@ struct queue_writer {
     uint32_t record_count;
     uint64_t hash;
     int error;                    /* sticky errno of a failed write */
+    int detached;                 /* its name went to a replacement (queue_writer_replace) */
 };
 
 static unsigned char *wbuf_reserve(struct queue_writer *w, size_t extra)
@@ -294,6 +295,21 @@ static int envelope_ok(const struct queue_envelope *env)
     return total + QF_RECORD_HEADER <= QUEUE_ENVELOPE_MAX;
 }
 
+/* Opens incoming/id for a new queue file (O_EXCL) and takes the writer's
+ * mark (queue_file_writer_active): held until the file is closed, dropped
+ * by the kernel if the writer dies. A file system without flock only
+ * loses the "writer gone" shortcut. */
+static int writer_open(struct queue *q, const char *id)
+{
+    int fd = openat(queue_dir_fd(q, QDIR_INCOMING), id, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
+                    0600);   /* read back when modules edit */
+    if (fd >= 0)
+        (void)flock(fd, LOCK_EX | LOCK_NB);
+    return fd;
+}
+
+static struct queue_writer *writer_start(struct queue *q, int fd, const char *id, const struct queue_envelope *env);
+
 struct queue_writer *queue_writer_create(struct queue *q, struct queue_id_gen *gen,
                                          const struct queue_envelope *env, char *id_out)
 {
@@ -301,28 +317,48 @@ struct queue_writer *queue_writer_create(struct queue *q, struct queue_id_gen *g
         errno = EINVAL;
         return NULL;
     }
-    int fdir = queue_dir_fd(q, QDIR_INCOMING);
     char id[QUEUE_ID_MAX];
     int fd = -1;
     for (int attempt = 0; attempt < QF_ID_ATTEMPTS && fd < 0; attempt++) {
         queue_id_next(gen, id);
-        fd = openat(fdir, id, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);   /* read back when modules edit */
+        fd = writer_open(q, id);
         if (fd < 0 && errno != EEXIST)
             return NULL;
     }
     if (fd < 0)
         return NULL;   /* EEXIST every time: another process shares our tag and clock */
-    /* The writer's mark (queue_file_writer_active): held until the file is
-     * closed, dropped by the kernel if the writer dies. A file system
-     * without flock only loses the "writer gone" shortcut. */
-    (void)flock(fd, LOCK_EX | LOCK_NB);
+    if (id_out)
+        memcpy(id_out, id, QUEUE_ID_LEN + 1);
+    return writer_start(q, fd, id, env);
+}
 
+struct queue_writer *queue_writer_replace(struct queue_writer *old, const struct queue_envelope *env)
+{
+    if (!envelope_ok(env)) {
+        errno = EINVAL;
+        return NULL;
+    }
+    if (old->error) {
+        errno = old->error;
+        return NULL;
+    }
+    if (!old->detached) {
+        if (unlinkat(queue_dir_fd(old->q, QDIR_INCOMING), old->id, 0) < 0 && errno != ENOENT)
+            return NULL;
+        old->detached = 1;
+    }
+    int fd = writer_open(old->q, old->id);
+    if (fd < 0)
+        return NULL;
+    return writer_start(old->q, fd, old->id, env);
+}
+
+static struct queue_writer *writer_start(struct queue *q, int fd, const char *id, const struct queue_envelope *env)
+{
     struct queue_writer *w = xcalloc(1, sizeof(*w));
     w->q = q;
     w->fd = fd;
-    memcpy(w->id, id, sizeof(id));
-    if (id_out)
-        memcpy(id_out, id, QUEUE_ID_LEN + 1);
+    memcpy(w->id, id, QUEUE_ID_MAX);
 
     unsigned char *h = wbuf_reserve(w, QF_HEADER_SIZE);
     memset(h, 0, QF_HEADER_SIZE);
@@ -503,7 +539,8 @@ void queue_writer_abort(struct queue_writer *w)
 {
     if (!w)
         return;
-    unlinkat(queue_dir_fd(w->q, QDIR_INCOMING), w->id, 0);
+    if (!w->detached)
+        unlinkat(queue_dir_fd(w->q, QDIR_INCOMING), w->id, 0);
     writer_destroy(w);
 }
 

@@ -8,14 +8,20 @@
  * headers as written (after header_checks) when modules or header
  * rewriting need them.
  *
- * Edits are applied at the end of the message by writing a new queue
- * file: our Received header (as header_checks left it), the edited header
- * list, then the rest copied back from the first file (or the replacement
- * body, from the file message_api.c wrote it to). The first file is then
- * removed; only the new one is committed, so a crash in between leaves at
- * most an incomplete file that the recovery scan deletes. A new body
- * alone needs no second file: the queue file is cut back after its
- * headers and the body appended, and the message keeps its queue ID.
+ * Edits are applied at the end of the message, before the commit, by
+ * writing the queue file again under the same queue ID
+ * (queue_writer_replace: the first file's name is removed, the new file
+ * takes it, and the first is read back through its descriptor): our
+ * Received header (as header_checks left it), the edited header list, then
+ * the rest copied back from the first file (or the replacement body, from
+ * the file message_api.c wrote it to). Neither file was committed, so a
+ * crash in between loses nothing acknowledged and leaves at most an
+ * incomplete file that the recovery scan deletes. The ID the module saw,
+ * the one in our Received header and in the 250 reply, and the one the
+ * queue manager delivers under are the same (Postfix's cleanup applies
+ * milter edits before its commit too). A new body alone needs no second
+ * file: the queue file is cut back after its headers and the body
+ * appended.
  *
  * Header text is binary-safe: names and values carry their lengths (a value
  * may hold NUL bytes, which Postfix passes through), and nothing that copies
@@ -256,7 +262,8 @@ static int replace_body_in_place(struct smtpd_tx *tx)
     return 0;
 }
 
-int smtpd_content_rewrite(struct smtpd_session *s, struct queue_writer *(*reopen)(struct smtpd_session *),
+int smtpd_content_rewrite(struct smtpd_session *s,
+                          struct queue_writer *(*reopen)(struct smtpd_session *, struct queue_writer *),
                           void (*received)(struct smtpd_session *))
 {
     struct smtpd_tx *tx = s->tx;
@@ -326,8 +333,6 @@ int smtpd_content_rewrite(struct smtpd_session *s, struct queue_writer *(*reopen
     }
 
     struct queue_writer *old = tx->writer;
-    char old_id[QUEUE_ID_MAX];
-    snprintf(old_id, sizeof(old_id), "%s", tx->queue_id);
     unsigned long long old_size = queue_writer_content_size(old);
     tx->rcpts = rs;
     tx->nrcpts = nr;
@@ -339,12 +344,9 @@ int smtpd_content_rewrite(struct smtpd_session *s, struct queue_writer *(*reopen
         if (tx->edits.sender_envid)
             tx->mail.envid = (char *)tx->edits.sender_envid;
     }
-    tx->writer = NULL;
-    struct queue_writer *fresh = reopen(s);
-    if (fresh == NULL) {
-        tx->writer = old;
-        return -1;
-    }
+    struct queue_writer *fresh = reopen(s, old);
+    if (fresh == NULL)
+        return -1;   /* tx->writer stays old: freeing the transaction closes it */
     tx->writer = fresh;
     received(s);
     struct buf b = BUF_INIT;
@@ -369,7 +371,7 @@ int smtpd_content_rewrite(struct smtpd_session *s, struct queue_writer *(*reopen
         }
     }
     int saved = errno;
-    queue_writer_abort(old);
+    queue_writer_free(old);   /* only closes it: its name is the new file's */
     if (rc != 0) {
         errno = saved;
         return -1;
@@ -385,8 +387,8 @@ int smtpd_content_rewrite(struct smtpd_session *s, struct queue_writer *(*reopen
         buf_printf(&by, "%sheader/body checks", by.len ? " and " : "");
     if (tx->envelope_changed & CHANGED_BY_ACCESS)
         buf_printf(&by, "%san access map", by.len ? " and " : "");
-    msg_info("%s: edited by %s into %s (%u change%s)", old_id, by.len ? by.data : "modules", tx->queue_id,
-             changes, changes == 1 ? "" : "s");
+    msg_info("%s: edited by %s (%u change%s)", tx->queue_id, by.len ? by.data : "modules", changes,
+             changes == 1 ? "" : "s");
     buf_free(&by);
     return 0;
 }

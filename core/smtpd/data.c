@@ -240,10 +240,14 @@ static void commit_done(void *arg, int cancelled)
     if (job->result != 0) {
         msg_warn("%s: queue file commit failed: %s", tx->queue_id, strerror(job->err));
         queue_writer_abort(tx->writer);
-    } else {
+        tx->writer = NULL;
+    } else if (cancelled || !smtpd_plugin_wants_queued(job->session)) {
         queue_writer_free(tx->writer);
+        tx->writer = NULL;
     }
-    tx->writer = NULL;
+    /* Else the queued hooks may read the committed file through the
+     * writer (message_api.c), which keeps its lock, so the queue manager
+     * cannot take and remove the file before they returned: freed below. */
     tx->commit_job = NULL;
     if (cancelled) {
         if (job->result == 0)
@@ -266,6 +270,8 @@ static void commit_done(void *arg, int cancelled)
         core_metric_add(s->worker->metrics, CM_SMTPD_RECIPIENTS, labels, (double)tx->nrcpts);
         core_metric_observe(s->worker->metrics, CM_QUEUE_COMMIT_SECONDS, NULL, job->commit_seconds);
         smtpd_plugin_queued(s, tx->queue_id);
+        queue_writer_free(tx->writer);
+        tx->writer = NULL;
         message_received(s);
     } else {
         smtpd_reply(s, "451 4.3.0 Error: queue file write error");

@@ -130,8 +130,11 @@ void smtpd_write_received(struct smtpd_session *s)
     }
 }
 
-/* A queue file for the transaction's envelope as it stands; its ID goes to tx->queue_id. */
-struct queue_writer *smtpd_create_writer(struct smtpd_session *s)
+/* A queue file for the transaction's envelope as it stands; its ID goes to
+ * tx->queue_id. With replacing (the transaction's first file, when the
+ * envelope or the headers changed at end of message) it takes that file's
+ * name and ID instead (queue_writer_replace), so the ID never changes. */
+struct queue_writer *smtpd_create_writer(struct smtpd_session *s, struct queue_writer *replacing)
 {
     struct smtpd_tx *tx = s->tx;
     /* The transaction's recipients, the BCC actions' (NOTIFY=NEVER, as
@@ -241,9 +244,10 @@ struct queue_writer *smtpd_create_writer(struct smtpd_session *s)
     env.arrival_usec = tv.tv_usec;
     env.rcpt_count = nqr;
     env.rcpts = qr;
-    struct queue_writer *w = queue_writer_create(s->worker->queue, &s->worker->idgen, &env, tx->queue_id);
+    struct queue_writer *w = replacing ? queue_writer_replace(replacing, &env)
+                                       : queue_writer_create(s->worker->queue, &s->worker->idgen, &env, tx->queue_id);
     if (w == NULL)
-        msg_warn("cannot create queue file: %s", strerror(errno));
+        msg_warn("%s: cannot create queue file: %s", replacing ? tx->queue_id : "NOQUEUE", strerror(errno));
     return w;
 }
 
@@ -256,7 +260,7 @@ int smtpd_open_queue_file(struct smtpd_session *s)
         errno = EEXIST;
         return -1;
     }
-    tx->writer = smtpd_create_writer(s);
+    tx->writer = smtpd_create_writer(s, NULL);
     if (tx->writer == NULL)
         return -1;
     if (s->local_submission)
@@ -281,20 +285,16 @@ int smtpd_open_queue_file(struct smtpd_session *s)
 
 /* REDIRECT or BCC fired after the queue file was opened (in
  * smtpd_end_of_data_restrictions): the file is written again with the new
- * envelope and the same content. 0, or -1 with errno. */
+ * envelope and the same content, under the same queue ID. 0, or -1 with
+ * errno. */
 int smtpd_envelope_rewrite(struct smtpd_session *s)
 {
     struct smtpd_tx *tx = s->tx;
     struct queue_writer *old = tx->writer;
-    char old_id[QUEUE_ID_MAX];
-    snprintf(old_id, sizeof(old_id), "%s", tx->queue_id);
     unsigned long long size = queue_writer_content_size(old);
-    tx->writer = NULL;
-    struct queue_writer *fresh = smtpd_create_writer(s);
-    if (fresh == NULL) {
-        tx->writer = old;
-        return -1;
-    }
+    struct queue_writer *fresh = smtpd_create_writer(s, old);
+    if (fresh == NULL)
+        return -1;   /* tx->writer stays old: freeing the transaction closes it */
     tx->writer = fresh;
     char chunk[65536];
     int rc = 0;
@@ -311,11 +311,11 @@ int smtpd_envelope_rewrite(struct smtpd_session *s)
         off += (unsigned long long)got;
     }
     int saved = errno;
-    queue_writer_abort(old);
+    queue_writer_free(old);
     if (rc != 0) {
         errno = saved;
         return -1;
     }
-    msg_info("%s: envelope changed by an access action: written again as %s", old_id, tx->queue_id);
+    msg_info("%s: envelope changed by an access action: queue file written again", tx->queue_id);
     return 0;
 }

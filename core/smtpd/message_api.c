@@ -1,14 +1,23 @@
 /*
- * The stored message for modules (ABI 1.1): petrel_message_* reads the
- * message from the queue file at end of message, and petrel_body_replace_*
- * streams a new body into a file beside the queue files. Neither holds a
- * message in memory: a 50 MiB message costs a 64 KiB buffer.
+ * The stored message for modules (ABI 1.1) in smtpd: petrel_message_open
+ * at end of message and in the queued hook (the reading itself is the
+ * module runtime's, module/message.c, shared with the queue manager's
+ * delivery hook), and petrel_body_replace_*, which streams a new body into
+ * a file beside the queue files. Neither holds a message in memory: a
+ * 50 MiB message costs a 64 KiB buffer.
  *
  * Both are transaction objects addressed by checked handles
- * (module_object_*): they live from the call that opens them until the
- * end_of_message phase completes (smtpd_message_objects_end, from
- * eom_hooked) or the transaction ends, whichever comes first; a module that
- * keeps a handle past that gets a logged no-op.
+ * (module_object_*). Readers and writers opened at end of message live
+ * until the end_of_message phase completes (smtpd_message_objects_end,
+ * from eom_hooked) or the transaction ends, whichever comes first; readers
+ * opened in the queued hook until the hook returns (smtpd_plugin_queued).
+ * A module that keeps a handle past that gets a logged no-op.
+ *
+ * At end of message a reader reads the queue file through its writer
+ * (still being written: the writer flushes its buffer first). In the
+ * queued hook the file is committed; smtpd keeps the writer (its
+ * descriptor and its lock) until the hook has returned, so the queue
+ * manager cannot take, deliver and remove the file under a reader.
  *
  * A new body goes to an unnamed file (O_TMPFILE) in the queue's incoming/
  * directory: the same file system as the queue file it will be copied
@@ -36,23 +45,11 @@
 
 #define BODY_BUFFER 65536
 
-enum msg_obj_kind { OBJ_READER, OBJ_WRITER };
-
 struct smtpd_msg_obj {
     struct smtpd_msg_obj *next;
-    enum msg_obj_kind kind;
     void *handle;
     struct petrel_module *module;
     struct smtpd_session *s;
-    /* reader: the bytes [start, end) of the queue file's content, then sep
-     * ("\r\n", when a new body follows the headers), then body_len bytes of
-     * a committed new body from body_fd (its own descriptor: a later commit
-     * may close the transaction's); pos counts from the start */
-    unsigned long long start, end, pos;
-    size_t sep;
-    int body_fd;
-    unsigned long long body_len;
-    /* writer */
     int fd;
     unsigned long long size;
     unsigned char *buf;
@@ -72,11 +69,9 @@ static void obj_unlink(struct smtpd_tx *tx, struct smtpd_msg_obj *o)
 
 static void obj_free(struct smtpd_msg_obj *o)
 {
-    module_object_release(o->kind == OBJ_READER ? MODULE_OBJECT_MESSAGE : MODULE_OBJECT_BODY_WRITER, o->handle);
+    module_object_release(MODULE_OBJECT_BODY_WRITER, o->handle);
     if (o->fd >= 0)
         close(o->fd);
-    if (o->body_fd >= 0)
-        close(o->body_fd);
     free(o->buf);
     free(o);
 }
@@ -86,18 +81,19 @@ void smtpd_message_objects_end(struct smtpd_session *s)
     struct smtpd_tx *tx = s->tx;
     if (tx == NULL)
         return;
+    module_message_release_all(&tx->readers);
     while (tx->msg_objects) {
         struct smtpd_msg_obj *o = tx->msg_objects;
         tx->msg_objects = o->next;
-        if (o->kind == OBJ_WRITER)
-            msg_warn("%s: module %s: a body writer was neither committed nor aborted when end of message "
-                     "completed: the new body is dropped", tx->queue_id, o->module->name);
+        msg_warn("%s: module %s: a body writer was neither committed nor aborted when end of message "
+                 "completed: the new body is dropped", tx->queue_id, o->module->name);
         obj_free(o);
     }
 }
 
 void smtpd_message_tx_end(struct smtpd_tx *tx)
 {
+    module_message_release_all(&tx->readers);
     while (tx->msg_objects) {
         struct smtpd_msg_obj *o = tx->msg_objects;
         tx->msg_objects = o->next;
@@ -136,17 +132,15 @@ static struct smtpd_session *at_eom(petrel_session *h, struct petrel_module **m,
     return at_eom_or(h, m, fn, 0);
 }
 
-static struct smtpd_msg_obj *obj_new(struct smtpd_session *s, struct petrel_module *m, enum msg_obj_kind kind)
+static struct smtpd_msg_obj *obj_new(struct smtpd_session *s, struct petrel_module *m)
 {
     struct smtpd_msg_obj *o = xcalloc(1, sizeof(*o));
-    o->kind = kind;
     o->module = m;
     o->s = s;
     o->fd = -1;
-    o->body_fd = -1;
-    o->handle = module_object_new(kind == OBJ_READER ? MODULE_OBJECT_MESSAGE : MODULE_OBJECT_BODY_WRITER, o, m);
+    o->handle = module_object_new(MODULE_OBJECT_BODY_WRITER, o, m);
     if (o->handle == NULL) {
-        msg_warn("%s: module %s: too many open messages and body writers in this process", s->tx->queue_id,
+        msg_warn("%s: module %s: too many open body writers in this process", s->tx->queue_id,
                  m->name);
         free(o);
         return NULL;
@@ -159,9 +153,47 @@ static struct smtpd_msg_obj *obj_new(struct smtpd_session *s, struct petrel_modu
 /* ------------------------------------------------------------------ */
 /* reading                                                             */
 
+/* The queue file's content as written so far (end of message) or
+ * committed (queued), through the transaction's writer. */
+static ssize_t writer_read(void *arg, unsigned long long off, void *buf, size_t len)
+{
+    struct smtpd_tx *tx = arg;
+    if (tx->writer == NULL) {
+        errno = EBADF;   /* not reached: readers end before the writer */
+        return -1;
+    }
+    return queue_writer_read_content(tx->writer, off, buf, len);
+}
+
+/* In the queued hook: the committed file, as it was queued (every edit
+ * applied). */
+static petrel_message *open_queued(struct smtpd_session *s, struct petrel_module *m, unsigned flags)
+{
+    struct smtpd_tx *tx = s->tx;
+    struct module_message_source src = {
+        .queue_id = tx->queue_id, .fd = -1, .read = writer_read, .read_arg = tx, .body_fd = -1,
+        .start = 0, .end = queue_writer_content_size(tx->writer),
+    };
+    if (flags & PETREL_MESSAGE_BODY) {
+        long long at = module_message_body_offset(writer_read, tx, src.end);
+        if (at < 0) {
+            msg_warn("%s: module %s: petrel_message_open: read of the stored message: %s", tx->queue_id, m->name,
+                     strerror(errno));
+            return NULL;
+        }
+        src.start = (unsigned long long)at;
+    }
+    return module_message_open(m, &src, &tx->readers);
+}
+
 petrel_message *petrel_message_open(petrel_session *h, unsigned flags)
 {
     struct petrel_module *m = NULL;
+    struct smtpd_session *q = module_session_host(h, &m, __func__);
+    if (q == NULL || !module_requires_minor(m, 1, __func__))
+        return NULL;
+    if (q->tx && q->tx->in_queued && q->tx->writer)
+        return open_queued(q, m, flags);
     struct smtpd_session *s = at_eom(h, &m, __func__);
     if (s == NULL)
         return NULL;
@@ -171,101 +203,23 @@ petrel_message *petrel_message_open(petrel_session *h, unsigned flags)
                  m->name, __func__);
         return NULL;
     }
-    struct smtpd_msg_obj *o = obj_new(s, m, OBJ_READER);
-    if (o == NULL)
-        return NULL;
-    o->end = queue_writer_content_size(tx->writer);
-    o->start = (flags & PETREL_MESSAGE_BODY) ? tx->body_start : 0;
+    struct module_message_source src = {
+        .queue_id = tx->queue_id, .fd = -1, .read = writer_read, .read_arg = tx, .body_fd = -1,
+        .start = (flags & PETREL_MESSAGE_BODY) ? tx->body_start : 0, .end = queue_writer_content_size(tx->writer),
+    };
     if (tx->edits.body_replaced) {
-        /* The body as it will be queued: the new one, after the headers. */
-        o->body_fd = dup(tx->edits.body_fd);
-        if (o->body_fd < 0) {
-            msg_warn("%s: module %s: %s: %s", tx->queue_id, m->name, __func__, strerror(errno));
-            obj_unlink(tx, o);
-            obj_free(o);
-            return NULL;
-        }
-        o->body_len = tx->edits.body_len;
+        /* The body as it will be queued: the new one, after the headers
+         * (the reader dups the descriptor: a later commit may close ours). */
+        src.body_fd = tx->edits.body_fd;
+        src.body_len = tx->edits.body_len;
         if (flags & PETREL_MESSAGE_BODY) {
-            o->start = o->end = 0;
+            src.start = src.end = 0;
         } else {
-            o->end = tx->headers_end;
-            o->sep = 2;
+            src.end = tx->headers_end;
+            src.sep = 2;
         }
     }
-    if (o->start > o->end)
-        o->start = o->end;
-    return o->handle;
-}
-
-long long petrel_message_size(petrel_message *msg)
-{
-    struct smtpd_msg_obj *o = module_object_get(MODULE_OBJECT_MESSAGE, msg, NULL, __func__);
-    return o ? (long long)(o->end - o->start + o->sep + o->body_len) : -1;
-}
-
-static long read_at(struct smtpd_msg_obj *o, unsigned long long off, void *buf, size_t len, const char *fn)
-{
-    struct smtpd_tx *tx = o->s->tx;
-    unsigned long long head = o->end - o->start, total = head + o->sep + o->body_len;
-    if (off >= total || len == 0)
-        return 0;
-    if (len > total - off)
-        len = (size_t)(total - off);
-    if (len > 1u << 30)
-        len = 1u << 30;
-    ssize_t n;
-    if (off < head) {
-        /* One source per read: the queue file up to the end of its part. */
-        if (len > head - off)
-            len = (size_t)(head - off);
-        n = queue_writer_read_content(tx->writer, o->start + off, buf, len);
-    } else if (off < head + o->sep) {
-        size_t at = (size_t)(off - head);
-        n = (ssize_t)(o->sep - at < len ? o->sep - at : len);
-        static const char crlf[] = "\r\n";
-        memcpy(buf, crlf + at, (size_t)n);
-    } else {
-        do
-            n = pread(o->body_fd, buf, len, (off_t)(off - head - o->sep));
-        while (n < 0 && errno == EINTR);
-    }
-    if (n == 0)
-        errno = EIO;   /* shorter than it was */
-    if (n <= 0) {
-        msg_warn("%s: module %s: %s: read of the stored message: %s", tx->queue_id, o->module->name, fn,
-                 strerror(errno));
-        return -1;
-    }
-    return (long)n;
-}
-
-long petrel_message_read(petrel_message *msg, void *buf, size_t len)
-{
-    struct smtpd_msg_obj *o = module_object_get(MODULE_OBJECT_MESSAGE, msg, NULL, __func__);
-    if (o == NULL || buf == NULL)
-        return -1;
-    long n = read_at(o, o->pos, buf, len, __func__);
-    if (n > 0)
-        o->pos += (unsigned long long)n;
-    return n;
-}
-
-long petrel_message_pread(petrel_message *msg, long long off, void *buf, size_t len)
-{
-    struct smtpd_msg_obj *o = module_object_get(MODULE_OBJECT_MESSAGE, msg, NULL, __func__);
-    if (o == NULL || buf == NULL || off < 0)
-        return -1;
-    return read_at(o, (unsigned long long)off, buf, len, __func__);
-}
-
-void petrel_message_close(petrel_message *msg)
-{
-    struct smtpd_msg_obj *o = module_object_get(MODULE_OBJECT_MESSAGE, msg, NULL, __func__);
-    if (o == NULL)
-        return;
-    obj_unlink(o->s->tx, o);
-    obj_free(o);
+    return module_message_open(m, &src, &tx->readers);
 }
 
 /* ------------------------------------------------------------------ */
@@ -308,7 +262,9 @@ static petrel_body_writer *body_begin(petrel_session *h, const char *fn, int any
     struct smtpd_session *s = at_eom_or(h, &m, fn, anywhere);
     if (s == NULL)
         return NULL;
-    struct smtpd_msg_obj *w = obj_new(s, m, OBJ_WRITER);
+    if (!anywhere && !module_requires_minor(m, 1, fn))
+        return NULL;
+    struct smtpd_msg_obj *w = obj_new(s, m);
     if (w == NULL)
         return NULL;
     w->fd = open_body_file(s);

@@ -187,12 +187,22 @@ void smtpd_plugin_body(struct smtpd_session *s, const char *chunk, size_t len)
     smtpd_plugin_content(s, CONTENT_BODY, NULL, chunk, len);
 }
 
+int smtpd_plugin_wants_queued(struct smtpd_session *s)
+{
+    return s != NULL && module_hook_active(MODULE_HOOK_QUEUED) && ms_of(s) != NULL;
+}
+
 void smtpd_plugin_queued(struct smtpd_session *s, const char *queue_id)
 {
-    if (!module_hook_active(MODULE_HOOK_QUEUED) || ms_of(s) == NULL)
+    if (!smtpd_plugin_wants_queued(s))
         return;
     struct module_hook_args args = { .a = queue_id };
+    /* The hooks may read the message (petrel_message_open); their readers
+     * go stale when the last hook has returned. */
+    s->tx->in_queued = 1;
     module_notify(s->ms, MODULE_HOOK_QUEUED, &args);
+    s->tx->in_queued = 0;
+    module_message_release_all(&s->tx->readers);
 }
 
 /* ------------------------------------------------------------------ */

@@ -373,7 +373,9 @@ struct smtpd_tx {
     /* for modules */
     struct smtpd_edits edits;
     int in_eom;                       /* the end_of_message hooks run: the message may be read */
-    struct smtpd_msg_obj *msg_objects;/* message readers and body writers modules hold (message_api.c) */
+    struct smtpd_msg_obj *msg_objects;/* body writers modules hold (message_api.c) */
+    struct module_message *readers;   /* message readers modules hold (module/message.c) */
+    int in_queued;                    /* the queued hooks run: the committed message may be read */
     int body_errno;                   /* a new body could not be written: the message is refused (451) */
     /* The content (cleanup.c): the primary headers as written to the queue
      * file (after header_checks), kept when modules or header rewriting
@@ -697,8 +699,10 @@ void smtpd_finish_message(struct smtpd_session *s, enum smtpd_counter c);
 /* envelope.c */
 /* Opens the transaction's queue file and writes the Received: header; -1 with errno. */
 int smtpd_open_queue_file(struct smtpd_session *s);
-/* A queue file for the transaction's envelope as it stands; its ID goes to tx->queue_id. */
-struct queue_writer *smtpd_create_writer(struct smtpd_session *s);
+/* A queue file for the transaction's envelope as it stands; its ID goes to
+ * tx->queue_id. replacing: the transaction's file so far, whose queue ID
+ * and name the new file takes (queue_writer_replace); then free it. */
+struct queue_writer *smtpd_create_writer(struct smtpd_session *s, struct queue_writer *replacing);
 /* Received: header (RFC 5321 4.4), Postfix's layout, into out. */
 void smtpd_received_text(struct smtpd_session *s, struct buf *out);
 /* The headers of access tables' and policy servers' PREPEND actions, into out
@@ -808,7 +812,8 @@ void smtpd_message_tx_end(struct smtpd_tx *tx);
 /* Appends the replacement body to to. 0, or -1 with errno. */
 int smtpd_body_copy(struct smtpd_tx *tx, struct queue_writer *to);
 void smtpd_content_rewrite_headers(struct smtpd_session *s);
-int smtpd_content_rewrite(struct smtpd_session *s, struct queue_writer *(*reopen)(struct smtpd_session *),
+int smtpd_content_rewrite(struct smtpd_session *s,
+                          struct queue_writer *(*reopen)(struct smtpd_session *, struct queue_writer *),
                           void (*received)(struct smtpd_session *));
 
 /* plugin_api.c: the glue to the module runtime (module/runtime.h) */
@@ -822,6 +827,8 @@ void smtpd_plugin_content(struct smtpd_session *s, enum smtpd_content_hook which
 void smtpd_plugin_header(struct smtpd_session *s, const char *name, const char *value);
 void smtpd_plugin_body(struct smtpd_session *s, const char *chunk, size_t len);
 void smtpd_plugin_queued(struct smtpd_session *s, const char *queue_id);
+/* Queued hooks will run for s (commit_done keeps the writer for them). */
+int smtpd_plugin_wants_queued(struct smtpd_session *s);
 /* A transaction began or ended (s->tx set or NULL): the modules' transaction state follows. */
 void smtpd_plugin_tx(struct smtpd_session *s);
 void smtpd_plugin_session_gone(struct smtpd_session *s);

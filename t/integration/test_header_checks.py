@@ -243,7 +243,8 @@ with Petrel(t, main_cf={}, start=False) as p:
          "BCC adds a recipient; the original one still gets the message")
     m = p.wait_log(r"(\w+): bcc: header Subject: bcc me %s: r2@vmail\.test" % origin)
     t.ok(m, "BCC is logged")
-    t.ok(m and logline(r"%s: edited by header/body checks into \w+ \(1 change\)" % m.group(1)),
+    t.ok(m and m.group(1) == r.split()[-1], "under the queue ID of the 250 reply", (m and m.group(1), r))
+    t.ok(m and logline(r"%s: edited by header/body checks \(1 change\)" % m.group(1)),
          "the rewritten queue file is logged as the checks' edit (not the modules')")
     r = send("Subject: pass me\r\n\r\nbody-reject\r\nbody pass")
     t.like(r, r"^250 ", "PASS: no more checks for this message (the body rule does not fire)")

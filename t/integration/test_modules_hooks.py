@@ -215,14 +215,16 @@ with Petrel(t, main_cf=conf()) as p:
     t.ok(content.find(b"X-First: on top") < content.find(b"Subject:") and b"X-First: on top" in content,
          "header insert at the top applied (after our Received header)")
     t.ok(content.startswith(b"Received: from ") and (b"id " + qid.encode()) in content[:400],
-         "the Received header names the new queue ID")
+         "the Received header names the queue ID of the 250 reply")
     t.ok(b"changed-sender@example.net" in data and b"orig-sender@example.org" not in data,
          "envelope sender change applied")
     t.ok(b"added-rcpt@petrel.test" in data, "recipient add applied")
     t.ok(b"second-rcpt@petrel.test" not in data.replace(b"X-Testmod-Del-Rcpt: second-rcpt@petrel.test", b""),
          "recipient delete applied")
     t.ok(b"the body stays\r\n" + b"x" * 70000 + b"\r\n" in data, "the body is copied intact")
-    t.ok(p.wait_log(r"edited by modules into %s" % qid) is not None, "the rewrite is logged")
+    t.ok(p.wait_log(r"%s: edited by modules \(\d+ changes\)" % qid) is not None, "the rewrite is logged")
+    t.ok(p.wait_log(r"%s: client=" % qid) is not None,
+         "under the queue ID the message had from its first log line (no second ID)")
 
     c.cmd("MAIL FROM:<a@example.org>")
     c.cmd("RCPT TO:<u@petrel.test>")

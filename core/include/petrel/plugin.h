@@ -237,10 +237,14 @@ typedef struct petrel_hooks {
     /* The whole message is known; edits made here are applied before the
      * message is committed. May suspend. */
     petrel_verdict (*end_of_message)(petrel_session *s);
-    /* The message is safe on disk (informational). */
+    /* The message is safe on disk (informational), under queue_id, the
+     * ID of the 250 reply (edits at end of message never change it). It
+     * may read the message with petrel_message_open() until it returns. */
     void (*queued)(petrel_session *s, const char *queue_id);
     /* A recipient was delivered, deferred or bounced (informational; runs in
-     * the queue manager process, where there is no SMTP session). */
+     * the queue manager process, where there is no SMTP session). It may
+     * read the message with petrel_delivery_message_open(m, r, ...) until
+     * it returns. */
     void (*delivery)(petrel_module *m, const petrel_delivery_result *r);
     /* 1.1, added after its first release: a command smtpd does not know
      * (the whole line as received, without CRLF), before its "502 5.5.2
@@ -657,7 +661,9 @@ PETREL_API int petrel_quarantine(petrel_session *s, const char *reason);
 /* the stored message, as a stream (ABI 1.1)                           */
 
 /* Added in 1.1 after its first release (a plugin that calls these is
- * refused by an older 1.1 petreld, at load time).
+ * refused by an older 1.1 petreld, at load time; one whose descriptor
+ * says ABI 1.0 gets NULL or -1 and a logged error: rebuild it against the
+ * 1.1 headers).
  *
  * In end_of_message (and until its call completes, from the loop: a
  * module that suspended may read from a watch or timer callback) the
@@ -670,17 +676,35 @@ PETREL_API int petrel_quarantine(petrel_session *s, const char *reason);
  * after end_of_message and are not seen here. With PETREL_MESSAGE_BODY it
  * starts after the empty line: the body only.
  *
+ * In the queued hook (smtpd) petrel_message_open() reads the message as
+ * it was committed, every edit applied; in the delivery hook (queue
+ * manager) petrel_delivery_message_open() reads it as it is queued. Both
+ * are the content only (the envelope is the hook's arguments).
+ *
  * A message handle, like a session's, is checked by the core: it goes
- * stale at petrel_message_close(), when the end_of_message phase
- * completes (every module answered) and when the session ends; a
- * stale handle is logged and answers -1. Reading is a pread(2) of a
- * local file: it does not wait for the network. Several handles may read
- * the same message at once (several scanners, or one per milter). */
+ * stale at petrel_message_close(), when the call it was opened in
+ * completes (end_of_message: when every module answered; queued and
+ * delivery: when the module's hook returns) and when the session ends;
+ * a stale handle is logged and answers -1. Until then it reads the same
+ * bytes even if the queue manager moves or removes the queue file (a
+ * handle holds the file open): to keep the message longer (an archive
+ * written by a worker thread), copy it while the hook runs. Reading is a
+ * pread(2) of a local file: it does not wait for the network. Several
+ * handles may read the same message at once (several scanners, or one
+ * per milter). */
 typedef struct petrel_message petrel_message;   /* a handle */
 #define PETREL_MESSAGE_BODY 1u
-/* NULL (logged) outside end_of_message, for a message that has no queue
- * file (smtpd_proxy_filter), or after a queue file write error. */
+/* NULL (logged) outside end_of_message and the queued hook, for a message
+ * that has no queue file (smtpd_proxy_filter), or after a queue file
+ * write error. */
 PETREL_API petrel_message *petrel_message_open(petrel_session *s, unsigned flags);
+/* ABI 1.1, added after its first release (PETREL_HAVE_DELIVERY_MESSAGE):
+ * in the delivery hook, the message r reports on. m and r are the hook's
+ * own arguments; anything else (another hook, a kept r) is NULL and
+ * logged. */
+PETREL_API petrel_message *petrel_delivery_message_open(petrel_module *m, const petrel_delivery_result *r,
+                                                        unsigned flags);
+#define PETREL_HAVE_DELIVERY_MESSAGE 1
 /* The bytes the handle reads in all (from its start), or -1. */
 PETREL_API long long petrel_message_size(petrel_message *msg);
 /* Reads up to len bytes from where the last read stopped: the count, 0 at

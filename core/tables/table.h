@@ -180,8 +180,9 @@ const char *tbl_label(const struct tbl *t);
  * cycle. The memo lives as long as the caller says (one SMTP command in
  * smtpd), so every answer is as fresh as Postfix's.
  *
- * Outside a scope (the queue manager, cleanup, postscreen, petrelctl) a
- * remote table's blocking lookup runs, bounded by its own timeout. */
+ * The queue manager routes a message inside a scope too (qmgr/message.c).
+ * Outside a scope (cleanup, postscreen, petrelctl) a remote table's
+ * blocking lookup runs, bounded by its own timeout. */
 
 struct tbl_scope;
 /* A scope holds at most this many answers; a step that wants more gets
@@ -189,6 +190,14 @@ struct tbl_scope;
 #define TBL_SCOPE_MAX_ANSWERS 64
 
 struct tbl_scope *tbl_scope_new(void);
+/* A scope that holds up to max_answers (the queue manager routes every
+ * recipient of a message in one scope, so that their lookups run in
+ * parallel). */
+struct tbl_scope *tbl_scope_new_sized(size_t max_answers);
+/* How many times a lookup in sc answered TBL_PENDING so far: a caller that
+ * runs several independent steps in one pass (the recipients of a message)
+ * compares it before and after each to tell which are unfinished. */
+unsigned long tbl_scope_pending_count(const struct tbl_scope *sc);
 /* Cancels what is in flight and forgets every answer. */
 void tbl_scope_reset(struct tbl_scope *sc);
 void tbl_scope_free(struct tbl_scope *sc);

@@ -45,8 +45,10 @@ struct tbl_answer {
 };
 
 struct tbl_scope {
-    struct tbl_answer items[TBL_SCOPE_MAX_ANSWERS];
-    size_t n;
+    struct tbl_answer *items;
+    size_t n, cap;
+    size_t max;                /* TBL_SCOPE_MAX_ANSWERS, or what tbl_scope_new_sized() said */
+    unsigned long pending_given;   /* TBL_PENDING answers given (tbl_scope_pending_count) */
     size_t missing;            /* items in ANSWER_MISSING */
     size_t in_flight;          /* items in ANSWER_FETCHING */
     int fetching;              /* inside tbl_scope_fetch(): answers are collected, done is not called */
@@ -80,9 +82,21 @@ static void observe(const struct tbl_query *q, int status)
                         tbl_clock() - q->started);
 }
 
+struct tbl_scope *tbl_scope_new_sized(size_t max_answers)
+{
+    struct tbl_scope *sc = xcalloc(1, sizeof(struct tbl_scope));
+    sc->max = max_answers ? max_answers : 1;
+    return sc;
+}
+
 struct tbl_scope *tbl_scope_new(void)
 {
-    return xcalloc(1, sizeof(struct tbl_scope));
+    return tbl_scope_new_sized(TBL_SCOPE_MAX_ANSWERS);
+}
+
+unsigned long tbl_scope_pending_count(const struct tbl_scope *sc)
+{
+    return sc ? sc->pending_given : 0;
 }
 
 static void query_free(struct tbl_query *q)
@@ -129,6 +143,8 @@ void tbl_scope_reset(struct tbl_scope *sc)
 void tbl_scope_free(struct tbl_scope *sc)
 {
     tbl_scope_reset(sc);
+    if (sc)
+        free(sc->items);
     free(sc);
 }
 
@@ -203,17 +219,26 @@ int tbl_remote_lookup(struct tbl *t, const char *key, const char **value)
         struct tbl_answer *a = &sc->items[i];
         if (a->table != t || strcmp(a->key, key) != 0)
             continue;
-        if (a->state != ANSWER_READY)
+        if (a->state != ANSWER_READY) {
+            sc->pending_given++;
             return TBL_PENDING;
+        }
         *value = a->value;
         return a->status;
     }
-    if (sc->n == TBL_SCOPE_MAX_ANSWERS) {
+    if (sc->n == sc->max) {
         if (!sc->said_full)
-            msg_warn("%s: more than %d remote lookups in one command: answering the rest as a lookup error",
-                     t->spec, TBL_SCOPE_MAX_ANSWERS);
+            msg_warn("%s: more than %zu remote lookups in one step: answering the rest as a lookup error",
+                     t->spec, sc->max);
         sc->said_full = 1;
         return TBL_ERROR;
+    }
+    if (sc->n == sc->cap) {
+        /* Grown, never shrunk: queries in flight refer to items by index. */
+        sc->cap = sc->cap ? sc->cap * 2 : 16;
+        if (sc->cap > sc->max)
+            sc->cap = sc->max;
+        sc->items = xrealloc(sc->items, sc->cap * sizeof(*sc->items));
     }
     struct tbl_answer *a = &sc->items[sc->n++];
     memset(a, 0, sizeof(*a));
@@ -221,6 +246,7 @@ int tbl_remote_lookup(struct tbl *t, const char *key, const char **value)
     a->key = xstrdup(key);
     a->state = ANSWER_MISSING;
     sc->missing++;
+    sc->pending_given++;
     return TBL_PENDING;
 }
 

@@ -19,8 +19,11 @@
  *   and handed over when the scope's fetch returns (never re-entering the
  *   caller).
  * - Without a scope, a remote table's blocking lookup runs (bounded by the
- *   type's timeout): the queue manager, cleanup, postscreen and petrelctl
- *   have no step to suspend.
+ *   type's timeout): cleanup, postscreen and petrelctl have no step to
+ *   suspend yet (doc/tables.md lists every such caller). The queue manager
+ *   routes each message in a scope of its own, sized for all its
+ *   recipients (tbl_scope_new_sized), and tells finished recipients from
+ *   waiting ones by the count of TBL_PENDING answers.
  */
 #include "config.h"
 

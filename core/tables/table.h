@@ -219,6 +219,11 @@ void tbl_scope_cancel(struct tbl_scope *sc);
  * tables the caller looks up synchronously instead (tbl_is_remote). */
 typedef void tbl_answer_fn(void *arg, int status, const char *value);
 struct tbl_query *tbl_query_start(struct tbl *t, const char *key, tbl_answer_fn *fn, void *arg);
+/* The same, with the key folded exactly as tbl_lookup() folds it (not for
+ * a pattern type such as socketmap:), for a core caller that replaces a
+ * tbl_lookup(); tbl_query_start folds whenever the table was opened with
+ * TBL_FLAG_FOLD_CASE (PETREL_TABLE_FOLD_CASE: the modules' contract). */
+struct tbl_query *tbl_query_start_lookup(struct tbl *t, const char *key, tbl_answer_fn *fn, void *arg);
 void tbl_query_cancel(struct tbl_query *q);
 /* For types: the answer to q (value copied). */
 void tbl_query_answer(struct tbl_query *q, int status, const char *value);

@@ -256,11 +256,25 @@ int tbl_remote_lookup(struct tbl *t, const char *key, const char **value)
 /* ------------------------------------------------------------------ */
 /* lone queries                                                        */
 
+static struct tbl_query *query_start(struct tbl *t, const char *key, int fold, tbl_answer_fn *fn, void *arg);
+
 struct tbl_query *tbl_query_start(struct tbl *t, const char *key, tbl_answer_fn *fn, void *arg)
+{
+    return query_start(t, key, (t->flags & TBL_FLAG_FOLD_CASE) != 0, fn, arg);
+}
+
+struct tbl_query *tbl_query_start_lookup(struct tbl *t, const char *key, tbl_answer_fn *fn, void *arg)
+{
+    /* as tbl_lookup(): a pattern type (socketmap:, Postfix's
+     * DICT_FLAG_PATTERN) gets the key as it is */
+    return query_start(t, key, (t->flags & TBL_FLAG_FOLD_CASE) && !(t->type->flags & TBL_TYPE_PATTERN), fn, arg);
+}
+
+static struct tbl_query *query_start(struct tbl *t, const char *key, int fold, tbl_answer_fn *fn, void *arg)
 {
     struct tbl_query *q = xcalloc(1, sizeof(*q));
     q->table = t;
-    q->key = (t->flags & TBL_FLAG_FOLD_CASE) ? tbl_fold_malloc(key) : xstrdup(key);
+    q->key = fold ? tbl_fold_malloc(key) : xstrdup(key);
     q->fn = fn;
     q->arg = arg;
     q->starting = 1;

@@ -47,6 +47,10 @@ pg.psql("CREATE TABLE alias(address text PRIMARY KEY, goto text NOT NULL);"
         "CREATE FUNCTION gate(text) RETURNS text AS $$ SELECT pg_advisory_lock_shared(%d); "
         "SELECT pg_advisory_unlock_shared(%d); SELECT $1 $$ LANGUAGE sql;"
         "GRANT SELECT ON alias, mailbox, transport TO postfix" % (sink.port, GATE, GATE), db="mail")
+LIST = 30   # recipients of one message, each with its own alias and mailbox in the database
+pg.psql("INSERT INTO alias SELECT 'list' || i || '@pg.test', 'm' || i || '@vmail.test' FROM generate_series(1, %d) i;"
+        "INSERT INTO mailbox SELECT 'm' || i || '@vmail.test', 'm' || i || '/' FROM generate_series(1, %d) i"
+        % (LIST, LIST), db="mail")
 
 
 def queue_id(reply):
@@ -97,6 +101,18 @@ with Petrel(t, extra_services=QMGR, start=False, workers=1) as p:
          "transport_maps in pgsql: relayed to the next hop the database names", p.log()[-2000:])
     t.ok(p.wait_log(r"%s: routed after \d+ rounds? of table lookups" % first),
          "the queue manager routed it with asynchronous lookups", p.log()[-2000:])
+
+    # (a2) many recipients: their lookups run together, not one recipient after another
+    c = p.connect()
+    many = queue_id(c.send_message("sender@example.org", ["list%d@pg.test" % i for i in range(1, LIST + 1)],
+                                   "Subject: to a list\r\n\r\nx\r\n"))
+    c.close()
+    t.ok(wait_for(lambda: all(len(maildir_messages(os.path.join(mail, "m%d" % i))) == 1
+                              for i in range(1, LIST + 1)), timeout=60),
+         "%d recipients, each routed through a pgsql alias to a pgsql mailbox, all delivered" % LIST)
+    m = p.wait_log(r"%s: routed after (\d+) rounds? of table lookups" % many)
+    t.ok(m and int(m.group(1)) < 10,
+         "in as many rounds as one recipient needs (%s), not one round per recipient" % (m and m.group(1)))
 
     # (b) a lookup held up in the database does not hold up another message
     holder = subprocess.Popen(p.command("psql", "-h", pg.dir, "-p", str(pg.port), "-U", "admin", "-d", "mail",

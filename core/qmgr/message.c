@@ -242,8 +242,8 @@ static void route_answered(void *arg)
 {
     struct qmsg *m = arg;
     struct qmgr *q = m->q;
-    if (q->exiting)
-        return;   /* the message stays in active/, taken again at the next start */
+    if (q->exiting || q->stopping)
+        return;   /* the message stays in active/, routed afresh at the next start */
     if (route_pass(q, m))
         routing_finish(q, m);
 }

@@ -89,18 +89,22 @@ static int has_class(const char *const *list, const char *cls)
     return 0;
 }
 
-/* canonical rewriting for one class */
+/* canonical rewriting for one class; a lookup error sets *failed (when
+ * given) and keeps the address */
 static const char *canonical(struct mail_rewrite *rw, const char *address, int recipient, const char *cls,
-                             petrel_pool *pool)
+                             petrel_pool *pool, int *failed)
 {
     struct mail_addr a;
     mail_addr_split(address, rw->delimiter, pool, &a);
     const char *v = NULL;
     struct mail_maps *own = recipient ? &rw->rcpt_canonical : &rw->sender_canonical;
-    if (address_lookup(own, &a, pool, &v) == 1)
+    int rc = address_lookup(own, &a, pool, &v);
+    if (rc == 0 && has_class(rw->canonical_classes, cls))
+        rc = address_lookup(&rw->canonical, &a, pool, &v);
+    if (rc == 1)
         return mail_rewrite_qualify(rw, v, pool);
-    if (has_class(rw->canonical_classes, cls) && address_lookup(&rw->canonical, &a, pool, &v) == 1)
-        return mail_rewrite_qualify(rw, v, pool);
+    if (rc < 0 && failed)
+        *failed = 1;
     return address;
 }
 
@@ -144,30 +148,36 @@ const char *mail_rewrite_header_address(struct mail_rewrite *rw, const char *add
                                         petrel_pool *pool)
 {
     const char *cls = recipient ? "header_recipient" : "header_sender";
-    const char *out = canonical(rw, address, recipient, cls, pool);
+    const char *out = canonical(rw, address, recipient, cls, pool, NULL);
     if (has_class(rw->masquerade_classes, cls))
         out = masquerade(rw, out, pool);
     return out;
 }
 
-const char *mail_rewrite_sender(struct mail_rewrite *rw, const char *sender, petrel_pool *pool)
+const char *mail_rewrite_sender(struct mail_rewrite *rw, const char *sender, petrel_pool *pool, int *failed)
 {
     if (sender == NULL || *sender == '\0')
         return sender;
-    const char *out = canonical(rw, sender, 0, "envelope_sender", pool);
+    const char *out = canonical(rw, sender, 0, "envelope_sender", pool, failed);
     if (!has_class(rw->masquerade_classes, "envelope_sender"))
         return out;
     return masquerade(rw, out, pool);
 }
 
-const char *mail_rewrite_recipient(struct mail_rewrite *rw, const char *recipient, petrel_pool *pool)
+const char *mail_rewrite_recipient(struct mail_rewrite *rw, const char *recipient, petrel_pool *pool,
+                                   int *failed)
 {
     if (!rw->rcpt_canonical.n && !rw->canonical.n)
         return recipient;
     struct mail_addr a;
     mail_addr_split(recipient, rw->delimiter, pool, &a);
     const char *v = NULL;
-    if (address_lookup(&rw->rcpt_canonical, &a, pool, &v) == 1 || address_lookup(&rw->canonical, &a, pool, &v) == 1)
+    int rc = address_lookup(&rw->rcpt_canonical, &a, pool, &v);
+    if (rc == 0)
+        rc = address_lookup(&rw->canonical, &a, pool, &v);
+    if (rc == 1)
         return mail_rewrite_qualify(rw, v, pool);
+    if (rc < 0 && failed)
+        *failed = 1;
     return recipient;
 }

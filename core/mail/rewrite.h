@@ -44,11 +44,15 @@ int mail_rewrite_headers(const struct mail_rewrite *rw);
 /* An address found in a header (recipient: To/Cc/...; else From/Sender/...). */
 const char *mail_rewrite_header_address(struct mail_rewrite *rw, const char *address, int recipient,
                                         petrel_pool *pool);
-/* The envelope sender as delivered; "" stays "". */
-const char *mail_rewrite_sender(struct mail_rewrite *rw, const char *sender, petrel_pool *pool);
+/* The envelope sender as delivered; "" stays "". A table that cannot
+ * answer (down, or a remote table still pending inside a lookup scope) sets
+ * *failed (when not NULL) and leaves the address as it is: a caller that
+ * passes failed defers instead of using an unmapped address. */
+const char *mail_rewrite_sender(struct mail_rewrite *rw, const char *sender, petrel_pool *pool, int *failed);
 /* The envelope recipient: recipient_canonical_maps, else canonical_maps.
- * Returns recipient itself when neither has it. */
-const char *mail_rewrite_recipient(struct mail_rewrite *rw, const char *recipient, petrel_pool *pool);
+ * Returns recipient itself when neither has it. failed as above. */
+const char *mail_rewrite_recipient(struct mail_rewrite *rw, const char *recipient, petrel_pool *pool,
+                                   int *failed);
 /* addr with @$myorigin appended when it has no domain (a copy from pool). */
 const char *mail_rewrite_qualify(const struct mail_rewrite *rw, const char *addr, petrel_pool *pool);
 

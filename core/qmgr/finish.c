@@ -53,6 +53,7 @@
 #include "qmgr/bounce.h"
 #include "qmgr/qmgr_int.h"
 #include "queue/queue.h"
+#include "tables/table.h"
 
 enum notice_kind { NOTICE_FAILURE, NOTICE_POSTMASTER, NOTICE_SUCCESS, NOTICE_DELAY, NOTICE_BOUNCE_COPY,
                    NOTICE_DELAY_COPY };
@@ -102,6 +103,8 @@ static void message_free(struct qmsg *m)
     if (m->next)
         m->next->prev = m->prev;
     q->nactive--;
+    if (m->routing)
+        tbl_scope_free(m->routing->scope);
     if (m->fd >= 0)
         close(m->fd);
     petrel_pool_destroy(m->pool);

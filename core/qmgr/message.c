@@ -23,6 +23,7 @@
 #include "qmgr/qmgr_int.h"
 #include "qmgr/route.h"
 #include "queue/queue.h"
+#include "tables/table.h"
 
 /* ------------------------------------------------------------------ */
 /* taking a message                                                    */
@@ -72,27 +73,37 @@ static size_t rcpt_limit_for(struct qmgr *q, const char *transport)
     return n > 0 ? (size_t)n : 1;
 }
 
-static void schedule_message(struct qmgr *q, struct qmsg *m)
+static struct route_opts message_route_opts(const struct qmsg *m)
 {
     struct route_opts opts = {
         .filter = m->msg.env.content_filter,
         .no_mappings = (m->msg.env.flags & QUEUE_F_NO_ADDRESS_MAPPINGS) != 0,
         .redirected = (m->msg.env.flags & QUEUE_F_REDIRECTED) != 0,
     };
-    m->sender = router_sender(q->router, m->msg.env.sender, &opts, m->pool);
+    return opts;
+}
+
+static int rcpt_pending(const struct qmsg *m, size_t i)
+{
+    int status = m->msg.rcpt_state[i].status;
+    return status != QUEUE_RCPT_DELIVERED && status != QUEUE_RCPT_BOUNCED;
+}
+
+/* Every recipient is routed: their routes become jobs. */
+static void make_jobs(struct qmgr *q, struct qmsg *m)
+{
+    struct routing *rs = m->routing;
     size_t n = m->msg.env.rcpt_count;
     struct qjob **open_jobs = petrel_pool_zalloc(m->pool, (n * 4 + 4) * sizeof(*open_jobs));
     size_t nopen = 0;
     size_t nrcpt_pending = 0;
     for (size_t i = 0; i < n; i++) {
-        int status = m->msg.rcpt_state[i].status;
-        if (status == QUEUE_RCPT_DELIVERED || status == QUEUE_RCPT_BOUNCED)
+        if (!rcpt_pending(m, i))
             continue;
         nrcpt_pending++;
-        struct route_list routes;
-        router_route(q->router, m->msg.env.sender, m->msg.env.rcpts[i].address, &opts, m->pool, &routes);
-        for (size_t k = 0; k < routes.count; k++) {
-            struct route *rt = &routes.items[k];
+        struct route_list *routes = &rs->routes[i];
+        for (size_t k = 0; k < routes->count; k++) {
+            struct route *rt = &routes->items[k];
             struct qjob *j = NULL;
             if (groupable(rt->kind)) {
                 for (size_t o = 0; o < nopen; o++) {
@@ -121,10 +132,138 @@ static void schedule_message(struct qmgr *q, struct qmsg *m)
     }
     msg_info("%s: from=<%s>, size=%llu, nrcpt=%zu (queue active)", m->id, m->msg.env.sender,
              m->msg.content_length, nrcpt_pending);
+}
+
+/* A sender whose canonical lookup failed: every recipient waits for the
+ * table (a deferral), the message is never sent with an unmapped sender. */
+static void defer_all(struct qmsg *m, const char *why)
+{
+    struct routing *rs = m->routing;
+    for (size_t i = 0; i < m->msg.env.rcpt_count; i++) {
+        if (!rcpt_pending(m, i))
+            continue;
+        struct route *rt = petrel_pool_zalloc(m->pool, sizeof(*rt));
+        rt->kind = ROUTE_RETRY;
+        rt->transport = "retry";
+        rt->address = m->msg.env.rcpts[i].address;
+        rt->dsn = "4.3.0";
+        rt->nexthop = why;
+        rt->uid = rt->gid = -1;
+        rs->routes[i].items = rt;
+        rs->routes[i].count = 1;
+    }
+}
+
+static void route_answered(void *arg);
+
+/* One routing pass over what is not routed yet (the sender, then each
+ * recipient), inside the message's lookup scope: a remote table that has
+ * not answered makes that address's result a placeholder, which is thrown
+ * away; the missing answers are fetched in parallel and the pass runs
+ * again when they are in (route_answered). Returns 1 when everything is
+ * routed, 0 when the message waits for its lookups. */
+static int route_pass(struct qmgr *q, struct qmsg *m)
+{
+    struct routing *rs = m->routing;
+    struct route_opts opts = message_route_opts(m);
+    size_t n = m->msg.env.rcpt_count;
+    for (;;) {
+        size_t left = 0;
+        tbl_scope_enter(q->tables, rs->scope);
+        if (!rs->sender_done) {
+            unsigned long before = tbl_scope_pending_count(rs->scope);
+            int failed = 0;
+            const char *sender = router_sender(q->router, m->msg.env.sender, &opts, m->pool, &failed);
+            if (tbl_scope_pending_count(rs->scope) == before) {
+                rs->sender_done = 1;
+                m->sender = sender;
+                rs->sender_failed = failed;
+            } else {
+                left++;
+            }
+        }
+        for (size_t i = 0; i < n; i++) {
+            if (rs->done[i] || !rcpt_pending(m, i))
+                continue;
+            unsigned long before = tbl_scope_pending_count(rs->scope);
+            router_route(q->router, m->msg.env.sender, m->msg.env.rcpts[i].address, &opts, m->pool,
+                         &rs->routes[i]);
+            if (tbl_scope_pending_count(rs->scope) == before)
+                rs->done[i] = 1;
+            else
+                left++;
+        }
+        tbl_scope_leave(q->tables);
+        if (left == 0)
+            return 1;
+        if (!tbl_scope_missing(rs->scope)) {
+            /* Pending with nothing to fetch cannot happen (every pending
+             * key is recorded as missing, and nothing is in flight during
+             * a pass); if it ever did, the placeholders (deferrals) stand
+             * rather than a loop that never ends. */
+            msg_warn("%s: routing: table lookups pending but none to fetch: deferring", m->id);
+            for (size_t i = 0; i < n; i++)
+                rs->done[i] = 1;
+            if (!rs->sender_done) {
+                rs->sender_done = rs->sender_failed = 1;
+                m->sender = m->msg.env.sender;
+            }
+            return 1;
+        }
+        rs->rounds++;
+        if (tbl_scope_fetch(rs->scope, route_answered, m))
+            return 0;   /* route_answered() continues */
+        /* every answer came at once: the next pass now */
+    }
+}
+
+/* Routing is over: the scope goes, the routes become jobs. */
+static void routing_finish(struct qmgr *q, struct qmsg *m)
+{
+    struct routing *rs = m->routing;
+    if (rs->rounds)
+        msg_info("%s: routed after %u round%s of table lookups", m->id, rs->rounds, rs->rounds == 1 ? "" : "s");
+    if (rs->sender_failed) {
+        msg_warn("%s: sender <%s>: canonical_maps lookup failure: deferring the message", m->id,
+                 m->msg.env.sender);
+        defer_all(m, "canonical_maps lookup failure");
+    }
+    make_jobs(q, m);
+    tbl_scope_free(rs->scope);
+    rs->scope = NULL;
+    m->routing = NULL;
     if (m->jobs_left == 0)
         qmgr_finish_message(m);
     else
         qmgr_dispatch(q);
+}
+
+static void route_answered(void *arg)
+{
+    struct qmsg *m = arg;
+    struct qmgr *q = m->q;
+    if (q->exiting || q->stopping)
+        return;   /* the message stays in active/, routed afresh at the next start */
+    if (route_pass(q, m))
+        routing_finish(q, m);
+}
+
+/* Routes every pending recipient and makes the jobs, now or - when a
+ * remote table (pgsql:, socketmap:, ...) must answer first - later, from
+ * the loop, while other messages are scheduled and delivered meanwhile
+ * (doc/architecture.md, "Tables that wait"). */
+static void schedule_message(struct qmgr *q, struct qmsg *m)
+{
+    size_t n = m->msg.env.rcpt_count;
+    struct routing *rs = petrel_pool_zalloc(m->pool, sizeof(*rs));
+    rs->routes = petrel_pool_zalloc(m->pool, (n ? n : 1) * sizeof(*rs->routes));
+    rs->done = petrel_pool_zalloc(m->pool, n ? n : 1);
+    rs->scope = tbl_scope_new_sized(QMGR_ROUTE_MAX_LOOKUPS);
+    m->routing = rs;
+    if (route_pass(q, m))
+        routing_finish(q, m);
+    else
+        msg_info("%s: waiting for table lookups to route it", m->id);
 }
 
 void qmgr_take_message(struct qmgr *q, const char *id, enum queue_dir from)

@@ -62,6 +62,23 @@ struct qjob {
 
 #define MSG_BUCKETS 16384
 
+/* A message's routing while it runs (message.c): recipients whose routes
+ * need a remote table's answer wait in the message's lookup scope; every
+ * other message goes on meanwhile. */
+struct tbl_scope;
+/* Answers one message's routing may hold (tables/table.h): a recipient
+ * needs a dozen at most (address forms, domain lists, transport_maps'
+ * parent domains), so this is room for a big list's worth of distinct
+ * ones; more are a lookup error for those recipients (a deferral). */
+#define QMGR_ROUTE_MAX_LOOKUPS 4096
+struct routing {
+    struct tbl_scope *scope;
+    struct route_list *routes;     /* per recipient, valid once done */
+    unsigned char *done;           /* per recipient: routed (not waiting for an answer) */
+    int sender_done, sender_failed;
+    unsigned rounds;               /* fetches so far, for the log */
+};
+
 struct qmsg {
     struct qmsg *next, *prev;
     struct qmsg *next_hash;    /* in the queue manager's ID index */
@@ -75,6 +92,7 @@ struct qmsg {
     struct timeval t_active;
     double arrival;
     const char *sender;        /* after sender_canonical_maps / masquerading */
+    struct routing *routing;   /* while routing waits for table lookups (message.c), else NULL */
     struct notice *notices;    /* being committed (finish.c) */
     unsigned notices_left;     /* commits not yet answered */
 };

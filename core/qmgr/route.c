@@ -391,7 +391,12 @@ static int virtual_delivery(struct router *r, const char *address, const struct 
     rt->path = petrel_pool_printf(pool, "%s/%s", r->mailbox_base, mailbox);
     rt->kind = mailbox[strlen(mailbox) - 1] == '/' ? ROUTE_MAILDIR : ROUTE_MBOX;
     const char *id = NULL;
-    if (address_lookup(&r->vuid, a, pool, &id) == 1) {
+    int urc = address_lookup(&r->vuid, a, pool, &id);
+    if (urc < 0) {
+        route_error(rt, address, "4.3.0", "virtual_uid_maps lookup failure");
+        return -1;
+    }
+    if (urc == 1) {
         char *end;
         rt->uid = strtol(id, &end, 10);
         if (end == id || *end || rt->uid < r->virtual_minimum_uid) {
@@ -403,7 +408,12 @@ static int virtual_delivery(struct router *r, const char *address, const struct 
             return -1;
         }
     }
-    if (address_lookup(&r->vgid, a, pool, &id) == 1)
+    int grc = address_lookup(&r->vgid, a, pool, &id);
+    if (grc < 0) {
+        route_error(rt, address, "4.3.0", "virtual_gid_maps lookup failure");
+        return -1;
+    }
+    if (grc == 1)
         rt->gid = strtol(id, NULL, 10);
     return 0;
 }
@@ -461,11 +471,12 @@ static char **split_targets(const char *value, int alias_value)
 
 static const char *qualify(const struct router *r, const char *addr, int alias_value, petrel_pool *pool);
 
-const char *router_sender(struct router *r, const char *sender, const struct route_opts *opts, petrel_pool *pool)
+const char *router_sender(struct router *r, const char *sender, const struct route_opts *opts, petrel_pool *pool,
+                          int *failed)
 {
     if (opts && opts->no_mappings)
         return *sender ? mail_rewrite_qualify(&r->rewrite, sender, pool) : sender;
-    return mail_rewrite_sender(&r->rewrite, sender, pool);
+    return mail_rewrite_sender(&r->rewrite, sender, pool, failed);
 }
 
 /* Appends @myorigin to an address without a domain. Only a value of
@@ -527,8 +538,14 @@ int router_route(struct router *r, const char *sender, const char *recipient, co
     size_t nseen = 0, scap = 0;
     int status = 0;
 
-    const char *start = mappings ? mail_rewrite_recipient(&r->rewrite, recipient, pool)
+    int canonical_failed = 0;
+    const char *start = mappings ? mail_rewrite_recipient(&r->rewrite, recipient, pool, &canonical_failed)
                                  : mail_rewrite_qualify(&r->rewrite, recipient, pool);
+    if (canonical_failed) {
+        /* Never the unmapped address: it could be another mailbox. */
+        route_error(add_route(out, pool, &cap), recipient, "4.3.0", "canonical_maps lookup failure");
+        return -1;
+    }
 #define PUSH(addr, d, al, from)                                                            \
     do {                                                                                   \
         if (nwork == wcap) {                                                               \
@@ -700,8 +717,8 @@ int router_route(struct router *r, const char *sender, const char *recipient, co
         rt->extension = a.extension;
         if (trc == 1) {
             apply_transport(r, rt, tv, domain, pool);
-            if (strcmp(rt->transport, "virtual") == 0)
-                virtual_delivery(r, address, &a, pool, rt);
+            if (strcmp(rt->transport, "virtual") == 0 && virtual_delivery(r, address, &a, pool, rt) < 0)
+                status = -1;
             else if (strcmp(rt->transport, "local") == 0)
                 local_delivery(r, address, &a, pool, rt);
             continue;
@@ -727,7 +744,15 @@ int router_route(struct router *r, const char *sender, const char *recipient, co
             struct mail_addr s;
             mail_addr_split(sender, r->delimiter, pool, &s);
             const char *v = NULL;
-            if (address_lookup(&r->sender_relay, &s, pool, &v) == 1)
+            int src = address_lookup(&r->sender_relay, &s, pool, &v);
+            if (src < 0) {
+                /* Not the default relayhost: the sender's own may be the
+                 * only one that accepts its mail. */
+                route_error(rt, address, "4.3.0", "sender_dependent_relayhost_maps lookup failure");
+                status = -1;
+                continue;
+            }
+            if (src == 1)
                 relayhost = v;
         }
         apply_transport(r, rt, r->default_transport, relayhost && *relayhost ? relayhost : domain, pool);

@@ -83,11 +83,16 @@ struct route_opts {
 };
 /* The envelope sender as delivered: sender_canonical_maps, then
  * canonical_maps, then masquerade_domains (mail/rewrite.h, which smtpd
- * uses for headers). "" stays "". opts may be NULL. */
-const char *router_sender(struct router *r, const char *sender, const struct route_opts *opts, petrel_pool *pool);
+ * uses for headers). "" stays "". opts may be NULL. A canonical table that
+ * cannot answer sets *failed (the caller defers the message). */
+const char *router_sender(struct router *r, const char *sender, const struct route_opts *opts, petrel_pool *pool,
+                          int *failed);
 /* Routes one recipient for a message from sender. Results come from pool.
  * opts may be NULL. Returns 0; -1 with a ROUTE_RETRY entry when a table
- * lookup failed. */
+ * lookup failed. Inside a lookup scope (tables/table.h) a remote table
+ * that has not answered yet is such a failure too: the caller tells it
+ * apart with tbl_scope_pending_count(), throws the routes away and routes
+ * the recipient again once the scope has fetched the answers. */
 int router_route(struct router *r, const char *sender, const char *recipient, const struct route_opts *opts,
                  petrel_pool *pool, struct route_list *out);
 

@@ -152,8 +152,17 @@ struct queue_writer *smtpd_create_writer(struct smtpd_session *s, struct queue_w
         bcc[nbcc++] = set->always_bcc;
     for (size_t i = 0; mappings && i < set->nsender_bcc_maps && *tx->mail.address; i++) {
         const char *v = NULL;
-        if (tbl_access_lookup_address(set->sender_bcc_maps[i], tx->mail.address, set->recipient_delimiter, &v) ==
-            TBL_FOUND) {
+        int found = tbl_access_lookup_address(set->sender_bcc_maps[i], tx->mail.address, set->recipient_delimiter,
+                                              &v);
+        if (found == TBL_ERROR) {
+            /* As for recipient_bcc_maps below (Postfix's cleanup): never
+             * accepted without the copy the admin asked for. */
+            msg_warn("%s: sender_bcc_maps map lookup problem -- message not accepted, try again later",
+                     tx->queue_id[0] ? tx->queue_id : "NOQUEUE");
+            errno = EAGAIN;
+            return NULL;
+        }
+        if (found == TBL_FOUND) {
             bcc[nbcc++] = petrel_pool_strdup(tx->pool, v);
             break;
         }

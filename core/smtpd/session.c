@@ -62,6 +62,8 @@
 #include "smtpd/smtpd_int.h"
 #include "tables/table.h"
 
+static void filter_cancel(struct smtpd_session *s);
+
 #define SESSION_POOL_SIZE 2048
 #define TX_POOL_SIZE 2048
 #define SCRATCH_POOL_SIZE 4096
@@ -282,6 +284,7 @@ void smtpd_session_free(struct smtpd_session *s)
     smtpd_sasl_session_gone(s);   /* the back-end's end() still sees the session */
     smtpd_plugin_session_gone(s);
     restrict_cancel(s);
+    filter_cancel(s);
     tbl_scope_free(s->lookups);
     s->lookups = NULL;
     smtpd_peer_cancel(s);
@@ -556,12 +559,15 @@ static void error_delay_over(evutil_socket_t fd, short what, void *arg)
 
 /* smtpd_command_filter (Postfix): the command line, without leading blanks,
  * looked up in the table; a value found replaces the line. A lookup error
- * ends the session with 421 4.3.0, as in Postfix. */
-static int filter_command(struct smtpd_session *s, char **line, size_t *len)
+ * ends the session with 421 4.3.0, as in Postfix. filter_result applies
+ * the table's answer r; filter_command looks up a local table at once. A
+ * remote table (pgsql:, socketmap:, ...) is asked with a lone query
+ * instead: the session waits (SMTPD_WAIT, no further input read) and
+ * filter_answered runs the command when the answer comes, so the worker's
+ * other sessions go on meanwhile. */
+static int filter_result(struct smtpd_session *s, int r, const char *value, char **line, size_t *len)
 {
     const char *key = *line + strspn(*line, " \t");
-    const char *value;
-    int r = tbl_lookup(s->set->command_filter, key, &value);
     if (r == TBL_FOUND) {
         msg_info("%s: replacing command \"%.100s\" with \"%.100s\"", s->namaddr, *line, value);
         size_t n = strlen(value);
@@ -578,6 +584,50 @@ static int filter_command(struct smtpd_session *s, char **line, size_t *len)
         return -1;
     }
     return 0;
+}
+
+static int filter_command(struct smtpd_session *s, char **line, size_t *len)
+{
+    const char *key = *line + strspn(*line, " \t");
+    const char *value;
+    int r = tbl_lookup(s->set->command_filter, key, &value);
+    return filter_result(s, r, value, line, len);
+}
+
+static void filter_answered(void *arg, int status, const char *value)
+{
+    struct smtpd_session *s = arg;
+    char *line = s->filter_line;
+    size_t len = s->filter_len;
+    s->filter_query = NULL;
+    s->filter_line = NULL;
+    s->state = s->filter_state;
+    if (filter_result(s, status, value, &line, &len) == 0)
+        smtpd_handle_command(s, line, len);
+    smtpd_continue(s);
+}
+
+/* Cancels a remote command filter lookup in flight (the session ends). */
+static void filter_cancel(struct smtpd_session *s)
+{
+    if (s->filter_query == NULL)
+        return;
+    tbl_query_cancel(s->filter_query);
+    s->filter_query = NULL;
+    s->filter_line = NULL;
+    if (s->state == SMTPD_WAIT)
+        s->state = s->filter_state;
+}
+
+/* Starts the remote lookup of line; the session waits for it. */
+static void filter_command_start(struct smtpd_session *s, char *line, size_t len)
+{
+    s->filter_line = line;   /* in scratch, which is reset only by the next command line */
+    s->filter_len = len;
+    s->filter_state = s->state;
+    s->state = SMTPD_WAIT;
+    s->filter_query = tbl_query_start_lookup(s->set->command_filter, line + strspn(line, " \t"), filter_answered, s);
+    /* NULL: answered already (filter_answered ran) */
 }
 
 /* smtpd_per_record_deadline: smtpd_timeout bounds each whole command or
@@ -708,6 +758,10 @@ static void session_process_input(struct smtpd_session *s)
             break;
         }
         s->error_slept = 0;
+        if (set->command_filter && tbl_is_remote(set->command_filter)) {
+            filter_command_start(s, line, linelen);
+            continue;   /* the loop stops while the session waits */
+        }
         if (set->command_filter && filter_command(s, &line, &linelen) != 0)
             break;
         smtpd_handle_command(s, line, linelen);
@@ -733,6 +787,7 @@ void smtpd_session_stop(struct smtpd_session *s)
     smtpd_sasl_session_gone(s);   /* the back-end's end() still sees the session */
     smtpd_plugin_session_gone(s);
     restrict_cancel(s);
+    filter_cancel(s);
     if (s->delay_timer)
         evtimer_del(s->delay_timer);
     if (s->tx && s->tx->writer)

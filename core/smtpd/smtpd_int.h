@@ -517,6 +517,10 @@ struct smtpd_session {
     struct restrict_run *check;       /* the restriction evaluation in progress */
     struct restrict_run *run;         /* its storage, reused by every evaluation of the session */
     struct tbl_scope *lookups;        /* remote tables' answers for the command being checked (restrict.c) */
+    struct tbl_query *filter_query;   /* a remote smtpd_command_filter lookup in flight (session.c) */
+    char *filter_line;                /* its command line, in scratch, while it waits */
+    size_t filter_len;
+    enum smtpd_state filter_state;    /* the state to return to when it answers */
     struct event *sleep_timer;        /* the sleep restriction */
     /* Postfix's defer_if_permit: raised by a restriction, answered at the
      * end of RCPT, DATA or END-OF-MESSAGE unless something refuses; the

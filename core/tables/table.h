@@ -180,8 +180,9 @@ const char *tbl_label(const struct tbl *t);
  * cycle. The memo lives as long as the caller says (one SMTP command in
  * smtpd), so every answer is as fresh as Postfix's.
  *
- * Outside a scope (the queue manager, cleanup, postscreen, petrelctl) a
- * remote table's blocking lookup runs, bounded by its own timeout. */
+ * The queue manager routes a message inside a scope too (qmgr/message.c).
+ * Outside a scope (cleanup, postscreen, petrelctl) a remote table's
+ * blocking lookup runs, bounded by its own timeout. */
 
 struct tbl_scope;
 /* A scope holds at most this many answers; a step that wants more gets
@@ -189,6 +190,14 @@ struct tbl_scope;
 #define TBL_SCOPE_MAX_ANSWERS 64
 
 struct tbl_scope *tbl_scope_new(void);
+/* A scope that holds up to max_answers (the queue manager routes every
+ * recipient of a message in one scope, so that their lookups run in
+ * parallel). */
+struct tbl_scope *tbl_scope_new_sized(size_t max_answers);
+/* How many times a lookup in sc answered TBL_PENDING so far: a caller that
+ * runs several independent steps in one pass (the recipients of a message)
+ * compares it before and after each to tell which are unfinished. */
+unsigned long tbl_scope_pending_count(const struct tbl_scope *sc);
 /* Cancels what is in flight and forgets every answer. */
 void tbl_scope_reset(struct tbl_scope *sc);
 void tbl_scope_free(struct tbl_scope *sc);
@@ -210,6 +219,11 @@ void tbl_scope_cancel(struct tbl_scope *sc);
  * tables the caller looks up synchronously instead (tbl_is_remote). */
 typedef void tbl_answer_fn(void *arg, int status, const char *value);
 struct tbl_query *tbl_query_start(struct tbl *t, const char *key, tbl_answer_fn *fn, void *arg);
+/* The same, with the key folded exactly as tbl_lookup() folds it (not for
+ * a pattern type such as socketmap:), for a core caller that replaces a
+ * tbl_lookup(); tbl_query_start folds whenever the table was opened with
+ * TBL_FLAG_FOLD_CASE (PETREL_TABLE_FOLD_CASE: the modules' contract). */
+struct tbl_query *tbl_query_start_lookup(struct tbl *t, const char *key, tbl_answer_fn *fn, void *arg);
 void tbl_query_cancel(struct tbl_query *q);
 /* For types: the answer to q (value copied). */
 void tbl_query_answer(struct tbl_query *q, int status, const char *value);

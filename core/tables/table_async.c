@@ -19,8 +19,11 @@
  *   and handed over when the scope's fetch returns (never re-entering the
  *   caller).
  * - Without a scope, a remote table's blocking lookup runs (bounded by the
- *   type's timeout): the queue manager, cleanup, postscreen and petrelctl
- *   have no step to suspend.
+ *   type's timeout): cleanup, postscreen and petrelctl have no step to
+ *   suspend yet (doc/tables.md lists every such caller). The queue manager
+ *   routes each message in a scope of its own, sized for all its
+ *   recipients (tbl_scope_new_sized), and tells finished recipients from
+ *   waiting ones by the count of TBL_PENDING answers.
  */
 #include "config.h"
 
@@ -45,8 +48,10 @@ struct tbl_answer {
 };
 
 struct tbl_scope {
-    struct tbl_answer items[TBL_SCOPE_MAX_ANSWERS];
-    size_t n;
+    struct tbl_answer *items;
+    size_t n, cap;
+    size_t max;                /* TBL_SCOPE_MAX_ANSWERS, or what tbl_scope_new_sized() said */
+    unsigned long pending_given;   /* TBL_PENDING answers given (tbl_scope_pending_count) */
     size_t missing;            /* items in ANSWER_MISSING */
     size_t in_flight;          /* items in ANSWER_FETCHING */
     int fetching;              /* inside tbl_scope_fetch(): answers are collected, done is not called */
@@ -80,9 +85,21 @@ static void observe(const struct tbl_query *q, int status)
                         tbl_clock() - q->started);
 }
 
+struct tbl_scope *tbl_scope_new_sized(size_t max_answers)
+{
+    struct tbl_scope *sc = xcalloc(1, sizeof(struct tbl_scope));
+    sc->max = max_answers ? max_answers : 1;
+    return sc;
+}
+
 struct tbl_scope *tbl_scope_new(void)
 {
-    return xcalloc(1, sizeof(struct tbl_scope));
+    return tbl_scope_new_sized(TBL_SCOPE_MAX_ANSWERS);
+}
+
+unsigned long tbl_scope_pending_count(const struct tbl_scope *sc)
+{
+    return sc ? sc->pending_given : 0;
 }
 
 static void query_free(struct tbl_query *q)
@@ -129,6 +146,8 @@ void tbl_scope_reset(struct tbl_scope *sc)
 void tbl_scope_free(struct tbl_scope *sc)
 {
     tbl_scope_reset(sc);
+    if (sc)
+        free(sc->items);
     free(sc);
 }
 
@@ -203,17 +222,26 @@ int tbl_remote_lookup(struct tbl *t, const char *key, const char **value)
         struct tbl_answer *a = &sc->items[i];
         if (a->table != t || strcmp(a->key, key) != 0)
             continue;
-        if (a->state != ANSWER_READY)
+        if (a->state != ANSWER_READY) {
+            sc->pending_given++;
             return TBL_PENDING;
+        }
         *value = a->value;
         return a->status;
     }
-    if (sc->n == TBL_SCOPE_MAX_ANSWERS) {
+    if (sc->n == sc->max) {
         if (!sc->said_full)
-            msg_warn("%s: more than %d remote lookups in one command: answering the rest as a lookup error",
-                     t->spec, TBL_SCOPE_MAX_ANSWERS);
+            msg_warn("%s: more than %zu remote lookups in one step: answering the rest as a lookup error",
+                     t->spec, sc->max);
         sc->said_full = 1;
         return TBL_ERROR;
+    }
+    if (sc->n == sc->cap) {
+        /* Grown, never shrunk: queries in flight refer to items by index. */
+        sc->cap = sc->cap ? sc->cap * 2 : 16;
+        if (sc->cap > sc->max)
+            sc->cap = sc->max;
+        sc->items = xrealloc(sc->items, sc->cap * sizeof(*sc->items));
     }
     struct tbl_answer *a = &sc->items[sc->n++];
     memset(a, 0, sizeof(*a));
@@ -221,17 +249,32 @@ int tbl_remote_lookup(struct tbl *t, const char *key, const char **value)
     a->key = xstrdup(key);
     a->state = ANSWER_MISSING;
     sc->missing++;
+    sc->pending_given++;
     return TBL_PENDING;
 }
 
 /* ------------------------------------------------------------------ */
 /* lone queries                                                        */
 
+static struct tbl_query *query_start(struct tbl *t, const char *key, int fold, tbl_answer_fn *fn, void *arg);
+
 struct tbl_query *tbl_query_start(struct tbl *t, const char *key, tbl_answer_fn *fn, void *arg)
+{
+    return query_start(t, key, (t->flags & TBL_FLAG_FOLD_CASE) != 0, fn, arg);
+}
+
+struct tbl_query *tbl_query_start_lookup(struct tbl *t, const char *key, tbl_answer_fn *fn, void *arg)
+{
+    /* as tbl_lookup(): a pattern type (socketmap:, Postfix's
+     * DICT_FLAG_PATTERN) gets the key as it is */
+    return query_start(t, key, (t->flags & TBL_FLAG_FOLD_CASE) && !(t->type->flags & TBL_TYPE_PATTERN), fn, arg);
+}
+
+static struct tbl_query *query_start(struct tbl *t, const char *key, int fold, tbl_answer_fn *fn, void *arg)
 {
     struct tbl_query *q = xcalloc(1, sizeof(*q));
     q->table = t;
-    q->key = (t->flags & TBL_FLAG_FOLD_CASE) ? tbl_fold_malloc(key) : xstrdup(key);
+    q->key = fold ? tbl_fold_malloc(key) : xstrdup(key);
     q->fn = fn;
     q->arg = arg;
     q->starting = 1;

@@ -279,7 +279,7 @@ static void route_one(struct fuzz_router *fr, const char *sender, const char *re
 static void check_rewrites(struct fuzz_router *fr, const char *address, petrel_pool *pool)
 {
     int clean = printable(address);
-    const char *s = router_sender(fr->router, address, NULL, pool);
+    const char *s = router_sender(fr->router, address, NULL, pool, NULL);
     check(s != NULL && (!clean || printable(s)), "a rewritten sender has no control characters");
     for (int recipient = 0; recipient < 2; recipient++) {
         const char *h = mail_rewrite_header_address(&fr->rw, address, recipient, pool);

@@ -54,6 +54,17 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
          "not announced in the headers")
     c.close()
 
+# ---- a BCC map that cannot answer: not accepted, never accepted without the copy ----
+for param in ("sender_bcc_maps", "recipient_bcc_maps"):
+    with Petrel(t, extra_services=QMGR, start=False) as p:
+        boxes = setup(p, {param: "fail:down"})
+        c = p.connect()
+        reply = c.send_message("x@example.org", ["a@vmail.test"], "Subject: bcc down\r\n\r\nx\r\n")
+        t.ok(reply.startswith("451 4.3.0 "), "%s failing: the message is not accepted (4xx)" % param, reply)
+        t.ok(p.wait_log(r"warning: \w+: %s map lookup problem -- message not accepted, try again later" % param),
+             "%s: Postfix's warning" % param, p.log()[-1500:])
+        c.close()
+
 # ---- virtual_mailbox_limit ----
 with Petrel(t, extra_services=QMGR, start=False) as p:
     # Postfix's limit holds for every file virtual(8) writes, bounces too:

@@ -254,29 +254,29 @@ static void test_rewrite(void)
     char *error = NULL;
     ok(mail_rewrite_open(&rw, cfg, reg, 1, &error) == 0, "rewrite: open the canonical maps");
     ok(mail_rewrite_headers(&rw), "rewrite: header rewriting is configured");
-    is_str(mail_rewrite_sender(&rw, "old@s.test", pool), "new@s.test", "rewrite: sender_canonical_maps");
-    is_str(mail_rewrite_sender(&rw, "bare@s.test", pool), "plain@origin.test",
+    is_str(mail_rewrite_sender(&rw, "old@s.test", pool, NULL), "new@s.test", "rewrite: sender_canonical_maps");
+    is_str(mail_rewrite_sender(&rw, "bare@s.test", pool, NULL), "plain@origin.test",
            "rewrite: a result without a domain gets @myorigin");
-    is_str(mail_rewrite_sender(&rw, "", pool), "", "rewrite: the null sender stays null");
-    is_str(mail_rewrite_sender(&rw, "both@c.test", pool), "changed@c.test",
+    is_str(mail_rewrite_sender(&rw, "", pool, NULL), "", "rewrite: the null sender stays null");
+    is_str(mail_rewrite_sender(&rw, "both@c.test", pool, NULL), "changed@c.test",
            "rewrite: canonical_maps for a class in canonical_classes");
     is_str(mail_rewrite_header_address(&rw, "both@c.test", 1, pool), "both@c.test",
            "rewrite: not for a class missing from canonical_classes");
-    is_str(mail_rewrite_sender(&rw, "u@host.example.net", pool), "u@example.net",
+    is_str(mail_rewrite_sender(&rw, "u@host.example.net", pool, NULL), "u@example.net",
            "rewrite: masquerade_domains strips the host");
-    is_str(mail_rewrite_sender(&rw, "root@host.example.net", pool), "root@host.example.net",
+    is_str(mail_rewrite_sender(&rw, "root@host.example.net", pool, NULL), "root@host.example.net",
            "rewrite: masquerade_exceptions");
-    is_str(mail_rewrite_sender(&rw, "admin@host.example.net", pool), "admin@example.net",
+    is_str(mail_rewrite_sender(&rw, "admin@host.example.net", pool, NULL), "admin@example.net",
            "rewrite: a !user in masquerade_exceptions comes first and is masqueraded (match list)");
-    is_str(mail_rewrite_sender(&rw, "u@a.keep.example.net", pool), "u@a.keep.example.net",
+    is_str(mail_rewrite_sender(&rw, "u@a.keep.example.net", pool, NULL), "u@a.keep.example.net",
            "rewrite: a !domain is never masqueraded");
     is_str(mail_rewrite_header_address(&rw, "u@host.example.net", 0, pool), "u@host.example.net",
            "rewrite: no masquerading for a class missing from masquerade_classes");
     is_str(mail_rewrite_header_address(&rw, "u@host.example.net", 1, pool), "u@example.net",
            "rewrite: header_recipient is masqueraded when listed");
-    is_str(mail_rewrite_recipient(&rw, "rold@r.test", pool), "rnew@r.test",
+    is_str(mail_rewrite_recipient(&rw, "rold@r.test", pool, NULL), "rnew@r.test",
            "rewrite: recipient_canonical_maps for the envelope recipient");
-    is_str(mail_rewrite_recipient(&rw, "other@r.test", pool), "other@r.test", "rewrite: no entry, no change");
+    is_str(mail_rewrite_recipient(&rw, "other@r.test", pool, NULL), "other@r.test", "rewrite: no entry, no change");
     mail_rewrite_close(&rw);
     cfg_free(cfg);
 
@@ -293,6 +293,13 @@ static void test_rewrite(void)
     error = NULL;
     ok(mail_rewrite_open(&rw, cfg, reg, 1, &error) == 0 && mail_rewrite_headers(&rw),
        "rewrite: a failing table still counts as configured");
+    int failed = 0;
+    is_str(mail_rewrite_recipient(&rw, "u@d.test", pool, &failed), "u@d.test",
+           "rewrite: a failing canonical table leaves the recipient as it is");
+    ok(failed == 1, "rewrite: and says it failed (the router defers, never uses the unmapped address)");
+    failed = 0;
+    mail_rewrite_sender(&rw, "u@d.test", pool, &failed);
+    ok(failed == 1, "rewrite: the same for the sender");
     mail_rewrite_close(&rw);
     cfg_free(cfg);
     cfg = load("\n");

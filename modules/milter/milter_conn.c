@@ -451,6 +451,21 @@ milter_status milter_conn_open(milter_conn *c)
     return MILTER_PENDING;
 }
 
+/* The owner's circuit breaker (milter_module.c) gave up on this milter
+ * for a while: no socket, no log line of ours, and every event answers the
+ * default action as after a failure. */
+void milter_conn_skip(milter_conn *c)
+{
+    mc_result_clear(c);
+    if (c->pending || c->state != S_CLOSED) {
+        mc_say(c, MILTER_LOG_ERROR, "skip in state %s (ignored)", mc_state_name(c->state));
+        return;
+    }
+    c->state = S_ERROR;
+    failure_result(c, 0);
+    mc_sticky_save(&c->con, &c->result);
+}
+
 milter_status milter_conn_adopt(milter_conn *c, int fd)
 {
     mc_result_clear(c);

@@ -130,6 +130,10 @@ void milter_conn_free(milter_conn *c);
 
 /* Connects and negotiates options. */
 milter_status milter_conn_open(milter_conn *c);
+/* Instead of open: the milter is not asked at all (the owner's circuit
+ * breaker skips it); every event answers its default action with
+ * result.failed set, as after a failure, without a log line. */
+void milter_conn_skip(milter_conn *c);
 /* Negotiates on a socket the owner connected (non-blocking, connected):
  * the connection owns and closes it from now on. */
 milter_status milter_conn_adopt(milter_conn *c, int fd);

@@ -51,6 +51,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <petrel/plugin.h>
 
@@ -63,6 +64,15 @@ static const petrel_param milter_params[] = {
       .help = "no effect: the milters get the body from the queue file (kept so that main.cf files that set "
               "it still load)",
       .min = 65536, .max = 1073741824 },
+    /* Petrel's own (Postfix has no circuit breaker): doc/modules/milter.md. */
+    { PETREL_PARAM_INIT, .name = "milter_circuit_breaker_failures", .type = PETREL_PARAM_INT, .default_value = "5",
+      .help = "consecutive failures (cannot connect, timeout, a broken conversation) after which a milter is "
+              "not asked for milter_circuit_breaker_backoff: its default_action applies at once; 0 turns the "
+              "breaker off",
+      .min = 0, .max = 1000000 },
+    { PETREL_PARAM_INIT, .name = "milter_circuit_breaker_backoff", .type = PETREL_PARAM_TIME, .default_value = "30s",
+      .help = "how long a milter whose breaker opened is not asked; then one session tries it again",
+      .min = 1, .max = 86400 },
     { .name = NULL },
 };
 
@@ -265,8 +275,84 @@ static void free_list(milter_list *l)
     for (size_t i = 0; i < l->n; i++)
         milter_settings_free(l->items[i]);
     free(l->items);
+    free(l->breakers);
     l->items = NULL;
+    l->breakers = NULL;
     l->n = 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* the circuit breaker (milter_module_int.h)                           */
+
+static unsigned long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (unsigned long long)ts.tv_sec * 1000ull + (unsigned long long)ts.tv_nsec / 1000000ull;
+}
+
+/* The breaker of the milter called name: one per address in the process. */
+static breaker *breaker_for(module_conf *c, const char *name)
+{
+    for (size_t i = 0; i < c->nbreakers; i++)
+        if (strcmp(c->breakers[i]->name, name) == 0)
+            return c->breakers[i];
+    breaker *b = calloc(1, sizeof *b);
+    breaker **grown = realloc(c->breakers, (c->nbreakers + 1) * sizeof *grown);
+    if (grown)
+        c->breakers = grown;
+    if (b == NULL || grown == NULL || (b->name = strdup(name)) == NULL) {
+        free(b);
+        return NULL;
+    }
+    c->breakers[c->nbreakers++] = b;
+    return b;
+}
+
+int milter_breaker_skip(module_conf *conf, petrel_module *m, breaker *b)
+{
+    if (b == NULL || !b->open)
+        return 0;
+    unsigned long long now = now_ms();
+    if (now < b->retry_at_ms)
+        return 1;
+    /* This session is the probe; the others skip until it is answered
+     * (or for another back-off, should the probe's session vanish). */
+    b->retry_at_ms = now + conf->breaker_backoff_ms;
+    petrel_module_log(m, PETREL_LOG_INFO, "milter %s: circuit breaker: trying the milter again", b->name);
+    return 0;
+}
+
+void milter_breaker_failed(module_conf *conf, petrel_module *m, breaker *b)
+{
+    if (b == NULL || conf->breaker_failures == 0)
+        return;
+    if (b->failures < 0xffffffffu)
+        b->failures++;
+    if (b->open) {
+        b->retry_at_ms = now_ms() + conf->breaker_backoff_ms;
+        petrel_module_log(m, PETREL_LOG_WARNING, "milter %s: circuit breaker: still failing; not asked for "
+                          "another %u s (its default_action applies at once)", b->name,
+                          conf->breaker_backoff_ms / 1000u);
+    } else if (b->failures >= conf->breaker_failures) {
+        b->open = 1;
+        b->retry_at_ms = now_ms() + conf->breaker_backoff_ms;
+        petrel_module_log(m, PETREL_LOG_WARNING, "milter %s: circuit breaker: %u consecutive failures; not "
+                          "asked for %u s (its default_action applies at once)", b->name, b->failures,
+                          conf->breaker_backoff_ms / 1000u);
+    }
+}
+
+void milter_breaker_answered(module_conf *conf, petrel_module *m, breaker *b)
+{
+    (void)conf;
+    if (b == NULL)
+        return;
+    b->failures = 0;
+    if (b->open) {
+        b->open = 0;
+        petrel_module_log(m, PETREL_LOG_INFO, "milter %s: circuit breaker: the milter answers again", b->name);
+    }
 }
 
 /* Has a profile with this key been made (or checked) already? */
@@ -346,6 +432,11 @@ static void conf_free(module_conf *c)
         free(c->services[i]);
     free(c->services);
     free(c->service_profiles);
+    for (size_t i = 0; i < c->nbreakers; i++) {
+        free(c->breakers[i]->name);
+        free(c->breakers[i]);
+    }
+    free(c->breakers);
     free(c);
 }
 
@@ -384,6 +475,16 @@ static profile *profile_for(petrel_module *m, module_conf *c, const char *servic
         *error = "bad milter configuration (see the lines above)";
         return NULL;
     }
+    p->list.breakers = calloc(p->list.n ? p->list.n : 1, sizeof *p->list.breakers);
+    if (p->list.breakers == NULL) {
+        *error = "out of memory";
+        return NULL;
+    }
+    for (size_t i = 0; i < p->list.n; i++)
+        if ((p->list.breakers[i] = breaker_for(c, milter_settings_name(p->list.items[i]))) == NULL) {
+            *error = "out of memory";
+            return NULL;
+        }
     p->myhostname = dup_or_empty(value_string(m, service, "myhostname"));
     p->daemon_name = dup_or_empty(value_string(m, service, "milter_macro_daemon_name"));
     p->macro_v = dup_or_empty(value_string(m, service, "milter_macro_v"));
@@ -401,6 +502,10 @@ static int milter_init(petrel_module *m, const char **error)
         *error = "out of memory";
         return -1;
     }
+    long long failures = petrel_param_int(m, "milter_circuit_breaker_failures");
+    long long backoff = petrel_param_int(m, "milter_circuit_breaker_backoff");
+    c->breaker_failures = failures > 0 ? (unsigned)failures : 0;
+    c->breaker_backoff_ms = (unsigned)(backoff > 0 ? backoff : 30) * 1000u;
     size_t nservices = petrel_service_count(m);
     c->services = calloc(nservices + 1, sizeof *c->services);
     c->service_profiles = calloc(nservices + 1, sizeof *c->service_profiles);
@@ -538,6 +643,7 @@ static petrel_verdict milter_connect(petrel_session *s)
     for (size_t i = 0; i < list->n; i++) {
         ss->links[i].ss = ss;
         ss->links[i].conn = milter_conn_create(list->items[i], &milter_session_ops, &ss->links[i]);
+        ss->links[i].breaker = list->breakers ? list->breakers[i] : NULL;
     }
     for (size_t i = 0; i < list->n; i++)
         if (ss->links[i].conn == NULL) {

@@ -15,8 +15,23 @@
 
 /* configuration (milter_module.c) */
 
+/* The circuit breaker of one milter address, shared by every profile that
+ * lists it, per process (each smtpd worker has its own): after
+ * milter_circuit_breaker_failures consecutive failures the milter is not
+ * asked (its default action applies at once) until
+ * milter_circuit_breaker_backoff has passed; then one session tries it
+ * (the probe) while the others still skip it; a probe that fails starts a
+ * new back-off, an answer closes the breaker. Logged once per change. */
+typedef struct breaker {
+    char *name;                  /* the address as configured */
+    unsigned failures;           /* consecutive */
+    int open;                    /* skipping (or probing) */
+    unsigned long long retry_at_ms;   /* open: the next probe may start then (CLOCK_MONOTONIC) */
+} breaker;
+
 typedef struct milter_list {
     milter_settings **items;
+    breaker **breakers;          /* of each item (NULL in check()) */
     size_t n;
 } milter_list;
 
@@ -36,6 +51,10 @@ typedef struct module_conf {
     profile **service_profiles;
     size_t nservices;
     profile *main_smtpd, *main_non_smtpd;   /* main.cf's, for a service not listed */
+    breaker **breakers;
+    size_t nbreakers;
+    unsigned breaker_failures;   /* milter_circuit_breaker_failures; 0: no breaker */
+    unsigned breaker_backoff_ms; /* milter_circuit_breaker_backoff */
 } module_conf;
 
 
@@ -60,6 +79,9 @@ typedef struct link {
     petrel_watch *watch;
     int watch_fd, watch_events;
     petrel_timer *timer;
+    breaker *breaker;
+    int skipped;              /* the breaker was open: the milter is not asked this session */
+    int failure_counted;      /* its failure went to the breaker */
 } link;
 
 typedef struct session {
@@ -112,6 +134,11 @@ extern const milter_conn_ops milter_session_ops;
 
 /* Runs event ev through the chain from within its hook. */
 petrel_verdict milter_start_event(session *ss, petrel_session *s, enum event ev);
+/* The circuit breaker (milter_module.c): should this session skip the
+ * milter (1), or ask it (0, perhaps as the probe)? Then what happened. */
+int milter_breaker_skip(module_conf *conf, petrel_module *m, breaker *b);
+void milter_breaker_failed(module_conf *conf, petrel_module *m, breaker *b);
+void milter_breaker_answered(module_conf *conf, petrel_module *m, breaker *b);
 /* Frees a session (a cleanup of the SMTP session's pool). */
 void milter_session_end(void *arg);
 

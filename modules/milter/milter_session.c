@@ -185,6 +185,10 @@ static void op_done(void *arg)
     link *l = arg;
     session *ss = l->ss;
     ss->waiting = 0;
+    /* The milter answered an event (a completed negotiation alone does not
+     * count: a milter may negotiate and then hang on every command). */
+    if (ss->step != ST_OPEN && !milter_conn_result(l->conn)->failed)
+        milter_breaker_answered(ss->conf, ss->m, l->breaker);
     if (after_call(ss) == 0)
         run(ss);
 }
@@ -281,8 +285,15 @@ static milter_status issue(session *ss)
 {
     milter_conn *c = ss->links[ss->cur].conn;
     switch (ss->step) {
-    case ST_OPEN:
+    case ST_OPEN: {
+        link *l = &ss->links[ss->cur];
+        if (milter_breaker_skip(ss->conf, ss->m, l->breaker)) {
+            l->skipped = 1;
+            milter_conn_skip(c);
+            return MILTER_DONE;
+        }
         return milter_conn_open(c);
+    }
     case ST_CONNECT: {
         const char *addr = petrel_client_addr(ss->s);
         int family = AF_UNSPEC;
@@ -377,8 +388,13 @@ static int after_call(session *ss)
         finish(ss);
         return 1;
     }
-    milter_conn *c = ss->links[ss->cur].conn;
+    link *l = &ss->links[ss->cur];
+    milter_conn *c = l->conn;
     const milter_result *r = milter_conn_result(c);
+    if (r->failed && !l->skipped && !l->failure_counted) {
+        l->failure_counted = 1;
+        milter_breaker_failed(ss->conf, ss->m, l->breaker);
+    }
     if (r->quarantine) {
         if (ss->in_tx)
             milter_apply_quarantine(ss, r->quarantine);

@@ -175,6 +175,7 @@ static void peer_known(struct smtpd_session *s)
         const char *key = petrel_pool_printf(s->pool, "client:%s:%s", set->service_name, s->addr);
         if (anvil_connect(w->anvil, w->index, key, now, set->rate_time_unit, &concurrent, &rate) == 0) {
             s->client_key = key;
+            s->conn_count = concurrent;
             if (set->conn_count_limit && concurrent > set->conn_count_limit) {
                 msg_warn("Connection concurrency limit exceeded: %u from %s for service %s",
                          concurrent, s->namaddr, set->service_name);

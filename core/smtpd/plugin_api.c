@@ -276,6 +276,13 @@ const char *petrel_session_fact(petrel_session *h, const char *name)
         return NULL;
     if (strcmp(name, "client_port") == 0)
         return s->port[0] ? s->port : NULL;
+    if (strcmp(name, "client_ptr") == 0)
+        return s->reverse_name;
+    if (strcmp(name, "client_resolve") == 0)   /* Postfix's four words for the client name's status */
+        return s->name_status == SMTPD_PEER_OK ? "OK" : s->name_status == SMTPD_PEER_FORGED ? "FORGED"
+             : s->name_status == SMTPD_PEER_TEMP ? "TEMP" : "FAIL";
+    if (strcmp(name, "client_connections") == 0)
+        return petrel_pool_printf(s->scratch, "%u", s->conn_count);
     if (strcmp(name, "server_addr") == 0)
         return s->server_addr[0] ? s->server_addr : NULL;
     if (strcmp(name, "server_port") == 0)

@@ -545,6 +545,7 @@ static const struct cfg_bind service_binds[] = {
     CFG_BIND_READ("milter_unknown_command_macros"),
     CFG_BIND_READ("milter_macro_daemon_name"),
     CFG_BIND_READ("milter_macro_v"),
+    CFG_BIND_READ("milter_macro_defaults"),
     CFG_BIND_READ("smtpd_proxy_options"),
     CFG_BIND_READ("queue_directory"),
     SET("smtpd_use_tls", BOOL, use_tls),
@@ -610,7 +611,7 @@ static const char *const milter_service_params[] = {
     "milter_connect_timeout", "milter_command_timeout", "milter_content_timeout", "milter_connect_macros",
     "milter_helo_macros", "milter_mail_macros", "milter_rcpt_macros", "milter_data_macros",
     "milter_end_of_header_macros", "milter_end_of_data_macros", "milter_unknown_command_macros",
-    "milter_macro_daemon_name", "milter_macro_v", "myhostname", "message_size_limit", NULL
+    "milter_macro_daemon_name", "milter_macro_v", "milter_macro_defaults", "myhostname", "message_size_limit", NULL
 };
 
 static int milter_settings(struct smtpd_settings *set, const struct master_service *svc,

@@ -450,6 +450,7 @@ struct smtpd_session {
     const char *name;                 /* the verified client name, or "unknown" (peer.c) */
     const char *reverse_name;         /* the unverified PTR name, or "unknown" */
     int name_status, reverse_name_status;   /* SMTPD_PEER_* */
+    unsigned conn_count;              /* this client's concurrent sessions of this service (0: not counted) */
     struct smtpd_peer_lookup *peer_lookup;  /* in flight */
     const char *namaddr;              /* "name[addr]" for logs */
     const char *helo;                 /* printable, neutered as Postfix does (helo_pool) */

@@ -127,7 +127,7 @@ static const char *list_param(const char *service)
 static const char *const profile_params[] = {
     "milter_protocol", "milter_default_action", "milter_connect_timeout", "milter_command_timeout",
     "milter_content_timeout", "message_size_limit", "myhostname", "milter_macro_daemon_name", "milter_macro_v",
-    NULL
+    "milter_macro_defaults", NULL
 };
 
 /* Every value a profile of param for service is built from, one a line:
@@ -270,6 +270,138 @@ static int build_list(petrel_module *m, const char *service, const char *param, 
     return rc;
 }
 
+static char *trimmed(const char *start, size_t len)
+{
+    while (len && isspace((unsigned char)*start))
+        start++, len--;
+    while (len && isspace((unsigned char)start[len - 1]))
+        len--;
+    return strndup(start, len);
+}
+
+static void free_defaults(profile *p)
+{
+    for (size_t i = 0; i < p->ndefaults; i++) {
+        free(p->default_names[i]);
+        free(p->default_values[i]);
+    }
+    free(p->default_names);
+    free(p->default_values);
+    p->default_names = p->default_values = NULL;
+    p->ndefaults = 0;
+}
+
+/* milter_macro_defaults as service sees it, Postfix's grammar: items
+ * name=value, {name}=value or { name = value } (white space around the
+ * "=" and inside the braces ignored); a name gets its braces ("{name}").
+ * Into p when it is not NULL; problems reported when loud is set (a
+ * malformed item stops the start, as in Postfix; a repeated name is a
+ * warning, the first value counts). Returns 0, or -1. */
+static int parse_defaults(petrel_module *m, const char *service, profile *p, int loud)
+{
+    const char *const *items = service ? petrel_service_config_list(m, service, "milter_macro_defaults")
+                                       : petrel_config_list(m, "milter_macro_defaults");
+    const char *whole = value_string(m, service, "milter_macro_defaults");
+    size_t count = 0;
+    while (items && items[count])
+        count++;
+    char **names = calloc(count + 1, sizeof *names), **values = calloc(count + 1, sizeof *values);
+    if (names == NULL || values == NULL) {
+        free(names);
+        free(values);
+        return -1;
+    }
+    size_t n = 0;
+    int rc = 0;
+    for (size_t i = 0; i < count; i++) {
+        const char *item = items[i], *name_end = item;
+        size_t len = strlen(item);
+        /* "{ name = value }": the braces go, unless they enclose the name only */
+        if (item[0] == '{') {
+            const char *close = NULL;
+            int depth = 0;
+            for (const char *q = item; *q && close == NULL; q++) {
+                depth += *q == '{';
+                if (*q == '}' && --depth == 0)
+                    close = q;
+            }
+            if (close == NULL) {
+                if (loud)
+                    report(m, service, "milter_macro_defaults", "malformed default macro entry: missing '}' "
+                           "in \"%s\"", whole);
+                rc = -1;
+                continue;
+            }
+            /* The core's list splitter already took the braces off a
+             * "{ name = value }" group, so the only white space an item
+             * has comes from such a group: "{name} = value" is fine. */
+            const char *after = close + 1;
+            while (isspace((unsigned char)*after))
+                after++;
+            if (close[1] == '\0') {
+                item++;
+                len -= 2;
+                name_end = item;
+            } else if (*after != '=') {
+                if (loud)
+                    report(m, service, "milter_macro_defaults", "malformed default macro entry: syntax "
+                           "error after '}' in \"%s\"", whole);
+                rc = -1;
+                continue;
+            } else {
+                name_end = close + 1;
+            }
+        }
+        const char *eq = memchr(name_end, '=', len - (size_t)(name_end - item));
+        char *name = eq ? trimmed(item, (size_t)(eq - item)) : NULL;
+        char *value = eq ? trimmed(eq + 1, len - (size_t)(eq - item) - 1) : NULL;
+        if (eq == NULL || name == NULL || value == NULL || name[0] == '\0') {
+            if (loud)
+                report(m, service, "milter_macro_defaults", "malformed default macro entry: %s in \"%s\"",
+                       eq == NULL ? "missing '=' after attribute name" : "missing attribute name", whole);
+            free(name);
+            free(value);
+            rc = -1;
+            continue;
+        }
+        if (name[0] != '{') {
+            size_t nl = strlen(name) + 3;
+            char *braced = malloc(nl);
+            if (braced)
+                snprintf(braced, nl, "{%s}", name);
+            free(name);
+            name = braced;
+        }
+        int dup = 0;
+        for (size_t j = 0; name && j < n; j++)
+            dup |= strcmp(names[j], name) == 0;
+        if (name == NULL || dup) {
+            if (dup && loud)
+                petrel_module_log(m, PETREL_LOG_WARNING, "%s%smilter_macro_defaults: ignoring multiple default "
+                                  "macro entries for %s in \"%s\"", service ? "service " : "",
+                                  service ? service : "", name, whole);
+            free(name);
+            free(value);
+            continue;
+        }
+        names[n] = name;
+        values[n++] = value;
+    }
+    if (p && rc == 0) {
+        p->default_names = names;
+        p->default_values = values;
+        p->ndefaults = n;
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        free(names[i]);
+        free(values[i]);
+    }
+    free(names);
+    free(values);
+    return rc;
+}
+
 static void free_list(milter_list *l)
 {
     for (size_t i = 0; i < l->n; i++)
@@ -385,8 +517,13 @@ static int milter_check(petrel_module *m)
     int rc = 0;
     size_t nservices = petrel_service_count(m), nkeys = 0;
     char **keys = calloc(nservices + 2, sizeof *keys);
-    if (keys == NULL)
+    const char **checked_defaults = calloc(nservices + 2, sizeof *checked_defaults);
+    size_t ndefaults = 0;
+    if (keys == NULL || checked_defaults == NULL) {
+        free(keys);
+        free(checked_defaults);
         return -1;
+    }
     for (size_t i = 0; i < nservices + 2; i++) {
         const char *service = i < 2 ? NULL : petrel_service_at(m, i - 2);
         const char *param = i == 0 ? "smtpd_milters" : i == 1 ? "non_smtpd_milters" : list_param(service);
@@ -402,10 +539,21 @@ static int milter_check(petrel_module *m)
         keys[nkeys++] = key;
         if (build_list(m, service, param, NULL) < 0)
             rc = -1;
+        /* each distinct value once (main.cf's is in both of its lists' keys) */
+        const char *defaults = value_string(m, service, "milter_macro_defaults");
+        int checked = 0;
+        for (size_t j = 0; j < ndefaults && !checked; j++)
+            checked = strcmp(checked_defaults[j], defaults ? defaults : "") == 0;
+        if (!checked) {
+            checked_defaults[ndefaults++] = defaults ? defaults : "";
+            if (parse_defaults(m, service, NULL, 1) < 0)
+                rc = -1;
+        }
     }
     for (size_t i = 0; i < nkeys; i++)
         free(keys[i]);
     free(keys);
+    free(checked_defaults);
     return rc;
 }
 
@@ -418,6 +566,7 @@ static void profile_free(profile *p)
     free(p->myhostname);
     free(p->daemon_name);
     free(p->macro_v);
+    free_defaults(p);
     free(p);
 }
 
@@ -490,6 +639,10 @@ static profile *profile_for(petrel_module *m, module_conf *c, const char *servic
     p->macro_v = dup_or_empty(value_string(m, service, "milter_macro_v"));
     if (!p->myhostname || !p->daemon_name || !p->macro_v) {
         *error = "out of memory";
+        return NULL;
+    }
+    if (parse_defaults(m, service, p, 0) < 0) {
+        *error = "bad milter_macro_defaults";
         return NULL;
     }
     return p;

@@ -41,6 +41,9 @@ typedef struct profile {
     char *key;                /* every value it was built from (see profile_key) */
     milter_list list;
     char *myhostname, *daemon_name, *macro_v;
+    /* milter_macro_defaults: names with braces ("{auth_type}") */
+    char **default_names, **default_values;
+    size_t ndefaults;
 } profile;
 
 typedef struct module_conf {

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 
 #include <petrel/plugin.h>
@@ -200,10 +201,8 @@ static void op_log(void *arg, milter_log_level level, const char *text)
                          : level == MILTER_LOG_WARNING ? PETREL_LOG_WARNING : PETREL_LOG_ERROR, "%s", text);
 }
 
-static const char *op_macro(void *arg, const char *name)
+static const char *macro_value(session *ss, const char *name)
 {
-    link *l = arg;
-    session *ss = l->ss;
     petrel_session *s = ss->s;
     if (strcmp(name, "{j}") == 0)
         return ss->profile->myhostname;
@@ -212,8 +211,13 @@ static const char *op_macro(void *arg, const char *name)
     if (strcmp(name, "{v}") == 0)
         return ss->profile->macro_v;
     if (strcmp(name, "{_}") == 0) {
+        /* Postfix's: the PTR name, and a warning when it is not verified */
         const char *addr = petrel_client_addr(s), *cname = petrel_client_name(s);
-        snprintf(ss->underscore, sizeof ss->underscore, "%s [%s]", cname ? cname : "unknown", addr ? addr : "");
+        const char *ptr = petrel_session_fact(s, "client_ptr");
+        if (ptr == NULL)
+            ptr = cname;
+        snprintf(ss->underscore, sizeof ss->underscore, "%s [%s]%s", ptr ? ptr : "unknown", addr ? addr : "",
+                 cname && ptr && strcasecmp(cname, ptr) != 0 ? " (may be forged)" : "");
         return ss->underscore;
     }
     if (strcmp(name, "{client_addr}") == 0)
@@ -231,7 +235,8 @@ static const char *op_macro(void *arg, const char *name)
         { "{auth_author}", "sasl_sender" }, { "{tls_version}", "tls_protocol" },
         { "{cipher}", "tls_cipher" }, { "{cipher_bits}", "tls_cipher_bits" },
         { "{cert_subject}", "tls_peer_subject" }, { "{cert_issuer}", "tls_peer_issuer" },
-        { "{tls_sni}", "tls_sni" },
+        { "{tls_sni}", "tls_sni" }, { "{client_ptr}", "client_ptr" },
+        { "{client_resolve}", "client_resolve" }, { "{client_connections}", "client_connections" },
     };
     for (size_t i = 0; i < sizeof facts / sizeof facts[0]; i++)
         if (strcmp(name, facts[i].macro) == 0)
@@ -240,6 +245,22 @@ static const char *op_macro(void *arg, const char *name)
         return ss->in_tx ? ss->sender : NULL;
     if (strcmp(name, "{rcpt_addr}") == 0)
         return ss->event == EV_RCPT ? ss->rcpt : NULL;
+    return NULL;
+}
+
+/* A macro's value, else its milter_macro_defaults value (Postfix 3.1),
+ * else NULL: not sent. */
+static const char *op_macro(void *arg, const char *name)
+{
+    link *l = arg;
+    session *ss = l->ss;
+    const char *v = macro_value(ss, name);
+    if (v != NULL)
+        return v;
+    const profile *p = ss->profile;
+    for (size_t i = 0; i < p->ndefaults; i++)
+        if (strcmp(p->default_names[i], name) == 0)
+            return p->default_values[i];
     return NULL;
 }
 

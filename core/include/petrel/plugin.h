@@ -591,8 +591,13 @@ PETREL_API const char *petrel_sasl_username(petrel_session *s);     /* NULL when
  * "server_port" (our end), "sasl_method" (when authenticated),
  * "sasl_sender" (MAIL FROM's AUTH=), and with TLS "tls_protocol",
  * "tls_cipher", "tls_cipher_bits", "tls_sni", "tls_peer_subject" and
- * "tls_peer_issuer" (CNs of a verified client certificate). Valid until
- * the next command. */
+ * "tls_peer_issuer" (CNs of a verified client certificate); also
+ * "client_ptr" (the unverified PTR name, or "unknown"), "client_resolve"
+ * (OK, FORGED, TEMP or FAIL: how the client name was verified) and
+ * "client_connections" (the client's concurrent sessions of this service,
+ * as counted for smtpd_client_connection_count_limit; "0" when not
+ * counted), as Postfix's milter macros have them. Valid until the next
+ * command. */
 PETREL_API const char *petrel_session_fact(petrel_session *s, const char *name);
 PETREL_API const char *petrel_sender(petrel_session *s);            /* NULL outside a transaction; "" for <> */
 PETREL_API const char *petrel_recipient(petrel_session *s);         /* the RCPT being checked, or NULL */

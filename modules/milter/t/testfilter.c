@@ -124,7 +124,8 @@ static void log_macros(SMFICTX *ctx, const char *where)
                                          "{client_name}", "{client_port}", "{daemon_port}", "i", "{auth_type}", "{auth_authen}", "{auth_author}",
                                          "{mail_addr}", "{mail_host}", "{mail_mailer}", "{rcpt_addr}",
                                          "{rcpt_host}", "{rcpt_mailer}", "{tls_version}", "{cipher}",
-                                         "{cipher_bits}", "{cert_subject}", "{cert_issuer}", NULL };
+                                         "{cipher_bits}", "{cert_subject}", "{cert_issuer}", "{client_ptr}",
+                                         "{client_resolve}", "{client_connections}", "{petrel_test}", NULL };
     for (int i = 0; names[i]; i++) {
         const char *v = smfi_getsymval(ctx, (char *)names[i]);
         if (v != NULL)

@@ -98,6 +98,12 @@ static petrel_verdict call_unknown(const petrel_hooks *h, petrel_module *m, petr
     return h->unknown(s, a->a);
 }
 
+static petrel_verdict call_rcpt_rejected(const petrel_hooks *h, petrel_module *m, petrel_session *s,
+                                         const struct module_hook_args *a)
+{
+    return h->rcpt_rejected(s, a->a, a->b);
+}
+
 #define HOOK(id_, name_, runs_, suspend_, verdict_, session_, roles_, field_, fn_)                       \
     [id_] = { .id = id_, .name = name_, .runs = runs_, .may_suspend = suspend_, .verdict = verdict_,     \
               .session = session_, .roles = roles_, .offset = offsetof(petrel_hooks, field_), .invoke = fn_ }
@@ -126,6 +132,8 @@ const struct module_hook_def module_hook_table[MODULE_HOOK_COUNT] = {
          MODULE_ROLE_QMGR, delivery, call_delivery),
     HOOK(MODULE_HOOK_UNKNOWN, "unknown", "a command smtpd does not know, before its 502", 1, 1, 1,
          MODULE_ROLE_SMTPD, unknown, call_unknown),
+    HOOK(MODULE_HOOK_RCPT_REJECTED, "rcpt_rejected", "a RCPT TO smtpd's checks refused", 1, 1, 0,
+         MODULE_ROLE_SMTPD, rcpt_rejected, call_rcpt_rejected),
 };
 
 int module_has_hook(const struct petrel_module *m, enum module_hook h)

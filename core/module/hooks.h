@@ -35,6 +35,7 @@ enum module_hook {
     MODULE_HOOK_QUEUED,
     MODULE_HOOK_DELIVERY,
     MODULE_HOOK_UNKNOWN,
+    MODULE_HOOK_RCPT_REJECTED,
     MODULE_HOOK_COUNT
 };
 
@@ -46,7 +47,7 @@ enum module_hook {
 struct module_hook_args {
     const char *a;                         /* HELO name, AUTH mechanism, sender, recipient,
                                               header name, queue ID, unknown command line */
-    const char *b;                         /* AUTH user name, header value */
+    const char *b;                         /* AUTH user name, header value, a refused RCPT's reply */
     const char *data;                      /* body chunk */
     size_t len;
     const petrel_delivery_result *delivery;

@@ -437,6 +437,7 @@ static void cmd_rcpt(struct smtpd_session *s, const struct smtp_command *cmd)
 }
 
 static void rcpt_hooked(struct smtpd_session *s, const struct restrict_result *res);
+static void rcpt_rejected_reported(struct smtpd_session *s, const struct restrict_result *ignored);
 
 static void rcpt_checked(struct smtpd_session *s, const struct restrict_result *res)
 {
@@ -451,7 +452,29 @@ static void rcpt_checked(struct smtpd_session *s, const struct restrict_result *
         smtpd_hooks_then(s, PHASE_RCPT, tx->rcpts[tx->nrcpts].address, rcpt_hooked);
         return;
     }
+    if (smtpd_phase_has_hooks(s, PHASE_RCPT_REJECTED)) {
+        /* Modules that report refused recipients (milters asking with
+         * SMFIP_RCPT_REJ) hear of it first; the refusal stands. */
+        s->rcpt_refused = *res;
+        s->rcpt_refused.enhanced = res->enhanced ? petrel_pool_strdup(tx->pool, res->enhanced) : NULL;
+        s->rcpt_refused.text = res->text ? petrel_pool_strdup(tx->pool, res->text) : NULL;
+        s->rcpt_refused.restriction = res->restriction ? petrel_pool_strdup(tx->pool, res->restriction) : NULL;
+        s->rcpt_refusal = petrel_pool_printf(tx->pool, "%d %s %s", res->code,
+                                             res->enhanced ? res->enhanced : (res->code >= 500 ? "5.7.1" : "4.7.1"),
+                                             res->text ? res->text : "");
+        s->module_rcpt = tx->rcpts[tx->nrcpts].address;
+        smtpd_run_phase(s, PHASE_RCPT_REJECTED, tx->rcpts[tx->nrcpts].address, rcpt_rejected_reported);
+        return;
+    }
     rcpt_hooked(s, res);
+}
+
+/* The modules heard of the refused recipient: the refusal stands. */
+static void rcpt_rejected_reported(struct smtpd_session *s, const struct restrict_result *ignored)
+{
+    (void)ignored;
+    s->rcpt_refusal = NULL;
+    rcpt_hooked(s, &s->rcpt_refused);
 }
 
 /* The before-queue filter answered the recipient our checks accepted. */

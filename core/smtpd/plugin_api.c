@@ -116,7 +116,7 @@ static const enum module_hook phase_hooks[] = {
     [PHASE_STARTTLS] = MODULE_HOOK_STARTTLS, [PHASE_AUTH] = MODULE_HOOK_AUTH,
     [PHASE_MAIL] = MODULE_HOOK_MAIL, [PHASE_RCPT] = MODULE_HOOK_RCPT, [PHASE_DATA] = MODULE_HOOK_DATA,
     [PHASE_EOH] = MODULE_HOOK_END_OF_HEADERS, [PHASE_EOM] = MODULE_HOOK_END_OF_MESSAGE,
-    [PHASE_UNKNOWN] = MODULE_HOOK_UNKNOWN,
+    [PHASE_UNKNOWN] = MODULE_HOOK_UNKNOWN, [PHASE_RCPT_REJECTED] = MODULE_HOOK_RCPT_REJECTED,
 };
 
 int smtpd_phase_has_hooks(struct smtpd_session *s, enum smtpd_phase phase)
@@ -147,6 +147,8 @@ void smtpd_run_phase(struct smtpd_session *s, enum smtpd_phase phase, const char
     struct module_hook_args args = { .a = arg };
     if (phase == PHASE_AUTH)
         args.b = s->sasl_username;
+    if (phase == PHASE_RCPT_REJECTED)
+        args.b = s->rcpt_refusal;
     s->module_done = done;
     module_run_phase(ms, phase_hooks[phase], &args, phase_done);
 }

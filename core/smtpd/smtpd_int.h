@@ -68,7 +68,7 @@ struct smtpd_msg_obj;
 
 /* The SMTP phases whose module hooks the session runs. */
 enum smtpd_phase { PHASE_CONNECT, PHASE_HELO, PHASE_STARTTLS, PHASE_AUTH, PHASE_MAIL, PHASE_RCPT, PHASE_DATA,
-                   PHASE_EOH, PHASE_EOM, PHASE_UNKNOWN };
+                   PHASE_EOH, PHASE_EOM, PHASE_UNKNOWN, PHASE_RCPT_REJECTED };
 
 enum smtpd_edit_kind { EDIT_HEADER_INSERT, EDIT_HEADER_CHANGE, EDIT_RCPT_ADD, EDIT_RCPT_DELETE };
 
@@ -450,6 +450,8 @@ struct smtpd_session {
     const char *name;                 /* the verified client name, or "unknown" (peer.c) */
     const char *reverse_name;         /* the unverified PTR name, or "unknown" */
     int name_status, reverse_name_status;   /* SMTPD_PEER_* */
+    const char *rcpt_refusal;         /* PHASE_RCPT_REJECTED: the refusal ("550 5.1.1 ..."), tx pool */
+    struct restrict_result rcpt_refused;   /* ... and the checks' result it stands for */
     unsigned conn_count;              /* this client's concurrent sessions of this service (0: not counted) */
     struct smtpd_peer_lookup *peer_lookup;  /* in flight */
     const char *namaddr;              /* "name[addr]" for logs */

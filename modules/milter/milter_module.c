@@ -158,6 +158,7 @@ static void base_config(petrel_module *m, const char *service, milter_config *cf
 {
     memset(cfg, 0, sizeof *cfg);
     cfg->unix_base = petrel_config_string(m, "queue_directory");
+    cfg->offer_rcpt_rejected = 1;   /* the rcpt_rejected hook reports them */
     cfg->protocol = value_string(m, service, "milter_protocol");
     cfg->default_action = value_string(m, service, "milter_default_action");
     cfg->connect_timeout_ms = (unsigned)value_int(m, service, "milter_connect_timeout") * 1000u;
@@ -841,10 +842,30 @@ static petrel_verdict milter_rcpt(petrel_session *s, const char *recipient)
     if (ss == NULL)
         return PETREL_CONTINUE;
     free(ss->rcpt);
+    free(ss->rcpt_refusal);
+    ss->rcpt_refusal = NULL;
     ss->rcpt = strdup(recipient ? recipient : "");
     if (ss->rcpt == NULL
         || envelope_argv(recipient, petrel_recipient_params(s), &ss->rcpt_arg, &ss->rcpt_argv) < 0)
         return PETREL_TEMPFAIL;
+    return milter_start_event(ss, s, EV_RCPT);
+}
+
+/* A recipient our own checks refused: milters that asked for rejected
+ * recipients (SMFIP_RCPT_REJ) get it, with {rcpt_mailer} "error", as
+ * Postfix sends it; their answer changes nothing (the refusal stands). */
+static petrel_verdict milter_rcpt_rejected(petrel_session *s, const char *recipient, const char *reply)
+{
+    session *ss = session_of(s);
+    if (ss == NULL)
+        return PETREL_CONTINUE;
+    free(ss->rcpt);
+    free(ss->rcpt_refusal);
+    ss->rcpt = strdup(recipient ? recipient : "");
+    ss->rcpt_refusal = strdup(reply ? reply : "550 5.1.1 rejected");
+    if (ss->rcpt == NULL || ss->rcpt_refusal == NULL
+        || envelope_argv(recipient, petrel_recipient_params(s), &ss->rcpt_arg, &ss->rcpt_argv) < 0)
+        return PETREL_CONTINUE;
     return milter_start_event(ss, s, EV_RCPT);
 }
 
@@ -899,6 +920,7 @@ const petrel_module_desc petrel_module_descriptor = {
         .rcpt = milter_rcpt,
         .data = milter_data,
         .unknown = milter_unknown,
+        .rcpt_rejected = milter_rcpt_rejected,
         .end_of_message = milter_eom,
     },
     .default_action = PETREL_ON_FAILURE_TEMPFAIL,

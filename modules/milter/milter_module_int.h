@@ -111,10 +111,12 @@ typedef struct session {
 
     /* for the events and the macros */
     char *helo, *sender, *rcpt;
+    char *rcpt_refusal;       /* RCPT of a recipient our checks refused (SMFIP_RCPT_REJ): the reply, else NULL */
     char *unknown_cmd;        /* the unknown command's line (SMFIC_UNKNOWN) */
     const char **rcpt_argv, **mail_argv;   /* "<address>", then each ESMTP parameter, then NULL */
     char *mail_arg, *rcpt_arg;            /* their strings */
     char underscore[600];
+    char rcpt_macro[64];      /* {rcpt_host} of a refused recipient */
     int in_tx;
     int tx_quarantined;
     char session_quarantine[128];

@@ -243,6 +243,23 @@ static const char *macro_value(session *ss, const char *name)
             return petrel_session_fact(s, facts[i].fact);
     if (strcmp(name, "{mail_addr}") == 0)
         return ss->in_tx ? ss->sender : NULL;
+    if (ss->event == EV_RCPT && ss->rcpt_refusal) {
+        /* Postfix's values for a refused recipient ("550 5.1.1 <a@b>: text"):
+         * the error mailer, the enhanced code as the host, and what follows
+         * the address as the address (Sendmail's $: of the error mailer). */
+        const char *sp1 = strchr(ss->rcpt_refusal, ' ');
+        const char *sp2 = sp1 ? strchr(sp1 + 1, ' ') : NULL;
+        const char *sp3 = sp2 ? strchr(sp2 + 1, ' ') : NULL;
+        if (strcmp(name, "{rcpt_mailer}") == 0)
+            return "error";
+        if (strcmp(name, "{rcpt_host}") == 0) {
+            snprintf(ss->rcpt_macro, sizeof ss->rcpt_macro, "%.*s",
+                     sp1 ? (int)((sp2 ? (size_t)(sp2 - sp1) : strlen(sp1)) - 1) : 0, sp1 ? sp1 + 1 : "");
+            return ss->rcpt_macro;
+        }
+        if (strcmp(name, "{rcpt_addr}") == 0)
+            return sp3 ? sp3 + 1 : NULL;
+    }
     if (strcmp(name, "{rcpt_addr}") == 0)
         return ss->event == EV_RCPT ? ss->rcpt : NULL;
     return NULL;
@@ -332,7 +349,7 @@ static milter_status issue(session *ss)
     case ST_MAIL:
         return milter_conn_mail(c, ss->mail_argv);
     case ST_RCPT:
-        return milter_conn_rcpt(c, ss->rcpt_argv, 0);
+        return milter_conn_rcpt(c, ss->rcpt_argv, ss->rcpt_refusal != NULL);
     case ST_UNKNOWN:
         return milter_conn_unknown(c, ss->unknown_cmd ? ss->unknown_cmd : "");
     case ST_DATA:
@@ -426,6 +443,13 @@ static int after_call(session *ss)
         /* A failure shows at CONNECT, where the default action applies. */
         ss->step = ST_CONNECT;
         return 0;
+    }
+    if (ss->event == EV_RCPT && ss->rcpt_refusal && r->verdict != MILTER_CONTINUE) {
+        /* A refused recipient: the first answer ends the event, as in
+         * Postfix, and changes nothing (our refusal stands). */
+        set_result(ss, PETREL_CONTINUE, 0, NULL, NULL);
+        finish(ss);
+        return 1;
     }
     switch (r->verdict) {
     case MILTER_CONTINUE:
@@ -551,6 +575,7 @@ void milter_session_end(void *arg)
     free(ss->unknown_cmd);
     free(ss->sender);
     free(ss->rcpt);
+    free(ss->rcpt_refusal);
     free(ss->mail_arg);
     free(ss->rcpt_arg);
     free(ss->mail_argv);

@@ -73,6 +73,41 @@ with TestFilter() as f:
         t.ok(not any(m.startswith("{tls_version}=") for m in helo), "a macro without value or default: not sent",
              helo)
 
+# --- SMFIP_RCPT_REJ: rejected recipients, for the milters that ask -----------------------
+with TestFilter(options="rcpt_rej") as asks, TestFilter() as not_asking:
+    with Petrel(t, main_cf=conf("%s, %s" % (asks.endpoint, not_asking.endpoint))) as p:
+        c = Smtp(p.port)
+        c.ehlo()
+        c.cmd("MAIL FROM:<sender@example.org>")
+        refused = c.cmd("RCPT TO:<nobody-here@petrel.test>")
+        t.like(refused, r"^550 5\.1\.1 <nobody-here@petrel\.test>: Recipient address rejected: ",
+               "a recipient our checks refuse: our reply, unchanged")
+        t.like(c.cmd("RCPT TO:<u@petrel.test>"), r"^250 ", "  and the session goes on")
+        c.cmd("QUIT")
+        c.close()
+        log = asks.log()
+        t.ok("envrcpt <nobody-here@petrel.test>" in log, "the milter that asked (SMFIP_RCPT_REJ) gets the refused "
+             "recipient", log)
+        why = refused.split(" ", 3)[3]
+        rcpt = macros(asks, "rcpt")
+        for want in ("{rcpt_mailer}=error", "{rcpt_host}=5.1.1", "{rcpt_addr}=" + why):
+            t.ok(want in rcpt, "  with Postfix's macro %s" % want, rcpt)
+        t.ok("envrcpt <u@petrel.test>" in log and "{rcpt_addr}=u@petrel.test" in rcpt,
+             "  and the accepted one as usual", rcpt)
+        t.ok(not any("nobody-here" in ln for ln in not_asking.log()),
+             "the milter that did not ask does not see it", not_asking.log())
+        t.ok(re.search(r"milter-reject", p.log()) is None, "nothing is logged as a milter's reject")
+with TestFilter(options="rcpt_rej", verdicts={"rcpt": "reply:554:5.7.1:Milter says no"}) as f:
+    with Petrel(t, main_cf=conf(f.endpoint)) as p:
+        c = Smtp(p.port)
+        c.ehlo()
+        c.cmd("MAIL FROM:<sender@example.org>")
+        t.like(c.cmd("RCPT TO:<nobody-here@petrel.test>"), r"^550 5\.1\.1 ",
+               "a milter's reply to a refused recipient changes nothing (Postfix)")
+        t.is_(c.cmd("RCPT TO:<u@petrel.test>"), "554 5.7.1 Milter says no", "  an accepted one gets it")
+        c.cmd("QUIT")
+        c.close()
+
 # --- the configuration --------------------------------------------------------------------
 import subprocess
 from harness import PETRELD

@@ -251,7 +251,14 @@ typedef struct petrel_hooks {
      * Error: command not recognized"; a REJECT or TEMPFAIL replaces that
      * reply. May suspend. */
     petrel_verdict (*unknown)(petrel_session *s, const char *command_line);
-    void *spare[6];            /* room for growth within ABI 1.x (new hooks): leave zero */
+    /* 1.1, added after its first release: a RCPT TO that smtpd's own
+     * checks refused, with the refusal ("550 5.1.1 <u@example.org>:
+     * Recipient address rejected: User unknown"), for modules that report
+     * rejected recipients (milters that ask for them, as Postfix sends
+     * them). Informational: the refusal stands whatever the verdict. May
+     * suspend. A petreld without it never calls it. */
+    petrel_verdict (*rcpt_rejected)(petrel_session *s, const char *recipient, const char *reply);
+    void *spare[5];            /* room for growth within ABI 1.x (new hooks): leave zero */
 } petrel_hooks;
 
 /* ------------------------------------------------------------------ */

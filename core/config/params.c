@@ -188,6 +188,7 @@ static const struct cfg_param core_params[] = {
     S("milter_helo_macros", "{tls_version} {cipher} {cipher_bits} {cert_subject} {cert_issuer}",
       "macros sent at HELO"),
     S("milter_macro_daemon_name", "$myhostname", "value of {daemon_name}"),
+    L("smtpd_milter_maps", "", "tables giving a client IP address its own smtpd_milters, or DISABLE"),
     L("milter_macro_defaults", "", "name=value defaults for macros that have no value"),
     S("milter_macro_v", "$mail_name $mail_version", "value of the v macro"),
     S("milter_mail_macros", "i {auth_type} {auth_authen} {auth_author} {mail_addr} {mail_host} {mail_mailer}",

@@ -546,6 +546,7 @@ static const struct cfg_bind service_binds[] = {
     CFG_BIND_READ("milter_macro_daemon_name"),
     CFG_BIND_READ("milter_macro_v"),
     CFG_BIND_READ("milter_macro_defaults"),
+    CFG_BIND_READ("smtpd_milter_maps"),
     CFG_BIND_READ("smtpd_proxy_options"),
     CFG_BIND_READ("queue_directory"),
     SET("smtpd_use_tls", BOOL, use_tls),
@@ -611,7 +612,8 @@ static const char *const milter_service_params[] = {
     "milter_connect_timeout", "milter_command_timeout", "milter_content_timeout", "milter_connect_macros",
     "milter_helo_macros", "milter_mail_macros", "milter_rcpt_macros", "milter_data_macros",
     "milter_end_of_header_macros", "milter_end_of_data_macros", "milter_unknown_command_macros",
-    "milter_macro_daemon_name", "milter_macro_v", "milter_macro_defaults", "myhostname", "message_size_limit", NULL
+    "milter_macro_daemon_name", "milter_macro_v", "milter_macro_defaults", "smtpd_milter_maps", "myhostname",
+    "message_size_limit", NULL
 };
 
 static int milter_settings(struct smtpd_settings *set, const struct master_service *svc,
@@ -619,9 +621,12 @@ static int milter_settings(struct smtpd_settings *set, const struct master_servi
 {
     const char *param = svc->role == ROLE_PICKUP ? "non_smtpd_milters" : "smtpd_milters";
     const char *list = cfg_get(cfg, param);
+    /* smtpd_milter_maps may give a client milters when smtpd_milters has none */
+    const char *maps = svc->role == ROLE_PICKUP ? NULL : cfg_get(cfg, "smtpd_milter_maps");
+    int no_list = list == NULL || list[strspn(list, " \t\r\n,")] == '\0';
+    int no_maps = maps == NULL || maps[strspn(maps, " \t\r\n,")] == '\0';
     set->milter_module = module_set_find_module(modules, "milter");
-    set->milters_off = list == NULL || list[strspn(list, " \t\r\n,")] == '\0' ||
-                       (set->receive_override & RO_NO_MILTERS);
+    set->milters_off = (no_list && no_maps) || (set->receive_override & RO_NO_MILTERS);
     if (set->milter_module == NULL)
         set->milters_off = 1;   /* refused unless accepted: parameters.txt's refuse@milter (config/classes.c) */
     if (set->milters_off)

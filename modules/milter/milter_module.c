@@ -111,6 +111,11 @@ static const char *value_string(petrel_module *m, const char *service, const cha
     return service ? petrel_service_config_string(m, service, name) : petrel_config_string(m, name);
 }
 
+static const char *const *value_list(petrel_module *m, const char *service, const char *name)
+{
+    return service ? petrel_service_config_list(m, service, name) : petrel_config_list(m, name);
+}
+
 static long long value_int(petrel_module *m, const char *service, const char *name)
 {
     return service ? petrel_service_config_int(m, service, name) : petrel_config_int(m, name);
@@ -127,7 +132,7 @@ static const char *list_param(const char *service)
 static const char *const profile_params[] = {
     "milter_protocol", "milter_default_action", "milter_connect_timeout", "milter_command_timeout",
     "milter_content_timeout", "message_size_limit", "myhostname", "milter_macro_daemon_name", "milter_macro_v",
-    "milter_macro_defaults", NULL
+    "milter_macro_defaults", "smtpd_milter_maps", NULL
 };
 
 /* Every value a profile of param for service is built from, one a line:
@@ -154,7 +159,7 @@ static char *profile_key(petrel_module *m, const char *service, const char *para
 }
 
 /* The settings shared by every milter of a list, as service sees them. */
-static void base_config(petrel_module *m, const char *service, milter_config *cfg)
+void milter_base_config(petrel_module *m, const char *service, milter_config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
     cfg->unix_base = petrel_config_string(m, "queue_directory");
@@ -174,7 +179,7 @@ static void base_config(petrel_module *m, const char *service, milter_config *cf
 
 /* One item of a milter list: "inet:host:port", or "{ address, name=value, ... }".
  * Fills cfg (names point into buf). Returns 0, or -1 with err. */
-static int parse_item(const char *item, char *buf, size_t buflen, milter_config *cfg, char *err, size_t errlen)
+int milter_parse_item(const char *item, char *buf, size_t buflen, milter_config *cfg, char *err, size_t errlen)
 {
     snprintf(buf, buflen, "%s", item);
     char *p = buf;
@@ -250,9 +255,9 @@ static int build_list(petrel_module *m, const char *service, const char *param, 
     int rc = 0;
     for (size_t i = 0; i < count; i++) {
         milter_config cfg;
-        base_config(m, service, &cfg);
+        milter_base_config(m, service, &cfg);
         char buf[1024], err[512];
-        if (parse_item(items[i], buf, sizeof buf, &cfg, err, sizeof err) < 0) {
+        if (milter_parse_item(items[i], buf, sizeof buf, &cfg, err, sizeof err) < 0) {
             report(m, service, param, "%s", err);
             rc = -1;
             continue;
@@ -403,7 +408,7 @@ static int parse_defaults(petrel_module *m, const char *service, profile *p, int
     return rc;
 }
 
-static void free_list(milter_list *l)
+void milter_list_free(milter_list *l)
 {
     for (size_t i = 0; i < l->n; i++)
         milter_settings_free(l->items[i]);
@@ -425,7 +430,7 @@ static unsigned long long now_ms(void)
 }
 
 /* The breaker of the milter called name: one per address in the process. */
-static breaker *breaker_for(module_conf *c, const char *name)
+breaker *milter_breaker_for(module_conf *c, const char *name)
 {
     for (size_t i = 0; i < c->nbreakers; i++)
         if (strcmp(c->breakers[i]->name, name) == 0)
@@ -550,6 +555,14 @@ static int milter_check(petrel_module *m)
             if (parse_defaults(m, service, NULL, 1) < 0)
                 rc = -1;
         }
+        const char *const *maps = value_list(m, service, "smtpd_milter_maps");
+        for (size_t j = 0; strcmp(param, "smtpd_milters") == 0 && maps && maps[j]; j++) {
+            const char *why = NULL;
+            if (petrel_table_check(m, maps[j], &why) < 0) {
+                report(m, service, "smtpd_milter_maps", "%s", why ? why : "cannot open");
+                rc = -1;
+            }
+        }
     }
     for (size_t i = 0; i < nkeys; i++)
         free(keys[i]);
@@ -562,11 +575,13 @@ static void profile_free(profile *p)
 {
     if (p == NULL)
         return;
-    free_list(&p->list);
+    milter_list_free(&p->list);
     free(p->key);
     free(p->myhostname);
     free(p->daemon_name);
     free(p->macro_v);
+    free(p->service);
+    free(p->milter_maps);   /* the tables close with the module */
     free_defaults(p);
     free(p);
 }
@@ -582,6 +597,7 @@ static void conf_free(module_conf *c)
         free(c->services[i]);
     free(c->services);
     free(c->service_profiles);
+    milter_maps_free(c);
     for (size_t i = 0; i < c->nbreakers; i++) {
         free(c->breakers[i]->name);
         free(c->breakers[i]);
@@ -631,7 +647,7 @@ static profile *profile_for(petrel_module *m, module_conf *c, const char *servic
         return NULL;
     }
     for (size_t i = 0; i < p->list.n; i++)
-        if ((p->list.breakers[i] = breaker_for(c, milter_settings_name(p->list.items[i]))) == NULL) {
+        if ((p->list.breakers[i] = milter_breaker_for(c, milter_settings_name(p->list.items[i]))) == NULL) {
             *error = "out of memory";
             return NULL;
         }
@@ -645,6 +661,25 @@ static profile *profile_for(petrel_module *m, module_conf *c, const char *servic
     if (parse_defaults(m, service, p, 0) < 0) {
         *error = "bad milter_macro_defaults";
         return NULL;
+    }
+    p->smtpd = strcmp(param, "smtpd_milters") == 0;
+    if (service && (p->service = strdup(service)) == NULL) {
+        *error = "out of memory";
+        return NULL;
+    }
+    const char *const *maps = value_list(m, service, "smtpd_milter_maps");
+    size_t nmaps = 0;
+    while (p->smtpd && maps && maps[nmaps])
+        nmaps++;
+    if (nmaps) {
+        if ((p->milter_maps = calloc(nmaps, sizeof *p->milter_maps)) == NULL) {
+            *error = "out of memory";
+            return NULL;
+        }
+        for (; p->nmilter_maps < nmaps; p->nmilter_maps++)
+            if ((p->milter_maps[p->nmilter_maps] = petrel_table_open(m, maps[p->nmilter_maps],
+                                                                     PETREL_TABLE_FOLD_CASE, error)) == NULL)
+                return NULL;
     }
     return p;
 }
@@ -778,12 +813,30 @@ static petrel_verdict milter_connect(petrel_session *s)
         return PETREL_CONTINUE;
     const char *service = petrel_service_name(s);
     const profile *prof = profile_of(conf, service);
-    const milter_list *list = &prof->list;
+    if (prof->nmilter_maps)
+        return milter_maps_connect(s, prof);
+    return milter_session_begin(s, prof, &prof->list, NULL);
+}
+
+/* A verdict for the hook (p NULL) or for the suspended call p. */
+static petrel_verdict answer(petrel_pending *p, petrel_verdict v)
+{
+    if (p == NULL)
+        return v;
+    petrel_resume(p, v, 0, NULL, NULL);
+    return PETREL_PENDING;
+}
+
+petrel_verdict milter_session_begin(petrel_session *s, const profile *prof, const milter_list *list,
+                                    petrel_pending *p)
+{
+    petrel_module *m = petrel_session_module(s);
+    module_conf *conf = petrel_module_data(m);
     if (list->n == 0)
-        return PETREL_CONTINUE;
+        return answer(p, PETREL_CONTINUE);
     session *ss = calloc(1, sizeof *ss);
     if (ss == NULL)
-        return PETREL_TEMPFAIL;
+        return answer(p, PETREL_TEMPFAIL);
     ss->m = m;
     ss->s = s;
     ss->conf = conf;
@@ -792,7 +845,7 @@ static petrel_verdict milter_connect(petrel_session *s)
     ss->links = calloc(list->n, sizeof *ss->links);
     if (ss->links == NULL) {
         free(ss);
-        return PETREL_TEMPFAIL;
+        return answer(p, PETREL_TEMPFAIL);
     }
     for (size_t i = 0; i < list->n; i++) {
         ss->links[i].ss = ss;
@@ -802,11 +855,14 @@ static petrel_verdict milter_connect(petrel_session *s)
     for (size_t i = 0; i < list->n; i++)
         if (ss->links[i].conn == NULL) {
             milter_session_end(ss);
-            return PETREL_TEMPFAIL;
+            return answer(p, PETREL_TEMPFAIL);
         }
     *petrel_session_slot(s) = ss;
     petrel_pool_cleanup_add(petrel_session_pool(s), milter_session_end, ss);
-    return milter_start_event(ss, s, EV_CONNECT);
+    if (p == NULL)
+        return milter_start_event(ss, s, EV_CONNECT);
+    milter_resume_event(ss, s, EV_CONNECT, p);
+    return PETREL_PENDING;
 }
 
 static petrel_verdict milter_helo(petrel_session *s, const char *helo)

@@ -41,10 +41,21 @@ typedef struct profile {
     char *key;                /* every value it was built from (see profile_key) */
     milter_list list;
     char *myhostname, *daemon_name, *macro_v;
+    char *service;            /* a service it was built for (NULL: main.cf's), for lists built later */
+    int smtpd;                /* an smtpd_milters profile (not pickup's non_smtpd_milters) */
+    petrel_table **milter_maps;  /* smtpd_milter_maps, in order (NULL: none) */
+    size_t nmilter_maps;
     /* milter_macro_defaults: names with braces ("{auth_type}") */
     char **default_names, **default_values;
     size_t ndefaults;
 } profile;
+
+/* A milter list an smtpd_milter_maps lookup gave, for one profile. */
+typedef struct map_list {
+    const struct profile *prof;
+    char *value;
+    milter_list list;
+} map_list;
 
 typedef struct module_conf {
     profile **profiles;
@@ -56,6 +67,9 @@ typedef struct module_conf {
     profile *main_smtpd, *main_non_smtpd;   /* main.cf's, for a service not listed */
     breaker **breakers;
     size_t nbreakers;
+    /* the lists smtpd_milter_maps gave, built on first use (milter_maps.c) */
+    struct map_list *map_lists;
+    size_t nmap_lists;
     unsigned breaker_failures;   /* milter_circuit_breaker_failures; 0: no breaker */
     unsigned breaker_backoff_ms; /* milter_circuit_breaker_backoff */
 } module_conf;
@@ -139,6 +153,23 @@ extern const milter_conn_ops milter_session_ops;
 
 /* Runs event ev through the chain from within its hook. */
 petrel_verdict milter_start_event(session *ss, petrel_session *s, enum event ev);
+/* The same from a callback, the hook having suspended with p. */
+void milter_resume_event(session *ss, petrel_session *s, enum event ev, petrel_pending *p);
+/* configuration helpers (milter_module.c) */
+void milter_base_config(petrel_module *m, const char *service, milter_config *cfg);
+int milter_parse_item(const char *item, char *buf, size_t buflen, milter_config *cfg, char *err, size_t errlen);
+void milter_list_free(milter_list *l);
+breaker *milter_breaker_for(module_conf *c, const char *name);
+/* Starts the session's milters (list) at connect: from the hook (p NULL),
+ * or from a callback after the hook suspended with p. */
+petrel_verdict milter_session_begin(petrel_session *s, const profile *prof, const milter_list *list,
+                                    petrel_pending *p);
+
+/* smtpd_milter_maps (milter_maps.c): the connect hook's lookup; it
+ * resumes p with milter_session_begin's outcome. */
+petrel_verdict milter_maps_connect(petrel_session *s, const profile *prof);
+void milter_maps_free(module_conf *c);
+
 /* The circuit breaker (milter_module.c): should this session skip the
  * milter (1), or ask it (0, perhaps as the probe)? Then what happened. */
 int milter_breaker_skip(module_conf *conf, petrel_module *m, breaker *b);

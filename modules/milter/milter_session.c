@@ -552,6 +552,21 @@ petrel_verdict milter_start_event(session *ss, petrel_session *s, enum event ev)
     return PETREL_PENDING;
 }
 
+void milter_resume_event(session *ss, petrel_session *s, enum event ev, petrel_pending *p)
+{
+    ss->s = s;
+    ss->event = ev;
+    ss->cur = 0;
+    ss->step = first_step(ev);
+    ss->header_i = 0;
+    ss->body_off = 0;
+    ss->read_error = 0;
+    ss->finished = 0;
+    ss->pending = p;
+    ss->in_hook = 0;
+    run(ss);   /* finish() resumes p, now or when the milters answered */
+}
+
 void milter_session_end(void *arg)
 {
     session *ss = arg;

@@ -164,6 +164,29 @@ with TestFilter() as f:
         t.ok(not any("{cert_subject}" in ln for ln in log),
              "{cert_subject} only for a verified client certificate (none here)")
 
+# --- one connection per milter per SMTP session, across its messages (Postfix) ---------
+# Postfix never sends SMFIC_QUIT_NC: each SMTP session has its own milter
+# connection, and its messages (and an aborted transaction) go over it.
+with TestFilter() as f:
+    with Petrel(t, main_cf=conf(f.endpoint)) as p:
+        c = session(p)
+        for i in (1, 2):
+            c.cmd("MAIL FROM:<sender@example.org>")
+            c.cmd("RCPT TO:<u@petrel.test>")
+            c.cmd("DATA")
+            c.send(b"Subject: message %d\r\n\r\nbody\r\n.\r\n" % i)
+            t.like(c.read_reply(), r"^250 2\.0\.0 Ok: queued as ", "message %d of the session" % i)
+        c.cmd("MAIL FROM:<sender@example.org>")
+        c.cmd("RSET")
+        c.cmd("QUIT")
+        c.close()
+        log = f.log()
+        count = lambda word: sum(1 for ln in log if ln == word or ln.startswith(word + " "))
+        t.ok(count("negotiate") == 1 and count("connect") == 1 and count("close") == 1,
+             "one milter connection for the session's messages (one negotiation, one CONNECT, one close)", log)
+        t.ok(count("eom") == 2 and count("envfrom") == 3 and count("abort") >= 1,
+             "  two messages and an aborted transaction went over it", log)
+
 # --- unknown commands: SMFIC_UNKNOWN ----------------------------------------------------
 with TestFilter() as f:
     with Petrel(t, main_cf=conf(f.endpoint)) as p:

@@ -459,9 +459,10 @@ static void rcpt_checked(struct smtpd_session *s, const struct restrict_result *
         s->rcpt_refused.enhanced = res->enhanced ? petrel_pool_strdup(tx->pool, res->enhanced) : NULL;
         s->rcpt_refused.text = res->text ? petrel_pool_strdup(tx->pool, res->text) : NULL;
         s->rcpt_refused.restriction = res->restriction ? petrel_pool_strdup(tx->pool, res->restriction) : NULL;
-        s->rcpt_refusal = petrel_pool_printf(tx->pool, "%d %s %s", res->code,
+        const char *text = res->text ? res->text : "";
+        s->rcpt_refusal = petrel_pool_printf(tx->pool, "%d %s %.*s", res->code,   /* its first line */
                                              res->enhanced ? res->enhanced : (res->code >= 500 ? "5.7.1" : "4.7.1"),
-                                             res->text ? res->text : "");
+                                             (int)strcspn(text, "\r\n"), text);
         s->module_rcpt = tx->rcpts[tx->nrcpts].address;
         smtpd_run_phase(s, PHASE_RCPT_REJECTED, tx->rcpts[tx->nrcpts].address, rcpt_rejected_reported);
         return;

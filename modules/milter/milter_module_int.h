@@ -2,7 +2,8 @@
  * modules/milter: what the module's own files share (milter_module.c: the
  * configuration and the hooks; milter_session.c: running an event through
  * the chain of milters; milter_edits.c: the module's copy of the headers and
- * the milters' modifications). Not an interface: only this folder includes it.
+ * the milters' modifications; milter_maps.c: smtpd_milter_maps;
+ * milter_breaker.c: the circuit breaker). Not an interface: only this folder includes it.
  */
 #ifndef PETREL_MILTER_MODULE_INT_H
 #define PETREL_MILTER_MODULE_INT_H

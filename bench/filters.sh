@@ -22,7 +22,10 @@
 #            Petrel's pgsql module without and with its result cache
 #            (cache_ttl); with "pf-mysql pt-mysql" in --variants, the same in
 #            MariaDB (a private mariadbd). Queries per message from the
-#            servers' own statistics.
+#            servers' own statistics. With "pf-lmdb pf-proxy-lmdb pt-lmdb
+#            pt-hash" in --variants: the same tables plus virtual_alias_maps
+#            as lmdb files (Postfix's built by postmap, Petrel's by petrelctl
+#            map build); Petrel's lookups counted by its metrics endpoint.
 # Each run is ingest.sh's run (same cgroup CPU, PSS sampling, queue count)
 # plus: the CPU of the peers (milter, spamd, opendkim, postgrey, redis,
 # dnsmasq; one cgroup of their own), and a per-run proof that the filter ran.
@@ -44,7 +47,7 @@ PORTS_BASE=${PORTS_BASE:-23525}
 MAXPROC=1024
 SAMPLE_INTERVAL=${SAMPLE_INTERVAL:-0.5}
 
-usage() { sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
+usage() { sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
 
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -76,7 +79,8 @@ policy)  : "${VARIANTS:=pf-plain pt-plain pf-policy pt-policy}" "${MESSAGES:=100
 metrics) : "${VARIANTS:=pt-plain pt-metrics}" "${MESSAGES:=2000}" "${CONCS:=100}"
          PAIRS="pt-metrics/pt-plain" ;;
 tables)  : "${VARIANTS:=pf-pgsql pf-proxy-pgsql pt-pgsql pt-pgsql-cache}" "${MESSAGES:=1000}" "${CONCS:=20 100}"
-         PAIRS="pt-pgsql/pf-pgsql pt-pgsql/pf-proxy-pgsql pt-pgsql-cache/pf-proxy-pgsql pt-mysql/pf-mysql pt-mysql/pf-proxy-mysql" ;;
+         PAIRS="pt-pgsql/pf-pgsql pt-pgsql/pf-proxy-pgsql pt-pgsql-cache/pf-proxy-pgsql pt-mysql/pf-mysql pt-mysql/pf-proxy-mysql"
+         PAIRS="$PAIRS pt-lmdb/pf-lmdb pt-lmdb/pf-proxy-lmdb pt-hash/pf-lmdb pt-hash/pt-lmdb" ;;
 *) say "unknown or missing CASE: '$CASE'"; usage ;;
 esac
 
@@ -133,7 +137,7 @@ if [ -x "$PETRELD" ]; then
 	pt_setup "$PETRELD" "$PT_PORT" "$MAXPROC"
 	MODDIR=$BENCH_TMP/modules
 	install -d -m 0755 "$MODDIR"
-	for m in milter spamassassin dkim dnsbl greylist ratelimit pgsql mysql; do
+	for m in milter spamassassin dkim dnsbl greylist ratelimit pgsql mysql lmdb; do
 		[ -f "$MODSRC/$m/.libs/$m.so" ] && install -m 0644 "$MODSRC/$m/.libs/$m.so" "$MODDIR/$m.so"
 	done
 	# ratelimit keeps its state file in data_directory (default /var/lib/petrel)
@@ -239,8 +243,41 @@ policy)
 metrics)
 	MARKER="" ;;
 tables)
-	# PostgreSQL: a private cluster (trust on loopback), the usual virtual-hosting schema
 	PG_PORT=$((P + 7)) MY_PORT=$((P + 8))
+	case " $VARIANTS " in *" pf-lmdb "*|*" pf-proxy-lmdb "*|*" pt-lmdb "*|*" pt-hash "*)
+		# the same content as the SQL tables, plus virtual_alias_maps (1,000
+		# aliases aliasN -> userN; the bench's recipient to@ is not one, so
+		# every message is also looked up there and not found). Postfix's
+		# files are built by postmap lmdb:, Petrel's by petrelctl map build
+		# hash: (Petrel's hash: is the lmdb format: lmdb:NAME reads the same
+		# NAME.lmdb, so pt-lmdb and pt-hash read one file through the lmdb
+		# module and through the core's built-in type).
+		PETRELCTL=${PETRELCTL:-$(dirname "$PETRELD")/../tools/petrelctl}
+		[ -x "$PETRELCTL" ] || die "petrelctl not found beside petreld (set PETRELCTL)"
+		mkdir -p "$BENCH_TMP/lmdb-src"
+		echo "example.com OK" >"$BENCH_TMP/lmdb-src/domains"
+		{ seq 1 10000 | awk '{printf "user%d@example.com example.com/user%d/\n", $1, $1}'
+		  echo "to@example.com example.com/to/"; } >"$BENCH_TMP/lmdb-src/mailboxes"
+		seq 1 1000 | awk '{printf "alias%d@example.com user%d@example.com\n", $1, $1}' >"$BENCH_TMP/lmdb-src/aliases"
+		for d in pf-maps pt-maps; do
+			install -d -m 0755 "$BENCH_TMP/$d"; cp "$BENCH_TMP"/lmdb-src/* "$BENCH_TMP/$d/"
+			chmod 0644 "$BENCH_TMP/$d"/*
+		done
+		for t in domains mailboxes aliases; do
+			postmap -c "$PF_ETC" "lmdb:$BENCH_TMP/pf-maps/$t" || die "postmap lmdb:$t failed"
+			"$PETRELCTL" -c "$PT_ETC" map build "hash:$BENCH_TMP/pt-maps/$t" || die "petrelctl map build hash:$t failed"
+		done
+		[ -f "$BENCH_TMP/pf-maps/mailboxes.lmdb" ] && [ -f "$BENCH_TMP/pt-maps/mailboxes.lmdb" ] ||
+			die "the lmdb files were not built"
+		# proof that both sides answer the same way before anything is timed
+		[ "$(postmap -c "$PF_ETC" -q user77@example.com "lmdb:$BENCH_TMP/pf-maps/mailboxes")" = example.com/user77/ ] ||
+			die "postmap -q on Postfix's mailboxes.lmdb"
+		[ "$("$PETRELCTL" -c "$PT_ETC" map query "hash:$BENCH_TMP/pt-maps/mailboxes" user77@example.com)" = example.com/user77/ ] ||
+			die "petrelctl map query on Petrel's mailboxes.lmdb" ;;
+	esac
+	case " $VARIANTS " in *sql*) ;; *) MARKER=""; PG_BIN=""; VARIANTS_NO_PG=1 ;; esac
+	if [ -z "${VARIANTS_NO_PG:-}" ]; then
+	# PostgreSQL: a private cluster (trust on loopback), the usual virtual-hosting schema
 	PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 	[ -x "$PG_BIN/initdb" ] || die "PostgreSQL is not installed (postgresql)"
 	install -d -o postgres -m 0700 "$BENCH_TMP/pg"
@@ -290,6 +327,7 @@ tables)
 		done
 		chmod 0644 "$BENCH_TMP"/mysql-*.cf ;;
 	esac
+	fi
 	MARKER="" ;;
 esac
 
@@ -340,6 +378,17 @@ EOF
 		case $1 in *-proxy-*) proxy="proxy:" ;; esac
 		printf 'mydestination =\nvirtual_mailbox_domains = %s%s:%s\nvirtual_mailbox_maps = %s%s:%s\nvirtual_mailbox_base = %s\n' \
 			"$proxy" "$db" "$BENCH_TMP/$db-domains.cf" "$proxy" "$db" "$BENCH_TMP/$db-mailboxes.cf" "$BENCH_TMP" >>"$PF_ETC/main.cf" ;;
+	pf-lmdb|pf-proxy-lmdb)
+		local proxy="" m=$BENCH_TMP/pf-maps
+		case $1 in *-proxy-*) proxy="proxy:" ;; esac
+		printf 'mydestination =\nvirtual_mailbox_domains = %slmdb:%s/domains\nvirtual_mailbox_maps = %slmdb:%s/mailboxes\nvirtual_alias_maps = %slmdb:%s/aliases\nvirtual_mailbox_base = %s\n' \
+			"$proxy" "$m" "$proxy" "$m" "$proxy" "$m" "$BENCH_TMP" >>"$PF_ETC/main.cf" ;;
+	pt-lmdb|pt-hash)
+		local ty=lmdb m=$BENCH_TMP/pt-maps
+		[ "$1" = pt-hash ] && ty=hash
+		# metrics_listen: the only place Petrel counts its lookups in files
+		printf 'modules = lmdb\nmodule_directory = %s\nmetrics_listen = 127.0.0.1:%s\nmydestination =\nvirtual_mailbox_domains = %s:%s/domains\nvirtual_mailbox_maps = %s:%s/mailboxes\nvirtual_alias_maps = %s:%s/aliases\nvirtual_mailbox_base = %s\n' \
+			"$MODDIR" "$METRICS_PORT" "$ty" "$m" "$ty" "$m" "$ty" "$m" "$BENCH_TMP" >>"$PT_ETC/main.cf" ;;
 	pt-pgsql|pt-pgsql-cache|pt-mysql)
 		local db=pgsql suffix=""
 		case $1 in pt-mysql) db=mysql ;; pt-pgsql-cache) suffix=-cache ;; esac
@@ -361,6 +410,18 @@ peer_probe() {   # prints "name=value ..." counters (cumulative); compare before
 			"$(redis-cli -p "$REDIS_PORT" info stats 2>/dev/null | awk -F: '/^total_commands_processed/{print $2+0}')" ;;
 	metrics) printf 'scrapes=%s' "$(grep -c '^200$' "$BENCH_TMP/scrapes.out" 2>/dev/null)" ;;
 	tables)   # the index and table scans of the two tables: one per query the servers answered
+		# lmdb/hash: Petrel's own count of its lookups (petrel_table_lookups_total, all tables)
+		case ${PROBE_VARIANT:-} in pt-lmdb|pt-hash)
+			# the total, then per table file (domains, mailboxes, aliases)
+			curl -s "http://127.0.0.1:$METRICS_PORT/metrics" 2>/dev/null | awk '
+				/^petrel_table_lookups_total[{ ]/ {
+					n += $NF
+					if (match($0, /table="[^"]*"/)) { t = substr($0, RSTART + 7, RLENGTH - 8); sub(/.*\//, "", t); per[t] += $NF }
+				}
+				END { printf "pt_lookups=%d", n; for (t in per) printf " pt_%s=%d", t, per[t] }'
+			return ;;
+		esac
+		[ -n "$PG_BIN" ] || { printf -- '-'; return; }
 		printf 'pg_queries=%s' "$(pg -d mail -c "SELECT sum(coalesce(idx_scan, 0) + seq_scan)
 			FROM pg_stat_user_tables WHERE relname IN ('domains', 'mailboxes')" 2>/dev/null | tail -1)"
 		[ -S "$BENCH_TMP/my/sock" ] && printf ' my_queries=%s' "$(my -e "SHOW GLOBAL STATUS LIKE 'Com_select'" 2>/dev/null | awk '{print $2}')" ;;
@@ -448,6 +509,7 @@ one_run() {   # VARIANT CONC REP
 	$BENCHLIB sample $sel --out "$BENCH_TMP/mem.$RUN_ID" --interval "$SAMPLE_INTERVAL" &
 	local sampler=$!
 	scraper_start "$variant"
+	PROBE_VARIANT=$variant
 	pr0=$(peer_probe)
 	c0=$($BENCHLIB cpu $sel); p0=$(peers_cpu)
 	t0=$(now)
@@ -471,8 +533,10 @@ one_run() {   # VARIANT CONC REP
 	kill -TERM "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null
 	# tables: the database's statistics are complete once the server's
 	# connections are gone (a backend reports its counts when it ends)
+	# (the lmdb variants: Petrel's counters are read from the running server)
+	case $variant in pt-lmdb|pt-hash) pr1=$(peer_probe) ;; esac
 	[ "$CASE" = tables ] && { srv stop; sleep 1; }
-	pr1=$(peer_probe)
+	case $variant in pt-lmdb|pt-hash) ;; *) pr1=$(peer_probe) ;; esac
 	[ "$status" = ok ] && [ "$queued" != "$MESSAGES" ] && status="queued-mismatch"
 	if [ -n "$MARKER" ] && [ "${variant#*-}" != plain ]; then
 		filtered=$(count_marker "$SERVER")

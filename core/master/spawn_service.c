@@ -325,6 +325,19 @@ int master_bind_spawn_services(struct master *m, struct generation *gen, struct 
             }
         if (l->fd >= 0)
             continue;
+        if (svc->type == SVC_UNIX && !svc->private_) {
+            /* public/: Postfix's directory for sockets anyone may use (the
+             * queue tree does not have it otherwise). */
+            char dir[4200];
+            snprintf(dir, sizeof(dir), "%s/public", m->queue_dir);
+            if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+                msg_error("%s, line %d: service %s: mkdir %s: %s", svc->file, svc->line, svc->name, dir,
+                          strerror(errno));
+                goto failed;
+            }
+            if (m->privileged && chown(dir, m->run_uid, m->run_gid) != 0)
+                msg_warn("chown %s: %s", dir, strerror(errno));
+        }
         error = NULL;
         l->fd = svc->type == SVC_UNIX ? bind_unix(l->key + 5, &error) : bind_inet(svc->name, &error);
         if (l->fd < 0) {

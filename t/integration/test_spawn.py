@@ -15,6 +15,7 @@ them): maxproc is respected (at most that many commands at once, the
 others wait), a command past NAME_time_limit is killed and the check gets
 the policy's temporary failure, and an argv naming a missing program is
 logged and gives the temporary failure too, not a hang."""
+import grp
 import os
 import pwd
 import random
@@ -27,7 +28,7 @@ import tempfile
 import threading
 import time
 
-from harness import CLEANUP_DIRS, PETRELD, TEST_USER, Petrel, Smtp, Tap
+from harness import CLEANUP_DIRS, PETRELD, TEST_USER, Petrel, Smtp, Tap, free_port
 
 t = Tap()
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -161,6 +162,56 @@ with Petrel(t, main_cf=conf, extra_services=services) as p:
          "the failed exec is logged")
     t.ok(p.wait_log(r"warning: service nosuch: command pid \d+ exit status 127"), "and its exit status")
     t.is_(attempt(p, "again@example.org")[:3], "451", "the server keeps serving")
+
+# --- started as root: user= and user:group, public/, an inet spawn line, mail_owner refused ----------------
+class RootPetrel(Petrel):
+    """petreld started as root itself (no setpriv), as in production."""
+
+    def command(self, *args, user=True):
+        return list(args)
+
+
+WHO = r'''import os, sys
+with open(os.path.join(sys.argv[1], "%s.%d" % (sys.argv[2], os.getpid())), "w") as f:
+    f.write("%d %d %s" % (os.getuid(), os.getgid(), ",".join(map(str, sorted(os.getgroups())))))
+for line in sys.stdin:
+    if line.strip() == "":
+        sys.stdout.write("action=DUNNO\n\n")
+        sys.stdout.flush()
+'''
+
+if os.geteuid() == 0:
+    wdir = shared_dir("petrel-spawn-root-")
+    who = os.path.join(wdir, "who.py")
+    with open(who, "w") as f:
+        f.write(WHO)
+    os.chmod(who, 0o755)
+    iport = free_port()
+    run = "%s %s %s" % (SYSTEM_PYTHON, who, wdir)
+    services = ("priv unix - n n - 0 spawn user=nobody argv=%s priv\n"
+                "pub unix n n n - 0 spawn user=nobody:daemon argv=%s pub\n"
+                "127.0.0.1:%d inet n n n - 2 spawn user=nobody argv=%s inet\n" % (run, run, iport, run))
+    conf = {"smtpd_recipient_restrictions": "reject_unauth_destination, check_policy_service unix:private/priv, "
+            "check_policy_service unix:public/pub, check_policy_service inet:127.0.0.1:%d" % iport}
+    with RootPetrel(t, main_cf=conf, extra_services=services) as p:
+        t.is_(attempt(p, "a@example.org"), "250 2.1.5 Ok", "as root: three spawn services answer")
+        nobody = pwd.getpwnam("nobody")
+        daemon_gid = grp.getgrnam("daemon").gr_gid
+        got = {}
+        for n in os.listdir(wdir):
+            if "." in n and not n.endswith(".py"):
+                got[n.split(".")[0]] = open(os.path.join(wdir, n)).read()
+        t.is_(got.get("priv"), "%d %d %d" % (nobody.pw_uid, nobody.pw_gid, nobody.pw_gid),
+              "user=nobody: the command runs as nobody, with nobody's groups only")
+        t.is_(got.get("pub", "").split(" ")[:2], [str(nobody.pw_uid), str(daemon_gid)],
+              "user=nobody:daemon: with group daemon")
+        t.is_(got.get("inet", "").split(" ")[0], str(nobody.pw_uid), "an inet host:port spawn line works too")
+        t.ok(os.path.exists(os.path.join(p.queue, "public", "pub")), "a public service listens in public/")
+    with RootPetrel(t, start=False, extra_services="mo unix - n n - 0 spawn user=petrel argv=/bin/true\n") as p:
+        p.start(wait=False)
+        t.ok(p.wait_log(r"service mo: user=petrel is mail_owner: refusing to run a command with the mail system's "
+                        r"privileges"), "user= naming mail_owner is refused at start")
+        t.ok(p.proc.wait(timeout=30) != 0, "and petreld does not start")
 
 # --- load-time checks ----------------------------------------------------------------------------------------
 for line, why in (("bad unix - n n - 0 spawn argv=/bin/true", r"user= is required"),

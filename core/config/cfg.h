@@ -50,7 +50,8 @@ void cfg_schema_free(struct cfg_schema *);
 enum petrel_role { ROLE_SMTPD, ROLE_QMGR, ROLE_PICKUP, ROLE_CLEANUP, ROLE_SMTP, ROLE_LMTP,
                    ROLE_LOCAL, ROLE_VIRTUAL, ROLE_PIPE, ROLE_ERROR, ROLE_DISCARD, ROLE_IGNORED,
                    ROLE_POSTSCREEN,    /* screens in the smtpd worker, then hands the client to a pass service */
-                   ROLE_INSIDE };      /* dnsblog, tlsproxy: work Petrel does inside the smtpd worker */
+                   ROLE_INSIDE,        /* dnsblog, tlsproxy: work Petrel does inside the smtpd worker */
+                   ROLE_SPAWN };       /* spawn(8): the master runs the command per connection */
 enum svc_type { SVC_INET, SVC_UNIX, SVC_UNIX_DGRAM, SVC_FIFO, SVC_PASS };
 
 struct cfg;                    /* one loaded configuration generation (owns all its memory) */

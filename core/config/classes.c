@@ -388,6 +388,7 @@ static int report_not_applied(const struct cfg *cfg, const struct master_service
     buf_printf(&why, "service %s (command %s): -o %s=%s is not applied: %s", svc->name, svc->command, v->name,
                v->raw ? v->raw : "",
                svc->role == ROLE_IGNORED ? "Petrel does not run this service"
+               : svc->role == ROLE_SPAWN ? "a spawn(8) command reads no Petrel parameters"
                : svc->role == ROLE_CLEANUP
                    ? "Petrel's cleanup (inside smtpd and pickup) reads only the header and body checks and their "
                      "limits from this service"
@@ -474,6 +475,8 @@ static int check_value(const struct cfg *cfg, const struct cfg_value *v, const s
         /* A per-transport parameter (smtp-amavis_destination_recipient_limit):
          * moot for a service Petrel does not run; else implemented when a
          * table reads its family, or classified by the family's line. */
+        if (v->family_service->role == ROLE_SPAWN)
+            return 0;   /* NAME_time_limit: the master's spawn runner reads it (core/master/spawn_service.c) */
         if (v->family_service->role == ROLE_IGNORED) {
             cfg_warn((struct cfg *)cfg, v->file, v->line, v->name,
                      "no effect: service %s is a %s(8) service (%s, line %d), which Petrel does not run",

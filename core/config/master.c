@@ -60,7 +60,7 @@ static const struct {
     { "proxywrite", ROLE_IGNORED }, { "scache", ROLE_IGNORED }, { "showq", ROLE_IGNORED },
     { "postlog", ROLE_IGNORED }, { "postlogd", ROLE_IGNORED }, { "postscreen", ROLE_POSTSCREEN },
     { "dnsblog", ROLE_INSIDE }, { "tlsproxy", ROLE_INSIDE }, { "qmqpd", ROLE_IGNORED },
-    { "spawn", ROLE_IGNORED },
+    { "spawn", ROLE_SPAWN },
 };
 
 /*

@@ -64,10 +64,6 @@ void master_warn_about_services(const struct cfg *cfg)
         if (svc->chroot)
             msg_warn("%s, line %d: service %s: chroot is not supported; the service runs without it",
                      svc->file, svc->line, svc->name);
-        if (svc->command && strcmp(svc->command, "spawn") == 0)
-            msg_warn("%s, line %d: service %s (command spawn): Petrel does not run spawn(8) services: the "
-                     "program it names is NOT started; run it yourself (e.g. from a systemd unit) and point "
-                     "check_policy_service at its socket", svc->file, svc->line, svc->name);
     }
     if (qmgr)
         return;
@@ -275,8 +271,14 @@ int master_load_config(const char *confdir, struct loaded_config *out, int check
             /* qmgr is a role of its own; smtp, lmtp, local, virtual, pipe,
              * error and discard are transports the queue manager runs.
              * pickup runs smtpd sessions, so its settings are checked below. */
-            /* spawn: master_warn_about_services says what is not started. */
-            if ((svc->role == ROLE_IGNORED && strcmp(svc->command, "spawn") != 0) || svc->role == ROLE_CLEANUP)
+            if (svc->role == ROLE_SPAWN) {
+                char *error = NULL;
+                if (master_spawn_check(svc, &error) != 0) {
+                    msg_error("%s, line %d: service %s (command spawn): %s", svc->file, svc->line, svc->name, error);
+                    nerrors++;
+                }
+                free(error);
+            } else if (svc->role == ROLE_IGNORED || svc->role == ROLE_CLEANUP)
                 say_ignored_service(svc);
             else if (svc->role == ROLE_INSIDE)
                 msg_info("%s, line %d: service %s (command %s): done inside the smtpd workers (postscreen); "

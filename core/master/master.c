@@ -66,6 +66,7 @@ static void generation_free(struct generation *g)
         return;
     for (int i = 0; i < g->nlisteners; i++)
         close(g->listeners[i].fd);
+    master_spawn_generation_free(g);
     master_unload_config(&g->conf);
     free(g);
 }
@@ -99,6 +100,7 @@ static void begin_stop(struct master *m)
     for (int i = 0; i < MAX_WORKERS; i++)
         if (m->workers[i].pid)
             kill(m->workers[i].pid, SIGTERM);
+    master_spawn_stop(m, SIGTERM);   /* the commands are not waited for (killed at exit) */
     if (master_live_workers(m) == 0) {
         event_base_loopexit(m->base, NULL);
         return;
@@ -325,7 +327,7 @@ static int reload(struct master *m, struct buf *why)
     gen->cfg = cfg;
     gen->number = m->gen->number + 1;
     gen->nworkers = master_worker_count(cfg);
-    if (master_bind_listeners(gen, m->gen) != 0) {
+    if (master_bind_listeners(gen, m->gen) != 0 || master_bind_spawn_services(m, gen, m->gen) != 0) {
         msg_error("reload refused: cannot bind the new listeners; the running configuration stays");
         buf_puts(why, "reload refused: cannot bind the new listeners (see the log)");
         generation_free(gen);
@@ -352,6 +354,7 @@ static int reload(struct master *m, struct buf *why)
     tls_ticket_keys_rotate(m->tickets, ticket_lifetime(cfg));
     schedule_ticket_rotation(m);
     master_start_workers(m);
+    master_start_spawn_services(m);
     generation_free(old);   /* closes the master's copies of dropped listeners */
     buf_puts(why, "reloaded");
     return 0;
@@ -656,7 +659,7 @@ int master_run(const struct master_options *opts)
     m.gen->cfg = cfg;
     m.gen->number = 1;
     m.gen->nworkers = master_worker_count(cfg);
-    if (master_bind_listeners(m.gen, NULL) != 0) {
+    if (master_bind_listeners(m.gen, NULL) != 0 || master_bind_spawn_services(&m, m.gen, NULL) != 0) {
         msg_error("fatal: not starting: cannot bind the listeners");
         generation_free(m.gen);
         return 1;
@@ -703,12 +706,16 @@ int master_run(const struct master_options *opts)
         msg_fatal("not starting: %s", http_error);
     msg_info("daemon started -- version %s, configuration %s", PACKAGE_VERSION, opts->confdir);
     master_start_workers(&m);
+    master_start_spawn_services(&m);
     event_base_dispatch(m.base);
 
-    /* Reap anything left (loopexit after the last worker, or a forced stop). */
+    /* Reap anything left (loopexit after the last worker, or a forced
+     * stop); a spawned command still running after its SIGTERM is killed. */
+    master_spawn_stop(&m, SIGKILL);
     int status;
     while (waitpid(-1, &status, 0) > 0)
         ;
+    master_spawn_forget(&m);
     unlink(m.control_path);
     unlink(m.pid_path);
     msg_info("stopped");

@@ -28,6 +28,24 @@ struct bound_listener {
     const struct master_service *service;
 };
 
+/* A master.cf spawn(8) service's socket (spawn_service.c). */
+#define MAX_SPAWN_SERVICES 32
+struct master;
+struct spawn_listener {
+    char key[128 + 4096];                /* "unix:PATH" or "inet:host:port" — identity across reloads */
+    int fd;                              /* -1 once taken over by the next generation */
+    int bound_here;                      /* bound by this generation (not taken over) */
+    const struct master_service *service;
+    struct master *m;
+    struct event *ev;                    /* readable: accept and fork */
+    int paused;                          /* at maxproc: not accepting */
+    char **argv;                         /* the command (argv= and what follows) */
+    char user[256];
+    uid_t uid;
+    gid_t gid;
+    unsigned time_limit;                 /* seconds */
+};
+
 struct generation {
     struct loaded_config conf;
     struct cfg *cfg;                     /* conf.cfg */
@@ -36,6 +54,8 @@ struct generation {
     int nlisteners;
     struct smtpd_listen_fd fds[MAX_LISTENERS];
     int nworkers;
+    struct spawn_listener spawns[MAX_SPAWN_SERVICES];
+    int nspawns;
 };
 
 /* The master's state (master.c, spawn.c, startup.c). */
@@ -86,6 +106,7 @@ struct master {
     time_t started;
     struct event *stop_timer;
     char binary[4096];
+    struct spawn_child *spawn_children; /* commands of spawn services that run (spawn_service.c) */
 };
 
 /* spawn.c: the role processes (smtpd workers, the queue manager, pickup):
@@ -143,6 +164,23 @@ int modctl_has_channel(const struct modctl *mc, int slot);
  * function, which then owns client. */
 void modctl_send(struct modctl *mc, int slot, struct bufferevent *client, unsigned timeout_ms, const char *module,
                  int argc, const char *const *argv);
+
+/* spawn_service.c: master.cf spawn(8) services, run by the master itself. */
+struct spawn_child;
+/* user=, argv= and the socket's form of one spawn line; 0, or -1 with *error. */
+int master_spawn_check(const struct master_service *svc, char **error);
+/* Binds gen's spawn sockets, taking over old's with the same key; 0, or -1 logged. */
+int master_bind_spawn_services(struct master *m, struct generation *gen, struct generation *old);
+/* Starts accepting on m->gen's spawn sockets (after m->gen is set). */
+void master_start_spawn_services(struct master *m);
+/* Closes g's spawn sockets that were not taken over (removing unix ones). */
+void master_spawn_generation_free(struct generation *g);
+/* SIGCHLD: 1 when pid was a spawned command (logged, counted off), else 0. */
+int master_spawn_reaped(struct master *m, pid_t pid, int status);
+/* Stops accepting and sends sig to every command's process group. */
+void master_spawn_stop(struct master *m, int sig);
+/* Frees the records of the commands (at exit, after they were reaped). */
+void master_spawn_forget(struct master *m);
 
 /* load.c */
 /* master.cf's pickup line, or NULL. */

@@ -308,6 +308,8 @@ static void restart_worker(evutil_socket_t fd, short what, void *arg);
 
 static void on_child_exit(struct master *m, pid_t pid, int status)
 {
+    if (master_spawn_reaped(m, pid, status))
+        return;   /* a spawn(8) service's command, not a role */
     for (int i = 0; i < MAX_WORKERS; i++) {
         struct worker_proc *w = &m->workers[i];
         if (w->pid != pid)

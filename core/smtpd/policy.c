@@ -29,9 +29,9 @@
  * action goes through the same evaluator as access tables
  * (restrict_apply_action), so every access(5) action works.
  *
- * Postfix's master.cf spawn(8) services (and their NAME_time_limit) are
- * not run by Petrel: a policy server is started on its own (a systemd
- * unit, its own daemon mode); see doc/smtpd.md.
+ * A policy server can be a master.cf spawn(8) service reached at
+ * unix:private/NAME, as in Postfix: the master runs it per connection
+ * (core/master/spawn_service.c); nothing here differs for it.
  */
 #include "config.h"
 
@@ -222,28 +222,6 @@ static int apply_override(struct policy_client *c, const char *item, petrel_pool
 
 static void close_idle_clients(void *arg);
 
-/* Postfix runs policy servers as master.cf spawn(8) services reached at
- * unix:private/NAME (or inet:host:port for a "host:port inet ... spawn"
- * line). Petrel does not spawn them: such an endpoint would never answer. */
-static const struct master_service *spawn_service(const struct cfg *cfg, const char *spec)
-{
-    char **items = cfg_split_list(spec);
-    const struct master_service *svc = NULL;
-    const char *e = items[0];
-    if (e && (strncmp(e, "unix:private/", 13) == 0 || strncmp(e, "unix:public/", 12) == 0))
-        svc = cfg_find_service(cfg, strchr(e, '/') + 1);
-    else if (e && strncmp(e, "inet:", 5) == 0) {
-        svc = cfg_find_service(cfg, e + 5);
-        const char *colon = strrchr(e + 5, ':');
-        if (svc == NULL && colon)
-            svc = cfg_find_service(cfg, colon + 1);
-    }
-    if (svc && (svc->command == NULL || strcmp(svc->command, "spawn") != 0))
-        svc = NULL;
-    cfg_list_free(items);
-    return svc;
-}
-
 struct policy_client *policy_client_get(struct restrict_compiler *comp, const char *spec, char **error)
 {
     for (int i = 0; i < comp->npolicies; i++)
@@ -274,13 +252,6 @@ struct policy_client *policy_client_get(struct restrict_compiler *comp, const ch
     cfg_list_free(items);
     if (rc != 0)
         return NULL;
-    const struct master_service *spawned = spawn_service(cfg, spec);
-    if (spawned) {
-        fail(error, "the policy server is master.cf's spawn(8) service %s (%s, line %d), which Petrel does not "
-             "run: start the policy server yourself (for example from a systemd unit) on a socket of its own "
-             "and name that socket here", spawned->name, spawned->file, spawned->line);
-        return NULL;
-    }
     if (c->try_limit < 1)
         c->try_limit = 1;
     struct policy_client **grown = petrel_pool_alloc(pool, (size_t)(comp->npolicies + 1) * sizeof(*grown));

@@ -15,16 +15,16 @@
  * RESULT" per signature, comma-separated) and dkim.from_domain for the
  * dmarc module, which therefore comes after this one in `modules`.
  *
- * Design: the message streams through the component (dkim_msg.c) as it
- * arrives: each header from the header hook (rebuilt as "Name: value"),
- * the empty line at end of headers, the body chunks from the body hook;
- * only the header section is kept. A message we sign is signed over its
- * header section as stored (petrel_message_open at end of message: our
- * Received, header_checks' edits, and the exact bytes, which the header
- * hook's "Name: value" cannot give: "Subject:x" and "Subject: x" are the
- * same value there, and simple canonicalization hashes the difference).
- * At end of message the hook suspends:
- * the key records the signatures name are looked up on the loop
+ * Design: at end of message the message as stored (petrel_message_open:
+ * our Received, the headers as header_checks left them, the body) streams
+ * through the component (dkim_msg.c) in 64 KiB reads, for signing and
+ * verifying alike; only the header section is kept. The stored copy, not
+ * the header and body hooks, because those give "Name: value" rebuilt
+ * ("Subject:x" and "Subject: x" are the same value there, and simple
+ * canonicalization hashes the difference, so a sender's c=simple
+ * signature would fail), and the headers before header_checks' edits.
+ * The body is hashed then, not while it arrives: the same work, later.
+ * Then the hook suspends: the key records the signatures name are looked up on the loop
  * (petrel_dns_lookup, so dns_resolver answers, with dkim_lookup_timeout
  * for all of them), then dkmsg_end (RSA and Ed25519 work, libopendkim's
  * key callback answered from those lookups, never from its own resolver)
@@ -53,7 +53,7 @@
 
 #define MAX_KEYS 16
 #define MAX_TXT 4096
-#define MAX_STORED_HEADERS (1024 * 1024)
+#define STORED_CHUNK (64 * 1024)
 
 struct dk_mod {
     int refs;                  /* the module (init to fini) + each job */
@@ -78,7 +78,7 @@ struct dk_job {
     struct dk_mod *mod;
     struct dkmsg *msg;
     int modes;
-    int failed;                /* the component gave up while reading */
+    int failed;                /* the message could not be read, or the component gave up */
     petrel_pending *pending;
     petrel_timer *timer;
     struct key_answer keys[MAX_KEYS];
@@ -306,13 +306,7 @@ static void job_tx_cleanup(void *arg)
     job_unref(arg);
 }
 
-static struct dk_job *job_of(petrel_session *s)
-{
-    void **slot = petrel_tx_slot(s);
-    return slot ? *slot : NULL;
-}
-
-/* The transaction's job, made at its first header. */
+/* The transaction's job, made at end of message. */
 static struct dk_job *job_start(petrel_session *s)
 {
     void **slot = petrel_tx_slot(s);
@@ -547,85 +541,32 @@ static void on_timeout(void *arg)
 }
 
 /* ------------------------------------------------------------------ */
-/* the hooks                                                            */
+/* the hook                                                             */
 
-static petrel_verdict dkim_header(petrel_session *s, const char *name, const char *value)
+/* Streams the message as stored through the component (see the top),
+ * STORED_CHUNK bytes at a time. 0, or -1 when it could not be read or the
+ * component gave up (logged; job->failed is set). */
+static int feed_stored(petrel_session *s, struct dk_job *job)
 {
-    struct dk_job *job = job_start(s);
-    if (job == NULL || job->modes == 0 || job->failed)
-        return PETREL_CONTINUE;
-    /* The hook gives the value without the one space after the colon;
-     * folded lines keep their CRLF and white space. */
-    size_t nl = strlen(name), vl = strlen(value);
-    char *line = malloc(nl + vl + 5);
-    if (line == NULL) {
+    petrel_message *stored = petrel_message_open(s, 0);
+    if (stored == NULL) {
         job->failed = 1;
-        return PETREL_CONTINUE;
-    }
-    memcpy(line, name, nl);
-    memcpy(line + nl, ": ", 2);
-    memcpy(line + nl + 2, value, vl);
-    memcpy(line + nl + 2 + vl, "\r\n", 2);
-    feed(s, job, line, nl + vl + 4);
-    free(line);
-    return PETREL_CONTINUE;
-}
-
-static petrel_verdict dkim_end_of_headers(petrel_session *s)
-{
-    struct dk_job *job = job_start(s);
-    if (job && job->modes && !job->failed)
-        feed(s, job, "\r\n", 2);
-    return PETREL_CONTINUE;
-}
-
-static petrel_verdict dkim_body(petrel_session *s, const char *chunk, size_t len)
-{
-    struct dk_job *job = job_of(s);
-    if (job && job->modes && !job->failed)
-        feed(s, job, chunk, len);
-    return PETREL_CONTINUE;
-}
-
-/* The header section as stored, for the signer (see the top). 0, or -1
- * when it could not be read (logged). */
-static int give_stored_headers(petrel_session *s, struct dk_job *job)
-{
-    petrel_message *msg = petrel_message_open(s, 0);
-    if (msg == NULL)
+        petrel_log(s, PETREL_LOG_WARNING, "dkim: the stored message cannot be read: it is neither signed nor "
+                   "verified");
         return -1;
-    size_t len = 0, cap = 8192;
-    char *buf = malloc(cap);
-    int rc = -1;
-    for (;;) {
-        if (buf == NULL)
-            break;
-        if (len == cap) {
-            if (cap >= MAX_STORED_HEADERS)
-                break;   /* dkmsg refuses more anyway */
-            char *b = realloc(buf, cap * 2);
-            if (b == NULL)
-                break;
-            buf = b;
-            cap *= 2;
-        }
-        long n = petrel_message_read(msg, buf + len, cap - len);
-        if (n < 0)
-            break;
-        size_t from = len > 3 ? len - 3 : 0;
-        len += (size_t)n;
-        char *end = NULL;
-        for (size_t i = from; i + 1 < len && end == NULL; i++)
-            if (buf[i] == '\n' && (buf[i + 1] == '\n' || (buf[i + 1] == '\r' && i + 2 < len && buf[i + 2] == '\n')))
-                end = buf + i + 1;
-        if (end || n == 0) {
-            rc = dkmsg_set_signed_headers(job->msg, buf, end ? (size_t)(end - buf) : len);
-            break;
-        }
     }
+    char *buf = malloc(STORED_CHUNK);
+    long n = -1;
+    while (buf && !job->failed && (n = petrel_message_read(stored, buf, STORED_CHUNK)) > 0)
+        feed(s, job, buf, (size_t)n);
     free(buf);
-    petrel_message_close(msg);
-    return rc;
+    petrel_message_close(stored);
+    if (!job->failed && n != 0) {
+        job->failed = 1;
+        petrel_log(s, PETREL_LOG_WARNING, "dkim: %s: the message is neither signed nor verified",
+                   buf == NULL ? "out of memory" : "the stored message could not be read to its end");
+    }
+    return job->failed ? -1 : 0;
 }
 
 static petrel_verdict dkim_end_of_message(petrel_session *s)
@@ -633,27 +574,15 @@ static petrel_verdict dkim_end_of_message(petrel_session *s)
     struct dk_job *job = job_start(s);
     if (job == NULL || job->modes == 0)
         return PETREL_CONTINUE;
-    if (job->failed) {
+    if (job->pending || job->working)
+        return PETREL_CONTINUE;   /* cannot happen: end of message comes once */
+    if (feed_stored(s, job) != 0) {
         if (job->modes & DKMSG_SIGN) {
+            /* Mail of ours going out unsigned would change meaning silently. */
             petrel_set_reply(s, 451, "4.7.5", "DKIM signing failed, try again later");
             return PETREL_TEMPFAIL;
         }
         return PETREL_CONTINUE;
-    }
-    if (job->pending || job->working)
-        return PETREL_CONTINUE;   /* cannot happen: end of message comes once */
-    if (!dkmsg_headers_done(job->msg))
-        feed(s, job, "\r\n", 2);   /* a message without a body */
-    if (dkmsg_will_sign(job->msg) && give_stored_headers(s, job) != 0) {
-        if (job->mod->conf.relaxed_header) {
-            /* relaxed: the hook's headers canonicalize the same */
-            petrel_log(s, PETREL_LOG_INFO, "dkim: the stored header section could not be read: signing the "
-                       "headers as received");
-        } else {
-            petrel_log(s, PETREL_LOG_WARNING, "dkim: the stored header section could not be read: signing the "
-                       "headers as received, rebuilt as \"Name: value\" (a header written without the space "
-                       "after its colon will not verify with simple canonicalization)");
-        }
     }
     char names[MAX_KEYS][DKMSG_KEY_NAME_MAX];
     size_t n = (job->modes & DKMSG_VERIFY) ? dkmsg_key_names(job->msg, names, MAX_KEYS) : 0;
@@ -698,8 +627,7 @@ const petrel_module_desc petrel_module_descriptor = {
     .init = dkim_init,
     .fini = dkim_fini,
     .check = dkim_check,
-    .hooks = { .header = dkim_header, .end_of_headers = dkim_end_of_headers, .body = dkim_body,
-               .end_of_message = dkim_end_of_message },
+    .hooks = { .end_of_message = dkim_end_of_message },
     /* dkim_lookup_timeout (10 s, at most 60 s) of DNS, then the signature work */
     .hook_timeout_ms = 90000,
 };

@@ -12,8 +12,8 @@
  * Signing is ours (dkim_sign.c: OpenSSL over keys decoded once and kept
  * in the configuration's key cache), one signer per key chosen from the
  * SigningTable; it hashes the body as it streams and signs at the end,
- * over the header section the caller gives with dkmsg_set_signed_headers
- * (the exact bytes that will be queued) or else the one fed here. The
+ * over the header section fed here, byte for byte (the module feeds the
+ * message as stored, so simple canonicalization sees what was sent). The
  * usual headers are oversigned (listed once more than present, RFC 6376
  * 8.15) so that nobody can add a second From or Subject.
  *
@@ -85,8 +85,6 @@ struct dkmsg {
     struct line_buf header;    /* the header being assembled (folded lines) */
     char **headers;            /* the header section, each without its final CRLF */
     size_t nheaders, header_bytes;
-    char **signed_headers;     /* dkmsg_set_signed_headers's, or NULL */
-    size_t nsigned_headers;
     char from_domain[256];
     char from_addr[512];
     struct dksign *signers[MAX_SIGNATURES];
@@ -450,64 +448,6 @@ int dkmsg_feed(struct dkmsg *m, const char *data, size_t len)
     return 0;
 }
 
-int dkmsg_set_signed_headers(struct dkmsg *m, const char *data, size_t len)
-{
-    if (m->failed)
-        return -1;
-    if (len > MAX_HEADER_SECTION) {
-        fail(m, "header section larger than 1 MiB");
-        return -1;
-    }
-    struct line_buf cur = { 0 };
-    size_t i = 0;
-    int rc = 0;
-    while (i < len && rc == 0) {
-        const char *nl = memchr(data + i, '\n', len - i);
-        size_t l = nl ? (size_t)(nl - (data + i)) : len - i;
-        const char *line = data + i;
-        i += l + (nl != NULL);
-        if (l && line[l - 1] == '\r')
-            l--;
-        if (l == 0)
-            break;   /* the empty line: the end of the section */
-        if ((line[0] == ' ' || line[0] == '\t') && cur.len == 0)
-            break;   /* as header_line: a section cannot start with a continuation */
-        if (line[0] == ' ' || line[0] == '\t') {
-            rc = buf_add(&cur, "\r\n", 2, MAX_HEADER_SECTION) | buf_add(&cur, line, l, MAX_HEADER_SECTION);
-            continue;
-        }
-        if (cur.len) {
-            char **h = realloc(m->signed_headers, (m->nsigned_headers + 1) * sizeof(*h));
-            if (h == NULL) {
-                rc = -1;
-                break;
-            }
-            m->signed_headers = h;
-            m->signed_headers[m->nsigned_headers++] = cur.data;
-            memset(&cur, 0, sizeof(cur));
-        }
-        if (memchr(line, ':', l) == NULL)
-            break;   /* not a header: the body starts here (as header_line decides) */
-        rc = buf_add(&cur, line, l, MAX_HEADER_SECTION);
-    }
-    if (rc == 0 && cur.len) {
-        char **h = realloc(m->signed_headers, (m->nsigned_headers + 1) * sizeof(*h));
-        if (h == NULL) {
-            rc = -1;
-        } else {
-            m->signed_headers = h;
-            m->signed_headers[m->nsigned_headers++] = cur.data;
-            memset(&cur, 0, sizeof(cur));
-        }
-    }
-    free(cur.data);
-    if (rc != 0) {
-        fail(m, "out of memory");
-        return -1;
-    }
-    return 0;
-}
-
 /* ------------------------------------------------------------------ */
 /* the end                                                              */
 
@@ -651,8 +591,8 @@ int dkmsg_end(struct dkmsg *m)
         if (!m->in_body && end_of_headers(m) != 0)
             return -1;
     }
-    char *const *headers = m->signed_headers ? m->signed_headers : m->headers;
-    size_t nheaders = m->signed_headers ? m->nsigned_headers : m->nheaders;
+    char *const *headers = m->headers;
+    size_t nheaders = m->nheaders;
     long long now = (long long)time(NULL);
     for (size_t i = 0; i < m->nsigners; i++) {
         char err[128];
@@ -686,9 +626,6 @@ void dkmsg_free(struct dkmsg *m)
         dkim_free(m->verifier);
     for (size_t i = 0; i < m->nheaders; i++)
         free(m->headers[i]);
-    for (size_t i = 0; i < m->nsigned_headers; i++)
-        free(m->signed_headers[i]);
-    free(m->signed_headers);
     for (size_t i = 0; i < m->nsignatures; i++)
         free(m->signatures[i]);
     free(m->headers);

@@ -48,17 +48,12 @@ struct dkmsg *dkmsg_new(const struct dkmsg_conf *c, int modes, const char *id);
 /* The fetch callback's context for this message (the configuration's
  * fetch_ctx otherwise). */
 void dkmsg_set_fetch_ctx(struct dkmsg *m, void *ctx);
-/* Message bytes as stored (CRLF or LF line ends), in chunks of any size.
+/* Message bytes as stored (CRLF or LF line ends), in chunks of any size:
+ * the exact bytes, since simple canonicalization (signing and verifying)
+ * hashes them as they are ("Subject:x" is not "Subject: x").
  * Returns 0, or -1 when the component gave up (dkmsg_error says why;
  * the message must then go on unsigned/unverified). */
 int dkmsg_feed(struct dkmsg *m, const char *data, size_t len);
-/* The header section to sign, as it will be queued (up to and without
- * the empty line; CRLF or LF line ends): the caller's exact bytes, where
- * the fed headers may have been rebuilt ("Name: value" from a hook, which
- * cannot tell "Subject:x" from "Subject: x"; simple canonicalization
- * hashes that difference). Without it the fed headers are signed. Before
- * dkmsg_end; 0 or -1 (dkmsg_error). */
-int dkmsg_set_signed_headers(struct dkmsg *m, const char *data, size_t len);
 /* Whether a key was chosen for this message (after the header section). */
 int dkmsg_will_sign(const struct dkmsg *m);
 /* End of message: signs and verifies. 0 or -1 (dkmsg_error). */

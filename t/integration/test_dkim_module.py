@@ -178,7 +178,7 @@ def send(p, text, src="127.0.0.1", sender="sender@a.test"):
 def delivered(p, subject, timeout=15):
     box = os.path.join(p.boxes, "u")
     m = wait_for(lambda: next((m for m in maildir_messages(box)
-                               if re.search(rb"^Subject: " + re.escape(subject.encode()) + rb"\r?$", m, re.M)), None),
+                               if re.search(rb"^Subject:[ \t]?" + re.escape(subject.encode()) + rb"\r?$", m, re.M)), None),
                  timeout)
     return m.decode("utf-8", "replace") if m else None
 
@@ -302,6 +302,41 @@ try:
                 ar = headers_named(delivered(p, subject2), "Authentication-Results")
                 t.ok(len(ar) == 1 and ar[0].startswith("%s; dkim=fail (" % HOSTNAME) and "header.d=o.test" in ar[0],
                      "%s: a tampered message fails petreld's verification: dkim=fail" % canon, "\n".join(ar))
+
+                # headers written tightly ("Subject:x", a tab after the colon) and folded with
+                # tabs: simple canonicalization hashes them byte for byte, so petreld must
+                # verify the bytes as received, not headers rebuilt as "Name: value"
+                subject = "tight opendkim %s" % canon
+                tight = message("Olga <olga@o.test>", subject,
+                                extra="X-Tab:\tvalue\r\nX-Folded: one\r\n\t two  three\r\n\tfour\r\n")
+                tight = tight.replace("Subject: ", "Subject:").replace("To: ", "To:\t")
+                src = to_file("t-%s.eml" % canon.replace("/", "-"), tight)
+                signed = path("t-%s.signed" % canon.replace("/", "-"))
+                port += 1
+                rc, lines = scan_drive("milter", "--macro", "j=opendkim.test", "--macro", "i=TIG%d" % port,
+                                       "--client", "localhost,127.0.0.1,%d,4" % port, "--write-message", signed,
+                                       dk.endpoint, src)
+                signed_text = open(signed, newline="").read()
+                t.ok(("\r\nSubject:%s\r\n" % subject) in signed_text and "\r\nTo:\tu@vmail.test\r\n" in signed_text
+                     and re.search(r"DKIM-Signature: v=1; a=rsa-sha256; c=%s; d=o\.test; s=od;" % re.escape(canon),
+                                   signed_text),
+                     "%s: OpenDKIM signed a message with Subject:x, To:<tab>x and tab-folded headers" % canon,
+                     signed_text[:600])
+                reply = send(p, signed_text, src="127.0.0.2", sender="olga@o.test")
+                t.like(reply, r"^250 ", "%s: petreld accepts the tightly written signed message" % canon)
+                msg = delivered(p, subject)
+                t.like(msg or "", r"\nSubject:%s\r?\n" % re.escape(subject),
+                       "%s: the Subject is delivered as written, without a space after the colon" % canon)
+                ar = headers_named(msg, "Authentication-Results")
+                t.ok(len(ar) == 1 and re.match(r"%s; dkim=pass \(1024-bit key\) header\.d=o\.test header\.s=od "
+                                               r"header\.a=rsa-sha256 header\.b=\S+$" % re.escape(HOSTNAME), ar[0]),
+                     "%s: petreld verifies OpenDKIM's signature over Subject:x and tab-folded headers: dkim=pass"
+                     % canon, "\n".join(ar))
+                subject2 = "tight tampered %s" % canon
+                send(p, tamper(signed_text).replace(subject, subject2), src="127.0.0.2", sender="olga@o.test")
+                ar = headers_named(delivered(p, subject2), "Authentication-Results")
+                t.ok(len(ar) == 1 and ar[0].startswith("%s; dkim=fail (" % HOSTNAME) and "header.d=o.test" in ar[0],
+                     "%s: the tightly written message tampered with: dkim=fail" % canon, "\n".join(ar))
 
                 if canon != "relaxed/relaxed":
                     continue

@@ -1,7 +1,7 @@
 /*
  * dkim-driver: runs the dkim module's message component (dkim_msg.c) on a
- * message file the way the module will once Module API 1.1 lets it read
- * the stored message as a stream: the file is fed in chunks (--chunk
+ * message file the way the module does with the stored message at end of
+ * message (petrel_message_read): the file is fed in chunks (--chunk
  * bytes, default 64 KiB), then written out again with the component's
  * results applied (our Authentication-Results and DKIM-Signature headers
  * on top, forged Authentication-Results removed), the body copied from

@@ -17,14 +17,19 @@
  *
  * Design: at end of message the message as stored (petrel_message_open:
  * our Received, the headers as header_checks left them, the body) streams
- * through the component (dkim_msg.c) in 64 KiB reads, for signing and
- * verifying alike; only the header section is kept. The stored copy, not
+ * through the component (dkim_msg.c), for signing and verifying alike;
+ * only the header section is kept. Up to 64 KiB it is fed at once on the
+ * loop; a bigger message in 256 KiB slices, each read on the loop (the
+ * work function of petrel_run_blocking may not call petrel_message_read)
+ * and hashed on a worker thread, so the loop is not held by a 20 MiB body
+ * (libopendkim hashes at about 20 MiB/s). The stored copy, not
  * the header and body hooks, because those give "Name: value" rebuilt
  * ("Subject:x" and "Subject: x" are the same value there, and simple
  * canonicalization hashes the difference, so a sender's c=simple
  * signature would fail), and the headers before header_checks' edits.
  * The body is hashed then, not while it arrives: the same work, later.
- * Then the hook suspends: the key records the signatures name are looked up on the loop
+ * The hook suspends; once the message is fed, the key records the
+ * signatures name are looked up on the loop
  * (petrel_dns_lookup, so dns_resolver answers, with dkim_lookup_timeout
  * for all of them), then dkmsg_end (RSA and Ed25519 work, libopendkim's
  * key callback answered from those lookups, never from its own resolver)
@@ -53,7 +58,8 @@
 
 #define MAX_KEYS 16
 #define MAX_TXT 4096
-#define STORED_CHUNK (64 * 1024)
+#define STORED_CHUNK (256 * 1024)  /* read and fed at a time */
+#define INLINE_MAX (64 * 1024)      /* fed at once on the loop up to this size */
 
 struct dk_mod {
     int refs;                  /* the module (init to fini) + each job */
@@ -83,6 +89,10 @@ struct dk_job {
     petrel_timer *timer;
     struct key_answer keys[MAX_KEYS];
     size_t nkeys, nanswered;
+    petrel_message *stored;    /* the message being fed, at end of message */
+    char *slice;               /* its bytes being fed (STORED_CHUNK) */
+    size_t slice_len;
+    int slice_rc;              /* dkmsg_feed's, on the worker */
     int working;               /* dkmsg_end started */
     int end_rc;
 };
@@ -297,6 +307,7 @@ static void job_unref(struct dk_job *job)
     if (--job->refs > 0)
         return;
     dkmsg_free(job->msg);
+    free(job->slice);
     mod_unref(job->mod);
     free(job);
 }
@@ -338,15 +349,6 @@ static struct dk_job *job_start(petrel_session *s)
     *slot = job;
     petrel_pool_cleanup_add(petrel_tx_pool(s), job_tx_cleanup, job);
     return job;
-}
-
-static void feed(petrel_session *s, struct dk_job *job, const char *data, size_t len)
-{
-    if (job->failed || dkmsg_feed(job->msg, data, len) == 0)
-        return;
-    job->failed = 1;
-    petrel_log(s, PETREL_LOG_WARNING, "dkim: %s: the message is neither signed nor verified",
-               dkmsg_error(job->msg));
 }
 
 /* libopendkim's key callback, on the worker thread: the answers looked up
@@ -543,52 +545,12 @@ static void on_timeout(void *arg)
 /* ------------------------------------------------------------------ */
 /* the hook                                                             */
 
-/* Streams the message as stored through the component (see the top),
- * STORED_CHUNK bytes at a time. 0, or -1 when it could not be read or the
- * component gave up (logged; job->failed is set). */
-static int feed_stored(petrel_session *s, struct dk_job *job)
+/* After the whole message was fed, on the loop, suspended: the key
+ * lookups, then dkmsg_end on a worker (start_work). */
+static void lookup_keys(struct dk_job *job)
 {
-    petrel_message *stored = petrel_message_open(s, 0);
-    if (stored == NULL) {
-        job->failed = 1;
-        petrel_log(s, PETREL_LOG_WARNING, "dkim: the stored message cannot be read: it is neither signed nor "
-                   "verified");
-        return -1;
-    }
-    char *buf = malloc(STORED_CHUNK);
-    long n = -1;
-    while (buf && !job->failed && (n = petrel_message_read(stored, buf, STORED_CHUNK)) > 0)
-        feed(s, job, buf, (size_t)n);
-    free(buf);
-    petrel_message_close(stored);
-    if (!job->failed && n != 0) {
-        job->failed = 1;
-        petrel_log(s, PETREL_LOG_WARNING, "dkim: %s: the message is neither signed nor verified",
-                   buf == NULL ? "out of memory" : "the stored message could not be read to its end");
-    }
-    return job->failed ? -1 : 0;
-}
-
-static petrel_verdict dkim_end_of_message(petrel_session *s)
-{
-    struct dk_job *job = job_start(s);
-    if (job == NULL || job->modes == 0)
-        return PETREL_CONTINUE;
-    if (job->pending || job->working)
-        return PETREL_CONTINUE;   /* cannot happen: end of message comes once */
-    if (feed_stored(s, job) != 0) {
-        if (job->modes & DKMSG_SIGN) {
-            /* Mail of ours going out unsigned would change meaning silently. */
-            petrel_set_reply(s, 451, "4.7.5", "DKIM signing failed, try again later");
-            return PETREL_TEMPFAIL;
-        }
-        return PETREL_CONTINUE;
-    }
     char names[MAX_KEYS][DKMSG_KEY_NAME_MAX];
     size_t n = (job->modes & DKMSG_VERIFY) ? dkmsg_key_names(job->msg, names, MAX_KEYS) : 0;
-    job->pending = petrel_suspend(s);
-    if (job->pending == NULL)
-        return PETREL_CONTINUE;
     for (size_t i = 0; i < n; i++) {
         struct key_answer *k = &job->keys[job->nkeys++];
         k->job = job;
@@ -596,7 +558,7 @@ static petrel_verdict dkim_end_of_message(petrel_session *s)
     }
     if (n == 0) {
         start_work(job);
-        return PETREL_PENDING;
+        return;
     }
     job->refs++;
     job->timer = petrel_timer_start(job->m, job->mod->lookup_timeout_ms, on_timeout, job);
@@ -614,6 +576,141 @@ static petrel_verdict dkim_end_of_message(petrel_session *s)
     }
     if (job->nanswered == job->nkeys)
         start_work(job);
+}
+
+/* The verdict when the message could not be fed (logged): mail we sign is
+ * not accepted unsigned. */
+static petrel_verdict feed_failed(petrel_session *s, struct dk_job *job)
+{
+    if (job->modes & DKMSG_SIGN) {
+        /* Mail of ours going out unsigned would change meaning silently. */
+        petrel_set_reply(s, 451, "4.7.5", "DKIM signing failed, try again later");
+        return PETREL_TEMPFAIL;
+    }
+    return PETREL_CONTINUE;
+}
+
+static void slice_work(void *arg)
+{
+    struct dk_job *job = arg;
+    job->slice_rc = dkmsg_feed(job->msg, job->slice, job->slice_len);
+}
+
+static void slice_next(struct dk_job *job);
+
+static void slice_done(void *arg)
+{
+    struct dk_job *job = arg;
+    petrel_session *s = petrel_pending_session(job->pending);
+    if (s == NULL) {
+        job->stored = NULL;   /* stale with the session: the core released it */
+        job_unref(job);
+        return;
+    }
+    if (job->slice_rc != 0) {
+        job->failed = 1;
+        petrel_log(s, PETREL_LOG_WARNING, "dkim: %s: the message is neither signed nor verified",
+                   dkmsg_error(job->msg));
+    }
+    slice_next(job);
+    job_unref(job);
+}
+
+/* A big message, suspended: the next slice read on the loop (a pread),
+ * hashed on a worker thread, so that the loop serves other sessions
+ * meanwhile; at the end, the key lookups. */
+static void slice_next(struct dk_job *job)
+{
+    petrel_session *s = petrel_pending_session(job->pending);
+    long n = job->failed ? -1 : petrel_message_read(job->stored, job->slice, STORED_CHUNK);
+    if (n > 0) {
+        job->slice_len = (size_t)n;
+        job->refs++;
+        if (petrel_run_blocking(job->m, slice_work, slice_done, job) == 0)
+            return;
+        job->refs--;
+        slice_work(job);   /* no worker threads in this process */
+        n = job->slice_rc == 0 ? 1 : -1;
+        if (n < 0) {
+            job->failed = 1;
+            petrel_log(s, PETREL_LOG_WARNING, "dkim: %s: the message is neither signed nor verified",
+                       dkmsg_error(job->msg));
+        }
+        while (n > 0 && (n = petrel_message_read(job->stored, job->slice, STORED_CHUNK)) > 0)
+            if (dkmsg_feed(job->msg, job->slice, (size_t)n) != 0) {
+                job->failed = 1;
+                petrel_log(s, PETREL_LOG_WARNING, "dkim: %s: the message is neither signed nor verified",
+                           dkmsg_error(job->msg));
+                n = -1;
+            }
+    }
+    petrel_message_close(job->stored);
+    job->stored = NULL;
+    free(job->slice);
+    job->slice = NULL;
+    if (n < 0 && !job->failed) {
+        job->failed = 1;
+        petrel_log(s, PETREL_LOG_WARNING, "dkim: the stored message could not be read to its end: it is "
+                   "neither signed nor verified");
+    }
+    if (job->failed) {
+        petrel_verdict v = feed_failed(s, job);
+        petrel_resume(job->pending, v, 0, NULL, NULL);
+        job->pending = NULL;
+        return;
+    }
+    lookup_keys(job);
+}
+
+static petrel_verdict dkim_end_of_message(petrel_session *s)
+{
+    struct dk_job *job = job_start(s);
+    if (job == NULL || job->modes == 0)
+        return PETREL_CONTINUE;
+    if (job->pending || job->working || job->stored)
+        return PETREL_CONTINUE;   /* cannot happen: end of message comes once */
+    job->stored = petrel_message_open(s, 0);
+    /* A small message is fed here at once from a small buffer (a worker's
+     * round trip, or a buffer malloc maps and unmaps, would cost more than
+     * its hashing); a big one slice by slice. */
+    long long size = job->stored ? petrel_message_size(job->stored) : -1;
+    int small = size >= 0 && size <= INLINE_MAX;
+    job->slice = malloc(small ? INLINE_MAX : STORED_CHUNK);
+    if (job->stored == NULL || job->slice == NULL) {
+        petrel_log(s, PETREL_LOG_WARNING, "dkim: %s: it is neither signed nor verified",
+                   job->slice ? "the stored message cannot be read" : "out of memory");
+        if (job->stored)
+            petrel_message_close(job->stored);
+        job->stored = NULL;
+        free(job->slice);
+        job->slice = NULL;
+        return feed_failed(s, job);
+    }
+    if (small) {
+        long n = petrel_message_read(job->stored, job->slice, INLINE_MAX);
+        int rc = n >= 0 && (n == 0 || dkmsg_feed(job->msg, job->slice, (size_t)n) == 0) ? 0 : -1;
+        petrel_message_close(job->stored);
+        job->stored = NULL;
+        free(job->slice);
+        job->slice = NULL;
+        if (rc != 0) {
+            petrel_log(s, PETREL_LOG_WARNING, "dkim: %s: the message is neither signed nor verified",
+                       n < 0 ? "the stored message could not be read" : dkmsg_error(job->msg));
+            return feed_failed(s, job);
+        }
+        job->pending = petrel_suspend(s);
+        if (job->pending == NULL)
+            return PETREL_CONTINUE;
+        lookup_keys(job);
+        return PETREL_PENDING;
+    }
+    job->pending = petrel_suspend(s);
+    if (job->pending == NULL) {
+        petrel_message_close(job->stored);
+        job->stored = NULL;
+        return PETREL_CONTINUE;
+    }
+    slice_next(job);
     return PETREL_PENDING;
 }
 

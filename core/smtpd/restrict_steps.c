@@ -480,10 +480,8 @@ enum restrict_verdict restrict_run_builtin(struct smtpd_session *s, struct restr
             if (!prints[k] || !*prints[k])
                 continue;
             int found = mail_maps_get(set->relay_clientcerts, prints[k], smtpd_cmd_pool(s), &value);
-            if (found < 0) {
-                msg_warn("relay_clientcerts: lookup error for fingerprint %s", prints[k]);
+            if (found < 0)   /* pending (the step runs again) or failed (maps.c logged it) */
                 return restrict_lookup_failure(s, run, prints[k], r);
-            }
             if (found > 0)
                 return RV_PERMIT;
         }

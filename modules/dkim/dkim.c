@@ -139,6 +139,33 @@ static int parse_canon(const char *v, int *relaxed_header, int *relaxed_body)
     return 0;
 }
 
+/* A KeyTable or SigningTable given as a Postfix-style table ("hash:/x",
+ * "lmdb:/x", "cdb:/x", "pgsql:/x.cf"...) rather than a file (a path,
+ * "file:" or "refile:", which the module reads itself). Such a table is
+ * checked with petrel_table_check, so that a type that does not exist or a
+ * database that does not open is named as it is for the core's own
+ * tables, and then refused: lookups in it are not written yet, and reading
+ * the spec as a path would only give "No such file". Returns 0 for a file
+ * spec, -1 (reported) for a table spec. */
+static int refuse_table_spec(petrel_module *m, const char *param, const char *spec, int report)
+{
+    if (strncmp(spec, "file:", 5) == 0 || strncmp(spec, "refile:", 7) == 0)
+        return 0;
+    size_t type_len = strspn(spec, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-");
+    if (type_len == 0 || spec[type_len] != ':')
+        return 0;   /* a path */
+    const char *why = NULL;
+    if (petrel_table_check(m, spec, &why) != 0) {
+        if (report)
+            petrel_config_error(m, param, "%s", why ? why : spec);
+        return -1;
+    }
+    if (report)
+        petrel_config_error(m, param, "%s: a table of type %.*s is not supported here yet: give OpenDKIM's file "
+                            "(a path, file: or refile:)", spec, (int)type_len, spec);
+    return -1;
+}
+
 /* Reads the signing configuration into t (have = 0 when nothing signs).
  * Problems are reported with petrel_config_error when report is set.
  * With check_keys, every key file named without "%" is read and its type
@@ -175,9 +202,17 @@ static int load_signing(petrel_module *m, struct dk_tables *t, int *have, int re
                                     "dkim_key_table and dkim_signing_table go together");
             return -1;
         }
+        int refused = refuse_table_spec(m, "dkim_key_table", key_table, report);
+        if (refuse_table_spec(m, "dkim_signing_table", signing_table, report) != 0 || refused)
+            return -1;
         if (dk_tables_load(t, key_table, signing_table, err, sizeof(err)) != 0) {
+            /* err starts with the file it is about: name that one's parameter */
+            const char *sp = strncmp(signing_table, "refile:", 7) == 0 ? signing_table + 7
+                           : strncmp(signing_table, "file:", 5) == 0 ? signing_table + 5 : signing_table;
+            size_t sl = strlen(sp);
+            int in_signing = strncmp(err, sp, sl) == 0 && err[sl] == ':';
             if (report)
-                petrel_config_error(m, "dkim_key_table", "%s", err);
+                petrel_config_error(m, in_signing ? "dkim_signing_table" : "dkim_key_table", "%s", err);
             return -1;
         }
     } else {

@@ -29,6 +29,15 @@
  *   capped at 1 h) in a per-process cache (dnsbl_cache.c): a session's
  *   lookup that finds a fresh answer there is answered at once, without a
  *   query. Failures and timeouts are never kept.
+ * - rbl_reply_maps (per service, as Postfix reads it) is opened with
+ *   petrel_table_open in init, each table once per process whichever
+ *   services name it, and checked with petrel_table_check under
+ *   petreld -n. Its lookups, local table or remote, answer on the loop:
+ *   they join the session's lookup cache (struct reply_lookup) and a
+ *   listed client's check waits for them as it waits for DNS. Postfix's
+ *   search: the restriction's argument as written (with its =filter), then
+ *   the bare domain, each through every table of the list in order; a
+ *   table that fails answers 451 4.3.5, as Postfix's reject_server_error.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -69,6 +78,16 @@ struct dnsbl_policy {
     long long threshold, allow_threshold;
     const char *reply_template;
     int reply_code;
+    const char *reply_maps;            /* rbl_reply_maps as set ("" when not) */
+    const char **reply_specs;          /* its tables, in search order */
+    size_t nreply_specs;
+    petrel_table **reply_tables;       /* opened by init (NULL in a compile) */
+};
+
+/* A table of rbl_reply_maps, opened once per process. */
+struct open_table {
+    const char *spec;
+    petrel_table *table;
 };
 
 struct dnsbl_conf {
@@ -85,6 +104,8 @@ struct dnsbl_conf {
     const char **client_zones;
     size_t nclient_zones, client_zones_cap;
     struct dnsbl_cache *cache;         /* answers kept for their TTL (this process) */
+    struct open_table *tables;         /* rbl_reply_maps tables, all services' */
+    size_t ntables;
 };
 
 static const petrel_param dnsbl_params[] = {
@@ -111,15 +132,68 @@ static const petrel_param dnsbl_params[] = {
     { .name = NULL },
 };
 
-/* The policy as the service (NULL: main.cf) sets it, checked. */
-static const char *policy_settings(petrel_module *m, const char *service, petrel_pool *pool, struct dnsbl_policy *out)
+/* Splits a table list ("texthash:/a, socketmap:inet:127.0.0.1:9:rbl") as
+ * Postfix splits a maps parameter: on commas and white space. */
+static void split_specs(const char *text, petrel_pool *pool, const char ***out, size_t *n)
+{
+    size_t cap = 0;
+    *out = NULL;
+    *n = 0;
+    for (const char *p = text ? text : "";;) {
+        p += strspn(p, " \t\r\n,");
+        if (*p == '\0')
+            return;
+        size_t len = strcspn(p, " \t\r\n,");
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 4;
+            const char **bigger = petrel_pool_zalloc(pool, cap * sizeof(*bigger));
+            if (*n)
+                memcpy(bigger, *out, *n * sizeof(*bigger));
+            *out = bigger;
+        }
+        (*out)[(*n)++] = petrel_pool_strndup(pool, p, len);
+        p += len;
+    }
+}
+
+/* The table spec opens once per process (init), shared by the services
+ * that name it; NULL with *error. */
+static petrel_table *open_reply_table(petrel_module *m, struct dnsbl_conf *conf, const char *spec, const char **error)
+{
+    for (size_t i = 0; i < conf->ntables; i++)
+        if (strcmp(conf->tables[i].spec, spec) == 0)
+            return conf->tables[i].table;
+    petrel_table *t = petrel_table_open(m, spec, PETREL_TABLE_FOLD_CASE, error);
+    if (t == NULL)
+        return NULL;
+    struct open_table *bigger = petrel_pool_zalloc(conf->pool, (conf->ntables + 1) * sizeof(*bigger));
+    if (conf->ntables)
+        memcpy(bigger, conf->tables, conf->ntables * sizeof(*bigger));
+    bigger[conf->ntables].spec = petrel_pool_strdup(conf->pool, spec);
+    bigger[conf->ntables].table = t;
+    conf->tables = bigger;
+    conf->ntables++;
+    return t;
+}
+
+/* The policy as the service (NULL: main.cf) sets it, checked; with conf
+ * (init), its rbl_reply_maps tables are opened. */
+static const char *policy_settings(petrel_module *m, const char *service, petrel_pool *pool, struct dnsbl_conf *conf,
+                                   struct dnsbl_policy *out)
 {
 #define GET_STR(name) (service ? petrel_service_config_string(m, service, name) : petrel_param_string(m, name))
 #define GET_INT(name) (service ? petrel_service_config_int(m, service, name) : petrel_param_int(m, name))
     const char *maps = GET_STR("dnsbl_reply_maps");
-    if (maps && *maps)
-        return petrel_pool_printf(pool, "rbl_reply_maps = %s cannot be applied: this version's plugin API gives "
-                                  "modules no lookup tables; remove it (the replies would silently differ)", maps);
+    out->reply_maps = petrel_pool_strdup(pool, maps ? maps : "");
+    split_specs(maps, pool, &out->reply_specs, &out->nreply_specs);
+    if (conf && out->nreply_specs) {
+        out->reply_tables = petrel_pool_zalloc(pool, out->nreply_specs * sizeof(*out->reply_tables));
+        for (size_t i = 0; i < out->nreply_specs; i++) {
+            const char *why = NULL;
+            if ((out->reply_tables[i] = open_reply_table(m, conf, out->reply_specs[i], &why)) == NULL)
+                return petrel_pool_printf(pool, "rbl_reply_maps: %s", why ? why : out->reply_specs[i]);
+        }
+    }
     const char *template_text = GET_STR("dnsbl_reply_template");
     const char *err = dnsbl_template_check(template_text ? template_text : "", pool);
     if (err)
@@ -139,14 +213,15 @@ static const char *policy_settings(petrel_module *m, const char *service, petrel
 static const char *check_common(petrel_module *m, petrel_pool *pool, struct dnsbl_conf *conf)
 {
     struct dnsbl_policy main_policy;
-    const char *err = policy_settings(m, NULL, pool, &main_policy);
+    memset(&main_policy, 0, sizeof(main_policy));
+    const char *err = policy_settings(m, NULL, pool, conf, &main_policy);
     if (err)
         return err;
     size_t n = petrel_service_count(m);
     struct dnsbl_policy *policies = petrel_pool_zalloc(pool, (n ? n : 1) * sizeof(*policies));
     for (size_t i = 0; i < n; i++) {
         const char *service = petrel_service_at(m, i);
-        if ((err = policy_settings(m, service, pool, &policies[i])) != NULL)
+        if ((err = policy_settings(m, service, pool, conf, &policies[i])) != NULL)
             return petrel_pool_printf(pool, "master.cf service %s: %s", service, err);
     }
     if (conf) {
@@ -258,6 +333,38 @@ COMPILE_FN(compile_rhsbl_sender, RHSBL_SENDER, "reject_rhsbl_sender")
 COMPILE_FN(compile_rhsbl_recipient, RHSBL_RECIPIENT, "reject_rhsbl_recipient")
 COMPILE_FN(compile_score, DNSBL_SCORE, "check_dnsbl_score")
 
+/* petreld -n, the start and a reload: every table of rbl_reply_maps, as
+ * main.cf and each service set it, must open (a compile checks the rest). */
+static int dnsbl_check_config(petrel_module *m)
+{
+    int bad = 0;
+    petrel_pool *pool = petrel_pool_create(1024);
+    size_t n = petrel_service_count(m);
+    for (size_t i = 0; i <= n; i++) {
+        const char *service = i < n ? petrel_service_at(m, i) : NULL;
+        const char *maps = service ? petrel_service_config_string(m, service, "dnsbl_reply_maps")
+                                   : petrel_param_string(m, "dnsbl_reply_maps");
+        const char *main_maps = petrel_param_string(m, "dnsbl_reply_maps");
+        if (service && strcmp(maps ? maps : "", main_maps ? main_maps : "") == 0)
+            continue;   /* main.cf's, checked once */
+        const char **specs;
+        size_t nspecs;
+        split_specs(maps, pool, &specs, &nspecs);
+        for (size_t k = 0; k < nspecs; k++) {
+            const char *why = NULL;
+            if (petrel_table_check(m, specs[k], &why) == 0)
+                continue;
+            bad = 1;
+            if (service)
+                petrel_service_config_error(m, service, "rbl_reply_maps", "%s", why ? why : specs[k]);
+            else
+                petrel_config_error(m, "rbl_reply_maps", "%s", why ? why : specs[k]);
+        }
+    }
+    petrel_pool_destroy(pool);
+    return bad ? -1 : 0;
+}
+
 static int dnsbl_init(petrel_module *m, const char **error)
 {
     petrel_pool *pool = petrel_pool_create(4096);
@@ -311,6 +418,18 @@ struct lookup {
     int logged;                       /* its failure was logged */
 };
 
+/* One rbl_reply_maps lookup of the session: (table, key). */
+enum reply_state { REPLY_PENDING, REPLY_FOUND, REPLY_NOTFOUND, REPLY_FAILED };
+
+struct reply_lookup {
+    struct reply_lookup *next;
+    struct dnsbl_session *ds;
+    petrel_table *table;
+    char *key;
+    enum reply_state state;
+    char *value;
+};
+
 struct waiter {
     struct waiter *next;
     petrel_pending *pending;
@@ -326,6 +445,7 @@ struct dnsbl_session {
     int gone;
     int evaluating, again;            /* evaluate_waiters is running; run it once more */
     struct lookup *lookups;
+    struct reply_lookup *replies;
     struct waiter *waiters;
 };
 
@@ -341,6 +461,13 @@ static void session_release(struct dnsbl_session *ds)
         free(l->values);
         free(l->query);
         free(l);
+    }
+    struct reply_lookup *rl, *rnext;
+    for (rl = ds->replies; rl; rl = rnext) {
+        rnext = rl->next;
+        free(rl->key);
+        free(rl->value);
+        free(rl);
     }
     free(ds);
 }
@@ -507,10 +634,85 @@ static struct lookup *lookup_get(struct dnsbl_session *ds, petrel_dns_type type,
     return l;
 }
 
-/* ------------------------------------------------------------------ */
-/* evaluation                                                          */
+/* petrel_table_lookup's answer, on the loop (never inside the call). */
+static void reply_answered(int status, const char *value, void *arg)
+{
+    struct reply_lookup *rl = arg;
+    struct dnsbl_session *ds = rl->ds;
+    if (status == PETREL_TABLE_FOUND) {
+        rl->value = strdup(value ? value : "");
+        rl->state = rl->value ? REPLY_FOUND : REPLY_FAILED;
+    } else {
+        rl->state = status == PETREL_TABLE_NOTFOUND ? REPLY_NOTFOUND : REPLY_FAILED;
+    }
+    if (rl->state == REPLY_FAILED)
+        petrel_module_log(ds->m, PETREL_LOG_WARNING, "rbl_reply_maps: lookup error for \"%s\"", rl->key);
+    if (!ds->gone)
+        evaluate_waiters(ds);
+    session_release(ds);
+}
+
+/* The session's lookup of key in table, started if new; NULL when out of memory. */
+static struct reply_lookup *reply_get(struct dnsbl_session *ds, petrel_table *table, const char *key)
+{
+    for (struct reply_lookup *rl = ds->replies; rl; rl = rl->next)
+        if (rl->table == table && strcasecmp(rl->key, key) == 0)
+            return rl;
+    struct reply_lookup *rl = calloc(1, sizeof(*rl));
+    if (rl == NULL || (rl->key = strdup(key)) == NULL) {
+        free(rl);
+        return NULL;
+    }
+    rl->ds = ds;
+    rl->table = table;
+    rl->state = REPLY_PENDING;
+    rl->next = ds->replies;
+    ds->replies = rl;
+    ds->refs++;
+    if (petrel_table_lookup(table, key, reply_answered, rl) != 0) {
+        ds->refs--;
+        rl->state = REPLY_FAILED;
+        petrel_module_log(ds->m, PETREL_LOG_WARNING, "rbl_reply_maps: cannot look up \"%s\"", key);
+    }
+    return rl;
+}
 
 enum outcome { NOT_READY, NOT_LISTED, LISTED };
+
+/* Postfix's search of rbl_reply_maps for a listed client: the argument as
+ * written, then (when it has a =filter) the bare domain, each through
+ * every table in order. LISTED when decided: *template is the table's
+ * (NULL: default_rbl_reply), *failed when a table could not answer. */
+static enum outcome reply_template(struct dnsbl_session *ds, const struct rule *r, const char **template_text,
+                                   int *failed)
+{
+    const struct dnsbl_policy *pol = ds->policy;
+    *template_text = NULL;
+    *failed = 0;
+    if (pol->reply_tables == NULL)
+        return LISTED;
+    const char *keys[2] = { r->list.spec, r->list.zone };
+    int nkeys = r->list.spec && strcasecmp(r->list.spec, r->list.zone) != 0 ? 2 : 1;
+    for (int k = nkeys == 2 ? 0 : 1; k < 2; k++) {
+        for (size_t i = 0; i < pol->nreply_specs; i++) {
+            struct reply_lookup *rl = reply_get(ds, pol->reply_tables[i], keys[k]);
+            if (rl == NULL || rl->state == REPLY_FAILED) {
+                *failed = 1;
+                return LISTED;
+            }
+            if (rl->state == REPLY_PENDING)
+                return NOT_READY;
+            if (rl->state == REPLY_FOUND) {
+                *template_text = rl->value;
+                return LISTED;
+            }
+        }
+    }
+    return LISTED;
+}
+
+/* ------------------------------------------------------------------ */
+/* evaluation                                                          */
 
 /* Whether query is listed under filter (A answers; NULL filter: any).
  * With want_txt, a listed query's TXT answer is awaited too. */
@@ -578,7 +780,8 @@ static const char *class_of(enum rule_kind kind)
  * enhanced code and text; a template that does not give a 4xx/5xx reply is
  * logged and answered 450 4.7.1 Service unavailable. */
 static void rbl_reply(struct dnsbl_session *ds, const struct rule *r, const char *what, const char *reason,
-                      const struct dnsbl_reply_facts *session_facts, petrel_pool *pool, struct verdict *out)
+                      const char *template_text, const struct dnsbl_reply_facts *session_facts, petrel_pool *pool,
+                      struct verdict *out)
 {
     struct dnsbl_reply_facts f = *session_facts;
     f.code = ds->policy->reply_code;
@@ -586,12 +789,21 @@ static void rbl_reply(struct dnsbl_session *ds, const struct rule *r, const char
     f.reason = reason ? reason : "";
     f.what = what;
     f.class_name = class_of(r->kind);
-    char *reply = dnsbl_template_expand(ds->policy->reply_template, &f, pool);
+    const char *why;
+    if (template_text && (why = dnsbl_template_check(template_text, pool)) != NULL) {
+        /* Postfix: warned, then answered as if not found. */
+        petrel_module_log(ds->m, PETREL_LOG_WARNING, "bad rbl reply template for domain %s: %s: %s",
+                          r->list.spec ? r->list.spec : r->list.zone, template_text, why);
+        template_text = NULL;
+    }
+    if (template_text == NULL)
+        template_text = ds->policy->reply_template;
+    char *reply = dnsbl_template_expand(template_text, &f, pool);
     const char *text;
     if (reply == NULL ||
         dnsbl_reply_split(reply, &out->code, out->enhanced, sizeof(out->enhanced), &text) != 0) {
         petrel_module_log(ds->m, PETREL_LOG_WARNING, "rbl response code configuration error: %s",
-                          reply ? reply : ds->policy->reply_template);
+                          reply ? reply : template_text);
         out->v = PETREL_TEMPFAIL;
         out->code = 450;
         snprintf(out->enhanced, sizeof(out->enhanced), "4.7.1");
@@ -708,7 +920,19 @@ static enum outcome evaluate(struct dnsbl_session *ds, const struct rule *r, con
         out->v = PETREL_ACCEPT;
         return LISTED;
     }
-    rbl_reply(ds, r, what, reason, facts, pool, out);
+    const char *template_text;
+    int failed;
+    if (reply_template(ds, r, &template_text, &failed) == NOT_READY)
+        return NOT_READY;
+    if (failed) {
+        /* Postfix's reject_server_error: a table that is down defers. */
+        out->v = PETREL_TEMPFAIL;
+        out->code = 451;
+        snprintf(out->enhanced, sizeof(out->enhanced), "4.3.5");
+        out->text = "Server configuration error";
+        return LISTED;
+    }
+    rbl_reply(ds, r, what, reason, template_text, facts, pool, out);
     return LISTED;
 }
 
@@ -856,6 +1080,7 @@ const petrel_module_desc petrel_module_descriptor = {
     .params = dnsbl_params,
     .init = dnsbl_init,
     .fini = dnsbl_fini,
+    .check = dnsbl_check_config,
     .hooks = { .connect = dnsbl_connect },
     .restrictions = dnsbl_restrictions,
     /* A list that does not answer counts as not listed after dnsbl_timeout;

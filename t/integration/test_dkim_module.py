@@ -455,6 +455,20 @@ try:
     r = subprocess.run(p.command(PETRELD, "-n", "-c", p.conf), capture_output=True, text=True, timeout=30)
     t.ok(r.returncode != 0 and ("%s:2: expected NAME DOMAIN:SELECTOR:KEY" % bad) in r.stderr + r.stdout,
          "petreld -n names the broken KeyTable line", r.stderr + r.stdout)
+    # Postfix-style table specs: checked with the module API's petrel_table_check, naming the
+    # parameter, then refused (only OpenDKIM's files are read).
+    for param, spec, why in [
+            ("dkim_signing_table", "hash:" + path("no-such-SigningTable"), "no-such-SigningTable"),
+            ("dkim_key_table", "nosuchtype:" + path("KeyTable"), "nosuchtype"),
+            ("dkim_signing_table", "texthash:" + SIGNINGTABLE, "is not supported here yet")]:
+        settings = {"modules": "dkim", "module_directory": MODS, "dkim_key_table": KEYTABLE,
+                    "dkim_signing_table": "refile:" + SIGNINGTABLE}
+        settings[param] = spec
+        p = Petrel(t, main_cf=settings, start=False)
+        r = subprocess.run(p.command(PETRELD, "-n", "-c", p.conf), capture_output=True, text=True, timeout=30)
+        out = r.stderr + r.stdout
+        t.ok(r.returncode != 0 and re.search(r"main\.cf:\d+: %s: .*%s" % (param, re.escape(why)), out),
+             "petreld -n: %s = %s is refused naming the parameter (%s)" % (param, spec.split(":")[0], why), out)
     missing = path("missing.private")
     p = Petrel(t, main_cf={"modules": "dkim", "module_directory": MODS, "dkim_domain": "a.test",
                            "dkim_selector": "s", "dkim_key_file": missing}, start=False)

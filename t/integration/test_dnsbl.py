@@ -1,16 +1,20 @@
 """modules/dnsbl against a private dnsmasq serving test DNS lists: Postfix's
 reject_rbl_client family with its replies, filters, IPv6 nibble queries, a list
 that never answers, the per-session cache, and postscreen-style weighted scores."""
+import os
 import re
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
 
 from harness import PETRELD, Dnsmasq, Petrel, Tap, free_port
 from modlib import UdpBlackhole, bundled_module_dir, rcpt_reply, smtp_from
+from socketmaplib import SocketmapServer, netstring
 
 t = Tap()
-mods = bundled_module_dir("dnsbl")
+mods = bundled_module_dir("dnsbl", "socketmap")
 
 # Clients come from 127.0.0.2 (listed everywhere), 127.0.0.3 (listed with
 # 127.0.0.10 only), 127.0.0.4 (clean); mynetworks is elsewhere so that
@@ -42,6 +46,9 @@ records = [
     "--server=/dead.test/127.0.0.1#%d" % blackhole.port,
 ]
 MYNETS = "192.0.2.0/24"
+table_dir = tempfile.mkdtemp(prefix="petrel-dnsbl-")
+os.chmod(table_dir, 0o755)
+reply_table = os.path.join(table_dir, "rbl_reply")
 
 
 def conf(dns, **extra):
@@ -109,11 +116,65 @@ with Dnsmasq(records) as dns:
         r = subprocess.run(p.command(PETRELD, "-c", p.conf, "-n"), capture_output=True, text=True)
         t.ok(r.returncode != 0 and "default_rbl_reply: unknown name \"$rbl_nonsense\"" in r.stderr,
              "petreld -n refuses a template with an unknown name", r.stderr)
+    # --- rbl_reply_maps: per-list templates, looked up as Postfix does (the argument as
+    # written, then its bare domain), default_rbl_reply when no entry matches ---
+    with open(reply_table, "w") as f:
+        f.write("bl.test $rbl_code 5.7.1 bl.test refuses [$client_address] ($rbl_class $rbl_what)${rbl_txt?: $rbl_txt}\n"
+                "f.test=127.0.0.10 451 4.7.1 f.test with its filter says later to $client_address\n"
+                "rhs.test $rbl_code 5.7.1 broken template $rbl_nonsense\n")
+    os.chmod(reply_table, 0o644)
+    with Petrel(t, main_cf=conf(dns, rbl_reply_maps="texthash:" + reply_table,
+                                smtpd_recipient_restrictions="reject_rbl_client f.test=127.0.0.10, "
+                                "reject_rbl_client bl.test=127.0.0.[10;11], reject_rhsbl_sender rhs.test")) as p:
+        t.is_(from_(p, "127.0.0.2"), "451 4.7.1 f.test with its filter says later to 127.0.0.2",
+              "rbl_reply_maps: the entry keyed by the argument as written (with =filter) gives the reply")
+        t.is_(from_(p, "127.0.0.3"),
+              "554 5.7.1 bl.test refuses [127.0.0.3] (Client host 127.0.0.3)",
+              "without an entry for bl.test=filter, the bare domain's entry applies (Postfix 3.10), $names expanded")
+        t.is_(from_(p, "127.0.0.4", sender="x@spam.example"),
+              "554 5.7.1 Service unavailable; Sender address [x@spam.example] blocked using rhs.test",
+              "a bad template in the table is warned about and default_rbl_reply answers")
+        t.ok(p.wait_log(r"warning: .*bad rbl reply template for domain rhs\.test") is not None,
+             "  the warning names the list", p.log())
+        t.is_(from_(p, "127.0.0.4"), "250 2.1.5 Ok", "a client that is not listed passes")
+    with Petrel(t, main_cf=conf(dns, rbl_reply_maps="texthash:" + reply_table,
+                                smtpd_recipient_restrictions="reject_rbl_client w1.test, reject_rbl_client bl.test")) as p:
+        t.is_(from_(p, "127.0.0.2"), "554 5.7.1 Service unavailable; Client host [127.0.0.2] blocked using w1.test",
+              "a list without an entry gets default_rbl_reply")
+        t.is_(from_(p, "127.0.0.3"), "554 5.7.1 bl.test refuses [127.0.0.3] (Client host 127.0.0.3)",
+              "  while the next list's entry applies in the same process")
+    # A remote table (socketmap): asynchronous lookups; a table that fails defers (451 4.3.5).
+    sm = SocketmapServer({"rbl": {b"bl.test": b"$rbl_code 5.7.1 Remote text for $rbl_domain: $rbl_reason"}})
+    sm.special[b"w1.test"] = (b"rbl", netstring(b"TEMP resting"))
+    with Petrel(t, main_cf=conf(dns, modules="dnsbl socketmap", rbl_reply_maps="socketmap:inet:127.0.0.1:%d:rbl" % sm.port,
+                                smtpd_recipient_restrictions="reject_rbl_client bl.test")) as p:
+        t.is_(from_(p, "127.0.0.2"), "554 5.7.1 Remote text for bl.test: Listed; see http://bl.test/q?127.0.0.2",
+              "rbl_reply_maps in a socketmap table: the remote entry gives the reply")
+        t.ok(b"bl.test" in sm.seen("rbl"), "  asked by the bare domain", sm.requests)
+    with Petrel(t, main_cf=conf(dns, modules="dnsbl socketmap", rbl_reply_maps="socketmap:inet:127.0.0.1:%d:rbl" % sm.port,
+                                smtpd_recipient_restrictions="reject_rbl_client w1.test")) as p:
+        t.is_(from_(p, "127.0.0.2"), "451 4.3.5 Server configuration error",
+              "a table that cannot answer defers, as Postfix's reject_server_error")
+        t.ok(p.wait_log(r"warning: .*rbl_reply_maps: lookup error for \"w1\.test\"") is not None,
+             "  and the failure is logged", p.log())
+        c = smtp_from(p.port, src="127.0.0.4")
+        c.cmd("EHLO x.example")
+        t.is_(c.code, 250, "  the server keeps serving")
+        c.close()
+    sm.stop()
+    svc_port = free_port()
+    with Petrel(t, main_cf=conf(dns, smtpd_recipient_restrictions="reject_rbl_client bl.test"),
+                extra_services="127.0.0.1:%d inet n - n - - smtpd -o rbl_reply_maps=texthash:%s\n"
+                % (svc_port, reply_table)) as p:
+        t.is_(from_(p, "127.0.0.3"), "554 5.7.1 Service unavailable; Client host [127.0.0.3] blocked using bl.test",
+              "rbl_reply_maps per service: main.cf's service has none")
+        t.is_(from_(p, "127.0.0.3", port=svc_port), "554 5.7.1 bl.test refuses [127.0.0.3] (Client host 127.0.0.3)",
+              "  the service with -o rbl_reply_maps uses its table")
     with Petrel(t, start=False, main_cf=conf(dns, smtpd_recipient_restrictions="reject_rbl_client bl.test",
-                                             rbl_reply_maps="texthash:/nonexistent")) as p:
+                                             rbl_reply_maps="hash:/nonexistent/rbl_reply")) as p:
         r = subprocess.run(p.command(PETRELD, "-c", p.conf, "-n"), capture_output=True, text=True)
-        t.ok(r.returncode != 0 and "rbl_reply_maps = texthash:/nonexistent cannot be applied" in r.stderr,
-             "rbl_reply_maps is refused by name rather than ignored", r.stderr)
+        t.ok(r.returncode != 0 and re.search(r"main\.cf:\d+: rbl_reply_maps: .*/nonexistent/rbl_reply", r.stderr),
+             "petreld -n refuses an rbl_reply_maps table that does not open, naming the parameter", r.stderr)
     for bad, why in [("bl.test=127.0.0.[2..]", "bad range"), ("bl.test=127.0.0", "four fields"),
                      ("bl.test=127.0.0.256", "a number from 0 to 255"), ("bad_zone..test", "bad DNS list domain")]:
         with Petrel(t, start=False, main_cf=conf(dns, smtpd_recipient_restrictions="reject_rbl_client " + bad)) as p:
@@ -266,4 +327,5 @@ with Petrel(t, start=False, main_cf={"smtpd_recipient_restrictions": "check_dnsb
     t.like(r.stderr, r"restriction check_dnsbl_score is provided by module dnsbl, which is not loaded",
            "naming a dnsbl restriction without the module names the module")
 blackhole.close()
+shutil.rmtree(table_dir, ignore_errors=True)
 t.done()

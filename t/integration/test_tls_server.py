@@ -329,6 +329,38 @@ with tls_petrel(rules) as p:
     t.is_(c.cmd("RCPT TO:<someone@elsewhere.example>"), "554 5.7.1 <someone@elsewhere.example>: Relay access denied",
           "no certificate: neither matches")
     c.close()
+# relay_clientcerts in a remote table (socketmap): the lookup is asynchronous (the step
+# runs again once the answer is in) and a round without an answer is no error.
+from socketmaplib import SocketmapServer, netstring
+from modlib import bundled_module_dir
+sm = SocketmapServer({"certs": {pk.encode(): b"client.petrel.test"}})
+sm.special[fingerprint(OTHER_CERT, True).encode()] = (b"certs", netstring(b"TEMP resting"))
+with tls_petrel(dict(ccert, smtpd_relay_restrictions="permit_tls_clientcerts, reject_unauth_destination",
+                     relay_clientcerts="socketmap:inet:127.0.0.1:%d:certs" % sm.port,
+                     modules="socketmap", module_directory=bundled_module_dir("socketmap"),
+                     mynetworks="192.0.2.0/24")) as p:
+    c, err = starttls(p, client_ctx(cert=CL_CERT, key=CL_KEY))
+    c.ehlo()
+    c.cmd("MAIL FROM:<a@example.org>")
+    t.like(c.cmd("RCPT TO:<someone@elsewhere.example>"), "^250",
+           "permit_tls_clientcerts with a socketmap relay_clientcerts: the listed key may relay")
+    c.close()
+    t.ok(pk.encode() in sm.seen("certs"), "  the public key's fingerprint was asked remotely", sm.requests)
+    t.ok("lookup error" not in p.log(), "  and no lookup error is logged for a lookup that merely had to wait", p.log())
+    c, err = starttls(p, client_ctx(cert=OTHER_CERT, key=OTHER_KEY))
+    c.ehlo()
+    c.cmd("MAIL FROM:<a@example.org>")
+    t.is_(c.cmd("RCPT TO:<someone@elsewhere.example>"),
+          "451 4.3.0 <%s>: Temporary lookup failure" % fingerprint(OTHER_CERT, True),
+          "a relay_clientcerts table that fails defers")
+    c.close()
+    t.ok(p.wait_log(r"warning: relay_clientcerts: socketmap:\S+: lookup error for \"%s\""
+                    % re.escape(fingerprint(OTHER_CERT, True))) is not None,
+         "  the real failure is logged, naming the table", p.log())
+    c = Smtp(p.port)
+    t.like(c.ehlo(), "^250", "  the server keeps serving")
+    c.close()
+sm.stop()
 with tls_petrel(dict(ccert, smtpd_relay_restrictions="permit_tls_all_clientcerts, reject_unauth_destination",
                      mynetworks="192.0.2.0/24")) as p:
     c, err = starttls(p, client_ctx(cert=CL_CERT, key=CL_KEY))

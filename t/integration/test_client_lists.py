@@ -9,6 +9,7 @@ import re
 import subprocess
 from harness import PETRELD, Dnsmasq, Petrel, Tap, free_port
 from modlib import smtp_from
+from psclib import postscreen
 
 t = Tap()
 RELAY = "-o smtpd_relay_restrictions=permit_mynetworks,reject_unauth_destination"
@@ -19,8 +20,9 @@ with Dnsmasq(["--ptr-record=2.0.0.127.in-addr.arpa,relay.cl.test", "--host-recor
         names = p.write_file("cl_names", "relay.cl.test OK\n")
         mynetworks = {"host": "relay.cl.test", "parent": "cl.test", "table": "texthash:" + names,
                       "other": "other.cl.test,127.0.0.3", "negated": "!relay.cl.test,127.0.0.0/8",
-                      "subdomain": ".relay.cl.test"}
-        ports = {name: free_port() for name in list(mynetworks) + ["debug", "nodebug", "limit", "nolimit"]}
+                      "subdomain": ".relay.cl.test", "failing": "fail:down"}
+        ports = {name: free_port() for name in list(mynetworks) + ["debug", "nodebug", "limit", "nolimit", "barelf",
+                                                                    "nobarelf"]}
         with open(os.path.join(p.conf, "master.cf"), "a") as f:
             for name, value in mynetworks.items():
                 f.write("127.0.0.1:%d inet n - n - - smtpd -o mynetworks=%s %s\n" % (ports[name], value, RELAY))
@@ -29,6 +31,9 @@ with Dnsmasq(["--ptr-record=2.0.0.127.in-addr.arpa,relay.cl.test", "--host-recor
             for name, value in (("limit", "texthash:" + names), ("nolimit", "other.cl.test")):
                 f.write("127.0.0.1:%d inet n - n - - smtpd -o smtpd_client_connection_count_limit=1 "
                         "-o smtpd_client_event_limit_exceptions=%s\n" % (ports[name], value))
+            for name, value in (("barelf", "cl.test"), ("nobarelf", "!relay.cl.test,127.0.0.0/8")):
+                f.write("127.0.0.1:%d inet n - n - - smtpd -o smtpd_forbid_bare_newline=reject "
+                        "-o smtpd_forbid_bare_newline_exclusions=%s\n" % (ports[name], value))
         p._chown()
         p.start()
 
@@ -51,6 +56,9 @@ with Dnsmasq(["--ptr-record=2.0.0.127.in-addr.arpa,relay.cl.test", "--host-recor
                            ("subdomain", ".relay.cl.test: only names below it")):
             t.like(relay_reply(name), r"^554 5\.7\.1 <user@remote\.example>: Relay access denied$",
                    "mynetworks = %s: %s: not in mynetworks (554 5.7.1)" % (mynetworks[name], want))
+
+        t.like(relay_reply("failing"), r"^451 4\.3\.0 <user@remote\.example>: Temporary lookup failure$",
+               "mynetworks = fail:down: a table that fails makes permit_mynetworks answer 451 4.3.0 (Postfix's)")
 
         for name, listed in (("debug", True), ("nodebug", False)):
             p.wait_listening(ports[name])
@@ -77,6 +85,31 @@ with Dnsmasq(["--ptr-record=2.0.0.127.in-addr.arpa,relay.cl.test", "--host-recor
                        "smtpd_client_event_limit_exceptions = other.cl.test: the limit applies (421 4.7.0)")
             first.close()
             second.close()
+
+        for name, excluded in (("barelf", True), ("nobarelf", False)):
+            p.wait_listening(ports[name])
+            c = smtp_from(ports[name], src="127.0.0.2")
+            c.ehlo("relay.cl.test")
+            c.cmd("MAIL FROM:<sender@example.com>")
+            c.cmd("RCPT TO:<user@localhost>")
+            c.cmd("DATA")
+            c.send(b"Subject: bare\r\n\r\nline one\nline two\r\n.\r\n")
+            r = c.read_reply()
+            if excluded:
+                t.like(r, r"^250 2\.0\.0 Ok: queued as ", "smtpd_forbid_bare_newline_exclusions = cl.test: the "
+                       "verified name's parent domain is exempt from reject")
+            else:
+                t.like(r, r"^550 5\.5\.2 Error: bare <LF> received$", "smtpd_forbid_bare_newline_exclusions = "
+                       "!relay.cl.test,127.0.0.0/8: the name's exclusion decides (550 5.5.2)")
+            c.close()
+
+# postscreen matches mynetworks by address only (Postfix's server_acl):
+# petreld -n says that host names there do not pass postscreen.
+with postscreen(t, start=False, main_cf={"mynetworks": "relay.cl.test, 127.0.0.1"}) as p:
+    r = subprocess.run(p.command(PETRELD, "-c", p.conf, "-n"), capture_output=True, text=True, timeout=60)
+    t.ok(r.returncode == 0 and re.search(r"mynetworks names hosts \(\"relay\.cl\.test\"\): postscreen's "
+                                         r"permit_mynetworks matches the client's address only", r.stderr),
+         "postscreen: host names in mynetworks load, with a warning that postscreen does not match them", r.stderr)
 
 for value, want in (("relay.cl.test, 127.0.0.1", None),
                     ("relay.cl.test/24", r"mynetworks: \"relay\.cl\.test/24\" is neither a network, a host or "

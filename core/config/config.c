@@ -452,7 +452,8 @@ static int list_reads_files(const char *name)
     static const char *const names[] = {
         "mynetworks", "mydestination", "relay_domains", "virtual_alias_domains",
         "virtual_mailbox_domains", "smtpd_forbid_bare_newline_exclusions",
-        "smtpd_client_event_limit_exceptions", "debug_peer_list", "masquerade_exceptions", NULL,
+        "smtpd_client_event_limit_exceptions", "debug_peer_list", "masquerade_exceptions",
+        "smtpd_sasl_exceptions_networks", "smtpd_authorized_xforward_hosts", NULL,
     };
     for (const char *const *n = names; *n; n++)
         if (strcmp(*n, name) == 0)

@@ -139,6 +139,14 @@ int namadr_list_empty(const struct namadr_list *list)
     return list == NULL || list->n == 0;
 }
 
+const char *namadr_list_first_name(const struct namadr_list *list)
+{
+    for (size_t i = 0; list && i < list->n; i++)
+        if (list->items[i].kind == ITEM_NAME)
+            return list->items[i].name;
+    return NULL;
+}
+
 static int name_match(const struct namadr_list *list, const char *pattern, const char *name)
 {
     size_t nl = strlen(name), pl = strlen(pattern);

@@ -31,6 +31,9 @@ struct namadr_list *namadr_list_open(const char *param, const char *const *items
 /* 1 matches, 0 not, -1 a table failed (logged). name may be NULL or
  * "unknown" (then only addresses and tables keyed by address match). */
 int namadr_list_match(const struct namadr_list *list, const char *name, const char *addr);
+/* The first host or domain name item (they match only a client's name),
+ * or NULL: for callers that know only the address (postscreen). */
+const char *namadr_list_first_name(const struct namadr_list *list);
 /* Whether the list has any item. */
 int namadr_list_empty(const struct namadr_list *list);
 void namadr_list_free(struct namadr_list *list);

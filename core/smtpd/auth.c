@@ -35,6 +35,7 @@
 #include "lib/hash.h"
 #include "lib/log.h"
 #include "lib/xalloc.h"
+#include "mail/namadr.h"
 #include "module/module.h"
 #include "smtpd/anvil.h"
 #include "smtpd/restrict.h"
@@ -105,7 +106,7 @@ static const char *login_key(petrel_pool *pool, const char *login)
 
 static int address_exempt(const struct smtpd_session *s)
 {
-    return cidr_list_match(s->set->conn_limit_exceptions, s->addr);
+    return namadr_list_match(s->set->conn_limit_exceptions, s->name, s->addr) > 0;
 }
 
 static int address_locked(struct smtpd_session *s, time_t now)

@@ -26,6 +26,7 @@
 #include "lib/log.h"
 #include "mail/maps.h"
 #include "smtpd/restrict.h"
+#include "mail/namadr.h"
 #include "smtpd/smtpd_int.h"
 #include "tables/cidr.h"
 
@@ -126,7 +127,7 @@ static void ehlo_reply(struct smtpd_session *s)
      * refused too) or the client is in smtpd_sasl_exceptions_networks
      * (only hidden: AUTH is still served) */
     if (s->sasl_offer && *s->sasl_offer && !(discard & SMTPD_EHLO_AUTH) &&
-        !(set->sasl_exceptions && cidr_list_match(set->sasl_exceptions, s->addr))) {
+        namadr_list_match(set->sasl_exceptions, s->name, s->addr) == 0) {
         /* in the HELO pool, with the offer: reset by the next EHLO */
         petrel_pool *pool = s->helo_pool ? s->helo_pool : s->pool;
         lines[k++] = petrel_pool_printf(pool, "AUTH %s", s->sasl_offer);

@@ -36,6 +36,7 @@
 #include "smtpd/haproxy_read.h"
 #include "smtpd/restrict.h"
 #include "smtpd/smtpd_int.h"
+#include "mail/namadr.h"
 #include "tables/cidr.h"
 
 static int addr_to_text(const struct sockaddr *sa, char *addr, size_t asize, char *port, size_t psize)
@@ -105,9 +106,6 @@ static void session_begin(struct smtpd_session *s, const char *addr, const char 
         }
     }
     s->namaddr = petrel_pool_printf(pool, "%s[%s]", s->name, s->addr);
-    s->in_mynetworks = s->local_submission || cidr_list_match(set->mynetworks, s->addr);
-    s->debug = cidr_list_match(set->debug_peers, s->addr);
-    s->bare_lf_excluded = cidr_list_match(set->bare_lf_exclusions, s->addr);
     /* what EHLO will not announce (Postfix decides it at connect, from
      * the client's address: the proxied one behind a PROXY header) */
     if (smtpd_ehlo_discard_mask(s, &s->ehlo_discard) != 0) {
@@ -164,6 +162,13 @@ static void peer_known(struct smtpd_session *s)
      * "ID: uid=N from=<...>" line says who sent it. */
     if (!s->local_submission)
         msg_info("connect from %s", s->namaddr);
+    /* The client lists match the verified name too (mail/namadr.h), so
+     * they are decided here, before anything the client sent is read. A
+     * table that fails: permit_mynetworks answers 451 (-1 is kept), the
+     * others do as Postfix does with an error (not listed). */
+    s->in_mynetworks = s->local_submission ? 1 : namadr_list_match(set->mynetworks, s->name, s->addr);
+    s->debug = namadr_list_match(set->debug_peers, s->name, s->addr) > 0;
+    s->bare_lf_excluded = namadr_list_match(set->bare_lf_exclusions, s->name, s->addr) > 0;
 
     /* Per-client limits (Postfix's anvil), per service as in Postfix: count
      * first, then decide. The service's own limit (maxproc) was applied
@@ -171,7 +176,7 @@ static void peer_known(struct smtpd_session *s)
      * The pickup role submits one file at a time and has no anvil. */
     time_t now = time(NULL);
     unsigned concurrent = 0, rate = 0;
-    if (!s->local_submission && !cidr_list_match(set->conn_limit_exceptions, s->addr)) {
+    if (!s->local_submission && namadr_list_match(set->conn_limit_exceptions, s->name, s->addr) <= 0) {
         const char *key = petrel_pool_printf(s->pool, "client:%s:%s", set->service_name, s->addr);
         if (anvil_connect(w->anvil, w->index, key, now, set->rate_time_unit, &concurrent, &rate) == 0) {
             s->client_key = key;

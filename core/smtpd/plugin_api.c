@@ -262,7 +262,7 @@ const char *petrel_helo(petrel_session *h)
 int petrel_in_mynetworks(petrel_session *h)
 {
     struct smtpd_session *s = host_of(h, __func__);
-    return s ? s->in_mynetworks : 0;
+    return s ? s->in_mynetworks > 0 : 0;
 }
 
 const char *petrel_tls_info(petrel_session *h)

@@ -57,6 +57,7 @@
 #include "lib/log.h"
 #include "lib/workq.h"
 #include "lib/xalloc.h"
+#include "mail/namadr.h"
 #include "smtpd/anvil.h"
 #include "smtpd/haproxy_read.h"
 #include "smtpd/psc.h"
@@ -668,7 +669,11 @@ static enum acl_verdict acl_word(const struct psc_session *s, const char *word, 
     if (strcasecmp(word, "dunno") == 0)
         return ACL_DUNNO;
     if (strcasecmp(word, "permit_mynetworks") == 0) {
-        *matched = cidr_list_match(s->ps->mynetworks, s->client_addr);
+        *matched = namadr_list_match(s->ps->mynetworks, NULL, s->client_addr);
+        if (*matched < 0) {
+            psc_warn("%s: mynetworks lookup error -- ignoring the remainder of this access list", origin);
+            return ACL_ERROR;
+        }
         return *matched ? ACL_PERMIT : ACL_DUNNO;
     }
     psc_warn("%s: unknown command: %s -- ignoring the remainder of this access list", origin, word);
@@ -685,8 +690,14 @@ static enum acl_verdict acl_eval(const struct psc_session *s)
         case PSC_ACL_REJECT: return ACL_REJECT;
         case PSC_ACL_DUNNO: return ACL_DUNNO;
         case PSC_ACL_MYNETWORKS:
-            if (cidr_list_match(ps->mynetworks, s->client_addr))
-                return ACL_PERMIT;
+            switch (namadr_list_match(ps->mynetworks, NULL, s->client_addr)) {
+            case 1: return ACL_PERMIT;
+            case 0: break;
+            default:
+                psc_warn("postscreen_access_list: mynetworks lookup error -- ignoring the remainder of this "
+                         "access list");
+                return ACL_ERROR;
+            }
             break;
         case PSC_ACL_TABLE: {
             const char *value = NULL;

@@ -35,6 +35,7 @@
 
 struct cfg;
 struct master_service;
+struct namadr_list;
 struct smtpd_worker;
 struct smtpd_listener;
 struct tbl;
@@ -190,7 +191,7 @@ struct psc_settings {
     /* permanent allow/denylist */
     struct psc_acl_item *acl;
     size_t nacl;
-    struct cidr_list *mynetworks;
+    struct namadr_list *mynetworks;   /* matched by address only (Postfix's server_acl) */
     int denylist_action;
     int respectful_logging;            /* DENYLISTED/ALLOWLISTED, else BLACKLISTED/WHITELISTED */
     struct psc_iface_rule *allowlist_interfaces;   /* postscreen_allowlist_interfaces, in order */

@@ -22,6 +22,7 @@
 #include "config/cfg.h"
 #include "lib/log.h"
 #include "lib/xalloc.h"
+#include "mail/namadr.h"
 #include "smtpd/haproxy_read.h"
 #include "smtpd/psc.h"
 #include "smtpd/smtpd.h"
@@ -192,7 +193,7 @@ static void free_psc_pool(void *arg)
             tbl_close(ps->acl[i].table);
     for (size_t i = 0; i < ps->nforbidden_tables; i++)
         tbl_close(ps->forbidden_tables[i]);
-    cidr_list_free(ps->mynetworks);
+    namadr_list_free(ps->mynetworks);
     psc_interfaces_free(ps->allowlist_interfaces, ps->nallowlist_interfaces);
     free(ps->cache_path);
     free(ps->ehlo_reply);
@@ -468,14 +469,23 @@ struct psc_settings *psc_settings_create(struct smtpd_worker *w, const struct ma
              "but master.cf has no \"%s pass ... smtpd\" line", ps->pass_service, ps->pass_service);
         goto failed;
     }
-    ps->mynetworks = cidr_list_new();
-    for (const char *const *item = cfg_list(svc->cfg, "mynetworks"); *item; item++) {
+    {
+        /* Postfix's postscreen reads mynetworks as an address list
+         * (server_acl.c): networks and tables keyed by the address; host
+         * names never match there, since postscreen does not look the
+         * client's name up. Said at load rather than left silent. */
         char *why = NULL;
-        if (cidr_list_add(ps->mynetworks, *item, &why) != 0) {
-            fail(svc, error, "mynetworks: %s", why ? why : *item);
+        ps->mynetworks = namadr_list_open("mynetworks", cfg_list(svc->cfg, "mynetworks"), w->tables, 1, &why);
+        if (ps->mynetworks == NULL) {
+            fail(svc, error, "%s", why ? why : "mynetworks: cannot be used");
             free(why);
             goto failed;
         }
+        const char *name = namadr_list_first_name(ps->mynetworks);
+        if (name && w->listeners == NULL)   /* once, as warn_unsupported */
+            msg_warn("%s, line %d: service %s: mynetworks names hosts (\"%s\"): postscreen's permit_mynetworks "
+                     "matches the client's address only, as in Postfix: the named hosts are not permitted by "
+                     "postscreen (smtpd's permit_mynetworks does match them)", svc->file, svc->line, svc->name, name);
     }
     if (open_acl(ps, w, svc, error) != 0 || open_allowlist_interfaces(ps, svc, error) != 0 ||
         open_forbidden(ps, w, svc, error) != 0)

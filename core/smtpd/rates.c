@@ -20,11 +20,12 @@
 #include "lib/log.h"
 #include "smtpd/anvil.h"
 #include "smtpd/smtpd_int.h"
+#include "mail/namadr.h"
 #include "tables/cidr.h"
 
 static int exempt(const struct smtpd_session *s)
 {
-    return s->local_submission || s->worker->anvil == NULL || cidr_list_match(s->set->conn_limit_exceptions, s->addr);
+    return s->local_submission || s->worker->anvil == NULL || namadr_list_match(s->set->conn_limit_exceptions, s->name, s->addr) > 0;
 }
 
 static unsigned window(const struct smtpd_settings *set)

@@ -462,6 +462,11 @@ enum restrict_verdict restrict_run_builtin(struct smtpd_session *s, struct restr
             return RV_PENDING;
         }
     case STEP_PERMIT_MYNETWORKS:
+        /* A mynetworks table failed: Postfix's 451 4.3.0 for the stage's
+         * reply name (the recipient at RCPT, the client at connect). */
+        if (s->in_mynetworks < 0)
+            return restrict_lookup_failure(s, run, run->depth > 0 && run->frames[run->depth - 1].reply_name
+                                                       ? run->frames[run->depth - 1].reply_name : s->namaddr, r);
         return s->in_mynetworks ? RV_PERMIT : RV_DUNNO;
     case STEP_PERMIT_INET_INTERFACES:
         return !s->local_submission && cidr_list_match(set->own_addresses, s->addr) ? RV_PERMIT : RV_DUNNO;

@@ -81,19 +81,18 @@ static void locate_error(const struct master_service *svc, char **error)
     *error = located;
 }
 
-static struct cidr_list *networks(const struct cfg *cfg, const char *param, char **error)
+/* A client list (mail/namadr.h). 1 with *error on a problem. */
+static int client_list(struct smtpd_worker *w, const struct cfg *cfg, const char *param, int parent_style,
+                       struct namadr_list **out, char **error)
 {
-    char *err = NULL;
-    struct cidr_list *list = cidr_list_new();
-    for (const char *const *item = cfg_list(cfg, param); *item; item++) {
-        if (cidr_list_add(list, *item, &err) != 0) {
-            fail(error, "%s: %s", param, err);
-            free(err);
-            cidr_list_free(list);
-            return NULL;
-        }
+    char *why = NULL;
+    *out = namadr_list_open(param, cfg_list(cfg, param), w->tables, parent_style, &why);
+    if (*out == NULL) {
+        fail(error, "%s", why ? why : param);
+        free(why);
+        return 1;
     }
-    return list;
+    return 0;
 }
 
 static int compile_list(struct smtpd_settings *set, struct restrict_compiler *c, const char *param,
@@ -218,12 +217,12 @@ static void free_settings_pool(void *arg)
         mail_maps_close(set->discard_ehlo_maps);
     if (set->command_filter)
         tbl_close(set->command_filter);
-    cidr_list_free(set->mynetworks);
-    cidr_list_free(set->bare_lf_exclusions);
-    cidr_list_free(set->conn_limit_exceptions);
-    cidr_list_free(set->debug_peers);
+    namadr_list_free(set->mynetworks);
+    namadr_list_free(set->bare_lf_exclusions);
+    namadr_list_free(set->conn_limit_exceptions);
+    namadr_list_free(set->debug_peers);
     cidr_list_free(set->own_addresses);
-    cidr_list_free(set->sasl_exceptions);
+    namadr_list_free(set->sasl_exceptions);
     namadr_list_free(set->xforward_hosts);
     if (set->sender_login_maps)
         mail_maps_close(set->sender_login_maps);
@@ -710,27 +709,17 @@ struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struc
         }
     }
 
-    if ((set->mynetworks = networks(cfg, "mynetworks", error)) == NULL)
-        failed = 1;
-    if ((set->bare_lf_exclusions = networks(cfg, "smtpd_forbid_bare_newline_exclusions", error)) == NULL)
-        failed = 1;
-    if ((set->conn_limit_exceptions = networks(cfg, "smtpd_client_event_limit_exceptions", error)) == NULL)
-        failed = 1;
-    if ((set->debug_peers = networks(cfg, "debug_peer_list", error)) == NULL)
-        failed = 1;
-    if ((set->sasl_exceptions = networks(cfg, "smtpd_sasl_exceptions_networks", error)) == NULL)
-        failed = 1;
-    {
-        /* a name and address list (Postfix's namadr_list; not in
-         * parent_domain_matches_subdomains: .domain for subdomains) */
-        char *why = NULL;
-        set->xforward_hosts = namadr_list_open("smtpd_authorized_xforward_hosts",
-                                               cfg_list(cfg, "smtpd_authorized_xforward_hosts"), w->tables, 0, &why);
-        if (set->xforward_hosts == NULL) {
-            failed = fail(error, "%s", why ? why : "smtpd_authorized_xforward_hosts: cannot be used");
-            free(why);
-        }
-    }
+    /* Postfix's namadr lists (smtpd_check.c, smtpd.c, debug_peer.c):
+     * networks, the client's verified name, .domain, type:table, "!". The
+     * ones in parent_domain_matches_subdomains' default (mynetworks,
+     * debug_peer_list, and the bare newline exclusions, which Postfix
+     * opens with mynetworks' style) also match a domain's subdomains. */
+    failed |= client_list(w, cfg, "mynetworks", 1, &set->mynetworks, error);
+    failed |= client_list(w, cfg, "smtpd_forbid_bare_newline_exclusions", 1, &set->bare_lf_exclusions, error);
+    failed |= client_list(w, cfg, "smtpd_client_event_limit_exceptions", 0, &set->conn_limit_exceptions, error);
+    failed |= client_list(w, cfg, "debug_peer_list", 1, &set->debug_peers, error);
+    failed |= client_list(w, cfg, "smtpd_sasl_exceptions_networks", 0, &set->sasl_exceptions, error);
+    failed |= client_list(w, cfg, "smtpd_authorized_xforward_hosts", 0, &set->xforward_hosts, error);
 
     cfg_bind_apply(cfg, &smtpd_service_bind_table, set);
     {

@@ -164,10 +164,10 @@ struct smtpd_settings {
     int forbid_unauth_pipelining;
     int bare_lf_policy;               /* enum data_bare_lf_policy */
     int bare_lf_reject_code;
-    struct cidr_list *bare_lf_exclusions;
-    struct cidr_list *mynetworks;
-    struct cidr_list *conn_limit_exceptions;
-    struct cidr_list *debug_peers;    /* debug_peer_list: log these sessions' conversation */
+    struct namadr_list *bare_lf_exclusions;
+    struct namadr_list *mynetworks;
+    struct namadr_list *conn_limit_exceptions;
+    struct namadr_list *debug_peers;    /* debug_peer_list: log these sessions' conversation */
     unsigned conn_count_limit, conn_rate_limit, rate_time_unit;
     int maxproc;                      /* concurrent sessions of this service, 0 = unlimited */
     struct mail_domains domains;      /* the address classes' domain lists */
@@ -234,7 +234,7 @@ struct smtpd_settings {
     const char **sasl_mech_filter;    /* smtpd_sasl_mechanism_filter, NULL-terminated */
     int sasl_authenticated_header;    /* smtpd_sasl_authenticated_header */
     int broken_sasl_auth_clients;     /* also announce AUTH=... */
-    struct cidr_list *sasl_exceptions;   /* smtpd_sasl_exceptions_networks: never offered AUTH */
+    struct namadr_list *sasl_exceptions;   /* smtpd_sasl_exceptions_networks: never offered AUTH */
     struct namadr_list *xforward_hosts;  /* smtpd_authorized_xforward_hosts: may send XFORWARD */
     struct mail_maps *sender_login_maps; /* smtpd_sender_login_maps: who owns which sender address */
     unsigned auth_rate_limit;         /* smtpd_client_auth_rate_limit (per anvil_rate_time_unit) */

@@ -349,6 +349,54 @@ static void test_namadr(void)
     }
 }
 
+/* The client lists moved onto namadr (mynetworks, debug_peer_list, ...):
+ * plain networks keep their meaning; names need the verified name. */
+static void test_client_lists(void)
+{
+    const char *nets[] = { "127.0.0.0/8", "[::1]/128", "192.0.2.7", "[2001:db8::]/32", "!198.51.100.9",
+                           "198.51.100.0/24", NULL };
+    char *error = NULL;
+    struct namadr_list *l = namadr_list_open("mynetworks", nets, reg, 1, &error);
+    ok(l != NULL, "networks as mynetworks has them open (%s)", error ? error : "");
+    if (l) {
+        is_int(namadr_list_match(l, "unknown", "127.1.2.3"), 1, "a network, whatever the name");
+        is_int(namadr_list_match(l, "host.example", "::1"), 1, "a bracketed IPv6 network");
+        is_int(namadr_list_match(l, NULL, "192.0.2.7"), 1, "a bare address");
+        is_int(namadr_list_match(l, NULL, "192.0.2.8"), 0, "not its neighbour");
+        is_int(namadr_list_match(l, NULL, "198.51.100.9"), 0, "a '!' exclusion (\"!/file\" items) before its network");
+        is_int(namadr_list_match(l, NULL, "198.51.100.10"), 1, "the rest of that network");
+        ok(namadr_list_first_name(l) == NULL, "no name items: postscreen has nothing to warn about");
+        namadr_list_free(l);
+    }
+    const char *names[] = { "relay.example.com", "example.net", "192.0.2.0/24", NULL };
+    l = namadr_list_open("mynetworks", names, reg, 1, &error);
+    ok(l != NULL, "host names in mynetworks open (%s)", error ? error : "");
+    if (l) {
+        is_int(namadr_list_match(l, "relay.example.com", "203.0.113.5"), 1, "the verified name matches");
+        is_int(namadr_list_match(l, "unknown", "203.0.113.5"), 0, "an unverified client does not match a name");
+        is_int(namadr_list_match(l, NULL, "203.0.113.5"), 0, "address only (postscreen): no name match");
+        is_int(namadr_list_match(l, "a.example.net", "203.0.113.5"), 1, "parent style: a subdomain matches");
+        is_int(namadr_list_match(l, "badexample.net", "203.0.113.5"), 0, "but not a name that only ends alike");
+        is_str(namadr_list_first_name(l), "relay.example.com", "the first name item is told to postscreen");
+        namadr_list_free(l);
+    }
+    l = namadr_list_open("smtpd_client_event_limit_exceptions", names, reg, 0, &error);
+    if (l) {
+        is_int(namadr_list_match(l, "a.example.net", "203.0.113.5"), 0, "without parent style no subdomain");
+        is_int(namadr_list_match(l, "example.net", "203.0.113.5"), 1, "only the name itself");
+        namadr_list_free(l);
+    }
+    const char *keyed[] = { "inline:{ {203.0.113.6 = ok}, {trusted.example = ok} }", NULL };
+    l = namadr_list_open("mynetworks", keyed, reg, 1, &error);
+    if (l) {
+        is_int(namadr_list_match(l, NULL, "203.0.113.6"), 1, "a table keyed by the address, address only");
+        is_int(namadr_list_match(l, "trusted.example", "203.0.113.7"), 1, "a table keyed by the name");
+        is_int(namadr_list_match(l, "x.trusted.example", "203.0.113.7"), 1, "parent style: its parent in the table");
+        is_int(namadr_list_match(l, NULL, "203.0.113.7"), 0, "the name is not asked without one");
+        namadr_list_free(l);
+    }
+}
+
 int main(void)
 {
     if (mkdtemp(topdir) == NULL) {
@@ -364,6 +412,7 @@ int main(void)
     test_default_aliases();
     test_rewrite();
     test_namadr();
+    test_client_lists();
     petrel_pool_destroy(pool);
     tbl_registry_free(reg);
     cfg_schema_free(schema);

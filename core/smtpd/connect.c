@@ -38,6 +38,7 @@
 #include "smtpd/smtpd_int.h"
 #include "mail/namadr.h"
 #include "tables/cidr.h"
+#include "tables/table.h"
 
 static int addr_to_text(const struct sockaddr *sa, char *addr, size_t asize, char *port, size_t psize)
 {
@@ -66,6 +67,61 @@ static void send_greeting(struct smtpd_session *s);
 static void greeting_checked(struct smtpd_session *s, const struct restrict_result *r);
 static void connect_hooked(struct smtpd_session *s, const struct restrict_result *r);
 static void peer_known(struct smtpd_session *s);
+
+static void ehlo_discard_answered(void *arg);
+
+/* smtpd_discard_ehlo_keyword_address_maps (or smtpd_discard_ehlo_keywords)
+ * for this client, in a lookup scope of the session's own: a remote table
+ * that has no answer yet is fetched, and the session waits (the greeting
+ * is held until then, as Postfix decides at connect, before greeting). A
+ * table that cannot answer makes EHLO answer 421 4.3.0, as in Postfix. */
+static void ehlo_discard_decide(struct smtpd_session *s)
+{
+    struct tbl_registry *reg = s->worker->tables;
+    for (;;) {
+        if (s->ehlo_lookups == NULL)
+            s->ehlo_lookups = tbl_scope_new();
+        tbl_scope_enter(reg, s->ehlo_lookups);
+        int rc = smtpd_ehlo_discard_mask(s, &s->ehlo_discard);
+        tbl_scope_leave(reg);
+        if (rc != 0 && tbl_scope_missing(s->ehlo_lookups)) {
+            if (tbl_scope_fetch(s->ehlo_lookups, ehlo_discard_answered, s)) {
+                s->ehlo_discard_waiting = 1;
+                return;
+            }
+            continue;   /* answered at once */
+        }
+        if (rc != 0) {
+            msg_warn("%s lookup error for %s", "smtpd_discard_ehlo_keyword_address_maps", s->addr);
+            s->ehlo_discard = 0;
+            s->ehlo_discard_error = 1;
+        }
+        tbl_scope_free(s->ehlo_lookups);
+        s->ehlo_lookups = NULL;
+        s->ehlo_discard_waiting = 0;
+        return;
+    }
+}
+
+/* The session goes on when both the client's name and what EHLO discards
+ * are known. */
+static void peer_name_found(struct smtpd_session *s)
+{
+    s->peer_name_known = 1;
+    if (s->ehlo_discard_waiting) {
+        s->state = SMTPD_WAIT;
+        return;   /* ehlo_discard_answered() goes on */
+    }
+    peer_known(s);
+}
+
+static void ehlo_discard_answered(void *arg)
+{
+    struct smtpd_session *s = arg;
+    ehlo_discard_decide(s);
+    if (!s->ehlo_discard_waiting && s->peer_name_known)
+        peer_known(s);
+}
 
 /* The session starts: a network client at addr (from the socket, a PROXY
  * header or postscreen) talking to server_addr (NULL: the socket's own
@@ -107,11 +163,9 @@ static void session_begin(struct smtpd_session *s, const char *addr, const char 
     }
     s->namaddr = petrel_pool_printf(pool, "%s[%s]", s->name, s->addr);
     /* what EHLO will not announce (Postfix decides it at connect, from
-     * the client's address: the proxied one behind a PROXY header) */
-    if (smtpd_ehlo_discard_mask(s, &s->ehlo_discard) != 0) {
-        msg_warn("%s lookup error for %s", "smtpd_discard_ehlo_keyword_address_maps", s->addr);
-        s->ehlo_discard_error = 1;
-    }
+     * the client's address: the proxied one behind a PROXY header); a
+     * remote table answers while the client's name is looked up */
+    ehlo_discard_decide(s);
 
     int one = 1;
     if (!s->local_submission)
@@ -140,13 +194,13 @@ static void session_begin(struct smtpd_session *s, const char *addr, const char 
     smtpd_session_attach(s);
     bufferevent_enable(s->bev, EV_READ | EV_WRITE);
     if (s->local_submission) {
-        peer_known(s);
+        peer_name_found(s);
         return;
     }
     /* Nothing the client sends is looked at until its name is known (a
      * client that leaves meanwhile ends the lookup). */
     s->state = SMTPD_WAIT;
-    smtpd_peer_lookup(s, peer_known);
+    smtpd_peer_lookup(s, peer_name_found);
 }
 
 /* The client's name is known (or known to be unknown): log the connection,

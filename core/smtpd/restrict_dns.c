@@ -15,6 +15,15 @@
  * check_*_{mx,ns}_access look up the servers' addresses in parallel too,
  * then walk the servers in Postfix's order (name, then each address and its
  * networks), so the first match is the one Postfix would find.
+ *
+ * That walk runs in a DNS completion, outside the restriction engine's walk
+ * and its lookup scope, so it has a scope of its own (struct dns_work's
+ * tables, sized for every key of up to ADDRESS_MAX addresses): a remote
+ * table with no answer yet counts as "not known" and the walk goes on, so
+ * the first key of every server's search is fetched at once, in parallel;
+ * the walk then runs again over the answers, until a match has only
+ * "not found" before it (the one Postfix would find) or nothing is left
+ * unknown. The session waits meanwhile; the worker serves the others.
  */
 #include "config.h"
 
@@ -38,6 +47,9 @@
 #define BATCH_MAX 24           /* queries in flight for one restriction */
 #define SERVER_MAX 10          /* MX or NS hosts whose addresses are looked up */
 #define ADDRESS_MAX 100        /* Postfix's dns_rr_list_limit */
+/* The server walk's remote answers: a name and its parents, an address and
+ * its networks (IPv6: up to 8 prefixes), for every server. */
+#define WALK_ANSWERS_MAX 2048
 
 struct lookup {
     enum dns_type type;
@@ -46,6 +58,7 @@ struct lookup {
     size_t count;
     const char **values;
     int null_mx;               /* MX: one record pointing at "." (RFC 7505) */
+    int warned;                /* the server walk said it has no address (once) */
     struct dns_query *query;
     struct dns_work *owner;
 };
@@ -67,6 +80,9 @@ struct dns_work {
     int in_start, decided;
     enum restrict_verdict verdict;
     struct restrict_result result;
+    /* check_*_{a,mx,ns}_access: the remote tables' answers for the server
+     * walk (malloc'd; freed when the step finishes or is cancelled). */
+    struct tbl_scope *tables;
 };
 
 /* ------------------------------------------------------------------ */
@@ -110,6 +126,14 @@ static void add_lookup(struct dns_work *w, enum dns_type type, const char *name)
     l->query = dns_lookup(w->s->worker->dns, type, name, lookup_answered, l);
 }
 
+static void free_tables(struct dns_work *w)
+{
+    if (w->tables) {
+        tbl_scope_free(w->tables);   /* cancels what is in flight */
+        w->tables = NULL;
+    }
+}
+
 static void cancel_work(void *ctx)
 {
     struct dns_work *w = ctx;
@@ -118,6 +142,7 @@ static void cancel_work(void *ctx)
             dns_cancel(w->lookups[i].query);
             w->lookups[i].query = NULL;
         }
+    free_tables(w);
 }
 
 /* Starts lookups added between begin_batch() and run_batch(); next(w)
@@ -137,6 +162,7 @@ static int run_batch(struct dns_work *w)
 
 static void finish(struct dns_work *w, enum restrict_verdict v, const struct restrict_result *r)
 {
+    free_tables(w);
     if (w->in_start) {
         w->decided = 1;
         w->verdict = v;
@@ -288,7 +314,9 @@ static const char *type_name(int type)
 }
 
 /* The access action for a server address (the address and its networks)
- * or name (and its parent domains). found: 1 when the table answered. */
+ * or name (and its parent domains). found: 1 when the table answered, 0
+ * when it has not, -1 when a remote table has no answer yet (inside a
+ * lookup scope: TBL_PENDING). */
 static enum restrict_verdict check_one(struct dns_work *w, const char *key, int is_name, int *found,
                                        struct restrict_result *r)
 {
@@ -296,8 +324,8 @@ static enum restrict_verdict check_one(struct dns_work *w, const char *key, int 
     const char *value = NULL;
     int rc = is_name ? tbl_access_lookup_domain(w->step->table, key, &value)
                      : tbl_access_lookup_client(w->step->table, NULL, key, &value);
-    if (rc == TBL_NOTFOUND) {
-        *found = 0;
+    if (rc == TBL_NOTFOUND || rc == TBL_PENDING) {
+        *found = rc == TBL_PENDING ? -1 : 0;
         return RV_DUNNO;
     }
     *found = 1;
@@ -321,43 +349,98 @@ static enum restrict_verdict forbid_ok(struct dns_work *w, enum restrict_verdict
     return restrict_server_error(s, s->check, r);
 }
 
-/* Every server and its addresses are known: walk them in order. */
-static void servers_done(struct dns_work *w)
+/* Walks the servers in order (their names and addresses are known); the
+ * first table match decides. Returns 1 when a remote table must answer
+ * first (a key before the first match, or any key when none matched, is
+ * still unknown): the keys are then missing in the current lookup scope. */
+static int walk_servers(struct dns_work *w, enum restrict_verdict *verdict, struct restrict_result *r)
 {
-    struct restrict_result r = { .verdict = RV_DUNNO };
     enum restrict_verdict v = RV_DUNNO;
     int type = w->step->number;
-    int found = 0, addresses = 0;
-    for (int i = w->first_server; i < w->n && !found; i += 2) {
+    int found = 0, addresses = 0, unknown = 0;
+    for (int i = w->first_server; i < w->n; i += 2) {
         const char *server = w->lookups[i].name;
         if (type != DNS_A) {
-            v = check_one(w, server, 1, &found, &r);
-            if (found)
+            v = check_one(w, server, 1, &found, r);
+            if (found < 0)
+                unknown = 1;
+            if (found > 0)
                 break;
         }
         int resolved = 0;
-        for (int k = i; k < i + 2 && k < w->n && !found; k++) {
+        for (int k = i; k < i + 2 && k < w->n && found <= 0; k++) {
             const struct lookup *l = &w->lookups[k];
             if (l->status != DNS_OK)
                 continue;
             resolved = 1;
-            for (size_t a = 0; a < l->count && !found; a++) {
+            for (size_t a = 0; a < l->count && found <= 0; a++) {
                 if (++addresses > ADDRESS_MAX) {
+                    if (unknown)
+                        return 1;
                     msg_warn("check_server_access: %s server address count limit (%d) exceeded for %s %s -- "
                              "ignoring the remainder", type_name(type), ADDRESS_MAX, w->reply_class, w->reply_name);
-                    finish(w, RV_DUNNO, &r);
-                    return;
+                    *verdict = RV_DUNNO;
+                    *r = (struct restrict_result){ .verdict = RV_DUNNO };
+                    return 0;
                 }
-                v = check_one(w, l->values[a], 0, &found, &r);
+                v = check_one(w, l->values[a], 0, &found, r);
+                if (found < 0)
+                    unknown = 1;
             }
         }
-        if (!resolved && type != DNS_A)
+        if (!resolved && type != DNS_A && !w->lookups[i].warned) {
+            w->lookups[i].warned = 1;
             msg_warn("Unable to look up %s host %s for %s %s: %s", type_name(type), server, w->reply_class,
                      w->reply_name, dns_status_text(w->lookups[i].status));
+        }
+        if (found > 0)
+            break;
     }
-    if (found)
-        v = forbid_ok(w, v, &r);
-    finish(w, v, &r);
+    if (unknown)
+        return 1;   /* whatever matched after an unknown key may not be the first match */
+    *verdict = found > 0 ? forbid_ok(w, v, r) : RV_DUNNO;
+    if (found <= 0)
+        *r = (struct restrict_result){ .verdict = RV_DUNNO };
+    return 0;
+}
+
+static void servers_done(struct dns_work *w);
+
+static void walk_tables_answered(void *arg)
+{
+    servers_done(arg);
+}
+
+/* Every server and its addresses are known: walk them, inside the walk's
+ * own lookup scope, until the remote tables have answered what decides. */
+static void servers_done(struct dns_work *w)
+{
+    struct smtpd_session *s = w->s;
+    struct tbl_registry *reg = s->worker->tables;
+    if (w->tables == NULL)
+        w->tables = tbl_scope_new_sized(WALK_ANSWERS_MAX);
+    for (;;) {
+        struct restrict_result r = { .verdict = RV_DUNNO };
+        enum restrict_verdict v = RV_DUNNO;
+        tbl_scope_enter(reg, w->tables);
+        int wait = walk_servers(w, &v, &r);
+        tbl_scope_leave(reg);
+        if (w->in_start)
+            tbl_scope_enter(reg, s->lookups);   /* back in the restriction walk's scope */
+        if (!wait) {
+            finish(w, v, &r);
+            return;
+        }
+        if (!tbl_scope_missing(w->tables)) {
+            /* Cannot happen (an unknown key is a missing one); never loop. */
+            msg_warn("%s: table lookup error: %s", w->step->name, tbl_spec(w->step->table));
+            v = restrict_server_error(s, s->check, &r);
+            finish(w, v, &r);
+            return;
+        }
+        if (tbl_scope_fetch(w->tables, walk_tables_answered, w))
+            return;   /* walk_tables_answered() runs the walk again */
+    }
 }
 
 /* Looks up the addresses of each server name (numeric ones are used as
@@ -463,6 +546,8 @@ static enum restrict_verdict start_check_server(struct smtpd_session *s, struct 
             return RV_DUNNO;
         int found = 0;
         enum restrict_verdict v = check_one(w, bare, 0, &found, r);
+        if (found < 0)
+            return RV_PENDING;   /* the restriction walk's scope fetches it, then runs the step again */
         return found ? forbid_ok(w, v, r) : RV_DUNNO;
     }
     w->domain = ascii_domain(smtpd_cmd_pool(s), domain);

@@ -287,6 +287,8 @@ void smtpd_session_free(struct smtpd_session *s)
     filter_cancel(s);
     tbl_scope_free(s->lookups);
     s->lookups = NULL;
+    tbl_scope_free(s->ehlo_lookups);   /* cancels a discard-maps lookup in flight */
+    s->ehlo_lookups = NULL;
     smtpd_peer_cancel(s);
     if (s->sleep_timer)
         event_free(s->sleep_timer);

@@ -517,6 +517,12 @@ struct smtpd_session {
     struct event *record_timer;       /* smtpd_per_record_deadline */
     unsigned ehlo_discard;            /* SMTPD_EHLO_* not announced (smtpd_discard_ehlo_keywords) */
     int ehlo_discard_error;           /* the address maps failed: EHLO gets 421 4.3.0 */
+    /* smtpd_discard_ehlo_keyword_address_maps with a remote table: its
+     * answer is awaited (connect.c) in parallel with the client's name;
+     * the greeting waits for both. */
+    struct tbl_scope *ehlo_lookups;
+    int ehlo_discard_waiting;
+    int peer_name_known;
     struct restrict_run *check;       /* the restriction evaluation in progress */
     struct restrict_run *run;         /* its storage, reused by every evaluation of the session */
     struct tbl_scope *lookups;        /* remote tables' answers for the command being checked (restrict.c) */

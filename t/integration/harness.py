@@ -201,11 +201,21 @@ class Tap:
         os._exit(1 if self.failed else 0)
 
 
+_GIVEN_PORTS = set()
+
+
 def free_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
+    """A loopback port free at this moment, never one this process was
+    given before: ports handed out are bound only later (a master.cf line
+    written first), and the kernel may offer the same one again meanwhile."""
+    for _ in range(100):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        if port not in _GIVEN_PORTS:
+            break
+    _GIVEN_PORTS.add(port)
     return port
 
 

@@ -13,6 +13,7 @@
 
 #include "config/bind.h"
 #include "mail/addr_class.h"
+#include "mail/resolve.h"
 #include "mail/rewrite.h"
 #include "master/master.h"
 #include "qmgr/mailbox_helper.h"
@@ -72,6 +73,7 @@ const struct cfg_bind_table *const petrel_bind_tables[] = {
     &smtpd_cleanup_bind_table,
     &mail_domains_bind_table,
     &mail_rewrite_bind_table,
+    &mail_resolve_bind_table,
     &router_bind_table,
     &qmgr_bind_table,
     &smtp_client_bind_table,

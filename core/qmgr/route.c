@@ -33,6 +33,7 @@
 #include "mail/addr_class.h"
 #include "mail/addr_find.h"
 #include "mail/maps.h"
+#include "mail/resolve.h"
 #include "mail/rewrite.h"
 #include "mail/smtp_syntax.h"
 #include "qmgr/route.h"
@@ -52,10 +53,10 @@ enum expansion_origin {
 
 struct router {
     const struct cfg *cfg;
-    const char *myorigin, *mailbox_base, *home_mailbox, *spool, *delimiter, *relayhost;
-    const char *local_transport, *virtual_transport, *relay_transport, *default_transport;
+    const char *myorigin, *mailbox_base, *home_mailbox, *spool, *delimiter;
     struct mail_domains domains;
-    struct mail_maps valias, vmailbox, vuid, vgid, aliases, transport, sender_relay;
+    struct mail_resolve resolve;              /* class -> transport, transport_maps, relayhost (mail/resolve.h) */
+    struct mail_maps valias, vmailbox, vuid, vgid, aliases;
     struct mail_rewrite rewrite;              /* canonical maps and masquerading (mail/rewrite.h) */
     unsigned command_origins, file_origins;   /* allow_mail_to_commands / _files as origin masks */
     const char *default_privs;                /* the user commands and files from aliases run as */
@@ -70,11 +71,6 @@ static const struct cfg_bind router_binds[] = {
     R("home_mailbox", STR, home_mailbox),
     R("mail_spool_directory", STR, spool),
     R("recipient_delimiter", STR, delimiter),
-    R("relayhost", STR, relayhost),
-    R("local_transport", STR, local_transport),
-    R("virtual_transport", STR, virtual_transport),
-    R("relay_transport", STR, relay_transport),
-    R("default_transport", STR, default_transport),
     R("default_privs", STR, default_privs),
     R("default_filter_nexthop", STR, default_filter_nexthop),
     R("virtual_minimum_uid", LONG, virtual_minimum_uid),
@@ -86,10 +82,9 @@ static const struct cfg_bind router_binds[] = {
     CFG_BIND_READ("virtual_uid_maps"),
     CFG_BIND_READ("virtual_gid_maps"),
     CFG_BIND_READ("alias_maps"),
-    CFG_BIND_READ("transport_maps"),
-    CFG_BIND_READ("sender_dependent_relayhost_maps"),
 };
-/* Also read: the address classes' domain lists and the rewriting (core/mail). */
+/* Also read: the address classes' domain lists, the resolution's transports
+ * and tables and the rewriting (core/mail). */
 const struct cfg_bind_table router_bind_table = CFG_BIND_TABLE("router", router_binds);
 
 /* allow_mail_to_commands / allow_mail_to_files: a list of alias, forward, include. */
@@ -157,14 +152,16 @@ struct router *router_create(const struct cfg *cfg, struct tbl_registry *reg, in
     /* Everything is tried, so that each problem is reported (petreld -n). */
     int q = quiet ? MAIL_MAPS_QUIET : 0;
     int failed = mail_domains_open(&r->domains, cfg, reg, quiet, error);
+    failed |= mail_resolve_open(&r->resolve, cfg, reg, q, error) != 0;
     if (!quiet)
         mail_domains_warn_overlaps(&r->domains);
-    if (r->relayhost && *r->relayhost)
-        failed |= bad_nexthop("relayhost", r->relayhost, 0, error);
-    failed |= bad_transport_nexthop(r, "local_transport", r->local_transport, error) |
-              bad_transport_nexthop(r, "virtual_transport", r->virtual_transport, error) |
-              bad_transport_nexthop(r, "relay_transport", r->relay_transport, error) |
-              bad_transport_nexthop(r, "default_transport", r->default_transport, error);
+    const struct mail_resolve *res = &r->resolve;
+    if (res->relayhost && *res->relayhost)
+        failed |= bad_nexthop("relayhost", res->relayhost, 0, error);
+    failed |= bad_transport_nexthop(r, "local_transport", res->local_transport, error) |
+              bad_transport_nexthop(r, "virtual_transport", res->virtual_transport, error) |
+              bad_transport_nexthop(r, "relay_transport", res->relay_transport, error) |
+              bad_transport_nexthop(r, "default_transport", res->default_transport, error);
     failed |= origin_mask(cfg, "allow_mail_to_commands", &r->command_origins, error) |
               origin_mask(cfg, "allow_mail_to_files", &r->file_origins, error);
     failed |= mail_maps_open(&r->valias, cfg, reg, "virtual_alias_maps", q, error) |
@@ -172,8 +169,6 @@ struct router *router_create(const struct cfg *cfg, struct tbl_registry *reg, in
               mail_maps_open(&r->vuid, cfg, reg, "virtual_uid_maps", q, error) |
               mail_maps_open(&r->vgid, cfg, reg, "virtual_gid_maps", q, error) |
               mail_maps_open(&r->aliases, cfg, reg, "alias_maps", q | MAIL_MAPS_DEFAULT_ALIASES_OPTIONAL, error) |
-              mail_maps_open(&r->transport, cfg, reg, "transport_maps", q, error) |
-              mail_maps_open(&r->sender_relay, cfg, reg, "sender_dependent_relayhost_maps", q, error) |
               mail_rewrite_open(&r->rewrite, cfg, reg, quiet, error);
     if (failed) {
         router_free(r);
@@ -192,8 +187,7 @@ void router_free(struct router *r)
     mail_maps_close(&r->vuid);
     mail_maps_close(&r->vgid);
     mail_maps_close(&r->aliases);
-    mail_maps_close(&r->transport);
-    mail_maps_close(&r->sender_relay);
+    mail_resolve_close(&r->resolve);
     mail_rewrite_close(&r->rewrite);
     free(r);
 }
@@ -237,8 +231,8 @@ static void apply_transport(const struct router *r, struct route *rt, const char
                             petrel_pool *pool)
 {
     const char *colon = strchr(spec, ':');
-    char *name = colon ? petrel_pool_strndup(pool, spec, (size_t)(colon - spec)) : petrel_pool_strdup(pool, spec);
-    const char *nexthop = colon && colon[1] ? colon + 1 : default_nexthop;
+    const char *nexthop;
+    const char *name = mail_resolve_split(spec, default_nexthop, pool, &nexthop);
     rt->transport = name;
     rt->nexthop = nexthop;
     if (strcmp(name, "smtp") == 0 || strcmp(name, "relay") == 0) {
@@ -314,24 +308,6 @@ static void apply_transport(const struct router *r, struct route *rt, const char
         rt->dsn = "4.3.0";
         rt->nexthop = petrel_pool_printf(pool, "mail transport unavailable: no transport \"%s\"", name);
     }
-}
-
-/* transport_maps: the full address, then the domain and its parents, then "*". */
-static int transport_lookup(struct router *r, const struct mail_addr *a, petrel_pool *pool, const char **value)
-{
-    if (r->transport.n == 0)
-        return 0;
-    char *key = petrel_pool_printf(pool, "%s@%s", a->full_local, a->domain);
-    int rc = mail_maps_get(&r->transport, key, pool, value);
-    if (rc != 0)
-        return rc;
-    const char *d = a->domain;
-    if (*d && (rc = mail_maps_get(&r->transport, d, pool, value)) != 0)
-        return rc;
-    for (const char *dot = strchr(d, '.'); dot; dot = strchr(dot + 1, '.'))
-        if ((rc = mail_maps_get(&r->transport, dot, pool, value)) != 0)
-            return rc;
-    return mail_maps_get(&r->transport, "*", pool, value);
 }
 
 static int local_delivery(struct router *r, const char *address, const struct mail_addr *a, petrel_pool *pool,
@@ -646,7 +622,7 @@ int router_route(struct router *r, const char *sender, const char *recipient, co
             continue;
         }
         const char *tv = NULL;
-        int trc = transport_lookup(r, &a, pool, &tv);
+        int trc = mail_resolve_transport_map(&r->resolve, &a, pool, &tv);
         if (trc < 0) {
             route_error(add_route(out, pool, &cap), address, "4.3.0", "transport_maps lookup failure");
             status = -1;
@@ -723,39 +699,22 @@ int router_route(struct router *r, const char *sender, const char *recipient, co
                 local_delivery(r, address, &a, pool, rt);
             continue;
         }
-        if (cls == MAIL_CLASS_VIRTUAL_MAILBOX) {
-            apply_transport(r, rt, r->virtual_transport, domain, pool);
-            if (strcmp(rt->transport, "virtual") == 0 && virtual_delivery(r, address, &a, pool, rt) < 0)
-                status = -1;
+        const char *relayhost = NULL;
+        if (cls == MAIL_CLASS_DEFAULT && mail_resolve_relayhost(&r->resolve, sender, pool, &relayhost) < 0) {
+            /* Not the default relayhost: the sender's own may be the
+             * only one that accepts its mail. */
+            route_error(rt, address, "4.3.0", "sender_dependent_relayhost_maps lookup failure");
+            status = -1;
             continue;
         }
-        if (local) {
-            apply_transport(r, rt, r->local_transport, domain, pool);
-            if (strcmp(rt->transport, "local") == 0)
-                local_delivery(r, address, &a, pool, rt);
-            continue;
-        }
-        if (cls == MAIL_CLASS_RELAY) {
-            apply_transport(r, rt, r->relay_transport, domain, pool);
-            continue;
-        }
-        const char *relayhost = r->relayhost;
-        if (r->sender_relay.n && sender && *sender) {
-            struct mail_addr s;
-            mail_addr_split(sender, r->delimiter, pool, &s);
-            const char *v = NULL;
-            int src = address_lookup(&r->sender_relay, &s, pool, &v);
-            if (src < 0) {
-                /* Not the default relayhost: the sender's own may be the
-                 * only one that accepts its mail. */
-                route_error(rt, address, "4.3.0", "sender_dependent_relayhost_maps lookup failure");
-                status = -1;
-                continue;
-            }
-            if (src == 1)
-                relayhost = v;
-        }
-        apply_transport(r, rt, r->default_transport, relayhost && *relayhost ? relayhost : domain, pool);
+        const char *default_nexthop;
+        const char *spec = mail_resolve_class_spec(&r->resolve, cls, domain, relayhost, &default_nexthop);
+        apply_transport(r, rt, spec, default_nexthop, pool);
+        if (cls == MAIL_CLASS_VIRTUAL_MAILBOX && strcmp(rt->transport, "virtual") == 0 &&
+            virtual_delivery(r, address, &a, pool, rt) < 0)
+            status = -1;
+        else if (cls == MAIL_CLASS_LOCAL && strcmp(rt->transport, "local") == 0)
+            local_delivery(r, address, &a, pool, rt);
     }
 #undef PUSH
     return status;

@@ -18,6 +18,8 @@
 
 #include <petrel/plugin.h>
 #include "lib/log.h"
+#include "mail/resolve.h"
+#include "mail/rewrite.h"
 #include "module/module.h"
 #include "module/runtime.h"
 #include "smtpd/restrict.h"
@@ -271,6 +273,22 @@ const char *petrel_tls_info(petrel_session *h)
     return s ? s->tls_info : NULL;
 }
 
+/* Postfix's smtpd_resolve_addr for the milter macros: address without a
+ * domain qualified as its rewrite_clnt_internal("local") does, then the
+ * shared resolution (mail/resolve.h). NULL when it cannot say at once. */
+static const char *resolved(struct smtpd_session *s, const char *sender, const char *address, int want_host)
+{
+    if (address == NULL || s->set->resolve == NULL)
+        return NULL;
+    if (*address && strchr(address, '@') == NULL && s->worker->rewrite)
+        address = mail_rewrite_qualify(s->worker->rewrite, address, s->scratch);
+    const char *transport, *nexthop;
+    if (mail_resolve_address(s->set->resolve, &s->set->domains, sender, address, s->scratch, &transport,
+                             &nexthop) != 0)
+        return NULL;
+    return want_host ? nexthop : transport;
+}
+
 const char *petrel_session_fact(petrel_session *h, const char *name)
 {
     struct smtpd_session *s = host_of(h, __func__);
@@ -285,6 +303,10 @@ const char *petrel_session_fact(petrel_session *h, const char *name)
              : s->name_status == SMTPD_PEER_TEMP ? "TEMP" : "FAIL";
     if (strcmp(name, "client_connections") == 0)
         return petrel_pool_printf(s->scratch, "%u", s->conn_count);
+    if (strncmp(name, "mail_", 5) == 0 && (strcmp(name + 5, "mailer") == 0 || strcmp(name + 5, "host") == 0))
+        return resolved(s, NULL, petrel_sender(h), name[5] == 'h');
+    if (strncmp(name, "rcpt_", 5) == 0 && (strcmp(name + 5, "mailer") == 0 || strcmp(name + 5, "host") == 0))
+        return resolved(s, petrel_sender(h), s->module_rcpt, name[5] == 'h');
     if (strcmp(name, "server_addr") == 0)
         return s->server_addr[0] ? s->server_addr : NULL;
     if (strcmp(name, "server_port") == 0)

@@ -27,6 +27,7 @@
 #include "mail/addr_class.h"
 #include "mail/maps.h"
 #include "mail/namadr.h"
+#include "mail/resolve.h"
 #include "smtpd/rcpt_maps.h"
 #include "smtpd/anvil.h"
 #include "smtpd/haproxy_read.h"
@@ -231,6 +232,8 @@ static void free_settings_pool(void *arg)
     for (size_t i = 0; i < set->nrecipient_bcc_maps; i++)
         tbl_close(set->recipient_bcc_maps[i]);
     smtpd_rcpt_maps_free(set->rcpt_maps);
+    if (set->resolve)
+        mail_resolve_close(set->resolve);
     mail_domains_close(&set->domains);
     smtpd_cleanup_settings_free(set->cleanup);
 }
@@ -579,8 +582,8 @@ static const struct cfg_bind service_binds[] = {
     CFG_BIND_READ("tls_eecdh_auto_curves"),
     CFG_BIND_READ("tls_ffdhe_auto_groups"),
 };
-/* Also read: the address classes' domain lists (core/mail) and the
- * recipient maps (smtpd_rcpt_maps_bind_table). */
+/* Also read: the address classes' domain lists and the address resolution
+ * (core/mail) and the recipient maps (smtpd_rcpt_maps_bind_table). */
 const struct cfg_bind_table smtpd_service_bind_table = CFG_BIND_TABLE("smtpd services", service_binds);
 
 _Static_assert(sizeof(enum tls_level) == sizeof(int), "CHOICE bindings fill an int");
@@ -680,6 +683,9 @@ struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struc
         if (set->rcpt_maps == NULL)
             failed = 1;
     }
+    set->resolve = petrel_pool_zalloc(pool, sizeof(*set->resolve));
+    if (mail_resolve_open(set->resolve, cfg, w->tables, MAIL_MAPS_QUIET, error) != 0)
+        failed = 1;
     if (open_tables(set, w, "sender_bcc_maps", &set->sender_bcc_maps, &set->nsender_bcc_maps, error) != 0)
         failed = 1;
     if (open_tables(set, w, "recipient_bcc_maps", &set->recipient_bcc_maps, &set->nrecipient_bcc_maps, error) != 0)

@@ -41,6 +41,7 @@ struct tbl_registry;
 struct tbl_scope;
 struct tbl;
 struct mail_rewrite;
+struct mail_resolve;
 struct cidr_list;
 struct namadr_list;
 struct restrict_list;
@@ -171,6 +172,8 @@ struct smtpd_settings {
     unsigned conn_count_limit, conn_rate_limit, rate_time_unit;
     int maxproc;                      /* concurrent sessions of this service, 0 = unlimited */
     struct mail_domains domains;      /* the address classes' domain lists */
+    struct mail_resolve *resolve;     /* transports and next hops per class (mail/resolve.h): the
+                                       * {mail_host} {mail_mailer} {rcpt_host} {rcpt_mailer} facts */
     const char *recipient_delimiter;
     /* recipient validation: smtpd_reject_unlisted_recipient/_sender and the
      * tables that say who exists (rcpt_maps.h) */

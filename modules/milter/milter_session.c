@@ -262,6 +262,12 @@ static const char *macro_value(session *ss, const char *name)
     }
     if (strcmp(name, "{rcpt_addr}") == 0)
         return ss->event == EV_RCPT ? ss->rcpt : NULL;
+    /* Postfix's address resolution (transport = mailer, next hop = host),
+     * which the core computes as its queue manager routes */
+    if (strcmp(name, "{mail_mailer}") == 0 || strcmp(name, "{mail_host}") == 0)
+        return ss->in_tx ? petrel_session_fact(s, name[6] == 'm' ? "mail_mailer" : "mail_host") : NULL;
+    if (strcmp(name, "{rcpt_mailer}") == 0 || strcmp(name, "{rcpt_host}") == 0)
+        return ss->event == EV_RCPT ? petrel_session_fact(s, name[6] == 'm' ? "rcpt_mailer" : "rcpt_host") : NULL;
     return NULL;
 }
 

@@ -1,10 +1,11 @@
 """Postfix's milter macros that come from the session and from
 milter_macro_defaults (Postfix 3.1), seen by our libmilter filter through
-petreld: {client_ptr}, {client_resolve}, {client_connections}, "_", and
-defaults for macros without a value (and only those)."""
+petreld: {client_ptr}, {client_resolve}, {client_connections}, "_",
+Postfix's address resolution ({mail_mailer} {mail_host} {rcpt_mailer}
+{rcpt_host}) and defaults for macros without a value (and only those)."""
 import re
 
-from harness import Petrel, Smtp, Tap
+from harness import Petrel, Smtp, Tap, refused_port
 from modlib import bundled_module_dir
 from peers import TestFilter
 
@@ -107,6 +108,75 @@ with TestFilter(options="rcpt_rej", verdicts={"rcpt": "reply:554:5.7.1:Milter sa
         t.is_(c.cmd("RCPT TO:<u@petrel.test>"), "554 5.7.1 Milter says no", "  an accepted one gets it")
         c.cmd("QUIT")
         c.close()
+
+# --- Postfix's address resolution: {mail_mailer} {mail_host} {rcpt_mailer} {rcpt_host} ------
+RELAYHOST = "[127.0.0.1]:%d" % refused_port()
+RESOLVE = {
+    "virtual_mailbox_domains": "vmail.test",
+    "virtual_mailbox_maps": "inline:{ {v@vmail.test = vmail.test/v/} }",
+    "relay_domains": "relay.test",
+    "virtual_alias_domains": "valias.test",
+    "virtual_alias_maps": "inline:{ {a@valias.test = u@petrel.test} }",
+    "relayhost": RELAYHOST,
+    "transport_maps": "inline:{ {special.test = relay:[127.0.0.1]:9925}, {bare.test = smtp:}, "
+                      "{t@petrel.test = lmtp:inet:127.0.0.1:9924} }",
+}
+WANT = (("u@petrel.test", "local", "mx.petrel.test", "a local recipient: local_transport = local:$myhostname"),
+        ("v@vmail.test", "virtual", "vmail.test", "a virtual mailbox: virtual_transport, the domain"),
+        ("x@relay.test", "relay", "relay.test", "relay_domains: relay_transport, the domain"),
+        ("y@example.net", "smtp", RELAYHOST, "the default class: default_transport via relayhost"),
+        ("w@special.test", "relay", "[127.0.0.1]:9925", "a transport_maps entry for the domain"),
+        ("z@bare.test", "smtp", "bare.test", "a transport_maps entry without next hop: the domain, not "
+                                             "relayhost (Postfix)"),
+        ("t@petrel.test", "lmtp", "inet:127.0.0.1:9924", "a transport_maps entry for a local address"),
+        ("a@valias.test", "error", "5.1.1 User unknown in virtual alias table",
+         "a virtual alias domain: resolved before aliases, as in Postfix"))
+with TestFilter() as f:
+    with Petrel(t, main_cf=conf(f.endpoint, **RESOLVE), local_users=("t",)) as p:
+        c = Smtp(p.port)
+        c.ehlo()
+        t.like(c.cmd("MAIL FROM:<sender@example.org>"), r"^250 ", "MAIL")
+        for rcpt, _, _, _ in WANT:
+            t.like(c.cmd("RCPT TO:<%s>" % rcpt), r"^250 ", "RCPT %s accepted" % rcpt)
+        c.cmd("RSET")
+        t.like(c.cmd("MAIL FROM:<>"), r"^250 ", "MAIL FROM:<>")
+        c.cmd("QUIT")
+        c.close()
+        mail = macros(f, "mail")
+        for want in ("{mail_mailer}=smtp", "{mail_host}=" + RELAYHOST, "{mail_mailer}=local",
+                     "{mail_host}=mx.petrel.test"):
+            t.ok(want in mail, "MAIL macro %s (the sender's resolution; <> is local, as in Postfix)" % want, mail)
+        # the filter logs each RCPT's macros in order, after its envrcpt line
+        log = f.log()
+        for rcpt, mailer, host, why in WANT:
+            at = log.index("envrcpt <%s>" % rcpt) if "envrcpt <%s>" % rcpt in log else -1
+            got = []
+            for ln in log[at + 1:] if at >= 0 else []:
+                if not ln.startswith("macro rcpt "):
+                    break
+                got.append(ln[len("macro rcpt "):])
+            t.ok("{rcpt_mailer}=%s" % mailer in got and "{rcpt_host}=%s" % host in got,
+                 "%s: {rcpt_mailer}=%s {rcpt_host}=%s" % (why, mailer, host), got)
+
+# A table the SMTP server would have to wait for (socketmap:): the macros are
+# not sent rather than guessed; milter_macro_defaults still applies.
+from socketmaplib import SocketmapServer
+server = SocketmapServer({"transport": {}})
+with TestFilter() as f:
+    with Petrel(t, main_cf=conf(f.endpoint, transport_maps="socketmap:inet:127.0.0.1:%d:transport" % server.port,
+                                milter_macro_defaults="{rcpt_host}=unresolved", modules="milter socketmap",
+                                module_directory=bundled_module_dir("milter", "socketmap"))) as p:
+        c = Smtp(p.port)
+        c.ehlo()
+        c.cmd("MAIL FROM:<sender@example.org>")
+        t.like(c.cmd("RCPT TO:<u@petrel.test>"), r"^250 ", "RCPT with a remote transport_maps")
+        c.cmd("QUIT")
+        c.close()
+        rcpt = macros(f, "rcpt")
+        t.ok(not any(m.startswith("{rcpt_mailer}=") for m in rcpt) and "{rcpt_host}=unresolved" in rcpt,
+             "a remote transport_maps: {rcpt_mailer} not sent, {rcpt_host} from milter_macro_defaults", rcpt)
+        t.ok(not server.requests, "  and the remote table was not asked", server.requests)
+server.stop()
 
 # --- the configuration --------------------------------------------------------------------
 import subprocess

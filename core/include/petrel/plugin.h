@@ -603,8 +603,11 @@ PETREL_API const char *petrel_sasl_username(petrel_session *s);     /* NULL when
  * (OK, FORGED, TEMP or FAIL: how the client name was verified) and
  * "client_connections" (the client's concurrent sessions of this service,
  * as counted for smtpd_client_connection_count_limit; "0" when not
- * counted), as Postfix's milter macros have them. Valid until the next
- * command. */
+ * counted), and Postfix's address resolution (transport and next hop, as
+ * the queue manager routes) of the sender, "mail_mailer" and "mail_host"
+ * (in a transaction), and of the RCPT being checked, "rcpt_mailer" and
+ * "rcpt_host" (NULL when a table it needs is remote or failed), as
+ * Postfix's milter macros have them. Valid until the next command. */
 PETREL_API const char *petrel_session_fact(petrel_session *s, const char *name);
 PETREL_API const char *petrel_sender(petrel_session *s);            /* NULL outside a transaction; "" for <> */
 PETREL_API const char *petrel_recipient(petrel_session *s);         /* the RCPT being checked, or NULL */

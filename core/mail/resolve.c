@@ -82,14 +82,17 @@ const char *mail_resolve_class_spec(const struct mail_resolve *r, enum mail_clas
                                     const char *relayhost, const char **default_nexthop)
 {
     *default_nexthop = domain;
+    /* Off-host mail (relay_domains and the rest) goes to the sender's or
+     * the global relayhost when there is one, as Postfix's resolve.c
+     * ("enforce all the relayhost precedences in one place"); a next hop
+     * in the transport's own spec (relay_transport = relay:[host]) wins. */
+    if (mail_class_off_host(cls) && relayhost && *relayhost)
+        *default_nexthop = relayhost;
     switch (cls) {
     case MAIL_CLASS_LOCAL: return r->local_transport;
     case MAIL_CLASS_VIRTUAL_MAILBOX: return r->virtual_transport;
     case MAIL_CLASS_RELAY: return r->relay_transport;
-    default:
-        if (relayhost && *relayhost)
-            *default_nexthop = relayhost;
-        return r->default_transport;
+    default: return r->default_transport;
     }
 }
 
@@ -143,7 +146,7 @@ int mail_resolve_address(struct mail_resolve *r, const struct mail_domains *d, c
         return 0;
     }
     const char *relayhost = NULL;
-    if (cls == MAIL_CLASS_DEFAULT && mail_resolve_relayhost(r, sender, pool, &relayhost) < 0)
+    if (mail_class_off_host(cls) && mail_resolve_relayhost(r, sender, pool, &relayhost) < 0)
         return -1;
     const char *default_nexthop;
     const char *spec = mail_resolve_class_spec(r, cls, a.domain, relayhost, &default_nexthop);

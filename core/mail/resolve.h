@@ -57,13 +57,20 @@ extern const struct cfg_bind_table mail_resolve_bind_table;
  * (".example.com"), then "*". 1 found (*value), 0 not, -1 a table failed. */
 int mail_resolve_transport_map(struct mail_resolve *r, const struct mail_addr *a, petrel_pool *pool,
                                const char **value);
-/* The next hop of default-class mail from sender:
+/* Mail for another host: relay_domains and the default class, whose next
+ * hop relayhost (or the sender's) overrides. */
+static inline int mail_class_off_host(enum mail_class cls)
+{
+    return cls == MAIL_CLASS_RELAY || cls == MAIL_CLASS_DEFAULT;
+}
+
+/* The next hop of off-host mail (mail_class_off_host) from sender:
  * sender_dependent_relayhost_maps (not for <>), else relayhost; NULL when
  * neither names one. 0, or -1 when a table failed. */
 int mail_resolve_relayhost(struct mail_resolve *r, const char *sender, petrel_pool *pool, const char **relayhost);
 /* The "transport[:nexthop]" value of class cls (not virtual alias or
  * error) and the next hop it has when it names none: the domain, or
- * relayhost for the default class. */
+ * relayhost (given) for off-host classes, as Postfix's resolve.c. */
 const char *mail_resolve_class_spec(const struct mail_resolve *r, enum mail_class cls, const char *domain,
                                     const char *relayhost, const char **default_nexthop);
 /* "transport:nexthop" -> the transport name (from pool) and the next hop,

@@ -700,7 +700,7 @@ int router_route(struct router *r, const char *sender, const char *recipient, co
             continue;
         }
         const char *relayhost = NULL;
-        if (cls == MAIL_CLASS_DEFAULT && mail_resolve_relayhost(&r->resolve, sender, pool, &relayhost) < 0) {
+        if (mail_class_off_host(cls) && mail_resolve_relayhost(&r->resolve, sender, pool, &relayhost) < 0) {
             /* Not the default relayhost: the sender's own may be the
              * only one that accepts its mail. */
             route_error(rt, address, "4.3.0", "sender_dependent_relayhost_maps lookup failure");

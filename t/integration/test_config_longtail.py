@@ -114,13 +114,22 @@ for param, value, good, label in (("default_transport", "smtp:[127.0.0.1]:submis
                  "%s = %s: %s fails petreld -n with the main.cf line" % (param, value, label), r.stderr)
 
 sink = Sink()
-with Petrel(t, extra_services=SERVICES, main_cf={"relayhost": "[127.0.0.1]:%d" % sink.port}) as p:
+with Petrel(t, extra_services=SERVICES, main_cf={"relayhost": "[127.0.0.1]:%d" % sink.port,
+                                                  "relay_domains": "relayed.example"}) as p:
     c = p.connect()
     t.like(c.send_message("s@petrel.test", ["r@far.example"], "Subject: relayhost\r\n\r\nx"), r"^250 ",
            "mail for a remote domain is queued")
     c.close()
     t.ok(wait_for(lambda: any("Subject: relayhost" in m for m in sink.messages()), 30),
          "relayhost = [127.0.0.1]:PORT delivers to that port")
+    # Postfix's resolve.c: relayhost is the next hop of relay_domains mail too
+    # (relay_transport names no next hop of its own).
+    c = p.connect()
+    t.like(c.send_message("s@petrel.test", ["r@relayed.example"], "Subject: relay domain\r\n\r\nx"), r"^250 ",
+           "mail for a relay_domains domain is queued")
+    c.close()
+    t.ok(wait_for(lambda: any("Subject: relay domain" in m for m in sink.messages()), 30),
+         "and goes through relayhost as well, as in Postfix", p.log()[-1500:])
 sink.stop()
 
 # A service name that services(5) maps to the sink's port: in a private mount

@@ -123,7 +123,7 @@ RESOLVE = {
 }
 WANT = (("u@petrel.test", "local", "mx.petrel.test", "a local recipient: local_transport = local:$myhostname"),
         ("v@vmail.test", "virtual", "vmail.test", "a virtual mailbox: virtual_transport, the domain"),
-        ("x@relay.test", "relay", "relay.test", "relay_domains: relay_transport, the domain"),
+        ("x@relay.test", "relay", RELAYHOST, "relay_domains: relay_transport via relayhost (Postfix's resolve.c)"),
         ("y@example.net", "smtp", RELAYHOST, "the default class: default_transport via relayhost"),
         ("w@special.test", "relay", "[127.0.0.1]:9925", "a transport_maps entry for the domain"),
         ("z@bare.test", "smtp", "bare.test", "a transport_maps entry without next hop: the domain, not "

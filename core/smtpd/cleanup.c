@@ -27,6 +27,11 @@
  * The envelope changes are applied at the end by rewriting the queue file
  * (content.c), as modules' are.
  *
+ * milter_header_checks (Postfix's cleanup_milter_header_checks) is applied
+ * here too, later: to each header a milter's edit would write, when the
+ * milter module asks (petrel_milter_header_checks, at the end of this
+ * file), with the subset of actions Postfix allows there.
+ *
  * Modules see the message as it came: each primary header before the
  * checks (our Received excepted), then the raw bytes after the headers.
  *
@@ -52,6 +57,7 @@
 #include "mail/mime.h"
 #include "mail/rewrite.h"
 #include "module/module.h"
+#include "module/runtime.h"
 #include "smtpd/smtpd.h"
 #include "smtpd/smtpd_int.h"
 #include "tables/table.h"
@@ -792,8 +798,8 @@ static void milter_act_log(struct smtpd_session *s, const char *action, const ch
  * and REDIRECT end the checks); WARN, INFO log; REPLACE replaces the
  * header; IGNORE and STRIP drop it; PREPEND is not implemented (warned, as
  * Postfix does); PASS and unknown words are warned about and ignored. */
-int smtpd_cleanup_milter_header(struct smtpd_session *s, const char *name, const char *value,
-                                const char **new_name, const char **new_value)
+static int milter_header(struct smtpd_session *s, const char *name, const char *value, const char **new_name,
+                         const char **new_value)
 {
     struct smtpd_tx *tx = s->tx;
     struct smtpd_cleanup_settings *set = s->set->cleanup;
@@ -952,4 +958,22 @@ int smtpd_cleanup_milter_header(struct smtpd_session *s, const char *name, const
     }
     msg_warn("unsupported command in %s map: %.*s", param, (int)a.word_len, a.word);
     return PETREL_HEADER_KEEP;
+}
+
+/* The module API's entry (plugin.h): here, beside the engine, so that the
+ * module glue (plugin_api.c), which cleanup.c calls, does not call back. */
+int petrel_milter_header_checks(petrel_session *h, const char *name, const char *value, const char **new_name,
+                                const char **new_value)
+{
+    struct petrel_module *m;
+    struct smtpd_session *s = module_session_host(h, &m, __func__);
+    if (s == NULL)
+        return -1;
+    if (s->tx == NULL) {
+        msg_warn("module %s: %s outside a mail transaction: ignored", m->name, __func__);
+        return -1;
+    }
+    if (name == NULL || value == NULL || new_name == NULL || new_value == NULL)
+        return -1;
+    return milter_header(s, name, value, new_name, new_value);
 }

@@ -572,15 +572,6 @@ int petrel_recipient_delete(petrel_session *h, const char *rcpt)
     return 0;
 }
 
-int petrel_milter_header_checks(petrel_session *h, const char *name, const char *value, const char **new_name,
-                                const char **new_value)
-{
-    struct smtpd_session *s = editable(h, __func__);
-    if (s == NULL || name == NULL || value == NULL || new_name == NULL || new_value == NULL)
-        return -1;
-    return smtpd_cleanup_milter_header(s, name, value, new_name, new_value);
-}
-
 int petrel_quarantine(petrel_session *h, const char *reason)
 {
     struct smtpd_session *s = editable(h, __func__);

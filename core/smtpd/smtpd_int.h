@@ -793,10 +793,7 @@ void smtpd_cleanup_feed(struct smtpd_session *s, const char *data, size_t n);
 /* The end of the content: the checks' verdict goes to tx->content_verdict
  * (unless a module refused first), HOLD/DISCARD to tx->hold/discard. */
 void smtpd_cleanup_end(struct smtpd_session *s);
-/* milter_header_checks on one header a module's milter edit would write
- * (petrel_milter_header_checks): the PETREL_HEADER_* answer. */
-int smtpd_cleanup_milter_header(struct smtpd_session *s, const char *name, const char *value,
-                                const char **new_name, const char **new_value);
+/* milter_header_checks: petrel_milter_header_checks (plugin.h) is cleanup.c's. */
 /* Opens the checks and reads the limits of the cleanup service for svc. */
 struct smtpd_cleanup_settings *smtpd_cleanup_settings_create(struct smtpd_worker *w,
                                                               const struct master_service *svc,

@@ -3,7 +3,8 @@ libmilter filter of our own (modules/milter/t/testfilter.c): the headers a
 milter adds (ADDHEADER), inserts (INSHEADER) or changes (CHGHEADER) are
 looked up in milter_header_checks, and the actions Postfix honours there
 apply to the message: REJECT (the client gets the table's reply), HOLD (hold
-queue), DISCARD (250, nothing queued). A header no rule matches is written as the milter
+queue), DISCARD (250, nothing queued), REPLACE, IGNORE; PREPEND is
+warned about as Postfix does. A header no rule matches is written as the milter
 asked. header_checks does not see the milters' headers; milter_header_checks
 does not see the message's own."""
 import re
@@ -99,6 +100,31 @@ with TestFilter() as f:
         t.ok(qid is not None, "header_checks does not see a header a milter adds (its REJECT rule did not fire)", r)
         t.ok(b"X-Test-Folded: first line\r\n\tsecond line\r\n" in queued(p, qid or "none"),
              "  a milter's header milter_header_checks does not match is delivered with the message")
+
+
+# REPLACE, IGNORE, PREPEND (not implemented in Postfix either: a warning)
+EDIT_RULES = ("/^X-Test-Added:/ REPLACE X-Replaced: by milter_header_checks\n"
+              "/^X-Test-Folded:/ IGNORE\n"
+              "/^X-Test-First:/ PREPEND X-Prepended: no\n")
+with TestFilter() as f:
+    with Petrel(t, main_cf={}, start=False) as p:
+        mhc = p.write_file("milter_header_checks", EDIT_RULES)
+        conf = dict(p.settings)
+        conf.update({"modules": "milter", "module_directory": mods, "smtpd_milters": f.endpoint,
+                     "milter_header_checks": "regexp:" + mhc})
+        p.write_main_cf(conf)
+        p.start()
+        r = send(p, "Subject: do: addheader foldheader insheader\r\nFrom: a@example.org\r\n\r\nbody\r\n")
+        qid = qid_of(r)
+        data = queued(p, qid or "none")
+        t.ok(qid is not None, "REPLACE, IGNORE, PREPEND: accepted", r)
+        t.ok(b"X-Replaced: by milter_header_checks\r\n" in data and b"X-Test-Added" not in data,
+             "  REPLACE writes the rule's header instead of the milter's", data[:600])
+        t.ok(b"X-Test-Folded" not in data, "  IGNORE drops the milter's header")
+        t.ok(b"X-Test-First: inserted at the top\r\n" in data and b"X-Prepended" not in data,
+             "  PREPEND is not applied (as in Postfix); the header is written")
+        t.ok(p.wait_log(r"the milter_header/body_checks prepend action is not implemented") is not None,
+             "  and Postfix's warning is logged")
 
 
 t.done()

@@ -328,7 +328,7 @@ int cfg_service_applies_option(const struct master_service *svc, const char *nam
         "header_checks", "mime_header_checks", "nested_header_checks", "body_checks", "header_size_limit",
         "line_length_limit", "mime_nesting_limit", "mime_boundary_length_limit", "body_checks_size_limit",
         "hopcount_limit", "disable_mime_input_processing", "strict_8bitmime", "strict_7bit_headers",
-        "strict_8bitmime_body", "strict_mime_encoding_domain", NULL,
+        "strict_8bitmime_body", "strict_mime_encoding_domain", "milter_header_checks", NULL,
     };
     static const char *const transport[] = {
         "smtp_header_checks", "smtp_mime_header_checks", "smtp_nested_header_checks", "smtp_body_checks",

@@ -168,6 +168,7 @@ static const struct cfg_param core_params[] = {
     S("manpage_directory", "/usr/share/man", "where the manual pages are"),
     L("masquerade_domains", "", "domains whose subdomains are hidden"),
     L("masquerade_exceptions", "", "users not masqueraded"),
+    M("milter_header_checks", "", "header_checks(5) rules for the headers milters add, insert or change (cleanup)"),
     M("mime_header_checks", "$header_checks", "header_checks(5) rules for MIME headers (cleanup)"),
     I("mime_boundary_length_limit", "2048", 1, 0, "longest MIME boundary kept for matching"),
     I("mime_nesting_limit", "100", 1, 0, "deepest MIME multipart nesting"),

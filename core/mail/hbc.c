@@ -34,6 +34,8 @@ int hbc_open(struct hbc_tables *h, const struct cfg *cfg, struct tbl_registry *r
     memset(h, 0, sizeof(*h));
     for (int l = 0; l < HBC_NLISTS; l++) {
         h->param[l] = params[l];
+        if (params[l] == NULL)
+            continue;   /* a list this caller does not use */
         const char *const *specs = cfg_list(cfg, params[l]);
         for (int e = 0; e < l; e++) {
             if (h->n[e] && same_specs(specs, cfg_list(cfg, params[e]))) {

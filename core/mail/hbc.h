@@ -38,7 +38,7 @@ struct hbc_tables {
 };
 
 /* Opens the tables of the four parameters named in params (header,
- * mime-header, nested-header, body order). 0, or -1 with *error
+ * mime-header, nested-header, body order; NULL: a list not used). 0, or -1 with *error
  * (malloc'd) "param: why". */
 int hbc_open(struct hbc_tables *h, const struct cfg *cfg, struct tbl_registry *reg,
              const char *const params[HBC_NLISTS], char **error);

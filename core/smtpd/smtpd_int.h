@@ -124,6 +124,7 @@ enum smtpd_peer_status { SMTPD_PEER_OK = 2, SMTPD_PEER_TEMP = 4, SMTPD_PEER_PERM
  * that is the default "cleanup" and master.cf has no such line). */
 struct smtpd_cleanup_settings {
     struct hbc_tables checks;
+    struct hbc_tables milter_checks;  /* milter_header_checks (its HBC_HEADER list only) */
     struct mime_limits limits;
     unsigned mime_options;            /* MIME_OPT_*: disable_mime_input_processing, strict_* */
     long long body_check_len;         /* body_checks_size_limit (0: no limit) */
@@ -414,6 +415,11 @@ struct smtpd_tx {
     const char *mail_line;            /* the client's MAIL command, for the filter */
     const char *rcpt_line;            /* the RCPT command being checked, for the filter */
     struct restrict_result content_verdict;   /* a refusal from a header or body hook */
+    /* milter_header_checks: a REJECT (logged) answered at the end of
+     * message whatever the modules say; after it, a DISCARD or a REDIRECT
+     * no more of its actions apply (Postfix's CLEANUP_FLAG_FILTER_ALL). */
+    struct restrict_result milter_verdict;
+    int milter_checks_done;
 };
 
 enum smtpd_state {
@@ -790,6 +796,7 @@ void smtpd_cleanup_feed(struct smtpd_session *s, const char *data, size_t n);
 /* The end of the content: the checks' verdict goes to tx->content_verdict
  * (unless a module refused first), HOLD/DISCARD to tx->hold/discard. */
 void smtpd_cleanup_end(struct smtpd_session *s);
+/* milter_header_checks: petrel_milter_header_checks (plugin.h) is cleanup.c's. */
 /* Opens the checks and reads the limits of the cleanup service for svc. */
 struct smtpd_cleanup_settings *smtpd_cleanup_settings_create(struct smtpd_worker *w,
                                                               const struct master_service *svc,

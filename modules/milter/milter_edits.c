@@ -93,33 +93,78 @@ int milter_apply_quarantine(session *ss, const char *reason)
     return petrel_quarantine(ss->s, reason);
 }
 
+/* milter_header_checks (the core's, petrel_milter_header_checks) on a
+ * header about to be written: 1 write *name / *value (perhaps replaced),
+ * 0 do not, -1 an error. After a REJECT or DISCARD no edit of the message
+ * is made any more, as Postfix's libmilter code stops applying them. */
+static int header_checked(session *ss, const char **name, const char **value)
+{
+    const char *new_name = NULL, *new_value = NULL;
+    switch (petrel_milter_header_checks(ss->s, *name, *value, &new_name, &new_value)) {
+    case PETREL_HEADER_KEEP:
+        return 1;
+    case PETREL_HEADER_REPLACED:
+        *name = new_name;
+        *value = new_value;
+        return 1;
+    case PETREL_HEADER_DROP:
+        return 0;
+    case PETREL_HEADER_STOP:
+        ss->tx_edits_stopped = 1;
+        return 0;
+    default:
+        return -1;
+    }
+}
+
 int milter_op_edit(void *arg, const milter_edit *e)
 {
     link *l = arg;
     session *ss = l->ss;
     petrel_session *s = ss->s;
     size_t i;
+    const char *name = e->name, *value = e->value;
+    int rc;
+    if (ss->tx_edits_stopped && e->type != MILTER_EDIT_QUARANTINE)
+        return 0;
     switch (e->type) {
     case MILTER_EDIT_ADD_HEADER:
-        if (petrel_header_add(s, e->name, e->value) < 0)
+        if ((rc = header_checked(ss, &name, &value)) <= 0)
+            return rc;
+        if (petrel_header_add(s, name, value) < 0)
             return -1;
-        return headers_add(ss, ss->nheaders, e->name, e->value);
+        return headers_add(ss, ss->nheaders, name, value);
     case MILTER_EDIT_INSERT_HEADER:
-        if (petrel_header_insert(s, e->index, e->name, e->value) < 0)
+        if ((rc = header_checked(ss, &name, &value)) <= 0)
+            return rc;
+        if (petrel_header_insert(s, e->index, name, value) < 0)
             return -1;
-        return headers_add(ss, e->index, e->name, e->value);
+        return headers_add(ss, e->index, name, value);
     case MILTER_EDIT_CHANGE_HEADER:
+        if ((rc = header_checked(ss, &name, &value)) <= 0)
+            return rc;
         i = headers_find(ss, e->name, e->index);
         if (i == (size_t)-1) {
             /* Sendmail and Postfix add a header that is not there. */
-            if (petrel_header_add(s, e->name, e->value) < 0)
+            if (petrel_header_add(s, name, value) < 0)
                 return -1;
-            return headers_add(ss, ss->nheaders, e->name, e->value);
+            return headers_add(ss, ss->nheaders, name, value);
         }
-        if (petrel_header_change(s, e->name, e->index, e->value) < 0)
+        if (strcasecmp(name, e->name) != 0) {
+            /* REPLACE gave the header another name: the old one goes, the
+             * new one takes its place. */
+            if (petrel_header_change(s, e->name, e->index, NULL) < 0 || petrel_header_insert(s, i, name, value) < 0)
+                return -1;
+            free(ss->headers[i].name);
+            free(ss->headers[i].value);
+            memmove(ss->headers + i, ss->headers + i + 1, (ss->nheaders - i - 1) * sizeof *ss->headers);
+            ss->nheaders--;
+            return headers_add(ss, i, name, value);
+        }
+        if (petrel_header_change(s, e->name, e->index, value) < 0)
             return -1;
         {
-            char *v = strdup(e->value);
+            char *v = strdup(value);
             if (v == NULL)
                 return -1;
             free(ss->headers[i].value);

@@ -813,6 +813,7 @@ static petrel_verdict milter_mail(petrel_session *s, const char *sender)
         return PETREL_TEMPFAIL;
     ss->in_tx = 1;
     ss->tx_quarantined = 0;
+    ss->tx_edits_stopped = 0;
     ss->discard = 0;
     if (ss->session_quarantine[0])
         milter_apply_quarantine(ss, ss->session_quarantine);

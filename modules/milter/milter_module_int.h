@@ -134,6 +134,7 @@ typedef struct session {
     char rcpt_macro[64];      /* {rcpt_host} of a refused recipient */
     int in_tx;
     int tx_quarantined;
+    int tx_edits_stopped;      /* milter_header_checks rejected or discarded: no more edits (Postfix) */
     char session_quarantine[128];
 
     /* the message */

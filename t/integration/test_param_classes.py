@@ -62,11 +62,11 @@ with Petrel(t, start=False, main_cf={"smtpd_milters": "inet:127.0.0.1:%d" % free
          "the start logs the warning too")
 
     # A reload that adds a refused parameter is refused; the running configuration keeps serving.
-    p.write_main_cf(dict(p.settings, milter_header_checks="regexp:" + os.path.join(p.conf, "milter_header_checks")))
+    p.write_main_cf(dict(p.settings, smtp_tls_per_site="hash:" + os.path.join(p.conf, "tls_per_site")))
     r = p.petrelctl("reload")
-    t.ok(r.returncode != 0, "a reload that sets milter_header_checks is refused")
-    t.ok(p.wait_log(r"milter_header_checks is set but not implemented: headers that milters add are NOT filtered by "
-                    r"these checks" + re.escape(REFUSAL % "milter_header_checks"))
+    t.ok(r.returncode != 0, "a reload that sets smtp_tls_per_site is refused")
+    t.ok(p.wait_log(r"smtp_tls_per_site is set but not implemented: legacy per-site TLS policy is NOT applied "
+                    r"\(smtp_tls_policy_maps is\)" + re.escape(REFUSAL % "smtp_tls_per_site"))
          is not None, "the reload says what will not happen")
     c = p.connect()
     t.is_(c.code, 220, "the running configuration keeps serving")

@@ -148,19 +148,19 @@ static void test_check(struct cfg_schema *schema)
      * implemented): a refused parameter is given some here. */
     char *error = NULL;
     struct cfg_classes *own = cfg_classes_parse(
-        "milter_header_checks 2.7 refuse ok=\"\" warn=regexp:/a   headers that milters add are NOT filtered\n", &error);
+        "smtp_tls_per_site 2.3 refuse ok=\"\" warn=hash:/a   legacy per-site TLS policy is NOT applied\n", &error);
     ok(own != NULL, "a class with warn= values parses");
     free(error);
     if (own) {
-        struct cfg *cfg = load(schema, "milter_header_checks = regexp:/a\n");
+        struct cfg *cfg = load(schema, "smtp_tls_per_site = hash:/a\n");
         is_int(cfg_check_unimplemented(cfg, own, petrel_bind_tables, petrel_bind_ntables), 0, "a warn= value: no error");
         cfg_free(cfg);
-        cfg = load(schema, "milter_header_checks = regexp:/b\n");
+        cfg = load(schema, "smtp_tls_per_site = hash:/b\n");
         is_int(cfg_check_unimplemented(cfg, own, petrel_bind_tables, petrel_bind_ntables), 1, "any other value: an error");
         cfg_free(cfg);
         cfg_classes_free(own);
     }
-    is_int(check_text(schema, "milter_header_checks = regexp:/a\nsmtp_tls_wrappermode = yes\n"), 2,
+    is_int(check_text(schema, "smtp_tls_per_site = hash:/a\nsmtp_tls_wrappermode = yes\n"), 2,
            "each refusal counts");
 }
 

@@ -672,6 +672,28 @@ PETREL_API int petrel_recipient_add_params(petrel_session *s, const char *recipi
 PETREL_API int petrel_body_replace(petrel_session *s, const char *body, size_t len);
 PETREL_API int petrel_quarantine(petrel_session *s, const char *reason);
 
+/* 1.1, added after its first release (a plugin that calls it is refused by
+ * an older 1.1 petreld, at load time): Postfix's milter_header_checks. A
+ * milter module asks, before it makes a milter's ADDHEADER, INSHEADER or
+ * CHGHEADER edit (not a delete), what the core's milter_header_checks
+ * tables say about the header it would write (value as for
+ * petrel_header_add). The core applies the transaction's side of the
+ * action (REJECT, DISCARD, HOLD, FILTER, REDIRECT, BCC; WARN and INFO are
+ * logged) and answers what becomes of the header:
+ *   PETREL_HEADER_KEEP      make the edit as it is;
+ *   PETREL_HEADER_REPLACED  make it with *new_name and *new_value (REPLACE;
+ *                           valid until the transaction ends);
+ *   PETREL_HEADER_DROP      do not make it (IGNORE, STRIP);
+ *   PETREL_HEADER_STOP      do not make it nor any further edit of this
+ *                           message: it is rejected (the core answers the
+ *                           client at the end of message, whatever the
+ *                           module says), deferred or discarded.
+ * Without milter_header_checks the answer is PETREL_HEADER_KEEP; -1 outside
+ * a mail transaction (logged). */
+enum { PETREL_HEADER_KEEP = 0, PETREL_HEADER_REPLACED = 1, PETREL_HEADER_DROP = 2, PETREL_HEADER_STOP = 3 };
+PETREL_API int petrel_milter_header_checks(petrel_session *s, const char *name, const char *value,
+                                           const char **new_name, const char **new_value);
+
 /* ------------------------------------------------------------------ */
 /* the stored message, as a stream (ABI 1.1)                           */
 

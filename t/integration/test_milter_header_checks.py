@@ -1,0 +1,130 @@
+"""milter_header_checks (Postfix's cleanup_milter_header_checks) with a real
+libmilter filter of our own (modules/milter/t/testfilter.c): the headers a
+milter adds (ADDHEADER), inserts (INSHEADER) or changes (CHGHEADER) are
+looked up in milter_header_checks, and the actions Postfix honours there
+apply to the message: REJECT (the client gets the table's reply), HOLD (hold
+queue), DISCARD (250, nothing queued), REPLACE, IGNORE; PREPEND is
+warned about as Postfix does. A header no rule matches is written as the milter
+asked. header_checks does not see the milters' headers; milter_header_checks
+does not see the message's own."""
+import re
+
+from harness import Petrel, Smtp, Tap
+from modlib import bundled_module_dir
+from peers import TestFilter
+
+t = Tap(timeout=300)
+mods = bundled_module_dir("milter")
+
+
+def send(p, body):
+    c = Smtp(p.port)
+    c.ehlo()
+    c.cmd("MAIL FROM:<sender@example.org>")
+    c.cmd("RCPT TO:<u@petrel.test>")
+    c.cmd("DATA")
+    c.send(body.encode())
+    c.send(b"\r\n.\r\n")
+    r = c.read_reply()
+    c.cmd("QUIT")
+    c.close()
+    return r
+
+
+def qid_of(reply):
+    m = re.match(r"250 2\.0\.0 Ok: queued as (\S+)", reply)
+    return m.group(1) if m else None
+
+
+def queued(p, qid, *dirs):
+    return b"".join(open(f, "rb").read() for f in p.queue_files(*dirs) if f.endswith("/" + qid))
+
+
+MILTER_RULES = ("/^X-Test-Added: added by/ REJECT 5.7.1 Spam header from the milter\n"
+                "/^X-Test-First:/ HOLD\n"
+                "/^Subject: changed subject/ DISCARD\n"
+                "/^X-Seen-By-Header-Checks:/ REJECT milter_header_checks saw the message's own header\n")
+# header_checks matches the filter's folded header: it must not see it.
+HEADER_RULES = "/^X-Test-Folded:/ REJECT header_checks saw a milter's header\n"
+
+with TestFilter() as f:
+    with Petrel(t, main_cf={}, start=False) as p:
+        mhc = p.write_file("milter_header_checks", MILTER_RULES)
+        hc = p.write_file("header_checks", HEADER_RULES)
+        conf = dict(p.settings)
+        conf.update({"modules": "milter", "module_directory": mods, "smtpd_milters": f.endpoint,
+                     "milter_header_checks": "regexp:" + mhc, "header_checks": "regexp:" + hc})
+        p.write_main_cf(conf)
+        p.start()
+
+        # REJECT: the client gets the table's reply, nothing is queued
+        before = len(p.queue_files())
+        r = send(p, "Subject: do: addheader\r\nFrom: a@example.org\r\n\r\nbody\r\n")
+        t.is_(r, "550 5.7.1 Spam header from the milter",
+              "a milter's header that milter_header_checks REJECTs: the client gets the rule's reply")
+        t.is_(len(p.queue_files()), before, "  and nothing is queued")
+        t.ok(p.wait_log(r"milter-header-reject: header X-Test-Added: added by the test filter from "
+                        r"\S+; from=<sender@example\.org> to=<u@petrel\.test> proto=ESMTP helo=<[^>]*>: "
+                        r"5\.7\.1 Spam header from the milter") is not None,
+             "  logged as Postfix's cleanup logs it (milter-header-reject)")
+
+        # HOLD: an inserted header puts the message on hold
+        r = send(p, "Subject: do: insheader\r\nFrom: a@example.org\r\n\r\nbody\r\n")
+        qid = qid_of(r)
+        t.ok(qid is not None, "a milter's header that milter_header_checks HOLDs: accepted", r)
+        t.ok(qid and any(x.endswith("/" + qid) for x in p.queue_files("hold")), "  and in the hold queue",
+             p.queue_files())
+        t.ok(b"X-Test-First: inserted at the top\r\n" in queued(p, qid or "none", "hold"),
+             "  with the inserted header (HOLD keeps it)")
+        t.ok(p.wait_log(r"milter-header-hold: header X-Test-First: inserted at the top") is not None,
+             "  logged (milter-header-hold)")
+
+        # DISCARD: a changed header; 250 and nothing queued
+        before = len(p.queue_files())
+        r = send(p, "Subject: do: chgheader\r\nFrom: a@example.org\r\n\r\nbody\r\n")
+        t.like(r, r"^250 2\.0\.0 Ok: queued as ", "a changed header that milter_header_checks DISCARDs: 250")
+        t.is_(len(p.queue_files()), before, "  and nothing is queued")
+        t.ok(p.wait_log(r"milter-header-discard: header Subject: changed subject") is not None,
+             "  logged (milter-header-discard)")
+
+        # not matched: written as asked; header_checks does not see milter headers
+        r = send(p, "Subject: do: accept\r\nFrom: a@example.org\r\n\r\nbody\r\n")
+        qid = qid_of(r)
+        t.ok(qid is not None, "a message the milter does not edit is accepted", r)
+        r = send(p, "Subject: ordinary\r\nX-Seen-By-Header-Checks: yes\r\nFrom: a@example.org\r\n\r\nbody\r\n")
+        t.ok(qid_of(r) is not None, "milter_header_checks does not look at the message's own headers", r)
+
+        # not matched: written as the milter asked, although header_checks has a REJECT rule for it
+        r = send(p, "Subject: do: foldheader\r\nFrom: a@example.org\r\n\r\nbody\r\n")
+        qid = qid_of(r)
+        t.ok(qid is not None, "header_checks does not see a header a milter adds (its REJECT rule did not fire)", r)
+        t.ok(b"X-Test-Folded: first line\r\n\tsecond line\r\n" in queued(p, qid or "none"),
+             "  a milter's header milter_header_checks does not match is delivered with the message")
+
+
+# REPLACE, IGNORE, PREPEND (not implemented in Postfix either: a warning)
+EDIT_RULES = ("/^X-Test-Added:/ REPLACE X-Replaced: by milter_header_checks\n"
+              "/^X-Test-Folded:/ IGNORE\n"
+              "/^X-Test-First:/ PREPEND X-Prepended: no\n")
+with TestFilter() as f:
+    with Petrel(t, main_cf={}, start=False) as p:
+        mhc = p.write_file("milter_header_checks", EDIT_RULES)
+        conf = dict(p.settings)
+        conf.update({"modules": "milter", "module_directory": mods, "smtpd_milters": f.endpoint,
+                     "milter_header_checks": "regexp:" + mhc})
+        p.write_main_cf(conf)
+        p.start()
+        r = send(p, "Subject: do: addheader foldheader insheader\r\nFrom: a@example.org\r\n\r\nbody\r\n")
+        qid = qid_of(r)
+        data = queued(p, qid or "none")
+        t.ok(qid is not None, "REPLACE, IGNORE, PREPEND: accepted", r)
+        t.ok(b"X-Replaced: by milter_header_checks\r\n" in data and b"X-Test-Added" not in data,
+             "  REPLACE writes the rule's header instead of the milter's", data[:600])
+        t.ok(b"X-Test-Folded" not in data, "  IGNORE drops the milter's header")
+        t.ok(b"X-Test-First: inserted at the top\r\n" in data and b"X-Prepended" not in data,
+             "  PREPEND is not applied (as in Postfix); the header is written")
+        t.ok(p.wait_log(r"the milter_header/body_checks prepend action is not implemented") is not None,
+             "  and Postfix's warning is logged")
+
+
+t.done()

@@ -105,7 +105,8 @@ int mail_maps_open(struct mail_maps *m, const struct cfg *cfg, struct tbl_regist
         char *why = NULL;
         int alias_table = strcmp(param, "alias_maps") == 0 || in_list(alias_specs, specs[i]);
         int open_flags = TBL_FLAG_FOLD_CASE | (alias_table ? TBL_FLAG_ALIASES : 0) |
-                         (no_substitution(param) ? TBL_FLAG_NO_REGSUB : 0);
+                         (no_substitution(param) ? TBL_FLAG_NO_REGSUB : 0) |
+                         ((flags & MAIL_MAPS_QUIET) ? TBL_FLAG_QUIET : 0);
         struct tbl *t = tbl_open(reg, specs[i], open_flags, &why);
         if (t == NULL) {
             if ((flags & MAIL_MAPS_DEFAULT_ALIASES_OPTIONAL) && default_alias_item(cfg, specs[i]) &&

@@ -223,7 +223,7 @@ static char *open_error(const struct tbl *t, const char *why)
 static void check_source_age(struct tbl *t)
 {
     struct stat src, db;
-    if (stat(t->name, &src) != 0 || stat(t->compiled, &db) != 0)
+    if ((t->flags & TBL_FLAG_QUIET) || stat(t->name, &src) != 0 || stat(t->compiled, &db) != 0)
         return;
     if (src.st_mtime > db.st_mtime && src.st_mtime < time(NULL) - 100) {
         char *text = tbl_strprintf("database %s is older than source file %s", t->compiled, t->name);

@@ -51,6 +51,9 @@ enum { TBL_FOUND = 1, TBL_NOTFOUND = 0, TBL_ERROR = -1, TBL_PENDING = -2 };
  * or a next hop, where it would let a client choose one. Opening a pattern
  * table with such a rule fails, naming the line. */
 #define TBL_FLAG_NO_REGSUB 4
+/* Warnings about the table's files (a source newer than its compiled file)
+ * are left to another opener of the same start (MAIL_MAPS_QUIET). */
+#define TBL_FLAG_QUIET 8
 
 /* struct tbl_type.flags: the type matches patterns, not fixed keys. */
 #define TBL_TYPE_PATTERN 1

@@ -117,7 +117,8 @@ with Petrel(t, extra_services=QMGR, start=False, workers=1) as p:
     # (b) a lookup held up in the database does not hold up another message
     holder = subprocess.Popen(p.command("psql", "-h", pg.dir, "-p", str(pg.port), "-U", "admin", "-d", "mail",
                                         "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"),
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              cwd="/")   # the unprivileged user may not enter the build directory (CI's is 0700)
     holder.stdin.write("SELECT pg_advisory_lock(%d);\n\\echo held\n" % GATE)
     holder.stdin.flush()
     t.is_(holder.stdout.readline().strip(), "", "the test holds the gate")   # the SELECT's empty result

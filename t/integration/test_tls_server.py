@@ -452,7 +452,7 @@ with tls_petrel({"smtpd_client_new_tls_session_rate_limit": "2", "smtpd_client_e
     c.close()
 
 # ---- resumption across the two workers ----
-def resume_all(p, ctx, session, n=16, most=96):
+def resume_all(p, ctx, session, n=16, most=400):
     """At least n connections resuming session, more (up to most) until both
     workers have taken some: which worker accepts a connection is the
     kernel's choice, and on a busy machine one may take many in a row.

@@ -448,16 +448,9 @@ static enum act_result act(struct smtpd_cleanup *c, const char *where, const cha
         if (strchr(a.text, '@') == NULL || !envelope_address_ok(a.text)) {
             msg_warn("bad BCC address \"%s\" in %s map -- need user@domain", a.text, param);
         } else {
-            struct smtpd_edit *e = petrel_pool_zalloc(tx->pool, sizeof(*e));
-            e->kind = EDIT_RCPT_ADD;
+            struct smtpd_edit *e = smtpd_edit_append(tx->pool, &tx->edits, EDIT_RCPT_ADD);
             e->value = petrel_pool_strdup(tx->pool, a.text);
             e->notify = QUEUE_NOTIFY_NEVER;
-            if (tx->edits.last)
-                tx->edits.last->next = e;
-            else
-                tx->edits.first = e;
-            tx->edits.last = e;
-            tx->edits.count++;
             tx->checks_bcc++;
             tx->envelope_changed |= CHANGED_BY_CHECKS;
             act_log(c, "bcc", where, line, a.text);
@@ -900,16 +893,9 @@ static int milter_header(struct smtpd_session *s, const char *name, const char *
         if (strchr(a.text, '@') == NULL || !envelope_address_ok(a.text)) {
             msg_warn("bad BCC address \"%s\" in %s map -- need user@domain", a.text, param);
         } else {
-            struct smtpd_edit *e = petrel_pool_zalloc(tx->pool, sizeof(*e));
-            e->kind = EDIT_RCPT_ADD;
+            struct smtpd_edit *e = smtpd_edit_append(tx->pool, &tx->edits, EDIT_RCPT_ADD);
             e->value = petrel_pool_strdup(tx->pool, a.text);
             e->notify = QUEUE_NOTIFY_NEVER;
-            if (tx->edits.last)
-                tx->edits.last->next = e;
-            else
-                tx->edits.first = e;
-            tx->edits.last = e;
-            tx->edits.count++;
             tx->checks_bcc++;
             tx->envelope_changed |= CHANGED_BY_CHECKS;
             milter_act_log(s, "bcc", line, a.text);

@@ -165,18 +165,11 @@ void smtpd_content_rewrite_headers(struct smtpd_session *s)
         for (size_t k = 0; k <= i; k++)
             if (strcasecmp(tx->headers[k].name, tx->headers[i].name) == 0)
                 nth++;
-        struct smtpd_edit *e = petrel_pool_zalloc(tx->pool, sizeof(*e));
-        e->kind = EDIT_HEADER_CHANGE;
+        struct smtpd_edit *e = smtpd_edit_append(tx->pool, &tx->edits, EDIT_HEADER_CHANGE);
         e->index = nth;
         e->name = tx->headers[i].name;
         e->value = fresh;
         e->value_len = fresh_len;
-        if (tx->edits.last)
-            tx->edits.last->next = e;
-        else
-            tx->edits.first = e;
-        tx->edits.last = e;
-        tx->edits.count++;
     }
 }
 

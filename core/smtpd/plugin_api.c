@@ -442,16 +442,7 @@ static int header_value_ok(const char *value)
 
 static struct smtpd_edit *new_edit(struct smtpd_session *s, enum smtpd_edit_kind kind)
 {
-    struct smtpd_tx *tx = s->tx;
-    struct smtpd_edit *e = petrel_pool_zalloc(tx->pool, sizeof(*e));
-    e->kind = kind;
-    if (tx->edits.last)
-        tx->edits.last->next = e;
-    else
-        tx->edits.first = e;
-    tx->edits.last = e;
-    tx->edits.count++;
-    return e;
+    return smtpd_edit_append(s->tx->pool, &s->tx->edits, kind);
 }
 
 /* The session a module asks to edit, or NULL (logged) outside a transaction. */

@@ -98,6 +98,22 @@ struct smtpd_edits {
     const char *quarantine_reason;
 };
 
+/* A new edit of that kind at the end of the list, zeroed otherwise (the
+ * transaction's pool owns it). */
+static inline struct smtpd_edit *smtpd_edit_append(petrel_pool *pool, struct smtpd_edits *edits,
+                                                   enum smtpd_edit_kind kind)
+{
+    struct smtpd_edit *e = petrel_pool_zalloc(pool, sizeof(*e));
+    e->kind = kind;
+    if (edits->last)
+        edits->last->next = e;
+    else
+        edits->first = e;
+    edits->last = e;
+    edits->count++;
+    return e;
+}
+
 /* Header text keeps its length: a value may hold NUL bytes (Postfix passes
  * them through), so nothing that copies or writes content may use strlen. */
 struct smtpd_header {

@@ -207,6 +207,7 @@ struct queue_writer {
     uint64_t hash;
     int error;                    /* sticky errno of a failed write */
     int detached;                 /* its name went to a replacement (queue_writer_replace) */
+    unsigned long long dir_sync_gen;   /* incoming/'s sync generation just after the create */
 };
 
 static unsigned char *wbuf_reserve(struct queue_writer *w, size_t extra)
@@ -358,6 +359,7 @@ static struct queue_writer *writer_start(struct queue *q, int fd, const char *id
     struct queue_writer *w = xcalloc(1, sizeof(*w));
     w->q = q;
     w->fd = fd;
+    w->dir_sync_gen = queue_sync_generation(q);   /* fd's entry now exists */
     memcpy(w->id, id, QUEUE_ID_MAX);
 
     unsigned char *h = wbuf_reserve(w, QF_HEADER_SIZE);
@@ -507,7 +509,7 @@ int queue_writer_commit(struct queue_writer *w)
     w->len += QF_END_SIZE;
     if (flush_with(w, NULL, 0) < 0)
         return -1;
-    if (queue_sync_file(w->fd) < 0 || queue_group_commit_incoming(w->q) < 0) {
+    if (queue_sync_file(w->fd) < 0 || queue_group_commit_incoming(w->q, w->dir_sync_gen) < 0) {
         w->error = errno;
         return -1;
     }

@@ -17,13 +17,14 @@
 #            and a rate limit (Postfix: anvil's smtpd_client_message_rate_limit;
 #            Petrel: check_rate_limit), all passing
 #   metrics  Petrel alone: metrics_listen off vs on and scraped every second
-#   tables   virtual_mailbox_domains and virtual_mailbox_maps in PostgreSQL
-#            (a private cluster): Postfix pgsql: direct and through proxy:,
+#   tables   virtual_mailbox_domains, virtual_mailbox_maps and
+#            virtual_alias_maps (1,000 aliases; the recipient is not one) in
+#            PostgreSQL (a private cluster): Postfix pgsql: direct and through proxy:,
 #            Petrel's pgsql module without and with its result cache
 #            (cache_ttl); with "pf-mysql pt-mysql" in --variants, the same in
 #            MariaDB (a private mariadbd). Queries per message from the
 #            servers' own statistics. With "pf-lmdb pf-proxy-lmdb pt-lmdb
-#            pt-hash" in --variants: the same tables plus virtual_alias_maps
+#            pt-hash" in --variants: the same three tables
 #            as lmdb files (Postfix's built by postmap, Petrel's by petrelctl
 #            map build); Petrel's lookups counted by its metrics endpoint.
 # Each run is ingest.sh's run (same cgroup CPU, PSS sampling, queue count)
@@ -290,11 +291,14 @@ tables)
 	pg -c "CREATE DATABASE mail" >/dev/null
 	pg -d mail -c "CREATE TABLE domains (domain text PRIMARY KEY, active boolean NOT NULL DEFAULT true);
 		CREATE TABLE mailboxes (email text PRIMARY KEY, maildir text NOT NULL, active boolean NOT NULL DEFAULT true);
+		CREATE TABLE aliases (address text PRIMARY KEY, goto text NOT NULL, active boolean NOT NULL DEFAULT true);
 		INSERT INTO domains VALUES ('example.com');
+		INSERT INTO aliases SELECT 'alias' || i || '@example.com', 'user' || i || '@example.com' FROM generate_series(1, 1000) i;
 		INSERT INTO mailboxes SELECT 'user' || i || '@example.com', 'example.com/user' || i || '/' FROM generate_series(1, 10000) i;
 		INSERT INTO mailboxes VALUES ('to@example.com', 'example.com/to/');" >/dev/null || die "the schema did not load"
-	for t in domains mailboxes; do
+	for t in domains mailboxes aliases; do
 		case $t in domains) q="SELECT domain FROM domains WHERE domain = '%s' AND active" ;;
+		           aliases) q="SELECT goto FROM aliases WHERE address = '%s' AND active" ;;
 		           *) q="SELECT maildir FROM mailboxes WHERE email = '%s' AND active" ;; esac
 		printf 'hosts = 127.0.0.1:%s\nuser = postgres\ndbname = mail\nquery = %s\n' "$PG_PORT" "$q" >"$BENCH_TMP/pgsql-$t.cf"
 		cp "$BENCH_TMP/pgsql-$t.cf" "$BENCH_TMP/pgsql-$t-cache.cf"
@@ -315,12 +319,17 @@ tables)
 		my mail -e "CREATE TABLE domains (domain VARCHAR(255) PRIMARY KEY, active BOOLEAN NOT NULL DEFAULT TRUE);
 			CREATE TABLE mailboxes (email VARCHAR(255) PRIMARY KEY, maildir VARCHAR(255) NOT NULL,
 			                        active BOOLEAN NOT NULL DEFAULT TRUE);
+			CREATE TABLE aliases (address VARCHAR(255) PRIMARY KEY, goto VARCHAR(255) NOT NULL,
+			                      active BOOLEAN NOT NULL DEFAULT TRUE);
 			INSERT INTO domains (domain) VALUES ('example.com');
+			INSERT INTO aliases (address, goto) SELECT CONCAT('alias', seq, '@example.com'),
+				CONCAT('user', seq, '@example.com') FROM seq_1_to_1000;
 			INSERT INTO mailboxes (email, maildir) SELECT CONCAT('user', seq, '@example.com'),
 				CONCAT('example.com/user', seq, '/') FROM seq_1_to_10000;
 			INSERT INTO mailboxes (email, maildir) VALUES ('to@example.com', 'example.com/to/');" || die "the MariaDB schema did not load"
-		for t in domains mailboxes; do
+		for t in domains mailboxes aliases; do
 			case $t in domains) q="SELECT domain FROM domains WHERE domain = '%s' AND active" ;;
+			           aliases) q="SELECT goto FROM aliases WHERE address = '%s' AND active" ;;
 			           *) q="SELECT maildir FROM mailboxes WHERE email = '%s' AND active" ;; esac
 			printf 'hosts = 127.0.0.1:%s\nuser = bench\npassword = bench\ndbname = mail\nquery = %s\n' \
 				"$MY_PORT" "$q" >"$BENCH_TMP/mysql-$t.cf"
@@ -376,8 +385,9 @@ EOF
 	pf-pgsql|pf-proxy-pgsql|pf-mysql|pf-proxy-mysql)
 		local db=${1##*-} proxy=""
 		case $1 in *-proxy-*) proxy="proxy:" ;; esac
-		printf 'mydestination =\nvirtual_mailbox_domains = %s%s:%s\nvirtual_mailbox_maps = %s%s:%s\nvirtual_mailbox_base = %s\n' \
-			"$proxy" "$db" "$BENCH_TMP/$db-domains.cf" "$proxy" "$db" "$BENCH_TMP/$db-mailboxes.cf" "$BENCH_TMP" >>"$PF_ETC/main.cf" ;;
+		printf 'mydestination =\nvirtual_mailbox_domains = %s%s:%s\nvirtual_mailbox_maps = %s%s:%s\nvirtual_alias_maps = %s%s:%s\nvirtual_mailbox_base = %s\n' \
+			"$proxy" "$db" "$BENCH_TMP/$db-domains.cf" "$proxy" "$db" "$BENCH_TMP/$db-mailboxes.cf" \
+			"$proxy" "$db" "$BENCH_TMP/$db-aliases.cf" "$BENCH_TMP" >>"$PF_ETC/main.cf" ;;
 	pf-lmdb|pf-proxy-lmdb)
 		local proxy="" m=$BENCH_TMP/pf-maps
 		case $1 in *-proxy-*) proxy="proxy:" ;; esac
@@ -392,8 +402,9 @@ EOF
 	pt-pgsql|pt-pgsql-cache|pt-mysql)
 		local db=pgsql suffix=""
 		case $1 in pt-mysql) db=mysql ;; pt-pgsql-cache) suffix=-cache ;; esac
-		printf 'modules = %s\nmodule_directory = %s\nmydestination =\nvirtual_mailbox_domains = %s:%s\nvirtual_mailbox_maps = %s:%s\nvirtual_mailbox_base = %s\n' \
-			"$db" "$MODDIR" "$db" "$BENCH_TMP/$db-domains$suffix.cf" "$db" "$BENCH_TMP/$db-mailboxes$suffix.cf" "$BENCH_TMP" >>"$PT_ETC/main.cf" ;;
+		printf 'modules = %s\nmodule_directory = %s\nmydestination =\nvirtual_mailbox_domains = %s:%s\nvirtual_mailbox_maps = %s:%s\nvirtual_alias_maps = %s:%s\nvirtual_mailbox_base = %s\n' \
+			"$db" "$MODDIR" "$db" "$BENCH_TMP/$db-domains$suffix.cf" "$db" "$BENCH_TMP/$db-mailboxes$suffix.cf" \
+			"$db" "$BENCH_TMP/$db-aliases$suffix.cf" "$BENCH_TMP" >>"$PT_ETC/main.cf" ;;
 	*) die "unknown variant $1" ;;
 	esac
 }
@@ -423,7 +434,7 @@ peer_probe() {   # prints "name=value ..." counters (cumulative); compare before
 		esac
 		[ -n "$PG_BIN" ] || { printf -- '-'; return; }
 		printf 'pg_queries=%s' "$(pg -d mail -c "SELECT sum(coalesce(idx_scan, 0) + seq_scan)
-			FROM pg_stat_user_tables WHERE relname IN ('domains', 'mailboxes')" 2>/dev/null | tail -1)"
+			FROM pg_stat_user_tables WHERE relname IN ('domains', 'mailboxes', 'aliases')" 2>/dev/null | tail -1)"
 		[ -S "$BENCH_TMP/my/sock" ] && printf ' my_queries=%s' "$(my -e "SHOW GLOBAL STATUS LIKE 'Com_select'" 2>/dev/null | awk '{print $2}')" ;;
 	*) printf '-' ;;
 	esac

@@ -11,7 +11,9 @@
  *      and whether screened clients already wait too long for smtpd
  *      (postscreen_post_queue_limit);
  *   3. the permanent list (postscreen_access_list): allowlisted clients go
- *      to smtpd at once, denylisted ones meet postscreen_denylist_action;
+ *      to smtpd at once, denylisted ones meet postscreen_denylist_action
+ *      (a remote table there is asked in a lookup scope of the session's
+ *      own: this client waits for the answer, the worker does not);
  *   4. the temporary allowlist (postscreen_cache_map): a client whose
  *      every enabled test is still valid is "PASS OLD" and goes to smtpd;
  *   5. the tests that are due: before the greeting (a "220-" teaser, then
@@ -289,6 +291,9 @@ void psc_session_free(struct psc_session *s)
     struct smtpd_worker *w = s->listener->worker;
     smtpd_proxy_read_cancel(s->proxy);
     psc_dnsbl_cancel(s->dnsbl);
+    tbl_scope_free(s->acl_lookups);   /* cancels a lookup in flight */
+    tbl_scope_free(s->cmd_lookups);
+    tbl_scope_free(s->dnsbl_lookups);
     if (s->cache_job)
         workq_cancel(s->cache_job);
     if (s->read_ev)
@@ -450,7 +455,14 @@ static void cache_updated(void *arg, int cancelled)
 
 void psc_conclude(struct psc_session *s)
 {
-    /* Leave every test's watch: only the verdict is left to do. */
+    /* Leave every test's watch (and table lookup): only the verdict is
+     * left to do. */
+    tbl_scope_free(s->acl_lookups);
+    s->acl_lookups = NULL;
+    tbl_scope_free(s->cmd_lookups);
+    s->cmd_lookups = NULL;
+    tbl_scope_free(s->dnsbl_lookups);
+    s->dnsbl_lookups = NULL;
     if (s->read_ev)
         event_del(s->read_ev);
     if (s->timer)
@@ -524,6 +536,93 @@ static void collect_dnsbl(struct psc_session *s)
         allowlist_non_dnsbl(s);
 }
 
+/* The DNSBL test failed and its action is not "ignore": the reply it
+ * gives (now, or at RCPT) names the list. */
+static int dnsbl_act(struct psc_session *s)
+{
+    const struct psc_settings *ps = s->ps;
+    if (s->dnsbl_name_error) {
+        /* A remote postscreen_dnsbl_reply_map that cannot answer: the
+         * list's own name may be a secret (the reason for the map), and
+         * a verdict must not be worded from a half-known reply, so the
+         * client hears a temporary error, as for any table that fails. */
+        if (ps->dnsbl_action == PSC_ACT_DROP) {
+            psc_drop(s, "421 4.3.0 Server local data error\r\n");
+            return 1;
+        }
+        s->rcpt_reply = "450 4.3.0 Server local data error\r\n";
+        s->flags |= PSC_F_NOFORWARD;
+        return 0;
+    }
+    switch (ps->dnsbl_action) {
+    case PSC_ACT_DROP:
+        psc_drop(s, petrel_pool_printf(s->pool, "521 5.7.1 Service unavailable; client [%s] blocked using "
+                                       "%s\r\n", s->client_addr, s->dnsbl_name));
+        return 1;
+    case PSC_ACT_ENFORCE:
+        s->rcpt_reply = petrel_pool_printf(s->pool, "550 5.7.1 Service unavailable; client [%s] blocked "
+                                           "using %s\r\n", s->client_addr, s->dnsbl_name);
+        s->flags |= PSC_F_NOFORWARD;
+        return 0;
+    default:
+        s->flags &= ~PSC_F(PSC_T_DNSBL, PSC_K_FAIL);   /* tested again next time */
+        return 0;
+    }
+}
+
+/* The tests before the greeting are over: the tests after it, or the verdict. */
+static void early_end(struct psc_session *s)
+{
+    unsigned todo = s->flags & PSC_MASK_SMTPD(PSC_K_TODO);
+    if ((s->flags & PSC_F_NOFORWARD) || (s->flags & PSC_MASK_SMTPD(PSC_K_PASS)) != PSC_TODO_TO_PASS(todo))
+        psc_smtpd_tests(s);
+    else
+        psc_conclude(s);
+}
+
+static void dnsbl_name_answered(void *arg);
+
+/* A remote postscreen_dnsbl_reply_map (a local one was read once, at
+ * start, as Postfix reads it): the name of the list that the reply shows
+ * is asked when a reply needs it, in the session's lookup scope; this
+ * client waits for the answer, the others go on. Returns 1 while it waits
+ * (dnsbl_name_answered goes on). */
+static int dnsbl_name_lookup(struct psc_session *s)
+{
+    struct tbl_registry *reg = s->listener->worker->tables;
+    struct tbl *t = s->ps->dnsbl_reply_table;
+    for (;;) {
+        if (s->dnsbl_lookups == NULL)
+            s->dnsbl_lookups = tbl_scope_new();
+        const char *value = NULL;
+        tbl_scope_enter(reg, s->dnsbl_lookups);
+        int rc = tbl_lookup(t, s->dnsbl_name, &value);
+        tbl_scope_leave(reg);
+        if (rc == TBL_PENDING && tbl_scope_missing(s->dnsbl_lookups)) {
+            if (tbl_scope_fetch(s->dnsbl_lookups, dnsbl_name_answered, s))
+                return 1;
+            continue;   /* answered at once */
+        }
+        if (rc == TBL_FOUND) {
+            s->dnsbl_name = petrel_pool_strdup(s->pool, value);
+        } else if (rc != TBL_NOTFOUND) {
+            psc_warn("postscreen_dnsbl_reply_map: %s: lookup error for %s", tbl_spec(t), s->dnsbl_name);
+            s->dnsbl_name_error = 1;
+        }
+        tbl_scope_free(s->dnsbl_lookups);
+        s->dnsbl_lookups = NULL;
+        return 0;
+    }
+}
+
+static void dnsbl_name_answered(void *arg)
+{
+    struct psc_session *s = arg;
+    if (dnsbl_name_lookup(s) || dnsbl_act(s))
+        return;
+    early_end(s);
+}
+
 static void early_time(struct psc_session *s)
 {
     const struct psc_settings *ps = s->ps;
@@ -549,27 +648,13 @@ static void early_time(struct psc_session *s)
         } else {
             psc_log("DNSBL rank %d for [%s]:%s", s->dnsbl_score, s->client_addr, s->client_port);
             s->flags |= PSC_F(PSC_T_DNSBL, PSC_K_FAIL);
-            switch (ps->dnsbl_action) {
-            case PSC_ACT_DROP:
-                psc_drop(s, petrel_pool_printf(s->pool, "521 5.7.1 Service unavailable; client [%s] blocked using "
-                                               "%s\r\n", s->client_addr, s->dnsbl_name));
+            if (ps->dnsbl_action != PSC_ACT_IGNORE && ps->dnsbl_reply_table && dnsbl_name_lookup(s))
+                return;   /* dnsbl_name_answered() goes on */
+            if (dnsbl_act(s))
                 return;
-            case PSC_ACT_ENFORCE:
-                s->rcpt_reply = petrel_pool_printf(s->pool, "550 5.7.1 Service unavailable; client [%s] blocked "
-                                                   "using %s\r\n", s->client_addr, s->dnsbl_name);
-                s->flags |= PSC_F_NOFORWARD;
-                break;
-            default:
-                s->flags &= ~PSC_F(PSC_T_DNSBL, PSC_K_FAIL);   /* tested again next time */
-                break;
-            }
         }
     }
-    unsigned todo = s->flags & PSC_MASK_SMTPD(PSC_K_TODO);
-    if ((s->flags & PSC_F_NOFORWARD) || (s->flags & PSC_MASK_SMTPD(PSC_K_PASS)) != PSC_TODO_TO_PASS(todo))
-        psc_smtpd_tests(s);
-    else
-        psc_conclude(s);
+    early_end(s);
 }
 
 static void on_greet_timer(evutil_socket_t fd, short what, void *arg)
@@ -656,7 +741,9 @@ static void early_tests(struct psc_session *s)
 /* ------------------------------------------------------------------ */
 /* a new connection                                                    */
 
-enum acl_verdict { ACL_DUNNO, ACL_PERMIT, ACL_REJECT, ACL_ERROR };
+/* ACL_PENDING: a remote table has no answer yet (the walk runs in the
+ * session's lookup scope and is run again when the answer is in). */
+enum acl_verdict { ACL_DUNNO, ACL_PERMIT, ACL_REJECT, ACL_ERROR, ACL_PENDING };
 
 /* One access-list word, or the words of a table's value (no tables there). */
 static enum acl_verdict acl_word(const struct psc_session *s, const char *word, const char *origin, int *matched)
@@ -702,6 +789,8 @@ static enum acl_verdict acl_eval(const struct psc_session *s)
         case PSC_ACL_TABLE: {
             const char *value = NULL;
             int rc = tbl_lookup(a->table, s->client_addr, &value);
+            if (rc == TBL_PENDING)
+                return ACL_PENDING;
             if (rc == TBL_ERROR) {
                 psc_warn("postscreen_access_list: %s: table lookup error -- ignoring the remainder of this "
                          "access list", a->spec);
@@ -735,6 +824,9 @@ static enum acl_verdict acl_eval(const struct psc_session *s)
     return ACL_DUNNO;
 }
 
+static void acl_decide(struct psc_session *s);
+static void acl_decided(struct psc_session *s, enum acl_verdict verdict);
+
 static void connect_done(struct psc_session *s)
 {
     struct smtpd_listener *l = s->listener;
@@ -747,6 +839,7 @@ static void connect_done(struct psc_session *s)
     const char *key = petrel_pool_printf(s->pool, "%s", l->screen_key);
     if (anvil_connect(w->anvil, w->index, key, now, 0, &screening, &rate) == 0)
         s->screen_key = key;
+    s->screening_at_connect = screening;
     int high = (int)(0.9 * ps->pre_queue_limit);
     if (!w->psc_stress && (int)screening >= high && ps->pre_queue_limit > 0) {
         w->psc_stress = 1;
@@ -769,7 +862,57 @@ static void connect_done(struct psc_session *s)
         return;
     }
 
-    switch (acl_eval(s)) {
+    acl_decide(s);
+}
+
+static void acl_answered(void *arg);
+
+/* postscreen_access_list for this client. Local tables answer at once; a
+ * remote one (pgsql:, socketmap:, ...) is asked from the session's own
+ * lookup scope, and this client waits for the answer (nothing of its
+ * screening starts before the verdict, as in Postfix, where the list is
+ * evaluated before anything else), while every other connection of the
+ * worker goes on. A table that cannot answer is Postfix's lookup error:
+ * warned about, and the rest of the list is ignored (the client is
+ * screened as with "dunno"). */
+static void acl_decide(struct psc_session *s)
+{
+    struct tbl_registry *reg = s->listener->worker->tables;
+    if (!s->ps->acl_remote) {
+        acl_decided(s, acl_eval(s));
+        return;
+    }
+    for (;;) {
+        if (s->acl_lookups == NULL)
+            s->acl_lookups = tbl_scope_new();
+        tbl_scope_enter(reg, s->acl_lookups);
+        enum acl_verdict v = acl_eval(s);
+        tbl_scope_leave(reg);
+        if (v == ACL_PENDING && tbl_scope_missing(s->acl_lookups)) {
+            if (tbl_scope_fetch(s->acl_lookups, acl_answered, s))
+                return;   /* acl_answered() goes on */
+            continue;     /* answered at once */
+        }
+        tbl_scope_free(s->acl_lookups);
+        s->acl_lookups = NULL;
+        acl_decided(s, v == ACL_PENDING ? ACL_ERROR : v);
+        return;
+    }
+}
+
+static void acl_answered(void *arg)
+{
+    acl_decide(arg);
+}
+
+/* The permanent list has spoken: then the temporary allowlist, and the
+ * tests that are due. */
+static void acl_decided(struct psc_session *s, enum acl_verdict verdict)
+{
+    struct smtpd_listener *l = s->listener;
+    const struct psc_settings *ps = s->ps;
+    time_t now = time(NULL);
+    switch (verdict) {
     case ACL_REJECT:
         psc_log("%sLISTED [%s]:%s", ps->respectful_logging ? "DENY" : "BLACK", s->client_addr, s->client_port);
         s->flags |= PSC_F_DENY_FAIL;
@@ -817,7 +960,7 @@ static void connect_done(struct psc_session *s)
         psc_log("%sLIST VETO [%s]:%s", ps->respectful_logging ? "ALLOW" : "WHITE", s->client_addr, s->client_port);
     }
 
-    if (ps->pre_queue_limit > 0 && (int)screening >= ps->pre_queue_limit) {
+    if (ps->pre_queue_limit > 0 && (int)s->screening_at_connect >= ps->pre_queue_limit) {
         psc_log("reject: connect from [%s]:%s: all screening ports busy", s->client_addr, s->client_port);
         psc_drop(s, "421 4.3.2 All screening ports are busy\r\n");
         return;

@@ -39,6 +39,7 @@ struct namadr_list;
 struct smtpd_worker;
 struct smtpd_listener;
 struct tbl;
+struct tbl_scope;
 struct cidr_list;
 struct bufferevent;
 struct event;
@@ -191,6 +192,7 @@ struct psc_settings {
     /* permanent allow/denylist */
     struct psc_acl_item *acl;
     size_t nacl;
+    int acl_remote;                    /* some table of it asks a server: looked up in a scope */
     struct namadr_list *mynetworks;   /* matched by address only (Postfix's server_acl) */
     int denylist_action;
     int respectful_logging;            /* DENYLISTED/ALLOWLISTED, else BLACKLISTED/WHITELISTED */
@@ -207,6 +209,7 @@ struct psc_settings {
     int dnsbl_action;
     long long dnsbl_min_ttl, dnsbl_max_ttl, dnsbl_timeout;
     const char *dnsbl_reply_map;
+    struct tbl *dnsbl_reply_table;     /* a remote dnsbl_reply_map: asked when a reply names a list */
     /* after the greeting */
     int pipelining_enable, non_smtp_enable, bare_newline_enable;
     int pipelining_action, non_smtp_action, bare_newline_action;
@@ -216,6 +219,7 @@ struct psc_settings {
     const char *const *forbidden_commands;
     struct tbl **forbidden_tables;
     size_t nforbidden_tables;
+    int forbidden_remote;              /* some table of it asks a server: looked up in a scope */
     int disable_vrfy, helo_required;
     int smtputf8;
     int soft_bounce;
@@ -265,9 +269,14 @@ struct psc_session {
     struct smtpd_proxy_read *proxy;
     struct event *read_ev;             /* before the greeting: the client talks */
     struct event *timer;               /* the greet wait, or a delayed step */
+    unsigned screening_at_connect;     /* clients being screened, this one included */
+    struct tbl_scope *acl_lookups;     /* postscreen_access_list's remote lookups in flight */
+    struct tbl_scope *cmd_lookups;     /* postscreen_forbidden_commands' (reading waits meanwhile) */
     struct psc_dnsbl_request *dnsbl;
     int dnsbl_score, dnsbl_ttl;        /* dnsbl_score INT_MAX: not yet collected */
     const char *dnsbl_name;
+    int dnsbl_name_error;              /* a remote postscreen_dnsbl_reply_map could not name the list */
+    struct tbl_scope *dnsbl_lookups;   /* that map's lookup in flight */
     const char *client_key;            /* counted per client (postscreen_client_connection_count_limit) */
     const char *screen_key;            /* counted among the sessions being screened */
     const char *post_key;              /* counted among the clients waiting for an smtpd session slot */

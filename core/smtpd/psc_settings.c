@@ -193,6 +193,8 @@ static void free_psc_pool(void *arg)
             tbl_close(ps->acl[i].table);
     for (size_t i = 0; i < ps->nforbidden_tables; i++)
         tbl_close(ps->forbidden_tables[i]);
+    if (ps->dnsbl_reply_table)
+        tbl_close(ps->dnsbl_reply_table);
     namadr_list_free(ps->mynetworks);
     psc_interfaces_free(ps->allowlist_interfaces, ps->nallowlist_interfaces);
     free(ps->cache_path);
@@ -227,6 +229,8 @@ static int open_acl(struct psc_settings *ps, struct smtpd_worker *w, const struc
                 free(why);
                 return -1;
             }
+            if (tbl_is_remote(a->table))
+                ps->acl_remote = 1;
         } else {
             return fail(svc, error, "postscreen_access_list: unknown \"%s\" (expected permit_mynetworks, "
                         "permit, reject, dunno or a type:table)", items[i]);
@@ -312,11 +316,16 @@ static int open_forbidden(struct psc_settings *ps, struct smtpd_worker *w, const
             return -1;
         }
         ps->forbidden_tables[ps->nforbidden_tables++] = t;
+        if (tbl_is_remote(t))
+            ps->forbidden_remote = 1;
     }
     return 0;
 }
 
-/* The DNSBL names replies show: postscreen_dnsbl_reply_map, looked up once. */
+/* The DNSBL names replies show: postscreen_dnsbl_reply_map, looked up
+ * once, as Postfix does at start (a lookup error stops the start there and
+ * here). A remote table is kept open instead and asked by the client whose
+ * reply names a list (postscreen.c), so that no worker waits for it. */
 static int map_dnsbl_names(struct psc_settings *ps, struct smtpd_worker *w, const struct master_service *svc,
                            char **error)
 {
@@ -329,6 +338,10 @@ static int map_dnsbl_names(struct psc_settings *ps, struct smtpd_worker *w, cons
         fail(svc, error, "postscreen_dnsbl_reply_map: %s", why ? why : ps->dnsbl_reply_map);
         free(why);
         return -1;
+    }
+    if (tbl_is_remote(t)) {
+        ps->dnsbl_reply_table = t;   /* closed with the settings */
+        return 0;
     }
     int status = 0;
     for (size_t i = 0; i < ps->dnsbl->ndomains; i++) {

@@ -301,18 +301,60 @@ static int is_header(const char *word)
     return 0;
 }
 
-static int forbidden(const struct psc_session *s, const char *word)
+/* postscreen_forbidden_commands, in order, as Postfix's string list: the
+ * word (lowercased, as Postfix folds it for every item) against each
+ * word and table; the first match decides. A table that cannot answer
+ * ends the search with "not forbidden" and a warning, as Postfix (a
+ * non-critical feature there); warn is 0 when the same answer will be
+ * looked at again. A remote table is asked in the session's lookup scope
+ * (cmd_lookups): TBL_PENDING when its answer is not in yet. */
+static int forbidden(const struct psc_session *s, const char *word, int warn)
 {
     const struct psc_settings *ps = s->ps;
-    for (const char *const *p = ps->forbidden_commands; p && *p; p++)
-        if (strchr(*p, ':') == NULL && strcasecmp(*p, word) == 0)
-            return 1;
-    for (size_t i = 0; i < ps->nforbidden_tables; i++) {
+    char key[512];
+    size_t n = 0;
+    for (; word[n] && n + 1 < sizeof(key); n++)
+        key[n] = (word[n] >= 'A' && word[n] <= 'Z') ? (char)(word[n] - 'A' + 'a') : word[n];
+    key[n] = '\0';
+    if (word[n])
+        return 0;   /* longer than any command a table could list */
+    struct tbl_registry *reg = s->listener->worker->tables;
+    size_t table = 0;
+    for (const char *const *p = ps->forbidden_commands; p && *p; p++) {
+        if (strchr(*p, ':') == NULL) {
+            if (strcasecmp(*p, key) == 0)
+                return 1;
+            continue;
+        }
+        if (table >= ps->nforbidden_tables)
+            break;
+        struct tbl *t = ps->forbidden_tables[table++];
         const char *value;
-        if (tbl_lookup(ps->forbidden_tables[i], word, &value) == TBL_FOUND)
-            return 1;   /* a lookup error counts as "not forbidden", as in Postfix */
+        if (s->cmd_lookups)
+            tbl_scope_enter(reg, s->cmd_lookups);
+        int rc = tbl_lookup(t, key, &value);
+        if (s->cmd_lookups)
+            tbl_scope_leave(reg);
+        if (rc == TBL_FOUND)
+            return 1;
+        if (rc == TBL_PENDING)
+            return TBL_PENDING;
+        if (rc == TBL_ERROR) {
+            if (warn)
+                psc_log_as("postscreen", 1, "postscreen_forbidden_commands: %s: table lookup problem", tbl_spec(t));
+            return 0;
+        }
     }
     return 0;
+}
+
+/* Postfix's non-SMTP command test for a command name that is no SMTP
+ * command: a mail header, not UTF-8 (with SMTPUTF8), or forbidden. */
+static int non_smtp_word(const struct psc_session *s, const char *name, int warn)
+{
+    if (is_header(name) || (s->ps->smtputf8 && !smtp_valid_utf8((const unsigned char *)name, strlen(name))))
+        return 1;
+    return forbidden(s, name, warn);
 }
 
 /* Postfix's printable(): what is not text becomes '?'. */
@@ -406,9 +448,7 @@ static int run_command(struct psc_session *s)
         psc_drop(s, s->final_reply);
         return 1;
     }
-    if (todo_not_skipped(s, PSC_T_NSMTP) && cmd->name == NULL &&
-        (is_header(name) || (ps->smtputf8 && !smtp_valid_utf8((const unsigned char *)name, strlen(name))) ||
-         forbidden(s, name))) {
+    if (todo_not_skipped(s, PSC_T_NSMTP) && cmd->name == NULL && non_smtp_word(s, name, 1) == 1) {
         char escaped[512];
         make_printable(name, ps->smtputf8);
         escape_upto(cursor, strlen(cursor), 100, escaped, sizeof(escaped));
@@ -459,21 +499,55 @@ static int run_command(struct psc_session *s)
     return 0;
 }
 
-static void on_read(evutil_socket_t fd, short what, void *arg)
+static void command_answered(void *arg);
+
+/* A complete command line is in s->cmd. When the non-SMTP command test
+ * needs a remote postscreen_forbidden_commands table, its answer is
+ * fetched first: the session reads nothing meanwhile (what it already
+ * read stays for the pipelining test), and the command runs when the
+ * answer is in (command_answered); every other session goes on. Returns
+ * 1 when the session ended, 2 when it waits, else 0. */
+static int command_line(struct psc_session *s)
 {
-    struct psc_session *s = arg;
     const struct psc_settings *ps = s->ps;
-    if (s->inpos == s->inlen) {
-        ssize_t n = recv(s->fd, s->inbuf, sizeof(s->inbuf), MSG_DONTWAIT);
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
-            return;
-        if (n <= 0) {
-            psc_hangup(s);
-            return;
+    if (ps->forbidden_remote && todo_not_skipped(s, PSC_T_NSMTP) && !(s->flags & PSC_F_X21)) {
+        /* the command name as run_command() will see it */
+        char name[512];
+        size_t start = 0, len = 0;
+        while (start < s->cmd.len && s->cmd.data[start] == ' ')
+            start++;
+        while (start + len < s->cmd.len && s->cmd.data[start + len] != ' ' && s->cmd.data[start + len] != '\0' &&
+               len + 1 < sizeof(name))
+            len++;
+        memcpy(name, s->cmd.data + start, len);
+        name[len] = '\0';
+        /* too long for forbidden() to look up */
+        int known = start + len < s->cmd.len && s->cmd.data[start + len] != ' ' && s->cmd.data[start + len] != '\0';
+        for (const struct command *cmd = commands; cmd->name; cmd++)
+            if (strcasecmp(name, cmd->name) == 0)
+                known = 1;
+        if (!known) {
+            if (s->cmd_lookups == NULL)
+                s->cmd_lookups = tbl_scope_new();
+            if (non_smtp_word(s, name, 0) == TBL_PENDING && tbl_scope_missing(s->cmd_lookups) &&
+                tbl_scope_fetch(s->cmd_lookups, command_answered, s)) {
+                event_del(s->read_ev);
+                return 2;
+            }
         }
-        s->inpos = 0;
-        s->inlen = (size_t)n;
     }
+    if (run_command(s))
+        return 1;
+    /* Each command asks the tables afresh. */
+    tbl_scope_free(s->cmd_lookups);
+    s->cmd_lookups = NULL;
+    return 0;
+}
+
+/* Runs the command lines in what was read. */
+static void process_input(struct psc_session *s)
+{
+    const struct psc_settings *ps = s->ps;
     for (;;) {
         /* One command line, maybe over several reads. */
         int complete = 0;
@@ -512,13 +586,43 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
         if (!complete)
             return;   /* the rest of the line comes later, within the same time limit */
         s->read_state = ST_ANY;
-        int ended = run_command(s);
+        int ended = command_line(s);
         if (ended)
-            return;
+            return;   /* gone, or waiting for a table (command_answered goes on) */
         buf_reset(&s->cmd);
         if (s->inpos == s->inlen)
             return;
     }
+}
+
+static void on_read(evutil_socket_t fd, short what, void *arg)
+{
+    struct psc_session *s = arg;
+    if (s->inpos == s->inlen) {
+        ssize_t n = recv(s->fd, s->inbuf, sizeof(s->inbuf), MSG_DONTWAIT);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            return;
+        if (n <= 0) {
+            psc_hangup(s);
+            return;
+        }
+        s->inpos = 0;
+        s->inlen = (size_t)n;
+    }
+    process_input(s);
+}
+
+/* The remote forbidden-commands table answered: the waiting command runs,
+ * then what the client sent after it, then reading goes on. */
+static void command_answered(void *arg)
+{
+    struct psc_session *s = arg;
+    if (command_line(s))
+        return;
+    buf_reset(&s->cmd);
+    event_add(s->read_ev, NULL);
+    if (s->inpos < s->inlen)
+        process_input(s);
 }
 
 void psc_smtpd_tests(struct psc_session *s)

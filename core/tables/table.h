@@ -184,7 +184,7 @@ const char *tbl_label(const struct tbl *t);
  * smtpd), so every answer is as fresh as Postfix's.
  *
  * The queue manager routes a message inside a scope too (qmgr/message.c).
- * Outside a scope (cleanup, postscreen, petrelctl) a remote table's
+ * Outside a scope (cleanup, petrelctl) a remote table's
  * blocking lookup runs, bounded by its own timeout. */
 
 struct tbl_scope;

@@ -19,7 +19,7 @@
  *   and handed over when the scope's fetch returns (never re-entering the
  *   caller).
  * - Without a scope, a remote table's blocking lookup runs (bounded by the
- *   type's timeout): cleanup, postscreen and petrelctl have no step to
+ *   type's timeout): cleanup and petrelctl have no step to
  *   suspend yet (doc/tables.md lists every such caller). The queue manager
  *   routes each message in a scope of its own, sized for all its
  *   recipients (tbl_scope_new_sized), and tells finished recipients from

@@ -47,6 +47,8 @@ server = SocketmapServer({
 acl_gate, cmd_gate = threading.Event(), threading.Event()
 server.slow[b"127.0.0.2"] = acl_gate
 server.slow[b"xyzzy"] = cmd_gate
+gone_gate = threading.Event()
+server.slow[b"127.0.0.8"] = gone_gate
 server.special[b"127.0.0.5"] = (b"acl", TEMP)
 server.special[b"plugh"] = (b"cmds", TEMP)
 ACL = "socketmap:inet:127.0.0.1:%d:acl" % server.port
@@ -118,6 +120,16 @@ with postscreen(t, start=False, main_cf={
                     % CMDS.replace(".", r"\.")) is not None, "with Postfix's warning")
     t.is_(c.cmd("NOOP"), "250 2.0.0 Ok", "and the session goes on")
     c.close()
+
+    # A client that leaves while its lookup waits: the worker serves on.
+    c = connect(p.port, "127.0.0.8", read=False)
+    cp = client_port(c)
+    t.ok(wait_for(lambda: b"127.0.0.8" in server.seen("acl"), timeout=20), "a lookup waits")
+    c.sock.close()
+    gone_gate.set()
+    t.ok(p.wait_log(r"DISCONNECT \[127\.0\.0\.8\]:%d\n" % cp) is not None,
+         "the client that left while its lookup waited is ended when the answer comes")
+    whole_transaction(p, "127.0.0.6", "after a client left while its lookup waited")
 
     # The server goes down: every lookup is an error, never "not found".
     server.stop()

@@ -191,8 +191,21 @@ with Dnsmasq(records) as dns:
                 "postscreen_dnsbl_action": action, "postscreen_greet_wait": "2s",
                 "postscreen_dnsbl_reply_map": "socketmap:inet:127.0.0.1:%d:rbl" % rbl.port}
 
-    with postscreen(t, main_cf=conf("enforce")) as p:
-        c = connect(p.port, "127.0.0.2")
+    name_gate = threading.Event()
+    rbl.slow[b"bl.test"] = name_gate
+    with postscreen(t, main_cf=dict(conf("enforce"), smtpd_workers="1")) as p:
+        c = connect(p.port, "127.0.0.2", read=False)
+        t.ok(wait_for(lambda: b"bl.test" in rbl.seen("rbl"), timeout=30),
+             "a listed client's reply needs the list's name: the remote map is asked, and the answer waits")
+        other = connect(p.port, "127.0.0.3")
+        t.is_(other.lines, ["220-" + BANNER, "220 " + PASSED_BANNER],
+              "meanwhile another client on the same worker is screened and passes")
+        t.like(other.send_message("sender@example.org", ["user@petrel.test"], "Subject: meanwhile\r\n\r\nhi\r\n"),
+               r"^250 2\.0\.0 Ok: queued as \S+$", "and completes a whole transaction")
+        other.close()
+        name_gate.set()
+        c.read_reply()
+        t.is_(c.lines, ["220-" + BANNER, "220 " + BANNER], "then the listed client meets postscreen's engine")
         c.ehlo("x.example")
         c.cmd("MAIL FROM:<a@example.com>")
         t.is_(c.cmd("RCPT TO:<user@petrel.test>"),

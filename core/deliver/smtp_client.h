@@ -21,6 +21,8 @@ enum smtp_tls_level { SMTP_TLS_NONE, SMTP_TLS_MAY, SMTP_TLS_ENCRYPT, SMTP_TLS_FI
 #define SMTP_TLS_NLEVELS (SMTP_TLS_DANE_ONLY + 1)
 
 enum smtp_dns_support { SMTP_DNS_DEFAULT, SMTP_DNS_DISABLED, SMTP_DNS_ENABLED, SMTP_DNS_DNSSEC };
+/* struct smtp_client_settings.sasl_lookup: a remote table must answer first. */
+#define SMTP_SASL_LOOKUP_WAIT 2
 #define SMTP_HOST_DNS 1u          /* smtp_host_lookup: dns */
 #define SMTP_HOST_NATIVE 2u       /* smtp_host_lookup: native (getaddrinfo: /etc/hosts, nsswitch) */
 
@@ -92,8 +94,20 @@ struct smtp_client_settings {
     int sender_dependent_authentication;
     /* smtp_sasl_password_maps: key is a sender address (address = 1: looked
      * up as Postfix's mail_addr_find does), a host name or a next hop as
-     * written. 1 found (*value malloc'd "user:password"), 0 not, -1 error. */
-    int (*sasl_lookup)(void *arg, const char *key, int address, char **value);
+     * written. 1 found (*value malloc'd "user:password"), 0 not, -1 error,
+     * or SMTP_SASL_LOOKUP_WAIT: a remote table (pgsql:, socketmap:, ...)
+     * has not answered yet. *wait is the connection's lookup state (NULL at
+     * first; the lookup may create one and keep its answers there, so the
+     * same questions asked again answer at once). On WAIT the client calls
+     * sasl_lookup_wait(arg, *wait, resume, resume_arg): 1 when resume
+     * (resume_arg) will be called from the loop, 0 when the answers came at
+     * once; either way the client then asks its questions again, in the
+     * same order. sasl_lookup_end(arg, wait) frees the state (and stops
+     * lookups in flight: resume is not called after it). The wait and end
+     * functions may be NULL when sasl_lookup never says WAIT. */
+    int (*sasl_lookup)(void *arg, void **wait, const char *key, int address, char **value);
+    int (*sasl_lookup_wait)(void *arg, void *wait, void (*resume)(void *resume_arg), void *resume_arg);
+    void (*sasl_lookup_end)(void *arg, void *wait);
     void *sasl_lookup_arg;
     /* Where TLS handshakes are counted (petrel_smtp_tls_handshakes_total,
      * labelled with the transport's master.cf name); NULL: nowhere. Both

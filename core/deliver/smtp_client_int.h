@@ -98,6 +98,7 @@ struct sc_conn {
     int server_auth;              /* EHLO offered AUTH at all */
     int authed;                   /* authenticated (or failed to): never cached for another job */
     struct sc_sasl *sasl;         /* the exchange in progress */
+    void *sasl_wait;              /* smtp_sasl_password_maps answers (set.sasl_lookup's state) */
 };
 
 struct smtp_client {

@@ -5,7 +5,10 @@
  * `user:password` for this sender (smtp_sender_dependent_authentication),
  * the server's host name or the next hop as written ("[relay]:587"), the
  * client authenticates with the strongest mechanism both sides allow:
- * SCRAM-SHA-256, CRAM-MD5, PLAIN, LOGIN.
+ * SCRAM-SHA-256, CRAM-MD5, PLAIN, LOGIN. When a remote table has not
+ * answered yet (SMTP_SASL_LOOKUP_WAIT) the connection waits, sending
+ * nothing, and asks again when the caller resumes it; a table that cannot
+ * answer defers as Postfix does ("local data error while talking to ...").
  *
  * Decision: our own client mechanisms (OpenSSL's HMAC and PBKDF2) rather
  * than libsasl2's client side: four small, non-blocking state machines on
@@ -33,6 +36,8 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 
+#include <event2/event.h>
+
 #include "deliver/smtp_client_int.h"
 #include "lib/base64.h"
 #include "lib/buf.h"
@@ -52,8 +57,20 @@ struct sc_sasl {
     char *scram_auth_message;
 };
 
+/* The connection's smtp_sasl_password_maps answers (and lookups in flight). */
+static void lookup_end(struct sc_conn *conn)
+{
+    struct smtp_client *c = conn->c;
+    if (conn->sasl_wait == NULL)
+        return;
+    if (c->set.sasl_lookup_end)
+        c->set.sasl_lookup_end(c->set.sasl_lookup_arg, conn->sasl_wait);
+    conn->sasl_wait = NULL;
+}
+
 void sc_sasl_free(struct sc_conn *conn)
 {
+    lookup_end(conn);
     struct sc_sasl *x = conn->sasl;
     if (x == NULL)
         return;
@@ -137,7 +154,11 @@ static void cannot(struct sc_conn *conn, const char *why)
     fail(conn, "4.7.0", text);
 }
 
-/* Looks the credentials up; 1 found (user, password malloc'd), 0 none, -1 error. */
+/* Looks the credentials up, in Postfix's order: the sender (with
+ * smtp_sender_dependent_authentication), the server's host name, the next
+ * hop; a table that cannot answer ends the search (Postfix's
+ * smtp_sasl_passwd_lookup). 1 found (user, password malloc'd), 0 none, -1
+ * error, SMTP_SASL_LOOKUP_WAIT: a remote table answers later. */
 static int credentials(struct sc_conn *conn, char **user, char **password)
 {
     struct smtp_client *c = conn->c;
@@ -146,12 +167,13 @@ static int credentials(struct sc_conn *conn, char **user, char **password)
     int found = 0;
     if (c->set.sasl_lookup == NULL)
         return 0;
+    void *arg = c->set.sasl_lookup_arg;
     if (c->set.sender_dependent_authentication && a->job->sender && *a->job->sender)
-        found = c->set.sasl_lookup(c->set.sasl_lookup_arg, a->job->sender, 1, &value);
+        found = c->set.sasl_lookup(arg, &conn->sasl_wait, a->job->sender, 1, &value);
     if (found == 0)
-        found = c->set.sasl_lookup(c->set.sasl_lookup_arg, conn->addr.host, 0, &value);
+        found = c->set.sasl_lookup(arg, &conn->sasl_wait, conn->addr.host, 0, &value);
     if (found == 0 && a->job->nexthop)
-        found = c->set.sasl_lookup(c->set.sasl_lookup_arg, a->job->nexthop, 0, &value);
+        found = c->set.sasl_lookup(arg, &conn->sasl_wait, a->job->nexthop, 0, &value);
     if (found != 1)
         return found;
     /* "user:password"; historically the password may contain ':' */
@@ -248,20 +270,51 @@ static int scram_verify(struct sc_sasl *x, const char *server_final)
     return ok;
 }
 
+/* A remote smtp_sasl_password_maps table answered: ask again (the answers
+ * now come from the connection's lookup state), as after EHLO. */
+static void lookup_resumed(void *arg)
+{
+    struct sc_conn *conn = arg;
+    evtimer_del(conn->timer);
+    conn->busy++;
+    if (conn->job && conn->bev && !conn->zombie)
+        sc_conn_ready(conn);
+    conn->busy--;
+    if (conn->zombie && !conn->busy)
+        sc_conn_free_now(conn);
+}
+
 /* After EHLO (and TLS): authenticate when we should. Returns 1 when an
- * exchange started (the replies come to sc_sasl_reply), 0 to go on with
- * the transaction, -1 when the job was deferred. */
+ * exchange started (the replies come to sc_sasl_reply) or the credentials
+ * wait for a remote table (lookup_resumed goes on), 0 to go on with the
+ * transaction, -1 when the job was deferred. */
 int sc_sasl_start(struct sc_conn *conn)
 {
     struct smtp_client *c = conn->c;
     if (!c->set.sasl_enable || c->set.lmtp || !conn->server_auth || conn->authed)
         return 0;
     char *user = NULL, *password = NULL;
-    int found = credentials(conn, &user, &password);
+    int found;
+    for (;;) {
+        found = credentials(conn, &user, &password);
+        if (found != SMTP_SASL_LOOKUP_WAIT)
+            break;
+        /* The session waits (nothing is sent; the reply timer bounds the
+         * wait should the table's own timeout not); the queue manager's
+         * other deliveries go on. */
+        if (c->set.sasl_lookup_wait(c->set.sasl_lookup_arg, conn->sasl_wait, lookup_resumed, conn)) {
+            conn->state = S_AUTH;
+            sc_conn_arm(conn, c->set.helo_timeout);
+            return 1;
+        }
+    }
+    lookup_end(conn);   /* a new connection asks afresh */
     if (found < 0) {
+        /* Postfix: "ID: smtp_sasl_password_maps lookup error" and the
+         * delivery deferred as a local data error */
+        msg_warn("%s: %s_sasl_password_maps lookup error", conn->job->job->queue_id, c->prefix);
         char text[600];
-        snprintf(text, sizeof(text), "SASL authentication failed; cannot authenticate to server %s: "
-                 "smtp_sasl_password_maps lookup error", conn->desc);
+        snprintf(text, sizeof(text), "local data error while talking to %s", conn->desc);
         fail(conn, "4.3.0", text);
         return -1;
     }
@@ -321,7 +374,7 @@ int sc_sasl_start(struct sc_conn *conn)
 void sc_sasl_reply(struct sc_conn *conn, const struct smtp_reply *r)
 {
     struct sc_sasl *x = conn->sasl;
-    if (r->code == 235) {
+    if (r->code == 235 && x != NULL) {
         conn->authed = 1;
         sc_sasl_free(conn);
         sc_txn_start(conn->job);

@@ -311,6 +311,20 @@ static int start_helper_job(struct qmgr *q, struct qjob *j)
     return 1;
 }
 
+/* The job's client is known (qmgr_smtp_client_find): deliver, or defer as
+ * Postfix defers a next hop whose TLS policy it cannot apply or look up. */
+static void smtp_client_found(void *arg, struct smtp_client *c, const char *dsn, const char *why)
+{
+    struct qjob *j = arg;
+    if (c == NULL) {
+        for (size_t i = 0; i < j->dj.nrcpt; i++)
+            dlv_result_set(&j->results[i], DLV_DEFERRED, dsn, "none", "%s", why);
+        event_base_once(j->m->q->base, -1, EV_TIMEOUT, immediate_done, j, &(struct timeval){ 0, 0 });
+        return;
+    }
+    smtp_client_deliver(c, &j->dj, smtp_job_done, j);
+}
+
 void qmgr_start_job(struct qmgr *q, struct qjob *j)
 {
     gettimeofday(&j->started, NULL);
@@ -332,19 +346,10 @@ void qmgr_start_job(struct qmgr *q, struct qjob *j)
     }
     switch (j->kind) {
     case ROUTE_SMTP:
-    case ROUTE_LMTP: {
-        const char *why = NULL;
-        struct smtp_client *c = qmgr_smtp_client(q, j->transport, j->kind == ROUTE_LMTP, j->dj.nexthop, &why);
-        if (c == NULL) {
-            /* Postfix defers a next hop whose TLS policy it cannot apply */
-            for (size_t i = 0; i < j->dj.nrcpt; i++)
-                dlv_result_set(&j->results[i], DLV_DEFERRED, "4.7.0", "none", "%s", why);
-            event_base_once(q->base, -1, EV_TIMEOUT, immediate_done, j, &(struct timeval){ 0, 0 });
-            return;
-        }
-        smtp_client_deliver(c, &j->dj, smtp_job_done, j);
+    case ROUTE_LMTP:
+        /* the next hop's TLS policy first (it may wait for a remote table) */
+        qmgr_smtp_client_find(q, j->transport, j->kind == ROUTE_LMTP, j->dj.nexthop, j->m->id, smtp_client_found, j);
         return;
-    }
     case ROUTE_MAILDIR:
     case ROUTE_MBOX:
     case ROUTE_PIPE:

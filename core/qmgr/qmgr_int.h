@@ -219,10 +219,15 @@ void qmgr_on_helper(evutil_socket_t fd, short what, void *arg);
 
 /* transports.c */
 /* The client for a job of this transport to nexthop (per-transport settings
- * from master.cf, per-destination TLS policy); NULL with *why when the
- * TLS policy of that next hop cannot be applied (a deferral). */
-struct smtp_client *qmgr_smtp_client(struct qmgr *q, const char *transport, int lmtp, const char *nexthop,
-                                     const char **why);
+ * from master.cf, per-destination smtp_tls_policy_maps): found(arg, client,
+ * NULL, NULL), or found(arg, NULL, dsn, why) when that next hop's policy
+ * cannot be applied or its table cannot answer (a deferral). Called exactly
+ * once: before this returns when every policy table is local, else from the
+ * loop once a remote table (pgsql:, socketmap:, ...) has answered, while
+ * every other delivery goes on. log_id (the queue ID) names it in the log. */
+typedef void qmgr_client_fn(void *arg, struct smtp_client *client, const char *dsn, const char *why);
+void qmgr_smtp_client_find(struct qmgr *q, const char *transport, int lmtp, const char *nexthop, const char *log_id,
+                           qmgr_client_fn *found, void *arg);
 void qmgr_transports_free(struct qmgr *q);
 
 /* board.c: the busiest destinations in the shared region, every second */

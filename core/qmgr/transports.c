@@ -9,8 +9,8 @@
  *
  * Within a transport, smtp_tls_policy_maps (lmtp_tls_policy_maps) may give
  * a next hop another security level and attributes (Postfix's
- * smtp_tls_policy.c): the next hop as written, then the host, then its
- * parent domains (".example.com"); the value is "level attr=value ...":
+ * smtp_tls_policy.c): the next hop as written, then, for a plain host
+ * name, its parent domains (".example.com"); the value is "level attr=value ...":
  * match= (hostnames and nexthop/dot-nexthop/hostname for verify and secure,
  * separated by ':'; fingerprints separated by '|' for fingerprint),
  * protocols=, ciphers=, exclude=. Each distinct value gets its own client
@@ -23,6 +23,15 @@
  * (lmtp_sasl_password_maps) is opened from the transport's configuration,
  * so "relay ... -o smtp_sasl_auth_enable=yes -o smtp_sasl_password_maps=..."
  * authenticates on that transport only.
+ *
+ * Remote tables (pgsql:, socketmap:, ...) in either never block the loop
+ * (doc/architecture.md, "Tables that wait"): the policy search runs in a
+ * lookup scope of the delivery's own (struct policy_wait) and runs again
+ * when the answers are in, the delivery waiting meanwhile; the password
+ * search runs in a scope of the connection's own (struct sasl_wait), the
+ * connection waiting after EHLO. A table that cannot answer defers, with
+ * Postfix's texts, never "no policy" or "no password". Local tables take
+ * the synchronous path, with no scope.
  */
 #include "config.h"
 
@@ -41,6 +50,7 @@
 #include "mail/addr_find.h"
 #include "mail/maps.h"
 #include "mail/notify.h"
+#include "mail/smtp_syntax.h"
 #include "qmgr/qmgr.h"
 #include "qmgr/qmgr_int.h"
 #include "tables/table.h"
@@ -63,6 +73,10 @@ struct qmgr_transport {
     struct policy_client *by_policy;
     struct mail_maps sasl_maps;        /* smtp_sasl_password_maps, when AUTH is on */
     int sasl_maps_open;
+    int sasl_remote;                   /* one of them is remote: lookups may wait */
+    int policy_remote;                 /* a policy table is remote: lookups may wait */
+    struct policy_wait *policy_waits;  /* jobs waiting for a policy */
+    struct qmgr *q;
     const char *sasl_maps_param;
 };
 
@@ -77,15 +91,40 @@ static const struct cfg *transport_cfg(const struct cfg *cfg, const char *name)
     return cfg;
 }
 
+/* A connection's smtp_sasl_password_maps answers while a remote table
+ * (pgsql:, socketmap:, ...) is asked: the lookups run in a scope of the
+ * connection's own (doc/architecture.md, "Tables that wait"), so the
+ * connection waits and every other delivery of the queue manager goes on. */
+struct sasl_wait {
+    struct qmgr_transport *t;
+    struct tbl_scope *scope;
+    void (*resume)(void *arg);
+    void *resume_arg;
+};
+
 /* smtp_sasl_password_maps for the SMTP client (deliver/smtp_sasl.c): a
  * sender as Postfix's mail_addr_find looks it up (user+ext@domain,
- * user@domain, @domain), or a host name or next hop as written. */
-static int sasl_lookup(void *arg, const char *key, int address, char **value)
+ * user@domain, @domain), or a host name or next hop as written. With a
+ * remote table the lookup runs in the connection's scope: an answer not in
+ * yet is SMTP_SASL_LOOKUP_WAIT, and the client asks again once it is. */
+static int sasl_lookup(void *arg, void **waitp, const char *key, int address, char **value)
 {
     struct qmgr_transport *t = arg;
+    struct sasl_wait *w = *waitp;
+    if (w == NULL && t->sasl_remote) {
+        w = xcalloc(1, sizeof(*w));
+        w->t = t;
+        w->scope = tbl_scope_new();
+        *waitp = w;
+    }
     petrel_pool *pool = petrel_pool_create(512);
     const char *v = NULL;
     int found;
+    unsigned long before = 0;
+    if (w) {
+        tbl_scope_enter(t->q->tables, w->scope);
+        before = tbl_scope_pending_count(w->scope);
+    }
     if (address) {
         struct mail_addr a;
         mail_addr_split(key, "", pool, &a);
@@ -93,12 +132,38 @@ static int sasl_lookup(void *arg, const char *key, int address, char **value)
     } else {
         found = mail_maps_get(&t->sasl_maps, key, pool, &v);
     }
+    if (w) {
+        if (tbl_scope_pending_count(w->scope) != before)
+            found = SMTP_SASL_LOOKUP_WAIT;
+        tbl_scope_leave(t->q->tables);
+    }
     if (found == 1)
         *value = xstrdup(v);
-    if (found < 0)
-        msg_warn("%s: lookup error for %s (transport %s)", t->sasl_maps_param, key, t->name);
     petrel_pool_destroy(pool);
     return found;
+}
+
+static void sasl_answered(void *arg)
+{
+    struct sasl_wait *w = arg;
+    w->resume(w->resume_arg);
+}
+
+static int sasl_lookup_wait(void *arg, void *wait, void (*resume)(void *), void *resume_arg)
+{
+    (void)arg;
+    struct sasl_wait *w = wait;
+    w->resume = resume;
+    w->resume_arg = resume_arg;
+    return tbl_scope_fetch(w->scope, sasl_answered, w);
+}
+
+static void sasl_lookup_end(void *arg, void *wait)
+{
+    (void)arg;
+    struct sasl_wait *w = wait;
+    tbl_scope_free(w->scope);   /* cancels what is in flight */
+    free(w);
 }
 
 static struct qmgr_transport *transport_get(struct qmgr *q, const char *name, int lmtp)
@@ -109,6 +174,7 @@ static struct qmgr_transport *transport_get(struct qmgr *q, const char *name, in
     struct qmgr_transport *t = xcalloc(1, sizeof(*t));
     t->name = xstrdup(name);
     t->lmtp = lmtp;
+    t->q = q;
     t->cfg = transport_cfg(q->cfg, name);
     char *error = NULL;
     /* checked by the master at load (qmgr_check_transports): failing here
@@ -124,7 +190,11 @@ static struct qmgr_transport *transport_get(struct qmgr *q, const char *name, in
         if (mail_maps_open(&t->sasl_maps, t->cfg, q->tables, t->sasl_maps_param, 0, &error) != 0)
             msg_fatal("transport %s: %s", name, error);
         t->sasl_maps_open = 1;
+        for (size_t i = 0; i < t->sasl_maps.n; i++)
+            t->sasl_remote |= tbl_is_remote(t->sasl_maps.tables[i]);
         t->set.sasl_lookup = sasl_lookup;
+        t->set.sasl_lookup_wait = sasl_lookup_wait;
+        t->set.sasl_lookup_end = sasl_lookup_end;
         t->set.sasl_lookup_arg = t;
     }
     t->client = smtp_client_create(q->base, &t->set, &error);
@@ -142,6 +212,7 @@ static struct qmgr_transport *transport_get(struct qmgr *q, const char *name, in
         if (tb == NULL)
             msg_fatal("%s: %s", param, why ? why : specs[i]);
         t->policy[t->npolicy++] = tb;
+        t->policy_remote |= tbl_is_remote(tb);
     }
     t->next = q->transports;
     q->transports = t;
@@ -235,52 +306,149 @@ done:
     return client;
 }
 
-struct smtp_client *qmgr_smtp_client(struct qmgr *q, const char *transport, int lmtp, const char *nexthop,
-                                     const char **why)
+/* A job whose next hop's smtp_tls_policy_maps search needs a remote
+ * table's answer: the search runs in a scope of the job's own and runs
+ * again when the answers are in (doc/architecture.md, "Tables that wait"). */
+struct policy_wait {
+    struct policy_wait *prev, *next;   /* the transport's, for the teardown */
+    struct qmgr_transport *t;
+    struct tbl_scope *scope;
+    char *nexthop, *log_id;
+    qmgr_client_fn *found;
+    void *arg;
+    unsigned rounds;
+};
+
+/* Postfix's smtp_tls_policy.c search: the next hop as written, then, when
+ * it is a host name (not "[host]:port", "host:port" or an address), its
+ * parent domains (".example.com"); in each key every table in order, the
+ * first match wins and a table that cannot answer ends the search.
+ * Returns TBL_FOUND with *client (NULL with *dsn, *why: the policy cannot
+ * be applied), TBL_ERROR with *dsn, *why, or TBL_PENDING (inside a scope:
+ * a remote table has not answered yet). */
+static int policy_search(struct qmgr *q, struct qmgr_transport *t, const char *nexthop, struct smtp_client **client,
+                         const char **dsn, const char **why)
 {
-    struct qmgr_transport *t = transport_get(q, transport, lmtp);
-    *why = NULL;
+    const char *p = t->lmtp ? "lmtp" : "smtp";
+    *client = t->client;
     if (t->npolicy == 0 || nexthop == NULL)
-        return t->client;
-    char host[300];
-    const char *h = nexthop;
-    if (*h == '[') {
-        size_t n = strcspn(h + 1, "]");
-        snprintf(host, sizeof(host), "%.*s", (int)n, h + 1);
-    } else {
-        snprintf(host, sizeof(host), "%.*s", (int)strcspn(h, ":"), h);
-    }
-    const char *keys[64];
-    size_t nk = 0;
-    keys[nk++] = nexthop;
-    keys[nk++] = host;
-    for (const char *dot = strchr(host, '.'); dot && nk < 64; dot = strchr(dot + 1, '.'))
-        keys[nk++] = dot;
-    for (size_t k = 0; k < nk; k++) {
+        return TBL_FOUND;
+    int domains = smtp_valid_hostname_8bit(nexthop);
+    for (const char *key = nexthop; key; key = domains ? strchr(key + 1, '.') : NULL) {
         for (size_t i = 0; i < t->npolicy; i++) {
             const char *v;
-            int r = tbl_lookup(t->policy[i], keys[k], &v);
+            int r = tbl_lookup(t->policy[i], key, &v);
+            if (r == TBL_PENDING)
+                return TBL_PENDING;
             if (r == TBL_ERROR) {
-                *why = "TLS policy lookup error";
-                return NULL;
+                msg_warn("%s_tls_policy_maps, next-hop destination \"%s\": policy table lookup error", p, key);
+                *client = NULL;
+                *dsn = "4.7.5";
+                *why = "client TLS configuration problem";
+                return TBL_ERROR;
             }
             if (r != TBL_FOUND)
                 continue;
-            for (struct policy_client *pc = t->by_policy; pc; pc = pc->next)
-                if (strcmp(pc->value, v) == 0) {
-                    if (pc->client == NULL)
-                        *why = "client TLS configuration problem";
-                    return pc->client;
-                }
-            struct policy_client *pc = xcalloc(1, sizeof(*pc));
-            pc->value = xstrdup(v);
-            pc->client = policy_client_make(q, t, keys[k], v, why);
-            pc->next = t->by_policy;
-            t->by_policy = pc;
-            return pc->client;
+            struct policy_client *pc;
+            for (pc = t->by_policy; pc; pc = pc->next)
+                if (strcmp(pc->value, v) == 0)
+                    break;
+            if (pc == NULL) {
+                const char *ignored;
+                pc = xcalloc(1, sizeof(*pc));
+                pc->value = xstrdup(v);
+                pc->client = policy_client_make(q, t, key, v, &ignored);
+                pc->next = t->by_policy;
+                t->by_policy = pc;
+            }
+            *client = pc->client;
+            if (pc->client == NULL) {
+                *dsn = "4.7.5";
+                *why = "client TLS configuration problem";
+            }
+            return TBL_FOUND;
         }
     }
-    return t->client;
+    return TBL_FOUND;
+}
+
+static void policy_wait_free(struct policy_wait *w)
+{
+    struct qmgr_transport *t = w->t;
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        t->policy_waits = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    tbl_scope_free(w->scope);   /* cancels what is in flight */
+    free(w->nexthop);
+    free(w->log_id);
+    free(w);
+}
+
+static void policy_answered(void *arg);
+
+/* One pass of the search in w's scope; 1 when it is over (found() called,
+ * w freed), 0 when it waits for answers. */
+static int policy_pass(struct policy_wait *w)
+{
+    struct qmgr_transport *t = w->t;
+    struct qmgr *q = t->q;
+    for (;;) {
+        struct smtp_client *client = NULL;
+        const char *dsn = NULL, *why = NULL;
+        tbl_scope_enter(q->tables, w->scope);
+        int r = policy_search(q, t, w->nexthop, &client, &dsn, &why);
+        tbl_scope_leave(q->tables);
+        if (r != TBL_PENDING) {
+            if (w->rounds)
+                msg_info("%s: TLS policy for next hop %s after %u round%s of %s lookups", w->log_id, w->nexthop,
+                         w->rounds, w->rounds == 1 ? "" : "s", t->lmtp ? "lmtp_tls_policy_maps" : "smtp_tls_policy_maps");
+            qmgr_client_fn *found = w->found;
+            void *arg = w->arg;
+            policy_wait_free(w);
+            found(arg, client, dsn, why);
+            return 1;
+        }
+        w->rounds++;
+        if (tbl_scope_fetch(w->scope, policy_answered, w))
+            return 0;
+        /* every answer came at once: search again now */
+    }
+}
+
+static void policy_answered(void *arg)
+{
+    policy_pass(arg);
+}
+
+void qmgr_smtp_client_find(struct qmgr *q, const char *transport, int lmtp, const char *nexthop, const char *log_id,
+                           qmgr_client_fn *found, void *arg)
+{
+    struct qmgr_transport *t = transport_get(q, transport, lmtp);
+    if (!t->policy_remote || nexthop == NULL) {
+        /* local tables: the synchronous search, as always */
+        struct smtp_client *client = NULL;
+        const char *dsn = NULL, *why = NULL;
+        policy_search(q, t, nexthop, &client, &dsn, &why);
+        found(arg, client, dsn, why);
+        return;
+    }
+    struct policy_wait *w = xcalloc(1, sizeof(*w));
+    w->t = t;
+    w->scope = tbl_scope_new();
+    w->nexthop = xstrdup(nexthop);
+    w->log_id = xstrdup(log_id);
+    w->found = found;
+    w->arg = arg;
+    w->next = t->policy_waits;
+    if (w->next)
+        w->next->prev = w;
+    t->policy_waits = w;
+    if (!policy_pass(w))
+        msg_info("%s: waiting for %s lookups for next hop %s", log_id,
+                 lmtp ? "lmtp_tls_policy_maps" : "smtp_tls_policy_maps", nexthop);
 }
 
 void qmgr_transports_free(struct qmgr *q)
@@ -288,6 +456,8 @@ void qmgr_transports_free(struct qmgr *q)
     while (q->transports) {
         struct qmgr_transport *t = q->transports;
         q->transports = t->next;
+        while (t->policy_waits)   /* jobs that waited; the process is ending */
+            policy_wait_free(t->policy_waits);
         smtp_client_free(t->client);
         while (t->by_policy) {
             struct policy_client *pc = t->by_policy;

@@ -300,9 +300,12 @@ int qmgr_main(const struct qmgr_args *args)
     q.exiting = 1;
     qmgr_board_stop(&q);
 
-    module_runtime_stop();
+    /* The SMTP clients and their tables first: deliveries still waiting for
+     * a module's remote table (smtp_tls_policy_maps, smtp_sasl_password_maps)
+     * cancel their lookups while the module runtime can take the cancel. */
     qmgr_transports_free(&q);
     qmgr_checks_free(&q);
+    module_runtime_stop();
     workq_destroy(q.workq);
     return 0;
 }

@@ -217,6 +217,23 @@ try:
     policy.restart()
     t.ok(sent(down, "u@other.test", timeout=60), "the server back: delivered", a.log()[-2000:])
 
+    # ---- stopping while deliveries wait for both tables ----
+    gate = threading.Event()
+    policy.slow[OTHER.encode()] = gate
+    sasl.slow[b"stop@petrel.test"] = gate
+    p_wait = submit(a, "other@petrel.test", "s@other.test", "stop while the policy waits")
+    submit(a, "stop@petrel.test", "someone@far.example", "stop while the password waits")
+    t.ok(a.wait_log(r"%s: waiting for smtp_tls_policy_maps lookups" % p_wait, timeout=30),
+         "one delivery waits for its policy")
+    t.ok(wait_for(lambda: b"stop@petrel.test" in sasl.seen("sasl"), timeout=30),
+         "another for its password")
+    rc = a.stop()
+    gate.set()
+    t.is_(rc, 0, "petreld stops cleanly meanwhile")
+    t.ok(not re.search(r"killed by signal|fatal|panic|AddressSanitizer", a.log()),
+         "the queue manager ends without a crash (the waits are cancelled before the modules stop)",
+         a.log()[-2000:])
+
 finally:
     for x in (a, relay):
         if x:

@@ -41,6 +41,8 @@
 #define MAX_HEADER_SECTION (1024 * 1024)
 #define MAX_SIGNATURES 8
 #define MAX_RESULTS 16
+/* What ends an unquoted authserv-id: white space and RFC 2045's tspecials. */
+#define AUTHSERV_ID_END " \t\r\n()<>@,;:\\\"/[]?="
 
 struct dkmsg_lib {
     DKIM_LIB *lib;
@@ -246,10 +248,12 @@ static void parse_from(const char *value, char *addr, size_t size)
         while (*end && !isspace((unsigned char)*end) && *end != '(' && *end != ',')
             end++;
     }
-    size_t n = (size_t)(end - start);
-    if (n >= size)
-        n = size - 1;
-    memcpy(addr, start, n);
+    /* Folding white space inside <> goes (a From folded there must not
+     * put a CR or LF into the dkim.from_domain note or a log line). */
+    size_t n = 0;
+    for (const char *p = start; p < end && n + 1 < size; p++)
+        if (*p != ' ' && *p != '\t' && *p != '\r' && *p != '\n')
+            addr[n++] = *p;
     addr[n] = '\0';
 }
 
@@ -259,7 +263,11 @@ static int name_is(const char *header, const char *name)
     return strncasecmp(header, name, n) == 0 && (header[n] == ':' || header[n] == ' ' || header[n] == '\t');
 }
 
-/* The authserv-id of an Authentication-Results value: its first token. */
+/* Whether an Authentication-Results value's authserv-id (RFC 8601 2.2:
+ * after CFWS, a token or a quoted-string) is ours. Comments nest and may
+ * hold quoted-pairs (RFC 5322 3.2.2), so "(a \) b) ours" and "\"ours\""
+ * are ours too: a reader downstream sees our authserv-id there. A token
+ * ends at any of RFC 2045's tspecials, so "ours," is ours as well. */
 static int carries_our_id(const char *header, const char *ours)
 {
     const char *v = strchr(header, ':');
@@ -273,6 +281,10 @@ static int carries_our_id(const char *header, const char *ours)
             break;
         int depth = 0;
         for (; *v; v++) {
+            if (*v == '\\' && v[1]) {
+                v++;
+                continue;
+            }
             if (*v == '(')
                 depth++;
             else if (*v == ')' && --depth == 0) {
@@ -281,8 +293,20 @@ static int carries_our_id(const char *header, const char *ours)
             }
         }
     }
-    size_t n = strcspn(v, " \t\r\n;(");
-    return n == strlen(ours) && strncasecmp(v, ours, n) == 0;
+    size_t n = strlen(ours);
+    if (*v == '"') {
+        /* a quoted-string: compared unquoted */
+        size_t i = 0;
+        for (v++; *v && *v != '"'; v++) {
+            if (*v == '\\' && v[1])
+                v++;
+            if (i >= n || tolower((unsigned char)*v) != tolower((unsigned char)ours[i]))
+                return 0;
+            i++;
+        }
+        return *v == '"' && i == n;
+    }
+    return strcspn(v, AUTHSERV_ID_END) == n && strncasecmp(v, ours, n) == 0;
 }
 
 static int add_header(struct dkmsg *m)

@@ -39,6 +39,7 @@
 
 #define OUT_BUFFER 4096
 #define FOLD_WIDTH 72
+#define MAX_LISTED_NAME 990
 
 struct dksign {
     EVP_PKEY *key;
@@ -239,9 +240,15 @@ static size_t name_length(const char *h)
 }
 
 /* Names h= cannot carry (a ';' or a ':' would end the tag or the name)
- * are left out like the unsigned ones. */
+ * are left out like the unsigned ones, and so are names too long for a
+ * line of their own in the folded h= ("\t " name ':'), which RFC 5322
+ * 2.1.1 bounds at 998 octets: a submission client can write such a
+ * header, and a DKIM-Signature with a longer line is one that relays may
+ * refuse or break. */
 static int is_unsigned(const char *h, size_t n)
 {
+    if (n > MAX_LISTED_NAME)
+        return 1;
     for (size_t i = 0; i < n; i++)
         if ((unsigned char)h[i] <= ' ' || (unsigned char)h[i] >= 127 || h[i] == ';')
             return 1;

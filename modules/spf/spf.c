@@ -41,6 +41,7 @@
 #include <petrel/plugin.h>
 
 #include "spf_check.h"
+#include "spf_header.h"
 
 /* ABI 1.1 elements start with their size; 1.0 has no such field. */
 #ifdef PETREL_PARAM_INIT
@@ -567,33 +568,6 @@ decided:
     }
 }
 
-/* RFC 7208 9.1: value = result [comment] key=value; ... as quoted-string
- * when a value is not a dot-atom. */
-static void append_kv(char *buf, size_t size, const char *key, const char *value)
-{
-    size_t o = strlen(buf);
-    int atom = *value != '\0';
-    for (const char *c = value; *c; c++)
-        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
-              strchr("!#$%&'*+-/=?^_`{|}~.:", *c)))
-            atom = 0;
-    o += (size_t)snprintf(buf + o, o < size ? size - o : 0, " %s=%s", key, atom ? "" : "\"");
-    for (const char *c = value; *c && o + 4 < size; c++) {
-        unsigned char ch = (unsigned char)*c;
-        if (ch < 0x20 || ch == 0x7f)
-            ch = '?';
-        if (!atom && (ch == '"' || ch == '\\'))
-            buf[o++] = '\\';
-        buf[o++] = (char)ch;
-    }
-    if (o + 3 < size) {
-        if (!atom)
-            buf[o++] = '"';
-        buf[o++] = ';';
-        buf[o] = '\0';
-    }
-}
-
 static void header_value(const struct spf_job *job, const struct spf_decision *d, const char *receiver,
                          char *buf, size_t size)
 {
@@ -607,13 +581,13 @@ static void header_value(const struct spf_job *job, const struct spf_decision *d
         snprintf(buf, size, "%s (%.200s: %.500s)\r\n\t", spf_result_name(d->outcome->result), receiver, comment);
     else
         snprintf(buf, size, "%s (%.500s)\r\n\t", spf_result_name(d->outcome->result), comment);
-    append_kv(buf, size, "client-ip", job->client);
-    append_kv(buf, size, "envelope-from", job->sender);
+    spf_header_append_kv(buf, size, "client-ip", job->client);
+    spf_header_append_kv(buf, size, "envelope-from", job->sender);
     if (job->helo)
-        append_kv(buf, size, "helo", job->helo);
+        spf_header_append_kv(buf, size, "helo", job->helo);
     if (receiver)
-        append_kv(buf, size, "receiver", receiver);
-    append_kv(buf, size, "identity", d->identity == ID_MAILFROM ? "mailfrom" : "helo");
+        spf_header_append_kv(buf, size, "receiver", receiver);
+    spf_header_append_kv(buf, size, "identity", d->identity == ID_MAILFROM ? "mailfrom" : "helo");
     /* the tab after the comment's fold would start the first pair with a space */
     char *fold = strstr(buf, "\r\n\t ");
     if (fold)

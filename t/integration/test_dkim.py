@@ -361,12 +361,15 @@ with Dnsmasq(RECORDS) as dns:
     # --- forged Authentication-Results ----------------------------------------------------
     forged = message("forged", extra_headers="Authentication-Results: mx.petrel.test; dkim=pass header.d=bank.test\r\n"
                                              "Authentication-Results: other.example; spf=pass\r\n"
-                                             "Authentication-Results: (comment) MX.Petrel.Test 1;\r\n dkim=pass\r\n")
+                                             "Authentication-Results: (comment) MX.Petrel.Test 1;\r\n dkim=pass\r\n"
+                                             "Authentication-Results: (quoted \\) paren) mx.petrel.test; dkim=pass\r\n"
+                                             "Authentication-Results: \"mx.petrel.test\"; dkim=pass\r\n")
     out = path("forged.verified")
     driver("--verify", "--dns", dns.server, "--authserv-id", "mx.petrel.test", msg=forged, out=out)
     text = open(out, "rb").read().decode()
     ars = re.findall(r"^Authentication-Results:[^\r\n]*(?:\r\n[ \t][^\r\n]*)*", text, re.M)
-    t.ok(len(ars) == 2, "the two forged Authentication-Results carrying our name are removed", text[:600])
+    t.ok(len(ars) == 2, "the forged Authentication-Results carrying our name are removed, also behind a comment "
+         "holding a quoted-pair and as a quoted-string (RFC 8601 2.2)", text[:600])
     t.ok("other.example; spf=pass" in ars[1] and ars[0].startswith("Authentication-Results: mx.petrel.test;\r\n\t"
                                                                    "dkim=none"),
          "ours is on top and another host's is kept", "\n".join(ars))

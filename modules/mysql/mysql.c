@@ -19,14 +19,28 @@
  * needs), in one pass, so a quote, a backslash, a % or SQL in a key is data
  * inside the query's '...' literal. An expansion outside quotes is warned
  * about at open, as Postfix does. A key that is not valid UTF-8 is not
- * looked up. Connections use utf8mb4.
+ * looked up. Connections use "charset" (utf8mb4, Postfix 3.9's default),
+ * set again after connecting when an option file chose another.
+ *
+ * TLS and option files as Postfix's dict_mysql with MariaDB Connector/C:
+ * tls_cert_file, tls_key_file, tls_CAfile, tls_CApath and tls_ciphers are
+ * the library's MYSQL_OPT_SSL_* (any of them asks for TLS; without
+ * tls_verify_cert = yes the library neither checks the server's name nor
+ * refuses a server without TLS); tls_verify_cert is
+ * MYSQL_OPT_SSL_VERIFY_SERVER_CERT (unset: the library's default, off).
+ * option_file and option_group (default "client", as Postfix 3.2+: the
+ * [client] group of the default my.cnf files is read) are
+ * MYSQL_READ_DEFAULT_FILE/GROUP; the library reads them while connecting
+ * (briefly blocking, local files), and what they say wins. Files named by
+ * tls_* and option_file must exist at open (petreld -n). A TLS failure
+ * is a failed connection: a lookup error, never "not found".
  *
  * Asynchronous: per open table and per process, up to
  * mysql_max_connections connections, each driven through
  * mysql_real_connect_start/_cont, mysql_real_query_start/_cont and
  * mysql_store_result_start/_cont from fd watches, one query at a time,
  * further lookups in a FIFO. hosts are tried in a random order, as Postfix
- * does; a host that failed is left alone for 60 s. Each lookup is bounded
+ * does; a host that failed is left alone for retry_interval. Each lookup is bounded
  * by mysql_timeout from the moment it is asked; no live host, a timeout or
  * an SQL error fails the lookup temporarily (451, never "unknown"). The
  * blocking lookup (callers that cannot wait) uses a connection of its own
@@ -36,9 +50,12 @@
  * on a per-table result cache (table_cache.c; off by default) in front of
  * both lookups; errors are never cached.
  *
+ * require_result_set (yes) and retry_interval (60 s) as Postfix;
+ * idle_interval is warned about and ignored (connections stay open).
+ *
  * Not supported (refused at open, naming the line): the legacy
  * select_field/table/where_field/additional_conditions (write a query),
- * option_file/option_group, tls_* settings, and tables or files in domain.
+ * and tables or files in domain.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -55,7 +72,7 @@
 #include "table_cache.h"
 #include "table_config.h"
 
-#define HOST_RETRY_SECONDS 60
+#define HOST_RETRY_SECONDS 60   /* retry_interval's default, as Postfix's */
 #define MAX_HOSTS 16
 
 struct my_host {
@@ -75,6 +92,12 @@ struct table {
     struct table_query_settings q; /* query, result_format, expansion_limit, domain */
     struct table_cache *cache;    /* NULL unless cache_ttl is set */
     const char *user, *password, *dbname;
+    const char *charset;          /* "charset" (utf8mb4): the connection's, for the server and the escaping */
+    const char *option_file, *option_group; /* NULL, or "" for no group */
+    const char *tls_cert_file, *tls_key_file, *tls_CAfile, *tls_CApath, *tls_ciphers; /* NULL: unset */
+    int tls_verify_cert;          /* -1: unset (the library's default, off) */
+    int require_result_set;
+    unsigned retry_seconds;       /* "retry_interval": a host that failed is left alone this long */
     struct my_host hosts[MAX_HOSTS];
     int nhosts;
     unsigned timeout_ms;
@@ -87,7 +110,9 @@ struct table {
 
 static const char *const known_names[] = {
     "hosts", "user", "password", "dbname", "query", "result_format", "domain", "expansion_limit", TABLE_CACHE_SETTINGS,
-    "select_field", "table", "where_field", "additional_conditions", "select_function", NULL,
+    "select_field", "table", "where_field", "additional_conditions", "select_function", "charset", "option_file",
+    "option_group", "tls_cert_file", "tls_key_file", "tls_CAfile", "tls_CApath", "tls_ciphers", "tls_verify_cert",
+    "require_result_set", "retry_interval", "idle_interval", NULL,
 };
 
 /* ------------------------------------------------------------------ */
@@ -174,19 +199,58 @@ static int pick_host(struct table *t)
     return live[n > 1 ? rand() % n : 0];
 }
 
+/* A client handle with the table's options, in Postfix's order: the option
+ * file and group first (the library reads them when it connects, and what
+ * they say wins over what is set here, as in Postfix), then the TLS
+ * settings. Any tls_* file or cipher list makes the library ask for TLS;
+ * tls_verify_cert = yes also makes it check the server's certificate
+ * (chain and name) and refuse a server without TLS. */
 static MYSQL *client_new(struct table *t, int nonblocking)
 {
     MYSQL *m = mysql_init(NULL);
     if (m == NULL)
         return NULL;
     unsigned timeout = (t->timeout_ms + 999) / 1000;
-    mysql_options(m, MYSQL_OPT_CONNECT_TIMEOUT, &timeout);
-    mysql_options(m, MYSQL_OPT_READ_TIMEOUT, &timeout);
-    mysql_options(m, MYSQL_OPT_WRITE_TIMEOUT, &timeout);
-    mysql_options(m, MYSQL_SET_CHARSET_NAME, "utf8mb4");
+    int bad = 0;
+    bad |= mysql_optionsv(m, MYSQL_OPT_CONNECT_TIMEOUT, &timeout);
+    bad |= mysql_optionsv(m, MYSQL_OPT_READ_TIMEOUT, &timeout);
+    bad |= mysql_optionsv(m, MYSQL_OPT_WRITE_TIMEOUT, &timeout);
+    bad |= mysql_optionsv(m, MYSQL_SET_CHARSET_NAME, t->charset);
+    if (t->option_file)
+        bad |= mysql_optionsv(m, MYSQL_READ_DEFAULT_FILE, t->option_file);
+    if (t->option_group && *t->option_group)
+        bad |= mysql_optionsv(m, MYSQL_READ_DEFAULT_GROUP, t->option_group);
+    if (t->tls_key_file)
+        bad |= mysql_optionsv(m, MYSQL_OPT_SSL_KEY, t->tls_key_file);
+    if (t->tls_cert_file)
+        bad |= mysql_optionsv(m, MYSQL_OPT_SSL_CERT, t->tls_cert_file);
+    if (t->tls_CAfile)
+        bad |= mysql_optionsv(m, MYSQL_OPT_SSL_CA, t->tls_CAfile);
+    if (t->tls_CApath)
+        bad |= mysql_optionsv(m, MYSQL_OPT_SSL_CAPATH, t->tls_CApath);
+    if (t->tls_ciphers)
+        bad |= mysql_optionsv(m, MYSQL_OPT_SSL_CIPHER, t->tls_ciphers);
+    if (t->tls_verify_cert >= 0) {
+        my_bool verify = (my_bool)t->tls_verify_cert;
+        bad |= mysql_optionsv(m, MYSQL_OPT_SSL_VERIFY_SERVER_CERT, &verify);
+    }
     if (nonblocking)
-        mysql_options(m, MYSQL_OPT_NONBLOCK, 0);
+        bad |= mysql_optionsv(m, MYSQL_OPT_NONBLOCK, 0);
+    if (bad) {
+        petrel_module_log(t->module, PETREL_LOG_WARNING, "mysql:%s: cannot set the client's options: %s",
+                          t->config, mysql_error(m));
+        mysql_close(m);
+        return NULL;
+    }
     return m;
+}
+
+/* 1 when the connection's character set is not the table's: an option
+ * file said otherwise (Postfix sets it again after connecting, too). */
+static int charset_differs(const struct table *t, MYSQL *m)
+{
+    const char *now = mysql_character_set_name(m);
+    return now == NULL || strcmp(now, t->charset) != 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -255,7 +319,7 @@ struct request {
     struct table_waiter *waiters; /* lookups of the same key (with a cache): answered with this one */
 };
 
-enum my_op { OP_CONNECT, OP_IDLE, OP_QUERY, OP_STORE };
+enum my_op { OP_CONNECT, OP_CHARSET, OP_IDLE, OP_QUERY, OP_STORE };
 
 struct my_conn {
     struct my_conn *next;
@@ -338,8 +402,8 @@ static void conn_failed(struct my_conn *c, const char *what)
     struct request *r = c->req;
     petrel_module_log(t->module, PETREL_LOG_WARNING, "mysql:%s: %s %s: %s", t->config, what, t->hosts[c->host].name,
                       mysql_error(c->my));
-    if (c->op == OP_CONNECT)
-        t->hosts[c->host].dead_until = time(NULL) + HOST_RETRY_SECONDS;
+    if (c->op == OP_CONNECT || c->op == OP_CHARSET)
+        t->hosts[c->host].dead_until = time(NULL) + t->retry_seconds;
     c->req = NULL;
     conn_free(c);
     if (r) {
@@ -396,6 +460,27 @@ static void conn_step(struct my_conn *c, int status)
                 conn_failed(c, "connect to");
                 return;
             }
+            status = 0;
+            c->op = charset_differs(t, c->my) ? OP_CHARSET : OP_IDLE;
+            if (c->op == OP_IDLE && c->req == NULL) {
+                conn_watch(c);
+                dispatch(t);
+                return;
+            }
+            continue;
+        }
+        if (c->op == OP_CHARSET) {
+            int err = 0;
+            c->wait = status == 0 ? mysql_set_character_set_start(&err, c->my, t->charset)
+                                  : mysql_set_character_set_cont(&err, c->my, status);
+            if (c->wait) {
+                conn_watch(c);
+                return;
+            }
+            if (err) {
+                conn_failed(c, "set the character set on");
+                return;
+            }
             c->op = OP_IDLE;
             status = 0;
             if (c->req == NULL) {
@@ -403,6 +488,7 @@ static void conn_step(struct my_conn *c, int status)
                 dispatch(t);
                 return;
             }
+            continue;
         }
         if (c->op == OP_IDLE) {
             if (c->req == NULL)
@@ -461,14 +547,15 @@ static void conn_step(struct my_conn *c, int status)
                     conn_failed(c, "query on");
                     return;
                 }
-                petrel_module_log(t->module, PETREL_LOG_WARNING, "mysql:%s: the query returned no result set",
-                                  t->config);
+                if (t->require_result_set)
+                    petrel_module_log(t->module, PETREL_LOG_WARNING, "mysql:%s: the query returned no result set "
+                                      "(require_result_set = yes)", t->config);
                 struct request *r = c->req;
                 c->req = NULL;
                 r->conn = NULL;
                 c->op = OP_IDLE;
                 conn_watch(c);
-                request_done(r, PETREL_TABLE_RETRY, NULL);
+                request_done(r, t->require_result_set ? PETREL_TABLE_RETRY : PETREL_TABLE_NOTFOUND, NULL);
                 dispatch(t);
                 return;
             }
@@ -535,7 +622,7 @@ static void dispatch(struct table *t)
             }
         if (idle == NULL) {
             for (struct my_conn *c = t->conns; c; c = c->next)
-                if (c->op == OP_CONNECT && c->req == NULL) {
+                if ((c->op == OP_CONNECT || c->op == OP_CHARSET) && c->req == NULL) {
                     idle = c;   /* it takes the request when it is up */
                     break;
                 }
@@ -660,11 +747,16 @@ static int lookup_server(struct table *t, const char *key, const char **value, p
             t->blocking = client_new(t, 0);
             if (t->blocking == NULL)
                 break;
+            const char *failed = NULL;
             if (mysql_real_connect(t->blocking, h->host, t->user, t->password, t->dbname, h->socket ? 0 : h->port,
-                                   h->socket, 0) == NULL) {
-                petrel_module_log(t->module, PETREL_LOG_WARNING, "mysql:%s: connect to %s: %s", t->config, h->name,
+                                   h->socket, 0) == NULL)
+                failed = "connect to";
+            else if (charset_differs(t, t->blocking) && mysql_set_character_set(t->blocking, t->charset) != 0)
+                failed = "set the character set on";
+            if (failed) {
+                petrel_module_log(t->module, PETREL_LOG_WARNING, "mysql:%s: %s %s: %s", t->config, failed, h->name,
                                   mysql_error(t->blocking));
-                t->hosts[host].dead_until = time(NULL) + HOST_RETRY_SECONDS;
+                t->hosts[host].dead_until = time(NULL) + t->retry_seconds;
                 mysql_close(t->blocking);
                 t->blocking = NULL;
                 continue;
@@ -677,6 +769,13 @@ static int lookup_server(struct table *t, const char *key, const char **value, p
         int err = mysql_real_query(t->blocking, query, (unsigned long)strlen(query));
         free(query);
         MYSQL_RES *res = err ? NULL : mysql_store_result(t->blocking);
+        if (res == NULL && !err && mysql_errno(t->blocking) == 0) {
+            if (!t->require_result_set)
+                return 0;
+            petrel_module_log(t->module, PETREL_LOG_WARNING, "mysql:%s: the query returned no result set "
+                              "(require_result_set = yes)", t->config);
+            return -1;
+        }
         if (res == NULL) {
             petrel_module_log(t->module, PETREL_LOG_WARNING, "mysql:%s: query failed: %s", t->config,
                               mysql_error(t->blocking));
@@ -755,16 +854,40 @@ static void *table_open(petrel_module *m, const char *name, petrel_pool *pool, c
     t->config = petrel_pool_strdup(pool, name);
     void *result = NULL;
     table_settings_warn_unknown(&c, m, "mysql", name, known_names);
-    static const char *const legacy[] = { "select_field", "table", "where_field", "additional_conditions",
-                                          "option_file", "option_group", "tls_cert_file", "tls_key_file",
-                                          "tls_CAfile", "tls_CApath", "tls_verify_cert", "tls_ciphers", NULL };
+    static const char *const legacy[] = { "select_field", "table", "where_field", "additional_conditions", NULL };
     for (const char *const *k = legacy; *k; k++)
         if (table_settings_find(&c, *k)) {
             *error = petrel_pool_printf(pool, "line %d: %s: not supported by Petrel's mysql module (write the "
-                                        "query with query =; no option files, no TLS yet)",
-                                        table_settings_line(&c, *k), *k);
+                                        "query with query =)", table_settings_line(&c, *k), *k);
             goto out;
         }
+    if (table_settings_find(&c, "idle_interval"))
+        petrel_module_log(m, PETREL_LOG_WARNING, "mysql:%s, line %d: idle_interval is ignored: Petrel keeps a "
+                          "connection until the server or mysql_timeout ends it", name,
+                          table_settings_line(&c, "idle_interval"));
+    /* The files are the library's to read when it connects; a missing one
+     * is refused now (petreld -n) rather than failing every lookup. */
+    *error = NULL;
+    t->tls_cert_file = table_settings_path(&c, "tls_cert_file", 0, pool, error);
+    t->tls_key_file = *error ? NULL : table_settings_path(&c, "tls_key_file", 0, pool, error);
+    t->tls_CAfile = *error ? NULL : table_settings_path(&c, "tls_CAfile", 0, pool, error);
+    t->tls_CApath = *error ? NULL : table_settings_path(&c, "tls_CApath", 1, pool, error);
+    t->option_file = *error ? NULL : table_settings_path(&c, "option_file", 0, pool, error);
+    if (*error)
+        goto out;
+    t->tls_ciphers = table_settings_get(&c, "tls_ciphers", NULL);
+    t->option_group = table_settings_get(&c, "option_group", "client");
+    t->charset = table_settings_get(&c, "charset", "utf8mb4");
+    long retry = 0;
+    if (table_settings_bool(&c, "tls_verify_cert", -1, &t->tls_verify_cert, pool, error) != 0 ||
+        table_settings_bool(&c, "require_result_set", 1, &t->require_result_set, pool, error) != 0 ||
+        table_settings_long(&c, "retry_interval", HOST_RETRY_SECONDS, 1, &retry, pool, error) != 0)
+        goto out;
+    t->retry_seconds = (unsigned)retry;
+    if (*t->charset == '\0') {
+        *error = petrel_pool_printf(pool, "line %d: charset is empty", table_settings_line(&c, "charset"));
+        goto out;
+    }
     if (table_query_settings_parse(&t->q, &c, m, "mysql", name, TABLE_QUERY_TEMPLATE, "no query", pool, error) != 0)
         goto out;
     if (parse_hosts(t, table_settings_get(&c, "hosts", ""), table_settings_line(&c, "hosts"), pool, error) != 0)

@@ -27,7 +27,8 @@
  * the library's MYSQL_OPT_SSL_* (any of them asks for TLS; without
  * tls_verify_cert = yes the library neither checks the server's name nor
  * refuses a server without TLS); tls_verify_cert is
- * MYSQL_OPT_SSL_VERIFY_SERVER_CERT (unset: the library's default, off).
+ * MYSQL_OPT_SSL_VERIFY_SERVER_CERT (unset: the library's default, off in
+ * Connector/C 3.3, on in 3.4+).
  * option_file and option_group (default "client", as Postfix 3.2+: the
  * [client] group of the default my.cnf files is read) are
  * MYSQL_READ_DEFAULT_FILE/GROUP; the library reads them while connecting

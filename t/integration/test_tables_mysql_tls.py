@@ -6,7 +6,8 @@ query (the blocking one); the same with another CA (tls_verify_cert set or not),
 certificate for another name (tls_verify_cert = yes), and a table without tls_* settings, are
 lookup errors (451 4.3.0, never "User unknown"); a user created REQUIRE X509 is found with
 tls_cert_file/tls_key_file and is a lookup error without them; TLS settings from an option_file,
-in its [client] group or in the group option_group names; a missing tls_CAfile or option_file
+in its [client] group or in the group option_group names; charset set again after an option
+file chose latin1; require_result_set (a statement without a result set); a missing tls_CAfile or option_file
 is refused by petreld -n naming the file, the line and the parameter."""
 import os
 import subprocess
@@ -103,6 +104,30 @@ with Petrel(t, start=False, workers=1) as p:
     t.is_(rcpt(p, cf), FOUND, "option_group: its group is read after [client] and wins")
     cf = table(p, "optnogroup.cf", "option_file = %s\n" % group_cnf)
     t.is_(rcpt(p, cf), DEFER, "without option_group, only [client] (another CA here): a lookup error")
+
+    # charset: an option file that picks another character set is overridden
+    # after connecting (the query sees utf8mb4 only then), in both clients.
+    latin_cnf = p.write_file("latin1.cnf", "[client]\nssl-ca = %s\ndefault-character-set = latin1\n" % certs.ca)
+    cf = p.write_file("charset.cf", "hosts = inet:127.0.0.1:%d\nuser = postfix\npassword = pfpw\ndbname = mail\n"
+                      "option_file = %s\nquery = SELECT goto FROM alias WHERE address = '%%s' "
+                      "AND @@character_set_client = 'utf8mb4'\n" % (db.port, latin_cnf), mode=0o640)
+    t.is_(rcpt(p, cf), FOUND, "charset: utf8mb4 again after an option file chose latin1 (non-blocking client)")
+    r = p.petrelctl("map", "query", "mysql:" + cf, "sales@my.test")
+    t.ok((r.returncode, r.stdout.strip()) == (0, "box@vmail.test"), "and in the blocking client",
+         r.stdout + r.stderr)
+    # require_result_set: a statement without a result set is an error by
+    # default, "not found" with require_result_set = no.
+    noresult = "tls_CAfile = %s\nquery = DO '%%s'\n" % certs.ca
+    cf = p.write_file("noresult.cf", "hosts = inet:127.0.0.1:%d\nuser = postfix\npassword = pfpw\ndbname = mail\n%s"
+                      % (db.port, noresult), mode=0o640)
+    t.is_(rcpt(p, cf), DEFER, "a query without a result set: a lookup error (require_result_set = yes)")
+    cf = p.write_file("noresult-ok.cf", "hosts = inet:127.0.0.1:%d\nuser = postfix\npassword = pfpw\ndbname = mail\n"
+                      "%srequire_result_set = no\n" % (db.port, noresult), mode=0o640)
+    t.is_(rcpt(p, cf), "550 5.1.1 <sales@my.test>: Recipient address rejected: User unknown in virtual alias table",
+          "with require_result_set = no: not found")
+    r = p.petrelctl("map", "query", "mysql:" + cf, "sales@my.test")
+    t.ok(r.returncode == 1, "and not found in the blocking client (exit 1)", "%d %s" % (r.returncode,
+                                                                                       r.stdout + r.stderr))
 
     # A certificate from the right CA for another name: tls_verify_cert = yes
     # checks the name too; without it, only the chain is checked.

@@ -51,7 +51,10 @@
  * on a per-table result cache (table_cache.c; off by default) in front of
  * both lookups; errors are never cached.
  *
- * require_result_set (yes) and retry_interval (60 s) as Postfix;
+ * Every result set of a query is read (a stored procedure's CALL ends with
+ * a status result); the first with data answers, a second with data is an
+ * error, as in Postfix. require_result_set (yes) and retry_interval (60 s)
+ * as Postfix;
  * idle_interval is warned about and ignored (connections stay open).
  *
  * Not supported (refused at open, naming the line): the legacy
@@ -320,7 +323,7 @@ struct request {
     struct table_waiter *waiters; /* lookups of the same key (with a cache): answered with this one */
 };
 
-enum my_op { OP_CONNECT, OP_CHARSET, OP_IDLE, OP_QUERY, OP_STORE };
+enum my_op { OP_CONNECT, OP_CHARSET, OP_IDLE, OP_QUERY, OP_STORE, OP_NEXT };
 
 struct my_conn {
     struct my_conn *next;
@@ -332,6 +335,8 @@ struct my_conn {
     petrel_watch *watch;
     struct request *req;
     petrel_timer *start_timer; /* the first step runs from the loop */
+    MYSQL_RES *first;          /* the query's first result set, while the others are read */
+    int more_sets;             /* a later result set returned data too */
 };
 
 static void dispatch(struct table *t);
@@ -366,6 +371,8 @@ static void conn_free(struct my_conn *c)
         petrel_watch_cancel(c->watch);
     if (c->start_timer)
         petrel_timer_cancel(c->start_timer);
+    if (c->first)
+        mysql_free_result(c->first);
     /* No goodbye (COM_QUIT) on a connection that may be mid-exchange:
      * closing the socket is enough for the server. */
     if (c->my) {
@@ -426,13 +433,41 @@ static void conn_failed(struct my_conn *c, const char *what)
  * 0 to start it). */
 static void conn_step(struct my_conn *c, int status);
 
-static void query_finished(struct my_conn *c, MYSQL_RES *res)
+/* The answer from the query's result sets, as Postfix's plmysql_query:
+ * the first one that returns data; a second one with data is an error; no
+ * result set at all is an error with require_result_set = yes, else "not
+ * found". 1 found (*out malloc'd), 0 not found, -1 error (logged). res
+ * (NULL: none) is freed. */
+static int result_sets_answer(const struct table *t, MYSQL_RES *res, int more_sets, const char *key, char **out)
+{
+    *out = NULL;
+    int st;
+    if (more_sets) {
+        petrel_module_log(t->module, PETREL_LOG_WARNING, "mysql:%s: query failed: multiple result sets returning "
+                          "data are not supported", t->config);
+        st = -1;
+    } else if (res == NULL) {
+        if (t->require_result_set)
+            petrel_module_log(t->module, PETREL_LOG_WARNING, "mysql:%s: the query returned no result set "
+                              "(require_result_set = yes)", t->config);
+        st = t->require_result_set ? -1 : 0;
+    } else {
+        st = read_result(t, res, key, out);
+    }
+    if (res)
+        mysql_free_result(res);
+    return st;
+}
+
+static void query_finished(struct my_conn *c)
 {
     struct table *t = c->t;
     struct request *r = c->req;
     char *value = NULL;
-    int st = read_result(t, res, r->key, &value);
-    mysql_free_result(res);
+    MYSQL_RES *res = c->first;
+    c->first = NULL;
+    int st = result_sets_answer(t, res, c->more_sets, r->key, &value);
+    c->more_sets = 0;
     c->req = NULL;
     r->conn = NULL;
     c->op = OP_IDLE;
@@ -543,25 +578,46 @@ static void conn_step(struct my_conn *c, int status)
                 conn_watch(c);
                 return;
             }
-            if (res == NULL) {
-                if (mysql_errno(c->my)) {
-                    conn_failed(c, "query on");
-                    return;
-                }
-                if (t->require_result_set)
-                    petrel_module_log(t->module, PETREL_LOG_WARNING, "mysql:%s: the query returned no result set "
-                                      "(require_result_set = yes)", t->config);
-                struct request *r = c->req;
-                c->req = NULL;
-                r->conn = NULL;
-                c->op = OP_IDLE;
-                conn_watch(c);
-                request_done(r, t->require_result_set ? PETREL_TABLE_RETRY : PETREL_TABLE_NOTFOUND, NULL);
-                dispatch(t);
+            if (res == NULL && mysql_errno(c->my)) {
+                conn_failed(c, "query on");
                 return;
             }
-            query_finished(c, res);
-            return;
+            if (res && c->first) {
+                c->more_sets = 1;
+                mysql_free_result(res);
+            } else if (res) {
+                c->first = res;
+            }
+            /* A stored procedure's CALL ends with a status result: every
+             * set is read, or the connection's next query would be out of
+             * sync. */
+            if (!mysql_more_results(c->my)) {
+                query_finished(c);
+                return;
+            }
+            c->op = OP_NEXT;
+            status = 0;
+            continue;
+        }
+        if (c->op == OP_NEXT) {
+            int more = 0;
+            c->wait = status == 0 ? mysql_next_result_start(&more, c->my) : mysql_next_result_cont(&more, c->my,
+                                                                                                   status);
+            if (c->wait) {
+                conn_watch(c);
+                return;
+            }
+            if (more > 0) {
+                conn_failed(c, "query on");
+                return;
+            }
+            if (more < 0) {
+                query_finished(c);
+                return;
+            }
+            c->op = OP_STORE;
+            status = 0;
+            continue;
         }
         return;
     }
@@ -769,24 +825,37 @@ static int lookup_server(struct table *t, const char *key, const char **value, p
             return skip ? 0 : -1;
         int err = mysql_real_query(t->blocking, query, (unsigned long)strlen(query));
         free(query);
-        MYSQL_RES *res = err ? NULL : mysql_store_result(t->blocking);
-        if (res == NULL && !err && mysql_errno(t->blocking) == 0) {
-            if (!t->require_result_set)
-                return 0;
-            petrel_module_log(t->module, PETREL_LOG_WARNING, "mysql:%s: the query returned no result set "
-                              "(require_result_set = yes)", t->config);
-            return -1;
-        }
-        if (res == NULL) {
+        /* Every result set is read (a CALL ends with a status result); the
+         * answer is result_sets_answer()'s. */
+        MYSQL_RES *first = NULL;
+        int more_sets = 0, next = -1;
+        if (!err)
+            do {
+                MYSQL_RES *res = mysql_store_result(t->blocking);
+                if (res == NULL && mysql_errno(t->blocking)) {
+                    err = 1;
+                    break;
+                }
+                if (res && first) {
+                    more_sets = 1;
+                    mysql_free_result(res);
+                } else if (res) {
+                    first = res;
+                }
+                next = mysql_next_result(t->blocking);
+                err = next > 0;
+            } while (next == 0);
+        if (err) {
             petrel_module_log(t->module, PETREL_LOG_WARNING, "mysql:%s: query failed: %s", t->config,
                               mysql_error(t->blocking));
+            if (first)
+                mysql_free_result(first);
             mysql_close(t->blocking);
             t->blocking = NULL;
             continue;
         }
         char *out = NULL;
-        int status = read_result(t, res, key, &out);
-        mysql_free_result(res);
+        int status = result_sets_answer(t, first, more_sets, key, &out);
         if (status > 0)
             *value = petrel_pool_strdup(scratch, out);
         free(out);

@@ -53,9 +53,9 @@
  *
  * Every result set of a query is read (a stored procedure's CALL ends with
  * a status result); the first with data answers, a second with data is an
- * error, as in Postfix. require_result_set (yes) and retry_interval (60 s)
- * as Postfix;
- * idle_interval is warned about and ignored (connections stay open).
+ * error, as in Postfix. require_result_set (yes), retry_interval (60 s)
+ * and idle_interval (60 s: an idle connection of the non-blocking client
+ * is closed) as Postfix.
  *
  * Not supported (refused at open, naming the line): the legacy
  * select_field/table/where_field/additional_conditions (write a query),
@@ -77,6 +77,7 @@
 #include "table_config.h"
 
 #define HOST_RETRY_SECONDS 60   /* retry_interval's default, as Postfix's */
+#define IDLE_SECONDS 60         /* idle_interval's default, as Postfix's */
 #define MAX_HOSTS 16
 
 struct my_host {
@@ -102,6 +103,7 @@ struct table {
     int tls_verify_cert;          /* -1: unset (the library's default, off) */
     int require_result_set;
     unsigned retry_seconds;       /* "retry_interval": a host that failed is left alone this long */
+    unsigned idle_ms;             /* "idle_interval": an idle connection is closed after this long */
     struct my_host hosts[MAX_HOSTS];
     int nhosts;
     unsigned timeout_ms;
@@ -336,11 +338,35 @@ struct my_conn {
     struct request *req;
     petrel_timer *start_timer; /* the first step runs from the loop */
     MYSQL_RES *first;          /* the query's first result set, while the others are read */
+    petrel_timer *idle_timer;  /* idle_interval, while the connection has nothing to do */
     int more_sets;             /* a later result set returned data too */
 };
 
 static void dispatch(struct table *t);
 static void conn_io(int fd, int events, void *arg);
+
+static void conn_free(struct my_conn *c);
+
+static void conn_idle_expired(void *arg)
+{
+    struct my_conn *c = arg;
+    c->idle_timer = NULL;
+    if (c->op == OP_IDLE && c->req == NULL)
+        conn_free(c);
+}
+
+/* An idle connection is closed after idle_interval (Postfix 3.9+), counted
+ * from when it last became idle; a busy one has no idle timer. */
+static void conn_idle_update(struct my_conn *c, int restart)
+{
+    int idle = c->op == OP_IDLE && c->req == NULL;
+    if (c->idle_timer && (!idle || restart)) {
+        petrel_timer_cancel(c->idle_timer);
+        c->idle_timer = NULL;
+    }
+    if (idle && c->idle_timer == NULL)
+        c->idle_timer = petrel_timer_start(c->t->module, c->t->idle_ms, conn_idle_expired, c);
+}
 
 static void conn_watch(struct my_conn *c)
 {
@@ -356,6 +382,7 @@ static void conn_watch(struct my_conn *c)
     int fd = (int)mysql_get_socket(c->my);
     if (fd >= 0)
         c->watch = petrel_watch_fd(c->t->module, fd, events, conn_io, c);
+    conn_idle_update(c, 0);
 }
 
 static void conn_free(struct my_conn *c)
@@ -373,6 +400,8 @@ static void conn_free(struct my_conn *c)
         petrel_timer_cancel(c->start_timer);
     if (c->first)
         mysql_free_result(c->first);
+    if (c->idle_timer)
+        petrel_timer_cancel(c->idle_timer);
     /* No goodbye (COM_QUIT) on a connection that may be mid-exchange:
      * closing the socket is enough for the server. */
     if (c->my) {
@@ -472,6 +501,7 @@ static void query_finished(struct my_conn *c)
     r->conn = NULL;
     c->op = OP_IDLE;
     c->wait = 0;
+    conn_idle_update(c, 1);
     conn_watch(c);
     request_done(r, st > 0 ? PETREL_TABLE_FOUND : st == 0 ? PETREL_TABLE_NOTFOUND : PETREL_TABLE_RETRY, value);
     free(value);
@@ -931,10 +961,6 @@ static void *table_open(petrel_module *m, const char *name, petrel_pool *pool, c
                                         "query with query =)", table_settings_line(&c, *k), *k);
             goto out;
         }
-    if (table_settings_find(&c, "idle_interval"))
-        petrel_module_log(m, PETREL_LOG_WARNING, "mysql:%s, line %d: idle_interval is ignored: Petrel keeps a "
-                          "connection until the server or mysql_timeout ends it", name,
-                          table_settings_line(&c, "idle_interval"));
     /* The files are the library's to read when it connects; a missing one
      * is refused now (petreld -n) rather than failing every lookup. */
     *error = NULL;
@@ -948,12 +974,14 @@ static void *table_open(petrel_module *m, const char *name, petrel_pool *pool, c
     t->tls_ciphers = table_settings_get(&c, "tls_ciphers", NULL);
     t->option_group = table_settings_get(&c, "option_group", "client");
     t->charset = table_settings_get(&c, "charset", "utf8mb4");
-    long retry = 0;
+    long retry = 0, idle = 0;
     if (table_settings_bool(&c, "tls_verify_cert", -1, &t->tls_verify_cert, pool, error) != 0 ||
         table_settings_bool(&c, "require_result_set", 1, &t->require_result_set, pool, error) != 0 ||
-        table_settings_long(&c, "retry_interval", HOST_RETRY_SECONDS, 1, &retry, pool, error) != 0)
+        table_settings_long(&c, "retry_interval", HOST_RETRY_SECONDS, 1, &retry, pool, error) != 0 ||
+        table_settings_long(&c, "idle_interval", IDLE_SECONDS, 1, &idle, pool, error) != 0)
         goto out;
     t->retry_seconds = (unsigned)retry;
+    t->idle_ms = (unsigned)(idle > 86400 ? 86400 : idle) * 1000;
     if (*t->charset == '\0') {
         *error = petrel_pool_printf(pool, "line %d: charset is empty", table_settings_line(&c, "charset"));
         goto out;

@@ -48,7 +48,8 @@
  * failed connection: a lookup error, never "not found".
  *
  * encoding (UTF8, Postfix 3.8+) is libpq's client_encoding; retry_interval
- * (60 s) as Postfix; idle_interval is warned about and ignored.
+ * (60 s) and idle_interval (60 s: an idle connection of the non-blocking
+ * client is closed) as Postfix.
  *
  * Not supported (refused at open, naming the line): the legacy
  * select_field/table/where_field/additional_conditions and select_function
@@ -68,6 +69,7 @@
 #include "table_config.h"
 
 #define HOST_RETRY_SECONDS 60   /* retry_interval's default, as Postfix's */
+#define IDLE_SECONDS 60         /* idle_interval's default, as Postfix's */
 #define MAX_HOSTS 16
 
 struct pg_host {
@@ -88,6 +90,7 @@ struct table {
     const char *user, *password, *dbname;
     const char *encoding;         /* "encoding" (UTF8): libpq's client_encoding */
     unsigned retry_seconds;       /* "retry_interval": a host that failed is left alone this long */
+    unsigned idle_ms;             /* "idle_interval": an idle connection is closed after this long */
     const char *non_uri_host;     /* a host that is not a URI (it needs dbname), or NULL */
     struct pg_host hosts[MAX_HOSTS];
     int nhosts;
@@ -353,14 +356,39 @@ struct pg_conn {
     int watch_fd, watch_events;
     struct request *req;
     int tried_hosts;
+    petrel_timer *idle_timer;  /* idle_interval, while the connection has nothing to do */
 };
 
 static void dispatch(struct table *t);
 static void conn_io(int fd, int events, void *arg);
 
+static void conn_free(struct pg_conn *c);
+
+static void conn_idle_expired(void *arg)
+{
+    struct pg_conn *c = arg;
+    c->idle_timer = NULL;
+    if (c->state == PG_IDLE && c->req == NULL)
+        conn_free(c);
+}
+
+/* An idle connection is closed after idle_interval (Postfix 3.9+), counted
+ * from when it last became idle; a busy one has no idle timer. */
+static void conn_idle_update(struct pg_conn *c, int restart)
+{
+    int idle = c->state == PG_IDLE && c->req == NULL;
+    if (c->idle_timer && (!idle || restart)) {
+        petrel_timer_cancel(c->idle_timer);
+        c->idle_timer = NULL;
+    }
+    if (idle && c->idle_timer == NULL)
+        c->idle_timer = petrel_timer_start(c->t->module, c->t->idle_ms, conn_idle_expired, c);
+}
+
 static void conn_watch(struct pg_conn *c, int events)
 {
     int fd = PQsocket(c->pg);
+    conn_idle_update(c, 0);
     if (c->watch && c->watch_fd == fd && c->watch_events == events)
         return;
     if (c->watch)
@@ -381,6 +409,8 @@ static void conn_free(struct pg_conn *c)
     t->nconns--;
     if (c->watch)
         petrel_watch_cancel(c->watch);
+    if (c->idle_timer)
+        petrel_timer_cancel(c->idle_timer);
     PQfinish(c->pg);
     free(c);
 }
@@ -526,6 +556,8 @@ static void conn_io(int fd, int events, void *arg)
      * not be handed to a connection that is going away. */
     if (PQstatus(c->pg) != CONNECTION_OK)
         conn_free(c);
+    else
+        conn_idle_update(c, 1);
     request_done(r, status > 0 ? PETREL_TABLE_FOUND : status == 0 ? PETREL_TABLE_NOTFOUND : PETREL_TABLE_RETRY,
                  value);
     free(value);
@@ -809,14 +841,12 @@ static void *table_open(petrel_module *m, const char *name, petrel_pool *pool, c
         goto out;
     }
     t->encoding = table_settings_get(&c, "encoding", "UTF8");
-    long retry = 0;
-    if (table_settings_long(&c, "retry_interval", HOST_RETRY_SECONDS, 1, &retry, pool, error) != 0)
+    long retry = 0, idle = 0;
+    if (table_settings_long(&c, "retry_interval", HOST_RETRY_SECONDS, 1, &retry, pool, error) != 0 ||
+        table_settings_long(&c, "idle_interval", IDLE_SECONDS, 1, &idle, pool, error) != 0)
         goto out;
     t->retry_seconds = (unsigned)retry;
-    if (table_settings_find(&c, "idle_interval"))
-        petrel_module_log(m, PETREL_LOG_WARNING, "pgsql:%s, line %d: idle_interval is ignored: Petrel keeps a "
-                          "connection until the server or pgsql_timeout ends it", name,
-                          table_settings_line(&c, "idle_interval"));
+    t->idle_ms = (unsigned)(idle > 86400 ? 86400 : idle) * 1000;
     long long timeout = petrel_param_int(m, "pgsql_timeout");
     t->timeout_ms = (unsigned)(timeout > 0 ? timeout * 1000 : 30000);
     t->max_conns = (int)petrel_param_int(m, "pgsql_max_connections");

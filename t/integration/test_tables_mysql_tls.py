@@ -7,12 +7,12 @@ certificate for another name (tls_verify_cert = yes), and a table without tls_* 
 lookup errors (451 4.3.0, never "User unknown"); a user created REQUIRE X509 is found with
 tls_cert_file/tls_key_file and is a lookup error without them; TLS settings from an option_file,
 in its [client] group or in the group option_group names; charset set again after an option
-file chose latin1; require_result_set (a statement without a result set); a missing tls_CAfile or option_file
+file chose latin1; require_result_set (a statement without a result set); idle_interval; a missing tls_CAfile or option_file
 is refused by petreld -n naming the file, the line and the parameter."""
 import os
 import subprocess
 
-from harness import PETRELD, Petrel, Tap, run_as_user
+from harness import PETRELD, Petrel, Tap, run_as_user, wait_for
 from mysqllib import MariaDB
 from tablelib import bundled_module_dir
 from tlscerts import TestCerts
@@ -128,6 +128,29 @@ with Petrel(t, start=False, workers=1) as p:
     r = p.petrelctl("map", "query", "mysql:" + cf, "sales@my.test")
     t.ok(r.returncode == 1, "and not found in the blocking client (exit 1)", "%d %s" % (r.returncode,
                                                                                        r.stdout + r.stderr))
+
+    # idle_interval (Postfix 3.9+): an idle connection is closed after it.
+    def sessions():
+        return int(db.sql("SELECT COUNT(*) FROM information_schema.processlist WHERE user = 'postfix'").strip())
+
+    for name, extra in (("idle-default.cf", ""), ("idle-1.cf", "idle_interval = 1\n")):
+        cf = table(p, name, "tls_CAfile = %s\n%s" % (certs.ca, extra))
+        conf = dict(p.settings)
+        conf.update({"modules": "mysql", "module_directory": MODULES, "mysql_timeout": "5s",
+                     "virtual_alias_domains": "my.test", "virtual_alias_maps": "mysql:" + cf})
+        p.write_main_cf(conf)
+        p.start()
+        c = p.connect()
+        c.ehlo("client.test")
+        c.cmd("MAIL FROM:<sender@example.org>")
+        t.is_(c.cmd("RCPT TO:<sales@my.test>"), FOUND, "found (%s)" % name)
+        if extra:
+            t.ok(wait_for(lambda: sessions() == 0, timeout=20), "idle_interval = 1: the idle connection is closed")
+        else:
+            t.is_(sessions(), 1, "the default idle_interval (60 s) keeps the connection for the next lookup")
+        t.is_(c.cmd("RCPT TO:<sales@my.test>"), FOUND, "and the next lookup is found (%s)" % name)
+        c.close()
+        p.stop()
 
     # A certificate from the right CA for another name: tls_verify_cert = yes
     # checks the name too; without it, only the chain is checked.

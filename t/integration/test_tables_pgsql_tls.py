@@ -7,11 +7,12 @@ certificate for another name (verify-full; verify-ca accepts it), and sslmode=di
 errors (451 4.3.0, never "User unknown"); a role that must show a
 certificate (clientcert=verify-full) is found with sslcert/sslkey and is a lookup error without;
 the historical host form uses TLS too (libpq's default sslmode=prefer); a URI's password never
-reaches the log; a non-URI host without dbname is refused by petreld -n."""
+reaches the log; idle_interval closes an idle connection; a non-URI host without dbname is refused
+by petreld -n."""
 import os
 import subprocess
 
-from harness import PETRELD, Petrel, Tap, run_as_user
+from harness import PETRELD, Petrel, Tap, run_as_user, wait_for
 from pglib import PgCluster
 from tablelib import bundled_module_dir
 from tlscerts import TestCerts
@@ -99,6 +100,30 @@ with Petrel(t, start=False, workers=1) as p:
         t.ok(r.returncode == 2, "petrelctl map query, %s: a lookup error (exit 2)" % name,
              "%d %s" % (r.returncode, r.stdout + r.stderr))
 
+
+    # idle_interval (Postfix 3.9+): an idle connection is closed after it.
+    def sessions():
+        return int(pg.psql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'postfix' "
+                           "AND application_name = 'petrel'").strip())
+
+    for name, extra in (("idle-default.cf", ""), ("idle-1.cf", "idle_interval = 1\n")):
+        cf = p.write_file(name, "hosts = %s\n%s%s" % (uri("postfix", "pf-secret", verify), extra, QUERY), mode=0o640)
+        conf = dict(p.settings)
+        conf.update({"modules": "pgsql", "module_directory": MODULES, "pgsql_timeout": "5s",
+                     "virtual_alias_domains": "pg.test", "virtual_alias_maps": "pgsql:" + cf})
+        p.write_main_cf(conf)
+        p.start()
+        c = p.connect()
+        c.ehlo("client.test")
+        c.cmd("MAIL FROM:<sender@example.org>")
+        t.is_(c.cmd("RCPT TO:<sales@pg.test>"), FOUND, "found (%s)" % name)
+        if extra:
+            t.ok(wait_for(lambda: sessions() == 0, timeout=20), "idle_interval = 1: the idle connection is closed")
+        else:
+            t.is_(sessions(), 1, "the default idle_interval (60 s) keeps the connection for the next lookup")
+        t.is_(c.cmd("RCPT TO:<sales@pg.test>"), FOUND, "and the next lookup is found (%s)" % name)
+        c.close()
+        p.stop()
 
     # A certificate from the right CA for another name: verify-full checks the
     # name, verify-ca only the chain.

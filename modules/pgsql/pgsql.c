@@ -216,6 +216,11 @@ static int parse_hosts(struct table *t, const char *list, int line, petrel_pool 
         t->hosts[t->nhosts++] = (struct pg_host){ "localhost", "localhost", NULL, NULL, 0 };
         t->non_uri_host = "localhost";
     }
+    /* One server is listed twice, as Postfix 3.10+ does (it may be a load
+     * balancer): a single failure is retried at once on the "other" copy
+     * instead of leaving the table without a server for retry_interval. */
+    if (t->nhosts == 1)
+        t->hosts[t->nhosts++] = t->hosts[0];
     return 0;
 }
 

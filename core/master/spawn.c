@@ -61,6 +61,13 @@ static void drop_privileges(struct master *m)
         msg_fatal("cannot drop privileges to uid %ld: %s", (long)m->run_uid, strerror(errno));
     if (setuid(0) == 0)
         msg_fatal("privileges could be regained after dropping them");
+    /* The master's HOME (root's, when it was started from a shell) is not
+     * this user's: libraries that look there, such as libpq for its
+     * ~/.postgresql/ certificates (a directory it may not read is an error
+     * there, failing every TLS connection), must ask the password database
+     * instead, as in Postfix, whose daemons never import HOME. The child
+     * has one thread here. */
+    unsetenv("HOME");
 }
 
 /* The control connections the master has open (a petrelctl waiting for

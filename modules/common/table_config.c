@@ -10,6 +10,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include <sys/stat.h>
+
 #include "table_config.h"
 
 #define LINE_MAX_BYTES (64 * 1024)
@@ -36,6 +38,67 @@ int table_settings_line(const struct table_settings *c, const char *name)
 {
     const struct table_setting *s = table_settings_find(c, name);
     return s ? s->line : 0;
+}
+
+int table_settings_bool(const struct table_settings *c, const char *name, int def, int *out, petrel_pool *pool,
+                        const char **error)
+{
+    const char *v = table_settings_get(c, name, NULL);
+    if (v == NULL)
+        *out = def;
+    else if (strcasecmp(v, "yes") == 0 || strcasecmp(v, "true") == 0 || strcmp(v, "1") == 0)
+        *out = 1;
+    else if (strcasecmp(v, "no") == 0 || strcasecmp(v, "false") == 0 || strcmp(v, "0") == 0)
+        *out = 0;
+    else {
+        *error = petrel_pool_printf(pool, "line %d: %s: \"%s\" is not yes or no", table_settings_line(c, name),
+                                    name, v);
+        return -1;
+    }
+    return 0;
+}
+
+int table_settings_long(const struct table_settings *c, const char *name, long def, long min, long *out,
+                        petrel_pool *pool, const char **error)
+{
+    const char *v = table_settings_get(c, name, NULL);
+    if (v == NULL) {
+        *out = def;
+        return 0;
+    }
+    char *end = NULL;
+    errno = 0;
+    long n = strtol(v, &end, 10);
+    if (*v == '\0' || *end != '\0' || errno != 0 || n < min) {
+        *error = petrel_pool_printf(pool, "line %d: %s: \"%s\" is not a number of at least %ld",
+                                    table_settings_line(c, name), name, v, min);
+        return -1;
+    }
+    *out = n;
+    return 0;
+}
+
+const char *table_settings_path(const struct table_settings *c, const char *name, int directory, petrel_pool *pool,
+                                const char **error)
+{
+    const char *v = table_settings_get(c, name, NULL);
+    if (v == NULL)
+        return NULL;
+    struct stat st;
+    const char *why = NULL;
+    if (*v == '\0')
+        why = "empty";
+    else if (stat(v, &st) != 0)
+        why = strerror(errno);
+    else if (directory && !S_ISDIR(st.st_mode))
+        why = "not a directory";
+    else if (!directory && !S_ISREG(st.st_mode))
+        why = "not a regular file";
+    if (why) {
+        *error = petrel_pool_printf(pool, "line %d: %s: %s: %s", table_settings_line(c, name), name, v, why);
+        return NULL;
+    }
+    return v;
 }
 
 void table_settings_free(struct table_settings *c)

@@ -49,6 +49,22 @@ void table_settings_free(struct table_settings *c);
 const struct table_setting *table_settings_find(const struct table_settings *c, const char *name);
 const char *table_settings_get(const struct table_settings *c, const char *name, const char *def);
 int table_settings_line(const struct table_settings *c, const char *name);   /* 0 when unset */
+/* A yes/no setting (yes, true, 1 / no, false, 0, as Postfix's
+ * cfg_get_bool): *out is def when unset. 0, or -1 with *error naming the
+ * line. */
+int table_settings_bool(const struct table_settings *c, const char *name, int def, int *out, petrel_pool *pool,
+                        const char **error);
+/* A whole number of at least min: *out is def when unset. 0, or -1 with
+ * *error naming the line. */
+int table_settings_long(const struct table_settings *c, const char *name, long def, long min, long *out,
+                        petrel_pool *pool, const char **error);
+/* The file (or, with directory, the directory) a setting names: NULL when
+ * unset; when set, it must exist and be of that kind, else NULL with
+ * *error naming the line, the setting and the file. Checked at open, so
+ * that petreld -n refuses a TLS setting whose file is missing instead of
+ * every lookup failing later. */
+const char *table_settings_path(const struct table_settings *c, const char *name, int directory, petrel_pool *pool,
+                                const char **error);
 /* Warns (TYPE:FILE, line N: unknown parameter "x" is ignored) for every
  * name not in known (NULL-terminated). */
 void table_settings_warn_unknown(const struct table_settings *c, petrel_module *m, const char *type,

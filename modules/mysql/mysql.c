@@ -19,14 +19,29 @@
  * needs), in one pass, so a quote, a backslash, a % or SQL in a key is data
  * inside the query's '...' literal. An expansion outside quotes is warned
  * about at open, as Postfix does. A key that is not valid UTF-8 is not
- * looked up. Connections use utf8mb4.
+ * looked up. Connections use "charset" (utf8mb4, Postfix 3.9's default),
+ * set again after connecting when an option file chose another.
+ *
+ * TLS and option files as Postfix's dict_mysql with MariaDB Connector/C:
+ * tls_cert_file, tls_key_file, tls_CAfile, tls_CApath and tls_ciphers are
+ * the library's MYSQL_OPT_SSL_* (any of them asks for TLS; without
+ * tls_verify_cert = yes the library neither checks the server's name nor
+ * refuses a server without TLS); tls_verify_cert is
+ * MYSQL_OPT_SSL_VERIFY_SERVER_CERT (unset: the library's default, off in
+ * Connector/C 3.3, on in 3.4+).
+ * option_file and option_group (default "client", as Postfix 3.2+: the
+ * [client] group of the default my.cnf files is read) are
+ * MYSQL_READ_DEFAULT_FILE/GROUP; the library reads them while connecting
+ * (briefly blocking, local files), and what they say wins. Files named by
+ * tls_* and option_file must exist at open (petreld -n). A TLS failure
+ * is a failed connection: a lookup error, never "not found".
  *
  * Asynchronous: per open table and per process, up to
  * mysql_max_connections connections, each driven through
  * mysql_real_connect_start/_cont, mysql_real_query_start/_cont and
  * mysql_store_result_start/_cont from fd watches, one query at a time,
  * further lookups in a FIFO. hosts are tried in a random order, as Postfix
- * does; a host that failed is left alone for 60 s. Each lookup is bounded
+ * does; a host that failed is left alone for retry_interval. Each lookup is bounded
  * by mysql_timeout from the moment it is asked; no live host, a timeout or
  * an SQL error fails the lookup temporarily (451, never "unknown"). The
  * blocking lookup (callers that cannot wait) uses a connection of its own
@@ -36,9 +51,15 @@
  * on a per-table result cache (table_cache.c; off by default) in front of
  * both lookups; errors are never cached.
  *
+ * Every result set of a query is read (a stored procedure's CALL ends with
+ * a status result); the first with data answers, a second with data is an
+ * error, as in Postfix. require_result_set (yes), retry_interval (60 s)
+ * and idle_interval (60 s: an idle connection of the non-blocking client
+ * is closed) as Postfix.
+ *
  * Not supported (refused at open, naming the line): the legacy
  * select_field/table/where_field/additional_conditions (write a query),
- * option_file/option_group, tls_* settings, and tables or files in domain.
+ * and tables or files in domain.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -55,7 +76,8 @@
 #include "table_cache.h"
 #include "table_config.h"
 
-#define HOST_RETRY_SECONDS 60
+#define HOST_RETRY_SECONDS 60   /* retry_interval's default, as Postfix's */
+#define IDLE_SECONDS 60         /* idle_interval's default, as Postfix's */
 #define MAX_HOSTS 16
 
 struct my_host {
@@ -75,6 +97,13 @@ struct table {
     struct table_query_settings q; /* query, result_format, expansion_limit, domain */
     struct table_cache *cache;    /* NULL unless cache_ttl is set */
     const char *user, *password, *dbname;
+    const char *charset;          /* "charset" (utf8mb4): the connection's, for the server and the escaping */
+    const char *option_file, *option_group; /* NULL, or "" for no group */
+    const char *tls_cert_file, *tls_key_file, *tls_CAfile, *tls_CApath, *tls_ciphers; /* NULL: unset */
+    int tls_verify_cert;          /* -1: unset (the library's default, off) */
+    int require_result_set;
+    unsigned retry_seconds;       /* "retry_interval": a host that failed is left alone this long */
+    unsigned idle_ms;             /* "idle_interval": an idle connection is closed after this long */
     struct my_host hosts[MAX_HOSTS];
     int nhosts;
     unsigned timeout_ms;
@@ -87,7 +116,9 @@ struct table {
 
 static const char *const known_names[] = {
     "hosts", "user", "password", "dbname", "query", "result_format", "domain", "expansion_limit", TABLE_CACHE_SETTINGS,
-    "select_field", "table", "where_field", "additional_conditions", "select_function", NULL,
+    "select_field", "table", "where_field", "additional_conditions", "select_function", "charset", "option_file",
+    "option_group", "tls_cert_file", "tls_key_file", "tls_CAfile", "tls_CApath", "tls_ciphers", "tls_verify_cert",
+    "require_result_set", "retry_interval", "idle_interval", NULL,
 };
 
 /* ------------------------------------------------------------------ */
@@ -159,6 +190,11 @@ static int parse_hosts(struct table *t, const char *list, int line, petrel_pool 
     }
     if (t->nhosts == 0)
         t->hosts[t->nhosts++] = (struct my_host){ "localhost", "localhost", 3306, NULL, 0 };
+    /* One server is listed twice, as Postfix 3.10+ does (it may be a load
+     * balancer): a single failure is retried at once on the "other" copy
+     * instead of leaving the table without a server for retry_interval. */
+    if (t->nhosts == 1)
+        t->hosts[t->nhosts++] = t->hosts[0];
     return 0;
 }
 
@@ -174,19 +210,58 @@ static int pick_host(struct table *t)
     return live[n > 1 ? rand() % n : 0];
 }
 
+/* A client handle with the table's options, in Postfix's order: the option
+ * file and group first (the library reads them when it connects, and what
+ * they say wins over what is set here, as in Postfix), then the TLS
+ * settings. Any tls_* file or cipher list makes the library ask for TLS;
+ * tls_verify_cert = yes also makes it check the server's certificate
+ * (chain and name) and refuse a server without TLS. */
 static MYSQL *client_new(struct table *t, int nonblocking)
 {
     MYSQL *m = mysql_init(NULL);
     if (m == NULL)
         return NULL;
     unsigned timeout = (t->timeout_ms + 999) / 1000;
-    mysql_options(m, MYSQL_OPT_CONNECT_TIMEOUT, &timeout);
-    mysql_options(m, MYSQL_OPT_READ_TIMEOUT, &timeout);
-    mysql_options(m, MYSQL_OPT_WRITE_TIMEOUT, &timeout);
-    mysql_options(m, MYSQL_SET_CHARSET_NAME, "utf8mb4");
+    int bad = 0;
+    bad |= mysql_optionsv(m, MYSQL_OPT_CONNECT_TIMEOUT, &timeout);
+    bad |= mysql_optionsv(m, MYSQL_OPT_READ_TIMEOUT, &timeout);
+    bad |= mysql_optionsv(m, MYSQL_OPT_WRITE_TIMEOUT, &timeout);
+    bad |= mysql_optionsv(m, MYSQL_SET_CHARSET_NAME, t->charset);
+    if (t->option_file)
+        bad |= mysql_optionsv(m, MYSQL_READ_DEFAULT_FILE, t->option_file);
+    if (t->option_group && *t->option_group)
+        bad |= mysql_optionsv(m, MYSQL_READ_DEFAULT_GROUP, t->option_group);
+    if (t->tls_key_file)
+        bad |= mysql_optionsv(m, MYSQL_OPT_SSL_KEY, t->tls_key_file);
+    if (t->tls_cert_file)
+        bad |= mysql_optionsv(m, MYSQL_OPT_SSL_CERT, t->tls_cert_file);
+    if (t->tls_CAfile)
+        bad |= mysql_optionsv(m, MYSQL_OPT_SSL_CA, t->tls_CAfile);
+    if (t->tls_CApath)
+        bad |= mysql_optionsv(m, MYSQL_OPT_SSL_CAPATH, t->tls_CApath);
+    if (t->tls_ciphers)
+        bad |= mysql_optionsv(m, MYSQL_OPT_SSL_CIPHER, t->tls_ciphers);
+    if (t->tls_verify_cert >= 0) {
+        my_bool verify = (my_bool)t->tls_verify_cert;
+        bad |= mysql_optionsv(m, MYSQL_OPT_SSL_VERIFY_SERVER_CERT, &verify);
+    }
     if (nonblocking)
-        mysql_options(m, MYSQL_OPT_NONBLOCK, 0);
+        bad |= mysql_optionsv(m, MYSQL_OPT_NONBLOCK, 0);
+    if (bad) {
+        petrel_module_log(t->module, PETREL_LOG_WARNING, "mysql:%s: cannot set the client's options: %s",
+                          t->config, mysql_error(m));
+        mysql_close(m);
+        return NULL;
+    }
     return m;
+}
+
+/* 1 when the connection's character set is not the table's: an option
+ * file said otherwise (Postfix sets it again after connecting, too). */
+static int charset_differs(const struct table *t, MYSQL *m)
+{
+    const char *now = mysql_character_set_name(m);
+    return now == NULL || strcmp(now, t->charset) != 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -255,7 +330,7 @@ struct request {
     struct table_waiter *waiters; /* lookups of the same key (with a cache): answered with this one */
 };
 
-enum my_op { OP_CONNECT, OP_IDLE, OP_QUERY, OP_STORE };
+enum my_op { OP_CONNECT, OP_CHARSET, OP_IDLE, OP_QUERY, OP_STORE, OP_NEXT };
 
 struct my_conn {
     struct my_conn *next;
@@ -267,10 +342,36 @@ struct my_conn {
     petrel_watch *watch;
     struct request *req;
     petrel_timer *start_timer; /* the first step runs from the loop */
+    MYSQL_RES *first;          /* the query's first result set, while the others are read */
+    petrel_timer *idle_timer;  /* idle_interval, while the connection has nothing to do */
+    int more_sets;             /* a later result set returned data too */
 };
 
 static void dispatch(struct table *t);
 static void conn_io(int fd, int events, void *arg);
+
+static void conn_free(struct my_conn *c);
+
+static void conn_idle_expired(void *arg)
+{
+    struct my_conn *c = arg;
+    c->idle_timer = NULL;
+    if (c->op == OP_IDLE && c->req == NULL)
+        conn_free(c);
+}
+
+/* An idle connection is closed after idle_interval (Postfix 3.9+), counted
+ * from when it last became idle; a busy one has no idle timer. */
+static void conn_idle_update(struct my_conn *c, int restart)
+{
+    int idle = c->op == OP_IDLE && c->req == NULL;
+    if (c->idle_timer && (!idle || restart)) {
+        petrel_timer_cancel(c->idle_timer);
+        c->idle_timer = NULL;
+    }
+    if (idle && c->idle_timer == NULL)
+        c->idle_timer = petrel_timer_start(c->t->module, c->t->idle_ms, conn_idle_expired, c);
+}
 
 static void conn_watch(struct my_conn *c)
 {
@@ -286,6 +387,7 @@ static void conn_watch(struct my_conn *c)
     int fd = (int)mysql_get_socket(c->my);
     if (fd >= 0)
         c->watch = petrel_watch_fd(c->t->module, fd, events, conn_io, c);
+    conn_idle_update(c, 0);
 }
 
 static void conn_free(struct my_conn *c)
@@ -301,6 +403,10 @@ static void conn_free(struct my_conn *c)
         petrel_watch_cancel(c->watch);
     if (c->start_timer)
         petrel_timer_cancel(c->start_timer);
+    if (c->first)
+        mysql_free_result(c->first);
+    if (c->idle_timer)
+        petrel_timer_cancel(c->idle_timer);
     /* No goodbye (COM_QUIT) on a connection that may be mid-exchange:
      * closing the socket is enough for the server. */
     if (c->my) {
@@ -338,8 +444,8 @@ static void conn_failed(struct my_conn *c, const char *what)
     struct request *r = c->req;
     petrel_module_log(t->module, PETREL_LOG_WARNING, "mysql:%s: %s %s: %s", t->config, what, t->hosts[c->host].name,
                       mysql_error(c->my));
-    if (c->op == OP_CONNECT)
-        t->hosts[c->host].dead_until = time(NULL) + HOST_RETRY_SECONDS;
+    if (c->op == OP_CONNECT || c->op == OP_CHARSET)
+        t->hosts[c->host].dead_until = time(NULL) + t->retry_seconds;
     c->req = NULL;
     conn_free(c);
     if (r) {
@@ -361,17 +467,46 @@ static void conn_failed(struct my_conn *c, const char *what)
  * 0 to start it). */
 static void conn_step(struct my_conn *c, int status);
 
-static void query_finished(struct my_conn *c, MYSQL_RES *res)
+/* The answer from the query's result sets, as Postfix's plmysql_query:
+ * the first one that returns data; a second one with data is an error; no
+ * result set at all is an error with require_result_set = yes, else "not
+ * found". 1 found (*out malloc'd), 0 not found, -1 error (logged). res
+ * (NULL: none) is freed. */
+static int result_sets_answer(const struct table *t, MYSQL_RES *res, int more_sets, const char *key, char **out)
+{
+    *out = NULL;
+    int st;
+    if (more_sets) {
+        petrel_module_log(t->module, PETREL_LOG_WARNING, "mysql:%s: query failed: multiple result sets returning "
+                          "data are not supported", t->config);
+        st = -1;
+    } else if (res == NULL) {
+        if (t->require_result_set)
+            petrel_module_log(t->module, PETREL_LOG_WARNING, "mysql:%s: the query returned no result set "
+                              "(require_result_set = yes)", t->config);
+        st = t->require_result_set ? -1 : 0;
+    } else {
+        st = read_result(t, res, key, out);
+    }
+    if (res)
+        mysql_free_result(res);
+    return st;
+}
+
+static void query_finished(struct my_conn *c)
 {
     struct table *t = c->t;
     struct request *r = c->req;
     char *value = NULL;
-    int st = read_result(t, res, r->key, &value);
-    mysql_free_result(res);
+    MYSQL_RES *res = c->first;
+    c->first = NULL;
+    int st = result_sets_answer(t, res, c->more_sets, r->key, &value);
+    c->more_sets = 0;
     c->req = NULL;
     r->conn = NULL;
     c->op = OP_IDLE;
     c->wait = 0;
+    conn_idle_update(c, 1);
     conn_watch(c);
     request_done(r, st > 0 ? PETREL_TABLE_FOUND : st == 0 ? PETREL_TABLE_NOTFOUND : PETREL_TABLE_RETRY, value);
     free(value);
@@ -396,6 +531,27 @@ static void conn_step(struct my_conn *c, int status)
                 conn_failed(c, "connect to");
                 return;
             }
+            status = 0;
+            c->op = charset_differs(t, c->my) ? OP_CHARSET : OP_IDLE;
+            if (c->op == OP_IDLE && c->req == NULL) {
+                conn_watch(c);
+                dispatch(t);
+                return;
+            }
+            continue;
+        }
+        if (c->op == OP_CHARSET) {
+            int err = 0;
+            c->wait = status == 0 ? mysql_set_character_set_start(&err, c->my, t->charset)
+                                  : mysql_set_character_set_cont(&err, c->my, status);
+            if (c->wait) {
+                conn_watch(c);
+                return;
+            }
+            if (err) {
+                conn_failed(c, "set the character set on");
+                return;
+            }
             c->op = OP_IDLE;
             status = 0;
             if (c->req == NULL) {
@@ -403,6 +559,7 @@ static void conn_step(struct my_conn *c, int status)
                 dispatch(t);
                 return;
             }
+            continue;
         }
         if (c->op == OP_IDLE) {
             if (c->req == NULL)
@@ -456,24 +613,46 @@ static void conn_step(struct my_conn *c, int status)
                 conn_watch(c);
                 return;
             }
-            if (res == NULL) {
-                if (mysql_errno(c->my)) {
-                    conn_failed(c, "query on");
-                    return;
-                }
-                petrel_module_log(t->module, PETREL_LOG_WARNING, "mysql:%s: the query returned no result set",
-                                  t->config);
-                struct request *r = c->req;
-                c->req = NULL;
-                r->conn = NULL;
-                c->op = OP_IDLE;
-                conn_watch(c);
-                request_done(r, PETREL_TABLE_RETRY, NULL);
-                dispatch(t);
+            if (res == NULL && mysql_errno(c->my)) {
+                conn_failed(c, "query on");
                 return;
             }
-            query_finished(c, res);
-            return;
+            if (res && c->first) {
+                c->more_sets = 1;
+                mysql_free_result(res);
+            } else if (res) {
+                c->first = res;
+            }
+            /* A stored procedure's CALL ends with a status result: every
+             * set is read, or the connection's next query would be out of
+             * sync. */
+            if (!mysql_more_results(c->my)) {
+                query_finished(c);
+                return;
+            }
+            c->op = OP_NEXT;
+            status = 0;
+            continue;
+        }
+        if (c->op == OP_NEXT) {
+            int more = 0;
+            c->wait = status == 0 ? mysql_next_result_start(&more, c->my) : mysql_next_result_cont(&more, c->my,
+                                                                                                   status);
+            if (c->wait) {
+                conn_watch(c);
+                return;
+            }
+            if (more > 0) {
+                conn_failed(c, "query on");
+                return;
+            }
+            if (more < 0) {
+                query_finished(c);
+                return;
+            }
+            c->op = OP_STORE;
+            status = 0;
+            continue;
         }
         return;
     }
@@ -535,7 +714,7 @@ static void dispatch(struct table *t)
             }
         if (idle == NULL) {
             for (struct my_conn *c = t->conns; c; c = c->next)
-                if (c->op == OP_CONNECT && c->req == NULL) {
+                if ((c->op == OP_CONNECT || c->op == OP_CHARSET) && c->req == NULL) {
                     idle = c;   /* it takes the request when it is up */
                     break;
                 }
@@ -660,11 +839,16 @@ static int lookup_server(struct table *t, const char *key, const char **value, p
             t->blocking = client_new(t, 0);
             if (t->blocking == NULL)
                 break;
+            const char *failed = NULL;
             if (mysql_real_connect(t->blocking, h->host, t->user, t->password, t->dbname, h->socket ? 0 : h->port,
-                                   h->socket, 0) == NULL) {
-                petrel_module_log(t->module, PETREL_LOG_WARNING, "mysql:%s: connect to %s: %s", t->config, h->name,
+                                   h->socket, 0) == NULL)
+                failed = "connect to";
+            else if (charset_differs(t, t->blocking) && mysql_set_character_set(t->blocking, t->charset) != 0)
+                failed = "set the character set on";
+            if (failed) {
+                petrel_module_log(t->module, PETREL_LOG_WARNING, "mysql:%s: %s %s: %s", t->config, failed, h->name,
                                   mysql_error(t->blocking));
-                t->hosts[host].dead_until = time(NULL) + HOST_RETRY_SECONDS;
+                t->hosts[host].dead_until = time(NULL) + t->retry_seconds;
                 mysql_close(t->blocking);
                 t->blocking = NULL;
                 continue;
@@ -676,17 +860,37 @@ static int lookup_server(struct table *t, const char *key, const char **value, p
             return skip ? 0 : -1;
         int err = mysql_real_query(t->blocking, query, (unsigned long)strlen(query));
         free(query);
-        MYSQL_RES *res = err ? NULL : mysql_store_result(t->blocking);
-        if (res == NULL) {
+        /* Every result set is read (a CALL ends with a status result); the
+         * answer is result_sets_answer()'s. */
+        MYSQL_RES *first = NULL;
+        int more_sets = 0, next = -1;
+        if (!err)
+            do {
+                MYSQL_RES *res = mysql_store_result(t->blocking);
+                if (res == NULL && mysql_errno(t->blocking)) {
+                    err = 1;
+                    break;
+                }
+                if (res && first) {
+                    more_sets = 1;
+                    mysql_free_result(res);
+                } else if (res) {
+                    first = res;
+                }
+                next = mysql_next_result(t->blocking);
+                err = next > 0;
+            } while (next == 0);
+        if (err) {
             petrel_module_log(t->module, PETREL_LOG_WARNING, "mysql:%s: query failed: %s", t->config,
                               mysql_error(t->blocking));
+            if (first)
+                mysql_free_result(first);
             mysql_close(t->blocking);
             t->blocking = NULL;
             continue;
         }
         char *out = NULL;
-        int status = read_result(t, res, key, &out);
-        mysql_free_result(res);
+        int status = result_sets_answer(t, first, more_sets, key, &out);
         if (status > 0)
             *value = petrel_pool_strdup(scratch, out);
         free(out);
@@ -755,16 +959,38 @@ static void *table_open(petrel_module *m, const char *name, petrel_pool *pool, c
     t->config = petrel_pool_strdup(pool, name);
     void *result = NULL;
     table_settings_warn_unknown(&c, m, "mysql", name, known_names);
-    static const char *const legacy[] = { "select_field", "table", "where_field", "additional_conditions",
-                                          "option_file", "option_group", "tls_cert_file", "tls_key_file",
-                                          "tls_CAfile", "tls_CApath", "tls_verify_cert", "tls_ciphers", NULL };
+    static const char *const legacy[] = { "select_field", "table", "where_field", "additional_conditions", NULL };
     for (const char *const *k = legacy; *k; k++)
         if (table_settings_find(&c, *k)) {
             *error = petrel_pool_printf(pool, "line %d: %s: not supported by Petrel's mysql module (write the "
-                                        "query with query =; no option files, no TLS yet)",
-                                        table_settings_line(&c, *k), *k);
+                                        "query with query =)", table_settings_line(&c, *k), *k);
             goto out;
         }
+    /* The files are the library's to read when it connects; a missing one
+     * is refused now (petreld -n) rather than failing every lookup. */
+    *error = NULL;
+    t->tls_cert_file = table_settings_path(&c, "tls_cert_file", 0, pool, error);
+    t->tls_key_file = *error ? NULL : table_settings_path(&c, "tls_key_file", 0, pool, error);
+    t->tls_CAfile = *error ? NULL : table_settings_path(&c, "tls_CAfile", 0, pool, error);
+    t->tls_CApath = *error ? NULL : table_settings_path(&c, "tls_CApath", 1, pool, error);
+    t->option_file = *error ? NULL : table_settings_path(&c, "option_file", 0, pool, error);
+    if (*error)
+        goto out;
+    t->tls_ciphers = table_settings_get(&c, "tls_ciphers", NULL);
+    t->option_group = table_settings_get(&c, "option_group", "client");
+    t->charset = table_settings_get(&c, "charset", "utf8mb4");
+    long retry = 0, idle = 0;
+    if (table_settings_bool(&c, "tls_verify_cert", -1, &t->tls_verify_cert, pool, error) != 0 ||
+        table_settings_bool(&c, "require_result_set", 1, &t->require_result_set, pool, error) != 0 ||
+        table_settings_long(&c, "retry_interval", HOST_RETRY_SECONDS, 1, &retry, pool, error) != 0 ||
+        table_settings_long(&c, "idle_interval", IDLE_SECONDS, 1, &idle, pool, error) != 0)
+        goto out;
+    t->retry_seconds = (unsigned)retry;
+    t->idle_ms = (unsigned)(idle > 86400 ? 86400 : idle) * 1000;
+    if (*t->charset == '\0') {
+        *error = petrel_pool_printf(pool, "line %d: charset is empty", table_settings_line(&c, "charset"));
+        goto out;
+    }
     if (table_query_settings_parse(&t->q, &c, m, "mysql", name, TABLE_QUERY_TEMPLATE, "no query", pool, error) != 0)
         goto out;
     if (parse_hosts(t, table_settings_get(&c, "hosts", ""), table_settings_line(&c, "hosts"), pool, error) != 0)

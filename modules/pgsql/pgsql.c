@@ -3,6 +3,7 @@
  * files unchanged, answered asynchronously (Module API 1.1 lookup_async):
  *
  *   hosts = inet:127.0.0.1:5432 db2.example.com unix:/run/postgresql
+ *   hosts = postgresql://postfix:secret@db.example.com/mail?sslmode=verify-full
  *   user = postfix
  *   password = secret
  *   dbname = mail
@@ -26,7 +27,7 @@
  * pgsql_max_connections connections (libpq's PQconnectStart/PQconnectPoll,
  * PQsendQuery, PQconsumeInput, driven by fd watches), one query at a time
  * each, further lookups in a FIFO. hosts are tried in a random order, as
- * Postfix does; a host that failed is left alone for 60 s. Each lookup is
+ * Postfix does; a host that failed is left alone for retry_interval. Each lookup is
  * bounded by pgsql_timeout from the moment it is asked; a lookup that finds
  * no live host, times out or gets an SQL error fails temporarily (the
  * client hears 451, never "unknown"). The blocking lookup (callers that
@@ -36,6 +37,19 @@
  * Petrel's own settings cache_ttl, cache_negative_ttl and cache_size turn
  * on a per-table result cache (table_cache.c; off by default) in front of
  * both lookups; errors are never cached.
+ *
+ * A host may be a libpq connection URI (any "scheme://", Postfix 3.3+):
+ * libpq reads all of it - TLS (sslmode, sslrootcert, sslcert, sslkey...)
+ * included - and user, password and dbname of the file are not used for
+ * it (dbname is needed only by a host that is not a URI, as in Postfix
+ * 3.10). Messages show a URI without its password and query part. TLS
+ * is libpq's for every host (sslmode from the URI or PGSSLMODE, default
+ * prefer); PQconnectPoll drives the handshake, and a TLS failure is a
+ * failed connection: a lookup error, never "not found".
+ *
+ * encoding (UTF8, Postfix 3.8+) is libpq's client_encoding; retry_interval
+ * (60 s) and idle_interval (60 s: an idle connection of the non-blocking
+ * client is closed) as Postfix.
  *
  * Not supported (refused at open, naming the line): the legacy
  * select_field/table/where_field/additional_conditions and select_function
@@ -54,12 +68,14 @@
 #include "table_cache.h"
 #include "table_config.h"
 
-#define HOST_RETRY_SECONDS 60
+#define HOST_RETRY_SECONDS 60   /* retry_interval's default, as Postfix's */
+#define IDLE_SECONDS 60         /* idle_interval's default, as Postfix's */
 #define MAX_HOSTS 16
 
 struct pg_host {
-    const char *name;        /* as written */
+    const char *name;        /* for messages: as written, a URI without its password and query */
     const char *host, *port; /* libpq's host (a name, an address or a socket directory) and port */
+    const char *uri;         /* a connection URI (postgresql://...): libpq reads it all, TLS included */
     time_t dead_until;
 };
 
@@ -72,6 +88,10 @@ struct table {
     struct table_query_settings q; /* query, result_format, expansion_limit, domain */
     struct table_cache *cache;    /* NULL unless cache_ttl is set */
     const char *user, *password, *dbname;
+    const char *encoding;         /* "encoding" (UTF8): libpq's client_encoding */
+    unsigned retry_seconds;       /* "retry_interval": a host that failed is left alone this long */
+    unsigned idle_ms;             /* "idle_interval": an idle connection is closed after this long */
+    const char *non_uri_host;     /* a host that is not a URI (it needs dbname), or NULL */
     struct pg_host hosts[MAX_HOSTS];
     int nhosts;
     unsigned timeout_ms;
@@ -85,7 +105,8 @@ struct table {
 
 static const char *const known_names[] = {
     "hosts", "user", "password", "dbname", "query", "result_format", "domain", "expansion_limit", TABLE_CACHE_SETTINGS,
-    "select_field", "table", "where_field", "additional_conditions", "select_function", NULL,
+    "select_field", "table", "where_field", "additional_conditions", "select_function", "encoding",
+    "retry_interval", "idle_interval", NULL,
 };
 
 /* ------------------------------------------------------------------ */
@@ -116,6 +137,37 @@ static void put_quoted(struct table_buffer *b, const char *s, size_t n, void *ar
 /* ------------------------------------------------------------------ */
 /* hosts                                                               */
 
+/* The length of a "scheme://" prefix (RFC 3986 scheme), 0 when s has none:
+ * Postfix takes any such host as a libpq connection URI. */
+static size_t uri_scheme_length(const char *s)
+{
+    if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z')))
+        return 0;
+    const char *p = s + 1;
+    while ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '+' ||
+           *p == '-')
+        p++;
+    return strncmp(p, "://", 3) == 0 ? (size_t)(p + 3 - s) : 0;
+}
+
+/* A URI as the log shows it: no password (user:secret@ keeps the user) and
+ * no query part (which may hold password=...). */
+static const char *uri_for_messages(const char *uri, petrel_pool *pool)
+{
+    size_t scheme = uri_scheme_length(uri);
+    const char *authority = uri + scheme;
+    size_t authority_len = strcspn(authority, "/?#");
+    const char *at = memchr(authority, '@', authority_len);
+    size_t path_len = strcspn(authority + authority_len, "?#");
+    if (at == NULL)
+        return petrel_pool_printf(pool, "%.*s", (int)(scheme + authority_len + path_len), uri);
+    const char *colon = memchr(authority, ':', (size_t)(at - authority));
+    size_t user_len = (size_t)((colon ? colon : at) - authority);
+    return petrel_pool_printf(pool, "%.*s%.*s%s%.*s", (int)scheme, uri, (int)user_len, authority,
+                              colon ? ":(password)" : "", (int)(authority_len - (size_t)(at - authority) + path_len),
+                              at);
+}
+
 static int parse_hosts(struct table *t, const char *list, int line, petrel_pool *pool, const char **error)
 {
     char *copy = petrel_pool_strdup(pool, list), *save = NULL;
@@ -126,6 +178,12 @@ static int parse_hosts(struct table *t, const char *list, int line, petrel_pool 
         }
         struct pg_host *h = &t->hosts[t->nhosts++];
         h->name = item;
+        if (uri_scheme_length(item) > 0) {
+            h->uri = item;
+            h->name = uri_for_messages(item, pool);
+            continue;
+        }
+        t->non_uri_host = item;
         if (strncmp(item, "unix:", 5) == 0) {
             /* libpq takes the socket's directory as the host */
             h->host = item + 5;
@@ -154,8 +212,15 @@ static int parse_hosts(struct table *t, const char *list, int line, petrel_pool 
             return -1;
         }
     }
-    if (t->nhosts == 0)
-        t->hosts[t->nhosts++] = (struct pg_host){ "localhost", "localhost", NULL, 0 };
+    if (t->nhosts == 0) {
+        t->hosts[t->nhosts++] = (struct pg_host){ "localhost", "localhost", NULL, NULL, 0 };
+        t->non_uri_host = "localhost";
+    }
+    /* One server is listed twice, as Postfix 3.10+ does (it may be a load
+     * balancer): a single failure is retried at once on the "other" copy
+     * instead of leaving the table without a server for retry_interval. */
+    if (t->nhosts == 1)
+        t->hosts[t->nhosts++] = t->hosts[0];
     return 0;
 }
 
@@ -173,17 +238,40 @@ static int pick_host(struct table *t, int avoid)
     return live[n > 1 ? rand() % n : 0];
 }
 
+/* A connection to host, started (or, blocking, made). A URI host is
+ * expanded by libpq (expand_dbname) after Petrel's own defaults, so what
+ * it says wins, and user, password and dbname are not added to it, as
+ * Postfix ignores them for a URI; the client encoding comes last, as
+ * Postfix sets it after connecting. TLS is libpq's: sslmode and the other
+ * ssl* keywords of the URI, or the PGSSLMODE... environment, and
+ * PQconnectPoll drives the handshake like the rest of the start-up. */
 static PGconn *connect_start(struct table *t, int host, int blocking)
 {
     char timeout[32];
     snprintf(timeout, sizeof(timeout), "%u", (t->timeout_ms + 999) / 1000);
     char options[64];
     snprintf(options, sizeof(options), "-c statement_timeout=%u", t->timeout_ms);
-    const char *keys[] = { "host", "port", "dbname", "user", "password", "connect_timeout", "options",
-                           "application_name", NULL };
-    const char *values[] = { t->hosts[host].host, t->hosts[host].port, t->dbname, t->user, t->password, timeout,
-                             options, "petrel", NULL };
-    return blocking ? PQconnectdbParams(keys, values, 0) : PQconnectStartParams(keys, values, 0);
+    const struct pg_host *h = &t->hosts[host];
+    const char *keys[12], *values[12];
+    int n = 0;
+#define PARAM(k, v) (keys[n] = (k), values[n] = (v), n++)
+    PARAM("connect_timeout", timeout);
+    PARAM("options", options);
+    PARAM("application_name", "petrel");
+    if (h->uri) {
+        PARAM("dbname", h->uri);
+    } else {
+        PARAM("host", h->host);
+        PARAM("port", h->port);
+        PARAM("dbname", t->dbname);
+        PARAM("user", t->user);
+        PARAM("password", t->password);
+    }
+    PARAM("client_encoding", t->encoding);
+    PARAM(NULL, NULL);
+#undef PARAM
+    int expand = h->uri != NULL;
+    return blocking ? PQconnectdbParams(keys, values, expand) : PQconnectStartParams(keys, values, expand);
 }
 
 /* ------------------------------------------------------------------ */
@@ -273,14 +361,39 @@ struct pg_conn {
     int watch_fd, watch_events;
     struct request *req;
     int tried_hosts;
+    petrel_timer *idle_timer;  /* idle_interval, while the connection has nothing to do */
 };
 
 static void dispatch(struct table *t);
 static void conn_io(int fd, int events, void *arg);
 
+static void conn_free(struct pg_conn *c);
+
+static void conn_idle_expired(void *arg)
+{
+    struct pg_conn *c = arg;
+    c->idle_timer = NULL;
+    if (c->state == PG_IDLE && c->req == NULL)
+        conn_free(c);
+}
+
+/* An idle connection is closed after idle_interval (Postfix 3.9+), counted
+ * from when it last became idle; a busy one has no idle timer. */
+static void conn_idle_update(struct pg_conn *c, int restart)
+{
+    int idle = c->state == PG_IDLE && c->req == NULL;
+    if (c->idle_timer && (!idle || restart)) {
+        petrel_timer_cancel(c->idle_timer);
+        c->idle_timer = NULL;
+    }
+    if (idle && c->idle_timer == NULL)
+        c->idle_timer = petrel_timer_start(c->t->module, c->t->idle_ms, conn_idle_expired, c);
+}
+
 static void conn_watch(struct pg_conn *c, int events)
 {
     int fd = PQsocket(c->pg);
+    conn_idle_update(c, 0);
     if (c->watch && c->watch_fd == fd && c->watch_events == events)
         return;
     if (c->watch)
@@ -301,6 +414,8 @@ static void conn_free(struct pg_conn *c)
     t->nconns--;
     if (c->watch)
         petrel_watch_cancel(c->watch);
+    if (c->idle_timer)
+        petrel_timer_cancel(c->idle_timer);
     PQfinish(c->pg);
     free(c);
 }
@@ -344,7 +459,7 @@ static void conn_failed(struct pg_conn *c, const char *what)
     petrel_module_log(t->module, PETREL_LOG_WARNING, "pgsql:%s: %s %s: %.*s", t->config, what,
                       t->hosts[c->host].name, (int)strcspn(why, "\n"), why);
     if (c->state == PG_CONNECTING)
-        t->hosts[c->host].dead_until = time(NULL) + HOST_RETRY_SECONDS;
+        t->hosts[c->host].dead_until = time(NULL) + t->retry_seconds;
     c->req = NULL;
     conn_free(c);
     if (r) {
@@ -446,6 +561,8 @@ static void conn_io(int fd, int events, void *arg)
      * not be handed to a connection that is going away. */
     if (PQstatus(c->pg) != CONNECTION_OK)
         conn_free(c);
+    else
+        conn_idle_update(c, 1);
     request_done(r, status > 0 ? PETREL_TABLE_FOUND : status == 0 ? PETREL_TABLE_NOTFOUND : PETREL_TABLE_RETRY,
                  value);
     free(value);
@@ -474,7 +591,7 @@ static struct pg_conn *conn_open(struct table *t)
     }
     conn_watch(c, PETREL_WATCH_WRITE);
     if (c->watch == NULL) {
-        t->hosts[host].dead_until = time(NULL) + HOST_RETRY_SECONDS;
+        t->hosts[host].dead_until = time(NULL) + t->retry_seconds;
         petrel_module_log(t->module, PETREL_LOG_WARNING, "pgsql:%s: connect to %s: %s", t->config,
                           t->hosts[host].name, c->pg ? PQerrorMessage(c->pg) : "out of memory");
         conn_free(c);
@@ -622,7 +739,7 @@ static int lookup_server(struct table *t, const char *key, const char **value, p
                 const char *why = t->blocking ? PQerrorMessage(t->blocking) : "out of memory";
                 petrel_module_log(t->module, PETREL_LOG_WARNING, "pgsql:%s: connect to %s: %.*s", t->config,
                                   t->hosts[host].name, (int)strcspn(why, "\n"), why);
-                t->hosts[host].dead_until = time(NULL) + HOST_RETRY_SECONDS;
+                t->hosts[host].dead_until = time(NULL) + t->retry_seconds;
                 PQfinish(t->blocking);
                 t->blocking = NULL;
                 continue;
@@ -724,10 +841,17 @@ static void *table_open(petrel_module *m, const char *name, petrel_pool *pool, c
     t->user = table_settings_get(&c, "user", NULL);
     t->password = table_settings_get(&c, "password", NULL);
     t->dbname = table_settings_get(&c, "dbname", NULL);
-    if (t->dbname == NULL || *t->dbname == '\0') {
-        *error = petrel_pool_printf(pool, "dbname is not set");
+    if (t->non_uri_host && (t->dbname == NULL || *t->dbname == '\0')) {
+        *error = petrel_pool_printf(pool, "dbname is not set (host \"%s\" is not a URI)", t->non_uri_host);
         goto out;
     }
+    t->encoding = table_settings_get(&c, "encoding", "UTF8");
+    long retry = 0, idle = 0;
+    if (table_settings_long(&c, "retry_interval", HOST_RETRY_SECONDS, 1, &retry, pool, error) != 0 ||
+        table_settings_long(&c, "idle_interval", IDLE_SECONDS, 1, &idle, pool, error) != 0)
+        goto out;
+    t->retry_seconds = (unsigned)retry;
+    t->idle_ms = (unsigned)(idle > 86400 ? 86400 : idle) * 1000;
     long long timeout = petrel_param_int(m, "pgsql_timeout");
     t->timeout_ms = (unsigned)(timeout > 0 ? timeout * 1000 : 30000);
     t->max_conns = (int)petrel_param_int(m, "pgsql_max_connections");

@@ -13,7 +13,8 @@ from harness import CLEANUP_DIRS, free_port, run_as_user
 
 
 class MariaDB:
-    def __init__(self):
+    def __init__(self, extra_args=()):
+        self.extra_args = list(extra_args)   # e.g. --ssl-cert=... --require-secure-transport=ON
         self.dir = tempfile.mkdtemp(prefix="petrel-mariadb-")
         os.chmod(self.dir, 0o755)
         CLEANUP_DIRS.append(self.dir)
@@ -37,7 +38,7 @@ class MariaDB:
             "mariadbd", "--no-defaults", "--datadir=" + self.data, "--socket=" + self.sock,
             "--port=%d" % self.port, "--bind-address=127.0.0.1", "--pid-file=" + os.path.join(self.dir, "pid"),
             "--log-error=" + os.path.join(self.dir, "err"), "--skip-log-bin", "--innodb-buffer-pool-size=16M",
-            "--skip-name-resolve"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            "--skip-name-resolve"] + self.extra_args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 60
         while time.time() < deadline:
             if self.proc.poll() is not None:

@@ -19,7 +19,10 @@ def pg_bindir():
 
 
 class PgCluster:
-    def __init__(self):
+    def __init__(self, extra_opts="", hba=None):
+        """extra_opts: more postgres -c options (e.g. ssl=on ...); hba: the
+        pg_hba.conf to write before the first start, instead of initdb's."""
+        self.extra_opts = extra_opts
         self.bindir = pg_bindir()
         if self.bindir is None:
             raise RuntimeError("PostgreSQL's server binaries are not installed (Debian: postgresql)")
@@ -38,6 +41,9 @@ class PgCluster:
             os.chown(pwfile, self.pw.pw_uid, self.pw.pw_gid)
         self._run([os.path.join(self.bindir, "initdb"), "-D", self.data, "-U", "admin", "--auth-local=trust",
                    "--auth-host=scram-sha-256", "--pwfile=" + pwfile, "-E", "UTF8", "--locale=C"])
+        if hba is not None:
+            with open(os.path.join(self.data, "pg_hba.conf"), "w") as f:
+                f.write(hba)
         self.started = False
         self.start()
         atexit.register(self._kill)   # a test that dies half-way leaves no server behind
@@ -49,7 +55,7 @@ class PgCluster:
         return r
 
     def start(self):
-        opts = "-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off" % (self.port, self.dir)
+        opts = "-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off %s" % (self.port, self.dir, self.extra_opts)
         self._run([os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-l", os.path.join(self.dir, "log"),
                    "-o", opts, "-w", "start"])
         self.started = True

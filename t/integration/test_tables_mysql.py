@@ -3,7 +3,8 @@ MariaDB server on loopback, with a mysql_table(5) file as Postfix admins write i
 virtual_alias_maps and check_recipient_access at RCPT end to end over SMTP, keys with quotes,
 backslashes, % and SQL in them that reach the database only as data, a slow query that does not
 hold up another session of the same worker, the database down (451 4.3.0 / Postfix's 451 4.3.5,
-never "User unknown"), delivery through the queue manager, and petrelctl map query."""
+never "User unknown"), delivery through the queue manager, petrelctl map query, and stored
+procedures (CALL; several result sets; none, with require_result_set)."""
 import os
 import subprocess
 import threading
@@ -111,6 +112,61 @@ with Petrel(t, extra_services=QMGR, start=False, workers=1) as p:
     c.close()
 
 db.start()
+# Stored procedures (mysql_table(5), Postfix 3.2+): CALL ends with a status result, which is
+# read too, so the connection's next query works; a second result set with data is an
+# error; none at all is an error unless require_result_set = no.
+db.sql("DELIMITER //\n"
+       "CREATE PROCEDURE lookup(IN a VARCHAR(255)) BEGIN SELECT goto FROM alias WHERE address = a; END//\n"
+       "CREATE PROCEDURE twice(IN a VARCHAR(255)) BEGIN SELECT goto FROM alias WHERE address = a; SELECT 1; END//\n"
+       "CREATE PROCEDURE nothing(IN a VARCHAR(255)) BEGIN SET @x = a; END//\n"
+       "DELIMITER ;\nGRANT EXECUTE ON mail.* TO 'postfix'@'127.0.0.1';", db="mail")
+with Petrel(t, start=False, workers=1) as p:
+    common = "hosts = 127.0.0.1:%d\nuser = postfix\npassword = pf'pw\ndbname = mail\n" % db.port
+    proc = p.write_file("proc.cf", common + "query = CALL lookup('%s')\n")
+    twice = p.write_file("twice.cf", common + "query = CALL twice('%s')\n")
+    nothing = p.write_file("nothing.cf", common + "query = CALL nothing('%s')\n")
+    nothing_ok = p.write_file("nothing-ok.cf", common + "query = CALL nothing('%s')\nrequire_result_set = no\n")
+    conf = dict(p.settings)
+    conf.update({"modules": "mysql", "module_directory": MODULES, "mysql_timeout": "5s", "mysql_max_connections": "1",
+                 "virtual_alias_domains": "my.test", "virtual_alias_maps": "mysql:" + proc,
+                 "smtpd_recipient_restrictions": "check_recipient_access mysql:%s, check_recipient_access mysql:%s, "
+                                                 "permit_mynetworks" % (nothing_ok, twice)})
+    p.write_main_cf(conf)
+    p.start()
+    c = p.connect()
+    c.ehlo("client.test")
+    c.cmd("MAIL FROM:<sender@example.org>")
+    t.is_(c.cmd("RCPT TO:<sales@my.test>"),
+          "451 4.3.5 <sales@my.test>: Recipient address rejected: Server configuration error",
+          "a procedure with two result sets that return data: a lookup error")
+    conf["smtpd_recipient_restrictions"] = "check_recipient_access mysql:%s, permit_mynetworks" % nothing_ok
+    p.write_main_cf(conf)
+    c.close()
+    p.stop()
+    p.start()
+    c = p.connect()
+    c.ehlo("client.test")
+    c.cmd("MAIL FROM:<sender@example.org>")
+    for n in range(3):
+        t.is_(c.cmd("RCPT TO:<sales@my.test>"), "250 2.1.5 Ok",
+              "CALL lookup('%%s') found, lookup %d on one connection (require_result_set = no: CALL nothing "
+              "is not found)" % (n + 1))
+    t.is_(c.cmd("RCPT TO:<old@my.test>"), "250 2.1.5 Ok", "a row the procedure returns")
+    t.is_(c.cmd("RCPT TO:<none@my.test>"),
+          "550 5.1.1 <none@my.test>: Recipient address rejected: User unknown in virtual alias table",
+          "a key the procedure does not find")
+    c.close()
+    log = p.log()
+    t.ok("query on" not in log and "out of sync" not in log, "no query failed (the status results were read)",
+         log[-1500:])
+    t.ok("multiple result sets returning data are not supported" in log, "the two result sets were logged")
+    for cf, code, label in ((proc, 0, "found"), (twice, 2, "two result sets: a lookup error"),
+                            (nothing, 2, "no result set: a lookup error"),
+                            (nothing_ok, 1, "no result set, require_result_set = no: not found")):
+        r = p.petrelctl("map", "query", "mysql:" + cf, "sales@my.test")
+        t.ok(r.returncode == code, "petrelctl map query, CALL: " + label, "%d %s" % (r.returncode,
+                                                                                    r.stdout + r.stderr))
+
 with Petrel(t, start=False, workers=1) as p:
     cf = p.write_file("v.cf", "hosts = 127.0.0.1:%d\nuser = postfix\npassword = pf'pw\ndbname = mail\n"
                       "query = SELECT goto FROM alias WHERE address = '%%s'\n" % db.port)

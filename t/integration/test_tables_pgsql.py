@@ -4,7 +4,7 @@ and check_recipient_access at RCPT end to end over SMTP, keys with quotes, backs
 in them that reach the database only as data, the database down (451 4.3.0 for recipient
 validation, 451 4.3.5 for check_recipient_access, never "User unknown") and back, a slow query
 that does not hold up another session of the same worker, expansion_limit, delivery through the
-queue manager, and petrelctl map query."""
+queue manager, petrelctl map query, encoding (client_encoding) and a bad retry_interval."""
 import os
 import subprocess
 import threading
@@ -113,6 +113,13 @@ with Petrel(t, extra_services=QMGR, start=False, workers=1) as p:
     r = p.petrelctl("map", "query", "pgsql:" + valias, "info@pg.test")
     t.ok((r.returncode, r.stdout.strip()) == (0, "box@vmail.test, other@vmail.test"),
          "petrelctl map query pgsql:...", r.stdout + r.stderr)
+    # encoding (Postfix 3.8+): the client encoding, UTF8 unless set.
+    enc_query = "query = SELECT goto FROM alias WHERE address = '%s' AND current_setting('client_encoding') = '{}'\n"
+    for name, extra, want in (("enc-default.cf", "", "UTF8"), ("enc-latin1.cf", "encoding = LATIN1\n", "LATIN1")):
+        cf = p.write_file(name, common + extra + enc_query.format(want), mode=0o640)
+        r = p.petrelctl("map", "query", "pgsql:" + cf, "sales@pg.test")
+        t.ok((r.returncode, r.stdout.strip()) == (0, "box@vmail.test"), "the client encoding is %s (%s)" % (want, name),
+             r.stdout + r.stderr)
 
     pg.stop()
     c = p.connect()
@@ -156,8 +163,11 @@ with Petrel(t, start=False) as p:
     legacy = p.write_file("legacy.cf", "hosts = 127.0.0.1\ndbname = mail\ntable = alias\nselect_field = goto\n"
                           "where_field = address\n")
     nodb = p.write_file("nodb.cf", "hosts = 127.0.0.1\nquery = SELECT 1 WHERE '%s' = 'x'\n")
+    retry = p.write_file("retry.cf", "hosts = 127.0.0.1\ndbname = mail\nquery = SELECT 1 WHERE '%s' = 'x'\n"
+                         "retry_interval = soon\n")
     for cf, want in ((legacy, "pgsql:%s line 4: select_field: the legacy query parameters are not supported" % legacy),
-                     (nodb, "pgsql:%s: dbname is not set" % nodb)):
+                     (nodb, "pgsql:%s: dbname is not set" % nodb),
+                     (retry, "pgsql:%s line 4: retry_interval: \"soon\" is not a number of at least 1" % retry)):
         conf = dict(p.settings)
         conf.update({"modules": "pgsql", "module_directory": MODULES, "virtual_alias_maps": "pgsql:" + cf})
         p.write_main_cf(conf)

@@ -44,7 +44,7 @@ void *remote_table_open(const struct remote_table_type *type, petrel_module *m, 
     rt->handle = handle;
     rt->module = m;
     rt->spec = petrel_pool_printf(pool, "%s:%s", type->name, name);
-    rt->cache = table_cache_new(&cache, rt->spec);
+    rt->cache = table_cache_new(&cache, rt->spec, pool);
     return rt;
 }
 

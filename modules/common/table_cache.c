@@ -30,7 +30,7 @@ struct table_cache {
     size_t size, count, nbuckets;
     struct cache_entry **buckets;
     struct cache_entry *newest, *oldest;
-    char *spec;                         /* the metric's table label */
+    const char *spec;                   /* the metric's table label */
     petrel_metric *lookups;
     int registered;
 };
@@ -114,23 +114,22 @@ int table_cache_settings_read(struct table_cache_settings *s, const struct table
     return 0;
 }
 
-struct table_cache *table_cache_new(const struct table_cache_settings *s, const char *spec)
+struct table_cache *table_cache_new(const struct table_cache_settings *s, const char *spec, petrel_pool *pool)
 {
     if (s->ttl <= 0 && s->negative_ttl <= 0)
         return NULL;
-    struct table_cache *tc = calloc(1, sizeof(*tc));
-    if (tc == NULL)
-        abort();
+    /* The cache itself is the table's pool's: a process that lets the
+     * table's pool go without closing it (a child of the master) loses no
+     * memory of its own; only the entries are malloc'd. */
+    struct table_cache *tc = petrel_pool_zalloc(pool, sizeof(*tc));
     tc->ttl = (double)s->ttl;
     tc->negative_ttl = (double)s->negative_ttl;
     tc->size = s->size > 0 ? (size_t)s->size : TABLE_CACHE_DEFAULT_SIZE;
     tc->nbuckets = 16;
     while (tc->nbuckets < tc->size)
         tc->nbuckets *= 2;
-    tc->buckets = calloc(tc->nbuckets, sizeof(*tc->buckets));
-    tc->spec = strdup(spec);
-    if (tc->buckets == NULL || tc->spec == NULL)
-        abort();
+    tc->buckets = petrel_pool_zalloc(pool, tc->nbuckets * sizeof(*tc->buckets));
+    tc->spec = petrel_pool_strdup(pool, spec);
     return tc;
 }
 
@@ -256,7 +255,5 @@ void table_cache_free(struct table_cache *tc)
         return;
     while (tc->oldest)
         drop(tc, tc->oldest);
-    free(tc->buckets);
-    free(tc->spec);
-    free(tc);
+    tc->count = 0;   /* the rest is the pool's */
 }

@@ -19,9 +19,9 @@
  * - Per process and per open table, with no locking: each role process
  *   opens its own tables and answers lookups on its event loop.
  * - Keys are the keys the core hands over (case folded already), compared
- *   byte for byte; values are copied. Memory is malloc'd and bounded by
- *   cache_size entries of at most the key and value lengths the core
- *   allows (128 KiB keys).
+ *   byte for byte; values are copied. Entries are malloc'd (the cache
+ *   itself is the table's pool's) and bounded by cache_size entries of at
+ *   most the key and value lengths the core allows (128 KiB keys).
  * - With a cache, a lookup of a key whose lookup is already on its way to
  *   the server waits for that answer instead of asking again
  *   (table_waiters): the burst of sessions after a start makes one query
@@ -62,9 +62,10 @@ int table_cache_settings_read(struct table_cache_settings *s, const struct table
  * most TABLE_CACHE_MAX_TTL. 0, or -1. */
 int table_cache_parse_time(const char *text, long *seconds);
 
-/* The cache s asks for, or NULL (no cache: both TTLs 0). spec
+/* The cache s asks for, or NULL (no cache: both TTLs 0), from pool (the
+ * table's: table_cache_free then frees only the entries). spec
  * ("pgsql:/etc/postfix/x.cf") labels the metric; it is copied. */
-struct table_cache *table_cache_new(const struct table_cache_settings *s, const char *spec);
+struct table_cache *table_cache_new(const struct table_cache_settings *s, const char *spec, petrel_pool *pool);
 
 /* PETREL_TABLE_FOUND (*value set, valid until the next call on cache),
  * PETREL_TABLE_NOTFOUND, or -1: not cached (or expired). A NULL cache

@@ -13,9 +13,8 @@
 
 #include "table_cache.h"
 
-#define DEFAULT_SIZE 1000
-#define MAX_SIZE 1000000
-#define MAX_TTL_SECONDS (24 * 3600)
+#define MAX_TTL_SECONDS TABLE_CACHE_MAX_TTL
+#define MAX_SIZE TABLE_CACHE_MAX_SIZE
 
 struct cache_entry {
     struct cache_entry *chain;          /* the next in this bucket */
@@ -53,7 +52,7 @@ static size_t hash(const char *key)
 }
 
 /* "60", "60s", "10m", "1h", "1d" (Postfix's time units) into seconds. */
-static int parse_time(const char *text, long *seconds)
+int table_cache_parse_time(const char *text, long *seconds)
 {
     char *end;
     errno = 0;
@@ -86,7 +85,7 @@ static int read_time(const struct table_settings *c, const char *name, long def,
         *out = def;
         return 0;
     }
-    if (parse_time(text, out) != 0) {
+    if (table_cache_parse_time(text, out) != 0) {
         *error = petrel_pool_printf(pool, "line %d: %s: bad time \"%s\" (0 to %ds; units s, m, h, d)",
                                     table_settings_line(c, name), name, text, MAX_TTL_SECONDS);
         return -1;
@@ -94,43 +93,44 @@ static int read_time(const struct table_settings *c, const char *name, long def,
     return 0;
 }
 
-int table_cache_open(struct table_cache **cache, const struct table_settings *c, const char *spec, petrel_pool *pool,
-                     const char **error)
+int table_cache_settings_read(struct table_cache_settings *s, const struct table_settings *c, petrel_pool *pool,
+                              const char **error)
 {
-    *cache = NULL;
-    long ttl, negative_ttl;
-    if (read_time(c, "cache_ttl", 0, &ttl, pool, error) != 0 ||
-        read_time(c, "cache_negative_ttl", ttl, &negative_ttl, pool, error) != 0)
+    if (read_time(c, "cache_ttl", 0, &s->ttl, pool, error) != 0 ||
+        read_time(c, "cache_negative_ttl", s->ttl, &s->negative_ttl, pool, error) != 0)
         return -1;
-    long size = DEFAULT_SIZE;
+    s->size = TABLE_CACHE_DEFAULT_SIZE;
     const char *text = table_settings_get(c, "cache_size", NULL);
     if (text) {
         char *end;
         errno = 0;
-        size = strtol(text, &end, 10);
-        if (errno || *text == '\0' || *end != '\0' || size < 1 || size > MAX_SIZE) {
+        s->size = strtol(text, &end, 10);
+        if (errno || *text == '\0' || *end != '\0' || s->size < 1 || s->size > MAX_SIZE) {
             *error = petrel_pool_printf(pool, "line %d: cache_size: bad number \"%s\" (1 to %d)",
                                         table_settings_line(c, "cache_size"), text, MAX_SIZE);
             return -1;
         }
     }
-    if (ttl == 0 && negative_ttl == 0)
-        return 0;
-    struct table_cache *tc = calloc(1, sizeof(*tc));
-    if (tc == NULL)
-        abort();
-    tc->ttl = (double)ttl;
-    tc->negative_ttl = (double)negative_ttl;
-    tc->size = (size_t)size;
+    return 0;
+}
+
+struct table_cache *table_cache_new(const struct table_cache_settings *s, const char *spec, petrel_pool *pool)
+{
+    if (s->ttl <= 0 && s->negative_ttl <= 0)
+        return NULL;
+    /* The cache itself is the table's pool's: a process that lets the
+     * table's pool go without closing it (a child of the master) loses no
+     * memory of its own; only the entries are malloc'd. */
+    struct table_cache *tc = petrel_pool_zalloc(pool, sizeof(*tc));
+    tc->ttl = (double)s->ttl;
+    tc->negative_ttl = (double)s->negative_ttl;
+    tc->size = s->size > 0 ? (size_t)s->size : TABLE_CACHE_DEFAULT_SIZE;
     tc->nbuckets = 16;
     while (tc->nbuckets < tc->size)
         tc->nbuckets *= 2;
-    tc->buckets = calloc(tc->nbuckets, sizeof(*tc->buckets));
-    if (tc->buckets == NULL)
-        abort();
+    tc->buckets = petrel_pool_zalloc(pool, tc->nbuckets * sizeof(*tc->buckets));
     tc->spec = petrel_pool_strdup(pool, spec);
-    *cache = tc;
-    return 0;
+    return tc;
 }
 
 static void unlink_lru(struct table_cache *tc, struct cache_entry *e)
@@ -255,37 +255,5 @@ void table_cache_free(struct table_cache *tc)
         return;
     while (tc->oldest)
         drop(tc, tc->oldest);
-    free(tc->buckets);
-    free(tc);
-}
-
-void table_waiters_add(struct table_waiter **list, petrel_table_query *q)
-{
-    struct table_waiter *w = malloc(sizeof(*w));
-    if (w == NULL)
-        abort();
-    w->q = q;
-    w->next = *list;
-    *list = w;
-}
-
-void table_waiters_answer(struct table_waiter **list, int status, const char *value)
-{
-    struct table_waiter *w = *list;
-    *list = NULL;
-    while (w) {
-        struct table_waiter *next = w->next;
-        petrel_table_answer(w->q, status, value);
-        free(w);
-        w = next;
-    }
-}
-
-void table_waiters_free(struct table_waiter **list)
-{
-    while (*list) {
-        struct table_waiter *next = (*list)->next;
-        free(*list);
-        *list = next;
-    }
+    tc->count = 0;   /* the rest is the pool's */
 }

@@ -1,6 +1,6 @@
 /*
  * A per-table result cache for the database table modules (pgsql, mysql,
- * redis, ldap): the answers of recent lookups, found and not found, kept
+ * mysql, ldap, redis, socketmap): the answers of recent lookups, found and not found, kept
  * for a short time so that a hot key (the domain of every RCPT in
  * virtual_mailbox_domains) does not cost a database round trip each time.
  *
@@ -19,9 +19,9 @@
  * - Per process and per open table, with no locking: each role process
  *   opens its own tables and answers lookups on its event loop.
  * - Keys are the keys the core hands over (case folded already), compared
- *   byte for byte; values are copied. Memory is malloc'd and bounded by
- *   cache_size entries of at most the key and value lengths the core
- *   allows (128 KiB keys).
+ *   byte for byte; values are copied. Entries are malloc'd (the cache
+ *   itself is the table's pool's) and bounded by cache_size entries of at
+ *   most the key and value lengths the core allows (128 KiB keys).
  * - With a cache, a lookup of a key whose lookup is already on its way to
  *   the server waits for that answer instead of asking again
  *   (table_waiters): the burst of sessions after a start makes one query
@@ -42,14 +42,30 @@
 
 struct table_cache;
 
-/* Reads cache_ttl, cache_negative_ttl and cache_size from c and creates
- * the cache (*cache NULL when cache_ttl is 0 or unset: no caching). spec
- * ("pgsql:/etc/postfix/x.cf") labels the metric. 0, or -1 with *error
- * (pool text) naming the line. */
-int table_cache_open(struct table_cache **cache, const struct table_settings *c, const char *spec, petrel_pool *pool,
-                     const char **error);
-/* The names table_cache_open reads, for table_settings_warn_unknown. */
+/* What a table asked for: ttl 0 and negative_ttl 0 is no cache. */
+struct table_cache_settings {
+    long ttl, negative_ttl;    /* seconds */
+    long size;                 /* entries */
+};
+#define TABLE_CACHE_DEFAULT_SIZE 1000
+#define TABLE_CACHE_MAX_SIZE 1000000
+#define TABLE_CACHE_MAX_TTL (24 * 3600)
+
+/* Reads cache_ttl, cache_negative_ttl (by default cache_ttl) and
+ * cache_size from a *_table(5) file. 0, or -1 with *error (pool text)
+ * naming the line. */
+int table_cache_settings_read(struct table_cache_settings *s, const struct table_settings *c, petrel_pool *pool,
+                              const char **error);
+/* The names table_cache_settings_read reads, for table_settings_warn_unknown. */
 #define TABLE_CACHE_SETTINGS "cache_ttl", "cache_negative_ttl", "cache_size"
+/* "60", "60s", "10m", "1h", "1d" (Postfix's time units) into seconds, at
+ * most TABLE_CACHE_MAX_TTL. 0, or -1. */
+int table_cache_parse_time(const char *text, long *seconds);
+
+/* The cache s asks for, or NULL (no cache: both TTLs 0), from pool (the
+ * table's: table_cache_free then frees only the entries). spec
+ * ("pgsql:/etc/postfix/x.cf") labels the metric; it is copied. */
+struct table_cache *table_cache_new(const struct table_cache_settings *s, const char *spec, petrel_pool *pool);
 
 /* PETREL_TABLE_FOUND (*value set, valid until the next call on cache),
  * PETREL_TABLE_NOTFOUND, or -1: not cached (or expired). A NULL cache
@@ -62,18 +78,5 @@ void table_cache_put(struct table_cache *cache, const char *key, int status, con
  * module_name (once per cache; call it on the event loop). */
 void table_cache_count_in(struct table_cache *cache, petrel_module *m, const char *module_name);
 void table_cache_free(struct table_cache *cache);
-
-/* Queries waiting for the answer of a lookup of the same key. */
-struct table_waiter {
-    struct table_waiter *next;
-    petrel_table_query *q;
-};
-void table_waiters_add(struct table_waiter **list, petrel_table_query *q);
-/* Answers every waiting query (status and value as petrel_table_answer)
- * and empties the list. */
-void table_waiters_answer(struct table_waiter **list, int status, const char *value);
-/* Empties the list without answering (the table is closing: the core made
- * the handles stale already). */
-void table_waiters_free(struct table_waiter **list);
 
 #endif

@@ -52,9 +52,14 @@
  * are then as above. Its server names are resolved by libldap there, so
  * the certificate is checked against them.
  *
+ * Petrel's result cache (cache_ttl, cache_negative_ttl, cache_size; off by
+ * default) and the merging of lookups of a key already asked are the
+ * glue's (modules/common/remote_table.c). In a file that does not set
+ * cache_ttl, cache_size is Postfix's legacy setting (ldap_open.c).
+ *
  * Not supported (refused at open, naming the line): chase_referrals =
  * yes. Ignored with a warning, as Postfix does: cache, cache_expiry,
- * cache_size; debuglevel, tls_* settings without TLS and sasl_* ones
+ * cache_size without cache_ttl; debuglevel, tls_* settings without TLS and sasl_* ones
  * without bind = sasl.
  */
 #include <fcntl.h>
@@ -153,7 +158,7 @@ struct setup_job {
 struct request {
     struct request *next;             /* in the table's waiting list */
     struct table *t;
-    petrel_table_query *q;
+    struct remote_lookup *rl;         /* answered through the glue (remote_table.c) */
     char *key;
     petrel_timer *timer;
     int outstanding;                  /* its searches in flight */
@@ -196,7 +201,7 @@ static void request_done(struct request *r, int status)
     struct table *t = r->t;
     if (t->conn)
         forget_searches(t->conn, r);
-    petrel_table_answer(r->q, status, status == PETREL_TABLE_FOUND ? r->lk.result.data : NULL);
+    remote_lookup_answer(r->rl, status, status == PETREL_TABLE_FOUND ? r->lk.result.data : NULL);
     request_free(r);
 }
 
@@ -295,7 +300,7 @@ static void conn_drop(struct ldap_conn *c, int host_dead)
             again = r;
         } else {
             r->lk.error = 1;
-            petrel_table_answer(r->q, PETREL_TABLE_RETRY, NULL);
+            remote_lookup_answer(r->rl, PETREL_TABLE_RETRY, NULL);
             request_free(r);
         }
     }
@@ -710,28 +715,30 @@ static void answer_later(void *arg)
     request_done(r, PETREL_TABLE_NOTFOUND);
 }
 
-static void ldap_lookup_async(void *handle, petrel_table_query *q, const char *key)
+/* The asynchronous lookup (the glue, remote_table.c, answered from its
+ * cache or joined a lookup in flight already). */
+static void ldap_lookup_start(void *handle, struct remote_lookup *rl, const char *key)
 {
     struct table *t = handle;
     if (!eligible(t, key)) {
-        petrel_table_answer(q, PETREL_TABLE_NOTFOUND, NULL);
+        remote_lookup_answer(rl, PETREL_TABLE_NOTFOUND, NULL);
         return;
     }
     struct request *r = calloc(1, sizeof(*r));
     if (r == NULL || (r->key = strdup(key)) == NULL) {
         free(r);
-        petrel_table_answer(q, PETREL_TABLE_RETRY, NULL);
+        remote_lookup_answer(rl, PETREL_TABLE_RETRY, NULL);
         return;
     }
     r->t = t;
-    r->q = q;
+    r->rl = rl;
     r->lk.key = r->key;
     char *base, *filter;
     if (!ldap_make_search(t, key, &base, &filter)) {
         r->timer = petrel_timer_start(t->module, 0, answer_later, r);
         if (r->timer == NULL) {
             request_free(r);
-            petrel_table_answer(q, PETREL_TABLE_NOTFOUND, NULL);
+            remote_lookup_answer(rl, PETREL_TABLE_NOTFOUND, NULL);
         }
         return;
     }
@@ -895,9 +902,14 @@ static int table_pattern(void *handle)
     return table_template_partial(&t->tpl);
 }
 
+static const struct remote_table_type remote_type = {
+    .name = "ldap", .open = ldap_table_open, .lookup = ldap_lookup, .start = ldap_lookup_start, .close = table_close,
+    .handle_pattern = table_pattern,
+};
+REMOTE_TABLE_OPEN(open_remote, remote_type)
+
 static const petrel_table_type table_types[] = {
-    { PETREL_TABLE_TYPE_INIT, .name = "ldap", .open = ldap_table_open, .lookup = ldap_lookup, .close = table_close,
-      .handle_pattern = table_pattern, .lookup_async = ldap_lookup_async },
+    { PETREL_TABLE_TYPE_INIT, .name = "ldap", .open = open_remote, REMOTE_TABLE_ENTRIES },
     { .name = NULL },
 };
 

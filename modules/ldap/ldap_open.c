@@ -25,7 +25,7 @@
 static const char *const known_names[] = {
     "server_host", "server_port", "version", "scope", "search_base", "timeout", "query_filter", "result_format",
     "result_filter", "terminal_result_attribute", "leaf_result_attribute", "result_attribute",
-    "special_result_attribute", "bind", "bind_dn", "bind_pw", "cache", "cache_expiry", "cache_size",
+    "special_result_attribute", "bind", "bind_dn", "bind_pw", "cache", "cache_expiry", TABLE_CACHE_SETTINGS,
     "recursion_limit", "expansion_limit", "size_limit", "dereference", "chase_referrals", "domain",
     "sasl_mechs", "sasl_realm", "sasl_authz_id", "sasl_minssf", "start_tls", "tls_ca_cert_file", "tls_ca_cert_dir",
     "tls_cert", "tls_key", "tls_require_cert", "tls_random_file", "tls_cipher_suite", "debuglevel", NULL,
@@ -143,7 +143,8 @@ static int add_attributes(struct table *t, size_t *n, const char *list, petrel_p
     return added;
 }
 
-void *ldap_table_open(petrel_module *m, const char *name, petrel_pool *pool, const char **error)
+void *ldap_table_open(petrel_module *m, const char *name, petrel_pool *pool, struct table_cache_settings *cache,
+                      const char **error)
 {
     if (name[0] != '/' && name[0] != '.') {
         *error = petrel_pool_printf(pool, "parameters in main.cf (%s_server_host, ...) are not supported: name "
@@ -191,14 +192,24 @@ void *ldap_table_open(petrel_module *m, const char *name, petrel_pool *pool, con
                                     table_settings_line(&c, "chase_referrals"), v);
         goto out;
     }
+    /* Petrel's result cache is turned on by cache_ttl (or
+     * cache_negative_ttl), names Postfix does not know; with one of them,
+     * cache_size is its bound in entries. Without, cache_size is Postfix's
+     * legacy setting (the OpenLDAP client cache's bytes), ignored with a
+     * warning as Postfix does, and so are cache and cache_expiry always:
+     * a file written for Postfix never turns on a cache it did not have. */
+    int petrel_cache = table_settings_find(&c, "cache_ttl") || table_settings_find(&c, "cache_negative_ttl");
     static const char *const ignored[] = { "cache", "cache_expiry", "cache_size", "debuglevel", "tls_random_file",
                                            NULL };
     for (const char *const *k = ignored; *k; k++)
-        if (table_settings_find(&c, *k))
+        if (table_settings_find(&c, *k) && !(petrel_cache && strcmp(*k, "cache_size") == 0))
             petrel_module_log(m, PETREL_LOG_WARNING, "ldap:%s, line %d: %s is ignored%s", name,
                               table_settings_line(&c, *k), *k,
-                              strncmp(*k, "cache", 5) == 0 ? " (LDAP result caching is not supported, as in Postfix)"
+                              strncmp(*k, "cache", 5) == 0 ? " (Postfix's legacy LDAP client cache, ignored by "
+                                                             "Postfix too; Petrel's result cache is cache_ttl)"
                               : strncmp(*k, "tls", 3) == 0 ? " (GnuTLS seeds itself)" : "");
+    if (petrel_cache && table_cache_settings_read(cache, &c, pool, error) != 0)
+        goto out;
     const char *bind = table_settings_get(&c, "bind", "yes");
     if (strcasecmp(bind, "yes") == 0 || strcasecmp(bind, "simple") == 0 || strcasecmp(bind, "true") == 0 ||
         strcmp(bind, "1") == 0) {

@@ -15,6 +15,7 @@
 
 #include <petrel/plugin.h>
 
+#include "remote_table.h"
 #include "table_config.h"
 
 #define HOST_RETRY_SECONDS 60
@@ -119,6 +120,7 @@ int ldap_handle_make(const struct ldap_setup *s, int async, LDAP **out);
 LDAP *ldap_setup_connect(struct ldap_setup *s);
 
 /* ldap_open.c: the table type's open. */
-void *ldap_table_open(petrel_module *m, const char *name, petrel_pool *pool, const char **error);
+void *ldap_table_open(petrel_module *m, const char *name, petrel_pool *pool, struct table_cache_settings *cache,
+                      const char **error);
 
 #endif

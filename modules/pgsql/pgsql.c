@@ -35,8 +35,10 @@
  * (connect_timeout and statement_timeout).
  *
  * Petrel's own settings cache_ttl, cache_negative_ttl and cache_size turn
- * on a per-table result cache (table_cache.c; off by default) in front of
- * both lookups; errors are never cached.
+ * on a per-table result cache (off by default) in front of both lookups;
+ * errors are never cached. The cache, and the merging of lookups of a key
+ * already asked, are the glue's (modules/common/remote_table.c), which the
+ * type is declared through.
  *
  * A host may be a libpq connection URI (any "scheme://", Postfix 3.3+):
  * libpq reads all of it - TLS (sslmode, sslrootcert, sslcert, sslkey...)
@@ -65,7 +67,7 @@
 
 #include <petrel/plugin.h>
 
-#include "table_cache.h"
+#include "remote_table.h"
 #include "table_config.h"
 
 #define HOST_RETRY_SECONDS 60   /* retry_interval's default, as Postfix's */
@@ -86,7 +88,6 @@ struct table {
     petrel_module *module;
     const char *config;           /* the .cf file, for messages */
     struct table_query_settings q; /* query, result_format, expansion_limit, domain */
-    struct table_cache *cache;    /* NULL unless cache_ttl is set */
     const char *user, *password, *dbname;
     const char *encoding;         /* "encoding" (UTF8): libpq's client_encoding */
     unsigned retry_seconds;       /* "retry_interval": a host that failed is left alone this long */
@@ -341,11 +342,10 @@ static int read_result(const struct table *t, PGresult *res, const char *key, ch
 struct request {
     struct request *next;
     struct table *t;
-    petrel_table_query *q;
+    struct remote_lookup *rl;     /* answered through the glue (remote_table.c) */
     char *key;
     petrel_timer *timer;
     struct pg_conn *conn;
-    struct table_waiter *waiters; /* lookups of the same key (with a cache): answered with this one */
 };
 
 enum conn_state { PG_CONNECTING, PG_IDLE, PG_BUSY };
@@ -424,20 +424,15 @@ static void request_free(struct request *r)
 {
     if (r->timer)
         petrel_timer_cancel(r->timer);
-    table_waiters_free(&r->waiters);
     free(r->key);
     free(r);
 }
 
 static void request_done(struct request *r, int status, const char *value)
 {
-    petrel_table_query *q = r->q;
-    struct table_waiter *waiters = r->waiters;
-    r->waiters = NULL;
-    table_cache_put(r->t->cache, r->key, status, value);
+    struct remote_lookup *rl = r->rl;
     request_free(r);
-    petrel_table_answer(q, status, value);
-    table_waiters_answer(&waiters, status, value);
+    remote_lookup_answer(rl, status, value);
 }
 
 static void queue_front(struct table *t, struct request *r)
@@ -672,45 +667,23 @@ static int eligible(const struct table *t, const char *key)
     return table_query_eligible(&t->q, key);
 }
 
-/* The lookup of key already queued or under way, or NULL. */
-static struct request *request_for(const struct table *t, const char *key)
-{
-    for (struct request *r = t->queue_head; r; r = r->next)
-        if (strcmp(r->key, key) == 0)
-            return r;
-    for (const struct pg_conn *c = t->conns; c; c = c->next)
-        if (c->req && strcmp(c->req->key, key) == 0)
-            return c->req;
-    return NULL;
-}
-
-static void pgsql_lookup_async(void *handle, petrel_table_query *q, const char *key)
+/* The asynchronous lookup (the glue, remote_table.c, answered from its
+ * cache or joined a lookup in flight already). */
+static void lookup_start(void *handle, struct remote_lookup *rl, const char *key)
 {
     struct table *t = handle;
     if (!eligible(t, key)) {
-        petrel_table_answer(q, PETREL_TABLE_NOTFOUND, NULL);
-        return;
-    }
-    table_cache_count_in(t->cache, t->module, "pgsql");
-    const char *cached = NULL;
-    int status = table_cache_get(t->cache, key, &cached);
-    if (status >= 0) {
-        petrel_table_answer(q, status, cached);
-        return;
-    }
-    struct request *same = t->cache ? request_for(t, key) : NULL;
-    if (same) {
-        table_waiters_add(&same->waiters, q);   /* its answer is this one's */
+        remote_lookup_answer(rl, PETREL_TABLE_NOTFOUND, NULL);
         return;
     }
     struct request *r = calloc(1, sizeof(*r));
     if (r == NULL || (r->key = strdup(key)) == NULL) {
         free(r);
-        petrel_table_answer(q, PETREL_TABLE_RETRY, NULL);
+        remote_lookup_answer(rl, PETREL_TABLE_RETRY, NULL);
         return;
     }
     r->t = t;
-    r->q = q;
+    r->rl = rl;
     r->timer = petrel_timer_start(t->module, t->timeout_ms, request_timed_out, r);
     if (t->queue_tail)
         t->queue_tail->next = r;
@@ -767,22 +740,13 @@ static int lookup_server(struct table *t, const char *key, const char **value, p
     return -1;
 }
 
-/* The cache's answer, or the server's (remembered). */
-static int pgsql_lookup(void *handle, const char *key, const char **value, petrel_pool *scratch)
+/* The blocking lookup (the glue's cache in front). */
+static int blocking_lookup(void *handle, const char *key, const char **value, petrel_pool *scratch)
 {
     struct table *t = handle;
     if (!eligible(t, key))
         return 0;
-    const char *cached = NULL;
-    int status = table_cache_get(t->cache, key, &cached);
-    if (status >= 0) {
-        if (status == PETREL_TABLE_FOUND)
-            *value = petrel_pool_strdup(scratch, cached);
-        return status;
-    }
-    status = lookup_server(t, key, value, scratch);
-    table_cache_put(t->cache, key, status, status > 0 ? *value : NULL);
-    return status;
+    return lookup_server(t, key, value, scratch);
 }
 
 /* ------------------------------------------------------------------ */
@@ -791,8 +755,6 @@ static int pgsql_lookup(void *handle, const char *key, const char **value, petre
 static void table_close(void *handle)
 {
     struct table *t = handle;
-    table_cache_free(t->cache);
-    t->cache = NULL;
     while (t->conns) {
         struct pg_conn *c = t->conns;
         c->req = NULL;
@@ -809,7 +771,8 @@ static void table_close(void *handle)
     t->blocking = NULL;
 }
 
-static void *table_open(petrel_module *m, const char *name, petrel_pool *pool, const char **error)
+static void *table_open(petrel_module *m, const char *name, petrel_pool *pool, struct table_cache_settings *cache,
+                        const char **error)
 {
     if (name[0] != '/' && name[0] != '.') {
         *error = petrel_pool_printf(pool, "parameters in main.cf (%s_query, ...) are not supported: name a "
@@ -857,7 +820,7 @@ static void *table_open(petrel_module *m, const char *name, petrel_pool *pool, c
     t->max_conns = (int)petrel_param_int(m, "pgsql_max_connections");
     if (t->max_conns < 1)
         t->max_conns = 1;
-    if (table_cache_open(&t->cache, &c, petrel_pool_printf(pool, "pgsql:%s", name), pool, error) != 0)
+    if (table_cache_settings_read(cache, &c, pool, error) != 0)
         goto out;
     result = t;
 out:
@@ -880,9 +843,14 @@ static const petrel_param params[] = {
     { .name = NULL },
 };
 
+static const struct remote_table_type remote_type = {
+    .name = "pgsql", .open = table_open, .lookup = blocking_lookup, .start = lookup_start, .close = table_close,
+    .handle_pattern = table_pattern,
+};
+REMOTE_TABLE_OPEN(open_remote, remote_type)
+
 static const petrel_table_type table_types[] = {
-    { PETREL_TABLE_TYPE_INIT, .name = "pgsql", .open = table_open, .lookup = pgsql_lookup, .close = table_close,
-      .handle_pattern = table_pattern, .lookup_async = pgsql_lookup_async },
+    { PETREL_TABLE_TYPE_INIT, .name = "pgsql", .open = open_remote, REMOTE_TABLE_ENTRIES },
     { .name = NULL },
 };
 

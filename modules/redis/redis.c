@@ -32,6 +32,11 @@
  * one server or several (replicas with the same data): lookups go to the
  * first until it fails (down, a timeout, an error), then to the next, and
  * the lookup that met the failure is sent again there, once per server.
+ *
+ * cache_ttl, cache_negative_ttl and cache_size turn on the result cache
+ * (off by default; errors never cached), which with the merging of
+ * lookups of a key already asked is the glue's (modules/common/
+ * remote_table.c), the type being declared through it.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -45,6 +50,7 @@
 #include <petrel/plugin.h>
 
 #include "redis_client.h"
+#include "remote_table.h"
 #include "table_config.h"
 
 #define MAX_WORDS 16
@@ -75,7 +81,7 @@ struct table {
 
 struct request {
     struct table *t;
-    petrel_table_query *q;
+    struct remote_lookup *rl;         /* answered through the glue (remote_table.c) */
     char *key;
     int host, tries;                  /* where it was sent; hosts tried */
 };
@@ -187,7 +193,7 @@ static void answered(const redisReply *reply, const char *error, void *arg)
     if (!t->closing) {   /* closing: the core made the handle stale already */
         char *value;
         int status = read_reply(r->t, r->key, reply, error, &value);
-        petrel_table_answer(r->q, status > 0 ? PETREL_TABLE_FOUND : status == 0 ? PETREL_TABLE_NOTFOUND
+        remote_lookup_answer(r->rl, status > 0 ? PETREL_TABLE_FOUND : status == 0 ? PETREL_TABLE_NOTFOUND
                                                                                  : PETREL_TABLE_RETRY, value);
         free(value);
     }
@@ -195,14 +201,16 @@ static void answered(const redisReply *reply, const char *error, void *arg)
     free(r);
 }
 
-static void redis_lookup_async(void *handle, petrel_table_query *q, const char *key)
+/* The asynchronous lookup (the glue, remote_table.c, answered from its
+ * cache or joined a lookup in flight already). */
+static void redis_lookup_start(void *handle, struct remote_lookup *rl, const char *key)
 {
     struct table *t = handle;
     char *argv[MAX_WORDS];
     size_t lens[MAX_WORDS];
     int argc = 0;
     if (!eligible(t, key) || !make_command(t, key, argv, lens, &argc)) {
-        petrel_table_answer(q, PETREL_TABLE_NOTFOUND, NULL);
+        remote_lookup_answer(rl, PETREL_TABLE_NOTFOUND, NULL);
         return;
     }
     free_command(argv, argc);
@@ -210,9 +218,9 @@ static void redis_lookup_async(void *handle, petrel_table_query *q, const char *
     if (r == NULL || (r->key = strdup(key)) == NULL)
         abort();
     r->t = t;
-    r->q = q;
+    r->rl = rl;
     if (send_request(r) != 0) {
-        petrel_table_answer(q, PETREL_TABLE_NOTFOUND, NULL);
+        remote_lookup_answer(rl, PETREL_TABLE_NOTFOUND, NULL);
         free(r->key);
         free(r);
     }
@@ -346,7 +354,7 @@ static void table_close(void *handle)
 
 static const char *const known_names[] = {
     "hosts", "password", "user", "database", "timeout", "query", "result_format", "domain", "expansion_limit",
-    "sentinels", "master_name", NULL,
+    "sentinels", "master_name", TABLE_CACHE_SETTINGS, NULL,
 };
 
 static int parse_number(const struct table_settings *c, const char *name, long def, long min, long max, long *out,
@@ -426,7 +434,8 @@ static int ask_sentinels(struct table *t, char *host, size_t hostlen, int *port)
     return found;
 }
 
-static void *table_open(petrel_module *m, const char *name, petrel_pool *pool, const char **error)
+static void *table_open(petrel_module *m, const char *name, petrel_pool *pool, struct table_cache_settings *cache,
+                        const char **error)
 {
     if (name[0] != '/' && name[0] != '.') {
         *error = petrel_pool_printf(pool, "name a redis table configuration file by its path (\"%s\")", name);
@@ -530,6 +539,8 @@ static void *table_open(petrel_module *m, const char *name, petrel_pool *pool, c
                                     query);
         goto out;
     }
+    if (table_cache_settings_read(cache, &c, pool, error) != 0)
+        goto out;
     result = t;
 out:
     table_settings_free(&c);
@@ -542,9 +553,14 @@ static int table_pattern(void *handle)
     return table_template_partial(&t->q.tpl);
 }
 
+static const struct remote_table_type remote_type = {
+    .name = "redis", .open = table_open, .lookup = redis_lookup, .start = redis_lookup_start, .close = table_close,
+    .handle_pattern = table_pattern,
+};
+REMOTE_TABLE_OPEN(open_remote, remote_type)
+
 static const petrel_table_type table_types[] = {
-    { PETREL_TABLE_TYPE_INIT, .name = "redis", .open = table_open, .lookup = redis_lookup, .close = table_close,
-      .handle_pattern = table_pattern, .lookup_async = redis_lookup_async },
+    { PETREL_TABLE_TYPE_INIT, .name = "redis", .open = open_remote, REMOTE_TABLE_ENTRIES },
     { .name = NULL },
 };
 

@@ -32,6 +32,12 @@
  * The blocking lookup (for callers that cannot wait: the queue manager,
  * cleanup, petrelctl map query) uses its own connection per table, with
  * the same timeout, protocol and limits.
+ *
+ * Petrel's result cache (off by default; errors never cached) and the
+ * merging of lookups of a key already asked are the glue's (modules/
+ * common/remote_table.c). A socketmap table names no file, so its cache
+ * is set in main.cf: socketmap_cache_ttl, socketmap_cache_negative_ttl,
+ * socketmap_cache_size, for every socketmap table.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -48,6 +54,7 @@
 #include <petrel/plugin.h>
 
 #include "netstring.h"
+#include "remote_table.h"
 
 #define MAX_IDLE_SECONDS 10
 #define MAX_TTL_SECONDS 100
@@ -77,7 +84,8 @@ struct conn {
 struct request {
     struct request *next;
     struct endpoint *ep;
-    petrel_table_query *q;
+    const struct table *t;      /* whose close detaches it (rl NULL): the endpoint outlives tables */
+    struct remote_lookup *rl;   /* answered through the glue (remote_table.c); NULL: nobody waits */
     char *wire;
     size_t wire_len;
     int retried;
@@ -277,13 +285,19 @@ static void request_free(struct request *r)
 
 static void dispatch(struct endpoint *ep);
 
+/* The table the request looks in, for log lines; NULL once it closed. */
+static const char *request_spec(const struct request *r)
+{
+    return r->rl ? remote_lookup_spec(r->rl) : NULL;
+}
+
 /* The request is over with status: answer, free, and let the next go. */
 static void request_done(struct request *r, int status, const char *value)
 {
-    petrel_table_query *q = r->q;
+    struct remote_lookup *rl = r->rl;
     struct endpoint *ep = r->ep;
     request_free(r);
-    petrel_table_answer(q, status, value);
+    remote_lookup_answer(rl, status, value);
     dispatch(ep);
 }
 
@@ -308,7 +322,7 @@ static void conn_failed(struct conn *c, const char *what, int err)
         dispatch(ep);
         return;
     }
-    const char *spec = petrel_table_query_spec(r->q);
+    const char *spec = request_spec(r);
     petrel_module_log(ep->st->m, PETREL_LOG_WARNING, "%s lookup error: %s %s: %s", spec ? spec : ep->name, what,
                       ep->name, err ? strerror(err) : "connection closed by the server");
     request_done(r, PETREL_TABLE_RETRY, NULL);
@@ -386,7 +400,7 @@ static void conn_io(int fd, int events, void *arg)
     }
     size_t used = netstring_feed(&c->reader, buf, (size_t)n);
     struct endpoint *ep = c->ep;
-    const char *spec = petrel_table_query_spec(r->q);
+    const char *spec = request_spec(r);
     struct table_like tl = { spec ? spec : ep->name };
     if (c->reader.state == NS_ERROR || (c->reader.state == NS_DONE && used < (size_t)n)) {
         petrel_module_log(ep->st->m, PETREL_LOG_WARNING, "%s lookup error: server %s: %s", tl.spec, ep->name,
@@ -524,7 +538,7 @@ static void request_timed_out(void *arg)
                 ep->queue_tail = prev;
         }
     }
-    const char *spec = petrel_table_query_spec(r->q);
+    const char *spec = request_spec(r);
     petrel_module_log(ep->st->m, PETREL_LOG_WARNING, "%s lookup error: no reply from %s within %us",
                       spec ? spec : ep->name, ep->name, (ep->st->timeout_ms + 999) / 1000);
     request_done(r, PETREL_TABLE_RETRY, NULL);
@@ -554,21 +568,24 @@ static int query_too_large(const struct table *t, const char *key)
     return 1;
 }
 
-static void socketmap_lookup_async(void *handle, petrel_table_query *q, const char *key)
+/* The asynchronous lookup (the glue, remote_table.c, answered from its
+ * cache or joined a lookup in flight already). */
+static void socketmap_lookup_start(void *handle, struct remote_lookup *rl, const char *key)
 {
     struct table *t = handle;
     if (query_too_large(t, key)) {
-        petrel_table_answer(q, PETREL_TABLE_NOTFOUND, NULL);
+        remote_lookup_answer(rl, PETREL_TABLE_NOTFOUND, NULL);
         return;
     }
     struct request *r = calloc(1, sizeof(*r));
     if (r == NULL || (r->wire = request_wire(t, key, &r->wire_len)) == NULL) {
         free(r);
-        petrel_table_answer(q, PETREL_TABLE_RETRY, NULL);
+        remote_lookup_answer(rl, PETREL_TABLE_RETRY, NULL);
         return;
     }
     r->ep = t->ep;
-    r->q = q;
+    r->t = t;
+    r->rl = rl;
     r->timer = petrel_timer_start(t->st->m, t->st->timeout_ms, request_timed_out, r);
     if (t->ep->queue_tail)
         t->ep->queue_tail->next = r;
@@ -741,7 +758,8 @@ static int socketmap_lookup(void *handle, const char *key, const char **value, p
 /* ------------------------------------------------------------------ */
 /* open, close, the module                                             */
 
-static void *socketmap_open(petrel_module *m, const char *name, petrel_pool *pool, const char **error)
+static void *socketmap_open(petrel_module *m, const char *name, petrel_pool *pool, struct table_cache_settings *cache,
+                            const char **error)
 {
     static char why[512];
     struct state *st = state_of(m);
@@ -766,6 +784,11 @@ static void *socketmap_open(petrel_module *m, const char *name, petrel_pool *poo
     t->spec = petrel_pool_strdup(pool, name);
     t->mapname = petrel_pool_strdup(pool, colon + 1);
     t->blocking_fd = -1;
+    /* A socketmap table has no file: its cache is main.cf's, for every
+     * socketmap table of the process. */
+    cache->ttl = petrel_param_int(m, "socketmap_cache_ttl");
+    cache->negative_ttl = petrel_param_int(m, "socketmap_cache_negative_ttl");
+    cache->size = petrel_param_int(m, "socketmap_cache_size");
     return t;
 }
 
@@ -774,8 +797,15 @@ static void socketmap_close(void *handle)
     struct table *t = handle;
     if (t->blocking_fd >= 0)
         close(t->blocking_fd);
-    /* Requests in flight belong to the endpoint: their handles went stale
-     * with the table, and their answers are ignored by the core. */
+    /* Requests in flight belong to the endpoint, which other tables
+     * share: they go on, and their answers go nowhere (the glue forgets
+     * this table's lookups as it closes). */
+    for (struct request *r = t->ep->queue_head; r; r = r->next)
+        if (r->t == t)
+            r->rl = NULL;
+    for (struct conn *c = t->ep->conns; c; c = c->next)
+        if (c->req && c->req->t == t)
+            c->req->rl = NULL;
 }
 
 static void socketmap_fini(petrel_module *m)
@@ -819,12 +849,29 @@ static const petrel_param params[] = {
       .min = 0, .max = 100000000 },
     { PETREL_PARAM_INIT, .name = "socketmap_max_connections", .type = PETREL_PARAM_INT, .default_value = "8",
       .help = "connections per server in each process; more requests wait for one", .min = 1, .max = 1000 },
+    /* Petrel's result cache (doc/tables.md): a socketmap table names no
+     * file to hold it, so main.cf does, for every socketmap table. */
+    { PETREL_PARAM_INIT, .name = "socketmap_cache_ttl", .type = PETREL_PARAM_TIME, .default_value = "0s",
+      .help = "how long a socketmap answer is reused without asking the server again; 0: no cache",
+      .min = 0, .max = TABLE_CACHE_MAX_TTL },
+    { PETREL_PARAM_INIT, .name = "socketmap_cache_negative_ttl", .type = PETREL_PARAM_TIME,
+      .default_value = "$socketmap_cache_ttl",
+      .help = "how long a socketmap \"not found\" is reused (errors never are)", .min = 0,
+      .max = TABLE_CACHE_MAX_TTL },
+    { PETREL_PARAM_INIT, .name = "socketmap_cache_size", .type = PETREL_PARAM_INT, .default_value = "1000",
+      .help = "the most answers a socketmap table's cache keeps in each process (least recently used go first)",
+      .min = 1, .max = TABLE_CACHE_MAX_SIZE },
     { .name = NULL },
 };
 
+static const struct remote_table_type remote_type = {
+    .name = "socketmap", .open = socketmap_open, .lookup = socketmap_lookup, .start = socketmap_lookup_start,
+    .close = socketmap_close,
+};
+REMOTE_TABLE_OPEN(open_remote, remote_type)
+
 static const petrel_table_type table_types[] = {
-    { PETREL_TABLE_TYPE_INIT, .name = "socketmap", .open = socketmap_open, .lookup = socketmap_lookup,
-      .close = socketmap_close, .pattern = 1, .lookup_async = socketmap_lookup_async },
+    { PETREL_TABLE_TYPE_INIT, .name = "socketmap", .open = open_remote, REMOTE_TABLE_ENTRIES, .pattern = 1 },
     { .name = NULL },
 };
 

@@ -6,7 +6,8 @@ a message whose BCC query is held up in the database (it waits for an advisory l
 holds, so the order is decided by the test, not by timing) does not hold up another client's
 whole transaction on the same (only) worker, and its pipelined replies keep their order; with
 the database down the message is not accepted (Postfix's 451 4.3.0 and warning, for DATA and
-BDAT), nothing is queued, and once the database is back it is accepted again."""
+BDAT), nothing is queued, and once the database is back it is accepted again. socketmap: (a
+real socketmap server) is a pattern type: asked the full address only, and TEMP is a 451."""
 import os
 import re
 import socket
@@ -14,10 +15,11 @@ import subprocess
 
 from harness import Petrel, Tap, wait_for
 from pglib import PgCluster
+from socketmaplib import SocketmapServer, netstring
 from tablelib import bundled_module_dir
 
 t = Tap(timeout=300)
-MODULES = bundled_module_dir("pgsql")
+MODULES = bundled_module_dir("pgsql", "socketmap")
 GATE = 4243   # the advisory lock a gated query waits for
 OK_RE = r"^250 2\.0\.0 Ok: queued as ([0-9A-Z]+)$"
 WRITE_ERROR = "451 4.3.0 Error: queue file write error"
@@ -89,7 +91,7 @@ def key_order_checks(p, what, always=()):
 
 def setup(p, bcc):
     conf = dict(p.settings)
-    conf.update({"modules": "pgsql", "module_directory": MODULES, "pgsql_timeout": "60s",
+    conf.update({"modules": "pgsql socketmap", "module_directory": MODULES, "pgsql_timeout": "60s",
                  "smtpd_reject_unlisted_recipient": "no", "recipient_delimiter": "+"})
     conf.update(bcc)
     p.write_main_cf(conf)
@@ -186,6 +188,25 @@ with Petrel(t, start=False, workers=1) as p:
     setup(p, {"sender_bcc_maps": "hash:" + src, "recipient_bcc_maps": "hash:" + rsrc,
               "always_bcc": "always@archive.test"})
     key_order_checks(p, "hash", always=["always@archive.test"])
+
+# ---- socketmap: (a pattern type, as in Postfix: asked the full address only) ----
+server = SocketmapServer({"sbcc": {b"watched@example.org": b"sender-copy@archive.test"},
+                          "rbcc": {b"alice@example.net": b"team-copy@archive.test"}})
+server.special[b"temp@example.org"] = (b"sbcc", netstring(b"TEMP resting"))
+with Petrel(t, start=False, workers=1) as p:
+    setup(p, {"sender_bcc_maps": "socketmap:inet:127.0.0.1:%d:sbcc" % server.port,
+              "recipient_bcc_maps": "socketmap:inet:127.0.0.1:%d:rbcc" % server.port})
+    r = send(p, "watched@example.org", ["alice@example.net", "alice+x@example.net"])
+    t.is_(queued(p, r), [("alice@example.net", None), ("alice+x@example.net", None),
+                         ("sender-copy@archive.test", "NEVER"), ("team-copy@archive.test", "NEVER")],
+          "socketmap: the sender's and the recipient's copies")
+    t.is_(sorted(server.seen("rbcc")), [b"alice+x@example.net", b"alice@example.net"],
+          "socketmap: only the full addresses were asked (no partial keys for a pattern type)")
+    c = p.connect()
+    t.is_(c.send_message("temp@example.org", ["x@remote.test"], "Subject: temp\r\n\r\nx\r\n"), WRITE_ERROR,
+          "socketmap answers TEMP: 451 4.3.0, not accepted")
+    c.close()
+server.stop()
 
 pg.stop()
 t.done()

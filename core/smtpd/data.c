@@ -2,7 +2,8 @@
  * DATA and BDAT (RFC 3030), the end of the message and its commit.
  *
  * Both commands take one path into the content: smtpd_data_restrictions,
- * the modules' data hooks, then the queue file (envelope.c). DATA content
+ * the modules' data hooks, the automatic BCC lookups (bcc.c), then the
+ * queue file (envelope.c). DATA content
  * goes through the dot-reader (smtp_data.c); BDAT chunks are read raw and
  * their line ends normalised the same way. At the end of the message come
  * smtpd_end_of_data_restrictions and the end-of-message hooks, then the
@@ -29,13 +30,14 @@
 #include "smtpd/smtpd_int.h"
 
 /* --- DATA and the first BDAT of a transaction: one path for both ---
- * smtpd_data_restrictions, then the modules' data hooks, then the queue
- * file; only then does DATA answer 354 or BDAT read its chunk into the file.
+ * smtpd_data_restrictions, then the modules' data hooks, then the BCC
+ * lookups and the queue file; only then does DATA answer 354 or BDAT read its chunk into the file.
  * A refused BDAT still reads (and discards) its chunk before answering. */
 
 static void data_checked(struct smtpd_session *s, const struct restrict_result *r);
 static void data_hooked(struct smtpd_session *s, const struct restrict_result *r);
 static void bdat_skip(struct smtpd_session *s, const char *reply);
+static void bcc_looked_up(struct smtpd_session *s, int failed);
 
 static int data_preconditions(struct smtpd_session *s, const char *verb, enum smtpd_counter c)
 {
@@ -181,7 +183,20 @@ static void data_hooked(struct smtpd_session *s, const struct restrict_result *r
         smtpd_proxy_data(s, data_proxied);
         return;
     }
-    if (smtpd_open_queue_file(s) != 0) {
+    /* The automatic BCC recipients go into the queue file's envelope: a
+     * remote table's answer is waited for first (bcc.c). */
+    smtpd_bcc_lookup(s, bcc_looked_up);
+}
+
+/* failed: a BCC map could not answer; the message is not accepted, with
+ * Postfix's reply for it (CLEANUP_STAT_WRITE), as when the file cannot be
+ * created. */
+static void bcc_looked_up(struct smtpd_session *s, int failed)
+{
+    int bdat = s->tx->eom_counter == CNT_BDAT;
+    enum smtpd_counter c = bdat ? CNT_BDAT : CNT_DATA;
+    s->state = SMTPD_CMD;
+    if (failed || smtpd_open_queue_file(s) != 0) {
         if (bdat) {
             bdat_skip(s, "451 4.3.0 Error: queue file write error");
         } else {

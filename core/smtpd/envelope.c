@@ -1,7 +1,7 @@
 /*
  * The envelope writer: the queue file of a transaction (sender, recipients
- * with their DSN parameters, always_bcc and sender_bcc_maps, the client's
- * identity), its first log line ("ID: client=...") and our Received:
+ * with their DSN parameters, the automatic BCC recipients bcc.c found, the
+ * client's identity), its first log line ("ID: client=...") and our Received:
  * header, the first header of the content (header_checks see it, as they
  * see Postfix's). Used when DATA or the first BDAT opens the file, and
  * again when edits make data.c write a new one.
@@ -17,8 +17,6 @@
 #include "lib/buf.h"
 #include "lib/log.h"
 #include "smtpd/smtpd_int.h"
-#include "tables/access.h"
-#include "tables/table.h"
 
 /* A certificate name inside a Received: comment: nothing that would end the
  * comment or the quoted string early. */
@@ -137,58 +135,15 @@ void smtpd_write_received(struct smtpd_session *s)
 struct queue_writer *smtpd_create_writer(struct smtpd_session *s, struct queue_writer *replacing)
 {
     struct smtpd_tx *tx = s->tx;
-    /* The transaction's recipients, the BCC actions' (NOTIFY=NEVER, as
-     * Postfix sends them to cleanup), then always_bcc, sender_bcc_maps and
-     * recipient_bcc_maps (for each recipient): extra recipients of the
-     * queued copy, as Postfix's cleanup adds them (not announced in the
-     * headers); each map's address only once. */
-    const char **bcc = petrel_pool_zalloc(tx->pool, (tx->nrcpts + 2) * sizeof(char *));
-    size_t nbcc = 0;
+    /* The transaction's recipients, then the BCC actions' and the
+     * automatic ones (always_bcc, sender_bcc_maps, recipient_bcc_maps,
+     * looked up before the first file: bcc.c): extra recipients of the
+     * queued copy, not announced in the headers, NOTIFY=NEVER as Postfix's
+     * cleanup adds them. */
     const struct smtpd_settings *set = s->set;
-    /* receive_override_options = no_address_mappings leaves these to the
-     * pass after the content filter, as Postfix's cleanup does. */
     int mappings = !(set->receive_override & RO_NO_ADDRESS_MAPPINGS);
-    if (mappings && set->always_bcc && *set->always_bcc)
-        bcc[nbcc++] = set->always_bcc;
-    for (size_t i = 0; mappings && i < set->nsender_bcc_maps && *tx->mail.address; i++) {
-        const char *v = NULL;
-        int found = tbl_access_lookup_address(set->sender_bcc_maps[i], tx->mail.address, set->recipient_delimiter,
-                                              &v);
-        if (found == TBL_ERROR) {
-            /* As for recipient_bcc_maps below (Postfix's cleanup): never
-             * accepted without the copy the admin asked for. */
-            msg_warn("%s: sender_bcc_maps map lookup problem -- message not accepted, try again later",
-                     tx->queue_id[0] ? tx->queue_id : "NOQUEUE");
-            errno = EAGAIN;
-            return NULL;
-        }
-        if (found == TBL_FOUND) {
-            bcc[nbcc++] = petrel_pool_strdup(tx->pool, v);
-            break;
-        }
-    }
-    for (size_t r = 0; r < tx->nrcpts && set->nrecipient_bcc_maps; r++) {
-        for (size_t i = 0; i < set->nrecipient_bcc_maps; i++) {
-            const char *v = NULL;
-            int found = tbl_access_lookup_address(set->recipient_bcc_maps[i], tx->rcpts[r].address,
-                                                  set->recipient_delimiter, &v);
-            if (found == TBL_ERROR) {
-                /* Postfix: "message not accepted, try again later" */
-                msg_warn("%s: recipient_bcc_maps map lookup problem -- message not accepted, try again later",
-                         tx->queue_id[0] ? tx->queue_id : "NOQUEUE");
-                errno = EAGAIN;
-                return NULL;
-            }
-            if (found != TBL_FOUND)
-                continue;
-            int dup = 0;
-            for (size_t k = 0; k < nbcc; k++)
-                dup |= strcasecmp(bcc[k], v) == 0;
-            if (!dup)
-                bcc[nbcc++] = petrel_pool_strdup(tx->pool, v);
-            break;
-        }
-    }
+    const char **bcc = tx->auto_bcc;
+    size_t nbcc = tx->nauto_bcc;
     size_t total = tx->nrcpts + tx->nbcc + nbcc;
     struct queue_rcpt *qr = petrel_pool_zalloc(tx->pool, total * sizeof(*qr));
     for (size_t i = 0; i < tx->nrcpts; i++) {
@@ -200,8 +155,10 @@ struct queue_writer *smtpd_create_writer(struct smtpd_session *s, struct queue_w
         qr[tx->nrcpts + i].address = tx->bcc[i];
         qr[tx->nrcpts + i].notify = QUEUE_NOTIFY_NEVER;
     }
-    for (size_t i = 0; i < nbcc; i++)
+    for (size_t i = 0; i < nbcc; i++) {
         qr[tx->nrcpts + tx->nbcc + i].address = bcc[i];
+        qr[tx->nrcpts + tx->nbcc + i].notify = QUEUE_NOTIFY_NEVER;
+    }
     size_t nqr = total;
     if (tx->redirect) {
         /* REDIRECT: every recipient goes to this address instead (Postfix's

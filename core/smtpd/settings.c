@@ -181,29 +181,6 @@ static struct cidr_list *own_addresses(const struct cfg *cfg, char **error)
 
 
 /* The tables a parameter lists, in the settings' pool (closed with it). */
-static int open_tables(struct smtpd_settings *set, struct smtpd_worker *w, const char *param, struct tbl ***out,
-                       size_t *nout, char **error)
-{
-    const char *const *specs = cfg_list(set->cfg, param);
-    size_t n = 0;
-    while (specs[n])
-        n++;
-    *out = petrel_pool_zalloc(set->pool, (n ? n : 1) * sizeof(struct tbl *));
-    *nout = 0;
-    int rc = 0;
-    for (size_t i = 0; i < n; i++) {
-        char *why = NULL;
-        struct tbl *t = tbl_open(w->tables, specs[i], TBL_FLAG_FOLD_CASE, &why);
-        if (t == NULL) {
-            rc = fail(error, "%s: %s", param, why ? why : specs[i]);   /* and the next tables too */
-            free(why);
-            continue;
-        }
-        (*out)[(*nout)++] = t;
-    }
-    return rc;
-}
-
 static void free_settings_pool(void *arg)
 {
     struct smtpd_settings *set = arg;
@@ -227,10 +204,10 @@ static void free_settings_pool(void *arg)
     namadr_list_free(set->xforward_hosts);
     if (set->sender_login_maps)
         mail_maps_close(set->sender_login_maps);
-    for (size_t i = 0; i < set->nsender_bcc_maps; i++)
-        tbl_close(set->sender_bcc_maps[i]);
-    for (size_t i = 0; i < set->nrecipient_bcc_maps; i++)
-        tbl_close(set->recipient_bcc_maps[i]);
+    if (set->sender_bcc_maps)
+        mail_maps_close(set->sender_bcc_maps);
+    if (set->recipient_bcc_maps)
+        mail_maps_close(set->recipient_bcc_maps);
     smtpd_rcpt_maps_free(set->rcpt_maps);
     if (set->resolve)
         mail_resolve_close(set->resolve);
@@ -435,6 +412,7 @@ static const struct cfg_bind plain_binds[] = {
     SET("smtpd_reject_unlisted_recipient", BOOL, reject_unlisted_recipient),
     SET("smtpd_reject_unlisted_sender", BOOL, reject_unlisted_sender),
     SET("always_bcc", STR, always_bcc),
+    SET("myorigin", STR, myorigin),
     SET("soft_bounce", BOOL, soft_bounce),
     SET("smtpd_discard_ehlo_keywords", LIST, discard_ehlo_keywords),
     /* the restrictions' reply codes and choices (restrict_steps.c, restrict_dns.c) */
@@ -686,10 +664,17 @@ struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struc
     set->resolve = petrel_pool_zalloc(pool, sizeof(*set->resolve));
     if (mail_resolve_open(set->resolve, cfg, w->tables, MAIL_MAPS_QUIET, error) != 0)
         failed = 1;
-    if (open_tables(set, w, "sender_bcc_maps", &set->sender_bcc_maps, &set->nsender_bcc_maps, error) != 0)
+    /* Address maps, searched as Postfix's mail_addr_find does (bcc.c). */
+    set->sender_bcc_maps = petrel_pool_zalloc(pool, sizeof(*set->sender_bcc_maps));
+    if (mail_maps_open(set->sender_bcc_maps, cfg, w->tables, "sender_bcc_maps", 0, error) != 0) {
+        set->sender_bcc_maps = NULL;
         failed = 1;
-    if (open_tables(set, w, "recipient_bcc_maps", &set->recipient_bcc_maps, &set->nrecipient_bcc_maps, error) != 0)
+    }
+    set->recipient_bcc_maps = petrel_pool_zalloc(pool, sizeof(*set->recipient_bcc_maps));
+    if (mail_maps_open(set->recipient_bcc_maps, cfg, w->tables, "recipient_bcc_maps", 0, error) != 0) {
+        set->recipient_bcc_maps = NULL;
         failed = 1;
+    }
 
     set->relay_clientcerts = petrel_pool_zalloc(pool, sizeof(*set->relay_clientcerts));
     if (mail_maps_open(set->relay_clientcerts, cfg, w->tables, "relay_clientcerts", MAIL_MAPS_QUIET, error) != 0) {

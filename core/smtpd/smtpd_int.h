@@ -208,10 +208,10 @@ struct smtpd_settings {
     const char *content_filter;       /* content_filter: "transport:nexthop", "" for none */
     struct smtpd_cleanup_settings *cleanup;   /* shared with the stress settings */
     int soft_bounce;                  /* every 5xx reply goes out as 4xx (smtpd_reply) */
-    struct tbl **sender_bcc_maps;
-    size_t nsender_bcc_maps;
-    struct tbl **recipient_bcc_maps;
-    size_t nrecipient_bcc_maps;
+    /* sender_bcc_maps, recipient_bcc_maps (bcc.c); myorigin qualifies a bare
+     * address and makes its domain local for their key order */
+    struct mail_maps *sender_bcc_maps, *recipient_bcc_maps;
+    const char *myorigin;
     const char *const *discard_ehlo_keywords;
     struct mail_maps *discard_ehlo_maps;   /* smtpd_discard_ehlo_keyword_address_maps */
     struct tbl *command_filter;       /* smtpd_command_filter */
@@ -385,6 +385,13 @@ struct smtpd_tx {
     const char *redirect;             /* REDIRECT (also of header/body checks): every recipient goes here */
     const char **bcc;                 /* BCC: extra recipients (NOTIFY=NEVER) */
     size_t nbcc;
+    /* always_bcc, sender_bcc_maps, recipient_bcc_maps (bcc.c): looked up at
+     * DATA or the first BDAT, before the queue file is created; kept for
+     * every file the transaction writes (edits rewrite it) */
+    const char **auto_bcc;
+    size_t nauto_bcc;
+    struct tbl_scope *bcc_lookups;    /* their remote tables' answers; freed with the pool */
+    void (*bcc_done)(struct smtpd_session *s, int failed);
     const char **prepend;             /* PREPEND: headers above our Received: */
     size_t nprepend;
     unsigned envelope_changes;        /* REDIRECT and BCC actions so far */
@@ -733,6 +740,15 @@ int smtpd_consume_data(struct smtpd_session *s);
 void smtpd_consume_bdat(struct smtpd_session *s);
 /* The content is complete (c: CNT_DATA or CNT_BDAT): checks, hooks, commit. */
 void smtpd_finish_message(struct smtpd_session *s, enum smtpd_counter c);
+
+/* bcc.c */
+/* Looks up the transaction's automatic BCC recipients (tx->auto_bcc), then
+ * calls done(s, failed): at once when every table answered at once, else
+ * later from the loop, while the session waits (SMTPD_WAIT) and the
+ * worker's other sessions go on. failed: a table could not answer (logged
+ * as Postfix does); the message must not be accepted. Not called when the
+ * transaction ends first. */
+void smtpd_bcc_lookup(struct smtpd_session *s, void (*done)(struct smtpd_session *s, int failed));
 
 /* envelope.c */
 /* Opens the transaction's queue file and writes the Received: header; -1 with errno. */

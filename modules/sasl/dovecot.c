@@ -629,6 +629,8 @@ void sasl_dovecot_step(petrel_sasl_request *r, const petrel_sasl_context *c, voi
     }
     x->req = r;
     char *b64 = sasl_b64_encode(resp, len);
+    if (b64 == NULL)
+        abort();   /* out of memory, as for line below */
     size_t need = strlen(b64) + 32;
     char *line = malloc(need);
     if (line == NULL)

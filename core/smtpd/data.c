@@ -285,11 +285,26 @@ static void commit_done(void *arg, int cancelled)
 static void eom_hooked(struct smtpd_session *s, const struct restrict_result *r);
 static void eod_checked(struct smtpd_session *s, const struct restrict_result *r);
 
+static void content_finished(struct smtpd_session *s);
+
 void smtpd_finish_message(struct smtpd_session *s, enum smtpd_counter c)
 {
+    s->tx->eom_counter = c;
+    /* The last header or line may still wait for a remote check table. */
+    smtpd_cleanup_input_end(s);
+    if (smtpd_cleanup_then(s, content_finished)) {
+        s->state = SMTPD_WAIT;
+        return;
+    }
+    content_finished(s);
+}
+
+/* The content stage is done with the whole message. */
+static void content_finished(struct smtpd_session *s)
+{
     struct smtpd_tx *tx = s->tx;
+    enum smtpd_counter c = tx->eom_counter;
     const char *verb = c == CNT_BDAT ? "BDAT" : "DATA";
-    tx->eom_counter = c;
     smtpd_cleanup_end(s);
     unsigned long long size = tx->writer ? queue_writer_content_size(tx->writer) : tx->proxy_size;
     int oversize = c == CNT_DATA ? s->data.oversize : 0;
@@ -489,11 +504,13 @@ static int emit_content(void *ctx, const char *data, size_t n)
     return 0;
 }
 
-/* Feeds buffered input to the DATA reader; returns 1 when the message ended. */
+/* Feeds buffered input to the DATA reader; returns 1 when the message
+ * ended. While a content check waits for a remote table, the input stays
+ * where it is (the check's answer calls smtpd_continue). */
 int smtpd_consume_data(struct smtpd_session *s)
 {
     struct evbuffer *in = bufferevent_get_input(s->bev);
-    while (evbuffer_get_length(in) > 0) {
+    while (evbuffer_get_length(in) > 0 && !(s->tx && smtpd_cleanup_waiting(s))) {
         struct evbuffer_iovec vec;
         if (evbuffer_peek(in, -1, NULL, &vec, 1) < 1)
             break;
@@ -564,6 +581,11 @@ static void bdat_chunk_done(struct smtpd_session *s)
 {
     struct smtpd_tx *tx = s->tx;
     s->state = SMTPD_CMD;
+    /* A chunk is answered once the content checks are done with it. */
+    if (tx && !s->bdat_refusal && smtpd_cleanup_then(s, bdat_chunk_done)) {
+        s->state = SMTPD_WAIT;
+        return;
+    }
     if (s->bdat_refusal) {
         smtpd_reply(s, "%s", s->bdat_refusal);
         s->bdat_refusal = NULL;
@@ -595,7 +617,7 @@ static void bdat_chunk_done(struct smtpd_session *s)
 void smtpd_consume_bdat(struct smtpd_session *s)
 {
     struct evbuffer *in = bufferevent_get_input(s->bev);
-    while (s->bdat_remaining > 0 && evbuffer_get_length(in) > 0) {
+    while (s->bdat_remaining > 0 && evbuffer_get_length(in) > 0 && !(s->tx && smtpd_cleanup_waiting(s))) {
         struct evbuffer_iovec vec;
         if (evbuffer_peek(in, -1, NULL, &vec, 1) < 1)
             break;

@@ -146,6 +146,7 @@ struct smtpd_cleanup_settings {
     long long body_check_len;         /* body_checks_size_limit (0: no limit) */
     int hopcount_limit;
     int strict;                       /* a strict_* option is on */
+    int checks_remote;                /* a check table is remote: lookups may wait (cleanup.c) */
 };
 
 /* EHLO keywords smtpd_discard_ehlo_keywords may remove (Postfix's ehlo_mask) */
@@ -809,6 +810,16 @@ int smtpd_tls_established(struct smtpd_session *s);
 void smtpd_cleanup_begin(struct smtpd_session *s, const struct buf *prepend, const char *received, size_t len);
 /* Content bytes (CRLF line ends) as they arrive. */
 void smtpd_cleanup_feed(struct smtpd_session *s, const char *data, size_t n);
+/* 1 while a header or body check waits for a remote table: the DATA and
+ * BDAT readers take no further input until it answers (the stage then
+ * calls smtpd_continue). */
+int smtpd_cleanup_waiting(const struct smtpd_session *s);
+/* The content has ended (the parser's last header or line is given now). */
+void smtpd_cleanup_input_end(struct smtpd_session *s);
+/* 0 when nothing waits (go on now); 1 when then(s) will run, from the
+ * loop, once the waiting checks have answered (state SMTPD_CMD again),
+ * followed by smtpd_continue(s): the caller sets SMTPD_WAIT and returns. */
+int smtpd_cleanup_then(struct smtpd_session *s, void (*then)(struct smtpd_session *));
 /* The end of the content: the checks' verdict goes to tx->content_verdict
  * (unless a module refused first), HOLD/DISCARD to tx->hold/discard. */
 void smtpd_cleanup_end(struct smtpd_session *s);

@@ -283,6 +283,7 @@ static void commit_done(void *arg, int cancelled)
 }
 
 static void eom_hooked(struct smtpd_session *s, const struct restrict_result *r);
+static void headers_rewritten(struct smtpd_session *s, int ok);
 static void eod_checked(struct smtpd_session *s, const struct restrict_result *r);
 
 static void content_finished(struct smtpd_session *s);
@@ -445,7 +446,21 @@ static void eom_hooked(struct smtpd_session *s, const struct restrict_result *r)
         proxy_end_of_message(s);
         return;
     }
-    smtpd_content_rewrite_headers(s);
+    smtpd_content_rewrite_headers(s, headers_rewritten);
+}
+
+/* Header address rewriting is done; the edits are applied and the message committed. */
+static void headers_rewritten(struct smtpd_session *s, int ok)
+{
+    struct smtpd_tx *tx = s->tx;
+    enum smtpd_counter c = tx->eom_counter;
+    if (!ok) {
+        smtpd_reply(s, "451 4.3.0 Error: queue file write error");
+        smtpd_tx_free(s);
+        smtpd_count_error(s, c);
+        smtpd_continue(s);
+        return;
+    }
     if (!tx->discard && smtpd_content_edited(s) &&
         smtpd_content_rewrite(s, smtpd_create_writer, smtpd_write_received) != 0) {
         msg_warn("%s: cannot apply the modules' changes: %s", tx->queue_id, strerror(errno));

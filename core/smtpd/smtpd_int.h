@@ -861,7 +861,13 @@ void smtpd_message_objects_end(struct smtpd_session *s);
 void smtpd_message_tx_end(struct smtpd_tx *tx);
 /* Appends the replacement body to to. 0, or -1 with errno. */
 int smtpd_body_copy(struct smtpd_tx *tx, struct queue_writer *to);
-void smtpd_content_rewrite_headers(struct smtpd_session *s);
+/* Header address rewriting (canonical maps, masquerading) into tx->edits,
+ * then done(s, ok): at once, or from the loop when a remote canonical
+ * table had to be waited for (the session in SMTPD_WAIT meanwhile, back
+ * in SMTPD_CMD for done). ok 0: a table could not answer (logged as
+ * Postfix's cleanup does): the message must not be accepted. */
+typedef void smtpd_rewrite_done_fn(struct smtpd_session *s, int ok);
+void smtpd_content_rewrite_headers(struct smtpd_session *s, smtpd_rewrite_done_fn *done);
 int smtpd_content_rewrite(struct smtpd_session *s,
                           struct queue_writer *(*reopen)(struct smtpd_session *, struct queue_writer *),
                           void (*received)(struct smtpd_session *));

@@ -38,6 +38,12 @@
  * When no check is configured (or receive_override_options has
  * no_header_body_checks), only the primary headers are parsed; the rest is
  * written as it arrives.
+ *
+ * A check in a remote table (pgsql:, socketmap:, ...) never blocks the
+ * worker: the event whose lookup must wait, and every later one, are
+ * queued in order until the answer comes, and the session reads no further
+ * content meanwhile ("Waiting for a remote table" below). Local tables take
+ * the direct path: no scope, no queue, no copy.
  */
 #include "config.h"
 

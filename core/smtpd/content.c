@@ -23,6 +23,10 @@
  * file: the queue file is cut back after its headers and the body
  * appended.
  *
+ * Header address rewriting (canonical maps on From:, To:, ...) runs at the
+ * end of the message; with a remote canonical table it waits, header by
+ * header, without blocking the worker (smtpd_content_rewrite_headers).
+ *
  * Header text is binary-safe: names and values carry their lengths (a value
  * may hold NUL bytes, which Postfix passes through), and nothing that copies
  * or writes content uses strlen. Whatever header text we write goes through

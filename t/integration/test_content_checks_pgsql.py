@@ -13,7 +13,8 @@ from tablelib import bundled_module_dir
 
 t = Tap(timeout=300)
 MODULES = bundled_module_dir("pgsql")
-GATE = 4343   # the advisory lock a gated query waits for
+GATE = 4343   # the advisory lock the gated header query waits for
+GATE2 = 4344  # and the gated canonical query
 
 pg = PgCluster()
 pg.psql("CREATE ROLE postfix LOGIN PASSWORD 'pfpw'")
@@ -25,9 +26,9 @@ pg.psql("CREATE TABLE hdr(line text PRIMARY KEY, action text NOT NULL);"
         "INSERT INTO body VALUES ('bad pg line', 'REJECT 5.7.2 bad line from the database');"
         "CREATE TABLE canon(address text PRIMARY KEY, goto text NOT NULL);"
         "INSERT INTO canon VALUES ('old@pg.test', 'new@pg.test'), ('gated@pg.test', 'opened@pg.test');"
-        "CREATE FUNCTION gate(text) RETURNS text AS $$ SELECT pg_advisory_lock_shared(%d); "
-        "SELECT pg_advisory_unlock_shared(%d); SELECT $1 $$ LANGUAGE sql;"
-        "GRANT SELECT ON hdr, body, canon TO postfix" % (GATE, GATE), db="mail")
+        "CREATE FUNCTION gate(text, int) RETURNS text AS $$ SELECT pg_advisory_lock_shared($2); "
+        "SELECT pg_advisory_unlock_shared($2); SELECT $1 $$ LANGUAGE sql;"
+        "GRANT SELECT ON hdr, body, canon TO postfix", db="mail")
 
 
 def queued_text(p, reply):
@@ -39,18 +40,19 @@ def queued_text(p, reply):
     return b""
 
 
-def gate_held(pg):
-    return pg.psql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted", db="mail").strip()
+def waiting_on(pg):
+    """The advisory locks queries wait for."""
+    return pg.psql("SELECT objid FROM pg_locks WHERE locktype = 'advisory' AND NOT granted", db="mail").split()
 
 
 with Petrel(t, start=False, workers=1) as p:
     common = "hosts = inet:127.0.0.1:%d\nuser = postfix\npassword = pfpw\ndbname = mail\n" % pg.port
-    hdr = p.write_file("hdr.cf", common + "query = SELECT CASE WHEN line = 'subject: gated pg' THEN gate(action) "
-                       "ELSE action END FROM hdr WHERE line = lower('%s')\n", mode=0o640)
+    hdr = p.write_file("hdr.cf", common + "query = SELECT CASE WHEN line = 'subject: gated pg' THEN gate(action, %d) "
+                       "ELSE action END FROM hdr WHERE line = lower('%%s')\n" % GATE, mode=0o640)
     body = p.write_file("body.cf", common + "query = SELECT action FROM body WHERE line = '%s'\n", mode=0o640)
-    canon = p.write_file("canon.cf", common + "query = SELECT CASE WHEN address = 'gated@pg.test' THEN gate(goto) "
-                         "WHEN '%s' = 'broken@pg.test' THEN (1/0)::text ELSE goto END FROM canon "
-                         "WHERE address = '%s' OR ('%s' = 'broken@pg.test' AND address = 'old@pg.test')\n",
+    canon = p.write_file("canon.cf", common + "query = SELECT CASE WHEN address = 'gated@pg.test' THEN gate(goto, %d) "
+                         "WHEN '%%s' = 'broken@pg.test' THEN (1/0)::text ELSE goto END FROM canon "
+                         "WHERE address = '%%s' OR ('%%s' = 'broken@pg.test' AND address = 'old@pg.test')\n" % GATE2,
                          mode=0o640)
     conf = dict(p.settings)
     conf.update({"modules": "pgsql", "module_directory": MODULES, "pgsql_timeout": "120s",
@@ -83,7 +85,7 @@ with Petrel(t, start=False, workers=1) as p:
                                         "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"),
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               cwd="/")
-    holder.stdin.write("SELECT pg_advisory_lock(%d);\n\\echo held\n" % GATE)
+    holder.stdin.write("SELECT pg_advisory_lock(%d), pg_advisory_lock(%d);\n\\echo held\n" % (GATE, GATE2))
     holder.stdin.flush()
     holder.stdout.readline()
     t.is_(holder.stdout.readline().strip(), "held", "the test holds the gate")
@@ -93,19 +95,16 @@ with Petrel(t, start=False, workers=1) as p:
     slow.cmd("RCPT TO:<u@example.org>")
     slow.cmd("DATA")
     slow.send(b"Subject: gated pg\r\nFrom: <gated@pg.test>\r\n\r\nbody\r\n.\r\n")
-    t.ok(wait_for(lambda: gate_held(pg) == "1", timeout=30), "a header_checks query waits in the database")
+    t.ok(wait_for(lambda: waiting_on(pg) == [str(GATE)], timeout=30), "a header_checks query waits in the database")
     t.like(send("Subject: meanwhile\r\nFrom: <old@pg.test>\r\n\r\nx\r\n"), r"^250 2\.0\.0 Ok: queued as \w+",
            "another session of the same worker completes a transaction meanwhile (checks and rewriting in pgsql)")
-    holder.stdin.write("SELECT pg_advisory_unlock(%d);\nSELECT pg_advisory_lock(%d);\n\\echo again\n" % (GATE, GATE))
+    holder.stdin.write("SELECT pg_advisory_unlock(%d);\n" % GATE)
     holder.stdin.flush()
-    # The gate is taken again once the header query got through (it queued first for the lock):
-    # now the canonical query of From: waits on it.
-    while holder.stdout.readline().strip() != "again":
-        pass
-    t.ok(wait_for(lambda: gate_held(pg) == "1", timeout=30), "then its From: canonical query waits in the database")
+    t.ok(wait_for(lambda: waiting_on(pg) == [str(GATE2)], timeout=30),
+         "then, its header answered, its From: canonical query waits in the database")
     t.like(send("Subject: meanwhile 2\r\n\r\nx\r\n"), r"^250 2\.0\.0 Ok: queued as \w+",
            "another transaction completes while the canonical query waits")
-    holder.stdin.write("SELECT pg_advisory_unlock(%d);\n\\q\n" % GATE)
+    holder.stdin.write("SELECT pg_advisory_unlock(%d);\n\\q\n" % GATE2)
     holder.stdin.close()
     holder.wait(timeout=30)
     r = slow.read_reply()

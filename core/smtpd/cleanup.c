@@ -821,9 +821,13 @@ static void cleanup_fetched(void *arg)
     c->then = NULL;
     if (then) {
         /* The end of the content waited (in SMTPD_WAIT): it goes on as it
-         * would have without the wait. */
+         * would have without the wait, as if inside the input loop, so
+         * that a smtpd_continue() or a close in it leaves the session to
+         * the one call below (which frees a closed session). */
         s->state = SMTPD_CMD;
+        s->in_input_loop = 1;
         then(s);   /* may free the transaction and c */
+        s->in_input_loop = 0;
     }
     smtpd_continue(s);   /* the DATA or BDAT reader takes input again */
 }

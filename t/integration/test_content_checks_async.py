@@ -26,7 +26,8 @@ server = SocketmapServer({
     "body": {b"reject this line": b"REJECT 5.7.2 bad body line",
              b"gated line": b"REPLACE replaced by the remote table"},
 })
-gates = {k: threading.Event() for k in (b"Subject: gated", b"gated line", b"Subject: gated bdat", b"Subject: gone")}
+gates = {k: threading.Event() for k in (b"Subject: gated", b"gated line", b"Subject: gated bdat", b"Subject: gone",
+                                        b"last line gated")}
 server.slow.update(gates)
 server.special[b"Subject: temp"] = (b"hdr", netstring(b"TEMP resting"))
 server.special[b"temp line"] = (b"body", netstring(b"TEMP resting"))
@@ -112,6 +113,20 @@ with Petrel(t, start=False, workers=1) as p:
     hdr_seen = server.seen("hdr")
     t.ok(hdr_seen.index(b"Subject: gated") < hdr_seen.index(b"X-After: 1"), "headers were asked in order")
     t.is_(c.cmd("NOOP"), "250 2.0.0 Ok", "the session goes on")
+    c.close()
+
+    # The last line waits (the end of the message with it); commands pipelined after "." wait too.
+    c = p.connect()
+    c.ehlo("pipe.test")
+    c.send(b"MAIL FROM:<sender@example.org>\r\nRCPT TO:<u@example.org>\r\nDATA\r\n")
+    t.is_([c.read_reply() for _ in range(3)][2][:3], "354", "pipelined up to DATA")
+    c.send(b"Subject: pipelined\r\n\r\nfirst\r\nlast line gated\r\n.\r\nNOOP\r\n")
+    t.ok(wait_for(lambda: b"last line gated" in server.seen("body"), timeout=10), "the last line waits")
+    t.like(send("Subject: meanwhile 4\r\n\r\nx\r\n"), r"^250 2\.0\.0 Ok: queued as \w+",
+           "another transaction completes meanwhile")
+    gates[b"last line gated"].set()
+    t.like(c.read_reply(), r"^250 2\.0\.0 Ok: queued as \w+", "then the message is queued")
+    t.is_(c.read_reply(), "250 2.0.0 Ok", "and the pipelined NOOP answered")
     c.close()
 
     # BDAT: a chunk whose header waits is answered after the answer, in order.

@@ -813,23 +813,13 @@ static int cleanup_drain(struct smtpd_cleanup *c)
 static void cleanup_fetched(void *arg)
 {
     struct smtpd_cleanup *c = arg;
-    struct smtpd_session *s = c->s;
     c->fetching = 0;
     if (cleanup_drain(c))
         return;
     void (*then)(struct smtpd_session *) = c->then;
     c->then = NULL;
-    if (then) {
-        /* The end of the content waited (in SMTPD_WAIT): it goes on as it
-         * would have without the wait, as if inside the input loop, so
-         * that a smtpd_continue() or a close in it leaves the session to
-         * the one call below (which frees a closed session). */
-        s->state = SMTPD_CMD;
-        s->in_input_loop = 1;
-        then(s);   /* may free the transaction and c */
-        s->in_input_loop = 0;
-    }
-    smtpd_continue(s);   /* the DATA or BDAT reader takes input again */
+    if (then)
+        then(c->s);   /* the reader's continuation (data.c): may free the transaction and c */
 }
 
 int smtpd_cleanup_waiting(const struct smtpd_session *s)

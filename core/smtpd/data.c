@@ -288,12 +288,36 @@ static void eod_checked(struct smtpd_session *s, const struct restrict_result *r
 
 static void content_finished(struct smtpd_session *s);
 
+/* A step that waited for the content checks (in SMTPD_WAIT) goes on as it
+ * would have without the wait, as if inside the input loop, so that a
+ * smtpd_continue() or a close in it leaves the session to the one call at
+ * the end (which frees a closed session). */
+static void after_checks(struct smtpd_session *s, void (*step)(struct smtpd_session *))
+{
+    s->state = SMTPD_CMD;
+    s->in_input_loop = 1;
+    step(s);
+    s->in_input_loop = 0;
+    smtpd_continue(s);
+}
+
+static void content_finished_late(struct smtpd_session *s)
+{
+    after_checks(s, content_finished);
+}
+
+/* The content checks answered while the reader had stopped: it reads on. */
+static void content_resumed(struct smtpd_session *s)
+{
+    smtpd_continue(s);
+}
+
 void smtpd_finish_message(struct smtpd_session *s, enum smtpd_counter c)
 {
     s->tx->eom_counter = c;
     /* The last header or line may still wait for a remote check table. */
     smtpd_cleanup_input_end(s);
-    if (smtpd_cleanup_then(s, content_finished)) {
+    if (smtpd_cleanup_then(s, content_finished_late)) {
         s->state = SMTPD_WAIT;
         return;
     }
@@ -525,7 +549,9 @@ static int emit_content(void *ctx, const char *data, size_t n)
 int smtpd_consume_data(struct smtpd_session *s)
 {
     struct evbuffer *in = bufferevent_get_input(s->bev);
-    while (evbuffer_get_length(in) > 0 && !(s->tx && smtpd_cleanup_waiting(s))) {
+    while (evbuffer_get_length(in) > 0) {
+        if (s->tx && smtpd_cleanup_waiting(s) && smtpd_cleanup_then(s, content_resumed))
+            return 0;
         struct evbuffer_iovec vec;
         if (evbuffer_peek(in, -1, NULL, &vec, 1) < 1)
             break;
@@ -592,12 +618,19 @@ static void bdat_skip(struct smtpd_session *s, const char *reply)
     s->state = SMTPD_BDAT;
 }
 
+static void bdat_chunk_done(struct smtpd_session *s);
+
+static void bdat_chunk_done_late(struct smtpd_session *s)
+{
+    after_checks(s, bdat_chunk_done);
+}
+
 static void bdat_chunk_done(struct smtpd_session *s)
 {
     struct smtpd_tx *tx = s->tx;
     s->state = SMTPD_CMD;
     /* A chunk is answered once the content checks are done with it. */
-    if (tx && !s->bdat_refusal && smtpd_cleanup_then(s, bdat_chunk_done)) {
+    if (tx && !s->bdat_refusal && smtpd_cleanup_then(s, bdat_chunk_done_late)) {
         s->state = SMTPD_WAIT;
         return;
     }
@@ -632,7 +665,9 @@ static void bdat_chunk_done(struct smtpd_session *s)
 void smtpd_consume_bdat(struct smtpd_session *s)
 {
     struct evbuffer *in = bufferevent_get_input(s->bev);
-    while (s->bdat_remaining > 0 && evbuffer_get_length(in) > 0 && !(s->tx && smtpd_cleanup_waiting(s))) {
+    while (s->bdat_remaining > 0 && evbuffer_get_length(in) > 0) {
+        if (s->tx && smtpd_cleanup_waiting(s) && smtpd_cleanup_then(s, content_resumed))
+            return;
         struct evbuffer_iovec vec;
         if (evbuffer_peek(in, -1, NULL, &vec, 1) < 1)
             break;

@@ -811,14 +811,13 @@ void smtpd_cleanup_begin(struct smtpd_session *s, const struct buf *prepend, con
 /* Content bytes (CRLF line ends) as they arrive. */
 void smtpd_cleanup_feed(struct smtpd_session *s, const char *data, size_t n);
 /* 1 while a header or body check waits for a remote table: the DATA and
- * BDAT readers take no further input until it answers (the stage then
- * calls smtpd_continue). */
+ * BDAT readers take no further input until it answers (smtpd_cleanup_then
+ * tells them when). */
 int smtpd_cleanup_waiting(const struct smtpd_session *s);
 /* The content has ended (the parser's last header or line is given now). */
 void smtpd_cleanup_input_end(struct smtpd_session *s);
 /* 0 when nothing waits (go on now); 1 when then(s) will run, from the
- * loop, once the waiting checks have answered (state SMTPD_CMD again),
- * followed by smtpd_continue(s): the caller sets SMTPD_WAIT and returns. */
+ * loop, once the waiting checks have answered. */
 int smtpd_cleanup_then(struct smtpd_session *s, void (*then)(struct smtpd_session *));
 /* The end of the content: the checks' verdict goes to tx->content_verdict
  * (unless a module refused first), HOLD/DISCARD to tx->hold/discard. */

@@ -128,7 +128,18 @@ int hbc_lookup(struct hbc_tables *h, enum hbc_list list, const char *key, petrel
         }
         if (rc == TBL_ERROR)
             return -1;
+        if (rc == TBL_PENDING)
+            return -2;
     }
+    return 0;
+}
+
+int hbc_any_remote(const struct hbc_tables *h)
+{
+    for (int l = 0; l < HBC_NLISTS; l++)
+        for (size_t i = 0; i < h->n[l]; i++)
+            if (tbl_is_remote(h->tables[l][i]))
+                return 1;
     return 0;
 }
 

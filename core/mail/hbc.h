@@ -47,6 +47,8 @@ void hbc_close(struct hbc_tables *h);
 int hbc_has(const struct hbc_tables *h, enum hbc_list list);
 int hbc_any(const struct hbc_tables *h);
 int hbc_any_header(const struct hbc_tables *h);
+/* 1 when a table of any list is remote (pgsql:, socketmap:, ...). */
+int hbc_any_remote(const struct hbc_tables *h);
 
 /* The list a header is checked against: a MIME header anywhere goes to
  * mime_header_checks; other headers by where they are (primary:
@@ -55,7 +57,9 @@ int hbc_any_header(const struct hbc_tables *h);
 enum hbc_list hbc_header_list(enum mime_class cls, int is_mime);
 
 /* Looks key up in list's tables in order: 1 found (*value copied into
- * pool), 0 not found (or an empty key), -1 a table failed. */
+ * pool), 0 not found (or an empty key), -1 a table failed, -2 a remote
+ * table has no answer yet (only inside a lookup scope, tables/table.h:
+ * fetch, then look up again). */
 int hbc_lookup(struct hbc_tables *h, enum hbc_list list, const char *key, petrel_pool *pool, const char **value);
 
 enum hbc_command {

@@ -90,21 +90,24 @@ static int has_class(const char *const *list, const char *cls)
 }
 
 /* canonical rewriting for one class; a lookup error sets *failed (when
- * given) and keeps the address */
+ * given) to the parameter of the maps that failed and keeps the address */
 static const char *canonical(struct mail_rewrite *rw, const char *address, int recipient, const char *cls,
-                             petrel_pool *pool, int *failed)
+                             petrel_pool *pool, const char **failed)
 {
     struct mail_addr a;
     mail_addr_split(address, rw->delimiter, pool, &a);
     const char *v = NULL;
     struct mail_maps *own = recipient ? &rw->rcpt_canonical : &rw->sender_canonical;
     int rc = address_lookup(own, &a, pool, &v);
-    if (rc == 0 && has_class(rw->canonical_classes, cls))
+    const struct mail_maps *asked = own;
+    if (rc == 0 && has_class(rw->canonical_classes, cls)) {
         rc = address_lookup(&rw->canonical, &a, pool, &v);
+        asked = &rw->canonical;
+    }
     if (rc == 1)
         return mail_rewrite_qualify(rw, v, pool);
     if (rc < 0 && failed)
-        *failed = 1;
+        *failed = asked->param ? asked->param : "canonical_maps";
     return address;
 }
 
@@ -145,10 +148,16 @@ int mail_rewrite_headers(const struct mail_rewrite *rw)
 }
 
 const char *mail_rewrite_header_address(struct mail_rewrite *rw, const char *address, int recipient,
-                                        petrel_pool *pool)
+                                        petrel_pool *pool, const char **failed)
 {
     const char *cls = recipient ? "header_recipient" : "header_sender";
-    const char *out = canonical(rw, address, recipient, cls, pool, NULL);
+    const char *why = NULL;
+    const char *out = canonical(rw, address, recipient, cls, pool, &why);
+    if (why) {
+        if (failed)
+            *failed = why;
+        return address;   /* not masqueraded either: the message is not accepted */
+    }
     if (has_class(rw->masquerade_classes, cls))
         out = masquerade(rw, out, pool);
     return out;
@@ -158,7 +167,10 @@ const char *mail_rewrite_sender(struct mail_rewrite *rw, const char *sender, pet
 {
     if (sender == NULL || *sender == '\0')
         return sender;
-    const char *out = canonical(rw, sender, 0, "envelope_sender", pool, failed);
+    const char *why = NULL;
+    const char *out = canonical(rw, sender, 0, "envelope_sender", pool, &why);
+    if (why && failed)
+        *failed = 1;
     if (!has_class(rw->masquerade_classes, "envelope_sender"))
         return out;
     return masquerade(rw, out, pool);

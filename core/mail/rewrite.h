@@ -41,9 +41,12 @@ void mail_rewrite_close(struct mail_rewrite *rw);
 
 /* 1 when some header rewriting is configured at all. */
 int mail_rewrite_headers(const struct mail_rewrite *rw);
-/* An address found in a header (recipient: To/Cc/...; else From/Sender/...). */
+/* An address found in a header (recipient: To/Cc/...; else From/Sender/...).
+ * A table that cannot answer (down, or a remote table still pending inside
+ * a lookup scope) sets *failed (when not NULL) to the parameter that names
+ * it ("sender_canonical_maps", ...) and leaves the address as it is. */
 const char *mail_rewrite_header_address(struct mail_rewrite *rw, const char *address, int recipient,
-                                        petrel_pool *pool);
+                                        petrel_pool *pool, const char **failed);
 /* The envelope sender as delivered; "" stays "". A table that cannot
  * answer (down, or a remote table still pending inside a lookup scope) sets
  * *failed (when not NULL) and leaves the address as it is: a caller that

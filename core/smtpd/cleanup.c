@@ -38,6 +38,12 @@
  * When no check is configured (or receive_override_options has
  * no_header_body_checks), only the primary headers are parsed; the rest is
  * written as it arrives.
+ *
+ * A check in a remote table (pgsql:, socketmap:, ...) never blocks the
+ * worker: the event whose lookup must wait, and every later one, are
+ * queued in order until the answer comes, and the session reads no further
+ * content meanwhile ("Waiting for a remote table" below). Local tables take
+ * the direct path: no scope, no queue, no copy.
  */
 #include "config.h"
 
@@ -83,6 +89,26 @@ struct smtpd_cleanup {
     int lookup_error;                 /* a table failed */
     struct buf out;                   /* scratch for one header or line */
     struct buf key;
+    /* Remote check tables (see "Waiting for a remote table" below). */
+    struct tbl_scope *scope;          /* NULL: every check table is local (no wait, no queue) */
+    struct cleanup_event *queue;      /* events that wait for the head's lookup, in order */
+    struct cleanup_event **queue_tail;
+    int fetching;                     /* the scope's lookups are in flight */
+    int input_ended;                  /* mime_parser_end ran */
+    void (*then)(struct smtpd_session *);   /* runs when the queue has drained */
+};
+
+/* One parser event (or our Received header, or bytes for the modules'
+ * body hook) kept until the lookups before it have answered. */
+enum cleanup_event_kind { CEV_RECEIVED, CEV_HEADER, CEV_HEADER_END, CEV_BODY, CEV_MODULE_BODY };
+struct cleanup_event {
+    struct cleanup_event *next;
+    enum cleanup_event_kind kind;
+    struct mime_header h;             /* CEV_HEADER (h.text points into data) */
+    unsigned long long a, b;          /* HEADER_END: end_input, body_input; BODY: offset */
+    int flag;                         /* BODY: a continued line; HEADER_END: data holds early body bytes */
+    size_t len, len2;                 /* data's length; RECEIVED: the access PREPEND part of it */
+    char data[];
 };
 
 /* Primary headers kept for modules and header rewriting, at most this much
@@ -175,6 +201,7 @@ struct smtpd_cleanup_settings *smtpd_cleanup_settings_create(struct smtpd_worker
         free(c);
         return NULL;
     }
+    c->checks_remote = hbc_any_remote(&c->checks);
     c->body_check_len = cfg_int(cc, "body_checks_size_limit");
     c->hopcount_limit = (int)cfg_int(cc, "hopcount_limit");
     int strict_all = cfg_bool(cc, "strict_8bitmime");
@@ -340,7 +367,7 @@ static int filter_ok(const char *f)
     return 1;
 }
 
-enum act_result { ACT_KEEP, ACT_DROP, ACT_REPLACE };
+enum act_result { ACT_KEEP, ACT_DROP, ACT_REPLACE, ACT_WAIT };
 
 /* Does what value (a table's result for line) says. where is "header" or
  * "body"; param names the table list. A REPLACE's text goes to
@@ -470,19 +497,34 @@ static enum act_result act(struct smtpd_cleanup *c, const char *where, const cha
     return ACT_KEEP;
 }
 
-/* Looks line up in list and acts on the result. */
+/* Looks line up in list and acts on the result. ACT_WAIT: a remote table
+ * has no answer yet and nothing was done (the caller queues its event). */
 static enum act_result check(struct smtpd_cleanup *c, enum hbc_list list, const char *where, const char *line,
                              const char **replacement, const char **prepend)
 {
     struct smtpd_tx *tx = c->s->tx;
     const char *value = NULL;
-    int rc = hbc_lookup(&c->set->checks, list, line, tx->pool, &value);
+    int rc;
+    if (c->scope) {
+        struct tbl_registry *reg = c->s->worker->tables;
+        tbl_scope_enter(reg, c->scope);
+        rc = hbc_lookup(&c->set->checks, list, line, tx->pool, &value);
+        tbl_scope_leave(reg);
+        if (rc == -2)
+            return ACT_WAIT;
+    } else {
+        rc = hbc_lookup(&c->set->checks, list, line, tx->pool, &value);
+    }
     if (rc == 1)
         return act(c, where, check_params[list], line, value, replacement, prepend);
     if (rc < 0 && !c->lookup_error) {
         msg_warn("%s: %s map lookup problem -- message not accepted, try again later", tx->queue_id,
                  check_params[list]);
         c->lookup_error = 1;
+        /* Postfix's cleanup processes nothing more after this error (the
+         * message is deferred): no further lookup waits for a failing
+         * server. */
+        c->checks = 0;
     }
     return ACT_KEEP;
 }
@@ -512,12 +554,18 @@ static void module_header(struct smtpd_cleanup *c, const struct mime_header *h)
     buf_free(&value);
 }
 
-static void on_header(void *ctx, const struct mime_header *h)
+/* One header; 1 when its lookup must wait (nothing done yet). */
+static int header_event(struct smtpd_cleanup *c, const struct mime_header *h)
 {
-    struct smtpd_cleanup *c = ctx;
     struct smtpd_tx *tx = c->s->tx;
-    if (c->passthrough)
-        return;   /* the rest of the chunk the headers ended in is written as it came */
+    const char *replacement = NULL, *prepend = NULL;
+    enum act_result r = ACT_KEEP;
+    enum hbc_list list = hbc_header_list(h->cls, h->is_mime);
+    if (c->checks && hbc_has(&c->set->checks, list)) {
+        r = check(c, list, "header", h->text, &replacement, &prepend);
+        if (r == ACT_WAIT)
+            return 1;
+    }
     int primary = h->cls == MIME_PRIMARY;
     if (is_received(h->text, h->name_len)) {
         /* Postfix counts Received headers anywhere, but judges at primary ones. */
@@ -529,36 +577,57 @@ static void on_header(void *ctx, const struct mime_header *h)
     }
     if (primary && c->modules)
         module_header(c, h);
-    const char *replacement = NULL, *prepend = NULL;
-    enum act_result r = ACT_KEEP;
-    enum hbc_list list = hbc_header_list(h->cls, h->is_mime);
-    if (c->checks && hbc_has(&c->set->checks, list))
-        r = check(c, list, "header", h->text, &replacement, &prepend);
     if (prepend) {
         out_header(c, prepend, strlen(prepend));
         if (primary)
             store_header(c, prepend, strlen(prepend));
     }
     if (r == ACT_DROP)
-        return;
+        return 0;
     const char *text = r == ACT_REPLACE ? replacement : h->text;
     size_t len = r == ACT_REPLACE ? strlen(replacement) : h->len;
     out_header(c, text, len);
     if (primary)
         store_header(c, text, len);
+    return 0;
 }
 
-static void on_header_end(void *ctx, unsigned long long end_input, unsigned long long body_input, int separator)
+static struct cleanup_event *event_new(struct smtpd_cleanup *c, enum cleanup_event_kind kind, const char *data,
+                                       size_t len);
+
+static void on_header(void *ctx, const struct mime_header *h)
 {
     struct smtpd_cleanup *c = ctx;
+    if (c->passthrough)
+        return;   /* the rest of the chunk the headers ended in is written as it came */
+    if (c->queue == NULL && header_event(c, h) == 0)
+        return;
+    struct cleanup_event *e = event_new(c, CEV_HEADER, h->text, h->len);
+    e->h = *h;
+    e->h.text = e->data;
+}
+
+/* The end of the primary headers, in output order: where they end in the
+ * file, and the modules' end-of-headers hook (with the first body bytes
+ * when the body began in an earlier chunk). */
+static void header_end_event(struct smtpd_cleanup *c, unsigned long long end_input, unsigned long long body_input,
+                             const char *early, size_t early_len, int has_early)
+{
     struct smtpd_tx *tx = c->s->tx;
-    (void)separator;
     tx->headers_end = out_size(c);
     tx->body_start = tx->headers_end + (body_input - end_input);
     if (c->storing)
         tx->rest_start = tx->headers_end;
     if (c->modules)
         smtpd_plugin_content(c->s, CONTENT_EOH, NULL, NULL, 0);
+    if (has_early)
+        smtpd_plugin_body(c->s, early, early_len);
+}
+
+static void on_header_end(void *ctx, unsigned long long end_input, unsigned long long body_input, int separator)
+{
+    struct smtpd_cleanup *c = ctx;
+    (void)separator;
     /* The line that ended the headers may have begun in an earlier chunk
      * (a client's CR and LF in two TCP segments, a long line): the part
      * fed before this chunk is gone from the input, but the parser still
@@ -567,15 +636,28 @@ static void on_header_end(void *ctx, unsigned long long end_input, unsigned long
     size_t held;
     const char *line = mime_parser_current_line(c->mime, &held);
     unsigned long long chunk_start = c->input_pos;
+    const char *early = NULL;
+    size_t early_len = 0;
+    unsigned long long module_from = body_input;
     if (c->modules && body_input < chunk_start) {
         /* a body that starts without an empty line: its first line */
         size_t earlier = (size_t)(chunk_start - body_input);
-        smtpd_plugin_body(c->s, line, earlier < held ? earlier : held);
-        body_input = chunk_start;
+        early = line;
+        early_len = earlier < held ? earlier : held;
+        module_from = chunk_start;
     }
-    c->module_body_from = (long long)body_input;
+    if (c->queue == NULL) {
+        header_end_event(c, end_input, body_input, early, early_len, early != NULL);
+    } else {
+        struct cleanup_event *e = event_new(c, CEV_HEADER_END, early, early_len);
+        e->a = end_input;
+        e->b = body_input;
+        e->flag = early != NULL;
+    }
+    c->module_body_from = (long long)module_from;
     if (!c->full) {
-        /* Nothing looks at the rest: it goes to the file as it comes. */
+        /* Nothing looks at the rest: it goes to the file as it comes (no
+         * check is configured, so no event ever waits here). */
         c->passthrough = 1;
         if (end_input < chunk_start) {
             size_t earlier = (size_t)(chunk_start - end_input);
@@ -587,13 +669,9 @@ static void on_header_end(void *ctx, unsigned long long end_input, unsigned long
     }
 }
 
-static void on_body(void *ctx, const char *text, size_t len, int cont, unsigned long long offset,
-                    unsigned long long input_start)
+/* One body line (or piece); 1 when its lookup must wait (nothing done yet). */
+static int body_event(struct smtpd_cleanup *c, const char *text, size_t len, int cont, unsigned long long offset)
 {
-    struct smtpd_cleanup *c = ctx;
-    (void)input_start;
-    if (c->passthrough)
-        return;
     const char *replacement = NULL, *prepend = NULL;
     enum act_result r = ACT_KEEP;
     if (c->checks && hbc_has(&c->set->checks, HBC_BODY) &&
@@ -601,13 +679,15 @@ static void on_body(void *ctx, const char *text, size_t len, int cont, unsigned 
         buf_reset(&c->key);
         buf_append(&c->key, text, len);
         r = check(c, HBC_BODY, "body", c->key.data, &replacement, &prepend);
+        if (r == ACT_WAIT)
+            return 1;
     }
     if (prepend) {
         out_bytes(c, prepend, strlen(prepend));
         out_bytes(c, "\r\n", 2);
     }
     if (r == ACT_DROP)
-        return;
+        return 0;
     if (r == ACT_REPLACE) {
         text = replacement;
         len = strlen(replacement);
@@ -615,6 +695,21 @@ static void on_body(void *ctx, const char *text, size_t len, int cont, unsigned 
     out_bytes(c, text, len);
     if (!cont)
         out_bytes(c, "\r\n", 2);
+    return 0;
+}
+
+static void on_body(void *ctx, const char *text, size_t len, int cont, unsigned long long offset,
+                    unsigned long long input_start)
+{
+    struct smtpd_cleanup *c = ctx;
+    (void)input_start;
+    if (c->passthrough)
+        return;
+    if (c->queue == NULL && body_event(c, text, len, cont, offset) == 0)
+        return;
+    struct cleanup_event *e = event_new(c, CEV_BODY, text, len);
+    e->flag = cont;
+    e->a = offset;
 }
 
 static void on_error(void *ctx, unsigned err, const char *text, size_t len)
@@ -632,25 +727,144 @@ static void on_error(void *ctx, unsigned err, const char *text, size_t len)
 /* ------------------------------------------------------------------ */
 /* the stage                                                           */
 
+/* ------------------------------------------------------------------ */
+/* Waiting for a remote table                                          */
+
+/* When a check table is remote (pgsql:, socketmap:, ...), each lookup runs
+ * in the stage's own lookup scope (tables/table.h): a key whose answer is
+ * not in yet makes the event (a header, a body line, our Received header)
+ * wait, undone. That event and every later one (headers, the end of the
+ * headers, body lines, bytes for the modules' body hook) are copied into
+ * a queue, in order; the scope fetches, and when the answers come the
+ * queue is run again from its head. Meanwhile smtpd_cleanup_waiting()
+ * tells the DATA and BDAT readers to stop taking input: what the client
+ * sent stays in the session's input buffer, which stops growing at its
+ * watermark (TCP back-pressure), and the worker's other sessions go on.
+ * The queue holds at most what one chunk of input produced. The end of
+ * the content (smtpd_cleanup_then) waits for the queue too. With local
+ * tables only there is no scope, no queue and no copy: each event is done
+ * as the parser gives it. */
+
+static struct cleanup_event *event_new(struct smtpd_cleanup *c, enum cleanup_event_kind kind, const char *data,
+                                       size_t len)
+{
+    struct cleanup_event *e = xmalloc(sizeof(*e) + len + 1);
+    memset(e, 0, sizeof(*e));
+    e->kind = kind;
+    e->len = len;
+    if (len && data)
+        memcpy(e->data, data, len);
+    e->data[len] = '\0';
+    *c->queue_tail = e;
+    c->queue_tail = &e->next;
+    return e;
+}
+
+static int received_event(struct smtpd_cleanup *c, const char *access_prepend, size_t prepend_len,
+                          const char *received, size_t len);
+
+/* Does one queued event; 1 when it waits again. */
+static int event_run(struct smtpd_cleanup *c, struct cleanup_event *e)
+{
+    switch (e->kind) {
+    case CEV_RECEIVED:
+        return received_event(c, e->data, e->len2, e->data + e->len2, e->len - e->len2);
+    case CEV_HEADER:
+        return header_event(c, &e->h);
+    case CEV_HEADER_END:
+        header_end_event(c, e->a, e->b, e->data, e->len, e->flag);
+        return 0;
+    case CEV_BODY:
+        return body_event(c, e->data, e->len, e->flag, e->a);
+    case CEV_MODULE_BODY:
+        smtpd_plugin_body(c->s, e->data, e->len);
+        return 0;
+    }
+    return 0;
+}
+
+static void cleanup_fetched(void *arg);
+
+/* Runs the queue from its head until it is empty (0) or an event waits
+ * for lookups now in flight (1). */
+static int cleanup_drain(struct smtpd_cleanup *c)
+{
+    while (c->queue) {
+        struct cleanup_event *e = c->queue;
+        if (event_run(c, e)) {
+            if (tbl_scope_fetch(c->scope, cleanup_fetched, c)) {
+                c->fetching = 1;
+                return 1;
+            }
+            continue;   /* answered at once: run it again */
+        }
+        c->queue = e->next;
+        if (c->queue == NULL)
+            c->queue_tail = &c->queue;
+        free(e);
+        /* Each event's answers are its own: the memo stays small whatever
+         * the number of headers and lines. */
+        tbl_scope_reset(c->scope);
+    }
+    return 0;
+}
+
+/* The scope's lookups answered (from the loop). */
+static void cleanup_fetched(void *arg)
+{
+    struct smtpd_cleanup *c = arg;
+    c->fetching = 0;
+    if (cleanup_drain(c))
+        return;
+    void (*then)(struct smtpd_session *) = c->then;
+    c->then = NULL;
+    if (then)
+        then(c->s);   /* the reader's continuation (data.c): may free the transaction and c */
+}
+
+int smtpd_cleanup_waiting(const struct smtpd_session *s)
+{
+    const struct smtpd_cleanup *c = s->tx ? s->tx->cleanup : NULL;
+    return c != NULL && c->queue != NULL;
+}
+
+int smtpd_cleanup_then(struct smtpd_session *s, void (*then)(struct smtpd_session *))
+{
+    struct smtpd_cleanup *c = s->tx ? s->tx->cleanup : NULL;
+    if (c == NULL || c->queue == NULL)
+        return 0;
+    if (!c->fetching && cleanup_drain(c) == 0)
+        return 0;
+    c->then = then;
+    return 1;
+}
+
+/* ------------------------------------------------------------------ */
+/* the stage                                                           */
+
 static void cleanup_free(void *arg)
 {
     struct smtpd_cleanup *c = arg;
+    tbl_scope_free(c->scope);   /* cancels lookups in flight: cleanup_fetched never runs */
+    while (c->queue) {
+        struct cleanup_event *e = c->queue;
+        c->queue = e->next;
+        free(e);
+    }
     mime_parser_free(c->mime);
     buf_free(&c->out);
     buf_free(&c->key);
 }
 
 /* Our Received header, checked as Postfix's cleanup checks the one smtpd
- * wrote: the first primary header, in header_checks' form (no CR). */
-static void our_received(struct smtpd_cleanup *c, const struct buf *access_prepend, const char *received, size_t len)
+ * wrote: the first primary header, in header_checks' form (no CR). 1 when
+ * its lookup must wait (nothing written yet). */
+static int received_event(struct smtpd_cleanup *c, const char *access_prepend, size_t prepend_len,
+                          const char *received, size_t len)
 {
     struct smtpd_tx *tx = c->s->tx;
-    c->hop_count = 1;
-    tx->received_action = RECEIVED_KEEP;
-    /* Access tables' and policy servers' PREPEND headers go first; the
-     * checks do not see them (doc/content-inspection.md). */
-    if (access_prepend && access_prepend->len)
-        out_bytes(c, access_prepend->data, access_prepend->len);
+    const char *replacement = NULL, *prepend = NULL;
+    enum act_result r = ACT_KEEP;
     if (c->checks && hbc_has(&c->set->checks, HBC_HEADER)) {
         buf_reset(&c->key);
         for (size_t i = 0; i < len; i++)
@@ -658,23 +872,30 @@ static void our_received(struct smtpd_cleanup *c, const struct buf *access_prepe
                 buf_putc(&c->key, received[i]);
         while (c->key.len > 0 && c->key.data[c->key.len - 1] == '\n')
             c->key.data[--c->key.len] = '\0';
-        const char *replacement = NULL, *prepend = NULL;
-        enum act_result r = check(c, HBC_HEADER, "header", c->key.data, &replacement, &prepend);
-        if (prepend) {
-            tx->received_prepend = prepend;
-            out_header(c, prepend, strlen(prepend));
-        }
-        if (r == ACT_DROP) {
-            tx->received_action = RECEIVED_DROP;
-        } else if (r == ACT_REPLACE) {
-            tx->received_action = RECEIVED_REPLACE;
-            tx->received_replacement = replacement;
-            out_header(c, replacement, strlen(replacement));
-        }
+        r = check(c, HBC_HEADER, "header", c->key.data, &replacement, &prepend);
+        if (r == ACT_WAIT)
+            return 1;
+    }
+    tx->received_action = RECEIVED_KEEP;
+    /* Access tables' and policy servers' PREPEND headers go first; the
+     * checks do not see them (doc/content-inspection.md). */
+    if (prepend_len)
+        out_bytes(c, access_prepend, prepend_len);
+    if (prepend) {
+        tx->received_prepend = prepend;
+        out_header(c, prepend, strlen(prepend));
+    }
+    if (r == ACT_DROP) {
+        tx->received_action = RECEIVED_DROP;
+    } else if (r == ACT_REPLACE) {
+        tx->received_action = RECEIVED_REPLACE;
+        tx->received_replacement = replacement;
+        out_header(c, replacement, strlen(replacement));
     }
     if (tx->received_action == RECEIVED_KEEP)
         out_bytes(c, received, len);
     tx->content_start = tx->rest_start = tx->headers_end = tx->body_start = out_size(c);
+    return 0;
 }
 
 void smtpd_cleanup_begin(struct smtpd_session *s, const struct buf *prepend, const char *received, size_t len)
@@ -689,6 +910,9 @@ void smtpd_cleanup_begin(struct smtpd_session *s, const struct buf *prepend, con
     c->storing = c->modules || (s->worker->rewrite && mail_rewrite_headers(s->worker->rewrite) &&
                                 !(set->receive_override & RO_NO_ADDRESS_MAPPINGS));
     c->module_body_from = -1;
+    c->queue_tail = &c->queue;
+    if (c->checks && c->set->checks_remote)
+        c->scope = tbl_scope_new();
     unsigned options = c->set->mime_options;
     if (!c->checks)
         options &= MIME_OPT_DISABLE_MIME;   /* no_header_body_checks: no strict MIME reports either */
@@ -699,7 +923,18 @@ void smtpd_cleanup_begin(struct smtpd_session *s, const struct buf *prepend, con
     c->mime = mime_parser_new(&c->set->limits, options, &callbacks, c);
     petrel_pool_cleanup_add(tx->pool, cleanup_free, c);
     tx->cleanup = c;
-    our_received(c, prepend, received, len);
+    c->hop_count = 1;
+    tx->received_action = RECEIVED_KEEP;
+    size_t prepend_len = prepend ? prepend->len : 0;
+    if (received_event(c, prepend_len ? prepend->data : "", prepend_len, received, len) == 0)
+        return;
+    /* Our Received header waits for a remote table: so does the content. */
+    struct cleanup_event *e = event_new(c, CEV_RECEIVED, NULL, prepend_len + len);
+    if (prepend_len)
+        memcpy(e->data, prepend->data, prepend_len);
+    memcpy(e->data + prepend_len, received, len);
+    e->len2 = prepend_len;
+    cleanup_drain(c);
 }
 
 void smtpd_cleanup_feed(struct smtpd_session *s, const char *data, size_t n)
@@ -723,9 +958,27 @@ void smtpd_cleanup_feed(struct smtpd_session *s, const char *data, size_t n)
         unsigned long long from = (unsigned long long)c->module_body_from;
         if (from < chunk_start)
             from = chunk_start;
-        if (from < c->input_pos)
-            smtpd_plugin_body(s, data + (from - chunk_start), (size_t)(c->input_pos - from));
+        if (from < c->input_pos) {
+            const char *p = data + (from - chunk_start);
+            size_t len = (size_t)(c->input_pos - from);
+            if (c->queue == NULL)
+                smtpd_plugin_body(s, p, len);
+            else
+                event_new(c, CEV_MODULE_BODY, p, len);
+        }
     }
+    if (c->queue && !c->fetching)
+        cleanup_drain(c);
+}
+
+void smtpd_cleanup_input_end(struct smtpd_session *s)
+{
+    struct smtpd_cleanup *c = s->tx ? s->tx->cleanup : NULL;
+    if (c == NULL || c->input_ended)
+        return;
+    c->input_ended = 1;
+    if (!c->passthrough)
+        mime_parser_end(c->mime);   /* the last header or line: it may wait too */
 }
 
 void smtpd_cleanup_end(struct smtpd_session *s)
@@ -734,8 +987,7 @@ void smtpd_cleanup_end(struct smtpd_session *s)
     struct smtpd_cleanup *c = tx->cleanup;
     if (c == NULL)
         return;
-    if (!c->passthrough)
-        mime_parser_end(c->mime);
+    smtpd_cleanup_input_end(s);
     unsigned errs = mime_parser_errors(c->mime) & ~(MIME_ERR_TRUNC_HEADER | MIME_ERR_NON_EMPTY_EOH);
     struct restrict_result v = { .verdict = RV_DUNNO };
     /* Postfix's order: a 4xx REJECT, too many hops, a REJECT or MIME

@@ -23,6 +23,10 @@
  * file: the queue file is cut back after its headers and the body
  * appended.
  *
+ * Header address rewriting (canonical maps on From:, To:, ...) runs at the
+ * end of the message; with a remote canonical table it waits, header by
+ * header, without blocking the worker (smtpd_content_rewrite_headers).
+ *
  * Header text is binary-safe: names and values carry their lengths (a value
  * may hold NUL bytes, which Postfix passes through), and nothing that copies
  * or writes content uses strlen. Whatever header text we write goes through
@@ -41,6 +45,7 @@
 #include "module/module.h"
 #include "mail/rewrite.h"
 #include "smtpd/smtpd_int.h"
+#include "tables/table.h"
 
 /* A copy of n bytes, NUL bytes included, with a terminating NUL for C callers. */
 static char *mem_string(petrel_pool *pool, const char *p, size_t n)
@@ -69,9 +74,17 @@ static int header_class(const char *name)
     return 0;
 }
 
+/* A table that could not answer (or has no answer yet): its parameter,
+ * and the first address it failed for. */
+struct rewrite_failure {
+    const char *param, *address;
+};
+
 /* Rewrites one address token in place in out; returns 1 when it changed.
- * A token holding a NUL byte is no address: it is copied as it is. */
-static int rewrite_token(struct smtpd_session *s, struct buf *out, const char *start, const char *end, int recipient)
+ * A token holding a NUL byte is no address: it is copied as it is. A table
+ * that cannot answer (or has no answer yet) sets *failed. */
+static int rewrite_token(struct smtpd_session *s, struct buf *out, const char *start, const char *end, int recipient,
+                         struct rewrite_failure *failed)
 {
     size_t len = (size_t)(end - start);
     if (memchr(start, '\0', len)) {
@@ -80,8 +93,14 @@ static int rewrite_token(struct smtpd_session *s, struct buf *out, const char *s
     }
     char *addr = petrel_pool_strndup(s->tx->pool, start, len);
     const char *fresh = addr;
-    if (strchr(addr, '@') && !strpbrk(addr, " \t\"()<>,;"))
-        fresh = mail_rewrite_header_address(s->worker->rewrite, addr, recipient, s->tx->pool);
+    if (strchr(addr, '@') && !strpbrk(addr, " \t\"()<>,;")) {
+        const char *param = NULL;
+        fresh = mail_rewrite_header_address(s->worker->rewrite, addr, recipient, s->tx->pool, &param);
+        if (param && failed->param == NULL) {
+            failed->param = param;
+            failed->address = addr;
+        }
+    }
     buf_puts(out, fresh);
     return strcmp(fresh, addr) != 0;
 }
@@ -91,7 +110,7 @@ static int rewrite_token(struct smtpd_session *s, struct buf *out, const char *s
  * changed, else the new value and its length in *out_len. Quoted strings
  * and comments are copied as they are; so are NUL bytes. */
 static const char *rewrite_value(struct smtpd_session *s, const char *value, size_t len, int recipient,
-                                 size_t *out_len)
+                                 size_t *out_len, struct rewrite_failure *failed)
 {
     struct buf out = BUF_INIT;
     int changed = 0;
@@ -120,7 +139,7 @@ static const char *rewrite_value(struct smtpd_session *s, const char *value, siz
         const char *item_end = p;
         if (lt && gt && gt > lt) {
             buf_append(&out, item, (size_t)(lt + 1 - item));
-            changed |= rewrite_token(s, &out, lt + 1, gt, recipient);
+            changed |= rewrite_token(s, &out, lt + 1, gt, recipient, failed);
             buf_append(&out, gt, (size_t)(item_end - gt));
         } else {
             const char *a = item, *b = item_end;
@@ -130,7 +149,7 @@ static const char *rewrite_value(struct smtpd_session *s, const char *value, siz
                 b--;
             buf_append(&out, item, (size_t)(a - item));
             if (a < b)
-                changed |= rewrite_token(s, &out, a, b, recipient);
+                changed |= rewrite_token(s, &out, a, b, recipient, failed);
             buf_append(&out, b, (size_t)(item_end - b));
         }
         if (p < end && *p == ',') {
@@ -147,18 +166,88 @@ static const char *rewrite_value(struct smtpd_session *s, const char *value, siz
     return result;
 }
 
-void smtpd_content_rewrite_headers(struct smtpd_session *s)
+/* Header address rewriting runs at the end of the message, one header at a
+ * time. With a remote canonical table (pgsql:, socketmap:, ...) each
+ * header is rewritten inside a lookup scope of its own (tables/table.h): a
+ * key with no answer yet throws that header's attempt away, the scope
+ * fetches, and the header is rewritten again when the answers are in; the
+ * session waits (SMTPD_WAIT), the worker does not. Local tables need no
+ * scope: each header is done at once. A table that cannot answer defers
+ * the message, as Postfix's cleanup does. */
+struct header_rewrite {
+    struct smtpd_session *s;
+    struct tbl_scope *scope;          /* NULL: every canonical table is local */
+    size_t next;                      /* the next header of tx->headers */
+    smtpd_rewrite_done_fn *done;
+};
+
+/* A header's worth of lookups: its addresses times the keys of each. */
+#define HEADER_REWRITE_MAX_ANSWERS 4096
+
+static int maps_remote(const struct mail_maps *m)
 {
-    struct smtpd_tx *tx = s->tx;
-    if (s->worker->rewrite == NULL || !mail_rewrite_headers(s->worker->rewrite) ||
-        (s->set->receive_override & RO_NO_ADDRESS_MAPPINGS))
+    for (size_t i = 0; i < m->n; i++)
+        if (tbl_is_remote(m->tables[i]))
+            return 1;
+    return 0;
+}
+
+static void header_rewrite_free(void *arg)
+{
+    struct header_rewrite *hr = arg;
+    tbl_scope_free(hr->scope);   /* cancels lookups in flight: header_rewrite_fetched never runs */
+    hr->scope = NULL;
+}
+
+/* Rewrites headers from hr->next on: 0 done, 1 waiting for a fetch, -1 a
+ * table failed (logged). */
+static int header_rewrite_run(struct header_rewrite *hr);
+
+static void header_rewrite_fetched(void *arg)
+{
+    struct header_rewrite *hr = arg;
+    struct smtpd_session *s = hr->s;
+    int rc = header_rewrite_run(hr);
+    if (rc == 1)
         return;
-    for (size_t i = 0; i < tx->nheaders; i++) {
+    s->state = SMTPD_CMD;
+    hr->done(s, rc == 0);
+}
+
+static int header_rewrite_run(struct header_rewrite *hr)
+{
+    struct smtpd_session *s = hr->s;
+    struct smtpd_tx *tx = s->tx;
+    struct tbl_registry *reg = s->worker->tables;
+    while (hr->next < tx->nheaders) {
+        size_t i = hr->next;
         int cls = header_class(tx->headers[i].name);
-        if (cls == 0)
+        if (cls == 0) {
+            hr->next++;
             continue;
+        }
         size_t fresh_len = 0;
-        const char *fresh = rewrite_value(s, tx->headers[i].value, tx->headers[i].value_len, cls == 2, &fresh_len);
+        struct rewrite_failure failed = { NULL, NULL };
+        unsigned long pending = tbl_scope_pending_count(hr->scope);
+        if (hr->scope)
+            tbl_scope_enter(reg, hr->scope);
+        const char *fresh = rewrite_value(s, tx->headers[i].value, tx->headers[i].value_len, cls == 2, &fresh_len,
+                                          &failed);
+        if (hr->scope)
+            tbl_scope_leave(reg);
+        if (hr->scope && tbl_scope_pending_count(hr->scope) != pending) {
+            /* Some answers are not in yet: this header again, once they are. */
+            if (tbl_scope_fetch(hr->scope, header_rewrite_fetched, hr))
+                return 1;
+            continue;
+        }
+        if (failed.param) {
+            msg_warn("%s: %s map lookup problem for %.200s -- message not accepted, try again later",
+                     tx->queue_id, failed.param, failed.address);
+            return -1;
+        }
+        tbl_scope_reset(hr->scope);
+        hr->next++;
         if (fresh == NULL)
             continue;
         size_t nth = 0;
@@ -171,6 +260,30 @@ void smtpd_content_rewrite_headers(struct smtpd_session *s)
         e->value = fresh;
         e->value_len = fresh_len;
     }
+    return 0;
+}
+
+void smtpd_content_rewrite_headers(struct smtpd_session *s, smtpd_rewrite_done_fn *done)
+{
+    struct smtpd_tx *tx = s->tx;
+    struct mail_rewrite *rw = s->worker->rewrite;
+    if (rw == NULL || !mail_rewrite_headers(rw) || (s->set->receive_override & RO_NO_ADDRESS_MAPPINGS)) {
+        done(s, 1);
+        return;
+    }
+    struct header_rewrite *hr = petrel_pool_zalloc(tx->pool, sizeof(*hr));
+    hr->s = s;
+    hr->done = done;
+    if (maps_remote(&rw->canonical) || maps_remote(&rw->sender_canonical) || maps_remote(&rw->rcpt_canonical)) {
+        hr->scope = tbl_scope_new_sized(HEADER_REWRITE_MAX_ANSWERS);
+        petrel_pool_cleanup_add(tx->pool, header_rewrite_free, hr);
+    }
+    int rc = header_rewrite_run(hr);
+    if (rc == 1) {
+        s->state = SMTPD_WAIT;
+        return;
+    }
+    done(s, rc == 0);
 }
 
 /* ------------------------------------------------------------------ */

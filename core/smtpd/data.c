@@ -298,13 +298,53 @@ static void commit_done(void *arg, int cancelled)
 }
 
 static void eom_hooked(struct smtpd_session *s, const struct restrict_result *r);
+static void headers_rewritten(struct smtpd_session *s, int ok);
 static void eod_checked(struct smtpd_session *s, const struct restrict_result *r);
+
+static void content_finished(struct smtpd_session *s);
+
+/* A step that waited for the content checks (in SMTPD_WAIT) goes on as it
+ * would have without the wait, as if inside the input loop, so that a
+ * smtpd_continue() or a close in it leaves the session to the one call at
+ * the end (which frees a closed session). */
+static void after_checks(struct smtpd_session *s, void (*step)(struct smtpd_session *))
+{
+    s->state = SMTPD_CMD;
+    s->in_input_loop = 1;
+    step(s);
+    s->in_input_loop = 0;
+    smtpd_continue(s);
+}
+
+static void content_finished_late(struct smtpd_session *s)
+{
+    after_checks(s, content_finished);
+}
+
+/* The content checks answered while the reader had stopped: it reads on. */
+static void content_resumed(struct smtpd_session *s)
+{
+    smtpd_continue(s);
+}
 
 void smtpd_finish_message(struct smtpd_session *s, enum smtpd_counter c)
 {
+    s->tx->eom_counter = c;
+    /* The last header or line may still wait for a remote check table. */
+    smtpd_cleanup_input_end(s);
+    if (smtpd_cleanup_then(s, content_finished_late)) {
+        s->state = SMTPD_WAIT;
+        return;
+    }
+    content_finished(s);
+}
+
+/* The content stage is done with the whole message. */
+static void content_finished(struct smtpd_session *s)
+{
     struct smtpd_tx *tx = s->tx;
+    enum smtpd_counter c = tx->eom_counter;
     const char *verb = c == CNT_BDAT ? "BDAT" : "DATA";
-    tx->eom_counter = c;
     smtpd_cleanup_end(s);
     unsigned long long size = tx->writer ? queue_writer_content_size(tx->writer) : tx->proxy_size;
     int oversize = c == CNT_DATA ? s->data.oversize : 0;
@@ -445,7 +485,21 @@ static void eom_hooked(struct smtpd_session *s, const struct restrict_result *r)
         proxy_end_of_message(s);
         return;
     }
-    smtpd_content_rewrite_headers(s);
+    smtpd_content_rewrite_headers(s, headers_rewritten);
+}
+
+/* Header address rewriting is done; the edits are applied and the message committed. */
+static void headers_rewritten(struct smtpd_session *s, int ok)
+{
+    struct smtpd_tx *tx = s->tx;
+    enum smtpd_counter c = tx->eom_counter;
+    if (!ok) {
+        smtpd_reply(s, "451 4.3.0 Error: queue file write error");
+        smtpd_tx_free(s);
+        smtpd_count_error(s, c);
+        smtpd_continue(s);
+        return;
+    }
     if (!tx->discard && smtpd_content_edited(s) &&
         smtpd_content_rewrite(s, smtpd_create_writer, smtpd_write_received) != 0) {
         msg_warn("%s: cannot apply the modules' changes: %s", tx->queue_id, strerror(errno));
@@ -504,11 +558,15 @@ static int emit_content(void *ctx, const char *data, size_t n)
     return 0;
 }
 
-/* Feeds buffered input to the DATA reader; returns 1 when the message ended. */
+/* Feeds buffered input to the DATA reader; returns 1 when the message
+ * ended. While a content check waits for a remote table, the input stays
+ * where it is (the check's answer calls smtpd_continue). */
 int smtpd_consume_data(struct smtpd_session *s)
 {
     struct evbuffer *in = bufferevent_get_input(s->bev);
     while (evbuffer_get_length(in) > 0) {
+        if (s->tx && smtpd_cleanup_waiting(s) && smtpd_cleanup_then(s, content_resumed))
+            return 0;
         struct evbuffer_iovec vec;
         if (evbuffer_peek(in, -1, NULL, &vec, 1) < 1)
             break;
@@ -575,10 +633,22 @@ static void bdat_skip(struct smtpd_session *s, const char *reply)
     s->state = SMTPD_BDAT;
 }
 
+static void bdat_chunk_done(struct smtpd_session *s);
+
+static void bdat_chunk_done_late(struct smtpd_session *s)
+{
+    after_checks(s, bdat_chunk_done);
+}
+
 static void bdat_chunk_done(struct smtpd_session *s)
 {
     struct smtpd_tx *tx = s->tx;
     s->state = SMTPD_CMD;
+    /* A chunk is answered once the content checks are done with it. */
+    if (tx && !s->bdat_refusal && smtpd_cleanup_then(s, bdat_chunk_done_late)) {
+        s->state = SMTPD_WAIT;
+        return;
+    }
     if (s->bdat_refusal) {
         smtpd_reply(s, "%s", s->bdat_refusal);
         s->bdat_refusal = NULL;
@@ -611,6 +681,8 @@ void smtpd_consume_bdat(struct smtpd_session *s)
 {
     struct evbuffer *in = bufferevent_get_input(s->bev);
     while (s->bdat_remaining > 0 && evbuffer_get_length(in) > 0) {
+        if (s->tx && smtpd_cleanup_waiting(s) && smtpd_cleanup_then(s, content_resumed))
+            return;
         struct evbuffer_iovec vec;
         if (evbuffer_peek(in, -1, NULL, &vec, 1) < 1)
             break;

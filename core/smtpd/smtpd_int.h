@@ -146,6 +146,7 @@ struct smtpd_cleanup_settings {
     long long body_check_len;         /* body_checks_size_limit (0: no limit) */
     int hopcount_limit;
     int strict;                       /* a strict_* option is on */
+    int checks_remote;                /* a check table is remote: lookups may wait (cleanup.c) */
 };
 
 /* EHLO keywords smtpd_discard_ehlo_keywords may remove (Postfix's ehlo_mask) */
@@ -825,6 +826,15 @@ int smtpd_tls_established(struct smtpd_session *s);
 void smtpd_cleanup_begin(struct smtpd_session *s, const struct buf *prepend, const char *received, size_t len);
 /* Content bytes (CRLF line ends) as they arrive. */
 void smtpd_cleanup_feed(struct smtpd_session *s, const char *data, size_t n);
+/* 1 while a header or body check waits for a remote table: the DATA and
+ * BDAT readers take no further input until it answers (smtpd_cleanup_then
+ * tells them when). */
+int smtpd_cleanup_waiting(const struct smtpd_session *s);
+/* The content has ended (the parser's last header or line is given now). */
+void smtpd_cleanup_input_end(struct smtpd_session *s);
+/* 0 when nothing waits (go on now); 1 when then(s) will run, from the
+ * loop, once the waiting checks have answered. */
+int smtpd_cleanup_then(struct smtpd_session *s, void (*then)(struct smtpd_session *));
 /* The end of the content: the checks' verdict goes to tx->content_verdict
  * (unless a module refused first), HOLD/DISCARD to tx->hold/discard. */
 void smtpd_cleanup_end(struct smtpd_session *s);
@@ -866,7 +876,13 @@ void smtpd_message_objects_end(struct smtpd_session *s);
 void smtpd_message_tx_end(struct smtpd_tx *tx);
 /* Appends the replacement body to to. 0, or -1 with errno. */
 int smtpd_body_copy(struct smtpd_tx *tx, struct queue_writer *to);
-void smtpd_content_rewrite_headers(struct smtpd_session *s);
+/* Header address rewriting (canonical maps, masquerading) into tx->edits,
+ * then done(s, ok): at once, or from the loop when a remote canonical
+ * table had to be waited for (the session in SMTPD_WAIT meanwhile, back
+ * in SMTPD_CMD for done). ok 0: a table could not answer (logged as
+ * Postfix's cleanup does): the message must not be accepted. */
+typedef void smtpd_rewrite_done_fn(struct smtpd_session *s, int ok);
+void smtpd_content_rewrite_headers(struct smtpd_session *s, smtpd_rewrite_done_fn *done);
 int smtpd_content_rewrite(struct smtpd_session *s,
                           struct queue_writer *(*reopen)(struct smtpd_session *, struct queue_writer *),
                           void (*received)(struct smtpd_session *));

@@ -282,7 +282,7 @@ static void check_rewrites(struct fuzz_router *fr, const char *address, petrel_p
     const char *s = router_sender(fr->router, address, NULL, pool, NULL);
     check(s != NULL && (!clean || printable(s)), "a rewritten sender has no control characters");
     for (int recipient = 0; recipient < 2; recipient++) {
-        const char *h = mail_rewrite_header_address(&fr->rw, address, recipient, pool);
+        const char *h = mail_rewrite_header_address(&fr->rw, address, recipient, pool, NULL);
         check(h != NULL && (!clean || printable(h)), "a rewritten header address has no control characters");
     }
 }

@@ -260,7 +260,7 @@ static void test_rewrite(void)
     is_str(mail_rewrite_sender(&rw, "", pool, NULL), "", "rewrite: the null sender stays null");
     is_str(mail_rewrite_sender(&rw, "both@c.test", pool, NULL), "changed@c.test",
            "rewrite: canonical_maps for a class in canonical_classes");
-    is_str(mail_rewrite_header_address(&rw, "both@c.test", 1, pool), "both@c.test",
+    is_str(mail_rewrite_header_address(&rw, "both@c.test", 1, pool, NULL), "both@c.test",
            "rewrite: not for a class missing from canonical_classes");
     is_str(mail_rewrite_sender(&rw, "u@host.example.net", pool, NULL), "u@example.net",
            "rewrite: masquerade_domains strips the host");
@@ -270,9 +270,9 @@ static void test_rewrite(void)
            "rewrite: a !user in masquerade_exceptions comes first and is masqueraded (match list)");
     is_str(mail_rewrite_sender(&rw, "u@a.keep.example.net", pool, NULL), "u@a.keep.example.net",
            "rewrite: a !domain is never masqueraded");
-    is_str(mail_rewrite_header_address(&rw, "u@host.example.net", 0, pool), "u@host.example.net",
+    is_str(mail_rewrite_header_address(&rw, "u@host.example.net", 0, pool, NULL), "u@host.example.net",
            "rewrite: no masquerading for a class missing from masquerade_classes");
-    is_str(mail_rewrite_header_address(&rw, "u@host.example.net", 1, pool), "u@example.net",
+    is_str(mail_rewrite_header_address(&rw, "u@host.example.net", 1, pool, NULL), "u@example.net",
            "rewrite: header_recipient is masqueraded when listed");
     is_str(mail_rewrite_recipient(&rw, "rold@r.test", pool, NULL), "rnew@r.test",
            "rewrite: recipient_canonical_maps for the envelope recipient");

@@ -9,7 +9,7 @@
  * everything comes in as arguments and the outcome goes out in *out.
  *
  * The message is streamed from job->fd with pread(2) at
- * msg->content_offset in fixed-size chunks, never held whole in memory.
+ * queue_content_pread in fixed-size chunks, never held whole in memory.
  * Queue content has CRLF line ends; mailboxes get LF (as Postfix's local and
  * virtual agents write them).
  *
@@ -88,7 +88,8 @@ int local_write_limited(int fd, const void *data, size_t n, unsigned long long *
 #define LOCAL_CONTENT_CHUNK 16384
 struct local_content {
     int fd;
-    unsigned long long next_off, remaining;   /* file offset to read next, bytes left in the file */
+    const struct queue_message *msg;          /* read through queue_content_pread */
+    unsigned long long next_off, remaining;   /* content position to read next, content bytes left */
     int to_lf;                 /* CRLF -> LF */
     int quote_from;            /* mboxrd: a line matching ^>*From  gets one more '>' */
     int ensure_final_nl;       /* add a newline if the content does not end with one */

@@ -50,7 +50,8 @@ void local_content_init(struct local_content *c, const struct dlv_job *job, int 
 {
     memset(c, 0, sizeof(*c));
     c->fd = job->fd;
-    c->next_off = (unsigned long long)job->msg->content_offset;
+    c->msg = job->msg;
+    c->next_off = 0;
     c->remaining = job->msg->content_length;
     c->to_lf = to_lf;
     c->quote_from = quote_from;
@@ -147,9 +148,7 @@ ssize_t local_content_read(struct local_content *c, char *out, size_t size)
                 break;
             }
             size_t want = c->remaining < sizeof(c->in) ? (size_t)c->remaining : sizeof(c->in);
-            ssize_t r = pread(c->fd, c->in, want, (off_t)c->next_off);
-            if (r < 0 && errno == EINTR)
-                continue;
+            ssize_t r = queue_content_pread(c->fd, c->msg, c->next_off, c->in, want);
             if (r <= 0) {
                 if (r == 0)
                     errno = EIO;   /* the file is shorter than its envelope says */

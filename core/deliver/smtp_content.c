@@ -39,7 +39,7 @@ int sc_content_has_8bit(struct sc_job *a)
     unsigned long long off = 0;
     while (off < m->content_length) {
         size_t want = m->content_length - off < sizeof(chunk) ? (size_t)(m->content_length - off) : sizeof(chunk);
-        ssize_t n = pread(a->job->fd, chunk, want, m->content_offset + (off_t)off);
+        ssize_t n = queue_content_pread(a->job->fd, m, off, chunk, want);
         if (n <= 0)
             return -1;
         for (ssize_t i = 0; i < n; i++)
@@ -250,7 +250,7 @@ void sc_body_feed(struct sc_job *a)
     while (evbuffer_get_length(out) < SC_OUT_HIGH && a->body_off < m->content_length) {
         size_t want = m->content_length - a->body_off < sizeof(chunk) ? (size_t)(m->content_length - a->body_off)
                                                                          : sizeof(chunk);
-        ssize_t n = pread(a->job->fd, chunk, want, m->content_offset + (off_t)a->body_off);
+        ssize_t n = queue_content_pread(a->job->fd, m, a->body_off, chunk, want);
         if (n <= 0) {
             /* closing without "." aborts the transaction at the server */
             sc_pending_set(a, DLV_DEFERRED, "4.3.0", conn->relay, "error reading queue file: %s",

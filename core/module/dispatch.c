@@ -742,7 +742,7 @@ void module_notify(struct module_session *ms, enum module_hook h, const struct m
     }
 }
 
-void module_notify_delivery(const petrel_delivery_result *r, int fd, unsigned long long content_offset,
+void module_notify_delivery(const petrel_delivery_result *r, module_message_read_fn *read, void *read_arg,
                             unsigned long long content_length)
 {
     if (!module_hook_active(MODULE_HOOK_DELIVERY))
@@ -758,7 +758,7 @@ void module_notify_delivery(const petrel_delivery_result *r, int fd, unsigned lo
         double started = module_clock();
         /* What petrel_delivery_message_open reads, for this call only: its
          * readers go stale when the hook returns (message.c). */
-        struct module_delivery_call call = { m, r, fd, content_offset, content_length, NULL };
+        struct module_delivery_call call = { m, r, read, read_arg, content_length, NULL };
         struct module_delivery_call *outer = module_rt->delivery;
         module_rt->delivery = &call;
         struct module_crash_frame frame = module_crash_enter(m, def->name);

@@ -6,19 +6,18 @@
  * (reading, sizes, handles, staleness) is here, so a reader behaves the
  * same in every hook.
  *
- * Lifetime. A reader holds descriptors of its own (dup), never the role's:
- * once open it reads the same bytes even when the queue manager moves the
- * queue file or removes it after delivery (the inode lives while a
- * descriptor does). What ends it is its owner: the role releases its list
+ * Lifetime. What ends a reader is its owner: the role releases its list
  * when the hook's call completes (end of message: when every module
  * answered; queued and delivery: when the module's hook returns), and the
  * handle then goes stale like a session's. So a module cannot pin a
  * removed queue file's disk space past the hook, and cannot reach freed
  * memory through a handle it kept.
  *
- * A reader of the file still being written (end of message) reads through
- * the role's read function instead (the queue writer flushes its buffer
- * first); the others pread(2) their descriptor.
+ * Every reader reads through the role's read function, which goes through
+ * the queue's content reader (queue_content_pread, or the writer's
+ * queue_writer_read_content at end of message), so the content map of an
+ * edited queue file is followed. A source without one (fd and base, which
+ * the reader dup(2)s) is one run of bytes; no role uses it for a queue file.
  */
 #include "config.h"
 
@@ -125,21 +124,6 @@ void module_message_release_all(struct module_message **list)
         reader_unlink(o);
         reader_free(o);
     }
-}
-
-struct fd_at {
-    int fd;
-    unsigned long long base;
-};
-
-static ssize_t fd_read(void *arg, unsigned long long off, void *buf, size_t len)
-{
-    const struct fd_at *f = arg;
-    ssize_t n;
-    do
-        n = pread(f->fd, buf, len, (off_t)(f->base + off));
-    while (n < 0 && errno == EINTR);
-    return n;
 }
 
 long long module_message_body_offset(module_message_read_fn *read, void *arg, unsigned long long size)
@@ -262,17 +246,16 @@ petrel_message *petrel_delivery_message_open(petrel_module *m, const petrel_deli
         msg_warn("module %s: %s outside its delivery hook, or for another delivery: ignored", m->name, __func__);
         return NULL;
     }
-    if (d->fd < 0) {
+    if (d->read == NULL) {
         msg_warn("%s: module %s: %s: the queue file is not open here", r->queue_id, m->name, __func__);
         return NULL;
     }
     struct module_message_source src = {
-        .queue_id = r->queue_id, .fd = d->fd, .base = d->content_offset, .body_fd = -1,
+        .queue_id = r->queue_id, .fd = -1, .read = d->read, .read_arg = d->read_arg, .body_fd = -1,
         .start = 0, .end = d->content_length,
     };
     if (flags & PETREL_MESSAGE_BODY) {
-        struct fd_at f = { d->fd, d->content_offset };
-        long long at = module_message_body_offset(fd_read, &f, d->content_length);
+        long long at = module_message_body_offset(d->read, d->read_arg, d->content_length);
         if (at < 0) {
             msg_warn("%s: module %s: %s: read of the stored message: %s", r->queue_id, m->name, __func__,
                      strerror(errno));

@@ -128,12 +128,15 @@ int module_call(struct module_session *ms, struct petrel_module *m, const char *
 void module_run_content(struct module_session *ms, enum module_hook h, const struct module_hook_args *args,
                         struct module_result *out);
 
+/* Reads up to len content bytes at content position off (0 = the first). */
+typedef ssize_t module_message_read_fn(void *arg, unsigned long long off, void *buf, size_t len);
+
 /* Informational hooks: queued (with a session) and delivery (none). The
  * delivery hook's modules may read the message (petrel_delivery_message_open)
- * from fd, the open queue file, whose content is content_length bytes at
- * content_offset (fd -1: they may not). */
+ * through read(read_arg, ...), the queue manager's content reader, while the
+ * hook runs: content_length bytes (read NULL: they may not). */
 void module_notify(struct module_session *ms, enum module_hook h, const struct module_hook_args *args);
-void module_notify_delivery(const petrel_delivery_result *r, int fd, unsigned long long content_offset,
+void module_notify_delivery(const petrel_delivery_result *r, module_message_read_fn *read, void *read_arg,
                             unsigned long long content_length);
 
 /* ------------------------------------------------------------------ */
@@ -144,7 +147,6 @@ void module_notify_delivery(const petrel_delivery_result *r, int fd, unsigned lo
  * read(read_arg, ...) returns: a file still being written); then, with
  * body_fd >= 0, sep bytes of CRLF and body_len bytes of body_fd (a new
  * body). The reader dups the descriptors it uses. */
-typedef ssize_t module_message_read_fn(void *arg, unsigned long long off, void *buf, size_t len);
 struct module_message_source {
     const char *queue_id;
     int fd;

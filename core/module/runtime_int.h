@@ -85,8 +85,9 @@ uint32_t handle_slot(uintptr_t h);
 struct module_delivery_call {
     struct petrel_module *module;
     const petrel_delivery_result *result;
-    int fd;
-    unsigned long long content_offset, content_length;
+    module_message_read_fn *read;   /* the queue manager's content reader, or NULL */
+    void *read_arg;
+    unsigned long long content_length;
     struct module_message *readers;
 };
 

@@ -6,9 +6,9 @@
  *
  * Design:
  *  - Streaming: the text goes out through the caller's emit callback in
- *    small pieces and the original is copied from the queue file with
- *    pread(2) in chunks, so a notification costs a fixed amount of memory
- *    whatever the message size.
+ *    small pieces and the original is copied from the queue file through
+ *    the queue's content reader (queue_content_pread) in chunks, so a
+ *    notification costs a fixed amount of memory whatever the message size.
  *  - What is returned: the whole original for failures when it is within
  *    size_limit (Postfix's bounce_size_limit) and RET is not HDRS; the
  *    header section only (text/rfc822-headers) otherwise, and always for
@@ -147,14 +147,13 @@ static void rfc5322_date(char *out, size_t size, long long when)
              off % 60);
 }
 
-/* pread loop: fills buf fully unless the file ends (EIO then: the file is
- * shorter than its envelope says). */
-static int read_at(int fd, char *buf, size_t n, unsigned long long off)
+/* Content bytes [off, off + n) of msg through the queue's content reader:
+ * fills buf fully unless the file ends (EIO then: the file is shorter than
+ * its envelope says). */
+static int read_at(const struct queue_message *msg, int fd, char *buf, size_t n, unsigned long long off)
 {
     while (n > 0) {
-        ssize_t r = pread(fd, buf, n, (off_t)off);
-        if (r < 0 && errno == EINTR)
-            continue;
+        ssize_t r = queue_content_pread(fd, msg, off, buf, n);
         if (r <= 0) {
             if (r == 0)
                 errno = EIO;
@@ -171,7 +170,7 @@ static int read_at(int fd, char *buf, size_t n, unsigned long long off)
  * line end of the last header, without the empty line), looking at most at
  * limit bytes; a longer header section is cut after its last complete line
  * within the limit. -1 on a read error. */
-static long long header_length(int fd, unsigned long long start, unsigned long long len, unsigned long long limit,
+static long long header_length(const struct queue_message *msg, int fd, unsigned long long len, unsigned long long limit,
                                long long *out)
 {
     char chunk[READ_CHUNK];
@@ -180,7 +179,7 @@ static long long header_length(int fd, unsigned long long start, unsigned long l
     int prev_lf = 1;   /* the content starts a line */
     while (pos < scan) {
         size_t n = scan - pos < sizeof(chunk) ? (size_t)(scan - pos) : sizeof(chunk);
-        if (read_at(fd, chunk, n, start + pos) < 0)
+        if (read_at(msg, fd, chunk, n, pos) < 0)
             return -1;
         for (size_t k = 0; k < n; k++) {
             char c = chunk[k];
@@ -203,16 +202,16 @@ static long long header_length(int fd, unsigned long long start, unsigned long l
     return 0;
 }
 
-/* 1 when needle occurs in the len content bytes at start, 0 if not, -1 on a
+/* 1 when needle occurs in the first len content bytes, 0 if not, -1 on a
  * read error. Chunks overlap by strlen(needle)-1 bytes. */
-static int content_contains(int fd, unsigned long long start, unsigned long long len, const char *needle)
+static int content_contains(const struct queue_message *msg, int fd, unsigned long long len, const char *needle)
 {
     char chunk[READ_CHUNK + 128];
     size_t nl = strlen(needle), keep = 0;
     unsigned long long pos = 0;
     while (pos < len) {
         size_t n = len - pos < READ_CHUNK ? (size_t)(len - pos) : READ_CHUNK;
-        if (read_at(fd, chunk + keep, n, start + pos) < 0)
+        if (read_at(msg, fd, chunk + keep, n, pos) < 0)
             return -1;
         size_t have = keep + n;
         if (memmem(chunk, have, needle, nl))
@@ -289,7 +288,7 @@ int bounce_compose(const struct bounce_info *info, int (*emit)(void *ctx, const 
     int failure = strcmp(kind, "failure") == 0, delay = strcmp(kind, "delay") == 0;
     int success = !failure && !delay;
     size_t limit = info->size_limit ? info->size_limit : BOUNCE_SIZE_LIMIT;
-    unsigned long long start = (unsigned long long)msg->content_offset, clen = msg->content_length;
+    unsigned long long clen = msg->content_length;
     const char *qid = info->queue_id ? info->queue_id : (msg->id ? msg->id : "unknown");
     const char *sender = msg->env.sender ? msg->env.sender : "";
     const char *postmaster = info->postmaster ? info->postmaster : "postmaster";
@@ -301,7 +300,7 @@ int bounce_compose(const struct bounce_info *info, int (*emit)(void *ctx, const 
     unsigned long long enclosed = clen;
     if (!full) {
         long long h;
-        if (header_length(info->fd, start, clen, limit, &h) < 0)
+        if (header_length(msg, info->fd, clen, limit, &h) < 0)
             return -1;
         enclosed = (unsigned long long)h;
     }
@@ -316,7 +315,7 @@ int bounce_compose(const struct bounce_info *info, int (*emit)(void *ctx, const 
         else
             snprintf(boundary, sizeof(boundary), "%s.%lld/%.20s=_%016llx", bqid, info->now, bhost,
                      fnv(info->boundary_seed ? info->boundary_seed : qid, tries));
-        int hit = content_contains(info->fd, start, enclosed, boundary);
+        int hit = content_contains(msg, info->fd, enclosed, boundary);
         if (hit < 0)
             return -1;
         if (!hit)
@@ -486,7 +485,7 @@ int bounce_compose(const struct bounce_info *info, int (*emit)(void *ctx, const 
     char last = '\n';
     while (pos < enclosed && !o.failed) {
         size_t n = enclosed - pos < sizeof(chunk) ? (size_t)(enclosed - pos) : sizeof(chunk);
-        if (read_at(info->fd, chunk, n, start + pos) < 0)
+        if (read_at(msg, info->fd, chunk, n, pos) < 0)
             return -1;
         out_write(&o, chunk, n);
         last = chunk[n - 1];

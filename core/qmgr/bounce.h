@@ -34,7 +34,7 @@ struct bounce_info {
                                   From: is always MAILER-DAEMON@myhostname, as Postfix. */
     const char *queue_id;      /* the original message's */
     const struct queue_message *msg;
-    int fd;                    /* the original queue file, read with pread */
+    int fd;                    /* the original queue file, read with queue_content_pread */
     const char *kind;          /* "failure", "delay", "success" */
     const struct bounce_rcpt *rcpts;
     size_t nrcpt;

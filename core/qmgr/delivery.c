@@ -56,6 +56,14 @@ static const char *status_word(enum dlv_status s)
 
 /* Postfix's delivery line, as its delivery agent would log it; status
  * overrides the result's word (SOFTBOUNCE). */
+/* The delivery hook's modules read the message through the queue's content
+ * reader (the content map of an edited file included). */
+static ssize_t qmsg_content_read(void *arg, unsigned long long off, void *buf, size_t len)
+{
+    struct qmsg *m = arg;
+    return queue_content_pread(m->fd, &m->msg, off, buf, len);
+}
+
 static void log_delivery(struct qjob *j, size_t i, const struct dlv_result *r, const char *status)
 {
     struct qmsg *m = j->m;
@@ -92,7 +100,7 @@ static void log_delivery(struct qjob *j, size_t i, const struct dlv_result *r, c
                     : r->status == DLV_DEFERRED ? PETREL_DELIVERY_DEFERRED : PETREL_DELIVERY_BOUNCED,
             .dsn = r->dsn, .relay = r->relay, .text = r->text, .delay = now - m->arrival,
         };
-        module_notify_delivery(&pr, m->fd, (unsigned long long)m->msg.content_offset, m->msg.content_length);
+        module_notify_delivery(&pr, m->fd >= 0 ? qmsg_content_read : NULL, m, m->msg.content_length);
     }
 }
 

@@ -142,26 +142,43 @@ struct queue_writer *queue_writer_create(struct queue *q, struct queue_id_gen *g
  * An error is sticky: later writes and the commit fail with the same errno,
  * so the caller may keep feeding DATA and report once at the end. */
 int queue_writer_write(struct queue_writer *w, const void *data, size_t len);
+/* The content's size: as written, or the sum of the content map's ranges. */
 size_t queue_writer_content_size(const struct queue_writer *w);
 /* Reads back up to len content bytes written so far, from content offset
- * offset (flushing the writer's buffer first). Returns the bytes read, or -1
- * with errno. Used to rebuild a message that modules edited. */
+ * offset (flushing the writer's buffer first), through the content map once
+ * one is set. Returns the bytes read, or -1 with errno. */
 ssize_t queue_writer_read_content(struct queue_writer *w, unsigned long long offset, void *buf, size_t len);
 /* Cuts the content back to its first size bytes (writing goes on from
  * there): a module's new body replaces the old one in the same file, under
- * the same queue ID. Returns 0, or -1 with errno (sticky, as a write's). */
+ * the same queue ID. Not after queue_writer_edit_begin (EINVAL). Returns 0,
+ * or -1 with errno (sticky, as a write's). */
 int queue_writer_truncate(struct queue_writer *w, unsigned long long size);
-/* Starts the queue file again under old's queue ID, with env as its
- * envelope (edits at end of message: a new sender, new recipients, new
- * headers), so the ID the client is told stays the message's. old's name
- * goes first (its file was never committed, so nothing acknowledged is
- * lost if we crash now) and the new file takes it, O_EXCL and locked as
- * queue_writer_create's; old keeps its descriptor, to be read back with
- * queue_writer_read_content, and its lock, until it is freed. Afterwards
- * queue_writer_abort(old) and queue_writer_free(old) both only close it
- * (the name is the new file's). NULL + errno on failure; old's name is
- * then gone too, and the transaction must fail. */
-struct queue_writer *queue_writer_replace(struct queue_writer *old, const struct queue_envelope *env);
+/*
+ * Edits at end of message (format version 2, doc/queue-format.md): the
+ * message is never copied. Bytes written after queue_writer_edit_begin are
+ * data, not content: replacement headers, a replacement body. The content
+ * becomes the list of ranges queue_writer_set_content_map names (offsets
+ * from the content start, e.g. [new headers][the original rest]); a new
+ * envelope (sender, recipients, flags) replaces the first one entirely and
+ * is written after the data at commit. Nothing of it is visible before the
+ * commit, so a crash at any point leaves an uncommitted file that recovery
+ * removes, or the committed one.
+ */
+struct queue_segment {
+    unsigned long long offset;   /* from the first content byte (the data region's start) */
+    unsigned long long length;   /* > 0 */
+};
+/* From now on writes append data that is content only when a map names it.
+ * Returns the data size so far (the offset the next byte gets). */
+unsigned long long queue_writer_edit_begin(struct queue_writer *w);
+/* Bytes in the data region so far (content as received plus edit data). */
+unsigned long long queue_writer_data_size(const struct queue_writer *w);
+/* The content is these n ranges of the data region, in order (copied). -1 +
+ * EINVAL when one runs past what was written or is empty. */
+int queue_writer_set_content_map(struct queue_writer *w, const struct queue_segment *segs, size_t n);
+/* The envelope the file is committed with, in place of the one given at
+ * creation (same checks as queue_writer_create; -1 + EINVAL). */
+int queue_writer_set_envelope(struct queue_writer *w, const struct queue_envelope *env);
 /* Writes the end record, fdatasyncs the file, then waits for a directory
  * fsync of incoming/ that started after the file was created (group commit:
  * concurrent committers share one). BLOCKING: call it off the event loop.
@@ -207,15 +224,28 @@ struct queue_rcpt_state {
     off_t status_offset;       /* file offset of the status byte (dsn code: next 4 bytes) */
 };
 
+/* Read the content only through queue_content_pread: in a version 2 file
+ * it is a list of ranges of the data region, not one run. */
 struct queue_message {
     const char *id;
     struct queue_envelope env;          /* env.rcpts[i] pairs with rcpt_state[i] */
     struct queue_rcpt_state *rcpt_state;
     size_t pending_count;               /* recipients not yet final */
-    off_t content_offset;               /* first content byte */
-    unsigned long long content_length;
+    off_t content_offset;               /* the data region's first byte */
+    unsigned long long content_length;  /* the message's size */
+    const struct queue_segment *segments;   /* NULL: the content is content_length bytes at content_offset */
+    size_t segment_count;
+    int version;                        /* the file's format version (1 or 2) */
     off_t file_size;
 };
+
+/* THE content reader: every consumer of a stored message (delivery agents,
+ * bounces, petrelctl, module readers) reads through it. Up to len bytes of
+ * the content from content position off (0 = the first byte of the
+ * message) of the file fd msg was read from; returns the bytes read (> 0,
+ * maybe fewer than len), 0 at or past the end, or -1 with errno (EIO: the
+ * file is shorter than its envelope says). */
+ssize_t queue_content_pread(int fd, const struct queue_message *msg, unsigned long long off, void *buf, size_t len);
 
 /* Reads and validates a queue file: magic and version, every record length
  * against the envelope size, the end record against the file size, the

@@ -27,6 +27,23 @@
  *         status (1) | DSN code (4) | NOTIFY bits (1) |
  *         ORCPT length (4; 0xFFFFFFFF = no ORCPT) | ORCPT | address (the rest, >= 1 byte)
  *   'M' content start, length 0: the last envelope record; content follows
+ *   'C' content map (version 2, second envelope only): ranges of the data,
+ *       offset (8, from the data's start) | length (8, > 0) each, <= 4096
+ *
+ * VERSION 2 (a message edited at end of message; written only then, so an
+ * unedited message stays readable by an older reader):
+ *   header (version byte 2) | envelope 1 (as received, superseded) |
+ *   data: the content as received, then what edits appended |
+ *   envelope 2: the envelope that counts, 'C' when the content is not the
+ *   whole data, 'M' last |
+ *   end record: 'X', length 44, payload: data offset (8) | data length (8) |
+ *     envelope 2 offset (8) | envelope 2 record count (4) | hash over the
+ *     header, envelope 1 and envelope 2 (8) | "PETRELQE" (8)
+ *   Edits never copy the message: new headers (and a new body) are appended
+ *   as data and the content map splices them with the ranges of the
+ *   original that stay. Envelope 2 is the whole envelope, so readers parse
+ *   one envelope as in version 1. Every content reader goes through
+ *   queue_content_pread (queue_writer_read_content while writing).
  *
  * Why this shape:
  * - Every field is length-prefixed and strings are opaque bytes (never NUL),
@@ -68,10 +85,15 @@
 #define QF_MAGIC "PETRELQ1"
 #define QF_END_MAGIC "PETRELQE"
 #define QF_VERSION 1
+#define QF_VERSION_EDITED 2
 #define QF_HEADER_SIZE 16
 #define QF_RECORD_HEADER 5
 #define QF_END_PAYLOAD 36
 #define QF_END_SIZE (QF_RECORD_HEADER + QF_END_PAYLOAD)
+#define QF2_END_PAYLOAD 44
+#define QF2_END_SIZE (QF_RECORD_HEADER + QF2_END_PAYLOAD)
+#define QF_SEGMENT_SIZE 16
+#define QF_SEGMENTS_MAX (QUEUE_FIELD_MAX / QF_SEGMENT_SIZE)
 #define QF_RCPT_FIXED 10          /* status, dsn, notify, orcpt length */
 #define QF_NO_ORCPT 0xFFFFFFFFu
 #define QF_WRITE_BUFFER (64 * 1024)
@@ -84,6 +106,7 @@ enum qf_record {
     REC_CLIENT_NAME = 'c', REC_CLIENT_ADDR = 'a', REC_CLIENT_PORT = 'p',
     REC_HELO = 'h', REC_PROTOCOL = 'P', REC_TLS = 't', REC_SASL_METHOD = 'm',
     REC_SASL_USER = 'u', REC_FILTER = 'f', REC_LOG_IDENT = 'i', REC_ORIGIN = 'D', REC_RCPT = 'R', REC_CONTENT = 'M', REC_END = 'X',
+    REC_CONTENT_MAP = 'C',
 };
 
 #define KNOWN_FLAGS (QUEUE_F_8BITMIME | QUEUE_F_SMTPUTF8 | QUEUE_F_BINARYMIME | QUEUE_F_NO_ADDRESS_MAPPINGS | \
@@ -124,12 +147,11 @@ static uint64_t fnv1a(uint64_t h, const unsigned char *p, size_t n)
     return h;
 }
 
-/* The envelope hash with each recipient's status and DSN bytes read as zero. */
-static uint64_t envelope_hash(const unsigned char *env, size_t size)
+/* Continues hash h over the records of env from pos to size, with each
+ * recipient's status and DSN bytes read as zero. */
+static uint64_t hash_records(uint64_t h, const unsigned char *env, size_t pos, size_t size)
 {
     static const unsigned char zeros[5];
-    uint64_t h = fnv1a(FNV_OFFSET, env, QF_HEADER_SIZE);
-    size_t pos = QF_HEADER_SIZE;
     while (pos + QF_RECORD_HEADER <= size) {
         size_t len = get_u32(env + pos + 1);
         h = fnv1a(h, env + pos, QF_RECORD_HEADER);
@@ -145,6 +167,12 @@ static uint64_t envelope_hash(const unsigned char *env, size_t size)
         pos += len;
     }
     return h;
+}
+
+/* The envelope hash: the header, then the records. */
+static uint64_t envelope_hash(const unsigned char *env, size_t size)
+{
+    return hash_records(fnv1a(FNV_OFFSET, env, QF_HEADER_SIZE), env, QF_HEADER_SIZE, size);
 }
 
 static int write_full_iov(int fd, struct iovec *iov, int iovcnt)
@@ -193,6 +221,48 @@ static ssize_t pread_full(int fd, void *buf, size_t len, off_t off)
     return (ssize_t)got;
 }
 
+/* Reads content bytes [off, off + len) of a content made of the ranges
+ * segs (NULL: one run of total bytes) of the data region at file offset
+ * base, whose size is total. Returns the bytes read (> 0), 0 at the end,
+ * -1 + errno (EIO when the file ends early). */
+static ssize_t content_pread(int fd, uint64_t base, const struct queue_segment *segs, size_t nsegs, uint64_t total,
+                             uint64_t off, void *buf, size_t len)
+{
+    if (off >= total || len == 0)
+        return 0;
+    if (len > total - off)
+        len = (size_t)(total - off);
+    size_t got = 0;
+    uint64_t seg_start = 0;
+    for (size_t i = 0; got < len && (segs ? i < nsegs : i < 1); i++) {
+        uint64_t seg_off = segs ? segs[i].offset : 0, seg_len = segs ? segs[i].length : total;
+        uint64_t seg_end = seg_start + seg_len;
+        uint64_t at = off + got;
+        if (at < seg_end) {
+            uint64_t in = at - seg_start;
+            size_t want = len - got < seg_len - in ? len - got : (size_t)(seg_len - in);
+            ssize_t n = pread_full(fd, (char *)buf + got, want, (off_t)(base + seg_off + in));
+            if (n < 0)
+                return got ? (ssize_t)got : -1;
+            got += (size_t)n;
+            if ((size_t)n < want)
+                break;   /* the file ends early */
+        }
+        seg_start = seg_end;
+    }
+    if (got == 0) {
+        errno = EIO;
+        return -1;
+    }
+    return (ssize_t)got;
+}
+
+ssize_t queue_content_pread(int fd, const struct queue_message *msg, unsigned long long off, void *buf, size_t len)
+{
+    return content_pread(fd, (uint64_t)msg->content_offset, msg->segments, msg->segment_count, msg->content_length,
+                         off, buf, len);
+}
+
 /* ---- writer ---- */
 
 struct queue_writer {
@@ -206,8 +276,16 @@ struct queue_writer {
     uint32_t record_count;
     uint64_t hash;
     int error;                    /* sticky errno of a failed write */
-    int detached;                 /* its name went to a replacement (queue_writer_replace) */
     unsigned long long dir_sync_gen;   /* incoming/'s sync generation just after the create */
+    /* edits (format version 2) */
+    int editing;                  /* queue_writer_edit_begin was called */
+    uint64_t received_size;       /* the content as received, until a map is set */
+    struct queue_segment *map;    /* the content map, or NULL */
+    size_t map_count;
+    uint64_t map_total;
+    unsigned char *env2;          /* a replacement envelope: header + records, without 'M' */
+    size_t env2_len;
+    uint32_t env2_records;
 };
 
 static unsigned char *wbuf_reserve(struct queue_writer *w, size_t extra)
@@ -333,35 +411,9 @@ struct queue_writer *queue_writer_create(struct queue *q, struct queue_id_gen *g
     return writer_start(q, fd, id, env);
 }
 
-struct queue_writer *queue_writer_replace(struct queue_writer *old, const struct queue_envelope *env)
+/* The header and envelope records of env, 'M' last, into w's buffer. */
+static void build_envelope(struct queue_writer *w, const struct queue_envelope *env)
 {
-    if (!envelope_ok(env)) {
-        errno = EINVAL;
-        return NULL;
-    }
-    if (old->error) {
-        errno = old->error;
-        return NULL;
-    }
-    if (!old->detached) {
-        if (unlinkat(queue_dir_fd(old->q, QDIR_INCOMING), old->id, 0) < 0 && errno != ENOENT)
-            return NULL;
-        old->detached = 1;
-    }
-    int fd = writer_open(old->q, old->id);
-    if (fd < 0)
-        return NULL;
-    return writer_start(old->q, fd, old->id, env);
-}
-
-static struct queue_writer *writer_start(struct queue *q, int fd, const char *id, const struct queue_envelope *env)
-{
-    struct queue_writer *w = xcalloc(1, sizeof(*w));
-    w->q = q;
-    w->fd = fd;
-    w->dir_sync_gen = queue_sync_generation(q);   /* fd's entry now exists */
-    memcpy(w->id, id, QUEUE_ID_MAX);
-
     unsigned char *h = wbuf_reserve(w, QF_HEADER_SIZE);
     memset(h, 0, QF_HEADER_SIZE);
     memcpy(h, QF_MAGIC, 8);
@@ -398,6 +450,16 @@ static struct queue_writer *writer_start(struct queue *q, int fd, const char *id
     for (size_t i = 0; i < env->rcpt_count; i++)
         put_rcpt(w, &env->rcpts[i]);
     put_record(w, REC_CONTENT, NULL, 0);
+}
+
+static struct queue_writer *writer_start(struct queue *q, int fd, const char *id, const struct queue_envelope *env)
+{
+    struct queue_writer *w = xcalloc(1, sizeof(*w));
+    w->q = q;
+    w->fd = fd;
+    w->dir_sync_gen = queue_sync_generation(q);   /* fd's entry now exists */
+    memcpy(w->id, id, QUEUE_ID_MAX);
+    build_envelope(w, env);
     w->content_offset = w->len;
     /* Statuses are all PENDING (zero) now, so the plain hash is the one
      * readers compute with status bytes zeroed. */
@@ -448,7 +510,12 @@ int queue_writer_write(struct queue_writer *w, const void *data, size_t len)
 
 size_t queue_writer_content_size(const struct queue_writer *w)
 {
-    return (size_t)w->content_size;
+    return (size_t)(w->map ? w->map_total : w->editing ? w->received_size : w->content_size);
+}
+
+unsigned long long queue_writer_data_size(const struct queue_writer *w)
+{
+    return w->content_size;
 }
 
 ssize_t queue_writer_read_content(struct queue_writer *w, unsigned long long offset, void *buf, size_t len)
@@ -459,11 +526,60 @@ ssize_t queue_writer_read_content(struct queue_writer *w, unsigned long long off
     }
     if (w->len && flush_with(w, NULL, 0) < 0)
         return -1;
-    if (offset >= w->content_size)
-        return 0;
-    if (len > w->content_size - offset)
-        len = (size_t)(w->content_size - offset);
-    return pread_full(w->fd, buf, len, (off_t)(w->content_offset + offset));
+    return content_pread(w->fd, w->content_offset, w->map, w->map_count, queue_writer_content_size(w), offset, buf,
+                         len);
+}
+
+unsigned long long queue_writer_edit_begin(struct queue_writer *w)
+{
+    if (!w->editing) {
+        w->editing = 1;
+        w->received_size = w->content_size;
+    }
+    return w->content_size;
+}
+
+int queue_writer_set_content_map(struct queue_writer *w, const struct queue_segment *segs, size_t n)
+{
+    uint64_t total = 0;
+    if (n > QF_SEGMENTS_MAX) {
+        errno = EINVAL;
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (segs[i].length == 0 || segs[i].offset > w->content_size
+            || segs[i].length > w->content_size - segs[i].offset) {
+            errno = EINVAL;
+            return -1;
+        }
+        total += segs[i].length;   /* no overflow: n * data size, n <= 4096, data < 2^51 */
+    }
+    struct queue_segment *copy = xmalloc((n ? n : 1) * sizeof(*copy));
+    if (n)
+        memcpy(copy, segs, n * sizeof(*copy));
+    free(w->map);
+    w->map = copy;
+    w->map_count = n;
+    w->map_total = total;
+    (void)queue_writer_edit_begin(w);
+    return 0;
+}
+
+int queue_writer_set_envelope(struct queue_writer *w, const struct queue_envelope *env)
+{
+    if (!envelope_ok(env)) {
+        errno = EINVAL;
+        return -1;
+    }
+    struct queue_writer tmp;
+    memset(&tmp, 0, sizeof(tmp));
+    build_envelope(&tmp, env);
+    free(w->env2);
+    w->env2 = tmp.buf;
+    w->env2_len = tmp.len - QF_RECORD_HEADER;        /* without its 'M' */
+    w->env2_records = tmp.record_count - 1;
+    (void)queue_writer_edit_begin(w);
+    return 0;
 }
 
 int queue_writer_truncate(struct queue_writer *w, unsigned long long size)
@@ -472,7 +588,7 @@ int queue_writer_truncate(struct queue_writer *w, unsigned long long size)
         errno = w->error;
         return -1;
     }
-    if (size > w->content_size) {
+    if (size > w->content_size || w->editing) {
         errno = EINVAL;
         return -1;
     }
@@ -492,11 +608,95 @@ const char *queue_writer_id(const struct queue_writer *w)
     return w->id;
 }
 
+/* The end of an edited file (version 2): the envelope as it stands after
+ * the data, with the content map, 'M' last; the header says version 2; the
+ * hash covers the header, the first envelope and this one. */
+static int finish_edited(struct queue_writer *w)
+{
+    if (w->len && flush_with(w, NULL, 0) < 0)
+        return -1;
+    size_t env1_len = (size_t)w->content_offset;
+    unsigned char *env1 = xmalloc(env1_len);
+    ssize_t got = pread_full(w->fd, env1, env1_len, 0);
+    static const unsigned char version = QF_VERSION_EDITED;
+    ssize_t put = got == (ssize_t)env1_len ? pwrite(w->fd, &version, 1, 8) : -1;
+    if (put != 1) {
+        w->error = got >= 0 && got < (ssize_t)env1_len ? EIO : put == 0 ? EIO : errno;
+        free(env1);
+        errno = w->error;
+        return -1;
+    }
+    if (!w->map && w->content_size != w->received_size) {
+        /* Data was appended but no map set: the content stays as received. */
+        struct queue_segment whole = { 0, w->received_size };
+        if (queue_writer_set_content_map(w, &whole, w->received_size ? 1 : 0) < 0) {
+            free(env1);
+            return -1;
+        }
+    }
+    env1[8] = QF_VERSION_EDITED;
+    uint64_t hash = envelope_hash(env1, env1_len);
+
+    uint32_t env1_records = w->record_count;
+    w->record_count = 0;
+    if (w->env2) {
+        unsigned char *p = wbuf_reserve(w, w->env2_len - QF_HEADER_SIZE);
+        memcpy(p, w->env2 + QF_HEADER_SIZE, w->env2_len - QF_HEADER_SIZE);
+        w->len += w->env2_len - QF_HEADER_SIZE;
+        w->record_count = w->env2_records;
+    } else {
+        size_t n = env1_len - QF_HEADER_SIZE - QF_RECORD_HEADER;   /* the first envelope's records but 'M' */
+        unsigned char *p = wbuf_reserve(w, n);
+        memcpy(p, env1 + QF_HEADER_SIZE, n);
+        w->len += n;
+        w->record_count = env1_records - 1;
+    }
+    free(env1);
+    if (w->map) {
+        unsigned char *p = wbuf_reserve(w, QF_RECORD_HEADER + w->map_count * QF_SEGMENT_SIZE);
+        p[0] = REC_CONTENT_MAP;
+        put_u32(p + 1, (uint32_t)(w->map_count * QF_SEGMENT_SIZE));
+        for (size_t i = 0; i < w->map_count; i++) {
+            put_u64(p + QF_RECORD_HEADER + i * QF_SEGMENT_SIZE, w->map[i].offset);
+            put_u64(p + QF_RECORD_HEADER + i * QF_SEGMENT_SIZE + 8, w->map[i].length);
+        }
+        w->len += QF_RECORD_HEADER + w->map_count * QF_SEGMENT_SIZE;
+        w->record_count++;
+    }
+    put_record(w, REC_CONTENT, NULL, 0);
+    if (w->len > QUEUE_ENVELOPE_MAX) {
+        w->error = EINVAL;
+        errno = EINVAL;
+        return -1;
+    }
+    hash = hash_records(hash, w->buf, 0, w->len);
+    unsigned char *p = wbuf_reserve(w, QF2_END_SIZE);
+    p[0] = REC_END;
+    put_u32(p + 1, QF2_END_PAYLOAD);
+    put_u64(p + 5, w->content_offset);
+    put_u64(p + 13, w->content_size);
+    put_u64(p + 21, w->content_offset + w->content_size);
+    put_u32(p + 29, w->record_count);
+    put_u64(p + 33, hash);
+    memcpy(p + 41, QF_END_MAGIC, 8);
+    w->len += QF2_END_SIZE;
+    return flush_with(w, NULL, 0);
+}
+
 int queue_writer_commit(struct queue_writer *w)
 {
     if (w->error) {
         errno = w->error;
         return -1;
+    }
+    if (w->editing) {
+        if (finish_edited(w) < 0)
+            return -1;
+        if (queue_sync_file(w->fd) < 0 || queue_group_commit_incoming(w->q, w->dir_sync_gen) < 0) {
+            w->error = errno;
+            return -1;
+        }
+        return 0;
     }
     unsigned char *p = wbuf_reserve(w, QF_END_SIZE);
     p[0] = REC_END;
@@ -534,6 +734,8 @@ static void writer_destroy(struct queue_writer *w)
         close(w->fd);
     }
     free(w->buf);
+    free(w->map);
+    free(w->env2);
     free(w);
 }
 
@@ -541,8 +743,7 @@ void queue_writer_abort(struct queue_writer *w)
 {
     if (!w)
         return;
-    if (!w->detached)
-        unlinkat(queue_dir_fd(w->q, QDIR_INCOMING), w->id, 0);
+    unlinkat(queue_dir_fd(w->q, QDIR_INCOMING), w->id, 0);
     writer_destroy(w);
 }
 
@@ -559,6 +760,13 @@ struct qf_reader {
     char **error;
     const unsigned char *env;   /* header + envelope records */
     size_t env_size;
+    int version;                /* 2: the records are the edited envelope after the data */
+    off_t shift;                /* file offset of env[i] is i + shift */
+    uint64_t data_length;       /* version 2: the data region's size */
+    struct queue_segment *map;  /* version 2: the content map, if any */
+    size_t map_count;
+    uint64_t map_total;
+    int has_map;
 };
 
 __attribute__((format(printf, 4, 5)))
@@ -602,6 +810,7 @@ static const char *record_name(int type)
     case REC_ORIGIN: return "maildrop origin";
     case REC_RCPT: return "recipient";
     case REC_CONTENT: return "content start";
+    case REC_CONTENT_MAP: return "content map";
     default: return "unknown";
     }
 }
@@ -645,7 +854,7 @@ static int parse_envelope(struct qf_reader *r, struct queue_message *out, uint32
 
     if (memcmp(env, QF_MAGIC, 8) != 0)
         return fail(r, EBADMSG, error, "not a queue file (bad magic)");
-    if (env[8] != QF_VERSION)
+    if (env[8] != QF_VERSION && env[8] != QF_VERSION_EDITED)
         return fail(r, EBADMSG, error, "unsupported queue file version %u", env[8]);
     for (int i = 9; i < QF_HEADER_SIZE; i++)
         if (env[i] != 0)
@@ -667,25 +876,25 @@ static int parse_envelope(struct qf_reader *r, struct queue_message *out, uint32
 
     for (;;) {
         if (size - pos < QF_RECORD_HEADER)
-            return fail(r, EBADMSG, error, "envelope ends inside a record header at offset %zu", pos);
+            return fail(r, EBADMSG, error, "envelope ends inside a record header at offset %zu", pos + (size_t)r->shift);
         int type = env[pos];
         size_t len = get_u32(env + pos + 1);
-        size_t at = pos;
+        size_t at = pos, where = pos + (size_t)r->shift;   /* where: in the file, for messages */
         const unsigned char *p = env + pos + QF_RECORD_HEADER;
         pos += QF_RECORD_HEADER;
         records++;
         if (len > size - pos)
             return fail(r, EBADMSG, error,
                         "record %u ('%c') at offset %zu: length %zu runs past the envelope end (%zu)",
-                        records, type >= 0x20 && type < 0x7f ? type : '?', at, len, size);
+                        records, type >= 0x20 && type < 0x7f ? type : '?', where, len, size);
         pos += len;
         if (type != REC_RCPT && seen[type]++)
-            return fail(r, EBADMSG, error, "duplicate %s record at offset %zu", record_name(type), at);
+            return fail(r, EBADMSG, error, "duplicate %s record at offset %zu", record_name(type), where);
 
         const char **slot = string_slot(&out->env, type);
         if (slot) {
             if (!string_ok(p, len))
-                return fail(r, EBADMSG, error, "%s record at offset %zu: %s", record_name(type), at,
+                return fail(r, EBADMSG, error, "%s record at offset %zu: %s", record_name(type), where,
                             len > QUEUE_FIELD_MAX ? "too long" : "contains a NUL byte");
             *slot = pool_string(r->pool, p, len);
             continue;
@@ -693,34 +902,34 @@ static int parse_envelope(struct qf_reader *r, struct queue_message *out, uint32
         switch (type) {
         case REC_TIME: {
             if (len != 12)
-                return fail(r, EBADMSG, error, "arrival time record at offset %zu: length %zu, want 12", at, len);
+                return fail(r, EBADMSG, error, "arrival time record at offset %zu: length %zu, want 12", where, len);
             uint64_t sec = get_u64(p);
             uint32_t usec = get_u32(p + 8);
             if (sec > (uint64_t)INT64_MAX || usec >= 1000000)
-                return fail(r, EBADMSG, error, "arrival time record at offset %zu: bad time", at);
+                return fail(r, EBADMSG, error, "arrival time record at offset %zu: bad time", where);
             out->env.arrival_sec = (long long)sec;
             out->env.arrival_usec = (long)usec;
             break;
         }
         case REC_FLAGS: {
             if (len != 5)
-                return fail(r, EBADMSG, error, "flags record at offset %zu: length %zu, want 5", at, len);
+                return fail(r, EBADMSG, error, "flags record at offset %zu: length %zu, want 5", where, len);
             uint32_t flags = get_u32(p);
             if ((flags & ~KNOWN_FLAGS) || p[4] > QUEUE_RET_HDRS)
-                return fail(r, EBADMSG, error, "flags record at offset %zu: unknown flags or RET", at);
+                return fail(r, EBADMSG, error, "flags record at offset %zu: unknown flags or RET", where);
             out->env.flags = flags;
             out->env.ret = p[4];
             break;
         }
         case REC_ORIGIN: {
             if (len != QF_ORIGIN_SIZE)
-                return fail(r, EBADMSG, error, "maildrop origin record at offset %zu: length %zu, want %d", at, len,
+                return fail(r, EBADMSG, error, "maildrop origin record at offset %zu: length %zu, want %d", where, len,
                             QF_ORIGIN_SIZE);
             char name[QUEUE_ID_MAX];
             memcpy(name, p + 17, QUEUE_ID_LEN);
             name[QUEUE_ID_LEN] = '\0';
             if ((p[0] & ~1u) || !queue_id_valid(name))
-                return fail(r, EBADMSG, error, "maildrop origin record at offset %zu: bad flags or name", at);
+                return fail(r, EBADMSG, error, "maildrop origin record at offset %zu: bad flags or name", where);
             struct queue_origin *o = petrel_pool_zalloc(r->pool, sizeof(*o));
             o->name = petrel_pool_strdup(r->pool, name);
             o->dev = get_u64(p + 1);
@@ -731,17 +940,17 @@ static int parse_envelope(struct qf_reader *r, struct queue_message *out, uint32
         }
         case REC_RCPT: {
             if (len < QF_RCPT_FIXED + 1)
-                return fail(r, EBADMSG, error, "recipient record at offset %zu: too short (%zu)", at, len);
+                return fail(r, EBADMSG, error, "recipient record at offset %zu: too short (%zu)", where, len);
             uint32_t olen = get_u32(p + 6);
             size_t olen_bytes = olen == QF_NO_ORCPT ? 0 : olen;
             if (olen_bytes > len - QF_RCPT_FIXED - 1)
-                return fail(r, EBADMSG, error, "recipient record at offset %zu: ORCPT length %u too long", at, olen);
+                return fail(r, EBADMSG, error, "recipient record at offset %zu: ORCPT length %u too long", where, olen);
             const unsigned char *orcpt = p + QF_RCPT_FIXED, *addr = orcpt + olen_bytes;
             size_t alen = len - QF_RCPT_FIXED - olen_bytes;
             if (p[0] > QUEUE_RCPT_STATUS_MAX || (p[5] & ~KNOWN_NOTIFY))
-                return fail(r, EBADMSG, error, "recipient record at offset %zu: bad status or NOTIFY", at);
+                return fail(r, EBADMSG, error, "recipient record at offset %zu: bad status or NOTIFY", where);
             if (!string_ok(addr, alen) || !string_ok(orcpt, olen_bytes))
-                return fail(r, EBADMSG, error, "recipient record at offset %zu: bad address or ORCPT", at);
+                return fail(r, EBADMSG, error, "recipient record at offset %zu: bad address or ORCPT", where);
             struct queue_rcpt *rc = &rcpts[rcpt_count];
             struct queue_rcpt_state *st = &states[rcpt_count];
             rcpt_count++;
@@ -750,16 +959,44 @@ static int parse_envelope(struct qf_reader *r, struct queue_message *out, uint32
             rc->notify = p[5];
             st->status = p[0];
             st->dsn_code = get_u32(p + 1);
-            st->status_offset = (off_t)(at + QF_RECORD_HEADER);
+            st->status_offset = (off_t)(at + QF_RECORD_HEADER) + r->shift;
             if (!queue_rcpt_status_final(st->status))
                 out->pending_count++;
             break;
         }
+        case REC_CONTENT_MAP: {
+            if (r->version != QF_VERSION_EDITED)
+                return fail(r, EBADMSG, error, "unknown record type 0x%02x at offset %zu", type, where);
+            if (len % QF_SEGMENT_SIZE != 0 || len > QUEUE_FIELD_MAX)
+                return fail(r, EBADMSG, error, "content map record at offset %zu: length %zu, want a multiple of %d up to %u",
+                            where, len, QF_SEGMENT_SIZE, QUEUE_FIELD_MAX);
+            size_t n = len / QF_SEGMENT_SIZE;
+            struct queue_segment *map = petrel_pool_zalloc(r->pool, (n ? n : 1) * sizeof(*map));
+            uint64_t total = 0;
+            for (size_t i = 0; i < n; i++) {
+                uint64_t o = get_u64(p + i * QF_SEGMENT_SIZE), l = get_u64(p + i * QF_SEGMENT_SIZE + 8);
+                if (l == 0 || o > r->data_length || l > r->data_length - o)
+                    return fail(r, EBADMSG, error,
+                                "content map record at offset %zu: range %zu (%llu bytes at %llu) is empty or runs past the data (%llu bytes)",
+                                where, i + 1, (unsigned long long)l, (unsigned long long)o,
+                                (unsigned long long)r->data_length);
+                map[i].offset = o;
+                map[i].length = l;
+                total += l;   /* no overflow: l < 2^63 and total was at most INT64_MAX */
+                if (total > (uint64_t)INT64_MAX)
+                    return fail(r, EBADMSG, error, "content map record at offset %zu: content too long", where);
+            }
+            r->map = map;
+            r->map_count = n;
+            r->map_total = total;
+            r->has_map = 1;
+            break;
+        }
         case REC_CONTENT:
             if (len != 0)
-                return fail(r, EBADMSG, error, "content start record at offset %zu: length %zu, want 0", at, len);
+                return fail(r, EBADMSG, error, "content start record at offset %zu: length %zu, want 0", where, len);
             if (pos != size)
-                return fail(r, EBADMSG, error, "content start record at offset %zu is not where the end record says content starts (%zu)", at, size);
+                return fail(r, EBADMSG, error, "content start record at offset %zu is not where the end record says content starts (%zu)", where, size + (size_t)r->shift);
             if (!seen[REC_TIME] || !seen[REC_FLAGS] || !seen[REC_SENDER])
                 return fail(r, EBADMSG, error, "envelope lacks its %s record",
                             !seen[REC_TIME] ? "arrival time" : !seen[REC_FLAGS] ? "flags" : "sender");
@@ -772,9 +1009,79 @@ static int parse_envelope(struct qf_reader *r, struct queue_message *out, uint32
             out->rcpt_state = states;
             return 0;
         default:
-            return fail(r, EBADMSG, error, "unknown record type 0x%02x at offset %zu", type, at);
+            return fail(r, EBADMSG, error, "unknown record type 0x%02x at offset %zu", type, where);
         }
     }
+}
+
+/* A version 2 file (edited at end of message): the first envelope is
+ * only hashed; the envelope that counts follows the data. buf holds the
+ * file's first `first` bytes. */
+static int read_edited(struct qf_reader *r, int fd, unsigned char *buf, size_t first, uint64_t size,
+                       struct queue_message *out)
+{
+    char **error = r->error;
+    unsigned char end[QF2_END_SIZE];
+    if (size < QF_HEADER_SIZE + 2 * QF_RECORD_HEADER + QF2_END_SIZE)
+        return fail(r, ENODATA, error, "incomplete: file is %llu bytes, shorter than any finished queue file",
+                    (unsigned long long)size);
+    ssize_t got = pread_full(fd, end, QF2_END_SIZE, (off_t)(size - QF2_END_SIZE));
+    if (got != QF2_END_SIZE)
+        return fail(r, got < 0 ? errno : EBADMSG, error, "cannot read the end record");
+    if (end[0] != REC_END || get_u32(end + 1) != QF2_END_PAYLOAD || memcmp(end + 41, QF_END_MAGIC, 8) != 0)
+        return fail(r, ENODATA, error, "incomplete: no end record (file is %llu bytes)", (unsigned long long)size);
+    uint64_t data_offset = get_u64(end + 5), data_length = get_u64(end + 13), env_offset = get_u64(end + 21);
+    uint32_t want_records = get_u32(end + 29);
+    uint64_t want_hash = get_u64(end + 33);
+    uint64_t limit = size - QF2_END_SIZE;
+    if (data_offset < QF_HEADER_SIZE + QF_RECORD_HEADER || data_offset > QUEUE_ENVELOPE_MAX || data_offset > limit
+        || data_length > limit - data_offset || env_offset != data_offset + data_length
+        || limit - env_offset < QF_RECORD_HEADER || limit - env_offset > QUEUE_ENVELOPE_MAX)
+        return fail(r, EBADMSG, error,
+                    "end record does not match the file: data at %llu, %llu bytes, envelope at %llu, file %llu bytes",
+                    (unsigned long long)data_offset, (unsigned long long)data_length,
+                    (unsigned long long)env_offset, (unsigned long long)size);
+    /* The first envelope, hashed as written (its records are superseded). */
+    unsigned char *env1 = buf;
+    if (data_offset > first) {
+        env1 = xmalloc((size_t)data_offset);
+        memcpy(env1, buf, first);
+        got = pread_full(fd, env1 + first, (size_t)data_offset - first, (off_t)first);
+        if (got < 0 || (size_t)got != data_offset - first) {
+            free(env1);
+            return fail(r, got < 0 ? errno : EBADMSG, error, "cannot read the envelope");
+        }
+    }
+    uint64_t hash = envelope_hash(env1, (size_t)data_offset);
+    if (env1 != buf)
+        free(env1);
+    /* The envelope that counts, behind a copy of the header. */
+    size_t env2_size = QF_HEADER_SIZE + (size_t)(limit - env_offset);
+    unsigned char *env2 = xmalloc(env2_size);
+    memcpy(env2, buf, QF_HEADER_SIZE);
+    got = pread_full(fd, env2 + QF_HEADER_SIZE, env2_size - QF_HEADER_SIZE, (off_t)env_offset);
+    if (got < 0 || (size_t)got != env2_size - QF_HEADER_SIZE) {
+        free(env2);
+        return fail(r, got < 0 ? errno : EBADMSG, error, "cannot read the edited envelope");
+    }
+    r->env = env2;
+    r->env_size = env2_size;
+    r->version = QF_VERSION_EDITED;
+    r->shift = (off_t)env_offset - QF_HEADER_SIZE;
+    r->data_length = data_length;
+    int rc = parse_envelope(r, out, want_records);
+    if (rc == 0 && hash_records(hash, env2, QF_HEADER_SIZE, env2_size) != want_hash)
+        rc = fail(r, EBADMSG, error, "envelope checksum mismatch");
+    free(env2);
+    if (rc < 0)
+        return -1;
+    out->version = QF_VERSION_EDITED;
+    out->content_offset = (off_t)data_offset;
+    out->content_length = r->has_map ? r->map_total : data_length;
+    out->segments = r->has_map ? r->map : NULL;
+    out->segment_count = r->has_map ? r->map_count : 0;
+    out->file_size = (off_t)size;
+    return 0;
 }
 
 int queue_message_read_fd(int fd, const char *id, petrel_pool *pool,
@@ -808,6 +1115,10 @@ int queue_message_read_fd(int fd, const char *id, petrel_pool *pool,
         goto out;
     }
 
+    if (memcmp(buf, QF_MAGIC, 8) == 0 && buf[8] == QF_VERSION_EDITED) {
+        ret = read_edited(&r, fd, buf, first, size, out);
+        goto out;
+    }
     unsigned char end[QF_END_SIZE];
     if (size == first) {
         memcpy(end, buf + size - QF_END_SIZE, QF_END_SIZE);
@@ -851,6 +1162,7 @@ int queue_message_read_fd(int fd, const char *id, petrel_pool *pool,
         fail(&r, EBADMSG, error, "envelope checksum mismatch");
         goto out;
     }
+    out->version = QF_VERSION;
     out->content_offset = (off_t)content_offset;
     out->content_length = content_length;
     out->file_size = (off_t)size;

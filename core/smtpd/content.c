@@ -8,20 +8,21 @@
  * headers as written (after header_checks) when modules or header
  * rewriting need them.
  *
- * Edits are applied at the end of the message, before the commit, by
- * writing the queue file again under the same queue ID
- * (queue_writer_replace: the first file's name is removed, the new file
- * takes it, and the first is read back through its descriptor): our
- * Received header (as header_checks left it), the edited header list, then
- * the rest copied back from the first file (or the replacement body, from
- * the file message_api.c wrote it to). Neither file was committed, so a
- * crash in between loses nothing acknowledged and leaves at most an
- * incomplete file that the recovery scan deletes. The ID the module saw,
+ * Edits are applied at the end of the message, before the commit, to the
+ * same queue file, without copying the message (queue format version 2,
+ * doc/queue-format.md): our Received header (as header_checks left it) and
+ * the edited header list are appended after the content as received, and
+ * the content map says the message is those new headers, then the
+ * original from where the kept headers end (or the kept headers' rest, then
+ * the replacement body, appended from the file message_api.c wrote it to).
+ * A changed envelope is written after the data at commit. Nothing of it is
+ * visible before the commit, so a crash leaves an uncommitted file that
+ * the recovery scan deletes, or the committed one. The ID the module saw,
  * the one in our Received header and in the 250 reply, and the one the
  * queue manager delivers under are the same (Postfix's cleanup applies
- * milter edits before its commit too). A new body alone needs no second
- * file: the queue file is cut back after its headers and the body
- * appended.
+ * milter edits before its commit too, appending header records that its
+ * reader follows). A new body alone needs no map: the queue file is cut
+ * back after its headers and the body appended.
  *
  * Header address rewriting (canonical maps on From:, To:, ...) runs at the
  * end of the message; with a remote canonical table it waits, header by
@@ -332,25 +333,6 @@ void smtpd_header_write(struct buf *out, const char *text, size_t len)
     }
 }
 
-static int copy_range(struct queue_writer *from, struct queue_writer *to, unsigned long long off,
-                      unsigned long long end)
-{
-    char chunk[65536];
-    while (off < end) {
-        size_t want = end - off > sizeof(chunk) ? sizeof(chunk) : (size_t)(end - off);
-        ssize_t got = queue_writer_read_content(from, off, chunk, want);
-        if (got <= 0) {
-            if (got == 0)
-                errno = EIO;
-            return -1;
-        }
-        if (queue_writer_write(to, chunk, (size_t)got) != 0)
-            return -1;
-        off += (unsigned long long)got;
-    }
-    return 0;
-}
-
 /* Only the body changed: the queue file is cut back to the end of its
  * headers and the new body appended, in the same file under the same
  * queue ID (no copy of the rest of the message). */
@@ -438,8 +420,8 @@ int smtpd_content_rewrite(struct smtpd_session *s,
         return 0;
     }
 
-    struct queue_writer *old = tx->writer;
-    unsigned long long old_size = queue_writer_content_size(old);
+    struct queue_writer *w = tx->writer;
+    unsigned long long received_size = queue_writer_content_size(w);
     tx->rcpts = rs;
     tx->nrcpts = nr;
     tx->rcpt_cap = rcap;
@@ -450,10 +432,12 @@ int smtpd_content_rewrite(struct smtpd_session *s,
         if (tx->edits.sender_envid)
             tx->mail.envid = (char *)tx->edits.sender_envid;
     }
-    struct queue_writer *fresh = reopen(s, old);
-    if (fresh == NULL)
-        return -1;   /* tx->writer stays old: freeing the transaction closes it */
-    tx->writer = fresh;
+    /* From here on what is written is data that the content map places:
+     * [Received and the edited headers][the original from rest_start], or
+     * [...][the kept headers' rest][CRLF and the new body]. */
+    unsigned long long head_at = queue_writer_edit_begin(w);
+    if (reopen(s, w) == NULL)
+        return -1;
     received(s);
     struct buf b = BUF_INIT;
     for (size_t i = 0; i < nh; i++) {
@@ -462,26 +446,28 @@ int smtpd_content_rewrite(struct smtpd_session *s,
         smtpd_header_write(&b, hs[i].value, hs[i].value_len);
         buf_append(&b, "\r\n", 2);
     }
-    int rc = queue_writer_write(fresh, b.data ? b.data : "", b.len);
+    int rc = queue_writer_write(w, b.data ? b.data : "", b.len);
     buf_free(&b);
-    if (rc == 0) {
-        if (tx->edits.body_replaced) {
-            /* Headers we did not keep (past the bound), then the new body. */
-            rc = copy_range(old, fresh, tx->rest_start, tx->headers_end);
-            if (rc == 0)
-                rc = queue_writer_write(fresh, "\r\n", 2);
-            if (rc == 0)
-                rc = smtpd_body_copy(tx, fresh);
-        } else {
-            rc = copy_range(old, fresh, tx->rest_start, old_size);
-        }
+    struct queue_segment map[3];
+    size_t nmap = 0;
+    unsigned long long at = queue_writer_data_size(w);
+    if (at > head_at)
+        map[nmap++] = (struct queue_segment){ head_at, at - head_at };
+    unsigned long long rest_end = tx->edits.body_replaced ? tx->headers_end : received_size;
+    if (rest_end > tx->rest_start)
+        map[nmap++] = (struct queue_segment){ tx->rest_start, rest_end - tx->rest_start };
+    if (rc == 0 && tx->edits.body_replaced) {
+        rc = queue_writer_write(w, "\r\n", 2);
+        if (rc == 0)
+            rc = smtpd_body_copy(tx, w);
+        unsigned long long end = queue_writer_data_size(w);
+        if (rc == 0 && end > at)
+            map[nmap++] = (struct queue_segment){ at, end - at };
     }
-    int saved = errno;
-    queue_writer_free(old);   /* only closes it: its name is the new file's */
-    if (rc != 0) {
-        errno = saved;
+    if (rc == 0)
+        rc = queue_writer_set_content_map(w, map, nmap);
+    if (rc != 0)
         return -1;
-    }
     /* The changes, and who made them: a BCC of the checks is one of edits.count. */
     unsigned module_edits = tx->edits.count - tx->checks_bcc + (tx->edits.sender ? 1 : 0) +
                             (tx->edits.body_replaced ? 1 : 0);

@@ -129,9 +129,10 @@ void smtpd_write_received(struct smtpd_session *s)
 }
 
 /* A queue file for the transaction's envelope as it stands; its ID goes to
- * tx->queue_id. With replacing (the transaction's first file, when the
- * envelope or the headers changed at end of message) it takes that file's
- * name and ID instead (queue_writer_replace), so the ID never changes. */
+ * tx->queue_id. With replacing (the transaction's file, when the envelope
+ * or the headers changed at end of message) the envelope replaces that
+ * file's instead (queue_writer_set_envelope: written after the content at
+ * commit, nothing copied), so the ID never changes; replacing is returned. */
 struct queue_writer *smtpd_create_writer(struct smtpd_session *s, struct queue_writer *replacing)
 {
     struct smtpd_tx *tx = s->tx;
@@ -210,10 +211,16 @@ struct queue_writer *smtpd_create_writer(struct smtpd_session *s, struct queue_w
     env.arrival_usec = tv.tv_usec;
     env.rcpt_count = nqr;
     env.rcpts = qr;
-    struct queue_writer *w = replacing ? queue_writer_replace(replacing, &env)
-                                       : queue_writer_create(s->worker->queue, &s->worker->idgen, &env, tx->queue_id);
+    if (replacing) {
+        if (queue_writer_set_envelope(replacing, &env) != 0) {
+            msg_warn("%s: cannot change the envelope: %s", tx->queue_id, strerror(errno));
+            return NULL;
+        }
+        return replacing;
+    }
+    struct queue_writer *w = queue_writer_create(s->worker->queue, &s->worker->idgen, &env, tx->queue_id);
     if (w == NULL)
-        msg_warn("%s: cannot create queue file: %s", replacing ? tx->queue_id : "NOQUEUE", strerror(errno));
+        msg_warn("NOQUEUE: cannot create queue file: %s", strerror(errno));
     return w;
 }
 
@@ -250,38 +257,14 @@ int smtpd_open_queue_file(struct smtpd_session *s)
 }
 
 /* REDIRECT or BCC fired after the queue file was opened (in
- * smtpd_end_of_data_restrictions): the file is written again with the new
- * envelope and the same content, under the same queue ID. 0, or -1 with
- * errno. */
+ * smtpd_end_of_data_restrictions): the file gets the new envelope, written
+ * after the content at commit, under the same queue ID; the content is not
+ * copied. 0, or -1 with errno. */
 int smtpd_envelope_rewrite(struct smtpd_session *s)
 {
     struct smtpd_tx *tx = s->tx;
-    struct queue_writer *old = tx->writer;
-    unsigned long long size = queue_writer_content_size(old);
-    struct queue_writer *fresh = smtpd_create_writer(s, old);
-    if (fresh == NULL)
-        return -1;   /* tx->writer stays old: freeing the transaction closes it */
-    tx->writer = fresh;
-    char chunk[65536];
-    int rc = 0;
-    for (unsigned long long off = 0; off < size && rc == 0;) {
-        size_t want = size - off > sizeof(chunk) ? sizeof(chunk) : (size_t)(size - off);
-        ssize_t got = queue_writer_read_content(old, off, chunk, want);
-        if (got <= 0) {
-            if (got == 0)
-                errno = EIO;
-            rc = -1;
-            break;
-        }
-        rc = queue_writer_write(fresh, chunk, (size_t)got);
-        off += (unsigned long long)got;
-    }
-    int saved = errno;
-    queue_writer_free(old);
-    if (rc != 0) {
-        errno = saved;
+    if (smtpd_create_writer(s, tx->writer) == NULL)
         return -1;
-    }
-    msg_info("%s: envelope changed by an access action: queue file written again", tx->queue_id);
+    msg_info("%s: envelope changed by an access action: new envelope appended to the queue file", tx->queue_id);
     return 0;
 }

@@ -755,8 +755,8 @@ void smtpd_bcc_lookup(struct smtpd_session *s, void (*done)(struct smtpd_session
 /* Opens the transaction's queue file and writes the Received: header; -1 with errno. */
 int smtpd_open_queue_file(struct smtpd_session *s);
 /* A queue file for the transaction's envelope as it stands; its ID goes to
- * tx->queue_id. replacing: the transaction's file so far, whose queue ID
- * and name the new file takes (queue_writer_replace); then free it. */
+ * tx->queue_id. replacing: the transaction's file so far, whose envelope
+ * this one replaces (queue_writer_set_envelope); returns it, or NULL. */
 struct queue_writer *smtpd_create_writer(struct smtpd_session *s, struct queue_writer *replacing);
 /* Received: header (RFC 5321 4.4), Postfix's layout, into out. */
 void smtpd_received_text(struct smtpd_session *s, struct buf *out);

@@ -316,14 +316,11 @@ int qc_show_message(struct ctx *c, struct msg *msg, int fd)
     fprintf(out, "*** MESSAGE CONTENTS %s/%s ***\n", qn, msg->id);
     static const size_t chunk = 65536;
     char *buf = petrel_pool_alloc(c->pool, chunk);
-    unsigned long long left = msg->m.content_length;
-    off_t off = msg->m.content_offset;
+    unsigned long long left = msg->m.content_length, off = 0;
     int cr = 0;   /* a CR ended the previous chunk */
     size_t last = 0;   /* index in buf of the last byte read */
     while (left > 0) {
-        ssize_t n = pread(fd, buf, left < chunk ? (size_t)left : chunk, off);
-        if (n < 0 && errno == EINTR)
-            continue;
+        ssize_t n = queue_content_pread(fd, &msg->m, off, buf, left < chunk ? (size_t)left : chunk);
         if (n <= 0) {
             fprintf(stderr, "petrelctl: %s: read content: %s\n", msg->id, n < 0 ? strerror(errno) : "short file");
             return -1;
@@ -337,7 +334,7 @@ int qc_show_message(struct ctx *c, struct msg *msg, int fd)
         }
         last = (size_t)n - 1;
         left -= (unsigned long long)n;
-        off += n;
+        off += (unsigned long long)n;
     }
     if (cr)
         putc('\r', out);

@@ -86,8 +86,27 @@ static int run_one(const uint8_t *data, size_t size)
         size_t sum = strlen(m.env.sender);
         for (size_t i = 0; i < m.env.rcpt_count; i++)
             sum += strlen(m.env.rcpts[i].address) + (size_t)m.rcpt_state[i].status;
-        if (m.content_offset + (off_t)m.content_length > m.file_size || sum == 0)
+        if (sum == 0 || (m.segments == NULL && m.content_offset + (off_t)m.content_length > m.file_size))
             abort();
+        /* Every range of a content map lies inside the file, and the
+         * content reader delivers exactly content_length bytes. */
+        unsigned long long total = 0;
+        for (size_t i = 0; i < m.segment_count; i++) {
+            if (m.segments[i].length == 0
+                || m.content_offset + (off_t)m.segments[i].offset + (off_t)m.segments[i].length > m.file_size)
+                abort();
+            total += m.segments[i].length;
+        }
+        if (m.segments && total != m.content_length)
+            abort();
+        char chunk[4096];
+        unsigned long long off = 0;
+        while (off < m.content_length && off < (1u << 20)) {
+            ssize_t n = queue_content_pread(s->fd, &m, off, chunk, sizeof(chunk));
+            if (n <= 0)
+                abort();
+            off += (unsigned long long)n;
+        }
     } else if (!error || !*error) {
         abort();   /* every rejection must say why */
     }

@@ -20,6 +20,7 @@ import shutil
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import tempfile
@@ -202,6 +203,51 @@ class Tap:
 
 
 _GIVEN_PORTS = set()
+
+
+def _queue_file_parts(path):
+    """(envelope records that count, content) of a queue file, as its
+    readers see them (doc/queue-format.md): in a version 2 file (edited at
+    end of message) the envelope after the data and the content map's
+    ranges; in version 1 the one envelope and the bytes after it. Raises
+    ValueError on a file that is not a complete queue file."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if len(data) < 16 or data[:8] != b"PETRELQ1":
+        raise ValueError("%s: not a queue file" % path)
+    if data[8] == 2:
+        end = data[-49:]
+        data_off, data_len, env_off = struct.unpack(">QQQ", end[5:29])
+        envelope = data[env_off:len(data) - 49]
+        region = data[data_off:data_off + data_len]
+        pos, ranges = 0, None
+        while pos + 5 <= len(envelope):
+            kind, length = envelope[pos], struct.unpack(">I", envelope[pos + 1:pos + 5])[0]
+            if kind == ord("C"):
+                payload = envelope[pos + 5:pos + 5 + length]
+                ranges = [struct.unpack(">QQ", payload[i:i + 16]) for i in range(0, length, 16)]
+            pos += 5 + length
+        content = region if ranges is None else b"".join(region[o:o + n] for o, n in ranges)
+        return data[:16] + envelope, content
+    content_off = struct.unpack(">Q", data[-36:-28])[0]
+    return data[:content_off], data[content_off:len(data) - 41]
+
+
+def queue_file_bytes(path):
+    """A queue file's envelope and content as its readers see them (an
+    edited file holds superseded bytes too), for substring checks; a file
+    that is not a complete queue file as it is."""
+    try:
+        envelope, content = _queue_file_parts(path)
+    except (ValueError, struct.error):
+        with open(path, "rb") as f:
+            return f.read()
+    return envelope + content
+
+
+def queue_file_content(path):
+    """The message content of a queue file, the content map followed."""
+    return _queue_file_parts(path)[1]
 
 
 def free_port():

@@ -5,7 +5,7 @@ clamd down answers clamav_failure_action, a message above clamav_max_size
 passes unscanned, and a large body goes through the file spool."""
 import re
 
-from harness import Petrel, Smtp, Tap
+from harness import Petrel, Smtp, Tap, queue_file_bytes
 from modlib import bundled_module_dir
 from peers import EICAR, OWN_SIGNATURE, Clamd, PeerError, shared
 
@@ -36,7 +36,7 @@ def queued(p, reply, *dirs):
     m = re.match(r"250 2\.0\.0 Ok: queued as (\S+)", reply)
     if not m:
         return None
-    return b"".join(open(f, "rb").read() for f in p.queue_files(*dirs) if f.endswith("/" + m.group(1)))
+    return b"".join(queue_file_bytes(f) for f in p.queue_files(*dirs) if f.endswith("/" + m.group(1)))
 
 
 try:

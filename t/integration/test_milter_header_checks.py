@@ -9,7 +9,7 @@ asked. header_checks does not see the milters' headers; milter_header_checks
 does not see the message's own."""
 import re
 
-from harness import Petrel, Smtp, Tap
+from harness import Petrel, Smtp, Tap, queue_file_bytes
 from modlib import bundled_module_dir
 from peers import TestFilter
 
@@ -37,7 +37,7 @@ def qid_of(reply):
 
 
 def queued(p, qid, *dirs):
-    return b"".join(open(f, "rb").read() for f in p.queue_files(*dirs) if f.endswith("/" + qid))
+    return b"".join(queue_file_bytes(f) for f in p.queue_files(*dirs) if f.endswith("/" + qid))
 
 
 MILTER_RULES = ("/^X-Test-Added: added by/ REJECT 5.7.1 Spam header from the milter\n"

@@ -10,7 +10,7 @@ import os
 import re
 import subprocess
 
-from harness import PETRELD, TOP_BUILDDIR, Petrel, Smtp, Tap, _runnable_copy, wait_for
+from harness import PETRELD, TOP_BUILDDIR, Petrel, Smtp, Tap, _runnable_copy, wait_for, queue_file_bytes
 from modlib import bundled_module_dir
 from modlib import smtp_from
 from peers import (EICAR, GTUBE, ClamavMilter, Clamd, OpenDKIM, PeerError, ScriptedMilter, SpamassMilter, Spamd,
@@ -27,7 +27,7 @@ def conf(milters, **extra):
 
 
 def queued(p, qid, *dirs):
-    return b"".join(open(f, "rb").read() for f in p.queue_files(*dirs) if f.endswith("/" + qid))
+    return b"".join(queue_file_bytes(f) for f in p.queue_files(*dirs) if f.endswith("/" + qid))
 
 
 def send(p, body, sender="sender@example.org", rcpts=("u@petrel.test",)):

@@ -11,7 +11,7 @@ import struct
 import base64
 import tempfile
 
-from harness import CLEANUP_DIRS, Petrel, Smtp, Tap, make_cert
+from harness import CLEANUP_DIRS, Petrel, Smtp, Tap, make_cert, queue_file_bytes
 from modlib import bundled_module_dir
 from peers import ScriptedMilter, TestFilter, milter_packet as pkt
 
@@ -27,7 +27,7 @@ def conf(milters, **extra):
 
 def queue_records(p, qid):
     """The envelope records of queued message qid (doc/queue-format.md)."""
-    data = next(open(f, "rb").read() for f in p.queue_files() if os.path.basename(f) == qid)
+    data = next(queue_file_bytes(f) for f in p.queue_files() if os.path.basename(f) == qid)
     pos, records = 16, []
     while True:
         kind = data[pos:pos + 1].decode()

@@ -9,7 +9,7 @@ import base64
 import subprocess
 import time
 
-from harness import PETRELD, Petrel, Tap
+from harness import PETRELD, Petrel, Tap, queue_file_bytes
 from modlib import module_dir
 
 t = Tap()
@@ -66,7 +66,7 @@ with Petrel(t, main_cf=main_cf) as p:
                        ehlo=False)
     t.like(r, r"^250 2\.0\.0 Ok: queued as ", "a message through both 1.0 plugins is accepted")
     qid = r.split()[-1]
-    data = b"".join(open(f, "rb").read() for f in p.queue_files() if f.endswith(qid))
+    data = b"".join(queue_file_bytes(f) for f in p.queue_files() if f.endswith(qid))
     t.ok(b"\r\nSubject: [SPAM] hello\r\n" in data, "the 1.0 subject_tagger tagged the Subject", data[-400:])
     t.ok(b"\r\nX-Added: by testmod 1.0\r\n" in data, "the 1.0 testmod's header edit is applied", data[-400:])
     c.close()

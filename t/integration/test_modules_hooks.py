@@ -3,7 +3,7 @@ suspension, timeouts, the circuit breaker, edits in the queued message, crash is
 import os
 import time
 
-from harness import Petrel, Smtp, Tap
+from harness import Petrel, Smtp, Tap, queue_file_bytes
 from modlib import module_dir
 
 t = Tap()
@@ -20,8 +20,7 @@ def conf(**extra):
 def queue_bytes(p, *dirs):
     out = []
     for path in p.queue_files(*dirs):
-        with open(path, "rb") as f:
-            out.append(f.read())
+        out.append(queue_file_bytes(path))
     return out
 
 
@@ -207,7 +206,7 @@ with Petrel(t, main_cf=conf()) as p:
     files = [f for f in p.queue_files() if f.endswith("/" + qid)]
     t.is_(len(files), 1, "under the ID given in the reply, exactly once")
     t.is_(len(p.queue_files()), 1, "the unedited first copy is gone")
-    data = open(files[0], "rb").read() if files else b""
+    data = queue_file_bytes(files[0]) if files else b""
     t.ok(b"Subject: changed by testmod\r\n" in data, "header change applied")
     t.ok(b"X-Remove-Me: gone" not in data, "header delete applied")
     t.ok(b"X-Added: by testmod\r\n" in data, "header add applied")
@@ -231,7 +230,7 @@ with Petrel(t, main_cf=conf()) as p:
     c.cmd("DATA")
     c.send(b"Subject: b\r\nX-Testmod-Body: replacement text\r\n\r\noriginal body\r\n.\r\n")
     qid = c.read_reply().split()[-1]
-    data = b"".join(open(f, "rb").read() for f in p.queue_files() if f.endswith("/" + qid))
+    data = b"".join(queue_file_bytes(f) for f in p.queue_files() if f.endswith("/" + qid))
     t.ok(b"replacement text\r\n" in data and b"original body" not in data, "body replace applied")
 
     c.cmd("MAIL FROM:<a@example.org>")

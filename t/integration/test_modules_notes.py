@@ -2,7 +2,7 @@
 session and apimod.sender for a transaction; notemod reads them in its rcpt
 and end_of_message hooks. RSET ends the transaction's notes, not the
 session's; a module may set only names in its own namespace."""
-from harness import Petrel, Tap
+from harness import Petrel, Tap, queue_file_bytes
 from modlib import module_dir
 
 t = Tap()
@@ -33,7 +33,7 @@ with Petrel(t, main_cf={"modules": "apimod notemod", "module_directory": mods,
     r = c.send_message("note-b@example.org", ["w@petrel.test"], "Subject: notes\r\n\r\nbody\r\n", ehlo=False)
     t.like(r, r"^250 2\.0\.0 Ok: queued as ", "a message is accepted")
     qid = r.split()[-1]
-    data = b"".join(open(f, "rb").read() for f in p.queue_files() if f.endswith(qid))
+    data = b"".join(queue_file_bytes(f) for f in p.queue_files() if f.endswith(qid))
     t.ok(b"\r\nX-Notes: sender=note-b@example.org; client=127.0.0.1\r\n" in data,
          "end_of_message sees the notes (X-Notes header)", data[-300:])
     c.cmd("MAIL FROM:<plain@example.org>")

@@ -4,7 +4,7 @@ import base64
 import os
 import smtplib
 
-from harness import Petrel, Smtp, Tap, make_cert
+from harness import Petrel, Smtp, Tap, make_cert, queue_file_bytes
 from modlib import module_dir
 
 t = Tap()
@@ -38,7 +38,7 @@ with Petrel(t, main_cf=BASE) as p:
     qid = c.read_reply().split()[-1]
     t.ok(p.wait_log(r"%s: client=unknown\[127\.0\.0\.1\], sasl_method=PLAIN, sasl_username=alice" % qid) is not None,
          "the client= line names the method and user")
-    data = b"".join(open(f, "rb").read() for f in p.queue_files() if f.endswith(qid))
+    data = b"".join(queue_file_bytes(f) for f in p.queue_files() if f.endswith(qid))
     t.ok(b"with ESMTPA id " + qid.encode() in data, "the Received header says ESMTPA")
     c.close()
 

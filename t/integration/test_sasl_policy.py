@@ -9,7 +9,7 @@ import re
 import subprocess
 import time
 
-from harness import PETRELD, Petrel, Tap
+from harness import PETRELD, Petrel, Tap, queue_file_bytes
 from modlib import bundled_module_dir
 from sasllib import b64
 
@@ -76,7 +76,7 @@ with Petrel(t, start=False) as p:
     c.ehlo()
     auth(c, "alice", "A-pass-1")
     qid = c.send_message("alice@example.org", ["x@elsewhere.example"], "Subject: hdr\r\n\r\nx", ehlo=False).split()[-1]
-    data = b"".join(open(f, "rb").read() for f in p.queue_files() if f.endswith(qid))
+    data = b"".join(queue_file_bytes(f) for f in p.queue_files() if f.endswith(qid))
     t.ok(b"\t(Authenticated sender: alice)\r\n\tby mx.petrel.test" in data,
          "smtpd_sasl_authenticated_header: Postfix's comment in Received:")
     c.close()

@@ -8,7 +8,7 @@ import os
 import re
 import socket
 
-from harness import Petrel, Smtp, Tap
+from harness import Petrel, Smtp, Tap, queue_file_content
 from modlib import module_dir
 
 t = Tap()
@@ -57,9 +57,8 @@ def content_of(p, qid):
     """The message content of a queue file (from our Received: header on)."""
     for path in p.queue_files():
         if os.path.basename(path) == qid:
-            with open(path, "rb") as f:
-                data = f.read()
-            return data[data.find(b"Received: "):len(data) - 41]   # without the end record
+            data = queue_file_content(path)
+            return data[data.find(b"Received: "):]
     return b""
 
 

@@ -6,7 +6,7 @@ spamassassin_failure_action; a message above spamassassin_max_size passes
 unscanned."""
 import re
 
-from harness import Petrel, Smtp, Tap
+from harness import Petrel, Smtp, Tap, queue_file_bytes
 from modlib import bundled_module_dir
 from peers import GTUBE, PeerError, Spamd, shared
 
@@ -37,7 +37,7 @@ def queued(p, reply):
     m = re.match(r"250 2\.0\.0 Ok: queued as (\S+)", reply)
     if not m:
         return None
-    return b"".join(open(f, "rb").read() for f in p.queue_files() if f.endswith("/" + m.group(1)))
+    return b"".join(queue_file_bytes(f) for f in p.queue_files() if f.endswith("/" + m.group(1)))
 
 
 SPAM = "Subject: spam\r\nFrom: a@example.org\r\nTo: u@petrel.test\r\n\r\nThis is spam.\r\n" + GTUBE

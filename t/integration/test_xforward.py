@@ -6,7 +6,7 @@ import os
 import re
 import subprocess
 
-from harness import PETRELD, Dnsmasq, Petrel, Smtp, Tap, free_port
+from harness import PETRELD, Dnsmasq, Petrel, Smtp, Tap, free_port, queue_file_bytes
 from modlib import smtp_from
 
 t = Tap()
@@ -16,7 +16,7 @@ def queued(p, reply):
     m = re.match(r"250 2\.0\.0 Ok: queued as (\S+)", reply)
     if not m:
         return b""
-    return b"".join(open(f, "rb").read() for f in p.queue_files() if f.endswith("/" + m.group(1)))
+    return b"".join(queue_file_bytes(f) for f in p.queue_files() if f.endswith("/" + m.group(1)))
 
 
 def transaction(c, tag):

@@ -497,6 +497,211 @@ static void test_damage(struct queue *q)
     petrel_pool_destroy(pool);
 }
 
+/* ---- edits without a copy (format version 2) ---- */
+
+static const struct queue_rcpt edited_rcpts[] = { { "new@example.net", NULL, QUEUE_NOTIFY_NEVER } };
+
+/* Reads the whole content of msg through the content reader, len bytes at a
+ * time, into a malloc'd string. */
+static char *read_all(int fd, const struct queue_message *m, size_t step)
+{
+    char *out = xmalloc((size_t)m->content_length + 1);
+    unsigned long long off = 0;
+    while (off < m->content_length) {
+        ssize_t n = queue_content_pread(fd, m, off, out + off, step);
+        if (n <= 0)
+            break;
+        off += (unsigned long long)n;
+    }
+    out[off] = '\0';
+    return out;
+}
+
+static void test_edits(struct queue *q)
+{
+    struct queue_id_gen g;
+    queue_id_gen_init(&g, 11);
+    char id[QUEUE_ID_MAX];
+    static const char original[] = "Received: by us\r\nSubject: old\r\nX-Keep: 1\r\n\r\nbody line\r\n";
+    static const char new_headers[] = "Received: by us\r\nSubject: new\r\nX-Added: yes\r\n";
+    const char *rest = strstr(original, "X-Keep");
+    struct queue_writer *w = queue_writer_create(q, &g, &simple_env, id);
+    ok(w != NULL, "writer for an edited message");
+    if (!w)
+        return;
+    queue_writer_write(w, original, strlen(original));
+    unsigned long long at = queue_writer_edit_begin(w);
+    is_int(at, strlen(original), "edit data starts after the content as received");
+    queue_writer_write(w, new_headers, strlen(new_headers));
+    is_int(queue_writer_content_size(w), strlen(original), "appended edit data is not content yet");
+    struct queue_segment map[2] = {
+        { at, strlen(new_headers) },
+        { (unsigned long long)(rest - original), strlen(rest) },
+    };
+    struct queue_segment bad = { at, strlen(new_headers) + 1 };
+    ok(queue_writer_set_content_map(w, &bad, 1) == -1 && errno == EINVAL, "a range past the data is refused");
+    ok(queue_writer_set_content_map(w, map, 2) == 0, "content map set");
+    char expect[256];
+    snprintf(expect, sizeof(expect), "%s%s", new_headers, rest);
+    is_int(queue_writer_content_size(w), strlen(expect), "content size follows the map");
+    char back[256] = { 0 };
+    ok(queue_writer_read_content(w, 0, back, sizeof(back) - 1) > 0, "the writer reads the edited content back");
+    struct queue_envelope env = simple_env;
+    env.sender = "changed@example.com";
+    env.rcpt_count = 1;
+    env.rcpts = edited_rcpts;
+    ok(queue_writer_set_envelope(w, &env) == 0, "new envelope set");
+    ok(queue_writer_truncate(w, 3) == -1 && errno == EINVAL, "no truncation once editing");
+    ok(queue_writer_commit(w) == 0, "edited message committed");
+    queue_writer_free(w);
+
+    int dfd = queue_dir_fd(q, QDIR_INCOMING);
+    petrel_pool *pool = petrel_pool_create(0);
+    struct queue_message m;
+    char *error = NULL;
+    int fd = openat(dfd, id, O_RDWR);
+    ok(fd >= 0 && queue_message_read_fd(fd, id, pool, &m, &error) == 0, "edited file reads (%s)", error ? error : "ok");
+    is_int(m.version, 2, "an edited file is version 2");
+    is_str(m.env.sender, "changed@example.com", "the new sender");
+    ok(m.env.rcpt_count == 1 && strcmp(m.env.rcpts[0].address, "new@example.net") == 0
+       && m.env.rcpts[0].notify == QUEUE_NOTIFY_NEVER, "the new recipient list");
+    is_int(m.content_length, strlen(expect), "content length is the edited message's");
+    int same = 1;
+    size_t steps[] = { 1, 3, 7, 64, 4096 };
+    for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+        char *got = read_all(fd, &m, steps[i]);
+        same &= strcmp(got, expect) == 0;
+        free(got);
+    }
+    ok(same, "the content reader splices the edited headers and the original rest, at any read size");
+    char tail[8];
+    ok(queue_content_pread(fd, &m, m.content_length, tail, sizeof(tail)) == 0, "0 at the end of the content");
+    /* No copy: the data region is the content as received plus the edit. */
+    ok(m.file_size > m.content_offset + (off_t)(strlen(original) + strlen(new_headers))
+       && m.file_size < 2 * m.content_offset + (off_t)(strlen(original) + strlen(new_headers)) + 100,
+       "file = first envelope + content + edit + second envelope + end (%lld bytes)", (long long)m.file_size);
+    ok(queue_mark_rcpt_dsn(fd, &m, 0, QUEUE_RCPT_DELIVERED, QUEUE_DSN_CODE(2, 0, 0)) == 0, "marked in place");
+    petrel_pool_reset(pool);
+    ok(queue_message_read_fd(fd, id, pool, &m, &error) == 0 && m.rcpt_state[0].status == QUEUE_RCPT_DELIVERED
+       && m.pending_count == 0, "the mark is read back from the second envelope");
+
+    /* Damage: truncations, flips outside the data and the status bytes. */
+    size_t size;
+    unsigned char *orig = slurp(dfd, id, &size);
+    off_t status0 = m.rcpt_state[0].status_offset;
+    off_t env2 = m.content_offset + (off_t)strlen(original) + (off_t)strlen(new_headers);
+    char path[8192];
+    snprintf(path, sizeof(path), "%s/scratch2", root);
+    int sfd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    int all_rejected = 1;
+    for (size_t cut = 0; cut < size; cut++) {
+        rewrite(sfd, orig, cut);
+        petrel_pool_reset(pool);
+        if (queue_message_read_fd(sfd, "cut", pool, &m, &error) != -1 || (errno != ENODATA && errno != EBADMSG))
+            all_rejected = 0;
+    }
+    ok(all_rejected, "all %zu truncations of an edited file are rejected", size);
+    /* The first envelope (status bytes at fixed places, read as zero), the
+     * data and the second envelope's status bytes are not checked; every
+     * other byte of the header, the second envelope and the end record is. */
+    int flips_caught = 1;
+    size_t first_missed = 0;
+    for (size_t i = 0; i < size; i++) {
+        if ((i >= 16 && (off_t)i < env2) || ((off_t)i >= status0 && (off_t)i < status0 + 5))
+            continue;
+        orig[i] ^= 0x20;
+        rewrite(sfd, orig, size);
+        orig[i] ^= 0x20;
+        petrel_pool_reset(pool);
+        if (queue_message_read_fd(sfd, "flip", pool, &m, &error) == 0 && flips_caught) {
+            flips_caught = 0;
+            first_missed = i;
+        }
+    }
+    ok(flips_caught, "every header, second-envelope and end-record flip is detected (first miss at %zu; second envelope at %lld, %zu bytes)",
+       first_missed, (long long)env2, size);
+    /* A map range past the data: the exact reason. The map is the last
+     * record but 'M': 5 + 32 bytes before the 'M' and the end record. */
+    size_t map_at = size - 49 - 5 - (5 + 32);
+    memset(orig + map_at + 5 + 8, 0x7f, 1);
+    rewrite(sfd, orig, size);
+    petrel_pool_reset(pool);
+    char want[256];
+    snprintf(want, sizeof(want),
+             "content map record at offset %zu: range 1 (%llu bytes at %llu) is empty or runs past the data (%zu bytes)",
+             map_at, (unsigned long long)strlen(new_headers) | 0x7f00000000000000ull, at,
+             strlen(original) + strlen(new_headers));
+    ok(queue_message_read_fd(sfd, "map", pool, &m, &error) == -1 && errno == EBADMSG, "a bad map is damage");
+    is_str(error, want, "with the exact reason");
+    memset(orig + map_at + 5 + 8, 0, 1);
+    /* A version this reader does not know. */
+    orig[8] = 3;
+    rewrite(sfd, orig, size);
+    petrel_pool_reset(pool);
+    ok(queue_message_read_fd(sfd, "v3", pool, &m, &error) == -1, "version 3 is refused");
+    free(orig);
+    close(sfd);
+    unlink(path);
+
+    /* A new envelope alone: the content stays whole (no map). */
+    char id3[QUEUE_ID_MAX];
+    struct queue_writer *ew = queue_writer_create(q, &g, &simple_env, id3);
+    queue_writer_write(ew, original, strlen(original));
+    ok(queue_writer_set_envelope(ew, &env) == 0 && queue_writer_commit(ew) == 0, "envelope-only edit committed");
+    queue_writer_free(ew);
+    petrel_pool_reset(pool);
+    int efd = openat(dfd, id3, O_RDONLY);
+    ok(efd >= 0 && queue_message_read_fd(efd, id3, pool, &m, &error) == 0 && m.version == 2 && m.segments == NULL
+       && m.content_length == strlen(original) && strcmp(m.env.sender, "changed@example.com") == 0,
+       "an envelope-only edit: version 2, the new sender, the content whole");
+    char *whole = efd >= 0 ? read_all(efd, &m, 5) : NULL;
+    is_str(whole, original, "and the content reads back as received");
+    free(whole);
+    if (efd >= 0)
+        close(efd);
+
+    /* Without edits the writer still writes version 1 (an older reader
+     * can read it). */
+    char id1[QUEUE_ID_MAX];
+    put_message(q, &g, &simple_env, "Subject: v1\r\n\r\nx\r\n", id1);
+    ok(queue_message_read(dfd, id1, pool, &m, &error) == 0 && m.version == 1 && m.segments == NULL,
+       "an unedited message is still written as version 1");
+
+    /* A writer killed while editing leaves an incomplete file. */
+    char id2[QUEUE_ID_MAX];
+    pid_t pid = fork();
+    if (pid == 0) {
+        struct queue_writer *cw = queue_writer_create(q, &g, &simple_env, id2);
+        queue_writer_write(cw, original, strlen(original));
+        unsigned long long cat = queue_writer_edit_begin(cw);
+        queue_writer_write(cw, new_headers, strlen(new_headers));
+        struct queue_segment one = { cat, strlen(new_headers) };
+        queue_writer_set_content_map(cw, &one, 1);
+        queue_writer_read_content(cw, 0, back, 1);   /* flushes: the edit is on disk */
+        int out = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (out < 0 || write(out, id2, QUEUE_ID_LEN) != QUEUE_ID_LEN)
+            _exit(1);
+        _exit(0);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    size_t idlen = 0;
+    char *crashed = (char *)slurp(AT_FDCWD, path, &idlen);
+    if (crashed && idlen == QUEUE_ID_LEN)
+        crashed[QUEUE_ID_LEN] = '\0';
+    petrel_pool_reset(pool);
+    error = NULL;
+    int crc = crashed && idlen == QUEUE_ID_LEN ? queue_message_read(dfd, crashed, pool, &m, &error) : 0;
+    ok(crc == -1 && errno == ENODATA, "a writer that died while editing leaves an incomplete file (%s)",
+       error ? error : "?");
+    if (crashed)
+        unlinkat(dfd, crashed, 0);
+    free(crashed);
+    unlink(path);
+    close(fd);
+    petrel_pool_destroy(pool);
+}
+
 /* ---- recovery and marks ---- */
 
 struct found_log {
@@ -751,6 +956,7 @@ int main(void)
     test_big_content(q);
     test_concurrent_commits(q);
     test_damage(q);
+    test_edits(q);
     queue_close(q);
     test_recovery_and_marks();
     test_origin();

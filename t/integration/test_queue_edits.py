@@ -151,6 +151,24 @@ with Petrel(t, main_cf=conf, extra_services=QMGR, workers=1, start=False) as p:
         del msgs, got
     del content
 
+    # A new body together with a header edit: the new body is appended after
+    # the content as received, the old one is left unread.
+    c.cmd("RSET")
+    both = (b"Subject: both\r\nX-Testmod-Add: X-Also: added\r\nX-Testmod-Body: the new body\r\n\r\n"
+            b"the old body, never delivered\r\n")
+    for line in ("MAIL FROM:<s@example.org>", "RCPT TO:<u@vmail.test>", "DATA"):
+        c.cmd(line)
+    c.send(both + b".\r\n")
+    r = c.read_reply()
+    t.like(r, r"^250 ", "a message with a new body and a new header is accepted")
+    msgs = wait_for(lambda: [m for m in maildir_messages(os.path.join(mail, "vmail.test", "u"))
+                             if b"Subject: both" in m], timeout=60)
+    got = after_received(delivered(msgs[0])) if msgs else b""
+    t.is_(got, b"Subject: both\r\nX-Testmod-Add: X-Also: added\r\nX-Testmod-Body: the new body\r\n"
+               b"X-Also: added\r\n\r\nthe new body\r\n",
+          "delivered with the added header and the new body exactly")
+    t.ok(p.wait_log(r"%s: edited by modules \(2 changes\)" % r.split()[-1]) is not None, "two changes logged")
+
     # An unedited message: still version 1, and delivered.
     c.cmd("RSET")
     small = b"Subject: plain\r\n\r\nno edits here\r\n"

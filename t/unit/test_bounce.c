@@ -265,5 +265,40 @@ int main(void)
 
     buf_free(&b);
     close(fd);
+
+    /* ---- an edited message (queue format version 2): the original is
+     * what the content map splices, read through queue_content_pread ---- */
+    {
+        static const char appended[] = "Subject: edited\r\n";
+        char data[sizeof(ORIGINAL) + sizeof(appended)];
+        memcpy(data, ORIGINAL, sizeof(ORIGINAL) - 1);
+        memcpy(data + sizeof(ORIGINAL) - 1, appended, sizeof(appended) - 1);
+        off_t eoff;
+        int efd = make_file(data, sizeof(ORIGINAL) - 1 + sizeof(appended) - 1, &eoff);
+        const char *subject = strstr(ORIGINAL, "Subject: hello"), *blank = strstr(ORIGINAL, "\r\n\r\n") + 2;
+        struct queue_segment map[3] = {
+            { 0, (unsigned long long)(subject - ORIGINAL) },
+            { sizeof(ORIGINAL) - 1, sizeof(appended) - 1 },
+            { (unsigned long long)(blank - ORIGINAL), (unsigned long long)(sizeof(ORIGINAL) - 1 - (size_t)(blank - ORIGINAL)) },
+        };
+        char want[512];
+        snprintf(want, sizeof(want), "%.*s%s%s", (int)(subject - ORIGINAL), ORIGINAL, appended, blank);
+        setup(&s, efd, eoff, strlen(want), "failure");
+        s.msg.segments = map;
+        s.msg.segment_count = 3;
+        buf_reset(&b);
+        is_int(bounce_compose(&s.info, emit_buf, &b), 0, "edited message: failure composed");
+        ok(strstr(b.data, want) != NULL && strstr(b.data, "Subject: hello") == NULL,
+           "the returned original is the edited message, spliced by its content map");
+        setup(&s, efd, eoff, strlen(want), "delay");
+        s.msg.segments = map;
+        s.msg.segment_count = 3;
+        buf_reset(&b);
+        is_int(bounce_compose(&s.info, emit_buf, &b), 0, "edited message: delay notice composed");
+        ok(strstr(b.data, "Subject: edited\r\n") != NULL && strstr(b.data, "BODY-MARKER") == NULL,
+           "its headers only: the edited ones");
+        close(efd);
+        buf_free(&b);
+    }
     return done_testing();
 }

@@ -29,7 +29,7 @@ import subprocess
 import tempfile
 import time
 
-from harness import PETRELD, TOP_BUILDDIR, TOP_SRCDIR, Petrel, Smtp, Tap
+from harness import PETRELD, TOP_BUILDDIR, TOP_SRCDIR, Petrel, Smtp, Tap, queue_file_bytes
 
 t = Tap(timeout=int(os.environ.get("PETREL_TEST_TIMEOUT", "600")))
 work = tempfile.mkdtemp(prefix="petrel-sdk-")
@@ -159,8 +159,9 @@ def new_files(before, p):
 
 
 def content_of(path):
-    with open(path, "rb") as f:
-        return f.read()
+    # as the queue's readers see it (an edited file also holds the bytes its
+    # edits superseded: queue format 2)
+    return queue_file_bytes(path)
 
 
 def transaction(c, body, chunk=None):

@@ -101,12 +101,12 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
     t.ok(wait_for(lambda: len(box("box")) == 7 and len(box("other")) == 2, timeout=30),
          "the aliases deliver to the mailboxes (chains, lists, continuation lines, :include:)",
          "%d %d" % (len(box("box")), len(box("other"))))
-    got = wait_for(lambda: [f for f in os.listdir(out) if f.startswith("cmd.")], timeout=15)
+    got = wait_for(lambda: [f for f in os.listdir(out) if f.startswith("cmd.")], timeout=60)
     body = open(os.path.join(out, got[0])).read() if got else ""
     arg = [f for f in os.listdir(out) if f.startswith("arg.")]
     t.ok("Subject: to runner" in body, "the quoted command gets the message on its standard input")
     t.is_(open(os.path.join(out, arg[0])).read() if arg else None, "first-arg\n", "with its arguments from the alias")
-    t.ok(wait_for(lambda: len(maildir_messages(os.path.join(mail, "archive"))) == 1, timeout=15),
+    t.ok(wait_for(lambda: len(maildir_messages(os.path.join(mail, "archive"))) == 1, timeout=60),
          "a path ending in / is a Maildir")
     t.ok(not hostile.startswith("250") or os.listdir(trap) == [], "a command-looking recipient never runs")
     t.is_(os.listdir(trap), [], "nothing ran in the trap directory")

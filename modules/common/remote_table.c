@@ -179,3 +179,14 @@ int remote_table_pattern(void *handle)
     struct remote_table *rt = handle;
     return rt->type->handle_pattern ? rt->type->handle_pattern(rt->handle) : 0;
 }
+
+void remote_idle_timer_update(petrel_module *m, petrel_timer **timer, int idle, int restart, unsigned ms,
+                              petrel_timer_fn *expired, void *arg)
+{
+    if (*timer && (!idle || restart)) {
+        petrel_timer_cancel(*timer);
+        *timer = NULL;
+    }
+    if (idle && *timer == NULL)
+        *timer = petrel_timer_start(m, ms, expired, arg);
+}

@@ -75,6 +75,12 @@ int remote_table_pattern(void *handle);
     {                                                                                                          \
         return remote_table_open(&(type), m, name, pool, error);                                               \
     }
+/* A pooled connection's idle_interval timer (Postfix 3.9+): started when the
+ * connection becomes idle (again from now when restart is set), cancelled
+ * while it is busy; expired(arg) closes it. */
+void remote_idle_timer_update(petrel_module *m, petrel_timer **timer, int idle, int restart, unsigned ms,
+                              petrel_timer_fn *expired, void *arg);
+
 #define REMOTE_TABLE_ENTRIES                                                                                   \
     .lookup = remote_table_lookup, .close = remote_table_close, .handle_pattern = remote_table_pattern,       \
     .lookup_async = remote_table_lookup_async

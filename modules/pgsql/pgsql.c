@@ -381,13 +381,8 @@ static void conn_idle_expired(void *arg)
  * from when it last became idle; a busy one has no idle timer. */
 static void conn_idle_update(struct pg_conn *c, int restart)
 {
-    int idle = c->state == PG_IDLE && c->req == NULL;
-    if (c->idle_timer && (!idle || restart)) {
-        petrel_timer_cancel(c->idle_timer);
-        c->idle_timer = NULL;
-    }
-    if (idle && c->idle_timer == NULL)
-        c->idle_timer = petrel_timer_start(c->t->module, c->t->idle_ms, conn_idle_expired, c);
+    remote_idle_timer_update(c->t->module, &c->idle_timer, c->state == PG_IDLE && c->req == NULL, restart, c->t->idle_ms,
+                             conn_idle_expired, c);
 }
 
 static void conn_watch(struct pg_conn *c, int events)

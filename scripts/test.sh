@@ -48,11 +48,13 @@ fi
 jobs=$(nproc)
 
 # Shows the end of every failed test's log of the build tree in $1.
+failed_logs=
 show_failures() {
     for log in $(find "$1" -name '*.log' -path '*t/*'); do
         if grep -q '^not ok\|^ERROR\|^FAIL' "$log" 2>/dev/null; then
             echo "==== $log"
             tail -n 60 "$log"
+            failed_logs="$failed_logs $log"
         fi
     done
 }
@@ -82,6 +84,17 @@ esac
 
 if [ "$PETREL_TEST_FUZZ_SECONDS" -gt 0 ]; then
     echo "test.sh: every fuzz target for $PETREL_TEST_FUZZ_SECONDS s (make fuzz)"
-    (cd _build && make -j"$jobs" fuzz FUZZ_SECONDS="$PETREL_TEST_FUZZ_SECONDS") || status=1
+    (cd _build && make -j"$jobs" fuzz FUZZ_SECONDS="$PETREL_TEST_FUZZ_SECONDS") ||
+        { status=1; fuzz_failed=1; }
+fi
+# The failures again, last: a CI report that keeps only the end of the
+# output still names them.
+if [ $status -ne 0 ]; then
+    echo "test.sh: FAILED"
+    [ -n "${fuzz_failed:-}" ] && echo "== make fuzz (logs in _build/fuzz-build/t/fuzz/work)"
+    for log in $failed_logs; do
+        echo "== $log"
+        grep '^not ok\|^ERROR\|^FAIL' "$log" 2>/dev/null | head -n 5
+    done
 fi
 exit $status

@@ -201,9 +201,11 @@ static void handshake_over(struct dovecot_client *dc, int ok, const char *why)
         if (ok) {
             send_auth(dc, x);
         } else {
-            answer_exchange(x, PETREL_SASL_TEMPFAIL, NULL, 0, NULL, why);
+            /* out of the list and done before the answer: the core may end
+             * the exchange from inside it, and end() frees x */
             exchange_unlink(dc, x);
             x->done = 1;
+            answer_exchange(x, PETREL_SASL_TEMPFAIL, NULL, 0, NULL, why);
         }
     }
 }

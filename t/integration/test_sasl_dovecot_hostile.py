@@ -79,7 +79,10 @@ def auth(p):
     c = p.connect()
     c.ehlo()
     offered = any(l.startswith("250-AUTH ") or l.startswith("250 AUTH ") for l in c.lines)
-    r = c.cmd("AUTH PLAIN " + b64("\0alice\0secret"))
+    try:
+        r = c.cmd("AUTH PLAIN " + b64("\0alice\0secret"))
+    except (ConnectionError, OSError) as e:
+        r = "(%s)" % e
     c.close()
     return offered, r
 

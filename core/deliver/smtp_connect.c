@@ -72,6 +72,7 @@ void sc_conn_free_now(struct sc_conn *conn)
         bufferevent_free(conn->bev);
     event_free(conn->timer);
     sc_sasl_free(conn);
+    smtp_reply_reader_free(&conn->reader);
     free(conn->key);
     free(conn);
 }

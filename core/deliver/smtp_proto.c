@@ -656,6 +656,7 @@ void sc_on_read(struct bufferevent *bev, void *arg)
     conn->busy++;
     while (!conn->zombie && conn->bev) {
         conn->reader.ehlo = conn->state == S_EHLO;
+        conn->reader.sasl = conn->state == S_AUTH;
         int rc = smtp_reply_read(&conn->reader, in);
         if (rc == 0)
             break;   /* wait for the rest */

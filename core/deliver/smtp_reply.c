@@ -169,15 +169,18 @@ int smtp_reply_read(struct smtp_reply_reader *rd, struct evbuffer *in)
         size_t eol_len = 0;
         struct evbuffer_ptr p = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_CRLF);
         size_t avail = evbuffer_get_length(in);
-        char line[SMTP_REPLY_LINE_MAX + 1];
+        char line[SMTP_REPLY_CHALLENGE_MAX + 1];
+        size_t max = rd->sasl ? SMTP_REPLY_CHALLENGE_MAX : SMTP_REPLY_LINE_MAX;
         size_t len;
+        int cut = 0;
         if (p.pos < 0) {
-            if (avail <= SMTP_REPLY_LINE_MAX)
+            if (avail <= max)
                 return 0;   /* wait for the rest of the line */
             /* an overlong line: keep its start, skip the rest */
             if (!rd->skipping) {
-                evbuffer_remove(in, line, SMTP_REPLY_LINE_MAX);
-                len = SMTP_REPLY_LINE_MAX;
+                evbuffer_remove(in, line, max);
+                len = max;
+                cut = 1;
                 rd->skipping = 1;
             } else {
                 evbuffer_drain(in, avail);
@@ -190,7 +193,8 @@ int smtp_reply_read(struct smtp_reply_reader *rd, struct evbuffer *in)
                 rd->skipping = 0;
                 continue;
             }
-            len = take > SMTP_REPLY_LINE_MAX ? SMTP_REPLY_LINE_MAX : take;
+            len = take > max ? max : take;
+            cut = take > max;
             evbuffer_remove(in, line, len);
             evbuffer_drain(in, take - len + eol_len);
         }
@@ -205,8 +209,23 @@ int smtp_reply_read(struct smtp_reply_reader *rd, struct evbuffer *in)
             else if (c < 0x20 || c == 0x7f)
                 line[i] = '?';
         }
+        if (rd->nlines == 0) {
+            /* a SASL challenge is kept whole for the mechanism: the
+             * reply's text is cut at SMTP_REPLY_TEXT_MAX for the logs */
+            buf_reset(&rd->challenge);
+            rd->challenge_cut = 0;
+            if (rd->sasl && len >= 4 && memcmp(line, "334 ", 4) == 0) {
+                buf_append(&rd->challenge, line + 4, len - 4);
+                rd->challenge_cut = cut;
+            }
+        }
         int rc = smtp_reply_line(rd, line, len);
         if (rc != 0)
             return rc;
     }
+}
+
+void smtp_reply_reader_free(struct smtp_reply_reader *rd)
+{
+    buf_free(&rd->challenge);
 }

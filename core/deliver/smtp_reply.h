@@ -17,12 +17,16 @@
 
 #include <stddef.h>
 
+#include "lib/buf.h"
+
 struct evbuffer;
 
 #define SMTP_REPLY_LINE_MAX 2048   /* one reply line (RFC 5321 says 512; servers exceed it) */
 #define SMTP_REPLY_TEXT_MAX 400    /* joined text of a multi-line reply: leaves room in the 512-byte
                                       result for "host X said: ... (in reply to RCPT TO command)" */
 #define SMTP_REPLY_LINES_MAX 500   /* more lines than this in one reply: protocol error */
+#define SMTP_REPLY_CHALLENGE_MAX 12288   /* a SASL challenge line ("334 base64") while the reader's sasl
+                                            is set: RFC 4954 4 lets AUTH lines be this long */
 
 /* EHLO keywords (struct smtp_reply.caps). */
 #define SMTP_CAP_PIPELINING 1u
@@ -53,6 +57,11 @@ struct smtp_reply_reader {
                                  lines are keywords (caps), not text */
     int nlines;               /* lines of the current reply so far */
     int skipping;             /* discarding the rest of an overlong line */
+    int sasl;                 /* set by the caller during SMTP AUTH: a 334 line may be
+                                 SMTP_REPLY_CHALLENGE_MAX bytes and its text is kept whole */
+    struct buf challenge;     /* the text after "334 " of the last one-line 334 reply read with
+                                 sasl set (empty otherwise); never cut: see challenge_cut */
+    int challenge_cut;        /* that line was longer than SMTP_REPLY_CHALLENGE_MAX */
 };
 
 /* Reads lines from in until one reply is complete (returns 1, the reply is
@@ -65,6 +74,9 @@ int smtp_reply_read(struct smtp_reply_reader *r, struct evbuffer *in);
  * bytes, NUL-terminated at line[len]): 1 when it completes the reply, 0 when
  * more lines follow, -1 when malformed. */
 int smtp_reply_line(struct smtp_reply_reader *r, const char *line, size_t len);
+
+/* Frees what the reader allocated (the challenge buffer). */
+void smtp_reply_reader_free(struct smtp_reply_reader *r);
 
 /* The DSN code of a reply: its enhanced code when its class agrees with the
  * reply code, else X.0.0 (X = 2, 4 or 5; 4 for anything else). */

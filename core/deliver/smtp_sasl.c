@@ -39,6 +39,7 @@
 #include <event2/event.h>
 
 #include "deliver/smtp_client_int.h"
+#include "deliver/smtp_scram.h"
 #include "lib/base64.h"
 #include "lib/buf.h"
 #include "lib/xalloc.h"
@@ -51,10 +52,9 @@ struct sc_sasl {
     int mech;
     int step;
     char *user, *password;
-    char *scram_first_bare;           /* n=user,r=nonce */
-    char *scram_nonce;
-    unsigned char scram_salted[32];
-    char *scram_auth_message;
+    char *initial;                    /* base64 initial response kept for the first 334: the
+                                         AUTH line would have been longer than 512 octets */
+    struct scram_client scram;
 };
 
 /* The connection's smtp_sasl_password_maps answers (and lookups in flight). */
@@ -79,10 +79,11 @@ void sc_sasl_free(struct sc_conn *conn)
         free(x->password);
     }
     free(x->user);
-    free(x->scram_first_bare);
-    free(x->scram_nonce);
-    free(x->scram_auth_message);
-    explicit_bzero(x->scram_salted, sizeof(x->scram_salted));
+    if (x->initial) {
+        explicit_bzero(x->initial, strlen(x->initial));
+        free(x->initial);
+    }
+    scram_client_free(&x->scram);
     free(x);
     conn->sasl = NULL;
 }
@@ -127,6 +128,23 @@ static char *b64(const void *data, size_t len)
     char *out = xmalloc(base64_encoded_size(len));
     base64_encode(data, len, out);
     return out;
+}
+
+/* "AUTH MECH initial-response", or "AUTH MECH" alone with the response kept
+ * for the server's empty challenge when the command would be longer than
+ * RFC 5321's 512 octets: RFC 4954 4 says the client MUST NOT use the
+ * initial response then (a server may refuse the line as too long). */
+static void send_auth(struct sc_conn *conn, struct sc_sasl *x, const char *mech, const void *data, size_t len)
+{
+    char *enc = b64(data, len);
+    if (strlen("AUTH ") + strlen(mech) + 1 + strlen(enc) + 2 > 512) {
+        x->initial = enc;
+        sc_conn_printf(conn, "AUTH %s\r\n", mech);
+        return;
+    }
+    sc_conn_printf(conn, "AUTH %s %s\r\n", mech, enc);
+    explicit_bzero(enc, strlen(enc));
+    free(enc);
 }
 
 static void send_b64(struct sc_conn *conn, const char *prefix, const void *data, size_t len)
@@ -185,89 +203,32 @@ static int credentials(struct sc_conn *conn, char **user, char **password)
     return 1;
 }
 
-static void scram_first(struct sc_conn *conn, struct sc_sasl *x)
+static void send_buf_b64(struct sc_conn *conn, const char *prefix, struct buf *b)
+{
+    send_b64(conn, prefix, b->data ? b->data : "", b->len);
+    if (b->data)
+        explicit_bzero(b->data, b->len);
+    buf_free(b);
+}
+
+static int scram_first(struct sc_conn *conn, struct sc_sasl *x, const char **why)
 {
     unsigned char rnd[18];
-    RAND_bytes(rnd, sizeof(rnd));
-    x->scram_nonce = b64(rnd, sizeof(rnd));
-    /* saslname: '=' and ',' escaped (RFC 5802 5.1) */
-    struct buf name = BUF_INIT;
-    for (const char *p = x->user; *p; p++) {
-        if (*p == '=')
-            buf_puts(&name, "=3D");
-        else if (*p == ',')
-            buf_puts(&name, "=2C");
-        else
-            buf_putc(&name, *p);
-    }
-    x->scram_first_bare = xmalloc(name.len + strlen(x->scram_nonce) + 8);
-    sprintf(x->scram_first_bare, "n=%s,r=%s", name.data ? name.data : "", x->scram_nonce);
-    buf_free(&name);
-    char first[1024];
-    int n = snprintf(first, sizeof(first), "n,,%s", x->scram_first_bare);
-    send_b64(conn, "AUTH SCRAM-SHA-256 ", first, (size_t)n);
-}
-
-/* Returns 0 with the client-final message sent, or -1 with *why. */
-static int scram_final(struct sc_conn *conn, struct sc_sasl *x, const char *server_first, const char **why)
-{
-    const char *r = NULL, *s = NULL, *i = NULL;
-    char *copy = xstrdup(server_first);
-    for (char *tok = strtok(copy, ","); tok; tok = strtok(NULL, ",")) {
-        if (strncmp(tok, "r=", 2) == 0) r = tok + 2;
-        else if (strncmp(tok, "s=", 2) == 0) s = tok + 2;
-        else if (strncmp(tok, "i=", 2) == 0) i = tok + 2;
-    }
-    long iter = i ? strtol(i, NULL, 10) : 0;
-    if (r == NULL || s == NULL || iter < 1 || iter > 10000000 || strncmp(r, x->scram_nonce, strlen(x->scram_nonce))) {
-        free(copy);
-        *why = "malformed SCRAM challenge";
+    if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
+        *why = "no random bytes for the SCRAM nonce";
         return -1;
     }
-    unsigned char salt[256];
-    long sl = strlen(s) < sizeof(salt) ? base64_decode(s, (char *)salt) : -1;
-    if (sl < 0) {
-        free(copy);
-        *why = "malformed SCRAM salt";
+    char nonce[base64_encoded_size(sizeof(rnd))];
+    base64_encode(rnd, sizeof(rnd), nonce);
+    struct buf first = BUF_INIT;
+    if (scram_client_first(&x->scram, x->user, nonce, &first, why) != 0) {
+        buf_free(&first);
         return -1;
     }
-    PKCS5_PBKDF2_HMAC(x->password, (int)strlen(x->password), salt, (int)sl, (int)iter, EVP_sha256(), 32,
-                      x->scram_salted);
-    unsigned char client_key[32], stored[32], sig[32], proof[32];
-    unsigned len = 32;
-    HMAC(EVP_sha256(), x->scram_salted, 32, (const unsigned char *)"Client Key", 10, client_key, &len);
-    EVP_Digest(client_key, 32, stored, NULL, EVP_sha256(), NULL);
-    char final_bare[600];
-    snprintf(final_bare, sizeof(final_bare), "c=biws,r=%s", r);
-    size_t am_len = strlen(x->scram_first_bare) + strlen(server_first) + strlen(final_bare) + 3;
-    x->scram_auth_message = xmalloc(am_len);
-    snprintf(x->scram_auth_message, am_len, "%s,%s,%s", x->scram_first_bare, server_first, final_bare);
-    HMAC(EVP_sha256(), stored, 32, (unsigned char *)x->scram_auth_message, strlen(x->scram_auth_message), sig, &len);
-    for (int k = 0; k < 32; k++)
-        proof[k] = client_key[k] ^ sig[k];
-    char *p64 = b64(proof, 32);
-    char msg[800];
-    int n = snprintf(msg, sizeof(msg), "%s,p=%s", final_bare, p64);
-    free(p64);
-    send_b64(conn, "", msg, (size_t)n);
-    explicit_bzero(client_key, sizeof(client_key));
-    free(copy);
+    send_auth(conn, x, "SCRAM-SHA-256", first.data, first.len);
+    explicit_bzero(first.data, first.len);
+    buf_free(&first);
     return 0;
-}
-
-static int scram_verify(struct sc_sasl *x, const char *server_final)
-{
-    if (strncmp(server_final, "v=", 2) != 0)
-        return 0;
-    unsigned char server_key[32], sig[32];
-    unsigned len = 32;
-    HMAC(EVP_sha256(), x->scram_salted, 32, (const unsigned char *)"Server Key", 10, server_key, &len);
-    HMAC(EVP_sha256(), server_key, 32, (unsigned char *)x->scram_auth_message, strlen(x->scram_auth_message), sig,
-         &len);
-    char *want = b64(sig, 32);
-    int ok = strcmp(want, server_final + 2) == 0;
-    free(want);
-    return ok;
 }
 
 /* A remote smtp_sasl_password_maps table answered: ask again (the answers
@@ -338,6 +299,15 @@ int sc_sasl_start(struct sc_conn *conn)
         fail(conn, "4.7.0", text);
         return -1;
     }
+    if (strlen(user) > SCRAM_MESSAGE_MAX) {
+        /* RFC 4954 bounds an AUTH line at 12288 octets: a user name this
+         * long is a table error, not something to cut */
+        explicit_bzero(password, strlen(password));
+        free(password);
+        free(user);
+        cannot(conn, "the user name in smtp_sasl_password_maps is longer than 4096 bytes");
+        return -1;
+    }
     struct sc_sasl *x = xcalloc(1, sizeof(*x));
     x->mech = mech;
     x->user = user;
@@ -351,7 +321,7 @@ int sc_sasl_start(struct sc_conn *conn)
         raw[0] = '\0';
         memcpy(raw + 1, user, ul + 1);
         memcpy(raw + ul + 2, password, pl);
-        send_b64(conn, "AUTH PLAIN ", raw, ul + pl + 2);
+        send_auth(conn, x, "PLAIN", raw, ul + pl + 2);
         explicit_bzero(raw, ul + pl + 2);
         free(raw);
         break;
@@ -362,9 +332,14 @@ int sc_sasl_start(struct sc_conn *conn)
     case MECH_CRAM_MD5:
         sc_conn_printf(conn, "AUTH CRAM-MD5\r\n");
         break;
-    case MECH_SCRAM_SHA256:
-        scram_first(conn, x);
+    case MECH_SCRAM_SHA256: {
+        const char *why = NULL;
+        if (scram_first(conn, x, &why) != 0) {
+            cannot(conn, why);
+            return -1;
+        }
         break;
+    }
     }
     sc_conn_arm(conn, c->set.helo_timeout);
     return 1;
@@ -396,8 +371,26 @@ void sc_sasl_reply(struct sc_conn *conn, const struct smtp_reply *r)
         }
         return;
     }
-    /* the challenge: the text after "334 " */
-    const char *b = r->text + 4;
+    /* the challenge: the text after "334 ", whole (the reply's text is
+     * cut for the logs); the reader bounds it */
+    const struct smtp_reply_reader *rd = &conn->reader;
+    if (rd->challenge_cut) {
+        sc_conn_printf(conn, "*\r\n");
+        cannot(conn, "the server's challenge is longer than 12288 bytes");
+        return;
+    }
+    if (x->initial != NULL) {
+        /* the response we could not send on the AUTH line (RFC 4954 4):
+         * the server's first challenge is empty */
+        sc_conn_printf(conn, "%s\r\n", x->initial);
+        explicit_bzero(x->initial, strlen(x->initial));
+        free(x->initial);
+        x->initial = NULL;
+        x->step--;
+        sc_conn_arm(conn, conn->c->set.helo_timeout);
+        return;
+    }
+    const char *b = rd->challenge.data ? rd->challenge.data : "";
     while (*b == ' ')
         b++;
     size_t blen = strlen(b);
@@ -419,33 +412,38 @@ void sc_sasl_reply(struct sc_conn *conn, const struct smtp_reply *r)
             send_b64(conn, "", x->password, strlen(x->password));
         break;
     case MECH_CRAM_MD5: {
+        /* "user hexdigest" (RFC 2195); the user name is as long as the
+         * table made it (bounded in sc_sasl_start) */
         unsigned char mac[16];
         unsigned len = 16;
         HMAC(EVP_md5(), x->password, (int)strlen(x->password), ch, (size_t)n, mac, &len);
-        char resp[600];
-        int k = snprintf(resp, sizeof(resp), "%s ", x->user);
-        for (int i = 0; i < 16 && k < (int)sizeof(resp) - 3; i++)
-            k += snprintf(resp + k, sizeof(resp) - (size_t)k, "%02x", mac[i]);
-        send_b64(conn, "", resp, (size_t)k);
+        struct buf resp = BUF_INIT;
+        buf_puts(&resp, x->user);
+        buf_putc(&resp, ' ');
+        for (int i = 0; i < 16; i++)
+            buf_printf(&resp, "%02x", mac[i]);
+        send_buf_b64(conn, "", &resp);
         break;
     }
-    case MECH_SCRAM_SHA256:
-        if (x->step == 1) {
-            if (scram_final(conn, x, (const char *)ch, &why) != 0) {
-                free(ch);
-                sc_conn_printf(conn, "*\r\n");
-                cannot(conn, why);
-                return;
-            }
-        } else if (!scram_verify(x, (const char *)ch)) {
+    case MECH_SCRAM_SHA256: {
+        struct buf out = BUF_INIT;
+        char errbuf[300];
+        int rc = x->step == 1
+            ? scram_client_final(&x->scram, x->password, (const char *)ch, (size_t)n, &out, &why)
+            : scram_server_final(&x->scram, (const char *)ch, (size_t)n, &why, errbuf, sizeof(errbuf));
+        if (rc != 0) {
+            buf_free(&out);
             free(ch);
             sc_conn_printf(conn, "*\r\n");
-            cannot(conn, "the server's SCRAM signature is wrong");
+            cannot(conn, why);
             return;
-        } else {
-            sc_conn_printf(conn, "\r\n");
         }
+        if (x->step == 1)
+            send_buf_b64(conn, "", &out);
+        else
+            sc_conn_printf(conn, "\r\n");
         break;
+    }
     default:
         sc_conn_printf(conn, "\r\n");   /* PLAIN: an empty challenge after the initial response */
         break;

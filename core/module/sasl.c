@@ -243,13 +243,23 @@ void petrel_sasl_offer(petrel_sasl_request *h, const petrel_sasl_mechanism *mech
     if (n > 64)
         n = 64;
     r->mechs = xcalloc(n ? n : 1, sizeof(*r->mechs));
+    size_t kept = 0;
     for (size_t i = 0; i < n && mechanisms; i++) {
-        r->mechs[i].name = xstrdup(mechanisms[i].name ? mechanisms[i].name : "");
-        r->mechs[i].properties = mechanisms[i].properties;
+        /* the names go into EHLO's AUTH line: only RFC 4422 names do */
+        const char *name = mechanisms[i].name ? mechanisms[i].name : "";
+        size_t len = strlen(name);
+        if (len == 0 || len > 20 || strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") != len) {
+            msg_warn("module %s: petrel_sasl_offer(): \"%.40s\" is not an RFC 4422 mechanism name: not offered",
+                     r->m->name, name);
+            continue;
+        }
+        r->mechs[kept].name = xstrdup(name);
+        r->mechs[kept].properties = mechanisms[i].properties;
+        kept++;
     }
     r->reply.offered = 1;
     r->reply.mechanisms = r->mechs;
-    r->reply.nmechanisms = mechanisms ? n : 0;
+    r->reply.nmechanisms = kept;
     module_circuit_success(r->m);
     answered(r);
 }

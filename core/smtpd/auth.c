@@ -39,6 +39,7 @@
 #include "module/module.h"
 #include "smtpd/anvil.h"
 #include "smtpd/restrict.h"
+#include "smtpd/sasl_plain.h"
 #include "smtpd/smtpd_int.h"
 #include "tables/cidr.h"
 
@@ -351,17 +352,24 @@ static void builtin_step(struct smtpd_session *s, const unsigned char *data, lon
             return;
         }
         /* authzid NUL authcid NUL password */
-        const char *authz = (const char *)data, *end = authz + n;
-        const char *user = memchr(authz, '\0', (size_t)n);
-        const char *pass = user ? memchr(user + 1, '\0', (size_t)(end - user - 1)) : NULL;
-        if (user == NULL || pass == NULL || memchr(pass + 1, '\0', (size_t)(end - pass - 1))) {
+        struct sasl_plain msg;
+        enum sasl_plain_verdict v = sasl_plain_split(data, (size_t)n, &msg);
+        if (v == SASL_PLAIN_MALFORMED) {
             auth_done(s);
             smtpd_reply(s, "501 5.5.2 Invalid authentication data");
             smtpd_count_error(s, CNT_AUTH);
             return;
         }
-        char *password = petrel_pool_strndup(s->scratch, pass + 1, (size_t)(end - pass - 1));
-        check_password(s, user + 1, password);
+        char *user = petrel_pool_strndup(s->scratch, msg.authcid, msg.authcid_len);
+        if (v == SASL_PLAIN_OTHER_AUTHZID) {
+            /* a 1.0 back-end checks a password, it cannot say who may act
+             * for whom: refused, not ignored (the login would act as itself) */
+            auth_done(s);
+            refuse(s, "PLAIN", 0, "authorization identity differs from the login", user, 0);
+            return;
+        }
+        char *password = petrel_pool_strndup(s->scratch, msg.password, msg.password_len);
+        check_password(s, user, password);
         return;
     }
     /* LOGIN */

@@ -35,12 +35,9 @@
 #include "lib/xalloc.h"
 #include "mail/smtp_syntax.h"
 #include "smtpd/psc.h"
+#include "smtpd/psc_parse.h"
 #include "smtpd/smtpd_int.h"
 #include "tables/table.h"
-
-#define ST_ANY 0
-#define ST_CR 1
-#define ST_CRLF 2
 
 enum { CMD_ENABLED = 1, CMD_DESTROYS = 2, CMD_PAYLOAD = 4 };
 
@@ -60,26 +57,6 @@ static const char *generic_421(struct psc_session *s)
     return petrel_pool_printf(s->pool, "421 %s Service unavailable - try again later\r\n", s->ps->myhostname);
 }
 
-/* The next word (separated by spaces), or NULL. */
-static char *next_token(char **cursor)
-{
-    char *p = *cursor;
-    if (p == NULL)
-        return NULL;
-    while (*p == ' ')
-        p++;
-    if (*p == '\0') {
-        *cursor = p;
-        return NULL;
-    }
-    char *start = p;
-    while (*p && *p != ' ')
-        p++;
-    if (*p)
-        *p++ = '\0';
-    *cursor = p;
-    return start;
-}
 
 static void set_string(char **slot, const char *value)
 {
@@ -92,7 +69,7 @@ static void set_string(char **slot, const char *value)
 
 static int cmd_helo(struct psc_session *s, char *args)
 {
-    char *name = next_token(&args);
+    char *name = psc_next_token(&args);
     if (name == NULL)
         return psc_send(s, "501 Syntax: HELO hostname\r\n");
     set_string(&s->helo, name);
@@ -102,7 +79,7 @@ static int cmd_helo(struct psc_session *s, char *args)
 
 static int cmd_ehlo(struct psc_session *s, char *args)
 {
-    char *name = next_token(&args);
+    char *name = psc_next_token(&args);
     if (name == NULL)
         return psc_send(s, "501 Syntax: EHLO hostname\r\n");
     set_string(&s->helo, name);
@@ -113,45 +90,12 @@ static int cmd_ehlo(struct psc_session *s, char *args)
 
 static int cmd_starttls(struct psc_session *s, char *args)
 {
-    if (next_token(&args) != NULL)
+    if (psc_next_token(&args) != NULL)
         return psc_send(s, "501 5.5.4 Syntax: STARTTLS\r\n");
     /* Not offered: see doc/postscreen.md (Postfix without TLS answers the same). */
     return psc_send(s, "502 5.5.1 Error: command not implemented\r\n");
 }
 
-/* MAIL and RCPT addresses, unquoted, as Postfix's psc_extract_addr takes
- * them: nothing is delivered, so any form is taken. */
-static const char *extract_addr(struct psc_session *s, const char *text)
-{
-    const char *p = text;
-    while (*p == ' ')
-        p++;
-    char stop = ' ';
-    if (*p == '<') {
-        p++;
-        stop = '>';
-    }
-    struct buf b = BUF_INIT;
-    int inquote = 0;
-    for (; *p; p++) {
-        if (!inquote && *p == stop)
-            break;
-        if (*p == '"') {
-            inquote = !inquote;
-            continue;
-        }
-        if (*p == '\\' && *++p == '\0')
-            break;
-        buf_putc(&b, *p);
-    }
-    buf_putc(&b, '\0');
-    const char *addr = petrel_pool_strdup(s->pool, b.data);
-    buf_free(&b);
-    /* Route addresses are logged without their route. */
-    if (addr[0] == '@' && strchr(addr, ':'))
-        addr = strchr(addr, ':') + 1;
-    return addr;
-}
 
 static int cmd_mail(struct psc_session *s, char *args)
 {
@@ -162,7 +106,9 @@ static int cmd_mail(struct psc_session *s, char *args)
     char *colon = args ? strchr(args, ':') : NULL;
     if (colon == NULL)
         return psc_send(s, "501 5.5.4 Syntax: MAIL FROM:<address>\r\n");
-    set_string(&s->sender, extract_addr(s, colon + 1));
+    struct buf addr = BUF_INIT;
+    set_string(&s->sender, psc_extract_addr(colon + 1, &addr));
+    buf_free(&addr);
     return psc_send(s, "250 2.1.0 Ok\r\n");
 }
 
@@ -186,17 +132,19 @@ static int cmd_rcpt(struct psc_session *s, char *args)
     char *colon = args ? strchr(args, ':') : NULL;
     if (colon == NULL)
         return psc_send(s, "501 5.5.4 Syntax: RCPT TO:<address>\r\n");
-    const char *addr = extract_addr(s, colon + 1);
+    struct buf b = BUF_INIT;
+    const char *addr = psc_extract_addr(colon + 1, &b);
     const char *reply = soften(s, s->rcpt_reply);
     psc_log("NOQUEUE: reject: RCPT from [%s]:%s: %.*s; from=<%s>, to=<%s>, proto=%s, helo=<%s>", s->client_addr,
             s->client_port, (int)strlen(reply) - 2, reply, s->sender, addr, s->protocol, s->helo ? s->helo : "");
+    buf_free(&b);
     return psc_send(s, s->rcpt_reply);
 }
 
 static int cmd_data(struct psc_session *s, char *args)
 {
     psc_log("DATA without valid RCPT from [%s]:%s", s->client_addr, s->client_port);
-    if (next_token(&args) != NULL)
+    if (psc_next_token(&args) != NULL)
         psc_drop(s, "501 5.5.4 Syntax: DATA\r\n");
     else if (s->sender == NULL)
         psc_drop(s, "503 5.5.1 Error: need RCPT command\r\n");
@@ -213,7 +161,7 @@ static int cmd_bdat(struct psc_session *s, char *args)
         chunking_off |= strcasecmp(*p, "chunking") == 0;
     if (chunking_off)
         psc_drop(s, "502 5.5.1 Error: command not implemented\r\n");
-    else if (next_token(&args) == NULL)
+    else if (psc_next_token(&args) == NULL)
         psc_drop(s, "501 5.5.4 Syntax: BDAT count [LAST]\r\n");
     else if (s->sender == NULL)
         psc_drop(s, "554 5.5.1 Error: need MAIL command\r\n");
@@ -235,7 +183,7 @@ static int cmd_noop(struct psc_session *s, char *args)
 
 static int cmd_vrfy(struct psc_session *s, char *args)
 {
-    if (next_token(&args) == NULL)
+    if (psc_next_token(&args) == NULL)
         return psc_send(s, "501 5.5.4 Syntax: VRFY address\r\n");
     if (s->ps->disable_vrfy)
         return psc_send(s, "502 5.5.1 VRFY command is disabled\r\n");
@@ -246,7 +194,7 @@ static int cmd_etrn(struct psc_session *s, char *args)
 {
     if (s->ps->helo_required && s->helo == NULL)
         return psc_send(s, "503 5.5.1 Error: send HELO/EHLO first\r\n");
-    if (next_token(&args) == NULL)
+    if (psc_next_token(&args) == NULL)
         return psc_send(s, "500 Syntax: ETRN domain\r\n");
     return psc_send(s, "458 Unable to queue messages\r\n");
 }
@@ -279,27 +227,6 @@ static const struct command commands[] = {
 /* ------------------------------------------------------------------ */
 /* the tests                                                           */
 
-/* Postfix's is_header: a mail header name followed by ':'. */
-static int is_header(const char *word)
-{
-    int state = 0;   /* 0 start, 1 in name, 2 in white space after it */
-    size_t len = 0;
-    for (const unsigned char *p = (const unsigned char *)word; *p; p++) {
-        if (*p == ':')
-            return state != 0 && len > 0;
-        if (*p == ' ' || *p == '\t') {
-            if (state == 0)
-                return 0;
-            state = 2;
-            continue;
-        }
-        if (*p >= 0x80 || *p < 0x20 || *p == 0x7f || state == 2)
-            return 0;
-        state = 1;
-        len++;
-    }
-    return 0;
-}
 
 /* postscreen_forbidden_commands, in order, as Postfix's string list: the
  * word (lowercased, as Postfix folds it for every item) against each
@@ -352,29 +279,11 @@ static int forbidden(const struct psc_session *s, const char *word, int warn)
  * command: a mail header, not UTF-8 (with SMTPUTF8), or forbidden. */
 static int non_smtp_word(const struct psc_session *s, const char *name, int warn)
 {
-    if (is_header(name) || (s->ps->smtputf8 && !smtp_valid_utf8((const unsigned char *)name, strlen(name))))
+    if (psc_is_header(name) || (s->ps->smtputf8 && !smtp_valid_utf8((const unsigned char *)name, strlen(name))))
         return 1;
     return forbidden(s, name, warn);
 }
 
-/* Postfix's printable(): what is not text becomes '?'. */
-static void make_printable(char *text, int utf8)
-{
-    for (unsigned char *p = (unsigned char *)text; *p; p++) {
-        if (*p >= 0x20 && *p < 0x7f)
-            continue;
-        if (utf8 && *p >= 0x80) {
-            size_t n = 1;
-            while (p[n] >= 0x80 && (p[n] & 0xc0) == 0x80 && n < 4)
-                n++;
-            if (smtp_valid_utf8(p, n)) {
-                p += n - 1;
-                continue;
-            }
-        }
-        *p = '?';
-    }
-}
 
 static void escape_upto(const void *data, size_t len, size_t max, char *out, size_t size)
 {
@@ -433,7 +342,7 @@ static int run_command(struct psc_session *s)
     buf_putc(&s->cmd, '\0');
     char *line = s->cmd.data;
     char *cursor = line;
-    char *name = next_token(&cursor);
+    char *name = psc_next_token(&cursor);
     if (name == NULL)
         name = "";
     const char *saved_where = s->where;
@@ -450,7 +359,7 @@ static int run_command(struct psc_session *s)
     }
     if (todo_not_skipped(s, PSC_T_NSMTP) && cmd->name == NULL && non_smtp_word(s, name, 1) == 1) {
         char escaped[512];
-        make_printable(name, ps->smtputf8);
+        psc_make_printable(name, ps->smtputf8);
         escape_upto(cursor, strlen(cursor), 100, escaped, sizeof(escaped));
         psc_log("NON-SMTP COMMAND from [%s]:%s after %s: %.100s %s", s->client_addr, s->client_port, saved_where,
                 name, escaped);
@@ -459,7 +368,7 @@ static int run_command(struct psc_session *s)
     }
     if (!(cmd->flags & CMD_PAYLOAD) && todo_not_skipped(s, PSC_T_PIPEL) && s->inpos < s->inlen) {
         char escaped[512];
-        make_printable(name, ps->smtputf8);
+        psc_make_printable(name, ps->smtputf8);
         escape_upto(s->inbuf + s->inpos, s->inlen - s->inpos, 100, escaped, sizeof(escaped));
         psc_log("COMMAND PIPELINING from [%s]:%s after %.100s: %s", s->client_addr, s->client_port, name, escaped);
         if (test_failed(s, PSC_T_PIPEL, ps->pipelining_action, "521 5.5.1 Protocol error\r\n"))
@@ -553,39 +462,27 @@ static void process_input(struct psc_session *s)
         int complete = 0;
         while (s->inpos < s->inlen) {
             unsigned char ch = s->inbuf[s->inpos++];
-            if (s->cmd.len >= ps->line_length_limit) {
+            enum psc_line_event ev = psc_line_byte(&s->cmd, &s->read_state, ch, ps->line_length_limit);
+            if (ev == PSC_LINE_TOO_LONG) {
                 psc_log("COMMAND LENGTH LIMIT from [%s]:%s after %s", s->client_addr, s->client_port, s->where);
                 psc_drop(s, generic_421(s));
                 return;
             }
-            buf_putc(&s->cmd, (char)ch);
-            if (ch == '\r')
-                s->read_state = ST_CR;
-            else if (ch == '\n' && s->read_state == ST_CR)
-                s->read_state = ST_CRLF;
-            else
-                s->read_state = ST_ANY;
-            if (s->read_state == ST_CRLF) {
-                s->cmd.len -= 2;
-                complete = 1;
-                break;
+            if (ev == PSC_LINE_BARE_LF && todo_not_skipped(s, PSC_T_BARLF)) {
+                char escaped[512];
+                escape_upto(s->cmd.data, s->cmd.len, 100, escaped, sizeof(escaped));
+                psc_log("BARE NEWLINE from [%s]:%s after %s", s->client_addr, s->client_port, escaped);
+                if (test_failed(s, PSC_T_BARLF, ps->bare_newline_action, "521 5.5.1 Protocol error\r\n"))
+                    return;
             }
-            if (ch == '\n') {
-                if (todo_not_skipped(s, PSC_T_BARLF)) {
-                    char escaped[512];
-                    escape_upto(s->cmd.data, s->cmd.len - 1, 100, escaped, sizeof(escaped));
-                    psc_log("BARE NEWLINE from [%s]:%s after %s", s->client_addr, s->client_port, escaped);
-                    if (test_failed(s, PSC_T_BARLF, ps->bare_newline_action, "521 5.5.1 Protocol error\r\n"))
-                        return;
-                }
-                s->cmd.len -= 1;
+            if (ev != PSC_LINE_MORE) {
                 complete = 1;
                 break;
             }
         }
         if (!complete)
             return;   /* the rest of the line comes later, within the same time limit */
-        s->read_state = ST_ANY;
+        s->read_state = PSC_READ_ANY;
         int ended = command_line(s);
         if (ended)
             return;   /* gone, or waiting for a table (command_answered goes on) */
@@ -630,7 +527,7 @@ void psc_smtpd_tests(struct psc_session *s)
     struct smtpd_worker *w = s->listener->worker;
     s->test_name = "tests after SMTP handshake";
     gettimeofday(&s->start_time, NULL);
-    s->read_state = ST_ANY;
+    s->read_state = PSC_READ_ANY;
     /* X21: no tests, the reply comes at the next command. A client that
      * failed a test before the greeting meets every test after it. */
     if (s->flags & PSC_F_X21)

@@ -38,6 +38,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "dovecot_proto.h"
 #include "sasl_int.h"
 
 #define LINE_MAX_BYTES (64 * 1024)    /* longer than any challenge a client may answer */
@@ -72,6 +73,7 @@ struct dovecot_client {
     char *out;                        /* bytes to write */
     size_t out_len, out_cap;
     int have_mech_line;
+    int have_version;
     unsigned next_id;
     petrel_sasl_mechanism mechs[MAX_MECHS];   /* the last list Dovecot gave */
     size_t nmechs;
@@ -141,20 +143,6 @@ static void append_escaped(char **buf, size_t *len, size_t *cap, const char *v)
     (*buf)[*len] = '\0';
 }
 
-static void unescape(char *v)
-{
-    char *o = v;
-    for (char *p = v; *p; p++) {
-        if (*p == 1 && p[1]) {
-            p++;
-            *o++ = *p == 't' ? '\t' : *p == 'n' ? '\n' : *p == 'r' ? '\r' : *p == '1' ? 1 : *p;
-        } else {
-            *o++ = *p;
-        }
-    }
-    *o = '\0';
-}
-
 static void exchange_unlink(struct dovecot_client *dc, struct dc_exchange *x)
 {
     for (struct dc_exchange **pp = &dc->exchanges; *pp; pp = &(*pp)->next) {
@@ -213,9 +201,11 @@ static void handshake_over(struct dovecot_client *dc, int ok, const char *why)
         if (ok) {
             send_auth(dc, x);
         } else {
-            answer_exchange(x, PETREL_SASL_TEMPFAIL, NULL, 0, NULL, why);
+            /* out of the list and done before the answer: the core may end
+             * the exchange from inside it, and end() frees x */
             exchange_unlink(dc, x);
             x->done = 1;
+            answer_exchange(x, PETREL_SASL_TEMPFAIL, NULL, 0, NULL, why);
         }
     }
 }
@@ -245,68 +235,56 @@ static void dc_close(struct dovecot_client *dc, const char *why)
     dc->exchanges = NULL;
 }
 
-static int parse_mech(struct dovecot_client *dc, char *args)
+static void add_mech(struct dovecot_client *dc, const struct dc_reply *r)
 {
-    char *name = args, *flags = strchr(args, '\t');
-    if (flags)
-        *flags++ = '\0';
-    unsigned props = 0;
-    for (char *f = flags; f && *f;) {
-        char *next = strchr(f, '\t');
-        if (next)
-            *next++ = '\0';
-        if (strcasecmp(f, "private") == 0)
-            return 0;   /* for Dovecot's own use, never offered (as in Postfix) */
-        if (strcasecmp(f, "plaintext") == 0) props |= PETREL_SASL_PLAINTEXT;
-        else if (strcasecmp(f, "active") == 0) props |= PETREL_SASL_ACTIVE;
-        else if (strcasecmp(f, "dictionary") == 0) props |= PETREL_SASL_DICTIONARY;
-        else if (strcasecmp(f, "anonymous") == 0) props |= PETREL_SASL_ANONYMOUS;
-        else if (strcasecmp(f, "forward-secrecy") == 0) props |= PETREL_SASL_FORWARD_SECRECY;
-        else if (strcasecmp(f, "mutual-auth") == 0) props |= PETREL_SASL_MUTUAL_AUTH;
-        f = next;
-    }
-    if (dc->nnew < MAX_MECHS && *name) {
-        for (char *p = name; *p; p++)
-            if (*p >= 'a' && *p <= 'z')
-                *p = (char)(*p - 'a' + 'A');
-        dc->new_mechs[dc->nnew].name = strdup(name);
-        dc->new_mechs[dc->nnew].properties = props;
+    if (r->private_mech)
+        return;   /* for Dovecot's own use, never offered (as in Postfix) */
+    if (dc->nnew < MAX_MECHS) {
+        dc->new_mechs[dc->nnew].name = strdup(r->mech);
+        dc->new_mechs[dc->nnew].properties = r->properties;
         dc->nnew++;
     }
-    return 0;
 }
 
-static struct dc_exchange *find_exchange(struct dovecot_client *dc, const char *id_text)
+static struct dc_exchange *find_exchange(struct dovecot_client *dc, unsigned id)
 {
-    char *end;
-    unsigned long id = strtoul(id_text, &end, 10);
-    if (*end != '\0')
-        return NULL;
     for (struct dc_exchange *x = dc->exchanges; x; x = x->next)
         if (x->id == id)
             return x;
     return NULL;
 }
 
-/* One line from Dovecot (NUL-terminated, without LF). */
-static void dc_line(struct dovecot_client *dc, char *line)
+/* One line from Dovecot (len bytes without its LF; line[len] may be
+ * written). A malformed line closes the connection: what Dovecot meant
+ * is unknown, so every exchange on it fails temporarily. */
+static void dc_line(struct dovecot_client *dc, char *line, size_t len)
 {
-    char *args = strchr(line, '\t');
-    if (args)
-        *args++ = '\0';
+    struct dc_reply r;
+    const char *why = NULL;
+    if (dovecot_parse_line(line, len, &r, &why) != 0) {
+        char text[200];
+        snprintf(text, sizeof(text), "Dovecot auth server sent a malformed line: %s", why);
+        dc_close(dc, text);
+        return;
+    }
     if (dc->state == DC_HANDSHAKE) {
-        if (strcmp(line, "VERSION") == 0) {
-            if (args == NULL || atoi(args) != 1) {
+        if (r.kind == DC_REPLY_VERSION) {
+            if (r.major != 1) {
                 dc_close(dc, "Protocol version mismatch with the Dovecot auth server");
                 return;
             }
-        } else if (strcmp(line, "MECH") == 0 && args) {
+            dc->have_version = 1;
+        } else if (r.kind == DC_REPLY_MECH) {
             dc->have_mech_line = 1;
-            parse_mech(dc, args);
-        } else if (strcmp(line, "SPID") == 0 && !dc->have_mech_line) {
+            add_mech(dc, &r);
+        } else if (r.kind == DC_REPLY_SPID && !dc->have_mech_line) {
             dc_close(dc, "Connected to wrong auth socket (auth-master instead of auth-client)");
             return;
-        } else if (strcmp(line, "DONE") == 0) {
+        } else if (r.kind == DC_REPLY_DONE) {
+            if (!dc->have_version) {
+                dc_close(dc, "Dovecot auth server ended its handshake without a VERSION line");
+                return;
+            }
             for (size_t i = 0; i < dc->nmechs; i++)
                 free((char *)dc->mechs[i].name);
             memcpy(dc->mechs, dc->new_mechs, sizeof(dc->mechs));
@@ -318,19 +296,15 @@ static void dc_line(struct dovecot_client *dc, char *line)
         }
         return;
     }
-    if (args == NULL)
+    if (r.kind != DC_REPLY_CONT && r.kind != DC_REPLY_OK && r.kind != DC_REPLY_FAIL)
         return;
-    char *rest = strchr(args, '\t');
-    if (rest)
-        *rest++ = '\0';
-    struct dc_exchange *x = find_exchange(dc, args);
+    struct dc_exchange *x = find_exchange(dc, r.id);
     if (x == NULL)
         return;   /* an exchange that ended meanwhile */
-    if (strcmp(line, "CONT") == 0) {
-        const char *b64 = rest ? rest : "";
-        size_t len = strlen(b64);
-        unsigned char *raw = malloc(len + 1);
-        long n = raw ? sasl_b64_decode(b64, len, raw) : -1;
+    if (r.kind == DC_REPLY_CONT) {
+        size_t blen = strlen(r.data);
+        unsigned char *raw = malloc(blen + 1);
+        long n = raw ? sasl_b64_decode(r.data, blen, raw) : -1;
         if (n < 0)
             answer_exchange(x, PETREL_SASL_TEMPFAIL, NULL, 0, NULL, "Authentication backend error");
         else
@@ -338,34 +312,14 @@ static void dc_line(struct dovecot_client *dc, char *line)
         free(raw);
         return;
     }
-    if (strcmp(line, "OK") != 0 && strcmp(line, "FAIL") != 0)
-        return;
-    int ok = strcmp(line, "OK") == 0, temp = 0;
-    char *user = NULL, *reason = NULL;
-    for (char *f = rest; f && *f;) {
-        char *next = strchr(f, '\t');
-        if (next)
-            *next++ = '\0';
-        if (strncmp(f, "user=", 5) == 0)
-            user = f + 5;
-        else if (strncmp(f, "reason=", 7) == 0)
-            reason = f + 7;
-        else if (strcmp(f, "temp") == 0)
-            temp = 1;
-        f = next;
-    }
-    if (user)
-        unescape(user);
-    if (reason)
-        unescape(reason);
     exchange_unlink(dc, x);
     x->done = 1;
-    if (ok && (user == NULL || *user == '\0'))
+    if (r.kind == DC_REPLY_OK && (r.user == NULL || *r.user == '\0'))
         answer_exchange(x, PETREL_SASL_FAILURE, NULL, 0, NULL, "Authentication backend error");
-    else if (ok)
-        answer_exchange(x, PETREL_SASL_SUCCESS, NULL, 0, user, NULL);
+    else if (r.kind == DC_REPLY_OK)
+        answer_exchange(x, PETREL_SASL_SUCCESS, NULL, 0, r.user, NULL);
     else
-        answer_exchange(x, temp ? PETREL_SASL_TEMPFAIL : PETREL_SASL_FAILURE, NULL, 0, user, reason);
+        answer_exchange(x, r.temp ? PETREL_SASL_TEMPFAIL : PETREL_SASL_FAILURE, NULL, 0, r.user, r.reason);
 }
 
 static void dc_event(int fd, int events, void *arg)
@@ -414,8 +368,7 @@ static void dc_event(int fd, int events, void *arg)
         for (size_t i = 0; i < dc->in_len && dc->fd >= 0; i++) {
             if (dc->in[i] != '\n')
                 continue;
-            dc->in[i] = '\0';
-            dc_line(dc, dc->in + start);
+            dc_line(dc, dc->in + start, i - start);
             start = i + 1;
         }
         if (dc->fd < 0)
@@ -487,6 +440,7 @@ static int dc_connect(struct dovecot_client *dc, const petrel_sasl_context *c)
     dc->fd = fd;
     dc->state = DC_CONNECTING;
     dc->have_mech_line = 0;
+    dc->have_version = 0;
     dc->nnew = 0;
     dc_watch(dc);
     return 0;

@@ -13,8 +13,11 @@
  *    derived DSN always of the reply's class; a first word without blanks;
  *  - EHLO keywords only when an EHLO reply is awaited;
  *  - memory stays bounded: whenever the reader waits for more, the buffer
- *    holds at most one line's worth (SMTP_REPLY_LINE_MAX bytes) beyond what
- *    was just added.
+ *    holds at most one line's worth (SMTP_REPLY_LINE_MAX bytes, or
+ *    SMTP_REPLY_CHALLENGE_MAX during SMTP AUTH) beyond what was just added;
+ *  - during SMTP AUTH (byte 0's high bit, no EHLO) a "334 " reply keeps its
+ *    challenge whole, or says it was cut: the challenge is the line's text
+ *    (controls made '?') and at most SMTP_REPLY_CHALLENGE_MAX - 4 bytes.
  *
  * make check builds it with t/fuzz/replay_main.c and replays
  * t/fuzz/corpus/smtp_reply; `make fuzz` runs it with libFuzzer (doc/testing.md).
@@ -74,12 +77,14 @@ static void check_reply(const struct smtp_reply *r, int ehlo)
 /* Feeds data in pieces of at most piece bytes (0: all at once) and records
  * every reply as "code|dsn|caps|size|first_word|text\n" in out; returns the
  * final status (0: wants more, -1: malformed). */
-static int feed(const uint8_t *data, size_t size, size_t piece, int ehlo, struct buf *out)
+static int feed(const uint8_t *data, size_t size, size_t piece, int ehlo, int sasl, struct buf *out)
 {
     struct evbuffer *in = evbuffer_new();
     struct smtp_reply_reader rd;
     memset(&rd, 0, sizeof(rd));
     rd.ehlo = ehlo;
+    rd.sasl = sasl;
+    size_t max = sasl ? SMTP_REPLY_CHALLENGE_MAX : SMTP_REPLY_LINE_MAX;
     int status = 0;
     size_t pos = 0;
     while (pos < size && status >= 0) {
@@ -93,14 +98,27 @@ static int feed(const uint8_t *data, size_t size, size_t piece, int ehlo, struct
                 break;
             }
             if (rc == 0) {
-                check(evbuffer_get_length(in) <= SMTP_REPLY_LINE_MAX + n, "the reader buffers at most a line");
+                check(evbuffer_get_length(in) <= max + n, "the reader buffers at most a line");
                 break;
             }
             check_reply(&rd.reply, ehlo);
             buf_printf(out, "%d|%s|%u|%llu|%s|%s\n", rd.reply.code, rd.reply.dsn, rd.reply.caps,
                        rd.reply.size_limit, rd.reply.first_word, rd.reply.text);
+            if (rd.challenge.len > 0 || rd.challenge_cut) {
+                check(sasl && rd.reply.code == 334, "a challenge only from a 334 reply during AUTH");
+                check(rd.challenge.len <= SMTP_REPLY_CHALLENGE_MAX - 4, "a challenge within its bound");
+                check(strlen(rd.challenge.data) == rd.challenge.len, "a challenge holds no NUL");
+                for (size_t k = 0; k < rd.challenge.len; k++)
+                    check((unsigned char)rd.challenge.data[k] >= 0x20 && rd.challenge.data[k] != 0x7f,
+                          "a challenge holds no control character");
+                check(rd.challenge_cut || rd.reply.len >= SMTP_REPLY_TEXT_MAX - 1 ||
+                      strcmp(rd.reply.text + 4, rd.challenge.data) == 0,
+                      "a short challenge is the reply's text");
+                buf_printf(out, "challenge %zu %d\n", rd.challenge.len, rd.challenge_cut);
+            }
         }
     }
+    smtp_reply_reader_free(&rd);
     evbuffer_free(in);
     return status;
 }
@@ -110,6 +128,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 1 || size > 65536)
         return 0;
     int ehlo = data[0] & 1;
+    int sasl = (data[0] & 0x81) == 0x80;
     size_t piece = 1 + (data[0] >> 1);   /* 1..128 */
     data++;
     size--;
@@ -117,9 +136,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     buf_append(&whole, "", 0);
     buf_append(&bytes, "", 0);
     buf_append(&pieces, "", 0);
-    int s1 = feed(data, size, 0, ehlo, &whole);
-    int s2 = feed(data, size, 1, ehlo, &bytes);
-    int s3 = feed(data, size, piece, ehlo, &pieces);
+    int s1 = feed(data, size, 0, ehlo, sasl, &whole);
+    int s2 = feed(data, size, 1, ehlo, sasl, &bytes);
+    int s3 = feed(data, size, piece, ehlo, sasl, &pieces);
     check(s1 == s2 && s1 == s3, "the same stream fails the same way however it is cut");
     check(whole.len == bytes.len && memcmp(whole.data, bytes.data, whole.len) == 0,
           "byte by byte gives the same replies as all at once");

@@ -61,6 +61,32 @@ with Petrel(t, main_cf=BASE) as p:
           "an asynchronous back-end answer completes the exchange")
     c.close()
 
+    # the PLAIN message's NULs (core/smtpd/sasl_plain.c): exactly two, a login between them
+    for raw, want, why in (
+            ("alice", "501 5.5.2 Invalid authentication data", "no NUL"),
+            ("\0alice", "501 5.5.2 Invalid authentication data", "one NUL"),
+            ("\0alice\0se\0cret", "501 5.5.2 Invalid authentication data", "a NUL in the password"),
+            ("\0alice\0secret\0", "501 5.5.2 Invalid authentication data", "a NUL at the end"),
+            ("\0\0secret", "501 5.5.2 Invalid authentication data", "an empty login"),
+            ("\0\0", "501 5.5.2 Invalid authentication data", "two NULs alone"),
+            ("admin\0alice\0secret",
+             "535 5.7.8 Error: authentication failed: authorization identity differs from the login",
+             "an authzid other than the login (a password back-end cannot grant it)"),
+            ("alice\0alice\0secret", "235 2.7.0 Authentication successful", "an authzid that is the login")):
+        c = p.connect()
+        c.ehlo()
+        t.is_(c.cmd("AUTH PLAIN " + b64(raw)), want, "AUTH PLAIN with %s: exact reply" % why)
+        c.close()
+    c = p.connect()
+    c.ehlo()
+    t.is_(c.cmd("AUTH PLAIN ="), "501 5.5.2 Invalid authentication data", "an empty initial response (=): 501")
+    t.is_(c.cmd("AUTH PLAIN"), "334 ", "PLAIN asks for its response")
+    t.is_(c.cmd(b64("\0alice")), "501 5.5.2 Invalid authentication data", "one NUL in a response line: 501")
+    c.close()
+    t.ok(p.wait_log(r"warning: unknown\[127\.0\.0\.1\]: SASL PLAIN authentication failed: authorization identity "
+                    r"differs from the login, sasl_username=alice") is not None,
+         "another authzid: Postfix's warning line names the login")
+
     s = smtplib.SMTP("127.0.0.1", p.port, timeout=10)
     s.login("alice", "secret")
     s.sendmail("alice@example.org", ["y@elsewhere.example"], "Subject: smtplib\r\n\r\nvia login\r\n")

@@ -996,7 +996,8 @@ typedef struct petrel_sasl_server {
  * TEMPFAIL). Copies what it needs. A second answer, or one through a
  * stale handle, is logged and ignored. */
 PETREL_API void petrel_sasl_reply(petrel_sasl_request *r, const petrel_sasl_answer *a);
-/* Answers a mechanisms request with the n mechanisms the back-end offers (at most 64). */
+/* Answers a mechanisms request with the n mechanisms the back-end offers (at most 64;
+ * a name that is not RFC 4422's, 1-20 of A-Z a-z 0-9 - _, is logged and not offered). */
 PETREL_API void petrel_sasl_offer(petrel_sasl_request *r, const petrel_sasl_mechanism *mechanisms, size_t n);
 /* The module a request belongs to (known even when the handle is stale). */
 PETREL_API petrel_module *petrel_sasl_request_module(petrel_sasl_request *r);

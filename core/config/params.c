@@ -89,6 +89,8 @@ static const struct cfg_param core_params[] = {
     B("allow_percent_hack", "yes", "rewrite user%domain into user@domain"),
     L("alternate_config_directories", "", "configuration directories petrel-postdrop accepts from -c or MAIL_CONFIG for any user"),
     S("always_bcc", "", "address that gets a copy of every message"),
+    T("address_class_cache_ttl", "30s", 0,
+      "how long smtpd keeps a domain's address class (0: asks the domain lists' tables every time)"),
     T("anvil_rate_time_unit", "60s", 1, "time unit of the client rate limits"),
     B("append_dot_mydomain", "no", "append .$mydomain to incomplete domains"),
     B("biff", "no", "notify local users with comsat"),

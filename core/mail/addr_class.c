@@ -8,12 +8,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "config/bind.h"
 #include "config/cfg.h"
 #include "lib/log.h"
 #include "lib/xalloc.h"
 #include "mail/addr_class.h"
+#include "mail/class_cache.h"
 #include "tables/table.h"
 
 static const struct cfg_bind domain_binds[] = {
@@ -21,6 +23,7 @@ static const struct cfg_bind domain_binds[] = {
     CFG_BIND_READ("virtual_alias_domains"),
     CFG_BIND_READ("virtual_mailbox_domains"),
     CFG_BIND_READ("relay_domains"),
+    CFG_BIND_READ("address_class_cache_ttl"),
 };
 const struct cfg_bind_table mail_domains_bind_table = CFG_BIND_TABLE("address classes", domain_binds);
 
@@ -98,8 +101,20 @@ int mail_domains_open(struct mail_domains *d, const struct cfg *cfg, struct tbl_
     return failed ? -1 : 0;
 }
 
+/* Entries of the class cache: the hot domains of one process. */
+#define CLASS_CACHE_SIZE 16
+
+void mail_domains_cache(struct mail_domains *d, const struct cfg *cfg)
+{
+    long long ttl = cfg_int(cfg, "address_class_cache_ttl");
+    mail_class_cache_free(d->cache);
+    d->cache = ttl > 0 ? mail_class_cache_new(CLASS_CACHE_SIZE, (time_t)ttl) : NULL;
+}
+
 void mail_domains_close(struct mail_domains *d)
 {
+    mail_class_cache_free(d->cache);
+    d->cache = NULL;
     list_close(&d->mydestination);
     list_close(&d->virtual_alias_domains);
     list_close(&d->virtual_mailbox_domains);
@@ -108,7 +123,7 @@ void mail_domains_close(struct mail_domains *d)
 
 /* A table item: the domain, and for a parent-style list each parent domain
  * too (fixed-string tables only: Postfix's match_hostname). */
-static int table_match(const struct domain_list *list, struct tbl *t, const char *domain)
+static int table_match(const struct domain_list *list, struct tbl *t, const char *domain, int *unfinished)
 {
     for (const char *entry = domain; entry && *entry;) {
         const char *value;
@@ -119,6 +134,8 @@ static int table_match(const struct domain_list *list, struct tbl *t, const char
             msg_warn("%s: %s: table lookup problem for \"%s\"", list->param, tbl_spec(t), domain);
             return -1;
         }
+        if (rc == TBL_PENDING)
+            *unfinished = 1;   /* the caller runs this again with the answer; until then "no" */
         if (!list->parent_style || tbl_is_pattern(t))
             break;
         entry = strchr(entry + 1, '.');
@@ -139,17 +156,23 @@ static int name_match(const struct domain_list *list, const char *pattern, const
     return 0;
 }
 
-int mail_domain_list_match(const struct domain_list *list, const char *domain)
+static int list_match(const struct domain_list *list, const char *domain, int *unfinished)
 {
     for (size_t i = 0; i < list->n; i++) {
         const struct domain_item *it = &list->items[i];
-        int m = it->table ? table_match(list, it->table, domain) : name_match(list, it->name, domain);
+        int m = it->table ? table_match(list, it->table, domain, unfinished) : name_match(list, it->name, domain);
         if (m < 0)
             return -1;
         if (m)
             return !it->negate;
     }
     return 0;
+}
+
+int mail_domain_list_match(const struct domain_list *list, const char *domain)
+{
+    int unfinished = 0;
+    return list_match(list, domain, &unfinished);
 }
 
 void mail_domains_warn_overlaps(const struct mail_domains *d)
@@ -186,20 +209,61 @@ int mail_domain_is_ours(const struct mail_domains *d, const char *domain)
     return c == MAIL_CLASS_ERROR ? -1 : c != MAIL_CLASS_DEFAULT;
 }
 
-enum mail_class mail_domain_class(const struct mail_domains *d, const char *domain)
+static enum mail_class classify(const struct mail_domains *d, const char *domain, int *unfinished)
 {
     static const enum mail_class classes[] = { MAIL_CLASS_LOCAL, MAIL_CLASS_VIRTUAL_ALIAS,
                                                MAIL_CLASS_VIRTUAL_MAILBOX, MAIL_CLASS_RELAY };
     const struct domain_list *lists[] = { &d->mydestination, &d->virtual_alias_domains, &d->virtual_mailbox_domains,
                                           &d->relay_domains };
-    if (*domain == '\0')
-        return MAIL_CLASS_LOCAL;
     for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
-        int m = mail_domain_list_match(lists[i], domain);
+        int m = list_match(lists[i], domain, unfinished);
         if (m < 0)
             return MAIL_CLASS_ERROR;
         if (m)
             return classes[i];
     }
     return MAIL_CLASS_DEFAULT;
+}
+
+/* The sum of the domain lists' tables' generations: it changes when one
+ * of them was reloaded or its compiled file rebuilt, which a cached class
+ * would otherwise hide until it expires. */
+static unsigned long tables_generation(const struct mail_domains *d)
+{
+    const struct domain_list *lists[] = { &d->mydestination, &d->virtual_alias_domains, &d->virtual_mailbox_domains,
+                                          &d->relay_domains };
+    unsigned long generation = 0;
+    for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
+        for (size_t k = 0; k < lists[i]->n; k++)
+            if (lists[i]->items[k].table)
+                generation += tbl_generation(lists[i]->items[k].table);
+    return generation;
+}
+
+static time_t monotonic_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec;
+}
+
+enum mail_class mail_domain_class(const struct mail_domains *d, const char *domain)
+{
+    if (*domain == '\0')
+        return MAIL_CLASS_LOCAL;
+    time_t now = 0;
+    enum mail_class cls;
+    if (d->cache) {
+        mail_class_cache_generation(d->cache, tables_generation(d));
+        now = monotonic_seconds();
+        if (mail_class_cache_get(d->cache, domain, now, &cls))
+            return cls;
+    }
+    int unfinished = 0;
+    cls = classify(d, domain, &unfinished);
+    /* Never kept: an error (the next RCPT asks again, as it must to see
+     * the table back), nor a class decided while an answer was missing. */
+    if (d->cache && !unfinished && cls != MAIL_CLASS_ERROR)
+        mail_class_cache_put(d->cache, domain, cls, now);
+    return cls;
 }

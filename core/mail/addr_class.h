@@ -54,8 +54,12 @@ struct domain_list {
     int parent_style;
 };
 
+struct mail_class_cache;
 struct mail_domains {
     struct domain_list mydestination, virtual_alias_domains, virtual_mailbox_domains, relay_domains;
+    /* The classes of the last domains asked (class_cache.h), when the
+     * owner turned it on: NULL for none. Owned by this struct. */
+    struct mail_class_cache *cache;
 };
 
 /* The domain lists of cfg, with their tables open. 0, or -1 with a line
@@ -65,6 +69,12 @@ struct mail_domains {
 int mail_domains_open(struct mail_domains *d, const struct cfg *cfg, struct tbl_registry *reg, int quiet,
                       char **error);
 void mail_domains_close(struct mail_domains *d);
+/* From now on keeps the classes mail_domain_class finds (not its errors,
+ * nor a class found while a remote table had no answer yet) for
+ * address_class_cache_ttl seconds (0: keeps nothing). For a long-lived
+ * process that classifies the same domains again and again (smtpd), as
+ * Postfix's resolve_clnt cache does for its smtpd. */
+void mail_domains_cache(struct mail_domains *d, const struct cfg *cfg);
 /* The parameters mail_domains_open reads (config/bind.h). */
 extern const struct cfg_bind_table mail_domains_bind_table;
 

@@ -655,6 +655,9 @@ struct smtpd_settings *smtpd_settings_create(struct smtpd_worker *w, const struc
     int failed = 0;
     if (mail_domains_open(&set->domains, cfg, w->tables, 1, error) != 0)
         failed = 1;
+    /* Every RCPT classifies its domain, up to twice (reject_unauth_destination
+     * and the recipient validation): kept as Postfix's smtpd keeps it. */
+    mail_domains_cache(&set->domains, cfg);
     {
         const char *param = NULL;
         set->rcpt_maps = smtpd_rcpt_maps_open(cfg, w->tables, &param, error);

@@ -368,8 +368,10 @@ int tbl_reload(struct tbl *t, char **error)
     char *why = NULL;
     *error = NULL;
     if (t->type->reload) {
-        if (t->type->reload(t->handle, &why) == 0)
+        if (t->type->reload(t->handle, &why) == 0) {
+            t->reloads++;
             return 0;
+        }
         *error = spec_error(t->spec, why ? why : "reload failed");
         free(why);
         return -1;
@@ -388,7 +390,15 @@ int tbl_reload(struct tbl *t, char **error)
     petrel_pool_reset(t->scratch);   /* values from the old contents die here */
     t->handle = fresh;
     t->handle_pool = fresh_pool;
+    t->reloads++;
     return 0;
+}
+
+unsigned long tbl_generation(struct tbl *t)
+{
+    if (t->compiled)
+        check_replaced(t);
+    return t->reloads;
 }
 
 const char *tbl_spec(const struct tbl *t)

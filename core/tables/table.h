@@ -144,6 +144,11 @@ int tbl_lookup(struct tbl *t, const char *key, const char **value);
 /* Re-reads the table (SIGHUP). On failure returns -1 with *error set and
  * keeps the old contents. */
 int tbl_reload(struct tbl *t, char **error);
+/* How many times t's contents were replaced: tbl_reload, or a rebuilt
+ * compiled file, which this notices as a lookup does (its path is looked
+ * at once a second at most). A caller that keeps answers derived from t
+ * (mail/class_cache.h) compares it to know when they may be stale. */
+unsigned long tbl_generation(struct tbl *t);
 const char *tbl_spec(const struct tbl *t);
 const struct tbl_type *tbl_get_type(const struct tbl *t);
 /* True for regexp/pcre/cidr-like tables (see TBL_TYPE_PATTERN). */

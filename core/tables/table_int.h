@@ -61,6 +61,7 @@ struct tbl {
     ino_t ino;
     time_t next_check;    /* when a lookup looks at the path again */
     int complained;       /* a replaced file could not be opened, or the path vanished: said once */
+    unsigned long reloads;   /* contents replaced so far (tbl_generation) */
     struct tbl_said *said;
     struct tbl_async *async;      /* the registry's */
     struct tbl_observer *observer;   /* the registry's */

@@ -72,7 +72,7 @@ def start(p, cache, mport=None):
     conf = dict(p.settings)
     conf.update({"modules": "pgsql", "module_directory": MODULES,
                  "virtual_mailbox_domains": "pgsql:" + domains, "virtual_mailbox_maps": "pgsql:" + mailboxes,
-                 "virtual_mailbox_base": p.dir})
+                 "virtual_mailbox_base": p.dir, "address_class_cache_ttl": "0"})
     if mport:
         conf["metrics_listen"] = "127.0.0.1:%d" % mport
     p.write_main_cf(conf)
@@ -197,7 +197,7 @@ for cache, want, what in (("", (3, 2), "without cache_ttl every RCPT asks MariaD
         conf = dict(p.settings)
         conf.update({"modules": "mysql", "module_directory": MODULES,
                      "virtual_mailbox_domains": "mysql:" + domains, "virtual_mailbox_maps": "mysql:" + mailboxes,
-                     "virtual_mailbox_base": p.dir})
+                     "virtual_mailbox_base": p.dir, "address_class_cache_ttl": "0"})
         p.write_main_cf(conf)
         p.start()
         replies = rcpts(p, ["box@hot.test"] + ["nobody@hot.test"] * 2)

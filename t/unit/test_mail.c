@@ -3,8 +3,9 @@
  * address-map key order and its strategies, a failing table stopping the
  * search, the address classes with Postfix's precedence, table lists
  * leaving out the default alias_maps only where asked to and only when the
- * host has no aliases file at all, and the canonical/masquerade rewriting
- * smtpd and the queue manager share.
+ * host has no aliases file at all, the address class cache (expiry,
+ * eviction, no errors kept, flushed by a table reload), and the
+ * canonical/masquerade rewriting smtpd and the queue manager share.
  */
 #include "config.h"
 
@@ -18,6 +19,7 @@
 #include "config/cfg.h"
 #include "mail/addr_class.h"
 #include "mail/addr_find.h"
+#include "mail/class_cache.h"
 #include "mail/maps.h"
 #include "mail/namadr.h"
 #include "mail/rewrite.h"
@@ -397,6 +399,74 @@ static void test_client_lists(void)
     }
 }
 
+static void test_class_cache(void)
+{
+    struct mail_class_cache *c = mail_class_cache_new(2, 30);
+    enum mail_class cls = MAIL_CLASS_DEFAULT;
+    ok(!mail_class_cache_get(c, "a.test", 100, &cls), "class cache: empty at first");
+    mail_class_cache_put(c, "a.test", MAIL_CLASS_VIRTUAL_MAILBOX, 100);
+    ok(mail_class_cache_get(c, "A.Test", 129, &cls) && cls == MAIL_CLASS_VIRTUAL_MAILBOX,
+       "class cache: an entry answers until its TTL, without case");
+    ok(!mail_class_cache_get(c, "a.test", 130, &cls), "class cache: and not from its TTL on");
+    mail_class_cache_put(c, "b.test", MAIL_CLASS_ERROR, 130);
+    ok(!mail_class_cache_get(c, "b.test", 130, &cls), "class cache: a lookup error is never kept");
+    char longname[300];
+    memset(longname, 'x', sizeof(longname) - 1);
+    longname[sizeof(longname) - 1] = '\0';
+    mail_class_cache_put(c, longname, MAIL_CLASS_DEFAULT, 130);
+    ok(!mail_class_cache_get(c, longname, 130, &cls), "class cache: nor a name longer than a domain can be");
+
+    /* Two entries: the least recently used one goes. */
+    mail_class_cache_put(c, "a.test", MAIL_CLASS_LOCAL, 200);
+    mail_class_cache_put(c, "b.test", MAIL_CLASS_RELAY, 201);
+    ok(mail_class_cache_get(c, "a.test", 202, &cls) && cls == MAIL_CLASS_LOCAL, "class cache: two entries held");
+    mail_class_cache_put(c, "c.test", MAIL_CLASS_DEFAULT, 203);
+    ok(!mail_class_cache_get(c, "b.test", 203, &cls), "class cache: a third evicts the least recently used");
+    ok(mail_class_cache_get(c, "a.test", 203, &cls) && mail_class_cache_get(c, "c.test", 203, &cls) &&
+       cls == MAIL_CLASS_DEFAULT, "class cache: the recent ones stay");
+    mail_class_cache_generation(c, 0);
+    ok(mail_class_cache_get(c, "a.test", 203, &cls), "class cache: the same tables' generation keeps the entries");
+    mail_class_cache_generation(c, 1);
+    ok(!mail_class_cache_get(c, "a.test", 203, &cls) && !mail_class_cache_get(c, "c.test", 203, &cls),
+       "class cache: a new generation forgets them all");
+    mail_class_cache_free(c);
+
+    /* Through mail_domain_class: a domain added to a table is not seen while
+     * its class is kept, and is once the table is reloaded. */
+    char path[700], text[800];
+    snprintf(path, sizeof(path), "%s/vmdomains", topdir);
+    FILE *fp = fopen(path, "w");
+    fputs("old.test OK\n", fp);
+    fclose(fp);
+    snprintf(text, sizeof(text), "virtual_mailbox_domains = texthash:%s\naddress_class_cache_ttl = 1h\n", path);
+    struct cfg *cfg = load(text);
+    struct mail_domains d;
+    char *error = NULL;
+    ok(mail_domains_open(&d, cfg, reg, 1, &error) == 0, "class cache: the domain list opens");
+    free(error);
+    mail_domains_cache(&d, cfg);
+    is_int(mail_domain_class(&d, "new.test"), MAIL_CLASS_DEFAULT, "class cache: new.test is not ours yet");
+    fp = fopen(path, "w");
+    fputs("old.test OK\nnew.test OK\n", fp);
+    fclose(fp);
+    is_int(mail_domain_class(&d, "new.test"), MAIL_CLASS_DEFAULT, "class cache: its class is kept");
+    error = NULL;
+    ok(tbl_reload(d.virtual_mailbox_domains.items[0].table, &error) == 0, "class cache: the table reloads");
+    free(error);
+    is_int(mail_domain_class(&d, "new.test"), MAIL_CLASS_VIRTUAL_MAILBOX,
+           "class cache: after a reload of a domain list's table the new contents answer");
+    mail_domains_close(&d);
+    cfg_free(cfg);
+
+    snprintf(text, sizeof(text), "virtual_mailbox_domains = texthash:%s\naddress_class_cache_ttl = 0\n", path);
+    cfg = load(text);
+    ok(mail_domains_open(&d, cfg, reg, 1, &error) == 0, "class cache: the list opens again");
+    mail_domains_cache(&d, cfg);
+    ok(d.cache == NULL, "class cache: address_class_cache_ttl = 0 keeps nothing");
+    mail_domains_close(&d);
+    cfg_free(cfg);
+}
+
 int main(void)
 {
     if (mkdtemp(topdir) == NULL) {
@@ -409,6 +479,7 @@ int main(void)
     test_split();
     test_find();
     test_classes();
+    test_class_cache();
     test_default_aliases();
     test_rewrite();
     test_namadr();

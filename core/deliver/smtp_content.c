@@ -12,7 +12,10 @@
  * be changed: the SMTP client knows Postfix's restricted set of actions
  * (WARN, INFO, REPLACE, PREPEND, STRIP, IGNORE, DUNNO/OK); any other is
  * logged as unsupported and the line goes out unchanged, as in Postfix.
- * A failing table defers the delivery.
+ * A failing table defers the delivery. A remote table (pgsql:,
+ * socketmap:, ...) never blocks the queue manager: the transfer waits for
+ * its answers, a window of lines at a time ("Waiting for a remote table"
+ * below); with local tables each line goes out as the parser gives it.
  */
 #include "config.h"
 

@@ -128,6 +128,9 @@ with Petrel(t, main_cf={}, start=False) as p:
     qid = submit("long@remote.test", "Subject: long\r\n\r\n" + "\r\n".join(lines) + "\r\nend of long")
     data = got(sink, b"end of long", timeout=60)
     t.ok(sent(qid, "long@remote.test"), "a 3000-line body through remote smtp_body_checks is sent")
+    m = re.search(r"%s: to=<long@remote\.test>, .*delays=([\d./]+)" % qid, p.log())
+    t.diag("3001 body lines through socketmap smtp_body_checks: delays=%s (the last: the transfer)"
+           % (m.group(1) if m else "?"))
     want = []
     for line in lines:
         if line == "line 7":

@@ -3,7 +3,7 @@ socketmap server on loopback): the SMTP client's transfer waits for the answer w
 the queue manager.
 
 - REPLACE, IGNORE, PREPEND (headers and body lines) from the remote table are applied exactly in
-  what the next hop (our own SMTP sink) gets.
+  what the next hop (our own SMTP sink) gets; the LMTP client with lmtp_header_checks too.
 - A header whose lookup the server holds stops only its own delivery: another message to the
   same next hop and one to another next hop are delivered meanwhile; the order is decided by the
   test (the server holds the answer until told), and shown by what the sinks and the socketmap
@@ -39,20 +39,22 @@ server = SocketmapServer({
 })
 sink = SmtpFilter()        # remote.test: keeps what it gets
 other = SmtpFilter()       # other.test
+lmtp = SmtpFilter(lmtp=True)   # lmtp.test
 
 with Petrel(t, main_cf={}, start=False) as p:
     conf = dict(p.settings)
     conf.update({
         "modules": "socketmap", "module_directory": MODULES, "socketmap_timeout": "60s",
-        "relay_domains": "remote.test other.test",
-        "transport_maps": "inline:{ {remote.test = smtp:[127.0.0.1]:%d}, {other.test = smtp:[127.0.0.1]:%d} }"
-                          % (sink.port, other.port),
+        "relay_domains": "remote.test other.test lmtp.test",
+        "transport_maps": "inline:{ {remote.test = smtp:[127.0.0.1]:%d}, {other.test = smtp:[127.0.0.1]:%d}, "
+                          "{lmtp.test = lmtp:inet:127.0.0.1:%d} }" % (sink.port, other.port, lmtp.port),
+        "lmtp_header_checks": "socketmap:inet:127.0.0.1:%d:hdr" % server.port,
         "smtp_header_checks": "socketmap:inet:127.0.0.1:%d:hdr" % server.port,
         "smtp_body_checks": "socketmap:inet:127.0.0.1:%d:body" % server.port,
         "minimal_backoff_time": "1s", "maximal_backoff_time": "2s", "queue_run_delay": "1s",
     })
     p.write_main_cf(conf)
-    p.master_cf += "smtp unix - - n - - smtp\n" + QMGR
+    p.master_cf += "smtp unix - - n - - smtp\n" + "lmtp unix - - n - - lmtp\n" + QMGR
     with open(p.conf + "/master.cf", "w") as f:
         f.write(p.master_cf)
     p._chown()
@@ -92,6 +94,13 @@ with Petrel(t, main_cf={}, start=False) as p:
          == [k for k in server.seen("hdr") if k in (b"Subject: replace me", b"X-Secret: 42", b"X-Tag: prepend",
                                                      b"X-Keep: 1")],
          "the headers were asked in order", server.seen("hdr"))
+
+    # ---- LMTP: lmtp_header_checks (and no lmtp_body_checks) ----
+    qid = submit("l@lmtp.test", "Subject: replace me\r\nX-Secret: 42\r\n\r\npassword: hunter2\r\nbody lmtp")
+    data = got(lmtp, b"body lmtp")
+    t.ok(sent(qid, "l@lmtp.test"), "LMTP: sent", p.log()[-2000:])
+    t.ok(data.endswith(b"Subject: replaced by the table\r\n\r\npassword: hunter2\r\nbody lmtp\r\n"),
+         "the LMTP client applies the remote lmtp_header_checks, and not smtp_body_checks", data[-200:])
 
     # ---- a held header stops only its own delivery ----
     gate = threading.Event()
@@ -175,4 +184,5 @@ with Petrel(t, main_cf={}, start=False) as p:
 server.stop()
 sink.stop()
 other.stop()
+lmtp.stop()
 t.done()

@@ -42,6 +42,7 @@ other = SmtpFilter()       # other.test
 lmtp = SmtpFilter(lmtp=True)   # lmtp.test
 
 with Petrel(t, main_cf={}, start=False) as p:
+    local = p.write_file("local_body.regexp", "/^local drop$/ IGNORE\n")
     conf = dict(p.settings)
     conf.update({
         "modules": "socketmap", "module_directory": MODULES, "socketmap_timeout": "60s",
@@ -50,7 +51,8 @@ with Petrel(t, main_cf={}, start=False) as p:
                           "{lmtp.test = lmtp:inet:127.0.0.1:%d} }" % (sink.port, other.port, lmtp.port),
         "lmtp_header_checks": "socketmap:inet:127.0.0.1:%d:hdr" % server.port,
         "smtp_header_checks": "socketmap:inet:127.0.0.1:%d:hdr" % server.port,
-        "smtp_body_checks": "socketmap:inet:127.0.0.1:%d:body" % server.port,
+        # a local table first, then the remote one (the first that finds decides, as in Postfix)
+        "smtp_body_checks": "regexp:%s, socketmap:inet:127.0.0.1:%d:body" % (local, server.port),
         "minimal_backoff_time": "1s", "maximal_backoff_time": "2s", "queue_run_delay": "1s",
     })
     p.write_main_cf(conf)
@@ -79,7 +81,7 @@ with Petrel(t, main_cf={}, start=False) as p:
 
     # ---- the actions, applied exactly ----
     qid = submit("a@remote.test", "Subject: replace me\r\nX-Secret: 42\r\nX-Tag: prepend\r\nX-Keep: 1\r\n\r\n"
-                 "first\r\npassword: hunter2\r\ndrop this line\r\nbody actions")
+                 "first\r\npassword: hunter2\r\ndrop this line\r\nlocal drop\r\nbody actions")
     data = got(sink, b"body actions")
     t.ok(sent(qid, "a@remote.test"), "a message whose every header and line is asked of the server is sent",
          p.log()[-2000:])
@@ -87,7 +89,10 @@ with Petrel(t, main_cf={}, start=False) as p:
           b"Subject: replaced by the table\r\nX-Prepended: from the table\r\nX-Tag: prepend\r\nX-Keep: 1\r\n\r\n"
           b"first\r\npassword: [removed]\r\nbody actions\r\n",
           "REPLACE, IGNORE, PREPEND from the remote table: exactly what the next hop got")
-    t.ok(b"hunter2" not in data and b"X-Secret" not in data, "(nothing of what was removed)")
+    t.ok(b"hunter2" not in data and b"X-Secret" not in data and b"local drop" not in data,
+         "(nothing of what was removed; \"local drop\" by the local table before the remote one)")
+    t.ok(b"local drop" not in server.seen("body") and b"body actions" in server.seen("body"),
+         "a line the local table decided is not asked of the remote one; the others are")
     t.ok(p.wait_log(r"%s: replace: header Subject: replace me: Subject: replaced by the table" % qid),
          "logged as Postfix's smtp logs it")
     t.ok([b"Subject: replace me", b"X-Secret: 42", b"X-Tag: prepend", b"X-Keep: 1"]

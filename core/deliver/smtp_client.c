@@ -247,6 +247,7 @@ static void job_free(struct sc_job *a)
     job_unlink(a);
     sc_body_reset(a);
     buf_free(&a->check_buf);
+    buf_free(&a->ahead);
     event_free(a->finish_ev);
     petrel_pool_destroy(a->pool);
     free(a);
@@ -292,6 +293,7 @@ void smtp_client_deliver(struct smtp_client *c, const struct dlv_job *job, smtp_
     a->done = done;
     a->arg = arg;
     a->pool = petrel_pool_create(4096);
+    a->lines_tail = &a->lines;
     size_t n = job->nrcpt ? job->nrcpt : 1;
     a->res = petrel_pool_zalloc(a->pool, n * sizeof(*a->res));
     a->final = petrel_pool_zalloc(a->pool, n);

@@ -27,6 +27,8 @@
 
 struct bufferevent;
 struct event;
+struct hbc_wait;
+struct sc_line;
 struct sc_native;
 struct tls_scache;
 
@@ -34,6 +36,7 @@ struct tls_scache;
 #define SC_MAX_ADDRS 1000         /* addresses collected when smtp_mx_address_limit is 0 (no limit) */
 #define SC_CHUNK 65536            /* pread size and output low watermark */
 #define SC_OUT_HIGH (4 * SC_CHUNK) /* stop reading content above this much pending output */
+#define SC_CHECK_WINDOW 32        /* lines whose remote check lookups run together (smtp_content.c) */
 #define SC_CMD_MAX 8192           /* longest command we build (addresses plus parameters) */
 
 enum sc_state {
@@ -163,6 +166,15 @@ struct sc_job {
     struct mime_parser *mime;          /* smtp_header_checks and friends: the content as they see it */
     struct buf check_buf;              /* one header or line, NUL-terminated, to look up */
     int check_failed;                  /* a table failed: the transfer is abandoned and deferred */
+    /* remote check tables (smtp_content.c, "Waiting for a remote table") */
+    struct hbc_wait *check_wait;       /* NULL: every check table is local (lines go out as parsed) */
+    int check_fetching;                /* the window's lookups are in flight */
+    struct sc_line *lines, **lines_tail;   /* the window: parsed lines waiting for their verdicts */
+    size_t nlines;
+    petrel_pool *window_pool;          /* the window's answers */
+    struct buf ahead;                  /* content read from the queue file, not yet parsed */
+    size_t ahead_pos;
+    int parse_ended;                   /* mime_parser_end ran */
     unsigned body_col;                 /* bytes of the current content line sent (smtp_line_length_limit) */
     int broke_line;                    /* "breaking line" logged for this delivery */
     int eightbit;                      /* -1 unknown, 0, 1 */

@@ -32,6 +32,7 @@ int hbc_open(struct hbc_tables *h, const struct cfg *cfg, struct tbl_registry *r
              const char *const params[HBC_NLISTS], char **error)
 {
     memset(h, 0, sizeof(*h));
+    h->reg = reg;
     for (int l = 0; l < HBC_NLISTS; l++) {
         h->param[l] = params[l];
         if (params[l] == NULL)
@@ -141,6 +142,50 @@ int hbc_any_remote(const struct hbc_tables *h)
             if (tbl_is_remote(h->tables[l][i]))
                 return 1;
     return 0;
+}
+
+struct hbc_wait {
+    struct hbc_tables *h;
+    struct tbl_scope *scope;
+};
+
+struct hbc_wait *hbc_wait_new(struct hbc_tables *h, size_t lines)
+{
+    size_t most = 1;
+    for (int l = 0; l < HBC_NLISTS; l++)
+        if (h->n[l] > most)
+            most = h->n[l];
+    struct hbc_wait *w = xcalloc(1, sizeof(*w));
+    w->h = h;
+    w->scope = tbl_scope_new_sized(lines * most);
+    return w;
+}
+
+int hbc_wait_lookup(struct hbc_wait *w, enum hbc_list list, const char *key, petrel_pool *pool,
+                    const char **value)
+{
+    tbl_scope_enter(w->h->reg, w->scope);
+    int rc = hbc_lookup(w->h, list, key, pool, value);
+    tbl_scope_leave(w->h->reg);
+    return rc;
+}
+
+int hbc_wait_fetch(struct hbc_wait *w, void (*done)(void *arg), void *arg)
+{
+    return tbl_scope_fetch(w->scope, done, arg);
+}
+
+void hbc_wait_reset(struct hbc_wait *w)
+{
+    tbl_scope_reset(w->scope);
+}
+
+void hbc_wait_free(struct hbc_wait *w)
+{
+    if (w == NULL)
+        return;
+    tbl_scope_free(w->scope);   /* cancels lookups in flight: done is never called */
+    free(w);
 }
 
 static const struct {

@@ -35,6 +35,7 @@ struct hbc_tables {
     struct tbl **tables[HBC_NLISTS];
     size_t n[HBC_NLISTS];
     int shared[HBC_NLISTS];            /* the same tables as an earlier list: not closed twice */
+    struct tbl_registry *reg;          /* where they were opened (for hbc_wait) */
 };
 
 /* Opens the tables of the four parameters named in params (header,
@@ -61,6 +62,25 @@ enum hbc_list hbc_header_list(enum mime_class cls, int is_mime);
  * table has no answer yet (only inside a lookup scope, tables/table.h:
  * fetch, then look up again). */
 int hbc_lookup(struct hbc_tables *h, enum hbc_list list, const char *key, petrel_pool *pool, const char **value);
+
+/* Lookups that wait for remote tables (tables/table.h, "Remote tables";
+ * doc/architecture.md, "Tables that wait"), for a caller that can suspend
+ * its work: hbc_wait_lookup answers as hbc_lookup, from the wait's memo,
+ * or -2 when a remote table has no answer yet (the key is recorded); the
+ * caller then has hbc_wait_fetch ask every recorded key at once and looks
+ * up again when done(arg) is called. The memo holds the answers of at
+ * most `lines` lines (each may ask every table of its list); the caller
+ * resets it (hbc_wait_reset) once those lines have their verdicts. */
+struct hbc_wait;
+struct hbc_wait *hbc_wait_new(struct hbc_tables *h, size_t lines);
+int hbc_wait_lookup(struct hbc_wait *w, enum hbc_list list, const char *key, petrel_pool *pool,
+                    const char **value);
+/* 0: every answer came at once (look up again now; done is not called),
+ * 1: done(arg) is called from the loop when they all have. */
+int hbc_wait_fetch(struct hbc_wait *w, void (*done)(void *arg), void *arg);
+/* Forgets the answers and cancels lookups in flight (done is not called). */
+void hbc_wait_reset(struct hbc_wait *w);
+void hbc_wait_free(struct hbc_wait *w);
 
 enum hbc_command {
     HBC_DUNNO,       /* also OK */

@@ -28,9 +28,9 @@
  * (content.c), as modules' are.
  *
  * milter_header_checks (Postfix's cleanup_milter_header_checks) is applied
- * here too, later: to each header a milter's edit would write, when the
- * milter module asks (petrel_milter_header_checks, at the end of this
- * file), with the subset of actions Postfix allows there.
+ * later, to each header a milter's edit would write, when the milter
+ * module asks: milter_checks.c, with the subset of actions Postfix allows
+ * there.
  *
  * Modules see the message as it came: each primary header before the
  * checks (our Received excepted), then the raw bytes after the headers.
@@ -202,6 +202,7 @@ struct smtpd_cleanup_settings *smtpd_cleanup_settings_create(struct smtpd_worker
         return NULL;
     }
     c->checks_remote = hbc_any_remote(&c->checks);
+    c->milter_checks_remote = hbc_any_remote(&c->milter_checks);
     c->body_check_len = cfg_int(cc, "body_checks_size_limit");
     c->hopcount_limit = (int)cfg_int(cc, "hopcount_limit");
     int strict_all = cfg_bool(cc, "strict_8bitmime");
@@ -343,7 +344,7 @@ static void act_log(struct smtpd_cleanup *c, const char *action, const char *whe
 
 /* An address a REDIRECT or BCC may put into the envelope: it has a local
  * part and a domain, and nothing an envelope field must not hold. */
-static int envelope_address_ok(const char *a)
+int smtpd_envelope_address_ok(const char *a)
 {
     size_t len = strlen(a);
     const char *at = strrchr(a, '@');
@@ -357,7 +358,7 @@ static int envelope_address_ok(const char *a)
 
 /* A FILTER destination: transport:nexthop, printable, no white space (it
  * may come from a $1 of the message, so it is checked like data). */
-static int filter_ok(const char *f)
+int smtpd_filter_ok(const char *f)
 {
     if (strchr(f, ':') == NULL || *f == ':' || strlen(f) > 255)
         return 0;
@@ -412,7 +413,7 @@ static enum act_result act(struct smtpd_cleanup *c, const char *where, const cha
     case HBC_FILTER:
         if (*a.text == '\0') {
             msg_warn("missing FILTER command argument in %s map", param);
-        } else if (!filter_ok(a.text)) {
+        } else if (!smtpd_filter_ok(a.text)) {
             msg_warn("bad FILTER command %s in %s -- need transport:destination", a.text, param);
         } else {
             tx->filter = petrel_pool_strdup(tx->pool, a.text);
@@ -462,7 +463,7 @@ static enum act_result act(struct smtpd_cleanup *c, const char *where, const cha
         *replacement = a.text;
         return ACT_REPLACE;
     case HBC_REDIRECT:
-        if (strchr(a.text, '@') == NULL || !envelope_address_ok(a.text)) {
+        if (strchr(a.text, '@') == NULL || !smtpd_envelope_address_ok(a.text)) {
             msg_warn("bad REDIRECT target \"%s\" in %s map -- need user@domain", a.text, param);
         } else {
             tx->redirect = petrel_pool_strdup(tx->pool, a.text);
@@ -472,7 +473,7 @@ static enum act_result act(struct smtpd_cleanup *c, const char *where, const cha
         }
         return ACT_KEEP;
     case HBC_BCC:
-        if (strchr(a.text, '@') == NULL || !envelope_address_ok(a.text)) {
+        if (strchr(a.text, '@') == NULL || !smtpd_envelope_address_ok(a.text)) {
             msg_warn("bad BCC address \"%s\" in %s map -- need user@domain", a.text, param);
         } else {
             struct smtpd_edit *e = smtpd_edit_append(tx->pool, &tx->edits, EDIT_RCPT_ADD);
@@ -1012,206 +1013,4 @@ void smtpd_cleanup_end(struct smtpd_session *s)
         tx->content_verdict = v;
         tx->verdict_logged = 1;
     }
-}
-
-/* ------------------------------------------------------------------ */
-/* milter_header_checks                                                */
-
-/* Postfix's cleanup_milter_hbc_log line: "milter-header-ACTION". */
-static void milter_act_log(struct smtpd_session *s, const char *action, const char *line, const char *text)
-{
-    struct smtpd_tx *tx = s->tx;
-    struct buf b = BUF_INIT;
-    buf_printf(&b, "%s: milter-header-%s: header %.200s from %s;", tx->queue_id, action, line,
-               s->local_submission ? "local" : s->namaddr);
-    buf_printf(&b, " from=<%s>", tx->mail.address);
-    if (tx->nrcpts > 0)
-        buf_printf(&b, " to=<%s>", tx->rcpts[0].address);
-    if (!s->local_submission)
-        buf_printf(&b, " proto=%s helo=<%s>", s->esmtp ? "ESMTP" : "SMTP", s->helo ? s->helo : "");
-    if (text && *text)
-        buf_printf(&b, ": %s", text);
-    msg_info("%s", b.data);
-    buf_free(&b);
-}
-
-/* Postfix's cleanup_milter_header_checks: the header a milter would write
- * ("Name: value" as it would be stored) is looked up in
- * milter_header_checks and the action applied to the transaction, with
- * the subset of header_checks(5) Postfix honours there: REJECT, DISCARD,
- * HOLD, FILTER, REDIRECT, BCC change the transaction (the first three
- * and REDIRECT end the checks); WARN, INFO log; REPLACE replaces the
- * header; IGNORE and STRIP drop it; PREPEND is not implemented (warned, as
- * Postfix does); PASS and unknown words are warned about and ignored. */
-static int milter_header(struct smtpd_session *s, const char *name, const char *value, const char **new_name,
-                         const char **new_value)
-{
-    struct smtpd_tx *tx = s->tx;
-    struct smtpd_cleanup_settings *set = s->set->cleanup;
-    static const char param[] = "milter_header_checks";
-    if (set == NULL || !hbc_has(&set->milter_checks, HBC_HEADER))
-        return PETREL_HEADER_KEEP;
-    if (smtpd_refused(&tx->milter_verdict))
-        return PETREL_HEADER_STOP;
-    if (tx->discard)
-        return PETREL_HEADER_STOP;
-    /* The header as the queue file will hold it: the value gets the one
-     * space after the colon when it has no leading white space. */
-    const char *sep = (*value == ' ' || *value == '\t') ? "" : " ";
-    const char *line = petrel_pool_printf(tx->pool, "%s:%s%s", name, sep, value);
-    const char *result = NULL;
-    int rc = hbc_lookup(&set->milter_checks, HBC_HEADER, line, tx->pool, &result);
-    if (rc < 0) {
-        msg_warn("%s: %s map lookup problem -- message not accepted, try again later", tx->queue_id, param);
-        tx->milter_verdict.verdict = RV_DEFER;
-        tx->milter_verdict.code = 451;
-        tx->milter_verdict.enhanced = "4.3.0";
-        tx->milter_verdict.text = "Error: queue file write error";
-        tx->milter_verdict.restriction = param;
-        return PETREL_HEADER_STOP;
-    }
-    if (rc == 0)
-        return PETREL_HEADER_KEEP;
-    struct hbc_action a;
-    hbc_parse_action(result, &a);
-    int actions = !tx->milter_checks_done;   /* the transaction-changing ones */
-    switch (a.command) {
-    case HBC_REJECT: {
-        if (!actions)
-            return PETREL_HEADER_KEEP;
-        const char *dsn, *rest;
-        if (*a.text) {
-            hbc_dsn_split("5.7.1", a.text, tx->pool, &dsn, &rest);
-            if (dsn[0] != '4' && dsn[0] != '5') {
-                msg_warn("bad DSN action in %s -- need 4.x.x or 5.x.x", a.text);
-                ((char *)dsn)[0] = '4';
-            }
-        } else {
-            dsn = "5.7.1";
-            rest = "message content rejected";
-        }
-        tx->milter_verdict.verdict = dsn[0] == '4' ? RV_DEFER : RV_REJECT;
-        tx->milter_verdict.code = dsn[0] == '4' ? 451 : 550;
-        tx->milter_verdict.enhanced = dsn;
-        tx->milter_verdict.text = hbc_reply_text(tx->pool, rest);
-        tx->milter_verdict.restriction = param;
-        tx->milter_checks_done = 1;
-        milter_act_log(s, "reject", line, petrel_pool_printf(tx->pool, "%s %s", dsn, rest));
-        return PETREL_HEADER_STOP;
-    }
-    case HBC_DISCARD:
-        if (!actions)
-            return PETREL_HEADER_KEEP;
-        milter_act_log(s, "discard", line, a.text);
-        tx->discard = 1;
-        tx->discard_logged = 1;
-        tx->milter_checks_done = 1;
-        return PETREL_HEADER_STOP;
-    case HBC_HOLD:
-        if (actions && !tx->hold && !tx->discard) {
-            milter_act_log(s, "hold", line, a.text);
-            tx->hold = 1;
-            tx->hold_logged = 1;
-        }
-        return PETREL_HEADER_KEEP;
-    case HBC_FILTER:
-        if (!actions)
-            return PETREL_HEADER_KEEP;
-        if (*a.text == '\0') {
-            msg_warn("missing FILTER command argument in %s map", param);
-        } else if (!filter_ok(a.text)) {
-            msg_warn("bad FILTER command %s in %s -- need transport:destination", a.text, param);
-        } else {
-            tx->filter = petrel_pool_strdup(tx->pool, a.text);
-            tx->envelope_changed |= CHANGED_BY_CHECKS;
-            milter_act_log(s, "filter", line, a.text);
-        }
-        return PETREL_HEADER_KEEP;
-    case HBC_REDIRECT:
-        if (!actions)
-            return PETREL_HEADER_KEEP;
-        if (strchr(a.text, '@') == NULL || !envelope_address_ok(a.text)) {
-            msg_warn("bad REDIRECT target \"%s\" in %s map -- need user@domain", a.text, param);
-        } else {
-            tx->redirect = petrel_pool_strdup(tx->pool, a.text);
-            tx->envelope_changed |= CHANGED_BY_CHECKS;
-            milter_act_log(s, "redirect", line, a.text);
-            tx->milter_checks_done = 1;
-        }
-        return PETREL_HEADER_KEEP;
-    case HBC_BCC:
-        if (!actions)
-            return PETREL_HEADER_KEEP;
-        if (strchr(a.text, '@') == NULL || !envelope_address_ok(a.text)) {
-            msg_warn("bad BCC address \"%s\" in %s map -- need user@domain", a.text, param);
-        } else {
-            struct smtpd_edit *e = smtpd_edit_append(tx->pool, &tx->edits, EDIT_RCPT_ADD);
-            e->value = petrel_pool_strdup(tx->pool, a.text);
-            e->notify = QUEUE_NOTIFY_NEVER;
-            tx->checks_bcc++;
-            tx->envelope_changed |= CHANGED_BY_CHECKS;
-            milter_act_log(s, "bcc", line, a.text);
-        }
-        return PETREL_HEADER_KEEP;
-    case HBC_WARN:
-        milter_act_log(s, "warning", line, a.text);
-        return PETREL_HEADER_KEEP;
-    case HBC_INFO:
-        milter_act_log(s, "info", line, a.text);
-        return PETREL_HEADER_KEEP;
-    case HBC_REPLACE: {
-        size_t name_len = mime_header_name_len(a.text, strlen(a.text));
-        if (*a.text == '\0') {
-            msg_warn("REPLACE action without text in %s map", param);
-            return PETREL_HEADER_KEEP;
-        }
-        if (name_len == 0) {
-            msg_warn("bad REPLACE header text \"%s\" in %s map -- need \"headername: headervalue\"", a.text,
-                     param);
-            return PETREL_HEADER_KEEP;
-        }
-        milter_act_log(s, "replace", line, a.text);
-        /* "Name:value": the name without the colon or white space before it */
-        const char *colon = strchr(a.text, ':');
-        size_t n = (size_t)(colon - a.text);
-        while (n > 0 && (a.text[n - 1] == ' ' || a.text[n - 1] == '\t'))
-            n--;
-        *new_name = petrel_pool_strndup(tx->pool, a.text, n);
-        *new_value = petrel_pool_strdup(tx->pool, colon + 1);
-        return PETREL_HEADER_REPLACED;
-    }
-    case HBC_STRIP:
-        milter_act_log(s, "strip", line, a.text);
-        return PETREL_HEADER_DROP;
-    case HBC_IGNORE:
-        return PETREL_HEADER_DROP;
-    case HBC_PREPEND:
-        msg_warn("the milter_header/body_checks prepend action is not implemented");
-        return PETREL_HEADER_KEEP;
-    case HBC_DUNNO:
-        return PETREL_HEADER_KEEP;
-    case HBC_PASS:
-    case HBC_UNKNOWN:
-        break;
-    }
-    msg_warn("unsupported command in %s map: %.*s", param, (int)a.word_len, a.word);
-    return PETREL_HEADER_KEEP;
-}
-
-/* The module API's entry (plugin.h): here, beside the engine, so that the
- * module glue (plugin_api.c), which cleanup.c calls, does not call back. */
-int petrel_milter_header_checks(petrel_session *h, const char *name, const char *value, const char **new_name,
-                                const char **new_value)
-{
-    struct petrel_module *m;
-    struct smtpd_session *s = module_session_host(h, &m, __func__);
-    if (s == NULL)
-        return -1;
-    if (s->tx == NULL) {
-        msg_warn("module %s: %s outside a mail transaction: ignored", m->name, __func__);
-        return -1;
-    }
-    if (name == NULL || value == NULL || new_name == NULL || new_value == NULL)
-        return -1;
-    return milter_header(s, name, value, new_name, new_value);
 }

@@ -447,7 +447,7 @@ static void eom_hooked(struct smtpd_session *s, const struct restrict_result *r)
     tx->in_eom = 0;
     smtpd_message_objects_end(s);
     if (!smtpd_refused(r) && smtpd_refused(&tx->milter_verdict)) {
-        /* milter_header_checks refused a milter's header (cleanup.c
+        /* milter_header_checks refused a milter's header (milter_checks.c
          * logged it, as Postfix's cleanup does): that is the answer. */
         smtpd_count_reject(s, "END-OF-MESSAGE", tx->milter_verdict.restriction, tx->milter_verdict.code);
         smtpd_reply_refusal(s, tx->milter_verdict.code, tx->milter_verdict.enhanced, tx->milter_verdict.text);

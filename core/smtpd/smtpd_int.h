@@ -147,6 +147,7 @@ struct smtpd_cleanup_settings {
     int hopcount_limit;
     int strict;                       /* a strict_* option is on */
     int checks_remote;                /* a check table is remote: lookups may wait (cleanup.c) */
+    int milter_checks_remote;         /* a milter_header_checks table is remote (milter_checks.c) */
 };
 
 /* EHLO keywords smtpd_discard_ehlo_keywords may remove (Postfix's ehlo_mask) */
@@ -444,6 +445,7 @@ struct smtpd_tx {
      * no more of its actions apply (Postfix's CLEANUP_FLAG_FILTER_ALL). */
     struct restrict_result milter_verdict;
     int milter_checks_done;
+    struct milter_checks_wait *milter_wait;   /* a remote milter_header_checks lookup (milter_checks.c) */
 };
 
 enum smtpd_state {
@@ -838,7 +840,13 @@ int smtpd_cleanup_then(struct smtpd_session *s, void (*then)(struct smtpd_sessio
 /* The end of the content: the checks' verdict goes to tx->content_verdict
  * (unless a module refused first), HOLD/DISCARD to tx->hold/discard. */
 void smtpd_cleanup_end(struct smtpd_session *s);
-/* milter_header_checks: petrel_milter_header_checks (plugin.h) is cleanup.c's. */
+/* milter_header_checks: petrel_milter_header_checks and its _async
+ * variant (plugin.h) are milter_checks.c's. */
+/* The checks' address tests (cleanup.c), which milter_checks.c shares: an
+ * address a REDIRECT or BCC may put into the envelope; a FILTER
+ * destination. */
+int smtpd_envelope_address_ok(const char *a);
+int smtpd_filter_ok(const char *f);
 /* Opens the checks and reads the limits of the cleanup service for svc. */
 struct smtpd_cleanup_settings *smtpd_cleanup_settings_create(struct smtpd_worker *w,
                                                               const struct master_service *svc,

@@ -814,6 +814,7 @@ static petrel_verdict milter_mail(petrel_session *s, const char *sender)
     ss->in_tx = 1;
     ss->tx_quarantined = 0;
     ss->tx_edits_stopped = 0;
+    milter_edits_reset(ss);
     ss->discard = 0;
     if (ss->session_quarantine[0])
         milter_apply_quarantine(ss, ss->session_quarantine);

@@ -135,6 +135,11 @@ typedef struct session {
     int in_tx;
     int tx_quarantined;
     int tx_edits_stopped;      /* milter_header_checks rejected or discarded: no more edits (Postfix) */
+    /* edits held while milter_header_checks waits for a remote table (milter_edits.c) */
+    struct held_edit *held, **held_tail;   /* the head is the one whose answer is awaited */
+    int checks_waiting;        /* the core's answer about the head's header is awaited */
+    int held_failed;           /* a held edit could not be made: the message is deferred */
+    struct link *held_done;    /* the milter answered the event meanwhile: taken once none is held */
     char session_quarantine[128];
 
     /* the message */
@@ -186,5 +191,11 @@ int milter_headers_load(session *ss);
 void milter_headers_clear(session *ss);
 int milter_apply_quarantine(session *ss, const char *reason);
 int milter_op_edit(void *arg, const milter_edit *e);
+/* Edits are held (the milter's answer to the event waits for them). */
+int milter_edits_holding(const session *ss);
+/* Forgets held edits (a new transaction; the last one ended meanwhile). */
+void milter_edits_reset(session *ss);
+/* The milter of l answered the event (milter_session.c): move on. */
+void milter_event_done(link *l);
 
 #endif

@@ -185,7 +185,27 @@ static void op_done(void *arg)
 {
     link *l = arg;
     session *ss = l->ss;
+    if (milter_edits_holding(ss)) {
+        /* Its edits wait for milter_header_checks: the next milter must
+         * see them, so the answer is taken once they are made. */
+        ss->held_done = l;
+        return;
+    }
+    milter_event_done(l);
+}
+
+void milter_event_done(link *l)
+{
+    session *ss = l->ss;
     ss->waiting = 0;
+    if (ss->held_failed) {
+        ss->held_failed = 0;
+        petrel_log(ss->s, PETREL_LOG_ERROR, "milter: a modification held for milter_header_checks could not "
+                   "be made");
+        set_result(ss, PETREL_TEMPFAIL, 451, "4.3.0", "Error: message modification failed");
+        finish(ss);
+        return;
+    }
     /* The milter answered an event (a completed negotiation alone does not
      * count: a milter may negotiate and then hang on every command). */
     if (ss->step != ST_OPEN && !milter_conn_result(l->conn)->failed)
@@ -589,6 +609,7 @@ void milter_session_end(void *arg)
     }
     free(ss->links);
     free(ss->more_lines);
+    milter_edits_reset(ss);
     milter_headers_clear(ss);
     free(ss->headers);
     free(ss->readbuf);   /* msg and newbody went stale with the session: the core closed them */

@@ -4,8 +4,8 @@ milter adds (ADDHEADER), inserts (INSHEADER) or changes (CHGHEADER) are
 looked up in milter_header_checks, and the actions Postfix honours there
 apply to the message: REJECT (the client gets the table's reply), HOLD (hold
 queue), DISCARD (250, nothing queued), REPLACE, IGNORE; PREPEND is
-warned about as Postfix does. A header no rule matches is written as the milter
-asked. header_checks does not see the milters' headers; milter_header_checks
+warned about as Postfix does; after a REDIRECT later headers get no action.
+A header no rule matches is written as the milter asked. header_checks does not see the milters' headers; milter_header_checks
 does not see the message's own."""
 import re
 
@@ -125,6 +125,29 @@ with TestFilter() as f:
              "  PREPEND is not applied (as in Postfix); the header is written")
         t.ok(p.wait_log(r"the milter_header/body_checks prepend action is not implemented") is not None,
              "  and Postfix's warning is logged")
+
+
+# After a REDIRECT no rule applies to later milter headers (Postfix's
+# cleanup_milter_hbc_extend answers every action by keeping the header once
+# CLEANUP_FLAG_FILTER_ALL is cleared): the IGNORE below is not applied.
+END_RULES = ("/^X-Test-First:/ REDIRECT elsewhere@example.org\n"
+             "/^X-Test-Added:/ IGNORE\n")
+with TestFilter() as f:
+    with Petrel(t, main_cf={}, start=False) as p:
+        mhc = p.write_file("milter_header_checks", END_RULES)
+        conf = dict(p.settings)
+        conf.update({"modules": "milter", "module_directory": mods, "smtpd_milters": f.endpoint,
+                     "milter_header_checks": "regexp:" + mhc})
+        p.write_main_cf(conf)
+        p.start()
+        r = send(p, "Subject: do: insheader addheader\r\nFrom: a@example.org\r\n\r\nbody\r\n")
+        qid = qid_of(r)
+        data = queued(p, qid or "none")
+        t.ok(qid is not None and p.wait_log(r"milter-header-redirect: header X-Test-First: inserted at the top "
+                                            r"from .*: elsewhere@example\.org") is not None,
+             "REDIRECT: accepted and logged", r)
+        t.ok(b"X-Test-Added: added by the test filter\r\n" in data,
+             "  a later milter header that an IGNORE rule matches is kept: the checks ended", data[:600])
 
 
 t.done()

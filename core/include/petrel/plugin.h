@@ -693,6 +693,29 @@ PETREL_API int petrel_quarantine(petrel_session *s, const char *reason);
 enum { PETREL_HEADER_KEEP = 0, PETREL_HEADER_REPLACED = 1, PETREL_HEADER_DROP = 2, PETREL_HEADER_STOP = 3 };
 PETREL_API int petrel_milter_header_checks(petrel_session *s, const char *name, const char *value,
                                            const char **new_name, const char **new_value);
+/* The same without blocking (1.1, added after petrel_milter_header_checks;
+ * a plugin that calls it is refused by an older 1.1 petreld, at load
+ * time). petrel_milter_header_checks looks a remote table (pgsql:,
+ * socketmap:, ...) up with its blocking lookup, and the worker's other
+ * sessions wait meanwhile; this one returns PETREL_HEADER_WAIT instead,
+ * and fn(arg, result, new_name, new_value) runs later, once, from the
+ * loop (never before this call has returned), with what the call would
+ * have answered (new_name and new_value as above, for REPLACED). With
+ * local tables only, or an answer known at once, the answer is returned
+ * as petrel_milter_header_checks returns it and fn is not called. One
+ * header at a time per transaction: a call while another's answer is
+ * awaited is refused (-1, logged); the module holds its later edits until
+ * fn has run (the next check must see the transaction as this one left
+ * it). When the transaction ends first (the client closed the
+ * connection, the hook's timeout ended the call) fn is never called: arg
+ * should be memory that lives as long as the session (or the module's,
+ * freed by its session's end), never the transaction's pool. */
+#define PETREL_HEADER_WAIT 4
+#define PETREL_HAVE_MILTER_HEADER_CHECKS_ASYNC 1
+typedef void petrel_milter_header_checks_fn(void *arg, int result, const char *new_name, const char *new_value);
+PETREL_API int petrel_milter_header_checks_async(petrel_session *s, const char *name, const char *value,
+                                                 const char **new_name, const char **new_value,
+                                                 petrel_milter_header_checks_fn *fn, void *arg);
 
 /* ------------------------------------------------------------------ */
 /* the stored message, as a stream (ABI 1.1)                           */

@@ -126,12 +126,12 @@ static int any_live_host(const struct table *t)
 
 enum conn_state { CONN_CONNECTING, CONN_BINDING, CONN_READY };
 
-/* A search in flight: its message id, its lookup, its depth. */
+/* A search in flight: its message id, its lookup, what it asked. */
 struct search {
     struct search *next;
     struct request *r;
-    int msgid, depth;
-    char *base;
+    int msgid;
+    struct search_spec spec;
 };
 
 struct ldap_conn {
@@ -171,6 +171,7 @@ static void conn_io(int fd, int events, void *arg);
 
 static void request_free(struct request *r)
 {
+    ldap_referral_forget(r->t, r);
     if (r->timer)
         petrel_timer_cancel(r->timer);
     free(r->lk.result.data);
@@ -190,7 +191,7 @@ static void forget_searches(struct ldap_conn *c, struct request *r)
         *p = s->next;
         if (c->state == CONN_READY)
             ldap_abandon_ext(c->ld, s->msgid, NULL, NULL);
-        free(s->base);
+        search_spec_free(&s->spec);
         free(s);
     }
     r->outstanding = 0;
@@ -285,7 +286,7 @@ static void conn_drop(struct ldap_conn *c, int host_dead)
         struct search *s = c->searches;
         c->searches = s->next;
         struct request *r = s->r;
-        free(s->base);
+        search_spec_free(&s->spec);
         free(s);
         if (r == NULL)
             continue;   /* another search of a lookup seen already */
@@ -294,6 +295,7 @@ static void conn_drop(struct ldap_conn *c, int host_dead)
             if (o->r == r)
                 o->r = NULL;
         if (!r->resent && r->lk.result.len == 0 && !r->lk.error) {
+            ldap_referral_forget(t, r);   /* all of it again */
             r->resent = 1;
             r->lk.expansions = 0;
             r->next = again;
@@ -337,11 +339,13 @@ static int conn_search(struct ldap_conn *c, struct request *r, const char *base,
         return -1;
     }
     struct search *s = calloc(1, sizeof(*s));
-    if (s == NULL || (s->base = strdup(base)) == NULL)
+    if (s == NULL || (s->spec.base = strdup(base)) == NULL || (s->spec.filter = strdup(filter)) == NULL)
         abort();
+    s->spec.attrs = search_attrs_copy(attrs);
+    s->spec.scope = scope;
+    s->spec.depth = depth;
     s->r = r;
     s->msgid = msgid;
-    s->depth = depth;
     s->next = c->searches;
     c->searches = s;
     r->outstanding++;
@@ -357,6 +361,11 @@ struct spawn_ctx {
 static int spawn_async(void *arg, const char *base, int scope, const char *filter, char **attrs, int depth)
 {
     struct spawn_ctx *x = arg;
+    if (x->c == NULL) {   /* an entry from a referred server, and no connection to the table's own */
+        petrel_module_log(x->r->t->module, PETREL_LOG_WARNING, "ldap:%s: no connection to search %.200s for "
+                          "\"%.100s\"", x->r->t->config, base, x->r->key);
+        return -1;
+    }
     if (conn_search(x->c, x->r, base, scope, filter, attrs, depth) != 0) {
         x->broken = 1;
         return -1;
@@ -424,25 +433,67 @@ static void conn_connected(struct ldap_conn *c)
     conn_ready(c);
 }
 
+struct chase_ctx {
+    struct request *r;
+    const struct search_spec *spec;
+    const char *url;
+};
+
+/* A referral in a search's results: the same search on the referred
+ * server (ldap_referral.c). */
+static int chase_async(void *arg, const char *url)
+{
+    struct chase_ctx *x = arg;
+    struct table *t = x->r->t;
+    struct search_spec next;
+    char *server;
+    if (ldap_referral_prepare(t, x->r->key, url, x->spec, x->url, &next, &server) != 0)
+        return -1;
+    int rc = ldap_referral_send(t, x->r, server, &next);
+    free(server);
+    if (rc == 0)
+        x->r->outstanding++;
+    return rc;
+}
+
+int ldap_search_finished(struct request *r, LDAP *ld, LDAPMessage *res, const struct search_spec *spec,
+                         const char *url)
+{
+    struct table *t = r->t;
+    int drop = 0, outcome = -1;
+    r->outstanding--;
+    if (res) {
+        outcome = ldap_search_outcome(t, ld, res, spec->base, spec->depth, r->key, &drop);
+        struct chase_ctx chase = { r, spec, url };
+        if (outcome >= 0 && t->chase_referrals && ldap_referrals_each(t, ld, res, r->key, chase_async, &chase) != 0)
+            outcome = -1;
+    }
+    if (outcome < 0)
+        r->lk.error = 1;
+    /* Special attributes' searches go to the table's own server, as
+     * Postfix's go on its connection, wherever the entry came from. */
+    struct ldap_conn *c = t->conn && t->conn->state == CONN_READY ? t->conn : NULL;
+    struct spawn_ctx x = { c, r, 0 };
+    if (outcome > 0 && !r->lk.error)
+        ldap_read_entries(t, ld, res, &r->lk, spec->depth, spawn_async, &x);
+    if (r->lk.error || r->outstanding == 0)
+        request_finish(r);
+    if (x.broken && t->conn == c)
+        conn_drop(c, 0);
+    return drop;
+}
+
 static void search_done(struct ldap_conn *c, struct search *s, LDAPMessage *res)
 {
     struct table *t = c->t;
     struct request *r = s->r;
-    int depth = s->depth, drop = 0;
-    int outcome = r ? ldap_search_outcome(t, c->ld, res, s->base, depth, r->key, &drop) : 0;
-    free(s->base);
+    unsigned long drops = t->drops;
+    int drop = 0;
+    if (r)
+        drop = ldap_search_finished(r, c->ld, res, &s->spec, t->hosts[c->host].url);
+    search_spec_free(&s->spec);
     free(s);
-    if (r == NULL)
-        return;
-    r->outstanding--;
-    if (outcome < 0)
-        r->lk.error = 1;
-    struct spawn_ctx x = { c, r, 0 };
-    if (outcome > 0)
-        ldap_read_entries(t, c->ld, res, &r->lk, depth, spawn_async, &x);
-    if (r->lk.error || r->outstanding == 0)
-        request_finish(r);
-    if (drop || x.broken)
+    if (drop && t->drops == drops)
         conn_drop(c, 0);
 }
 
@@ -756,6 +807,7 @@ struct blocking_ctx {
     struct table *t;
     struct lookup *lk;
     int broken;
+    const char *url;                  /* the table's server that t->blocking is connected to */
 };
 
 static void blocking_drop(struct table *t)
@@ -767,35 +819,89 @@ static void blocking_drop(struct table *t)
 
 static int spawn_blocking(void *arg, const char *base, int scope, const char *filter, char **attrs, int depth);
 
-static int blocking_search(struct blocking_ctx *x, const char *base, int scope, const char *filter, char **attrs,
-                           int depth)
+/* One search on ld (the table's server at url, or a referred one), its
+ * referrals chased and its entries read into x->lk. 0, or -1 (logged, or
+ * x->broken set when the table's connection broke). */
+static int blocking_run(struct blocking_ctx *x, LDAP *ld, const struct search_spec *spec, const char *url);
+
+struct blocking_chase {
+    struct blocking_ctx *x;
+    const struct search_spec *spec;
+    const char *url;
+};
+
+/* A referral, followed at once: the blocking lookup may block. */
+static int chase_blocking(void *arg, const char *url)
+{
+    struct blocking_chase *bc = arg;
+    struct table *t = bc->x->t;
+    struct search_spec next;
+    char *server;
+    if (ldap_referral_prepare(t, bc->x->lk->key, url, bc->spec, bc->url, &next, &server) != 0)
+        return -1;
+    struct ldap_setup setup;
+    ldap_setup_fill(&setup, t, server, 0);
+    setup.bind = 0;   /* anonymous, as in ldap_referral.c */
+    setup.tls = t->tls || strncmp(server, "ldaps:", 6) == 0;
+    LDAP *ld = ldap_setup_connect(&setup);
+    int rc = -1;
+    if (ld == NULL) {
+        petrel_module_log(t->module, PETREL_LOG_WARNING, "ldap:%s: referred server %s: %s", t->config, server,
+                          setup.diag);
+    } else {
+        rc = blocking_run(bc->x, ld, &next, server);
+        ldap_unbind_ext(ld, NULL, NULL);
+    }
+    search_spec_free(&next);
+    free(server);
+    return rc;
+}
+
+static int blocking_run(struct blocking_ctx *x, LDAP *ld, const struct search_spec *spec, const char *url)
 {
     struct table *t = x->t;
     LDAPMessage *res = NULL;
     int sizelimit = t->size_limit ? (int)t->size_limit : LDAP_NO_LIMIT;
     struct timeval tv = { (time_t)((t->timeout_ms + 999) / 1000), 0 };
-    int rc = ldap_search_ext_s(t->blocking, base, scope, filter, attrs, 0, NULL, NULL, &tv, sizelimit, &res);
+    int rc = ldap_search_ext_s(ld, spec->base, spec->scope, spec->filter, spec->attrs, 0, NULL, NULL, &tv, sizelimit,
+                               &res);
     if (res == NULL) {
-        if (rc == LDAP_SERVER_DOWN || rc == LDAP_CONNECT_ERROR || rc == LDAP_TIMEOUT)
+        if (ld == t->blocking && (rc == LDAP_SERVER_DOWN || rc == LDAP_CONNECT_ERROR || rc == LDAP_TIMEOUT))
             x->broken = 1;
         else
-            petrel_module_log(t->module, PETREL_LOG_WARNING, "ldap:%s: search error for \"%.100s\": %s", t->config,
-                              x->lk->key, ldap_err2string(rc));
+            petrel_module_log(t->module, PETREL_LOG_WARNING, "ldap:%s: search error for \"%.100s\"%s%s: %s",
+                              t->config, x->lk->key, ld == t->blocking ? "" : " on referred server ",
+                              ld == t->blocking ? "" : url, ldap_err2string(rc));
         return -1;
     }
     int drop = 0;
-    int outcome = ldap_search_outcome(t, t->blocking, res, base, depth, x->lk->key, &drop);
-    if (outcome > 0)
-        ldap_read_entries(t, t->blocking, res, x->lk, depth, spawn_blocking, x);
+    int outcome = ldap_search_outcome(t, ld, res, spec->base, spec->depth, x->lk->key, &drop);
+    struct blocking_chase bc = { x, spec, url };
+    if (outcome >= 0 && t->chase_referrals && ldap_referrals_each(t, ld, res, x->lk->key, chase_blocking, &bc) != 0)
+        outcome = -1;
+    if (outcome > 0 && !x->lk->error && t->blocking)
+        ldap_read_entries(t, ld, res, x->lk, spec->depth, spawn_blocking, x);
     ldap_msgfree(res);
-    if (drop)
+    if (drop && ld == t->blocking)
         x->broken = 1;
     return outcome < 0 ? -1 : 0;
 }
 
+static int blocking_search(struct blocking_ctx *x, const char *base, int scope, const char *filter, char **attrs,
+                           int depth, const char *url)
+{
+    /* Borrowed, not copied: blocking_run only reads it. */
+    struct search_spec spec = { .base = (char *)base, .filter = (char *)filter, .attrs = attrs, .scope = scope,
+                                .depth = depth };
+    return blocking_run(x, x->t->blocking, &spec, url);
+}
+
 static int spawn_blocking(void *arg, const char *base, int scope, const char *filter, char **attrs, int depth)
 {
-    return blocking_search(arg, base, scope, filter, attrs, depth);
+    struct blocking_ctx *x = arg;
+    if (x->t->blocking == NULL)
+        return -1;
+    return blocking_search(x, base, scope, filter, attrs, depth, x->url);
 }
 
 static int blocking_connect(struct table *t)
@@ -807,6 +913,7 @@ static int blocking_connect(struct table *t)
         LDAP *ld = ldap_setup_connect(&setup);
         if (ld) {
             t->blocking = ld;
+            t->blocking_host = host;
             return 0;
         }
         petrel_module_log(t->module, PETREL_LOG_WARNING, "ldap:%s: %s: %s", t->config, t->hosts[host].url,
@@ -831,8 +938,8 @@ static int ldap_lookup(void *handle, const char *key, const char **value, petrel
             break;
         }
         struct lookup lk = { .key = key };
-        struct blocking_ctx x = { t, &lk, 0 };
-        int rc = blocking_search(&x, base, t->scope, filter, t->attrs, 0);
+        struct blocking_ctx x = { t, &lk, 0, t->hosts[t->blocking_host].url };
+        int rc = blocking_search(&x, base, t->scope, filter, t->attrs, 0, x.url);
         if (x.broken)
             blocking_drop(t);
         if (x.broken && lk.result.len == 0 && attempt == 0 && rc != 0) {
@@ -875,7 +982,7 @@ static void table_close(void *handle)
                         o->r = NULL;
                 request_free(s->r);   /* the core made its handle stale already */
             }
-            free(s->base);
+            search_spec_free(&s->spec);
             free(s);
         }
         if (c->watch)
@@ -893,6 +1000,7 @@ static void table_close(void *handle)
         request_free(r);
     }
     t->waiting_tail = NULL;
+    ldap_referral_close(t, request_free);
     blocking_drop(t);
 }
 

@@ -43,7 +43,8 @@
  * block. A name the DNS does not know (NXDOMAIN, no IPv4 address) is
  * left to libldap, for /etc/hosts; "localhost" always is.
  *
- * The file is read in ldap_open.c, results in ldap_results.c.
+ * The file is read in ldap_open.c, results in ldap_results.c, referrals
+ * followed in ldap_referral.c.
  *
  * TLS (start_tls = yes, ldaps:// servers) and bind = sasl: libldap has
  * no non-blocking StartTLS, handshake or SASL exchange, so such a table
@@ -57,8 +58,10 @@
  * glue's (modules/common/remote_table.c). In a file that does not set
  * cache_ttl, cache_size is Postfix's legacy setting (ldap_open.c).
  *
- * Not supported (refused at open, naming the line): chase_referrals =
- * yes. Ignored with a warning, as Postfix does: cache, cache_expiry,
+ * Referrals (chase_referrals = yes) are followed by ldap_referral.c, not
+ * by libldap (whose chasing blocks): ldap_search_finished reads a
+ * search's results, from the table's server or a referred one, and hands
+ * their referrals there. Ignored with a warning, as Postfix does: cache, cache_expiry,
  * cache_size without cache_ttl; debuglevel, tls_* settings without TLS and sasl_* ones
  * without bind = sasl.
  */

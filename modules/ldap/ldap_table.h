@@ -4,7 +4,8 @@
  * results, and the functions the module's files share. ldap.c is the
  * table type (connections, the asynchronous and the blocking lookup),
  * ldap_results.c reads search results the way Postfix's dict_ldap does,
- * ldap_open.c reads the file.
+ * ldap_referral.c follows referrals (chase_referrals = yes), ldap_open.c
+ * reads the file.
  */
 #ifndef PETREL_MODULES_LDAP_TABLE_H
 #define PETREL_MODULES_LDAP_TABLE_H

@@ -752,11 +752,15 @@ static void request_timed_out(void *arg)
     petrel_module_log(t->module, PETREL_LOG_WARNING, "ldap:%s: no answer within %us for \"%.100s\"", t->config,
                       (t->timeout_ms + 999) / 1000, r->key);
     struct ldap_conn *c = t->conn;
-    int in_flight = r->outstanding > 0;
+    int in_flight = 0;
+    for (struct search *s = c ? c->searches : NULL; s && !in_flight; s = s->next)
+        in_flight = s->r == r;
     waiting_remove(t, r);
+    ldap_referral_timed_out(t, r);
     request_done(r, PETREL_TABLE_RETRY);
     /* A server that does not answer in time is dropped, as Postfix does;
-     * so is a connection that is still being made. */
+     * so is a connection that is still being made. (A referred server's
+     * is dropped by ldap_referral_timed_out.) */
     if (c && (in_flight || c->state != CONN_READY))
         conn_drop(c, c->state != CONN_READY);
 }

@@ -242,6 +242,7 @@ struct referral_conn {
     struct ref_setup *setup;          /* the worker's job, while being made */
     struct ref_search *sent, *waiting;
     unsigned long id;                 /* conn_alive's check */
+    int reading;                      /* its results are being read: not closed as idle meanwhile */
     int broken;                       /* a send failed: no more searches, dropped from the loop */
     petrel_timer *drop_timer;
 };
@@ -437,6 +438,7 @@ static void ref_io(int fd, int events, void *arg)
         struct ref_search *s = *p;
         *p = s->next;
         char *server = copy_or_die(c->server);
+        c->reading = 1;
         int drop = ldap_search_finished(s->r, c->ld, res, &s->spec, server);
         free(server);
         ldap_msgfree(res);
@@ -444,6 +446,7 @@ static void ref_io(int fd, int events, void *arg)
         free(s);
         if (!conn_alive(t, c, id))
             return;   /* dropped meanwhile (its lookups answered) */
+        c->reading = 0;
         if (drop) {
             ref_drop(c);
             return;
@@ -461,7 +464,7 @@ static struct referral_conn *ref_conn(struct table *t, const char *server)
             continue;
         if (strcmp(c->server, server) == 0)
             return c;
-        if (c->ld && c->sent == NULL && c->waiting == NULL)
+        if (c->ld && !c->reading && c->sent == NULL && c->waiting == NULL)
             idle = c;
     }
     if (t->nreferrals >= REFERRAL_MAX_CONNS) {
@@ -550,6 +553,28 @@ static void forget_in(struct ref_search **list, struct referral_conn *c, struct 
             ldap_abandon_ext(c->ld, s->msgid, NULL, NULL);
         search_spec_free(&s->spec);
         free(s);
+    }
+}
+
+static void drop_later(void *arg);
+
+void ldap_referral_timed_out(struct table *t, struct request *r)
+{
+    for (struct referral_conn *c = t->referrals; c; c = c->next) {
+        /* Being made (the worker's result is then thrown away) or
+         * connected, it did not answer r in time. */
+        int late = 0;
+        for (struct ref_search *s = c->waiting; s && !late; s = s->next)
+            late = s->r == r;
+        for (struct ref_search *s = c->sent; s && !late; s = s->next)
+            late = s->r == r;
+        if (!late)
+            continue;
+        petrel_module_log(t->module, PETREL_LOG_WARNING, "ldap:%s: referred server %s: no answer in time", t->config,
+                          c->server);
+        c->broken = 1;
+        if (c->drop_timer == NULL)
+            c->drop_timer = petrel_timer_start(t->module, 0, drop_later, c);
     }
 }
 

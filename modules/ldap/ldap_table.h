@@ -172,6 +172,10 @@ int ldap_referral_prepare(struct table *t, const char *key, const char *url, con
 int ldap_referral_send(struct table *t, struct request *r, const char *server, struct search_spec *next);
 /* Forgets r's searches on referred servers (abandoned). */
 void ldap_referral_forget(struct table *t, struct request *r);
+/* r timed out: the connections to referred servers that did not answer
+ * its searches in time are dropped (from the loop, their other lookups
+ * failing), as Postfix drops a server that does not answer. */
+void ldap_referral_timed_out(struct table *t, struct request *r);
 /* Closes every connection to a referred server (the table closes),
  * freeing with free_request the lookups still waiting for them. */
 void ldap_referral_close(struct table *t, void (*free_request)(struct request *));

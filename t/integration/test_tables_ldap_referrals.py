@@ -4,14 +4,16 @@ holds the others. At RCPT (the asynchronous lookup, the referred server's connec
 worker thread) and through petrelctl map query (the blocking lookup): an entry found through a
 search continuation reference (a referral inside the searched subtree) and through a referral
 for the search base itself, not found through a referral, a referral to a server that is down
-(451 4.3.0, never "User unknown"), a referral loop and a chain longer than the hop limit (451,
-logged), chase_referrals = no as Postfix (a continuation reference is ignored: not found; a
-referral for the base is a search error: 451), and start_tls = yes applied to the referred
-server too (an entry the second server shows only over TLS)."""
+(451 4.3.0, never "User unknown") or that stops answering (451 within the timeout), a referral
+loop and a chain longer than the hop limit (451, logged), chase_referrals = no as Postfix (a
+continuation reference is ignored: not found; a referral for the base is a search error: 451),
+and start_tls = yes applied to the referred server too (an entry the second server shows only
+over TLS)."""
 import os
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import CLEANUP_DIRS, PETRELD, Petrel, Tap, free_port  # noqa: E402
@@ -168,6 +170,19 @@ with Petrel(t, start=False, workers=1) as p:
     t.is_(rcpts(["secure@people.test", "secure@tls.test", "far@tls.test"]),
           [unknown("secure@people.test"), FOUND, FOUND],
           "start_tls = yes applies to the referred server (it shows uid=secure over TLS only)")
+
+    # The referred server stops answering: the lookup's timeout (5 s) answers 451 and drops its
+    # connection; once it answers again, a new one finds the entry.
+    slapd2.pause()
+    start = time.time()
+    replies = rcpts(["far@base.test"])
+    elapsed = time.time() - start
+    slapd2.resume()
+    t.is_(replies, [defer("far@base.test")], "a referred server that does not answer: 451 4.3.0")
+    t.ok(4 <= elapsed < 15, "within the table's timeout (%.1f s)" % elapsed)
+    t.ok(p.wait_log(r"ldap:%s: referred server ldap://127\.0\.0\.1:%d: no answer in time" % (files["base.test"], P2)),
+         "the silent referred server is logged", p.log()[-1500:])
+    t.is_(rcpts(["far@base.test"]), [FOUND], "it answers again: found on a new connection")
 
     for key, want in (("far@people.test", (0, "far-box@vmail.test")), ("near@people.test", (0, "near-box@vmail.test")),
                       ("far@base.test", (0, "far-box@vmail.test")), ("nobody@people.test", (1, "")),

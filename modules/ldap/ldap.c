@@ -37,7 +37,8 @@
  * (Postfix's default 10 s) from the moment it is asked; on a timeout the
  * connection is dropped, as Postfix does. A search whose connection breaks
  * is sent again once on a new connection. The blocking lookup (callers
- * that cannot wait) uses a connection of its own with the same bounds.
+ * that cannot wait; ldap_blocking.c) uses a connection of its own with
+ * the same bounds.
  * A server given by a host name is resolved first on the loop
  * (petrel_dns_lookup, Postfix's dns_resolver): libldap's getaddrinfo would
  * block. A name the DNS does not know (NXDOMAIN, no IPv4 address) is
@@ -82,7 +83,7 @@
 /* ------------------------------------------------------------------ */
 /* connections                                                         */
 
-static int eligible(const struct table *t, const char *key)
+int ldap_eligible(const struct table *t, const char *key)
 {
     return table_valid_utf8(key) && table_domains_eligible(&t->domains, key);
 }
@@ -103,7 +104,7 @@ static LDAP *ldap_new(struct table *t, int host, const char *url, int async)
  * failed within the last minute, the one that failed longest ago (a lone
  * server that comes back is used at once, as Postfix reconnects at every
  * lookup). */
-static int pick_host(struct table *t)
+int ldap_pick_host(struct table *t)
 {
     time_t now = time(NULL);
     int live[MAX_HOSTS], n = 0, oldest = 0;
@@ -194,7 +195,7 @@ static void forget_searches(struct ldap_conn *c, struct request *r)
         *p = s->next;
         if (c->state == CONN_READY)
             ldap_abandon_ext(c->ld, s->msgid, NULL, NULL);
-        search_spec_free(&s->spec);
+        ldap_spec_free(&s->spec);
         free(s);
     }
     r->outstanding = 0;
@@ -289,7 +290,7 @@ static void conn_drop(struct ldap_conn *c, int host_dead)
         struct search *s = c->searches;
         c->searches = s->next;
         struct request *r = s->r;
-        search_spec_free(&s->spec);
+        ldap_spec_free(&s->spec);
         free(s);
         if (r == NULL)
             continue;   /* another search of a lookup seen already */
@@ -344,7 +345,7 @@ static int conn_search(struct ldap_conn *c, struct request *r, const char *base,
     struct search *s = calloc(1, sizeof(*s));
     if (s == NULL || (s->spec.base = strdup(base)) == NULL || (s->spec.filter = strdup(filter)) == NULL)
         abort();
-    s->spec.attrs = search_attrs_copy(attrs);
+    s->spec.attrs = ldap_attrs_copy(attrs);
     s->spec.scope = scope;
     s->spec.depth = depth;
     s->r = r;
@@ -494,7 +495,7 @@ static void search_done(struct ldap_conn *c, struct search *s, LDAPMessage *res)
     int drop = 0;
     if (r)
         drop = ldap_search_finished(r, c->ld, res, &s->spec, t->hosts[c->host].url);
-    search_spec_free(&s->spec);
+    ldap_spec_free(&s->spec);
     free(s);
     if (drop && t->drops == drops)
         conn_drop(c, 0);
@@ -702,7 +703,7 @@ static void resolved(const petrel_dns_answer *answer, void *arg)
 static void conn_open(struct table *t)
 {
     for (int attempt = 0; attempt < t->nhosts; attempt++) {
-        int host = pick_host(t);
+        int host = ldap_pick_host(t);
         if (t->hosts[host].name && !LDAP_TABLE_THREADED_SETUP(t)) {   /* resolved on the worker thread */
             struct resolving *res = calloc(1, sizeof(*res));
             if (res == NULL)
@@ -778,7 +779,7 @@ static void answer_later(void *arg)
 static void ldap_lookup_start(void *handle, struct remote_lookup *rl, const char *key)
 {
     struct table *t = handle;
-    if (!eligible(t, key)) {
+    if (!ldap_eligible(t, key)) {
         remote_lookup_answer(rl, PETREL_TABLE_NOTFOUND, NULL);
         return;
     }
@@ -808,166 +809,6 @@ static void ldap_lookup_start(void *handle, struct remote_lookup *rl, const char
 }
 
 /* ------------------------------------------------------------------ */
-/* the blocking lookup                                                 */
-
-struct blocking_ctx {
-    struct table *t;
-    struct lookup *lk;
-    int broken;
-    const char *url;                  /* the table's server that t->blocking is connected to */
-};
-
-static void blocking_drop(struct table *t)
-{
-    if (t->blocking)
-        ldap_unbind_ext(t->blocking, NULL, NULL);
-    t->blocking = NULL;
-}
-
-static int spawn_blocking(void *arg, const char *base, int scope, const char *filter, char **attrs, int depth);
-
-/* One search on ld (the table's server at url, or a referred one), its
- * referrals chased and its entries read into x->lk. 0, or -1 (logged, or
- * x->broken set when the table's connection broke). */
-static int blocking_run(struct blocking_ctx *x, LDAP *ld, const struct search_spec *spec, const char *url);
-
-struct blocking_chase {
-    struct blocking_ctx *x;
-    const struct search_spec *spec;
-    const char *url;
-};
-
-/* A referral, followed at once: the blocking lookup may block. */
-static int chase_blocking(void *arg, const char *url)
-{
-    struct blocking_chase *bc = arg;
-    struct table *t = bc->x->t;
-    struct search_spec next;
-    char *server;
-    if (ldap_referral_prepare(t, bc->x->lk->key, url, bc->spec, bc->url, &next, &server) != 0)
-        return -1;
-    struct ldap_setup setup;
-    ldap_setup_fill(&setup, t, server, 0);
-    setup.bind = 0;   /* anonymous, as in ldap_referral.c */
-    setup.tls = t->tls || strncmp(server, "ldaps:", 6) == 0;
-    LDAP *ld = ldap_setup_connect(&setup);
-    int rc = -1;
-    if (ld == NULL) {
-        petrel_module_log(t->module, PETREL_LOG_WARNING, "ldap:%s: referred server %s: %s", t->config, server,
-                          setup.diag);
-    } else {
-        rc = blocking_run(bc->x, ld, &next, server);
-        ldap_unbind_ext(ld, NULL, NULL);
-    }
-    search_spec_free(&next);
-    free(server);
-    return rc;
-}
-
-static int blocking_run(struct blocking_ctx *x, LDAP *ld, const struct search_spec *spec, const char *url)
-{
-    struct table *t = x->t;
-    LDAPMessage *res = NULL;
-    int sizelimit = t->size_limit ? (int)t->size_limit : LDAP_NO_LIMIT;
-    struct timeval tv = { (time_t)((t->timeout_ms + 999) / 1000), 0 };
-    int rc = ldap_search_ext_s(ld, spec->base, spec->scope, spec->filter, spec->attrs, 0, NULL, NULL, &tv, sizelimit,
-                               &res);
-    if (res == NULL) {
-        if (ld == t->blocking && (rc == LDAP_SERVER_DOWN || rc == LDAP_CONNECT_ERROR || rc == LDAP_TIMEOUT))
-            x->broken = 1;
-        else
-            petrel_module_log(t->module, PETREL_LOG_WARNING, "ldap:%s: search error for \"%.100s\"%s%s: %s",
-                              t->config, x->lk->key, ld == t->blocking ? "" : " on referred server ",
-                              ld == t->blocking ? "" : url, ldap_err2string(rc));
-        return -1;
-    }
-    int drop = 0;
-    int outcome = ldap_search_outcome(t, ld, res, spec->base, spec->depth, x->lk->key, &drop);
-    struct blocking_chase bc = { x, spec, url };
-    if (outcome >= 0 && t->chase_referrals && ldap_referrals_each(t, ld, res, x->lk->key, chase_blocking, &bc) != 0)
-        outcome = -1;
-    if (outcome > 0 && !x->lk->error && t->blocking)
-        ldap_read_entries(t, ld, res, x->lk, spec->depth, spawn_blocking, x);
-    ldap_msgfree(res);
-    if (drop && ld == t->blocking)
-        x->broken = 1;
-    return outcome < 0 ? -1 : 0;
-}
-
-static int blocking_search(struct blocking_ctx *x, const char *base, int scope, const char *filter, char **attrs,
-                           int depth, const char *url)
-{
-    /* Borrowed, not copied: blocking_run only reads it. */
-    struct search_spec spec = { .base = (char *)base, .filter = (char *)filter, .attrs = attrs, .scope = scope,
-                                .depth = depth };
-    return blocking_run(x, x->t->blocking, &spec, url);
-}
-
-static int spawn_blocking(void *arg, const char *base, int scope, const char *filter, char **attrs, int depth)
-{
-    struct blocking_ctx *x = arg;
-    if (x->t->blocking == NULL)
-        return -1;
-    return blocking_search(x, base, scope, filter, attrs, depth, x->url);
-}
-
-static int blocking_connect(struct table *t)
-{
-    for (int attempt = 0; attempt < t->nhosts; attempt++) {
-        int host = pick_host(t);
-        struct ldap_setup setup;
-        ldap_setup_fill(&setup, t, t->hosts[host].url, 0);
-        LDAP *ld = ldap_setup_connect(&setup);
-        if (ld) {
-            t->blocking = ld;
-            t->blocking_host = host;
-            return 0;
-        }
-        petrel_module_log(t->module, PETREL_LOG_WARNING, "ldap:%s: %s: %s", t->config, t->hosts[host].url,
-                          setup.diag);
-        t->hosts[host].dead_until = time(NULL) + HOST_RETRY_SECONDS;
-    }
-    return -1;
-}
-
-static int ldap_lookup(void *handle, const char *key, const char **value, petrel_pool *scratch)
-{
-    struct table *t = handle;
-    if (!eligible(t, key))
-        return 0;
-    char *base, *filter;
-    if (!ldap_make_search(t, key, &base, &filter))
-        return 0;
-    int status = -1;
-    for (int attempt = 0; attempt < 2; attempt++) {
-        if (t->blocking == NULL && blocking_connect(t) != 0) {
-            petrel_module_log(t->module, PETREL_LOG_WARNING, "ldap:%s: no LDAP server available", t->config);
-            break;
-        }
-        struct lookup lk = { .key = key };
-        struct blocking_ctx x = { t, &lk, 0, t->hosts[t->blocking_host].url };
-        int rc = blocking_search(&x, base, t->scope, filter, t->attrs, 0, x.url);
-        if (x.broken)
-            blocking_drop(t);
-        if (x.broken && lk.result.len == 0 && attempt == 0 && rc != 0) {
-            free(lk.result.data);
-            continue;   /* the connection broke: once more on a new one */
-        }
-        if (rc != 0 || lk.error)
-            status = -1;
-        else if (lk.result.len > 0)
-            status = 1, *value = petrel_pool_strdup(scratch, lk.result.data);
-        else
-            status = 0;
-        free(lk.result.data);
-        break;
-    }
-    free(base);
-    free(filter);
-    return status;
-}
-
-/* ------------------------------------------------------------------ */
 /* open, close, the module                                             */
 
 static void table_close(void *handle)
@@ -989,7 +830,7 @@ static void table_close(void *handle)
                         o->r = NULL;
                 request_free(s->r);   /* the core made its handle stale already */
             }
-            search_spec_free(&s->spec);
+            ldap_spec_free(&s->spec);
             free(s);
         }
         if (c->watch)
@@ -1008,7 +849,7 @@ static void table_close(void *handle)
     }
     t->waiting_tail = NULL;
     ldap_referral_close(t, request_free);
-    blocking_drop(t);
+    ldap_blocking_drop(t);
 }
 
 static int table_pattern(void *handle)
@@ -1018,7 +859,7 @@ static int table_pattern(void *handle)
 }
 
 static const struct remote_table_type remote_type = {
-    .name = "ldap", .open = ldap_table_open, .lookup = ldap_lookup, .start = ldap_lookup_start, .close = table_close,
+    .name = "ldap", .open = ldap_table_open, .lookup = ldap_lookup_blocking, .start = ldap_lookup_start, .close = table_close,
     .handle_pattern = table_pattern,
 };
 REMOTE_TABLE_OPEN(open_remote, remote_type)

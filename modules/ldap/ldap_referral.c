@@ -42,7 +42,7 @@
 
 #include "ldap_table.h"
 
-void search_spec_free(struct search_spec *spec)
+void ldap_spec_free(struct search_spec *spec)
 {
     free(spec->base);
     free(spec->filter);
@@ -51,7 +51,7 @@ void search_spec_free(struct search_spec *spec)
     memset(spec, 0, sizeof(*spec));
 }
 
-char **search_attrs_copy(char *const *attrs)
+char **ldap_attrs_copy(char *const *attrs)
 {
     size_t n = 0;
     while (attrs[n])
@@ -213,7 +213,7 @@ int ldap_referral_prepare(struct table *t, const char *key, const char *url, con
     next->base = copy_or_die(base);
     next->filter = copy_or_die(desc->lud_filter && *desc->lud_filter ? desc->lud_filter : from->filter);
     next->scope = url_names_scope(url) ? desc->lud_scope : from->scope;
-    next->attrs = search_attrs_copy(from->attrs);
+    next->attrs = ldap_attrs_copy(from->attrs);
     next->depth = from->depth;
     next->hops = from->hops + 1;
     *server = copy_or_die(name);
@@ -290,7 +290,7 @@ static void fail_searches(struct table *t, struct ref_search *list)
         struct ref_search *s = list;
         list = s->next;
         struct request *r = s->r;
-        search_spec_free(&s->spec);
+        ldap_spec_free(&s->spec);
         free(s);
         if (r == NULL)
             continue;
@@ -442,7 +442,7 @@ static void ref_io(int fd, int events, void *arg)
         int drop = ldap_search_finished(s->r, c->ld, res, &s->spec, server);
         free(server);
         ldap_msgfree(res);
-        search_spec_free(&s->spec);
+        ldap_spec_free(&s->spec);
         free(s);
         if (!conn_alive(t, c, id))
             return;   /* dropped meanwhile (its lookups answered) */
@@ -514,7 +514,7 @@ int ldap_referral_send(struct table *t, struct request *r, const char *server, s
 {
     struct referral_conn *c = ref_conn(t, server);
     if (c == NULL) {
-        search_spec_free(next);
+        ldap_spec_free(next);
         return -1;
     }
     struct ref_search *s = calloc(1, sizeof(*s));
@@ -530,7 +530,7 @@ int ldap_referral_send(struct table *t, struct request *r, const char *server, s
     }
     if (ref_send(c, s) == 0)
         return 0;
-    search_spec_free(&s->spec);
+    ldap_spec_free(&s->spec);
     free(s);
     /* The connection is broken: dropped from the loop, not here (the
      * caller is answering a lookup that may have searches on it). */
@@ -551,7 +551,7 @@ static void forget_in(struct ref_search **list, struct referral_conn *c, struct 
         *p = s->next;
         if (c && c->ld)
             ldap_abandon_ext(c->ld, s->msgid, NULL, NULL);
-        search_spec_free(&s->spec);
+        ldap_spec_free(&s->spec);
         free(s);
     }
 }
@@ -597,7 +597,7 @@ static void free_list(struct ref_search *list, void (*free_request)(struct reque
                     o->r = NULL;
             free_request(s->r);   /* its searches here are forgotten with it */
         }
-        search_spec_free(&s->spec);
+        ldap_spec_free(&s->spec);
         free(s);
     }
 }

@@ -2,10 +2,10 @@
  * The ldap module's shared declarations: an open table (what its
  * ldap_table(5) file says, and its connection state), one lookup's
  * results, and the functions the module's files share. ldap.c is the
- * table type (connections, the asynchronous and the blocking lookup),
- * ldap_results.c reads search results the way Postfix's dict_ldap does,
- * ldap_referral.c follows referrals (chase_referrals = yes), ldap_open.c
- * reads the file.
+ * table type (connections, the asynchronous lookup), ldap_blocking.c the
+ * blocking lookup, ldap_results.c reads search results the way Postfix's
+ * dict_ldap does, ldap_referral.c follows referrals (chase_referrals =
+ * yes), ldap_open.c reads the file.
  */
 #ifndef PETREL_MODULES_LDAP_TABLE_H
 #define PETREL_MODULES_LDAP_TABLE_H
@@ -143,6 +143,17 @@ int ldap_handle_make(const struct ldap_setup *s, int async, LDAP **out);
  * set. Calls no Petrel function (it runs on worker threads). */
 LDAP *ldap_setup_connect(struct ldap_setup *s);
 
+/* ldap.c: whether key is looked up at all (UTF-8, domain). */
+int ldap_eligible(const struct table *t, const char *key);
+/* A server to connect to: a live one at random, or the one that failed
+ * longest ago. */
+int ldap_pick_host(struct table *t);
+
+/* ldap_blocking.c: the blocking lookup (the table type's lookup), and
+ * the closing of its connection. */
+int ldap_lookup_blocking(void *handle, const char *key, const char **value, petrel_pool *scratch);
+void ldap_blocking_drop(struct table *t);
+
 /* ldap.c: a search's results (NULL: the search failed, logged) for r,
  * from the server at url (a connection to a referred server among them):
  * its entries read, its referrals chased, r answered when it was the
@@ -152,9 +163,9 @@ int ldap_search_finished(struct request *r, LDAP *ld, LDAPMessage *res, const st
                          const char *url);
 
 /* ldap_referral.c */
-void search_spec_free(struct search_spec *spec);
+void ldap_spec_free(struct search_spec *spec);
 /* A copy of attrs (a NULL-terminated array of the table's names). */
-char **search_attrs_copy(char *const *attrs);
+char **ldap_attrs_copy(char *const *attrs);
 /* Calls chase(arg, url) for each referral in res (an LDAP_REFERRAL
  * result, each search continuation reference), with the first of its
  * URLs. 0, or -1 when one was unusable or chase failed (logged). */

@@ -28,7 +28,6 @@
  * to an ldap:// one too (the lookup is not sent in clear because a
  * server pointed elsewhere).
  */
-#include <ctype.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +40,7 @@
 #include <petrel/plugin.h>
 
 #include "ldap_table.h"
+#include "ldap_url.h"
 
 void ldap_spec_free(struct search_spec *spec)
 {
@@ -111,56 +111,6 @@ int ldap_referrals_each(struct table *t, LDAP *ld, LDAPMessage *res, const char 
 /* ------------------------------------------------------------------ */
 /* where a referral leads                                              */
 
-/* "scheme://host:port" of desc, lower-cased: a server's name in the pool
- * and in a trail. */
-static void server_name(const LDAPURLDesc *desc, char *buf, size_t size)
-{
-    int tls = strcasecmp(desc->lud_scheme, "ldaps") == 0;
-    int port = desc->lud_port ? desc->lud_port : tls ? LDAPS_PORT : LDAP_PORT;
-    const char *host = desc->lud_host && *desc->lud_host ? desc->lud_host : "localhost";
-    snprintf(buf, size, strchr(host, ':') ? "%s://[%s]:%d" : "%s://%s:%d", tls ? "ldaps" : "ldap", host, port);
-    for (char *p = buf; *p; p++)
-        *p = (char)tolower((unsigned char)*p);
-}
-
-/* Whether url states a scope (ldap_url_parse says "base" when it does
- * not, and a referral without one keeps the search's, RFC 4511 4.1.10). */
-static int url_names_scope(const char *url)
-{
-    const char *p = strstr(url, "://");
-    if (p == NULL || (p = strchr(p + 3, '/')) == NULL)
-        return 0;
-    if ((p = strchr(p, '?')) == NULL || (p = strchr(p + 1, '?')) == NULL)
-        return 0;
-    return p[1] != '\0' && p[1] != '?';
-}
-
-/* A trail's line for a server and a base: "server/base", lower-cased. */
-static char *trail_line(const char *server, const char *base)
-{
-    size_t n = strlen(server) + strlen(base) + 2;
-    char *line = malloc(n);
-    if (line == NULL)
-        abort();
-    snprintf(line, n, "%s/%s", server, base);
-    for (char *p = line; *p; p++)
-        *p = (char)tolower((unsigned char)*p);
-    return line;
-}
-
-static int trail_has(const char *trail, const char *line)
-{
-    size_t n = strlen(line);
-    for (const char *p = trail; p && *p;) {
-        const char *end = strchr(p, '\n');
-        size_t len = end ? (size_t)(end - p) : strlen(p);
-        if (len == n && memcmp(p, line, n) == 0)
-            return 1;
-        p = end ? end + 1 : p + len;
-    }
-    return 0;
-}
-
 int ldap_referral_prepare(struct table *t, const char *key, const char *url, const struct search_spec *from,
                           const char *from_url, struct search_spec *next, char **server)
 {
@@ -171,36 +121,30 @@ int ldap_referral_prepare(struct table *t, const char *key, const char *url, con
                           "at %.200s", t->config, REFERRAL_HOP_LIMIT, key, url);
         return -1;
     }
-    LDAPURLDesc *desc = NULL;
-    int rc = ldap_url_parse(url, &desc);
-    if (rc != 0 || (strcasecmp(desc->lud_scheme, "ldap") != 0 && strcasecmp(desc->lud_scheme, "ldaps") != 0)) {
-        petrel_module_log(t->module, PETREL_LOG_WARNING, "ldap:%s: referral to %.200s for \"%.100s\": %s",
-                          t->config, url, key, rc ? ldap_err2string(rc) : "not an ldap:// or ldaps:// URL");
-        if (desc)
-            ldap_free_urldesc(desc);
+    struct referral_target target;
+    const char *why = NULL;
+    if (ldap_referral_target(url, from->base, from->scope, from->filter, &target, &why) != 0) {
+        petrel_module_log(t->module, PETREL_LOG_WARNING, "ldap:%s: referral to %.200s for \"%.100s\": %s: not "
+                          "followed", t->config, url, key, why);
         return -1;
     }
-    char name[300];
-    server_name(desc, name, sizeof(name));
-    const char *base = desc->lud_dn && *desc->lud_dn ? desc->lud_dn : from->base;
     /* The trail starts with where the first search went. */
-    char *trail = from->trail ? copy_or_die(from->trail) : NULL;
-    if (trail == NULL) {
-        LDAPURLDesc *origin = NULL;
-        char first[300] = "";
-        if (from_url && ldap_url_parse(from_url, &origin) == 0)
-            server_name(origin, first, sizeof(first));
-        if (origin)
-            ldap_free_urldesc(origin);
-        trail = trail_line(first, from->base);
+    char *trail;
+    if (from->trail) {
+        trail = copy_or_die(from->trail);
+    } else {
+        char first[LDAP_SERVER_NAME_MAX] = "";
+        if (from_url)
+            ldap_server_name(from_url, first);
+        trail = ldap_trail_line(first, from->base);
     }
-    char *line = trail_line(name, base);
-    if (trail_has(trail, line)) {
+    char *line = ldap_trail_line(target.server, target.base);
+    if (ldap_trail_has(trail, line)) {
         petrel_module_log(t->module, PETREL_LOG_WARNING, "ldap:%s: referral loop for \"%.100s\": %.200s was referred "
                           "to already", t->config, key, line);
         free(line);
         free(trail);
-        ldap_free_urldesc(desc);
+        ldap_referral_target_free(&target);
         return -1;
     }
     size_t n = strlen(trail) + strlen(line) + 2;
@@ -210,14 +154,13 @@ int ldap_referral_prepare(struct table *t, const char *key, const char *url, con
     snprintf(next->trail, n, "%s\n%s", trail, line);
     free(line);
     free(trail);
-    next->base = copy_or_die(base);
-    next->filter = copy_or_die(desc->lud_filter && *desc->lud_filter ? desc->lud_filter : from->filter);
-    next->scope = url_names_scope(url) ? desc->lud_scope : from->scope;
+    next->base = target.base;
+    next->filter = target.filter;
+    next->scope = target.scope;
     next->attrs = ldap_attrs_copy(from->attrs);
     next->depth = from->depth;
     next->hops = from->hops + 1;
-    *server = copy_or_die(name);
-    ldap_free_urldesc(desc);
+    *server = copy_or_die(target.server);
     return 0;
 }
 

@@ -16,7 +16,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import CLEANUP_DIRS, PETRELD, Petrel, Tap, free_port  # noqa: E402
+from harness import CLEANUP_DIRS, PETRELD, Petrel, Tap, free_port, refused_port  # noqa: E402
 from ldaplib import SUFFIX, Slapd  # noqa: E402
 from tablelib import bundled_module_dir  # noqa: E402
 
@@ -46,7 +46,7 @@ for path in (CA, SRV, SRV_KEY):
     os.chmod(path, 0o644)
 TLS_CONF = "TLSCACertificateFile %s\nTLSCertificateFile %s\nTLSCertificateKeyFile %s\n" % (CA, SRV, SRV_KEY)
 
-P1, P2, DEAD = free_port(), free_port(), free_port()   # nothing listens on DEAD
+P1, P2, DEAD = free_port(), free_port(), refused_port()   # DEAD refuses every connection
 
 
 def entry(uid, box, parent):

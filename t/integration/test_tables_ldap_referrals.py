@@ -196,6 +196,18 @@ with Petrel(t, start=False, workers=1) as p:
 
     t.ok(p.proc.poll() is None, "petreld is still running")
 
+# A value that is neither yes nor no is refused, naming the line.
+with Petrel(t, start=False) as p:
+    cf = p.write_file("bad.cf", "server_host = ldap://127.0.0.1:%d\nsearch_base = %s\nchase_referrals = maybe\n"
+                      % (P1, SUFFIX))
+    conf = dict(p.settings)
+    conf.update({"modules": "ldap", "module_directory": MODULES, "virtual_alias_maps": "ldap:" + cf})
+    p.write_main_cf(conf)
+    r = subprocess.run(p.command(PETRELD, "-n", "-c", p.conf), capture_output=True, text=True, timeout=30)
+    want = "ldap:%s line 3: chase_referrals = maybe: yes or no" % cf
+    t.ok(r.returncode != 0 and want in r.stdout + r.stderr, "petreld -n: " + want.split(": ", 1)[1],
+         r.stdout + r.stderr)
+
 slapd1.stop()
 slapd2.stop()
 t.done()

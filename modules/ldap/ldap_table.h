@@ -46,7 +46,7 @@ struct referral_conn;
  * hop limit (LDAP_OPT_REFHOPLIMIT, which Postfix leaves alone), and the
  * bound of each table's pool of connections to referred servers. */
 #define REFERRAL_HOP_LIMIT 5
-#define REFERRAL_MAX_CONNS 4
+#define REFERRAL_MAX_CONNS 16
 
 /* What one search asked, kept while it is in flight so that a referral
  * in its results can ask the same elsewhere. attrs is a malloc'd array

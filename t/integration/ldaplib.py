@@ -20,7 +20,7 @@ ROOT_PW = "secret"
 
 
 class Slapd:
-    def __init__(self, ldif, port=None, extra_conf=""):
+    def __init__(self, ldif, port=None, extra_conf="", extra_urls=()):
         for tool in ("/usr/sbin/slapd", "/usr/sbin/slapadd"):
             if not os.path.exists(tool):
                 raise RuntimeError("%s is not installed (Debian: slapd)" % tool)
@@ -28,6 +28,7 @@ class Slapd:
         CLEANUP_DIRS.append(self.dir)
         self.port = port or free_port()
         self.proc = None
+        self.extra_urls = list(extra_urls)   # more listeners (other loopback addresses)
         self.pidfile = os.path.join(self.dir, "slapd.pid")
         data = os.path.join(self.dir, "data")
         os.mkdir(data)
@@ -56,7 +57,7 @@ class Slapd:
         atexit.register(self.stop)   # a test that dies half-way leaves no server behind
 
     def start(self):
-        self.launch("ldap://127.0.0.1:%d/" % self.port)
+        self.launch(" ".join(["ldap://127.0.0.1:%d/" % self.port] + self.extra_urls))
         self.wait_ready(lambda: self.search("(objectClass=*)", scope="base"), "port %d" % self.port)
 
     def launch(self, urls, env=None):

@@ -7,8 +7,9 @@ for the search base itself, not found through a referral, a referral to a server
 (451 4.3.0, never "User unknown") or that stops answering (451 within the timeout), a referral
 loop and a chain longer than the hop limit (451, logged), chase_referrals = no as Postfix (a
 continuation reference is ignored: not found; a referral for the base is a search error: 451),
-and start_tls = yes applied to the referred server too (an entry the second server shows only
-over TLS)."""
+start_tls = yes applied to the referred server too (an entry the second server shows only over
+TLS), and the pool of 16 referred connections per table (17 servers for one lookup: 451; one
+after the other: found, idle connections closed to make room)."""
 import os
 import subprocess
 import sys
@@ -83,9 +84,14 @@ LDIF2 = (TOP + ou("people", SUFFIX) + ou("remote", PEOPLE)
          + entry("secure", "secure-box@vmail.test", "ou=remote," + PEOPLE)
          + referral("loop", SUFFIX, at(P1, "ou=loop," + SUFFIX))
          + "".join(referral("hop%d" % i, SUFFIX, at(P1, "ou=hop%d,%s" % (i + 1, SUFFIX))) for i in (1, 3, 5)))
+# 17 more referrals, each to the second server at another loopback address (127.0.0.2 to
+# 127.0.0.18): 17 referred servers for a pool of 16 connections per table.
+WIDE = ["127.0.0.%d" % (2 + i) for i in range(17)]
+LDIF1 += ou("wide", SUFFIX) + "".join(
+    referral("w%d" % i, "ou=wide," + SUFFIX, "ldap://%s:%d/ou=remote,%s" % (a, P2, PEOPLE)) for i, a in enumerate(WIDE))
 # uid=secure is shown only over TLS.
 SECURE = ('access to dn.base="uid=secure,ou=remote,%s" by tls_ssf=64 read by * none\n' % PEOPLE)
-slapd2 = Slapd(LDIF2, port=P2, extra_conf=TLS_CONF + SECURE)
+slapd2 = Slapd(LDIF2, port=P2, extra_conf=TLS_CONF + SECURE, extra_urls=["ldap://%s:%d/" % (a, P2) for a in WIDE])
 slapd1 = Slapd(LDIF1, port=P1, extra_conf=TLS_CONF)
 
 r = slapd1.search("(uid=far)", "uid", base=PEOPLE)
@@ -117,17 +123,23 @@ TABLES = {
     "nochasebase.test": ("ou=remote," + PEOPLE, "chase_referrals = no\n"),
     "tls.test": (PEOPLE, "chase_referrals = yes\nstart_tls = yes\ntls_require_cert = yes\n"
                  "tls_ca_cert_file = %s\n" % CA),
+    # 17 continuation references in one search's results: 17 servers at once.
+    "wide.test": ("ou=wide," + SUFFIX, "chase_referrals = yes\n"),
+    # One referral per key (far@w3.one.test: ou=w3), to a server of its own.
+    "one.test": ("ou=%3,ou=wide," + SUFFIX, "chase_referrals = yes\n"),
 }
+ONE = ["w%d.one.test" % i for i in range(len(WIDE))]
 
 with Petrel(t, start=False, workers=1) as p:
     files = {}
     for domain, (base, extra) in TABLES.items():
+        domains = " ".join(ONE) if domain == "one.test" else domain
         files[domain] = p.write_file(domain + ".cf", "server_host = ldap://127.0.0.1:%d\nsearch_base = %s\n"
                                      "version = 3\nbind = no\ntimeout = 5\ndomain = %s\nquery_filter = (uid=%%u)\n"
-                                     "result_attribute = mailRoutingAddress\n%s" % (P1, base, domain, extra))
+                                     "result_attribute = mailRoutingAddress\n%s" % (P1, base, domains, extra))
     conf = dict(p.settings)
     conf.update({"modules": "ldap", "module_directory": MODULES,
-                 "virtual_alias_domains": " ".join(TABLES),
+                 "virtual_alias_domains": " ".join(list(TABLES) + ONE),
                  "virtual_alias_maps": " ".join("ldap:" + files[d] for d in TABLES)})
     p.write_main_cf(conf)
     r = subprocess.run(p.command(PETRELD, "-n", "-c", p.conf), capture_output=True, text=True, timeout=30)
@@ -170,6 +182,14 @@ with Petrel(t, start=False, workers=1) as p:
     t.is_(rcpts(["secure@people.test", "secure@tls.test", "far@tls.test"]),
           [unknown("secure@people.test"), FOUND, FOUND],
           "start_tls = yes applies to the referred server (it shows uid=secure over TLS only)")
+
+    # The pool: 17 referred servers for one lookup is one too many (451, logged); one after
+    # the other, each lookup finds its own, an idle connection closed to make room.
+    t.is_(rcpts(["far@wide.test"]), [defer("far@wide.test")], "17 referred servers at once: 451 4.3.0")
+    t.ok(p.wait_log(r"ldap:%s: referral to ldap://127\.0\.0\.\d+:%d: the 16 connections to referred servers are "
+                    r"all busy" % (files["wide.test"], P2)), "the full pool is logged", p.log()[-1500:])
+    t.is_(rcpts(["far@" + d for d in ONE]), [FOUND] * len(ONE),
+          "17 referred servers one after the other: each found (the pool makes room)")
 
     # The referred server stops answering: the lookup's timeout (5 s) answers 451 and drops its
     # connection; once it answers again, a new one finds the entry.

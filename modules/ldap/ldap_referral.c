@@ -225,10 +225,10 @@ static int conn_alive(const struct table *t, const struct referral_conn *c, unsi
     return 0;
 }
 
-/* Takes every search off c and fails their lookups (each once). */
-static void fail_searches(struct table *t, struct ref_search *list)
+/* Fails the lookups of the searches of list (each lookup once), freeing
+ * the list. */
+static void fail_searches(struct ref_search *list)
 {
-    (void)t;
     while (list) {
         struct ref_search *s = list;
         list = s->next;
@@ -270,7 +270,7 @@ static void ref_drop(struct referral_conn *c)
     }
     c->sent = c->waiting = NULL;
     conn_release(c);
-    fail_searches(t, list);
+    fail_searches(list);
 }
 
 /* Sends s on the ready connection; 0, or -1 (the connection is broken). */
@@ -453,6 +453,17 @@ static void drop_later(void *arg)
     ref_drop(c);
 }
 
+/* c gets no more searches, and is dropped from the loop (its other
+ * lookups failing there): not at once, since the caller may be answering
+ * a lookup that has searches on it. Without a timer it stays out of use
+ * until the table closes. */
+static void mark_broken(struct referral_conn *c)
+{
+    c->broken = 1;
+    if (c->drop_timer == NULL)
+        c->drop_timer = petrel_timer_start(c->t->module, 0, drop_later, c);
+}
+
 int ldap_referral_send(struct table *t, struct request *r, const char *server, struct search_spec *next)
 {
     struct referral_conn *c = ref_conn(t, server);
@@ -475,11 +486,7 @@ int ldap_referral_send(struct table *t, struct request *r, const char *server, s
         return 0;
     ldap_spec_free(&s->spec);
     free(s);
-    /* The connection is broken: dropped from the loop, not here (the
-     * caller is answering a lookup that may have searches on it). */
-    c->broken = 1;
-    if (c->drop_timer == NULL)
-        c->drop_timer = petrel_timer_start(t->module, 0, drop_later, c);
+    mark_broken(c);
     return -1;
 }
 
@@ -499,8 +506,6 @@ static void forget_in(struct ref_search **list, struct referral_conn *c, struct 
     }
 }
 
-static void drop_later(void *arg);
-
 void ldap_referral_timed_out(struct table *t, struct request *r)
 {
     for (struct referral_conn *c = t->referrals; c; c = c->next) {
@@ -515,9 +520,7 @@ void ldap_referral_timed_out(struct table *t, struct request *r)
             continue;
         petrel_module_log(t->module, PETREL_LOG_WARNING, "ldap:%s: referred server %s: no answer in time", t->config,
                           c->server);
-        c->broken = 1;
-        if (c->drop_timer == NULL)
-            c->drop_timer = petrel_timer_start(t->module, 0, drop_later, c);
+        mark_broken(c);
     }
 }
 

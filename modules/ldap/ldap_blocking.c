@@ -6,7 +6,9 @@
  * the asynchronous lookup's are. A broken connection is made again once.
  * Referrals (chase_referrals = yes) are followed at once, as ldap_referral.c
  * prepares them: a connection to the referred server, bound anonymously,
- * for that search only.
+ * for that search only; none is followed once the table's timeout has
+ * passed since the lookup began (each connect and search is bounded by it
+ * too).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +25,7 @@ struct blocking_ctx {
     struct lookup *lk;
     int broken;
     const char *url;                  /* the table's server that t->blocking is connected to */
+    struct timespec deadline;         /* the lookup's timeout: no referral followed after it */
 };
 
 void ldap_blocking_drop(struct table *t)
@@ -52,6 +55,14 @@ static int chase_blocking(void *arg, const char *url)
     struct table *t = bc->x->t;
     struct search_spec next;
     char *server;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (now.tv_sec > bc->x->deadline.tv_sec ||
+        (now.tv_sec == bc->x->deadline.tv_sec && now.tv_nsec >= bc->x->deadline.tv_nsec)) {
+        petrel_module_log(t->module, PETREL_LOG_WARNING, "ldap:%s: no answer within %us for \"%.100s\": referral "
+                          "to %.200s not followed", t->config, (t->timeout_ms + 999) / 1000, bc->x->lk->key, url);
+        return -1;
+    }
     if (ldap_referral_prepare(t, bc->x->lk->key, url, bc->spec, bc->url, &next, &server) != 0)
         return -1;
     struct ldap_setup setup;
@@ -153,7 +164,14 @@ int ldap_lookup_blocking(void *handle, const char *key, const char **value, petr
             break;
         }
         struct lookup lk = { .key = key };
-        struct blocking_ctx x = { t, &lk, 0, t->hosts[t->blocking_host].url };
+        struct blocking_ctx x = { t, &lk, 0, t->hosts[t->blocking_host].url, { 0, 0 } };
+        clock_gettime(CLOCK_MONOTONIC, &x.deadline);
+        x.deadline.tv_sec += (time_t)(t->timeout_ms / 1000);
+        x.deadline.tv_nsec += (long)(t->timeout_ms % 1000) * 1000000L;
+        if (x.deadline.tv_nsec >= 1000000000L) {
+            x.deadline.tv_sec++;
+            x.deadline.tv_nsec -= 1000000000L;
+        }
         int rc = blocking_search(&x, base, t->scope, filter, t->attrs, 0, x.url);
         if (x.broken)
             ldap_blocking_drop(t);

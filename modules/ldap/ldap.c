@@ -37,13 +37,15 @@
  * (Postfix's default 10 s) from the moment it is asked; on a timeout the
  * connection is dropped, as Postfix does. A search whose connection breaks
  * is sent again once on a new connection. The blocking lookup (callers
- * that cannot wait) uses a connection of its own with the same bounds.
+ * that cannot wait; ldap_blocking.c) uses a connection of its own with
+ * the same bounds.
  * A server given by a host name is resolved first on the loop
  * (petrel_dns_lookup, Postfix's dns_resolver): libldap's getaddrinfo would
  * block. A name the DNS does not know (NXDOMAIN, no IPv4 address) is
  * left to libldap, for /etc/hosts; "localhost" always is.
  *
- * The file is read in ldap_open.c, results in ldap_results.c.
+ * The file is read in ldap_open.c, results in ldap_results.c, referrals
+ * followed in ldap_referral.c.
  *
  * TLS (start_tls = yes, ldaps:// servers) and bind = sasl: libldap has
  * no non-blocking StartTLS, handshake or SASL exchange, so such a table
@@ -57,8 +59,10 @@
  * glue's (modules/common/remote_table.c). In a file that does not set
  * cache_ttl, cache_size is Postfix's legacy setting (ldap_open.c).
  *
- * Not supported (refused at open, naming the line): chase_referrals =
- * yes. Ignored with a warning, as Postfix does: cache, cache_expiry,
+ * Referrals (chase_referrals = yes) are followed by ldap_referral.c, not
+ * by libldap (whose chasing blocks): ldap_search_finished reads a
+ * search's results, from the table's server or a referred one, and hands
+ * their referrals there. Ignored with a warning, as Postfix does: cache, cache_expiry,
  * cache_size without cache_ttl; debuglevel, tls_* settings without TLS and sasl_* ones
  * without bind = sasl.
  */
@@ -79,7 +83,7 @@
 /* ------------------------------------------------------------------ */
 /* connections                                                         */
 
-static int eligible(const struct table *t, const char *key)
+int ldap_eligible(const struct table *t, const char *key)
 {
     return table_valid_utf8(key) && table_domains_eligible(&t->domains, key);
 }
@@ -100,7 +104,7 @@ static LDAP *ldap_new(struct table *t, int host, const char *url, int async)
  * failed within the last minute, the one that failed longest ago (a lone
  * server that comes back is used at once, as Postfix reconnects at every
  * lookup). */
-static int pick_host(struct table *t)
+int ldap_pick_host(struct table *t)
 {
     time_t now = time(NULL);
     int live[MAX_HOSTS], n = 0, oldest = 0;
@@ -126,12 +130,12 @@ static int any_live_host(const struct table *t)
 
 enum conn_state { CONN_CONNECTING, CONN_BINDING, CONN_READY };
 
-/* A search in flight: its message id, its lookup, its depth. */
+/* A search in flight: its message id, its lookup, what it asked. */
 struct search {
     struct search *next;
     struct request *r;
-    int msgid, depth;
-    char *base;
+    int msgid;
+    struct search_spec spec;
 };
 
 struct ldap_conn {
@@ -171,6 +175,7 @@ static void conn_io(int fd, int events, void *arg);
 
 static void request_free(struct request *r)
 {
+    ldap_referral_forget(r->t, r);
     if (r->timer)
         petrel_timer_cancel(r->timer);
     free(r->lk.result.data);
@@ -190,7 +195,7 @@ static void forget_searches(struct ldap_conn *c, struct request *r)
         *p = s->next;
         if (c->state == CONN_READY)
             ldap_abandon_ext(c->ld, s->msgid, NULL, NULL);
-        free(s->base);
+        ldap_spec_free(&s->spec);
         free(s);
     }
     r->outstanding = 0;
@@ -285,7 +290,7 @@ static void conn_drop(struct ldap_conn *c, int host_dead)
         struct search *s = c->searches;
         c->searches = s->next;
         struct request *r = s->r;
-        free(s->base);
+        ldap_spec_free(&s->spec);
         free(s);
         if (r == NULL)
             continue;   /* another search of a lookup seen already */
@@ -294,6 +299,7 @@ static void conn_drop(struct ldap_conn *c, int host_dead)
             if (o->r == r)
                 o->r = NULL;
         if (!r->resent && r->lk.result.len == 0 && !r->lk.error) {
+            ldap_referral_forget(t, r);   /* all of it again */
             r->resent = 1;
             r->lk.expansions = 0;
             r->next = again;
@@ -337,11 +343,13 @@ static int conn_search(struct ldap_conn *c, struct request *r, const char *base,
         return -1;
     }
     struct search *s = calloc(1, sizeof(*s));
-    if (s == NULL || (s->base = strdup(base)) == NULL)
+    if (s == NULL || (s->spec.base = strdup(base)) == NULL || (s->spec.filter = strdup(filter)) == NULL)
         abort();
+    s->spec.attrs = ldap_attrs_copy(attrs);
+    s->spec.scope = scope;
+    s->spec.depth = depth;
     s->r = r;
     s->msgid = msgid;
-    s->depth = depth;
     s->next = c->searches;
     c->searches = s;
     r->outstanding++;
@@ -357,6 +365,11 @@ struct spawn_ctx {
 static int spawn_async(void *arg, const char *base, int scope, const char *filter, char **attrs, int depth)
 {
     struct spawn_ctx *x = arg;
+    if (x->c == NULL) {   /* an entry from a referred server, and no connection to the table's own */
+        petrel_module_log(x->r->t->module, PETREL_LOG_WARNING, "ldap:%s: no connection to search %.200s for "
+                          "\"%.100s\"", x->r->t->config, base, x->r->key);
+        return -1;
+    }
     if (conn_search(x->c, x->r, base, scope, filter, attrs, depth) != 0) {
         x->broken = 1;
         return -1;
@@ -424,25 +437,67 @@ static void conn_connected(struct ldap_conn *c)
     conn_ready(c);
 }
 
+struct chase_ctx {
+    struct request *r;
+    const struct search_spec *spec;
+    const char *url;
+};
+
+/* A referral in a search's results: the same search on the referred
+ * server (ldap_referral.c). */
+static int chase_async(void *arg, const char *url)
+{
+    struct chase_ctx *x = arg;
+    struct table *t = x->r->t;
+    struct search_spec next;
+    char *server;
+    if (ldap_referral_prepare(t, x->r->key, url, x->spec, x->url, &next, &server) != 0)
+        return -1;
+    int rc = ldap_referral_send(t, x->r, server, &next);
+    free(server);
+    if (rc == 0)
+        x->r->outstanding++;
+    return rc;
+}
+
+int ldap_search_finished(struct request *r, LDAP *ld, LDAPMessage *res, const struct search_spec *spec,
+                         const char *url)
+{
+    struct table *t = r->t;
+    int drop = 0, outcome = -1;
+    r->outstanding--;
+    if (res) {
+        outcome = ldap_search_outcome(t, ld, res, spec->base, spec->depth, r->key, &drop);
+        struct chase_ctx chase = { r, spec, url };
+        if (outcome >= 0 && t->chase_referrals && ldap_referrals_each(t, ld, res, r->key, chase_async, &chase) != 0)
+            outcome = -1;
+    }
+    if (outcome < 0)
+        r->lk.error = 1;
+    /* Special attributes' searches go to the table's own server, as
+     * Postfix's go on its connection, wherever the entry came from. */
+    struct ldap_conn *c = t->conn && t->conn->state == CONN_READY ? t->conn : NULL;
+    struct spawn_ctx x = { c, r, 0 };
+    if (outcome > 0 && !r->lk.error)
+        ldap_read_entries(t, ld, res, &r->lk, spec->depth, spawn_async, &x);
+    if (r->lk.error || r->outstanding == 0)
+        request_finish(r);
+    if (x.broken && t->conn == c)
+        conn_drop(c, 0);
+    return drop;
+}
+
 static void search_done(struct ldap_conn *c, struct search *s, LDAPMessage *res)
 {
     struct table *t = c->t;
     struct request *r = s->r;
-    int depth = s->depth, drop = 0;
-    int outcome = r ? ldap_search_outcome(t, c->ld, res, s->base, depth, r->key, &drop) : 0;
-    free(s->base);
+    unsigned long drops = t->drops;
+    int drop = 0;
+    if (r)
+        drop = ldap_search_finished(r, c->ld, res, &s->spec, t->hosts[c->host].url);
+    ldap_spec_free(&s->spec);
     free(s);
-    if (r == NULL)
-        return;
-    r->outstanding--;
-    if (outcome < 0)
-        r->lk.error = 1;
-    struct spawn_ctx x = { c, r, 0 };
-    if (outcome > 0)
-        ldap_read_entries(t, c->ld, res, &r->lk, depth, spawn_async, &x);
-    if (r->lk.error || r->outstanding == 0)
-        request_finish(r);
-    if (drop || x.broken)
+    if (drop && t->drops == drops)
         conn_drop(c, 0);
 }
 
@@ -648,7 +703,7 @@ static void resolved(const petrel_dns_answer *answer, void *arg)
 static void conn_open(struct table *t)
 {
     for (int attempt = 0; attempt < t->nhosts; attempt++) {
-        int host = pick_host(t);
+        int host = ldap_pick_host(t);
         if (t->hosts[host].name && !LDAP_TABLE_THREADED_SETUP(t)) {   /* resolved on the worker thread */
             struct resolving *res = calloc(1, sizeof(*res));
             if (res == NULL)
@@ -698,11 +753,15 @@ static void request_timed_out(void *arg)
     petrel_module_log(t->module, PETREL_LOG_WARNING, "ldap:%s: no answer within %us for \"%.100s\"", t->config,
                       (t->timeout_ms + 999) / 1000, r->key);
     struct ldap_conn *c = t->conn;
-    int in_flight = r->outstanding > 0;
+    int in_flight = 0;
+    for (struct search *s = c ? c->searches : NULL; s && !in_flight; s = s->next)
+        in_flight = s->r == r;
     waiting_remove(t, r);
+    ldap_referral_timed_out(t, r);
     request_done(r, PETREL_TABLE_RETRY);
     /* A server that does not answer in time is dropped, as Postfix does;
-     * so is a connection that is still being made. */
+     * so is a connection that is still being made. (A referred server's
+     * is dropped by ldap_referral_timed_out.) */
     if (c && (in_flight || c->state != CONN_READY))
         conn_drop(c, c->state != CONN_READY);
 }
@@ -720,7 +779,7 @@ static void answer_later(void *arg)
 static void ldap_lookup_start(void *handle, struct remote_lookup *rl, const char *key)
 {
     struct table *t = handle;
-    if (!eligible(t, key)) {
+    if (!ldap_eligible(t, key)) {
         remote_lookup_answer(rl, PETREL_TABLE_NOTFOUND, NULL);
         return;
     }
@@ -750,110 +809,6 @@ static void ldap_lookup_start(void *handle, struct remote_lookup *rl, const char
 }
 
 /* ------------------------------------------------------------------ */
-/* the blocking lookup                                                 */
-
-struct blocking_ctx {
-    struct table *t;
-    struct lookup *lk;
-    int broken;
-};
-
-static void blocking_drop(struct table *t)
-{
-    if (t->blocking)
-        ldap_unbind_ext(t->blocking, NULL, NULL);
-    t->blocking = NULL;
-}
-
-static int spawn_blocking(void *arg, const char *base, int scope, const char *filter, char **attrs, int depth);
-
-static int blocking_search(struct blocking_ctx *x, const char *base, int scope, const char *filter, char **attrs,
-                           int depth)
-{
-    struct table *t = x->t;
-    LDAPMessage *res = NULL;
-    int sizelimit = t->size_limit ? (int)t->size_limit : LDAP_NO_LIMIT;
-    struct timeval tv = { (time_t)((t->timeout_ms + 999) / 1000), 0 };
-    int rc = ldap_search_ext_s(t->blocking, base, scope, filter, attrs, 0, NULL, NULL, &tv, sizelimit, &res);
-    if (res == NULL) {
-        if (rc == LDAP_SERVER_DOWN || rc == LDAP_CONNECT_ERROR || rc == LDAP_TIMEOUT)
-            x->broken = 1;
-        else
-            petrel_module_log(t->module, PETREL_LOG_WARNING, "ldap:%s: search error for \"%.100s\": %s", t->config,
-                              x->lk->key, ldap_err2string(rc));
-        return -1;
-    }
-    int drop = 0;
-    int outcome = ldap_search_outcome(t, t->blocking, res, base, depth, x->lk->key, &drop);
-    if (outcome > 0)
-        ldap_read_entries(t, t->blocking, res, x->lk, depth, spawn_blocking, x);
-    ldap_msgfree(res);
-    if (drop)
-        x->broken = 1;
-    return outcome < 0 ? -1 : 0;
-}
-
-static int spawn_blocking(void *arg, const char *base, int scope, const char *filter, char **attrs, int depth)
-{
-    return blocking_search(arg, base, scope, filter, attrs, depth);
-}
-
-static int blocking_connect(struct table *t)
-{
-    for (int attempt = 0; attempt < t->nhosts; attempt++) {
-        int host = pick_host(t);
-        struct ldap_setup setup;
-        ldap_setup_fill(&setup, t, t->hosts[host].url, 0);
-        LDAP *ld = ldap_setup_connect(&setup);
-        if (ld) {
-            t->blocking = ld;
-            return 0;
-        }
-        petrel_module_log(t->module, PETREL_LOG_WARNING, "ldap:%s: %s: %s", t->config, t->hosts[host].url,
-                          setup.diag);
-        t->hosts[host].dead_until = time(NULL) + HOST_RETRY_SECONDS;
-    }
-    return -1;
-}
-
-static int ldap_lookup(void *handle, const char *key, const char **value, petrel_pool *scratch)
-{
-    struct table *t = handle;
-    if (!eligible(t, key))
-        return 0;
-    char *base, *filter;
-    if (!ldap_make_search(t, key, &base, &filter))
-        return 0;
-    int status = -1;
-    for (int attempt = 0; attempt < 2; attempt++) {
-        if (t->blocking == NULL && blocking_connect(t) != 0) {
-            petrel_module_log(t->module, PETREL_LOG_WARNING, "ldap:%s: no LDAP server available", t->config);
-            break;
-        }
-        struct lookup lk = { .key = key };
-        struct blocking_ctx x = { t, &lk, 0 };
-        int rc = blocking_search(&x, base, t->scope, filter, t->attrs, 0);
-        if (x.broken)
-            blocking_drop(t);
-        if (x.broken && lk.result.len == 0 && attempt == 0 && rc != 0) {
-            free(lk.result.data);
-            continue;   /* the connection broke: once more on a new one */
-        }
-        if (rc != 0 || lk.error)
-            status = -1;
-        else if (lk.result.len > 0)
-            status = 1, *value = petrel_pool_strdup(scratch, lk.result.data);
-        else
-            status = 0;
-        free(lk.result.data);
-        break;
-    }
-    free(base);
-    free(filter);
-    return status;
-}
-
-/* ------------------------------------------------------------------ */
 /* open, close, the module                                             */
 
 static void table_close(void *handle)
@@ -875,7 +830,7 @@ static void table_close(void *handle)
                         o->r = NULL;
                 request_free(s->r);   /* the core made its handle stale already */
             }
-            free(s->base);
+            ldap_spec_free(&s->spec);
             free(s);
         }
         if (c->watch)
@@ -893,7 +848,8 @@ static void table_close(void *handle)
         request_free(r);
     }
     t->waiting_tail = NULL;
-    blocking_drop(t);
+    ldap_referral_close(t, request_free);
+    ldap_blocking_drop(t);
 }
 
 static int table_pattern(void *handle)
@@ -903,7 +859,7 @@ static int table_pattern(void *handle)
 }
 
 static const struct remote_table_type remote_type = {
-    .name = "ldap", .open = ldap_table_open, .lookup = ldap_lookup, .start = ldap_lookup_start, .close = table_close,
+    .name = "ldap", .open = ldap_table_open, .lookup = ldap_lookup_blocking, .start = ldap_lookup_start, .close = table_close,
     .handle_pattern = table_pattern,
 };
 REMOTE_TABLE_OPEN(open_remote, remote_type)

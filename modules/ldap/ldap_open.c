@@ -1,7 +1,7 @@
 /*
  * Opening an ldap: table: its ldap_table(5) file read with
  * modules/common/table_config.c, every parameter Postfix knows either
- * applied, refused naming its line (bind = sasl, chase_referrals = yes)
+ * applied, refused naming its line (a bad value)
  * or ignored with a warning (cache*, debuglevel, tls_random_file, sasl_*,
  * tls_* without TLS), and
  * server_host turned into LDAP URLs, with the names the loop's resolver
@@ -164,7 +164,6 @@ void *ldap_table_open(petrel_module *m, const char *name, petrel_pool *pool, str
 
     /* What Petrel does not do: refused, or ignored with a warning. */
     const char *v;
-    int flag = 0;
     if ((v = table_settings_get(&c, "start_tls", NULL)) && parse_bool(v, &t->start_tls) != 0) {
         *error = petrel_pool_printf(pool, "line %d: start_tls = %s: yes or no", table_settings_line(&c, "start_tls"),
                                     v);
@@ -186,9 +185,8 @@ void *ldap_table_open(petrel_module *m, const char *name, petrel_pool *pool, str
                                     t->tls_cert ? "tls_cert" : "tls_key", t->tls_cert ? "tls_key" : "tls_cert");
         goto out;
     }
-    if ((v = table_settings_get(&c, "chase_referrals", NULL)) && (parse_bool(v, &flag) != 0 || flag)) {
-        *error = petrel_pool_printf(pool, "line %d: chase_referrals = %s: referrals are not followed by Petrel's "
-                                    "ldap module (a referral is a lookup error)",
+    if ((v = table_settings_get(&c, "chase_referrals", NULL)) && parse_bool(v, &t->chase_referrals) != 0) {
+        *error = petrel_pool_printf(pool, "line %d: chase_referrals = %s: yes or no",
                                     table_settings_line(&c, "chase_referrals"), v);
         goto out;
     }

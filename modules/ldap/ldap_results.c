@@ -174,6 +174,8 @@ int ldap_search_outcome(struct table *t, LDAP *ld, LDAPMessage *res, const char 
     if (rc != LDAP_SUCCESS)
         err = rc;
     int outcome;
+    if (err == LDAP_REFERRAL && t->chase_referrals)
+        err = LDAP_SUCCESS;   /* no entries: the caller chases the referral */
     switch (err) {
     case LDAP_SUCCESS:
         outcome = 1;

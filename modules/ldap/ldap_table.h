@@ -2,9 +2,10 @@
  * The ldap module's shared declarations: an open table (what its
  * ldap_table(5) file says, and its connection state), one lookup's
  * results, and the functions the module's files share. ldap.c is the
- * table type (connections, the asynchronous and the blocking lookup),
- * ldap_results.c reads search results the way Postfix's dict_ldap does,
- * ldap_open.c reads the file.
+ * table type (connections, the asynchronous lookup), ldap_blocking.c the
+ * blocking lookup, ldap_results.c reads search results the way Postfix's
+ * dict_ldap does, ldap_referral.c follows referrals (chase_referrals =
+ * yes), ldap_open.c reads the file.
  */
 #ifndef PETREL_MODULES_LDAP_TABLE_H
 #define PETREL_MODULES_LDAP_TABLE_H
@@ -39,6 +40,24 @@ struct resolving {
 
 struct request;
 struct ldap_conn;
+struct referral_conn;
+
+/* Referrals (chase_referrals = yes; ldap_referral.c): libldap's default
+ * hop limit (LDAP_OPT_REFHOPLIMIT, which Postfix leaves alone), and the
+ * bound of each table's pool of connections to referred servers. */
+#define REFERRAL_HOP_LIMIT 5
+#define REFERRAL_MAX_CONNS 16
+
+/* What one search asked, kept while it is in flight so that a referral
+ * in its results can ask the same elsewhere. attrs is a malloc'd array
+ * of the table's attribute names; trail the servers and bases already
+ * referred to on the way here ("\n"-separated, NULL at the first server),
+ * for loop detection. */
+struct search_spec {
+    char *base, *filter, *trail;
+    char **attrs;
+    int scope, depth, hops;
+};
 
 #define TABLE_BIND_SIMPLE 1
 #define TABLE_BIND_SASL 2
@@ -62,6 +81,7 @@ struct table {
     /* TLS (start_tls = yes, or ldaps:// servers): the connection is then
      * made, secured and bound on a worker thread (ldap.c) */
     int start_tls, tls;               /* tls: start_tls or any ldaps:// server */
+    int chase_referrals;
     int tls_require_cert;
     const char *tls_ca_cert_file, *tls_ca_cert_dir, *tls_cert, *tls_key, *tls_cipher_suite;
     unsigned timeout_ms;
@@ -71,6 +91,10 @@ struct table {
     unsigned long drops;              /* connections dropped: a callback's check that its own is gone */
     struct request *waiting_head, *waiting_tail;   /* for the connection */
     LDAP *blocking;                   /* the blocking lookup's connection */
+    int blocking_host;                /* its server */
+    struct referral_conn *referrals;  /* connections to referred servers (ldap_referral.c) */
+    int nreferrals;
+    unsigned long referral_serial;     /* referral connections made: each one's number */
 };
 
 /* One lookup's results so far. */
@@ -118,6 +142,54 @@ int ldap_handle_make(const struct ldap_setup *s, int async, LDAP **out);
 /* Connects, starts TLS, binds, blocking: the handle, or NULL with s->diag
  * set. Calls no Petrel function (it runs on worker threads). */
 LDAP *ldap_setup_connect(struct ldap_setup *s);
+
+/* ldap.c: whether key is looked up at all (UTF-8, domain). */
+int ldap_eligible(const struct table *t, const char *key);
+/* A server to connect to: a live one at random, or the one that failed
+ * longest ago. */
+int ldap_pick_host(struct table *t);
+
+/* ldap_blocking.c: the blocking lookup (the table type's lookup), and
+ * the closing of its connection. */
+int ldap_lookup_blocking(void *handle, const char *key, const char **value, petrel_pool *scratch);
+void ldap_blocking_drop(struct table *t);
+
+/* ldap.c: a search's results (NULL: the search failed, logged) for r,
+ * from the server at url (a connection to a referred server among them):
+ * its entries read, its referrals chased, r answered when it was the
+ * last. 1 when the connection the results came from should be dropped
+ * (a search error), else 0. r may be gone on return. */
+int ldap_search_finished(struct request *r, LDAP *ld, LDAPMessage *res, const struct search_spec *spec,
+                         const char *url);
+
+/* ldap_referral.c */
+void ldap_spec_free(struct search_spec *spec);
+/* A copy of attrs (a NULL-terminated array of the table's names). */
+char **ldap_attrs_copy(char *const *attrs);
+/* Calls chase(arg, url) for each referral in res (an LDAP_REFERRAL
+ * result, each search continuation reference), with the first of its
+ * URLs. 0, or -1 when one was unusable or chase failed (logged). */
+int ldap_referrals_each(struct table *t, LDAP *ld, LDAPMessage *res, const char *key,
+                        int (*chase)(void *arg, const char *url), void *arg);
+/* The search of from, asked of the server of a referral URL (its base,
+ * scope and filter when it names them): the spec to send (*next, its
+ * trail and hops advanced) and the server ("scheme://host:port", *server;
+ * both malloc'd). 0, or -1 (hop limit, loop, bad URL: logged). */
+int ldap_referral_prepare(struct table *t, const char *key, const char *url, const struct search_spec *from,
+                          const char *from_url, struct search_spec *next, char **server);
+/* Sends next on the table's connection to server, made on a worker thread
+ * if there is none (bounded pool); its results come back through
+ * ldap_search_finished. Takes next (freed). 0, or -1 (logged). */
+int ldap_referral_send(struct table *t, struct request *r, const char *server, struct search_spec *next);
+/* Forgets r's searches on referred servers (abandoned). */
+void ldap_referral_forget(struct table *t, struct request *r);
+/* r timed out: the connections to referred servers that did not answer
+ * its searches in time are dropped (from the loop, their other lookups
+ * failing), as Postfix drops a server that does not answer. */
+void ldap_referral_timed_out(struct table *t, struct request *r);
+/* Closes every connection to a referred server (the table closes),
+ * freeing with free_request the lookups still waiting for them. */
+void ldap_referral_close(struct table *t, void (*free_request)(struct request *));
 
 /* ldap_open.c: the table type's open. */
 void *ldap_table_open(petrel_module *m, const char *name, petrel_pool *pool, struct table_cache_settings *cache,

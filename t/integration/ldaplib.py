@@ -1,6 +1,7 @@
 """A private OpenLDAP server for the ldap: table tests: slapd with an mdb database in a
 temporary directory, loaded with slapadd from the test's LDIF, listening on 127.0.0.1 on a
-free port in the foreground, stopped by PID (stop() and start() again on the same port, for
+free port in the foreground, ready once its own pidfile is written and a search answers,
+stopped by PID (stop() and start() again on the same port, for
 the "server goes down mid-run" cases). The root DN "cn=admin,dc=example,dc=test" has the
 password "secret"; anonymous users may read everything but passwords."""
 import atexit
@@ -19,7 +20,7 @@ ROOT_PW = "secret"
 
 
 class Slapd:
-    def __init__(self, ldif, port=None, extra_conf=""):
+    def __init__(self, ldif, port=None, extra_conf="", extra_urls=()):
         for tool in ("/usr/sbin/slapd", "/usr/sbin/slapadd"):
             if not os.path.exists(tool):
                 raise RuntimeError("%s is not installed (Debian: slapd)" % tool)
@@ -27,6 +28,8 @@ class Slapd:
         CLEANUP_DIRS.append(self.dir)
         self.port = port or free_port()
         self.proc = None
+        self.extra_urls = list(extra_urls)   # more listeners (other loopback addresses)
+        self.pidfile = os.path.join(self.dir, "slapd.pid")
         data = os.path.join(self.dir, "data")
         os.mkdir(data)
         self.conf = os.path.join(self.dir, "slapd.conf")
@@ -54,18 +57,43 @@ class Slapd:
         atexit.register(self.stop)   # a test that dies half-way leaves no server behind
 
     def start(self):
-        self.proc = subprocess.Popen(["/usr/sbin/slapd", "-d", "0", "-f", self.conf,
-                                      "-h", "ldap://127.0.0.1:%d/" % self.port],
+        self.launch(" ".join(["ldap://127.0.0.1:%d/" % self.port] + self.extra_urls))
+        self.wait_ready(lambda: self.search("(objectClass=*)", scope="base"), "port %d" % self.port)
+
+    def launch(self, urls, env=None):
+        """slapd in the foreground on urls (space-separated), its old pidfile gone first."""
+        try:
+            os.unlink(self.pidfile)
+        except FileNotFoundError:
+            pass
+        self.proc = subprocess.Popen(["/usr/sbin/slapd", "-d", "0", "-f", self.conf, "-h", urls],
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=open(os.path.join(self.dir, "slapd.log"), "a"))
+                                     stderr=open(os.path.join(self.dir, "slapd.log"), "a"), env=env)
+
+    def wait_ready(self, probe, where):
+        """Ready once slapd has written its own pidfile (after its listeners are bound and its
+        database is open) and probe (a search, a CompletedProcess) succeeds. Either alone is not
+        enough: a port that answers may be another process's (a free port taken meanwhile, this
+        slapd then exiting), and the pidfile says nothing of the search path."""
         deadline = time.time() + 20
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError("slapd exited with %s: %s" % (self.proc.returncode, self.log()))
-            if self.search("(objectClass=*)", scope="base").returncode == 0:
-                return
+            if self.own_pidfile():
+                try:
+                    if probe().returncode == 0:
+                        return
+                except subprocess.TimeoutExpired:
+                    pass
             time.sleep(0.1)
-        raise RuntimeError("slapd did not answer on %d" % self.port)
+        raise RuntimeError("slapd did not answer on %s: %s" % (where, self.log()))
+
+    def own_pidfile(self):
+        try:
+            with open(self.pidfile) as f:
+                return f.read().strip() == str(self.proc.pid)
+        except (OSError, ValueError):
+            return False
 
     def search(self, filt, *attrs, scope="sub", base=SUFFIX):
         return subprocess.run(["ldapsearch", "-x", "-LLL", "-H", "ldap://127.0.0.1:%d/" % self.port, "-b", base,

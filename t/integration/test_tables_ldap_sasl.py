@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -51,20 +50,11 @@ class LdapiSlapd(Slapd):
                                           'read by * none\n' % SUFFIX)
 
     def start(self):
-        self.proc = subprocess.Popen(["/usr/sbin/slapd", "-d", "0", "-f", self.conf, "-h", LDAPI],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=open(os.path.join(self.dir, "slapd.log"), "a"))
-        deadline = time.time() + 20
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("slapd exited with %s: %s" % (self.proc.returncode, self.log()))
-            r = subprocess.run(["ldapsearch", "-Y", "EXTERNAL", "-Q", "-LLL", "-H", LDAPI, "-b", SUFFIX, "-s", "base",
-                                "(objectClass=*)"], capture_output=True, timeout=10)
-            if r.returncode == 0:
-                os.chmod(SOCKET, 0o777)
-                return
-            time.sleep(0.1)
-        raise RuntimeError("slapd did not answer on %s" % SOCKET)
+        self.launch(LDAPI)
+        self.wait_ready(lambda: subprocess.run(["ldapsearch", "-Y", "EXTERNAL", "-Q", "-LLL", "-H", LDAPI, "-b", SUFFIX,
+                                                "-s", "base", "(objectClass=*)"], capture_output=True, timeout=10),
+                        SOCKET)
+        os.chmod(SOCKET, 0o777)
 
 
 slapd = LdapiSlapd()

@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import CLEANUP_DIRS, PETRELD, Petrel, Tap, free_port  # noqa: E402
@@ -79,21 +78,11 @@ class TlsSlapd(Slapd):
                                           "TLSCertificateKeyFile %s\nsecurity tls=1\n" % (CA, SRV, SRV_KEY))
 
     def start(self):
-        self.proc = subprocess.Popen(["/usr/sbin/slapd", "-d", "0", "-f", self.conf, "-h",
-                                      "ldap://127.0.0.1:%d/ ldaps://127.0.0.1:%d/" % (self.port, self.tls_port)],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=open(os.path.join(self.dir, "slapd.log"), "a"))
+        self.launch("ldap://127.0.0.1:%d/ ldaps://127.0.0.1:%d/" % (self.port, self.tls_port))
         env = dict(os.environ, LDAPTLS_CACERT=CA)
-        deadline = time.time() + 20
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("slapd exited with %s: %s" % (self.proc.returncode, self.log()))
-            r = subprocess.run(["ldapsearch", "-x", "-LLL", "-H", "ldaps://127.0.0.1:%d/" % self.tls_port, "-b",
-                                SUFFIX, "-s", "base", "(objectClass=*)"], capture_output=True, env=env, timeout=10)
-            if r.returncode == 0:
-                return
-            time.sleep(0.1)
-        raise RuntimeError("slapd did not answer on %d" % self.tls_port)
+        url = "ldaps://127.0.0.1:%d/" % self.tls_port
+        self.wait_ready(lambda: subprocess.run(["ldapsearch", "-x", "-LLL", "-H", url, "-b", SUFFIX, "-s", "base",
+                                                "(objectClass=*)"], capture_output=True, env=env, timeout=10), url)
 
 
 slapd = TlsSlapd()

@@ -301,8 +301,9 @@ void smtpd_worker_init(struct smtpd_worker *w, const struct cfg *cfg, struct que
     /* fsync waits on the disk, not the CPU. The file system folds the
      * fsyncs in flight at once into one journal commit, so the pool's size
      * is the width of that group commit: with 4 threads, 10 sessions per
-     * worker at once (conc 20 on 2 CPUs) waited 3-9 ms for a thread before
-     * their own fdatasync began. An idle thread costs only its stack.
+     * worker at once (conc 20 on 2 CPUs) waited about 3 ms (idle machine)
+     * to 9 ms (busy disk) for a thread before their own fdatasync began.
+     * An idle thread costs only its stack.
      * Modules' blocking work has threads of its own (the module runtime's),
      * so a commit never waits behind a module. */
     w->workq = workq_create(w->base, SMTPD_COMMIT_THREADS);

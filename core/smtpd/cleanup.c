@@ -342,6 +342,27 @@ static void act_log(struct smtpd_cleanup *c, const char *action, const char *whe
     buf_free(&b);
 }
 
+const char *smtpd_checks_reject(petrel_pool *pool, const char *text, const char *param, struct restrict_result *r)
+{
+    const char *dsn, *rest;
+    if (*text) {
+        hbc_dsn_split("5.7.1", text, pool, &dsn, &rest);
+        if (dsn[0] != '4' && dsn[0] != '5') {
+            msg_warn("bad DSN action in %s -- need 4.x.x or 5.x.x", text);
+            ((char *)dsn)[0] = '4';
+        }
+    } else {
+        dsn = "5.7.1";
+        rest = "message content rejected";
+    }
+    r->verdict = dsn[0] == '4' ? RV_DEFER : RV_REJECT;
+    r->code = dsn[0] == '4' ? 451 : 550;
+    r->enhanced = dsn;
+    r->text = hbc_reply_text(pool, rest);
+    r->restriction = param;
+    return petrel_pool_printf(pool, "%s %s", dsn, rest);
+}
+
 /* An address a REDIRECT or BCC may put into the envelope: it has a local
  * part and a domain, and nothing an envelope field must not hold. */
 int smtpd_envelope_address_ok(const char *a)
@@ -382,28 +403,12 @@ static enum act_result act(struct smtpd_cleanup *c, const char *where, const cha
     hbc_parse_action(value, &a);
     int header = strcmp(where, "header") == 0;
     switch (a.command) {
-    case HBC_REJECT: {
-        const char *dsn, *rest;
-        if (*a.text) {
-            hbc_dsn_split("5.7.1", a.text, tx->pool, &dsn, &rest);
-            if (dsn[0] != '4' && dsn[0] != '5') {
-                msg_warn("bad DSN action in %s -- need 4.x.x or 5.x.x", a.text);
-                ((char *)dsn)[0] = '4';
-            }
-        } else {
-            dsn = "5.7.1";
-            rest = "message content rejected";
-        }
+    case HBC_REJECT:
         c->rejected = 1;
-        c->reason.verdict = dsn[0] == '4' ? RV_DEFER : RV_REJECT;
-        c->reason.code = dsn[0] == '4' ? 451 : 550;
-        c->reason.enhanced = dsn;
-        c->reason.text = hbc_reply_text(tx->pool, rest);
-        c->reason.restriction = param;   /* header_checks, mime_header_checks, nested_header_checks, body_checks */
         c->checks = 0;
-        act_log(c, "reject", where, line, petrel_pool_printf(tx->pool, "%s %s", dsn, rest));
+        /* param: header_checks, mime_header_checks, nested_header_checks, body_checks */
+        act_log(c, "reject", where, line, smtpd_checks_reject(tx->pool, a.text, param, &c->reason));
         return ACT_KEEP;
-    }
     case HBC_WARN:
         act_log(c, "warning", where, line, a.text);
         return ACT_KEEP;

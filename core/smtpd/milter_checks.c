@@ -121,27 +121,10 @@ static int milter_header(struct smtpd_session *s, struct tbl_scope *scope, const
     struct hbc_action a;
     hbc_parse_action(result, &a);
     switch (a.command) {
-    case HBC_REJECT: {
-        const char *dsn, *rest;
-        if (*a.text) {
-            hbc_dsn_split("5.7.1", a.text, tx->pool, &dsn, &rest);
-            if (dsn[0] != '4' && dsn[0] != '5') {
-                msg_warn("bad DSN action in %s -- need 4.x.x or 5.x.x", a.text);
-                ((char *)dsn)[0] = '4';
-            }
-        } else {
-            dsn = "5.7.1";
-            rest = "message content rejected";
-        }
-        tx->milter_verdict.verdict = dsn[0] == '4' ? RV_DEFER : RV_REJECT;
-        tx->milter_verdict.code = dsn[0] == '4' ? 451 : 550;
-        tx->milter_verdict.enhanced = dsn;
-        tx->milter_verdict.text = hbc_reply_text(tx->pool, rest);
-        tx->milter_verdict.restriction = param;
+    case HBC_REJECT:
         tx->milter_checks_done = 1;
-        milter_act_log(s, "reject", line, petrel_pool_printf(tx->pool, "%s %s", dsn, rest));
+        milter_act_log(s, "reject", line, smtpd_checks_reject(tx->pool, a.text, param, &tx->milter_verdict));
         return PETREL_HEADER_STOP;
-    }
     case HBC_DISCARD:
         milter_act_log(s, "discard", line, a.text);
         tx->discard = 1;

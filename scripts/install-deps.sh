@@ -13,7 +13,7 @@ liblmdb-dev libcdb-dev libsqlite3-dev libpq-dev libmariadb-dev libicu-dev libsas
 # sanitizer reports name source lines.
 TEST_PKGS="python3 swaks postfix strace openssl procps util-linux time dnsmasq-base pflogsumm \
 dovecot-core dovecot-lmtpd opendkim-tools python3-dkim python3-nacl python3-dnspython iproute2 redis-server redis-sentinel \
-postfix-lmdb postfix-cdb postfix-sqlite sqlite3 tinycdb lmdb-utils postgresql mariadb-server slapd ldap-utils \
+postfix-lmdb postfix-cdb postfix-sqlite postfix-pgsql postfix-mysql sqlite3 tinycdb lmdb-utils postgresql mariadb-server slapd ldap-utils \
 libmilter-dev spamassassin spamd spamc spamass-milter clamav-daemon clamav-milter opendkim amavisd-new \
 sasl2-bin libsasl2-modules libsasl2-modules-db dovecot-imapd dovecot-pop3d dovecot-pgsql dovecot-mysql dovecot-ldap clang libclang-rt-14-dev llvm postgrey postfix-policyd-spf-python \
 publicsuffix prometheus chromium"

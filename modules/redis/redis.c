@@ -450,6 +450,18 @@ static void *table_open(petrel_module *m, const char *name, petrel_pool *pool, s
     t->module = m;
     t->config = petrel_pool_strdup(pool, name);
     void *result = NULL;
+    /* TLS to Redis is a security setting: one we cannot apply stops the start
+     * instead of sending the password and the keys in clear (Debian 12's
+     * hiredis 0.14 has no hiredis_ssl). */
+    for (size_t i = 0; i < c.n; i++) {
+        if (strcmp(c.items[i].name, "tls") == 0 || strncmp(c.items[i].name, "tls_", 4) == 0) {
+            *error = petrel_pool_printf(pool, "line %d: \"%s\": TLS to Redis is not available (this build's "
+                                        "hiredis has no TLS support): remove the setting, or reach Redis over "
+                                        "loopback, a unix: socket or a TLS tunnel", c.items[i].line,
+                                        c.items[i].name);
+            goto out;
+        }
+    }
     table_settings_warn_unknown(&c, m, "redis", name, known_names);
     const char *hosts = table_settings_get(&c, "hosts", "127.0.0.1:6379");
     int hline = table_settings_line(&c, "hosts");

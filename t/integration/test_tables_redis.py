@@ -3,7 +3,8 @@ a private redis-server on loopback: virtual_alias_maps at RCPT end to end over S
 SMEMBERS (several results) and GET with a password and a database, keys with spaces, "*" and
 Redis syntax in them that stay one argument, Redis slow (timeout: 451, other sessions served),
 down mid-run (451 4.3.0, never "User unknown") and back, delivery through the queue manager
-(the blocking lookup), petrelctl map query, and bad files that petreld -n names with their line."""
+(the blocking lookup), petrelctl map query, and bad files that petreld -n names with their line
+(tls settings among them: TLS to Redis cannot be applied, so it stops the start)."""
 import os
 import subprocess
 import threading
@@ -155,7 +156,11 @@ with Petrel(t, start=False) as p:
     write = p.write_file("set.cf", "hosts = 127.0.0.1:6379\nquery = SET x %s\n")
     fixed = p.write_file("fixed.cf", "query = GET x\n")
     sentinel = p.write_file("sentinel.cf", "sentinels = 127.0.0.1:26379\nquery = GET %s\n")
-    for cf, want in ((write, "redis:%s line 2: query: \"SET\": not a read command" % write),
+    tls = p.write_file("tls.cf", "hosts = 127.0.0.1:6379\nquery = GET %s\ntls = yes\n")
+    tlsca = p.write_file("tlsca.cf", "query = GET %s\ntls_ca_file = /etc/ssl/certs/ca-certificates.crt\n")
+    for cf, want in ((tls, "redis:%s line 3: \"tls\": TLS to Redis is not available" % tls),
+                     (tlsca, "redis:%s line 2: \"tls_ca_file\": TLS to Redis is not available" % tlsca),
+                     (write, "redis:%s line 2: query: \"SET\": not a read command" % write),
                      (fixed, "redis:%s line 1: query: \"GET x\" does not use the key" % fixed),
                      (sentinel, "redis:%s line 1: sentinels are set but the master name is empty" % sentinel)):
         conf = dict(p.settings)

@@ -148,15 +148,7 @@ struct ldap_conn {
     int watch_events;
     int bind_msgid;
     struct search *searches;
-    struct setup_job *setup;          /* TLS: being made on a worker thread (CONN_CONNECTING) */
-};
-
-/* A TLS connection being made on a worker thread. c is NULL once the
- * connection was dropped or the table closed: the result is thrown away. */
-struct setup_job {
-    struct ldap_conn *c;
-    struct ldap_setup s;
-    LDAP *ld;
+    struct ldap_setup_job *setup;     /* TLS: being made on a worker thread (CONN_CONNECTING) */
 };
 
 struct request {
@@ -313,7 +305,7 @@ static void conn_drop(struct ldap_conn *c, int host_dead)
     if (c->watch)
         petrel_watch_cancel(c->watch);
     if (c->setup)
-        c->setup->c = NULL;   /* the worker's result is thrown away */
+        c->setup->owner = NULL;   /* the worker's result is thrown away */
     if (c->ld)
         ldap_unbind_ext(c->ld, NULL, NULL);
     free(c);
@@ -566,31 +558,13 @@ static void conn_io(int fd, int events, void *arg)
     }
 }
 
-static void setup_work(void *arg)
+static void setup_done(void *owner, LDAP *ld, const char *diag)
 {
-    struct setup_job *job = arg;
-    job->ld = ldap_setup_connect(&job->s);
-}
-
-static void setup_done(void *arg)
-{
-    struct setup_job *job = arg;
-    struct ldap_conn *c = job->c;
-    LDAP *ld = job->ld;
-    if (c == NULL) {   /* dropped meanwhile */
-        if (ld)
-            ldap_unbind_ext(ld, NULL, NULL);
-        ldap_setup_release(&job->s);
-        free(job);
-        return;
-    }
+    struct ldap_conn *c = owner;
     struct table *t = c->t;
     c->setup = NULL;
     if (ld == NULL)
-        petrel_module_log(t->module, PETREL_LOG_WARNING, "ldap:%s: %s: %s", t->config, t->hosts[c->host].url,
-                          job->s.diag);
-    ldap_setup_release(&job->s);
-    free(job);
+        petrel_module_log(t->module, PETREL_LOG_WARNING, "ldap:%s: %s: %s", t->config, t->hosts[c->host].url, diag);
     int fd = -1;
     c->ld = ld;
     if (ld == NULL || ldap_get_option(ld, LDAP_OPT_DESC, &fd) != LDAP_OPT_SUCCESS || fd < 0) {
@@ -607,22 +581,17 @@ static void setup_done(void *arg)
 static int conn_connect_threaded(struct table *t, int host, const char *url)
 {
     struct ldap_conn *c = calloc(1, sizeof(*c));
-    struct setup_job *job = calloc(1, sizeof(*job));
-    if (c == NULL || job == NULL)
+    if (c == NULL)
         abort();
     c->t = t;
     c->host = host;
     c->fd = -1;
     c->state = CONN_CONNECTING;
-    c->setup = job;
-    job->c = c;
-    ldap_setup_fill(&job->s, t, url, 1);
+    c->setup = ldap_setup_job_new(t, url, c, setup_done);
     t->conn = c;
-    if (petrel_run_blocking(t->module, setup_work, setup_done, job) == 0)
+    if (ldap_setup_job_run(t->module, c->setup) == 0)
         return 0;
     t->conn = NULL;
-    ldap_setup_release(&job->s);
-    free(job);
     free(c);
     petrel_module_log(t->module, PETREL_LOG_WARNING, "ldap:%s: connect to %s: no worker thread in this process for "
                       "the TLS or SASL set-up", t->config, url);
@@ -836,7 +805,7 @@ static void table_close(void *handle)
         if (c->watch)
             petrel_watch_cancel(c->watch);
         if (c->setup)
-            c->setup->c = NULL;
+            c->setup->owner = NULL;
         if (c->ld)
             ldap_unbind_ext(c->ld, NULL, NULL);
         free(c);

@@ -182,20 +182,12 @@ struct referral_conn {
     LDAP *ld;                         /* NULL while being made */
     int fd;
     petrel_watch *watch;
-    struct ref_setup *setup;          /* the worker's job, while being made */
+    struct ldap_setup_job *setup;     /* the worker's job, while being made */
     struct ref_search *sent, *waiting;
     unsigned long id;                 /* conn_alive's check */
     int reading;                      /* its results are being read: not closed as idle meanwhile */
     int broken;                       /* a send failed: no more searches, dropped from the loop */
     petrel_timer *drop_timer;
-};
-
-/* The connection being made on a worker thread; c is NULL once it was
- * dropped (or the table closed): the result is then thrown away. */
-struct ref_setup {
-    struct referral_conn *c;
-    struct ldap_setup s;
-    LDAP *ld;
 };
 
 static void ref_io(int fd, int events, void *arg);
@@ -208,7 +200,7 @@ static void conn_release(struct referral_conn *c)
     if (c->drop_timer)
         petrel_timer_cancel(c->drop_timer);
     if (c->setup)
-        c->setup->c = NULL;   /* the worker's result is thrown away */
+        c->setup->owner = NULL;   /* the worker's result is thrown away */
     if (c->ld)
         ldap_unbind_ext(c->ld, NULL, NULL);
     free(c->server);
@@ -306,31 +298,14 @@ static void ref_flush(struct referral_conn *c)
     }
 }
 
-static void ref_setup_work(void *arg)
+static void ref_setup_done(void *owner, LDAP *ld, const char *diag)
 {
-    struct ref_setup *job = arg;
-    job->ld = ldap_setup_connect(&job->s);
-}
-
-static void ref_setup_done(void *arg)
-{
-    struct ref_setup *job = arg;
-    struct referral_conn *c = job->c;
-    LDAP *ld = job->ld;
-    if (c == NULL) {
-        if (ld)
-            ldap_unbind_ext(ld, NULL, NULL);
-        ldap_setup_release(&job->s);
-        free(job);
-        return;
-    }
+    struct referral_conn *c = owner;
     struct table *t = c->t;
     c->setup = NULL;
     if (ld == NULL)
         petrel_module_log(t->module, PETREL_LOG_WARNING, "ldap:%s: referred server %s: %s", t->config, c->server,
-                          job->s.diag);
-    ldap_setup_release(&job->s);
-    free(job);
+                          diag);
     c->ld = ld;
     int fd = -1;
     if (ld == NULL || ldap_get_option(ld, LDAP_OPT_DESC, &fd) != LDAP_OPT_SUCCESS || fd < 0) {
@@ -419,22 +394,17 @@ static struct referral_conn *ref_conn(struct table *t, const char *server)
         ref_drop(idle);   /* nothing in flight: nobody fails */
     }
     struct referral_conn *c = calloc(1, sizeof(*c));
-    struct ref_setup *job = calloc(1, sizeof(*job));
-    if (c == NULL || job == NULL)
+    if (c == NULL)
         abort();
     c->t = t;
     c->server = copy_or_die(server);
     c->fd = -1;
-    c->setup = job;
-    job->c = c;
-    ldap_setup_fill(&job->s, t, server, 1);
-    job->s.bind = 0;   /* anonymous, as libldap binds for Postfix */
-    job->s.tls = t->tls || strncmp(server, "ldaps:", 6) == 0;
-    if (petrel_run_blocking(t->module, ref_setup_work, ref_setup_done, job) != 0) {
+    c->setup = ldap_setup_job_new(t, server, c, ref_setup_done);
+    c->setup->s.bind = 0;   /* anonymous, as libldap binds for Postfix */
+    c->setup->s.tls = t->tls || strncmp(server, "ldaps:", 6) == 0;
+    if (ldap_setup_job_run(t->module, c->setup) != 0) {
         petrel_module_log(t->module, PETREL_LOG_WARNING, "ldap:%s: referral to %s: no worker thread in this process "
                           "to connect", t->config, server);
-        ldap_setup_release(&job->s);
-        free(job);
         free(c->server);
         free(c);
         return NULL;

@@ -9,7 +9,7 @@
  * Why blocking: libldap has no non-blocking StartTLS, TLS handshake or
  * SASL exchange, so a table with TLS or SASL makes its connections on a
  * worker thread
- * (petrel_run_blocking, ldap.c) and only then hands the handle to the
+ * (petrel_run_blocking, ldap_setup_job.c) and only then hands the handle to the
  * event loop, where the searches run asynchronously as without TLS. The
  * blocking lookup (callers that cannot wait) uses the same code directly.
  * Nothing here calls a Petrel function or reads the table: a set-up

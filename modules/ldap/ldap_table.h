@@ -143,6 +143,21 @@ int ldap_handle_make(const struct ldap_setup *s, int async, LDAP **out);
  * set. Calls no Petrel function (it runs on worker threads). */
 LDAP *ldap_setup_connect(struct ldap_setup *s);
 
+/* ldap_setup_job.c: ldap_setup_connect on a worker thread, then done(owner,
+ * ld or NULL, why it failed) on the loop; done owns ld. An owner dropped
+ * meanwhile sets owner to NULL: the handle is then unbound, done not
+ * called. */
+struct ldap_setup_job {
+    void *owner;
+    void (*done)(void *owner, LDAP *ld, const char *diag);
+    struct ldap_setup s;              /* filled for url; the caller may adjust it before running */
+    LDAP *ld;
+};
+struct ldap_setup_job *ldap_setup_job_new(const struct table *t, const char *url, void *owner,
+                                          void (*done)(void *owner, LDAP *ld, const char *diag));
+/* 0, or -1 (no worker thread in this process; the job is freed). */
+int ldap_setup_job_run(petrel_module *m, struct ldap_setup_job *job);
+
 /* ldap.c: whether key is looked up at all (UTF-8, domain). */
 int ldap_eligible(const struct table *t, const char *key);
 /* A server to connect to: a live one at random, or the one that failed

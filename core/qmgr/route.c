@@ -174,6 +174,9 @@ struct router *router_create(const struct cfg *cfg, struct tbl_registry *reg, in
         router_free(r);
         return NULL;
     }
+    /* The class cache serves routing as it serves smtpd's RCPTs: Postfix's
+     * queue manager gets the same from resolve_clnt's cache. */
+    mail_domains_cache(&r->domains, cfg);
     return r;
 }
 

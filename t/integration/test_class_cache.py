@@ -5,8 +5,10 @@ smtpd gets the same from resolve_clnt's cache) while virtual_mailbox_maps is ask
 RCPT; reject_unauth_destination and the recipient validation of one RCPT classify it once; a
 domain removed from the database is seen as not ours after the TTL; with the database down
 an unknown domain is answered 451 4.3.0 and that failure is not kept: the database back, the
-next RCPT asks it again and is accepted; address_class_cache_ttl = 0 asks every time."""
+next RCPT asks it again and is accepted; address_class_cache_ttl = 0 asks every time; the queue
+manager's routing keeps classes the same way."""
 import os
+import re
 import sys
 import time
 
@@ -114,6 +116,26 @@ with Petrel(t, start=False, workers=1) as p:
     start(p, "0")
     t.is_(rcpts(p, ["box@hot.test"] * 3), [OK] * 3, "no cache: the same answers")
     t.is_(asked("domain", "hot.test"), 3, "address_class_cache_ttl = 0: every RCPT asks virtual_mailbox_domains")
+
+# The queue manager's routing keeps classes too: three messages for hot.test, one
+# after the other, ask virtual_mailbox_domains once in smtpd and once in the
+# queue manager.
+pg.psql("DELETE FROM asked", db="mail")
+with Petrel(t, start=False, workers=1, extra_services="qmgr unix n - n 300 1 qmgr\n") as p:
+    start(p, None)
+    for i in range(3):
+        c = p.connect()
+        reply = c.send_message("sender@example.org", ["box@hot.test"], "Subject: %d\r\n\r\nbody\r\n" % i)
+        c.close()
+        t.like(reply, r"^250 ", "message %d for box@hot.test accepted" % i)
+        deadline = time.time() + 30
+        while len(re.findall(r"to=<box@hot\.test>, .*status=sent", p.log())) <= i and time.time() < deadline:
+            time.sleep(0.05)
+        t.ok(len(re.findall(r"to=<box@hot\.test>, .*status=sent", p.log())) == i + 1,
+             "message %d delivered to the virtual mailbox" % i,
+             [l for l in p.log().splitlines() if "hot.test" in l][-3:])
+    t.is_(asked("domain", "hot.test"), 2,
+          "three messages: virtual_mailbox_domains asked once by smtpd and once by the queue manager's routing")
 
 pg.stop()
 t.done()

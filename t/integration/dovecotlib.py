@@ -16,6 +16,20 @@ from harness import free_port
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 
 
+def require_dovecot(t):
+    """Ends the test (a failure naming what is missing) unless it runs as root with
+    dovecot installed and its system users present: the private instances need them."""
+    import pwd
+    if os.geteuid() != 0 or not os.access(DOVECOT, os.X_OK):
+        t.ok(False, "needs root and dovecot (dovecot-core: PETREL_WITH_TESTS=1 scripts/install-deps.sh)")
+        t.done()
+    try:
+        pwd.getpwnam("dovecot")
+        pwd.getpwnam("dovenull")
+    except KeyError as e:
+        t.ok(False, "missing system user: %s" % e)
+        t.done()
+
 class Dovecot:
     """The common part: the directories, the users file, starting, stopping and the logs.
     self.socket is the unix socket probe() talks to; self.port a free loopback port for an

@@ -6,27 +6,18 @@ as the filter allows; smtp_sender_dependent_authentication (the sender's entry f
 Postfix's text); a wrong password deferred with the server's 535 made 4.7.8; AUTH on one
 transport only, through its master.cf -o overrides."""
 import os
-import pwd
 import re
-import time
 
-from harness import Petrel, Smtp, Tap, make_cert
+from harness import Petrel, Tap, make_cert
 from modlib import bundled_module_dir
-from sasllib import DOVECOT, DovecotAuth
+from dovecotlib import require_dovecot
+from sasllib import DovecotAuth
 
 t = Tap(timeout=300)
 QMGR = "qmgr unix n - n 300 1 qmgr\n"
 PASSWORD = "Relay-Pw-77"
 
-if os.geteuid() != 0 or not os.access(DOVECOT, os.X_OK):
-    t.ok(False, "needs root and dovecot (dovecot-core: PETREL_WITH_TESTS=1 scripts/install-deps.sh)")
-    t.done()
-try:
-    pwd.getpwnam("dovecot")
-    pwd.getpwnam("dovenull")
-except KeyError as e:
-    t.ok(False, "missing system user: %s" % e)
-    t.done()
+require_dovecot(t)
 
 mods = bundled_module_dir("sasl")
 SENDER_PASSWORD = "Sender-Pw-31"

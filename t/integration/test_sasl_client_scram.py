@@ -9,14 +9,14 @@ import base64
 import hashlib
 import hmac
 import os
-import pwd
 import socket
 import threading
 import time
 
 from harness import Petrel, Tap, free_port
 from modlib import bundled_module_dir
-from sasllib import DOVECOT, DovecotAuth, b64
+from dovecotlib import require_dovecot
+from sasllib import DovecotAuth, b64
 
 t = Tap(timeout=300)
 QMGR = "qmgr unix n - n 300 1 qmgr\n"
@@ -194,15 +194,7 @@ for mode, why in (("m", "the server requires a SCRAM extension \\(m=\\) that we 
 srv.sock.close()
 
 # a real relayhost: Dovecot checks SCRAM-SHA-256 and CRAM-MD5 for the long name
-if os.geteuid() != 0 or not os.access(DOVECOT, os.X_OK):
-    t.ok(False, "needs root and dovecot (dovecot-core: PETREL_WITH_TESTS=1 scripts/install-deps.sh)")
-    t.done()
-try:
-    pwd.getpwnam("dovecot")
-    pwd.getpwnam("dovenull")
-except KeyError as e:
-    t.ok(False, "missing system user: %s" % e)
-    t.done()
+require_dovecot(t)
 dc = DovecotAuth({LONG_USER: PASSWORD})
 dc.start()
 try:

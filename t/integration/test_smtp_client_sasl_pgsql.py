@@ -6,13 +6,13 @@ test, not by timing), a delivery to another next hop (Postfix's smtp-sink) compl
 first one is sent once the database answers. The socketmap side, the server down and the TLS
 policy are in test_smtp_client_tables_async.py."""
 import os
-import pwd
 import re
 import subprocess
 
 from harness import Petrel, Tap, free_port, make_cert, wait_for
 from pglib import PgCluster
-from sasllib import DOVECOT, DovecotAuth
+from dovecotlib import require_dovecot
+from sasllib import DovecotAuth
 from tablelib import bundled_module_dir
 
 t = Tap(timeout=400)
@@ -20,15 +20,7 @@ QMGR = "qmgr unix n - n 300 1 qmgr\n"
 PASSWORD = "Relay-Pw-77"
 GATE = 4343   # the advisory lock a gated query waits for
 
-if os.geteuid() != 0 or not os.access(DOVECOT, os.X_OK):
-    t.ok(False, "needs root and dovecot (dovecot-core: PETREL_WITH_TESTS=1 scripts/install-deps.sh)")
-    t.done()
-try:
-    pwd.getpwnam("dovecot")
-    pwd.getpwnam("dovenull")
-except KeyError as e:
-    t.ok(False, "missing system user: %s" % e)
-    t.done()
+require_dovecot(t)
 
 
 def queue_id(reply):

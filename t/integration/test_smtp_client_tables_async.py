@@ -16,13 +16,13 @@ and Postfix's smtp-sink as another next hop.
   policy"), then delivered once it is back; the next hop "[host]:port" is looked up as written
   only (Postfix: no host or parent-domain keys for it)."""
 import os
-import pwd
 import re
 import subprocess
 import threading
 
 from harness import Petrel, Tap, free_port, make_cert, wait_for
-from sasllib import DOVECOT, DovecotAuth
+from dovecotlib import require_dovecot
+from sasllib import DovecotAuth
 from socketmaplib import SocketmapServer
 from tablelib import bundled_module_dir
 
@@ -31,15 +31,7 @@ QMGR = "qmgr unix n - n 300 1 qmgr\n"
 PASSWORD = "Relay-Pw-77"
 SENDER_PASSWORD = "Sender-Pw-31"
 
-if os.geteuid() != 0 or not os.access(DOVECOT, os.X_OK):
-    t.ok(False, "needs root and dovecot (dovecot-core: PETREL_WITH_TESTS=1 scripts/install-deps.sh)")
-    t.done()
-try:
-    pwd.getpwnam("dovecot")
-    pwd.getpwnam("dovenull")
-except KeyError as e:
-    t.ok(False, "missing system user: %s" % e)
-    t.done()
+require_dovecot(t)
 
 
 class Sink:

@@ -4,7 +4,9 @@
  * write, when the milter module asks through the plugin API
  * (petrel_milter_header_checks and petrel_milter_header_checks_async,
  * plugin.h), with the subset of actions Postfix allows there. Moved out of
- * cleanup.c, which checks the message as it is received.
+ * cleanup.c, which checks the message as it is received. Also the
+ * module's question whether those checks took the milters off the message
+ * (petrel_milters_stopped).
  *
  * Remote tables (pgsql:, socketmap:, ...): the asynchronous entry looks
  * up in a lookup scope of the transaction's own (tables/table.h); a key
@@ -248,6 +250,19 @@ int petrel_milter_header_checks(petrel_session *h, const char *name, const char 
     /* Outside a scope a remote table's blocking lookup answers (bounded by
      * its timeout): the worker waits (doc/tables.md). */
     return milter_header(s, NULL, name, value, new_name, new_value);
+}
+
+int petrel_milters_stopped(petrel_session *h)
+{
+    struct petrel_module *m;
+    struct smtpd_session *s = module_session_host(h, &m, __func__);
+    if (s == NULL)
+        return -1;
+    if (s->tx == NULL) {
+        msg_warn("module %s: %s outside a mail transaction: ignored", m->name, __func__);
+        return -1;
+    }
+    return s->tx->milters_stopped ? 1 : 0;
 }
 
 static void wait_free(void *arg)

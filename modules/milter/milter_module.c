@@ -28,7 +28,9 @@
  * turn, as they happen (those hooks may suspend). The header and body
  * hooks may not suspend, so the whole content goes to the milters at
  * end_of_message, one milter after the other: headers, end of headers,
- * body, end of message. The body is read from the queue file
+ * body, end of message (none of it when header_checks or body_checks
+ * took the milters off the message: petrel_milters_stopped). The body is
+ * read from the queue file
  * (petrel_message_open with PETREL_MESSAGE_BODY, opened afresh for each
  * milter); the module keeps no copy of it. Each milter's modifications are
  * applied at once through the petrel_* edit functions (a REPLBODY streams
@@ -878,6 +880,12 @@ static petrel_verdict milter_eom(petrel_session *s)
 {
     session *ss = session_of(s);
     if (ss == NULL)
+        return PETREL_CONTINUE;
+    /* header_checks or body_checks answered REJECT, DISCARD, REDIRECT or
+     * PASS: as Postfix's cleanup (CLEANUP_FLAG_FILTER_ALL cleared), no
+     * milter gets the content. Their transaction is aborted at the next
+     * MAIL or the session's end, as after a refused message. */
+    if (petrel_milters_stopped(s) == 1)
         return PETREL_CONTINUE;
     ss->msg = NULL;       /* a previous message's handles went stale with it */
     ss->newbody = NULL;

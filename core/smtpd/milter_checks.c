@@ -116,6 +116,7 @@ static int milter_header(struct smtpd_session *s, struct tbl_scope *scope, const
         tx->milter_verdict.enhanced = "4.3.0";
         tx->milter_verdict.text = "Error: queue file write error";
         tx->milter_verdict.restriction = param;
+        tx->milters_stopped = 1;   /* Postfix's edit error ends the milter chain */
         return PETREL_HEADER_STOP;
     }
     if (rc == 0 || tx->milter_checks_done)
@@ -125,6 +126,10 @@ static int milter_header(struct smtpd_session *s, struct tbl_scope *scope, const
     switch (a.command) {
     case HBC_REJECT:
         tx->milter_checks_done = 1;
+        /* Postfix's cleanup answers the milter's edit with the rejection,
+         * which ends milter8's message and the chain: no later milter gets
+         * the message. A DISCARD or REDIRECT does not (the edit succeeds). */
+        tx->milters_stopped = 1;
         milter_act_log(s, "reject", line, smtpd_checks_reject(tx->pool, a.text, param, &tx->milter_verdict));
         return PETREL_HEADER_STOP;
     case HBC_DISCARD:

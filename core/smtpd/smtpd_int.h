@@ -437,7 +437,8 @@ struct smtpd_tx {
     /* header/body checks' REJECT, DISCARD, REDIRECT or PASS: the milters
      * get none of this message's content (Postfix's cleanup clears
      * CLEANUP_FLAG_FILTER_ALL, the milters' flag with the checks' own);
-     * the milter module asks through petrel_milters_stopped(). */
+     * a milter_header_checks REJECT: no later milter gets it. The milter
+     * module asks through petrel_milters_stopped(). */
     int milters_stopped;
     int eom_counter;                  /* CNT_DATA or CNT_BDAT: the command that started the content */
     struct smtpd_proxy *proxy;        /* smtpd_proxy_filter: the filter's side of this transaction */

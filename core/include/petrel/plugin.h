@@ -724,9 +724,12 @@ PETREL_API int petrel_milter_header_checks_async(petrel_session *s, const char *
  * nested_header_checks or body_checks answered REJECT, DISCARD, REDIRECT
  * or PASS for one of its lines: a module that relays the message to
  * milters (the milter module) asks at end_of_message and sends them none
- * of the content (it aborts their transaction). 0 otherwise (HOLD,
- * FILTER, BCC and the line actions leave the milters on); -1 outside a
- * mail transaction (logged). */
+ * of the content. Also 1 once milter_header_checks refused a milter's
+ * header (REJECT, or a table that fails): the later milters are not sent
+ * the message, as Postfix's chain ends there. 0 otherwise (HOLD, FILTER,
+ * BCC and the line actions leave the milters on; so do a
+ * milter_header_checks DISCARD or REDIRECT); -1 outside a mail
+ * transaction (logged). */
 #define PETREL_HAVE_MILTERS_STOPPED 1
 PETREL_API int petrel_milters_stopped(petrel_session *s);
 

@@ -6,10 +6,13 @@ or body line is checked and no milter gets the message's content (the
 filter's log has no header, body or end of message for it, and its edits
 are not made); HOLD, FILTER, BCC, WARN, INFO, PREPEND, REPLACE, IGNORE,
 STRIP, DUNNO and OK leave both on (the filter sees the message and its
-edit is in the queue file). Each message's outcome is Postfix's."""
+edit is in the queue file). Each message's outcome is Postfix's. The same
+for non_smtpd_milters (petrel-sendmail's mail, through pickup)."""
+import os
 import re
+import subprocess
 
-from harness import Petrel, Smtp, Tap, queue_file_bytes
+from harness import TOP_BUILDDIR, Petrel, Smtp, Tap, _runnable_copy, queue_file_bytes
 from modlib import bundled_module_dir
 from peers import TestFilter
 
@@ -199,5 +202,36 @@ with TestFilter() as f:
         r = send(p, "hc-hold-milter-reject", "X-Act: hold\r\n", subject="do: reject")
         t.like(r, r"^5\d\d ", "after a HOLD a milter's REJECT still answers the client")
         t.ok(milter_saw(f, "hc-hold-milter-reject"), "  the milter got the message")
+
+# --- non_smtpd_milters: petrel-sendmail's mail goes through the same checks -----------
+SENDMAIL = _runnable_copy(os.path.join(TOP_BUILDDIR, "core", "tools", "petrel-sendmail"))
+POSTDROP = _runnable_copy(os.path.join(TOP_BUILDDIR, "core", "tools", "petrel-postdrop"))
+with TestFilter() as f:
+    with Petrel(t, main_cf={}, start=False, extra_services="pickup unix n - n 60 1 pickup\n") as p:
+        conf = dict(p.settings)
+        conf.update({"modules": "milter", "module_directory": mods, "non_smtpd_milters": f.endpoint,
+                     "command_directory": os.path.dirname(POSTDROP),
+                     "header_checks": "regexp:" + p.write_file("header_checks", HEADER_RULES),
+                     "defer_transports": "local smtp"})
+        p.write_main_cf(conf)
+        p.start()
+        for case, act, stopped in (("local-pass", "pass", True), ("local-warn", "warn", False)):
+            r = subprocess.run(p.command(SENDMAIL, "-C", p.conf, "-f", "local@petrel.test", "u@petrel.test"),
+                               input=("X-Case: %s\nSubject: do: addheader\nX-Act: %s\n\nlocal body\n"
+                                      % (case, act)).encode(), capture_output=True, timeout=30)
+            t.is_(r.returncode, 0, "%s: petrel-sendmail hands the message to the maildrop" % case)
+            # the checks' line for this message, then its queue file
+            logged = p.wait_log(r"(\w+): %s: header X-Act: %s from local" % ("pass" if stopped else "warning", act),
+                                timeout=30)
+            qid = logged.group(1) if logged else None
+            t.ok(qid is not None, "  header_checks %s is logged for the pickup service's mail" % act.upper())
+            data = queued(p, qid) if qid and p.wait_log(r"pickup\[\d+\]: %s: from=<local@petrel\.test>, size=\d+, "
+                                                        r"nrcpt=1 \(queued\)" % qid, timeout=30) else b""
+            if stopped:
+                t.ok(not milter_saw(f, case) and data and b"X-Test-Added" not in data,
+                     "  PASS: the non_smtpd_milters milter got none of it and made no edit", data[:300])
+            else:
+                t.ok(milter_saw(f, case) and b"X-Test-Added: added by the test filter" in data,
+                     "  WARN: the non_smtpd_milters milter got it and its edit is queued", data[:300])
 
 t.done()

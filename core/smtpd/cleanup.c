@@ -940,6 +940,8 @@ void smtpd_cleanup_begin(struct smtpd_session *s, const struct buf *prepend, con
     c->mime = mime_parser_new(&c->set->limits, options, &callbacks, c);
     petrel_pool_cleanup_add(tx->pool, cleanup_free, c);
     tx->cleanup = c;
+    if (tx->discard)
+        tx->milters_stopped = 1;   /* discarded before its content: no milter sees it (Postfix) */
     c->hop_count = 1;
     tx->received_action = RECEIVED_KEEP;
     size_t prepend_len = prepend ? prepend->len : 0;

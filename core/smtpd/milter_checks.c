@@ -267,7 +267,14 @@ int petrel_milters_stopped(petrel_session *h)
         msg_warn("module %s: %s outside a mail transaction: ignored", m->name, __func__);
         return -1;
     }
-    return s->tx->milters_stopped ? 1 : 0;
+    struct smtpd_tx *tx = s->tx;
+    /* Before the content a DISCARD (a restriction's, or a module's verdict)
+     * keeps every later event from the milters, as Postfix's smtpd skips
+     * them (MILTER_SKIP_FLAGS) and hands its cleanup no milters;
+     * smtpd_cleanup_begin carries it into milters_stopped. */
+    if (tx->cleanup == NULL)
+        return tx->discard || tx->milters_stopped ? 1 : 0;
+    return tx->milters_stopped ? 1 : 0;
 }
 
 static void wait_free(void *arg)

@@ -7,7 +7,10 @@ filter's log has no header, body or end of message for it, and its edits
 are not made); HOLD, FILTER, BCC, WARN, INFO, PREPEND, REPLACE, IGNORE,
 STRIP, DUNNO and OK leave both on (the filter sees the message and its
 edit is in the queue file). Each message's outcome is Postfix's. The same
-for non_smtpd_milters (petrel-sendmail's mail, through pickup)."""
+for non_smtpd_milters (petrel-sendmail's mail, through pickup). A DISCARD
+before the content (an access restriction at MAIL or RCPT) keeps the
+transaction's later events and its content from the milters, as Postfix's
+smtpd does (MILTER_SKIP_FLAGS)."""
 import os
 import re
 import subprocess
@@ -202,6 +205,46 @@ with TestFilter() as f:
         r = send(p, "hc-hold-milter-reject", "X-Act: hold\r\n", subject="do: reject")
         t.like(r, r"^5\d\d ", "after a HOLD a milter's REJECT still answers the client")
         t.ok(milter_saw(f, "hc-hold-milter-reject"), "  the milter got the message")
+
+# --- a DISCARD before the content (an access restriction) -----------------------------
+# Postfix's smtpd then sends the milters no further event of the transaction
+# (MILTER_SKIP_FLAGS: not the discarding command's, nor RCPT, DATA or the
+# content, its cleanup gets no milters); the message is accepted and dropped.
+with TestFilter() as f:
+    with Petrel(t, main_cf={}, start=False) as p:
+        conf = dict(p.settings)
+        conf.update({"modules": "milter", "module_directory": mods, "smtpd_milters": f.endpoint,
+                     # sender restrictions at MAIL (not delayed to RCPT), so that MAIL itself discards
+                     "smtpd_delay_reject": "no",
+                     "smtpd_sender_restrictions": "check_sender_access inline:{ {dropped@example.org=DISCARD} }",
+                     "smtpd_recipient_restrictions": "check_recipient_access inline:{ {u@petrel.test=DISCARD} }, "
+                                                     "permit_mynetworks, reject",
+                     "defer_transports": "local smtp"})
+        p.write_main_cf(conf)
+        p.start()
+        for case, sender, rcpts, not_sent in (
+                ("access-rcpt-discard", "kept@example.org", ("b@petrel.test", "u@petrel.test", "user@petrel.test"),
+                 ("envrcpt <u@petrel.test>", "envrcpt <user@petrel.test>", "data")),
+                ("access-mail-discard", "dropped@example.org", ("b@petrel.test",),
+                 ("envfrom <dropped@example.org>", "envrcpt <b@petrel.test>", "data"))):
+            before = len(p.queue_files())
+            seen_before = len(f.log())
+            c = Smtp(p.port)
+            c.ehlo()
+            replies = [c.cmd("MAIL FROM:<%s>" % sender)] + [c.cmd("RCPT TO:<%s>" % r) for r in rcpts]
+            c.cmd("DATA")
+            c.send(("X-Case: %s\r\nSubject: do: addheader\r\n\r\nbody\r\n.\r\n" % case).encode())
+            replies.append(c.read_reply())
+            c.cmd("QUIT")
+            c.close()
+            t.ok(all(r.startswith("250") for r in replies), "%s: every command is answered 250" % case, replies)
+            t.is_(len(p.queue_files()), before, "  nothing is queued (discarded)")
+            log = f.log()[seen_before:]
+            t.ok(not milter_saw(f, case) and not any(ln.startswith(x) for x in not_sent for ln in log),
+                 "  the milter got no later event of the transaction: %s, nor the content" % ", ".join(not_sent),
+                 log[-8:])
+        t.ok("envfrom <kept@example.org>" in f.log() and "envrcpt <b@petrel.test>" in f.log(),
+             "the events before the DISCARD went to the milter")
 
 # --- non_smtpd_milters: petrel-sendmail's mail goes through the same checks -----------
 SENDMAIL = _runnable_copy(os.path.join(TOP_BUILDDIR, "core", "tools", "petrel-sendmail"))

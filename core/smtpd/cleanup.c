@@ -21,6 +21,8 @@
  *                            header rewriting (tx->headers), which their
  *                            edits then start from, as milters' edits
  *                            start from what cleanup wrote;
+ *   REJECT, DISCARD, REDIRECT, PASS -> also end the checks and take the
+ *                            milters off the message (stop_filters);
  *   FILTER, REDIRECT       -> tx->filter, tx->redirect (envelope);
  *   BCC                    -> a recipient edit (EDIT_RCPT_ADD, NOTIFY=NEVER),
  *                            the edit modules make.
@@ -391,6 +393,15 @@ int smtpd_filter_ok(const char *f)
 
 enum act_result { ACT_KEEP, ACT_DROP, ACT_REPLACE, ACT_WAIT };
 
+/* REJECT, DISCARD, REDIRECT, PASS: as Postfix's cleanup_act clears
+ * CLEANUP_FLAG_FILTER_ALL, no later line is checked and no milter gets
+ * the content (petrel_milters_stopped). */
+static void stop_filters(struct smtpd_cleanup *c)
+{
+    c->checks = 0;
+    c->s->tx->milters_stopped = 1;
+}
+
 /* Does what value (a table's result for line) says. where is "header" or
  * "body"; param names the table list. A REPLACE's text goes to
  * *replacement, a PREPEND's to *prepend. */
@@ -405,7 +416,7 @@ static enum act_result act(struct smtpd_cleanup *c, const char *where, const cha
     switch (a.command) {
     case HBC_REJECT:
         c->rejected = 1;
-        c->checks = 0;
+        stop_filters(c);
         /* param: header_checks, mime_header_checks, nested_header_checks, body_checks */
         act_log(c, "reject", where, line, smtpd_checks_reject(tx->pool, a.text, param, &c->reason));
         return ACT_KEEP;
@@ -428,13 +439,13 @@ static enum act_result act(struct smtpd_cleanup *c, const char *where, const cha
         return ACT_KEEP;
     case HBC_PASS:
         act_log(c, "pass", where, line, a.text);
-        c->checks = 0;
+        stop_filters(c);
         return ACT_KEEP;
     case HBC_DISCARD:
         act_log(c, "discard", where, line, a.text);
         tx->discard = 1;
         tx->discard_logged = 1;
-        c->checks = 0;
+        stop_filters(c);
         return ACT_KEEP;
     case HBC_HOLD:
         if (!tx->hold && !tx->discard) {
@@ -474,7 +485,7 @@ static enum act_result act(struct smtpd_cleanup *c, const char *where, const cha
             tx->redirect = petrel_pool_strdup(tx->pool, a.text);
             tx->envelope_changed |= CHANGED_BY_CHECKS;
             act_log(c, "redirect", where, line, a.text);
-            c->checks = 0;
+            stop_filters(c);
         }
         return ACT_KEEP;
     case HBC_BCC:
@@ -929,6 +940,8 @@ void smtpd_cleanup_begin(struct smtpd_session *s, const struct buf *prepend, con
     c->mime = mime_parser_new(&c->set->limits, options, &callbacks, c);
     petrel_pool_cleanup_add(tx->pool, cleanup_free, c);
     tx->cleanup = c;
+    if (tx->discard)
+        tx->milters_stopped = 1;   /* discarded before its content: no milter sees it (Postfix) */
     c->hop_count = 1;
     tx->received_action = RECEIVED_KEEP;
     size_t prepend_len = prepend ? prepend->len : 0;

@@ -4,7 +4,9 @@
  * write, when the milter module asks through the plugin API
  * (petrel_milter_header_checks and petrel_milter_header_checks_async,
  * plugin.h), with the subset of actions Postfix allows there. Moved out of
- * cleanup.c, which checks the message as it is received.
+ * cleanup.c, which checks the message as it is received. Also the
+ * module's question whether those checks took the milters off the message
+ * (petrel_milters_stopped).
  *
  * Remote tables (pgsql:, socketmap:, ...): the asynchronous entry looks
  * up in a lookup scope of the transaction's own (tables/table.h); a key
@@ -114,6 +116,7 @@ static int milter_header(struct smtpd_session *s, struct tbl_scope *scope, const
         tx->milter_verdict.enhanced = "4.3.0";
         tx->milter_verdict.text = "Error: queue file write error";
         tx->milter_verdict.restriction = param;
+        tx->milters_stopped = 1;   /* Postfix's edit error ends the milter chain */
         return PETREL_HEADER_STOP;
     }
     if (rc == 0 || tx->milter_checks_done)
@@ -123,6 +126,10 @@ static int milter_header(struct smtpd_session *s, struct tbl_scope *scope, const
     switch (a.command) {
     case HBC_REJECT:
         tx->milter_checks_done = 1;
+        /* Postfix's cleanup answers the milter's edit with the rejection,
+         * which ends milter8's message and the chain: no later milter gets
+         * the message. A DISCARD or REDIRECT does not (the edit succeeds). */
+        tx->milters_stopped = 1;
         milter_act_log(s, "reject", line, smtpd_checks_reject(tx->pool, a.text, param, &tx->milter_verdict));
         return PETREL_HEADER_STOP;
     case HBC_DISCARD:
@@ -248,6 +255,26 @@ int petrel_milter_header_checks(petrel_session *h, const char *name, const char 
     /* Outside a scope a remote table's blocking lookup answers (bounded by
      * its timeout): the worker waits (doc/tables.md). */
     return milter_header(s, NULL, name, value, new_name, new_value);
+}
+
+int petrel_milters_stopped(petrel_session *h)
+{
+    struct petrel_module *m;
+    struct smtpd_session *s = module_session_host(h, &m, __func__);
+    if (s == NULL)
+        return -1;
+    if (s->tx == NULL) {
+        msg_warn("module %s: %s outside a mail transaction: ignored", m->name, __func__);
+        return -1;
+    }
+    struct smtpd_tx *tx = s->tx;
+    /* Before the content a DISCARD (a restriction's, or a module's verdict)
+     * keeps every later event from the milters, as Postfix's smtpd skips
+     * them (MILTER_SKIP_FLAGS) and hands its cleanup no milters;
+     * smtpd_cleanup_begin carries it into milters_stopped. */
+    if (tx->cleanup == NULL)
+        return tx->discard || tx->milters_stopped ? 1 : 0;
+    return tx->milters_stopped ? 1 : 0;
 }
 
 static void wait_free(void *arg)

@@ -434,6 +434,12 @@ struct smtpd_tx {
     unsigned checks_bcc;
     int verdict_logged;               /* content_verdict came from the checks, which logged it */
     int hold_logged, discard_logged;  /* the checks logged their HOLD / DISCARD */
+    /* header/body checks' REJECT, DISCARD, REDIRECT or PASS: the milters
+     * get none of this message's content (Postfix's cleanup clears
+     * CLEANUP_FLAG_FILTER_ALL, the milters' flag with the checks' own);
+     * a milter_header_checks REJECT: no later milter gets it. The milter
+     * module asks through petrel_milters_stopped(). */
+    int milters_stopped;
     int eom_counter;                  /* CNT_DATA or CNT_BDAT: the command that started the content */
     struct smtpd_proxy *proxy;        /* smtpd_proxy_filter: the filter's side of this transaction */
     unsigned long long proxy_size;    /* content bytes sent to it */
@@ -841,7 +847,8 @@ int smtpd_cleanup_then(struct smtpd_session *s, void (*then)(struct smtpd_sessio
  * (unless a module refused first), HOLD/DISCARD to tx->hold/discard. */
 void smtpd_cleanup_end(struct smtpd_session *s);
 /* milter_header_checks: petrel_milter_header_checks and its _async
- * variant (plugin.h) are milter_checks.c's. */
+ * variant (plugin.h) are milter_checks.c's, and so is
+ * petrel_milters_stopped (tx->milters_stopped). */
 /* The checks' address tests (cleanup.c), which milter_checks.c shares: an
  * address a REDIRECT or BCC may put into the envelope; a FILTER
  * destination. */

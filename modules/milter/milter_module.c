@@ -25,10 +25,14 @@
  * smtpd_milters.
  *
  * Per session: connect, helo, mail, rcpt and data go to each milter in
- * turn, as they happen (those hooks may suspend). The header and body
+ * turn, as they happen (those hooks may suspend); once the transaction is
+ * to be discarded (an access DISCARD, a milter's), no later event of it
+ * goes to any milter, as Postfix's smtpd skips them (MILTER_SKIP_FLAGS). The header and body
  * hooks may not suspend, so the whole content goes to the milters at
  * end_of_message, one milter after the other: headers, end of headers,
- * body, end of message. The body is read from the queue file
+ * body, end of message (none of it when header_checks or body_checks
+ * took the milters off the message: petrel_milters_stopped). The body is
+ * read from the queue file
  * (petrel_message_open with PETREL_MESSAGE_BODY, opened afresh for each
  * milter); the module keeps no copy of it. Each milter's modifications are
  * applied at once through the petrel_* edit functions (a REPLBODY streams
@@ -818,6 +822,8 @@ static petrel_verdict milter_mail(petrel_session *s, const char *sender)
     ss->discard = 0;
     if (ss->session_quarantine[0])
         milter_apply_quarantine(ss, ss->session_quarantine);
+    if (petrel_milters_stopped(s) == 1)
+        return PETREL_CONTINUE;
     return milter_start_event(ss, s, EV_MAIL);
 }
 
@@ -833,6 +839,8 @@ static petrel_verdict milter_rcpt(petrel_session *s, const char *recipient)
     if (ss->rcpt == NULL
         || envelope_argv(recipient, petrel_recipient_params(s), &ss->rcpt_arg, &ss->rcpt_argv) < 0)
         return PETREL_TEMPFAIL;
+    if (petrel_milters_stopped(s) == 1)
+        return PETREL_CONTINUE;
     return milter_start_event(ss, s, EV_RCPT);
 }
 
@@ -850,6 +858,8 @@ static petrel_verdict milter_rcpt_rejected(petrel_session *s, const char *recipi
     ss->rcpt_refusal = strdup(reply ? reply : "550 5.1.1 rejected");
     if (ss->rcpt == NULL || ss->rcpt_refusal == NULL
         || envelope_argv(recipient, petrel_recipient_params(s), &ss->rcpt_arg, &ss->rcpt_argv) < 0)
+        return PETREL_CONTINUE;
+    if (petrel_milters_stopped(s) == 1)
         return PETREL_CONTINUE;
     return milter_start_event(ss, s, EV_RCPT);
 }
@@ -869,7 +879,7 @@ static petrel_verdict milter_unknown(petrel_session *s, const char *command_line
 static petrel_verdict milter_data(petrel_session *s)
 {
     session *ss = session_of(s);
-    if (ss == NULL)
+    if (ss == NULL || petrel_milters_stopped(s) == 1)
         return PETREL_CONTINUE;
     return milter_start_event(ss, s, EV_DATA);
 }
@@ -878,6 +888,14 @@ static petrel_verdict milter_eom(petrel_session *s)
 {
     session *ss = session_of(s);
     if (ss == NULL)
+        return PETREL_CONTINUE;
+    /* header_checks or body_checks answered REJECT, DISCARD, REDIRECT or
+     * PASS: as Postfix's cleanup (CLEANUP_FLAG_FILTER_ALL cleared), no
+     * milter gets the content; nor after a DISCARD before the content (a
+     * restriction's or a milter's: Postfix's MILTER_SKIP_FLAGS). Their
+     * transaction is aborted at the next MAIL or the session's end, as
+     * after a refused message. */
+    if (petrel_milters_stopped(s) == 1)
         return PETREL_CONTINUE;
     ss->msg = NULL;       /* a previous message's handles went stale with it */
     ss->newbody = NULL;

@@ -327,6 +327,10 @@ static enum step first_step(enum event ev)
 static void next_milter(session *ss)
 {
     ss->cur++;
+    /* milter_header_checks rejected a milter's header: as in Postfix, the
+     * later milters are not sent the message. */
+    if (ss->event == EV_EOM && petrel_milters_stopped(ss->s) == 1)
+        ss->cur = ss->n;
     ss->step = first_step(ss->event);
     ss->header_i = 0;
     ss->body_off = 0;

@@ -150,4 +150,30 @@ with TestFilter() as f:
              "  a later milter header that an IGNORE rule matches is kept: the checks ended", data[:600])
 
 
+# Two milters: a REJECT of the first one's header ends the chain (Postfix's
+# cleanup answers the edit with the rejection, which ends milter8's message
+# and milter_message's loop), so the second is not sent the message; after
+# a DISCARD or a REDIRECT the edit succeeds and the second still is.
+for action, outcome in (("REJECT 5.7.1 chain ends", r"^550 5\.7\.1 chain ends$"),
+                        ("DISCARD", r"^250 2\.0\.0 Ok: queued as "),
+                        ("REDIRECT elsewhere@example.org", r"^250 2\.0\.0 Ok: queued as ")):
+    with TestFilter() as f1, TestFilter() as f2:
+        with Petrel(t, main_cf={}, start=False) as p:
+            mhc = p.write_file("milter_header_checks", "/^X-Test-Added:/ %s\n" % action)
+            conf = dict(p.settings)
+            conf.update({"modules": "milter", "module_directory": mods,
+                         "smtpd_milters": f1.endpoint + " " + f2.endpoint, "milter_header_checks": "regexp:" + mhc})
+            p.write_main_cf(conf)
+            p.start()
+            r = send(p, "Subject: do: addheader\r\nX-Chain: one\r\n\r\nbody\r\n")
+            word = action.split()[0]
+            t.like(r, outcome, "two milters, %s of the first one's header: the action's outcome" % word)
+            t.ok("header X-Chain=[one]" in f1.log(), "  the first milter got the message")
+            seen = "header X-Chain=[one]" in f2.log()
+            if word == "REJECT":
+                t.ok(not seen, "  the second milter is not sent the message (the chain ends)", f2.log()[-5:])
+            else:
+                t.ok(seen, "  the second milter is still sent the message")
+
+
 t.done()

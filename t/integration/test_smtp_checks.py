@@ -20,6 +20,7 @@ SMTP_HEADER_CHECKS = r"""
 /^Subject: (.*)prepend/               PREPEND X-Prepended: $1
 /^Subject: warn/                      WARN looked
 /^Subject: reject/                    REJECT not for the client
+/^X-Pass:/                            PASS trusted
 /^Content-Type:.*name="secret/        REPLACE Content-Type: application/octet-stream; name="redacted"
 """
 
@@ -138,6 +139,14 @@ with Petrel(t, main_cf={}, start=False) as p:
     t.ok(p.wait_log(r"%s: to=<r@remote\.test>, .*status=sent" % qid) is not None, "and is delivered")
     t.ok(p.wait_log(r"warning: unsupported command in smtp_header_checks map: REJECT not for the client") is not None,
          "with Postfix's warning")
+    # PASS ends cleanup's checks (and the milters), not the client's: Postfix's
+    # smtp(8) does not know it (hbc_action), so the checks go on after it.
+    qid = relay("Subject: pass case\r\nX-Pass: yes\r\nX-Strip: after pass\r\n\r\nbody pass")
+    data = sent("body pass")
+    t.ok(b"X-Pass: yes\r\n" in data and b"X-Strip" not in data,
+         "PASS is unsupported in the SMTP client: its line goes out and a later header is still checked", data[:300])
+    t.ok(p.wait_log(r"warning: unsupported command in smtp_header_checks map: PASS trusted") is not None,
+         "  with Postfix's warning")
 
     mime = ("Subject: parts\r\nContent-Type: multipart/mixed; boundary=\"p\"\r\n\r\n--p\r\n"
             "Content-Type: application/pdf; name=\"secret-plan.pdf\"\r\n\r\nJVBERi0=\r\n--p\r\n"

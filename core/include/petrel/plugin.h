@@ -716,6 +716,25 @@ typedef void petrel_milter_header_checks_fn(void *arg, int result, const char *n
 PETREL_API int petrel_milter_header_checks_async(petrel_session *s, const char *name, const char *value,
                                                  const char **new_name, const char **new_value,
                                                  petrel_milter_header_checks_fn *fn, void *arg);
+/* ABI 1.1, added after petrel_milter_header_checks_async (a plugin that
+ * calls it is refused by an older 1.1 petreld, at load time): whether the
+ * message's header/body checks took the milters off it, as Postfix's
+ * cleanup clears CLEANUP_FLAG_FILTER_ALL (the checks' flag and the
+ * milters'). 1 when header_checks, mime_header_checks,
+ * nested_header_checks or body_checks answered REJECT, DISCARD, REDIRECT
+ * or PASS for one of its lines: a module that relays the message to
+ * milters (the milter module) asks at end_of_message and sends them none
+ * of the content. Also 1 once milter_header_checks refused a milter's
+ * header (REJECT, or a table that fails): the later milters are not sent
+ * the message, as Postfix's chain ends there. Before the content, 1 once
+ * the transaction is to be discarded (a restriction's DISCARD, or a
+ * module's): Postfix's smtpd then sends the milters no further event of
+ * it (MILTER_SKIP_FLAGS), nor its content. 0 otherwise (HOLD, FILTER,
+ * BCC and the line actions leave the milters on; so do a
+ * milter_header_checks DISCARD or REDIRECT); -1 outside a mail
+ * transaction (logged). */
+#define PETREL_HAVE_MILTERS_STOPPED 1
+PETREL_API int petrel_milters_stopped(petrel_session *s);
 
 /* ------------------------------------------------------------------ */
 /* the stored message, as a stream (ABI 1.1)                           */

@@ -547,7 +547,11 @@ class Petrel:
         except FileNotFoundError:
             return ""
 
-    def wait_log(self, pattern, timeout=10.0):
+    def wait_log(self, pattern, timeout=30.0):
+        """The first match of pattern in the log, waiting for it up to timeout
+        seconds: generous, since a line that comes returns at once, and the
+        sanitizer build on a loaded machine is several times slower. A check
+        that a line does NOT come gives its own, shorter timeout."""
         import re
         deadline = time.time() + timeout
         while time.time() < deadline:

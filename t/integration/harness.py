@@ -283,6 +283,29 @@ def refused_port():
     return port
 
 
+def refused_dns_port():
+    """A loopback port whose DNS server refuses at once, over UDP and TCP, for
+    as long as the test runs: a DNS that is down. Like refused_port(), but a
+    free_port() as the dead DNS server may be bound a moment later by another
+    test's dnsmasq, whose answers (NXDOMAIN for its test domains) then turn
+    "try again" into "not found". A UDP socket bound to the port and connected
+    elsewhere matches no datagram from anyone else, so the kernel answers
+    ICMP port unreachable (ECONNREFUSED for the resolver), and it keeps
+    everyone else from binding the port."""
+    for _ in range(100):
+        port = refused_port()
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            u.bind(("127.0.0.1", port))
+        except OSError:   # someone has the UDP port: another one (this one stays refused, unused)
+            u.close()
+            continue
+        u.connect(("127.0.0.1", 9))
+        _DEAD_PORTS[("udp", port)] = u
+        return port
+    raise RuntimeError("no loopback port free for both TCP and UDP")
+
+
 def revive_port(port):
     """Frees a refused_port() for a server the test starts on it."""
     s = _DEAD_PORTS.pop(port, None)
@@ -524,7 +547,11 @@ class Petrel:
         except FileNotFoundError:
             return ""
 
-    def wait_log(self, pattern, timeout=10.0):
+    def wait_log(self, pattern, timeout=30.0):
+        """The first match of pattern in the log, waiting for it up to timeout
+        seconds: generous, since a line that comes returns at once, and the
+        sanitizer build on a loaded machine is several times slower. A check
+        that a line does NOT come gives its own, shorter timeout."""
         import re
         deadline = time.time() + timeout
         while time.time() < deadline:

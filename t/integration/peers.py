@@ -224,11 +224,21 @@ class TestFilter(Peer):
             self.proc.kill()
         super().stop()
 
-    def log(self):
-        """The filter's log lines, after it had a moment to write them."""
-        time.sleep(0.05)
-        with open(self.log_path) as f:
-            return [line.rstrip("\n") for line in f]
+    def log(self, until=None, timeout=30.0):
+        """The filter's log lines. A callback the milter runs before it
+        replies is logged by the time its reply arrives, but what comes after
+        the session (SMFIC_ABORT, which has no reply, and the close) may be
+        logged later: a test that checks those passes until, a test on the
+        lines, and gets them once it holds (or, after timeout, as they are)."""
+        deadline = time.time() + timeout
+        if until is None:
+            time.sleep(0.05)
+        while True:
+            with open(self.log_path) as f:
+                lines = [line.rstrip("\n") for line in f]
+            if until is None or until(lines) or time.time() >= deadline:
+                return lines
+            time.sleep(0.05)
 
 
 # ---------------------------------------------------------------------------

@@ -20,7 +20,8 @@ def mail(c, rcpt, body):
 
 def deferred(p, qid, rcpt, reason):
     """Waits for `rcpt` of qid to be deferred with reason (a regex); True when it was."""
-    line = p.wait_log(r"%s: to=<%s>, relay=virtual, .*dsn=4\.\d\.\d, status=deferred \(%s" % (qid, rcpt, reason), timeout=15)
+    line = p.wait_log(r"%s: to=<%s>, relay=virtual, .*dsn=4\.\d\.\d, status=deferred \(%s" % (qid, rcpt, reason),
+                      timeout=60)
     if line is None:
         t.diag("\n".join(x for x in p.log().splitlines() if qid in x))
     return line is not None
@@ -38,10 +39,13 @@ def idle(p, what):
 
 
 def retry(p, faults, qid, rcpt):
-    """Clears the faults, flushes, and waits for the delivery."""
+    """Clears the faults, flushes, and waits for the delivery. The deferral is
+    logged before the message is back in deferred/, and a flush before then
+    would find nothing to do: wait for it there first."""
+    wait_for(lambda: qid in queue_names(p, "deferred"), timeout=30)
     faults.clear()
     p.petrelctl("queue", "flush")
-    return p.wait_log(r"%s: to=<%s>, relay=virtual, .*status=sent" % (qid, rcpt), timeout=20) is not None
+    return p.wait_log(r"%s: to=<%s>, relay=virtual, .*status=sent" % (qid, rcpt), timeout=60) is not None
 
 
 with Petrel(t, extra_services=QMGR, start=False) as p:
@@ -67,7 +71,8 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
     # Mailboxes that exist before the faults.
     qid = mail(c, "u@vmail.test", "Subject: first\r\n\r\nx\r\n").split()[-1]
     qid2 = mail(c, "m@vmail.test", "Subject: first\r\n\r\nx\r\n").split()[-1]
-    t.ok(p.wait_log(r"%s: removed" % qid) and p.wait_log(r"%s: removed" % qid2), "Maildir and mbox delivery work under the shim")
+    t.ok(p.wait_log(r"%s: removed" % qid, timeout=60) and p.wait_log(r"%s: removed" % qid2, timeout=60),
+         "Maildir and mbox delivery work under the shim")
 
     def maildir_case(rule, reason, what):
         before = maildir_files(u)
@@ -77,7 +82,7 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
         qid = mail(c, "u@vmail.test", BIG).split()[-1]
         t.ok(deferred(p, qid, "u@vmail.test", reason), "%s: the delivery is deferred, with the reason" % what)
         t.ok(faults.fired(), "%s: (the fault fired)" % what)
-        t.ok(wait_for(lambda: qid in queue_names(p, "deferred"), timeout=5), "%s: the message stays queued" % what)
+        t.ok(wait_for(lambda: qid in queue_names(p, "deferred"), timeout=30), "%s: the message stays queued" % what)
         t.is_(maildir_files(u), before, "%s: nothing is left in the Maildir's tmp/ or new/" % what)
         t.ok(retry(p, faults, qid, "u@vmail.test"), "%s: with the fault gone, the retry delivers it" % what)
         msgs = maildir_messages(u)
@@ -100,7 +105,8 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
     n = len(maildir_messages(u))
     whole_before = whole(maildir_messages(u))
     qid = mail(c, "u@vmail.test", BIG).split()[-1]
-    t.ok(p.wait_log(r"%s: to=<u@vmail\.test>, relay=virtual, .*status=sent" % qid) is not None, "short writes: delivered")
+    t.ok(p.wait_log(r"%s: to=<u@vmail\.test>, relay=virtual, .*status=sent" % qid, timeout=60) is not None,
+         "short writes: delivered")
     t.ok(len(faults.fired("write")) >= 2, "after short writes (%d)" % len(faults.fired("write")))
     msgs = maildir_messages(u)
     t.ok(len(msgs) == n + 1 and whole(msgs) == whole_before + 1, "and whole")
@@ -120,7 +126,7 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
     os.chmod(os.path.join(u, "tmp"), 0o500)
     qid = mail(c, "u@vmail.test", "Subject: unwritable\r\n\r\nx\r\n").split()[-1]
     t.ok(p.wait_log(r"%s: to=<u@vmail\.test>, relay=virtual, .*dsn=4\.2\.0, status=deferred \(maildir delivery failed: "
-                    r"create maildir file .*: Permission denied\)" % qid) is not None,
+                    r"create maildir file .*: Permission denied\)" % qid, timeout=60) is not None,
          "an unwritable Maildir defers 4.2.0 (Permission denied)")
     os.chmod(os.path.join(u, "tmp"), 0o700)
     t.ok(retry(p, faults, qid, "u@vmail.test"), "made writable again, it is delivered")
@@ -157,21 +163,24 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
                 filler = fill(full, leave=16384)
                 qid = mail(c, "f@vmail.test", BIG).split()[-1]
                 line = p.wait_log(r"%s: to=<f@vmail\.test>, relay=virtual, .*dsn=4\.3\.0, status=deferred \(maildir delivery "
-                                  r"failed: write maildir file .*: No space left on device\)" % qid, timeout=15)
+                                  r"failed: write maildir file .*: No space left on device\)" % qid, timeout=60)
                 t.ok(line is not None, "full disk, Maildir: deferred 4.3.0 (No space left on device)")
                 t.is_(maildir_files(os.path.join(full, "f")), {"tmp": [], "new": []}, "full disk: nothing half-written is left")
                 qid2 = mail(c, "fm@vmail.test", BIG).split()[-1]
                 line = p.wait_log(r"%s: to=<fm@vmail\.test>, relay=virtual, .*dsn=4\.3\.0, status=deferred \(cannot update "
-                                  r"mailbox .*: error writing message: No space left on device\)" % qid2, timeout=15)
+                                  r"mailbox .*: error writing message: No space left on device\)" % qid2, timeout=60)
                 t.ok(line is not None, "full disk, mbox: deferred 4.3.0")
                 t.is_(os.path.getsize(os.path.join(full, "fm")), 0, "full disk: the new mbox holds no partial message")
-                t.ok(qid in queue_names(p, "deferred") and qid2 in queue_names(p, "deferred"), "both messages stay queued")
+                # logged as each delivery ends; moved to deferred/ when the message is done
+                t.ok(wait_for(lambda: qid in queue_names(p, "deferred") and qid2 in queue_names(p, "deferred"),
+                              timeout=30), "both messages stay queued")
                 idle(p, "with a full mailbox file system")
                 os.unlink(filler)
                 p.petrelctl("queue", "flush")
-                t.ok(wait_for(lambda: maildir_messages(os.path.join(full, "f"))), "space again: the Maildir gets it")
-                t.ok(wait_for(lambda: os.path.getsize(os.path.join(full, "fm")) > 200000), "and the mbox")
-                t.ok(p.wait_log(r"%s: removed" % qid2) is not None, "and both leave the queue")
+                t.ok(wait_for(lambda: maildir_messages(os.path.join(full, "f")), timeout=60),
+                     "space again: the Maildir gets it")
+                t.ok(wait_for(lambda: os.path.getsize(os.path.join(full, "fm")) > 200000, timeout=60), "and the mbox")
+                t.ok(p.wait_log(r"%s: removed" % qid2, timeout=60) is not None, "and both leave the queue")
     c.close()
 
 t.done()

@@ -38,7 +38,7 @@ def held_bounce(p, c, sender="v@vmail.test", rcpt="hold-x@vmail.test"):
     it bounces to the sender (to the postmaster when the sender is <>)."""
     reply = mail(c, sender, rcpt, b"Subject: held\r\n\r\nbounce me later\r\n")
     qid = reply.split()[-1]
-    t.ok(wait_for(lambda: qid in queue_names(p, "hold"), timeout=5), "a message for an unknown user waits on hold")
+    t.ok(wait_for(lambda: qid in queue_names(p, "hold"), timeout=30), "a message for an unknown user waits on hold")
     return qid
 
 
@@ -82,7 +82,7 @@ with Petrel(t, extra_services=QMGR, workers=1, start=False) as p:
     line = p.wait_log(r"warning: %s: cannot queue the sender non-delivery notification: cannot create its queue file: "
                       r"Permission denied; the message stays queued and its 1 recipient is tried again later" % qid)
     t.ok(line is not None, "the notification cannot be created: a warning says so and what happens next")
-    t.ok(wait_for(lambda: qid in queue_names(p, "deferred"), timeout=5), "the original stays queued (deferred/)")
+    t.ok(wait_for(lambda: qid in queue_names(p, "deferred"), timeout=30), "the original stays queued (deferred/)")
     t.ok("%s: removed" % qid not in p.log(), "and is not removed")
     listing = p.petrelctl("queue", "list").stdout
     t.like(listing, r"cannot queue the non-delivery notification \(cannot create its queue file: Permission denied\)",
@@ -105,7 +105,7 @@ with Petrel(t, extra_services=QMGR, workers=1, start=False) as p:
                       r"Input/output error; the message stays queued" % qid)
     t.ok(line is not None, "EIO on the bounce's fsync: the warning names the failed commit")
     t.ok(faults.fired("fsync", "/incoming/"), "(the fault hit the bounce's file)")
-    t.ok(wait_for(lambda: qid in queue_names(p, "deferred"), timeout=5), "the original stays queued")
+    t.ok(wait_for(lambda: qid in queue_names(p, "deferred"), timeout=30), "the original stays queued")
     t.is_(queue_names(p, "incoming"), [], "the uncommitted bounce is not left behind")
     faults.clear()
     p.petrelctl("queue", "flush")
@@ -121,7 +121,7 @@ with Petrel(t, extra_services=QMGR, workers=1, start=False) as p:
     p.petrelctl("queue", "release", qid)
     t.ok(p.wait_log(r"warning: %s: cannot queue the postmaster non-delivery notification: cannot create its queue file: "
                     r"No space left on device" % qid) is not None, "a double bounce that cannot be queued is logged")
-    t.ok(wait_for(lambda: qid in queue_names(p, "deferred"), timeout=5), "and its original is kept")
+    t.ok(wait_for(lambda: qid in queue_names(p, "deferred"), timeout=30), "and its original is kept")
     faults.clear()
     p.petrelctl("queue", "flush")
     t.ok(p.wait_log(r"%s: postmaster non-delivery notification: \w+" % qid, timeout=15) is not None,
@@ -141,7 +141,7 @@ with Petrel(t, extra_services=QMGR, workers=1, start=False) as p:
     faults.clear()
     t.ok(p.wait_log(r"%s: sender delay notification: \w+" % qid, timeout=20) is not None,
          "a later deferral queues the warning")
-    t.ok(wait_for(lambda: os.path.exists(marker), timeout=5), "and only then remembers it")
+    t.ok(wait_for(lambda: os.path.exists(marker), timeout=30), "and only then remembers it")
     t.ok(wait_for(lambda: [x for x in maildir_messages(inbox["v"]) if b"Delayed Mail" in x]),
          "the sender gets the warning")
     p.petrelctl("queue", "delete", qid)
@@ -176,7 +176,7 @@ if need_root(t, "the full-queue bounce test"):
         line = p.wait_log(r"warning: %s: cannot queue the sender non-delivery notification: cannot (write|commit) it[^:]*: "
                           r"No space left on device; the message stays queued" % qid, timeout=15)
         t.ok(line is not None, "full queue file system: the bounce cannot be written, and the log says so")
-        t.ok(wait_for(lambda: qid in queue_names(p, "deferred"), timeout=5), "the original stays queued")
+        t.ok(wait_for(lambda: qid in queue_names(p, "deferred"), timeout=30), "the original stays queued")
         t.is_(queue_names(p, "incoming"), [], "no partial bounce is left")
         idle(p, "with a full queue file system")
         os.unlink(filler)

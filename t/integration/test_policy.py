@@ -295,7 +295,7 @@ with PolicyServer(lambda req: "DUNNO") as ps:
         t.is_(ps.connections, 2, "max_idle = 1s: an idle connection is closed, the next request opens another")
 
 # --- a server that is down, slow, closes, or answers garbage -------------------------------------
-dead_port = __import__("harness").free_port()
+dead_port = __import__("harness").refused_port()   # refuses for the whole test: no other test can bind it
 conf = {"smtpd_recipient_restrictions": "reject_unauth_destination, check_policy_service inet:127.0.0.1:%d"
                                         % dead_port}
 with Petrel(t, main_cf=conf) as p:

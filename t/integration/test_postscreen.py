@@ -109,7 +109,7 @@ with postscreen(t, main_cf={"postscreen_greet_action": "enforce", "postscreen_gr
     t.is_(c.cmd("QUIT"), "221 2.0.0 Bye", "QUIT")
     t.ok(c.closed(), "and the connection ends")
     t.ok(p.wait_log(r"DISCONNECT \[127\.0\.0\.4\]:%d\n" % cp) is not None, "DISCONNECT")
-    t.ok(p.wait_log(r"PASS (NEW|OLD) \[127\.0\.0\.4\]") is None, "a client that failed does not pass")
+    t.ok(p.wait_log(r"PASS (NEW|OLD) \[127\.0\.0\.4\]", timeout=10) is None, "a client that failed does not pass")
     c = connect(p.port, "127.0.0.4", read=False)
     t.is_(c._read_line(), "220-" + BANNER, "and is tested again on its next connection")
     c.close()

@@ -32,7 +32,7 @@ def uid_of(pid):
     return None
 
 
-dead = __import__("harness").free_port()
+dead = __import__("harness").refused_port()   # no other test can bind it and take the mail
 # Mail goes to a dead next hop: it stays queued, so its file can be inspected.
 with RootPetrel(t, extra_services="qmgr unix n - n 300 1 qmgr\n",
                 main_cf={"relay_domains": "dead.test",

@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 
-from harness import Dnsmasq, Petrel, Smtp, Tap, free_port
+from harness import Dnsmasq, Petrel, Smtp, Tap, refused_dns_port
 
 t = Tap()
 OK_RE = r"^250 2\.0\.0 Ok: queued as [0-9A-Z]+$"
@@ -278,7 +278,7 @@ with Dnsmasq(RECORDS) as dns:
             t.is_(f.read().count("2.0.0.127.in-addr.arpa"), before, "smtpd_peername_lookup = no: no PTR query")
 
 # --- a DNS that refuses (fast) and one that does not answer at all -------------------------------
-refusing = "127.0.0.1:%d" % free_port()
+refusing = "127.0.0.1:%d" % refused_dns_port()
 with start(refusing, {"unknown_client_reject_code": "550", "unknown_address_reject_code": "550",
                       "unknown_hostname_reject_code": "550"},
            {"select": "u-client@petrel.test u_client\nu-reverse@petrel.test u_reverse\nu-helo@petrel.test u_helo\n"

@@ -16,7 +16,7 @@ import ssl
 import subprocess
 import threading
 
-from harness import Petrel, Smtp, Tap, free_port, make_cert
+from harness import Petrel, Smtp, Tap, free_port, make_cert, wait_for
 from modlib import bundled_module_dir
 from sasllib import DOVECOT, DovecotAuth, b64, files_containing, scram_sha256
 
@@ -56,6 +56,11 @@ t.like(handshake, r"MECH\tSCRAM-SHA-256", "the private Dovecot advertises SCRAM-
 
 mods = bundled_module_dir("sasl")
 sub_port, subs_port = free_port(), free_port()
+
+
+def plain_requests(dovecot):
+    """The AUTH PLAIN requests Dovecot logged (auth_debug), oldest first."""
+    return re.findall(r"client in: (AUTH\t\d+\tPLAIN\t[^\n]*)", dovecot.logs())
 
 
 def smtplib_login(port, mech, user, password, starttls=True, implicit=False):
@@ -134,8 +139,9 @@ try:
         s, code, text = smtplib_login(subs_port, "PLAIN", "alice", USERS["alice"], starttls=False, implicit=True)
         t.is_(code, 235, "smtplib over implicit TLS with AUTH PLAIN")
         s.quit()
-        requests = re.findall(r"client in: (AUTH\t\d+\tPLAIN\t[^\n]*)", dc.logs())
-        tls_request = [r for r in requests if "\tlport=%d\t" % subs_port in r]
+        # Dovecot's log process may write the request after its reply reached us
+        tls_request = wait_for(lambda: [r for r in plain_requests(dc) if "\tlport=%d\t" % subs_port in r], timeout=30)
+        requests = plain_requests(dc)
         t.ok(tls_request and re.search(r"\tservice=smtp\tnologin\tlip=127\.0\.0\.1\trip=127\.0\.0\.1\t"
                                        r"lport=%d\trport=\d+\tsecured\tsession=\S+" % subs_port, tls_request[-1]),
              "Dovecot is told the service, both addresses and ports, and 'secured' under TLS", requests[-3:])
@@ -145,8 +151,7 @@ try:
         c.ehlo()
         t.is_(c.cmd("AUTH PLAIN " + b64("\0alice\0nope")), "535 5.7.8 Error: authentication failed: authentication failure",
               "a wrong password: 535 5.7.8")
-        plain = [r for r in re.findall(r"client in: (AUTH\t\d+\tPLAIN\t[^\n]*)", dc.logs())
-                 if "\tlport=%d\t" % p.port in r]
+        plain = wait_for(lambda: [r for r in plain_requests(dc) if "\tlport=%d\t" % p.port in r], timeout=30)
         t.ok(plain and "\tsecured" not in plain[-1], "and not 'secured' without TLS", plain[-1:])
         line = p.wait_log(r"warning: unknown\[127\.0\.0\.1\]: SASL PLAIN authentication failed: "
                           r"authentication failure, sasl_username=alice")
@@ -303,16 +308,24 @@ try:
             s.quit()
             return code
 
-        def last_request():
-            reqs = re.findall(r"client in: (AUTH\t\d+\tPLAIN\t[^\n]*)", dc.logs())
-            return reqs[-1] if reqs else ""
+        def cert_login_request(client_cert=None, client_key=None):
+            """cert_login's reply code and the AUTH request Dovecot logged for it.
+            Dovecot's auth process hands its lines to its log process, which may
+            write them after the reply has reached us: wait for the new one."""
+            before = len(plain_requests(dc))
+            code = cert_login(client_cert, client_key)
+            reqs = wait_for(lambda: plain_requests(dc)[before:], timeout=30)
+            return code, reqs[-1] if reqs else ""
 
-        t.is_(cert_login(cl_cert, cl_key), 235, "a client certificate that verifies: Dovecot authenticates")
-        t.like(last_request(), r"\tsecured\tvalid-client-cert\tsession=", "Dovecot was told valid-client-cert")
-        t.is_(cert_login(), 535, "no client certificate: Dovecot (auth_ssl_require_client_cert) refuses")
-        t.ok("valid-client-cert" not in last_request(), "and was not told valid-client-cert", last_request())
-        t.is_(cert_login(other_cert, other_key), 535, "a certificate that does not verify: refused too")
-        t.ok("valid-client-cert" not in last_request(), "and not told valid-client-cert", last_request())
+        code, request = cert_login_request(cl_cert, cl_key)
+        t.is_(code, 235, "a client certificate that verifies: Dovecot authenticates")
+        t.like(request, r"\tsecured\tvalid-client-cert\tsession=", "Dovecot was told valid-client-cert")
+        code, request = cert_login_request()
+        t.is_(code, 535, "no client certificate: Dovecot (auth_ssl_require_client_cert) refuses")
+        t.ok(request and "valid-client-cert" not in request, "and was not told valid-client-cert", request)
+        code, request = cert_login_request(other_cert, other_key)
+        t.is_(code, 535, "a certificate that does not verify: refused too")
+        t.ok(request and "valid-client-cert" not in request, "and not told valid-client-cert", request)
 finally:
     dc.cleanup()
 t.done()

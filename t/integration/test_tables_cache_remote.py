@@ -265,6 +265,9 @@ try:
         gone.send(b"RCPT TO:<x@slow.test>\r\n")
         t.ok(wait_for(lambda: misses() == 5.0, 30), "socketmap: five sessions ask for the slow key (five misses)")
         gone.close()
+        # the misses are counted when the request is sent, maybe before the
+        # server's thread has read it: wait for the request, then count them
+        wait_for(lambda: b"slow.test" in sm.server.seen("domains"), 30)
         t.is_(sm.server.seen("domains").count(b"slow.test"), 1,
               "socketmap: five lookups of a key at once, one request on its way")
         hold.set()

@@ -15,6 +15,7 @@ rotates at reload), session IDs in smtpd_tls_session_cache_database."""
 import os
 import re
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -454,20 +455,36 @@ with tls_petrel({"smtpd_client_new_tls_session_rate_limit": "2", "smtpd_client_e
 # ---- resumption across the two workers ----
 def resume_all(p, ctx, session, n=16, most=400):
     """At least n connections resuming session, more (up to most) until both
-    workers have taken some: which worker accepts a connection is the
-    kernel's choice, and on a busy machine one may take many in a row.
+    workers have taken some. Which worker accepts a connection is the
+    kernel's choice, and on a busy machine one may take every one of them (a
+    loaded CI run once ended this with one worker only): after n connections
+    taken by one worker, it is paused (SIGSTOP) so that the other accepts
+    the next, and let go on (SIGCONT) at the end.
     Returns (connections, resumed count, PIDs that logged a reuse)."""
     resumed = tries = 0
-    pids = set()
-    while tries < n or (len(pids) < 2 and tries < most):
-        c, err = starttls(p, ctx, session=session)
-        if err is None:
-            c.ehlo()
-            resumed += c.sock.session_reused
-            c.cmd("QUIT")
-        c.close()
-        tries += 1
-        pids = set(re.findall(r"smtpd\[(\d+)\]: unknown\[127\.0\.0\.1\]: Reusing old session", p.log()))
+    since = len(p.log())
+    served = pids = set()
+    paused = []
+    try:
+        while tries < n or (len(served) < 2 and tries < most):
+            if tries >= n and len(served) == 1 and not paused:
+                paused.append(int(next(iter(served))))
+                t.diag("worker %d took all %d connections: paused" % (paused[0], tries))
+                os.kill(paused[0], signal.SIGSTOP)
+            c, err = starttls(p, ctx, session=session)
+            if err is None:
+                c.ehlo()
+                resumed += c.sock.session_reused
+                c.cmd("QUIT")
+            c.close()
+            tries += 1
+            log = p.log()[since:]
+            served = set(re.findall(r"smtpd\[(\d+)\]: \w+ TLS connection established from unknown\[127\.0\.0\.1\]",
+                                    log))
+            pids = set(re.findall(r"smtpd\[(\d+)\]: unknown\[127\.0\.0\.1\]: Reusing old session", log))
+    finally:
+        for pid in paused:
+            os.kill(pid, signal.SIGCONT)
     return tries, resumed, pids
 
 
@@ -489,9 +506,13 @@ with tls_petrel({"smtpd_tls_loglevel": "2"}, workers=2) as p:
     c.ehlo()
     t.ok(err is None and c.sock.session_reused, "after a reload (keys rotated) a ticket of the previous key resumes")
     c.close()
+    previous = set(p.worker_pids())
     p.petrelctl("reload")
-    wait_for(lambda: p.log().count("reload -- version") >= 2, timeout=20)
-    __import__("time").sleep(1)
+    # Until the previous generation's workers have drained and exited, one of
+    # them (which still has the ticket's key) may take the connection: wait
+    # for them, not a fixed second.
+    t.ok(wait_for(lambda: p.log().count("reload -- version") >= 2 and not set(p.worker_pids()) & previous,
+                  timeout=60), "the second reload's new workers replace the old ones", p.worker_pids())
     c, err = starttls(p, ctx, session=session)
     c.ehlo()
     t.ok(err is None and not c.sock.session_reused, "after a second reload it is too old: a full handshake")

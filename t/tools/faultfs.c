@@ -38,6 +38,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -106,6 +107,13 @@ static void resolve(void)
     real_linkat = dlsym(RTLD_NEXT, "linkat");
     real_mkdir = dlsym(RTLD_NEXT, "mkdir");
     real_mkdirat = dlsym(RTLD_NEXT, "mkdirat");
+}
+
+/* At load, before the program runs: never first inside a signal handler
+ * that interrupted an unfinished resolve() (pthread_once would wait on it). */
+__attribute__((constructor)) static void resolve_at_load(void)
+{
+    pthread_once(&once, resolve);
 }
 
 static int errno_named(const char *s)
@@ -222,11 +230,18 @@ static int path_matches(const char *path, const char *pattern)
     return len >= n - 1 && memcmp(path + len - (n - 1), pattern, n - 1) == 0;
 }
 
-/* 0: let the call through; an errno: fail with it; -1: a short write. */
+/* 0: let the call through; an errno: fail with it; -1: a short write.
+ * Signals are blocked while the lock is held: a handler that writes (as
+ * libevent's does, to its signal pipe) comes back here, and would wait
+ * forever for the lock its own thread holds (a hung smtpd worker in
+ * test_faults_incoming.py, its main thread in refresh() under the handler). */
 static int decide(enum fault_op op, const char *path, const char *path2)
 {
     pthread_once(&once, resolve);
     int verdict = 0;
+    sigset_t all, saved;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &saved);
     pthread_mutex_lock(&lock);
     refresh();
     for (int i = 0; i < nrules; i++) {
@@ -244,6 +259,7 @@ static int decide(enum fault_op op, const char *path, const char *path2)
         break;
     }
     pthread_mutex_unlock(&lock);
+    pthread_sigmask(SIG_SETMASK, &saved, NULL);
     if (verdict)
         note(op, path && *path ? path : path2 ? path2 : "?", verdict > 0 ? verdict : 0);
     return verdict;

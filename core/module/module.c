@@ -176,6 +176,14 @@ static void free_module(struct petrel_module *m)
         free(m->params);
     }
     module_tables_close(m);
+    /* A table type's open runs where init may never run (the master's
+     * checks and petreld -n, petrelctl, a role that only reads the
+     * module's tables) and may keep per-process state in the module's
+     * data: fini frees it there too, after the tables are closed. Where
+     * init was called, module_set_fini decides (it may skip fini on
+     * purpose: start.c). */
+    if (!m->init_called && m->data != NULL && m->desc->fini)
+        m->desc->fini(m);
     for (size_t i = 0; i < m->ntable_regs; i++)
         free(m->table_regs[i]);
     free(m->table_regs);
@@ -402,6 +410,7 @@ int module_set_init(struct module_set *set, unsigned role)
         struct petrel_module *m = set->mods[i];
         if (!module_used_by(m, role))
             continue;
+        m->init_called = 1;
         if (m->desc->init) {
             const char *error = NULL;
             if (m->desc->init(m, &error) != 0) {

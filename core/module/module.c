@@ -248,7 +248,16 @@ static struct petrel_module *load_one(const char *dir, const char *name)
      * its first call; and the dynamic linker's reason is reported (libltdl
      * says "file not found" for any failure). libltdl then opens the same,
      * already loaded object. */
-    void *bound = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    int flags = RTLD_NOW | RTLD_LOCAL;
+#ifdef PETREL_SANITIZERS
+    /* Never unmapped in a sanitizer build: LeakSanitizer checks at exit,
+     * after the modules are closed, and the global state of the libraries
+     * a module brought in (libldap's libsasl2 and liblber) would be
+     * reported as leaked once their data segments are gone, and every
+     * report's module frames would be unknown. Close and fini still run. */
+    flags |= RTLD_NODELETE;
+#endif
+    void *bound = dlopen(path, flags);
     if (bound == NULL) {
         const char *why = dlerror();
         msg_error("module %s: cannot load %s: %s", name, path, why ? why : "unknown error");

@@ -136,14 +136,18 @@ static char *b64(const void *data, size_t len)
  * initial response then (a server may refuse the line as too long). */
 static void send_auth(struct sc_conn *conn, struct sc_sasl *x, const char *mech, const void *data, size_t len)
 {
+    /* The length from the encoding's size, not strlen(enc): gcc's UBSan
+     * build checks strlen's argument for NULL and then, on that path it
+     * made, saw a NULL %s below (-Werror=format-overflow). */
+    size_t enc_len = base64_encoded_size(len) - 1;
     char *enc = b64(data, len);
-    if (strlen("AUTH ") + strlen(mech) + 1 + strlen(enc) + 2 > 512) {
+    if (strlen("AUTH ") + strlen(mech) + 1 + enc_len + 2 > 512) {
         x->initial = enc;
         sc_conn_printf(conn, "AUTH %s\r\n", mech);
         return;
     }
     sc_conn_printf(conn, "AUTH %s %s\r\n", mech, enc);
-    explicit_bzero(enc, strlen(enc));
+    explicit_bzero(enc, enc_len);
     free(enc);
 }
 

@@ -176,6 +176,14 @@ static void free_module(struct petrel_module *m)
         free(m->params);
     }
     module_tables_close(m);
+    /* A table type's open runs where init may never run (the master's
+     * checks and petreld -n, petrelctl, a role that only reads the
+     * module's tables) and may keep per-process state in the module's
+     * data: fini frees it there too, after the tables are closed. Where
+     * init was called, module_set_fini decides (it may skip fini on
+     * purpose: start.c). */
+    if (!m->init_called && m->data != NULL && m->desc->fini)
+        m->desc->fini(m);
     for (size_t i = 0; i < m->ntable_regs; i++)
         free(m->table_regs[i]);
     free(m->table_regs);
@@ -240,7 +248,16 @@ static struct petrel_module *load_one(const char *dir, const char *name)
      * its first call; and the dynamic linker's reason is reported (libltdl
      * says "file not found" for any failure). libltdl then opens the same,
      * already loaded object. */
-    void *bound = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    int flags = RTLD_NOW | RTLD_LOCAL;
+#ifdef PETREL_SANITIZERS
+    /* Never unmapped in a sanitizer build: LeakSanitizer checks at exit,
+     * after the modules are closed, and the global state of the libraries
+     * a module brought in (libldap's libsasl2 and liblber) would be
+     * reported as leaked once their data segments are gone, and every
+     * report's module frames would be unknown. Close and fini still run. */
+    flags |= RTLD_NODELETE;
+#endif
+    void *bound = dlopen(path, flags);
     if (bound == NULL) {
         const char *why = dlerror();
         msg_error("module %s: cannot load %s: %s", name, path, why ? why : "unknown error");
@@ -402,6 +419,7 @@ int module_set_init(struct module_set *set, unsigned role)
         struct petrel_module *m = set->mods[i];
         if (!module_used_by(m, role))
             continue;
+        m->init_called = 1;
         if (m->desc->init) {
             const char *error = NULL;
             if (m->desc->init(m, &error) != 0) {

@@ -54,6 +54,7 @@ struct petrel_module {
     const struct cfg *cfg;          /* the generation's main.cf values */
     void *data;                     /* petrel_module_set_data */
     int initialised;
+    int init_called;                /* init was called in this process (whatever it returned) */
     struct cfg_param *params;       /* the schema's copy of the declared parameters */
     size_t nparams;
     /* from NAME_* core-declared parameters */

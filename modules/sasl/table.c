@@ -31,6 +31,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 
+#include "plain.h"
 #include "sasl_int.h"
 
 struct entry {
@@ -456,25 +457,23 @@ static void verify(petrel_sasl_request *r, const petrel_sasl_context *c, const c
 
 static void plain(petrel_sasl_request *r, const petrel_sasl_context *c, const unsigned char *data, size_t len)
 {
-    /* authzid NUL authcid NUL password; an authzid other than the login is refused */
-    const char *p = (const char *)data, *end = p + len;
-    const char *u = memchr(p, '\0', len);
-    const char *w = u ? memchr(u + 1, '\0', (size_t)(end - u - 1)) : NULL;
-    if (u == NULL || w == NULL || memchr(w + 1, '\0', (size_t)(end - w - 1)) || u == w - 1) {
+    struct plain_fields f;
+    enum plain_verdict v = plain_split(data, len, &f);
+    if (v == PLAIN_MALFORMED) {
         sasl_answer(r, PETREL_SASL_FAILURE, NULL, 0, NULL, "Invalid authentication data");
         return;
     }
-    char *authz = strndup(p, (size_t)(u - p));
-    char *user = strndup(u + 1, (size_t)(w - u - 1));
-    char *pass = strndup(w + 1, (size_t)(end - w - 1));
-    if (*authz && strcmp(authz, user) != 0)
+    char *user = strndup(f.login, f.login_len);
+    char *pass = strndup(f.password, f.password_len);
+    if (user == NULL || pass == NULL)
+        abort();
+    if (v == PLAIN_OTHER_AUTHZID)
         sasl_answer(r, PETREL_SASL_FAILURE, NULL, 0, user, "authorization identity differs from the login");
     else
         verify(r, c, user, pass);
-    explicit_bzero(pass, strlen(pass));
+    explicit_bzero(pass, f.password_len);
     free(pass);
     free(user);
-    free(authz);
 }
 
 void sasl_table_start(petrel_sasl_request *r, const petrel_sasl_context *c, const char *mech,
@@ -512,12 +511,12 @@ void sasl_table_step(petrel_sasl_request *r, const petrel_sasl_context *c, void 
                      size_t len)
 {
     struct table_exchange *x = state;
-    if (x == NULL || memchr(resp, '\0', len)) {
-        sasl_answer(r, PETREL_SASL_FAILURE, NULL, 0, x ? x->user : NULL, "Invalid authentication data");
+    if (x != NULL && x->login_mech == 0) {   /* PLAIN's response: its NULs split it */
+        plain(r, c, resp, len);
         return;
     }
-    if (x->login_mech == 0) {   /* PLAIN's response */
-        plain(r, c, resp, len);
+    if (x == NULL || memchr(resp, '\0', len)) {   /* LOGIN's user name or password */
+        sasl_answer(r, PETREL_SASL_FAILURE, NULL, 0, x ? x->user : NULL, "Invalid authentication data");
         return;
     }
     char *text = strndup((const char *)resp, len);

@@ -130,7 +130,8 @@ static struct state *state_of(petrel_module *m)
         st->m = m;
         petrel_module_set_data(m, st);
     }
-    /* Parameters are read at every open: open may run before init. */
+    /* Parameters are read at every open: open may run before init, or
+     * where init never runs (fini still frees the state there). */
     long long t = petrel_param_int(m, "socketmap_timeout");
     st->timeout_ms = (unsigned)(t > 0 ? t * 1000 : 100000);
     st->max_reply = (size_t)petrel_param_int(m, "socketmap_max_reply_size");

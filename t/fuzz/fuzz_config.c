@@ -252,7 +252,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                     size_t wl = strlen(want);
                     while (wl && strchr(" \t\r\n\v\f", want[wl - 1]))
                         wl--;
+                    /* Checked first: a NULL here would be the fault, not a
+                     * NULL printed as the value read back. */
                     const char *got = cfg_get_raw(cfg3, name);
+                    check(got != NULL, "an edited parameter is still known");
                     if (strlen(got) != wl || strncmp(got, want, wl) != 0)
                         fprintf(stderr, "edit of %s: read back \"%s\", want \"%.*s\"\n", name, got, (int)wl, want);
                     check(strlen(got) == wl && strncmp(got, want, wl) == 0, "an edited value reads back as given");

@@ -29,6 +29,22 @@ with Petrel(t, start=False, main_cf={"modules": "testmod", "module_directory": m
     t.like(r.stdout, r"testmod_default_action = continue", "and the per-module default action")
     t.like(r.stdout, r"testmod_hook_timeout = ", "and the per-module hook timeout")
 
+# A table type's open may keep per-process state in the module's data where
+# init never runs (petreld -n, petrelctl): the core calls fini there too,
+# after closing the tables, or the state leaks.
+stmods = module_dir("statemod")
+with Petrel(t, start=False, main_cf={"modules": "statemod", "module_directory": stmods,
+                                     "smtpd_recipient_restrictions": "check_recipient_access statemod:access, "
+                                                                     "permit_mynetworks, reject_unauth_destination"}) as p:
+    r = check(p)
+    t.ok(r.returncode == 0, "petreld -n opens a module's table", r.stderr)
+    t.like(r.stderr, r"module statemod: fini: init ran: no, tables opened: [1-9]",
+           "petreld -n: fini frees the state a table open made, though init never ran")
+    r = p.petrelctl("map", "query", "statemod:anything", "key")
+    t.is_(r.stdout.strip(), "here", "petrelctl map query reads the module's table")
+    t.like(r.stderr, r"module statemod: fini: init ran: no, tables opened: 1\n",
+           "petrelctl: fini runs after the query's table is closed")
+
 # The hook table: per phase, the modules in the order they run.
 both = module_dir("apimod", "testmod")
 with Petrel(t, start=False, main_cf={"modules": "apimod testmod", "module_directory": both}) as p:

@@ -70,7 +70,7 @@ t.ok(found == [log], "a report in a daemon log is found and named by the log's p
 
 # The daemon's processes carry the options.
 with Petrel(t) as p:
-    kids = p.worker_pids()
+    kids = p.worker_pids(at_least=1)   # the master listens before it forks them
     envs = []
     for pid in [p.proc.pid] + kids:
         try:

@@ -56,7 +56,9 @@ def login(port, mech, user, password):
 
 with Petrel(t, main_cf=BASE, start=False) as p:
     table = p.write_file("sasl_users", "# login hash\n" + "".join("%s %s\n" % kv for kv in entries.items()), 0o600)
-    p.write_main_cf(dict(p.settings, smtpd_sasl_type="table", smtpd_sasl_path="texthash:" + table))
+    # (no lockout: the bad messages below add failures from this address)
+    p.write_main_cf(dict(p.settings, smtpd_sasl_type="table", smtpd_sasl_path="texthash:" + table,
+                         smtpd_sasl_failure_limit="0"))
     p.start()
     c = p.connect()
     c.ehlo()
@@ -79,6 +81,17 @@ with Petrel(t, main_cf=BASE, start=False) as p:
     t.is_(c.cmd("AUTH PLAIN " + b64("other\0yes\0" + PASSWORDS["yes"])),
           "535 5.7.8 Error: authentication failed: authorization identity differs from the login",
           "PLAIN with someone else's authorization identity is refused")
+    # The PLAIN split (modules/sasl/plain.c; fuzz target sasl_table_plain)
+    for msg, why in (("pln", "no NUL"), ("\0pln", "one NUL"), ("\0pln\0Plain\0-pw-3", "a NUL in the password"),
+                     ("\0pln\0" + PASSWORDS["pln"] + "\0", "a NUL at the end"), ("\0\0whatever", "an empty login")):
+        t.is_(c.cmd("AUTH PLAIN " + b64(msg)), "535 5.7.8 Error: authentication failed: Invalid authentication data",
+              "PLAIN, %s: refused" % why)
+    t.is_(c.cmd("AUTH PLAIN"), "334 ", "PLAIN without an initial response: an empty challenge")
+    t.is_(c.cmd(b64("\0pln")), "535 5.7.8 Error: authentication failed: Invalid authentication data",
+          "the response is split as an initial response is: one NUL is refused")
+    t.is_(c.cmd("AUTH PLAIN"), "334 ", "again")
+    t.is_(c.cmd(b64("pln\0pln\0" + PASSWORDS["pln"])), "235 2.7.0 Authentication successful",
+          "and a well-formed response (authzid = login) authenticates")
     c.close()
     p.stop()
     t.is_(files_containing([p.queue, p.log_path], [pw.encode() for pw in PASSWORDS.values()]), [],

@@ -505,6 +505,10 @@ typedef struct petrel_module_desc {
     /* Called in every role process that uses the module, after its
      * parameters are known; return 0, or -1 with *error (static or pool text). */
     int (*init)(petrel_module *m, const char **error);
+    /* Frees what init made. Also called, after the module's tables are
+     * closed, in a process where init never ran but the module's data is
+     * set (a table type's open, which may run before init, kept state
+     * there). */
     void (*fini)(petrel_module *m);
     petrel_hooks hooks;
     const petrel_restriction *restrictions;   /* terminated by an entry with name NULL */
@@ -544,7 +548,8 @@ extern PETREL_API const petrel_module_desc petrel_module_descriptor;
     .build_signature = PETREL_BUILD_SIGNATURE
 #define PETREL_MODULE_SYMBOL "petrel_module_descriptor"
 
-/* Per-module data kept by the module itself (set in init). */
+/* Per-module data kept by the module itself (set in init, or in a table
+ * type's open: fini frees it either way). */
 PETREL_API void petrel_module_set_data(petrel_module *m, void *data);
 PETREL_API void *petrel_module_data(petrel_module *m);
 PETREL_API const char *petrel_module_name(petrel_module *m);

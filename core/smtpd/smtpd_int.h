@@ -857,6 +857,9 @@ int smtpd_filter_ok(const char *f);
 /* A check's REJECT [text]: the verdict into *r (451 for a 4.x.x code, else
  * 550; restriction = param); returns "DSN text" for the log line. */
 const char *smtpd_checks_reject(petrel_pool *pool, const char *text, const char *param, struct restrict_result *r);
+/* cleanup_settings.c: the parameters of the four check lists, in
+ * enum hbc_list order. */
+extern const char *const smtpd_cleanup_check_params[HBC_NLISTS];
 /* Opens the checks and reads the limits of the cleanup service for svc. */
 struct smtpd_cleanup_settings *smtpd_cleanup_settings_create(struct smtpd_worker *w,
                                                               const struct master_service *svc,

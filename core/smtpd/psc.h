@@ -25,6 +25,7 @@
 #ifndef PETREL_SMTPD_PSC_H
 #define PETREL_SMTPD_PSC_H
 
+#include <limits.h>
 #include <stddef.h>
 #include <sys/time.h>
 #include <time.h>
@@ -298,8 +299,16 @@ struct psc_session {
     int closing;
 };
 
-/* postscreen.c */
+/* A DNSBL score not computed yet. */
+#define PSC_NO_DNSBL_SCORE INT_MAX
+/* A postscreen warning line. */
+#define psc_warn(...) psc_log_as("postscreen", 1, __VA_ARGS__)
+
+/* psc_accept.c: a new connection on a postscreen listener. */
 void psc_accept(struct smtpd_listener *l, int fd);
+/* postscreen.c */
+/* The tests before the greeting (pregreet, DNSBL), then psc_conclude. */
+void psc_early_tests(struct psc_session *s);
 /* Records the test results (cache), then hands the client to smtpd or
  * says final_reply and hangs up. */
 void psc_conclude(struct psc_session *s);

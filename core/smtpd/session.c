@@ -2,8 +2,9 @@
  * The SMTP session engine: one state machine per connection, driven by
  * libevent bufferevents (a TLS filter is stacked on the socket after
  * STARTTLS). Input is processed one command at a time, in order; replies
- * are appended to the output buffer and written when the loop runs, so a
- * pipelined group is answered in one write.
+ * are appended to the output buffer and written once the callback that
+ * produced them returns (session_io.c writes a plain session's straight to
+ * the socket), so a pipelined group is answered in one write.
  *
  * Whenever a step is asynchronous (a restriction that waits, the fsync of
  * a queue file), the session enters SMTPD_WAIT and stops reading; the step's
@@ -311,6 +312,7 @@ void smtpd_session_free(struct smtpd_session *s)
         struct bufferevent *under = bufferevent_get_underlying(s->bev);
         if (under)
             flush_ciphertext(under);
+        smtpd_output_free(s);
         bufferevent_free(s->bev);   /* closes the socket (and frees the TLS state) */
     } else if (s->fd >= 0) {
         close(s->fd);
@@ -365,9 +367,8 @@ static void lost_connection(struct smtpd_session *s, const char *why)
     smtpd_session_free(s);
 }
 
-static void session_write_cb(struct bufferevent *bev, void *arg)
+void smtpd_session_output_drained(struct smtpd_session *s)
 {
-    struct smtpd_session *s = arg;
     if (s->state == SMTPD_CLOSING) {
         log_disconnect(s);
         smtpd_session_free(s);
@@ -378,6 +379,14 @@ static void session_write_cb(struct bufferevent *bev, void *arg)
         s->output_full = 0;
         session_process_input(s);
     }
+}
+
+static void session_write_cb(struct bufferevent *bev, void *arg)
+{
+    struct smtpd_session *s = arg;
+    (void)bev;
+    smtpd_output_written(s);
+    smtpd_session_output_drained(s);
 }
 
 void smtpd_starttls_hooked(struct smtpd_session *s, const struct restrict_result *r)
@@ -512,6 +521,7 @@ void smtpd_session_attach(struct smtpd_session *s)
     const struct timeval *tv = s->tls_handshaking ? &s->set->starttls_timeout : &s->set->timeout;
     bufferevent_set_timeouts(s->bev, tv, tv);
     limit_buffers(s);
+    smtpd_output_attach(s);
 }
 
 /* A new session on fd, not yet begun (connect.c): its addresses may

@@ -347,6 +347,7 @@ struct smtpd_worker {
     time_t space_checked;
     int space_ok;
     unsigned instance_seq;            /* the policy protocol's instance numbers */
+    unsigned pid;                     /* getpid() at start: a system call, asked once */
     int checking;                     /* smtpd_validate_service: give the configuration's warnings */
 };
 
@@ -538,6 +539,11 @@ struct smtpd_session {
     int long_line;                    /* discarding the rest of an overlong line */
     int long_auth_line;               /* the same for an AUTH response line */
     int output_full;                  /* unread replies: commands wait until the client reads */
+    /* plain TCP: replies written straight to the socket (session_io.c) */
+    int direct_output;
+    int write_armed;                  /* ... except now: the kernel did not take all, libevent writes */
+    struct event *flush_event;        /* active while replies wait for the next write */
+    struct evbuffer_cb_entry *output_watch;
     int quit_after_reply;
     struct smtp_data_reader data;
     unsigned long long bdat_remaining;
@@ -658,6 +664,15 @@ int smtpd_queue_space_ok(struct smtpd_worker *w, unsigned long long message_size
 /* The session engine's services to the command files (commands.c, auth.c,
  * data.c, envelope.c). */
 void smtpd_session_attach(struct smtpd_session *s);
+/* Everything written to the client has left the output buffer: a closing
+ * session is freed, one that waited for the client to read goes on. */
+void smtpd_session_output_drained(struct smtpd_session *s);
+/* session_io.c: the direct write of a plain-TCP session's replies. */
+void smtpd_output_attach(struct smtpd_session *s);
+void smtpd_output_detach(struct smtpd_session *s);
+void smtpd_output_written(struct smtpd_session *s);
+short smtpd_output_events(const struct smtpd_session *s);
+void smtpd_output_free(struct smtpd_session *s);
 void smtpd_session_close_after_flush(struct smtpd_session *s);
 /* A new session on fd, in the worker's list but not yet begun (connect.c
  * begins it); freed, whatever its state, by smtpd_session_free. */

@@ -565,7 +565,7 @@ static void cmd_starttls(struct smtpd_session *s, const struct smtp_command *cmd
         return;
     }
     smtpd_session_attach(s);
-    bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+    smtpd_io_enable(s);
     /* RFC 3207: forget everything learned before TLS. */
     s->helo = NULL;
     s->sasl_offer = NULL;   /* TLS changes the security options: EHLO asks again */

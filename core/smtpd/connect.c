@@ -192,7 +192,7 @@ static void session_begin(struct smtpd_session *s, const char *addr, const char 
         s->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
     }
     smtpd_session_attach(s);
-    bufferevent_enable(s->bev, smtpd_output_events(s));
+    smtpd_io_enable(s);
     if (s->local_submission) {
         peer_name_found(s);
         return;

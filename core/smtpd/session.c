@@ -3,8 +3,9 @@
  * libevent bufferevents (a TLS filter is stacked on the socket after
  * STARTTLS). Input is processed one command at a time, in order; replies
  * are appended to the output buffer and written once the callback that
- * produced them returns (session_io.c writes a plain session's straight to
- * the socket), so a pipelined group is answered in one write.
+ * produced them returns, so a pipelined group is answered in one write.
+ * Without TLS, session_io.c reads and writes the socket itself (fewer
+ * system calls than libevent's socket bufferevent).
  *
  * Whenever a step is asynchronous (a restriction that waits, the fsync of
  * a queue file), the session enters SMTPD_WAIT and stops reading; the step's
@@ -312,7 +313,7 @@ void smtpd_session_free(struct smtpd_session *s)
         struct bufferevent *under = bufferevent_get_underlying(s->bev);
         if (under)
             flush_ciphertext(under);
-        smtpd_output_free(s);
+        smtpd_io_free(s);
         bufferevent_free(s->bev);   /* closes the socket (and frees the TLS state) */
     } else if (s->fd >= 0) {
         close(s->fd);
@@ -337,7 +338,7 @@ void smtpd_worker_check_drained(struct smtpd_worker *w)
 void smtpd_session_close_after_flush(struct smtpd_session *s)
 {
     s->state = SMTPD_CLOSING;
-    bufferevent_disable(s->bev, EV_READ);
+    smtpd_io_stop_input(s);
     /* Inside the input loop the session must outlive this call: the loop
      * (and smtpd_handle_command below it) still use it, and frees it at its end.
      * This matters with TLS, whose filter passes our reply on at once and
@@ -385,7 +386,7 @@ static void session_write_cb(struct bufferevent *bev, void *arg)
 {
     struct smtpd_session *s = arg;
     (void)bev;
-    smtpd_output_written(s);
+    smtpd_io_written(s);
     smtpd_session_output_drained(s);
 }
 
@@ -469,7 +470,7 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
         s->quit_after_reply = 1;
         log_disconnect(s);
         s->state = SMTPD_CLOSING;
-        bufferevent_disable(s->bev, EV_READ);
+        smtpd_io_stop_input(s);
         bufferevent_setcb(s->bev, NULL, session_write_cb, session_event_cb, s);
         /* write_cb would log the disconnect twice: clear counters */
         memset(s->counters, 0, sizeof(s->counters));
@@ -521,7 +522,7 @@ void smtpd_session_attach(struct smtpd_session *s)
     const struct timeval *tv = s->tls_handshaking ? &s->set->starttls_timeout : &s->set->timeout;
     bufferevent_set_timeouts(s->bev, tv, tv);
     limit_buffers(s);
-    smtpd_output_attach(s);
+    smtpd_io_attach(s);
 }
 
 /* A new session on fd, not yet begun (connect.c): its addresses may

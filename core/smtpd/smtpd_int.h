@@ -539,11 +539,13 @@ struct smtpd_session {
     int long_line;                    /* discarding the rest of an overlong line */
     int long_auth_line;               /* the same for an AUTH response line */
     int output_full;                  /* unread replies: commands wait until the client reads */
-    /* plain TCP: replies written straight to the socket (session_io.c) */
-    int direct_output;
+    /* plain TCP: our own reads and writes on the socket (session_io.c) */
+    int direct_io;
     int write_armed;                  /* ... except now: the kernel did not take all, libevent writes */
+    int read_suspended;               /* the input is at its watermark */
     struct event *flush_event;        /* active while replies wait for the next write */
-    struct evbuffer_cb_entry *output_watch;
+    struct event *read_event;
+    struct evbuffer_cb_entry *output_watch, *input_watch;
     int quit_after_reply;
     struct smtp_data_reader data;
     unsigned long long bdat_remaining;
@@ -667,12 +669,18 @@ void smtpd_session_attach(struct smtpd_session *s);
 /* Everything written to the client has left the output buffer: a closing
  * session is freed, one that waited for the client to read goes on. */
 void smtpd_session_output_drained(struct smtpd_session *s);
-/* session_io.c: the direct write of a plain-TCP session's replies. */
-void smtpd_output_attach(struct smtpd_session *s);
-void smtpd_output_detach(struct smtpd_session *s);
-void smtpd_output_written(struct smtpd_session *s);
-short smtpd_output_events(const struct smtpd_session *s);
-void smtpd_output_free(struct smtpd_session *s);
+/* session_io.c: a plain-TCP session's own reads and writes. attach after
+ * the bufferevent's callbacks, watermarks and timeouts are set (and again
+ * after STARTTLS: then it hands the socket back to libevent); enable starts
+ * reading; stop_input stops it; written: libevent drained the output;
+ * set_timeouts: a new smtpd_timeout. */
+void smtpd_io_attach(struct smtpd_session *s);
+void smtpd_io_detach(struct smtpd_session *s);
+void smtpd_io_enable(struct smtpd_session *s);
+void smtpd_io_stop_input(struct smtpd_session *s);
+void smtpd_io_written(struct smtpd_session *s);
+void smtpd_io_set_timeouts(struct smtpd_session *s, const struct timeval *tv);
+void smtpd_io_free(struct smtpd_session *s);
 void smtpd_session_close_after_flush(struct smtpd_session *s);
 /* A new session on fd, in the worker's list but not yet begun (connect.c
  * begins it); freed, whatever its state, by smtpd_session_free. */

@@ -368,8 +368,13 @@ static void lost_connection(struct smtpd_session *s, const char *why)
     smtpd_session_free(s);
 }
 
-void smtpd_session_output_drained(struct smtpd_session *s)
+/* Everything written to the client has left the output buffer (libevent,
+ * or session_io.c's direct write). */
+static void session_write_cb(struct bufferevent *bev, void *arg)
 {
+    struct smtpd_session *s = arg;
+    (void)bev;
+    smtpd_io_written(s);
     if (s->state == SMTPD_CLOSING) {
         log_disconnect(s);
         smtpd_session_free(s);
@@ -380,14 +385,6 @@ void smtpd_session_output_drained(struct smtpd_session *s)
         s->output_full = 0;
         session_process_input(s);
     }
-}
-
-static void session_write_cb(struct bufferevent *bev, void *arg)
-{
-    struct smtpd_session *s = arg;
-    (void)bev;
-    smtpd_io_written(s);
-    smtpd_session_output_drained(s);
 }
 
 void smtpd_starttls_hooked(struct smtpd_session *s, const struct restrict_result *r)

@@ -16,7 +16,8 @@
  * EV_WRITE on, with smtpd_timeout as its write timeout, until the output
  * drains, then off again. A failed write takes the same way, so the
  * session learns of a broken connection from the bufferevent's event
- * callback, as before.
+ * callback, as before. Either way the bufferevent's write callback runs
+ * when the output is empty.
  *
  * Input. libevent asks the kernel how much is readable (ioctl FIONREAD)
  * before every read, and reads at most 4 KiB. Here a read event of our own
@@ -41,7 +42,6 @@
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 
-#include "lib/log.h"
 #include "smtpd/smtpd_int.h"
 
 /* One read: what a busy client sends between two replies, or a good part
@@ -74,7 +74,9 @@ static void output_flush(evutil_socket_t fd, short what, void *arg)
         bufferevent_enable(s->bev, EV_WRITE);
         return;
     }
-    smtpd_session_output_drained(s);   /* may free the session */
+    /* as libevent reports a drained output: session_write_cb, which may
+     * free the session (the bufferevent's low write mark is 0) */
+    bufferevent_trigger(s->bev, EV_WRITE, 0);
 }
 
 static void output_added(struct evbuffer *out, const struct evbuffer_cb_info *info, void *arg)

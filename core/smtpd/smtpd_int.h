@@ -666,9 +666,6 @@ int smtpd_queue_space_ok(struct smtpd_worker *w, unsigned long long message_size
 /* The session engine's services to the command files (commands.c, auth.c,
  * data.c, envelope.c). */
 void smtpd_session_attach(struct smtpd_session *s);
-/* Everything written to the client has left the output buffer: a closing
- * session is freed, one that waited for the client to read goes on. */
-void smtpd_session_output_drained(struct smtpd_session *s);
 /* session_io.c: a plain-TCP session's own reads and writes. attach after
  * the bufferevent's callbacks, watermarks and timeouts are set (and again
  * after STARTTLS: then it hands the socket back to libevent); enable starts

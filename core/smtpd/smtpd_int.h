@@ -309,6 +309,12 @@ struct smtpd_listener {
     /* the pickup role's listener: the maildrop file being submitted, which
      * the queue files of its session record (queue_origin) */
     const struct queue_origin *maildrop_origin;
+    /* our end of its connections (connect.c): 0 not known yet; 1 the
+     * socket's own address, the same for every connection; -1 a wildcard
+     * address: asked per connection */
+    int local_fixed;
+    char local_addr[64];
+    char local_port[8];
 };
 
 struct smtpd_worker {

@@ -3,11 +3,17 @@
  * written with a single write(2), so lines from several processes appending
  * to the same maillog_file never interleave. The state here is the process's
  * own logging context, set once per role.
+ *
+ * The process id in every line is cached: getpid() is a system call (glibc
+ * stopped caching it), and a busy smtpd logs several lines per message. A
+ * fork handler renews the cache in the child, so a forked process never
+ * logs its parent's id.
  */
 #include "config.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,7 +34,28 @@ static struct {
     enum log_sink sink;
     int file_fd;
     int verbose;
+    long pid;   /* getpid(), set by log_pid_init and renewed at fork */
 } log_ctx = { .name = "petrel", .role = "petreld", .sink = SINK_STDERR, .file_fd = -1 };
+
+static void log_pid_forked(void)
+{
+    log_ctx.pid = (long)getpid();   /* the child runs one thread here */
+}
+
+static void log_pid_init(void)
+{
+    log_ctx.pid = (long)getpid();
+    (void)pthread_atfork(NULL, NULL, log_pid_forked);
+}
+
+/* Threads log too (the commit threads): pthread_once orders the first
+ * write before every read. */
+static long log_pid(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    (void)pthread_once(&once, log_pid_init);
+    return log_ctx.pid;
+}
 
 static void copy_bounded(char *dst, size_t size, const char *src)
 {
@@ -177,7 +204,7 @@ void msg_vlog(enum log_level level, const char *fmt, va_list ap)
         len += (size_t)snprintf(line + len, sizeof(line) - len, "%s ", log_ctx.host);
     }
     int n = snprintf(line + len, sizeof(line) - len, "%s/%s[%ld]: %s",
-                     log_ctx.name, log_ctx.role, (long)getpid(), level_prefix(level));
+                     log_ctx.name, log_ctx.role, log_pid(), level_prefix(level));
     if (n > 0)
         len += (size_t)n;
     if (len < sizeof(line)) {

@@ -357,7 +357,7 @@ static void mail_hooked(struct smtpd_session *s, const struct restrict_result *r
          * in the worker (Postfix: pid, time, sequence number). */
         struct timeval now;
         gettimeofday(&now, NULL);
-        s->tx->instance = petrel_pool_printf(s->tx->pool, "%x.%lx.%lx.%x", (unsigned)getpid(),
+        s->tx->instance = petrel_pool_printf(s->tx->pool, "%x.%lx.%lx.%x", s->worker->pid,
                                              (unsigned long)now.tv_sec, (unsigned long)now.tv_usec,
                                              s->worker->instance_seq++);
         if (s->tx->mail_line)
@@ -565,7 +565,7 @@ static void cmd_starttls(struct smtpd_session *s, const struct smtp_command *cmd
         return;
     }
     smtpd_session_attach(s);
-    bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+    smtpd_io_enable(s);
     /* RFC 3207: forget everything learned before TLS. */
     s->helo = NULL;
     s->sasl_offer = NULL;   /* TLS changes the security options: EHLO asks again */

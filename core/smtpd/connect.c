@@ -123,6 +123,37 @@ static void ehlo_discard_answered(void *arg)
         peer_known(s);
 }
 
+/* Our end of a connection: the listening socket's address when it is bound
+ * to one (every connection has it: one getsockname per listener, not per
+ * connection), otherwise the connection's own. */
+static void server_end(struct smtpd_session *s, int fd)
+{
+    struct smtpd_listener *l = s->listener;
+    struct sockaddr_storage ours;
+    socklen_t ours_len = sizeof(ours);
+    if (l && l->local_fixed == 0) {
+        l->local_fixed = -1;
+        if (getsockname(l->fd, (struct sockaddr *)&ours, &ours_len) == 0) {
+            const struct sockaddr_in *in = (const struct sockaddr_in *)&ours;
+            const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ours;
+            int specific = (ours.ss_family == AF_INET && in->sin_addr.s_addr != htonl(INADDR_ANY))
+                        || (ours.ss_family == AF_INET6 && !IN6_IS_ADDR_UNSPECIFIED(&in6->sin6_addr));
+            if (specific && addr_to_text((struct sockaddr *)&ours, l->local_addr, sizeof(l->local_addr),
+                                         l->local_port, sizeof(l->local_port)) == 0)
+                l->local_fixed = 1;
+        }
+    }
+    if (l && l->local_fixed == 1) {
+        snprintf(s->server_addr, sizeof(s->server_addr), "%s", l->local_addr);
+        snprintf(s->server_port, sizeof(s->server_port), "%s", l->local_port);
+        return;
+    }
+    ours_len = sizeof(ours);
+    if (getsockname(fd, (struct sockaddr *)&ours, &ours_len) == 0)
+        addr_to_text((struct sockaddr *)&ours, s->server_addr, sizeof(s->server_addr), s->server_port,
+                     sizeof(s->server_port));
+}
+
 /* The session starts: a network client at addr (from the socket, a PROXY
  * header or postscreen) talking to server_addr (NULL: the socket's own
  * address), or a local submission from the pickup role (local, with the
@@ -151,14 +182,11 @@ static void session_begin(struct smtpd_session *s, const char *addr, const char 
         core_metric_add(w->metrics, CM_SMTPD_CONNECTIONS, labels, 1);
         snprintf(s->addr, sizeof(s->addr), "%s", addr);
         snprintf(s->port, sizeof(s->port), "%s", port);
-        struct sockaddr_storage ours;
-        socklen_t ours_len = sizeof(ours);
         if (server_addr) {
             snprintf(s->server_addr, sizeof(s->server_addr), "%s", server_addr);
             snprintf(s->server_port, sizeof(s->server_port), "%s", server_port);
-        } else if (getsockname(fd, (struct sockaddr *)&ours, &ours_len) == 0) {
-            addr_to_text((struct sockaddr *)&ours, s->server_addr, sizeof(s->server_addr), s->server_port,
-                         sizeof(s->server_port));
+        } else {
+            server_end(s, fd);
         }
     }
     s->namaddr = petrel_pool_printf(pool, "%s[%s]", s->name, s->addr);
@@ -192,7 +220,7 @@ static void session_begin(struct smtpd_session *s, const char *addr, const char 
         s->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
     }
     smtpd_session_attach(s);
-    bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+    smtpd_io_enable(s);
     if (s->local_submission) {
         peer_name_found(s);
         return;

@@ -2,8 +2,10 @@
  * The SMTP session engine: one state machine per connection, driven by
  * libevent bufferevents (a TLS filter is stacked on the socket after
  * STARTTLS). Input is processed one command at a time, in order; replies
- * are appended to the output buffer and written when the loop runs, so a
- * pipelined group is answered in one write.
+ * are appended to the output buffer and written once the callback that
+ * produced them returns, so a pipelined group is answered in one write.
+ * Without TLS, session_io.c reads and writes the socket itself (fewer
+ * system calls than libevent's socket bufferevent).
  *
  * Whenever a step is asynchronous (a restriction that waits, the fsync of
  * a queue file), the session enters SMTPD_WAIT and stops reading; the step's
@@ -311,6 +313,7 @@ void smtpd_session_free(struct smtpd_session *s)
         struct bufferevent *under = bufferevent_get_underlying(s->bev);
         if (under)
             flush_ciphertext(under);
+        smtpd_io_free(s);
         bufferevent_free(s->bev);   /* closes the socket (and frees the TLS state) */
     } else if (s->fd >= 0) {
         close(s->fd);
@@ -335,7 +338,7 @@ void smtpd_worker_check_drained(struct smtpd_worker *w)
 void smtpd_session_close_after_flush(struct smtpd_session *s)
 {
     s->state = SMTPD_CLOSING;
-    bufferevent_disable(s->bev, EV_READ);
+    smtpd_io_stop_input(s);
     /* Inside the input loop the session must outlive this call: the loop
      * (and smtpd_handle_command below it) still use it, and frees it at its end.
      * This matters with TLS, whose filter passes our reply on at once and
@@ -365,9 +368,13 @@ static void lost_connection(struct smtpd_session *s, const char *why)
     smtpd_session_free(s);
 }
 
+/* Everything written to the client has left the output buffer (libevent,
+ * or session_io.c's direct write). */
 static void session_write_cb(struct bufferevent *bev, void *arg)
 {
     struct smtpd_session *s = arg;
+    (void)bev;
+    smtpd_io_written(s);
     if (s->state == SMTPD_CLOSING) {
         log_disconnect(s);
         smtpd_session_free(s);
@@ -460,7 +467,7 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
         s->quit_after_reply = 1;
         log_disconnect(s);
         s->state = SMTPD_CLOSING;
-        bufferevent_disable(s->bev, EV_READ);
+        smtpd_io_stop_input(s);
         bufferevent_setcb(s->bev, NULL, session_write_cb, session_event_cb, s);
         /* write_cb would log the disconnect twice: clear counters */
         memset(s->counters, 0, sizeof(s->counters));
@@ -512,6 +519,7 @@ void smtpd_session_attach(struct smtpd_session *s)
     const struct timeval *tv = s->tls_handshaking ? &s->set->starttls_timeout : &s->set->timeout;
     bufferevent_set_timeouts(s->bev, tv, tv);
     limit_buffers(s);
+    smtpd_io_attach(s);
 }
 
 /* A new session on fd, not yet begun (connect.c): its addresses may

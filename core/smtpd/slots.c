@@ -40,7 +40,7 @@ void smtpd_apply_stress(struct smtpd_worker *w, const char *service_key, unsigne
             continue;   /* busy on our side (a check, a commit) or closing */
         s->set = l->stress_settings;
         const struct timeval *tv = s->tls_handshaking ? &s->set->starttls_timeout : &s->set->timeout;
-        bufferevent_set_timeouts(s->bev, tv, tv);
+        smtpd_io_set_timeouts(s, tv);
         switched++;
     }
     if (switched)

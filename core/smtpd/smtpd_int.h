@@ -309,6 +309,12 @@ struct smtpd_listener {
     /* the pickup role's listener: the maildrop file being submitted, which
      * the queue files of its session record (queue_origin) */
     const struct queue_origin *maildrop_origin;
+    /* our end of its connections (connect.c): 0 not known yet; 1 the
+     * socket's own address, the same for every connection; -1 a wildcard
+     * address: asked per connection */
+    int local_fixed;
+    char local_addr[64];
+    char local_port[8];
 };
 
 struct smtpd_worker {
@@ -347,6 +353,7 @@ struct smtpd_worker {
     time_t space_checked;
     int space_ok;
     unsigned instance_seq;            /* the policy protocol's instance numbers */
+    unsigned pid;                     /* getpid() at start: a system call, asked once */
     int checking;                     /* smtpd_validate_service: give the configuration's warnings */
 };
 
@@ -544,6 +551,13 @@ struct smtpd_session {
     int long_line;                    /* discarding the rest of an overlong line */
     int long_auth_line;               /* the same for an AUTH response line */
     int output_full;                  /* unread replies: commands wait until the client reads */
+    /* plain TCP: our own reads and writes on the socket (session_io.c) */
+    int direct_io;
+    int write_armed;                  /* ... except now: the kernel did not take all, libevent writes */
+    int read_suspended;               /* the input is at its watermark */
+    struct event *flush_event;        /* active while replies wait for the next write */
+    struct event *read_event;
+    struct evbuffer_cb_entry *output_watch, *input_watch;
     int quit_after_reply;
     struct smtp_data_reader data;
     unsigned long long bdat_remaining;
@@ -664,6 +678,18 @@ int smtpd_queue_space_ok(struct smtpd_worker *w, unsigned long long message_size
 /* The session engine's services to the command files (commands.c, auth.c,
  * data.c, envelope.c). */
 void smtpd_session_attach(struct smtpd_session *s);
+/* session_io.c: a plain-TCP session's own reads and writes. attach after
+ * the bufferevent's callbacks, watermarks and timeouts are set (and again
+ * after STARTTLS: then it hands the socket back to libevent); enable starts
+ * reading; stop_input stops it; written: libevent drained the output;
+ * set_timeouts: a new smtpd_timeout. */
+void smtpd_io_attach(struct smtpd_session *s);
+void smtpd_io_detach(struct smtpd_session *s);
+void smtpd_io_enable(struct smtpd_session *s);
+void smtpd_io_stop_input(struct smtpd_session *s);
+void smtpd_io_written(struct smtpd_session *s);
+void smtpd_io_set_timeouts(struct smtpd_session *s, const struct timeval *tv);
+void smtpd_io_free(struct smtpd_session *s);
 void smtpd_session_close_after_flush(struct smtpd_session *s);
 /* A new session on fd, in the worker's list but not yet begun (connect.c
  * begins it); freed, whatever its state, by smtpd_session_free. */

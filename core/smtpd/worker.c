@@ -297,7 +297,8 @@ void smtpd_worker_init(struct smtpd_worker *w, const struct cfg *cfg, struct que
     w->tables = tbl_registry_new();
     char *error = NULL;
     w->queue = queue;
-    queue_id_gen_init(&w->idgen, (unsigned)getpid());
+    w->pid = (unsigned)getpid();
+    queue_id_gen_init(&w->idgen, w->pid);
     /* fsync waits on the disk, not the CPU. The file system folds the
      * fsyncs in flight at once into one journal commit, so the pool's size
      * is the width of that group commit: with 4 threads, 10 sessions per

@@ -111,6 +111,15 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
     t.ok(wait_for(lambda: len(maildir_messages(os.path.join(mail, "vmail.test/u"))) == 2), "two delivered")
     t.ok(wait_for(lambda: len(p.queue_files("deferred")) == 1), "one deferred")
 
+    # A rate needs a sample at least a second old, and the queue manager
+    # publishes its board once a second: on a quick machine all of the above
+    # takes less than that. Wait for both before looking at the page.
+    def settled():
+        page = http_get(mport, "/status")[2]
+        return (re.search(r'id="messages_received"><td>[^<]*</td><td class="total">3</td><td class="rate">[\d.]+<',
+                          page) is not None and "no delivery yet" not in page and " retry " in re.sub(r"<[^>]*>", " ", page))
+    t.ok(wait_for(settled, 30), "the status page has a rate and the queue manager's board",
+         re.sub(r"<[^>]*>", " ", http_get(mport, "/status")[2])[-600:])
     status, headers, page = http_get(mport, "/status")
     t.is_(status, 200, "GET /status: 200")
     t.like(headers.get("Content-Type", ""), r"^text/html; charset=utf-8", "HTML")

@@ -185,14 +185,14 @@ static void store_header(struct smtpd_cleanup *c, const char *text, size_t len)
 /* ------------------------------------------------------------------ */
 /* actions (header_checks(5))                                          */
 
-/* Postfix's cleanup_act_log line. */
-static void act_log(struct smtpd_cleanup *c, const char *action, const char *where, const char *content,
-                    const char *text)
+/* Postfix's cleanup_act_log line; milter_header_checks' (milter_checks.c)
+ * is the same with "milter-header-" before the action. */
+void smtpd_checks_log(struct smtpd_session *s, const char *prefix, const char *action, const char *where,
+                      const char *content, const char *text)
 {
-    struct smtpd_session *s = c->s;
     struct smtpd_tx *tx = s->tx;
     struct buf b = BUF_INIT;
-    buf_printf(&b, "%s: %s: %s %.200s from %s;", tx->queue_id, action, where, content,
+    buf_printf(&b, "%s: %s%s: %s %.200s from %s;", tx->queue_id, prefix, action, where, content,
                s->local_submission ? "local" : s->namaddr);
     buf_printf(&b, " from=<%s>", tx->mail.address);
     if (tx->nrcpts > 0)
@@ -203,6 +203,12 @@ static void act_log(struct smtpd_cleanup *c, const char *action, const char *whe
         buf_printf(&b, ": %s", text);
     msg_info("%s", b.data);
     buf_free(&b);
+}
+
+static void act_log(struct smtpd_cleanup *c, const char *action, const char *where, const char *content,
+                    const char *text)
+{
+    smtpd_checks_log(c->s, "", action, where, content, text);
 }
 
 const char *smtpd_checks_reject(petrel_pool *pool, const char *text, const char *param, struct restrict_result *r)

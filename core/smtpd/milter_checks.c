@@ -52,19 +52,7 @@ struct milter_checks_wait {
 /* Postfix's cleanup_milter_hbc_log line: "milter-header-ACTION". */
 static void milter_act_log(struct smtpd_session *s, const char *action, const char *line, const char *text)
 {
-    struct smtpd_tx *tx = s->tx;
-    struct buf b = BUF_INIT;
-    buf_printf(&b, "%s: milter-header-%s: header %.200s from %s;", tx->queue_id, action, line,
-               s->local_submission ? "local" : s->namaddr);
-    buf_printf(&b, " from=<%s>", tx->mail.address);
-    if (tx->nrcpts > 0)
-        buf_printf(&b, " to=<%s>", tx->rcpts[0].address);
-    if (!s->local_submission)
-        buf_printf(&b, " proto=%s helo=<%s>", s->esmtp ? "ESMTP" : "SMTP", s->helo ? s->helo : "");
-    if (text && *text)
-        buf_printf(&b, ": %s", text);
-    msg_info("%s", b.data);
-    buf_free(&b);
+    smtpd_checks_log(s, "milter-header-", action, "header", line, text);
 }
 
 /* Postfix's cleanup_milter_header_checks: the header a milter would write

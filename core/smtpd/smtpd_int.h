@@ -880,6 +880,10 @@ void smtpd_cleanup_end(struct smtpd_session *s);
  * destination. */
 int smtpd_envelope_address_ok(const char *a);
 int smtpd_filter_ok(const char *f);
+/* A check's log line (Postfix's cleanup_act_log): "ID: PREFIXACTION: WHERE
+ * CONTENT from CLIENT; from=<> to=<> proto= helo=<>: TEXT". */
+void smtpd_checks_log(struct smtpd_session *s, const char *prefix, const char *action, const char *where,
+                      const char *content, const char *text);
 /* A check's REJECT [text]: the verdict into *r (451 for a 4.x.x code, else
  * 550; restriction = param); returns "DSN text" for the log line. */
 const char *smtpd_checks_reject(petrel_pool *pool, const char *text, const char *param, struct restrict_result *r);

@@ -94,7 +94,9 @@ if [ $status -ne 0 ]; then
     [ -n "${fuzz_failed:-}" ] && echo "== make fuzz (logs in _build/fuzz-build/t/fuzz/work)"
     for log in $failed_logs; do
         echo "== $log"
-        grep '^not ok\|^ERROR\|^FAIL' "$log" 2>/dev/null | head -n 5
+        # each failure with its diagnostics (the "# got:/# want:" lines after it)
+        grep -A4 '^not ok' "$log" 2>/dev/null | grep '^not ok\|^#' | head -n 24
+        grep '^ERROR' "$log" 2>/dev/null | head -n 3
     done
 fi
 exit $status

@@ -39,7 +39,6 @@
 #include "module/module.h"
 #include "smtpd/anvil.h"
 #include "smtpd/restrict.h"
-#include "smtpd/sasl_plain.h"
 #include "smtpd/smtpd_int.h"
 #include "tables/cidr.h"
 
@@ -352,16 +351,16 @@ static void builtin_step(struct smtpd_session *s, const unsigned char *data, lon
             return;
         }
         /* authzid NUL authcid NUL password */
-        struct sasl_plain msg;
-        enum sasl_plain_verdict v = sasl_plain_split(data, (size_t)n, &msg);
-        if (v == SASL_PLAIN_MALFORMED) {
+        petrel_sasl_plain msg;
+        petrel_sasl_plain_verdict v = petrel_sasl_plain_split(data, (size_t)n, &msg);
+        if (v == PETREL_SASL_PLAIN_MALFORMED) {
             auth_done(s);
             smtpd_reply(s, "501 5.5.2 Invalid authentication data");
             smtpd_count_error(s, CNT_AUTH);
             return;
         }
         char *user = petrel_pool_strndup(s->scratch, msg.authcid, msg.authcid_len);
-        if (v == SASL_PLAIN_OTHER_AUTHZID) {
+        if (v == PETREL_SASL_PLAIN_OTHER_AUTHZID) {
             /* a 1.0 back-end checks a password, it cannot say who may act
              * for whom: refused, not ignored (the login would act as itself) */
             auth_done(s);

@@ -31,7 +31,6 @@
 #include <strings.h>
 #include <sys/stat.h>
 
-#include "plain.h"
 #include "sasl_int.h"
 
 struct entry {
@@ -457,17 +456,17 @@ static void verify(petrel_sasl_request *r, const petrel_sasl_context *c, const c
 
 static void plain(petrel_sasl_request *r, const petrel_sasl_context *c, const unsigned char *data, size_t len)
 {
-    struct plain_fields f;
-    enum plain_verdict v = plain_split(data, len, &f);
-    if (v == PLAIN_MALFORMED) {
+    petrel_sasl_plain f;
+    petrel_sasl_plain_verdict v = petrel_sasl_plain_split(data, len, &f);
+    if (v == PETREL_SASL_PLAIN_MALFORMED) {
         sasl_answer(r, PETREL_SASL_FAILURE, NULL, 0, NULL, "Invalid authentication data");
         return;
     }
-    char *user = strndup(f.login, f.login_len);
+    char *user = strndup(f.authcid, f.authcid_len);
     char *pass = strndup(f.password, f.password_len);
     if (user == NULL || pass == NULL)
         abort();
-    if (v == PLAIN_OTHER_AUTHZID)
+    if (v == PETREL_SASL_PLAIN_OTHER_AUTHZID)
         sasl_answer(r, PETREL_SASL_FAILURE, NULL, 0, user, "authorization identity differs from the login");
     else
         verify(r, c, user, pass);

@@ -1,16 +1,18 @@
 /*
- * Fuzz target for the PLAIN message smtpd's built-in PLAIN splits
- * (core/smtpd/sasl_plain.c): the decoded AUTH PLAIN response any client
- * on a port with smtpd_sasl_auth_enable sends.
+ * Fuzz target for the PLAIN message's split, petrel_sasl_plain_split()
+ * (core/module/sasl_plain.c): the decoded AUTH PLAIN response any client
+ * sends, as its initial response or after the empty 334, on a port with
+ * smtpd's built-in PLAIN (smtpd/auth.c) or the sasl module's table
+ * back-end (modules/sasl/table.c), which both call it.
  *
  * Input: the decoded message (an exact-size copy, so ASan sees any read
  * past it).
  *
  * Properties, against an independent reading (counting NULs):
  *  - MALFORMED exactly when the message does not hold two NULs or the
- *    login between them is empty;
+ *    login between them is empty, and then the fields are all zero;
  *  - otherwise the three fields put back together with NULs are the
- *    message, byte for byte, and none holds a NUL;
+ *    message, byte for byte, each where it is, and none holds a NUL;
  *  - OTHER_AUTHZID exactly when the authzid is neither empty nor the login.
  *
  * make check builds it with t/fuzz/replay_main.c and replays
@@ -23,7 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "smtpd/sasl_plain.h"
+#include <petrel/sasl.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -53,18 +55,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             nuls++;
         }
     }
-    struct sasl_plain p;
-    enum sasl_plain_verdict v = sasl_plain_split(msg, size, &p);
+    petrel_sasl_plain p;
+    memset(&p, 0xa5, sizeof(p));   /* what the split does not set shows */
+    petrel_sasl_plain_verdict v = petrel_sasl_plain_split(msg, size, &p);
     int malformed = nuls != 2 || second == first + 1;
-    check((v == SASL_PLAIN_MALFORMED) == malformed, "MALFORMED exactly for not two NULs or an empty login");
-    if (!malformed) {
+    check((v == PETREL_SASL_PLAIN_MALFORMED) == malformed, "MALFORMED exactly for not two NULs or an empty login");
+    if (malformed) {
+        check(p.authzid == NULL && p.authcid == NULL && p.password == NULL && p.authzid_len == 0 &&
+              p.authcid_len == 0 && p.password_len == 0, "a malformed message leaves the fields zero");
+    } else {
         check(p.authzid_len + 1 + p.authcid_len + 1 + p.password_len == size, "the fields cover the message");
         check(p.authzid == (const char *)msg && p.authcid == (const char *)msg + first + 1 &&
               p.password == (const char *)msg + second + 1, "each field where it is");
         check(memchr(p.authzid, 0, p.authzid_len) == NULL && memchr(p.authcid, 0, p.authcid_len) == NULL &&
               memchr(p.password, 0, p.password_len) == NULL, "no field holds a NUL");
         int other = first > 0 && (first != second - first - 1 || memcmp(msg, msg + first + 1, first) != 0);
-        check((v == SASL_PLAIN_OTHER_AUTHZID) == other, "OTHER_AUTHZID exactly for another authzid");
+        check((v == PETREL_SASL_PLAIN_OTHER_AUTHZID) == other, "OTHER_AUTHZID exactly for another authzid");
     }
     free(msg);
     return 0;

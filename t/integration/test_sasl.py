@@ -61,7 +61,7 @@ with Petrel(t, main_cf=BASE) as p:
           "an asynchronous back-end answer completes the exchange")
     c.close()
 
-    # the PLAIN message's NULs (core/smtpd/sasl_plain.c): exactly two, a login between them
+    # the PLAIN message's NULs (petrel_sasl_plain_split, core/module/sasl_plain.c): exactly two, a login between them
     for raw, want, why in (
             ("alice", "501 5.5.2 Invalid authentication data", "no NUL"),
             ("\0alice", "501 5.5.2 Invalid authentication data", "one NUL"),

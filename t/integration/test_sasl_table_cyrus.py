@@ -81,7 +81,7 @@ with Petrel(t, main_cf=BASE, start=False) as p:
     t.is_(c.cmd("AUTH PLAIN " + b64("other\0yes\0" + PASSWORDS["yes"])),
           "535 5.7.8 Error: authentication failed: authorization identity differs from the login",
           "PLAIN with someone else's authorization identity is refused")
-    # The PLAIN split (modules/sasl/plain.c; fuzz target sasl_table_plain)
+    # The PLAIN split (petrel_sasl_plain_split, core/module/sasl_plain.c; fuzz target sasl_plain)
     for msg, why in (("pln", "no NUL"), ("\0pln", "one NUL"), ("\0pln\0Plain\0-pw-3", "a NUL in the password"),
                      ("\0pln\0" + PASSWORDS["pln"] + "\0", "a NUL at the end"), ("\0\0whatever", "an empty login")):
         t.is_(c.cmd("AUTH PLAIN " + b64(msg)), "535 5.7.8 Error: authentication failed: Invalid authentication data",

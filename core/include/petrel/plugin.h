@@ -56,6 +56,7 @@
 
 #include <petrel/version.h>
 #include <petrel/pool.h>
+#include <petrel/sasl.h>
 
 #ifdef __cplusplus
 extern "C" {

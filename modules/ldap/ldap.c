@@ -493,69 +493,66 @@ static void search_done(struct ldap_conn *c, struct search *s, LDAPMessage *res)
         conn_drop(c, 0);
 }
 
+/* One result on the table's connection (ldap_read_ready's on_result):
+ * the bind's while binding, else a search's. Nonzero when c is gone (a
+ * drop counted in t->drops: this one, or any the answers caused). */
+static int conn_result(void *arg, LDAPMessage *res)
+{
+    struct ldap_conn *c = arg;
+    struct table *t = c->t;
+    unsigned long drops = t->drops;
+    int msgid = ldap_msgid(res);
+    if (c->state == CONN_BINDING) {
+        if (msgid != c->bind_msgid) {
+            ldap_msgfree(res);
+            return 0;
+        }
+        int err = LDAP_OTHER;
+        char *text = NULL;
+        if (ldap_parse_result(c->ld, res, &err, NULL, &text, NULL, NULL, 1) != LDAP_SUCCESS)
+            err = LDAP_OTHER;
+        if (err != LDAP_SUCCESS) {
+            petrel_module_log(t->module, PETREL_LOG_WARNING, "ldap:%s: bind as \"%s\" to %s: %s%s%s", t->config,
+                              t->bind_dn, t->hosts[c->host].url, ldap_err2string(err), text && *text ? ": " : "",
+                              text ? text : "");
+            ldap_memfree(text);
+            conn_drop(c, 1);
+            return 1;
+        }
+        ldap_memfree(text);
+        conn_ready(c);
+        return t->drops != drops;
+    }
+    struct search **p = &c->searches;
+    while (*p && (*p)->msgid != msgid)
+        p = &(*p)->next;
+    if (*p == NULL) {
+        ldap_msgfree(res);   /* abandoned: its lookup is gone */
+        return 0;
+    }
+    struct search *s = *p;
+    *p = s->next;
+    search_done(c, s, res);
+    ldap_msgfree(res);
+    return t->drops != drops;
+}
+
 static void conn_io(int fd, int events, void *arg)
 {
     (void)fd;
     struct ldap_conn *c = arg;
     struct table *t = c->t;
-    unsigned long drops = t->drops;
     if (c->state == CONN_CONNECTING) {
         if (events & PETREL_WATCH_WRITE)
             conn_connected(c);
         return;
     }
-    for (;;) {
-        LDAPMessage *res = NULL;
-        struct timeval zero = { 0, 0 };
-        int rc = ldap_result(c->ld, LDAP_RES_ANY, LDAP_MSG_ALL, &zero, &res);
-        if (rc == 0)
-            return;
-        if (rc < 0) {
-            int err = LDAP_SERVER_DOWN;
-            ldap_get_option(c->ld, LDAP_OPT_RESULT_CODE, &err);
-            petrel_module_log(t->module, PETREL_LOG_WARNING, "ldap:%s: connection to %s: %s", t->config,
-                              t->hosts[c->host].url, ldap_err2string(err));
-            conn_drop(c, c->state != CONN_READY);
-            return;
-        }
-        int msgid = ldap_msgid(res);
-        if (c->state == CONN_BINDING) {
-            if (msgid != c->bind_msgid) {
-                ldap_msgfree(res);
-                continue;
-            }
-            int err = LDAP_OTHER;
-            char *text = NULL;
-            if (ldap_parse_result(c->ld, res, &err, NULL, &text, NULL, NULL, 1) != LDAP_SUCCESS)
-                err = LDAP_OTHER;
-            if (err != LDAP_SUCCESS) {
-                petrel_module_log(t->module, PETREL_LOG_WARNING, "ldap:%s: bind as \"%s\" to %s: %s%s%s", t->config,
-                                  t->bind_dn, t->hosts[c->host].url, ldap_err2string(err), text && *text ? ": " : "",
-                                  text ? text : "");
-                ldap_memfree(text);
-                conn_drop(c, 1);
-                return;
-            }
-            ldap_memfree(text);
-            conn_ready(c);
-            if (t->drops != drops)
-                return;
-            continue;
-        }
-        struct search **p = &c->searches;
-        while (*p && (*p)->msgid != msgid)
-            p = &(*p)->next;
-        if (*p == NULL) {
-            ldap_msgfree(res);   /* abandoned: its lookup is gone */
-            continue;
-        }
-        struct search *s = *p;
-        *p = s->next;
-        search_done(c, s, res);
-        ldap_msgfree(res);
-        if (t->drops != drops)
-            return;   /* c is gone */
-    }
+    int err;
+    if (ldap_read_ready(c->ld, conn_result, c, &err) == 0)
+        return;
+    petrel_module_log(t->module, PETREL_LOG_WARNING, "ldap:%s: connection to %s: %s", t->config,
+                      t->hosts[c->host].url, ldap_err2string(err));
+    conn_drop(c, c->state != CONN_READY);
 }
 
 static void setup_done(void *owner, LDAP *ld, const char *diag)

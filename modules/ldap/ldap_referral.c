@@ -324,52 +324,53 @@ static void ref_setup_done(void *owner, LDAP *ld, const char *diag)
     ref_flush(c);
 }
 
+/* One search's result on a referred server's connection (ldap_read_ready's
+ * on_result). Nonzero when c is gone: dropped by what the answer did, or
+ * here for a search error. */
+static int ref_result(void *arg, LDAPMessage *res)
+{
+    struct referral_conn *c = arg;
+    struct table *t = c->t;
+    unsigned long id = c->id;
+    int msgid = ldap_msgid(res);
+    struct ref_search **p = &c->sent;
+    while (*p && (*p)->msgid != msgid)
+        p = &(*p)->next;
+    if (*p == NULL) {
+        ldap_msgfree(res);   /* abandoned: its lookup is gone */
+        return 0;
+    }
+    struct ref_search *s = *p;
+    *p = s->next;
+    char *server = copy_or_die(c->server);
+    c->reading = 1;
+    int drop = ldap_search_finished(s->r, c->ld, res, &s->spec, server);
+    free(server);
+    ldap_msgfree(res);
+    ldap_spec_free(&s->spec);
+    free(s);
+    if (!conn_alive(t, c, id))
+        return 1;   /* dropped meanwhile (its lookups answered) */
+    c->reading = 0;
+    if (drop) {
+        ref_drop(c);
+        return 1;
+    }
+    return 0;
+}
+
 static void ref_io(int fd, int events, void *arg)
 {
     (void)fd;
     (void)events;
     struct referral_conn *c = arg;
     struct table *t = c->t;
-    unsigned long id = c->id;
-    for (;;) {
-        LDAPMessage *res = NULL;
-        struct timeval zero = { 0, 0 };
-        int rc = ldap_result(c->ld, LDAP_RES_ANY, LDAP_MSG_ALL, &zero, &res);
-        if (rc == 0)
-            return;
-        if (rc < 0) {
-            int err = LDAP_SERVER_DOWN;
-            ldap_get_option(c->ld, LDAP_OPT_RESULT_CODE, &err);
-            petrel_module_log(t->module, PETREL_LOG_WARNING, "ldap:%s: connection to referred server %s: %s",
-                              t->config, c->server, ldap_err2string(err));
-            ref_drop(c);
-            return;
-        }
-        int msgid = ldap_msgid(res);
-        struct ref_search **p = &c->sent;
-        while (*p && (*p)->msgid != msgid)
-            p = &(*p)->next;
-        if (*p == NULL) {
-            ldap_msgfree(res);   /* abandoned: its lookup is gone */
-            continue;
-        }
-        struct ref_search *s = *p;
-        *p = s->next;
-        char *server = copy_or_die(c->server);
-        c->reading = 1;
-        int drop = ldap_search_finished(s->r, c->ld, res, &s->spec, server);
-        free(server);
-        ldap_msgfree(res);
-        ldap_spec_free(&s->spec);
-        free(s);
-        if (!conn_alive(t, c, id))
-            return;   /* dropped meanwhile (its lookups answered) */
-        c->reading = 0;
-        if (drop) {
-            ref_drop(c);
-            return;
-        }
-    }
+    int err;
+    if (ldap_read_ready(c->ld, ref_result, c, &err) == 0)
+        return;
+    petrel_module_log(t->module, PETREL_LOG_WARNING, "ldap:%s: connection to referred server %s: %s", t->config,
+                      c->server, ldap_err2string(err));
+    ref_drop(c);
 }
 
 /* A connection to server: the pool's, or a new one being made (an idle

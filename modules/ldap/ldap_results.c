@@ -6,7 +6,9 @@
  * values searched in turn, through the caller's spawn function: the
  * asynchronous lookup sends a search, the blocking one runs it); size and
  * expansion limits; and what a search's result code means. Also the
- * search itself: the base and the filter with the key escaped.
+ * search itself: the base and the filter with the key escaped, and the
+ * loop that reads a connection's ready results (ldap.c's and
+ * ldap_referral.c's connections).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -221,4 +223,22 @@ int ldap_make_search(const struct table *t, const char *key, char **base, char *
     *base = b.data;
     *filter = f.data;
     return 1;
+}
+
+int ldap_read_ready(LDAP *ld, ldap_result_fn *on_result, void *arg, int *err)
+{
+    for (;;) {
+        LDAPMessage *res = NULL;
+        struct timeval zero = { 0, 0 };
+        int rc = ldap_result(ld, LDAP_RES_ANY, LDAP_MSG_ALL, &zero, &res);
+        if (rc == 0)
+            return 0;
+        if (rc < 0) {
+            *err = LDAP_SERVER_DOWN;
+            ldap_get_option(ld, LDAP_OPT_RESULT_CODE, err);
+            return -1;
+        }
+        if (on_result(arg, res))
+            return 0;
+    }
 }

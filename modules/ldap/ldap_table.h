@@ -121,6 +121,15 @@ int ldap_search_outcome(struct table *t, LDAP *ld, LDAPMessage *res, const char 
 /* The base and the filter for key (malloc'd, escaped); 0 when the key
  * lacks what the templates need. */
 int ldap_make_search(const struct table *t, const char *key, char **base, char **filter);
+/* Reads the results libldap has ready on a connection whose fd the loop
+ * found readable (ldap_result() with a zero timeout, the table's
+ * connection and a referred server's alike), handing each to on_result,
+ * which owns it (ldap_msgfree) and returns nonzero when the connection is
+ * gone (ld is not touched again). 0 when none is left or on_result
+ * stopped; -1 when reading failed, *err the LDAP error: the connection is
+ * broken, for the caller to log and drop. */
+typedef int ldap_result_fn(void *arg, LDAPMessage *res);
+int ldap_read_ready(LDAP *ld, ldap_result_fn *on_result, void *arg, int *err);
 
 /* A table whose connections are made on a worker thread: TLS or SASL,
  * which libldap cannot do without blocking. */

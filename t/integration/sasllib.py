@@ -1,12 +1,15 @@
 """Helpers for the SASL tests: a private Dovecot auth service (passwd-file users, its own
 base_dir and log, a unix auth-client socket and a loopback port; never the system instance),
-a SCRAM-SHA-256 client (RFC 5802/7677; smtplib has none), and the password grep."""
+a SCRAM-SHA-256 client (RFC 5802/7677; smtplib has none), the password grep, and for the SMTP
+client's AUTH: a relay that wants it (Dovecot behind it), a petreld that relays everything to a
+server with the credentials of a password map, and a message submitted to that one."""
 import base64
 import hashlib
 import hmac
 import os
 
 import dovecotlib
+from harness import Petrel, make_cert
 
 DOVECOT = dovecotlib.DOVECOT
 
@@ -115,3 +118,49 @@ def files_containing(roots, needles):
                 if any(n in data for n in needles):
                     found.append(path)
     return found
+
+
+# A queue manager, for the relaying petreld that runs no master.cf of its own.
+QMGR = "qmgr unix n - n 300 1 qmgr\n"
+
+
+def auth_relay(t, dc, module_directory, tls_auth_only=False, tls=True):
+    """A started petreld (the caller closes it) that relays for clients authenticated by the
+    Dovecot auth service dc (the sasl module from module_directory) and for no one else; with
+    tls, a certificate for STARTTLS; AUTH only under TLS when tls_auth_only."""
+    p = Petrel(t, start=False, main_cf={
+        "modules": "sasl", "module_directory": module_directory, "smtpd_sasl_auth_enable": "yes",
+        "smtpd_sasl_type": "dovecot", "smtpd_sasl_path": dc.socket, "mynetworks": "192.0.2.0/24",
+        "smtpd_relay_restrictions": "permit_sasl_authenticated, reject", "myhostname": "relay.sink.test",
+        "smtpd_sasl_failure_delay": "0s", "smtpd_tls_auth_only": "yes" if tls_auth_only else "no"})
+    if tls:
+        cert, key = make_cert(p.dir)
+        os.chmod(key, 0o644)
+        p.write_main_cf(dict(p.settings, smtpd_tls_cert_file=cert, smtpd_tls_key_file=key,
+                             smtpd_tls_security_level="may"))
+    p.start()
+    return p
+
+
+def relaying_client(t, port, user, password, more_credentials="", **main_cf):
+    """A started petreld (the caller closes it) whose relayhost is [127.0.0.1]:port, with SMTP
+    AUTH as user (smtp_sasl_password_maps: a texthash: map of that line and more_credentials,
+    more lines of the map); main_cf adds or overrides parameters (TLS, mechanisms...)."""
+    p = Petrel(t, start=False, master_cf=None, extra_services=QMGR)
+    maps = p.write_file("sasl_passwd", "[127.0.0.1]:%d %s:%s\n%s" % (port, user, password, more_credentials),
+                        0o600)
+    conf = dict(p.settings, relayhost="[127.0.0.1]:%d" % port, smtp_sasl_auth_enable="yes",
+                smtp_sasl_password_maps="texthash:" + maps, minimal_backoff_time="1s")
+    conf.update(main_cf)
+    p.write_main_cf(conf)
+    p.start()
+    return p
+
+
+def submit_far(p, subject):
+    """Submits a message from me@petrel.test to someone@far.example (the relayhost's) to p; the
+    reply to the end of data."""
+    c = p.connect()
+    r = c.send_message("me@petrel.test", ["someone@far.example"], "Subject: %s\r\n\r\nbody\r\n" % subject)
+    c.close()
+    return r

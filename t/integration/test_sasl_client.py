@@ -8,13 +8,12 @@ transport only, through its master.cf -o overrides."""
 import os
 import re
 
-from harness import Petrel, Tap, make_cert
+from harness import Petrel, Tap
 from modlib import bundled_module_dir
 from dovecotlib import require_dovecot
-from sasllib import DovecotAuth
+from sasllib import QMGR, DovecotAuth, auth_relay, relaying_client, submit_far as submit
 
 t = Tap(timeout=300)
-QMGR = "qmgr unix n - n 300 1 qmgr\n"
 PASSWORD = "Relay-Pw-77"
 
 require_dovecot(t)
@@ -26,37 +25,12 @@ dc.start()
 
 
 def sink(tls_auth_only):
-    p = Petrel(t, start=False, main_cf={
-        "modules": "sasl", "module_directory": mods, "smtpd_sasl_auth_enable": "yes",
-        "smtpd_sasl_type": "dovecot", "smtpd_sasl_path": dc.socket, "mynetworks": "192.0.2.0/24",
-        "smtpd_relay_restrictions": "permit_sasl_authenticated, reject", "myhostname": "relay.sink.test",
-        "smtpd_sasl_failure_delay": "0s", "smtpd_tls_auth_only": "yes" if tls_auth_only else "no"})
-    cert, key = make_cert(p.dir)
-    os.chmod(key, 0o644)
-    p.write_main_cf(dict(p.settings, smtpd_tls_cert_file=cert, smtpd_tls_key_file=key,
-                         smtpd_tls_security_level="may"))
-    p.start()
-    return p
+    return auth_relay(t, dc, mods, tls_auth_only)
 
 
 def sender(sink_port, password=PASSWORD, more_credentials="", **extra):
-    p = Petrel(t, start=False, master_cf=None, extra_services=QMGR)
-    maps = p.write_file("sasl_passwd", "[127.0.0.1]:%d relayuser:%s\n%s" % (sink_port, password, more_credentials),
-                        0o600)
-    conf = dict(p.settings, relayhost="[127.0.0.1]:%d" % sink_port, smtp_sasl_auth_enable="yes",
-                smtp_sasl_password_maps="texthash:" + maps, smtp_tls_security_level="may",
-                minimal_backoff_time="1s")
-    conf.update(extra)
-    p.write_main_cf(conf)
-    p.start()
-    return p
-
-
-def submit(p, subject):
-    c = p.connect()
-    r = c.send_message("me@petrel.test", ["someone@far.example"], "Subject: %s\r\n\r\nbody\r\n" % subject)
-    c.close()
-    return r
+    return relaying_client(t, sink_port, "relayuser", password, more_credentials,
+                           **dict({"smtp_tls_security_level": "may"}, **extra))
 
 
 try:

@@ -13,13 +13,12 @@ import socket
 import threading
 import time
 
-from harness import Petrel, Tap, free_port
+from harness import Tap, free_port
 from modlib import bundled_module_dir
 from dovecotlib import require_dovecot
-from sasllib import DovecotAuth, b64
+from sasllib import DovecotAuth, auth_relay, b64, relaying_client, submit_far as submit
 
 t = Tap(timeout=300)
-QMGR = "qmgr unix n - n 300 1 qmgr\n"
 PASSWORD = "Long-Pw-19"
 LONG_USER = "u" * 1490 + "@long.test"
 
@@ -137,22 +136,9 @@ class ScramServer:
 
 
 def sender(port, user, password, **extra):
-    p = Petrel(t, start=False, master_cf=None, extra_services=QMGR)
-    maps = p.write_file("sasl_passwd", "[127.0.0.1]:%d %s:%s\n" % (port, user, password), 0o600)
-    conf = dict(p.settings, relayhost="[127.0.0.1]:%d" % port, smtp_sasl_auth_enable="yes",
-                smtp_sasl_password_maps="texthash:" + maps, smtp_tls_security_level="none",
-                smtp_sasl_security_options="noanonymous", minimal_backoff_time="1s")
-    conf.update(extra)
-    p.write_main_cf(conf)
-    p.start()
-    return p
-
-
-def submit(p, subject):
-    c = p.connect()
-    r = c.send_message("me@petrel.test", ["someone@far.example"], "Subject: %s\r\n\r\nbody\r\n" % subject)
-    c.close()
-    return r
+    return relaying_client(t, port, user, password,
+                           **dict({"smtp_tls_security_level": "none", "smtp_sasl_security_options": "noanonymous"},
+                                  **extra))
 
 
 def lines(p):
@@ -198,11 +184,7 @@ require_dovecot(t)
 dc = DovecotAuth({LONG_USER: PASSWORD})
 dc.start()
 try:
-    sink = Petrel(t, main_cf={
-        "modules": "sasl", "module_directory": bundled_module_dir("sasl"), "smtpd_sasl_auth_enable": "yes",
-        "smtpd_sasl_type": "dovecot", "smtpd_sasl_path": dc.socket, "mynetworks": "192.0.2.0/24",
-        "smtpd_relay_restrictions": "permit_sasl_authenticated, reject", "myhostname": "relay.sink.test",
-        "smtpd_sasl_failure_delay": "0s"})
+    sink = auth_relay(t, dc, bundled_module_dir("sasl"), tls=False)
     with sink:
         for mech in ("SCRAM-SHA-256", "CRAM-MD5"):
             with sender(sink.port, LONG_USER, PASSWORD, smtp_sasl_mechanism_filter=mech.lower()) as a:

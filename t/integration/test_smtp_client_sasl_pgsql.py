@@ -5,18 +5,16 @@ the database (it waits for an advisory lock the test holds, so the order is deci
 test, not by timing), a delivery to another next hop (Postfix's smtp-sink) completes, and the
 first one is sent once the database answers. The socketmap side, the server down and the TLS
 policy are in test_smtp_client_tables_async.py."""
-import os
 import re
 import subprocess
 
-from harness import Petrel, Tap, free_port, make_cert, wait_for
+from harness import Petrel, Tap, free_port, wait_for
 from pglib import PgCluster
 from dovecotlib import require_dovecot
-from sasllib import DovecotAuth
+from sasllib import QMGR, DovecotAuth, auth_relay
 from tablelib import bundled_module_dir
 
 t = Tap(timeout=400)
-QMGR = "qmgr unix n - n 300 1 qmgr\n"
 PASSWORD = "Relay-Pw-77"
 GATE = 4343   # the advisory lock a gated query waits for
 
@@ -43,16 +41,7 @@ sink = subprocess.Popen(["smtp-sink", "-a", "-u", "nobody", "-c", "127.0.0.1:%d"
 pg = PgCluster()
 relay = a = holder = None
 try:
-    relay = Petrel(t, start=False, main_cf={
-        "modules": "sasl", "module_directory": bundled_module_dir("sasl"), "smtpd_sasl_auth_enable": "yes",
-        "smtpd_sasl_type": "dovecot", "smtpd_sasl_path": dc.socket, "mynetworks": "192.0.2.0/24",
-        "smtpd_relay_restrictions": "permit_sasl_authenticated, reject", "myhostname": "relay.sink.test",
-        "smtpd_sasl_failure_delay": "0s", "smtpd_tls_auth_only": "yes"})
-    cert, key = make_cert(relay.dir)
-    os.chmod(key, 0o644)
-    relay.write_main_cf(dict(relay.settings, smtpd_tls_cert_file=cert, smtpd_tls_key_file=key,
-                             smtpd_tls_security_level="may"))
-    relay.start()
+    relay = auth_relay(t, dc, bundled_module_dir("sasl"), tls_auth_only=True)
     RELAY = "[127.0.0.1]:%d" % relay.port
 
     pg.psql("CREATE ROLE postfix LOGIN PASSWORD 'pfpw'")

@@ -3,7 +3,11 @@ temporary directory, loaded with slapadd from the test's LDIF, listening on 127.
 free port in the foreground, ready once its own pidfile is written and a search answers,
 stopped by PID (stop() and start() again on the same port, for
 the "server goes down mid-run" cases). The root DN "cn=admin,dc=example,dc=test" has the
-password "secret"; anonymous users may read everything but passwords."""
+password "secret"; anonymous users may read everything but passwords.
+
+Also what the ldap: table tests share: the suffix's entry and a one-user directory, a CA and
+a server certificate for TLS servers, a virtual alias table file, and a petreld that uses it
+(its RCPT replies, or petreld -n's verdict on it)."""
 import atexit
 import os
 import shutil
@@ -12,11 +16,24 @@ import subprocess
 import tempfile
 import time
 
-from harness import CLEANUP_DIRS, free_port
+from harness import CLEANUP_DIRS, PETRELD, free_port
 
 SUFFIX = "dc=example,dc=test"
 ROOT_DN = "cn=admin," + SUFFIX
 ROOT_PW = "secret"
+
+# The suffix's own entry, which every directory starts with.
+ROOT_ENTRY = "dn: {s}\nobjectClass: dcObject\nobjectClass: organization\no: Example\ndc: example\n\n".format(s=SUFFIX)
+# A directory of one mail user under the suffix: alice@ldap.test, routed to box@vmail.test.
+ALICE_LDIF = ROOT_ENTRY + """dn: uid=alice,{s}
+objectClass: inetOrgPerson
+objectClass: inetLocalMailRecipient
+uid: alice
+cn: Alice
+sn: A
+mailLocalAddress: alice@ldap.test
+mailRoutingAddress: box@vmail.test
+""".format(s=SUFFIX)
 
 
 class Slapd:
@@ -122,3 +139,83 @@ class Slapd:
 
     def resume(self):
         self.proc.send_signal(signal.SIGCONT)
+
+
+def cert_dir(prefix):
+    """A fresh directory (0755, removed at exit) for certificates that slapd and petreld read."""
+    d = tempfile.mkdtemp(prefix=prefix)
+    os.chmod(d, 0o755)
+    CLEANUP_DIRS.append(d)
+    return d
+
+
+def openssl(*args):
+    subprocess.run(["openssl"] + list(args), check=True, capture_output=True, timeout=60)
+
+
+def make_ca(certs, name):
+    """A CA (CN "Petrel test NAME") in the directory certs: its certificate's and key's paths."""
+    key, pem = os.path.join(certs, name + ".key"), os.path.join(certs, name + ".pem")
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=Petrel test " + name,
+            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+            "-keyout", key, "-out", pem)
+    os.chmod(pem, 0o644)
+    return pem, key
+
+
+def make_server_cert(certs, name, ca, ca_key):
+    """A certificate for localhost and 127.0.0.1 signed by the CA (ca, ca_key), in the directory
+    certs, readable by all (slapd may run as another user): its certificate's and key's paths."""
+    key, csr, pem = (os.path.join(certs, name + ext) for ext in (".key", ".csr", ".pem"))
+    ext = os.path.join(certs, name + ".ext")
+    with open(ext, "w") as f:
+        f.write("subjectAltName = DNS:localhost, IP:127.0.0.1\n")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", key, "-out", csr)
+    openssl("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-days", "2",
+            "-extfile", ext, "-out", pem)
+    for path in (pem, key):
+        os.chmod(path, 0o644)
+    return pem, key
+
+
+def alias_table(p, name, server, extra=""):
+    """The ldap: table file name in p's directory: virtual aliases, mailLocalAddress to
+    mailRoutingAddress under SUFFIX on server (server_host), then the lines extra."""
+    return p.write_file(name, "server_host = %s\nsearch_base = %s\nversion = 3\n"
+                        "query_filter = (mailLocalAddress=%%s)\nresult_attribute = mailRoutingAddress\n%s"
+                        % (server, SUFFIX, extra))
+
+
+def alias_main_cf(p, modules, cf, **main_cf):
+    """Writes p's main.cf: the ldap module (from the directory modules), virtual_alias_maps =
+    ldap:cf for the domain ldap.test, and main_cf's parameters."""
+    conf = dict(p.settings)
+    conf.update({"modules": "ldap", "module_directory": modules, "virtual_alias_domains": "ldap.test",
+                 "virtual_alias_maps": "ldap:" + cf})
+    conf.update(main_cf)
+    p.write_main_cf(conf)
+
+
+def alias_session(p, modules, cf, **main_cf):
+    """Starts p as alias_main_cf configures it; a connection in a mail transaction (after MAIL
+    FROM), for RCPT TO (the caller closes it)."""
+    alias_main_cf(p, modules, cf, **main_cf)
+    p.start()
+    c = p.connect()
+    c.ehlo("client.test")
+    c.cmd("MAIL FROM:<sender@example.org>")
+    return c
+
+
+def rcpt_replies(p, modules, cf, addresses, **main_cf):
+    """alias_session's replies to RCPT TO for each of addresses, in one transaction."""
+    c = alias_session(p, modules, cf, **main_cf)
+    replies = [c.cmd("RCPT TO:<%s>" % a) for a in addresses]
+    c.close()
+    return replies
+
+
+def check_config(p, modules, cf):
+    """petreld -n on p with virtual_alias_maps = ldap:cf (alias_main_cf): the CompletedProcess."""
+    alias_main_cf(p, modules, cf)
+    return subprocess.run(p.command(PETRELD, "-n", "-c", p.conf), capture_output=True, text=True, timeout=30)

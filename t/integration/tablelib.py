@@ -6,22 +6,10 @@ import shutil
 import subprocess
 import tempfile
 
-from harness import CLEANUP_DIRS, PETRELCTL, TOP_BUILDDIR, run_as_user
+from harness import CLEANUP_DIRS, PETRELCTL, run_as_user
+from modlib import bundled_module_dir  # noqa: F401 (the table tests import it from here too)
 
 TABLE_MODULES = ("lmdb", "cdb", "sqlite")
-
-
-def bundled_module_dir(*names):
-    """A fresh directory (0755) holding copies of the named bundled modules."""
-    d = tempfile.mkdtemp(prefix="petrel-modules-")
-    os.chmod(d, 0o755)
-    CLEANUP_DIRS.append(d)
-    for name in names:
-        src = os.path.join(TOP_BUILDDIR, "modules", name, ".libs", name + ".so")
-        dst = os.path.join(d, name + ".so")
-        shutil.copyfile(src, dst)
-        os.chmod(dst, 0o644)
-    return d
 
 
 class Workspace:

@@ -12,20 +12,15 @@ import threading
 import time
 
 from harness import PETRELD, Dnsmasq, Petrel, Tap, maildir_messages, wait_for
-from ldaplib import ROOT_DN, ROOT_PW, SUFFIX, Slapd
+from ldaplib import (ROOT_DN, ROOT_ENTRY, ROOT_PW, SUFFIX, Slapd, alias_session, alias_table,
+                     check_config)
 from tablelib import bundled_module_dir
 
 t = Tap(timeout=300)
 QMGR = "qmgr unix n - n 300 1 qmgr\n"
 MODULES = bundled_module_dir("ldap")
 
-LDIF = """dn: {s}
-objectClass: dcObject
-objectClass: organization
-o: Example
-dc: example
-
-dn: ou=people,{s}
+LDIF = ROOT_ENTRY + """dn: ou=people,{s}
 objectClass: organizationalUnit
 ou: people
 
@@ -200,17 +195,8 @@ with Petrel(t, extra_services=QMGR, start=False, workers=1) as p:
 # Down at start: petreld starts, answers 451, then finds the server when it comes up.
 slapd.stop()
 with Petrel(t, start=False, workers=1) as p:
-    cf = p.write_file("v.cf", "server_host = 127.0.0.1:%d\nsearch_base = %s\nversion = 3\nbind = no\n"
-                      "query_filter = (mailLocalAddress=%%s)\nresult_attribute = mailRoutingAddress\n"
-                      % (slapd.port, SUFFIX))
-    conf = dict(p.settings)
-    conf.update({"modules": "ldap", "module_directory": MODULES,
-                 "virtual_alias_domains": "ldap.test", "virtual_alias_maps": "ldap:" + cf})
-    p.write_main_cf(conf)
-    p.start()
-    c = p.connect()
-    c.ehlo("client.test")
-    c.cmd("MAIL FROM:<sender@example.org>")
+    cf = alias_table(p, "v.cf", "127.0.0.1:%d" % slapd.port, "bind = no\n")
+    c = alias_session(p, MODULES, cf)
     t.is_(c.cmd("RCPT TO:<sales@ldap.test>"), "451 4.3.0 <sales@ldap.test>: Temporary lookup failure",
           "the server down at start: 451 4.3.0")
     slapd.start()
@@ -225,17 +211,8 @@ with Dnsmasq(["--address=/ldap.dns.test/127.0.0.1"]) as dns:
                                  ("127.0.0.1:9", "451 4.3.0 <sales@ldap.test>: Temporary lookup failure",
                                   "the DNS not answering: 451 4.3.0")):
         with Petrel(t, start=False, workers=1) as p:
-            cf = p.write_file("byname.cf", "server_host = ldap.dns.test:%d\nsearch_base = %s\nversion = 3\n"
-                              "bind = no\nquery_filter = (mailLocalAddress=%%s)\n"
-                              "result_attribute = mailRoutingAddress\n" % (slapd.port, SUFFIX))
-            conf = dict(p.settings)
-            conf.update({"modules": "ldap", "module_directory": MODULES, "dns_resolver": resolver,
-                         "virtual_alias_domains": "ldap.test", "virtual_alias_maps": "ldap:" + cf})
-            p.write_main_cf(conf)
-            p.start()
-            c = p.connect()
-            c.ehlo("client.test")
-            c.cmd("MAIL FROM:<sender@example.org>")
+            cf = alias_table(p, "byname.cf", "ldap.dns.test:%d" % slapd.port, "bind = no\n")
+            c = alias_session(p, MODULES, cf, dns_resolver=resolver)
             t.is_(c.cmd("RCPT TO:<sales@ldap.test>"), want, name)
             c.close()
             if resolver == dns.server:
@@ -246,17 +223,8 @@ with Dnsmasq(["--address=/ldap.dns.test/127.0.0.1"]) as dns:
 
 # A wrong bind password: a lookup error (451), logged with the server's reason, never "not found".
 with Petrel(t, start=False, workers=1) as p:
-    cf = p.write_file("badbind.cf", "server_host = 127.0.0.1:%d\nsearch_base = %s\nversion = 3\nbind_dn = %s\n"
-                      "bind_pw = wrong\nquery_filter = (mailLocalAddress=%%s)\nresult_attribute = mailRoutingAddress\n"
-                      % (slapd.port, SUFFIX, ROOT_DN))
-    conf = dict(p.settings)
-    conf.update({"modules": "ldap", "module_directory": MODULES,
-                 "virtual_alias_domains": "ldap.test", "virtual_alias_maps": "ldap:" + cf})
-    p.write_main_cf(conf)
-    p.start()
-    c = p.connect()
-    c.ehlo("client.test")
-    c.cmd("MAIL FROM:<sender@example.org>")
+    cf = alias_table(p, "badbind.cf", "127.0.0.1:%d" % slapd.port, "bind_dn = %s\nbind_pw = wrong\n" % ROOT_DN)
+    c = alias_session(p, MODULES, cf)
     t.is_(c.cmd("RCPT TO:<sales@ldap.test>"), "451 4.3.0 <sales@ldap.test>: Temporary lookup failure",
           "a bind that fails: 451 4.3.0")
     t.is_(c.cmd("RCPT TO:<sales@ldap.test>"), "451 4.3.0 <sales@ldap.test>: Temporary lookup failure",
@@ -321,10 +289,7 @@ with Petrel(t, start=False) as p:
                      (sasl, "ldap:%s line 3: sasl_minssf = 5000: 0 to 4096" % sasl),
                      (scope, "ldap:%s line 2: scope = subtree: the scopes are sub, one and base" % scope),
                      (pct, "ldap:%s line 1: query_filter: invalid %%x" % pct)):
-        conf = dict(p.settings)
-        conf.update({"modules": "ldap", "module_directory": MODULES, "virtual_alias_maps": "ldap:" + cf})
-        p.write_main_cf(conf)
-        r = subprocess.run(p.command(PETRELD, "-n", "-c", p.conf), capture_output=True, text=True, timeout=30)
+        r = check_config(p, MODULES, cf)
         t.ok(r.returncode != 0 and want in r.stdout + r.stderr, "petreld -n: " + want.split(": ", 1)[1],
              r.stdout + r.stderr)
 

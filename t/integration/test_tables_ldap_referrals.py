@@ -13,38 +13,19 @@ after the other: found, idle connections closed to make room)."""
 import os
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import CLEANUP_DIRS, PETRELD, Petrel, Tap, free_port, refused_port  # noqa: E402
-from ldaplib import SUFFIX, Slapd  # noqa: E402
+from harness import PETRELD, Petrel, Tap, free_port, refused_port  # noqa: E402
+from ldaplib import ROOT_ENTRY, SUFFIX, Slapd, cert_dir, check_config, make_ca, make_server_cert  # noqa: E402
 from tablelib import bundled_module_dir  # noqa: E402
 
 t = Tap(timeout=300)
 MODULES = bundled_module_dir("ldap")
 
-certs = tempfile.mkdtemp(prefix="petrel-ldap-ref-")
-os.chmod(certs, 0o755)
-CLEANUP_DIRS.append(certs)
-
-
-def openssl(*args):
-    subprocess.run(["openssl"] + list(args), check=True, capture_output=True, timeout=60)
-
-
-CA, CA_KEY = os.path.join(certs, "ca.pem"), os.path.join(certs, "ca.key")
-openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=Petrel test referral CA",
-        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-        "-keyout", CA_KEY, "-out", CA)
-SRV, SRV_KEY, CSR = (os.path.join(certs, "server" + e) for e in (".pem", ".key", ".csr"))
-with open(os.path.join(certs, "san.ext"), "w") as f:
-    f.write("subjectAltName = DNS:localhost, IP:127.0.0.1\n")
-openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", SRV_KEY, "-out", CSR)
-openssl("x509", "-req", "-in", CSR, "-CA", CA, "-CAkey", CA_KEY, "-CAcreateserial", "-days", "2",
-        "-extfile", os.path.join(certs, "san.ext"), "-out", SRV)
-for path in (CA, SRV, SRV_KEY):
-    os.chmod(path, 0o644)
+certs = cert_dir("petrel-ldap-ref-")
+CA, CA_KEY = make_ca(certs, "referral-ca")
+SRV, SRV_KEY = make_server_cert(certs, "server", CA, CA_KEY)
 TLS_CONF = "TLSCACertificateFile %s\nTLSCertificateFile %s\nTLSCertificateKeyFile %s\n" % (CA, SRV, SRV_KEY)
 
 P1, P2, DEAD = free_port(), free_port(), refused_port()   # DEAD refuses every connection
@@ -64,7 +45,6 @@ def ou(name, parent):
     return "dn: ou={o},{p}\nobjectClass: organizationalUnit\nou: {o}\n\n".format(o=name, p=parent)
 
 
-TOP = "dn: {s}\nobjectClass: dcObject\nobjectClass: organization\no: Example\ndc: example\n\n".format(s=SUFFIX)
 PEOPLE = "ou=people," + SUFFIX
 
 
@@ -74,12 +54,12 @@ def at(port, dn):
 
 # The first server: a local entry, and referrals to the second (inside ou=people, and whole
 # subtrees), to a server that is down, round in a loop, and along a chain of 6 hops.
-LDIF1 = (TOP + ou("people", SUFFIX) + entry("near", "near-box@vmail.test", PEOPLE)
+LDIF1 = (ROOT_ENTRY + ou("people", SUFFIX) + entry("near", "near-box@vmail.test", PEOPLE)
          + referral("remote", PEOPLE, at(P2, "ou=remote," + PEOPLE))
          + referral("down", SUFFIX, at(DEAD, "ou=down," + SUFFIX))
          + referral("loop", SUFFIX, at(P2, "ou=loop," + SUFFIX))
          + "".join(referral("hop%d" % i, SUFFIX, at(P2, "ou=hop%d,%s" % (i + 1, SUFFIX))) for i in (0, 2, 4)))
-LDIF2 = (TOP + ou("people", SUFFIX) + ou("remote", PEOPLE)
+LDIF2 = (ROOT_ENTRY + ou("people", SUFFIX) + ou("remote", PEOPLE)
          + entry("far", "far-box@vmail.test", "ou=remote," + PEOPLE)
          + entry("secure", "secure-box@vmail.test", "ou=remote," + PEOPLE)
          + referral("loop", SUFFIX, at(P1, "ou=loop," + SUFFIX))
@@ -220,10 +200,7 @@ with Petrel(t, start=False, workers=1) as p:
 with Petrel(t, start=False) as p:
     cf = p.write_file("bad.cf", "server_host = ldap://127.0.0.1:%d\nsearch_base = %s\nchase_referrals = maybe\n"
                       % (P1, SUFFIX))
-    conf = dict(p.settings)
-    conf.update({"modules": "ldap", "module_directory": MODULES, "virtual_alias_maps": "ldap:" + cf})
-    p.write_main_cf(conf)
-    r = subprocess.run(p.command(PETRELD, "-n", "-c", p.conf), capture_output=True, text=True, timeout=30)
+    r = check_config(p, MODULES, cf)
     want = "ldap:%s line 3: chase_referrals = maybe: yes or no" % cf
     t.ok(r.returncode != 0 and want in r.stdout + r.stderr, "petreld -n: " + want.split(": ", 1)[1],
          r.stdout + r.stderr)

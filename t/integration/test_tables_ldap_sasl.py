@@ -13,27 +13,11 @@ import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import CLEANUP_DIRS, Petrel, Tap  # noqa: E402
-from ldaplib import SUFFIX, Slapd  # noqa: E402
+from ldaplib import ALICE_LDIF, SUFFIX, Slapd, alias_table, rcpt_replies  # noqa: E402
 from tablelib import bundled_module_dir  # noqa: E402
 
 t = Tap(timeout=300)
 MODULES = bundled_module_dir("ldap")
-
-LDIF = """dn: {s}
-objectClass: dcObject
-objectClass: organization
-o: Example
-dc: example
-
-dn: uid=alice,{s}
-objectClass: inetOrgPerson
-objectClass: inetLocalMailRecipient
-uid: alice
-cn: Alice
-sn: A
-mailLocalAddress: alice@ldap.test
-mailRoutingAddress: box@vmail.test
-""".format(s=SUFFIX)
 
 sockdir = tempfile.mkdtemp(prefix="petrel-ldapi-")
 os.chmod(sockdir, 0o755)   # petreld's user reaches the socket
@@ -46,8 +30,8 @@ class LdapiSlapd(Slapd):
     """The fixture's slapd on an ldapi:// socket; only SASL EXTERNAL identities read."""
 
     def __init__(self):
-        super().__init__(LDIF, extra_conf='access to dn.subtree="%s" by dn.regex="cn=peercred,cn=external,cn=auth$" '
-                                          'read by * none\n' % SUFFIX)
+        super().__init__(ALICE_LDIF, extra_conf='access to dn.subtree="%s" by dn.regex="cn=peercred,cn=external,'
+                                                'cn=auth$" read by * none\n' % SUFFIX)
 
     def start(self):
         self.launch(LDAPI)
@@ -62,23 +46,11 @@ FOUND, DEFER = "250 2.1.5 Ok", "451 4.3.0 <alice@ldap.test>: Temporary lookup fa
 
 
 def table(p, name, extra):
-    return p.write_file(name, "server_host = %s\nsearch_base = %s\nversion = 3\n"
-                        "query_filter = (mailLocalAddress=%%s)\nresult_attribute = mailRoutingAddress\n%s"
-                        % (LDAPI, SUFFIX, extra))
+    return alias_table(p, name, LDAPI, extra)
 
 
 def rcpt(p, cf):
-    conf = dict(p.settings)
-    conf.update({"modules": "ldap", "module_directory": MODULES, "virtual_alias_domains": "ldap.test",
-                 "virtual_alias_maps": "ldap:" + cf})
-    p.write_main_cf(conf)
-    p.start()
-    c = p.connect()
-    c.ehlo("client.test")
-    c.cmd("MAIL FROM:<sender@example.org>")
-    reply = c.cmd("RCPT TO:<alice@ldap.test>")
-    c.close()
-    return reply
+    return rcpt_replies(p, MODULES, cf, ["alice@ldap.test"])[0]
 
 
 with Petrel(t, start=False, workers=1) as p:

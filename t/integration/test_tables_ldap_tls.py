@@ -9,64 +9,20 @@ use TLS); a tls_cert without tls_key is refused by petreld -n naming the line.""
 import os
 import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import CLEANUP_DIRS, PETRELD, Petrel, Tap, free_port  # noqa: E402
-from ldaplib import SUFFIX, Slapd  # noqa: E402
+from harness import Petrel, Tap, free_port  # noqa: E402
+from ldaplib import (ALICE_LDIF, SUFFIX, Slapd, alias_table, cert_dir, check_config, make_ca,  # noqa: E402
+                     make_server_cert, rcpt_replies)
 from tablelib import bundled_module_dir  # noqa: E402
 
 t = Tap(timeout=300)
 MODULES = bundled_module_dir("ldap")
 
-LDIF = """dn: {s}
-objectClass: dcObject
-objectClass: organization
-o: Example
-dc: example
-
-dn: uid=alice,{s}
-objectClass: inetOrgPerson
-objectClass: inetLocalMailRecipient
-uid: alice
-cn: Alice
-sn: A
-mailLocalAddress: alice@ldap.test
-mailRoutingAddress: box@vmail.test
-""".format(s=SUFFIX)
-
-certs = tempfile.mkdtemp(prefix="petrel-ldap-tls-")
-os.chmod(certs, 0o755)
-CLEANUP_DIRS.append(certs)
-
-
-def openssl(*args):
-    subprocess.run(["openssl"] + list(args), check=True, capture_output=True, timeout=60)
-
-
-def make_ca(name):
-    key, pem = os.path.join(certs, name + ".key"), os.path.join(certs, name + ".pem")
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=Petrel test " + name,
-            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-            "-keyout", key, "-out", pem)
-    os.chmod(pem, 0o644)
-    return pem, key
-
-
-def make_server_cert(name, ca, ca_key):
-    key, csr, pem = (os.path.join(certs, name + ext) for ext in (".key", ".csr", ".pem"))
-    ext = os.path.join(certs, name + ".ext")
-    with open(ext, "w") as f:
-        f.write("subjectAltName = DNS:localhost, IP:127.0.0.1\n")
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", key, "-out", csr)
-    openssl("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-days", "2",
-            "-extfile", ext, "-out", pem)
-    return pem, key
-
-
-CA, CA_KEY = make_ca("ca")
-OTHER_CA, _ = make_ca("other-ca")
-SRV, SRV_KEY = make_server_cert("server", CA, CA_KEY)
+certs = cert_dir("petrel-ldap-tls-")
+CA, CA_KEY = make_ca(certs, "ca")
+OTHER_CA, _ = make_ca(certs, "other-ca")
+SRV, SRV_KEY = make_server_cert(certs, "server", CA, CA_KEY)
 
 
 class TlsSlapd(Slapd):
@@ -74,8 +30,8 @@ class TlsSlapd(Slapd):
 
     def __init__(self):
         self.tls_port = free_port()
-        super().__init__(LDIF, extra_conf="TLSCACertificateFile %s\nTLSCertificateFile %s\n"
-                                          "TLSCertificateKeyFile %s\nsecurity tls=1\n" % (CA, SRV, SRV_KEY))
+        super().__init__(ALICE_LDIF, extra_conf="TLSCACertificateFile %s\nTLSCertificateFile %s\n"
+                                                "TLSCertificateKeyFile %s\nsecurity tls=1\n" % (CA, SRV, SRV_KEY))
 
     def start(self):
         self.launch("ldap://127.0.0.1:%d/ ldaps://127.0.0.1:%d/" % (self.port, self.tls_port))
@@ -96,26 +52,6 @@ FOUND, UNKNOWN, DEFER = ("250 2.1.5 Ok",
                          "451 4.3.0 <alice@ldap.test>: Temporary lookup failure")
 
 
-def table(p, name, server, extra):
-    return p.write_file(name, "server_host = %s\nsearch_base = %s\nversion = 3\n"
-                        "query_filter = (mailLocalAddress=%%s)\nresult_attribute = mailRoutingAddress\n%s"
-                        % (server, SUFFIX, extra))
-
-
-def rcpts(p, cf, addresses):
-    conf = dict(p.settings)
-    conf.update({"modules": "ldap", "module_directory": MODULES, "virtual_alias_domains": "ldap.test",
-                 "virtual_alias_maps": "ldap:" + cf})
-    p.write_main_cf(conf)
-    p.start()
-    c = p.connect()
-    c.ehlo("client.test")
-    c.cmd("MAIL FROM:<sender@example.org>")
-    replies = [c.cmd("RCPT TO:<%s>" % a) for a in addresses]
-    c.close()
-    return replies
-
-
 VERIFY = "tls_require_cert = yes\ntls_ca_cert_file = %s\n" % CA
 cases = (
     ("start_tls = yes on an ldap:// server", "ldap://127.0.0.1:%d" % slapd.port, "start_tls = yes\n" + VERIFY),
@@ -123,8 +59,8 @@ cases = (
 )
 for what, server, extra in cases:
     with Petrel(t, start=False, workers=1) as p:
-        cf = table(p, "tls.cf", server, extra)
-        t.is_(rcpts(p, cf, ["alice@ldap.test", "nobody@ldap.test"]), [FOUND, UNKNOWN],
+        cf = alias_table(p, "tls.cf", server, extra)
+        t.is_(rcpt_replies(p, MODULES, cf, ["alice@ldap.test", "nobody@ldap.test"]), [FOUND, UNKNOWN],
               "%s, the certificate verified: found and not found at RCPT" % what)
         r = p.petrelctl("map", "query", "ldap:" + cf, "alice@ldap.test")
         t.is_((r.returncode, r.stdout.strip()), (0, "box@vmail.test"),
@@ -134,9 +70,9 @@ for what, server, extra in cases:
 
 # A certificate the CA file does not vouch for: a lookup error, never "not found".
 with Petrel(t, start=False, workers=1) as p:
-    cf = table(p, "wrong-ca.cf", "ldap://127.0.0.1:%d" % slapd.port,
+    cf = alias_table(p, "wrong-ca.cf", "ldap://127.0.0.1:%d" % slapd.port,
                "start_tls = yes\ntls_require_cert = yes\ntls_ca_cert_file = %s\n" % OTHER_CA)
-    t.is_(rcpts(p, cf, ["alice@ldap.test"]), [DEFER],
+    t.is_(rcpt_replies(p, MODULES, cf, ["alice@ldap.test"]), [DEFER],
           "tls_require_cert = yes and a certificate from another CA: 451 4.3.0")
     t.ok(p.wait_log(r"ldap:%s: ldap://127\.0\.0\.1:%d: StartTLS: " % (cf, slapd.port)),
          "the failed StartTLS is logged", p.log()[-1500:])
@@ -145,22 +81,20 @@ with Petrel(t, start=False, workers=1) as p:
 
 # Postfix's default tls_require_cert = no: encrypted, the certificate not checked.
 with Petrel(t, start=False, workers=1) as p:
-    cf = table(p, "unverified.cf", "ldaps://127.0.0.1:%d/" % slapd.tls_port, "tls_ca_cert_file = %s\n" % OTHER_CA)
-    t.is_(rcpts(p, cf, ["alice@ldap.test"]), [FOUND],
+    cf = alias_table(p, "unverified.cf", "ldaps://127.0.0.1:%d/" % slapd.tls_port,
+                     "tls_ca_cert_file = %s\n" % OTHER_CA)
+    t.is_(rcpt_replies(p, MODULES, cf, ["alice@ldap.test"]), [FOUND],
           "tls_require_cert = no (Postfix's default): the certificate is not checked")
 
 # Without TLS the same server refuses: the lookups above were over TLS.
 with Petrel(t, start=False, workers=1) as p:
-    cf = table(p, "plain.cf", "ldap://127.0.0.1:%d" % slapd.port, "")
-    t.is_(rcpts(p, cf, ["alice@ldap.test"]), [DEFER], "the same server without start_tls: 451 4.3.0")
+    cf = alias_table(p, "plain.cf", "ldap://127.0.0.1:%d" % slapd.port, "")
+    t.is_(rcpt_replies(p, MODULES, cf, ["alice@ldap.test"]), [DEFER], "the same server without start_tls: 451 4.3.0")
 
 # A client certificate needs its key.
 with Petrel(t, start=False) as p:
-    cf = table(p, "half.cf", "ldaps://127.0.0.1:%d/" % slapd.tls_port, "tls_cert = %s\n" % SRV)
-    conf = dict(p.settings)
-    conf.update({"modules": "ldap", "module_directory": MODULES, "virtual_alias_maps": "ldap:" + cf})
-    p.write_main_cf(conf)
-    r = subprocess.run(p.command(PETRELD, "-n", "-c", p.conf), capture_output=True, text=True, timeout=30)
+    cf = alias_table(p, "half.cf", "ldaps://127.0.0.1:%d/" % slapd.tls_port, "tls_cert = %s\n" % SRV)
+    r = check_config(p, MODULES, cf)
     want = "ldap:%s line 6: tls_cert without tls_key: a client certificate needs both" % cf
     t.ok(r.returncode != 0 and want in r.stdout + r.stderr, "petreld -n: " + want.split(": ", 1)[1],
          r.stdout + r.stderr)

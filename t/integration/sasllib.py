@@ -2,14 +2,17 @@
 base_dir and log, a unix auth-client socket and a loopback port; never the system instance),
 a SCRAM-SHA-256 client (RFC 5802/7677; smtplib has none), the password grep, and for the SMTP
 client's AUTH: a relay that wants it (Dovecot behind it), a petreld that relays everything to a
-server with the credentials of a password map, and a message submitted to that one."""
+server with the credentials of a password map, a message submitted to that one, and Postfix's
+smtp-sink as another next hop (no AUTH, no STARTTLS)."""
 import base64
 import hashlib
 import hmac
 import os
+import re
+import subprocess
 
 import dovecotlib
-from harness import Petrel, make_cert
+from harness import Petrel, free_port, make_cert, wait_for
 
 DOVECOT = dovecotlib.DOVECOT
 
@@ -124,15 +127,16 @@ def files_containing(roots, needles):
 QMGR = "qmgr unix n - n 300 1 qmgr\n"
 
 
-def auth_relay(t, dc, module_directory, tls_auth_only=False, tls=True):
+def auth_relay(t, dc, module_directory, tls_auth_only=False, tls=True, **main_cf):
     """A started petreld (the caller closes it) that relays for clients authenticated by the
-    Dovecot auth service dc (the sasl module from module_directory) and for no one else; with
-    tls, a certificate for STARTTLS; AUTH only under TLS when tls_auth_only."""
-    p = Petrel(t, start=False, main_cf={
+    Dovecot auth service dc (the sasl module from module_directory) and for no one else (unless
+    main_cf's smtpd_relay_restrictions say otherwise; main_cf adds or overrides parameters);
+    with tls, a certificate for STARTTLS; AUTH only under TLS when tls_auth_only."""
+    p = Petrel(t, start=False, main_cf=dict({
         "modules": "sasl", "module_directory": module_directory, "smtpd_sasl_auth_enable": "yes",
         "smtpd_sasl_type": "dovecot", "smtpd_sasl_path": dc.socket, "mynetworks": "192.0.2.0/24",
         "smtpd_relay_restrictions": "permit_sasl_authenticated, reject", "myhostname": "relay.sink.test",
-        "smtpd_sasl_failure_delay": "0s", "smtpd_tls_auth_only": "yes" if tls_auth_only else "no"})
+        "smtpd_sasl_failure_delay": "0s", "smtpd_tls_auth_only": "yes" if tls_auth_only else "no"}, **main_cf))
     if tls:
         cert, key = make_cert(p.dir)
         os.chmod(key, 0o644)
@@ -164,3 +168,32 @@ def submit_far(p, subject):
     r = c.send_message("me@petrel.test", ["someone@far.example"], "Subject: %s\r\n\r\nbody\r\n" % subject)
     c.close()
     return r
+
+
+def queue_id(reply):
+    """The queue ID of a 250 reply to the end of data, or None."""
+    m = re.search(r"queued as (\S+)", reply)
+    return m.group(1) if m else None
+
+
+def submit_queued(p, sender, rcpt, subject):
+    """Submits a message from sender to rcpt to p; its queue ID (None when refused)."""
+    c = p.connect()
+    r = c.send_message(sender, [rcpt], "Subject: %s\r\n\r\nbody\r\n" % subject)
+    c.close()
+    return queue_id(r)
+
+
+class Sink:
+    """Postfix's smtp-sink on a free port, announcing neither AUTH nor STARTTLS: another next hop."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.proc = subprocess.Popen(["smtp-sink", "-a", "-u", "nobody", "-c", "127.0.0.1:%d" % self.port, "100"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: subprocess.run(["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/%d" % self.port],
+                                        capture_output=True).returncode == 0, timeout=5)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=5)

@@ -8,10 +8,10 @@ policy are in test_smtp_client_tables_async.py."""
 import re
 import subprocess
 
-from harness import Petrel, Tap, free_port, wait_for
+from harness import Petrel, Tap, wait_for
 from pglib import PgCluster
 from dovecotlib import require_dovecot
-from sasllib import QMGR, DovecotAuth, auth_relay
+from sasllib import QMGR, DovecotAuth, Sink, auth_relay, submit_queued as submit
 from tablelib import bundled_module_dir
 
 t = Tap(timeout=400)
@@ -21,23 +21,9 @@ GATE = 4343   # the advisory lock a gated query waits for
 require_dovecot(t)
 
 
-def queue_id(reply):
-    m = re.search(r"queued as (\S+)", reply)
-    return m.group(1) if m else None
-
-
-def submit(p, sender, rcpt, subject):
-    c = p.connect()
-    r = c.send_message(sender, [rcpt], "Subject: %s\r\n\r\nbody\r\n" % subject)
-    c.close()
-    return queue_id(r)
-
-
 dc = DovecotAuth({"relayuser": PASSWORD})
 dc.start()
-sink_port = free_port()
-sink = subprocess.Popen(["smtp-sink", "-a", "-u", "nobody", "-c", "127.0.0.1:%d" % sink_port, "100"],
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+sink = Sink()
 pg = PgCluster()
 relay = a = holder = None
 try:
@@ -59,7 +45,7 @@ try:
                       % pg.port, mode=0o640)
     a.write_main_cf(dict(a.settings, **{
         "modules": "pgsql", "module_directory": bundled_module_dir("pgsql"), "pgsql_timeout": "120s",
-        "relayhost": RELAY, "transport_maps": "inline:{ {other.test = smtp:[127.0.0.1]:%d} }" % sink_port,
+        "relayhost": RELAY, "transport_maps": "inline:{ {other.test = smtp:[127.0.0.1]:%d} }" % sink.port,
         "smtp_sasl_auth_enable": "yes", "smtp_sender_dependent_authentication": "yes",
         "smtp_sasl_password_maps": "pgsql:" + cf, "smtp_tls_security_level": "may",
         "minimal_backoff_time": "1s", "maximal_backoff_time": "2s", "queue_run_delay": "1s"}))
@@ -105,7 +91,6 @@ finally:
         if x:
             x.__exit__(None, None, None)
     pg.stop()
-    sink.terminate()
-    sink.wait(timeout=5)
+    sink.stop()
     dc.cleanup()
 t.done()

@@ -15,50 +15,20 @@ and Postfix's smtp-sink as another next hop.
   STARTTLS); its server down: Postfix's "4.7.5 client TLS configuration problem" (never "no
   policy"), then delivered once it is back; the next hop "[host]:port" is looked up as written
   only (Postfix: no host or parent-domain keys for it)."""
-import os
 import re
-import subprocess
 import threading
 
-from harness import Petrel, Tap, free_port, make_cert, wait_for
+from harness import Petrel, Tap, wait_for
 from dovecotlib import require_dovecot
-from sasllib import DovecotAuth
+from sasllib import QMGR, DovecotAuth, Sink, auth_relay, submit_queued as submit
 from socketmaplib import SocketmapServer
 from tablelib import bundled_module_dir
 
 t = Tap(timeout=400)
-QMGR = "qmgr unix n - n 300 1 qmgr\n"
 PASSWORD = "Relay-Pw-77"
 SENDER_PASSWORD = "Sender-Pw-31"
 
 require_dovecot(t)
-
-
-class Sink:
-    """Postfix's smtp-sink on a free port, announcing neither AUTH nor STARTTLS."""
-
-    def __init__(self):
-        self.port = free_port()
-        self.proc = subprocess.Popen(["smtp-sink", "-a", "-u", "nobody", "-c", "127.0.0.1:%d" % self.port, "100"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(lambda: subprocess.run(["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/%d" % self.port],
-                                        capture_output=True).returncode == 0, timeout=5)
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=5)
-
-
-def queue_id(reply):
-    m = re.search(r"queued as (\S+)", reply)
-    return m.group(1) if m else None
-
-
-def submit(p, sender, rcpt, subject):
-    c = p.connect()
-    r = c.send_message(sender, [rcpt], "Subject: %s\r\n\r\nbody\r\n" % subject)
-    c.close()
-    return queue_id(r)
 
 
 def count(p, pattern):
@@ -72,17 +42,9 @@ relay = a = sasl = policy = None
 try:
     # The relayhost: AUTH only after STARTTLS, relaying only when authenticated, except to
     # open.test (to show mail going out without AUTH).
-    relay = Petrel(t, start=False, main_cf={
-        "modules": "sasl", "module_directory": bundled_module_dir("sasl"), "smtpd_sasl_auth_enable": "yes",
-        "smtpd_sasl_type": "dovecot", "smtpd_sasl_path": dc.socket, "mynetworks": "192.0.2.0/24",
-        "smtpd_relay_restrictions": "permit_sasl_authenticated, check_recipient_access "
-                                    "inline:{ {open.test = OK} }, reject",
-        "myhostname": "relay.sink.test", "smtpd_sasl_failure_delay": "0s", "smtpd_tls_auth_only": "yes"})
-    cert, key = make_cert(relay.dir)
-    os.chmod(key, 0o644)
-    relay.write_main_cf(dict(relay.settings, smtpd_tls_cert_file=cert, smtpd_tls_key_file=key,
-                             smtpd_tls_security_level="may"))
-    relay.start()
+    relay = auth_relay(t, dc, bundled_module_dir("sasl"), tls_auth_only=True,
+                       smtpd_relay_restrictions="permit_sasl_authenticated, check_recipient_access "
+                                                "inline:{ {open.test = OK} }, reject")
     RELAY = "[127.0.0.1]:%d" % relay.port
     OTHER = "[127.0.0.1]:%d" % other.port
 

@@ -5,9 +5,9 @@ stopped by PID (stop() and start() again on the same port, for
 the "server goes down mid-run" cases). The root DN "cn=admin,dc=example,dc=test" has the
 password "secret"; anonymous users may read everything but passwords.
 
-Also what the ldap: table tests share: the suffix's entry and a one-user directory, a CA and
-a server certificate for TLS servers, a virtual alias table file, and a petreld that uses it
-(its RCPT replies, or petreld -n's verdict on it)."""
+Also what the ldap: table tests share: the suffix's entry and a one-user directory, a virtual
+alias table file, and a petreld that uses it (its RCPT replies, or petreld -n's verdict on it).
+Certificates for TLS servers: tlscerts.py."""
 import atexit
 import os
 import shutil
@@ -139,43 +139,6 @@ class Slapd:
 
     def resume(self):
         self.proc.send_signal(signal.SIGCONT)
-
-
-def cert_dir(prefix):
-    """A fresh directory (0755, removed at exit) for certificates that slapd and petreld read."""
-    d = tempfile.mkdtemp(prefix=prefix)
-    os.chmod(d, 0o755)
-    CLEANUP_DIRS.append(d)
-    return d
-
-
-def openssl(*args):
-    subprocess.run(["openssl"] + list(args), check=True, capture_output=True, timeout=60)
-
-
-def make_ca(certs, name):
-    """A CA (CN "Petrel test NAME") in the directory certs: its certificate's and key's paths."""
-    key, pem = os.path.join(certs, name + ".key"), os.path.join(certs, name + ".pem")
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=Petrel test " + name,
-            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-            "-keyout", key, "-out", pem)
-    os.chmod(pem, 0o644)
-    return pem, key
-
-
-def make_server_cert(certs, name, ca, ca_key):
-    """A certificate for localhost and 127.0.0.1 signed by the CA (ca, ca_key), in the directory
-    certs, readable by all (slapd may run as another user): its certificate's and key's paths."""
-    key, csr, pem = (os.path.join(certs, name + ext) for ext in (".key", ".csr", ".pem"))
-    ext = os.path.join(certs, name + ".ext")
-    with open(ext, "w") as f:
-        f.write("subjectAltName = DNS:localhost, IP:127.0.0.1\n")
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", key, "-out", csr)
-    openssl("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-days", "2",
-            "-extfile", ext, "-out", pem)
-    for path in (pem, key):
-        os.chmod(path, 0o644)
-    return pem, key
 
 
 def alias_table(p, name, server, extra=""):

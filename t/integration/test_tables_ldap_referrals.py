@@ -17,15 +17,15 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import PETRELD, Petrel, Tap, free_port, refused_port  # noqa: E402
-from ldaplib import ROOT_ENTRY, SUFFIX, Slapd, cert_dir, check_config, make_ca, make_server_cert  # noqa: E402
+from ldaplib import ROOT_ENTRY, SUFFIX, Slapd, check_config  # noqa: E402
 from tablelib import bundled_module_dir  # noqa: E402
+from tlscerts import TestCerts  # noqa: E402
 
 t = Tap(timeout=300)
 MODULES = bundled_module_dir("ldap")
 
-certs = cert_dir("petrel-ldap-ref-")
-CA, CA_KEY = make_ca(certs, "referral-ca")
-SRV, SRV_KEY = make_server_cert(certs, "server", CA, CA_KEY)
+certs = TestCerts()
+CA, SRV, SRV_KEY = certs.ca, certs.server, certs.server_key
 TLS_CONF = "TLSCACertificateFile %s\nTLSCertificateFile %s\nTLSCertificateKeyFile %s\n" % (CA, SRV, SRV_KEY)
 
 P1, P2, DEAD = free_port(), free_port(), refused_port()   # DEAD refuses every connection

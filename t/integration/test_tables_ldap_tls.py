@@ -12,17 +12,15 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Petrel, Tap, free_port  # noqa: E402
-from ldaplib import (ALICE_LDIF, SUFFIX, Slapd, alias_table, cert_dir, check_config, make_ca,  # noqa: E402
-                     make_server_cert, rcpt_replies)
+from ldaplib import ALICE_LDIF, SUFFIX, Slapd, alias_table, check_config, rcpt_replies  # noqa: E402
 from tablelib import bundled_module_dir  # noqa: E402
+from tlscerts import TestCerts  # noqa: E402
 
 t = Tap(timeout=300)
 MODULES = bundled_module_dir("ldap")
 
-certs = cert_dir("petrel-ldap-tls-")
-CA, CA_KEY = make_ca(certs, "ca")
-OTHER_CA, _ = make_ca(certs, "other-ca")
-SRV, SRV_KEY = make_server_cert(certs, "server", CA, CA_KEY)
+certs = TestCerts()
+CA, OTHER_CA, SRV, SRV_KEY = certs.ca, certs.other_ca, certs.server, certs.server_key
 
 
 class TlsSlapd(Slapd):

@@ -1,4 +1,4 @@
-"""Certificates made at test time with openssl for the TLS tests of the database tables: a CA,
+"""Certificates made at test time with openssl for the TLS tests of the database and LDAP tables: a CA,
 another CA (that vouches for nothing the servers show), a server certificate from the CA for
 localhost and 127.0.0.1, one from the CA for another name, and a client certificate from the CA. Keys belong to owner (a passwd
 entry, or None) with mode 0600, as the servers (mariadbd, postgres) and libpq demand."""

@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 import time
 
+import tablelib
 from harness import CLEANUP_DIRS, PETRELD, free_port
 
 SUFFIX = "dc=example,dc=test"
@@ -149,36 +150,20 @@ def alias_table(p, name, server, extra=""):
                         % (server, SUFFIX, extra))
 
 
-def alias_main_cf(p, modules, cf, **main_cf):
-    """Writes p's main.cf: the ldap module (from the directory modules), virtual_alias_maps =
-    ldap:cf for the domain ldap.test, and main_cf's parameters."""
-    conf = dict(p.settings)
-    conf.update({"modules": "ldap", "module_directory": modules, "virtual_alias_domains": "ldap.test",
-                 "virtual_alias_maps": "ldap:" + cf})
-    conf.update(main_cf)
-    p.write_main_cf(conf)
-
-
 def alias_session(p, modules, cf, **main_cf):
-    """Starts p as alias_main_cf configures it; a connection in a mail transaction (after MAIL
-    FROM), for RCPT TO (the caller closes it)."""
-    alias_main_cf(p, modules, cf, **main_cf)
-    p.start()
-    c = p.connect()
-    c.ehlo("client.test")
-    c.cmd("MAIL FROM:<sender@example.org>")
-    return c
+    """tablelib.alias_session with virtual_alias_maps = ldap:cf for the domain ldap.test."""
+    return tablelib.alias_session(p, modules, "ldap:" + cf, "ldap.test", **main_cf)
 
 
 def rcpt_replies(p, modules, cf, addresses, **main_cf):
     """alias_session's replies to RCPT TO for each of addresses, in one transaction."""
-    c = alias_session(p, modules, cf, **main_cf)
-    replies = [c.cmd("RCPT TO:<%s>" % a) for a in addresses]
-    c.close()
-    return replies
+    return tablelib.alias_rcpt_replies(p, modules, "ldap:" + cf, "ldap.test", addresses, **main_cf)
 
 
 def check_config(p, modules, cf):
-    """petreld -n on p with virtual_alias_maps = ldap:cf (alias_main_cf): the CompletedProcess."""
-    alias_main_cf(p, modules, cf)
+    """petreld -n on p with virtual_alias_maps = ldap:cf (the ldap module from the directory
+    modules): the CompletedProcess."""
+    conf = dict(p.settings)
+    conf.update({"modules": "ldap", "module_directory": modules, "virtual_alias_maps": "ldap:" + cf})
+    p.write_main_cf(conf)
     return subprocess.run(p.command(PETRELD, "-n", "-c", p.conf), capture_output=True, text=True, timeout=30)

@@ -1,6 +1,7 @@
 """Helpers for the lookup-table tests: the bundled table modules in a module
-directory, petrelctl with a configuration that loads them, and Postfix's own
-postmap and postalias (the oracle for key forms and file formats)."""
+directory, petrelctl with a configuration that loads them, Postfix's own
+postmap and postalias (the oracle for key forms and file formats), and a
+petreld whose virtual_alias_maps is a table of a module (a session at RCPT)."""
 import os
 import shutil
 import subprocess
@@ -81,3 +82,27 @@ class Postfix:
 def dump_lines(text, drop=()):
     """The lines of a dump, sorted, without the keys in drop (Postfix's NIS entries)."""
     return sorted(line for line in text.splitlines() if line and line.split(None, 1)[0].rstrip(":") not in drop)
+
+
+def alias_session(p, modules, spec, domain, **main_cf):
+    """Starts p with virtual_alias_maps = spec ("TYPE:NAME", the module TYPE loaded from the
+    directory modules) for domain, and main_cf's parameters (the type's timeout...); a connection
+    in a mail transaction (after MAIL FROM), for RCPT TO (the caller closes it)."""
+    conf = dict(p.settings)
+    conf.update({"modules": spec.split(":", 1)[0], "module_directory": modules, "virtual_alias_domains": domain,
+                 "virtual_alias_maps": spec})
+    conf.update(main_cf)
+    p.write_main_cf(conf)
+    p.start()
+    c = p.connect()
+    c.ehlo("client.test")
+    c.cmd("MAIL FROM:<sender@example.org>")
+    return c
+
+
+def alias_rcpt_replies(p, modules, spec, domain, addresses, **main_cf):
+    """alias_session's replies to RCPT TO for each of addresses, in one transaction."""
+    c = alias_session(p, modules, spec, domain, **main_cf)
+    replies = [c.cmd("RCPT TO:<%s>" % a) for a in addresses]
+    c.close()
+    return replies

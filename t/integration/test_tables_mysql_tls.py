@@ -14,7 +14,7 @@ import subprocess
 
 from harness import PETRELD, Petrel, Tap, run_as_user, wait_for
 from mysqllib import MariaDB
-from tablelib import bundled_module_dir
+from tablelib import alias_rcpt_replies, alias_session, bundled_module_dir
 from tlscerts import TestCerts
 
 t = Tap(timeout=300)
@@ -41,20 +41,10 @@ def table(p, name, extra, user="postfix", password="pfpw"):
 
 
 def rcpt(p, cf):
-    conf = dict(p.settings)
-    conf.update({"modules": "mysql", "module_directory": MODULES, "mysql_timeout": "5s",
-                 "virtual_alias_domains": "my.test", "virtual_alias_maps": "mysql:" + cf})
-    p.write_main_cf(conf)
-    p.start()
     try:
-        c = p.connect()
-        c.ehlo("client.test")
-        c.cmd("MAIL FROM:<sender@example.org>")
-        reply = c.cmd("RCPT TO:<sales@my.test>")
-        c.close()
+        return alias_rcpt_replies(p, MODULES, "mysql:" + cf, "my.test", ["sales@my.test"], mysql_timeout="5s")[0]
     finally:
         p.stop()
-    return reply
 
 
 cases = [
@@ -135,14 +125,7 @@ with Petrel(t, start=False, workers=1) as p:
 
     for name, extra in (("idle-default.cf", ""), ("idle-1.cf", "idle_interval = 1\n")):
         cf = table(p, name, "tls_CAfile = %s\n%s" % (certs.ca, extra))
-        conf = dict(p.settings)
-        conf.update({"modules": "mysql", "module_directory": MODULES, "mysql_timeout": "5s",
-                     "virtual_alias_domains": "my.test", "virtual_alias_maps": "mysql:" + cf})
-        p.write_main_cf(conf)
-        p.start()
-        c = p.connect()
-        c.ehlo("client.test")
-        c.cmd("MAIL FROM:<sender@example.org>")
+        c = alias_session(p, MODULES, "mysql:" + cf, "my.test", mysql_timeout="5s")
         t.is_(c.cmd("RCPT TO:<sales@my.test>"), FOUND, "found (%s)" % name)
         if extra:
             t.ok(wait_for(lambda: sessions() == 0, timeout=20), "idle_interval = 1: the idle connection is closed")

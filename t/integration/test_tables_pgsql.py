@@ -12,7 +12,7 @@ import time
 
 from harness import PETRELD, Petrel, Tap, maildir_messages, wait_for
 from pglib import PgCluster
-from tablelib import bundled_module_dir
+from tablelib import alias_session, bundled_module_dir
 
 t = Tap(timeout=300)
 QMGR = "qmgr unix n - n 300 1 qmgr\n"
@@ -142,14 +142,7 @@ with Petrel(t, extra_services=QMGR, start=False, workers=1) as p:
 with Petrel(t, start=False, workers=1) as p:
     cf = p.write_file("v.cf", "hosts = 127.0.0.1:%d\nuser = postfix\npassword = pf'pw\ndbname = mail\n"
                       "query = SELECT goto FROM alias WHERE address = '%%s'\n" % pg.port)
-    conf = dict(p.settings)
-    conf.update({"modules": "pgsql", "module_directory": MODULES, "pgsql_timeout": "2s",
-                 "virtual_alias_domains": "pg.test", "virtual_alias_maps": "pgsql:" + cf})
-    p.write_main_cf(conf)
-    p.start()
-    c = p.connect()
-    c.ehlo("client.test")
-    c.cmd("MAIL FROM:<sender@example.org>")
+    c = alias_session(p, MODULES, "pgsql:" + cf, "pg.test", pgsql_timeout="2s")
     t.is_(c.cmd("RCPT TO:<sales@pg.test>"), "250 2.1.5 Ok", "host:port without inet: works too")
     pg.stop()
     t.is_(c.cmd("RCPT TO:<sales@pg.test>"), "451 4.3.0 <sales@pg.test>: Temporary lookup failure",

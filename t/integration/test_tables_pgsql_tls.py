@@ -14,7 +14,7 @@ import subprocess
 
 from harness import PETRELD, Petrel, Tap, run_as_user, wait_for
 from pglib import PgCluster
-from tablelib import bundled_module_dir
+from tablelib import alias_rcpt_replies, alias_session, bundled_module_dir
 from tlscerts import TestCerts
 
 t = Tap(timeout=300)
@@ -47,20 +47,10 @@ def uri(user, password, params):
 
 
 def rcpt(p, cf):
-    conf = dict(p.settings)
-    conf.update({"modules": "pgsql", "module_directory": MODULES, "pgsql_timeout": "5s",
-                 "virtual_alias_domains": "pg.test", "virtual_alias_maps": "pgsql:" + cf})
-    p.write_main_cf(conf)
-    p.start()
     try:
-        c = p.connect()
-        c.ehlo("client.test")
-        c.cmd("MAIL FROM:<sender@example.org>")
-        reply = c.cmd("RCPT TO:<sales@pg.test>")
-        c.close()
+        return alias_rcpt_replies(p, MODULES, "pgsql:" + cf, "pg.test", ["sales@pg.test"], pgsql_timeout="5s")[0]
     finally:
         p.stop()
-    return reply
 
 
 verify = "sslmode=verify-full&sslrootcert=" + certs.ca
@@ -108,14 +98,7 @@ with Petrel(t, start=False, workers=1) as p:
 
     for name, extra in (("idle-default.cf", ""), ("idle-1.cf", "idle_interval = 1\n")):
         cf = p.write_file(name, "hosts = %s\n%s%s" % (uri("postfix", "pf-secret", verify), extra, QUERY), mode=0o640)
-        conf = dict(p.settings)
-        conf.update({"modules": "pgsql", "module_directory": MODULES, "pgsql_timeout": "5s",
-                     "virtual_alias_domains": "pg.test", "virtual_alias_maps": "pgsql:" + cf})
-        p.write_main_cf(conf)
-        p.start()
-        c = p.connect()
-        c.ehlo("client.test")
-        c.cmd("MAIL FROM:<sender@example.org>")
+        c = alias_session(p, MODULES, "pgsql:" + cf, "pg.test", pgsql_timeout="5s")
         t.is_(c.cmd("RCPT TO:<sales@pg.test>"), FOUND, "found (%s)" % name)
         if extra:
             t.ok(wait_for(lambda: sessions() == 0, timeout=20), "idle_interval = 1: the idle connection is closed")

@@ -3,13 +3,16 @@ base_dir and log, a unix auth-client socket and a loopback port; never the syste
 a SCRAM-SHA-256 client (RFC 5802/7677; smtplib has none), the password grep, and for the SMTP
 client's AUTH: a relay that wants it (Dovecot behind it), a petreld that relays everything to a
 server with the credentials of a password map, a message submitted to that one, and Postfix's
-smtp-sink as another next hop (no AUTH, no STARTTLS)."""
+smtp-sink as another next hop (no AUTH, no STARTTLS); and the base of the tests' own hostile
+servers (a loopback port, a thread a connection)."""
 import base64
 import hashlib
 import hmac
 import os
 import re
+import socket
 import subprocess
+import threading
 
 import dovecotlib
 from harness import Petrel, free_port, make_cert, wait_for
@@ -197,3 +200,29 @@ class Sink:
     def stop(self):
         self.proc.terminate()
         self.proc.wait(timeout=5)
+
+
+class LoopbackServer:
+    """A TCP server on a free loopback port (self.port) that runs the subclass's
+    self.session(conn) on a thread of its own for each connection, until self.sock is closed;
+    self.accepted(conn) runs first, on the accepting thread. A subclass sets what its sessions
+    use before calling this __init__, which starts accepting."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", free_port()))
+        self.port = self.sock.getsockname()[1]
+        self.sock.listen(5)
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def accepted(self, conn):
+        pass
+
+    def serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted(conn)
+            threading.Thread(target=self.session, args=(conn,), daemon=True).start()

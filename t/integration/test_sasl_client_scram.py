@@ -9,21 +9,19 @@ import base64
 import hashlib
 import hmac
 import os
-import socket
-import threading
 import time
 
-from harness import Tap, free_port
+from harness import Tap
 from modlib import bundled_module_dir
 from dovecotlib import require_dovecot
-from sasllib import DovecotAuth, auth_relay, b64, relaying_client, submit_far as submit
+from sasllib import DovecotAuth, LoopbackServer, auth_relay, b64, relaying_client, submit_far as submit
 
 t = Tap(timeout=300)
 PASSWORD = "Long-Pw-19"
 LONG_USER = "u" * 1490 + "@long.test"
 
 
-class ScramServer:
+class ScramServer(LoopbackServer):
     """An SMTP server offering AUTH SCRAM-SHA-256 for one user; self.mode says how to answer:
     "long" (a 1500-byte server nonce part, a 900-byte salt: a good exchange), "m" (m= first),
     "huge" (a 5000-byte server-first), "e" (e= in the server-final), "badsig" (a wrong v=)."""
@@ -31,19 +29,7 @@ class ScramServer:
     def __init__(self, user, password):
         self.user, self.password, self.mode = user, password, "long"
         self.seen = []
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", free_port()))
-        self.port = self.sock.getsockname()[1]
-        self.sock.listen(5)
-        threading.Thread(target=self.serve, daemon=True).start()
-
-    def serve(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.session, args=(conn,), daemon=True).start()
+        super().__init__()
 
     def session(self, conn):
         f = conn.makefile("rb")

@@ -8,9 +8,9 @@ a malformed line, the module's log line naming what was wrong; a good OK still l
 import socket
 import threading
 
-from harness import Petrel, Tap, free_port
+from harness import Petrel, Tap
 from modlib import bundled_module_dir
-from sasllib import b64
+from sasllib import LoopbackServer, b64
 
 t = Tap(timeout=300)
 
@@ -18,7 +18,7 @@ GOOD_HANDSHAKE = ["VERSION\t1\t2", "MECH\tPLAIN\tplaintext", "MECH\tLOGIN\tplain
                   "CUID\t7", "COOKIE\t0123456789abcdef0123456789abcdef", "DONE"]
 
 
-class HostileAuth:
+class HostileAuth(LoopbackServer):
     """Speaks auth-client 1.2; self.handshake are the lines sent after our VERSION/CPID and
     self.answer(id) the bytes sent for an AUTH request."""
 
@@ -28,22 +28,12 @@ class HostileAuth:
         self.conns = []
         self.live = 0                     # sessions whose client has not closed yet
         self.cond = threading.Condition()
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", free_port()))
-        self.port = self.sock.getsockname()[1]
-        self.sock.listen(5)
-        threading.Thread(target=self.serve, daemon=True).start()
+        super().__init__()
 
-    def serve(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with self.cond:
-                self.conns.append(conn)
-                self.live += 1
-            threading.Thread(target=self.session, args=(conn,), daemon=True).start()
+    def accepted(self, conn):
+        with self.cond:
+            self.conns.append(conn)
+            self.live += 1
 
     def hang_up(self):
         """Closes every connection and waits until petreld has closed its end too (the session

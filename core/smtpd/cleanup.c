@@ -185,77 +185,10 @@ static void store_header(struct smtpd_cleanup *c, const char *text, size_t len)
 /* ------------------------------------------------------------------ */
 /* actions (header_checks(5))                                          */
 
-/* Postfix's cleanup_act_log line; milter_header_checks' (milter_checks.c)
- * is the same with "milter-header-" before the action. */
-void smtpd_checks_log(struct smtpd_session *s, const char *prefix, const char *action, const char *where,
-                      const char *content, const char *text)
-{
-    struct smtpd_tx *tx = s->tx;
-    struct buf b = BUF_INIT;
-    buf_printf(&b, "%s: %s%s: %s %.200s from %s;", tx->queue_id, prefix, action, where, content,
-               s->local_submission ? "local" : s->namaddr);
-    buf_printf(&b, " from=<%s>", tx->mail.address);
-    if (tx->nrcpts > 0)
-        buf_printf(&b, " to=<%s>", tx->rcpts[0].address);
-    if (!s->local_submission)
-        buf_printf(&b, " proto=%s helo=<%s>", s->esmtp ? "ESMTP" : "SMTP", s->helo ? s->helo : "");
-    if (text && *text)
-        buf_printf(&b, ": %s", text);
-    msg_info("%s", b.data);
-    buf_free(&b);
-}
-
 static void act_log(struct smtpd_cleanup *c, const char *action, const char *where, const char *content,
                     const char *text)
 {
     smtpd_checks_log(c->s, "", action, where, content, text);
-}
-
-const char *smtpd_checks_reject(petrel_pool *pool, const char *text, const char *param, struct restrict_result *r)
-{
-    const char *dsn, *rest;
-    if (*text) {
-        hbc_dsn_split("5.7.1", text, pool, &dsn, &rest);
-        if (dsn[0] != '4' && dsn[0] != '5') {
-            msg_warn("bad DSN action in %s -- need 4.x.x or 5.x.x", text);
-            ((char *)dsn)[0] = '4';
-        }
-    } else {
-        dsn = "5.7.1";
-        rest = "message content rejected";
-    }
-    r->verdict = dsn[0] == '4' ? RV_DEFER : RV_REJECT;
-    r->code = dsn[0] == '4' ? 451 : 550;
-    r->enhanced = dsn;
-    r->text = hbc_reply_text(pool, rest);
-    r->restriction = param;
-    return petrel_pool_printf(pool, "%s %s", dsn, rest);
-}
-
-/* An address a REDIRECT or BCC may put into the envelope: it has a local
- * part and a domain, and nothing an envelope field must not hold. */
-int smtpd_envelope_address_ok(const char *a)
-{
-    size_t len = strlen(a);
-    const char *at = strrchr(a, '@');
-    if (len == 0 || len > 512 || at == NULL || at == a || at[1] == '\0')
-        return 0;
-    for (const char *p = a; *p; p++)
-        if ((unsigned char)*p <= ' ' || *p == '<' || *p == '>' || (unsigned char)*p == 0x7f)
-            return 0;
-    return 1;
-}
-
-/* A FILTER destination: transport:nexthop, printable, no white space (it
- * may come from a $1 of the message, so it is checked like data). */
-int smtpd_filter_ok(const char *f)
-{
-    if (strchr(f, ':') == NULL || *f == ':' || strlen(f) > 255)
-        return 0;
-    for (const char *p = f; *p; p++)
-        if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f)
-            return 0;
-    return 1;
 }
 
 enum act_result { ACT_KEEP, ACT_DROP, ACT_REPLACE, ACT_WAIT };
@@ -288,38 +221,23 @@ static enum act_result act(struct smtpd_cleanup *c, const char *where, const cha
         act_log(c, "reject", where, line, smtpd_checks_reject(tx->pool, a.text, param, &c->reason));
         return ACT_KEEP;
     case HBC_WARN:
-        act_log(c, "warning", where, line, a.text);
-        return ACT_KEEP;
     case HBC_INFO:
-        act_log(c, "info", where, line, a.text);
-        return ACT_KEEP;
+    case HBC_HOLD:
     case HBC_FILTER:
-        if (*a.text == '\0') {
-            msg_warn("missing FILTER command argument in %s map", param);
-        } else if (!smtpd_filter_ok(a.text)) {
-            msg_warn("bad FILTER command %s in %s -- need transport:destination", a.text, param);
-        } else {
-            tx->filter = petrel_pool_strdup(tx->pool, a.text);
-            tx->envelope_changed |= CHANGED_BY_CHECKS;
-            act_log(c, "filter", where, line, a.text);
-        }
+    case HBC_BCC:
+        smtpd_checks_tx_action(s, &a, "", where, line, param);
+        return ACT_KEEP;
+    case HBC_DISCARD:
+    case HBC_REDIRECT:
+        /* Taken (checks_actions.c), they end the checks and the milters
+         * (Postfix's cleanup_act clears CLEANUP_FLAG_FILTER_ALL);
+         * milter_header_checks' end only those checks, on purpose. */
+        if (smtpd_checks_tx_action(s, &a, "", where, line, param))
+            stop_filters(c);
         return ACT_KEEP;
     case HBC_PASS:
         act_log(c, "pass", where, line, a.text);
         stop_filters(c);
-        return ACT_KEEP;
-    case HBC_DISCARD:
-        act_log(c, "discard", where, line, a.text);
-        tx->discard = 1;
-        tx->discard_logged = 1;
-        stop_filters(c);
-        return ACT_KEEP;
-    case HBC_HOLD:
-        if (!tx->hold && !tx->discard) {
-            act_log(c, "hold", where, line, a.text);
-            tx->hold = 1;
-            tx->hold_logged = 1;
-        }
         return ACT_KEEP;
     case HBC_PREPEND:
         if (*a.text == '\0') {
@@ -345,28 +263,6 @@ static enum act_result act(struct smtpd_cleanup *c, const char *where, const cha
         act_log(c, "replace", where, line, a.text);
         *replacement = a.text;
         return ACT_REPLACE;
-    case HBC_REDIRECT:
-        if (strchr(a.text, '@') == NULL || !smtpd_envelope_address_ok(a.text)) {
-            msg_warn("bad REDIRECT target \"%s\" in %s map -- need user@domain", a.text, param);
-        } else {
-            tx->redirect = petrel_pool_strdup(tx->pool, a.text);
-            tx->envelope_changed |= CHANGED_BY_CHECKS;
-            act_log(c, "redirect", where, line, a.text);
-            stop_filters(c);
-        }
-        return ACT_KEEP;
-    case HBC_BCC:
-        if (strchr(a.text, '@') == NULL || !smtpd_envelope_address_ok(a.text)) {
-            msg_warn("bad BCC address \"%s\" in %s map -- need user@domain", a.text, param);
-        } else {
-            struct smtpd_edit *e = smtpd_edit_append(tx->pool, &tx->edits, EDIT_RCPT_ADD);
-            e->value = petrel_pool_strdup(tx->pool, a.text);
-            e->notify = QUEUE_NOTIFY_NEVER;
-            tx->checks_bcc++;
-            tx->envelope_changed |= CHANGED_BY_CHECKS;
-            act_log(c, "bcc", where, line, a.text);
-        }
-        return ACT_KEEP;
     case HBC_STRIP:
         act_log(c, "strip", where, line, a.text);
         return ACT_DROP;

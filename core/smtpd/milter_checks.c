@@ -50,9 +50,11 @@ struct milter_checks_wait {
 };
 
 /* Postfix's cleanup_milter_hbc_log line: "milter-header-ACTION". */
+#define MILTER_LOG_PREFIX "milter-header-"
+
 static void milter_act_log(struct smtpd_session *s, const char *action, const char *line, const char *text)
 {
-    smtpd_checks_log(s, "milter-header-", action, "header", line, text);
+    smtpd_checks_log(s, MILTER_LOG_PREFIX, action, "header", line, text);
 }
 
 /* Postfix's cleanup_milter_header_checks: the header a milter would write
@@ -121,56 +123,23 @@ static int milter_header(struct smtpd_session *s, struct tbl_scope *scope, const
         milter_act_log(s, "reject", line, smtpd_checks_reject(tx->pool, a.text, param, &tx->milter_verdict));
         return PETREL_HEADER_STOP;
     case HBC_DISCARD:
-        milter_act_log(s, "discard", line, a.text);
-        tx->discard = 1;
-        tx->discard_logged = 1;
+        /* The transaction's part is shared (smtpd_checks_tx_action). What
+         * ends differs on purpose: here only milter_header_checks
+         * (Postfix's cleanup_milter_hbc_extend), the milters go on (the
+         * edit succeeds); header_checks' DISCARD ends the milters too. */
+        smtpd_checks_tx_action(s, &a, MILTER_LOG_PREFIX, "header", line, param);
         tx->milter_checks_done = 1;
         return PETREL_HEADER_STOP;
-    case HBC_HOLD:
-        if (!tx->hold && !tx->discard) {
-            milter_act_log(s, "hold", line, a.text);
-            tx->hold = 1;
-            tx->hold_logged = 1;
-        }
-        return PETREL_HEADER_KEEP;
-    case HBC_FILTER:
-        if (*a.text == '\0') {
-            msg_warn("missing FILTER command argument in %s map", param);
-        } else if (!smtpd_filter_ok(a.text)) {
-            msg_warn("bad FILTER command %s in %s -- need transport:destination", a.text, param);
-        } else {
-            tx->filter = petrel_pool_strdup(tx->pool, a.text);
-            tx->envelope_changed |= CHANGED_BY_CHECKS;
-            milter_act_log(s, "filter", line, a.text);
-        }
-        return PETREL_HEADER_KEEP;
     case HBC_REDIRECT:
-        if (strchr(a.text, '@') == NULL || !smtpd_envelope_address_ok(a.text)) {
-            msg_warn("bad REDIRECT target \"%s\" in %s map -- need user@domain", a.text, param);
-        } else {
-            tx->redirect = petrel_pool_strdup(tx->pool, a.text);
-            tx->envelope_changed |= CHANGED_BY_CHECKS;
-            milter_act_log(s, "redirect", line, a.text);
-            tx->milter_checks_done = 1;
-        }
+        if (smtpd_checks_tx_action(s, &a, MILTER_LOG_PREFIX, "header", line, param))
+            tx->milter_checks_done = 1;   /* as DISCARD's */
         return PETREL_HEADER_KEEP;
+    case HBC_HOLD:
+    case HBC_FILTER:
     case HBC_BCC:
-        if (strchr(a.text, '@') == NULL || !smtpd_envelope_address_ok(a.text)) {
-            msg_warn("bad BCC address \"%s\" in %s map -- need user@domain", a.text, param);
-        } else {
-            struct smtpd_edit *e = smtpd_edit_append(tx->pool, &tx->edits, EDIT_RCPT_ADD);
-            e->value = petrel_pool_strdup(tx->pool, a.text);
-            e->notify = QUEUE_NOTIFY_NEVER;
-            tx->checks_bcc++;
-            tx->envelope_changed |= CHANGED_BY_CHECKS;
-            milter_act_log(s, "bcc", line, a.text);
-        }
-        return PETREL_HEADER_KEEP;
     case HBC_WARN:
-        milter_act_log(s, "warning", line, a.text);
-        return PETREL_HEADER_KEEP;
     case HBC_INFO:
-        milter_act_log(s, "info", line, a.text);
+        smtpd_checks_tx_action(s, &a, MILTER_LOG_PREFIX, "header", line, param);
         return PETREL_HEADER_KEEP;
     case HBC_REPLACE: {
         size_t name_len = mime_header_name_len(a.text, strlen(a.text));

@@ -875,18 +875,26 @@ void smtpd_cleanup_end(struct smtpd_session *s);
 /* milter_header_checks: petrel_milter_header_checks and its _async
  * variant (plugin.h) are milter_checks.c's, and so is
  * petrel_milters_stopped (tx->milters_stopped). */
-/* The checks' address tests (cleanup.c), which milter_checks.c shares: an
- * address a REDIRECT or BCC may put into the envelope; a FILTER
- * destination. */
-int smtpd_envelope_address_ok(const char *a);
-int smtpd_filter_ok(const char *f);
-/* A check's log line (Postfix's cleanup_act_log): "ID: PREFIXACTION: WHERE
+/* checks_actions.c: what the two (cleanup.c's header/body checks and
+ * milter_checks.c) share. A check's log line (Postfix's cleanup_act_log): "ID: PREFIXACTION: WHERE
  * CONTENT from CLIENT; from=<> to=<> proto= helo=<>: TEXT". */
 void smtpd_checks_log(struct smtpd_session *s, const char *prefix, const char *action, const char *where,
                       const char *content, const char *text);
 /* A check's REJECT [text]: the verdict into *r (451 for a 4.x.x code, else
  * 550; restriction = param); returns "DSN text" for the log line. */
 const char *smtpd_checks_reject(petrel_pool *pool, const char *text, const char *param, struct restrict_result *r);
+/* What header/body checks (cleanup.c's act) and milter_header_checks
+ * (milter_checks.c) do alike to the transaction, as Postfix's cleanup_act and
+ * cleanup_milter_hbc_extend do: WARN and INFO log; HOLD (unless held or
+ * discarded already), DISCARD, FILTER, REDIRECT and BCC change the
+ * transaction and log; a bad FILTER, REDIRECT or BCC argument is warned
+ * about (naming the list, param) and ignored. prefix goes before the
+ * action in the log line ("" or "milter-header-"). 1 when the action was
+ * taken, 0 when not. What a DISCARD or REDIRECT ends is the caller's: the
+ * checks and the milters after header/body checks, only the checks after
+ * milter_header_checks. Any other command is the caller's alone. */
+int smtpd_checks_tx_action(struct smtpd_session *s, const struct hbc_action *a, const char *prefix,
+                           const char *where, const char *content, const char *param);
 /* cleanup_settings.c: the parameters of the four check lists, in
  * enum hbc_list order. */
 extern const char *const smtpd_cleanup_check_params[HBC_NLISTS];

@@ -35,6 +35,10 @@ HEADER_CHECKS = r"""
 /^Subject: pass/                    PASS trusted sender
 /^Subject: unknown-action/          FROBNICATE now
 /^Subject: bad-prepend/             PREPEND not a header
+/^Subject: bad-redirect/            REDIRECT no-at-sign
+/^Subject: bad-bcc/                 BCC <r2@vmail.test>
+/^Subject: bad-filter/              FILTER no-colon
+/^Subject: empty-filter/            FILTER
 /^Received: from strip-our-received/ IGNORE
 /^Content-Type:.*name="?[^";]*\.exe/  REJECT executable attachment
 /^X-Nested-Only:/                   REJECT header_checks saw a nested header
@@ -246,6 +250,22 @@ with Petrel(t, main_cf={}, start=False) as p:
     t.ok(m and m.group(1) == r.split()[-1], "under the queue ID of the 250 reply", (m and m.group(1), r))
     t.ok(m and logline(r"%s: edited by header/body checks \(1 change\)" % m.group(1)),
          "the rewritten queue file is logged as the checks' edit (not the modules')")
+    # A bad argument is warned about (Postfix's words, naming the list) and the action ignored.
+    for subject, warning in (("bad-redirect", r'bad REDIRECT target "no-at-sign" in header_checks map -- '
+                                              r'need user@domain'),
+                             ("bad-bcc", r'bad BCC address "<r2@vmail\.test>" in header_checks map -- '
+                                         r'need user@domain'),
+                             ("bad-filter", r"bad FILTER command no-colon in header_checks -- need "
+                                            r"transport:destination"),
+                             ("empty-filter", r"missing FILTER command argument in header_checks map")):
+        r = send("Subject: %s\r\n\r\nbody %s" % (subject, subject))
+        t.like(r, r"^250 ", "%s: accepted" % subject)
+        t.ok(logline(r"warning: " + warning), "  with Postfix's warning")
+        t.ok(delivered("body %s" % subject) is not None and
+             not [m for m in inbox("r2") if ("body %s" % subject).encode() in m],
+             "  and delivered to its recipient only, as if the rule were not there")
+        t.ok(not re.search(r": (redirect|bcc|filter): header Subject: %s" % subject, p.log()),
+             "  nothing is logged as done")
     r = send("Subject: pass me\r\n\r\nbody-reject\r\nbody pass")
     t.like(r, r"^250 ", "PASS: no more checks for this message (the body rule does not fire)")
     t.ok(logline(r": pass: header Subject: pass me %s: trusted sender" % origin), "PASS is logged")

@@ -3,8 +3,9 @@ libmilter filter of our own (modules/milter/t/testfilter.c): the headers a
 milter adds (ADDHEADER), inserts (INSHEADER) or changes (CHGHEADER) are
 looked up in milter_header_checks, and the actions Postfix honours there
 apply to the message: REJECT (the client gets the table's reply), HOLD (hold
-queue), DISCARD (250, nothing queued), REPLACE, IGNORE; PREPEND is
-warned about as Postfix does; after a REDIRECT later headers get no action.
+queue), DISCARD (250, nothing queued), REPLACE, IGNORE, BCC, FILTER, WARN;
+PREPEND is warned about as Postfix does, and so are bad BCC, FILTER and
+REDIRECT arguments (ignored); after a REDIRECT later headers get no action.
 A header no rule matches is written as the milter asked. header_checks does not see the milters' headers; milter_header_checks
 does not see the message's own."""
 import re
@@ -40,6 +41,18 @@ def queued(p, qid, *dirs):
     return b"".join(queue_file_bytes(f) for f in p.queue_files(*dirs) if f.endswith("/" + qid))
 
 
+def start(p, milters, rules, **more):
+    """Starts p with the milter module, the milters (TestFilters) and
+    milter_header_checks holding rules; more main.cf settings on top."""
+    conf = dict(p.settings)
+    conf.update({"modules": "milter", "module_directory": mods,
+                 "smtpd_milters": " ".join(m.endpoint for m in milters),
+                 "milter_header_checks": "regexp:" + p.write_file("milter_header_checks", rules)})
+    conf.update(more)
+    p.write_main_cf(conf)
+    p.start()
+
+
 MILTER_RULES = ("/^X-Test-Added: added by/ REJECT 5.7.1 Spam header from the milter\n"
                 "/^X-Test-First:/ HOLD\n"
                 "/^Subject: changed subject/ DISCARD\n"
@@ -49,13 +62,7 @@ HEADER_RULES = "/^X-Test-Folded:/ REJECT header_checks saw a milter's header\n"
 
 with TestFilter() as f:
     with Petrel(t, main_cf={}, start=False) as p:
-        mhc = p.write_file("milter_header_checks", MILTER_RULES)
-        hc = p.write_file("header_checks", HEADER_RULES)
-        conf = dict(p.settings)
-        conf.update({"modules": "milter", "module_directory": mods, "smtpd_milters": f.endpoint,
-                     "milter_header_checks": "regexp:" + mhc, "header_checks": "regexp:" + hc})
-        p.write_main_cf(conf)
-        p.start()
+        start(p, [f], MILTER_RULES, header_checks="regexp:" + p.write_file("header_checks", HEADER_RULES))
 
         # REJECT: the client gets the table's reply, nothing is queued
         before = len(p.queue_files())
@@ -108,12 +115,7 @@ EDIT_RULES = ("/^X-Test-Added:/ REPLACE X-Replaced: by milter_header_checks\n"
               "/^X-Test-First:/ PREPEND X-Prepended: no\n")
 with TestFilter() as f:
     with Petrel(t, main_cf={}, start=False) as p:
-        mhc = p.write_file("milter_header_checks", EDIT_RULES)
-        conf = dict(p.settings)
-        conf.update({"modules": "milter", "module_directory": mods, "smtpd_milters": f.endpoint,
-                     "milter_header_checks": "regexp:" + mhc})
-        p.write_main_cf(conf)
-        p.start()
+        start(p, [f], EDIT_RULES)
         r = send(p, "Subject: do: addheader foldheader insheader\r\nFrom: a@example.org\r\n\r\nbody\r\n")
         qid = qid_of(r)
         data = queued(p, qid or "none")
@@ -134,12 +136,7 @@ END_RULES = ("/^X-Test-First:/ REDIRECT elsewhere@example.org\n"
              "/^X-Test-Added:/ IGNORE\n")
 with TestFilter() as f:
     with Petrel(t, main_cf={}, start=False) as p:
-        mhc = p.write_file("milter_header_checks", END_RULES)
-        conf = dict(p.settings)
-        conf.update({"modules": "milter", "module_directory": mods, "smtpd_milters": f.endpoint,
-                     "milter_header_checks": "regexp:" + mhc})
-        p.write_main_cf(conf)
-        p.start()
+        start(p, [f], END_RULES)
         r = send(p, "Subject: do: insheader addheader\r\nFrom: a@example.org\r\n\r\nbody\r\n")
         qid = qid_of(r)
         data = queued(p, qid or "none")
@@ -148,6 +145,59 @@ with TestFilter() as f:
              "REDIRECT: accepted and logged", r)
         t.ok(b"X-Test-Added: added by the test filter\r\n" in data,
              "  a later milter header that an IGNORE rule matches is kept: the checks ended", data[:600])
+
+
+# BCC, FILTER, WARN (the same bookkeeping as header_checks': checks_actions.c)
+# apply and are logged as milter-header-ACTION; none ends the checks, so all
+# three of one message's milter headers are acted on. A bad BCC, FILTER or
+# REDIRECT argument is warned about, naming milter_header_checks, and
+# ignored: the header is written and the message accepted unchanged.
+ENVELOPE_RULES = ("/^X-Test-Added:/ BCC bcc@example.org\n"
+                  "/^X-Test-Folded:/ FILTER smtp:[127.0.0.1]:10025\n"
+                  "/^X-Test-First:/ WARN looked at it\n")
+BAD_RULES = ("/^X-Test-Added:/ BCC <bcc@example.org>\n"
+             "/^X-Test-Folded:/ FILTER no-colon\n"
+             "/^X-Test-First:/ REDIRECT no-at-sign\n")
+for rules, label in ((ENVELOPE_RULES, "good"), (BAD_RULES, "bad")):
+    with TestFilter() as f:
+        with Petrel(t, main_cf={}, start=False) as p:
+            start(p, [f], rules)
+            r = send(p, "Subject: do: addheader foldheader insheader\r\nFrom: a@example.org\r\n\r\nbody\r\n")
+            qid = qid_of(r)
+            data = queued(p, qid or "none")
+            origin = r"from \S+; from=<sender@example\.org> to=<u@petrel\.test> proto=ESMTP helo=<[^>]*>"
+            if label == "good":
+                t.ok(qid is not None, "BCC, FILTER, WARN in milter_header_checks: accepted", r)
+                t.ok(p.wait_log(r"(?m)%s: milter-header-bcc: header X-Test-Added: added by the test filter %s: "
+                                r"bcc@example\.org$" % (qid, origin)) is not None,
+                     "  BCC is logged (milter-header-bcc)")
+                t.ok(b"bcc@example.org" in data, "  and the queue file has the BCC recipient", data[:600])
+                t.ok(p.wait_log(r"(?m)%s: milter-header-filter: header X-Test-Folded: first line\?\?\?second "
+                                r"line %s: smtp:\[127\.0\.0\.1\]:10025$" % (qid, origin)) is not None,
+                     "  FILTER is logged (milter-header-filter; the folded header's CR LF TAB are '?')",
+                     re.findall(r".*milter-header-filter.*", p.log()))
+                t.ok(p.wait_log(r"(?m)%s: milter-header-warning: header X-Test-First: inserted at the top %s: "
+                                r"looked at it$" % (qid, origin)) is not None,
+                     "  WARN is logged (milter-header-warning)",
+                     re.findall(r".*milter-header-.*", p.log()))
+                t.ok(b"X-Test-Added: added by the test filter\r\n" in data and
+                     b"X-Test-First: inserted at the top\r\n" in data,
+                     "  the headers are written as the milter asked", data[:600])
+            else:
+                t.ok(qid is not None, "bad BCC, FILTER, REDIRECT arguments in milter_header_checks: accepted", r)
+                t.ok(p.wait_log(r'warning: bad BCC address "<bcc@example\.org>" in milter_header_checks map '
+                                r'-- need user@domain') is not None, "  a bad BCC address: Postfix's warning")
+                t.ok(p.wait_log(r"warning: bad FILTER command no-colon in milter_header_checks -- need "
+                                r"transport:destination") is not None, "  a bad FILTER: Postfix's warning")
+                t.ok(p.wait_log(r'warning: bad REDIRECT target "no-at-sign" in milter_header_checks map '
+                                r'-- need user@domain') is not None, "  a bad REDIRECT: Postfix's warning")
+                t.ok(not re.search(r"milter-header-(bcc|filter|redirect):", p.log()),
+                     "  none of them is taken (nothing logged as done)")
+                t.ok(b"bcc@example.org" not in data and b"no-at-sign" not in data,
+                     "  the envelope is unchanged", data[:600])
+                t.ok(b"X-Test-Added: added by the test filter\r\n" in data and
+                     b"X-Test-First: inserted at the top\r\n" in data,
+                     "  and the headers are written as the milter asked", data[:600])
 
 
 # Two milters: a REJECT of the first one's header ends the chain (Postfix's
@@ -159,12 +209,7 @@ for action, outcome in (("REJECT 5.7.1 chain ends", r"^550 5\.7\.1 chain ends$")
                         ("REDIRECT elsewhere@example.org", r"^250 2\.0\.0 Ok: queued as ")):
     with TestFilter() as f1, TestFilter() as f2:
         with Petrel(t, main_cf={}, start=False) as p:
-            mhc = p.write_file("milter_header_checks", "/^X-Test-Added:/ %s\n" % action)
-            conf = dict(p.settings)
-            conf.update({"modules": "milter", "module_directory": mods,
-                         "smtpd_milters": f1.endpoint + " " + f2.endpoint, "milter_header_checks": "regexp:" + mhc})
-            p.write_main_cf(conf)
-            p.start()
+            start(p, [f1, f2], "/^X-Test-Added:/ %s\n" % action)
             r = send(p, "Subject: do: addheader\r\nX-Chain: one\r\n\r\nbody\r\n")
             word = action.split()[0]
             t.like(r, outcome, "two milters, %s of the first one's header: the action's outcome" % word)

@@ -816,6 +816,7 @@ static petrel_verdict milter_mail(petrel_session *s, const char *sender)
     if (ss->sender == NULL || envelope_argv(sender, petrel_sender_params(s), &ss->mail_arg, &ss->mail_argv) < 0)
         return PETREL_TEMPFAIL;
     ss->in_tx = 1;
+    milter_tx_begin(ss, s);
     ss->tx_quarantined = 0;
     ss->tx_edits_stopped = 0;
     milter_edits_reset(ss);
@@ -893,8 +894,8 @@ static petrel_verdict milter_eom(petrel_session *s)
      * PASS: as Postfix's cleanup (CLEANUP_FLAG_FILTER_ALL cleared), no
      * milter gets the content; nor after a DISCARD before the content (a
      * restriction's or a milter's: Postfix's MILTER_SKIP_FLAGS). Their
-     * transaction is aborted at the next MAIL or the session's end, as
-     * after a refused message. */
+     * transaction gets SMFIC_ABORT when it ends, right after the reply
+     * (milter_tx_begin), as Postfix's smtpd aborts them then. */
     if (petrel_milters_stopped(s) == 1)
         return PETREL_CONTINUE;
     ss->msg = NULL;       /* a previous message's handles went stale with it */

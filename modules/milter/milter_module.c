@@ -26,8 +26,12 @@
  *
  * Per session: connect, helo, mail, rcpt and data go to each milter in
  * turn, as they happen (those hooks may suspend); once the transaction is
- * to be discarded (an access DISCARD, a milter's), no later event of it
- * goes to any milter, as Postfix's smtpd skips them (MILTER_SKIP_FLAGS). The header and body
+ * to be discarded (an access DISCARD, a milter's), no later MAIL, RCPT,
+ * DATA or content of it goes to any milter, as Postfix's smtpd skips them
+ * (MILTER_SKIP_FLAGS; unknown commands still go, as in Postfix, except to
+ * a milter that accepted or discarded the message). When the transaction
+ * ends, each milter still in it gets SMFIC_ABORT at once (milter_tx_begin),
+ * as from Postfix's mail_reset(). The header and body
  * hooks may not suspend, so the whole content goes to the milters at
  * end_of_message, one milter after the other: headers, end of headers,
  * body, end of message (none of it when header_checks or body_checks

@@ -733,8 +733,8 @@ PETREL_API int petrel_milter_header_checks_async(petrel_session *s, const char *
  * header (REJECT, or a table that fails): the later milters are not sent
  * the message, as Postfix's chain ends there. Before the content, 1 once
  * the transaction is to be discarded (a restriction's DISCARD, or a
- * module's): Postfix's smtpd then sends the milters no further event of
- * it (MILTER_SKIP_FLAGS), nor its content. 0 otherwise (HOLD, FILTER,
+ * module's): Postfix's smtpd then sends the milters no further MAIL,
+ * RCPT or DATA of it (MILTER_SKIP_FLAGS), nor its content. 0 otherwise (HOLD, FILTER,
  * BCC and the line actions leave the milters on; so do a
  * milter_header_checks DISCARD or REDIRECT); -1 outside a mail
  * transaction (logged). */

@@ -66,11 +66,40 @@ def on_worker(workers, run_pid, fn):
                 os.kill(pid, signal.SIGCONT)
 
 
-def probe_gone(p, n=1):
+def server_open_ends(port, client_ports):
+    """Which of these connections to port (each named by its client end's
+    local port) petreld still holds open: the kernel lists the server's end
+    ESTABLISHED (01) or, the client having closed first, CLOSE_WAIT (08)
+    until petreld closes it (also while it waits in the listen backlog)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            local, remote = (int(a.rsplit(":", 1)[1], 16) for a in fields[1:3])
+            if local == port and remote in client_ports and fields[3] in ("01", "08"):
+                found.add(remote)
+    return found
+
+
+def slots_freed(p, client_ports, port=None, timeout=30):
+    """Waits until petreld has closed its end of these connections: a session
+    gives its service slot back (anvil_service_release) before it closes its
+    socket (smtpd_session_free), so their slots are free then."""
+    port = port or p.port
+    still = wait_for(lambda: not server_open_ends(port, client_ports) or None, timeout=timeout)
+    if still is None:
+        raise RuntimeError("petreld did not close its end of the connections from ports %s within %d s:\n%s"
+                           % (sorted(server_open_ends(port, client_ports)), timeout, p.log()[-3000:]))
+
+
+def probe_gone(p):
     """The harness' start-up probe connection ends: wait until it freed its slot."""
-    gone = wait_for(lambda: len(re.findall(r"disconnect from", p.log())) >= n, timeout=10)
-    time.sleep(0.3)   # the line is logged just before the session gives its slot back
-    return gone
+    slots_freed(p, {p.probe_port})
 
 
 def send_one(c, what):
@@ -99,6 +128,7 @@ with Petrel(t, start=False) as p:
     c.sock.settimeout(15)
     t.like(c.read_reply(), r"^220 mx\.petrel\.test ESMTP", "when a session ends, the waiting client is greeted")
     send_one(c, "after waiting in the backlog")
+    ended = {c.sock.getsockname()[1], b.sock.getsockname()[1]}
     c.cmd("QUIT")
     c.close()
     b.cmd("QUIT")
@@ -106,7 +136,7 @@ with Petrel(t, start=False) as p:
 
     # The wake-up crosses processes: after a reload the old worker generation
     # drains (it never accepts again) while its sessions still count.
-    time.sleep(0.3)
+    slots_freed(p, ended)
     a2 = p.connect()
     b2 = p.connect()
     t.is_((a2.code, b2.code), (220, 220), "the service is full again")
@@ -181,9 +211,10 @@ with Petrel(t, main_cf=settings, start=False) as p:
     except (OSError, ConnectionError) as e:
         rb = repr(e)
     t.is_(rb, "421 4.4.2 mx.petrel.test Error: timeout exceeded", "the stressed session that never spoke times out too")
+    ended = {x.sock.getsockname()[1] for x in (a, b, c)}
     for x in (a, b, c):
         x.close()
-    time.sleep(0.3)
+    slots_freed(p, ended)
     d = connect_from(p.port)
     t.is_(d.lines[-1], "220 mx.petrel.test ESMTP busy", "the stress period lasts (Postfix: 1000 s after the last full)")
     send_one(d, "under stress")

@@ -807,6 +807,11 @@ static petrel_verdict milter_helo(petrel_session *s, const char *helo)
         return PETREL_CONTINUE;
     free(ss->helo);
     ss->helo = strdup(helo ? helo : "");
+    /* It ended a transaction that was to be discarded: as Postfix's smtpd
+     * (MILTER_SKIP_FLAGS still set when it reports HELO), no milter gets
+     * it. */
+    if (petrel_milters_stopped(s) == 1)
+        return PETREL_CONTINUE;
     return milter_start_event(ss, s, EV_HELO);
 }
 

@@ -25,7 +25,7 @@ import signal
 import socket
 import time
 
-from harness import Petrel, Smtp, Tap, free_port, wait_for
+from harness import Petrel, Smtp, Tap, free_port, tcp_open_ends, wait_for
 
 t = Tap()
 OK_RE = r"^250 2\.0\.0 Ok: queued as [0-9A-Z]+$"
@@ -66,35 +66,14 @@ def on_worker(workers, run_pid, fn):
                 os.kill(pid, signal.SIGCONT)
 
 
-def server_open_ends(port, client_ports):
-    """Which of these connections to port (each named by its client end's
-    local port) petreld still holds open: the kernel lists the server's end
-    ESTABLISHED (01) or, the client having closed first, CLOSE_WAIT (08)
-    until petreld closes it (also while it waits in the listen backlog)."""
-    found = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                rows = f.read().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            fields = row.split()
-            local, remote = (int(a.rsplit(":", 1)[1], 16) for a in fields[1:3])
-            if local == port and remote in client_ports and fields[3] in ("01", "08"):
-                found.add(remote)
-    return found
-
-
 def slots_freed(p, client_ports, port=None, timeout=30):
     """Waits until petreld has closed its end of these connections: a session
     gives its service slot back (anvil_service_release) before it closes its
     socket (smtpd_session_free), so their slots are free then."""
     port = port or p.port
-    still = wait_for(lambda: not server_open_ends(port, client_ports) or None, timeout=timeout)
-    if still is None:
+    if wait_for(lambda: not tcp_open_ends(port, client_ports), timeout=timeout) is False:
         raise RuntimeError("petreld did not close its end of the connections from ports %s within %d s:\n%s"
-                           % (sorted(server_open_ends(port, client_ports)), timeout, p.log()[-3000:]))
+                           % (sorted(tcp_open_ends(port, client_ports)), timeout, p.log()[-3000:]))
 
 
 def probe_gone(p):

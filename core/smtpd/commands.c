@@ -186,7 +186,9 @@ static void cmd_helo(struct smtpd_session *s, const struct smtp_command *cmd, in
         smtpd_count_error(s, c);
         return;
     }
-    /* HELO resets the transaction (RFC 5321 4.1.4). */
+    /* HELO resets the transaction (RFC 5321 4.1.4). One to be discarded
+     * keeps this HELO from the milters (petrel_milters_stopped). */
+    s->helo_skips_milters = s->tx && s->tx->cleanup == NULL && (s->tx->discard || s->tx->milters_stopped);
     smtpd_tx_free(s);
     s->bdat_state = BDAT_NONE;
     /* The name goes into Received:, the log and the next hop's view: keep it
@@ -220,6 +222,7 @@ static void helo_checked(struct smtpd_session *s, const struct restrict_result *
 {
     s->state = SMTPD_CMD;
     if (!smtpd_refused(r)) {
+        s->in_helo_hooks = 1;
         smtpd_hooks_then(s, PHASE_HELO, s->helo, helo_hooked);
         return;
     }
@@ -229,6 +232,8 @@ static void helo_checked(struct smtpd_session *s, const struct restrict_result *
 static void helo_hooked(struct smtpd_session *s, const struct restrict_result *r)
 {
     s->state = SMTPD_CMD;
+    s->in_helo_hooks = 0;
+    s->helo_skips_milters = 0;
     if (smtpd_refused(r)) {
         smtpd_log_reject(s, "reject", s->esmtp ? "EHLO" : "HELO", r->restriction, r->code, r->enhanced, r->text, NULL);
         smtpd_reply_refusal(s, r->code, r->enhanced, r->text);

@@ -220,6 +220,8 @@ int petrel_milters_stopped(petrel_session *h)
     struct smtpd_session *s = module_session_host(h, &m, __func__);
     if (s == NULL)
         return -1;
+    if (s->tx == NULL && s->in_helo_hooks)
+        return s->helo_skips_milters;   /* Postfix: no milter gets a HELO that ends a discarded transaction */
     if (s->tx == NULL) {
         msg_warn("module %s: %s outside a mail transaction: ignored", m->name, __func__);
         return -1;

@@ -505,6 +505,12 @@ struct smtpd_session {
     const char *namaddr;              /* "name[addr]" for logs */
     const char *helo;                 /* printable, neutered as Postfix does (helo_pool) */
     int esmtp;
+    /* The HELO/EHLO whose hooks run (1), and whether it ended a transaction
+     * that was to be discarded (1): Postfix's smtpd sends that HELO to no
+     * milter (MILTER_SKIP_FLAGS, before its mail_reset); the milter module
+     * asks petrel_milters_stopped in its helo hook. */
+    int in_helo_hooks;
+    int helo_skips_milters;
     int in_mynetworks;
     int local_submission;             /* from the pickup role (a maildrop file) */
     int debug;                        /* a debug_peer_list client: log commands and replies */

@@ -162,6 +162,9 @@ milter_status milter_conn_eom(milter_conn *c);
 /* Ends the current transaction without a message (RSET, a refused MAIL,
  * a lost client): SMFIC_ABORT, no reply. */
 void milter_conn_abort(milter_conn *c);
+/* 1 while a transaction is open on c (MAIL went out; no end of message or
+ * SMFIC_ABORT since) and no call is pending: what milter_conn_abort ends. */
+int milter_conn_in_message(const milter_conn *c);
 /* SMFIC_QUIT and close the socket. */
 void milter_conn_quit(milter_conn *c);
 /* Connection reuse. libmilter honours SMFIC_QUIT_NC only right after an

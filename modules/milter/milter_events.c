@@ -244,6 +244,14 @@ milter_status milter_conn_helo(milter_conn *c, const char *helo)
 
 milter_status milter_conn_unknown(milter_conn *c, const char *command)
 {
+    if (c->in_tx && c->tx_accepted && c->state == S_SESSION && !c->pending) {
+        /* It accepted or discarded the message: as Postfix's
+         * milter8_unknown_event skips a milter in ACCEPT_MSG, no unknown
+         * command of the transaction goes to it (its macros neither);
+         * after the transaction's SMFIC_ABORT it gets them again. */
+        mc_result_clear(c);
+        return MILTER_DONE;
+    }
     return string_event(c, MILTER_CMD_UNKNOWN, MILTER_P_NOUNKNOWN, MILTER_P_NR_UNKN, MILTER_MACRO_UNKNOWN, 0,
                         command);
 }
@@ -495,6 +503,11 @@ milter_status milter_conn_eom(milter_conn *c)
     c->pending = 1;
     mc_sync_io(c);
     return MILTER_PENDING;
+}
+
+int milter_conn_in_message(const milter_conn *c)
+{
+    return c->in_tx && !c->pending;
 }
 
 void milter_conn_abort(milter_conn *c)

@@ -26,8 +26,12 @@
  *
  * Per session: connect, helo, mail, rcpt and data go to each milter in
  * turn, as they happen (those hooks may suspend); once the transaction is
- * to be discarded (an access DISCARD, a milter's), no later event of it
- * goes to any milter, as Postfix's smtpd skips them (MILTER_SKIP_FLAGS). The header and body
+ * to be discarded (an access DISCARD, a milter's), no later MAIL, RCPT,
+ * DATA or content of it goes to any milter, as Postfix's smtpd skips them
+ * (MILTER_SKIP_FLAGS; unknown commands still go, as in Postfix, except to
+ * a milter that accepted or discarded the message). When the transaction
+ * ends, each milter still in it gets SMFIC_ABORT at once (milter_tx_begin),
+ * as from Postfix's mail_reset(). The header and body
  * hooks may not suspend, so the whole content goes to the milters at
  * end_of_message, one milter after the other: headers, end of headers,
  * body, end of message (none of it when header_checks or body_checks
@@ -803,6 +807,11 @@ static petrel_verdict milter_helo(petrel_session *s, const char *helo)
         return PETREL_CONTINUE;
     free(ss->helo);
     ss->helo = strdup(helo ? helo : "");
+    /* It ended a transaction that was to be discarded: as Postfix's smtpd
+     * (MILTER_SKIP_FLAGS still set when it reports HELO), no milter gets
+     * it. */
+    if (petrel_milters_stopped(s) == 1)
+        return PETREL_CONTINUE;
     return milter_start_event(ss, s, EV_HELO);
 }
 
@@ -816,6 +825,7 @@ static petrel_verdict milter_mail(petrel_session *s, const char *sender)
     if (ss->sender == NULL || envelope_argv(sender, petrel_sender_params(s), &ss->mail_arg, &ss->mail_argv) < 0)
         return PETREL_TEMPFAIL;
     ss->in_tx = 1;
+    milter_tx_begin(ss, s);
     ss->tx_quarantined = 0;
     ss->tx_edits_stopped = 0;
     milter_edits_reset(ss);
@@ -893,8 +903,8 @@ static petrel_verdict milter_eom(petrel_session *s)
      * PASS: as Postfix's cleanup (CLEANUP_FLAG_FILTER_ALL cleared), no
      * milter gets the content; nor after a DISCARD before the content (a
      * restriction's or a milter's: Postfix's MILTER_SKIP_FLAGS). Their
-     * transaction is aborted at the next MAIL or the session's end, as
-     * after a refused message. */
+     * transaction gets SMFIC_ABORT when it ends, right after the reply
+     * (milter_tx_begin), as Postfix's smtpd aborts them then. */
     if (petrel_milters_stopped(s) == 1)
         return PETREL_CONTINUE;
     ss->msg = NULL;       /* a previous message's handles went stale with it */

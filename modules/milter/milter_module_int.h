@@ -133,6 +133,7 @@ typedef struct session {
     char underscore[600];
     char rcpt_macro[64];      /* {rcpt_host} of a refused recipient */
     int in_tx;
+    struct tx_end *tx_end;     /* the open transaction's end watch (milter_tx_begin), else NULL */
     int tx_quarantined;
     int tx_edits_stopped;      /* milter_header_checks rejected or discarded: no more edits (Postfix) */
     /* edits held while milter_header_checks waits for a remote table (milter_edits.c) */
@@ -154,6 +155,10 @@ typedef struct session {
     int discard;
     int read_error;           /* the body could not be read back */
 } session;
+
+/* A transaction begins (the MAIL hook, from its pool): when it ends, each
+ * milter still in it gets SMFIC_ABORT at once (milter_session.c). */
+void milter_tx_begin(session *ss, petrel_session *s);
 
 /* The owner interface that every milter_conn of a session gets. */
 extern const milter_conn_ops milter_session_ops;

@@ -597,9 +597,56 @@ void milter_resume_event(session *ss, petrel_session *s, enum event ev, petrel_p
     run(ss);   /* finish() resumes p, now or when the milters answered */
 }
 
+/* The end of a transaction: RSET, the end of DATA or BDAT whatever its
+ * outcome, a new EHLO, a refused MAIL, the session's end. Postfix's smtpd
+ * sends SMFIC_ABORT to every milter then (mail_reset's milter_abort), so
+ * a milter frees the message's state at once, not at the next MAIL: after
+ * a message whose content no milter got (header_checks or body_checks
+ * stopped them, an earlier DISCARD), after a refused DATA, a milter's own
+ * DISCARD. A milter that saw the end of message is out of the transaction
+ * already (libmilter would ignore the ABORT: Postfix's is a no-op there).
+ * The watch lives in the transaction's pool; the session's end, which may
+ * come first (a transaction whose fsync runs on a thread outlives it),
+ * disarms it. */
+typedef struct tx_end {
+    session *ss;
+} tx_end;
+
+static void tx_ended(void *arg)
+{
+    tx_end *te = arg;
+    session *ss = te->ss;
+    if (ss == NULL)
+        return;
+    ss->tx_end = NULL;
+    ss->in_tx = 0;
+    for (size_t i = 0; i < ss->n; i++) {
+        milter_conn *c = ss->links[i].conn;
+        /* One still answering an event (a session that ends meanwhile)
+         * gets its QUIT instead. */
+        if (c && milter_conn_in_message(c))
+            milter_conn_abort(c);
+    }
+}
+
+void milter_tx_begin(session *ss, petrel_session *s)
+{
+    petrel_pool *pool = petrel_tx_pool(s);
+    if (ss->tx_end != NULL || pool == NULL)
+        return;   /* without a pool, the next MAIL or the session's QUIT ends it */
+    tx_end *te = petrel_pool_zalloc(pool, sizeof *te);
+    if (te == NULL)
+        return;
+    te->ss = ss;
+    if (petrel_pool_cleanup_add(pool, tx_ended, te) == 0)
+        ss->tx_end = te;
+}
+
 void milter_session_end(void *arg)
 {
     session *ss = arg;
+    if (ss->tx_end)
+        ss->tx_end->ss = NULL;
     for (size_t i = 0; i < ss->n; i++) {
         link *l = &ss->links[i];
         if (l->conn) {

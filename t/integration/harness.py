@@ -684,6 +684,31 @@ def maildir_messages(path):
     return out
 
 
+def tcp_open_ends(local_port, remote_ports=None):
+    """The remote ports of the loopback TCP connections whose end at
+    local_port is still open, per the kernel's tables: that end is
+    ESTABLISHED (01), SYN_RECV (03), or CLOSE_WAIT (08, the other end
+    closed first), also while it waits in a listen backlog. Once its
+    process closes it, it is gone, LAST_ACK, FIN_WAIT or TIME_WAIT. With
+    remote_ports, only those connections. A test waits on it for a
+    server's close: petreld's after a session gave its slot back, a
+    milter's after its xxfi_close."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            local, remote = (int(a.rsplit(":", 1)[1], 16) for a in fields[1:3])
+            if local == local_port and fields[3] in ("01", "03", "08") \
+                    and (remote_ports is None or remote in remote_ports):
+                found.add(remote)
+    return found
+
+
 def wait_for(cond, timeout=15.0):
     """Polls cond() until it returns something true or timeout passes; returns its last value."""
     deadline = time.time() + timeout

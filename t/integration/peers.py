@@ -41,7 +41,7 @@ import subprocess
 import tempfile
 import time
 
-from harness import CLEANUP_DIRS, TOP_BUILDDIR, TEST_USER, free_port
+from harness import CLEANUP_DIRS, TOP_BUILDDIR, TEST_USER, free_port, tcp_open_ends
 
 SCAN_DRIVE = os.path.join(TOP_BUILDDIR, "t", "tools", "scan-drive")
 TEST_FILTER = os.path.join(TOP_BUILDDIR, "modules", "milter", "t", "milter-testfilter")
@@ -223,6 +223,12 @@ class TestFilter(Peer):
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
         super().stop()
+
+    def idle(self):
+        """True when no connection to the filter is open (an inet one): libmilter
+        runs xxfi_close before it closes its end, so every conversation's
+        "close" is in the log by then."""
+        return not tcp_open_ends(self.port)
 
     def log(self, until=None, timeout=30.0):
         """The filter's log lines. A callback the milter runs before it

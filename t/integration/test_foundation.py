@@ -5,7 +5,7 @@ import signal
 import subprocess
 import time
 
-from harness import PETRELD, Petrel, Smtp, Tap, free_port
+from harness import PETRELD, Petrel, Smtp, Tap, free_port, wait_for
 
 t = Tap()
 
@@ -172,7 +172,9 @@ with Petrel(t) as p:
     c.cmd("RCPT TO:<u@petrel.test>")
     c.cmd("DATA")
     c.send("Subject: during shutdown\r\n\r\nfirst half\r\n")
-    time.sleep(0.3)
+    # the signal comes once the message being cut has its file in incoming/
+    t.ok(wait_for(lambda: [f for f in p.queue_files("incoming") if os.path.basename(f) != queued], timeout=30),
+         "a DATA in progress has its file in incoming/", p.queue_files())
     p.proc.send_signal(signal.SIGTERM)
     c.sock.settimeout(20)
     t.like(c.read_reply(), r"^421 4\.3\.2 .* Service shutting down$", "a DATA in progress is cut with 421 4.3.2")
@@ -198,7 +200,8 @@ with Petrel(t) as p:
     c = p.connect()
     c.ehlo()
     c.close()
-    time.sleep(0.3)
-    t.ok("< unknown" not in p.log(), "other clients' conversations are not logged")
+    # its session's end is logged after every line of its conversation would be
+    t.ok(p.wait_log(r"disconnect from unknown\[127\.0\.0\.1\] ehlo=1 commands=1\n") is not None
+         and "< unknown" not in p.log(), "other clients' conversations are not logged")
 
 t.done()

@@ -207,7 +207,7 @@ with TestFilter() as f:
         t.ok(milter_saw(f, "hc-hold-milter-reject"), "  the milter got the message")
 
 # --- a DISCARD before the content (an access restriction) -----------------------------
-# Postfix's smtpd then sends the milters no further event of the transaction
+# Postfix's smtpd then sends the milters no further MAIL, RCPT or DATA of the transaction
 # (MILTER_SKIP_FLAGS: not the discarding command's, nor RCPT, DATA or the
 # content, its cleanup gets no milters); the message is accepted and dropped.
 with TestFilter() as f:

@@ -25,7 +25,7 @@ import signal
 import socket
 import time
 
-from harness import Petrel, Smtp, Tap, free_port, wait_for
+from harness import Petrel, Smtp, Tap, free_port, tcp_open_ends, wait_for
 
 t = Tap()
 OK_RE = r"^250 2\.0\.0 Ok: queued as [0-9A-Z]+$"
@@ -66,11 +66,19 @@ def on_worker(workers, run_pid, fn):
                 os.kill(pid, signal.SIGCONT)
 
 
-def probe_gone(p, n=1):
+def slots_freed(p, client_ports, port=None, timeout=30):
+    """Waits until petreld has closed its end of these connections: a session
+    gives its service slot back (anvil_service_release) before it closes its
+    socket (smtpd_session_free), so their slots are free then."""
+    port = port or p.port
+    if wait_for(lambda: not tcp_open_ends(port, client_ports), timeout=timeout) is False:
+        raise RuntimeError("petreld did not close its end of the connections from ports %s within %d s:\n%s"
+                           % (sorted(tcp_open_ends(port, client_ports)), timeout, p.log()[-3000:]))
+
+
+def probe_gone(p):
     """The harness' start-up probe connection ends: wait until it freed its slot."""
-    gone = wait_for(lambda: len(re.findall(r"disconnect from", p.log())) >= n, timeout=10)
-    time.sleep(0.3)   # the line is logged just before the session gives its slot back
-    return gone
+    slots_freed(p, {p.probe_port})
 
 
 def send_one(c, what):
@@ -99,6 +107,7 @@ with Petrel(t, start=False) as p:
     c.sock.settimeout(15)
     t.like(c.read_reply(), r"^220 mx\.petrel\.test ESMTP", "when a session ends, the waiting client is greeted")
     send_one(c, "after waiting in the backlog")
+    ended = {c.sock.getsockname()[1], b.sock.getsockname()[1]}
     c.cmd("QUIT")
     c.close()
     b.cmd("QUIT")
@@ -106,7 +115,7 @@ with Petrel(t, start=False) as p:
 
     # The wake-up crosses processes: after a reload the old worker generation
     # drains (it never accepts again) while its sessions still count.
-    time.sleep(0.3)
+    slots_freed(p, ended)
     a2 = p.connect()
     b2 = p.connect()
     t.is_((a2.code, b2.code), (220, 220), "the service is full again")
@@ -181,9 +190,10 @@ with Petrel(t, main_cf=settings, start=False) as p:
     except (OSError, ConnectionError) as e:
         rb = repr(e)
     t.is_(rb, "421 4.4.2 mx.petrel.test Error: timeout exceeded", "the stressed session that never spoke times out too")
+    ended = {x.sock.getsockname()[1] for x in (a, b, c)}
     for x in (a, b, c):
         x.close()
-    time.sleep(0.3)
+    slots_freed(p, ended)
     d = connect_from(p.port)
     t.is_(d.lines[-1], "220 mx.petrel.test ESMTP busy", "the stress period lasts (Postfix: 1000 s after the last full)")
     send_one(d, "under stress")

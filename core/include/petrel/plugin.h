@@ -734,11 +734,14 @@ PETREL_API int petrel_milter_header_checks_async(petrel_session *s, const char *
  * header (REJECT, or a table that fails): the later milters are not sent
  * the message, as Postfix's chain ends there. Before the content, 1 once
  * the transaction is to be discarded (a restriction's DISCARD, or a
- * module's): Postfix's smtpd then sends the milters no further event of
- * it (MILTER_SKIP_FLAGS), nor its content. 0 otherwise (HOLD, FILTER,
+ * module's): Postfix's smtpd then sends the milters no further MAIL,
+ * RCPT or DATA of it (MILTER_SKIP_FLAGS), nor its content. 0 otherwise (HOLD, FILTER,
  * BCC and the line actions leave the milters on; so do a
  * milter_header_checks DISCARD or REDIRECT); -1 outside a mail
- * transaction (logged). */
+ * transaction (logged), except in the helo hook: there 1 when that HELO
+ * or EHLO ended a transaction that was to be discarded (Postfix's smtpd
+ * sends such a HELO to no milter: its MILTER_SKIP_FLAGS are still set),
+ * else 0. */
 #define PETREL_HAVE_MILTERS_STOPPED 1
 PETREL_API int petrel_milters_stopped(petrel_session *s);
 

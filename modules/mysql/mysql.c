@@ -63,15 +63,16 @@
  * select_field/table/where_field/additional_conditions (write a query),
  * and tables or files in domain.
  *
- * Files: this one is the table type (the file, the hosts, a client handle
+ * Files: this one is the table type (the file, a client handle
  * with the table's options, the module); mysql_query.c builds a query and
  * reads its results, mysql_async.c is the non-blocking client,
  * mysql_blocking.c the blocking lookup (mysql_table.h declares what they
- * share).
+ * share). Shared with pgsql (modules/common): what both files say alike
+ * (hosts, user, password, dbname, query..., retry_interval, idle_interval)
+ * and the choice of a live host, sql_table.c; the asynchronous lookups'
+ * FIFO, timeout and answer, sql_lookups.c.
  */
-#include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <mysql.h>
 
@@ -79,79 +80,12 @@
 
 #include "mysql_table.h"
 
-#define HOST_RETRY_SECONDS 60   /* retry_interval's default, as Postfix's */
-#define IDLE_SECONDS 60         /* idle_interval's default, as Postfix's */
-
 static const char *const known_names[] = {
     "hosts", "user", "password", "dbname", "query", "result_format", "domain", "expansion_limit", TABLE_CACHE_SETTINGS,
     "select_field", "table", "where_field", "additional_conditions", "select_function", "charset", "option_file",
     "option_group", "tls_cert_file", "tls_key_file", "tls_CAfile", "tls_CApath", "tls_ciphers", "tls_verify_cert",
     "require_result_set", "retry_interval", "idle_interval", NULL,
 };
-
-/* ------------------------------------------------------------------ */
-/* hosts                                                               */
-
-static int parse_hosts(struct table *t, const char *list, int line, petrel_pool *pool, const char **error)
-{
-    char *copy = petrel_pool_strdup(pool, list), *save = NULL;
-    for (char *item = strtok_r(copy, ", \t", &save); item; item = strtok_r(NULL, ", \t", &save)) {
-        if (t->nhosts == MAX_HOSTS) {
-            *error = petrel_pool_printf(pool, "line %d: hosts: more than %d hosts", line, MAX_HOSTS);
-            return -1;
-        }
-        struct my_host *h = &t->hosts[t->nhosts++];
-        memset(h, 0, sizeof(*h));
-        h->name = item;
-        if (strncmp(item, "unix:", 5) == 0) {
-            h->socket = item + 5;
-            continue;
-        }
-        const char *rest = strncmp(item, "inet:", 5) == 0 ? item + 5 : item;
-        char *hp = petrel_pool_strdup(pool, rest);
-        char *colon = strrchr(hp, ':');
-        if (hp[0] == '[') {
-            char *close = strchr(hp, ']');
-            if (close == NULL) {
-                *error = petrel_pool_printf(pool, "line %d: hosts: bad host \"%s\"", line, item);
-                return -1;
-            }
-            *close = '\0';
-            colon = close[1] == ':' ? close + 1 : NULL;
-            hp++;
-        }
-        if (colon)
-            *colon = '\0';
-        h->host = hp;
-        char *end = NULL;
-        long port = colon ? strtol(colon + 1, &end, 10) : 3306;
-        if (*h->host == '\0' || (colon && (*end != '\0' || port < 1 || port > 65535))) {
-            *error = petrel_pool_printf(pool, "line %d: hosts: bad host \"%s\"", line, item);
-            return -1;
-        }
-        h->port = (unsigned)port;
-    }
-    if (t->nhosts == 0)
-        t->hosts[t->nhosts++] = (struct my_host){ "localhost", "localhost", 3306, NULL, 0 };
-    /* One server is listed twice, as Postfix 3.10+ does (it may be a load
-     * balancer): a single failure is retried at once on the "other" copy
-     * instead of leaving the table without a server for retry_interval. */
-    if (t->nhosts == 1)
-        t->hosts[t->nhosts++] = t->hosts[0];
-    return 0;
-}
-
-int mysql_table_pick_host(struct table *t)
-{
-    time_t now = time(NULL);
-    int live[MAX_HOSTS], n = 0;
-    for (int i = 0; i < t->nhosts; i++)
-        if (t->hosts[i].dead_until <= now)
-            live[n++] = i;
-    if (n == 0)
-        return -1;
-    return live[n > 1 ? rand() % n : 0];
-}
 
 /* A client handle with the table's options, in Postfix's order: the option
  * file and group first (the library reads them when it connects, and what
@@ -164,7 +98,7 @@ MYSQL *mysql_table_client_new(struct table *t, int nonblocking)
     MYSQL *m = mysql_init(NULL);
     if (m == NULL)
         return NULL;
-    unsigned timeout = (t->timeout_ms + 999) / 1000;
+    unsigned timeout = (t->sql.timeout_ms + 999) / 1000;
     int bad = 0;
     bad |= mysql_optionsv(m, MYSQL_OPT_CONNECT_TIMEOUT, &timeout);
     bad |= mysql_optionsv(m, MYSQL_OPT_READ_TIMEOUT, &timeout);
@@ -191,8 +125,8 @@ MYSQL *mysql_table_client_new(struct table *t, int nonblocking)
     if (nonblocking)
         bad |= mysql_optionsv(m, MYSQL_OPT_NONBLOCK, 0);
     if (bad) {
-        petrel_module_log(t->module, PETREL_LOG_WARNING, "mysql:%s: cannot set the client's options: %s",
-                          t->config, mysql_error(m));
+        petrel_module_log(t->sql.module, PETREL_LOG_WARNING, "mysql:%s: cannot set the client's options: %s",
+                          t->sql.config, mysql_error(m));
         mysql_close(m);
         return NULL;
     }
@@ -220,21 +154,13 @@ static void table_close(void *handle)
 static void *table_open(petrel_module *m, const char *name, petrel_pool *pool, struct table_cache_settings *cache,
                         const char **error)
 {
-    if (name[0] != '/' && name[0] != '.') {
-        *error = petrel_pool_printf(pool, "parameters in main.cf (%s_query, ...) are not supported: name a "
-                                    "mysql_table(5) configuration file by its path", name);
-        return NULL;
-    }
-    struct table_settings c = { 0 };
-    if (table_settings_read(name, &c, pool, error) != 0) {
-        table_settings_free(&c);
-        return NULL;
-    }
     struct table *t = petrel_pool_zalloc(pool, sizeof(*t));
-    t->module = m;
-    t->config = petrel_pool_strdup(pool, name);
+    struct table_settings c = { 0 };
     void *result = NULL;
-    table_settings_warn_unknown(&c, m, "mysql", name, known_names);
+    if (sql_table_file_read(&t->sql, m, "mysql", name, known_names, &c, pool, error) != 0)
+        goto out;
+    /* Not shared with pgsql: pgsql's list has select_function too (only
+     * Postfix's pgsql_table(5) had one), and each says it in its own words. */
     static const char *const legacy[] = { "select_field", "table", "where_field", "additional_conditions", NULL };
     for (const char *const *k = legacy; *k; k++)
         if (table_settings_find(&c, *k)) {
@@ -255,36 +181,20 @@ static void *table_open(petrel_module *m, const char *name, petrel_pool *pool, s
     t->tls_ciphers = table_settings_get(&c, "tls_ciphers", NULL);
     t->option_group = table_settings_get(&c, "option_group", "client");
     t->charset = table_settings_get(&c, "charset", "utf8mb4");
-    long retry = 0, idle = 0;
     if (table_settings_bool(&c, "tls_verify_cert", -1, &t->tls_verify_cert, pool, error) != 0 ||
         table_settings_bool(&c, "require_result_set", 1, &t->require_result_set, pool, error) != 0 ||
-        table_settings_long(&c, "retry_interval", HOST_RETRY_SECONDS, 1, &retry, pool, error) != 0 ||
-        table_settings_long(&c, "idle_interval", IDLE_SECONDS, 1, &idle, pool, error) != 0)
+        sql_table_intervals_read(&t->sql, &c, pool, error) != 0)
         goto out;
-    t->retry_seconds = (unsigned)retry;
-    t->idle_ms = (unsigned)(idle > 86400 ? 86400 : idle) * 1000;
     if (*t->charset == '\0') {
         *error = petrel_pool_printf(pool, "line %d: charset is empty", table_settings_line(&c, "charset"));
         goto out;
     }
-    if (table_query_settings_parse(&t->q, &c, m, "mysql", name, TABLE_QUERY_TEMPLATE, "no query", pool, error) != 0)
+    /* Ports are numbers for the library, 3306 when a host names none. */
+    if (sql_table_hosts_read(&t->sql, &c, 0, 3306, pool, error) != 0)
         goto out;
-    if (parse_hosts(t, table_settings_get(&c, "hosts", ""), table_settings_line(&c, "hosts"), pool, error) != 0)
+    if (sql_table_limits_read(&t->sql, &c, cache, pool, error) != 0)
         goto out;
-    t->user = table_settings_get(&c, "user", NULL);
-    t->password = table_settings_get(&c, "password", NULL);
-    t->dbname = table_settings_get(&c, "dbname", NULL);
-    if (t->dbname == NULL || *t->dbname == '\0') {
-        *error = petrel_pool_printf(pool, "dbname is not set");
-        goto out;
-    }
-    long long timeout = petrel_param_int(m, "mysql_timeout");
-    t->timeout_ms = (unsigned)(timeout > 0 ? timeout * 1000 : 30000);
-    t->max_conns = (int)petrel_param_int(m, "mysql_max_connections");
-    if (t->max_conns < 1)
-        t->max_conns = 1;
-    if (table_cache_settings_read(cache, &c, pool, error) != 0)
-        goto out;
+    sql_lookups_init(&t->lookups, &t->sql, mysql_table_dispatch, mysql_table_conn_abandon, t);
     result = t;
 out:
     table_settings_free(&c);
@@ -294,7 +204,15 @@ out:
 static int table_pattern(void *handle)
 {
     const struct table *t = handle;
-    return table_template_partial(&t->q.tpl);
+    return table_template_partial(&t->sql.q.tpl);
+}
+
+/* The asynchronous lookup (the glue, remote_table.c, answered from its
+ * cache or joined a lookup in flight already). */
+static void lookup_start(void *handle, struct remote_lookup *rl, const char *key)
+{
+    struct table *t = handle;
+    sql_lookups_start(&t->lookups, rl, key);
 }
 
 static void my_fini(petrel_module *m)
@@ -313,7 +231,7 @@ static const petrel_param params[] = {
 };
 
 static const struct remote_table_type remote_type = {
-    .name = "mysql", .open = table_open, .lookup = mysql_table_blocking_lookup, .start = mysql_table_lookup_start,
+    .name = "mysql", .open = table_open, .lookup = mysql_table_blocking_lookup, .start = lookup_start,
     .close = table_close, .handle_pattern = table_pattern,
 };
 REMOTE_TABLE_OPEN(open_remote, remote_type)

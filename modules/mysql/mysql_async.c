@@ -10,7 +10,6 @@
  */
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <sys/socket.h>
 
@@ -19,15 +18,6 @@
 #include <petrel/plugin.h>
 
 #include "mysql_table.h"
-
-struct request {
-    struct request *next;
-    struct table *t;
-    struct remote_lookup *rl;     /* answered through the glue (remote_table.c) */
-    char *key;
-    petrel_timer *timer;
-    struct my_conn *conn;
-};
 
 enum my_op { OP_CONNECT, OP_CHARSET, OP_IDLE, OP_QUERY, OP_STORE, OP_NEXT };
 
@@ -39,14 +29,13 @@ struct my_conn {
     enum my_op op;
     int wait;                  /* MYSQL_WAIT_* the library asked for */
     petrel_watch *watch;
-    struct request *req;
+    struct sql_request *req;
     petrel_timer *start_timer; /* the first step runs from the loop */
     MYSQL_RES *first;          /* the query's first result set, while the others are read */
     petrel_timer *idle_timer;  /* idle_interval, while the connection has nothing to do */
     int more_sets;             /* a later result set returned data too */
 };
 
-static void dispatch(struct table *t);
 static void conn_io(int fd, int events, void *arg);
 
 static void conn_free(struct my_conn *c);
@@ -63,8 +52,8 @@ static void conn_idle_expired(void *arg)
  * from when it last became idle; a busy one has no idle timer. */
 static void conn_idle_update(struct my_conn *c, int restart)
 {
-    remote_idle_timer_update(c->t->module, &c->idle_timer, c->op == OP_IDLE && c->req == NULL, restart, c->t->idle_ms,
-                             conn_idle_expired, c);
+    remote_idle_timer_update(c->t->sql.module, &c->idle_timer, c->op == OP_IDLE && c->req == NULL, restart,
+                             c->t->sql.idle_ms, conn_idle_expired, c);
 }
 
 static void conn_watch(struct my_conn *c)
@@ -80,7 +69,7 @@ static void conn_watch(struct my_conn *c)
         events = PETREL_WATCH_READ;   /* EXCEPT or TIMEOUT only: the request's own timer bounds it */
     int fd = (int)mysql_get_socket(c->my);
     if (fd >= 0)
-        c->watch = petrel_watch_fd(c->t->module, fd, events, conn_io, c);
+        c->watch = petrel_watch_fd(c->t->sql.module, fd, events, conn_io, c);
     conn_idle_update(c, 0);
 }
 
@@ -112,44 +101,29 @@ static void conn_free(struct my_conn *c)
     free(c);
 }
 
-static void request_free(struct request *r)
+void mysql_table_conn_abandon(void *conn)
 {
-    if (r->timer)
-        petrel_timer_cancel(r->timer);
-    free(r->key);
-    free(r);
+    struct my_conn *c = conn;
+    c->req = NULL;
+    conn_free(c);
 }
 
-static void request_done(struct request *r, int status, const char *value)
-{
-    struct remote_lookup *rl = r->rl;
-    request_free(r);
-    remote_lookup_answer(rl, status, value);
-}
-
+/* The connection is unusable: its host is marked dead when it never
+ * connected; its request goes back to the queue for another host, or
+ * fails. */
 static void conn_failed(struct my_conn *c, const char *what)
 {
     struct table *t = c->t;
-    struct request *r = c->req;
-    petrel_module_log(t->module, PETREL_LOG_WARNING, "mysql:%s: %s %s: %s", t->config, what, t->hosts[c->host].name,
-                      mysql_error(c->my));
+    struct sql_request *r = c->req;
+    petrel_module_log(t->sql.module, PETREL_LOG_WARNING, "mysql:%s: %s %s: %s", t->sql.config, what,
+                      t->sql.hosts.items[c->host].name, mysql_error(c->my));
     if (c->op == OP_CONNECT || c->op == OP_CHARSET)
-        t->hosts[c->host].dead_until = time(NULL) + t->retry_seconds;
+        sql_table_host_failed(&t->sql, c->host);
     c->req = NULL;
     conn_free(c);
-    if (r) {
-        r->conn = NULL;
-        if (mysql_table_pick_host(t) >= 0) {
-            r->next = t->queue_head;
-            t->queue_head = r;
-            if (t->queue_tail == NULL)
-                t->queue_tail = r;
-        } else {
-            petrel_module_log(t->module, PETREL_LOG_WARNING, "mysql:%s: no database server available", t->config);
-            request_done(r, PETREL_TABLE_RETRY, NULL);
-        }
-    }
-    dispatch(t);
+    if (r)
+        sql_lookups_retry(&t->lookups, r);
+    mysql_table_dispatch(t);
 }
 
 /* Runs the current operation one step (status: the events that happened,
@@ -159,7 +133,7 @@ static void conn_step(struct my_conn *c, int status);
 static void query_finished(struct my_conn *c)
 {
     struct table *t = c->t;
-    struct request *r = c->req;
+    struct sql_request *r = c->req;
     char *value = NULL;
     MYSQL_RES *res = c->first;
     c->first = NULL;
@@ -171,9 +145,9 @@ static void query_finished(struct my_conn *c)
     c->wait = 0;
     conn_idle_update(c, 1);
     conn_watch(c);
-    request_done(r, st > 0 ? PETREL_TABLE_FOUND : st == 0 ? PETREL_TABLE_NOTFOUND : PETREL_TABLE_RETRY, value);
+    sql_request_answer(r, st, value);
     free(value);
-    dispatch(t);
+    mysql_table_dispatch(t);
 }
 
 static void conn_step(struct my_conn *c, int status)
@@ -182,9 +156,10 @@ static void conn_step(struct my_conn *c, int status)
     for (;;) {
         if (c->op == OP_CONNECT) {
             MYSQL *ret = NULL;
-            const struct my_host *h = &t->hosts[c->host];
-            c->wait = status == 0 ? mysql_real_connect_start(&ret, c->my, h->host, t->user, t->password, t->dbname,
-                                                             h->socket ? 0 : h->port, h->socket, 0)
+            const struct sql_host *h = &t->sql.hosts.items[c->host];
+            c->wait = status == 0 ? mysql_real_connect_start(&ret, c->my, h->host, t->sql.user, t->sql.password,
+                                                             t->sql.dbname, h->socket ? 0 : h->port_number, h->socket,
+                                                             0)
                                   : mysql_real_connect_cont(&ret, c->my, status);
             if (c->wait) {
                 conn_watch(c);
@@ -198,7 +173,7 @@ static void conn_step(struct my_conn *c, int status)
             c->op = mysql_table_charset_differs(t, c->my) ? OP_CHARSET : OP_IDLE;
             if (c->op == OP_IDLE && c->req == NULL) {
                 conn_watch(c);
-                dispatch(t);
+                mysql_table_dispatch(t);
                 return;
             }
             continue;
@@ -219,7 +194,7 @@ static void conn_step(struct my_conn *c, int status)
             status = 0;
             if (c->req == NULL) {
                 conn_watch(c);
-                dispatch(t);
+                mysql_table_dispatch(t);
                 return;
             }
             continue;
@@ -230,11 +205,11 @@ static void conn_step(struct my_conn *c, int status)
             int skip;
             char *query = mysql_table_make_query(t, c->my, c->req->key, &skip);
             if (query == NULL) {
-                struct request *r = c->req;
+                struct sql_request *r = c->req;
                 c->req = NULL;
                 r->conn = NULL;
-                request_done(r, skip ? PETREL_TABLE_NOTFOUND : PETREL_TABLE_RETRY, NULL);
-                dispatch(t);
+                sql_request_answer(r, skip ? 0 : -1, NULL);
+                mysql_table_dispatch(t);
                 return;
             }
             int err = 0;
@@ -343,7 +318,7 @@ static void conn_begin(void *arg)
 
 static struct my_conn *conn_open(struct table *t)
 {
-    int host = mysql_table_pick_host(t);
+    int host = sql_table_pick_host(&t->sql);
     if (host < 0)
         return NULL;
     struct my_conn *c = calloc(1, sizeof(*c));
@@ -362,13 +337,17 @@ static struct my_conn *conn_open(struct table *t)
     }
     /* The connect starts from the loop: a refusal known at once must not
      * answer a lookup inside lookup_async. */
-    c->start_timer = petrel_timer_start(t->module, 0, conn_begin, c);
+    c->start_timer = petrel_timer_start(t->sql.module, 0, conn_begin, c);
     return c;
 }
 
-static void dispatch(struct table *t)
+/* Hands the waiting lookups to idle connections, else to a free one still
+ * connecting (it sends the query when it is up), else to a new one, up to
+ * mysql_max_connections. */
+void mysql_table_dispatch(void *arg)
 {
-    while (t->queue_head) {
+    struct table *t = arg;
+    while (t->lookups.head) {
         struct my_conn *idle = NULL;
         for (struct my_conn *c = t->conns; c; c = c->next)
             if (c->op == OP_IDLE && c->req == NULL) {
@@ -383,80 +362,20 @@ static void dispatch(struct table *t)
                 }
         }
         if (idle == NULL) {
-            if (t->nconns >= t->max_conns)
+            if (t->nconns >= t->sql.max_conns)
                 return;
             idle = conn_open(t);
             if (idle == NULL) {
-                struct request *r = t->queue_head;
-                t->queue_head = r->next;
-                if (t->queue_head == NULL)
-                    t->queue_tail = NULL;
-                petrel_module_log(t->module, PETREL_LOG_WARNING, "mysql:%s: no database server available",
-                                  t->config);
-                request_done(r, PETREL_TABLE_RETRY, NULL);
+                sql_lookups_unavailable(&t->lookups, sql_lookups_next(&t->lookups));
                 continue;
             }
         }
-        struct request *r = t->queue_head;
-        t->queue_head = r->next;
-        if (t->queue_head == NULL)
-            t->queue_tail = NULL;
-        r->next = NULL;
+        struct sql_request *r = sql_lookups_next(&t->lookups);
         idle->req = r;
         r->conn = idle;
         if (idle->op == OP_IDLE)
             conn_step(idle, 0);
     }
-}
-
-static void request_timed_out(void *arg)
-{
-    struct request *r = arg;
-    struct table *t = r->t;
-    r->timer = NULL;
-    if (r->conn) {
-        r->conn->req = NULL;
-        conn_free(r->conn);
-    } else {
-        struct request **p = &t->queue_head, *prev = NULL;
-        while (*p && *p != r) {
-            prev = *p;
-            p = &(*p)->next;
-        }
-        if (*p) {
-            *p = r->next;
-            if (t->queue_tail == r)
-                t->queue_tail = prev;
-        }
-    }
-    petrel_module_log(t->module, PETREL_LOG_WARNING, "mysql:%s: no answer within %us for \"%.100s\"", t->config,
-                      (t->timeout_ms + 999) / 1000, r->key);
-    request_done(r, PETREL_TABLE_RETRY, NULL);
-    dispatch(t);
-}
-
-void mysql_table_lookup_start(void *handle, struct remote_lookup *rl, const char *key)
-{
-    struct table *t = handle;
-    if (!table_query_eligible(&t->q, key)) {
-        remote_lookup_answer(rl, PETREL_TABLE_NOTFOUND, NULL);
-        return;
-    }
-    struct request *r = calloc(1, sizeof(*r));
-    if (r == NULL || (r->key = strdup(key)) == NULL) {
-        free(r);
-        remote_lookup_answer(rl, PETREL_TABLE_RETRY, NULL);
-        return;
-    }
-    r->t = t;
-    r->rl = rl;
-    r->timer = petrel_timer_start(t->module, t->timeout_ms, request_timed_out, r);
-    if (t->queue_tail)
-        t->queue_tail->next = r;
-    else
-        t->queue_head = r;
-    t->queue_tail = r;
-    dispatch(t);
 }
 
 void mysql_table_async_close(struct table *t)
@@ -466,10 +385,5 @@ void mysql_table_async_close(struct table *t)
         c->req = NULL;
         conn_free(c);
     }
-    while (t->queue_head) {
-        struct request *r = t->queue_head;
-        t->queue_head = r->next;
-        request_free(r);   /* the core made its handle stale already */
-    }
-    t->queue_tail = NULL;
+    sql_lookups_drop(&t->lookups);   /* the core made their handles stale already */
 }

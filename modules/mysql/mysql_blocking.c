@@ -6,7 +6,6 @@
  */
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <mysql.h>
 
@@ -16,26 +15,26 @@
 
 static int lookup_server(struct table *t, const char *key, const char **value, petrel_pool *scratch)
 {
-    for (int attempt = 0; attempt < t->nhosts + 1; attempt++) {
+    for (int attempt = 0; attempt < t->sql.hosts.n + 1; attempt++) {
         if (t->blocking == NULL) {
-            int host = mysql_table_pick_host(t);
+            int host = sql_table_pick_host(&t->sql);
             if (host < 0)
                 break;
-            const struct my_host *h = &t->hosts[host];
+            const struct sql_host *h = &t->sql.hosts.items[host];
             t->blocking = mysql_table_client_new(t, 0);
             if (t->blocking == NULL)
                 break;
             const char *failed = NULL;
-            if (mysql_real_connect(t->blocking, h->host, t->user, t->password, t->dbname, h->socket ? 0 : h->port,
-                                   h->socket, 0) == NULL)
+            if (mysql_real_connect(t->blocking, h->host, t->sql.user, t->sql.password, t->sql.dbname,
+                                   h->socket ? 0 : h->port_number, h->socket, 0) == NULL)
                 failed = "connect to";
             else if (mysql_table_charset_differs(t, t->blocking) &&
                      mysql_set_character_set(t->blocking, t->charset) != 0)
                 failed = "set the character set on";
             if (failed) {
-                petrel_module_log(t->module, PETREL_LOG_WARNING, "mysql:%s: %s %s: %s", t->config, failed, h->name,
-                                  mysql_error(t->blocking));
-                t->hosts[host].dead_until = time(NULL) + t->retry_seconds;
+                petrel_module_log(t->sql.module, PETREL_LOG_WARNING, "mysql:%s: %s %s: %s", t->sql.config, failed,
+                                  h->name, mysql_error(t->blocking));
+                sql_table_host_failed(&t->sql, host);
                 mysql_close(t->blocking);
                 t->blocking = NULL;
                 continue;
@@ -68,7 +67,7 @@ static int lookup_server(struct table *t, const char *key, const char **value, p
                 err = next > 0;
             } while (next == 0);
         if (err) {
-            petrel_module_log(t->module, PETREL_LOG_WARNING, "mysql:%s: query failed: %s", t->config,
+            petrel_module_log(t->sql.module, PETREL_LOG_WARNING, "mysql:%s: query failed: %s", t->sql.config,
                               mysql_error(t->blocking));
             if (first)
                 mysql_free_result(first);
@@ -83,14 +82,14 @@ static int lookup_server(struct table *t, const char *key, const char **value, p
         free(out);
         return status;
     }
-    petrel_module_log(t->module, PETREL_LOG_WARNING, "mysql:%s: no database server available", t->config);
+    sql_table_warn_unavailable(&t->sql);
     return -1;
 }
 
 int mysql_table_blocking_lookup(void *handle, const char *key, const char **value, petrel_pool *scratch)
 {
     struct table *t = handle;
-    if (!table_query_eligible(&t->q, key))
+    if (!table_query_eligible(&t->sql.q, key))
         return 0;
     return lookup_server(t, key, value, scratch);
 }

@@ -43,25 +43,15 @@ static void put_quoted(struct table_buffer *b, const char *s, size_t n, void *ar
 
 char *mysql_table_make_query(const struct table *t, MYSQL *conn, const char *key, int *skip)
 {
-    *skip = 0;
-    if (!table_query_eligible(&t->q, key)) {
-        *skip = 1;
-        return NULL;
-    }
-    struct table_buffer q = { 0 };
     struct escaper esc = { conn, 0 };
-    if (!table_template_expand(&t->q.tpl, t->q.query, key, NULL, put_quoted, &esc, &q)) {
-        free(q.data);
-        *skip = 1;
+    char *query = sql_table_query_expand(&t->sql, key, put_quoted, &esc, skip);
+    if (query && esc.failed) {
+        petrel_module_log(t->sql.module, PETREL_LOG_WARNING, "mysql:%s: cannot escape the key \"%.100s\": lookup "
+                          "error", t->sql.config, key);
+        free(query);
         return NULL;
     }
-    if (esc.failed) {
-        petrel_module_log(t->module, PETREL_LOG_WARNING, "mysql:%s: cannot escape the key \"%.100s\": lookup "
-                          "error", t->config, key);
-        free(q.data);
-        return NULL;
-    }
-    return q.data;
+    return query;
 }
 
 /* 1 found (*out malloc'd), 0 not found, -1 error (logged). */
@@ -76,7 +66,8 @@ static int read_result(const struct table *t, MYSQL_RES *res, const char *key, c
         for (unsigned col = 0; col < fields; col++) {
             if (row[col] == NULL)
                 continue;
-            if (table_query_result_add(&t->q, t->module, "mysql", t->config, key, row[col], &result, &count) < 0) {
+            if (table_query_result_add(&t->sql.q, t->sql.module, "mysql", t->sql.config, key, row[col], &result,
+                                       &count) < 0) {
                 free(result.data);
                 return -1;
             }
@@ -95,13 +86,13 @@ int mysql_table_result_sets_answer(const struct table *t, MYSQL_RES *res, int mo
     *out = NULL;
     int st;
     if (more_sets) {
-        petrel_module_log(t->module, PETREL_LOG_WARNING, "mysql:%s: query failed: multiple result sets returning "
-                          "data are not supported", t->config);
+        petrel_module_log(t->sql.module, PETREL_LOG_WARNING, "mysql:%s: query failed: multiple result sets returning "
+                          "data are not supported", t->sql.config);
         st = -1;
     } else if (res == NULL) {
         if (t->require_result_set)
-            petrel_module_log(t->module, PETREL_LOG_WARNING, "mysql:%s: the query returned no result set "
-                              "(require_result_set = yes)", t->config);
+            petrel_module_log(t->sql.module, PETREL_LOG_WARNING, "mysql:%s: the query returned no result set "
+                              "(require_result_set = yes)", t->sql.config);
         st = t->require_result_set ? -1 : 0;
     } else {
         st = read_result(t, res, key, out);

@@ -56,52 +56,35 @@
  * Not supported (refused at open, naming the line): the legacy
  * select_field/table/where_field/additional_conditions and select_function
  * (write a query), and tables or files in domain.
+ *
+ * Shared with mysql (modules/common): what both files say alike (hosts,
+ * user, password, dbname, query..., retry_interval, idle_interval) and the
+ * choice of a live host, sql_table.c; the asynchronous lookups' FIFO,
+ * timeout and answer, sql_lookups.c. The connections, every libpq call
+ * and the escaping are this file's.
  */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <libpq-fe.h>
 
 #include <petrel/plugin.h>
 
 #include "remote_table.h"
+#include "sql_lookups.h"
+#include "sql_table.h"
 #include "table_config.h"
 
-#define HOST_RETRY_SECONDS 60   /* retry_interval's default, as Postfix's */
-#define IDLE_SECONDS 60         /* idle_interval's default, as Postfix's */
-#define MAX_HOSTS 16
-
-struct pg_host {
-    const char *name;        /* for messages: as written, a URI without its password and query */
-    const char *host, *port; /* libpq's host (a name, an address or a socket directory) and port */
-    const char *uri;         /* a connection URI (postgresql://...): libpq reads it all, TLS included */
-    time_t dead_until;
-};
-
-struct request;
 struct pg_conn;
 
 struct table {
-    petrel_module *module;
-    const char *config;           /* the .cf file, for messages */
-    struct table_query_settings q; /* query, result_format, expansion_limit, domain */
-    const char *user, *password, *dbname;
+    struct sql_table sql;         /* what mysql_table(5) files have too: hosts, query, user... */
+    struct sql_lookups lookups;   /* the asynchronous lookups waiting or under way */
     const char *encoding;         /* "encoding" (UTF8): libpq's client_encoding */
-    unsigned retry_seconds;       /* "retry_interval": a host that failed is left alone this long */
-    unsigned idle_ms;             /* "idle_interval": an idle connection is closed after this long */
-    const char *non_uri_host;     /* a host that is not a URI (it needs dbname), or NULL */
-    struct pg_host hosts[MAX_HOSTS];
-    int nhosts;
-    unsigned timeout_ms;
-    int max_conns;
     struct pg_conn *conns;
     int nconns;
-    struct request *queue_head, *queue_tail;
     PGconn *blocking;             /* the blocking lookup's connection */
-    int closing;
 };
 
 static const char *const known_names[] = {
@@ -135,110 +118,6 @@ static void put_quoted(struct table_buffer *b, const char *s, size_t n, void *ar
     free(to);
 }
 
-/* ------------------------------------------------------------------ */
-/* hosts                                                               */
-
-/* The length of a "scheme://" prefix (RFC 3986 scheme), 0 when s has none:
- * Postfix takes any such host as a libpq connection URI. */
-static size_t uri_scheme_length(const char *s)
-{
-    if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z')))
-        return 0;
-    const char *p = s + 1;
-    while ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '+' ||
-           *p == '-')
-        p++;
-    return strncmp(p, "://", 3) == 0 ? (size_t)(p + 3 - s) : 0;
-}
-
-/* A URI as the log shows it: no password (user:secret@ keeps the user) and
- * no query part (which may hold password=...). */
-static const char *uri_for_messages(const char *uri, petrel_pool *pool)
-{
-    size_t scheme = uri_scheme_length(uri);
-    const char *authority = uri + scheme;
-    size_t authority_len = strcspn(authority, "/?#");
-    const char *at = memchr(authority, '@', authority_len);
-    size_t path_len = strcspn(authority + authority_len, "?#");
-    if (at == NULL)
-        return petrel_pool_printf(pool, "%.*s", (int)(scheme + authority_len + path_len), uri);
-    const char *colon = memchr(authority, ':', (size_t)(at - authority));
-    size_t user_len = (size_t)((colon ? colon : at) - authority);
-    return petrel_pool_printf(pool, "%.*s%.*s%s%.*s", (int)scheme, uri, (int)user_len, authority,
-                              colon ? ":(password)" : "", (int)(authority_len - (size_t)(at - authority) + path_len),
-                              at);
-}
-
-static int parse_hosts(struct table *t, const char *list, int line, petrel_pool *pool, const char **error)
-{
-    char *copy = petrel_pool_strdup(pool, list), *save = NULL;
-    for (char *item = strtok_r(copy, ", \t", &save); item; item = strtok_r(NULL, ", \t", &save)) {
-        if (t->nhosts == MAX_HOSTS) {
-            *error = petrel_pool_printf(pool, "line %d: hosts: more than %d hosts", line, MAX_HOSTS);
-            return -1;
-        }
-        struct pg_host *h = &t->hosts[t->nhosts++];
-        h->name = item;
-        if (uri_scheme_length(item) > 0) {
-            h->uri = item;
-            h->name = uri_for_messages(item, pool);
-            continue;
-        }
-        t->non_uri_host = item;
-        if (strncmp(item, "unix:", 5) == 0) {
-            /* libpq takes the socket's directory as the host */
-            h->host = item + 5;
-            h->port = NULL;
-            continue;
-        }
-        const char *rest = strncmp(item, "inet:", 5) == 0 ? item + 5 : item;
-        char *hp = petrel_pool_strdup(pool, rest);
-        char *colon = strrchr(hp, ':');
-        if (hp[0] == '[') {
-            char *close = strchr(hp, ']');
-            if (close == NULL) {
-                *error = petrel_pool_printf(pool, "line %d: hosts: bad host \"%s\"", line, item);
-                return -1;
-            }
-            *close = '\0';
-            colon = close[1] == ':' ? close + 1 : NULL;
-            hp++;
-        }
-        if (colon)
-            *colon = '\0';
-        h->host = hp;
-        h->port = colon ? colon + 1 : NULL;
-        if (*h->host == '\0' || (h->port && *h->port == '\0')) {
-            *error = petrel_pool_printf(pool, "line %d: hosts: bad host \"%s\"", line, item);
-            return -1;
-        }
-    }
-    if (t->nhosts == 0) {
-        t->hosts[t->nhosts++] = (struct pg_host){ "localhost", "localhost", NULL, NULL, 0 };
-        t->non_uri_host = "localhost";
-    }
-    /* One server is listed twice, as Postfix 3.10+ does (it may be a load
-     * balancer): a single failure is retried at once on the "other" copy
-     * instead of leaving the table without a server for retry_interval. */
-    if (t->nhosts == 1)
-        t->hosts[t->nhosts++] = t->hosts[0];
-    return 0;
-}
-
-/* A live host, chosen at random among the live ones (Postfix's order), or
- * -1 when every host failed within the last minute. */
-static int pick_host(struct table *t, int avoid)
-{
-    time_t now = time(NULL);
-    int live[MAX_HOSTS], n = 0;
-    for (int i = 0; i < t->nhosts; i++)
-        if (t->hosts[i].dead_until <= now && i != avoid)
-            live[n++] = i;
-    if (n == 0)
-        return -1;
-    return live[n > 1 ? rand() % n : 0];
-}
-
 /* A connection to host, started (or, blocking, made). A URI host is
  * expanded by libpq (expand_dbname) after Petrel's own defaults, so what
  * it says wins, and user, password and dbname are not added to it, as
@@ -249,10 +128,10 @@ static int pick_host(struct table *t, int avoid)
 static PGconn *connect_start(struct table *t, int host, int blocking)
 {
     char timeout[32];
-    snprintf(timeout, sizeof(timeout), "%u", (t->timeout_ms + 999) / 1000);
+    snprintf(timeout, sizeof(timeout), "%u", (t->sql.timeout_ms + 999) / 1000);
     char options[64];
-    snprintf(options, sizeof(options), "-c statement_timeout=%u", t->timeout_ms);
-    const struct pg_host *h = &t->hosts[host];
+    snprintf(options, sizeof(options), "-c statement_timeout=%u", t->sql.timeout_ms);
+    const struct sql_host *h = &t->sql.hosts.items[host];
     const char *keys[12], *values[12];
     int n = 0;
 #define PARAM(k, v) (keys[n] = (k), values[n] = (v), n++)
@@ -262,11 +141,11 @@ static PGconn *connect_start(struct table *t, int host, int blocking)
     if (h->uri) {
         PARAM("dbname", h->uri);
     } else {
-        PARAM("host", h->host);
+        PARAM("host", h->socket ? h->socket : h->host);   /* libpq takes a socket's directory as the host */
         PARAM("port", h->port);
-        PARAM("dbname", t->dbname);
-        PARAM("user", t->user);
-        PARAM("password", t->password);
+        PARAM("dbname", t->sql.dbname);
+        PARAM("user", t->sql.user);
+        PARAM("password", t->sql.password);
     }
     PARAM("client_encoding", t->encoding);
     PARAM(NULL, NULL);
@@ -278,31 +157,19 @@ static PGconn *connect_start(struct table *t, int host, int blocking)
 /* ------------------------------------------------------------------ */
 /* building the query, reading the result                              */
 
-static int eligible(const struct table *t, const char *key);
-
 /* The query for key on conn; NULL when the key is not to be looked up
  * (*skip set) or the escaping failed (*skip clear). */
 static char *make_query(const struct table *t, PGconn *conn, const char *key, int *skip)
 {
-    *skip = 0;
-    if (!eligible(t, key)) {
-        *skip = 1;
-        return NULL;
-    }
-    struct table_buffer q = { 0 };
     struct escaper esc = { conn, 0 };
-    if (!table_template_expand(&t->q.tpl, t->q.query, key, NULL, put_quoted, &esc, &q)) {
-        free(q.data);
-        *skip = 1;
+    char *query = sql_table_query_expand(&t->sql, key, put_quoted, &esc, skip);
+    if (query && esc.failed) {
+        petrel_module_log(t->sql.module, PETREL_LOG_WARNING, "pgsql:%s: cannot escape the key \"%.100s\" for the "
+                          "server's encoding: lookup error", t->sql.config, key);
+        free(query);
         return NULL;
     }
-    if (esc.failed) {
-        petrel_module_log(t->module, PETREL_LOG_WARNING, "pgsql:%s: cannot escape the key \"%.100s\" for the "
-                          "server's encoding: lookup error", t->config, key);
-        free(q.data);
-        return NULL;
-    }
-    return q.data;
+    return query;
 }
 
 /* 1 found (*out malloc'd), 0 not found, -1 error (logged). */
@@ -312,8 +179,8 @@ static int read_result(const struct table *t, PGresult *res, const char *key, ch
     ExecStatusType st = PQresultStatus(res);
     if (st != PGRES_TUPLES_OK) {
         const char *why = PQresultErrorMessage(res);
-        petrel_module_log(t->module, PETREL_LOG_WARNING, "pgsql:%s: query failed for \"%.100s\": %.*s", t->config,
-                          key, (int)strcspn(why, "\n"), why);
+        petrel_module_log(t->sql.module, PETREL_LOG_WARNING, "pgsql:%s: query failed for \"%.100s\": %.*s",
+                          t->sql.config, key, (int)strcspn(why, "\n"), why);
         return -1;
     }
     struct table_buffer result = { 0 };
@@ -323,7 +190,8 @@ static int read_result(const struct table *t, PGresult *res, const char *key, ch
             if (PQgetisnull(res, row, col))
                 continue;
             const char *text = PQgetvalue(res, row, col);
-            if (table_query_result_add(&t->q, t->module, "pgsql", t->config, key, text, &result, &count) < 0) {
+            if (table_query_result_add(&t->sql.q, t->sql.module, "pgsql", t->sql.config, key, text, &result,
+                                       &count) < 0) {
                 free(result.data);
                 return -1;
             }
@@ -337,16 +205,7 @@ static int read_result(const struct table *t, PGresult *res, const char *key, ch
 }
 
 /* ------------------------------------------------------------------ */
-/* the asynchronous client                                             */
-
-struct request {
-    struct request *next;
-    struct table *t;
-    struct remote_lookup *rl;     /* answered through the glue (remote_table.c) */
-    char *key;
-    petrel_timer *timer;
-    struct pg_conn *conn;
-};
+/* the asynchronous client (its lookups: sql_lookups.c)                */
 
 enum conn_state { PG_CONNECTING, PG_IDLE, PG_BUSY };
 
@@ -359,12 +218,11 @@ struct pg_conn {
     PostgresPollingStatusType polling;
     petrel_watch *watch;
     int watch_fd, watch_events;
-    struct request *req;
-    int tried_hosts;
+    struct sql_request *req;
     petrel_timer *idle_timer;  /* idle_interval, while the connection has nothing to do */
 };
 
-static void dispatch(struct table *t);
+static void dispatch(void *arg);
 static void conn_io(int fd, int events, void *arg);
 
 static void conn_free(struct pg_conn *c);
@@ -381,8 +239,8 @@ static void conn_idle_expired(void *arg)
  * from when it last became idle; a busy one has no idle timer. */
 static void conn_idle_update(struct pg_conn *c, int restart)
 {
-    remote_idle_timer_update(c->t->module, &c->idle_timer, c->state == PG_IDLE && c->req == NULL, restart, c->t->idle_ms,
-                             conn_idle_expired, c);
+    remote_idle_timer_update(c->t->sql.module, &c->idle_timer, c->state == PG_IDLE && c->req == NULL, restart,
+                             c->t->sql.idle_ms, conn_idle_expired, c);
 }
 
 static void conn_watch(struct pg_conn *c, int events)
@@ -393,7 +251,7 @@ static void conn_watch(struct pg_conn *c, int events)
         return;
     if (c->watch)
         petrel_watch_cancel(c->watch);
-    c->watch = fd >= 0 ? petrel_watch_fd(c->t->module, fd, events, conn_io, c) : NULL;
+    c->watch = fd >= 0 ? petrel_watch_fd(c->t->sql.module, fd, events, conn_io, c) : NULL;
     c->watch_fd = fd;
     c->watch_events = events;
 }
@@ -415,27 +273,12 @@ static void conn_free(struct pg_conn *c)
     free(c);
 }
 
-static void request_free(struct request *r)
+/* A lookup timed out on c (sql_lookups.c): its answer would come for nobody. */
+static void conn_abandon(void *arg)
 {
-    if (r->timer)
-        petrel_timer_cancel(r->timer);
-    free(r->key);
-    free(r);
-}
-
-static void request_done(struct request *r, int status, const char *value)
-{
-    struct remote_lookup *rl = r->rl;
-    request_free(r);
-    remote_lookup_answer(rl, status, value);
-}
-
-static void queue_front(struct table *t, struct request *r)
-{
-    r->next = t->queue_head;
-    t->queue_head = r;
-    if (t->queue_tail == NULL)
-        t->queue_tail = r;
+    struct pg_conn *c = arg;
+    c->req = NULL;
+    conn_free(c);
 }
 
 /* The connection is unusable: its host is marked dead when it never
@@ -444,29 +287,22 @@ static void queue_front(struct table *t, struct request *r)
 static void conn_failed(struct pg_conn *c, const char *what)
 {
     struct table *t = c->t;
-    struct request *r = c->req;
+    struct sql_request *r = c->req;
     const char *why = PQerrorMessage(c->pg);
-    petrel_module_log(t->module, PETREL_LOG_WARNING, "pgsql:%s: %s %s: %.*s", t->config, what,
-                      t->hosts[c->host].name, (int)strcspn(why, "\n"), why);
+    petrel_module_log(t->sql.module, PETREL_LOG_WARNING, "pgsql:%s: %s %s: %.*s", t->sql.config, what,
+                      t->sql.hosts.items[c->host].name, (int)strcspn(why, "\n"), why);
     if (c->state == PG_CONNECTING)
-        t->hosts[c->host].dead_until = time(NULL) + t->retry_seconds;
+        sql_table_host_failed(&t->sql, c->host);
     c->req = NULL;
     conn_free(c);
-    if (r) {
-        r->conn = NULL;
-        if (pick_host(t, -1) >= 0) {
-            queue_front(t, r);
-        } else {
-            petrel_module_log(t->module, PETREL_LOG_WARNING, "pgsql:%s: no database server available", t->config);
-            request_done(r, PETREL_TABLE_RETRY, NULL);
-        }
-    }
+    if (r)
+        sql_lookups_retry(&t->lookups, r);
     dispatch(t);
 }
 
 static void send_query(struct pg_conn *c)
 {
-    struct request *r = c->req;
+    struct sql_request *r = c->req;
     struct table *t = c->t;
     int skip;
     char *query = make_query(t, c->pg, r->key, &skip);
@@ -474,7 +310,7 @@ static void send_query(struct pg_conn *c)
         c->req = NULL;
         r->conn = NULL;
         c->state = PG_IDLE;
-        request_done(r, skip ? PETREL_TABLE_NOTFOUND : PETREL_TABLE_RETRY, NULL);
+        sql_request_answer(r, skip ? 0 : -1, NULL);
         dispatch(t);
         return;
     }
@@ -533,7 +369,7 @@ static void conn_io(int fd, int events, void *arg)
     }
     if (PQisBusy(c->pg))
         return;
-    struct request *r = c->req;
+    struct sql_request *r = c->req;
     char *value = NULL;
     int status = 0, have = 0;
     PGresult *res;
@@ -553,15 +389,14 @@ static void conn_io(int fd, int events, void *arg)
         conn_free(c);
     else
         conn_idle_update(c, 1);
-    request_done(r, status > 0 ? PETREL_TABLE_FOUND : status == 0 ? PETREL_TABLE_NOTFOUND : PETREL_TABLE_RETRY,
-                 value);
+    sql_request_answer(r, status, value);
     free(value);
     dispatch(t);
 }
 
 static struct pg_conn *conn_open(struct table *t)
 {
-    int host = pick_host(t, -1);
+    int host = sql_table_pick_host(&t->sql);
     if (host < 0)
         return NULL;
     struct pg_conn *c = calloc(1, sizeof(*c));
@@ -581,18 +416,23 @@ static struct pg_conn *conn_open(struct table *t)
     }
     conn_watch(c, PETREL_WATCH_WRITE);
     if (c->watch == NULL) {
-        t->hosts[host].dead_until = time(NULL) + t->retry_seconds;
-        petrel_module_log(t->module, PETREL_LOG_WARNING, "pgsql:%s: connect to %s: %s", t->config,
-                          t->hosts[host].name, c->pg ? PQerrorMessage(c->pg) : "out of memory");
+        sql_table_host_failed(&t->sql, host);
+        petrel_module_log(t->sql.module, PETREL_LOG_WARNING, "pgsql:%s: connect to %s: %s", t->sql.config,
+                          t->sql.hosts.items[host].name, c->pg ? PQerrorMessage(c->pg) : "out of memory");
         conn_free(c);
         return NULL;
     }
     return c;
 }
 
-static void dispatch(struct table *t)
+/* Hands the waiting lookups to idle connections, opening more up to
+ * pgsql_max_connections; while one that is still connecting is free, it
+ * takes the next lookup when it is up. A connection that cannot be
+ * started marks its host dead, and another live host is tried. */
+static void dispatch(void *arg)
 {
-    while (t->queue_head) {
+    struct table *t = arg;
+    while (t->lookups.head) {
         struct pg_conn *idle = NULL;
         for (struct pg_conn *c = t->conns; c; c = c->next)
             if (c->state == PG_IDLE && c->req == NULL) {
@@ -603,27 +443,17 @@ static void dispatch(struct table *t)
             int connecting_free = 0;
             for (struct pg_conn *c = t->conns; c; c = c->next)
                 connecting_free |= c->state == PG_CONNECTING && c->req == NULL;
-            if (connecting_free || t->nconns >= t->max_conns)
+            if (connecting_free || t->nconns >= t->sql.max_conns)
                 return;   /* a connection that becomes free takes the next */
             idle = conn_open(t);
             if (idle == NULL) {
-                if (pick_host(t, -1) >= 0)
+                if (sql_table_pick_host(&t->sql) >= 0)
                     continue;
-                struct request *r = t->queue_head;
-                t->queue_head = r->next;
-                if (t->queue_head == NULL)
-                    t->queue_tail = NULL;
-                petrel_module_log(t->module, PETREL_LOG_WARNING, "pgsql:%s: no database server available",
-                                  t->config);
-                request_done(r, PETREL_TABLE_RETRY, NULL);
+                sql_lookups_unavailable(&t->lookups, sql_lookups_next(&t->lookups));
                 continue;
             }
         }
-        struct request *r = t->queue_head;
-        t->queue_head = r->next;
-        if (t->queue_head == NULL)
-            t->queue_tail = NULL;
-        r->next = NULL;
+        struct sql_request *r = sql_lookups_next(&t->lookups);
         idle->req = r;
         r->conn = idle;
         if (idle->state == PG_IDLE)
@@ -631,61 +461,12 @@ static void dispatch(struct table *t)
     }
 }
 
-static void request_timed_out(void *arg)
-{
-    struct request *r = arg;
-    struct table *t = r->t;
-    r->timer = NULL;
-    if (r->conn) {
-        r->conn->req = NULL;
-        conn_free(r->conn);   /* a query under way: its answer would come for nobody */
-    } else {
-        struct request **p = &t->queue_head, *prev = NULL;
-        while (*p && *p != r) {
-            prev = *p;
-            p = &(*p)->next;
-        }
-        if (*p) {
-            *p = r->next;
-            if (t->queue_tail == r)
-                t->queue_tail = prev;
-        }
-    }
-    petrel_module_log(t->module, PETREL_LOG_WARNING, "pgsql:%s: no answer within %us for \"%.100s\"", t->config,
-                      (t->timeout_ms + 999) / 1000, r->key);
-    request_done(r, PETREL_TABLE_RETRY, NULL);
-    dispatch(t);
-}
-
-static int eligible(const struct table *t, const char *key)
-{
-    return table_query_eligible(&t->q, key);
-}
-
 /* The asynchronous lookup (the glue, remote_table.c, answered from its
  * cache or joined a lookup in flight already). */
 static void lookup_start(void *handle, struct remote_lookup *rl, const char *key)
 {
     struct table *t = handle;
-    if (!eligible(t, key)) {
-        remote_lookup_answer(rl, PETREL_TABLE_NOTFOUND, NULL);
-        return;
-    }
-    struct request *r = calloc(1, sizeof(*r));
-    if (r == NULL || (r->key = strdup(key)) == NULL) {
-        free(r);
-        remote_lookup_answer(rl, PETREL_TABLE_RETRY, NULL);
-        return;
-    }
-    r->t = t;
-    r->rl = rl;
-    r->timer = petrel_timer_start(t->module, t->timeout_ms, request_timed_out, r);
-    if (t->queue_tail)
-        t->queue_tail->next = r;
-    else
-        t->queue_head = r;
-    t->queue_tail = r;
-    dispatch(t);
+    sql_lookups_start(&t->lookups, rl, key);
 }
 
 /* ------------------------------------------------------------------ */
@@ -693,21 +474,21 @@ static void lookup_start(void *handle, struct remote_lookup *rl, const char *key
 
 static int lookup_server(struct table *t, const char *key, const char **value, petrel_pool *scratch)
 {
-    for (int attempt = 0; attempt < t->nhosts + 1; attempt++) {
+    for (int attempt = 0; attempt < t->sql.hosts.n + 1; attempt++) {
         if (t->blocking && PQstatus(t->blocking) != CONNECTION_OK) {
             PQfinish(t->blocking);
             t->blocking = NULL;
         }
         if (t->blocking == NULL) {
-            int host = pick_host(t, -1);
+            int host = sql_table_pick_host(&t->sql);
             if (host < 0)
                 break;
             t->blocking = connect_start(t, host, 1);
             if (t->blocking == NULL || PQstatus(t->blocking) != CONNECTION_OK) {
                 const char *why = t->blocking ? PQerrorMessage(t->blocking) : "out of memory";
-                petrel_module_log(t->module, PETREL_LOG_WARNING, "pgsql:%s: connect to %s: %.*s", t->config,
-                                  t->hosts[host].name, (int)strcspn(why, "\n"), why);
-                t->hosts[host].dead_until = time(NULL) + t->retry_seconds;
+                petrel_module_log(t->sql.module, PETREL_LOG_WARNING, "pgsql:%s: connect to %s: %.*s", t->sql.config,
+                                  t->sql.hosts.items[host].name, (int)strcspn(why, "\n"), why);
+                sql_table_host_failed(&t->sql, host);
                 PQfinish(t->blocking);
                 t->blocking = NULL;
                 continue;
@@ -731,7 +512,7 @@ static int lookup_server(struct table *t, const char *key, const char **value, p
         free(out);
         return status;
     }
-    petrel_module_log(t->module, PETREL_LOG_WARNING, "pgsql:%s: no database server available", t->config);
+    sql_table_warn_unavailable(&t->sql);
     return -1;
 }
 
@@ -739,7 +520,7 @@ static int lookup_server(struct table *t, const char *key, const char **value, p
 static int blocking_lookup(void *handle, const char *key, const char **value, petrel_pool *scratch)
 {
     struct table *t = handle;
-    if (!eligible(t, key))
+    if (!table_query_eligible(&t->sql.q, key))
         return 0;
     return lookup_server(t, key, value, scratch);
 }
@@ -755,12 +536,7 @@ static void table_close(void *handle)
         c->req = NULL;
         conn_free(c);
     }
-    while (t->queue_head) {
-        struct request *r = t->queue_head;
-        t->queue_head = r->next;
-        request_free(r);   /* the core made its handle stale already */
-    }
-    t->queue_tail = NULL;
+    sql_lookups_drop(&t->lookups);   /* the core made their handles stale already */
     if (t->blocking)
         PQfinish(t->blocking);
     t->blocking = NULL;
@@ -769,21 +545,13 @@ static void table_close(void *handle)
 static void *table_open(petrel_module *m, const char *name, petrel_pool *pool, struct table_cache_settings *cache,
                         const char **error)
 {
-    if (name[0] != '/' && name[0] != '.') {
-        *error = petrel_pool_printf(pool, "parameters in main.cf (%s_query, ...) are not supported: name a "
-                                    "pgsql_table(5) configuration file by its path", name);
-        return NULL;
-    }
-    struct table_settings c = { 0 };
-    if (table_settings_read(name, &c, pool, error) != 0) {
-        table_settings_free(&c);
-        return NULL;
-    }
     struct table *t = petrel_pool_zalloc(pool, sizeof(*t));
-    t->module = m;
-    t->config = petrel_pool_strdup(pool, name);
+    struct table_settings c = { 0 };
     void *result = NULL;
-    table_settings_warn_unknown(&c, m, "pgsql", name, known_names);
+    if (sql_table_file_read(&t->sql, m, "pgsql", name, known_names, &c, pool, error) != 0)
+        goto out;
+    /* Not shared with mysql: its list has no select_function (Postfix's
+     * mysql_table(5) never had one), and each says it in its own words. */
     static const char *const legacy[] = { "select_field", "table", "where_field", "additional_conditions",
                                           "select_function", NULL };
     for (const char *const *k = legacy; *k; k++)
@@ -792,31 +560,14 @@ static void *table_open(petrel_module *m, const char *name, petrel_pool *pool, s
                                         "Petrel: write the query with query =", table_settings_line(&c, *k), *k);
             goto out;
         }
-    if (table_query_settings_parse(&t->q, &c, m, "pgsql", name, TABLE_QUERY_TEMPLATE, "no query", pool, error) != 0)
+    if (sql_table_hosts_read(&t->sql, &c, SQL_HOSTS_URI, 0, pool, error) != 0)
         goto out;
-    if (parse_hosts(t, table_settings_get(&c, "hosts", ""), table_settings_line(&c, "hosts"), pool, error) != 0)
-        goto out;
-    t->user = table_settings_get(&c, "user", NULL);
-    t->password = table_settings_get(&c, "password", NULL);
-    t->dbname = table_settings_get(&c, "dbname", NULL);
-    if (t->non_uri_host && (t->dbname == NULL || *t->dbname == '\0')) {
-        *error = petrel_pool_printf(pool, "dbname is not set (host \"%s\" is not a URI)", t->non_uri_host);
-        goto out;
-    }
     t->encoding = table_settings_get(&c, "encoding", "UTF8");
-    long retry = 0, idle = 0;
-    if (table_settings_long(&c, "retry_interval", HOST_RETRY_SECONDS, 1, &retry, pool, error) != 0 ||
-        table_settings_long(&c, "idle_interval", IDLE_SECONDS, 1, &idle, pool, error) != 0)
+    if (sql_table_intervals_read(&t->sql, &c, pool, error) != 0)
         goto out;
-    t->retry_seconds = (unsigned)retry;
-    t->idle_ms = (unsigned)(idle > 86400 ? 86400 : idle) * 1000;
-    long long timeout = petrel_param_int(m, "pgsql_timeout");
-    t->timeout_ms = (unsigned)(timeout > 0 ? timeout * 1000 : 30000);
-    t->max_conns = (int)petrel_param_int(m, "pgsql_max_connections");
-    if (t->max_conns < 1)
-        t->max_conns = 1;
-    if (table_cache_settings_read(cache, &c, pool, error) != 0)
+    if (sql_table_limits_read(&t->sql, &c, cache, pool, error) != 0)
         goto out;
+    sql_lookups_init(&t->lookups, &t->sql, dispatch, conn_abandon, t);
     result = t;
 out:
     table_settings_free(&c);
@@ -826,7 +577,7 @@ out:
 static int table_pattern(void *handle)
 {
     const struct table *t = handle;
-    return table_template_partial(&t->q.tpl);
+    return table_template_partial(&t->sql.q.tpl);
 }
 
 static const petrel_param params[] = {

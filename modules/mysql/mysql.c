@@ -82,7 +82,7 @@
 
 static const char *const known_names[] = {
     "hosts", "user", "password", "dbname", "query", "result_format", "domain", "expansion_limit", TABLE_CACHE_SETTINGS,
-    "select_field", "table", "where_field", "additional_conditions", "select_function", "charset", "option_file",
+    "select_field", "table", "where_field", "additional_conditions", "charset", "option_file",
     "option_group", "tls_cert_file", "tls_key_file", "tls_CAfile", "tls_CApath", "tls_ciphers", "tls_verify_cert",
     "require_result_set", "retry_interval", "idle_interval", NULL,
 };

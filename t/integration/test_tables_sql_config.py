@@ -85,6 +85,12 @@ with Petrel(t, start=False) as p:
     rc, out, spec = check(p, "mysql", "mysql-unknown.cf", "hosts = inet:127.0.0.1:3306\n" + BASE + "bogus = 1\n")
     t.ok(rc == 0 and "mysql:%s, line 6: unknown parameter \"bogus\" is ignored" % spec in out,
          "mysql: an unknown parameter is warned about with its file and line", out)
+    # pgsql_table(5)'s legacy select_function was never mysql_table(5)'s: an unknown name there
+    # (it was accepted and silently did nothing).
+    rc, out, spec = check(p, "mysql", "mysql-select-function.cf",
+                          "hosts = inet:127.0.0.1:3306\n" + BASE + "select_function = f\n")
+    t.ok(rc == 0 and "mysql:%s, line 6: unknown parameter \"select_function\" is ignored" % spec in out,
+         "mysql: pgsql's select_function is an unknown parameter to mysql, warned about", out)
     rc, out, spec = check(p, "pgsql", "pgsql-unknown.cf", "hosts = inet:127.0.0.1:5432\n" + BASE + "charset = x\n")
     t.ok(rc == 0 and "pgsql:%s, line 6: unknown parameter \"charset\" is ignored" % spec in out,
          "pgsql: mysql's charset is an unknown parameter to pgsql, warned about", out)

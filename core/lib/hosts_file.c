@@ -66,6 +66,7 @@ struct hosts_file {
     off_t size;
     struct timespec mtime, ctime;
     int failed_errno;           /* the error last logged, so it is logged once */
+    int fixed;                  /* made from text (hosts_file_from_text): never re-read */
     int checked;
     double checked_at;          /* monotonic seconds of the last look at the file */
 };
@@ -336,7 +337,7 @@ static void refresh(struct hosts_file *h)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
     double now = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-    if (h->checked && now - h->checked_at < 1.0)
+    if (h->fixed || (h->checked && now - h->checked_at < 1.0))
         return;
     h->checked = 1;
     h->checked_at = now;
@@ -347,6 +348,18 @@ struct hosts_file *hosts_file_create(const char *path)
 {
     struct hosts_file *h = xcalloc(1, sizeof(*h));
     h->path = xstrdup(path);
+    return h;
+}
+
+struct hosts_file *hosts_file_from_text(const char *text, size_t len)
+{
+    struct hosts_file *h = xcalloc(1, sizeof(*h));
+    h->path = xstrdup("(text)");
+    h->fixed = 1;
+    h->text = xmalloc(len + 1);
+    memcpy(h->text, text, len);
+    h->text[len] = '\0';
+    parse(h, len);
     return h;
 }
 

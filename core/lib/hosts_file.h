@@ -26,6 +26,8 @@ struct hosts_file;
 /* path: the hosts file. Never fails: a file that cannot be read answers
  * nothing (every lookup goes on to DNS) and is logged once per change. */
 struct hosts_file *hosts_file_create(const char *path);
+/* The same from text in memory, never re-read (the fuzz target's). */
+struct hosts_file *hosts_file_from_text(const char *text, size_t len);
 void hosts_file_free(struct hosts_file *h);
 const char *hosts_file_path(const struct hosts_file *h);
 

@@ -421,7 +421,9 @@ peer_probe() {   # prints "name=value ..." counters (cumulative); compare before
 			"$(redis-cli -p "$REDIS_PORT" info stats 2>/dev/null | awk -F: '/^total_commands_processed/{print $2+0}')" ;;
 	metrics) printf 'scrapes=%s' "$(grep -c '^200$' "$BENCH_TMP/scrapes.out" 2>/dev/null)" ;;
 	tables)   # the index and table scans of the two tables: one per query the servers answered
-		# lmdb/hash: Petrel's own count of its lookups (petrel_table_lookups_total, all tables)
+		# lmdb/hash: Petrel's own count of its lookups (petrel_table_lookups_total, all tables),
+		# and of its DNS queries (petrel_dns_queries_total: the client-name lookup's PTR and A
+		# when /etc/hosts does not answer them)
 		case ${PROBE_VARIANT:-} in pt-lmdb|pt-hash)
 			# the total, then per table file (domains, mailboxes, aliases)
 			curl -s "http://127.0.0.1:$METRICS_PORT/metrics" 2>/dev/null | awk '
@@ -429,7 +431,8 @@ peer_probe() {   # prints "name=value ..." counters (cumulative); compare before
 					n += $NF
 					if (match($0, /table="[^"]*"/)) { t = substr($0, RSTART + 7, RLENGTH - 8); sub(/.*\//, "", t); per[t] += $NF }
 				}
-				END { printf "pt_lookups=%d", n; for (t in per) printf " pt_%s=%d", t, per[t] }'
+				/^petrel_dns_queries_total[{ ]/ { dns += $NF }
+				END { printf "pt_lookups=%d pt_dns=%d", n, dns; for (t in per) printf " pt_%s=%d", t, per[t] }'
 			return ;;
 		esac
 		[ -n "$PG_BIN" ] || { printf -- '-'; return; }

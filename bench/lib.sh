@@ -258,11 +258,12 @@ pf_root_pid() { pf_master_pid; }
 # ---------------------------------------------------------------- Petrel
 PT_ETC="" PT_Q="" PT_LOG="" PT_CG="" PT_PID=""
 PT_QUEUE_SUBDIRS=${PT_QUEUE_SUBDIRS:-"incoming active deferred"}
-# pt_dns PORT: a private dnsmasq answering from /etc/hosts only. smtpd looks
-# up every client's name (PTR, then A) through dns_resolver, as Postfix's
-# smtpd does through getnameinfo(), which reads /etc/hosts first. Without
-# it petreld would ask the machine's resolver, which may not answer here
-# (each session would wait out the resolver's timeout before its greeting).
+# pt_dns PORT: a private dnsmasq answering from /etc/hosts only. smtpd names
+# every client from /etc/hosts first, as Postfix's smtpd does through
+# getnameinfo() (127.0.0.1 is localhost: no DNS query); what the file does
+# not list (and any other lookup) goes to dns_resolver, this dnsmasq, not to
+# the machine's resolver, which may not answer here (each session would
+# wait out the resolver's timeout before its greeting).
 PT_DNS_PID=""
 pt_dns() {
 	[ -n "$PT_DNS_PID" ] && return 0

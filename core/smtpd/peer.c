@@ -1,9 +1,9 @@
 /*
  * The client's name, as Postfix's smtpd_peer finds it, asynchronously at
- * connect: the PTR record of the address (the "reverse name"), then the
- * A (IPv4 client) or AAAA (IPv6) records of that name, which must contain
- * the address for the name to be "verified". The verified name is what
- * Received:, the log (name[addr]), check_client_access and
+ * connect: the name of the address (the "reverse name"), then the IPv4
+ * (IPv4 client) or IPv6 (IPv6 client) addresses of that name, which must
+ * contain the address for the name to be "verified". The verified name is
+ * what Received:, the log (name[addr]), check_client_access and
  * reject_unknown_client_hostname see; the reverse name is kept for
  * reject_unknown_reverse_client_hostname and
  * check_reverse_client_hostname_access. Either is "unknown" when it is not
@@ -12,22 +12,36 @@
  * resolve back to the address (6, "forged"), so that restrictions never
  * give a permanent answer for a temporary problem.
  *
- * The lookups go through the worker's resolver (`dns_resolver`), not the
- * system's name service: /etc/hosts is not consulted (Postfix uses
- * getnameinfo()/getaddrinfo(), which do). The session greets the client
- * when the name is known, as Postfix does; the resolver's timeouts bound
- * the wait. smtpd_peername_lookup = no skips all of it (every client is
- * "unknown", status 5).
+ * Postfix asks getnameinfo()/getaddrinfo(), which with glibc's default
+ * nsswitch ("hosts: files dns") answer from /etc/hosts first. So does this:
+ * each step asks the worker's copy of the hosts file (lib/hosts_file.h,
+ * re-read within a second of a change) and goes to DNS through the worker's
+ * resolver (`dns_resolver`, c-ares) only when the file does not list the
+ * address (reverse) or the name with an address of the client's family
+ * (forward). When nsswitch.conf does not put files first, only DNS is
+ * asked, and the first worker says so at start. A name from either source
+ * that is not a valid host name (or is numeric) is no name, as in Postfix's
+ * sockaddr_to_hostname(). The session greets the client when the name is
+ * known, as Postfix does; the resolver's timeouts bound the wait.
+ * smtpd_peername_lookup = no skips all of it (every client is "unknown",
+ * status 5).
+ *
+ * PETREL_HOSTS_FILE and PETREL_NSSWITCH_FILE in the environment replace
+ * /etc/hosts and /etc/nsswitch.conf: the test suite's own files
+ * (doc/testing.md); a start with either set says so in the log.
  */
 #include "config.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "lib/dns.h"
+#include "lib/hosts_file.h"
 #include "lib/log.h"
+#include "lib/xalloc.h"
 #include "smtpd/smtpd_int.h"
 #include "tables/cidr.h"
 
@@ -35,8 +49,8 @@ struct smtpd_peer_lookup {
     struct smtpd_session *s;
     struct dns_query *query;
     void (*done)(struct smtpd_session *s);
-    int forward;               /* the PTR answered; now the name's addresses */
-    int starting;              /* inside dns_lookup: an answer now must not finish the session's start */
+    struct cidr_addr addr;     /* the client's */
+    int starting;              /* nesting of calls that may answer at once: done(s) waits for them */
     int finished;
 };
 
@@ -45,7 +59,7 @@ static void peer_known(struct smtpd_peer_lookup *p)
     struct smtpd_session *s = p->s;
     s->peer_lookup = NULL;
     p->finished = 1;
-    if (!p->starting)
+    if (p->starting == 0)
         p->done(s);
 }
 
@@ -61,18 +75,24 @@ static int acceptable_name(const char *name)
     return smtp_valid_hostname(name);
 }
 
-static int same_address(const char *a, const char *b)
+static int same_address(const char *a, const struct cidr_addr *y)
 {
-    struct cidr_addr x, y;
-    if (cidr_addr_parse(a, &x) != 0 || cidr_addr_parse(b, &y) != 0 || x.family != y.family)
+    struct cidr_addr x;
+    if (cidr_addr_parse(a, &x) != 0 || x.family != y->family)
         return 0;
-    return memcmp(x.bytes, y.bytes, x.family == AF_INET ? 4 : 16) == 0;
+    return memcmp(x.bytes, y->bytes, x.family == AF_INET ? 4 : 16) == 0;
 }
 
 static void name_unknown(struct smtpd_session *s, int status)
 {
     s->name = "unknown";
     s->name_status = status;
+}
+
+static void name_verified(struct smtpd_session *s)
+{
+    s->name = s->reverse_name;
+    s->name_status = SMTPD_PEER_OK;
 }
 
 static void forward_answered(const struct dns_answer *a, void *arg)
@@ -89,9 +109,8 @@ static void forward_answered(const struct dns_answer *a, void *arg)
         return;
     }
     for (size_t i = 0; i < a->count; i++) {
-        if (same_address(a->values[i], s->addr)) {
-            s->name = s->reverse_name;
-            s->name_status = SMTPD_PEER_OK;
+        if (same_address(a->values[i], &p->addr)) {
+            name_verified(s);
             peer_known(p);
             return;
         }
@@ -101,14 +120,14 @@ static void forward_answered(const struct dns_answer *a, void *arg)
     peer_known(p);
 }
 
-static void reverse_answered(const struct dns_answer *a, void *arg)
+/* The reverse name is known (status SMTPD_PEER_OK) or not: verify it, from
+ * the hosts file when it names it with an address of the client's family
+ * (getaddrinfo() stops there), else through DNS. */
+static void reverse_known(struct smtpd_peer_lookup *p, int status, const char *name)
 {
-    struct smtpd_peer_lookup *p = arg;
     struct smtpd_session *s = p->s;
-    p->query = NULL;
-    int status = a->status == DNS_OK ? SMTPD_PEER_OK : a->status == DNS_TEMPFAIL ? SMTPD_PEER_TEMP : SMTPD_PEER_PERM;
     /* Postfix takes the first name getnameinfo() gives. */
-    if (status == SMTPD_PEER_OK && !acceptable_name(a->values[0]))
+    if (status == SMTPD_PEER_OK && !acceptable_name(name))
         status = SMTPD_PEER_PERM;
     if (status != SMTPD_PEER_OK) {
         s->reverse_name = "unknown";
@@ -117,19 +136,41 @@ static void reverse_answered(const struct dns_answer *a, void *arg)
         peer_known(p);
         return;
     }
-    s->reverse_name = petrel_pool_strdup(s->pool, a->values[0]);
+    s->reverse_name = petrel_pool_strdup(s->pool, name);
     s->reverse_name_status = SMTPD_PEER_OK;
-    struct cidr_addr addr;
-    int v6 = cidr_addr_parse(s->addr, &addr) == 0 && addr.family == AF_INET6;
-    p->forward = 1;
-    p->starting = 1;
+    int v6 = p->addr.family == AF_INET6;
+    if (s->worker->hosts) {
+        switch (hosts_file_name_has(s->worker->hosts, s->reverse_name, p->addr.family, p->addr.bytes)) {
+        case HOSTS_MATCH:
+            name_verified(s);
+            peer_known(p);
+            return;
+        case HOSTS_OTHER:
+            msg_warn("hostname %s does not resolve to address %s", s->reverse_name, s->addr);
+            name_unknown(s, SMTPD_PEER_FORGED);
+            peer_known(p);
+            return;
+        case HOSTS_NOT_LISTED:
+            break;
+        }
+    }
+    p->starting++;
     struct dns_query *q = dns_lookup(s->worker->dns, v6 ? DNS_AAAA : DNS_A, s->reverse_name, forward_answered, p);
-    p->starting = 0;
+    p->starting--;
     if (p->finished) {
-        p->done(s);   /* answered at once; the session may be gone after this */
+        if (p->starting == 0)
+            p->done(s);   /* answered at once; the session may be gone after this */
         return;
     }
     p->query = q;
+}
+
+static void reverse_answered(const struct dns_answer *a, void *arg)
+{
+    struct smtpd_peer_lookup *p = arg;
+    p->query = NULL;
+    int status = a->status == DNS_OK ? SMTPD_PEER_OK : a->status == DNS_TEMPFAIL ? SMTPD_PEER_TEMP : SMTPD_PEER_PERM;
+    reverse_known(p, status, status == SMTPD_PEER_OK ? a->values[0] : NULL);
 }
 
 void smtpd_peer_lookup(struct smtpd_session *s, void (*done)(struct smtpd_session *s))
@@ -144,16 +185,22 @@ void smtpd_peer_lookup(struct smtpd_session *s, void (*done)(struct smtpd_sessio
     struct smtpd_peer_lookup *p = petrel_pool_zalloc(s->pool, sizeof(*p));
     p->s = s;
     p->done = done;
+    p->addr = addr;
     s->peer_lookup = p;
     p->starting = 1;
-    struct dns_query *q = dns_lookup(s->worker->dns, DNS_PTR, s->addr, reverse_answered, p);
-    p->starting = 0;
-    if (p->finished) {
-        done(s);
-        return;
+    const char *listed = s->worker->hosts ? hosts_file_name_of(s->worker->hosts, addr.family, addr.bytes) : NULL;
+    if (listed) {
+        /* getnameinfo() stops at the hosts file's first line for the
+         * address, even when its name is no valid host name. */
+        reverse_known(p, SMTPD_PEER_OK, listed);
+    } else {
+        struct dns_query *q = dns_lookup(s->worker->dns, DNS_PTR, s->addr, reverse_answered, p);
+        if (!p->finished && p->query == NULL)
+            p->query = q;   /* still waiting for the PTR (not for a forward lookup it started) */
     }
-    if (!p->forward)
-        p->query = q;
+    p->starting = 0;
+    if (p->finished)
+        done(s);
 }
 
 void smtpd_peer_cancel(struct smtpd_session *s)
@@ -165,4 +212,31 @@ void smtpd_peer_cancel(struct smtpd_session *s)
     if (p->query)
         dns_cancel(p->query);
     p->query = NULL;
+}
+
+/* Whether the hosts file is asked, decided once per worker from
+ * nsswitch.conf; the first worker tells why not (or what else differs). */
+void smtpd_peer_hosts_open(struct smtpd_worker *w)
+{
+    const char *hosts_path = getenv("PETREL_HOSTS_FILE");
+    const char *nsswitch_path = getenv("PETREL_NSSWITCH_FILE");
+    int tell = w->index == 0;
+    if (tell && (hosts_path || nsswitch_path))
+        msg_info("client names: hosts file %s, nsswitch %s (from the environment: PETREL_HOSTS_FILE, "
+                 "PETREL_NSSWITCH_FILE)", hosts_path ? hosts_path : "/etc/hosts",
+                 nsswitch_path ? nsswitch_path : "/etc/nsswitch.conf");
+    if (hosts_path == NULL || *hosts_path == '\0')
+        hosts_path = "/etc/hosts";
+    if (nsswitch_path == NULL || *nsswitch_path == '\0')
+        nsswitch_path = "/etc/nsswitch.conf";
+    char *why = NULL, *note = NULL;
+    if (hosts_file_first_in_nsswitch(nsswitch_path, &why, &note)) {
+        w->hosts = hosts_file_create(hosts_path);
+        if (tell && note)
+            msg_warn("%s", note);
+    } else if (tell) {
+        msg_warn("%s: client names come from DNS only; %s is not consulted", why, hosts_path);
+    }
+    free(why);
+    free(note);
 }

@@ -58,6 +58,7 @@ struct smtpd_rcpt_maps;
 struct mail_maps;
 struct evbuffer;
 struct smtpd_peer_lookup;
+struct hosts_file;
 struct policy_conn;
 struct restrict_classes;
 struct psc_settings;
@@ -345,6 +346,7 @@ struct smtpd_worker {
     struct event *wake;               /* the shared table's eventfd: a service slot freed, or stress began */
     struct module_set *modules;       /* this generation's modules, initialised in this worker */
     struct dns_resolver *dns;
+    struct hosts_file *hosts;         /* the client-name lookup's /etc/hosts (peer.c), or NULL: DNS only */
     struct module_metrics *metrics;   /* the shared metrics region (module/metrics_core.h), or NULL */
     struct mail_rewrite *rewrite;     /* canonical maps and masquerading for header rewriting */
     long long queue_minfree;
@@ -825,6 +827,9 @@ void smtpd_settings_free(struct smtpd_settings *set);
  * runs when it is known, possibly before this returns. */
 void smtpd_peer_lookup(struct smtpd_session *s, void (*done)(struct smtpd_session *s));
 void smtpd_peer_cancel(struct smtpd_session *s);
+/* The hosts file the lookups ask first, if nsswitch.conf puts files first
+ * (w->hosts; NULL: DNS only, said once in the log). */
+void smtpd_peer_hosts_open(struct smtpd_worker *w);
 
 /* policy.c: the transaction ended; held policy connections go back to the pool. */
 void smtpd_policy_release(struct smtpd_session *s);

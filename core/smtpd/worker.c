@@ -44,6 +44,7 @@
 #include "config/bind.h"
 #include "config/cfg.h"
 #include "lib/dns.h"
+#include "lib/hosts_file.h"
 #include "lib/log.h"
 #include "lib/workq.h"
 #include "lib/xalloc.h"
@@ -484,6 +485,11 @@ int smtpd_worker_main(const struct smtpd_worker_args *args)
         if (l->ev == NULL || l->retry_timer == NULL || event_add(l->ev, NULL) != 0)
             msg_fatal("cannot listen on service %s", svc->name);
     }
+    for (int i = 0; i < w.nlisteners; i++)
+        if (w.listeners[i].settings->peername_lookup) {
+            smtpd_peer_hosts_open(&w);
+            break;
+        }
     start_cache_cleanup(&w);
     smtpd_command_channel_start(w.base, args->command_fd);
     w.wake = event_new(w.base, anvil_wake_fd(w.anvil, w.index), EV_READ | EV_PERSIST, on_wake, &w);
@@ -500,6 +506,7 @@ int smtpd_worker_main(const struct smtpd_worker_args *args)
 
     event_free(w.wake);
     smtpd_worker_fini(&w);
+    hosts_file_free(w.hosts);
     if (w.psc_cleanup_timer)
         event_free(w.psc_cleanup_timer);
     for (size_t i = 0; i < w.npsc_caches; i++)

@@ -447,7 +447,7 @@ class Petrel:
     """One petreld instance in its own temporary directory."""
 
     def __init__(self, tap, main_cf=None, master_cf=None, extra_services="", start=True, workers=None,
-                 local_users=(), crash_test=False):
+                 local_users=(), crash_test=False, hosts="", nsswitch="hosts: files dns\n"):
         self.tap = tap
         self.crash_test = crash_test
         self.dir = tempfile.mkdtemp(prefix="petrel-test-")
@@ -473,6 +473,15 @@ class Petrel:
         self.master_cf += extra_services
         with open(os.path.join(self.conf, "master.cf"), "w") as f:
             f.write(self.master_cf)
+        # smtpd names clients from the hosts file first, as glibc's "files dns"
+        # does for Postfix: an instance has its own (empty unless the test says),
+        # never the host's /etc/hosts or nsswitch.conf (doc/testing.md).
+        self.hosts_path = os.path.join(self.dir, "hosts")
+        self.nsswitch_path = os.path.join(self.dir, "nsswitch.conf")
+        with open(self.hosts_path, "w") as f:
+            f.write(hosts)
+        with open(self.nsswitch_path, "w") as f:
+            f.write(nsswitch)
         self.prefix, self.pw = run_as_user()
         self._chown()
         self.proc = None
@@ -505,6 +514,11 @@ class Petrel:
     def command(self, *args, user=True):
         return (self.prefix if user else []) + list(args)
 
+    def name_service_env(self):
+        """The environment that points petreld at this instance's hosts file and
+        nsswitch.conf (for a test that starts petreld itself)."""
+        return {"PETREL_HOSTS_FILE": self.hosts_path, "PETREL_NSSWITCH_FILE": self.nsswitch_path}
+
     def start(self, wait=True):
         self.logf = open(self.log_path, "ab")
         if self.pw:
@@ -512,6 +526,7 @@ class Petrel:
             os.chown(self.log_path, self.pw.pw_uid, self.pw.pw_gid)
         env = dict(os.environ)
         env.update(sanitizer_env(self.crash_test))
+        env.update(self.name_service_env())
         self.proc = subprocess.Popen(self.command(PETRELD, "-c", self.conf), stdout=self.logf,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         if wait:

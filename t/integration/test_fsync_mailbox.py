@@ -50,6 +50,7 @@ try:
     cmd = ["strace", "-f", "-tt", "-yy", "-s", "512", "-e", "trace=" + SYSCALLS, "-o", trace]
     env = dict(os.environ)
     env.update(harness.sanitizer_env(traced=True))   # LeakSanitizer cannot run under strace
+    env.update(p.name_service_env())
     p.proc = subprocess.Popen(cmd + p.command(harness.PETRELD, "-c", p.conf), stdout=p.logf,
                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
     p.wait_listening(timeout=20)

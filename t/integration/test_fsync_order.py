@@ -67,6 +67,7 @@ class Traced:
         # strace runs as root and execs setpriv, which drops to the test user.
         env = dict(os.environ)
         env.update(sanitizer_env(traced=True))
+        env.update(self.p.name_service_env())
         self.p.proc = subprocess.Popen(qcheck.strace_command(self.trace) + self.p.command(binary, "-c", self.p.conf),
                                        stdout=self.p.logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                        env=env)

@@ -1,0 +1,174 @@
+/* Unit tests for core/lib/hosts_file.c. The expected answers are glibc
+ * 2.36's (Debian 12): getnameinfo(NI_NAMEREQD) and getaddrinfo() with this
+ * same file bind-mounted over /etc/hosts and "hosts: files" in
+ * nsswitch.conf (a mount namespace: unshare -m; mount --bind). */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lib/hosts_file.h"
+#include "../tap.h"
+
+static const char *const HOSTS =
+    "# comment line\n"
+    "127.0.0.7 First.Example.test  alias1  ALIAS2   # trailing comment\n"
+    "127.0.0.7 second.example.test\n"
+    "127.0.0.8\tfirst.example.test\n"
+    "   127.0.0.9 third.example.test#nospace\n"
+    "::1 six-loop.example.test\n"
+    "fe80::1%lo scoped.example.test\n"
+    "2001:db8::5 v6.example.test v6alias\n"
+    "::ffff:127.0.0.10 mapped.example.test\n"
+    "127.0.0.11 bad_name.example.test\n"
+    "127.0.0.12\n"
+    "127.0.0.13 #onlycomment\n"
+    "127.0.0.14 trail.example.test.\n"
+    "2001:db8::5 v6second.example.test\n"
+    "127.0.0.15 v6.example.test\n"
+    "127.1 short.example.test\n"
+    "0127.0.0.20 octal.example.test\n"
+    "127.0.0.21\tTab.Example.Test\tTabAlias\r\n"
+    "127.0.0.1 localhost\n"
+    "127.0.0.30 last.example.test";   /* no final newline */
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    fputs(text, f);
+    fclose(f);
+}
+
+static const char *rev(struct hosts_file *h, const char *addr)
+{
+    unsigned char b[16];
+    if (inet_pton(AF_INET, addr, b) == 1)
+        return hosts_file_name_of(h, AF_INET, b);
+    inet_pton(AF_INET6, addr, b);
+    return hosts_file_name_of(h, AF_INET6, b);
+}
+
+static enum hosts_file_match fwd(struct hosts_file *h, const char *name, const char *addr)
+{
+    unsigned char b[16];
+    if (inet_pton(AF_INET, addr, b) == 1)
+        return hosts_file_name_has(h, name, AF_INET, b);
+    inet_pton(AF_INET6, addr, b);
+    return hosts_file_name_has(h, name, AF_INET6, b);
+}
+
+int main(void)
+{
+    char dir[] = "/tmp/test_hosts_file.XXXXXX";
+    if (mkdtemp(dir) == NULL)
+        return 1;
+    char path[256], ns[256];
+    snprintf(path, sizeof(path), "%s/hosts", dir);
+    snprintf(ns, sizeof(ns), "%s/nsswitch.conf", dir);
+    write_file(path, HOSTS);
+    struct hosts_file *h = hosts_file_create(path);
+
+    /* by address: the first line wins, its first name, case kept */
+    is_str(rev(h, "127.0.0.7"), "First.Example.test", "reverse: the first line listing the address, its first name");
+    is_str(rev(h, "127.0.0.8"), "first.example.test", "reverse: a tab separates fields");
+    is_str(rev(h, "127.0.0.9"), "third.example.test", "reverse: # ends the name even without a space");
+    is_str(rev(h, "::1"), "six-loop.example.test", "reverse: ::1 (IPv6)");
+    is_str(rev(h, "127.0.0.1"), "six-loop.example.test", "reverse: an IPv4 lookup sees ::1 as 127.0.0.1, before a later 127.0.0.1 line");
+    is_str(rev(h, "fe80::1"), NULL, "reverse: a scoped address line is ignored");
+    is_str(rev(h, "2001:db8::5"), "v6.example.test", "reverse: IPv6, the first line");
+    is_str(rev(h, "127.0.0.10"), "mapped.example.test", "reverse: an IPv4 lookup sees an IPv4-mapped line");
+    is_str(rev(h, "::ffff:127.0.0.10"), "mapped.example.test", "reverse: an IPv4-mapped address is looked up as IPv4");
+    is_str(rev(h, "127.0.0.11"), "bad_name.example.test", "reverse: the name as written (the caller validates it)");
+    is_str(rev(h, "127.0.0.12"), "", "reverse: an address with no name is listed, with the name \"\"");
+    is_str(rev(h, "127.0.0.13"), "", "reverse: an address with only a comment is listed, with no name");
+    is_str(rev(h, "127.0.0.14"), "trail.example.test.", "reverse: a trailing dot is kept");
+    is_str(rev(h, "127.0.0.20"), NULL, "reverse: 0127.0.0.20 is no address (inet_pton)");
+    is_str(rev(h, "127.0.0.21"), "Tab.Example.Test", "reverse: fields separated by tabs, CRLF line");
+    is_str(rev(h, "127.0.0.30"), "last.example.test", "reverse: a last line without a newline");
+    is_str(rev(h, "127.0.0.99"), NULL, "reverse: an address no line lists");
+    is_str(rev(h, "2001:db8::6"), NULL, "reverse: an IPv6 address no line lists");
+
+    /* by name: every line naming it, the family's addresses */
+    is_int(fwd(h, "first.example.test", "127.0.0.7"), HOSTS_MATCH, "forward: the first line's address");
+    is_int(fwd(h, "first.example.test", "127.0.0.8"), HOSTS_MATCH, "forward: another line of the same name");
+    is_int(fwd(h, "FIRST.EXAMPLE.TEST", "127.0.0.8"), HOSTS_MATCH, "forward: case is ignored");
+    is_int(fwd(h, "first.example.test", "127.0.0.9"), HOSTS_OTHER, "forward: named, not with that address");
+    is_int(fwd(h, "alias1", "127.0.0.7"), HOSTS_MATCH, "forward: an alias");
+    is_int(fwd(h, "alias2", "127.0.0.7"), HOSTS_MATCH, "forward: an alias, case ignored");
+    is_int(fwd(h, "second.example.test", "127.0.0.7"), HOSTS_MATCH, "forward: the second line's name");
+    is_int(fwd(h, "first.example.test", "2001:db8::5"), HOSTS_NOT_LISTED, "forward: IPv6 lookup of an IPv4-only name: not listed (DNS)");
+    is_int(fwd(h, "third.example.test#nospace", "127.0.0.9"), HOSTS_NOT_LISTED, "forward: the comment is no part of the name");
+    is_int(fwd(h, "six-loop.example.test", "::1"), HOSTS_MATCH, "forward: IPv6 ::1");
+    is_int(fwd(h, "six-loop.example.test", "127.0.0.1"), HOSTS_MATCH, "forward: IPv4 sees ::1 as 127.0.0.1");
+    is_int(fwd(h, "scoped.example.test", "fe80::1"), HOSTS_NOT_LISTED, "forward: the scoped line is ignored");
+    is_int(fwd(h, "v6alias", "2001:db8::5"), HOSTS_MATCH, "forward: an IPv6 alias");
+    is_int(fwd(h, "mapped.example.test", "127.0.0.10"), HOSTS_MATCH, "forward: IPv4 sees the mapped line");
+    is_int(fwd(h, "mapped.example.test", "::ffff:127.0.0.10"), HOSTS_MATCH, "forward: IPv6 sees it as written");
+    is_int(fwd(h, "v6.example.test", "127.0.0.15"), HOSTS_MATCH, "forward: IPv4 lookup of a name with both families");
+    is_int(fwd(h, "v6.example.test", "2001:db8::5"), HOSTS_MATCH, "forward: IPv6 lookup of the same name");
+    is_int(fwd(h, "v6.example.test", "127.0.0.7"), HOSTS_OTHER, "forward: IPv4 lookup, another IPv4 address");
+    is_int(fwd(h, "trail.example.test", "127.0.0.14"), HOSTS_NOT_LISTED, "forward: the trailing dot is part of the name");
+    is_int(fwd(h, "localhost", "::1"), HOSTS_NOT_LISTED, "forward: an IPv6 lookup does not see 127.0.0.1");
+    is_int(fwd(h, "short.example.test", "127.0.0.1"), HOSTS_NOT_LISTED, "forward: 127.1 is no address");
+    is_int(fwd(h, "tabalias", "127.0.0.21"), HOSTS_MATCH, "forward: a tab-separated alias before CRLF");
+    is_int(fwd(h, "nowhere.example.test", "127.0.0.7"), HOSTS_NOT_LISTED, "forward: a name no line names");
+
+    /* a changed file is read again, at most a second later */
+    write_file(path, "127.0.0.7 changed.example.test\n# longer than before, so the size differs\n");
+    is_str(rev(h, "127.0.0.7"), "First.Example.test", "change: within the second, the old answer");
+    sleep(2);
+    is_str(rev(h, "127.0.0.7"), "changed.example.test", "change: a second later, the new file");
+    is_int(fwd(h, "first.example.test", "127.0.0.8"), HOSTS_NOT_LISTED, "change: old names are gone");
+    unlink(path);
+    sleep(2);
+    is_str(rev(h, "127.0.0.7"), NULL, "removed: nothing listed (DNS answers)");
+    /* a line over the limit is skipped; the rest is read */
+    {
+        size_t n = HOSTS_FILE_MAX_LINE + 100;
+        char *big = malloc(n + 200);
+        strcpy(big, "127.0.0.40 long.example.test");
+        memset(big + strlen(big), 'x', n);
+        strcpy(big + 28 + n, "\n127.0.0.41 after.example.test\n");
+        write_file(path, big);
+        free(big);
+        sleep(2);
+        is_str(rev(h, "127.0.0.40"), NULL, "long line: skipped");
+        is_str(rev(h, "127.0.0.41"), "after.example.test", "long line: the next line is read");
+    }
+    hosts_file_free(h);
+    unlink(path);
+
+    /* nsswitch.conf */
+    char *why, *note;
+    int first;
+    write_file(ns, "passwd: files\n# hosts: dns\nhosts:          files dns\n");
+    first = hosts_file_first_in_nsswitch(ns, &why, &note);
+    ok(first == 1 && why == NULL && note == NULL, "nsswitch: files dns");
+    write_file(ns, "hosts: files mdns4_minimal [NOTFOUND=return] dns myhostname\n");
+    first = hosts_file_first_in_nsswitch(ns, &why, &note);
+    ok(first == 1 && note && strstr(note, "\"mdns4_minimal [NOTFOUND=return] myhostname\" is not followed"),
+       "nsswitch: files first, the other sources told: %s", note ? note : "(none)");
+    free(note);
+    write_file(ns, "hosts: dns files\n");
+    first = hosts_file_first_in_nsswitch(ns, &why, &note);
+    ok(first == 0 && why && strstr(why, "starts with dns, not files"), "nsswitch: dns first: %s", why ? why : "(none)");
+    free(why);
+    write_file(ns, "hosts:\tdns\n");
+    first = hosts_file_first_in_nsswitch(ns, &why, &note);
+    ok(first == 0 && why && strstr(why, "starts with dns"), "nsswitch: dns only: %s", why ? why : "(none)");
+    free(why);
+    write_file(ns, "passwd: files\n");
+    first = hosts_file_first_in_nsswitch(ns, &why, &note);
+    ok(first == 0 && why && strstr(why, "no hosts line"), "nsswitch: no hosts line: %s", why ? why : "(none)");
+    free(why);
+    unlink(ns);
+    first = hosts_file_first_in_nsswitch(ns, &why, &note);
+    ok(first == 0 && why && strstr(why, "No such file"), "nsswitch: no file: %s", why ? why : "(none)");
+    free(why);
+    rmdir(dir);
+    return done_testing();
+}

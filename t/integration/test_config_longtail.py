@@ -3,13 +3,12 @@ real main.cf and master.cf files hold besides the common parameters, one
 section each (a "# ---" line), each loaded and used as Postfix would."""
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 
 from harness import (PETRELD, Petrel, Tap, TOP_BUILDDIR, _runnable_copy, free_port, maildir_messages as maildir,
                      wait_for)
+from serverlib import Sink
 
 t = Tap()
 SENDMAIL = _runnable_copy(os.path.join(TOP_BUILDDIR, "core", "tools", "petrel-sendmail"))
@@ -19,30 +18,6 @@ SERVICES = "pickup unix n - n 60 1 pickup\nqmgr unix n - n 300 1 qmgr\n"
 
 def check(p):
     return subprocess.run(p.command(PETRELD, "-c", p.conf, "-n"), capture_output=True, text=True)
-
-
-class Sink:
-    """Postfix's smtp-sink on a loopback port, keeping each transaction in a file."""
-
-    def __init__(self, port=None):
-        self.port = port or free_port()
-        self.dir = tempfile.mkdtemp(prefix="petrel-sink-")
-        os.chmod(self.dir, 0o777)
-        self.proc = subprocess.Popen(["smtp-sink", "-u", "nobody", "-d", os.path.join(self.dir, "%M."),
-                                      "127.0.0.1:%d" % self.port, "100"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def messages(self):
-        out = []
-        for name in os.listdir(self.dir):
-            with open(os.path.join(self.dir, name), errors="replace") as f:
-                out.append(f.read())
-        return out
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 # --- myorigin = /etc/mailname (Debian): the file's first line is the domain ---
@@ -113,7 +88,7 @@ for param, value, good, label in (("default_transport", "smtp:[127.0.0.1]:submis
                                                     re.escape(nexthop)), r.stderr),
                  "%s = %s: %s fails petreld -n with the main.cf line" % (param, value, label), r.stderr)
 
-sink = Sink()
+sink = Sink(keep=True)
 with Petrel(t, extra_services=SERVICES, main_cf={"relayhost": "[127.0.0.1]:%d" % sink.port,
                                                   "relay_domains": "relayed.example"}) as p:
     c = p.connect()

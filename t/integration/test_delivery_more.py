@@ -6,7 +6,8 @@ import socket
 import threading
 import time
 
-from harness import Petrel, Tap, free_port, refused_port, maildir_messages as maildir, wait_for
+from harness import Petrel, Tap, refused_port, maildir_messages as maildir, wait_for
+from serverlib import Sink
 
 t = Tap(timeout=300)
 QMGR = "qmgr unix n - n 300 1 qmgr\n"
@@ -105,11 +106,8 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
     c.close()
 
 hole = Blackhole()
-sink_port = free_port()
-import subprocess
-sink = subprocess.Popen(["smtp-sink", "-u", "nobody", "-c", "127.0.0.1:%d" % sink_port, "100"],
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-time.sleep(0.3)
+sink = Sink(options=("-c",))
+sink_port = sink.port
 with Petrel(t, extra_services=QMGR, start=False) as p:
     boxes = setup(p, {"transport_maps": "inline:{ {slow.test = smtp:[127.0.0.1]:%d}, {fast.test = smtp:[127.0.0.1]:%d} }"
                                         % (hole.port, sink_port),
@@ -191,5 +189,5 @@ with Petrel(t, start=False, extra_services="") as p:
          "logged with relay=mypipe")
     c.close()
 
-sink.terminate()
+sink.stop()
 t.done()

@@ -12,15 +12,13 @@ import re
 import shutil
 import socket
 import ssl
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import free_port, make_cert, Dnsmasq  # noqa: E402
 from scripted_smtp import Server, Env, T, ME, unstuff  # noqa: E402
+from serverlib import Sink  # noqa: E402
 
 
 BODY = (b"From: a@src.test\r\nTo: b@dst.test\r\nSubject: test\r\n\r\n"
@@ -43,28 +41,20 @@ def main():
     q1 = e.qfile(["a@dst.test", "b@dst.test"], BODY)
 
     # ---- smtp-sink ----
-    sink_port = free_port()
-    dump = os.path.join(e.dir, "sink")
-    os.chmod(e.dir, 0o777)
-    # smtp-sink insists on -u when started as root, and refuses it otherwise
-    user = ["-u", "nobody"] if os.geteuid() == 0 else []
-    sink = subprocess.Popen(["smtp-sink"] + user + ["-d", dump + ".", "127.0.0.1:%d" % sink_port, "100"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    soft = free_port()
-    sink_soft = subprocess.Popen(["smtp-sink"] + user + ["-r", "RCPT", "127.0.0.1:%d" % soft, "100"],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    hard = free_port()
-    sink_hard = subprocess.Popen(["smtp-sink"] + user + ["-f", "MAIL", "127.0.0.1:%d" % hard, "100"],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(0.3)
+    sink = Sink(keep=True)
+    sink_port = sink.port
+    sink_soft = Sink(options=("-r", "RCPT"))
+    soft = sink_soft.port
+    sink_hard = Sink(options=("-f", "MAIL"))
+    hard = sink_hard.port
     try:
         res, _, _ = e.deliver(q1, "[127.0.0.1]:%d" % sink_port)
         t.is_([res.get(r, {}).get("status") for r in ("a@dst.test", "b@dst.test")], ["sent", "sent"],
               "smtp-sink: both recipients sent", e.last_out)
         t.is_(res["a@dst.test"]["relay"], "127.0.0.1[127.0.0.1]:%d" % sink_port, "relay in Postfix's form")
         t.like(res["a@dst.test"]["text"], r"^250 2\.0\.0 Ok", "text is the server's reply")
-        dumps = [f for f in os.listdir(e.dir) if f.startswith("sink.")]
-        body = open(os.path.join(e.dir, dumps[0]), "rb").read() if dumps else b""
+        dumps = sink.files()
+        body = open(dumps[0], "rb").read() if dumps else b""
         t.ok(b".leading dot\n..two dots\n" in body.replace(b"\r\n", b"\n") and b"X-Rcpt-Args: <b@dst.test>" in body,
              "smtp-sink got the message (unstuffed) and both recipients", body[-300:])
         res, _, _ = e.deliver(q1, "[127.0.0.1]:%d" % soft)
@@ -76,9 +66,8 @@ def main():
              and "(in reply to MAIL FROM command)" in res["b@dst.test"]["text"],
              "smtp-sink -f MAIL: bounced, in reply to MAIL FROM", res)
     finally:
-        for p in (sink, sink_soft, sink_hard):
-            p.terminate()
-            p.wait()
+        for one in (sink, sink_soft, sink_hard):
+            one.stop()
 
     # ---- protocol details against the scripted server ----
     s = server()

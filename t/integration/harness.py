@@ -513,6 +513,15 @@ class Petrel:
             os.chown(path, self.pw.pw_uid, self.pw.pw_gid)
         return path
 
+    def make_dir(self, name="mail"):
+        """A new directory name in the test's own (mailboxes, a pipe's output), owned by the user
+        petreld runs as, who writes there; its path."""
+        path = os.path.join(self.dir, name)
+        os.mkdir(path)
+        if self.pw:
+            os.chown(path, self.pw.pw_uid, self.pw.pw_gid)
+        return path
+
     def command(self, *args, user=True):
         return (self.prefix if user else []) + list(args)
 

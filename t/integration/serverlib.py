@@ -1,7 +1,8 @@
 """Servers the integration tests deliver to or talk to that are not Petrel: Postfix's smtp-sink
 as a next hop (Sink: accepts everything, optionally keeping each transaction in a file), and the
 base of the tests' own scripted servers (LoopbackServer: a free loopback port, a thread a
-connection). One copy each, so a fix to how they start, wait or stop reaches every test."""
+connection), and on it Blackhole, a peer that hangs. One copy each, so a fix to how they start,
+wait or stop reaches every test."""
 import os
 import shutil
 import socket
@@ -70,13 +71,13 @@ class LoopbackServer:
     """A TCP server on a free loopback port (self.port) that runs the subclass's
     self.session(conn) on a thread of its own for each connection, until self.sock is closed;
     self.accepted(conn) runs first, on the accepting thread. A subclass sets what its sessions
-    use before calling this __init__, which starts accepting."""
+    use before calling this __init__, which starts accepting; backlog is its listen queue."""
 
-    def __init__(self):
+    def __init__(self, backlog=5):
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", free_port()))
         self.port = self.sock.getsockname()[1]
-        self.sock.listen(5)
+        self.sock.listen(backlog)
         threading.Thread(target=self.serve, daemon=True).start()
 
     def accepted(self, conn):
@@ -90,3 +91,23 @@ class LoopbackServer:
                 return
             self.accepted(conn)
             threading.Thread(target=self.session, args=(conn,), daemon=True).start()
+
+
+class Blackhole(LoopbackServer):
+    """Accepts connections (self.conns, in the order they came) and never says a word: a next
+    hop or a milter host that hangs. close() stops accepting and closes them."""
+
+    def __init__(self, backlog=16):
+        self.conns = []
+        super().__init__(backlog)
+
+    def accepted(self, conn):
+        self.conns.append(conn)
+
+    def session(self, conn):
+        pass
+
+    def close(self):
+        self.sock.close()
+        for conn in self.conns:
+            conn.close()

@@ -86,10 +86,7 @@ t.ok(True, "a private amavisd-new is up on 127.0.0.1:%d (started in %.1f s)" % (
 gate = Gate(amavis.port)
 
 with Petrel(t, main_cf={}, start=False) as p:
-    mail = os.path.join(p.dir, "mail")
-    os.mkdir(mail)
-    if p.pw:
-        os.chown(mail, p.pw.pw_uid, p.pw.pw_gid)
+    mail = p.make_dir()
     conf = dict(p.settings)
     conf.update({
         "virtual_mailbox_domains": "vmail.test",

@@ -23,10 +23,7 @@ def check(p):
 # --- myorigin = /etc/mailname (Debian): the file's first line is the domain ---
 with Petrel(t, extra_services=SERVICES, start=False) as p:
     mailname = p.write_file("mailname", "  origin.example  \nsecond line\n")
-    mail = os.path.join(p.dir, "mail")
-    os.mkdir(mail)
-    if p.pw:
-        os.chown(mail, p.pw.pw_uid, p.pw.pw_gid)
+    mail = p.make_dir()
     conf = dict(p.settings, myorigin=mailname, virtual_mailbox_domains="vmail.test", virtual_mailbox_base=mail,
                 virtual_mailbox_maps="inline:{ {box@vmail.test = box/} }",
                 command_directory=os.path.dirname(POSTDROP))
@@ -250,10 +247,7 @@ with Petrel(t, start=False, master_cf=ALL.replace("smtp      inet", "127.0.0.1:%
 
 # --- virtual_minimum_uid: a uid below it is never used (Postfix's virtual(8)) ---
 with Petrel(t, extra_services=SERVICES, start=False) as p:
-    mail = os.path.join(p.dir, "vmail")
-    os.mkdir(mail)
-    if p.pw:
-        os.chown(mail, p.pw.pw_uid, p.pw.pw_gid)
+    mail = p.make_dir("vmail")
     p.write_main_cf(dict(p.settings, virtual_mailbox_domains="vmail.test", virtual_mailbox_base=mail,
                          virtual_mailbox_maps="inline:{ {low@vmail.test = low/}, {ok@vmail.test = ok/} }",
                          virtual_uid_maps="inline:{ {low@vmail.test = 50} }", virtual_minimum_uid="100"))

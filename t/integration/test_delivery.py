@@ -25,10 +25,7 @@ base_conf = {
 }
 
 with Petrel(t, main_cf=dict(base_conf), extra_services=QMGR, start=False) as p:
-    mail = os.path.join(p.dir, "mail")
-    os.mkdir(mail)
-    if p.pw:
-        os.chown(mail, p.pw.pw_uid, p.pw.pw_gid)
+    mail = p.make_dir()
     conf = dict(p.settings)
     conf["virtual_mailbox_base"] = mail
     conf["virtual_mailbox_maps"] = "inline:{ {u@vmail.test = vmail.test/u/}, {v@vmail.test = vmail.test/v/} }"

@@ -44,10 +44,7 @@ def with_milter(d):
 
 def start(conf):
     p = Petrel(t, main_cf=conf, extra_services=QMGR, start=False, workers=1)   # one process: kept handles
-    mail = os.path.join(p.dir, "mail")
-    os.mkdir(mail)
-    if p.pw:
-        os.chown(mail, p.pw.pw_uid, p.pw.pw_gid)
+    mail = p.make_dir()
     c = dict(p.settings)
     c.update({"virtual_mailbox_domains": "vmail.test", "virtual_mailbox_base": mail,
               "virtual_mailbox_maps": "inline:{ {u@vmail.test = vmail.test/u/}, {added@vmail.test = vmail.test/a/} }",

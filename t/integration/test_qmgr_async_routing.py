@@ -45,10 +45,7 @@ def log_index(p, pattern):
 
 
 with Petrel(t, extra_services=QMGR, start=False, workers=1) as p:
-    mail = os.path.join(p.dir, "mail")
-    os.mkdir(mail)
-    if p.pw:
-        os.chown(mail, p.pw.pw_uid, p.pw.pw_gid)
+    mail = p.make_dir()
     common = "hosts = inet:127.0.0.1:%d\nuser = postfix\npassword = pfpw\ndbname = mail\n" % pg.port
     valias = p.write_file("valias.cf", common + "query = SELECT goto FROM alias WHERE address = '%s'\n", mode=0o640)
     mailbox = p.write_file("mailbox.cf", common + "query = SELECT CASE WHEN address = 'gated@vmail.test' THEN "

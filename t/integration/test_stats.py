@@ -25,10 +25,7 @@ SINK_PORT = free_port()
 sink = Sink(SINK_PORT, options=("-c",))
 
 with Petrel(t, extra_services=QMGR, start=False) as p:
-    mail = os.path.join(p.dir, "mail")
-    os.mkdir(mail)
-    if p.pw:
-        os.chown(mail, p.pw.pw_uid, p.pw.pw_gid)
+    mail = p.make_dir()
     conf = dict(p.settings)
     conf.update({
         "virtual_mailbox_domains": "vmail.test",

@@ -1,8 +1,8 @@
 """Servers the integration tests deliver to or talk to that are not Petrel: Postfix's smtp-sink
 as a next hop (Sink: accepts everything, optionally keeping each transaction in a file), and the
 base of the tests' own scripted servers (LoopbackServer: a free loopback port, a thread a
-connection), and on it Blackhole, a peer that hangs. One copy each, so a fix to how they start,
-wait or stop reaches every test."""
+connection), and on it Blackhole, a peer that hangs; pump, one direction of the tests' TCP
+relays. One copy each, so a fix to how they start, wait or stop reaches every test."""
 import os
 import shutil
 import socket
@@ -65,6 +65,24 @@ class Sink:
             self.proc.wait()
         if self.dir:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def pump(src, dst):
+    """Copies what src receives to dst until src ends or either fails, then shuts both down
+    (so the other direction's pump ends too): one direction of a TCP relay, on a thread."""
+    try:
+        while True:
+            data = src.recv(65536)
+            if not data:
+                break
+            dst.sendall(data)
+    except OSError:
+        pass
+    for s in (src, dst):
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
 class LoopbackServer:

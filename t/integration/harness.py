@@ -16,6 +16,7 @@ users run it in development.
 """
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -179,7 +180,6 @@ class Tap:
         return self.ok(got == want, desc, "got:  %r\nwant: %r" % (got, want))
 
     def like(self, got, pattern, desc):
-        import re
         return self.ok(got is not None and re.search(pattern, got) is not None, desc,
                        "got:  %r\nwant match: %r" % (got, pattern))
 
@@ -263,6 +263,17 @@ def free_port():
             break
     _GIVEN_PORTS.add(port)
     return port
+
+
+QUEUED_OK = r"^250 2\.0\.0 Ok: queued as (\S+)"      # Petrel's own acceptance, as Postfix words it
+QUEUED = r"queued as (\S+)"                          # anywhere in the reply (a next hop's words too)
+
+
+def queue_id(reply, pattern=QUEUED_OK):
+    """The queue ID that pattern's group finds in reply (the reply to the end of data; None when
+    there was none), or None."""
+    m = re.search(pattern, reply or "")
+    return m.group(1) if m else None
 
 
 _DEAD_PORTS = {}
@@ -511,6 +522,15 @@ class Petrel:
             os.chown(path, self.pw.pw_uid, self.pw.pw_gid)
         return path
 
+    def make_dir(self, name="mail"):
+        """A new directory name in the test's own (mailboxes, a pipe's output), owned by the user
+        petreld runs as, who writes there; its path."""
+        path = os.path.join(self.dir, name)
+        os.mkdir(path)
+        if self.pw:
+            os.chown(path, self.pw.pw_uid, self.pw.pw_gid)
+        return path
+
     def command(self, *args, user=True):
         return (self.prefix if user else []) + list(args)
 
@@ -567,7 +587,6 @@ class Petrel:
         seconds: generous, since a line that comes returns at once, and the
         sanitizer build on a loaded machine is several times slower. A check
         that a line does NOT come gives its own, shorter timeout."""
-        import re
         deadline = time.time() + timeout
         while time.time() < deadline:
             m = re.search(pattern, self.log())
@@ -601,6 +620,19 @@ class Petrel:
                 for root, _, files in os.walk(path):
                     found.extend(os.path.join(root, f) for f in files)
         return found
+
+    def queued_bytes(self, qid, *dirs):
+        """What queue_file_bytes() reads of queue ID qid's file in dirs (queue_files()'s), for
+        substring checks; b"" when there is none (or qid is None)."""
+        if qid is None:
+            return b""
+        return b"".join(queue_file_bytes(f) for f in self.queue_files(*dirs) if f.endswith("/" + qid))
+
+    def queued_message(self, reply, *dirs):
+        """queued_bytes() of the message that reply (to the end of data) says Petrel queued;
+        None when it is not Petrel's "250 2.0.0 Ok: queued as ID"."""
+        qid = queue_id(reply)
+        return None if qid is None else self.queued_bytes(qid, *dirs)
 
     def stop(self, sig=signal.SIGTERM, timeout=45):
         if self.proc is None or self.proc.poll() is not None:

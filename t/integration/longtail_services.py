@@ -8,6 +8,7 @@ import subprocess
 import tempfile
 
 from harness import Petrel, Tap, free_port, wait_for
+from serverlib import Sink
 
 NAME = "petrel-sink-test"
 
@@ -22,10 +23,7 @@ with open(os.path.join(upper, "services"), "w") as f:
 subprocess.run(["mount", "-t", "overlay", "overlay", "-o", "lowerdir=/etc,upperdir=%s,workdir=%s" % (upper, work),
                 "/etc"], check=True)
 
-sinkdir = tempfile.mkdtemp(prefix="petrel-sink-")
-os.chmod(sinkdir, 0o777)
-sink = subprocess.Popen(["smtp-sink", "-u", "nobody", "-d", os.path.join(sinkdir, "%M."), "127.0.0.1:%d" % port, "10"],
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+sink = Sink(port, keep=True, backlog=10)
 t = Tap()
 try:
     with Petrel(t, extra_services="qmgr unix n - n 300 1 qmgr\n",
@@ -35,19 +33,13 @@ try:
         c.close()
 
         def delivered():
-            for name in os.listdir(sinkdir):
-                with open(os.path.join(sinkdir, name), errors="replace") as f:
-                    if "Subject: by service name" in f.read():
-                        return True
-            return False
+            return any("Subject: by service name" in m for m in sink.messages())
         if reply.startswith("250 ") and wait_for(delivered, 30):
             print("namespace: delivered")
         else:
             print("namespace: not delivered (%s)\n%s" % (reply, p.log()))
 finally:
-    sink.terminate()
-    sink.wait()
-    shutil.rmtree(sinkdir, ignore_errors=True)
+    sink.stop()
     subprocess.run(["umount", "/etc"])
     shutil.rmtree(upper, ignore_errors=True)
     shutil.rmtree(work, ignore_errors=True)

@@ -2,20 +2,16 @@
 base_dir and log, a unix auth-client socket and a loopback port; never the system instance),
 a SCRAM-SHA-256 client (RFC 5802/7677; smtplib has none), the password grep, and for the SMTP
 client's AUTH: a relay that wants it (Dovecot behind it), a petreld that relays everything to a
-server with the credentials of a password map, a message submitted to that one, and Postfix's
-smtp-sink as another next hop (no AUTH, no STARTTLS); and the base of the tests' own hostile
-servers (a loopback port, a thread a connection)."""
+server with the credentials of a password map, and a message submitted to that one. (Postfix's
+smtp-sink as another next hop and the base of the tests' own hostile servers are serverlib.py's
+Sink and LoopbackServer.)"""
 import base64
 import hashlib
 import hmac
 import os
-import re
-import socket
-import subprocess
-import threading
 
 import dovecotlib
-from harness import Petrel, free_port, make_cert, wait_for
+from harness import QUEUED, Petrel, make_cert, queue_id
 
 DOVECOT = dovecotlib.DOVECOT
 
@@ -173,56 +169,9 @@ def submit_far(p, subject):
     return r
 
 
-def queue_id(reply):
-    """The queue ID of a 250 reply to the end of data, or None."""
-    m = re.search(r"queued as (\S+)", reply)
-    return m.group(1) if m else None
-
-
 def submit_queued(p, sender, rcpt, subject):
     """Submits a message from sender to rcpt to p; its queue ID (None when refused)."""
     c = p.connect()
     r = c.send_message(sender, [rcpt], "Subject: %s\r\n\r\nbody\r\n" % subject)
     c.close()
-    return queue_id(r)
-
-
-class Sink:
-    """Postfix's smtp-sink on a free port, announcing neither AUTH nor STARTTLS: another next hop."""
-
-    def __init__(self):
-        self.port = free_port()
-        self.proc = subprocess.Popen(["smtp-sink", "-a", "-u", "nobody", "-c", "127.0.0.1:%d" % self.port, "100"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(lambda: subprocess.run(["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/%d" % self.port],
-                                        capture_output=True).returncode == 0, timeout=5)
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=5)
-
-
-class LoopbackServer:
-    """A TCP server on a free loopback port (self.port) that runs the subclass's
-    self.session(conn) on a thread of its own for each connection, until self.sock is closed;
-    self.accepted(conn) runs first, on the accepting thread. A subclass sets what its sessions
-    use before calling this __init__, which starts accepting."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", free_port()))
-        self.port = self.sock.getsockname()[1]
-        self.sock.listen(5)
-        threading.Thread(target=self.serve, daemon=True).start()
-
-    def accepted(self, conn):
-        pass
-
-    def serve(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted(conn)
-            threading.Thread(target=self.session, args=(conn,), daemon=True).start()
+    return queue_id(r, QUEUED)

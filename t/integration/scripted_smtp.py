@@ -3,6 +3,7 @@ smtp-deliver driver of the SMTP/LMTP client, shared by the client's tests
 (test_smtp_client.py, test_smtp_client_params.py, test_smtp_client_tls.py)."""
 import os
 import re
+import shutil
 import socket
 import ssl
 import subprocess
@@ -253,11 +254,50 @@ def unstuff(raw):
     return b"\r\n".join(l[1:] if l.startswith(b".") else l for l in lines)
 
 
+def hop(s):
+    """The next hop that names scripted server s."""
+    return "[127.0.0.1]:%d" % s.port
+
+
+def one(res):
+    """Env.deliver()'s result for a@dst.test ({} when there is none)."""
+    return res.get("a@dst.test", {})
+
+
 class Env:
+    """A test's directory, its queue files, the scripted servers it started, and smtp-deliver."""
+
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="petrel-smtpc-")
         self.queue = os.path.join(self.dir, "queue")
         self.bad_exits = []
+        self.servers = []
+        self.confs = 0
+
+    def server(self, **kw):
+        """A scripted Server(**kw), stopped by finish()."""
+        s = Server(**kw)
+        self.servers.append(s)
+        return s
+
+    def conf(self, **params):
+        """smtp-deliver's options for a new configuration directory whose main.cf holds params."""
+        self.confs += 1
+        d = os.path.join(self.dir, "conf%d" % self.confs)
+        os.mkdir(d)
+        with open(os.path.join(d, "main.cf"), "w") as f:
+            for k, v in params.items():
+                f.write("%s = %s\n" % (k, v))
+        return ["--config", d]
+
+    def finish(self, t):
+        """Checks that smtp-deliver never failed, stops the servers, removes the directory and
+        ends t."""
+        t.is_(self.bad_exits, [], "smtp-deliver exited 0 every time")
+        for s in self.servers:
+            s.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        t.done()
 
     def qfile(self, rcpts, body, sender="sender@src.test", opts=()):
         path = os.path.join(self.dir, "msg%d" % time.monotonic_ns())

@@ -18,6 +18,7 @@ import threading
 
 from harness import Petrel, Tap, free_port, maildir_messages, wait_for
 from peers import EICAR, Amavisd, Clamd, shared, stop_all
+from serverlib import pump
 
 t = Tap(timeout=500)
 
@@ -48,23 +49,7 @@ class Gate:
                 return
             self.conns += [a, b]
             for src, dst in ((a, b), (b, a)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
-
-    @staticmethod
-    def _pump(src, dst):
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                dst.sendall(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+                threading.Thread(target=pump, args=(src, dst), daemon=True).start()
 
     def close(self):
         if self.sock:
@@ -86,10 +71,7 @@ t.ok(True, "a private amavisd-new is up on 127.0.0.1:%d (started in %.1f s)" % (
 gate = Gate(amavis.port)
 
 with Petrel(t, main_cf={}, start=False) as p:
-    mail = os.path.join(p.dir, "mail")
-    os.mkdir(mail)
-    if p.pw:
-        os.chown(mail, p.pw.pw_uid, p.pw.pw_gid)
+    mail = p.make_dir()
     conf = dict(p.settings)
     conf.update({
         "virtual_mailbox_domains": "vmail.test",

@@ -3,9 +3,7 @@ own signature database: EICAR and a test signature; no freshclam), no milter
 in between. A finding is rejected or quarantined, a clean message tagged,
 clamd down answers clamav_failure_action, a message above clamav_max_size
 passes unscanned, and a large body goes through the file spool."""
-import re
-
-from harness import Petrel, Smtp, Tap, queue_file_bytes
+from harness import Petrel, Smtp, Tap
 from modlib import bundled_module_dir
 from peers import EICAR, OWN_SIGNATURE, Clamd, PeerError, shared
 
@@ -32,13 +30,6 @@ def send(p, body):
     return r
 
 
-def queued(p, reply, *dirs):
-    m = re.match(r"250 2\.0\.0 Ok: queued as (\S+)", reply)
-    if not m:
-        return None
-    return b"".join(queue_file_bytes(f) for f in p.queue_files(*dirs) if f.endswith("/" + m.group(1)))
-
-
 try:
     clamd = shared(Clamd, stream_max="25M")
 except PeerError as e:
@@ -56,7 +47,7 @@ with Petrel(t, main_cf=conf(clamd.endpoint)) as p:
     t.is_(r, "554 5.7.1 Message rejected: infected with Petrel.Test.Signature.UNOFFICIAL",
           "our own .ndb signature in the body is found too")
     r = send(p, "Subject: clean\r\n\r\nnothing to see here")
-    data = queued(p, r)
+    data = p.queued_message(r)
     t.ok(data is not None and b"X-Virus-Status: Clean\r\n" in data, "a clean message is queued with "
          "X-Virus-Status: Clean", r)
     big = "".join("clean line %06d, long enough to pass the memory bound of the spool\r\n" % i
@@ -67,13 +58,13 @@ with Petrel(t, main_cf=conf(clamd.endpoint)) as p:
 
 with Petrel(t, main_cf=conf(clamd.endpoint, clamav_action="quarantine")) as p:
     r = send(p, "Subject: eicar\r\n\r\n" + EICAR)
-    data = queued(p, r, "hold")
+    data = p.queued_message(r, "hold")
     t.ok(data is not None and b"X-Virus-Status: Infected (Eicar-Signature.UNOFFICIAL)" in data,
          "clamav_action = quarantine: accepted into the hold queue, with X-Virus-Status: Infected (...)", r)
 
 with Petrel(t, main_cf=conf(clamd.endpoint, clamav_max_size="1024")) as p:
     r = send(p, "Subject: big\r\n\r\n" + "x" * 3000 + "\r\n" + EICAR)
-    t.ok(queued(p, r) is not None, "above clamav_max_size: not scanned, accepted", r)
+    t.ok(p.queued_message(r) is not None, "above clamav_max_size: not scanned, accepted", r)
     t.ok(p.wait_log(r"clamav: message not scanned: larger than clamav_max_size") is not None, "  and logged")
 
 with Petrel(t, main_cf=conf("127.0.0.1:9")) as p:
@@ -83,6 +74,6 @@ with Petrel(t, main_cf=conf("127.0.0.1:9")) as p:
          "  logged with the reason")
 with Petrel(t, main_cf=conf("127.0.0.1:9", clamav_failure_action="accept")) as p:
     r = send(p, "Subject: x\r\n\r\nbody")
-    t.ok(queued(p, r) is not None, "clamav_failure_action = accept: the message passes unscanned", r)
+    t.ok(p.queued_message(r) is not None, "clamav_failure_action = accept: the message passes unscanned", r)
 
 t.done()

@@ -3,13 +3,12 @@ real main.cf and master.cf files hold besides the common parameters, one
 section each (a "# ---" line), each loaded and used as Postfix would."""
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 
 from harness import (PETRELD, Petrel, Tap, TOP_BUILDDIR, _runnable_copy, free_port, maildir_messages as maildir,
                      wait_for)
+from serverlib import Sink
 
 t = Tap()
 SENDMAIL = _runnable_copy(os.path.join(TOP_BUILDDIR, "core", "tools", "petrel-sendmail"))
@@ -21,37 +20,10 @@ def check(p):
     return subprocess.run(p.command(PETRELD, "-c", p.conf, "-n"), capture_output=True, text=True)
 
 
-class Sink:
-    """Postfix's smtp-sink on a loopback port, keeping each transaction in a file."""
-
-    def __init__(self, port=None):
-        self.port = port or free_port()
-        self.dir = tempfile.mkdtemp(prefix="petrel-sink-")
-        os.chmod(self.dir, 0o777)
-        self.proc = subprocess.Popen(["smtp-sink", "-u", "nobody", "-d", os.path.join(self.dir, "%M."),
-                                      "127.0.0.1:%d" % self.port, "100"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def messages(self):
-        out = []
-        for name in os.listdir(self.dir):
-            with open(os.path.join(self.dir, name), errors="replace") as f:
-                out.append(f.read())
-        return out
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
 # --- myorigin = /etc/mailname (Debian): the file's first line is the domain ---
 with Petrel(t, extra_services=SERVICES, start=False) as p:
     mailname = p.write_file("mailname", "  origin.example  \nsecond line\n")
-    mail = os.path.join(p.dir, "mail")
-    os.mkdir(mail)
-    if p.pw:
-        os.chown(mail, p.pw.pw_uid, p.pw.pw_gid)
+    mail = p.make_dir()
     conf = dict(p.settings, myorigin=mailname, virtual_mailbox_domains="vmail.test", virtual_mailbox_base=mail,
                 virtual_mailbox_maps="inline:{ {box@vmail.test = box/} }",
                 command_directory=os.path.dirname(POSTDROP))
@@ -113,7 +85,7 @@ for param, value, good, label in (("default_transport", "smtp:[127.0.0.1]:submis
                                                     re.escape(nexthop)), r.stderr),
                  "%s = %s: %s fails petreld -n with the main.cf line" % (param, value, label), r.stderr)
 
-sink = Sink()
+sink = Sink(keep=True)
 with Petrel(t, extra_services=SERVICES, main_cf={"relayhost": "[127.0.0.1]:%d" % sink.port,
                                                   "relay_domains": "relayed.example"}) as p:
     c = p.connect()
@@ -275,10 +247,7 @@ with Petrel(t, start=False, master_cf=ALL.replace("smtp      inet", "127.0.0.1:%
 
 # --- virtual_minimum_uid: a uid below it is never used (Postfix's virtual(8)) ---
 with Petrel(t, extra_services=SERVICES, start=False) as p:
-    mail = os.path.join(p.dir, "vmail")
-    os.mkdir(mail)
-    if p.pw:
-        os.chown(mail, p.pw.pw_uid, p.pw.pw_gid)
+    mail = p.make_dir("vmail")
     p.write_main_cf(dict(p.settings, virtual_mailbox_domains="vmail.test", virtual_mailbox_base=mail,
                          virtual_mailbox_maps="inline:{ {low@vmail.test = low/}, {ok@vmail.test = ok/} }",
                          virtual_uid_maps="inline:{ {low@vmail.test = 50} }", virtual_minimum_uid="100"))

@@ -24,17 +24,11 @@ dead_port = refused_port()
 ports = {name: free_port() for name in ("mapped", "plain", "dead", "reject", "defer", "nexthop", "pipe")}
 
 with Petrel(t, main_cf={}, start=False) as p:
-    mail = os.path.join(p.dir, "mail")
-    os.mkdir(mail)
-    if p.pw:
-        os.chown(mail, p.pw.pw_uid, p.pw.pw_gid)
+    mail = p.make_dir()
     hc = p.write_file("header_checks", "/^Subject: filter-me/ FILTER scan:[127.0.0.1]:%d\n"
                                        "/^Subject: redirect-me/ REDIRECT v@vmail.test\n" % filt.port)
     # A pipe content filter (FILTER_README's simple filter), here one that keeps what it gets.
-    piped = os.path.join(p.dir, "piped")
-    os.mkdir(piped)
-    if p.pw:
-        os.chown(piped, p.pw.pw_uid, p.pw.pw_gid)
+    piped = p.make_dir("piped")
     pipe_script = p.write_file("pfilter.sh", "#!/bin/sh\ncat > %s/msg\necho \"$@\" > %s/args\n" % (piped, piped), 0o755)
     conf = dict(p.settings)
     conf.update({

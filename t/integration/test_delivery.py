@@ -4,41 +4,15 @@ real next hop (Postfix's smtp-sink), deferral and retry with petrelctl queue flu
 import email
 import os
 import re
-import signal
 import subprocess
 import time
 
-from harness import Petrel, Tap, free_port, refused_port, revive_port, maildir_messages, wait_for
+from harness import Petrel, Tap, refused_port, revive_port, maildir_messages, wait_for
+from serverlib import Sink
 
 t = Tap(timeout=400)
 QMGR = "qmgr unix n - n 300 1 qmgr\n"
-
-
-class Sink:
-    """Postfix's smtp-sink on a free port: accepts everything."""
-
-    def __init__(self, port=None):
-        self.port = port or free_port()
-        self.proc = subprocess.Popen(["smtp-sink", "-u", "nobody", "-c", "127.0.0.1:%d" % self.port, "100"],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        import socket
-        deadline = time.time() + 5
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-
-
-sink = Sink()
+sink = Sink(options=("-c",))
 dead_port = refused_port()
 base_conf = {
     "virtual_mailbox_domains": "vmail.test",
@@ -51,10 +25,7 @@ base_conf = {
 }
 
 with Petrel(t, main_cf=dict(base_conf), extra_services=QMGR, start=False) as p:
-    mail = os.path.join(p.dir, "mail")
-    os.mkdir(mail)
-    if p.pw:
-        os.chown(mail, p.pw.pw_uid, p.pw.pw_gid)
+    mail = p.make_dir()
     conf = dict(p.settings)
     conf["virtual_mailbox_base"] = mail
     conf["virtual_mailbox_maps"] = "inline:{ {u@vmail.test = vmail.test/u/}, {v@vmail.test = vmail.test/v/} }"
@@ -100,7 +71,7 @@ with Petrel(t, main_cf=dict(base_conf), extra_services=QMGR, start=False) as p:
     t.like(listing, r"\(connect to 127\.0\.0\.1\[127\.0\.0\.1\]:%d: Connection refused\)" % dead_port,
            "petrelctl queue list shows the deferral reason")
     revive_port(dead_port)
-    late_sink = Sink(dead_port)
+    late_sink = Sink(dead_port, options=("-c",))
     r = p.petrelctl("queue", "flush")
     t.is_(r.returncode, 0, "petrelctl queue flush")
     t.ok(p.wait_log(r"%s: to=<d@dead\.test>, .*status=sent" % qid, timeout=20) is not None,

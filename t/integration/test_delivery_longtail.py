@@ -19,10 +19,7 @@ OK_RE = r"^250 2\.0\.0 Ok: queued as [0-9A-Z]+$"
 
 def setup(p, extra, boxes_map="{a@vmail.test = a/}, {s@vmail.test = s/}, {pm@vmail.test = pm/}, "
                                "{bcc@vmail.test = bcc/}, {m@vmail.test = m.mbox}"):
-    boxes = os.path.join(p.dir, "mail")
-    os.mkdir(boxes)
-    if p.pw:
-        os.chown(boxes, p.pw.pw_uid, p.pw.pw_gid)
+    boxes = p.make_dir()
     conf = dict(p.settings)
     conf.update({"virtual_mailbox_domains": "vmail.test", "virtual_mailbox_base": boxes,
                  "virtual_mailbox_maps": "inline:{ %s }" % boxes_map,

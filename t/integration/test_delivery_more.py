@@ -2,43 +2,17 @@
 masquerade_domains, delay warnings, and fairness (a dead-slow destination does not
 hold up the others)."""
 import os
-import socket
-import threading
 import time
 
-from harness import Petrel, Tap, free_port, refused_port, maildir_messages as maildir, wait_for
+from harness import Petrel, Tap, refused_port, maildir_messages as maildir, wait_for
+from serverlib import Blackhole, Sink
 
 t = Tap(timeout=300)
 QMGR = "qmgr unix n - n 300 1 qmgr\n"
 
 
-class Blackhole:
-    """Accepts connections and never says anything: a destination that hangs."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(512)
-        self.port = self.sock.getsockname()[1]
-        self.conns = []
-        self.stop = False
-        threading.Thread(target=self.run, daemon=True).start()
-
-    def run(self):
-        self.sock.settimeout(0.2)
-        while not self.stop:
-            try:
-                c, _ = self.sock.accept()
-                self.conns.append(c)
-            except OSError:
-                pass
-
-
 def setup(p, extra):
-    boxes = os.path.join(p.dir, "mail")
-    os.mkdir(boxes)
-    if p.pw:
-        os.chown(boxes, p.pw.pw_uid, p.pw.pw_gid)
+    boxes = p.make_dir()
     conf = dict(p.settings)
     conf.update({"virtual_mailbox_domains": "vmail.test", "virtual_mailbox_base": boxes,
                  "virtual_mailbox_maps": "inline:{ {a@vmail.test = a/}, {bcc@vmail.test = bcc/}, {sbcc@vmail.test = sbcc/}, {v@vmail.test = v/} }"})
@@ -104,12 +78,9 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
     t.is_(len(maildir(os.path.join(boxes, "v"))), 1, "only once")
     c.close()
 
-hole = Blackhole()
-sink_port = free_port()
-import subprocess
-sink = subprocess.Popen(["smtp-sink", "-u", "nobody", "-c", "127.0.0.1:%d" % sink_port, "100"],
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-time.sleep(0.3)
+hole = Blackhole(backlog=512)
+sink = Sink(options=("-c",))
+sink_port = sink.port
 with Petrel(t, extra_services=QMGR, start=False) as p:
     boxes = setup(p, {"transport_maps": "inline:{ {slow.test = smtp:[127.0.0.1]:%d}, {fast.test = smtp:[127.0.0.1]:%d} }"
                                         % (hole.port, sink_port),
@@ -127,10 +98,10 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
     t.ok(time.time() - start < 15, "promptly (%.1f s)" % (time.time() - start))
     t.ok(len(hole.conns) <= 20, "the slow destination gets at most its concurrency limit (%d connections)" % len(hole.conns))
     c.close()
-hole.stop = True
+hole.close()
 
 # smtp_tls_policy_maps, per-transport concurrency and rate delay
-hole2 = Blackhole()
+hole2 = Blackhole(backlog=512)
 with Petrel(t, extra_services=QMGR, start=False) as p:
     boxes = setup(p, {"transport_maps": "inline:{ {tls.test = smtp:[127.0.0.1]:%d}, {plain.test = smtp:[127.0.0.1]:%d}, {slow.test = smtp:[127.0.0.1]:%d} }"
                                         % (sink_port, sink_port, hole2.port),
@@ -148,7 +119,7 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
     time.sleep(2)
     t.ok(len(hole2.conns) <= 2, "smtp_destination_concurrency_limit = 2 holds (%d connections)" % len(hole2.conns))
     c.close()
-hole2.stop = True
+hole2.close()
 
 with Petrel(t, extra_services=QMGR, start=False) as p:
     boxes = setup(p, {"transport_maps": "inline:{ {paced.test = smtp:[127.0.0.1]:%d} }" % sink_port,
@@ -165,10 +136,7 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
 
 # A master.cf pipe transport: argv with macros, flags, no shell
 with Petrel(t, start=False, extra_services="") as p:
-    outdir = os.path.join(p.dir, "piped")
-    os.mkdir(outdir)
-    if p.pw:
-        os.chown(outdir, p.pw.pw_uid, p.pw.pw_gid)
+    outdir = p.make_dir("piped")
     script = p.write_file("deliver.sh", "#!/bin/sh\ncat > %s/\"$1\"\necho \"$2 $3\" > %s/\"$1.args\"\n" % (outdir, outdir), 0o755)
     master = p.master_cf + QMGR + "mypipe unix - n n - - pipe flags=R user=petrel argv=%s ${recipient} ${sender} ${extension}\n" % script
     with open(os.path.join(p.conf, "master.cf"), "w") as f:
@@ -191,5 +159,5 @@ with Petrel(t, start=False, extra_services="") as p:
          "logged with relay=mypipe")
     c.close()
 
-sink.terminate()
+sink.stop()
 t.done()

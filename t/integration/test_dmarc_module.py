@@ -57,10 +57,7 @@ def instance(dns_server, mods=MODS, modules="spf dkim dmarc", restrictions="chec
            "mynetworks": "127.0.0.1/32", "smtpd_recipient_restrictions": restrictions}
     cfg.update(extra)
     p = Petrel(t, main_cf=cfg, extra_services=QMGR, start=False)
-    boxes = os.path.join(p.dir, "mail")
-    os.mkdir(boxes)
-    if p.pw:
-        os.chown(boxes, p.pw.pw_uid, p.pw.pw_gid)
+    boxes = p.make_dir()
     settings = dict(p.settings)
     settings.update({"virtual_mailbox_domains": "vmail.example.com", "virtual_mailbox_base": boxes,
                      "virtual_mailbox_maps": "inline:{ {u@vmail.example.com = u/} }"})

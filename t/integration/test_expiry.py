@@ -14,10 +14,7 @@ t = Tap(timeout=200)
 dead_port = refused_port()
 
 with Petrel(t, extra_services=QMGR, start=False) as p:
-    boxes = os.path.join(p.dir, "mail")
-    os.mkdir(boxes)
-    if p.pw:
-        os.chown(boxes, p.pw.pw_uid, p.pw.pw_gid)
+    boxes = p.make_dir()
     conf = dict(p.settings)
     conf.update({
         "virtual_mailbox_domains": "vmail.test", "virtual_mailbox_base": boxes,

@@ -38,10 +38,7 @@ def idle(p, what):
 
 
 with Petrel(t, extra_services=QMGR, workers=1, start=False) as p:
-    boxes = os.path.join(p.dir, "mail")
-    os.mkdir(boxes)
-    if p.pw:
-        os.chown(boxes, p.pw.pw_uid, p.pw.pw_gid)
+    boxes = p.make_dir()
     conf = dict(p.settings)
     conf.update({
         "smtpd_timeout": "300s",   # one session spans every scenario, however slow the machine

@@ -43,10 +43,7 @@ def held_bounce(p, c, sender="v@vmail.test", rcpt="hold-x@vmail.test"):
 
 
 with Petrel(t, extra_services=QMGR, workers=1, start=False) as p:
-    boxes = os.path.join(p.dir, "mail")
-    os.mkdir(boxes)
-    if p.pw:
-        os.chown(boxes, p.pw.pw_uid, p.pw.pw_gid)
+    boxes = p.make_dir()
     conf = dict(p.settings)
     conf.update({
         "smtpd_timeout": "300s",   # one session spans every scenario, however slow the machine
@@ -154,10 +151,7 @@ with Petrel(t, extra_services=QMGR, workers=1, start=False) as p:
 # --- a real full disk: the queue on a small tmpfs --------------------------------
 if need_root(t, "the full-queue bounce test"):
     with Petrel(t, extra_services=QMGR, workers=1, start=False) as p, small_tmpfs("2m", where=p.dir + "/queue"):
-        boxes = os.path.join(p.dir, "mail")
-        os.mkdir(boxes)
-        if p.pw:
-            os.chown(boxes, p.pw.pw_uid, p.pw.pw_gid)
+        boxes = p.make_dir()
         conf = dict(p.settings)
         conf.update({"smtpd_timeout": "300s", "smtpd_reject_unlisted_recipient": "no",
                      "modules": "testmod", "module_directory": mods,

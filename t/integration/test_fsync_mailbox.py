@@ -37,10 +37,7 @@ def at_path(args):
 
 p = Petrel(t, extra_services=QMGR, start=False)
 try:
-    boxes = os.path.join(p.dir, "mail")
-    os.mkdir(boxes)
-    if p.pw:
-        os.chown(boxes, p.pw.pw_uid, p.pw.pw_gid)
+    boxes = p.make_dir()
     conf = dict(p.settings)
     conf.update({"virtual_mailbox_domains": "vmail.test", "virtual_mailbox_base": boxes,
                  "virtual_mailbox_maps": "inline:{ {u@vmail.test = vmail.test/deep/u/}, {m@vmail.test = vmail.test/m} }"})

@@ -79,10 +79,7 @@ PICKUP = "pickup unix n - n 1 1 pickup\n"
 ports = {name: free_port() for name in ("nochecks", "sub", "smtpdo", "strict", "slow")}
 
 with Petrel(t, main_cf={}, start=False) as p:
-    mail = os.path.join(p.dir, "mail")
-    os.mkdir(mail)
-    if p.pw:
-        os.chown(mail, p.pw.pw_uid, p.pw.pw_gid)
+    mail = p.make_dir()
     hc = p.write_file("header_checks", HEADER_CHECKS)
     nc = p.write_file("nested_checks", NESTED_CHECKS)
     bc = p.write_file("body_checks", BODY_CHECKS)

@@ -12,10 +12,9 @@ before the content (an access restriction at MAIL or RCPT) keeps the
 transaction's later events and its content from the milters, as Postfix's
 smtpd does (MILTER_SKIP_FLAGS)."""
 import os
-import re
 import subprocess
 
-from harness import TOP_BUILDDIR, Petrel, Smtp, Tap, _runnable_copy, queue_file_bytes
+from harness import TOP_BUILDDIR, Petrel, Smtp, Tap, _runnable_copy, queue_id
 from modlib import bundled_module_dir
 from peers import TestFilter
 
@@ -75,17 +74,6 @@ def send(p, case, headers="", body="body\r\n", subject="do: addheader"):
     c.cmd("QUIT")
     c.close()
     return r
-
-
-def qid_of(reply):
-    m = re.match(r"250 2\.0\.0 Ok: queued as (\S+)", reply)
-    return m.group(1) if m else None
-
-
-def queued(p, qid, *dirs):
-    if qid is None:
-        return b""
-    return b"".join(queue_file_bytes(f) for f in p.queue_files(*dirs) if f.endswith("/" + qid))
 
 
 def milter_saw(f, case):
@@ -148,11 +136,11 @@ with TestFilter() as f:
                 ("bc-redirect", "", "body-redirect\r\nlate-body\r\n",
                  r"redirect: body body-redirect from .*: r2@example\.org")):
             r = send(p, case, headers, body)
-            qid = qid_of(r)
+            qid = queue_id(r)
             t.ok(qid is not None, "%s: accepted (later header and body rules not applied)" % case, r)
             t.ok(p.wait_log(log) is not None, "  the action is logged")
             t.ok(not milter_saw(f, case), "  the milter got none of the message", f.log()[-6:])
-            data = queued(p, qid)
+            data = p.queued_bytes(qid)
             t.ok(data and b"X-Test-Added" not in data, "  and made no edit (its ADDHEADER is not in the queue file)",
                  data[:400])
             if "redirect" in case:
@@ -164,10 +152,10 @@ with TestFilter() as f:
         # --- the actions that leave the milters on -----------------------------------------
         def runs(case, headers="", body="body\r\n", dirs=()):
             r = send(p, case, headers, body)
-            qid = qid_of(r)
+            qid = queue_id(r)
             t.ok(qid is not None, "%s: accepted" % case, r)
             t.ok(milter_saw(f, case), "  the milter got the message")
-            data = queued(p, qid, *dirs)
+            data = p.queued_bytes(qid, *dirs)
             t.ok(b"X-Test-Added: added by the test filter\r\n" in data, "  and its edit is in the queue file",
                  data[:500])
             return data
@@ -268,8 +256,8 @@ with TestFilter() as f:
                                 timeout=30)
             qid = logged.group(1) if logged else None
             t.ok(qid is not None, "  header_checks %s is logged for the pickup service's mail" % act.upper())
-            data = queued(p, qid) if qid and p.wait_log(r"pickup\[\d+\]: %s: from=<local@petrel\.test>, size=\d+, "
-                                                        r"nrcpt=1 \(queued\)" % qid, timeout=30) else b""
+            data = p.queued_bytes(qid) if qid and p.wait_log(r"pickup\[\d+\]: %s: from=<local@petrel\.test>, "
+                                                             r"size=\d+, nrcpt=1 \(queued\)" % qid, timeout=30) else b""
             if stopped:
                 t.ok(not milter_saw(f, case) and data and b"X-Test-Added" not in data,
                      "  PASS: the non_smtpd_milters milter got none of it and made no edit", data[:300])

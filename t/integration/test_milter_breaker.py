@@ -4,13 +4,12 @@ asked for milter_circuit_breaker_backoff (its default action applies at
 once), then one session tries it again. Real peers: a port that accepts
 connections and never answers (the blackhole), and our libmilter filter,
 killed and started again on the same port."""
-import socket
-import threading
 import time
 
 from harness import Petrel, Smtp, Tap
 from modlib import bundled_module_dir
 from peers import TestFilter
+from serverlib import Blackhole
 
 t = Tap(timeout=300)
 mods = bundled_module_dir("milter")
@@ -39,36 +38,6 @@ def mail(p):
     return out
 
 
-class Blackhole:
-    """Accepts connections and never says a word (a hung milter host)."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.accepted = []
-        self.stopping = False
-        self.thread = threading.Thread(target=self.run, daemon=True)
-        self.thread.start()
-
-    def run(self):
-        self.sock.settimeout(0.2)
-        while not self.stopping:
-            try:
-                conn, _ = self.sock.accept()
-                self.accepted.append(conn)
-            except OSError:
-                continue
-
-    def close(self):
-        self.stopping = True
-        self.thread.join()
-        for c in self.accepted:
-            c.close()
-        self.sock.close()
-
-
 def count(p, pattern):
     import re
     return len(re.findall(pattern, p.log()))
@@ -84,21 +53,21 @@ try:
             t.is_(mail(p)[0], UNAVAILABLE, "blackhole, session %d: the connect timeout, then the default action" % i)
         t.ok(p.wait_log(r"milter %s: circuit breaker: 2 consecutive failures; not asked for 3600 s" % ep)
              is not None, "the breaker opens after milter_circuit_breaker_failures = 2, logged")
-        seen = len(bh.accepted)
+        seen = len(bh.conns)
         timeouts = count(p, r"milter %s: timeout" % ep)
         t.is_(timeouts, 2, "  two timeouts were logged")
         for i in (3, 4):
             t.is_(mail(p)[0], UNAVAILABLE, "session %d: the default action at once" % i)
-        t.is_(len(bh.accepted), seen, "  and the blackhole got no further connection")
+        t.is_(len(bh.conns), seen, "  and the blackhole got no further connection")
         t.is_(count(p, r"milter %s: timeout" % ep), timeouts, "  no further timeout")
         t.is_(count(p, r"circuit breaker: 2 consecutive failures"), 1, "  the opening is logged once")
     with Petrel(t, main_cf=conf("{ %s, default_action=accept }" % ep, milter_connect_timeout="1s",
                                 milter_circuit_breaker_failures="1", milter_circuit_breaker_backoff="1h")) as p:
         mail(p)
-        seen = len(bh.accepted)
+        seen = len(bh.conns)
         r = mail(p)
         t.like(r[-1], r"^250 2\.0\.0 Ok: queued as ", "a skipped milter with default_action=accept: mail passes")
-        t.is_(len(bh.accepted), seen, "  without asking it")
+        t.is_(len(bh.conns), seen, "  without asking it")
     with Petrel(t, main_cf=conf(ep, milter_connect_timeout="1s", milter_circuit_breaker_failures="0")) as p:
         for i in (1, 2, 3):
             mail(p)

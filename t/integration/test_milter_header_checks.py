@@ -10,7 +10,7 @@ A header no rule matches is written as the milter asked. header_checks does not 
 does not see the message's own."""
 import re
 
-from harness import Petrel, Smtp, Tap, queue_file_bytes
+from harness import Petrel, Smtp, Tap, queue_id
 from modlib import bundled_module_dir
 from peers import TestFilter
 
@@ -30,15 +30,6 @@ def send(p, body):
     c.cmd("QUIT")
     c.close()
     return r
-
-
-def qid_of(reply):
-    m = re.match(r"250 2\.0\.0 Ok: queued as (\S+)", reply)
-    return m.group(1) if m else None
-
-
-def queued(p, qid, *dirs):
-    return b"".join(queue_file_bytes(f) for f in p.queue_files(*dirs) if f.endswith("/" + qid))
 
 
 def start(p, milters, rules, **more):
@@ -77,11 +68,11 @@ with TestFilter() as f:
 
         # HOLD: an inserted header puts the message on hold
         r = send(p, "Subject: do: insheader\r\nFrom: a@example.org\r\n\r\nbody\r\n")
-        qid = qid_of(r)
+        qid = queue_id(r)
         t.ok(qid is not None, "a milter's header that milter_header_checks HOLDs: accepted", r)
         t.ok(qid and any(x.endswith("/" + qid) for x in p.queue_files("hold")), "  and in the hold queue",
              p.queue_files())
-        t.ok(b"X-Test-First: inserted at the top\r\n" in queued(p, qid or "none", "hold"),
+        t.ok(b"X-Test-First: inserted at the top\r\n" in p.queued_bytes(qid, "hold"),
              "  with the inserted header (HOLD keeps it)")
         t.ok(p.wait_log(r"milter-header-hold: header X-Test-First: inserted at the top") is not None,
              "  logged (milter-header-hold)")
@@ -96,16 +87,16 @@ with TestFilter() as f:
 
         # not matched: written as asked; header_checks does not see milter headers
         r = send(p, "Subject: do: accept\r\nFrom: a@example.org\r\n\r\nbody\r\n")
-        qid = qid_of(r)
+        qid = queue_id(r)
         t.ok(qid is not None, "a message the milter does not edit is accepted", r)
         r = send(p, "Subject: ordinary\r\nX-Seen-By-Header-Checks: yes\r\nFrom: a@example.org\r\n\r\nbody\r\n")
-        t.ok(qid_of(r) is not None, "milter_header_checks does not look at the message's own headers", r)
+        t.ok(queue_id(r) is not None, "milter_header_checks does not look at the message's own headers", r)
 
         # not matched: written as the milter asked, although header_checks has a REJECT rule for it
         r = send(p, "Subject: do: foldheader\r\nFrom: a@example.org\r\n\r\nbody\r\n")
-        qid = qid_of(r)
+        qid = queue_id(r)
         t.ok(qid is not None, "header_checks does not see a header a milter adds (its REJECT rule did not fire)", r)
-        t.ok(b"X-Test-Folded: first line\r\n\tsecond line\r\n" in queued(p, qid or "none"),
+        t.ok(b"X-Test-Folded: first line\r\n\tsecond line\r\n" in p.queued_bytes(qid),
              "  a milter's header milter_header_checks does not match is delivered with the message")
 
 
@@ -117,8 +108,8 @@ with TestFilter() as f:
     with Petrel(t, main_cf={}, start=False) as p:
         start(p, [f], EDIT_RULES)
         r = send(p, "Subject: do: addheader foldheader insheader\r\nFrom: a@example.org\r\n\r\nbody\r\n")
-        qid = qid_of(r)
-        data = queued(p, qid or "none")
+        qid = queue_id(r)
+        data = p.queued_bytes(qid)
         t.ok(qid is not None, "REPLACE, IGNORE, PREPEND: accepted", r)
         t.ok(b"X-Replaced: by milter_header_checks\r\n" in data and b"X-Test-Added" not in data,
              "  REPLACE writes the rule's header instead of the milter's", data[:600])
@@ -138,8 +129,8 @@ with TestFilter() as f:
     with Petrel(t, main_cf={}, start=False) as p:
         start(p, [f], END_RULES)
         r = send(p, "Subject: do: insheader addheader\r\nFrom: a@example.org\r\n\r\nbody\r\n")
-        qid = qid_of(r)
-        data = queued(p, qid or "none")
+        qid = queue_id(r)
+        data = p.queued_bytes(qid)
         t.ok(qid is not None and p.wait_log(r"milter-header-redirect: header X-Test-First: inserted at the top "
                                             r"from .*: elsewhere@example\.org") is not None,
              "REDIRECT: accepted and logged", r)
@@ -163,8 +154,8 @@ for rules, label in ((ENVELOPE_RULES, "good"), (BAD_RULES, "bad")):
         with Petrel(t, main_cf={}, start=False) as p:
             start(p, [f], rules)
             r = send(p, "Subject: do: addheader foldheader insheader\r\nFrom: a@example.org\r\n\r\nbody\r\n")
-            qid = qid_of(r)
-            data = queued(p, qid or "none")
+            qid = queue_id(r)
+            data = p.queued_bytes(qid)
             origin = r"from \S+; from=<sender@example\.org> to=<u@petrel\.test> proto=ESMTP helo=<[^>]*>"
             if label == "good":
                 t.ok(qid is not None, "BCC, FILTER, WARN in milter_header_checks: accepted", r)

@@ -15,7 +15,7 @@ does; a client that leaves while a lookup waits."""
 import re
 import threading
 
-from harness import Petrel, Tap, queue_file_bytes, wait_for
+from harness import Petrel, Tap, queue_id, wait_for
 from modlib import bundled_module_dir
 from peers import TestFilter
 from socketmaplib import SocketmapServer, netstring
@@ -29,15 +29,6 @@ SUBJECT = b"Subject: changed subject"
 
 server = SocketmapServer({"mhc": {}})
 table = server.maps["mhc"]
-
-
-def qid_of(reply):
-    m = re.match(r"250 2\.0\.0 Ok: queued as (\S+)", reply)
-    return m.group(1) if m else None
-
-
-def queued(p, qid, *dirs):
-    return b"".join(queue_file_bytes(f) for f in p.queue_files(*dirs) if f.endswith("/" + qid))
 
 
 def folded_asked():
@@ -64,10 +55,10 @@ with TestFilter() as f1, TestFilter(options="actions=0") as f2:
 
         # not found: the header is written as the milter asked
         r = send("do: addheader")
-        qid = qid_of(r)
+        qid = queue_id(r)
         t.ok(qid is not None, "a milter's header the remote table does not know: accepted", r)
         t.ok(ADDED in server.seen("mhc"), "  the header was asked of the server as it would be written")
-        t.ok(ADDED + b"\r\n" in queued(p, qid or "none"), "  and written as the milter asked")
+        t.ok(ADDED + b"\r\n" in p.queued_bytes(qid), "  and written as the milter asked")
 
         # A lookup that waits: its session is held, the worker is not.
         table[ADDED] = b"REPLACE X-Replaced: by the remote table"
@@ -85,9 +76,9 @@ with TestFilter() as f1, TestFilter(options="actions=0") as f2:
         server.slow.pop(ADDED)   # only this session's lookup is held
         table.pop(ADDED)
         r = send("do: addheader")
-        qid_b = qid_of(r)
+        qid_b = queue_id(r)
         t.ok(qid_b is not None, "another session of the same worker completes a whole transaction meanwhile", r)
-        t.ok(ADDED + b"\r\n" in queued(p, qid_b or "none"), "  (its own lookup answered: not found)")
+        t.ok(ADDED + b"\r\n" in p.queued_bytes(qid_b), "  (its own lookup answered: not found)")
         seen = server.seen("mhc")
         t.ok(not folded_asked(), "the waiting session's next edit is held: its header is not asked yet", seen)
         t.is_(open(f2.log_path).read().count("eom bytes="), seen_f2 + 1,
@@ -95,9 +86,9 @@ with TestFilter() as f1, TestFilter(options="actions=0") as f2:
         table[ADDED] = b"REPLACE X-Replaced: by the remote table"
         gate.set()
         r = a.read_reply()
-        qid_a = qid_of(r)
+        qid_a = queue_id(r)
         t.ok(qid_a is not None, "then the waiting message is accepted", r)
-        data = queued(p, qid_a or "none")
+        data = p.queued_bytes(qid_a)
         t.ok(b"X-Replaced: by the remote table\r\n" in data and ADDED not in data,
              "  with the remote REPLACE applied", data[:700])
         t.ok(b"X-Test-Folded: first line\r\n\tsecond line\r\n" in data, "  and the held edit made after it")
@@ -129,15 +120,15 @@ with TestFilter() as f1, TestFilter(options="actions=0") as f2:
         t.ok(p.wait_log(r"milter-header-discard: header Subject: changed subject"), "  logged")
 
         table[FIRST] = b"HOLD"
-        qid = qid_of(send("do: insheader"))
+        qid = queue_id(send("do: insheader"))
         t.ok(qid is not None and any(x.endswith("/" + qid) for x in p.queue_files("hold")),
              "HOLD of an inserted header: accepted into the hold queue", p.queue_files("hold"))
-        t.ok(FIRST + b"\r\n" in queued(p, qid or "none", "hold"), "  with the header")
+        t.ok(FIRST + b"\r\n" in p.queued_bytes(qid, "hold"), "  with the header")
 
         table[FIRST] = b"PREPEND X-Prepended: no"
         table[ADDED] = b"IGNORE"
-        qid = qid_of(send("do: insheader addheader"))
-        data = queued(p, qid or "none")
+        qid = queue_id(send("do: insheader addheader"))
+        data = p.queued_bytes(qid)
         t.ok(qid is not None and FIRST + b"\r\n" in data and b"X-Prepended" not in data,
              "PREPEND is not applied (as in Postfix); the header is written")
         t.ok(p.wait_log(r"the milter_header/body_checks prepend action is not implemented"),
@@ -148,8 +139,8 @@ with TestFilter() as f1, TestFilter(options="actions=0") as f2:
         # logged, replaced or dropped): Postfix's cleanup_milter_hbc_extend.
         table[FIRST] = b"REDIRECT elsewhere@example.org"
         table[ADDED] = b"IGNORE"
-        qid = qid_of(send("do: insheader addheader"))
-        data = queued(p, qid or "none")
+        qid = queue_id(send("do: insheader addheader"))
+        data = p.queued_bytes(qid)
         t.ok(qid is not None and p.wait_log(r"milter-header-redirect: header X-Test-First: inserted at the top "
                                             r"from .*: elsewhere@example\.org"), "REDIRECT: accepted, logged")
         t.ok(ADDED + b"\r\n" in data, "  a later header that IGNORE matches is kept: the checks ended", data[:600])

@@ -10,7 +10,7 @@ import os
 import re
 import subprocess
 
-from harness import PETRELD, TOP_BUILDDIR, Petrel, Smtp, Tap, _runnable_copy, wait_for, queue_file_bytes
+from harness import PETRELD, TOP_BUILDDIR, Petrel, Smtp, Tap, _runnable_copy, queue_id, wait_for
 from modlib import bundled_module_dir
 from modlib import smtp_from
 from peers import (EICAR, GTUBE, ClamavMilter, Clamd, OpenDKIM, PeerError, ScriptedMilter, SpamassMilter, Spamd,
@@ -24,10 +24,6 @@ def conf(milters, **extra):
     c = {"modules": "milter", "module_directory": mods, "smtpd_milters": milters}
     c.update(extra)
     return c
-
-
-def queued(p, qid, *dirs):
-    return b"".join(queue_file_bytes(f) for f in p.queue_files(*dirs) if f.endswith("/" + qid))
 
 
 def send(p, body, sender="sender@example.org", rcpts=("u@petrel.test",)):
@@ -45,11 +41,6 @@ def send(p, body, sender="sender@example.org", rcpts=("u@petrel.test",)):
     c.cmd("QUIT")
     c.close()
     return out
-
-
-def qid_of(reply):
-    m = re.match(r"250 2\.0\.0 Ok: queued as (\S+)", reply)
-    return m.group(1) if m else None
 
 
 # --- configuration -------------------------------------------------------------
@@ -114,9 +105,9 @@ with TestFilter() as f:
         body = ("Subject: do: addheader insheader foldheader chgheader delheader chgfrom addrcpt delrcpt\r\n"
                 "X-Delete-Me: yes\r\nFrom: a@example.org\r\n\r\nthe original body\r\n")
         r = send(p, body, rcpts=("u@petrel.test", "rcpt@example.org"))
-        qid = qid_of(r[-1])
+        qid = queue_id(r[-1])
         t.ok(qid is not None, "a message edited by the milter is accepted", r)
-        data = queued(p, qid)
+        data = p.queued_bytes(qid)
         t.ok(b"X-Test-Added: added by the test filter\r\n" in data, "ADDHEADER applied")
         hdrs = data[data.find(b"Received: "):]
         t.ok(b"X-Test-First: inserted at the top\r\n" in hdrs and hdrs.find(b"X-Test-First") < hdrs.find(b"From:"),
@@ -131,11 +122,11 @@ with TestFilter() as f:
         t.ok(b"the original body" in data, "the body is unchanged without REPLBODY")
 
         r = send(p, "Subject: do: replbody\r\n\r\noriginal\r\n")
-        data = queued(p, qid_of(r[-1]) or "none")
+        data = p.queued_bytes(queue_id(r[-1]))
         t.ok(b"This body was replaced.\r\nSecond line.\r\n" in data and b"original" not in data, "REPLBODY applied")
 
         r = send(p, "Subject: do: quarantine\r\n\r\nhold me\r\n")
-        qid = qid_of(r[-1])
+        qid = queue_id(r[-1])
         t.ok(qid and any(x.endswith("/" + qid) for x in p.queue_files("hold")),
              "QUARANTINE puts the message in the hold queue", r)
         t.ok(p.wait_log(r"milter-hold: held by the test filter") is not None, "and logs the reason")
@@ -156,13 +147,14 @@ with TestFilter() as f:
         t.like(r[-1], r"^250 ", "DISCARD: the client is told 250")
         t.is_(len(p.queue_files()), before, "  and the message is dropped")
         r = send(p, "Subject: do: accept addheader\r\n\r\nbody\r\n")
-        t.ok(qid_of(r[-1]) and b"X-Test-Added" in queued(p, qid_of(r[-1])), "ACCEPT after an edit: queued, edited")
+        t.ok(queue_id(r[-1]) and b"X-Test-Added" in p.queued_bytes(queue_id(r[-1])),
+             "ACCEPT after an edit: queued, edited")
 
         # per recipient
         r = send(p, "Subject: hi\r\n\r\nbody\r\n", rcpts=("reject-me@example.org", "u@petrel.test"))
         t.is_(r[1], "550 5.7.1 Command rejected", "a recipient the milter rejects gets 550 5.7.1")
         t.like(r[2], r"^250 ", "  the next one passes")
-        t.ok(qid_of(r[-1]) is not None, "  and the message goes to the other one")
+        t.ok(queue_id(r[-1]) is not None, "  and the message goes to the other one")
         r = send(p, "Subject: hi\r\n\r\nbody\r\n", rcpts=("tempfail-me@example.org",))
         t.is_(r[1], "451 4.7.1 Service unavailable - try again later", "a recipient the milter tempfails gets 451")
 
@@ -170,7 +162,7 @@ with TestFilter() as f:
         big = "".join("line %06d of a long message, to spill past the memory bound\r\n" % i
                       for i in range(60000))
         r = send(p, "Subject: big\r\n\r\n" + big)
-        t.ok(qid_of(r[-1]) is not None, "a 3.6 MB message passes through the milter", r)
+        t.ok(queue_id(r[-1]) is not None, "a 3.6 MB message passes through the milter", r)
         want = "eom bytes=%d" % len(big.encode() + b"\r\n")
         eoms = [ln for ln in f.log() if ln.startswith("eom bytes=")]
         t.ok(eoms and eoms[-1].startswith(want) and ("fnv=" + fnv1a64(big.encode() + b"\r\n")) in eoms[-1],
@@ -208,19 +200,19 @@ with TestFilter(verdicts={"mail": "reply:553:5.1.8:Sender domain not accepted he
 with TestFilter() as f1, TestFilter() as f2:
     with Petrel(t, main_cf=conf("%s, %s" % (f1.endpoint, f2.endpoint))) as p:
         r = send(p, "Subject: do: chgheader addheader\r\n\r\nbody\r\n")
-        t.ok(qid_of(r[-1]) is not None, "two milters: accepted", r)
+        t.ok(queue_id(r[-1]) is not None, "two milters: accepted", r)
         seen = [ln for ln in f2.log() if ln.startswith("header ")]
         t.ok("header Subject=[changed subject]" in seen and "header X-Test-Added=[added by the test filter]" in seen,
              "the second milter sees the headers as the first one changed them", seen)
         # REPLBODY streams into petrel_body_replace_*; the next milter reads the new body.
         r = send(p, "Subject: do: replbody_big\r\n\r\nthe original body\r\n")
-        qid = qid_of(r[-1])
+        qid = queue_id(r[-1])
         t.ok(qid is not None, "two milters that replace the body: accepted", r)
         big = bytes(13 if i % 100 == 98 else 10 if i % 100 == 99 else 97 + i % 26 for i in range(200000))
         eoms = [ln for ln in f2.log() if ln.startswith("eom bytes=")]
         t.ok(eoms and eoms[-1].startswith("eom bytes=200000 ") and ("fnv=" + fnv1a64(big)) in eoms[-1],
              "the second milter is sent the body the first one's REPLBODY wrote", eoms[-1:])
-        data = queued(p, qid) if qid else b""
+        data = p.queued_bytes(qid) if qid else b""
         t.ok(b"\r\n\r\n" + big in data and b"the original body" not in data, "and that body is queued")
 
 # --- a milter that is down ----------------------------------------------------------
@@ -239,7 +231,7 @@ with Petrel(t, main_cf=conf(down, milter_default_action="reject")) as p:
     c.close()
 with Petrel(t, main_cf=conf("{ %s, default_action=accept }" % down)) as p:
     r = send(p, "Subject: x\r\n\r\nbody\r\n")
-    t.ok(qid_of(r[-1]) is not None, "the per-milter { ..., default_action=accept } form: mail passes", r)
+    t.ok(queue_id(r[-1]) is not None, "the per-milter { ..., default_action=accept } form: mail passes", r)
 
 # --- bad replies: the default action, with an exact reply ---------------------------
 UNAVAILABLE = "451 4.7.1 Service unavailable - try again later"
@@ -285,7 +277,7 @@ with TestFilter(verdicts={"mail": "reject"}) as f:
         p.port = port2
         r = send(p, "Subject: x\r\n\r\nbody\r\n")
         p.port = port1
-        t.ok(qid_of(r[-1]) is not None, "the no_milters service: no milter is asked", r)
+        t.ok(queue_id(r[-1]) is not None, "the no_milters service: no milter is asked", r)
     finally:
         p.stop()
 
@@ -309,7 +301,7 @@ with TestFilter() as f1, TestFilter() as f2:
             p.port = port
             replies[i] = send(p, "Subject: to listener %d\r\n\r\nbody\r\n" % i)
         p.port = ports[0]
-        t.ok(qid_of(replies[0][-1]) and qid_of(replies[1][-1]), "both listeners with a milter accept", replies)
+        t.ok(queue_id(replies[0][-1]) and queue_id(replies[1][-1]), "both listeners with a milter accept", replies)
         seen1 = [ln for ln in f1.log() if ln.startswith("header Subject")]
         seen2 = [ln for ln in f2.log() if ln.startswith("header Subject")]
         t.ok(seen1 == ["header Subject=[to listener 0]"], "the first listener's -o smtpd_milters: only its milter "
@@ -319,7 +311,7 @@ with TestFilter() as f1, TestFilter() as f2:
              not any(ln.startswith("macro connect {daemon_name}=second") for ln in f1.log()),
              "-o milter_macro_daemon_name applies to its service's sessions only",
              [ln for ln in f1.log() + f2.log() if "daemon_name" in ln])
-        t.ok(qid_of(replies[2][-1]) is not None, "-o milter_default_action=accept applies to its service's milter "
+        t.ok(queue_id(replies[2][-1]) is not None, "-o milter_default_action=accept applies to its service's milter "
              "that is down", replies[2])
         t.is_(replies[3][0], "451 4.7.1 Service unavailable - try again later",
               "  while another service with that milter keeps main.cf's milter_default_action (tempfail)")
@@ -339,12 +331,12 @@ with TestFilter() as f:
         # The queue file pickup committed (the log's "queued" line), not the
         # first one that an edit replaces: polling the queue could see that.
         m = p.wait_log(r"pickup\[\d+\]: (\w+): from=<local@petrel\.test>, size=\d+, nrcpt=1 \(queued\)", timeout=30)
-        data = queued(p, m.group(1)) if m else b""
+        data = p.queued_bytes(m.group(1)) if m else b""
         t.ok(b"from a local user" in data and b"X-Test-Added: added by the test filter" in data,
              "non_smtpd_milters: the pickup service's mail goes through the milter and gets its edit")
         r = send(p, "Subject: do: addheader\r\n\r\nby smtp\r\n")
-        qid = qid_of(r[-1])
-        t.ok(qid and b"X-Test-Added" not in queued(p, qid), "with smtpd_milters empty, SMTP mail meets no milter")
+        qid = queue_id(r[-1])
+        t.ok(qid and b"X-Test-Added" not in p.queued_bytes(qid), "with smtpd_milters empty, SMTP mail meets no milter")
     finally:
         p.stop()
 
@@ -356,14 +348,14 @@ try:
             r = send(p, "Subject: spam\r\nFrom: a@example.org\r\n\r\nThis is spam.\r\n" + GTUBE + "\r\n")
             t.is_(r[-1], "550 5.7.1 Blocked by SpamAssassin", "spamass-milter -r -1 + spamd: GTUBE rejected")
             r = send(p, "Subject: lunch\r\nFrom: a@example.org\r\n\r\nShall we meet for lunch on Thursday?\r\n")
-            qid = qid_of(r[-1])
-            t.ok(qid and re.search(rb"X-Spam-Status: No, score=", queued(p, qid)),
+            qid = queue_id(r[-1])
+            t.ok(qid and re.search(rb"X-Spam-Status: No, score=", p.queued_bytes(qid)),
                  "  a clean message passes, tagged X-Spam-Status: No", r)
     with SpamassMilter(spamd, reject=False) as sm:
         with Petrel(t, main_cf=conf(sm.endpoint)) as p:
             r = send(p, "Subject: spam\r\nFrom: a@example.org\r\n\r\nThis is spam.\r\n" + GTUBE + "\r\n")
-            qid = qid_of(r[-1])
-            data = queued(p, qid or "none")
+            qid = queue_id(r[-1])
+            data = p.queued_bytes(qid)
             t.ok(qid and b"X-Spam-Flag: YES\r\n" in data and b"Spam detection software" in data,
                  "spamass-milter without -r: GTUBE tagged and its body replaced by the report", r)
 except PeerError as e:
@@ -378,8 +370,9 @@ try:
                   "clamav-milter OnInfected Reject + clamd (our local signatures): EICAR rejected")
             t.is_(len(p.queue_files()), before, "  and not queued")
             r = send(p, "Subject: clean\r\nFrom: a@example.org\r\n\r\nnothing to see\r\n")
-            qid = qid_of(r[-1])
-            t.ok(qid and b"X-Virus-Status: Clean" in queued(p, qid), "  a clean message passes, X-Virus-Status: Clean")
+            qid = queue_id(r[-1])
+            t.ok(qid and b"X-Virus-Status: Clean" in p.queued_bytes(qid),
+                 "  a clean message passes, X-Virus-Status: Clean")
 except PeerError as e:
     t.ok(False, "clamd and clamav-milter run", str(e))
 
@@ -389,7 +382,7 @@ try:
         with Petrel(t, main_cf=conf(dk.endpoint)) as p:
             text = "Shall we meet for lunch on Thursday at noon?\r\nBest, Sender\r\n"
             r = send(p, "From: a@example.com\r\nTo: u@petrel.test\r\nSubject: lunch\r\n\r\n" + text)
-            data = queued(p, qid_of(r[-1]) or "none")
+            data = p.queued_bytes(queue_id(r[-1]))
             t.ok(b"\r\nDKIM-Signature: v=1;" in data, "OpenDKIM signs mail from its internal host 127.0.0.1",
                  data[:600])
             signed = data[data.find(b"DKIM-Signature:"):data.find(text.encode()) + len(text)]
@@ -399,9 +392,9 @@ try:
             c.cmd("RCPT TO:<u@petrel.test>")
             c.cmd("DATA")
             c.send(signed + b".\r\n")
-            qid = qid_of(c.read_reply())
+            qid = queue_id(c.read_reply())
             c.close()
-            data = queued(p, qid or "none")
+            data = p.queued_bytes(qid)
             t.ok(re.search(rb"Authentication-Results: petrel\.test;\s+dkim=pass", data) is not None,
                  "OpenDKIM verifies the signed message from 127.0.0.2: Authentication-Results ... dkim=pass",
                  data[:900])

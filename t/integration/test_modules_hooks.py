@@ -1,6 +1,5 @@
 """Module hooks end to end with the test module: every phase, every verdict on the wire,
 suspension, timeouts, the circuit breaker, edits in the queued message, crash isolation."""
-import os
 import time
 
 from harness import Petrel, Smtp, Tap, queue_file_bytes
@@ -342,10 +341,7 @@ with Petrel(t, workers=1, main_cf=conf(testmod_log_hooks="no"), crash_test=True)
 # --- delivery-result hooks run in the queue manager -------------------------
 with Petrel(t, main_cf=conf(testmod_log_hooks="no"), extra_services="qmgr unix n - n 300 1 qmgr\n",
             start=False) as p:
-    boxes = os.path.join(p.dir, "mail")
-    os.mkdir(boxes)
-    if p.pw:
-        os.chown(boxes, p.pw.pw_uid, p.pw.pw_gid)
+    boxes = p.make_dir()
     cfg = dict(p.settings)
     # smtpd_reject_unlisted_recipient = no: the bounce below needs an unknown
     # user past smtpd (test_recipient_validation.py tests the check).

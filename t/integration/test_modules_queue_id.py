@@ -23,13 +23,14 @@ import re
 import shutil
 import zlib
 
-from harness import Petrel, Smtp, Tap, maildir_messages, wait_for
+from harness import Petrel, Smtp, Tap, maildir_messages, queue_id, wait_for
 from modlib import module_dir
 from peers import TestFilter
 
 t = Tap(timeout=300)
 QMGR = "qmgr unix n - n 300 1 qmgr\n"
 QID = r"[0-9A-Z]{19}"
+QUEUED_QID = r"^250 2\.0\.0 Ok: queued as (%s)$" % QID   # the reply names an ID of that form
 
 
 def with_milter(d):
@@ -43,10 +44,7 @@ def with_milter(d):
 
 def start(conf):
     p = Petrel(t, main_cf=conf, extra_services=QMGR, start=False, workers=1)   # one process: kept handles
-    mail = os.path.join(p.dir, "mail")
-    os.mkdir(mail)
-    if p.pw:
-        os.chown(mail, p.pw.pw_uid, p.pw.pw_gid)
+    mail = p.make_dir()
     c = dict(p.settings)
     c.update({"virtual_mailbox_domains": "vmail.test", "virtual_mailbox_base": mail,
               "virtual_mailbox_maps": "inline:{ {u@vmail.test = vmail.test/u/}, {added@vmail.test = vmail.test/a/} }",
@@ -88,18 +86,13 @@ def ids_in_log(p):
     return set(re.findall(r"\b(%s): " % QID, p.log()))
 
 
-def qid_of(reply):
-    m = re.match(r"250 2\.0\.0 Ok: queued as (%s)$" % QID, reply)
-    return m.group(1) if m else None
-
-
 # --- 1. a real libmilter filter's header and envelope edits ------------------------
 with TestFilter() as f:
     with start({"modules": "milter", "module_directory": with_milter(module_dir()), "smtpd_milters": f.endpoint,
                 "milter_macro_daemon_name": "petrel"}) as p:
         r = send(p, "Subject: do: addheader chgheader chgfrom addrcpt delrcpt\r\nFrom: a@example.org\r\n\r\n"
                  "milter body\r\n", rcpts=("u@vmail.test", "rcpt@example.org"))
-        qid = qid_of(r)
+        qid = queue_id(r, QUEUED_QID)
         t.ok(qid is not None, "a message the milter edits (headers and envelope) is accepted", r)
         got = delivered(p, "milter body")
         t.ok(got is not None and b"X-Test-Added: added by the test filter" in got
@@ -124,7 +117,7 @@ with start({"modules": "archivemod", "module_directory": mods}) as p:
     body = "Subject: original\r\nX-Archive-Edit: yes\r\n\r\n" + "".join(
         "archive line %05d with some text to make the body longer than one buffer\r\n" % i for i in range(2000))
     r = send(p, body)
-    qid = qid_of(r)
+    qid = queue_id(r, QUEUED_QID)
     t.ok(qid is not None, "a message the plugin edits is accepted", r)
     t.ok(p.wait_log(r"%s: archivemod: end of message: queue id %s" % (qid, qid)) is not None,
          "the plugin saw at end of message the ID of the 250 reply")
@@ -156,7 +149,7 @@ with start({"modules": "archivemod", "module_directory": mods}) as p:
 
     # Handles kept past their hook: stale, a logged -1.
     r2 = send(p, "Subject: second\r\n\r\nsecond body\r\n")
-    t.ok(qid_of(r2) is not None, "a second message is accepted")
+    t.ok(queue_id(r2, QUEUED_QID) is not None, "a second message is accepted")
     t.ok(p.wait_log(r"archivemod: kept queued handle reads -1") is not None,
          "a handle kept from the queued hook is stale at the next MAIL (-1)",
          [ln for ln in p.log().splitlines() if "archivemod" in ln][-8:])
@@ -178,7 +171,7 @@ with start({"modules": "oldstream", "module_directory": old,
           "a 1.0 plugin's restriction works (1.0 layout)")
     c.close()
     r = send(p, "Subject: old\r\n\r\nold body\r\n")
-    qid = qid_of(r)
+    qid = queue_id(r, QUEUED_QID)
     t.ok(qid is not None, "a 1.0 plugin that calls 1.1 streaming functions does not stop the message", r)
     t.ok(p.wait_log(r"%s: oldstream: oldstream: open NULL, body writer NULL, read of a made-up handle -1" % qid)
          is not None, "its calls get NULL and -1")
@@ -200,7 +193,7 @@ with start({"modules": "premaxmod", "module_directory": pre,
           "a 1.1 module of the layout before max_args: its restriction takes exactly its one word")
     c.close()
     r = send(p, "Subject: pre\r\n\r\n" + "x" * 1000 + "\r\n")
-    qid = qid_of(r)
+    qid = queue_id(r, QUEUED_QID)
     t.ok(qid is not None, "its message is accepted", r)
     t.ok(p.wait_log(r"%s: premaxmod: premax: read 1004 body bytes \(to the end\), new body committed" % qid)
          is not None, "it read the body through petrel_message_* and committed a new one",

@@ -6,13 +6,11 @@ petreld -n reporting every error of a configuration in one run."""
 import os
 import pwd
 import re
-import shutil
-import signal
 import subprocess
-import tempfile
 import time
 
 from harness import PETRELD, TEST_USER, Petrel, Smtp, Tap, free_port, wait_for
+from serverlib import Sink
 
 t = Tap()
 
@@ -109,11 +107,8 @@ with Petrel(t, start=False, main_cf={"petrel_accept_unimplemented": "soft_bounce
          "accepting a refused parameter that is not set is fine")
 
 # --- per-transport parameters of a master.cf service, hyphens included ---
-sinkdir = tempfile.mkdtemp(prefix="petrel-sink-")
-os.chmod(sinkdir, 0o777)
-sink_port = free_port()
-sink = subprocess.Popen(["smtp-sink", "-u", "nobody", "-d", os.path.join(sinkdir, "%M."), "127.0.0.1:%d" % sink_port,
-                         "100"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+sink = Sink(keep=True)
+sink_port = sink.port
 try:
     services = ("qmgr unix n - n 300 1 qmgr\n"
                 "smtp-amavis unix - - n - 2 smtp\n"
@@ -143,13 +138,9 @@ try:
                                "Subject: limit\r\n\r\nbody")
         t.like(reply, r"^250 ", "a message for three recipients of transport smtp-amavis is queued")
         c.close()
-        files = lambda: [f for f in os.listdir(sinkdir)]
-        t.ok(wait_for(lambda: len(files()) >= 3, 30), "three deliveries reach the sink")
+        t.ok(wait_for(lambda: len(sink.files()) >= 3, 30), "three deliveries reach the sink")
         time.sleep(0.5)
-        rcpts = []
-        for name in files():
-            with open(os.path.join(sinkdir, name), errors="replace") as f:
-                rcpts.append(len(re.findall(r"^X-Rcpt-Args:", f.read(), flags=re.M)))
+        rcpts = [len(re.findall(r"^X-Rcpt-Args:", m, flags=re.M)) for m in sink.messages()]
         t.is_(sorted(rcpts), [1, 1, 1], "smtp-amavis_destination_recipient_limit = 1: one recipient per transaction")
 
     with Petrel(t, start=False, extra_services="smtp-amavis unix - - n - 2 smtp\n",
@@ -160,9 +151,7 @@ try:
                % (re.escape(os.path.join(p.conf, "main.cf")), line_of(p, "smtp-amavis_destination_recipient_limit")),
                "with file, line and parameter")
 finally:
-    sink.terminate()
-    sink.wait()
-    shutil.rmtree(sinkdir, ignore_errors=True)
+    sink.stop()
 
 # --- compatibility_level: Postfix's backwards-compatible defaults, said as Postfix says them ---
 with Petrel(t, start=False, main_cf={"compatibility_level": "1"}) as p:

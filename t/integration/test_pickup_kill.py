@@ -25,10 +25,7 @@ POSTDROP = _runnable_copy(os.path.join(TOP_BUILDDIR, "core", "tools", "petrel-po
 SERVICES = "pickup unix n - n 1 1 pickup\nqmgr unix n - n 300 1 qmgr\n"
 
 with Petrel(t, extra_services=SERVICES, start=False) as p:
-    mail = os.path.join(p.dir, "mail")
-    os.mkdir(mail)
-    if p.pw:
-        os.chown(mail, p.pw.pw_uid, p.pw.pw_gid)
+    mail = p.make_dir()
     conf = dict(p.settings)
     conf.update({"virtual_mailbox_domains": "vmail.test", "virtual_mailbox_base": mail,
                  "virtual_mailbox_maps": "inline:{ {a@vmail.test = a/} }",

@@ -9,11 +9,12 @@ import re
 import subprocess
 import time
 
-from harness import Petrel, Smtp, Tap
+from harness import Petrel, Smtp, Tap, queue_id
 from policylib import PolicyServer, wait_until
 
 t = Tap()
 OK_RE = r"^250 2\.0\.0 Ok: queued as [0-9A-Z]+$"
+QUEUED_ID = r"queued as ([0-9A-Z]+)"   # queue_id() of a reply, Petrel's or not
 
 ACTIONS = {
     "ok": "OK",
@@ -81,11 +82,6 @@ def message(c, sender, rcpts, body="Subject: test\r\n\r\nbody\r\n", size=None):
     return last, c.read_reply()
 
 
-def qid_of(reply):
-    m = re.search(r"queued as ([0-9A-Z]+)", reply or "")
-    return m.group(1) if m else None
-
-
 with PolicyServer(decide) as ps:
     conf = {
         "smtpd_reject_unlisted_recipient": "no",
@@ -126,7 +122,7 @@ with PolicyServer(decide) as ps:
         t.is_((data["recipient_count"], data["recipient"], data["queue_id"]), ("1", "one@petrel.test", ""),
               "DATA request: recipient_count=1 and the one recipient, no queue ID yet")
         eom = ps.last("END-OF-MESSAGE")
-        t.is_(eom["queue_id"], qid_of(final), "END-OF-MESSAGE request: the queue ID")
+        t.is_(eom["queue_id"], queue_id(final, QUEUED_ID), "END-OF-MESSAGE request: the queue ID")
         t.ok(int(eom["size"]) > 0 and eom["size"] != "1234", "END-OF-MESSAGE request: the actual size")
         t.ok(rcpt["instance"] == data["instance"] == eom["instance"], "one instance for the whole transaction")
         c = p.connect()
@@ -209,25 +205,26 @@ with PolicyServer(decide) as ps:
         _, r = message(c, "sender@example.org", ["discard@petrel.test", "user@petrel.test"])
         c.close()
         t.like(r, OK_RE, "action=DISCARD: the client is told the message was taken")
-        t.ok(p.wait_log(r"%s: discard: END-OF-MESSAGE" % qid_of(r)), "action=DISCARD: and it is discarded")
+        t.ok(p.wait_log(r"%s: discard: END-OF-MESSAGE" % queue_id(r, QUEUED_ID)),
+             "action=DISCARD: and it is discarded")
         t.ok(p.wait_log(r"NOQUEUE: discard: RCPT from unknown\[127\.0\.0\.1\]: <discard@petrel\.test>: Recipient "
                         r"address drop it;"), "action=DISCARD: Postfix's log line")
         c = p.connect()
         _, r = message(c, "sender@example.org", ["prepend@petrel.test"])
         c.close()
-        shown = queue_show(p, qid_of(r))
+        shown = queue_show(p, queue_id(r, QUEUED_ID))
         t.like(shown, r"X-Policy: checked by the test server\nReceived: from client\.example\.org",
                "action=PREPEND: the header is above our Received:")
         c = p.connect()
         _, r = message(c, "sender@example.org", ["redirect@petrel.test", "user@petrel.test"])
         c.close()
-        shown = queue_show(p, qid_of(r))
+        shown = queue_show(p, queue_id(r, QUEUED_ID))
         t.ok(re.findall(r"^recipient: (.*)$", shown, re.M) == ["elsewhere@petrel.test"],
              "action=REDIRECT: the only recipient is the redirect address", shown)
         c = p.connect()
         _, r = message(c, "sender@example.org", ["bcc@petrel.test"])
         c.close()
-        shown = queue_show(p, qid_of(r))
+        shown = queue_show(p, queue_id(r, QUEUED_ID))
         t.ok(re.findall(r"^recipient: (.*)$", shown, re.M) == ["bcc@petrel.test", "copy@petrel.test"],
              "action=BCC: one more recipient", shown)
         c = p.connect()

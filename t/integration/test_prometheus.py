@@ -38,10 +38,7 @@ certdir = tempfile.mkdtemp(prefix="petrel-prom-tls-")
 # A next hop with STARTTLS, so the outbound TLS panel has a handshake to show.
 tls_server = Server(tls=make_cert(certdir, "tls.test"))
 with Petrel(t, extra_services=QMGR, start=False) as p:
-    mail = os.path.join(p.dir, "mail")
-    os.mkdir(mail)
-    if p.pw:
-        os.chown(mail, p.pw.pw_uid, p.pw.pw_gid)
+    mail = p.make_dir()
     cert, key = make_cert(p.dir)
     p._chown()
     conf = dict(p.settings)

@@ -36,10 +36,7 @@ stages = {
 ports = {name: free_port() for name in list(stages) + ["dead", "speed", "actions"]}
 
 with Petrel(t, main_cf={}, start=False) as p:
-    mail = os.path.join(p.dir, "mail")
-    os.mkdir(mail)
-    if p.pw:
-        os.chown(mail, p.pw.pw_uid, p.pw.pw_gid)
+    mail = p.make_dir()
     conf = dict(p.settings)
     conf.update({
         "virtual_mailbox_domains": "vmail.test",

@@ -8,8 +8,9 @@ import os
 import re
 import subprocess
 
-from harness import Petrel, Tap, free_port, maildir_messages, wait_for
+from harness import QUEUED, Petrel, Tap, maildir_messages, queue_id, wait_for
 from pglib import PgCluster
+from serverlib import Sink
 from tablelib import bundled_module_dir
 
 t = Tap(timeout=400)
@@ -17,23 +18,7 @@ QMGR = "qmgr unix n - n 300 1 qmgr\n"
 MODULES = bundled_module_dir("pgsql")
 GATE = 4242   # the advisory lock a gated query waits for
 
-
-class Sink:
-    """Postfix's smtp-sink on a free port: the next hop transport_maps names."""
-
-    def __init__(self):
-        self.port = free_port()
-        self.proc = subprocess.Popen(["smtp-sink", "-u", "nobody", "-c", "127.0.0.1:%d" % self.port, "100"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(lambda: subprocess.run(["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/%d" % self.port],
-                                        capture_output=True).returncode == 0, timeout=5)
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=5)
-
-
-sink = Sink()
+sink = Sink(options=("-c",))   # the next hop transport_maps names
 pg = PgCluster()
 pg.psql("CREATE ROLE postfix LOGIN PASSWORD 'pfpw'")
 pg.psql("CREATE DATABASE mail OWNER postfix")
@@ -53,11 +38,6 @@ pg.psql("INSERT INTO alias SELECT 'list' || i || '@pg.test', 'm' || i || '@vmail
         % (LIST, LIST), db="mail")
 
 
-def queue_id(reply):
-    m = re.search(r"queued as (\S+)", reply)
-    return m.group(1) if m else None
-
-
 def log_index(p, pattern):
     """Where pattern first matches in the log, or None."""
     m = re.search(pattern, p.log(), re.M)
@@ -65,10 +45,7 @@ def log_index(p, pattern):
 
 
 with Petrel(t, extra_services=QMGR, start=False, workers=1) as p:
-    mail = os.path.join(p.dir, "mail")
-    os.mkdir(mail)
-    if p.pw:
-        os.chown(mail, p.pw.pw_uid, p.pw.pw_gid)
+    mail = p.make_dir()
     common = "hosts = inet:127.0.0.1:%d\nuser = postfix\npassword = pfpw\ndbname = mail\n" % pg.port
     valias = p.write_file("valias.cf", common + "query = SELECT goto FROM alias WHERE address = '%s'\n", mode=0o640)
     mailbox = p.write_file("mailbox.cf", common + "query = SELECT CASE WHEN address = 'gated@vmail.test' THEN "
@@ -91,7 +68,7 @@ with Petrel(t, extra_services=QMGR, start=False, workers=1) as p:
     # (a) routing from the database
     c = p.connect()
     first = queue_id(c.send_message("sender@example.org", ["sales@pg.test", "x@routed.test"],
-                                    "Subject: routed by pgsql\r\n\r\nx\r\n"))
+                                    "Subject: routed by pgsql\r\n\r\nx\r\n"), QUEUED)
     c.close()
     t.ok(first is not None, "a message to a pgsql alias and a pgsql transport is queued")
     t.ok(wait_for(lambda: len(maildir_messages(box)) == 1, timeout=30),
@@ -105,7 +82,7 @@ with Petrel(t, extra_services=QMGR, start=False, workers=1) as p:
     # (a2) many recipients: their lookups run together, not one recipient after another
     c = p.connect()
     many = queue_id(c.send_message("sender@example.org", ["list%d@pg.test" % i for i in range(1, LIST + 1)],
-                                   "Subject: to a list\r\n\r\nx\r\n"))
+                                   "Subject: to a list\r\n\r\nx\r\n"), QUEUED)
     c.close()
     t.ok(wait_for(lambda: all(len(maildir_messages(os.path.join(mail, "m%d" % i))) == 1
                               for i in range(1, LIST + 1)), timeout=60),
@@ -124,13 +101,13 @@ with Petrel(t, extra_services=QMGR, start=False, workers=1) as p:
     t.is_(holder.stdout.readline().strip(), "", "the test holds the gate")   # the SELECT's empty result
     t.is_(holder.stdout.readline().strip(), "held", "(confirmed)")
     c = p.connect()
-    slow = queue_id(c.send_message("sender@example.org", ["gated@vmail.test"], "Subject: gated\r\n\r\nx\r\n"))
+    slow = queue_id(c.send_message("sender@example.org", ["gated@vmail.test"], "Subject: gated\r\n\r\nx\r\n"), QUEUED)
     c.close()
     t.ok(wait_for(lambda: pg.psql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
                                   db="mail").strip() == "1", timeout=30),
          "its virtual_mailbox_maps query is waiting in the database")
     c = p.connect()
-    fast = queue_id(c.send_message("sender@example.org", ["y@routed.test"], "Subject: not gated\r\n\r\nx\r\n"))
+    fast = queue_id(c.send_message("sender@example.org", ["y@routed.test"], "Subject: not gated\r\n\r\nx\r\n"), QUEUED)
     c.close()
     t.ok(p.wait_log(r"%s: to=<y@routed\.test>.*status=sent" % fast, timeout=30),
          "another message is routed (pgsql transport_maps) and delivered meanwhile", p.log()[-3000:])
@@ -150,7 +127,7 @@ with Petrel(t, extra_services=QMGR, start=False, workers=1) as p:
     # (c) the database down: deferred, never "not found", then delivered when it is back
     pg.stop()
     c = p.connect()
-    down = queue_id(c.send_message("sender@example.org", ["sales@pg.test"], "Subject: db down\r\n\r\nx\r\n"))
+    down = queue_id(c.send_message("sender@example.org", ["sales@pg.test"], "Subject: db down\r\n\r\nx\r\n"), QUEUED)
     c.close()
     t.ok(p.wait_log(r"%s: to=<sales@pg\.test>.*status=deferred \(virtual_alias_maps lookup failure\)" % down,
                     timeout=60),

@@ -72,10 +72,7 @@ conf = {"modules": "testmod", "module_directory": module_dir("testmod"),
         "virtual_mailbox_domains": "vmail.test", "smtpd_reject_unlisted_recipient": "no",
         "queue_run_delay": "1s"}
 with Petrel(t, main_cf=conf, extra_services=QMGR, workers=1, start=False) as p:
-    mail = os.path.join(p.dir, "mail")
-    os.mkdir(mail)
-    if p.pw:
-        os.chown(mail, p.pw.pw_uid, p.pw.pw_gid)
+    mail = p.make_dir()
     conf = dict(p.settings)
     conf["virtual_mailbox_base"] = mail
     conf["virtual_mailbox_maps"] = "inline:{ {u@vmail.test = vmail.test/u/}, {v@vmail.test = vmail.test/v/} }"

@@ -118,10 +118,7 @@ with start(domains, default_local_maps=True) as p:
 
 # --- what smtpd accepts, the router delivers: extension and catch-all forms end to end ---
 with Petrel(t, start=False, extra_services=QMGR) as p:
-    boxes = os.path.join(p.dir, "mail")
-    os.mkdir(boxes)
-    if p.pw:
-        os.chown(boxes, p.pw.pw_uid, p.pw.pw_gid)
+    boxes = p.make_dir()
     conf = dict(p.settings)
     conf.update(domains)
     conf["virtual_mailbox_base"] = boxes

@@ -14,7 +14,8 @@ import time
 from harness import Tap
 from modlib import bundled_module_dir
 from dovecotlib import require_dovecot
-from sasllib import DovecotAuth, LoopbackServer, auth_relay, b64, relaying_client, submit_far as submit
+from sasllib import DovecotAuth, auth_relay, b64, relaying_client, submit_far as submit
+from serverlib import LoopbackServer
 
 t = Tap(timeout=300)
 PASSWORD = "Long-Pw-19"

@@ -10,7 +10,8 @@ import threading
 
 from harness import Petrel, Tap
 from modlib import bundled_module_dir
-from sasllib import LoopbackServer, b64
+from sasllib import b64
+from serverlib import LoopbackServer
 
 t = Tap(timeout=300)
 

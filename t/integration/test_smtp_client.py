@@ -9,18 +9,15 @@ private dnsmasq. Each run of smtp-deliver prints "RCPT status dsn relay text".
 """
 import os
 import re
-import shutil
 import socket
 import ssl
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import free_port, make_cert, Dnsmasq  # noqa: E402
-from scripted_smtp import Server, Env, T, ME, unstuff  # noqa: E402
+from scripted_smtp import Env, T, ME, hop, unstuff  # noqa: E402
+from serverlib import Sink  # noqa: E402
 
 
 BODY = (b"From: a@src.test\r\nTo: b@dst.test\r\nSubject: test\r\n\r\n"
@@ -30,41 +27,23 @@ BODY = (b"From: a@src.test\r\nTo: b@dst.test\r\nSubject: test\r\n\r\n"
 def main():
     t = T(timeout=85)
     e = Env()
-    servers = []
-
-    def server(**kw):
-        s = Server(**kw)
-        servers.append(s)
-        return s
-
-    def hop(s):
-        return "[127.0.0.1]:%d" % s.port
-
     q1 = e.qfile(["a@dst.test", "b@dst.test"], BODY)
 
     # ---- smtp-sink ----
-    sink_port = free_port()
-    dump = os.path.join(e.dir, "sink")
-    os.chmod(e.dir, 0o777)
-    # smtp-sink insists on -u when started as root, and refuses it otherwise
-    user = ["-u", "nobody"] if os.geteuid() == 0 else []
-    sink = subprocess.Popen(["smtp-sink"] + user + ["-d", dump + ".", "127.0.0.1:%d" % sink_port, "100"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    soft = free_port()
-    sink_soft = subprocess.Popen(["smtp-sink"] + user + ["-r", "RCPT", "127.0.0.1:%d" % soft, "100"],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    hard = free_port()
-    sink_hard = subprocess.Popen(["smtp-sink"] + user + ["-f", "MAIL", "127.0.0.1:%d" % hard, "100"],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(0.3)
+    sink = Sink(keep=True)
+    sink_port = sink.port
+    sink_soft = Sink(options=("-r", "RCPT"))
+    soft = sink_soft.port
+    sink_hard = Sink(options=("-f", "MAIL"))
+    hard = sink_hard.port
     try:
         res, _, _ = e.deliver(q1, "[127.0.0.1]:%d" % sink_port)
         t.is_([res.get(r, {}).get("status") for r in ("a@dst.test", "b@dst.test")], ["sent", "sent"],
               "smtp-sink: both recipients sent", e.last_out)
         t.is_(res["a@dst.test"]["relay"], "127.0.0.1[127.0.0.1]:%d" % sink_port, "relay in Postfix's form")
         t.like(res["a@dst.test"]["text"], r"^250 2\.0\.0 Ok", "text is the server's reply")
-        dumps = [f for f in os.listdir(e.dir) if f.startswith("sink.")]
-        body = open(os.path.join(e.dir, dumps[0]), "rb").read() if dumps else b""
+        dumps = sink.files()
+        body = open(dumps[0], "rb").read() if dumps else b""
         t.ok(b".leading dot\n..two dots\n" in body.replace(b"\r\n", b"\n") and b"X-Rcpt-Args: <b@dst.test>" in body,
              "smtp-sink got the message (unstuffed) and both recipients", body[-300:])
         res, _, _ = e.deliver(q1, "[127.0.0.1]:%d" % soft)
@@ -76,12 +55,11 @@ def main():
              and "(in reply to MAIL FROM command)" in res["b@dst.test"]["text"],
              "smtp-sink -f MAIL: bounced, in reply to MAIL FROM", res)
     finally:
-        for p in (sink, sink_soft, sink_hard):
-            p.terminate()
-            p.wait()
+        for one in (sink, sink_soft, sink_hard):
+            one.stop()
 
     # ---- protocol details against the scripted server ----
-    s = server()
+    s = e.server()
     q2 = e.qfile(["x@dst.test", "y@dst.test"], BODY, opts=["--8bitmime", "--envid", "ID+1=", "--ret", "hdrs",
                                                           "--notify", "SUCCESS,FAILURE", "--orcpt"])
     res, _, _ = e.deliver(q2, hop(s))
@@ -100,7 +78,7 @@ def main():
     t.is_(unstuff(sess["data"][0]) if sess["data"] else None, BODY, "content arrives byte-exact")
     t.ok(sess["quit"], "QUIT at the end without caching")
 
-    s = server(caps=["SIZE 1000000"])
+    s = e.server(caps=["SIZE 1000000"])
     res, _, _ = e.deliver(q1, hop(s))
     sess = s.sessions[0]
     mail_chunk = [c for c in sess["chunks"] if b"MAIL FROM" in c]
@@ -116,92 +94,92 @@ def main():
           ("deferred", "4.4.1", "connect to 127.0.0.1[127.0.0.1]:%d: Connection refused" % closed),
           "connection refused: deferred with Postfix's text")
 
-    s = server(greeting="421 4.3.2 busy, try later")
+    s = e.server(greeting="421 4.3.2 busy, try later")
     res, _, _ = e.deliver(q1, hop(s))
     t.ok(res["a@dst.test"]["status"] == "deferred" and
          res["a@dst.test"]["text"] == "host 127.0.0.1[127.0.0.1] refused to talk to me: 421 4.3.2 busy, try later",
          "421 greeting: deferred", res)
 
-    s = server(ehlo="502 5.5.2 no EHLO here")
+    s = e.server(ehlo="502 5.5.2 no EHLO here")
     res, _, _ = e.deliver(q1, hop(s))
     t.ok(res["a@dst.test"]["status"] == "sent" and any(c.startswith("HELO ") for c in s.sessions[0]["cmds"]),
          "EHLO 5xx: HELO fallback", s.sessions[0]["cmds"])
 
-    s = server(mail="451 4.3.0 try again")
+    s = e.server(mail="451 4.3.0 try again")
     res, _, _ = e.deliver(q1, hop(s))
     t.is_([res[r]["status"] for r in ("a@dst.test", "b@dst.test")], ["deferred", "deferred"], "MAIL 4xx: all deferred")
-    s = server(mail="553 5.7.1 <sender@src.test>: Sender address rejected")
+    s = e.server(mail="553 5.7.1 <sender@src.test>: Sender address rejected")
     res, _, _ = e.deliver(q1, hop(s))
     t.is_((res["b@dst.test"]["status"], res["b@dst.test"]["dsn"], res["b@dst.test"]["text"]),
           ("bounced", "5.7.1", "host 127.0.0.1[127.0.0.1] said: 553 5.7.1 <sender@src.test>: Sender address "
            "rejected (in reply to MAIL FROM command)"), "MAIL 5xx: all bounced with the reply")
 
-    s = server(rcpt=lambda a: "550 5.1.1 <%s>: Recipient address rejected" % a if a.startswith("a") else "250 Ok")
+    s = e.server(rcpt=lambda a: "550 5.1.1 <%s>: Recipient address rejected" % a if a.startswith("a") else "250 Ok")
     res, _, _ = e.deliver(q1, hop(s))
     t.is_((res["a@dst.test"]["status"], res["a@dst.test"]["dsn"], res["a@dst.test"]["text"]),
           ("bounced", "5.1.1", "host 127.0.0.1[127.0.0.1] said: 550 5.1.1 <a@dst.test>: Recipient address rejected "
            "(in reply to RCPT TO command)"), "RCPT 5xx: that recipient bounced")
     t.is_(res["b@dst.test"]["status"], "sent", "the other recipient is sent")
-    s = server(rcpt="450 4.2.0 greylisted")
+    s = e.server(rcpt="450 4.2.0 greylisted")
     res, _, _ = e.deliver(q1, hop(s))
     # the pipelined DATA got 354 anyway: the client ends it with an empty "."
     t.ok(res["a@dst.test"]["status"] == "deferred" and res["a@dst.test"]["dsn"] == "4.2.0"
          and not any(s.sessions[0]["data"]), "RCPT 4xx: deferred, no content sent", res)
 
-    s = server(data="554 5.5.1 no valid recipients")
+    s = e.server(data="554 5.5.1 no valid recipients")
     res, _, _ = e.deliver(q1, hop(s))
     t.ok(res["a@dst.test"]["status"] == "bounced" and res["a@dst.test"]["text"].endswith("(in reply to DATA command)"),
          "DATA 5xx: bounced", res)
-    s = server(dot="451-4.3.0 queue problem\r\n451 4.3.0 second line")
+    s = e.server(dot="451-4.3.0 queue problem\r\n451 4.3.0 second line")
     res, _, _ = e.deliver(q1, hop(s))
     t.is_((res["a@dst.test"]["status"], res["a@dst.test"]["dsn"], res["a@dst.test"]["text"]),
           ("deferred", "4.3.0", "host 127.0.0.1[127.0.0.1] said: 451 4.3.0 queue problem second line "
            "(in reply to end of DATA command)"), "end-of-data 4xx: deferred, multi-line reply joined")
-    s = server(dot="554 5.7.1 spam")
+    s = e.server(dot="554 5.7.1 spam")
     res, _, _ = e.deliver(q1, hop(s))
     t.is_(res["b@dst.test"]["status"], "bounced", "end-of-data 5xx: bounced")
 
     big = b"Subject: big\r\n\r\n" + (b"x" * 998 + b"\r\n") * 6000
     qbig = e.qfile(["big@dst.test"], big)
-    s = server(close_in_data=100000)
+    s = e.server(close_in_data=100000)
     res, _, _ = e.deliver(qbig, hop(s))
     t.is_((res["big@dst.test"]["status"], res["big@dst.test"]["text"]),
           ("deferred", "lost connection with 127.0.0.1[127.0.0.1] while sending message body"),
           "connection closed mid-DATA: deferred")
-    s = server()
+    s = e.server()
     res, _, _ = e.deliver(qbig, hop(s))
     t.ok(res["big@dst.test"]["status"] == "sent" and s.sessions[0]["data"]
          and unstuff(s.sessions[0]["data"][0]) == big, "a 6 MB message streams byte-exact")
 
-    s = server(stall="RCPT", caps=["8BITMIME"])
+    s = e.server(stall="RCPT", caps=["8BITMIME"])
     t0 = time.time()
     res, _, _ = e.deliver(q1, hop(s), "--timeout", "2")
     t.is_((res["a@dst.test"]["status"], res["a@dst.test"]["text"]),
           ("deferred", "conversation with 127.0.0.1[127.0.0.1] timed out while sending RCPT TO"),
           "stall at RCPT: timed out, deferred")
     t.ok(time.time() - t0 < 10, "the timeout is honoured")
-    s = server(stall="EHLO")
+    s = e.server(stall="EHLO")
     res, _, _ = e.deliver(q1, hop(s), "--timeout", "1")
     t.like(res["a@dst.test"]["text"], "timed out while performing the EHLO handshake$", "stall at EHLO")
 
     # ---- 8BITMIME / SMTPUTF8 / SIZE ----
     q8 = e.qfile(["u@dst.test"], b"Subject: caf\xc3\xa9\r\n\r\nna\xc3\xafve\r\n", opts=["--8bitmime"])
-    s = server(caps=["PIPELINING"])
+    s = e.server(caps=["PIPELINING"])
     res, _, _ = e.deliver(q8, hop(s))
     t.is_((res["u@dst.test"]["status"], res["u@dst.test"]["dsn"], res["u@dst.test"]["text"]),
           ("bounced", "5.6.3", "Message has 8-bit content but the remote server does not support 8BITMIME"),
           "8-bit content, no 8BITMIME: bounced 5.6.3")
     qu = e.qfile(["u@dst.test"], BODY, opts=["--smtputf8"], sender="s\xc3\xa9@src.test".encode("latin-1").decode())
-    s = server(caps=["PIPELINING", "8BITMIME"])
+    s = e.server(caps=["PIPELINING", "8BITMIME"])
     res, _, _ = e.deliver(qu, hop(s))
     t.is_((res["u@dst.test"]["status"], res["u@dst.test"]["dsn"]), ("bounced", "5.6.7"),
           "SMTPUTF8 needed, not offered: bounced 5.6.7")
-    s = server()
+    s = e.server()
     res, _, _ = e.deliver(qu, hop(s))
     t.ok(res["u@dst.test"]["status"] == "sent" and " SMTPUTF8" in [c for c in s.sessions[0]["cmds"]
                                                                    if c.startswith("MAIL")][0],
          "SMTPUTF8 passed on when offered")
-    s = server(caps=["PIPELINING", "8BITMIME", "SIZE 100"])
+    s = e.server(caps=["PIPELINING", "8BITMIME", "SIZE 100"])
     res, _, _ = e.deliver(q1, hop(s))
     t.is_((res["a@dst.test"]["status"], res["a@dst.test"]["dsn"]), ("bounced", "5.3.4"),
           "message larger than the server's SIZE: bounced 5.3.4")
@@ -210,24 +188,24 @@ def main():
     certdir = os.path.join(e.dir, "certs")
     os.mkdir(certdir)
     cert, key = make_cert(certdir, "mx.tls.test")
-    s = server(tls=(cert, key))
+    s = e.server(tls=(cert, key))
     res, _, _ = e.deliver(q1, hop(s), "--tls", "may")
     t.ok(res["a@dst.test"]["status"] == "sent" and s.sessions[0]["tls"] and s.sessions[0]["data"],
          "tls may: STARTTLS used, delivered over TLS", e.last_out)
-    s = server()
+    s = e.server()
     res, _, _ = e.deliver(q1, hop(s), "--tls", "may")
     t.is_(res["a@dst.test"]["status"], "sent", "tls may, STARTTLS not offered: plaintext")
-    s = server()
+    s = e.server()
     res, _, _ = e.deliver(q1, hop(s), "--tls", "encrypt")
     t.is_((res["a@dst.test"]["status"], res["a@dst.test"]["dsn"], res["a@dst.test"]["text"]),
           ("deferred", "4.7.4", "TLS is required, but was not offered by host 127.0.0.1[127.0.0.1]"),
           "tls encrypt, STARTTLS not offered: deferred")
-    s = server(tls_broken=True)
+    s = e.server(tls_broken=True)
     res, _, _ = e.deliver(q1, hop(s), "--tls", "may")
     t.ok(res["a@dst.test"]["status"] == "sent" and len(s.sessions) == 2 and not s.sessions[1]["tls"]
          and not any(c.startswith("STARTTLS") for c in s.sessions[1]["cmds"]),
          "tls may, handshake fails: retried in plaintext", e.last_out)
-    s = server(tls_broken=True)
+    s = e.server(tls_broken=True)
     res, _, _ = e.deliver(q1, hop(s), "--tls", "encrypt")
     t.ok(res["a@dst.test"]["status"] == "deferred" and res["a@dst.test"]["dsn"] == "4.7.5",
          "tls encrypt, handshake fails: deferred 4.7.5", res)
@@ -245,7 +223,7 @@ def main():
                    "--mx-host=tls.test,mx.tls.test,10", "--host-record=mx.tls.test,127.0.0.1",
                    "--mx-host=badtls.test,mx.badtls.test,10", "--host-record=mx.badtls.test,127.0.0.1"])
     try:
-        s = server(port=port)
+        s = e.server(port=port)
         d = ["--dns", dns.server]
         res, _, _ = e.deliver(q1, "d.test:%d" % port, *d)
         t.is_((res["a@dst.test"]["status"], res["a@dst.test"]["relay"]), ("sent", "mx2.d.test[127.0.0.1]:%d" % port),
@@ -271,14 +249,14 @@ def main():
         t.is_((res["a@dst.test"]["status"], res["a@dst.test"]["dsn"], res["a@dst.test"]["text"]),
               ("bounced", "5.4.6", "mail for loop.test loops back to myself"), "MX pointing at myhostname: 5.4.6")
         s.stop()
-        sl = server(port=free_port(), greeting="220 %s ESMTP" % ME)
+        sl = e.server(port=free_port(), greeting="220 %s ESMTP" % ME)
         res, _, _ = e.deliver(q1, hop(sl))
         t.is_((res["a@dst.test"]["status"], res["a@dst.test"]["dsn"]), ("bounced", "5.4.6"),
               "server greeting with our own name: 5.4.6")
 
         # TLS verification against the MX name
         ca = cert
-        st = server(port=free_port(), tls=(cert, key))
+        st = e.server(port=free_port(), tls=(cert, key))
         res, _, _ = e.deliver(q1, "tls.test:%d" % st.port, *d, "--tls", "verify", "--cafile", ca)
         t.ok(res["a@dst.test"]["status"] == "sent" and st.sessions[-1]["tls"],
              "tls verify: right CA and MX name: delivered", e.last_out)
@@ -302,7 +280,7 @@ def main():
 
     # ---- LMTP over a unix socket ----
     sock = os.path.join(e.dir, "lmtp.sock")
-    lm = server(unix=sock, lmtp=True, rcpt=lambda a: "550 5.1.1 unknown user" if a.startswith("c") else "250 Ok",
+    lm = e.server(unix=sock, lmtp=True, rcpt=lambda a: "550 5.1.1 unknown user" if a.startswith("c") else "250 Ok",
                 dot=["250 2.0.0 <a@dst.test> saved", "452 4.2.2 <b@dst.test> mailbox full"])
     q3 = e.qfile(["a@dst.test", "b@dst.test", "c@dst.test"], BODY)
     res, _, _ = e.deliver(q3, "unix:" + sock, "--lmtp")
@@ -316,24 +294,20 @@ def main():
            "LMTP: missing socket deferred")
 
     # ---- connection cache ----
-    s = server()
+    s = e.server()
     res, stats, allres = e.deliver(q1, hop(s), "--repeat", "3", "--cache-time", "1", "--linger")
     t.is_([r["status"] for r in allres.get("a@dst.test", [])], ["sent"] * 3, "three jobs delivered", e.last_out)
     t.is_(len(s.sessions), 1, "three jobs to one next hop share one connection")
     t.like(stats, r"connections=1 reused=2", "client counts 2 reuses")
     t.ok(s.sessions and "RSET" in s.sessions[0]["cmds"] and s.sessions[0]["quit"],
          "RSET between jobs, QUIT when the cache time is over", s.sessions[0]["cmds"] if s.sessions else None)
-    s = server(mail_421_after=1)
+    s = e.server(mail_421_after=1)
     res, stats, allres = e.deliver(q1, hop(s), "--repeat", "2", "--cache-time", "2")
     t.is_([r["status"] for r in allres.get("a@dst.test", [])], ["sent"] * 2,
           "a cached connection that fails at MAIL: the job goes to a new connection", e.last_out)
     t.is_(len(s.sessions), 2, "two connections were used")
 
-    t.is_(e.bad_exits, [], "smtp-deliver exited 0 every time")
-    for s in servers:
-        s.stop()
-    shutil.rmtree(e.dir, ignore_errors=True)
-    t.done()
+    e.finish(t)
 
 
 if __name__ == "__main__":

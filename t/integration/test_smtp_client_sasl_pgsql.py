@@ -11,7 +11,8 @@ import subprocess
 from harness import Petrel, Tap, wait_for
 from pglib import PgCluster
 from dovecotlib import require_dovecot
-from sasllib import QMGR, DovecotAuth, Sink, auth_relay, submit_queued as submit
+from sasllib import QMGR, DovecotAuth, auth_relay, submit_queued as submit
+from serverlib import Sink
 from tablelib import bundled_module_dir
 
 t = Tap(timeout=400)
@@ -23,7 +24,7 @@ require_dovecot(t)
 
 dc = DovecotAuth({"relayuser": PASSWORD})
 dc.start()
-sink = Sink()
+sink = Sink(options=("-a", "-c"))   # no AUTH: another next hop
 pg = PgCluster()
 relay = a = holder = None
 try:

@@ -20,7 +20,8 @@ import threading
 
 from harness import Petrel, Tap, wait_for
 from dovecotlib import require_dovecot
-from sasllib import QMGR, DovecotAuth, Sink, auth_relay, submit_queued as submit
+from sasllib import QMGR, DovecotAuth, auth_relay, submit_queued as submit
+from serverlib import Sink
 from socketmaplib import SocketmapServer
 from tablelib import bundled_module_dir
 
@@ -37,7 +38,7 @@ def count(p, pattern):
 
 dc = DovecotAuth({"relayuser": PASSWORD, "senderuser": SENDER_PASSWORD})
 dc.start()
-other = Sink()
+other = Sink(options=("-a", "-c"))   # no AUTH, no STARTTLS: another next hop
 relay = a = sasl = policy = None
 try:
     # The relayhost: AUTH only after STARTTLS, relaying only when authenticated, except to

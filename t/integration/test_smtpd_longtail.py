@@ -206,10 +206,7 @@ for soft, want in (("yes", "450 4.1.1 <nobody-here@petrel.test>: Recipient addre
 # ---- header_size_limit ----
 for limit, rewritten in (("2048", False), ("102400", True)):
     with Petrel(t, extra_services=QMGR, start=False) as p:
-        boxes = os.path.join(p.dir, "mail")
-        os.mkdir(boxes)
-        if p.pw:
-            os.chown(boxes, p.pw.pw_uid, p.pw.pw_gid)
+        boxes = p.make_dir()
         conf = dict(p.settings)
         conf.update({"virtual_mailbox_domains": "vmail.test", "virtual_mailbox_base": boxes,
                      "virtual_mailbox_maps": "inline:{ {a@vmail.test = a/} }",

@@ -6,7 +6,7 @@ spamassassin_failure_action; a message above spamassassin_max_size passes
 unscanned."""
 import re
 
-from harness import Petrel, Smtp, Tap, queue_file_bytes
+from harness import Petrel, Smtp, Tap
 from modlib import bundled_module_dir
 from peers import GTUBE, PeerError, Spamd, shared
 
@@ -33,13 +33,6 @@ def send(p, body):
     return r
 
 
-def queued(p, reply):
-    m = re.match(r"250 2\.0\.0 Ok: queued as (\S+)", reply)
-    if not m:
-        return None
-    return b"".join(queue_file_bytes(f) for f in p.queue_files() if f.endswith("/" + m.group(1)))
-
-
 SPAM = "Subject: spam\r\nFrom: a@example.org\r\nTo: u@petrel.test\r\n\r\nThis is spam.\r\n" + GTUBE
 HAM = ("Subject: lunch\r\nFrom: a@example.org\r\nTo: u@petrel.test\r\nDate: Thu, 03 Dec 2026 12:00:00 +0000\r\n"
        "Message-ID: <lunch@example.org>\r\n\r\nShall we meet for lunch on Thursday at noon?\r\nBest, Sender")
@@ -51,7 +44,7 @@ except PeerError as e:
     t.done()
 
 with Petrel(t, main_cf=conf(spamd.endpoint)) as p:
-    data = queued(p, send(p, SPAM))
+    data = p.queued_message(send(p, SPAM))
     t.ok(data is not None and b"X-Spam-Flag: YES\r\n" in data, "GTUBE without a reject score: accepted, "
          "X-Spam-Flag: YES")
     t.ok(data is not None and re.search(rb"X-Spam-Status: Yes, score=1\d\d\d\.\d required=5\.0 tests=[^\r]*GTUBE",
@@ -59,7 +52,7 @@ with Petrel(t, main_cf=conf(spamd.endpoint)) as p:
          "  X-Spam-Status: Yes, score=... required=5.0 tests=...GTUBE... (spamass-milter's form)",
          data[:800] if data else None)
     t.ok(data is not None and re.search(rb"X-Spam-Score: 1\d\d\d\.\d\r\n", data) is not None, "  X-Spam-Score")
-    data = queued(p, send(p, HAM))
+    data = p.queued_message(send(p, HAM))
     t.ok(data is not None and re.search(rb"X-Spam-Status: No, score=-?\d+\.\d required=5\.0", data) is not None
          and b"X-Spam-Flag" not in data, "a clean message: X-Spam-Status: No, no X-Spam-Flag")
 
@@ -68,19 +61,19 @@ with Petrel(t, main_cf=conf(spamd.endpoint, spamassassin_reject_score="-1")) as 
     t.is_(send(p, SPAM), "550 5.7.1 Blocked by SpamAssassin",
           "spamassassin_reject_score = -1: GTUBE rejected as spamass-milter -r -1 rejects it")
     t.is_(len(p.queue_files()), before, "  and not queued")
-    t.ok(queued(p, send(p, HAM)) is not None, "  a clean message passes")
+    t.ok(p.queued_message(send(p, HAM)) is not None, "  a clean message passes")
 with Petrel(t, main_cf=conf(spamd.endpoint, spamassassin_reject_score="2000")) as p:
-    t.ok(queued(p, send(p, SPAM)) is not None, "spamassassin_reject_score = 2000: GTUBE (1000) is only tagged")
+    t.ok(p.queued_message(send(p, SPAM)) is not None, "spamassassin_reject_score = 2000: GTUBE (1000) is only tagged")
 
 with Petrel(t, main_cf=conf(spamd.endpoint, spamassassin_max_size="1024",
                             spamassassin_reject_score="-1")) as p:
-    data = queued(p, send(p, SPAM + "\r\n" + "padding line\r\n" * 200))
+    data = p.queued_message(send(p, SPAM + "\r\n" + "padding line\r\n" * 200))
     t.ok(data is not None and b"X-Spam-Status" not in data, "above spamassassin_max_size: not scanned, accepted")
     t.ok(p.wait_log(r"spamassassin: message not scanned: larger than spamassassin_max_size") is not None,
          "  and logged")
 
 with Petrel(t, main_cf=conf("127.0.0.1:9")) as p:
-    data = queued(p, send(p, SPAM))
+    data = p.queued_message(send(p, SPAM))
     t.ok(data is not None and b"X-Spam-Status" not in data, "spamd down: spamassassin_failure_action accept "
          "(as spamc): the message passes unscanned")
     t.ok(p.wait_log(r"spamassassin: cannot scan the message: .*spamassassin_failure_action accept") is not None,

@@ -81,10 +81,7 @@ def instance(dns_server, services="", **extra):
            "smtpd_recipient_restrictions": "check_spf"}
     cfg.update(extra)
     p = Petrel(t, main_cf=cfg, extra_services=services + QMGR, start=False)
-    boxes = os.path.join(p.dir, "mail")
-    os.mkdir(boxes)
-    if p.pw:
-        os.chown(boxes, p.pw.pw_uid, p.pw.pw_gid)
+    boxes = p.make_dir()
     settings = dict(p.settings)
     settings.update({"virtual_mailbox_domains": "vmail.test", "virtual_mailbox_base": boxes,
                      "virtual_mailbox_maps": "inline:{ {u@vmail.test = u/} }"})

@@ -9,8 +9,6 @@ import json
 import os
 import pty
 import re
-import signal
-import socket
 import struct
 import subprocess
 import termios
@@ -19,26 +17,15 @@ import time
 from harness import PETRELCTL, Petrel, Tap, free_port, maildir_messages, wait_for
 from metricslib import parse_metrics
 from modlib import module_dir
+from serverlib import Sink
 
 t = Tap(timeout=200)
 QMGR = "qmgr unix n - n 300 1 qmgr\n"
 SINK_PORT = free_port()
-sink = subprocess.Popen(["smtp-sink", "-u", "nobody", "-c", "127.0.0.1:%d" % SINK_PORT, "100"],
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def sink_up():
-    try:
-        socket.create_connection(("127.0.0.1", SINK_PORT), timeout=1).close()
-        return True
-    except OSError:
-        return False
+sink = Sink(SINK_PORT, options=("-c",))
 
 with Petrel(t, extra_services=QMGR, start=False) as p:
-    mail = os.path.join(p.dir, "mail")
-    os.mkdir(mail)
-    if p.pw:
-        os.chown(mail, p.pw.pw_uid, p.pw.pw_gid)
+    mail = p.make_dir()
     conf = dict(p.settings)
     conf.update({
         "virtual_mailbox_domains": "vmail.test",
@@ -51,7 +38,7 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
         "modules": "testmod", "module_directory": module_dir("testmod"),
     })
     p.write_main_cf(conf)
-    t.ok(wait_for(sink_up), "smtp-sink listens")
+    t.ok(wait_for(sink.listening), "smtp-sink listens")
     p.start()
     # The first sample for the rates is taken at the start: let a little time pass
     # so the window is not a fraction of a second (rates need a window of 1 s).
@@ -203,6 +190,5 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
 with Petrel(t, start=False) as stopped:
     r = stopped.petrelctl("stats")
     t.ok(r.returncode != 0 and "not running" in r.stderr, "without a running petreld: says it is not running")
-sink.send_signal(signal.SIGTERM)
-sink.wait(timeout=10)
+sink.stop()
 t.done()

@@ -79,10 +79,7 @@ class Dom(html.parser.HTMLParser):
 QMGR = "qmgr unix n - n 300 1 qmgr\n"
 mport = free_port()
 with Petrel(t, extra_services=QMGR, start=False) as p:
-    mail = os.path.join(p.dir, "mail")
-    os.mkdir(mail)
-    if p.pw:
-        os.chown(mail, p.pw.pw_uid, p.pw.pw_gid)
+    mail = p.make_dir()
     conf = dict(p.settings)
     conf.update({
         "metrics_listen": "127.0.0.1:%d" % mport,

@@ -21,10 +21,7 @@ def petreld_check(p):
 
 
 with Petrel(t, extra_services=QMGR, start=False) as p:
-    mail = os.path.join(p.dir, "mail")
-    os.mkdir(mail)
-    if p.pw:
-        os.chown(mail, p.pw.pw_uid, p.pw.pw_gid)
+    mail = p.make_dir()
     sources = {}
     for kind in ("hash", "lmdb", "cdb"):
         sources[kind] = p.write_file("valias-" + kind, "Sales@%s.test   box@vmail.test\n"

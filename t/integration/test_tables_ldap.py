@@ -86,10 +86,7 @@ t.ok("star" in slapd.search('(mailLocalAddress="s\\2a\\28x\\29\\5c\\5cy"@ldap.te
      "slapd holds the entry with filter characters in its address")
 
 with Petrel(t, extra_services=QMGR, start=False, workers=1) as p:
-    mail = os.path.join(p.dir, "mail")
-    os.mkdir(mail)
-    if p.pw:
-        os.chown(mail, p.pw.pw_uid, p.pw.pw_gid)
+    mail = p.make_dir()
     common = ("server_host = 127.0.0.1:%d\nsearch_base = %s\nversion = 3\nbind = yes\nbind_dn = %s\n"
               "bind_pw = %s\ntimeout = 2\n" % (slapd.port, SUFFIX, ROOT_DN, ROOT_PW))
     valias = p.write_file("ldap-valias.cf", "# as in LDAP_README\n" + common +

@@ -30,10 +30,7 @@ db.sql("CREATE TABLE alias(address VARCHAR(255) PRIMARY KEY, goto TEXT NOT NULL,
        "INSERT INTO access VALUES ('blocked@my.test', 'REJECT not here');", db="mail")
 
 with Petrel(t, extra_services=QMGR, start=False, workers=1) as p:
-    mail = os.path.join(p.dir, "mail")
-    os.mkdir(mail)
-    if p.pw:
-        os.chown(mail, p.pw.pw_uid, p.pw.pw_gid)
+    mail = p.make_dir()
     common = "hosts = inet:127.0.0.1:%d\nuser = postfix\npassword = pf'pw\ndbname = mail\n" % db.port
     valias = p.write_file("mysql-valias.cf", "# as in MYSQL_README\n" + common +
                           "query = SELECT goto FROM alias WHERE address = '%s' AND active = 1\n", mode=0o640)

@@ -34,10 +34,7 @@ pg.psql("CREATE TABLE alias(address text PRIMARY KEY, goto text NOT NULL, active
         "GRANT SELECT ON alias, access TO postfix", db="mail")
 
 with Petrel(t, extra_services=QMGR, start=False, workers=1) as p:
-    mail = os.path.join(p.dir, "mail")
-    os.mkdir(mail)
-    if p.pw:
-        os.chown(mail, p.pw.pw_uid, p.pw.pw_gid)
+    mail = p.make_dir()
     common = "hosts = inet:127.0.0.1:%d\nuser = postfix\npassword = pf'pw\ndbname = mail\n" % pg.port
     valias = p.write_file("pgsql-valias.cf", "# as in PGSQL_README\n" + common +
                           "query = SELECT goto FROM alias WHERE address = '%s' AND active\n", mode=0o640)

@@ -32,10 +32,7 @@ def table_text(domain, generation):
 
 
 with Petrel(t, extra_services=QMGR, start=False) as p:
-    mail = os.path.join(p.dir, "mail")
-    os.mkdir(mail)
-    if p.pw:
-        os.chown(mail, p.pw.pw_uid, p.pw.pw_gid)
+    mail = p.make_dir()
     specs = {}
     for kind, domain in (("hash", "h.test"), ("cdb", "c.test")):
         src = p.write_file("valias-" + kind, table_text(domain, 0))

@@ -31,10 +31,7 @@ cli("SADD", "group:staff@redis.test", "box@vmail.test", "other@vmail.test")
 cli("-n", "3", "SET", "alias:bob@redis.test", "other@vmail.test")
 
 with Petrel(t, extra_services=QMGR, start=False, workers=1) as p:
-    mail = os.path.join(p.dir, "mail")
-    os.mkdir(mail)
-    if p.pw:
-        os.chown(mail, p.pw.pw_uid, p.pw.pw_gid)
+    mail = p.make_dir()
     common = "hosts = 127.0.0.1:%d\npassword = r3d!s\ntimeout = 1\n" % redis.port
     hget = p.write_file("redis-valias.cf", common + "query = HGET virtual_alias %s\n", mode=0o640)
     group = p.write_file("redis-group.cf", common + "query = SMEMBERS group:%s\n", mode=0o640)

@@ -42,10 +42,7 @@ def rcpt(c, address):
 
 
 with Petrel(t, extra_services=QMGR, start=False, workers=1) as p:
-    mail = os.path.join(p.dir, "mail")
-    os.mkdir(mail)
-    if p.pw:
-        os.chown(mail, p.pw.pw_uid, p.pw.pw_gid)
+    mail = p.make_dir()
     conf = dict(p.settings)
     conf.update({"modules": "socketmap", "module_directory": MODULES,
                  "socketmap_timeout": "2s", "socketmap_max_reply_size": "100",

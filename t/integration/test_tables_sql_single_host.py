@@ -10,6 +10,7 @@ import threading
 from harness import Petrel, Tap, free_port
 from mysqllib import MariaDB
 from pglib import PgCluster
+from serverlib import pump
 from tablelib import bundled_module_dir
 
 t = Tap(timeout=300)
@@ -40,23 +41,7 @@ class DropFirstProxy:
                 continue
             upstream = socket.create_connection(("127.0.0.1", self.target))
             for a, b in ((conn, upstream), (upstream, conn)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src, dst):
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                dst.sendall(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+                threading.Thread(target=pump, args=(a, b), daemon=True).start()
 
     def close(self):
         self.sock.close()

@@ -6,17 +6,10 @@ import os
 import re
 import subprocess
 
-from harness import PETRELD, Dnsmasq, Petrel, Smtp, Tap, free_port, queue_file_bytes
+from harness import PETRELD, Dnsmasq, Petrel, Smtp, Tap, free_port
 from modlib import smtp_from
 
 t = Tap()
-
-
-def queued(p, reply):
-    m = re.match(r"250 2\.0\.0 Ok: queued as (\S+)", reply)
-    if not m:
-        return b""
-    return b"".join(queue_file_bytes(f) for f in p.queue_files() if f.endswith("/" + m.group(1)))
 
 
 def transaction(c, tag):
@@ -41,7 +34,7 @@ with Petrel(t, main_cf={"smtpd_authorized_xforward_hosts": "127.0.0.0/8, [::1]/1
            r"^250 2\.0\.0 Ok$", "XFORWARD with five attributes: 250")
     t.like(c.cmd("XFORWARD IDENT=4XyZ12abc SOURCE=REMOTE"), r"^250 2\.0\.0 Ok$", "  and two more in a second command")
     r = transaction(c, "forwarded")
-    data = queued(p, r)
+    data = p.queued_message(r) or b""
     t.ok(b"Received: from mx.example.net (mail.example.net [192.0.2.7])\r\n" in data,
          "Received: names the forwarded HELO, name and address", data[:600].decode(errors="replace"))
     t.ok(re.search(rb"\tby \S+ \(\S+\) with ESMTP id ", data) is not None, "  and the forwarded protocol",
@@ -52,7 +45,7 @@ with Petrel(t, main_cf={"smtpd_authorized_xforward_hosts": "127.0.0.0/8, [::1]/1
     t.ok(line is not None, "the log line names the connected client, then orig_queue_id and orig_client (Postfix's)",
          p.log()[-2000:])
     r = transaction(c, "second")
-    data = queued(p, r)
+    data = p.queued_message(r) or b""
     t.ok(b"Received: from filter.example.org (unknown [127.0.0.1])\r\n" in data,
          "the next transaction is the connected client's again: the values last one transaction",
          data[:600].decode(errors="replace"))
@@ -60,7 +53,7 @@ with Petrel(t, main_cf={"smtpd_authorized_xforward_hosts": "127.0.0.0/8, [::1]/1
     # xtext, UNAVAILABLE, IPv6 and neutering
     t.like(c.cmd("XFORWARD NAME=mail+2Eexample.org ADDR=IPv6:2001:DB8::1 HELO=bad<helo>(x) PROTO=[UNAVAILABLE]"),
            r"^250 2\.0\.0 Ok$", "xtext, an IPv6: address, special characters and [UNAVAILABLE] are taken")
-    data = queued(p, transaction(c, "xtext"))
+    data = p.queued_message(transaction(c, "xtext")) or b""
     t.ok(b"Received: from bad?helo??x? (mail.example.org [2001:db8::1])\r\n" in data and b" with unknown id " in data,
          "  decoded, normalized, neutered as Postfix does", data[:600].decode(errors="replace"))
 
@@ -87,7 +80,7 @@ with Petrel(t, main_cf={"smtpd_authorized_xforward_hosts": "127.0.0.0/8, [::1]/1
     for line, pattern, desc in bad:
         t.like(c.cmd(line), pattern, "bad input: %s" % desc)
     t.like(c.cmd("NOOP"), r"^250 2\.0\.0 Ok$", "  and the session goes on")
-    data = queued(p, transaction(c, "after bad"))
+    data = p.queued_message(transaction(c, "after bad")) or b""
     t.ok(b"Received: from filter.example.org (unknown [127.0.0.1])\r\n" in data,
          "  and none of them changed what the next Received: says", data[:600].decode(errors="replace"))
 
@@ -97,7 +90,7 @@ with Petrel(t, main_cf={"smtpd_authorized_xforward_hosts": "127.0.0.0/8, [::1]/1
     t.like(c.cmd("RSET"), r"^250", "RSET")
     t.like(c.cmd("XFORWARD NAME=mail.example.net"), r"^250 2\.0\.0 Ok$", "XFORWARD again")
     c.cmd("RSET")
-    data = queued(p, transaction(c, "after rset"))
+    data = p.queued_message(transaction(c, "after rset")) or b""
     t.ok(b"(unknown [127.0.0.1])" in data, "RSET forgets XFORWARD's values, as Postfix's does",
          data[:600].decode(errors="replace"))
     c.close()
@@ -109,7 +102,7 @@ with Petrel(t, main_cf={"smtpd_authorized_xforward_hosts": "127.0.0.0/8, [::1]/1
          "\n".join(c.lines))
     t.like(c.cmd("XFORWARD NAME=mail.example.net ADDR=192.0.2.7"),
            r"^550 5\.7\.0 Error: insufficient authorization$", "XFORWARD from it: 550 5.7.0")
-    data = queued(p, transaction(c, "unauthorized"))
+    data = p.queued_message(transaction(c, "unauthorized")) or b""
     t.ok(b"Received: from filter.example.org (unknown [127.0.0.1])\r\n" in data,
          "  and its mail names the connected client", data[:600].decode(errors="replace"))
     c.cmd("QUIT")

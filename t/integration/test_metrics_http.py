@@ -198,47 +198,72 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
     # A worker crashes: nothing goes backwards, the restart is counted, health returns.
     _, _, before, _ = scrape(mport)
     qmgr_pid = int(re.search(r"queue manager pid (\d+)", p.petrelctl("status").stdout).group(1))
-    workers_before = p.worker_pids()
-    victims = [pid for pid in workers_before if pid != qmgr_pid]
-    t.ok(victims, "an smtpd worker to kill")
     # Connections the master holds while it forks the worker's replacement
     # (as when Prometheus scrapes during a reload or a restart): the child
     # must not shut them down. It did: evhttp_free() in the child calls
     # shutdown(SHUT_WR) on the connections it frees, the sockets are shared,
     # and requests were closed without a reply. Three states: connected and
     # silent, half a request sent, one request answered (keep-alive).
-    held = []
-    for state in ("silent", "half", "kept") * 3:
-        sock = socket.create_connection(("127.0.0.1", mport), timeout=10)
-        if state == "half":
-            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: petrel\r\n")
-        elif state == "kept":
-            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: petrel\r\n\r\n")
-            first = b""
-            while not first.endswith(b"\r\n\r\nok\n") and not first.endswith(b"\n\n"):
-                data = sock.recv(65536)
-                if not data:
-                    break
-                first += data
-        held.append((state, sock))
-    # The listener accepts in order: once a later request is answered, the
-    # master holds every one of them.
-    t.is_(http_get(mport, "/healthz")[0], 200, "a later request is answered")
-    # The same for a control connection (petrelctl's): held open across the
-    # fork, the new worker must not keep a copy of it, or a client that
-    # reads the reply to its end never sees the end (the worker held it).
-    control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    control.settimeout(10)
-    control.connect(os.path.join(p.queue, "private", "control"))
-    t.is_(http_get(mport, "/healthz")[0], 200, "(the master has accepted the control connection meanwhile)")
-    os.kill(victims[0], signal.SIGKILL)
-    t.ok(p.wait_log(r"pid %d killed by signal 9" % victims[0]) is not None, "the worker is killed")
-    t.is_(wait_value(mport, 'petrel_process_restarts_total{role="smtpd"}', 1.0), 1.0, "the restart is counted")
-    # The restart may wait a moment after the death is counted: the fork
-    # has to happen while the connections are held.
-    t.ok(wait_for(lambda: set(p.worker_pids()) - set(victims) - {qmgr_pid} - set(workers_before), timeout=20),
-         "the replacement worker runs")
-    answers = []
+    # The endpoint closes a connection idle for 10 s (evhttp_set_timeout in
+    # core/master/http.c), rightly: on a loaded machine the kill, the count
+    # and the restart can take longer than that, and the held connections
+    # then end without a reply for a reason that is not the one tested. Such
+    # a round is void and made again with another worker (at most 3).
+    IDLE_TIMEOUT = 10.0
+    restarts = 0
+    for attempt in range(3):
+        workers_before = p.worker_pids()
+        victims = [pid for pid in workers_before if pid != qmgr_pid]
+        if not victims:
+            break
+        held = []
+        opened = time.monotonic()
+        for state in ("silent", "half", "kept") * 3:
+            sock = socket.create_connection(("127.0.0.1", mport), timeout=10)
+            if state == "half":
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: petrel\r\n")
+            elif state == "kept":
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: petrel\r\n\r\n")
+                first = b""
+                while not first.endswith(b"\r\n\r\nok\n") and not first.endswith(b"\n\n"):
+                    data = sock.recv(65536)
+                    if not data:
+                        break
+                    first += data
+            held.append((state, sock))
+        # The listener accepts in order: once a later request is answered, the
+        # master holds every one of them.
+        later = http_get(mport, "/healthz")[0]
+        # The same for a control connection (petrelctl's): held open across the
+        # fork, the new worker must not keep a copy of it, or a client that
+        # reads the reply to its end never sees the end (the worker held it).
+        control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        control.settimeout(10)
+        control.connect(os.path.join(p.queue, "private", "control"))
+        accepted = http_get(mport, "/healthz")[0]
+        os.kill(victims[0], signal.SIGKILL)
+        restarts += 1
+        killed = p.wait_log(r"pid %d killed by signal 9" % victims[0]) is not None
+        counted = wait_value(mport, 'petrel_process_restarts_total{role="smtpd"}', float(restarts))
+        # The restart may wait a moment after the death is counted: the fork
+        # has to happen while the connections are held.
+        replaced = wait_for(lambda: set(p.worker_pids()) - set(victims) - {qmgr_pid} - set(workers_before),
+                            timeout=20)
+        took = time.monotonic() - opened
+        if took < IDLE_TIMEOUT - 1 or attempt == 2:
+            break
+        t.diag("round %d took %.1f s, past the endpoint's idle timeout: made again" % (attempt + 1, took))
+        for _, sock in held:
+            sock.close()
+        control.close()
+    t.ok(victims, "an smtpd worker to kill")
+    t.is_(later, 200, "a later request is answered")
+    t.is_(accepted, 200, "(the master has accepted the control connection meanwhile)")
+    t.ok(killed, "the worker is killed")
+    t.is_(counted, float(restarts), "the restart is counted")
+    t.ok(replaced, "the replacement worker runs")
+    t.ok(took < IDLE_TIMEOUT - 1, "the round took %.1f s, within the endpoint's idle timeout" % took)
+    answers, texts = [], []
     for state, sock in held:
         if state == "half":
             sock.sendall(b"Connection: close\r\n\r\n")
@@ -255,8 +280,10 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
             answer += repr(e).encode()
         sock.close()
         answers.append((state, bool(re.match(rb"HTTP/1\.1 (200 OK|503 Service Unavailable)\r\n", answer))))
-    t.is_(answers, [(state, True) for state, _ in held],
-          "every connection held across the fork of the new worker gets its reply")
+        texts.append(answer[:120])
+    if not t.is_(answers, [(state, True) for state, _ in held],
+                 "every connection held across the fork of the new worker gets its reply"):
+        t.diag("what each got: %r" % texts)
     fields = [b"status"]
     body = struct.pack(">HH", 1, len(fields)) + b"".join(struct.pack(">I", len(f)) + f for f in fields)
     control.sendall(struct.pack(">I", len(body)) + body)

@@ -271,14 +271,36 @@ static void failed(struct hosts_file *h, const char *what, int err)
     clear(h);
 }
 
+static int same_file(const struct hosts_file *h, const struct stat *st)
+{
+    return h->have_id && st->st_dev == h->dev && st->st_ino == h->ino && st->st_size == h->size &&
+           st->st_mtim.tv_sec == h->mtime.tv_sec && st->st_mtim.tv_nsec == h->mtime.tv_nsec &&
+           st->st_ctim.tv_sec == h->ctime.tv_sec && st->st_ctim.tv_nsec == h->ctime.tv_nsec;
+}
+
+/* A stat() first: the once-a-second look at an unchanged file opens
+ * nothing, and a path that is not a regular file (a FIFO would block
+ * open() on the worker's loop) is never opened. The file is opened
+ * O_NONBLOCK all the same (it may be replaced between the two calls), and
+ * what is read is identified by fstat() of the open file. */
 static void load(struct hosts_file *h)
 {
-    int fd = open(h->path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    struct stat st;
+    if (stat(h->path, &st) != 0) {
+        failed(h, "open", errno);
+        return;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        failed(h, "read (not a regular file)", EINVAL);
+        return;
+    }
+    if (same_file(h, &st))
+        return;
+    int fd = open(h->path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0) {
         failed(h, "open", errno);
         return;
     }
-    struct stat st;
     if (fstat(fd, &st) != 0) {
         failed(h, "stat", errno);
         close(fd);
@@ -289,9 +311,7 @@ static void load(struct hosts_file *h)
         close(fd);
         return;
     }
-    if (h->have_id && st.st_dev == h->dev && st.st_ino == h->ino && st.st_size == h->size &&
-        st.st_mtim.tv_sec == h->mtime.tv_sec && st.st_mtim.tv_nsec == h->mtime.tv_nsec &&
-        st.st_ctim.tv_sec == h->ctime.tv_sec && st.st_ctim.tv_nsec == h->ctime.tv_nsec) {
+    if (same_file(h, &st)) {
         close(fd);
         return;
     }

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "lib/hosts_file.h"
@@ -139,6 +140,12 @@ int main(void)
         is_str(rev(h, "127.0.0.40"), NULL, "long line: skipped");
         is_str(rev(h, "127.0.0.41"), "after.example.test", "long line: the next line is read");
     }
+    /* a FIFO at the path is never opened (an open() would block the loop
+     * until a writer came): nothing listed, and the call returns */
+    unlink(path);
+    ok(mkfifo(path, 0600) == 0, "fifo: made");
+    sleep(2);
+    is_str(rev(h, "127.0.0.41"), NULL, "fifo: not read, nothing listed (DNS answers)");
     hosts_file_free(h);
     unlink(path);
 

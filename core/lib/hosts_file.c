@@ -491,12 +491,19 @@ int hosts_file_first_in_nsswitch(const char *path, char **why, char **note)
         /* What glibc would do after files that Petrel does not: actions
          * (such as [NOTFOUND=return]) and sources other than dns. */
         char others[256] = "";
+        int dns = 0;
         for (char *f; (f = next_field(&p, end)) != NULL;)
-            if (strcmp(f, "dns") != 0 && strlen(others) + strlen(f) + 2 < sizeof(others))
+            if (strcmp(f, "dns") == 0)
+                dns = 1;
+            else if (strlen(others) + strlen(f) + 2 < sizeof(others))
                 snprintf(others + strlen(others), sizeof(others) - strlen(others), "%s%s", *others ? " " : "", f);
         if (*others)
             *note = xasprintf("%s: hosts: after files, \"%s\" is not followed: a client not in the hosts file is "
                               "looked up in DNS (dns_resolver)", path, others);
+        else if (!dns)
+            /* glibc would never ask DNS (Postfix: such a client is unknown) */
+            *note = xasprintf("%s: hosts: no dns after files, but a client not in the hosts file is looked up in "
+                              "DNS (dns_resolver) all the same", path);
         return 1;
     }
     *why = xasprintf("%s: no hosts line (glibc then uses \"dns [!UNAVAIL=return] files\": DNS first)", path);

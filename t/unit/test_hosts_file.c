@@ -160,6 +160,11 @@ int main(void)
     ok(first == 1 && note && strstr(note, "\"mdns4_minimal [NOTFOUND=return] myhostname\" is not followed"),
        "nsswitch: files first, the other sources told: %s", note ? note : "(none)");
     free(note);
+    write_file(ns, "hosts: files\n");
+    first = hosts_file_first_in_nsswitch(ns, &why, &note);
+    ok(first == 1 && note && strstr(note, "no dns after files"), "nsswitch: files alone, the DNS lookups told: %s",
+       note ? note : "(none)");
+    free(note);
     write_file(ns, "hosts: dns files\n");
     first = hosts_file_first_in_nsswitch(ns, &why, &note);
     ok(first == 0 && why && strstr(why, "starts with dns, not files"), "nsswitch: dns first: %s", why ? why : "(none)");

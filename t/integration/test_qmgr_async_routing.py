@@ -119,6 +119,8 @@ with Petrel(t, extra_services=QMGR, start=False, workers=1) as p:
     holder.wait(timeout=30)
     t.ok(wait_for(lambda: len(maildir_messages(gated)) == 1, timeout=30),
          "once the database answers, it is delivered to the mailbox the answer names")
+    # The mailbox file comes before the delivery agent's log line: wait for the line, then compare
+    p.wait_log(r"%s: to=<gated@vmail\.test>.*status=sent" % slow, timeout=30)
     i_fast = log_index(p, r"%s: to=<y@routed\.test>.*status=sent" % fast)
     i_slow = log_index(p, r"%s: to=<gated@vmail\.test>.*status=sent" % slow)
     t.ok(i_fast is not None and i_slow is not None and i_fast < i_slow,

@@ -194,6 +194,37 @@ static void op_done(void *arg)
     milter_event_done(l);
 }
 
+/* A failed milter counts once per failure for its circuit breaker. */
+static void count_failure(session *ss, link *l)
+{
+    if (milter_conn_result(l->conn)->failed && !l->skipped && !l->failure_counted) {
+        l->failure_counted = 1;
+        milter_breaker_failed(ss->conf, ss->m, l->breaker);
+    }
+}
+
+/* The core stopped waiting for the suspended event (milter_hook_timeout
+ * ran out and the module's failure action answered, or the session ended):
+ * the answer is for nobody. It changes nothing (a quarantine, a refusal),
+ * and the rest of the chain is not sent an event the core has finished
+ * with (at end of message, the transaction is over and the other milters
+ * got their SMFIC_ABORT). Returns 1 when so. */
+static int answered_too_late(session *ss)
+{
+    if (ss->pending == NULL || petrel_pending_session(ss->pending) != NULL)
+        return 0;
+    petrel_log(ss->s, PETREL_LOG_WARNING, "milter: an answer to %s came after the core stopped waiting "
+               "(milter_hook_timeout, or the session ended): ignored", event_names[ss->event]);
+    ss->pending = NULL;
+    ss->finished = 1;
+    if (ss->event == EV_EOM) {
+        /* The core closed them when the end of message was answered. */
+        ss->msg = NULL;
+        ss->newbody = NULL;
+    }
+    return 1;
+}
+
 void milter_event_done(link *l)
 {
     session *ss = l->ss;
@@ -210,6 +241,10 @@ void milter_event_done(link *l)
      * count: a milter may negotiate and then hang on every command). */
     if (ss->step != ST_OPEN && !milter_conn_result(l->conn)->failed)
         milter_breaker_answered(ss->conf, ss->m, l->breaker);
+    if (answered_too_late(ss)) {
+        count_failure(ss, l);
+        return;
+    }
     if (after_call(ss) == 0)
         run(ss);
 }
@@ -459,10 +494,7 @@ static int after_call(session *ss)
     link *l = &ss->links[ss->cur];
     milter_conn *c = l->conn;
     const milter_result *r = milter_conn_result(c);
-    if (r->failed && !l->skipped && !l->failure_counted) {
-        l->failure_counted = 1;
-        milter_breaker_failed(ss->conf, ss->m, l->breaker);
-    }
+    count_failure(ss, l);
     if (r->quarantine) {
         if (ss->in_tx)
             milter_apply_quarantine(ss, r->quarantine);

@@ -22,7 +22,7 @@
  * The Subject "do: A B C" lists what happens at end of message, in order:
  *   addheader insheader foldheader chgheader delheader chgfrom chgfrom_args
  *   chgfrom_badargs addrcpt addrcpt_par addrcpt_orcpt delrcpt replbody replbody_big replbody_lf quarantine
- *   progress sleep2 accept reject tempfail discard replycode multiline.
+ *   progress sleep2 sleep5 accept reject tempfail discard replycode multiline.
  *
  * Log lines: negotiate, connect, helo, envfrom, envrcpt, data, unknown,
  * header NAME=[VALUE] (\n and \t escaped, so the leading space shows),
@@ -393,6 +393,8 @@ static int eom_do(SMFICTX *ctx, const char *a, sfsistat *final)
         }
     } else if (strcmp(a, "sleep2") == 0)
         sleep(2);
+    else if (strcmp(a, "sleep5") == 0)
+        sleep(5);
     else if (strcmp(a, "accept") == 0)
         *final = SMFIS_ACCEPT;
     else if (strcmp(a, "reject") == 0)

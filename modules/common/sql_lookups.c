@@ -52,6 +52,14 @@ void sql_lookups_unavailable(struct sql_lookups *l, struct sql_request *r)
     sql_request_answer(r, -1, NULL);
 }
 
+void sql_lookups_no_connection(struct sql_lookups *l, struct sql_request *r, const char *why)
+{
+    const struct sql_table *s = l->table;
+    petrel_module_log(s->module, PETREL_LOG_WARNING, "%s:%s: cannot start a connection: %s; the lookup of \"%.100s\" "
+                      "fails (temporary error)", s->type, s->config, why, r->key);
+    sql_request_answer(r, -1, NULL);
+}
+
 void sql_lookups_retry(struct sql_lookups *l, struct sql_request *r)
 {
     r->conn = NULL;

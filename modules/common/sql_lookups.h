@@ -61,6 +61,12 @@ void sql_lookups_retry(struct sql_lookups *l, struct sql_request *r);
 /* Fails r: "no database server available" (logged), a temporary error. */
 void sql_lookups_unavailable(struct sql_lookups *l, struct sql_request *r);
 
+/* Fails r, a temporary error, when a connection could not be made for a
+ * reason that is not the server's (why: "out of memory"), logged. A
+ * dispatch loop must fail the lookup then, never try again at once: the
+ * next attempt would fail the same way, and the loop would never end. */
+void sql_lookups_no_connection(struct sql_lookups *l, struct sql_request *r, const char *why);
+
 /* Answers r and frees it: status 1 found (value), 0 not found, -1 error
  * (a temporary failure; the error was logged). */
 void sql_request_answer(struct sql_request *r, int status, const char *value);

@@ -316,14 +316,19 @@ static void conn_begin(void *arg)
     conn_step(c, 0);
 }
 
-static struct my_conn *conn_open(struct table *t)
+/* A new connection to a live host, or NULL: no host is live, or *why
+ * says what failed (not the server: another host would not help). */
+static struct my_conn *conn_open(struct table *t, const char **why)
 {
+    *why = NULL;
     int host = sql_table_pick_host(&t->sql);
     if (host < 0)
         return NULL;
     struct my_conn *c = calloc(1, sizeof(*c));
-    if (c == NULL)
+    if (c == NULL) {
+        *why = "out of memory";
         return NULL;
+    }
     c->t = t;
     c->host = host;
     c->op = OP_CONNECT;
@@ -333,11 +338,17 @@ static struct my_conn *conn_open(struct table *t)
     t->nconns++;
     if (c->my == NULL) {
         conn_free(c);
+        *why = "the client library could not be set up";   /* its options logged, or out of memory */
         return NULL;
     }
     /* The connect starts from the loop: a refusal known at once must not
      * answer a lookup inside lookup_async. */
     c->start_timer = petrel_timer_start(t->sql.module, 0, conn_begin, c);
+    if (c->start_timer == NULL) {   /* it would never start: its lookup would wait for its timeout */
+        conn_free(c);
+        *why = "cannot start a timer";
+        return NULL;
+    }
     return c;
 }
 
@@ -364,9 +375,13 @@ void mysql_table_dispatch(void *arg)
         if (idle == NULL) {
             if (t->nconns >= t->sql.max_conns)
                 return;
-            idle = conn_open(t);
+            const char *why;
+            idle = conn_open(t, &why);
             if (idle == NULL) {
-                sql_lookups_unavailable(&t->lookups, sql_lookups_next(&t->lookups));
+                if (why)
+                    sql_lookups_no_connection(&t->lookups, sql_lookups_next(&t->lookups), why);
+                else
+                    sql_lookups_unavailable(&t->lookups, sql_lookups_next(&t->lookups));
                 continue;
             }
         }

@@ -394,14 +394,20 @@ static void conn_io(int fd, int events, void *arg)
     dispatch(t);
 }
 
-static struct pg_conn *conn_open(struct table *t)
+/* A new connection to a live host, or NULL: no host is live, or the one
+ * picked failed (marked dead, logged), or *why says what else failed (the
+ * host is not at fault: trying another would fail the same way). */
+static struct pg_conn *conn_open(struct table *t, const char **why)
 {
+    *why = NULL;
     int host = sql_table_pick_host(&t->sql);
     if (host < 0)
         return NULL;
     struct pg_conn *c = calloc(1, sizeof(*c));
-    if (c == NULL)
+    if (c == NULL) {
+        *why = "out of memory";
         return NULL;
+    }
     c->t = t;
     c->host = host;
     c->state = PG_CONNECTING;
@@ -428,7 +434,9 @@ static struct pg_conn *conn_open(struct table *t)
 /* Hands the waiting lookups to idle connections, opening more up to
  * pgsql_max_connections; while one that is still connecting is free, it
  * takes the next lookup when it is up. A connection that cannot be
- * started marks its host dead, and another live host is tried. */
+ * started marks its host dead, and another live host is tried; one that
+ * fails for want of memory fails the lookup (a temporary error), since
+ * trying again at once would never end. */
 static void dispatch(void *arg)
 {
     struct table *t = arg;
@@ -445,8 +453,13 @@ static void dispatch(void *arg)
                 connecting_free |= c->state == PG_CONNECTING && c->req == NULL;
             if (connecting_free || t->nconns >= t->sql.max_conns)
                 return;   /* a connection that becomes free takes the next */
-            idle = conn_open(t);
+            const char *why;
+            idle = conn_open(t, &why);
             if (idle == NULL) {
+                if (why) {
+                    sql_lookups_no_connection(&t->lookups, sql_lookups_next(&t->lookups), why);
+                    continue;
+                }
                 if (sql_table_pick_host(&t->sql) >= 0)
                     continue;
                 sql_lookups_unavailable(&t->lookups, sql_lookups_next(&t->lookups));

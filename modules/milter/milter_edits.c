@@ -302,6 +302,8 @@ int milter_op_edit(void *arg, const milter_edit *e)
 {
     link *l = arg;
     session *ss = l->ss;
+    if (milter_event_abandoned(ss))
+        return 0;   /* for nobody (a quarantine would hold the next message): logged with the answer */
     int body = e->type == MILTER_EDIT_BODY_CHUNK || e->type == MILTER_EDIT_BODY_END;
     if (ss->held != NULL && !body)
         return hold(ss, e) ? 0 : -1;

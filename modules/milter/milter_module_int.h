@@ -202,5 +202,9 @@ int milter_edits_holding(const session *ss);
 void milter_edits_reset(session *ss);
 /* The milter of l answered the event (milter_session.c): move on. */
 void milter_event_done(link *l);
+/* The core stopped waiting for the event the milters still answer
+ * (milter_hook_timeout, or the session ended): what they send is for
+ * nobody. */
+int milter_event_abandoned(const session *ss);
 
 #endif

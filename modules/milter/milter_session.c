@@ -203,6 +203,11 @@ static void count_failure(session *ss, link *l)
     }
 }
 
+int milter_event_abandoned(const session *ss)
+{
+    return ss->pending != NULL && petrel_pending_session(ss->pending) == NULL;
+}
+
 /* The core stopped waiting for the suspended event (milter_hook_timeout
  * ran out and the module's failure action answered, or the session ended):
  * the answer is for nobody. It changes nothing (a quarantine, a refusal),
@@ -211,7 +216,7 @@ static void count_failure(session *ss, link *l)
  * got their SMFIC_ABORT). Returns 1 when so. */
 static int answered_too_late(session *ss)
 {
-    if (ss->pending == NULL || petrel_pending_session(ss->pending) != NULL)
+    if (!milter_event_abandoned(ss))
         return 0;
     petrel_log(ss->s, PETREL_LOG_WARNING, "milter: an answer to %s came after the core stopped waiting "
                "(milter_hook_timeout, or the session ended): ignored", event_names[ss->event]);

@@ -1,7 +1,7 @@
 /*
  * modules/milter: what the module's own files share (milter_module.c: the
- * configuration and the hooks; milter_session.c: running an event through
- * the chain of milters; milter_edits.c: the module's copy of the headers and
+ * hooks; milter_config.c: the configuration; milter_session.c: running an
+ * event through the chain of milters; milter_edits.c: the module's copy of the headers and
  * the milters' modifications; milter_maps.c: smtpd_milter_maps;
  * milter_breaker.c: the circuit breaker). Not an interface: only this folder includes it.
  */
@@ -14,7 +14,7 @@
 
 #include "milter_conn.h"
 
-/* configuration (milter_module.c) */
+/* configuration (milter_config.c) */
 
 /* The circuit breaker of one milter address, shared by every profile that
  * lists it, per process (each smtpd worker has its own): after
@@ -167,7 +167,12 @@ extern const milter_conn_ops milter_session_ops;
 petrel_verdict milter_start_event(session *ss, petrel_session *s, enum event ev);
 /* The same from a callback, the hook having suspended with p. */
 void milter_resume_event(session *ss, petrel_session *s, enum event ev, petrel_pending *p);
-/* configuration helpers (milter_module.c) */
+/* configuration (milter_config.c): the module's check, init and fini, and
+ * the profile a session of service uses */
+int milter_check(petrel_module *m);
+int milter_init(petrel_module *m, const char **error);
+void milter_fini(petrel_module *m);
+const profile *milter_profile_of(const module_conf *c, const char *service);
 void milter_base_config(petrel_module *m, const char *service, milter_config *cfg);
 int milter_parse_item(const char *item, char *buf, size_t buflen, milter_config *cfg, char *err, size_t errlen);
 void milter_list_free(milter_list *l);
@@ -182,7 +187,7 @@ petrel_verdict milter_session_begin(petrel_session *s, const profile *prof, cons
 petrel_verdict milter_maps_connect(petrel_session *s, const profile *prof);
 void milter_maps_free(module_conf *c);
 
-/* The circuit breaker (milter_module.c): should this session skip the
+/* The circuit breaker (milter_breaker.c): should this session skip the
  * milter (1), or ask it (0, perhaps as the probe)? Then what happened. */
 int milter_breaker_skip(module_conf *conf, petrel_module *m, breaker *b);
 void milter_breaker_failed(module_conf *conf, petrel_module *m, breaker *b);

@@ -644,7 +644,12 @@ void milter_resume_event(session *ss, petrel_session *s, enum event ev, petrel_p
  * already (libmilter would ignore the ABORT: Postfix's is a no-op there).
  * The watch lives in the transaction's pool; the session's end, which may
  * come first (a transaction whose fsync runs on a thread outlives it),
- * disarms it. */
+ * disarms it. Otherwise, at the session's end, the core frees the
+ * transaction before the session's pool, so ss is still there here: an
+ * ABORT that cannot be written is logged through ss->s, a handle the core
+ * has made stale by then, which petrel_log takes (the line comes without
+ * the queue ID), and calls nothing back (no event is pending on that
+ * milter); milter_session_end then frees ss, its watches and timers first. */
 typedef struct tx_end {
     session *ss;
 } tx_end;

@@ -96,6 +96,7 @@ struct hosts_file {
     int have_stamp;
     struct hosts_stamp stamp;   /* the file table was read from */
     int failed_errno;           /* the error last logged, so it is logged once */
+    int quiet;                  /* another worker's copy says what the reads find */
     int fixed;                  /* made from text (hosts_file_from_text): never re-read */
     /* Without a loop: each lookup looks, once a second. */
     int checked;
@@ -305,7 +306,7 @@ static struct hosts_table *parse(char *text, size_t len)
 
 static void failed(struct hosts_file *h, const char *what, int err)
 {
-    if (h->failed_errno != err)
+    if (h->failed_errno != err && !h->quiet)
         msg_warn("cannot %s %s: %s: client names come from DNS only until it can be read", what, h->path,
                  strerror(err));
     h->failed_errno = err;
@@ -395,7 +396,7 @@ static void install(struct hosts_file *h, struct hosts_read *r)
         failed(h, r->failed_what, r->failed_errno);
         return;
     }
-    if ((off_t)r->kept < r->size)
+    if ((off_t)r->kept < r->size && !h->quiet)
         msg_warn("%s: larger than %ld bytes (%lld): only its first %zu bytes, up to the last line break within "
                  "the limit, are read; names after them come from DNS (glibc would read the whole file)", h->path,
                  HOSTS_FILE_MAX_SIZE, (long long)r->size, r->kept);
@@ -473,10 +474,11 @@ static void refresh(struct hosts_file *h)
     look(h, 1);
 }
 
-struct hosts_file *hosts_file_create(const char *path, struct event_base *base)
+struct hosts_file *hosts_file_create(const char *path, struct event_base *base, int quiet)
 {
     struct hosts_file *h = xcalloc(1, sizeof(*h));
     h->path = xstrdup(path);
+    h->quiet = quiet;
     if (base) {
         h->base = base;
         look(h, 1);   /* before the first client: it gets the file's answer */

@@ -36,8 +36,9 @@ struct hosts_file;
  * looks at the file once a second and whose thread re-reads it; NULL: each
  * lookup looks (once a second) and re-reads it on the caller's thread (the
  * unit tests). Never fails: a file that cannot be read answers nothing
- * (every lookup goes on to DNS) and is logged once per change. */
-struct hosts_file *hosts_file_create(const char *path, struct event_base *base);
+ * (every lookup goes on to DNS) and is logged once per change. quiet: log
+ * nothing of the file (every worker reads it; the first one tells). */
+struct hosts_file *hosts_file_create(const char *path, struct event_base *base, int quiet);
 /* The same from text in memory, never re-read (the fuzz target's). */
 struct hosts_file *hosts_file_from_text(const char *text, size_t len);
 void hosts_file_free(struct hosts_file *h);

@@ -248,7 +248,7 @@ void smtpd_peer_hosts_open(struct smtpd_worker *w)
     int dns = 1;
     w->peer_dns = w->dns;
     if (hosts_file_first_in_nsswitch(nsswitch_path, &dns, &why, &note)) {
-        w->hosts = hosts_file_create(hosts_path, w->base);
+        w->hosts = hosts_file_create(hosts_path, w->base, !tell);
         if (tell && note)
             msg_warn("%s", note);
         if (!dns) {

@@ -182,6 +182,9 @@ with Dnsmasq(RECORDS) as dns:
               "the hosts file removed: DNS names the client")
         t.ok(p.wait_log(r"warning: cannot open %s: No such file or directory: client names come from DNS only"
                         % re.escape(p.hosts_path)), "and the log says the file cannot be read")
+        time.sleep(1.5)
+        t.is_(len(re.findall(r"warning: cannot open %s" % re.escape(p.hosts_path), p.log())), 1,
+              "said once (by the first worker; every worker reads the file)")
         t.ok(p.wait_log(r"client names: hosts file %s, nsswitch %s \(from the environment" %
                         (re.escape(p.hosts_path), re.escape(p.nsswitch_path))),
              "the start says which files replace /etc/hosts and /etc/nsswitch.conf")

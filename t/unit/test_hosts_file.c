@@ -100,7 +100,14 @@ static struct hosts_file *created;
 static void create_on_loop(void *arg)
 {
     void **a = arg;
-    created = hosts_file_create(a[0], a[1]);
+    created = hosts_file_create(a[0], a[1], 0);
+}
+
+static void create_quiet(void *arg)
+{
+    void **a = arg;
+    created = hosts_file_create(a[0], a[1], 1);
+    rev(created, "127.0.0.90");
 }
 
 /* On a loop: lookups never read the file; the loop's timer looks and a
@@ -149,6 +156,13 @@ static void on_loop(const char *path)
     }
     is_str(rev(h, "127.0.0.90"), NULL, "loop: the file removed, nothing listed");
     hosts_file_free(h);
+    /* a quiet copy (not the first worker's) says nothing of the file */
+    args[1] = NULL;
+    log = log_of(create_quiet, args);
+    is_str(rev(created, "127.0.0.90"), NULL, "quiet: a missing file lists nothing");
+    is_str(log, "", "quiet: and says nothing of it");
+    free(log);
+    hosts_file_free(created);
     event_base_free(base);
 }
 
@@ -161,7 +175,7 @@ int main(void)
     snprintf(path, sizeof(path), "%s/hosts", dir);
     snprintf(ns, sizeof(ns), "%s/nsswitch.conf", dir);
     write_file(path, HOSTS);
-    struct hosts_file *h = hosts_file_create(path, NULL);
+    struct hosts_file *h = hosts_file_create(path, NULL, 0);
 
     /* by address: the first line wins, its first name, case kept */
     is_str(rev(h, "127.0.0.7"), "First.Example.test", "reverse: the first line listing the address, its first name");

@@ -26,10 +26,10 @@ struct hosts_file;
 /* A file larger than this is read up to the last line break within it, and
  * the log says so each time it is read. A hosts file this large is an
  * ad-blocking list: the largest common ones (StevenBlack's unified list
- * with every extension) are about 250,000 lines, 8 MB. The cap bounds each
- * worker's copy (text and indexes: about 3.5 times the file, 36 MB for a
- * 10 MB file) and the parse (80-350 ms for 10 MB on a busy 2-CPU machine,
- * off the loop). */
+ * with every extension: about 225,000 entries) are around 7 MB. The cap
+ * bounds each worker's copy (text and indexes: about 3.5 times the file,
+ * 36 MB for a 10 MB file) and the parse (80-350 ms for 10 MB on a busy
+ * 2-CPU machine, off the loop). */
 #define HOSTS_FILE_MAX_SIZE (16L * 1024 * 1024)
 
 /* path: the hosts file, read now. base: the worker's loop, whose timer

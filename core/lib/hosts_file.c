@@ -398,7 +398,7 @@ static void install(struct hosts_file *h, struct hosts_read *r)
     }
     if ((off_t)r->kept < r->size && !h->quiet)
         msg_warn("%s: larger than %ld bytes (%lld): only its first %zu bytes, up to the last line break within "
-                 "the limit, are read; names after them come from DNS (glibc would read the whole file)", h->path,
+                 "the limit, are read; the lines after them are not consulted (glibc would read the whole file)", h->path,
                  HOSTS_FILE_MAX_SIZE, (long long)r->size, r->kept);
     table_free(h->table);
     h->table = r->table;
@@ -422,8 +422,8 @@ static void read_done(void *arg, int cancelled)
 /* A stat() first: the once-a-second look at an unchanged file opens
  * nothing, and a path that is not a regular file (a FIFO would block
  * open()) is never opened. A changed file is read on the thread when there
- * is a loop and the file was read before (lookups go on with the old table
- * meanwhile), else at once. */
+ * is a loop, but for the first look (at creation: before any client), with
+ * lookups answered from the old table meanwhile; else at once. */
 static void look(struct hosts_file *h, int at_once)
 {
     if (h->reading)

@@ -2,19 +2,25 @@
  * The hosts file as glibc's files backend reads it (see hosts_file.h). The
  * rules, checked against glibc 2.36's getnameinfo()/getaddrinfo() with the
  * file bind-mounted over /etc/hosts:
- *   - "#" starts a comment anywhere; fields are separated by white space;
- *     the first field is an address (inet_pton: no "127.1", no "%scope", so
- *     a scoped IPv6 line is ignored), the next the canonical name, the rest
- *     aliases. A line with an address and no name lists the address with
- *     the name "" (getnameinfo succeeds with an empty name).
+ *   - a line ends at a newline or at a NUL byte (glibc reads lines with
+ *     fgets() and parses them as C strings: what follows a NUL on its line
+ *     is ignored); "#" starts a comment anywhere; fields are separated by
+ *     white space; the first field is an address (inet_pton: no "127.1", no
+ *     "%scope", so a scoped IPv6 line is ignored), the next the canonical
+ *     name, the rest aliases. A line with an address and no name lists the
+ *     address with the name "" (getnameinfo succeeds with an empty name).
+ *     Lines of any length are read, as glibc does (the file's size is
+ *     bounded: HOSTS_FILE_MAX_SIZE).
  *   - by address, the first line listing it wins and gives its first name;
  *     an IPv4 lookup also sees IPv4-mapped IPv6 lines and "::1" (as
  *     127.0.0.1), an IPv6 lookup sees IPv6 lines only.
  *   - by name, every line naming it (first name or alias, ASCII case
  *     ignored, a trailing dot is part of the name) counts, with the same
  *     family rules; a name no line of that family names is not found.
- * Indexes are open-addressing hash tables rebuilt on each read; a read
- * replaces everything, so answers never mix two versions of the file.
+ * A read makes a new table (the text and its open-addressing hash indexes)
+ * and replaces the old one whole, so answers never mix two versions of the
+ * file. Reading and parsing touch nothing but the new table, so they can
+ * run on a thread; what they found is logged back on the loop.
  */
 #include "config.h"
 
@@ -32,8 +38,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+
 #include "lib/hosts_file.h"
 #include "lib/log.h"
+#include "lib/workq.h"
 #include "lib/xalloc.h"
 
 struct hosts_line {
@@ -49,26 +58,54 @@ struct hosts_name {             /* one name (first or alias) of one line */
     uint32_t next;              /* the next entry with the same name, + 1; 0: none */
 };
 
-struct hosts_file {
-    char *path;
-    /* The file as last read; everything below points into text. */
+/* One read of the file; everything points into text. */
+struct hosts_table {
     char *text;
     struct hosts_line *lines;
     uint32_t nlines;
     struct hosts_name *names;
     uint32_t nnames;
     uint32_t *by_v4, *by_v6, *by_name;  /* index + 1; 0: empty slot */
-    uint32_t line_mask, name_mask;
-    /* What the file was when read: a change of any of these re-reads it. */
-    int have_id;
+    uint32_t v4_mask, v6_mask, name_mask;
+};
+
+/* What a file was when read: a change of any of these re-reads it. */
+struct hosts_stamp {
     dev_t dev;
     ino_t ino;
     off_t size;
     struct timespec mtime, ctime;
+};
+
+/* One read, made on a thread (or the caller's): its result is installed on
+ * the loop by read_done(). */
+struct hosts_read {
+    struct hosts_file *h;
+    const char *path;           /* h's */
+    struct hosts_table *table;  /* NULL when the read failed */
+    struct hosts_stamp stamp;
+    const char *failed_what;    /* the failed step ("open", "read"...), with failed_errno */
+    int failed_errno;
+    off_t size;                 /* the file's */
+    size_t kept;                /* bytes parsed: less than size when over the cap */
+};
+
+struct hosts_file {
+    char *path;
+    struct hosts_table *table;  /* NULL: nothing listed */
+    int have_stamp;
+    struct hosts_stamp stamp;   /* the file table was read from */
     int failed_errno;           /* the error last logged, so it is logged once */
+    int quiet;                  /* another worker's copy says what the reads find */
     int fixed;                  /* made from text (hosts_file_from_text): never re-read */
+    /* Without a loop: each lookup looks, once a second. */
     int checked;
     double checked_at;          /* monotonic seconds of the last look at the file */
+    /* With a loop: its timer looks, a thread reads. */
+    struct event_base *base;
+    struct event *timer;
+    struct workq *wq;           /* one thread, made at the first re-read */
+    int reading;                /* a read is on the thread: no other starts */
 };
 
 static uint32_t hash_bytes(const unsigned char *p, size_t n, uint32_t h)
@@ -98,20 +135,17 @@ static uint32_t table_size(uint32_t n)
     return size;
 }
 
-static void clear(struct hosts_file *h)
+static void table_free(struct hosts_table *t)
 {
-    free(h->text);
-    free(h->lines);
-    free(h->names);
-    free(h->by_v4);
-    free(h->by_v6);
-    free(h->by_name);
-    h->text = NULL;
-    h->lines = NULL;
-    h->names = NULL;
-    h->by_v4 = h->by_v6 = h->by_name = NULL;
-    h->nlines = h->nnames = 0;
-    h->line_mask = h->name_mask = 0;
+    if (t == NULL)
+        return;
+    free(t->text);
+    free(t->lines);
+    free(t->names);
+    free(t->by_v4);
+    free(t->by_v6);
+    free(t->by_name);
+    free(t);
 }
 
 /* The first line listing an address keeps the slot. */
@@ -129,21 +163,22 @@ static void index_address(uint32_t *table, uint32_t mask, const struct hosts_lin
     }
 }
 
-static void index_name(struct hosts_file *h, uint32_t ni)
+static void index_name(struct hosts_table *t, uint32_t ni)
 {
-    for (uint32_t i = hash_name(h->names[ni].name) & h->name_mask;; i = (i + 1) & h->name_mask) {
-        if (h->by_name[i] == 0) {
-            h->by_name[i] = ni + 1;
+    for (uint32_t i = hash_name(t->names[ni].name) & t->name_mask;; i = (i + 1) & t->name_mask) {
+        if (t->by_name[i] == 0) {
+            t->by_name[i] = ni + 1;
             return;
         }
-        if (strcasecmp(h->names[h->by_name[i] - 1].name, h->names[ni].name) == 0) {
-            h->names[ni].next = h->by_name[i];
-            h->by_name[i] = ni + 1;
+        if (strcasecmp(t->names[t->by_name[i] - 1].name, t->names[ni].name) == 0) {
+            t->names[ni].next = t->by_name[i];
+            t->by_name[i] = ni + 1;
             return;
         }
     }
 }
 
+/* glibc's isspace() in the C locale, but for the newline, which ends lines. */
 static int is_blank(char c)
 {
     return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f';
@@ -190,10 +225,13 @@ static int parse_address(const char *field, struct hosts_line *l)
     return 1;
 }
 
-/* Parses h->text (len bytes, NUL-terminated); fields are cut in place. */
-static void parse(struct hosts_file *h, size_t len)
+/* A table of text (len bytes, NUL-terminated, now the table's); fields are
+ * cut in place. Touches nothing else: it runs on a thread. */
+static struct hosts_table *parse(char *text, size_t len)
 {
-    char *text = h->text, *end = text + len;
+    struct hosts_table *t = xcalloc(1, sizeof(*t));
+    t->text = text;
+    char *end = text + len;
     /* Upper bounds first: lines, and fields (a field starts after a blank). */
     uint32_t max_lines = 1, max_names = 1;
     for (size_t i = 0; i < len; i++) {
@@ -202,27 +240,23 @@ static void parse(struct hosts_file *h, size_t len)
         if (!is_blank(text[i]) && text[i] != '\n' && (i == 0 || is_blank(text[i - 1]) || text[i - 1] == '\n'))
             max_names++;
     }
-    h->lines = xcalloc(max_lines, sizeof(*h->lines));
-    h->names = xcalloc(max_names, sizeof(*h->names));
-    unsigned long too_long = 0, first_too_long = 0, lineno = 0;
+    t->lines = xcalloc(max_lines, sizeof(*t->lines));
+    t->names = xcalloc(max_names, sizeof(*t->names));
     for (char *line = text; line < end;) {
         char *nl = memchr(line, '\n', (size_t)(end - line));
         char *stop = nl ? nl : end;
         char *next = nl ? nl + 1 : end;
-        lineno++;
-        if (stop - line > HOSTS_FILE_MAX_LINE) {
-            if (too_long++ == 0)
-                first_too_long = lineno;
-            line = next;
-            continue;
-        }
-        char *hash = memchr(line, '#', (size_t)(stop - line));
-        if (hash)
-            stop = hash;
+        /* glibc's line is a C string: a NUL ends it, then "#" */
+        char *cut = memchr(line, '\0', (size_t)(stop - line));
+        if (cut)
+            stop = cut;
+        cut = memchr(line, '#', (size_t)(stop - line));
+        if (cut)
+            stop = cut;
         *stop = '\0';
         char *p = line;
         char *addr = next_field(&p, stop);
-        struct hosts_line *l = &h->lines[h->nlines];
+        struct hosts_line *l = &t->lines[t->nlines];
         if (addr == NULL || !parse_address(addr, l)) {
             memset(l, 0, sizeof(*l));
             line = next;
@@ -232,86 +266,96 @@ static void parse(struct hosts_file *h, size_t len)
         for (char *name; (name = next_field(&p, stop)) != NULL;) {
             if (*l->name == '\0')
                 l->name = name;
-            h->names[h->nnames].name = name;
-            h->names[h->nnames].line = h->nlines;
-            h->nnames++;
+            t->names[t->nnames].name = name;
+            t->names[t->nnames].line = t->nlines;
+            t->nnames++;
         }
-        h->nlines++;
+        t->nlines++;
         line = next;
     }
-    if (too_long)
-        msg_warn("%s: %lu line%s longer than %d bytes ignored (the first: line %lu); glibc would read %s",
-                 h->path, too_long, too_long == 1 ? "" : "s", HOSTS_FILE_MAX_LINE, first_too_long,
-                 too_long == 1 ? "it" : "them");
-    uint32_t lsize = table_size(h->nlines), nsize = table_size(h->nnames);
-    h->line_mask = lsize - 1;
-    h->name_mask = nsize - 1;
-    h->by_v4 = xcalloc(lsize, sizeof(uint32_t));
-    h->by_v6 = xcalloc(lsize, sizeof(uint32_t));
-    h->by_name = xcalloc(nsize, sizeof(uint32_t));
-    for (uint32_t i = 0; i < h->nlines; i++) {
-        if (h->lines[i].has_v4)
-            index_address(h->by_v4, h->line_mask, h->lines, i, 0);
-        if (h->lines[i].has_v6)
-            index_address(h->by_v6, h->line_mask, h->lines, i, 1);
+    /* The bounds were generous (every field counted as a name): give the
+     * rest back, as each worker keeps its own table. */
+    if (t->nlines)
+        t->lines = xrealloc(t->lines, t->nlines * sizeof(*t->lines));
+    if (t->nnames)
+        t->names = xrealloc(t->names, t->nnames * sizeof(*t->names));
+    uint32_t n4 = 0, n6 = 0;
+    for (uint32_t i = 0; i < t->nlines; i++) {
+        n4 += t->lines[i].has_v4;
+        n6 += t->lines[i].has_v6;
+    }
+    uint32_t size4 = table_size(n4), size6 = table_size(n6), nsize = table_size(t->nnames);
+    t->v4_mask = size4 - 1;
+    t->v6_mask = size6 - 1;
+    t->name_mask = nsize - 1;
+    t->by_v4 = xcalloc(size4, sizeof(uint32_t));
+    t->by_v6 = xcalloc(size6, sizeof(uint32_t));
+    t->by_name = xcalloc(nsize, sizeof(uint32_t));
+    for (uint32_t i = 0; i < t->nlines; i++) {
+        if (t->lines[i].has_v4)
+            index_address(t->by_v4, t->v4_mask, t->lines, i, 0);
+        if (t->lines[i].has_v6)
+            index_address(t->by_v6, t->v6_mask, t->lines, i, 1);
     }
     /* Newest first in each chain: order does not matter for a name's
      * addresses, only that all are there. */
-    for (uint32_t i = 0; i < h->nnames; i++)
-        index_name(h, i);
+    for (uint32_t i = 0; i < t->nnames; i++)
+        index_name(t, i);
+    return t;
 }
 
 static void failed(struct hosts_file *h, const char *what, int err)
 {
-    if (h->failed_errno != err)
+    if (h->failed_errno != err && !h->quiet)
         msg_warn("cannot %s %s: %s: client names come from DNS only until it can be read", what, h->path,
                  strerror(err));
     h->failed_errno = err;
-    h->have_id = 0;
-    clear(h);
+    h->have_stamp = 0;
+    table_free(h->table);
+    h->table = NULL;
+}
+
+static void stamp_of(const struct stat *st, struct hosts_stamp *s)
+{
+    s->dev = st->st_dev;
+    s->ino = st->st_ino;
+    s->size = st->st_size;
+    s->mtime = st->st_mtim;
+    s->ctime = st->st_ctim;
 }
 
 static int same_file(const struct hosts_file *h, const struct stat *st)
 {
-    return h->have_id && st->st_dev == h->dev && st->st_ino == h->ino && st->st_size == h->size &&
-           st->st_mtim.tv_sec == h->mtime.tv_sec && st->st_mtim.tv_nsec == h->mtime.tv_nsec &&
-           st->st_ctim.tv_sec == h->ctime.tv_sec && st->st_ctim.tv_nsec == h->ctime.tv_nsec;
+    const struct hosts_stamp *s = &h->stamp;
+    return h->have_stamp && st->st_dev == s->dev && st->st_ino == s->ino && st->st_size == s->size &&
+           st->st_mtim.tv_sec == s->mtime.tv_sec && st->st_mtim.tv_nsec == s->mtime.tv_nsec &&
+           st->st_ctim.tv_sec == s->ctime.tv_sec && st->st_ctim.tv_nsec == s->ctime.tv_nsec;
 }
 
-/* A stat() first: the once-a-second look at an unchanged file opens
- * nothing, and a path that is not a regular file (a FIFO would block
- * open() on the worker's loop) is never opened. The file is opened
- * O_NONBLOCK all the same (it may be replaced between the two calls), and
- * what is read is identified by fstat() of the open file. */
-static void load(struct hosts_file *h)
+/* Opens, reads and parses the file into r (on a thread, or the caller's).
+ * The file is opened O_NONBLOCK (it may have been replaced by a FIFO since
+ * the stat() that chose to read it), and what is read is identified by
+ * fstat() of the open file. A file over the cap is read up to the last
+ * line break within it: a line cut short is never parsed. */
+static void read_work(void *arg)
 {
-    struct stat st;
-    if (stat(h->path, &st) != 0) {
-        failed(h, "open", errno);
-        return;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        failed(h, "read (not a regular file)", EINVAL);
-        return;
-    }
-    if (same_file(h, &st))
-        return;
-    int fd = open(h->path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    struct hosts_read *r = arg;
+    int fd = open(r->path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0) {
-        failed(h, "open", errno);
+        r->failed_what = "open";
+        r->failed_errno = errno;
         return;
     }
+    struct stat st;
     if (fstat(fd, &st) != 0) {
-        failed(h, "stat", errno);
+        r->failed_what = "stat";
+        r->failed_errno = errno;
         close(fd);
         return;
     }
     if (!S_ISREG(st.st_mode)) {
-        failed(h, "read (not a regular file)", EINVAL);
-        close(fd);
-        return;
-    }
-    if (same_file(h, &st)) {
+        r->failed_what = "read (not a regular file)";
+        r->failed_errno = EINVAL;
         close(fd);
         return;
     }
@@ -323,10 +367,10 @@ static void load(struct hosts_file *h)
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {
-            int err = errno;
+            r->failed_what = "read";
+            r->failed_errno = errno;
             free(text);
             close(fd);
-            failed(h, "read", err);
             return;
         }
         if (n == 0)
@@ -334,40 +378,115 @@ static void load(struct hosts_file *h)
         got += (size_t)n;
     }
     close(fd);
-    if ((off_t)want < st.st_size)
-        msg_warn("%s: larger than %ld bytes: only its first %ld bytes are read", h->path, HOSTS_FILE_MAX_SIZE,
-                 HOSTS_FILE_MAX_SIZE);
+    if ((off_t)want < st.st_size) {
+        char *last = memrchr(text, '\n', got);
+        got = last ? (size_t)(last - text) + 1 : 0;
+    }
     text[got] = '\0';
-    clear(h);
-    h->text = text;
-    h->failed_errno = 0;
-    h->have_id = 1;
-    h->dev = st.st_dev;
-    h->ino = st.st_ino;
-    h->size = st.st_size;
-    h->mtime = st.st_mtim;
-    h->ctime = st.st_ctim;
-    parse(h, got);
+    stamp_of(&st, &r->stamp);
+    r->size = st.st_size;
+    r->kept = got;
+    r->table = parse(text, got);
 }
 
-/* glibc reads the file on every lookup; one look a second is close enough
- * and keeps a stat() off every connection. */
+/* On the loop: the read's table replaces the old one. */
+static void install(struct hosts_file *h, struct hosts_read *r)
+{
+    if (r->table == NULL) {
+        failed(h, r->failed_what, r->failed_errno);
+        return;
+    }
+    if ((off_t)r->kept < r->size && !h->quiet)
+        msg_warn("%s: larger than %ld bytes (%lld): only its first %zu bytes, up to the last line break within "
+                 "the limit, are read; the lines after them are not consulted (glibc would read the whole file)", h->path,
+                 HOSTS_FILE_MAX_SIZE, (long long)r->size, r->kept);
+    table_free(h->table);
+    h->table = r->table;
+    h->stamp = r->stamp;
+    h->have_stamp = 1;
+    h->failed_errno = 0;
+}
+
+static void read_done(void *arg, int cancelled)
+{
+    struct hosts_read *r = arg;
+    if (!cancelled) {
+        r->h->reading = 0;
+        install(r->h, r);
+    } else {
+        table_free(r->table);
+    }
+    free(r);
+}
+
+/* A stat() first: the once-a-second look at an unchanged file opens
+ * nothing, and a path that is not a regular file (a FIFO would block
+ * open()) is never opened. A changed file is read on the thread when there
+ * is a loop, but for the first look (at creation: before any client), with
+ * lookups answered from the old table meanwhile; else at once. */
+static void look(struct hosts_file *h, int at_once)
+{
+    if (h->reading)
+        return;   /* the read under way is checked against the file at the next look */
+    struct stat st;
+    if (stat(h->path, &st) != 0) {
+        failed(h, "open", errno);
+        return;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        failed(h, "read (not a regular file)", EINVAL);
+        return;
+    }
+    if (same_file(h, &st))
+        return;
+    struct hosts_read *r = xcalloc(1, sizeof(*r));
+    r->h = h;
+    r->path = h->path;
+    if (at_once || h->base == NULL) {
+        read_work(r);
+        read_done(r, 0);
+        return;
+    }
+    if (h->wq == NULL)
+        h->wq = workq_create(h->base, 1);
+    h->reading = 1;
+    workq_submit(h->wq, read_work, read_done, r);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    look(arg, 0);
+}
+
+/* Without a loop: glibc reads the file on every lookup; one look a second
+ * is close enough and keeps a stat() off every connection. */
 static void refresh(struct hosts_file *h)
 {
+    if (h->fixed || h->base)
+        return;
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
     double now = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-    if (h->fixed || (h->checked && now - h->checked_at < 1.0))
+    if (h->checked && now - h->checked_at < 1.0)
         return;
     h->checked = 1;
     h->checked_at = now;
-    load(h);
+    look(h, 1);
 }
 
-struct hosts_file *hosts_file_create(const char *path)
+struct hosts_file *hosts_file_create(const char *path, struct event_base *base, int quiet)
 {
     struct hosts_file *h = xcalloc(1, sizeof(*h));
     h->path = xstrdup(path);
+    h->quiet = quiet;
+    if (base) {
+        h->base = base;
+        look(h, 1);   /* before the first client: it gets the file's answer */
+        static const struct timeval second = { 1, 0 };
+        h->timer = event_new(base, -1, EV_PERSIST, on_timer, h);
+        if (h->timer == NULL || event_add(h->timer, &second) != 0)
+            msg_fatal("cannot watch %s: no timer", path);
+    }
     return h;
 }
 
@@ -376,10 +495,10 @@ struct hosts_file *hosts_file_from_text(const char *text, size_t len)
     struct hosts_file *h = xcalloc(1, sizeof(*h));
     h->path = xstrdup("(text)");
     h->fixed = 1;
-    h->text = xmalloc(len + 1);
-    memcpy(h->text, text, len);
-    h->text[len] = '\0';
-    parse(h, len);
+    char *copy = xmalloc(len + 1);
+    memcpy(copy, text, len);
+    copy[len] = '\0';
+    h->table = parse(copy, len);
     return h;
 }
 
@@ -387,7 +506,11 @@ void hosts_file_free(struct hosts_file *h)
 {
     if (h == NULL)
         return;
-    clear(h);
+    if (h->timer)
+        event_free(h->timer);
+    /* waits for a read under way and installs it: freed below */
+    workq_destroy(h->wq);
+    table_free(h->table);
     free(h->path);
     free(h);
 }
@@ -400,6 +523,7 @@ const char *hosts_file_path(const struct hosts_file *h)
 const char *hosts_file_name_of(struct hosts_file *h, int family, const void *addr)
 {
     refresh(h);
+    const struct hosts_table *t = h->table;
     const unsigned char *key = addr;
     int v6 = family == AF_INET6;
     if (v6 && IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)addr)) {
@@ -408,12 +532,13 @@ const char *hosts_file_name_of(struct hosts_file *h, int family, const void *add
     } else if (!v6 && family != AF_INET) {
         return NULL;
     }
-    if (h->nlines == 0)
+    if (t == NULL || t->nlines == 0)
         return NULL;
     size_t len = v6 ? 16 : 4;
-    const uint32_t *table = v6 ? h->by_v6 : h->by_v4;
-    for (uint32_t i = hash_bytes(key, len, 2166136261u) & h->line_mask; table[i]; i = (i + 1) & h->line_mask) {
-        const struct hosts_line *l = &h->lines[table[i] - 1];
+    const uint32_t *index = v6 ? t->by_v6 : t->by_v4;
+    uint32_t mask = v6 ? t->v6_mask : t->v4_mask;
+    for (uint32_t i = hash_bytes(key, len, 2166136261u) & mask; index[i]; i = (i + 1) & mask) {
+        const struct hosts_line *l = &t->lines[index[i] - 1];
         if (memcmp(v6 ? l->v6 : l->v4, key, len) == 0)
             return l->name;
     }
@@ -423,16 +548,17 @@ const char *hosts_file_name_of(struct hosts_file *h, int family, const void *add
 enum hosts_file_match hosts_file_name_has(struct hosts_file *h, const char *name, int family, const void *addr)
 {
     refresh(h);
-    if (h->nnames == 0 || (family != AF_INET && family != AF_INET6))
+    const struct hosts_table *t = h->table;
+    if (t == NULL || t->nnames == 0 || (family != AF_INET && family != AF_INET6))
         return HOSTS_NOT_LISTED;
     int v6 = family == AF_INET6;
     size_t len = v6 ? 16 : 4;
     enum hosts_file_match found = HOSTS_NOT_LISTED;
-    for (uint32_t i = hash_name(name) & h->name_mask; h->by_name[i]; i = (i + 1) & h->name_mask) {
-        if (strcasecmp(h->names[h->by_name[i] - 1].name, name) != 0)
+    for (uint32_t i = hash_name(name) & t->name_mask; t->by_name[i]; i = (i + 1) & t->name_mask) {
+        if (strcasecmp(t->names[t->by_name[i] - 1].name, name) != 0)
             continue;
-        for (uint32_t n = h->by_name[i]; n; n = h->names[n - 1].next) {
-            const struct hosts_line *l = &h->lines[h->names[n - 1].line];
+        for (uint32_t n = t->by_name[i]; n; n = t->names[n - 1].next) {
+            const struct hosts_line *l = &t->lines[t->names[n - 1].line];
             if (!(v6 ? l->has_v6 : l->has_v4))
                 continue;
             if (memcmp(v6 ? l->v6 : l->v4, addr, len) == 0)
@@ -444,9 +570,10 @@ enum hosts_file_match hosts_file_name_has(struct hosts_file *h, const char *name
     return found;
 }
 
-int hosts_file_first_in_nsswitch(const char *path, char **why, char **note)
+int hosts_file_first_in_nsswitch(const char *path, int *dns, char **why, char **note)
 {
     *why = *note = NULL;
+    *dns = 0;
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
     if (fd < 0) {
         *why = xasprintf("%s: %s (glibc then uses \"hosts: dns [!UNAVAIL=return] files\": DNS first)", path,
@@ -491,19 +618,17 @@ int hosts_file_first_in_nsswitch(const char *path, char **why, char **note)
         /* What glibc would do after files that Petrel does not: actions
          * (such as [NOTFOUND=return]) and sources other than dns. */
         char others[256] = "";
-        int dns = 0;
         for (char *f; (f = next_field(&p, end)) != NULL;)
             if (strcmp(f, "dns") == 0)
-                dns = 1;
+                *dns = 1;
             else if (strlen(others) + strlen(f) + 2 < sizeof(others))
                 snprintf(others + strlen(others), sizeof(others) - strlen(others), "%s%s", *others ? " " : "", f);
-        if (*others)
+        if (*others && *dns)
             *note = xasprintf("%s: hosts: after files, \"%s\" is not followed: a client not in the hosts file is "
                               "looked up in DNS (dns_resolver)", path, others);
-        else if (!dns)
-            /* glibc would never ask DNS (Postfix: such a client is unknown) */
-            *note = xasprintf("%s: hosts: no dns after files, but a client not in the hosts file is looked up in "
-                              "DNS (dns_resolver) all the same", path);
+        else if (*others)
+            *note = xasprintf("%s: hosts: after files, \"%s\" is not followed, and there is no dns: a client not "
+                              "in the hosts file is unknown", path, others);
         return 1;
     }
     *why = xasprintf("%s: no hosts line (glibc then uses \"dns [!UNAVAIL=return] files\": DNS first)", path);

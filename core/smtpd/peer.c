@@ -19,7 +19,9 @@
  * resolver (`dns_resolver`, c-ares) only when the file does not list the
  * address (reverse) or the name with an address of the client's family
  * (forward). When nsswitch.conf does not put files first, only DNS is
- * asked, and the first worker says so at start. A name from either source
+ * asked, and the first worker says so at start; "hosts: files" without
+ * dns asks the file alone (peer_dns NULL: what it does not list has no
+ * name, as getnameinfo() has none). A name from either source
  * that is not a valid host name (or is numeric) is no name, as in Postfix's
  * sockaddr_to_hostname(). The session greets the client when the name is
  * known, as Postfix does; the resolver's timeouts bound the wait.
@@ -47,6 +49,7 @@
 
 struct smtpd_peer_lookup {
     struct smtpd_session *s;
+    struct dns_resolver *dns;  /* NULL: the hosts file alone answers */
     struct dns_query *query;
     void (*done)(struct smtpd_session *s);
     struct cidr_addr addr;     /* the client's */
@@ -154,8 +157,15 @@ static void reverse_known(struct smtpd_peer_lookup *p, int status, const char *n
             break;
         }
     }
+    if (p->dns == NULL) {
+        /* getaddrinfo() with files alone: EAI_NONAME, forged in Postfix */
+        msg_warn("hostname %s does not resolve to address %s: Name or service not known", s->reverse_name, s->addr);
+        name_unknown(s, SMTPD_PEER_FORGED);
+        peer_known(p);
+        return;
+    }
     p->starting++;
-    struct dns_query *q = dns_lookup(s->worker->dns, v6 ? DNS_AAAA : DNS_A, s->reverse_name, forward_answered, p);
+    struct dns_query *q = dns_lookup(p->dns, v6 ? DNS_AAAA : DNS_A, s->reverse_name, forward_answered, p);
     p->starting--;
     if (p->finished) {
         if (p->starting == 0)
@@ -178,23 +188,28 @@ void smtpd_peer_lookup(struct smtpd_session *s, void (*done)(struct smtpd_sessio
     s->name = s->reverse_name = "unknown";
     s->name_status = s->reverse_name_status = SMTPD_PEER_PERM;
     struct cidr_addr addr;
-    if (!s->set->peername_lookup || s->worker->dns == NULL || cidr_addr_parse(s->addr, &addr) != 0) {
+    struct smtpd_worker *w = s->worker;
+    if (!s->set->peername_lookup || (w->peer_dns == NULL && w->hosts == NULL) ||
+        cidr_addr_parse(s->addr, &addr) != 0) {
         done(s);
         return;
     }
     struct smtpd_peer_lookup *p = petrel_pool_zalloc(s->pool, sizeof(*p));
     p->s = s;
+    p->dns = w->peer_dns;
     p->done = done;
     p->addr = addr;
     s->peer_lookup = p;
     p->starting = 1;
-    const char *listed = s->worker->hosts ? hosts_file_name_of(s->worker->hosts, addr.family, addr.bytes) : NULL;
+    const char *listed = w->hosts ? hosts_file_name_of(w->hosts, addr.family, addr.bytes) : NULL;
     if (listed) {
         /* getnameinfo() stops at the hosts file's first line for the
          * address, even when its name is no valid host name. */
         reverse_known(p, SMTPD_PEER_OK, listed);
+    } else if (p->dns == NULL) {
+        reverse_known(p, SMTPD_PEER_PERM, NULL);   /* getnameinfo(): EAI_NONAME */
     } else {
-        struct dns_query *q = dns_lookup(s->worker->dns, DNS_PTR, s->addr, reverse_answered, p);
+        struct dns_query *q = dns_lookup(p->dns, DNS_PTR, s->addr, reverse_answered, p);
         if (!p->finished && p->query == NULL)
             p->query = q;   /* still waiting for the PTR (not for a forward lookup it started) */
     }
@@ -230,10 +245,19 @@ void smtpd_peer_hosts_open(struct smtpd_worker *w)
     if (nsswitch_path == NULL || *nsswitch_path == '\0')
         nsswitch_path = "/etc/nsswitch.conf";
     char *why = NULL, *note = NULL;
-    if (hosts_file_first_in_nsswitch(nsswitch_path, &why, &note)) {
-        w->hosts = hosts_file_create(hosts_path);
+    int dns = 1;
+    w->peer_dns = w->dns;
+    if (hosts_file_first_in_nsswitch(nsswitch_path, &dns, &why, &note)) {
+        w->hosts = hosts_file_create(hosts_path, w->base, !tell);
         if (tell && note)
             msg_warn("%s", note);
+        if (!dns) {
+            /* glibc never asks DNS; neither do Postfix's lookups */
+            w->peer_dns = NULL;
+            if (tell && note == NULL)
+                msg_info("%s: hosts: files without dns: client names come from %s only (a client not in it is "
+                         "unknown), as with Postfix", nsswitch_path, hosts_path);
+        }
     } else if (tell) {
         msg_warn("%s: client names come from DNS only; %s is not consulted", why, hosts_path);
     }

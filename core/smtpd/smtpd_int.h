@@ -347,6 +347,7 @@ struct smtpd_worker {
     struct module_set *modules;       /* this generation's modules, initialised in this worker */
     struct dns_resolver *dns;
     struct hosts_file *hosts;         /* the client-name lookup's /etc/hosts (peer.c), or NULL: DNS only */
+    struct dns_resolver *peer_dns;    /* the client-name lookup's DNS: dns, or NULL ("hosts: files", no dns) */
     struct module_metrics *metrics;   /* the shared metrics region (module/metrics_core.h), or NULL */
     struct mail_rewrite *rewrite;     /* canonical maps and masquerading for header rewriting */
     long long queue_minfree;
@@ -828,7 +829,8 @@ void smtpd_settings_free(struct smtpd_settings *set);
 void smtpd_peer_lookup(struct smtpd_session *s, void (*done)(struct smtpd_session *s));
 void smtpd_peer_cancel(struct smtpd_session *s);
 /* The hosts file the lookups ask first, if nsswitch.conf puts files first
- * (w->hosts; NULL: DNS only, said once in the log). */
+ * (w->hosts; NULL: DNS only, said once in the log), and whether they ask
+ * DNS after it (w->peer_dns). */
 void smtpd_peer_hosts_open(struct smtpd_worker *w);
 
 /* policy.c: the transaction ended; held policy connections go back to the pool. */

@@ -314,6 +314,7 @@ void smtpd_worker_init(struct smtpd_worker *w, const struct cfg *cfg, struct que
     w->dns = dns_resolver_create(w->base, w->dns_resolver, &error);
     if (w->dns == NULL)
         msg_fatal("%s", error);
+    w->peer_dns = w->dns;   /* smtpd_peer_hosts_open may say otherwise */
     core_metrics_watch_dns(metrics, w->dns);
     core_metrics_watch_tables(metrics, w->tables);
     struct module_runtime_args rt = { .set = w->modules, .role = MODULE_ROLE_SMTPD,

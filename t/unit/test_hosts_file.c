@@ -12,6 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+
 #include "lib/hosts_file.h"
 #include "../tap.h"
 
@@ -37,11 +39,35 @@ static const char *const HOSTS =
     "127.0.0.1 localhost\n"
     "127.0.0.30 last.example.test";   /* no final newline */
 
-static void write_file(const char *path, const char *text)
+static void write_bytes(const char *path, const char *bytes, size_t len)
 {
     FILE *f = fopen(path, "w");
-    fputs(text, f);
+    fwrite(bytes, 1, len, f);
     fclose(f);
+}
+
+static void write_file(const char *path, const char *text)
+{
+    write_bytes(path, text, strlen(text));
+}
+
+/* What stderr (the log) gets while fn runs, malloc'd. */
+static char *log_of(void (*fn)(void *), void *arg)
+{
+    char tmp[] = "/tmp/test_hosts_file_log.XXXXXX";
+    int fd = mkstemp(tmp);
+    int saved = dup(2);
+    dup2(fd, 2);
+    fn(arg);
+    dup2(saved, 2);
+    close(saved);
+    off_t n = lseek(fd, 0, SEEK_END);
+    char *text = calloc(1, (size_t)n + 1);
+    if (pread(fd, text, (size_t)n, 0) < 0)
+        text[0] = '\0';
+    close(fd);
+    unlink(tmp);
+    return text;
 }
 
 static const char *rev(struct hosts_file *h, const char *addr)
@@ -62,6 +88,84 @@ static enum hosts_file_match fwd(struct hosts_file *h, const char *name, const c
     return hosts_file_name_has(h, name, AF_INET6, b);
 }
 
+static const char *cut_answer;
+
+static void rev_of_cut(void *h)
+{
+    cut_answer = rev(h, "127.0.0.77");
+}
+
+static struct hosts_file *created;
+
+static void create_on_loop(void *arg)
+{
+    void **a = arg;
+    created = hosts_file_create(a[0], a[1], 0);
+}
+
+static void create_quiet(void *arg)
+{
+    void **a = arg;
+    created = hosts_file_create(a[0], a[1], 1);
+    rev(created, "127.0.0.90");
+}
+
+/* On a loop: lookups never read the file; the loop's timer looks and a
+ * thread reads, and until the new table is in the old one answers. */
+static void on_loop(const char *path)
+{
+    struct event_base *base = event_base_new();
+    write_file(path, "127.0.0.90 old.example.test\n");
+    void *args[2] = { (void *)path, base };
+    char *log = log_of(create_on_loop, args);
+    struct hosts_file *h = created;
+    is_str(rev(h, "127.0.0.90"), "old.example.test", "loop: read at creation, before the loop runs");
+    is_str(log, "", "loop: nothing said of a good file");
+    free(log);
+    /* a new file, large enough that its parse takes a while */
+    size_t len = 0, size = 4 * 1024 * 1024;
+    char *big = malloc(size + 64);
+    while (len < size)
+        len += (size_t)sprintf(big + len, "10.%u.%u.%u filler%zu.example.test\n", (unsigned)(len >> 16) & 255,
+                               (unsigned)(len >> 8) & 255, (unsigned)len & 255, len);
+    len += (size_t)sprintf(big + len, "127.0.0.90 new.example.test\n");
+    write_bytes(path, big, len);
+    free(big);
+    sleep(2);
+    is_str(rev(h, "127.0.0.90"), "old.example.test", "loop: a lookup does not read the changed file");
+    int turns = 0, gaps = 0;
+    const char *name = "old.example.test";
+    for (; turns < 1000 && strcmp(name, "new.example.test") != 0; turns++) {
+        struct timeval tick = { 0, 10000 };
+        event_base_loopexit(base, &tick);
+        event_base_dispatch(base);
+        name = rev(h, "127.0.0.90");
+        if (name == NULL || (strcmp(name, "old.example.test") != 0 && strcmp(name, "new.example.test") != 0))
+            gaps++;
+        if (name == NULL)
+            name = "";
+    }
+    is_str(name, "new.example.test", "loop: the new file answers once the loop ran its timer and the read");
+    is_int(gaps, 0, "loop: the old file answered until then (%d turns of 10 ms), never nothing", turns);
+    ok(turns > 1, "loop: the read took more than one turn (%d)", turns);
+    unlink(path);
+    for (int i = 0; i < 150 && rev(h, "127.0.0.90") != NULL; i++) {
+        struct timeval tick = { 0, 10000 };
+        event_base_loopexit(base, &tick);
+        event_base_dispatch(base);
+    }
+    is_str(rev(h, "127.0.0.90"), NULL, "loop: the file removed, nothing listed");
+    hosts_file_free(h);
+    /* a quiet copy (not the first worker's) says nothing of the file */
+    args[1] = NULL;
+    log = log_of(create_quiet, args);
+    is_str(rev(created, "127.0.0.90"), NULL, "quiet: a missing file lists nothing");
+    is_str(log, "", "quiet: and says nothing of it");
+    free(log);
+    hosts_file_free(created);
+    event_base_free(base);
+}
+
 int main(void)
 {
     char dir[] = "/tmp/test_hosts_file.XXXXXX";
@@ -71,7 +175,7 @@ int main(void)
     snprintf(path, sizeof(path), "%s/hosts", dir);
     snprintf(ns, sizeof(ns), "%s/nsswitch.conf", dir);
     write_file(path, HOSTS);
-    struct hosts_file *h = hosts_file_create(path);
+    struct hosts_file *h = hosts_file_create(path, NULL, 0);
 
     /* by address: the first line wins, its first name, case kept */
     is_str(rev(h, "127.0.0.7"), "First.Example.test", "reverse: the first line listing the address, its first name");
@@ -127,18 +231,66 @@ int main(void)
     unlink(path);
     sleep(2);
     is_str(rev(h, "127.0.0.7"), NULL, "removed: nothing listed (DNS answers)");
-    /* a line over the limit is skipped; the rest is read */
+    /* a long line is read, as glibc reads it (its buffer grows) */
     {
-        size_t n = HOSTS_FILE_MAX_LINE + 100;
+        size_t n = 100000;
         char *big = malloc(n + 200);
-        strcpy(big, "127.0.0.40 long.example.test");
-        memset(big + strlen(big), 'x', n);
-        strcpy(big + 28 + n, "\n127.0.0.41 after.example.test\n");
+        strcpy(big, "127.0.0.40 long.example.test ");
+        memset(big + 29, 'x', n);
+        strcpy(big + 29 + n, " longalias\n127.0.0.41 after.example.test\n");
         write_file(path, big);
         free(big);
         sleep(2);
-        is_str(rev(h, "127.0.0.40"), NULL, "long line: skipped");
+        is_str(rev(h, "127.0.0.40"), "long.example.test", "long line (100 kB): read, as glibc does");
+        is_int(fwd(h, "longalias", "127.0.0.40"), HOSTS_MATCH, "long line: its last alias too");
         is_str(rev(h, "127.0.0.41"), "after.example.test", "long line: the next line is read");
+    }
+    /* a NUL ends its line (glibc parses fgets()'s line as a C string) */
+    {
+        static const char nul[] = "127.0.0.50 nul.example.test\0hidden.example.test\n"
+                                  "127.0.0.51 after-nul.example.test\n"
+                                  "\0127.0.0.52 leading-nul.example.test\n"
+                                  "127.0.0.53\0 x.example.test\n"
+                                  "127.0.0.54 a.example.test b.exa\0mple.test c.example.test\n"
+                                  "127.0.0.55 fine.example.test\n";
+        write_bytes(path, nul, sizeof(nul) - 1);
+        sleep(2);
+        is_str(rev(h, "127.0.0.50"), "nul.example.test", "NUL: the name before it");
+        is_int(fwd(h, "hidden.example.test", "127.0.0.50"), HOSTS_NOT_LISTED, "NUL: what follows it on the line is ignored");
+        is_str(rev(h, "127.0.0.51"), "after-nul.example.test", "NUL: the next line is read");
+        is_str(rev(h, "127.0.0.52"), NULL, "NUL: a line starting with one is empty");
+        is_str(rev(h, "127.0.0.53"), "", "NUL: right after the address, a line without a name");
+        is_int(fwd(h, "b.exa", "127.0.0.54"), HOSTS_MATCH, "NUL: inside a name, the name ends there");
+        is_int(fwd(h, "c.example.test", "127.0.0.54"), HOSTS_NOT_LISTED, "NUL: no alias after it");
+        is_str(rev(h, "127.0.0.55"), "fine.example.test", "NUL: the last line");
+    }
+    /* over the size cap: read up to the last line break within it, and said */
+    {
+        size_t cap = (size_t)HOSTS_FILE_MAX_SIZE, len = 0;
+        char *big = malloc(cap + 4096);
+        static const char filler[] = "0.0.0.0 blocked.example.test\n";
+        while (len + sizeof(filler) - 1 <= cap - 14) {
+            memcpy(big + len, filler, sizeof(filler) - 1);
+            len += sizeof(filler) - 1;
+        }
+        memset(big + len, '#', cap - 14 - len);   /* a comment line up to 14 bytes before the cap */
+        big[cap - 15] = '\n';
+        len = cap - 14;
+        /* "127.0.0.77 cut" ends at the cap: the line is cut in its name */
+        len += (size_t)sprintf(big + len, "127.0.0.77 cut.example.test\n127.0.0.78 past.example.test\n");
+        write_bytes(path, big, len);
+        free(big);
+        sleep(2);
+        char *log = log_of(rev_of_cut, h);
+        is_str(cut_answer, NULL, "over the cap: the line the cap cuts is not read (not as \"cut\")");
+        is_str(rev(h, "127.0.0.78"), NULL, "over the cap: a line past it is not read");
+        is_str(rev(h, "0.0.0.0"), "blocked.example.test", "over the cap: the lines before it are read");
+        ok(strstr(log, "only its first 16777202 bytes, up to the last line break within the limit, are read") != NULL,
+           "over the cap: the log says how much is read: %s", log);
+        free(log);
+        log = log_of(rev_of_cut, h);
+        is_str(log, "", "over the cap: said once per read, not at each lookup");
+        free(log);
     }
     /* a FIFO at the path is never opened (an open() would block the loop
      * until a writer came): nothing listed, and the call returns */
@@ -148,37 +300,42 @@ int main(void)
     is_str(rev(h, "127.0.0.41"), NULL, "fifo: not read, nothing listed (DNS answers)");
     hosts_file_free(h);
     unlink(path);
+    on_loop(path);
 
     /* nsswitch.conf */
     char *why, *note;
-    int first;
+    int first, dns;
     write_file(ns, "passwd: files\n# hosts: dns\nhosts:          files dns\n");
-    first = hosts_file_first_in_nsswitch(ns, &why, &note);
-    ok(first == 1 && why == NULL && note == NULL, "nsswitch: files dns");
+    first = hosts_file_first_in_nsswitch(ns, &dns, &why, &note);
+    ok(first == 1 && dns == 1 && why == NULL && note == NULL, "nsswitch: files dns");
     write_file(ns, "hosts: files mdns4_minimal [NOTFOUND=return] dns myhostname\n");
-    first = hosts_file_first_in_nsswitch(ns, &why, &note);
-    ok(first == 1 && note && strstr(note, "\"mdns4_minimal [NOTFOUND=return] myhostname\" is not followed"),
+    first = hosts_file_first_in_nsswitch(ns, &dns, &why, &note);
+    ok(first == 1 && dns == 1 && note && strstr(note, "\"mdns4_minimal [NOTFOUND=return] myhostname\" is not followed"),
        "nsswitch: files first, the other sources told: %s", note ? note : "(none)");
     free(note);
     write_file(ns, "hosts: files\n");
-    first = hosts_file_first_in_nsswitch(ns, &why, &note);
-    ok(first == 1 && note && strstr(note, "no dns after files"), "nsswitch: files alone, the DNS lookups told: %s",
-       note ? note : "(none)");
+    first = hosts_file_first_in_nsswitch(ns, &dns, &why, &note);
+    ok(first == 1 && dns == 0 && note == NULL, "nsswitch: files alone: no dns (the caller asks no DNS)");
+    write_file(ns, "hosts: files myhostname\n");
+    first = hosts_file_first_in_nsswitch(ns, &dns, &why, &note);
+    ok(first == 1 && dns == 0 && note && strstr(note, "\"myhostname\" is not followed, and there is no dns: a client not "
+                                                    "in the hosts file is unknown"),
+       "nsswitch: files and another source, no dns: %s", note ? note : "(none)");
     free(note);
     write_file(ns, "hosts: dns files\n");
-    first = hosts_file_first_in_nsswitch(ns, &why, &note);
+    first = hosts_file_first_in_nsswitch(ns, &dns, &why, &note);
     ok(first == 0 && why && strstr(why, "starts with dns, not files"), "nsswitch: dns first: %s", why ? why : "(none)");
     free(why);
     write_file(ns, "hosts:\tdns\n");
-    first = hosts_file_first_in_nsswitch(ns, &why, &note);
+    first = hosts_file_first_in_nsswitch(ns, &dns, &why, &note);
     ok(first == 0 && why && strstr(why, "starts with dns"), "nsswitch: dns only: %s", why ? why : "(none)");
     free(why);
     write_file(ns, "passwd: files\n");
-    first = hosts_file_first_in_nsswitch(ns, &why, &note);
+    first = hosts_file_first_in_nsswitch(ns, &dns, &why, &note);
     ok(first == 0 && why && strstr(why, "no hosts line"), "nsswitch: no hosts line: %s", why ? why : "(none)");
     free(why);
     unlink(ns);
-    first = hosts_file_first_in_nsswitch(ns, &why, &note);
+    first = hosts_file_first_in_nsswitch(ns, &dns, &why, &note);
     ok(first == 0 && why && strstr(why, "No such file"), "nsswitch: no file: %s", why ? why : "(none)");
     free(why);
     rmdir(dir);

@@ -109,6 +109,27 @@ def qmgr_pid(p):
     return int(m.group(1)) if m else None
 
 
+def qmgr_idle(t, p, what):
+    """A check that p's queue manager uses under 30% of a CPU over a second (a busy loop
+    shows as ~100%)."""
+    pid = qmgr_pid(p)
+    share = cpu_share(pid, 1.0) if pid else 1.0
+    t.ok(share < 0.3, "%s: the queue manager is idle (CPU %.0f%% over 1 s)" % (what, 100 * share))
+
+
+def mail(c, sender, rcpt, body):
+    """MAIL, RCPT and DATA on session c whatever MAIL and RCPT answer (a fault may strike
+    at either), then body (ending in CRLF) and the end of data: the reply to that, or
+    to DATA when it did not answer 354."""
+    c.cmd("MAIL FROM:<%s>" % sender)
+    c.cmd("RCPT TO:<%s>" % rcpt)
+    r = c.cmd("DATA")
+    if c.code != 354:
+        return r
+    c.send(body + b".\r\n")
+    return c.read_reply()
+
+
 def alive(pid):
     try:
         with open("/proc/%d/stat" % pid) as f:

@@ -335,8 +335,15 @@ def run_as_user():
 class Smtp:
     """A raw SMTP client that shows exactly what the server answers."""
 
-    def __init__(self, port, host="127.0.0.1", timeout=10, read_greeting=True):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, port=None, host="127.0.0.1", timeout=10, read_greeting=True, source=None, sock=None):
+        """A connection to host:port, from the loopback address source when given
+        (any 127.0.0.0/8 address works on Linux: a client the server sees as
+        another host), or the client on sock, a socket the test connected itself
+        (TLS-wrapped, small buffers...)."""
+        if sock is None:
+            sock = socket.create_connection((host, port), timeout=timeout,
+                                            source_address=(source, 0) if source else None)
+        self.sock = sock
         self.buf = b""
         self.code = None
         self.lines = []
@@ -531,6 +538,24 @@ class Petrel:
             os.chown(path, self.pw.pw_uid, self.pw.pw_gid)
         return path
 
+    def virtual_mailboxes(self, mailboxes, settings=None):
+        """Delivery by virtual(8) into a new directory of the test's (make_dir("mail")): main.cf
+        written again with virtual_mailbox_maps from mailboxes ({address: its mailbox under the
+        directory, "u/" a Maildir}), their domains as virtual_mailbox_domains, and settings.
+        Before start(); the directory's path, also in p.boxes."""
+        self.boxes = self.make_dir()
+        domains = []
+        for address in mailboxes:
+            domain = address.rsplit("@", 1)[1]
+            if domain not in domains:
+                domains.append(domain)
+        conf = dict(self.settings)
+        conf.update({"virtual_mailbox_domains": ", ".join(domains), "virtual_mailbox_base": self.boxes,
+                     "virtual_mailbox_maps": "inline:{ %s }" % ", ".join("{%s = %s}" % m for m in mailboxes.items())})
+        conf.update(settings or {})
+        self.write_main_cf(conf)
+        return self.boxes
+
     def command(self, *args, user=True):
         return (self.prefix if user else []) + list(args)
 
@@ -574,6 +599,19 @@ class Petrel:
 
     def connect(self, **kw):
         return Smtp(self.port, **kw)
+
+    def send_message(self, sender, rcpts, body, quit=False, port=None, **connect_kw):
+        """Smtp.send_message (EHLO first) on a new connection to port (the SMTP port by
+        default), closed after it, with QUIT first when quit: the reply to the end of data,
+        or the first refusal on the way."""
+        c = Smtp(port or self.port, **connect_kw)
+        try:
+            r = c.send_message(sender, rcpts, body)
+            if quit:
+                c.cmd("QUIT")
+        finally:
+            c.close()
+        return r
 
     def log(self):
         try:
@@ -633,6 +671,15 @@ class Petrel:
         None when it is not Petrel's "250 2.0.0 Ok: queued as ID"."""
         qid = queue_id(reply)
         return None if qid is None else self.queued_bytes(qid, *dirs)
+
+    def queued_content(self, qid):
+        """The message content of queue ID qid's file (the content map followed) from the first
+        Received: header on, the one Petrel added; b"" when there is no such file."""
+        for path in self.queue_files():
+            if os.path.basename(path) == qid:
+                data = queue_file_content(path)
+                return data[data.find(b"Received: "):]
+        return b""
 
     def stop(self, sig=signal.SIGTERM, timeout=45):
         if self.proc is None or self.proc.poll() is not None:
@@ -754,6 +801,20 @@ def tcp_open_ends(local_port, remote_ports=None):
                     and (remote_ports is None or remote in remote_ports):
                 found.add(remote)
     return found
+
+
+def on_worker(workers, run_pid, fn):
+    """fn() (which opens a connection) while every one of workers (PIDs) but run_pid is
+    stopped, so that run_pid accepts the connection; fn's value."""
+    for pid in workers:
+        if pid != run_pid:
+            os.kill(pid, signal.SIGSTOP)
+    try:
+        return fn()
+    finally:
+        for pid in workers:
+            if pid != run_pid:
+                os.kill(pid, signal.SIGCONT)
 
 
 def wait_for(cond, timeout=15.0):

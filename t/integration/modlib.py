@@ -51,20 +51,8 @@ class UdpBlackhole:
 def smtp_from(port, src="127.0.0.1", host="127.0.0.1", timeout=30):
     """An Smtp client whose connection comes from the loopback address src
     (any 127.0.0.0/8 address works on Linux), greeting read."""
-    import socket
     from harness import Smtp
-    c = Smtp.__new__(Smtp)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    c.sock = socket.socket(family, socket.SOCK_STREAM)
-    c.sock.settimeout(timeout)
-    if family == socket.AF_INET:
-        c.sock.bind((src, 0))
-    c.sock.connect((host, port))
-    c.buf = b""
-    c.code = None
-    c.lines = []
-    c.read_reply()
-    return c
+    return Smtp(port, host=host, timeout=timeout, source=None if ":" in host else src)
 
 
 def rcpt_reply(c, sender="someone@sender.example", rcpt="user@petrel.test", helo="client.example.org"):

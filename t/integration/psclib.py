@@ -4,7 +4,6 @@ dnsblog and tlsproxy lines), clients from chosen loopback addresses, and
 the log lines postscreen writes."""
 import os
 import re
-import socket
 import tempfile
 import time
 
@@ -107,17 +106,7 @@ def probe_gone(p, timeout=30):
 
 def connect(port, src, read=True, timeout=20):
     """A raw client from loopback address src; with read, the whole first reply."""
-    c = Smtp.__new__(Smtp)
-    c.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    c.sock.settimeout(timeout)
-    c.sock.bind((src, 0))
-    c.sock.connect(("127.0.0.1", port))
-    c.buf = b""
-    c.code = None
-    c.lines = []
-    if read:
-        c.read_reply()
-    return c
+    return Smtp(port, source=src, read_greeting=read, timeout=timeout)
 
 
 def client_port(c):

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 
 from harness import CLEANUP_DIRS, PETRELCTL, run_as_user
 from modlib import bundled_module_dir  # noqa: F401 (the table tests import it from here too)
@@ -98,6 +99,39 @@ def alias_session(p, modules, spec, domain, **main_cf):
     c.ehlo("client.test")
     c.cmd("MAIL FROM:<sender@example.org>")
     return c
+
+
+def rcpt_replies(p, addresses):
+    """The replies to RCPT TO for each of addresses, in one transaction on a new session."""
+    c = p.connect()
+    c.ehlo("client.test")
+    c.cmd("MAIL FROM:<sender@example.org>")
+    replies = [c.cmd("RCPT TO:<%s>" % a) for a in addresses]
+    c.close()
+    return replies
+
+
+class WaitingRcpt:
+    """RCPT TO:<address> in a session of its own (EHLO, MAIL first) in a thread: the lookup
+    a test keeps waiting while it checks that the worker serves other sessions meanwhile.
+    reply is RCPT's reply once it came, None before."""
+
+    def __init__(self, p, address):
+        self.reply = None
+        self.thread = threading.Thread(target=self._session, args=(p, address))
+        self.thread.start()
+
+    def _session(self, p, address):
+        s = p.connect()
+        s.ehlo("client.test")
+        s.cmd("MAIL FROM:<sender@example.org>")
+        self.reply = s.cmd("RCPT TO:<%s>" % address)
+        s.close()
+
+    def result(self, timeout=30):
+        """The reply, once it came or timeout seconds passed (None then)."""
+        self.thread.join(timeout)
+        return self.reply
 
 
 def alias_rcpt_replies(p, modules, spec, domain, addresses, **main_cf):

@@ -71,12 +71,7 @@ t.ok(True, "a private amavisd-new is up on 127.0.0.1:%d (started in %.1f s)" % (
 gate = Gate(amavis.port)
 
 with Petrel(t, main_cf={}, start=False) as p:
-    mail = p.make_dir()
-    conf = dict(p.settings)
-    conf.update({
-        "virtual_mailbox_domains": "vmail.test",
-        "virtual_mailbox_base": mail,
-        "virtual_mailbox_maps": "inline:{ {u@vmail.test = vmail.test/u/} }",
+    mail = p.virtual_mailboxes({"u@vmail.test": "vmail.test/u/"}, {
         "content_filter": "smtp-amavis:[127.0.0.1]:%d" % amavis.port,
         "receive_override_options": "no_address_mappings",
         "minimal_backoff_time": "1s",
@@ -84,7 +79,6 @@ with Petrel(t, main_cf={}, start=False) as p:
         "queue_run_delay": "1s",
         "maillog_file": p.log_path,
     })
-    p.write_main_cf(conf)
     master = p.master_cf
     master += "127.0.0.1:%d inet n - n - - smtpd\n  -o smtpd_proxy_filter=127.0.0.1:%d\n  -o content_filter=\n" % (
         proxy_port, amavis.port)

@@ -61,10 +61,7 @@ def queued(p, reply):
 
 
 def send(p, sender, rcpts):
-    c = p.connect()
-    r = c.send_message(sender, rcpts, "Subject: bcc\r\n\r\nbody\r\n")
-    c.close()
-    return r
+    return p.send_message(sender, rcpts, "Subject: bcc\r\n\r\nbody\r\n")
 
 
 def key_order_checks(p, what, always=()):

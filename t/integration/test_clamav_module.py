@@ -3,7 +3,7 @@ own signature database: EICAR and a test signature; no freshclam), no milter
 in between. A finding is rejected or quarantined, a clean message tagged,
 clamd down answers clamav_failure_action, a message above clamav_max_size
 passes unscanned, and a large body goes through the file spool."""
-from harness import Petrel, Smtp, Tap
+from harness import Petrel, Tap
 from modlib import bundled_module_dir
 from peers import EICAR, OWN_SIGNATURE, Clamd, PeerError, shared
 
@@ -18,16 +18,7 @@ def conf(clamd, **extra):
 
 
 def send(p, body):
-    c = Smtp(p.port)
-    c.ehlo()
-    c.cmd("MAIL FROM:<sender@example.org>")
-    c.cmd("RCPT TO:<u@petrel.test>")
-    c.cmd("DATA")
-    c.send(body.encode() + b"\r\n.\r\n")
-    r = c.read_reply()
-    c.cmd("QUIT")
-    c.close()
-    return r
+    return p.send_message("sender@example.org", ["u@petrel.test"], body, quit=True)
 
 
 try:

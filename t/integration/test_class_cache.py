@@ -15,7 +15,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Petrel, Tap  # noqa: E402
 from pglib import PgCluster  # noqa: E402
-from tablelib import bundled_module_dir  # noqa: E402
+from tablelib import bundled_module_dir, rcpt_replies  # noqa: E402
 
 t = Tap(timeout=300)
 MODULES = bundled_module_dir("pgsql")
@@ -40,15 +40,6 @@ pg.psql("CREATE TABLE asked(what text, key text);"
 
 def asked(what, key):
     return int(pg.psql("SELECT count(*) FROM asked WHERE what = '%s' AND key = '%s'" % (what, key), db="mail").strip())
-
-
-def rcpts(p, addresses):
-    c = p.connect()
-    c.ehlo("client.test")
-    c.cmd("MAIL FROM:<sender@example.org>")
-    replies = [c.cmd("RCPT TO:<%s>" % a) for a in addresses]
-    c.close()
-    return replies
 
 
 OK = "250 2.1.5 Ok"
@@ -78,7 +69,7 @@ def start(p, ttl):
 # The default (30 s): one class query for every RCPT of hot.test, over two sessions.
 with Petrel(t, start=False, workers=1) as p:
     start(p, None)
-    replies = rcpts(p, ["box@hot.test", "two@hot.test", "nobody@hot.test"]) + rcpts(p, ["box@hot.test"] * 2)
+    replies = rcpt_replies(p, ["box@hot.test", "two@hot.test", "nobody@hot.test"]) + rcpt_replies(p, ["box@hot.test"] * 2)
     t.is_(replies, [OK, OK, UNKNOWN % "nobody@hot.test", OK, OK], "the database's answers, RCPT by RCPT")
     t.is_(asked("domain", "hot.test"), 1,
           "virtual_mailbox_domains is asked once for the five RCPTs of one domain in two sessions "
@@ -89,24 +80,24 @@ with Petrel(t, start=False, workers=1) as p:
 # A short TTL: a domain removed from the database is seen after it.
 with Petrel(t, start=False, workers=1) as p:
     start(p, "2s")
-    t.is_(rcpts(p, ["box@gone.test"]), [OK], "gone.test is ours")
+    t.is_(rcpt_replies(p, ["box@gone.test"]), [OK], "gone.test is ours")
     pg.psql("DELETE FROM domain WHERE domain = 'gone.test'", db="mail")
-    t.is_(rcpts(p, ["box@gone.test"]), [OK], "removed from the database, its class is still the kept one")
+    t.is_(rcpt_replies(p, ["box@gone.test"]), [OK], "removed from the database, its class is still the kept one")
     t.is_(asked("domain", "gone.test"), 1, "and the database was not asked again")
     time.sleep(2.5)
-    t.is_(rcpts(p, ["box@gone.test"]), [denied("box@gone.test")],
+    t.is_(rcpt_replies(p, ["box@gone.test"]), [denied("box@gone.test")],
           "after address_class_cache_ttl the domain is asked again and is no longer ours")
     t.is_(asked("domain", "gone.test"), 2, "with a second query")
 
     # The database down: a domain whose class is not kept defers, and the failure is not kept.
     pg.stop()
     try:
-        t.is_(rcpts(p, ["box@late.test"]), ["451 4.3.0 <box@late.test>: Temporary lookup failure"],
+        t.is_(rcpt_replies(p, ["box@late.test"]), ["451 4.3.0 <box@late.test>: Temporary lookup failure"],
               "the database down: an RCPT whose class is not known is deferred (451 4.3.0)")
     finally:
         pg.start()
     time.sleep(1.5)   # retry_interval: the failed host is tried again after a second
-    t.is_(rcpts(p, ["box@late.test"]), [OK], "the database back: the next RCPT is accepted")
+    t.is_(rcpt_replies(p, ["box@late.test"]), [OK], "the database back: the next RCPT is accepted")
     t.is_(asked("domain", "late.test"), 1,
           "its domain was asked of the database (the query that failed never reached it): the failure was not kept")
 
@@ -114,7 +105,7 @@ with Petrel(t, start=False, workers=1) as p:
 pg.psql("DELETE FROM asked", db="mail")
 with Petrel(t, start=False, workers=1) as p:
     start(p, "0")
-    t.is_(rcpts(p, ["box@hot.test"] * 3), [OK] * 3, "no cache: the same answers")
+    t.is_(rcpt_replies(p, ["box@hot.test"] * 3), [OK] * 3, "no cache: the same answers")
     t.is_(asked("domain", "hot.test"), 3, "address_class_cache_ttl = 0: every RCPT asks virtual_mailbox_domains")
 
 # The queue manager's routing keeps classes too: three messages for hot.test, one

@@ -11,7 +11,7 @@ import socket
 import threading
 import time
 
-from harness import Petrel, Smtp, Tap, wait_for
+from harness import Petrel, Tap, queue_id, wait_for
 from socketmaplib import SocketmapServer, netstring
 from tablelib import bundled_module_dir
 
@@ -31,15 +31,6 @@ gates = {k: threading.Event() for k in (b"Subject: gated", b"gated line", b"Subj
 server.slow.update(gates)
 server.special[b"Subject: temp"] = (b"hdr", netstring(b"TEMP resting"))
 server.special[b"temp line"] = (b"body", netstring(b"TEMP resting"))
-
-
-def queued_text(p, qid):
-    """The queue file of qid (any queue directory), or b"" when there is none."""
-    for f in p.queue_files():
-        if f.endswith(qid):
-            with open(f, "rb") as fh:
-                return fh.read()
-    return b""
 
 
 with Petrel(t, start=False, workers=1) as p:
@@ -70,8 +61,7 @@ with Petrel(t, start=False, workers=1) as p:
 
     r = send("Subject: prepend me\r\n\r\nbody\r\n")
     t.like(r, r"^250 2\.0\.0 Ok: queued as \w+", "a remote PREPEND: queued")
-    qid = r.split()[-1]
-    text = queued_text(p, qid)
+    text = p.queued_bytes(queue_id(r))
     t.ok(b"X-Remote-Seen: yes\r\nSubject: prepend me" in text,
          "the prepended header is written before the one that matched", text[:400])
 
@@ -107,7 +97,7 @@ with Petrel(t, start=False, workers=1) as p:
     gates[b"gated line"].set()
     r = c.read_reply()
     t.like(r, r"^250 2\.0\.0 Ok: queued as \w+", "then the waiting message is queued")
-    text = queued_text(p, r.split()[-1])
+    text = p.queued_bytes(queue_id(r))
     t.ok(b"body line one\r\nreplaced by the remote table\r\nbody after\r\n" in text,
          "with its content in order and the remote REPLACE applied", text[-300:])
     hdr_seen = server.seen("hdr")
@@ -144,7 +134,7 @@ with Petrel(t, start=False, workers=1) as p:
     t.is_(c.read_reply(), "250 2.0.0 Ok: %d bytes" % len(chunk1), "then the first chunk is answered")
     r = c.read_reply()
     t.like(r, r"^250 2\.0\.0 Ok: queued as \w+", "then BDAT LAST queues the message")
-    text = queued_text(p, r.split()[-1])
+    text = p.queued_bytes(queue_id(r))
     t.ok(b"first part\r\nsecond part\r\n" in text, "with both chunks in order", text[-200:])
     c.close()
 
@@ -175,7 +165,7 @@ with Petrel(t, start=False, workers=1) as p:
            "looked up remotely, is queued" % (len(headers) + len(body)))
     t.ok(b"X-Many-1999: value 1999" in server.seen("hdr") and (line + b" 2999") in server.seen("body"),
          "its last header and last line were asked")
-    text = queued_text(p, r.split()[-1])
+    text = p.queued_bytes(queue_id(r))
     t.ok((line + b" 2999\r\n") in text and b"X-Many-1999: value 1999\r\n" in text,
          "and written")
 

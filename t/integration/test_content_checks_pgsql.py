@@ -7,7 +7,7 @@ completes whole transactions, a canonical table that fails (the message deferred
 cleanup does) and the database down (451 4.3.0, nothing queued)."""
 import subprocess
 
-from harness import Petrel, Tap, wait_for
+from harness import Petrel, Tap, queue_id, wait_for
 from pglib import PgCluster
 from tablelib import bundled_module_dir
 
@@ -31,15 +31,6 @@ pg.psql("CREATE TABLE hdr(line text PRIMARY KEY, action text NOT NULL);"
         "GRANT SELECT ON hdr, body, canon TO postfix", db="mail")
 
 
-def queued_text(p, reply):
-    qid = reply.split()[-1]
-    for f in p.queue_files():
-        if f.endswith(qid):
-            with open(f, "rb") as fh:
-                return fh.read()
-    return b""
-
-
 def waiting_on(pg):
     """The advisory locks queries wait for."""
     return pg.psql("SELECT objid FROM pg_locks WHERE locktype = 'advisory' AND NOT granted", db="mail").split()
@@ -61,11 +52,8 @@ with Petrel(t, start=False, workers=1) as p:
     p.write_main_cf(conf)
     p.start()
 
-    def send(text, timeout=10):
-        c = p.connect(timeout=timeout)
-        r = c.send_message("sender@example.org", ["u@example.org"], text)
-        c.close()
-        return r
+    def send(text):
+        return p.send_message("sender@example.org", ["u@example.org"], text)
 
     r = send("Subject: nothing\r\nFrom: Someone <someone@pg.test>\r\n\r\nplain\r\n")
     t.like(r, r"^250 2\.0\.0 Ok: queued as \w+", "nothing in the database: queued")
@@ -74,10 +62,10 @@ with Petrel(t, start=False, workers=1) as p:
     t.is_(send("Subject: x\r\n\r\nfirst\r\nbad pg line\r\n"), "550 5.7.2 bad line from the database",
           "body_checks in pgsql: REJECT")
     r = send("Subject: prepend pg\r\n\r\nbody\r\n")
-    t.ok(b"X-From-Pg: yes\r\nSubject: prepend pg\r\n" in queued_text(p, r), "header_checks in pgsql: PREPEND")
+    t.ok(b"X-From-Pg: yes\r\nSubject: prepend pg\r\n" in p.queued_bytes(queue_id(r)), "header_checks in pgsql: PREPEND")
     r = send("Subject: canonical\r\nFrom: Old Name <old@pg.test>\r\nTo: u@example.org\r\n\r\nbody\r\n")
     t.like(r, r"^250 2\.0\.0 Ok: queued as \w+", "a From: header whose address is in sender_canonical_maps")
-    text = queued_text(p, r)
+    text = p.queued_bytes(queue_id(r))
     t.ok(b"From: Old Name <new@pg.test>\r\n" in text, "is rewritten from the database", text[:600])
 
     # Lookups held up in the database: a header check, then a canonical rewrite.
@@ -109,7 +97,7 @@ with Petrel(t, start=False, workers=1) as p:
     holder.wait(timeout=30)
     r = slow.read_reply()
     t.like(r, r"^250 2\.0\.0 Ok: queued as \w+", "once the database answers, the waiting message is queued")
-    t.ok(b"From: <opened@pg.test>\r\n" in queued_text(p, r), "with its From: rewritten by the late answer")
+    t.ok(b"From: <opened@pg.test>\r\n" in p.queued_bytes(queue_id(r)), "with its From: rewritten by the late answer")
     slow.close()
 
     # A canonical table that fails: Postfix's cleanup defers the message.

@@ -82,17 +82,7 @@ with Petrel(t, main_cf={}, start=False) as p:
         return found
 
     def send(body, rcpts=("u@vmail.test",), port=None, sender="sender@example.org"):
-        from harness import Smtp
-        c = Smtp(port or p.port)
-        c.ehlo()
-        c.cmd("MAIL FROM:<%s>" % sender)
-        for r in rcpts:
-            c.cmd("RCPT TO:<%s>" % r)
-        c.cmd("DATA")
-        c.send(body.encode() + b"\r\n.\r\n")
-        reply = c.read_reply()
-        c.close()
-        return reply
+        return p.send_message(sender, rcpts, body, port=port)
 
     # 1. The whole round trip, no_address_mappings before the filter.
     r = send("Subject: round trip\r\n\r\nbody round trip", rcpts=("alias@vmail.test",))

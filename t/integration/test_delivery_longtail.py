@@ -17,15 +17,11 @@ QMGR = "qmgr unix n - n 300 1 qmgr\n"
 OK_RE = r"^250 2\.0\.0 Ok: queued as [0-9A-Z]+$"
 
 
-def setup(p, extra, boxes_map="{a@vmail.test = a/}, {s@vmail.test = s/}, {pm@vmail.test = pm/}, "
-                               "{bcc@vmail.test = bcc/}, {m@vmail.test = m.mbox}"):
-    boxes = p.make_dir()
-    conf = dict(p.settings)
-    conf.update({"virtual_mailbox_domains": "vmail.test", "virtual_mailbox_base": boxes,
-                 "virtual_mailbox_maps": "inline:{ %s }" % boxes_map,
-                 "minimal_backoff_time": "1s", "maximal_backoff_time": "1s", "queue_run_delay": "1s"})
+def setup(p, extra):
+    conf = {"minimal_backoff_time": "1s", "maximal_backoff_time": "1s", "queue_run_delay": "1s"}
     conf.update(extra)
-    p.write_main_cf(conf)
+    boxes = p.virtual_mailboxes({"a@vmail.test": "a/", "s@vmail.test": "s/", "pm@vmail.test": "pm/",
+                                 "bcc@vmail.test": "bcc/", "m@vmail.test": "m.mbox"}, conf)
     p.start()
     return boxes
 

@@ -12,12 +12,8 @@ QMGR = "qmgr unix n - n 300 1 qmgr\n"
 
 
 def setup(p, extra):
-    boxes = p.make_dir()
-    conf = dict(p.settings)
-    conf.update({"virtual_mailbox_domains": "vmail.test", "virtual_mailbox_base": boxes,
-                 "virtual_mailbox_maps": "inline:{ {a@vmail.test = a/}, {bcc@vmail.test = bcc/}, {sbcc@vmail.test = sbcc/}, {v@vmail.test = v/} }"})
-    conf.update(extra)
-    p.write_main_cf(conf)
+    boxes = p.virtual_mailboxes({"a@vmail.test": "a/", "bcc@vmail.test": "bcc/", "sbcc@vmail.test": "sbcc/",
+                                 "v@vmail.test": "v/"}, extra)
     p.start()
     return boxes
 

@@ -138,12 +138,7 @@ def instance(dns_server, canon="relaxed/relaxed", **extra):
            "dkim_canonicalization": canon}
     cfg.update(extra)
     p = Petrel(t, main_cf=cfg, extra_services=QMGR, start=False)
-    boxes = p.make_dir()
-    settings = dict(p.settings)
-    settings.update({"virtual_mailbox_domains": "vmail.test", "virtual_mailbox_base": boxes,
-                     "virtual_mailbox_maps": "inline:{ {u@vmail.test = u/} }"})
-    p.write_main_cf(settings)
-    p.boxes = boxes
+    p.virtual_mailboxes({"u@vmail.test": "u/"})
     p.start()
     return p
 

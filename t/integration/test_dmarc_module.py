@@ -57,12 +57,7 @@ def instance(dns_server, mods=MODS, modules="spf dkim dmarc", restrictions="chec
            "mynetworks": "127.0.0.1/32", "smtpd_recipient_restrictions": restrictions}
     cfg.update(extra)
     p = Petrel(t, main_cf=cfg, extra_services=QMGR, start=False)
-    boxes = p.make_dir()
-    settings = dict(p.settings)
-    settings.update({"virtual_mailbox_domains": "vmail.example.com", "virtual_mailbox_base": boxes,
-                     "virtual_mailbox_maps": "inline:{ {u@vmail.example.com = u/} }"})
-    p.write_main_cf(settings)
-    p.boxes = boxes
+    p.virtual_mailboxes({"u@vmail.example.com": "u/"})
     p.start()
     return p
 

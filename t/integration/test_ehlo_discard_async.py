@@ -9,7 +9,7 @@ go), not by timing."""
 import socket
 import threading
 
-from harness import Petrel, Smtp, Tap, wait_for
+from harness import Petrel, Tap, wait_for
 from socketmaplib import SocketmapServer, netstring
 from tablelib import bundled_module_dir
 
@@ -21,17 +21,6 @@ gate, gone = threading.Event(), threading.Event()
 server.slow[b"127.0.0.2"] = gate
 server.slow[b"127.0.0.4"] = gone
 server.special[b"127.0.0.3"] = (b"ehlo", netstring(b"TEMP resting"))
-
-
-def connect_from(p, source, greeting=True):
-    c = Smtp.__new__(Smtp)
-    c.sock = socket.create_connection(("127.0.0.1", p.port), timeout=10, source_address=(source, 0))
-    c.buf = b""
-    c.code = None
-    c.lines = []
-    if greeting:
-        c.read_reply()
-    return c
 
 
 def keywords(c):
@@ -46,10 +35,10 @@ with Petrel(t, start=False, workers=1) as p:
     p.write_main_cf(conf)
     p.start()
 
-    c = connect_from(p, "127.0.0.2", greeting=False)
+    c = p.connect(source="127.0.0.2", read_greeting=False)
     t.ok(wait_for(lambda: b"127.0.0.2" in server.seen("ehlo"), timeout=10),
          "the client's address is asked at connect, and the answer waits at the server")
-    other = connect_from(p, "127.0.0.1")   # the same (only) worker
+    other = p.connect(source="127.0.0.1")   # the same (only) worker
     t.like(other.ehlo("other.test"), r"^250", "another session of the worker is greeted and served meanwhile")
     t.ok("DSN" in keywords(other) and "PIPELINING" in keywords(other), "(its address is not listed: all keywords)")
     t.ok(not gate.is_set(), "while the first one's lookup still waits")
@@ -63,24 +52,24 @@ with Petrel(t, start=False, workers=1) as p:
           "DSN is really gone")
     c.close()
 
-    c = connect_from(p, "127.0.0.5")
+    c = p.connect(source="127.0.0.5")
     c.ehlo("client.test")
     t.ok("8BITMIME" not in keywords(c) and "DSN" in keywords(c), "an answer that comes at once works too", c.lines)
     c.close()
 
-    c = connect_from(p, "127.0.0.3")
+    c = p.connect(source="127.0.0.3")
     t.is_(c.ehlo("client.test"), "421 4.3.0 mx.petrel.test Server local data error",
           "the table cannot answer: EHLO gets 421 4.3.0, as Postfix")
     t.ok(c.closed(), "and the session ends")
     t.ok(p.wait_log(r"smtpd_discard_ehlo_keyword_address_maps lookup error for 127\.0\.0\.3"), "logged")
 
     # A client that leaves while its lookup waits.
-    c = connect_from(p, "127.0.0.4", greeting=False)
+    c = p.connect(source="127.0.0.4", read_greeting=False)
     t.ok(wait_for(lambda: b"127.0.0.4" in server.seen("ehlo"), timeout=10), "a lookup waits")
     c.sock.shutdown(socket.SHUT_RDWR)
     c.close()
     gone.set()
-    c = connect_from(p, "127.0.0.1")
+    c = p.connect(source="127.0.0.1")
     t.like(c.ehlo("client.test"), r"^250", "after a client left while its lookup waited, the worker serves on")
     t.is_(c.cmd("NOOP"), "250 2.0.0 Ok", "(and answers)")
     c.close()

@@ -14,11 +14,7 @@ t = Tap(timeout=200)
 dead_port = refused_port()
 
 with Petrel(t, extra_services=QMGR, start=False) as p:
-    boxes = p.make_dir()
-    conf = dict(p.settings)
-    conf.update({
-        "virtual_mailbox_domains": "vmail.test", "virtual_mailbox_base": boxes,
-        "virtual_mailbox_maps": "inline:{ {v@vmail.test = v/}, {pm@vmail.test = pm/} }",
+    boxes = p.virtual_mailboxes({"v@vmail.test": "v/", "pm@vmail.test": "pm/"}, {
         "2bounce_notice_recipient": "pm@vmail.test",
         "notify_classes": "2bounce",   # Postfix discards double bounces without 2bounce
         "relay_domains": "dead.test",
@@ -26,7 +22,6 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
         "minimal_backoff_time": "1s", "maximal_backoff_time": "1s", "queue_run_delay": "1s",
         "maximal_queue_lifetime": "3s", "bounce_queue_lifetime": "3s",
     })
-    p.write_main_cf(conf)
     p.start()
     c = p.connect()
     reply = c.send_message("v@vmail.test", ["d@dead.test"], "Subject: will expire\r\n\r\nnobody answers\r\n")

@@ -49,15 +49,9 @@ def retry(p, faults, qid, rcpt):
 
 
 with Petrel(t, extra_services=QMGR, start=False) as p:
-    boxes = p.make_dir()
-    conf = dict(p.settings)
-    conf.update({
-        "virtual_mailbox_domains": "vmail.test", "virtual_mailbox_base": boxes,
-        "virtual_mailbox_maps": "inline:{ {u@vmail.test = u/}, {m@vmail.test = m}, {n@vmail.test = new/deep/n/}, "
-                                "{f@vmail.test = full/f/}, {fm@vmail.test = full/fm} }",
-        "minimal_backoff_time": "1s", "maximal_backoff_time": "2s", "queue_run_delay": "300s",
-    })
-    p.write_main_cf(conf)
+    boxes = p.virtual_mailboxes({"u@vmail.test": "u/", "m@vmail.test": "m", "n@vmail.test": "new/deep/n/",
+                                 "f@vmail.test": "full/f/", "fm@vmail.test": "full/fm"},
+                                {"minimal_backoff_time": "1s", "maximal_backoff_time": "2s", "queue_run_delay": "300s"})
     faults = Faults(p)
     faults.start()
     u = os.path.join(boxes, "u")

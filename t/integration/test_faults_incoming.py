@@ -14,39 +14,18 @@ import re
 import time
 
 from harness import Petrel, Tap, maildir_messages, wait_for
-from faultlib import QMGR, Faults, alive, cpu_share, qmgr_pid, queue_names
+from faultlib import QMGR, Faults, alive, mail, qmgr_idle, qmgr_pid, queue_names
 from modlib import module_dir
 
 t = Tap(timeout=300)
 mods = module_dir("testmod")
 
 
-def mail(c, sender, rcpt, body):
-    c.cmd("MAIL FROM:<%s>" % sender)
-    c.cmd("RCPT TO:<%s>" % rcpt)
-    r = c.cmd("DATA")
-    if c.code != 354:
-        return r
-    c.send(body + b".\r\n")
-    return c.read_reply()
-
-
-def idle(p, what):
-    pid = qmgr_pid(p)
-    share = cpu_share(pid, 1.0) if pid else 1.0
-    t.ok(share < 0.3, "%s: the queue manager is idle (CPU %.0f%% over 1 s)" % (what, 100 * share))
-
-
 with Petrel(t, extra_services=QMGR, workers=1, start=False) as p:
-    boxes = p.make_dir()
-    conf = dict(p.settings)
-    conf.update({
+    boxes = p.virtual_mailboxes({"u@vmail.test": "u/"}, {
         "smtpd_timeout": "300s",   # one session spans every scenario, however slow the machine
         "modules": "testmod", "module_directory": mods,
-        "virtual_mailbox_domains": "vmail.test", "virtual_mailbox_base": boxes,
-        "virtual_mailbox_maps": "inline:{ {u@vmail.test = u/} }",
     })
-    p.write_main_cf(conf)
     faults = Faults(p)
     faults.start()
     inbox = {"u": os.path.join(boxes, "u")}
@@ -66,7 +45,7 @@ with Petrel(t, extra_services=QMGR, workers=1, start=False) as p:
     t.ok(m is not None, "the queue manager removes the crashed writer's incomplete file, with a log line")
     t.is_(queue_names(p, "incoming"), [], "incoming/ is empty")
     t.ok(m is not None and "%s: moving damaged" % m.group(1) not in p.log(), "the file is not called damaged")
-    idle(p, "after the crash")
+    qmgr_idle(t, p, "after the crash")
 
     # --- a file whose writer is alive is never taken, however old it looks -----
     c = p.connect()
@@ -87,7 +66,7 @@ with Petrel(t, extra_services=QMGR, workers=1, start=False) as p:
     time.sleep(1)
     t.is_(queue_names(p, "incoming"), [slow], "an hour-old file whose writer is still at work is left to its writer")
     t.ok(slow not in p.log().split("flush requested", 1)[-1], "and the queue manager says nothing about it")
-    idle(p, "with a live writer in incoming/")
+    qmgr_idle(t, p, "with a live writer in incoming/")
     c.send(b"end\r\n.\r\n")
     reply = c.read_reply()
     t.is_(reply, "250 2.0.0 Ok: queued as %s" % slow, "the writer finishes: 250")
@@ -105,7 +84,7 @@ with Petrel(t, extra_services=QMGR, workers=1, start=False) as p:
     t.ok(p.wait_log(r"warning: %s: cannot move to the active queue: Input/output error" % qid) is not None,
          "a failed move into active/ is logged")
     t.is_(queue_names(p, "incoming"), [qid], "the message stays in incoming/")
-    idle(p, "after a failed move")
+    qmgr_idle(t, p, "after a failed move")
     faults.clear()
     old = time.time() - 3600
     os.utime(os.path.join(p.queue, "incoming", qid), (old, old))

@@ -9,28 +9,12 @@ before the bounce's commit had finished. Faults come from the faultfs LD_PRELOAD
 import os
 
 from harness import Petrel, Tap, refused_port, maildir_messages, wait_for
-from faultlib import QMGR, Faults, cpu_share, fill, need_root, qmgr_pid, queue_names, small_tmpfs
+from faultlib import QMGR, Faults, fill, mail, need_root, qmgr_idle, queue_names, small_tmpfs
 from modlib import module_dir
 
 t = Tap(timeout=400)
 mods = module_dir("testmod")
 dead_port = refused_port()
-
-
-def mail(c, sender, rcpt, body):
-    c.cmd("MAIL FROM:<%s>" % sender)
-    c.cmd("RCPT TO:<%s>" % rcpt)
-    r = c.cmd("DATA")
-    if c.code != 354:
-        return r
-    c.send(body + b".\r\n")
-    return c.read_reply()
-
-
-def idle(p, what):
-    pid = qmgr_pid(p)
-    share = cpu_share(pid, 1.0) if pid else 1.0
-    t.ok(share < 0.3, "%s: the queue manager is idle (CPU %.0f%% over 1 s)" % (what, 100 * share))
 
 
 def held_bounce(p, c, sender="v@vmail.test", rcpt="hold-x@vmail.test"):
@@ -43,16 +27,12 @@ def held_bounce(p, c, sender="v@vmail.test", rcpt="hold-x@vmail.test"):
 
 
 with Petrel(t, extra_services=QMGR, workers=1, start=False) as p:
-    boxes = p.make_dir()
-    conf = dict(p.settings)
-    conf.update({
+    boxes = p.virtual_mailboxes({"v@vmail.test": "v/", "pm@vmail.test": "pm/"}, {
         "smtpd_timeout": "300s",   # one session spans every scenario, however slow the machine
         # The bounces need an unknown user past smtpd (as with Postfix's check
         # turned off); test_recipient_validation.py tests the check itself.
         "smtpd_reject_unlisted_recipient": "no",
         "modules": "testmod", "module_directory": mods,
-        "virtual_mailbox_domains": "vmail.test", "virtual_mailbox_base": boxes,
-        "virtual_mailbox_maps": "inline:{ {v@vmail.test = v/}, {pm@vmail.test = pm/} }",
         "2bounce_notice_recipient": "pm@vmail.test",
         "notify_classes": "2bounce",   # Postfix discards double bounces without 2bounce
         "relay_domains": "dead.test",
@@ -60,14 +40,13 @@ with Petrel(t, extra_services=QMGR, workers=1, start=False) as p:
         "minimal_backoff_time": "1s", "maximal_backoff_time": "2s", "queue_run_delay": "1s",
         "delay_warning_time": "1s",
     })
-    p.write_main_cf(conf)
     faults = Faults(p)
     faults.start()
     inbox = {name: os.path.join(boxes, name) for name in ("v", "pm")}
 
     c = p.connect()
     c.ehlo()
-    idle(p, "at rest")
+    qmgr_idle(t, p, "at rest")
 
     # --- finding 6, as reported: hold, make incoming/ unwritable, release -------
     qid = held_bounce(p, c)
@@ -84,7 +63,7 @@ with Petrel(t, extra_services=QMGR, workers=1, start=False) as p:
     listing = p.petrelctl("queue", "list").stdout
     t.like(listing, r"cannot queue the non-delivery notification \(cannot create its queue file: Permission denied\)",
            "petrelctl queue list shows why it waits")
-    idle(p, "with incoming/ refusing files")
+    qmgr_idle(t, p, "with incoming/ refusing files")
     os.chmod(incoming, 0o700)
     p.petrelctl("queue", "flush")
     m = p.wait_log(r"%s: sender non-delivery notification: (\w+)" % qid, timeout=15)
@@ -151,16 +130,12 @@ with Petrel(t, extra_services=QMGR, workers=1, start=False) as p:
 # --- a real full disk: the queue on a small tmpfs --------------------------------
 if need_root(t, "the full-queue bounce test"):
     with Petrel(t, extra_services=QMGR, workers=1, start=False) as p, small_tmpfs("2m", where=p.dir + "/queue"):
-        boxes = p.make_dir()
-        conf = dict(p.settings)
-        conf.update({"smtpd_timeout": "300s", "smtpd_reject_unlisted_recipient": "no",
-                     "modules": "testmod", "module_directory": mods,
-                     "virtual_mailbox_domains": "vmail.test", "virtual_mailbox_base": boxes,
-                     "virtual_mailbox_maps": "inline:{ {v@vmail.test = v/} }",
-                     "minimal_backoff_time": "1s", "maximal_backoff_time": "2s", "queue_run_delay": "1s",
-                     # smtpd checks for 1.5 x message_size_limit of free space at MAIL
-                     "queue_minfree": "1", "message_size_limit": "100000"})
-        p.write_main_cf(conf)
+        boxes = p.virtual_mailboxes({"v@vmail.test": "v/"}, {
+            "smtpd_timeout": "300s", "smtpd_reject_unlisted_recipient": "no",
+            "modules": "testmod", "module_directory": mods,
+            "minimal_backoff_time": "1s", "maximal_backoff_time": "2s", "queue_run_delay": "1s",
+            # smtpd checks for 1.5 x message_size_limit of free space at MAIL
+            "queue_minfree": "1", "message_size_limit": "100000"})
         p.start()
         c = p.connect()
         c.ehlo()
@@ -172,7 +147,7 @@ if need_root(t, "the full-queue bounce test"):
         t.ok(line is not None, "full queue file system: the bounce cannot be written, and the log says so")
         t.ok(wait_for(lambda: qid in queue_names(p, "deferred"), timeout=30), "the original stays queued")
         t.is_(queue_names(p, "incoming"), [], "no partial bounce is left")
-        idle(p, "with a full queue file system")
+        qmgr_idle(t, p, "with a full queue file system")
         os.unlink(filler)
         p.petrelctl("queue", "flush")
         t.ok(p.wait_log(r"%s: sender non-delivery notification: \w+" % qid, timeout=15) is not None,

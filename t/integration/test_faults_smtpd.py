@@ -9,20 +9,14 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
 from harness import Petrel, Tap  # noqa: E402
-from faultlib import Faults, cpu_share, queue_names  # noqa: E402
+from faultlib import Faults, cpu_share, mail, queue_names  # noqa: E402
 import qcheck  # noqa: E402
 
 t = Tap(timeout=200)
 
 
-def send(c, body, rcpt="u@petrel.test"):
-    c.cmd("MAIL FROM:<a@example.org>")
-    c.cmd("RCPT TO:<%s>" % rcpt)
-    r = c.cmd("DATA")
-    if c.code != 354:
-        return r
-    c.send(body + b".\r\n")
-    return c.read_reply()
+def send(c, body):
+    return mail(c, "a@example.org", "u@petrel.test", body)
 
 
 def queued(p):

@@ -37,11 +37,7 @@ def at_path(args):
 
 p = Petrel(t, extra_services=QMGR, start=False)
 try:
-    boxes = p.make_dir()
-    conf = dict(p.settings)
-    conf.update({"virtual_mailbox_domains": "vmail.test", "virtual_mailbox_base": boxes,
-                 "virtual_mailbox_maps": "inline:{ {u@vmail.test = vmail.test/deep/u/}, {m@vmail.test = vmail.test/m} }"})
-    p.write_main_cf(conf)
+    boxes = p.virtual_mailboxes({"u@vmail.test": "vmail.test/deep/u/", "m@vmail.test": "vmail.test/m"})
     trace = os.path.join(p.dir, "strace.out")
     p.logf = open(p.log_path, "ab")
     cmd = ["strace", "-f", "-tt", "-yy", "-s", "512", "-e", "trace=" + SYSCALLS, "-o", trace]

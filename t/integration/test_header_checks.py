@@ -79,17 +79,12 @@ PICKUP = "pickup unix n - n 1 1 pickup\n"
 ports = {name: free_port() for name in ("nochecks", "sub", "smtpdo", "strict", "slow")}
 
 with Petrel(t, main_cf={}, start=False) as p:
-    mail = p.make_dir()
     hc = p.write_file("header_checks", HEADER_CHECKS)
     nc = p.write_file("nested_checks", NESTED_CHECKS)
     bc = p.write_file("body_checks", BODY_CHECKS)
     sc = p.write_file("sub_checks", SUB_CHECKS)
     slow = p.write_file("slow.pcre", SLOW_PCRE)
-    conf = dict(p.settings)
-    conf.update({
-        "virtual_mailbox_domains": "vmail.test",
-        "virtual_mailbox_base": mail,
-        "virtual_mailbox_maps": "inline:{ {u@vmail.test = vmail.test/u/}, {r2@vmail.test = vmail.test/r2/} }",
+    mail = p.virtual_mailboxes({"u@vmail.test": "vmail.test/u/", "r2@vmail.test": "vmail.test/r2/"}, {
         "header_checks": "regexp:" + hc,
         "nested_header_checks": "regexp:" + nc,
         "body_checks": "regexp:" + bc,
@@ -97,7 +92,6 @@ with Petrel(t, main_cf={}, start=False) as p:
         "command_directory": os.path.dirname(POSTDROP),
         "maillog_file": p.log_path,
     })
-    p.write_main_cf(conf)
     master = p.master_cf
     master += "127.0.0.1:%d inet n - n - - smtpd\n  -o receive_override_options=no_header_body_checks\n" % ports["nochecks"]
     master += "127.0.0.1:%d inet n - n - - smtpd\n  -o cleanup_service_name=subcleanup\n" % ports["sub"]

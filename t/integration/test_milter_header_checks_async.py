@@ -46,12 +46,9 @@ with TestFilter() as f1, TestFilter(options="actions=0") as f2:
         p.write_main_cf(conf)
         p.start()
 
-        def send(subject, c=None):
-            c = c or p.connect()
-            r = c.send_message("sender@example.org", ["u@petrel.test"],
-                               "Subject: %s\r\nFrom: a@example.org\r\n\r\nbody\r\n" % subject)
-            c.close()
-            return r
+        def send(subject):
+            return p.send_message("sender@example.org", ["u@petrel.test"],
+                                  "Subject: %s\r\nFrom: a@example.org\r\n\r\nbody\r\n" % subject)
 
         # not found: the header is written as the milter asked
         r = send("do: addheader")

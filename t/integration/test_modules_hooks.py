@@ -341,14 +341,9 @@ with Petrel(t, workers=1, main_cf=conf(testmod_log_hooks="no"), crash_test=True)
 # --- delivery-result hooks run in the queue manager -------------------------
 with Petrel(t, main_cf=conf(testmod_log_hooks="no"), extra_services="qmgr unix n - n 300 1 qmgr\n",
             start=False) as p:
-    boxes = p.make_dir()
-    cfg = dict(p.settings)
     # smtpd_reject_unlisted_recipient = no: the bounce below needs an unknown
     # user past smtpd (test_recipient_validation.py tests the check).
-    cfg.update({"virtual_mailbox_domains": "vmail.test", "virtual_mailbox_base": boxes,
-                "virtual_mailbox_maps": "inline:{ {u@vmail.test = u/} }",
-                "smtpd_reject_unlisted_recipient": "no"})
-    p.write_main_cf(cfg)
+    boxes = p.virtual_mailboxes({"u@vmail.test": "u/"}, {"smtpd_reject_unlisted_recipient": "no"})
     p.start()
     c = p.connect()
     qid = mail(c, "a@example.org", rcpt="u@vmail.test").split()[-1]

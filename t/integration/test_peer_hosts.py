@@ -12,7 +12,6 @@ says so; "hosts: files" without dns: the hosts file only, no DNS query. The inst
 (PETREL_HOSTS_FILE, PETREL_NSSWITCH_FILE: doc/testing.md)."""
 import os
 import re
-import socket
 import time
 
 from harness import Dnsmasq, Petrel, Smtp, Tap, free_port
@@ -44,19 +43,8 @@ HOSTS = """# the test's hosts file
 """
 
 
-def connect_from(p, source, port=None, family=socket.AF_INET):
-    c = Smtp.__new__(Smtp)
-    c.sock = socket.create_connection((source if family == socket.AF_INET6 else "127.0.0.1", port or p.port),
-                                      timeout=10, source_address=(source, 0))
-    c.buf = b""
-    c.code = None
-    c.lines = []
-    c.read_reply()
-    return c
-
-
 def rcpt(p, source, rcpt_to):
-    c = connect_from(p, source)
+    c = p.connect(source=source)
     c.ehlo("client.example.org")
     r = c.cmd("MAIL FROM:<sender@example.org>")
     if c.code == 250:
@@ -108,7 +96,7 @@ with Dnsmasq(RECORDS) as dns:
     v6_port = free_port()
     with start(dns, v6_port=v6_port) as p:
         # --- a name from the hosts file ------------------------------------------------------------
-        c = connect_from(p, "127.0.0.2")
+        c = p.connect(source="127.0.0.2")
         r = c.send_message("sender@example.org", ["user@petrel.test"], "Subject: hosts\r\n\r\nok\r\n")
         c.close()
         t.like(r, OK_RE, "a client the hosts file names sends a message")
@@ -159,7 +147,7 @@ with Dnsmasq(RECORDS) as dns:
 
         # --- IPv6 ---------------------------------------------------------------------------------------
         try:
-            c = connect_from(p, "::1", port=v6_port, family=socket.AF_INET6)
+            c = Smtp(v6_port, host="::1", source="::1")
             c.ehlo("client.example.org")
             c.close()
             t.ok(p.wait_log(r"connect from six\.petrel-test\[::1\]"), "an IPv6 client named by the hosts file")
@@ -175,7 +163,7 @@ with Dnsmasq(RECORDS) as dns:
         deadline = time.time() + 10
         renamed = None
         while renamed is None and time.time() < deadline:
-            c = connect_from(p, "127.0.0.2")
+            c = p.connect(source="127.0.0.2")
             c.ehlo("client.example.org")
             c.close()
             renamed = p.wait_log(r"connect from renamed\.petrel-test\[127\.0\.0\.2\]", timeout=0.5)

@@ -25,12 +25,8 @@ POSTDROP = _runnable_copy(os.path.join(TOP_BUILDDIR, "core", "tools", "petrel-po
 SERVICES = "pickup unix n - n 1 1 pickup\nqmgr unix n - n 300 1 qmgr\n"
 
 with Petrel(t, extra_services=SERVICES, start=False) as p:
-    mail = p.make_dir()
-    conf = dict(p.settings)
-    conf.update({"virtual_mailbox_domains": "vmail.test", "virtual_mailbox_base": mail,
-                 "virtual_mailbox_maps": "inline:{ {a@vmail.test = a/} }",
-                 "myorigin": "vmail.test", "command_directory": os.path.dirname(POSTDROP)})
-    p.write_main_cf(conf)
+    mail = p.virtual_mailboxes({"a@vmail.test": "a/"},
+                               {"myorigin": "vmail.test", "command_directory": os.path.dirname(POSTDROP)})
     p.start()
     drop = os.path.join(p.queue, "maildrop")
     box = os.path.join(mail, "a")

@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 
-from harness import CLEANUP_DIRS, Petrel, Smtp, Tap, free_port
+from harness import CLEANUP_DIRS, Petrel, Tap, free_port
 
 t = Tap()
 OK_RE = r"^250 2\.0\.0 Ok: queued as ([0-9A-Z]+)$"
@@ -27,19 +27,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SYSTEM_PYTHON = "/usr/bin/python3"   # policyd-spf's own interpreter and modules
 
 
-def connect_from(p, source):
-    c = Smtp.__new__(Smtp)
-    c.sock = socket.create_connection(("127.0.0.1", p.port), timeout=30, source_address=(source, 0))
-    c.buf = b""
-    c.code = None
-    c.lines = []
-    c.read_reply()
-    return c
-
-
 def attempt(p, source, sender, rcpt, helo="client.example.org"):
     """One delivery attempt; returns (RCPT reply, final reply or None)."""
-    c = connect_from(p, source)
+    c = p.connect(source=source, timeout=30)
     c.ehlo(helo)
     c.cmd("MAIL FROM:<%s>" % sender)
     r = c.cmd("RCPT TO:<%s>" % rcpt)

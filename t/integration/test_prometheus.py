@@ -38,17 +38,12 @@ certdir = tempfile.mkdtemp(prefix="petrel-prom-tls-")
 # A next hop with STARTTLS, so the outbound TLS panel has a handshake to show.
 tls_server = Server(tls=make_cert(certdir, "tls.test"))
 with Petrel(t, extra_services=QMGR, start=False) as p:
-    mail = p.make_dir()
     cert, key = make_cert(p.dir)
     p._chown()
-    conf = dict(p.settings)
-    conf.update({
+    mail = p.virtual_mailboxes({"u@vmail.test": "vmail.test/u/"}, {
         "modules": "testmod", "module_directory": module_dir("testmod"),
         "smtpd_tls_security_level": "may", "smtpd_tls_cert_file": cert, "smtpd_tls_key_file": key,
         "metrics_listen": "127.0.0.1:%d" % mport,
-        "virtual_mailbox_domains": "vmail.test",
-        "virtual_mailbox_base": mail,
-        "virtual_mailbox_maps": "inline:{ {u@vmail.test = vmail.test/u/} }",
         "relay_domains": "bounce.test later.test tls.test",
         "transport_maps": "inline:{ {bounce.test = error:5.1.1 no such user here}, "
                           "{later.test = retry:4.4.1 try again later}, "
@@ -61,7 +56,6 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
         "mynetworks": "127.0.0.2/32",
         "maillog_file": p.log_path,
     })
-    p.write_main_cf(conf)
     p.start()
     t.ok(wait_http(mport), "the metrics endpoint answers")
     svc = '{service="127.0.0.1:%d"}' % p.port

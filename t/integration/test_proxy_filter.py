@@ -36,16 +36,10 @@ stages = {
 ports = {name: free_port() for name in list(stages) + ["dead", "speed", "actions"]}
 
 with Petrel(t, main_cf={}, start=False) as p:
-    mail = p.make_dir()
-    conf = dict(p.settings)
-    conf.update({
-        "virtual_mailbox_domains": "vmail.test",
-        "virtual_mailbox_base": mail,
-        "virtual_mailbox_maps": "inline:{ {u@vmail.test = vmail.test/u/} }",
+    mail = p.virtual_mailboxes({"u@vmail.test": "vmail.test/u/"}, {
         "smtpd_proxy_timeout": "3s",
         "maillog_file": p.log_path,
     })
-    p.write_main_cf(conf)
 
     def listener(port, *opts):
         return "127.0.0.1:%d inet n - n - - smtpd\n" % port + "".join("  -o %s\n" % o for o in opts)

@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 
-from harness import Dnsmasq, Petrel, Smtp, Tap, refused_dns_port
+from harness import Dnsmasq, Petrel, Tap, refused_dns_port
 
 t = Tap()
 OK_RE = r"^250 2\.0\.0 Ok: queued as [0-9A-Z]+$"
@@ -71,26 +71,15 @@ class Silent:
         self.sock.close()
 
 
-def connect_from(p, source, timeout=10):
-    """An SMTP session from the loopback address source."""
-    c = Smtp.__new__(Smtp)
-    c.sock = socket.create_connection(("127.0.0.1", p.port), timeout=timeout, source_address=(source, 0))
-    c.buf = b""
-    c.code = None
-    c.lines = []
-    c.read_reply()
-    return c
-
-
 def still_serves(p, what, source="127.0.0.2"):
-    c = connect_from(p, source)
+    c = p.connect(source=source)
     r = c.send_message("sender@example.org", ["user@petrel.test"], "Subject: after %s\r\n\r\nok\r\n" % what)
     t.like(r, OK_RE, "%s: a fresh session still gets its message queued" % what)
     c.close()
 
 
 def rcpt(p, source, rcpt_to, helo="client.example.org", sender="sender@example.org"):
-    c = connect_from(p, source)
+    c = p.connect(source=source)
     c.ehlo(helo)
     r = c.cmd("MAIL FROM:<%s>" % sender)
     if c.code == 250:
@@ -152,7 +141,7 @@ def start(dns_server, extra=None, tables=None):
 with Dnsmasq(RECORDS) as dns:
     with start(dns.server) as p:
         # --- the client's name ----------------------------------------------------------------
-        c = connect_from(p, "127.0.0.2")
+        c = p.connect(source="127.0.0.2")
         r = c.send_message("sender@example.org", ["user@petrel.test"], "Subject: named\r\n\r\nok\r\n")
         c.close()
         t.like(r, OK_RE, "a client with a verified name sends a message")
@@ -341,7 +330,7 @@ try:
         def session(case):
             rcpt_to, helo, sender, _, _ = case
             try:
-                c = connect_from(p, "127.0.0.2", timeout=90)
+                c = p.connect(source="127.0.0.2", timeout=90)
                 results[rcpt_to] = [c.code]
                 c.ehlo(helo)
                 c.cmd("MAIL FROM:<%s>" % sender)
@@ -364,7 +353,7 @@ try:
         t.ok(p.wait_log(r"connect from unknown\[127\.0\.0\.2\]"), "the client is unknown")
         t.ok(p.wait_log(r"warning: Unable to look up MX host for mxdom\.petrel-test: Host not found, try again"),
              "check_sender_mx_access: the failed lookup is logged")
-        still_serves_silent = connect_from(p, "127.0.0.2", timeout=90)
+        still_serves_silent = p.connect(source="127.0.0.2", timeout=90)
         t.is_(still_serves_silent.ehlo(), "250 CHUNKING", "the server still serves")
         still_serves_silent.close()
 finally:

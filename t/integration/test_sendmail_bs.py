@@ -72,12 +72,8 @@ class Raw:
 
 
 with Petrel(t, extra_services=SERVICES, start=False) as p:
-    mail = p.make_dir()
-    conf = dict(p.settings)
-    conf.update({"virtual_mailbox_domains": "vmail.test", "virtual_mailbox_base": mail,
-                 "virtual_mailbox_maps": "inline:{ {a@vmail.test = a/}, {b@vmail.test = b/}, {c@vmail.test = c/} }",
-                 "myorigin": "vmail.test", "command_directory": os.path.dirname(POSTDROP)})
-    p.write_main_cf(conf)
+    mail = p.virtual_mailboxes({"a@vmail.test": "a/", "b@vmail.test": "b/", "c@vmail.test": "c/"},
+                               {"myorigin": "vmail.test", "command_directory": os.path.dirname(POSTDROP)})
     p.start()
     bs = p.command(SENDMAIL, "-C", p.conf, "-bs")
 

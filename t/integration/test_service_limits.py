@@ -21,49 +21,23 @@ is full of (idle) sessions.
 import os
 import re
 import select
-import signal
 import socket
 import time
 
-from harness import Petrel, Smtp, Tap, free_port, tcp_open_ends, wait_for
+from harness import Petrel, Smtp, Tap, free_port, on_worker, tcp_open_ends, wait_for
 
 t = Tap()
 OK_RE = r"^250 2\.0\.0 Ok: queued as [0-9A-Z]+$"
 
 
 def connect_from(port, src="127.0.0.1", host="127.0.0.1", greeting=True, timeout=30):
-    c = Smtp.__new__(Smtp)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    c.sock = socket.socket(family, socket.SOCK_STREAM)
-    c.sock.settimeout(timeout)
-    if family == socket.AF_INET:
-        c.sock.bind((src, 0))
-    c.sock.connect((host, port))
-    c.buf = b""
-    c.code = None
-    c.lines = []
-    if greeting:
-        c.read_reply()
-    return c
+    return Smtp(port, host=host, timeout=timeout, read_greeting=greeting, source=None if ":" in host else src)
 
 
 def silent(c, seconds):
     """True when the server sent nothing (no greeting, no 421) for that long."""
     r, _, _ = select.select([c.sock], [], [], seconds)
     return not r
-
-
-def on_worker(workers, run_pid, fn):
-    """fn() while every other worker is stopped, so its connection lands on run_pid."""
-    for pid in workers:
-        if pid != run_pid:
-            os.kill(pid, signal.SIGSTOP)
-    try:
-        return fn()
-    finally:
-        for pid in workers:
-            if pid != run_pid:
-                os.kill(pid, signal.SIGCONT)
 
 
 def slots_freed(p, client_ports, port=None, timeout=30):

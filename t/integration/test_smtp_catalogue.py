@@ -371,8 +371,7 @@ with Petrel(t, start=False) as p:
     finally:
         for pid in workers:
             os.kill(pid, signal.SIGCONT)
-    c = Smtp.__new__(Smtp)
-    c.sock, c.buf, c.code, c.lines = s, b"", None, []
+    c = Smtp(sock=s, read_greeting=False)
     t.is_(c.read_reply(), "554 5.5.0 Error: SMTP protocol synchronization",
           "talking before the greeting: 554 5.5.0 instead of the greeting")
     t.ok(c.closed(), "and the server disconnects")

@@ -3,48 +3,20 @@ relaying, postmaster, connection count/rate limits shared by the workers.
 Each adversarial session is followed by a normal message on a fresh
 connection that must still be queued."""
 import os
-import signal
-import socket
 import time
 
-from harness import Petrel, Smtp, Tap
+from harness import Petrel, Tap, on_worker
 
 t = Tap()
 OK_RE = r"^250 2\.0\.0 Ok: queued as [0-9A-Z]+$"
 
 
-def connect_from(p, src, port=None, greeting=True):
-    """An Smtp client whose connection comes from another loopback address."""
-    c = Smtp.__new__(Smtp)
-    c.sock = socket.create_connection(("127.0.0.1", port or p.port), timeout=10, source_address=(src, 0))
-    c.buf = b""
-    c.code = None
-    c.lines = []
-    if greeting:
-        c.read_reply()
-    return c
-
-
 def still_serves(p, what, src=None):
-    c = connect_from(p, src) if src else p.connect()
+    c = p.connect(source=src)
     r = c.send_message("sender@example.org", ["user@petrel.test"], "Subject: after %s\r\n\r\nstill serving\r\n" % what)
     t.like(r, OK_RE, "%s: a fresh connection still gets its message queued" % what)
     c.cmd("QUIT")
     c.close()
-
-
-def one_worker_accepts(p, workers, run_pid, fn):
-    """Runs fn() (which opens a connection and reads its greeting) while
-    every worker but run_pid is stopped, so the connection lands on run_pid."""
-    for pid in workers:
-        if pid != run_pid:
-            os.kill(pid, signal.SIGSTOP)
-    try:
-        return fn()
-    finally:
-        for pid in workers:
-            if pid != run_pid:
-                os.kill(pid, signal.SIGCONT)
 
 
 # --- slow clients: smtpd_timeout ---
@@ -175,22 +147,22 @@ with Petrel(t, main_cf={"smtpd_client_connection_count_limit": "2",
     t.is_(len(workers), 2, "two workers")
     held = []
     for pid in workers:
-        held.append(one_worker_accepts(p, workers, pid, lambda: connect_from(p, "127.0.0.2")))
+        held.append(on_worker(workers, pid, lambda: p.connect(source="127.0.0.2")))
     t.is_([h.code for h in held], [220, 220], "two connections from 127.0.0.2, one on each worker")
     pids = [m for m in __import__("re").findall(r"smtpd\[(\d+)\]: connect from unknown\[127\.0\.0\.2\]", p.log())]
     t.is_(sorted(int(x) for x in pids), sorted(workers), "the log shows each worker accepted one of them")
-    third = connect_from(p, "127.0.0.2")
+    third = p.connect(source="127.0.0.2")
     t.is_(third.lines[-1], "421 4.7.0 mx.petrel.test Error: too many connections from 127.0.0.2",
           "the 3rd concurrent connection: 421 4.7.0, counted across both workers")
     t.ok(third.closed(), "and it is closed")
     t.ok(p.wait_log(r"Connection concurrency limit exceeded: 3 from unknown\[127\.0\.0\.2\]") is not None, "logged")
-    other = connect_from(p, "127.0.0.3")
+    other = p.connect(source="127.0.0.3")
     t.is_(other.code, 220, "another client address is not limited")
     other.close()
     held[0].cmd("QUIT")
     held[0].close()
     time.sleep(0.3)
-    again = connect_from(p, "127.0.0.2")
+    again = p.connect(source="127.0.0.2")
     t.is_(again.code, 220, "after one closes, the client may connect again")
     again.close()
     held[1].close()
@@ -212,12 +184,12 @@ with Petrel(t, main_cf={"smtpd_client_connection_rate_limit": "2",
     workers = p.worker_pids(at_least=2)
     codes = []
     for pid in workers:
-        c = one_worker_accepts(p, workers, pid, lambda: connect_from(p, "127.0.0.4"))
+        c = on_worker(workers, pid, lambda: p.connect(source="127.0.0.4"))
         codes.append(c.code)
         c.cmd("QUIT")
         c.close()
     t.is_(codes, [220, 220], "two connections from 127.0.0.4 within the minute, one per worker")
-    c = connect_from(p, "127.0.0.4")
+    c = p.connect(source="127.0.0.4")
     t.is_(c.lines[-1], "421 4.7.0 mx.petrel.test Error: too many connections from 127.0.0.4",
           "the 3rd connection in the rate window: 421 4.7.0, counted across both workers")
     c.close()

@@ -165,22 +165,14 @@ with start({
 # Client restrictions: at connect with smtpd_delay_reject=no, at RCPT by default.
 with start({"smtpd_delay_reject": "no",
             "smtpd_client_restrictions": "check_client_access inline:{ { 127.0.0.2 = REJECT Go away } }"}) as p:
-    import socket
-    from harness import Smtp
-    c = Smtp.__new__(Smtp)
-    c.sock = socket.create_connection(("127.0.0.1", p.port), timeout=10, source_address=("127.0.0.2", 0))
-    c.buf, c.code, c.lines = b"", None, []
+    c = p.connect(source="127.0.0.2", read_greeting=False)
     t.is_(c.read_reply(), "554 5.7.1 <unknown[127.0.0.2]>: Client host rejected: Go away",
           "check_client_access REJECT at connect (delay_reject=no): 554 instead of the greeting")
     t.ok(c.closed(), "and the connection is closed")
     still_serves(p, "client rejected at connect")
 
 with start({"smtpd_client_restrictions": "check_client_access inline:{ { 127.0.0.2 = REJECT Go away } }"}) as p:
-    import socket
-    from harness import Smtp
-    c = Smtp.__new__(Smtp)
-    c.sock = socket.create_connection(("127.0.0.1", p.port), timeout=10, source_address=("127.0.0.2", 0))
-    c.buf, c.code, c.lines = b"", None, []
+    c = p.connect(source="127.0.0.2", read_greeting=False)
     t.like(c.read_reply(), r"^220 ", "check_client_access with delay_reject=yes: normal greeting")
     c.ehlo()
     c.cmd("MAIL FROM:<a@example.org>")

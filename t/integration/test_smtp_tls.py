@@ -47,16 +47,6 @@ def starttls(c, ctx=None):
     c.buf = b""
 
 
-def content_of(p, qid):
-    for path in p.queue_files():
-        if os.path.basename(path) == qid:
-            with open(path, "rb") as f:
-                data = f.read()
-            i = data.find(b"Received: ")
-            return data[i:len(data) - 41]   # the content, without the end record
-    return b""
-
-
 def still_serves(p, what):
     c = p.connect()
     r = c.send_message("sender@example.org", ["user@petrel.test"], "Subject: after %s\r\n\r\nok\r\n" % what)
@@ -87,7 +77,7 @@ with tls_petrel({"smtpd_tls_loglevel": "1", "smtpd_tls_received_header": "yes"},
     r = c.read_reply()
     m = re.match(OK_RE, r)
     t.ok(m is not None, "a message over STARTTLS is queued", r)
-    body = content_of(p, m.group(1)).decode()
+    body = p.queued_content(m.group(1)).decode()
     t.like(body, r"^Received: from client\.example\.org \(unknown \[127\.0\.0\.1\]\)\r\n"
                  r"\t\(using TLSv1\.3 with cipher TLS_[A-Z0-9_]+ \(\d+/\d+ bits\)\)\r\n"
                  r"\t\(No client certificate requested\)\r\n"
@@ -168,21 +158,20 @@ with tls_petrel({"smtpd_tls_loglevel": "1", "smtpd_tls_received_header": "yes"},
     t.is_(c.sock.version(), "TLSv1.2", "TLS 1.2 is accepted")
     r = c.send_message("a@example.org", ["user@petrel.test"], "Subject: tls12\r\n\r\nx\r\n")
     m = re.match(OK_RE, r)
-    t.ok(m is not None and b"(using TLSv1.2 with cipher " in content_of(p, m.group(1)),
+    t.ok(m is not None and b"(using TLSv1.2 with cipher " in p.queued_content(m.group(1)),
          "Received records TLSv1.2", r)
     c.close()
 
     # Wrapper mode (implicit TLS) on a second listener via master.cf -o.
     raw = socket.create_connection(("127.0.0.1", wrap_port), timeout=10)
     tls = client_ctx().wrap_socket(raw, server_hostname="localhost")
-    c = Smtp.__new__(Smtp)
-    c.sock, c.buf, c.code, c.lines = tls, b"", None, []
+    c = Smtp(sock=tls, read_greeting=False)
     t.like(c.read_reply(), r"^220 mx\.petrel\.test ESMTP", "wrapper mode: greeting inside TLS")
     c.ehlo()
     t.ok("250-STARTTLS" not in c.lines, "wrapper mode: no STARTTLS offered")
     r = c.send_message("a@example.org", ["user@petrel.test"], "Subject: wrapped\r\n\r\nx\r\n", ehlo=False)
     m = re.match(OK_RE, r)
-    t.ok(m is not None and b"with ESMTPS id" in content_of(p, m.group(1)), "wrapper mode: message queued as ESMTPS", r)
+    t.ok(m is not None and b"with ESMTPS id" in p.queued_content(m.group(1)), "wrapper mode: message queued as ESMTPS", r)
     c.close()
     plain = socket.create_connection(("127.0.0.1", wrap_port), timeout=5)
     plain.sendall(b"EHLO plain.example.org\r\n")

@@ -30,16 +30,10 @@ chained = SmtpFilter(ehlo_keywords=ALL)
 ports = {name: free_port() for name in ("full", "partial", "plain", "refusing", "off", "chain")}
 
 with Petrel(t, main_cf={}, start=False) as p:
-    mail = p.make_dir()
-    conf = dict(p.settings)
-    conf.update({
-        "virtual_mailbox_domains": "vmail.test",
-        "virtual_mailbox_base": mail,
-        "virtual_mailbox_maps": "inline:{ {u@vmail.test = vmail.test/u/} }",
+    mail = p.virtual_mailboxes({"u@vmail.test": "vmail.test/u/"}, {
         "maillog_file": p.log_path,
         "command_directory": os.path.dirname(POSTDROP),
     })
-    p.write_main_cf(conf)
 
     def listener(port, *opts):
         return "127.0.0.1:%d inet n - n - - smtpd\n" % port + "".join("  -o %s\n" % o for o in opts)

@@ -8,7 +8,7 @@ import os
 import re
 import socket
 
-from harness import Petrel, Smtp, Tap, queue_file_content
+from harness import Petrel, Smtp, Tap
 from modlib import module_dir
 
 t = Tap()
@@ -51,15 +51,6 @@ def reply_or_hang(c, timeout=5):
         return "NO REPLY"
     except ConnectionError:
         return "CONNECTION CLOSED"
-
-
-def content_of(p, qid):
-    """The message content of a queue file (from our Received: header on)."""
-    for path in p.queue_files():
-        if os.path.basename(path) == qid:
-            data = queue_file_content(path)
-            return data[data.find(b"Received: "):]
-    return b""
 
 
 def incoming(p):
@@ -243,7 +234,7 @@ with section("HELO name"), Petrel(t, main_cf={"mynetworks": "192.0.2.0/24"}) as 
     t.is_(c.code, 250, "an EHLO with control bytes and specials is answered")
     r = c.send_message("sender@example.org", ["user@petrel.test"], "Subject: helo\r\n\r\nx\r\n", ehlo=False)
     t.like(r, OK_RE, "and its message queued")
-    content = content_of(p, r.split()[-1])
+    content = p.queued_content(r.split()[-1])
     t.ok(content.startswith(b"Received: from a?b?c?d?e??f??g?h?i?j?k (unknown [127.0.0.1])\r\n"),
          "Received: carries the HELO name printable and neutered, as Postfix does", content[:120])
     t.ok(re.search(rb"\r(?!\n)|(?<!\r)\n", content) is None, "no bare CR or LF anywhere in the stored message",
@@ -258,15 +249,15 @@ with section("HELO name"), Petrel(t, main_cf={"mynetworks": "192.0.2.0/24"}) as 
     c = p.connect()
     c.cmd("HELO  b\u00fccher.example ")
     r = c.send_message("sender@example.org", ["user@petrel.test"], "Subject: helo\r\n\r\nx\r\n", ehlo=False)
-    t.ok(content_of(p, r.split()[-1]).startswith("Received: from b\u00fccher.example (unknown".encode()),
+    t.ok(p.queued_content(r.split()[-1]).startswith("Received: from b\u00fccher.example (unknown".encode()),
          "valid UTF-8 is kept (smtputf8_enable = yes), surrounding blanks dropped")
     c.close()
     c = Smtp(p.port)
     c.send(b"HELO bad\xff\xc3name\r\n")
     c.read_reply()
     r = c.send_message("sender@example.org", ["user@petrel.test"], "Subject: helo\r\n\r\nx\r\n", ehlo=False)
-    t.ok(content_of(p, r.split()[-1]).startswith(b"Received: from bad??name (unknown"),
-         "invalid UTF-8 becomes ?", content_of(p, r.split()[-1])[:60])
+    t.ok(p.queued_content(r.split()[-1]).startswith(b"Received: from bad??name (unknown"),
+         "invalid UTF-8 becomes ?", p.queued_content(r.split()[-1])[:60])
     c.close()
     still_serves(p, "hostile HELO")
 
@@ -277,7 +268,7 @@ with section("NUL with a module"), Petrel(t, main_cf={"modules": "testmod", "mod
             b"X-Testmod-Add: X-Added: yes\r\n\r\nbody\x00text\r\n")
     r = c.send_message("sender@example.org", ["user@petrel.test"], body)
     t.like(r, OK_RE, "a message with NUL bytes in headers, edited by a module")
-    m = content_of(p, r.split()[-1])
+    m = p.queued_content(r.split()[-1])
     t.ok(b"\r\nSubject: before\x00after\r\n" in m, "the header value keeps its NUL and what follows", m[:300])
     t.ok(b"\r\nX-Long: one\x00two\r\n\tthree\x00four\r\n" in m, "so does a folded one")
     t.ok(b"\r\nX-Added: yes\r\n" in m and b"\r\n\r\nbody\x00text\r\n" in m, "the module's header and the body are there")
@@ -287,7 +278,7 @@ with section("NUL with a canonical map"), Petrel(t, main_cf={"sender_canonical_m
     c = p.connect()
     r = c.send_message("sender@example.org", ["user@petrel.test"],
                        b"From: Old\x00Name <old@example.org>\r\nSubject: a\x00b\r\n\r\nx\r\n")
-    m = content_of(p, r.split()[-1])
+    m = p.queued_content(r.split()[-1])
     t.ok(b"\r\nFrom: Old\x00Name <new@example.org>\r\n" in m, "a canonical map rewrites From: and keeps the NUL",
          m[:300])
     t.ok(b"\r\nSubject: a\x00b\r\n" in m, "the other headers keep theirs")

@@ -47,8 +47,7 @@ with Petrel(t, main_cf=MAIN_CF) as p:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.settimeout(30)
     sock.connect(("127.0.0.1", p.port))
-    c = Smtp.__new__(Smtp)
-    c.sock, c.buf, c.code, c.lines = sock, b"", None, []
+    c = Smtp(sock=sock, read_greeting=False)
     t.like(c.read_reply(), r"^220 ", "slow reader: greeting")
     COUNT = 3000
     sender = threading.Thread(target=lambda: sock.sendall(b"EHLO slow.example.org\r\n" * COUNT + b"QUIT\r\n"))

@@ -10,7 +10,7 @@ import os
 import socket
 import time
 
-from harness import Petrel, Smtp, Tap, make_cert, maildir_messages, wait_for
+from harness import Petrel, Tap, make_cert, maildir_messages, wait_for
 
 t = Tap(timeout=200)
 OK_RE = r"^250 2\.0\.0 Ok: queued as [0-9A-Z]+$"
@@ -23,16 +23,6 @@ def still_serves(p, what):
     t.like(r, OK_RE, "%s: a fresh connection still gets its message queued" % what)
     c.cmd("QUIT")
     c.close()
-
-
-def connect_from(p, src):
-    c = Smtp.__new__(Smtp)
-    c.sock = socket.create_connection(("127.0.0.1", p.port), timeout=10, source_address=(src, 0))
-    c.buf = b""
-    c.code = None
-    c.lines = []
-    c.read_reply()
-    return c
 
 
 def keywords(c):
@@ -94,14 +84,14 @@ with Petrel(t, main_cf={"smtpd_discard_ehlo_keywords": "pipelining, dsn, chunkin
     t.ok(c.closed(), "and the server hangs up")
     c.close()
     still_serves(p, "discarded BDAT")
-    c = connect_from(p, "127.0.0.2")
+    c = p.connect(source="127.0.0.2")
     c.ehlo()
     words = keywords(c)
     t.ok("SIZE" not in words and "VRFY" not in words and "PIPELINING" in words and "DSN" in words,
          "smtpd_discard_ehlo_keyword_address_maps: this client's entry replaces the list", words)
     t.ok(p.wait_log(r"discarding EHLO keywords: SIZE VRFY") is not None, "logged")
     c.close()
-    c = connect_from(p, "127.0.0.3")
+    c = p.connect(source="127.0.0.3")
     c.ehlo()
     words = keywords(c)
     t.ok("8BITMIME" not in words and "PIPELINING" in words, "silent-discard: discarded", words)
@@ -206,13 +196,8 @@ for soft, want in (("yes", "450 4.1.1 <nobody-here@petrel.test>: Recipient addre
 # ---- header_size_limit ----
 for limit, rewritten in (("2048", False), ("102400", True)):
     with Petrel(t, extra_services=QMGR, start=False) as p:
-        boxes = p.make_dir()
-        conf = dict(p.settings)
-        conf.update({"virtual_mailbox_domains": "vmail.test", "virtual_mailbox_base": boxes,
-                     "virtual_mailbox_maps": "inline:{ {a@vmail.test = a/} }",
-                     "sender_canonical_maps": "inline:{ {old@example.org = new@example.org} }",
-                     "header_size_limit": limit})
-        p.write_main_cf(conf)
+        boxes = p.virtual_mailboxes({"a@vmail.test": "a/"}, {
+            "sender_canonical_maps": "inline:{ {old@example.org = new@example.org} }", "header_size_limit": limit})
         p.start()
         c = p.connect()
         pad = "X-Pad: " + "\r\n ".join(["p" * 70] * 40) + "\r\n"   # ~2.9 KB of header before From:

@@ -6,7 +6,7 @@ spamassassin_failure_action; a message above spamassassin_max_size passes
 unscanned."""
 import re
 
-from harness import Petrel, Smtp, Tap
+from harness import Petrel, Tap
 from modlib import bundled_module_dir
 from peers import GTUBE, PeerError, Spamd, shared
 
@@ -21,16 +21,7 @@ def conf(spamd, **extra):
 
 
 def send(p, body):
-    c = Smtp(p.port)
-    c.ehlo()
-    c.cmd("MAIL FROM:<sender@example.org>")
-    c.cmd("RCPT TO:<u@petrel.test>")
-    c.cmd("DATA")
-    c.send(body.encode() + b"\r\n.\r\n")
-    r = c.read_reply()
-    c.cmd("QUIT")
-    c.close()
-    return r
+    return p.send_message("sender@example.org", ["u@petrel.test"], body, quit=True)
 
 
 SPAM = "Subject: spam\r\nFrom: a@example.org\r\nTo: u@petrel.test\r\n\r\nThis is spam.\r\n" + GTUBE

@@ -4,31 +4,16 @@ records (dns_resolver), real SMTP sessions, and the delivered message's
 Received-SPF header read from the Maildir it was delivered to."""
 import os
 import re
-import shutil
 import socket
 import subprocess
-import tempfile
 
-from harness import (CLEANUP_DIRS, PETRELD, TOP_BUILDDIR, Dnsmasq, Petrel, Smtp, Tap, free_port,
-                     maildir_messages, wait_for)
+from harness import PETRELD, Dnsmasq, Petrel, Smtp, Tap, free_port, maildir_messages, wait_for
+from modlib import bundled_module_dir
 
 t = Tap()
 
 
-def module_dir(*names):
-    """A directory (0755) with copies of the bundled modules built in modules/NAME/."""
-    d = tempfile.mkdtemp(prefix="petrel-modules-")
-    os.chmod(d, 0o755)
-    CLEANUP_DIRS.append(d)
-    for name in names:
-        src = os.path.join(TOP_BUILDDIR, "modules", name, ".libs", name + ".so")
-        dst = os.path.join(d, name + ".so")
-        shutil.copyfile(src, dst)
-        os.chmod(dst, 0o644)
-    return d
-
-
-MODS = module_dir("spf")
+MODS = bundled_module_dir("spf")
 
 
 def txt(name, text):
@@ -81,12 +66,7 @@ def instance(dns_server, services="", **extra):
            "smtpd_recipient_restrictions": "check_spf"}
     cfg.update(extra)
     p = Petrel(t, main_cf=cfg, extra_services=services + QMGR, start=False)
-    boxes = p.make_dir()
-    settings = dict(p.settings)
-    settings.update({"virtual_mailbox_domains": "vmail.test", "virtual_mailbox_base": boxes,
-                     "virtual_mailbox_maps": "inline:{ {u@vmail.test = u/} }"})
-    p.write_main_cf(settings)
-    p.boxes = boxes
+    p.virtual_mailboxes({"u@vmail.test": "u/"})
     p.start()
     return p
 

@@ -25,19 +25,13 @@ SINK_PORT = free_port()
 sink = Sink(SINK_PORT, options=("-c",))
 
 with Petrel(t, extra_services=QMGR, start=False) as p:
-    mail = p.make_dir()
-    conf = dict(p.settings)
-    conf.update({
-        "virtual_mailbox_domains": "vmail.test",
-        "virtual_mailbox_base": mail,
-        "virtual_mailbox_maps": "inline:{ {u@vmail.test = vmail.test/u/} }",
+    mail = p.virtual_mailboxes({"u@vmail.test": "vmail.test/u/"}, {
         "relay_domains": "later.test remote.test gone.test",
         "transport_maps": "inline:{ {later.test = retry:4.4.1 try again later}, "
                           "{remote.test = smtp:[127.0.0.1]:%d}, {gone.test = error:5.1.1 no such domain} }" % SINK_PORT,
         "mynetworks": "127.0.0.2/32",
         "modules": "testmod", "module_directory": module_dir("testmod"),
     })
-    p.write_main_cf(conf)
     t.ok(wait_for(sink.listening), "smtp-sink listens")
     p.start()
     # The first sample for the rates is taken at the start: let a little time pass

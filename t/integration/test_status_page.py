@@ -79,19 +79,13 @@ class Dom(html.parser.HTMLParser):
 QMGR = "qmgr unix n - n 300 1 qmgr\n"
 mport = free_port()
 with Petrel(t, extra_services=QMGR, start=False) as p:
-    mail = p.make_dir()
-    conf = dict(p.settings)
-    conf.update({
+    mail = p.virtual_mailboxes({"u@vmail.test": "vmail.test/u/"}, {
         "metrics_listen": "127.0.0.1:%d" % mport,
         "modules": "testmod", "module_directory": module_dir("testmod"),
-        "virtual_mailbox_domains": "vmail.test",
-        "virtual_mailbox_base": mail,
-        "virtual_mailbox_maps": "inline:{ {u@vmail.test = vmail.test/u/} }",
         "relay_domains": "later.test",
         "transport_maps": "inline:{ {later.test = retry:4.4.1 try again later} }",
         "mynetworks": "127.0.0.2/32",
     })
-    p.write_main_cf(conf)
     p.start()
     t.ok(wait_http(mport), "the metrics endpoint answers")
 

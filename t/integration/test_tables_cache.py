@@ -18,7 +18,7 @@ from harness import PETRELD, Petrel, Tap, free_port  # noqa: E402
 from metricslib import http_get, parse_metrics, wait_http  # noqa: E402
 from mysqllib import MariaDB  # noqa: E402
 from pglib import PgCluster  # noqa: E402
-from tablelib import bundled_module_dir  # noqa: E402
+from tablelib import bundled_module_dir, rcpt_replies  # noqa: E402
 
 t = Tap(timeout=300)
 MODULES = bundled_module_dir("pgsql", "mysql")
@@ -51,15 +51,6 @@ def reset():
     pg.psql("DELETE FROM asked", db="mail")
 
 
-def rcpts(p, addresses):
-    c = p.connect()
-    c.ehlo("client.test")
-    c.cmd("MAIL FROM:<sender@example.org>")
-    replies = [c.cmd("RCPT TO:<%s>" % a) for a in addresses]
-    c.close()
-    return replies
-
-
 UNKNOWN = "550 5.1.1 <%s>: Recipient address rejected: User unknown in virtual mailbox table"
 OK = "250 2.1.5 Ok"
 
@@ -84,7 +75,7 @@ def start(p, cache, mport=None):
 with Petrel(t, start=False, workers=1) as p:
     start(p, "")
     reset()
-    replies = rcpts(p, ["box@hot.test"] * 3 + ["nobody@hot.test"] * 2)
+    replies = rcpt_replies(p, ["box@hot.test"] * 3 + ["nobody@hot.test"] * 2)
     t.is_(replies, [OK] * 3 + [UNKNOWN % "nobody@hot.test"] * 2, "without cache_ttl: the database's answers")
     t.is_((asked("domain", "hot.test"), asked("mailbox", "nobody@hot.test")), (5, 2),
           "without cache_ttl every RCPT asks the database (the default, as in Postfix)")
@@ -95,7 +86,7 @@ with Petrel(t, start=False, workers=1) as p:
     domains, _ = start(p, "cache_ttl = 1h\ncache_size = 3\n", mport)
     t.ok(wait_http(mport), "the metrics endpoint answers")
     reset()
-    replies = rcpts(p, ["box@hot.test"] * 3 + ["nobody@hot.test"] * 2)
+    replies = rcpt_replies(p, ["box@hot.test"] * 3 + ["nobody@hot.test"] * 2)
     t.is_(replies, [OK] * 3 + [UNKNOWN % "nobody@hot.test"] * 2, "with cache_ttl: the same answers")
     t.is_(asked("domain", "hot.test"), 1, "the hot domain is asked of the database once")
     t.is_((asked("mailbox", "box@hot.test"), asked("mailbox", "nobody@hot.test")), (1, 1),
@@ -107,7 +98,7 @@ with Petrel(t, start=False, workers=1) as p:
           "petrel_pgsql_cache_lookups_total counts the domain table's 4 hits and 1 miss")
 
     # Errors are never cached: more rows than expansion_limit is a lookup error each time.
-    replies = rcpts(p, ["dup@hot.test"] * 2)
+    replies = rcpt_replies(p, ["dup@hot.test"] * 2)
     t.is_(replies, ["451 4.3.0 <dup@hot.test>: Temporary lookup failure"] * 2,
           "a lookup error (expansion_limit exceeded) defers")
     t.is_(asked("mailbox", "dup@hot.test"), 2, "and is not cached: each RCPT asks the database again")
@@ -115,9 +106,9 @@ with Petrel(t, start=False, workers=1) as p:
     # cache_size = 3: the domain table holds hot.test and two.test; two
     # other domains (not found) push hot.test, the least recently used, out.
     reset()
-    rcpts(p, ["x@two.test", "x@cold1.test", "x@cold2.test", "box@hot.test"])
+    rcpt_replies(p, ["x@two.test", "x@cold1.test", "x@cold2.test", "box@hot.test"])
     t.is_(asked("domain", "hot.test"), 1, "cache_size: the least recently used entry was evicted and asked again")
-    rcpts(p, ["x@cold2.test"])
+    rcpt_replies(p, ["x@cold2.test"])
     t.is_(asked("domain", "cold2.test"), 1, "a recent entry stays cached")
 
 # Lookups of one key in flight at once (a slow domain query, five sessions): one query.
@@ -125,7 +116,7 @@ with Petrel(t, start=False, workers=1) as p:
     start(p, "cache_ttl = 1h\n")
     reset()
     replies = []
-    threads = [threading.Thread(target=lambda: replies.extend(rcpts(p, ["box@slow.test"]))) for _ in range(5)]
+    threads = [threading.Thread(target=lambda: replies.extend(rcpt_replies(p, ["box@slow.test"]))) for _ in range(5)]
     for th in threads:
         th.start()
     for th in threads:
@@ -138,17 +129,17 @@ with Petrel(t, start=False, workers=1) as p:
 with Petrel(t, start=False, workers=1) as p:
     start(p, "cache_ttl = 1\n")
     reset()
-    t.is_(rcpts(p, ["new@hot.test"]), [UNKNOWN % "new@hot.test"], "an address not in the database yet")
+    t.is_(rcpt_replies(p, ["new@hot.test"]), [UNKNOWN % "new@hot.test"], "an address not in the database yet")
     pg.psql("INSERT INTO mailbox VALUES ('new@hot.test', 'hot.test/new/')", db="mail")
     time.sleep(1.5)
-    t.is_(rcpts(p, ["new@hot.test"]), [OK], "after cache_negative_ttl the new mailbox is found")
+    t.is_(rcpt_replies(p, ["new@hot.test"]), [OK], "after cache_negative_ttl the new mailbox is found")
     t.is_(asked("mailbox", "new@hot.test"), 2, "the expired entry made a second query")
 
 # cache_negative_ttl = 0: only positive answers are cached.
 with Petrel(t, start=False, workers=1) as p:
     start(p, "cache_ttl = 1h\ncache_negative_ttl = 0\n")
     reset()
-    rcpts(p, ["box@hot.test", "box@hot.test", "nobody@hot.test", "nobody@hot.test"])
+    rcpt_replies(p, ["box@hot.test", "box@hot.test", "nobody@hot.test", "nobody@hot.test"])
     t.is_((asked("mailbox", "box@hot.test"), asked("mailbox", "nobody@hot.test")), (1, 2),
           "cache_negative_ttl = 0: a found mailbox is cached, an unknown address is asked each time")
 
@@ -200,7 +191,7 @@ for cache, want, what in (("", (3, 2), "without cache_ttl every RCPT asks MariaD
                      "virtual_mailbox_base": p.dir, "address_class_cache_ttl": "0"})
         p.write_main_cf(conf)
         p.start()
-        replies = rcpts(p, ["box@hot.test"] + ["nobody@hot.test"] * 2)
+        replies = rcpt_replies(p, ["box@hot.test"] + ["nobody@hot.test"] * 2)
         t.is_(replies, [OK] + [UNKNOWN % "nobody@hot.test"] * 2,
               "mysql:%s the database's answers" % (" with cache_ttl:" if cache else ""))
         t.is_((mysql_asked("hot.test"), mysql_asked("nobody@hot.test")), want, "mysql: " + what)

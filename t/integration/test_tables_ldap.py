@@ -8,13 +8,12 @@ blocking lookup), petrelctl map query, and bad files that petreld -n names with 
 import os
 import re
 import subprocess
-import threading
 import time
 
 from harness import PETRELD, Dnsmasq, Petrel, Tap, maildir_messages, wait_for
 from ldaplib import (ROOT_DN, ROOT_ENTRY, ROOT_PW, SUFFIX, Slapd, alias_session, alias_table,
                      check_config)
-from tablelib import bundled_module_dir
+from tablelib import WaitingRcpt, bundled_module_dir
 
 t = Tap(timeout=300)
 QMGR = "qmgr unix n - n 300 1 qmgr\n"
@@ -86,7 +85,6 @@ t.ok("star" in slapd.search('(mailLocalAddress="s\\2a\\28x\\29\\5c\\5cy"@ldap.te
      "slapd holds the entry with filter characters in its address")
 
 with Petrel(t, extra_services=QMGR, start=False, workers=1) as p:
-    mail = p.make_dir()
     common = ("server_host = 127.0.0.1:%d\nsearch_base = %s\nversion = 3\nbind = yes\nbind_dn = %s\n"
               "bind_pw = %s\ntimeout = 2\n" % (slapd.port, SUFFIX, ROOT_DN, ROOT_PW))
     valias = p.write_file("ldap-valias.cf", "# as in LDAP_README\n" + common +
@@ -96,12 +94,9 @@ with Petrel(t, extra_services=QMGR, start=False, workers=1) as p:
     bybase = p.write_file("ldap-base.cf", "server_host = ldap://127.0.0.1:%d/\nversion = 3\nbind = no\n"
                           "search_base = uid=%%u, ou=people, %s\nscope = base\nquery_filter = (objectClass=*)\n"
                           "result_attribute = mailRoutingAddress\nresult_format = <%%s>\n" % (slapd.port, SUFFIX))
-    conf = dict(p.settings)
-    conf.update({"modules": "ldap", "module_directory": MODULES,
-                 "virtual_alias_domains": "ldap.test", "virtual_alias_maps": "proxy:ldap:" + valias,
-                 "virtual_mailbox_domains": "vmail.test", "virtual_mailbox_base": mail,
-                 "virtual_mailbox_maps": "inline:{ {box@vmail.test = box/}, {other@vmail.test = other/} }"})
-    p.write_main_cf(conf)
+    mail = p.virtual_mailboxes({"box@vmail.test": "box/", "other@vmail.test": "other/"}, {
+        "modules": "ldap", "module_directory": MODULES,
+        "virtual_alias_domains": "ldap.test", "virtual_alias_maps": "proxy:ldap:" + valias})
     r = subprocess.run(p.command(PETRELD, "-n", "-c", p.conf), capture_output=True, text=True, timeout=30)
     t.ok(r.returncode == 0, "petreld -n accepts ldap: tables", r.stdout + r.stderr)
     p.start()
@@ -128,24 +123,13 @@ with Petrel(t, extra_services=QMGR, start=False, workers=1) as p:
     # lookup ends at timeout with 451.
     c.cmd("RSET")
     c.cmd("MAIL FROM:<sender@example.org>")
-    result = {}
-
-    def slow_rcpt():
-        s = p.connect()
-        s.ehlo("client.test")
-        s.cmd("MAIL FROM:<sender@example.org>")
-        result["reply"] = s.cmd("RCPT TO:<bob@ldap.test>")
-        s.close()
-
     slapd.pause()
-    th = threading.Thread(target=slow_rcpt)
-    th.start()
+    waiting = WaitingRcpt(p, "bob@ldap.test")
     time.sleep(0.5)
     t.is_(c.cmd("NOOP"), "250 2.0.0 Ok",
           "another session is answered while a search waits for a stopped server (the loop never blocks)")
-    t.ok("reply" not in result, "before the slow one has finished")
-    th.join(30)
-    t.is_(result.get("reply"), "451 4.3.0 <bob@ldap.test>: Temporary lookup failure",
+    t.ok(waiting.reply is None, "before the slow one has finished")
+    t.is_(waiting.result(), "451 4.3.0 <bob@ldap.test>: Temporary lookup failure",
           "the search ends at the file's timeout with 451 4.3.0")
     slapd.resume()
     t.is_(c.cmd("RCPT TO:<bob@ldap.test>"), "250 2.1.5 Ok", "the server answers again: found (a new connection)")

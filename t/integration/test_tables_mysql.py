@@ -7,12 +7,11 @@ never "User unknown"), delivery through the queue manager, petrelctl map query, 
 procedures (CALL; several result sets; none, with require_result_set)."""
 import os
 import subprocess
-import threading
 import time
 
 from harness import PETRELD, Petrel, Tap, maildir_messages, wait_for
 from mysqllib import MariaDB
-from tablelib import alias_session, bundled_module_dir
+from tablelib import WaitingRcpt, alias_session, bundled_module_dir
 
 t = Tap(timeout=300)
 QMGR = "qmgr unix n - n 300 1 qmgr\n"
@@ -30,7 +29,6 @@ db.sql("CREATE TABLE alias(address VARCHAR(255) PRIMARY KEY, goto TEXT NOT NULL,
        "INSERT INTO access VALUES ('blocked@my.test', 'REJECT not here');", db="mail")
 
 with Petrel(t, extra_services=QMGR, start=False, workers=1) as p:
-    mail = p.make_dir()
     common = "hosts = inet:127.0.0.1:%d\nuser = postfix\npassword = pf'pw\ndbname = mail\n" % db.port
     valias = p.write_file("mysql-valias.cf", "# as in MYSQL_README\n" + common +
                           "query = SELECT goto FROM alias WHERE address = '%s' AND active = 1\n", mode=0o640)
@@ -38,14 +36,11 @@ with Petrel(t, extra_services=QMGR, start=False, workers=1) as p:
                           mode=0o640)
     slow = p.write_file("mysql-slow.cf", common + "query = SELECT 'box@vmail.test' FROM DUAL WHERE SLEEP(3) = 0 "
                         "AND '%s' = 'slow@my.test'\n", mode=0o640)
-    conf = dict(p.settings)
-    conf.update({"modules": "mysql", "module_directory": MODULES, "mysql_timeout": "2s",
-                 "virtual_alias_domains": "my.test", "virtual_alias_maps": "proxy:mysql:%s mysql:%s" % (valias, slow),
-                 "virtual_mailbox_domains": "vmail.test", "virtual_mailbox_base": mail,
-                 "virtual_mailbox_maps": "inline:{ {box@vmail.test = box/}, {other@vmail.test = other/} }",
-                 "smtpd_recipient_restrictions": "check_recipient_access mysql:%s, permit_mynetworks, "
-                                                 "reject_unauth_destination" % access})
-    p.write_main_cf(conf)
+    mail = p.virtual_mailboxes({"box@vmail.test": "box/", "other@vmail.test": "other/"}, {
+        "modules": "mysql", "module_directory": MODULES, "mysql_timeout": "2s",
+        "virtual_alias_domains": "my.test", "virtual_alias_maps": "proxy:mysql:%s mysql:%s" % (valias, slow),
+        "smtpd_recipient_restrictions": "check_recipient_access mysql:%s, permit_mynetworks, "
+                                        "reject_unauth_destination" % access})
     r = subprocess.run(p.command(PETRELD, "-n", "-c", p.conf), capture_output=True, text=True, timeout=30)
     t.ok(r.returncode == 0, "petreld -n accepts mysql: tables", r.stdout + r.stderr)
     p.start()
@@ -68,22 +63,11 @@ with Petrel(t, extra_services=QMGR, start=False, workers=1) as p:
           "a key with a quote and a backslash finds its own row, exactly")
     t.is_(db.sql("SELECT count(*) FROM alias", db="mail").strip(), "4", "the table is intact")
 
-    result = {}
-
-    def slow_rcpt():
-        s = p.connect()
-        s.ehlo("client.test")
-        s.cmd("MAIL FROM:<sender@example.org>")
-        result["reply"] = s.cmd("RCPT TO:<slow@my.test>")
-        s.close()
-
-    th = threading.Thread(target=slow_rcpt)
-    th.start()
+    waiting = WaitingRcpt(p, "slow@my.test")
     time.sleep(0.5)
     t.is_(c.cmd("RCPT TO:<info@my.test>"), "250 2.1.5 Ok", "a lookup is answered while another waits for a slow query")
-    t.ok("reply" not in result, "before the slow one has finished (the loop never blocks)")
-    th.join(30)
-    t.is_(result.get("reply"), "451 4.3.0 <slow@my.test>: Temporary lookup failure",
+    t.ok(waiting.reply is None, "before the slow one has finished (the loop never blocks)")
+    t.is_(waiting.result(), "451 4.3.0 <slow@my.test>: Temporary lookup failure",
           "the slow query ends at mysql_timeout with 451 4.3.0")
     c.cmd("RSET")
     c.close()

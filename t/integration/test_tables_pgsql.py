@@ -7,12 +7,11 @@ that does not hold up another session of the same worker, expansion_limit, deliv
 queue manager, petrelctl map query, encoding (client_encoding) and a bad retry_interval."""
 import os
 import subprocess
-import threading
 import time
 
 from harness import PETRELD, Petrel, Tap, maildir_messages, wait_for
 from pglib import PgCluster
-from tablelib import alias_session, bundled_module_dir
+from tablelib import WaitingRcpt, alias_session, bundled_module_dir
 
 t = Tap(timeout=300)
 QMGR = "qmgr unix n - n 300 1 qmgr\n"
@@ -34,7 +33,6 @@ pg.psql("CREATE TABLE alias(address text PRIMARY KEY, goto text NOT NULL, active
         "GRANT SELECT ON alias, access TO postfix", db="mail")
 
 with Petrel(t, extra_services=QMGR, start=False, workers=1) as p:
-    mail = p.make_dir()
     common = "hosts = inet:127.0.0.1:%d\nuser = postfix\npassword = pf'pw\ndbname = mail\n" % pg.port
     valias = p.write_file("pgsql-valias.cf", "# as in PGSQL_README\n" + common +
                           "query = SELECT goto FROM alias WHERE address = '%s' AND active\n", mode=0o640)
@@ -42,14 +40,11 @@ with Petrel(t, extra_services=QMGR, start=False, workers=1) as p:
                           "expansion_limit = 1\n", mode=0o640)
     slow = p.write_file("pgsql-slow.cf", common + "query = SELECT slow('%s') WHERE '%s' = 'slow@pg.test'\n",
                         mode=0o640)
-    conf = dict(p.settings)
-    conf.update({"modules": "pgsql", "module_directory": MODULES, "pgsql_timeout": "2s",
-                 "virtual_alias_domains": "pg.test", "virtual_alias_maps": "proxy:pgsql:%s pgsql:%s" % (valias, slow),
-                 "virtual_mailbox_domains": "vmail.test", "virtual_mailbox_base": mail,
-                 "virtual_mailbox_maps": "inline:{ {box@vmail.test = box/}, {other@vmail.test = other/} }",
-                 "smtpd_recipient_restrictions": "check_recipient_access pgsql:%s, permit_mynetworks, "
-                                                 "reject_unauth_destination" % access})
-    p.write_main_cf(conf)
+    mail = p.virtual_mailboxes({"box@vmail.test": "box/", "other@vmail.test": "other/"}, {
+        "modules": "pgsql", "module_directory": MODULES, "pgsql_timeout": "2s",
+        "virtual_alias_domains": "pg.test", "virtual_alias_maps": "proxy:pgsql:%s pgsql:%s" % (valias, slow),
+        "smtpd_recipient_restrictions": "check_recipient_access pgsql:%s, permit_mynetworks, "
+                                        "reject_unauth_destination" % access})
     r = subprocess.run(p.command(PETRELD, "-n", "-c", p.conf), capture_output=True, text=True, timeout=30)
     t.ok(r.returncode == 0, "petreld -n accepts pgsql: tables", r.stdout + r.stderr)
     p.start()
@@ -80,22 +75,11 @@ with Petrel(t, extra_services=QMGR, start=False, workers=1) as p:
     t.is_(c.read_reply(), "500 5.5.2 Error: bad syntax", "a NUL byte never becomes part of a key")
 
     # A slow query: another session of the same (only) worker is served meanwhile.
-    result = {}
-
-    def slow_rcpt():
-        s = p.connect()
-        s.ehlo("client.test")
-        s.cmd("MAIL FROM:<sender@example.org>")
-        result["reply"] = s.cmd("RCPT TO:<slow@pg.test>")
-        s.close()
-
-    th = threading.Thread(target=slow_rcpt)
-    th.start()
+    waiting = WaitingRcpt(p, "slow@pg.test")
     time.sleep(0.5)
     t.is_(c.cmd("RCPT TO:<info@pg.test>"), "250 2.1.5 Ok", "a lookup is answered while another waits for a slow query")
-    t.ok("reply" not in result, "before the slow one has finished (the loop never blocks)")
-    th.join(30)
-    t.is_(result.get("reply"), "451 4.3.0 <slow@pg.test>: Temporary lookup failure",
+    t.ok(waiting.reply is None, "before the slow one has finished (the loop never blocks)")
+    t.is_(waiting.result(), "451 4.3.0 <slow@pg.test>: Temporary lookup failure",
           "the slow query ends at pgsql_timeout with 451 4.3.0")
     c.cmd("RSET")
     c.close()

@@ -7,12 +7,11 @@ down mid-run (451 4.3.0, never "User unknown") and back, delivery through the qu
 (tls settings among them: TLS to Redis cannot be applied, so it stops the start)."""
 import os
 import subprocess
-import threading
 import time
 
 from harness import PETRELD, Petrel, Tap, maildir_messages, wait_for
 from redislib import RedisSentinel, RedisServer
-from tablelib import bundled_module_dir
+from tablelib import WaitingRcpt, bundled_module_dir
 
 t = Tap(timeout=300)
 QMGR = "qmgr unix n - n 300 1 qmgr\n"
@@ -31,18 +30,14 @@ cli("SADD", "group:staff@redis.test", "box@vmail.test", "other@vmail.test")
 cli("-n", "3", "SET", "alias:bob@redis.test", "other@vmail.test")
 
 with Petrel(t, extra_services=QMGR, start=False, workers=1) as p:
-    mail = p.make_dir()
     common = "hosts = 127.0.0.1:%d\npassword = r3d!s\ntimeout = 1\n" % redis.port
     hget = p.write_file("redis-valias.cf", common + "query = HGET virtual_alias %s\n", mode=0o640)
     group = p.write_file("redis-group.cf", common + "query = SMEMBERS group:%s\n", mode=0o640)
     get = p.write_file("redis-get.cf", common + "database = 3\nquery = GET alias:%u@%d\ndomain = redis.test\n",
                        mode=0o640)
-    conf = dict(p.settings)
-    conf.update({"modules": "redis", "module_directory": MODULES, "virtual_alias_domains": "redis.test",
-                 "virtual_alias_maps": "redis:%s proxy:redis:%s redis:%s" % (hget, group, get),
-                 "virtual_mailbox_domains": "vmail.test", "virtual_mailbox_base": mail,
-                 "virtual_mailbox_maps": "inline:{ {box@vmail.test = box/}, {other@vmail.test = other/} }"})
-    p.write_main_cf(conf)
+    mail = p.virtual_mailboxes({"box@vmail.test": "box/", "other@vmail.test": "other/"}, {
+        "modules": "redis", "module_directory": MODULES, "virtual_alias_domains": "redis.test",
+        "virtual_alias_maps": "redis:%s proxy:redis:%s redis:%s" % (hget, group, get)})
     r = subprocess.run(p.command(PETRELD, "-n", "-c", p.conf), capture_output=True, text=True, timeout=30)
     t.ok(r.returncode == 0, "petreld -n accepts redis: tables", r.stdout + r.stderr)
     p.start()
@@ -71,21 +66,10 @@ with Petrel(t, extra_services=QMGR, start=False, workers=1) as p:
     sleeper = subprocess.Popen(["redis-cli", "-h", "127.0.0.1", "-p", str(redis.port), "-a", "r3d!s",
                                 "--no-auth-warning", "DEBUG", "SLEEP", "3"], stdout=subprocess.DEVNULL)
     time.sleep(0.3)
-    result = {}
-
-    def slow_rcpt():
-        s = p.connect()
-        s.ehlo("client.test")
-        s.cmd("MAIL FROM:<sender@example.org>")
-        result["reply"] = s.cmd("RCPT TO:<sales@redis.test>")
-        s.close()
-
-    th = threading.Thread(target=slow_rcpt)
-    th.start()
+    waiting = WaitingRcpt(p, "sales@redis.test")
     time.sleep(0.3)
     t.is_(c.cmd("NOOP"), "250 2.0.0 Ok", "another session is answered while a lookup waits for a busy Redis")
-    th.join(30)
-    t.is_(result.get("reply"), "451 4.3.0 <sales@redis.test>: Temporary lookup failure",
+    t.is_(waiting.result(), "451 4.3.0 <sales@redis.test>: Temporary lookup failure",
           "the lookup ends at the file's timeout with 451 4.3.0")
     sleeper.wait(10)
     t.ok(wait_for(lambda: c.cmd("RCPT TO:<sales@redis.test>") == "250 2.1.5 Ok", timeout=30),

@@ -8,12 +8,10 @@ petrelctl map query."""
 import os
 import socket
 import subprocess
-import threading
-import time
 
 from harness import PETRELD, Petrel, Tap, maildir_messages, wait_for
 from socketmaplib import SocketmapServer, netstring
-from tablelib import bundled_module_dir
+from tablelib import WaitingRcpt, bundled_module_dir
 
 t = Tap(timeout=300)
 QMGR = "qmgr unix n - n 300 1 qmgr\n"
@@ -42,16 +40,12 @@ def rcpt(c, address):
 
 
 with Petrel(t, extra_services=QMGR, start=False, workers=1) as p:
-    mail = p.make_dir()
-    conf = dict(p.settings)
-    conf.update({"modules": "socketmap", "module_directory": MODULES,
-                 "socketmap_timeout": "2s", "socketmap_max_reply_size": "100",
-                 "virtual_alias_domains": "sm.test", "virtual_alias_maps": VMAP,
-                 "virtual_mailbox_domains": "vmail.test", "virtual_mailbox_base": mail,
-                 "virtual_mailbox_maps": "inline:{ {box@vmail.test = box/}, {other@vmail.test = other/} }",
-                 "smtpd_recipient_restrictions": "check_recipient_access %s, permit_mynetworks, "
-                                                 "reject_unauth_destination" % AMAP})
-    p.write_main_cf(conf)
+    mail = p.virtual_mailboxes({"box@vmail.test": "box/", "other@vmail.test": "other/"}, {
+        "modules": "socketmap", "module_directory": MODULES,
+        "socketmap_timeout": "2s", "socketmap_max_reply_size": "100",
+        "virtual_alias_domains": "sm.test", "virtual_alias_maps": VMAP,
+        "smtpd_recipient_restrictions": "check_recipient_access %s, permit_mynetworks, "
+                                        "reject_unauth_destination" % AMAP})
     r = subprocess.run(p.command(PETRELD, "-n", "-c", p.conf), capture_output=True, text=True, timeout=30)
     t.ok(r.returncode == 0, "petreld -n accepts socketmap: tables from the module", r.stdout + r.stderr)
     p.start()
@@ -102,25 +96,12 @@ with Petrel(t, extra_services=QMGR, start=False, workers=1) as p:
 
     # A slow server: this session waits; another session of the same (only)
     # worker is served meanwhile; then the timeout answers 451.
-    result = {}
-
-    def slow_rcpt():
-        s = p.connect()
-        s.ehlo("client.test")
-        s.cmd("MAIL FROM:<sender@example.org>")
-        started = time.monotonic()
-        result["reply"] = rcpt(s, "slow@sm.test")
-        result["seconds"] = time.monotonic() - started
-        s.close()
-
-    th = threading.Thread(target=slow_rcpt)
-    th.start()
+    waiting = WaitingRcpt(p, "slow@sm.test")
     wait_for(lambda: b"slow@sm.test" in virtual.seen("virtual"), timeout=10)
     t.is_(rcpt(c, "info@sm.test"), "250 2.1.5 Ok",
           "while one lookup waits for a slow server, another session of the same worker is answered")
-    t.ok("reply" not in result, "before the slow lookup has finished (the loop never blocks)")
-    th.join(30)
-    t.is_(result.get("reply"), "451 4.3.0 <slow@sm.test>: Temporary lookup failure",
+    t.ok(waiting.reply is None, "before the slow lookup has finished (the loop never blocks)")
+    t.is_(waiting.result(), "451 4.3.0 <slow@sm.test>: Temporary lookup failure",
           "the slow lookup ends at socketmap_timeout with 451 4.3.0")
     t.ok("no reply from inet:127.0.0.1:%d within 2s" % virtual.port in p.log(), "the timeout is logged")
     c.cmd("RSET")

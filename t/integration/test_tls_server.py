@@ -127,16 +127,6 @@ def peer_cn(c):
     return m.group(1) if m else None
 
 
-def content_of(p, qid):
-    for path in p.queue_files():
-        if os.path.basename(path) == qid:
-            with open(path, "rb") as f:
-                data = f.read()
-            i = data.find(b"Received: ")
-            return data[i:]
-    return b""
-
-
 def check(p):
     from harness import PETRELD
     return subprocess.run(p.command(PETRELD, "-c", p.conf, "-n"), capture_output=True, text=True)
@@ -235,7 +225,7 @@ with tls_petrel(ccert) as p:
     r = c.send_message("a@example.org", ["user@petrel.test"], "Subject: ccert\r\n\r\nx\r\n")
     m = re.match(OK_RE, r)
     t.ok(m is not None and b'\t(Client CN "client.petrel.test", Issuer "client.petrel.test" (verified OK))\r\n'
-         in content_of(p, m.group(1)), "smtpd_tls_ask_ccert + CAfile: Received: names the verified client CN", r)
+         in p.queued_content(m.group(1)), "smtpd_tls_ask_ccert + CAfile: Received: names the verified client CN", r)
     t.ok(p.wait_log(r"Trusted TLS connection established from unknown\[127\.0\.0\.1\]") is not None,
          "log: Trusted TLS connection")
     t.ok(p.wait_log(r"unknown\[127\.0\.0\.1\]: Trusted: subject_CN=client\.petrel\.test, issuer=client\.petrel\.test, "
@@ -247,13 +237,13 @@ with tls_petrel(ccert) as p:
     r = c.send_message("a@example.org", ["user@petrel.test"], "Subject: ccert\r\n\r\nx\r\n")
     m = re.match(OK_RE, r)
     t.ok(m is not None and b'(Client CN "other.petrel.test", Issuer "other.petrel.test" (not verified))'
-         in content_of(p, m.group(1)), "a certificate no CA vouches for: not verified (the session goes on)", r)
+         in p.queued_content(m.group(1)), "a certificate no CA vouches for: not verified (the session goes on)", r)
     t.ok(p.wait_log(r"Untrusted TLS connection established from") is not None, "log: Untrusted TLS connection")
     c.close()
     c, err = starttls(p)
     r = c.send_message("a@example.org", ["user@petrel.test"], "Subject: ccert\r\n\r\nx\r\n")
     m = re.match(OK_RE, r)
-    t.ok(m is not None and b"\t(Client did not present a certificate)\r\n" in content_of(p, m.group(1)),
+    t.ok(m is not None and b"\t(Client did not present a certificate)\r\n" in p.queued_content(m.group(1)),
          "no certificate: (Client did not present a certificate)")
     c.close()
 with tls_petrel({"smtpd_tls_ask_ccert": "yes", "smtpd_tls_CApath": CAPATH, "smtpd_tls_loglevel": "1"}) as p:
@@ -266,14 +256,14 @@ with tls_petrel({"smtpd_tls_received_header": "yes"}) as p:
     c, err = starttls(p, client_ctx(cert=CL_CERT, key=CL_KEY))
     r = c.send_message("a@example.org", ["user@petrel.test"], "Subject: noask\r\n\r\nx\r\n")
     m = re.match(OK_RE, r)
-    t.ok(m is not None and b"\t(No client certificate requested)\r\n" in content_of(p, m.group(1)),
+    t.ok(m is not None and b"\t(No client certificate requested)\r\n" in p.queued_content(m.group(1)),
          "without smtpd_tls_ask_ccert no certificate is asked for", r)
     c.close()
 with tls_petrel() as p:
     c, err = starttls(p)
     r = c.send_message("a@example.org", ["user@petrel.test"], "Subject: nohdr\r\n\r\nx\r\n")
     m = re.match(OK_RE, r)
-    t.ok(m is not None and b"(using " not in content_of(p, m.group(1)) and b"with ESMTPS" in content_of(p, m.group(1)),
+    t.ok(m is not None and b"(using " not in p.queued_content(m.group(1)) and b"with ESMTPS" in p.queued_content(m.group(1)),
          "smtpd_tls_received_header = no (default): no TLS comment in Received:", r)
     t.ok(p.wait_log(r"TLS connection established", timeout=1) is None, "smtpd_tls_loglevel 0 (default): no TLS summary")
     c.close()

@@ -595,6 +595,18 @@ class Petrel:
             time.sleep(0.05)
         return None
 
+    def wait_closed(self, client_ports, port=None, timeout=30.0):
+        """Waits until petreld has closed its end (at port, self.port unless
+        given) of the connections from these client ports. A session gives
+        its client count and service slot back (anvil_disconnect,
+        anvil_service_release) before it closes its socket
+        (smtpd_session_free), so a client's own close() is not that: after
+        this, they are back. Raises when it does not happen in time."""
+        port = port or self.port
+        if wait_for(lambda: not tcp_open_ends(port, set(client_ports)), timeout=timeout) is False:
+            raise RuntimeError("petreld did not close its end of the connections from ports %s within %d s:\n%s"
+                               % (sorted(tcp_open_ends(port, set(client_ports))), timeout, self.log()[-3000:]))
+
     def petrelctl(self, *args, user=True, timeout=30):
         return subprocess.run(self.command(PETRELCTL, "-c", self.conf, *args, user=user),
                               capture_output=True, text=True, timeout=timeout)

@@ -8,7 +8,6 @@ procedures (CALL; several result sets; none, with require_result_set)."""
 import os
 import subprocess
 import threading
-import time
 
 from harness import PETRELD, Petrel, Tap, maildir_messages, wait_for
 from mysqllib import MariaDB
@@ -79,7 +78,9 @@ with Petrel(t, extra_services=QMGR, start=False, workers=1) as p:
 
     th = threading.Thread(target=slow_rcpt)
     th.start()
-    time.sleep(0.5)
+    # the slow query runs in the database (not merely a thread started)
+    wait_for(lambda: db.sql("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID() "
+                            "AND INFO LIKE 'SELECT %SLEEP(3)%'").strip() == "1", timeout=15)
     t.is_(c.cmd("RCPT TO:<info@my.test>"), "250 2.1.5 Ok", "a lookup is answered while another waits for a slow query")
     t.ok("reply" not in result, "before the slow one has finished (the loop never blocks)")
     th.join(30)

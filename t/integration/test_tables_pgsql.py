@@ -8,7 +8,6 @@ queue manager, petrelctl map query, encoding (client_encoding) and a bad retry_i
 import os
 import subprocess
 import threading
-import time
 
 from harness import PETRELD, Petrel, Tap, maildir_messages, wait_for
 from pglib import PgCluster
@@ -91,7 +90,9 @@ with Petrel(t, extra_services=QMGR, start=False, workers=1) as p:
 
     th = threading.Thread(target=slow_rcpt)
     th.start()
-    time.sleep(0.5)
+    # the slow query runs in the database (not merely a thread started)
+    wait_for(lambda: pg.psql("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND "
+                             "query LIKE 'SELECT slow(%'").strip() == "1", timeout=15)
     t.is_(c.cmd("RCPT TO:<info@pg.test>"), "250 2.1.5 Ok", "a lookup is answered while another waits for a slow query")
     t.ok("reply" not in result, "before the slow one has finished (the loop never blocks)")
     th.join(30)

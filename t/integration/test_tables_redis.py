@@ -6,6 +6,7 @@ down mid-run (451 4.3.0, never "User unknown") and back, delivery through the qu
 (the blocking lookup), petrelctl map query, and bad files that petreld -n names with their line
 (tls settings among them: TLS to Redis cannot be applied, so it stops the start)."""
 import os
+import socket
 import subprocess
 import threading
 import time
@@ -70,7 +71,18 @@ with Petrel(t, extra_services=QMGR, start=False, workers=1) as p:
     c.cmd("MAIL FROM:<sender@example.org>")
     sleeper = subprocess.Popen(["redis-cli", "-h", "127.0.0.1", "-p", str(redis.port), "-a", "r3d!s",
                                 "--no-auth-warning", "DEBUG", "SLEEP", "3"], stdout=subprocess.DEVNULL)
-    time.sleep(0.3)
+
+    def busy():
+        """Redis is in its DEBUG SLEEP: a PING gets no answer (not even -NOAUTH) in 0.2 s."""
+        with socket.create_connection(("127.0.0.1", redis.port), timeout=1) as s:
+            s.settimeout(0.2)
+            s.sendall(b"PING\r\n")
+            try:
+                return not s.recv(100)
+            except socket.timeout:
+                return True
+
+    wait_for(busy, timeout=10)
     result = {}
 
     def slow_rcpt():

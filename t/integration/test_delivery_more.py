@@ -159,7 +159,9 @@ with Petrel(t, start=False, extra_services="") as p:
     c = p.connect()
     reply = c.send_message("s@example.org", ["u+tag@piped.test"], "Subject: piped\r\n\r\nthrough a pipe\r\n")
     qid = reply.split()[-1]
+    # the shell creates the .args file before echo writes to it: wait for its line
     out = wait_for(lambda: os.path.exists(os.path.join(outdir, "u+tag@piped.test.args")) and
+                   open(os.path.join(outdir, "u+tag@piped.test.args")).read().endswith("\n") and
                    open(os.path.join(outdir, "u+tag@piped.test"), "rb").read())
     t.ok(out and b"through a pipe\n" in out, "a master.cf pipe transport gets the message on stdin")
     t.ok(out and out.startswith(b"Return-Path: <s@example.org>"), "flags=R adds Return-Path")

@@ -768,6 +768,25 @@ def tcp_open_ends(local_port, remote_ports=None):
     return found
 
 
+def unread_at(local_port):
+    """Whether an established loopback TCP connection whose end at
+    local_port holds bytes its process has not read yet (the kernel's
+    rx_queue): a request sent to a server that is stopped or busy, which a
+    test waits for before counting on the request being there."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == local_port and fields[3] == "01" \
+                    and int(fields[4].split(":")[1], 16) > 0:
+                return True
+    return False
+
+
 def wait_for(cond, timeout=15.0):
     """Polls cond() until it returns something true or timeout passes; returns its last value."""
     deadline = time.time() + timeout

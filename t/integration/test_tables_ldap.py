@@ -9,9 +9,8 @@ import os
 import re
 import subprocess
 import threading
-import time
 
-from harness import PETRELD, Dnsmasq, Petrel, Tap, maildir_messages, wait_for
+from harness import PETRELD, Dnsmasq, Petrel, Tap, maildir_messages, unread_at, wait_for
 from ldaplib import (ROOT_DN, ROOT_ENTRY, ROOT_PW, SUFFIX, Slapd, alias_session, alias_table,
                      check_config)
 from tablelib import bundled_module_dir
@@ -140,7 +139,7 @@ with Petrel(t, extra_services=QMGR, start=False, workers=1) as p:
     slapd.pause()
     th = threading.Thread(target=slow_rcpt)
     th.start()
-    time.sleep(0.5)
+    wait_for(lambda: unread_at(slapd.port), timeout=15)   # the search was sent to the stopped slapd
     t.is_(c.cmd("NOOP"), "250 2.0.0 Ok",
           "another session is answered while a search waits for a stopped server (the loop never blocks)")
     t.ok("reply" not in result, "before the slow one has finished")

@@ -9,9 +9,8 @@ import os
 import socket
 import subprocess
 import threading
-import time
 
-from harness import PETRELD, Petrel, Tap, maildir_messages, wait_for
+from harness import PETRELD, Petrel, Tap, maildir_messages, unread_at, wait_for
 from redislib import RedisSentinel, RedisServer
 from tablelib import bundled_module_dir
 
@@ -94,7 +93,7 @@ with Petrel(t, extra_services=QMGR, start=False, workers=1) as p:
 
     th = threading.Thread(target=slow_rcpt)
     th.start()
-    time.sleep(0.3)
+    wait_for(lambda: unread_at(redis.port), timeout=15)   # the lookup was sent to the sleeping Redis
     t.is_(c.cmd("NOOP"), "250 2.0.0 Ok", "another session is answered while a lookup waits for a busy Redis")
     th.join(30)
     t.is_(result.get("reply"), "451 4.3.0 <sales@redis.test>: Temporary lookup failure",

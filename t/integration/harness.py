@@ -768,6 +768,34 @@ def tcp_open_ends(local_port, remote_ports=None):
     return found
 
 
+def holds_listener(pid, port):
+    """Whether process pid still has a listening TCP socket of port among its
+    descriptors: an smtpd worker closes its copy when it takes its drain
+    signal (a reload's SIGUSR1), so a test waits for that, not a second."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
+                inodes.add("socket:[%s]" % fields[9])
+    try:
+        fds = os.listdir("/proc/%d/fd" % pid)
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink("/proc/%d/fd/%s" % (pid, fd)) in inodes:
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def unread_at(local_port):
     """Whether an established loopback TCP connection whose end at
     local_port holds bytes its process has not read yet (the kernel's

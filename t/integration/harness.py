@@ -633,6 +633,18 @@ class Petrel:
             time.sleep(0.05)
         return None
 
+    def wait_closed(self, client_ports, port=None, timeout=30.0):
+        """Waits until petreld has closed its end (at port, self.port unless
+        given) of the connections from these client ports. A session gives
+        its client count and service slot back (anvil_disconnect,
+        anvil_service_release) before it closes its socket
+        (smtpd_session_free), so a client's own close() is not that: after
+        this, they are back. Raises when it does not happen in time."""
+        port = port or self.port
+        if wait_for(lambda: not tcp_open_ends(port, set(client_ports)), timeout=timeout) is False:
+            raise RuntimeError("petreld did not close its end of the connections from ports %s within %d s:\n%s"
+                               % (sorted(tcp_open_ends(port, set(client_ports))), timeout, self.log()[-3000:]))
+
     def petrelctl(self, *args, user=True, timeout=30):
         return subprocess.run(self.command(PETRELCTL, "-c", self.conf, *args, user=user),
                               capture_output=True, text=True, timeout=timeout)
@@ -815,6 +827,53 @@ def on_worker(workers, run_pid, fn):
         for pid in workers:
             if pid != run_pid:
                 os.kill(pid, signal.SIGCONT)
+
+
+def holds_listener(pid, port):
+    """Whether process pid still has a listening TCP socket of port among its
+    descriptors: an smtpd worker closes its copy when it takes its drain
+    signal (a reload's SIGUSR1), so a test waits for that, not a second."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
+                inodes.add("socket:[%s]" % fields[9])
+    try:
+        fds = os.listdir("/proc/%d/fd" % pid)
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink("/proc/%d/fd/%s" % (pid, fd)) in inodes:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def unread_at(local_port):
+    """Whether an established loopback TCP connection whose end at
+    local_port holds bytes its process has not read yet (the kernel's
+    rx_queue): a request sent to a server that is stopped or busy, which a
+    test waits for before counting on the request being there."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == local_port and fields[3] == "01" \
+                    and int(fields[4].split(":")[1], 16) > 0:
+                return True
+    return False
 
 
 def wait_for(cond, timeout=15.0):

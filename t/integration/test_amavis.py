@@ -141,6 +141,8 @@ with Petrel(t, main_cf={}, start=False) as p:
         t.ok(p.wait_log(r"%s: client=\S+\[127\.0\.0\.1\], orig_queue_id=%s, orig_client=unknown\[127\.0\.0\.1\]:\d+"
                         % (first.group(1), qid)) is not None,
              "XFORWARD through amavisd: the return listener logs orig_queue_id= and orig_client=", p.log()[-3000:])
+    # amavisd writes its own log: wait for its line, then count
+    wait_for(lambda: re.search(r"Passed CLEAN \{RelayedInbound\}", amavis.log()), timeout=30)
     t.is_(len(re.findall(r"Passed CLEAN \{RelayedInbound\}", amavis.log())), 1, "amavisd saw the message once: no loop")
 
     # 2. A virus: amavisd discards it.

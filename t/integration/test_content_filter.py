@@ -183,7 +183,10 @@ with Petrel(t, main_cf={}, start=False) as p:
     # 9. A pipe transport as the content filter.
     r = send("Subject: piped\r\n\r\nbody to the pipe filter", rcpts=("alias@vmail.test",), port=ports["pipe"])
     qid = r.split()[-1]
-    got = wait_for(lambda: os.path.exists(os.path.join(piped, "args")) and open(os.path.join(piped, "msg"), "rb").read())
+    # the shell creates args before echo writes to it: wait for its line
+    got = wait_for(lambda: os.path.exists(os.path.join(piped, "args")) and
+                   open(os.path.join(piped, "args")).read().endswith("\n") and
+                   open(os.path.join(piped, "msg"), "rb").read())
     t.ok(got and b"body to the pipe filter" in got, "content_filter = pfilter:dummy hands the message to a pipe "
          "transport on stdin")
     args = open(os.path.join(piped, "args")).read().strip() if got else ""

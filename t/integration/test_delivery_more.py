@@ -2,6 +2,7 @@
 masquerade_domains, delay warnings, and fairness (a dead-slow destination does not
 hold up the others)."""
 import os
+import re
 import time
 
 from harness import Petrel, Tap, refused_port, maildir_messages as maildir, wait_for
@@ -70,8 +71,13 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
     notes = wait_for(lambda: maildir(os.path.join(boxes, "v")))
     t.ok(notes and b"Delayed Mail" in notes[0] and b"Action: delayed" in notes[0],
          "with a delay report (Action: delayed)")
-    time.sleep(2.5)
-    t.is_(len(maildir(os.path.join(boxes, "v"))), 1, "only once")
+    # two more attempts (each a second apart) after the notice: a second notice
+    # would have been made at one of them
+    notice = p.log().find("%s: sender delay notification" % qid)
+    wait_for(lambda: len(re.findall(r"%s: to=<x@dead\.test>, .*status=deferred" % qid, p.log()[notice:])) >= 2,
+             timeout=30)
+    t.is_((len(maildir(os.path.join(boxes, "v"))), p.log().count("%s: sender delay notification" % qid)), (1, 1),
+          "only once")
     c.close()
 
 hole = Blackhole(backlog=512)
@@ -110,9 +116,13 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
     q1 = c.send_message("s@example.org", ["r@tls.test"], "Subject: must encrypt\r\n\r\nx\r\n", ehlo=False).split()[-1]
     t.ok(p.wait_log(r"%s: to=<r@tls\.test>.*dsn=4\.7\.4, status=deferred" % q1) is not None,
          "smtp_tls_policy_maps = encrypt: a next hop without STARTTLS defers (4.7.4)")
-    for i in range(6):
-        c.send_message("s@example.org", ["x%d@slow.test" % i], "Subject: hang\r\n\r\nx\r\n", ehlo=False)
-    time.sleep(2)
+    hung = [c.send_message("s@example.org", ["x%d@slow.test" % i], "Subject: hang\r\n\r\nx\r\n", ehlo=False).split()[-1]
+            for i in range(6)]
+    # all six taken by the queue manager and two connections made: a third would
+    # come at once; a second more to see it
+    wait_for(lambda: all(re.search(r"%s: from=<s@example\.org>, .*\(queue active\)" % q, p.log()) for q in hung)
+             and len(hole2.conns) >= 2, timeout=30)
+    time.sleep(1)
     t.ok(len(hole2.conns) <= 2, "smtp_destination_concurrency_limit = 2 holds (%d connections)" % len(hole2.conns))
     c.close()
 hole2.close()
@@ -145,7 +155,9 @@ with Petrel(t, start=False, extra_services="") as p:
     c = p.connect()
     reply = c.send_message("s@example.org", ["u+tag@piped.test"], "Subject: piped\r\n\r\nthrough a pipe\r\n")
     qid = reply.split()[-1]
+    # the shell creates the .args file before echo writes to it: wait for its line
     out = wait_for(lambda: os.path.exists(os.path.join(outdir, "u+tag@piped.test.args")) and
+                   open(os.path.join(outdir, "u+tag@piped.test.args")).read().endswith("\n") and
                    open(os.path.join(outdir, "u+tag@piped.test"), "rb").read())
     t.ok(out and b"through a pipe\n" in out, "a master.cf pipe transport gets the message on stdin")
     t.ok(out and out.startswith(b"Return-Path: <s@example.org>"), "flags=R adds Return-Path")

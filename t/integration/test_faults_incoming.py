@@ -63,7 +63,10 @@ with Petrel(t, extra_services=QMGR, workers=1, start=False) as p:
     os.utime(os.path.join(p.queue, "incoming", slow), (old, old))
     p.petrelctl("queue", "flush")   # the queue manager scans incoming/ now
     t.ok(p.wait_log(r"flush requested", timeout=5) is not None, "a scan of incoming/ ran")
-    time.sleep(1)
+    # The scan comes after that line, on the same loop: a second flush's line
+    # comes after the first scan is over.
+    p.petrelctl("queue", "flush")
+    wait_for(lambda: p.log().count("flush requested") >= 2, timeout=30)
     t.is_(queue_names(p, "incoming"), [slow], "an hour-old file whose writer is still at work is left to its writer")
     t.ok(slow not in p.log().split("flush requested", 1)[-1], "and the queue manager says nothing about it")
     qmgr_idle(t, p, "with a live writer in incoming/")

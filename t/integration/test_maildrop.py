@@ -9,6 +9,7 @@
   a queue ID. Each is dealt with as documented, with a log line, and the role keeps working.
 - As root: the identity of a submission comes from the file's owner, not from anything in it."""
 import os
+import re
 import struct
 import subprocess
 import time
@@ -124,7 +125,9 @@ with Petrel(t, extra_services=SERVICES, start=False) as p:
     t.is_(r.returncode, 0, "a submission the restrictions defer (451) exits 0")
     t.ok(p.wait_log(r"\w+: uid=\d+: from=<later@vmail\.test>: 451 4\.7\.1 .*try again later; will retry") is not None,
          "the pickup logs the temporary refusal")
-    time.sleep(2.5)   # a few periodic scans: each retries and is deferred again
+    # a few periodic scans: each retries and is deferred again (and says so)
+    wait_for(lambda: len(re.findall(r"uid=\d+: from=<later@vmail\.test>: 451 4\.7\.1 .*will retry", p.log())) >= 3,
+             timeout=30)
     t.is_(len(os.listdir(drop)), 1, "the file stays in maildrop/ while the refusal is temporary")
     t.is_(maildir(os.path.join(mail, "r")), [], "and nothing was delivered (nothing half-queued)")
     relaxed = dict(conf)
@@ -135,8 +138,10 @@ with Petrel(t, extra_services=SERVICES, start=False) as p:
     t.ok(box("r") is not None, "the waiting message is delivered on a later try")
     t.ok(wait_for(lambda: os.listdir(drop) == []), "and then leaves the maildrop")
     p.write_main_cf(conf)
+    previous = set(p.worker_pids())
     p.petrelctl("reload")
-    time.sleep(1)
+    # the pickup role of the old generation, without the restriction, exits
+    wait_for(lambda: not set(p.worker_pids()) & previous, timeout=30)
 
     # An old file (older than maximal_queue_lifetime) is not retried for ever.
     name = new_name()
@@ -184,23 +189,24 @@ with Petrel(t, extra_services=SERVICES, start=False) as p:
     os.mkdir(os.path.join(drop, name))
     t.ok(p.wait_log(r"warning: %s: uid=\d+: not a regular file: removing it" % name) is not None,
          "a directory is removed with a warning")
-    stale = new_name()
-    put(stale, good[:20], mode=0o600, mtime=time.time() - 7200)
+    # The pickup takes the files one at a time, in the order they came: the
+    # fresh one first, so the stale one's line says it was looked at, and the
+    # hand-made message below last, so its removal says not-a-queue-id was.
     fresh = new_name()
     put(fresh, good[:20], mode=0o600)
+    stale = new_name()
+    put(stale, good[:20], mode=0o600, mtime=time.time() - 7200)
     t.ok(p.wait_log(r"warning: %s: uid=\d+: removing an incomplete maildrop file" % stale) is not None,
          "an unfinished file whose writer is long gone is removed")
-    time.sleep(1.5)
     t.ok(os.path.exists(os.path.join(drop, fresh)), "a recent unfinished file is left for its writer")
     os.unlink(os.path.join(drop, fresh))
     put("not-a-queue-id", good)
-    time.sleep(1.5)
-    t.ok(os.path.exists(os.path.join(drop, "not-a-queue-id")), "a name that is not a queue ID is not touched")
-    os.unlink(os.path.join(drop, "not-a-queue-id"))
-
     before = len(maildir(os.path.join(mail, "a")))
     name = new_name()
     put(name, maildrop_file("s@vmail.test", ["a@vmail.test"], b"Subject: hand made\r\n\r\n.\r\n..\r\nend\r\n"))
+    wait_for(lambda: not os.path.exists(os.path.join(drop, name)), timeout=30)
+    t.ok(os.path.exists(os.path.join(drop, "not-a-queue-id")), "a name that is not a queue ID is not touched")
+    os.unlink(os.path.join(drop, "not-a-queue-id"))
     got = box("a", before + 1)
     m = [x for x in got or [] if b"Subject: hand made" in x]
     t.ok(m and m[0].endswith(b"\n.\n..\nend\n"), "a well-formed hand-written file is delivered, dots intact")

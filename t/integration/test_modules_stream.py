@@ -147,6 +147,8 @@ with Petrel(t, main_cf=conf, extra_services=QMGR, workers=1, start=False) as p:
     t.is_("%08x" % zlib.crc32(content[len(content) - len(upper):]), "%08x" % zlib.crc32(upper),
           "the delivered body is the one written (CRC-32)")
     del msgs, content, upper
+    # its queue file goes after the mailbox file: 3. counts what is queued
+    p.wait_log(r"%s: removed" % qid, timeout=60)
 
     # 3. The disk refuses the new body (ENOSPC on its file in incoming/).
     small = body_of(MIB)

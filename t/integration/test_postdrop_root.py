@@ -170,7 +170,6 @@ def start():
     deadline = time.time() + 15
     while time.time() < deadline and not os.path.exists(os.path.join(queue, "private", "control")):
         time.sleep(0.1)
-    time.sleep(0.5)
 
 
 def stop():

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import time
 
-from harness import PETRELD, Tap, wait_for
+from harness import PETRELD, Tap, holds_listener, wait_for
 from psclib import BANNER, PASSED_BANNER, connect, client_port, postscreen
 
 t = Tap()
@@ -330,7 +330,8 @@ with postscreen(t, pass_maxproc="1", main_cf={"postscreen_access_list": "permit"
     os.kill(p.proc.pid, signal.SIGHUP)
     t.ok(p.wait_log(r"reload -- version") is not None, "a reload while clients wait")
     t.ok(wait_for(lambda: len(set(p.worker_pids()) - old_workers) >= 2), "new workers run")
-    time.sleep(1)   # let the old workers take their drain signal before the slot frees
+    # the old workers take their drain signal (they close their listener) before the slot frees
+    wait_for(lambda: not any(holds_listener(pid, p.port) for pid in old_workers), timeout=30)
     first.cmd("QUIT")
     first.close()
     # Watch every waiting client until one is greeted (a loaded machine may
@@ -381,7 +382,8 @@ with postscreen(t, pass_maxproc="1", main_cf={"postscreen_access_list": "permit"
     os.kill(p.proc.pid, signal.SIGHUP)
     t.ok(p.wait_log(r"reload -- version") is not None, "a reload")
     t.ok(wait_for(lambda: len(set(p.worker_pids()) - old_workers) >= 1), "a new worker runs")
-    time.sleep(1)   # let the old worker take its drain signal before the slot frees
+    # the old workers take their drain signal (they close their listener) before the slot frees
+    wait_for(lambda: not any(holds_listener(pid, p.port) for pid in old_workers), timeout=30)
     first.cmd("QUIT")
     first.close()
     try:

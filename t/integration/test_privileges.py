@@ -38,8 +38,7 @@ with RootPetrel(t, extra_services="qmgr unix n - n 300 1 qmgr\n",
                 main_cf={"relay_domains": "dead.test",
                          "transport_maps": "inline:{ {dead.test = smtp:[127.0.0.1]:%d} }" % dead}) as p:
     t.is_(uid_of(p.proc.pid), 0, "the master runs as root")
-    time.sleep(0.5)
-    children = p.worker_pids()
+    children = p.worker_pids(at_least=3)
     t.is_(len(children), 3, "two smtpd workers and the queue manager")
     t.ok(children and all(uid_of(pid) == owner.pw_uid for pid in children),
          "every worker and the queue manager run as mail_owner (petrel)")
@@ -49,8 +48,8 @@ with RootPetrel(t, extra_services="qmgr unix n - n 300 1 qmgr\n",
     reply = c.send_message("a@example.org", ["u@dead.test"], "Subject: as root\r\n\r\nx\r\n")
     t.like(reply, r"^250 2\.0\.0 Ok: queued as ", "mail is accepted by the unprivileged workers")
     qid = reply.split()[-1]
-    time.sleep(0.5)
-    files = [f for f in p.queue_files() if f.endswith(qid)]
+    # (in deferred/ once the dead next hop was tried: not between two directories)
+    files = wait_for(lambda: [f for f in p.queue_files("deferred") if f.endswith(qid)], timeout=30)
     t.ok(files and os.stat(files[0]).st_uid == owner.pw_uid, "queue files are owned by mail_owner")
     c.close()
 

@@ -10,7 +10,7 @@ import os
 import re
 import time
 
-from harness import Petrel, Smtp, Tap, free_port, refused_port, maildir_messages, wait_for
+from harness import Petrel, Smtp, Tap, free_port, refused_port, maildir_messages, unread_at, wait_for
 from smtpfilter import SmtpFilter
 
 t = Tap(timeout=400)
@@ -156,6 +156,8 @@ with Petrel(t, main_cf={}, start=False) as p:
     t.is_(c.cmd("RCPT TO:<u@vmail.test>"), "250 2.1.5 Ok", "speed_adjust: RCPT answered by us")
     t.is_(c.cmd("DATA"), "354 End data with <CR><LF>.<CR><LF>", "DATA too")
     c.send(b"Subject: speed\r\n\r\n")
+    # smtpd has read those bytes (a filter connection would start as it does), then a moment to see none
+    wait_for(lambda: not unread_at(ports["speed"]), timeout=15)
     time.sleep(0.3)
     t.is_(len(speedy.sessions), 0, "and the filter has not been connected yet")
     c.send(b"body speed adjusted\r\n.\r\n")

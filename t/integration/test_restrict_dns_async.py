@@ -86,6 +86,7 @@ with Dnsmasq(RECORDS) as dns, Petrel(t, start=False, workers=1) as p:
     c.close()
 
     # A client that leaves while its lookup waits.
+    mark = len(p.log())
     c = p.connect()
     c.ehlo("client.test")
     c.send(b"MAIL FROM:<a@gone.petrel-test>\r\n")
@@ -97,6 +98,8 @@ with Dnsmasq(RECORDS) as dns, Petrel(t, start=False, workers=1) as p:
     t.like(c.ehlo("client.test"), r"^250", "after a client left while its lookup waited, the worker serves on")
     t.is_(c.cmd("MAIL FROM:<b@other.petrel-test>"), "250 2.1.0 Ok", "(and answers)")
     c.close()
+    # both sessions' ends are logged: the left one's maybe only once the late answer came
+    wait_for(lambda: p.log()[mark:].count("disconnect from") >= 2, timeout=30)
     t.ok("panic" not in p.log() and "fatal" not in p.log(), "nothing went wrong in the worker", p.log()[-2000:])
 
 server.stop()

@@ -7,7 +7,7 @@ import base64
 import re
 import time
 
-from harness import Petrel, Tap
+from harness import Petrel, Tap, wait_for
 from modlib import module_dir
 
 t = Tap(timeout=120)
@@ -45,10 +45,12 @@ with Petrel(t, main_cf={"modules": "saslmod", "module_directory": mods, "smtpd_s
 
     # a late answer after the session ended
     before = len(re.findall(STALE, p.log()))
+    started = len(re.findall(r"saslmod: start \d+ PLAIN", p.log()))
     c = p.connect()
     c.ehlo()
     c.send("AUTH PLAIN " + base64.b64encode(b"\0late\0pw").decode() + "\r\n")
-    time.sleep(0.2)
+    # the back-end has the request (its start() logs) before the client leaves
+    wait_for(lambda: len(re.findall(r"saslmod: start \d+ PLAIN", p.log())) > started, timeout=30)
     c.close()
     deadline = time.time() + 10
     while time.time() < deadline and len(re.findall(STALE, p.log())) == before:

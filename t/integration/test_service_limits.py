@@ -24,7 +24,7 @@ import select
 import socket
 import time
 
-from harness import Petrel, Smtp, Tap, free_port, on_worker, tcp_open_ends, wait_for
+from harness import Petrel, Smtp, Tap, free_port, on_worker, wait_for
 
 t = Tap()
 OK_RE = r"^250 2\.0\.0 Ok: queued as [0-9A-Z]+$"
@@ -41,13 +41,9 @@ def silent(c, seconds):
 
 
 def slots_freed(p, client_ports, port=None, timeout=30):
-    """Waits until petreld has closed its end of these connections: a session
-    gives its service slot back (anvil_service_release) before it closes its
-    socket (smtpd_session_free), so their slots are free then."""
-    port = port or p.port
-    if wait_for(lambda: not tcp_open_ends(port, client_ports), timeout=timeout) is False:
-        raise RuntimeError("petreld did not close its end of the connections from ports %s within %d s:\n%s"
-                           % (sorted(tcp_open_ends(port, client_ports)), timeout, p.log()[-3000:]))
+    """Waits until petreld has closed its end of these connections: their slots are free then
+    (Petrel.wait_closed)."""
+    p.wait_closed(client_ports, port=port, timeout=timeout)
 
 
 def probe_gone(p):

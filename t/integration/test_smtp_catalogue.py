@@ -10,9 +10,8 @@ import os
 import re
 import signal
 import socket
-import time
 
-from harness import Petrel, Smtp, Tap, wait_for
+from harness import Petrel, Smtp, Tap, unread_at, wait_for
 
 t = Tap()
 # Under AddressSanitizer freed memory sits in a quarantine and would count as
@@ -367,7 +366,7 @@ with Petrel(t, start=False) as p:
     try:
         s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
         s.sendall(b"EHLO early.example.org\r\n")
-        time.sleep(0.2)
+        wait_for(lambda: unread_at(p.port), timeout=10)   # the EHLO waits in the queued connection
     finally:
         for pid in workers:
             os.kill(pid, signal.SIGCONT)

@@ -160,13 +160,15 @@ with Petrel(t, main_cf={"smtpd_client_connection_count_limit": "2",
     t.is_(other.code, 220, "another client address is not limited")
     other.close()
     held[0].cmd("QUIT")
+    first = held[0].sock.getsockname()[1]
     held[0].close()
-    time.sleep(0.3)
+    p.wait_closed([first])   # its session has given its count back (not at the client's close)
     again = p.connect(source="127.0.0.2")
     t.is_(again.code, 220, "after one closes, the client may connect again")
+    ended = [again.sock.getsockname()[1], held[1].sock.getsockname()[1]]
     again.close()
     held[1].close()
-    time.sleep(0.5)
+    p.wait_closed(ended)
     still_serves(p, "connection count limit", src="127.0.0.2")
 
 # Default exceptions ($mynetworks): no limit for 127.0.0.0/8.
@@ -202,7 +204,7 @@ with Petrel(t, start=False) as p:
     with open(os.path.join(p.conf, "master.cf"), "w") as f:
         f.write("127.0.0.1:%d inet n - n - 2 smtpd\n" % p.port)
     p.start()
-    time.sleep(0.3)   # the harness' probe connection goes away
+    p.wait_closed([p.probe_port])   # the harness' probe connection has given its slot back
     a = p.connect()
     b = p.connect()
     c = p.connect(read_greeting=False)
@@ -212,8 +214,9 @@ with Petrel(t, start=False) as p:
     a.close()
     c.sock.settimeout(10)
     t.like(c.read_reply(), r"^220 ", "and is greeted when a session ends")
+    ended = c.sock.getsockname()[1]
     c.close()
-    time.sleep(0.3)
+    p.wait_closed([ended])
     still_serves(p, "maxproc")
     b.close()
 

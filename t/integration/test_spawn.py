@@ -28,7 +28,7 @@ import tempfile
 import threading
 import time
 
-from harness import CLEANUP_DIRS, PETRELD, TEST_USER, Petrel, Smtp, Tap, free_port
+from harness import CLEANUP_DIRS, PETRELD, TEST_USER, Petrel, Smtp, Tap, free_port, wait_for
 
 t = Tap()
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -73,10 +73,21 @@ dnsmasq = subprocess.Popen(
     ["dnsmasq", "--port=53", "--listen-address=" + dns_addr, "--bind-interfaces", "--no-resolv", "--no-hosts",
      "--no-poll", "--pid-file=" + os.path.join(sdir, "dnsmasq.pid"), "--user=root", "--keep-in-foreground",
      "--local=/test/", "--txt-record=pass.test,v=spf1 ip4:127.0.0.1 -all",
-     "--txt-record=fail.test,v=spf1 ip4:192.0.2.1 -all"],
+     "--txt-record=fail.test,v=spf1 ip4:192.0.2.1 -all", "--log-facility=" + os.path.join(sdir, "dnsmasq.log")],
     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def dnsmasq_started():
+    """dnsmasq logs "started" once its sockets are bound (as harness.Dnsmasq waits for it)."""
+    try:
+        with open(os.path.join(sdir, "dnsmasq.log")) as f:
+            return "started" in f.read()
+    except FileNotFoundError:
+        return False
+
+
 try:
-    time.sleep(0.5)
+    wait_for(lambda: dnsmasq.poll() is not None or dnsmasq_started(), timeout=15)
     t.ok(dnsmasq.poll() is None, "dnsmasq serves the SPF records on %s:53" % dns_addr)
     spf_argv = ("argv=/usr/bin/unshare -r -m /bin/sh -c { mount --bind %(d)s/resolv.conf /etc/resolv.conf && "
                 "exec %(py)s /usr/bin/policyd-spf %(d)s/policyd-spf.conf }") % {"d": sdir, "py": SYSTEM_PYTHON}
@@ -153,8 +164,10 @@ with Petrel(t, main_cf=conf, extra_services=services) as p:
     t.ok(time.time() - start < 60, "the session did not wait for the command's own end")
     p.write_main_cf(dict(p.settings, smtpd_recipient_restrictions=
                          "reject_unauth_destination, check_policy_service unix:private/nosuch"))
+    previous = set(p.worker_pids())
     t.is_(p.petrelctl("reload").returncode, 0, "reload to the missing program's service")
-    time.sleep(1)
+    # until they have exited, a worker of the old generation may take the next client
+    wait_for(lambda: not set(p.worker_pids()) & previous, timeout=30)
     r = attempt(p, "someone@example.org")
     t.is_(r, "451 4.3.5 <user@petrel.test>: Recipient address rejected: Server configuration problem",
           "argv naming a missing program: the policy check's temporary failure")

@@ -8,9 +8,8 @@ blocking lookup), petrelctl map query, and bad files that petreld -n names with 
 import os
 import re
 import subprocess
-import time
 
-from harness import PETRELD, Dnsmasq, Petrel, Tap, maildir_messages, wait_for
+from harness import PETRELD, Dnsmasq, Petrel, Tap, maildir_messages, unread_at, wait_for
 from ldaplib import (ROOT_DN, ROOT_ENTRY, ROOT_PW, SUFFIX, Slapd, alias_session, alias_table,
                      check_config)
 from tablelib import WaitingRcpt, bundled_module_dir
@@ -125,7 +124,7 @@ with Petrel(t, extra_services=QMGR, start=False, workers=1) as p:
     c.cmd("MAIL FROM:<sender@example.org>")
     slapd.pause()
     waiting = WaitingRcpt(p, "bob@ldap.test")
-    time.sleep(0.5)
+    wait_for(lambda: unread_at(slapd.port), timeout=15)   # the search was sent to the stopped slapd
     t.is_(c.cmd("NOOP"), "250 2.0.0 Ok",
           "another session is answered while a search waits for a stopped server (the loop never blocks)")
     t.ok(waiting.reply is None, "before the slow one has finished")

@@ -7,7 +7,6 @@ never "User unknown"), delivery through the queue manager, petrelctl map query, 
 procedures (CALL; several result sets; none, with require_result_set)."""
 import os
 import subprocess
-import time
 
 from harness import PETRELD, Petrel, Tap, maildir_messages, wait_for
 from mysqllib import MariaDB
@@ -64,7 +63,9 @@ with Petrel(t, extra_services=QMGR, start=False, workers=1) as p:
     t.is_(db.sql("SELECT count(*) FROM alias", db="mail").strip(), "4", "the table is intact")
 
     waiting = WaitingRcpt(p, "slow@my.test")
-    time.sleep(0.5)
+    # the slow query runs in the database (not merely a thread started)
+    wait_for(lambda: db.sql("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID() "
+                            "AND INFO LIKE 'SELECT %SLEEP(3)%'").strip() == "1", timeout=15)
     t.is_(c.cmd("RCPT TO:<info@my.test>"), "250 2.1.5 Ok", "a lookup is answered while another waits for a slow query")
     t.ok(waiting.reply is None, "before the slow one has finished (the loop never blocks)")
     t.is_(waiting.result(), "451 4.3.0 <slow@my.test>: Temporary lookup failure",

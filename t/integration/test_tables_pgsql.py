@@ -7,7 +7,6 @@ that does not hold up another session of the same worker, expansion_limit, deliv
 queue manager, petrelctl map query, encoding (client_encoding) and a bad retry_interval."""
 import os
 import subprocess
-import time
 
 from harness import PETRELD, Petrel, Tap, maildir_messages, wait_for
 from pglib import PgCluster
@@ -76,7 +75,9 @@ with Petrel(t, extra_services=QMGR, start=False, workers=1) as p:
 
     # A slow query: another session of the same (only) worker is served meanwhile.
     waiting = WaitingRcpt(p, "slow@pg.test")
-    time.sleep(0.5)
+    # the slow query runs in the database (not merely a thread started)
+    wait_for(lambda: pg.psql("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND "
+                             "query LIKE 'SELECT slow(%'").strip() == "1", timeout=15)
     t.is_(c.cmd("RCPT TO:<info@pg.test>"), "250 2.1.5 Ok", "a lookup is answered while another waits for a slow query")
     t.ok(waiting.reply is None, "before the slow one has finished (the loop never blocks)")
     t.is_(waiting.result(), "451 4.3.0 <slow@pg.test>: Temporary lookup failure",

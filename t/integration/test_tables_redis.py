@@ -6,10 +6,10 @@ down mid-run (451 4.3.0, never "User unknown") and back, delivery through the qu
 (the blocking lookup), petrelctl map query, and bad files that petreld -n names with their line
 (tls settings among them: TLS to Redis cannot be applied, so it stops the start)."""
 import os
+import socket
 import subprocess
-import time
 
-from harness import PETRELD, Petrel, Tap, maildir_messages, wait_for
+from harness import PETRELD, Petrel, Tap, maildir_messages, unread_at, wait_for
 from redislib import RedisSentinel, RedisServer
 from tablelib import WaitingRcpt, bundled_module_dir
 
@@ -65,9 +65,20 @@ with Petrel(t, extra_services=QMGR, start=False, workers=1) as p:
     c.cmd("MAIL FROM:<sender@example.org>")
     sleeper = subprocess.Popen(["redis-cli", "-h", "127.0.0.1", "-p", str(redis.port), "-a", "r3d!s",
                                 "--no-auth-warning", "DEBUG", "SLEEP", "3"], stdout=subprocess.DEVNULL)
-    time.sleep(0.3)
+
+    def busy():
+        """Redis is in its DEBUG SLEEP: a PING gets no answer (not even -NOAUTH) in 0.2 s."""
+        with socket.create_connection(("127.0.0.1", redis.port), timeout=1) as s:
+            s.settimeout(0.2)
+            s.sendall(b"PING\r\n")
+            try:
+                return not s.recv(100)
+            except socket.timeout:
+                return True
+
+    wait_for(busy, timeout=10)
     waiting = WaitingRcpt(p, "sales@redis.test")
-    time.sleep(0.3)
+    wait_for(lambda: unread_at(redis.port), timeout=15)   # the lookup was sent to the sleeping Redis
     t.is_(c.cmd("NOOP"), "250 2.0.0 Ok", "another session is answered while a lookup waits for a busy Redis")
     t.is_(waiting.result(), "451 4.3.0 <sales@redis.test>: Temporary lookup failure",
           "the lookup ends at the file's timeout with 451 4.3.0")

@@ -21,7 +21,6 @@
 #include "config.h"
 
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -253,8 +252,9 @@ void master_http_stop(struct master_http *h)
 
 /* A socket of the endpoint's: bound to its address and port (the listening
  * socket, and every connection it accepted). */
-static int endpoint_socket(const struct master_http *h, int fd)
+static int endpoint_socket(int fd, void *arg)
 {
+    const struct master_http *h = arg;
     struct sockaddr_storage local;
     socklen_t len = sizeof(local);
     if (h->bound_len == 0 || getsockname(fd, (struct sockaddr *)&local, &len) != 0 ||
@@ -283,20 +283,7 @@ void master_http_close_in_child(struct master_http *h)
 {
     if (h == NULL)
         return;
-    DIR *dir = opendir("/proc/self/fd");
-    if (dir == NULL)
-        return;
-    int own = dirfd(dir);
-    struct dirent *e;
-    while ((e = readdir(dir)) != NULL) {
-        char *end;
-        long fd = strtol(e->d_name, &end, 10);
-        if (*end != '\0' || end == e->d_name || fd == own)
-            continue;
-        if (endpoint_socket(h, (int)fd))
-            close((int)fd);
-    }
-    closedir(dir);
+    master_close_fds_matching(endpoint_socket, h);
 }
 
 int master_http_update(struct master_http **current, struct event_base *base, const struct cfg *cfg,

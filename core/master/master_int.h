@@ -125,6 +125,13 @@ struct worker_proc *master_running_qmgr(struct master *m);
 /* SIGCHLD: reaps and restarts (with a growing delay after a quick death). */
 void master_on_sigchld(evutil_socket_t sig, short what, void *arg);
 
+/* child_fds.c: in a child just forked from the master, closes each
+ * descriptor the process has open (as /proc/self/fd lists them) for which
+ * match says 1. The master's sockets that a child must not hold are found
+ * this way, by what they are (getsockname), since libevent's objects do
+ * not say. */
+void master_close_fds_matching(int (*match)(int fd, void *arg), void *arg);
+
 /* startup.c: the queue tree, the pid file, privileges and the background. */
 int master_resolve_owner(struct master *m, const struct cfg *cfg);
 int master_make_queue_dir(struct master *m, const struct cfg *cfg);

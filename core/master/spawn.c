@@ -10,7 +10,6 @@
  */
 #include "config.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -75,27 +74,14 @@ static void drop_privileges(struct master *m)
  * answered and closed it, so its client would see no end until the child
  * exits. Accepted UNIX sockets carry the listener's path as their own
  * address, which is how they are known here. */
-static void close_control_connections(const char *path)
+static int control_connection(int fd, void *arg)
 {
-    DIR *dir = opendir("/proc/self/fd");
-    if (dir == NULL)
-        return;
-    int own = dirfd(dir);
-    struct dirent *e;
-    while ((e = readdir(dir)) != NULL) {
-        char *end;
-        long fd = strtol(e->d_name, &end, 10);
-        if (*end != '\0' || end == e->d_name || fd == own)
-            continue;
-        struct sockaddr_un local;
-        socklen_t len = sizeof(local);
-        memset(&local, 0, sizeof(local));
-        if (getsockname((int)fd, (struct sockaddr *)&local, &len) == 0 && local.sun_family == AF_UNIX &&
-            len > offsetof(struct sockaddr_un, sun_path) &&
-            strncmp(local.sun_path, path, sizeof(local.sun_path)) == 0)
-            close((int)fd);
-    }
-    closedir(dir);
+    const char *path = arg;
+    struct sockaddr_un local;
+    socklen_t len = sizeof(local);
+    memset(&local, 0, sizeof(local));
+    return getsockname(fd, (struct sockaddr *)&local, &len) == 0 && local.sun_family == AF_UNIX &&
+           len > offsetof(struct sockaddr_un, sun_path) && strncmp(local.sun_path, path, sizeof(local.sun_path)) == 0;
 }
 
 static void close_master_fds(struct master *m)
@@ -103,7 +89,7 @@ static void close_master_fds(struct master *m)
     if (m->control)
         evconnlistener_free(m->control);   /* in the child: closes its copy */
     m->control = NULL;
-    close_control_connections(m->control_path);
+    master_close_fds_matching(control_connection, m->control_path);
     if (m->modctl)
         modctl_close_in_child(m->modctl);
     master_http_close_in_child(m->http);   /* the metrics endpoint's sockets, not its connections */

@@ -9,6 +9,7 @@
  * ECONNRESET turns into reading that answer.
  */
 #include "clamd_client.h"
+#include "log_line.h"
 #include "peer_connect.h"
 
 #include <errno.h>
@@ -53,12 +54,9 @@ static void say(clamd_client *c, clamd_log_level level, const char *fmt, ...)
     if (c->ops.log == NULL)
         return;
     char text[600];
-    int n = snprintf(text, sizeof text, "clamd %s: ", c->s->address);
-    if (n < 0 || (size_t)n >= sizeof text)
-        n = 0;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(text + n, sizeof text - (size_t)n, fmt, ap);
+    log_line_format(text, sizeof text, "clamd", c->s->address, fmt, ap);
     va_end(ap);
     c->ops.log(c->arg, level, text);
 }

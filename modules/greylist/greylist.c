@@ -44,6 +44,7 @@
 
 #include "redis_client.h"
 #include "greylist_int.h"
+#include "list_items.h"
 
 static const petrel_param greylist_params[] = {
     { PETREL_PARAM_INIT, .name = "greylist_redis", .type = PETREL_PARAM_STRING, .default_value = "127.0.0.1:6379",
@@ -127,75 +128,6 @@ static const char greylist_script[] =
 /* ------------------------------------------------------------------ */
 /* configuration                                                       */
 
-
-static int parse_cidr(const char *text, struct cidr *out)
-{
-    char buf[64];
-    const char *slash = strchr(text, '/');
-    size_t n = slash ? (size_t)(slash - text) : strlen(text);
-    if (n == 0 || n >= sizeof(buf))
-        return -1;
-    memcpy(buf, text, n);
-    buf[n] = '\0';
-    memset(out, 0, sizeof(*out));
-    if (inet_pton(AF_INET, buf, out->addr) == 1) {
-        out->family = AF_INET;
-        out->bits = 32;
-    } else if (inet_pton(AF_INET6, buf, out->addr) == 1) {
-        out->family = AF_INET6;
-        out->bits = 128;
-    } else {
-        return -1;
-    }
-    if (slash) {
-        char *end;
-        long b = strtol(slash + 1, &end, 10);
-        if (slash[1] == '\0' || *end != '\0' || b < 0 || b > out->bits)
-            return -1;
-        out->bits = (int)b;
-    }
-    return 0;
-}
-
-static int cidr_match(const struct cidr *c, const char *addr)
-{
-    unsigned char a[16];
-    if (inet_pton(c->family, addr, a) != 1)
-        return 0;
-    int bits = c->bits;
-    for (int i = 0; bits > 0; i++, bits -= 8) {
-        unsigned char mask = bits >= 8 ? 0xff : (unsigned char)(0xff << (8 - bits));
-        if ((a[i] & mask) != (c->addr[i] & mask))
-            return 0;
-    }
-    return 1;
-}
-
-/* Splits a LIST parameter into pool strings. */
-static const char **split_list(const char *text, size_t *n, petrel_pool *pool)
-{
-    size_t cap = 8;
-    const char **items = petrel_pool_zalloc(pool, cap * sizeof(*items));
-    *n = 0;
-    const char *p = text ? text : "";
-    for (;;) {
-        while (*p == ',' || isspace((unsigned char)*p))
-            p++;
-        if (*p == '\0')
-            break;
-        size_t len = strcspn(p, ", \t\r\n");
-        if (*n + 1 >= cap) {
-            const char **bigger = petrel_pool_zalloc(pool, cap * 2 * sizeof(*bigger));
-            memcpy(bigger, items, cap * sizeof(*items));
-            items = bigger;
-            cap *= 2;
-        }
-        items[(*n)++] = petrel_pool_strndup(pool, p, len);
-        p += len;
-    }
-    return items;
-}
-
 static struct redis_config redis_settings(petrel_module *m)
 {
     long long timeout = petrel_param_int(m, "greylist_redis_timeout");
@@ -228,20 +160,21 @@ static const char *policy_settings(petrel_module *m, const char *service, petrel
 {
     if (param_int(m, service, "greylist_auto_whitelist_count") < 0)
         return "greylist_auto_whitelist_count: 0 or more";
-    size_t n;
-    const char **clients = split_list(param_string(m, service, "greylist_whitelist_clients"), &n, pool);
-    struct cidr *cidrs = petrel_pool_zalloc(pool, (n ? n : 1) * sizeof(*cidrs));
-    for (size_t i = 0; i < n; i++)
-        if (parse_cidr(clients[i], &cidrs[i]) != 0)
-            return petrel_pool_printf(pool, "greylist_whitelist_clients: \"%s\" is not an address or network",
-                                      clients[i]);
+    struct client_net *clients;
+    size_t nclients;
+    const char *err = client_nets_parse("greylist_whitelist_clients",
+                                        param_string(m, service, "greylist_whitelist_clients"), pool, &clients,
+                                        &nclients);
+    if (err)
+        return err;
     const char *text = param_string(m, service, "greylist_text");
     for (const char *p = text ? text : ""; *p; p++)
         if ((unsigned char)*p < 0x20 || *p == 0x7f)
             return "greylist_text: control characters are not allowed";
-    pol->clients = cidrs;
-    pol->nclients = n;
-    pol->recipients = split_list(param_string(m, service, "greylist_whitelist_recipients"), &pol->nrecipients, pool);
+    pol->clients = clients;
+    pol->nclients = nclients;
+    pol->recipients = list_items_split(param_string(m, service, "greylist_whitelist_recipients"), &pol->nrecipients,
+                                       pool);
     for (size_t i = 0; i < pol->nrecipients; i++) {
         char *r = (char *)pol->recipients[i];
         for (; *r; r++)
@@ -570,9 +503,8 @@ static petrel_verdict greylist_check(petrel_session *s, void *state)
     if (conf == NULL || rcpt == NULL || client == NULL)
         return PETREL_CONTINUE;   /* outside the recipient restrictions there is no triplet */
     const struct greylist_conf *pol = policy_of(conf, petrel_service_name(s));
-    for (size_t i = 0; i < pol->nclients; i++)
-        if (cidr_match(&pol->clients[i], client))
-            return PETREL_CONTINUE;
+    if (client_nets_match(pol->clients, pol->nclients, client))
+        return PETREL_CONTINUE;
     if (recipient_whitelisted(pol, rcpt))
         return PETREL_CONTINUE;
     const char *sender = petrel_sender(s);

@@ -11,13 +11,8 @@
 
 #include <petrel/plugin.h>
 
+#include "client_nets.h"
 #include "redis_client.h"
-
-struct cidr {
-    int family;
-    unsigned char addr[16];
-    int bits;
-};
 
 struct greylist_conf {
     petrel_pool *pool;
@@ -26,7 +21,7 @@ struct greylist_conf {
     long long delay, retry_window, max_age, awl_count;
     const char *text;
     int tempfail_when_down;
-    struct cidr *clients;
+    struct client_net *clients;
     size_t nclients;
     const char **recipients;
     size_t nrecipients;

@@ -43,6 +43,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "log_line.h"
 #include "milter_conn_int.h"
 
 void mc_sticky_clear(sticky *st)
@@ -64,12 +65,9 @@ void mc_say(milter_conn *c, milter_log_level level, const char *fmt, ...)
     if (c->ops.log == NULL)
         return;
     char text[1024];
-    int n = snprintf(text, sizeof text, "milter %s: ", c->s->name);
-    if (n < 0 || (size_t)n >= sizeof text)
-        n = 0;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(text + n, sizeof text - (size_t)n, fmt, ap);
+    log_line_format(text, sizeof text, "milter", c->s->name, fmt, ap);
     va_end(ap);
     c->ops.log(c->arg, level, text);
 }

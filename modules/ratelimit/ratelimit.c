@@ -39,6 +39,7 @@
 
 #include <petrel/plugin.h>
 
+#include "client_nets.h"
 #include "ratelimit_shm.h"
 #include "redis_client.h"
 
@@ -104,17 +105,11 @@ struct rule {
     int recipients;                   /* count recipients, not messages */
 };
 
-struct cidr {
-    int family;
-    unsigned char addr[16];
-    int bits;
-};
-
 /* What is not limited, as one master.cf service (or main.cf) says. */
 struct exclusions {
     const char *service;              /* NULL: main.cf's */
     int mynetworks, null_sender;
-    struct cidr *clients;
+    struct client_net *clients;
     size_t nclients;
 };
 
@@ -135,49 +130,6 @@ static void remember_rule(struct ratelimit_conf *conf, const struct rule *r);
 
 /* ------------------------------------------------------------------ */
 /* configuration                                                       */
-
-static int parse_cidr(const char *text, struct cidr *out)
-{
-    char buf[64];
-    const char *slash = strchr(text, '/');
-    size_t n = slash ? (size_t)(slash - text) : strlen(text);
-    if (n == 0 || n >= sizeof(buf))
-        return -1;
-    memcpy(buf, text, n);
-    buf[n] = '\0';
-    memset(out, 0, sizeof(*out));
-    if (inet_pton(AF_INET, buf, out->addr) == 1) {
-        out->family = AF_INET;
-        out->bits = 32;
-    } else if (inet_pton(AF_INET6, buf, out->addr) == 1) {
-        out->family = AF_INET6;
-        out->bits = 128;
-    } else {
-        return -1;
-    }
-    if (slash) {
-        char *end;
-        long b = strtol(slash + 1, &end, 10);
-        if (slash[1] == '\0' || *end != '\0' || b < 0 || b > out->bits)
-            return -1;
-        out->bits = (int)b;
-    }
-    return 0;
-}
-
-static int cidr_match(const struct cidr *c, const char *addr)
-{
-    unsigned char a[16];
-    if (inet_pton(c->family, addr, a) != 1)
-        return 0;
-    int bits = c->bits;
-    for (int i = 0; bits > 0; i++, bits -= 8) {
-        unsigned char mask = bits >= 8 ? 0xff : (unsigned char)(0xff << (8 - bits));
-        if ((a[i] & mask) != (c->addr[i] & mask))
-            return 0;
-    }
-    return 1;
-}
 
 /* "100/1h", "3/5s", "10/m": N and a window with a unit (s m h d w). */
 static const char *parse_rate(const char *text, struct rule *r, petrel_pool *pool)
@@ -324,30 +276,7 @@ static const char *parse_exclusions(petrel_module *m, const char *service, petre
                               : petrel_param_bool(m, "ratelimit_exclude_mynetworks");
     out->null_sender = service ? petrel_service_config_bool(m, service, "ratelimit_exclude_null_sender")
                                : petrel_param_bool(m, "ratelimit_exclude_null_sender");
-    size_t cap = 8, n = 0;
-    struct cidr *list = petrel_pool_zalloc(pool, cap * sizeof(*list));
-    const char *p = text ? text : "";
-    for (;;) {
-        while (*p == ',' || isspace((unsigned char)*p))
-            p++;
-        if (*p == '\0')
-            break;
-        size_t len = strcspn(p, ", \t\r\n");
-        char *item = petrel_pool_strndup(pool, p, len);
-        p += len;
-        if (n == cap) {
-            struct cidr *bigger = petrel_pool_zalloc(pool, cap * 2 * sizeof(*bigger));
-            memcpy(bigger, list, cap * sizeof(*list));
-            list = bigger;
-            cap *= 2;
-        }
-        if (parse_cidr(item, &list[n]) != 0)
-            return petrel_pool_printf(pool, "ratelimit_exclude_clients: \"%s\" is not an address or network", item);
-        n++;
-    }
-    out->clients = list;
-    out->nclients = n;
-    return NULL;
+    return client_nets_parse("ratelimit_exclude_clients", text, pool, &out->clients, &out->nclients);
 }
 
 static int ratelimit_compile(petrel_module *m, const char *const *args, void **state, petrel_pool *pool,
@@ -538,9 +467,8 @@ static petrel_verdict ratelimit_check(petrel_session *s, void *state)
         return PETREL_CONTINUE;
     if (ex->null_sender && sender && *sender == '\0')
         return PETREL_CONTINUE;
-    for (size_t i = 0; client && i < ex->nclients; i++)
-        if (cidr_match(&ex->clients[i], client))
-            return PETREL_CONTINUE;
+    if (client_nets_match(ex->clients, ex->nclients, client))
+        return PETREL_CONTINUE;
 
     petrel_pool *pool = petrel_tx_pool(s) ? petrel_tx_pool(s) : petrel_session_pool(s);
     /* The key's values, in a fixed order; a part that does not apply

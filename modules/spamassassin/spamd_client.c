@@ -13,6 +13,7 @@
  * for the rest when there was progress since.
  */
 #include "spamd_client.h"
+#include "log_line.h"
 #include "peer_connect.h"
 
 #include <arpa/inet.h>
@@ -59,12 +60,9 @@ static void say(spamd_client *c, spamd_log_level level, const char *fmt, ...)
     if (c->ops.log == NULL)
         return;
     char text[600];
-    int n = snprintf(text, sizeof text, "spamd %s: ", c->s->address);
-    if (n < 0 || (size_t)n >= sizeof text)
-        n = 0;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(text + n, sizeof text - (size_t)n, fmt, ap);
+    log_line_format(text, sizeof text, "spamd", c->s->address, fmt, ap);
     va_end(ap);
     c->ops.log(c->arg, level, text);
 }

@@ -1,0 +1,42 @@
+/*
+ * Client address lists for bundled modules (greylist's
+ * greylist_whitelist_clients, ratelimit's ratelimit_exclude_clients): an
+ * address or a network in CIDR notation (192.0.2.0/24, 2001:db8::/32),
+ * parsed once at configuration time and matched against the client's
+ * address text.
+ *
+ * The core has its own CIDR code (core/tables/cidr.c), which the plugin API
+ * does not export; a module sees only the public headers, so the modules
+ * share this one. Its names are not the core's cidr_*: the fuzz targets link
+ * a module's files with libpetrelcore.
+ */
+#ifndef PETREL_MODULES_CLIENT_NETS_H
+#define PETREL_MODULES_CLIENT_NETS_H
+
+#include <stddef.h>
+
+#include <petrel/plugin.h>
+
+struct client_net {
+    int family;                /* AF_INET or AF_INET6 */
+    unsigned char addr[16];
+    int bits;                  /* the prefix length; a bare address: 32 or 128 */
+};
+
+/* "addr" or "addr/bits" into *out: 0, or -1 for anything else. */
+int client_net_parse(const char *text, struct client_net *out);
+
+/* 1 when addr (an address's text) is in c, else 0 (also for an address of
+ * the other family or one that does not parse). */
+int client_net_match(const struct client_net *c, const char *addr);
+
+/* A LIST parameter's value (items as list_items_split finds them) into
+ * *list and *count (pool memory): NULL, or the error phrase
+ * "PARAM: \"item\" is not an address or network" for the first bad item. */
+const char *client_nets_parse(const char *param, const char *text, petrel_pool *pool, struct client_net **list,
+                              size_t *count);
+
+/* 1 when addr is in one of the count networks of list; 0 also for a NULL addr. */
+int client_nets_match(const struct client_net *list, size_t count, const char *addr);
+
+#endif

@@ -1,0 +1,31 @@
+/*
+ * Splitting a module's LIST parameter (see list_items.h).
+ */
+#include "list_items.h"
+
+#include <ctype.h>
+#include <string.h>
+
+const char **list_items_split(const char *text, size_t *count, petrel_pool *pool)
+{
+    size_t cap = 8;
+    const char **items = petrel_pool_zalloc(pool, cap * sizeof(*items));
+    *count = 0;
+    const char *p = text ? text : "";
+    for (;;) {
+        while (*p == ',' || isspace((unsigned char)*p))
+            p++;
+        if (*p == '\0')
+            break;
+        size_t len = strcspn(p, ", \t\r\n");
+        if (*count + 1 >= cap) {
+            const char **bigger = petrel_pool_zalloc(pool, cap * 2 * sizeof(*bigger));
+            memcpy(bigger, items, cap * sizeof(*items));
+            items = bigger;
+            cap *= 2;
+        }
+        items[(*count)++] = petrel_pool_strndup(pool, p, len);
+        p += len;
+    }
+    return items;
+}

@@ -1,0 +1,73 @@
+/*
+ * Unit tests of the client address lists that the greylist and ratelimit
+ * modules share (modules/common/client_nets.c): what parses, what matches,
+ * and the exact error text for each kind of bad item.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include <petrel/pool.h>
+
+#include "../tap.h"
+#include "client_nets.h"
+
+static const char *parse_list(const char *text, petrel_pool *pool, struct client_net **list, size_t *n)
+{
+    *list = NULL;
+    *n = 0;
+    return client_nets_parse("test_clients", text, pool, list, n);
+}
+
+int main(void)
+{
+    petrel_pool *pool = petrel_pool_create(4096);
+    struct client_net net;
+
+    ok(client_net_parse("192.0.2.1", &net) == 0 && net.bits == 32, "a bare IPv4 address is a /32");
+    ok(client_net_parse("2001:db8::1", &net) == 0 && net.bits == 128, "a bare IPv6 address is a /128");
+    ok(client_net_parse("10.0.0.0/8", &net) == 0 && net.bits == 8, "an IPv4 network");
+    ok(client_net_parse("0.0.0.0/0", &net) == 0 && net.bits == 0, "/0 is every address of the family");
+    ok(client_net_parse("2001:db8::/32", &net) == 0 && net.bits == 32, "an IPv6 network");
+
+    const char *bad[] = { "", "/24", "10.0.0.0/33", "2001:db8::/129", "10.0.0.0/", "10.0.0.0/-1", "10.0.0.0/8x",
+                          "10.0.0", "example.com",
+                          "1111:2222:3333:4444:5555:6666:7777:8888:9999:aaaa:bbbb:cccc:dddd/64" };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        ok(client_net_parse(bad[i], &net) == -1, "refused: \"%s\"", bad[i]);
+
+    client_net_parse("192.0.2.0/25", &net);
+    ok(client_net_match(&net, "192.0.2.127"), "192.0.2.127 is in 192.0.2.0/25");
+    ok(!client_net_match(&net, "192.0.2.128"), "192.0.2.128 is not");
+    ok(!client_net_match(&net, "::ffff:192.0.2.1"), "an IPv6 address never matches an IPv4 network");
+    ok(!client_net_match(&net, "not an address"), "text that is not an address never matches");
+    client_net_parse("2001:db8:8000::/33", &net);
+    ok(client_net_match(&net, "2001:db8:ffff::1"), "2001:db8:ffff::1 is in 2001:db8:8000::/33");
+    ok(!client_net_match(&net, "2001:db8:7fff::1"), "2001:db8:7fff::1 is not");
+
+    struct client_net *list;
+    size_t n;
+    ok(parse_list(NULL, pool, &list, &n) == NULL && n == 0, "no value: an empty list");
+    ok(parse_list(" ,\t, ", pool, &list, &n) == NULL && n == 0, "only separators: an empty list");
+    ok(parse_list("192.0.2.1, 10.0.0.0/8\t2001:db8::/32,,198.51.100.0/24", pool, &list, &n) == NULL && n == 4,
+       "commas and white space separate items");
+    ok(client_nets_match(list, n, "10.1.2.3") && client_nets_match(list, n, "2001:db8::5")
+           && client_nets_match(list, n, "192.0.2.1"), "each item matches");
+    ok(!client_nets_match(list, n, "192.0.2.2"), "an address in none does not");
+    ok(!client_nets_match(list, n, NULL), "no client address does not");
+    char many[600] = "";
+    for (int i = 0; i < 20; i++)
+        snprintf(many + strlen(many), sizeof many - strlen(many), "10.%d.0.0/16 ", i);
+    ok(parse_list(many, pool, &list, &n) == NULL && n == 20, "a list longer than the first allocation");
+    ok(client_nets_match(list, n, "10.19.1.1"), "its last item matches");
+
+    is_str(parse_list("10.0.0.0/8, 10.0.0.0/33", pool, &list, &n),
+           "test_clients: \"10.0.0.0/33\" is not an address or network", "a bad prefix length: named");
+    ok(list == NULL && n == 0, "nothing is returned with an error");
+    is_str(parse_list("mx.example.com 192.0.2.1", pool, &list, &n),
+           "test_clients: \"mx.example.com\" is not an address or network", "a host name: named");
+    is_str(parse_list("192.0.2.1 bad1 bad2", pool, &list, &n),
+           "test_clients: \"bad1\" is not an address or network", "the first bad item is named");
+
+    petrel_pool_destroy(pool);
+    return done_testing();
+}

@@ -84,7 +84,9 @@ with start({"smtpd_restriction_classes": "w_reject, c_dip, c_dip_reject, c_dir, 
     t.is_(rcpt(p, "dir-permit@petrel.test"), "250 2.1.5 Ok", "defer_if_reject then permit: accepted")
     started = time.monotonic()
     t.is_(rcpt(p, "sleep@petrel.test"), "250 2.1.5 Ok", "sleep 1 then permit: accepted after the pause")
-    t.ok(time.monotonic() - started >= 1.0, "sleep: the reply came after the pause (only this session waited)")
+    # >= 0.9, as the other timer tests: libevent's timers run on CLOCK_MONOTONIC_COARSE (a tick
+    # behind the precise clock), and CI saw 1 s measured as a hair under 1.0 here
+    t.ok(time.monotonic() - started >= 0.9, "sleep: the reply came after the pause (only this session waited)")
     t.is_(rcpt(p, "loop@petrel.test"), "451 4.3.5 Server configuration error",
           "a class that names itself: 451 4.3.5, as Postfix's recursion limit")
     t.ok(p.wait_log(r"warning: restriction Recipient address causes unreasonable recursion"), "and it is logged")

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,6 +85,11 @@ static int bind_one(const char *host, const char *port, int family, char **error
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     if (res->ai_family == AF_INET6)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    /* SMTP replies go out whole: no Nagle delay. An accepted socket
+     * inherits this from its listener (Linux and the BSDs clone the
+     * listener's options), which spares smtpd a setsockopt per connection;
+     * smtpd checks the first connection of each listener (connect.c). */
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, LISTEN_BACKLOG) != 0) {
         char msg[512];
         snprintf(msg, sizeof(msg), "bind %s port %s: %s", *host ? host : "*", port, strerror(errno));

@@ -154,6 +154,23 @@ static void server_end(struct smtpd_session *s, int fd)
                      sizeof(s->server_port));
 }
 
+/* No Nagle delay on a client's connection: the replies go out whole. The
+ * master sets TCP_NODELAY on the listening sockets and accepted sockets
+ * inherit it; the first connection of each listener says whether they did
+ * here (a getsockopt), and only if not is it set per connection. */
+static void no_delay(struct smtpd_session *s, int fd)
+{
+    struct smtpd_listener *l = s->listener;
+    int one = 1;
+    if (l && l->nodelay == 0) {
+        int on = 0;
+        socklen_t len = sizeof(on);
+        l->nodelay = getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, &len) == 0 && on ? 1 : -1;
+    }
+    if (l == NULL || l->nodelay < 0)
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
 /* The session starts: a network client at addr (from the socket, a PROXY
  * header or postscreen) talking to server_addr (NULL: the socket's own
  * address), or a local submission from the pickup role (local, with the
@@ -195,9 +212,8 @@ static void session_begin(struct smtpd_session *s, const char *addr, const char 
      * remote table answers while the client's name is looked up */
     ehlo_discard_decide(s);
 
-    int one = 1;
     if (!s->local_submission)
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        no_delay(s, fd);
 
     if (set->tls_wrappermode) {
         if (set->tls_ctx == NULL) {

@@ -314,6 +314,10 @@ struct smtpd_listener {
      * socket's own address, the same for every connection; -1 a wildcard
      * address: asked per connection */
     int local_fixed;
+    /* its connections' TCP_NODELAY (connect.c): 0 not known yet; 1
+     * inherited from the listening socket (the master sets it there); -1
+     * set per connection */
+    int nodelay;
     char local_addr[64];
     char local_port[8];
 };

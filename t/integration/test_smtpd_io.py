@@ -2,7 +2,10 @@
 replies to a pipelined group still leave in one write (one TCP segment,
 RFC 2920), replies far larger than the socket buffers reach a client that
 reads slowly whole and in order, and large content arrives intact through
-the reads of our own."""
+the reads of our own. The server's end of every connection has TCP_NODELAY
+(inherited from the listening socket, where the master sets it)."""
+import ctypes
+import os
 import socket
 import struct
 import threading
@@ -22,7 +25,52 @@ def data_segments_in(sock):
     return struct.unpack_from("I", info, 152)[0]
 
 
+def server_socket(p, client):
+    """A duplicate of the server's end of client's connection, taken from the
+    smtpd worker that holds it (pidfd_getfd(2), Linux 5.6; root)."""
+    inode = None
+    want = "%08X:%04X" % (0x0100007F, client.getsockname()[1])   # 127.0.0.1:port, /proc/net/tcp's form
+    for _ in range(100):
+        with open("/proc/net/tcp") as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if fields[2] == want and int(fields[1].split(":")[1], 16) == p.port:
+                    inode = fields[9]
+        if inode and inode != "0":
+            break
+        time.sleep(0.05)
+    libc = ctypes.CDLL(None, use_errno=True)
+    for pid in p.worker_pids(at_least=1):
+        for fd in os.listdir("/proc/%d/fd" % pid):
+            try:
+                target = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+            except OSError:
+                continue
+            if target == "socket:[%s]" % inode:
+                pidfd = os.pidfd_open(pid)
+                try:
+                    dup = libc.syscall(438, pidfd, int(fd), 0)   # SYS_pidfd_getfd
+                finally:
+                    os.close(pidfd)
+                if dup >= 0:
+                    return socket.socket(fileno=dup)
+    return None
+
+
 with Petrel(t, main_cf=MAIN_CF) as p:
+    # TCP_NODELAY on the server's end: the first connection of a listener
+    # (where smtpd checks that its sockets inherit it) and a later one.
+    for which in ("first", "second"):
+        c = p.connect()
+        t.is_(c.ehlo(), "250 CHUNKING", "EHLO (%s connection)" % which)
+        theirs = server_socket(p, c.sock)
+        t.ok(theirs is not None, "the server's end of the %s connection found" % which)
+        if theirs is not None:
+            t.is_(theirs.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), 1,
+                  "... has TCP_NODELAY")
+            theirs.close()
+        c.sock.close()
+
     # The server sets TCP_NODELAY: each write it makes is a segment of its own.
     c = p.connect()
     t.is_(c.ehlo(), "250 CHUNKING", "EHLO")

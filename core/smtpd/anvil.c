@@ -39,6 +39,7 @@ struct anvil_slot {
     time_t stress_until;              /* service slots: end of the stress period */
     time_t busy_warned;               /* service slots: last process-limit warning */
     time_t locked_until;              /* event slots: a lockout (failed AUTH) ends then */
+    uint32_t high;                    /* count slots: 1 from reaching the high mark to falling to the low one */
 };
 
 struct anvil {
@@ -103,7 +104,7 @@ static int idle(const struct anvil_slot *s, time_t now)
 {
     if (s->key[0] == '\0')
         return 1;
-    return total(s) == 0 && s->waiters == 0 && s->stress_until <= now && s->locked_until <= now &&
+    return total(s) == 0 && s->waiters == 0 && s->stress_until <= now && s->locked_until <= now && !s->high &&
            (s->window_count == 0 || now - s->window_start >= (time_t)s->window);
 }
 
@@ -318,6 +319,42 @@ void anvil_reset_worker(struct anvil *a, unsigned w)
     }
     unlock(a);
     wake(a, waiters);
+}
+
+int anvil_hysteresis(struct anvil *a, const char *key, unsigned high, unsigned low, unsigned *count, int *on)
+{
+    int turned = 0;
+    *count = 0;
+    *on = 0;
+    if (!key_fits(key))
+        return 0;
+    lock(a);
+    struct anvil_slot *s = find(a, key, 0, 0);
+    if (s) {
+        unsigned n = total(s);
+        if (!s->high && high > 0 && n >= high) {
+            s->high = 1;
+            turned = 1;
+        } else if (s->high && n <= low) {
+            s->high = 0;
+            turned = -1;
+        }
+        *count = n;
+        *on = (int)s->high;
+    }
+    unlock(a);
+    return turned;
+}
+
+int anvil_high(struct anvil *a, const char *key)
+{
+    if (!key_fits(key))
+        return 0;
+    lock(a);
+    struct anvil_slot *s = find(a, key, 0, 0);
+    int on = s ? (int)s->high : 0;
+    unlock(a);
+    return on;
 }
 
 /* ------------------------------------------------------------------ */

@@ -49,6 +49,15 @@ int anvil_connect(struct anvil *a, unsigned w, const char *key, time_t now,
 void anvil_disconnect(struct anvil *a, unsigned w, const char *key);
 /* The current count of a key (all workers), without counting anything. */
 unsigned anvil_concurrent(struct anvil *a, const char *key);
+/* One on/off state per key for all workers, with hysteresis (postscreen's
+   stress): it turns on when the key's count reaches high (0: never) and off
+   when it falls to low. Returns 1 when this call turned it on, -1 off, 0
+   neither (so one worker logs each change); *count and *on as they are now.
+   Each worker's own flag would diverge: the one that saw the high mark
+   would stay in stress while the others' clients left. */
+int anvil_hysteresis(struct anvil *a, const char *key, unsigned high, unsigned low, unsigned *count, int *on);
+/* The state anvil_hysteresis last left for key. */
+int anvil_high(struct anvil *a, const char *key);
 
 /* Session slots of a service (maxproc). */
 enum anvil_take_status {

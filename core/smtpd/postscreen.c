@@ -253,6 +253,28 @@ static void leave_wait_queue(struct smtpd_worker *w, struct psc_session *s)
     s->wait_next = NULL;
 }
 
+/* Postfix's postscreen stress: on at 90% of postscreen_pre_queue_limit
+ * clients being screened, off at 70%, as one state for every worker (the
+ * count is theirs together, in anvil). Called when a client starts or stops
+ * counting; the worker whose call changed it logs the change. */
+void psc_stress_update(struct psc_session *s)
+{
+    struct smtpd_listener *l = s->listener;
+    const struct psc_settings *ps = s->ps;
+    unsigned high = ps->pre_queue_limit > 0 ? (unsigned)(0.9 * ps->pre_queue_limit) : 0, n;
+    unsigned low = (unsigned)(0.7 * ps->pre_queue_limit);
+    int on, turned = anvil_hysteresis(l->worker->anvil, l->screen_key, high, low, &n, &on);
+    if (turned > 0)
+        psc_log("entering STRESS mode with %u connections", n);
+    else if (turned < 0)
+        psc_log("leaving STRESS mode with %u connections", n);
+}
+
+int psc_stressed(const struct psc_session *s)
+{
+    return anvil_high(s->listener->worker->anvil, s->listener->screen_key);
+}
+
 /* The client no longer counts as being screened (it passed, or it left). */
 static void stop_counting_screened(struct psc_session *s)
 {
@@ -260,12 +282,7 @@ static void stop_counting_screened(struct psc_session *s)
     if (s->screen_key) {
         anvil_disconnect(w->anvil, w->index, s->screen_key);
         s->screen_key = NULL;
-        int low = (int)(0.7 * s->ps->pre_queue_limit);
-        unsigned now_screening = anvil_concurrent(w->anvil, s->listener->screen_key);
-        if (w->psc_stress && (int)now_screening <= low) {
-            w->psc_stress = 0;
-            psc_log("leaving STRESS mode with %u connections", now_screening);
-        }
+        psc_stress_update(s);
     }
     if (s->client_key) {
         anvil_disconnect(w->anvil, w->index, s->client_key);
@@ -509,7 +526,7 @@ void psc_conclude(struct psc_session *s)
 
 static long long greet_wait(const struct psc_session *s)
 {
-    return s->listener->worker->psc_stress ? s->ps->greet_wait_stress : s->ps->greet_wait;
+    return psc_stressed(s) ? s->ps->greet_wait_stress : s->ps->greet_wait;
 }
 
 /* A DNS allowlisting (score at or below a negative

@@ -317,6 +317,10 @@ void psc_hangup(struct psc_session *s);
 /* Drops the client: final_reply, DISCONNECT. */
 void psc_drop(struct psc_session *s, const char *reply);
 void psc_session_free(struct psc_session *s);
+/* postscreen's stress (shared by the workers): re-evaluated when a client
+ * starts or stops being screened, and read for the stress-dependent limits */
+void psc_stress_update(struct psc_session *s);
+int psc_stressed(const struct psc_session *s);
 /* The worker's shared-table wake-up: clients waiting for an smtpd slot try again. */
 void psc_retry_waiting(struct smtpd_worker *w);
 /* SIGTERM: every screened connection ends now. */

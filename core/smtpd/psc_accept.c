@@ -137,11 +137,8 @@ static void connect_done(struct psc_session *s)
     if (anvil_connect(w->anvil, w->index, key, now, 0, &screening, &rate) == 0)
         s->screen_key = key;
     s->screening_at_connect = screening;
-    int high = (int)(0.9 * ps->pre_queue_limit);
-    if (!w->psc_stress && (int)screening >= high && ps->pre_queue_limit > 0) {
-        w->psc_stress = 1;
-        psc_log("entering STRESS mode with %u connections", screening);
-    }
+    if (s->screen_key)
+        psc_stress_update(s);
     key = petrel_pool_printf(s->pool, "client:%s:%s", ps->service_name, s->client_addr);
     if (anvil_connect(w->anvil, w->index, key, now, 0, &concurrency, &rate) == 0)
         s->client_key = key;

@@ -322,8 +322,7 @@ static int todo_not_skipped(const struct psc_session *s, int test)
 
 static void arm_command_timer(struct psc_session *s)
 {
-    struct smtpd_worker *w = s->listener->worker;
-    long long limit = w->psc_stress ? s->ps->command_time_limit_stress : s->ps->command_time_limit;
+    long long limit = psc_stressed(s) ? s->ps->command_time_limit_stress : s->ps->command_time_limit;
     struct timeval tv = { (time_t)limit, 0 };
     evtimer_add(s->cmd_timer, &tv);
 }

@@ -342,7 +342,6 @@ struct smtpd_worker {
     struct psc_cache **psc_caches;    /* one per postscreen_cache_map file: LMDB wants one handle per process */
     size_t npsc_caches;
     struct event *psc_cleanup_timer;
-    int psc_stress;                   /* postscreen's own stress (its pre-queue near its limit) */
     struct psc_session *psc_wait_head, *psc_wait_tail;   /* passed, waiting for an smtpd session slot */
     int draining;                     /* stop accepting, finish sessions */
     int stopping;                     /* SIGTERM: 421 idle sessions too */

@@ -66,10 +66,42 @@ static void test_connections_without_window(void)
     anvil_destroy(a);
 }
 
+static void test_hysteresis_shared_by_workers(void)
+{
+    /* postscreen's stress: one state for all workers. Worker 0 sees the
+     * high mark; the clients that leave are worker 1's: the state turns
+     * off at the low mark whoever's client leaves, and once. */
+    struct anvil *a = anvil_create(4);
+    time_t now = 4000000;
+    unsigned concurrent = 0, rate = 0, n = 0;
+    int on = -1;
+    for (int i = 0; i < 8; i++)
+        anvil_connect(a, 1, "screen:smtp", now, 0, &concurrent, &rate);
+    is_int(anvil_hysteresis(a, "screen:smtp", 9, 7, &n, &on), 0, "8 of high 9: no change");
+    is_int(on, 0, "(off)");
+    anvil_connect(a, 0, "screen:smtp", now, 0, &concurrent, &rate);
+    is_int(anvil_hysteresis(a, "screen:smtp", 9, 7, &n, &on), 1, "the 9th (worker 0's) turns it on");
+    is_int((int)n, 9, "with the count of all workers");
+    is_int(anvil_hysteresis(a, "screen:smtp", 9, 7, &n, &on), 0, "a second look changes nothing");
+    is_int(anvil_high(a, "screen:smtp"), 1, "on for every worker");
+    anvil_disconnect(a, 1, "screen:smtp");
+    is_int(anvil_hysteresis(a, "screen:smtp", 9, 7, &n, &on), 0, "8 left: still on (hysteresis)");
+    anvil_disconnect(a, 1, "screen:smtp");
+    is_int(anvil_hysteresis(a, "screen:smtp", 9, 7, &n, &on), -1, "7 left (worker 1's clients went): off");
+    is_int(on, 0, "(off)");
+    anvil_disconnect(a, 1, "screen:smtp");
+    is_int(anvil_hysteresis(a, "screen:smtp", 9, 7, &n, &on), 0, "and told once");
+    is_int(anvil_high(a, "screen:smtp"), 0, "off for every worker");
+    is_int(anvil_hysteresis(a, "screen:smtp", 0, 0, &n, &on), 0, "high 0: never on");
+    is_int(anvil_hysteresis(a, "unknown", 1, 0, &n, &on), 0, "a key never counted: no state");
+    anvil_destroy(a);
+}
+
 int main(void)
 {
     test_rate_survives_other_callers();
     test_longest_window_wins();
     test_connections_without_window();
+    test_hysteresis_shared_by_workers();
     return done_testing();
 }

@@ -232,13 +232,20 @@ static struct hosts_table *parse(char *text, size_t len)
     struct hosts_table *t = xcalloc(1, sizeof(*t));
     t->text = text;
     char *end = text + len;
-    /* Upper bounds first: lines, and fields (a field starts after a blank). */
+    /* Upper bounds first: lines with a field (empty lines take no room:
+     * a file of newlines must not cost an entry per byte), and fields (a
+     * field starts after a blank). */
     uint32_t max_lines = 1, max_names = 1;
+    int line_has_field = 0;
     for (size_t i = 0; i < len; i++) {
         if (text[i] == '\n')
-            max_lines++;
-        if (!is_blank(text[i]) && text[i] != '\n' && (i == 0 || is_blank(text[i - 1]) || text[i - 1] == '\n'))
+            line_has_field = 0;
+        else if (!is_blank(text[i]) && (i == 0 || is_blank(text[i - 1]) || text[i - 1] == '\n')) {
             max_names++;
+            if (!line_has_field)
+                max_lines++;
+            line_has_field = 1;
+        }
     }
     t->lines = xcalloc(max_lines, sizeof(*t->lines));
     t->names = xcalloc(max_names, sizeof(*t->names));
@@ -307,7 +314,7 @@ static struct hosts_table *parse(char *text, size_t len)
 static void failed(struct hosts_file *h, const char *what, int err)
 {
     if (h->failed_errno != err && !h->quiet)
-        msg_warn("cannot %s %s: %s: client names come from DNS only until it can be read", what, h->path,
+        msg_warn("cannot %s %s: %s: it answers no client name until it can be read", what, h->path,
                  strerror(err));
     h->failed_errno = err;
     h->have_stamp = 0;
@@ -618,11 +625,14 @@ int hosts_file_first_in_nsswitch(const char *path, int *dns, char **why, char **
         /* What glibc would do after files that Petrel does not: actions
          * (such as [NOTFOUND=return]) and sources other than dns. */
         char others[256] = "";
-        for (char *f; (f = next_field(&p, end)) != NULL;)
-            if (strcmp(f, "dns") == 0)
+        for (char *f; (f = next_field(&p, end)) != NULL;) {
+            /* nss-resolve asks systemd-resolved, which asks DNS: Petrel asks
+             * dns_resolver instead (and says so in the note) */
+            if (strcmp(f, "dns") == 0 || strcmp(f, "resolve") == 0)
                 *dns = 1;
-            else if (strlen(others) + strlen(f) + 2 < sizeof(others))
+            if (strcmp(f, "dns") != 0 && strlen(others) + strlen(f) + 2 < sizeof(others))
                 snprintf(others + strlen(others), sizeof(others) - strlen(others), "%s%s", *others ? " " : "", f);
+        }
         if (*others && *dns)
             *note = xasprintf("%s: hosts: after files, \"%s\" is not followed: a client not in the hosts file is "
                               "looked up in DNS (dns_resolver)", path, others);

@@ -27,7 +27,7 @@ struct hosts_file;
  * the log says so each time it is read. A hosts file this large is an
  * ad-blocking list: the largest common ones (StevenBlack's unified list
  * with every extension: about 225,000 entries) are around 7 MB. The cap
- * bounds each worker's copy (text and indexes: about 3.5 times the file,
+ * bounds each worker's copy (text and indexes: typically about 3.5 times the file,
  * 36 MB for a 10 MB file) and the parse (80-350 ms for 10 MB on a busy
  * 2-CPU machine, off the loop). */
 #define HOSTS_FILE_MAX_SIZE (16L * 1024 * 1024)
@@ -36,7 +36,7 @@ struct hosts_file;
  * looks at the file once a second and whose thread re-reads it; NULL: each
  * lookup looks (once a second) and re-reads it on the caller's thread (the
  * unit tests). Never fails: a file that cannot be read answers nothing
- * (every lookup goes on to DNS) and is logged once per change. quiet: log
+ * (a lookup goes on to DNS when smtpd asks DNS) and is logged once per change. quiet: log
  * nothing of the file (every worker reads it; the first one tells). */
 struct hosts_file *hosts_file_create(const char *path, struct event_base *base, int quiet);
 /* The same from text in memory, never re-read (the fuzz target's). */

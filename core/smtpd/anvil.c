@@ -315,6 +315,11 @@ void anvil_reset_worker(struct anvil *a, unsigned w)
             s->count[w] = 0;
             waiters |= s->waiters;
             s->waiters = 0;
+            /* with nobody counted any more, no hysteresis state stays on
+             * (else the slot would never be idle); a count above the low mark
+             * is looked at again by the next connect or disconnect */
+            if (total(s) == 0)
+                s->high = 0;
         }
     }
     unlock(a);

@@ -234,6 +234,10 @@ void milter_event_done(link *l)
 {
     session *ss = l->ss;
     ss->waiting = 0;
+    /* An event the core gave up on has no outcome left to fail: the late
+     * answer is only logged and counted below (answered_too_late). */
+    if (ss->held_failed && milter_event_abandoned(ss))
+        ss->held_failed = 0;
     if (ss->held_failed) {
         ss->held_failed = 0;
         petrel_log(ss->s, PETREL_LOG_ERROR, "milter: a modification held for milter_header_checks could not "

@@ -416,7 +416,13 @@ static struct pg_conn *conn_open(struct table *t, const char **why)
     c->next = t->conns;
     t->conns = c;
     t->nconns++;
-    if (c->pg == NULL || PQstatus(c->pg) == CONNECTION_BAD) {
+    if (c->pg == NULL) {
+        /* libpq could not allocate its connection: not the host's fault */
+        conn_free(c);
+        *why = "out of memory";
+        return NULL;
+    }
+    if (PQstatus(c->pg) == CONNECTION_BAD) {
         /* Reported from the loop: never answer inside lookup_async. */
         c->polling = PGRES_POLLING_FAILED;
     }
@@ -424,7 +430,7 @@ static struct pg_conn *conn_open(struct table *t, const char **why)
     if (c->watch == NULL) {
         sql_table_host_failed(&t->sql, host);
         petrel_module_log(t->sql.module, PETREL_LOG_WARNING, "pgsql:%s: connect to %s: %s", t->sql.config,
-                          t->sql.hosts.items[host].name, c->pg ? PQerrorMessage(c->pg) : "out of memory");
+                          t->sql.hosts.items[host].name, PQerrorMessage(c->pg));
         conn_free(c);
         return NULL;
     }

@@ -173,7 +173,7 @@ with Dnsmasq(RECORDS) as dns:
         t.is_(rcpt(p, "127.0.0.2", "user@petrel.test"),
               "554 5.7.1 <dns-two.petrel-test[127.0.0.2]>: Client host rejected: Named by DNS",
               "the hosts file removed: DNS names the client")
-        t.ok(p.wait_log(r"warning: cannot open %s: No such file or directory: client names come from DNS only"
+        t.ok(p.wait_log(r"warning: cannot open %s: No such file or directory: it answers no client name until it can be read"
                         % re.escape(p.hosts_path)), "and the log says the file cannot be read")
         time.sleep(1.5)
         t.is_(len(re.findall(r"warning: cannot open %s" % re.escape(p.hosts_path), p.log())), 1,

@@ -316,6 +316,12 @@ int main(void)
     write_file(ns, "hosts: files\n");
     first = hosts_file_first_in_nsswitch(ns, &dns, &why, &note);
     ok(first == 1 && dns == 0 && note == NULL, "nsswitch: files alone: no dns (the caller asks no DNS)");
+    write_file(ns, "hosts: files resolve [!UNAVAIL=return] myhostname\n");
+    first = hosts_file_first_in_nsswitch(ns, &dns, &why, &note);
+    ok(first == 1 && dns == 1 && note && strstr(note, "\"resolve [!UNAVAIL=return] myhostname\" is not followed: a "
+                                                    "client not in the hosts file is looked up in DNS"),
+       "nsswitch: resolve (systemd-resolved, which asks DNS) counts as dns: %s", note ? note : "(none)");
+    free(note);
     write_file(ns, "hosts: files myhostname\n");
     first = hosts_file_first_in_nsswitch(ns, &dns, &why, &note);
     ok(first == 1 && dns == 0 && note && strstr(note, "\"myhostname\" is not followed, and there is no dns: a client not "

@@ -790,6 +790,20 @@ def maildir_messages(path):
     return out
 
 
+def _tcp_rows():
+    """The fields of each row of the kernel's TCP tables (/proc/net/tcp and
+    tcp6): local and remote address:port (hex) in 1 and 2, state in 3,
+    queues in 4, inode in 9."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            yield row.split()
+
+
 def tcp_open_ends(local_port, remote_ports=None):
     """The remote ports of the loopback TCP connections whose end at
     local_port is still open, per the kernel's tables: that end is
@@ -800,18 +814,11 @@ def tcp_open_ends(local_port, remote_ports=None):
     server's close: petreld's after a session gave its slot back, a
     milter's after its xxfi_close."""
     found = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                rows = f.read().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            fields = row.split()
-            local, remote = (int(a.rsplit(":", 1)[1], 16) for a in fields[1:3])
-            if local == local_port and fields[3] in ("01", "03", "08") \
-                    and (remote_ports is None or remote in remote_ports):
-                found.add(remote)
+    for fields in _tcp_rows():
+        local, remote = (int(a.rsplit(":", 1)[1], 16) for a in fields[1:3])
+        if local == local_port and fields[3] in ("01", "03", "08") \
+                and (remote_ports is None or remote in remote_ports):
+            found.add(remote)
     return found
 
 
@@ -834,16 +841,9 @@ def holds_listener(pid, port):
     descriptors: an smtpd worker closes its copy when it takes its drain
     signal (a reload's SIGUSR1), so a test waits for that, not a second."""
     inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                rows = f.read().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            fields = row.split()
-            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
-                inodes.add("socket:[%s]" % fields[9])
+    for fields in _tcp_rows():
+        if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
+            inodes.add("socket:[%s]" % fields[9])
     try:
         fds = os.listdir("/proc/%d/fd" % pid)
     except OSError:
@@ -862,17 +862,10 @@ def unread_at(local_port):
     local_port holds bytes its process has not read yet (the kernel's
     rx_queue): a request sent to a server that is stopped or busy, which a
     test waits for before counting on the request being there."""
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                rows = f.read().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            fields = row.split()
-            if int(fields[1].rsplit(":", 1)[1], 16) == local_port and fields[3] == "01" \
-                    and int(fields[4].split(":")[1], 16) > 0:
-                return True
+    for fields in _tcp_rows():
+        if int(fields[1].rsplit(":", 1)[1], 16) == local_port and fields[3] == "01" \
+                and int(fields[4].split(":")[1], 16) > 0:
+            return True
     return False
 
 

@@ -26,6 +26,7 @@
 
 #include "clamd_client.h"
 #include "scanner_session.h"
+#include "buffer_limit.h"
 
 static const char *const actions[] = { "reject", "quarantine", NULL };
 static const char *const failure_actions[] = { "tempfail", "accept", NULL };
@@ -80,22 +81,9 @@ static clamd_settings *make_settings(petrel_module *m, char *err, size_t errlen)
     return clamd_settings_create(&cfg, err, errlen);
 }
 
-/* clamav_buffer_limit sized the copy of the message earlier versions kept;
- * nothing is kept now (the message is read from the queue file). Still
- * accepted so that a main.cf setting it loads, but a value set says what
- * will not happen (rule 2: nothing changes meaning silently). */
-static void warn_buffer_limit(petrel_module *m)
-{
-    long long v = petrel_param_int(m, "clamav_buffer_limit");
-    if (v != 1048576)
-        petrel_module_log(m, PETREL_LOG_WARNING,
-                          "clamav_buffer_limit = %lld has no effect: the message is read from the queue file and "
-                          "no copy is kept in memory (remove it from main.cf)", v);
-}
-
 static int clamav_check(petrel_module *m)
 {
-    warn_buffer_limit(m);
+    buffer_limit_warn_unused(m, "clamav_buffer_limit");
     char err[256];
     clamd_settings *s = make_settings(m, err, sizeof err);
     if (s == NULL) {

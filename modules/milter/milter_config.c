@@ -16,6 +16,7 @@
 
 #include "milter_conn.h"
 #include "milter_module_int.h"
+#include "buffer_limit.h"
 
 /* "30s", "5m", "1h", "2d", "1w" or a bare number of seconds -> ms. */
 static int parse_time_ms(const char *text, unsigned *ms)
@@ -366,24 +367,11 @@ static int key_seen(char **keys, size_t n, const char *key)
     return 0;
 }
 
-/* milter_buffer_limit sized the copy of the message earlier versions kept;
- * nothing is kept now (the message is read from the queue file). Still
- * accepted so that a main.cf setting it loads, but a value set says what
- * will not happen (rule 2: nothing changes meaning silently). */
-static void warn_buffer_limit(petrel_module *m)
-{
-    long long v = petrel_param_int(m, "milter_buffer_limit");
-    if (v != 1048576)
-        petrel_module_log(m, PETREL_LOG_WARNING,
-                          "milter_buffer_limit = %lld has no effect: the message is read from the queue file and "
-                          "no copy is kept in memory (remove it from main.cf)", v);
-}
-
 /* Checks main.cf's two lists, then each service's list where its values
  * differ (a master.cf -o), each distinct set of values once. */
 int milter_check(petrel_module *m)
 {
-    warn_buffer_limit(m);
+    buffer_limit_warn_unused(m, "milter_buffer_limit");
     int rc = 0;
     size_t nservices = petrel_service_count(m), nkeys = 0;
     char **keys = calloc(nservices + 2, sizeof *keys);

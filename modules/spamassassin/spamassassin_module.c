@@ -28,6 +28,7 @@
 
 #include "scanner_session.h"
 #include "spamd_client.h"
+#include "buffer_limit.h"
 
 static const char *const failure_actions[] = { "accept", "tempfail", NULL };
 
@@ -91,22 +92,9 @@ static int parse_score(const char *text, int *set, double *score)
     return 0;
 }
 
-/* spamassassin_buffer_limit sized the copy of the message earlier versions kept;
- * nothing is kept now (the message is read from the queue file). Still
- * accepted so that a main.cf setting it loads, but a value set says what
- * will not happen (rule 2: nothing changes meaning silently). */
-static void warn_buffer_limit(petrel_module *m)
-{
-    long long v = petrel_param_int(m, "spamassassin_buffer_limit");
-    if (v != 1048576)
-        petrel_module_log(m, PETREL_LOG_WARNING,
-                          "spamassassin_buffer_limit = %lld has no effect: the message is read from the queue file and "
-                          "no copy is kept in memory (remove it from main.cf)", v);
-}
-
 static int sa_check(petrel_module *m)
 {
-    warn_buffer_limit(m);
+    buffer_limit_warn_unused(m, "spamassassin_buffer_limit");
     int rc = 0;
     char err[256];
     spamd_settings *s = make_settings(m, err, sizeof err);

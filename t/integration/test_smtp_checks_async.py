@@ -95,10 +95,10 @@ with Petrel(t, main_cf={}, start=False) as p:
          "a line the local table decided is not asked of the remote one; the others are")
     t.ok(p.wait_log(r"%s: replace: header Subject: replace me: Subject: replaced by the table" % qid),
          "logged as Postfix's smtp logs it")
-    t.ok([b"Subject: replace me", b"X-Secret: 42", b"X-Tag: prepend", b"X-Keep: 1"]
-         == [k for k in server.seen("hdr") if k in (b"Subject: replace me", b"X-Secret: 42", b"X-Tag: prepend",
-                                                     b"X-Keep: 1")],
-         "the headers were asked in order", server.seen("hdr"))
+    mine = (b"Subject: replace me", b"X-Secret: 42", b"X-Tag: prepend", b"X-Keep: 1")
+    t.is_(sorted(k for k in server.seen("hdr") if k in mine), sorted(mine),
+          "each header asked once (a window's lookups run in parallel on several connections, so the server "
+          "sees them in any order; the order that matters is what the next hop got, above)")
 
     # ---- LMTP: lmtp_header_checks (and no lmtp_body_checks) ----
     qid = submit("l@lmtp.test", "Subject: replace me\r\nX-Secret: 42\r\n\r\npassword: hunter2\r\nbody lmtp")

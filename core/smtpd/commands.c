@@ -153,6 +153,7 @@ static void ehlo_reply(struct smtpd_session *s)
     evbuffer_add_printf(out, "250%c%s\r\n", k ? '-' : ' ', set->myhostname);
     for (size_t i = 0; i < k; i++)
         evbuffer_add_printf(out, "250%c%s\r\n", i + 1 < k ? '-' : ' ', lines[i]);
+    smtpd_command_answered(s);
 }
 
 static void cmd_helo(struct smtpd_session *s, const struct smtp_command *cmd, int esmtp);

@@ -82,6 +82,16 @@ static void session_process_input(struct smtpd_session *s);
 /* ------------------------------------------------------------------ */
 /* replies and logging                                                 */
 
+/* A reply after which the command goes on: 3yz (RFC 5321 4.2.1: DATA's 354,
+ * AUTH's 334, RFC 4954), and STARTTLS's 220 before its handshake (Postfix's
+ * starttls_cmd returns once the handshake is done). */
+static int is_intermediate_reply(const struct smtpd_session *s, const char *line)
+{
+    if (line[0] == '3')
+        return 1;
+    return s->unanswered_counter == CNT_STARTTLS && strncmp(line, "220", 3) == 0;
+}
+
 void smtpd_reply(struct smtpd_session *s, const char *fmt, ...)
 {
     struct evbuffer *out = bufferevent_get_output(s->bev);
@@ -118,6 +128,8 @@ void smtpd_reply(struct smtpd_session *s, const char *fmt, ...)
      * answer one: access(5)). */
     if (strncmp(line, "421", 3) == 0 || strncmp(line, "521", 3) == 0)
         s->hangup_after_reply = 1;
+    if (s->unanswered && !is_intermediate_reply(s, line))
+        s->unanswered = 0;
     const char *reply_class = core_metric_reply_class(line);
     if (reply_class) {
         const char *labels[] = { s->set->service_name, reply_class };
@@ -139,11 +151,38 @@ static const char *counter_names[CNT_MAX] = {
     "quit", "vrfy", "help", "unknown",
 };
 
+/* The session ends while a command waits for its answer: the client left
+ * or timed out while the command's check was pending (Petrel drops the
+ * check: there is no verdict), or inside its content, AUTH exchange or TLS
+ * handshake, or the server shuts down. Postfix counts a command a success
+ * when its action returns (smtpd_proto: success_count); a read or write
+ * that fails inside the action leaves by longjmp, so such a command counts
+ * in the total only: "rcpt=0/1", not "rcpt=1". (Postfix, synchronous,
+ * finishes a check before it can see that the client left; it counts that
+ * command by the check's verdict. Petrel gives no verdict it did not
+ * reach.) A message whose commit is running is the exception: it stays
+ * queued, and Postfix would have counted its DATA a success. */
+static void charge_unanswered(struct smtpd_session *s)
+{
+    if (!s->unanswered)
+        return;
+    s->unanswered = 0;
+    if (s->tx && s->tx->commit_job)
+        return;
+    s->counter_errors[s->unanswered_counter]++;
+}
+
+void smtpd_command_answered(struct smtpd_session *s)
+{
+    s->unanswered = 0;
+}
+
 /* Postfix 3.x disconnect summary: "ehlo=1 mail=1 rcpt=0/1 data=1 quit=1 commands=4/5". */
 static void log_disconnect(struct smtpd_session *s)
 {
     if (s->local_submission)
         return;   /* no connect line either: see session_start */
+    charge_unanswered(s);
     char line[512];
     size_t len = 0;
     unsigned total = 0, total_ok = 0;
@@ -170,6 +209,8 @@ static void log_disconnect(struct smtpd_session *s)
 void smtpd_count_command(struct smtpd_session *s, enum smtpd_counter c)
 {
     s->counters[c]++;
+    s->unanswered = 1;
+    s->unanswered_counter = c;
     const char *labels[] = { s->set->service_name, counter_names[c] };
     core_metric_add(s->worker->metrics, CM_SMTPD_COMMANDS, labels, 1);
 }
@@ -178,6 +219,8 @@ void smtpd_count_error(struct smtpd_session *s, enum smtpd_counter c)
 {
     s->counter_errors[c]++;
     s->errors++;
+    if (s->unanswered && s->unanswered_counter == c)
+        s->unanswered = 0;   /* its outcome is known */
 }
 
 /* Runs the modules' hooks of a phase, then next(); without hooks, next() at once. */
@@ -391,12 +434,15 @@ void smtpd_starttls_hooked(struct smtpd_session *s, const struct restrict_result
 {
     s->state = SMTPD_CMD;
     if (smtpd_refused(r)) {
+        if (s->unanswered && s->unanswered_counter == CNT_STARTTLS)
+            smtpd_count_error(s, CNT_STARTTLS);   /* not implicit TLS: a STARTTLS command failed */
         smtpd_log_reject(s, "reject", "STARTTLS", r->restriction, r->code, r->enhanced, r->text, NULL);
         smtpd_reply_refusal(s, r->verdict == RV_REJECT ? 554 : 421, r->enhanced, r->text);
         s->last_command = "STARTTLS";
         smtpd_session_close_after_flush(s);
         return;
     }
+    smtpd_command_answered(s);
     smtpd_continue(s);
 }
 
@@ -424,7 +470,17 @@ static int tls_became_active(struct smtpd_session *s)
     s->tls_handshaking = 0;
     count_handshake(s, "ok", ssl);
     bufferevent_set_timeouts(s->bev, &s->set->timeout, &s->set->timeout);
-    if (smtpd_tls_established(s) != 0 || smtpd_tls_count_new_session(s) != 0) {
+    int starttls = s->unanswered && s->unanswered_counter == CNT_STARTTLS;   /* not implicit TLS */
+    /* Postfix: a missing client certificate ends the session after its 421,
+     * STARTTLS counted a success; the new session rate limit leaves the
+     * command unfinished (longjmp), a failure. */
+    int refused = smtpd_tls_established(s) != 0;
+    if (!refused && smtpd_tls_count_new_session(s) != 0) {
+        refused = 1;
+        if (starttls)
+            smtpd_count_error(s, CNT_STARTTLS);
+    }
+    if (refused) {
         s->last_command = "STARTTLS";
         smtpd_session_close_after_flush(s);
         return 1;
@@ -434,9 +490,10 @@ static int tls_became_active(struct smtpd_session *s)
         return 0;
     }
     if (smtpd_phase_has_hooks(s, PHASE_STARTTLS) && s->state == SMTPD_CMD) {
-        smtpd_hooks_then(s, PHASE_STARTTLS, NULL, smtpd_starttls_hooked);
+        smtpd_hooks_then(s, PHASE_STARTTLS, NULL, smtpd_starttls_hooked);   /* answers STARTTLS */
         return 1;
     }
+    smtpd_command_answered(s);
     return 0;
 }
 
@@ -462,6 +519,7 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
             return;
         }
         msg_info("timeout after %s from %s", s->last_command ? s->last_command : "CONNECT", s->namaddr);
+        charge_unanswered(s);   /* before the 421, which is no answer of the command's own */
         smtpd_reply(s, "421 4.4.2 %s Error: timeout exceeded", s->set->myhostname);
         bufferevent_set_timeouts(s->bev, NULL, &s->set->timeout);
         s->quit_after_reply = 1;
@@ -804,6 +862,7 @@ void smtpd_session_stop(struct smtpd_session *s)
         msg_info("%s: %s in progress from %s abandoned at shutdown; nothing was accepted", s->tx->queue_id,
                  s->tx->eom_counter == CNT_BDAT ? "BDAT" : "DATA", s->namaddr);
     smtpd_tx_free(s);   /* removes an incomplete queue file */
+    charge_unanswered(s);   /* the 421 below is not the command's own answer */
     if (s->state == SMTPD_WAIT || s->state == SMTPD_DATA || s->state == SMTPD_BDAT || s->state == SMTPD_AUTH)
         s->state = SMTPD_CMD;
     smtpd_session_shutdown(s, petrel_pool_printf(s->pool, "421 4.3.2 %s Service shutting down",

@@ -558,6 +558,11 @@ struct smtpd_session {
     int junk;                         /* junk commands since the last message (smtpd_junk_command_limit) */
     unsigned counters[CNT_MAX];
     unsigned counter_errors[CNT_MAX];
+    /* A command counted whose final reply has not gone out (its check waits,
+     * or its content, AUTH response or TLS handshake is being read): if the
+     * session ends first, it counts as failed, as in Postfix (session.c). */
+    int unanswered;
+    enum smtpd_counter unanswered_counter;
     const char *last_command;          /* for "lost connection after X" */
     int in_input_loop;
     int long_line;                    /* discarding the rest of an overlong line */
@@ -722,10 +727,13 @@ void smtpd_count_reject(struct smtpd_session *s, const char *verb, const char *r
 /* Postfix's log_whatsup(): "ID: what: VERB from name[addr]: text; from=<> to=<> proto= helo=<>" */
 void smtpd_log_event(struct smtpd_session *s, const char *what, const char *verb, const char *text,
                      const char *rcpt);
-/* A command of kind c failed: counted in the disconnect line and the error limits. */
 /* A command of kind c arrived: the session's count (the disconnect line) and the metric. */
 void smtpd_count_command(struct smtpd_session *s, enum smtpd_counter c);
+/* A command of kind c failed: counted in the disconnect line and the error limits. */
 void smtpd_count_error(struct smtpd_session *s, enum smtpd_counter c);
+/* The command being handled is answered without a reply of ours through
+ * smtpd_reply (the EHLO reply, a TLS handshake that completed). */
+void smtpd_command_answered(struct smtpd_session *s);
 struct smtpd_tx *smtpd_tx_new(struct smtpd_session *s);
 void smtpd_tx_free(struct smtpd_session *s);
 /* xforward.c */

@@ -9,7 +9,7 @@ ways of waiting decides one case.
     argument sets it), DEFER_IF_PERMIT: 450 at the end of RCPT, or the
     rejection of a later restriction;
   - a client that leaves while its check waits: nothing breaks, the next
-    session is served."""
+    session is served, and the RCPT counts as failed (rcpt=0/1)."""
 import os
 import shutil
 
@@ -72,6 +72,9 @@ with Dnsmasq(records) as dns:
         t.is_(rcpt(p.port, "good.helo.test"), "250 2.1.5 Ok", "a client leaving mid-check harms nothing")
         # the left session's end is logged when the worker has dealt with it, maybe after the next session
         p.wait_log(r"lost connection after RCPT from \S+\[127\.0\.0\.1\]")
+        # its RCPT was never answered: in the total, not the successes (Postfix's rcpt=0/1)
+        t.ok(p.wait_log(r"disconnect from \S+\[127\.0\.0\.1\] ehlo=1 mail=1 rcpt=0/1 commands=2/3\n")
+             is not None, "the RCPT cut short counts as failed: rcpt=0/1 commands=2/3")
         log = p.log()
         t.ok("AddressSanitizer" not in log and "runtime error:" not in log and "panic" not in log,
              "no crash, no sanitizer report")

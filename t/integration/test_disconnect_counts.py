@@ -1,0 +1,131 @@
+"""smtpd's "disconnect from ..." line for a command cut short by the client
+leaving (or timing out) before the command was answered: while its check
+waits (the sleep restriction, asynchronous here), during its content, or
+inside a TLS handshake. Postfix counts a command a success only when its
+action returns; a read or write that fails inside it leaves by longjmp, so
+the command counts in the total, not in the successes ("rcpt=0/1").
+
+A command answered before the client left counts as answered (the EHLO and
+MAIL before a cut RCPT), and a DATA whose 354 went out but whose content
+never ended is not a success either. (VRFY runs no check in Petrel:
+doc/smtpd.md.)"""
+import os
+import re
+import tempfile
+
+from harness import CLEANUP_DIRS, Petrel, Smtp, Tap, free_port, make_cert, wait_for
+
+t = Tap()
+work = tempfile.mkdtemp(prefix="petrel-counts-")
+os.chmod(work, 0o755)
+CLEANUP_DIRS.append(work)
+cert, key = make_cert(work)
+os.chmod(key, 0o644)   # a throw-away test key, read by the unprivileged petreld
+
+# One service per stage whose check waits 2 s (Postfix's sleep restriction),
+# with smtpd_delay_reject = no so the HELO and MAIL checks run at their command.
+stages = {
+    "ehlo": "smtpd_helo_restrictions=sleep,2",
+    "mail": "smtpd_sender_restrictions=sleep,2",
+    "rcpt": "smtpd_recipient_restrictions=sleep,2,permit_mynetworks,reject",
+    "data": "smtpd_data_restrictions=sleep,2",
+    "eom": "smtpd_end_of_data_restrictions=sleep,2",
+    "etrn": "smtpd_etrn_restrictions=sleep,2",
+}
+ports = {}
+services = ""
+for name, opts in stages.items():
+    ports[name] = free_port()
+    services += "127.0.0.1:%d inet n - n - - smtpd\n  -o smtpd_delay_reject=no -o %s\n" % (ports[name], opts)
+
+main_cf = {"smtpd_tls_cert_file": cert, "smtpd_tls_key_file": key, "smtpd_tls_security_level": "may",
+           "smtpd_timeout": "3s"}
+
+
+def leave(port, lines, answers):
+    """Sends lines (reading each reply but the last's), then reads `answers`
+    more replies, and closes the connection at once."""
+    c = Smtp(port, timeout=20)
+    for line in lines[:-1]:
+        c.cmd(line)
+    c.send(lines[-1] + "\r\n")
+    for _ in range(answers):
+        c.read_reply()
+    c.close()
+
+
+def counts_after(p, before):
+    """The counters of the first disconnect line logged after offset before."""
+    found = []
+
+    def look():
+        m = re.search(r"disconnect from \S+\[127\.0\.0\.1\]( [^\n]*)\n", p.log()[before:])
+        if m:
+            found.append(m.group(1).strip())
+        return bool(m)
+    wait_for(look, timeout=30)
+    return found[0] if found else None
+
+
+with Petrel(t, main_cf=main_cf, extra_services=services, workers=1) as p:
+    for port in ports.values():
+        p.wait_listening(port)
+    # wait_listening's probes are sessions too: their lines come first
+    wait_for(lambda: len(re.findall(r": connect from", p.log())) == len(re.findall(r": disconnect from", p.log())))
+
+    def cut(name, lines, answers, want, desc):
+        before = len(p.log())
+        leave(ports.get(name, p.port), lines, answers)
+        t.is_(counts_after(p, before), want, desc)
+
+    cut("ehlo", ["EHLO client.example.org"], 0,
+        "ehlo=0/1 commands=0/1",
+        "EHLO whose smtpd_helo_restrictions wait: ehlo=0/1")
+    cut("mail", ["EHLO client.example.org", "MAIL FROM:<a@example.org>"], 0,
+        "ehlo=1 mail=0/1 commands=1/2",
+        "MAIL whose smtpd_sender_restrictions wait: mail=0/1")
+    cut("rcpt", ["EHLO client.example.org", "MAIL FROM:<a@example.org>", "RCPT TO:<user@petrel.test>"], 0,
+        "ehlo=1 mail=1 rcpt=0/1 commands=2/3",
+        "RCPT whose smtpd_recipient_restrictions wait: rcpt=0/1")
+    cut("data", ["EHLO client.example.org", "MAIL FROM:<a@example.org>", "RCPT TO:<user@petrel.test>",
+                 "DATA"], 0,
+        "ehlo=1 mail=1 rcpt=1 data=0/1 commands=3/4",
+        "DATA whose smtpd_data_restrictions wait: data=0/1")
+    cut("eom", ["EHLO client.example.org", "MAIL FROM:<a@example.org>", "RCPT TO:<user@petrel.test>",
+                "DATA", "Subject: cut\r\n\r\nbody\r\n."], 0,
+        "ehlo=1 mail=1 rcpt=1 data=0/1 commands=3/4",
+        "end of data whose smtpd_end_of_data_restrictions wait: data=0/1")
+    cut("etrn", ["EHLO client.example.org", "ETRN petrel.test"], 0,
+        "ehlo=1 unknown=0/1 commands=1/2",
+        "ETRN whose smtpd_etrn_restrictions wait: counted (as unknown) 0/1")
+    # no check waits: the content is being read
+    cut("plain", ["EHLO client.example.org", "MAIL FROM:<a@example.org>", "RCPT TO:<user@petrel.test>",
+                  "DATA", "Subject: half a message"], 0,
+        "ehlo=1 mail=1 rcpt=1 data=0/1 commands=3/4",
+        "a client that leaves inside the content after 354: data=0/1")
+    # ... or the TLS handshake after 220
+    cut("plain", ["EHLO client.example.org", "STARTTLS"], 1,
+        "ehlo=1 starttls=0/1 commands=1/2",
+        "a client that leaves after STARTTLS's 220, before its handshake: starttls=0/1")
+    # a client that times out inside DATA content (smtpd_timeout 3s)
+    c = Smtp(p.port, timeout=20)
+    before = len(p.log())
+    for line in ["EHLO client.example.org", "MAIL FROM:<a@example.org>", "RCPT TO:<user@petrel.test>", "DATA"]:
+        c.cmd(line)
+    c.send("Subject: slow\r\n")
+    t.is_(c.read_reply(), "421 4.4.2 mx.petrel.test Error: timeout exceeded", "a silent client times out in DATA")
+    c.close()
+    t.is_(counts_after(p, before), "ehlo=1 mail=1 rcpt=1 data=0/1 commands=3/4",
+          "... and its DATA counts 0/1, as in Postfix")
+    # answered commands are unchanged
+    c = Smtp(ports["mail"], timeout=20)
+    c.ehlo()
+    t.is_(c.cmd("MAIL FROM:<a@example.org>"), "250 2.1.0 Ok", "a MAIL that waited and was answered")
+    before = len(p.log())
+    c.cmd("QUIT")
+    c.close()
+    t.is_(counts_after(p, before), "ehlo=1 mail=1 quit=1 commands=3", "counts as a success")
+    log = p.log()
+    t.ok("AddressSanitizer" not in log and "runtime error:" not in log and "panic" not in log,
+         "no crash, no sanitizer report")
+t.done()

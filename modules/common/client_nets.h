@@ -1,9 +1,12 @@
 /*
  * Client address lists for bundled modules (greylist's
- * greylist_whitelist_clients, ratelimit's ratelimit_exclude_clients): an
- * address or a network in CIDR notation (192.0.2.0/24, 2001:db8::/32),
- * parsed once at configuration time and matched against the client's
- * address text.
+ * greylist_whitelist_clients, ratelimit's ratelimit_exclude_clients, spf's
+ * spf_whitelist_clients): an address or a network in CIDR notation
+ * (192.0.2.0/24, 2001:db8::/32), in brackets if one likes, as Postfix's
+ * lists write IPv6 ([2001:db8::1], [2001:db8::]/32), parsed once at
+ * configuration time and matched against the client's address text. An
+ * IPv4-mapped IPv6 address (::ffff:192.0.2.1) matches as the IPv4 address
+ * it stands for: Postfix converts it before any list sees it.
  *
  * The core has its own CIDR code (core/tables/cidr.c), which the plugin API
  * does not export; a module sees only the public headers, so the modules
@@ -23,16 +26,20 @@ struct client_net {
     int bits;                  /* the prefix length; a bare address: 32 or 128 */
 };
 
-/* "addr" or "addr/bits" into *out: 0, or -1 for anything else. */
+/* "addr", "addr/bits", "[addr]", "[addr]/bits" or "[addr/bits]" into *out:
+ * 0, or -1 for anything else. */
 int client_net_parse(const char *text, struct client_net *out);
 
 /* 1 when addr (an address's text) is in c, else 0 (also for an address of
- * the other family or one that does not parse). */
+ * the other family or one that does not parse); an IPv4-mapped IPv6
+ * address is matched against IPv4 networks as its IPv4 address. */
 int client_net_match(const struct client_net *c, const char *addr);
 
 /* A LIST parameter's value (items as list_items_split finds them) into
  * *list and *count (pool memory): NULL, or the error phrase
- * "PARAM: \"item\" is not an address or network" for the first bad item. */
+ * "PARAM: \"item\" is not an address or network" for the first bad item
+ * ("... is a lookup table: this list takes addresses and networks" for a
+ * TYPE:NAME item, which is refused, never ignored). */
 const char *client_nets_parse(const char *param, const char *text, petrel_pool *pool, struct client_net **list,
                               size_t *count);
 

@@ -3,6 +3,7 @@
  */
 #include "list_items.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <string.h>
 
@@ -28,4 +29,24 @@ const char **list_items_split(const char *text, size_t *count, petrel_pool *pool
         p += len;
     }
     return items;
+}
+
+int list_item_is_table(const char *item)
+{
+    const char *colon = strchr(item, ':');
+    if (colon == NULL || colon == item)
+        return 0;
+    for (const char *c = item; c < colon; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_'))
+            return 0;
+    unsigned char a6[16];
+    char addr[64];
+    size_t len = strcspn(item, "/");
+    if (len < sizeof(addr)) {
+        memcpy(addr, item, len);
+        addr[len] = '\0';
+        if (inet_pton(AF_INET6, addr, a6) == 1)
+            return 0;
+    }
+    return 1;
 }

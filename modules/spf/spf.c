@@ -31,8 +31,6 @@
  * (petrel_service_at), and a check uses its session's service's, so port 25
  * may reject a fail while a submission line says -o spf_fail_action=dunno.
  */
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +38,8 @@
 
 #include <petrel/plugin.h>
 
+#include "client_nets.h"
+#include "list_items.h"
 #include "spf_check.h"
 #include "spf_header.h"
 
@@ -65,17 +65,11 @@ struct spf_policy {
     struct spf_limits limits;
 };
 
-struct net {
-    int family;
-    unsigned char addr[16];
-    int bits;
-};
-
 /* The restriction's compiled state (one per list that names check_spf). */
 struct spf_conf {
     struct spf_policy policy;
     int skip_mynetworks, skip_authenticated;
-    struct net *nets;
+    struct client_net *nets;   /* spf_whitelist_clients */
     size_t nnets;
     const char **domains;
     size_t ndomains;
@@ -164,24 +158,6 @@ static const petrel_param spf_params[] = {
 /* ------------------------------------------------------------------ */
 /* configuration (compile runs under petreld -n too)                   */
 
-static const char *split_next(const char **p, char *word, size_t size)
-{
-    const char *s = *p;
-    while (*s == ' ' || *s == '\t' || *s == ',' || *s == '\n')
-        s++;
-    if (*s == '\0')
-        return NULL;
-    size_t n = 0;
-    while (*s && *s != ' ' && *s != '\t' && *s != ',' && *s != '\n') {
-        if (n + 1 < size)
-            word[n++] = *s;
-        s++;
-    }
-    word[n] = '\0';
-    *p = s;
-    return word;
-}
-
 /* A parameter as the service (NULL: main.cf) sees it. */
 static const char *param_string(petrel_module *m, const char *service, const char *name)
 {
@@ -227,61 +203,6 @@ static int parse_action(petrel_module *m, const char *service, const char *param
     return -1;
 }
 
-static int parse_net(const char *item, struct net *n)
-{
-    char addr[64];
-    const char *slash = strchr(item, '/');
-    size_t len = slash ? (size_t)(slash - item) : strlen(item);
-    if (len == 0 || len >= sizeof(addr))
-        return -1;
-    memcpy(addr, item, len);
-    addr[len] = '\0';
-    if (len > 2 && addr[0] == '[' && addr[len - 1] == ']') {   /* [::1] as Postfix writes it */
-        memmove(addr, addr + 1, len - 2);
-        addr[len - 2] = '\0';
-    }
-    memset(n, 0, sizeof(*n));
-    if (inet_pton(AF_INET, addr, n->addr) == 1) {
-        n->family = AF_INET;
-        n->bits = 32;
-    } else if (inet_pton(AF_INET6, addr, n->addr) == 1) {
-        n->family = AF_INET6;
-        n->bits = 128;
-    } else {
-        return -1;
-    }
-    if (slash) {
-        char *end;
-        long bits = strtol(slash + 1, &end, 10);
-        if (*end || slash[1] == '\0' || bits < 0 || bits > n->bits)
-            return -1;
-        n->bits = (int)bits;
-    }
-    return 0;
-}
-
-/* "hash:/etc/x", "texthash:..." are tables, which modules cannot open
- * before Module API 1.1 (petrel_table_open): refused, never ignored. */
-static int looks_like_table(const char *item)
-{
-    const char *colon = strchr(item, ':');
-    if (colon == NULL || colon == item)
-        return 0;
-    for (const char *c = item; c < colon; c++)
-        if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_'))
-            return 0;
-    struct in6_addr a6;
-    char addr[64];
-    size_t len = strcspn(item, "/");
-    if (len < sizeof(addr)) {
-        memcpy(addr, item, len);
-        addr[len] = '\0';
-        if (inet_pton(AF_INET6, addr, &a6) == 1)
-            return 0;
-    }
-    return 1;
-}
-
 /* The policy as the service (NULL: main.cf) sets it. */
 static int compile_conf(petrel_module *m, const char *service, struct spf_conf *c, petrel_pool *pool,
                         const char **error)
@@ -319,38 +240,21 @@ static int compile_conf(petrel_module *m, const char *service, struct spf_conf *
     c->skip_mynetworks = param_bool(m, service, "spf_skip_mynetworks");
     c->skip_authenticated = param_bool(m, service, "spf_skip_authenticated");
 
-    char word[512];
-    const char *p = param_string(m, service, "spf_whitelist_clients");
-    size_t n = 0;
-    for (const char *q = p; q && split_next(&q, word, sizeof(word));)
-        n++;
-    c->nets = n ? petrel_pool_zalloc(pool, n * sizeof(*c->nets)) : NULL;
-    for (const char *q = p; q && split_next(&q, word, sizeof(word));) {
-        if (looks_like_table(word)) {
-            *error = petrel_pool_printf(pool, "spf_whitelist_clients: %s: lookup tables are not available to "
-                                        "modules yet (Module API 1.1); list addresses and networks", word);
-            return -1;
-        }
-        if (parse_net(word, &c->nets[c->nnets]) != 0) {
-            *error = petrel_pool_printf(pool, "spf_whitelist_clients: %s: expected an address or address/bits",
-                                        word);
-            return -1;
-        }
-        c->nnets++;
+    const char *err = client_nets_parse("spf_whitelist_clients", param_string(m, service, "spf_whitelist_clients"),
+                                        pool, &c->nets, &c->nnets);
+    if (err) {
+        *error = err;
+        return -1;
     }
-    p = param_string(m, service, "spf_whitelist_domains");
-    n = 0;
-    for (const char *q = p; q && split_next(&q, word, sizeof(word));)
-        n++;
-    c->domains = n ? petrel_pool_zalloc(pool, n * sizeof(*c->domains)) : NULL;
-    for (const char *q = p; q && split_next(&q, word, sizeof(word));) {
-        if (looks_like_table(word)) {
-            *error = petrel_pool_printf(pool, "spf_whitelist_domains: %s: lookup tables are not available to "
-                                        "modules yet (Module API 1.1); list the domains", word);
+    const char **domains = list_items_split(param_string(m, service, "spf_whitelist_domains"), &c->ndomains, pool);
+    for (size_t i = 0; i < c->ndomains; i++) {
+        if (list_item_is_table(domains[i])) {
+            *error = petrel_pool_printf(pool, "spf_whitelist_domains: \"%s\" is a lookup table: this list takes "
+                                        "domains", domains[i]);
             return -1;
         }
-        c->domains[c->ndomains++] = petrel_pool_strdup(pool, word);
     }
+    c->domains = domains;
     return 0;
 }
 
@@ -394,32 +298,6 @@ static const struct spf_conf *conf_of(const struct spf_confs *all, petrel_sessio
 /* ------------------------------------------------------------------ */
 /* skipping                                                             */
 
-static int net_match(const struct net *n, const char *client)
-{
-    unsigned char a[16];
-    int family;
-    if (inet_pton(AF_INET, client, a) == 1) {
-        family = AF_INET;
-    } else if (inet_pton(AF_INET6, client, a) == 1) {
-        family = AF_INET6;
-        if (n->family == AF_INET && IN6_IS_ADDR_V4MAPPED((struct in6_addr *)a)) {
-            memmove(a, a + 12, 4);
-            family = AF_INET;
-        }
-    } else {
-        return 0;
-    }
-    if (family != n->family)
-        return 0;
-    int full = n->bits / 8, rest = n->bits % 8;
-    if (memcmp(a, n->addr, (size_t)full) != 0)
-        return 0;
-    if (rest == 0)
-        return 1;
-    unsigned char mask = (unsigned char)(0xff << (8 - rest));
-    return (a[full] & mask) == (n->addr[full] & mask);
-}
-
 static int domain_match(const char *pattern, const char *domain)
 {
     if (pattern[0] == '.') {
@@ -437,9 +315,8 @@ static const char *skip_reason(petrel_session *s, const struct spf_conf *c, cons
     if (c->skip_authenticated && petrel_sasl_username(s))
         return "authenticated client";
     const char *client = petrel_client_addr(s);
-    for (size_t i = 0; client && i < c->nnets; i++)
-        if (net_match(&c->nets[i], client))
-            return "client in spf_whitelist_clients";
+    if (client_nets_match(c->nets, c->nnets, client))
+        return "client in spf_whitelist_clients";
     const char *at = sender ? strrchr(sender, '@') : NULL;
     for (size_t i = 0; at && i < c->ndomains; i++)
         if (domain_match(c->domains[i], at + 1))

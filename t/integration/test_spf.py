@@ -235,7 +235,7 @@ with Dnsmasq(RECORDS) as dns:
     with instance(dns.server, mynetworks="127.0.0.0/8", spf_skip_mynetworks="no",
                   smtpd_recipient_restrictions="check_spf, reject_unauth_destination") as p:
         t.like(rcpt(p, "a@fail.test"), r"^550 5\.7\.23 ", "spf_skip_mynetworks = no checks them too")
-    with instance(dns.server, spf_whitelist_clients="192.0.2.0/24, 127.0.0.0/30") as p:
+    with instance(dns.server, spf_whitelist_clients="[::1], 192.0.2.0/24, [127.0.0.0]/30") as p:
         t.is_(rcpt(p, "a@fail.test"), "250 2.1.5 Ok", "a client in spf_whitelist_clients is not checked")
     with instance(dns.server, spf_whitelist_domains=".example.net fail.test") as p:
         t.is_(rcpt(p, "a@fail.test"), "250 2.1.5 Ok", "a sender domain in spf_whitelist_domains is not checked")
@@ -267,9 +267,12 @@ with Dnsmasq(RECORDS) as dns:
     # --- configuration errors are caught by petreld -n ---------------------------------------
     for param, value, want in [
             ("spf_fail_action", "bounce", r"spf_fail_action = bounce: expected reject, defer, hold or dunno"),
-            ("spf_whitelist_clients", "hash:/etc/x", r"spf_whitelist_clients: hash:/etc/x: lookup tables are not "
-                                                     r"available to modules yet"),
-            ("spf_whitelist_clients", "300.1.2.3", r"spf_whitelist_clients: 300\.1\.2\.3: expected an address")]:
+            ("spf_whitelist_clients", "hash:/etc/x", r"spf_whitelist_clients: \"hash:/etc/x\" is a lookup table: "
+                                                     r"this list takes addresses and networks"),
+            ("spf_whitelist_clients", "300.1.2.3", r"spf_whitelist_clients: \"300\.1\.2\.3\" is not an address or "
+                                                   r"network"),
+            ("spf_whitelist_domains", "hash:/etc/x", r"spf_whitelist_domains: \"hash:/etc/x\" is a lookup table: "
+                                                     r"this list takes domains")]:
         p = Petrel(t, main_cf={"modules": "spf", "module_directory": MODS, "dns_resolver": dns.server,
                                "smtpd_recipient_restrictions": "check_spf", param: value}, start=False)
         with p:

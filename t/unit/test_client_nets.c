@@ -1,10 +1,12 @@
 /*
- * Unit tests of the client address lists that the greylist and ratelimit
- * modules share (modules/common/client_nets.c): what parses, what matches,
- * and the exact error text for each kind of bad item.
+ * Unit tests of the client address lists that the greylist, ratelimit and
+ * spf modules share (modules/common/client_nets.c): what parses (Postfix's
+ * brackets included), what matches (an IPv4-mapped client against IPv4
+ * networks included), and the exact error text for each kind of bad item.
  */
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include <petrel/pool.h>
 
@@ -28,9 +30,18 @@ int main(void)
     ok(client_net_parse("10.0.0.0/8", &net) == 0 && net.bits == 8, "an IPv4 network");
     ok(client_net_parse("0.0.0.0/0", &net) == 0 && net.bits == 0, "/0 is every address of the family");
     ok(client_net_parse("2001:db8::/32", &net) == 0 && net.bits == 32, "an IPv6 network");
+    /* Postfix's lists write IPv6 in brackets (cidr_match_parse strips them) */
+    ok(client_net_parse("[::1]", &net) == 0 && net.family == AF_INET6 && net.bits == 128, "[::1]");
+    ok(client_net_parse("[2001:db8::]/32", &net) == 0 && net.bits == 32, "[2001:db8::]/32");
+    ok(client_net_parse("[2001:db8::/32]", &net) == 0 && net.bits == 32, "[2001:db8::/32]");
+    ok(client_net_parse("[192.0.2.1]", &net) == 0 && net.family == AF_INET && net.bits == 32,
+       "[192.0.2.1]: brackets around IPv4 too");
+    ok(client_net_parse("[10.0.0.0]/8", &net) == 0 && net.bits == 8, "[10.0.0.0]/8");
 
     const char *bad[] = { "", "/24", "10.0.0.0/33", "2001:db8::/129", "10.0.0.0/", "10.0.0.0/-1", "10.0.0.0/8x",
-                          "10.0.0", "example.com",
+                          "10.0.0", "example.com", "10.0.0.0/+8", "10.0.0.0/ 8",
+                          "[::1", "::1]", "[]", "[]/8", "[::1]x", "[::1]]", "[::1]/", "[::1/]", "[::1/64]/64",
+                          "[::1/64", "[[::1]]", "10.0.0.0/8]", "[example.com]",
                           "1111:2222:3333:4444:5555:6666:7777:8888:9999:aaaa:bbbb:cccc:dddd/64" };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         ok(client_net_parse(bad[i], &net) == -1, "refused: \"%s\"", bad[i]);
@@ -38,8 +49,19 @@ int main(void)
     client_net_parse("192.0.2.0/25", &net);
     ok(client_net_match(&net, "192.0.2.127"), "192.0.2.127 is in 192.0.2.0/25");
     ok(!client_net_match(&net, "192.0.2.128"), "192.0.2.128 is not");
-    ok(!client_net_match(&net, "::ffff:192.0.2.1"), "an IPv6 address never matches an IPv4 network");
+    /* Postfix turns an IPv4-mapped client address into IPv4 before any list sees it */
+    ok(client_net_match(&net, "::ffff:192.0.2.1"), "::ffff:192.0.2.1 matches 192.0.2.0/25 as 192.0.2.1");
+    ok(client_net_match(&net, "::FFFF:192.0.2.1"), "... in capitals too");
+    ok(!client_net_match(&net, "::ffff:192.0.2.200"), "::ffff:192.0.2.200 does not");
+    ok(!client_net_match(&net, "::192.0.2.1"), "an IPv4-compatible (not mapped) address does not");
+    ok(!client_net_match(&net, "64:ff9b::192.0.2.1"), "nor a NAT64 one");
+    ok(!client_net_match(&net, "2001:db8::1"), "an IPv6 address never matches an IPv4 network");
     ok(!client_net_match(&net, "not an address"), "text that is not an address never matches");
+    client_net_parse("::ffff:0:0/96", &net);
+    ok(!client_net_match(&net, "192.0.2.1"), "an IPv4 address never matches an IPv6 network");
+    ok(client_net_match(&net, "::ffff:192.0.2.1"), "the mapped form matches ::ffff:0:0/96 as written");
+    client_net_parse("[::1]", &net);
+    ok(client_net_match(&net, "::1") && client_net_match(&net, "0:0:0:0:0:0:0:1"), "[::1] matches ::1 however written");
     client_net_parse("2001:db8:8000::/33", &net);
     ok(client_net_match(&net, "2001:db8:ffff::1"), "2001:db8:ffff::1 is in 2001:db8:8000::/33");
     ok(!client_net_match(&net, "2001:db8:7fff::1"), "2001:db8:7fff::1 is not");
@@ -65,6 +87,11 @@ int main(void)
     ok(list == NULL && n == 0, "nothing is returned with an error");
     is_str(parse_list("mx.example.com 192.0.2.1", pool, &list, &n),
            "test_clients: \"mx.example.com\" is not an address or network", "a host name: named");
+    is_str(parse_list("192.0.2.1 hash:/etc/postfix/clients", pool, &list, &n),
+           "test_clients: \"hash:/etc/postfix/clients\" is a lookup table: this list takes addresses and networks",
+           "a lookup table: refused, named");
+    ok(parse_list("2001:db8::1 ::1/128 [::1]", pool, &list, &n) == NULL && n == 3,
+       "IPv6 addresses are not taken for tables");
     is_str(parse_list("192.0.2.1 bad1 bad2", pool, &list, &n),
            "test_clients: \"bad1\" is not an address or network", "the first bad item is named");
 

@@ -15,6 +15,7 @@
 #include "lib/buf.h"
 #include "lib/log.h"
 #include "mail/hbc.h"
+#include "smtpd/content_int.h"
 #include "smtpd/smtpd.h"
 #include "smtpd/smtpd_int.h"
 

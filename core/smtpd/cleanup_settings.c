@@ -17,6 +17,7 @@
 #include "lib/xalloc.h"
 #include "mail/hbc.h"
 #include "mail/mime.h"
+#include "smtpd/content_int.h"
 #include "smtpd/smtpd.h"
 #include "smtpd/smtpd_int.h"
 #include "tables/table.h"

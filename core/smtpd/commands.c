@@ -25,6 +25,7 @@
 #include "config/cfg.h"
 #include "lib/log.h"
 #include "mail/maps.h"
+#include "smtpd/content_int.h"
 #include "smtpd/restrict.h"
 #include "mail/namadr.h"
 #include "smtpd/smtpd_int.h"

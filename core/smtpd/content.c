@@ -45,6 +45,7 @@
 #include "lib/log.h"
 #include "module/module.h"
 #include "mail/rewrite.h"
+#include "smtpd/content_int.h"
 #include "smtpd/smtpd_int.h"
 #include "tables/table.h"
 

@@ -26,6 +26,7 @@
 #include "module/metrics_core.h"
 #include "lib/workq.h"
 #include "lib/xalloc.h"
+#include "smtpd/content_int.h"
 #include "smtpd/restrict.h"
 #include "smtpd/smtpd_int.h"
 

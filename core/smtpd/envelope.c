@@ -16,6 +16,7 @@
 
 #include "lib/buf.h"
 #include "lib/log.h"
+#include "smtpd/content_int.h"
 #include "smtpd/smtpd_int.h"
 
 /* A certificate name inside a Received: comment: nothing that would end the

@@ -41,6 +41,7 @@
 #include "lib/xalloc.h"
 #include "module/module.h"
 #include "module/runtime.h"
+#include "smtpd/content_int.h"
 #include "smtpd/smtpd_int.h"
 
 #define BODY_BUFFER 65536

@@ -32,6 +32,7 @@
 #include "mail/mime.h"
 #include "module/module.h"
 #include "module/runtime.h"
+#include "smtpd/content_int.h"
 #include "smtpd/smtpd.h"
 #include "smtpd/smtpd_int.h"
 #include "tables/table.h"

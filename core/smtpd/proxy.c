@@ -51,6 +51,7 @@
 #include "lib/log.h"
 #include "lib/xalloc.h"
 #include "mail/smtp_syntax.h"
+#include "smtpd/content_int.h"
 #include "smtpd/smtpd_int.h"
 
 #define PROXY_OUTPUT_HIGH (256 * 1024)

@@ -32,6 +32,7 @@
 #include "mail/addr_find.h"
 #include "mail/maps.h"
 #include "smtpd/access_action.h"
+#include "smtpd/content_int.h"
 #include "smtpd/restrict_int.h"
 #include "smtpd/smtpd_int.h"
 #include "tables/access.h"

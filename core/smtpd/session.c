@@ -59,6 +59,7 @@
 #include "lib/workq.h"
 #include "lib/xalloc.h"
 #include "smtpd/anvil.h"
+#include "smtpd/content_int.h"
 #include "smtpd/haproxy_read.h"
 #include "smtpd/restrict.h"
 #include "smtpd/smtpd_int.h"

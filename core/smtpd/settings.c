@@ -28,6 +28,7 @@
 #include "mail/maps.h"
 #include "mail/namadr.h"
 #include "mail/resolve.h"
+#include "smtpd/content_int.h"
 #include "smtpd/rcpt_maps.h"
 #include "smtpd/anvil.h"
 #include "smtpd/haproxy_read.h"

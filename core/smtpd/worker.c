@@ -49,6 +49,7 @@
 #include "lib/workq.h"
 #include "lib/xalloc.h"
 #include "smtpd/anvil.h"
+#include "smtpd/content_int.h"
 #include "smtpd/psc.h"
 #include "smtpd/smtpd.h"
 #include "smtpd/smtpd_int.h"

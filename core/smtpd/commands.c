@@ -640,7 +640,7 @@ static void cmd_help(struct smtpd_session *s, const struct smtp_command *cmd)
 static void cmd_etrn(struct smtpd_session *s, const struct smtp_command *cmd)
 {
     smtpd_reply(s, "458 4.3.0 Unable to queue messages for the node");
-    smtpd_count_error(s, CNT_UNKNOWN);
+    smtpd_count_error(s, CNT_ETRN);
 }
 
 static void unknown_hooked(struct smtpd_session *s, const struct restrict_result *r)
@@ -682,8 +682,9 @@ struct smtpd_command {
     void (*handler)(struct smtpd_session *s, const struct smtp_command *cmd);
 };
 
-/* Indexed by the parser's verb. EXPN, ETRN and words we do not know are
- * counted as "unknown" in the disconnect line, as Postfix counts them. */
+/* Indexed by the parser's verb. EXPN and words we do not know are counted
+ * as "unknown" in the disconnect line, as Postfix counts them (its command
+ * table has ETRN and XFORWARD, not EXPN). */
 static const struct smtpd_command commands[] = {
     [SMTP_VERB_UNKNOWN] = { "UNKNOWN", CNT_UNKNOWN, 0, cmd_unknown },
     [SMTP_VERB_HELO] = { "HELO", CNT_HELO, CMD_JUNK | CMD_PRE_TLS | CMD_LAST, cmd_helo_only },
@@ -700,9 +701,8 @@ static const struct smtpd_command commands[] = {
     [SMTP_VERB_HELP] = { "HELP", CNT_HELP, CMD_LAST, cmd_help },
     [SMTP_VERB_STARTTLS] = { "STARTTLS", CNT_STARTTLS, CMD_PRE_TLS | CMD_PIPELINED, cmd_starttls },
     [SMTP_VERB_AUTH] = { "AUTH", CNT_AUTH, CMD_LAST, smtpd_cmd_auth },
-    [SMTP_VERB_ETRN] = { "UNKNOWN", CNT_UNKNOWN, CMD_JUNK | CMD_LAST, cmd_etrn },
-    /* counted as UNKNOWN (the counters are Postfix's set); xforward.c */
-    [SMTP_VERB_XFORWARD] = { "XFORWARD", CNT_UNKNOWN, 0, smtpd_cmd_xforward },
+    [SMTP_VERB_ETRN] = { "ETRN", CNT_ETRN, CMD_JUNK | CMD_LAST, cmd_etrn },
+    [SMTP_VERB_XFORWARD] = { "XFORWARD", CNT_XFORWARD, 0, smtpd_cmd_xforward },   /* xforward.c */
 };
 
 static const struct smtpd_command *command_for(enum smtp_verb verb)

@@ -148,8 +148,8 @@ void smtpd_reply_refusal(struct smtpd_session *s, int code, const char *enhanced
 }
 
 static const char *counter_names[CNT_MAX] = {
-    "ehlo", "helo", "starttls", "auth", "mail", "rcpt", "data", "bdat", "rset", "noop",
-    "quit", "vrfy", "help", "unknown",
+    "helo", "ehlo", "xforward", "starttls", "auth", "mail", "rcpt", "data", "bdat", "rset", "noop",
+    "vrfy", "etrn", "quit", "help", "unknown",
 };
 
 /* The session ends while a command waits for its answer: the client left

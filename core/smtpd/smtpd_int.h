@@ -470,8 +470,10 @@ enum smtpd_state {
  * chunk every later chunk is read and answered 551 until BDAT LAST or RSET. */
 enum smtpd_bdat_state { BDAT_NONE, BDAT_OK, BDAT_ERROR };
 
-enum smtpd_counter { CNT_EHLO, CNT_HELO, CNT_STARTTLS, CNT_AUTH, CNT_MAIL, CNT_RCPT, CNT_DATA,
-                     CNT_BDAT, CNT_RSET, CNT_NOOP, CNT_QUIT, CNT_VRFY, CNT_HELP, CNT_UNKNOWN,
+/* Postfix's smtpd_cmd_table, in its order (the disconnect line's); no
+ * XCLIENT, which Petrel does not implement (an unknown command here). */
+enum smtpd_counter { CNT_HELO, CNT_EHLO, CNT_XFORWARD, CNT_STARTTLS, CNT_AUTH, CNT_MAIL, CNT_RCPT, CNT_DATA,
+                     CNT_BDAT, CNT_RSET, CNT_NOOP, CNT_VRFY, CNT_ETRN, CNT_QUIT, CNT_HELP, CNT_UNKNOWN,
                      CNT_MAX };
 
 struct smtpd_session {

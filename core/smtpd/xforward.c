@@ -47,23 +47,23 @@ void smtpd_cmd_xforward(struct smtpd_session *s, const struct smtp_command *cmd)
     if (!s->tx && cmd->args_len > 0 && strspn(cmd->args, " \t") < cmd->args_len
         && (allowed = smtpd_xforward_allowed(s)) < 0) {
         msg_warn("don't know if command XFORWARD should be allowed from %s", s->namaddr);
-        smtpd_count_error(s, CNT_UNKNOWN);
+        smtpd_count_error(s, CNT_XFORWARD);
         smtpd_reply(s, "421 4.3.0 %s Server local data error", s->set->myhostname);
         smtpd_session_close_after_flush(s);
         return;
     }
     if (s->tx) {
         smtpd_reply(s, "503 5.5.1 Error: MAIL transaction in progress");
-        smtpd_count_error(s, CNT_UNKNOWN);
+        smtpd_count_error(s, CNT_XFORWARD);
     } else if (cmd->args_len == 0 || strspn(cmd->args, " \t") >= cmd->args_len) {
         smtpd_reply(s, "501 5.5.4 Syntax: XFORWARD attribute=value...");
-        smtpd_count_error(s, CNT_UNKNOWN);
+        smtpd_count_error(s, CNT_XFORWARD);
     } else if (!allowed) {
         smtpd_reply(s, "550 5.7.0 Error: insufficient authorization");
-        smtpd_count_error(s, CNT_UNKNOWN);
+        smtpd_count_error(s, CNT_XFORWARD);
     } else if (xforward_parse(cmd->args, cmd->args_len, &s->xforward, reply, sizeof(reply)) != 0) {
         smtpd_reply(s, "%s", reply);
-        smtpd_count_error(s, CNT_UNKNOWN);
+        smtpd_count_error(s, CNT_XFORWARD);
     } else {
         smtpd_reply(s, "250 2.0.0 Ok");
     }

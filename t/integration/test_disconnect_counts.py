@@ -15,6 +15,7 @@ import re
 import tempfile
 
 from harness import CLEANUP_DIRS, Petrel, Smtp, Tap, free_port, make_cert, wait_for
+from modlib import bundled_module_dir
 
 t = Tap()
 work = tempfile.mkdtemp(prefix="petrel-counts-")
@@ -38,8 +39,14 @@ for name, opts in stages.items():
     ports[name] = free_port()
     services += "127.0.0.1:%d inet n - n - - smtpd\n  -o smtpd_delay_reject=no -o %s\n" % (ports[name], opts)
 
+users = os.path.join(work, "sasl_passwd")
+with open(users, "w") as fh:
+    fh.write("alice {PLAIN}secret\n")
+os.chmod(users, 0o644)
 main_cf = {"smtpd_tls_cert_file": cert, "smtpd_tls_key_file": key, "smtpd_tls_security_level": "may",
-           "smtpd_timeout": "3s"}
+           "smtpd_timeout": "3s", "modules": "sasl", "module_directory": bundled_module_dir("sasl"),
+           "smtpd_sasl_auth_enable": "yes", "smtpd_sasl_type": "table",
+           "smtpd_sasl_path": "texthash:" + users}
 
 
 def leave(port, lines, answers):
@@ -104,6 +111,10 @@ with Petrel(t, main_cf=main_cf, extra_services=services, workers=1) as p:
     cut("plain", ["EHLO client.example.org", "STARTTLS"], 1,
         "ehlo=1 starttls=0/1 commands=1/2",
         "a client that leaves after STARTTLS's 220, before its handshake: starttls=0/1")
+    # ... or an AUTH exchange after 334
+    cut("plain", ["EHLO client.example.org", "AUTH PLAIN"], 1,
+        "ehlo=1 auth=0/1 commands=1/2",
+        "a client that leaves inside AUTH after 334: auth=0/1")
     # a client that times out inside DATA content (smtpd_timeout 3s)
     c = Smtp(p.port, timeout=20)
     before = len(p.log())

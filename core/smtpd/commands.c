@@ -745,10 +745,14 @@ void smtpd_handle_command(struct smtpd_session *s, char *line, size_t len)
         return;
     }
     const struct smtpd_command *c = command_for(cmd.verb);
+    /* Counted before anything may refuse it, as Postfix counts total_count:
+     * a command refused here is in the total, not the successes. */
+    smtpd_count_command(s, c->counter);
     if (is_pipelining_violation(s, c)) {
         msg_info("improper command pipelining after %s from %s: %.100s", smtp_verb_name(cmd.verb),
                  s->namaddr, line);
         smtpd_reply(s, "554 5.5.0 Error: SMTP protocol synchronization");
+        smtpd_count_error(s, c->counter);
         s->last_command = smtp_verb_name(cmd.verb);
         smtpd_session_close_after_flush(s);
         return;
@@ -758,10 +762,9 @@ void smtpd_handle_command(struct smtpd_session *s, char *line, size_t len)
     if (tls_required(s) && !(c->flags & CMD_PRE_TLS)) {
         s->last_command = smtp_verb_name(cmd.verb);
         smtpd_reply(s, "530 5.7.0 Must issue a STARTTLS command first");
-        s->errors++;
+        smtpd_count_error(s, c->counter);
         return;
     }
-    smtpd_count_command(s, c->counter);
     s->last_command = c->name;
     if (s->connect_refusal && cmd.verb != SMTP_VERB_QUIT && cmd.verb != SMTP_VERB_NOOP
         && cmd.verb != SMTP_VERB_RSET) {

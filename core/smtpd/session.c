@@ -181,8 +181,9 @@ void smtpd_command_answered(struct smtpd_session *s)
 /* Postfix 3.x disconnect summary: "ehlo=1 mail=1 rcpt=0/1 data=1 quit=1 commands=4/5". */
 static void log_disconnect(struct smtpd_session *s)
 {
-    if (s->local_submission)
-        return;   /* no connect line either: see session_start */
+    if (s->local_submission || s->disconnect_logged)
+        return;   /* no connect line either: see session_start; or said already */
+    s->disconnect_logged = 1;
     charge_unanswered(s);
     char line[512];
     size_t len = 0;
@@ -524,12 +525,12 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
         smtpd_reply(s, "421 4.4.2 %s Error: timeout exceeded", s->set->myhostname);
         bufferevent_set_timeouts(s->bev, NULL, &s->set->timeout);
         s->quit_after_reply = 1;
+        /* now: a client that reads nothing never lets write_cb (which would
+         * log it otherwise) run; the write timeout then frees the session */
         log_disconnect(s);
         s->state = SMTPD_CLOSING;
         smtpd_io_stop_input(s);
         bufferevent_setcb(s->bev, NULL, session_write_cb, session_event_cb, s);
-        /* write_cb would log the disconnect twice: clear counters */
-        memset(s->counters, 0, sizeof(s->counters));
         return;
     }
     if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {

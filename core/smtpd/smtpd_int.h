@@ -555,6 +555,7 @@ struct smtpd_session {
      * session ends first, it counts as failed, as in Postfix (session.c). */
     int unanswered;
     enum smtpd_counter unanswered_counter;
+    int disconnect_logged;            /* one "disconnect from" line per session */
     const char *last_command;          /* for "lost connection after X" */
     int in_input_loop;
     int long_line;                    /* discarding the rest of an overlong line */

@@ -147,7 +147,7 @@ try:
             return True
         except OSError:
             return proc.poll() is not None
-    wait_for(listening, timeout=15)
+    wait_for(listening, timeout=30)   # at once on a quiet machine
     t.ok(proc.poll() is None, "the staged petreld runs with the sample configuration", log())
     c = Smtp(port)
     reply = c.send_message("sender@example.org", ["%s@localhost" % user],

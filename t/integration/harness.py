@@ -400,8 +400,11 @@ class Smtp:
         self.send(body + b"\r\n.\r\n")
         return self.read_reply()
 
-    def closed(self, wait=3.0):
-        """True when the server closed the connection (EOF) within wait seconds."""
+    def closed(self, wait=30.0):
+        """True when the server closed the connection (EOF) within wait seconds: it
+        returns at the EOF, so the default is generous (a loaded machine, the
+        sanitizer build); a check that the server does NOT close gives its own,
+        shorter wait."""
         self.sock.settimeout(wait)
         try:
             while True:
@@ -578,7 +581,10 @@ class Petrel:
             self.wait_listening()
         return self.proc
 
-    def wait_listening(self, port=None, timeout=10.0):
+    def wait_listening(self, port=None, timeout=30.0):
+        """Waits until port (the SMTP port by default) accepts a connection: at
+        once when it does, so the deadline is for a loaded machine and the
+        sanitizer build, where a start with modules takes seconds."""
         port = port or self.port
         deadline = time.time() + timeout
         while time.time() < deadline:
@@ -649,7 +655,7 @@ class Petrel:
         return subprocess.run(self.command(PETRELCTL, "-c", self.conf, *args, user=user),
                               capture_output=True, text=True, timeout=timeout)
 
-    def worker_pids(self, at_least=0, timeout=10.0):
+    def worker_pids(self, at_least=0, timeout=30.0):
         """The master's children. The master listens before it forks them, so
         a test that needs at_least of them waits until they exist."""
         deadline = time.time() + timeout
@@ -752,12 +758,17 @@ class Dnsmasq:
                "--no-poll", "--pid-file=", "--user=root", "--log-queries",
                "--log-facility=" + self.log_path] + list(records)
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 10
-        while time.time() < deadline:
+        # Until it says it started (at once on a quiet machine; a deadline for a loaded one):
+        # a test whose dnsmasq does not answer yet gets "try again" where it expects records.
+        deadline = time.time() + 30
+        while True:
             if self.proc.poll() is not None:
                 raise RuntimeError("dnsmasq exited with %s" % self.proc.returncode)
             if os.path.exists(self.log_path) and "started" in open(self.log_path).read():
                 break
+            if time.time() >= deadline:
+                self.stop()
+                raise RuntimeError("dnsmasq did not start within 30 s")
             time.sleep(0.05)
         self.server = "127.0.0.1:%d" % self.port
 

@@ -16,7 +16,7 @@ from harness import free_port
 
 class Sink:
     """Postfix's smtp-sink on 127.0.0.1:port (a free port unless given), listening once this
-    returns (it waits up to 5 s). options are more smtp-sink flags: "-a" announces no AUTH,
+    returns (it waits up to 30 s: at once on a quiet machine). options are more smtp-sink flags: "-a" announces no AUTH,
     "-c" counts sessions on its (discarded) output, "-r RCPT" defers each RCPT... With keep,
     each transaction is kept in a file of self.dir (messages()); backlog is its listen queue.
     As root it is told to run as nobody (-u), which it insists on then and refuses otherwise."""
@@ -31,8 +31,12 @@ class Sink:
             args += ["-d", os.path.join(self.dir, "%M.")]
         self.proc = subprocess.Popen(args + ["127.0.0.1:%d" % self.port, str(backlog)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 5
-        while not self.listening() and time.time() < deadline:
+        deadline = time.time() + 30
+        while not self.listening():
+            if self.proc.poll() is not None or time.time() >= deadline:
+                self.stop()
+                raise RuntimeError("smtp-sink did not listen on 127.0.0.1:%d (exit status %s)"
+                                   % (self.port, self.proc.returncode))
             time.sleep(0.05)
 
     def listening(self):

@@ -16,7 +16,7 @@ import re
 import socket
 import threading
 
-from harness import Petrel, Tap, free_port, maildir_messages, wait_for
+from harness import Petrel, Tap, free_port, maildir_messages, refused_port, revive_port, wait_for
 from peers import EICAR, Amavisd, Clamd, shared, stop_all
 from serverlib import pump
 
@@ -25,15 +25,18 @@ t = Tap(timeout=500)
 
 class Gate:
     """A TCP relay 127.0.0.1:port -> 127.0.0.1:target, in threads of this script;
-    nothing listens on port before open() or after close()."""
+    nothing listens on port before open() or after close(). Before open() the port
+    is a refused_port(): another test cannot bind it and take the mail meant for the
+    filter that is down."""
 
     def __init__(self, target):
-        self.port = free_port()
+        self.port = refused_port()
         self.target = target
         self.sock = None
         self.conns = []
 
     def open(self):
+        revive_port(self.port)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", self.port))

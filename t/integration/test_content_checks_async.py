@@ -84,13 +84,13 @@ with Petrel(t, start=False, workers=1) as p:
     c.cmd("RCPT TO:<u@example.org>")
     t.like(c.cmd("DATA"), r"^354", "DATA")
     c.send(b"Subject: gated\r\nX-After: 1\r\n\r\nbody line one\r\ngated line\r\nbody after\r\n.\r\n")
-    t.ok(wait_for(lambda: b"Subject: gated" in server.seen("hdr"), timeout=10), "a header lookup waits at the server")
+    t.ok(wait_for(lambda: b"Subject: gated" in server.seen("hdr"), timeout=30), "a header lookup waits at the server")
     other = p.connect()
     t.like(send("Subject: meanwhile\r\n\r\nanother\r\n", other), r"^250 2\.0\.0 Ok: queued as \w+",
            "another session of the same worker completes a whole transaction meanwhile")
     t.ok(b"X-After: 1" not in server.seen("hdr"), "the waiting session asked nothing further meanwhile")
     gates[b"Subject: gated"].set()
-    t.ok(wait_for(lambda: b"gated line" in server.seen("body"), timeout=10), "then its body line waits")
+    t.ok(wait_for(lambda: b"gated line" in server.seen("body"), timeout=30), "then its body line waits")
     t.ok(b"body after" not in server.seen("body"), "(and the lines after it are not asked yet)")
     t.like(send("Subject: meanwhile 2\r\n\r\nanother\r\n"), r"^250 2\.0\.0 Ok: queued as \w+",
            "another transaction completes while a body line waits")
@@ -111,7 +111,7 @@ with Petrel(t, start=False, workers=1) as p:
     c.send(b"MAIL FROM:<sender@example.org>\r\nRCPT TO:<u@example.org>\r\nDATA\r\n")
     t.is_([c.read_reply() for _ in range(3)][2][:3], "354", "pipelined up to DATA")
     c.send(b"Subject: pipelined\r\n\r\nfirst\r\nlast line gated\r\n.\r\nNOOP\r\n")
-    t.ok(wait_for(lambda: b"last line gated" in server.seen("body"), timeout=10), "the last line waits")
+    t.ok(wait_for(lambda: b"last line gated" in server.seen("body"), timeout=30), "the last line waits")
     t.like(send("Subject: meanwhile 4\r\n\r\nx\r\n"), r"^250 2\.0\.0 Ok: queued as \w+",
            "another transaction completes meanwhile")
     gates[b"last line gated"].set()
@@ -127,7 +127,7 @@ with Petrel(t, start=False, workers=1) as p:
     chunk1 = b"Subject: gated bdat\r\nX-B: 1\r\n\r\nfirst part\r\n"
     chunk2 = b"second part\r\n"
     c.send(b"BDAT %d\r\n" % len(chunk1) + chunk1 + b"BDAT %d LAST\r\n" % len(chunk2) + chunk2)
-    t.ok(wait_for(lambda: b"Subject: gated bdat" in server.seen("hdr"), timeout=10), "a BDAT chunk's header waits")
+    t.ok(wait_for(lambda: b"Subject: gated bdat" in server.seen("hdr"), timeout=30), "a BDAT chunk's header waits")
     t.like(send("Subject: meanwhile 3\r\n\r\nx\r\n"), r"^250 2\.0\.0 Ok: queued as \w+",
            "another transaction completes meanwhile")
     gates[b"Subject: gated bdat"].set()
@@ -145,7 +145,7 @@ with Petrel(t, start=False, workers=1) as p:
     c.cmd("RCPT TO:<u@example.org>")
     c.cmd("DATA")
     c.send(b"Subject: gone\r\n\r\nbody\r\n.\r\n")
-    t.ok(wait_for(lambda: b"Subject: gone" in server.seen("hdr"), timeout=10), "a lookup waits")
+    t.ok(wait_for(lambda: b"Subject: gone" in server.seen("hdr"), timeout=30), "a lookup waits")
     c.sock.shutdown(socket.SHUT_RDWR)
     c.close()
     t.like(send("Subject: after gone\r\n\r\nx\r\n"), r"^250 2\.0\.0 Ok: queued as \w+",

@@ -78,7 +78,7 @@ with Petrel(t, main_cf={}, start=False) as p:
         return maildir_messages(os.path.join(mail, "vmail.test", user))
 
     def delivered(tag, user="u"):
-        found = wait_for(lambda: [m for m in inbox(user) if tag.encode() in m])
+        found = wait_for(lambda: [m for m in inbox(user) if tag.encode() in m], timeout=60)
         return found
 
     def send(body, rcpts=("u@vmail.test",), port=None, sender="sender@example.org"):

@@ -25,7 +25,7 @@ import subprocess
 import tempfile
 import threading
 
-from harness import Tap, CLEANUP_DIRS, free_port
+from harness import Tap, CLEANUP_DIRS, refused_port
 from peers import (Clamd, ClamavMilter, EICAR, GTUBE, OWN_ATTACHMENT, OWN_SIGNATURE, OpenDKIM, PeerError,
                    SCAN_DRIVE, Spamd, SpamassMilter, scan_drive, shared, stop_all, write_message)
 
@@ -167,7 +167,7 @@ try:
     t.like(lines[0], r"^result: ok code=0 EX_OK spam=yes", "spamd with a User header")
     rc, lines = scan_drive("spamd", "--max-size", "100", spamd.endpoint, gtube)
     t.is_(lines[0], "result: skipped size=%d" % os.path.getsize(gtube), "a message over the size limit is not sent")
-    port = free_port()
+    port = refused_port()   # refuses for as long as the test runs: no other test can bind it
     rc, lines = scan_drive("spamd", "127.0.0.1:%d" % port, gtube)
     t.ok(lines[-2].startswith("result: failed code=-1 cannot connect to spamd")
          and "log: warning spamd 127.0.0.1:%d: connect: Connection refused" % port in lines,
@@ -199,7 +199,7 @@ try:
     t.is_(lines[0], "result: skipped sent=0", "our size limit with the size known: not sent")
     rc, lines = scan_drive("clamd", "--max-size", "100000", "--unknown-size", clamd.endpoint, big)
     t.ok(lines[0].startswith("result: skipped sent=65536"), "  with the size unknown: stops at the limit", lines[0])
-    port = free_port()
+    port = refused_port()
     rc, lines = scan_drive("clamd", "127.0.0.1:%d" % port, eicar)
     t.ok("result: failed cannot connect to clamd" in lines, "clamd down: failed", "\n".join(lines))
 

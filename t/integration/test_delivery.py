@@ -73,7 +73,7 @@ with Petrel(t, main_cf=dict(base_conf), extra_services=QMGR, start=False) as p:
     late_sink = Sink(dead_port, options=("-c",))
     r = p.petrelctl("queue", "flush")
     t.is_(r.returncode, 0, "petrelctl queue flush")
-    t.ok(p.wait_log(r"%s: to=<d@dead\.test>, .*status=sent" % qid, timeout=20) is not None,
+    t.ok(p.wait_log(r"%s: to=<d@dead\.test>, .*status=sent" % qid) is not None,
          "after the next hop comes back, the flushed message is delivered")
     late_sink.stop()
 

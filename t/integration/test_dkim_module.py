@@ -167,7 +167,7 @@ def send(p, text, src="127.0.0.1", sender="sender@a.test"):
     return reply
 
 
-def delivered(p, subject, timeout=15):
+def delivered(p, subject, timeout=60):
     box = os.path.join(p.boxes, "u")
     m = wait_for(lambda: next((m for m in maildir_messages(box)
                                if re.search(rb"^Subject:[ \t]?" + re.escape(subject.encode()) + rb"\r?$", m, re.M)), None),

@@ -36,7 +36,7 @@ with Petrel(t, start=False, workers=1) as p:
     p.start()
 
     c = p.connect(source="127.0.0.2", read_greeting=False)
-    t.ok(wait_for(lambda: b"127.0.0.2" in server.seen("ehlo"), timeout=10),
+    t.ok(wait_for(lambda: b"127.0.0.2" in server.seen("ehlo"), timeout=30),
          "the client's address is asked at connect, and the answer waits at the server")
     other = p.connect(source="127.0.0.1")   # the same (only) worker
     t.like(other.ehlo("other.test"), r"^250", "another session of the worker is greeted and served meanwhile")
@@ -66,7 +66,7 @@ with Petrel(t, start=False, workers=1) as p:
     # A client that leaves while its lookup waits.
     mark = len(p.log())
     c = p.connect(source="127.0.0.4", read_greeting=False)
-    t.ok(wait_for(lambda: b"127.0.0.4" in server.seen("ehlo"), timeout=10), "a lookup waits")
+    t.ok(wait_for(lambda: b"127.0.0.4" in server.seen("ehlo"), timeout=30), "a lookup waits")
     c.sock.shutdown(socket.SHUT_RDWR)
     c.close()
     gone.set()

@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
 import harness  # noqa: E402
-from harness import Petrel, Tap, maildir_messages, wait_for  # noqa: E402
+from harness import Petrel, Tap, maildir_messages  # noqa: E402
 from faultlib import QMGR  # noqa: E402
 import qcheck  # noqa: E402
 
@@ -46,14 +46,14 @@ try:
     env.update(p.name_service_env())
     p.proc = subprocess.Popen(cmd + p.command(harness.PETRELD, "-c", p.conf), stdout=p.logf,
                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-    p.wait_listening(timeout=20)
+    p.wait_listening(timeout=60)   # under strace: slow on a loaded machine
     c = p.connect()
     # One after the other: the mbox lands in the directory the Maildir delivery made.
     ids = []
     for rcpt, subject in (("u@vmail.test", "new maildir"), ("m@vmail.test", "new mbox")):
         reply = c.send_message("a@example.org", [rcpt], "Subject: %s\r\n\r\nfirst\r\n" % subject, ehlo=not ids)
         ids.append(reply.split()[-1])
-        t.ok(p.wait_log(r"%s: removed" % ids[-1], timeout=20) is not None, "%s: delivered, and removed from the queue" % rcpt)
+        t.ok(p.wait_log(r"%s: removed" % ids[-1], timeout=60) is not None, "%s: delivered, and removed from the queue" % rcpt)
     c.close()
     t.ok(maildir_messages(os.path.join(boxes, "vmail.test", "deep", "u")), "the Maildir was created and holds the message")
     t.ok(os.path.getsize(os.path.join(boxes, "vmail.test", "m")) > 0, "the mbox file was created and holds the message")

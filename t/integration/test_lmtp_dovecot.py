@@ -209,7 +209,7 @@ try:
         r = p.petrelctl("queue", "flush")
         t.is_(r.returncode, 0, "petrelctl queue flush")
         t.ok(p.wait_log(r"%s: to=<b@lmtp\.test>, relay=[^,\s]*\[%s\], .*status=sent \(250 2\.0\.0 "
-                        % (qid, sock_re), timeout=20) is not None,
+                        % (qid, sock_re)) is not None,
              "after Dovecot is back, the flushed message is delivered", p.log()[-3000:])
         t.ok(wait_for(lambda: any(b"when dovecot is back" in m for m in maildir_new(dc.home, "b"))),
              "into b's Maildir")

@@ -68,7 +68,7 @@ with Petrel(t, extra_services=SERVICES, start=False) as p:
 
     def box(name, count=1):
         return wait_for(lambda: len(maildir(os.path.join(mail, name))) >= count and maildir(os.path.join(mail, name)),
-                        timeout=30)
+                        timeout=60)   # 30 submissions through pickup and delivery, on a loaded machine too
 
     def put(name, data, mode=0o744, mtime=None, owner=None):
         """Writes a file into maildrop/ as the submitting user (or owner) would own it."""

@@ -14,7 +14,7 @@ import struct
 import subprocess
 import time
 
-from harness import PETRELD, TOP_SRCDIR, Petrel, Tap, free_port, maildir_messages, wait_for
+from harness import PETRELD, TOP_SRCDIR, Petrel, Tap, free_port, wait_for
 from metricslib import wait_http, http_get, parse_metrics, wait_value
 
 t = Tap(timeout=300)
@@ -152,15 +152,15 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
     t.is_(v1.get(label("petrel_smtpd_connections_total")), conns0 + 1, "one more connection")
     t.is_(v1.get(label("petrel_smtpd_messages_received_total")), 1.0, "one message received")
     t.is_(v1.get(label("petrel_smtpd_received_recipients_total")), 2.0, "with two recipients")
-    size = int(re.search(r"size=(\d+), nrcpt=2 \(queued\)", p.log()).group(1))
+    size = int(p.wait_log(r"size=(\d+), nrcpt=2 \(queued\)").group(1))
     t.is_(v1.get(label("petrel_smtpd_received_bytes_total")), float(size),
           "its bytes, as the log's size= says (%d)" % size)
     t.is_(v1.get(label("petrel_smtpd_rejects_total",
                        ',stage="RCPT",class="4xx",restriction="defer_unauth_destination",code="454"')), 1.0,
           "the relay reject is counted at RCPT, class 4xx (the 503 is not a restriction)")
-    t.is_(wait_value(mport, 'petrel_deliveries_total{transport="virtual",status="sent"}', 2.0), 2.0,
+    t.is_(wait_value(mport, 'petrel_deliveries_total{transport="virtual",status="sent"}', 2.0, timeout=60), 2.0,
           "two deliveries to Maildir, sent")
-    t.is_(wait_value(mport, 'petrel_delivery_duration_seconds_count{transport="virtual"}', 2.0), 2.0,
+    t.is_(wait_value(mport, 'petrel_delivery_duration_seconds_count{transport="virtual"}', 2.0, timeout=60), 2.0,
           "and their latency is observed")
     t.is_(wait_value(mport, 'petrel_deliveries_in_flight{transport="virtual"}', 0.0), 0.0,
           "no delivery in flight once they are done (the gauge went up and back down)")
@@ -171,17 +171,17 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
     t.like(c.send_message("v@vmail.test", ["y@later.test"], "Subject: later\r\n\r\ny\r\n", ehlo=False), r"^250 ",
            "queued")
     c.close()
-    t.is_(wait_value(mport, 'petrel_deliveries_total{transport="error",status="bounced"}', 1.0), 1.0,
+    t.is_(wait_value(mport, 'petrel_deliveries_total{transport="error",status="bounced"}', 1.0, timeout=60), 1.0,
           "one bounced delivery (transport error)")
-    t.is_(wait_value(mport, 'petrel_deliveries_total{transport="retry",status="deferred"}', 1.0), 1.0,
+    t.is_(wait_value(mport, 'petrel_deliveries_total{transport="retry",status="deferred"}', 1.0, timeout=60), 1.0,
           "one deferred delivery (transport retry)")
-    t.is_(wait_value(mport, 'petrel_queue_messages{queue="deferred"}', 1.0), 1.0, "the deferred message is counted "
+    t.is_(wait_value(mport, 'petrel_queue_messages{queue="deferred"}', 1.0, timeout=60), 1.0, "the deferred message is counted "
           "in its queue")
     _, _, v2, _ = scrape(mport)
     age = v2.get('petrel_queue_oldest_message_age_seconds{queue="deferred"}')
     t.ok(age is not None and age > 0, "the deferred queue's oldest message has an age (%s s)" % age)
     t.is_(v2.get(label("petrel_smtpd_messages_received_total")), 3.0, "three messages received in all")
-    t.is_(wait_value(mport, 'petrel_deliveries_total{transport="virtual",status="sent"}', 3.0), 3.0,
+    t.is_(wait_value(mport, 'petrel_deliveries_total{transport="virtual",status="sent"}', 3.0, timeout=60), 3.0,
           "the bounce notice to the sender's Maildir is one more delivery")
 
     # /healthz

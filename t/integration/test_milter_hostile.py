@@ -159,13 +159,15 @@ with ScriptedMilter(version=2, steps=0) as m:
     t.ok(struct.unpack(">III", m.received[0][1])[0] == 6, "  we offered version 6 first")
 # It says NR_RCPT, then answers RCPT anyway. Its answer can only be caught
 # once it has arrived: --pause-ms gives the driver the idle loop an MTA has
-# between two SMTP commands.
+# between two SMTP commands. The milter is a thread of this script: on a loaded
+# machine its answer may take a few hundred milliseconds to be sent, and one that
+# came after DATA would be read as DATA's reply, so the pause is generous.
 with ScriptedMilter(steps=0x8000) as m:
     m.replies["R"] = pkt("c")
     check("a milter that promised not to reply, and replies", m, ["rcpt <rcpt@example.org>: continue",
                                                                   "data: " + FAILED],
           "unexpected SMFIR_CONTINUE from the milter while no reply was due; default_action tempfail",
-          "--pause-ms", "300")
+          "--pause-ms", "1500")
 
 # ----------------------------------------------------------------------
 # slow milters

@@ -12,7 +12,7 @@ import os
 import re
 import tempfile
 
-from harness import Tap, free_port, CLEANUP_DIRS
+from harness import Tap, refused_port, CLEANUP_DIRS
 from peers import TestFilter, scan_drive, write_message, fnv1a64, PeerError
 
 t = Tap(timeout=600)
@@ -352,7 +352,7 @@ try:
 
     # ------------------------------------------------------------------
     # failure: milter down, edit refused
-    port = free_port()
+    port = refused_port()   # refused for as long as the test runs: no other test's server binds it
     for action, want in (("accept", "continue connection failed"),
                          ("tempfail", "tempfail 451 4.7.1 Service unavailable - try again later connection failed"),
                          ("reject", "reject 550 5.5.0 Service unavailable connection failed"),

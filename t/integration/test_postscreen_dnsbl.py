@@ -157,7 +157,7 @@ with Dnsmasq(records) as dns:
         c = connect(p.port, "127.0.0.3")
         cp = client_port(c)
         c.close()
-        t.ok(p.wait_log(r"PASS OLD \[127\.0\.0\.3\]:%d\n" % cp, timeout=5) is not None and
+        t.ok(p.wait_log(r"PASS OLD \[127\.0\.0\.3\]:%d\n" % cp, timeout=30) is not None and
              len(p.log().split("addr 127.0.0.3 listed by domain b2.test")) == 3,
              "after postscreen_dnsbl_max_ttl the lists are asked again")
 

@@ -46,9 +46,10 @@ with postscreen(t) as p:
     # a connection is the kernel's choice (it may give every one to the same
     # worker): each in turn accepts one while the others are stopped (only
     # until its CONNECT line: the pass to smtpd may need another process).
-    # (the queue manager and the pickup role hold the listener too, and never accept)
-    roles = set(int(x) for x in re.findall(r"(?:queue manager|pickup) pid (\d+)", p.petrelctl("status").stdout))
-    workers = [pid for pid in p.worker_pids(at_least=4) if pid not in roles and holds_listener(pid, p.port)]
+    def listening():
+        pids = [pid for pid in p.worker_pids() if holds_listener(pid, p.port)]
+        return pids if len(pids) >= 2 else None
+    workers = wait_for(listening, timeout=30) or []
     pids_old = set()
     greetings = set()
 

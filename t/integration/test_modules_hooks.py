@@ -40,6 +40,9 @@ def mail(c, sender, rcpt="u@petrel.test", body="Subject: t\r\n\r\nbody\r\n"):
 
 # --- every phase is called, in order ---------------------------------------
 with Petrel(t, main_cf=conf(), workers=1) as p:
+    # the readiness probe's session is over before this one starts: its
+    # hook lines, if it got that far, come before this session's
+    p.wait_closed([p.probe_port])
     c = p.connect()
     reply = mail(c, "a@example.org", body="Subject: hello\r\nX-One: 1\r\n\r\nbody\r\n")
     t.like(reply, r"^250 2\.0\.0 Ok: queued as ", "a message passes through every hook")

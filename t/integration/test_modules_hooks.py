@@ -112,12 +112,13 @@ with Petrel(t, main_cf=conf(testmod_delay="2s"), workers=1) as p:
     t.like(other.ehlo(), r"^250 ", "another session is served while a hook is suspended")
     # The one worker answered the other session before the suspended MAIL:
     # its reply has not come yet (an order, not a time).
+    timeout = c.sock.gettimeout()
     c.sock.setblocking(False)
     try:
         early = c.sock.recv(4096)
     except BlockingIOError:
         early = b""
-    c.sock.setblocking(True)
+    c.sock.settimeout(timeout)
     t.is_(early, b"", "immediately: the suspended session's reply is still to come")
     c.buf += early
     other.close()

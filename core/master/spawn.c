@@ -100,6 +100,22 @@ static void close_master_fds(struct master *m)
      * while any worker of this one is still alive and writing the queue. */
 }
 
+/* In a child: the listening sockets it has no use for. Only smtpd workers
+ * accept SMTP connections: a queue manager or pickup role that kept a copy
+ * would keep a listener bound (its backlog filling, nobody serving it) after
+ * a reload dropped it or a stop closed the workers', for as long as it runs.
+ * Only the master accepts on a spawn service's socket. */
+static void close_unused_listeners(const struct generation *g, enum role_kind kind)
+{
+    if (kind != KIND_SMTPD)
+        for (int i = 0; i < g->nlisteners; i++)
+            if (g->fds[i].fd >= 0)
+                close(g->fds[i].fd);
+    for (int i = 0; i < g->nspawns; i++)
+        if (g->spawns[i].fd >= 0)
+            close(g->spawns[i].fd);
+}
+
 int master_has_qmgr(const struct cfg *cfg)
 {
     for (size_t i = 0; i < cfg_service_count(cfg); i++)
@@ -142,6 +158,7 @@ static pid_t spawn_worker(struct master *m, int slot, enum role_kind kind)
         close_master_fds(m);
         event_base_free(m->base);
         m->base = NULL;
+        close_unused_listeners(g, kind);   /* after the loop that watched the spawn sockets is gone */
         signal(SIGTERM, SIG_DFL);
         signal(SIGHUP, SIG_DFL);
         signal(SIGCHLD, SIG_DFL);

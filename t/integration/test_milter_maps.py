@@ -6,7 +6,7 @@ apart by their replies and their logs."""
 import os
 import subprocess
 
-from harness import PETRELD, Petrel, Smtp, Tap
+from harness import PETRELD, Petrel, Smtp, Tap, refused_port
 from modlib import bundled_module_dir
 from peers import TestFilter
 
@@ -72,7 +72,7 @@ with TestFilter(verdicts={"mail": "reply:554:5.7.1:A says no"}) as a, \
         t.is_(mail(p), B_NO, "smtpd_milters empty, the map names two milters: the first one answers")
     finally:
         p.stop()
-    p = start(a.endpoint, ["127.0.0.0/8 { inet:127.0.0.1:9, default_action=accept }"])
+    p = start(a.endpoint, ["127.0.0.0/8 { inet:127.0.0.1:%d, default_action=accept }" % refused_port()])
     try:
         t.like(mail(p), r"^250 ", "the { address, name=value } form: that milter's default_action (accept)")
     finally:

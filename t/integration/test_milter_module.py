@@ -10,7 +10,7 @@ import os
 import re
 import subprocess
 
-from harness import PETRELD, TOP_BUILDDIR, Petrel, Smtp, Tap, _runnable_copy, queue_id, wait_for
+from harness import PETRELD, TOP_BUILDDIR, Petrel, Smtp, Tap, _runnable_copy, queue_id, refused_port
 from modlib import bundled_module_dir
 from modlib import smtp_from
 from peers import (EICAR, GTUBE, ClamavMilter, Clamd, OpenDKIM, PeerError, ScriptedMilter, SpamassMilter, Spamd,
@@ -216,12 +216,14 @@ with TestFilter() as f1, TestFilter() as f2:
         t.ok(b"\r\n\r\n" + big in data and b"the original body" not in data, "and that body is queued")
 
 # --- a milter that is down ----------------------------------------------------------
-down = "inet:127.0.0.1:9"
+dead_port = refused_port()   # refuses for the whole test: no other test's listener can take it
+down = "inet:127.0.0.1:%d" % dead_port
 with Petrel(t, main_cf=conf(down)) as p:
     r = send(p, "Subject: x\r\n\r\nbody\r\n")
     t.is_(r[0], "451 4.7.1 Service unavailable - try again later",
           "a milter that is down: milter_default_action (tempfail) answers MAIL, as Postfix")
-    t.ok(p.wait_log(r"milter inet:127\.0\.0\.1:9: .*default_action tempfail") is not None, "  and says so in the log")
+    t.ok(p.wait_log(r"milter inet:127\.0\.0\.1:%d: .*default_action tempfail" % dead_port) is not None,
+         "  and says so in the log")
 with Petrel(t, main_cf=conf(down, milter_default_action="reject")) as p:
     c = Smtp(p.port, read_greeting=False)
     t.is_(c.read_reply(), "554 mx.petrel.test ESMTP not accepting connections",
@@ -288,9 +290,9 @@ with TestFilter() as f1, TestFilter() as f2:
     p = Petrel(t, main_cf=conf(""), start=False, master_cf=(
         "127.0.0.1:%d inet n - n - - smtpd -o smtpd_milters=%s\n"
         "127.0.0.1:%d inet n - n - - smtpd -o smtpd_milters=%s -o milter_macro_daemon_name=second\n"
-        "127.0.0.1:%d inet n - n - - smtpd -o smtpd_milters=inet:127.0.0.1:9 -o milter_default_action=accept\n"
-        "127.0.0.1:%d inet n - n - - smtpd -o smtpd_milters=inet:127.0.0.1:9\n"
-        % (ports[0], f1.endpoint, ports[1], f2.endpoint, ports[2], ports[3])))
+        "127.0.0.1:%d inet n - n - - smtpd -o smtpd_milters=%s -o milter_default_action=accept\n"
+        "127.0.0.1:%d inet n - n - - smtpd -o smtpd_milters=%s\n"
+        % (ports[0], f1.endpoint, ports[1], f2.endpoint, ports[2], down, ports[3], down)))
     p.port = ports[0]
     p.start()
     for port in ports[1:]:

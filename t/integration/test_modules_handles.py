@@ -16,7 +16,7 @@ import socket
 import struct
 import threading
 
-from harness import Petrel, Smtp, Tap, free_port, wait_for
+from harness import Petrel, Smtp, Tap, free_port, tcp_open_ends, wait_for
 from modlib import module_dir
 
 t = Tap()
@@ -87,6 +87,10 @@ main_cf = {"modules": "keepmod", "module_directory": mods, "dns_resolver": dns.s
 with Petrel(t, main_cf=main_cf, extra_services=extra, workers=1) as p:
     for port in ports.values():
         p.wait_listening(port)
+    # The readiness probes' sessions (one a port) are over, their session
+    # handles given back, before the slots of two sessions are compared below
+    # (a slot freed meanwhile would come first in the FIFO free list).
+    wait_for(lambda: not any(tcp_open_ends(port) for port in [p.port] + list(ports.values())), timeout=30)
 
     # --- handles kept past the end of the session -------------------------
     c = Smtp(ports["keep"])

@@ -31,7 +31,7 @@ def metrics(p):
     return r, values, meta
 
 
-def wait_for(p, key, want, timeout=10):
+def wait_for(p, key, want, timeout=30):
     deadline = time.time() + timeout
     while time.time() < deadline:
         _, values, _ = metrics(p)

@@ -72,7 +72,7 @@ def send(p, body, sender="sender@example.org", rcpts=("u@vmail.test",)):
 
 def delivered(p, tag, box="u"):
     found = wait_for(lambda: [m for m in maildir_messages(os.path.join(p.mail, "vmail.test", box))
-                              if tag.encode() in m])
+                              if tag.encode() in m], timeout=60)
     return found[0] if found else None
 
 

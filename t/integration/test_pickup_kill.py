@@ -17,7 +17,7 @@ import re
 import signal
 import subprocess
 
-from harness import Petrel, Tap, _runnable_copy, TOP_BUILDDIR, maildir_messages as maildir, wait_for
+from harness import Petrel, Tap, _runnable_copy, TOP_BUILDDIR, holds_listener, maildir_messages as maildir, wait_for
 
 t = Tap()
 SENDMAIL = _runnable_copy(os.path.join(TOP_BUILDDIR, "core", "tools", "petrel-sendmail"))
@@ -98,6 +98,12 @@ with Petrel(t, extra_services=SERVICES, start=False) as p:
     t.ok(wait_for(lambda: copies("first") == 1, timeout=30), "a first message is delivered")
     qmgr = role_pid("qmgr")
     t.ok(qmgr is not None and role_pid("pickup") is not None, "the pickup role and the queue manager have logged")
+    # Only smtpd workers accept SMTP connections: the other roles keep no copy of the listener.
+    roles = (qmgr, role_pid("pickup"))
+    t.ok(any(holds_listener(pid, p.port) for pid in p.worker_pids() if pid not in roles)
+         and not any(holds_listener(pid, p.port) for pid in roles if pid),
+         "the smtpd workers hold the SMTP listener, the queue manager and the pickup role do not",
+         [(pid, holds_listener(pid, p.port)) for pid in p.worker_pids()])
 
     # --- 1. the pickup role is SIGKILLed --------------------------------------
     os.kill(qmgr, signal.SIGSTOP)

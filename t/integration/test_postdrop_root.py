@@ -167,7 +167,7 @@ log = open(os.path.join(work, "petreld.log"), "ab")
 def start():
     global proc
     proc = subprocess.Popen([petreld, "-c", conf], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    deadline = time.time() + 15
+    deadline = time.time() + 60
     while time.time() < deadline and not os.path.exists(os.path.join(queue, "private", "control")):
         time.sleep(0.1)
 

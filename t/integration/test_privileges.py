@@ -101,7 +101,7 @@ with RootPetrel(t, extra_services="qmgr unix n - n 300 1 qmgr\n", start=False) a
 
     def files_in(d):
         return [os.path.join(d, f) for f in os.listdir(d)] if os.path.isdir(d) else []
-    deadline = time.time() + 15
+    deadline = time.time() + 60
     while time.time() < deadline and (len(files_in(os.path.join(home, "Maildir", "new"))) < 2 or
                                       not files_in(os.path.join(vbase, "vbox.test", "v", "new"))):
         time.sleep(0.1)
@@ -112,13 +112,13 @@ with RootPetrel(t, extra_services="qmgr unix n - n 300 1 qmgr\n", start=False) a
     t.ok(virt and os.stat(virt[0]).st_uid == box.pw_uid, "a virtual mailbox is written as virtual_uid_maps says")
     t.ok(p.wait_log(r"status=sent \(delivered to maildir\)") is not None, "logged as sent")
     out = os.path.join(piped, "out")
-    deadline = time.time() + 10
+    deadline = time.time() + 60
     while time.time() < deadline and not os.path.exists(out):
         time.sleep(0.1)
     t.ok(os.path.exists(out) and os.stat(out).st_uid == box.pw_uid, "a pipe transport's command runs as its user=")
     nobody = pwd.getpwnam("nobody")
     uidfile, archive = os.path.join(aliasout, "uid"), os.path.join(aliasout, "archive")
-    deadline = time.time() + 10
+    deadline = time.time() + 60
     while time.time() < deadline and not (os.path.exists(uidfile) and os.path.exists(archive)):
         time.sleep(0.1)
     t.is_(open(uidfile).read().strip() if os.path.exists(uidfile) else None, str(nobody.pw_uid),
@@ -130,7 +130,7 @@ with RootPetrel(t, extra_services="qmgr unix n - n 300 1 qmgr\n", start=False) a
         m = parse_metrics(p.petrelctl("metrics").stdout)
         return tuple(m.get('petrel_mailbox_fsync_duration_seconds_count{transport="%s",format="%s"}' % k)
                      for k in (("local", "maildir"), ("virtual", "maildir"), ("local", "mbox")))
-    wait_for(lambda: fsyncs() == (2, 1, 1))
+    wait_for(lambda: fsyncs() == (2, 1, 1), timeout=60)
     t.is_(fsyncs(), (2, 1, 1), "the mailbox helper's deliveries are in the fsync histogram: two local Maildirs, "
           "one virtual, one alias /file")
     t.ok(not os.path.exists(os.path.join(aliasout, "pwned")), "the sender's shell text did not run")

@@ -91,7 +91,7 @@ with Petrel(t, main_cf={}, start=False) as p:
           "MAIL, RCPT (refused by our own checks, then accepted by both) and DATA")
     t.like(rep[4], r"^250 2\.0\.0 Ok: queued as \w+$", "the reply to \".\" is the filter's (its reinjection's)")
     after_id = rep[4].split()[-1]
-    got = wait_for(lambda: [m for m in inbox() if b"body normal proxied" in m])
+    got = wait_for(lambda: [m for m in inbox() if b"body normal proxied" in m], timeout=60)
     t.is_(len(got), 1, "the message is delivered once")
     m = got[0] if got else b""
     t.ok(b"X-Filtered-By: smtpfilter\n" in m and re.search(rb"Received: from client\.example\.org \(unknown "
@@ -164,7 +164,8 @@ with Petrel(t, main_cf={}, start=False) as p:
     r = c.read_reply()
     c.close()
     t.like(r, r"^250 2\.0\.0 Ok: queued as \w+$", "at \".\" the whole transaction is replayed; its reply is ours")
-    t.ok(wait_for(lambda: [m for m in inbox() if b"body speed adjusted" in m]), "and the message is delivered")
+    t.ok(wait_for(lambda: [m for m in inbox() if b"body speed adjusted" in m], timeout=60),
+         "and the message is delivered")
     rep = transaction(ports["speedrej"])
     t.is_(rep[1:], ["250 2.1.5 Ok", "354 End data with <CR><LF>.<CR><LF>", "550 5.1.1 Nobody here"],
           "speed_adjust: a recipient the filter refuses makes the reply to \".\"")
@@ -183,7 +184,7 @@ with Petrel(t, main_cf={}, start=False) as p:
                     r"REDIRECT is unavailable") is not None, "REDIRECT is unavailable, with Postfix's warning")
     t.ok(p.wait_log(r"warning: access table regexp:\S+proxy_hold: with smtpd_proxy_filter specified, action "
                     r"HOLD is unavailable") is not None, "so is HOLD")
-    got = wait_for(lambda: [m for m in inbox() if b"body proxy actions" in m])
+    got = wait_for(lambda: [m for m in inbox() if b"body proxy actions" in m], timeout=60)
     t.is_(len(got), 1, "the message reaches its own recipient through the filter, once (not held, not redirected)")
 
 for f in [good, speedy] + list(stages.values()):

@@ -276,7 +276,7 @@ with Petrel(t, main_cf={"relayhost": "[127.0.0.1]:%d" % dead}) as p:
     m = re.search(r"queued as (\S+)", reply)
     t.ok(m is not None, "message accepted over SMTP", reply)
     qid = m.group(1) if m else "?"
-    deadline = time.time() + 5
+    deadline = time.time() + 30
     found = None
     while time.time() < deadline and found is None:
         found = next((o for o in jlist(p) if o["queue_id"] == qid), None)

@@ -7,7 +7,6 @@ reject_unlisted_recipient / reject_unlisted_sender as restrictions;
 smtpd_reject_unlisted_sender. Every refusal is followed by a message that
 still goes through."""
 import os
-import pwd
 import subprocess
 
 from harness import Petrel, Tap, TEST_USER, TOP_BUILDDIR, _runnable_copy, maildir_messages, wait_for
@@ -128,9 +127,9 @@ with Petrel(t, start=False, extra_services=QMGR) as p:
     for rcpt in ("u+tag@vmail.test", "whoever@catchall.test"):
         r = c.send_message("sender@example.org", [rcpt], "Subject: to %s\r\n\r\nx\r\n" % rcpt)
         t.like(r, OK_RE, "<%s> is accepted" % rcpt)
-    t.ok(wait_for(lambda: len(maildir_messages(os.path.join(boxes, "vmail", "u"))) == 1),
+    t.ok(wait_for(lambda: len(maildir_messages(os.path.join(boxes, "vmail", "u"))) == 1, timeout=60),
          "and the router delivers u+tag@vmail.test to u's mailbox (same extension rule)")
-    t.ok(wait_for(lambda: len(maildir_messages(os.path.join(boxes, "catchall"))) == 1),
+    t.ok(wait_for(lambda: len(maildir_messages(os.path.join(boxes, "catchall"))) == 1, timeout=60),
          "and whoever@catchall.test to the catch-all mailbox (same @domain rule)")
     c.close()
 

@@ -54,7 +54,7 @@ with Dnsmasq(RECORDS) as dns, Petrel(t, start=False, workers=1) as p:
     c = p.connect()
     c.ehlo("client.test")
     c.send(b"MAIL FROM:<a@held.petrel-test>\r\n")
-    t.ok(wait_for(lambda: b"mxheld.petrel-test" in server.seen("srv"), timeout=10),
+    t.ok(wait_for(lambda: b"mxheld.petrel-test" in server.seen("srv"), timeout=30),
          "the MX host's name is asked, and its answer waits at the server")
     other = p.connect()   # the same (only) worker
     t.like(other.ehlo("other.test"), r"^250", "another session of the worker is greeted and served meanwhile")
@@ -73,7 +73,7 @@ with Dnsmasq(RECORDS) as dns, Petrel(t, start=False, workers=1) as p:
     # Postfix's order: mxa (preference 10) is walked first, name then address. mxb's name is
     # answered at once, mxa's address only when the test lets it: the first match still wins.
     c.send(b"MAIL FROM:<a@order.petrel-test>\r\n")
-    t.ok(wait_for(lambda: b"127.0.0.21" in server.seen("srv"), timeout=10), "the first server's address is asked")
+    t.ok(wait_for(lambda: b"127.0.0.21" in server.seen("srv"), timeout=30), "the first server's address is asked")
     first.set()
     t.is_(c.read_reply(), "554 5.7.1 <a@order.petrel-test>: Sender address rejected: The first server mxa is not welcome",
           "the first match in Postfix's order decides, whichever answer came first")
@@ -90,7 +90,7 @@ with Dnsmasq(RECORDS) as dns, Petrel(t, start=False, workers=1) as p:
     c = p.connect()
     c.ehlo("client.test")
     c.send(b"MAIL FROM:<a@gone.petrel-test>\r\n")
-    t.ok(wait_for(lambda: b"mxgone.petrel-test" in server.seen("srv"), timeout=10), "a lookup waits")
+    t.ok(wait_for(lambda: b"mxgone.petrel-test" in server.seen("srv"), timeout=30), "a lookup waits")
     c.sock.shutdown(socket.SHUT_RDWR)
     c.close()
     gone.set()

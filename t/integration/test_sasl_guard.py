@@ -91,7 +91,7 @@ with Petrel(t, start=False) as p:
     replies = [send(c, "alice", n) for n in range(10, 18)]
     c.close()
     qids = [x.split()[-1] for x in replies if x.startswith("250 ")]
-    t.ok(p.wait_log(r"sasl guard: login alice held: \d+ messages", 10) is not None and
+    t.ok(p.wait_log(r"sasl guard: login alice held: \d+ messages", 30) is not None and
          len(p.queue_files("hold")) >= 1, "a second burst trips the guard again")
     r = p.petrelctl("sasl", "held")
     m = re.match(r"^alice: held \(\d+ messages this window; usually [\d.]+ messages, [\d.]+ recipients\); "

@@ -6,7 +6,6 @@ worker, the server down (451 4.3.0 for recipient validation, Postfix's 451 4.3.5
 check_recipient_access) and back, delivery through the queue manager's routing, and
 petrelctl map query."""
 import os
-import socket
 import subprocess
 
 from harness import PETRELD, Petrel, Tap, maildir_messages, wait_for
@@ -89,10 +88,9 @@ with Petrel(t, extra_services=QMGR, start=False, workers=1) as p:
     t.is_(rcpt(c, "nul@sm.test"), "451 4.3.0 <nul@sm.test>: Temporary lookup failure",
           "a reply with a NUL byte in its value: refused, not cut short")
     t.is_(rcpt(c, "sales@sm.test"), "250 2.1.5 Ok", "and the session goes on")
-    log = p.log()
-    t.ok("socketmap server temporary error: database is resting" in log, "TEMP's reason is logged")
-    t.ok("socketmap server permanent error: no such map" in log, "PERM's reason is logged")
-    t.ok("netstring length expected" in log, "the protocol error is logged")
+    t.ok(p.wait_log("socketmap server temporary error: database is resting") is not None, "TEMP's reason is logged")
+    t.ok(p.wait_log("socketmap server permanent error: no such map") is not None, "PERM's reason is logged")
+    t.ok(p.wait_log("netstring length expected") is not None, "the protocol error is logged")
 
     # A slow server: this session waits; another session of the same (only)
     # worker is served meanwhile; then the timeout answers 451.
@@ -103,7 +101,8 @@ with Petrel(t, extra_services=QMGR, start=False, workers=1) as p:
     t.ok(waiting.reply is None, "before the slow lookup has finished (the loop never blocks)")
     t.is_(waiting.result(), "451 4.3.0 <slow@sm.test>: Temporary lookup failure",
           "the slow lookup ends at socketmap_timeout with 451 4.3.0")
-    t.ok("no reply from inet:127.0.0.1:%d within 2s" % virtual.port in p.log(), "the timeout is logged")
+    t.ok(p.wait_log(r"no reply from inet:127\.0\.0\.1:%d within 2s" % virtual.port) is not None,
+         "the timeout is logged")
     c.cmd("RSET")
     c.close()
 

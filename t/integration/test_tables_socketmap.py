@@ -26,7 +26,8 @@ access = SocketmapServer({"access": {b"blocked@sm.test": b"REJECT go away",
                                      b"friend@sm.test": b"OK"}})
 VMAP = "socketmap:inet:127.0.0.1:%d:virtual" % virtual.port
 AMAP = "socketmap:inet:127.0.0.1:%d:access" % access.port
-virtual.slow[b"slow@sm.test"] = 4
+# longer than socketmap_timeout: the lookup ends at the timeout
+virtual.slow[b"slow@sm.test"] = 8
 virtual.special[b"temp@sm.test"] = (b"virtual", netstring(b"TEMP database is resting"))
 virtual.special[b"perm@sm.test"] = (b"virtual", netstring(b"PERM no such map"))
 virtual.special[b"garbage@sm.test"] = (b"virtual", b"OK box@vmail.test\r\n")
@@ -41,7 +42,9 @@ def rcpt(c, address):
 with Petrel(t, extra_services=QMGR, start=False, workers=1) as p:
     mail = p.virtual_mailboxes({"box@vmail.test": "box/", "other@vmail.test": "other/"}, {
         "modules": "socketmap", "module_directory": MODULES,
-        "socketmap_timeout": "2s", "socketmap_max_reply_size": "100",
+        # 5 s: the slow lookup must still be waiting while another session is
+        # served (checked below), on a loaded machine too
+        "socketmap_timeout": "5s", "socketmap_max_reply_size": "100",
         "virtual_alias_domains": "sm.test", "virtual_alias_maps": VMAP,
         "smtpd_recipient_restrictions": "check_recipient_access %s, permit_mynetworks, "
                                         "reject_unauth_destination" % AMAP})
@@ -95,13 +98,13 @@ with Petrel(t, extra_services=QMGR, start=False, workers=1) as p:
     # A slow server: this session waits; another session of the same (only)
     # worker is served meanwhile; then the timeout answers 451.
     waiting = WaitingRcpt(p, "slow@sm.test")
-    wait_for(lambda: b"slow@sm.test" in virtual.seen("virtual"), timeout=10)
+    wait_for(lambda: b"slow@sm.test" in virtual.seen("virtual"), timeout=30)
     t.is_(rcpt(c, "info@sm.test"), "250 2.1.5 Ok",
           "while one lookup waits for a slow server, another session of the same worker is answered")
     t.ok(waiting.reply is None, "before the slow lookup has finished (the loop never blocks)")
     t.is_(waiting.result(), "451 4.3.0 <slow@sm.test>: Temporary lookup failure",
           "the slow lookup ends at socketmap_timeout with 451 4.3.0")
-    t.ok(p.wait_log(r"no reply from inet:127\.0\.0\.1:%d within 2s" % virtual.port) is not None,
+    t.ok(p.wait_log(r"no reply from inet:127\.0\.0\.1:%d within 5s" % virtual.port) is not None,
          "the timeout is logged")
     c.cmd("RSET")
     c.close()

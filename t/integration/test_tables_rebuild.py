@@ -156,7 +156,7 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
             ok = c.cmd("RCPT TO:<%s>" % last).startswith("250")
             c.close()
             return ok
-        t.ok(wait_for(accepted, timeout=10), "%s: a key only the last rebuild added is accepted, no reload" % domain)
+        t.ok(wait_for(accepted, timeout=30), "%s: a key only the last rebuild added is accepted, no reload" % domain)
 
     delivered = wait_for(lambda: len(maildir_messages(os.path.join(mail, "box"))) >= results["accepted"], timeout=60)
     t.ok(delivered, "every accepted message (%d) is delivered" % results["accepted"])

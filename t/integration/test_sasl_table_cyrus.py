@@ -183,7 +183,7 @@ try:
                                   "-m", mux_dir, "-n", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                  # its SIGTERM handler signals its whole process group: give it its own
                                  start_new_session=True)
-    deadline = time.time() + 10
+    deadline = time.time() + 30
     while time.time() < deadline and not os.path.exists(os.path.join(mux_dir, "mux")):
         time.sleep(0.1)
     r = subprocess.run(["testsaslauthd", "-u", "erin", "-p", "Erin-imap-7", "-f", os.path.join(mux_dir, "mux")],

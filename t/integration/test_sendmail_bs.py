@@ -78,7 +78,10 @@ with Petrel(t, extra_services=SERVICES, start=False) as p:
     bs = p.command(SENDMAIL, "-C", p.conf, "-bs")
 
     def box(name, count=1):
-        return wait_for(lambda: len(maildir(os.path.join(mail, name))) >= count and maildir(os.path.join(mail, name)))
+        # a delivery through pickup, the queue manager and virtual(8): the sanitizer build
+        # on a loaded machine takes many seconds (the wait ends as soon as it is there)
+        return wait_for(lambda: len(maildir(os.path.join(mail, name))) >= count and maildir(os.path.join(mail, name)),
+                        timeout=60)
 
     s = PipeSMTP(bs)
     code, banner = s.connect()

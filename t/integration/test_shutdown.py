@@ -69,7 +69,7 @@ with Petrel(t, start=False) as p:
     bdat.cmd("MAIL FROM:<a@example.org>")
     bdat.cmd("RCPT TO:<u@petrel.test>")
     bdat.send("BDAT 1000\r\nSubject: a chunk that never ends\r\n\r\n")
-    partial = wait_for(lambda: len(incoming(p)) == 2 and incoming(p), timeout=10)
+    partial = wait_for(lambda: len(incoming(p)) == 2 and incoming(p), timeout=30)
     t.ok(partial, "the DATA and BDAT sessions each have an incomplete file in incoming/", incoming(p))
 
     commit = p.connect()
@@ -78,7 +78,7 @@ with Petrel(t, start=False) as p:
     commit.cmd("RCPT TO:<u@petrel.test>")
     commit.cmd("DATA")
     commit.send("Subject: committed during the shutdown\r\n\r\nkept\r\n.\r\n")
-    started = wait_for(lambda: os.path.exists(mark), timeout=10)
+    started = wait_for(lambda: os.path.exists(mark), timeout=30)
     t.ok(started, "the last message's commit (fdatasync) is under way")
 
     begin = time.time()

@@ -6,9 +6,8 @@ the line goes out unchanged), per transport (a master.cf smtp service's -o overr
 classic use: removing the Received header a submission client left. A table that fails defers
 the delivery."""
 import os
-import re
 
-from harness import Petrel, Tap, free_port, wait_for
+from harness import Petrel, Tap, wait_for
 from smtpfilter import SmtpFilter
 
 t = Tap(timeout=300)
@@ -98,7 +97,8 @@ with Petrel(t, main_cf={}, start=False) as p:
 
     def sent(tag):
         from harness import wait_for
-        got = wait_for(lambda: [tx["data"] for tx in sink.transactions() if tx["data"] and tag.encode() in tx["data"]])
+        got = wait_for(lambda: [tx["data"] for tx in sink.transactions() if tx["data"] and tag.encode() in tx["data"]],
+                       timeout=60)
         return got[0] if got else b""
 
     qid = relay("Subject: do prepend\r\nX-Strip: a\r\nX-Replace: b\r\nX-Keep: c\r\n\r\npassword: hunter2\r\n"
@@ -125,7 +125,7 @@ with Petrel(t, main_cf={}, start=False) as p:
         return False
     # The queue file goes once the delivery is recorded, a moment after the
     # peer has the message.
-    t.ok(wait_for(lambda: not holds_secret()), "(the queue file is gone after delivery)")
+    t.ok(wait_for(lambda: not holds_secret(), timeout=30), "(the queue file is gone after delivery)")
 
     qid = relay("Subject: warn me\r\n\r\nhold\r\nbody warn")
     data = sent("body warn")
@@ -172,7 +172,8 @@ with Petrel(t, main_cf={}, start=False) as p:
 
     relay("Subject: to lmtp\r\nX-Lmtp-Secret: 1\r\nX-Strip: 2\r\n\r\npassword: p\r\nbody lmtp", rcpt="r@lmtp.test")
     from harness import wait_for
-    got = wait_for(lambda: [tx["data"] for tx in lmtp_sink.transactions() if tx["data"] and b"body lmtp" in tx["data"]])
+    got = wait_for(lambda: [tx["data"] for tx in lmtp_sink.transactions() if tx["data"] and b"body lmtp" in tx["data"]],
+                   timeout=60)
     data = got[0] if got else b""
     t.ok(b"Subject: [lmtp] to lmtp\r\n" in data and b"X-Lmtp-Secret" not in data, "the LMTP client applies "
          "lmtp_header_checks", data)

@@ -168,7 +168,7 @@ with Petrel(t, main_cf={}, start=False) as p:
                     r"status=deferred \(local data error while talking to 127\.0\.0\.1\[127\.0\.0\.1\]\)"
                     % (down, sink.port), timeout=30),
          "server down: deferred 4.3.0 \"local data error while talking to HOST[ADDR]\" (Postfix)", p.log()[-2000:])
-    t.ok(p.wait_log(r"warning: %s: smtp header checks lookup error" % down, timeout=5),
+    t.ok(p.wait_log(r"warning: %s: smtp header checks lookup error" % down, timeout=30),
          "with Postfix's warning \"ID: smtp header checks lookup error\"")
     t.ok(not data_with(sink, b"body down"), "the next hop got nothing")
     server.restart()

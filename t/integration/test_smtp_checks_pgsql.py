@@ -132,7 +132,7 @@ with Petrel(t, main_cf={}, start=False) as p:
                     % (down, sink.port), timeout=60),
          "the database down: deferred 4.3.0 \"local data error while talking to HOST[ADDR]\" (Postfix)",
          p.log()[-2000:])
-    t.ok(p.wait_log(r"warning: %s: smtp header checks lookup error" % down, timeout=5), "with Postfix's warning")
+    t.ok(p.wait_log(r"warning: %s: smtp header checks lookup error" % down, timeout=30), "with Postfix's warning")
     t.ok(not data_with(b"body db down"), "the next hop got nothing")
     pg.start()
     t.ok(sent(down, "d@remote.test", timeout=90), "the database back: delivered", p.log()[-2000:])

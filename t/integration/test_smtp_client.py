@@ -9,13 +9,11 @@ private dnsmasq. Each run of smtp-deliver prints "RCPT status dsn relay text".
 """
 import os
 import re
-import socket
-import ssl
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import free_port, make_cert, Dnsmasq  # noqa: E402
+from harness import free_port, make_cert, Dnsmasq, wait_for  # noqa: E402
 from scripted_smtp import Env, T, ME, hop, unstuff  # noqa: E402
 from serverlib import Sink  # noqa: E402
 
@@ -76,7 +74,10 @@ def main():
     t.ok(sess["data"] and b"\r\n..leading dot\r\n...two dots\r\n" in sess["data"][0]
          and b"\r\n..\r\nlast line\r\n" in sess["data"][0], "dot-stuffing on the wire", sess["data"][:1])
     t.is_(unstuff(sess["data"][0]) if sess["data"] else None, BODY, "content arrives byte-exact")
-    t.ok(sess["quit"], "QUIT at the end without caching")
+    # smtp-deliver waits about 2 s for QUIT's reply, then exits anyway; the
+    # server's thread marks the session when it reads the QUIT, which a busy
+    # machine may schedule later than that: wait for the mark
+    t.ok(wait_for(lambda: sess["quit"], timeout=30), "QUIT at the end without caching")
 
     s = e.server(caps=["SIZE 1000000"])
     res, _, _ = e.deliver(q1, hop(s))
@@ -157,7 +158,7 @@ def main():
     t.is_((res["a@dst.test"]["status"], res["a@dst.test"]["text"]),
           ("deferred", "conversation with 127.0.0.1[127.0.0.1] timed out while sending RCPT TO"),
           "stall at RCPT: timed out, deferred")
-    t.ok(time.time() - t0 < 10, "the timeout is honoured")
+    t.ok(time.time() - t0 < 30, "the timeout is honoured (2 s, not the default 300 s; a bound a loaded machine keeps)")
     s = e.server(stall="EHLO")
     res, _, _ = e.deliver(q1, hop(s), "--timeout", "1")
     t.like(res["a@dst.test"]["text"], "timed out while performing the EHLO handshake$", "stall at EHLO")
@@ -299,7 +300,7 @@ def main():
     t.is_([r["status"] for r in allres.get("a@dst.test", [])], ["sent"] * 3, "three jobs delivered", e.last_out)
     t.is_(len(s.sessions), 1, "three jobs to one next hop share one connection")
     t.like(stats, r"connections=1 reused=2", "client counts 2 reuses")
-    t.ok(s.sessions and "RSET" in s.sessions[0]["cmds"] and s.sessions[0]["quit"],
+    t.ok(s.sessions and "RSET" in s.sessions[0]["cmds"] and wait_for(lambda: s.sessions[0]["quit"], timeout=30),
          "RSET between jobs, QUIT when the cache time is over", s.sessions[0]["cmds"] if s.sessions else None)
     s = e.server(mail_421_after=1)
     res, stats, allres = e.deliver(q1, hop(s), "--repeat", "2", "--cache-time", "2")

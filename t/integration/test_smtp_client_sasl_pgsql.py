@@ -57,7 +57,7 @@ try:
 
     qid = submit(a, "me@petrel.test", "someone@far.example", "pgsql password")
     t.ok(sent(qid, "someone@far.example"), "sent through the relayhost", a.log()[-2000:])
-    t.ok(relay.wait_log(r"sasl_method=\S+, sasl_username=relayuser", timeout=10),
+    t.ok(relay.wait_log(r"sasl_method=\S+, sasl_username=relayuser", timeout=30),
          "with the relayhost's password from PostgreSQL")
 
     holder = subprocess.Popen(a.command("psql", "-h", pg.dir, "-p", str(pg.port), "-U", "admin", "-d", "mail",

@@ -70,14 +70,14 @@ try:
     # ---- the password from the remote table, keys in Postfix's order ----
     qid = submit(a, "me@petrel.test", "someone@far.example", "per sender")
     t.ok(sent(qid, "someone@far.example"), "sent through the relayhost", a.log()[-2000:])
-    t.ok(relay.wait_log(r"sasl_method=\S+, sasl_username=senderuser", timeout=10),
+    t.ok(relay.wait_log(r"sasl_method=\S+, sasl_username=senderuser", timeout=30),
          "smtp_sender_dependent_authentication: the sender's password from the socketmap table was used")
     t.is_(sasl.seen("sasl")[:1], [b"me@petrel.test"], "the sender is the first key asked")
 
     before = len(sasl.seen("sasl"))
     qid = submit(a, "other@petrel.test", "someone@far.example", "per next hop")
     t.ok(sent(qid, "someone@far.example"), "another sender's mail is sent too", a.log()[-2000:])
-    t.ok(relay.wait_log(r"sasl_method=\S+, sasl_username=relayuser", timeout=10),
+    t.ok(relay.wait_log(r"sasl_method=\S+, sasl_username=relayuser", timeout=30),
          "with the next hop's password from the table")
     keys = sasl.seen("sasl")[before:]
     t.is_(keys, [b"other@petrel.test", b"127.0.0.1", RELAY.encode()],
@@ -88,7 +88,7 @@ try:
     plain_before = count(relay, r"client=\S+\[127\.0\.0\.1\]$")
     qid = submit(a, "other@petrel.test", "x@open.test", "stranger")
     t.ok(sent(qid, "x@open.test"), "no password in the table: the mail goes out", a.log()[-2000:])
-    t.ok(wait_for(lambda: count(relay, r"client=\S+\[127\.0\.0\.1\]$") == plain_before + 1, timeout=10),
+    t.ok(wait_for(lambda: count(relay, r"client=\S+\[127\.0\.0\.1\]$") == plain_before + 1, timeout=30),
          "without AUTH (as Postfix: talk to each other like strangers)", relay.log()[-1500:])
     sasl.maps["sasl"][RELAY.encode()] = ("relayuser:" + PASSWORD).encode()
 
@@ -119,7 +119,7 @@ try:
                     % (down, relay.port), timeout=30),
          "server down: deferred 4.3.0 \"local data error while talking to HOST[ADDR]\" (Postfix)",
          a.log()[-2000:])
-    t.ok(a.wait_log(r"warning: %s: smtp_sasl_password_maps lookup error" % down, timeout=5),
+    t.ok(a.wait_log(r"warning: %s: smtp_sasl_password_maps lookup error" % down, timeout=30),
          "and Postfix's warning \"ID: smtp_sasl_password_maps lookup error\"")
     t.ok(a.wait_log(r"%s: .*status=(sent|bounced)" % down, timeout=3) is None, "never sent without AUTH")
     sasl.restart()
@@ -157,7 +157,7 @@ try:
     gate.set()
     t.ok(sent(held, "someone@far.example"), "the policy in: sent", a.log()[-2000:])
     t.ok(a.wait_log(r"%s: TLS policy for next hop %s after 1 round of smtp_tls_policy_maps lookups"
-                    % (held, re.escape(RELAY)), timeout=5), "(logged)")
+                    % (held, re.escape(RELAY)), timeout=30), "(logged)")
     del policy.slow[RELAY.encode()]
 
     # ---- the policy server down: Postfix's 4.7.5, then delivered ----
@@ -168,7 +168,7 @@ try:
          "policy server down: deferred 4.7.5 \"client TLS configuration problem\" (Postfix), never \"no policy\"",
          a.log()[-2000:])
     t.ok(a.wait_log(r'smtp_tls_policy_maps, next-hop destination "%s": policy table lookup error'
-                    % re.escape(OTHER), timeout=5), "and Postfix's warning")
+                    % re.escape(OTHER), timeout=30), "and Postfix's warning")
     policy.restart()
     t.ok(sent(down, "u@other.test", timeout=60), "the server back: delivered", a.log()[-2000:])
 

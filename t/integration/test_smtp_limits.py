@@ -212,7 +212,7 @@ with Petrel(t, start=False) as p:
     t.ok(not c.closed(wait=1.0) and c.buf == b"", "the 3rd session waits: no greeting, no 421")
     a.cmd("QUIT")
     a.close()
-    c.sock.settimeout(10)
+    c.sock.settimeout(30)
     t.like(c.read_reply(), r"^220 ", "and is greeted when a session ends")
     ended = c.sock.getsockname()[1]
     c.close()

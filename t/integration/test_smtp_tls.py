@@ -196,7 +196,9 @@ with tls_petrel({"smtpd_tls_loglevel": "1", "smtpd_tls_received_header": "yes"},
 
 # Closing replies inside TLS reach the client (they sit below the TLS filter
 # when the session ends): 554 for pipelining, 421 for errors and timeouts.
-with tls_petrel({"smtpd_timeout": "2s", "smtpd_hard_error_limit": "2"}) as p:
+# (smtpd_timeout 5 s: short for the timeout case below, long enough that a
+# loaded machine's pause between two commands of the other cases ends nothing)
+with tls_petrel({"smtpd_timeout": "5s", "smtpd_hard_error_limit": "2"}) as p:
     c = p.connect()
     c.ehlo()
     c.cmd("STARTTLS")
@@ -217,6 +219,7 @@ with tls_petrel({"smtpd_timeout": "2s", "smtpd_hard_error_limit": "2"}) as p:
     c.cmd("STARTTLS")
     starttls(c)
     c.ehlo()
+    c.sock.settimeout(30)
     t.is_(c.read_reply(), "421 4.4.2 mx.petrel.test Error: timeout exceeded", "inside TLS: 421 4.4.2 on timeout")
     t.ok(c.closed(), "and the session is closed")
     still_serves(p, "closing replies inside TLS")

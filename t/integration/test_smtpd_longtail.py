@@ -118,10 +118,13 @@ with Petrel(t, start=False) as p:
 
 # ---- smtpd_per_record_deadline ----
 for deadline in ("yes", "no"):
-    with Petrel(t, main_cf={"smtpd_timeout": "2s", "smtpd_per_record_deadline": deadline}) as p:
+    # smtpd_timeout 5 s, a byte every half second: ten times the gap, so a
+    # loaded machine's pause between two bytes does not end the "no" case,
+    # while the whole line (12 s) still takes longer than it for "yes"
+    with Petrel(t, main_cf={"smtpd_timeout": "5s", "smtpd_per_record_deadline": deadline}) as p:
         c = p.connect()
         c.ehlo()
-        # a command that trickles in a byte a second: each read is within
+        # a command that trickles in a byte every half second: each read is within
         # smtpd_timeout, the whole line is not
         reply = None
         c.sock.settimeout(0.1)
@@ -204,7 +207,7 @@ for limit, rewritten in (("2048", False), ("102400", True)):
         pad = "X-Pad: " + "\r\n ".join(["p" * 70] * 40) + "\r\n"   # ~2.9 KB of header before From:
         r = c.send_message("old@example.org", ["a@vmail.test"], pad + "From: <old@example.org>\r\nSubject: big\r\n\r\nx\r\n")
         t.like(r, OK_RE, "header_size_limit %s: queued" % limit)
-        msgs = wait_for(lambda: maildir_messages(os.path.join(boxes, "a")))
+        msgs = wait_for(lambda: maildir_messages(os.path.join(boxes, "a")), timeout=60)
         body = msgs[0] if msgs else b""
         if rewritten:
             t.ok(b"From: <new@example.org>" in body, "header_size_limit %s: From: is a header, rewritten" % limit)

@@ -98,9 +98,13 @@ def deliver(p, sender, subject, helo="client.test", rcpts=("u@vmail.test",)):
     reply = c.read_reply()
     c.cmd("QUIT")
     c.close()
+    if not reply.startswith("250"):
+        return reply, None
     box = os.path.join(p.boxes, "u")
+    # the delivery through the queue manager: many seconds for the sanitizer
+    # build on a loaded machine (the wait ends as soon as it is there)
     msg = wait_for(lambda: next((m for m in maildir_messages(box) if ("Subject: %s\r\n" % subject).encode() in m
-                                 or ("Subject: %s\n" % subject).encode() in m), None))
+                                 or ("Subject: %s\n" % subject).encode() in m), None), timeout=60)
     return reply, msg
 
 

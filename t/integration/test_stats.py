@@ -53,8 +53,8 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
     t.like(c.cmd("RCPT TO:<z@elsewhere.example>"), r"^454 ", "a relay attempt is rejected")
     c.close()
     # three, and the bounce of the message to gone.test
-    t.ok(wait_for(lambda: len(maildir_messages(os.path.join(mail, "vmail.test/u"))) == 4), "four delivered")
-    t.ok(wait_for(lambda: len(p.queue_files("deferred")) == 1), "one deferred")
+    t.ok(wait_for(lambda: len(maildir_messages(os.path.join(mail, "vmail.test/u"))) == 4, timeout=60), "four delivered")
+    t.ok(wait_for(lambda: len(p.queue_files("deferred")) == 1, timeout=60), "one deferred")
 
     # A mailbox file appears before the delivery agent's report reaches the
     # queue manager, which counts the delivery and retires the message: wait
@@ -66,7 +66,7 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
         s = json.loads(r.stdout)
         return (s["counters"]["deliveries_sent"]["total"] >= 6 and s["counters"]["deliveries_deferred"]["total"] >= 1
                 and s["queue"]["active"]["messages"] == 0)
-    t.ok(wait_for(settled), "the queue manager has counted the deliveries and retired the messages")
+    t.ok(wait_for(settled, timeout=60), "the queue manager has counted the deliveries and retired the messages")
 
     r = p.petrelctl("stats", "--json")
     t.is_(r.returncode, 0, "petrelctl stats --json answers")
@@ -106,7 +106,7 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
         s = json.loads(p.petrelctl("stats", "--json").stdout)
         return {(d["transport"], d["destination"]): d for d in s["destinations"]}
     sink_key = ("smtp", "[127.0.0.1]:%d" % SINK_PORT)
-    t.ok(wait_for(lambda: board().get(sink_key, {}).get("total", {}).get("sent") == 2),
+    t.ok(wait_for(lambda: board().get(sink_key, {}).get("total", {}).get("sent") == 2, timeout=30),
          "the board shows the sink's two deliveries (published every second)")
     dests = board()
     sink_row = dests[sink_key]
@@ -176,7 +176,7 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
     # recipient waiting there, not two.
     t.is_(p.petrelctl("queue", "flush").returncode, 0, "petrelctl queue flush")
     t.ok(wait_for(lambda: (board().get(("retry", None), {}).get("total", {}).get("deferred") == 2
-                           and len(p.queue_files("deferred")) == 1)), "the deferred message was tried again")
+                           and len(p.queue_files("deferred")) == 1), timeout=30), "the deferred message was tried again")
     t.is_(board()[("retry", None)]["deferred"], 1, "and counts once in deferred/")
     r = p.petrelctl("stats", "--yaml")
     t.is_((r.returncode, r.stderr.strip()), (2, 'petrelctl: stats: unknown option "--yaml" (only --json)'),

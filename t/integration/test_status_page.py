@@ -99,8 +99,8 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
     t.like(c.cmd("RCPT TO:<z@elsewhere.example>"), r"^454 ", "is rejected relaying")
     c.cmd("QUIT")
     c.close()
-    t.ok(wait_for(lambda: len(maildir_messages(os.path.join(mail, "vmail.test/u"))) == 2), "two delivered")
-    t.ok(wait_for(lambda: len(p.queue_files("deferred")) == 1), "one deferred")
+    t.ok(wait_for(lambda: len(maildir_messages(os.path.join(mail, "vmail.test/u"))) == 2, timeout=60), "two delivered")
+    t.ok(wait_for(lambda: len(p.queue_files("deferred")) == 1, timeout=60), "one deferred")
 
     # A rate needs a sample at least a second old, and the queue manager
     # publishes its board once a second: on a quick machine all of the above

@@ -191,7 +191,7 @@ def cache_cases(backend):
         backend.up()
         # The error was not cached: once the server is back (Redis's client reconnects in the
         # background), other.test is asked and its answer given.
-        t.ok(wait_for(lambda: rcpt(p, "other.test") == relay_denied("other.test"), 20),
+        t.ok(wait_for(lambda: rcpt(p, "other.test") == relay_denied("other.test"), 30),
              "%s: the lookup errors were not cached: the server's answer once it is back" % T)
         # cache_size = 2 holds hot.test and other.test now (new.test, the least recently
         # used, went out): new.test is asked again and shows the server's change; that pushes

@@ -10,6 +10,7 @@ in its [client] group or in the group option_group names; charset set again afte
 file chose latin1; require_result_set (a statement without a result set); idle_interval; a missing tls_CAfile or option_file
 is refused by petreld -n naming the file, the line and the parameter."""
 import os
+import re
 import subprocess
 
 from harness import PETRELD, Petrel, Tap, run_as_user, wait_for
@@ -68,7 +69,7 @@ with Petrel(t, start=False, workers=1) as p:
         reply = rcpt(p, files[name])
         t.is_(reply, want, label)
         if want == DEFER:
-            t.ok("mysql:%s: connect to inet:127.0.0.1:%d" % (files[name], db.port) in p.log(),
+            t.ok(p.wait_log(re.escape("mysql:%s: connect to inet:127.0.0.1:%d" % (files[name], db.port))) is not None,
                  "the failed connection is logged (%s)" % name, p.log()[-1500:])
 
     # The blocking lookup (petrelctl) with the same files.

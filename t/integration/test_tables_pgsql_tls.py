@@ -10,6 +10,7 @@ the historical host form uses TLS too (libpq's default sslmode=prefer); a URI's 
 reaches the log; idle_interval closes an idle connection; a non-URI host without dbname is refused
 by petreld -n."""
 import os
+import re
 import subprocess
 
 from harness import PETRELD, Petrel, Tap, run_as_user, wait_for
@@ -75,8 +76,9 @@ with Petrel(t, start=False, workers=1) as p:
     for name, hosts, want, label in cases:
         files[name] = p.write_file(name, hosts + QUERY, mode=0o640)
         t.is_(rcpt(p, files[name]), want, label)
-    t.ok("pgsql:%s: connect to postgresql://postfix:(password)@127.0.0.1:%d/mail:" % (files["wrong-ca.cf"], pg.port)
-         in p.log(), "the failed connection is logged, the URI without its password and parameters", p.log()[-2000:])
+    t.ok(p.wait_log(re.escape("pgsql:%s: connect to postgresql://postfix:(password)@127.0.0.1:%d/mail:"
+                              % (files["wrong-ca.cf"], pg.port))) is not None,
+         "the failed connection is logged, the URI without its password and parameters", p.log()[-2000:])
     t.ok("pf-secret" not in p.log(), "the password in the URI never reaches the log")
 
     r = p.petrelctl("map", "query", "pgsql:" + files["verify.cf"], "sales@pg.test")

@@ -6,6 +6,7 @@ down mid-run (451 4.3.0, never "User unknown") and back, delivery through the qu
 (the blocking lookup), petrelctl map query, and bad files that petreld -n names with their line
 (tls settings among them: TLS to Redis cannot be applied, so it stops the start)."""
 import os
+import re
 import socket
 import subprocess
 
@@ -64,7 +65,7 @@ with Petrel(t, extra_services=QMGR, start=False, workers=1) as p:
     c.cmd("RSET")
     c.cmd("MAIL FROM:<sender@example.org>")
     sleeper = subprocess.Popen(["redis-cli", "-h", "127.0.0.1", "-p", str(redis.port), "-a", "r3d!s",
-                                "--no-auth-warning", "DEBUG", "SLEEP", "3"], stdout=subprocess.DEVNULL)
+                                "--no-auth-warning", "DEBUG", "SLEEP", "6"], stdout=subprocess.DEVNULL)
 
     def busy():
         """Redis is in its DEBUG SLEEP: a PING gets no answer (not even -NOAUTH) in 0.2 s."""
@@ -76,13 +77,16 @@ with Petrel(t, extra_services=QMGR, start=False, workers=1) as p:
             except socket.timeout:
                 return True
 
+    # Redis must still sleep when the lookup comes and for its timeout (1 s)
+    # after it: 6 s of sleep leaves a loaded machine several seconds for the
+    # session that asks
     wait_for(busy, timeout=10)
     waiting = WaitingRcpt(p, "sales@redis.test")
     wait_for(lambda: unread_at(redis.port), timeout=15)   # the lookup was sent to the sleeping Redis
     t.is_(c.cmd("NOOP"), "250 2.0.0 Ok", "another session is answered while a lookup waits for a busy Redis")
     t.is_(waiting.result(), "451 4.3.0 <sales@redis.test>: Temporary lookup failure",
           "the lookup ends at the file's timeout with 451 4.3.0")
-    sleeper.wait(10)
+    sleeper.wait(20)
     t.ok(wait_for(lambda: c.cmd("RCPT TO:<sales@redis.test>") == "250 2.1.5 Ok", timeout=30),
          "Redis answers again: found (the client reconnected)")
     c.cmd("RSET")
@@ -117,7 +121,8 @@ with Petrel(t, extra_services=QMGR, start=False, workers=1) as p:
     t.ok(wait_for(lambda: c.cmd("RCPT TO:<sales@redis.test>") == "250 2.1.5 Ok", timeout=40),
          "Redis back: found again")
     c.close()
-    t.ok("redis:%s" % hget in p.log(), "the failures are logged with the file's name", p.log()[-1500:])
+    t.ok(p.wait_log(re.escape("redis:%s" % hget)) is not None, "the failures are logged with the file's name",
+         p.log()[-1500:])
 
 # Sentinel: the master found through a sentinel, for the asynchronous and the blocking lookup.
 master = RedisServer()

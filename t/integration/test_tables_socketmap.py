@@ -6,7 +6,6 @@ worker, the server down (451 4.3.0 for recipient validation, Postfix's 451 4.3.5
 check_recipient_access) and back, delivery through the queue manager's routing, and
 petrelctl map query."""
 import os
-import socket
 import subprocess
 
 from harness import PETRELD, Petrel, Tap, maildir_messages, wait_for
@@ -27,7 +26,8 @@ access = SocketmapServer({"access": {b"blocked@sm.test": b"REJECT go away",
                                      b"friend@sm.test": b"OK"}})
 VMAP = "socketmap:inet:127.0.0.1:%d:virtual" % virtual.port
 AMAP = "socketmap:inet:127.0.0.1:%d:access" % access.port
-virtual.slow[b"slow@sm.test"] = 4
+# longer than socketmap_timeout: the lookup ends at the timeout
+virtual.slow[b"slow@sm.test"] = 8
 virtual.special[b"temp@sm.test"] = (b"virtual", netstring(b"TEMP database is resting"))
 virtual.special[b"perm@sm.test"] = (b"virtual", netstring(b"PERM no such map"))
 virtual.special[b"garbage@sm.test"] = (b"virtual", b"OK box@vmail.test\r\n")
@@ -42,7 +42,9 @@ def rcpt(c, address):
 with Petrel(t, extra_services=QMGR, start=False, workers=1) as p:
     mail = p.virtual_mailboxes({"box@vmail.test": "box/", "other@vmail.test": "other/"}, {
         "modules": "socketmap", "module_directory": MODULES,
-        "socketmap_timeout": "2s", "socketmap_max_reply_size": "100",
+        # 5 s: the slow lookup must still be waiting while another session is
+        # served (checked below), on a loaded machine too
+        "socketmap_timeout": "5s", "socketmap_max_reply_size": "100",
         "virtual_alias_domains": "sm.test", "virtual_alias_maps": VMAP,
         "smtpd_recipient_restrictions": "check_recipient_access %s, permit_mynetworks, "
                                         "reject_unauth_destination" % AMAP})
@@ -89,21 +91,21 @@ with Petrel(t, extra_services=QMGR, start=False, workers=1) as p:
     t.is_(rcpt(c, "nul@sm.test"), "451 4.3.0 <nul@sm.test>: Temporary lookup failure",
           "a reply with a NUL byte in its value: refused, not cut short")
     t.is_(rcpt(c, "sales@sm.test"), "250 2.1.5 Ok", "and the session goes on")
-    log = p.log()
-    t.ok("socketmap server temporary error: database is resting" in log, "TEMP's reason is logged")
-    t.ok("socketmap server permanent error: no such map" in log, "PERM's reason is logged")
-    t.ok("netstring length expected" in log, "the protocol error is logged")
+    t.ok(p.wait_log("socketmap server temporary error: database is resting") is not None, "TEMP's reason is logged")
+    t.ok(p.wait_log("socketmap server permanent error: no such map") is not None, "PERM's reason is logged")
+    t.ok(p.wait_log("netstring length expected") is not None, "the protocol error is logged")
 
     # A slow server: this session waits; another session of the same (only)
     # worker is served meanwhile; then the timeout answers 451.
     waiting = WaitingRcpt(p, "slow@sm.test")
-    wait_for(lambda: b"slow@sm.test" in virtual.seen("virtual"), timeout=10)
+    wait_for(lambda: b"slow@sm.test" in virtual.seen("virtual"), timeout=30)
     t.is_(rcpt(c, "info@sm.test"), "250 2.1.5 Ok",
           "while one lookup waits for a slow server, another session of the same worker is answered")
     t.ok(waiting.reply is None, "before the slow lookup has finished (the loop never blocks)")
     t.is_(waiting.result(), "451 4.3.0 <slow@sm.test>: Temporary lookup failure",
           "the slow lookup ends at socketmap_timeout with 451 4.3.0")
-    t.ok("no reply from inet:127.0.0.1:%d within 2s" % virtual.port in p.log(), "the timeout is logged")
+    t.ok(p.wait_log(r"no reply from inet:127\.0\.0\.1:%d within 5s" % virtual.port) is not None,
+         "the timeout is logged")
     c.cmd("RSET")
     c.close()
 

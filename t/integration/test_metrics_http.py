@@ -223,6 +223,11 @@ with Petrel(t, extra_services=QMGR, start=False) as p:
     # for a moment); the round below needs the new generation settled: a
     # 503 there is not what it tests, and a new qmgr's pid would pass for
     # the replacement.
+    # The reload to 127.0.0.2/32 above is a handover too: until its queue
+    # manager runs, status may still name the old one, which then exits
+    # before it can be stopped. /healthz is 200 once every role runs.
+    t.ok(wait_for(lambda: http_get(mport, "/healthz", source="127.0.0.2")[0] == 200, timeout=30),
+         "(the earlier reload's queue manager runs)")
     old_qmgr = int(re.search(r"queue manager pid (\d+)", p.petrelctl("status").stdout).group(1))
     os.kill(old_qmgr, signal.SIGSTOP)
     try:

@@ -499,11 +499,34 @@ static int tls_became_active(struct smtpd_session *s)
     return 0;
 }
 
+/* Output not yet written: ours, or, after STARTTLS, ciphertext in the
+ * socket bufferevent below the TLS filter. */
+static int output_pending(struct smtpd_session *s)
+{
+    if (evbuffer_get_length(bufferevent_get_output(s->bev)) > 0)
+        return 1;
+    struct bufferevent *under = bufferevent_get_underlying(s->bev);
+    return under && evbuffer_get_length(bufferevent_get_output(under)) > 0;
+}
+
 static void session_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct smtpd_session *s = arg;
     if (what & BEV_EVENT_CONNECTED) {
         tls_became_active(s);
+        return;
+    }
+    if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_WRITING) && s->state != SMTPD_CLOSING &&
+        !output_pending(s)) {
+        /* Not a timeout: libevent's TLS filter (bufferevent_ssl.c) arms its
+         * write timer when a reply goes into an empty output and, as a
+         * filter, never disarms it once the reply has gone, so it fires
+         * smtpd_timeout after our last reply with nothing left to write: an
+         * idle client then lost its 421 (the timer had disabled writing),
+         * and a DATA transfer longer than smtpd_timeout was cut. Writing
+         * is on again (the timer re-arms: the same again, harmlessly); the
+         * read timeout is what bounds an idle client. */
+        bufferevent_enable(s->bev, EV_WRITE);
         return;
     }
     if (what & BEV_EVENT_TIMEOUT) {

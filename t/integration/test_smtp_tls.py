@@ -8,6 +8,7 @@ import smtplib
 import socket
 import ssl
 import subprocess
+import time
 import warnings
 
 from harness import Petrel, Smtp, Tap, free_port, make_cert
@@ -223,6 +224,35 @@ with tls_petrel({"smtpd_timeout": "5s", "smtpd_hard_error_limit": "2"}) as p:
     t.is_(c.read_reply(), "421 4.4.2 mx.petrel.test Error: timeout exceeded", "inside TLS: 421 4.4.2 on timeout")
     t.ok(c.closed(), "and the session is closed")
     still_serves(p, "closing replies inside TLS")
+
+# After STARTTLS, smtpd_timeout bounds the wait for the client, not the time
+# since our last reply: a message whose content comes slowly but steadily is
+# received, however long it takes. (libevent's TLS filter leaves a write timer
+# armed after each reply; it fired smtpd_timeout after the 354 and cut the
+# transfer with "timeout after DATA".)
+with tls_petrel({"smtpd_timeout": "3s"}) as p:
+    c = p.connect()
+    c.ehlo()
+    c.cmd("STARTTLS")
+    starttls(c)
+    c.ehlo()
+    t.like(c.cmd("MAIL FROM:<slow@example.org>"), r"^250 ", "slow content over TLS: MAIL")
+    t.like(c.cmd("RCPT TO:<user@petrel.test>"), r"^250 ", "RCPT")
+    t.like(c.cmd("DATA"), r"^354 ", "DATA")
+    started = time.monotonic()
+    c.send(b"Subject: slow over TLS\r\n\r\n")
+    for i in range(8):   # a line a second: 8 s, well past smtpd_timeout (3 s), no gap near it
+        time.sleep(1)
+        c.send(b"line %d\r\n" % i)
+    c.send(b".\r\n")
+    c.sock.settimeout(30)
+    r = c.read_reply()
+    t.like(r, OK_RE, "content that takes %.0f s, more than smtpd_timeout 3 s, arriving a line a second: "
+           "queued" % (time.monotonic() - started))
+    t.ok(p.wait_log(r"timeout after DATA", timeout=1) is None, "(no \"timeout after DATA\")")
+    c.sock.settimeout(30)
+    t.is_(c.read_reply(), "421 4.4.2 mx.petrel.test Error: timeout exceeded",
+          "then idle: 421 4.4.2 after smtpd_timeout, inside TLS")
 
 # smtpd_tls_security_level = encrypt: nothing before STARTTLS.
 with tls_petrel({"smtpd_tls_security_level": "encrypt"}) as p:

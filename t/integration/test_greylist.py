@@ -158,7 +158,9 @@ silent.close()
 # Configuration errors are refused by petreld -n.
 for name, value, why in [("greylist_redis", "nowhere", "bad Redis address \"nowhere\""),
                          ("greylist_redis_sentinels", "127.0.0.1:x", "bad sentinel address"),
-                         ("greylist_whitelist_clients", "10.0.0.0/33", "is not an address or network")]:
+                         ("greylist_whitelist_clients", "10.0.0.0/33", "is not an address or network"),
+                         ("greylist_whitelist_clients", "10.1.2.3/8", 'greylist_whitelist_clients: non-null host '
+                          'address bits in "10.1.2.3/8", perhaps you should use "10.0.0.0/8" instead')]:
     with Petrel(t, start=False, main_cf=conf("127.0.0.1:1", **{name: value})) as p:
         r = subprocess.run(p.command(PETRELD, "-c", p.conf, "-n"), capture_output=True, text=True)
         t.ok(r.returncode != 0 and why in r.stderr, "petreld -n refuses %s = %s" % (name, value), r.stderr)

@@ -183,6 +183,11 @@ for spec, why in [("100", "N/WINDOW expected"), ("0/1h", "from 1 to"), ("10/1x",
         r = subprocess.run(p.command(PETRELD, "-c", p.conf, "-n"), capture_output=True, text=True)
         t.ok(r.returncode != 0 and "restriction check_rate_limit (module ratelimit)" in r.stderr and why in r.stderr,
              "petreld -n refuses check_rate_limit %s" % spec, r.stderr)
+with Petrel(t, start=False, main_cf=conf("1/1h", ratelimit_exclude_clients="[2001:db8::1/64]")) as p:
+    r = subprocess.run(p.command(PETRELD, "-c", p.conf, "-n"), capture_output=True, text=True)
+    t.ok(r.returncode != 0 and 'ratelimit_exclude_clients: non-null host address bits in "2001:db8::1/64", perhaps '
+         'you should use "2001:db8::/64" instead' in r.stderr,
+         "a network with host bits in ratelimit_exclude_clients is refused, as Postfix words it", r.stderr)
 with Petrel(t, start=False, main_cf=conf("1/1h", data_directory="/nonexistent/petrel")) as p:
     r = subprocess.run(p.command(PETRELD, "-c", p.conf, "-n"), capture_output=True, text=True)
     t.ok(r.returncode != 0 and "the directory /nonexistent/petrel does not exist" in r.stderr,

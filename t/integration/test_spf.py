@@ -259,14 +259,18 @@ with Dnsmasq(RECORDS) as dns:
         t.is_(rcpt(p, "a@fail.test", port=svc["mynet"]), "250 2.1.5 Ok",
               "-o mynetworks: the module skips that service's mynetworks (spf_skip_mynetworks)")
         t.ok(p.wait_log(r"spf: not checked: client in mynetworks") is not None, "  and says why")
-    p = Petrel(t, main_cf={"modules": "spf", "module_directory": MODS, "dns_resolver": dns.server,
-                           "smtpd_recipient_restrictions": "check_spf"}, start=False,
-               extra_services="127.0.0.1:%d inet n - n - - smtpd -o spf_fail_action=bounce\n" % svc["bad"])
-    with p:
-        r = subprocess.run(p.command(PETRELD, "-c", p.conf, "-n"), capture_output=True, text=True)
-        t.ok(r.returncode != 0 and re.search(r"master\.cf service 127\.0\.0\.1:%d: spf_fail_action = bounce: "
-                                             r"expected reject, defer, hold or dunno" % svc["bad"], r.stderr),
-             "petreld -n refuses a bad -o spf_fail_action, naming the service", r.stderr)
+    for opt, want, what in [
+            ("spf_fail_action=bounce", "spf_fail_action = bounce: expected reject, defer, hold or dunno",
+             "a bad -o spf_fail_action"),
+            ("spf_whitelist_clients=10.1.2.3/8", 'spf_whitelist_clients: non-null host address bits in '
+             '"10.1.2.3/8", perhaps you should use "10.0.0.0/8" instead', "-o spf_whitelist_clients with host bits")]:
+        p = Petrel(t, main_cf={"modules": "spf", "module_directory": MODS, "dns_resolver": dns.server,
+                               "smtpd_recipient_restrictions": "check_spf"}, start=False,
+                   extra_services="127.0.0.1:%d inet n - n - - smtpd -o %s\n" % (svc["bad"], opt))
+        with p:
+            r = subprocess.run(p.command(PETRELD, "-c", p.conf, "-n"), capture_output=True, text=True)
+            t.ok(r.returncode != 0 and "master.cf service 127.0.0.1:%d: %s" % (svc["bad"], want) in r.stderr,
+                 "petreld -n refuses %s, naming the service" % what, r.stderr)
 
     # --- configuration errors are caught by petreld -n ---------------------------------------
     for param, value, want in [
@@ -275,13 +279,17 @@ with Dnsmasq(RECORDS) as dns:
                                                      r"this list takes addresses and networks"),
             ("spf_whitelist_clients", "300.1.2.3", r"spf_whitelist_clients: \"300\.1\.2\.3\" is not an address or "
                                                    r"network"),
+            # Postfix's words (cidr_match_parse), the item without its brackets
+            ("spf_whitelist_clients", "192.0.2.0/24 [2001:db8::1]/64",
+             r"main\.cf:\d+: smtpd_recipient_restrictions: restriction check_spf \(module spf\): spf_whitelist_clients: "
+             r"non-null host address bits in \"2001:db8::1/64\", perhaps you should use \"2001:db8::/64\" instead$"),
             ("spf_whitelist_domains", "hash:/etc/x", r"spf_whitelist_domains: \"hash:/etc/x\" is a lookup table: "
                                                      r"this list takes domains")]:
         p = Petrel(t, main_cf={"modules": "spf", "module_directory": MODS, "dns_resolver": dns.server,
                                "smtpd_recipient_restrictions": "check_spf", param: value}, start=False)
         with p:
             r = subprocess.run(p.command(PETRELD, "-c", p.conf, "-n"), capture_output=True, text=True)
-            t.ok(r.returncode != 0 and re.search(want, r.stderr), "petreld -n refuses %s = %s" % (param, value),
+            t.ok(r.returncode != 0 and re.search(want, r.stderr, re.M), "petreld -n refuses %s = %s" % (param, value),
                  r.stderr)
 
 # --- temperror: the DNS server is down (a closed port) -----------------------------------

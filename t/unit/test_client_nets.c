@@ -2,8 +2,10 @@
  * Unit tests of the client address lists that the greylist, ratelimit and
  * spf modules share (modules/common/client_nets.c): what parses (Postfix's
  * brackets included), what matches (an IPv4-mapped client against IPv4
- * networks included), and the exact error text for each kind of bad item.
+ * networks included), and the exact error text for each kind of bad item
+ * (Postfix's for a network with host bits set).
  */
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -18,6 +20,12 @@ static const char *parse_list(const char *text, petrel_pool *pool, struct client
     *list = NULL;
     *n = 0;
     return client_nets_parse("test_clients", text, pool, list, n);
+}
+
+/* One network as a list of one: client_nets_match parses the address. */
+static int in_net(const struct client_net *net, const char *addr)
+{
+    return client_nets_match(net, 1, addr);
 }
 
 int main(void)
@@ -46,25 +54,43 @@ int main(void)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         ok(client_net_parse(bad[i], &net) == -1, "refused: \"%s\"", bad[i]);
 
+    /* Postfix refuses host bits past the prefix (cidr_match_parse) and
+     * suggests the network with them cleared */
+    char text[INET6_ADDRSTRLEN];
+    ok(client_net_parse("10.1.2.3/8", &net) == CLIENT_NET_HOST_BITS && net.bits == 8
+           && strcmp(inet_ntop(AF_INET, net.addr, text, sizeof text), "10.0.0.0") == 0,
+       "10.1.2.3/8: host bits, the network is 10.0.0.0/8");
+    ok(client_net_parse("1.0.0.0/0", &net) == CLIENT_NET_HOST_BITS && net.bits == 0
+           && strcmp(inet_ntop(AF_INET, net.addr, text, sizeof text), "0.0.0.0") == 0,
+       "1.0.0.0/0: host bits, the network is 0.0.0.0/0");
+    ok(client_net_parse("[2001:db8::1/64]", &net) == CLIENT_NET_HOST_BITS && net.bits == 64
+           && strcmp(inet_ntop(AF_INET6, net.addr, text, sizeof text), "2001:db8::") == 0,
+       "[2001:db8::1/64]: host bits, the network is 2001:db8::/64");
+    const char *exact[] = { "192.0.2.128/25", "192.0.2.1/32", "10.1.2.3", "2001:db8:0:1::/64", "[2001:db8::]/32",
+                            "::/0", "255.255.255.254/31" };
+    for (size_t i = 0; i < sizeof exact / sizeof exact[0]; i++)
+        ok(client_net_parse(exact[i], &net) == 0, "no host bits: \"%s\"", exact[i]);
+
     client_net_parse("192.0.2.0/25", &net);
-    ok(client_net_match(&net, "192.0.2.127"), "192.0.2.127 is in 192.0.2.0/25");
-    ok(!client_net_match(&net, "192.0.2.128"), "192.0.2.128 is not");
+    ok(in_net(&net, "192.0.2.127"), "192.0.2.127 is in 192.0.2.0/25");
+    ok(!in_net(&net, "192.0.2.128"), "192.0.2.128 is not");
     /* Postfix turns an IPv4-mapped client address into IPv4 before any list sees it */
-    ok(client_net_match(&net, "::ffff:192.0.2.1"), "::ffff:192.0.2.1 matches 192.0.2.0/25 as 192.0.2.1");
-    ok(client_net_match(&net, "::FFFF:192.0.2.1"), "... in capitals too");
-    ok(!client_net_match(&net, "::ffff:192.0.2.200"), "::ffff:192.0.2.200 does not");
-    ok(!client_net_match(&net, "::192.0.2.1"), "an IPv4-compatible (not mapped) address does not");
-    ok(!client_net_match(&net, "64:ff9b::192.0.2.1"), "nor a NAT64 one");
-    ok(!client_net_match(&net, "2001:db8::1"), "an IPv6 address never matches an IPv4 network");
-    ok(!client_net_match(&net, "not an address"), "text that is not an address never matches");
+    ok(in_net(&net, "::ffff:192.0.2.1"), "::ffff:192.0.2.1 matches 192.0.2.0/25 as 192.0.2.1");
+    ok(in_net(&net, "::FFFF:192.0.2.1"), "... in capitals too");
+    ok(!in_net(&net, "::ffff:192.0.2.200"), "::ffff:192.0.2.200 does not");
+    ok(!in_net(&net, "::192.0.2.1"), "an IPv4-compatible (not mapped) address does not");
+    ok(!in_net(&net, "64:ff9b::192.0.2.1"), "nor a NAT64 one");
+    ok(!in_net(&net, "2001:db8::1"), "an IPv6 address never matches an IPv4 network");
+    ok(!in_net(&net, "not an address"), "text that is not an address never matches");
     client_net_parse("::ffff:0:0/96", &net);
-    ok(!client_net_match(&net, "192.0.2.1"), "an IPv4 address never matches an IPv6 network");
-    ok(client_net_match(&net, "::ffff:192.0.2.1"), "the mapped form matches ::ffff:0:0/96 as written");
+    ok(!in_net(&net, "192.0.2.1"), "an IPv4 address never matches an IPv6 network");
+    ok(in_net(&net, "::ffff:192.0.2.1"), "the mapped form matches ::ffff:0:0/96 as written");
     client_net_parse("[::1]", &net);
-    ok(client_net_match(&net, "::1") && client_net_match(&net, "0:0:0:0:0:0:0:1"), "[::1] matches ::1 however written");
+    ok(in_net(&net, "::1") && in_net(&net, "0:0:0:0:0:0:0:1"), "[::1] matches ::1 however written");
     client_net_parse("2001:db8:8000::/33", &net);
-    ok(client_net_match(&net, "2001:db8:ffff::1"), "2001:db8:ffff::1 is in 2001:db8:8000::/33");
-    ok(!client_net_match(&net, "2001:db8:7fff::1"), "2001:db8:7fff::1 is not");
+    ok(in_net(&net, "2001:db8:ffff::1"), "2001:db8:ffff::1 is in 2001:db8:8000::/33");
+    ok(!in_net(&net, "2001:db8:7fff::1"), "2001:db8:7fff::1 is not");
+    ok(!in_net(&net, "[2001:db8:ffff::1]"), "a client address in brackets is not an address");
 
     struct client_net *list;
     size_t n;
@@ -94,6 +120,45 @@ int main(void)
        "IPv6 addresses are not taken for tables");
     is_str(parse_list("192.0.2.1 bad1 bad2", pool, &list, &n),
            "test_clients: \"bad1\" is not an address or network", "the first bad item is named");
+
+    /* One parse of the client's address serves networks of both families:
+     * a mapped client matches an IPv4 network after IPv6 ones, and an IPv6
+     * network written in the mapped form as written. */
+    ok(parse_list("2001:db8::/32 ::1 192.0.2.0/24", pool, &list, &n) == NULL && n == 3, "a list of both families");
+    ok(client_nets_match(list, n, "::ffff:192.0.2.9"), "a mapped client matches its IPv4 network after IPv6 ones");
+    ok(client_nets_match(list, n, "::1") && client_nets_match(list, n, "2001:db8::9"), "IPv6 clients match");
+    ok(!client_nets_match(list, n, "::ffff:198.51.100.1") && !client_nets_match(list, n, "198.51.100.1"),
+       "clients in none do not");
+    ok(!client_nets_match(list, 0, "192.0.2.9"), "an empty list matches nothing");
+    ok(parse_list("::ffff:0:0/96", pool, &list, &n) == NULL && client_nets_match(list, n, "::ffff:198.51.100.1")
+           && !client_nets_match(list, n, "198.51.100.1"), "::ffff:0:0/96 matches the mapped form only");
+
+    /* Host bits: Postfix's words (cidr_match_parse), the item without its
+     * brackets, the mask as written, the prefix length as a number */
+    struct {
+        const char *list;
+        const char *error;
+    } host_bits[] = {
+        { "192.0.2.0/24 10.1.2.3/8", "\"10.1.2.3/8\", perhaps you should use \"10.0.0.0/8\" instead" },
+        { "192.0.2.1/24", "\"192.0.2.1/24\", perhaps you should use \"192.0.2.0/24\" instead" },
+        { "1.0.0.0/0", "\"1.0.0.0/0\", perhaps you should use \"0.0.0.0/0\" instead" },
+        { "10.1.2.3/08", "\"10.1.2.3/08\", perhaps you should use \"10.0.0.0/8\" instead" },
+        { "2001:db8::1/64", "\"2001:db8::1/64\", perhaps you should use \"2001:db8::/64\" instead" },
+        { "[2001:db8::1]/64", "\"2001:db8::1/64\", perhaps you should use \"2001:db8::/64\" instead" },
+        { "[2001:db8::1/64]", "\"2001:db8::1/64\", perhaps you should use \"2001:db8::/64\" instead" },
+        { "[10.1.2.3]/8", "\"10.1.2.3/8\", perhaps you should use \"10.0.0.0/8\" instead" },
+        { "::ffff:10.1.2.3/104", "\"::ffff:10.1.2.3/104\", perhaps you should use \"::ffff:10.0.0.0/104\" instead" },
+        { "1::/0", "\"1::/0\", perhaps you should use \"::/0\" instead" },
+        { "10.1.2.3/8 bad", "\"10.1.2.3/8\", perhaps you should use \"10.0.0.0/8\" instead" },
+    };
+    for (size_t i = 0; i < sizeof host_bits / sizeof host_bits[0]; i++) {
+        list = NULL;
+        n = 0;
+        is_str(parse_list(host_bits[i].list, pool, &list, &n),
+               petrel_pool_printf(pool, "test_clients: non-null host address bits in %s", host_bits[i].error),
+               "host bits refused: \"%s\"", host_bits[i].list);
+        ok(list == NULL && n == 0, "... and nothing is returned");
+    }
 
     petrel_pool_destroy(pool);
     return done_testing();

@@ -432,12 +432,19 @@ static void session_write_cb(struct bufferevent *bev, void *arg)
     }
 }
 
+/* The TLS being set up answers a STARTTLS command (not implicit TLS, where
+ * no command waits): its failures count as the command's errors. */
+static int starttls_command_pending(const struct smtpd_session *s)
+{
+    return s->unanswered && s->unanswered_counter == CNT_STARTTLS;
+}
+
 void smtpd_starttls_hooked(struct smtpd_session *s, const struct restrict_result *r)
 {
     s->state = SMTPD_CMD;
     if (smtpd_refused(r)) {
-        if (s->unanswered && s->unanswered_counter == CNT_STARTTLS)
-            smtpd_count_error(s, CNT_STARTTLS);   /* not implicit TLS: a STARTTLS command failed */
+        if (starttls_command_pending(s))
+            smtpd_count_error(s, CNT_STARTTLS);
         smtpd_log_reject(s, "reject", "STARTTLS", r->restriction, r->code, r->enhanced, r->text, NULL);
         smtpd_reply_refusal(s, r->verdict == RV_REJECT ? 554 : 421, r->enhanced, r->text);
         s->last_command = "STARTTLS";
@@ -472,7 +479,7 @@ static int tls_became_active(struct smtpd_session *s)
     s->tls_handshaking = 0;
     count_handshake(s, "ok", ssl);
     bufferevent_set_timeouts(s->bev, &s->set->timeout, &s->set->timeout);
-    int starttls = s->unanswered && s->unanswered_counter == CNT_STARTTLS;   /* not implicit TLS */
+    int starttls = starttls_command_pending(s);
     /* Postfix: a missing client certificate ends the session after its 421,
      * STARTTLS counted a success; the new session rate limit leaves the
      * command unfinished (longjmp), a failure. */

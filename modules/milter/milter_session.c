@@ -651,9 +651,12 @@ void milter_resume_event(session *ss, petrel_session *s, enum event ev, petrel_p
  * disarms it. Otherwise, at the session's end, the core frees the
  * transaction before the session's pool, so ss is still there here: an
  * ABORT that cannot be written is logged through ss->s, a handle the core
- * has made stale by then, which petrel_log takes (the line comes without
- * the queue ID), and calls nothing back (no event is pending on that
- * milter); milter_session_end then frees ss, its watches and timers first. */
+ * has made stale by then, which petrel_log takes (the line names the module,
+ * "module milter: ...", not the transaction), and calls nothing back (no
+ * event is pending on that milter); milter_session_end then frees ss, its
+ * watches and timers first. t/integration/test_milter_abort_fail.py breaks
+ * a milter's socket so that the ABORT's write is what fails, at each of
+ * these ends. */
 typedef struct tx_end {
     session *ss;
 } tx_end;

@@ -217,6 +217,14 @@ class TestFilter(Peer):
     def ready(self):
         return os.path.exists(self.log_path) and "ready" in open(self.log_path).read()
 
+    def start(self):
+        super().start()
+        if hasattr(self, "socket"):
+            # libmilter made it under our umask; petreld's smtpd runs as the
+            # unprivileged test user and needs write permission to connect
+            os.chmod(self.socket, 0o666)
+        return self
+
     def stop(self):
         # libmilter answers SIGTERM only when its idle worker wakes up (up to
         # 5 s later); our filter flushes every log line, so SIGKILL loses nothing.

@@ -19,6 +19,12 @@
  *   lines, smfi_setmlreply).
  * Recipients whose local part starts with reject-, tempfail-, discard-,
  *   accept-, reply- or mlreply- get that verdict at RCPT.
+ * A recipient whose local part starts with halfclose- makes the filter shut
+ *   the read side of its socket (a unix one) before it answers CONTINUE,
+ *   keeping a duplicate open: the MTA's next write on it fails (EPIPE) while
+ *   the MTA's end never turns readable, as a milter whose socket breaks
+ *   between two events (see half_close()). Logged "halfclose", or
+ *   "halfclose failed: WHY".
  * The Subject "do: A B C" lists what happens at end of message, in order:
  *   addheader insheader foldheader chgheader delheader chgfrom chgfrom_args
  *   chgfrom_badargs addrcpt addrcpt_par addrcpt_orcpt delrcpt replbody replbody_big replbody_lf quarantine
@@ -40,6 +46,7 @@
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -272,6 +279,73 @@ static sfsistat tf_envfrom(SMFICTX *ctx, char **argv)
     return verdict(ctx, stage_verdict[ST_MAIL], ST_MAIL);
 }
 
+/* Descriptors half_close() keeps, so that they are never taken for a
+ * conversation's socket again. */
+#define HELD_MAX 64
+static int held[HELD_MAX];
+static size_t held_count;
+static pthread_mutex_t held_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int is_held(int fd)
+{
+    for (size_t i = 0; i < held_count; i++)
+        if (held[i] == fd)
+            return 1;
+    return 0;
+}
+
+/* Breaks the current conversation's socket the way no read watch on the
+ * MTA's side sees: on a unix stream socket, shutdown(SHUT_RD) here sets
+ * only "no more sending" on the MTA's end (its writes fail with EPIPE; it
+ * gets neither EOF nor POLLIN nor POLLHUP). libmilter then reads EOF and
+ * closes its descriptor; the duplicate kept here (until the filter exits)
+ * keeps the socket from being released, which would hang up the MTA's end.
+ * libmilter gives a callback no descriptor: the socket is found as the one
+ * connected unix stream socket of the process, which holds only while a
+ * single conversation is open (the tests that use this run one). Returns 0,
+ * or -1 with why. */
+static int half_close(char *why, size_t whylen)
+{
+    pthread_mutex_lock(&held_lock);
+    int found = -1, candidates = 0;
+    for (int fd = 3; fd < 1024; fd++) {
+        struct stat st;
+        struct sockaddr_storage ss;
+        socklen_t sslen = sizeof ss;
+        int type = 0, listening = 0;
+        socklen_t optlen = sizeof type;
+        if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode) || is_held(fd))
+            continue;
+        if (getsockname(fd, (struct sockaddr *)&ss, &sslen) < 0 || ss.ss_family != AF_UNIX)
+            continue;
+        if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &optlen) < 0 || type != SOCK_STREAM)
+            continue;
+        optlen = sizeof listening;
+        if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &optlen) < 0 || listening)
+            continue;
+        found = fd;
+        candidates++;
+    }
+    int rc = -1;
+    if (candidates != 1)
+        snprintf(why, whylen, "%d connected unix sockets (need exactly one)", candidates);
+    else if (held_count == HELD_MAX)
+        snprintf(why, whylen, "%d sockets held already", HELD_MAX);
+    else {
+        int keep = dup(found);
+        if (keep < 0 || shutdown(found, SHUT_RD) < 0) {
+            snprintf(why, whylen, "%s", strerror(errno));
+            if (keep >= 0)
+                close(keep);
+        } else {
+            held[held_count++] = keep;
+            rc = 0;
+        }
+    }
+    pthread_mutex_unlock(&held_lock);
+    return rc;
+}
+
 static sfsistat tf_envrcpt(SMFICTX *ctx, char **argv)
 {
     log_argv("envrcpt", argv);
@@ -286,6 +360,13 @@ static sfsistat tf_envrcpt(SMFICTX *ctx, char **argv)
         }
     if (strncmp(local, "reply-", 6) == 0)
         return verdict(ctx, "reply:550:5.1.1:No such user here", ST_RCPT);
+    if (strncmp(local, "halfclose-", 10) == 0) {
+        char why[128];
+        if (half_close(why, sizeof why) == 0)
+            logline("halfclose");
+        else
+            logline("halfclose failed: %s", why);
+    }
     if (strncmp(local, "mlreply-", 8) == 0)
         return verdict(ctx, "mlreply:550:5.1.1:No such user here|See https://example.org/why|Ask your postmaster",
                        ST_RCPT);

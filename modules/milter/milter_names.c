@@ -13,8 +13,7 @@
 #include <string.h>
 #include <strings.h>
 
-__attribute__((format(printf, 3, 4)))
-static int fail(char *err, size_t errlen, const char *fmt, ...)
+int milter_fail(char *err, size_t errlen, const char *fmt, ...)
 {
     if (err != NULL && errlen > 0) {
         va_list ap;
@@ -68,13 +67,13 @@ int milter_macro_list_parse(milter_macro_list *list, const char *text, char *err
         } else
             good = 0;
         if (!good)
-            return fail(err, errlen, "bad macro name \"%.*s\" (a single character or {name})",
+            return milter_fail(err, errlen, "bad macro name \"%.*s\" (a single character or {name})",
                         (int)(n > 64 ? 64 : n), start);
         if (n >= MILTER_MACRO_NAME_MAX)
-            return fail(err, errlen, "macro name \"%.40s...\" is longer than %d characters", start,
+            return milter_fail(err, errlen, "macro name \"%.40s...\" is longer than %d characters", start,
                         MILTER_MACRO_NAME_MAX - 1);
         if (list->count == MILTER_MACRO_NAMES_MAX)
-            return fail(err, errlen, "more than %d macro names", MILTER_MACRO_NAMES_MAX);
+            return milter_fail(err, errlen, "more than %d macro names", MILTER_MACRO_NAMES_MAX);
         memcpy(list->names[list->count], start, n);
         list->names[list->count][n] = 0;
         list->count++;
@@ -109,16 +108,16 @@ int milter_protocol_parse(const char *text, int *version, uint32_t *offer, char 
         else if (n == 15 && strncmp(start, "no_header_reply", 15) == 0)
             extra |= MILTER_P_NR_HDR;
         else
-            return fail(err, errlen, "bad protocol information: %.*s (expected 2, 3, 4 or 6, and "
+            return milter_fail(err, errlen, "bad protocol information: %.*s (expected 2, 3, 4 or 6, and "
                         "optionally no_header_reply)", (int)(n > 40 ? 40 : n), start);
         if (word_version) {
             if (v != 0)
-                return fail(err, errlen, "bad protocol information: more than one version");
+                return milter_fail(err, errlen, "bad protocol information: more than one version");
             v = word_version;
         }
     }
     if (v == 0)
-        return fail(err, errlen, "no protocol version information");
+        return milter_fail(err, errlen, "no protocol version information");
     *version = v;
     *offer = (v == 2 ? MILTER_P_V2 : v == 3 ? MILTER_P_V3 : v == 4 ? MILTER_P_V4 : MILTER_P_V6) | extra;
     return 0;

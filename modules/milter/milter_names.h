@@ -50,6 +50,11 @@ typedef struct milter_macro_list {
 /* Splits a list on white space and commas. Names are single characters
  * ("j"), or "{name}" with letters, digits, '_', '-' and '.' inside. Returns
  * 0, or -1 with err (a bad name, too many or too long). */
+/* Writes the message into err (errlen bytes, either may be 0) and returns
+ * -1: the parsers' one way of saying what is wrong. */
+__attribute__((format(printf, 3, 4)))
+int milter_fail(char *err, size_t errlen, const char *fmt, ...);
+
 int milter_macro_list_parse(milter_macro_list *list, const char *text, char *err, size_t errlen);
 
 /* "j" -> "{j}", "{daemon_name}" unchanged: the form a lookup is asked for

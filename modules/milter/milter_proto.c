@@ -11,22 +11,9 @@
 #include "milter_proto.h"
 
 #include <ctype.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-__attribute__((format(printf, 3, 4)))
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err != NULL && errlen > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 /* ------------------------------------------------------------------ */
 /* buffers                                                             */
@@ -327,7 +314,7 @@ int milter_parse_optneg(const unsigned char *data, size_t len, milter_buf *scrat
     milter_buf_reset(scratch);
     cursor c = { data, len };
     if (take_u32(&c, &o->version) < 0 || take_u32(&c, &o->actions) < 0 || take_u32(&c, &o->steps) < 0)
-        return fail(err, errlen, "option negotiation reply too short: %zu bytes (need 12)", len);
+        return milter_fail(err, errlen, "option negotiation reply too short: %zu bytes (need 12)", len);
     long offsets[MILTER_SYMLIST_STAGES];
     for (int i = 0; i < MILTER_SYMLIST_STAGES; i++)
         offsets[i] = -1;
@@ -336,9 +323,9 @@ int milter_parse_optneg(const unsigned char *data, size_t len, milter_buf *scrat
         const char *s;
         size_t n;
         if (take_u32(&c, &stage) < 0)
-            return fail(err, errlen, "truncated macro list in option negotiation reply");
+            return milter_fail(err, errlen, "truncated macro list in option negotiation reply");
         if (take_str(&c, &s, &n) < 0)
-            return fail(err, errlen, "macro list without its terminating NUL in option negotiation reply");
+            return milter_fail(err, errlen, "macro list without its terminating NUL in option negotiation reply");
         if (stage >= MILTER_SYMLIST_STAGES) {
             o->unknown_stages++;
             continue;
@@ -346,11 +333,11 @@ int milter_parse_optneg(const unsigned char *data, size_t len, milter_buf *scrat
         milter_macro_list check;
         char why[128];
         if (milter_macro_list_parse(&check, s, why, sizeof why) < 0)
-            return fail(err, errlen, "macro list for stage %u: %s", (unsigned)stage, why);
+            return milter_fail(err, errlen, "macro list for stage %u: %s", (unsigned)stage, why);
         long off = (long)scratch->len;
         char *copy = scratch_alloc(scratch, n + 1);
         if (copy == NULL)
-            return fail(err, errlen, "out of memory");
+            return milter_fail(err, errlen, "out of memory");
         memcpy(copy, s, n);
         copy[n] = 0;
         offsets[stage] = off;
@@ -398,9 +385,9 @@ int milter_parse_replycode(const unsigned char *data, size_t len, milter_buf *sc
     if (len > 0 && data[len - 1] == 0)
         len--;
     if (len == 0)
-        return fail(err, errlen, "empty reply");
+        return milter_fail(err, errlen, "empty reply");
     if (memchr(data, 0, len) != NULL)
-        return fail(err, errlen, "NUL inside the reply");
+        return milter_fail(err, errlen, "NUL inside the reply");
     const char *text = (const char *)data;
 
     /* Pass 1: structure, exactly as given. */
@@ -414,20 +401,20 @@ int milter_parse_replycode(const unsigned char *data, size_t len, milter_buf *sc
         int final = pos + line_len == len;
         const char *l = text + pos;
         if (nlines == MILTER_REPLY_LINES_MAX)
-            return fail(err, errlen, "more than %d lines", MILTER_REPLY_LINES_MAX);
+            return milter_fail(err, errlen, "more than %d lines", MILTER_REPLY_LINES_MAX);
         if (line_len < 4 || (l[0] != '4' && l[0] != '5') || !isdigit((unsigned char)l[1])
             || !isdigit((unsigned char)l[2]) || l[3] != (final ? ' ' : '-'))
-            return fail(err, errlen, "line %zu is not \"4xx%c\" or \"5xx%c\" followed by text", nlines + 1,
+            return milter_fail(err, errlen, "line %zu is not \"4xx%c\" or \"5xx%c\" followed by text", nlines + 1,
                         final ? ' ' : '-', final ? ' ' : '-');
         int line_code = (l[0] - '0') * 100 + (l[1] - '0') * 10 + (l[2] - '0');
         if (nlines == 0)
             code = line_code;
         else if (line_code != code)
-            return fail(err, errlen, "line %zu has code %d, the first line %d", nlines + 1, line_code, code);
+            return milter_fail(err, errlen, "line %zu has code %d, the first line %d", nlines + 1, line_code, code);
         /* As Postfix: text that starts with a digit starts with the
          * reply's class (an enhanced code such as 5.7.1 for a 550). */
         if (line_len > 4 && isdigit((unsigned char)l[4]) && l[4] != l[0])
-            return fail(err, errlen, "line %zu: enhanced status code class %c with reply code %d",
+            return milter_fail(err, errlen, "line %zu: enhanced status code class %c with reply code %d",
                         nlines + 1, l[4], code);
         lines[nlines].start = pos;
         lines[nlines].len = line_len;
@@ -435,14 +422,14 @@ int milter_parse_replycode(const unsigned char *data, size_t len, milter_buf *sc
         if (final)
             break;
         if (pos + line_len + 2 > len || text[pos + line_len] != '\r' || text[pos + line_len + 1] != '\n')
-            return fail(err, errlen, "line %zu does not end with CRLF", nlines);
+            return milter_fail(err, errlen, "line %zu does not end with CRLF", nlines);
         pos += line_len + 2;
     }
 
     /* Pass 2: the safe copy. */
     char *out = scratch_alloc(scratch, len + 1);
     if (out == NULL)
-        return fail(err, errlen, "out of memory");
+        return milter_fail(err, errlen, "out of memory");
     size_t o = 0;
     size_t first_text = 0;
     for (size_t i = 0; i < nlines; i++) {
@@ -492,7 +479,7 @@ int milter_parse_replycode(const unsigned char *data, size_t len, milter_buf *sc
         size_t out_off = (size_t)(out - (const char *)scratch->data);
         char *ft = scratch_alloc(scratch, n + 1);
         if (ft == NULL)
-            return fail(err, errlen, "out of memory");
+            return milter_fail(err, errlen, "out of memory");
         memcpy(ft, scratch->data + ft_off, n);
         ft[n] = 0;
         r->text = (const char *)scratch->data + out_off;
@@ -508,11 +495,11 @@ int milter_parse_replycode(const unsigned char *data, size_t len, milter_buf *sc
 static int check_header_name(const char *s, size_t n, char *err, size_t errlen)
 {
     if (n == 0)
-        return fail(err, errlen, "empty header name");
+        return milter_fail(err, errlen, "empty header name");
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         if (c <= 32 || c >= 127 || c == ':')
-            return fail(err, errlen, "header name \"%.*s\" has a character that is not allowed (0x%02x)",
+            return milter_fail(err, errlen, "header name \"%.*s\" has a character that is not allowed (0x%02x)",
                         (int)(n > 60 ? 60 : n), s, c);
     }
     return 0;
@@ -530,7 +517,7 @@ static long header_value_copy(milter_buf *scratch, const char *s, size_t n, int 
     long off = (long)scratch->len;
     char *out = scratch_alloc(scratch, 2 * n + 2);
     if (out == NULL)
-        return fail(err, errlen, "out of memory");
+        return milter_fail(err, errlen, "out of memory");
     size_t o = 0;
     if (!leadspc && n > 0)
         out[o++] = ' ';
@@ -539,10 +526,10 @@ static long header_value_copy(milter_buf *scratch, const char *s, size_t n, int 
         if (ch == '\r' && i + 1 < n && s[i + 1] == '\n')
             continue;
         if (ch == '\r')
-            return fail(err, errlen, "a carriage return that does not end a line");
+            return milter_fail(err, errlen, "a carriage return that does not end a line");
         if (ch == '\n') {
             if (i + 1 >= n || (s[i + 1] != ' ' && s[i + 1] != '\t'))
-                return fail(err, errlen, "a continuation line that does not start with white space");
+                return milter_fail(err, errlen, "a continuation line that does not start with white space");
             out[o++] = '\r';
             out[o++] = '\n';
             continue;
@@ -572,12 +559,12 @@ static long address_copy(milter_buf *scratch, const char *s, size_t n, int strip
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         if (c < 32 || c == 127)
-            return fail(err, errlen, "%s has a control character (0x%02x)", what, c);
+            return milter_fail(err, errlen, "%s has a control character (0x%02x)", what, c);
     }
     long off = (long)scratch->len;
     char *out = scratch_alloc(scratch, n + 1);
     if (out == NULL)
-        return fail(err, errlen, "out of memory");
+        return milter_fail(err, errlen, "out of memory");
     memcpy(out, s, n);
     out[n] = 0;
     return off;
@@ -600,22 +587,22 @@ int milter_parse_edit(int cmd, const unsigned char *data, size_t len, int leadsp
     case MILTER_RSP_INSHEADER:
     case MILTER_RSP_CHGHEADER:
         if (cmd != MILTER_RSP_ADDHEADER && take_u32(&c, &e->index) < 0)
-            return fail(err, errlen, "%s: packet too short for the header index", name);
+            return milter_fail(err, errlen, "%s: packet too short for the header index", name);
         if (take_str(&c, &s1, &n1) < 0 || take_str(&c, &s2, &n2) < 0)
-            return fail(err, errlen, "%s: header name or value without its terminating NUL", name);
+            return milter_fail(err, errlen, "%s: header name or value without its terminating NUL", name);
         if (c.left != 0)
-            return fail(err, errlen, "%s: %zu bytes after the header value", name, c.left);
+            return milter_fail(err, errlen, "%s: %zu bytes after the header value", name, c.left);
         if (check_header_name(s1, n1, why, sizeof why) < 0)
-            return fail(err, errlen, "%s: %s", name, why);
+            return milter_fail(err, errlen, "%s: %s", name, why);
         if ((o1 = (long)scratch->len, scratch_alloc(scratch, n1 + 1)) == NULL)
-            return fail(err, errlen, "out of memory");
+            return milter_fail(err, errlen, "out of memory");
         memcpy(scratch->data + o1, s1, n1);
         scratch->data[o1 + (long)n1] = 0;
         if (cmd == MILTER_RSP_CHGHEADER && n2 == 0) {
             e->type = MILTER_EDIT_DELETE_HEADER;
         } else {
             if ((o2 = header_value_copy(scratch, s2, n2, leadspc, why, sizeof why)) < 0)
-                return fail(err, errlen, "%s: value of %.*s: %s", name, (int)(n1 > 60 ? 60 : n1), s1, why);
+                return milter_fail(err, errlen, "%s: value of %.*s: %s", name, (int)(n1 > 60 ? 60 : n1), s1, why);
             e->type = cmd == MILTER_RSP_ADDHEADER ? MILTER_EDIT_ADD_HEADER
                     : cmd == MILTER_RSP_INSHEADER ? MILTER_EDIT_INSERT_HEADER : MILTER_EDIT_CHANGE_HEADER;
         }
@@ -631,16 +618,16 @@ int milter_parse_edit(int cmd, const unsigned char *data, size_t len, int leadsp
     case MILTER_RSP_ADDRCPT_PAR:
     case MILTER_RSP_DELRCPT:
         if (take_str(&c, &s1, &n1) < 0)
-            return fail(err, errlen, "%s: address without its terminating NUL", name);
+            return milter_fail(err, errlen, "%s: address without its terminating NUL", name);
         if ((cmd == MILTER_RSP_CHGFROM || cmd == MILTER_RSP_ADDRCPT_PAR) && c.left > 0
             && take_str(&c, &s2, &n2) < 0)
-            return fail(err, errlen, "%s: ESMTP arguments without their terminating NUL", name);
+            return milter_fail(err, errlen, "%s: ESMTP arguments without their terminating NUL", name);
         if (c.left != 0)
-            return fail(err, errlen, "%s: %zu bytes after the last field", name, c.left);
+            return milter_fail(err, errlen, "%s: %zu bytes after the last field", name, c.left);
         if ((o1 = address_copy(scratch, s1, n1, 1, "the address", why, sizeof why)) < 0)
-            return fail(err, errlen, "%s: %s", name, why);
+            return milter_fail(err, errlen, "%s: %s", name, why);
         if ((o2 = address_copy(scratch, s2 ? s2 : "", n2, 0, "the ESMTP arguments", why, sizeof why)) < 0)
-            return fail(err, errlen, "%s: %s", name, why);
+            return milter_fail(err, errlen, "%s: %s", name, why);
         e->type = cmd == MILTER_RSP_CHGFROM ? MILTER_EDIT_CHANGE_FROM
                 : cmd == MILTER_RSP_DELRCPT ? MILTER_EDIT_DELETE_RCPT : MILTER_EDIT_ADD_RCPT;
         e->address = SCRATCH_PTR(scratch, o1);
@@ -651,14 +638,14 @@ int milter_parse_edit(int cmd, const unsigned char *data, size_t len, int leadsp
         /* As Postfix: the reason is kept to 100 characters; ours are made
          * printable too, since they end up in logs and queue records. */
         if (take_str(&c, &s1, &n1) < 0)
-            return fail(err, errlen, "%s: reason without its terminating NUL", name);
+            return milter_fail(err, errlen, "%s: reason without its terminating NUL", name);
         if (c.left != 0)
-            return fail(err, errlen, "%s: %zu bytes after the reason", name, c.left);
+            return milter_fail(err, errlen, "%s: %zu bytes after the reason", name, c.left);
         size_t keep = n1 > 100 ? 100 : n1;
         o1 = (long)scratch->len;
         char *out = scratch_alloc(scratch, keep + 1);
         if (out == NULL)
-            return fail(err, errlen, "out of memory");
+            return milter_fail(err, errlen, "out of memory");
         for (size_t i = 0; i < keep; i++) {
             unsigned char ch = (unsigned char)s1[i];
             out[i] = (char)(ch < 32 || ch >= 127 ? '?' : ch);
@@ -669,7 +656,7 @@ int milter_parse_edit(int cmd, const unsigned char *data, size_t len, int leadsp
         return 0;
     }
     default:
-        return fail(err, errlen, "%s is not a modification", name);
+        return milter_fail(err, errlen, "%s is not a modification", name);
     }
 }
 

@@ -113,6 +113,6 @@ class SocketmapServer:
 
     def restart(self):
         """Listens again on the same port: it stayed reserved for this test
-        process (harness.free_port) while the server was down, so no other
+        process (portlib.free_port) while the server was down, so no other
         test has taken it meanwhile."""
         self._start()

@@ -1,8 +1,8 @@
-"""The harness's port reservations (harness.free_port, doc/testing.md): a port one
-test process was given is given to no other test process running at the same time,
+"""The harness's port reservations (portlib.py, doc/testing.md): a port one test
+process was given is given to no other test process running at the same time,
 also while nothing listens on it (a server stopped for a restart, a refused_port()
 revived for a server started later), and it lies where the kernel never picks a
-port by itself. Two other test processes (children importing the harness) reserve
+port by itself. Two other test processes (children importing portlib) reserve
 ports while this one holds its own, one of them stopped: a socketmap server."""
 import fcntl
 import json
@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 
-import harness
+import portlib
 from harness import Tap, free_port, refused_port, revive_port
 from socketmaplib import SocketmapServer, netstring
 
@@ -21,11 +21,11 @@ t = Tap()
 # named on its command line (another process's reservations), reports both and
 # holds its reservations until its standard input closes.
 CHILD = r"""
-import fcntl, json, shutil, sys
-import harness
+import fcntl, json, sys
+import portlib
 n, others = int(sys.argv[1]), [int(p) for p in sys.argv[2:]]
-ports = [harness.free_port() for _ in range(n)]
-fd = harness._port_lock_fd()
+ports = [portlib.free_port() for _ in range(n)]
+fd = portlib._port_lock_fd()
 taken = []
 for p in others:
     try:
@@ -35,8 +35,6 @@ for p in others:
         pass
 print(json.dumps({"ports": ports, "taken": taken}), flush=True)
 sys.stdin.read()
-for d in harness.CLEANUP_DIRS:
-    shutil.rmtree(d, ignore_errors=True)
 """
 
 
@@ -54,7 +52,7 @@ def bindable(port, listen=False):
 
 
 mine = [free_port() for _ in range(20)]
-window = harness._PORTS["window"]
+window = portlib._PORTS["window"]
 t.is_(len(set(mine)), len(mine), "free_port() never gives this process the same port twice")
 t.ok(all(bindable(p) for p in mine), "each is free when given (TCP, without SO_REUSEADDR)")
 with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
@@ -108,7 +106,7 @@ server.stop()
 t.ok(bindable(dead, listen=True), "a server binds the revived refused_port() and listens there")
 
 # The reservations are fcntl record locks: held while the process lives, gone when it ends.
-fd = harness._port_lock_fd()
+fd = portlib._port_lock_fd()
 released = []
 for p in a:
     try:

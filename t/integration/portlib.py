@@ -92,6 +92,8 @@ def _reserve_port(host):
                 port = _RANDOM.randrange(*window)
             else:
                 probe = _bound(host, 0, socket.SOCK_STREAM)
+                if probe is None:      # no such address here (IPv6 off): say so below
+                    break
                 port = probe.getsockname()[1]
                 probe.close()
             if port in _GIVEN_PORTS:   # ours already: relocking would succeed, unlocking would drop it

@@ -10,7 +10,8 @@ Every test script prints TAP (read by automake's TAP driver). A test:
     t.done()
 
 Rules kept here so no test forgets them: every daemon runs under a timeout and
-is stopped by PID; ports are picked free on 127.0.0.1; when the suite runs as
+is stopped by PID; ports are picked free on 127.0.0.1 and reserved for the
+test process's life (free_port); when the suite runs as
 root, petreld runs as the unprivileged user `petrel` (single-user mode), as
 users run it in development.
 """
@@ -26,6 +27,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from portlib import free_port, refused_dns_port, refused_port, revive_port  # noqa: F401 (tests import them from here)
 
 TOP_BUILDDIR = os.environ.get("top_builddir") or os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 TOP_SRCDIR = os.environ.get("top_srcdir") or os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -202,9 +205,6 @@ class Tap:
         os._exit(1 if self.failed else 0)
 
 
-_GIVEN_PORTS = set()
-
-
 def _queue_file_parts(path):
     """(envelope records that count, content) of a queue file, as its
     readers see them (doc/queue-format.md): in a version 2 file (edited at
@@ -250,21 +250,6 @@ def queue_file_content(path):
     return _queue_file_parts(path)[1]
 
 
-def free_port():
-    """A loopback port free at this moment, never one this process was
-    given before: ports handed out are bound only later (a master.cf line
-    written first), and the kernel may offer the same one again meanwhile."""
-    for _ in range(100):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
-        if port not in _GIVEN_PORTS:
-            break
-    _GIVEN_PORTS.add(port)
-    return port
-
-
 QUEUED_OK = r"^250 2\.0\.0 Ok: queued as (\S+)"      # Petrel's own acceptance, as Postfix words it
 QUEUED = r"queued as (\S+)"                          # anywhere in the reply (a next hop's words too)
 
@@ -274,54 +259,6 @@ def queue_id(reply, pattern=QUEUED_OK):
     there was none), or None."""
     m = re.search(pattern, reply or "")
     return m.group(1) if m else None
-
-
-_DEAD_PORTS = {}
-
-
-def refused_port():
-    """A loopback port that refuses every connection for as long as the test
-    runs: a dead destination. A free_port() is free only at that moment:
-    another test running at the same time may bind it later (its own
-    free_port()), and then mail meant for the dead destination reaches that
-    test's server: it is not refused here, and the other test meets a client
-    it never made. A bound socket that never listens refuses connections and,
-    without SO_REUSEADDR, keeps everyone else from binding the port."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    _DEAD_PORTS[port] = s
-    return port
-
-
-def refused_dns_port():
-    """A loopback port whose DNS server refuses at once, over UDP and TCP, for
-    as long as the test runs: a DNS that is down. Like refused_port(), but a
-    free_port() as the dead DNS server may be bound a moment later by another
-    test's dnsmasq, whose answers (NXDOMAIN for its test domains) then turn
-    "try again" into "not found". A UDP socket bound to the port and connected
-    elsewhere matches no datagram from anyone else, so the kernel answers
-    ICMP port unreachable (ECONNREFUSED for the resolver), and it keeps
-    everyone else from binding the port."""
-    for _ in range(100):
-        port = refused_port()
-        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            u.bind(("127.0.0.1", port))
-        except OSError:   # someone has the UDP port: another one (this one stays refused, unused)
-            u.close()
-            continue
-        u.connect(("127.0.0.1", 9))
-        _DEAD_PORTS[("udp", port)] = u
-        return port
-    raise RuntimeError("no loopback port free for both TCP and UDP")
-
-
-def revive_port(port):
-    """Frees a refused_port() for a server the test starts on it."""
-    s = _DEAD_PORTS.pop(port, None)
-    if s is not None:
-        s.close()
 
 
 def run_as_user():

@@ -112,4 +112,7 @@ class SocketmapServer:
         self.thread.join(5)
 
     def restart(self):
+        """Listens again on the same port: it stayed reserved for this test
+        process (portlib.free_port) while the server was down, so no other
+        test has taken it meanwhile."""
         self._start()

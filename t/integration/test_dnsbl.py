@@ -234,10 +234,7 @@ with Dnsmasq(records) as dns:
               "two restrictions on one list ask it once in the session")
 
     # --- IPv6 clients are looked up in nibble form ---
-    s6 = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-    s6.bind(("::1", 0))
-    port6 = s6.getsockname()[1]
-    s6.close()
+    port6 = free_port("::1")
     with Petrel(t, start=False, main_cf=conf(dns, smtpd_recipient_restrictions="reject_rbl_client bl6.test",
                                              inet_interfaces="::1"),
                 master_cf="[::1]:%d inet n - n - - smtpd\n" % port6) as p:

@@ -21,10 +21,9 @@ is full of (idle) sessions.
 import os
 import re
 import select
-import socket
 import time
 
-from harness import Petrel, Smtp, Tap, on_worker, wait_for
+from harness import Petrel, Smtp, Tap, free_port, on_worker, wait_for
 
 t = Tap()
 OK_RE = r"^250 2\.0\.0 Ok: queued as [0-9A-Z]+$"
@@ -199,17 +198,9 @@ with Petrel(t, main_cf={"smtpd_client_event_limit_exceptions": "192.0.2.1"}, sta
         h.close()
 
 # --- 4. long accounting keys: an IPv6 listener written in full ------------
-def free_port6():
-    s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-    s.bind(("::1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 LONG = "[0000:0000:0000:0000:0000:0000:0000:0001]"
 with Petrel(t, start=False) as p:
-    p6a, p6b = free_port6(), free_port6()
+    p6a, p6b = free_port("::1"), free_port("::1")
     p.master_cf = ("127.0.0.1:%d inet n - n - - smtpd\n" % p.port +
                    "%s:%d inet n - n - 2 smtpd\n" % (LONG, p6a) +
                    "%s:%d inet n - n - - smtpd -o smtpd_client_connection_count_limit=3\n" % (LONG, p6b))

@@ -18,7 +18,6 @@ logged and gives the temporary failure too, not a hang."""
 import grp
 import os
 import pwd
-import random
 import re
 import signal
 import socket
@@ -61,7 +60,9 @@ USER = spawn_user()
 
 # --- the real policyd-spf, spawned ------------------------------------------------------------------------
 sdir = shared_dir("petrel-spawn-spf-")
-dns_addr = "127.53.%d.%d" % (random.randint(1, 254), random.randint(1, 254))
+# Port 53 of a loopback address of its own, named after a port reserved for this process (harness.free_port):
+# no other test running alongside has the same one (a random one would, once in a while).
+dns_addr = "127.53.%d.%d" % divmod(free_port(), 256)
 with open(os.path.join(sdir, "resolv.conf"), "w") as f:
     f.write("nameserver %s\n" % dns_addr)
 with open(os.path.join(sdir, "policyd-spf.conf"), "w") as f:

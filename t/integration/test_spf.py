@@ -4,10 +4,9 @@ records (dns_resolver), real SMTP sessions, and the delivered message's
 Received-SPF header read from the Maildir it was delivered to."""
 import os
 import re
-import socket
 import subprocess
 
-from harness import PETRELD, Dnsmasq, Petrel, Smtp, Tap, free_port, maildir_messages, wait_for
+from harness import PETRELD, Dnsmasq, Petrel, Smtp, Tap, free_port, maildir_messages, refused_dns_port, wait_for
 from modlib import bundled_module_dir
 
 t = Tap()
@@ -292,11 +291,8 @@ with Dnsmasq(RECORDS) as dns:
             t.ok(r.returncode != 0 and re.search(want, r.stderr, re.M), "petreld -n refuses %s = %s" % (param, value),
                  r.stderr)
 
-# --- temperror: the DNS server is down (a closed port) -----------------------------------
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("127.0.0.1", 0))
-closed = "127.0.0.1:%d" % s.getsockname()[1]
-s.close()
+# --- temperror: the DNS server is down (a port that refuses, which no other test's dnsmasq can take) ---
+closed = "127.0.0.1:%d" % refused_dns_port()
 with instance(closed, spf_lookup_timeout="5s") as p:
     t.like(rcpt(p, "a@pass.test"), r"^451 4\.7\.24 SPF temperror: temporary error checking pass\.test: ",
            "DNS down: 451 4.7.24 (spf_temperror_action = defer)")

@@ -575,6 +575,7 @@ one_run() {   # VARIANT CONC REP
 }
 
 say "== filters benchmark: case=$CASE variants=[$VARIANTS] N=$MESSAGES size=${SIZE}KiB concurrency=[$CONCS] repeat=$REPEAT"
+[ -n "${PT_MAIN_CF:-}" ] && say "== petreld's main.cf adds: $PT_MAIN_CF"
 say "== CPU: $CG_METHOD (servers and peers in separate cgroups); Postfix in hold mode, petreld receive-only"
 say "== machine: $(nproc) CPUs, $(awk '/MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r), $(postconf -d -h mail_version 2>/dev/null | sed 's/^/Postfix /')"
 
@@ -592,6 +593,6 @@ done
 echo
 echo "### $CASE: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, $(postconf -d -h mail_version 2>/dev/null | sed 's/^/Postfix /')"
 echo
-echo "Command: \`${MILTER_NOHEADER:+MILTER_NOHEADER=1 }bench/filters.sh $CASE ${PETRELD:+--petreld $PETRELD }--messages $MESSAGES --size $SIZE --concurrency \"$CONCS\" --repeat $REPEAT --variants \"$VARIANTS\"\`"
+echo "Command: \`${PT_MAIN_CF:+PT_MAIN_CF=\"$PT_MAIN_CF\" }${MILTER_NOHEADER:+MILTER_NOHEADER=1 }bench/filters.sh $CASE ${PETRELD:+--petreld $PETRELD }--messages $MESSAGES --size $SIZE --concurrency \"$CONCS\" --repeat $REPEAT --variants \"$VARIANTS\"\`"
 echo
 $BENCHLIB summarize-variants "$TSV" --pairs "$PAIRS"

@@ -299,6 +299,10 @@ EOF
 		echo "mail_owner = postfix" >>"$PT_ETC/main.cf"
 		chown postfix "$PT_Q"
 	fi
+	# PT_MAIN_CF: "name = value" lines for petreld's main.cf only (a tuning
+	# compared against the defaults, e.g. PT_MAIN_CF="smtpd_workers = 1");
+	# the scripts print it with their results.
+	[ -n "${PT_MAIN_CF:-}" ] && printf '%s\n' "$PT_MAIN_CF" >>"$PT_ETC/main.cf"
 	echo "127.0.0.1:$port inet n - n - $maxproc smtpd" >"$PT_ETC/master.cf"
 }
 

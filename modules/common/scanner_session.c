@@ -148,6 +148,16 @@ petrel_verdict scanner_session_eom(petrel_session *s)
     scanner_session *ss = session_of(s);
     if (ss == NULL)
         return PETREL_CONTINUE;
+    /* The scanner stands in for a milter (spamass-milter, clamav-milter):
+     * where header/body checks took the milters off the message (REJECT,
+     * DISCARD, REDIRECT, PASS), no milter would see its content, so the
+     * daemon gets none of it and there is no verdict or header. Logged as
+     * the size skip is, since the admin looks for the same line. */
+    if (petrel_milters_stopped(s) == 1) {
+        petrel_log(s, PETREL_LOG_INFO, "%s: message not scanned: header or body checks stopped the content "
+                   "inspection", ss->kind->name);
+        return PETREL_CONTINUE;
+    }
     ss->s = s;
     ss->msg = petrel_message_open(s, 0);
     if (ss->msg == NULL) {

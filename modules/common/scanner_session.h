@@ -54,7 +54,9 @@ typedef struct scanner_kind {
     petrel_verdict (*decide)(petrel_session *s, const void *conf, const void *client, scanner_reply *reply);
 } scanner_kind;
 
-/* The hooks: data creates the session's state, end_of_message runs the scan. */
+/* The hooks: data creates the session's state, end_of_message runs the scan
+ * (none when petrel_milters_stopped says no milter would get the content:
+ * the scanner stands in for one). */
 petrel_verdict scanner_session_data(petrel_session *s, const scanner_kind *kind);
 petrel_verdict scanner_session_eom(petrel_session *s);
 

@@ -699,6 +699,13 @@ static void slice_next(struct dk_job *job)
 
 static petrel_verdict dkim_end_of_message(petrel_session *s)
 {
+    /* opendkim is a milter: after a header/body checks REJECT, DISCARD,
+     * REDIRECT or PASS none sees the content, so the message is neither
+     * signed nor verified and its headers are left alone (no
+     * DKIM-Signature, no Authentication-Results, no forged one removed),
+     * silently as a milter is skipped. */
+    if (petrel_milters_stopped(s) == 1)
+        return PETREL_CONTINUE;
     struct dk_job *job = job_start(s);
     if (job == NULL || job->modes == 0)
         return PETREL_CONTINUE;

@@ -362,6 +362,11 @@ static petrel_verdict dmarc_end_of_message(petrel_session *s)
     struct dm_mod *mod = petrel_module_data(m);
     if (mod == NULL || petrel_in_mynetworks(s) || petrel_sasl_username(s))
         return PETREL_CONTINUE;
+    /* opendmarc is a milter: after a header/body checks REJECT, DISCARD,
+     * REDIRECT or PASS it would not see the From header nor the message,
+     * so there is no evaluation, no verdict and no Authentication-Results. */
+    if (petrel_milters_stopped(s) == 1)
+        return PETREL_CONTINUE;
     struct dmarc_from from;
     memset(&from, 0, sizeof(from));
     const char *name, *value;

@@ -19,7 +19,8 @@ Also: a SASL-authenticated client outside mynetworks is signed for, a
 petrelctl dkim keygen's keys work, no signature (dkim=none), a key that is not published (permerror),
 a key server that never answers (temperror after dkim_lookup_timeout, the
 message accepted), a forged Authentication-Results with our authserv-id
-removed, the dkim.results note the dmarc module reads, and petreld -n
+removed, the dkim.results note the dmarc module reads, no DKIM work on a
+message that header_checks PASSed (as no milter sees it), and petreld -n
 naming a broken KeyTable line."""
 import os
 import pwd
@@ -356,6 +357,29 @@ try:
                      "mail from outside mynetworks is verified, never signed")
                 t.ok(p.wait_log(r"dkim: verified: o\.test od pass"),
                      "the log (and the dkim.results note) carry DOMAIN SELECTOR RESULT")
+
+        # --- header_checks PASS: no milter (opendkim) would see the content: no DKIM work ----------
+        rules = to_file("header_checks", "/^X-Act: pass$/ PASS\n")
+        os.chmod(rules, 0o644)
+        with instance(dns.server, header_checks="regexp:" + rules) as p:
+            send(p, message("alice@a.test", "passed signer", extra="X-Act: pass\r\n"))
+            msg = delivered(p, "passed signer")
+            t.ok(msg is not None and "X-Act: pass" in msg and not headers_named(msg, "DKIM-Signature"),
+                 "header_checks PASS: mail from mynetworks is not signed (no DKIM-Signature)", head(msg))
+            send(p, message("alice@a.test", "kept signer"))
+            t.is_(len(headers_named(delivered(p, "kept signer"), "DKIM-Signature")), 1,
+                  "  the same message without the PASS is signed")
+            forged = "Authentication-Results: %s; dkim=pass header.d=elsewhere.test\r\n" % HOSTNAME
+            send(p, message("x@elsewhere.test", "passed outsider", extra="X-Act: pass\r\n" + forged),
+                 src="127.0.0.2", sender="x@elsewhere.test")
+            t.is_(headers_named(delivered(p, "passed outsider"), "Authentication-Results"),
+                  ["%s; dkim=pass header.d=elsewhere.test" % HOSTNAME],
+                  "header_checks PASS: mail from outside is not verified: no Authentication-Results of ours, "
+                  "the forged one left as opendkim would leave it")
+            send(p, message("x@elsewhere.test", "kept outsider", extra=forged), src="127.0.0.2",
+                 sender="x@elsewhere.test")
+            t.is_(headers_named(delivered(p, "kept outsider"), "Authentication-Results"), ["%s; dkim=none" % HOSTNAME],
+                  "  the same message without the PASS is verified (dkim=none, the forged one removed)")
 
         # --- a 20 MiB message signed, then verified: the worker's memory stays flat --------------
         with instance(dns.server, smtpd_workers="1", message_size_limit="30000000", mailbox_size_limit="0",

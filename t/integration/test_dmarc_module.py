@@ -8,7 +8,8 @@ dmarc from the dkim.results note); p=quarantine holds; p=none only reports;
 dmarc_reject_action = quarantine holds instead of rejecting; a DNS server
 that never answers gets the documented 451 (dmarc_temperror_action =
 defer) or a dmarc=temperror header (accept); opendmarc's history file is
-written. The test domains are RFC 2606 names under suffixes of the Public
+written; a message that header_checks PASSed is not evaluated (as no
+milter sees it). The test domains are RFC 2606 names under suffixes of the Public
 Suffix List (libopendmarc aligns domains under unknown suffixes such as
 .test with each other), served by our dnsmasq only."""
 import os
@@ -179,6 +180,21 @@ try:
             # the records are written as they come: wait for all of them, not for the file
             t.ok(wait_for(lambda: history_records()[0], 30),
                  "dmarc_history_file gets opendmarc's records (the reject: action 0)", history_records()[1][:600])
+
+        # header_checks PASS: no milter (opendmarc) would see the content, so no evaluation
+        rules = path("header_checks")
+        with open(rules, "w") as f:
+            f.write("/^X-Act: pass$/ PASS\n")
+        os.chmod(rules, 0o644)
+        with instance(dns.server, header_checks="regexp:" + rules) as p:
+            reply = send(p, "X-Act: pass\r\n" + message("The CEO <ceo@example.com>", "passed spoof"), "x@example.net")
+            t.like(reply, r"^250 ", "header_checks PASS: the spoofed From under p=reject is not evaluated: accepted")
+            msg = delivered(p, "passed spoof")
+            t.ok(msg is not None and "X-Act: pass" in msg and not [a for a in auth_results(msg) if "dmarc=" in a],
+                 "  delivered without a dmarc= Authentication-Results", msg)
+            t.is_(send(p, message("The CEO <ceo@example.com>", "kept spoof"), "x@example.net"),
+                  "550 5.7.1 rejected by DMARC policy for example.com",
+                  "  the same message without the PASS is evaluated and rejected")
 
         with instance(dns.server, dmarc_reject_action="quarantine") as p:
             reply = send(p, message("The CEO <ceo@example.com>", "spoofed but held"), "x@example.net")

@@ -3,10 +3,11 @@
 as spamass-milter tags it, or rejected with spamassassin_reject_score; a
 clean message gets X-Spam-Status: No; spamd down answers
 spamassassin_failure_action; a message above spamassassin_max_size passes
-unscanned."""
+unscanned; one that header_checks PASSed or DISCARDed goes to no spamd, as
+no milter (spamass-milter) would get it in Postfix."""
 import re
 
-from harness import Petrel, Tap
+from harness import Petrel, Tap, wait_for
 from modlib import bundled_module_dir
 from peers import GTUBE, PeerError, Spamd, shared
 
@@ -62,6 +63,40 @@ with Petrel(t, main_cf=conf(spamd.endpoint, spamassassin_max_size="1024",
     t.ok(data is not None and b"X-Spam-Status" not in data, "above spamassassin_max_size: not scanned, accepted")
     t.ok(p.wait_log(r"spamassassin: message not scanned: larger than spamassassin_max_size") is not None,
          "  and logged")
+
+
+def spamd_requests():
+    """The messages spamd was asked about, from its own log."""
+    try:
+        with open(spamd.path("spamd.log"), errors="replace") as f:
+            return len(re.findall(r"spamd: checking message ", f.read()))
+    except FileNotFoundError:
+        return 0
+
+
+# header_checks PASS or DISCARD takes the milters off the message (Postfix's
+# CLEANUP_FLAG_FILTER_ALL): spamd, in spamass-milter's place, gets none of it.
+with Petrel(t, main_cf={}, start=False) as p:
+    c = dict(p.settings)
+    c.update(conf(spamd.endpoint, spamassassin_reject_score="-1"))
+    c["header_checks"] = "regexp:" + p.write_file("header_checks", "/^X-Act: pass$/ PASS\n/^X-Act: discard$/ DISCARD\n")
+    p.write_main_cf(c)
+    p.start()
+    before = spamd_requests()
+    r = send(p, "X-Act: pass\r\n" + SPAM)
+    data = p.queued_message(r)
+    t.ok(data is not None and b"X-Act: pass\r\n" in data and b"X-Spam-" not in data,
+         "header_checks PASS: GTUBE is queued unscanned, without X-Spam headers (the reject score not applied)", r)
+    t.ok(p.wait_log(r"spamassassin: message not scanned: header or body checks stopped the content inspection")
+         is not None, "  logged as a message not scanned")
+    queued = len(p.queue_files())
+    r = send(p, "X-Act: discard\r\n" + SPAM)
+    t.ok(r.startswith("250 ") and len(p.queue_files()) == queued, "header_checks DISCARD: 250, nothing kept", r)
+    t.is_(spamd_requests(), before, "  spamd got neither message (its log shows no request)")
+    t.is_(send(p, SPAM), "550 5.7.1 Blocked by SpamAssassin", "the same message without the action is scanned "
+          "(and rejected)")
+    t.ok(wait_for(lambda: spamd_requests() == before + 1, timeout=10), "  spamd logged that one request",
+         spamd_requests() - before)
 
 with Petrel(t, main_cf=conf("127.0.0.1:9")) as p:
     data = p.queued_message(send(p, SPAM))

@@ -730,7 +730,11 @@ PETREL_API int petrel_milter_header_checks_async(petrel_session *s, const char *
  * nested_header_checks or body_checks answered REJECT, DISCARD, REDIRECT
  * or PASS for one of its lines: a module that relays the message to
  * milters (the milter module) asks at end_of_message and sends them none
- * of the content. Also 1 once milter_header_checks refused a milter's
+ * of the content. It is the answer for every content inspector that
+ * stands in for a milter, not only for milters: the bundled dkim, dmarc,
+ * spamassassin and clamav modules (opendkim, opendmarc, spamass-milter,
+ * clamav-milter) ask it at end_of_message and then neither scan, sign
+ * nor verify, edit no header and give no verdict. Also 1 once milter_header_checks refused a milter's
  * header (REJECT, or a table that fails): the later milters are not sent
  * the message, as Postfix's chain ends there. Before the content, 1 once
  * the transaction is to be discarded (a restriction's DISCARD, or a

@@ -5,14 +5,16 @@ revived for a server started later), and it lies where the kernel never picks a
 port by itself. Two other test processes (children importing portlib) reserve
 ports while this one holds its own, one of them stopped: a socketmap server."""
 import fcntl
+import glob
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
 
 import portlib
-from harness import Tap, free_port, refused_port, revive_port
+from harness import TOP_SRCDIR, Tap, free_port, refused_port, revive_port
 from socketmaplib import SocketmapServer, netstring
 
 t = Tap()
@@ -116,4 +118,24 @@ for p in a:
     except OSError:     # another test process may have reserved it since
         pass
 t.ok(len(released) >= 1400, "an ended process's reservations are released (%d of 1500 free again)" % len(released))
+
+# The benchmarks start their servers and peers on fixed ports (bench/*.sh, their
+# defaults): none lies in the window, or a test running alongside a benchmark
+# could reserve one and start its server there (or the benchmark's dead
+# destination would be a test's server).
+bench_ports = {}
+for script in sorted(glob.glob(os.path.join(TOP_SRCDIR, "bench", "*.sh"))):
+    text = open(script).read()
+    name = os.path.basename(script)
+    for m in re.finditer(r'^PORTS="([0-9 ]+)"', text, re.M):
+        bench_ports.update((int(x), name) for x in m.group(1).split())
+    for m in re.finditer(r"^PORTS_BASE=\$\{PORTS_BASE:-([0-9]+)\}", text, re.M):
+        # servers BASE, BASE+1, peers BASE+10.., its dnsmasq BASE+1001 (filters.sh)
+        bench_ports.update((int(m.group(1)) + i, name) for i in range(1002))
+if window:
+    inside = sorted("%s %d" % (name, port) for port, name in bench_ports.items() if window[0] <= port < window[1])
+    t.ok(bench_ports and not inside, "the benchmarks' fixed ports (%d) lie outside the window" % len(bench_ports),
+         ", ".join(inside[:10]))
+else:
+    t.skip("the benchmarks' ports outside the window", "no window here")
 t.done()

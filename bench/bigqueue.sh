@@ -26,7 +26,8 @@ OBSERVE=90
 DRAIN_TIMEOUT=900
 RUN_DELAY=""          # queue_run_delay; empty = petreld's default
 ACTIVE_LIMIT=""       # qmgr_message_active_limit; empty = default (20000)
-PORTS="42545 29546"   # the dead port is outside ip_local_port_range (see the check below)
+PORTS="42545 19546"   # the dead port is outside ip_local_port_range (see the check below) and below 20000,
+                      # where no integration test reserves a port to start a server on (t/integration/portlib.py)
 RSS_LIMIT_MB=128
 
 usage() { sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }

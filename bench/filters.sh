@@ -43,8 +43,10 @@ SETTLE_MAX=60
 # servers: BASE, BASE+1; peers: BASE+10..; petreld's /etc/hosts dnsmasq: BASE+1001.
 # Below net.ipv4.ip_local_port_range (32768-60999 here): inside it, a client's
 # source port can take a listener's port between two runs ("bind: Address
-# already in use", seen twice with 43526).
-PORTS_BASE=${PORTS_BASE:-23525}
+# already in use", seen twice with 43526). Below 20000 too: from there up to
+# that range the integration tests reserve their ports (t/integration/portlib.py),
+# and a test running alongside could take one of these between two runs.
+PORTS_BASE=${PORTS_BASE:-15525}
 MAXPROC=1024
 SAMPLE_INTERVAL=${SAMPLE_INTERVAL:-0.5}
 

@@ -46,21 +46,38 @@ def _port_window():
     return None
 
 
+def _create_lock_file(path):
+    """A descriptor of path, made mode 0666 whatever the umask before it
+    appears under that name: made under a name of its own and linked into
+    place, so another user's test never finds it with the umask's mode (0644:
+    not writable for it) between its creation and its chmod. The other
+    process's file when it got there first."""
+    tmp = "%s.%d.new" % (path, os.getpid())
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o666)
+        os.link(tmp, path)
+    except FileExistsError:
+        os.close(fd)
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+    finally:
+        os.unlink(tmp)
+    return fd
+
+
 def _port_lock_fd():
     """The shared lock file, opened once for the process's life: closing any
-    descriptor of it would drop every lock the process holds on it. Created
-    mode 0666 so tests run as root (CI) and as a user share it; opened without
-    O_CREAT when it exists (fs.protected_regular refuses O_CREAT on another
-    user's file in sticky /tmp, even to root)."""
+    descriptor of it would drop every lock the process holds on it. Mode 0666
+    so tests run as root (CI) and as a user share it; opened without O_CREAT
+    when it exists (fs.protected_regular refuses O_CREAT on another user's
+    file in sticky /tmp, even to root)."""
     if "fd" not in _PORTS:
         path = PORT_LOCK_FILE
         try:
             try:
                 fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
             except FileNotFoundError:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
-                if os.fstat(fd).st_uid == os.geteuid():
-                    os.fchmod(fd, 0o666)
+                fd = _create_lock_file(path)
         except OSError as e:   # another user's file we may not write: coordinate with our own user's tests at least
             path = "/tmp/petrel-test-ports-%d.lock" % os.geteuid()
             sys.stderr.write("harness: %s: %s; port reservations in %s\n" % (PORT_LOCK_FILE, e, path))

@@ -5,14 +5,18 @@ revived for a server started later), and it lies where the kernel never picks a
 port by itself. Two other test processes (children importing portlib) reserve
 ports while this one holds its own, one of them stopped: a socketmap server."""
 import fcntl
+import glob
 import json
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 
 import portlib
-from harness import Tap, free_port, refused_port, revive_port
+from harness import TOP_SRCDIR, Tap, free_port, refused_port, revive_port, run_as_user
 from socketmaplib import SocketmapServer, netstring
 
 t = Tap()
@@ -116,4 +120,64 @@ for p in a:
     except OSError:     # another test process may have reserved it since
         pass
 t.ok(len(released) >= 1400, "an ended process's reservations are released (%d of 1500 free again)" % len(released))
+
+# The lock file is made by whichever test comes first, root's (CI) or a
+# user's, and must be writable for every other user's from the moment it
+# exists: a test that finds it with the umask's mode (0644) cannot lock in it
+# and reserves in a file of its own, beside every other user's tests. Here the
+# first process is this one (root) with another lock file of its own, made in
+# a directory like /tmp; while it makes the file, a test process of the
+# unprivileged user opens it.
+if os.geteuid() == 0:
+    prefix, _ = run_as_user()
+    shared = tempfile.mkdtemp(prefix="petrel-test-portlock-")
+    os.chmod(shared, 0o1777)
+    shutil.copy(portlib.__file__, shared)
+    lock = os.path.join(shared, "ports.lock")
+    OPENER = ("import os, portlib; portlib.PORT_LOCK_FILE = %r; "
+              "st = os.fstat(portlib._port_lock_fd()); print(st.st_dev, st.st_ino)" % lock)
+    opened = []
+    real_fchmod, real_lock_file, real_fd = os.fchmod, portlib.PORT_LOCK_FILE, portlib._PORTS.pop("fd")
+
+    def fchmod_while_a_user_opens(fd, mode):
+        r = subprocess.run(prefix + [sys.executable, "-c", OPENER], capture_output=True, text=True, timeout=60,
+                           cwd=shared, env=dict(os.environ, PYTHONPATH=shared, PYTHONDONTWRITEBYTECODE="1"))
+        opened.append(r.stdout.strip() or r.stderr.strip())
+        real_fchmod(fd, mode)
+    os.fchmod, portlib.PORT_LOCK_FILE = fchmod_while_a_user_opens, lock
+    try:
+        first_fd = portlib._port_lock_fd()
+    finally:
+        os.fchmod, portlib.PORT_LOCK_FILE = real_fchmod, real_lock_file
+        portlib._PORTS["fd"] = real_fd
+    st, fst = os.stat(lock), os.fstat(first_fd)
+    t.ok(opened == ["%d %d" % (st.st_dev, st.st_ino)] and (fst.st_dev, fst.st_ino) == (st.st_dev, st.st_ino),
+         "a user's test that opens the lock file while root's makes it shares it with root's (mode 0%o)"
+         % (st.st_mode & 0o777), "the user's: %s; root's: %d %d; the file: %d %d"
+         % (opened, fst.st_dev, fst.st_ino, st.st_dev, st.st_ino))
+    os.close(first_fd)
+    t.is_(sorted(os.listdir(shared)), ["portlib.py", "ports.lock"], "nothing else is left beside it")
+    shutil.rmtree(shared)
+else:
+    t.skip("the lock file made by root, opened meanwhile by a user", "needs root (CI and scripts/test.sh run as root)")
+
+# The benchmarks start their servers and peers on fixed ports (bench/*.sh, their
+# defaults): none lies in the window, or a test running alongside a benchmark
+# could reserve one and start its server there (or the benchmark's dead
+# destination would be a test's server).
+bench_ports = {}
+for script in sorted(glob.glob(os.path.join(TOP_SRCDIR, "bench", "*.sh"))):
+    text = open(script).read()
+    name = os.path.basename(script)
+    for m in re.finditer(r'^PORTS="([0-9 ]+)"', text, re.M):
+        bench_ports.update((int(x), name) for x in m.group(1).split())
+    for m in re.finditer(r"^PORTS_BASE=\$\{PORTS_BASE:-([0-9]+)\}", text, re.M):
+        # servers BASE, BASE+1, peers BASE+10.., its dnsmasq BASE+1001 (filters.sh)
+        bench_ports.update((int(m.group(1)) + i, name) for i in range(1002))
+if window:
+    inside = sorted("%s %d" % (name, port) for port, name in bench_ports.items() if window[0] <= port < window[1])
+    t.ok(bench_ports and not inside, "the benchmarks' fixed ports (%d) lie outside the window" % len(bench_ports),
+         ", ".join(inside[:10]))
+else:
+    t.skip("the benchmarks' ports outside the window", "no window here")
 t.done()

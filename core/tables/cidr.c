@@ -75,19 +75,6 @@ static void apply_mask(unsigned char *bytes, unsigned nbytes, unsigned prefix_le
     }
 }
 
-/* Addresses are matched with IPv4-mapped forms unmapped: do the same to
- * networks inside ::ffff:0:0/96 so they still match. */
-static void unmap_net(struct cidr_net *net)
-{
-    if (net->addr.family == AF_INET6 && net->prefix_len >= 96
-        && memcmp(net->addr.bytes, v4mapped_prefix, 12) == 0) {
-        memmove(net->addr.bytes, net->addr.bytes + 12, 4);
-        memset(net->addr.bytes + 4, 0, 12);
-        net->addr.family = AF_INET;
-        net->prefix_len -= 96;
-    }
-}
-
 int cidr_net_parse(const char *text, struct cidr_net *net, char **error)
 {
     char copy[CIDR_TEXT_MAX];
@@ -125,7 +112,6 @@ int cidr_net_parse(const char *text, struct cidr_net *net, char **error)
             return -1;
         }
         net->prefix_len = addr_bits(net->addr.family);
-        unmap_net(net);
         return 0;
     }
     *slash = '\0';
@@ -151,7 +137,11 @@ int cidr_net_parse(const char *text, struct cidr_net *net, char **error)
                                pattern, mask, suggestion, prefix);
         return -1;
     }
-    unmap_net(net);
+    /* A network written in IPv4-mapped form (::ffff:192.0.2.0/120) stays
+     * an IPv6 network, as in Postfix (cidr_match_parse): clients are
+     * compared in their IPv4 form (cidr_addr_parse), so it matches none.
+     * Taking it as 192.0.2.0/24 would widen mynetworks beyond what
+     * Postfix trusts with the same line. */
     return 0;
 }
 

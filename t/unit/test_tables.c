@@ -514,7 +514,12 @@ static void test_cidr_parse(void)
     list = cidr_list_new();
     error = NULL;
     is_int(cidr_list_add(list, "::ffff:192.0.2.0/120", &error), 0, "an IPv4-mapped network parses");
-    ok(cidr_list_match(list, "192.0.2.77"), "an IPv4-mapped network matches IPv4 clients");
+    ok(!cidr_list_match(list, "192.0.2.77"), "an IPv4-mapped network matches no IPv4 client, as in Postfix");
+    ok(!cidr_list_match(list, "::ffff:192.0.2.77"), "nor the client written in mapped form (compared as IPv4)");
+    cidr_list_free(list);
+    list = cidr_list_new();
+    is_int(cidr_list_add(list, "::ffff:192.0.2.1", &error), 0, "an IPv4-mapped host parses");
+    ok(!cidr_list_match(list, "192.0.2.1"), "and matches no IPv4 client either, as in Postfix");
     cidr_list_free(list);
 }
 

@@ -734,8 +734,9 @@ PETREL_API int petrel_milter_header_checks_async(petrel_session *s, const char *
  * stands in for a milter, not only for milters: the bundled dkim, dmarc,
  * spamassassin and clamav modules (opendkim, opendmarc, spamass-milter,
  * clamav-milter) ask it at end_of_message and then neither scan, sign
- * nor verify, edit no header and give no verdict. Also 1 once milter_header_checks refused a milter's
- * header (REJECT, or a table that fails): the later milters are not sent
+ * nor verify, edit no header and give no verdict. Also 1 once
+ * milter_header_checks refused a milter's header (REJECT, or a table
+ * that fails): the later milters are not sent
  * the message, as Postfix's chain ends there. Before the content, 1 once
  * the transaction is to be discarded (a restriction's DISCARD, or a
  * module's): Postfix's smtpd then sends the milters no further MAIL,
